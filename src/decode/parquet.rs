@@ -1,0 +1,133 @@
+//! Parquet → [`RawRow`].
+//!
+//! Parquet is typed, but a producer's types need not be ours (an `Int32` amount, a `Utf8View`
+//! id, a `Timestamp(µs)` event time), so each cell is read into the same [`RawValue`] a JSON
+//! parser would produce and validated by the same rules. Positions are 1-based row numbers.
+
+use std::borrow::Cow;
+
+use datafusion::arrow::array::{
+    Array, ArrayRef, AsArray, BooleanArray, Int64Array, RecordBatch, StringArray,
+};
+use datafusion::arrow::compute::cast;
+use datafusion::arrow::datatypes::{DataType, TimeUnit};
+
+use super::row::{RawRow, RawValue};
+use crate::schema::FieldId;
+
+/// A Parquet batch's columns, converted once to the few shapes the row reader understands.
+pub struct ParquetColumns {
+    cols: Vec<(Option<FieldId>, String, Column)>,
+}
+
+enum Column {
+    Str(StringArray),
+    Int(Int64Array),
+    Float(ArrayRef),
+    Bool(BooleanArray),
+    Other(ArrayRef),
+}
+
+impl ParquetColumns {
+    /// Prepares a batch read from a Parquet file.
+    pub fn new(batch: &RecordBatch) -> Self {
+        let schema = batch.schema();
+        let cols = schema
+            .fields()
+            .iter()
+            .zip(batch.columns())
+            .map(|(field, arr)| {
+                let id = FieldId::from_name(field.name().as_bytes());
+                let col = match arr.data_type() {
+                    DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View => {
+                        Column::Str(cast(arr, &DataType::Utf8).map_or_else(
+                            |_| StringArray::new_null(arr.len()),
+                            |a| a.as_string::<i32>().clone(),
+                        ))
+                    }
+                    DataType::Int8
+                    | DataType::Int16
+                    | DataType::Int32
+                    | DataType::Int64
+                    | DataType::UInt8
+                    | DataType::UInt16
+                    | DataType::UInt32 => Column::Int(
+                        cast(arr, &DataType::Int64)
+                            .expect("widening integer cast")
+                            .as_primitive()
+                            .clone(),
+                    ),
+                    DataType::Timestamp(unit, _) => {
+                        let raw = cast(arr, &DataType::Int64).expect("timestamp to int");
+                        let raw: &Int64Array = raw.as_primitive();
+                        let div = match unit {
+                            TimeUnit::Second => -1000,
+                            TimeUnit::Millisecond => 1,
+                            TimeUnit::Microsecond => 1000,
+                            TimeUnit::Nanosecond => 1_000_000,
+                        };
+                        Column::Int(raw.unary(|v| {
+                            if div < 0 { v.saturating_mul(-div) } else { v.div_euclid(div) }
+                        }))
+                    }
+                    DataType::Float16 | DataType::Float32 | DataType::Float64 | DataType::UInt64 => {
+                        Column::Float(arr.clone())
+                    }
+                    DataType::Boolean => Column::Bool(arr.as_boolean().clone()),
+                    _ => Column::Other(arr.clone()),
+                };
+                (id, field.name().clone(), col)
+            })
+            .collect();
+        ParquetColumns { cols }
+    }
+
+    /// Reads row `i` into `row`.
+    pub fn read_row<'a>(&'a self, i: usize, row: &mut RawRow<'a>) {
+        for (id, name, col) in &self.cols {
+            let v = match col {
+                Column::Str(a) if a.is_valid(i) => {
+                    let s = a.value(i);
+                    row.note_string(name, s);
+                    RawValue::Str(Cow::Borrowed(s))
+                }
+                Column::Int(a) if a.is_valid(i) => RawValue::Int(a.value(i)),
+                Column::Bool(a) if a.is_valid(i) => RawValue::Bool,
+                Column::Float(a) if a.is_valid(i) => {
+                    // A UInt64 that fits is still an integer.
+                    match a.as_primitive_opt::<datafusion::arrow::datatypes::UInt64Type>() {
+                        Some(u) => i64::try_from(u.value(i)).map_or(RawValue::Float, RawValue::Int),
+                        None => RawValue::Float,
+                    }
+                }
+                Column::Other(a) if a.is_valid(i) => RawValue::Compound,
+                _ => RawValue::Null,
+            };
+            match id {
+                Some(f) => row.values[*f as usize] = Some(v),
+                None => row.unknown_fields += 1,
+            }
+        }
+    }
+
+    /// Row `i` as a JSON object, for the dead-letter output.
+    pub fn row_json(&self, i: usize) -> String {
+        let mut m = serde_json::Map::new();
+        for (_, name, col) in &self.cols {
+            let v = match col {
+                Column::Str(a) if a.is_valid(i) => serde_json::Value::from(a.value(i)),
+                Column::Int(a) if a.is_valid(i) => serde_json::Value::from(a.value(i)),
+                Column::Bool(a) if a.is_valid(i) => serde_json::Value::from(a.value(i)),
+                Column::Float(a) | Column::Other(a) if a.is_valid(i) => {
+                    match datafusion::arrow::util::display::array_value_to_string(a, i) {
+                        Ok(s) => serde_json::Value::from(s),
+                        Err(_) => serde_json::Value::Null,
+                    }
+                }
+                _ => serde_json::Value::Null,
+            };
+            m.insert(name.clone(), v);
+        }
+        serde_json::Value::Object(m).to_string()
+    }
+}

@@ -1,0 +1,124 @@
+//! Rejected records: why a record was not accepted, and where it came from.
+//!
+//! A reject is data, not an error: it goes to the dead-letter output and a counter, and the run
+//! goes on. Its raw text is redacted of anything that looks like a card number before it is kept.
+
+use std::fmt;
+use std::sync::Arc;
+
+use super::card::redact;
+
+/// Why a record was dead-lettered. The code (`as_str`) is part of the dead-letter format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum RejectReason {
+    /// The bytes are not valid UTF-8.
+    InvalidUtf8,
+    /// Not a JSON object / CSV record, or truncated.
+    Malformed,
+    /// A required field is absent.
+    MissingField,
+    /// A required field is `null`.
+    NullField,
+    /// A field has the wrong JSON type (`"10"`, `12.5` or `1e3` for an amount).
+    WrongType,
+    /// A number outside its range (negative or oversized amount).
+    OutOfRange,
+    /// `event_type` is not one of the known types.
+    UnknownEventType,
+    /// `currency` is not an ISO 4217 code.
+    UnknownCurrency,
+    /// A field's value does not have the required form (`event_id`, country, `mcc`, `status`).
+    InvalidValue,
+    /// `event_time` cannot be parsed.
+    BadTimestamp,
+    /// `event_time` is further ahead of the watermark than the allowed skew.
+    FutureTimestamp,
+    /// A string field looks like a card number.
+    CardNumber,
+    /// The same `event_id` arrived again with a different payload.
+    DuplicateConflict,
+}
+
+impl RejectReason {
+    /// The stable reason code written to the dead-letter output.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RejectReason::InvalidUtf8 => "invalid_utf8",
+            RejectReason::Malformed => "malformed",
+            RejectReason::MissingField => "missing_field",
+            RejectReason::NullField => "null_field",
+            RejectReason::WrongType => "wrong_type",
+            RejectReason::OutOfRange => "out_of_range",
+            RejectReason::UnknownEventType => "unknown_event_type",
+            RejectReason::UnknownCurrency => "unknown_currency",
+            RejectReason::InvalidValue => "invalid_value",
+            RejectReason::BadTimestamp => "bad_timestamp",
+            RejectReason::FutureTimestamp => "future_timestamp",
+            RejectReason::CardNumber => "card_number",
+            RejectReason::DuplicateConflict => "duplicate_conflict",
+        }
+    }
+}
+
+impl fmt::Display for RejectReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// How a source numbers its records.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PositionKind {
+    /// 1-based line in a text file (JSON Lines, CSV).
+    Line,
+    /// 1-based row in a Parquet file.
+    Row,
+    /// Offset in a log partition.
+    Offset,
+}
+
+impl PositionKind {
+    /// The JSON key used for this kind of position.
+    pub fn key(self) -> &'static str {
+        match self {
+            PositionKind::Line => "line",
+            PositionKind::Row => "row",
+            PositionKind::Offset => "offset",
+        }
+    }
+}
+
+/// Where records come from: a file path (or `topic/partition`) and how positions count.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Origin {
+    /// The file path or topic/partition.
+    pub name: Arc<str>,
+    /// What positions mean.
+    pub kind: PositionKind,
+}
+
+/// A record that was not accepted.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Reject {
+    /// Reason code.
+    pub reason: RejectReason,
+    /// Human detail: what was wrong and what was expected.
+    pub detail: String,
+    /// Position of the record within its origin.
+    pub position: u64,
+    /// The raw record, redacted of card-number-like values.
+    pub raw: String,
+}
+
+impl Reject {
+    /// Builds a reject from raw bytes, redacting them.
+    pub fn new(reason: RejectReason, detail: String, position: u64, raw: &[u8]) -> Self {
+        let text = String::from_utf8_lossy(raw);
+        Reject {
+            reason,
+            detail,
+            position,
+            raw: redact(&text),
+        }
+    }
+}

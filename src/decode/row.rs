@@ -1,0 +1,524 @@
+//! One event between parsing and Arrow: the raw field values a format parser found, their
+//! validation against `EVENTS.md`, and the builder that appends valid rows to a batch.
+//!
+//! Parsers (JSON, CSV, Parquet) fill a [`RawRow`] without judging values; [`validate`] is the one
+//! place that decides what is a valid event, so every format rejects the same things for the same
+//! reasons. A row is appended only once it is fully valid, so a rejected row never leaves half of
+//! itself in a batch.
+
+use std::borrow::Cow;
+use std::sync::Arc;
+
+use datafusion::arrow::array::{
+    ArrayRef, Int64Builder, RecordBatch, StringBuilder, TimestampMillisecondBuilder,
+};
+use xxhash_rust::xxh3::Xxh3;
+
+use super::card::contains_card_number;
+use super::currency::is_iso4217;
+use super::reject::RejectReason;
+use crate::schema::{FieldId, NUM_FIELDS, event_schema};
+use crate::time::parse_rfc3339_millis;
+
+/// A field value as the format parser saw it, before any judgement.
+#[derive(Debug, Clone, PartialEq)]
+pub enum RawValue<'a> {
+    /// A JSON string (or a Parquet string column).
+    Str(Cow<'a, str>),
+    /// An untyped text cell (CSV): numbers are parsed strictly from it.
+    Text(&'a str),
+    /// A JSON integer that fits in i64 (or a Parquet integer column).
+    Int(i64),
+    /// A JSON number with a fraction or exponent, or an integer beyond i64.
+    Float,
+    /// `true` or `false`.
+    Bool,
+    /// An explicit `null`.
+    Null,
+    /// An object or array.
+    Compound,
+}
+
+impl RawValue<'_> {
+    fn type_name(&self) -> &'static str {
+        match self {
+            RawValue::Str(_) | RawValue::Text(_) => "a string",
+            RawValue::Int(_) => "an integer",
+            RawValue::Float => "a non-integer number",
+            RawValue::Bool => "a boolean",
+            RawValue::Null => "null",
+            RawValue::Compound => "an object or array",
+        }
+    }
+}
+
+/// The raw values of one record, indexed by [`FieldId`].
+#[derive(Debug, Default)]
+pub struct RawRow<'a> {
+    /// Known fields; `None` when absent.
+    pub values: [Option<RawValue<'a>>; NUM_FIELDS],
+    /// Number of fields not in the event format (accepted and ignored, but counted).
+    pub unknown_fields: u32,
+    /// Name of a field (known or not) whose string value looks like a card number.
+    pub card_number_in: Option<String>,
+}
+
+impl<'a> RawRow<'a> {
+    /// Clears the row for reuse.
+    pub fn clear(&mut self) {
+        self.values = Default::default();
+        self.unknown_fields = 0;
+        self.card_number_in = None;
+    }
+
+    /// Records a string value, checking it for card numbers.
+    pub fn note_string(&mut self, field: &str, value: &str) {
+        if self.card_number_in.is_none() && contains_card_number(value.as_bytes()) {
+            self.card_number_in = Some(field.to_string());
+        }
+    }
+}
+
+/// The validated values of one event, ready to append.
+#[derive(Debug)]
+pub struct ValidRow<'r> {
+    strs: [Option<&'r str>; NUM_FIELDS],
+    event_time: i64,
+    amount_minor: i64,
+    fee_minor: Option<i64>,
+}
+
+impl ValidRow<'_> {
+    /// Event time in epoch milliseconds.
+    pub fn event_time(&self) -> i64 {
+        self.event_time
+    }
+
+    /// A stable 64-bit hash of every known field, used by dedup to tell a redelivery (same hash)
+    /// from a conflicting reuse of an `event_id` (different hash).
+    pub fn payload_hash(&self) -> u64 {
+        let mut h = Xxh3::new();
+        for (i, s) in self.strs.iter().enumerate() {
+            h.update(&[i as u8]);
+            if let Some(s) = s {
+                h.update(&(s.len() as u32).to_le_bytes());
+                h.update(s.as_bytes());
+            }
+        }
+        h.update(&self.event_time.to_le_bytes());
+        h.update(&self.amount_minor.to_le_bytes());
+        h.update(&self.fee_minor.unwrap_or(-1).to_le_bytes());
+        h.digest()
+    }
+}
+
+/// A validation failure: reason code and a human detail that never echoes a card number.
+pub(super) type Invalid = (RejectReason, String);
+
+const EVENT_TYPES: [&str; 6] = [
+    "authorization",
+    "capture",
+    "refund",
+    "chargeback",
+    "void",
+    "chargeback_reversal",
+];
+
+/// The largest accepted `amount_minor` (and `fee_minor`): 10^15 minor units.
+pub const MAX_AMOUNT: i64 = 1_000_000_000_000_000;
+
+fn show(s: &str) -> String {
+    let mut t: String = s.chars().take(40).collect();
+    if t.len() < s.len() {
+        t.push('…');
+    }
+    format!("{t:?}")
+}
+
+fn str_field<'r>(row: &'r RawRow<'_>, f: FieldId) -> Result<Option<&'r str>, Invalid> {
+    match &row.values[f as usize] {
+        None => Ok(None),
+        Some(RawValue::Null) if !f.required() => Ok(None),
+        Some(RawValue::Null) => Err((
+            RejectReason::NullField,
+            format!("required field `{}` is null", f.name()),
+        )),
+        Some(RawValue::Str(s)) => Ok(Some(s.as_ref())),
+        Some(RawValue::Text(s)) => Ok(Some(s)),
+        Some(other) => Err((
+            RejectReason::WrongType,
+            format!("`{}` must be a string, found {}", f.name(), other.type_name()),
+        )),
+    }
+}
+
+fn int_field(row: &RawRow<'_>, f: FieldId) -> Result<Option<i64>, Invalid> {
+    match &row.values[f as usize] {
+        None => Ok(None),
+        Some(RawValue::Null) if !f.required() => Ok(None),
+        Some(RawValue::Null) => Err((
+            RejectReason::NullField,
+            format!("required field `{}` is null", f.name()),
+        )),
+        Some(RawValue::Int(v)) => Ok(Some(*v)),
+        Some(RawValue::Text(t)) => parse_strict_int(t).map(Some).ok_or_else(|| {
+            (
+                RejectReason::WrongType,
+                format!("`{}` must be an integer, found {}", f.name(), show(t)),
+            )
+        }),
+        Some(other) => Err((
+            RejectReason::WrongType,
+            format!(
+                "`{}` must be a JSON integer in minor units, found {}",
+                f.name(),
+                other.type_name()
+            ),
+        )),
+    }
+}
+
+/// Parses `-?[0-9]+` (no sign `+`, no fraction, no exponent, no spaces) into an i64.
+fn parse_strict_int(t: &str) -> Option<i64> {
+    let (neg, digits) = match t.strip_prefix('-') {
+        Some(d) => (true, d),
+        None => (false, t),
+    };
+    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let v: i64 = digits.parse().ok()?;
+    Some(if neg { -v } else { v })
+}
+
+fn required<T>(v: Option<T>, f: FieldId) -> Result<T, Invalid> {
+    v.ok_or_else(|| {
+        (
+            RejectReason::MissingField,
+            format!("required field `{}` is missing", f.name()),
+        )
+    })
+}
+
+fn check_amount(v: i64, f: FieldId) -> Result<i64, Invalid> {
+    if (0..=MAX_AMOUNT).contains(&v) {
+        Ok(v)
+    } else {
+        Err((
+            RejectReason::OutOfRange,
+            format!(
+                "`{}` = {v} is outside 0..=10^15 (the sign comes from event_type)",
+                f.name()
+            ),
+        ))
+    }
+}
+
+/// Validates a raw row against the event format.
+pub fn validate<'r>(row: &'r RawRow<'_>) -> Result<ValidRow<'r>, Invalid> {
+    if let Some(field) = &row.card_number_in {
+        return Err((
+            RejectReason::CardNumber,
+            format!("field `{field}` holds a value that looks like a card number (redacted); send card tokens only"),
+        ));
+    }
+    let mut strs: [Option<&'r str>; NUM_FIELDS] = [None; NUM_FIELDS];
+    for f in FieldId::ALL {
+        if matches!(
+            f,
+            FieldId::EventTime | FieldId::AmountMinor | FieldId::FeeMinor
+        ) {
+            continue;
+        }
+        let v = str_field(row, f)?;
+        strs[f as usize] = if f.required() {
+            Some(required(v, f)?)
+        } else {
+            v
+        };
+    }
+
+    let event_id = strs[FieldId::EventId as usize].unwrap_or_default();
+    if event_id.is_empty()
+        || event_id.len() > 128
+        || !event_id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b':' | b'.'))
+    {
+        return Err((
+            RejectReason::InvalidValue,
+            format!(
+                "`event_id` {} must be 1–128 characters of A-Z a-z 0-9 _ - : .",
+                show(event_id)
+            ),
+        ));
+    }
+    let event_type = strs[FieldId::EventType as usize].unwrap_or_default();
+    if !EVENT_TYPES.contains(&event_type) {
+        return Err((
+            RejectReason::UnknownEventType,
+            format!(
+                "unknown `event_type` {}; expected one of {}",
+                show(event_type),
+                EVENT_TYPES.join(", ")
+            ),
+        ));
+    }
+    for f in [FieldId::PaymentId, FieldId::MerchantId, FieldId::CardId] {
+        if strs[f as usize].is_some_and(str::is_empty) {
+            return Err((
+                RejectReason::InvalidValue,
+                format!("`{}` is empty", f.name()),
+            ));
+        }
+    }
+    let currency = strs[FieldId::Currency as usize].unwrap_or_default();
+    if !is_iso4217(currency) {
+        return Err((
+            RejectReason::UnknownCurrency,
+            format!(
+                "`currency` {} is not an upper-case ISO 4217 code",
+                show(currency)
+            ),
+        ));
+    }
+    for f in [FieldId::CardCountry, FieldId::IpCountry] {
+        if let Some(c) = strs[f as usize]
+            && !(c.len() == 2 && c.bytes().all(|b| b.is_ascii_uppercase()))
+        {
+            return Err((
+                RejectReason::InvalidValue,
+                format!(
+                    "`{}` {} is not an ISO 3166-1 alpha-2 code",
+                    f.name(),
+                    show(c)
+                ),
+            ));
+        }
+    }
+    if let Some(m) = strs[FieldId::Mcc as usize]
+        && !(m.len() == 4 && m.bytes().all(|b| b.is_ascii_digit()))
+    {
+        return Err((
+            RejectReason::InvalidValue,
+            format!("`mcc` {} is not a 4-digit code", show(m)),
+        ));
+    }
+    match strs[FieldId::Status as usize] {
+        None if event_type == "authorization" => {
+            // EVENTS.md: an absent status means approved.
+            strs[FieldId::Status as usize] = Some("approved");
+        }
+        None | Some("approved" | "declined") => {}
+        Some(s) => {
+            return Err((
+                RejectReason::InvalidValue,
+                format!("`status` {} must be approved or declined", show(s)),
+            ));
+        }
+    }
+
+    let event_time = parse_event_time(row)?;
+    let amount_minor = check_amount(
+        required(
+            int_field(row, FieldId::AmountMinor)?,
+            FieldId::AmountMinor,
+        )?,
+        FieldId::AmountMinor,
+    )?;
+    let fee_minor = int_field(row, FieldId::FeeMinor)?
+        .map(|v| check_amount(v, FieldId::FeeMinor))
+        .transpose()?;
+    Ok(ValidRow {
+        strs,
+        event_time,
+        amount_minor,
+        fee_minor,
+    })
+}
+
+/// Latest accepted event time (year 9999), so arithmetic on windows never overflows.
+const MAX_EVENT_TIME: i64 = 253_402_300_799_999;
+
+fn parse_event_time(row: &RawRow<'_>) -> Result<i64, Invalid> {
+    let f = FieldId::EventTime;
+    let bad = |what: String| {
+        (
+            RejectReason::BadTimestamp,
+            format!("`event_time` {what}: expected RFC 3339 with offset (2026-11-01T00:00:00.016Z) or epoch milliseconds"),
+        )
+    };
+    let ms = match &row.values[f as usize] {
+        None => return Err(required::<()>(None, f).unwrap_err()),
+        Some(RawValue::Null) => {
+            return Err((RejectReason::NullField, "required field `event_time` is null".into()));
+        }
+        Some(RawValue::Int(v)) => *v,
+        Some(RawValue::Str(s)) => {
+            parse_rfc3339_millis(s).ok_or_else(|| bad(format!("{} is not a timestamp", show(s))))?
+        }
+        Some(RawValue::Text(t)) => match parse_strict_int(t) {
+            Some(v) => v,
+            None => parse_rfc3339_millis(t)
+                .ok_or_else(|| bad(format!("{} is not a timestamp", show(t))))?,
+        },
+        Some(other) => return Err(bad(format!("is {}", other.type_name()))),
+    };
+    if !(0..=MAX_EVENT_TIME).contains(&ms) {
+        return Err(bad(format!("{ms} is outside 1970..9999")));
+    }
+    Ok(ms)
+}
+
+/// Appends valid rows into Arrow builders and finishes them as a batch of [`event_schema`].
+pub struct EventBatchBuilder {
+    strings: Vec<(usize, StringBuilder)>,
+    event_time: TimestampMillisecondBuilder,
+    amount_minor: Int64Builder,
+    fee_minor: Int64Builder,
+    len: usize,
+}
+
+impl EventBatchBuilder {
+    /// A builder sized for `capacity` rows.
+    pub fn with_capacity(capacity: usize) -> Self {
+        let strings = FieldId::ALL
+            .iter()
+            .filter(|f| {
+                !matches!(
+                    f,
+                    FieldId::EventTime | FieldId::AmountMinor | FieldId::FeeMinor
+                )
+            })
+            .map(|f| (*f as usize, StringBuilder::with_capacity(capacity, capacity * 16)))
+            .collect();
+        EventBatchBuilder {
+            strings,
+            event_time: TimestampMillisecondBuilder::with_capacity(capacity)
+                .with_timezone(Arc::from("UTC")),
+            amount_minor: Int64Builder::with_capacity(capacity),
+            fee_minor: Int64Builder::with_capacity(capacity),
+            len: 0,
+        }
+    }
+
+    /// Rows appended so far.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Whether no row was appended.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Appends one validated row.
+    pub fn append(&mut self, row: &ValidRow<'_>) {
+        for (idx, b) in &mut self.strings {
+            b.append_option(row.strs[*idx]);
+        }
+        self.event_time.append_value(row.event_time);
+        self.amount_minor.append_value(row.amount_minor);
+        self.fee_minor.append_option(row.fee_minor);
+        self.len += 1;
+    }
+
+    /// Finishes the batch, leaving the builder empty for reuse.
+    pub fn finish(&mut self) -> RecordBatch {
+        let mut cols: Vec<Option<ArrayRef>> = vec![None; NUM_FIELDS];
+        for (idx, b) in &mut self.strings {
+            cols[*idx] = Some(Arc::new(b.finish()));
+        }
+        cols[FieldId::EventTime as usize] = Some(Arc::new(self.event_time.finish()));
+        cols[FieldId::AmountMinor as usize] = Some(Arc::new(self.amount_minor.finish()));
+        cols[FieldId::FeeMinor as usize] = Some(Arc::new(self.fee_minor.finish()));
+        self.len = 0;
+        let cols = cols.into_iter().map(|c| c.expect("every column built")).collect();
+        RecordBatch::try_new(event_schema(), cols).expect("builder matches the event schema")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn base() -> RawRow<'static> {
+        let mut r = RawRow::default();
+        let s = |v: &'static str| Some(RawValue::Str(Cow::Borrowed(v)));
+        r.values[FieldId::EventId as usize] = s("e1");
+        r.values[FieldId::EventType as usize] = s("capture");
+        r.values[FieldId::EventTime as usize] = s("2026-11-01T00:00:00.016Z");
+        r.values[FieldId::PaymentId as usize] = s("p1");
+        r.values[FieldId::MerchantId as usize] = s("m1");
+        r.values[FieldId::CardId as usize] = s("c1");
+        r.values[FieldId::AmountMinor as usize] = Some(RawValue::Int(1250));
+        r.values[FieldId::Currency as usize] = s("EUR");
+        r
+    }
+
+    #[test]
+    fn accepts_a_minimal_event() {
+        let r = base();
+        let v = validate(&r).unwrap();
+        assert_eq!(v.amount_minor, 1250);
+        let mut b = EventBatchBuilder::with_capacity(4);
+        b.append(&v);
+        let batch = b.finish();
+        assert_eq!(batch.num_rows(), 1);
+        assert_eq!(batch.schema(), event_schema());
+    }
+
+    #[test]
+    fn rejects_each_kind_of_invalid_value() {
+        let cases: Vec<(FieldId, Option<RawValue<'static>>, RejectReason)> = vec![
+            (FieldId::AmountMinor, None, RejectReason::MissingField),
+            (FieldId::AmountMinor, Some(RawValue::Null), RejectReason::NullField),
+            (FieldId::AmountMinor, Some(RawValue::Float), RejectReason::WrongType),
+            (FieldId::AmountMinor, Some(RawValue::Str("10".into())), RejectReason::WrongType),
+            (FieldId::AmountMinor, Some(RawValue::Int(-1)), RejectReason::OutOfRange),
+            (FieldId::AmountMinor, Some(RawValue::Int(MAX_AMOUNT + 1)), RejectReason::OutOfRange),
+            (FieldId::EventType, Some(RawValue::Str("capturee".into())), RejectReason::UnknownEventType),
+            (FieldId::Currency, Some(RawValue::Str("usd".into())), RejectReason::UnknownCurrency),
+            (FieldId::EventTime, Some(RawValue::Str("yesterday".into())), RejectReason::BadTimestamp),
+            (FieldId::EventId, Some(RawValue::Str("a b".into())), RejectReason::InvalidValue),
+            (FieldId::Mcc, Some(RawValue::Str("12a4".into())), RejectReason::InvalidValue),
+            (FieldId::FeeMinor, Some(RawValue::Int(-5)), RejectReason::OutOfRange),
+        ];
+        for (field, value, reason) in cases {
+            let mut r = base();
+            r.values[field as usize] = value.clone();
+            let err = validate(&r).unwrap_err();
+            assert_eq!(err.0, reason, "{field:?} = {value:?}: {}", err.1);
+        }
+    }
+
+    #[test]
+    fn csv_text_numbers_are_strict() {
+        let mut r = base();
+        r.values[FieldId::AmountMinor as usize] = Some(RawValue::Text("10"));
+        assert!(validate(&r).is_ok());
+        for bad in ["12.5", "1e3", "+3", " 3", ""] {
+            r.values[FieldId::AmountMinor as usize] = Some(RawValue::Text(bad));
+            assert_eq!(validate(&r).unwrap_err().0, RejectReason::WrongType, "{bad}");
+        }
+    }
+
+    #[test]
+    fn card_numbers_win_over_other_reasons() {
+        let mut r = base();
+        r.note_string("card_id", "4111111111111111");
+        let (reason, detail) = validate(&r).unwrap_err();
+        assert_eq!(reason, RejectReason::CardNumber);
+        assert!(!detail.contains("4111"));
+    }
+
+    #[test]
+    fn payload_hash_tells_payloads_apart() {
+        let a = base();
+        let mut b = base();
+        b.values[FieldId::AmountMinor as usize] = Some(RawValue::Int(1251));
+        let (va, vb) = (validate(&a).unwrap(), validate(&b).unwrap());
+        assert_ne!(va.payload_hash(), vb.payload_hash());
+        assert_eq!(va.payload_hash(), validate(&base()).unwrap().payload_hash());
+    }
+}

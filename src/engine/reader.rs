@@ -1,0 +1,208 @@
+//! Reading an event file into decoded chunks, in order, with decoding spread over threads.
+//!
+//! ```text
+//!  file ──read 1 MiB chunks at record boundaries──▶ decode threads (N) ──seq-numbered──▶ router
+//! ```
+//! Each chunk carries its sequence number; the router puts them back in file order, so results do
+//! not depend on how many threads decoded.
+
+use std::fs::File;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+
+use datafusion::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+
+use crate::decode::{CsvHeader, Decoded, Format, decode_csv, decode_json_lines, decode_parquet};
+use crate::error::{Error, Result};
+
+const CHUNK: usize = 1 << 20;
+
+/// A decoded chunk with its place in the file.
+pub(super) struct SeqDecoded {
+    /// 0-based chunk number.
+    pub seq: u64,
+    /// The chunk's contents.
+    pub decoded: Decoded,
+}
+
+enum Job {
+    Json { seq: u64, bytes: Vec<u8>, first_line: u64 },
+    Csv { seq: u64, bytes: Vec<u8>, first_line: u64 },
+}
+
+fn input_err(path: &Path, e: impl std::fmt::Display) -> Error {
+    Error::Input {
+        path: path.to_path_buf(),
+        message: e.to_string(),
+    }
+}
+
+/// Spawns the reader and decoders; returns the channel of decoded chunks and the threads.
+pub(super) fn spawn_reader(
+    path: PathBuf,
+    format: Format,
+    batch_size: usize,
+    decoders: usize,
+    bytes_read: Arc<AtomicU64>,
+    stop: Arc<AtomicBool>,
+) -> Result<(Receiver<Result<SeqDecoded>>, Vec<JoinHandle<()>>)> {
+    let file = File::open(&path).map_err(|e| input_err(&path, e))?;
+    let (out_tx, out_rx) = sync_channel::<Result<SeqDecoded>>(decoders * 2 + 2);
+    let mut handles = Vec::new();
+    if format == Format::Parquet {
+        let tx = out_tx;
+        handles.push(std::thread::spawn(move || {
+            if let Err(e) = read_parquet(&path, file, batch_size, &tx, &bytes_read, &stop) {
+                let _ = tx.send(Err(e));
+            }
+        }));
+        return Ok((out_rx, handles));
+    }
+    let (job_tx, job_rx) = sync_channel::<Job>(decoders * 2);
+    let job_rx = Arc::new(Mutex::new(job_rx));
+    let header: Arc<Mutex<Option<Arc<CsvHeader>>>> = Arc::default();
+    for _ in 0..decoders.max(1) {
+        let rx = Arc::clone(&job_rx);
+        let tx = out_tx.clone();
+        let header = Arc::clone(&header);
+        handles.push(std::thread::spawn(move || {
+            loop {
+                let job = match rx.lock().expect("decoder queue").recv() {
+                    Ok(j) => j,
+                    Err(_) => return,
+                };
+                let (seq, decoded) = match job {
+                    Job::Json { seq, bytes, first_line } => {
+                        (seq, decode_json_lines(&bytes, first_line, batch_size))
+                    }
+                    Job::Csv { seq, bytes, first_line } => {
+                        let h = header.lock().expect("header").clone().expect("header read first");
+                        (seq, decode_csv(&bytes, first_line, &h, batch_size))
+                    }
+                };
+                if tx.send(Ok(SeqDecoded { seq, decoded })).is_err() {
+                    return;
+                }
+            }
+        }));
+    }
+    handles.push(std::thread::spawn(move || {
+        if let Err(e) = read_text(&path, file, format, &job_tx, &header, &bytes_read, &stop) {
+            let _ = out_tx.send(Err(e));
+        }
+    }));
+    Ok((out_rx, handles))
+}
+
+/// Index just past the last complete record in `buf` (0 if none).
+fn last_record_end(buf: &[u8], format: Format) -> usize {
+    match format {
+        Format::Csv => {
+            let mut in_quotes = false;
+            let mut last = 0;
+            for (i, b) in buf.iter().enumerate() {
+                match b {
+                    b'"' => in_quotes = !in_quotes,
+                    b'\n' if !in_quotes => last = i + 1,
+                    _ => {}
+                }
+            }
+            last
+        }
+        _ => memchr::memrchr(b'\n', buf).map_or(0, |i| i + 1),
+    }
+}
+
+fn read_text(
+    path: &Path,
+    mut file: File,
+    format: Format,
+    jobs: &SyncSender<Job>,
+    header: &Mutex<Option<Arc<CsvHeader>>>,
+    bytes_read: &AtomicU64,
+    stop: &AtomicBool,
+) -> Result<()> {
+    let mut buf: Vec<u8> = Vec::with_capacity(CHUNK * 2);
+    let mut line = 1u64;
+    let mut seq = 0u64;
+    let mut eof = false;
+    let mut need_header = format == Format::Csv;
+    while !eof {
+        if stop.load(Ordering::Relaxed) {
+            return Ok(());
+        }
+        let old = buf.len();
+        buf.resize(old + CHUNK, 0);
+        let n = file.read(&mut buf[old..]).map_err(|e| input_err(path, e))?;
+        buf.truncate(old + n);
+        bytes_read.fetch_add(n as u64, Ordering::Relaxed);
+        eof = n == 0;
+        if need_header {
+            let Some(end) = memchr::memchr(b'\n', &buf).or(if eof { Some(buf.len()) } else { None }) else {
+                continue;
+            };
+            let text = std::str::from_utf8(&buf[..end])
+                .map_err(|_| input_err(path, "the CSV header is not UTF-8"))?;
+            let h = CsvHeader::parse(text.trim_end_matches('\r')).map_err(|e| input_err(path, e))?;
+            *header.lock().expect("header") = Some(Arc::new(h));
+            buf.drain(..(end + 1).min(buf.len()));
+            line += 1;
+            need_header = false;
+        }
+        let cut = if eof { buf.len() } else { last_record_end(&buf, format) };
+        if cut == 0 {
+            continue;
+        }
+        let rest = buf.split_off(cut);
+        let bytes = std::mem::replace(&mut buf, rest);
+        let newlines = memchr::memchr_iter(b'\n', &bytes).count() as u64;
+        let job = match format {
+            Format::Csv => Job::Csv { seq, bytes, first_line: line },
+            _ => Job::Json { seq, bytes, first_line: line },
+        };
+        line += newlines;
+        seq += 1;
+        if jobs.send(job).is_err() {
+            return Ok(());
+        }
+    }
+    Ok(())
+}
+
+fn read_parquet(
+    path: &Path,
+    file: File,
+    batch_size: usize,
+    tx: &SyncSender<Result<SeqDecoded>>,
+    bytes_read: &AtomicU64,
+    stop: &AtomicBool,
+) -> Result<()> {
+    let size = file.metadata().map(|m| m.len()).unwrap_or(0);
+    let reader = ParquetRecordBatchReaderBuilder::try_new(file)
+        .map_err(|e| input_err(path, format!("not a readable Parquet file: {e}")))?
+        .with_batch_size(batch_size.clamp(1, 65_536))
+        .build()
+        .map_err(|e| input_err(path, e))?;
+    let mut row = 1u64;
+    let mut total_rows = 0u64;
+    for (seq, batch) in reader.enumerate() {
+        if stop.load(Ordering::Relaxed) {
+            return Ok(());
+        }
+        let batch = batch.map_err(|e| input_err(path, e))?;
+        let decoded = decode_parquet(&batch, row, batch_size);
+        row += batch.num_rows() as u64;
+        total_rows += batch.num_rows() as u64;
+        // Parquet is read in row groups; report progress proportionally.
+        bytes_read.store(size.min(total_rows * 200), Ordering::Relaxed);
+        if tx.send(Ok(SeqDecoded { seq: seq as u64, decoded })).is_err() {
+            return Ok(());
+        }
+    }
+    bytes_read.store(size, Ordering::Relaxed);
+    Ok(())
+}

@@ -1,0 +1,170 @@
+//! The router: the single place where an event is accepted or not, and where time advances.
+//!
+//! For each decoded batch, in file order: reject far-future timestamps, deduplicate by `event_id`,
+//! advance the watermark, stamp every accepted event with the watermark it arrived under, and
+//! split the batch by group key so each key's events always reach the same worker.
+
+use std::sync::Arc;
+
+use datafusion::arrow::array::{ArrayRef, AsArray, RecordBatch, TimestampMillisecondArray, UInt32Array};
+use datafusion::arrow::compute::take;
+use datafusion::arrow::datatypes::TimestampMillisecondType;
+use datafusion::common::hash_utils::{RandomState, create_hashes};
+use datafusion::physical_plan::PhysicalExpr;
+
+use crate::decode::{DecodedBatch, Reject, RejectReason};
+use crate::error::Result;
+use crate::operators::{Dedup, DedupOutcome, EventBatch, Watermark};
+use crate::schema::{FieldId, windowed_schema};
+use crate::time::rfc3339;
+
+/// Counters kept by the router.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct RouterCounts {
+    /// Events accepted (passed to the query).
+    pub accepted: u64,
+    /// Redeliveries dropped.
+    pub duplicates: u64,
+    /// Events dead-lettered by the router (conflicts, far-future timestamps).
+    pub dead_lettered: u64,
+}
+
+/// Dedup, watermark and partitioning.
+pub struct Router {
+    /// Dedup state.
+    pub dedup: Dedup,
+    /// Watermark state.
+    pub watermark: Watermark,
+    /// Counters.
+    pub counts: RouterCounts,
+    partition_keys: Vec<Arc<dyn PhysicalExpr>>,
+    workers: usize,
+    round_robin: usize,
+}
+
+impl Router {
+    /// A router for `workers` workers partitioning by `partition_keys` (round-robin when empty).
+    pub fn new(dedup: Dedup, watermark: Watermark, partition_keys: Vec<Arc<dyn PhysicalExpr>>, workers: usize) -> Self {
+        Router {
+            dedup,
+            watermark,
+            counts: RouterCounts::default(),
+            partition_keys,
+            workers: workers.max(1),
+            round_robin: 0,
+        }
+    }
+
+    /// Accepts what can be accepted from a decoded batch. Rejected events are appended to
+    /// `rejects`; the accepted ones are returned with their arrival watermarks.
+    pub fn accept(&mut self, d: &DecodedBatch, raw: impl Fn(usize) -> String, rejects: &mut Vec<Reject>) -> Result<Option<EventBatch>> {
+        let b = &d.batch;
+        let ids = b.column(FieldId::EventId as usize).as_string::<i32>();
+        let times = b.column(FieldId::EventTime as usize).as_primitive::<TimestampMillisecondType>();
+        let mut keep = Vec::with_capacity(b.num_rows());
+        let mut arrival = Vec::with_capacity(b.num_rows());
+        for i in 0..b.num_rows() {
+            let ts = times.value(i);
+            if self.watermark.is_far_future(ts) {
+                self.counts.dead_lettered += 1;
+                rejects.push(Reject::new(
+                    RejectReason::FutureTimestamp,
+                    format!(
+                        "event_time {} is more than the allowed skew ahead of the watermark {}",
+                        rfc3339(ts),
+                        rfc3339(self.watermark.current())
+                    ),
+                    d.positions[i],
+                    raw(i).as_bytes(),
+                ));
+                continue;
+            }
+            match self.dedup.check(ids.value(i), d.payload_hashes[i], ts) {
+                DedupOutcome::New => {
+                    arrival.push(self.watermark.current());
+                    self.watermark.observe(ts);
+                    keep.push(i as u32);
+                }
+                DedupOutcome::Duplicate => self.counts.duplicates += 1,
+                DedupOutcome::Conflict => {
+                    self.counts.dead_lettered += 1;
+                    rejects.push(Reject::new(
+                        RejectReason::DuplicateConflict,
+                        format!(
+                            "event_id {:?} was seen before with a different payload",
+                            ids.value(i)
+                        ),
+                        d.positions[i],
+                        raw(i).as_bytes(),
+                    ));
+                }
+            }
+        }
+        self.dedup.expire(self.watermark.current());
+        self.counts.accepted += keep.len() as u64;
+        if keep.is_empty() {
+            return Ok(None);
+        }
+        let (batch, positions) = if keep.len() == b.num_rows() {
+            (b.clone(), d.positions.clone())
+        } else {
+            let idx = UInt32Array::from(keep.clone());
+            let cols = b.columns().iter().map(|c| take(c, &idx, None)).collect::<Result<Vec<_>, _>>()?;
+            (
+                RecordBatch::try_new(b.schema(), cols)?,
+                keep.iter().map(|i| d.positions[*i as usize]).collect(),
+            )
+        };
+        Ok(Some(EventBatch {
+            batch,
+            positions,
+            arrival_watermarks: arrival,
+        }))
+    }
+
+    /// Splits accepted events into one part per worker (parts may be empty).
+    pub fn partition(&mut self, events: EventBatch) -> Result<Vec<Option<EventBatch>>> {
+        let n = self.workers;
+        let mut parts: Vec<Option<EventBatch>> = (0..n).map(|_| None).collect();
+        if n == 1 {
+            parts[0] = Some(events);
+            return Ok(parts);
+        }
+        if self.partition_keys.is_empty() {
+            let w = self.round_robin % n;
+            self.round_robin += 1;
+            parts[w] = Some(events);
+            return Ok(parts);
+        }
+        let rows = events.batch.num_rows();
+        let zeros: ArrayRef = Arc::new(TimestampMillisecondArray::from(vec![0i64; rows]).with_timezone("UTC"));
+        let mut cols = events.batch.columns().to_vec();
+        cols.push(Arc::clone(&zeros));
+        cols.push(zeros);
+        let eval = RecordBatch::try_new(windowed_schema(), cols)?;
+        let keys = self
+            .partition_keys
+            .iter()
+            .map(|k| k.evaluate(&eval)?.into_array(rows))
+            .collect::<datafusion::error::Result<Vec<_>>>()?;
+        let mut hashes = vec![0u64; rows];
+        create_hashes(&keys, &RandomState::with_seed(0x9a75_17ea), &mut hashes)?;
+        let mut idx: Vec<Vec<u32>> = vec![Vec::new(); n];
+        for (r, h) in hashes.iter().enumerate() {
+            idx[(*h % n as u64) as usize].push(r as u32);
+        }
+        for (w, rows) in idx.into_iter().enumerate() {
+            if rows.is_empty() {
+                continue;
+            }
+            let ix = UInt32Array::from(rows);
+            let cols = events.batch.columns().iter().map(|c| take(c, &ix, None)).collect::<Result<Vec<_>, _>>()?;
+            parts[w] = Some(EventBatch {
+                batch: RecordBatch::try_new(events.batch.schema(), cols)?,
+                positions: ix.values().iter().map(|i| events.positions[*i as usize]).collect(),
+                arrival_watermarks: ix.values().iter().map(|i| events.arrival_watermarks[*i as usize]).collect(),
+            });
+        }
+        Ok(parts)
+    }
+}

@@ -1,0 +1,1 @@
+//! Synthetic events (to be written).

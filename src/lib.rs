@@ -1,0 +1,43 @@
+//! paystream: a stream processing engine for payment events.
+//!
+//! # Layout
+//!
+//! The modules follow the data's path:
+//!
+//! ```text
+//!  event file ─▶ engine::reader ─▶ decode ─▶ engine::router ─▶ operators ─▶ sink
+//!  (source)       chunks, order     Arrow +    dedup, watermark,   windows      JSON Lines,
+//!                                   rejects    partition by key    per worker   dead letters, late
+//!                        ▲
+//!            sql: query text ─▶ DataFusion plan ─▶ StreamPlan (what the operators run)
+//! ```
+//!
+//! * [`schema`] — the payment event columns, in Arrow.
+//! * [`decode`] — JSON Lines, CSV and Parquet into Arrow batches; bad records become [`Reject`]s.
+//! * [`sql`] — window table functions (`TUMBLE`, `HOP`, `SESSION`), planning via DataFusion.
+//! * [`operators`] — dedup, watermark, tumbling/hopping/session windows, stateless map.
+//! * [`state`] — checksummed operator snapshots.
+//! * [`sink`] — result, dead-letter and late outputs.
+//! * [`engine`] — wires the stages with bounded channels; one shutdown path.
+//! * [`generate`] — deterministic synthetic payment events.
+//! * [`time`] — RFC 3339 and durations.
+//!
+//! Money is `i64` minor units with an ISO 4217 currency, never floats; card data is tokens only.
+
+#![warn(missing_docs, unreachable_pub)]
+
+pub mod decode;
+pub mod engine;
+pub mod error;
+pub mod generate;
+pub mod operators;
+pub mod schema;
+pub mod sink;
+pub mod sql;
+pub mod state;
+pub mod time;
+
+pub use crate::decode::{Format, Reject, RejectReason};
+pub use crate::engine::{Progress, ReplayOptions, Sinks, Summary, run_replay};
+pub use crate::error::{Error, Result};
+pub use crate::sql::{StreamPlan, plan_query};

@@ -1,0 +1,238 @@
+//! What every windowed aggregation does the same way: evaluate the query's expressions on an
+//! incoming batch, and turn a closed window's groups into result rows.
+
+use std::sync::Arc;
+
+use datafusion::arrow::array::{
+    Array, ArrayRef, AsArray, BooleanArray, RecordBatch, RecordBatchOptions,
+    TimestampMillisecondArray, UInt32Array,
+};
+use datafusion::arrow::compute::take;
+use datafusion::arrow::datatypes::TimestampMillisecondType;
+
+use super::{EventBatch, LateEvents};
+use crate::error::{Error, Result};
+use crate::schema::{FieldId, windowed_schema};
+use crate::sql::{AggregateSpec, KeySlot, apply_stages};
+
+/// A batch evaluated for aggregation: event times, key columns, arguments and filters.
+pub(super) struct Prepared {
+    /// Event time of each row (after WHERE).
+    pub times: Vec<i64>,
+    /// Index of each row in the operator's input batch (after WHERE).
+    pub input_rows: Option<UInt32Array>,
+    /// Non-window key columns.
+    pub keys: Vec<ArrayRef>,
+    /// For each aggregate, its argument columns.
+    pub args: Vec<Vec<ArrayRef>>,
+    /// For each aggregate, its FILTER mask.
+    pub filters: Vec<Option<BooleanArray>>,
+}
+
+impl Prepared {
+    /// Number of rows.
+    pub(super) fn len(&self) -> usize {
+        self.times.len()
+    }
+
+    /// Index into the operator's input batch of prepared row `r`.
+    pub(super) fn input_row(&self, r: usize) -> usize {
+        self.input_rows.as_ref().map_or(r, |ids| ids.value(r) as usize)
+    }
+
+    /// Splits off the rows that `is_late(event_time, arrival_watermark)` calls late: they are
+    /// returned as original events for the late output, and removed from `self`.
+    pub(super) fn split_late(
+        &mut self,
+        input: &EventBatch,
+        is_late: impl Fn(i64, i64) -> bool,
+    ) -> Result<Option<LateEvents>> {
+        let mut late_rows = Vec::new();
+        let mut keep = Vec::with_capacity(self.len());
+        for (r, &ts) in self.times.iter().enumerate() {
+            let row = self.input_row(r);
+            let late = is_late(ts, input.arrival_watermarks[row]);
+            if late {
+                late_rows.push(row as u32);
+            }
+            keep.push(!late);
+        }
+        if late_rows.is_empty() {
+            return Ok(None);
+        }
+        let keep_idx = UInt32Array::from_iter_values(
+            keep.iter().enumerate().filter(|(_, k)| **k).map(|(i, _)| i as u32),
+        );
+        let (keys, args, filters) = self.select(&keep_idx)?;
+        self.times = keep_idx.values().iter().map(|i| self.times[*i as usize]).collect();
+        self.input_rows = Some(UInt32Array::from_iter_values(
+            keep_idx.values().iter().map(|i| self.input_row(*i as usize) as u32),
+        ));
+        self.keys = keys;
+        self.args = args;
+        self.filters = filters;
+        Ok(Some(late_events(input, &late_rows)?))
+    }
+
+    /// Rows `idx` of every column.
+    pub(super) fn select(&self, idx: &UInt32Array) -> Result<(Vec<ArrayRef>, Vec<Vec<ArrayRef>>, Vec<Option<BooleanArray>>)> {
+        let keys = self.keys.iter().map(|k| take(k, idx, None)).collect::<Result<_, _>>()?;
+        let args = self
+            .args
+            .iter()
+            .map(|a| a.iter().map(|c| take(c, idx, None)).collect::<Result<Vec<_>, _>>())
+            .collect::<Result<_, _>>()?;
+        let filters = self
+            .filters
+            .iter()
+            .map(|f| {
+                f.as_ref()
+                    .map(|f| take(f, idx, None).map(|a| a.as_boolean().clone()))
+                    .transpose()
+            })
+            .collect::<Result<_, _>>()?;
+        Ok((keys, args, filters))
+    }
+}
+
+/// Expression evaluation and output assembly shared by the window operators.
+pub(super) struct AggregateCore {
+    /// The planned aggregation.
+    pub spec: AggregateSpec,
+}
+
+impl AggregateCore {
+    /// Evaluates WHERE, keys, arguments and filters on a batch of events.
+    pub(super) fn prepare(&self, events: &RecordBatch) -> Result<Prepared> {
+        let n = events.num_rows();
+        // The planner guarantees no expression reads the window columns; they are placeholders.
+        let zeros: ArrayRef =
+            Arc::new(TimestampMillisecondArray::from(vec![0i64; n]).with_timezone("UTC"));
+        let mut cols = events.columns().to_vec();
+        cols.push(Arc::clone(&zeros));
+        cols.push(zeros);
+        let with_row_ids = !self.spec.input_stages.is_empty();
+        let batch = RecordBatch::try_new(windowed_schema(), cols)?;
+        let (batch, input_rows) = if with_row_ids {
+            // Track which input rows survive WHERE, so callers can map back (late routing).
+            let ids = UInt32Array::from_iter_values(0..n as u32);
+            let mut fields = windowed_schema().fields().to_vec();
+            fields.push(Arc::new(datafusion::arrow::datatypes::Field::new(
+                "__row",
+                datafusion::arrow::datatypes::DataType::UInt32,
+                false,
+            )));
+            let mut cols = batch.columns().to_vec();
+            cols.push(Arc::new(ids));
+            let with_ids = RecordBatch::try_new(
+                Arc::new(datafusion::arrow::datatypes::Schema::new(fields)),
+                cols,
+            )?;
+            let filtered = apply_stages(&self.spec.input_stages, &with_ids)?;
+            let rows = filtered
+                .column(filtered.num_columns() - 1)
+                .as_primitive::<datafusion::arrow::datatypes::UInt32Type>()
+                .clone();
+            (filtered, Some(rows))
+        } else {
+            (batch, None)
+        };
+        let rows = batch.num_rows();
+        let times = batch
+            .column(FieldId::EventTime as usize)
+            .as_primitive::<TimestampMillisecondType>()
+            .values()
+            .to_vec();
+        let eval = |e: &Arc<dyn datafusion::physical_plan::PhysicalExpr>| -> Result<ArrayRef> {
+            Ok(e.evaluate(&batch)?.into_array(rows)?)
+        };
+        let keys = self.spec.keys.iter().map(eval).collect::<Result<_>>()?;
+        let args = self
+            .spec
+            .aggregates
+            .iter()
+            .map(|a| a.expressions().iter().map(eval).collect::<Result<Vec<_>>>())
+            .collect::<Result<_>>()?;
+        let filters = self
+            .spec
+            .filters
+            .iter()
+            .map(|f| {
+                f.as_ref()
+                    .map(|f| {
+                        let a = eval(f)?;
+                        a.as_boolean_opt()
+                            .cloned()
+                            .ok_or_else(|| Error::Internal(format!("FILTER produced {}", a.data_type())))
+                    })
+                    .transpose()
+            })
+            .collect::<Result<_>>()?;
+        Ok(Prepared {
+            times,
+            input_rows,
+            keys,
+            args,
+            filters,
+        })
+    }
+
+    /// Assembles result rows for a closed window and applies HAVING and the SELECT list.
+    pub(super) fn output(
+        &self,
+        start: i64,
+        end: i64,
+        keys: Vec<ArrayRef>,
+        aggs: Vec<ArrayRef>,
+        rows: usize,
+    ) -> Result<RecordBatch> {
+        let bound = |v: i64| -> ArrayRef {
+            Arc::new(TimestampMillisecondArray::from(vec![v; rows]).with_timezone("UTC"))
+        };
+        let mut cols = Vec::with_capacity(self.spec.key_layout.len() + aggs.len());
+        for slot in &self.spec.key_layout {
+            cols.push(match slot {
+                KeySlot::WindowStart => bound(start),
+                KeySlot::WindowEnd => bound(end),
+                KeySlot::Key(i) => Arc::clone(&keys[*i]),
+            });
+        }
+        cols.extend(aggs);
+        let batch = RecordBatch::try_new_with_options(
+            Arc::clone(&self.spec.output_schema),
+            cols,
+            &RecordBatchOptions::new().with_row_count(Some(rows)),
+        )?;
+        apply_stages(&self.spec.output_stages, &batch)
+    }
+}
+
+/// Groups row indices by a per-row bucket (window or pane start), in ascending bucket order.
+/// Returns `None` when every row falls in the same bucket (the common, in-order case).
+pub(super) fn bucket_rows(buckets: &[i64]) -> Option<std::collections::BTreeMap<i64, Vec<u32>>> {
+    let first = *buckets.first()?;
+    if buckets.iter().all(|b| *b == first) {
+        return None;
+    }
+    let mut m: std::collections::BTreeMap<i64, Vec<u32>> = Default::default();
+    for (i, b) in buckets.iter().enumerate() {
+        m.entry(*b).or_default().push(i as u32);
+    }
+    Some(m)
+}
+
+/// The given rows of an input batch as late events.
+pub(super) fn late_events(input: &EventBatch, rows: &[u32]) -> Result<LateEvents> {
+    let idx = UInt32Array::from(rows.to_vec());
+    let cols = input
+        .batch
+        .columns()
+        .iter()
+        .map(|c| take(c, &idx, None))
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(LateEvents {
+        batch: RecordBatch::try_new(input.batch.schema(), cols)?,
+        positions: rows.iter().map(|r| input.positions[*r as usize]).collect(),
+        watermarks: rows.iter().map(|r| input.arrival_watermarks[*r as usize]).collect(),
+    })
+}

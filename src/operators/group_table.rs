@@ -1,0 +1,152 @@
+//! The per-window aggregation state: group keys → accumulator slots.
+//!
+//! One [`GroupTable`] holds one window (tumble) or one pane (hop). Keys are interned by
+//! DataFusion's vectorised [`GroupValues`]; each aggregate keeps its state in a
+//! [`GroupsAccumulator`] indexed by group id, so a batch updates all groups of a window in one
+//! call per aggregate. A table can be *frozen* into plain arrays (keys + accumulator state), which
+//! is how hop panes are shared by several windows and how state is snapshotted.
+
+use std::sync::Arc;
+
+use datafusion::arrow::array::{ArrayRef, BooleanArray};
+use datafusion::logical_expr::{EmitTo, GroupsAccumulator};
+use datafusion::physical_expr::GroupsAccumulatorAdapter;
+use datafusion::physical_expr::aggregate::AggregateFunctionExpr;
+use datafusion::physical_plan::aggregates::group_values::{GroupValues, new_group_values};
+use datafusion::physical_plan::aggregates::order::GroupOrdering;
+
+use crate::error::Result;
+use crate::sql::AggregateSpec;
+
+/// Keys and accumulator states of a table, detached from it.
+#[derive(Debug, Clone)]
+pub struct FrozenGroups {
+    /// Group key columns (empty when the query has no non-window keys).
+    pub keys: Vec<ArrayRef>,
+    /// For each aggregate, its state columns.
+    pub states: Vec<Vec<ArrayRef>>,
+    /// Number of groups.
+    pub rows: usize,
+}
+
+/// Group keys and accumulators of one window or pane.
+pub(super) struct GroupTable {
+    values: Option<Box<dyn GroupValues>>,
+    accumulators: Vec<Box<dyn GroupsAccumulator>>,
+    groups: usize,
+    scratch: Vec<usize>,
+}
+
+fn new_accumulator(agg: &Arc<AggregateFunctionExpr>) -> Result<Box<dyn GroupsAccumulator>> {
+    if agg.groups_accumulator_supported() {
+        Ok(agg.create_groups_accumulator()?)
+    } else {
+        let agg = Arc::clone(agg);
+        Ok(Box::new(GroupsAccumulatorAdapter::new(move || {
+            agg.create_accumulator()
+        })))
+    }
+}
+
+impl GroupTable {
+    /// An empty table for the aggregation.
+    pub(super) fn new(spec: &AggregateSpec) -> Result<Self> {
+        let values = if spec.keys.is_empty() {
+            None
+        } else {
+            Some(new_group_values(
+                Arc::clone(&spec.key_schema),
+                &GroupOrdering::None,
+            )?)
+        };
+        Ok(GroupTable {
+            values,
+            accumulators: spec
+                .aggregates
+                .iter()
+                .map(new_accumulator)
+                .collect::<Result<_>>()?,
+            groups: 0,
+            scratch: Vec::new(),
+        })
+    }
+
+    fn intern(&mut self, keys: &[ArrayRef], rows: usize) -> Result<()> {
+        match &mut self.values {
+            Some(v) => {
+                v.intern(keys, &mut self.scratch)?;
+                self.groups = v.len();
+            }
+            None => {
+                self.scratch.clear();
+                self.scratch.resize(rows, 0);
+                if rows > 0 {
+                    self.groups = 1;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Adds `rows` input rows: key columns, each aggregate's argument columns and filter.
+    pub(super) fn update(
+        &mut self,
+        keys: &[ArrayRef],
+        args: &[Vec<ArrayRef>],
+        filters: &[Option<BooleanArray>],
+        rows: usize,
+    ) -> Result<()> {
+        if rows == 0 {
+            return Ok(());
+        }
+        self.intern(keys, rows)?;
+        for (i, acc) in self.accumulators.iter_mut().enumerate() {
+            acc.update_batch(&args[i], &self.scratch, filters[i].as_ref(), self.groups)?;
+        }
+        Ok(())
+    }
+
+    /// Merges frozen state (from a pane or a snapshot) into this table.
+    pub(super) fn merge(&mut self, frozen: &FrozenGroups) -> Result<()> {
+        if frozen.rows == 0 {
+            return Ok(());
+        }
+        self.intern(&frozen.keys, frozen.rows)?;
+        for (i, acc) in self.accumulators.iter_mut().enumerate() {
+            acc.merge_batch(&frozen.states[i], &self.scratch, self.groups)?;
+        }
+        Ok(())
+    }
+
+    /// Final values: key columns and one column per aggregate. Empties the table.
+    pub(super) fn emit(&mut self) -> Result<(Vec<ArrayRef>, Vec<ArrayRef>, usize)> {
+        let rows = self.groups;
+        let keys = match &mut self.values {
+            Some(v) => v.emit(EmitTo::All)?,
+            None => vec![],
+        };
+        let aggs = self
+            .accumulators
+            .iter_mut()
+            .map(|a| a.evaluate(EmitTo::All))
+            .collect::<datafusion::error::Result<Vec<_>>>()?;
+        self.groups = 0;
+        Ok((keys, aggs, rows))
+    }
+
+    /// Detaches keys and accumulator state. Empties the table.
+    pub(super) fn freeze(&mut self) -> Result<FrozenGroups> {
+        let rows = self.groups;
+        let keys = match &mut self.values {
+            Some(v) => v.emit(EmitTo::All)?,
+            None => vec![],
+        };
+        let states = self
+            .accumulators
+            .iter_mut()
+            .map(|a| a.state(EmitTo::All))
+            .collect::<datafusion::error::Result<Vec<_>>>()?;
+        self.groups = 0;
+        Ok(FrozenGroups { keys, states, rows })
+    }
+}

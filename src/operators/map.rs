@@ -1,0 +1,73 @@
+//! A stateless filter/projection: rows stream through as they arrive.
+//!
+//! With `FROM TUMBLE(...)` and no aggregation, each row gets its window's bounds as
+//! `window_start`/`window_end`; nothing is held back, so no event is ever late here.
+
+use std::sync::Arc;
+
+use datafusion::arrow::array::{AsArray, RecordBatch, TimestampMillisecondArray};
+use datafusion::arrow::datatypes::{SchemaRef, TimestampMillisecondType};
+
+use super::{EventBatch, Operator, OperatorOutput};
+use crate::error::Result;
+use crate::schema::{FieldId, windowed_schema};
+use crate::sql::{Stage, WindowKind, apply_stages};
+use crate::state::Snapshot;
+
+/// The stateless operator.
+pub struct MapOperator {
+    stages: Vec<Stage>,
+    window: Option<WindowKind>,
+    #[allow(dead_code)]
+    output_schema: SchemaRef,
+}
+
+impl MapOperator {
+    /// A map over `stages`, adding tumbling window bounds when `window` is set.
+    pub fn new(stages: Vec<Stage>, window: Option<WindowKind>, output_schema: SchemaRef) -> Self {
+        MapOperator {
+            stages,
+            window,
+            output_schema,
+        }
+    }
+}
+
+impl Operator for MapOperator {
+    fn process(&mut self, input: &EventBatch, out: &mut OperatorOutput) -> Result<()> {
+        let batch = match self.window {
+            Some(WindowKind::Tumble { size }) => {
+                let ts = input.batch.column(FieldId::EventTime as usize).as_primitive::<TimestampMillisecondType>();
+                let starts: TimestampMillisecondArray =
+                    ts.unary(|t| t - t.rem_euclid(size));
+                let ends: TimestampMillisecondArray = starts.unary(|s| s + size);
+                let mut cols = input.batch.columns().to_vec();
+                cols.push(Arc::new(starts.with_timezone("UTC")));
+                cols.push(Arc::new(ends.with_timezone("UTC")));
+                RecordBatch::try_new(windowed_schema(), cols)?
+            }
+            _ => input.batch.clone(),
+        };
+        let result = apply_stages(&self.stages, &batch)?;
+        if result.num_rows() > 0 {
+            out.results.push(result);
+        }
+        Ok(())
+    }
+
+    fn advance_watermark(&mut self, _watermark: i64, _out: &mut OperatorOutput) -> Result<()> {
+        Ok(())
+    }
+
+    fn finish(&mut self, _out: &mut OperatorOutput) -> Result<()> {
+        Ok(())
+    }
+
+    fn snapshot(&mut self) -> Result<Vec<u8>> {
+        Snapshot::default().encode("map")
+    }
+
+    fn restore(&mut self, bytes: &[u8]) -> Result<()> {
+        Snapshot::decode("map", bytes).map(|_| ())
+    }
+}

@@ -1,0 +1,124 @@
+//! Operators: the stateful and stateless steps that turn accepted events into results.
+//!
+//! Fourth stage on the data's path (source → decode → sql → **operators** → sink). The router
+//! (`engine`) deduplicates events ([`Dedup`]), tracks the watermark ([`Watermark`]) and sends each
+//! worker its share of the events; the worker's [`Operator`] keeps per-window state and emits
+//! results as the watermark passes window ends.
+//!
+//! ```text
+//!            events (on time, deduplicated)            watermark W
+//!   router ──────────────────────────────▶ Operator ◀────────────────── router
+//!                                             │ process(): add to open windows
+//!                                             │ advance_watermark(W): emit windows with end ≤ W
+//!                                             ▼
+//!                                       results, late events ──▶ sink
+//! ```
+
+mod aggregate;
+mod dedup;
+mod group_table;
+mod hopping_window;
+mod map;
+mod session_window;
+mod tumbling_window;
+mod watermark;
+
+use datafusion::arrow::array::RecordBatch;
+
+pub use self::dedup::{Dedup, DedupOutcome};
+pub use self::group_table::FrozenGroups;
+pub use self::hopping_window::HoppingWindow;
+pub use self::map::MapOperator;
+pub use self::session_window::SessionWindow;
+pub use self::tumbling_window::TumblingWindow;
+pub use self::watermark::Watermark;
+
+use crate::error::Result;
+use crate::sql::{PlanKind, StreamPlan, WindowKind};
+
+/// Accepted events as an operator receives them.
+#[derive(Debug, Clone)]
+pub struct EventBatch {
+    /// Events in [`crate::schema::event_schema`] order.
+    pub batch: RecordBatch,
+    /// Position of each event in its source (for the late output).
+    pub positions: Vec<u64>,
+    /// The watermark in force when each event arrived (before it was seen).
+    pub arrival_watermarks: Vec<i64>,
+}
+
+/// Events an operator found late, with the watermark that made them late.
+#[derive(Debug, Clone)]
+pub struct LateEvents {
+    /// The late events.
+    pub batch: RecordBatch,
+    /// Their positions.
+    pub positions: Vec<u64>,
+    /// For each, the watermark it arrived behind.
+    pub watermarks: Vec<i64>,
+}
+
+/// What an operator produced in one call.
+#[derive(Debug, Default)]
+pub struct OperatorOutput {
+    /// Result rows, in the query's output schema.
+    pub results: Vec<RecordBatch>,
+    /// Late events to route to the late output.
+    pub late: Vec<LateEvents>,
+}
+
+/// A step of the dataflow that may keep state between batches.
+///
+/// Call order: any number of `process` and `advance_watermark` calls, in arrival order, then
+/// `finish` once at end of input. `snapshot` may be called between any two calls and must
+/// capture everything needed for `restore` on a fresh operator of the same query to continue
+/// with identical output.
+///
+/// Invariants: results of a window are emitted exactly once, by the first `advance_watermark`
+/// whose watermark reaches the window's end (or by `finish`); an event is either added to state or
+/// reported late, never both and never neither.
+pub trait Operator: Send {
+    /// Adds events to state (or emits them directly, for stateless operators).
+    fn process(&mut self, input: &EventBatch, out: &mut OperatorOutput) -> Result<()>;
+    /// The watermark moved to `watermark`: emit every window that ends at or before it.
+    fn advance_watermark(&mut self, watermark: i64, out: &mut OperatorOutput) -> Result<()>;
+    /// End of input: emit every open window.
+    fn finish(&mut self, out: &mut OperatorOutput) -> Result<()>;
+    /// Serialises the operator's state.
+    fn snapshot(&mut self) -> Result<Vec<u8>>;
+    /// Replaces the operator's state with a snapshot taken from an operator of the same query.
+    fn restore(&mut self, bytes: &[u8]) -> Result<()>;
+}
+
+/// Builds the operator for a planned query.
+pub fn build_operator(plan: &StreamPlan) -> Result<Box<dyn Operator>> {
+    Ok(match &plan.kind {
+        PlanKind::Map { window, stages } => Box::new(MapOperator::new(
+            stages.clone(),
+            window.as_ref().map(|w| w.kind),
+            plan.output_schema.clone(),
+        )),
+        PlanKind::Window { window, aggregate } => match window.kind {
+            WindowKind::Tumble { size } => Box::new(TumblingWindow::new(aggregate.clone(), size)),
+            WindowKind::Hop { slide, size } => {
+                Box::new(HoppingWindow::new(aggregate.clone(), slide, size))
+            }
+            WindowKind::Session { gap } => Box::new(SessionWindow::new(aggregate.clone(), gap)?),
+        },
+    })
+}
+
+/// The end of the earliest window an event at `ts` belongs to: once the watermark reaches it, that
+/// window has fired and the event is late. `None` for session windows, whose lateness also depends
+/// on per-key state (see [`SessionWindow`]).
+pub fn first_window_end(kind: WindowKind, ts: i64) -> i64 {
+    match kind {
+        WindowKind::Tumble { size } => ts - ts.rem_euclid(size) + size,
+        WindowKind::Hop { slide, size } => {
+            // The earliest window containing ts starts at the first multiple of slide > ts - size.
+            let s = ts - size;
+            s - s.rem_euclid(slide) + slide + size
+        }
+        WindowKind::Session { gap } => ts + gap,
+    }
+}

@@ -1,0 +1,457 @@
+//! `SESSION`: per-key activity sessions that close after `gap` without events.
+//!
+//! Each event opens the window `[t, t + gap)`; overlapping windows of the same key merge, so a
+//! session is `[first event, last event + gap)`. Sessions merge when an out-of-order event bridges
+//! two of them, which is why each session keeps its own DataFusion [`Accumulator`]s (their states
+//! merge) rather than a slot in a shared groups accumulator.
+//!
+//! State: per key, its open sessions and `fired_until` (the end of its last fired session, kept
+//! until no on-time event can reach it); a timer set orders sessions by end. An event is late if it
+//! would join a session that has already fired (or that should have, given the watermark it arrived
+//! under), or if its own window `[t, t + gap)` ended at or before that watermark.
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::Arc;
+
+use datafusion::arrow::array::{
+    Array, ArrayRef, AsArray, BinaryArray, Int64Array, RecordBatch, UInt32Array,
+};
+use datafusion::arrow::compute::take;
+use datafusion::arrow::datatypes::{DataType, Field, Schema};
+use datafusion::arrow::row::{RowConverter, SortField};
+use datafusion::logical_expr::Accumulator;
+use datafusion::scalar::ScalarValue;
+
+use super::aggregate::{AggregateCore, late_events};
+use super::{EventBatch, Operator, OperatorOutput};
+use crate::error::{Error, Result};
+use crate::sql::AggregateSpec;
+use crate::state::Snapshot;
+
+struct Session {
+    start: i64,
+    end: i64,
+    accumulators: Vec<Box<dyn Accumulator>>,
+    /// Rows of the current batch not yet fed to the accumulators.
+    pending: Vec<u32>,
+}
+
+#[derive(Default)]
+struct KeyState {
+    /// Row-encoded key.
+    key: Vec<u8>,
+    sessions: Vec<Session>,
+    fired_until: i64,
+}
+
+/// The session-window aggregation operator.
+pub struct SessionWindow {
+    core: AggregateCore,
+    gap: i64,
+    converter: RowConverter,
+    key_ids: HashMap<Vec<u8>, u64>,
+    keys: HashMap<u64, KeyState>,
+    next_key_id: u64,
+    /// (session end, key id) for every open session.
+    timers: BTreeSet<(i64, u64)>,
+    /// (fired_until + gap, key id): when a key's fired history can be forgotten.
+    forget: BTreeSet<(i64, u64)>,
+}
+
+impl SessionWindow {
+    /// A session window with inactivity `gap` milliseconds.
+    pub fn new(spec: AggregateSpec, gap: i64) -> Result<Self> {
+        let fields = spec
+            .key_schema
+            .fields()
+            .iter()
+            .map(|f| SortField::new(f.data_type().clone()))
+            .collect();
+        Ok(SessionWindow {
+            converter: RowConverter::new(fields)?,
+            core: AggregateCore { spec },
+            gap,
+            key_ids: HashMap::new(),
+            keys: HashMap::new(),
+            next_key_id: 0,
+            timers: BTreeSet::new(),
+            forget: BTreeSet::new(),
+        })
+    }
+
+    fn new_accumulators(&self) -> Result<Vec<Box<dyn Accumulator>>> {
+        Ok(self
+            .core
+            .spec
+            .aggregates
+            .iter()
+            .map(|a| a.create_accumulator())
+            .collect::<datafusion::error::Result<_>>()?)
+    }
+
+    fn key_id(&mut self, key: &[u8]) -> u64 {
+        if let Some(id) = self.key_ids.get(key) {
+            return *id;
+        }
+        let id = self.next_key_id;
+        self.next_key_id += 1;
+        self.key_ids.insert(key.to_vec(), id);
+        self.keys.insert(
+            id,
+            KeyState {
+                key: key.to_vec(),
+                sessions: Vec::new(),
+                fired_until: i64::MIN,
+            },
+        );
+        id
+    }
+
+    /// Feeds pending rows of every touched session to its accumulators.
+    fn flush(
+        &mut self,
+        touched: &[u64],
+        args: &[Vec<ArrayRef>],
+        filters: &[Option<datafusion::arrow::array::BooleanArray>],
+    ) -> Result<()> {
+        for id in touched {
+            let Some(ks) = self.keys.get_mut(id) else { continue };
+            for s in &mut ks.sessions {
+                if s.pending.is_empty() {
+                    continue;
+                }
+                for (a, acc) in s.accumulators.iter_mut().enumerate() {
+                    let rows: Vec<u32> = match &filters[a] {
+                        Some(f) => s
+                            .pending
+                            .iter()
+                            .copied()
+                            .filter(|r| f.is_valid(*r as usize) && f.value(*r as usize))
+                            .collect(),
+                        None => s.pending.clone(),
+                    };
+                    if rows.is_empty() {
+                        continue;
+                    }
+                    let idx = UInt32Array::from(rows);
+                    let cols = args[a]
+                        .iter()
+                        .map(|c| take(c, &idx, None))
+                        .collect::<Result<Vec<_>, _>>()?;
+                    acc.update_batch(&cols)?;
+                }
+                s.pending.clear();
+            }
+        }
+        Ok(())
+    }
+
+    fn emit_until(&mut self, watermark: i64, out: &mut OperatorOutput) -> Result<()> {
+        let mut fired: Vec<(Vec<u8>, Session)> = Vec::new();
+        while let Some(&(end, id)) = self.timers.first() {
+            if end > watermark {
+                break;
+            }
+            self.timers.pop_first();
+            let ks = self.keys.get_mut(&id).expect("timer for a known key");
+            let pos = ks
+                .sessions
+                .iter()
+                .position(|s| s.end == end)
+                .expect("timer for an open session");
+            let s = ks.sessions.remove(pos);
+            if ks.fired_until != i64::MIN {
+                self.forget.remove(&(ks.fired_until.saturating_add(self.gap), id));
+            }
+            ks.fired_until = ks.fired_until.max(end);
+            self.forget.insert((ks.fired_until.saturating_add(self.gap), id));
+            fired.push((ks.key.clone(), s));
+        }
+        // Forget keys whose fired history can no longer make an on-time event late.
+        while let Some(&(at, id)) = self.forget.first() {
+            if at > watermark {
+                break;
+            }
+            self.forget.pop_first();
+            if self.keys.get(&id).is_some_and(|k| k.sessions.is_empty()) {
+                let ks = self.keys.remove(&id).expect("present");
+                self.key_ids.remove(&ks.key);
+            }
+        }
+        if !fired.is_empty() {
+            self.emit_sessions(fired, out)?;
+        }
+        Ok(())
+    }
+
+    fn emit_sessions(
+        &mut self,
+        fired: Vec<(Vec<u8>, Session)>,
+        out: &mut OperatorOutput,
+    ) -> Result<()> {
+        // Sessions of one firing are emitted window by window (their bounds differ).
+        let mut by_bounds: std::collections::BTreeMap<(i64, i64), Vec<(Vec<u8>, Session)>> =
+            Default::default();
+        for (key, s) in fired {
+            by_bounds.entry((s.start, s.end)).or_default().push((key, s));
+        }
+        for ((start, end), sessions) in by_bounds {
+            let rows = sessions.len();
+            let keys = if self.core.spec.keys.is_empty() {
+                vec![]
+            } else {
+                let parser = self.converter.parser();
+                self.converter
+                    .convert_rows(sessions.iter().map(|(k, _)| parser.parse(k)))?
+            };
+            let mut aggs = Vec::with_capacity(self.core.spec.aggregates.len());
+            let mut sessions = sessions;
+            for a in 0..self.core.spec.aggregates.len() {
+                let values = sessions
+                    .iter_mut()
+                    .map(|(_, s)| s.accumulators[a].evaluate())
+                    .collect::<datafusion::error::Result<Vec<_>>>()?;
+                aggs.push(ScalarValue::iter_to_array(values)?);
+            }
+            let batch = self.core.output(start, end, keys, aggs, rows)?;
+            if batch.num_rows() > 0 {
+                out.results.push(batch);
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Operator for SessionWindow {
+    fn process(&mut self, input: &EventBatch, out: &mut OperatorOutput) -> Result<()> {
+        let p = self.core.prepare(&input.batch)?;
+        if p.len() == 0 {
+            return Ok(());
+        }
+        let rows = if p.keys.is_empty() {
+            None
+        } else {
+            Some(self.converter.convert_columns(&p.keys)?)
+        };
+        let gap = self.gap;
+        let mut late_rows = Vec::new();
+        let mut touched = Vec::new();
+        for r in 0..p.len() {
+            let t = p.times[r];
+            let input_row = p.input_row(r);
+            let wm = input.arrival_watermarks[input_row];
+            if t.saturating_add(gap) <= wm {
+                late_rows.push(input_row as u32);
+                continue;
+            }
+            let key: &[u8] = rows.as_ref().map_or(&[], |rs| rs.row(r).data());
+            let id = self.key_id(key);
+            let ks = self.keys.get_mut(&id).expect("just interned");
+            // Sessions this event's window [t, t + gap) overlaps.
+            let overlapping: Vec<usize> = ks
+                .sessions
+                .iter()
+                .enumerate()
+                .filter(|(_, s)| t < s.end && s.start < t + gap)
+                .map(|(i, _)| i)
+                .collect();
+            if t < ks.fired_until || overlapping.iter().any(|i| ks.sessions[*i].end <= wm) {
+                late_rows.push(input_row as u32);
+                continue;
+            }
+            if touched.last() != Some(&id) {
+                touched.push(id);
+            }
+            match overlapping.as_slice() {
+                [i] if ks.sessions[*i].start <= t && t + gap <= ks.sessions[*i].end => {
+                    ks.sessions[*i].pending.push(r as u32);
+                }
+                _ => {
+                    // Create, extend or merge: take the overlapping sessions out and combine them.
+                    let mut merged: Option<Session> = None;
+                    for i in overlapping.iter().rev() {
+                        let s = ks.sessions.remove(*i);
+                        self.timers.remove(&(s.end, id));
+                        merged = Some(match merged {
+                            None => s,
+                            Some(mut m) => {
+                                merge_into(&mut m, s)?;
+                                m
+                            }
+                        });
+                    }
+                    let mut m = match merged {
+                        Some(m) => m,
+                        None => Session {
+                            start: t,
+                            end: t + gap,
+                            accumulators: Vec::new(),
+                            pending: Vec::new(),
+                        },
+                    };
+                    if m.accumulators.is_empty() {
+                        m.accumulators = self
+                            .core
+                            .spec
+                            .aggregates
+                            .iter()
+                            .map(|a| a.create_accumulator())
+                            .collect::<datafusion::error::Result<_>>()?;
+                    }
+                    m.start = m.start.min(t);
+                    m.end = m.end.max(t + gap);
+                    m.pending.push(r as u32);
+                    self.timers.insert((m.end, id));
+                    let ks = self.keys.get_mut(&id).expect("present");
+                    ks.sessions.push(m);
+                }
+            }
+        }
+        self.flush(&touched, &p.args, &p.filters)?;
+        if !late_rows.is_empty() {
+            out.late.push(late_events(input, &late_rows)?);
+        }
+        Ok(())
+    }
+
+    fn advance_watermark(&mut self, watermark: i64, out: &mut OperatorOutput) -> Result<()> {
+        self.emit_until(watermark, out)
+    }
+
+    fn finish(&mut self, out: &mut OperatorOutput) -> Result<()> {
+        self.emit_until(i64::MAX, out)
+    }
+
+    fn snapshot(&mut self) -> Result<Vec<u8>> {
+        // One batch of sessions: key bytes, start, end, then every aggregate's state columns; and
+        // one batch of fired history: key bytes, fired_until.
+        let mut key_col = Vec::new();
+        let (mut starts, mut ends) = (Vec::new(), Vec::new());
+        let mut states: Vec<Vec<Vec<ScalarValue>>> = vec![Vec::new(); self.core.spec.aggregates.len()];
+        let (mut hist_keys, mut hist_until) = (Vec::new(), Vec::new());
+        for ks in self.keys.values_mut() {
+            if ks.fired_until != i64::MIN {
+                hist_keys.push(ks.key.clone());
+                hist_until.push(ks.fired_until);
+            }
+            for s in &mut ks.sessions {
+                key_col.push(ks.key.clone());
+                starts.push(s.start);
+                ends.push(s.end);
+                for (a, acc) in s.accumulators.iter_mut().enumerate() {
+                    states[a].push(acc.state()?);
+                }
+            }
+        }
+        let mut fields = vec![
+            Field::new("key", DataType::Binary, false),
+            Field::new("start", DataType::Int64, false),
+            Field::new("end", DataType::Int64, false),
+        ];
+        let mut cols: Vec<ArrayRef> = vec![
+            Arc::new(BinaryArray::from_iter_values(key_col.iter())),
+            Arc::new(Int64Array::from(starts)),
+            Arc::new(Int64Array::from(ends)),
+        ];
+        for (a, agg) in self.core.spec.aggregates.iter().enumerate() {
+            for (j, f) in agg.state_fields()?.iter().enumerate() {
+                let col: Vec<ScalarValue> = states[a].iter().map(|s| s[j].clone()).collect();
+                let arr = if col.is_empty() {
+                    datafusion::arrow::array::new_empty_array(f.data_type())
+                } else {
+                    ScalarValue::iter_to_array(col)?
+                };
+                fields.push(Field::new(format!("s{a}_{j}"), arr.data_type().clone(), true));
+                cols.push(arr);
+            }
+        }
+        let sessions = RecordBatch::try_new(Arc::new(Schema::new(fields)), cols)?;
+        let history = RecordBatch::try_new(
+            Arc::new(Schema::new(vec![
+                Field::new("key", DataType::Binary, false),
+                Field::new("fired_until", DataType::Int64, false),
+            ])),
+            vec![
+                Arc::new(BinaryArray::from_iter_values(hist_keys.iter())),
+                Arc::new(Int64Array::from(hist_until)),
+            ],
+        )?;
+        Snapshot {
+            header: serde_json::json!({"gap": self.gap}),
+            batches: vec![(0, sessions), (1, history)],
+        }
+        .encode("session_window")
+    }
+
+    fn restore(&mut self, bytes: &[u8]) -> Result<()> {
+        let snap = Snapshot::decode("session_window", bytes)?;
+        let bad = || Error::State {
+            operator: "session_window".into(),
+            message: "snapshot does not match the query".into(),
+        };
+        let [(_, sessions), (_, history)] = snap.batches.as_slice() else { return Err(bad()) };
+        self.key_ids.clear();
+        self.keys.clear();
+        self.timers.clear();
+        self.forget.clear();
+        let keys = sessions.column(0).as_binary::<i32>();
+        let starts = sessions.column(1).as_primitive::<datafusion::arrow::datatypes::Int64Type>();
+        let ends = sessions.column(2).as_primitive::<datafusion::arrow::datatypes::Int64Type>();
+        for r in 0..sessions.num_rows() {
+            let id = self.key_id(keys.value(r));
+            let mut accumulators = self.new_accumulators()?;
+            let mut col = 3;
+            for (a, agg) in self.core.spec.aggregates.iter().enumerate() {
+                let n = agg.state_fields()?.len();
+                let state: Vec<ArrayRef> = sessions
+                    .columns()
+                    .get(col..col + n)
+                    .ok_or_else(bad)?
+                    .iter()
+                    .map(|c| c.slice(r, 1))
+                    .collect();
+                accumulators[a].merge_batch(&state)?;
+                col += n;
+            }
+            let (start, end) = (starts.value(r), ends.value(r));
+            self.timers.insert((end, id));
+            self.keys.get_mut(&id).expect("interned").sessions.push(Session {
+                start,
+                end,
+                accumulators,
+                pending: Vec::new(),
+            });
+        }
+        let hk = history.column(0).as_binary::<i32>();
+        let hu = history.column(1).as_primitive::<datafusion::arrow::datatypes::Int64Type>();
+        for r in 0..history.num_rows() {
+            let id = self.key_id(hk.value(r));
+            let until = hu.value(r);
+            self.keys.get_mut(&id).expect("interned").fired_until = until;
+            self.forget.insert((until.saturating_add(self.gap), id));
+        }
+        Ok(())
+    }
+}
+
+/// Merges session `other` into `into`: bounds, pending rows and accumulator states.
+fn merge_into(into: &mut Session, mut other: Session) -> Result<()> {
+    into.start = into.start.min(other.start);
+    into.end = into.end.max(other.end);
+    into.pending.append(&mut other.pending);
+    if into.accumulators.is_empty() {
+        into.accumulators = other.accumulators;
+        return Ok(());
+    }
+    for (a, acc) in into.accumulators.iter_mut().enumerate() {
+        if let Some(o) = other.accumulators.get_mut(a) {
+            let state = o
+                .state()?
+                .iter()
+                .map(|s| s.to_array())
+                .collect::<datafusion::error::Result<Vec<_>>>()?;
+            acc.merge_batch(&state)?;
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,169 @@
+//! The payment event schema: the columns every source decodes into (see `shared/EVENTS.md`).
+//!
+//! Decoders produce Arrow batches in exactly this column order; the SQL layer registers the
+//! stream `payments` with this schema, plus `window_start`/`window_end` when a window table
+//! function is used. Money is `Int64` minor units; event time is millisecond UTC.
+
+use std::sync::{Arc, LazyLock};
+
+use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
+
+/// Index of each event field in [`event_schema`]; the decoders index their row buffers by it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[repr(usize)]
+#[allow(missing_docs)]
+pub enum FieldId {
+    EventId = 0,
+    EventType,
+    EventTime,
+    PaymentId,
+    MerchantId,
+    CardId,
+    AmountMinor,
+    Currency,
+    CardCountry,
+    IpCountry,
+    Mcc,
+    DeviceId,
+    CustomerId,
+    Status,
+    DeclineCode,
+    FeeMinor,
+}
+
+/// Number of event fields.
+pub const NUM_FIELDS: usize = 16;
+
+/// Field names, in column order.
+pub const FIELD_NAMES: [&str; NUM_FIELDS] = [
+    "event_id",
+    "event_type",
+    "event_time",
+    "payment_id",
+    "merchant_id",
+    "card_id",
+    "amount_minor",
+    "currency",
+    "card_country",
+    "ip_country",
+    "mcc",
+    "device_id",
+    "customer_id",
+    "status",
+    "decline_code",
+    "fee_minor",
+];
+
+impl FieldId {
+    /// All fields in column order.
+    pub const ALL: [FieldId; NUM_FIELDS] = [
+        FieldId::EventId,
+        FieldId::EventType,
+        FieldId::EventTime,
+        FieldId::PaymentId,
+        FieldId::MerchantId,
+        FieldId::CardId,
+        FieldId::AmountMinor,
+        FieldId::Currency,
+        FieldId::CardCountry,
+        FieldId::IpCountry,
+        FieldId::Mcc,
+        FieldId::DeviceId,
+        FieldId::CustomerId,
+        FieldId::Status,
+        FieldId::DeclineCode,
+        FieldId::FeeMinor,
+    ];
+
+    /// The field's name in the event format.
+    pub fn name(self) -> &'static str {
+        FIELD_NAMES[self as usize]
+    }
+
+    /// Looks a field up by its name (exact, case-sensitive, as in the JSON format).
+    pub fn from_name(name: &[u8]) -> Option<FieldId> {
+        // A match on length first keeps this cheap on the decode hot path.
+        let id = match name {
+            b"event_id" => FieldId::EventId,
+            b"event_type" => FieldId::EventType,
+            b"event_time" => FieldId::EventTime,
+            b"payment_id" => FieldId::PaymentId,
+            b"merchant_id" => FieldId::MerchantId,
+            b"card_id" => FieldId::CardId,
+            b"amount_minor" => FieldId::AmountMinor,
+            b"currency" => FieldId::Currency,
+            b"card_country" => FieldId::CardCountry,
+            b"ip_country" => FieldId::IpCountry,
+            b"mcc" => FieldId::Mcc,
+            b"device_id" => FieldId::DeviceId,
+            b"customer_id" => FieldId::CustomerId,
+            b"status" => FieldId::Status,
+            b"decline_code" => FieldId::DeclineCode,
+            b"fee_minor" => FieldId::FeeMinor,
+            _ => return None,
+        };
+        Some(id)
+    }
+
+    /// Whether the event format requires this field.
+    pub fn required(self) -> bool {
+        (self as usize) <= FieldId::Currency as usize
+    }
+}
+
+/// The Arrow type of event time and window bounds: milliseconds since the epoch, UTC.
+pub fn timestamp_type() -> DataType {
+    DataType::Timestamp(TimeUnit::Millisecond, Some("UTC".into()))
+}
+
+static EVENT_SCHEMA: LazyLock<SchemaRef> = LazyLock::new(|| {
+    let fields: Vec<Field> = FieldId::ALL
+        .iter()
+        .map(|f| {
+            let dt = match f {
+                FieldId::EventTime => timestamp_type(),
+                FieldId::AmountMinor | FieldId::FeeMinor => DataType::Int64,
+                _ => DataType::Utf8,
+            };
+            Field::new(f.name(), dt, !f.required())
+        })
+        .collect();
+    Arc::new(Schema::new(fields))
+});
+
+/// The Arrow schema of decoded payment events.
+pub fn event_schema() -> SchemaRef {
+    Arc::clone(&EVENT_SCHEMA)
+}
+
+/// Name of the window start column added by window table functions.
+pub const WINDOW_START: &str = "window_start";
+/// Name of the window end column added by window table functions.
+pub const WINDOW_END: &str = "window_end";
+
+/// The event schema extended with `window_start` and `window_end`, as seen by a windowed query.
+pub fn windowed_schema() -> SchemaRef {
+    let mut fields: Vec<Field> = event_schema()
+        .fields()
+        .iter()
+        .map(|f| f.as_ref().clone())
+        .collect();
+    fields.push(Field::new(WINDOW_START, timestamp_type(), false));
+    fields.push(Field::new(WINDOW_END, timestamp_type(), false));
+    Arc::new(Schema::new(fields))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_round_trip() {
+        for f in FieldId::ALL {
+            assert_eq!(FieldId::from_name(f.name().as_bytes()), Some(f));
+            assert_eq!(event_schema().field(f as usize).name(), f.name());
+        }
+        assert_eq!(FieldId::from_name(b"amount"), None);
+        assert!(FieldId::Currency.required() && !FieldId::CardCountry.required());
+    }
+}

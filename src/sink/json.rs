@@ -1,0 +1,178 @@
+//! Result rows → JSON Lines.
+//!
+//! One object per row with the SELECT's output names as keys, integers as JSON numbers, timestamps
+//! as RFC 3339 UTC strings with milliseconds (`"2026-11-01T00:01:00.000Z"`), nulls as `null`.
+
+use datafusion::arrow::array::{Array, AsArray, RecordBatch};
+use datafusion::arrow::datatypes::{
+    DataType, Float32Type, Float64Type, Int8Type, Int16Type, Int32Type, Int64Type, TimeUnit,
+    TimestampMicrosecondType, TimestampMillisecondType, TimestampNanosecondType,
+    TimestampSecondType, UInt8Type, UInt16Type, UInt32Type, UInt64Type,
+};
+use datafusion::arrow::util::display::array_value_to_string;
+
+use crate::time::format_rfc3339_millis;
+
+/// Appends `s` as a JSON string literal.
+pub fn write_json_str(out: &mut Vec<u8>, s: &str) {
+    out.push(b'"');
+    let bytes = s.as_bytes();
+    let mut start = 0;
+    for (i, &b) in bytes.iter().enumerate() {
+        let esc: Option<&[u8]> = match b {
+            b'"' => Some(b"\\\""),
+            b'\\' => Some(b"\\\\"),
+            b'\n' => Some(b"\\n"),
+            b'\r' => Some(b"\\r"),
+            b'\t' => Some(b"\\t"),
+            0..=0x1f => None,
+            _ => continue,
+        };
+        out.extend_from_slice(&bytes[start..i]);
+        match esc {
+            Some(e) => out.extend_from_slice(e),
+            None => out.extend_from_slice(format!("\\u{b:04x}").as_bytes()),
+        }
+        start = i + 1;
+    }
+    out.extend_from_slice(&bytes[start..]);
+    out.push(b'"');
+}
+
+fn write_int(out: &mut Vec<u8>, v: impl itoa::Integer) {
+    out.extend_from_slice(itoa::Buffer::new().format(v).as_bytes());
+}
+
+/// Appends the value at `row` of `col` as JSON.
+pub(super) fn write_value(out: &mut Vec<u8>, col: &dyn Array, row: usize) {
+    if col.is_null(row) {
+        out.extend_from_slice(b"null");
+        return;
+    }
+    match col.data_type() {
+        DataType::Utf8 => write_json_str(out, col.as_string::<i32>().value(row)),
+        DataType::LargeUtf8 => write_json_str(out, col.as_string::<i64>().value(row)),
+        DataType::Utf8View => write_json_str(out, col.as_string_view().value(row)),
+        DataType::Int64 => write_int(out, col.as_primitive::<Int64Type>().value(row)),
+        DataType::Int32 => write_int(out, col.as_primitive::<Int32Type>().value(row)),
+        DataType::Int16 => write_int(out, col.as_primitive::<Int16Type>().value(row)),
+        DataType::Int8 => write_int(out, col.as_primitive::<Int8Type>().value(row)),
+        DataType::UInt64 => write_int(out, col.as_primitive::<UInt64Type>().value(row)),
+        DataType::UInt32 => write_int(out, col.as_primitive::<UInt32Type>().value(row)),
+        DataType::UInt16 => write_int(out, col.as_primitive::<UInt16Type>().value(row)),
+        DataType::UInt8 => write_int(out, col.as_primitive::<UInt8Type>().value(row)),
+        DataType::Boolean => out.extend_from_slice(if col.as_boolean().value(row) { b"true" } else { b"false" }),
+        DataType::Float64 | DataType::Float32 => {
+            let v = if col.data_type() == &DataType::Float64 {
+                col.as_primitive::<Float64Type>().value(row)
+            } else {
+                col.as_primitive::<Float32Type>().value(row) as f64
+            };
+            if v.is_finite() {
+                out.extend_from_slice(ryu_like(v).as_bytes());
+            } else {
+                out.extend_from_slice(b"null");
+            }
+        }
+        DataType::Timestamp(unit, _) => {
+            let ms = match unit {
+                TimeUnit::Second => col.as_primitive::<TimestampSecondType>().value(row) * 1000,
+                TimeUnit::Millisecond => col.as_primitive::<TimestampMillisecondType>().value(row),
+                TimeUnit::Microsecond => col.as_primitive::<TimestampMicrosecondType>().value(row).div_euclid(1000),
+                TimeUnit::Nanosecond => col.as_primitive::<TimestampNanosecondType>().value(row).div_euclid(1_000_000),
+            };
+            out.push(b'"');
+            format_rfc3339_millis(ms, out);
+            out.push(b'"');
+        }
+        _ => match array_value_to_string(col, row) {
+            Ok(s) => write_json_str(out, &s),
+            Err(_) => out.extend_from_slice(b"null"),
+        },
+    }
+}
+
+/// Shortest round-trip decimal for a float (serde_json's formatting).
+fn ryu_like(v: f64) -> String {
+    serde_json::Number::from_f64(v).map_or_else(|| "null".into(), |n| n.to_string())
+}
+
+/// Appends row `row` of `batch` as one JSON object (no newline).
+pub fn write_row(out: &mut Vec<u8>, batch: &RecordBatch, row: usize) {
+    out.push(b'{');
+    let schema = batch.schema();
+    for (c, field) in schema.fields().iter().enumerate() {
+        if c > 0 {
+            out.push(b',');
+        }
+        write_json_str(out, field.name());
+        out.push(b':');
+        write_value(out, batch.column(c).as_ref(), row);
+    }
+    out.push(b'}');
+}
+
+/// Appends every row of `batch` as JSON Lines.
+pub fn write_batch(out: &mut Vec<u8>, batch: &RecordBatch) {
+    for r in 0..batch.num_rows() {
+        write_row(out, batch, r);
+        out.push(b'\n');
+    }
+}
+
+/// Row `row` of an event batch as a JSON object, leaving out absent optional fields.
+pub fn event_json(batch: &RecordBatch, row: usize) -> String {
+    let mut out = Vec::with_capacity(256);
+    out.push(b'{');
+    let schema = batch.schema();
+    let mut first = true;
+    for (c, field) in schema.fields().iter().enumerate() {
+        if batch.column(c).is_null(row) {
+            continue;
+        }
+        if !first {
+            out.push(b',');
+        }
+        first = false;
+        write_json_str(&mut out, field.name());
+        out.push(b':');
+        write_value(&mut out, batch.column(c).as_ref(), row);
+    }
+    out.push(b'}');
+    String::from_utf8(out).expect("JSON is UTF-8")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+
+    use datafusion::arrow::array::{Float64Array, Int64Array, StringArray, TimestampMillisecondArray};
+    use datafusion::arrow::datatypes::{Field, Schema};
+
+    #[test]
+    fn formats_rows() {
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("m", DataType::Utf8, true),
+            Field::new("n", DataType::Int64, false),
+            Field::new("window_start", crate::schema::timestamp_type(), false),
+            Field::new("avg", DataType::Float64, true),
+        ]));
+        let batch = RecordBatch::try_new(
+            schema,
+            vec![
+                Arc::new(StringArray::from(vec![Some("a\"b"), None])),
+                Arc::new(Int64Array::from(vec![1, -2])),
+                Arc::new(TimestampMillisecondArray::from(vec![1_762_000_000_000, 60_000]).with_timezone("UTC")),
+                Arc::new(Float64Array::from(vec![Some(2.5), None])),
+            ],
+        )
+        .unwrap();
+        let mut out = Vec::new();
+        write_batch(&mut out, &batch);
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "{\"m\":\"a\\\"b\",\"n\":1,\"window_start\":\"2025-11-01T12:26:40.000Z\",\"avg\":2.5}\n{\"m\":null,\"n\":-2,\"window_start\":\"1970-01-01T00:01:00.000Z\",\"avg\":null}\n"
+        );
+    }
+}

@@ -1,0 +1,180 @@
+//! Sinks: where results, dead letters and late events go.
+//!
+//! Last stage on the data's path (source → decode → operators → **sink**). A [`Sink`] takes
+//! result batches and pre-formatted JSON records; [`WriterSink`] writes JSON Lines to a file or
+//! stdout, [`MemorySink`] keeps everything in memory for tests and embedding.
+
+mod json;
+
+use std::io::Write;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+
+use datafusion::arrow::array::RecordBatch;
+
+pub use self::json::{event_json, write_batch, write_json_str, write_row};
+
+use crate::decode::{Origin, Reject};
+use crate::error::{Error, Result};
+use crate::operators::LateEvents;
+use crate::time::format_rfc3339_millis;
+
+/// A destination for result rows and JSON records.
+pub trait Sink: Send {
+    /// Writes result rows.
+    fn write_batch(&mut self, batch: &RecordBatch) -> Result<()>;
+    /// Writes one JSON record (no trailing newline).
+    fn write_record(&mut self, json: &[u8]) -> Result<()>;
+    /// Flushes buffered output.
+    fn flush(&mut self) -> Result<()>;
+}
+
+/// JSON Lines to any writer.
+pub struct WriterSink {
+    name: String,
+    out: std::io::BufWriter<Box<dyn Write + Send>>,
+    buf: Vec<u8>,
+}
+
+impl WriterSink {
+    /// A sink writing to `w`; `name` appears in errors (e.g. `--output out.jsonl`).
+    pub fn new(name: impl Into<String>, w: Box<dyn Write + Send>) -> Self {
+        WriterSink {
+            name: name.into(),
+            out: std::io::BufWriter::with_capacity(1 << 16, w),
+            buf: Vec::with_capacity(1 << 16),
+        }
+    }
+
+    /// A sink creating (truncating) the file at `path`.
+    pub fn create(option: &str, path: &Path) -> Result<Self> {
+        let f = std::fs::File::create(path).map_err(|e| Error::Output {
+            target: format!("{option} {}", path.display()),
+            source: e,
+        })?;
+        Ok(Self::new(format!("{option} {}", path.display()), Box::new(f)))
+    }
+
+    /// A sink writing to standard output.
+    pub fn stdout() -> Self {
+        Self::new("standard output", Box::new(std::io::stdout()))
+    }
+
+    fn io(&self, e: std::io::Error) -> Error {
+        Error::Output {
+            target: self.name.clone(),
+            source: e,
+        }
+    }
+}
+
+impl Sink for WriterSink {
+    fn write_batch(&mut self, batch: &RecordBatch) -> Result<()> {
+        self.buf.clear();
+        write_batch(&mut self.buf, batch);
+        let r = self.out.write_all(&self.buf);
+        r.map_err(|e| self.io(e))
+    }
+
+    fn write_record(&mut self, json: &[u8]) -> Result<()> {
+        let r = self.out.write_all(json).and_then(|_| self.out.write_all(b"\n"));
+        r.map_err(|e| self.io(e))
+    }
+
+    fn flush(&mut self) -> Result<()> {
+        let r = self.out.flush();
+        r.map_err(|e| self.io(e))
+    }
+}
+
+/// Drops everything (an output nobody asked for).
+pub struct NullSink;
+
+impl Sink for NullSink {
+    fn write_batch(&mut self, _batch: &RecordBatch) -> Result<()> {
+        Ok(())
+    }
+    fn write_record(&mut self, _json: &[u8]) -> Result<()> {
+        Ok(())
+    }
+    fn flush(&mut self) -> Result<()> {
+        Ok(())
+    }
+}
+
+/// What a [`MemorySink`] collected.
+#[derive(Debug, Default)]
+pub struct Collected {
+    /// Result batches, in emission order.
+    pub batches: Vec<RecordBatch>,
+    /// JSON records, in emission order.
+    pub records: Vec<String>,
+}
+
+/// Collects output in memory.
+#[derive(Clone, Default)]
+pub struct MemorySink(pub Arc<Mutex<Collected>>);
+
+impl Sink for MemorySink {
+    fn write_batch(&mut self, batch: &RecordBatch) -> Result<()> {
+        self.0.lock().expect("sink lock").batches.push(batch.clone());
+        Ok(())
+    }
+    fn write_record(&mut self, json: &[u8]) -> Result<()> {
+        self.0
+            .lock()
+            .expect("sink lock")
+            .records
+            .push(String::from_utf8_lossy(json).into_owned());
+        Ok(())
+    }
+    fn flush(&mut self) -> Result<()> {
+        Ok(())
+    }
+}
+
+/// A dead-letter record: `{"reason","detail","file","line","raw"}` (the position key follows the
+/// origin: `line`, `row` or `offset`).
+pub fn dead_letter_json(origin: &Origin, r: &Reject) -> Vec<u8> {
+    let mut out = Vec::with_capacity(128 + r.raw.len());
+    out.extend_from_slice(b"{\"reason\":");
+    write_json_str(&mut out, r.reason.as_str());
+    out.extend_from_slice(b",\"detail\":");
+    write_json_str(&mut out, &r.detail);
+    out.extend_from_slice(b",\"file\":");
+    write_json_str(&mut out, &origin.name);
+    out.extend_from_slice(format!(",\"{}\":{}", origin.kind.key(), r.position).as_bytes());
+    out.extend_from_slice(b",\"raw\":");
+    write_json_str(&mut out, &r.raw);
+    out.push(b'}');
+    out
+}
+
+/// Late-event records: `{"reason":"late","event_id","event_time","watermark","file","line","event"}`.
+pub fn late_json(origin: &Origin, late: &LateEvents) -> Vec<Vec<u8>> {
+    use datafusion::arrow::array::AsArray;
+    use datafusion::arrow::datatypes::TimestampMillisecondType;
+    let ids = late.batch.column(crate::schema::FieldId::EventId as usize).as_string::<i32>();
+    let times = late
+        .batch
+        .column(crate::schema::FieldId::EventTime as usize)
+        .as_primitive::<TimestampMillisecondType>();
+    (0..late.batch.num_rows())
+        .map(|i| {
+            let mut out = Vec::with_capacity(384);
+            out.extend_from_slice(b"{\"reason\":\"late\",\"event_id\":");
+            write_json_str(&mut out, ids.value(i));
+            out.extend_from_slice(b",\"event_time\":\"");
+            format_rfc3339_millis(times.value(i), &mut out);
+            out.extend_from_slice(b"\",\"watermark\":\"");
+            format_rfc3339_millis(late.watermarks[i], &mut out);
+            out.extend_from_slice(b"\",\"file\":");
+            write_json_str(&mut out, &origin.name);
+            out.extend_from_slice(format!(",\"{}\":{}", origin.kind.key(), late.positions[i]).as_bytes());
+            out.extend_from_slice(b",\"event\":");
+            out.extend_from_slice(event_json(&late.batch, i).as_bytes());
+            out.push(b'}');
+            out
+        })
+        .collect()
+}

@@ -1,0 +1,13 @@
+//! SQL: stream query text → a [`StreamPlan`] the operators can run.
+//!
+//! Third stage on the data's path (source → decode → **sql** → operators → sink): parsing and
+//! planning are DataFusion's; this module adds window table functions and refuses what cannot be
+//! computed incrementally.
+
+mod plan;
+mod planner;
+mod window_tvf;
+
+pub use self::plan::{AggregateSpec, KeySlot, PlanKind, Stage, StreamPlan, apply_stages};
+pub use self::planner::{STREAM, plan_query};
+pub use self::window_tvf::{WindowKind, WindowSpec};

@@ -1,0 +1,144 @@
+//! The streaming plan: what the SQL layer hands to the operators.
+//!
+//! DataFusion does the planning (name resolution, type coercion, aggregate selection); this module
+//! keeps only the pieces a streaming operator needs — physical expressions evaluated on Arrow
+//! batches and aggregate functions whose accumulators hold per-window state.
+
+use std::sync::Arc;
+
+use datafusion::arrow::array::{Array, AsArray, RecordBatch};
+use datafusion::arrow::compute::filter_record_batch;
+use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::physical_expr::aggregate::AggregateFunctionExpr;
+use datafusion::physical_plan::PhysicalExpr;
+
+use super::window_tvf::WindowSpec;
+use crate::error::{Error, Result};
+
+/// A stateless step applied to every batch: a filter or a projection.
+#[derive(Debug, Clone)]
+pub enum Stage {
+    /// Keep rows where the predicate is true.
+    Filter(Arc<dyn PhysicalExpr>),
+    /// Compute the output columns.
+    Project {
+        /// Expressions evaluated against the input batch.
+        exprs: Vec<Arc<dyn PhysicalExpr>>,
+        /// The schema they produce.
+        schema: SchemaRef,
+    },
+}
+
+impl Stage {
+    /// Applies the stage to a batch.
+    pub fn apply(&self, batch: &RecordBatch) -> Result<RecordBatch> {
+        match self {
+            Stage::Filter(pred) => {
+                let mask = pred.evaluate(batch)?.into_array(batch.num_rows())?;
+                let mask = mask.as_boolean_opt().ok_or_else(|| {
+                    Error::Internal(format!("filter produced {}", mask.data_type()))
+                })?;
+                if mask.true_count() == batch.num_rows() {
+                    return Ok(batch.clone());
+                }
+                Ok(filter_record_batch(batch, mask)?)
+            }
+            Stage::Project { exprs, schema } => {
+                let cols = exprs
+                    .iter()
+                    .map(|e| e.evaluate(batch)?.into_array(batch.num_rows()))
+                    .collect::<datafusion::error::Result<Vec<_>>>()?;
+                Ok(RecordBatch::try_new_with_options(
+                    Arc::clone(schema),
+                    cols,
+                    &datafusion::arrow::array::RecordBatchOptions::new()
+                        .with_row_count(Some(batch.num_rows())),
+                )?)
+            }
+        }
+    }
+}
+
+/// Applies stages in order.
+pub fn apply_stages(stages: &[Stage], batch: &RecordBatch) -> Result<RecordBatch> {
+    let mut b = batch.clone();
+    for s in stages {
+        if b.num_rows() == 0 {
+            break;
+        }
+        b = s.apply(&b)?;
+    }
+    Ok(b)
+}
+
+/// Where each grouping column of the aggregate's output comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeySlot {
+    /// The window's start.
+    WindowStart,
+    /// The window's end.
+    WindowEnd,
+    /// The i-th non-window grouping expression.
+    Key(usize),
+}
+
+/// A windowed aggregation as planned by DataFusion.
+#[derive(Debug, Clone)]
+pub struct AggregateSpec {
+    /// Steps between the stream and the aggregation (the WHERE clause).
+    pub input_stages: Vec<Stage>,
+    /// Non-window grouping expressions, evaluated against the stream batch.
+    pub keys: Vec<Arc<dyn PhysicalExpr>>,
+    /// Schema of the evaluated keys (for the group table).
+    pub key_schema: SchemaRef,
+    /// For each grouping column of the aggregate's output, its source.
+    pub key_layout: Vec<KeySlot>,
+    /// The aggregate functions.
+    pub aggregates: Vec<Arc<AggregateFunctionExpr>>,
+    /// Their `FILTER (WHERE …)` clauses.
+    pub filters: Vec<Option<Arc<dyn PhysicalExpr>>>,
+    /// Schema of the aggregate's output: grouping columns, then one column per aggregate.
+    pub output_schema: SchemaRef,
+    /// Steps after the aggregation (HAVING, SELECT list).
+    pub output_stages: Vec<Stage>,
+}
+
+/// What kind of dataflow a query needs.
+#[derive(Debug, Clone)]
+pub enum PlanKind {
+    /// A stateless filter/projection: rows stream through as they arrive.
+    Map {
+        /// The window whose bounds are added to each row (TUMBLE only), if any.
+        window: Option<WindowSpec>,
+        /// Steps applied to every batch.
+        stages: Vec<Stage>,
+    },
+    /// A windowed aggregation: rows are emitted once per window when the watermark passes its end.
+    Window {
+        /// The window.
+        window: WindowSpec,
+        /// The aggregation.
+        aggregate: AggregateSpec,
+    },
+}
+
+/// A planned stream query.
+#[derive(Debug, Clone)]
+pub struct StreamPlan {
+    /// The query text.
+    pub sql: String,
+    /// The dataflow.
+    pub kind: PlanKind,
+    /// The schema of result rows.
+    pub output_schema: SchemaRef,
+}
+
+impl StreamPlan {
+    /// The window, if the query has one.
+    pub fn window(&self) -> Option<&WindowSpec> {
+        match &self.kind {
+            PlanKind::Map { window, .. } => window.as_ref(),
+            PlanKind::Window { window, .. } => Some(window),
+        }
+    }
+}

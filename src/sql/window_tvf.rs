@@ -1,0 +1,320 @@
+//! Window table functions: `TUMBLE`, `HOP` and `SESSION` in FROM, in both spellings.
+//!
+//! ```text
+//! FROM TUMBLE(payments, event_time, INTERVAL '1' MINUTE)                              -- RisingWave
+//! FROM TABLE(TUMBLE(TABLE payments, DESCRIPTOR(event_time), INTERVAL '1' MINUTE))     -- Flink
+//! ```
+//!
+//! The Flink spelling is first rewritten token by token into the RisingWave one (tokens keep their
+//! original positions, so errors still point into the user's text). The parsed window call is then
+//! replaced by the bare stream name and described by a [`WindowSpec`]: DataFusion plans the rest
+//! of the query against the stream's schema extended with `window_start` and `window_end`, and the
+//! streaming operator supplies those columns.
+
+use datafusion::sql::sqlparser::ast::{
+    Expr, FunctionArg, FunctionArgExpr, ObjectName, Spanned, TableFactor, Value,
+};
+use datafusion::sql::sqlparser::keywords::Keyword;
+use datafusion::sql::sqlparser::tokenizer::{Location, Span, Token, TokenWithSpan, Word};
+
+use crate::error::Error;
+use crate::time::parse_duration_millis;
+
+/// The kind of window and its sizes, in milliseconds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WindowKind {
+    /// Fixed, non-overlapping windows of `size`.
+    Tumble {
+        /// Window length.
+        size: i64,
+    },
+    /// Windows of `size` starting every `slide`.
+    Hop {
+        /// Distance between window starts.
+        slide: i64,
+        /// Window length.
+        size: i64,
+    },
+    /// Per-key activity sessions closed by a `gap` without events.
+    Session {
+        /// Inactivity gap that closes a session.
+        gap: i64,
+    },
+}
+
+/// A window table function found in a query's FROM clause.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WindowSpec {
+    /// The windowing.
+    pub kind: WindowKind,
+    /// The stream the window reads (e.g. `payments`).
+    pub stream: String,
+    /// The event-time column (e.g. `event_time`).
+    pub time_column: String,
+}
+
+/// Formats a span's start as `line L, column C`.
+pub(super) fn at(span: Span) -> String {
+    if span.start.line == 0 {
+        "the query".to_string()
+    } else {
+        format!("line {}, column {}", span.start.line, span.start.column)
+    }
+}
+
+pub(crate) fn plan_error(span: Span, message: impl Into<String>) -> Error {
+    Error::Plan {
+        position: at(span),
+        message: message.into(),
+    }
+}
+
+fn is_kw(t: &TokenWithSpan, kw: Keyword) -> bool {
+    matches!(&t.token, Token::Word(Word { keyword, quote_style: None, .. }) if *keyword == kw)
+}
+
+fn is_word(t: &TokenWithSpan, name: &str) -> bool {
+    matches!(&t.token, Token::Word(w) if w.quote_style.is_none() && w.value.eq_ignore_ascii_case(name))
+}
+
+fn next_non_ws(tokens: &[TokenWithSpan], mut i: usize) -> Option<usize> {
+    while i < tokens.len() {
+        if !matches!(tokens[i].token, Token::Whitespace(_)) {
+            return Some(i);
+        }
+        i += 1;
+    }
+    None
+}
+
+/// Index of the `)` matching the `(` at `open`.
+fn matching_paren(tokens: &[TokenWithSpan], open: usize) -> Option<usize> {
+    let mut depth = 0usize;
+    for (i, t) in tokens.iter().enumerate().skip(open) {
+        match t.token {
+            Token::LParen => depth += 1,
+            Token::RParen => {
+                depth -= 1;
+                if depth == 0 {
+                    return Some(i);
+                }
+            }
+            _ => {}
+        }
+    }
+    None
+}
+
+/// Rewrites `TABLE(F(TABLE s, DESCRIPTOR(c), ...))` into `F(s, c, ...)` for F in
+/// TUMBLE/HOP/SESSION, keeping every surviving token's original span.
+pub(super) fn rewrite_flink_windows(tokens: Vec<TokenWithSpan>) -> Vec<TokenWithSpan> {
+    let mut toks = tokens;
+    let mut i = 0;
+    while i < toks.len() {
+        let is_window_call = is_kw(&toks[i], Keyword::TABLE)
+            && next_non_ws(&toks, i + 1).is_some_and(|p| toks[p].token == Token::LParen)
+            && {
+                let p = next_non_ws(&toks, i + 1).unwrap();
+                next_non_ws(&toks, p + 1).is_some_and(|f| {
+                    ["TUMBLE", "HOP", "SESSION"]
+                        .iter()
+                        .any(|n| is_word(&toks[f], n))
+                })
+            };
+        if !is_window_call {
+            i += 1;
+            continue;
+        }
+        let outer_open = next_non_ws(&toks, i + 1).unwrap();
+        let Some(outer_close) = matching_paren(&toks, outer_open) else {
+            break;
+        };
+        // Drop the outer `TABLE (` ... `)`.
+        toks.remove(outer_close);
+        toks.drain(i..=outer_open);
+        // Inside F( ... ): drop `TABLE` before the stream, and unwrap DESCRIPTOR(c).
+        let f = next_non_ws(&toks, i).unwrap();
+        let Some(open) = next_non_ws(&toks, f + 1) else { break };
+        let Some(close) = matching_paren(&toks, open) else { break };
+        let mut j = open + 1;
+        let mut end = close;
+        while j < end {
+            if is_kw(&toks[j], Keyword::TABLE) {
+                toks.remove(j);
+                end -= 1;
+                continue;
+            }
+            if is_word(&toks[j], "DESCRIPTOR")
+                && let Some(p) = next_non_ws(&toks, j + 1)
+                && toks[p].token == Token::LParen
+                && let Some(q) = matching_paren(&toks, p)
+            {
+                toks.remove(q);
+                toks.drain(j..=p);
+                end -= q - j + 1 - (q - p - 1);
+                continue;
+            }
+            j += 1;
+        }
+        i = f + 1;
+    }
+    toks
+}
+
+fn ident_arg(arg: &FunctionArg, what: &str, call_span: Span) -> Result<String, Error> {
+    match arg {
+        FunctionArg::Unnamed(FunctionArgExpr::Expr(Expr::Identifier(id))) => Ok(id.value.clone()),
+        FunctionArg::Unnamed(FunctionArgExpr::Expr(Expr::CompoundIdentifier(ids))) => {
+            Ok(ids.last().map(|i| i.value.clone()).unwrap_or_default())
+        }
+        other => Err(plan_error(
+            other.span().union_opt(&Some(call_span)),
+            format!("expected {what} (a name), found `{other}`"),
+        )),
+    }
+}
+
+fn interval_arg(arg: &FunctionArg, what: &str) -> Result<i64, Error> {
+    let span = arg.span();
+    let bad = |detail: String| {
+        plan_error(
+            span,
+            format!("{what} must be an interval such as INTERVAL '1' MINUTE: {detail}"),
+        )
+    };
+    let FunctionArg::Unnamed(FunctionArgExpr::Expr(Expr::Interval(iv))) = arg else {
+        return Err(bad(format!("found `{arg}`")));
+    };
+    let text = match iv.value.as_ref() {
+        Expr::Value(v) => match &v.value {
+            Value::SingleQuotedString(s) | Value::DoubleQuotedString(s) => s.clone(),
+            Value::Number(n, _) => n.to_string(),
+            other => return Err(bad(format!("unsupported value {other}"))),
+        },
+        other => return Err(bad(format!("unsupported value {other}"))),
+    };
+    let text = match &iv.leading_field {
+        Some(unit) => format!("{} {}", text.trim(), unit.to_string().to_ascii_lowercase()),
+        None => text,
+    };
+    if iv.last_field.is_some() {
+        return Err(bad("ranges like HOUR TO MINUTE are not supported".into()));
+    }
+    let ms = parse_duration_millis(&text).map_err(bad)?;
+    if ms <= 0 {
+        return Err(bad("it must be positive".into()));
+    }
+    Ok(ms)
+}
+
+/// If `factor` is a window table function, replaces it by the bare stream name and returns its
+/// description.
+pub(super) fn extract_window(factor: &mut TableFactor) -> Result<Option<WindowSpec>, Error> {
+    let TableFactor::Table {
+        name, args, alias, ..
+    } = factor
+    else {
+        return Ok(None);
+    };
+    let Some(args) = args else { return Ok(None) };
+    let fname = name.to_string().to_ascii_uppercase();
+    let span = name.span();
+    let a = &args.args;
+    let expect_args = |n: usize, form: &str| {
+        if a.len() == n {
+            Ok(())
+        } else {
+            Err(plan_error(
+                span,
+                format!("{fname} takes {n} arguments: {form}; found {}", a.len()),
+            ))
+        }
+    };
+    let kind = match fname.as_str() {
+        "TUMBLE" => {
+            expect_args(3, "TUMBLE(stream, time_column, INTERVAL size)")?;
+            WindowKind::Tumble {
+                size: interval_arg(&a[2], "the TUMBLE size")?,
+            }
+        }
+        "HOP" => {
+            expect_args(4, "HOP(stream, time_column, INTERVAL slide, INTERVAL size)")?;
+            let slide = interval_arg(&a[2], "the HOP slide")?;
+            let size = interval_arg(&a[3], "the HOP size")?;
+            if slide > size {
+                return Err(plan_error(
+                    a[2].span(),
+                    format!("the HOP slide ({slide} ms) is larger than its size ({size} ms); HOP takes the slide first, then the size"),
+                ));
+            }
+            WindowKind::Hop { slide, size }
+        }
+        "SESSION" => {
+            expect_args(3, "SESSION(stream, time_column, INTERVAL gap)")?;
+            WindowKind::Session {
+                gap: interval_arg(&a[2], "the SESSION gap")?,
+            }
+        }
+        _ => {
+            return Err(plan_error(
+                span,
+                format!("unknown table function {fname}; the streaming window functions are TUMBLE, HOP and SESSION"),
+            ));
+        }
+    };
+    let stream = ident_arg(&a[0], "the stream", span)?;
+    let time_column = ident_arg(&a[1], "the time column", span)?;
+    let spec = WindowSpec {
+        kind,
+        stream: stream.clone(),
+        time_column,
+    };
+    *factor = TableFactor::Table {
+        name: ObjectName::from(vec![datafusion::sql::sqlparser::ast::Ident::new(stream)]),
+        alias: alias.take(),
+        args: None,
+        with_hints: vec![],
+        version: None,
+        with_ordinality: false,
+        partitions: vec![],
+        json_path: None,
+        sample: None,
+        index_hints: vec![],
+    };
+    Ok(Some(spec))
+}
+
+/// A span covering a single token position (for constructs that have no AST span).
+pub(super) fn point(line: u64, column: u64) -> Span {
+    Span::new(Location::new(line, column), Location::new(line, column))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use datafusion::sql::sqlparser::dialect::GenericDialect;
+    use datafusion::sql::sqlparser::tokenizer::Tokenizer;
+
+    fn rewrite(sql: &str) -> String {
+        let toks = Tokenizer::new(&GenericDialect {}, sql)
+            .tokenize_with_location()
+            .unwrap();
+        rewrite_flink_windows(toks)
+            .iter()
+            .map(|t| t.token.to_string())
+            .collect()
+    }
+
+    #[test]
+    fn flink_spelling_becomes_risingwave_spelling() {
+        assert_eq!(
+            rewrite("SELECT * FROM TABLE(TUMBLE(TABLE payments, DESCRIPTOR(event_time), INTERVAL '1' MINUTE)) x"),
+            "SELECT * FROM TUMBLE(payments, event_time, INTERVAL '1' MINUTE) x"
+        );
+        assert_eq!(
+            rewrite("FROM TABLE(HOP(TABLE payments, DESCRIPTOR(event_time), INTERVAL '10' SECOND, INTERVAL '60' SECOND))"),
+            "FROM HOP(payments, event_time, INTERVAL '10' SECOND, INTERVAL '60' SECOND)"
+        );
+        assert_eq!(rewrite("SELECT a FROM t"), "SELECT a FROM t");
+    }
+}
