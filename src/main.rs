@@ -1,1 +1,367 @@
-fn main() {}
+//! The `paystream` command line: a thin layer over the library; `anyhow` lives only here.
+
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use clap::{Parser, Subcommand};
+use paystream::generate::{GenConfig, Lifecycle, generate};
+use paystream::sink::{MemorySink, NullSink, Sink, WriterSink};
+use paystream::time::{parse_duration_millis, parse_rfc3339_millis};
+use paystream::{Format, Progress, ReplayOptions, Sinks, plan_query, run_replay};
+
+/// paystream: event-time windowed stream SQL over payment events.
+#[derive(Parser)]
+#[command(name = "paystream", version, about, long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Replay an event file (JSON Lines, CSV with header, or Parquet) through a stream query.
+    ///
+    /// Results are written as JSON Lines, one object per row, when each window closes (the
+    /// watermark passes its end) and for all open windows at the end of the file.
+    Replay(ReplayArgs),
+    /// Write deterministic synthetic payment events as JSON Lines.
+    Gen(GenArgs),
+    /// Generate events and replay them through the shipped queries (no setup needed).
+    Demo(DemoArgs),
+}
+
+#[derive(clap::Args)]
+struct ReplayArgs {
+    /// The event file.
+    file: PathBuf,
+    /// The SQL file holding the stream query (reads the stream `payments`).
+    #[arg(long, short)]
+    query: PathBuf,
+    /// Result file (JSON Lines); standard output when absent.
+    #[arg(long, short)]
+    output: Option<PathBuf>,
+    /// File for rejected records: reason, detail, file and line, redacted raw record.
+    #[arg(long)]
+    dead_letter: Option<PathBuf>,
+    /// File for late events (arrived after their window fired).
+    #[arg(long)]
+    late: Option<PathBuf>,
+    /// Bounded out-of-orderness: watermark = max event time seen - delay.
+    #[arg(long, default_value = "5s")]
+    watermark_delay: String,
+    /// Worker threads (default: all cores).
+    #[arg(long)]
+    workers: Option<usize>,
+    /// `max`, or N to replay N times faster than event time (for demos).
+    #[arg(long, default_value = "max")]
+    speed: String,
+    /// Input format when the extension does not tell: json, csv or parquet.
+    #[arg(long)]
+    format: Option<String>,
+    /// Rows per batch.
+    #[arg(long, default_value_t = 8192)]
+    batch_size: usize,
+    /// How long (in event time) event ids are remembered for deduplication.
+    #[arg(long, default_value = "1h")]
+    dedup_ttl: String,
+    /// Event times further than this ahead of the watermark are dead-lettered.
+    #[arg(long, default_value = "5m")]
+    max_skew: String,
+}
+
+#[derive(clap::Args)]
+struct GenArgs {
+    /// Number of lines to write.
+    #[arg(long, default_value_t = 10_000)]
+    events: u64,
+    /// Random seed: the same seed and options give the same bytes.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Output file; standard output when absent.
+    #[arg(long, short)]
+    output: Option<PathBuf>,
+    /// Event time of the first event (RFC 3339).
+    #[arg(long, default_value = "2026-11-01T00:00:00Z")]
+    start: String,
+    /// New authorizations per second of event time.
+    #[arg(long, default_value_t = 1000.0)]
+    rate: f64,
+    /// Number of merchants.
+    #[arg(long, default_value_t = 200)]
+    merchants: u32,
+    /// Number of cards.
+    #[arg(long, default_value_t = 50_000)]
+    cards: u32,
+    /// Maximum out-of-order delivery delay.
+    #[arg(long, default_value = "2s")]
+    disorder: String,
+    /// Fraction of events delivered twice (delayed duplicates).
+    #[arg(long, default_value_t = 0.005)]
+    duplicates: f64,
+    /// Fraction of lines that are malformed or invalid.
+    #[arg(long, default_value_t = 0.0)]
+    malformed: f64,
+    /// When (after --start) a merchant's volume spikes for a minute; `none` to disable.
+    #[arg(long, default_value = "10m")]
+    spike_at: String,
+    /// Lifecycle lags: fast (seconds, for tests and demos) or realistic (minutes to days).
+    #[arg(long, default_value = "fast")]
+    lifecycle: String,
+}
+
+#[derive(clap::Args)]
+struct DemoArgs {
+    /// Events to generate.
+    #[arg(long, default_value_t = 200_000)]
+    events: u64,
+    /// Result rows to print per query.
+    #[arg(long, default_value_t = 5)]
+    show: usize,
+    /// Directory for the generated file and results.
+    #[arg(long, default_value = "paystream-data/demo")]
+    dir: PathBuf,
+}
+
+const SHIPPED: [(&str, &str); 3] = [
+    ("settlement_per_minute", include_str!("../queries/settlement_per_minute.sql")),
+    ("card_velocity", include_str!("../queries/card_velocity.sql")),
+    ("card_sessions", include_str!("../queries/card_sessions.sql")),
+];
+
+fn duration(what: &str, s: &str) -> anyhow::Result<i64> {
+    parse_duration_millis(s).map_err(|e| anyhow::anyhow!("invalid {what}: {e}"))
+}
+
+fn main() {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("PAYSTREAM_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let r = match cli.command {
+        Command::Replay(a) => replay(a),
+        Command::Gen(a) => gen_cmd(a),
+        Command::Demo(a) => demo(a),
+    };
+    if let Err(e) = r {
+        eprintln!("error: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+/// Sets the returned flag on Ctrl-C or SIGTERM: the run stops reading and drains cleanly.
+fn stop_on_signal() -> Arc<AtomicBool> {
+    let stop = Arc::new(AtomicBool::new(false));
+    let flag = Arc::clone(&stop);
+    std::thread::spawn(move || {
+        let Ok(rt) = tokio::runtime::Builder::new_current_thread().enable_all().build() else {
+            return;
+        };
+        rt.block_on(async {
+            #[cfg(unix)]
+            {
+                let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {},
+                    _ = async { match term.as_mut() { Some(t) => { t.recv().await; } None => std::future::pending::<()>().await } } => {},
+                }
+            }
+            #[cfg(not(unix))]
+            let _ = tokio::signal::ctrl_c().await;
+        });
+        flag.store(true, Ordering::Relaxed);
+    });
+    stop
+}
+
+fn output_sink(option: &str, path: Option<&Path>) -> anyhow::Result<Box<dyn Sink>> {
+    Ok(match path {
+        Some(p) => Box::new(WriterSink::create(option, p)?),
+        None => Box::new(NullSink),
+    })
+}
+
+fn replay(a: ReplayArgs) -> anyhow::Result<()> {
+    let sql = std::fs::read_to_string(&a.query)
+        .with_context(|| format!("cannot read the query file {}", a.query.display()))?;
+    let plan = plan_query(&sql).with_context(|| format!("in {}", a.query.display()))?;
+    let mut opts = ReplayOptions::new(&a.file);
+    opts.watermark_delay = duration("--watermark-delay", &a.watermark_delay)?;
+    opts.dedup_ttl = duration("--dedup-ttl", &a.dedup_ttl)?;
+    opts.max_skew = duration("--max-skew", &a.max_skew)?;
+    if let Some(w) = a.workers {
+        if w == 0 {
+            bail!("--workers must be at least 1");
+        }
+        opts.workers = w;
+    }
+    if a.batch_size == 0 {
+        bail!("--batch-size must be at least 1");
+    }
+    opts.batch_size = a.batch_size;
+    opts.speed = match a.speed.as_str() {
+        "max" => None,
+        n => Some(
+            n.parse::<f64>()
+                .ok()
+                .filter(|v| *v > 0.0)
+                .with_context(|| format!("invalid --speed {n:?}: use `max` or a positive number"))?,
+        ),
+    };
+    if let Some(f) = &a.format {
+        opts.format = Some(
+            Format::from_name(f).with_context(|| format!("unknown --format {f:?}: use json, csv or parquet"))?,
+        );
+    }
+    if !a.file.exists() {
+        bail!("the event file {} does not exist", a.file.display());
+    }
+    let results: Box<dyn Sink> = match &a.output {
+        Some(p) => Box::new(WriterSink::create("--output", p)?),
+        None => Box::new(WriterSink::stdout()),
+    };
+    let sinks = Sinks {
+        results,
+        dead_letter: output_sink("--dead-letter", a.dead_letter.as_deref())?,
+        late: output_sink("--late", a.late.as_deref())?,
+    };
+    let total = std::fs::metadata(&a.file).map(|m| m.len()).unwrap_or(0);
+    let summary = with_progress(total, |progress| {
+        run_replay(&plan, &opts, sinks, progress, stop_on_signal())
+    })?;
+    eprintln!("{}", summary.line());
+    Ok(())
+}
+
+/// Runs `f` with a progress bar on stderr when it is a terminal.
+fn with_progress<T>(
+    total: u64,
+    f: impl FnOnce(Arc<Progress>) -> paystream::Result<T> + Send,
+) -> anyhow::Result<T>
+where
+    T: Send,
+{
+    let progress = Arc::new(Progress::default());
+    if !std::io::stderr().is_terminal() {
+        return Ok(f(progress)?);
+    }
+    let bar = indicatif::ProgressBar::new(total);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("{bar:40} {bytes}/{total_bytes} {bytes_per_sec} eta {eta}")
+            .expect("valid template"),
+    );
+    let done = Arc::new(AtomicBool::new(false));
+    let r = std::thread::scope(|s| {
+        let (p, d, b) = (Arc::clone(&progress), Arc::clone(&done), bar.clone());
+        s.spawn(move || {
+            while !d.load(Ordering::Relaxed) {
+                b.set_position(p.bytes_read.load(Ordering::Relaxed));
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        });
+        let r = f(Arc::clone(&progress));
+        done.store(true, Ordering::Relaxed);
+        r
+    });
+    bar.finish_and_clear();
+    Ok(r?)
+}
+
+fn gen_config(a: &GenArgs) -> anyhow::Result<GenConfig> {
+    Ok(GenConfig {
+        events: a.events,
+        seed: a.seed,
+        start: parse_rfc3339_millis(&a.start)
+            .with_context(|| format!("invalid --start {:?}: use RFC 3339, e.g. 2026-11-01T00:00:00Z", a.start))?,
+        rate: a.rate,
+        merchants: a.merchants.max(1),
+        cards: a.cards.max(1),
+        disorder_ms: duration("--disorder", &a.disorder)?,
+        duplicate_rate: a.duplicates.clamp(0.0, 1.0),
+        malformed_rate: a.malformed.clamp(0.0, 1.0),
+        spike_at_ms: match a.spike_at.as_str() {
+            "none" => None,
+            s => Some(duration("--spike-at", s)?),
+        },
+        lifecycle: match a.lifecycle.as_str() {
+            "fast" => Lifecycle::Fast,
+            "realistic" => Lifecycle::Realistic,
+            other => bail!("unknown --lifecycle {other:?}: use fast or realistic"),
+        },
+    })
+}
+
+fn gen_cmd(a: GenArgs) -> anyhow::Result<()> {
+    let cfg = gen_config(&a)?;
+    let stats = match &a.output {
+        Some(p) => {
+            let f = std::fs::File::create(p).with_context(|| format!("cannot create {}", p.display()))?;
+            let mut w = std::io::BufWriter::new(f);
+            let s = generate(&cfg, &mut w)?;
+            std::io::Write::flush(&mut w)?;
+            s
+        }
+        None => {
+            let out = std::io::stdout();
+            let mut w = std::io::BufWriter::new(out.lock());
+            let s = generate(&cfg, &mut w)?;
+            std::io::Write::flush(&mut w)?;
+            s
+        }
+    };
+    eprintln!(
+        "generated lines={} events={} duplicates={} malformed={}",
+        stats.lines, stats.events, stats.duplicates, stats.malformed
+    );
+    Ok(())
+}
+
+fn demo(a: DemoArgs) -> anyhow::Result<()> {
+    std::fs::create_dir_all(&a.dir).with_context(|| format!("cannot create {}", a.dir.display()))?;
+    let events = a.dir.join("events.jsonl");
+    let cfg = GenConfig {
+        events: a.events,
+        malformed_rate: 0.001,
+        spike_at_ms: Some(60_000),
+        ..GenConfig::default()
+    };
+    let f = std::fs::File::create(&events).with_context(|| format!("cannot create {}", events.display()))?;
+    let mut w = std::io::BufWriter::new(f);
+    let stats = generate(&cfg, &mut w)?;
+    std::io::Write::flush(&mut w)?;
+    println!(
+        "generated {} lines ({} duplicates, {} malformed) into {}",
+        stats.lines,
+        stats.duplicates,
+        stats.malformed,
+        events.display()
+    );
+    for (name, sql) in SHIPPED {
+        let plan = plan_query(sql).with_context(|| format!("shipped query {name}"))?;
+        let out = a.dir.join(format!("{name}.jsonl"));
+        let memory = MemorySink::default();
+        let sinks = Sinks {
+            results: Box::new(WriterSink::create("--output", &out)?),
+            dead_letter: Box::new(WriterSink::create("--dead-letter", &a.dir.join(format!("{name}.dlq.jsonl")))?),
+            late: Box::new(memory.clone()),
+        };
+        let summary = run_replay(&plan, &ReplayOptions::new(&events), sinks, Arc::default(), stop_on_signal())?;
+        println!("\n== {name} → {}", out.display());
+        let text = std::fs::read_to_string(&out)?;
+        for line in text.lines().take(a.show) {
+            println!("{line}");
+        }
+        if summary.results as usize > a.show {
+            println!("... {} more rows", summary.results as usize - a.show);
+        }
+        println!("{}", summary.line());
+    }
+    Ok(())
+}

@@ -20,7 +20,7 @@ use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-pub use self::router::{Router, RouterCounts};
+pub use self::router::{Partitioning, Router, RouterCounts};
 
 use crate::decode::{Format, Origin, PositionKind};
 use crate::error::{Error, Result};
@@ -170,9 +170,10 @@ pub fn run_replay(
         Arc::clone(&stop),
     )?;
 
-    let partition_keys = match &plan.kind {
-        PlanKind::Window { aggregate, .. } => aggregate.keys.clone(),
-        PlanKind::Map { .. } => vec![],
+    let partitioning = match &plan.kind {
+        PlanKind::Window { aggregate, .. } if aggregate.keys.is_empty() => Partitioning::Single,
+        PlanKind::Window { aggregate, .. } => Partitioning::ByKeys(aggregate.keys.clone()),
+        PlanKind::Map { .. } => Partitioning::RoundRobin,
     };
     let mut to_workers = Vec::with_capacity(workers);
     let mut from_workers = Vec::with_capacity(workers);
@@ -189,7 +190,7 @@ pub fn run_replay(
     let router = Router::new(
         Dedup::new(opts.dedup_ttl),
         Watermark::new(opts.watermark_delay, opts.max_skew),
-        partition_keys,
+        partitioning,
         workers,
     );
     let speed = opts.speed;

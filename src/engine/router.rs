@@ -29,6 +29,17 @@ pub struct RouterCounts {
     pub dead_lettered: u64,
 }
 
+/// How accepted events are spread over workers.
+#[derive(Debug, Clone)]
+pub enum Partitioning {
+    /// By hash of the group keys: each key's events always reach the same worker.
+    ByKeys(Vec<Arc<dyn PhysicalExpr>>),
+    /// Everything to worker 0 (an aggregate without keys has one group per window).
+    Single,
+    /// Batch by batch in turn (stateless queries).
+    RoundRobin,
+}
+
 /// Dedup, watermark and partitioning.
 pub struct Router {
     /// Dedup state.
@@ -37,19 +48,19 @@ pub struct Router {
     pub watermark: Watermark,
     /// Counters.
     pub counts: RouterCounts,
-    partition_keys: Vec<Arc<dyn PhysicalExpr>>,
+    partitioning: Partitioning,
     workers: usize,
     round_robin: usize,
 }
 
 impl Router {
-    /// A router for `workers` workers partitioning by `partition_keys` (round-robin when empty).
-    pub fn new(dedup: Dedup, watermark: Watermark, partition_keys: Vec<Arc<dyn PhysicalExpr>>, workers: usize) -> Self {
+    /// A router for `workers` workers.
+    pub fn new(dedup: Dedup, watermark: Watermark, partitioning: Partitioning, workers: usize) -> Self {
         Router {
             dedup,
             watermark,
             counts: RouterCounts::default(),
-            partition_keys,
+            partitioning,
             workers: workers.max(1),
             round_robin: 0,
         }
@@ -126,24 +137,30 @@ impl Router {
     pub fn partition(&mut self, events: EventBatch) -> Result<Vec<Option<EventBatch>>> {
         let n = self.workers;
         let mut parts: Vec<Option<EventBatch>> = (0..n).map(|_| None).collect();
-        if n == 1 {
-            parts[0] = Some(events);
-            return Ok(parts);
-        }
-        if self.partition_keys.is_empty() {
-            let w = self.round_robin % n;
-            self.round_robin += 1;
-            parts[w] = Some(events);
-            return Ok(parts);
-        }
+        let keys = match &self.partitioning {
+            _ if n == 1 => {
+                parts[0] = Some(events);
+                return Ok(parts);
+            }
+            Partitioning::Single => {
+                parts[0] = Some(events);
+                return Ok(parts);
+            }
+            Partitioning::RoundRobin => {
+                let w = self.round_robin % n;
+                self.round_robin += 1;
+                parts[w] = Some(events);
+                return Ok(parts);
+            }
+            Partitioning::ByKeys(keys) => keys,
+        };
         let rows = events.batch.num_rows();
         let zeros: ArrayRef = Arc::new(TimestampMillisecondArray::from(vec![0i64; rows]).with_timezone("UTC"));
         let mut cols = events.batch.columns().to_vec();
         cols.push(Arc::clone(&zeros));
         cols.push(zeros);
         let eval = RecordBatch::try_new(windowed_schema(), cols)?;
-        let keys = self
-            .partition_keys
+        let keys = keys
             .iter()
             .map(|k| k.evaluate(&eval)?.into_array(rows))
             .collect::<datafusion::error::Result<Vec<_>>>()?;

@@ -10,4 +10,4 @@ mod window_tvf;
 
 pub use self::plan::{AggregateSpec, KeySlot, PlanKind, Stage, StreamPlan, apply_stages};
 pub use self::planner::{STREAM, plan_query};
-pub use self::window_tvf::{WindowKind, WindowSpec};
+pub use self::window_tvf::{WindowKind, WindowSpec, to_risingwave_spelling};

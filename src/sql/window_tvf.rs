@@ -284,6 +284,19 @@ pub(super) fn extract_window(factor: &mut TableFactor) -> Result<Option<WindowSp
     Ok(Some(spec))
 }
 
+/// The query text with Flink-style window calls rewritten to the RisingWave spelling.
+pub fn to_risingwave_spelling(sql: &str) -> Result<String, Error> {
+    use datafusion::sql::sqlparser::dialect::GenericDialect;
+    use datafusion::sql::sqlparser::tokenizer::Tokenizer;
+    let tokens = Tokenizer::new(&GenericDialect {}, sql)
+        .tokenize_with_location()
+        .map_err(|e| plan_error(point(0, 0), e.to_string()))?;
+    Ok(rewrite_flink_windows(tokens)
+        .iter()
+        .map(|t| t.token.to_string())
+        .collect())
+}
+
 /// A span covering a single token position (for constructs that have no AST span).
 pub(super) fn point(line: u64, column: u64) -> Span {
     Span::new(Location::new(line, column), Location::new(line, column))

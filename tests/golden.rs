@@ -1,0 +1,1 @@
+//! Golden tests (filled in below).

@@ -1,0 +1,7 @@
+//! The integration-test binary (one binary, so it links once).
+
+mod cli;
+mod golden;
+mod oracle;
+mod slt;
+mod util;

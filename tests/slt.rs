@@ -1,0 +1,1 @@
+//! sqllogictest files (filled in below).

@@ -1,0 +1,65 @@
+//! Helpers shared by the integration tests.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use datafusion::arrow::array::RecordBatch;
+use paystream::engine::{ReplayOptions, Sinks, Summary, run_replay};
+use paystream::sink::{MemorySink, write_batch};
+use paystream::{StreamPlan, plan_query};
+
+/// What one replay produced.
+pub struct Run {
+    pub summary: Summary,
+    /// Result rows as JSON lines, in emission order.
+    pub lines: Vec<String>,
+    pub dead_letters: Vec<serde_json::Value>,
+    pub late: Vec<serde_json::Value>,
+    pub batches: Vec<RecordBatch>,
+}
+
+pub fn lines_of(batches: &[RecordBatch]) -> Vec<String> {
+    let mut out = Vec::new();
+    for b in batches {
+        write_batch(&mut out, b);
+    }
+    String::from_utf8(out).unwrap().lines().map(str::to_string).collect()
+}
+
+pub fn replay_with(plan: &StreamPlan, input: &Path, configure: impl FnOnce(&mut ReplayOptions)) -> Run {
+    let mut opts = ReplayOptions::new(input);
+    opts.workers = 1;
+    configure(&mut opts);
+    let (results, dl, late) = (MemorySink::default(), MemorySink::default(), MemorySink::default());
+    let sinks = Sinks {
+        results: Box::new(results.clone()),
+        dead_letter: Box::new(dl.clone()),
+        late: Box::new(late.clone()),
+    };
+    let summary = run_replay(plan, &opts, sinks, Arc::default(), Arc::default()).expect("replay");
+    let parse = |s: &MemorySink| -> Vec<serde_json::Value> {
+        s.0.lock().unwrap().records.iter().map(|r| serde_json::from_str(r).expect("records are JSON")).collect()
+    };
+    let batches = results.0.lock().unwrap().batches.clone();
+    Run {
+        summary,
+        lines: lines_of(&batches),
+        dead_letters: parse(&dl),
+        late: parse(&late),
+        batches,
+    }
+}
+
+pub fn replay(sql: &str, input: &Path, configure: impl FnOnce(&mut ReplayOptions)) -> Run {
+    let plan = plan_query(sql).unwrap_or_else(|e| panic!("{sql}: {e}"));
+    replay_with(&plan, input, configure)
+}
+
+pub fn sorted(mut v: Vec<String>) -> Vec<String> {
+    v.sort();
+    v
+}
+
+pub fn repo(path: &str) -> std::path::PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join(path)
+}
