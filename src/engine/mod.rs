@@ -333,27 +333,29 @@ fn router_loop(
             read += d.records;
             unknown += d.unknown_fields;
             decode_dead += d.rejects.len() as u64;
-            for r in &d.rejects {
+            let mut router_rejects = Vec::new();
+            let mut routed = Vec::with_capacity(d.batches.len());
+            for b in &d.batches {
+                match router.accept(b, |i| event_json(&b.batch, i), &mut router_rejects) {
+                    // The watermark after this batch, not after the chunk: a window must not fire
+                    // before the later batches of the chunk reach it.
+                    Ok(a) => routed.push((a, router.watermark.current())),
+                    Err(e) => {
+                        result = Err(e);
+                        break 'chunks;
+                    }
+                }
+            }
+            // Dead letters in input order: merge the decoder's and the router's by position.
+            let mut all: Vec<&crate::decode::Reject> = d.rejects.iter().chain(&router_rejects).collect();
+            all.sort_by_key(|r| r.position);
+            for r in all {
                 if let Err(e) = dead_letter.write_record(&dead_letter_json(origin, r)) {
                     result = Err(e);
                     break 'chunks;
                 }
             }
-            for b in &d.batches {
-                let mut rejects = Vec::new();
-                let accepted = match router.accept(b, |i| event_json(&b.batch, i), &mut rejects) {
-                    Ok(a) => a,
-                    Err(e) => {
-                        result = Err(e);
-                        break 'chunks;
-                    }
-                };
-                for r in &rejects {
-                    if let Err(e) = dead_letter.write_record(&dead_letter_json(origin, r)) {
-                        result = Err(e);
-                        break 'chunks;
-                    }
-                }
+            for (accepted, watermark) in routed {
                 if let (Some(speed), Some(ev)) = (speed, &accepted) {
                     throttle(&mut pace, ev, speed);
                 }
@@ -364,7 +366,6 @@ fn router_loop(
                         break 'chunks;
                     }
                 };
-                let watermark = router.watermark.current();
                 let mut parts = parts.unwrap_or_else(|| (0..workers.len()).map(|_| None).collect());
                 for (w, tx) in workers.iter().enumerate() {
                     let events = parts[w].take();

@@ -90,7 +90,7 @@ impl Router {
                 ));
                 continue;
             }
-            match self.dedup.check(ids.value(i), d.payload_hashes[i], ts) {
+            match self.dedup.check(ids.value(i), d.payload_hashes[i], ts, self.watermark.current()) {
                 DedupOutcome::New => {
                     arrival.push(self.watermark.current());
                     self.watermark.observe(ts);

@@ -80,10 +80,17 @@ impl Dedup {
         self.seen.is_empty()
     }
 
-    /// Checks and records one event.
-    pub fn check(&mut self, event_id: &str, payload: u64, event_time: i64) -> DedupOutcome {
+    /// Checks and records one event, given the current watermark. An id last seen before
+    /// `watermark − ttl` has expired, whether or not a sweep has removed it yet, so the outcome
+    /// never depends on batch boundaries.
+    pub fn check(&mut self, event_id: &str, payload: u64, event_time: i64, watermark: i64) -> DedupOutcome {
         let key = xxh3_128(event_id.as_bytes());
+        let horizon = watermark.saturating_sub(self.ttl);
         match self.seen.entry(key) {
+            std::collections::hash_map::Entry::Occupied(mut e) if e.get().event_time < horizon => {
+                e.insert(Seen { payload, event_time });
+                DedupOutcome::New
+            }
             std::collections::hash_map::Entry::Occupied(e) => {
                 if e.get().payload == payload {
                     DedupOutcome::Duplicate
@@ -163,27 +170,27 @@ mod tests {
     #[test]
     fn duplicates_conflicts_and_ttl() {
         let mut d = Dedup::new(3_600_000);
-        assert_eq!(d.check("a", 1, 0), DedupOutcome::New);
-        assert_eq!(d.check("a", 1, 0), DedupOutcome::Duplicate);
-        assert_eq!(d.check("a", 2, 0), DedupOutcome::Conflict);
-        d.expire(3_600_000);
-        assert_eq!(d.len(), 1, "exactly at the horizon is kept");
+        assert_eq!(d.check("a", 1, 0, 0), DedupOutcome::New);
+        assert_eq!(d.check("a", 1, 0, 0), DedupOutcome::Duplicate);
+        assert_eq!(d.check("a", 2, 0, 0), DedupOutcome::Conflict);
+        assert_eq!(d.check("a", 1, 0, 3_600_000), DedupOutcome::Duplicate, "exactly at the horizon is kept");
+        assert_eq!(d.check("a", 1, 0, 3_600_001), DedupOutcome::New, "expired before any sweep");
         d.expire(3_600_000 + 500_000);
-        assert!(d.is_empty());
-        assert_eq!(d.check("a", 1, 0), DedupOutcome::New, "expired ids are new again");
+        assert!(d.is_empty(), "the sweep frees memory");
+        assert_eq!(d.check("a", 1, 0, 3_600_000), DedupOutcome::New, "swept ids are new again");
     }
 
     #[test]
     fn snapshot_round_trip() {
         let mut d = Dedup::new(1000);
         for i in 0..100 {
-            d.check(&format!("e{i}"), i, i as i64);
+            d.check(&format!("e{i}"), i, i as i64, 0);
         }
         let bytes = d.snapshot().unwrap();
         let mut r = Dedup::new(1000);
         r.restore(&bytes).unwrap();
         assert_eq!(r.len(), 100);
-        assert_eq!(r.check("e5", 5, 5), DedupOutcome::Duplicate);
-        assert_eq!(r.check("e6", 7, 6), DedupOutcome::Conflict);
+        assert_eq!(r.check("e5", 5, 5, 0), DedupOutcome::Duplicate);
+        assert_eq!(r.check("e6", 7, 6, 0), DedupOutcome::Conflict);
     }
 }

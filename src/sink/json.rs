@@ -44,7 +44,7 @@ fn write_int(out: &mut Vec<u8>, v: impl itoa::Integer) {
 }
 
 /// Appends the value at `row` of `col` as JSON.
-pub(super) fn write_value(out: &mut Vec<u8>, col: &dyn Array, row: usize) {
+pub fn write_value(out: &mut Vec<u8>, col: &dyn Array, row: usize) {
     if col.is_null(row) {
         out.extend_from_slice(b"null");
         return;

@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex};
 
 use datafusion::arrow::array::RecordBatch;
 
-pub use self::json::{event_json, write_batch, write_json_str, write_row};
+pub use self::json::{event_json, write_batch, write_json_str, write_row, write_value};
 
 use crate::decode::{Origin, Reject};
 use crate::error::{Error, Result};

@@ -142,6 +142,10 @@ pub(super) fn rewrite_flink_windows(tokens: Vec<TokenWithSpan>) -> Vec<TokenWith
             if is_kw(&toks[j], Keyword::TABLE) {
                 toks.remove(j);
                 end -= 1;
+                while j < end && matches!(toks[j].token, Token::Whitespace(_)) {
+                    toks.remove(j);
+                    end -= 1;
+                }
                 continue;
             }
             if is_word(&toks[j], "DESCRIPTOR")
