@@ -1,1 +1,142 @@
-//! CLI tests (filled in below).
+//! The `paystream` binary, run as a user would.
+
+use std::process::Command;
+
+use crate::util::repo;
+
+fn paystream() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_paystream"))
+}
+
+#[test]
+fn gen_then_replay_writes_results_dead_letters_and_a_summary() {
+    let dir = tempfile::tempdir().unwrap();
+    let events = dir.path().join("events.jsonl");
+    let st = paystream()
+        .args(["gen", "--events", "5000", "--seed", "7", "--malformed", "0.01", "-o"])
+        .arg(&events)
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let (out, dlq, late) = (dir.path().join("out.jsonl"), dir.path().join("dlq.jsonl"), dir.path().join("late.jsonl"));
+    let o = paystream()
+        .arg("replay")
+        .arg(&events)
+        .arg("--query")
+        .arg(repo("queries/settlement_per_minute.sql"))
+        .arg("--output")
+        .arg(&out)
+        .arg("--dead-letter")
+        .arg(&dlq)
+        .arg("--late")
+        .arg(&late)
+        .args(["--workers", "2"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{stderr}");
+    let summary: Vec<&str> = stderr.lines().filter(|l| l.starts_with("read=")).collect();
+    assert_eq!(summary.len(), 1, "one summary line: {stderr}");
+    let field = |k: &str| -> u64 {
+        summary[0]
+            .split_whitespace()
+            .find_map(|kv| kv.strip_prefix(&format!("{k}=")))
+            .unwrap_or_else(|| panic!("{k} missing in {}", summary[0]))
+            .trim_end_matches('s')
+            .parse::<f64>()
+            .unwrap() as u64
+    };
+    assert_eq!(field("read"), 5000);
+    assert_eq!(field("read"), field("accepted") + field("duplicates") + field("dead_lettered"));
+    assert!(field("dead_lettered") > 0);
+    assert!(summary[0].contains("wall=") && summary[0].contains("events_per_sec="));
+    let rows = std::fs::read_to_string(&out).unwrap();
+    assert_eq!(rows.lines().count() as u64, field("results"));
+    let first: serde_json::Value = serde_json::from_str(rows.lines().next().unwrap()).unwrap();
+    assert!(first["window_start"].as_str().unwrap().ends_with(".000Z"));
+    assert!(first["captured_minor"].is_i64());
+    let dead = std::fs::read_to_string(&dlq).unwrap();
+    assert_eq!(dead.lines().count() as u64, field("dead_lettered"));
+    for l in dead.lines() {
+        let v: serde_json::Value = serde_json::from_str(l).unwrap();
+        assert!(v["reason"].is_string() && v["detail"].is_string() && v["line"].is_u64() && v["file"].is_string());
+        assert!(!l.contains("4111111111111111"), "card numbers are redacted: {l}");
+    }
+}
+
+#[test]
+fn results_go_to_stdout_by_default() {
+    let o = paystream()
+        .arg("replay")
+        .arg(repo("data/sample_events.jsonl"))
+        .arg("--query")
+        .arg(repo("queries/card_velocity.sql"))
+        .output()
+        .unwrap();
+    assert!(o.status.success());
+    let out = String::from_utf8(o.stdout).unwrap();
+    assert!(out.lines().count() > 0);
+    assert!(out.lines().all(|l| l.starts_with("{\"card_id\":")));
+}
+
+#[test]
+fn a_bad_query_fails_with_its_position() {
+    let dir = tempfile::tempdir().unwrap();
+    let q = dir.path().join("bad.sql");
+    std::fs::write(&q, "SELECT *\nFROM payments\nORDER BY event_time").unwrap();
+    let o = paystream().arg("replay").arg(repo("data/sample_events.jsonl")).arg("--query").arg(&q).output().unwrap();
+    assert_eq!(o.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("line 3, column 1") && err.contains("ORDER BY"), "{err}");
+}
+
+#[test]
+fn missing_input_and_bad_options_are_clear_errors() {
+    let o = paystream()
+        .args(["replay", "/nonexistent/events.jsonl", "--query"])
+        .arg(repo("queries/card_velocity.sql"))
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("does not exist"));
+    let o = paystream()
+        .arg("replay")
+        .arg(repo("data/sample_events.jsonl"))
+        .arg("--query")
+        .arg(repo("queries/card_velocity.sql"))
+        .args(["--watermark-delay", "5 fortnights"])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("--watermark-delay"));
+}
+
+#[test]
+fn help_explains_the_commands() {
+    let o = paystream().arg("--help").output().unwrap();
+    let h = String::from_utf8_lossy(&o.stdout);
+    for c in ["replay", "gen", "demo"] {
+        assert!(h.contains(c), "{h}");
+    }
+    let o = paystream().args(["replay", "--help"]).output().unwrap();
+    let h = String::from_utf8_lossy(&o.stdout);
+    for flag in ["--watermark-delay", "--workers", "--speed", "--dead-letter", "--late", "--output"] {
+        assert!(h.contains(flag), "{flag} in {h}");
+    }
+}
+
+#[test]
+fn demo_runs_the_shipped_queries() {
+    let dir = tempfile::tempdir().unwrap();
+    let o = paystream()
+        .args(["demo", "--events", "20000", "--dir"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    for q in ["settlement_per_minute", "card_velocity", "card_sessions"] {
+        assert!(out.contains(&format!("== {q}")), "{out}");
+    }
+    assert_eq!(out.matches("read=").count(), 3);
+}
