@@ -38,6 +38,6 @@ pub mod state;
 pub mod time;
 
 pub use crate::decode::{Format, Reject, RejectReason};
-pub use crate::engine::{Progress, ReplayOptions, Sinks, Summary, run_replay};
+pub use crate::engine::{Progress, ReplayOptions, Sinks, SourcePosition, Summary, run_replay};
 pub use crate::error::{Error, Result};
 pub use crate::sql::{StreamPlan, plan_query};

@@ -4,4 +4,5 @@ mod cli;
 mod golden;
 mod oracle;
 mod slt;
+mod state;
 mod util;

@@ -47,6 +47,24 @@ pub struct ReplayOptions {
     pub batch_size: usize,
     /// Replay N× faster than event time; `None` for as fast as possible.
     pub speed: Option<f64>,
+    /// Where to start reading (text formats): resume a replay from a recorded position.
+    pub start: SourcePosition,
+}
+
+/// A position in a text event file: a byte offset at a record boundary and the line number of the
+/// record that starts there. `SourcePosition::default()` is the beginning of the file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct SourcePosition {
+    /// Byte offset of the first record to read.
+    pub offset: u64,
+    /// 1-based line number of that record.
+    pub line: u64,
+}
+
+impl Default for SourcePosition {
+    fn default() -> Self {
+        SourcePosition { offset: 0, line: 1 }
+    }
 }
 
 impl ReplayOptions {
@@ -61,6 +79,7 @@ impl ReplayOptions {
             workers: std::thread::available_parallelism().map_or(2, |n| n.get()),
             batch_size: 8192,
             speed: None,
+            start: SourcePosition::default(),
         }
     }
 }
@@ -164,6 +183,7 @@ pub fn run_replay(
     let (decoded_rx, reader_threads) = reader::spawn_reader(
         opts.input.clone(),
         format,
+        opts.start,
         opts.batch_size,
         workers,
         Arc::clone(&bytes),

@@ -45,12 +45,21 @@ fn input_err(path: &Path, e: impl std::fmt::Display) -> Error {
 pub(super) fn spawn_reader(
     path: PathBuf,
     format: Format,
+    start: super::SourcePosition,
     batch_size: usize,
     decoders: usize,
     bytes_read: Arc<AtomicU64>,
     stop: Arc<AtomicBool>,
 ) -> Result<(Receiver<Result<SeqDecoded>>, Vec<JoinHandle<()>>)> {
-    let file = File::open(&path).map_err(|e| input_err(&path, e))?;
+    let mut file = File::open(&path).map_err(|e| input_err(&path, e))?;
+    if start.offset > 0 {
+        if format != Format::JsonLines {
+            return Err(input_err(&path, "resuming from a position is supported for JSON Lines only"));
+        }
+        use std::io::Seek;
+        file.seek(std::io::SeekFrom::Start(start.offset))
+            .map_err(|e| input_err(&path, e))?;
+    }
     let (out_tx, out_rx) = sync_channel::<Result<SeqDecoded>>(decoders * 2 + 2);
     let mut handles = Vec::new();
     if format == Format::Parquet {
@@ -91,7 +100,7 @@ pub(super) fn spawn_reader(
         }));
     }
     handles.push(std::thread::spawn(move || {
-        if let Err(e) = read_text(&path, file, format, &job_tx, &header, &bytes_read, &stop) {
+        if let Err(e) = read_text(&path, file, format, start.line, &job_tx, &header, &bytes_read, &stop) {
             let _ = out_tx.send(Err(e));
         }
     }));
@@ -117,17 +126,19 @@ fn last_record_end(buf: &[u8], format: Format) -> usize {
     }
 }
 
+#[allow(clippy::too_many_arguments)]
 fn read_text(
     path: &Path,
     mut file: File,
     format: Format,
+    first_line: u64,
     jobs: &SyncSender<Job>,
     header: &Mutex<Option<Arc<CsvHeader>>>,
     bytes_read: &AtomicU64,
     stop: &AtomicBool,
 ) -> Result<()> {
     let mut buf: Vec<u8> = Vec::with_capacity(CHUNK * 2);
-    let mut line = 1u64;
+    let mut line = first_line;
     let mut seq = 0u64;
     let mut eof = false;
     let mut need_header = format == Format::Csv;

@@ -118,13 +118,25 @@ impl GroupTable {
         Ok(())
     }
 
+    /// Emits every group's keys and resets the key table for reuse. DataFusion's multi-column
+    /// group values keep their hash map after `EmitTo::All` (its hash aggregate follows a full
+    /// emit with `clear_shrink`), so a table that lives on — a snapshot merged back — must reset
+    /// it, or re-interning finds stale group ids and panics.
+    fn emit_keys(&mut self) -> Result<Vec<ArrayRef>> {
+        Ok(match &mut self.values {
+            Some(v) => {
+                let keys = v.emit(EmitTo::All)?;
+                v.clear_shrink(0);
+                keys
+            }
+            None => vec![],
+        })
+    }
+
     /// Final values: key columns and one column per aggregate. Empties the table.
     pub(super) fn emit(&mut self) -> Result<(Vec<ArrayRef>, Vec<ArrayRef>, usize)> {
         let rows = self.groups;
-        let keys = match &mut self.values {
-            Some(v) => v.emit(EmitTo::All)?,
-            None => vec![],
-        };
+        let keys = self.emit_keys()?;
         let aggs = self
             .accumulators
             .iter_mut()
@@ -137,10 +149,7 @@ impl GroupTable {
     /// Detaches keys and accumulator state. Empties the table.
     pub(super) fn freeze(&mut self) -> Result<FrozenGroups> {
         let rows = self.groups;
-        let keys = match &mut self.values {
-            Some(v) => v.emit(EmitTo::All)?,
-            None => vec![],
-        };
+        let keys = self.emit_keys()?;
         let states = self
             .accumulators
             .iter_mut()
@@ -148,5 +157,48 @@ impl GroupTable {
             .collect::<datafusion::error::Result<Vec<_>>>()?;
         self.groups = 0;
         Ok(FrozenGroups { keys, states, rows })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use datafusion::arrow::array::{ArrayRef, Int64Array, StringArray};
+
+    use super::*;
+    use crate::sql::{PlanKind, plan_query};
+
+    fn spec() -> AggregateSpec {
+        let plan = plan_query(
+            "SELECT merchant_id, currency, window_start, sum(amount_minor) FROM TUMBLE(payments, event_time, INTERVAL '1' MINUTE) GROUP BY merchant_id, currency, window_start",
+        )
+        .unwrap();
+        match plan.kind {
+            PlanKind::Window { aggregate, .. } => aggregate,
+            _ => unreachable!(),
+        }
+    }
+
+    fn keys(m: &[&str], c: &[&str]) -> Vec<ArrayRef> {
+        vec![Arc::new(StringArray::from(m.to_vec())), Arc::new(StringArray::from(c.to_vec()))]
+    }
+
+    #[test]
+    fn freeze_then_merge_back_then_update() {
+        let spec = spec();
+        let mut t = GroupTable::new(&spec).unwrap();
+        let args = vec![vec![Arc::new(Int64Array::from(vec![1, 2, 3])) as ArrayRef]];
+        t.update(&keys(&["a", "b", "a"], &["EUR", "EUR", "EUR"]), &args, &[None], 3).unwrap();
+        let f = t.freeze().unwrap();
+        assert_eq!(f.rows, 2);
+        t.merge(&f).unwrap();
+        t.update(&keys(&["b", "c", "a"], &["EUR", "USD", "EUR"]), &args, &[None], 3).unwrap();
+        let (k, aggs, rows) = t.emit().unwrap();
+        assert_eq!(rows, 3);
+        let m = k[0].as_any().downcast_ref::<StringArray>().unwrap();
+        let s = aggs[0].as_any().downcast_ref::<Int64Array>().unwrap();
+        let got: std::collections::BTreeMap<&str, i64> = (0..3).map(|i| (m.value(i), s.value(i))).collect();
+        assert_eq!(got, [("a", 7), ("b", 3), ("c", 2)].into_iter().collect());
     }
 }

@@ -329,6 +329,7 @@ impl Operator for SessionWindow {
         let (mut starts, mut ends) = (Vec::new(), Vec::new());
         let mut states: Vec<Vec<Vec<ScalarValue>>> = vec![Vec::new(); self.core.spec.aggregates.len()];
         let (mut hist_keys, mut hist_until) = (Vec::new(), Vec::new());
+        let aggregates = &self.core.spec.aggregates;
         for ks in self.keys.values_mut() {
             if ks.fired_until != i64::MIN {
                 hist_keys.push(ks.key.clone());
@@ -339,7 +340,17 @@ impl Operator for SessionWindow {
                 starts.push(s.start);
                 ends.push(s.end);
                 for (a, acc) in s.accumulators.iter_mut().enumerate() {
-                    states[a].push(acc.state()?);
+                    // `state()` may drain an accumulator (count DISTINCT does): rebuild it from
+                    // the state so the running session is unchanged by the snapshot.
+                    let state = acc.state()?;
+                    let arrays = state
+                        .iter()
+                        .map(|v| v.to_array())
+                        .collect::<datafusion::error::Result<Vec<_>>>()?;
+                    let mut fresh = aggregates[a].create_accumulator()?;
+                    fresh.merge_batch(&arrays)?;
+                    *acc = fresh;
+                    states[a].push(state);
                 }
             }
         }
