@@ -20,6 +20,7 @@
 //! * [`sink`] — result, dead-letter and late outputs.
 //! * [`engine`] — wires the stages with bounded channels; one shutdown path.
 //! * [`generate`] — deterministic synthetic payment events.
+//! * [`throughput`] — the benchmark harness behind `paystream bench`.
 //! * [`time`] — RFC 3339 and durations.
 //!
 //! Money is `i64` minor units with an ISO 4217 currency, never floats; card data is tokens only.
@@ -35,6 +36,7 @@ pub mod schema;
 pub mod sink;
 pub mod sql;
 pub mod state;
+pub mod throughput;
 pub mod time;
 
 pub use crate::decode::{Format, Reject, RejectReason};

@@ -32,6 +32,21 @@ enum Command {
     Gen(GenArgs),
     /// Generate events and replay them through the shipped queries (no setup needed).
     Demo(DemoArgs),
+    /// Measure throughput: each shipped query over a generated file, beside same-run baselines.
+    Bench(BenchArgs),
+}
+
+#[derive(clap::Args)]
+struct BenchArgs {
+    /// Events in the generated file.
+    #[arg(long, default_value_t = 1_000_000)]
+    events: u64,
+    /// Worker counts to measure, comma-separated.
+    #[arg(long, default_value = "1,2")]
+    workers: String,
+    /// Use this JSON Lines file instead of generating one.
+    #[arg(long)]
+    input: Option<PathBuf>,
 }
 
 #[derive(clap::Args)]
@@ -126,11 +141,7 @@ struct DemoArgs {
     dir: PathBuf,
 }
 
-const SHIPPED: [(&str, &str); 3] = [
-    ("settlement_per_minute", include_str!("../queries/settlement_per_minute.sql")),
-    ("card_velocity", include_str!("../queries/card_velocity.sql")),
-    ("card_sessions", include_str!("../queries/card_sessions.sql")),
-];
+use paystream::throughput::SHIPPED_QUERIES as SHIPPED;
 
 fn duration(what: &str, s: &str) -> anyhow::Result<i64> {
     parse_duration_millis(s).map_err(|e| anyhow::anyhow!("invalid {what}: {e}"))
@@ -149,6 +160,7 @@ fn main() {
         Command::Replay(a) => replay(a),
         Command::Gen(a) => gen_cmd(a),
         Command::Demo(a) => demo(a),
+        Command::Bench(a) => bench(a),
     };
     if let Err(e) = r {
         eprintln!("error: {e:#}");
@@ -161,7 +173,10 @@ fn stop_on_signal() -> Arc<AtomicBool> {
     let stop = Arc::new(AtomicBool::new(false));
     let flag = Arc::clone(&stop);
     std::thread::spawn(move || {
-        let Ok(rt) = tokio::runtime::Builder::new_current_thread().enable_all().build() else {
+        let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+        else {
             return;
         };
         rt.block_on(async {
@@ -212,12 +227,15 @@ fn replay(a: ReplayArgs) -> anyhow::Result<()> {
             n.parse::<f64>()
                 .ok()
                 .filter(|v| *v > 0.0)
-                .with_context(|| format!("invalid --speed {n:?}: use `max` or a positive number"))?,
+                .with_context(|| {
+                    format!("invalid --speed {n:?}: use `max` or a positive number")
+                })?,
         ),
     };
     if let Some(f) = &a.format {
         opts.format = Some(
-            Format::from_name(f).with_context(|| format!("unknown --format {f:?}: use json, csv or parquet"))?,
+            Format::from_name(f)
+                .with_context(|| format!("unknown --format {f:?}: use json, csv or parquet"))?,
         );
     }
     if !a.file.exists() {
@@ -254,8 +272,10 @@ where
     }
     let bar = indicatif::ProgressBar::new(total);
     bar.set_style(
-        indicatif::ProgressStyle::with_template("{bar:40} {bytes}/{total_bytes} {bytes_per_sec} eta {eta}")
-            .expect("valid template"),
+        indicatif::ProgressStyle::with_template(
+            "{bar:40} {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
+        )
+        .expect("valid template"),
     );
     let done = Arc::new(AtomicBool::new(false));
     let r = std::thread::scope(|s| {
@@ -278,8 +298,12 @@ fn gen_config(a: &GenArgs) -> anyhow::Result<GenConfig> {
     Ok(GenConfig {
         events: a.events,
         seed: a.seed,
-        start: parse_rfc3339_millis(&a.start)
-            .with_context(|| format!("invalid --start {:?}: use RFC 3339, e.g. 2026-11-01T00:00:00Z", a.start))?,
+        start: parse_rfc3339_millis(&a.start).with_context(|| {
+            format!(
+                "invalid --start {:?}: use RFC 3339, e.g. 2026-11-01T00:00:00Z",
+                a.start
+            )
+        })?,
         rate: a.rate,
         merchants: a.merchants.max(1),
         cards: a.cards.max(1),
@@ -302,7 +326,8 @@ fn gen_cmd(a: GenArgs) -> anyhow::Result<()> {
     let cfg = gen_config(&a)?;
     let stats = match &a.output {
         Some(p) => {
-            let f = std::fs::File::create(p).with_context(|| format!("cannot create {}", p.display()))?;
+            let f = std::fs::File::create(p)
+                .with_context(|| format!("cannot create {}", p.display()))?;
             let mut w = std::io::BufWriter::new(f);
             let s = generate(&cfg, &mut w)?;
             std::io::Write::flush(&mut w)?;
@@ -324,7 +349,8 @@ fn gen_cmd(a: GenArgs) -> anyhow::Result<()> {
 }
 
 fn demo(a: DemoArgs) -> anyhow::Result<()> {
-    std::fs::create_dir_all(&a.dir).with_context(|| format!("cannot create {}", a.dir.display()))?;
+    std::fs::create_dir_all(&a.dir)
+        .with_context(|| format!("cannot create {}", a.dir.display()))?;
     let events = a.dir.join("events.jsonl");
     let cfg = GenConfig {
         events: a.events,
@@ -332,7 +358,8 @@ fn demo(a: DemoArgs) -> anyhow::Result<()> {
         spike_at_ms: Some(60_000),
         ..GenConfig::default()
     };
-    let f = std::fs::File::create(&events).with_context(|| format!("cannot create {}", events.display()))?;
+    let f = std::fs::File::create(&events)
+        .with_context(|| format!("cannot create {}", events.display()))?;
     let mut w = std::io::BufWriter::new(f);
     let stats = generate(&cfg, &mut w)?;
     std::io::Write::flush(&mut w)?;
@@ -349,10 +376,19 @@ fn demo(a: DemoArgs) -> anyhow::Result<()> {
         let memory = MemorySink::default();
         let sinks = Sinks {
             results: Box::new(WriterSink::create("--output", &out)?),
-            dead_letter: Box::new(WriterSink::create("--dead-letter", &a.dir.join(format!("{name}.dlq.jsonl")))?),
+            dead_letter: Box::new(WriterSink::create(
+                "--dead-letter",
+                &a.dir.join(format!("{name}.dlq.jsonl")),
+            )?),
             late: Box::new(memory.clone()),
         };
-        let summary = run_replay(&plan, &ReplayOptions::new(&events), sinks, Arc::default(), stop_on_signal())?;
+        let summary = run_replay(
+            &plan,
+            &ReplayOptions::new(&events),
+            sinks,
+            Arc::default(),
+            stop_on_signal(),
+        )?;
         println!("\n== {name} → {}", out.display());
         let text = std::fs::read_to_string(&out)?;
         for line in text.lines().take(a.show) {
@@ -364,4 +400,38 @@ fn demo(a: DemoArgs) -> anyhow::Result<()> {
         println!("{}", summary.line());
     }
     Ok(())
+}
+
+fn bench(a: BenchArgs) -> anyhow::Result<()> {
+    let workers: Vec<usize> = a
+        .workers
+        .split(',')
+        .map(|w| w.trim().parse::<usize>().ok().filter(|n| *n > 0))
+        .collect::<Option<_>>()
+        .with_context(|| format!("invalid --workers {:?}: use e.g. 1,2", a.workers))?;
+    let dir = tempfile_dir()?;
+    let input = match a.input {
+        Some(p) => p,
+        None => {
+            let p = dir.join(format!("bench-{}.jsonl", a.events));
+            let cfg = GenConfig {
+                events: a.events,
+                ..GenConfig::default()
+            };
+            let mut w = std::io::BufWriter::new(std::fs::File::create(&p)?);
+            generate(&cfg, &mut w)?;
+            std::io::Write::flush(&mut w)?;
+            p
+        }
+    };
+    eprintln!("measuring over {} ...", input.display());
+    let ms = paystream::throughput::run(&input, &workers)?;
+    print!("{}", paystream::throughput::report(&ms));
+    Ok(())
+}
+
+fn tempfile_dir() -> anyhow::Result<PathBuf> {
+    let d = std::env::temp_dir().join("paystream-bench");
+    std::fs::create_dir_all(&d).with_context(|| format!("cannot create {}", d.display()))?;
+    Ok(d)
 }

@@ -182,7 +182,11 @@ pub fn parse_duration_millis(s: &str) -> Result<i64, String> {
         "m" | "min" | "minute" | "minutes" => 60_000,
         "h" | "hour" | "hours" => 3_600_000,
         "d" | "day" | "days" => 86_400_000,
-        other => return Err(format!("unknown unit `{other}` in `{s}`; use ms, s, m, h or d")),
+        other => {
+            return Err(format!(
+                "unknown unit `{other}` in `{s}`; use ms, s, m, h or d"
+            ));
+        }
     };
     n.checked_mul(unit_ms)
         .ok_or_else(|| format!("`{s}` is too large"))

@@ -13,12 +13,25 @@ fn gen_then_replay_writes_results_dead_letters_and_a_summary() {
     let dir = tempfile::tempdir().unwrap();
     let events = dir.path().join("events.jsonl");
     let st = paystream()
-        .args(["gen", "--events", "5000", "--seed", "7", "--malformed", "0.01", "-o"])
+        .args([
+            "gen",
+            "--events",
+            "5000",
+            "--seed",
+            "7",
+            "--malformed",
+            "0.01",
+            "-o",
+        ])
         .arg(&events)
         .status()
         .unwrap();
     assert!(st.success());
-    let (out, dlq, late) = (dir.path().join("out.jsonl"), dir.path().join("dlq.jsonl"), dir.path().join("late.jsonl"));
+    let (out, dlq, late) = (
+        dir.path().join("out.jsonl"),
+        dir.path().join("dlq.jsonl"),
+        dir.path().join("late.jsonl"),
+    );
     let o = paystream()
         .arg("replay")
         .arg(&events)
@@ -47,7 +60,10 @@ fn gen_then_replay_writes_results_dead_letters_and_a_summary() {
             .unwrap() as u64
     };
     assert_eq!(field("read"), 5000);
-    assert_eq!(field("read"), field("accepted") + field("duplicates") + field("dead_lettered"));
+    assert_eq!(
+        field("read"),
+        field("accepted") + field("duplicates") + field("dead_lettered")
+    );
     assert!(field("dead_lettered") > 0);
     assert!(summary[0].contains("wall=") && summary[0].contains("events_per_sec="));
     let rows = std::fs::read_to_string(&out).unwrap();
@@ -59,8 +75,16 @@ fn gen_then_replay_writes_results_dead_letters_and_a_summary() {
     assert_eq!(dead.lines().count() as u64, field("dead_lettered"));
     for l in dead.lines() {
         let v: serde_json::Value = serde_json::from_str(l).unwrap();
-        assert!(v["reason"].is_string() && v["detail"].is_string() && v["line"].is_u64() && v["file"].is_string());
-        assert!(!l.contains("4111111111111111"), "card numbers are redacted: {l}");
+        assert!(
+            v["reason"].is_string()
+                && v["detail"].is_string()
+                && v["line"].is_u64()
+                && v["file"].is_string()
+        );
+        assert!(
+            !l.contains("4111111111111111"),
+            "card numbers are redacted: {l}"
+        );
     }
 }
 
@@ -84,10 +108,19 @@ fn a_bad_query_fails_with_its_position() {
     let dir = tempfile::tempdir().unwrap();
     let q = dir.path().join("bad.sql");
     std::fs::write(&q, "SELECT *\nFROM payments\nORDER BY event_time").unwrap();
-    let o = paystream().arg("replay").arg(repo("data/sample_events.jsonl")).arg("--query").arg(&q).output().unwrap();
+    let o = paystream()
+        .arg("replay")
+        .arg(repo("data/sample_events.jsonl"))
+        .arg("--query")
+        .arg(&q)
+        .output()
+        .unwrap();
     assert_eq!(o.status.code(), Some(1));
     let err = String::from_utf8_lossy(&o.stderr);
-    assert!(err.contains("line 3, column 1") && err.contains("ORDER BY"), "{err}");
+    assert!(
+        err.contains("line 3, column 1") && err.contains("ORDER BY"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -120,7 +153,14 @@ fn help_explains_the_commands() {
     }
     let o = paystream().args(["replay", "--help"]).output().unwrap();
     let h = String::from_utf8_lossy(&o.stdout);
-    for flag in ["--watermark-delay", "--workers", "--speed", "--dead-letter", "--late", "--output"] {
+    for flag in [
+        "--watermark-delay",
+        "--workers",
+        "--speed",
+        "--dead-letter",
+        "--late",
+        "--output",
+    ] {
         assert!(h.contains(flag), "{flag} in {h}");
     }
 }

@@ -22,8 +22,12 @@ fn check_golden(name: &str, lines: &[String]) {
         std::fs::create_dir_all(path.parent().unwrap()).unwrap();
         std::fs::write(&path, &text).unwrap();
     }
-    let expected = std::fs::read_to_string(&path)
-        .unwrap_or_else(|e| panic!("{}: {e} (run with PAYSTREAM_BLESS=1 to create it)", path.display()));
+    let expected = std::fs::read_to_string(&path).unwrap_or_else(|e| {
+        panic!(
+            "{}: {e} (run with PAYSTREAM_BLESS=1 to create it)",
+            path.display()
+        )
+    });
     assert!(
         expected == text,
         "{name}: results differ from {} ({} expected rows, {} actual)",
@@ -42,7 +46,10 @@ fn shipped_queries_match_their_golden_results() {
         let s = run.summary;
         assert_eq!(s.read, 3000);
         assert_eq!(s.read, s.accepted + s.duplicates + s.dead_lettered);
-        assert!(s.dead_lettered > 0 && s.duplicates > 0, "the sample exercises both: {s:?}");
+        assert!(
+            s.dead_lettered > 0 && s.duplicates > 0,
+            "the sample exercises both: {s:?}"
+        );
         assert!(!run.lines.is_empty(), "{name} produced no rows");
         check_golden(name, &sorted(run.lines));
     }
@@ -116,11 +123,7 @@ fn csv_rejects_carry_line_numbers() {
          e3,capture,2026-11-01T00:00:01Z,p,m,c,7,EUR\n",
     )
     .unwrap();
-    let run = replay(
-        "SELECT event_id, amount_minor FROM payments",
-        &path,
-        |_| {},
-    );
+    let run = replay("SELECT event_id, amount_minor FROM payments", &path, |_| {});
     assert_eq!(run.lines.len(), 2);
     assert_eq!(run.dead_letters.len(), 1);
     assert_eq!(run.dead_letters[0]["reason"], "wrong_type");

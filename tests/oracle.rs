@@ -32,7 +32,9 @@ fn deduplicated(path: &std::path::Path) -> Vec<RecordBatch> {
     let mut out = Vec::new();
     for b in decoded.batches {
         let ids = b.batch.column(0).as_string::<i32>();
-        let keep: Vec<bool> = (0..b.batch.num_rows()).map(|i| seen.insert(ids.value(i).to_string())).collect();
+        let keep: Vec<bool> = (0..b.batch.num_rows())
+            .map(|i| seen.insert(ids.value(i).to_string()))
+            .collect();
         let mask = datafusion::arrow::array::BooleanArray::from(keep);
         out.push(datafusion::arrow::compute::filter_record_batch(&b.batch, &mask).unwrap());
     }
@@ -45,8 +47,12 @@ fn batch_sql(sql: &str) -> String {
     let kind = plan.window().expect("windowed query").kind;
     let sql = paystream::sql::to_risingwave_spelling(sql).unwrap();
     let mut stmts = Parser::parse_sql(&GenericDialect {}, &sql).unwrap();
-    let Statement::Query(q) = &mut stmts[0] else { panic!() };
-    let SetExpr::Select(sel) = q.body.as_mut() else { panic!() };
+    let Statement::Query(q) = &mut stmts[0] else {
+        panic!()
+    };
+    let SetExpr::Select(sel) = q.body.as_mut() else {
+        panic!()
+    };
     let keys: Vec<String> = match &sel.group_by {
         GroupByExpr::Expressions(e, _) => e
             .iter()
@@ -55,7 +61,10 @@ fn batch_sql(sql: &str) -> String {
             .collect(),
         _ => vec![],
     };
-    let filter = sel.selection.as_ref().map_or("TRUE".to_string(), |w| w.to_string());
+    let filter = sel
+        .selection
+        .as_ref()
+        .map_or("TRUE".to_string(), |w| w.to_string());
     let base = "(SELECT *, CAST(event_time AS BIGINT) AS ms FROM payments)";
     let sub = match kind {
         WindowKind::Tumble { size } => format!(
@@ -72,8 +81,16 @@ fn batch_sql(sql: &str) -> String {
             )
         }
         WindowKind::Session { gap } => {
-            let part = if keys.is_empty() { String::new() } else { format!("PARTITION BY {}", keys.join(", ")) };
-            let part_sid = if keys.is_empty() { "PARTITION BY sid".to_string() } else { format!("PARTITION BY {}, sid", keys.join(", ")) };
+            let part = if keys.is_empty() {
+                String::new()
+            } else {
+                format!("PARTITION BY {}", keys.join(", "))
+            };
+            let part_sid = if keys.is_empty() {
+                "PARTITION BY sid".to_string()
+            } else {
+                format!("PARTITION BY {}, sid", keys.join(", "))
+            };
             format!(
                 "SELECT *, to_timestamp_millis(min(ms) OVER ({part_sid})) AS window_start, \
                         to_timestamp_millis(max(ms) OVER ({part_sid}) + {gap}) AS window_end FROM \
@@ -88,7 +105,9 @@ fn batch_sql(sql: &str) -> String {
         .unwrap()
         .parse_query()
         .unwrap();
-    let SetExpr::Select(dsel) = *derived.body else { panic!() };
+    let SetExpr::Select(dsel) = *derived.body else {
+        panic!()
+    };
     sel.from[0].relation = dsel.from[0].relation.clone();
     if let TableFactor::Derived { .. } = &sel.from[0].relation {
     } else {
@@ -98,7 +117,9 @@ fn batch_sql(sql: &str) -> String {
 }
 
 fn oracle(sql: &str, events: &[RecordBatch]) -> Vec<String> {
-    let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
     rt.block_on(async {
         let ctx = SessionContext::new();
         let table = MemTable::try_new(event_schema(), vec![events.to_vec()]).unwrap();
@@ -176,7 +197,11 @@ fn streaming_equals_batch_over_random_inputs_batch_sizes_and_workers() {
                 o.workers = workers;
             });
             let s = run.summary;
-            assert_eq!(s.read, s.accepted + s.duplicates + s.dead_lettered, "accounting");
+            assert_eq!(
+                s.read,
+                s.accepted + s.duplicates + s.dead_lettered,
+                "accounting"
+            );
             assert_eq!(s.read, stats.lines);
             assert_eq!(s.late, 0, "disorder is within the watermark bound");
             let got = sorted(run.lines);
@@ -198,10 +223,18 @@ fn oracle_is_not_vacuous() {
     // The shipped queries produce rows on generated data, so equality above means something.
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("e.jsonl");
-    let cfg = GenConfig { events: 3_000, rate: 200.0, cards: 100, ..GenConfig::default() };
+    let cfg = GenConfig {
+        events: 3_000,
+        rate: 200.0,
+        cards: 100,
+        ..GenConfig::default()
+    };
     generate(&cfg, &mut std::fs::File::create(&path).unwrap()).unwrap();
     let events = deduplicated(&path);
     for name in ["settlement_per_minute", "card_velocity", "card_sessions"] {
-        assert!(!oracle(&shipped(name), &events).is_empty(), "{name} produced no rows");
+        assert!(
+            !oracle(&shipped(name), &events).is_empty(),
+            "{name} produced no rows"
+        );
     }
 }

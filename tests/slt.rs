@@ -76,7 +76,11 @@ impl sqllogictest::DB for SltDb {
             let (k, v) = trimmed[4..]
                 .split_once('=')
                 .ok_or_else(|| SltError(format!("expected SET name = value: {trimmed}")))?;
-            let v = v.trim().trim_end_matches(';').trim_matches('\'').to_string();
+            let v = v
+                .trim()
+                .trim_end_matches(';')
+                .trim_matches('\'')
+                .to_string();
             self.settings.retain(|(name, _)| name != k.trim());
             self.settings.push((k.trim().to_string(), v));
             return Ok(DBOutput::StatementComplete(0));
@@ -85,10 +89,17 @@ impl sqllogictest::DB for SltDb {
             "SHOW SUMMARY" => {
                 let s = self.last()?.summary;
                 return Ok(rows(vec![
-                    [s.read, s.accepted, s.duplicates, s.dead_lettered, s.late, s.results]
-                        .iter()
-                        .map(u64::to_string)
-                        .collect(),
+                    [
+                        s.read,
+                        s.accepted,
+                        s.duplicates,
+                        s.dead_lettered,
+                        s.late,
+                        s.results,
+                    ]
+                    .iter()
+                    .map(u64::to_string)
+                    .collect(),
                 ]));
             }
             "SHOW LATE" => {
@@ -125,7 +136,10 @@ impl sqllogictest::DB for SltDb {
                     "watermark_delay" => ms().map(|m| o.watermark_delay = m),
                     "dedup_ttl" => ms().map(|m| o.dedup_ttl = m),
                     "max_skew" => ms().map(|m| o.max_skew = m),
-                    "batch_size" => v.parse().map(|n| o.batch_size = n).map_err(|e| format!("{e}")),
+                    "batch_size" => v
+                        .parse()
+                        .map(|n| o.batch_size = n)
+                        .map_err(|e| format!("{e}")),
                     "workers" => v.parse().map(|n| o.workers = n).map_err(|e| format!("{e}")),
                     other => Err(format!("unknown setting {other}")),
                 };

@@ -13,7 +13,12 @@ use crate::util::{lines_of, replay, repo, sorted};
 fn event_batches(batch_size: usize) -> Vec<(EventBatch, i64)> {
     let bytes = std::fs::read(repo("data/sample_events.jsonl")).unwrap();
     let decoded = decode_json_lines(&bytes, 1, batch_size);
-    let mut router = Router::new(Dedup::new(3_600_000), Watermark::new(5_000, 300_000), Partitioning::Single, 1);
+    let mut router = Router::new(
+        Dedup::new(3_600_000),
+        Watermark::new(5_000, 300_000),
+        Partitioning::Single,
+        1,
+    );
     let mut out = Vec::new();
     for b in &decoded.batches {
         let mut rejects = Vec::new();
@@ -35,7 +40,11 @@ fn run(sql: &str, batches: &[(EventBatch, i64)], snapshot_at: Option<usize>) -> 
             // restored copy, and check the original still snapshots identically.
             let mut restored = build_operator(&plan).unwrap();
             restored.restore(&bytes).unwrap();
-            assert_eq!(restored.snapshot().unwrap().len(), bytes.len(), "restore is faithful");
+            assert_eq!(
+                restored.snapshot().unwrap().len(),
+                bytes.len(),
+                "restore is faithful"
+            );
             op = restored;
         }
         op.process(ev, &mut out).unwrap();
@@ -61,8 +70,16 @@ fn every_windowed_operator_round_trips_its_state() {
         assert!(!uninterrupted.is_empty());
         for at in [1, batches.len() / 3, batches.len() / 2, batches.len() - 1] {
             let resumed = run(sql, &batches, Some(at));
-            let missing: Vec<_> = uninterrupted.iter().filter(|l| !resumed.contains(l)).take(3).collect();
-            let extra: Vec<_> = resumed.iter().filter(|l| !uninterrupted.contains(l)).take(3).collect();
+            let missing: Vec<_> = uninterrupted
+                .iter()
+                .filter(|l| !resumed.contains(l))
+                .take(3)
+                .collect();
+            let extra: Vec<_> = resumed
+                .iter()
+                .filter(|l| !uninterrupted.contains(l))
+                .take(3)
+                .collect();
             assert!(
                 resumed == uninterrupted,
                 "snapshot at batch {at} of\n{sql}\n{} vs {} rows; missing {missing:?}; extra {extra:?}",
@@ -75,7 +92,8 @@ fn every_windowed_operator_round_trips_its_state() {
 
 #[test]
 fn a_corrupt_snapshot_is_refused() {
-    let plan = plan_query(&std::fs::read_to_string(repo("queries/card_velocity.sql")).unwrap()).unwrap();
+    let plan =
+        plan_query(&std::fs::read_to_string(repo("queries/card_velocity.sql")).unwrap()).unwrap();
     let mut op = build_operator(&plan).unwrap();
     let mut out = OperatorOutput::default();
     for (ev, _) in event_batches(500).iter().take(3) {
@@ -84,10 +102,16 @@ fn a_corrupt_snapshot_is_refused() {
     let mut bytes = op.snapshot().unwrap();
     let mid = bytes.len() / 2;
     bytes[mid] ^= 0xff;
-    let err = build_operator(&plan).unwrap().restore(&bytes).unwrap_err().to_string();
+    let err = build_operator(&plan)
+        .unwrap()
+        .restore(&bytes)
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("checksum"), "{err}");
     // State of another query's operator is refused too.
-    let other = plan_query(&std::fs::read_to_string(repo("queries/settlement_per_minute.sql")).unwrap()).unwrap();
+    let other =
+        plan_query(&std::fs::read_to_string(repo("queries/settlement_per_minute.sql")).unwrap())
+            .unwrap();
     let good = op.snapshot().unwrap();
     assert!(build_operator(&other).unwrap().restore(&good).is_err());
 }
@@ -107,10 +131,17 @@ fn a_replay_resumes_from_a_source_position() {
     let sql = "SELECT event_id FROM payments";
     let all = replay(sql, &input, |_| {});
     let rest = replay(sql, &input, |o| {
-        o.start = paystream::SourcePosition { offset, line: skip as u64 + 1 };
+        o.start = paystream::SourcePosition {
+            offset,
+            line: skip as u64 + 1,
+        };
     });
     assert_eq!(rest.summary.read, all.summary.read - skip as u64);
     // Dead letters keep their true line numbers after a resume.
-    let tail_dead: Vec<_> = all.dead_letters.iter().filter(|d| d["line"].as_u64().unwrap() > skip as u64).collect();
+    let tail_dead: Vec<_> = all
+        .dead_letters
+        .iter()
+        .filter(|d| d["line"].as_u64().unwrap() > skip as u64)
+        .collect();
     assert_eq!(rest.dead_letters.iter().collect::<Vec<_>>(), tail_dead);
 }

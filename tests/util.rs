@@ -23,14 +23,26 @@ pub fn lines_of(batches: &[RecordBatch]) -> Vec<String> {
     for b in batches {
         write_batch(&mut out, b);
     }
-    String::from_utf8(out).unwrap().lines().map(str::to_string).collect()
+    String::from_utf8(out)
+        .unwrap()
+        .lines()
+        .map(str::to_string)
+        .collect()
 }
 
-pub fn replay_with(plan: &StreamPlan, input: &Path, configure: impl FnOnce(&mut ReplayOptions)) -> Run {
+pub fn replay_with(
+    plan: &StreamPlan,
+    input: &Path,
+    configure: impl FnOnce(&mut ReplayOptions),
+) -> Run {
     let mut opts = ReplayOptions::new(input);
     opts.workers = 1;
     configure(&mut opts);
-    let (results, dl, late) = (MemorySink::default(), MemorySink::default(), MemorySink::default());
+    let (results, dl, late) = (
+        MemorySink::default(),
+        MemorySink::default(),
+        MemorySink::default(),
+    );
     let sinks = Sinks {
         results: Box::new(results.clone()),
         dead_letter: Box::new(dl.clone()),
@@ -38,7 +50,12 @@ pub fn replay_with(plan: &StreamPlan, input: &Path, configure: impl FnOnce(&mut 
     };
     let summary = run_replay(plan, &opts, sinks, Arc::default(), Arc::default()).expect("replay");
     let parse = |s: &MemorySink| -> Vec<serde_json::Value> {
-        s.0.lock().unwrap().records.iter().map(|r| serde_json::from_str(r).expect("records are JSON")).collect()
+        s.0.lock()
+            .unwrap()
+            .records
+            .iter()
+            .map(|r| serde_json::from_str(r).expect("records are JSON"))
+            .collect()
     };
     let batches = results.0.lock().unwrap().batches.clone();
     Run {

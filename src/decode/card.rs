@@ -21,7 +21,10 @@ pub fn redact(raw: &str) -> String {
     let mut runs = Vec::new();
     for_each_run(raw.as_bytes(), |start, end| runs.push((start, end)));
     for (start, end) in runs {
-        let total = bytes[start..end].iter().filter(|b| b.is_ascii_digit()).count();
+        let total = bytes[start..end]
+            .iter()
+            .filter(|b| b.is_ascii_digit())
+            .count();
         let mut seen = 0;
         for b in &mut bytes[start..end] {
             if b.is_ascii_digit() {
@@ -83,7 +86,7 @@ fn luhn(digits: &[u8]) -> bool {
         }
         sum += v;
     }
-    sum % 10 == 0
+    sum.is_multiple_of(10)
 }
 
 #[cfg(test)]

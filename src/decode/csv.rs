@@ -21,8 +21,10 @@ impl CsvHeader {
         let mut cells = Vec::new();
         split_record(line, &mut cells).map_err(|e| e.1)?;
         let names: Vec<String> = cells.iter().map(|c| c.trim().to_string()).collect();
-        let columns: Vec<Option<FieldId>> =
-            names.iter().map(|n| FieldId::from_name(n.as_bytes())).collect();
+        let columns: Vec<Option<FieldId>> = names
+            .iter()
+            .map(|n| FieldId::from_name(n.as_bytes()))
+            .collect();
         let missing: Vec<&str> = FieldId::ALL
             .iter()
             .filter(|f| f.required() && !columns.contains(&Some(**f)))
@@ -55,7 +57,10 @@ fn split_record<'a>(
             loop {
                 match b.get(j) {
                     None => {
-                        return Err((RejectReason::Malformed, "unterminated quoted CSV field".into()));
+                        return Err((
+                            RejectReason::Malformed,
+                            "unterminated quoted CSV field".into(),
+                        ));
                     }
                     Some(b'"') if b.get(j + 1) == Some(&b'"') => {
                         out.push_str(&rec[seg..=j]);
@@ -77,7 +82,10 @@ fn split_record<'a>(
                 Some(_) => {
                     return Err((
                         RejectReason::Malformed,
-                        format!("unexpected character after a quoted CSV field at byte {}", j + 1),
+                        format!(
+                            "unexpected character after a quoted CSV field at byte {}",
+                            j + 1
+                        ),
                     ));
                 }
             }
@@ -165,8 +173,14 @@ mod tests {
         let mut cells = Vec::new();
         let mut row = RawRow::default();
         parse_record(&h, rec, &mut cells, &mut row).unwrap();
-        assert_eq!(row.values[FieldId::MerchantId as usize], Some(RawValue::Text("m,1")));
-        assert_eq!(row.values[FieldId::CardId as usize], Some(RawValue::Text("c\"1")));
+        assert_eq!(
+            row.values[FieldId::MerchantId as usize],
+            Some(RawValue::Text("m,1"))
+        );
+        assert_eq!(
+            row.values[FieldId::CardId as usize],
+            Some(RawValue::Text("c\"1"))
+        );
         assert_eq!(row.unknown_fields, 1);
     }
 

@@ -227,7 +227,12 @@ impl<'a> Cursor<'a> {
     }
 
     /// Parses any value; nested objects and arrays are validated and skipped.
-    fn value(&mut self, row: &mut RawRow<'a>, field: &str, depth: u32) -> Result<RawValue<'a>, Invalid> {
+    fn value(
+        &mut self,
+        row: &mut RawRow<'a>,
+        field: &str,
+        depth: u32,
+    ) -> Result<RawValue<'a>, Invalid> {
         self.ws();
         match self.peek() {
             Some(b'"') => {
@@ -356,9 +361,18 @@ mod tests {
             r#"{"event_id":"e\u00e91","amount_minor":12, "fee_minor":-3,"x":{"a":[1,2,{"b":null}]},"status":null,"mcc":1.5e3}"#,
         )
         .unwrap();
-        assert_eq!(r.values[FieldId::EventId as usize], Some(RawValue::Str("eé1".into())));
-        assert_eq!(r.values[FieldId::AmountMinor as usize], Some(RawValue::Int(12)));
-        assert_eq!(r.values[FieldId::FeeMinor as usize], Some(RawValue::Int(-3)));
+        assert_eq!(
+            r.values[FieldId::EventId as usize],
+            Some(RawValue::Str("eé1".into()))
+        );
+        assert_eq!(
+            r.values[FieldId::AmountMinor as usize],
+            Some(RawValue::Int(12))
+        );
+        assert_eq!(
+            r.values[FieldId::FeeMinor as usize],
+            Some(RawValue::Int(-3))
+        );
         assert_eq!(r.values[FieldId::Status as usize], Some(RawValue::Null));
         assert_eq!(r.values[FieldId::Mcc as usize], Some(RawValue::Float));
         assert_eq!(r.unknown_fields, 1);
@@ -367,7 +381,10 @@ mod tests {
     #[test]
     fn big_integers_are_not_ints() {
         let r = parse(r#"{"amount_minor":123456789012345678901}"#).unwrap();
-        assert_eq!(r.values[FieldId::AmountMinor as usize], Some(RawValue::Float));
+        assert_eq!(
+            r.values[FieldId::AmountMinor as usize],
+            Some(RawValue::Float)
+        );
         let r = parse(r#"{"amount_minor":1000000000000000000}"#).unwrap();
         assert_eq!(
             r.values[FieldId::AmountMinor as usize],
@@ -406,7 +423,8 @@ mod tests {
         // Random mutations of a valid line: whatever serde_json rejects as JSON, we reject too,
         // and when both accept, the known string fields are equal.
         use rand::{Rng, SeedableRng};
-        let base = r#"{"event_id":"e-1","card_id":"c\"1","amount_minor":125,"x":[1,{"y":"z"}],"n":null}"#;
+        let base =
+            r#"{"event_id":"e-1","card_id":"c\"1","amount_minor":125,"x":[1,{"y":"z"}],"n":null}"#;
         let mut rng = rand::rngs::StdRng::seed_from_u64(7);
         let alphabet = b"{}[]\":,\\ 0123456789.-eEtrufalsn";
         for _ in 0..20_000 {
@@ -421,14 +439,20 @@ mod tests {
                     _ => bytes.insert(i, alphabet[rng.random_range(0..alphabet.len())]),
                 }
             }
-            let Ok(line) = std::str::from_utf8(&bytes) else { continue };
+            let Ok(line) = std::str::from_utf8(&bytes) else {
+                continue;
+            };
             let ours = parse(line);
             let theirs: Result<serde_json::Map<String, serde_json::Value>, _> =
                 serde_json::from_str(line);
             match (&ours, &theirs) {
                 (Ok(r), Ok(m)) => {
                     if let Some(serde_json::Value::String(s)) = m.get("card_id") {
-                        assert_eq!(r.values[FieldId::CardId as usize], Some(RawValue::Str(s.clone().into())), "{line}");
+                        assert_eq!(
+                            r.values[FieldId::CardId as usize],
+                            Some(RawValue::Str(s.clone().into())),
+                            "{line}"
+                        );
                     }
                 }
                 (Err(_), Err(_)) => {}

@@ -118,7 +118,9 @@ impl Assembler {
     }
 
     fn reject(&mut self, reason: RejectReason, detail: String, pos: u64, bytes: &[u8]) {
-        self.out.rejects.push(Reject::new(reason, detail, pos, bytes));
+        self.out
+            .rejects
+            .push(Reject::new(reason, detail, pos, bytes));
     }
 
     fn flush(&mut self) {
@@ -142,10 +144,7 @@ impl Assembler {
 /// Blank lines are skipped and not counted as records.
 pub fn decode_json_lines(chunk: &[u8], first_line: u64, batch_size: usize) -> Decoded {
     let mut asm = Assembler::new(batch_size);
-    let mut line_no = first_line;
-    for line in chunk.split(|b| *b == b'\n') {
-        let pos = line_no;
-        line_no += 1;
+    for (pos, line) in (first_line..).zip(chunk.split(|b| *b == b'\n')) {
         let line = line.strip_suffix(b"\r").unwrap_or(line);
         if line.iter().all(|b| b.is_ascii_whitespace()) {
             continue;
@@ -263,6 +262,12 @@ not json
         let line = r#"{"event_id":"e1","event_type":"capture","event_time":"2026-11-01T00:00:00Z","payment_id":"p","merchant_id":"m","card_id":"c","amount_minor":5,"currency":"EUR"}"#;
         let chunk = format!("{line}\n{line}\n{line}\n");
         let d = decode_json_lines(chunk.as_bytes(), 1, 2);
-        assert_eq!(d.batches.iter().map(|b| b.batch.num_rows()).collect::<Vec<_>>(), vec![2, 1]);
+        assert_eq!(
+            d.batches
+                .iter()
+                .map(|b| b.batch.num_rows())
+                .collect::<Vec<_>>(),
+            vec![2, 1]
+        );
     }
 }

@@ -67,12 +67,17 @@ impl ParquetColumns {
                             TimeUnit::Nanosecond => 1_000_000,
                         };
                         Column::Int(raw.unary(|v| {
-                            if div < 0 { v.saturating_mul(-div) } else { v.div_euclid(div) }
+                            if div < 0 {
+                                v.saturating_mul(-div)
+                            } else {
+                                v.div_euclid(div)
+                            }
                         }))
                     }
-                    DataType::Float16 | DataType::Float32 | DataType::Float64 | DataType::UInt64 => {
-                        Column::Float(arr.clone())
-                    }
+                    DataType::Float16
+                    | DataType::Float32
+                    | DataType::Float64
+                    | DataType::UInt64 => Column::Float(arr.clone()),
                     DataType::Boolean => Column::Bool(arr.as_boolean().clone()),
                     _ => Column::Other(arr.clone()),
                 };

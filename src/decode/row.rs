@@ -147,7 +147,11 @@ fn str_field<'r>(row: &'r RawRow<'_>, f: FieldId) -> Result<Option<&'r str>, Inv
         Some(RawValue::Text(s)) => Ok(Some(s)),
         Some(other) => Err((
             RejectReason::WrongType,
-            format!("`{}` must be a string, found {}", f.name(), other.type_name()),
+            format!(
+                "`{}` must be a string, found {}",
+                f.name(),
+                other.type_name()
+            ),
         )),
     }
 }
@@ -219,7 +223,9 @@ pub fn validate<'r>(row: &'r RawRow<'_>) -> Result<ValidRow<'r>, Invalid> {
     if let Some(field) = &row.card_number_in {
         return Err((
             RejectReason::CardNumber,
-            format!("field `{field}` holds a value that looks like a card number (redacted); send card tokens only"),
+            format!(
+                "field `{field}` holds a value that looks like a card number (redacted); send card tokens only"
+            ),
         ));
     }
     let mut strs: [Option<&'r str>; NUM_FIELDS] = [None; NUM_FIELDS];
@@ -320,10 +326,7 @@ pub fn validate<'r>(row: &'r RawRow<'_>) -> Result<ValidRow<'r>, Invalid> {
 
     let event_time = parse_event_time(row)?;
     let amount_minor = check_amount(
-        required(
-            int_field(row, FieldId::AmountMinor)?,
-            FieldId::AmountMinor,
-        )?,
+        required(int_field(row, FieldId::AmountMinor)?, FieldId::AmountMinor)?,
         FieldId::AmountMinor,
     )?;
     let fee_minor = int_field(row, FieldId::FeeMinor)?
@@ -345,13 +348,18 @@ fn parse_event_time(row: &RawRow<'_>) -> Result<i64, Invalid> {
     let bad = |what: String| {
         (
             RejectReason::BadTimestamp,
-            format!("`event_time` {what}: expected RFC 3339 with offset (2026-11-01T00:00:00.016Z) or epoch milliseconds"),
+            format!(
+                "`event_time` {what}: expected RFC 3339 with offset (2026-11-01T00:00:00.016Z) or epoch milliseconds"
+            ),
         )
     };
     let ms = match &row.values[f as usize] {
         None => return Err(required::<()>(None, f).unwrap_err()),
         Some(RawValue::Null) => {
-            return Err((RejectReason::NullField, "required field `event_time` is null".into()));
+            return Err((
+                RejectReason::NullField,
+                "required field `event_time` is null".into(),
+            ));
         }
         Some(RawValue::Int(v)) => *v,
         Some(RawValue::Str(s)) => {
@@ -390,7 +398,12 @@ impl EventBatchBuilder {
                     FieldId::EventTime | FieldId::AmountMinor | FieldId::FeeMinor
                 )
             })
-            .map(|f| (*f as usize, StringBuilder::with_capacity(capacity, capacity * 16)))
+            .map(|f| {
+                (
+                    *f as usize,
+                    StringBuilder::with_capacity(capacity, capacity * 16),
+                )
+            })
             .collect();
         EventBatchBuilder {
             strings,
@@ -433,7 +446,10 @@ impl EventBatchBuilder {
         cols[FieldId::AmountMinor as usize] = Some(Arc::new(self.amount_minor.finish()));
         cols[FieldId::FeeMinor as usize] = Some(Arc::new(self.fee_minor.finish()));
         self.len = 0;
-        let cols = cols.into_iter().map(|c| c.expect("every column built")).collect();
+        let cols = cols
+            .into_iter()
+            .map(|c| c.expect("every column built"))
+            .collect();
         RecordBatch::try_new(event_schema(), cols).expect("builder matches the event schema")
     }
 }
@@ -472,17 +488,61 @@ mod tests {
     fn rejects_each_kind_of_invalid_value() {
         let cases: Vec<(FieldId, Option<RawValue<'static>>, RejectReason)> = vec![
             (FieldId::AmountMinor, None, RejectReason::MissingField),
-            (FieldId::AmountMinor, Some(RawValue::Null), RejectReason::NullField),
-            (FieldId::AmountMinor, Some(RawValue::Float), RejectReason::WrongType),
-            (FieldId::AmountMinor, Some(RawValue::Str("10".into())), RejectReason::WrongType),
-            (FieldId::AmountMinor, Some(RawValue::Int(-1)), RejectReason::OutOfRange),
-            (FieldId::AmountMinor, Some(RawValue::Int(MAX_AMOUNT + 1)), RejectReason::OutOfRange),
-            (FieldId::EventType, Some(RawValue::Str("capturee".into())), RejectReason::UnknownEventType),
-            (FieldId::Currency, Some(RawValue::Str("usd".into())), RejectReason::UnknownCurrency),
-            (FieldId::EventTime, Some(RawValue::Str("yesterday".into())), RejectReason::BadTimestamp),
-            (FieldId::EventId, Some(RawValue::Str("a b".into())), RejectReason::InvalidValue),
-            (FieldId::Mcc, Some(RawValue::Str("12a4".into())), RejectReason::InvalidValue),
-            (FieldId::FeeMinor, Some(RawValue::Int(-5)), RejectReason::OutOfRange),
+            (
+                FieldId::AmountMinor,
+                Some(RawValue::Null),
+                RejectReason::NullField,
+            ),
+            (
+                FieldId::AmountMinor,
+                Some(RawValue::Float),
+                RejectReason::WrongType,
+            ),
+            (
+                FieldId::AmountMinor,
+                Some(RawValue::Str("10".into())),
+                RejectReason::WrongType,
+            ),
+            (
+                FieldId::AmountMinor,
+                Some(RawValue::Int(-1)),
+                RejectReason::OutOfRange,
+            ),
+            (
+                FieldId::AmountMinor,
+                Some(RawValue::Int(MAX_AMOUNT + 1)),
+                RejectReason::OutOfRange,
+            ),
+            (
+                FieldId::EventType,
+                Some(RawValue::Str("capturee".into())),
+                RejectReason::UnknownEventType,
+            ),
+            (
+                FieldId::Currency,
+                Some(RawValue::Str("usd".into())),
+                RejectReason::UnknownCurrency,
+            ),
+            (
+                FieldId::EventTime,
+                Some(RawValue::Str("yesterday".into())),
+                RejectReason::BadTimestamp,
+            ),
+            (
+                FieldId::EventId,
+                Some(RawValue::Str("a b".into())),
+                RejectReason::InvalidValue,
+            ),
+            (
+                FieldId::Mcc,
+                Some(RawValue::Str("12a4".into())),
+                RejectReason::InvalidValue,
+            ),
+            (
+                FieldId::FeeMinor,
+                Some(RawValue::Int(-5)),
+                RejectReason::OutOfRange,
+            ),
         ];
         for (field, value, reason) in cases {
             let mut r = base();
@@ -499,7 +559,11 @@ mod tests {
         assert!(validate(&r).is_ok());
         for bad in ["12.5", "1e3", "+3", " 3", ""] {
             r.values[FieldId::AmountMinor as usize] = Some(RawValue::Text(bad));
-            assert_eq!(validate(&r).unwrap_err().0, RejectReason::WrongType, "{bad}");
+            assert_eq!(
+                validate(&r).unwrap_err().0,
+                RejectReason::WrongType,
+                "{bad}"
+            );
         }
     }
 

@@ -15,9 +15,9 @@ mod reader;
 mod router;
 
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 pub use self::router::{Partitioning, Router, RouterCounts};
@@ -138,7 +138,10 @@ impl Summary {
 }
 
 enum ToWorker {
-    Batch { events: Option<EventBatch>, watermark: i64 },
+    Batch {
+        events: Option<EventBatch>,
+        watermark: i64,
+    },
     Finish,
 }
 
@@ -176,7 +179,11 @@ pub fn run_replay(
     };
     let origin = Origin {
         name: opts.input.display().to_string().into(),
-        kind: if format == Format::Parquet { PositionKind::Row } else { PositionKind::Line },
+        kind: if format == Format::Parquet {
+            PositionKind::Row
+        } else {
+            PositionKind::Line
+        },
     };
     let workers = opts.workers.max(1);
     let bytes = Arc::new(AtomicU64::new(0));
@@ -217,7 +224,14 @@ pub fn run_replay(
     let router_origin = origin.clone();
     let dead_letter = sinks.dead_letter;
     let router_thread = std::thread::spawn(move || {
-        router_loop(router, decoded_rx, to_workers, dead_letter, &router_origin, speed)
+        router_loop(
+            router,
+            decoded_rx,
+            to_workers,
+            dead_letter,
+            &router_origin,
+            speed,
+        )
     });
 
     // The sink loop: read each worker's output for one batch in turn, so windows come out in
@@ -267,7 +281,9 @@ pub fn run_replay(
                 }
             }
         }
-        progress.bytes_read.store(bytes.load(Ordering::Relaxed), Ordering::Relaxed);
+        progress
+            .bytes_read
+            .store(bytes.load(Ordering::Relaxed), Ordering::Relaxed);
     }
     results_sink.flush()?;
     late_sink.flush()?;
@@ -275,13 +291,16 @@ pub fn run_replay(
         .join()
         .map_err(|_| Error::Internal("router thread panicked".into()))?;
     for t in worker_threads.into_iter().chain(reader_threads) {
-        t.join().map_err(|_| Error::Internal("pipeline thread panicked".into()))?;
+        t.join()
+            .map_err(|_| Error::Internal("pipeline thread panicked".into()))?;
     }
     let (counts, read, unknown) = routed?;
     if let Some(e) = first_error {
         return Err(e);
     }
-    progress.bytes_read.store(bytes.load(Ordering::Relaxed), Ordering::Relaxed);
+    progress
+        .bytes_read
+        .store(bytes.load(Ordering::Relaxed), Ordering::Relaxed);
     summary.read = read;
     summary.accepted = counts.accepted;
     summary.duplicates = counts.duplicates;
@@ -367,7 +386,8 @@ fn router_loop(
                 }
             }
             // Dead letters in input order: merge the decoder's and the router's by position.
-            let mut all: Vec<&crate::decode::Reject> = d.rejects.iter().chain(&router_rejects).collect();
+            let mut all: Vec<&crate::decode::Reject> =
+                d.rejects.iter().chain(&router_rejects).collect();
             all.sort_by_key(|r| r.position);
             for r in all {
                 if let Err(e) = dead_letter.write_record(&dead_letter_json(origin, r)) {
@@ -416,7 +436,9 @@ fn throttle(pace: &mut Option<(i64, Instant)>, ev: &EventBatch, speed: f64) {
         .batch
         .column(crate::schema::FieldId::EventTime as usize)
         .as_primitive::<TimestampMillisecondType>();
-    let Some(max) = times.values().iter().max().copied() else { return };
+    let Some(max) = times.values().iter().max().copied() else {
+        return;
+    };
     let (t0, w0) = *pace.get_or_insert((max, Instant::now()));
     let due = Duration::from_secs_f64(((max - t0).max(0) as f64 / 1000.0) / speed);
     let elapsed = w0.elapsed();

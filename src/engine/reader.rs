@@ -30,8 +30,16 @@ pub(super) struct SeqDecoded {
 }
 
 enum Job {
-    Json { seq: u64, bytes: Vec<u8>, first_line: u64 },
-    Csv { seq: u64, bytes: Vec<u8>, first_line: u64 },
+    Json {
+        seq: u64,
+        bytes: Vec<u8>,
+        first_line: u64,
+    },
+    Csv {
+        seq: u64,
+        bytes: Vec<u8>,
+        first_line: u64,
+    },
 }
 
 fn input_err(path: &Path, e: impl std::fmt::Display) -> Error {
@@ -40,6 +48,9 @@ fn input_err(path: &Path, e: impl std::fmt::Display) -> Error {
         message: e.to_string(),
     }
 }
+
+/// The decoded-chunk channel and the threads feeding it.
+pub(super) type Spawned = (Receiver<Result<SeqDecoded>>, Vec<JoinHandle<()>>);
 
 /// Spawns the reader and decoders; returns the channel of decoded chunks and the threads.
 pub(super) fn spawn_reader(
@@ -50,11 +61,14 @@ pub(super) fn spawn_reader(
     decoders: usize,
     bytes_read: Arc<AtomicU64>,
     stop: Arc<AtomicBool>,
-) -> Result<(Receiver<Result<SeqDecoded>>, Vec<JoinHandle<()>>)> {
+) -> Result<Spawned> {
     let mut file = File::open(&path).map_err(|e| input_err(&path, e))?;
     if start.offset > 0 {
         if format != Format::JsonLines {
-            return Err(input_err(&path, "resuming from a position is supported for JSON Lines only"));
+            return Err(input_err(
+                &path,
+                "resuming from a position is supported for JSON Lines only",
+            ));
         }
         use std::io::Seek;
         file.seek(std::io::SeekFrom::Start(start.offset))
@@ -85,11 +99,21 @@ pub(super) fn spawn_reader(
                     Err(_) => return,
                 };
                 let (seq, decoded) = match job {
-                    Job::Json { seq, bytes, first_line } => {
-                        (seq, decode_json_lines(&bytes, first_line, batch_size))
-                    }
-                    Job::Csv { seq, bytes, first_line } => {
-                        let h = header.lock().expect("header").clone().expect("header read first");
+                    Job::Json {
+                        seq,
+                        bytes,
+                        first_line,
+                    } => (seq, decode_json_lines(&bytes, first_line, batch_size)),
+                    Job::Csv {
+                        seq,
+                        bytes,
+                        first_line,
+                    } => {
+                        let h = header
+                            .lock()
+                            .expect("header")
+                            .clone()
+                            .expect("header read first");
                         (seq, decode_csv(&bytes, first_line, &h, batch_size))
                     }
                 };
@@ -100,7 +124,16 @@ pub(super) fn spawn_reader(
         }));
     }
     handles.push(std::thread::spawn(move || {
-        if let Err(e) = read_text(&path, file, format, start.line, &job_tx, &header, &bytes_read, &stop) {
+        if let Err(e) = read_text(
+            &path,
+            file,
+            format,
+            start.line,
+            &job_tx,
+            &header,
+            &bytes_read,
+            &stop,
+        ) {
             let _ = out_tx.send(Err(e));
         }
     }));
@@ -153,18 +186,25 @@ fn read_text(
         bytes_read.fetch_add(n as u64, Ordering::Relaxed);
         eof = n == 0;
         if need_header {
-            let Some(end) = memchr::memchr(b'\n', &buf).or(if eof { Some(buf.len()) } else { None }) else {
+            let Some(end) =
+                memchr::memchr(b'\n', &buf).or(if eof { Some(buf.len()) } else { None })
+            else {
                 continue;
             };
             let text = std::str::from_utf8(&buf[..end])
                 .map_err(|_| input_err(path, "the CSV header is not UTF-8"))?;
-            let h = CsvHeader::parse(text.trim_end_matches('\r')).map_err(|e| input_err(path, e))?;
+            let h =
+                CsvHeader::parse(text.trim_end_matches('\r')).map_err(|e| input_err(path, e))?;
             *header.lock().expect("header") = Some(Arc::new(h));
             buf.drain(..(end + 1).min(buf.len()));
             line += 1;
             need_header = false;
         }
-        let cut = if eof { buf.len() } else { last_record_end(&buf, format) };
+        let cut = if eof {
+            buf.len()
+        } else {
+            last_record_end(&buf, format)
+        };
         if cut == 0 {
             continue;
         }
@@ -172,8 +212,16 @@ fn read_text(
         let bytes = std::mem::replace(&mut buf, rest);
         let newlines = memchr::memchr_iter(b'\n', &bytes).count() as u64;
         let job = match format {
-            Format::Csv => Job::Csv { seq, bytes, first_line: line },
-            _ => Job::Json { seq, bytes, first_line: line },
+            Format::Csv => Job::Csv {
+                seq,
+                bytes,
+                first_line: line,
+            },
+            _ => Job::Json {
+                seq,
+                bytes,
+                first_line: line,
+            },
         };
         line += newlines;
         seq += 1;
@@ -210,7 +258,13 @@ fn read_parquet(
         total_rows += batch.num_rows() as u64;
         // Parquet is read in row groups; report progress proportionally.
         bytes_read.store(size.min(total_rows * 200), Ordering::Relaxed);
-        if tx.send(Ok(SeqDecoded { seq: seq as u64, decoded })).is_err() {
+        if tx
+            .send(Ok(SeqDecoded {
+                seq: seq as u64,
+                decoded,
+            }))
+            .is_err()
+        {
             return Ok(());
         }
     }

@@ -6,7 +6,9 @@
 
 use std::sync::Arc;
 
-use datafusion::arrow::array::{ArrayRef, AsArray, RecordBatch, TimestampMillisecondArray, UInt32Array};
+use datafusion::arrow::array::{
+    ArrayRef, AsArray, RecordBatch, TimestampMillisecondArray, UInt32Array,
+};
 use datafusion::arrow::compute::take;
 use datafusion::arrow::datatypes::TimestampMillisecondType;
 use datafusion::common::hash_utils::{RandomState, create_hashes};
@@ -55,7 +57,12 @@ pub struct Router {
 
 impl Router {
     /// A router for `workers` workers.
-    pub fn new(dedup: Dedup, watermark: Watermark, partitioning: Partitioning, workers: usize) -> Self {
+    pub fn new(
+        dedup: Dedup,
+        watermark: Watermark,
+        partitioning: Partitioning,
+        workers: usize,
+    ) -> Self {
         Router {
             dedup,
             watermark,
@@ -68,10 +75,17 @@ impl Router {
 
     /// Accepts what can be accepted from a decoded batch. Rejected events are appended to
     /// `rejects`; the accepted ones are returned with their arrival watermarks.
-    pub fn accept(&mut self, d: &DecodedBatch, raw: impl Fn(usize) -> String, rejects: &mut Vec<Reject>) -> Result<Option<EventBatch>> {
+    pub fn accept(
+        &mut self,
+        d: &DecodedBatch,
+        raw: impl Fn(usize) -> String,
+        rejects: &mut Vec<Reject>,
+    ) -> Result<Option<EventBatch>> {
         let b = &d.batch;
         let ids = b.column(FieldId::EventId as usize).as_string::<i32>();
-        let times = b.column(FieldId::EventTime as usize).as_primitive::<TimestampMillisecondType>();
+        let times = b
+            .column(FieldId::EventTime as usize)
+            .as_primitive::<TimestampMillisecondType>();
         let mut keep = Vec::with_capacity(b.num_rows());
         let mut arrival = Vec::with_capacity(b.num_rows());
         for i in 0..b.num_rows() {
@@ -90,7 +104,12 @@ impl Router {
                 ));
                 continue;
             }
-            match self.dedup.check(ids.value(i), d.payload_hashes[i], ts, self.watermark.current()) {
+            match self.dedup.check(
+                ids.value(i),
+                d.payload_hashes[i],
+                ts,
+                self.watermark.current(),
+            ) {
                 DedupOutcome::New => {
                     arrival.push(self.watermark.current());
                     self.watermark.observe(ts);
@@ -120,7 +139,11 @@ impl Router {
             (b.clone(), d.positions.clone())
         } else {
             let idx = UInt32Array::from(keep.clone());
-            let cols = b.columns().iter().map(|c| take(c, &idx, None)).collect::<Result<Vec<_>, _>>()?;
+            let cols = b
+                .columns()
+                .iter()
+                .map(|c| take(c, &idx, None))
+                .collect::<Result<Vec<_>, _>>()?;
             (
                 RecordBatch::try_new(b.schema(), cols)?,
                 keep.iter().map(|i| d.positions[*i as usize]).collect(),
@@ -155,7 +178,8 @@ impl Router {
             Partitioning::ByKeys(keys) => keys,
         };
         let rows = events.batch.num_rows();
-        let zeros: ArrayRef = Arc::new(TimestampMillisecondArray::from(vec![0i64; rows]).with_timezone("UTC"));
+        let zeros: ArrayRef =
+            Arc::new(TimestampMillisecondArray::from(vec![0i64; rows]).with_timezone("UTC"));
         let mut cols = events.batch.columns().to_vec();
         cols.push(Arc::clone(&zeros));
         cols.push(zeros);
@@ -175,11 +199,24 @@ impl Router {
                 continue;
             }
             let ix = UInt32Array::from(rows);
-            let cols = events.batch.columns().iter().map(|c| take(c, &ix, None)).collect::<Result<Vec<_>, _>>()?;
+            let cols = events
+                .batch
+                .columns()
+                .iter()
+                .map(|c| take(c, &ix, None))
+                .collect::<Result<Vec<_>, _>>()?;
             parts[w] = Some(EventBatch {
                 batch: RecordBatch::try_new(events.batch.schema(), cols)?,
-                positions: ix.values().iter().map(|i| events.positions[*i as usize]).collect(),
-                arrival_watermarks: ix.values().iter().map(|i| events.arrival_watermarks[*i as usize]).collect(),
+                positions: ix
+                    .values()
+                    .iter()
+                    .map(|i| events.positions[*i as usize])
+                    .collect(),
+                arrival_watermarks: ix
+                    .values()
+                    .iter()
+                    .map(|i| events.arrival_watermarks[*i as usize])
+                    .collect(),
             });
         }
         Ok(parts)

@@ -104,7 +104,9 @@ const CURRENCIES: [(&str, u32); 8] = [
     ("CHF", 1),
 ];
 const COUNTRIES: [&str; 10] = ["US", "DE", "GB", "FR", "JP", "CA", "AU", "KW", "CH", "NL"];
-const MCCS: [&str; 8] = ["5411", "5812", "5999", "4111", "5732", "7011", "5691", "4814"];
+const MCCS: [&str; 8] = [
+    "5411", "5812", "5999", "4111", "5732", "7011", "5691", "4814",
+];
 const DECLINES: [&str; 6] = [
     "insufficient_funds",
     "do_not_honor",
@@ -206,7 +208,14 @@ impl Gen {
         self.next_id
     }
 
-    fn authorization(&mut self, time: i64, merchant: u32, card: u32, small: bool, decline_rate: f64) -> Event {
+    fn authorization(
+        &mut self,
+        time: i64,
+        merchant: u32,
+        card: u32,
+        small: bool,
+        decline_rate: f64,
+    ) -> Event {
         self.next_payment += 1;
         let currency = merchant_currency(merchant);
         let declined = self.rng.random_bool(decline_rate);
@@ -235,11 +244,19 @@ impl Gen {
 
     fn followup(&mut self, parent: &Event, f: Followup, time: i64) -> Event {
         let (kind, amount, fee) = match f {
-            Followup::Capture => ("capture", parent.amount, Some(parent.amount * 29 / 1000 + 30)),
+            Followup::Capture => (
+                "capture",
+                parent.amount,
+                Some(parent.amount * 29 / 1000 + 30),
+            ),
             Followup::Void => ("void", parent.amount, None),
             Followup::Refund => {
                 let partial = self.rng.random_bool(0.3);
-                let a = if partial { (parent.amount / 2).max(1) } else { parent.amount };
+                let a = if partial {
+                    (parent.amount / 2).max(1)
+                } else {
+                    parent.amount
+                };
                 ("refund", a, None)
             }
             Followup::Chargeback => ("chargeback", parent.amount, Some(1500)),
@@ -260,7 +277,13 @@ impl Gen {
 
 fn write_event(out: &mut Vec<u8>, e: &Event, seed: u64) {
     let mcc = MCCS[e.merchant as usize % MCCS.len()];
-    out.extend_from_slice(format!("{{\"event_id\":\"evt_{seed}_{:08}\",\"event_type\":\"{}\",\"event_time\":\"", e.id, e.kind).as_bytes());
+    out.extend_from_slice(
+        format!(
+            "{{\"event_id\":\"evt_{seed}_{:08}\",\"event_type\":\"{}\",\"event_time\":\"",
+            e.id, e.kind
+        )
+        .as_bytes(),
+    );
     format_rfc3339_millis(e.time, out);
     out.extend_from_slice(
         format!(
@@ -295,7 +318,9 @@ fn corrupt(line: &[u8], rng: &mut StdRng) -> Vec<u8> {
     let s = String::from_utf8_lossy(line).trim_end().to_string();
     let bad = match rng.random_range(0..9) {
         0 => s[..s.len() / 2].to_string(),
-        1 => s.replacen("\"amount_minor\":", "\"amount_minor\":\"", 1).replacen(",\"currency\"", "\",\"currency\"", 1),
+        1 => s
+            .replacen("\"amount_minor\":", "\"amount_minor\":\"", 1)
+            .replacen(",\"currency\"", "\",\"currency\"", 1),
         2 => s.replacen("\"amount_minor\":", "\"amount_minor\":-", 1),
         3 => {
             let i = s.find("\"currency\":\"").map_or(0, |i| i + 12);
@@ -323,7 +348,8 @@ pub fn generate(cfg: &GenConfig, out: &mut dyn Write) -> io::Result<GenStats> {
     let mut stats = GenStats::default();
     // Lifecycle events waiting for their time: (time, seq) → (parent, followup).
     let mut scheduled: BinaryHeap<Reverse<(i64, u64)>> = BinaryHeap::new();
-    let mut scheduled_events: std::collections::HashMap<u64, (Event, Followup)> = Default::default();
+    let mut scheduled_events: std::collections::HashMap<u64, (Event, Followup)> =
+        Default::default();
     // Deliveries waiting for their delivery time: (delivery, seq) → bytes.
     let mut deliveries: BinaryHeap<Reverse<(i64, u64)>> = BinaryHeap::new();
     let mut delivery_bytes: std::collections::HashMap<u64, (Vec<u8>, Kind)> = Default::default();
@@ -336,7 +362,11 @@ pub fn generate(cfg: &GenConfig, out: &mut dyn Write) -> io::Result<GenStats> {
     let mut attack_events: std::collections::HashMap<u64, Event> = Default::default();
     let spike_merchant = 7 % cfg.merchants.max(1);
 
-    let mut emit = |e: &Event, g: &mut Gen, deliveries: &mut BinaryHeap<Reverse<(i64, u64)>>, delivery_bytes: &mut std::collections::HashMap<u64, (Vec<u8>, Kind)>, seq: &mut u64| {
+    let mut emit = |e: &Event,
+                    g: &mut Gen,
+                    deliveries: &mut BinaryHeap<Reverse<(i64, u64)>>,
+                    delivery_bytes: &mut std::collections::HashMap<u64, (Vec<u8>, Kind)>,
+                    seq: &mut u64| {
         buf.clear();
         write_event(&mut buf, e, g.cfg.seed);
         let mut line = buf.clone();
@@ -388,7 +418,13 @@ pub fn generate(cfg: &GenConfig, out: &mut dyn Write) -> io::Result<GenStats> {
                 let base = g.rng.random_range(0..cfg.cards.max(1));
                 let device = g.rng.random_range(0..1_000_000);
                 for k in 0..g.rng.random_range(30..80) {
-                    let mut e = g.authorization(now + k * 700, m, (base + k as u32) % cfg.cards.max(1), true, 0.9);
+                    let mut e = g.authorization(
+                        now + k * 700,
+                        m,
+                        (base + k as u32) % cfg.cards.max(1),
+                        true,
+                        0.9,
+                    );
                     e.device = device;
                     seq += 1;
                     attacks.push(Reverse((e.time, seq)));
@@ -470,7 +506,11 @@ mod tests {
 
     #[test]
     fn deterministic_and_exact_line_count() {
-        let cfg = GenConfig { events: 2_000, malformed_rate: 0.01, ..GenConfig::default() };
+        let cfg = GenConfig {
+            events: 2_000,
+            malformed_rate: 0.01,
+            ..GenConfig::default()
+        };
         let (mut a, mut b) = (Vec::new(), Vec::new());
         generate(&cfg, &mut a).unwrap();
         generate(&cfg, &mut b).unwrap();

@@ -15,6 +15,9 @@ use crate::error::{Error, Result};
 use crate::schema::{FieldId, windowed_schema};
 use crate::sql::{AggregateSpec, KeySlot, apply_stages};
 
+/// Key columns, each aggregate's argument columns, and each aggregate's FILTER mask.
+pub(super) type Columns = (Vec<ArrayRef>, Vec<Vec<ArrayRef>>, Vec<Option<BooleanArray>>);
+
 /// A batch evaluated for aggregation: event times, key columns, arguments and filters.
 pub(super) struct Prepared {
     /// Event time of each row (after WHERE).
@@ -37,7 +40,9 @@ impl Prepared {
 
     /// Index into the operator's input batch of prepared row `r`.
     pub(super) fn input_row(&self, r: usize) -> usize {
-        self.input_rows.as_ref().map_or(r, |ids| ids.value(r) as usize)
+        self.input_rows
+            .as_ref()
+            .map_or(r, |ids| ids.value(r) as usize)
     }
 
     /// Splits off the rows that `is_late(event_time, arrival_watermark)` calls late: they are
@@ -61,12 +66,22 @@ impl Prepared {
             return Ok(None);
         }
         let keep_idx = UInt32Array::from_iter_values(
-            keep.iter().enumerate().filter(|(_, k)| **k).map(|(i, _)| i as u32),
+            keep.iter()
+                .enumerate()
+                .filter(|(_, k)| **k)
+                .map(|(i, _)| i as u32),
         );
         let (keys, args, filters) = self.select(&keep_idx)?;
-        self.times = keep_idx.values().iter().map(|i| self.times[*i as usize]).collect();
+        self.times = keep_idx
+            .values()
+            .iter()
+            .map(|i| self.times[*i as usize])
+            .collect();
         self.input_rows = Some(UInt32Array::from_iter_values(
-            keep_idx.values().iter().map(|i| self.input_row(*i as usize) as u32),
+            keep_idx
+                .values()
+                .iter()
+                .map(|i| self.input_row(*i as usize) as u32),
         ));
         self.keys = keys;
         self.args = args;
@@ -75,12 +90,20 @@ impl Prepared {
     }
 
     /// Rows `idx` of every column.
-    pub(super) fn select(&self, idx: &UInt32Array) -> Result<(Vec<ArrayRef>, Vec<Vec<ArrayRef>>, Vec<Option<BooleanArray>>)> {
-        let keys = self.keys.iter().map(|k| take(k, idx, None)).collect::<Result<_, _>>()?;
+    pub(super) fn select(&self, idx: &UInt32Array) -> Result<Columns> {
+        let keys = self
+            .keys
+            .iter()
+            .map(|k| take(k, idx, None))
+            .collect::<Result<_, _>>()?;
         let args = self
             .args
             .iter()
-            .map(|a| a.iter().map(|c| take(c, idx, None)).collect::<Result<Vec<_>, _>>())
+            .map(|a| {
+                a.iter()
+                    .map(|c| take(c, idx, None))
+                    .collect::<Result<Vec<_>, _>>()
+            })
             .collect::<Result<_, _>>()?;
         let filters = self
             .filters
@@ -161,9 +184,9 @@ impl AggregateCore {
                 f.as_ref()
                     .map(|f| {
                         let a = eval(f)?;
-                        a.as_boolean_opt()
-                            .cloned()
-                            .ok_or_else(|| Error::Internal(format!("FILTER produced {}", a.data_type())))
+                        a.as_boolean_opt().cloned().ok_or_else(|| {
+                            Error::Internal(format!("FILTER produced {}", a.data_type()))
+                        })
                     })
                     .transpose()
             })
@@ -233,6 +256,9 @@ pub(super) fn late_events(input: &EventBatch, rows: &[u32]) -> Result<LateEvents
     Ok(LateEvents {
         batch: RecordBatch::try_new(input.batch.schema(), cols)?,
         positions: rows.iter().map(|r| input.positions[*r as usize]).collect(),
-        watermarks: rows.iter().map(|r| input.arrival_watermarks[*r as usize]).collect(),
+        watermarks: rows
+            .iter()
+            .map(|r| input.arrival_watermarks[*r as usize])
+            .collect(),
     })
 }

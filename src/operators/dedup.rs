@@ -10,9 +10,9 @@ use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::Arc;
 
-use datafusion::arrow::array::{ArrayRef, BinaryArray, Int64Array, RecordBatch, UInt64Array};
 use datafusion::arrow::array::AsArray;
-use datafusion::arrow::datatypes::{DataType, Field, Schema, Int64Type, UInt64Type};
+use datafusion::arrow::array::{ArrayRef, BinaryArray, Int64Array, RecordBatch, UInt64Array};
+use datafusion::arrow::datatypes::{DataType, Field, Int64Type, Schema, UInt64Type};
 use xxhash_rust::xxh3::xxh3_128;
 
 use crate::error::{Error, Result};
@@ -83,12 +83,21 @@ impl Dedup {
     /// Checks and records one event, given the current watermark. An id last seen before
     /// `watermark − ttl` has expired, whether or not a sweep has removed it yet, so the outcome
     /// never depends on batch boundaries.
-    pub fn check(&mut self, event_id: &str, payload: u64, event_time: i64, watermark: i64) -> DedupOutcome {
+    pub fn check(
+        &mut self,
+        event_id: &str,
+        payload: u64,
+        event_time: i64,
+        watermark: i64,
+    ) -> DedupOutcome {
         let key = xxh3_128(event_id.as_bytes());
         let horizon = watermark.saturating_sub(self.ttl);
         match self.seen.entry(key) {
             std::collections::hash_map::Entry::Occupied(mut e) if e.get().event_time < horizon => {
-                e.insert(Seen { payload, event_time });
+                e.insert(Seen {
+                    payload,
+                    event_time,
+                });
                 DedupOutcome::New
             }
             std::collections::hash_map::Entry::Occupied(e) => {
@@ -129,7 +138,11 @@ impl Dedup {
                 Field::new("payload", DataType::UInt64, false),
                 Field::new("event_time", DataType::Int64, false),
             ])),
-            vec![Arc::new(ids) as ArrayRef, Arc::new(payloads), Arc::new(times)],
+            vec![
+                Arc::new(ids) as ArrayRef,
+                Arc::new(payloads),
+                Arc::new(times),
+            ],
         )?;
         Snapshot {
             header: serde_json::json!({"ttl": self.ttl, "last_sweep": self.last_sweep}),
@@ -142,7 +155,10 @@ impl Dedup {
     pub fn restore(&mut self, bytes: &[u8]) -> Result<()> {
         let snap = Snapshot::decode("dedup", bytes)?;
         let Some((_, batch)) = snap.batches.first() else {
-            return Err(Error::State { operator: "dedup".into(), message: "snapshot has no state".into() });
+            return Err(Error::State {
+                operator: "dedup".into(),
+                message: "snapshot has no state".into(),
+            });
         };
         self.last_sweep = snap.header["last_sweep"].as_i64().unwrap_or(i64::MIN);
         self.seen.clear();
@@ -156,7 +172,10 @@ impl Dedup {
             })?;
             self.seen.insert(
                 u128::from_le_bytes(id),
-                Seen { payload: payloads.value(i), event_time: times.value(i) },
+                Seen {
+                    payload: payloads.value(i),
+                    event_time: times.value(i),
+                },
             );
         }
         Ok(())
@@ -173,11 +192,23 @@ mod tests {
         assert_eq!(d.check("a", 1, 0, 0), DedupOutcome::New);
         assert_eq!(d.check("a", 1, 0, 0), DedupOutcome::Duplicate);
         assert_eq!(d.check("a", 2, 0, 0), DedupOutcome::Conflict);
-        assert_eq!(d.check("a", 1, 0, 3_600_000), DedupOutcome::Duplicate, "exactly at the horizon is kept");
-        assert_eq!(d.check("a", 1, 0, 3_600_001), DedupOutcome::New, "expired before any sweep");
+        assert_eq!(
+            d.check("a", 1, 0, 3_600_000),
+            DedupOutcome::Duplicate,
+            "exactly at the horizon is kept"
+        );
+        assert_eq!(
+            d.check("a", 1, 0, 3_600_001),
+            DedupOutcome::New,
+            "expired before any sweep"
+        );
         d.expire(3_600_000 + 500_000);
         assert!(d.is_empty(), "the sweep frees memory");
-        assert_eq!(d.check("a", 1, 0, 3_600_000), DedupOutcome::New, "swept ids are new again");
+        assert_eq!(
+            d.check("a", 1, 0, 3_600_000),
+            DedupOutcome::New,
+            "swept ids are new again"
+        );
     }
 
     #[test]

@@ -181,7 +181,10 @@ mod tests {
     }
 
     fn keys(m: &[&str], c: &[&str]) -> Vec<ArrayRef> {
-        vec![Arc::new(StringArray::from(m.to_vec())), Arc::new(StringArray::from(c.to_vec()))]
+        vec![
+            Arc::new(StringArray::from(m.to_vec())),
+            Arc::new(StringArray::from(c.to_vec())),
+        ]
     }
 
     #[test]
@@ -189,16 +192,29 @@ mod tests {
         let spec = spec();
         let mut t = GroupTable::new(&spec).unwrap();
         let args = vec![vec![Arc::new(Int64Array::from(vec![1, 2, 3])) as ArrayRef]];
-        t.update(&keys(&["a", "b", "a"], &["EUR", "EUR", "EUR"]), &args, &[None], 3).unwrap();
+        t.update(
+            &keys(&["a", "b", "a"], &["EUR", "EUR", "EUR"]),
+            &args,
+            &[None],
+            3,
+        )
+        .unwrap();
         let f = t.freeze().unwrap();
         assert_eq!(f.rows, 2);
         t.merge(&f).unwrap();
-        t.update(&keys(&["b", "c", "a"], &["EUR", "USD", "EUR"]), &args, &[None], 3).unwrap();
+        t.update(
+            &keys(&["b", "c", "a"], &["EUR", "USD", "EUR"]),
+            &args,
+            &[None],
+            3,
+        )
+        .unwrap();
         let (k, aggs, rows) = t.emit().unwrap();
         assert_eq!(rows, 3);
         let m = k[0].as_any().downcast_ref::<StringArray>().unwrap();
         let s = aggs[0].as_any().downcast_ref::<Int64Array>().unwrap();
-        let got: std::collections::BTreeMap<&str, i64> = (0..3).map(|i| (m.value(i), s.value(i))).collect();
+        let got: std::collections::BTreeMap<&str, i64> =
+            (0..3).map(|i| (m.value(i), s.value(i))).collect();
         assert_eq!(got, [("a", 7), ("b", 3), ("c", 2)].into_iter().collect());
     }
 }

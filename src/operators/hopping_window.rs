@@ -150,7 +150,8 @@ impl Operator for HoppingWindow {
                 for (start, rows) in buckets {
                     let idx = UInt32Array::from(rows);
                     let (keys, args, filters) = p.select(&idx)?;
-                    self.open_pane(start)?.update(&keys, &args, &filters, idx.len())?;
+                    self.open_pane(start)?
+                        .update(&keys, &args, &filters, idx.len())?;
                 }
             }
         }
@@ -196,7 +197,8 @@ impl Operator for HoppingWindow {
 
     fn restore(&mut self, bytes: &[u8]) -> Result<()> {
         let s = decode_windows("hopping_window", bytes, &self.core.spec)?;
-        let frozen: Vec<bool> = serde_json::from_value(s.extra["frozen"].clone()).unwrap_or_default();
+        let frozen: Vec<bool> =
+            serde_json::from_value(s.extra["frozen"].clone()).unwrap_or_default();
         self.next_start = s.extra["next_start"].as_i64().unwrap_or(i64::MIN);
         self.panes.clear();
         for (i, (start, f)) in s.windows.into_iter().enumerate() {

@@ -37,9 +37,11 @@ impl Operator for MapOperator {
     fn process(&mut self, input: &EventBatch, out: &mut OperatorOutput) -> Result<()> {
         let batch = match self.window {
             Some(WindowKind::Tumble { size }) => {
-                let ts = input.batch.column(FieldId::EventTime as usize).as_primitive::<TimestampMillisecondType>();
-                let starts: TimestampMillisecondArray =
-                    ts.unary(|t| t - t.rem_euclid(size));
+                let ts = input
+                    .batch
+                    .column(FieldId::EventTime as usize)
+                    .as_primitive::<TimestampMillisecondType>();
+                let starts: TimestampMillisecondArray = ts.unary(|t| t - t.rem_euclid(size));
                 let ends: TimestampMillisecondArray = starts.unary(|s| s + size);
                 let mut cols = input.batch.columns().to_vec();
                 cols.push(Arc::new(starts.with_timezone("UTC")));

@@ -36,6 +36,9 @@ struct Session {
     pending: Vec<u32>,
 }
 
+/// A fired session with its row-encoded key.
+type KeyedSession = (Vec<u8>, Session);
+
 #[derive(Default)]
 struct KeyState {
     /// Row-encoded key.
@@ -115,7 +118,9 @@ impl SessionWindow {
         filters: &[Option<datafusion::arrow::array::BooleanArray>],
     ) -> Result<()> {
         for id in touched {
-            let Some(ks) = self.keys.get_mut(id) else { continue };
+            let Some(ks) = self.keys.get_mut(id) else {
+                continue;
+            };
             for s in &mut ks.sessions {
                 if s.pending.is_empty() {
                     continue;
@@ -161,10 +166,12 @@ impl SessionWindow {
                 .expect("timer for an open session");
             let s = ks.sessions.remove(pos);
             if ks.fired_until != i64::MIN {
-                self.forget.remove(&(ks.fired_until.saturating_add(self.gap), id));
+                self.forget
+                    .remove(&(ks.fired_until.saturating_add(self.gap), id));
             }
             ks.fired_until = ks.fired_until.max(end);
-            self.forget.insert((ks.fired_until.saturating_add(self.gap), id));
+            self.forget
+                .insert((ks.fired_until.saturating_add(self.gap), id));
             fired.push((ks.key.clone(), s));
         }
         // Forget keys whose fired history can no longer make an on-time event late.
@@ -190,10 +197,13 @@ impl SessionWindow {
         out: &mut OperatorOutput,
     ) -> Result<()> {
         // Sessions of one firing are emitted window by window (their bounds differ).
-        let mut by_bounds: std::collections::BTreeMap<(i64, i64), Vec<(Vec<u8>, Session)>> =
+        let mut by_bounds: std::collections::BTreeMap<(i64, i64), Vec<KeyedSession>> =
             Default::default();
         for (key, s) in fired {
-            by_bounds.entry((s.start, s.end)).or_default().push((key, s));
+            by_bounds
+                .entry((s.start, s.end))
+                .or_default()
+                .push((key, s));
         }
         for ((start, end), sessions) in by_bounds {
             let rows = sessions.len();
@@ -327,7 +337,8 @@ impl Operator for SessionWindow {
         // one batch of fired history: key bytes, fired_until.
         let mut key_col = Vec::new();
         let (mut starts, mut ends) = (Vec::new(), Vec::new());
-        let mut states: Vec<Vec<Vec<ScalarValue>>> = vec![Vec::new(); self.core.spec.aggregates.len()];
+        let mut states: Vec<Vec<Vec<ScalarValue>>> =
+            vec![Vec::new(); self.core.spec.aggregates.len()];
         let (mut hist_keys, mut hist_until) = (Vec::new(), Vec::new());
         let aggregates = &self.core.spec.aggregates;
         for ks in self.keys.values_mut() {
@@ -372,7 +383,11 @@ impl Operator for SessionWindow {
                 } else {
                     ScalarValue::iter_to_array(col)?
                 };
-                fields.push(Field::new(format!("s{a}_{j}"), arr.data_type().clone(), true));
+                fields.push(Field::new(
+                    format!("s{a}_{j}"),
+                    arr.data_type().clone(),
+                    true,
+                ));
                 cols.push(arr);
             }
         }
@@ -400,14 +415,20 @@ impl Operator for SessionWindow {
             operator: "session_window".into(),
             message: "snapshot does not match the query".into(),
         };
-        let [(_, sessions), (_, history)] = snap.batches.as_slice() else { return Err(bad()) };
+        let [(_, sessions), (_, history)] = snap.batches.as_slice() else {
+            return Err(bad());
+        };
         self.key_ids.clear();
         self.keys.clear();
         self.timers.clear();
         self.forget.clear();
         let keys = sessions.column(0).as_binary::<i32>();
-        let starts = sessions.column(1).as_primitive::<datafusion::arrow::datatypes::Int64Type>();
-        let ends = sessions.column(2).as_primitive::<datafusion::arrow::datatypes::Int64Type>();
+        let starts = sessions
+            .column(1)
+            .as_primitive::<datafusion::arrow::datatypes::Int64Type>();
+        let ends = sessions
+            .column(2)
+            .as_primitive::<datafusion::arrow::datatypes::Int64Type>();
         for r in 0..sessions.num_rows() {
             let id = self.key_id(keys.value(r));
             let mut accumulators = self.new_accumulators()?;
@@ -426,15 +447,21 @@ impl Operator for SessionWindow {
             }
             let (start, end) = (starts.value(r), ends.value(r));
             self.timers.insert((end, id));
-            self.keys.get_mut(&id).expect("interned").sessions.push(Session {
-                start,
-                end,
-                accumulators,
-                pending: Vec::new(),
-            });
+            self.keys
+                .get_mut(&id)
+                .expect("interned")
+                .sessions
+                .push(Session {
+                    start,
+                    end,
+                    accumulators,
+                    pending: Vec::new(),
+                });
         }
         let hk = history.column(0).as_binary::<i32>();
-        let hu = history.column(1).as_primitive::<datafusion::arrow::datatypes::Int64Type>();
+        let hu = history
+            .column(1)
+            .as_primitive::<datafusion::arrow::datatypes::Int64Type>();
         for r in 0..history.num_rows() {
             let id = self.key_id(hk.value(r));
             let until = hu.value(r);

@@ -46,7 +46,9 @@ impl TumblingWindow {
             }
             let mut table = entry.remove();
             let (keys, aggs, rows) = table.emit()?;
-            let batch = self.core.output(start, start + self.size, keys, aggs, rows)?;
+            let batch = self
+                .core
+                .output(start, start + self.size, keys, aggs, rows)?;
             if batch.num_rows() > 0 {
                 out.results.push(batch);
             }
@@ -109,7 +111,13 @@ impl Operator for TumblingWindow {
             table.merge(&f)?;
             frozen.push((*start, f));
         }
-        encode_windows("tumbling_window", &WindowStates { windows: frozen, extra: serde_json::json!({"size": self.size}) })
+        encode_windows(
+            "tumbling_window",
+            &WindowStates {
+                windows: frozen,
+                extra: serde_json::json!({"size": self.size}),
+            },
+        )
     }
 
     fn restore(&mut self, bytes: &[u8]) -> Result<()> {

@@ -49,7 +49,10 @@ mod tests {
     fn tracks_max_minus_delay_and_guards_the_future() {
         let mut w = Watermark::new(5_000, 300_000);
         assert_eq!(w.current(), MIN_WATERMARK);
-        assert!(!w.is_far_future(i64::MAX / 2), "the first event sets the clock");
+        assert!(
+            !w.is_far_future(i64::MAX / 2),
+            "the first event sets the clock"
+        );
         w.observe(100_000);
         w.observe(90_000);
         assert_eq!(w.current(), 95_000);

@@ -61,7 +61,11 @@ pub fn write_value(out: &mut Vec<u8>, col: &dyn Array, row: usize) {
         DataType::UInt32 => write_int(out, col.as_primitive::<UInt32Type>().value(row)),
         DataType::UInt16 => write_int(out, col.as_primitive::<UInt16Type>().value(row)),
         DataType::UInt8 => write_int(out, col.as_primitive::<UInt8Type>().value(row)),
-        DataType::Boolean => out.extend_from_slice(if col.as_boolean().value(row) { b"true" } else { b"false" }),
+        DataType::Boolean => out.extend_from_slice(if col.as_boolean().value(row) {
+            b"true"
+        } else {
+            b"false"
+        }),
         DataType::Float64 | DataType::Float32 => {
             let v = if col.data_type() == &DataType::Float64 {
                 col.as_primitive::<Float64Type>().value(row)
@@ -78,8 +82,14 @@ pub fn write_value(out: &mut Vec<u8>, col: &dyn Array, row: usize) {
             let ms = match unit {
                 TimeUnit::Second => col.as_primitive::<TimestampSecondType>().value(row) * 1000,
                 TimeUnit::Millisecond => col.as_primitive::<TimestampMillisecondType>().value(row),
-                TimeUnit::Microsecond => col.as_primitive::<TimestampMicrosecondType>().value(row).div_euclid(1000),
-                TimeUnit::Nanosecond => col.as_primitive::<TimestampNanosecondType>().value(row).div_euclid(1_000_000),
+                TimeUnit::Microsecond => col
+                    .as_primitive::<TimestampMicrosecondType>()
+                    .value(row)
+                    .div_euclid(1000),
+                TimeUnit::Nanosecond => col
+                    .as_primitive::<TimestampNanosecondType>()
+                    .value(row)
+                    .div_euclid(1_000_000),
             };
             out.push(b'"');
             format_rfc3339_millis(ms, out);
@@ -147,7 +157,9 @@ mod tests {
     use super::*;
     use std::sync::Arc;
 
-    use datafusion::arrow::array::{Float64Array, Int64Array, StringArray, TimestampMillisecondArray};
+    use datafusion::arrow::array::{
+        Float64Array, Int64Array, StringArray, TimestampMillisecondArray,
+    };
     use datafusion::arrow::datatypes::{Field, Schema};
 
     #[test]
@@ -163,7 +175,10 @@ mod tests {
             vec![
                 Arc::new(StringArray::from(vec![Some("a\"b"), None])),
                 Arc::new(Int64Array::from(vec![1, -2])),
-                Arc::new(TimestampMillisecondArray::from(vec![1_762_000_000_000, 60_000]).with_timezone("UTC")),
+                Arc::new(
+                    TimestampMillisecondArray::from(vec![1_762_000_000_000, 60_000])
+                        .with_timezone("UTC"),
+                ),
                 Arc::new(Float64Array::from(vec![Some(2.5), None])),
             ],
         )

@@ -52,7 +52,10 @@ impl WriterSink {
             target: format!("{option} {}", path.display()),
             source: e,
         })?;
-        Ok(Self::new(format!("{option} {}", path.display()), Box::new(f)))
+        Ok(Self::new(
+            format!("{option} {}", path.display()),
+            Box::new(f),
+        ))
     }
 
     /// A sink writing to standard output.
@@ -77,7 +80,10 @@ impl Sink for WriterSink {
     }
 
     fn write_record(&mut self, json: &[u8]) -> Result<()> {
-        let r = self.out.write_all(json).and_then(|_| self.out.write_all(b"\n"));
+        let r = self
+            .out
+            .write_all(json)
+            .and_then(|_| self.out.write_all(b"\n"));
         r.map_err(|e| self.io(e))
     }
 
@@ -117,7 +123,11 @@ pub struct MemorySink(pub Arc<Mutex<Collected>>);
 
 impl Sink for MemorySink {
     fn write_batch(&mut self, batch: &RecordBatch) -> Result<()> {
-        self.0.lock().expect("sink lock").batches.push(batch.clone());
+        self.0
+            .lock()
+            .expect("sink lock")
+            .batches
+            .push(batch.clone());
         Ok(())
     }
     fn write_record(&mut self, json: &[u8]) -> Result<()> {
@@ -154,7 +164,10 @@ pub fn dead_letter_json(origin: &Origin, r: &Reject) -> Vec<u8> {
 pub fn late_json(origin: &Origin, late: &LateEvents) -> Vec<Vec<u8>> {
     use datafusion::arrow::array::AsArray;
     use datafusion::arrow::datatypes::TimestampMillisecondType;
-    let ids = late.batch.column(crate::schema::FieldId::EventId as usize).as_string::<i32>();
+    let ids = late
+        .batch
+        .column(crate::schema::FieldId::EventId as usize)
+        .as_string::<i32>();
     let times = late
         .batch
         .column(crate::schema::FieldId::EventTime as usize)
@@ -170,7 +183,9 @@ pub fn late_json(origin: &Origin, late: &LateEvents) -> Vec<Vec<u8>> {
             format_rfc3339_millis(late.watermarks[i], &mut out);
             out.extend_from_slice(b"\",\"file\":");
             write_json_str(&mut out, &origin.name);
-            out.extend_from_slice(format!(",\"{}\":{}", origin.kind.key(), late.positions[i]).as_bytes());
+            out.extend_from_slice(
+                format!(",\"{}\":{}", origin.kind.key(), late.positions[i]).as_bytes(),
+            );
             out.extend_from_slice(b",\"event\":");
             out.extend_from_slice(event_json(&late.batch, i).as_bytes());
             out.push(b'}');

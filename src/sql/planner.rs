@@ -46,9 +46,11 @@ pub const STREAM: &str = "payments";
 /// an async runtime or not.
 pub fn plan_query(sql: &str) -> Result<StreamPlan> {
     use futures::FutureExt;
-    plan_query_async(sql)
-        .now_or_never()
-        .unwrap_or_else(|| Err(Error::Internal("query planning tried to wait on I/O".into())))
+    plan_query_async(sql).now_or_never().unwrap_or_else(|| {
+        Err(Error::Internal(
+            "query planning tried to wait on I/O".into(),
+        ))
+    })
 }
 
 fn parse_error(e: impl std::fmt::Display) -> Error {
@@ -56,7 +58,11 @@ fn parse_error(e: impl std::fmt::Display) -> Error {
     let msg = e.to_string();
     let position = msg
         .rfind(" at Line: ")
-        .map(|i| msg[i + 4..].replace("Line: ", "line ").replace("Column: ", "column "))
+        .map(|i| {
+            msg[i + 4..]
+                .replace("Line: ", "line ")
+                .replace("Column: ", "column ")
+        })
         .unwrap_or_else(|| "the query".into());
     Error::Plan {
         position,
@@ -86,7 +92,10 @@ async fn plan_query_async(sql: &str) -> Result<StreamPlan> {
     if statements.len() != 1 {
         return Err(plan_error(
             statements.get(1).map_or(point(1, 1), |s| s.span()),
-            format!("expected exactly one SELECT statement, found {}", statements.len()),
+            format!(
+                "expected exactly one SELECT statement, found {}",
+                statements.len()
+            ),
         ));
     }
     let mut stmt = statements.remove(0);
@@ -106,7 +115,10 @@ async fn plan_query_async(sql: &str) -> Result<StreamPlan> {
         ));
     }
     if query.with.is_some() {
-        return Err(plan_error(locate(&tokens, Keyword::WITH), "WITH (common table expressions) is not supported in stream queries yet"));
+        return Err(plan_error(
+            locate(&tokens, Keyword::WITH),
+            "WITH (common table expressions) is not supported in stream queries yet",
+        ));
     }
     let SetExpr::Select(select) = query.body.as_mut() else {
         return Err(plan_error(
@@ -117,7 +129,9 @@ async fn plan_query_async(sql: &str) -> Result<StreamPlan> {
     if select.from.len() != 1 {
         return Err(plan_error(
             select.span(),
-            format!("a stream query reads exactly one stream in FROM (e.g. FROM {STREAM} or FROM TUMBLE({STREAM}, ...))"),
+            format!(
+                "a stream query reads exactly one stream in FROM (e.g. FROM {STREAM} or FROM TUMBLE({STREAM}, ...))"
+            ),
         ));
     }
     let from = &mut select.from[0];
@@ -139,7 +153,9 @@ async fn plan_query_async(sql: &str) -> Result<StreamPlan> {
         other => {
             return Err(plan_error(
                 other.span(),
-                format!("subqueries and other table expressions are not supported in FROM; read `{STREAM}` or a window over it"),
+                format!(
+                    "subqueries and other table expressions are not supported in FROM; read `{STREAM}` or a window over it"
+                ),
             ));
         }
     }
@@ -148,11 +164,18 @@ async fn plan_query_async(sql: &str) -> Result<StreamPlan> {
     {
         return Err(plan_error(
             from.relation.span(),
-            format!("`{}` is not an event-time column; windows are computed over `event_time`", w.time_column),
+            format!(
+                "`{}` is not an event-time column; windows are computed over `event_time`",
+                w.time_column
+            ),
         ));
     }
 
-    let schema = if window.is_some() { windowed_schema() } else { event_schema() };
+    let schema = if window.is_some() {
+        windowed_schema()
+    } else {
+        event_schema()
+    };
     let config = SessionConfig::new()
         .with_target_partitions(1)
         .with_information_schema(false);
@@ -166,7 +189,9 @@ async fn plan_query_async(sql: &str) -> Result<StreamPlan> {
     ctx.register_table(STREAM, Arc::new(EmptyTable::new(Arc::clone(&schema))))?;
     let state = ctx.state();
     let logical = state
-        .statement_to_plan(datafusion::sql::parser::Statement::Statement(Box::new(stmt)))
+        .statement_to_plan(datafusion::sql::parser::Statement::Statement(Box::new(
+            stmt,
+        )))
         .await
         .map_err(|e| df_plan_error(&e))?;
     let physical = state
@@ -196,7 +221,9 @@ fn df_plan_error(e: &datafusion::error::DataFusionError) -> Error {
 }
 
 fn references(expr: &Arc<dyn PhysicalExpr>, idx: &[usize]) -> bool {
-    collect_columns(expr).iter().any(|c| idx.contains(&c.index()))
+    collect_columns(expr)
+        .iter()
+        .any(|c| idx.contains(&c.index()))
 }
 
 /// Walks the physical plan top-down, turning each accepted node into a stage.
@@ -221,7 +248,9 @@ fn lift(
             node = Arc::clone(p.input());
         } else if let Some(f) = any.downcast_ref::<FilterExec>() {
             if f.projection().is_some() {
-                return Err(Error::Internal("unexpected projection inside a filter".into()));
+                return Err(Error::Internal(
+                    "unexpected projection inside a filter".into(),
+                ));
             }
             stages.push(Stage::Filter(Arc::clone(f.predicate())));
             node = Arc::clone(f.input());
@@ -233,10 +262,11 @@ fn lift(
                 ));
             }
             let partial = match agg.mode() {
-                AggregateMode::Final | AggregateMode::FinalPartitioned => agg
-                    .input()
-                    .downcast_ref::<AggregateExec>()
-                    .ok_or_else(|| Error::Internal("final aggregate without a partial one".into()))?,
+                AggregateMode::Final | AggregateMode::FinalPartitioned => {
+                    agg.input().downcast_ref::<AggregateExec>().ok_or_else(|| {
+                        Error::Internal("final aggregate without a partial one".into())
+                    })?
+                }
                 _ => agg,
             };
             let Some(_w) = &window else {
@@ -247,7 +277,10 @@ fn lift(
             };
             let group = partial.group_expr();
             if group.has_grouping_set() {
-                return Err(plan_error(locate(tokens, Keyword::GROUP), "GROUPING SETS, ROLLUP and CUBE are not supported in stream queries"));
+                return Err(plan_error(
+                    locate(tokens, Keyword::GROUP),
+                    "GROUPING SETS, ROLLUP and CUBE are not supported in stream queries",
+                ));
             }
             let mut keys = Vec::new();
             let mut key_fields = Vec::new();
@@ -279,10 +312,15 @@ fn lift(
                     }
                 }
             }
-            if !key_layout.iter().any(|k| matches!(k, KeySlot::WindowStart | KeySlot::WindowEnd)) {
+            if !key_layout
+                .iter()
+                .any(|k| matches!(k, KeySlot::WindowStart | KeySlot::WindowEnd))
+            {
                 return Err(plan_error(
                     locate(tokens, Keyword::GROUP),
-                    format!("a windowed aggregate must GROUP BY {WINDOW_START} and/or {WINDOW_END}; without them windows would be merged"),
+                    format!(
+                        "a windowed aggregate must GROUP BY {WINDOW_START} and/or {WINDOW_END}; without them windows would be merged"
+                    ),
                 ));
             }
             for a in partial.aggr_expr() {
@@ -355,7 +393,9 @@ fn window_use_error(tokens: &[TokenWithSpan]) -> Error {
         .map_or_else(|| point(0, 0), |t| t.span);
     plan_error(
         span,
-        format!("{WINDOW_START}/{WINDOW_END} of a windowed aggregate can only be used as GROUP BY keys (and selected or filtered in HAVING), not in WHERE or inside aggregates"),
+        format!(
+            "{WINDOW_START}/{WINDOW_END} of a windowed aggregate can only be used as GROUP BY keys (and selected or filtered in HAVING), not in WHERE or inside aggregates"
+        ),
     )
 }
 
@@ -389,9 +429,14 @@ mod tests {
                  FROM {from} WHERE currency = 'EUR' GROUP BY merchant_id, window_start, window_end HAVING count(*) > 1"
             );
             let plan = plan_query(&sql).unwrap();
-            let PlanKind::Window { window, aggregate } = &plan.kind else { panic!("{:?}", plan.kind) };
+            let PlanKind::Window { window, aggregate } = &plan.kind else {
+                panic!("{:?}", plan.kind)
+            };
             assert_eq!(window.kind, WindowKind::Tumble { size: 60_000 });
-            assert_eq!(aggregate.key_layout, vec![KeySlot::Key(0), KeySlot::WindowStart, KeySlot::WindowEnd]);
+            assert_eq!(
+                aggregate.key_layout,
+                vec![KeySlot::Key(0), KeySlot::WindowStart, KeySlot::WindowEnd]
+            );
             // count(*) appears twice (SELECT and HAVING) but is computed once.
             assert_eq!(aggregate.aggregates.len(), 2);
             assert_eq!(plan.output_schema.field(3).name(), "n");
@@ -401,14 +446,42 @@ mod tests {
     #[test]
     fn rejects_non_streaming_constructs_with_positions() {
         let cases = [
-            ("SELECT * FROM payments ORDER BY event_time", "ORDER BY", "line 1, column 24"),
-            ("SELECT count(*) FROM payments", "would never be final", "line 1"),
-            ("SELECT * FROM payments p JOIN merchants m ON p.merchant_id = m.id", "JOIN", "line 1, column 26"),
-            ("SELECT *\nFROM refunds", "unknown stream", "line 2, column 6"),
-            ("SELECT * FROM payments LIMIT 5", "LIMIT", "line 1, column 24"),
-            ("SELECT card_id, count(*) OVER (PARTITION BY card_id) FROM payments", "OVER", "line 1"),
+            (
+                "SELECT * FROM payments ORDER BY event_time",
+                "ORDER BY",
+                "line 1, column 24",
+            ),
+            (
+                "SELECT count(*) FROM payments",
+                "would never be final",
+                "line 1",
+            ),
+            (
+                "SELECT * FROM payments p JOIN merchants m ON p.merchant_id = m.id",
+                "JOIN",
+                "line 1, column 26",
+            ),
+            (
+                "SELECT *\nFROM refunds",
+                "unknown stream",
+                "line 2, column 6",
+            ),
+            (
+                "SELECT * FROM payments LIMIT 5",
+                "LIMIT",
+                "line 1, column 24",
+            ),
+            (
+                "SELECT card_id, count(*) OVER (PARTITION BY card_id) FROM payments",
+                "OVER",
+                "line 1",
+            ),
             ("SELECT nope FROM payments", "nope", "query error"),
-            ("SELECT * FROM HOP(payments, event_time, INTERVAL '60' SECOND, INTERVAL '10' SECOND)", "slide", "line 1"),
+            (
+                "SELECT * FROM HOP(payments, event_time, INTERVAL '60' SECOND, INTERVAL '10' SECOND)",
+                "slide",
+                "line 1",
+            ),
         ];
         for (sql, needle, pos) in cases {
             let e = plan_query(sql).unwrap_err().to_string();
@@ -418,7 +491,10 @@ mod tests {
 
     #[test]
     fn plain_queries_are_maps() {
-        let plan = plan_query("SELECT event_id, amount_minor * 2 AS twice FROM payments WHERE amount_minor > 100").unwrap();
+        let plan = plan_query(
+            "SELECT event_id, amount_minor * 2 AS twice FROM payments WHERE amount_minor > 100",
+        )
+        .unwrap();
         assert!(matches!(plan.kind, PlanKind::Map { window: None, .. }));
         assert_eq!(plan.output_schema.field(1).name(), "twice");
     }

@@ -134,8 +134,12 @@ pub(super) fn rewrite_flink_windows(tokens: Vec<TokenWithSpan>) -> Vec<TokenWith
         toks.drain(i..=outer_open);
         // Inside F( ... ): drop `TABLE` before the stream, and unwrap DESCRIPTOR(c).
         let f = next_non_ws(&toks, i).unwrap();
-        let Some(open) = next_non_ws(&toks, f + 1) else { break };
-        let Some(close) = matching_paren(&toks, open) else { break };
+        let Some(open) = next_non_ws(&toks, f + 1) else {
+            break;
+        };
+        let Some(close) = matching_paren(&toks, open) else {
+            break;
+        };
         let mut j = open + 1;
         let mut end = close;
         while j < end {
@@ -248,7 +252,9 @@ pub(super) fn extract_window(factor: &mut TableFactor) -> Result<Option<WindowSp
             if slide > size {
                 return Err(plan_error(
                     a[2].span(),
-                    format!("the HOP slide ({slide} ms) is larger than its size ({size} ms); HOP takes the slide first, then the size"),
+                    format!(
+                        "the HOP slide ({slide} ms) is larger than its size ({size} ms); HOP takes the slide first, then the size"
+                    ),
                 ));
             }
             WindowKind::Hop { slide, size }
@@ -262,7 +268,9 @@ pub(super) fn extract_window(factor: &mut TableFactor) -> Result<Option<WindowSp
         _ => {
             return Err(plan_error(
                 span,
-                format!("unknown table function {fname}; the streaming window functions are TUMBLE, HOP and SESSION"),
+                format!(
+                    "unknown table function {fname}; the streaming window functions are TUMBLE, HOP and SESSION"
+                ),
             ));
         }
     };
@@ -325,11 +333,15 @@ mod tests {
     #[test]
     fn flink_spelling_becomes_risingwave_spelling() {
         assert_eq!(
-            rewrite("SELECT * FROM TABLE(TUMBLE(TABLE payments, DESCRIPTOR(event_time), INTERVAL '1' MINUTE)) x"),
+            rewrite(
+                "SELECT * FROM TABLE(TUMBLE(TABLE payments, DESCRIPTOR(event_time), INTERVAL '1' MINUTE)) x"
+            ),
             "SELECT * FROM TUMBLE(payments, event_time, INTERVAL '1' MINUTE) x"
         );
         assert_eq!(
-            rewrite("FROM TABLE(HOP(TABLE payments, DESCRIPTOR(event_time), INTERVAL '10' SECOND, INTERVAL '60' SECOND))"),
+            rewrite(
+                "FROM TABLE(HOP(TABLE payments, DESCRIPTOR(event_time), INTERVAL '10' SECOND, INTERVAL '60' SECOND))"
+            ),
             "FROM HOP(payments, event_time, INTERVAL '10' SECOND, INTERVAL '60' SECOND)"
         );
         assert_eq!(rewrite("SELECT a FROM t"), "SELECT a FROM t");

@@ -70,16 +70,25 @@ impl Snapshot {
         }
         let (body, crc) = bytes.split_at(bytes.len() - 4);
         if crc32c::crc32c(body).to_le_bytes() != crc {
-            return Err(state_err(name, "snapshot checksum mismatch: the file is torn or corrupt"));
+            return Err(state_err(
+                name,
+                "snapshot checksum mismatch: the file is torn or corrupt",
+            ));
         }
         let mut r = Reader { b: body, i: 4 };
         let version = u16::from_le_bytes(r.take(2, name)?.try_into().expect("2 bytes"));
         if version != VERSION {
-            return Err(state_err(name, format!("snapshot version {version} is not supported (expected {VERSION})")));
+            return Err(state_err(
+                name,
+                format!("snapshot version {version} is not supported (expected {VERSION})"),
+            ));
         }
         let got = String::from_utf8_lossy(r.bytes(name)?).to_string();
         if got != name {
-            return Err(state_err(name, format!("snapshot belongs to operator `{got}`, not `{name}`: the query changed")));
+            return Err(state_err(
+                name,
+                format!("snapshot belongs to operator `{got}`, not `{name}`: the query changed"),
+            ));
         }
         let header = serde_json::from_slice(r.bytes(name)?)
             .map_err(|e| state_err(name, format!("bad snapshot header: {e}")))?;
@@ -135,7 +144,11 @@ pub struct WindowStates {
 
 /// Frozen groups as one batch: a row-count column, the keys, then every aggregate's state.
 pub fn groups_to_batch(f: &FrozenGroups) -> Result<RecordBatch> {
-    let mut fields = vec![Field::new("__rows", datafusion::arrow::datatypes::DataType::UInt8, false)];
+    let mut fields = vec![Field::new(
+        "__rows",
+        datafusion::arrow::datatypes::DataType::UInt8,
+        false,
+    )];
     let mut cols: Vec<ArrayRef> = vec![Arc::new(UInt8Array::from(vec![0u8; f.rows]))];
     for (i, k) in f.keys.iter().enumerate() {
         fields.push(Field::new(format!("k{i}"), k.data_type().clone(), true));
@@ -155,7 +168,11 @@ pub fn groups_to_batch(f: &FrozenGroups) -> Result<RecordBatch> {
 }
 
 /// Inverse of [`groups_to_batch`] for the aggregation `spec`.
-pub fn batch_to_groups(name: &str, batch: &RecordBatch, spec: &AggregateSpec) -> Result<FrozenGroups> {
+pub fn batch_to_groups(
+    name: &str,
+    batch: &RecordBatch,
+    spec: &AggregateSpec,
+) -> Result<FrozenGroups> {
     let nkeys = spec.keys.len();
     let mut col = 1;
     let keys = batch.columns()[col..col + nkeys].to_vec();
@@ -171,7 +188,10 @@ pub fn batch_to_groups(name: &str, batch: &RecordBatch, spec: &AggregateSpec) ->
         col += n;
     }
     if col != batch.num_columns() {
-        return Err(state_err(name, "snapshot does not match the query's aggregates"));
+        return Err(state_err(
+            name,
+            "snapshot does not match the query's aggregates",
+        ));
     }
     Ok(FrozenGroups {
         keys,
@@ -224,6 +244,11 @@ mod tests {
         let mut flipped = bytes.clone();
         flipped[8] ^= 1;
         assert!(Snapshot::decode("dedup", &flipped).is_err());
-        assert!(Snapshot::decode("tumbling_window", &bytes).unwrap_err().to_string().contains("query changed"));
+        assert!(
+            Snapshot::decode("tumbling_window", &bytes)
+                .unwrap_err()
+                .to_string()
+                .contains("query changed")
+        );
     }
 }

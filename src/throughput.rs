@@ -1,0 +1,176 @@
+//! The throughput harness behind `paystream bench` and `cargo bench --bench throughput`.
+//!
+//! Replays one generated file through each shipped query and reports events per second of wall
+//! time and per CPU-second, beside same-run baselines: reading the file, and reading plus decoding
+//! it to Arrow (the floor any query pays). CPU time is the process's user + system time from
+//! `/proc/self/stat`, so a run on N workers is charged for every core it used.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Instant;
+
+use crate::decode::decode_json_lines;
+use crate::engine::{ReplayOptions, Sinks, run_replay};
+use crate::error::Result;
+use crate::sink::NullSink;
+use crate::sql::plan_query;
+
+/// The shipped queries, by name.
+pub const SHIPPED_QUERIES: [(&str, &str); 3] = [
+    (
+        "settlement_per_minute",
+        include_str!("../queries/settlement_per_minute.sql"),
+    ),
+    (
+        "card_velocity",
+        include_str!("../queries/card_velocity.sql"),
+    ),
+    (
+        "card_sessions",
+        include_str!("../queries/card_sessions.sql"),
+    ),
+];
+
+/// Process CPU time (user + system) in seconds, if the platform tells.
+pub fn cpu_seconds() -> Option<f64> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // Fields after the command name (which may contain spaces) start after the last ')'.
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let utime: f64 = f.get(11)?.parse().ok()?;
+    let stime: f64 = f.get(12)?.parse().ok()?;
+    Some((utime + stime) / 100.0)
+}
+
+/// One measured line of the report.
+#[derive(Debug, Clone)]
+pub struct Measurement {
+    /// What was measured.
+    pub name: String,
+    /// Worker threads.
+    pub workers: usize,
+    /// Events processed.
+    pub events: u64,
+    /// Wall seconds.
+    pub wall: f64,
+    /// CPU seconds.
+    pub cpu: f64,
+}
+
+impl Measurement {
+    /// Events per wall second.
+    pub fn per_sec(&self) -> f64 {
+        self.events as f64 / self.wall.max(1e-9)
+    }
+
+    /// Events per CPU-second.
+    pub fn per_cpu_sec(&self) -> f64 {
+        self.events as f64 / self.cpu.max(1e-9)
+    }
+}
+
+fn measure<T>(
+    name: &str,
+    workers: usize,
+    f: impl FnOnce() -> Result<(u64, T)>,
+) -> Result<Measurement> {
+    let (c0, t0) = (cpu_seconds(), Instant::now());
+    let (events, _) = f()?;
+    let wall = t0.elapsed().as_secs_f64();
+    let cpu = match (c0, cpu_seconds()) {
+        (Some(a), Some(b)) if b > a => b - a,
+        _ => wall * workers as f64,
+    };
+    Ok(Measurement {
+        name: name.to_string(),
+        workers,
+        events,
+        wall,
+        cpu,
+    })
+}
+
+/// Runs the baselines and every shipped query over `input` (JSON Lines) for each worker count.
+pub fn run(input: &Path, workers: &[usize]) -> Result<Vec<Measurement>> {
+    let mut out = Vec::new();
+    let bytes_len = std::fs::metadata(input).map(|m| m.len()).unwrap_or(0);
+    out.push(measure("baseline: read file", 1, || {
+        let b = std::fs::read(input).map_err(|e| crate::Error::Input {
+            path: input.to_path_buf(),
+            message: e.to_string(),
+        })?;
+        Ok((memchr::memchr_iter(b'\n', &b).count() as u64, b.len()))
+    })?);
+    out.push(measure("baseline: read + decode (1 thread)", 1, || {
+        let b = std::fs::read(input).map_err(|e| crate::Error::Input {
+            path: input.to_path_buf(),
+            message: e.to_string(),
+        })?;
+        let d = decode_json_lines(&b, 1, 8192);
+        Ok((d.records, bytes_len))
+    })?);
+    for &w in workers {
+        out.push(measure(
+            "baseline: replay `SELECT event_id WHERE false`",
+            w,
+            || {
+                let plan = plan_query("SELECT event_id FROM payments WHERE amount_minor < 0")?;
+                let mut o = ReplayOptions::new(input);
+                o.workers = w;
+                let s = run_replay(&plan, &o, null_sinks(), Arc::default(), Arc::default())?;
+                Ok((s.read, ()))
+            },
+        )?);
+        for (name, sql) in SHIPPED_QUERIES {
+            out.push(measure(name, w, || {
+                let plan = plan_query(sql)?;
+                let mut o = ReplayOptions::new(input);
+                o.workers = w;
+                let s = run_replay(&plan, &o, null_sinks(), Arc::default(), Arc::default())?;
+                Ok((s.read, ()))
+            })?);
+        }
+    }
+    Ok(out)
+}
+
+fn null_sinks() -> Sinks {
+    Sinks {
+        results: Box::new(NullSink),
+        dead_letter: Box::new(NullSink),
+        late: Box::new(NullSink),
+    }
+}
+
+/// Formats the report as a table, with each query's ratio to the decode baseline.
+pub fn report(ms: &[Measurement]) -> String {
+    let base = ms
+        .iter()
+        .find(|m| m.name.starts_with("baseline: read + decode"))
+        .map_or(1.0, Measurement::per_cpu_sec);
+    let mut s = format!(
+        "{:<52} {:>7} {:>10} {:>8} {:>8} {:>14} {:>14} {:>9}\n",
+        "measurement",
+        "workers",
+        "events",
+        "wall s",
+        "cpu s",
+        "events/s",
+        "events/cpu-s",
+        "vs decode"
+    );
+    for m in ms {
+        s.push_str(&format!(
+            "{:<52} {:>7} {:>10} {:>8.3} {:>8.3} {:>14.0} {:>14.0} {:>8.2}x\n",
+            m.name,
+            m.workers,
+            m.events,
+            m.wall,
+            m.cpu,
+            m.per_sec(),
+            m.per_cpu_sec(),
+            m.per_cpu_sec() / base
+        ));
+    }
+    s
+}
