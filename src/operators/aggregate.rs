@@ -7,13 +7,22 @@ use datafusion::arrow::array::{
     Array, ArrayRef, AsArray, BooleanArray, RecordBatch, RecordBatchOptions,
     TimestampMillisecondArray, UInt32Array,
 };
-use datafusion::arrow::compute::take;
-use datafusion::arrow::datatypes::TimestampMillisecondType;
+use datafusion::arrow::compute::kernels::boolean::and;
+use datafusion::arrow::compute::{filter_record_batch, take};
+use datafusion::arrow::datatypes::{SchemaRef, TimestampMillisecondType};
+use datafusion::physical_expr::utils::{collect_columns, reassign_expr_columns};
+use datafusion::physical_plan::PhysicalExpr;
 
 use super::{EventBatch, LateEvents};
 use crate::error::{Error, Result};
 use crate::schema::{FieldId, windowed_schema};
-use crate::sql::{AggregateSpec, KeySlot, apply_stages};
+use crate::sql::{AggregateSpec, KeySlot, Stage, apply_stages};
+
+fn as_mask(a: ArrayRef, what: &str) -> Result<BooleanArray> {
+    a.as_boolean_opt()
+        .cloned()
+        .ok_or_else(|| Error::Internal(format!("{what} produced {}", a.data_type())))
+}
 
 /// Key columns, each aggregate's argument columns, and each aggregate's FILTER mask.
 pub(super) type Columns = (Vec<ArrayRef>, Vec<Vec<ArrayRef>>, Vec<Option<BooleanArray>>);
@@ -119,77 +128,130 @@ impl Prepared {
 }
 
 /// Expression evaluation and output assembly shared by the window operators.
+///
+/// Only the columns the query reads are kept from an incoming batch: WHERE is evaluated on them
+/// and only they are filtered, so a query over three of sixteen columns never copies the other
+/// thirteen (most of them strings).
 pub(super) struct AggregateCore {
     /// The planned aggregation.
     pub spec: AggregateSpec,
+    /// Event columns the query reads, in schema order.
+    projection: Vec<usize>,
+    /// Schema of the projected batch.
+    schema: SchemaRef,
+    /// Index of `event_time` in the projected batch.
+    time: usize,
+    /// WHERE conjuncts, over the projected batch.
+    predicates: Vec<Arc<dyn PhysicalExpr>>,
+    /// Grouping keys, over the projected batch.
+    keys: Vec<Arc<dyn PhysicalExpr>>,
+    /// Each aggregate's arguments, over the projected batch.
+    args: Vec<Vec<Arc<dyn PhysicalExpr>>>,
+    /// Each aggregate's FILTER, over the projected batch.
+    filters: Vec<Option<Arc<dyn PhysicalExpr>>>,
 }
 
 impl AggregateCore {
+    /// Prepares evaluation of `spec` over projected event batches.
+    pub(super) fn new(spec: AggregateSpec) -> Result<Self> {
+        let mut predicates = Vec::new();
+        for stage in &spec.input_stages {
+            match stage {
+                Stage::Filter(p) => predicates.push(Arc::clone(p)),
+                Stage::Project { .. } => {
+                    return Err(Error::Internal(
+                        "a projection below a windowed aggregate is not supported".into(),
+                    ));
+                }
+            }
+        }
+        let args: Vec<Vec<Arc<dyn PhysicalExpr>>> =
+            spec.aggregates.iter().map(|a| a.expressions()).collect();
+        let mut used = std::collections::BTreeSet::from([FieldId::EventTime as usize]);
+        let all = predicates
+            .iter()
+            .chain(&spec.keys)
+            .chain(args.iter().flatten())
+            .chain(spec.filters.iter().flatten());
+        for e in all {
+            used.extend(collect_columns(e).iter().map(|c| c.index()));
+        }
+        let projection: Vec<usize> = used.into_iter().collect();
+        let schema = Arc::new(windowed_schema().project(&projection)?);
+        let rebind = |e: &Arc<dyn PhysicalExpr>| -> Result<Arc<dyn PhysicalExpr>> {
+            Ok(reassign_expr_columns(Arc::clone(e), &schema)?)
+        };
+        let time = schema.index_of(FieldId::EventTime.name())?;
+        Ok(AggregateCore {
+            predicates: predicates.iter().map(rebind).collect::<Result<_>>()?,
+            keys: spec.keys.iter().map(rebind).collect::<Result<_>>()?,
+            args: args
+                .iter()
+                .map(|a| a.iter().map(rebind).collect::<Result<Vec<_>>>())
+                .collect::<Result<_>>()?,
+            filters: spec
+                .filters
+                .iter()
+                .map(|f| f.as_ref().map(rebind).transpose())
+                .collect::<Result<_>>()?,
+            spec,
+            projection,
+            schema,
+            time,
+        })
+    }
+
     /// Evaluates WHERE, keys, arguments and filters on a batch of events.
     pub(super) fn prepare(&self, events: &RecordBatch) -> Result<Prepared> {
         let n = events.num_rows();
-        // The planner guarantees no expression reads the window columns; they are placeholders.
-        let zeros: ArrayRef =
-            Arc::new(TimestampMillisecondArray::from(vec![0i64; n]).with_timezone("UTC"));
-        let mut cols = events.columns().to_vec();
-        cols.push(Arc::clone(&zeros));
-        cols.push(zeros);
-        let with_row_ids = !self.spec.input_stages.is_empty();
-        let batch = RecordBatch::try_new(windowed_schema(), cols)?;
-        let (batch, input_rows) = if with_row_ids {
-            // Track which input rows survive WHERE, so callers can map back (late routing).
-            let ids = UInt32Array::from_iter_values(0..n as u32);
-            let mut fields = windowed_schema().fields().to_vec();
-            fields.push(Arc::new(datafusion::arrow::datatypes::Field::new(
-                "__row",
-                datafusion::arrow::datatypes::DataType::UInt32,
-                false,
-            )));
-            let mut cols = batch.columns().to_vec();
-            cols.push(Arc::new(ids));
-            let with_ids = RecordBatch::try_new(
-                Arc::new(datafusion::arrow::datatypes::Schema::new(fields)),
-                cols,
-            )?;
-            let filtered = apply_stages(&self.spec.input_stages, &with_ids)?;
-            let rows = filtered
-                .column(filtered.num_columns() - 1)
-                .as_primitive::<datafusion::arrow::datatypes::UInt32Type>()
-                .clone();
-            (filtered, Some(rows))
-        } else {
-            (batch, None)
-        };
+        let cols = self
+            .projection
+            .iter()
+            .map(|i| Arc::clone(events.column(*i)))
+            .collect();
+        let mut batch = RecordBatch::try_new_with_options(
+            Arc::clone(&self.schema),
+            cols,
+            &RecordBatchOptions::new().with_row_count(Some(n)),
+        )?;
+        let mut input_rows = None;
+        let mut mask: Option<BooleanArray> = None;
+        for p in &self.predicates {
+            let m = as_mask(p.evaluate(&batch)?.into_array(n)?, "WHERE")?;
+            mask = Some(match mask {
+                None => m,
+                Some(prev) => and(&prev, &m)?,
+            });
+        }
+        if let Some(mask) = mask
+            && mask.true_count() != n
+        {
+            // Remember which input rows survive WHERE, to map late rows back to events.
+            input_rows =
+                Some(UInt32Array::from_iter_values((0..n as u32).filter(|i| {
+                    mask.is_valid(*i as usize) && mask.value(*i as usize)
+                })));
+            batch = filter_record_batch(&batch, &mask)?;
+        }
         let rows = batch.num_rows();
         let times = batch
-            .column(FieldId::EventTime as usize)
+            .column(self.time)
             .as_primitive::<TimestampMillisecondType>()
             .values()
             .to_vec();
-        let eval = |e: &Arc<dyn datafusion::physical_plan::PhysicalExpr>| -> Result<ArrayRef> {
+        let eval = |e: &Arc<dyn PhysicalExpr>| -> Result<ArrayRef> {
             Ok(e.evaluate(&batch)?.into_array(rows)?)
         };
-        let keys = self.spec.keys.iter().map(eval).collect::<Result<_>>()?;
+        let keys = self.keys.iter().map(eval).collect::<Result<_>>()?;
         let args = self
-            .spec
-            .aggregates
+            .args
             .iter()
-            .map(|a| a.expressions().iter().map(eval).collect::<Result<Vec<_>>>())
+            .map(|a| a.iter().map(eval).collect::<Result<Vec<_>>>())
             .collect::<Result<_>>()?;
         let filters = self
-            .spec
             .filters
             .iter()
-            .map(|f| {
-                f.as_ref()
-                    .map(|f| {
-                        let a = eval(f)?;
-                        a.as_boolean_opt().cloned().ok_or_else(|| {
-                            Error::Internal(format!("FILTER produced {}", a.data_type()))
-                        })
-                    })
-                    .transpose()
-            })
+            .map(|f| f.as_ref().map(|f| as_mask(eval(f)?, "FILTER")).transpose())
             .collect::<Result<_>>()?;
         Ok(Prepared {
             times,

@@ -45,15 +45,15 @@ pub struct HoppingWindow {
 
 impl HoppingWindow {
     /// A hopping window of `size` every `slide` milliseconds.
-    pub fn new(spec: AggregateSpec, slide: i64, size: i64) -> Self {
-        HoppingWindow {
-            core: AggregateCore { spec },
+    pub fn new(spec: AggregateSpec, slide: i64, size: i64) -> Result<Self> {
+        Ok(HoppingWindow {
+            core: AggregateCore::new(spec)?,
             slide,
             size,
             pane: gcd(slide, size),
             panes: BTreeMap::new(),
             next_start: i64::MIN,
-        }
+        })
     }
 
     fn kind(&self) -> WindowKind {

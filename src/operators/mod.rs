@@ -99,9 +99,9 @@ pub fn build_operator(plan: &StreamPlan) -> Result<Box<dyn Operator>> {
             plan.output_schema.clone(),
         )),
         PlanKind::Window { window, aggregate } => match window.kind {
-            WindowKind::Tumble { size } => Box::new(TumblingWindow::new(aggregate.clone(), size)),
+            WindowKind::Tumble { size } => Box::new(TumblingWindow::new(aggregate.clone(), size)?),
             WindowKind::Hop { slide, size } => {
-                Box::new(HoppingWindow::new(aggregate.clone(), slide, size))
+                Box::new(HoppingWindow::new(aggregate.clone(), slide, size)?)
             }
             WindowKind::Session { gap } => Box::new(SessionWindow::new(aggregate.clone(), gap)?),
         },

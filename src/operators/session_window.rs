@@ -72,7 +72,7 @@ impl SessionWindow {
             .collect();
         Ok(SessionWindow {
             converter: RowConverter::new(fields)?,
-            core: AggregateCore { spec },
+            core: AggregateCore::new(spec)?,
             gap,
             key_ids: HashMap::new(),
             keys: HashMap::new(),

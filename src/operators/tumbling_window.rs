@@ -26,12 +26,12 @@ pub struct TumblingWindow {
 
 impl TumblingWindow {
     /// A tumbling window of `size` milliseconds over the aggregation.
-    pub fn new(spec: AggregateSpec, size: i64) -> Self {
-        TumblingWindow {
-            core: AggregateCore { spec },
+    pub fn new(spec: AggregateSpec, size: i64) -> Result<Self> {
+        Ok(TumblingWindow {
+            core: AggregateCore::new(spec)?,
             size,
             windows: BTreeMap::new(),
-        }
+        })
     }
 
     fn start_of(&self, ts: i64) -> i64 {
