@@ -177,6 +177,8 @@ pub fn run_replay(
             ),
         })?,
     };
+    let query = plan.sql.split_whitespace().collect::<Vec<_>>().join(" ");
+    tracing::info!(input = %opts.input.display(), ?format, workers = opts.workers, %query, "replay starting");
     let origin = Origin {
         name: opts.input.display().to_string().into(),
         kind: if format == Format::Parquet {
@@ -209,7 +211,8 @@ pub fn run_replay(
         let (tx, rx) = sync_channel::<ToWorker>(4);
         let (otx, orx) = sync_channel::<FromWorker>(4);
         let op = build_operator(plan)?;
-        worker_threads.push(std::thread::spawn(move || worker_loop(op, rx, otx)));
+        let w = worker_threads.len();
+        worker_threads.push(std::thread::spawn(move || worker_loop(w, op, rx, otx)));
         to_workers.push(tx);
         from_workers.push(orx);
     }
@@ -307,24 +310,57 @@ pub fn run_replay(
     summary.dead_lettered = counts.dead_lettered;
     summary.unknown_fields = unknown;
     summary.wall = started.elapsed();
+    tracing::info!(
+        read = summary.read,
+        accepted = summary.accepted,
+        duplicates = summary.duplicates,
+        dead_lettered = summary.dead_lettered,
+        late = summary.late,
+        results = summary.results,
+        unknown_fields = summary.unknown_fields,
+        wall_ms = summary.wall.as_millis() as u64,
+        "replay finished"
+    );
     Ok(summary)
 }
 
+/// Per-worker operator metrics, logged when the worker ends.
+#[derive(Debug, Default)]
+struct WorkerMetrics {
+    rows_in: u64,
+    rows_out: u64,
+    late: u64,
+    busy: Duration,
+}
+
 fn worker_loop(
+    worker: usize,
     mut op: Box<dyn crate::operators::Operator>,
     rx: Receiver<ToWorker>,
     tx: SyncSender<FromWorker>,
 ) {
     let mut failed = false;
+    let mut m = WorkerMetrics::default();
     while let Ok(msg) = rx.recv() {
         let mut out = OperatorOutput::default();
+        let t0 = Instant::now();
         let r = match msg {
-            ToWorker::Batch { events, watermark } => events
-                .as_ref()
-                .map_or(Ok(()), |e| op.process(e, &mut out))
-                .and_then(|_| op.advance_watermark(watermark, &mut out)),
+            ToWorker::Batch { events, watermark } => {
+                m.rows_in += events.as_ref().map_or(0, |e| e.batch.num_rows() as u64);
+                events
+                    .as_ref()
+                    .map_or(Ok(()), |e| op.process(e, &mut out))
+                    .and_then(|_| op.advance_watermark(watermark, &mut out))
+            }
             ToWorker::Finish => op.finish(&mut out),
         };
+        m.busy += t0.elapsed();
+        m.rows_out += out.results.iter().map(|b| b.num_rows() as u64).sum::<u64>();
+        m.late += out
+            .late
+            .iter()
+            .map(|l| l.batch.num_rows() as u64)
+            .sum::<u64>();
         if failed {
             continue;
         }
@@ -336,9 +372,17 @@ fn worker_loop(
             }
         };
         if tx.send(msg).is_err() || tx.send(FromWorker::EpochDone).is_err() {
-            return;
+            break;
         }
     }
+    tracing::info!(
+        worker,
+        rows_in = m.rows_in,
+        rows_out = m.rows_out,
+        late = m.late,
+        busy_ms = m.busy.as_millis() as u64,
+        "operator finished"
+    );
 }
 
 type Routed = Result<(RouterCounts, u64, u64)>;
@@ -390,6 +434,7 @@ fn router_loop(
                 d.rejects.iter().chain(&router_rejects).collect();
             all.sort_by_key(|r| r.position);
             for r in all {
+                tracing::debug!(reason = %r.reason, position = r.position, "dead-lettered");
                 if let Err(e) = dead_letter.write_record(&dead_letter_json(origin, r)) {
                     result = Err(e);
                     break 'chunks;
