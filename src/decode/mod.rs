@@ -85,6 +85,7 @@ struct Assembler {
     positions: Vec<u64>,
     hashes: Vec<u64>,
     batch_size: usize,
+    scratch: Vec<u8>,
     out: Decoded,
 }
 
@@ -97,6 +98,7 @@ impl Assembler {
             positions: Vec::with_capacity(cap),
             hashes: Vec::with_capacity(cap),
             batch_size,
+            scratch: Vec::with_capacity(512),
             out: Decoded::default(),
         }
     }
@@ -106,7 +108,7 @@ impl Assembler {
         self.out.unknown_fields += raw.unknown_fields as u64;
         match validate(raw) {
             Ok(v) => {
-                self.hashes.push(v.payload_hash());
+                self.hashes.push(v.payload_hash(&mut self.scratch));
                 self.positions.push(pos);
                 self.builder.append(&v);
                 if self.builder.len() >= self.batch_size {

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use datafusion::arrow::array::{
     ArrayRef, Int64Builder, RecordBatch, StringBuilder, TimestampMillisecondBuilder,
 };
-use xxhash_rust::xxh3::Xxh3;
+use xxhash_rust::xxh3::xxh3_64;
 
 use super::card::contains_card_number;
 use super::currency::is_iso4217;
@@ -95,20 +95,23 @@ impl ValidRow<'_> {
     }
 
     /// A stable 64-bit hash of every known field, used by dedup to tell a redelivery (same hash)
-    /// from a conflicting reuse of an `event_id` (different hash).
-    pub fn payload_hash(&self) -> u64 {
-        let mut h = Xxh3::new();
-        for (i, s) in self.strs.iter().enumerate() {
-            h.update(&[i as u8]);
-            if let Some(s) = s {
-                h.update(&(s.len() as u32).to_le_bytes());
-                h.update(s.as_bytes());
+    /// from a conflicting reuse of an `event_id` (different hash). The fields are laid out
+    /// length-prefixed in `scratch` and hashed in one call.
+    pub fn payload_hash(&self, scratch: &mut Vec<u8>) -> u64 {
+        scratch.clear();
+        for s in &self.strs {
+            match s {
+                Some(s) => {
+                    scratch.extend_from_slice(&(s.len() as u32).to_le_bytes());
+                    scratch.extend_from_slice(s.as_bytes());
+                }
+                None => scratch.extend_from_slice(&u32::MAX.to_le_bytes()),
             }
         }
-        h.update(&self.event_time.to_le_bytes());
-        h.update(&self.amount_minor.to_le_bytes());
-        h.update(&self.fee_minor.unwrap_or(-1).to_le_bytes());
-        h.digest()
+        scratch.extend_from_slice(&self.event_time.to_le_bytes());
+        scratch.extend_from_slice(&self.amount_minor.to_le_bytes());
+        scratch.extend_from_slice(&self.fee_minor.unwrap_or(-1).to_le_bytes());
+        xxh3_64(scratch)
     }
 }
 
@@ -582,7 +585,9 @@ mod tests {
         let mut b = base();
         b.values[FieldId::AmountMinor as usize] = Some(RawValue::Int(1251));
         let (va, vb) = (validate(&a).unwrap(), validate(&b).unwrap());
-        assert_ne!(va.payload_hash(), vb.payload_hash());
-        assert_eq!(va.payload_hash(), validate(&base()).unwrap().payload_hash());
+        let mut scratch = Vec::new();
+        let ha = va.payload_hash(&mut scratch);
+        assert_ne!(ha, vb.payload_hash(&mut scratch));
+        assert_eq!(ha, validate(&base()).unwrap().payload_hash(&mut scratch));
     }
 }
