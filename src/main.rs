@@ -143,6 +143,11 @@ struct DemoArgs {
 
 use paystream::throughput::SHIPPED_QUERIES as SHIPPED;
 
+/// mimalloc instead of glibc malloc: batches are freed on other threads than the ones that
+/// allocated them, and glibc's arena locks showed up as futex waits in profiles.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn duration(what: &str, s: &str) -> anyhow::Result<i64> {
     parse_duration_millis(s).map_err(|e| anyhow::anyhow!("invalid {what}: {e}"))
 }

@@ -93,21 +93,19 @@ fn measure<T>(
 /// Runs the baselines and every shipped query over `input` (JSON Lines) for each worker count.
 pub fn run(input: &Path, workers: &[usize]) -> Result<Vec<Measurement>> {
     let mut out = Vec::new();
-    let bytes_len = std::fs::metadata(input).map(|m| m.len()).unwrap_or(0);
-    out.push(measure("baseline: read file", 1, || {
-        let b = std::fs::read(input).map_err(|e| crate::Error::Input {
-            path: input.to_path_buf(),
-            message: e.to_string(),
+    out.push(measure("baseline: read file (1 MiB chunks)", 1, || {
+        let mut lines = 0u64;
+        for_each_chunk(input, |chunk, _| {
+            lines += memchr::memchr_iter(b'\n', chunk).count() as u64
         })?;
-        Ok((memchr::memchr_iter(b'\n', &b).count() as u64, b.len()))
+        Ok((lines, ()))
     })?);
     out.push(measure("baseline: read + decode (1 thread)", 1, || {
-        let b = std::fs::read(input).map_err(|e| crate::Error::Input {
-            path: input.to_path_buf(),
-            message: e.to_string(),
+        let mut records = 0u64;
+        for_each_chunk(input, |chunk, first_line| {
+            records += decode_json_lines(chunk, first_line, 8192).records;
         })?;
-        let d = decode_json_lines(&b, 1, 8192);
-        Ok((d.records, bytes_len))
+        Ok((records, ()))
     })?);
     for &w in workers {
         out.push(measure(
@@ -132,6 +130,35 @@ pub fn run(input: &Path, workers: &[usize]) -> Result<Vec<Measurement>> {
         }
     }
     Ok(out)
+}
+
+/// Reads `path` in 1 MiB chunks cut at line ends, as the engine's reader does.
+fn for_each_chunk(path: &Path, mut f: impl FnMut(&[u8], u64)) -> Result<()> {
+    use std::io::Read;
+    let err = |e: std::io::Error| crate::Error::Input {
+        path: path.to_path_buf(),
+        message: e.to_string(),
+    };
+    let mut file = std::fs::File::open(path).map_err(err)?;
+    let mut buf = Vec::with_capacity(2 << 20);
+    let mut line = 1u64;
+    loop {
+        let old = buf.len();
+        buf.resize(old + (1 << 20), 0);
+        let n = file.read(&mut buf[old..]).map_err(err)?;
+        buf.truncate(old + n);
+        let cut = if n == 0 {
+            buf.len()
+        } else {
+            memchr::memrchr(b'\n', &buf).map_or(0, |i| i + 1)
+        };
+        f(&buf[..cut], line);
+        line += memchr::memchr_iter(b'\n', &buf[..cut]).count() as u64;
+        buf.drain(..cut);
+        if n == 0 {
+            return Ok(());
+        }
+    }
 }
 
 fn null_sinks() -> Sinks {

@@ -38,6 +38,16 @@ pub(super) struct GroupTable {
 }
 
 fn new_accumulator(agg: &Arc<AggregateFunctionExpr>) -> Result<Box<dyn GroupsAccumulator>> {
+    if agg.fun().name() == "count" && agg.is_distinct() && agg.expressions().len() == 1 {
+        // The state is one list of the distinct values; its item type is the argument's type.
+        if let [field] = agg.state_fields()?.as_slice()
+            && let datafusion::arrow::datatypes::DataType::List(item) = field.data_type()
+        {
+            return Ok(Box::new(super::distinct_count::DistinctCountGroups::new(
+                item.data_type().clone(),
+            )?));
+        }
+    }
     if agg.groups_accumulator_supported() {
         Ok(agg.create_groups_accumulator()?)
     } else {

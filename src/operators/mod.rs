@@ -16,6 +16,7 @@
 
 mod aggregate;
 mod dedup;
+mod distinct_count;
 mod group_table;
 mod hopping_window;
 mod map;
