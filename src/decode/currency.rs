@@ -21,9 +21,29 @@ const CODES: &[&str] = &[
     "XOF", "XPD", "XPF", "XPT", "XSU", "XTS", "XUA", "XXX", "YER", "ZAR", "ZMW", "ZWG", "ZWL",
 ];
 
+/// One bit per three-letter code (26³ bits), set for the codes in [`CODES`]: a lookup on the
+/// decode hot path is an index, not a search.
+static TABLE: std::sync::LazyLock<Vec<u64>> = std::sync::LazyLock::new(|| {
+    let mut t = vec![0u64; 26 * 26 * 26 / 64 + 1];
+    for c in CODES {
+        let i = index(c.as_bytes()).expect("upper-case codes");
+        t[i / 64] |= 1 << (i % 64);
+    }
+    t
+});
+
+fn index(b: &[u8]) -> Option<usize> {
+    match b {
+        [a @ b'A'..=b'Z', b @ b'A'..=b'Z', c @ b'A'..=b'Z'] => {
+            Some((*a - b'A') as usize * 676 + (*b - b'A') as usize * 26 + (*c - b'A') as usize)
+        }
+        _ => None,
+    }
+}
+
 /// Whether `code` is an ISO 4217 alphabetic code.
 pub(super) fn is_iso4217(code: &str) -> bool {
-    code.len() == 3 && CODES.binary_search(&code).is_ok()
+    index(code.as_bytes()).is_some_and(|i| TABLE[i / 64] & (1 << (i % 64)) != 0)
 }
 
 #[cfg(test)]
@@ -35,5 +55,16 @@ mod tests {
         assert!(CODES.windows(2).all(|w| w[0] < w[1]));
         assert!(is_iso4217("EUR") && is_iso4217("JPY") && is_iso4217("KWD"));
         assert!(!is_iso4217("usd") && !is_iso4217("EURO") && !is_iso4217("ABC"));
+        for a in b'A'..=b'Z' {
+            for b in b'A'..=b'Z' {
+                for c in b'A'..=b'Z' {
+                    let code = String::from_utf8(vec![a, b, c]).unwrap();
+                    assert_eq!(
+                        is_iso4217(&code),
+                        CODES.binary_search(&code.as_str()).is_ok()
+                    );
+                }
+            }
+        }
     }
 }

@@ -11,6 +11,32 @@ use super::reject::RejectReason;
 use super::row::{Invalid, RawRow, RawValue};
 use crate::schema::FieldId;
 
+/// Index of the first byte at or after `i` that is `"`, `\\` or a control character (< 0x20),
+/// or `b.len()`. Eight bytes at a time: for each byte class, `(x - 0x01…01·c) & !x & 0x80…80`
+/// flags the bytes equal to (or below) `c`; the lowest flag is always exact.
+#[inline]
+fn find_special(b: &[u8], mut i: usize) -> usize {
+    const LO: u64 = 0x0101_0101_0101_0101;
+    const HI: u64 = 0x8080_8080_8080_8080;
+    while i + 8 <= b.len() {
+        let x = u64::from_le_bytes(b[i..i + 8].try_into().expect("8 bytes"));
+        let q = x ^ (LO * b'"' as u64);
+        let s = x ^ (LO * b'\\' as u64);
+        let hits = (q.wrapping_sub(LO) & !q)
+            | (s.wrapping_sub(LO) & !s)
+            | (x.wrapping_sub(LO * 0x20) & !x);
+        let hits = hits & HI;
+        if hits != 0 {
+            return i + (hits.trailing_zeros() / 8) as usize;
+        }
+        i += 8;
+    }
+    while i < b.len() && !matches!(b[i], b'"' | b'\\') && b[i] >= 0x20 {
+        i += 1;
+    }
+    i
+}
+
 struct Cursor<'a> {
     b: &'a [u8],
     s: &'a str,
@@ -59,22 +85,20 @@ impl<'a> Cursor<'a> {
     fn string(&mut self) -> Result<Cow<'a, str>, Invalid> {
         self.i += 1; // opening quote
         let start = self.i;
-        loop {
-            match self.b.get(self.i) {
-                None => return Err(malformed("truncated: unterminated string")),
-                Some(b'"') => {
-                    let s = &self.s[start..self.i];
-                    self.i += 1;
-                    return Ok(Cow::Borrowed(s));
-                }
-                Some(b'\\') => break,
-                Some(c) if *c < 0x20 => {
-                    return Err(malformed(format!(
-                        "control character in string at byte {}",
-                        self.i + 1
-                    )));
-                }
-                Some(_) => self.i += 1,
+        self.i = find_special(self.b, self.i);
+        match self.b.get(self.i) {
+            None => return Err(malformed("truncated: unterminated string")),
+            Some(b'"') => {
+                let s = &self.s[start..self.i];
+                self.i += 1;
+                return Ok(Cow::Borrowed(s));
+            }
+            Some(b'\\') => {}
+            Some(_) => {
+                return Err(malformed(format!(
+                    "control character in string at byte {}",
+                    self.i + 1
+                )));
             }
         }
         let mut out = String::from(&self.s[start..self.i]);
@@ -376,6 +400,29 @@ mod tests {
         assert_eq!(r.values[FieldId::Status as usize], Some(RawValue::Null));
         assert_eq!(r.values[FieldId::Mcc as usize], Some(RawValue::Float));
         assert_eq!(r.unknown_fields, 1);
+    }
+
+    #[test]
+    fn find_special_matches_a_byte_loop() {
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand::rngs::StdRng::seed_from_u64(3);
+        for _ in 0..20_000 {
+            let len = rng.random_range(0..40);
+            let b: Vec<u8> = (0..len)
+                .map(|_| match rng.random_range(0..10) {
+                    0 => b'"',
+                    1 => b'\\',
+                    2 => rng.random_range(0..0x20),
+                    3 => rng.random_range(0x80..=0xff),
+                    _ => rng.random_range(0x20..0x7f),
+                })
+                .collect();
+            let start = rng.random_range(0..=len);
+            let slow = (start..len)
+                .find(|&i| matches!(b[i], b'"' | b'\\') || b[i] < 0x20)
+                .unwrap_or(len);
+            assert_eq!(find_special(&b, start), slow, "{b:?} from {start}");
+        }
     }
 
     #[test]

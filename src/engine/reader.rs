@@ -86,11 +86,15 @@ pub(super) fn spawn_reader(
         return Ok((out_rx, handles));
     }
     let (job_tx, job_rx) = sync_channel::<Job>(decoders * 2);
+    // Decoders hand chunk buffers back, so the reader reuses warm memory instead of faulting in
+    // (and having the kernel zero) fresh pages for every chunk.
+    let (recycle_tx, recycle_rx) = sync_channel::<Vec<u8>>(decoders * 2 + 2);
     let job_rx = Arc::new(Mutex::new(job_rx));
     let header: Arc<Mutex<Option<Arc<CsvHeader>>>> = Arc::default();
     for _ in 0..decoders.max(1) {
         let rx = Arc::clone(&job_rx);
         let tx = out_tx.clone();
+        let recycle = recycle_tx.clone();
         let header = Arc::clone(&header);
         handles.push(std::thread::spawn(move || {
             loop {
@@ -103,7 +107,11 @@ pub(super) fn spawn_reader(
                         seq,
                         bytes,
                         first_line,
-                    } => (seq, decode_json_lines(&bytes, first_line, batch_size)),
+                    } => {
+                        let d = decode_json_lines(&bytes, first_line, batch_size);
+                        let _ = recycle.try_send(bytes);
+                        (seq, d)
+                    }
                     Job::Csv {
                         seq,
                         bytes,
@@ -114,7 +122,9 @@ pub(super) fn spawn_reader(
                             .expect("header")
                             .clone()
                             .expect("header read first");
-                        (seq, decode_csv(&bytes, first_line, &h, batch_size))
+                        let d = decode_csv(&bytes, first_line, &h, batch_size);
+                        let _ = recycle.try_send(bytes);
+                        (seq, d)
                     }
                 };
                 if tx.send(Ok(SeqDecoded { seq, decoded })).is_err() {
@@ -123,6 +133,7 @@ pub(super) fn spawn_reader(
             }
         }));
     }
+    drop(recycle_tx);
     handles.push(std::thread::spawn(move || {
         if let Err(e) = read_text(
             &path,
@@ -130,6 +141,7 @@ pub(super) fn spawn_reader(
             format,
             start.line,
             &job_tx,
+            &recycle_rx,
             &header,
             &bytes_read,
             &stop,
@@ -166,6 +178,7 @@ fn read_text(
     format: Format,
     first_line: u64,
     jobs: &SyncSender<Job>,
+    recycled: &Receiver<Vec<u8>>,
     header: &Mutex<Option<Arc<CsvHeader>>>,
     bytes_read: &AtomicU64,
     stop: &AtomicBool,
@@ -208,8 +221,14 @@ fn read_text(
         if cut == 0 {
             continue;
         }
-        let rest = buf.split_off(cut);
-        let bytes = std::mem::replace(&mut buf, rest);
+        // The chunk goes to a decoder; the partial record after `cut` starts the next buffer.
+        let mut next = recycled
+            .try_recv()
+            .unwrap_or_else(|_| Vec::with_capacity(CHUNK * 2));
+        next.clear();
+        next.extend_from_slice(&buf[cut..]);
+        buf.truncate(cut);
+        let bytes = std::mem::replace(&mut buf, next);
         let newlines = memchr::memchr_iter(b'\n', &bytes).count() as u64;
         let job = match format {
             Format::Csv => Job::Csv {
