@@ -90,9 +90,10 @@ struct Assembler {
 }
 
 impl Assembler {
-    fn new(batch_size: usize) -> Self {
+    /// An assembler for about `expected_rows` rows in batches of `batch_size`.
+    fn new(batch_size: usize, expected_rows: usize) -> Self {
         let batch_size = batch_size.max(1);
-        let cap = batch_size.min(8192);
+        let cap = batch_size.min(expected_rows.max(1)).min(8192);
         Assembler {
             builder: EventBatchBuilder::with_capacity(cap),
             positions: Vec::with_capacity(cap),
@@ -145,7 +146,7 @@ impl Assembler {
 /// Decodes a chunk of JSON Lines whose first line is number `first_line` (1-based).
 /// Blank lines are skipped and not counted as records.
 pub fn decode_json_lines(chunk: &[u8], first_line: u64, batch_size: usize) -> Decoded {
-    let mut asm = Assembler::new(batch_size);
+    let mut asm = Assembler::new(batch_size, memchr::memchr_iter(b'\n', chunk).count() + 1);
     for (pos, line) in (first_line..).zip(chunk.split(|b| *b == b'\n')) {
         let line = line.strip_suffix(b"\r").unwrap_or(line);
         if line.iter().all(|b| b.is_ascii_whitespace()) {
@@ -178,7 +179,7 @@ pub fn decode_json_lines(chunk: &[u8], first_line: u64, batch_size: usize) -> De
 
 /// Decodes a chunk of CSV records (no header) whose first record starts on line `first_line`.
 pub fn decode_csv(chunk: &[u8], first_line: u64, header: &CsvHeader, batch_size: usize) -> Decoded {
-    let mut asm = Assembler::new(batch_size);
+    let mut asm = Assembler::new(batch_size, memchr::memchr_iter(b'\n', chunk).count() + 1);
     let mut line_no = first_line;
     let mut start = 0;
     while start < chunk.len() {
@@ -219,7 +220,7 @@ pub fn decode_csv(chunk: &[u8], first_line: u64, header: &CsvHeader, batch_size:
 
 /// Decodes one batch read from a Parquet file; `first_row` is the 1-based number of its first row.
 pub fn decode_parquet(batch: &RecordBatch, first_row: u64, batch_size: usize) -> Decoded {
-    let mut asm = Assembler::new(batch_size);
+    let mut asm = Assembler::new(batch_size, batch.num_rows());
     let cols = ParquetColumns::new(batch);
     for i in 0..batch.num_rows() {
         let mut row = RawRow::default();

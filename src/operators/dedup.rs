@@ -65,7 +65,10 @@ impl Dedup {
     pub fn new(ttl: i64) -> Self {
         Dedup {
             ttl,
-            seen: HashMap::default(),
+            // Room for a million ids up front: growing a map of this size rehashes ~20 times and
+            // each growth faults in and zeroes a new table (a fifth of decode time in profiles).
+            // Untouched buckets cost address space, not memory.
+            seen: HashMap::with_capacity_and_hasher(1 << 20, Default::default()),
             last_sweep: i64::MIN,
         }
     }
