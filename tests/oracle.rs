@@ -152,7 +152,9 @@ const QUERIES: [&str; 6] = [
     "SELECT window_start, window_end, count(*) AS n, count(DISTINCT merchant_id) AS merchants \
      FROM TABLE(HOP(TABLE payments, DESCRIPTOR(event_time), INTERVAL '5' SECOND, INTERVAL '15' SECOND)) \
      GROUP BY window_start, window_end",
-    "SELECT card_id, window_start, window_end, count(*) AS n, max(amount_minor) AS hi \
+    "SELECT card_id, window_start, window_end, count(*) AS n, max(amount_minor) AS hi, \
+       count(*) FILTER (WHERE event_type = 'capture') AS captures, \
+       sum(amount_minor) FILTER (WHERE amount_minor > 5000) AS big \
      FROM SESSION(payments, event_time, INTERVAL '3' SECOND) \
      WHERE event_type IN ('authorization', 'capture') GROUP BY card_id, window_start, window_end",
     "SELECT window_start, window_end, count(*) AS n FROM SESSION(payments, event_time, INTERVAL '40' MILLISECOND) \

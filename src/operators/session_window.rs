@@ -111,41 +111,57 @@ impl SessionWindow {
     }
 
     /// Feeds pending rows of every touched session to its accumulators.
+    /// Feeds pending rows of every touched session to its accumulators: one `take` per
+    /// aggregate argument for the whole batch (rows ordered session by session), then each
+    /// session's accumulators get zero-copy slices of it.
     fn flush(
         &mut self,
         touched: &[u64],
         args: &[Vec<ArrayRef>],
         filters: &[Option<datafusion::arrow::array::BooleanArray>],
     ) -> Result<()> {
+        let mut order: Vec<u32> = Vec::new();
+        let mut spans: Vec<(u64, usize, usize, usize)> = Vec::new();
         for id in touched {
             let Some(ks) = self.keys.get_mut(id) else {
                 continue;
             };
-            for s in &mut ks.sessions {
-                if s.pending.is_empty() {
-                    continue;
+            for (i, s) in ks.sessions.iter_mut().enumerate() {
+                if !s.pending.is_empty() {
+                    spans.push((*id, i, order.len(), s.pending.len()));
+                    order.append(&mut s.pending);
                 }
-                for (a, acc) in s.accumulators.iter_mut().enumerate() {
-                    let rows: Vec<u32> = match &filters[a] {
-                        Some(f) => s
-                            .pending
-                            .iter()
-                            .copied()
-                            .filter(|r| f.is_valid(*r as usize) && f.value(*r as usize))
-                            .collect(),
-                        None => s.pending.clone(),
-                    };
-                    if rows.is_empty() {
+            }
+        }
+        if order.is_empty() {
+            return Ok(());
+        }
+        let idx = UInt32Array::from(order);
+        for (a, arg_cols) in args.iter().enumerate() {
+            let cols = arg_cols
+                .iter()
+                .map(|c| take(c, &idx, None))
+                .collect::<Result<Vec<_>, _>>()?;
+            let mask = filters[a]
+                .as_ref()
+                .map(|f| take(f, &idx, None).map(|m| m.as_boolean().clone()))
+                .transpose()?;
+            for &(id, i, start, len) in &spans {
+                let mut sliced: Vec<ArrayRef> = cols.iter().map(|c| c.slice(start, len)).collect();
+                if let Some(mask) = &mask {
+                    let m = mask.slice(start, len);
+                    if m.true_count() == 0 {
                         continue;
                     }
-                    let idx = UInt32Array::from(rows);
-                    let cols = args[a]
-                        .iter()
-                        .map(|c| take(c, &idx, None))
-                        .collect::<Result<Vec<_>, _>>()?;
-                    acc.update_batch(&cols)?;
+                    if m.true_count() != len {
+                        sliced = sliced
+                            .iter()
+                            .map(|c| datafusion::arrow::compute::filter(c, &m))
+                            .collect::<Result<_, _>>()?;
+                    }
                 }
-                s.pending.clear();
+                let ks = self.keys.get_mut(&id).expect("touched key");
+                ks.sessions[i].accumulators[a].update_batch(&sliced)?;
             }
         }
         Ok(())
