@@ -15,7 +15,9 @@ use datafusion::arrow::buffer::OffsetBuffer;
 use datafusion::arrow::datatypes::{DataType, Field};
 use datafusion::arrow::row::{RowConverter, Rows, SortField};
 use datafusion::error::Result;
-use datafusion::logical_expr::{EmitTo, GroupsAccumulator};
+use datafusion::logical_expr::{Accumulator, EmitTo, GroupsAccumulator};
+use datafusion::physical_expr::aggregate::AggregateFunctionExpr;
+use datafusion::scalar::ScalarValue;
 
 /// Distinct-count state of every group in a table.
 pub(super) struct DistinctCountGroups {
@@ -177,6 +179,84 @@ impl GroupsAccumulator for DistinctCountGroups {
             + self.ids.capacity() * (std::mem::size_of::<(Box<[u8]>, u32)>() + 16)
             + self.groups.capacity() * (std::mem::size_of::<Vec<u32>>() + 16)
     }
+}
+
+/// `count(DISTINCT x)` as a row [`Accumulator`], for one session window.
+///
+/// Sessions are many and mostly tiny; DataFusion's distinct-count accumulator preallocates a byte
+/// map per instance, which dominated the session operator's profile. This one holds a hash set of
+/// scalars that allocates on first insert. The state is the same list of values.
+#[derive(Debug)]
+pub(super) struct DistinctCountScalars {
+    data_type: DataType,
+    values: std::collections::HashSet<ScalarValue>,
+}
+
+impl DistinctCountScalars {
+    fn insert_all(&mut self, col: &ArrayRef) -> Result<()> {
+        for i in 0..col.len() {
+            if col.is_valid(i) {
+                self.values.insert(ScalarValue::try_from_array(col, i)?);
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Accumulator for DistinctCountScalars {
+    fn update_batch(&mut self, values: &[ArrayRef]) -> Result<()> {
+        self.insert_all(&values[0])
+    }
+
+    fn evaluate(&mut self) -> Result<ScalarValue> {
+        Ok(ScalarValue::Int64(Some(self.values.len() as i64)))
+    }
+
+    fn size(&self) -> usize {
+        std::mem::size_of_val(self) + self.values.iter().map(ScalarValue::size).sum::<usize>()
+    }
+
+    fn state(&mut self) -> Result<Vec<ScalarValue>> {
+        let values: Vec<ScalarValue> = self.values.iter().cloned().collect();
+        Ok(vec![ScalarValue::List(ScalarValue::new_list_nullable(
+            &values,
+            &self.data_type,
+        ))])
+    }
+
+    fn merge_batch(&mut self, states: &[ArrayRef]) -> Result<()> {
+        let list = states[0].as_list::<i32>();
+        for i in 0..list.len() {
+            if list.is_valid(i) {
+                self.insert_all(&list.value(i))?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The argument type of a `count(DISTINCT x)` aggregate, or `None` for any other aggregate.
+pub(super) fn distinct_count_type(agg: &AggregateFunctionExpr) -> Result<Option<DataType>> {
+    if agg.fun().name() == "count" && agg.is_distinct() && agg.expressions().len() == 1 {
+        // The state is one list of the distinct values; its item type is the argument's type.
+        if let [field] = agg.state_fields()?.as_slice()
+            && let DataType::List(item) = field.data_type()
+        {
+            return Ok(Some(item.data_type().clone()));
+        }
+    }
+    Ok(None)
+}
+
+/// A row accumulator for `agg`, using [`DistinctCountScalars`] for `count(DISTINCT x)`.
+pub(super) fn row_accumulator(agg: &AggregateFunctionExpr) -> Result<Box<dyn Accumulator>> {
+    Ok(match distinct_count_type(agg)? {
+        Some(data_type) => Box::new(DistinctCountScalars {
+            data_type,
+            values: Default::default(),
+        }),
+        None => agg.create_accumulator()?,
+    })
 }
 
 #[cfg(test)]

@@ -38,15 +38,10 @@ pub(super) struct GroupTable {
 }
 
 fn new_accumulator(agg: &Arc<AggregateFunctionExpr>) -> Result<Box<dyn GroupsAccumulator>> {
-    if agg.fun().name() == "count" && agg.is_distinct() && agg.expressions().len() == 1 {
-        // The state is one list of the distinct values; its item type is the argument's type.
-        if let [field] = agg.state_fields()?.as_slice()
-            && let datafusion::arrow::datatypes::DataType::List(item) = field.data_type()
-        {
-            return Ok(Box::new(super::distinct_count::DistinctCountGroups::new(
-                item.data_type().clone(),
-            )?));
-        }
+    if let Some(data_type) = super::distinct_count::distinct_count_type(agg)? {
+        return Ok(Box::new(super::distinct_count::DistinctCountGroups::new(
+            data_type,
+        )?));
     }
     if agg.groups_accumulator_supported() {
         Ok(agg.create_groups_accumulator()?)

@@ -23,6 +23,7 @@ use datafusion::logical_expr::Accumulator;
 use datafusion::scalar::ScalarValue;
 
 use super::aggregate::{AggregateCore, late_events};
+use super::distinct_count::row_accumulator;
 use super::{EventBatch, Operator, OperatorOutput};
 use crate::error::{Error, Result};
 use crate::sql::AggregateSpec;
@@ -83,13 +84,12 @@ impl SessionWindow {
     }
 
     fn new_accumulators(&self) -> Result<Vec<Box<dyn Accumulator>>> {
-        Ok(self
-            .core
+        self.core
             .spec
             .aggregates
             .iter()
-            .map(|a| a.create_accumulator())
-            .collect::<datafusion::error::Result<_>>()?)
+            .map(|a| Ok(row_accumulator(a)?))
+            .collect()
     }
 
     fn key_id(&mut self, key: &[u8]) -> u64 {
@@ -316,13 +316,7 @@ impl Operator for SessionWindow {
                         },
                     };
                     if m.accumulators.is_empty() {
-                        m.accumulators = self
-                            .core
-                            .spec
-                            .aggregates
-                            .iter()
-                            .map(|a| a.create_accumulator())
-                            .collect::<datafusion::error::Result<_>>()?;
+                        m.accumulators = self.new_accumulators()?;
                     }
                     m.start = m.start.min(t);
                     m.end = m.end.max(t + gap);
@@ -374,7 +368,7 @@ impl Operator for SessionWindow {
                         .iter()
                         .map(|v| v.to_array())
                         .collect::<datafusion::error::Result<Vec<_>>>()?;
-                    let mut fresh = aggregates[a].create_accumulator()?;
+                    let mut fresh = row_accumulator(&aggregates[a])?;
                     fresh.merge_batch(&arrays)?;
                     *acc = fresh;
                     states[a].push(state);
