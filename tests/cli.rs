@@ -180,3 +180,37 @@ fn demo_runs_the_shipped_queries() {
     }
     assert_eq!(out.matches("read=").count(), 3);
 }
+
+#[test]
+fn paced_replay_gives_the_same_results() {
+    // --speed only paces the reader; results must not change (no timing is asserted).
+    let run = |speed: &str| {
+        let o = paystream()
+            .arg("replay")
+            .arg(repo("data/sample_events.jsonl"))
+            .arg("--query")
+            .arg(repo("queries/settlement_per_minute.sql"))
+            .args(["--speed", speed, "--workers", "1"])
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        let mut lines: Vec<String> = String::from_utf8(o.stdout)
+            .unwrap()
+            .lines()
+            .map(str::to_string)
+            .collect();
+        lines.sort();
+        lines
+    };
+    assert_eq!(run("100000"), run("max"));
+    let o = paystream()
+        .arg("replay")
+        .arg(repo("data/sample_events.jsonl"))
+        .arg("--query")
+        .arg(repo("queries/settlement_per_minute.sql"))
+        .args(["--speed", "fast"])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("--speed"));
+}
