@@ -10,8 +10,9 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use crate::decode::decode_json_lines;
-use crate::engine::{ReplayOptions, Sinks, run_replay};
+use crate::engine::{Partitioning, ReplayOptions, Router, Sinks, run_replay};
 use crate::error::Result;
+use crate::operators::{Dedup, EventBatch, OperatorOutput, Watermark, build_operator};
 use crate::sink::NullSink;
 use crate::sql::plan_query;
 
@@ -107,6 +108,24 @@ pub fn run(input: &Path, workers: &[usize]) -> Result<Vec<Measurement>> {
         })?;
         Ok((records, ()))
     })?);
+    // The operators alone, over already decoded and deduplicated batches (one core).
+    let batches = accepted_batches(input)?;
+    let events: u64 = batches.iter().map(|(b, _)| b.batch.num_rows() as u64).sum();
+    for (name, sql) in SHIPPED_QUERIES {
+        let plan = plan_query(sql)?;
+        out.push(measure(&format!("operator only: {name}"), 1, || {
+            let mut op = build_operator(&plan)?;
+            let mut o = OperatorOutput::default();
+            for (ev, wm) in &batches {
+                op.process(ev, &mut o)?;
+                op.advance_watermark(*wm, &mut o)?;
+                o.results.clear();
+            }
+            op.finish(&mut o)?;
+            Ok((events, ()))
+        })?);
+    }
+    drop(batches);
     for &w in workers {
         out.push(measure(
             "baseline: replay `SELECT event_id WHERE false`",
@@ -130,6 +149,32 @@ pub fn run(input: &Path, workers: &[usize]) -> Result<Vec<Measurement>> {
         }
     }
     Ok(out)
+}
+
+/// The file's events after decode, dedup and watermarking, with the watermark after each batch.
+fn accepted_batches(path: &Path) -> Result<Vec<(EventBatch, i64)>> {
+    let mut router = Router::new(
+        Dedup::new(3_600_000),
+        Watermark::new(5_000, 300_000),
+        Partitioning::Single,
+        1,
+    );
+    let mut out = Vec::new();
+    let mut err = None;
+    for_each_chunk(path, |chunk, line| {
+        for b in decode_json_lines(chunk, line, 8192).batches {
+            let mut rejects = Vec::new();
+            match router.accept(&b, |_| String::new(), &mut rejects) {
+                Ok(Some(ev)) => out.push((ev, router.watermark.current())),
+                Ok(None) => {}
+                Err(e) => err = Some(e),
+            }
+        }
+    })?;
+    match err {
+        Some(e) => Err(e),
+        None => Ok(out),
+    }
 }
 
 /// Reads `path` in 1 MiB chunks cut at line ends, as the engine's reader does.
