@@ -271,14 +271,26 @@ impl AggregateCore {
         aggs: Vec<ArrayRef>,
         rows: usize,
     ) -> Result<RecordBatch> {
-        let bound = |v: i64| -> ArrayRef {
-            Arc::new(TimestampMillisecondArray::from(vec![v; rows]).with_timezone("UTC"))
+        self.output_rows(&vec![start; rows], &vec![end; rows], keys, aggs, rows)
+    }
+
+    /// Like [`Self::output`], with each row's own window bounds (session windows differ per key).
+    pub(super) fn output_rows(
+        &self,
+        starts: &[i64],
+        ends: &[i64],
+        keys: Vec<ArrayRef>,
+        aggs: Vec<ArrayRef>,
+        rows: usize,
+    ) -> Result<RecordBatch> {
+        let bound = |v: &[i64]| -> ArrayRef {
+            Arc::new(TimestampMillisecondArray::from(v.to_vec()).with_timezone("UTC"))
         };
         let mut cols = Vec::with_capacity(self.spec.key_layout.len() + aggs.len());
         for slot in &self.spec.key_layout {
             cols.push(match slot {
-                KeySlot::WindowStart => bound(start),
-                KeySlot::WindowEnd => bound(end),
+                KeySlot::WindowStart => bound(starts),
+                KeySlot::WindowEnd => bound(ends),
                 KeySlot::Key(i) => Arc::clone(&keys[*i]),
             });
         }

@@ -37,9 +37,6 @@ struct Session {
     pending: Vec<u32>,
 }
 
-/// A fired session with its row-encoded key.
-type KeyedSession = (Vec<u8>, Session);
-
 #[derive(Default)]
 struct KeyState {
     /// Row-encoded key.
@@ -212,37 +209,29 @@ impl SessionWindow {
         fired: Vec<(Vec<u8>, Session)>,
         out: &mut OperatorOutput,
     ) -> Result<()> {
-        // Sessions of one firing are emitted window by window (their bounds differ).
-        let mut by_bounds: std::collections::BTreeMap<(i64, i64), Vec<KeyedSession>> =
-            Default::default();
-        for (key, s) in fired {
-            by_bounds
-                .entry((s.start, s.end))
-                .or_default()
-                .push((key, s));
+        // Every session fired by one watermark goes out in one batch, each row with its bounds.
+        let rows = fired.len();
+        let keys = if self.core.spec.keys.is_empty() {
+            vec![]
+        } else {
+            let parser = self.converter.parser();
+            self.converter
+                .convert_rows(fired.iter().map(|(k, _)| parser.parse(k)))?
+        };
+        let starts: Vec<i64> = fired.iter().map(|(_, s)| s.start).collect();
+        let ends: Vec<i64> = fired.iter().map(|(_, s)| s.end).collect();
+        let mut fired = fired;
+        let mut aggs = Vec::with_capacity(self.core.spec.aggregates.len());
+        for a in 0..self.core.spec.aggregates.len() {
+            let values = fired
+                .iter_mut()
+                .map(|(_, s)| s.accumulators[a].evaluate())
+                .collect::<datafusion::error::Result<Vec<_>>>()?;
+            aggs.push(ScalarValue::iter_to_array(values)?);
         }
-        for ((start, end), sessions) in by_bounds {
-            let rows = sessions.len();
-            let keys = if self.core.spec.keys.is_empty() {
-                vec![]
-            } else {
-                let parser = self.converter.parser();
-                self.converter
-                    .convert_rows(sessions.iter().map(|(k, _)| parser.parse(k)))?
-            };
-            let mut aggs = Vec::with_capacity(self.core.spec.aggregates.len());
-            let mut sessions = sessions;
-            for a in 0..self.core.spec.aggregates.len() {
-                let values = sessions
-                    .iter_mut()
-                    .map(|(_, s)| s.accumulators[a].evaluate())
-                    .collect::<datafusion::error::Result<Vec<_>>>()?;
-                aggs.push(ScalarValue::iter_to_array(values)?);
-            }
-            let batch = self.core.output(start, end, keys, aggs, rows)?;
-            if batch.num_rows() > 0 {
-                out.results.push(batch);
-            }
+        let batch = self.core.output_rows(&starts, &ends, keys, aggs, rows)?;
+        if batch.num_rows() > 0 {
+            out.results.push(batch);
         }
         Ok(())
     }
@@ -262,6 +251,7 @@ impl Operator for SessionWindow {
         let gap = self.gap;
         let mut late_rows = Vec::new();
         let mut touched = Vec::new();
+        let mut overlapping: Vec<usize> = Vec::new();
         for r in 0..p.len() {
             let t = p.times[r];
             let input_row = p.input_row(r);
@@ -274,13 +264,14 @@ impl Operator for SessionWindow {
             let id = self.key_id(key);
             let ks = self.keys.get_mut(&id).expect("just interned");
             // Sessions this event's window [t, t + gap) overlaps.
-            let overlapping: Vec<usize> = ks
-                .sessions
-                .iter()
-                .enumerate()
-                .filter(|(_, s)| t < s.end && s.start < t + gap)
-                .map(|(i, _)| i)
-                .collect();
+            overlapping.clear();
+            overlapping.extend(
+                ks.sessions
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, s)| t < s.end && s.start < t + gap)
+                    .map(|(i, _)| i),
+            );
             if t < ks.fired_until || overlapping.iter().any(|i| ks.sessions[*i].end <= wm) {
                 late_rows.push(input_row as u32);
                 continue;
