@@ -19,6 +19,7 @@
 //! * [`state`] — checksummed operator snapshots.
 //! * [`sink`] — result, dead-letter and late outputs.
 //! * [`engine`] — wires the stages with bounded channels; one shutdown path.
+//! * [`log`] — the embedded partitioned log (its segment store, so far).
 //! * [`generate`] — deterministic synthetic payment events.
 //! * [`throughput`] — the benchmark harness behind `paystream bench`.
 //! * [`time`] — RFC 3339 and durations.
@@ -31,6 +32,7 @@ pub mod decode;
 pub mod engine;
 pub mod error;
 pub mod generate;
+pub mod log;
 pub mod operators;
 pub mod schema;
 pub mod sink;
