@@ -68,8 +68,9 @@ pub struct Segment {
     base_offset: u64,
     next_offset: u64,
     size: u64,
-    /// (first offset, file position) of every batch, for reads by offset.
-    batches: Vec<(u64, u64)>,
+    /// (first offset, file position, max timestamp) of every batch: the in-memory sparse index
+    /// used to seek by offset and by time.
+    batches: Vec<(u64, u64, i64)>,
 }
 
 fn io(path: &Path) -> impl Fn(std::io::Error) -> SegmentError + '_ {
@@ -95,11 +96,11 @@ impl Segment {
         let mut pos = 0usize;
         let mut next = base_offset;
         let mut batches = Vec::new();
-        while let Some((batch_base, count, len)) = valid_batch(&bytes[pos..]) {
+        while let Some((batch_base, count, len, max_ts)) = valid_batch(&bytes[pos..]) {
             if batch_base != next {
                 break;
             }
-            batches.push((batch_base, pos as u64));
+            batches.push((batch_base, pos as u64, max_ts));
             next += count as u64;
             pos += len;
         }
@@ -182,10 +183,19 @@ impl Segment {
         if sync {
             self.file.sync_data().map_err(io(&self.path))?;
         }
-        self.batches.push((base, self.size));
+        self.batches.push((base, self.size, max_ts));
         self.size += framed.len() as u64;
         self.next_offset += records.len() as u64;
         Ok(base)
+    }
+
+    /// The first offset of the first batch holding a record at or after `timestamp` (by the batch's
+    /// max timestamp, as Kafka's time index does), or `None` when every record is older.
+    pub fn offset_for_time(&self, timestamp: i64) -> Option<u64> {
+        self.batches
+            .iter()
+            .find(|(_, _, max_ts)| *max_ts >= timestamp)
+            .map(|(base, _, _)| *base)
     }
 
     /// Reads up to `max` records starting at `offset`.
@@ -197,10 +207,10 @@ impl Segment {
         // The batch holding `offset`: the last one starting at or before it.
         let i = self
             .batches
-            .partition_point(|(b, _)| *b <= offset)
+            .partition_point(|(b, _, _)| *b <= offset)
             .saturating_sub(1);
         let mut f = &self.file;
-        for &(_, pos) in &self.batches[i..] {
+        for &(_, pos, _) in &self.batches[i..] {
             let mut len = [0u8; 4];
             f.seek(SeekFrom::Start(pos)).map_err(io(&self.path))?;
             f.read_exact(&mut len).map_err(io(&self.path))?;
@@ -219,8 +229,9 @@ impl Segment {
     }
 }
 
-/// If `b` starts with a complete, checksummed batch: (base offset, record count, framed length).
-fn valid_batch(b: &[u8]) -> Option<(u64, u32, usize)> {
+/// If `b` starts with a complete, checksummed batch: (base offset, record count, framed length,
+/// max timestamp).
+fn valid_batch(b: &[u8]) -> Option<(u64, u32, usize, i64)> {
     let len = u32::from_le_bytes(b.get(..4)?.try_into().ok()?) as usize;
     if !(HEADER..=MAX_BATCH).contains(&len) {
         return None;
@@ -236,7 +247,8 @@ fn valid_batch(b: &[u8]) -> Option<(u64, u32, usize)> {
     if decode_records(body).len() != count as usize {
         return None;
     }
-    Some((base, count, 4 + len))
+    let max_ts = i64::from_le_bytes(body[24..32].try_into().ok()?);
+    Some((base, count, 4 + len, max_ts))
 }
 
 /// Decodes the records of a batch body (after the length field); stops at malformed data.
@@ -349,6 +361,27 @@ mod tests {
                 );
             }
         }
+    }
+
+    #[test]
+    fn seeks_by_timestamp() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut seg = Segment::open(&dir.path().join("0.log"), 0).unwrap();
+        append(
+            &mut seg,
+            &[(None, b"a".to_vec(), 10), (None, b"b".to_vec(), 30)],
+        );
+        append(
+            &mut seg,
+            &[(None, b"c".to_vec(), 20), (None, b"d".to_vec(), 50)],
+        );
+        assert_eq!(seg.offset_for_time(0), Some(0));
+        assert_eq!(seg.offset_for_time(30), Some(0));
+        assert_eq!(seg.offset_for_time(31), Some(2));
+        assert_eq!(seg.offset_for_time(51), None);
+        // The index is rebuilt on reopen.
+        let reopened = Segment::open(&dir.path().join("0.log"), 0).unwrap();
+        assert_eq!(reopened.offset_for_time(31), Some(2));
     }
 
     #[test]
