@@ -9,7 +9,7 @@ use std::sync::Arc;
 use datafusion::arrow::array::{
     ArrayRef, AsArray, RecordBatch, TimestampMillisecondArray, UInt32Array,
 };
-use datafusion::arrow::compute::take;
+use datafusion::arrow::compute::take_record_batch;
 use datafusion::arrow::datatypes::TimestampMillisecondType;
 use datafusion::common::hash_utils::{RandomState, create_hashes};
 use datafusion::physical_plan::PhysicalExpr;
@@ -138,14 +138,8 @@ impl Router {
         let (batch, positions) = if keep.len() == b.num_rows() {
             (b.clone(), d.positions.clone())
         } else {
-            let idx = UInt32Array::from(keep.clone());
-            let cols = b
-                .columns()
-                .iter()
-                .map(|c| take(c, &idx, None))
-                .collect::<Result<Vec<_>, _>>()?;
             (
-                RecordBatch::try_new(b.schema(), cols)?,
+                take_record_batch(b, &UInt32Array::from(keep.clone()))?,
                 keep.iter().map(|i| d.positions[*i as usize]).collect(),
             )
         };
@@ -198,26 +192,7 @@ impl Router {
             if rows.is_empty() {
                 continue;
             }
-            let ix = UInt32Array::from(rows);
-            let cols = events
-                .batch
-                .columns()
-                .iter()
-                .map(|c| take(c, &ix, None))
-                .collect::<Result<Vec<_>, _>>()?;
-            parts[w] = Some(EventBatch {
-                batch: RecordBatch::try_new(events.batch.schema(), cols)?,
-                positions: ix
-                    .values()
-                    .iter()
-                    .map(|i| events.positions[*i as usize])
-                    .collect(),
-                arrival_watermarks: ix
-                    .values()
-                    .iter()
-                    .map(|i| events.arrival_watermarks[*i as usize])
-                    .collect(),
-            });
+            parts[w] = Some(events.take(&UInt32Array::from(rows))?);
         }
         Ok(parts)
     }

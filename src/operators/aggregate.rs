@@ -320,19 +320,10 @@ pub(super) fn bucket_rows(buckets: &[i64]) -> Option<std::collections::BTreeMap<
 
 /// The given rows of an input batch as late events.
 pub(super) fn late_events(input: &EventBatch, rows: &[u32]) -> Result<LateEvents> {
-    let idx = UInt32Array::from(rows.to_vec());
-    let cols = input
-        .batch
-        .columns()
-        .iter()
-        .map(|c| take(c, &idx, None))
-        .collect::<Result<Vec<_>, _>>()?;
+    let taken = input.take(&UInt32Array::from(rows.to_vec()))?;
     Ok(LateEvents {
-        batch: RecordBatch::try_new(input.batch.schema(), cols)?,
-        positions: rows.iter().map(|r| input.positions[*r as usize]).collect(),
-        watermarks: rows
-            .iter()
-            .map(|r| input.arrival_watermarks[*r as usize])
-            .collect(),
+        batch: taken.batch,
+        positions: taken.positions,
+        watermarks: taken.arrival_watermarks,
     })
 }

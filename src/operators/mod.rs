@@ -48,6 +48,21 @@ pub struct EventBatch {
     pub arrival_watermarks: Vec<i64>,
 }
 
+impl EventBatch {
+    /// The rows at `idx`, with their positions and arrival watermarks.
+    pub fn take(&self, idx: &datafusion::arrow::array::UInt32Array) -> Result<EventBatch> {
+        let rows = idx.values();
+        Ok(EventBatch {
+            batch: datafusion::arrow::compute::take_record_batch(&self.batch, idx)?,
+            positions: rows.iter().map(|i| self.positions[*i as usize]).collect(),
+            arrival_watermarks: rows
+                .iter()
+                .map(|i| self.arrival_watermarks[*i as usize])
+                .collect(),
+        })
+    }
+}
+
 /// Events an operator found late, with the watermark that made them late.
 #[derive(Debug, Clone)]
 pub struct LateEvents {
