@@ -82,27 +82,29 @@ impl FieldId {
 
     /// Looks a field up by its name (exact, case-sensitive, as in the JSON format).
     pub fn from_name(name: &[u8]) -> Option<FieldId> {
-        // A match on length first keeps this cheap on the decode hot path.
-        let id = match name {
-            b"event_id" => FieldId::EventId,
-            b"event_type" => FieldId::EventType,
-            b"event_time" => FieldId::EventTime,
-            b"payment_id" => FieldId::PaymentId,
-            b"merchant_id" => FieldId::MerchantId,
-            b"card_id" => FieldId::CardId,
-            b"amount_minor" => FieldId::AmountMinor,
-            b"currency" => FieldId::Currency,
-            b"card_country" => FieldId::CardCountry,
-            b"ip_country" => FieldId::IpCountry,
-            b"mcc" => FieldId::Mcc,
-            b"device_id" => FieldId::DeviceId,
-            b"customer_id" => FieldId::CustomerId,
-            b"status" => FieldId::Status,
-            b"decline_code" => FieldId::DeclineCode,
-            b"fee_minor" => FieldId::FeeMinor,
+        // Dispatch on length and one distinguishing byte, then confirm with one comparison: this
+        // runs for every field of every event.
+        let id = match (name.len(), name.first()?) {
+            (8, b'e') => FieldId::EventId,
+            // `event_type` and `event_time` differ first at byte 7.
+            (10, b'e') if name[7] == b'i' => FieldId::EventTime,
+            (10, b'e') => FieldId::EventType,
+            (10, b'p') => FieldId::PaymentId,
+            (11, b'm') => FieldId::MerchantId,
+            (7, b'c') => FieldId::CardId,
+            (12, b'a') => FieldId::AmountMinor,
+            (8, b'c') => FieldId::Currency,
+            (12, b'c') => FieldId::CardCountry,
+            (10, b'i') => FieldId::IpCountry,
+            (3, b'm') => FieldId::Mcc,
+            (9, b'd') => FieldId::DeviceId,
+            (11, b'c') => FieldId::CustomerId,
+            (6, b's') => FieldId::Status,
+            (12, b'd') => FieldId::DeclineCode,
+            (9, b'f') => FieldId::FeeMinor,
             _ => return None,
         };
-        Some(id)
+        (FIELD_NAMES[id as usize].as_bytes() == name).then_some(id)
     }
 
     /// Whether the event format requires this field.
@@ -163,7 +165,21 @@ mod tests {
             assert_eq!(FieldId::from_name(f.name().as_bytes()), Some(f));
             assert_eq!(event_schema().field(f as usize).name(), f.name());
         }
-        assert_eq!(FieldId::from_name(b"amount"), None);
+        for bad in [
+            &b"amount"[..],
+            b"event_tame",
+            b"event_idx",
+            b"",
+            b"Event_id",
+            b"mcc_",
+        ] {
+            assert_eq!(
+                FieldId::from_name(bad),
+                None,
+                "{:?}",
+                String::from_utf8_lossy(bad)
+            );
+        }
         assert!(FieldId::Currency.required() && !FieldId::CardCountry.required());
     }
 }

@@ -147,7 +147,19 @@ impl Assembler {
 /// Blank lines are skipped and not counted as records.
 pub fn decode_json_lines(chunk: &[u8], first_line: u64, batch_size: usize) -> Decoded {
     let mut asm = Assembler::new(batch_size, memchr::memchr_iter(b'\n', chunk).count() + 1);
-    for (pos, line) in (first_line..).zip(chunk.split(|b| *b == b'\n')) {
+    let mut start = 0;
+    let mut pos = first_line;
+    while start <= chunk.len() {
+        // memchr finds line ends a word at a time; `split` with a closure went byte by byte.
+        let end = memchr::memchr(b'\n', &chunk[start..]).map_or(chunk.len(), |i| start + i);
+        let line = &chunk[start..end];
+        let this = pos;
+        pos += 1;
+        start = end + 1;
+        if end == chunk.len() && line.is_empty() {
+            break;
+        }
+        let pos = this;
         let line = line.strip_suffix(b"\r").unwrap_or(line);
         if line.iter().all(|b| b.is_ascii_whitespace()) {
             continue;
