@@ -64,13 +64,6 @@ pub struct RawRow<'a> {
 }
 
 impl<'a> RawRow<'a> {
-    /// Clears the row for reuse.
-    pub fn clear(&mut self) {
-        self.values = Default::default();
-        self.unknown_fields = 0;
-        self.card_number_in = None;
-    }
-
     /// Records a string value, checking it for card numbers.
     pub fn note_string(&mut self, field: &str, value: &str) {
         if self.card_number_in.is_none() && contains_card_number(value.as_bytes()) {

@@ -6,7 +6,7 @@
 use std::sync::Arc;
 
 use datafusion::arrow::array::{AsArray, RecordBatch, TimestampMillisecondArray};
-use datafusion::arrow::datatypes::{SchemaRef, TimestampMillisecondType};
+use datafusion::arrow::datatypes::TimestampMillisecondType;
 
 use super::{EventBatch, Operator, OperatorOutput};
 use crate::error::Result;
@@ -18,18 +18,12 @@ use crate::state::Snapshot;
 pub struct MapOperator {
     stages: Vec<Stage>,
     window: Option<WindowKind>,
-    #[allow(dead_code)]
-    output_schema: SchemaRef,
 }
 
 impl MapOperator {
     /// A map over `stages`, adding tumbling window bounds when `window` is set.
-    pub fn new(stages: Vec<Stage>, window: Option<WindowKind>, output_schema: SchemaRef) -> Self {
-        MapOperator {
-            stages,
-            window,
-            output_schema,
-        }
+    pub fn new(stages: Vec<Stage>, window: Option<WindowKind>) -> Self {
+        MapOperator { stages, window }
     }
 }
 

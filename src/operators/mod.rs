@@ -112,7 +112,6 @@ pub fn build_operator(plan: &StreamPlan) -> Result<Box<dyn Operator>> {
         PlanKind::Map { window, stages } => Box::new(MapOperator::new(
             stages.clone(),
             window.as_ref().map(|w| w.kind),
-            plan.output_schema.clone(),
         )),
         PlanKind::Window { window, aggregate } => match window.kind {
             WindowKind::Tumble { size } => Box::new(TumblingWindow::new(aggregate.clone(), size)?),

@@ -269,12 +269,12 @@ fn lift(
                 }
                 _ => agg,
             };
-            let Some(_w) = &window else {
+            if window.is_none() {
                 return Err(plan_error(
                     locate(tokens, Keyword::GROUP).union(&locate(tokens, Keyword::SELECT)),
                     "an aggregate over the unbounded stream would never be final; aggregate over a window, e.g. FROM TUMBLE(payments, event_time, INTERVAL '1' MINUTE) ... GROUP BY window_start, window_end",
                 ));
-            };
+            }
             let group = partial.group_expr();
             if group.has_grouping_set() {
                 return Err(plan_error(
