@@ -53,6 +53,9 @@ pub struct WindowSpec {
     pub time_column: String,
 }
 
+/// Largest accepted window size, slide or gap: 100 years in milliseconds.
+const MAX_WINDOW_MS: i64 = 100 * 366 * 86_400_000;
+
 /// Formats a span's start as `line L, column C`.
 pub(super) fn at(span: Span) -> String {
     if span.start.line == 0 {
@@ -211,6 +214,11 @@ fn interval_arg(arg: &FunctionArg, what: &str) -> Result<i64, Error> {
     let ms = parse_duration_millis(&text).map_err(bad)?;
     if ms <= 0 {
         return Err(bad("it must be positive".into()));
+    }
+    // Window bounds are event time ± these sizes; a century keeps that arithmetic far from
+    // overflowing i64 milliseconds.
+    if ms > MAX_WINDOW_MS {
+        return Err(bad("it must be at most 100 years".into()));
     }
     Ok(ms)
 }
