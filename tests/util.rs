@@ -77,6 +77,11 @@ pub fn sorted(mut v: Vec<String>) -> Vec<String> {
     v
 }
 
+/// A path inside the repository. Read at run time (cargo sets the variable for test
+/// processes too): CI clones share one target directory, so a compile-time path could
+/// point at another clone whose build cargo reused.
 pub fn repo(path: &str) -> std::path::PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join(path)
+    let root =
+        std::env::var_os("CARGO_MANIFEST_DIR").unwrap_or_else(|| env!("CARGO_MANIFEST_DIR").into());
+    Path::new(&root).join(path)
 }
