@@ -1,10 +1,111 @@
-//! The embedded partitioned log: durable, append-only, read by offset — the default ingest stream
-//! and sink queues (issue 3). So far: the [`Segment`] (checksummed record batches, torn-tail
-//! recovery, seek by offset and time) and the [`Partition`] (segments rolled by size). Topics,
-//! on-disk indexes, retention and consumer groups build on them.
+//! The embedded partitioned log: durable, append-only, read by offset — the default ingest
+//! stream and the sink queues, kept the way Kafka keeps them.
+//!
+//! ```text
+//! <data-dir>/<topic>/topic.json                      partitions, segment size, retention
+//! <data-dir>/<topic>/<partition>/<base>.log|.index|.timeindex
+//! <data-dir>/<topic>/groups/<group>.json             committed offsets of a consumer group
+//! <data-dir>/<topic>/writer.lock                     one writer process per topic
+//! ```
+//! [`batch`] is the on-disk format, [`segment`] a file with its sparse indexes, [`partition`]
+//! the writer and the tailing reader of one partition, [`topic`] partitioning, configuration and
+//! consumer groups, [`tail`] the wait for new data.
 
+mod batch;
 mod partition;
 mod segment;
+mod tail;
+mod topic;
 
-pub use self::partition::{Partition, PartitionError};
-pub use self::segment::{NewRecord, Record, Segment, SegmentError};
+use std::path::PathBuf;
+use std::time::Duration;
+
+pub use self::batch::{BatchBuilder, MAX_BATCH_BYTES, RecordRef};
+pub use self::partition::{PartitionReader, PartitionWriter, Retention};
+pub use self::tail::TailWaiter;
+pub use self::topic::{
+    DEFAULT_SEGMENT_BYTES, GroupOffsets, Log, PartitionStats, TopicConfig, TopicWriter,
+    partition_for_key,
+};
+
+/// When appended data is made durable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FsyncPolicy {
+    /// After every append, before it is acknowledged.
+    Always,
+    /// At most this long after an append (and on close).
+    Interval(Duration),
+    /// Left to the OS (and done on close).
+    Never,
+}
+
+impl FsyncPolicy {
+    /// Parses `always`, `interval` (1 s) or `never`.
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "always" => Some(FsyncPolicy::Always),
+            "interval" => Some(FsyncPolicy::Interval(Duration::from_secs(1))),
+            "never" => Some(FsyncPolicy::Never),
+            _ => None,
+        }
+    }
+}
+
+/// An error of the log.
+#[derive(Debug, thiserror::Error)]
+pub enum LogError {
+    /// A file could not be read or written.
+    #[error("log file {path}: {source}")]
+    Io {
+        /// The file or directory.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// Stored data is inconsistent.
+    #[error("log data {path} is corrupt: {message}")]
+    Corrupt {
+        /// The file or directory.
+        path: PathBuf,
+        /// What is wrong.
+        message: String,
+    },
+    /// Segments do not follow each other.
+    #[error(
+        "log partition {path}: segment {segment} starts at offset {base} but the previous one ends at {expected}; the partition lost data and cannot be opened safely"
+    )]
+    Gap {
+        /// The partition directory.
+        path: PathBuf,
+        /// The segment file that does not follow.
+        segment: String,
+        /// Its base offset.
+        base: u64,
+        /// Where the previous segment ended.
+        expected: u64,
+    },
+    /// The topic does not exist.
+    #[error(
+        "topic `{topic}` does not exist in {data_dir}; create it with `paystream topic create {topic} --partitions N` (or check --data-dir)"
+    )]
+    NoSuchTopic {
+        /// The topic.
+        topic: String,
+        /// The data directory.
+        data_dir: PathBuf,
+    },
+    /// The topic exists already.
+    #[error("topic `{0}` already exists")]
+    TopicExists(String),
+    /// A name or setting is not acceptable.
+    #[error("{0}")]
+    Invalid(String),
+    /// Another process writes the topic.
+    #[error(
+        "topic `{0}` is being written by another paystream process (one writer per topic); stop it or write another topic"
+    )]
+    Locked(String),
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,244 +1,416 @@
-//! A partition: an ordered run of segments in one directory, rolled by size.
+//! A partition: an ordered run of segments in one directory. One writer appends and rolls; any
+//! number of readers (threads or processes) read by offset and tail new batches.
 //!
 //! ```text
-//! <dir>/00000000000000000000.log   offsets 0 ..
-//! <dir>/00000000000000004096.log   offsets 4096 ..   (the active segment, appended to)
+//! <topic>/<partition>/00000000000000000000.log (.index, .timeindex)   offsets 0 ..
+//! <topic>/<partition>/00000000000000004096.log (.index, .timeindex)   offsets 4096 .. (active)
 //! ```
 //! Segments are named by their base offset. Only the active (last) segment can have a torn tail
-//! after a crash, and opening it truncates that tail; a gap between earlier segments means the
-//! disk lost data, and opening fails rather than skipping it.
+//! after a crash, and opening the writer truncates it; a gap between segments means the disk lost
+//! data, and opening fails rather than skipping it. Retention deletes whole sealed segments,
+//! oldest first.
 
 use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant, SystemTime};
 
-use super::segment::{NewRecord, Record, Segment, SegmentError};
+use super::batch::{BatchBuilder, Parsed, RecordRef, parse_batch};
+use super::segment::{
+    Next, SegmentCursor, SegmentWriter, io_err, position_hint, read_offset_index, read_time_index,
+    segment_path,
+};
+use super::{FsyncPolicy, LogError};
 
-/// An error of a partition.
-#[derive(Debug, thiserror::Error)]
-pub enum PartitionError {
-    /// A segment failed.
-    #[error(transparent)]
-    Segment(#[from] SegmentError),
-    /// The directory could not be read or created.
-    #[error("log partition {path}: {source}")]
-    Io {
-        /// The partition directory.
-        path: PathBuf,
-        /// The I/O error.
-        source: std::io::Error,
-    },
-    /// Segments do not follow each other.
-    #[error(
-        "log partition {path}: segment {segment} starts at offset {base} but the previous one ends at {expected}; the partition lost data and cannot be opened safely"
-    )]
-    Gap {
-        /// The partition directory.
-        path: PathBuf,
-        /// The segment file that does not follow.
-        segment: String,
-        /// Its base offset.
-        base: u64,
-        /// Where the previous segment ended.
-        expected: u64,
-    },
+/// Base offsets of the segments in `dir`, ascending.
+pub(super) fn segment_bases(dir: &Path) -> Result<Vec<u64>, LogError> {
+    let mut bases: Vec<u64> = std::fs::read_dir(dir)
+        .map_err(io_err(dir))?
+        .filter_map(|e| e.ok())
+        .filter_map(|e| {
+            let name = e.file_name().into_string().ok()?;
+            name.strip_suffix(".log")?.parse().ok()
+        })
+        .collect();
+    bases.sort_unstable();
+    Ok(bases)
 }
 
-/// An open partition.
-pub struct Partition {
+/// Retention of a topic: sealed segments older than `max_age` (by last write) or beyond
+/// `max_bytes` per partition are deleted, oldest first.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Retention {
+    /// Maximum age of a segment's last write, ms; `None` keeps forever.
+    pub max_age_ms: Option<u64>,
+    /// Maximum bytes per partition; `None` for no limit.
+    pub max_bytes: Option<u64>,
+}
+
+struct Sealed {
+    base: u64,
+    size: u64,
+}
+
+/// The single writer of a partition.
+pub struct PartitionWriter {
     dir: PathBuf,
-    segments: Vec<Segment>,
+    sealed: Vec<Sealed>,
+    active: SegmentWriter,
     segment_bytes: u64,
+    fsync: FsyncPolicy,
+    last_sync: Instant,
+    dirty: bool,
 }
 
-fn segment_path(dir: &Path, base: u64) -> PathBuf {
-    dir.join(format!("{base:020}.log"))
-}
-
-impl Partition {
-    /// Opens (or creates) the partition in `dir`; the active segment rolls once it holds
-    /// `segment_bytes`.
-    pub fn open(dir: &Path, segment_bytes: u64) -> Result<Self, PartitionError> {
-        let io = |source| PartitionError::Io {
-            path: dir.to_path_buf(),
-            source,
-        };
-        std::fs::create_dir_all(dir).map_err(io)?;
-        let mut bases: Vec<u64> = std::fs::read_dir(dir)
-            .map_err(io)?
-            .filter_map(|e| e.ok())
-            .filter_map(|e| {
-                let name = e.file_name().into_string().ok()?;
-                name.strip_suffix(".log")?.parse().ok()
-            })
-            .collect();
-        bases.sort_unstable();
+impl PartitionWriter {
+    /// Opens (or creates) the partition in `dir` for appending, recovering a torn tail; the active
+    /// segment rolls once it holds `segment_bytes`.
+    pub fn open(dir: &Path, segment_bytes: u64, fsync: FsyncPolicy) -> Result<Self, LogError> {
+        std::fs::create_dir_all(dir).map_err(io_err(dir))?;
+        let mut bases = segment_bases(dir)?;
         if bases.is_empty() {
             bases.push(0);
         }
-        let mut segments: Vec<Segment> = Vec::with_capacity(bases.len());
-        for base in bases {
-            if let Some(prev) = segments.last()
-                && prev.next_offset() != base
-            {
-                return Err(PartitionError::Gap {
-                    path: dir.to_path_buf(),
-                    segment: format!("{base:020}.log"),
-                    base,
-                    expected: prev.next_offset(),
-                });
-            }
-            segments.push(Segment::open(&segment_path(dir, base), base)?);
+        let last = *bases.last().expect("non-empty");
+        let active = SegmentWriter::open(dir, last)?;
+        let mut sealed = Vec::with_capacity(bases.len());
+        for pair in bases.windows(2) {
+            let path = segment_path(dir, pair[0], "log");
+            let size = std::fs::metadata(&path).map_err(io_err(&path))?.len();
+            sealed.push(Sealed {
+                base: pair[0],
+                size,
+            });
         }
-        Ok(Partition {
+        check_contiguous(dir, &bases)?;
+        Ok(PartitionWriter {
             dir: dir.to_path_buf(),
-            segments,
+            sealed,
+            active,
             segment_bytes: segment_bytes.max(1),
+            fsync,
+            last_sync: Instant::now(),
+            dirty: false,
         })
     }
 
     /// The offset the next record gets.
     pub fn next_offset(&self) -> u64 {
-        self.active().next_offset()
+        self.active.next_offset()
     }
 
     /// The first offset still stored.
     pub fn start_offset(&self) -> u64 {
-        self.segments[0].base_offset()
+        self.sealed.first().map_or(self.active.base(), |s| s.base)
     }
 
     /// Number of segment files.
     pub fn segment_count(&self) -> usize {
-        self.segments.len()
+        self.sealed.len() + 1
     }
 
-    fn active(&self) -> &Segment {
-        self.segments.last().expect("a partition has a segment")
+    /// Bytes stored.
+    pub fn size(&self) -> u64 {
+        self.sealed.iter().map(|s| s.size).sum::<u64>() + self.active.size()
     }
 
-    /// Appends records as one batch, rolling to a new segment first if the active one is full.
-    pub fn append(&mut self, records: &[NewRecord<'_>], sync: bool) -> Result<u64, PartitionError> {
-        if self.active().size() >= self.segment_bytes {
-            let base = self.next_offset();
-            self.segments
-                .push(Segment::open(&segment_path(&self.dir, base), base)?);
+    /// Appends the batch, assigning its offsets; returns the first. The batch is cleared. The
+    /// records are written to the OS when this returns, and durable per the fsync policy.
+    pub fn append(&mut self, batch: &mut BatchBuilder) -> Result<u64, LogError> {
+        if batch.is_empty() {
+            return Ok(self.next_offset());
         }
-        let last = self.segments.last_mut().expect("a partition has a segment");
-        Ok(last.append(records, sync)?)
+        if self.active.size() >= self.segment_bytes {
+            self.roll()?;
+        }
+        let base = self.next_offset();
+        let bytes = batch.seal(base);
+        let Parsed::Batch(view) = parse_batch(bytes) else {
+            return Err(LogError::Corrupt {
+                path: self.dir.clone(),
+                message: "a batch failed its own checksum after sealing".into(),
+            });
+        };
+        self.active.append(bytes, &view)?;
+        batch.clear();
+        self.dirty = true;
+        match self.fsync {
+            FsyncPolicy::Always => self.sync()?,
+            FsyncPolicy::Interval(d) if self.last_sync.elapsed() >= d => self.sync()?,
+            _ => {}
+        }
+        Ok(base)
     }
 
-    /// Reads up to `max` records from `offset`, across segments.
-    pub fn read(&self, offset: u64, max: usize) -> Result<Vec<Record>, PartitionError> {
-        let mut out = Vec::new();
-        let first = self
-            .segments
-            .partition_point(|s| s.base_offset() <= offset)
-            .saturating_sub(1);
-        let mut from = offset.max(self.start_offset());
-        for seg in &self.segments[first..] {
-            if out.len() >= max {
+    fn roll(&mut self) -> Result<(), LogError> {
+        self.active.sync()?;
+        let next = SegmentWriter::open(&self.dir, self.next_offset())?;
+        let old = std::mem::replace(&mut self.active, next);
+        self.sealed.push(Sealed {
+            base: old.base(),
+            size: old.size(),
+        });
+        sync_dir(&self.dir)
+    }
+
+    /// Makes everything appended so far durable.
+    pub fn sync(&mut self) -> Result<(), LogError> {
+        if self.dirty {
+            self.active.sync()?;
+            self.dirty = false;
+        }
+        self.last_sync = Instant::now();
+        Ok(())
+    }
+
+    /// Hands buffered index entries to the OS; syncs if the interval policy is due.
+    pub fn flush(&mut self) -> Result<(), LogError> {
+        self.active.flush_indexes()?;
+        if let FsyncPolicy::Interval(d) = self.fsync
+            && self.last_sync.elapsed() >= d
+        {
+            self.sync()?;
+        }
+        Ok(())
+    }
+
+    /// Deletes sealed segments beyond the retention; returns how many.
+    pub fn apply_retention(&mut self, r: &Retention) -> Result<usize, LogError> {
+        let mut deleted = 0;
+        let now = SystemTime::now();
+        while let Some(first) = self.sealed.first() {
+            let path = segment_path(&self.dir, first.base, "log");
+            let too_old = r.max_age_ms.is_some_and(|age| {
+                std::fs::metadata(&path)
+                    .and_then(|m| m.modified())
+                    .ok()
+                    .and_then(|t| now.duration_since(t).ok())
+                    .is_some_and(|d| d > Duration::from_millis(age))
+            });
+            let too_big = r.max_bytes.is_some_and(|max| self.size() > max);
+            if !(too_old || too_big) {
                 break;
             }
-            let got = seg.read(from, max - out.len())?;
-            if let Some(last) = got.last() {
-                from = last.offset + 1;
+            for ext in ["index", "timeindex", "log"] {
+                let p = segment_path(&self.dir, first.base, ext);
+                if let Err(e) = std::fs::remove_file(&p)
+                    && e.kind() != std::io::ErrorKind::NotFound
+                {
+                    return Err(io_err(&p)(e));
+                }
             }
-            out.extend(got);
+            tracing::info!(partition = %self.dir.display(), base = first.base, "retention deleted a segment");
+            self.sealed.remove(0);
+            deleted += 1;
         }
-        Ok(out)
-    }
-
-    /// The first offset holding a record at or after `timestamp`, if any.
-    pub fn offset_for_time(&self, timestamp: i64) -> Option<u64> {
-        self.segments
-            .iter()
-            .find_map(|s| s.offset_for_time(timestamp))
+        Ok(deleted)
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use rand::{Rng, SeedableRng};
+impl Drop for PartitionWriter {
+    fn drop(&mut self) {
+        let _ = self.active.flush_indexes();
+        if self.fsync != FsyncPolicy::Never {
+            let _ = self.sync();
+        }
+    }
+}
 
-    use super::*;
+fn sync_dir(dir: &Path) -> Result<(), LogError> {
+    std::fs::File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(io_err(dir))
+}
 
-    #[test]
-    fn rolls_segments_and_reads_across_them_after_reopen() {
-        let dir = tempfile::tempdir().unwrap();
-        let mut rng = rand::rngs::StdRng::seed_from_u64(5);
-        let mut values: Vec<Vec<u8>> = Vec::new();
-        {
-            let mut p = Partition::open(dir.path(), 2_000).unwrap();
-            for _ in 0..120 {
-                let batch: Vec<Vec<u8>> = (0..rng.random_range(1..10))
-                    .map(|_| (0..rng.random_range(1..60)).map(|_| rng.random()).collect())
-                    .collect();
-                let recs: Vec<NewRecord<'_>> = batch
-                    .iter()
-                    .map(|v| NewRecord {
-                        key: None,
-                        value: v,
-                        timestamp: values.len() as i64,
-                    })
-                    .collect();
-                assert_eq!(p.append(&recs, false).unwrap(), values.len() as u64);
-                values.extend(batch);
-            }
-            assert!(
-                p.segment_count() > 3,
-                "segments rolled: {}",
-                p.segment_count()
-            );
+fn check_contiguous(dir: &Path, bases: &[u64]) -> Result<(), LogError> {
+    for pair in bases.windows(2) {
+        let end = sealed_end(dir, pair[0])?;
+        if end != pair[1] {
+            return Err(LogError::Gap {
+                path: dir.to_path_buf(),
+                segment: format!("{:020}.log", pair[1]),
+                base: pair[1],
+                expected: end,
+            });
         }
-        let p = Partition::open(dir.path(), 2_000).unwrap();
-        assert_eq!(p.next_offset(), values.len() as u64);
-        for _ in 0..200 {
-            let from = rng.random_range(0..values.len() as u64 + 2);
-            let max = rng.random_range(1..100);
-            let got = p.read(from, max).unwrap();
-            let want: Vec<&Vec<u8>> = values.iter().skip(from as usize).take(max).collect();
-            assert_eq!(
-                got.iter().map(|r| &r.value).collect::<Vec<_>>(),
-                want,
-                "from {from} max {max}"
-            );
-            assert!(
-                got.iter()
-                    .enumerate()
-                    .all(|(i, r)| r.offset == from + i as u64)
-            );
-        }
-        // Timestamps rise with offsets here: everything before the found offset is older.
-        let all = p.read(0, usize::MAX).unwrap();
-        for t in [0, 17, 250, all.last().unwrap().timestamp] {
-            let o = p.offset_for_time(t).unwrap() as usize;
-            assert!(all[..o].iter().all(|r| r.timestamp < t), "t {t}");
-            assert!(all[o].timestamp >= t, "t {t}");
-        }
-        assert_eq!(p.offset_for_time(all.last().unwrap().timestamp + 1), None);
+    }
+    Ok(())
+}
+
+/// The offset after the last valid batch of the segment at `base` (scans from its last index
+/// entry).
+fn sealed_end(dir: &Path, base: u64) -> Result<u64, LogError> {
+    let index = read_offset_index(dir, base);
+    let (mut next, pos) = match index.last() {
+        Some(&(rel, pos)) => (base + u64::from(rel), u64::from(pos)),
+        None => (base, 0),
+    };
+    let mut c = SegmentCursor::open(segment_path(dir, base, "log"), pos)?;
+    while let Next::Batch(v) = c.next_batch()? {
+        next = v.next_offset();
+    }
+    Ok(next)
+}
+
+/// A reader of one partition: reads forward from an offset and sees new batches as they land.
+pub struct PartitionReader {
+    dir: PathBuf,
+    /// Segment bases known, ascending (refreshed when the reader runs off the last one).
+    bases: Vec<u64>,
+    cursor: Option<(u64, SegmentCursor)>,
+    next_offset: u64,
+}
+
+impl PartitionReader {
+    /// A reader positioned at `offset` (clamped to the first offset still stored).
+    pub fn open(dir: &Path, offset: u64) -> Result<Self, LogError> {
+        let mut r = PartitionReader {
+            dir: dir.to_path_buf(),
+            bases: Vec::new(),
+            cursor: None,
+            next_offset: offset,
+        };
+        r.seek(offset)?;
+        Ok(r)
     }
 
-    #[test]
-    fn a_missing_middle_segment_is_an_error_not_a_silent_gap() {
-        let dir = tempfile::tempdir().unwrap();
-        {
-            let mut p = Partition::open(dir.path(), 10).unwrap();
-            for i in 0..5u8 {
-                p.append(
-                    &[NewRecord {
-                        key: None,
-                        value: &[i; 20],
-                        timestamp: 0,
-                    }],
-                    false,
-                )
-                .unwrap();
+    /// The offset of the next record this reader returns.
+    pub fn position(&self) -> u64 {
+        self.next_offset
+    }
+
+    /// The first offset still stored.
+    pub fn start_offset(&mut self) -> Result<u64, LogError> {
+        self.bases = segment_bases(&self.dir)?;
+        Ok(self.bases.first().copied().unwrap_or(0))
+    }
+
+    /// Moves to `offset`. An offset before the first stored one (deleted by retention) moves to
+    /// the first stored one.
+    pub fn seek(&mut self, offset: u64) -> Result<(), LogError> {
+        self.bases = segment_bases(&self.dir)?;
+        let Some(&first) = self.bases.first() else {
+            self.cursor = None;
+            self.next_offset = offset;
+            return Ok(());
+        };
+        let offset = if offset < first {
+            tracing::warn!(partition = %self.dir.display(), requested = offset, first, "offset no longer stored (retention); reading from the first stored offset");
+            first
+        } else {
+            offset
+        };
+        let i = self.bases.partition_point(|b| *b <= offset) - 1;
+        let base = self.bases[i];
+        let index = read_offset_index(&self.dir, base);
+        let pos = position_hint(&index, base, offset);
+        self.cursor = Some((
+            base,
+            SegmentCursor::open(segment_path(&self.dir, base, "log"), pos)?,
+        ));
+        self.next_offset = offset;
+        Ok(())
+    }
+
+    /// Moves to the first batch holding a record with a timestamp at or after `ts` (by batch
+    /// maximum, as Kafka's time index does), or to the end when every record is older.
+    pub fn seek_time(&mut self, ts: i64) -> Result<(), LogError> {
+        let bases = segment_bases(&self.dir)?;
+        for &base in &bases {
+            let tindex = read_time_index(&self.dir, base);
+            let oindex = read_offset_index(&self.dir, base);
+            let k = tindex.partition_point(|(before, _)| *before < ts);
+            let pos = match k.checked_sub(1) {
+                Some(k) => position_hint(&oindex, base, base + u64::from(tindex[k].1)),
+                None => 0,
+            };
+            let mut c = SegmentCursor::open(segment_path(&self.dir, base, "log"), pos)?;
+            while let Next::Batch(v) = c.next_batch()? {
+                if v.max_timestamp >= ts {
+                    let at = v.base_offset;
+                    return self.seek(at);
+                }
             }
-            assert_eq!(p.segment_count(), 5);
         }
-        std::fs::remove_file(dir.path().join(format!("{:020}.log", 2))).unwrap();
-        let err = Partition::open(dir.path(), 10)
-            .err()
-            .expect("a gap must fail")
-            .to_string();
-        assert!(err.contains("lost data"), "{err}");
+        let end = self.end_offset()?;
+        self.seek(end)
+    }
+
+    /// The offset after the last complete batch written so far.
+    pub fn end_offset(&self) -> Result<u64, LogError> {
+        let bases = segment_bases(&self.dir)?;
+        match bases.last() {
+            Some(&b) => sealed_end(&self.dir, b),
+            None => Ok(0),
+        }
+    }
+
+    /// Reads the next complete batch and calls `f` for each of its records at or after the
+    /// reader's position. Returns the number of records passed, 0 at the (current) end.
+    pub fn poll(&mut self, mut f: impl FnMut(RecordRef<'_>)) -> Result<usize, LogError> {
+        loop {
+            let Some((base, cursor)) = self.cursor.as_mut() else {
+                // Nothing existed when opened; see if the partition has a segment now.
+                if segment_bases(&self.dir)?.is_empty() {
+                    return Ok(0);
+                }
+                let at = self.next_offset;
+                self.seek(at)?;
+                continue;
+            };
+            let base = *base;
+            match cursor.next_batch()? {
+                Next::Batch(v) => {
+                    if v.next_offset() <= self.next_offset {
+                        continue; // before the position (a seek lands on a batch boundary)
+                    }
+                    let mut n = 0;
+                    for r in v.records() {
+                        if r.offset >= self.next_offset {
+                            f(r);
+                            n += 1;
+                        }
+                    }
+                    self.next_offset = v.next_offset();
+                    return Ok(n);
+                }
+                end @ (Next::End | Next::Corrupt) => {
+                    let corrupt = matches!(end, Next::Corrupt);
+                    // A later segment means this one is complete: move on to it.
+                    self.bases = segment_bases(&self.dir)?;
+                    match self.bases.iter().find(|b| **b > base) {
+                        Some(&next) if next == self.next_offset => {
+                            self.cursor = Some((
+                                next,
+                                SegmentCursor::open(segment_path(&self.dir, next, "log"), 0)?,
+                            ));
+                        }
+                        Some(&next) => {
+                            let path = cursor.path.clone();
+                            return Err(LogError::Corrupt {
+                                path,
+                                message: format!(
+                                    "the segment ends at offset {} but the next one starts at {next}{}",
+                                    self.next_offset,
+                                    if corrupt {
+                                        " (a batch fails its checksum)"
+                                    } else {
+                                        ""
+                                    }
+                                ),
+                            });
+                        }
+                        None => {
+                            if !self.bases.contains(&base) {
+                                // Deleted by retention while we read it.
+                                let at = self.next_offset;
+                                self.seek(at)?;
+                                continue;
+                            }
+                            cursor.reset();
+                            return Ok(0);
+                        }
+                    }
+                }
+            }
+        }
     }
 }

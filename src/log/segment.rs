@@ -1,108 +1,85 @@
-//! A log segment: one file of record batches, appended and read by offset.
+//! A log segment: one file of record batches plus its two sparse indexes.
 //!
 //! ```text
-//! batch := len u32 | crc32c u32 | base_offset u64 | count u32 | first_ts i64 | max_ts i64 | records
-//! record := key_len u32 (u32::MAX: no key) | key | value_len u32 | value | timestamp i64
+//! 00000000000000004096.log        batches (see `batch`), appended
+//! 00000000000000004096.index      every ≥ 4 KiB of log: (offset − base u32, file position u32)
+//! 00000000000000004096.timeindex  same batches: (max timestamp before the batch i64, offset − base u32)
 //! ```
-//! `len` counts the bytes after itself; the CRC32C covers everything after the CRC. Offsets are
-//! dense: a batch's records are `base_offset .. base_offset + count`. Opening a segment scans it
-//! and truncates at the first batch that is short, has a bad CRC or a non-contiguous offset — a
-//! torn write from a crash — so every fully written batch survives and nothing corrupt is ever
-//! returned.
+//! The indexes are hints, never the truth: a reader looks up the last entry at or before what it
+//! wants and scans batches forward from there, checking every CRC. The writer rebuilds both
+//! indexes of the active segment when it opens it, because a crash can leave them behind or ahead
+//! of the log. Opening the active segment truncates a torn or corrupt tail at the last valid batch.
 
 use std::fs::{File, OpenOptions};
-use std::io::{Read, Seek, SeekFrom, Write};
+use std::io::{BufWriter, Read, Write};
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
-/// Bytes of a batch header after the length field.
-const HEADER: usize = 4 + 8 + 4 + 8 + 8;
-/// Largest batch accepted when reading back (guards against a garbage length).
-const MAX_BATCH: usize = 64 << 20;
+use super::LogError;
+use super::batch::{BatchView, Parsed, parse_batch};
 
-/// An error of the segment store.
-#[derive(Debug, thiserror::Error)]
-pub enum SegmentError {
-    /// The file could not be read or written.
-    #[error("log segment {path}: {source}")]
-    Io {
-        /// The segment file.
-        path: PathBuf,
-        /// The I/O error.
-        source: std::io::Error,
-    },
-    /// A batch is larger than a segment accepts.
-    #[error(
-        "a batch of {0} bytes is larger than the {MAX_BATCH}-byte limit; append fewer records at a time"
-    )]
-    TooLarge(usize),
+/// Bytes of log between two index entries.
+pub(super) const INDEX_INTERVAL: u64 = 4096;
+
+/// The path of a segment's file with extension `ext` (`log`, `index`, `timeindex`).
+pub(super) fn segment_path(dir: &Path, base: u64, ext: &str) -> PathBuf {
+    dir.join(format!("{base:020}.{ext}"))
 }
 
-/// One record as stored: optional key, value and timestamp (epoch ms).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Record {
-    /// Offset in the partition (assigned on append).
-    pub offset: u64,
-    /// Partitioning key, if any.
-    pub key: Option<Vec<u8>>,
-    /// Payload.
-    pub value: Vec<u8>,
-    /// Timestamp, epoch milliseconds.
-    pub timestamp: i64,
-}
-
-/// A record to append: optional key, value and timestamp (epoch ms).
-#[derive(Debug, Clone, Copy)]
-pub struct NewRecord<'a> {
-    /// Partitioning key, if any.
-    pub key: Option<&'a [u8]>,
-    /// Payload.
-    pub value: &'a [u8],
-    /// Timestamp, epoch milliseconds.
-    pub timestamp: i64,
-}
-
-/// An open segment file.
-pub struct Segment {
-    path: PathBuf,
-    file: File,
-    base_offset: u64,
-    next_offset: u64,
-    size: u64,
-    /// (first offset, file position, max timestamp) of every batch: the in-memory sparse index
-    /// used to seek by offset and by time.
-    batches: Vec<(u64, u64, i64)>,
-}
-
-fn io(path: &Path) -> impl Fn(std::io::Error) -> SegmentError + '_ {
-    move |source| SegmentError::Io {
+pub(super) fn io_err(path: &Path) -> impl Fn(std::io::Error) -> LogError + '_ {
+    move |source| LogError::Io {
         path: path.to_path_buf(),
         source,
     }
 }
 
-impl Segment {
-    /// Opens (or creates) the segment at `path` whose first offset is `base_offset`, recovering
-    /// from a torn tail.
-    pub fn open(path: &Path, base_offset: u64) -> Result<Self, SegmentError> {
-        let mut file = OpenOptions::new()
+/// The segment being appended to.
+pub(super) struct SegmentWriter {
+    path: PathBuf,
+    log: File,
+    index: BufWriter<File>,
+    time_index: BufWriter<File>,
+    base: u64,
+    next_offset: u64,
+    size: u64,
+    max_ts: i64,
+    last_indexed: Option<u64>,
+}
+
+impl SegmentWriter {
+    /// Opens (or creates) the segment with base offset `base` in `dir` for appending: truncates a
+    /// torn tail and rebuilds the indexes.
+    pub(super) fn open(dir: &Path, base: u64) -> Result<Self, LogError> {
+        let path = segment_path(dir, base, "log");
+        let mut log = OpenOptions::new()
             .read(true)
             .write(true)
             .create(true)
             .truncate(false)
-            .open(path)
-            .map_err(io(path))?;
+            .open(&path)
+            .map_err(io_err(&path))?;
         let mut bytes = Vec::new();
-        file.read_to_end(&mut bytes).map_err(io(path))?;
+        log.read_to_end(&mut bytes).map_err(io_err(&path))?;
+        let index = create(&segment_path(dir, base, "index"))?;
+        let time_index = create(&segment_path(dir, base, "timeindex"))?;
+        let mut w = SegmentWriter {
+            path: path.clone(),
+            log,
+            index,
+            time_index,
+            base,
+            next_offset: base,
+            size: 0,
+            max_ts: i64::MIN,
+            last_indexed: None,
+        };
         let mut pos = 0usize;
-        let mut next = base_offset;
-        let mut batches = Vec::new();
-        while let Some((batch_base, count, len, max_ts)) = valid_batch(&bytes[pos..]) {
-            if batch_base != next {
+        while let Parsed::Batch(v) = parse_batch(&bytes[pos..]) {
+            if v.base_offset != w.next_offset {
                 break;
             }
-            batches.push((batch_base, pos as u64, max_ts));
-            next += count as u64;
-            pos += len;
+            w.index_batch(&v, pos as u64)?;
+            pos += v.framed_len;
         }
         if pos < bytes.len() {
             tracing::warn!(
@@ -111,322 +88,195 @@ impl Segment {
                 dropped_bytes = bytes.len() - pos,
                 "truncating a torn or corrupt segment tail"
             );
-            file.set_len(pos as u64).map_err(io(path))?;
+            w.log.set_len(pos as u64).map_err(io_err(&path))?;
+            w.log.sync_data().map_err(io_err(&path))?;
         }
-        file.seek(SeekFrom::Start(pos as u64)).map_err(io(path))?;
-        Ok(Segment {
-            path: path.to_path_buf(),
+        Ok(w)
+    }
+
+    fn index_batch(&mut self, v: &BatchView<'_>, pos: u64) -> Result<(), LogError> {
+        if self.last_indexed.is_none_or(|l| pos - l >= INDEX_INTERVAL) {
+            let rel = (v.base_offset - self.base) as u32;
+            let mut e = [0u8; 8];
+            e[..4].copy_from_slice(&rel.to_le_bytes());
+            e[4..].copy_from_slice(&(pos as u32).to_le_bytes());
+            let mut t = [0u8; 12];
+            t[..8].copy_from_slice(&self.max_ts.to_le_bytes());
+            t[8..].copy_from_slice(&rel.to_le_bytes());
+            let r = self
+                .index
+                .write_all(&e)
+                .and_then(|_| self.time_index.write_all(&t));
+            r.map_err(io_err(&self.path))?;
+            self.last_indexed = Some(pos);
+        }
+        self.max_ts = self.max_ts.max(v.max_timestamp);
+        self.next_offset = v.next_offset();
+        self.size = pos + v.framed_len as u64;
+        Ok(())
+    }
+
+    /// Appends one sealed batch (`bytes`, whose parsed form is `v`). The write reaches the OS
+    /// before this returns; [`SegmentWriter::sync`] makes it durable.
+    pub(super) fn append(&mut self, bytes: &[u8], v: &BatchView<'_>) -> Result<(), LogError> {
+        debug_assert_eq!(v.base_offset, self.next_offset);
+        self.log.write_all(bytes).map_err(io_err(&self.path))?;
+        let pos = self.size;
+        self.index_batch(v, pos)
+    }
+
+    /// Flushes the indexes and makes the log durable.
+    pub(super) fn sync(&mut self) -> Result<(), LogError> {
+        self.flush_indexes()?;
+        self.log.sync_data().map_err(io_err(&self.path))
+    }
+
+    /// Hands buffered index entries to the OS (readers in other processes see them).
+    pub(super) fn flush_indexes(&mut self) -> Result<(), LogError> {
+        let r = self.index.flush().and_then(|_| self.time_index.flush());
+        r.map_err(io_err(&self.path))
+    }
+
+    pub(super) fn base(&self) -> u64 {
+        self.base
+    }
+    pub(super) fn next_offset(&self) -> u64 {
+        self.next_offset
+    }
+    pub(super) fn size(&self) -> u64 {
+        self.size
+    }
+}
+
+fn create(path: &Path) -> Result<BufWriter<File>, LogError> {
+    let f = File::create(path).map_err(io_err(path))?;
+    Ok(BufWriter::with_capacity(1 << 14, f))
+}
+
+/// The offset index of a segment: `(offset − base, position)` entries; empty when missing.
+pub(super) fn read_offset_index(dir: &Path, base: u64) -> Vec<(u32, u32)> {
+    let bytes = std::fs::read(segment_path(dir, base, "index")).unwrap_or_default();
+    bytes
+        .chunks_exact(8)
+        .map(|c| {
+            (
+                u32::from_le_bytes(c[..4].try_into().expect("4")),
+                u32::from_le_bytes(c[4..].try_into().expect("4")),
+            )
+        })
+        .collect()
+}
+
+/// The time index of a segment: `(max timestamp before the batch, offset − base)` entries.
+pub(super) fn read_time_index(dir: &Path, base: u64) -> Vec<(i64, u32)> {
+    let bytes = std::fs::read(segment_path(dir, base, "timeindex")).unwrap_or_default();
+    bytes
+        .chunks_exact(12)
+        .map(|c| {
+            (
+                i64::from_le_bytes(c[..8].try_into().expect("8")),
+                u32::from_le_bytes(c[8..].try_into().expect("4")),
+            )
+        })
+        .collect()
+}
+
+/// The file position to start scanning from to find `offset` (a batch boundary at or before it).
+pub(super) fn position_hint(index: &[(u32, u32)], base: u64, offset: u64) -> u64 {
+    let rel = offset.saturating_sub(base).min(u64::from(u32::MAX)) as u32;
+    let i = index.partition_point(|(r, _)| *r <= rel);
+    if i == 0 { 0 } else { u64::from(index[i - 1].1) }
+}
+
+/// Reads a segment file from a position: batches are returned only when complete and valid.
+pub(super) struct SegmentCursor {
+    pub(super) path: PathBuf,
+    file: File,
+    pub(super) pos: u64,
+    buf: Vec<u8>,
+    start: usize,
+    end: usize,
+}
+
+/// What the cursor found next.
+pub(super) enum Next<'a> {
+    Batch(BatchView<'a>),
+    /// Nothing complete yet (the end of what is written).
+    End,
+    /// Bytes that are not a valid batch.
+    Corrupt,
+}
+
+impl SegmentCursor {
+    pub(super) fn open(path: PathBuf, pos: u64) -> Result<Self, LogError> {
+        let file = File::open(&path).map_err(io_err(&path))?;
+        Ok(SegmentCursor {
+            path,
             file,
-            base_offset,
-            next_offset: next,
-            size: pos as u64,
-            batches,
+            pos,
+            buf: Vec::new(),
+            start: 0,
+            end: 0,
         })
     }
 
-    /// The offset the next appended record gets.
-    pub fn next_offset(&self) -> u64 {
-        self.next_offset
-    }
-
-    /// The first offset of this segment.
-    pub fn base_offset(&self) -> u64 {
-        self.base_offset
-    }
-
-    /// Bytes on disk.
-    pub fn size(&self) -> u64 {
-        self.size
-    }
-
-    /// Appends records as one batch; returns the offset of the first. With `sync`, the data is
-    /// on stable storage when this returns.
-    pub fn append(&mut self, records: &[NewRecord<'_>], sync: bool) -> Result<u64, SegmentError> {
-        if records.is_empty() {
-            return Ok(self.next_offset);
-        }
-        let base = self.next_offset;
-        let mut body =
-            Vec::with_capacity(HEADER + records.iter().map(|r| 16 + r.value.len()).sum::<usize>());
-        body.extend_from_slice(&[0; 4]); // crc, filled below
-        body.extend_from_slice(&base.to_le_bytes());
-        body.extend_from_slice(&(records.len() as u32).to_le_bytes());
-        let first_ts = records[0].timestamp;
-        let max_ts = records
-            .iter()
-            .map(|r| r.timestamp)
-            .max()
-            .unwrap_or(first_ts);
-        body.extend_from_slice(&first_ts.to_le_bytes());
-        body.extend_from_slice(&max_ts.to_le_bytes());
-        for r in records {
-            match r.key {
-                Some(k) => {
-                    body.extend_from_slice(&(k.len() as u32).to_le_bytes());
-                    body.extend_from_slice(k);
+    /// The next batch at the cursor; the cursor moves past it.
+    pub(super) fn next_batch(&mut self) -> Result<Next<'_>, LogError> {
+        loop {
+            let avail = &self.buf[self.start..self.end];
+            match parse_batch(avail) {
+                Parsed::Batch(v) => {
+                    let (s, len) = (self.start, v.framed_len);
+                    self.start += len;
+                    self.pos += len as u64;
+                    // Re-borrow for the caller's lifetime.
+                    let Parsed::Batch(v) = parse_batch(&self.buf[s..s + len]) else {
+                        unreachable!("parsed above")
+                    };
+                    return Ok(Next::Batch(v));
                 }
-                None => body.extend_from_slice(&u32::MAX.to_le_bytes()),
-            }
-            body.extend_from_slice(&(r.value.len() as u32).to_le_bytes());
-            body.extend_from_slice(r.value);
-            body.extend_from_slice(&r.timestamp.to_le_bytes());
-        }
-        if body.len() > MAX_BATCH {
-            return Err(SegmentError::TooLarge(body.len()));
-        }
-        let crc = crc32c::crc32c(&body[4..]);
-        body[..4].copy_from_slice(&crc.to_le_bytes());
-        let mut framed = Vec::with_capacity(body.len() + 4);
-        framed.extend_from_slice(&(body.len() as u32).to_le_bytes());
-        framed.extend_from_slice(&body);
-        self.file.write_all(&framed).map_err(io(&self.path))?;
-        if sync {
-            self.file.sync_data().map_err(io(&self.path))?;
-        }
-        self.batches.push((base, self.size, max_ts));
-        self.size += framed.len() as u64;
-        self.next_offset += records.len() as u64;
-        Ok(base)
-    }
-
-    /// The first offset of the first batch holding a record at or after `timestamp` (by the batch's
-    /// max timestamp, as Kafka's time index does), or `None` when every record is older.
-    pub fn offset_for_time(&self, timestamp: i64) -> Option<u64> {
-        self.batches
-            .iter()
-            .find(|(_, _, max_ts)| *max_ts >= timestamp)
-            .map(|(base, _, _)| *base)
-    }
-
-    /// Reads up to `max` records starting at `offset`.
-    pub fn read(&self, offset: u64, max: usize) -> Result<Vec<Record>, SegmentError> {
-        let mut out = Vec::new();
-        if offset >= self.next_offset || max == 0 {
-            return Ok(out);
-        }
-        // The batch holding `offset`: the last one starting at or before it.
-        let i = self
-            .batches
-            .partition_point(|(b, _, _)| *b <= offset)
-            .saturating_sub(1);
-        let mut f = &self.file;
-        for &(_, pos, _) in &self.batches[i..] {
-            let mut len = [0u8; 4];
-            f.seek(SeekFrom::Start(pos)).map_err(io(&self.path))?;
-            f.read_exact(&mut len).map_err(io(&self.path))?;
-            let mut body = vec![0u8; u32::from_le_bytes(len) as usize];
-            f.read_exact(&mut body).map_err(io(&self.path))?;
-            for r in decode_records(&body) {
-                if r.offset >= offset {
-                    out.push(r);
-                    if out.len() == max {
-                        return Ok(out);
+                Parsed::Corrupt if avail.len() >= 4 => {
+                    // A batch being written may still fail its CRC; re-read before calling it
+                    // corrupt.
+                    if !self.refill()? {
+                        return Ok(Next::Corrupt);
+                    }
+                }
+                _ => {
+                    if !self.refill()? {
+                        return Ok(Next::End);
                     }
                 }
             }
         }
-        Ok(out)
     }
-}
 
-/// If `b` starts with a complete, checksummed batch: (base offset, record count, framed length,
-/// max timestamp).
-fn valid_batch(b: &[u8]) -> Option<(u64, u32, usize, i64)> {
-    let len = u32::from_le_bytes(b.get(..4)?.try_into().ok()?) as usize;
-    if !(HEADER..=MAX_BATCH).contains(&len) {
-        return None;
-    }
-    let body = b.get(4..4 + len)?;
-    let crc = u32::from_le_bytes(body[..4].try_into().ok()?);
-    if crc32c::crc32c(&body[4..]) != crc {
-        return None;
-    }
-    let base = u64::from_le_bytes(body[4..12].try_into().ok()?);
-    let count = u32::from_le_bytes(body[12..16].try_into().ok()?);
-    // The records must parse exactly to the end of the batch.
-    if decode_records(body).len() != count as usize {
-        return None;
-    }
-    let max_ts = i64::from_le_bytes(body[24..32].try_into().ok()?);
-    Some((base, count, 4 + len, max_ts))
-}
-
-/// Decodes the records of a batch body (after the length field); stops at malformed data.
-fn decode_records(body: &[u8]) -> Vec<Record> {
-    let mut out = Vec::new();
-    let Some(base) = body
-        .get(4..12)
-        .map(|b| u64::from_le_bytes(b.try_into().expect("8")))
-    else {
-        return out;
-    };
-    let mut p = HEADER;
-    let take = |p: &mut usize, n: usize| -> Option<&[u8]> {
-        let s = body.get(*p..*p + n)?;
-        *p += n;
-        Some(s)
-    };
-    let u32_at = |s: &[u8]| u32::from_le_bytes(s.try_into().expect("4"));
-    while p < body.len() {
-        let Some(kl) = take(&mut p, 4).map(u32_at) else {
-            return out;
-        };
-        let key = if kl == u32::MAX {
-            None
+    /// Reads more of the file after the buffered bytes; false when nothing new arrived.
+    fn refill(&mut self) -> Result<bool, LogError> {
+        let kept = self.end - self.start;
+        self.buf.copy_within(self.start..self.end, 0);
+        self.start = 0;
+        self.end = kept;
+        let want = (kept + (1 << 20)).max(if kept >= 4 {
+            4 + u32::from_le_bytes(self.buf[..4].try_into().expect("4")) as usize
         } else {
-            match take(&mut p, kl as usize) {
-                Some(k) => Some(k.to_vec()),
-                None => return out,
-            }
-        };
-        let Some(vl) = take(&mut p, 4).map(u32_at) else {
-            return out;
-        };
-        let Some(value) = take(&mut p, vl as usize).map(<[u8]>::to_vec) else {
-            return out;
-        };
-        let Some(ts) = take(&mut p, 8).map(|s| i64::from_le_bytes(s.try_into().expect("8"))) else {
-            return out;
-        };
-        out.push(Record {
-            offset: base + out.len() as u64,
-            key,
-            value,
-            timestamp: ts,
+            0
         });
-    }
-    out
-}
-
-#[cfg(test)]
-mod tests {
-    use rand::{Rng, SeedableRng};
-
-    use super::*;
-
-    type Owned = (Option<Vec<u8>>, Vec<u8>, i64);
-
-    fn random_batch(rng: &mut rand::rngs::StdRng) -> Vec<Owned> {
-        (0..rng.random_range(1..20))
-            .map(|_| {
-                let key = rng
-                    .random_bool(0.7)
-                    .then(|| (0..rng.random_range(0..12)).map(|_| rng.random()).collect());
-                let value = (0..rng.random_range(0..200))
-                    .map(|_| rng.random())
-                    .collect();
-                (key, value, rng.random_range(0..1_000_000))
-            })
-            .collect()
-    }
-
-    fn append(seg: &mut Segment, batch: &[Owned]) -> u64 {
-        let refs: Vec<NewRecord<'_>> = batch
-            .iter()
-            .map(|(k, v, t)| NewRecord {
-                key: k.as_deref(),
-                value: v,
-                timestamp: *t,
-            })
-            .collect();
-        seg.append(&refs, false).unwrap()
-    }
-
-    #[test]
-    fn appends_and_reads_by_offset_across_reopen() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("0.log");
-        let mut rng = rand::rngs::StdRng::seed_from_u64(1);
-        let mut all = Vec::new();
-        {
-            let mut seg = Segment::open(&path, 100).unwrap();
-            for _ in 0..50 {
-                let b = random_batch(&mut rng);
-                assert_eq!(append(&mut seg, &b), 100 + all.len() as u64);
-                all.extend(b);
-            }
+        if self.buf.len() < want.min(super::batch::MAX_BATCH_BYTES + 4) {
+            self.buf
+                .resize(want.min(super::batch::MAX_BATCH_BYTES + 4), 0);
         }
-        let seg = Segment::open(&path, 100).unwrap();
-        assert_eq!(seg.next_offset(), 100 + all.len() as u64);
-        for _ in 0..100 {
-            let from = rng.random_range(0..all.len() + 3);
-            let max = rng.random_range(1..40);
-            let got = seg.read(100 + from as u64, max).unwrap();
-            let want: Vec<_> = all.iter().enumerate().skip(from).take(max).collect();
-            assert_eq!(got.len(), want.len());
-            for (r, (i, (k, v, t))) in got.iter().zip(want) {
-                assert_eq!(
-                    (r.offset, &r.key, &r.value, r.timestamp),
-                    (100 + i as u64, k, v, *t)
-                );
-            }
-        }
+        let n = self
+            .file
+            .read_at(&mut self.buf[kept..], self.pos + kept as u64)
+            .map_err(io_err(&self.path))?;
+        self.end += n;
+        Ok(n > 0)
     }
 
-    #[test]
-    fn seeks_by_timestamp() {
-        let dir = tempfile::tempdir().unwrap();
-        let mut seg = Segment::open(&dir.path().join("0.log"), 0).unwrap();
-        append(
-            &mut seg,
-            &[(None, b"a".to_vec(), 10), (None, b"b".to_vec(), 30)],
-        );
-        append(
-            &mut seg,
-            &[(None, b"c".to_vec(), 20), (None, b"d".to_vec(), 50)],
-        );
-        assert_eq!(seg.offset_for_time(0), Some(0));
-        assert_eq!(seg.offset_for_time(30), Some(0));
-        assert_eq!(seg.offset_for_time(31), Some(2));
-        assert_eq!(seg.offset_for_time(51), None);
-        // The index is rebuilt on reopen.
-        let reopened = Segment::open(&dir.path().join("0.log"), 0).unwrap();
-        assert_eq!(reopened.offset_for_time(31), Some(2));
-    }
-
-    #[test]
-    fn a_torn_or_corrupt_tail_is_truncated_and_full_batches_survive() {
-        let mut rng = rand::rngs::StdRng::seed_from_u64(2);
-        for trial in 0..200 {
-            let dir = tempfile::tempdir().unwrap();
-            let path = dir.path().join("0.log");
-            let mut ends = vec![0u64];
-            let mut counts = vec![0u64];
-            {
-                let mut seg = Segment::open(&path, 0).unwrap();
-                for _ in 0..rng.random_range(1..8) {
-                    let b = random_batch(&mut rng);
-                    append(&mut seg, &b);
-                    ends.push(seg.size());
-                    counts.push(seg.next_offset());
-                }
-            }
-            let mut bytes = std::fs::read(&path).unwrap();
-            let cut = rng.random_range(0..=bytes.len());
-            if trial % 2 == 0 {
-                bytes.truncate(cut);
-            } else if cut < bytes.len() {
-                bytes[cut] ^= 1 << rng.random_range(0..8);
-            }
-            std::fs::write(&path, &bytes).unwrap();
-            let seg = Segment::open(&path, 0).unwrap();
-            // Every batch that ends before the damage survives; nothing after it does.
-            let survivors = ends.iter().filter(|e| **e <= cut as u64).count() - 1;
-            let survivors = if trial % 2 == 1 && cut == bytes.len() {
-                ends.len() - 1
-            } else {
-                survivors
-            };
-            assert_eq!(
-                seg.next_offset(),
-                counts[survivors],
-                "trial {trial}, damage at {cut}"
-            );
-            assert_eq!(seg.size(), ends[survivors]);
-            assert_eq!(
-                seg.read(0, usize::MAX).unwrap().len() as u64,
-                counts[survivors]
-            );
-        }
+    /// Forgets buffered bytes (after the end was reached, to re-read fresh data).
+    pub(super) fn reset(&mut self) {
+        self.start = 0;
+        self.end = 0;
     }
 }

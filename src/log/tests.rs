@@ -1,0 +1,318 @@
+//! Properties of the log: what is appended reads back by offset and by time, across segment
+//! rolls, reopen, retention and torn tails; readers tail a writer.
+
+use std::time::Duration;
+
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+
+use super::*;
+
+type Owned = (Option<Vec<u8>>, Vec<u8>, i64);
+
+fn random_records(rng: &mut StdRng, n: usize, t0: &mut i64) -> Vec<Owned> {
+    (0..n)
+        .map(|_| {
+            let key = rng
+                .random_bool(0.7)
+                .then(|| (0..rng.random_range(0..12)).map(|_| rng.random()).collect());
+            let value = (0..rng.random_range(0..300))
+                .map(|_| rng.random())
+                .collect();
+            *t0 += rng.random_range(-50..100);
+            (key, value, *t0)
+        })
+        .collect()
+}
+
+fn append_all(w: &mut PartitionWriter, recs: &[Owned]) -> u64 {
+    let mut b = BatchBuilder::default();
+    for (k, v, t) in recs {
+        b.push(k.as_deref(), v, *t);
+    }
+    w.append(&mut b).unwrap()
+}
+
+fn read_all(r: &mut PartitionReader) -> Vec<(u64, Owned)> {
+    let mut out = Vec::new();
+    while r
+        .poll(|rec| {
+            out.push((
+                rec.offset,
+                (
+                    rec.key.map(<[u8]>::to_vec),
+                    rec.value.to_vec(),
+                    rec.timestamp,
+                ),
+            ))
+        })
+        .unwrap()
+        > 0
+    {}
+    out
+}
+
+#[test]
+fn appends_read_back_by_offset_across_rolls_and_reopen() {
+    let mut rng = StdRng::seed_from_u64(7);
+    for trial in 0..6 {
+        let dir = tempfile::tempdir().unwrap();
+        let pdir = dir.path().join("0");
+        let segment_bytes = rng.random_range(500..20_000);
+        let mut all: Vec<Owned> = Vec::new();
+        let mut t = 1_000_000;
+        for _reopen in 0..3 {
+            let mut w = PartitionWriter::open(&pdir, segment_bytes, FsyncPolicy::Never).unwrap();
+            assert_eq!(w.next_offset(), all.len() as u64, "trial {trial}");
+            for _ in 0..rng.random_range(5..40) {
+                let n = rng.random_range(1..30);
+                let recs = random_records(&mut rng, n, &mut t);
+                assert_eq!(append_all(&mut w, &recs), all.len() as u64);
+                all.extend(recs);
+            }
+        }
+        assert!(
+            super::partition::segment_bases(&pdir).unwrap().len() > 1,
+            "rolled"
+        );
+        for _ in 0..30 {
+            let from = rng.random_range(0..=all.len() + 2) as u64;
+            let mut r = PartitionReader::open(&pdir, from).unwrap();
+            let got = read_all(&mut r);
+            let want: Vec<(u64, Owned)> = all
+                .iter()
+                .cloned()
+                .enumerate()
+                .skip(from as usize)
+                .map(|(i, o)| (i as u64, o))
+                .collect();
+            assert_eq!(got, want, "trial {trial}, from {from}");
+            assert_eq!(r.end_offset().unwrap(), all.len() as u64);
+        }
+    }
+}
+
+#[test]
+fn seeks_by_timestamp_to_the_first_batch_reaching_it() {
+    let mut rng = StdRng::seed_from_u64(3);
+    let dir = tempfile::tempdir().unwrap();
+    let mut w = PartitionWriter::open(dir.path(), 3_000, FsyncPolicy::Never).unwrap();
+    let mut batches = Vec::new(); // (base, max ts so far at the end of the batch)
+    let mut t = 0;
+    let mut max_so_far = i64::MIN;
+    for _ in 0..200 {
+        let n = rng.random_range(1..10);
+        let recs = random_records(&mut rng, n, &mut t);
+        let base = append_all(&mut w, &recs);
+        let bmax = recs.iter().map(|r| r.2).max().unwrap();
+        max_so_far = max_so_far.max(bmax);
+        batches.push((base, bmax));
+    }
+    w.flush().unwrap();
+    for _ in 0..100 {
+        let ts = rng.random_range(-100..max_so_far + 100);
+        let want = batches
+            .iter()
+            .find(|(_, m)| *m >= ts)
+            .map_or(w.next_offset(), |(b, _)| *b);
+        let mut r = PartitionReader::open(dir.path(), 0).unwrap();
+        r.seek_time(ts).unwrap();
+        assert_eq!(r.position(), want, "ts {ts}");
+    }
+}
+
+#[test]
+fn torn_or_corrupt_tails_keep_every_full_batch_and_return_nothing_corrupt() {
+    let mut rng = StdRng::seed_from_u64(11);
+    for trial in 0..150 {
+        let dir = tempfile::tempdir().unwrap();
+        let mut ends = vec![(0u64, 0u64)]; // (file size, next offset) after each batch
+        let mut all = Vec::new();
+        let mut t = 0;
+        {
+            let mut w = PartitionWriter::open(dir.path(), u64::MAX, FsyncPolicy::Never).unwrap();
+            for _ in 0..rng.random_range(1..8) {
+                let n = rng.random_range(1..10);
+                let recs = random_records(&mut rng, n, &mut t);
+                append_all(&mut w, &recs);
+                all.extend(recs);
+                ends.push((w.size(), w.next_offset()));
+            }
+        }
+        let path = dir.path().join(format!("{:020}.log", 0));
+        let mut bytes = std::fs::read(&path).unwrap();
+        let cut = rng.random_range(0..bytes.len());
+        let truncate = trial % 2 == 0;
+        if truncate {
+            bytes.truncate(cut);
+        } else {
+            bytes[cut] ^= 1 << rng.random_range(0..8);
+        }
+        std::fs::write(&path, &bytes).unwrap();
+        // Readers never return anything past the damage...
+        let mut r = PartitionReader::open(dir.path(), 0).unwrap();
+        let before = read_all(&mut r);
+        // ...and reopening the writer truncates it, keeping every batch written before it.
+        let w = PartitionWriter::open(dir.path(), u64::MAX, FsyncPolicy::Never).unwrap();
+        let survivors = ends
+            .iter()
+            .rev()
+            .find(|(size, _)| *size <= cut as u64)
+            .unwrap();
+        assert_eq!(
+            w.next_offset(),
+            survivors.1,
+            "trial {trial}, damage at {cut}"
+        );
+        assert_eq!(w.size(), survivors.0);
+        drop(w);
+        let after = read_all(&mut PartitionReader::open(dir.path(), 0).unwrap());
+        assert_eq!(after.len() as u64, survivors.1);
+        assert_eq!(before, after);
+        for (o, rec) in &after {
+            assert_eq!(rec, &all[*o as usize]);
+        }
+    }
+}
+
+#[test]
+fn retention_deletes_old_segments_and_readers_skip_to_what_is_left() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut rng = StdRng::seed_from_u64(5);
+    let mut w = PartitionWriter::open(dir.path(), 2_000, FsyncPolicy::Never).unwrap();
+    let mut t = 0;
+    for _ in 0..100 {
+        let recs = random_records(&mut rng, 5, &mut t);
+        append_all(&mut w, &recs);
+    }
+    let segments = w.segment_count();
+    assert!(segments > 5);
+    let by_size = Retention {
+        max_age_ms: None,
+        max_bytes: Some(10_000),
+    };
+    let deleted = w.apply_retention(&by_size).unwrap();
+    assert!(
+        deleted > 0 && w.size() <= 10_000 + 2_000 + 2_000,
+        "size {}",
+        w.size()
+    );
+    assert_eq!(w.segment_count(), segments - deleted);
+    let mut r = PartitionReader::open(dir.path(), 0).unwrap();
+    assert_eq!(r.position(), w.start_offset());
+    assert_eq!(
+        read_all(&mut r).len() as u64,
+        w.next_offset() - w.start_offset()
+    );
+    // By age: every sealed segment is older than 0 ms once a moment passes; the active one stays.
+    std::thread::sleep(Duration::from_millis(20));
+    let by_age = Retention {
+        max_age_ms: Some(1),
+        max_bytes: None,
+    };
+    w.apply_retention(&by_age).unwrap();
+    assert_eq!(w.segment_count(), 1);
+}
+
+#[test]
+fn topics_partition_by_key_stably_and_groups_commit_durably() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = Log::new(dir.path());
+    let config = TopicConfig {
+        partitions: 4,
+        ..TopicConfig::default()
+    };
+    log.create_topic("payments", &config).unwrap();
+    assert!(matches!(
+        log.create_topic("payments", &config),
+        Err(LogError::TopicExists(_))
+    ));
+    assert!(matches!(
+        log.topic_config("nope"),
+        Err(LogError::NoSuchTopic { .. })
+    ));
+    assert!(log.create_topic("../x", &config).is_err());
+    // The partitioner is part of the format: these values must never change.
+    assert_eq!(
+        partition_for_key(b"card_000001", 8),
+        partition_for_key(b"card_000001", 8)
+    );
+    let spread: std::collections::BTreeSet<u32> = (0..100)
+        .map(|i| partition_for_key(format!("card_{i}").as_bytes(), 8))
+        .collect();
+    assert_eq!(spread.len(), 8);
+    let mut w = log.writer("payments", FsyncPolicy::Always).unwrap();
+    assert!(matches!(
+        log.writer("payments", FsyncPolicy::Never),
+        Err(LogError::Locked(_))
+    ));
+    let mut batches: Vec<BatchBuilder> = (0..4).map(|_| BatchBuilder::default()).collect();
+    for i in 0..1000 {
+        let key = format!("card_{}", i % 37);
+        let p = w.route(Some(key.as_bytes()));
+        assert_eq!(p, partition_for_key(key.as_bytes(), 4));
+        batches[p as usize].push(Some(key.as_bytes()), format!("{i}").as_bytes(), i);
+    }
+    for (p, b) in batches.iter_mut().enumerate() {
+        w.append(p as u32, b).unwrap();
+    }
+    let keyless: Vec<u32> = (0..8).map(|_| w.route(None)).collect();
+    assert_eq!(keyless, vec![0, 1, 2, 3, 0, 1, 2, 3]);
+    // Each key's records are in one partition, in order.
+    let mut seen = std::collections::HashMap::new();
+    for p in 0..4 {
+        let mut r = log.reader("payments", p, 0).unwrap();
+        for (_, (k, v, _)) in read_all(&mut r) {
+            let i: i64 = String::from_utf8(v).unwrap().parse().unwrap();
+            let last = seen.insert(k.clone().unwrap(), (p, i));
+            if let Some((lp, li)) = last {
+                assert_eq!(lp, p);
+                assert!(li < i);
+            }
+        }
+    }
+    let offsets = GroupOffsets {
+        offsets: [(0, 5), (3, 9)].into_iter().collect(),
+    };
+    log.commit_offsets("payments", "dash", &offsets).unwrap();
+    assert_eq!(log.group_offsets("payments", "dash").unwrap(), offsets);
+    assert_eq!(log.groups("payments"), vec!["dash".to_string()]);
+    assert_eq!(
+        log.group_offsets("payments", "other").unwrap(),
+        GroupOffsets::default()
+    );
+    let stats = log.partition_stats("payments").unwrap();
+    assert_eq!(stats.iter().map(|s| s.end_offset).sum::<u64>(), 1000);
+}
+
+#[test]
+fn a_reader_tails_a_writer_in_another_thread() {
+    let dir = tempfile::tempdir().unwrap();
+    let pdir = dir.path().to_path_buf();
+    let mut w = PartitionWriter::open(&pdir, 4_000, FsyncPolicy::Never).unwrap();
+    let mut r = PartitionReader::open(&pdir, 0).unwrap();
+    let mut waiter = TailWaiter::new([pdir.as_path()]);
+    let writer = std::thread::spawn(move || {
+        let mut b = BatchBuilder::default();
+        for i in 0..300u64 {
+            b.push(None, &i.to_le_bytes(), i as i64);
+            if i % 7 == 6 {
+                w.append(&mut b).unwrap();
+                std::thread::sleep(Duration::from_millis(1));
+            }
+        }
+        w.append(&mut b).unwrap();
+    });
+    let mut got = Vec::new();
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while got.len() < 300 && std::time::Instant::now() < deadline {
+        let n = r
+            .poll(|rec| got.push(u64::from_le_bytes(rec.value.try_into().unwrap())))
+            .unwrap();
+        if n == 0 {
+            waiter.wait(Duration::from_millis(100));
+        }
+    }
+    writer.join().unwrap();
+    assert_eq!(got, (0..300).collect::<Vec<_>>());
+}

@@ -1,0 +1,391 @@
+//! Topics: named sets of partitions with a configuration, a stable key partitioner, a writer
+//! lock, and consumer groups with durably committed offsets.
+//!
+//! **Partitioner (stable, part of the format):** a record with a key goes to partition
+//! `xxh3_64(key, seed 0) mod partitions` — the same partition on every run, machine and version,
+//! so each card's (or merchant's) events stay in order in one partition. Records without a key
+//! are spread round-robin.
+
+use std::fs::File;
+use std::path::{Path, PathBuf};
+
+use super::partition::{PartitionReader, PartitionWriter, Retention, segment_bases};
+use super::segment::io_err;
+use super::{BatchBuilder, FsyncPolicy, LogError};
+
+/// Default segment size: segments roll after 64 MiB.
+pub const DEFAULT_SEGMENT_BYTES: u64 = 64 << 20;
+
+/// A topic's stored configuration (`topic.json`).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TopicConfig {
+    /// Number of partitions (fixed at creation).
+    pub partitions: u32,
+    /// Segment roll size in bytes.
+    pub segment_bytes: u64,
+    /// Retention by age and size.
+    pub retention: Retention,
+}
+
+impl Default for TopicConfig {
+    fn default() -> Self {
+        TopicConfig {
+            partitions: 1,
+            segment_bytes: DEFAULT_SEGMENT_BYTES,
+            retention: Retention {
+                max_age_ms: Some(7 * 24 * 3_600_000),
+                max_bytes: None,
+            },
+        }
+    }
+}
+
+/// The partition a key belongs to (see the module documentation).
+pub fn partition_for_key(key: &[u8], partitions: u32) -> u32 {
+    (xxhash_rust::xxh3::xxh3_64(key) % u64::from(partitions.max(1))) as u32
+}
+
+/// The log's data directory.
+#[derive(Debug, Clone)]
+pub struct Log {
+    dir: PathBuf,
+}
+
+fn valid_name(kind: &str, name: &str) -> Result<(), LogError> {
+    let ok = !name.is_empty()
+        && name.len() <= 200
+        && name != "."
+        && name != ".."
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
+    if ok {
+        Ok(())
+    } else {
+        Err(LogError::Invalid(format!(
+            "invalid {kind} name {name:?}: use 1-200 letters, digits, '.', '_' or '-'"
+        )))
+    }
+}
+
+/// Writes `bytes` to `path` atomically: a temporary file, fsync, rename, fsync of the directory.
+pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), LogError> {
+    use std::io::Write;
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let tmp = path.with_extension("tmp");
+    let mut f = File::create(&tmp).map_err(io_err(&tmp))?;
+    f.write_all(bytes)
+        .and_then(|_| f.sync_all())
+        .map_err(io_err(&tmp))?;
+    std::fs::rename(&tmp, path).map_err(io_err(path))?;
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(io_err(dir))
+}
+
+impl Log {
+    /// The log kept in `dir` (created on first write).
+    pub fn new(dir: impl Into<PathBuf>) -> Self {
+        Log { dir: dir.into() }
+    }
+
+    /// The data directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    fn topic_dir(&self, topic: &str) -> PathBuf {
+        self.dir.join(topic)
+    }
+
+    /// The directory of one partition.
+    pub fn partition_dir(&self, topic: &str, partition: u32) -> PathBuf {
+        self.topic_dir(topic).join(partition.to_string())
+    }
+
+    /// Creates a topic.
+    pub fn create_topic(&self, topic: &str, config: &TopicConfig) -> Result<(), LogError> {
+        valid_name("topic", topic)?;
+        if config.partitions == 0 || config.partitions > 4096 {
+            return Err(LogError::Invalid(format!(
+                "a topic needs 1 to 4096 partitions, not {}",
+                config.partitions
+            )));
+        }
+        let dir = self.topic_dir(topic);
+        if dir.join("topic.json").exists() {
+            return Err(LogError::TopicExists(topic.into()));
+        }
+        for p in 0..config.partitions {
+            let d = self.partition_dir(topic, p);
+            std::fs::create_dir_all(&d).map_err(io_err(&d))?;
+        }
+        let json = serde_json::to_vec_pretty(config).expect("config serializes");
+        write_atomic(&dir.join("topic.json"), &json)
+    }
+
+    /// The configuration of an existing topic.
+    pub fn topic_config(&self, topic: &str) -> Result<TopicConfig, LogError> {
+        valid_name("topic", topic)?;
+        let path = self.topic_dir(topic).join("topic.json");
+        let bytes = match std::fs::read(&path) {
+            Ok(b) => b,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(LogError::NoSuchTopic {
+                    topic: topic.into(),
+                    data_dir: self.dir.clone(),
+                });
+            }
+            Err(e) => return Err(io_err(&path)(e)),
+        };
+        serde_json::from_slice(&bytes).map_err(|e| LogError::Corrupt {
+            path,
+            message: e.to_string(),
+        })
+    }
+
+    /// The configuration of `topic`, creating it with `default` when it does not exist.
+    pub fn ensure_topic(
+        &self,
+        topic: &str,
+        default: &TopicConfig,
+    ) -> Result<TopicConfig, LogError> {
+        match self.topic_config(topic) {
+            Err(LogError::NoSuchTopic { .. }) => {
+                match self.create_topic(topic, default) {
+                    Ok(()) | Err(LogError::TopicExists(_)) => {}
+                    Err(e) => return Err(e),
+                }
+                tracing::info!(topic, partitions = default.partitions, "created topic");
+                self.topic_config(topic)
+            }
+            r => r,
+        }
+    }
+
+    /// Topics in the data directory, sorted.
+    pub fn topics(&self) -> Result<Vec<String>, LogError> {
+        let mut out = Vec::new();
+        let Ok(rd) = std::fs::read_dir(&self.dir) else {
+            return Ok(out);
+        };
+        for e in rd.flatten() {
+            if e.path().join("topic.json").exists()
+                && let Ok(name) = e.file_name().into_string()
+            {
+                out.push(name);
+            }
+        }
+        out.sort();
+        Ok(out)
+    }
+
+    /// Opens the topic for writing (one writer process per topic).
+    pub fn writer(&self, topic: &str, fsync: FsyncPolicy) -> Result<TopicWriter, LogError> {
+        let config = self.topic_config(topic)?;
+        let lock_path = self.topic_dir(topic).join("writer.lock");
+        let lock = File::create(&lock_path).map_err(io_err(&lock_path))?;
+        match lock.try_lock() {
+            Ok(()) => {}
+            Err(std::fs::TryLockError::WouldBlock) => return Err(LogError::Locked(topic.into())),
+            Err(std::fs::TryLockError::Error(e)) => return Err(io_err(&lock_path)(e)),
+        }
+        let partitions = (0..config.partitions)
+            .map(|p| {
+                PartitionWriter::open(&self.partition_dir(topic, p), config.segment_bytes, fsync)
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let mut w = TopicWriter {
+            topic: topic.into(),
+            config,
+            partitions,
+            round_robin: 0,
+            _lock: lock,
+        };
+        w.apply_retention()?;
+        Ok(w)
+    }
+
+    /// A reader of one partition, positioned at `offset`.
+    pub fn reader(
+        &self,
+        topic: &str,
+        partition: u32,
+        offset: u64,
+    ) -> Result<PartitionReader, LogError> {
+        PartitionReader::open(&self.partition_dir(topic, partition), offset)
+    }
+
+    /// Per partition: (first stored offset, end offset, bytes on disk, segment count).
+    pub fn partition_stats(&self, topic: &str) -> Result<Vec<PartitionStats>, LogError> {
+        let config = self.topic_config(topic)?;
+        (0..config.partitions)
+            .map(|p| {
+                let dir = self.partition_dir(topic, p);
+                let bases = segment_bases(&dir)?;
+                let r = PartitionReader::open(&dir, 0)?;
+                let mut bytes = 0;
+                for b in &bases {
+                    let path = super::segment::segment_path(&dir, *b, "log");
+                    bytes += std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
+                }
+                Ok(PartitionStats {
+                    partition: p,
+                    start_offset: bases.first().copied().unwrap_or(0),
+                    end_offset: r.end_offset()?,
+                    bytes,
+                    segments: bases.len(),
+                })
+            })
+            .collect()
+    }
+
+    fn group_path(&self, topic: &str, group: &str) -> PathBuf {
+        self.topic_dir(topic)
+            .join("groups")
+            .join(format!("{group}.json"))
+    }
+
+    /// The committed offsets of `group` on `topic` (empty when it never committed).
+    pub fn group_offsets(&self, topic: &str, group: &str) -> Result<GroupOffsets, LogError> {
+        valid_name("consumer group", group)?;
+        let path = self.group_path(topic, group);
+        match std::fs::read(&path) {
+            Ok(b) => serde_json::from_slice(&b).map_err(|e| LogError::Corrupt {
+                path,
+                message: e.to_string(),
+            }),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(GroupOffsets::default()),
+            Err(e) => Err(io_err(&path)(e)),
+        }
+    }
+
+    /// Durably commits `group`'s offsets on `topic` (atomic replace).
+    pub fn commit_offsets(
+        &self,
+        topic: &str,
+        group: &str,
+        offsets: &GroupOffsets,
+    ) -> Result<(), LogError> {
+        valid_name("consumer group", group)?;
+        let path = self.group_path(topic, group);
+        let dir = path.parent().expect("groups dir");
+        std::fs::create_dir_all(dir).map_err(io_err(dir))?;
+        let json = serde_json::to_vec(offsets).expect("offsets serialize");
+        write_atomic(&path, &json)
+    }
+
+    /// Consumer groups that committed on `topic`.
+    pub fn groups(&self, topic: &str) -> Vec<String> {
+        let mut out: Vec<String> = std::fs::read_dir(self.topic_dir(topic).join("groups"))
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter_map(|e| {
+                e.file_name()
+                    .into_string()
+                    .ok()?
+                    .strip_suffix(".json")
+                    .map(String::from)
+            })
+            .collect();
+        out.sort();
+        out
+    }
+}
+
+/// Stored state of one partition.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PartitionStats {
+    /// Partition number.
+    pub partition: u32,
+    /// First offset still stored.
+    pub start_offset: u64,
+    /// Offset the next record gets.
+    pub end_offset: u64,
+    /// Bytes of segment files.
+    pub bytes: u64,
+    /// Number of segments.
+    pub segments: usize,
+}
+
+/// Committed offsets of a consumer group: the next offset to read, per partition.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct GroupOffsets {
+    /// `offsets[p]` is the next offset to read in partition `p`.
+    pub offsets: std::collections::BTreeMap<u32, u64>,
+}
+
+/// The writer of a topic: routes records to partitions and batches them.
+pub struct TopicWriter {
+    topic: String,
+    config: TopicConfig,
+    partitions: Vec<PartitionWriter>,
+    round_robin: u32,
+    _lock: File,
+}
+
+impl TopicWriter {
+    /// The topic's name.
+    pub fn topic(&self) -> &str {
+        &self.topic
+    }
+
+    /// Number of partitions.
+    pub fn partitions(&self) -> u32 {
+        self.config.partitions
+    }
+
+    /// The partition for a record with this key (round-robin when `None`).
+    pub fn route(&mut self, key: Option<&[u8]>) -> u32 {
+        match key {
+            Some(k) => partition_for_key(k, self.config.partitions),
+            None => {
+                let p = self.round_robin % self.config.partitions;
+                self.round_robin = self.round_robin.wrapping_add(1);
+                p
+            }
+        }
+    }
+
+    /// Appends a batch to partition `p`; returns its first offset.
+    pub fn append(&mut self, p: u32, batch: &mut BatchBuilder) -> Result<u64, LogError> {
+        let n = self.partitions.len();
+        let w = self.partitions.get_mut(p as usize).ok_or_else(|| {
+            LogError::Invalid(format!("partition {p} does not exist (the topic has {n})"))
+        })?;
+        w.append(batch)
+    }
+
+    /// Hands index entries to the OS and syncs where the policy is due; applies retention.
+    pub fn flush(&mut self) -> Result<(), LogError> {
+        for p in &mut self.partitions {
+            p.flush()?;
+        }
+        Ok(())
+    }
+
+    /// Makes everything written durable.
+    pub fn sync(&mut self) -> Result<(), LogError> {
+        for p in &mut self.partitions {
+            p.sync()?;
+        }
+        Ok(())
+    }
+
+    /// Deletes segments beyond the topic's retention.
+    pub fn apply_retention(&mut self) -> Result<usize, LogError> {
+        let r = self.config.retention;
+        let mut n = 0;
+        for p in &mut self.partitions {
+            n += p.apply_retention(&r)?;
+        }
+        Ok(n)
+    }
+
+    /// Next offset per partition.
+    pub fn end_offsets(&self) -> Vec<u64> {
+        self.partitions.iter().map(|p| p.next_offset()).collect()
+    }
+}
