@@ -6,6 +6,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
+mod cli;
+
 use anyhow::{Context, bail};
 use clap::{Parser, Subcommand};
 use paystream::generate::{GenConfig, Lifecycle, generate};
@@ -34,6 +36,31 @@ enum Command {
     Demo(DemoArgs),
     /// Measure throughput: each shipped query over a generated file, beside same-run baselines.
     Bench(BenchArgs),
+    /// Manage topics of the embedded log: create, describe, list.
+    Topic {
+        #[command(subcommand)]
+        command: cli::log_cmds::TopicCommand,
+        #[command(flatten)]
+        data: cli::log_cmds::DataDir,
+    },
+    /// Append JSON Lines (a file or standard input) to a topic, one record per line.
+    ///
+    /// Each record's key is a JSON field (`card_id` by default), so every card's events stay in
+    /// order in one partition; its timestamp is its `event_time`. Records are not validated
+    /// here: the query reading the topic dead-letters invalid ones.
+    Produce {
+        #[command(flatten)]
+        args: cli::log_cmds::ProduceArgs,
+        #[command(flatten)]
+        data: cli::log_cmds::DataDir,
+    },
+    /// Print a topic's records, one value a line; tails new records until Ctrl-C.
+    Consume {
+        #[command(flatten)]
+        args: cli::log_cmds::ConsumeArgs,
+        #[command(flatten)]
+        data: cli::log_cmds::DataDir,
+    },
 }
 
 #[derive(clap::Args)]
@@ -166,6 +193,9 @@ fn main() {
         Command::Gen(a) => gen_cmd(a),
         Command::Demo(a) => demo(a),
         Command::Bench(a) => bench(a),
+        Command::Topic { command, data } => cli::log_cmds::topic(&data, command),
+        Command::Produce { args, data } => cli::log_cmds::produce(&data, args),
+        Command::Consume { args, data } => cli::log_cmds::consume(&data, args),
     };
     if let Err(e) = r {
         eprintln!("error: {e:#}");

@@ -12,7 +12,9 @@
 //! consumer groups, [`tail`] the wait for new data.
 
 mod batch;
+mod consumer;
 mod partition;
+mod producer;
 mod segment;
 mod tail;
 mod topic;
@@ -21,7 +23,9 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 pub use self::batch::{BatchBuilder, MAX_BATCH_BYTES, RecordRef};
+pub use self::consumer::{StartAt, TopicConsumer};
 pub use self::partition::{PartitionReader, PartitionWriter, Retention};
+pub use self::producer::Producer;
 pub use self::tail::TailWaiter;
 pub use self::topic::{
     DEFAULT_SEGMENT_BYTES, GroupOffsets, Log, PartitionStats, TopicConfig, TopicWriter,

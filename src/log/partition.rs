@@ -310,8 +310,8 @@ impl PartitionReader {
         Ok(())
     }
 
-    /// Moves to the first batch holding a record with a timestamp at or after `ts` (by batch
-    /// maximum, as Kafka's time index does), or to the end when every record is older.
+    /// Moves to the first record (in offset order) with a timestamp at or after `ts`, as Kafka's
+    /// offsets-for-times does, or to the end when every record is older.
     pub fn seek_time(&mut self, ts: i64) -> Result<(), LogError> {
         let bases = segment_bases(&self.dir)?;
         for &base in &bases {
@@ -325,7 +325,10 @@ impl PartitionReader {
             let mut c = SegmentCursor::open(segment_path(&self.dir, base, "log"), pos)?;
             while let Next::Batch(v) = c.next_batch()? {
                 if v.max_timestamp >= ts {
-                    let at = v.base_offset;
+                    let at = v
+                        .records()
+                        .find(|r| r.timestamp >= ts)
+                        .map_or(v.base_offset, |r| r.offset);
                     return self.seek(at);
                 }
             }

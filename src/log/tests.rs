@@ -93,28 +93,26 @@ fn appends_read_back_by_offset_across_rolls_and_reopen() {
 }
 
 #[test]
-fn seeks_by_timestamp_to_the_first_batch_reaching_it() {
+fn seeks_by_timestamp_to_the_first_record_reaching_it() {
     let mut rng = StdRng::seed_from_u64(3);
     let dir = tempfile::tempdir().unwrap();
     let mut w = PartitionWriter::open(dir.path(), 3_000, FsyncPolicy::Never).unwrap();
-    let mut batches = Vec::new(); // (base, max ts so far at the end of the batch)
+    let mut times = Vec::new(); // timestamp of every offset
     let mut t = 0;
-    let mut max_so_far = i64::MIN;
     for _ in 0..200 {
         let n = rng.random_range(1..10);
         let recs = random_records(&mut rng, n, &mut t);
-        let base = append_all(&mut w, &recs);
-        let bmax = recs.iter().map(|r| r.2).max().unwrap();
-        max_so_far = max_so_far.max(bmax);
-        batches.push((base, bmax));
+        append_all(&mut w, &recs);
+        times.extend(recs.iter().map(|r| r.2));
     }
     w.flush().unwrap();
+    let max = *times.iter().max().unwrap();
     for _ in 0..100 {
-        let ts = rng.random_range(-100..max_so_far + 100);
-        let want = batches
+        let ts = rng.random_range(-100..max + 100);
+        let want = times
             .iter()
-            .find(|(_, m)| *m >= ts)
-            .map_or(w.next_offset(), |(b, _)| *b);
+            .position(|t| *t >= ts)
+            .map_or(w.next_offset(), |o| o as u64);
         let mut r = PartitionReader::open(dir.path(), 0).unwrap();
         r.seek_time(ts).unwrap();
         assert_eq!(r.position(), want, "ts {ts}");

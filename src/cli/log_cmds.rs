@@ -1,0 +1,392 @@
+//! `paystream topic create|describe|list`, `paystream produce`, `paystream consume`.
+
+use std::io::{Read, Write};
+use std::path::PathBuf;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use paystream::log::{FsyncPolicy, Log, Producer, Retention, StartAt, TopicConfig, TopicConsumer};
+use paystream::time::{parse_duration_millis, parse_rfc3339_millis};
+
+/// Where the embedded log keeps its topics.
+#[derive(clap::Args, Clone)]
+pub(crate) struct DataDir {
+    /// Directory of the embedded log (topics, segments, consumer groups).
+    #[arg(long, default_value = "paystream-data", global = true)]
+    pub(crate) data_dir: PathBuf,
+}
+
+#[derive(clap::Subcommand)]
+pub(crate) enum TopicCommand {
+    /// Create a topic.
+    Create(TopicCreateArgs),
+    /// Show a topic's partitions, offsets, sizes, retention and consumer-group lag.
+    Describe {
+        /// The topic.
+        topic: String,
+    },
+    /// List the topics.
+    List,
+}
+
+#[derive(clap::Args)]
+pub(crate) struct TopicCreateArgs {
+    /// The topic name (letters, digits, '.', '_', '-').
+    topic: String,
+    /// Number of partitions (records with the same key always share one).
+    #[arg(long, default_value_t = 1)]
+    partitions: u32,
+    /// Segment files roll at this size, e.g. 64MiB.
+    #[arg(long, default_value = "64MiB")]
+    segment_bytes: String,
+    /// Delete segments whose last write is older than this (e.g. 7d, 12h), or `forever`.
+    #[arg(long, default_value = "7d")]
+    retention: String,
+    /// Keep at most this many bytes per partition (e.g. 10GiB), or `unlimited`.
+    #[arg(long, default_value = "unlimited")]
+    retention_bytes: String,
+}
+
+#[derive(clap::Args)]
+pub(crate) struct ProduceArgs {
+    /// The topic (created with one partition if it does not exist).
+    topic: String,
+    /// JSON Lines to read; standard input when absent.
+    file: Option<PathBuf>,
+    /// JSON field whose value is the record key (picks the partition); `none` for round-robin.
+    #[arg(long, default_value = "card_id")]
+    key: String,
+    /// When appends are made durable: always (before acknowledging), interval (every second),
+    /// or never (left to the OS).
+    #[arg(long, default_value = "interval")]
+    fsync: String,
+}
+
+#[derive(clap::Args)]
+pub(crate) struct ConsumeArgs {
+    /// The topic.
+    topic: String,
+    /// Consumer group: starts from its committed offsets and commits what it printed.
+    #[arg(long)]
+    group: Option<String>,
+    /// Where to start: earliest, latest, an offset, or an RFC 3339 time. Default: the group's
+    /// committed offsets, else earliest.
+    #[arg(long)]
+    from: Option<String>,
+    /// Exit once every partition's end (as of the start) is reached, instead of tailing.
+    #[arg(long)]
+    until_end: bool,
+    /// Stop after this many records.
+    #[arg(long)]
+    max_records: Option<u64>,
+    /// Print `partition offset value` instead of the bare value.
+    #[arg(long)]
+    with_offsets: bool,
+}
+
+pub(crate) fn parse_bytes(what: &str, s: &str) -> anyhow::Result<u64> {
+    let t = s.trim();
+    let split = t
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(t.len());
+    let (n, unit) = t.split_at(split);
+    let n: u64 = n
+        .parse()
+        .with_context(|| format!("invalid {what} {s:?}: use e.g. 64MiB, 1GiB or 1048576"))?;
+    let mult = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "k" | "kb" | "kib" => 1 << 10,
+        "m" | "mb" | "mib" => 1 << 20,
+        "g" | "gb" | "gib" => 1 << 30,
+        "t" | "tb" | "tib" => 1 << 40,
+        _ => bail!("invalid {what} {s:?}: unknown unit {unit:?} (use B, KiB, MiB, GiB, TiB)"),
+    };
+    n.checked_mul(mult)
+        .with_context(|| format!("{what} {s:?} is too large"))
+}
+
+fn fmt_age(ms: u64) -> String {
+    match ms {
+        m if m % 86_400_000 == 0 => format!("{}d", m / 86_400_000),
+        m if m % 3_600_000 == 0 => format!("{}h", m / 3_600_000),
+        m if m % 60_000 == 0 => format!("{}m", m / 60_000),
+        m => format!("{m}ms"),
+    }
+}
+
+pub(crate) fn topic(data: &DataDir, cmd: TopicCommand) -> anyhow::Result<()> {
+    let log = Log::new(&data.data_dir);
+    match cmd {
+        TopicCommand::Create(a) => {
+            let max_age_ms = match a.retention.as_str() {
+                "forever" | "none" => None,
+                s => Some(
+                    parse_duration_millis(s)
+                        .map_err(|e| anyhow::anyhow!("invalid --retention: {e}"))?
+                        as u64,
+                ),
+            };
+            let max_bytes = match a.retention_bytes.as_str() {
+                "unlimited" | "none" => None,
+                s => Some(parse_bytes("--retention-bytes", s)?),
+            };
+            let config = TopicConfig {
+                partitions: a.partitions,
+                segment_bytes: parse_bytes("--segment-bytes", &a.segment_bytes)?.max(4096),
+                retention: Retention {
+                    max_age_ms,
+                    max_bytes,
+                },
+            };
+            log.create_topic(&a.topic, &config)?;
+            println!(
+                "created topic {} with {} partition{} in {}",
+                a.topic,
+                a.partitions,
+                if a.partitions == 1 { "" } else { "s" },
+                data.data_dir.display()
+            );
+        }
+        TopicCommand::Describe { topic } => {
+            let c = log.topic_config(&topic)?;
+            let stats = log.partition_stats(&topic)?;
+            let retention = format!(
+                "{}, {}",
+                c.retention
+                    .max_age_ms
+                    .map_or("age forever".into(), |a| format!("age {}", fmt_age(a))),
+                c.retention
+                    .max_bytes
+                    .map_or("size unlimited".into(), |b| format!("{b} bytes per partition")),
+            );
+            println!("topic: {topic}");
+            println!("partitions: {}", c.partitions);
+            println!("segment_bytes: {}", c.segment_bytes);
+            println!("retention: {retention}");
+            let total: u64 = stats.iter().map(|s| s.end_offset - s.start_offset).sum();
+            let bytes: u64 = stats.iter().map(|s| s.bytes).sum();
+            println!("records: {total}");
+            println!("bytes: {bytes}");
+            println!(
+                "{:>9} {:>14} {:>14} {:>14} {:>8}",
+                "partition", "start_offset", "end_offset", "bytes", "segments"
+            );
+            for s in &stats {
+                println!(
+                    "{:>9} {:>14} {:>14} {:>14} {:>8}",
+                    s.partition, s.start_offset, s.end_offset, s.bytes, s.segments
+                );
+            }
+            let groups = log.groups(&topic);
+            if groups.is_empty() {
+                println!("groups: none");
+            }
+            for g in groups {
+                let o = log.group_offsets(&topic, &g)?;
+                let lags: Vec<u64> = stats
+                    .iter()
+                    .map(|s| {
+                        let at = o
+                            .offsets
+                            .get(&s.partition)
+                            .copied()
+                            .unwrap_or(s.start_offset)
+                            .max(s.start_offset);
+                        s.end_offset.saturating_sub(at)
+                    })
+                    .collect();
+                let parts: Vec<String> = lags
+                    .iter()
+                    .enumerate()
+                    .map(|(p, l)| format!("p{p}={l}"))
+                    .collect();
+                println!(
+                    "group {g}: lag {} ({})",
+                    lags.iter().sum::<u64>(),
+                    parts.join(" ")
+                );
+            }
+        }
+        TopicCommand::List => {
+            for t in log.topics()? {
+                let c = log.topic_config(&t)?;
+                println!("{t}\tpartitions={}", c.partitions);
+            }
+        }
+    }
+    Ok(())
+}
+
+pub(crate) fn fsync_policy(s: &str) -> anyhow::Result<FsyncPolicy> {
+    FsyncPolicy::parse(s)
+        .with_context(|| format!("invalid --fsync {s:?}: use always, interval or never"))
+}
+
+pub(crate) fn produce(data: &DataDir, a: ProduceArgs) -> anyhow::Result<()> {
+    let log = Log::new(&data.data_dir);
+    let fsync = fsync_policy(&a.fsync)?;
+    let mut input: Box<dyn Read> = match &a.file {
+        Some(p) => Box::new(
+            std::fs::File::open(p).with_context(|| format!("cannot open {}", p.display()))?,
+        ),
+        None => Box::new(std::io::stdin().lock()),
+    };
+    if let Err(paystream::log::LogError::NoSuchTopic { .. }) = log.topic_config(&a.topic) {
+        log.ensure_topic(&a.topic, &TopicConfig::default())?;
+        eprintln!(
+            "note: topic {} did not exist; created it with 1 partition (use `paystream topic create {} --partitions N` first for more)",
+            a.topic, a.topic
+        );
+    }
+    let writer = log.writer(&a.topic, fsync)?;
+    let partitions = writer.partitions();
+    let key = (a.key != "none").then_some(a.key.as_str());
+    let mut producer = Producer::new(writer, key);
+    let started = Instant::now();
+    let stop = crate::stop_on_signal();
+    let n = pump_lines(&mut input, &mut producer, &stop)?;
+    producer.finish()?;
+    let secs = started.elapsed().as_secs_f64();
+    eprintln!(
+        "produced records={n} topic={} partitions={partitions} wall={secs:.3}s records_per_sec={:.0}",
+        a.topic,
+        n as f64 / secs.max(1e-9)
+    );
+    Ok(())
+}
+
+/// Reads lines from `input` into the producer until the end (or a stop signal).
+pub(crate) fn pump_lines(
+    input: &mut dyn Read,
+    producer: &mut Producer,
+    stop: &std::sync::atomic::AtomicBool,
+) -> anyhow::Result<u64> {
+    let mut buf = vec![0u8; 4 << 20];
+    let mut filled = 0;
+    let mut n = 0;
+    let mut last_flush = Instant::now();
+    loop {
+        if stop.load(Ordering::Relaxed) {
+            break;
+        }
+        if filled == buf.len() {
+            buf.resize(buf.len() * 2, 0);
+        }
+        let got = input
+            .read(&mut buf[filled..])
+            .context("cannot read the input")?;
+        if got == 0 {
+            n += producer.send_json_lines(&buf[..filled])?;
+            break;
+        }
+        filled += got;
+        if let Some(end) = memchr::memrchr(b'\n', &buf[..filled]) {
+            n += producer.send_json_lines(&buf[..end + 1])?;
+            buf.copy_within(end + 1..filled, 0);
+            filled -= end + 1;
+        }
+        // A slow producer (a pipe) still makes its records visible promptly.
+        if last_flush.elapsed() >= Duration::from_millis(200) {
+            producer.flush()?;
+            last_flush = Instant::now();
+        }
+    }
+    Ok(n)
+}
+
+pub(crate) fn consume(data: &DataDir, a: ConsumeArgs) -> anyhow::Result<()> {
+    let log = Log::new(&data.data_dir);
+    log.topic_config(&a.topic)?;
+    let start = match a.from.as_deref() {
+        Some("earliest") => StartAt::Earliest,
+        Some("latest") => StartAt::Latest,
+        Some(s) if s.bytes().all(|b| b.is_ascii_digit()) => StartAt::Offset(s.parse()?),
+        Some(s) => StartAt::Timestamp(parse_rfc3339_millis(s).with_context(|| {
+            format!("invalid --from {s:?}: use earliest, latest, an offset or an RFC 3339 time")
+        })?),
+        None => match &a.group {
+            Some(g) => StartAt::Committed(log.group_offsets(&a.topic, g)?),
+            None => StartAt::Earliest,
+        },
+    };
+    let mut consumer = TopicConsumer::open(&log, &a.topic, &start)?;
+    let ends = if a.until_end {
+        Some(consumer.end_offsets()?)
+    } else {
+        None
+    };
+    let stop = crate::stop_on_signal();
+    let stdout = std::io::stdout();
+    let mut out = std::io::BufWriter::with_capacity(1 << 16, stdout.lock());
+    let mut printed = 0u64;
+    let mut last_commit = Instant::now();
+    let commit = |consumer: &TopicConsumer| -> anyhow::Result<()> {
+        if let Some(g) = &a.group {
+            log.commit_offsets(&a.topic, g, &consumer.positions())?;
+        }
+        Ok(())
+    };
+    let mut broken_pipe = false;
+    'outer: while !stop.load(Ordering::Relaxed) {
+        if let Some(ends) = &ends {
+            let pos = consumer.positions();
+            if ends
+                .iter()
+                .enumerate()
+                .all(|(p, e)| pos.offsets.get(&(p as u32)).is_some_and(|o| o >= e))
+            {
+                break;
+            }
+        }
+        let mut err = None;
+        let limit = a.max_records.unwrap_or(u64::MAX);
+        let n = consumer.poll(|p, r| {
+            if err.is_some() || printed >= limit {
+                return;
+            }
+            if let Some(ends) = &ends
+                && r.offset >= ends[p as usize]
+            {
+                return;
+            }
+            let res = if a.with_offsets {
+                write!(out, "{p} {} ", r.offset)
+                    .and_then(|_| out.write_all(r.value))
+                    .and_then(|_| out.write_all(b"\n"))
+            } else {
+                out.write_all(r.value).and_then(|_| out.write_all(b"\n"))
+            };
+            match res {
+                Ok(()) => printed += 1,
+                Err(e) => err = Some(e),
+            }
+        })?;
+        if let Some(e) = err {
+            if e.kind() == std::io::ErrorKind::BrokenPipe {
+                broken_pipe = true;
+                break 'outer;
+            }
+            return Err(e).context("cannot write to standard output");
+        }
+        if printed >= a.max_records.unwrap_or(u64::MAX) {
+            break;
+        }
+        if n == 0 {
+            if out.flush().is_err() {
+                broken_pipe = true;
+                break;
+            }
+            consumer.wait(Duration::from_millis(200));
+        }
+        if last_commit.elapsed() >= Duration::from_secs(1) {
+            commit(&consumer)?;
+            last_commit = Instant::now();
+        }
+    }
+    if !broken_pipe {
+        let _ = out.flush();
+    }
+    commit(&consumer)?;
+    Ok(())
+}

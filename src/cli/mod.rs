@@ -1,0 +1,4 @@
+//! Subcommands of the binary that work with the embedded log: `topic`, `produce`, `consume`
+//! (and `run`, the continuous query). Kept apart from `main.rs` so each file stays readable.
+
+pub(crate) mod log_cmds;
