@@ -49,6 +49,9 @@ pub enum Error {
         /// What is wrong and the accepted form.
         message: String,
     },
+    /// The embedded log failed (a topic, a partition, a consumer group).
+    #[error(transparent)]
+    Log(#[from] crate::log::LogError),
     /// An error from DataFusion or Arrow while evaluating a query.
     #[error("evaluation error: {0}")]
     DataFusion(#[from] datafusion::error::DataFusionError),

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use crate::decode::decode_json_lines;
-use crate::engine::{Partitioning, ReplayOptions, Router, Sinks, run_replay};
+use crate::engine::{ReplayOptions, Router, Sinks, run_replay};
 use crate::error::Result;
 use crate::operators::{Dedup, EventBatch, OperatorOutput, Watermark, build_operator};
 use crate::sink::NullSink;
@@ -153,18 +153,13 @@ pub fn run(input: &Path, workers: &[usize]) -> Result<Vec<Measurement>> {
 
 /// The file's events after decode, dedup and watermarking, with the watermark after each batch.
 fn accepted_batches(path: &Path) -> Result<Vec<(EventBatch, i64)>> {
-    let mut router = Router::new(
-        Dedup::new(3_600_000),
-        Watermark::new(5_000, 300_000),
-        Partitioning::Single,
-        1,
-    );
+    let mut router = Router::new(Dedup::new(3_600_000), Watermark::new(5_000, 300_000));
     let mut out = Vec::new();
     let mut err = None;
     for_each_chunk(path, |chunk, line| {
         for b in decode_json_lines(chunk, line, 8192).batches {
             let mut rejects = Vec::new();
-            match router.accept(&b, |_| String::new(), &mut rejects) {
+            match router.accept(0, &b, |_| String::new(), &mut rejects) {
                 Ok(Some(ev)) => out.push((ev, router.watermark.current())),
                 Ok(None) => {}
                 Err(e) => err = Some(e),

@@ -3,7 +3,7 @@
 //! exactly the rest of the file.
 
 use paystream::decode::decode_json_lines;
-use paystream::engine::{Partitioning, Router};
+use paystream::engine::Router;
 use paystream::operators::{Dedup, EventBatch, OperatorOutput, Watermark, build_operator};
 use paystream::plan_query;
 
@@ -13,16 +13,14 @@ use crate::util::{lines_of, replay, repo, sorted};
 fn event_batches(batch_size: usize) -> Vec<(EventBatch, i64)> {
     let bytes = std::fs::read(repo("data/sample_events.jsonl")).unwrap();
     let decoded = decode_json_lines(&bytes, 1, batch_size);
-    let mut router = Router::new(
-        Dedup::new(3_600_000),
-        Watermark::new(5_000, 300_000),
-        Partitioning::Single,
-        1,
-    );
+    let mut router = Router::new(Dedup::new(3_600_000), Watermark::new(5_000, 300_000));
     let mut out = Vec::new();
     for b in &decoded.batches {
         let mut rejects = Vec::new();
-        if let Some(ev) = router.accept(b, |_| String::new(), &mut rejects).unwrap() {
+        if let Some(ev) = router
+            .accept(0, b, |_| String::new(), &mut rejects)
+            .unwrap()
+        {
             out.push((ev, router.watermark.current()));
         }
     }

@@ -87,9 +87,7 @@ pub(crate) struct ConsumeArgs {
 
 pub(crate) fn parse_bytes(what: &str, s: &str) -> anyhow::Result<u64> {
     let t = s.trim();
-    let split = t
-        .find(|c: char| !c.is_ascii_digit())
-        .unwrap_or(t.len());
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
     let (n, unit) = t.split_at(split);
     let n: u64 = n
         .parse()
@@ -158,7 +156,9 @@ pub(crate) fn topic(data: &DataDir, cmd: TopicCommand) -> anyhow::Result<()> {
                     .map_or("age forever".into(), |a| format!("age {}", fmt_age(a))),
                 c.retention
                     .max_bytes
-                    .map_or("size unlimited".into(), |b| format!("{b} bytes per partition")),
+                    .map_or("size unlimited".into(), |b| format!(
+                        "{b} bytes per partition"
+                    )),
             );
             println!("topic: {topic}");
             println!("partitions: {}", c.partitions);

@@ -88,13 +88,53 @@ impl PositionKind {
     }
 }
 
-/// Where records come from: a file path (or `topic/partition`) and how positions count.
+/// Where records come from: a file path, or a topic and partition, and how positions count.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Origin {
-    /// The file path or topic/partition.
+    /// The file path, or the topic.
     pub name: Arc<str>,
     /// What positions mean.
     pub kind: PositionKind,
+    /// The log partition, for a topic.
+    pub partition: Option<u32>,
+}
+
+impl Origin {
+    /// A file whose positions count `kind`.
+    pub fn file(name: impl Into<Arc<str>>, kind: PositionKind) -> Self {
+        Origin {
+            name: name.into(),
+            kind,
+            partition: None,
+        }
+    }
+
+    /// A log partition; positions are offsets.
+    pub fn partition(topic: impl Into<Arc<str>>, partition: u32) -> Self {
+        Origin {
+            name: topic.into(),
+            kind: PositionKind::Offset,
+            partition: Some(partition),
+        }
+    }
+
+    /// Writes the origin and `position` as JSON members (without braces):
+    /// `"file":…,"line":N` for a file, `"topic":…,"partition":P,"offset":N` for a log.
+    pub fn write_json(&self, position: u64, out: &mut Vec<u8>) {
+        use std::io::Write;
+        match self.partition {
+            Some(p) => {
+                out.extend_from_slice(b"\"topic\":");
+                crate::sink::write_json_str(out, &self.name);
+                let _ = write!(out, ",\"partition\":{p},\"offset\":{position}");
+            }
+            None => {
+                out.extend_from_slice(b"\"file\":");
+                crate::sink::write_json_str(out, &self.name);
+                let _ = write!(out, ",\"{}\":{position}", self.kind.key());
+            }
+        }
+    }
 }
 
 /// A record that was not accepted.

@@ -27,13 +27,24 @@ pub(super) struct SeqDecoded {
     pub seq: u64,
     /// The chunk's contents.
     pub decoded: Decoded,
+    /// Where the chunk came from.
+    pub tag: ChunkTag,
 }
 
-enum Job {
+/// Which source partition a chunk came from (0 for a file) and, for a log, the offset after its
+/// last record: the position to commit once the chunk is processed.
+#[derive(Debug, Clone, Copy, Default)]
+pub(super) struct ChunkTag {
+    pub partition: u32,
+    pub end: Option<u64>,
+}
+
+pub(super) enum Job {
     Json {
         seq: u64,
         bytes: Vec<u8>,
         first_line: u64,
+        tag: ChunkTag,
     },
     Csv {
         seq: u64,
@@ -85,55 +96,10 @@ pub(super) fn spawn_reader(
         }));
         return Ok((out_rx, handles));
     }
-    let (job_tx, job_rx) = sync_channel::<Job>(decoders * 2);
-    // Decoders hand chunk buffers back, so the reader reuses warm memory instead of faulting in
-    // (and having the kernel zero) fresh pages for every chunk.
-    let (recycle_tx, recycle_rx) = sync_channel::<Vec<u8>>(decoders * 2 + 2);
-    let job_rx = Arc::new(Mutex::new(job_rx));
     let header: Arc<Mutex<Option<Arc<CsvHeader>>>> = Arc::default();
-    for _ in 0..decoders.max(1) {
-        let rx = Arc::clone(&job_rx);
-        let tx = out_tx.clone();
-        let recycle = recycle_tx.clone();
-        let header = Arc::clone(&header);
-        handles.push(std::thread::spawn(move || {
-            loop {
-                let job = match rx.lock().expect("decoder queue").recv() {
-                    Ok(j) => j,
-                    Err(_) => return,
-                };
-                let (seq, decoded) = match job {
-                    Job::Json {
-                        seq,
-                        bytes,
-                        first_line,
-                    } => {
-                        let d = decode_json_lines(&bytes, first_line, batch_size);
-                        let _ = recycle.try_send(bytes);
-                        (seq, d)
-                    }
-                    Job::Csv {
-                        seq,
-                        bytes,
-                        first_line,
-                    } => {
-                        let h = header
-                            .lock()
-                            .expect("header")
-                            .clone()
-                            .expect("header read first");
-                        let d = decode_csv(&bytes, first_line, &h, batch_size);
-                        let _ = recycle.try_send(bytes);
-                        (seq, d)
-                    }
-                };
-                if tx.send(Ok(SeqDecoded { seq, decoded })).is_err() {
-                    return;
-                }
-            }
-        }));
-    }
-    drop(recycle_tx);
+    let (job_tx, recycle_rx, decoder_threads) =
+        spawn_decoders(decoders, batch_size, Arc::clone(&header), out_tx.clone());
+    handles.extend(decoder_threads);
     handles.push(std::thread::spawn(move || {
         if let Err(e) = read_text(
             &path,
@@ -150,6 +116,66 @@ pub(super) fn spawn_reader(
         }
     }));
     Ok((out_rx, handles))
+}
+
+/// The decoder pool: jobs in, sequence-numbered decoded chunks out; chunk buffers come back on
+/// the recycle channel.
+pub(super) fn spawn_decoders(
+    decoders: usize,
+    batch_size: usize,
+    header: Arc<Mutex<Option<Arc<CsvHeader>>>>,
+    out_tx: SyncSender<Result<SeqDecoded>>,
+) -> (SyncSender<Job>, Receiver<Vec<u8>>, Vec<JoinHandle<()>>) {
+    let mut handles = Vec::new();
+    let (job_tx, job_rx) = sync_channel::<Job>(decoders * 2);
+    // Decoders hand chunk buffers back, so the reader reuses warm memory instead of faulting in
+    // (and having the kernel zero) fresh pages for every chunk.
+    let (recycle_tx, recycle_rx) = sync_channel::<Vec<u8>>(decoders * 2 + 2);
+    let job_rx = Arc::new(Mutex::new(job_rx));
+    for _ in 0..decoders.max(1) {
+        let rx = Arc::clone(&job_rx);
+        let tx = out_tx.clone();
+        let recycle = recycle_tx.clone();
+        let header = Arc::clone(&header);
+        handles.push(std::thread::spawn(move || {
+            loop {
+                let job = match rx.lock().expect("decoder queue").recv() {
+                    Ok(j) => j,
+                    Err(_) => return,
+                };
+                let (seq, decoded, tag) = match job {
+                    Job::Json {
+                        seq,
+                        bytes,
+                        first_line,
+                        tag,
+                    } => {
+                        let d = decode_json_lines(&bytes, first_line, batch_size);
+                        let _ = recycle.try_send(bytes);
+                        (seq, d, tag)
+                    }
+                    Job::Csv {
+                        seq,
+                        bytes,
+                        first_line,
+                    } => {
+                        let h = header
+                            .lock()
+                            .expect("header")
+                            .clone()
+                            .expect("header read first");
+                        let d = decode_csv(&bytes, first_line, &h, batch_size);
+                        let _ = recycle.try_send(bytes);
+                        (seq, d, ChunkTag::default())
+                    }
+                };
+                if tx.send(Ok(SeqDecoded { seq, decoded, tag })).is_err() {
+                    return;
+                }
+            }
+        }));
+    }
+    (job_tx, recycle_rx, handles)
 }
 
 /// Index just past the last complete record in `buf` (0 if none).
@@ -240,6 +266,7 @@ fn read_text(
                 seq,
                 bytes,
                 first_line: line,
+                tag: ChunkTag::default(),
             },
         };
         line += newlines;
@@ -281,6 +308,7 @@ fn read_parquet(
             .send(Ok(SeqDecoded {
                 seq: seq as u64,
                 decoded,
+                tag: ChunkTag::default(),
             }))
             .is_err()
         {

@@ -42,7 +42,7 @@ pub enum Partitioning {
     RoundRobin,
 }
 
-/// Dedup, watermark and partitioning.
+/// Dedup and watermark: decides which events the queries see, and when time advances.
 pub struct Router {
     /// Dedup state.
     pub dedup: Dedup,
@@ -50,33 +50,30 @@ pub struct Router {
     pub watermark: Watermark,
     /// Counters.
     pub counts: RouterCounts,
+}
+
+/// Spreads one query's events over its workers.
+pub struct Partitioner {
     partitioning: Partitioning,
     workers: usize,
     round_robin: usize,
 }
 
 impl Router {
-    /// A router for `workers` workers.
-    pub fn new(
-        dedup: Dedup,
-        watermark: Watermark,
-        partitioning: Partitioning,
-        workers: usize,
-    ) -> Self {
+    /// A router with the given dedup and watermark state.
+    pub fn new(dedup: Dedup, watermark: Watermark) -> Self {
         Router {
             dedup,
             watermark,
             counts: RouterCounts::default(),
-            partitioning,
-            workers: workers.max(1),
-            round_robin: 0,
         }
     }
 
-    /// Accepts what can be accepted from a decoded batch. Rejected events are appended to
+    /// Accepts what can be accepted from a decoded batch of source partition `partition`. Rejected events are appended to
     /// `rejects`; the accepted ones are returned with their arrival watermarks.
     pub fn accept(
         &mut self,
+        partition: usize,
         d: &DecodedBatch,
         raw: impl Fn(usize) -> String,
         rejects: &mut Vec<Reject>,
@@ -90,7 +87,7 @@ impl Router {
         let mut arrival = Vec::with_capacity(b.num_rows());
         for i in 0..b.num_rows() {
             let ts = times.value(i);
-            if self.watermark.is_far_future(ts) {
+            if self.watermark.is_far_future(partition, ts) {
                 self.counts.dead_lettered += 1;
                 rejects.push(Reject::new(
                     RejectReason::FutureTimestamp,
@@ -112,7 +109,7 @@ impl Router {
             ) {
                 DedupOutcome::New => {
                     arrival.push(self.watermark.current());
-                    self.watermark.observe(ts);
+                    self.watermark.observe(partition, ts);
                     keep.push(i as u32);
                 }
                 DedupOutcome::Duplicate => self.counts.duplicates += 1,
@@ -149,24 +146,46 @@ impl Router {
             arrival_watermarks: arrival,
         }))
     }
+}
+
+impl Partitioner {
+    /// A partitioner over `workers` workers.
+    pub fn new(partitioning: Partitioning, workers: usize) -> Self {
+        Partitioner {
+            partitioning,
+            workers: workers.max(1),
+            round_robin: 0,
+        }
+    }
+
+    /// The partitioning a planned query needs: by group key, everything to one worker for a
+    /// keyless aggregate, or round-robin for a stateless query.
+    pub fn for_plan(plan: &crate::sql::StreamPlan) -> Partitioning {
+        use crate::sql::PlanKind;
+        match &plan.kind {
+            PlanKind::Window { aggregate, .. } if aggregate.keys.is_empty() => Partitioning::Single,
+            PlanKind::Window { aggregate, .. } => Partitioning::ByKeys(aggregate.keys.clone()),
+            PlanKind::Map { .. } => Partitioning::RoundRobin,
+        }
+    }
 
     /// Splits accepted events into one part per worker (parts may be empty).
-    pub fn partition(&mut self, events: EventBatch) -> Result<Vec<Option<EventBatch>>> {
+    pub fn partition(&mut self, events: &EventBatch) -> Result<Vec<Option<EventBatch>>> {
         let n = self.workers;
         let mut parts: Vec<Option<EventBatch>> = (0..n).map(|_| None).collect();
         let keys = match &self.partitioning {
             _ if n == 1 => {
-                parts[0] = Some(events);
+                parts[0] = Some(events.clone());
                 return Ok(parts);
             }
             Partitioning::Single => {
-                parts[0] = Some(events);
+                parts[0] = Some(events.clone());
                 return Ok(parts);
             }
             Partitioning::RoundRobin => {
                 let w = self.round_robin % n;
                 self.round_robin += 1;
-                parts[w] = Some(events);
+                parts[w] = Some(events.clone());
                 return Ok(parts);
             }
             Partitioning::ByKeys(keys) => keys,

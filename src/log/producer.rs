@@ -47,7 +47,12 @@ impl Producer {
     }
 
     /// Sends one record.
-    pub fn send(&mut self, key: Option<&[u8]>, value: &[u8], timestamp: i64) -> Result<(), LogError> {
+    pub fn send(
+        &mut self,
+        key: Option<&[u8]>,
+        value: &[u8],
+        timestamp: i64,
+    ) -> Result<(), LogError> {
         let p = self.writer.route(key);
         let b = &mut self.batches[p as usize];
         b.push(key, value, timestamp);

@@ -32,7 +32,7 @@ pub use self::hopping_window::HoppingWindow;
 pub use self::map::MapOperator;
 pub use self::session_window::SessionWindow;
 pub use self::tumbling_window::TumblingWindow;
-pub use self::watermark::Watermark;
+pub use self::watermark::{Watermark, WatermarkState};
 
 use crate::error::Result;
 use crate::sql::{PlanKind, StreamPlan, WindowKind};

@@ -27,6 +27,11 @@ pub trait Sink: Send {
     fn write_record(&mut self, json: &[u8]) -> Result<()>;
     /// Flushes buffered output.
     fn flush(&mut self) -> Result<()>;
+    /// Called between steps of a run: flush if output has waited long enough that a reader
+    /// (a tailing consumer, a dashboard) should see it.
+    fn flush_if_due(&mut self) -> Result<()> {
+        Ok(())
+    }
 }
 
 /// JSON Lines to any writer.
@@ -144,24 +149,25 @@ impl Sink for MemorySink {
 }
 
 /// A dead-letter record: `{"reason","detail","file","line","raw"}` (the position key follows the
-/// origin: `line`, `row` or `offset`).
+/// origin: `line` or `row`; a log source gives `"topic","partition","offset"`).
 pub fn dead_letter_json(origin: &Origin, r: &Reject) -> Vec<u8> {
     let mut out = Vec::with_capacity(128 + r.raw.len());
     out.extend_from_slice(b"{\"reason\":");
     write_json_str(&mut out, r.reason.as_str());
     out.extend_from_slice(b",\"detail\":");
     write_json_str(&mut out, &r.detail);
-    out.extend_from_slice(b",\"file\":");
-    write_json_str(&mut out, &origin.name);
-    out.extend_from_slice(format!(",\"{}\":{}", origin.kind.key(), r.position).as_bytes());
+    out.push(b',');
+    origin.write_json(r.position, &mut out);
     out.extend_from_slice(b",\"raw\":");
     write_json_str(&mut out, &r.raw);
     out.push(b'}');
     out
 }
 
-/// Late-event records: `{"reason":"late","event_id","event_time","watermark","file","line","event"}`.
-pub fn late_json(origin: &Origin, late: &LateEvents) -> Vec<Vec<u8>> {
+/// Late-event records: `{"reason":"late","event_id","event_time","watermark",["query",]"file","line","event"}`
+/// (`"topic","partition","offset"` for a log source; `query` names the query the event was late
+/// for when a run has several).
+pub fn late_json(origin: &Origin, query: Option<&str>, late: &LateEvents) -> Vec<Vec<u8>> {
     use datafusion::arrow::array::AsArray;
     use datafusion::arrow::datatypes::TimestampMillisecondType;
     let ids = late
@@ -181,11 +187,13 @@ pub fn late_json(origin: &Origin, late: &LateEvents) -> Vec<Vec<u8>> {
             format_rfc3339_millis(times.value(i), &mut out);
             out.extend_from_slice(b"\",\"watermark\":\"");
             format_rfc3339_millis(late.watermarks[i], &mut out);
-            out.extend_from_slice(b"\",\"file\":");
-            write_json_str(&mut out, &origin.name);
-            out.extend_from_slice(
-                format!(",\"{}\":{}", origin.kind.key(), late.positions[i]).as_bytes(),
-            );
+            out.extend_from_slice(b"\",");
+            if let Some(q) = query {
+                out.extend_from_slice(b"\"query\":");
+                write_json_str(&mut out, q);
+                out.push(b',');
+            }
+            origin.write_json(late.positions[i], &mut out);
             out.extend_from_slice(b",\"event\":");
             out.extend_from_slice(event_json(&late.batch, i).as_bytes());
             out.push(b'}');

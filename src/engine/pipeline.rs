@@ -1,0 +1,548 @@
+//! The dataflow shared by every run: decoded chunks → router → per-query workers → sinks.
+//!
+//! ```text
+//!                               ┌─▶ query 0: worker 0..N (Operator) ─┐
+//!   chunks ─▶ router (dedup, ───┤                                    ├─▶ sink loop: results per
+//!             watermark)        └─▶ query 1: worker 0..N (Operator) ─┘   query, late, in step order
+//!               └─▶ dead letters
+//! ```
+//! The router reads each chunk once and fans it out to every query (several INSERTs share one
+//! source read), partitioned by that query's group keys. Each router step sends exactly one
+//! message to every worker, and the sink loop reads one reply per worker per step in the same
+//! order, so windows come out in watermark order and results do not depend on the worker count.
+//!
+//! At the end of input every operator finishes (emits its open windows). A continuous run that
+//! is stopped instead snapshots every operator and the router, so a restart continues exactly
+//! where it stopped.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use super::reader::SeqDecoded;
+use super::router::{Partitioner, Router, RouterCounts};
+use super::{Progress, Summary};
+use crate::decode::{Origin, Reject};
+use crate::error::{Error, Result};
+use crate::operators::{EventBatch, Operator, OperatorOutput, WatermarkState, build_operator};
+use crate::sink::{Sink, dead_letter_json, event_json, late_json};
+use crate::sql::StreamPlan;
+
+/// One query of a run and where its results go.
+pub struct QueryRun<'a> {
+    /// Name used in logs and late records (the sink's name for `run`).
+    pub name: String,
+    /// The planned query.
+    pub plan: &'a StreamPlan,
+    /// Its result rows.
+    pub results: Box<dyn Sink>,
+}
+
+/// Everything a stopped continuous run needs to continue exactly where it stopped.
+#[derive(Debug, Clone, Default)]
+pub struct PipelineState {
+    /// Watermark per source partition.
+    pub watermark: Option<WatermarkState>,
+    /// Dedup snapshot.
+    pub dedup: Vec<u8>,
+    /// Operator snapshots: `operators[query][worker]`.
+    pub operators: Vec<Vec<Vec<u8>>>,
+    /// Per source partition: the position after the last chunk processed (log offsets).
+    pub positions: BTreeMap<u32, u64>,
+}
+
+/// What happens when the source ends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum EndMode {
+    /// Emit every open window (end of a file, or Ctrl-C on a replay).
+    Finish,
+    /// Stopped by a signal: snapshot instead of finishing; at the end of input, finish and
+    /// snapshot the (then empty) operators.
+    SnapshotOnStop,
+}
+
+/// The decoded chunks of a source and the threads producing them.
+pub(super) struct Source {
+    pub rx: Receiver<Result<SeqDecoded>>,
+    pub threads: Vec<JoinHandle<()>>,
+    pub bytes: Arc<AtomicU64>,
+    /// Origin of each source partition (index = `ChunkTag::partition`).
+    pub origins: Vec<Origin>,
+}
+
+/// How a run is wired.
+pub(super) struct Spec<'a> {
+    pub queries: Vec<QueryRun<'a>>,
+    pub dead_letter: Box<dyn Sink>,
+    pub late: Box<dyn Sink>,
+    pub router: Router,
+    pub workers: usize,
+    pub speed: Option<f64>,
+    pub end: EndMode,
+    pub restore: Option<PipelineState>,
+    /// Name the query in late records (runs with several queries).
+    pub name_late_queries: bool,
+}
+
+/// A run's summary and, when it snapshotted, its state.
+pub(super) struct Outcome {
+    pub summary: Summary,
+    pub state: Option<PipelineState>,
+}
+
+enum ToWorker {
+    Batch {
+        events: Option<EventBatch>,
+        watermark: i64,
+        origin: u32,
+    },
+    Finish {
+        snapshot: bool,
+    },
+    Snapshot,
+}
+
+enum FromWorker {
+    Output(OperatorOutput, u32),
+    Snapshot(Vec<u8>),
+    EpochDone,
+    Failed(Error),
+}
+
+/// Runs the dataflow until the source ends; returns the summary (and state, when snapshotted).
+pub(super) fn run(
+    spec: Spec<'_>,
+    source: Source,
+    progress: Arc<Progress>,
+    stop: Arc<AtomicBool>,
+) -> Result<Outcome> {
+    let started = Instant::now();
+    let workers = spec.workers.max(1);
+    let nq = spec.queries.len();
+    let mut restore = spec.restore;
+    if let Some(r) = &restore
+        && (r.operators.len() != nq || r.operators.iter().any(|o| o.len() != workers))
+    {
+        return Err(Error::State {
+            operator: "run".into(),
+            message: format!(
+                "the saved state has {} queries × {} workers but this run has {nq} × {workers}; run with the same query file and --workers",
+                r.operators.len(),
+                r.operators.first().map_or(0, Vec::len)
+            ),
+        });
+    }
+    let mut router = spec.router;
+    if let Some(r) = &mut restore {
+        if let Some(w) = &r.watermark {
+            router.watermark.restore(w);
+        }
+        if !r.dedup.is_empty() {
+            router.dedup.restore(&r.dedup)?;
+        }
+    }
+
+    // Workers: `to[q][w]`, and the replies in the order the sink loop reads them.
+    let mut to: Vec<Vec<SyncSender<ToWorker>>> = Vec::with_capacity(nq);
+    let mut from: Vec<(usize, Receiver<FromWorker>)> = Vec::with_capacity(nq * workers);
+    let mut threads = Vec::new();
+    let mut partitioners = Vec::with_capacity(nq);
+    let mut results = Vec::with_capacity(nq);
+    let mut names = Vec::with_capacity(nq);
+    for (q, query) in spec.queries.into_iter().enumerate() {
+        partitioners.push(Partitioner::new(Partitioner::for_plan(query.plan), workers));
+        let mut txs = Vec::with_capacity(workers);
+        for w in 0..workers {
+            let (tx, rx) = sync_channel::<ToWorker>(4);
+            let (otx, orx) = sync_channel::<FromWorker>(4);
+            let mut op = build_operator(query.plan)?;
+            if let Some(r) = &restore {
+                op.restore(&r.operators[q][w])?;
+            }
+            let name = query.name.clone();
+            threads.push(std::thread::spawn(move || {
+                worker_loop(&name, w, op, rx, otx)
+            }));
+            txs.push(tx);
+            from.push((q, orx));
+        }
+        to.push(txs);
+        results.push(query.results);
+        names.push(query.name);
+    }
+
+    let origins = Arc::new(source.origins);
+    let router_origins = Arc::clone(&origins);
+    let dead_letter = spec.dead_letter;
+    let speed = spec.speed;
+    let end = spec.end;
+    let router_stop = Arc::clone(&stop);
+    let chunks = source.rx;
+    let router_thread = std::thread::spawn(move || {
+        let mut r = RouterLoop {
+            router,
+            partitioners,
+            workers: to,
+            dead_letter,
+            origins: &router_origins,
+            speed,
+            pace: None,
+            last_sent: i64::MIN,
+            positions: BTreeMap::new(),
+        };
+        let res = r.run(chunks, end, &router_stop);
+        let state = res.as_ref().is_ok_and(|r| r.3).then(|| {
+            (
+                r.router.watermark.state(),
+                r.router.dedup.snapshot(),
+                std::mem::take(&mut r.positions),
+            )
+        });
+        (state, res)
+    });
+
+    // The sink loop.
+    let mut late_sink = spec.late;
+    let mut summary = Summary::default();
+    let mut first_error: Option<Error> = None;
+    let mut snapshots: Vec<Vec<Vec<u8>>> = vec![Vec::new(); nq];
+    let mut open = vec![true; from.len()];
+    let fail = |first_error: &mut Option<Error>, e: Error| {
+        first_error.get_or_insert(e);
+        stop.store(true, Ordering::Relaxed);
+    };
+    while open.iter().any(|o| *o) {
+        for (i, (q, rx)) in from.iter().enumerate() {
+            if !open[i] {
+                continue;
+            }
+            loop {
+                match rx.recv() {
+                    Ok(FromWorker::Output(out, origin)) => {
+                        if first_error.is_some() {
+                            continue;
+                        }
+                        for b in &out.results {
+                            summary.results += b.num_rows() as u64;
+                            if let Err(e) = results[*q].write_batch(b) {
+                                fail(&mut first_error, e);
+                            }
+                        }
+                        let query = spec.name_late_queries.then(|| names[*q].as_str());
+                        for l in &out.late {
+                            summary.late += l.batch.num_rows() as u64;
+                            for rec in late_json(&origins[origin as usize], query, l) {
+                                if let Err(e) = late_sink.write_record(&rec) {
+                                    fail(&mut first_error, e);
+                                }
+                            }
+                        }
+                    }
+                    Ok(FromWorker::Snapshot(bytes)) => snapshots[*q].push(bytes),
+                    Ok(FromWorker::EpochDone) => break,
+                    Ok(FromWorker::Failed(e)) => fail(&mut first_error, e),
+                    Err(_) => {
+                        open[i] = false;
+                        break;
+                    }
+                }
+            }
+        }
+        progress
+            .bytes_read
+            .store(source.bytes.load(Ordering::Relaxed), Ordering::Relaxed);
+        for r in &mut results {
+            if let Err(e) = r.flush_if_due() {
+                fail(&mut first_error, e);
+            }
+        }
+        if let Err(e) = late_sink.flush_if_due() {
+            fail(&mut first_error, e);
+        }
+    }
+    for r in &mut results {
+        r.flush()?;
+    }
+    late_sink.flush()?;
+    let (routed, res) = router_thread
+        .join()
+        .map_err(|_| Error::Internal("router thread panicked".into()))?;
+    for t in threads.into_iter().chain(source.threads) {
+        t.join()
+            .map_err(|_| Error::Internal("pipeline thread panicked".into()))?;
+    }
+    // A failure the sink loop saw first is the cause; the router's error is then a consequence.
+    if let Some(e) = first_error {
+        return Err(e);
+    }
+    let (counts, read, unknown, snapshot) = res?;
+    progress
+        .bytes_read
+        .store(source.bytes.load(Ordering::Relaxed), Ordering::Relaxed);
+    summary.read = read;
+    summary.accepted = counts.accepted;
+    summary.duplicates = counts.duplicates;
+    summary.dead_lettered = counts.dead_lettered;
+    summary.unknown_fields = unknown;
+    summary.wall = started.elapsed();
+    let state = match routed {
+        Some((watermark, dedup, positions)) if snapshot => {
+            if snapshots.iter().any(|s| s.len() != workers) {
+                return Err(Error::Internal("a worker did not snapshot".into()));
+            }
+            Some(PipelineState {
+                watermark: Some(watermark),
+                dedup: dedup?,
+                operators: snapshots,
+                positions,
+            })
+        }
+        _ => None,
+    };
+    Ok(Outcome { summary, state })
+}
+
+/// Per-worker operator metrics, logged when the worker ends.
+#[derive(Debug, Default)]
+struct WorkerMetrics {
+    rows_in: u64,
+    rows_out: u64,
+    late: u64,
+    busy: Duration,
+}
+
+fn worker_loop(
+    query: &str,
+    worker: usize,
+    mut op: Box<dyn Operator>,
+    rx: Receiver<ToWorker>,
+    tx: SyncSender<FromWorker>,
+) {
+    let mut failed = false;
+    let mut m = WorkerMetrics::default();
+    while let Ok(msg) = rx.recv() {
+        let mut out = OperatorOutput::default();
+        let t0 = Instant::now();
+        let mut origin = 0;
+        let mut snapshot = None;
+        let r = match msg {
+            ToWorker::Batch {
+                events,
+                watermark,
+                origin: o,
+            } => {
+                origin = o;
+                m.rows_in += events.as_ref().map_or(0, |e| e.batch.num_rows() as u64);
+                events
+                    .as_ref()
+                    .map_or(Ok(()), |e| op.process(e, &mut out))
+                    .and_then(|_| op.advance_watermark(watermark, &mut out))
+            }
+            ToWorker::Finish { snapshot: snap } => op.finish(&mut out).and_then(|_| {
+                if snap {
+                    snapshot = Some(op.snapshot()?);
+                }
+                Ok(())
+            }),
+            ToWorker::Snapshot => op.snapshot().map(|s| snapshot = Some(s)),
+        };
+        m.busy += t0.elapsed();
+        m.rows_out += out.results.iter().map(|b| b.num_rows() as u64).sum::<u64>();
+        m.late += out
+            .late
+            .iter()
+            .map(|l| l.batch.num_rows() as u64)
+            .sum::<u64>();
+        if failed {
+            continue;
+        }
+        let mut msgs = Vec::with_capacity(3);
+        match r {
+            Ok(()) => {
+                msgs.push(FromWorker::Output(out, origin));
+                if let Some(s) = snapshot {
+                    msgs.push(FromWorker::Snapshot(s));
+                }
+            }
+            Err(e) => {
+                failed = true;
+                msgs.push(FromWorker::Failed(e));
+            }
+        }
+        msgs.push(FromWorker::EpochDone);
+        if msgs.into_iter().any(|m| tx.send(m).is_err()) {
+            break;
+        }
+    }
+    tracing::info!(
+        query,
+        worker,
+        rows_in = m.rows_in,
+        rows_out = m.rows_out,
+        late = m.late,
+        busy_ms = m.busy.as_millis() as u64,
+        "operator finished"
+    );
+}
+
+type Routed = Result<(RouterCounts, u64, u64, bool)>;
+
+struct RouterLoop<'a> {
+    router: Router,
+    partitioners: Vec<Partitioner>,
+    workers: Vec<Vec<SyncSender<ToWorker>>>,
+    dead_letter: Box<dyn Sink>,
+    origins: &'a [Origin],
+    speed: Option<f64>,
+    pace: Option<(i64, Instant)>,
+    /// The watermark last sent to the workers.
+    last_sent: i64,
+    positions: BTreeMap<u32, u64>,
+}
+
+impl RouterLoop<'_> {
+    fn run(
+        &mut self,
+        chunks: Receiver<Result<SeqDecoded>>,
+        end: EndMode,
+        stop: &AtomicBool,
+    ) -> Routed {
+        let mut pending = BTreeMap::new();
+        let mut next = 0u64;
+        let mut read = 0u64;
+        let mut unknown = 0u64;
+        let mut decode_dead = 0u64;
+        let mut result: Result<()> = Ok(());
+        'chunks: for item in chunks.iter() {
+            let item = match item {
+                Ok(i) => i,
+                Err(e) => {
+                    result = Err(e);
+                    break;
+                }
+            };
+            pending.insert(item.seq, item);
+            while let Some(c) = pending.remove(&next) {
+                next += 1;
+                read += c.decoded.records;
+                unknown += c.decoded.unknown_fields;
+                decode_dead += c.decoded.rejects.len() as u64;
+                if let Err(e) = self.chunk(c) {
+                    result = Err(e);
+                    break 'chunks;
+                }
+            }
+        }
+        drop(chunks);
+        let snapshot = match result {
+            Ok(()) => {
+                let stopped = stop.load(Ordering::Relaxed);
+                let msg = || match end {
+                    EndMode::Finish => ToWorker::Finish { snapshot: false },
+                    EndMode::SnapshotOnStop if stopped => ToWorker::Snapshot,
+                    EndMode::SnapshotOnStop => ToWorker::Finish { snapshot: true },
+                };
+                for tx in self.workers.iter().flatten() {
+                    let _ = tx.send(msg());
+                }
+                end == EndMode::SnapshotOnStop
+            }
+            Err(_) => false,
+        };
+        self.workers.clear();
+        self.dead_letter.flush()?;
+        result?;
+        let mut counts = self.router.counts;
+        counts.dead_lettered += decode_dead;
+        Ok((counts, read, unknown, snapshot))
+    }
+
+    fn chunk(&mut self, c: SeqDecoded) -> Result<()> {
+        let p = c.tag.partition as usize;
+        let origin = &self.origins[p];
+        let now = Instant::now();
+        if c.decoded.records > 0 {
+            self.router.watermark.touch(p, now);
+        }
+        self.router.watermark.refresh(now);
+        let d = c.decoded;
+        let mut router_rejects = Vec::new();
+        let mut routed = Vec::with_capacity(d.batches.len());
+        for b in &d.batches {
+            let a = self
+                .router
+                .accept(p, b, |i| event_json(&b.batch, i), &mut router_rejects)?;
+            // The watermark after this batch, not after the chunk: a window must not fire
+            // before the later batches of the chunk reach it.
+            routed.push((a, self.router.watermark.current()));
+        }
+        // Dead letters in input order: merge the decoder's and the router's by position.
+        let mut all: Vec<&Reject> = d.rejects.iter().chain(&router_rejects).collect();
+        all.sort_by_key(|r| r.position);
+        for r in all {
+            tracing::debug!(reason = %r.reason, position = r.position, "dead-lettered");
+            self.dead_letter
+                .write_record(&dead_letter_json(origin, r))?;
+        }
+        for (accepted, watermark) in routed {
+            if let (Some(speed), Some(ev)) = (self.speed, &accepted) {
+                throttle(&mut self.pace, ev, speed);
+            }
+            self.step(accepted.as_ref(), watermark, c.tag.partition)?;
+        }
+        // Time may move without events (a partition went idle): tell the workers.
+        let wm = self.router.watermark.current();
+        if wm > self.last_sent {
+            self.step(None, wm, c.tag.partition)?;
+        }
+        if let Some(end) = c.tag.end {
+            self.positions.insert(c.tag.partition, end);
+        }
+        self.dead_letter.flush_if_due()?;
+        Ok(())
+    }
+
+    /// Sends one step (events for each query's workers, and the watermark) to every worker.
+    fn step(&mut self, events: Option<&EventBatch>, watermark: i64, origin: u32) -> Result<()> {
+        for (q, part) in self.partitioners.iter_mut().enumerate() {
+            let mut parts = match events {
+                Some(ev) => part.partition(ev)?,
+                None => (0..self.workers[q].len()).map(|_| None).collect(),
+            };
+            for (w, tx) in self.workers[q].iter().enumerate() {
+                let msg = ToWorker::Batch {
+                    events: parts[w].take(),
+                    watermark,
+                    origin,
+                };
+                if tx.send(msg).is_err() {
+                    return Err(Error::Internal("a worker stopped early".into()));
+                }
+            }
+        }
+        self.last_sent = watermark;
+        Ok(())
+    }
+}
+
+/// Sleeps so event time advances `speed`× faster than wall time.
+fn throttle(pace: &mut Option<(i64, Instant)>, ev: &EventBatch, speed: f64) {
+    use datafusion::arrow::array::AsArray;
+    use datafusion::arrow::datatypes::TimestampMillisecondType;
+    let times = ev
+        .batch
+        .column(crate::schema::FieldId::EventTime as usize)
+        .as_primitive::<TimestampMillisecondType>();
+    let Some(max) = times.values().iter().max().copied() else {
+        return;
+    };
+    let (t0, w0) = *pace.get_or_insert((max, Instant::now()));
+    let due = Duration::from_secs_f64(((max - t0).max(0) as f64 / 1000.0) / speed);
+    let elapsed = w0.elapsed();
+    if due > elapsed {
+        std::thread::sleep((due - elapsed).min(Duration::from_secs(5)));
+    }
+}
