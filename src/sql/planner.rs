@@ -45,12 +45,19 @@ pub const STREAM: &str = "payments";
 /// calls complete on their first poll; polling once keeps this callable from any context, inside
 /// an async runtime or not.
 pub fn plan_query(sql: &str) -> Result<StreamPlan> {
+    plan_query_on(sql, STREAM)
+}
+
+/// Plans a stream query reading the stream called `stream` (a source declared in a query file).
+pub fn plan_query_on(sql: &str, stream: &str) -> Result<StreamPlan> {
     use futures::FutureExt;
-    plan_query_async(sql).now_or_never().unwrap_or_else(|| {
-        Err(Error::Internal(
-            "query planning tried to wait on I/O".into(),
-        ))
-    })
+    plan_query_async(sql, stream)
+        .now_or_never()
+        .unwrap_or_else(|| {
+            Err(Error::Internal(
+                "query planning tried to wait on I/O".into(),
+            ))
+        })
 }
 
 fn parse_error(e: impl std::fmt::Display) -> Error {
@@ -79,7 +86,7 @@ fn locate(tokens: &[TokenWithSpan], kw: Keyword) -> Span {
         .unwrap_or_else(|| point(0, 0))
 }
 
-async fn plan_query_async(sql: &str) -> Result<StreamPlan> {
+async fn plan_query_async(sql: &str, stream: &str) -> Result<StreamPlan> {
     let dialect = GenericDialect {};
     let tokens = Tokenizer::new(&dialect, sql)
         .tokenize_with_location()
@@ -130,7 +137,7 @@ async fn plan_query_async(sql: &str) -> Result<StreamPlan> {
         return Err(plan_error(
             select.span(),
             format!(
-                "a stream query reads exactly one stream in FROM (e.g. FROM {STREAM} or FROM TUMBLE({STREAM}, ...))"
+                "a stream query reads exactly one stream in FROM (e.g. FROM {stream} or FROM TUMBLE({stream}, ...))"
             ),
         ));
     }
@@ -143,18 +150,18 @@ async fn plan_query_async(sql: &str) -> Result<StreamPlan> {
     }
     let window = extract_window(&mut from.relation)?;
     match &from.relation {
-        TableFactor::Table { name, .. } if name.to_string() == STREAM => {}
+        TableFactor::Table { name, .. } if name.to_string() == stream => {}
         TableFactor::Table { name, .. } => {
             return Err(plan_error(
                 name.span(),
-                format!("unknown stream `{name}`; the event stream is `{STREAM}`"),
+                format!("unknown stream `{name}`; the event stream is `{stream}`"),
             ));
         }
         other => {
             return Err(plan_error(
                 other.span(),
                 format!(
-                    "subqueries and other table expressions are not supported in FROM; read `{STREAM}` or a window over it"
+                    "subqueries and other table expressions are not supported in FROM; read `{stream}` or a window over it"
                 ),
             ));
         }
@@ -186,7 +193,7 @@ async fn plan_query_async(sql: &str) -> Result<StreamPlan> {
         .with_physical_optimizer_rules(vec![])
         .build();
     let ctx = SessionContext::new_with_state(state);
-    ctx.register_table(STREAM, Arc::new(EmptyTable::new(Arc::clone(&schema))))?;
+    ctx.register_table(stream, Arc::new(EmptyTable::new(Arc::clone(&schema))))?;
     let state = ctx.state();
     let logical = state
         .statement_to_plan(datafusion::sql::parser::Statement::Statement(Box::new(

@@ -1,0 +1,630 @@
+//! Query files for `paystream run`: sources, sinks, settings and `INSERT INTO … SELECT`s.
+//!
+//! ```sql
+//! CREATE SOURCE payments WITH (connector = 'log', topic = 'payments', format = 'json',
+//!                              event_time = 'event_time', watermark_delay = '5 seconds');
+//! CREATE SINK risk_alerts WITH (connector = 'log', topic = 'risk_alerts', format = 'json');
+//! CREATE SINK dead_letters WITH (connector = 'log', topic = 'payments.dlq');  -- optional
+//! SET idle_timeout = '30 seconds';
+//! INSERT INTO risk_alerts SELECT … FROM HOP(payments, event_time, …) GROUP BY …;
+//! ```
+//! The statements around the SELECTs are parsed here; each SELECT is planned by
+//! [`super::plan_query_on`] with its text kept at its place in the file, so a planning error
+//! points at the file's line and column. Unknown `WITH` options are errors naming the option.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use crate::error::{Error, Result};
+use crate::time::parse_duration_millis;
+
+/// Sinks with a meaning of their own: they receive dead letters and late events, not rows.
+pub const DEAD_LETTERS: &str = "dead_letters";
+/// See [`DEAD_LETTERS`].
+pub const LATE_EVENTS: &str = "late_events";
+
+/// Where a source reads.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SourceConnector {
+    /// A topic of the embedded log.
+    Log {
+        /// The topic.
+        topic: String,
+    },
+    /// An event file (JSON Lines, CSV or Parquet), read once.
+    File {
+        /// The file.
+        path: PathBuf,
+        /// Its format (`None`: from the extension).
+        format: Option<crate::decode::Format>,
+    },
+}
+
+/// A `CREATE SOURCE`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SourceDecl {
+    /// The stream name queries read.
+    pub name: String,
+    /// Where it reads.
+    pub connector: SourceConnector,
+    /// Bounded out-of-orderness, ms (default 5 s).
+    pub watermark_delay: Option<i64>,
+    /// Idle partitions stop holding the watermark after this long, ms (default 30 s).
+    pub idle_timeout: Option<i64>,
+    /// Dedup TTL in event time, ms (default 1 h).
+    pub dedup_ttl: Option<i64>,
+    /// Far-future bound, ms (default 5 min).
+    pub max_skew: Option<i64>,
+    /// Line of the statement.
+    pub line: usize,
+}
+
+/// Where a sink writes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SinkConnector {
+    /// A topic of the embedded log (created if missing).
+    Log {
+        /// The topic.
+        topic: String,
+        /// Partitions when the topic is created (default 1).
+        partitions: Option<u32>,
+    },
+    /// A JSON Lines file (appended to).
+    File {
+        /// The file.
+        path: PathBuf,
+    },
+}
+
+/// A `CREATE SINK`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SinkDecl {
+    /// The name `INSERT INTO` uses.
+    pub name: String,
+    /// Where it writes.
+    pub connector: SinkConnector,
+    /// Line of the statement.
+    pub line: usize,
+}
+
+/// An `INSERT INTO sink SELECT …`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InsertDecl {
+    /// The sink.
+    pub sink: String,
+    /// The SELECT, preceded by blanks so that positions in it are positions in the file.
+    pub select: String,
+    /// Line of the statement.
+    pub line: usize,
+}
+
+/// A parsed query file.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct QueryFile {
+    /// Sources, in file order.
+    pub sources: Vec<SourceDecl>,
+    /// Sinks, in file order.
+    pub sinks: Vec<SinkDecl>,
+    /// `SET name = 'value'` settings.
+    pub settings: BTreeMap<String, String>,
+    /// Queries, in file order.
+    pub inserts: Vec<InsertDecl>,
+}
+
+/// Settings `SET` accepts.
+pub const SETTINGS: &[&str] = &[
+    "idle_timeout",
+    "watermark_delay",
+    "dedup_ttl",
+    "max_skew",
+    "workers",
+    "checkpoint_interval",
+];
+
+fn err(line: usize, message: impl Into<String>) -> Error {
+    Error::Plan {
+        position: format!("line {line}"),
+        message: message.into(),
+    }
+}
+
+/// Splits `text` into statements at top-level `;`, skipping comments and quoted text. Returns
+/// (byte offset of the statement, statement text).
+fn statements(text: &str) -> Vec<(usize, &str)> {
+    let b = text.as_bytes();
+    let mut out = Vec::new();
+    let (mut start, mut i) = (0, 0);
+    while i < b.len() {
+        match b[i] {
+            b'\'' | b'"' => {
+                let q = b[i];
+                i += 1;
+                while i < b.len() && b[i] != q {
+                    i += 1;
+                }
+            }
+            b'-' if b.get(i + 1) == Some(&b'-') => {
+                while i < b.len() && b[i] != b'\n' {
+                    i += 1;
+                }
+            }
+            b'/' if b.get(i + 1) == Some(&b'*') => {
+                i += 2;
+                while i + 1 < b.len() && !(b[i] == b'*' && b[i + 1] == b'/') {
+                    i += 1;
+                }
+                i += 1;
+            }
+            b';' => {
+                out.push((start, &text[start..i]));
+                start = i + 1;
+            }
+            _ => {}
+        }
+        i += 1;
+    }
+    if start < b.len() {
+        out.push((start, &text[start..]));
+    }
+    out
+}
+
+/// Blanks out comments (keeping newlines) so keyword matching sees only code.
+fn strip_comments(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = String::with_capacity(s.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'\'' || b[i] == b'"' {
+            let q = b[i];
+            let j = s[i + 1..]
+                .find(q as char)
+                .map_or(b.len(), |k| i + 1 + k + 1);
+            out.push_str(&s[i..j.min(b.len())]);
+            i = j;
+        } else if s[i..].starts_with("--") {
+            let j = s[i..].find('\n').map_or(b.len(), |k| i + k);
+            out.extend(std::iter::repeat_n(' ', j - i));
+            i = j;
+        } else if s[i..].starts_with("/*") {
+            let j = s[i + 2..].find("*/").map_or(b.len(), |k| i + 2 + k + 2);
+            // Byte for byte, so offsets in the stripped text are offsets in the file.
+            out.extend(s[i..j].bytes().map(|c| if c == b'\n' { '\n' } else { ' ' }));
+            i = j;
+        } else {
+            let c = s[i..].chars().next().expect("in bounds");
+            out.push(c);
+            i += c.len_utf8();
+        }
+    }
+    out
+}
+
+/// Splits off the next word (identifier or keyword) of `s`.
+fn word(s: &str) -> (&str, &str) {
+    let s = s.trim_start();
+    let end = s
+        .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_' || c == '.'))
+        .unwrap_or(s.len());
+    (&s[..end], &s[end..])
+}
+
+fn ident(line: usize, what: &str, w: &str) -> Result<String> {
+    let ok = !w.is_empty()
+        && w.chars()
+            .next()
+            .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        && w.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+    if ok {
+        Ok(w.to_string())
+    } else {
+        Err(err(line, format!("expected {what}, found `{w}`")))
+    }
+}
+
+/// Parses `( key = 'value', ... )`; returns the options and what follows.
+fn with_options(line: usize, s: &str) -> Result<(BTreeMap<String, String>, &str)> {
+    let (kw, rest) = word(s);
+    if !kw.eq_ignore_ascii_case("WITH") {
+        return Err(err(line, "expected WITH (option = 'value', ...)"));
+    }
+    let mut rest = rest.trim_start();
+    rest = rest
+        .strip_prefix('(')
+        .ok_or_else(|| err(line, "expected `(` after WITH"))?;
+    let mut opts = BTreeMap::new();
+    loop {
+        rest = rest.trim_start();
+        if let Some(r) = rest.strip_prefix(')') {
+            return Ok((opts, r));
+        }
+        let (k, r) = word(rest);
+        let key = k.to_ascii_lowercase();
+        if key.is_empty() {
+            return Err(err(
+                line,
+                format!(
+                    "expected an option name in WITH (…), found `{}`",
+                    r.trim_start().chars().take(20).collect::<String>()
+                ),
+            ));
+        }
+        let r = r
+            .trim_start()
+            .strip_prefix('=')
+            .ok_or_else(|| err(line, format!("expected `=` after option `{key}`")))?
+            .trim_start();
+        let (value, r) = if let Some(q) = r.strip_prefix('\'') {
+            let end = q
+                .find('\'')
+                .ok_or_else(|| err(line, format!("unterminated string for option `{key}`")))?;
+            (q[..end].to_string(), &q[end + 1..])
+        } else {
+            let (v, r) = word(r);
+            if v.is_empty() {
+                return Err(err(
+                    line,
+                    format!("option `{key}` needs a value, e.g. {key} = '…'"),
+                ));
+            }
+            (v.to_string(), r)
+        };
+        if opts.insert(key.clone(), value).is_some() {
+            return Err(err(line, format!("option `{key}` is given twice")));
+        }
+        let r = r.trim_start();
+        rest = match r.strip_prefix(',') {
+            Some(r) => r,
+            None if r.starts_with(')') => r,
+            None => {
+                return Err(err(
+                    line,
+                    format!("expected `,` or `)` after option `{key}`"),
+                ));
+            }
+        };
+    }
+}
+
+struct Options {
+    line: usize,
+    what: String,
+    map: BTreeMap<String, String>,
+}
+
+impl Options {
+    fn take(&mut self, k: &str) -> Option<String> {
+        self.map.remove(k)
+    }
+    fn duration(&mut self, k: &str) -> Result<Option<i64>> {
+        self.take(k)
+            .map(|v| {
+                parse_duration_millis(&v)
+                    .map_err(|e| err(self.line, format!("option `{k}` of {}: {e}", self.what)))
+            })
+            .transpose()
+    }
+    fn required(&mut self, k: &str, example: &str) -> Result<String> {
+        self.take(k).ok_or_else(|| {
+            err(
+                self.line,
+                format!("{} needs option `{k}` (e.g. {k} = '{example}')", self.what),
+            )
+        })
+    }
+    fn finish(self, allowed: &[&str]) -> Result<()> {
+        match self.map.keys().next() {
+            None => Ok(()),
+            Some(k) => Err(err(
+                self.line,
+                format!(
+                    "unknown option `{k}` in {}; the options are: {}",
+                    self.what,
+                    allowed.join(", ")
+                ),
+            )),
+        }
+    }
+}
+
+const SOURCE_OPTIONS: &[&str] = &[
+    "connector",
+    "topic",
+    "path",
+    "format",
+    "event_time",
+    "watermark_delay",
+    "idle_timeout",
+    "dedup_ttl",
+    "max_skew",
+];
+const SINK_OPTIONS: &[&str] = &["connector", "topic", "path", "format", "partitions"];
+
+fn source(line: usize, name: String, map: BTreeMap<String, String>) -> Result<SourceDecl> {
+    let mut o = Options {
+        line,
+        what: format!("source `{name}`"),
+        map,
+    };
+    let connector = o.required("connector", "log")?;
+    let format = o.take("format");
+    let connector = match connector.as_str() {
+        "log" => {
+            if let Some(f) = format.as_deref().filter(|f| *f != "json") {
+                return Err(err(
+                    line,
+                    format!(
+                        "source `{name}`: format '{f}' is not supported for a log topic; use format = 'json'"
+                    ),
+                ));
+            }
+            SourceConnector::Log {
+                topic: o.required("topic", "payments")?,
+            }
+        }
+        "file" => SourceConnector::File {
+            path: o.required("path", "data/events.jsonl")?.into(),
+            format: match format.as_deref() {
+                None => None,
+                Some(f) => Some(crate::decode::Format::from_name(f).ok_or_else(|| {
+                    err(
+                        line,
+                        format!("source `{name}`: unknown format '{f}'; use json, csv or parquet"),
+                    )
+                })?),
+            },
+        },
+        other => {
+            return Err(err(
+                line,
+                format!("source `{name}`: unknown connector '{other}'; use 'log' or 'file'"),
+            ));
+        }
+    };
+    if let Some(t) = o.take("event_time").filter(|t| t != "event_time") {
+        return Err(err(
+            line,
+            format!(
+                "source `{name}`: event_time = '{t}' is not a timestamp column of the payment event; use 'event_time'"
+            ),
+        ));
+    }
+    let decl = SourceDecl {
+        watermark_delay: o.duration("watermark_delay")?,
+        idle_timeout: o.duration("idle_timeout")?,
+        dedup_ttl: o.duration("dedup_ttl")?,
+        max_skew: o.duration("max_skew")?,
+        name,
+        connector,
+        line,
+    };
+    o.finish(SOURCE_OPTIONS)?;
+    Ok(decl)
+}
+
+fn sink(line: usize, name: String, map: BTreeMap<String, String>) -> Result<SinkDecl> {
+    let mut o = Options {
+        line,
+        what: format!("sink `{name}`"),
+        map,
+    };
+    let connector = o.required("connector", "log")?;
+    if let Some(f) = o.take("format").filter(|f| f != "json") {
+        return Err(err(
+            line,
+            format!(
+                "sink `{name}`: format '{f}' is not supported; sinks write JSON (format = 'json')"
+            ),
+        ));
+    }
+    let connector = match connector.as_str() {
+        "log" => SinkConnector::Log {
+            topic: o.required("topic", &name)?,
+            partitions: o
+                .take("partitions")
+                .map(|p| {
+                    p.parse::<u32>().ok().filter(|p| *p > 0).ok_or_else(|| {
+                        err(
+                            line,
+                            format!(
+                                "sink `{name}`: partitions must be a positive number, not '{p}'"
+                            ),
+                        )
+                    })
+                })
+                .transpose()?,
+        },
+        "file" => SinkConnector::File {
+            path: o.required("path", "out.jsonl")?.into(),
+        },
+        other => {
+            return Err(err(
+                line,
+                format!("sink `{name}`: unknown connector '{other}'; use 'log' or 'file'"),
+            ));
+        }
+    };
+    o.finish(SINK_OPTIONS)?;
+    Ok(SinkDecl {
+        name,
+        connector,
+        line,
+    })
+}
+
+/// Parses a query file.
+pub fn parse_query_file(text: &str) -> Result<QueryFile> {
+    let code = strip_comments(text);
+    let mut file = QueryFile::default();
+    for (offset, stmt) in statements(&code) {
+        let lead = stmt.len() - stmt.trim_start().len();
+        let line = code[..offset + lead].matches('\n').count() + 1;
+        let s = stmt.trim();
+        if s.is_empty() {
+            continue;
+        }
+        let (w1, rest) = word(s);
+        match w1.to_ascii_uppercase().as_str() {
+            "CREATE" => {
+                let (kind, rest) = word(rest);
+                let (name, rest) = word(rest);
+                let name = ident(line, "a name", name)?;
+                let (opts, rest) = with_options(line, rest)?;
+                if !rest.trim().is_empty() {
+                    return Err(err(
+                        line,
+                        format!("unexpected `{}` after WITH (…)", rest.trim()),
+                    ));
+                }
+                match kind.to_ascii_uppercase().as_str() {
+                    "SOURCE" => {
+                        if file.sources.iter().any(|x| x.name == name) {
+                            return Err(err(line, format!("source `{name}` is declared twice")));
+                        }
+                        file.sources.push(source(line, name, opts)?);
+                    }
+                    "SINK" => {
+                        if file.sinks.iter().any(|x| x.name == name) {
+                            return Err(err(line, format!("sink `{name}` is declared twice")));
+                        }
+                        file.sinks.push(sink(line, name, opts)?);
+                    }
+                    other => {
+                        return Err(err(
+                            line,
+                            format!(
+                                "CREATE {other} is not supported; use CREATE SOURCE or CREATE SINK"
+                            ),
+                        ));
+                    }
+                }
+            }
+            "SET" => {
+                let (k, rest) = word(rest);
+                let key = k.to_ascii_lowercase();
+                if !SETTINGS.contains(&key.as_str()) {
+                    return Err(err(
+                        line,
+                        format!(
+                            "unknown setting `{key}`; the settings are: {}",
+                            SETTINGS.join(", ")
+                        ),
+                    ));
+                }
+                let v = rest
+                    .trim()
+                    .trim_start_matches('=')
+                    .trim_start_matches(|c: char| c.is_whitespace());
+                let v = v
+                    .strip_prefix("TO ")
+                    .or_else(|| v.strip_prefix("to "))
+                    .unwrap_or(v)
+                    .trim();
+                let v = v.trim_matches('\'').to_string();
+                file.settings.insert(key, v);
+            }
+            "INSERT" => {
+                let (into, rest) = word(rest);
+                if !into.eq_ignore_ascii_case("INTO") {
+                    return Err(err(line, "expected INSERT INTO sink SELECT …"));
+                }
+                let (sink, rest) = word(rest);
+                let sink = ident(line, "a sink name", sink)?;
+                let (sel, _) = word(rest);
+                if !sel.eq_ignore_ascii_case("SELECT") {
+                    return Err(err(
+                        line,
+                        format!("INSERT INTO {sink} must be followed by a SELECT"),
+                    ));
+                }
+                // Keep the SELECT at its place in the file: blank out everything before it.
+                let at =
+                    offset + (stmt.len() - rest.len()) + (rest.len() - rest.trim_start().len());
+                let end = offset + stmt.trim_end().len();
+                let prefix: String = text[..at]
+                    .chars()
+                    .map(|c| if c == '\n' { '\n' } else { ' ' })
+                    .collect();
+                file.inserts.push(InsertDecl {
+                    sink,
+                    select: format!("{prefix}{}", &text[at..end]),
+                    line,
+                });
+            }
+            other => {
+                return Err(err(
+                    line,
+                    format!(
+                        "unexpected `{other}`: a query file holds CREATE SOURCE, CREATE SINK, SET and INSERT INTO … SELECT statements"
+                    ),
+                ));
+            }
+        }
+    }
+    if file.inserts.is_empty() {
+        return Err(err(
+            1,
+            "the query file has no INSERT INTO … SELECT; nothing would run",
+        ));
+    }
+    Ok(file)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const FILE: &str = "-- risk\nCREATE SOURCE payments WITH (connector = 'log', topic = 'payments', format = 'json',\n  event_time = 'event_time', watermark_delay = '5 seconds');\nCREATE SINK alerts WITH (connector = 'log', topic = 'risk.alerts');\n/* a; comment */ SET idle_timeout = '10s';\nINSERT INTO alerts\n  SELECT card_id FROM payments WHERE note = 'a;b';\n";
+
+    #[test]
+    fn parses_sources_sinks_settings_and_inserts() {
+        let f = parse_query_file(FILE).unwrap();
+        assert_eq!(
+            f.sources[0].connector,
+            SourceConnector::Log {
+                topic: "payments".into()
+            }
+        );
+        assert_eq!(f.sources[0].watermark_delay, Some(5_000));
+        assert_eq!(f.sources[0].line, 2);
+        assert_eq!(
+            f.sinks[0].connector,
+            SinkConnector::Log {
+                topic: "risk.alerts".into(),
+                partitions: None
+            }
+        );
+        assert_eq!(f.settings["idle_timeout"], "10s");
+        let i = &f.inserts[0];
+        assert_eq!(i.sink, "alerts");
+        // The SELECT keeps its line and column.
+        let lines: Vec<&str> = i.select.lines().collect();
+        assert_eq!(lines.len(), 7);
+        assert_eq!(
+            lines[6],
+            "  SELECT card_id FROM payments WHERE note = 'a;b'"
+        );
+    }
+
+    #[test]
+    fn unknown_options_and_statements_are_named() {
+        let e = parse_query_file("CREATE SOURCE p WITH (connector = 'log', topic = 't', colour = 'red');\nINSERT INTO x SELECT 1;").unwrap_err().to_string();
+        assert!(e.contains("unknown option `colour`"), "{e}");
+        let e = parse_query_file("CREATE SINK s WITH (connector = 'kafka');")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("unknown connector 'kafka'"), "{e}");
+        let e = parse_query_file("\n\nDROP TABLE x;")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("line 3") && e.contains("DROP"), "{e}");
+        let e = parse_query_file("SET colour = 'red'; INSERT INTO x SELECT 1;")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("unknown setting `colour`"), "{e}");
+        let e = parse_query_file("CREATE SOURCE p WITH (connector = 'log');")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("needs option `topic`"), "{e}");
+    }
+}
