@@ -3,7 +3,7 @@
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use paystream::decode::decode_json_lines;
-use paystream::engine::{Partitioning, Router};
+use paystream::engine::Router;
 use paystream::generate::{GenConfig, generate};
 use paystream::operators::{Dedup, EventBatch, OperatorOutput, Watermark, build_operator};
 use paystream::plan_query;
@@ -20,19 +20,14 @@ fn batches(n: u64) -> Vec<(EventBatch, i64)> {
     )
     .unwrap();
     let decoded = decode_json_lines(&bytes, 1, 8192);
-    let mut router = Router::new(
-        Dedup::new(3_600_000),
-        Watermark::new(5_000, 300_000),
-        Partitioning::Single,
-        1,
-    );
+    let mut router = Router::new(Dedup::new(3_600_000), Watermark::new(5_000, 300_000));
     decoded
         .batches
         .iter()
         .filter_map(|b| {
             let mut rejects = Vec::new();
             router
-                .accept(b, |_| String::new(), &mut rejects)
+                .accept(0, b, |_| String::new(), &mut rejects)
                 .unwrap()
                 .map(|e| (e, router.watermark.current()))
         })

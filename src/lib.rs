@@ -32,6 +32,7 @@ pub mod decode;
 pub mod engine;
 pub mod error;
 pub mod generate;
+pub mod job;
 pub mod log;
 pub mod operators;
 pub mod schema;

@@ -21,6 +21,8 @@ use paystream::{Format, Progress, ReplayOptions, Sinks, plan_query, run_replay};
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    #[command(flatten)]
+    data: cli::log_cmds::DataDir,
 }
 
 #[derive(Subcommand)]
@@ -40,8 +42,6 @@ enum Command {
     Topic {
         #[command(subcommand)]
         command: cli::log_cmds::TopicCommand,
-        #[command(flatten)]
-        data: cli::log_cmds::DataDir,
     },
     /// Append JSON Lines (a file or standard input) to a topic, one record per line.
     ///
@@ -51,15 +51,20 @@ enum Command {
     Produce {
         #[command(flatten)]
         args: cli::log_cmds::ProduceArgs,
+    },
+    /// Run a query file continuously: read its source topic, write results to its sink topics.
+    ///
+    /// Runs until Ctrl-C or SIGTERM, then stops cleanly: it saves its state and source offsets,
+    /// and the next run of the same file resumes there. After a crash, results since the last
+    /// clean stop are emitted again (at-least-once).
+    Run {
         #[command(flatten)]
-        data: cli::log_cmds::DataDir,
+        args: cli::run_cmd::RunArgs,
     },
     /// Print a topic's records, one value a line; tails new records until Ctrl-C.
     Consume {
         #[command(flatten)]
         args: cli::log_cmds::ConsumeArgs,
-        #[command(flatten)]
-        data: cli::log_cmds::DataDir,
     },
 }
 
@@ -193,9 +198,10 @@ fn main() {
         Command::Gen(a) => gen_cmd(a),
         Command::Demo(a) => demo(a),
         Command::Bench(a) => bench(a),
-        Command::Topic { command, data } => cli::log_cmds::topic(&data, command),
-        Command::Produce { args, data } => cli::log_cmds::produce(&data, args),
-        Command::Consume { args, data } => cli::log_cmds::consume(&data, args),
+        Command::Topic { command } => cli::log_cmds::topic(&cli.data, command),
+        Command::Produce { args } => cli::log_cmds::produce(&cli.data, args),
+        Command::Consume { args } => cli::log_cmds::consume(&cli.data, args),
+        Command::Run { args } => cli::run_cmd::run(&cli.data, args),
     };
     if let Err(e) = r {
         eprintln!("error: {e:#}");

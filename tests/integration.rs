@@ -2,6 +2,7 @@
 
 mod cli;
 mod golden;
+mod log_cli;
 mod oracle;
 mod slt;
 mod state;

@@ -321,9 +321,12 @@ pub(crate) fn consume(data: &DataDir, a: ConsumeArgs) -> anyhow::Result<()> {
     let mut out = std::io::BufWriter::with_capacity(1 << 16, stdout.lock());
     let mut printed = 0u64;
     let mut last_commit = Instant::now();
-    let commit = |consumer: &TopicConsumer| -> anyhow::Result<()> {
+    // What a group commits: the offset after the last record printed, per partition (a poll
+    // reads whole batches, of which a limit may print only part).
+    let mut done = consumer.positions();
+    let commit = |done: &paystream::log::GroupOffsets| -> anyhow::Result<()> {
         if let Some(g) = &a.group {
-            log.commit_offsets(&a.topic, g, &consumer.positions())?;
+            log.commit_offsets(&a.topic, g, done)?;
         }
         Ok(())
     };
@@ -358,7 +361,10 @@ pub(crate) fn consume(data: &DataDir, a: ConsumeArgs) -> anyhow::Result<()> {
                 out.write_all(r.value).and_then(|_| out.write_all(b"\n"))
             };
             match res {
-                Ok(()) => printed += 1,
+                Ok(()) => {
+                    printed += 1;
+                    done.offsets.insert(p, r.offset + 1);
+                }
                 Err(e) => err = Some(e),
             }
         })?;
@@ -380,13 +386,13 @@ pub(crate) fn consume(data: &DataDir, a: ConsumeArgs) -> anyhow::Result<()> {
             consumer.wait(Duration::from_millis(200));
         }
         if last_commit.elapsed() >= Duration::from_secs(1) {
-            commit(&consumer)?;
+            commit(&done)?;
             last_commit = Instant::now();
         }
     }
     if !broken_pipe {
         let _ = out.flush();
     }
-    commit(&consumer)?;
+    commit(&done)?;
     Ok(())
 }

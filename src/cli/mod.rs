@@ -2,3 +2,4 @@
 //! (and `run`, the continuous query). Kept apart from `main.rs` so each file stays readable.
 
 pub(crate) mod log_cmds;
+pub(crate) mod run_cmd;

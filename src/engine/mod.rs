@@ -157,6 +157,30 @@ pub fn run_replay(
     progress: Arc<Progress>,
     stop: Arc<AtomicBool>,
 ) -> Result<Summary> {
+    let query = QueryRun {
+        name: "query".into(),
+        plan,
+        results: sinks.results,
+    };
+    run_file(
+        vec![query],
+        sinks.dead_letter,
+        sinks.late,
+        opts,
+        progress,
+        stop,
+    )
+}
+
+/// Runs several queries over one read of an event file (a query file with a `file` source).
+pub fn run_file(
+    queries: Vec<QueryRun<'_>>,
+    dead_letter: Box<dyn Sink>,
+    late: Box<dyn Sink>,
+    opts: &ReplayOptions,
+    progress: Arc<Progress>,
+    stop: Arc<AtomicBool>,
+) -> Result<Summary> {
     let format = match opts.format {
         Some(f) => f,
         None => Format::from_path(&opts.input).ok_or_else(|| Error::Config {
@@ -167,8 +191,10 @@ pub fn run_replay(
             ),
         })?,
     };
-    let query = plan.sql.split_whitespace().collect::<Vec<_>>().join(" ");
-    tracing::info!(input = %opts.input.display(), ?format, workers = opts.workers, %query, "replay starting");
+    for q in &queries {
+        let text = q.plan.sql.split_whitespace().collect::<Vec<_>>().join(" ");
+        tracing::info!(input = %opts.input.display(), ?format, workers = opts.workers, query = %q.name, sql = %text, "replay starting");
+    }
     let origin = Origin::file(
         opts.input.display().to_string(),
         if format == Format::Parquet {
@@ -194,14 +220,11 @@ pub fn run_replay(
         bytes,
         origins: vec![origin],
     };
+    let name_late_queries = queries.len() > 1;
     let spec = pipeline::Spec {
-        queries: vec![QueryRun {
-            name: "query".into(),
-            plan,
-            results: sinks.results,
-        }],
-        dead_letter: sinks.dead_letter,
-        late: sinks.late,
+        queries,
+        dead_letter,
+        late,
         router: Router::new(
             Dedup::new(opts.dedup_ttl),
             Watermark::new(opts.watermark_delay, opts.max_skew),
@@ -210,7 +233,7 @@ pub fn run_replay(
         speed: opts.speed,
         end: pipeline::EndMode::Finish,
         restore: None,
-        name_late_queries: false,
+        name_late_queries,
     };
     let summary = pipeline::run(spec, source, progress, stop)?.summary;
     tracing::info!(

@@ -107,6 +107,11 @@ impl Producer {
         self.writer.flush()
     }
 
+    /// Makes everything appended so far durable.
+    pub fn sync(&mut self) -> Result<(), LogError> {
+        self.writer.sync()
+    }
+
     /// Flushes, makes everything durable and returns the writer.
     pub fn finish(mut self) -> Result<TopicWriter, LogError> {
         self.flush()?;
@@ -115,7 +120,8 @@ impl Producer {
     }
 }
 
-pub(crate) fn now_ms() -> i64 {
+/// Wall-clock time, epoch milliseconds (the timestamp of records without an event time).
+pub fn now_ms() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as i64)

@@ -5,6 +5,7 @@
 //! stdout, [`MemorySink`] keeps everything in memory for tests and embedding.
 
 mod json;
+mod topic;
 
 use std::io::Write;
 use std::path::Path;
@@ -13,6 +14,7 @@ use std::sync::{Arc, Mutex};
 use datafusion::arrow::array::RecordBatch;
 
 pub use self::json::{event_json, write_batch, write_json_str, write_row, write_value};
+pub use self::topic::{FLUSH_EVERY, SharedProducer, TopicSink};
 
 use crate::decode::{Origin, Reject};
 use crate::error::{Error, Result};
@@ -39,6 +41,7 @@ pub struct WriterSink {
     name: String,
     out: std::io::BufWriter<Box<dyn Write + Send>>,
     buf: Vec<u8>,
+    last_flush: std::time::Instant,
 }
 
 impl WriterSink {
@@ -48,7 +51,24 @@ impl WriterSink {
             name: name.into(),
             out: std::io::BufWriter::with_capacity(1 << 16, w),
             buf: Vec::with_capacity(1 << 16),
+            last_flush: std::time::Instant::now(),
         }
+    }
+
+    /// A sink appending to the file at `path` (created if missing).
+    pub fn append(option: &str, path: &Path) -> Result<Self> {
+        let f = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .map_err(|e| Error::Output {
+                target: format!("{option} {}", path.display()),
+                source: e,
+            })?;
+        Ok(Self::new(
+            format!("{option} {}", path.display()),
+            Box::new(f),
+        ))
     }
 
     /// A sink creating (truncating) the file at `path`.
@@ -93,8 +113,16 @@ impl Sink for WriterSink {
     }
 
     fn flush(&mut self) -> Result<()> {
+        self.last_flush = std::time::Instant::now();
         let r = self.out.flush();
         r.map_err(|e| self.io(e))
+    }
+
+    fn flush_if_due(&mut self) -> Result<()> {
+        if !self.out.buffer().is_empty() && self.last_flush.elapsed() >= FLUSH_EVERY {
+            self.flush()?;
+        }
+        Ok(())
     }
 }
 

@@ -1,0 +1,375 @@
+//! Jobs: a query file run as a whole — its source, its queries and its sinks — by `paystream run`.
+//!
+//! ```text
+//!  query file ─parse─▶ source + INSERTs + sinks ─plan each SELECT─▶ engine (one source read,
+//!                                                                     every query) ─▶ sink topics
+//! ```
+//! A `log` source runs continuously until stopped (or, with `until_end`, to the topic's current
+//! end). On a clean stop the sinks are made durable first, then the operator, dedup and watermark
+//! state and the source offsets are saved together (see [`saved_state`]), and the offsets are
+//! committed to the consumer group named after the job, for `topic describe`. A restart restores
+//! that state and continues exactly where the stop left off.
+//!
+//! **Delivery guarantee: at-least-once.** After a crash (no clean stop), a restart resumes from
+//! the last clean stop's state and offsets, so results emitted since then are emitted again —
+//! with the same values, since the state and offsets are consistent. Exactly-once sinks come with
+//! checkpoints.
+
+pub mod saved_state;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicBool;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use self::saved_state::SavedState;
+use crate::engine::{
+    ContinuousOptions, Progress, QueryRun, ReplayOptions, Summary, run_continuous, run_file,
+};
+use crate::error::{Error, Result};
+use crate::log::{FsyncPolicy, GroupOffsets, Log, Producer, TopicConfig};
+use crate::sink::{SharedProducer, Sink, TopicSink, WriterSink};
+use crate::sql::query_file::{
+    DEAD_LETTERS, LATE_EVENTS, QueryFile, SinkConnector, SourceConnector, parse_query_file,
+};
+use crate::sql::{StreamPlan, plan_query_on};
+use crate::time::parse_duration_millis;
+
+/// How to run a job.
+#[derive(Debug, Clone)]
+pub struct JobOptions {
+    /// The embedded log's data directory.
+    pub data_dir: PathBuf,
+    /// Workers per query (default: the saved state's, else `SET workers`, else all cores).
+    pub workers: Option<usize>,
+    /// Stop at the source topic's current end (and emit open windows) instead of tailing.
+    pub until_end: bool,
+    /// Ignore saved state and start from the earliest offsets.
+    pub reset_state: bool,
+    /// Durability of sink topics.
+    pub fsync: FsyncPolicy,
+    /// Rows per decoded batch.
+    pub batch_size: usize,
+}
+
+impl JobOptions {
+    /// Defaults for the data directory `data_dir`.
+    pub fn new(data_dir: impl Into<PathBuf>) -> Self {
+        JobOptions {
+            data_dir: data_dir.into(),
+            workers: None,
+            until_end: false,
+            reset_state: false,
+            fsync: FsyncPolicy::Interval(Duration::from_secs(1)),
+            batch_size: 8192,
+        }
+    }
+}
+
+/// What a job run did.
+#[derive(Debug, Clone)]
+pub struct JobOutcome {
+    /// The job's name (the query file's stem; also its consumer group).
+    pub name: String,
+    /// Counters of this run.
+    pub summary: Summary,
+    /// Whether state was restored at the start.
+    pub resumed: bool,
+}
+
+fn config_err(what: &str, message: impl Into<String>) -> Error {
+    Error::Config {
+        what: what.into(),
+        message: message.into(),
+    }
+}
+
+/// A setting from the source's WITH, else `SET`, else the default.
+fn setting(file: &QueryFile, own: Option<i64>, key: &str, default: i64) -> Result<i64> {
+    if let Some(v) = own {
+        return Ok(v);
+    }
+    match file.settings.get(key) {
+        Some(v) => parse_duration_millis(v).map_err(|e| config_err(&format!("SET {key}"), e)),
+        None => Ok(default),
+    }
+}
+
+/// The directory where a job keeps its saved state.
+pub fn state_dir(data_dir: &Path, job: &str) -> PathBuf {
+    data_dir.join("_queries").join(job)
+}
+
+/// Runs a query file until it is stopped (log source) or its input ends (file source).
+pub fn run_query_file(
+    path: &Path,
+    opts: &JobOptions,
+    progress: Arc<Progress>,
+    stop: Arc<AtomicBool>,
+) -> Result<JobOutcome> {
+    let text = std::fs::read_to_string(path).map_err(|e| Error::Input {
+        path: path.to_path_buf(),
+        message: format!("cannot read the query file: {e}"),
+    })?;
+    let in_file = |e: Error| match e {
+        Error::Plan { position, message } => Error::Plan {
+            position: format!("{}, {position}", path.display()),
+            message,
+        },
+        e => e,
+    };
+    let file = parse_query_file(&text).map_err(in_file)?;
+    let name: String = path
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "job".into())
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    let source = match file.sources.as_slice() {
+        [s] => s.clone(),
+        [] => {
+            return Err(in_file(Error::Plan {
+                position: "line 1".into(),
+                message: "the query file declares no source; add e.g. CREATE SOURCE payments WITH (connector = 'log', topic = 'payments')".into(),
+            }));
+        }
+        [_, second, ..] => {
+            return Err(in_file(Error::Plan {
+                position: format!("line {}", second.line),
+                message: "several sources in one query file are not supported yet; run one file per source".into(),
+            }));
+        }
+    };
+    let mut plans: Vec<(String, StreamPlan)> = Vec::new();
+    for ins in &file.inserts {
+        if ins.sink == DEAD_LETTERS || ins.sink == LATE_EVENTS {
+            return Err(in_file(Error::Plan {
+                position: format!("line {}", ins.line),
+                message: format!(
+                    "`{}` receives rejected or late events; INSERT INTO another sink",
+                    ins.sink
+                ),
+            }));
+        }
+        if !file.sinks.iter().any(|s| s.name == ins.sink) {
+            return Err(in_file(Error::Plan {
+                position: format!("line {}", ins.line),
+                message: format!(
+                    "sink `{}` is not declared; add CREATE SINK {} WITH (connector = 'log', topic = '{}')",
+                    ins.sink, ins.sink, ins.sink
+                ),
+            }));
+        }
+        let plan = plan_query_on(&ins.select, &source.name).map_err(in_file)?;
+        plans.push((ins.sink.clone(), plan));
+    }
+
+    let log = Log::new(&opts.data_dir);
+    let mut sinks = SinkFactory {
+        log: &log,
+        fsync: opts.fsync,
+        producers: BTreeMap::new(),
+    };
+    let source_topic = match &source.connector {
+        SourceConnector::Log { topic } => Some(topic.clone()),
+        SourceConnector::File { .. } => None,
+    };
+    let base = source_topic.clone().unwrap_or_else(|| source.name.clone());
+    if let Some(t) = &source_topic {
+        log.topic_config(t)?;
+    }
+    let mut open_sink = |sink_name: &str, default_topic: String| -> Result<Box<dyn Sink>> {
+        let connector = file
+            .sinks
+            .iter()
+            .find(|s| s.name == sink_name)
+            .map(|s| s.connector.clone())
+            .unwrap_or(SinkConnector::Log {
+                topic: default_topic,
+                partitions: None,
+            });
+        if let (SinkConnector::Log { topic, .. }, Some(src)) = (&connector, &source_topic)
+            && topic == src
+        {
+            return Err(config_err(
+                &format!("sink `{sink_name}`"),
+                format!("it writes the source topic `{src}`; the query would read its own output"),
+            ));
+        }
+        sinks.open(&connector)
+    };
+    let dead_letter = open_sink(DEAD_LETTERS, format!("{base}.dlq"))?;
+    let late = open_sink(LATE_EVENTS, format!("{base}.late"))?;
+    let mut queries = Vec::with_capacity(plans.len());
+    for (sink, plan) in &plans {
+        queries.push(QueryRun {
+            name: sink.clone(),
+            plan,
+            results: open_sink(sink, sink.clone())?,
+        });
+    }
+
+    let watermark_delay = setting(&file, source.watermark_delay, "watermark_delay", 5_000)?;
+    let dedup_ttl = setting(&file, source.dedup_ttl, "dedup_ttl", 3_600_000)?;
+    let max_skew = setting(&file, source.max_skew, "max_skew", 300_000)?;
+    let idle_timeout = setting(&file, source.idle_timeout, "idle_timeout", 30_000)?;
+    let mut workers =
+        match (opts.workers, file.settings.get("workers")) {
+            (Some(w), _) => w,
+            (None, Some(w)) => w.parse().ok().filter(|w| *w > 0).ok_or_else(|| {
+                config_err("SET workers", format!("'{w}' is not a positive number"))
+            })?,
+            (None, None) => std::thread::available_parallelism().map_or(2, |n| n.get()),
+        };
+    let sqls: Vec<String> = plans
+        .iter()
+        .map(|(_, p)| p.sql.trim().to_string())
+        .collect();
+
+    let summary;
+    let mut resumed = false;
+    match &source.connector {
+        SourceConnector::File {
+            path: input,
+            format,
+        } => {
+            let mut o = ReplayOptions::new(input);
+            o.format = *format;
+            o.watermark_delay = watermark_delay;
+            o.dedup_ttl = dedup_ttl;
+            o.max_skew = max_skew;
+            o.workers = workers;
+            o.batch_size = opts.batch_size;
+            summary = run_file(queries, dead_letter, late, &o, progress, stop)?;
+        }
+        SourceConnector::Log { topic } => {
+            let dir = state_dir(&opts.data_dir, &name);
+            let state_path = dir.join("state");
+            let saved = if opts.reset_state {
+                None
+            } else {
+                load_state(&state_path, &sqls, topic)?
+            };
+            if let Some(s) = &saved {
+                if opts.workers.is_some_and(|w| w != s.workers) {
+                    tracing::warn!(
+                        requested = workers,
+                        saved = s.workers,
+                        "the saved state is partitioned over {} workers; using that",
+                        s.workers
+                    );
+                }
+                workers = s.workers;
+                resumed = true;
+                tracing::info!(job = %name, positions = ?s.pipeline.positions, "resuming from saved state");
+            }
+            let copts = ContinuousOptions {
+                log: log.clone(),
+                topic: topic.clone(),
+                start: BTreeMap::new(),
+                watermark_delay,
+                max_skew,
+                dedup_ttl,
+                idle_timeout: Duration::from_millis(idle_timeout.max(0) as u64),
+                workers,
+                batch_size: opts.batch_size,
+                until_end: opts.until_end,
+            };
+            let restore = saved.map(|s| s.pipeline);
+            let out = run_continuous(queries, dead_letter, late, &copts, restore, progress, stop)?;
+            // Sinks first, then state and offsets: a crash in between re-emits, never loses.
+            sinks.sync()?;
+            let positions = out.state.positions.clone();
+            let saved = SavedState {
+                queries: sqls,
+                workers,
+                topic: topic.clone(),
+                pipeline: out.state,
+            };
+            std::fs::create_dir_all(&dir).map_err(|e| Error::Output {
+                target: dir.display().to_string(),
+                source: e,
+            })?;
+            crate::log::write_atomic(&state_path, &saved.encode())?;
+            log.commit_offsets(topic, &name, &GroupOffsets { offsets: positions })?;
+            summary = out.summary;
+        }
+    }
+    sinks.sync()?;
+    Ok(JobOutcome {
+        name,
+        summary,
+        resumed,
+    })
+}
+
+fn load_state(path: &Path, sqls: &[String], topic: &str) -> Result<Option<SavedState>> {
+    let bytes = match std::fs::read(path) {
+        Ok(b) => b,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => {
+            return Err(Error::Input {
+                path: path.to_path_buf(),
+                message: e.to_string(),
+            });
+        }
+    };
+    let s = SavedState::decode(path, &bytes)?;
+    if s.queries != sqls || s.topic != topic {
+        return Err(Error::State {
+            operator: format!("saved query state {}", path.display()),
+            message: "the query file changed since this state was saved, so the state does not fit it; run with --reset-state to start over from the earliest offsets".into(),
+        });
+    }
+    Ok(Some(s))
+}
+
+/// Opens sinks, sharing one producer per topic.
+struct SinkFactory<'a> {
+    log: &'a Log,
+    fsync: FsyncPolicy,
+    producers: BTreeMap<String, SharedProducer>,
+}
+
+impl SinkFactory<'_> {
+    fn open(&mut self, c: &SinkConnector) -> Result<Box<dyn Sink>> {
+        Ok(match c {
+            SinkConnector::File { path } => Box::new(WriterSink::append("sink", path)?),
+            SinkConnector::Log { topic, partitions } => {
+                let producer = match self.producers.get(topic) {
+                    Some(p) => Arc::clone(p),
+                    None => {
+                        let config = TopicConfig {
+                            partitions: partitions.unwrap_or(1),
+                            ..TopicConfig::default()
+                        };
+                        self.log.ensure_topic(topic, &config)?;
+                        let w = self.log.writer(topic, self.fsync)?;
+                        let p = Arc::new(Mutex::new(Producer::new(w, None)));
+                        self.producers.insert(topic.clone(), Arc::clone(&p));
+                        p
+                    }
+                };
+                Box::new(TopicSink::new(topic.clone(), producer))
+            }
+        })
+    }
+
+    /// Makes every sink topic durable.
+    fn sync(&mut self) -> Result<()> {
+        for p in self.producers.values() {
+            let mut p = p.lock().expect("producer lock");
+            p.flush()?;
+            p.sync()?;
+        }
+        Ok(())
+    }
+}

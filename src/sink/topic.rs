@@ -1,0 +1,96 @@
+//! A sink into a topic of the embedded log: one record per JSON row.
+//!
+//! Several sinks of one run may write the same topic (two INSERTs into one sink, dead letters of
+//! several queries); they share one [`Producer`], since a topic has one writer. Records have no
+//! key (round-robin over the topic's partitions) and are stamped with the wall time they were
+//! written. Output is flushed to the log at most [`FLUSH_EVERY`] after it was produced, so a
+//! tailing consumer sees results as windows close.
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use datafusion::arrow::array::RecordBatch;
+
+use super::{Sink, write_batch};
+use crate::error::{Error, Result};
+use crate::log::Producer;
+
+/// How long output may wait in memory before it is appended to the log.
+pub const FLUSH_EVERY: Duration = Duration::from_millis(100);
+
+/// A producer shared by the sinks writing one topic.
+pub type SharedProducer = Arc<Mutex<Producer>>;
+
+/// Writes JSON rows and records into a topic.
+pub struct TopicSink {
+    topic: String,
+    producer: SharedProducer,
+    buf: Vec<u8>,
+    last_flush: Instant,
+    dirty: bool,
+}
+
+impl TopicSink {
+    /// A sink writing through `producer` into `topic`.
+    pub fn new(topic: impl Into<String>, producer: SharedProducer) -> Self {
+        TopicSink {
+            topic: topic.into(),
+            producer,
+            buf: Vec::with_capacity(1 << 16),
+            last_flush: Instant::now(),
+            dirty: false,
+        }
+    }
+
+    fn err(&self, e: crate::log::LogError) -> Error {
+        Error::Output {
+            target: format!("topic {}", self.topic),
+            source: std::io::Error::other(e.to_string()),
+        }
+    }
+
+    fn now_ms() -> i64 {
+        crate::log::producer_now_ms()
+    }
+}
+
+impl Sink for TopicSink {
+    fn write_batch(&mut self, batch: &RecordBatch) -> Result<()> {
+        self.buf.clear();
+        write_batch(&mut self.buf, batch);
+        let now = Self::now_ms();
+        let mut p = self.producer.lock().expect("producer lock");
+        for line in self.buf.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
+            p.send(None, line, now).map_err(|e| self.err(e))?;
+        }
+        self.dirty = true;
+        Ok(())
+    }
+
+    fn write_record(&mut self, json: &[u8]) -> Result<()> {
+        let now = Self::now_ms();
+        let r = self
+            .producer
+            .lock()
+            .expect("producer lock")
+            .send(None, json, now);
+        r.map_err(|e| self.err(e))?;
+        self.dirty = true;
+        Ok(())
+    }
+
+    fn flush(&mut self) -> Result<()> {
+        let r = self.producer.lock().expect("producer lock").flush();
+        r.map_err(|e| self.err(e))?;
+        self.dirty = false;
+        self.last_flush = Instant::now();
+        Ok(())
+    }
+
+    fn flush_if_due(&mut self) -> Result<()> {
+        if self.dirty && self.last_flush.elapsed() >= FLUSH_EVERY {
+            self.flush()?;
+        }
+        Ok(())
+    }
+}
