@@ -86,8 +86,12 @@ struct ReplayArgs {
     /// The event file.
     file: PathBuf,
     /// The SQL file holding the stream query (reads the stream `payments`).
-    #[arg(long, short)]
-    query: PathBuf,
+    #[arg(long, short, required_unless_present = "into", conflicts_with = "into")]
+    query: Option<PathBuf>,
+    /// Instead of running a query, load the file into this topic of the embedded log (JSON
+    /// Lines as they are; CSV and Parquet rows as JSON events, invalid rows to --dead-letter).
+    #[arg(long, value_name = "TOPIC")]
+    into: Option<String>,
     /// Result file (JSON Lines); standard output when absent.
     #[arg(long, short)]
     output: Option<PathBuf>,
@@ -194,7 +198,7 @@ fn main() {
         .init();
     let cli = Cli::parse();
     let r = match cli.command {
-        Command::Replay(a) => replay(a),
+        Command::Replay(a) => replay(a, &cli.data),
         Command::Gen(a) => gen_cmd(a),
         Command::Demo(a) => demo(a),
         Command::Bench(a) => bench(a),
@@ -244,10 +248,14 @@ fn output_sink(option: &str, path: Option<&Path>) -> anyhow::Result<Box<dyn Sink
     })
 }
 
-fn replay(a: ReplayArgs) -> anyhow::Result<()> {
-    let sql = std::fs::read_to_string(&a.query)
-        .with_context(|| format!("cannot read the query file {}", a.query.display()))?;
-    let plan = plan_query(&sql).with_context(|| format!("in {}", a.query.display()))?;
+fn replay(a: ReplayArgs, data: &cli::log_cmds::DataDir) -> anyhow::Result<()> {
+    let Some(query) = &a.query else {
+        let topic = a.into.as_deref().expect("clap requires --query or --into");
+        return cli::log_cmds::load_file(data, &a.file, a.format.as_deref(), topic, a.dead_letter.as_deref());
+    };
+    let sql = std::fs::read_to_string(query)
+        .with_context(|| format!("cannot read the query file {}", query.display()))?;
+    let plan = plan_query(&sql).with_context(|| format!("in {}", query.display()))?;
     let mut opts = ReplayOptions::new(&a.file);
     opts.watermark_delay = duration("--watermark-delay", &a.watermark_delay)?;
     opts.dedup_ttl = duration("--dedup-ttl", &a.dedup_ttl)?;

@@ -58,6 +58,7 @@ pub struct PartitionWriter {
     fsync: FsyncPolicy,
     last_sync: Instant,
     dirty: bool,
+    retention: Retention,
 }
 
 impl PartitionWriter {
@@ -89,6 +90,7 @@ impl PartitionWriter {
             fsync,
             last_sync: Instant::now(),
             dirty: false,
+            retention: Retention::default(),
         })
     }
 
@@ -140,6 +142,11 @@ impl PartitionWriter {
         Ok(base)
     }
 
+    /// Retention applied whenever a segment rolls.
+    pub fn set_retention(&mut self, r: Retention) {
+        self.retention = r;
+    }
+
     fn roll(&mut self) -> Result<(), LogError> {
         self.active.sync()?;
         let next = SegmentWriter::open(&self.dir, self.next_offset())?;
@@ -148,7 +155,10 @@ impl PartitionWriter {
             base: old.base(),
             size: old.size(),
         });
-        sync_dir(&self.dir)
+        sync_dir(&self.dir)?;
+        let r = self.retention;
+        self.apply_retention(&r)?;
+        Ok(())
     }
 
     /// Makes everything appended so far durable.

@@ -193,9 +193,15 @@ impl Log {
         }
         let partitions = (0..config.partitions)
             .map(|p| {
-                PartitionWriter::open(&self.partition_dir(topic, p), config.segment_bytes, fsync)
+                let mut w = PartitionWriter::open(
+                    &self.partition_dir(topic, p),
+                    config.segment_bytes,
+                    fsync,
+                )?;
+                w.set_retention(config.retention);
+                Ok(w)
             })
-            .collect::<Result<Vec<_>, _>>()?;
+            .collect::<Result<Vec<_>, LogError>>()?;
         let mut w = TopicWriter {
             topic: topic.into(),
             config,

@@ -24,6 +24,7 @@ pub type SharedProducer = Arc<Mutex<Producer>>;
 /// Writes JSON rows and records into a topic.
 pub struct TopicSink {
     topic: String,
+    keyed: bool,
     producer: SharedProducer,
     buf: Vec<u8>,
     last_flush: Instant,
@@ -35,10 +36,20 @@ impl TopicSink {
     pub fn new(topic: impl Into<String>, producer: SharedProducer) -> Self {
         TopicSink {
             topic: topic.into(),
+            keyed: false,
             producer,
             buf: Vec::with_capacity(1 << 16),
             last_flush: Instant::now(),
             dirty: false,
+        }
+    }
+
+    /// A sink whose records are keyed and timestamped from their JSON fields, as `produce` does
+    /// (the producer's key field, `event_time`): for loading events into a topic.
+    pub fn keyed(topic: impl Into<String>, producer: SharedProducer) -> Self {
+        TopicSink {
+            keyed: true,
+            ..Self::new(topic, producer)
         }
     }
 
@@ -61,7 +72,12 @@ impl Sink for TopicSink {
         let now = Self::now_ms();
         let mut p = self.producer.lock().expect("producer lock");
         for line in self.buf.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
-            p.send(None, line, now).map_err(|e| self.err(e))?;
+            let r = if self.keyed {
+                p.send_json(line)
+            } else {
+                p.send(None, line, now)
+            };
+            r.map_err(|e| self.err(e))?;
         }
         self.dirty = true;
         Ok(())
