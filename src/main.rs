@@ -79,6 +79,9 @@ struct BenchArgs {
     /// Use this JSON Lines file instead of generating one.
     #[arg(long)]
     input: Option<PathBuf>,
+    /// What to measure: queries (replay), log (produce, consume, run from a topic), or all.
+    #[arg(long, default_value = "all")]
+    suite: String,
 }
 
 #[derive(clap::Args)]
@@ -474,7 +477,17 @@ fn bench(a: BenchArgs) -> anyhow::Result<()> {
         }
     };
     eprintln!("measuring over {} ...", input.display());
-    let ms = paystream::throughput::run(&input, &workers)?;
+    let mut ms = Vec::new();
+    match a.suite.as_str() {
+        "all" | "queries" | "log" => {}
+        other => bail!("unknown --suite {other:?}: use all, queries or log"),
+    }
+    if a.suite != "log" {
+        ms.extend(paystream::throughput::run(&input, &workers)?);
+    }
+    if a.suite != "queries" {
+        ms.extend(paystream::throughput::log::run(&input, &workers)?);
+    }
     print!("{}", paystream::throughput::report(&ms));
     Ok(())
 }

@@ -16,19 +16,21 @@ use crate::operators::{Dedup, EventBatch, OperatorOutput, Watermark, build_opera
 use crate::sink::NullSink;
 use crate::sql::plan_query;
 
+pub mod log;
+
 /// The shipped queries, by name.
 pub const SHIPPED_QUERIES: [(&str, &str); 3] = [
     (
         "settlement_per_minute",
-        include_str!("../queries/settlement_per_minute.sql"),
+        include_str!("../../queries/settlement_per_minute.sql"),
     ),
     (
         "card_velocity",
-        include_str!("../queries/card_velocity.sql"),
+        include_str!("../../queries/card_velocity.sql"),
     ),
     (
         "card_sessions",
-        include_str!("../queries/card_sessions.sql"),
+        include_str!("../../queries/card_sessions.sql"),
     ),
 ];
 
@@ -70,7 +72,7 @@ impl Measurement {
     }
 }
 
-fn measure<T>(
+pub(crate) fn measure<T>(
     name: &str,
     workers: usize,
     f: impl FnOnce() -> Result<(u64, T)>,
@@ -201,7 +203,7 @@ fn for_each_chunk(path: &Path, mut f: impl FnMut(&[u8], u64)) -> Result<()> {
     }
 }
 
-fn null_sinks() -> Sinks {
+pub(crate) fn null_sinks() -> Sinks {
     Sinks {
         results: Box::new(NullSink),
         dead_letter: Box::new(NullSink),

@@ -1,0 +1,152 @@
+//! Log measurements: producing into and consuming from the embedded log, beside same-run
+//! baselines of writing and reading the same bytes with plain buffered file I/O, and a
+//! continuous query from a topic beside the same query replayed from the file.
+
+use std::io::{BufRead, BufReader, BufWriter, Write};
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+use std::time::Duration;
+
+use super::{Measurement, measure, null_sinks};
+use crate::engine::{ContinuousOptions, QueryRun, ReplayOptions, run_continuous, run_replay};
+use crate::error::{Error, Result};
+use crate::log::{FsyncPolicy, Log, Producer, StartAt, TopicConfig, TopicConsumer};
+use crate::sink::NullSink;
+use crate::sql::plan_query;
+
+/// Partitions of the benchmark topic.
+pub const PARTITIONS: u32 = 8;
+
+fn io_err(path: &Path) -> impl Fn(std::io::Error) -> Error + '_ {
+    move |e| Error::Input {
+        path: path.to_path_buf(),
+        message: e.to_string(),
+    }
+}
+
+/// Produces `input` (JSON Lines) into an 8-partition topic and consumes it back; then runs
+/// settlement_per_minute over the topic and over the file, per worker count.
+pub fn run(input: &Path, workers: &[usize]) -> Result<Vec<Measurement>> {
+    let bytes = std::fs::read(input).map_err(io_err(input))?;
+    let lines = memchr::memchr_iter(b'\n', &bytes).count() as u64;
+    let dir = tempfile_dir()?;
+    let data = dir.join("log");
+    let _ = std::fs::remove_dir_all(&data);
+    let plain = dir.join("plain.jsonl");
+    let mut out = Vec::new();
+
+    // Producing: the file is in memory, so both sides measure only the write path.
+    out.push(measure("baseline: buffered write of the same bytes", 1, || {
+        let f = std::fs::File::create(&plain).map_err(io_err(&plain))?;
+        let mut w = BufWriter::with_capacity(1 << 20, f);
+        for chunk in bytes.chunks(4 << 20) {
+            w.write_all(chunk).map_err(io_err(&plain))?;
+        }
+        let f = w.into_inner().map_err(|e| io_err(&plain)(e.into_error()))?;
+        f.sync_data().map_err(io_err(&plain))?;
+        Ok((lines, ()))
+    })?);
+    let log = Log::new(&data);
+    log.create_topic(
+        "payments",
+        &TopicConfig {
+            partitions: PARTITIONS,
+            ..TopicConfig::default()
+        },
+    )?;
+    out.push(measure("produce into 8 partitions (key card_id)", 1, || {
+        let w = log.writer("payments", FsyncPolicy::Interval(Duration::from_secs(1)))?;
+        let mut p = Producer::new(w, Some("card_id"));
+        let mut rest: &[u8] = &bytes;
+        while !rest.is_empty() {
+            let cut = (4 << 20).min(rest.len());
+            let end = memchr::memrchr(b'\n', &rest[..cut]).map_or(cut, |i| i + 1);
+            p.send_json_lines(&rest[..end])?;
+            rest = &rest[end..];
+        }
+        let n = p.produced();
+        p.finish()?;
+        Ok((n, ()))
+    })?);
+    drop(bytes);
+
+    // Consuming: every record's value, one at a time.
+    out.push(measure("baseline: buffered read, line by line", 1, || {
+        let f = std::fs::File::open(&plain).map_err(io_err(&plain))?;
+        let mut r = BufReader::with_capacity(1 << 20, f);
+        let mut line = Vec::with_capacity(1024);
+        let (mut n, mut sum) = (0u64, 0u64);
+        loop {
+            line.clear();
+            if r.read_until(b'\n', &mut line).map_err(io_err(&plain))? == 0 {
+                break;
+            }
+            n += 1;
+            sum += line.len() as u64;
+        }
+        std::hint::black_box(sum);
+        Ok((n, ()))
+    })?);
+    out.push(measure("consume all 8 partitions", 1, || {
+        let mut c = TopicConsumer::open(&log, "payments", &StartAt::Earliest)?;
+        let (mut n, mut sum) = (0u64, 0u64);
+        while c.poll(|_, r| {
+            n += 1;
+            sum += r.value.len() as u64;
+        })? > 0
+        {}
+        std::hint::black_box(sum);
+        Ok((n, ()))
+    })?);
+
+    // A continuous query from the topic against the same query replayed from the file.
+    let (name, sql) = super::SHIPPED_QUERIES[0];
+    let plan = plan_query(sql)?;
+    for &w in workers {
+        out.push(measure(&format!("replay from file: {name}"), w, || {
+            let mut o = ReplayOptions::new(input);
+            o.workers = w;
+            let s = run_replay(&plan, &o, null_sinks(), Arc::default(), Arc::default())?;
+            Ok((s.read, ()))
+        })?);
+        out.push(measure(&format!("run from topic: {name}"), w, || {
+            let opts = ContinuousOptions {
+                log: log.clone(),
+                topic: "payments".into(),
+                start: Default::default(),
+                watermark_delay: 5_000,
+                max_skew: 300_000,
+                dedup_ttl: 3_600_000,
+                idle_timeout: Duration::from_secs(30),
+                workers: w,
+                batch_size: 8192,
+                until_end: true,
+            };
+            let q = QueryRun {
+                name: name.into(),
+                plan: &plan,
+                results: Box::new(NullSink),
+            };
+            let o = run_continuous(
+                vec![q],
+                Box::new(NullSink),
+                Box::new(NullSink),
+                &opts,
+                None,
+                Arc::default(),
+                Arc::new(AtomicBool::new(false)),
+            )?;
+            Ok((o.summary.read, ()))
+        })?);
+    }
+    let _ = std::fs::remove_dir_all(&data);
+    let _ = std::fs::remove_file(&plain);
+    Ok(out)
+}
+
+fn tempfile_dir() -> Result<std::path::PathBuf> {
+    let d = std::env::temp_dir().join("paystream-bench");
+    std::fs::create_dir_all(&d).map_err(io_err(&d))?;
+    Ok(d)
+}
