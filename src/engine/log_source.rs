@@ -125,7 +125,7 @@ pub fn run_continuous(
         stop: Arc::clone(&stop),
         waiter,
     };
-    threads.push(std::thread::spawn(move || reader.run()));
+    threads.push(super::spawn("log-reader", move || reader.run()));
     let source = pipeline::Source {
         rx,
         threads,

@@ -249,3 +249,14 @@ pub fn run_file(
     );
     Ok(summary)
 }
+
+/// Spawns a named thread (names show in `perf`, `top -H` and panics).
+pub(crate) fn spawn<T: Send + 'static>(
+    name: &str,
+    f: impl FnOnce() -> T + Send + 'static,
+) -> std::thread::JoinHandle<T> {
+    std::thread::Builder::new()
+        .name(name.into())
+        .spawn(f)
+        .expect("cannot spawn a thread")
+}

@@ -163,7 +163,7 @@ pub(super) fn run(
                 op.restore(&r.operators[q][w])?;
             }
             let name = query.name.clone();
-            threads.push(std::thread::spawn(move || {
+            threads.push(super::spawn("worker", move || {
                 worker_loop(&name, w, op, rx, otx)
             }));
             txs.push(tx);
@@ -181,7 +181,7 @@ pub(super) fn run(
     let end = spec.end;
     let router_stop = Arc::clone(&stop);
     let chunks = source.rx;
-    let router_thread = std::thread::spawn(move || {
+    let router_thread = super::spawn("router", move || {
         let mut r = RouterLoop {
             router,
             partitioners,

@@ -89,7 +89,7 @@ pub(super) fn spawn_reader(
     let mut handles = Vec::new();
     if format == Format::Parquet {
         let tx = out_tx;
-        handles.push(std::thread::spawn(move || {
+        handles.push(super::spawn("parquet-reader", move || {
             if let Err(e) = read_parquet(&path, file, batch_size, &tx, &bytes_read, &stop) {
                 let _ = tx.send(Err(e));
             }
@@ -100,7 +100,7 @@ pub(super) fn spawn_reader(
     let (job_tx, recycle_rx, decoder_threads) =
         spawn_decoders(decoders, batch_size, Arc::clone(&header), out_tx.clone());
     handles.extend(decoder_threads);
-    handles.push(std::thread::spawn(move || {
+    handles.push(super::spawn("file-reader", move || {
         if let Err(e) = read_text(
             &path,
             file,
@@ -137,7 +137,7 @@ pub(super) fn spawn_decoders(
         let tx = out_tx.clone();
         let recycle = recycle_tx.clone();
         let header = Arc::clone(&header);
-        handles.push(std::thread::spawn(move || {
+        handles.push(super::spawn("decoder", move || {
             loop {
                 let job = match rx.lock().expect("decoder queue").recv() {
                     Ok(j) => j,

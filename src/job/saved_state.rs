@@ -58,7 +58,11 @@ impl SavedState {
             watermark: self.pipeline.watermark.clone(),
         };
         let h = serde_json::to_vec(&header).expect("header serializes");
-        let mut out = Vec::new();
+        let blob_bytes: usize = std::iter::once(&self.pipeline.dedup)
+            .chain(self.pipeline.operators.iter().flatten())
+            .map(|b| b.len() + 4)
+            .sum();
+        let mut out = Vec::with_capacity(h.len() + blob_bytes + 64);
         out.extend_from_slice(MAGIC);
         out.extend_from_slice(&VERSION.to_le_bytes());
         out.extend_from_slice(&(h.len() as u32).to_le_bytes());

@@ -158,18 +158,23 @@ pub(super) fn parse_batch(b: &[u8]) -> Parsed<'_> {
     if crc32c::crc32c(&framed[8..]) != crc {
         return Parsed::Corrupt;
     }
-    let view = BatchView {
-        base_offset: u64::from_le_bytes(framed[8..16].try_into().expect("8")),
-        count: u32::from_le_bytes(framed[16..20].try_into().expect("4")),
-        max_timestamp: i64::from_le_bytes(framed[28..36].try_into().expect("8")),
-        framed_len: 4 + len,
-        records: &framed[BATCH_HEADER..],
-    };
+    let view = view_checked(framed);
     // The records must parse exactly to the end of the batch.
     if view.records().count() != view.count as usize || !view.records().fully_parsed() {
         return Parsed::Corrupt;
     }
     Parsed::Batch(view)
+}
+
+/// The view of a framed batch that [`parse_batch`] already accepted (no checks repeated).
+pub(super) fn view_checked(framed: &[u8]) -> BatchView<'_> {
+    BatchView {
+        base_offset: u64::from_le_bytes(framed[8..16].try_into().expect("8")),
+        count: u32::from_le_bytes(framed[16..20].try_into().expect("4")),
+        max_timestamp: i64::from_le_bytes(framed[28..36].try_into().expect("8")),
+        framed_len: framed.len(),
+        records: &framed[BATCH_HEADER..],
+    }
 }
 
 impl<'a> BatchView<'a> {

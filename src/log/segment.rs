@@ -16,7 +16,7 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
 use super::LogError;
-use super::batch::{BatchView, Parsed, parse_batch};
+use super::batch::{BatchView, Parsed, parse_batch, view_checked};
 
 /// Bytes of log between two index entries.
 pub(super) const INDEX_INTERVAL: u64 = 4096;
@@ -229,11 +229,8 @@ impl SegmentCursor {
                     let (s, len) = (self.start, v.framed_len);
                     self.start += len;
                     self.pos += len as u64;
-                    // Re-borrow for the caller's lifetime.
-                    let Parsed::Batch(v) = parse_batch(&self.buf[s..s + len]) else {
-                        unreachable!("parsed above")
-                    };
-                    return Ok(Next::Batch(v));
+                    // Re-borrow for the caller's lifetime (checked above: no second CRC pass).
+                    return Ok(Next::Batch(view_checked(&self.buf[s..s + len])));
                 }
                 Parsed::Corrupt if avail.len() >= 4 => {
                     // A batch being written may still fail its CRC; re-read before calling it

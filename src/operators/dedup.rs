@@ -11,7 +11,7 @@ use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::Arc;
 
 use datafusion::arrow::array::AsArray;
-use datafusion::arrow::array::{ArrayRef, BinaryArray, Int64Array, RecordBatch, UInt64Array};
+use datafusion::arrow::array::{ArrayRef, Int64Array, RecordBatch, UInt64Array};
 use datafusion::arrow::datatypes::{DataType, Field, Int64Type, Schema, UInt64Type};
 use xxhash_rust::xxh3::xxh3_128;
 
@@ -130,21 +130,30 @@ impl Dedup {
         self.seen.retain(|_, s| s.event_time >= horizon);
     }
 
-    /// Serialises the state.
+    /// Serialises the state: four `u64`/`i64` columns (id high and low halves, payload hash,
+    /// event time), built at their final size — the table can hold millions of ids.
     pub fn snapshot(&self) -> Result<Vec<u8>> {
-        let ids = BinaryArray::from_iter_values(self.seen.keys().map(|k| k.to_le_bytes()));
-        let payloads = UInt64Array::from_iter_values(self.seen.values().map(|s| s.payload));
-        let times = Int64Array::from_iter_values(self.seen.values().map(|s| s.event_time));
+        let n = self.seen.len();
+        let (mut hi, mut lo) = (Vec::with_capacity(n), Vec::with_capacity(n));
+        let (mut payloads, mut times) = (Vec::with_capacity(n), Vec::with_capacity(n));
+        for (id, s) in &self.seen {
+            hi.push((id >> 64) as u64);
+            lo.push(*id as u64);
+            payloads.push(s.payload);
+            times.push(s.event_time);
+        }
         let batch = RecordBatch::try_new(
             Arc::new(Schema::new(vec![
-                Field::new("id", DataType::Binary, false),
+                Field::new("id_hi", DataType::UInt64, false),
+                Field::new("id_lo", DataType::UInt64, false),
                 Field::new("payload", DataType::UInt64, false),
                 Field::new("event_time", DataType::Int64, false),
             ])),
             vec![
-                Arc::new(ids) as ArrayRef,
-                Arc::new(payloads),
-                Arc::new(times),
+                Arc::new(UInt64Array::from(hi)) as ArrayRef,
+                Arc::new(UInt64Array::from(lo)),
+                Arc::new(UInt64Array::from(payloads)),
+                Arc::new(Int64Array::from(times)),
             ],
         )?;
         Snapshot {
@@ -157,24 +166,27 @@ impl Dedup {
     /// Restores a snapshot.
     pub fn restore(&mut self, bytes: &[u8]) -> Result<()> {
         let snap = Snapshot::decode("dedup", bytes)?;
-        let Some((_, batch)) = snap.batches.first() else {
-            return Err(Error::State {
-                operator: "dedup".into(),
-                message: "snapshot has no state".into(),
-            });
+        let bad = |m: &str| Error::State {
+            operator: "dedup".into(),
+            message: m.into(),
         };
+        let Some((_, batch)) = snap.batches.first() else {
+            return Err(bad("snapshot has no state"));
+        };
+        if batch.num_columns() != 4 {
+            return Err(bad("snapshot has an unexpected layout"));
+        }
         self.last_sweep = snap.header["last_sweep"].as_i64().unwrap_or(i64::MIN);
         self.seen.clear();
-        let ids = batch.column(0).as_binary::<i32>();
-        let payloads = batch.column(1).as_primitive::<UInt64Type>();
-        let times = batch.column(2).as_primitive::<Int64Type>();
+        self.seen.reserve(batch.num_rows());
+        let hi = batch.column(0).as_primitive::<UInt64Type>();
+        let lo = batch.column(1).as_primitive::<UInt64Type>();
+        let payloads = batch.column(2).as_primitive::<UInt64Type>();
+        let times = batch.column(3).as_primitive::<Int64Type>();
         for i in 0..batch.num_rows() {
-            let id: [u8; 16] = ids.value(i).try_into().map_err(|_| Error::State {
-                operator: "dedup".into(),
-                message: "bad id in snapshot".into(),
-            })?;
+            let id = (u128::from(hi.value(i)) << 64) | u128::from(lo.value(i));
             self.seen.insert(
-                u128::from_le_bytes(id),
+                id,
                 Seen {
                     payload: payloads.value(i),
                     event_time: times.value(i),

@@ -42,7 +42,14 @@ pub struct Snapshot {
 impl Snapshot {
     /// Serialises the snapshot for operator `name`.
     pub fn encode(&self, name: &str) -> Result<Vec<u8>> {
-        let mut out = Vec::new();
+        // Sized up front: state can be hundreds of MB, and growing by doubling copies it again
+        // and again into freshly faulted pages.
+        let size: usize = self
+            .batches
+            .iter()
+            .map(|(_, b)| b.get_array_memory_size() + 1024)
+            .sum();
+        let mut out = Vec::with_capacity(size + 1024);
         out.extend_from_slice(MAGIC);
         out.extend_from_slice(&VERSION.to_le_bytes());
         put_bytes(&mut out, name.as_bytes());
@@ -50,13 +57,16 @@ impl Snapshot {
         out.extend_from_slice(&(self.batches.len() as u32).to_le_bytes());
         for (tag, batch) in &self.batches {
             out.extend_from_slice(&tag.to_le_bytes());
-            let mut buf = Vec::new();
+            // The IPC stream is written in place after a length placeholder.
+            let at = out.len();
+            out.extend_from_slice(&[0; 4]);
             {
-                let mut w = StreamWriter::try_new(&mut buf, &batch.schema())?;
+                let mut w = StreamWriter::try_new(&mut out, &batch.schema())?;
                 w.write(batch)?;
                 w.finish()?;
             }
-            put_bytes(&mut out, &buf);
+            let len = (out.len() - at - 4) as u32;
+            out[at..at + 4].copy_from_slice(&len.to_le_bytes());
         }
         let crc = crc32c::crc32c(&out);
         out.extend_from_slice(&crc.to_le_bytes());

@@ -216,7 +216,7 @@ pub fn report(ms: &[Measurement]) -> String {
     let base = ms
         .iter()
         .find(|m| m.name.starts_with("baseline: read + decode"))
-        .map_or(1.0, Measurement::per_cpu_sec);
+        .map(Measurement::per_cpu_sec);
     let mut s = format!(
         "{:<52} {:>7} {:>10} {:>8} {:>8} {:>14} {:>14} {:>9}\n",
         "measurement",
@@ -230,7 +230,7 @@ pub fn report(ms: &[Measurement]) -> String {
     );
     for m in ms {
         s.push_str(&format!(
-            "{:<52} {:>7} {:>10} {:>8.3} {:>8.3} {:>14.0} {:>14.0} {:>8.2}x\n",
+            "{:<52} {:>7} {:>10} {:>8.3} {:>8.3} {:>14.0} {:>14.0} {:>9}\n",
             m.name,
             m.workers,
             m.events,
@@ -238,7 +238,7 @@ pub fn report(ms: &[Measurement]) -> String {
             m.cpu,
             m.per_sec(),
             m.per_cpu_sec(),
-            m.per_cpu_sec() / base
+            base.map_or("-".into(), |b| format!("{:.2}x", m.per_cpu_sec() / b))
         ));
     }
     s
