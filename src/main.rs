@@ -11,7 +11,7 @@ mod cli;
 use anyhow::{Context, bail};
 use clap::{Parser, Subcommand};
 use paystream::generate::{GenConfig, Lifecycle, generate};
-use paystream::sink::{MemorySink, NullSink, Sink, WriterSink};
+use paystream::sink::{NullSink, Sink, WriterSink};
 use paystream::time::{parse_duration_millis, parse_rfc3339_millis};
 use paystream::{Format, Progress, ReplayOptions, Sinks, plan_query, run_replay};
 
@@ -35,7 +35,7 @@ enum Command {
     /// Write deterministic synthetic payment events as JSON Lines.
     Gen(GenArgs),
     /// Generate events and replay them through the shipped queries (no setup needed).
-    Demo(DemoArgs),
+    Demo(cli::demo::DemoArgs),
     /// Measure throughput: each shipped query over a generated file, beside same-run baselines.
     Bench(BenchArgs),
     /// Manage topics of the embedded log: create, describe, list.
@@ -167,20 +167,6 @@ struct GenArgs {
     lifecycle: String,
 }
 
-#[derive(clap::Args)]
-struct DemoArgs {
-    /// Events to generate.
-    #[arg(long, default_value_t = 200_000)]
-    events: u64,
-    /// Result rows to print per query.
-    #[arg(long, default_value_t = 5)]
-    show: usize,
-    /// Directory for the generated file and results.
-    #[arg(long, default_value = "paystream-data/demo")]
-    dir: PathBuf,
-}
-
-use paystream::throughput::SHIPPED_QUERIES as SHIPPED;
 
 /// mimalloc instead of glibc malloc: batches are freed on other threads than the ones that
 /// allocated them, and glibc's arena locks showed up as futex waits in profiles.
@@ -203,7 +189,7 @@ fn main() {
     let r = match cli.command {
         Command::Replay(a) => replay(a, &cli.data),
         Command::Gen(a) => gen_cmd(a),
-        Command::Demo(a) => demo(a),
+        Command::Demo(a) => cli::demo::demo(a),
         Command::Bench(a) => bench(a),
         Command::Topic { command } => cli::log_cmds::topic(&cli.data, command),
         Command::Produce { args } => cli::log_cmds::produce(&cli.data, args),
@@ -397,60 +383,6 @@ fn gen_cmd(a: GenArgs) -> anyhow::Result<()> {
         "generated lines={} events={} duplicates={} malformed={}",
         stats.lines, stats.events, stats.duplicates, stats.malformed
     );
-    Ok(())
-}
-
-fn demo(a: DemoArgs) -> anyhow::Result<()> {
-    std::fs::create_dir_all(&a.dir)
-        .with_context(|| format!("cannot create {}", a.dir.display()))?;
-    let events = a.dir.join("events.jsonl");
-    let cfg = GenConfig {
-        events: a.events,
-        malformed_rate: 0.001,
-        spike_at_ms: Some(60_000),
-        ..GenConfig::default()
-    };
-    let f = std::fs::File::create(&events)
-        .with_context(|| format!("cannot create {}", events.display()))?;
-    let mut w = std::io::BufWriter::new(f);
-    let stats = generate(&cfg, &mut w)?;
-    std::io::Write::flush(&mut w)?;
-    println!(
-        "generated {} lines ({} duplicates, {} malformed) into {}",
-        stats.lines,
-        stats.duplicates,
-        stats.malformed,
-        events.display()
-    );
-    for (name, sql) in SHIPPED {
-        let plan = plan_query(sql).with_context(|| format!("shipped query {name}"))?;
-        let out = a.dir.join(format!("{name}.jsonl"));
-        let memory = MemorySink::default();
-        let sinks = Sinks {
-            results: Box::new(WriterSink::create("--output", &out)?),
-            dead_letter: Box::new(WriterSink::create(
-                "--dead-letter",
-                &a.dir.join(format!("{name}.dlq.jsonl")),
-            )?),
-            late: Box::new(memory.clone()),
-        };
-        let summary = run_replay(
-            &plan,
-            &ReplayOptions::new(&events),
-            sinks,
-            Arc::default(),
-            stop_on_signal(),
-        )?;
-        println!("\n== {name} → {}", out.display());
-        let text = std::fs::read_to_string(&out)?;
-        for line in text.lines().take(a.show) {
-            println!("{line}");
-        }
-        if summary.results as usize > a.show {
-            println!("... {} more rows", summary.results as usize - a.show);
-        }
-        println!("{}", summary.line());
-    }
     Ok(())
 }
 

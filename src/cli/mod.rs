@@ -3,3 +3,4 @@
 
 pub(crate) mod log_cmds;
 pub(crate) mod run_cmd;
+pub(crate) mod demo;

@@ -1,0 +1,200 @@
+//! `paystream demo`: the embedded log end to end, with nothing to set up.
+//!
+//! Generates payment events, produces them into a `payments` topic at a pace (so time moves
+//! like a live stream, faster), runs the shipped queries continuously over the topic — one
+//! shared read, results into one topic per query — and prints results as their windows close.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use paystream::engine::{ContinuousOptions, QueryRun, run_continuous};
+use paystream::generate::{GenConfig, generate};
+use paystream::log::{FsyncPolicy, Log, Producer, StartAt, TopicConfig, TopicConsumer};
+use paystream::plan_query;
+use paystream::sink::{TopicSink, WriterSink};
+use paystream::throughput::SHIPPED_QUERIES as SHIPPED;
+
+#[derive(clap::Args)]
+pub(crate) struct DemoArgs {
+    /// Events to generate.
+    #[arg(long, default_value_t = 200_000)]
+    events: u64,
+    /// Seconds to produce them over (the stream runs this long, then stops cleanly).
+    #[arg(long, default_value_t = 10)]
+    seconds: u64,
+    /// Result rows to print per query (then only counts).
+    #[arg(long, default_value_t = 5)]
+    show: usize,
+    /// Directory for the demo's log (recreated on every run).
+    #[arg(long, default_value = "paystream-data/demo")]
+    dir: PathBuf,
+}
+
+pub(crate) fn demo(a: DemoArgs) -> anyhow::Result<()> {
+    let _ = std::fs::remove_dir_all(&a.dir);
+    std::fs::create_dir_all(&a.dir).with_context(|| format!("cannot create {}", a.dir.display()))?;
+    let log = Log::new(&a.dir);
+    log.create_topic(
+        "payments",
+        &TopicConfig {
+            partitions: 4,
+            ..TopicConfig::default()
+        },
+    )?;
+    let cfg = GenConfig {
+        events: a.events,
+        malformed_rate: 0.001,
+        spike_at_ms: Some(60_000),
+        ..GenConfig::default()
+    };
+    let mut events = Vec::new();
+    let stats = generate(&cfg, &mut events)?;
+    println!(
+        "generated {} events ({} duplicates, {} malformed); producing them into topic `payments` (4 partitions) in {} over {}s",
+        stats.lines,
+        stats.duplicates,
+        stats.malformed,
+        a.dir.display(),
+        a.seconds
+    );
+
+    let stop = crate::stop_on_signal();
+    let produced = Arc::new(AtomicU64::new(0));
+    let producer = {
+        let (log, stop, produced) = (log.clone(), Arc::clone(&stop), Arc::clone(&produced));
+        let seconds = a.seconds.max(1);
+        std::thread::spawn(move || -> anyhow::Result<()> {
+            let mut p = Producer::new(log.writer("payments", FsyncPolicy::Never)?, Some("card_id"));
+            let started = Instant::now();
+            let total = events.len().max(1);
+            let mut rest: &[u8] = &events;
+            while !rest.is_empty() && !stop.load(Ordering::Relaxed) {
+                // Pace: the share of the bytes due by now.
+                let due = (started.elapsed().as_secs_f64() / seconds as f64 * total as f64) as usize;
+                let sent = total - rest.len();
+                if due <= sent {
+                    std::thread::sleep(Duration::from_millis(20));
+                    continue;
+                }
+                let cut = (due - sent).min(rest.len());
+                let end = memchr::memrchr(b'\n', &rest[..cut]).map_or(0, |i| i + 1);
+                if end == 0 && cut < rest.len() {
+                    std::thread::sleep(Duration::from_millis(5));
+                    continue;
+                }
+                let end = if end == 0 { rest.len() } else { end };
+                let n = p.send_json_lines(&rest[..end])?;
+                p.flush()?;
+                produced.fetch_add(n, Ordering::Relaxed);
+                rest = &rest[end..];
+            }
+            p.finish()?;
+            Ok(())
+        })
+    };
+
+    // The shipped queries, continuously, one topic each.
+    let plans = SHIPPED
+        .iter()
+        .map(|(name, sql)| plan_query(sql).with_context(|| format!("shipped query {name}")))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let runner = {
+        let (log, stop) = (log.clone(), Arc::clone(&stop));
+        let dir = a.dir.clone();
+        std::thread::spawn(move || -> anyhow::Result<paystream::engine::ContinuousOutcome> {
+            let mut queries = Vec::new();
+            for ((name, _), plan) in SHIPPED.iter().zip(&plans) {
+                log.ensure_topic(name, &TopicConfig::default())?;
+                let w = log.writer(name, FsyncPolicy::Never)?;
+                let p = Arc::new(std::sync::Mutex::new(Producer::new(w, None)));
+                queries.push(QueryRun {
+                    name: name.to_string(),
+                    plan,
+                    results: Box::new(TopicSink::new(*name, p)),
+                });
+            }
+            let opts = ContinuousOptions {
+                log,
+                topic: "payments".into(),
+                start: Default::default(),
+                watermark_delay: 5_000,
+                max_skew: 300_000,
+                dedup_ttl: 3_600_000,
+                idle_timeout: Duration::from_secs(2),
+                workers: 2,
+                batch_size: 8192,
+                until_end: false,
+            };
+            Ok(run_continuous(
+                queries,
+                Box::new(WriterSink::create("dead letters", &dir.join("dead_letters.jsonl"))?),
+                Box::new(WriterSink::create("late events", &dir.join("late_events.jsonl"))?),
+                &opts,
+                None,
+                Arc::default(),
+                stop,
+            )?)
+        })
+    };
+
+    // Tail the result topics and print as windows close.
+    let deadline = Instant::now() + Duration::from_secs(a.seconds.max(1) + 3);
+    let mut consumers = Vec::new();
+    let mut counts = vec![0u64; SHIPPED.len()];
+    let mut last_status = Instant::now();
+    while Instant::now() < deadline && !stop.load(Ordering::Relaxed) {
+        if consumers.len() < SHIPPED.len() {
+            consumers = SHIPPED
+                .iter()
+                .filter_map(|(name, _)| TopicConsumer::open(&log, name, &StartAt::Earliest).ok())
+                .collect();
+            if consumers.len() < SHIPPED.len() {
+                consumers.clear();
+                std::thread::sleep(Duration::from_millis(50));
+                continue;
+            }
+        }
+        let mut any = false;
+        for (i, c) in consumers.iter_mut().enumerate() {
+            c.poll(|_, r| {
+                any = true;
+                counts[i] += 1;
+                if counts[i] as usize <= a.show {
+                    println!("[{}] {}", SHIPPED[i].0, String::from_utf8_lossy(r.value));
+                }
+            })?;
+        }
+        if last_status.elapsed() >= Duration::from_secs(2) {
+            println!(
+                "... produced {} events; results so far: {}",
+                produced.load(Ordering::Relaxed),
+                SHIPPED
+                    .iter()
+                    .zip(&counts)
+                    .map(|((n, _), c)| format!("{n}={c}"))
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            );
+            last_status = Instant::now();
+        }
+        if !any {
+            consumers[0].wait(Duration::from_millis(100));
+        }
+    }
+    stop.store(true, Ordering::Relaxed);
+    producer
+        .join()
+        .map_err(|_| anyhow::anyhow!("the producer thread panicked"))??;
+    let out = runner
+        .join()
+        .map_err(|_| anyhow::anyhow!("the query thread panicked"))??;
+    println!("{}", out.summary.line());
+    println!(
+        "stopped cleanly (windows still open when the stream stopped were not emitted). Look around:\n  paystream --data-dir {d} topic describe payments\n  paystream --data-dir {d} consume card_velocity --until-end",
+        d = a.dir.display()
+    );
+    Ok(())
+}
