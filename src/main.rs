@@ -167,7 +167,6 @@ struct GenArgs {
     lifecycle: String,
 }
 
-
 /// mimalloc instead of glibc malloc: batches are freed on other threads than the ones that
 /// allocated them, and glibc's arena locks showed up as futex waits in profiles.
 #[global_allocator]
@@ -240,7 +239,13 @@ fn output_sink(option: &str, path: Option<&Path>) -> anyhow::Result<Box<dyn Sink
 fn replay(a: ReplayArgs, data: &cli::log_cmds::DataDir) -> anyhow::Result<()> {
     let Some(query) = &a.query else {
         let topic = a.into.as_deref().expect("clap requires --query or --into");
-        return cli::log_cmds::load_file(data, &a.file, a.format.as_deref(), topic, a.dead_letter.as_deref());
+        return cli::log_cmds::load_file(
+            data,
+            &a.file,
+            a.format.as_deref(),
+            topic,
+            a.dead_letter.as_deref(),
+        );
     };
     let sql = std::fs::read_to_string(query)
         .with_context(|| format!("cannot read the query file {}", query.display()))?;

@@ -35,7 +35,8 @@ pub(crate) struct DemoArgs {
 
 pub(crate) fn demo(a: DemoArgs) -> anyhow::Result<()> {
     let _ = std::fs::remove_dir_all(&a.dir);
-    std::fs::create_dir_all(&a.dir).with_context(|| format!("cannot create {}", a.dir.display()))?;
+    std::fs::create_dir_all(&a.dir)
+        .with_context(|| format!("cannot create {}", a.dir.display()))?;
     let log = Log::new(&a.dir);
     log.create_topic(
         "payments",
@@ -73,7 +74,8 @@ pub(crate) fn demo(a: DemoArgs) -> anyhow::Result<()> {
             let mut rest: &[u8] = &events;
             while !rest.is_empty() && !stop.load(Ordering::Relaxed) {
                 // Pace: the share of the bytes due by now.
-                let due = (started.elapsed().as_secs_f64() / seconds as f64 * total as f64) as usize;
+                let due =
+                    (started.elapsed().as_secs_f64() / seconds as f64 * total as f64) as usize;
                 let sent = total - rest.len();
                 if due <= sent {
                     std::thread::sleep(Duration::from_millis(20));
@@ -104,40 +106,48 @@ pub(crate) fn demo(a: DemoArgs) -> anyhow::Result<()> {
     let runner = {
         let (log, stop) = (log.clone(), Arc::clone(&stop));
         let dir = a.dir.clone();
-        std::thread::spawn(move || -> anyhow::Result<paystream::engine::ContinuousOutcome> {
-            let mut queries = Vec::new();
-            for ((name, _), plan) in SHIPPED.iter().zip(&plans) {
-                log.ensure_topic(name, &TopicConfig::default())?;
-                let w = log.writer(name, FsyncPolicy::Never)?;
-                let p = Arc::new(std::sync::Mutex::new(Producer::new(w, None)));
-                queries.push(QueryRun {
-                    name: name.to_string(),
-                    plan,
-                    results: Box::new(TopicSink::new(*name, p)),
-                });
-            }
-            let opts = ContinuousOptions {
-                log,
-                topic: "payments".into(),
-                start: Default::default(),
-                watermark_delay: 5_000,
-                max_skew: 300_000,
-                dedup_ttl: 3_600_000,
-                idle_timeout: Duration::from_secs(2),
-                workers: 2,
-                batch_size: 8192,
-                until_end: false,
-            };
-            Ok(run_continuous(
-                queries,
-                Box::new(WriterSink::create("dead letters", &dir.join("dead_letters.jsonl"))?),
-                Box::new(WriterSink::create("late events", &dir.join("late_events.jsonl"))?),
-                &opts,
-                None,
-                Arc::default(),
-                stop,
-            )?)
-        })
+        std::thread::spawn(
+            move || -> anyhow::Result<paystream::engine::ContinuousOutcome> {
+                let mut queries = Vec::new();
+                for ((name, _), plan) in SHIPPED.iter().zip(&plans) {
+                    log.ensure_topic(name, &TopicConfig::default())?;
+                    let w = log.writer(name, FsyncPolicy::Never)?;
+                    let p = Arc::new(std::sync::Mutex::new(Producer::new(w, None)));
+                    queries.push(QueryRun {
+                        name: name.to_string(),
+                        plan,
+                        results: Box::new(TopicSink::new(*name, p)),
+                    });
+                }
+                let opts = ContinuousOptions {
+                    log,
+                    topic: "payments".into(),
+                    start: Default::default(),
+                    watermark_delay: 5_000,
+                    max_skew: 300_000,
+                    dedup_ttl: 3_600_000,
+                    idle_timeout: Duration::from_secs(2),
+                    workers: 2,
+                    batch_size: 8192,
+                    until_end: false,
+                };
+                Ok(run_continuous(
+                    queries,
+                    Box::new(WriterSink::create(
+                        "dead letters",
+                        &dir.join("dead_letters.jsonl"),
+                    )?),
+                    Box::new(WriterSink::create(
+                        "late events",
+                        &dir.join("late_events.jsonl"),
+                    )?),
+                    &opts,
+                    None,
+                    Arc::default(),
+                    stop,
+                )?)
+            },
+        )
     };
 
     // Tail the result topics and print as windows close.

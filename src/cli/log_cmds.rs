@@ -430,8 +430,8 @@ pub(crate) fn load_file(
     let started = Instant::now();
     let mut producer = Producer::new(writer, Some("card_id"));
     if format == Format::JsonLines {
-        let mut f = std::fs::File::open(file)
-            .with_context(|| format!("cannot open {}", file.display()))?;
+        let mut f =
+            std::fs::File::open(file).with_context(|| format!("cannot open {}", file.display()))?;
         let stop = crate::stop_on_signal();
         let n = pump_lines(&mut f, &mut producer, &stop)?;
         producer.finish()?;
@@ -446,11 +446,20 @@ pub(crate) fn load_file(
     let mut opts = ReplayOptions::new(file);
     opts.format = Some(format);
     let sinks = Sinks {
-        results: Box::new(paystream::sink::TopicSink::keyed(topic, std::sync::Arc::clone(&shared))),
+        results: Box::new(paystream::sink::TopicSink::keyed(
+            topic,
+            std::sync::Arc::clone(&shared),
+        )),
         dead_letter: crate::output_sink("--dead-letter", dead_letter)?,
         late: Box::new(paystream::sink::NullSink),
     };
-    let summary = run_replay(&plan, &opts, sinks, Default::default(), crate::stop_on_signal())?;
+    let summary = run_replay(
+        &plan,
+        &opts,
+        sinks,
+        Default::default(),
+        crate::stop_on_signal(),
+    )?;
     let producer = std::sync::Arc::try_unwrap(shared)
         .map_err(|_| anyhow::anyhow!("the topic writer is still in use"))?
         .into_inner()

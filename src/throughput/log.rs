@@ -37,16 +37,20 @@ pub fn run(input: &Path, workers: &[usize]) -> Result<Vec<Measurement>> {
     let mut out = Vec::new();
 
     // Producing: the file is in memory, so both sides measure only the write path.
-    out.push(measure("baseline: buffered write of the same bytes", 1, || {
-        let f = std::fs::File::create(&plain).map_err(io_err(&plain))?;
-        let mut w = BufWriter::with_capacity(1 << 20, f);
-        for chunk in bytes.chunks(4 << 20) {
-            w.write_all(chunk).map_err(io_err(&plain))?;
-        }
-        let f = w.into_inner().map_err(|e| io_err(&plain)(e.into_error()))?;
-        f.sync_data().map_err(io_err(&plain))?;
-        Ok((lines, ()))
-    })?);
+    out.push(measure(
+        "baseline: buffered write of the same bytes",
+        1,
+        || {
+            let f = std::fs::File::create(&plain).map_err(io_err(&plain))?;
+            let mut w = BufWriter::with_capacity(1 << 20, f);
+            for chunk in bytes.chunks(4 << 20) {
+                w.write_all(chunk).map_err(io_err(&plain))?;
+            }
+            let f = w.into_inner().map_err(|e| io_err(&plain)(e.into_error()))?;
+            f.sync_data().map_err(io_err(&plain))?;
+            Ok((lines, ()))
+        },
+    )?);
     let log = Log::new(&data);
     log.create_topic(
         "payments",
@@ -55,20 +59,24 @@ pub fn run(input: &Path, workers: &[usize]) -> Result<Vec<Measurement>> {
             ..TopicConfig::default()
         },
     )?;
-    out.push(measure("produce into 8 partitions (key card_id)", 1, || {
-        let w = log.writer("payments", FsyncPolicy::Interval(Duration::from_secs(1)))?;
-        let mut p = Producer::new(w, Some("card_id"));
-        let mut rest: &[u8] = &bytes;
-        while !rest.is_empty() {
-            let cut = (4 << 20).min(rest.len());
-            let end = memchr::memrchr(b'\n', &rest[..cut]).map_or(cut, |i| i + 1);
-            p.send_json_lines(&rest[..end])?;
-            rest = &rest[end..];
-        }
-        let n = p.produced();
-        p.finish()?;
-        Ok((n, ()))
-    })?);
+    out.push(measure(
+        "produce into 8 partitions (key card_id)",
+        1,
+        || {
+            let w = log.writer("payments", FsyncPolicy::Interval(Duration::from_secs(1)))?;
+            let mut p = Producer::new(w, Some("card_id"));
+            let mut rest: &[u8] = &bytes;
+            while !rest.is_empty() {
+                let cut = (4 << 20).min(rest.len());
+                let end = memchr::memrchr(b'\n', &rest[..cut]).map_or(cut, |i| i + 1);
+                p.send_json_lines(&rest[..end])?;
+                rest = &rest[end..];
+            }
+            let n = p.produced();
+            p.finish()?;
+            Ok((n, ()))
+        },
+    )?);
     drop(bytes);
 
     // Consuming: every record's value, one at a time.
