@@ -18,6 +18,9 @@ use std::path::{Path, PathBuf};
 use super::LogError;
 use super::batch::{BatchView, Parsed, parse_batch, view_checked};
 
+/// Bytes a reader asks for at a time.
+const READ: usize = 4 << 20;
+
 /// Bytes of log between two index entries.
 pub(super) const INDEX_INTERVAL: u64 = 4096;
 
@@ -251,17 +254,24 @@ impl SegmentCursor {
     /// Reads more of the file after the buffered bytes; false when nothing new arrived.
     fn refill(&mut self) -> Result<bool, LogError> {
         let kept = self.end - self.start;
-        self.buf.copy_within(self.start..self.end, 0);
-        self.start = 0;
-        self.end = kept;
-        let want = (kept + (1 << 20)).max(if kept >= 4 {
+        if self.start > 0 {
+            self.buf.copy_within(self.start..self.end, 0);
+            self.start = 0;
+            self.end = kept;
+        }
+        let batch = if kept >= 4 {
             4 + u32::from_le_bytes(self.buf[..4].try_into().expect("4")) as usize
         } else {
             0
-        });
-        if self.buf.len() < want.min(super::batch::MAX_BATCH_BYTES + 4) {
-            self.buf
-                .resize(want.min(super::batch::MAX_BATCH_BYTES + 4), 0);
+        };
+        // Reads of READ bytes into a buffer that only ever doubles: growing it to each new
+        // exact size re-faulted and zeroed fresh pages on almost every read.
+        let want = (kept + READ).max(batch);
+        if self.buf.len() < want {
+            let len = want
+                .max(self.buf.len() * 2)
+                .min(super::batch::MAX_BATCH_BYTES + 4 + READ);
+            self.buf.resize(len, 0);
         }
         let n = self
             .file
