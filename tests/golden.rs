@@ -56,7 +56,7 @@ fn shipped_queries_match_their_golden_results() {
 }
 
 /// Writes the valid events of the sample as CSV (with header) and Parquet.
-fn sample_in_other_formats(dir: &std::path::Path) -> (std::path::PathBuf, std::path::PathBuf) {
+pub fn sample_in_other_formats(dir: &std::path::Path) -> (std::path::PathBuf, std::path::PathBuf) {
     let bytes = std::fs::read(repo("data/sample_events.jsonl")).unwrap();
     // Only the events valid in JSON: `"amount_minor":"10"` is invalid JSON input but would be a
     // valid CSV cell, so converting raw lines would change the input.

@@ -369,3 +369,66 @@ fn an_idle_partition_stops_holding_the_watermark_back() {
     assert_eq!(out.state.positions.get(&0), Some(&3000));
     assert_eq!(out.state.positions.get(&1), Some(&0));
 }
+
+/// A CSV file loaded with `replay --into`, and the same CSV read by a `file` source, give what
+/// replaying the JSON Lines gives.
+#[test]
+fn file_sources_and_loaded_files_give_the_replay_results() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let (csv, _parquet) = crate::golden::sample_in_other_formats(dir.path());
+    let want = replay_sorted(
+        &repo("data/sample_events.jsonl"),
+        "queries/settlement_per_minute.sql",
+    );
+    let select: String = std::fs::read_to_string(repo("queries/settlement_per_minute.sql"))
+        .unwrap()
+        .lines()
+        .filter(|l| !l.starts_with("--"))
+        .collect::<Vec<_>>()
+        .join("\n");
+
+    ok(paystream(&data).args(["topic", "create", "payments", "--partitions", "3"]));
+    ok(paystream(&data)
+        .arg("replay")
+        .arg(&csv)
+        .args(["--into", "payments"]));
+    let from_log = dir.path().join("from_log.sql");
+    std::fs::write(
+        &from_log,
+        format!(
+            "CREATE SOURCE payments WITH (connector = 'log', topic = 'payments');\n\
+             CREATE SINK settlement WITH (connector = 'log', topic = 'settlement');\n\
+             INSERT INTO settlement {select};"
+        ),
+    )
+    .unwrap();
+    ok(paystream(&data)
+        .arg("run")
+        .arg(&from_log)
+        .arg("--until-end"));
+    assert_eq!(consume_all(&data, "settlement"), want);
+
+    let out = dir.path().join("out.jsonl");
+    let from_file = dir.path().join("from_file.sql");
+    std::fs::write(
+        &from_file,
+        format!(
+            "CREATE SOURCE events WITH (connector = 'file', path = '{}', format = 'csv');\n\
+             CREATE SINK settlement WITH (connector = 'file', path = '{}');\n\
+             INSERT INTO settlement {};",
+            csv.display(),
+            out.display(),
+            select.replace("FROM TUMBLE(payments", "FROM TUMBLE(events")
+        ),
+    )
+    .unwrap();
+    ok(paystream(&data).arg("run").arg(&from_file));
+    let mut got: Vec<String> = std::fs::read_to_string(&out)
+        .unwrap()
+        .lines()
+        .map(str::to_string)
+        .collect();
+    got.sort();
+    assert_eq!(got, want);
+}
