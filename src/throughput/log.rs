@@ -28,17 +28,15 @@ fn io_err(path: &Path) -> impl Fn(std::io::Error) -> Error + '_ {
 /// Produces `input` (JSON Lines) into an 8-partition topic and consumes it back; then runs
 /// settlement_per_minute over the topic and over the file, per worker count.
 pub fn run(input: &Path, workers: &[usize]) -> Result<Vec<Measurement>> {
-    let bytes = std::fs::read(input).map_err(io_err(input))?;
-    let lines = memchr::memchr_iter(b'\n', &bytes).count() as u64;
     let dir = tempfile_dir()?;
     let data = dir.join("log");
     let _ = std::fs::remove_dir_all(&data);
     let plain = dir.join("plain.jsonl");
+    let _ = std::fs::remove_file(&plain);
     let mut out = Vec::new();
 
-    // Producing: the file is in memory, so both sides measure only the write path, each into
-    // files that do not exist yet (truncating a large file would be charged to the baseline).
-    let _ = std::fs::remove_file(&plain);
+    // Producing: both sides read the file in 1 MiB chunks, as `paystream produce FILE` does, and
+    // write into files that do not exist yet; both end durable (sync).
     settle();
     out.push(measure(
         "baseline: buffered write, line by line",
@@ -46,10 +44,19 @@ pub fn run(input: &Path, workers: &[usize]) -> Result<Vec<Measurement>> {
         || {
             let f = std::fs::File::create(&plain).map_err(io_err(&plain))?;
             let mut w = BufWriter::with_capacity(1 << 20, f);
-            let mut start = 0;
-            for end in memchr::memchr_iter(b'\n', &bytes) {
-                w.write_all(&bytes[start..=end]).map_err(io_err(&plain))?;
-                start = end + 1;
+            let (mut lines, mut err) = (0u64, None);
+            super::for_each_chunk(input, |chunk, _| {
+                let mut start = 0;
+                for end in memchr::memchr_iter(b'\n', chunk) {
+                    if let Err(e) = w.write_all(&chunk[start..=end]) {
+                        err = Some(e);
+                    }
+                    start = end + 1;
+                    lines += 1;
+                }
+            })?;
+            if let Some(e) = err {
+                return Err(io_err(&plain)(e));
             }
             let f = w.into_inner().map_err(|e| io_err(&plain)(e.into_error()))?;
             f.sync_data().map_err(io_err(&plain))?;
@@ -71,19 +78,20 @@ pub fn run(input: &Path, workers: &[usize]) -> Result<Vec<Measurement>> {
         || {
             let w = log.writer("payments", FsyncPolicy::Interval(Duration::from_secs(1)))?;
             let mut p = Producer::new(w, Some("card_id"));
-            let mut rest: &[u8] = &bytes;
-            while !rest.is_empty() {
-                let cut = (4 << 20).min(rest.len());
-                let end = memchr::memrchr(b'\n', &rest[..cut]).map_or(cut, |i| i + 1);
-                p.send_json_lines(&rest[..end])?;
-                rest = &rest[end..];
+            let mut err = None;
+            super::for_each_chunk(input, |chunk, _| {
+                if let Err(e) = p.send_json_lines(chunk) {
+                    err = Some(e);
+                }
+            })?;
+            if let Some(e) = err {
+                return Err(e.into());
             }
             let n = p.produced();
             p.finish()?;
             Ok((n, ()))
         },
     )?);
-    drop(bytes);
     settle();
 
     // Consuming: every record's value, one at a time.
