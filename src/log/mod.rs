@@ -18,6 +18,7 @@ mod producer;
 mod segment;
 mod tail;
 mod topic;
+mod txn;
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -32,6 +33,7 @@ pub use self::topic::{
     DEFAULT_SEGMENT_BYTES, GroupOffsets, Log, PartitionStats, TopicConfig, TopicWriter,
     partition_for_key,
 };
+pub use self::txn::{Isolation, commit_offset, committed_offset};
 
 /// When appended data is made durable.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

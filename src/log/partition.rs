@@ -18,6 +18,7 @@ use super::segment::{
     Next, SegmentCursor, SegmentWriter, io_err, position_hint, read_offset_index, read_time_index,
     segment_path,
 };
+use super::txn::{Isolation, committed_offset};
 use super::{FsyncPolicy, LogError};
 
 /// Base offsets of the segments in `dir`, ascending.
@@ -179,6 +180,60 @@ impl PartitionWriter {
         Ok(())
     }
 
+    /// Removes every record at or after `offset`, which must be a batch boundary at or after the
+    /// first stored offset: aborts what a transaction wrote after its last commit.
+    pub fn truncate_to(&mut self, offset: u64) -> Result<(), LogError> {
+        if offset >= self.next_offset() {
+            return Ok(());
+        }
+        if offset < self.start_offset() {
+            return Err(LogError::Invalid(format!(
+                "cannot truncate {} to offset {offset}: retention already deleted it",
+                self.dir.display()
+            )));
+        }
+        self.active.flush_indexes()?;
+        let bases = segment_bases(&self.dir)?;
+        let keep = bases
+            .iter()
+            .copied()
+            .filter(|b| *b <= offset)
+            .max()
+            .unwrap_or(0);
+        let mut c = SegmentCursor::open(segment_path(&self.dir, keep, "log"), 0)?;
+        let mut pos = 0u64;
+        while let Next::Batch(v) = c.next_batch()? {
+            if v.base_offset >= offset {
+                break;
+            }
+            if v.next_offset() > offset {
+                return Err(LogError::Invalid(format!(
+                    "cannot truncate {} to offset {offset}: it is inside a batch",
+                    self.dir.display()
+                )));
+            }
+            pos += v.framed_len as u64;
+        }
+        for b in bases.iter().filter(|b| **b > keep) {
+            for ext in ["index", "timeindex", "log"] {
+                let p = segment_path(&self.dir, *b, ext);
+                std::fs::remove_file(&p).map_err(io_err(&p))?;
+            }
+        }
+        let path = segment_path(&self.dir, keep, "log");
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(&path)
+            .and_then(|f| f.set_len(pos).and_then(|_| f.sync_all()))
+            .map_err(io_err(&path))?;
+        sync_dir(&self.dir)?;
+        tracing::info!(partition = %self.dir.display(), offset, "truncated (aborted uncommitted records)");
+        let retention = self.retention;
+        *self = PartitionWriter::open(&self.dir, self.segment_bytes, self.fsync)?;
+        self.retention = retention;
+        Ok(())
+    }
+
     /// Deletes sealed segments beyond the retention; returns how many.
     pub fn apply_retention(&mut self, r: &Retention) -> Result<usize, LogError> {
         let mut deleted = 0;
@@ -264,19 +319,42 @@ pub struct PartitionReader {
     bases: Vec<u64>,
     cursor: Option<(u64, SegmentCursor)>,
     next_offset: u64,
+    isolation: Isolation,
+    /// The committed offset last read (read_committed): records at or after it are not returned.
+    limit: Option<u64>,
 }
 
 impl PartitionReader {
     /// A reader positioned at `offset` (clamped to the first offset still stored).
     pub fn open(dir: &Path, offset: u64) -> Result<Self, LogError> {
+        Self::open_with(dir, offset, Isolation::ReadCommitted)
+    }
+
+    /// A reader positioned at `offset` with the given isolation.
+    pub fn open_with(dir: &Path, offset: u64, isolation: Isolation) -> Result<Self, LogError> {
         let mut r = PartitionReader {
             dir: dir.to_path_buf(),
             bases: Vec::new(),
             cursor: None,
             next_offset: offset,
+            isolation,
+            limit: None,
         };
         r.seek(offset)?;
         Ok(r)
+    }
+
+    /// Whether a record at the reader's position may be returned yet (read_committed stops at
+    /// the committed offset, re-reading the marker when it gets there).
+    fn visible(&mut self) -> Result<bool, LogError> {
+        if self.isolation == Isolation::ReadUncommitted {
+            return Ok(true);
+        }
+        if self.limit.is_some_and(|l| self.next_offset < l) {
+            return Ok(true);
+        }
+        self.limit = committed_offset(&self.dir)?;
+        Ok(self.limit.is_none_or(|l| self.next_offset < l))
     }
 
     /// The offset of the next record this reader returns.
@@ -356,6 +434,14 @@ impl PartitionReader {
     /// Reads the next complete batch and calls `f` for each of its records at or after the
     /// reader's position. Returns the number of records passed, 0 at the (current) end.
     pub fn poll(&mut self, mut f: impl FnMut(RecordRef<'_>)) -> Result<usize, LogError> {
+        if !self.visible()? {
+            return Ok(0);
+        }
+        let limit = if self.isolation == Isolation::ReadCommitted {
+            self.limit.unwrap_or(u64::MAX)
+        } else {
+            u64::MAX
+        };
         loop {
             let Some((base, cursor)) = self.cursor.as_mut() else {
                 // Nothing existed when opened; see if the partition has a segment now.
@@ -374,12 +460,18 @@ impl PartitionReader {
                     }
                     let mut n = 0;
                     for r in v.records() {
-                        if r.offset >= self.next_offset {
+                        if r.offset >= self.next_offset && r.offset < limit {
                             f(r);
                             n += 1;
                         }
                     }
-                    self.next_offset = v.next_offset();
+                    if v.next_offset() > limit {
+                        // A commit inside a batch (not written by paystream): come back to the
+                        // rest once it is committed.
+                        self.seek(limit)?;
+                    } else {
+                        self.next_offset = v.next_offset();
+                    }
                     return Ok(n);
                 }
                 end @ (Next::End | Next::Corrupt) => {

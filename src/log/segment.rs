@@ -199,6 +199,7 @@ pub(super) struct SegmentCursor {
     buf: Vec<u8>,
     start: usize,
     end: usize,
+    read_size: usize,
 }
 
 /// What the cursor found next.
@@ -220,6 +221,7 @@ impl SegmentCursor {
             buf: Vec::new(),
             start: 0,
             end: 0,
+            read_size: 64 << 10,
         })
     }
 
@@ -264,9 +266,11 @@ impl SegmentCursor {
         } else {
             0
         };
-        // Reads of READ bytes into a buffer that only ever doubles: growing it to each new
-        // exact size re-faulted and zeroed fresh pages on almost every read.
-        let want = (kept + READ).max(batch);
+        // Reads start small (a seek reads a few batches) and double up to READ for a sequential
+        // reader, into a buffer that only ever doubles: growing it to each new exact size
+        // re-faulted and zeroed fresh pages on almost every read.
+        let want = (kept + self.read_size).max(batch);
+        self.read_size = (self.read_size * 2).min(READ);
         if self.buf.len() < want {
             let len = want
                 .max(self.buf.len() * 2)

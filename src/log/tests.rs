@@ -314,3 +314,45 @@ fn a_reader_tails_a_writer_in_another_thread() {
     writer.join().unwrap();
     assert_eq!(got, (0..300).collect::<Vec<_>>());
 }
+
+#[test]
+fn truncation_aborts_uncommitted_records_and_readers_see_only_committed_ones() {
+    let mut rng = StdRng::seed_from_u64(9);
+    for trial in 0..8 {
+        let dir = tempfile::tempdir().unwrap();
+        let mut w = PartitionWriter::open(dir.path(), 8_000, FsyncPolicy::Never).unwrap();
+        let mut t = 0;
+        let mut all = Vec::new();
+        let mut bounds = vec![0u64];
+        for _ in 0..rng.random_range(2..30) {
+            let n = rng.random_range(1..20);
+            let recs = random_records(&mut rng, n, &mut t);
+            append_all(&mut w, &recs);
+            all.extend(recs);
+            bounds.push(w.next_offset());
+        }
+        let commit = bounds[rng.random_range(0..bounds.len())];
+        commit_offset(dir.path(), commit).unwrap();
+        // read_committed stops at the marker; read_uncommitted sees everything.
+        let mut rc = PartitionReader::open(dir.path(), 0).unwrap();
+        assert_eq!(read_all(&mut rc).len() as u64, commit, "trial {trial}");
+        let mut ru = PartitionReader::open_with(dir.path(), 0, Isolation::ReadUncommitted).unwrap();
+        assert_eq!(read_all(&mut ru).len(), all.len());
+        // Abort: truncate to the commit, then append more; readers see the committed prefix and
+        // the new records, never the aborted ones.
+        w.truncate_to(commit).unwrap();
+        assert_eq!(w.next_offset(), commit);
+        let more = random_records(&mut rng, 5, &mut t);
+        append_all(&mut w, &more);
+        commit_offset(dir.path(), commit + 5).unwrap();
+        let got = read_all(&mut PartitionReader::open(dir.path(), 0).unwrap());
+        let want: Vec<Owned> = all[..commit as usize]
+            .iter()
+            .chain(&more)
+            .cloned()
+            .collect();
+        assert_eq!(got.into_iter().map(|(_, r)| r).collect::<Vec<_>>(), want);
+        // A reader parked at the old marker continues once the marker moves.
+        assert!(PartitionWriter::open(dir.path(), 8_000, FsyncPolicy::Never).is_ok());
+    }
+}

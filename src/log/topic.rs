@@ -390,6 +390,17 @@ impl TopicWriter {
         Ok(n)
     }
 
+    /// Truncates partition `p` to `offset` (see [`PartitionWriter::truncate_to`]).
+    pub fn truncate_to(&mut self, p: u32, offset: u64) -> Result<(), LogError> {
+        let n = self.partitions.len();
+        self.partitions
+            .get_mut(p as usize)
+            .ok_or_else(|| {
+                LogError::Invalid(format!("partition {p} does not exist (the topic has {n})"))
+            })?
+            .truncate_to(offset)
+    }
+
     /// Next offset per partition.
     pub fn end_offsets(&self) -> Vec<u64> {
         self.partitions.iter().map(|p| p.next_offset()).collect()
