@@ -28,6 +28,7 @@
 
 #![warn(missing_docs, unreachable_pub)]
 
+pub mod checkpoint;
 pub mod decode;
 pub mod engine;
 pub mod error;
