@@ -350,6 +350,7 @@ fn an_idle_partition_stops_holding_the_watermark_back() {
             Box::new(NullSink),
             &opts,
             None,
+            None,
             Arc::default(),
             s,
         )

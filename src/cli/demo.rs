@@ -143,6 +143,7 @@ pub(crate) fn demo(a: DemoArgs) -> anyhow::Result<()> {
                     )?),
                     &opts,
                     None,
+                    None,
                     Arc::default(),
                     stop,
                 )?)

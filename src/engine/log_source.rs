@@ -14,7 +14,7 @@ use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use super::pipeline::{self, EndMode, PipelineState, QueryRun};
+use super::pipeline::{self, Checkpoints, EndMode, PipelineState, QueryRun};
 use super::reader::{ChunkTag, Job, SeqDecoded, spawn_decoders};
 use super::router::Router;
 use super::{Progress, Summary};
@@ -63,13 +63,15 @@ pub struct ContinuousOutcome {
 }
 
 /// Runs `queries` over the topic until `stop` is set (or, with `until_end`, until the end of
-/// the topic as of the start). Returns the state to resume from.
+/// the topic as of the start), taking `checkpoints` as it goes. Returns the state to resume
+/// from.
 pub fn run_continuous(
     queries: Vec<QueryRun<'_>>,
     dead_letter: Box<dyn Sink>,
     late: Box<dyn Sink>,
     opts: &ContinuousOptions,
     restore: Option<PipelineState>,
+    checkpoints: Option<Checkpoints<'_>>,
     progress: Arc<Progress>,
     stop: Arc<AtomicBool>,
 ) -> Result<ContinuousOutcome> {
@@ -153,6 +155,7 @@ pub fn run_continuous(
         end: EndMode::SnapshotOnStop,
         restore,
         name_late_queries,
+        checkpoint: checkpoints,
     };
     let out = pipeline::run(spec, source, progress, stop)?;
     let mut state = out

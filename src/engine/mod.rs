@@ -24,7 +24,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64};
 use std::time::Duration;
 
 pub use self::log_source::{ContinuousOptions, ContinuousOutcome, run_continuous};
-pub use self::pipeline::{PipelineState, QueryRun};
+pub use self::pipeline::{Checkpoints, PipelineState, QueryRun};
 pub use self::router::{Partitioner, Partitioning, Router, RouterCounts};
 
 use crate::decode::{Format, Origin, PositionKind};
@@ -234,6 +234,7 @@ pub fn run_file(
         end: pipeline::EndMode::Finish,
         restore: None,
         name_late_queries,
+        checkpoint: None,
     };
     let summary = pipeline::run(spec, source, progress, stop)?.summary;
     tracing::info!(

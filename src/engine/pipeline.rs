@@ -85,6 +85,29 @@ pub(super) struct Spec<'a> {
     pub restore: Option<PipelineState>,
     /// Name the query in late records (runs with several queries).
     pub name_late_queries: bool,
+    /// Periodic checkpoints, if any.
+    pub checkpoint: Option<Checkpoints<'a>>,
+}
+
+/// When to take checkpoints and what to do with each.
+pub struct Checkpoints<'a> {
+    /// Take one this often (wall time), if set.
+    pub interval: Option<Duration>,
+    /// Set to take one as soon as possible (a savepoint request); cleared when taken.
+    pub request: Arc<AtomicBool>,
+    /// Called with each checkpoint's state, and whether it was requested (a savepoint), once
+    /// every result before its barrier has been written to (and flushed by) the sinks. Runs on
+    /// the calling thread.
+    pub on_checkpoint: Box<dyn FnMut(PipelineState, bool) -> Result<()> + 'a>,
+}
+
+/// The router's part of a checkpoint, sent to the sink loop ahead of the workers' snapshots.
+struct BarrierMeta {
+    watermark: WatermarkState,
+    dedup: Result<Vec<u8>>,
+    positions: BTreeMap<u32, u64>,
+    last: bool,
+    requested: bool,
 }
 
 /// A run's summary and, when it snapshotted, its state.
@@ -102,6 +125,7 @@ enum ToWorker {
     Finish {
         snapshot: bool,
     },
+    /// A barrier: snapshot the state as of every event before it (no emission).
     Snapshot,
 }
 
@@ -181,6 +205,12 @@ pub(super) fn run(
     let end = spec.end;
     let router_stop = Arc::clone(&stop);
     let chunks = source.rx;
+    let (meta_tx, meta_rx) = std::sync::mpsc::channel::<BarrierMeta>();
+    let (interval, request) = match &spec.checkpoint {
+        Some(c) => (c.interval, Some(Arc::clone(&c.request))),
+        None => (None, None),
+    };
+    let mut on_checkpoint = spec.checkpoint.map(|c| c.on_checkpoint);
     let router_thread = super::spawn("router", move || {
         let mut r = RouterLoop {
             router,
@@ -192,16 +222,12 @@ pub(super) fn run(
             pace: None,
             last_sent: i64::MIN,
             positions: BTreeMap::new(),
+            meta: meta_tx,
+            interval,
+            request,
+            last_barrier: Instant::now(),
         };
-        let res = r.run(chunks, end, &router_stop);
-        let state = res.as_ref().is_ok_and(|r| r.3).then(|| {
-            (
-                r.router.watermark.state(),
-                r.router.dedup.snapshot(),
-                std::mem::take(&mut r.positions),
-            )
-        });
-        (state, res)
+        r.run(chunks, end, &router_stop)
     });
 
     // The sink loop.
@@ -209,6 +235,7 @@ pub(super) fn run(
     let mut summary = Summary::default();
     let mut first_error: Option<Error> = None;
     let mut snapshots: Vec<Vec<Vec<u8>>> = vec![Vec::new(); nq];
+    let mut final_state: Option<PipelineState> = None;
     let mut open = vec![true; from.len()];
     let fail = |first_error: &mut Option<Error>, e: Error| {
         first_error.get_or_insert(e);
@@ -251,6 +278,27 @@ pub(super) fn run(
                 }
             }
         }
+        // A pass in which the workers snapshotted was a barrier: every result before it has been
+        // handed to the sinks above.
+        if snapshots.iter().any(|s| !s.is_empty()) && first_error.is_none() {
+            match take_checkpoint(&mut snapshots, workers, &meta_rx) {
+                Ok((state, true, _)) => final_state = Some(state),
+                Ok((state, false, requested)) => {
+                    let flushed = results
+                        .iter_mut()
+                        .try_for_each(|r| r.flush())
+                        .and_then(|_| late_sink.flush());
+                    let r = flushed.and_then(|_| match on_checkpoint.as_mut() {
+                        Some(hook) => hook(state, requested),
+                        None => Ok(()),
+                    });
+                    if let Err(e) = r {
+                        fail(&mut first_error, e);
+                    }
+                }
+                Err(e) => fail(&mut first_error, e),
+            }
+        }
         progress
             .bytes_read
             .store(source.bytes.load(Ordering::Relaxed), Ordering::Relaxed);
@@ -267,7 +315,7 @@ pub(super) fn run(
         r.flush()?;
     }
     late_sink.flush()?;
-    let (routed, res) = router_thread
+    let res = router_thread
         .join()
         .map_err(|_| Error::Internal("router thread panicked".into()))?;
     for t in threads.into_iter().chain(source.threads) {
@@ -278,7 +326,7 @@ pub(super) fn run(
     if let Some(e) = first_error {
         return Err(e);
     }
-    let (counts, read, unknown, snapshot) = res?;
+    let (counts, read, unknown) = res?;
     progress
         .bytes_read
         .store(source.bytes.load(Ordering::Relaxed), Ordering::Relaxed);
@@ -288,21 +336,30 @@ pub(super) fn run(
     summary.dead_lettered = counts.dead_lettered;
     summary.unknown_fields = unknown;
     summary.wall = started.elapsed();
-    let state = match routed {
-        Some((watermark, dedup, positions)) if snapshot => {
-            if snapshots.iter().any(|s| s.len() != workers) {
-                return Err(Error::Internal("a worker did not snapshot".into()));
-            }
-            Some(PipelineState {
-                watermark: Some(watermark),
-                dedup: dedup?,
-                operators: snapshots,
-                positions,
-            })
-        }
-        _ => None,
-    };
+    let state = final_state;
     Ok(Outcome { summary, state })
+}
+
+/// Assembles a checkpoint from one pass of worker snapshots and the router's part; returns it
+/// and whether it is the last one (the run's end).
+fn take_checkpoint(
+    snapshots: &mut [Vec<Vec<u8>>],
+    workers: usize,
+    meta: &Receiver<BarrierMeta>,
+) -> Result<(PipelineState, bool, bool)> {
+    if snapshots.iter().any(|s| s.len() != workers) {
+        return Err(Error::Internal("a worker missed a checkpoint barrier".into()));
+    }
+    let m = meta
+        .recv()
+        .map_err(|_| Error::Internal("the router did not send its checkpoint state".into()))?;
+    let state = PipelineState {
+        watermark: Some(m.watermark),
+        dedup: m.dedup?,
+        operators: snapshots.iter_mut().map(std::mem::take).collect(),
+        positions: m.positions,
+    };
+    Ok((state, m.last, m.requested))
 }
 
 /// Per-worker operator metrics, logged when the worker ends.
@@ -388,7 +445,7 @@ fn worker_loop(
     );
 }
 
-type Routed = Result<(RouterCounts, u64, u64, bool)>;
+type Routed = Result<(RouterCounts, u64, u64)>;
 
 struct RouterLoop<'a> {
     router: Router,
@@ -401,6 +458,10 @@ struct RouterLoop<'a> {
     /// The watermark last sent to the workers.
     last_sent: i64,
     positions: BTreeMap<u32, u64>,
+    meta: std::sync::mpsc::Sender<BarrierMeta>,
+    interval: Option<Duration>,
+    request: Option<Arc<AtomicBool>>,
+    last_barrier: Instant,
 }
 
 impl RouterLoop<'_> {
@@ -430,34 +491,71 @@ impl RouterLoop<'_> {
                 read += c.decoded.records;
                 unknown += c.decoded.unknown_fields;
                 decode_dead += c.decoded.rejects.len() as u64;
-                if let Err(e) = self.chunk(c) {
+                if let Err(e) = self.chunk(c).and_then(|_| self.maybe_barrier()) {
                     result = Err(e);
                     break 'chunks;
                 }
             }
         }
         drop(chunks);
-        let snapshot = match result {
-            Ok(()) => {
-                let stopped = stop.load(Ordering::Relaxed);
-                let msg = || match end {
-                    EndMode::Finish => ToWorker::Finish { snapshot: false },
-                    EndMode::SnapshotOnStop if stopped => ToWorker::Snapshot,
-                    EndMode::SnapshotOnStop => ToWorker::Finish { snapshot: true },
-                };
-                for tx in self.workers.iter().flatten() {
-                    let _ = tx.send(msg());
-                }
-                end == EndMode::SnapshotOnStop
+        if result.is_ok() {
+            let stopped = stop.load(Ordering::Relaxed);
+            let msg = || match end {
+                EndMode::Finish => ToWorker::Finish { snapshot: false },
+                EndMode::SnapshotOnStop if stopped => ToWorker::Snapshot,
+                EndMode::SnapshotOnStop => ToWorker::Finish { snapshot: true },
+            };
+            if end == EndMode::SnapshotOnStop {
+                result = self.send_meta(true, false);
             }
-            Err(_) => false,
-        };
+            for tx in self.workers.iter().flatten() {
+                let _ = tx.send(msg());
+            }
+        }
         self.workers.clear();
         self.dead_letter.flush()?;
         result?;
         let mut counts = self.router.counts;
         counts.dead_lettered += decode_dead;
-        Ok((counts, read, unknown, snapshot))
+        Ok((counts, read, unknown))
+    }
+
+    /// Sends the router's part of a checkpoint to the sink loop (dead letters flushed first).
+    fn send_meta(&mut self, last: bool, requested: bool) -> Result<()> {
+        self.dead_letter.flush()?;
+        let meta = BarrierMeta {
+            watermark: self.router.watermark.state(),
+            dedup: self.router.dedup.snapshot(),
+            positions: self.positions.clone(),
+            last,
+            requested,
+        };
+        self.meta
+            .send(meta)
+            .map_err(|_| Error::Internal("the sink loop stopped early".into()))
+    }
+
+    /// Takes a checkpoint if one is due: the barrier goes to every worker behind the events
+    /// already sent, so each snapshot covers exactly the events before it.
+    fn maybe_barrier(&mut self) -> Result<()> {
+        let requested = self
+            .request
+            .as_ref()
+            .is_some_and(|r| r.swap(false, Ordering::Relaxed));
+        let due = self
+            .interval
+            .is_some_and(|i| self.last_barrier.elapsed() >= i);
+        if !(requested || due) {
+            return Ok(());
+        }
+        self.last_barrier = Instant::now();
+        self.send_meta(false, requested)?;
+        for tx in self.workers.iter().flatten() {
+            if tx.send(ToWorker::Snapshot).is_err() {
+                return Err(Error::Internal("a worker stopped early".into()));
+            }
+        }
+        Ok(())
     }
 
     fn chunk(&mut self, c: SeqDecoded) -> Result<()> {

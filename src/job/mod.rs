@@ -16,6 +16,7 @@
 //! checkpoints.
 
 pub mod saved_state;
+pub mod transactions;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -24,11 +25,13 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use self::saved_state::SavedState;
+use crate::checkpoint::CheckpointStore;
 use crate::engine::{
-    ContinuousOptions, Progress, QueryRun, ReplayOptions, Summary, run_continuous, run_file,
+    Checkpoints, ContinuousOptions, PipelineState, Progress, QueryRun, ReplayOptions, Summary,
+    run_continuous, run_file,
 };
 use crate::error::{Error, Result};
-use crate::log::{FsyncPolicy, GroupOffsets, Log, Producer, TopicConfig};
+use crate::log::{FsyncPolicy, Log, Producer, TopicConfig};
 use crate::sink::{SharedProducer, Sink, TopicSink, WriterSink};
 use crate::sql::query_file::{
     DEAD_LETTERS, LATE_EVENTS, QueryFile, SinkConnector, SourceConnector, parse_query_file,
@@ -51,6 +54,15 @@ pub struct JobOptions {
     pub fsync: FsyncPolicy,
     /// Rows per decoded batch.
     pub batch_size: usize,
+    /// Checkpoint interval (default: `SET checkpoint_interval`, else 10 s).
+    pub checkpoint_interval: Option<Duration>,
+    /// Where checkpoints go (a directory or `file://` URL; default
+    /// `<data-dir>/_queries/<job>/checkpoints`).
+    pub checkpoint_location: Option<String>,
+    /// Start from this savepoint instead of the latest checkpoint.
+    pub from_savepoint: Option<String>,
+    /// Set (e.g. by SIGUSR1) to take a savepoint at the next barrier.
+    pub savepoint_request: Option<std::sync::Arc<AtomicBool>>,
 }
 
 impl JobOptions {
@@ -63,6 +75,10 @@ impl JobOptions {
             reset_state: false,
             fsync: FsyncPolicy::Interval(Duration::from_secs(1)),
             batch_size: 8192,
+            checkpoint_interval: None,
+            checkpoint_location: None,
+            from_savepoint: None,
+            savepoint_request: None,
         }
     }
 }
@@ -76,6 +92,8 @@ pub struct JobOutcome {
     pub summary: Summary,
     /// Whether state was restored at the start.
     pub resumed: bool,
+    /// Checkpoints taken: (duration, bytes) each, the final one last.
+    pub checkpoints: Vec<(Duration, usize)>,
 }
 
 fn config_err(what: &str, message: impl Into<String>) -> Error {
@@ -173,14 +191,39 @@ pub fn run_query_file(
     }
 
     let log = Log::new(&opts.data_dir);
+    let source_topic = match &source.connector {
+        SourceConnector::Log { topic } => Some(topic.clone()),
+        SourceConnector::File { .. } => None,
+    };
+    let sqls: Vec<String> = plans.iter().map(|(_, p)| p.sql.trim().to_string()).collect();
+    // A log source runs with checkpoints: restore the latest (or a savepoint) first, since the
+    // sink topics are aligned with it as they are opened.
+    let store = match &source_topic {
+        Some(_) => {
+            let location = opts.checkpoint_location.clone().unwrap_or_else(|| {
+                state_dir(&opts.data_dir, &name)
+                    .join("checkpoints")
+                    .display()
+                    .to_string()
+            });
+            Some(CheckpointStore::open(&location, 3)?)
+        }
+        None => None,
+    };
+    let restored = match (&store, &source_topic) {
+        (Some(store), Some(topic)) => restore(store, opts, &sqls, topic)?,
+        _ => None,
+    };
     let mut sinks = SinkFactory {
         log: &log,
         fsync: opts.fsync,
         producers: BTreeMap::new(),
-    };
-    let source_topic = match &source.connector {
-        SourceConnector::Log { topic } => Some(topic.clone()),
-        SourceConnector::File { .. } => None,
+        align: store.is_some().then(|| {
+            restored
+                .as_ref()
+                .map(|s| s.sinks.clone())
+                .unwrap_or_default()
+        }),
     };
     let base = source_topic.clone().unwrap_or_else(|| source.name.clone());
     if let Some(t) = &source_topic {
@@ -229,12 +272,9 @@ pub fn run_query_file(
             })?,
             (None, None) => std::thread::available_parallelism().map_or(2, |n| n.get()),
         };
-    let sqls: Vec<String> = plans
-        .iter()
-        .map(|(_, p)| p.sql.trim().to_string())
-        .collect();
 
     let summary;
+    let mut checkpoints = Vec::new();
     let mut resumed = false;
     match &source.connector {
         SourceConnector::File {
@@ -251,26 +291,28 @@ pub fn run_query_file(
             summary = run_file(queries, dead_letter, late, &o, progress, stop)?;
         }
         SourceConnector::Log { topic } => {
-            let dir = state_dir(&opts.data_dir, &name);
-            let state_path = dir.join("state");
-            let saved = if opts.reset_state {
-                None
-            } else {
-                load_state(&state_path, &sqls, topic)?
-            };
-            if let Some(s) = &saved {
+            if let Some(s) = &restored {
                 if opts.workers.is_some_and(|w| w != s.workers) {
                     tracing::warn!(
                         requested = workers,
                         saved = s.workers,
-                        "the saved state is partitioned over {} workers; using that",
+                        "the restored state is partitioned over {} workers; using that",
                         s.workers
                     );
                 }
                 workers = s.workers;
                 resumed = true;
-                tracing::info!(job = %name, positions = ?s.pipeline.positions, "resuming from saved state");
+                tracing::info!(job = %name, epoch = s.epoch, positions = ?s.pipeline.positions, "restored checkpoint");
             }
+            let interval = match (opts.checkpoint_interval, file.settings.get("checkpoint_interval")) {
+                (Some(i), _) => i,
+                (None, Some(v)) => Duration::from_millis(
+                    parse_duration_millis(v)
+                        .map_err(|e| config_err("SET checkpoint_interval", e))?
+                        .max(1) as u64,
+                ),
+                (None, None) => Duration::from_secs(10),
+            };
             let copts = ContinuousOptions {
                 log: log.clone(),
                 topic: topic.clone(),
@@ -283,23 +325,47 @@ pub fn run_query_file(
                 batch_size: opts.batch_size,
                 until_end: opts.until_end,
             };
-            let restore = saved.map(|s| s.pipeline);
-            let out = run_continuous(queries, dead_letter, late, &copts, restore, progress, stop)?;
-            // Sinks first, then state and offsets: a crash in between re-emits, never loses.
-            sinks.sync()?;
-            let positions = out.state.positions.clone();
-            let saved = SavedState {
-                queries: sqls,
+            let store = store.as_ref().expect("a log source has a checkpoint store");
+            let mut committer = transactions::Committer {
+                log: &log,
+                store,
+                producers: &sinks.producers,
+                name: &name,
+                topic,
+                queries: &sqls,
                 workers,
-                topic: topic.clone(),
-                pipeline: out.state,
+                epoch: restored.as_ref().map_or(0, |s| s.epoch),
+                taken: Vec::new(),
             };
-            std::fs::create_dir_all(&dir).map_err(|e| Error::Output {
-                target: dir.display().to_string(),
-                source: e,
-            })?;
-            crate::log::write_atomic(&state_path, &saved.encode())?;
-            log.commit_offsets(topic, &name, &GroupOffsets { offsets: positions })?;
+            let epoch0 = committer.epoch;
+            let restore = restored.map(|s| s.pipeline);
+            let request = opts.savepoint_request.clone().unwrap_or_default();
+            let out = {
+                let c = &mut committer;
+                let job = name.as_str();
+                let hook = move |state: PipelineState, requested: bool| {
+                    let sp = requested.then(|| format!("{job}-{}", c.epoch + 1));
+                    c.commit(state, sp.as_deref())
+                };
+                run_continuous(
+                    queries,
+                    dead_letter,
+                    late,
+                    &copts,
+                    restore,
+                    Some(Checkpoints {
+                        interval: Some(interval),
+                        request,
+                        on_checkpoint: Box::new(hook),
+                    }),
+                    progress,
+                    stop,
+                )?
+            };
+            // The stop is a checkpoint too: a restart continues exactly here.
+            committer.commit(out.state, None)?;
+            tracing::info!(job = %name, checkpoints = committer.epoch - epoch0, "stopped");
+            checkpoints = std::mem::take(&mut committer.taken);
             summary = out.summary;
         }
     }
@@ -308,25 +374,34 @@ pub fn run_query_file(
         name,
         summary,
         resumed,
+        checkpoints,
     })
 }
 
-fn load_state(path: &Path, sqls: &[String], topic: &str) -> Result<Option<SavedState>> {
-    let bytes = match std::fs::read(path) {
-        Ok(b) => b,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => {
-            return Err(Error::Input {
-                path: path.to_path_buf(),
-                message: e.to_string(),
-            });
-        }
+/// The state to start from: a named savepoint, else the latest intact checkpoint (unless reset).
+fn restore(
+    store: &CheckpointStore,
+    opts: &JobOptions,
+    sqls: &[String],
+    topic: &str,
+) -> Result<Option<SavedState>> {
+    let found = match &opts.from_savepoint {
+        Some(sp) => Some(store.savepoint(sp)?.ok_or_else(|| Error::State {
+            operator: "savepoint".into(),
+            message: format!("there is no savepoint `{sp}`; `paystream savepoint JOB` lists and takes them"),
+        })?),
+        None if opts.reset_state => None,
+        None => store.latest()?,
     };
+    let Some((epoch, bytes)) = found else {
+        return Ok(None);
+    };
+    let path = Path::new("checkpoint");
     let s = SavedState::decode(path, &bytes)?;
     if s.queries != sqls || s.topic != topic {
         return Err(Error::State {
-            operator: format!("saved query state {}", path.display()),
-            message: "the query file changed since this state was saved, so the state does not fit it; run with --reset-state to start over from the earliest offsets".into(),
+            operator: format!("checkpoint {epoch}"),
+            message: "the query file changed since this state was saved, so the state does not fit it (its queries or source differ); run with --reset-state to start over from the earliest offsets".into(),
         });
     }
     Ok(Some(s))
@@ -337,6 +412,9 @@ struct SinkFactory<'a> {
     log: &'a Log,
     fsync: FsyncPolicy,
     producers: BTreeMap<String, SharedProducer>,
+    /// For a checkpointed job: sink offsets of the restored checkpoint (empty when none); each
+    /// sink topic is aligned with them when opened.
+    align: Option<BTreeMap<String, Vec<u64>>>,
 }
 
 impl SinkFactory<'_> {
@@ -353,7 +431,15 @@ impl SinkFactory<'_> {
                         };
                         self.log.ensure_topic(topic, &config)?;
                         let w = self.log.writer(topic, self.fsync)?;
-                        let p = Arc::new(Mutex::new(Producer::new(w, None)));
+                        let mut producer = Producer::new(w, None);
+                        if let Some(align) = &self.align {
+                            transactions::align_sink(
+                                self.log,
+                                &mut producer,
+                                align.get(topic).map(Vec::as_slice),
+                            )?;
+                        }
+                        let p = Arc::new(Mutex::new(producer));
                         self.producers.insert(topic.clone(), Arc::clone(&p));
                         p
                     }

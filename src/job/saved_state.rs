@@ -25,6 +25,10 @@ struct Header {
     topic: String,
     positions: BTreeMap<u32, u64>,
     watermark: Option<WatermarkState>,
+    #[serde(default)]
+    epoch: u64,
+    #[serde(default)]
+    sinks: BTreeMap<String, Vec<u64>>,
 }
 
 /// A stopped query's state, as saved.
@@ -36,6 +40,11 @@ pub struct SavedState {
     pub workers: usize,
     /// The source topic.
     pub topic: String,
+    /// The checkpoint's number.
+    pub epoch: u64,
+    /// End offset of every partition of every sink topic when the checkpoint was taken: what
+    /// its transaction commits.
+    pub sinks: BTreeMap<String, Vec<u64>>,
     /// The pipeline state.
     pub pipeline: PipelineState,
 }
@@ -56,6 +65,8 @@ impl SavedState {
             topic: self.topic.clone(),
             positions: self.pipeline.positions.clone(),
             watermark: self.pipeline.watermark.clone(),
+            epoch: self.epoch,
+            sinks: self.sinks.clone(),
         };
         let h = serde_json::to_vec(&header).expect("header serializes");
         let blob_bytes: usize = std::iter::once(&self.pipeline.dedup)
@@ -127,6 +138,8 @@ impl SavedState {
             queries: header.queries,
             workers: header.workers,
             topic: header.topic,
+            epoch: header.epoch,
+            sinks: header.sinks,
             pipeline: PipelineState {
                 watermark: header.watermark,
                 dedup,
@@ -147,6 +160,8 @@ mod tests {
             queries: vec!["SELECT 1".into(), "SELECT 2".into()],
             workers: 2,
             topic: "payments".into(),
+            epoch: 7,
+            sinks: [("alerts".to_string(), vec![3, 4])].into_iter().collect(),
             pipeline: PipelineState {
                 watermark: Some(WatermarkState {
                     max_seen: vec![Some(5), None],
@@ -164,6 +179,7 @@ mod tests {
         assert_eq!(back.pipeline.operators, s.pipeline.operators);
         assert_eq!(back.pipeline.positions, s.pipeline.positions);
         assert_eq!(back.pipeline.watermark, s.pipeline.watermark);
+        assert_eq!((back.epoch, &back.sinks), (7, &s.sinks));
         for cut in [0, 5, bytes.len() / 2, bytes.len() - 1] {
             assert!(SavedState::decode(p, &bytes[..cut]).is_err());
         }

@@ -28,7 +28,6 @@ pub use self::consumer::{StartAt, TopicConsumer};
 pub use self::partition::{PartitionReader, PartitionWriter, Retention};
 pub use self::producer::{Producer, now_ms as producer_now_ms};
 pub use self::tail::TailWaiter;
-pub(crate) use self::topic::write_atomic;
 pub use self::topic::{
     DEFAULT_SEGMENT_BYTES, GroupOffsets, Log, PartitionStats, TopicConfig, TopicWriter,
     partition_for_key,

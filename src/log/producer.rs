@@ -107,6 +107,25 @@ impl Producer {
         self.writer.flush()
     }
 
+    /// The offset after the last record appended, per partition (pending batches excluded:
+    /// flush first).
+    pub fn end_offsets(&self) -> Vec<u64> {
+        self.writer.end_offsets()
+    }
+
+    /// Truncates partition `p` to `offset`, dropping pending records (aborts a transaction).
+    pub fn truncate_to(&mut self, p: u32, offset: u64) -> Result<(), LogError> {
+        if let Some(b) = self.batches.get_mut(p as usize) {
+            b.clear();
+        }
+        self.writer.truncate_to(p, offset)
+    }
+
+    /// The topic written.
+    pub fn topic(&self) -> &str {
+        self.writer.topic()
+    }
+
     /// Makes everything appended so far durable.
     pub fn sync(&mut self) -> Result<(), LogError> {
         self.writer.sync()

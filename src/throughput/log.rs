@@ -157,6 +157,7 @@ pub fn run(input: &Path, workers: &[usize]) -> Result<Vec<Measurement>> {
                 Box::new(NullSink),
                 &opts,
                 None,
+                None,
                 Arc::default(),
                 Arc::new(AtomicBool::new(false)),
             )?;
