@@ -54,12 +54,21 @@ enum Command {
     },
     /// Run a query file continuously: read its source topic, write results to its sink topics.
     ///
-    /// Runs until Ctrl-C or SIGTERM, then stops cleanly: it saves its state and source offsets,
-    /// and the next run of the same file resumes there. After a crash, results since the last
-    /// clean stop are emitted again (at-least-once).
+    /// Checkpoints every 10 s (--checkpoint-interval); results reach read_committed consumers
+    /// when their checkpoint completes, exactly once. Runs until Ctrl-C or SIGTERM, then stops
+    /// with a final checkpoint; the next run of the same file resumes from the latest one, also
+    /// after a crash.
     Run {
         #[command(flatten)]
         args: cli::run_cmd::RunArgs,
+    },
+    /// Take a savepoint of a job: a named checkpoint to resume from with `run --from-savepoint`.
+    ///
+    /// A running job is asked (SIGUSR1) to take one at its next barrier; for a stopped job the
+    /// latest checkpoint becomes the savepoint. Prints the savepoint's name.
+    Savepoint {
+        #[command(flatten)]
+        args: cli::run_cmd::SavepointArgs,
     },
     /// Print a topic's records, one value a line; tails new records until Ctrl-C.
     Consume {
@@ -194,6 +203,7 @@ fn main() {
         Command::Produce { args } => cli::log_cmds::produce(&cli.data, args),
         Command::Consume { args } => cli::log_cmds::consume(&cli.data, args),
         Command::Run { args } => cli::run_cmd::run(&cli.data, args),
+        Command::Savepoint { args } => cli::run_cmd::savepoint(&cli.data, args),
     };
     if let Err(e) = r {
         eprintln!("error: {e:#}");

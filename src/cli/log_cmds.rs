@@ -83,6 +83,10 @@ pub(crate) struct ConsumeArgs {
     /// Print `partition offset value` instead of the bare value.
     #[arg(long)]
     with_offsets: bool,
+    /// Also show records of transactions not committed yet (which a recovery may abort).
+    /// By default a consumer reads committed records only.
+    #[arg(long)]
+    read_uncommitted: bool,
 }
 
 pub(crate) fn parse_bytes(what: &str, s: &str) -> anyhow::Result<u64> {
@@ -310,7 +314,12 @@ pub(crate) fn consume(data: &DataDir, a: ConsumeArgs) -> anyhow::Result<()> {
             None => StartAt::Earliest,
         },
     };
-    let mut consumer = TopicConsumer::open(&log, &a.topic, &start)?;
+    let isolation = if a.read_uncommitted {
+        paystream::log::Isolation::ReadUncommitted
+    } else {
+        paystream::log::Isolation::ReadCommitted
+    };
+    let mut consumer = TopicConsumer::open_with(&log, &a.topic, &start, isolation)?;
     let ends = if a.until_end {
         Some(consumer.end_offsets()?)
     } else {

@@ -96,7 +96,7 @@ pub fn run_continuous(
         Some(
             readers
                 .iter()
-                .map(|r| r.end_offset())
+                .map(|r| r.visible_end_offset())
                 .collect::<std::result::Result<Vec<_>, _>>()?,
         )
     } else {

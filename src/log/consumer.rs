@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use super::{GroupOffsets, Log, LogError, PartitionReader, RecordRef, TailWaiter};
+use super::{GroupOffsets, Isolation, Log, LogError, PartitionReader, RecordRef, TailWaiter};
 
 /// Where a consumer starts in each partition.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -28,16 +28,26 @@ pub struct TopicConsumer {
 }
 
 impl TopicConsumer {
-    /// Opens a reader per partition of `topic`, positioned per `start`.
+    /// Opens a read_committed reader per partition of `topic`, positioned per `start`.
     pub fn open(log: &Log, topic: &str, start: &StartAt) -> Result<Self, LogError> {
+        Self::open_with(log, topic, start, Isolation::ReadCommitted)
+    }
+
+    /// Opens a reader per partition of `topic` with the given isolation, positioned per `start`.
+    pub fn open_with(
+        log: &Log,
+        topic: &str,
+        start: &StartAt,
+        isolation: Isolation,
+    ) -> Result<Self, LogError> {
         let config = log.topic_config(topic)?;
         let mut readers = Vec::with_capacity(config.partitions as usize);
         for p in 0..config.partitions {
-            let mut r = log.reader(topic, p, 0)?;
+            let mut r = PartitionReader::open_with(&log.partition_dir(topic, p), 0, isolation)?;
             match start {
                 StartAt::Earliest => {}
                 StartAt::Latest => {
-                    let end = r.end_offset()?;
+                    let end = r.visible_end_offset()?;
                     r.seek(end)?;
                 }
                 StartAt::Offset(o) => r.seek(*o)?,
@@ -98,8 +108,9 @@ impl TopicConsumer {
         }
     }
 
-    /// The current end offset of each partition.
+    /// The current end offset of each partition, as far as this consumer may read (the
+    /// committed end for read_committed).
     pub fn end_offsets(&self) -> Result<Vec<u64>, LogError> {
-        self.readers.iter().map(|r| r.end_offset()).collect()
+        self.readers.iter().map(|r| r.visible_end_offset()).collect()
     }
 }

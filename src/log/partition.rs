@@ -422,6 +422,18 @@ impl PartitionReader {
         self.seek(end)
     }
 
+    /// The end this reader can reach: the committed offset for read_committed (when the
+    /// partition is transactional), else the end of what is written.
+    pub fn visible_end_offset(&self) -> Result<u64, LogError> {
+        let end = self.end_offset()?;
+        if self.isolation == Isolation::ReadCommitted
+            && let Some(c) = committed_offset(&self.dir)?
+        {
+            return Ok(end.min(c));
+        }
+        Ok(end)
+    }
+
     /// The offset after the last complete batch written so far.
     pub fn end_offset(&self) -> Result<u64, LogError> {
         let bases = segment_bases(&self.dir)?;
