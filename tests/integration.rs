@@ -1,6 +1,7 @@
 //! The integration-test binary (one binary, so it links once).
 
 mod cli;
+mod exactly_once;
 mod golden;
 mod log_cli;
 mod oracle;

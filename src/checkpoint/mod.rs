@@ -250,8 +250,12 @@ mod tests {
         // A checkpoint without its marker (crash mid-write) is not the latest either.
         std::fs::remove_file(dir.path().join("chk-0000000004/_COMPLETE")).unwrap();
         assert_eq!(s.latest().unwrap().unwrap().0, 3);
-        s.write_savepoint("before-upgrade", 3, vec![1, 2, 3]).unwrap();
-        assert_eq!(s.savepoint("before-upgrade").unwrap().unwrap(), (3, vec![1, 2, 3]));
+        s.write_savepoint("before-upgrade", 3, vec![1, 2, 3])
+            .unwrap();
+        assert_eq!(
+            s.savepoint("before-upgrade").unwrap().unwrap(),
+            (3, vec![1, 2, 3])
+        );
         assert!(s.savepoint("nope").unwrap().is_none());
         assert!(CheckpointStore::open("s3://bucket/x", 3).is_err());
     }

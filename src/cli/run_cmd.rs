@@ -61,7 +61,13 @@ fn job_name(query_file: &Path) -> String {
         .map(|s| s.to_string_lossy().into_owned())
         .unwrap_or_else(|| "job".into())
         .chars()
-        .map(|c| if c.is_ascii_alphanumeric() || c == '-' { c } else { '_' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' {
+                c
+            } else {
+                '_'
+            }
+        })
         .collect()
 }
 
@@ -124,12 +130,20 @@ pub(crate) fn run(data: &DataDir, a: RunArgs) -> anyhow::Result<()> {
             data.data_dir.display()
         );
     }
-    let out = run_query_file(&a.query_file, &opts, Arc::default(), crate::stop_on_signal());
+    let out = run_query_file(
+        &a.query_file,
+        &opts,
+        Arc::default(),
+        crate::stop_on_signal(),
+    );
     let _ = std::fs::remove_file(&pid);
     let out = out.with_context(|| format!("running {}", a.query_file.display()))?;
-    let (n, ms, bytes) = out.checkpoints.iter().fold((0, 0u128, 0), |(n, ms, b), (d, s)| {
-        (n + 1, ms.max(d.as_millis()), b.max(*s))
-    });
+    let (n, ms, bytes) = out
+        .checkpoints
+        .iter()
+        .fold((0, 0u128, 0), |(n, ms, b), (d, s)| {
+            (n + 1, ms.max(d.as_millis()), b.max(*s))
+        });
     eprintln!(
         "{} job={} resumed={} checkpoints={n} max_checkpoint_ms={ms} max_checkpoint_bytes={bytes}",
         out.summary.line(),
@@ -170,7 +184,9 @@ pub(crate) fn savepoint(data: &DataDir, a: SavepointArgs) -> anyhow::Result<()> 
                 let name = format!("{}-{epoch}", a.job);
                 if store.savepoint(&name)?.is_some() {
                     println!("{name}");
-                    eprintln!("savepoint {name} written; resume with: paystream run <file> --from-savepoint {name}");
+                    eprintln!(
+                        "savepoint {name} written; resume with: paystream run <file> --from-savepoint {name}"
+                    );
                     return Ok(());
                 }
                 if let Some((latest, _)) = store.latest()?
@@ -195,7 +211,10 @@ pub(crate) fn savepoint(data: &DataDir, a: SavepointArgs) -> anyhow::Result<()> 
             let name = format!("{}-{epoch}", a.job);
             store.write_savepoint(&name, epoch, bytes)?;
             println!("{name}");
-            eprintln!("job {} is not running; its latest checkpoint is now savepoint {name}", a.job);
+            eprintln!(
+                "job {} is not running; its latest checkpoint is now savepoint {name}",
+                a.job
+            );
             Ok(())
         }
     }

@@ -101,7 +101,15 @@ pub struct Checkpoints<'a> {
     pub on_checkpoint: Box<dyn FnMut(PipelineState, bool) -> Result<()> + 'a>,
 }
 
-/// The router's part of a checkpoint, sent to the sink loop ahead of the workers' snapshots.
+/// What the router sends the sink loop, in order: dead letters, and its part of each checkpoint
+/// ahead of the workers' snapshots. One channel keeps them ordered, so a checkpoint covers
+/// exactly the dead letters of the events before its barrier.
+enum RouterMsg {
+    DeadLetters(Vec<Vec<u8>>),
+    Barrier(BarrierMeta),
+}
+
+/// The router's part of a checkpoint.
 struct BarrierMeta {
     watermark: WatermarkState,
     dedup: Result<Vec<u8>>,
@@ -200,12 +208,12 @@ pub(super) fn run(
 
     let origins = Arc::new(source.origins);
     let router_origins = Arc::clone(&origins);
-    let dead_letter = spec.dead_letter;
+    let mut dead_letter = spec.dead_letter;
     let speed = spec.speed;
     let end = spec.end;
     let router_stop = Arc::clone(&stop);
     let chunks = source.rx;
-    let (meta_tx, meta_rx) = std::sync::mpsc::channel::<BarrierMeta>();
+    let (meta_tx, meta_rx) = std::sync::mpsc::channel::<RouterMsg>();
     let (interval, request) = match &spec.checkpoint {
         Some(c) => (c.interval, Some(Arc::clone(&c.request))),
         None => (None, None),
@@ -216,7 +224,6 @@ pub(super) fn run(
             router,
             partitioners,
             workers: to,
-            dead_letter,
             origins: &router_origins,
             speed,
             pace: None,
@@ -236,6 +243,7 @@ pub(super) fn run(
     let mut first_error: Option<Error> = None;
     let mut snapshots: Vec<Vec<Vec<u8>>> = vec![Vec::new(); nq];
     let mut final_state: Option<PipelineState> = None;
+    let mut pending_meta: Option<BarrierMeta> = None;
     let mut open = vec![true; from.len()];
     let fail = |first_error: &mut Option<Error>, e: Error| {
         first_error.get_or_insert(e);
@@ -278,16 +286,29 @@ pub(super) fn run(
                 }
             }
         }
+        // Dead letters so far; a barrier's meta is kept until the workers' snapshots arrive.
+        if pending_meta.is_none()
+            && let Err(e) = drain_router(&meta_rx, &mut *dead_letter, &mut pending_meta, false)
+        {
+            fail(&mut first_error, e);
+        }
         // A pass in which the workers snapshotted was a barrier: every result before it has been
         // handed to the sinks above.
         if snapshots.iter().any(|s| !s.is_empty()) && first_error.is_none() {
-            match take_checkpoint(&mut snapshots, workers, &meta_rx) {
+            if pending_meta.is_none()
+                && let Err(e) =
+                    drain_router(&meta_rx, &mut *dead_letter, &mut pending_meta, true)
+            {
+                fail(&mut first_error, e);
+            }
+            match take_checkpoint(&mut snapshots, workers, pending_meta.take()) {
                 Ok((state, true, _)) => final_state = Some(state),
                 Ok((state, false, requested)) => {
                     let flushed = results
                         .iter_mut()
                         .try_for_each(|r| r.flush())
-                        .and_then(|_| late_sink.flush());
+                        .and_then(|_| late_sink.flush())
+                        .and_then(|_| dead_letter.flush());
                     let r = flushed.and_then(|_| match on_checkpoint.as_mut() {
                         Some(hook) => hook(state, requested),
                         None => Ok(()),
@@ -311,10 +332,21 @@ pub(super) fn run(
             fail(&mut first_error, e);
         }
     }
+    // The router's last dead letters (it closes the channel when it ends).
+    if first_error.is_none() {
+        for msg in meta_rx.iter() {
+            if let RouterMsg::DeadLetters(recs) = msg {
+                for r in recs {
+                    dead_letter.write_record(&r)?;
+                }
+            }
+        }
+    }
     for r in &mut results {
         r.flush()?;
     }
     late_sink.flush()?;
+    dead_letter.flush()?;
     let res = router_thread
         .join()
         .map_err(|_| Error::Internal("router thread panicked".into()))?;
@@ -345,14 +377,13 @@ pub(super) fn run(
 fn take_checkpoint(
     snapshots: &mut [Vec<Vec<u8>>],
     workers: usize,
-    meta: &Receiver<BarrierMeta>,
+    meta: Option<BarrierMeta>,
 ) -> Result<(PipelineState, bool, bool)> {
     if snapshots.iter().any(|s| s.len() != workers) {
         return Err(Error::Internal("a worker missed a checkpoint barrier".into()));
     }
     let m = meta
-        .recv()
-        .map_err(|_| Error::Internal("the router did not send its checkpoint state".into()))?;
+        .ok_or_else(|| Error::Internal("the router did not send its checkpoint state".into()))?;
     let state = PipelineState {
         watermark: Some(m.watermark),
         dedup: m.dedup?,
@@ -360,6 +391,41 @@ fn take_checkpoint(
         positions: m.positions,
     };
     Ok((state, m.last, m.requested))
+}
+
+/// Writes the dead letters the router has sent, stopping at a barrier (kept in `meta`). With
+/// `until_barrier`, waits for one.
+fn drain_router(
+    rx: &Receiver<RouterMsg>,
+    dead_letter: &mut dyn Sink,
+    meta: &mut Option<BarrierMeta>,
+    until_barrier: bool,
+) -> Result<()> {
+    loop {
+        let msg = if until_barrier {
+            match rx.recv() {
+                Ok(m) => m,
+                Err(_) => return Ok(()),
+            }
+        } else {
+            match rx.try_recv() {
+                Ok(m) => m,
+                Err(_) => return Ok(()),
+            }
+        };
+        match msg {
+            RouterMsg::DeadLetters(recs) => {
+                for r in recs {
+                    dead_letter.write_record(&r)?;
+                }
+                dead_letter.flush_if_due()?;
+            }
+            RouterMsg::Barrier(m) => {
+                *meta = Some(m);
+                return Ok(());
+            }
+        }
+    }
 }
 
 /// Per-worker operator metrics, logged when the worker ends.
@@ -451,14 +517,13 @@ struct RouterLoop<'a> {
     router: Router,
     partitioners: Vec<Partitioner>,
     workers: Vec<Vec<SyncSender<ToWorker>>>,
-    dead_letter: Box<dyn Sink>,
     origins: &'a [Origin],
     speed: Option<f64>,
     pace: Option<(i64, Instant)>,
     /// The watermark last sent to the workers.
     last_sent: i64,
     positions: BTreeMap<u32, u64>,
-    meta: std::sync::mpsc::Sender<BarrierMeta>,
+    meta: std::sync::mpsc::Sender<RouterMsg>,
     interval: Option<Duration>,
     request: Option<Arc<AtomicBool>>,
     last_barrier: Instant,
@@ -513,16 +578,15 @@ impl RouterLoop<'_> {
             }
         }
         self.workers.clear();
-        self.dead_letter.flush()?;
         result?;
         let mut counts = self.router.counts;
         counts.dead_lettered += decode_dead;
         Ok((counts, read, unknown))
     }
 
-    /// Sends the router's part of a checkpoint to the sink loop (dead letters flushed first).
+    /// Sends the router's part of a checkpoint to the sink loop, behind the dead letters of the
+    /// events before the barrier.
     fn send_meta(&mut self, last: bool, requested: bool) -> Result<()> {
-        self.dead_letter.flush()?;
         let meta = BarrierMeta {
             watermark: self.router.watermark.state(),
             dedup: self.router.dedup.snapshot(),
@@ -531,7 +595,7 @@ impl RouterLoop<'_> {
             requested,
         };
         self.meta
-            .send(meta)
+            .send(RouterMsg::Barrier(meta))
             .map_err(|_| Error::Internal("the sink loop stopped early".into()))
     }
 
@@ -580,10 +644,17 @@ impl RouterLoop<'_> {
         // Dead letters in input order: merge the decoder's and the router's by position.
         let mut all: Vec<&Reject> = d.rejects.iter().chain(&router_rejects).collect();
         all.sort_by_key(|r| r.position);
-        for r in all {
-            tracing::debug!(reason = %r.reason, position = r.position, "dead-lettered");
-            self.dead_letter
-                .write_record(&dead_letter_json(origin, r))?;
+        if !all.is_empty() {
+            let recs = all
+                .iter()
+                .map(|r| {
+                    tracing::debug!(reason = %r.reason, position = r.position, "dead-lettered");
+                    dead_letter_json(origin, r)
+                })
+                .collect();
+            self.meta
+                .send(RouterMsg::DeadLetters(recs))
+                .map_err(|_| Error::Internal("the sink loop stopped early".into()))?;
         }
         for (accepted, watermark) in routed {
             if let (Some(speed), Some(ev)) = (self.speed, &accepted) {
@@ -599,7 +670,6 @@ impl RouterLoop<'_> {
         if let Some(end) = c.tag.end {
             self.positions.insert(c.tag.partition, end);
         }
-        self.dead_letter.flush_if_due()?;
         Ok(())
     }
 

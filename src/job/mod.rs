@@ -195,7 +195,10 @@ pub fn run_query_file(
         SourceConnector::Log { topic } => Some(topic.clone()),
         SourceConnector::File { .. } => None,
     };
-    let sqls: Vec<String> = plans.iter().map(|(_, p)| p.sql.trim().to_string()).collect();
+    let sqls: Vec<String> = plans
+        .iter()
+        .map(|(_, p)| p.sql.trim().to_string())
+        .collect();
     // A log source runs with checkpoints: restore the latest (or a savepoint) first, since the
     // sink topics are aligned with it as they are opened.
     let store = match &source_topic {
@@ -304,7 +307,10 @@ pub fn run_query_file(
                 resumed = true;
                 tracing::info!(job = %name, epoch = s.epoch, positions = ?s.pipeline.positions, "restored checkpoint");
             }
-            let interval = match (opts.checkpoint_interval, file.settings.get("checkpoint_interval")) {
+            let interval = match (
+                opts.checkpoint_interval,
+                file.settings.get("checkpoint_interval"),
+            ) {
                 (Some(i), _) => i,
                 (None, Some(v)) => Duration::from_millis(
                     parse_duration_millis(v)
@@ -388,7 +394,9 @@ fn restore(
     let found = match &opts.from_savepoint {
         Some(sp) => Some(store.savepoint(sp)?.ok_or_else(|| Error::State {
             operator: "savepoint".into(),
-            message: format!("there is no savepoint `{sp}`; `paystream savepoint JOB` lists and takes them"),
+            message: format!(
+                "there is no savepoint `{sp}`; `paystream savepoint JOB` lists and takes them"
+            ),
         })?),
         None if opts.reset_state => None,
         None => store.latest()?,

@@ -25,11 +25,7 @@ use crate::sink::SharedProducer;
 /// Makes a sink topic's partitions agree with a restored checkpoint: everything after the
 /// checkpoint's offsets (or, without one, after the last committed marker) is aborted; a topic
 /// never written transactionally starts its first transaction at its current end.
-pub fn align_sink(
-    log: &Log,
-    producer: &mut Producer,
-    restored: Option<&[u64]>,
-) -> Result<()> {
+pub fn align_sink(log: &Log, producer: &mut Producer, restored: Option<&[u64]>) -> Result<()> {
     let topic = producer.topic().to_string();
     let ends = producer.end_offsets();
     for (p, end) in ends.iter().enumerate() {
@@ -40,7 +36,12 @@ pub fn align_sink(
             .unwrap_or(*end)
             .min(*end);
         if target < *end {
-            tracing::info!(topic, partition = p, aborted = end - target, "aborting uncommitted sink records");
+            tracing::info!(
+                topic,
+                partition = p,
+                aborted = end - target,
+                "aborting uncommitted sink records"
+            );
             producer.truncate_to(p as u32, target)?;
         }
         commit_offset(&dir, target)?;
@@ -87,7 +88,8 @@ impl Committer<'_> {
         let bytes = saved.encode();
         let size = bytes.len();
         if let Some(name) = savepoint {
-            self.store.write_savepoint(name, self.epoch, bytes.clone())?;
+            self.store
+                .write_savepoint(name, self.epoch, bytes.clone())?;
             tracing::info!(savepoint = name, epoch = self.epoch, "savepoint written");
         }
         self.store.write(self.epoch, bytes)?;
@@ -99,7 +101,12 @@ impl Committer<'_> {
         self.log
             .commit_offsets(self.topic, self.name, &GroupOffsets { offsets: positions })?;
         let took = t0.elapsed();
-        tracing::info!(epoch = self.epoch, bytes = size, ms = took.as_millis() as u64, "checkpoint complete");
+        tracing::info!(
+            epoch = self.epoch,
+            bytes = size,
+            ms = took.as_millis() as u64,
+            "checkpoint complete"
+        );
         self.taken.push((took, size));
         Ok(())
     }

@@ -111,6 +111,9 @@ impl TopicConsumer {
     /// The current end offset of each partition, as far as this consumer may read (the
     /// committed end for read_committed).
     pub fn end_offsets(&self) -> Result<Vec<u64>, LogError> {
-        self.readers.iter().map(|r| r.visible_end_offset()).collect()
+        self.readers
+            .iter()
+            .map(|r| r.visible_end_offset())
+            .collect()
     }
 }
