@@ -296,8 +296,7 @@ pub(super) fn run(
         // handed to the sinks above.
         if snapshots.iter().any(|s| !s.is_empty()) && first_error.is_none() {
             if pending_meta.is_none()
-                && let Err(e) =
-                    drain_router(&meta_rx, &mut *dead_letter, &mut pending_meta, true)
+                && let Err(e) = drain_router(&meta_rx, &mut *dead_letter, &mut pending_meta, true)
             {
                 fail(&mut first_error, e);
             }
@@ -380,10 +379,12 @@ fn take_checkpoint(
     meta: Option<BarrierMeta>,
 ) -> Result<(PipelineState, bool, bool)> {
     if snapshots.iter().any(|s| s.len() != workers) {
-        return Err(Error::Internal("a worker missed a checkpoint barrier".into()));
+        return Err(Error::Internal(
+            "a worker missed a checkpoint barrier".into(),
+        ));
     }
-    let m = meta
-        .ok_or_else(|| Error::Internal("the router did not send its checkpoint state".into()))?;
+    let m =
+        meta.ok_or_else(|| Error::Internal("the router did not send its checkpoint state".into()))?;
     let state = PipelineState {
         watermark: Some(m.watermark),
         dedup: m.dedup?,
