@@ -261,3 +261,88 @@ fn a_mid_stream_checkpoint_restores_to_the_uninterrupted_output() {
         }
     }
 }
+
+/// `paystream savepoint` on a running job (SIGUSR1) and on a stopped one; `run --from-savepoint`
+/// resumes from it; a changed query refuses the state with a clear error.
+#[test]
+fn savepoints_are_taken_restored_and_refused_when_the_query_changed() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let events = dir.path().join("events.jsonl");
+    ok(Command::new(env!("CARGO_BIN_EXE_paystream"))
+        .args([
+            "gen", "--events", "30000", "--seed", "4", "--rate", "50", "-o",
+        ])
+        .arg(&events));
+    ok(paystream(&data).args(["topic", "create", "payments", "--partitions", "2"]));
+    ok(paystream(&data).args(["produce", "payments"]).arg(&events));
+    let query = dir.path().join("job.sql");
+    std::fs::copy(repo("queries/risk_pipeline.sql"), &query).unwrap();
+
+    let mut child = paystream(&data)
+        .arg("run")
+        .arg(&query)
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    // Wait until it runs (its pid file exists), then ask for a savepoint.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !data.join("_queries/job/pid").exists() {
+        assert!(Instant::now() < deadline);
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let name = ok(paystream(&data).args(["savepoint", "job"]))
+        .trim()
+        .to_string();
+    assert!(name.starts_with("job-"), "{name}");
+    // SAFETY: plain kill(2) on our child.
+    assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGTERM) }, 0);
+    assert!(child.wait().unwrap().success());
+    // A stopped job's latest checkpoint becomes a savepoint too.
+    let stopped = ok(paystream(&data).args(["savepoint", "job"]))
+        .trim()
+        .to_string();
+    assert!(stopped.starts_with("job-"), "{stopped}");
+
+    // Resuming from the first savepoint re-emits what came after it; the committed sinks then
+    // hold the replay's results (the sink topics roll back to the savepoint's offsets).
+    ok(paystream(&data)
+        .arg("run")
+        .arg(&query)
+        .args(["--from-savepoint", &name, "--until-end"]));
+    let want = {
+        let out = ok(Command::new(env!("CARGO_BIN_EXE_paystream"))
+            .arg("replay")
+            .arg(&events)
+            .arg("--query")
+            .arg(repo("queries/settlement_per_minute.sql")));
+        let mut v: Vec<String> = out.lines().map(str::to_string).collect();
+        v.sort();
+        v
+    };
+    assert_eq!(committed(&data, "settlement_per_minute"), want);
+
+    // A changed query does not get the old state.
+    let text = std::fs::read_to_string(&query).unwrap();
+    std::fs::write(
+        &query,
+        text.replace("HAVING count(*) >= 5", "HAVING count(*) >= 6"),
+    )
+    .unwrap();
+    let o = paystream(&data)
+        .arg("run")
+        .arg(&query)
+        .args(["--from-savepoint", &name, "--until-end"])
+        .output()
+        .unwrap();
+    assert!(!o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("query file changed"), "{err}");
+    let o = paystream(&data)
+        .arg("run")
+        .arg(&query)
+        .args(["--from-savepoint", "nope"])
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&o.stderr).contains("no savepoint `nope`"));
+}
