@@ -133,7 +133,7 @@ fn a_mid_stream_checkpoint_restores_to_the_uninterrupted_output() {
     use std::sync::{Arc, Mutex};
 
     use paystream::engine::{
-        Checkpoints, ContinuousOptions, PipelineState, QueryRun, run_continuous,
+        Checkpoints, ContinuousOptions, Outputs, PipelineState, QueryRun, run_continuous,
     };
     use paystream::log::{FsyncPolicy, Log, Producer, TopicConfig};
     use paystream::sink::{MemorySink, NullSink, Sink};
@@ -225,9 +225,11 @@ fn a_mid_stream_checkpoint_restores_to_the_uninterrupted_output() {
                 Ok(())
             };
             run_continuous(
-                queries,
-                Box::new(NullSink),
-                Box::new(NullSink),
+                Outputs {
+                    queries,
+                    dead_letter: Box::new(NullSink),
+                    late: Box::new(NullSink),
+                },
                 &opts,
                 restore,
                 Some(Checkpoints {

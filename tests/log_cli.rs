@@ -297,7 +297,7 @@ fn an_idle_partition_stops_holding_the_watermark_back() {
     use std::sync::Arc;
     use std::sync::atomic::{AtomicBool, Ordering};
 
-    use paystream::engine::{ContinuousOptions, QueryRun, run_continuous};
+    use paystream::engine::{ContinuousOptions, Outputs, QueryRun, run_continuous};
     use paystream::log::{BatchBuilder, FsyncPolicy, Log, TopicConfig};
     use paystream::sink::{MemorySink, NullSink};
 
@@ -345,9 +345,11 @@ fn an_idle_partition_stops_holding_the_watermark_back() {
             results: Box::new(r),
         };
         run_continuous(
-            vec![q],
-            Box::new(NullSink),
-            Box::new(NullSink),
+            Outputs {
+                queries: vec![q],
+                dead_letter: Box::new(NullSink),
+                late: Box::new(NullSink),
+            },
             &opts,
             None,
             None,

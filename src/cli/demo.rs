@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use paystream::engine::{ContinuousOptions, QueryRun, run_continuous};
+use paystream::engine::{ContinuousOptions, Outputs, QueryRun, run_continuous};
 use paystream::generate::{GenConfig, generate};
 use paystream::log::{FsyncPolicy, Log, Producer, StartAt, TopicConfig, TopicConsumer};
 use paystream::plan_query;
@@ -132,15 +132,17 @@ pub(crate) fn demo(a: DemoArgs) -> anyhow::Result<()> {
                     until_end: false,
                 };
                 Ok(run_continuous(
-                    queries,
-                    Box::new(WriterSink::create(
-                        "dead letters",
-                        &dir.join("dead_letters.jsonl"),
-                    )?),
-                    Box::new(WriterSink::create(
-                        "late events",
-                        &dir.join("late_events.jsonl"),
-                    )?),
+                    Outputs {
+                        queries,
+                        dead_letter: Box::new(WriterSink::create(
+                            "dead letters",
+                            &dir.join("dead_letters.jsonl"),
+                        )?),
+                        late: Box::new(WriterSink::create(
+                            "late events",
+                            &dir.join("late_events.jsonl"),
+                        )?),
+                    },
                     &opts,
                     None,
                     None,

@@ -53,6 +53,16 @@ pub struct ContinuousOptions {
     pub until_end: bool,
 }
 
+/// Where a run's rows go: each query's results, and the shared dead-letter and late outputs.
+pub struct Outputs<'a> {
+    /// The queries and their result sinks.
+    pub queries: Vec<QueryRun<'a>>,
+    /// Rejected records.
+    pub dead_letter: Box<dyn Sink>,
+    /// Late events.
+    pub late: Box<dyn Sink>,
+}
+
 /// What a continuous run did, and the state to resume from.
 #[derive(Debug)]
 pub struct ContinuousOutcome {
@@ -66,15 +76,18 @@ pub struct ContinuousOutcome {
 /// the topic as of the start), taking `checkpoints` as it goes. Returns the state to resume
 /// from.
 pub fn run_continuous(
-    queries: Vec<QueryRun<'_>>,
-    dead_letter: Box<dyn Sink>,
-    late: Box<dyn Sink>,
+    outputs: Outputs<'_>,
     opts: &ContinuousOptions,
     restore: Option<PipelineState>,
     checkpoints: Option<Checkpoints<'_>>,
     progress: Arc<Progress>,
     stop: Arc<AtomicBool>,
 ) -> Result<ContinuousOutcome> {
+    let Outputs {
+        queries,
+        dead_letter,
+        late,
+    } = outputs;
     let config = opts.log.topic_config(&opts.topic)?;
     let n = config.partitions;
     let mut start = opts.start.clone();

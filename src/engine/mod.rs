@@ -23,7 +23,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64};
 use std::time::Duration;
 
-pub use self::log_source::{ContinuousOptions, ContinuousOutcome, run_continuous};
+pub use self::log_source::{ContinuousOptions, ContinuousOutcome, Outputs, run_continuous};
 pub use self::pipeline::{Checkpoints, PipelineState, QueryRun};
 pub use self::router::{Partitioner, Partitioning, Router, RouterCounts};
 

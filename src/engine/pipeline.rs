@@ -175,6 +175,11 @@ pub(super) fn run(
         if !r.dedup.is_empty() {
             router.dedup.restore(&r.dedup)?;
         }
+        tracing::info!(
+            dedup_ids = router.dedup.len(),
+            ms = started.elapsed().as_millis() as u64,
+            "router state restored"
+        );
     }
 
     // Workers: `to[q][w]`, and the replies in the order the sink loop reads them.
@@ -206,6 +211,12 @@ pub(super) fn run(
         names.push(query.name);
     }
 
+    if restore.is_some() {
+        tracing::info!(
+            ms = started.elapsed().as_millis() as u64,
+            "operator state restored"
+        );
+    }
     let origins = Arc::new(source.origins);
     let router_origins = Arc::clone(&origins);
     let mut dead_letter = spec.dead_letter;

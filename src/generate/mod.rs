@@ -354,8 +354,11 @@ pub fn generate(cfg: &GenConfig, out: &mut dyn Write) -> io::Result<GenStats> {
     let mut deliveries: BinaryHeap<Reverse<(i64, u64)>> = BinaryHeap::new();
     let mut delivery_bytes: std::collections::HashMap<u64, (Vec<u8>, Kind)> = Default::default();
     let mut seq = 0u64;
-    let mut now = cfg.start;
-    let gap = (1000.0 / cfg.rate.max(0.001)) as i64;
+    let mut now;
+    // Mean gap between new authorizations in ms, kept fractional: at more than 1000/s a whole
+    // number of ms would round to 0 and time would never advance.
+    let gap = 1000.0 / cfg.rate.max(0.001);
+    let mut now_f = cfg.start as f64;
     let mut buf = Vec::with_capacity(512);
     // Attack authorizations waiting for their time: (time, seq) → event.
     let mut attacks: BinaryHeap<Reverse<(i64, u64)>> = BinaryHeap::new();
@@ -389,7 +392,8 @@ pub fn generate(cfg: &GenConfig, out: &mut dyn Write) -> io::Result<GenStats> {
 
     while stats.lines < cfg.events {
         // Next new authorization (or attack event).
-        now += g.rng.random_range(0..=gap * 2);
+        now_f += g.rng.random_range(0.0..=gap * 2.0);
+        now = now_f as i64;
         let mut fresh = Vec::new();
         while let Some(Reverse((t, s))) = attacks.peek().copied() {
             if t > now {

@@ -27,8 +27,8 @@ use std::time::Duration;
 use self::saved_state::SavedState;
 use crate::checkpoint::CheckpointStore;
 use crate::engine::{
-    Checkpoints, ContinuousOptions, PipelineState, Progress, QueryRun, ReplayOptions, Summary,
-    run_continuous, run_file,
+    Checkpoints, ContinuousOptions, Outputs, PipelineState, Progress, QueryRun, ReplayOptions,
+    Summary, run_continuous, run_file,
 };
 use crate::error::{Error, Result};
 use crate::log::{FsyncPolicy, Log, Producer, TopicConfig};
@@ -354,9 +354,11 @@ pub fn run_query_file(
                     c.commit(state, sp.as_deref())
                 };
                 run_continuous(
-                    queries,
-                    dead_letter,
-                    late,
+                    Outputs {
+                        queries,
+                        dead_letter,
+                        late,
+                    },
                     &copts,
                     restore,
                     Some(Checkpoints {

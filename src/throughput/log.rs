@@ -9,7 +9,9 @@ use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
 use super::{Measurement, measure, null_sinks};
-use crate::engine::{ContinuousOptions, QueryRun, ReplayOptions, run_continuous, run_replay};
+use crate::engine::{
+    ContinuousOptions, Outputs, QueryRun, ReplayOptions, run_continuous, run_replay,
+};
 use crate::error::{Error, Result};
 use crate::log::{FsyncPolicy, Log, Producer, StartAt, TopicConfig, TopicConsumer};
 use crate::sink::NullSink;
@@ -152,9 +154,11 @@ pub fn run(input: &Path, workers: &[usize]) -> Result<Vec<Measurement>> {
                 results: Box::new(NullSink),
             };
             let o = run_continuous(
-                vec![q],
-                Box::new(NullSink),
-                Box::new(NullSink),
+                Outputs {
+                    queries: vec![q],
+                    dead_letter: Box::new(NullSink),
+                    late: Box::new(NullSink),
+                },
                 &opts,
                 None,
                 None,
