@@ -52,8 +52,28 @@ fn twenty_kill_9s_change_nothing_in_the_committed_sinks() {
             "-o",
         ])
         .arg(&events));
-    let query = repo("queries/risk_pipeline.sql");
     let (reference, crashed) = (dir.path().join("reference"), dir.path().join("crashed"));
+    // The shipped pipeline plus a file sink (part files committed by rename).
+    let pipeline = std::fs::read_to_string(repo("queries/risk_pipeline.sql")).unwrap();
+    let settlement: String = std::fs::read_to_string(repo("queries/settlement_per_minute.sql"))
+        .unwrap()
+        .lines()
+        .filter(|l| !l.starts_with("--"))
+        .collect::<Vec<_>>()
+        .join("\n");
+    let query_in = |data: &Path| {
+        std::fs::create_dir_all(data).unwrap();
+        let q = data.join("job.sql");
+        std::fs::write(
+            &q,
+            format!(
+                "{pipeline}\nCREATE SINK settlement_file WITH (connector = 'file', path = '{}');\nINSERT INTO settlement_file {settlement};\n",
+                data.join("files").join("settlement").display()
+            ),
+        )
+        .unwrap();
+        q
+    };
     for data in [&reference, &crashed] {
         ok(paystream(data).args(["topic", "create", "payments", "--partitions", "4"]));
         ok(paystream(data).args(["produce", "payments"]).arg(&events));
@@ -61,8 +81,9 @@ fn twenty_kill_9s_change_nothing_in_the_committed_sinks() {
     // One uninterrupted run.
     ok(paystream(&reference)
         .arg("run")
-        .arg(&query)
+        .arg(query_in(&reference))
         .arg("--until-end"));
+    let query = query_in(&crashed);
 
     // The same, killed at random moments: while processing, while checkpointing (every 200 ms),
     // while writing sinks.
@@ -122,6 +143,37 @@ fn twenty_kill_9s_change_nothing_in_the_committed_sinks() {
         );
         assert!(got == want, "{sink}: results differ after {kills} kills");
     }
+    let (want, got) = (part_files(&reference), part_files(&crashed));
+    assert_eq!(want, committed(&reference, "settlement_per_minute"));
+    assert_eq!(
+        got.len(),
+        want.len(),
+        "file sink: row count after {kills} kills"
+    );
+    assert!(got == want, "file sink: rows differ after {kills} kills");
+    // Nothing uncommitted is left behind.
+    for e in std::fs::read_dir(crashed.join("files")).unwrap() {
+        let name = e.unwrap().file_name().to_string_lossy().into_owned();
+        assert!(name.ends_with(".jsonl"), "left over: {name}");
+    }
+}
+
+/// The committed part files of the settlement file sink, as sorted rows.
+fn part_files(data: &Path) -> Vec<String> {
+    let mut rows = Vec::new();
+    for e in std::fs::read_dir(data.join("files")).unwrap() {
+        let p = e.unwrap().path();
+        if p.extension().is_some_and(|x| x == "jsonl") {
+            rows.extend(
+                std::fs::read_to_string(&p)
+                    .unwrap()
+                    .lines()
+                    .map(str::to_string),
+            );
+        }
+    }
+    rows.sort();
+    rows
 }
 
 /// Barrier alignment with several inputs: two queries on two workers each feed the sink loop.

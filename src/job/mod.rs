@@ -32,7 +32,9 @@ use crate::engine::{
 };
 use crate::error::{Error, Result};
 use crate::log::{FsyncPolicy, Log, Producer, TopicConfig};
-use crate::sink::{SharedProducer, Sink, TopicSink, WriterSink};
+use crate::sink::{
+    PartFileSink, PartFiles, SharedPartFiles, SharedProducer, Sink, TopicSink, WriterSink,
+};
 use crate::sql::query_file::{
     DEAD_LETTERS, LATE_EVENTS, QueryFile, SinkConnector, SourceConnector, parse_query_file,
 };
@@ -227,6 +229,8 @@ pub fn run_query_file(
                 .map(|s| s.sinks.clone())
                 .unwrap_or_default()
         }),
+        restored_epoch: restored.as_ref().map_or(0, |s| s.epoch),
+        files: Vec::new(),
     };
     let base = source_topic.clone().unwrap_or_else(|| source.name.clone());
     if let Some(t) = &source_topic {
@@ -336,6 +340,7 @@ pub fn run_query_file(
                 log: &log,
                 store,
                 producers: &sinks.producers,
+                files: &sinks.files,
                 name: &name,
                 topic,
                 queries: &sqls,
@@ -425,11 +430,22 @@ struct SinkFactory<'a> {
     /// For a checkpointed job: sink offsets of the restored checkpoint (empty when none); each
     /// sink topic is aligned with them when opened.
     align: Option<BTreeMap<String, Vec<u64>>>,
+    /// The restored checkpoint's number (0: none), for file sinks' recovery.
+    restored_epoch: u64,
+    /// File sinks of a checkpointed job, committed per checkpoint.
+    files: Vec<SharedPartFiles>,
 }
 
 impl SinkFactory<'_> {
     fn open(&mut self, c: &SinkConnector) -> Result<Box<dyn Sink>> {
         Ok(match c {
+            SinkConnector::File { path } if self.align.is_some() => {
+                let mut files = PartFiles::open(path)?;
+                files.recover(self.restored_epoch)?;
+                let files = Arc::new(Mutex::new(files));
+                self.files.push(Arc::clone(&files));
+                Box::new(PartFileSink::new(files))
+            }
             SinkConnector::File { path } => Box::new(WriterSink::append("sink", path)?),
             SinkConnector::Log { topic, partitions } => {
                 let producer = match self.producers.get(topic) {

@@ -7,6 +7,9 @@
 //!         ─▶ sink partitions' committed markers moved to those offsets (read_committed sees them)
 //!         ─▶ source group offsets committed (for `topic describe` lag)
 //! ```
+//! File sinks follow the same two phases with part files (`sink::PartFiles`): flushed and
+//! renamed to pending before the checkpoint, renamed to committed after it.
+//!
 //! A crash before the checkpoint is durable: recovery restores the previous checkpoint and
 //! truncates the sinks back to its offsets (the records after it are aborted, never having been
 //! visible). A crash after it: recovery moves the markers forward to the checkpoint's offsets
@@ -20,7 +23,7 @@ use crate::checkpoint::CheckpointStore;
 use crate::engine::PipelineState;
 use crate::error::Result;
 use crate::log::{GroupOffsets, Log, Producer, commit_offset, committed_offset};
-use crate::sink::SharedProducer;
+use crate::sink::{SharedPartFiles, SharedProducer};
 
 /// Makes a sink topic's partitions agree with a restored checkpoint: everything after the
 /// checkpoint's offsets (or, without one, after the last committed marker) is aborted; a topic
@@ -54,6 +57,7 @@ pub struct Committer<'a> {
     pub(super) log: &'a Log,
     pub(super) store: &'a CheckpointStore,
     pub(super) producers: &'a BTreeMap<String, SharedProducer>,
+    pub(super) files: &'a [SharedPartFiles],
     pub(super) name: &'a str,
     pub(super) topic: &'a str,
     pub(super) queries: &'a [String],
@@ -76,6 +80,9 @@ impl Committer<'_> {
             sinks.insert(topic.clone(), p.end_offsets());
         }
         self.epoch += 1;
+        for f in self.files {
+            f.lock().expect("part files lock").pre_commit(self.epoch)?;
+        }
         let positions = state.positions.clone();
         let saved = SavedState {
             queries: self.queries.to_vec(),
@@ -97,6 +104,9 @@ impl Committer<'_> {
             for (p, end) in ends.iter().enumerate() {
                 commit_offset(&self.log.partition_dir(topic, p as u32), *end)?;
             }
+        }
+        for f in self.files {
+            f.lock().expect("part files lock").commit(self.epoch)?;
         }
         self.log
             .commit_offsets(self.topic, self.name, &GroupOffsets { offsets: positions })?;

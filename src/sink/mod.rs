@@ -5,6 +5,7 @@
 //! stdout, [`MemorySink`] keeps everything in memory for tests and embedding.
 
 mod json;
+mod part_files;
 mod topic;
 
 use std::io::Write;
@@ -14,6 +15,7 @@ use std::sync::{Arc, Mutex};
 use datafusion::arrow::array::RecordBatch;
 
 pub use self::json::{event_json, write_batch, write_json_str, write_row, write_value};
+pub use self::part_files::{PartFileSink, PartFiles, SharedPartFiles};
 pub use self::topic::{FLUSH_EVERY, SharedProducer, TopicSink};
 
 use crate::decode::{Origin, Reject};
