@@ -211,7 +211,7 @@ pub fn run_query_file(
                     .display()
                     .to_string()
             });
-            Some(CheckpointStore::open(&location, 3)?)
+            Some(Arc::new(CheckpointStore::open(&location, 3)?))
         }
         None => None,
     };
@@ -337,16 +337,17 @@ pub fn run_query_file(
             };
             let store = store.as_ref().expect("a log source has a checkpoint store");
             let mut committer = transactions::Committer {
-                log: &log,
-                store,
+                log: log.clone(),
+                store: Arc::clone(store),
                 producers: &sinks.producers,
-                files: &sinks.files,
-                name: &name,
-                topic,
-                queries: &sqls,
+                files: sinks.files.clone(),
+                name: name.clone(),
+                topic: topic.clone(),
+                queries: sqls.clone(),
                 workers,
                 epoch: restored.as_ref().map_or(0, |s| s.epoch),
                 taken: Vec::new(),
+                inflight: None,
             };
             let epoch0 = committer.epoch;
             let restore = restored.map(|s| s.pipeline);
@@ -356,7 +357,7 @@ pub fn run_query_file(
                 let job = name.as_str();
                 let hook = move |state: PipelineState, requested: bool| {
                     let sp = requested.then(|| format!("{job}-{}", c.epoch + 1));
-                    c.commit(state, sp.as_deref())
+                    c.commit(state, sp, false)
                 };
                 run_continuous(
                     Outputs {
@@ -376,7 +377,7 @@ pub fn run_query_file(
                 )?
             };
             // The stop is a checkpoint too: a restart continues exactly here.
-            committer.commit(out.state, None)?;
+            committer.commit(out.state, None, true)?;
             tracing::info!(job = %name, checkpoints = committer.epoch - epoch0, "stopped");
             checkpoints = std::mem::take(&mut committer.taken);
             summary = out.summary;

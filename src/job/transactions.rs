@@ -16,12 +16,14 @@
 //! (committing what it covers). Either way each result is visible exactly once.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use super::saved_state::SavedState;
 use crate::checkpoint::CheckpointStore;
 use crate::engine::PipelineState;
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::log::{GroupOffsets, Log, Producer, commit_offset, committed_offset};
 use crate::sink::{SharedPartFiles, SharedProducer};
 
@@ -52,25 +54,46 @@ pub fn align_sink(log: &Log, producer: &mut Producer, restored: Option<&[u64]>) 
     Ok(())
 }
 
-/// Commits checkpoints of one running job.
+/// Commits checkpoints of one running job. Phase one (sinks durable, part files pending) runs
+/// on the pipeline's thread at the barrier; writing the checkpoint and phase two run in the
+/// background while the pipeline goes on, one checkpoint at a time.
 pub struct Committer<'a> {
-    pub(super) log: &'a Log,
-    pub(super) store: &'a CheckpointStore,
+    pub(super) log: Log,
+    pub(super) store: Arc<CheckpointStore>,
     pub(super) producers: &'a BTreeMap<String, SharedProducer>,
-    pub(super) files: &'a [SharedPartFiles],
-    pub(super) name: &'a str,
-    pub(super) topic: &'a str,
-    pub(super) queries: &'a [String],
+    pub(super) files: Vec<SharedPartFiles>,
+    pub(super) name: String,
+    pub(super) topic: String,
+    pub(super) queries: Vec<String>,
     pub(super) workers: usize,
     /// The last checkpoint's number.
     pub(super) epoch: u64,
-    /// (duration, bytes) of each checkpoint taken.
+    /// (duration, bytes) of each checkpoint completed.
     pub(super) taken: Vec<(Duration, usize)>,
+    pub(super) inflight: Option<JoinHandle<Result<(Duration, usize)>>>,
 }
 
 impl Committer<'_> {
+    /// Waits for the checkpoint being written, if any.
+    pub fn wait(&mut self) -> Result<()> {
+        if let Some(h) = self.inflight.take() {
+            let done = h
+                .join()
+                .map_err(|_| Error::Internal("the checkpoint writer panicked".into()))??;
+            self.taken.push(done);
+        }
+        Ok(())
+    }
+
     /// Commits `state` as the next checkpoint; with `savepoint`, also stores it under that name.
-    pub fn commit(&mut self, state: PipelineState, savepoint: Option<&str>) -> Result<()> {
+    /// With `wait`, returns once it is complete (the final checkpoint of a run).
+    pub fn commit(
+        &mut self,
+        state: PipelineState,
+        savepoint: Option<String>,
+        wait: bool,
+    ) -> Result<()> {
+        self.wait()?;
         let t0 = Instant::now();
         let mut sinks = BTreeMap::new();
         for (topic, p) in self.producers {
@@ -80,44 +103,55 @@ impl Committer<'_> {
             sinks.insert(topic.clone(), p.end_offsets());
         }
         self.epoch += 1;
-        for f in self.files {
-            f.lock().expect("part files lock").pre_commit(self.epoch)?;
+        let epoch = self.epoch;
+        for f in &self.files {
+            f.lock().expect("part files lock").pre_commit(epoch)?;
         }
-        let positions = state.positions.clone();
         let saved = SavedState {
-            queries: self.queries.to_vec(),
+            queries: self.queries.clone(),
             workers: self.workers,
-            topic: self.topic.to_string(),
-            epoch: self.epoch,
+            topic: self.topic.clone(),
+            epoch,
             sinks,
             pipeline: state,
         };
-        let bytes = saved.encode();
-        let size = bytes.len();
-        if let Some(name) = savepoint {
-            self.store
-                .write_savepoint(name, self.epoch, bytes.clone())?;
-            tracing::info!(savepoint = name, epoch = self.epoch, "savepoint written");
-        }
-        self.store.write(self.epoch, bytes)?;
-        for (topic, ends) in &saved.sinks {
-            for (p, end) in ends.iter().enumerate() {
-                commit_offset(&self.log.partition_dir(topic, p as u32), *end)?;
-            }
-        }
-        for f in self.files {
-            f.lock().expect("part files lock").commit(self.epoch)?;
-        }
-        self.log
-            .commit_offsets(self.topic, self.name, &GroupOffsets { offsets: positions })?;
-        let took = t0.elapsed();
-        tracing::info!(
-            epoch = self.epoch,
-            bytes = size,
-            ms = took.as_millis() as u64,
-            "checkpoint complete"
+        let (store, log, files) = (
+            Arc::clone(&self.store),
+            self.log.clone(),
+            self.files.clone(),
         );
-        self.taken.push((took, size));
+        let (name, topic) = (self.name.clone(), self.topic.clone());
+        let write = move || -> Result<(Duration, usize)> {
+            let positions = saved.pipeline.positions.clone();
+            let bytes = saved.encode();
+            let size = bytes.len();
+            if let Some(sp) = &savepoint {
+                store.write_savepoint(sp, epoch, bytes.clone())?;
+                tracing::info!(savepoint = %sp, epoch, "savepoint written");
+            }
+            store.write(epoch, bytes)?;
+            for (topic, ends) in &saved.sinks {
+                for (p, end) in ends.iter().enumerate() {
+                    commit_offset(&log.partition_dir(topic, p as u32), *end)?;
+                }
+            }
+            for f in &files {
+                f.lock().expect("part files lock").commit(epoch)?;
+            }
+            log.commit_offsets(&topic, &name, &GroupOffsets { offsets: positions })?;
+            let took = t0.elapsed();
+            tracing::info!(
+                epoch,
+                bytes = size,
+                ms = took.as_millis() as u64,
+                "checkpoint complete"
+            );
+            Ok((took, size))
+        };
+        self.inflight = Some(crate::engine::spawn("checkpoint", write));
+        if wait {
+            self.wait()?;
+        }
         Ok(())
     }
 }
