@@ -400,3 +400,110 @@ fn savepoints_are_taken_restored_and_refused_when_the_query_changed() {
         .unwrap();
     assert!(String::from_utf8_lossy(&o.stderr).contains("no savepoint `nope`"));
 }
+
+/// Checkpoints in an S3-compatible store (a real moto S3 server on loopback, as `.ci/run`
+/// installs it): written, listed, read back for a savepoint, and restored by a second run.
+#[test]
+fn checkpoints_go_to_an_s3_compatible_store() {
+    use std::io::{Read, Write};
+    use std::net::{TcpListener, TcpStream};
+
+    let port = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    struct Kill(std::process::Child);
+    impl Drop for Kill {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let _server = Kill(
+        Command::new("moto_server")
+            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("moto_server (pip install 'moto[server]'; .ci/run installs it)"),
+    );
+    fn request(port: u16, method: &str, path: &str) -> std::io::Result<String> {
+        let mut s = TcpStream::connect(("127.0.0.1", port))?;
+        write!(
+            s,
+            "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+        )?;
+        let mut out = String::new();
+        s.read_to_string(&mut out)?;
+        Ok(out)
+    }
+    let http = |method: &str, path: &str| request(port, method, path).unwrap_or_default();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !http("PUT", "/ckpt").starts_with("HTTP/1.1 200") {
+        assert!(Instant::now() < deadline, "moto_server did not start");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let events = dir.path().join("events.jsonl");
+    ok(Command::new(env!("CARGO_BIN_EXE_paystream"))
+        .args([
+            "gen", "--events", "20000", "--seed", "8", "--rate", "50", "-o",
+        ])
+        .arg(&events));
+    ok(paystream(&data).args(["topic", "create", "payments", "--partitions", "2"]));
+    ok(paystream(&data).args(["produce", "payments"]).arg(&events));
+    let s3 = |c: &mut Command| {
+        c.env("AWS_ENDPOINT", format!("http://127.0.0.1:{port}"))
+            .env("AWS_ACCESS_KEY_ID", "paystream")
+            .env("AWS_SECRET_ACCESS_KEY", "paystream")
+            .env("AWS_REGION", "us-east-1");
+    };
+    let query = repo("queries/risk_pipeline.sql");
+    let location = "s3://ckpt/jobs/risk";
+    let mut first = paystream(&data);
+    first
+        .arg("run")
+        .arg(&query)
+        .args(["--checkpoint-dir", location, "--until-end"]);
+    s3(&mut first);
+    let out = first.output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let listing = http("GET", "/ckpt?list-type=2&prefix=jobs/risk/");
+    assert!(
+        listing.contains("jobs/risk/chk-0000000001/_COMPLETE"),
+        "{listing}"
+    );
+    assert!(
+        listing.contains("jobs/risk/chk-0000000001/state"),
+        "{listing}"
+    );
+    // Read back: the stopped job's latest checkpoint becomes a savepoint.
+    let mut sp = paystream(&data);
+    sp.args(["savepoint", "risk_pipeline", "--checkpoint-dir", location]);
+    s3(&mut sp);
+    let name = ok(&mut sp).trim().to_string();
+    assert_eq!(name, "risk_pipeline-1");
+    // And a second run restores it from the store.
+    let mut again = paystream(&data);
+    again
+        .arg("run")
+        .arg(&query)
+        .args(["--checkpoint-dir", location, "--until-end"]);
+    s3(&mut again);
+    let out = again.output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success() && err.contains("resumed=true"),
+        "{err}"
+    );
+    assert!(
+        http("GET", "/ckpt?list-type=2&prefix=jobs/risk/").contains("chk-0000000002/_COMPLETE")
+    );
+}

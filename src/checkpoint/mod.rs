@@ -1,5 +1,6 @@
 //! Checkpoint storage: versioned, checksummed snapshots of a running query, kept in an
-//! [`object_store`](datafusion::object_store) (the local filesystem by default).
+//! [`object_store`](datafusion::object_store): the local filesystem by default, or an
+//! S3-compatible bucket (`s3://bucket/prefix`).
 //!
 //! ```text
 //! <root>/chk-0000000042/state        the query's state (see `job::saved_state`: CRC32C inside)
@@ -14,6 +15,7 @@
 
 use std::sync::Arc;
 
+use datafusion::object_store::aws::AmazonS3Builder;
 use datafusion::object_store::local::LocalFileSystem;
 use datafusion::object_store::path::Path as StorePath;
 use datafusion::object_store::{ObjectStore, ObjectStoreExt, PutPayload};
@@ -48,18 +50,22 @@ fn store_err(what: &str, e: impl std::fmt::Display) -> Error {
 impl CheckpointStore {
     /// Checkpoints in the directory `dir` (created if missing), keeping the last `keep`.
     ///
-    /// A `file://` URL or a plain path is the local filesystem. Object-store URLs such as
-    /// `s3://bucket/prefix` need paystream built with that store's feature; this build has only
-    /// the local one, and says so.
+    /// A `file://` URL or a plain path is the local filesystem; `s3://bucket/prefix` an
+    /// S3-compatible store.
     pub fn open(location: &str, keep: usize) -> Result<Self> {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| store_err("runtime", e))?;
         let dir = match location.split_once("://") {
             None => std::path::PathBuf::from(location),
             Some(("file", rest)) => std::path::PathBuf::from(rest),
+            Some(("s3", rest)) => return Self::s3(location, rest, rt, keep),
             Some((scheme, _)) => {
                 return Err(Error::Config {
                     what: "checkpoint location".into(),
                     message: format!(
-                        "`{scheme}://` object stores are not built into this paystream; use a local directory or file:// URL"
+                        "`{scheme}://` is not a supported checkpoint store; use a local directory, file:// or s3://"
                     ),
                 });
             }
@@ -70,14 +76,37 @@ impl CheckpointStore {
             .map_err(|e| store_err(&dir.display().to_string(), e))?;
         let store = LocalFileSystem::new_with_prefix(&dir)
             .map_err(|e| store_err(&dir.display().to_string(), e))?;
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .map_err(|e| store_err("runtime", e))?;
         Ok(CheckpointStore {
             store: Arc::new(store),
             root: StorePath::from(""),
             local: Some(dir),
+            rt,
+            keep: keep.max(1),
+        })
+    }
+
+    /// An S3-compatible bucket: `s3://bucket/prefix`, configured from the usual `AWS_*`
+    /// environment variables (`AWS_ENDPOINT` for another S3-compatible server; plain `http://`
+    /// endpoints are allowed).
+    fn s3(url: &str, rest: &str, rt: tokio::runtime::Runtime, keep: usize) -> Result<Self> {
+        let prefix = rest
+            .split_once('/')
+            .map_or("", |(_, p)| p.trim_matches('/'));
+        let mut b = AmazonS3Builder::from_env().with_url(url);
+        let endpoint = std::env::var("AWS_ENDPOINT_URL_S3")
+            .or_else(|_| std::env::var("AWS_ENDPOINT"))
+            .unwrap_or_default();
+        if endpoint.starts_with("http://") {
+            b = b.with_allow_http(true);
+        }
+        let store = b.build().map_err(|e| Error::Config {
+            what: "checkpoint location".into(),
+            message: format!("{url}: {e}"),
+        })?;
+        Ok(CheckpointStore {
+            store: Arc::new(store),
+            root: StorePath::from(prefix),
+            local: None,
             rt,
             keep: keep.max(1),
         })
@@ -257,6 +286,6 @@ mod tests {
             (3, vec![1, 2, 3])
         );
         assert!(s.savepoint("nope").unwrap().is_none());
-        assert!(CheckpointStore::open("s3://bucket/x", 3).is_err());
+        assert!(CheckpointStore::open("gopher://x", 3).is_err());
     }
 }
