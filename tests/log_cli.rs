@@ -5,23 +5,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::util::repo;
-
-fn paystream(data: &Path) -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_paystream"));
-    c.arg("--data-dir").arg(data);
-    c
-}
-
-fn ok(c: &mut Command) -> String {
-    let o = c.output().unwrap();
-    assert!(
-        o.status.success(),
-        "{c:?} failed: {}",
-        String::from_utf8_lossy(&o.stderr)
-    );
-    String::from_utf8(o.stdout).unwrap()
-}
+use crate::util::{consume_all, ok, paystream, repo};
 
 fn produce(data: &Path, topic: &str, lines: &[&str]) {
     let mut child = paystream(data)
@@ -38,13 +22,6 @@ fn produce(data: &Path, topic: &str, lines: &[&str]) {
     }
     let o = child.wait_with_output().unwrap();
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-}
-
-fn consume_all(data: &Path, topic: &str) -> Vec<String> {
-    let out = ok(paystream(data).args(["consume", topic, "--until-end"]));
-    let mut v: Vec<String> = out.lines().map(str::to_string).collect();
-    v.sort();
-    v
 }
 
 fn replay_sorted(events: &Path, query: &str) -> Vec<String> {
@@ -325,18 +302,9 @@ fn an_idle_partition_stops_holding_the_watermark_back() {
     .unwrap();
     let results = MemorySink::default();
     let stop = Arc::new(AtomicBool::new(false));
-    let opts = ContinuousOptions {
-        log: log.clone(),
-        topic: "payments".into(),
-        start: Default::default(),
-        watermark_delay: 5_000,
-        max_skew: 300_000,
-        dedup_ttl: 3_600_000,
-        idle_timeout: Duration::from_millis(300),
-        workers: 1,
-        batch_size: 8192,
-        until_end: false,
-    };
+    let mut opts = ContinuousOptions::new(log.clone(), "payments");
+    opts.idle_timeout = Duration::from_millis(300);
+    opts.workers = 1;
     let (r, s) = (results.clone(), Arc::clone(&stop));
     let run = std::thread::spawn(move || {
         let q = QueryRun {

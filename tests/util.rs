@@ -85,3 +85,27 @@ pub fn repo(path: &str) -> std::path::PathBuf {
         std::env::var_os("CARGO_MANIFEST_DIR").unwrap_or_else(|| env!("CARGO_MANIFEST_DIR").into());
     Path::new(&root).join(path)
 }
+
+/// The `paystream` binary with `--data-dir data`.
+pub fn paystream(data: &Path) -> std::process::Command {
+    let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_paystream"));
+    c.arg("--data-dir").arg(data);
+    c
+}
+
+/// Runs `c`, asserting success; returns its standard output.
+pub fn ok(c: &mut std::process::Command) -> String {
+    let o = c.output().unwrap();
+    assert!(
+        o.status.success(),
+        "{c:?} failed: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    String::from_utf8(o.stdout).unwrap()
+}
+
+/// Every committed record of `topic`, sorted.
+pub fn consume_all(data: &Path, topic: &str) -> Vec<String> {
+    let out = ok(paystream(data).args(["consume", topic, "--until-end"]));
+    sorted(out.lines().map(str::to_string).collect())
+}

@@ -119,18 +119,8 @@ pub(crate) fn demo(a: DemoArgs) -> anyhow::Result<()> {
                         results: Box::new(TopicSink::new(*name, p)),
                     });
                 }
-                let opts = ContinuousOptions {
-                    log,
-                    topic: "payments".into(),
-                    start: Default::default(),
-                    watermark_delay: 5_000,
-                    max_skew: 300_000,
-                    dedup_ttl: 3_600_000,
-                    idle_timeout: Duration::from_secs(2),
-                    workers: 2,
-                    batch_size: 8192,
-                    until_end: false,
-                };
+                let mut opts = ContinuousOptions::new(log, "payments");
+                opts.idle_timeout = Duration::from_secs(2);
                 Ok(run_continuous(
                     Outputs {
                         queries,

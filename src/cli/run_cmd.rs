@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use paystream::checkpoint::CheckpointStore;
-use paystream::job::{JobOptions, run_query_file, state_dir};
+use paystream::job::{JobOptions, job_name, run_query_file, state_dir};
 use paystream::time::parse_duration_millis;
 
 use super::log_cmds::{DataDir, fsync_policy};
@@ -53,22 +53,6 @@ pub(crate) struct SavepointArgs {
 
 fn pid_file(data: &Path, job: &str) -> PathBuf {
     state_dir(data, job).join("pid")
-}
-
-fn job_name(query_file: &Path) -> String {
-    query_file
-        .file_stem()
-        .map(|s| s.to_string_lossy().into_owned())
-        .unwrap_or_else(|| "job".into())
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || c == '-' {
-                c
-            } else {
-                '_'
-            }
-        })
-        .collect()
 }
 
 /// SIGUSR1 asks a running job for a savepoint.

@@ -53,6 +53,25 @@ pub struct ContinuousOptions {
     pub until_end: bool,
 }
 
+impl ContinuousOptions {
+    /// Defaults for `topic` in `log`: from the earliest offsets, 5 s watermark delay, 5 min
+    /// skew, 1 h dedup TTL, 30 s idle timeout, all cores, tailing until stopped.
+    pub fn new(log: Log, topic: impl Into<String>) -> Self {
+        ContinuousOptions {
+            log,
+            topic: topic.into(),
+            start: BTreeMap::new(),
+            watermark_delay: 5_000,
+            max_skew: 300_000,
+            dedup_ttl: 3_600_000,
+            idle_timeout: Duration::from_secs(30),
+            workers: std::thread::available_parallelism().map_or(2, |n| n.get()),
+            batch_size: 8192,
+            until_end: false,
+        }
+    }
+}
+
 /// Where a run's rows go: each query's results, and the shared dead-letter and late outputs.
 pub struct Outputs<'a> {
     /// The queries and their result sinks.
@@ -148,6 +167,7 @@ pub fn run_continuous(
         origins: (0..n)
             .map(|p| Origin::partition(opts.topic.as_str(), p))
             .collect(),
+        positions: positions.clone(),
     };
     let name_late_queries = queries.len() > 1;
     let spec = pipeline::Spec {

@@ -219,6 +219,7 @@ pub fn run_file(
         threads,
         bytes,
         origins: vec![origin],
+        positions: Default::default(),
     };
     let name_late_queries = queries.len() > 1;
     let spec = pipeline::Spec {

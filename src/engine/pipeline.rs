@@ -71,6 +71,10 @@ pub(super) struct Source {
     pub bytes: Arc<AtomicU64>,
     /// Origin of each source partition (index = `ChunkTag::partition`).
     pub origins: Vec<Origin>,
+    /// Where each source partition starts: every checkpoint records a position for every
+    /// partition, also one that has delivered nothing since the start (else a recovery from it
+    /// would re-read that partition from offset 0).
+    pub positions: BTreeMap<u32, u64>,
 }
 
 /// How a run is wired.
@@ -218,6 +222,7 @@ pub(super) fn run(
         );
     }
     let origins = Arc::new(source.origins);
+    let start_positions = source.positions;
     let router_origins = Arc::clone(&origins);
     let mut dead_letter = spec.dead_letter;
     let speed = spec.speed;
@@ -239,7 +244,7 @@ pub(super) fn run(
             speed,
             pace: None,
             last_sent: i64::MIN,
-            positions: BTreeMap::new(),
+            positions: start_positions,
             meta: meta_tx,
             interval,
             request,

@@ -116,6 +116,24 @@ fn setting(file: &QueryFile, own: Option<i64>, key: &str, default: i64) -> Resul
     }
 }
 
+/// A job's name: its query file's stem, with anything but letters, digits and `-` made `_`. It
+/// names the job's state directory and its consumer group.
+pub fn job_name(query_file: &Path) -> String {
+    query_file
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "job".into())
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
+}
+
 /// The directory where a job keeps its saved state.
 pub fn state_dir(data_dir: &Path, job: &str) -> PathBuf {
     data_dir.join("_queries").join(job)
@@ -140,19 +158,7 @@ pub fn run_query_file(
         e => e,
     };
     let file = parse_query_file(&text).map_err(in_file)?;
-    let name: String = path
-        .file_stem()
-        .map(|s| s.to_string_lossy().into_owned())
-        .unwrap_or_else(|| "job".into())
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || c == '-' {
-                c
-            } else {
-                '_'
-            }
-        })
-        .collect();
+    let name = job_name(path);
     let source = match file.sources.as_slice() {
         [s] => s.clone(),
         [] => {

@@ -136,18 +136,9 @@ pub fn run(input: &Path, workers: &[usize]) -> Result<Vec<Measurement>> {
             Ok((s.read, ()))
         })?);
         out.push(measure(&format!("run from topic: {name}"), w, || {
-            let opts = ContinuousOptions {
-                log: log.clone(),
-                topic: "payments".into(),
-                start: Default::default(),
-                watermark_delay: 5_000,
-                max_skew: 300_000,
-                dedup_ttl: 3_600_000,
-                idle_timeout: Duration::from_secs(30),
-                workers: w,
-                batch_size: 8192,
-                until_end: true,
-            };
+            let mut opts = ContinuousOptions::new(log.clone(), "payments");
+            opts.workers = w;
+            opts.until_end = true;
             let q = QueryRun {
                 name: name.into(),
                 plan: &plan,
