@@ -34,7 +34,7 @@ enum Command {
     Replay(ReplayArgs),
     /// Write deterministic synthetic payment events as JSON Lines.
     Gen(GenArgs),
-    /// Generate events and replay them through the shipped queries (no setup needed).
+    /// Produce generated events into a topic and run the shipped queries live over it (no setup).
     Demo(cli::demo::DemoArgs),
     /// Measure throughput: each shipped query over a generated file, beside same-run baselines.
     Bench(BenchArgs),

@@ -33,7 +33,8 @@ pub(crate) struct RunArgs {
     /// Take a checkpoint this often (default: `SET checkpoint_interval` in the file, else 10s).
     #[arg(long)]
     checkpoint_interval: Option<String>,
-    /// Where checkpoints are kept: a directory or file:// URL (default:
+    /// Where checkpoints are kept: a directory, file:// URL or s3://bucket/prefix (AWS_*
+    /// variables configure S3, e.g. AWS_ENDPOINT for MinIO; default:
     /// <data-dir>/_queries/<job>/checkpoints).
     #[arg(long)]
     checkpoint_dir: Option<String>,
