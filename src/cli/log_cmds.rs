@@ -173,13 +173,16 @@ pub(crate) fn topic(data: &DataDir, cmd: TopicCommand) -> anyhow::Result<()> {
             println!("records: {total}");
             println!("bytes: {bytes}");
             println!(
-                "{:>9} {:>14} {:>14} {:>14} {:>8}",
-                "partition", "start_offset", "end_offset", "bytes", "segments"
+                "{:>9} {:>14} {:>14} {:>14} {:>14} {:>8}",
+                "partition", "start_offset", "end_offset", "committed", "bytes", "segments"
             );
             for s in &stats {
+                // `committed` is the read_committed end of a sink topic; `-` when the partition
+                // is not written transactionally (everything is visible).
+                let committed = s.committed.map_or("-".to_string(), |c| c.to_string());
                 println!(
-                    "{:>9} {:>14} {:>14} {:>14} {:>8}",
-                    s.partition, s.start_offset, s.end_offset, s.bytes, s.segments
+                    "{:>9} {:>14} {:>14} {:>14} {:>14} {:>8}",
+                    s.partition, s.start_offset, s.end_offset, committed, s.bytes, s.segments
                 );
             }
             let groups = log.groups(&topic);

@@ -240,6 +240,7 @@ impl Log {
                     partition: p,
                     start_offset: bases.first().copied().unwrap_or(0),
                     end_offset: r.end_offset()?,
+                    committed: super::txn::committed_offset(&dir)?,
                     bytes,
                     segments: bases.len(),
                 })
@@ -310,6 +311,8 @@ pub struct PartitionStats {
     pub start_offset: u64,
     /// Offset the next record gets.
     pub end_offset: u64,
+    /// For a transactional (sink) partition: the offset up to which records are committed.
+    pub committed: Option<u64>,
     /// Bytes of segment files.
     pub bytes: u64,
     /// Number of segments.
