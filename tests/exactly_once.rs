@@ -403,13 +403,21 @@ fn checkpoints_go_to_an_s3_compatible_store() {
             let _ = self.0.wait();
         }
     }
+    // `python3 -m moto.server` works wherever pip put the package, on PATH or not.
     let _server = Kill(
-        Command::new("moto_server")
-            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+        Command::new("python3")
+            .args([
+                "-m",
+                "moto.server",
+                "-H",
+                "127.0.0.1",
+                "-p",
+                &port.to_string(),
+            ])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
-            .expect("moto_server (pip install 'moto[server]'; .ci/run installs it)"),
+            .expect("python3 with moto (pip install 'moto[server]'; .ci/run installs it)"),
     );
     fn request(port: u16, method: &str, path: &str) -> std::io::Result<String> {
         let mut s = TcpStream::connect(("127.0.0.1", port))?;
