@@ -60,23 +60,15 @@ fn pid_file(data: &Path, job: &str) -> PathBuf {
 fn savepoint_on_signal() -> Arc<AtomicBool> {
     let flag = Arc::new(AtomicBool::new(false));
     let f = Arc::clone(&flag);
-    std::thread::spawn(move || {
-        let Ok(rt) = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
+    crate::on_signals(move || async move {
+        let Ok(mut s) =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::user_defined1())
         else {
             return;
         };
-        rt.block_on(async {
-            let Ok(mut s) =
-                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::user_defined1())
-            else {
-                return;
-            };
-            while s.recv().await.is_some() {
-                f.store(true, Ordering::Relaxed);
-            }
-        });
+        while s.recv().await.is_some() {
+            f.store(true, Ordering::Relaxed);
+        }
     });
     flag
 }
