@@ -9,13 +9,46 @@ use std::borrow::Cow;
 
 use super::reject::RejectReason;
 use super::row::{Invalid, RawRow, RawValue};
-use crate::schema::FieldId;
+use crate::schema::{FIELD_NAMES, FieldId, NUM_FIELDS};
 
 /// Index of the first byte at or after `i` that is `"`, `\\` or a control character (< 0x20),
-/// or `b.len()`. Eight bytes at a time: for each byte class, `(x - 0x01…01·c) & !x & 0x80…80`
+/// or `b.len()`. Sixteen bytes at a time with SSE2 (part of every x86-64 CPU), the rest eight at
+/// a time.
+#[inline(always)]
+fn find_special(b: &[u8], i: usize) -> usize {
+    #[cfg(target_arch = "x86_64")]
+    {
+        use std::arch::x86_64::{
+            __m128i, _mm_cmpeq_epi8, _mm_loadu_si128, _mm_max_epu8, _mm_movemask_epi8,
+            _mm_or_si128, _mm_set1_epi8,
+        };
+        let mut i = i;
+        while i + 16 <= b.len() {
+            // SAFETY: SSE2 is baseline on x86_64, and the unaligned load reads `b[i..i + 16]`,
+            // which the loop condition keeps in bounds.
+            let mask = unsafe {
+                let x = _mm_loadu_si128(b.as_ptr().add(i).cast::<__m128i>());
+                let quote = _mm_cmpeq_epi8(x, _mm_set1_epi8(b'"' as i8));
+                let backslash = _mm_cmpeq_epi8(x, _mm_set1_epi8(b'\\' as i8));
+                // x < 0x20 (unsigned) exactly when max(x, 0x1f) == 0x1f.
+                let ctl = _mm_cmpeq_epi8(_mm_max_epu8(x, _mm_set1_epi8(0x1f)), _mm_set1_epi8(0x1f));
+                _mm_movemask_epi8(_mm_or_si128(_mm_or_si128(quote, backslash), ctl)) as u32
+            };
+            if mask != 0 {
+                return i + mask.trailing_zeros() as usize;
+            }
+            i += 16;
+        }
+        find_special_swar(b, i)
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    find_special_swar(b, i)
+}
+
+/// [`find_special`] eight bytes at a time: for each byte class, `(x - 0x01…01·c) & !x & 0x80…80`
 /// flags the bytes equal to (or below) `c`; the lowest flag is always exact.
-#[inline]
-fn find_special(b: &[u8], mut i: usize) -> usize {
+#[inline(always)]
+fn find_special_swar(b: &[u8], mut i: usize) -> usize {
     const LO: u64 = 0x0101_0101_0101_0101;
     const HI: u64 = 0x8080_8080_8080_8080;
     while i + 8 <= b.len() {
@@ -81,18 +114,27 @@ impl<'a> Cursor<'a> {
         }
     }
 
-    /// Parses a string starting at `"`; borrows when it holds no escapes.
+    /// Parses a string starting at `"`; borrows when it holds no escapes. The common case (no
+    /// escape) is inlined into the callers; escapes take the out-of-line path.
+    #[inline(always)]
     fn string(&mut self) -> Result<Cow<'a, str>, Invalid> {
         self.i += 1; // opening quote
         let start = self.i;
         self.i = find_special(self.b, self.i);
+        if self.b.get(self.i) == Some(&b'"') {
+            let s = &self.s[start..self.i];
+            self.i += 1;
+            return Ok(Cow::Borrowed(s));
+        }
+        self.string_slow(start)
+    }
+
+    /// The rest of a string whose scan from `start` stopped at a byte other than `"`.
+    #[cold]
+    #[inline(never)]
+    fn string_slow(&mut self, start: usize) -> Result<Cow<'a, str>, Invalid> {
         match self.b.get(self.i) {
             None => return Err(malformed("truncated: unterminated string")),
-            Some(b'"') => {
-                let s = &self.s[start..self.i];
-                self.i += 1;
-                return Ok(Cow::Borrowed(s));
-            }
             Some(b'\\') => {}
             Some(_) => {
                 return Err(malformed(format!(
@@ -306,10 +348,68 @@ impl<'a> Cursor<'a> {
     }
 }
 
+/// `"name"` of each field as a little-endian pattern over 16 bytes, and the mask of its bytes.
+const KEY_PATTERNS: [(u128, u128); NUM_FIELDS] = {
+    let mut out = [(0u128, 0u128); NUM_FIELDS];
+    let mut f = 0;
+    while f < NUM_FIELDS {
+        let b = FIELD_NAMES[f].as_bytes();
+        assert!(
+            b.len() < 16,
+            "field names fit a 16-byte compare with their quote"
+        );
+        let (mut pat, mut mask, mut k) = (0u128, 0u128, 0);
+        while k < b.len() {
+            pat |= (b[k] as u128) << (8 * k);
+            mask |= 0xff << (8 * k);
+            k += 1;
+        }
+        pat |= (b'"' as u128) << (8 * k);
+        mask |= 0xff << (8 * k);
+        out[f] = (pat, mask);
+        f += 1;
+    }
+    out
+};
+
+/// Field order learned from the lines seen so far: events from one producer list their fields in
+/// the same order, so the key after field `f` is most likely the one that followed it last time.
+/// A right guess is confirmed by one 16-byte compare instead of scanning and looking up the key;
+/// a wrong one costs that compare and takes the general path.
+#[derive(Debug, Clone)]
+pub(super) struct KeyOrder {
+    /// `next[0]`: the first key; `next[f + 1]`: the key after field `f`; `u8::MAX` when unknown.
+    next: [u8; NUM_FIELDS + 1],
+}
+
+impl Default for KeyOrder {
+    fn default() -> Self {
+        KeyOrder {
+            next: [u8::MAX; NUM_FIELDS + 1],
+        }
+    }
+}
+
+impl KeyOrder {
+    /// The predicted field after `prev` if the key at `b[i]` (its opening quote) is that field.
+    #[inline(always)]
+    fn confirm(&self, prev: usize, b: &[u8], i: usize) -> Option<FieldId> {
+        let f = *self.next.get(prev)? as usize;
+        let (pat, mask) = *KEY_PATTERNS.get(f)?;
+        let bytes: [u8; 16] = b.get(i + 1..i + 17)?.try_into().ok()?;
+        (u128::from_le_bytes(bytes) & mask == pat).then(|| FieldId::ALL[f])
+    }
+}
+
 /// Parses one line holding one JSON object into `row`.
 ///
-/// `line` must already be valid UTF-8 (checked once per line by the caller).
-pub(super) fn parse_object<'a>(line: &'a str, row: &mut RawRow<'a>) -> Result<(), Invalid> {
+/// `line` must already be valid UTF-8 (checked by the caller). `order` carries the key order
+/// between lines of one input; any value (even a fresh one) gives the same result.
+pub(super) fn parse_object<'a>(
+    line: &'a str,
+    row: &mut RawRow<'a>,
+    order: &mut KeyOrder,
+) -> Result<(), Invalid> {
     let mut c = Cursor {
         b: line.as_bytes(),
         s: line,
@@ -321,6 +421,8 @@ pub(super) fn parse_object<'a>(line: &'a str, row: &mut RawRow<'a>) -> Result<()
     }
     c.i += 1;
     c.ws();
+    // The field before the next key, as an index into `order.next`.
+    let mut prev = 0;
     if c.peek() == Some(b'}') {
         c.i += 1;
     } else {
@@ -329,11 +431,35 @@ pub(super) fn parse_object<'a>(line: &'a str, row: &mut RawRow<'a>) -> Result<()
             if c.peek() != Some(b'"') {
                 return Err(malformed(c.unexpected("a field name")));
             }
-            let key = c.string()?;
-            c.expect(b':', "':'")?;
-            match FieldId::from_name(key.as_bytes()) {
+            let (field, key) = match order.confirm(prev, c.b, c.i) {
                 Some(f) => {
-                    let v = c.value(row, f.name(), 0)?;
+                    c.i += f.name().len() + 2;
+                    (Some(f), Cow::Borrowed(""))
+                }
+                None => {
+                    let key = c.string()?;
+                    (FieldId::from_name(key.as_bytes()), key)
+                }
+            };
+            c.expect(b':', "':'")?;
+            match field {
+                Some(f) => {
+                    order.next[prev] = f as u8;
+                    prev = f as usize + 1;
+                    c.ws();
+                    let v = match c.peek() {
+                        Some(b'"') => {
+                            let s = c.string()?;
+                            // A valid timestamp cannot hold a card number; `validate` checks
+                            // `event_time` itself when it is not one (see `row::validate`).
+                            if f != FieldId::EventTime {
+                                row.note_string(f.name(), &s);
+                            }
+                            RawValue::Str(s)
+                        }
+                        Some(b'-' | b'0'..=b'9') => c.number()?,
+                        _ => c.value(row, f.name(), 0)?,
+                    };
                     let slot = &mut row.values[f as usize];
                     if slot.is_some() {
                         return Err((
@@ -376,7 +502,7 @@ mod tests {
 
     fn parse(line: &str) -> Result<RawRow<'_>, Invalid> {
         let mut r = RawRow::default();
-        parse_object(line, &mut r).map(|_| r)
+        parse_object(line, &mut r, &mut KeyOrder::default()).map(|_| r)
     }
 
     #[test]
@@ -422,6 +548,41 @@ mod tests {
                 .find(|&i| matches!(b[i], b'"' | b'\\') || b[i] < 0x20)
                 .unwrap_or(len);
             assert_eq!(find_special(&b, start), slow, "{b:?} from {start}");
+        }
+    }
+
+    #[test]
+    fn learned_key_order_never_changes_a_result() {
+        // Lines with shuffled, repeated, unknown and near-miss keys (`event_idx`, `mcc"` prefix of
+        // nothing): one shared `KeyOrder` must parse every line exactly like a fresh one.
+        use rand::seq::SliceRandom;
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand::rngs::StdRng::seed_from_u64(11);
+        let fields = [
+            r#""event_id":"e1""#,
+            r#""event_type":"capture""#,
+            r#""event_time":"2026-11-01T00:00:00Z""#,
+            r#""amount_minor":5"#,
+            r#""currency":"EUR""#,
+            r#""mcc":"1234""#,
+            r#""event_idx":"x""#,
+            r#""fee_minor":null"#,
+            r#""card_id":"c"1""#,
+            r#""amount_minor":7"#,
+        ];
+        let mut shared = KeyOrder::default();
+        for _ in 0..5_000 {
+            let mut picked: Vec<&str> = fields.to_vec();
+            picked.shuffle(&mut rng);
+            picked.truncate(rng.random_range(0..=fields.len()));
+            let line = format!("{{{}}}", picked.join(","));
+            let mut a = RawRow::default();
+            let mut b = RawRow::default();
+            let ra = parse_object(&line, &mut a, &mut shared);
+            let rb = parse_object(&line, &mut b, &mut KeyOrder::default());
+            assert_eq!(ra, rb, "{line}");
+            assert_eq!(a.values, b.values, "{line}");
+            assert_eq!(a.unknown_fields, b.unknown_fields, "{line}");
         }
     }
 

@@ -216,7 +216,11 @@ fn check_amount(v: i64, f: FieldId) -> Result<i64, Invalid> {
 
 /// Validates a raw row against the event format.
 pub fn validate<'r>(row: &'r RawRow<'_>) -> Result<ValidRow<'r>, Invalid> {
-    if let Some(field) = &row.card_number_in {
+    let event_time = parse_event_time(row);
+    let card_in = row.card_number_in.as_deref().or_else(|| {
+        event_time_may_hide_card(row, &event_time).then_some(FieldId::EventTime.name())
+    });
+    if let Some(field) = card_in {
         return Err((
             RejectReason::CardNumber,
             format!(
@@ -320,7 +324,7 @@ pub fn validate<'r>(row: &'r RawRow<'_>) -> Result<ValidRow<'r>, Invalid> {
         }
     }
 
-    let event_time = parse_event_time(row)?;
+    let event_time = event_time?;
     let amount_minor = check_amount(
         required(int_field(row, FieldId::AmountMinor)?, FieldId::AmountMinor)?,
         FieldId::AmountMinor,
@@ -334,6 +338,25 @@ pub fn validate<'r>(row: &'r RawRow<'_>) -> Result<ValidRow<'r>, Invalid> {
         amount_minor,
         fee_minor,
     })
+}
+
+/// Whether a string `event_time` must be checked for a card number. The JSON parser skips the
+/// check for `event_time` (it is the longest digit-heavy field of every event): a value that
+/// parses as a timestamp and is at most 32 bytes long cannot hold one, because its first 20 bytes
+/// are `YYYY-MM-DDThh:mm:ss.` (no digit run over 10, counting a space separator) and at most 11
+/// more digits can follow.
+/// Anything else is checked, so the card number still wins over a bad-timestamp reason, whose
+/// detail would otherwise echo the value.
+fn event_time_may_hide_card(row: &RawRow<'_>, parsed: &Result<i64, Invalid>) -> bool {
+    match &row.values[FieldId::EventTime as usize] {
+        Some(RawValue::Str(s)) if parsed.is_err() || s.len() > 32 => {
+            contains_card_number(s.as_bytes())
+        }
+        Some(RawValue::Text(s)) if parsed.is_err() || s.len() > 32 => {
+            contains_card_number(s.as_bytes())
+        }
+        _ => false,
+    }
 }
 
 /// Latest accepted event time (year 9999), so arithmetic on windows never overflows.
