@@ -7,9 +7,10 @@
 use std::sync::Arc;
 
 use datafusion::arrow::array::{
-    ArrayRef, AsArray, RecordBatch, TimestampMillisecondArray, UInt32Array,
+    ArrayRef, AsArray, BooleanArray, BooleanBufferBuilder, RecordBatch, TimestampMillisecondArray,
+    UInt32Array,
 };
-use datafusion::arrow::compute::take_record_batch;
+use datafusion::arrow::compute::filter_record_batch;
 use datafusion::arrow::datatypes::TimestampMillisecondType;
 use datafusion::common::hash_utils::{RandomState, create_hashes};
 use datafusion::physical_plan::PhysicalExpr;
@@ -135,8 +136,14 @@ impl Router {
         let (batch, positions) = if keep.len() == b.num_rows() {
             (b.clone(), d.positions.clone())
         } else {
+            // A filter copies the runs between dropped rows; `take` gathered row by row.
+            let mut mask = BooleanBufferBuilder::new(b.num_rows());
+            mask.append_n(b.num_rows(), false);
+            for i in &keep {
+                mask.set_bit(*i as usize, true);
+            }
             (
-                take_record_batch(b, &UInt32Array::from(keep.clone()))?,
+                filter_record_batch(b, &BooleanArray::new(mask.finish(), None))?,
                 keep.iter().map(|i| d.positions[*i as usize]).collect(),
             )
         };
