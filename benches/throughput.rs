@@ -25,6 +25,7 @@ fn main() {
         )
         .expect("generate");
     }
-    let ms = paystream::throughput::run(&path, &[1, 2], 3).expect("throughput run");
+    let ms = paystream::throughput::run(&path, &paystream::throughput::BenchOptions::new(&[1, 2]))
+        .expect("throughput run");
     print!("{}", paystream::throughput::report(&ms));
 }

@@ -95,6 +95,10 @@ struct BenchArgs {
     /// (the machine's noise only ever adds time).
     #[arg(long, default_value_t = 3)]
     repeat: usize,
+    /// Only the query-suite measurements whose name contains this text (e.g. `operator only`,
+    /// `card_velocity`, `baseline`).
+    #[arg(long)]
+    only: Option<String>,
 }
 
 #[derive(clap::Args)]
@@ -461,11 +465,12 @@ fn bench(a: BenchArgs) -> anyhow::Result<()> {
         other => bail!("unknown --suite {other:?}: use all, queries or log"),
     }
     if a.suite != "log" {
-        ms.extend(paystream::throughput::run(
-            &input,
-            &workers,
-            a.repeat.max(1),
-        )?);
+        let opts = paystream::throughput::BenchOptions {
+            workers: workers.clone(),
+            repeat: a.repeat.max(1),
+            only: a.only.clone(),
+        };
+        ms.extend(paystream::throughput::run(&input, &opts)?);
     }
     if a.suite != "queries" {
         ms.extend(paystream::throughput::log::run(&input, &workers)?);

@@ -110,81 +110,118 @@ pub(crate) fn measure_best<T>(
     Ok(best)
 }
 
+/// What the query suite measures.
+#[derive(Debug, Clone)]
+pub struct BenchOptions {
+    /// Worker counts for the replays.
+    pub workers: Vec<usize>,
+    /// Runs per measurement; the one with the least CPU time is kept.
+    pub repeat: usize,
+    /// Only measurements whose name contains this (e.g. `operator only`, `card_velocity`).
+    pub only: Option<String>,
+}
+
+impl BenchOptions {
+    /// Every measurement for these worker counts, best of three runs.
+    pub fn new(workers: &[usize]) -> Self {
+        BenchOptions {
+            workers: workers.to_vec(),
+            repeat: 3,
+            only: None,
+        }
+    }
+
+    fn wants(&self, name: &str) -> bool {
+        self.only.as_deref().is_none_or(|o| name.contains(o))
+    }
+}
+
 /// Runs the baselines and every shipped query over `input` (JSON Lines) for each worker count,
 /// each `repeat` times (the best run is kept).
-pub fn run(input: &Path, workers: &[usize], repeat: usize) -> Result<Vec<Measurement>> {
-    let mut out = Vec::new();
-    out.push(measure_best(
-        "baseline: read file (1 MiB chunks)",
-        1,
-        repeat,
-        || {
-            let mut lines = 0u64;
-            for_each_chunk(input, |chunk, _| {
-                lines += memchr::memchr_iter(b'\n', chunk).count() as u64
-            })?;
-            Ok((lines, ()))
-        },
-    )?);
-    out.push(measure_best(
-        "baseline: read + decode (1 thread)",
-        1,
-        repeat,
-        || {
-            let mut records = 0u64;
-            for_each_chunk(input, |chunk, first_line| {
-                records += decode_json_lines(chunk, first_line, 8192).records;
-            })?;
-            Ok((records, ()))
-        },
-    )?);
+pub fn run(input: &Path, opts: &BenchOptions) -> Result<Vec<Measurement>> {
+    let mut out = Runner {
+        opts,
+        out: Vec::new(),
+    };
+    out.measure("baseline: read file (1 MiB chunks)", 1, || {
+        let mut lines = 0u64;
+        for_each_chunk(input, |chunk, _| {
+            lines += memchr::memchr_iter(b'\n', chunk).count() as u64
+        })?;
+        Ok(lines)
+    })?;
+    out.measure("baseline: read + decode (1 thread)", 1, || {
+        let mut records = 0u64;
+        for_each_chunk(input, |chunk, first_line| {
+            records += decode_json_lines(chunk, first_line, 8192).records;
+        })?;
+        Ok(records)
+    })?;
     // The operators alone, over already decoded and deduplicated batches (one core).
-    let batches = accepted_batches(input)?;
+    let batches = if SHIPPED_QUERIES
+        .iter()
+        .any(|(name, _)| opts.wants(&format!("operator only: {name}")))
+    {
+        accepted_batches(input)?
+    } else {
+        Vec::new()
+    };
     let events: u64 = batches.iter().map(|(b, _)| b.batch.num_rows() as u64).sum();
     for (name, sql) in SHIPPED_QUERIES {
         let plan = plan_query(sql)?;
-        out.push(measure_best(
-            &format!("operator only: {name}"),
-            1,
-            repeat,
-            || {
-                let mut op = build_operator(&plan)?;
-                let mut o = OperatorOutput::default();
-                for (ev, wm) in &batches {
-                    op.process(ev, &mut o)?;
-                    op.advance_watermark(*wm, &mut o)?;
-                    o.results.clear();
-                }
-                op.finish(&mut o)?;
-                Ok((events, ()))
-            },
-        )?);
+        out.measure(&format!("operator only: {name}"), 1, || {
+            let mut op = build_operator(&plan)?;
+            let mut o = OperatorOutput::default();
+            for (ev, wm) in &batches {
+                op.process(ev, &mut o)?;
+                op.advance_watermark(*wm, &mut o)?;
+                o.results.clear();
+            }
+            op.finish(&mut o)?;
+            Ok(events)
+        })?;
     }
     drop(batches);
-    for &w in workers {
-        out.push(measure_best(
-            "baseline: replay `SELECT event_id WHERE false`",
-            w,
-            repeat,
-            || {
-                let plan = plan_query("SELECT event_id FROM payments WHERE amount_minor < 0")?;
-                let mut o = ReplayOptions::new(input);
-                o.workers = w;
-                let s = run_replay(&plan, &o, null_sinks(), Arc::default(), Arc::default())?;
-                Ok((s.read, ()))
-            },
-        )?);
+    for &w in &opts.workers {
+        out.measure("baseline: replay `SELECT event_id WHERE false`", w, || {
+            let plan = plan_query("SELECT event_id FROM payments WHERE amount_minor < 0")?;
+            let mut o = ReplayOptions::new(input);
+            o.workers = w;
+            let s = run_replay(&plan, &o, null_sinks(), Arc::default(), Arc::default())?;
+            Ok(s.read)
+        })?;
         for (name, sql) in SHIPPED_QUERIES {
-            out.push(measure_best(name, w, repeat, || {
+            out.measure(name, w, || {
                 let plan = plan_query(sql)?;
                 let mut o = ReplayOptions::new(input);
                 o.workers = w;
                 let s = run_replay(&plan, &o, null_sinks(), Arc::default(), Arc::default())?;
-                Ok((s.read, ()))
-            })?);
+                Ok(s.read)
+            })?;
         }
     }
-    Ok(out)
+    Ok(out.out)
+}
+
+/// Runs the measurements `--only` selects, each best of `--repeat`.
+struct Runner<'a> {
+    opts: &'a BenchOptions,
+    out: Vec<Measurement>,
+}
+
+impl Runner<'_> {
+    fn measure(
+        &mut self,
+        name: &str,
+        workers: usize,
+        mut f: impl FnMut() -> Result<u64>,
+    ) -> Result<()> {
+        if self.opts.wants(name) {
+            let m = measure_best(name, workers, self.opts.repeat.max(1), || Ok((f()?, ())))?;
+            self.out.push(m);
+        }
+        Ok(())
+    }
 }
 
 /// The file's events after decode, dedup and watermarking, with the watermark after each batch.
