@@ -7,7 +7,7 @@
 //! small sorted vector of ids. The state is DataFusion's: one list of the group's values, so
 //! panes merge into windows and snapshots restore exactly as before.
 
-use std::collections::HashMap;
+use std::hash::BuildHasher;
 use std::sync::Arc;
 
 use datafusion::arrow::array::{Array, ArrayRef, AsArray, BooleanArray, Int64Array, ListArray};
@@ -18,13 +18,16 @@ use datafusion::error::Result;
 use datafusion::logical_expr::{Accumulator, EmitTo, GroupsAccumulator};
 use datafusion::physical_expr::aggregate::AggregateFunctionExpr;
 use datafusion::scalar::ScalarValue;
+use hashbrown::{DefaultHashBuilder, HashTable};
 
 /// Distinct-count state of every group in a table.
 pub(super) struct DistinctCountGroups {
     data_type: DataType,
     converter: RowConverter,
-    /// Row-encoded value → id.
-    ids: HashMap<Box<[u8]>, u32>,
+    /// Ids of the interned values, found by the hash of their row encoding (kept once, in
+    /// `values`: no per-value allocation, and foldhash instead of SipHash).
+    ids: HashTable<u32>,
+    hasher: DefaultHashBuilder,
     /// Values by id, for emitting state.
     values: Rows,
     /// Per group, the sorted distinct value ids.
@@ -39,19 +42,28 @@ impl DistinctCountGroups {
         Ok(DistinctCountGroups {
             data_type,
             converter,
-            ids: HashMap::new(),
+            ids: HashTable::new(),
+            hasher: DefaultHashBuilder::default(),
             values,
             groups: Vec::new(),
         })
     }
 
     fn add(&mut self, group: usize, row: &[u8]) {
-        let id = match self.ids.get(row) {
+        let hash = self.hasher.hash_one(row);
+        let values = &self.values;
+        let id = match self
+            .ids
+            .find(hash, |id| values.row(*id as usize).as_ref() == row)
+        {
             Some(id) => *id,
             None => {
-                let id = self.values.num_rows() as u32;
+                let id = values.num_rows() as u32;
                 self.values.push(self.converter.parser().parse(row));
-                self.ids.insert(row.into(), id);
+                let (values, hasher) = (&self.values, &self.hasher);
+                self.ids.insert_unique(hash, id, |id| {
+                    hasher.hash_one(values.row(*id as usize).as_ref())
+                });
                 id
             }
         };
@@ -176,7 +188,7 @@ impl GroupsAccumulator for DistinctCountGroups {
     fn size(&self) -> usize {
         // O(1) as the trait asks: group vectors are small and counted by their number.
         self.values.size()
-            + self.ids.capacity() * (std::mem::size_of::<(Box<[u8]>, u32)>() + 16)
+            + self.ids.capacity() * (std::mem::size_of::<u32>() + 1)
             + self.groups.capacity() * (std::mem::size_of::<Vec<u32>>() + 16)
     }
 }
@@ -189,7 +201,7 @@ impl GroupsAccumulator for DistinctCountGroups {
 #[derive(Debug)]
 pub(super) struct DistinctCountScalars {
     data_type: DataType,
-    values: std::collections::HashSet<ScalarValue>,
+    values: hashbrown::HashSet<ScalarValue>,
 }
 
 impl DistinctCountScalars {
