@@ -149,6 +149,9 @@ pub(super) struct AggregateCore {
     args: Vec<Vec<Arc<dyn PhysicalExpr>>>,
     /// Each aggregate's FILTER, over the projected batch.
     filters: Vec<Option<Arc<dyn PhysicalExpr>>>,
+    /// For each FILTER, the earlier aggregate with the same one (`count(*) FILTER (WHERE x)` and
+    /// `sum(a) FILTER (WHERE x)` share one evaluation).
+    filter_same_as: Vec<Option<usize>>,
 }
 
 impl AggregateCore {
@@ -182,7 +185,19 @@ impl AggregateCore {
             Ok(reassign_expr_columns(Arc::clone(e), &schema)?)
         };
         let time = schema.index_of(FieldId::EventTime.name())?;
+        let filter_same_as = spec
+            .filters
+            .iter()
+            .enumerate()
+            .map(|(i, f)| {
+                let f = f.as_ref()?;
+                spec.filters[..i]
+                    .iter()
+                    .position(|g| g.as_ref().is_some_and(|g| g.as_ref() == f.as_ref()))
+            })
+            .collect();
         Ok(AggregateCore {
+            filter_same_as,
             predicates: predicates.iter().map(rebind).collect::<Result<_>>()?,
             keys: spec.keys.iter().map(rebind).collect::<Result<_>>()?,
             args: args
@@ -253,11 +268,15 @@ impl AggregateCore {
             .iter()
             .map(|a| a.iter().map(eval).collect::<Result<Vec<_>>>())
             .collect::<Result<_>>()?;
-        let filters = self
-            .filters
-            .iter()
-            .map(|f| f.as_ref().map(|f| as_mask(eval(f)?, "FILTER")).transpose())
-            .collect::<Result<_>>()?;
+        let mut filters: Vec<Option<BooleanArray>> = Vec::with_capacity(self.filters.len());
+        for (f, same) in self.filters.iter().zip(&self.filter_same_as) {
+            let mask = match (f, same) {
+                (Some(_), Some(j)) => filters[*j].clone(),
+                (Some(f), None) => Some(as_mask(eval(f)?, "FILTER")?),
+                (None, _) => None,
+            };
+            filters.push(mask);
+        }
         Ok(Prepared {
             times,
             input_rows,
