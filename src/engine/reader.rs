@@ -218,10 +218,11 @@ fn read_text(
         if stop.load(Ordering::Relaxed) {
             return Ok(());
         }
-        let old = buf.len();
-        buf.resize(old + CHUNK, 0);
-        let n = file.read(&mut buf[old..]).map_err(|e| input_err(path, e))?;
-        buf.truncate(old + n);
+        // Read into the spare capacity: `resize` + `read` zeroed every chunk first.
+        let n = (&mut file)
+            .take(CHUNK as u64)
+            .read_to_end(&mut buf)
+            .map_err(|e| input_err(path, e))?;
         bytes_read.fetch_add(n as u64, Ordering::Relaxed);
         eof = n == 0;
         if need_header {
