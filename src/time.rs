@@ -53,6 +53,29 @@ fn digits(b: &[u8]) -> Option<u32> {
     Some(v)
 }
 
+thread_local! {
+    /// The last `YYYY-MM-DD` parsed on this thread and its day number: events arrive roughly in
+    /// time order, so consecutive timestamps almost always share their date.
+    static LAST_DATE: std::cell::Cell<([u8; 10], i64)> = const { std::cell::Cell::new(([0; 10], 0)) };
+}
+
+/// Days since 1970-01-01 of a `YYYY-MM-DD` date (`None` if it is not a valid one).
+fn date_days(date: [u8; 10]) -> Option<i64> {
+    let (last, days) = LAST_DATE.with(|c| c.get());
+    if last == date {
+        return Some(days);
+    }
+    let year = digits(&date[0..4])? as i64;
+    let month = digits(&date[5..7])?;
+    let day = digits(&date[8..10])?;
+    if !(1..=12).contains(&month) || day == 0 || day > days_in_month(year, month) {
+        return None;
+    }
+    let days = days_from_civil(year, month, day);
+    LAST_DATE.with(|c| c.set((date, days)));
+    Some(days)
+}
+
 /// Parses an RFC 3339 timestamp with a mandatory offset (`Z` or `±hh:mm`) into UTC epoch
 /// milliseconds. Fractional seconds beyond milliseconds are truncated. `None` when malformed.
 pub fn parse_rfc3339_millis(s: &str) -> Option<i64> {
@@ -63,19 +86,11 @@ pub fn parse_rfc3339_millis(s: &str) -> Option<i64> {
     if !matches!(b[10], b'T' | b't' | b' ') {
         return None;
     }
-    let year = digits(&b[0..4])? as i64;
-    let month = digits(&b[5..7])?;
-    let day = digits(&b[8..10])?;
+    let days = date_days(b[..10].try_into().expect("10 bytes"))?;
     let hour = digits(&b[11..13])?;
     let minute = digits(&b[14..16])?;
     let second = digits(&b[17..19])?;
-    if !(1..=12).contains(&month)
-        || day == 0
-        || day > days_in_month(year, month)
-        || hour > 23
-        || minute > 59
-        || second > 59
-    {
+    if hour > 23 || minute > 59 || second > 59 {
         return None;
     }
     let mut i = 19;
@@ -110,7 +125,6 @@ pub fn parse_rfc3339_millis(s: &str) -> Option<i64> {
         }
         _ => return None,
     };
-    let days = days_from_civil(year, month, day);
     let secs = days * 86_400 + (hour * 3600 + minute * 60 + second) as i64 - offset_minutes * 60;
     Some(secs * 1000 + millis as i64)
 }
@@ -230,6 +244,31 @@ mod tests {
         for day in (-800_000..800_000).step_by(37) {
             let (y, m, d) = civil_from_days(day);
             assert_eq!(days_from_civil(y, m, d), day);
+        }
+    }
+
+    #[test]
+    fn parsing_round_trips_whatever_date_came_before() {
+        // Runs of timestamps on one date (the cached path) mixed with jumps to other dates and
+        // invalid dates that share a valid date's prefix.
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand::rngs::StdRng::seed_from_u64(5);
+        let mut ms: i64 = 1_762_000_000_000;
+        for _ in 0..20_000 {
+            ms = match rng.random_range(0..10) {
+                0 => rng.random_range(0..253_402_300_799_999),
+                1 => {
+                    assert_eq!(parse_rfc3339_millis("2026-02-30T00:00:00Z"), None);
+                    ms
+                }
+                _ => ms + rng.random_range(0..5_000_000),
+            };
+            assert_eq!(
+                parse_rfc3339_millis(&rfc3339(ms)),
+                Some(ms),
+                "{}",
+                rfc3339(ms)
+            );
         }
     }
 

@@ -8,7 +8,7 @@
 use std::borrow::Cow;
 
 use super::reject::RejectReason;
-use super::row::{Invalid, RawRow, RawValue};
+use super::row::{Invalid, RawRow, RawValue, checks_card_lazily};
 use crate::schema::{FIELD_NAMES, FieldId, NUM_FIELDS};
 
 /// Index of the first byte at or after `i` that is `"`, `\\` or a control character (< 0x20),
@@ -450,9 +450,9 @@ pub(super) fn parse_object<'a>(
                     let v = match c.peek() {
                         Some(b'"') => {
                             let s = c.string()?;
-                            // A valid timestamp cannot hold a card number; `validate` checks
-                            // `event_time` itself when it is not one (see `row::validate`).
-                            if f != FieldId::EventTime {
+                            // Codes and timestamps are checked by `validate` only when they
+                            // are invalid: a valid one cannot hold a card number.
+                            if !checks_card_lazily(f) {
                                 row.note_string(f.name(), &s);
                             }
                             RawValue::Str(s)

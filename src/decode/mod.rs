@@ -299,6 +299,36 @@ not json
     }
 
     #[test]
+    fn card_numbers_in_code_fields_are_caught() {
+        // The JSON parser checks code fields (event_type, currency, countries, mcc, status) only
+        // when the row is invalid; a card number there must still be the reason, unechoed.
+        for (field, value) in [
+            ("event_type", "4111111111111111"),
+            ("currency", "4111 1111 1111 1111"),
+            ("card_country", "4111111111111111"),
+            ("mcc", "4111-1111-1111-1111"),
+            ("status", "approved 4111111111111111"),
+        ] {
+            let mut obj: serde_json::Map<String, serde_json::Value> = serde_json::from_str(
+                r#"{"event_id":"e1","event_type":"capture","event_time":"2026-11-01T00:00:00Z","payment_id":"p","merchant_id":"m","card_id":"c","amount_minor":5,"currency":"EUR"}"#,
+            )
+            .unwrap();
+            obj.insert(field.into(), value.into());
+            let line = serde_json::Value::Object(obj).to_string();
+            let d = decode_json_lines(line.as_bytes(), 1, 8192);
+            assert_eq!(d.rejects.len(), 1, "{field}");
+            assert_eq!(d.rejects[0].reason, RejectReason::CardNumber, "{field}");
+            assert!(
+                d.rejects[0].detail.contains(field),
+                "{}",
+                d.rejects[0].detail
+            );
+            assert!(!d.rejects[0].raw.contains(value), "{field}");
+            assert!(!d.rejects[0].detail.contains("1111"), "{field}");
+        }
+    }
+
+    #[test]
     fn batch_size_splits_batches() {
         let line = r#"{"event_id":"e1","event_type":"capture","event_time":"2026-11-01T00:00:00Z","payment_id":"p","merchant_id":"m","card_id":"c","amount_minor":5,"currency":"EUR"}"#;
         let chunk = format!("{line}\n{line}\n{line}\n");

@@ -120,6 +120,18 @@ const EVENT_TYPES: [&str; 6] = [
     "chargeback_reversal",
 ];
 
+/// The bytes an `event_id` may hold: `[A-Za-z0-9_\-:.]`.
+const EVENT_ID_BYTES: [bool; 256] = {
+    let mut t = [false; 256];
+    let mut b = 0;
+    while b < 256 {
+        let c = b as u8;
+        t[b] = c.is_ascii_alphanumeric() || matches!(c, b'_' | b'-' | b':' | b'.');
+        b += 1;
+    }
+    t
+};
+
 /// The largest accepted `amount_minor` (and `fee_minor`): 10^15 minor units.
 pub const MAX_AMOUNT: i64 = 1_000_000_000_000_000;
 
@@ -214,19 +226,58 @@ fn check_amount(v: i64, f: FieldId) -> Result<i64, Invalid> {
     }
 }
 
+/// Fields whose valid values are short codes or words (an ISO code, an `event_type`, a
+/// `status`, a 4-digit `mcc`): no valid value can hold a card number, so the JSON parser does not
+/// check them ([`checks_card_lazily`]); [`validate`] checks them only when the row is invalid,
+/// before any detail could echo one.
+const LAZY_CARD_CHECK: [FieldId; 6] = [
+    FieldId::EventType,
+    FieldId::Currency,
+    FieldId::CardCountry,
+    FieldId::IpCountry,
+    FieldId::Mcc,
+    FieldId::Status,
+];
+
+/// Whether the JSON parser may skip the card-number check of field `f` (see
+/// [`LAZY_CARD_CHECK`]; `event_time` has its own rule, [`event_time_may_hide_card`]).
+pub(super) fn checks_card_lazily(f: FieldId) -> bool {
+    f == FieldId::EventTime || LAZY_CARD_CHECK.contains(&f)
+}
+
 /// Validates a raw row against the event format.
 pub fn validate<'r>(row: &'r RawRow<'_>) -> Result<ValidRow<'r>, Invalid> {
+    validate_fields(row).map_err(|e| {
+        let lazy_card = LAZY_CARD_CHECK
+            .iter()
+            .find(|f| match &row.values[**f as usize] {
+                Some(RawValue::Str(s)) => contains_card_number(s.as_bytes()),
+                Some(RawValue::Text(s)) => contains_card_number(s.as_bytes()),
+                _ => false,
+            });
+        match lazy_card {
+            Some(f) => card_number_error(f.name()),
+            None => e,
+        }
+    })
+}
+
+fn card_number_error(field: &str) -> Invalid {
+    (
+        RejectReason::CardNumber,
+        format!(
+            "field `{field}` holds a value that looks like a card number (redacted); send card tokens only"
+        ),
+    )
+}
+
+fn validate_fields<'r>(row: &'r RawRow<'_>) -> Result<ValidRow<'r>, Invalid> {
     let event_time = parse_event_time(row);
     let card_in = row.card_number_in.as_deref().or_else(|| {
         event_time_may_hide_card(row, &event_time).then_some(FieldId::EventTime.name())
     });
     if let Some(field) = card_in {
-        return Err((
-            RejectReason::CardNumber,
-            format!(
-                "field `{field}` holds a value that looks like a card number (redacted); send card tokens only"
-            ),
-        ));
+        return Err(card_number_error(field));
     }
     let mut strs: [Option<&'r str>; NUM_FIELDS] = [None; NUM_FIELDS];
     for f in FieldId::ALL {
@@ -247,9 +298,7 @@ pub fn validate<'r>(row: &'r RawRow<'_>) -> Result<ValidRow<'r>, Invalid> {
     let event_id = strs[FieldId::EventId as usize].unwrap_or_default();
     if event_id.is_empty()
         || event_id.len() > 128
-        || !event_id
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b':' | b'.'))
+        || !event_id.bytes().all(|b| EVENT_ID_BYTES[b as usize])
     {
         return Err((
             RejectReason::InvalidValue,
