@@ -17,7 +17,7 @@ use datafusion::physical_plan::PhysicalExpr;
 
 use crate::decode::{DecodedBatch, Reject, RejectReason};
 use crate::error::Result;
-use crate::operators::{Dedup, DedupOutcome, EventBatch, Watermark};
+use crate::operators::{Dedup, DedupOutcome, EventBatch, PREFETCH_DISTANCE, Watermark};
 use crate::schema::{FieldId, windowed_schema};
 use crate::time::rfc3339;
 
@@ -86,7 +86,15 @@ impl Router {
             .as_primitive::<TimestampMillisecondType>();
         let mut keep = Vec::with_capacity(b.num_rows());
         let mut arrival = Vec::with_capacity(b.num_rows());
+        // Keys first, so each row's table slot can be prefetched a few rows before it is checked.
+        let keys: Vec<u128> = ids.iter().map(|id| Dedup::key(id.unwrap_or(""))).collect();
+        for k in keys.iter().take(PREFETCH_DISTANCE) {
+            self.dedup.prefetch(*k);
+        }
         for i in 0..b.num_rows() {
+            if let Some(k) = keys.get(i + PREFETCH_DISTANCE) {
+                self.dedup.prefetch(*k);
+            }
             let ts = times.value(i);
             if self.watermark.is_far_future(partition, ts) {
                 self.counts.dead_lettered += 1;
@@ -102,12 +110,10 @@ impl Router {
                 ));
                 continue;
             }
-            match self.dedup.check(
-                ids.value(i),
-                d.payload_hashes[i],
-                ts,
-                self.watermark.current(),
-            ) {
+            match self
+                .dedup
+                .check_key(keys[i], d.payload_hashes[i], ts, self.watermark.current())
+            {
                 DedupOutcome::New => {
                     arrival.push(self.watermark.current());
                     self.watermark.observe(partition, ts);

@@ -6,8 +6,6 @@
 //! the id, the payload hash and the event time. Entries older than `watermark − ttl` are evicted
 //! in sweeps every `ttl / 8` of event time, which bounds memory at about 1.125 × TTL of ids.
 
-use std::collections::HashMap;
-use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::Arc;
 
 use datafusion::arrow::array::AsArray;
@@ -15,32 +13,9 @@ use datafusion::arrow::array::{ArrayRef, Int64Array, RecordBatch, UInt64Array};
 use datafusion::arrow::datatypes::{DataType, Field, Int64Type, Schema, UInt64Type};
 use xxhash_rust::xxh3::xxh3_128;
 
+use super::id_table::{IdTable, Probe, Slot, stored_id};
 use crate::error::{Error, Result};
 use crate::state::Snapshot;
-
-/// The id hashes are already uniformly distributed: use their low bits directly.
-#[derive(Default)]
-struct IdHasher(u64);
-
-impl Hasher for IdHasher {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-    fn write(&mut self, bytes: &[u8]) {
-        for b in bytes.iter().take(8) {
-            self.0 = (self.0 << 8) | *b as u64;
-        }
-    }
-    fn write_u128(&mut self, v: u128) {
-        self.0 = v as u64;
-    }
-}
-
-#[derive(Debug, Clone, Copy)]
-struct Seen {
-    payload: u64,
-    event_time: i64,
-}
 
 /// What dedup decided for one event.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -56,16 +31,18 @@ pub enum DedupOutcome {
 /// The dedup operator's state.
 pub struct Dedup {
     ttl: i64,
-    seen: HashMap<u128, Seen, BuildHasherDefault<IdHasher>>,
+    seen: IdTable,
     last_sweep: i64,
 }
+
+/// How many rows ahead [`Dedup::prefetch`] should run of [`Dedup::check_key`] to hide a miss.
+pub const PREFETCH_DISTANCE: usize = 8;
 
 impl Dedup {
     /// A dedup with the given TTL in milliseconds of event time.
     pub fn new(ttl: i64) -> Self {
-        // Room for a million ids up front: growing a map of this size rehashes ~20 times and
+        // Room for a million ids up front: growing a table of this size rehashes ~20 times and
         // each growth faults in and zeroes a new table (a fifth of decode time in profiles).
-        // Untouched buckets cost address space, not memory.
         Self::with_capacity(ttl, 1 << 20)
     }
 
@@ -73,7 +50,7 @@ impl Dedup {
     pub fn with_capacity(ttl: i64, capacity: usize) -> Self {
         Dedup {
             ttl,
-            seen: HashMap::with_capacity_and_hasher(capacity, Default::default()),
+            seen: IdTable::with_capacity(capacity),
             last_sweep: i64::MIN,
         }
     }
@@ -85,7 +62,18 @@ impl Dedup {
 
     /// Whether no id is held.
     pub fn is_empty(&self) -> bool {
-        self.seen.is_empty()
+        self.len() == 0
+    }
+
+    /// The key [`Self::check_key`] and [`Self::prefetch`] take for an `event_id`.
+    pub fn key(event_id: &str) -> u128 {
+        stored_id(xxh3_128(event_id.as_bytes()))
+    }
+
+    /// Starts loading the table slot of `key`, to be checked a few rows later.
+    #[inline]
+    pub fn prefetch(&self, key: u128) {
+        self.seen.prefetch(key);
     }
 
     /// Checks and records one event, given the current watermark. An id last seen before
@@ -98,28 +86,38 @@ impl Dedup {
         event_time: i64,
         watermark: i64,
     ) -> DedupOutcome {
-        let key = xxh3_128(event_id.as_bytes());
+        self.check_key(Self::key(event_id), payload, event_time, watermark)
+    }
+
+    /// [`Self::check`] for an id already turned into its key.
+    #[inline]
+    pub fn check_key(
+        &mut self,
+        key: u128,
+        payload: u64,
+        event_time: i64,
+        watermark: i64,
+    ) -> DedupOutcome {
         let horizon = watermark.saturating_sub(self.ttl);
-        match self.seen.entry(key) {
-            std::collections::hash_map::Entry::Occupied(mut e) if e.get().event_time < horizon => {
-                e.insert(Seen {
-                    payload,
-                    event_time,
-                });
-                DedupOutcome::New
-            }
-            std::collections::hash_map::Entry::Occupied(e) => {
-                if e.get().payload == payload {
+        let fresh = Slot {
+            id: key,
+            payload,
+            event_time,
+        };
+        match self.seen.probe(key) {
+            Probe::Found(i) => {
+                let seen = self.seen.get(i);
+                if seen.event_time < horizon {
+                    self.seen.set(i, fresh);
+                    DedupOutcome::New
+                } else if seen.payload == payload {
                     DedupOutcome::Duplicate
                 } else {
                     DedupOutcome::Conflict
                 }
             }
-            std::collections::hash_map::Entry::Vacant(e) => {
-                e.insert(Seen {
-                    payload,
-                    event_time,
-                });
+            Probe::Free(i) => {
+                self.seen.insert_at(i, fresh);
                 DedupOutcome::New
             }
         }
@@ -132,7 +130,7 @@ impl Dedup {
         }
         self.last_sweep = watermark;
         let horizon = watermark.saturating_sub(self.ttl);
-        self.seen.retain(|_, s| s.event_time >= horizon);
+        self.seen.retain(|s| s.event_time >= horizon);
     }
 
     /// Serialises the state: four `u64`/`i64` columns (id high and low halves, payload hash,
@@ -141,9 +139,9 @@ impl Dedup {
         let n = self.seen.len();
         let (mut hi, mut lo) = (Vec::with_capacity(n), Vec::with_capacity(n));
         let (mut payloads, mut times) = (Vec::with_capacity(n), Vec::with_capacity(n));
-        for (id, s) in &self.seen {
-            hi.push((id >> 64) as u64);
-            lo.push(*id as u64);
+        for s in self.seen.iter() {
+            hi.push((s.id >> 64) as u64);
+            lo.push(s.id as u64);
             payloads.push(s.payload);
             times.push(s.event_time);
         }
@@ -182,21 +180,18 @@ impl Dedup {
             return Err(bad("snapshot has an unexpected layout"));
         }
         self.last_sweep = snap.header["last_sweep"].as_i64().unwrap_or(i64::MIN);
-        self.seen.clear();
-        self.seen.reserve(batch.num_rows());
+        self.seen = IdTable::with_capacity(batch.num_rows().max(1 << 10));
         let hi = batch.column(0).as_primitive::<UInt64Type>();
         let lo = batch.column(1).as_primitive::<UInt64Type>();
         let payloads = batch.column(2).as_primitive::<UInt64Type>();
         let times = batch.column(3).as_primitive::<Int64Type>();
         for i in 0..batch.num_rows() {
             let id = (u128::from(hi.value(i)) << 64) | u128::from(lo.value(i));
-            self.seen.insert(
-                id,
-                Seen {
-                    payload: payloads.value(i),
-                    event_time: times.value(i),
-                },
-            );
+            self.seen.insert(Slot {
+                id: stored_id(id),
+                payload: payloads.value(i),
+                event_time: times.value(i),
+            });
         }
         Ok(())
     }

@@ -19,6 +19,7 @@ mod dedup;
 mod distinct_count;
 mod group_table;
 mod hopping_window;
+mod id_table;
 mod map;
 mod session_window;
 mod tumbling_window;
@@ -26,7 +27,7 @@ mod watermark;
 
 use datafusion::arrow::array::RecordBatch;
 
-pub use self::dedup::{Dedup, DedupOutcome};
+pub use self::dedup::{Dedup, DedupOutcome, PREFETCH_DISTANCE};
 pub use self::group_table::FrozenGroups;
 pub use self::hopping_window::HoppingWindow;
 pub use self::map::MapOperator;
