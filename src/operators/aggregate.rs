@@ -55,12 +55,24 @@ impl Prepared {
     }
 
     /// Splits off the rows that `is_late(event_time, arrival_watermark)` calls late: they are
-    /// returned as original events for the late output, and removed from `self`.
+    /// returned as original events for the late output, and removed from `self`. `is_late` must
+    /// be monotone: false for an event time means false for every later one, and true under a
+    /// watermark means true under every higher one.
     pub(super) fn split_late(
         &mut self,
         input: &EventBatch,
         is_late: impl Fn(i64, i64) -> bool,
     ) -> Result<Option<LateEvents>> {
+        // `is_late` is monotone (a later event is never later than an earlier one; a higher
+        // watermark makes more events late), so if the earliest event is on time under the
+        // highest watermark, all are — the common case, decided without a per-row pass.
+        if let (Some(min_ts), Some(max_wm)) = (
+            self.times.iter().min(),
+            input.arrival_watermarks.iter().max(),
+        ) && !is_late(*min_ts, *max_wm)
+        {
+            return Ok(None);
+        }
         let mut late_rows = Vec::new();
         let mut keep = Vec::with_capacity(self.len());
         for (r, &ts) in self.times.iter().enumerate() {

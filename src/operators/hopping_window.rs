@@ -140,11 +140,23 @@ impl Operator for HoppingWindow {
             return Ok(());
         }
         let pane = self.pane;
-        let starts: Vec<i64> = p.times.iter().map(|t| t - t.rem_euclid(pane)).collect();
-        match bucket_rows(&starts) {
+        let pane_of = |t: i64| t - t.rem_euclid(pane);
+        // One pane for the whole batch is told by its earliest and latest event alone.
+        let (min, max) = p
+            .times
+            .iter()
+            .fold((i64::MAX, i64::MIN), |(lo, hi), t| (lo.min(*t), hi.max(*t)));
+        let buckets = if pane_of(min) == pane_of(max) {
+            None
+        } else {
+            let starts: Vec<i64> = p.times.iter().map(|t| pane_of(*t)).collect();
+            bucket_rows(&starts)
+        };
+        match buckets {
             None => {
                 let (keys, args, filters, n) = (&p.keys, &p.args, &p.filters, p.len());
-                self.open_pane(starts[0])?.update(keys, args, filters, n)?;
+                self.open_pane(pane_of(min))?
+                    .update(keys, args, filters, n)?;
             }
             Some(buckets) => {
                 for (start, rows) in buckets {

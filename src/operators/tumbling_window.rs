@@ -67,10 +67,21 @@ impl Operator for TumblingWindow {
         if p.len() == 0 {
             return Ok(());
         }
-        let starts: Vec<i64> = p.times.iter().map(|t| self.start_of(*t)).collect();
-        match bucket_rows(&starts) {
+        // One window for the whole batch (the in-order case) is told by its earliest and latest
+        // event alone.
+        let (min, max) = p
+            .times
+            .iter()
+            .fold((i64::MAX, i64::MIN), |(lo, hi), t| (lo.min(*t), hi.max(*t)));
+        let buckets = if self.start_of(min) == self.start_of(max) {
+            None
+        } else {
+            let starts: Vec<i64> = p.times.iter().map(|t| self.start_of(*t)).collect();
+            bucket_rows(&starts)
+        };
+        match buckets {
             None => {
-                let table = match self.windows.entry(starts[0]) {
+                let table = match self.windows.entry(self.start_of(min)) {
                     std::collections::btree_map::Entry::Occupied(e) => e.into_mut(),
                     std::collections::btree_map::Entry::Vacant(e) => {
                         e.insert(GroupTable::new(&self.core.spec)?)
