@@ -473,7 +473,11 @@ fn bench(a: BenchArgs) -> anyhow::Result<()> {
         ms.extend(paystream::throughput::run(&input, &opts)?);
     }
     if a.suite != "queries" {
-        ms.extend(paystream::throughput::log::run(&input, &workers)?);
+        ms.extend(paystream::throughput::log::run(
+            &input,
+            &workers,
+            a.repeat.max(1),
+        )?);
     }
     print!("{}", paystream::throughput::report(&ms));
     Ok(())

@@ -165,11 +165,15 @@ impl IdTable {
     /// after a free slot: each is taken out and put back at the first free slot from its home,
     /// which is never past where it was, so every probe path stays unbroken.
     pub(super) fn retain(&mut self, keep: impl Fn(&Slot) -> bool) {
+        let before = self.len;
         for r in &mut self.slots {
             if raw_id(r) != 0 && !keep(&Slot::unpack(r)) {
                 *r = [0; 4];
                 self.len -= 1;
             }
+        }
+        if self.len == before {
+            return;
         }
         let mask = self.mask();
         let Some(start) = self.slots.iter().position(|r| raw_id(r) == 0) else {
