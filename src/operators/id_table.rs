@@ -8,7 +8,7 @@
 //!
 //! Slots are 32 bytes, two per cache line; an all-zero id marks a free slot (a real hash of 0 is
 //! stored as 1). The table stays at most half full, so probes are short. Removal happens only in
-//! bulk ([`IdTable::retain`]), which re-places the survivors in one pass.
+//! bulk ([`IdTable::retain`]), by backward shifts.
 
 /// One remembered id.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -161,36 +161,53 @@ impl IdTable {
         }
     }
 
-    /// Keeps the slots for which `keep` holds. Survivors are re-placed in one pass that starts
-    /// after a free slot: each is taken out and put back at the first free slot from its home,
-    /// which is never past where it was, so every probe path stays unbroken.
+    /// Keeps the slots for which `keep` holds, deleting the others with backward shifts (Knuth's
+    /// Algorithm R), so every probe path stays unbroken. The scan starts after a free slot and
+    /// goes once around; a shift only moves a slot back to the position being scanned, which is
+    /// then looked at again.
     pub(super) fn retain(&mut self, keep: impl Fn(&Slot) -> bool) {
-        let before = self.len;
-        for r in &mut self.slots {
-            if raw_id(r) != 0 && !keep(&Slot::unpack(r)) {
-                *r = [0; 4];
-                self.len -= 1;
-            }
-        }
-        if self.len == before {
-            return;
-        }
-        let mask = self.mask();
+        let n = self.slots.len();
         let Some(start) = self.slots.iter().position(|r| raw_id(r) == 0) else {
             return;
         };
-        for k in 1..=self.slots.len() {
+        let mask = self.mask();
+        let mut k = 1;
+        while k <= n {
             let i = (start + k) & mask;
-            let id = raw_id(&self.slots[i]);
+            let r = &self.slots[i];
+            if raw_id(r) != 0 && !keep(&Slot::unpack(r)) {
+                self.delete_at(i);
+                self.len -= 1;
+            } else {
+                k += 1;
+            }
+        }
+    }
+
+    /// Empties slot `i` and shifts back the slots after it that would otherwise be cut off
+    /// from their home.
+    fn delete_at(&mut self, mut i: usize) {
+        let mask = self.mask();
+        self.slots[i] = [0; 4];
+        let mut j = i;
+        loop {
+            j = (j + 1) & mask;
+            let id = raw_id(&self.slots[j]);
             if id == 0 {
-                continue;
+                return;
             }
-            let r = std::mem::take(&mut self.slots[i]);
-            let mut j = self.home(id);
-            while raw_id(&self.slots[j]) != 0 {
-                j = (j + 1) & mask;
+            let h = self.home(id);
+            // The slot at `j` stays if its home lies cyclically in (i, j].
+            let stays = if i <= j {
+                i < h && h <= j
+            } else {
+                i < h || h <= j
+            };
+            if !stays {
+                self.slots[i] = self.slots[j];
+                self.slots[j] = [0; 4];
+                i = j;
             }
-            self.slots[j] = r;
         }
     }
 
@@ -217,10 +234,14 @@ mod tests {
             let mut t = IdTable::with_capacity(4);
             let mut m = std::collections::HashMap::new();
             for step in 0..2_000 {
-                let id = stored_id(
-                    (rng.random_range(0..64u128) << 64)
-                        | rng.random_range(0..(8 + round as u128 * 4)),
-                );
+                // Homes at the start or (low bits near u64::MAX) at the end of the table.
+                let low = rng.random_range(0..(8 + round as u64 * 4));
+                let low = if rng.random_bool(0.5) {
+                    low
+                } else {
+                    u64::MAX - low
+                };
+                let id = stored_id((rng.random_range(0..64u128) << 64) | u128::from(low));
                 let time = step as i64;
                 if let Probe::Free(i) = t.probe(id) {
                     t.insert_at(
