@@ -117,17 +117,33 @@ impl Dedup {
                 }
             }
             Probe::Free(i) => {
-                self.seen.insert_at(i, fresh);
+                if self.seen.grows_on_insert() && watermark != i64::MIN {
+                    // Make room from expired ids before taking more memory.
+                    self.sweep(watermark);
+                    self.seen.insert(fresh);
+                } else {
+                    self.seen.insert_at(i, fresh);
+                }
                 DedupOutcome::New
             }
         }
     }
 
-    /// Evicts ids whose event time is older than `watermark − ttl` (in sweeps).
+    /// Evicts ids whose event time is older than `watermark − ttl`, in sweeps at most every
+    /// `ttl / 8` of event time. A sweep reads the whole table, so it waits until the table is a
+    /// quarter full (it grows at half): until then expired ids cost nothing, as `check` treats
+    /// them as absent. A table about to grow is swept first.
     pub fn expire(&mut self, watermark: i64) {
-        if watermark == i64::MIN || watermark < self.last_sweep.saturating_add(self.ttl / 8) {
+        if watermark == i64::MIN
+            || watermark < self.last_sweep.saturating_add(self.ttl / 8)
+            || self.seen.len() * 4 < self.seen.slots()
+        {
             return;
         }
+        self.sweep(watermark);
+    }
+
+    fn sweep(&mut self, watermark: i64) {
         self.last_sweep = watermark;
         let horizon = watermark.saturating_sub(self.ttl);
         self.seen.retain(|s| s.event_time >= horizon);
@@ -203,7 +219,10 @@ mod tests {
 
     #[test]
     fn duplicates_conflicts_and_ttl() {
-        let mut d = Dedup::new(3_600_000);
+        let mut d = Dedup::with_capacity(3_600_000, 4);
+        for id in ["b", "c", "d", "e"] {
+            d.check(id, 1, 0, 0);
+        }
         assert_eq!(d.check("a", 1, 0, 0), DedupOutcome::New);
         assert_eq!(d.check("a", 1, 0, 0), DedupOutcome::Duplicate);
         assert_eq!(d.check("a", 2, 0, 0), DedupOutcome::Conflict);

@@ -86,6 +86,16 @@ impl IdTable {
         self.len
     }
 
+    /// Number of slots (free or not).
+    pub(super) fn slots(&self) -> usize {
+        self.slots.len()
+    }
+
+    /// Whether one more id makes the table grow.
+    pub(super) fn grows_on_insert(&self) -> bool {
+        (self.len + 1) * 2 > self.slots.len()
+    }
+
     fn mask(&self) -> usize {
         self.slots.len() - 1
     }
