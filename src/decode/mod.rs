@@ -120,6 +120,23 @@ impl Assembler {
         }
     }
 
+    /// `bytes` as text, or `None` after counting and dead-lettering the record as invalid UTF-8.
+    fn utf8<'a>(&mut self, bytes: &'a [u8], pos: u64) -> Option<&'a str> {
+        match std::str::from_utf8(bytes) {
+            Ok(t) => Some(t),
+            Err(e) => {
+                self.out.records += 1;
+                self.reject(
+                    RejectReason::InvalidUtf8,
+                    format!("invalid UTF-8 at byte {}", e.valid_up_to() + 1),
+                    pos,
+                    bytes,
+                );
+                None
+            }
+        }
+    }
+
     fn reject(&mut self, reason: RejectReason, detail: String, pos: u64, bytes: &[u8]) {
         self.out
             .rejects
@@ -170,21 +187,11 @@ pub fn decode_json_lines(chunk: &[u8], first_line: u64, batch_size: usize) -> De
             continue;
         }
         // A line of a valid chunk is valid: '\n' never occurs inside a UTF-8 sequence.
-        let text = match chunk_text.map(|t| &t[line_start..line_start + line.len()]) {
-            Some(t) => t,
-            None => match std::str::from_utf8(line) {
-                Ok(t) => t,
-                Err(e) => {
-                    asm.out.records += 1;
-                    asm.reject(
-                        RejectReason::InvalidUtf8,
-                        format!("invalid UTF-8 at byte {}", e.valid_up_to() + 1),
-                        pos,
-                        line,
-                    );
-                    continue;
-                }
-            },
+        let Some(text) = chunk_text
+            .map(|t| &t[line_start..line_start + line.len()])
+            .or_else(|| asm.utf8(line, pos))
+        else {
+            continue;
         };
         let mut row = RawRow::default();
         match json::parse_object(text, &mut row, &mut order) {
@@ -213,18 +220,8 @@ pub fn decode_csv(chunk: &[u8], first_line: u64, header: &CsvHeader, batch_size:
         if rec.is_empty() {
             continue;
         }
-        let text = match std::str::from_utf8(rec) {
-            Ok(t) => t,
-            Err(e) => {
-                asm.out.records += 1;
-                asm.reject(
-                    RejectReason::InvalidUtf8,
-                    format!("invalid UTF-8 at byte {}", e.valid_up_to() + 1),
-                    pos,
-                    rec,
-                );
-                continue;
-            }
+        let Some(text) = asm.utf8(rec, pos) else {
+            continue;
         };
         let mut cells = Vec::new();
         let mut row = RawRow::default();
@@ -326,6 +323,34 @@ not json
             assert!(!d.rejects[0].raw.contains(value), "{field}");
             assert!(!d.rejects[0].detail.contains("1111"), "{field}");
         }
+    }
+
+    #[test]
+    fn invalid_utf8_rejects_its_line_only() {
+        // One bad line makes the chunk-wide UTF-8 check fail: every other line is still decoded,
+        // and the bad one is dead-lettered at its own line, in JSON and in CSV.
+        let good = r#"{"event_id":"e1","event_type":"capture","event_time":"2026-11-01T00:00:00Z","payment_id":"p","merchant_id":"m","card_id":"c","amount_minor":5,"currency":"EUR"}"#;
+        let mut chunk = format!("{good}\n").into_bytes();
+        chunk.extend_from_slice(b"{\"event_id\":\"\xff\"}\n");
+        chunk.extend_from_slice(format!("{}\n", good.replace("e1", "e2")).as_bytes());
+        let d = decode_json_lines(&chunk, 7, 8192);
+        assert_eq!(d.records, 3);
+        assert_eq!(d.batches[0].positions, vec![7, 9]);
+        assert_eq!(d.rejects.len(), 1);
+        assert_eq!(d.rejects[0].reason, RejectReason::InvalidUtf8);
+        assert_eq!(d.rejects[0].position, 8);
+
+        let header = CsvHeader::parse(
+            "event_id,event_type,event_time,payment_id,merchant_id,card_id,amount_minor,currency",
+        )
+        .unwrap();
+        let mut csv = b"e1,capture,2026-11-01T00:00:00Z,p,m,c,5,EUR\n".to_vec();
+        csv.extend_from_slice(b"e2,capture,2026-11-01T00:00:00Z,p,m\xfe,c,5,EUR\n");
+        let d = decode_csv(&csv, 2, &header, 8192);
+        assert_eq!(d.records, 2);
+        assert_eq!(d.rejects.len(), 1);
+        assert_eq!(d.rejects[0].reason, RejectReason::InvalidUtf8);
+        assert_eq!(d.rejects[0].position, 3);
     }
 
     #[test]
