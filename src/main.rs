@@ -479,6 +479,12 @@ fn bench(a: BenchArgs) -> anyhow::Result<()> {
             a.repeat.max(1),
         )?);
     }
+    if ms.is_empty() {
+        bail!(
+            "no measurement matches --only {:?}; names contain e.g. `baseline`, `decode`, `operator only`, `settlement_per_minute`, `card_velocity`, `card_sessions`",
+            a.only.unwrap_or_default()
+        );
+    }
     print!("{}", paystream::throughput::report(&ms));
     Ok(())
 }

@@ -145,6 +145,38 @@ fn missing_input_and_bad_options_are_clear_errors() {
 }
 
 #[test]
+fn bench_measures_what_only_selects() {
+    // The throughput harness over the sample file: `--only` picks measurements, and a filter
+    // that matches nothing is an error rather than an empty table.
+    let bench = |only: &str| {
+        paystream()
+            .args([
+                "bench",
+                "--suite",
+                "queries",
+                "--workers",
+                "1",
+                "--repeat",
+                "2",
+            ])
+            .arg("--input")
+            .arg(repo("data/sample_events.jsonl"))
+            .args(["--only", only])
+            .output()
+            .unwrap()
+    };
+    let o = bench("operator only: settlement");
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let table = String::from_utf8_lossy(&o.stdout);
+    let rows: Vec<&str> = table.lines().skip(1).collect();
+    assert_eq!(rows.len(), 1, "{table}");
+    assert!(rows[0].starts_with("operator only: settlement_per_minute"));
+    let o = bench("nosuch");
+    assert_eq!(o.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("no measurement matches --only"));
+}
+
+#[test]
 fn help_explains_the_commands() {
     let o = paystream().arg("--help").output().unwrap();
     let h = String::from_utf8_lossy(&o.stdout);
