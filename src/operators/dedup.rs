@@ -117,8 +117,9 @@ impl Dedup {
                 }
             }
             Probe::Free(i) => {
-                if self.seen.grows_on_insert() && watermark != i64::MIN {
-                    // Make room from expired ids before taking more memory.
+                if self.seen.grows_on_insert() && self.sweep_due(watermark) {
+                    // Make room from expired ids before taking more memory (at most once per
+                    // sweep interval: a table whose ids are all live just grows).
                     self.sweep(watermark);
                     self.seen.insert(fresh);
                 } else {
@@ -134,13 +135,14 @@ impl Dedup {
     /// quarter full (it grows at half): until then expired ids cost nothing, as `check` treats
     /// them as absent. A table about to grow is swept first.
     pub fn expire(&mut self, watermark: i64) {
-        if watermark == i64::MIN
-            || watermark < self.last_sweep.saturating_add(self.ttl / 8)
-            || self.seen.len() * 4 < self.seen.slots()
-        {
-            return;
+        if self.sweep_due(watermark) && self.seen.len() * 4 >= self.seen.slots() {
+            self.sweep(watermark);
         }
-        self.sweep(watermark);
+    }
+
+    /// Whether `ttl / 8` of event time has passed since the last sweep.
+    fn sweep_due(&self, watermark: i64) -> bool {
+        watermark != i64::MIN && watermark >= self.last_sweep.saturating_add(self.ttl / 8)
     }
 
     fn sweep(&mut self, watermark: i64) {
