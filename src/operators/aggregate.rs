@@ -340,18 +340,29 @@ impl AggregateCore {
     }
 }
 
-/// Groups row indices by a per-row bucket (window or pane start), in ascending bucket order.
-/// Returns `None` when every row falls in the same bucket (the common, in-order case).
-pub(super) fn bucket_rows(buckets: &[i64]) -> Option<std::collections::BTreeMap<i64, Vec<u32>>> {
-    let first = *buckets.first()?;
-    if buckets.iter().all(|b| *b == first) {
-        return None;
+/// Rows of a batch by bucket (window or pane start).
+pub(super) enum Buckets {
+    /// Every row is in this bucket (the common, in-order case).
+    One(i64),
+    /// Row indices per bucket, in ascending bucket order.
+    Many(std::collections::BTreeMap<i64, Vec<u32>>),
+}
+
+/// Groups the rows of `times` (non-empty) by `bucket_of(time)`, which must be monotone. One
+/// bucket for the whole batch is told by the earliest and latest time alone, without a vector of
+/// per-row buckets.
+pub(super) fn bucket_rows(times: &[i64], bucket_of: impl Fn(i64) -> i64) -> Buckets {
+    let (min, max) = times
+        .iter()
+        .fold((i64::MAX, i64::MIN), |(lo, hi), t| (lo.min(*t), hi.max(*t)));
+    if bucket_of(min) == bucket_of(max) {
+        return Buckets::One(bucket_of(min));
     }
     let mut m: std::collections::BTreeMap<i64, Vec<u32>> = Default::default();
-    for (i, b) in buckets.iter().enumerate() {
-        m.entry(*b).or_default().push(i as u32);
+    for (i, t) in times.iter().enumerate() {
+        m.entry(bucket_of(*t)).or_default().push(i as u32);
     }
-    Some(m)
+    Buckets::Many(m)
 }
 
 /// The given rows of an input batch as late events.

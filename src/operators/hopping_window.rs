@@ -15,7 +15,7 @@ use std::collections::BTreeMap;
 
 use datafusion::arrow::array::UInt32Array;
 
-use super::aggregate::{AggregateCore, bucket_rows};
+use super::aggregate::{AggregateCore, Buckets, bucket_rows};
 use super::group_table::{FrozenGroups, GroupTable};
 use super::{EventBatch, Operator, OperatorOutput, first_window_end};
 use crate::error::Result;
@@ -140,25 +140,12 @@ impl Operator for HoppingWindow {
             return Ok(());
         }
         let pane = self.pane;
-        let pane_of = |t: i64| t - t.rem_euclid(pane);
-        // One pane for the whole batch is told by its earliest and latest event alone.
-        let (min, max) = p
-            .times
-            .iter()
-            .fold((i64::MAX, i64::MIN), |(lo, hi), t| (lo.min(*t), hi.max(*t)));
-        let buckets = if pane_of(min) == pane_of(max) {
-            None
-        } else {
-            let starts: Vec<i64> = p.times.iter().map(|t| pane_of(*t)).collect();
-            bucket_rows(&starts)
-        };
-        match buckets {
-            None => {
+        match bucket_rows(&p.times, |t| t - t.rem_euclid(pane)) {
+            Buckets::One(start) => {
                 let (keys, args, filters, n) = (&p.keys, &p.args, &p.filters, p.len());
-                self.open_pane(pane_of(min))?
-                    .update(keys, args, filters, n)?;
+                self.open_pane(start)?.update(keys, args, filters, n)?;
             }
-            Some(buckets) => {
+            Buckets::Many(buckets) => {
                 for (start, rows) in buckets {
                     let idx = UInt32Array::from(rows);
                     let (keys, args, filters) = p.select(&idx)?;

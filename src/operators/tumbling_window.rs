@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 
 use datafusion::arrow::array::UInt32Array;
 
-use super::aggregate::{AggregateCore, bucket_rows};
+use super::aggregate::{AggregateCore, Buckets, bucket_rows};
 use super::group_table::GroupTable;
 use super::{EventBatch, Operator, OperatorOutput};
 use crate::error::Result;
@@ -67,21 +67,9 @@ impl Operator for TumblingWindow {
         if p.len() == 0 {
             return Ok(());
         }
-        // One window for the whole batch (the in-order case) is told by its earliest and latest
-        // event alone.
-        let (min, max) = p
-            .times
-            .iter()
-            .fold((i64::MAX, i64::MIN), |(lo, hi), t| (lo.min(*t), hi.max(*t)));
-        let buckets = if self.start_of(min) == self.start_of(max) {
-            None
-        } else {
-            let starts: Vec<i64> = p.times.iter().map(|t| self.start_of(*t)).collect();
-            bucket_rows(&starts)
-        };
-        match buckets {
-            None => {
-                let table = match self.windows.entry(self.start_of(min)) {
+        match bucket_rows(&p.times, |t| self.start_of(t)) {
+            Buckets::One(start) => {
+                let table = match self.windows.entry(start) {
                     std::collections::btree_map::Entry::Occupied(e) => e.into_mut(),
                     std::collections::btree_map::Entry::Vacant(e) => {
                         e.insert(GroupTable::new(&self.core.spec)?)
@@ -89,7 +77,7 @@ impl Operator for TumblingWindow {
                 };
                 table.update(&p.keys, &p.args, &p.filters, p.len())?;
             }
-            Some(buckets) => {
+            Buckets::Many(buckets) => {
                 for (start, rows) in buckets {
                     let idx = UInt32Array::from(rows);
                     let (keys, args, filters) = p.select(&idx)?;
