@@ -222,8 +222,13 @@ fn a_killed_producer_leaves_a_clean_prefix() {
             writeln!(stdin, "{l}").unwrap();
         }
         i = (i + 2000).min(sent.len());
-        let bytes: u64 = walk(&data.join("t"));
-        if bytes > 0 || i == sent.len() || Instant::now() > deadline {
+        // Bytes on disk are not enough: the first batch may still be half written (a kill
+        // mid-write leaves a torn tail that recovery rightly drops). Wait until a reader sees a
+        // whole record.
+        if walk(&data.join("t")) > 0 && consumed(&data, "t") > 0
+            || i == sent.len()
+            || Instant::now() > deadline
+        {
             break;
         }
     }
@@ -248,6 +253,15 @@ fn a_killed_producer_leaves_a_clean_prefix() {
         n += 1;
     }
     assert!(n > 0);
+}
+
+/// How many records a reader of `topic` sees right now.
+fn consumed(data: &Path, topic: &str) -> usize {
+    let o = paystream(data)
+        .args(["consume", topic, "--until-end"])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&o.stdout).lines().count()
 }
 
 fn walk(dir: &Path) -> u64 {
