@@ -74,6 +74,10 @@ struct Cursor<'a> {
     b: &'a [u8],
     s: &'a str,
     i: usize,
+    /// No whitespace, `null`, `true`, `false`, object, array or minus sign seen so far: the
+    /// tokens the canonical form never has (see [`RawRow::canonical_syntax`]). Cleared only on
+    /// paths canonical lines never take, so keeping it costs the common path nothing.
+    plain: bool,
 }
 
 fn malformed(msg: impl Into<String>) -> Invalid {
@@ -89,6 +93,7 @@ impl<'a> Cursor<'a> {
             if c > b' ' || !matches!(c, b' ' | b'\t' | b'\r' | b'\n') {
                 return;
             }
+            self.plain = false;
             self.i += 1;
         }
     }
@@ -237,6 +242,7 @@ impl<'a> Cursor<'a> {
     fn number(&mut self) -> Result<RawValue<'a>, Invalid> {
         let start = self.i;
         if self.peek() == Some(b'-') {
+            self.plain = false;
             self.i += 1;
         }
         let int_start = self.i;
@@ -289,6 +295,7 @@ impl<'a> Cursor<'a> {
     }
 
     fn literal(&mut self, word: &[u8], v: RawValue<'a>) -> Result<RawValue<'a>, Invalid> {
+        self.plain = false;
         if self.b[self.i..].starts_with(word) {
             self.i += word.len();
             Ok(v)
@@ -319,6 +326,7 @@ impl<'a> Cursor<'a> {
                 if depth > 64 {
                     return Err(malformed("nesting deeper than 64 levels"));
                 }
+                self.plain = false;
                 self.i += 1;
                 let close = if open == b'{' { b'}' } else { b']' };
                 self.ws();
@@ -419,6 +427,7 @@ pub(super) fn parse_object<'a>(
         b: line.as_bytes(),
         s: line,
         i: 0,
+        plain: true,
     };
     c.ws();
     if c.peek() != Some(b'{') {
@@ -428,6 +437,7 @@ pub(super) fn parse_object<'a>(
     c.ws();
     // The field before the next key, as an index into `order.next`.
     let mut prev = 0;
+    row.canonical_syntax = true;
     if c.peek() == Some(b'}') {
         c.i += 1;
     } else {
@@ -443,18 +453,27 @@ pub(super) fn parse_object<'a>(
                 }
                 None => {
                     let key = c.string()?;
+                    if matches!(key, Cow::Owned(_)) {
+                        row.canonical_syntax = false;
+                    }
                     (FieldId::from_name(key.as_bytes()), key)
                 }
             };
             c.expect(b':', "':'")?;
             match field {
                 Some(f) => {
+                    if (f as usize) < prev {
+                        row.canonical_syntax = false;
+                    }
                     order.next[prev] = f as u8;
                     prev = f as usize + 1;
                     c.ws();
                     let v = match c.peek() {
                         Some(b'"') => {
                             let s = c.string()?;
+                            if matches!(s, Cow::Owned(_)) {
+                                row.canonical_syntax = false;
+                            }
                             // Codes and timestamps are checked by `validate` only when they
                             // are invalid: a valid one cannot hold a card number.
                             if !checks_card_lazily(f) {
@@ -498,6 +517,7 @@ pub(super) fn parse_object<'a>(
             c.i + 1
         )));
     }
+    row.canonical_syntax &= c.plain && row.unknown_fields == 0;
     Ok(())
 }
 
@@ -588,6 +608,7 @@ mod tests {
             assert_eq!(ra, rb, "{line}");
             assert_eq!(a.values, b.values, "{line}");
             assert_eq!(a.unknown_fields, b.unknown_fields, "{line}");
+            assert_eq!(a.canonical_syntax, b.canonical_syntax, "{line}");
         }
     }
 

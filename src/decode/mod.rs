@@ -4,6 +4,7 @@
 //! fails on a bad record: it returns the good rows as a [`DecodedBatch`] and every bad one as a
 //! [`Reject`] with its reason and position, so `read = accepted + rejected` holds per chunk.
 
+mod canonical;
 mod card;
 mod csv;
 mod currency;
@@ -104,12 +105,15 @@ impl Assembler {
         }
     }
 
-    fn row(&mut self, raw: &RawRow<'_>, pos: u64, bytes: &[u8]) {
+    /// Validates and appends one parsed record; `json` is its line when it came from JSON.
+    fn row(&mut self, raw: &RawRow<'_>, pos: u64, bytes: &[u8], json: bool) {
         self.out.records += 1;
         self.out.unknown_fields += raw.unknown_fields as u64;
         match validate(raw) {
             Ok(v) => {
-                self.hashes.push(v.payload_hash(&mut self.scratch));
+                let line = json.then_some(bytes);
+                self.hashes
+                    .push(v.payload_hash(raw, line, &mut self.scratch));
                 self.positions.push(pos);
                 self.builder.append(&v);
                 if self.builder.len() >= self.batch_size {
@@ -195,7 +199,7 @@ pub fn decode_json_lines(chunk: &[u8], first_line: u64, batch_size: usize) -> De
         };
         let mut row = RawRow::default();
         match json::parse_object(text, &mut row, &mut order) {
-            Ok(()) => asm.row(&row, pos, line),
+            Ok(()) => asm.row(&row, pos, line, true),
             Err((reason, detail)) => {
                 asm.out.records += 1;
                 asm.reject(reason, detail, pos, line);
@@ -226,7 +230,7 @@ pub fn decode_csv(chunk: &[u8], first_line: u64, header: &CsvHeader, batch_size:
         let mut cells = Vec::new();
         let mut row = RawRow::default();
         match csv::parse_record(header, text, &mut cells, &mut row) {
-            Ok(()) => asm.row(&row, pos, rec),
+            Ok(()) => asm.row(&row, pos, rec, false),
             Err((reason, detail)) => {
                 asm.out.records += 1;
                 asm.reject(reason, detail, pos, rec);
@@ -245,7 +249,7 @@ pub fn decode_parquet(batch: &RecordBatch, first_row: u64, batch_size: usize) ->
         cols.read_row(i, &mut row);
         let pos = first_row + i as u64;
         match validate(&row) {
-            Ok(_) => asm.row(&row, pos, b""),
+            Ok(_) => asm.row(&row, pos, b"", false),
             Err((reason, detail)) => {
                 asm.out.records += 1;
                 asm.out.unknown_fields += row.unknown_fields as u64;

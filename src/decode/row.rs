@@ -12,7 +12,6 @@ use std::sync::Arc;
 use datafusion::arrow::array::{
     ArrayRef, Int64Builder, RecordBatch, StringBuilder, TimestampMillisecondBuilder,
 };
-use xxhash_rust::xxh3::xxh3_64;
 
 use super::card::contains_card_number;
 use super::currency::is_iso4217;
@@ -61,6 +60,11 @@ pub struct RawRow<'a> {
     pub unknown_fields: u32,
     /// Name of a field (known or not) whose string value looks like a card number.
     pub card_number_in: Option<String>,
+    /// Set by the JSON parser when the line has the syntax of canonical JSON
+    /// ([`ValidRow::canonical_json`]): known keys only, in schema order, no escapes, no
+    /// whitespace, no `null` or other literal, no minus sign. Only values can then differ from
+    /// the canonical form; [`ValidRow::is_canonical_line`] checks the two that can.
+    pub canonical_syntax: bool,
 }
 
 impl<'a> RawRow<'a> {
@@ -75,36 +79,16 @@ impl<'a> RawRow<'a> {
 /// The validated values of one event, ready to append.
 #[derive(Debug)]
 pub struct ValidRow<'r> {
-    strs: [Option<&'r str>; NUM_FIELDS],
-    event_time: i64,
-    amount_minor: i64,
-    fee_minor: Option<i64>,
+    pub(super) strs: [Option<&'r str>; NUM_FIELDS],
+    pub(super) event_time: i64,
+    pub(super) amount_minor: i64,
+    pub(super) fee_minor: Option<i64>,
 }
 
 impl ValidRow<'_> {
     /// Event time in epoch milliseconds.
     pub fn event_time(&self) -> i64 {
         self.event_time
-    }
-
-    /// A stable 64-bit hash of every known field, used by dedup to tell a redelivery (same hash)
-    /// from a conflicting reuse of an `event_id` (different hash). The fields are laid out
-    /// length-prefixed in `scratch` and hashed in one call.
-    pub fn payload_hash(&self, scratch: &mut Vec<u8>) -> u64 {
-        scratch.clear();
-        for s in &self.strs {
-            match s {
-                Some(s) => {
-                    scratch.extend_from_slice(&(s.len() as u32).to_le_bytes());
-                    scratch.extend_from_slice(s.as_bytes());
-                }
-                None => scratch.extend_from_slice(&u32::MAX.to_le_bytes()),
-            }
-        }
-        scratch.extend_from_slice(&self.event_time.to_le_bytes());
-        scratch.extend_from_slice(&self.amount_minor.to_le_bytes());
-        scratch.extend_from_slice(&self.fee_minor.unwrap_or(-1).to_le_bytes());
-        xxh3_64(scratch)
     }
 }
 
@@ -642,17 +626,5 @@ mod tests {
         let (reason, detail) = validate(&r).unwrap_err();
         assert_eq!(reason, RejectReason::CardNumber);
         assert!(!detail.contains("4111"));
-    }
-
-    #[test]
-    fn payload_hash_tells_payloads_apart() {
-        let a = base();
-        let mut b = base();
-        b.values[FieldId::AmountMinor as usize] = Some(RawValue::Int(1251));
-        let (va, vb) = (validate(&a).unwrap(), validate(&b).unwrap());
-        let mut scratch = Vec::new();
-        let ha = va.payload_hash(&mut scratch);
-        assert_ne!(ha, vb.payload_hash(&mut scratch));
-        assert_eq!(ha, validate(&base()).unwrap().payload_hash(&mut scratch));
     }
 }

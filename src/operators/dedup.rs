@@ -38,6 +38,10 @@ pub struct Dedup {
 /// How many rows ahead [`Dedup::prefetch`] should run of [`Dedup::check_key`] to hide a miss.
 pub const PREFETCH_DISTANCE: usize = 8;
 
+/// Which payload hash the stored hashes are (see `decode::canonical`): 2 is XXH3 of the
+/// canonical JSON. State holding another kind cannot be compared with new events.
+const PAYLOAD_HASH_VERSION: u64 = 2;
+
 impl Dedup {
     /// A dedup with the given TTL in milliseconds of event time.
     pub fn new(ttl: i64) -> Self {
@@ -178,7 +182,11 @@ impl Dedup {
             ],
         )?;
         Snapshot {
-            header: serde_json::json!({"ttl": self.ttl, "last_sweep": self.last_sweep}),
+            header: serde_json::json!({
+                "ttl": self.ttl,
+                "last_sweep": self.last_sweep,
+                "payload_hash": PAYLOAD_HASH_VERSION,
+            }),
             batches: vec![(0, batch)],
         }
         .encode("dedup")
@@ -196,6 +204,11 @@ impl Dedup {
         };
         if batch.num_columns() != 4 {
             return Err(bad("snapshot has an unexpected layout"));
+        }
+        if snap.header["payload_hash"].as_u64() != Some(PAYLOAD_HASH_VERSION) {
+            return Err(bad(
+                "this state was saved by an older paystream that hashed payloads differently, so every redelivery would look like a conflict; run with --reset-state to start over",
+            ));
         }
         self.last_sweep = snap.header["last_sweep"].as_i64().unwrap_or(i64::MIN);
         self.seen = IdTable::with_capacity(batch.num_rows().max(1 << 10));
@@ -331,5 +344,17 @@ mod tests {
         assert_eq!(r.len(), 100);
         assert_eq!(r.check("e5", 5, 5, 0), DedupOutcome::Duplicate);
         assert_eq!(r.check("e6", 7, 6, 0), DedupOutcome::Conflict);
+    }
+
+    #[test]
+    fn state_with_another_payload_hash_is_refused() {
+        let mut d = Dedup::new(1000);
+        d.check("e1", 1, 1, 0);
+        let mut snap = Snapshot::decode("dedup", &d.snapshot().unwrap()).unwrap();
+        snap.header["payload_hash"] = 1.into();
+        let err = Dedup::new(1000)
+            .restore(&snap.encode("dedup").unwrap())
+            .unwrap_err();
+        assert!(err.to_string().contains("--reset-state"), "{err}");
     }
 }
