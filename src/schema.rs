@@ -3,10 +3,49 @@
 //! Decoders produce Arrow batches in exactly this column order; the SQL layer registers the
 //! stream `payments` with this schema, plus `window_start`/`window_end` when a window table
 //! function is used. Money is `Int64` minor units; event time is millisecond UTC.
+//!
+//! `event_type` and `status` have fixed vocabularies, so they are dictionary-encoded
+//! ([`code_type`]) over [`EVENT_TYPES`] and [`STATUSES`]: a query's `event_type = 'capture'` then
+//! compares six strings per batch instead of one per event, and filtering a batch moves one byte
+//! per event instead of the word.
 
 use std::sync::{Arc, LazyLock};
 
+use datafusion::arrow::array::{ArrayRef, StringArray};
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
+
+/// Every valid `event_type`, in dictionary key order.
+pub const EVENT_TYPES: [&str; 6] = [
+    "authorization",
+    "capture",
+    "refund",
+    "chargeback",
+    "void",
+    "chargeback_reversal",
+];
+
+/// Every valid `status`, in dictionary key order.
+pub const STATUSES: [&str; 2] = ["approved", "declined"];
+
+/// The Arrow type of the fixed-vocabulary columns (`event_type`, `status`).
+pub fn code_type() -> DataType {
+    DataType::Dictionary(Box::new(DataType::Int8), Box::new(DataType::Utf8))
+}
+
+static EVENT_TYPE_VALUES: LazyLock<ArrayRef> =
+    LazyLock::new(|| Arc::new(StringArray::from(EVENT_TYPES.to_vec())));
+static STATUS_VALUES: LazyLock<ArrayRef> =
+    LazyLock::new(|| Arc::new(StringArray::from(STATUSES.to_vec())));
+
+/// The dictionary values of `event_type` columns ([`EVENT_TYPES`]), shared by every batch.
+pub fn event_type_values() -> ArrayRef {
+    Arc::clone(&EVENT_TYPE_VALUES)
+}
+
+/// The dictionary values of `status` columns ([`STATUSES`]), shared by every batch.
+pub fn status_values() -> ArrayRef {
+    Arc::clone(&STATUS_VALUES)
+}
 
 /// Index of each event field in [`event_schema`]; the decoders index their row buffers by it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -125,6 +164,7 @@ static EVENT_SCHEMA: LazyLock<SchemaRef> = LazyLock::new(|| {
             let dt = match f {
                 FieldId::EventTime => timestamp_type(),
                 FieldId::AmountMinor | FieldId::FeeMinor => DataType::Int64,
+                FieldId::EventType | FieldId::Status => code_type(),
                 _ => DataType::Utf8,
             };
             Field::new(f.name(), dt, !f.required())

@@ -45,6 +45,19 @@ impl ParquetColumns {
                             |a| a.as_string::<i32>().clone(),
                         ))
                     }
+                    // Dictionary-encoded strings (how many writers store codes, and how
+                    // paystream's own batches hold `event_type` and `status`).
+                    DataType::Dictionary(_, v)
+                        if matches!(
+                            v.as_ref(),
+                            DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View
+                        ) =>
+                    {
+                        Column::Str(cast(arr, &DataType::Utf8).map_or_else(
+                            |_| StringArray::new_null(arr.len()),
+                            |a| a.as_string::<i32>().clone(),
+                        ))
+                    }
                     DataType::Int8
                     | DataType::Int16
                     | DataType::Int32

@@ -10,13 +10,17 @@ use std::borrow::Cow;
 use std::sync::Arc;
 
 use datafusion::arrow::array::{
-    ArrayRef, Int64Builder, RecordBatch, StringBuilder, TimestampMillisecondBuilder,
+    ArrayRef, DictionaryArray, Int8Array, Int8Builder, Int64Builder, RecordBatch, StringBuilder,
+    TimestampMillisecondBuilder,
 };
+use datafusion::arrow::datatypes::Int8Type;
 
 use super::card::contains_card_number;
 use super::currency::is_iso4217;
 use super::reject::RejectReason;
-use crate::schema::{FieldId, NUM_FIELDS, event_schema};
+use crate::schema::{
+    EVENT_TYPES, FieldId, NUM_FIELDS, STATUSES, event_schema, event_type_values, status_values,
+};
 use crate::time::parse_rfc3339_millis;
 
 /// A field value as the format parser saw it, before any judgement.
@@ -80,6 +84,10 @@ impl<'a> RawRow<'a> {
 #[derive(Debug)]
 pub struct ValidRow<'r> {
     pub(super) strs: [Option<&'r str>; NUM_FIELDS],
+    /// `event_type` as its index in [`EVENT_TYPES`].
+    event_type: i8,
+    /// `status` as its index in [`STATUSES`].
+    status: Option<i8>,
     pub(super) event_time: i64,
     pub(super) amount_minor: i64,
     pub(super) fee_minor: Option<i64>,
@@ -94,15 +102,6 @@ impl ValidRow<'_> {
 
 /// A validation failure: reason code and a human detail that never echoes a card number.
 pub(super) type Invalid = (RejectReason, String);
-
-const EVENT_TYPES: [&str; 6] = [
-    "authorization",
-    "capture",
-    "refund",
-    "chargeback",
-    "void",
-    "chargeback_reversal",
-];
 
 /// The bytes an `event_id` may hold: `[A-Za-z0-9_\-:.]`.
 const EVENT_ID_BYTES: [bool; 256] = {
@@ -293,7 +292,7 @@ fn validate_fields<'r>(row: &'r RawRow<'_>) -> Result<ValidRow<'r>, Invalid> {
         ));
     }
     let event_type = strs[FieldId::EventType as usize].unwrap_or_default();
-    if !EVENT_TYPES.contains(&event_type) {
+    let Some(event_type_code) = EVENT_TYPES.iter().position(|t| *t == event_type) else {
         return Err((
             RejectReason::UnknownEventType,
             format!(
@@ -302,7 +301,7 @@ fn validate_fields<'r>(row: &'r RawRow<'_>) -> Result<ValidRow<'r>, Invalid> {
                 EVENT_TYPES.join(", ")
             ),
         ));
-    }
+    };
     for f in [FieldId::PaymentId, FieldId::MerchantId, FieldId::CardId] {
         if strs[f as usize].is_some_and(str::is_empty) {
             return Err((
@@ -343,19 +342,23 @@ fn validate_fields<'r>(row: &'r RawRow<'_>) -> Result<ValidRow<'r>, Invalid> {
             format!("`mcc` {} is not a 4-digit code", show(m)),
         ));
     }
-    match strs[FieldId::Status as usize] {
+    let status_code = match strs[FieldId::Status as usize] {
         None if event_type == "authorization" => {
             // EVENTS.md: an absent status means approved.
-            strs[FieldId::Status as usize] = Some("approved");
+            strs[FieldId::Status as usize] = Some(STATUSES[0]);
+            Some(0)
         }
-        None | Some("approved" | "declined") => {}
-        Some(s) => {
-            return Err((
-                RejectReason::InvalidValue,
-                format!("`status` {} must be approved or declined", show(s)),
-            ));
-        }
-    }
+        None => None,
+        Some(s) => match STATUSES.iter().position(|t| *t == s) {
+            Some(code) => Some(code as i8),
+            None => {
+                return Err((
+                    RejectReason::InvalidValue,
+                    format!("`status` {} must be approved or declined", show(s)),
+                ));
+            }
+        },
+    };
 
     let event_time = event_time?;
     let amount_minor = check_amount(
@@ -367,6 +370,8 @@ fn validate_fields<'r>(row: &'r RawRow<'_>) -> Result<ValidRow<'r>, Invalid> {
         .transpose()?;
     Ok(ValidRow {
         strs,
+        event_type: event_type_code as i8,
+        status: status_code,
         event_time,
         amount_minor,
         fee_minor,
@@ -430,9 +435,19 @@ fn parse_event_time(row: &RawRow<'_>) -> Result<i64, Invalid> {
     Ok(ms)
 }
 
+/// A dictionary column of codes the validator produced.
+fn codes(keys: Int8Array, values: ArrayRef) -> ArrayRef {
+    debug_assert!(keys.iter().flatten().all(|k| (k as usize) < values.len()));
+    // SAFETY: every key is an index into `values` (EVENT_TYPES or STATUSES), written by
+    // `validate_fields` from a position in that same list.
+    Arc::new(unsafe { DictionaryArray::<Int8Type>::new_unchecked(keys, values) })
+}
+
 /// Appends valid rows into Arrow builders and finishes them as a batch of [`event_schema`].
 pub struct EventBatchBuilder {
     strings: Vec<(usize, StringBuilder)>,
+    event_type: Vec<i8>,
+    status: Int8Builder,
     event_time: TimestampMillisecondBuilder,
     amount_minor: Int64Builder,
     fee_minor: Int64Builder,
@@ -447,7 +462,11 @@ impl EventBatchBuilder {
             .filter(|f| {
                 !matches!(
                     f,
-                    FieldId::EventTime | FieldId::AmountMinor | FieldId::FeeMinor
+                    FieldId::EventTime
+                        | FieldId::AmountMinor
+                        | FieldId::FeeMinor
+                        | FieldId::EventType
+                        | FieldId::Status
                 )
             })
             .map(|f| {
@@ -459,6 +478,8 @@ impl EventBatchBuilder {
             .collect();
         EventBatchBuilder {
             strings,
+            event_type: Vec::with_capacity(capacity),
+            status: Int8Builder::with_capacity(capacity),
             event_time: TimestampMillisecondBuilder::with_capacity(capacity)
                 .with_timezone(Arc::from("UTC")),
             amount_minor: Int64Builder::with_capacity(capacity),
@@ -482,6 +503,8 @@ impl EventBatchBuilder {
         for (idx, b) in &mut self.strings {
             b.append_option(row.strs[*idx]);
         }
+        self.event_type.push(row.event_type);
+        self.status.append_option(row.status);
         self.event_time.append_value(row.event_time);
         self.amount_minor.append_value(row.amount_minor);
         self.fee_minor.append_option(row.fee_minor);
@@ -494,6 +517,9 @@ impl EventBatchBuilder {
         for (idx, b) in &mut self.strings {
             cols[*idx] = Some(Arc::new(b.finish()));
         }
+        let event_type = Int8Array::from(std::mem::take(&mut self.event_type));
+        cols[FieldId::EventType as usize] = Some(codes(event_type, event_type_values()));
+        cols[FieldId::Status as usize] = Some(codes(self.status.finish(), status_values()));
         cols[FieldId::EventTime as usize] = Some(Arc::new(self.event_time.finish()));
         cols[FieldId::AmountMinor as usize] = Some(Arc::new(self.amount_minor.finish()));
         cols[FieldId::FeeMinor as usize] = Some(Arc::new(self.fee_minor.finish()));

@@ -157,7 +157,7 @@ impl GroupsAccumulator for DistinctCountGroups {
         total_num_groups: usize,
     ) -> Result<()> {
         self.groups.resize_with(total_num_groups, Vec::new);
-        let col = &values[0];
+        let col = &in_state_type(&values[0], &self.data_type)?;
         let keys = self.keys(col)?;
         for (i, &g) in group_indices.iter().enumerate() {
             if col.is_null(i) || opt_filter.is_some_and(|f| !f.is_valid(i) || !f.value(i)) {
@@ -275,7 +275,7 @@ impl DistinctCountScalars {
 
 impl Accumulator for DistinctCountScalars {
     fn update_batch(&mut self, values: &[ArrayRef]) -> Result<()> {
-        self.insert_all(&values[0])
+        self.insert_all(&in_state_type(&values[0], &self.data_type)?)
     }
 
     fn evaluate(&mut self) -> Result<ScalarValue> {
@@ -306,6 +306,16 @@ impl Accumulator for DistinctCountScalars {
 }
 
 /// The argument type of a `count(DISTINCT x)` aggregate, or `None` for any other aggregate.
+/// `col` as the type the distinct values are kept in: DataFusion keeps a dictionary argument's
+/// values (`count(DISTINCT event_type)` lists strings), so dictionary input is unpacked first.
+fn in_state_type(col: &ArrayRef, data_type: &DataType) -> Result<ArrayRef> {
+    Ok(if col.data_type() == data_type {
+        Arc::clone(col)
+    } else {
+        datafusion::arrow::compute::cast(col, data_type)?
+    })
+}
+
 pub(super) fn distinct_count_type(agg: &AggregateFunctionExpr) -> Result<Option<DataType>> {
     if agg.fun().name() == "count" && agg.is_distinct() && agg.expressions().len() == 1 {
         // The state is one list of the distinct values; its item type is the argument's type.

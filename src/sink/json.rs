@@ -3,7 +3,7 @@
 //! One object per row with the SELECT's output names as keys, integers as JSON numbers, timestamps
 //! as RFC 3339 UTC strings with milliseconds (`"2026-11-01T00:01:00.000Z"`), nulls as `null`.
 
-use datafusion::arrow::array::{Array, AsArray, RecordBatch};
+use datafusion::arrow::array::{Array, AsArray, RecordBatch, downcast_dictionary_array};
 use datafusion::arrow::datatypes::{
     DataType, Float32Type, Float64Type, Int8Type, Int16Type, Int32Type, Int64Type, TimeUnit,
     TimestampMicrosecondType, TimestampMillisecondType, TimestampNanosecondType,
@@ -94,6 +94,17 @@ pub fn write_value(out: &mut Vec<u8>, col: &dyn Array, row: usize) {
             out.push(b'"');
             format_rfc3339_millis(ms, out);
             out.push(b'"');
+        }
+        DataType::Dictionary(_, _) => {
+            // The value the key points at, written as its own type (a dictionary of integers
+            // stays a number).
+            downcast_dictionary_array!(
+                col => match col.key(row) {
+                    Some(k) => write_value(out, col.values().as_ref(), k),
+                    None => out.extend_from_slice(b"null"),
+                },
+                _ => out.extend_from_slice(b"null")
+            )
         }
         _ => match array_value_to_string(col, row) {
             Ok(s) => write_json_str(out, &s),
