@@ -191,8 +191,10 @@ pub fn decode_json_lines(chunk: &[u8], first_line: u64, batch_size: usize) -> De
             continue;
         }
         // A line of a valid chunk is valid: '\n' never occurs inside a UTF-8 sequence.
+        // SAFETY: the line starts after a `\n` (or at the chunk's start) and ends before `\n`,
+        // `\r` or the chunk's end: ASCII bytes or ends, so char boundaries of `t`.
         let Some(text) = chunk_text
-            .map(|t| &t[line_start..line_start + line.len()])
+            .map(|t| unsafe { t.get_unchecked(line_start..line_start + line.len()) })
             .or_else(|| asm.utf8(line, pos))
         else {
             continue;
