@@ -256,10 +256,11 @@ fn for_each_chunk(path: &Path, mut f: impl FnMut(&[u8], u64)) -> Result<()> {
     let mut buf = Vec::with_capacity(2 << 20);
     let mut line = 1u64;
     loop {
-        let old = buf.len();
-        buf.resize(old + (1 << 20), 0);
-        let n = file.read(&mut buf[old..]).map_err(err)?;
-        buf.truncate(old + n);
+        // Into the spare capacity, as the engine's reader does: `resize` zeroed each chunk first.
+        let n = (&mut file)
+            .take(1 << 20)
+            .read_to_end(&mut buf)
+            .map_err(err)?;
         let cut = if n == 0 {
             buf.len()
         } else {
