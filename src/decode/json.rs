@@ -381,15 +381,17 @@ impl<'a> Cursor<'a> {
     }
 }
 
-/// `"name"` of each field as a little-endian pattern over 16 bytes, and the mask of its bytes.
-const KEY_PATTERNS: [(u128, u128); NUM_FIELDS] = {
-    let mut out = [(0u128, 0u128); NUM_FIELDS];
+/// `name":` of each field (after the key's opening quote) as a little-endian pattern over 16
+/// bytes, the mask of its bytes, and how far a match moves the cursor: one compare checks the
+/// key, its closing quote and the colon of compact JSON.
+const KEY_PATTERNS: [(u128, u128, usize); NUM_FIELDS] = {
+    let mut out = [(0u128, 0u128, 0usize); NUM_FIELDS];
     let mut f = 0;
     while f < NUM_FIELDS {
         let b = FIELD_NAMES[f].as_bytes();
         assert!(
-            b.len() < 16,
-            "field names fit a 16-byte compare with their quote"
+            b.len() + 2 <= 16,
+            "field names fit a 16-byte compare with their closing quote and colon"
         );
         let (mut pat, mut mask, mut k) = (0u128, 0u128, 0);
         while k < b.len() {
@@ -397,9 +399,9 @@ const KEY_PATTERNS: [(u128, u128); NUM_FIELDS] = {
             mask |= 0xff << (8 * k);
             k += 1;
         }
-        pat |= (b'"' as u128) << (8 * k);
-        mask |= 0xff << (8 * k);
-        out[f] = (pat, mask);
+        pat |= (b'"' as u128) << (8 * k) | (b':' as u128) << (8 * (k + 1));
+        mask |= 0xffff << (8 * k);
+        out[f] = (pat, mask, b.len() + 3);
         f += 1;
     }
     out
@@ -424,13 +426,14 @@ impl Default for KeyOrder {
 }
 
 impl KeyOrder {
-    /// The predicted field after `prev` if the key at `b[i]` (its opening quote) is that field.
+    /// The predicted field after `prev` if the key at `b[i]` (its opening quote) is that field,
+    /// directly followed by `:`; with how many bytes the key and colon take.
     #[inline(always)]
-    fn confirm(&self, prev: usize, b: &[u8], i: usize) -> Option<FieldId> {
+    fn confirm(&self, prev: usize, b: &[u8], i: usize) -> Option<(FieldId, usize)> {
         let f = *self.next.get(prev)? as usize;
-        let (pat, mask) = *KEY_PATTERNS.get(f)?;
+        let (pat, mask, skip) = *KEY_PATTERNS.get(f)?;
         let bytes: [u8; 16] = b.get(i + 1..i + 17)?.try_into().ok()?;
-        (u128::from_le_bytes(bytes) & mask == pat).then(|| FieldId::ALL[f])
+        (u128::from_le_bytes(bytes) & mask == pat).then(|| (FieldId::ALL[f], skip))
     }
 }
 
@@ -467,8 +470,8 @@ pub(super) fn parse_object<'a>(
                 return Err(malformed(c.unexpected("a field name")));
             }
             let (field, key) = match order.confirm(prev, c.b, c.i) {
-                Some(f) => {
-                    c.i += f.name().len() + 2;
+                Some((f, skip)) => {
+                    c.i += skip;
                     (Some(f), Cow::Borrowed(""))
                 }
                 None => {
@@ -476,10 +479,10 @@ pub(super) fn parse_object<'a>(
                     if matches!(key, Cow::Owned(_)) {
                         row.canonical_syntax = false;
                     }
+                    c.expect(b':', "':'")?;
                     (FieldId::from_name(key.as_bytes()), key)
                 }
             };
-            c.expect(b':', "':'")?;
             match field {
                 Some(f) => {
                     if (f as usize) < prev {
