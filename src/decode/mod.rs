@@ -12,6 +12,7 @@ mod json;
 mod parquet;
 mod reject;
 mod row;
+mod str_column;
 
 use std::path::Path;
 

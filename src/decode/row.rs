@@ -10,7 +10,7 @@ use std::borrow::Cow;
 use std::sync::Arc;
 
 use datafusion::arrow::array::{
-    ArrayRef, DictionaryArray, Int8Array, Int8Builder, Int64Builder, RecordBatch, StringBuilder,
+    ArrayRef, DictionaryArray, Int8Array, Int8Builder, Int64Builder, RecordBatch,
     TimestampMillisecondBuilder,
 };
 use datafusion::arrow::datatypes::Int8Type;
@@ -18,6 +18,7 @@ use datafusion::arrow::datatypes::Int8Type;
 use super::card::contains_card_number;
 use super::currency::is_iso4217;
 use super::reject::RejectReason;
+use super::str_column::StrColumn;
 use crate::schema::{
     EVENT_TYPES, FieldId, NUM_FIELDS, STATUSES, event_schema, event_type_values, status_values,
 };
@@ -445,7 +446,7 @@ fn codes(keys: Int8Array, values: ArrayRef) -> ArrayRef {
 
 /// Appends valid rows into Arrow builders and finishes them as a batch of [`event_schema`].
 pub struct EventBatchBuilder {
-    strings: Vec<(usize, StringBuilder)>,
+    strings: Vec<(usize, StrColumn)>,
     event_type: Vec<i8>,
     status: Int8Builder,
     event_time: TimestampMillisecondBuilder,
@@ -472,7 +473,7 @@ impl EventBatchBuilder {
             .map(|f| {
                 (
                     *f as usize,
-                    StringBuilder::with_capacity(capacity, capacity * 16),
+                    StrColumn::with_capacity(capacity, capacity * 16),
                 )
             })
             .collect();
@@ -501,7 +502,7 @@ impl EventBatchBuilder {
     /// Appends one validated row.
     pub fn append(&mut self, row: &ValidRow<'_>) {
         for (idx, b) in &mut self.strings {
-            b.append_option(row.strs[*idx]);
+            b.push(row.strs[*idx]);
         }
         self.event_type.push(row.event_type);
         self.status.append_option(row.status);
