@@ -19,7 +19,7 @@ use super::LogError;
 use super::batch::{BatchView, Parsed, parse_batch, view_checked};
 
 /// Bytes a reader asks for at a time.
-const READ: usize = 4 << 20;
+const READ: usize = 1 << 20;
 
 /// Bytes of log between two index entries.
 pub(super) const INDEX_INTERVAL: u64 = 4096;
