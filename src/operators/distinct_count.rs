@@ -47,6 +47,53 @@ impl Keys<'_> {
     }
 }
 
+/// One group's distinct value ids, sorted. Most groups (a card's merchants in a minute) hold one
+/// value: that one is kept inline, so a window of a hundred thousand groups does not allocate a
+/// hundred thousand vectors.
+#[derive(Debug, Clone)]
+pub(super) enum IdSet {
+    /// No value, or one (`u32::MAX`: none).
+    One(u32),
+    /// Two or more.
+    Many(Vec<u32>),
+}
+
+impl Default for IdSet {
+    fn default() -> Self {
+        IdSet::One(u32::MAX)
+    }
+}
+
+impl IdSet {
+    fn insert(&mut self, id: u32) {
+        match self {
+            IdSet::One(x) if *x == u32::MAX => *x = id,
+            IdSet::One(x) if *x == id => {}
+            IdSet::One(x) => {
+                let (a, b) = if *x < id { (*x, id) } else { (id, *x) };
+                *self = IdSet::Many(vec![a, b]);
+            }
+            IdSet::Many(v) => {
+                if let Err(pos) = v.binary_search(&id) {
+                    v.insert(pos, id);
+                }
+            }
+        }
+    }
+
+    fn ids(&self) -> &[u32] {
+        match self {
+            IdSet::One(x) if *x == u32::MAX => &[],
+            IdSet::One(x) => std::slice::from_ref(x),
+            IdSet::Many(v) => v,
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.ids().len()
+    }
+}
+
 /// Distinct-count state of every group in a table.
 pub(super) struct DistinctCountGroups {
     data_type: DataType,
@@ -59,7 +106,7 @@ pub(super) struct DistinctCountGroups {
     bytes: Vec<u8>,
     offsets: Vec<usize>,
     /// Per group, the sorted distinct value ids.
-    groups: Vec<Vec<u32>>,
+    groups: Vec<IdSet>,
 }
 
 impl DistinctCountGroups {
@@ -120,13 +167,10 @@ impl DistinctCountGroups {
 
     /// Adds interned value `id` to `group`.
     fn add_id(&mut self, group: usize, id: u32) {
-        let g = &mut self.groups[group];
-        if let Err(pos) = g.binary_search(&id) {
-            g.insert(pos, id);
-        }
+        self.groups[group].insert(id);
     }
 
-    fn take_groups(&mut self, emit_to: EmitTo) -> Vec<Vec<u32>> {
+    fn take_groups(&mut self, emit_to: EmitTo) -> Vec<IdSet> {
         let taken = emit_to.take_needed(&mut self.groups);
         if self.groups.is_empty() {
             // No group refers to an interned value any more: start afresh.
@@ -200,7 +244,7 @@ impl GroupsAccumulator for DistinctCountGroups {
         opt_filter: Option<&BooleanArray>,
         total_num_groups: usize,
     ) -> Result<()> {
-        self.groups.resize_with(total_num_groups, Vec::new);
+        self.groups.resize_with(total_num_groups, IdSet::default);
         let col = &in_state_type(&values[0], &self.data_type)?;
         let keys = self.keys(col)?;
         for (i, &g) in group_indices.iter().enumerate() {
@@ -225,12 +269,15 @@ impl GroupsAccumulator for DistinctCountGroups {
             EmitTo::All => self.groups.len(),
             EmitTo::First(n) => n,
         };
-        let lens = self.groups[..n].iter().map(Vec::len);
+        let lens = self.groups[..n].iter().map(IdSet::len);
         let offsets = OffsetBuffer::from_lengths(lens);
         // Each group's values as ids into this table's distinct values: merging the state then
         // interns each distinct value once, not once per group that holds it.
-        let ids =
-            Int32Array::from_iter_values(self.groups[..n].iter().flatten().map(|id| *id as i32));
+        let ids = Int32Array::from_iter_values(
+            self.groups[..n]
+                .iter()
+                .flat_map(|g| g.ids().iter().map(|id| *id as i32)),
+        );
         let all = (0..(self.offsets.len() - 1) as u32).collect::<Vec<_>>();
         let values = self.values_of(all.iter())?;
         let flat: ArrayRef = Arc::new(DictionaryArray::<Int32Type>::try_new(ids, values)?);
@@ -250,7 +297,7 @@ impl GroupsAccumulator for DistinctCountGroups {
         group_indices: &[usize],
         total_num_groups: usize,
     ) -> Result<()> {
-        self.groups.resize_with(total_num_groups, Vec::new);
+        self.groups.resize_with(total_num_groups, IdSet::default);
         let list = values[0].as_list::<i32>();
         let inner = list.values();
         if let Some(dict) = inner.as_dictionary_opt::<Int32Type>() {
@@ -300,7 +347,7 @@ impl GroupsAccumulator for DistinctCountGroups {
         self.bytes.capacity()
             + self.offsets.capacity() * std::mem::size_of::<usize>()
             + self.ids.capacity() * (std::mem::size_of::<u32>() + 1)
-            + self.groups.capacity() * (std::mem::size_of::<Vec<u32>>() + 16)
+            + self.groups.capacity() * (std::mem::size_of::<IdSet>() + 8)
     }
 }
 
