@@ -12,6 +12,9 @@ use datafusion::arrow::array::{ArrayRef, BooleanArray};
 use datafusion::logical_expr::{EmitTo, GroupsAccumulator};
 use datafusion::physical_expr::GroupsAccumulatorAdapter;
 use datafusion::physical_expr::aggregate::AggregateFunctionExpr;
+use datafusion::physical_plan::aggregates::group_values::multi_group_by::{
+    GroupValuesColumn, supported_schema,
+};
 use datafusion::physical_plan::aggregates::group_values::{GroupValues, new_group_values};
 use datafusion::physical_plan::aggregates::order::GroupOrdering;
 
@@ -64,6 +67,24 @@ impl GroupTable {
                 &GroupOrdering::None,
             )?)
         };
+        Self::with_values(spec, values)
+    }
+
+    /// An empty table meant to be emptied and filled again (a hop operator's window): its keys
+    /// live in DataFusion's column-wise group values, which keep their hash table's capacity when
+    /// emptied, where the single-string-key kind starts a new table each time and grew it by
+    /// rehashing (a tenth of the hop operator's time).
+    pub(super) fn reusable(spec: &AggregateSpec) -> Result<Self> {
+        if !spec.keys.is_empty() && supported_schema(&spec.key_schema) {
+            let values: Box<dyn GroupValues> = Box::new(GroupValuesColumn::<false>::try_new(
+                Arc::clone(&spec.key_schema),
+            )?);
+            return Self::with_values(spec, Some(values));
+        }
+        Self::new(spec)
+    }
+
+    fn with_values(spec: &AggregateSpec, values: Option<Box<dyn GroupValues>>) -> Result<Self> {
         Ok(GroupTable {
             values,
             accumulators: spec
@@ -131,7 +152,8 @@ impl GroupTable {
         Ok(match &mut self.values {
             Some(v) => {
                 let keys = v.emit(EmitTo::All)?;
-                v.clear_shrink(0);
+                // Room for as many groups as just left: a reused table refills to about that.
+                v.clear_shrink(self.groups);
                 keys
             }
             None => vec![],

@@ -3,7 +3,8 @@
 //! Each event is aggregated once, into its *pane* — a slot of `gcd(slide, size)` milliseconds —
 //! not copied into every window that contains it. Every pane lies within exactly the same set of
 //! windows, so a pane is complete (frozen into plain state arrays) when its earliest window fires.
-//! A window fires by merging its panes' states into a fresh [`GroupTable`].
+//! A window fires by merging its panes' states into the operator's one window [`GroupTable`],
+//! which each emit empties for the next.
 //!
 //! ```text
 //!  panes    |p0|p1|p2|p3|p4|p5|p6|p7|      slide = 2 panes, size = 6 panes
@@ -41,12 +42,15 @@ pub struct HoppingWindow {
     panes: BTreeMap<i64, Pane>,
     /// Start of the next window that may fire; windows before it have fired.
     next_start: i64,
+    /// The table a firing window's panes merge into, emptied by each emit and reused.
+    window: GroupTable,
 }
 
 impl HoppingWindow {
     /// A hopping window of `size` every `slide` milliseconds.
     pub fn new(spec: AggregateSpec, slide: i64, size: i64) -> Result<Self> {
         Ok(HoppingWindow {
+            window: GroupTable::reusable(&spec)?,
             core: AggregateCore::new(spec)?,
             slide,
             size,
@@ -100,7 +104,7 @@ impl HoppingWindow {
             if end > watermark {
                 break;
             }
-            let mut table = GroupTable::new(&self.core.spec)?;
+            let table = &mut self.window;
             for (_, pane) in self.panes.range(start..end) {
                 match pane {
                     Pane::Frozen(f) => table.merge(f)?,
