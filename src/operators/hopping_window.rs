@@ -44,6 +44,8 @@ pub struct HoppingWindow {
     next_start: i64,
     /// The table a firing window's panes merge into, emptied by each emit and reused.
     window: GroupTable,
+    /// Emptied tables of frozen panes, for the next panes to open.
+    spare: Vec<GroupTable>,
 }
 
 impl HoppingWindow {
@@ -57,6 +59,7 @@ impl HoppingWindow {
             pane: gcd(slide, size),
             panes: BTreeMap::new(),
             next_start: i64::MIN,
+            spare: Vec::new(),
         })
     }
 
@@ -76,7 +79,11 @@ impl HoppingWindow {
         let pane = match self.panes.entry(start) {
             std::collections::btree_map::Entry::Occupied(e) => e.into_mut(),
             std::collections::btree_map::Entry::Vacant(e) => {
-                e.insert(Pane::Open(GroupTable::new(&self.core.spec)?))
+                let table = match self.spare.pop() {
+                    Some(t) => t,
+                    None => GroupTable::reusable(&self.core.spec)?,
+                };
+                e.insert(Pane::Open(table))
             }
         };
         match pane {
@@ -95,7 +102,14 @@ impl HoppingWindow {
                 break;
             }
             if let Pane::Open(t) = pane {
-                *pane = Pane::Frozen(t.freeze()?);
+                let frozen = Pane::Frozen(t.freeze()?);
+                // The emptied table keeps its capacity for the next pane (a few are enough: one
+                // pane opens per slide).
+                if let Pane::Open(t) = std::mem::replace(pane, frozen)
+                    && self.spare.len() < 4
+                {
+                    self.spare.push(t);
+                }
             }
         }
         while let Some((&first, _)) = self.panes.first_key_value() {
