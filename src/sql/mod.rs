@@ -4,6 +4,7 @@
 //! planning are DataFusion's; this module adds window table functions and refuses what cannot be
 //! computed incrementally.
 
+mod codes;
 mod plan;
 mod planner;
 pub mod query_file;

@@ -365,7 +365,12 @@ fn lift(
             if stages.iter().any(|s| stage_references(s, &window_cols)) {
                 return Err(window_use_error(tokens));
             }
-            agg.input_stages = stages;
+            agg.input_stages = specialize_stages(stages)?;
+            agg.filters = agg
+                .filters
+                .into_iter()
+                .map(|f| f.map(super::codes::specialize).transpose())
+                .collect::<datafusion::error::Result<_>>()?;
             agg.output_stages = above;
             Ok(PlanKind::Window {
                 window: window.expect("checked above"),
@@ -381,9 +386,28 @@ fn lift(
                     "HOP and SESSION windows need an aggregation: GROUP BY window_start, window_end (and your keys)",
                 ));
             }
-            Ok(PlanKind::Map { window, stages })
+            Ok(PlanKind::Map {
+                window,
+                stages: specialize_stages(stages)?,
+            })
         }
     }
+}
+
+/// Stages over event batches, with code-column comparisons specialised ([`super::codes`]).
+fn specialize_stages(stages: Vec<Stage>) -> Result<Vec<Stage>> {
+    use super::codes::specialize;
+    Ok(stages
+        .into_iter()
+        .map(|s| match s {
+            Stage::Filter(p) => specialize(p).map(Stage::Filter),
+            Stage::Project { exprs, schema } => exprs
+                .into_iter()
+                .map(specialize)
+                .collect::<datafusion::error::Result<_>>()
+                .map(|exprs| Stage::Project { exprs, schema }),
+        })
+        .collect::<datafusion::error::Result<_>>()?)
 }
 
 fn stage_references(s: &Stage, idx: &[usize]) -> bool {
