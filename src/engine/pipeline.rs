@@ -475,7 +475,7 @@ fn worker_loop(
                 origin: o,
             } => {
                 origin = o;
-                m.rows_in += events.as_ref().map_or(0, |e| e.batch.num_rows() as u64);
+                m.rows_in += events.as_ref().map_or(0, |e| e.num_events() as u64);
                 events
                     .as_ref()
                     .map_or(Ok(()), |e| op.process(e, &mut out))
@@ -721,7 +721,11 @@ fn throttle(pace: &mut Option<(i64, Instant)>, ev: &EventBatch, speed: f64) {
         .batch
         .column(crate::schema::FieldId::EventTime as usize)
         .as_primitive::<TimestampMillisecondType>();
-    let Some(max) = times.values().iter().max().copied() else {
+    let Some(max) = (0..times.len())
+        .filter(|i| ev.is_selected(*i))
+        .map(|i| times.value(i))
+        .max()
+    else {
         return;
     };
     let (t0, w0) = *pace.get_or_insert((max, Instant::now()));

@@ -10,7 +10,6 @@ use datafusion::arrow::array::{
     ArrayRef, AsArray, BooleanArray, BooleanBufferBuilder, RecordBatch, TimestampMillisecondArray,
     UInt32Array,
 };
-use datafusion::arrow::compute::filter_record_batch;
 use datafusion::arrow::datatypes::TimestampMillisecondType;
 use datafusion::common::hash_utils::{RandomState, create_hashes};
 use datafusion::physical_plan::PhysicalExpr;
@@ -96,6 +95,8 @@ impl Router {
                 self.dedup.prefetch(*k);
             }
             let ts = times.value(i);
+            // Every row gets an arrival watermark (the batch keeps its rows; see `EventBatch`).
+            arrival.push(self.watermark.current());
             if self.watermark.is_far_future(partition, ts) {
                 self.counts.dead_lettered += 1;
                 rejects.push(Reject::new(
@@ -115,7 +116,6 @@ impl Router {
                 .check_key(keys[i], d.payload_hashes[i], ts, self.watermark.current())
             {
                 DedupOutcome::New => {
-                    arrival.push(self.watermark.current());
                     self.watermark.observe(partition, ts);
                     keep.push(i as u32);
                 }
@@ -139,23 +139,20 @@ impl Router {
         if keep.is_empty() {
             return Ok(None);
         }
-        let (batch, positions) = if keep.len() == b.num_rows() {
-            (b.clone(), d.positions.clone())
-        } else {
-            // A filter copies the runs between dropped rows; `take` gathered row by row.
+        // Rows not accepted stay in the batch, unselected: copying every column to drop a few
+        // rows was a third of the router's work, and operators filter anyway.
+        let selection = (keep.len() != b.num_rows()).then(|| {
             let mut mask = BooleanBufferBuilder::new(b.num_rows());
             mask.append_n(b.num_rows(), false);
             for i in &keep {
                 mask.set_bit(*i as usize, true);
             }
-            (
-                filter_record_batch(b, &BooleanArray::new(mask.finish(), None))?,
-                keep.iter().map(|i| d.positions[*i as usize]).collect(),
-            )
-        };
+            BooleanArray::new(mask.finish(), None)
+        });
         Ok(Some(EventBatch {
-            batch,
-            positions,
+            batch: b.clone(),
+            selection,
+            positions: d.positions.clone(),
             arrival_watermarks: arrival,
         }))
     }
@@ -218,13 +215,17 @@ impl Partitioner {
         create_hashes(&keys, &RandomState::with_seed(0x9a75_17ea), &mut hashes)?;
         let mut idx: Vec<Vec<u32>> = vec![Vec::new(); n];
         for (r, h) in hashes.iter().enumerate() {
-            idx[(*h % n as u64) as usize].push(r as u32);
+            if events.is_selected(r) {
+                idx[(*h % n as u64) as usize].push(r as u32);
+            }
         }
         for (w, rows) in idx.into_iter().enumerate() {
             if rows.is_empty() {
                 continue;
             }
-            parts[w] = Some(events.take(&UInt32Array::from(rows))?);
+            let mut part = events.take(&UInt32Array::from(rows))?;
+            part.selection = None; // only selected rows were taken
+            parts[w] = Some(part);
         }
         Ok(parts)
     }

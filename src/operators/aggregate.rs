@@ -229,7 +229,13 @@ impl AggregateCore {
     }
 
     /// Evaluates WHERE, keys, arguments and filters on a batch of events.
-    pub(super) fn prepare(&self, events: &RecordBatch) -> Result<Prepared> {
+    /// Evaluates the WHERE clause, keys, arguments and FILTERs over the rows of `events` that
+    /// `selection` keeps (all when `None`).
+    pub(super) fn prepare(
+        &self,
+        events: &RecordBatch,
+        selection: Option<&BooleanArray>,
+    ) -> Result<Prepared> {
         let n = events.num_rows();
         let cols = self
             .projection
@@ -242,7 +248,7 @@ impl AggregateCore {
             &RecordBatchOptions::new().with_row_count(Some(n)),
         )?;
         let mut input_rows = None;
-        let mut mask: Option<BooleanArray> = None;
+        let mut mask: Option<BooleanArray> = selection.cloned();
         for p in &self.predicates {
             let m = as_mask(p.evaluate(&batch)?.into_array(n)?, "WHERE")?;
             mask = Some(match mask {

@@ -29,6 +29,7 @@ impl MapOperator {
 
 impl Operator for MapOperator {
     fn process(&mut self, input: &EventBatch, out: &mut OperatorOutput) -> Result<()> {
+        let input = &input.compacted()?;
         let batch = match self.window {
             Some(WindowKind::Tumble { size }) => {
                 let ts = input

@@ -25,7 +25,7 @@ mod session_window;
 mod tumbling_window;
 mod watermark;
 
-use datafusion::arrow::array::RecordBatch;
+use datafusion::arrow::array::{AsArray, BooleanArray, RecordBatch};
 
 pub use self::dedup::{Dedup, DedupOutcome, PREFETCH_DISTANCE};
 pub use self::group_table::FrozenGroups;
@@ -39,28 +39,79 @@ use crate::error::Result;
 use crate::sql::{PlanKind, StreamPlan, WindowKind};
 
 /// Accepted events as an operator receives them.
+///
+/// A decoded batch usually holds a few rows the router does not accept (redeliveries, far-future
+/// times). Rather than copy every column to drop them, the router marks the accepted rows in
+/// `selection`; operators fold it into their WHERE filter, which copies only the columns a query
+/// reads. `positions` and `arrival_watermarks` have one entry per row of `batch`, selected or not.
 #[derive(Debug, Clone)]
 pub struct EventBatch {
-    /// Events in [`crate::schema::event_schema`] order.
+    /// Rows in [`crate::schema::event_schema`] order.
     pub batch: RecordBatch,
-    /// Position of each event in its source (for the late output).
+    /// Which rows are events (`None`: all). Never null.
+    pub selection: Option<BooleanArray>,
+    /// Position of each row in its source (for the late output).
     pub positions: Vec<u64>,
-    /// The watermark in force when each event arrived (before it was seen).
+    /// The watermark in force when each row arrived (before it was seen).
     pub arrival_watermarks: Vec<i64>,
 }
 
 impl EventBatch {
-    /// The rows at `idx`, with their positions and arrival watermarks.
+    /// A batch whose rows are all events.
+    pub fn all(batch: RecordBatch, positions: Vec<u64>, arrival_watermarks: Vec<i64>) -> Self {
+        EventBatch {
+            batch,
+            selection: None,
+            positions,
+            arrival_watermarks,
+        }
+    }
+
+    /// Number of events (selected rows).
+    pub fn num_events(&self) -> usize {
+        self.selection
+            .as_ref()
+            .map_or(self.batch.num_rows(), BooleanArray::true_count)
+    }
+
+    /// Whether row `i` is an event.
+    pub fn is_selected(&self, i: usize) -> bool {
+        self.selection.as_ref().is_none_or(|s| s.value(i))
+    }
+
+    /// The rows at `idx`, with their positions, arrival watermarks and selection.
     pub fn take(&self, idx: &datafusion::arrow::array::UInt32Array) -> Result<EventBatch> {
         let rows = idx.values();
+        let selection = match &self.selection {
+            Some(s) => Some(
+                datafusion::arrow::compute::take(s, idx, None)?
+                    .as_boolean()
+                    .clone(),
+            ),
+            None => None,
+        };
         Ok(EventBatch {
             batch: datafusion::arrow::compute::take_record_batch(&self.batch, idx)?,
+            selection,
             positions: rows.iter().map(|i| self.positions[*i as usize]).collect(),
             arrival_watermarks: rows
                 .iter()
                 .map(|i| self.arrival_watermarks[*i as usize])
                 .collect(),
         })
+    }
+
+    /// The events alone (a copy only when some rows are not selected).
+    pub fn compacted(&self) -> Result<EventBatch> {
+        let Some(s) = &self.selection else {
+            return Ok(self.clone());
+        };
+        let idx = datafusion::arrow::array::UInt32Array::from_iter_values(
+            s.values().set_indices().map(|i| i as u32),
+        );
+        let mut out = self.take(&idx)?;
+        out.selection = None;
+        Ok(out)
     }
 }
 
@@ -136,5 +187,45 @@ pub fn first_window_end(kind: WindowKind, ts: i64) -> i64 {
             s - s.rem_euclid(slide) + slide + size
         }
         WindowKind::Session { gap } => ts + gap,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use datafusion::arrow::array::{Int64Array, UInt32Array};
+    use datafusion::arrow::datatypes::{DataType, Field, Schema};
+
+    use super::*;
+
+    #[test]
+    fn a_selection_hides_rows_until_compacted() {
+        let schema = Arc::new(Schema::new(vec![Field::new("v", DataType::Int64, false)]));
+        let batch = RecordBatch::try_new(
+            schema,
+            vec![Arc::new(Int64Array::from(vec![10, 11, 12, 13]))],
+        )
+        .unwrap();
+        let mut ev = EventBatch::all(batch, vec![1, 2, 3, 4], vec![0, 0, 5, 5]);
+        assert_eq!(ev.num_events(), 4);
+        ev.selection = Some(BooleanArray::from(vec![true, false, true, false]));
+        assert_eq!(ev.num_events(), 2);
+        assert!(ev.is_selected(2) && !ev.is_selected(3));
+        let c = ev.compacted().unwrap();
+        assert!(c.selection.is_none());
+        assert_eq!(c.positions, vec![1, 3]);
+        assert_eq!(c.arrival_watermarks, vec![0, 5]);
+        assert_eq!(
+            c.batch
+                .column(0)
+                .as_primitive::<datafusion::arrow::datatypes::Int64Type>()
+                .values(),
+            &[10, 12]
+        );
+        // `take` carries the selection of the rows it takes.
+        let t = ev.take(&UInt32Array::from(vec![3, 0])).unwrap();
+        assert_eq!(t.num_events(), 1);
+        assert_eq!(t.positions, vec![4, 1]);
     }
 }

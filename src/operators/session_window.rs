@@ -239,7 +239,7 @@ impl SessionWindow {
 
 impl Operator for SessionWindow {
     fn process(&mut self, input: &EventBatch, out: &mut OperatorOutput) -> Result<()> {
-        let p = self.core.prepare(&input.batch)?;
+        let p = self.core.prepare(&input.batch, input.selection.as_ref())?;
         if p.len() == 0 {
             return Ok(());
         }

@@ -166,7 +166,7 @@ pub fn run(input: &Path, opts: &BenchOptions) -> Result<Vec<Measurement>> {
     } else {
         Vec::new()
     };
-    let events: u64 = batches.iter().map(|(b, _)| b.batch.num_rows() as u64).sum();
+    let events: u64 = batches.iter().map(|(b, _)| b.num_events() as u64).sum();
     for (name, sql) in SHIPPED_QUERIES {
         let plan = plan_query(sql)?;
         out.measure(&format!("operator only: {name}"), 1, || {
