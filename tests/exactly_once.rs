@@ -174,7 +174,7 @@ fn a_mid_stream_checkpoint_restores_to_the_uninterrupted_output() {
         Checkpoints, ContinuousOptions, Outputs, PipelineState, QueryRun, run_continuous,
     };
     use paystream::log::{FsyncPolicy, Log, Producer, TopicConfig};
-    use paystream::sink::{MemorySink, NullSink, Sink};
+    use paystream::sink::{MemorySink, Sink};
 
     let dir = tempfile::tempdir().unwrap();
     let log = Log::new(dir.path());
@@ -255,11 +255,7 @@ fn a_mid_stream_checkpoint_restores_to_the_uninterrupted_output() {
                 Ok(())
             };
             run_continuous(
-                Outputs {
-                    queries,
-                    dead_letter: Box::new(NullSink),
-                    late: Box::new(NullSink),
-                },
+                Outputs::results_only(queries),
                 &opts,
                 restore,
                 Some(Checkpoints {
@@ -548,15 +544,11 @@ fn a_checkpoint_right_after_a_restore_keeps_every_position() {
             Ok(())
         };
         let out = run_continuous(
-            Outputs {
-                queries: vec![QueryRun {
-                    name: "q".into(),
-                    plan: &plan,
-                    results: Box::new(NullSink),
-                }],
-                dead_letter: Box::new(NullSink),
-                late: Box::new(NullSink),
-            },
+            Outputs::results_only(vec![QueryRun {
+                name: "q".into(),
+                plan: &plan,
+                results: Box::new(NullSink),
+            }]),
             &opts,
             restore,
             Some(Checkpoints {

@@ -290,7 +290,7 @@ fn an_idle_partition_stops_holding_the_watermark_back() {
 
     use paystream::engine::{ContinuousOptions, Outputs, QueryRun, run_continuous};
     use paystream::log::{BatchBuilder, FsyncPolicy, Log, TopicConfig};
-    use paystream::sink::{MemorySink, NullSink};
+    use paystream::sink::MemorySink;
 
     let dir = tempfile::tempdir().unwrap();
     let log = Log::new(dir.path());
@@ -327,11 +327,7 @@ fn an_idle_partition_stops_holding_the_watermark_back() {
             results: Box::new(r),
         };
         run_continuous(
-            Outputs {
-                queries: vec![q],
-                dead_letter: Box::new(NullSink),
-                late: Box::new(NullSink),
-            },
+            Outputs::results_only(vec![q]),
             &opts,
             None,
             None,

@@ -22,6 +22,7 @@ pub use self::card::{contains_card_number, redact};
 pub use self::csv::{CsvHeader, record_end};
 pub use self::parquet::ParquetColumns;
 pub use self::reject::{Origin, PositionKind, Reject, RejectReason};
+use self::row::ValidRow;
 pub use self::row::{EventBatchBuilder, MAX_AMOUNT, RawRow, validate};
 
 /// Input formats for event files.
@@ -111,17 +112,19 @@ impl Assembler {
         self.out.records += 1;
         self.out.unknown_fields += raw.unknown_fields as u64;
         match validate(raw) {
-            Ok(v) => {
-                let line = json.then_some(bytes);
-                self.hashes
-                    .push(v.payload_hash(raw, line, &mut self.scratch));
-                self.positions.push(pos);
-                self.builder.append(&v);
-                if self.builder.len() >= self.batch_size {
-                    self.flush();
-                }
-            }
+            Ok(v) => self.accept(raw, &v, pos, json.then_some(bytes)),
             Err((reason, detail)) => self.reject(reason, detail, pos, bytes),
+        }
+    }
+
+    /// Appends a record already validated as `v` (counted by the caller).
+    fn accept(&mut self, raw: &RawRow<'_>, v: &ValidRow<'_>, pos: u64, line: Option<&[u8]>) {
+        self.hashes
+            .push(v.payload_hash(raw, line, &mut self.scratch));
+        self.positions.push(pos);
+        self.builder.append(v);
+        if self.builder.len() >= self.batch_size {
+            self.flush();
         }
     }
 
@@ -251,13 +254,12 @@ pub fn decode_parquet(batch: &RecordBatch, first_row: u64, batch_size: usize) ->
         let mut row = RawRow::default();
         cols.read_row(i, &mut row);
         let pos = first_row + i as u64;
+        asm.out.records += 1;
+        asm.out.unknown_fields += row.unknown_fields as u64;
+        // Validated once here: a rejected row's raw record is built from the Parquet columns.
         match validate(&row) {
-            Ok(_) => asm.row(&row, pos, b"", false),
-            Err((reason, detail)) => {
-                asm.out.records += 1;
-                asm.out.unknown_fields += row.unknown_fields as u64;
-                asm.reject(reason, detail, pos, cols.row_json(i).as_bytes());
-            }
+            Ok(v) => asm.accept(&row, &v, pos, None),
+            Err((reason, detail)) => asm.reject(reason, detail, pos, cols.row_json(i).as_bytes()),
         }
     }
     asm.finish()

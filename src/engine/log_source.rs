@@ -82,6 +82,18 @@ pub struct Outputs<'a> {
     pub late: Box<dyn Sink>,
 }
 
+impl<'a> Outputs<'a> {
+    /// Only the queries' results; dead letters and late events are discarded (benchmarks and
+    /// tests that count results).
+    pub fn results_only(queries: Vec<QueryRun<'a>>) -> Self {
+        Outputs {
+            queries,
+            dead_letter: Box::new(crate::sink::NullSink),
+            late: Box::new(crate::sink::NullSink),
+        }
+    }
+}
+
 /// What a continuous run did, and the state to resume from.
 #[derive(Debug)]
 pub struct ContinuousOutcome {

@@ -83,7 +83,9 @@ impl Router {
         let times = b
             .column(FieldId::EventTime as usize)
             .as_primitive::<TimestampMillisecondType>();
-        let mut keep = Vec::with_capacity(b.num_rows());
+        // Which rows are accepted, built as they are checked.
+        let mut selected = BooleanBufferBuilder::new(b.num_rows());
+        let mut accepted = 0usize;
         let mut arrival = Vec::with_capacity(b.num_rows());
         // Keys first, so each row's table slot can be prefetched a few rows before it is checked.
         let keys: Vec<u128> = ids.iter().map(|id| Dedup::key(id.unwrap_or(""))).collect();
@@ -109,15 +111,17 @@ impl Router {
                     d.positions[i],
                     raw(i).as_bytes(),
                 ));
+                selected.append(false);
                 continue;
             }
-            match self
-                .dedup
-                .check_key(keys[i], d.payload_hashes[i], ts, self.watermark.current())
-            {
+            let outcome =
+                self.dedup
+                    .check_key(keys[i], d.payload_hashes[i], ts, self.watermark.current());
+            selected.append(outcome == DedupOutcome::New);
+            match outcome {
                 DedupOutcome::New => {
                     self.watermark.observe(partition, ts);
-                    keep.push(i as u32);
+                    accepted += 1;
                 }
                 DedupOutcome::Duplicate => self.counts.duplicates += 1,
                 DedupOutcome::Conflict => {
@@ -135,20 +139,14 @@ impl Router {
             }
         }
         self.dedup.expire(self.watermark.current());
-        self.counts.accepted += keep.len() as u64;
-        if keep.is_empty() {
+        self.counts.accepted += accepted as u64;
+        if accepted == 0 {
             return Ok(None);
         }
         // Rows not accepted stay in the batch, unselected: copying every column to drop a few
         // rows was a third of the router's work, and operators filter anyway.
-        let selection = (keep.len() != b.num_rows()).then(|| {
-            let mut mask = BooleanBufferBuilder::new(b.num_rows());
-            mask.append_n(b.num_rows(), false);
-            for i in &keep {
-                mask.set_bit(*i as usize, true);
-            }
-            BooleanArray::new(mask.finish(), None)
-        });
+        let selection =
+            (accepted != b.num_rows()).then(|| BooleanArray::new(selected.finish(), None));
         Ok(Some(EventBatch {
             batch: b.clone(),
             selection,

@@ -156,11 +156,7 @@ pub fn run(input: &Path, workers: &[usize], repeat: usize) -> Result<Vec<Measure
                     results: Box::new(NullSink),
                 };
                 let o = run_continuous(
-                    Outputs {
-                        queries: vec![q],
-                        dead_letter: Box::new(NullSink),
-                        late: Box::new(NullSink),
-                    },
+                    Outputs::results_only(vec![q]),
                     &opts,
                     None,
                     None,
