@@ -171,8 +171,22 @@ impl Assembler {
 /// Decodes a chunk of JSON Lines whose first line is number `first_line` (1-based).
 /// Blank lines are skipped and not counted as records.
 pub fn decode_json_lines(chunk: &[u8], first_line: u64, batch_size: usize) -> Decoded {
-    // Events are a few hundred bytes: size for that rather than counting lines first.
-    let mut asm = Assembler::new(batch_size, chunk.len() / 128 + 1);
+    let lines = memchr::memchr_iter(b'\n', chunk).count() + 1;
+    decode_json_lines_sized(chunk, first_line, batch_size, lines)
+}
+
+/// [`decode_json_lines`] for a caller that already knows about how many lines the chunk holds.
+///
+/// Column buffers are sized from it: sized from the byte count instead, they came out 2.6
+/// times too large for payment events, which spread a chunk's rows over more fresh pages (the
+/// pipeline's peak memory was 135 MiB instead of 105 MiB, all of it zeroed by the kernel).
+pub fn decode_json_lines_sized(
+    chunk: &[u8],
+    first_line: u64,
+    batch_size: usize,
+    lines: usize,
+) -> Decoded {
+    let mut asm = Assembler::new(batch_size, lines);
     // UTF-8 is checked once for the whole chunk (the common case), per line only if that fails.
     let chunk_text = std::str::from_utf8(chunk).ok();
     let mut order = json::KeyOrder::default();

@@ -256,6 +256,7 @@ impl LogReader {
                 buf.clear();
                 let mut first = None;
                 let mut end = 0;
+                let mut records = 0;
                 while buf.len() < CHUNK && self.readers[p].position() < limit {
                     let got = self.readers[p].poll(|r| {
                         if r.offset >= limit {
@@ -263,6 +264,7 @@ impl LogReader {
                         }
                         first.get_or_insert(r.offset);
                         end = r.offset + 1;
+                        records += 1;
                         append_line(&mut buf, r.value);
                     })?;
                     if got == 0 {
@@ -278,6 +280,7 @@ impl LogReader {
                     seq,
                     bytes: buf,
                     first_line: first,
+                    lines: records,
                     tag: ChunkTag {
                         partition: p as u32,
                         end: Some(end),

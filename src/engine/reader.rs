@@ -16,7 +16,9 @@ use std::thread::JoinHandle;
 
 use datafusion::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 
-use crate::decode::{CsvHeader, Decoded, Format, decode_csv, decode_json_lines, decode_parquet};
+use crate::decode::{
+    CsvHeader, Decoded, Format, decode_csv, decode_json_lines_sized, decode_parquet,
+};
 use crate::error::{Error, Result};
 
 const CHUNK: usize = 1 << 20;
@@ -44,6 +46,8 @@ pub(super) enum Job {
         seq: u64,
         bytes: Vec<u8>,
         first_line: u64,
+        /// Lines (records) in `bytes`, about: sizes the decoded columns.
+        lines: usize,
         tag: ChunkTag,
     },
     Csv {
@@ -148,9 +152,10 @@ pub(super) fn spawn_decoders(
                         seq,
                         bytes,
                         first_line,
+                        lines,
                         tag,
                     } => {
-                        let d = decode_json_lines(&bytes, first_line, batch_size);
+                        let d = decode_json_lines_sized(&bytes, first_line, batch_size, lines);
                         let _ = recycle.try_send(bytes);
                         (seq, d, tag)
                     }
@@ -267,6 +272,7 @@ fn read_text(
                 seq,
                 bytes,
                 first_line: line,
+                lines: newlines as usize + 1,
                 tag: ChunkTag::default(),
             },
         };

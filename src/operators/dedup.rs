@@ -33,6 +33,10 @@ pub struct Dedup {
     ttl: i64,
     seen: IdTable,
     last_sweep: i64,
+    /// No held id is older than this (`i64::MAX` when none is held): a sweep that could not
+    /// evict anything is skipped instead of reading the whole table (a 64 MiB read that found
+    /// nothing to evict was 1.3 % of a replay whose ids all lived within the TTL).
+    oldest: i64,
 }
 
 /// How many rows ahead [`Dedup::prefetch`] should run of [`Dedup::check_key`] to hide a miss.
@@ -56,6 +60,7 @@ impl Dedup {
             ttl,
             seen: IdTable::with_capacity(capacity),
             last_sweep: i64::MIN,
+            oldest: i64::MAX,
         }
     }
 
@@ -121,6 +126,7 @@ impl Dedup {
                 }
             }
             Probe::Free(i) => {
+                self.oldest = self.oldest.min(event_time);
                 if self.seen.grows_on_insert() && self.sweep_due(watermark) {
                     // Make room from expired ids before taking more memory (at most once per
                     // sweep interval: a table whose ids are all live just grows).
@@ -152,7 +158,18 @@ impl Dedup {
     fn sweep(&mut self, watermark: i64) {
         self.last_sweep = watermark;
         let horizon = watermark.saturating_sub(self.ttl);
-        self.seen.retain(|s| s.event_time >= horizon);
+        if self.oldest >= horizon {
+            return;
+        }
+        let mut oldest = i64::MAX;
+        self.seen.retain(|s| {
+            let keep = s.event_time >= horizon;
+            if keep {
+                oldest = oldest.min(s.event_time);
+            }
+            keep
+        });
+        self.oldest = oldest;
     }
 
     /// Serialises the state: four `u64`/`i64` columns (id high and low halves, payload hash,
@@ -212,6 +229,7 @@ impl Dedup {
         }
         self.last_sweep = snap.header["last_sweep"].as_i64().unwrap_or(i64::MIN);
         self.seen = IdTable::with_capacity(batch.num_rows().max(1 << 10));
+        self.oldest = i64::MAX;
         let hi = batch.column(0).as_primitive::<UInt64Type>();
         let lo = batch.column(1).as_primitive::<UInt64Type>();
         let payloads = batch.column(2).as_primitive::<UInt64Type>();
@@ -223,6 +241,7 @@ impl Dedup {
                 payload: payloads.value(i),
                 event_time: times.value(i),
             });
+            self.oldest = self.oldest.min(times.value(i));
         }
         Ok(())
     }

@@ -175,7 +175,7 @@ impl IdTable {
     /// Algorithm R), so every probe path stays unbroken. The scan starts after a free slot and
     /// goes once around; a shift only moves a slot back to the position being scanned, which is
     /// then looked at again.
-    pub(super) fn retain(&mut self, keep: impl Fn(&Slot) -> bool) {
+    pub(super) fn retain(&mut self, mut keep: impl FnMut(&Slot) -> bool) {
         let n = self.slots.len();
         let Some(start) = self.slots.iter().position(|r| raw_id(r) == 0) else {
             return;
