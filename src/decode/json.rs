@@ -16,7 +16,7 @@ use crate::schema::{FIELD_NAMES, FieldId, NUM_FIELDS};
 /// block is the buffer's final sixteen bytes, shifted past what was already scanned (the closing
 /// strings of a line ended there, and a byte loop over them was 7 % of parsing).
 #[inline(always)]
-fn find_special(b: &[u8], i: usize) -> usize {
+pub(super) fn find_special(b: &[u8], i: usize) -> usize {
     #[cfg(target_arch = "x86_64")]
     {
         let mut i = i;
@@ -384,7 +384,7 @@ impl<'a> Cursor<'a> {
 /// `name":` of each field (after the key's opening quote) as a little-endian pattern over 16
 /// bytes, the mask of its bytes, and how far a match moves the cursor: one compare checks the
 /// key, its closing quote and the colon of compact JSON.
-const KEY_PATTERNS: [(u128, u128, usize); NUM_FIELDS] = {
+pub(super) const KEY_PATTERNS: [(u128, u128, usize); NUM_FIELDS] = {
     let mut out = [(0u128, 0u128, 0usize); NUM_FIELDS];
     let mut f = 0;
     while f < NUM_FIELDS {

@@ -94,7 +94,26 @@ pub struct ValidRow<'r> {
     pub(super) fee_minor: Option<i64>,
 }
 
-impl ValidRow<'_> {
+impl<'r> ValidRow<'r> {
+    /// A row from values already checked (by the fast path for canonical lines).
+    pub(super) fn new(
+        strs: [Option<&'r str>; NUM_FIELDS],
+        event_type: i8,
+        status: Option<i8>,
+        event_time: i64,
+        amount_minor: i64,
+        fee_minor: Option<i64>,
+    ) -> Self {
+        ValidRow {
+            strs,
+            event_type,
+            status,
+            event_time,
+            amount_minor,
+            fee_minor,
+        }
+    }
+
     /// Event time in epoch milliseconds.
     pub fn event_time(&self) -> i64 {
         self.event_time
@@ -105,7 +124,7 @@ impl ValidRow<'_> {
 pub(super) type Invalid = (RejectReason, String);
 
 /// The bytes an `event_id` may hold: `[A-Za-z0-9_\-:.]`.
-const EVENT_ID_BYTES: [bool; 256] = {
+pub(super) const EVENT_ID_BYTES: [bool; 256] = {
     let mut t = [false; 256];
     let mut b = 0;
     while b < 256 {
@@ -399,7 +418,7 @@ fn event_time_may_hide_card(row: &RawRow<'_>, parsed: &Result<i64, Invalid>) -> 
 }
 
 /// Latest accepted event time (year 9999), so arithmetic on windows never overflows.
-const MAX_EVENT_TIME: i64 = 253_402_300_799_999;
+pub(super) const MAX_EVENT_TIME: i64 = 253_402_300_799_999;
 
 fn parse_event_time(row: &RawRow<'_>) -> Result<i64, Invalid> {
     let f = FieldId::EventTime;
