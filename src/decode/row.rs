@@ -86,31 +86,24 @@ impl<'a> RawRow<'a> {
 pub struct ValidRow<'r> {
     pub(super) strs: [Option<&'r str>; NUM_FIELDS],
     /// `event_type` as its index in [`EVENT_TYPES`].
-    event_type: i8,
+    pub(super) event_type: i8,
     /// `status` as its index in [`STATUSES`].
-    status: Option<i8>,
+    pub(super) status: Option<i8>,
     pub(super) event_time: i64,
     pub(super) amount_minor: i64,
     pub(super) fee_minor: Option<i64>,
 }
 
 impl<'r> ValidRow<'r> {
-    /// A row from values already checked (by the fast path for canonical lines).
-    pub(super) fn new(
-        strs: [Option<&'r str>; NUM_FIELDS],
-        event_type: i8,
-        status: Option<i8>,
-        event_time: i64,
-        amount_minor: i64,
-        fee_minor: Option<i64>,
-    ) -> Self {
+    /// A row with no values, for the fast path for canonical lines to fill.
+    pub(super) fn empty() -> Self {
         ValidRow {
-            strs,
-            event_type,
-            status,
-            event_time,
-            amount_minor,
-            fee_minor,
+            strs: [None; NUM_FIELDS],
+            event_type: 0,
+            status: None,
+            event_time: 0,
+            amount_minor: 0,
+            fee_minor: None,
         }
     }
 
