@@ -217,7 +217,7 @@ pub fn decode_json_lines_sized(
                 if matches!(chunk.get(end), None | Some(b'\n')) {
                     // The line is the event's canonical JSON, so its hash is the payload hash.
                     asm.out.records += 1;
-                    asm.push(&valid, pos, xxhash_rust::xxh3::xxh3_64(&chunk[start..end]));
+                    asm.push(&valid, pos, canonical::canonical_hash(&chunk[start..end]));
                     pos += 1;
                     start = end + 1;
                     continue;
@@ -253,7 +253,7 @@ pub fn decode_json_lines_sized(
         // ends in `\r\n`.
         if (chunk_text.is_none() || crlf) && fast.row(text, &mut valid) == Some(text.len()) {
             asm.out.records += 1;
-            asm.push(&valid, pos, xxhash_rust::xxh3::xxh3_64(line));
+            asm.push(&valid, pos, canonical::canonical_hash(line));
             continue;
         }
         let mut row = RawRow::default();
