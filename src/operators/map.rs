@@ -11,7 +11,7 @@ use datafusion::arrow::datatypes::TimestampMillisecondType;
 use super::{EventBatch, Operator, OperatorOutput};
 use crate::error::Result;
 use crate::schema::{FieldId, windowed_schema};
-use crate::sql::{Stage, WindowKind, apply_stages};
+use crate::sql::{Stage, WindowKind, apply_stages_selected};
 use crate::state::Snapshot;
 
 /// The stateless operator.
@@ -29,7 +29,6 @@ impl MapOperator {
 
 impl Operator for MapOperator {
     fn process(&mut self, input: &EventBatch, out: &mut OperatorOutput) -> Result<()> {
-        let input = &input.compacted()?;
         let batch = match self.window {
             Some(WindowKind::Tumble { size }) => {
                 let ts = input
@@ -45,7 +44,7 @@ impl Operator for MapOperator {
             }
             _ => input.batch.clone(),
         };
-        let result = apply_stages(&self.stages, &batch)?;
+        let result = apply_stages_selected(&self.stages, &batch, input.selection.as_ref())?;
         if result.num_rows() > 0 {
             out.results.push(result);
         }

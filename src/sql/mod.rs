@@ -10,6 +10,8 @@ mod planner;
 pub mod query_file;
 mod window_tvf;
 
-pub use self::plan::{AggregateSpec, KeySlot, PlanKind, Stage, StreamPlan, apply_stages};
+pub use self::plan::{
+    AggregateSpec, KeySlot, PlanKind, Stage, StreamPlan, apply_stages, apply_stages_selected,
+};
 pub use self::planner::{STREAM, plan_query, plan_query_on};
 pub use self::window_tvf::{WindowKind, WindowSpec, to_risingwave_spelling};

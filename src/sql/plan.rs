@@ -6,7 +6,7 @@
 
 use std::sync::Arc;
 
-use datafusion::arrow::array::{Array, AsArray, RecordBatch};
+use datafusion::arrow::array::{Array, AsArray, BooleanArray, RecordBatch};
 use datafusion::arrow::compute::filter_record_batch;
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::physical_expr::aggregate::AggregateFunctionExpr;
@@ -56,6 +56,32 @@ impl Stage {
                 )?)
             }
         }
+    }
+}
+
+/// [`apply_stages`] to the rows of `batch` that `selection` marks (all when `None`). A first
+/// filter stage is evaluated over the whole batch and combined with the selection, so rows are
+/// copied once, survivors only: compacting first copied every column of every selected row
+/// only to filter most of them away again.
+pub fn apply_stages_selected(
+    stages: &[Stage],
+    batch: &RecordBatch,
+    selection: Option<&BooleanArray>,
+) -> Result<RecordBatch> {
+    let Some(selection) = selection else {
+        return apply_stages(stages, batch);
+    };
+    match stages.split_first() {
+        Some((Stage::Filter(pred), rest)) => {
+            let mask = pred.evaluate(batch)?.into_array(batch.num_rows())?;
+            let mask = mask
+                .as_boolean_opt()
+                .ok_or_else(|| Error::Internal(format!("filter produced {}", mask.data_type())))?;
+            // A null from the predicate stays null, which the filter drops.
+            let both = datafusion::arrow::compute::and(selection, mask)?;
+            apply_stages(rest, &filter_record_batch(batch, &both)?)
+        }
+        _ => apply_stages(stages, &filter_record_batch(batch, selection)?),
     }
 }
 
