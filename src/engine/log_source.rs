@@ -252,7 +252,10 @@ impl LogReader {
                 let mut buf = self
                     .recycled
                     .try_recv()
-                    .unwrap_or_else(|_| Vec::with_capacity(CHUNK + (64 << 10)));
+                    // Room for a chunk plus one more batch (up to 1 MiB, and a newline per
+                    // record): a buffer that had to grow was reallocated into fresh pages that
+                    // the kernel zeroed, for most chunks.
+                    .unwrap_or_else(|_| Vec::with_capacity(2 * CHUNK + (64 << 10)));
                 buf.clear();
                 let mut first = None;
                 let mut end = 0;
