@@ -47,8 +47,13 @@ pub(super) struct FastPath {
 
 impl Default for FastPath {
     fn default() -> Self {
+        // Until learned, the key after field `f` is guessed to be the next one in the schema.
+        let mut after = [0; NUM_FIELDS + 1];
+        for (k, a) in after.iter_mut().enumerate() {
+            *a = k as u8;
+        }
         FastPath {
-            after: [0; NUM_FIELDS + 1],
+            after,
             minute: 0,
             minute_ms: 0,
         }
@@ -59,9 +64,9 @@ impl FastPath {
     /// Reads the object that starts `text` into `row` and returns the object's length if it is
     /// a valid event written in canonical form; `None` otherwise (the line may still be valid:
     /// the general route decides, and `row` holds nothing of use). The row is the caller's so
-    /// that it is filled in place rather than moved out (two copies of its 300 bytes per line). What follows the object is the caller's to check: the reader
-    /// passes the rest of a chunk, so it finds where a line ends without a separate search for
-    /// the newline. The object never spans a newline: every byte up to its closing brace was
+    /// that it is filled in place rather than moved out (two copies of its 300 bytes per line).
+    /// What follows the object is the caller's to check: the reader passes the rest of a chunk,
+    /// so it finds where a line ends without a separate search for the newline. The object never spans a newline: every byte up to its closing brace was
     /// checked to be part of a key, a string without control characters, a digit, `,` or `:`.
     #[inline(always)]
     pub(super) fn row<'a>(&mut self, text: &'a str, row: &mut ValidRow<'a>) -> Option<usize> {
@@ -80,8 +85,8 @@ impl FastPath {
             if b.get(i) != Some(&b'"') {
                 return None;
             }
-            let f = self.key_at(b, i + 1, next)?;
-            i += KEY_PATTERNS[f].2;
+            let (f, skip) = self.key_at(b, i + 1, next)?;
+            i += skip;
             next = f + 1;
             let field = FieldId::ALL[f];
             if matches!(field, FieldId::AmountMinor | FieldId::FeeMinor) {
@@ -124,20 +129,23 @@ impl FastPath {
     /// The field whose key (after its opening quote, with closing quote and colon) starts at
     /// `b[at]`, among fields `from..`: first the one that followed the previous field last
     /// time.
+    /// With the number of bytes the key, its closing quote and the colon take.
     #[inline(always)]
-    fn key_at(&mut self, b: &[u8], at: usize, from: usize) -> Option<usize> {
+    fn key_at(&mut self, b: &[u8], at: usize, from: usize) -> Option<(usize, usize)> {
         let word = load16(b, at);
+        // `after[from]` is only ever set to a field at or after `from`.
         let guess = self.after[from] as usize;
-        let matches = |f: usize| {
+        if let Some(&(pat, mask, skip)) = KEY_PATTERNS.get(guess)
+            && word & mask == pat
+        {
+            return Some((guess, skip));
+        }
+        let f = (from..NUM_FIELDS).find(|&f| {
             let (pat, mask, _) = KEY_PATTERNS[f];
             word & mask == pat
-        };
-        if guess >= from && guess < NUM_FIELDS && matches(guess) {
-            return Some(guess);
-        }
-        let f = (from..NUM_FIELDS).find(|&f| matches(f))?;
+        })?;
         self.after[from] = f as u8;
-        Some(f)
+        Some((f, KEY_PATTERNS[f].2))
     }
 
     /// A canonical `event_time` (`YYYY-MM-DDThh:mm:ss.mmmZ`) in epoch milliseconds, within
