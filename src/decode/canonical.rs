@@ -123,7 +123,7 @@ mod tests {
     use super::super::json::{KeyOrder, parse_object};
     use super::super::row::validate;
     use super::*;
-    use crate::generate::{GenConfig, generate};
+    use crate::generate::{GenConfig, generated_lines};
     use crate::schema::FIELD_NAMES;
 
     /// The hash through the fast path when `line` allows it, the written-out canonical JSON, and
@@ -167,18 +167,11 @@ mod tests {
     }
 
     fn events(n: u64, seed: u64) -> Vec<String> {
-        let cfg = GenConfig {
+        generated_lines(&GenConfig {
             events: n,
             seed,
             ..GenConfig::default()
-        };
-        let mut out = Vec::new();
-        generate(&cfg, &mut out).unwrap();
-        String::from_utf8(out)
-            .unwrap()
-            .lines()
-            .map(str::to_string)
-            .collect()
+        })
     }
 
     /// Writes `s` as a JSON string, escaping a random choice of its characters needlessly when

@@ -395,7 +395,7 @@ mod tests {
     use super::super::json::{KeyOrder, parse_object};
     use super::super::row::{RawRow, validate};
     use super::*;
-    use crate::generate::{GenConfig, generate};
+    use crate::generate::{GenConfig, generated_lines};
 
     /// The general route's verdict: the valid row (as its debug text: it borrows the parsed
     /// row), and whether the line is its canonical form.
@@ -404,16 +404,6 @@ mod tests {
         parse_object(line, &mut raw, &mut KeyOrder::default()).ok()?;
         let v = validate(&raw).ok()?;
         Some((format!("{v:?}"), v.is_canonical_line(&raw)))
-    }
-
-    fn lines(cfg: GenConfig) -> Vec<String> {
-        let mut out = Vec::new();
-        generate(&cfg, &mut out).unwrap();
-        String::from_utf8(out)
-            .unwrap()
-            .lines()
-            .map(str::to_string)
-            .collect()
     }
 
     /// Asserts that the fast path (`fast`, with what it learned from earlier lines) accepts
@@ -441,7 +431,7 @@ mod tests {
 
     #[test]
     fn takes_every_generated_line() {
-        let all = lines(GenConfig {
+        let all = generated_lines(&GenConfig {
             events: 20_000,
             seed: 11,
             ..GenConfig::default()
@@ -517,7 +507,7 @@ mod tests {
     #[test]
     fn accepts_exactly_the_valid_canonical_lines_among_mutations() {
         let mut rng = rand::rngs::StdRng::seed_from_u64(5);
-        let base = lines(GenConfig {
+        let base = generated_lines(&GenConfig {
             events: 3_000,
             seed: 3,
             malformed_rate: 0.05,

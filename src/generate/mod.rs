@@ -504,6 +504,18 @@ pub fn generate(cfg: &GenConfig, out: &mut dyn Write) -> io::Result<GenStats> {
     Ok(stats)
 }
 
+/// The lines [`generate`] writes for `cfg`, for tests that feed them to the decoder one by one.
+#[cfg(test)]
+pub(crate) fn generated_lines(cfg: &GenConfig) -> Vec<String> {
+    let mut out = Vec::new();
+    generate(cfg, &mut out).expect("writing to memory");
+    String::from_utf8(out)
+        .expect("generated lines are UTF-8")
+        .lines()
+        .map(str::to_string)
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
