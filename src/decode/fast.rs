@@ -15,21 +15,33 @@ use super::MAX_AMOUNT;
 use super::card::contains_card_number;
 use super::currency::is_iso4217;
 use super::json::{KEY_PATTERNS, find_special};
-use super::row::{EVENT_ID_BYTES, MAX_EVENT_TIME, ValidRow};
+use super::row::{
+    MAX_EVENT_TIME, ValidRow, checks_card_lazily, is_country_code, is_event_id, is_mcc,
+};
 use crate::schema::{EVENT_TYPES, FieldId, NUM_FIELDS, STATUSES};
 use crate::time::parse_rfc3339_millis;
 
-/// Fields whose string values the general route checks for card numbers as it parses them
-/// (the others are codes and times, which a valid value cannot hide one in).
-const CARD_CHECKED: [FieldId; 7] = [
-    FieldId::EventId,
-    FieldId::PaymentId,
-    FieldId::MerchantId,
-    FieldId::CardId,
-    FieldId::DeviceId,
-    FieldId::CustomerId,
-    FieldId::DeclineCode,
-];
+/// String fields the general route checks for card numbers as it parses them: all but those
+/// it checks lazily ([`checks_card_lazily`]: codes and times, which a valid value cannot hide
+/// one in) and the integer fields.
+const CARD_CHECKED: [FieldId; 7] = {
+    let mut out = [FieldId::EventId; 7];
+    let (mut i, mut n) = (0, 0);
+    while i < NUM_FIELDS {
+        let f = FieldId::ALL[i];
+        let integer = matches!(f, FieldId::AmountMinor | FieldId::FeeMinor);
+        if !integer && !checks_card_lazily(f) {
+            out[n] = f;
+            n += 1;
+        }
+        i += 1;
+    }
+    assert!(
+        n == out.len(),
+        "seven string fields are checked as they are parsed"
+    );
+    out
+};
 
 /// The fast path's memory between the lines of one chunk: which key followed which (lines
 /// from one producer list their fields alike, so the key after a field is usually the one that
@@ -181,17 +193,11 @@ impl FastPath {
 fn check(row: &mut ValidRow<'_>) -> Option<()> {
     let strs = &row.strs;
     for f in CARD_CHECKED {
-        if strs[f as usize]
-            .is_some_and(|s| may_hold_card(s.as_bytes()) && contains_card_number(s.as_bytes()))
-        {
+        if strs[f as usize].is_some_and(|s| contains_card_number(s.as_bytes())) {
             return None;
         }
     }
-    let event_id = strs[FieldId::EventId as usize]?;
-    if event_id.is_empty()
-        || event_id.len() > 128
-        || !event_id.bytes().all(|b| EVENT_ID_BYTES[b as usize])
-    {
+    if !is_event_id(strs[FieldId::EventId as usize]?) {
         return None;
     }
     let event_type = code(
@@ -208,15 +214,11 @@ fn check(row: &mut ValidRow<'_>) -> Option<()> {
         return None;
     }
     for f in [FieldId::CardCountry, FieldId::IpCountry] {
-        if strs[f as usize]
-            .is_some_and(|c| !(c.len() == 2 && c.bytes().all(|b| b.is_ascii_uppercase())))
-        {
+        if strs[f as usize].is_some_and(|c| !is_country_code(c)) {
             return None;
         }
     }
-    if strs[FieldId::Mcc as usize]
-        .is_some_and(|m| !(m.len() == 4 && m.bytes().all(|b| b.is_ascii_digit())))
-    {
+    if strs[FieldId::Mcc as usize].is_some_and(|m| !is_mcc(m)) {
         return None;
     }
     row.status = match strs[FieldId::Status as usize] {
@@ -294,52 +296,6 @@ fn short_word(s: &[u8]) -> Option<u128> {
         }
     };
     Some(w)
-}
-
-/// Whether `s` may hold a card number. One needs 13 digits in one run of digits, spaces and
-/// dashes ([`contains_card_number`]), so a value without 13 such bytes in a row cannot; values
-/// up to 32 bytes (every id here) are told with two SSE2 compares instead of a count of digits.
-#[inline(always)]
-fn may_hold_card(s: &[u8]) -> bool {
-    let n = s.len();
-    if n < 13 {
-        return false;
-    }
-    if n > 32 {
-        return true;
-    }
-    #[cfg(target_arch = "x86_64")]
-    {
-        use std::arch::x86_64::{
-            __m128i, _mm_and_si128, _mm_cmpeq_epi8, _mm_loadu_si128, _mm_max_epu8, _mm_min_epu8,
-            _mm_movemask_epi8, _mm_or_si128, _mm_set1_epi8,
-        };
-        let mut buf = [0u8; 32];
-        buf[..n].copy_from_slice(s);
-        let mask = |at: usize| -> u32 {
-            // SAFETY: SSE2 is baseline on x86_64; the load reads `buf[at..at + 16]`.
-            unsafe {
-                let x = _mm_loadu_si128(buf.as_ptr().add(at).cast::<__m128i>());
-                // '0' <= x <= '9' as unsigned bytes.
-                let digit = _mm_and_si128(
-                    _mm_cmpeq_epi8(_mm_max_epu8(x, _mm_set1_epi8(b'0' as i8)), x),
-                    _mm_cmpeq_epi8(_mm_min_epu8(x, _mm_set1_epi8(b'9' as i8)), x),
-                );
-                let space = _mm_cmpeq_epi8(x, _mm_set1_epi8(b' ' as i8));
-                let dash = _mm_cmpeq_epi8(x, _mm_set1_epi8(b'-' as i8));
-                _mm_movemask_epi8(_mm_or_si128(digit, _mm_or_si128(space, dash))) as u32
-            }
-        };
-        // Bit k: byte k is a digit, space or dash. Then keep bits that start a run of 2, 4,
-        // 8 and finally 13 such bytes.
-        let m = mask(0) | mask(16) << 16;
-        let m = m & m >> 1;
-        let m = m & m >> 2;
-        let m = m & m >> 4;
-        m & m >> 5 != 0
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    true
 }
 
 /// The 16 bytes at `b[at..]` as a little-endian integer, zero past the end of `b`.
@@ -552,27 +508,6 @@ mod tests {
         }
         assert_eq!(code("declined", &STATUSES, &STATUS_WORDS), Some(1));
         assert_eq!(code("Declined", &STATUSES, &STATUS_WORDS), None);
-    }
-
-    /// The card pre-check never rules out what the full check finds.
-    #[test]
-    fn card_precheck_is_necessary() {
-        let mut rng = rand::rngs::StdRng::seed_from_u64(8);
-        let alphabet = b"0123456789 -x_";
-        let mut found = 0;
-        for _ in 0..200_000 {
-            let n = rng.random_range(0..40);
-            let s: Vec<u8> = (0..n)
-                .map(|_| alphabet[rng.random_range(0..alphabet.len())])
-                .collect();
-            if contains_card_number(&s) {
-                found += 1;
-                assert!(may_hold_card(&s), "{}", String::from_utf8_lossy(&s));
-            }
-        }
-        assert!(found > 100, "{found}");
-        assert!(!may_hold_card(b"evt_1_00000003") && !may_hold_card(b"card_0123456789x"));
-        assert!(may_hold_card(b"id 4111-1111-1111-1111"));
     }
 
     #[test]

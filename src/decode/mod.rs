@@ -124,6 +124,13 @@ impl Assembler {
         self.push(v, pos, hash);
     }
 
+    /// Counts and appends a record the fast path took from `line`, which is the event's
+    /// canonical JSON, so its hash is the payload hash.
+    fn canonical(&mut self, v: &ValidRow<'_>, pos: u64, line: &[u8]) {
+        self.out.records += 1;
+        self.push(v, pos, canonical::canonical_hash(line));
+    }
+
     /// Appends a valid record with its payload hash (counted by the caller).
     fn push(&mut self, v: &ValidRow<'_>, pos: u64, hash: u64) {
         self.hashes.push(hash);
@@ -215,9 +222,7 @@ pub fn decode_json_lines_sized(
             if let Some(len) = fast.row(rest, &mut valid) {
                 let end = start + len;
                 if matches!(chunk.get(end), None | Some(b'\n')) {
-                    // The line is the event's canonical JSON, so its hash is the payload hash.
-                    asm.out.records += 1;
-                    asm.push(&valid, pos, canonical::canonical_hash(&chunk[start..end]));
+                    asm.canonical(&valid, pos, &chunk[start..end]);
                     pos += 1;
                     start = end + 1;
                     continue;
@@ -252,8 +257,7 @@ pub fn decode_json_lines_sized(
         // The fast path already declined the line, unless the chunk was not text or the line
         // ends in `\r\n`.
         if (chunk_text.is_none() || crlf) && fast.row(text, &mut valid) == Some(text.len()) {
-            asm.out.records += 1;
-            asm.push(&valid, pos, canonical::canonical_hash(line));
+            asm.canonical(&valid, pos, line);
             continue;
         }
         let mut row = RawRow::default();

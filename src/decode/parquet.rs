@@ -28,6 +28,10 @@ enum Column {
     Other(ArrayRef),
 }
 
+fn is_string(t: &DataType) -> bool {
+    matches!(t, DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View)
+}
+
 impl ParquetColumns {
     /// Prepares a batch read from a Parquet file.
     pub fn new(batch: &RecordBatch) -> Self {
@@ -39,19 +43,10 @@ impl ParquetColumns {
             .map(|(field, arr)| {
                 let id = FieldId::from_name(field.name().as_bytes());
                 let col = match arr.data_type() {
-                    DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View => {
-                        Column::Str(cast(arr, &DataType::Utf8).map_or_else(
-                            |_| StringArray::new_null(arr.len()),
-                            |a| a.as_string::<i32>().clone(),
-                        ))
-                    }
-                    // Dictionary-encoded strings (how many writers store codes, and how
-                    // paystream's own batches hold `event_type` and `status`).
-                    DataType::Dictionary(_, v)
-                        if matches!(
-                            v.as_ref(),
-                            DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View
-                        ) =>
+                    // Plain strings, or dictionary-encoded ones (how many writers store codes,
+                    // and how paystream's own batches hold `event_type` and `status`).
+                    t if is_string(t)
+                        || matches!(t, DataType::Dictionary(_, v) if is_string(v)) =>
                     {
                         Column::Str(cast(arr, &DataType::Utf8).map_or_else(
                             |_| StringArray::new_null(arr.len()),

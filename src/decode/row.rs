@@ -116,8 +116,26 @@ impl<'r> ValidRow<'r> {
 /// A validation failure: reason code and a human detail that never echoes a card number.
 pub(super) type Invalid = (RejectReason, String);
 
+/// Whether `s` is a valid `event_id`: 1–128 bytes of [`EVENT_ID_BYTES`].
+#[inline]
+pub(super) fn is_event_id(s: &str) -> bool {
+    !s.is_empty() && s.len() <= 128 && s.bytes().all(|b| EVENT_ID_BYTES[b as usize])
+}
+
+/// Whether `s` is an ISO 3166-1 alpha-2 code in form: two upper-case letters.
+#[inline]
+pub(super) fn is_country_code(s: &str) -> bool {
+    s.len() == 2 && s.bytes().all(|b| b.is_ascii_uppercase())
+}
+
+/// Whether `s` is a merchant category code in form: four digits.
+#[inline]
+pub(super) fn is_mcc(s: &str) -> bool {
+    s.len() == 4 && s.bytes().all(|b| b.is_ascii_digit())
+}
+
 /// The bytes an `event_id` may hold: `[A-Za-z0-9_\-:.]`.
-pub(super) const EVENT_ID_BYTES: [bool; 256] = {
+const EVENT_ID_BYTES: [bool; 256] = {
     let mut t = [false; 256];
     let mut b = 0;
     while b < 256 {
@@ -237,8 +255,18 @@ const LAZY_CARD_CHECK: [FieldId; 6] = [
 
 /// Whether the JSON parser may skip the card-number check of field `f` (see
 /// [`LAZY_CARD_CHECK`]; `event_time` has its own rule, [`event_time_may_hide_card`]).
-pub(super) fn checks_card_lazily(f: FieldId) -> bool {
-    f == FieldId::EventTime || LAZY_CARD_CHECK.contains(&f)
+pub(super) const fn checks_card_lazily(f: FieldId) -> bool {
+    if f as usize == FieldId::EventTime as usize {
+        return true;
+    }
+    let mut i = 0;
+    while i < LAZY_CARD_CHECK.len() {
+        if LAZY_CARD_CHECK[i] as usize == f as usize {
+            return true;
+        }
+        i += 1;
+    }
+    false
 }
 
 /// Validates a raw row against the event format.
@@ -292,10 +320,7 @@ fn validate_fields<'r>(row: &'r RawRow<'_>) -> Result<ValidRow<'r>, Invalid> {
     }
 
     let event_id = strs[FieldId::EventId as usize].unwrap_or_default();
-    if event_id.is_empty()
-        || event_id.len() > 128
-        || !event_id.bytes().all(|b| EVENT_ID_BYTES[b as usize])
-    {
+    if !is_event_id(event_id) {
         return Err((
             RejectReason::InvalidValue,
             format!(
@@ -335,7 +360,7 @@ fn validate_fields<'r>(row: &'r RawRow<'_>) -> Result<ValidRow<'r>, Invalid> {
     }
     for f in [FieldId::CardCountry, FieldId::IpCountry] {
         if let Some(c) = strs[f as usize]
-            && !(c.len() == 2 && c.bytes().all(|b| b.is_ascii_uppercase()))
+            && !is_country_code(c)
         {
             return Err((
                 RejectReason::InvalidValue,
@@ -348,7 +373,7 @@ fn validate_fields<'r>(row: &'r RawRow<'_>) -> Result<ValidRow<'r>, Invalid> {
         }
     }
     if let Some(m) = strs[FieldId::Mcc as usize]
-        && !(m.len() == 4 && m.bytes().all(|b| b.is_ascii_digit()))
+        && !is_mcc(m)
     {
         return Err((
             RejectReason::InvalidValue,

@@ -34,14 +34,11 @@ impl Stage {
     pub fn apply(&self, batch: &RecordBatch) -> Result<RecordBatch> {
         match self {
             Stage::Filter(pred) => {
-                let mask = pred.evaluate(batch)?.into_array(batch.num_rows())?;
-                let mask = mask.as_boolean_opt().ok_or_else(|| {
-                    Error::Internal(format!("filter produced {}", mask.data_type()))
-                })?;
+                let mask = filter_mask(pred, batch)?;
                 if mask.true_count() == batch.num_rows() {
                     return Ok(batch.clone());
                 }
-                Ok(filter_record_batch(batch, mask)?)
+                Ok(filter_record_batch(batch, &mask)?)
             }
             Stage::Project { exprs, schema } => {
                 let cols = exprs
@@ -59,6 +56,14 @@ impl Stage {
     }
 }
 
+/// The predicate of a filter stage evaluated over `batch`.
+fn filter_mask(pred: &Arc<dyn PhysicalExpr>, batch: &RecordBatch) -> Result<BooleanArray> {
+    let mask = pred.evaluate(batch)?.into_array(batch.num_rows())?;
+    mask.as_boolean_opt()
+        .cloned()
+        .ok_or_else(|| Error::Internal(format!("filter produced {}", mask.data_type())))
+}
+
 /// [`apply_stages`] to the rows of `batch` that `selection` marks (all when `None`). A first
 /// filter stage is evaluated over the whole batch and combined with the selection, so rows are
 /// copied once, survivors only: compacting first copied every column of every selected row
@@ -73,12 +78,8 @@ pub fn apply_stages_selected(
     };
     match stages.split_first() {
         Some((Stage::Filter(pred), rest)) => {
-            let mask = pred.evaluate(batch)?.into_array(batch.num_rows())?;
-            let mask = mask
-                .as_boolean_opt()
-                .ok_or_else(|| Error::Internal(format!("filter produced {}", mask.data_type())))?;
             // A null from the predicate stays null, which the filter drops.
-            let both = datafusion::arrow::compute::and(selection, mask)?;
+            let both = datafusion::arrow::compute::and(selection, &filter_mask(pred, batch)?)?;
             apply_stages(rest, &filter_record_batch(batch, &both)?)
         }
         _ => apply_stages(stages, &filter_record_batch(batch, selection)?),
