@@ -136,7 +136,7 @@ fn oracle(sql: &str, events: &[RecordBatch]) -> Vec<String> {
     })
 }
 
-const QUERIES: [&str; 6] = [
+const QUERIES: [&str; 7] = [
     "SELECT merchant_id, window_start, window_end, count(*) AS n, count(DISTINCT card_id) AS cards, \
        min(amount_minor) AS lo, max(amount_minor) AS hi, sum(fee_minor) AS fees, \
        count(*) FILTER (WHERE status = 'declined') AS declined, \
@@ -159,6 +159,12 @@ const QUERIES: [&str; 6] = [
      WHERE event_type IN ('authorization', 'capture') GROUP BY card_id, window_start, window_end",
     "SELECT window_start, window_end, count(*) AS n FROM SESSION(payments, event_time, INTERVAL '40' MILLISECOND) \
      WHERE merchant_id = 'm_0007' GROUP BY window_start, window_end",
+    // Every key lives for one event's windows only: the hop operator's key ids are compacted
+    // again and again while panes still hold some of them.
+    "SELECT event_id, window_start, window_end, count(*) AS n, sum(amount_minor) AS total, \
+       count(DISTINCT merchant_id) AS merchants \
+     FROM HOP(payments, event_time, INTERVAL '2' SECOND, INTERVAL '6' SECOND) \
+     GROUP BY event_id, window_start, window_end",
 ];
 
 fn shipped(name: &str) -> String {

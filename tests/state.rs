@@ -62,6 +62,8 @@ fn every_windowed_operator_round_trips_its_state() {
         std::fs::read_to_string(repo("queries/card_sessions.sql")).unwrap(),
         "SELECT window_start, count(*), count(DISTINCT card_id), max(amount_minor) FROM TUMBLE(payments, event_time, INTERVAL '10' SECOND) GROUP BY window_start".into(),
         "SELECT window_start, window_end, count(*) FROM SESSION(payments, event_time, INTERVAL '200' MILLISECOND) GROUP BY window_start, window_end".into(),
+        // Keys that die quickly: a hop snapshot after its key ids were compacted.
+        "SELECT event_id, window_start, window_end, count(*), count(DISTINCT merchant_id) FROM HOP(payments, event_time, INTERVAL '1' SECOND, INTERVAL '3' SECOND) GROUP BY event_id, window_start, window_end".into(),
     ];
     for sql in &queries {
         let uninterrupted = run(sql, &batches, None);

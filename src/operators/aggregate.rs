@@ -27,6 +27,9 @@ fn as_mask(a: ArrayRef, what: &str) -> Result<BooleanArray> {
 /// Key columns, each aggregate's argument columns, and each aggregate's FILTER mask.
 pub(super) type Columns = (Vec<ArrayRef>, Vec<Vec<ArrayRef>>, Vec<Option<BooleanArray>>);
 
+/// Each aggregate's argument columns and FILTER mask.
+pub(super) type Inputs = (Vec<Vec<ArrayRef>>, Vec<Option<BooleanArray>>);
+
 /// A batch evaluated for aggregation: event times, key columns, arguments and filters.
 pub(super) struct Prepared {
     /// Event time of each row (after WHERE).
@@ -117,6 +120,12 @@ impl Prepared {
             .iter()
             .map(|k| take(k, idx, None))
             .collect::<Result<_, _>>()?;
+        let (args, filters) = self.select_inputs(idx)?;
+        Ok((keys, args, filters))
+    }
+
+    /// Rows `idx` of the aggregates' arguments and filters.
+    pub(super) fn select_inputs(&self, idx: &UInt32Array) -> Result<Inputs> {
         let args = self
             .args
             .iter()
@@ -135,7 +144,7 @@ impl Prepared {
                     .transpose()
             })
             .collect::<Result<_, _>>()?;
-        Ok((keys, args, filters))
+        Ok((args, filters))
     }
 }
 

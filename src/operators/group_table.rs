@@ -12,9 +12,6 @@ use datafusion::arrow::array::{ArrayRef, BooleanArray};
 use datafusion::logical_expr::{EmitTo, GroupsAccumulator};
 use datafusion::physical_expr::GroupsAccumulatorAdapter;
 use datafusion::physical_expr::aggregate::AggregateFunctionExpr;
-use datafusion::physical_plan::aggregates::group_values::multi_group_by::{
-    GroupValuesColumn, supported_schema,
-};
 use datafusion::physical_plan::aggregates::group_values::{GroupValues, new_group_values};
 use datafusion::physical_plan::aggregates::order::GroupOrdering;
 
@@ -40,7 +37,9 @@ pub(super) struct GroupTable {
     scratch: Vec<usize>,
 }
 
-fn new_accumulator(agg: &Arc<AggregateFunctionExpr>) -> Result<Box<dyn GroupsAccumulator>> {
+pub(super) fn new_accumulator(
+    agg: &Arc<AggregateFunctionExpr>,
+) -> Result<Box<dyn GroupsAccumulator>> {
     if let Some(data_type) = super::distinct_count::distinct_count_type(agg)? {
         return Ok(Box::new(super::distinct_count::DistinctCountGroups::new(
             data_type,
@@ -68,20 +67,6 @@ impl GroupTable {
             )?)
         };
         Self::with_values(spec, values)
-    }
-
-    /// An empty table meant to be emptied and filled again (a hop operator's window): its keys
-    /// live in DataFusion's column-wise group values, which keep their hash table's capacity when
-    /// emptied, where the single-string-key kind starts a new table each time and grew it by
-    /// rehashing (a tenth of the hop operator's time).
-    pub(super) fn reusable(spec: &AggregateSpec) -> Result<Self> {
-        if !spec.keys.is_empty() && supported_schema(&spec.key_schema) {
-            let values: Box<dyn GroupValues> = Box::new(GroupValuesColumn::<false>::try_new(
-                Arc::clone(&spec.key_schema),
-            )?);
-            return Self::with_values(spec, Some(values));
-        }
-        Self::new(spec)
     }
 
     fn with_values(spec: &AggregateSpec, values: Option<Box<dyn GroupValues>>) -> Result<Self> {
