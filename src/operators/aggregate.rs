@@ -173,6 +173,49 @@ pub(super) struct AggregateCore {
     /// For each FILTER, the earlier aggregate with the same one (`count(*) FILTER (WHERE x)` and
     /// `sum(a) FILTER (WHERE x)` share one evaluation).
     filter_same_as: Vec<Option<usize>>,
+    /// HAVING, when it reads no group key.
+    having: Option<Having>,
+}
+
+/// A HAVING clause that reads only aggregates and window bounds, so it can be decided before a
+/// window's key columns are built: a hop window of 34,000 cards then builds keys for the few
+/// hundred that pass `count(*) >= 5` (card_velocity) instead of for all of them.
+struct Having {
+    /// The predicate, over `schema`.
+    predicate: Arc<dyn PhysicalExpr>,
+    /// The columns it reads, projected from the aggregate's output schema.
+    schema: SchemaRef,
+    /// Their indices in the aggregate's output schema.
+    columns: Vec<usize>,
+}
+
+impl Having {
+    /// The first output stage, when it is a filter that reads no group key.
+    fn of(spec: &AggregateSpec) -> Result<Option<Having>> {
+        let Some(Stage::Filter(p)) = spec.output_stages.first() else {
+            return Ok(None);
+        };
+        let mut columns: Vec<usize> = collect_columns(p).iter().map(|c| c.index()).collect();
+        columns.sort_unstable();
+        columns.dedup();
+        let reads_key = columns
+            .iter()
+            .any(|c| matches!(spec.key_layout.get(*c), Some(KeySlot::Key(_))));
+        if reads_key {
+            return Ok(None);
+        }
+        let schema = Arc::new(spec.output_schema.project(&columns)?);
+        Ok(Some(Having {
+            predicate: reassign_expr_columns(Arc::clone(p), &schema)?,
+            schema,
+            columns,
+        }))
+    }
+}
+
+/// Window bounds as a column of `UTC` timestamps.
+fn bound_column(v: &[i64]) -> ArrayRef {
+    Arc::new(TimestampMillisecondArray::from(v.to_vec()).with_timezone("UTC"))
 }
 
 impl AggregateCore {
@@ -218,6 +261,7 @@ impl AggregateCore {
             })
             .collect();
         Ok(AggregateCore {
+            having: Having::of(&spec)?,
             filter_same_as,
             predicates: predicates.iter().map(rebind).collect::<Result<_>>()?,
             keys: spec.keys.iter().map(rebind).collect::<Result<_>>()?,
@@ -325,6 +369,41 @@ impl AggregateCore {
         self.output_rows(&vec![start; rows], &vec![end; rows], keys, aggs, rows)
     }
 
+    /// Which of a window's groups pass HAVING, decided from their aggregates alone (`None`: the
+    /// query has no such HAVING, keep all). The groups kept still go through [`Self::output`],
+    /// which applies HAVING again; this only spares building keys of groups it would drop.
+    pub(super) fn having_mask(
+        &self,
+        start: i64,
+        end: i64,
+        aggs: &[ArrayRef],
+        rows: usize,
+    ) -> Result<Option<BooleanArray>> {
+        let Some(h) = &self.having else {
+            return Ok(None);
+        };
+        let keys = self.spec.key_layout.len();
+        let cols = h
+            .columns
+            .iter()
+            .map(|c| match self.spec.key_layout.get(*c) {
+                Some(KeySlot::WindowStart) => bound_column(&vec![start; rows]),
+                Some(KeySlot::WindowEnd) => bound_column(&vec![end; rows]),
+                _ => Arc::clone(&aggs[c - keys]),
+            })
+            .collect();
+        let batch = RecordBatch::try_new_with_options(
+            Arc::clone(&h.schema),
+            cols,
+            &RecordBatchOptions::new().with_row_count(Some(rows)),
+        )?;
+        let mask = as_mask(h.predicate.evaluate(&batch)?.into_array(rows)?, "HAVING")?;
+        Ok(Some(match mask.nulls() {
+            Some(_) => prep_null_mask_filter(&mask),
+            None => mask,
+        }))
+    }
+
     /// Like [`Self::output`], with each row's own window bounds (session windows differ per key).
     pub(super) fn output_rows(
         &self,
@@ -334,14 +413,11 @@ impl AggregateCore {
         aggs: Vec<ArrayRef>,
         rows: usize,
     ) -> Result<RecordBatch> {
-        let bound = |v: &[i64]| -> ArrayRef {
-            Arc::new(TimestampMillisecondArray::from(v.to_vec()).with_timezone("UTC"))
-        };
         let mut cols = Vec::with_capacity(self.spec.key_layout.len() + aggs.len());
         for slot in &self.spec.key_layout {
             cols.push(match slot {
-                KeySlot::WindowStart => bound(starts),
-                KeySlot::WindowEnd => bound(ends),
+                KeySlot::WindowStart => bound_column(starts),
+                KeySlot::WindowEnd => bound_column(ends),
                 KeySlot::Key(i) => Arc::clone(&keys[*i]),
             });
         }
@@ -388,4 +464,34 @@ pub(super) fn late_events(input: &EventBatch, rows: &[u32]) -> Result<LateEvents
         positions: taken.positions,
         watermarks: taken.arrival_watermarks,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sql::{PlanKind, plan_query};
+
+    fn having_of(sql: &str) -> Option<Having> {
+        match plan_query(sql).unwrap().kind {
+            PlanKind::Window { aggregate, .. } => Having::of(&aggregate).unwrap(),
+            _ => unreachable!(),
+        }
+    }
+
+    #[test]
+    fn having_is_decided_early_only_when_it_reads_no_key() {
+        let hop = "FROM HOP(payments, event_time, INTERVAL '10' SECOND, INTERVAL '60' SECOND) \
+                   GROUP BY card_id, window_start, window_end";
+        let early = having_of(&format!(
+            "SELECT card_id, count(*) AS n {hop} HAVING count(*) >= 5 AND window_start > TIMESTAMP '2026-01-01T00:00:00Z'"
+        ))
+        .expect("aggregates and bounds only");
+        assert_eq!(early.schema.fields().len(), 2, "{:?}", early.schema);
+        for late in [
+            format!("SELECT card_id, count(*) AS n {hop} HAVING card_id <> 'c' AND count(*) > 1"),
+            format!("SELECT card_id, count(*) AS n {hop}"),
+        ] {
+            assert!(having_of(&late).is_none(), "{late}");
+        }
+    }
 }

@@ -20,6 +20,7 @@
 use std::collections::BTreeMap;
 
 use datafusion::arrow::array::UInt32Array;
+use datafusion::arrow::compute::filter;
 
 use super::aggregate::{AggregateCore, Buckets, bucket_rows};
 use super::group_table::FrozenGroups;
@@ -151,7 +152,18 @@ impl HoppingWindow {
                     }
                 }
             }
-            let (ids, aggs) = table.emit()?;
+            let (mut ids, mut aggs) = table.emit()?;
+            if let Some(keep) = self.core.having_mask(start, end, &aggs, ids.len())? {
+                ids = ids
+                    .iter()
+                    .zip(keep.values())
+                    .filter_map(|(id, k)| k.then_some(*id))
+                    .collect();
+                aggs = aggs
+                    .iter()
+                    .map(|a| filter(a, &keep))
+                    .collect::<std::result::Result<_, _>>()?;
+            }
             let keys = self.key_ids.keys(&ids)?;
             let batch = self.core.output(start, end, keys, aggs, ids.len())?;
             if batch.num_rows() > 0 {
