@@ -185,7 +185,10 @@ struct GenArgs {
 }
 
 /// mimalloc instead of glibc malloc: batches are freed on other threads than the ones that
-/// allocated them, and glibc's arena locks showed up as futex waits in profiles.
+/// allocated them, and glibc's arena locks showed up as futex waits in profiles. Its v2 line
+/// (the `v2` feature), whose per-thread segments hand freed memory back out sooner than v3's
+/// shared arenas: card_velocity touched less fresh memory (page faults 2,040 → 1,670 per 1 M
+/// events) and took 3–5 % less CPU, settlement the same.
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
