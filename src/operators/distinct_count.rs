@@ -191,21 +191,40 @@ impl DistinctCountGroups {
     ) -> Result<()> {
         let values = in_state_type(dict.values(), &self.data_type)?;
         let value_keys = self.keys(&values)?;
-        let ids: Vec<Option<u32>> = (0..values.len())
-            .map(|i| values.is_valid(i).then(|| self.intern(value_keys.get(i))))
+        // Our id of each dictionary value (`u32::MAX`: a null value, skipped).
+        let ids: Vec<u32> = (0..values.len())
+            .map(|i| match values.is_valid(i) {
+                true => self.intern(value_keys.get(i)),
+                false => u32::MAX,
+            })
             .collect();
         drop(value_keys);
         let keys = dict.keys();
         let offsets = list.value_offsets();
+        if list.null_count() == 0 && keys.null_count() == 0 {
+            // What `state` writes: no null lists, no null entries. Every group's entries are a
+            // run of dictionary keys; map each through `ids` without per-entry validity checks.
+            let keys = keys.values();
+            for (i, &g) in group_indices.iter().enumerate() {
+                for k in &keys[offsets[i] as usize..offsets[i + 1] as usize] {
+                    match ids.get(*k as usize) {
+                        Some(&id) if id != u32::MAX => self.groups[g].insert(id),
+                        _ => {}
+                    }
+                }
+            }
+            return Ok(());
+        }
         for (i, &g) in group_indices.iter().enumerate() {
             if list.is_null(i) {
                 continue;
             }
             for k in offsets[i] as usize..offsets[i + 1] as usize {
                 if keys.is_valid(k)
-                    && let Some(Some(id)) = ids.get(keys.value(k) as usize)
+                    && let Some(&id) = ids.get(keys.value(k) as usize)
+                    && id != u32::MAX
                 {
-                    self.add_id(g, *id);
+                    self.add_id(g, id);
                 }
             }
         }
@@ -499,6 +518,27 @@ mod tests {
         }
         assert_eq!(counts[0].values(), &[3, 2, 2]);
         assert_eq!(counts[0], counts[1]);
+    }
+
+    #[test]
+    fn dictionary_state_with_nulls_skips_them() {
+        // Three groups' lists over values [x, null, y]: [x, <null key>, y], a null list, and
+        // [the null value, y]. Nulls at any level are not values.
+        let values: ArrayRef = Arc::new(StringArray::from(vec![Some("x"), None, Some("y")]));
+        let keys = Int32Array::from(vec![Some(0), None, Some(2), Some(1), Some(2)]);
+        let dict = DictionaryArray::<Int32Type>::try_new(keys, values).unwrap();
+        let list = ListArray::try_new(
+            Arc::new(Field::new_list_field(dict.data_type().clone(), true)),
+            OffsetBuffer::from_lengths([3, 0, 2]),
+            Arc::new(dict),
+            Some(vec![true, false, true].into()),
+        )
+        .unwrap();
+        let mut a = DistinctCountGroups::new(DataType::Utf8).unwrap();
+        a.merge_batch(&[Arc::new(list)], &[0, 1, 2], 3).unwrap();
+        let counts = a.evaluate(EmitTo::All).unwrap();
+        let counts = counts.as_primitive::<datafusion::arrow::datatypes::Int64Type>();
+        assert_eq!(counts.values(), &[2, 0, 1]);
     }
 
     #[test]

@@ -60,16 +60,17 @@ impl IdGroups {
         if self.slot_of.len() < id_count {
             self.slot_of.resize(id_count, NONE);
         }
-        self.scratch.clear();
-        self.scratch.reserve(ids.len());
-        for &id in ids {
-            let slot = &mut self.slot_of[id as usize];
+        // Disjoint borrows, so the loop keeps the vectors' pointers in registers.
+        let (slot_of, held, scratch) = (&mut self.slot_of, &mut self.ids, &mut self.scratch);
+        scratch.clear();
+        scratch.extend(ids.iter().map(|&id| {
+            let slot = &mut slot_of[id as usize];
             if *slot == NONE {
-                *slot = self.ids.len() as u32;
-                self.ids.push(id);
+                *slot = held.len() as u32;
+                held.push(id);
             }
-            self.scratch.push(*slot as usize);
-        }
+            *slot as usize
+        }));
     }
 
     /// Adds input rows: their key ids (below `id_count`), each aggregate's argument columns and
