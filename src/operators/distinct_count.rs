@@ -47,14 +47,21 @@ impl Keys<'_> {
     }
 }
 
-/// One group's distinct value ids, sorted. Most groups (a card's merchants in a minute) hold one
-/// value: that one is kept inline, so a window of a hundred thousand groups does not allocate a
-/// hundred thousand vectors.
+/// Ids a group holds in place before it allocates (as many as fit beside the tag in the space
+/// [`IdSet::Many`]'s vector takes anyway).
+const FEW: usize = 5;
+
+/// One group's distinct value ids, sorted. Most groups hold a handful — of card_velocity's
+/// card-windows 58 % saw one merchant, 28 % two, 10 % three — so up to [`FEW`] are kept in
+/// place: a window of a hundred thousand groups does not allocate (and grow) a vector for each
+/// group with a second value.
 #[derive(Debug, Clone)]
 pub(super) enum IdSet {
     /// No value, or one (`u32::MAX`: none).
     One(u32),
-    /// Two or more.
+    /// Two to [`FEW`]: the first `len` of `ids`.
+    Few { len: u8, ids: [u32; FEW] },
+    /// More.
     Many(Vec<u32>),
 }
 
@@ -71,7 +78,28 @@ impl IdSet {
             IdSet::One(x) if *x == id => {}
             IdSet::One(x) => {
                 let (a, b) = if *x < id { (*x, id) } else { (id, *x) };
-                *self = IdSet::Many(vec![a, b]);
+                *self = IdSet::Few {
+                    len: 2,
+                    ids: [a, b, 0, 0, 0],
+                };
+            }
+            IdSet::Few { len, ids } => {
+                let n = *len as usize;
+                let pos = ids[..n].iter().take_while(|x| **x < id).count();
+                if pos < n && ids[pos] == id {
+                    return;
+                }
+                if n < FEW {
+                    ids.copy_within(pos..n, pos + 1);
+                    ids[pos] = id;
+                    *len += 1;
+                } else {
+                    let mut v = Vec::with_capacity(2 * FEW);
+                    v.extend_from_slice(&ids[..pos]);
+                    v.push(id);
+                    v.extend_from_slice(&ids[pos..]);
+                    *self = IdSet::Many(v);
+                }
             }
             IdSet::Many(v) => {
                 if let Err(pos) = v.binary_search(&id) {
@@ -85,6 +113,7 @@ impl IdSet {
         match self {
             IdSet::One(x) if *x == u32::MAX => &[],
             IdSet::One(x) => std::slice::from_ref(x),
+            IdSet::Few { len, ids } => &ids[..*len as usize],
             IdSet::Many(v) => v,
         }
     }
@@ -518,6 +547,30 @@ mod tests {
         }
         assert_eq!(counts[0].values(), &[3, 2, 2]);
         assert_eq!(counts[0], counts[1]);
+    }
+
+    #[test]
+    fn id_sets_stay_sorted_and_distinct_in_place_and_beyond() {
+        use rand::{Rng, SeedableRng};
+        assert!(
+            std::mem::size_of::<IdSet>() <= 32,
+            "no bigger than a vector and a tag"
+        );
+        let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+        for _ in 0..2_000 {
+            let mut set = IdSet::default();
+            let mut model = std::collections::BTreeSet::new();
+            for _ in 0..rng.random_range(0..20) {
+                let id = rng.random_range(0..12u32);
+                set.insert(id);
+                model.insert(id);
+                assert_eq!(
+                    set.ids(),
+                    model.iter().copied().collect::<Vec<_>>().as_slice()
+                );
+            }
+            assert_eq!(matches!(set, IdSet::Many(_)), model.len() > FEW);
+        }
     }
 
     #[test]
