@@ -199,15 +199,22 @@ impl DistinctCountGroups {
         self.groups[group].insert(id);
     }
 
-    fn take_groups(&mut self, emit_to: EmitTo) -> Vec<IdSet> {
-        let taken = emit_to.take_needed(&mut self.groups);
+    /// Drops the groups `emit_to` emits. Emitting all keeps the vector's capacity: a hop window
+    /// table fills up to about as many groups again, and regrowing it by doubling copied a
+    /// megabyte per window (3 % of card_velocity's instructions).
+    fn drop_groups(&mut self, emit_to: EmitTo) {
+        match emit_to {
+            EmitTo::All => self.groups.clear(),
+            EmitTo::First(n) => {
+                self.groups.drain(..n);
+            }
+        }
         if self.groups.is_empty() {
             // No group refers to an interned value any more: start afresh.
             self.ids.clear();
             self.bytes.clear();
             self.offsets.truncate(1);
         }
-        taken
     }
 
     /// Merges a state list whose values are dictionary-encoded (what [`Self::state`] writes):
@@ -305,10 +312,13 @@ impl GroupsAccumulator for DistinctCountGroups {
     }
 
     fn evaluate(&mut self, emit_to: EmitTo) -> Result<ArrayRef> {
-        let taken = self.take_groups(emit_to);
-        Ok(Arc::new(Int64Array::from_iter_values(
-            taken.iter().map(|g| g.len() as i64),
-        )))
+        let n = match emit_to {
+            EmitTo::All => self.groups.len(),
+            EmitTo::First(n) => n,
+        };
+        let counts = Int64Array::from_iter_values(self.groups[..n].iter().map(|g| g.len() as i64));
+        self.drop_groups(emit_to);
+        Ok(Arc::new(counts))
     }
 
     fn state(&mut self, emit_to: EmitTo) -> Result<Vec<ArrayRef>> {
@@ -329,7 +339,7 @@ impl GroupsAccumulator for DistinctCountGroups {
         let all = (0..(self.offsets.len() - 1) as u32).collect::<Vec<_>>();
         let values = self.values_of(all.iter())?;
         let flat: ArrayRef = Arc::new(DictionaryArray::<Int32Type>::try_new(ids, values)?);
-        self.take_groups(emit_to);
+        self.drop_groups(emit_to);
         let list = ListArray::try_new(
             Arc::new(Field::new_list_field(flat.data_type().clone(), true)),
             offsets,
