@@ -24,7 +24,8 @@ use crate::log::{Log, PartitionReader, TailWaiter};
 use crate::operators::{Dedup, Watermark};
 use crate::sink::Sink;
 
-const CHUNK: usize = 1 << 20;
+/// Bytes of log records per decoded chunk: as for files (see `reader`), 2 MiB.
+const CHUNK: usize = 1 << 21;
 /// How often an idle source sends a tick so idleness and time are re-evaluated.
 const TICK: Duration = Duration::from_millis(200);
 

@@ -21,7 +21,11 @@ use crate::decode::{
 };
 use crate::error::{Error, Result};
 
-const CHUNK: usize = 1 << 20;
+/// Bytes read per chunk; each chunk decodes to one batch (up to `batch_size` rows). 2 MiB is
+/// ~6,000 events: with 1 MiB chunks the per-batch work downstream (WHERE evaluation, hand-offs
+/// between threads) cost settlement 5 % and card_velocity 2 % more CPU, 256 KiB 15 % more, and
+/// 4 MiB gained nothing further.
+const CHUNK: usize = 1 << 21;
 
 /// A decoded chunk with its place in the file.
 pub(super) struct SeqDecoded {
