@@ -34,8 +34,12 @@ pub(super) type Inputs = (Vec<Vec<ArrayRef>>, Vec<Option<BooleanArray>>);
 pub(super) struct Prepared {
     /// Event time of each row (after WHERE).
     pub times: Vec<i64>,
-    /// Index of each row in the operator's input batch (after WHERE).
+    /// Index of each row in the operator's input batch (after WHERE; `None`: the same), once
+    /// [`Self::index_rows`] has run.
     pub input_rows: Option<UInt32Array>,
+    /// The input rows WHERE kept, until [`Self::index_rows`] turns them into `input_rows` (only
+    /// late events and sessions need them: most batches never do).
+    kept: Option<BooleanArray>,
     /// Non-window key columns.
     pub keys: Vec<ArrayRef>,
     /// For each aggregate, its argument columns.
@@ -50,8 +54,20 @@ impl Prepared {
         self.times.len()
     }
 
-    /// Index into the operator's input batch of prepared row `r`.
+    /// Makes [`Self::input_row`] available.
+    pub(super) fn index_rows(&mut self) {
+        if let Some(kept) = self.kept.take() {
+            // Walking the set bits a word at a time (a per-row `value(i)` was 3 % of the
+            // operator's profile).
+            self.input_rows = Some(UInt32Array::from_iter_values(
+                kept.values().set_indices().map(|i| i as u32),
+            ));
+        }
+    }
+
+    /// Index into the operator's input batch of prepared row `r` (after [`Self::index_rows`]).
     pub(super) fn input_row(&self, r: usize) -> usize {
+        debug_assert!(self.kept.is_none(), "index_rows first");
         self.input_rows
             .as_ref()
             .map_or(r, |ids| ids.value(r) as usize)
@@ -76,6 +92,7 @@ impl Prepared {
         {
             return Ok(None);
         }
+        self.index_rows();
         let mut late_rows = Vec::new();
         let mut keep = Vec::with_capacity(self.len());
         for (r, &ts) in self.times.iter().enumerate() {
@@ -300,7 +317,7 @@ impl AggregateCore {
             cols,
             &RecordBatchOptions::new().with_row_count(Some(n)),
         )?;
-        let mut input_rows = None;
+        let mut kept = None;
         let mut mask: Option<BooleanArray> = selection.cloned();
         for p in &self.predicates {
             let m = as_mask(p.evaluate(&batch)?.into_array(n)?, "WHERE")?;
@@ -312,17 +329,13 @@ impl AggregateCore {
         if let Some(mask) = mask
             && mask.true_count() != n
         {
-            // Remember which input rows survive WHERE, to map late rows back to events.
-            // (Walking the set bits a word at a time; a per-row `value(i)` was 3 % of the
-            // operator's profile.)
             let mask = match mask.nulls() {
                 Some(_) => prep_null_mask_filter(&mask),
                 None => mask,
             };
-            input_rows = Some(UInt32Array::from_iter_values(
-                mask.values().set_indices().map(|i| i as u32),
-            ));
             batch = filter_record_batch(&batch, &mask)?;
+            // Remember which input rows survive WHERE, to map late rows back to events.
+            kept = Some(mask);
         }
         let rows = batch.num_rows();
         let times = batch
@@ -350,7 +363,8 @@ impl AggregateCore {
         }
         Ok(Prepared {
             times,
-            input_rows,
+            input_rows: None,
+            kept,
             keys,
             args,
             filters,
