@@ -25,6 +25,7 @@ use std::time::Duration;
 
 pub use self::log_source::{ContinuousOptions, ContinuousOutcome, Outputs, run_continuous};
 pub use self::pipeline::{Checkpoints, PipelineState, QueryRun};
+pub(crate) use self::reader::CHUNK as READ_CHUNK;
 pub use self::router::{Partitioner, Partitioning, Router, RouterCounts};
 
 use crate::decode::{Format, Origin, PositionKind};

@@ -25,7 +25,7 @@ use crate::error::{Error, Result};
 /// ~6,000 events: with 1 MiB chunks the per-batch work downstream (WHERE evaluation, hand-offs
 /// between threads) cost settlement 5 % and card_velocity 2 % more CPU, 256 KiB 15 % more, and
 /// 4 MiB gained nothing further.
-const CHUNK: usize = 1 << 21;
+pub(crate) const CHUNK: usize = 1 << 21;
 
 /// A decoded chunk with its place in the file.
 pub(super) struct SeqDecoded {

@@ -143,7 +143,7 @@ pub fn run(input: &Path, opts: &BenchOptions) -> Result<Vec<Measurement>> {
         opts,
         out: Vec::new(),
     };
-    out.measure("baseline: read file (1 MiB chunks)", 1, || {
+    out.measure("baseline: read file (2 MiB chunks)", 1, || {
         let mut lines = 0u64;
         for_each_chunk(input, |chunk, _| {
             lines += memchr::memchr_iter(b'\n', chunk).count() as u64
@@ -245,7 +245,7 @@ fn accepted_batches(path: &Path) -> Result<Vec<(EventBatch, i64)>> {
     }
 }
 
-/// Reads `path` in 1 MiB chunks cut at line ends, as the engine's reader does.
+/// Reads `path` in chunks cut at line ends, as the engine's reader does.
 fn for_each_chunk(path: &Path, mut f: impl FnMut(&[u8], u64)) -> Result<()> {
     use std::io::Read;
     let err = |e: std::io::Error| crate::Error::Input {
@@ -253,12 +253,13 @@ fn for_each_chunk(path: &Path, mut f: impl FnMut(&[u8], u64)) -> Result<()> {
         message: e.to_string(),
     };
     let mut file = std::fs::File::open(path).map_err(err)?;
-    let mut buf = Vec::with_capacity(2 << 20);
+    let chunk = crate::engine::READ_CHUNK;
+    let mut buf = Vec::with_capacity(2 * chunk);
     let mut line = 1u64;
     loop {
         // Into the spare capacity, as the engine's reader does: `resize` zeroed each chunk first.
         let n = (&mut file)
-            .take(1 << 20)
+            .take(chunk as u64)
             .read_to_end(&mut buf)
             .map_err(err)?;
         let cut = if n == 0 {
