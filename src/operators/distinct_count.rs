@@ -331,11 +331,12 @@ impl GroupsAccumulator for DistinctCountGroups {
         let offsets = OffsetBuffer::from_lengths(lens);
         // Each group's values as ids into this table's distinct values: merging the state then
         // interns each distinct value once, not once per group that holds it.
-        let ids = Int32Array::from_iter_values(
-            self.groups[..n]
-                .iter()
-                .flat_map(|g| g.ids().iter().map(|id| *id as i32)),
-        );
+        // (Sized up front: collecting a flattening iterator grew the buffer by doubling.)
+        let mut flat_ids = Vec::with_capacity(offsets.last().map_or(0, |l| *l as usize));
+        for g in &self.groups[..n] {
+            flat_ids.extend(g.ids().iter().map(|id| *id as i32));
+        }
+        let ids = Int32Array::from(flat_ids);
         let all = (0..(self.offsets.len() - 1) as u32).collect::<Vec<_>>();
         let values = self.values_of(all.iter())?;
         let flat: ArrayRef = Arc::new(DictionaryArray::<Int32Type>::try_new(ids, values)?);
