@@ -24,8 +24,11 @@ use crate::log::{Log, PartitionReader, TailWaiter};
 use crate::operators::{Dedup, Watermark};
 use crate::sink::Sink;
 
-/// Bytes of log records per decoded chunk: as for files (see `reader`), 2 MiB.
-const CHUNK: usize = 1 << 21;
+/// Bytes of log records per decoded chunk. 1 MiB: unlike file reads (2 MiB, see `reader`), 2 MiB
+/// chunks from the log measured no faster in user time and paid more system time for the larger
+/// buffers in flight (5 interleaved `run --until-end` pairs over 1 M events: wall 0.31–0.45 s
+/// with 1 MiB, 0.33–0.90 s with 2 MiB).
+const CHUNK: usize = 1 << 20;
 /// How often an idle source sends a tick so idleness and time are re-evaluated.
 const TICK: Duration = Duration::from_millis(200);
 
