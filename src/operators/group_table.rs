@@ -1,10 +1,11 @@
 //! The per-window aggregation state: group keys → accumulator slots.
 //!
-//! One [`GroupTable`] holds one window (tumble) or one pane (hop). Keys are interned by
-//! DataFusion's vectorised [`GroupValues`]; each aggregate keeps its state in a
-//! [`GroupsAccumulator`] indexed by group id, so a batch updates all groups of a window in one
-//! call per aggregate. A table can be *frozen* into plain arrays (keys + accumulator state), which
-//! is how hop panes are shared by several windows and how state is snapshotted.
+//! One [`GroupTable`] holds one tumbling window. Keys are interned by DataFusion's vectorised
+//! [`GroupValues`]; each aggregate keeps its state in a [`GroupsAccumulator`] indexed by group
+//! id, so a batch updates all groups of a window in one call per aggregate. A table can be
+//! *frozen* into plain arrays (keys + accumulator state), which is how window state is
+//! snapshotted (hop panes, which share keys across windows, hold key ids instead: see
+//! `id_groups`).
 
 use std::sync::Arc;
 
@@ -55,23 +56,22 @@ pub(super) fn new_accumulator(
     }
 }
 
+/// DataFusion's group values for the aggregation's keys (`None`: no keys besides the window).
+pub(super) fn key_values(spec: &AggregateSpec) -> Result<Option<Box<dyn GroupValues>>> {
+    if spec.keys.is_empty() {
+        return Ok(None);
+    }
+    Ok(Some(new_group_values(
+        Arc::clone(&spec.key_schema),
+        &GroupOrdering::None,
+    )?))
+}
+
 impl GroupTable {
     /// An empty table for the aggregation.
     pub(super) fn new(spec: &AggregateSpec) -> Result<Self> {
-        let values = if spec.keys.is_empty() {
-            None
-        } else {
-            Some(new_group_values(
-                Arc::clone(&spec.key_schema),
-                &GroupOrdering::None,
-            )?)
-        };
-        Self::with_values(spec, values)
-    }
-
-    fn with_values(spec: &AggregateSpec, values: Option<Box<dyn GroupValues>>) -> Result<Self> {
         Ok(GroupTable {
-            values,
+            values: key_values(spec)?,
             accumulators: spec
                 .aggregates
                 .iter()

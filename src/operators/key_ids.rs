@@ -18,6 +18,7 @@ use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::physical_plan::aggregates::group_values::{GroupValues, new_group_values};
 use datafusion::physical_plan::aggregates::order::GroupOrdering;
 
+use super::group_table::key_values;
 use crate::error::Result;
 use crate::sql::AggregateSpec;
 
@@ -46,16 +47,8 @@ pub(super) struct KeyIds {
 impl KeyIds {
     /// An empty table for the aggregation's keys.
     pub(super) fn new(spec: &AggregateSpec) -> Result<Self> {
-        let values = if spec.keys.is_empty() {
-            None
-        } else {
-            Some(new_group_values(
-                Arc::clone(&spec.key_schema),
-                &GroupOrdering::None,
-            )?)
-        };
         Ok(KeyIds {
-            values,
+            values: key_values(spec)?,
             schema: Arc::clone(&spec.key_schema),
             chunks: Vec::new(),
             at: Vec::new(),
