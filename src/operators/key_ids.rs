@@ -12,7 +12,7 @@
 
 use std::sync::Arc;
 
-use datafusion::arrow::array::{Array, ArrayRef, UInt32Array};
+use datafusion::arrow::array::{Array, ArrayRef, UInt32Array, new_empty_array};
 use datafusion::arrow::compute::{concat, interleave, take};
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::physical_plan::aggregates::group_values::{GroupValues, new_group_values};
@@ -125,6 +125,15 @@ impl KeyIds {
     pub(super) fn keys(&self, ids: &[u32]) -> Result<Vec<ArrayRef>> {
         if self.values.is_none() {
             return Ok(vec![]);
+        }
+        if self.chunks.is_empty() {
+            // No key interned yet (so `ids` is empty): empty columns of the keys' types.
+            return Ok(self
+                .schema
+                .fields()
+                .iter()
+                .map(|f| new_empty_array(f.data_type()))
+                .collect());
         }
         if let [only] = self.chunks.as_slice() {
             let idx = UInt32Array::from_iter_values(ids.iter().map(|i| self.at[*i as usize].1));
@@ -276,6 +285,16 @@ mod tests {
         let live: Vec<u32> = (0..ids.len() as u32).collect();
         assert!(ids.compact(&live).unwrap().is_none());
         assert!(!ids.wants_compaction());
+    }
+
+    #[test]
+    fn no_ids_give_empty_key_columns() {
+        let spec = spec(
+            "SELECT merchant_id, amount_minor, window_start, count(*) FROM TUMBLE(payments, event_time, INTERVAL '1' MINUTE) GROUP BY merchant_id, amount_minor, window_start",
+        );
+        let keys = KeyIds::new(&spec).unwrap().keys(&[]).unwrap();
+        assert_eq!(keys.len(), 2);
+        assert!(keys.iter().all(|k| k.is_empty()));
     }
 
     #[test]
