@@ -78,8 +78,9 @@ impl FastPath {
     /// the general route decides, and `row` holds nothing of use). The row is the caller's so
     /// that it is filled in place rather than moved out (two copies of its 300 bytes per line).
     /// What follows the object is the caller's to check: the reader passes the rest of a chunk,
-    /// so it finds where a line ends without a separate search for the newline. The object never spans a newline: every byte up to its closing brace was
-    /// checked to be part of a key, a string without control characters, a digit, `,` or `:`.
+    /// so it finds where a line ends without a separate search for the newline. The object
+    /// never spans a newline: every byte up to its closing brace was checked to be part of a
+    /// key, a string without control characters, a digit, `,` or `:`.
     #[inline(always)]
     pub(super) fn row<'a>(&mut self, text: &'a str, row: &mut ValidRow<'a>) -> Option<usize> {
         let (b, line) = (text.as_bytes(), text);
@@ -139,9 +140,8 @@ impl FastPath {
     }
 
     /// The field whose key (after its opening quote, with closing quote and colon) starts at
-    /// `b[at]`, among fields `from..`: first the one that followed the previous field last
-    /// time.
-    /// With the number of bytes the key, its closing quote and the colon take.
+    /// `b[at]`, among fields `from..` (first the one that followed the previous field last
+    /// time), with the number of bytes the key, its closing quote and the colon take.
     #[inline(always)]
     fn key_at(&mut self, b: &[u8], at: usize, from: usize) -> Option<(usize, usize)> {
         let word = load16(b, at);

@@ -24,6 +24,14 @@ fn as_mask(a: ArrayRef, what: &str) -> Result<BooleanArray> {
         .ok_or_else(|| Error::Internal(format!("{what} produced {}", a.data_type())))
 }
 
+/// `mask` with null entries read as false, ready to select rows by its values alone.
+fn nulls_as_false(mask: BooleanArray) -> BooleanArray {
+    match mask.nulls() {
+        Some(_) => prep_null_mask_filter(&mask),
+        None => mask,
+    }
+}
+
 /// Key columns, each aggregate's argument columns, and each aggregate's FILTER mask.
 pub(super) type Columns = (Vec<ArrayRef>, Vec<Vec<ArrayRef>>, Vec<Option<BooleanArray>>);
 
@@ -298,7 +306,6 @@ impl AggregateCore {
         })
     }
 
-    /// Evaluates WHERE, keys, arguments and filters on a batch of events.
     /// Evaluates the WHERE clause, keys, arguments and FILTERs over the rows of `events` that
     /// `selection` keeps (all when `None`).
     pub(super) fn prepare(
@@ -329,10 +336,7 @@ impl AggregateCore {
         if let Some(mask) = mask
             && mask.true_count() != n
         {
-            let mask = match mask.nulls() {
-                Some(_) => prep_null_mask_filter(&mask),
-                None => mask,
-            };
+            let mask = nulls_as_false(mask);
             batch = filter_record_batch(&batch, &mask)?;
             // Remember which input rows survive WHERE, to map late rows back to events.
             kept = Some(mask);
@@ -412,10 +416,7 @@ impl AggregateCore {
             &RecordBatchOptions::new().with_row_count(Some(rows)),
         )?;
         let mask = as_mask(h.predicate.evaluate(&batch)?.into_array(rows)?, "HAVING")?;
-        Ok(Some(match mask.nulls() {
-            Some(_) => prep_null_mask_filter(&mask),
-            None => mask,
-        }))
+        Ok(Some(nulls_as_false(mask)))
     }
 
     /// Like [`Self::output`], with each row's own window bounds (session windows differ per key).

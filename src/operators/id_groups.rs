@@ -140,9 +140,7 @@ impl IdGroups {
     /// Renumbers the groups' key ids after the operator's ids were compacted (`renumber[old]`
     /// is the new id; every id held here survives).
     pub(super) fn renumber(&mut self, renumber: &[u32]) {
-        for id in &mut self.ids {
-            *id = renumber[*id as usize];
-        }
+        renumber_ids(&mut self.ids, renumber);
         self.slot_of.clear();
         self.slot_of.resize(renumber.len(), NONE);
         for (slot, id) in self.ids.iter().enumerate() {
@@ -154,8 +152,13 @@ impl IdGroups {
 impl FrozenIds {
     /// Renumbers key ids after the operator's ids were compacted.
     pub(super) fn renumber(&mut self, renumber: &[u32]) {
-        for id in &mut self.ids {
-            *id = renumber[*id as usize];
-        }
+        renumber_ids(&mut self.ids, renumber);
+    }
+}
+
+/// `ids` under their new numbers (`renumber[old]`).
+fn renumber_ids(ids: &mut [u32], renumber: &[u32]) {
+    for id in ids {
+        *id = renumber[*id as usize];
     }
 }

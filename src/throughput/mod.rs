@@ -143,7 +143,11 @@ pub fn run(input: &Path, opts: &BenchOptions) -> Result<Vec<Measurement>> {
         opts,
         out: Vec::new(),
     };
-    out.measure("baseline: read file (2 MiB chunks)", 1, || {
+    let read_label = format!(
+        "baseline: read file ({} MiB chunks)",
+        crate::engine::READ_CHUNK >> 20
+    );
+    out.measure(&read_label, 1, || {
         let mut lines = 0u64;
         for_each_chunk(input, |chunk, _| {
             lines += memchr::memchr_iter(b'\n', chunk).count() as u64
