@@ -209,7 +209,7 @@ fn a_mid_stream_checkpoint_restores_to_the_uninterrupted_output() {
         .collect::<Vec<_>>()
         .chunks(500)
     {
-        p.send_json_lines(&chunk.concat()).unwrap();
+        p.send_json_lines(&chunk.concat(), 1, &mut |_| {}).unwrap();
         p.flush().unwrap();
     }
     p.finish().unwrap();

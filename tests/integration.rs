@@ -4,6 +4,7 @@ mod cli;
 mod exactly_once;
 mod golden;
 mod log_cli;
+mod log_hardening;
 mod oracle;
 mod slt;
 mod state;

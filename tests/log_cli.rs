@@ -138,7 +138,14 @@ fn run_survives_sigterm_and_restart_and_equals_the_replay() {
         .arg(dir.path().join("out.jsonl")));
     let replay_dlq = std::fs::read_to_string(&replay_dlq).unwrap();
     assert!(!dlq.is_empty());
-    assert_eq!(dlq.len(), replay_dlq.lines().count());
+    // Records holding a card number never enter the topic (`produce` screens them), so the
+    // topic's dead letters are the replay's less its `card_number` ones.
+    let (cards, others): (Vec<&str>, Vec<&str>) = replay_dlq
+        .lines()
+        .partition(|l| l.contains(r#""reason":"card_number""#));
+    assert!(!cards.is_empty());
+    assert_eq!(dlq.len(), others.len());
+    assert!(!dlq.iter().any(|d| d.contains("card_number")));
     for d in &dlq {
         let v: serde_json::Value = serde_json::from_str(d).unwrap();
         assert_eq!(v["topic"], "payments");

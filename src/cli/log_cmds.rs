@@ -46,13 +46,17 @@ pub(crate) struct TopicCreateArgs {
     /// Keep at most this many bytes per partition (e.g. 10GiB), or `unlimited`.
     #[arg(long, default_value = "unlimited")]
     retention_bytes: String,
+    /// Refuse records (key plus value) larger than this, e.g. 1MiB; `max` for the format's
+    /// limit (64 MiB less framing). A producer stops at such a record with an error.
+    #[arg(long, default_value = "max")]
+    max_record_bytes: String,
 }
 
 #[derive(clap::Args)]
 pub(crate) struct ProduceArgs {
     /// The topic (created with one partition if it does not exist).
     topic: String,
-    /// JSON Lines to read; standard input when absent.
+    /// JSON Lines to read; standard input when absent or `-`.
     file: Option<PathBuf>,
     /// JSON field whose value is the record key (picks the partition); `none` for round-robin.
     #[arg(long, default_value = "card_id")]
@@ -61,6 +65,10 @@ pub(crate) struct ProduceArgs {
     /// or never (left to the OS).
     #[arg(long, default_value = "interval")]
     fsync: String,
+    /// Exit non-zero when a record was refused for holding a card number (by default such
+    /// records are counted as `screened` and reported, and the exit is 0).
+    #[arg(long)]
+    strict: bool,
 }
 
 #[derive(clap::Args)]
@@ -87,6 +95,10 @@ pub(crate) struct ConsumeArgs {
     /// By default a consumer reads committed records only.
     #[arg(long)]
     read_uncommitted: bool,
+    /// Step over damaged batches (failing their checksum) instead of stopping with an error;
+    /// each skip is reported on stderr with the file, byte position and offsets lost.
+    #[arg(long)]
+    skip_corrupt: bool,
 }
 
 pub(crate) fn parse_bytes(what: &str, s: &str) -> anyhow::Result<u64> {
@@ -133,6 +145,10 @@ pub(crate) fn topic(data: &DataDir, cmd: TopicCommand) -> anyhow::Result<()> {
                 "unlimited" | "none" => None,
                 s => Some(parse_bytes("--retention-bytes", s)?),
             };
+            let max_record_bytes = match a.max_record_bytes.as_str() {
+                "max" => None,
+                s => Some(parse_bytes("--max-record-bytes", s)?),
+            };
             let config = TopicConfig {
                 partitions: a.partitions,
                 segment_bytes: parse_bytes("--segment-bytes", &a.segment_bytes)?.max(4096),
@@ -140,6 +156,7 @@ pub(crate) fn topic(data: &DataDir, cmd: TopicCommand) -> anyhow::Result<()> {
                     max_age_ms,
                     max_bytes,
                 },
+                max_record_bytes,
             };
             log.create_topic(&a.topic, &config)?;
             println!(
@@ -168,6 +185,7 @@ pub(crate) fn topic(data: &DataDir, cmd: TopicCommand) -> anyhow::Result<()> {
             println!("partitions: {}", c.partitions);
             println!("segment_bytes: {}", c.segment_bytes);
             println!("retention: {retention}");
+            println!("max_record_bytes: {}", c.record_limit());
             let total: u64 = stats.iter().map(|s| s.end_offset - s.start_offset).sum();
             let bytes: u64 = stats.iter().map(|s| s.bytes).sum();
             println!("records: {total}");
@@ -233,7 +251,18 @@ pub(crate) fn fsync_policy(s: &str) -> anyhow::Result<FsyncPolicy> {
 pub(crate) fn produce(data: &DataDir, a: ProduceArgs) -> anyhow::Result<()> {
     let log = Log::new(&data.data_dir);
     let fsync = fsync_policy(&a.fsync)?;
-    let mut input: Box<dyn Read> = match &a.file {
+    let file = a.file.as_ref().filter(|p| p.as_os_str() != "-");
+    if let Some(p) = file
+        && let Some(ext @ ("csv" | "parquet")) = p.extension().and_then(|e| e.to_str())
+    {
+        bail!(
+            "{} is {ext}, but `produce` stores JSON Lines records as they are; load it with `paystream replay {} --into {}`, which turns its rows into JSON events",
+            p.display(),
+            p.display(),
+            a.topic
+        );
+    }
+    let mut input: Box<dyn Read> = match file {
         Some(p) => Box::new(
             std::fs::File::open(p).with_context(|| format!("cannot open {}", p.display()))?,
         ),
@@ -252,27 +281,76 @@ pub(crate) fn produce(data: &DataDir, a: ProduceArgs) -> anyhow::Result<()> {
     let mut producer = Producer::new(writer, key);
     let started = Instant::now();
     let stop = crate::stop_on_signal();
-    let n = pump_lines(&mut input, &mut producer, &stop)?;
+    let mut screened = ScreenedLines::default();
+    let pumped = pump_lines(&mut input, &mut producer, &stop, &mut screened);
+    // What came before an oversized record (or a read error) is still appended.
+    let stored = producer.produced();
     producer.finish()?;
+    pumped?;
     let secs = started.elapsed().as_secs_f64();
     eprintln!(
-        "produced records={n} topic={} partitions={partitions} wall={secs:.3}s records_per_sec={:.0}",
+        "produced records={stored} topic={} partitions={partitions} wall={secs:.3}s records_per_sec={:.0} screened={}",
         a.topic,
-        n as f64 / secs.max(1e-9)
+        stored as f64 / secs.max(1e-9),
+        screened.count
     );
-    Ok(())
+    screened.report(a.strict)
 }
 
-/// Reads lines from `input` into the producer until the end (or a stop signal).
+/// Input lines refused at the log's door for holding a card number.
+#[derive(Default)]
+pub(crate) struct ScreenedLines {
+    count: u64,
+    first: Vec<u64>,
+}
+
+impl ScreenedLines {
+    fn add(&mut self, line: u64) {
+        self.count += 1;
+        if self.first.len() < 10 {
+            self.first.push(line);
+        }
+    }
+
+    /// Warns about screened records (an error with `strict`).
+    pub(crate) fn report(&self, strict: bool) -> anyhow::Result<()> {
+        if self.count == 0 {
+            return Ok(());
+        }
+        let lines: Vec<String> = self.first.iter().map(u64::to_string).collect();
+        let more = if self.count > self.first.len() as u64 {
+            ", ..."
+        } else {
+            ""
+        };
+        let msg = format!(
+            "{} record{} held a card number and {} not stored (line {}{more}); no topic may hold a card number: tokenise card data before producing",
+            self.count,
+            if self.count == 1 { "" } else { "s" },
+            if self.count == 1 { "was" } else { "were" },
+            lines.join(", ")
+        );
+        if strict {
+            bail!("{msg} (--strict)");
+        }
+        eprintln!("warning: {msg}");
+        Ok(())
+    }
+}
+
+/// Reads lines from `input` into the producer until the end (or a stop signal); returns the
+/// number of lines read. Records refused for holding a card number are noted in `screened`.
 pub(crate) fn pump_lines(
     input: &mut dyn Read,
     producer: &mut Producer,
     stop: &std::sync::atomic::AtomicBool,
+    screened: &mut ScreenedLines,
 ) -> anyhow::Result<u64> {
     let mut buf = vec![0u8; 4 << 20];
     let mut filled = 0;
     let mut n = 0;
     let mut last_flush = Instant::now();
+    let mut on_screened = |line: u64| screened.add(line);
     loop {
         if stop.load(Ordering::Relaxed) {
             break;
@@ -284,12 +362,12 @@ pub(crate) fn pump_lines(
             .read(&mut buf[filled..])
             .context("cannot read the input")?;
         if got == 0 {
-            n += producer.send_json_lines(&buf[..filled])?;
+            n += producer.send_json_lines(&buf[..filled], n + 1, &mut on_screened)?;
             break;
         }
         filled += got;
         if let Some(end) = memchr::memrchr(b'\n', &buf[..filled]) {
-            n += producer.send_json_lines(&buf[..end + 1])?;
+            n += producer.send_json_lines(&buf[..end + 1], n + 1, &mut on_screened)?;
             buf.copy_within(end + 1..filled, 0);
             filled -= end + 1;
         }
@@ -323,6 +401,7 @@ pub(crate) fn consume(data: &DataDir, a: ConsumeArgs) -> anyhow::Result<()> {
         paystream::log::Isolation::ReadCommitted
     };
     let mut consumer = TopicConsumer::open_with(&log, &a.topic, &start, isolation)?;
+    consumer.skip_corrupt(a.skip_corrupt);
     let ends = if a.until_end {
         Some(consumer.end_offsets()?)
     } else {
@@ -445,13 +524,17 @@ pub(crate) fn load_file(
         let mut f =
             std::fs::File::open(file).with_context(|| format!("cannot open {}", file.display()))?;
         let stop = crate::stop_on_signal();
-        let n = pump_lines(&mut f, &mut producer, &stop)?;
+        let mut screened = ScreenedLines::default();
+        let pumped = pump_lines(&mut f, &mut producer, &stop, &mut screened);
+        let stored = producer.produced();
         producer.finish()?;
+        pumped?;
         eprintln!(
-            "produced records={n} topic={topic} wall={:.3}s",
-            started.elapsed().as_secs_f64()
+            "produced records={stored} topic={topic} wall={:.3}s screened={}",
+            started.elapsed().as_secs_f64(),
+            screened.count
         );
-        return Ok(());
+        return screened.report(false);
     }
     let plan = plan_query("SELECT * FROM payments").context("planning the load")?;
     let shared = std::sync::Arc::new(std::sync::Mutex::new(producer));

@@ -4,9 +4,31 @@
 //! lines. Every cell is untyped text ([`RawValue::Text`]); validation parses numbers strictly, so
 //! `12.5` in `amount_minor` is rejected exactly as it would be in JSON. An empty cell is absent.
 
+use super::card::redact;
 use super::reject::RejectReason;
 use super::row::{Invalid, RawRow, RawValue};
 use crate::schema::FieldId;
+
+/// The UTF-8 byte-order mark some tools write at the start of a text file.
+pub const BOM: &str = "\u{FEFF}";
+
+/// Why a CSV header row was refused (the file is then not read).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CsvHeaderError {
+    /// The header row is not a well-formed CSV record.
+    #[error("the CSV header is malformed: {0}")]
+    Malformed(String),
+    /// Required event fields have no column.
+    #[error(
+        "the CSV header lacks required column(s) {}; the first line must name the event fields",
+        .0.join(", ")
+    )]
+    Missing(Vec<&'static str>),
+    /// A column name appears more than once (which one holds the field would be a guess). Also
+    /// for a Parquet schema. The name is redacted of card numbers.
+    #[error("column name {0:?} appears more than once in the header (columns {1} and {2})")]
+    Duplicate(String, usize, usize),
+}
 
 /// The header row: which event field each column holds (`None` for extra columns).
 #[derive(Debug, Clone)]
@@ -16,25 +38,34 @@ pub struct CsvHeader {
 }
 
 impl CsvHeader {
-    /// Parses the header record.
-    pub fn parse(line: &str) -> Result<Self, String> {
+    /// Parses the header record. A leading byte-order mark is skipped; a name given twice is
+    /// refused ([`CsvHeaderError::Duplicate`], as JSON refuses a repeated field).
+    pub fn parse(line: &str) -> Result<Self, CsvHeaderError> {
+        let line = line.strip_prefix(BOM).unwrap_or(line);
         let mut cells = Vec::new();
-        split_record(line, &mut cells).map_err(|e| e.1)?;
+        split_record(line, &mut cells).map_err(|e| CsvHeaderError::Malformed(e.1))?;
         let names: Vec<String> = cells.iter().map(|c| c.trim().to_string()).collect();
+        for (k, name) in names.iter().enumerate() {
+            // Empty names (trailing commas) name no column.
+            if name.is_empty() {
+                continue;
+            }
+            if let Some(first) = names[..k].iter().position(|n| n == name) {
+                // The name is echoed, redacted: a header can be a pasted data row.
+                return Err(CsvHeaderError::Duplicate(redact(name), first + 1, k + 1));
+            }
+        }
         let columns: Vec<Option<FieldId>> = names
             .iter()
             .map(|n| FieldId::from_name(n.as_bytes()))
             .collect();
-        let missing: Vec<&str> = FieldId::ALL
+        let missing: Vec<&'static str> = FieldId::ALL
             .iter()
             .filter(|f| f.required() && !columns.contains(&Some(**f)))
             .map(|f| f.name())
             .collect();
         if !missing.is_empty() {
-            return Err(format!(
-                "the CSV header lacks required column(s) {}; the first line must name the event fields",
-                missing.join(", ")
-            ));
+            return Err(CsvHeaderError::Missing(missing));
         }
         Ok(CsvHeader { columns, names })
     }
@@ -129,18 +160,28 @@ pub(super) fn parse_record<'a>(
         let text: &'a str = cell.as_ref();
         match header.columns[k] {
             Some(f) => {
-                row.note_string(f.name(), text);
+                row.note_field(f, text);
                 if !text.is_empty() {
                     row.values[f as usize] = Some(RawValue::Text(text));
                 }
             }
             None => {
-                row.note_string(&header.names[k], text);
+                // A cell is untyped: one that is an integer is screened as JSON screens a
+                // number in an extra field (not at all), any other as a string.
+                if !is_integer(text) {
+                    row.note_string(&header.names[k], text);
+                }
                 row.unknown_fields += 1;
             }
         }
     }
     Ok(())
+}
+
+/// Whether `t` is written as a JSON integer would be: `-?[0-9]+`.
+fn is_integer(t: &str) -> bool {
+    let d = t.strip_prefix('-').unwrap_or(t);
+    !d.is_empty() && d.bytes().all(|b| b.is_ascii_digit())
 }
 
 /// Finds the end of the CSV record starting at `start` (the index of its `\n`, or the end of
@@ -182,6 +223,32 @@ mod tests {
             Some(RawValue::Text("c\"1"))
         );
         assert_eq!(row.unknown_fields, 1);
+    }
+
+    /// Item 11: a column named twice is refused, naming it (and a byte-order mark is skipped).
+    #[test]
+    fn a_header_naming_a_column_twice_is_refused() {
+        let base =
+            "event_id,event_type,event_time,payment_id,merchant_id,card_id,amount_minor,currency";
+        for (extra, dup) in [
+            (",card_id", "card_id"),
+            (", amount_minor", "amount_minor"),
+            (",x,x", "x"),
+        ] {
+            let err = CsvHeader::parse(&format!("{base}{extra}")).unwrap_err();
+            assert!(
+                matches!(&err, CsvHeaderError::Duplicate(n, _, _) if n == dup),
+                "{err}"
+            );
+            assert!(err.to_string().contains(&format!("{dup:?}")), "{err}");
+        }
+        // Empty names (trailing commas) are no columns.
+        assert!(CsvHeader::parse(&format!("{base},,")).is_ok());
+        assert!(CsvHeader::parse(&format!("\u{feff}{base}")).is_ok());
+        // A pasted data row as the header is not echoed.
+        let err =
+            CsvHeader::parse(&format!("{base},4539148803436467,4539148803436467")).unwrap_err();
+        assert!(!err.to_string().contains("4539148803436467"), "{err}");
     }
 
     #[test]

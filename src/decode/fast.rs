@@ -16,21 +16,20 @@ use super::card::contains_card_number;
 use super::currency::is_iso4217;
 use super::json::{KEY_PATTERNS, find_special};
 use super::row::{
-    MAX_EVENT_TIME, ValidRow, checks_card_lazily, is_country_code, is_event_id, is_mcc,
+    MAX_EVENT_TIME, ValidRow, is_country_code, is_event_id, is_mcc, screened_eagerly,
 };
 use crate::schema::{EVENT_TYPES, FieldId, NUM_FIELDS, STATUSES};
 use crate::time::parse_rfc3339_millis;
 
-/// String fields the general route checks for card numbers as it parses them: all but those
-/// it checks lazily ([`checks_card_lazily`]: codes and times, which a valid value cannot hide
-/// one in) and the integer fields.
+/// String fields the general route checks for card numbers as it parses them
+/// ([`screened_eagerly`]): all but the codes, which a valid value cannot hide one in, and the
+/// time and amounts, which are never screened.
 const CARD_CHECKED: [FieldId; 7] = {
     let mut out = [FieldId::EventId; 7];
     let (mut i, mut n) = (0, 0);
     while i < NUM_FIELDS {
         let f = FieldId::ALL[i];
-        let integer = matches!(f, FieldId::AmountMinor | FieldId::FeeMinor);
-        if !integer && !checks_card_lazily(f) {
+        if screened_eagerly(f) {
             out[n] = f;
             n += 1;
         }

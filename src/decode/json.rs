@@ -8,7 +8,7 @@
 use std::borrow::Cow;
 
 use super::reject::RejectReason;
-use super::row::{Invalid, RawRow, RawValue, checks_card_lazily};
+use super::row::{Invalid, RawRow, RawValue};
 use crate::schema::{FIELD_NAMES, FieldId, NUM_FIELDS};
 
 /// Index of the first byte at or after `i` that is `"`, `\\` or a control character (< 0x20),
@@ -338,7 +338,16 @@ impl<'a> Cursor<'a> {
                 row.note_string(field, &s);
                 Ok(RawValue::Str(s))
             }
-            Some(b'-' | b'0'..=b'9') => self.number(),
+            Some(b'-' | b'0'..=b'9') => {
+                let start = self.i;
+                let v = self.number()?;
+                // A number inside an object or array is screened like its text would be in
+                // a Parquet list or struct column (a top-level number is a number).
+                if depth > 0 {
+                    row.note_string(field, &self.s[start..self.i]);
+                }
+                Ok(v)
+            }
             Some(b't') => self.literal(b"true", RawValue::Bool),
             Some(b'f') => self.literal(b"false", RawValue::Bool),
             Some(b'n') => self.literal(b"null", RawValue::Null),
@@ -452,6 +461,12 @@ pub(super) fn parse_object<'a>(
         i: 0,
         plain: true,
     };
+    // A byte-order mark (the start of a file some tool wrote, or of one concatenated to
+    // another) is skipped; the line is then not in canonical form.
+    if line.starts_with(super::csv::BOM) {
+        c.i = super::csv::BOM.len();
+        c.plain = false;
+    }
     c.ws();
     if c.peek() != Some(b'{') {
         return Err(malformed(c.unexpected("a JSON object '{'")));
@@ -497,11 +512,9 @@ pub(super) fn parse_object<'a>(
                             if matches!(s, Cow::Owned(_)) {
                                 row.canonical_syntax = false;
                             }
-                            // Codes and timestamps are checked by `validate` only when they
-                            // are invalid: a valid one cannot hold a card number.
-                            if !checks_card_lazily(f) {
-                                row.note_string(f.name(), &s);
-                            }
+                            // Codes are checked by `validate` only when they are invalid (a
+                            // valid one cannot hold a card number), times and amounts never.
+                            row.note_field(f, &s);
                             RawValue::Str(s)
                         }
                         Some(b'-' | b'0'..=b'9') => c.number()?,

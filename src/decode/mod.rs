@@ -16,11 +16,16 @@ mod row;
 mod str_column;
 
 use std::path::Path;
+use std::sync::Arc;
+use std::sync::mpsc::SyncSender;
 
 use datafusion::arrow::array::RecordBatch;
 
-pub use self::card::{contains_card_number, redact};
-pub use self::csv::{CsvHeader, record_end};
+pub use self::card::{
+    MAX_GAP, contains_card_number, is_separator, record_contains_card_number, redact, redact_bytes,
+    redact_value,
+};
+pub use self::csv::{BOM, CsvHeader, CsvHeaderError, record_end};
 pub use self::parquet::ParquetColumns;
 pub use self::reject::{Origin, PositionKind, Reject, RejectReason};
 use self::row::ValidRow;
@@ -68,6 +73,82 @@ pub struct DecodedBatch {
     pub positions: Vec<u64>,
     /// [`row::ValidRow::payload_hash`] of each row, for duplicate-conflict detection.
     pub payload_hashes: Vec<u64>,
+    /// Where each row's record is in its chunk: the byte range of its line (text formats) or
+    /// `(row, row + 1)` of its Parquet batch; for [`DecodedBatch::raw_record`].
+    pub raw_spans: Vec<(u32, u32)>,
+    /// What the chunk was decoded from, when the decoder's caller kept it
+    /// ([`Decoded::keep_source`]).
+    pub source: Option<RawSource>,
+}
+
+/// What a chunk was decoded from, kept while its batches are routed so that a record rejected
+/// after decoding (a far-future time, a duplicate conflict) is dead-lettered as it was received
+/// — key order, time zone offset, extra fields and all — rather than re-serialised. Only the
+/// rejected records are ever materialised; the rest costs one range per row.
+#[derive(Debug, Clone)]
+pub enum RawSource {
+    /// The text chunk (JSON Lines, CSV, log records one a line).
+    Text(Arc<ChunkBytes>),
+    /// The Parquet batch's columns.
+    Parquet(Arc<ParquetColumns>),
+}
+
+/// A chunk's bytes, handed back to the reader that filled them (`recycle`) once the last
+/// batch decoded from them is dropped, so the reader reuses warm memory.
+#[derive(Debug)]
+pub struct ChunkBytes {
+    bytes: Vec<u8>,
+    recycle: Option<SyncSender<Vec<u8>>>,
+}
+
+impl ChunkBytes {
+    /// Wraps a chunk; `recycle` gets the buffer back when this is dropped (if it has room).
+    pub fn new(bytes: Vec<u8>, recycle: Option<SyncSender<Vec<u8>>>) -> Self {
+        ChunkBytes { bytes, recycle }
+    }
+
+    /// The chunk.
+    pub fn bytes(&self) -> &[u8] {
+        &self.bytes
+    }
+}
+
+impl Drop for ChunkBytes {
+    fn drop(&mut self) {
+        if let Some(tx) = self.recycle.take() {
+            let _ = tx.try_send(std::mem::take(&mut self.bytes));
+        }
+    }
+}
+
+/// A span that says "unknown" (a chunk beyond 4 GiB): the record is then re-serialised.
+const NO_SPAN: (u32, u32) = (u32::MAX, u32::MAX);
+
+fn span(start: usize, end: usize) -> (u32, u32) {
+    match (u32::try_from(start), u32::try_from(end)) {
+        (Ok(s), Ok(e)) if e != u32::MAX => (s, e),
+        _ => NO_SPAN,
+    }
+}
+
+impl DecodedBatch {
+    /// Row `i`'s record as it was received (not yet redacted: [`Reject::new`] redacts), from
+    /// the kept source; re-serialised from the batch when no source was kept.
+    pub fn raw_record(&self, i: usize) -> String {
+        let sp = self.raw_spans.get(i).copied().unwrap_or(NO_SPAN);
+        match &self.source {
+            Some(RawSource::Text(c)) if sp != NO_SPAN => {
+                if let Some(b) = c.bytes().get(sp.0 as usize..sp.1 as usize) {
+                    return String::from_utf8_lossy(b).into_owned();
+                }
+            }
+            Some(RawSource::Parquet(cols)) if sp != NO_SPAN => {
+                return cols.row_json(sp.0 as usize);
+            }
+            _ => {}
+        }
+        crate::sink::event_json(&self.batch, i)
+    }
 }
 
 /// Everything decoded from one chunk of input.
@@ -87,10 +168,21 @@ pub struct Decoded {
 struct Assembler {
     builder: EventBatchBuilder,
     positions: Vec<u64>,
+    spans: Vec<(u32, u32)>,
     hashes: Vec<u64>,
     batch_size: usize,
     scratch: Vec<u8>,
     out: Decoded,
+}
+
+impl Decoded {
+    /// Keeps `source` (what this chunk was decoded from) with every batch, for
+    /// [`DecodedBatch::raw_record`].
+    pub fn keep_source(&mut self, source: RawSource) {
+        for b in &mut self.batches {
+            b.source = Some(source.clone());
+        }
+    }
 }
 
 impl Assembler {
@@ -101,6 +193,7 @@ impl Assembler {
         Assembler {
             builder: EventBatchBuilder::with_capacity(cap),
             positions: Vec::with_capacity(cap),
+            spans: Vec::with_capacity(cap),
             hashes: Vec::with_capacity(cap),
             batch_size,
             scratch: Vec::with_capacity(512),
@@ -108,33 +201,47 @@ impl Assembler {
         }
     }
 
-    /// Validates and appends one parsed record; `json` is its line when it came from JSON.
-    fn row(&mut self, raw: &RawRow<'_>, pos: u64, bytes: &[u8], json: bool) {
+    /// Validates and appends one parsed record, `bytes` at `at` in its chunk; `json` when it
+    /// came from JSON.
+    fn row(&mut self, raw: &RawRow<'_>, pos: u64, bytes: &[u8], at: usize, json: bool) {
         self.out.records += 1;
         self.out.unknown_fields += raw.unknown_fields as u64;
         match validate(raw) {
-            Ok(v) => self.accept(raw, &v, pos, json.then_some(bytes)),
+            Ok(v) => {
+                let sp = span(at, at + bytes.len());
+                self.accept(raw, &v, pos, json.then_some(bytes), sp)
+            }
             Err((reason, detail)) => self.reject(reason, detail, pos, bytes),
         }
     }
 
-    /// Appends a record already validated as `v` (counted by the caller).
-    fn accept(&mut self, raw: &RawRow<'_>, v: &ValidRow<'_>, pos: u64, line: Option<&[u8]>) {
+    /// Appends a record already validated as `v` (counted by the caller); `sp` is where it is
+    /// in its chunk.
+    fn accept(
+        &mut self,
+        raw: &RawRow<'_>,
+        v: &ValidRow<'_>,
+        pos: u64,
+        line: Option<&[u8]>,
+        sp: (u32, u32),
+    ) {
         let hash = v.payload_hash(raw, line, &mut self.scratch);
-        self.push(v, pos, hash);
+        self.push(v, pos, hash, sp);
     }
 
-    /// Counts and appends a record the fast path took from `line`, which is the event's
-    /// canonical JSON, so its hash is the payload hash.
-    fn canonical(&mut self, v: &ValidRow<'_>, pos: u64, line: &[u8]) {
+    /// Counts and appends a record the fast path took from `line` (at `at` in its chunk),
+    /// which is the event's canonical JSON, so its hash is the payload hash.
+    fn canonical(&mut self, v: &ValidRow<'_>, pos: u64, line: &[u8], at: usize) {
         self.out.records += 1;
-        self.push(v, pos, canonical::canonical_hash(line));
+        let sp = span(at, at + line.len());
+        self.push(v, pos, canonical::canonical_hash(line), sp);
     }
 
-    /// Appends a valid record with its payload hash (counted by the caller).
-    fn push(&mut self, v: &ValidRow<'_>, pos: u64, hash: u64) {
+    /// Appends a valid record with its payload hash and span (counted by the caller).
+    fn push(&mut self, v: &ValidRow<'_>, pos: u64, hash: u64, sp: (u32, u32)) {
         self.hashes.push(hash);
         self.positions.push(pos);
+        self.spans.push(sp);
         self.builder.append(v);
         if self.builder.len() >= self.batch_size {
             self.flush();
@@ -172,6 +279,8 @@ impl Assembler {
             batch: self.builder.finish(),
             positions: std::mem::take(&mut self.positions),
             payload_hashes: std::mem::take(&mut self.hashes),
+            raw_spans: std::mem::take(&mut self.spans),
+            source: None,
         });
     }
 
@@ -222,7 +331,7 @@ pub fn decode_json_lines_sized(
             if let Some(len) = fast.row(rest, &mut valid) {
                 let end = start + len;
                 if matches!(chunk.get(end), None | Some(b'\n')) {
-                    asm.canonical(&valid, pos, &chunk[start..end]);
+                    asm.canonical(&valid, pos, &chunk[start..end], start);
                     pos += 1;
                     start = end + 1;
                     continue;
@@ -257,12 +366,12 @@ pub fn decode_json_lines_sized(
         // The fast path already declined the line, unless the chunk was not text or the line
         // ends in `\r\n`.
         if (chunk_text.is_none() || crlf) && fast.row(text, &mut valid) == Some(text.len()) {
-            asm.canonical(&valid, pos, line);
+            asm.canonical(&valid, pos, line, line_start);
             continue;
         }
         let mut row = RawRow::default();
         match json::parse_object(text, &mut row, &mut order) {
-            Ok(()) => asm.row(&row, pos, line, true),
+            Ok(()) => asm.row(&row, pos, line, line_start, true),
             Err((reason, detail)) => {
                 asm.out.records += 1;
                 asm.reject(reason, detail, pos, line);
@@ -309,6 +418,7 @@ pub fn decode_csv(chunk: &[u8], first_line: u64, header: &CsvHeader, batch_size:
     while start < chunk.len() {
         let end = record_end(chunk, start);
         let rec = &chunk[start..end];
+        let rec_start = start;
         let pos = line_no;
         line_no += 1 + rec.iter().filter(|b| **b == b'\n').count() as u64;
         start = end + 1;
@@ -322,7 +432,7 @@ pub fn decode_csv(chunk: &[u8], first_line: u64, header: &CsvHeader, batch_size:
         let mut cells = Vec::new();
         let mut row = RawRow::default();
         match csv::parse_record(header, text, &mut cells, &mut row) {
-            Ok(()) => asm.row(&row, pos, rec, false),
+            Ok(()) => asm.row(&row, pos, rec, rec_start, false),
             Err((reason, detail)) => {
                 asm.out.records += 1;
                 asm.reject(reason, detail, pos, rec);
@@ -333,9 +443,10 @@ pub fn decode_csv(chunk: &[u8], first_line: u64, header: &CsvHeader, batch_size:
 }
 
 /// Decodes one batch read from a Parquet file; `first_row` is the 1-based number of its first row.
+/// The batch's columns are kept with the decoded batches ([`RawSource::Parquet`]).
 pub fn decode_parquet(batch: &RecordBatch, first_row: u64, batch_size: usize) -> Decoded {
     let mut asm = Assembler::new(batch_size, batch.num_rows());
-    let cols = ParquetColumns::new(batch);
+    let cols = Arc::new(ParquetColumns::new(batch));
     for i in 0..batch.num_rows() {
         let mut row = RawRow::default();
         cols.read_row(i, &mut row);
@@ -344,11 +455,13 @@ pub fn decode_parquet(batch: &RecordBatch, first_row: u64, batch_size: usize) ->
         asm.out.unknown_fields += row.unknown_fields as u64;
         // Validated once here: a rejected row's raw record is built from the Parquet columns.
         match validate(&row) {
-            Ok(v) => asm.accept(&row, &v, pos, None),
+            Ok(v) => asm.accept(&row, &v, pos, None, span(i, i + 1)),
             Err((reason, detail)) => asm.reject(reason, detail, pos, cols.row_json(i).as_bytes()),
         }
     }
-    asm.finish()
+    let mut d = asm.finish();
+    d.keep_source(RawSource::Parquet(cols));
+    d
 }
 
 #[cfg(test)]
@@ -433,20 +546,132 @@ not json
     }
 
     #[test]
-    fn card_numbers_in_event_time_are_caught() {
-        // The JSON parser skips the card check for event_time; validation must still catch a
-        // card number there, whether the value is no timestamp at all or hides one in a long
-        // fraction, and never echo it.
-        for time in ["4111111111111111", "2026-11-01T00:00:00.4111111111111111Z"] {
+    fn card_numbers_in_event_time_are_bad_times_never_echoed() {
+        // `event_time` is a time: a value that is none is `bad_timestamp` (in every format,
+        // whether or not its digits pass the Luhn check), and neither the detail nor the raw
+        // record repeats a card number. A valid time is a time, however long its fraction.
+        for time in [
+            "4111111111111111",
+            "4111 1111 1111 1111",
+            "4111.1111.1111.1111",
+        ] {
             let line = format!(
                 r#"{{"event_id":"e1","event_type":"capture","event_time":"{time}","payment_id":"p","merchant_id":"m","card_id":"c","amount_minor":5,"currency":"EUR"}}"#
             );
             let d = decode_json_lines(line.as_bytes(), 1, 8192);
             assert_eq!(d.rejects.len(), 1, "{time}");
-            assert_eq!(d.rejects[0].reason, RejectReason::CardNumber, "{time}");
-            assert!(!d.rejects[0].raw.contains("4111111111111111"));
-            assert!(!d.rejects[0].detail.contains("4111111111111111"));
+            assert_eq!(d.rejects[0].reason, RejectReason::BadTimestamp, "{time}");
+            assert!(!contains_card_number(d.rejects[0].raw.as_bytes()));
+            assert!(!contains_card_number(d.rejects[0].detail.as_bytes()));
         }
+        let line = r#"{"event_id":"e1","event_type":"capture","event_time":"2026-11-01T00:00:00.4111111111111111Z","payment_id":"p","merchant_id":"m","card_id":"c","amount_minor":5,"currency":"EUR"}"#;
+        let d = decode_json_lines(line.as_bytes(), 1, 8192);
+        assert!(d.rejects.is_empty(), "{:?}", d.rejects);
+    }
+
+    /// Items 6 and 9: times and amounts are never screened (their reason is their type or
+    /// range, the same in JSON and CSV), and no detail repeats a card-like number.
+    #[test]
+    fn typed_fields_get_their_own_reason_in_every_format() {
+        let pan = "4539148803436467";
+        let names = "event_id,event_type,event_time,payment_id,merchant_id,card_id,amount_minor,currency,fee_minor";
+        let header = CsvHeader::parse(names).unwrap();
+        for (field, value, reason) in [
+            ("amount_minor", pan, RejectReason::OutOfRange),
+            ("fee_minor", pan, RejectReason::OutOfRange),
+            ("event_time", pan, RejectReason::BadTimestamp),
+        ] {
+            let mut cells = vec![
+                "e1",
+                "capture",
+                "2026-11-01T00:00:00Z",
+                "p",
+                "m",
+                "c",
+                "5",
+                "EUR",
+                "1",
+            ];
+            let k = names.split(',').position(|n| n == field).unwrap();
+            cells[k] = value;
+            let csv = cells.join(",");
+            let mut obj: serde_json::Map<String, serde_json::Value> = serde_json::from_str(
+                r#"{"event_id":"e1","event_type":"capture","event_time":"2026-11-01T00:00:00Z","payment_id":"p","merchant_id":"m","card_id":"c","amount_minor":5,"currency":"EUR","fee_minor":1}"#,
+            )
+            .unwrap();
+            obj.insert(field.into(), serde_json::from_str(value).unwrap());
+            let json = serde_json::Value::Object(obj).to_string();
+            for d in [
+                decode_json_lines(json.as_bytes(), 1, 8192),
+                decode_csv(csv.as_bytes(), 2, &header, 8192),
+            ] {
+                assert_eq!(d.rejects.len(), 1, "{field}");
+                let r = &d.rejects[0];
+                assert_eq!(r.reason, reason, "{field}: {}", r.detail);
+                assert!(!contains_card_number(r.detail.as_bytes()), "{}", r.detail);
+                assert!(!r.detail.contains("453914880343"), "{}", r.detail);
+                assert!(!contains_card_number(r.raw.as_bytes()), "{}", r.raw);
+            }
+        }
+        // A card number sent as a number in a string field is a card number, as in a CSV cell.
+        let json = r#"{"event_id":"e1","event_type":"capture","event_time":"2026-11-01T00:00:00Z","payment_id":"p","merchant_id":"m","card_id":4539148803436467,"amount_minor":5,"currency":"EUR"}"#;
+        let d = decode_json_lines(json.as_bytes(), 1, 8192);
+        assert_eq!(d.rejects[0].reason, RejectReason::CardNumber);
+    }
+
+    /// Item 10: a byte-order mark before the first JSON event is skipped (the line is then
+    /// decoded by the general route, and hashes like the same event without it).
+    #[test]
+    fn a_byte_order_mark_before_a_json_event_is_skipped() {
+        let line = r#"{"event_id":"e1","event_type":"capture","event_time":"2026-11-01T00:00:00.000Z","payment_id":"p","merchant_id":"m","card_id":"c","amount_minor":5,"currency":"EUR"}"#;
+        let plain = decode_json_lines(line.as_bytes(), 1, 8192);
+        let bom = decode_json_lines(format!("\u{feff}{line}\n{line}").as_bytes(), 1, 8192);
+        assert!(bom.rejects.is_empty(), "{:?}", bom.rejects);
+        assert_eq!(bom.batches[0].batch.num_rows(), 2);
+        assert_eq!(
+            bom.batches[0].payload_hashes,
+            [plain.batches[0].payload_hashes[0]; 2]
+        );
+    }
+
+    /// Item 12: every accepted row knows where its record is in the chunk, so a record the
+    /// router rejects later is dead-lettered as received — from the fast path, the general
+    /// route, CSV and Parquet.
+    #[test]
+    fn accepted_rows_give_back_their_record_as_received() {
+        let canonical = r#"{"event_id":"e1","event_type":"capture","event_time":"2026-11-01T00:00:00.000Z","payment_id":"p","merchant_id":"m","card_id":"c","amount_minor":5,"currency":"EUR"}"#;
+        let other = r#"{"amount_minor":5, "event_id":"e2","event_type":"capture","event_time":"2026-11-01T01:00:00+01:00","payment_id":"p","merchant_id":"m","card_id":"c","currency":"EUR","x":[1]}"#;
+        let chunk = format!("{canonical}\nnot json\n{other}\r\n{canonical}");
+        let mut d = decode_json_lines(chunk.as_bytes(), 1, 2);
+        let bytes = chunk.clone().into_bytes();
+        d.keep_source(RawSource::Text(Arc::new(ChunkBytes::new(bytes, None))));
+        let raws: Vec<String> = d
+            .batches
+            .iter()
+            .flat_map(|b| (0..b.batch.num_rows()).map(move |i| b.raw_record(i)))
+            .collect();
+        assert_eq!(raws, [canonical, other, canonical]);
+
+        let header = CsvHeader::parse(
+            "event_id,event_type,event_time,payment_id,merchant_id,card_id,amount_minor,currency,x",
+        )
+        .unwrap();
+        let rec = "e1,capture,2026-11-01T01:00:00+01:00,p,m,c,5,EUR,\"a\nb\"";
+        let csv = format!("e0,capture,bad,p,m,c,5,EUR,\r\n{rec}\r\n");
+        let mut d = decode_csv(csv.as_bytes(), 2, &header, 8192);
+        d.keep_source(RawSource::Text(Arc::new(ChunkBytes::new(
+            csv.clone().into_bytes(),
+            None,
+        ))));
+        assert_eq!(d.batches[0].raw_record(0), rec);
+
+        // Without a kept source the record is re-serialised from the batch.
+        let d = decode_json_lines(other.as_bytes(), 1, 8192);
+        assert!(
+            d.batches[0]
+                .raw_record(0)
+                .starts_with(r#"{"event_id":"e2""#)
+        );
     }
 
     #[test]

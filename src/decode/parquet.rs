@@ -16,10 +16,12 @@ use super::row::{RawRow, RawValue};
 use crate::schema::FieldId;
 
 /// A Parquet batch's columns, converted once to the few shapes the row reader understands.
+#[derive(Debug)]
 pub struct ParquetColumns {
     cols: Vec<(Option<FieldId>, String, Column)>,
 }
 
+#[derive(Debug)]
 enum Column {
     Str(StringArray),
     Int(Int64Array),
@@ -33,6 +35,25 @@ fn is_string(t: &DataType) -> bool {
 }
 
 impl ParquetColumns {
+    /// Checks a Parquet file's schema before any row is read: a column name given twice is
+    /// refused, naming it (which column holds the field would be a guess; JSON refuses a
+    /// repeated field and CSV a repeated header name).
+    pub fn check_schema(
+        schema: &datafusion::arrow::datatypes::Schema,
+    ) -> Result<(), super::csv::CsvHeaderError> {
+        let fields = schema.fields();
+        for (k, f) in fields.iter().enumerate() {
+            if let Some(first) = fields[..k].iter().position(|g| g.name() == f.name()) {
+                return Err(super::csv::CsvHeaderError::Duplicate(
+                    super::card::redact(f.name()),
+                    first + 1,
+                    k + 1,
+                ));
+            }
+        }
+        Ok(())
+    }
+
     /// Prepares a batch read from a Parquet file.
     pub fn new(batch: &RecordBatch) -> Self {
         let schema = batch.schema();
@@ -101,7 +122,12 @@ impl ParquetColumns {
             let v = match col {
                 Column::Str(a) if a.is_valid(i) => {
                     let s = a.value(i);
-                    row.note_string(name, s);
+                    // Screened as JSON screens a string in the same field: known fields by
+                    // their kind (never a time or an amount), extra ones always.
+                    match id {
+                        Some(f) => row.note_field(*f, s),
+                        None => row.note_string(name, s),
+                    }
                     RawValue::Str(Cow::Borrowed(s))
                 }
                 Column::Int(a) if a.is_valid(i) => RawValue::Int(a.value(i)),
@@ -113,7 +139,15 @@ impl ParquetColumns {
                         None => RawValue::Float,
                     }
                 }
-                Column::Other(a) if a.is_valid(i) => RawValue::Compound,
+                Column::Other(a) if a.is_valid(i) => {
+                    // A list or struct: screened as JSON screens the strings and numbers inside
+                    // an array or object, through its text.
+                    if let Ok(text) = datafusion::arrow::util::display::array_value_to_string(a, i)
+                    {
+                        row.note_string(name, &text);
+                    }
+                    RawValue::Compound
+                }
                 _ => RawValue::Null,
             };
             match id {

@@ -6,7 +6,7 @@
 use std::fmt;
 use std::sync::Arc;
 
-use super::card::redact;
+use super::card::{redact, redact_bytes};
 
 /// Why a record was dead-lettered. The code (`as_str`) is part of the dead-letter format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -151,14 +151,15 @@ pub struct Reject {
 }
 
 impl Reject {
-    /// Builds a reject from raw bytes, redacting them.
+    /// Builds a reject from raw bytes, redacting them and the detail: card numbers in the text
+    /// as it stands and in its JSON string literals decoded ([`redact`]) are masked, so no
+    /// detail or raw record ever holds one, whatever built the detail.
     pub fn new(reason: RejectReason, detail: String, position: u64, raw: &[u8]) -> Self {
-        let text = String::from_utf8_lossy(raw);
         Reject {
             reason,
-            detail,
+            detail: redact(&detail),
             position,
-            raw: redact(&text),
+            raw: redact_bytes(raw),
         }
     }
 }

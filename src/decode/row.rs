@@ -15,7 +15,7 @@ use datafusion::arrow::array::{
 };
 use datafusion::arrow::datatypes::Int8Type;
 
-use super::card::contains_card_number;
+use super::card::{contains_card_number, redact};
 use super::currency::is_iso4217;
 use super::reject::RejectReason;
 use super::str_column::StrColumn;
@@ -77,6 +77,16 @@ impl<'a> RawRow<'a> {
     pub fn note_string(&mut self, field: &str, value: &str) {
         if self.card_number_in.is_none() && contains_card_number(value.as_bytes()) {
             self.card_number_in = Some(field.to_string());
+        }
+    }
+
+    /// Records the string value of known field `f`, checking it for card numbers when the field
+    /// is screened as it is parsed ([`screened_eagerly`]): every format calls this, so a value
+    /// gets the same reason from each.
+    #[inline]
+    pub(super) fn note_field(&mut self, f: FieldId, value: &str) {
+        if screened_eagerly(f) {
+            self.note_string(f.name(), value);
         }
     }
 }
@@ -149,12 +159,20 @@ const EVENT_ID_BYTES: [bool; 256] = {
 /// The largest accepted `amount_minor` (and `fee_minor`): 10^15 minor units.
 pub const MAX_AMOUNT: i64 = 1_000_000_000_000_000;
 
+/// A value for a detail: redacted of card numbers ([`redact`]) first, then cut to 40
+/// characters and quoted.
 fn show(s: &str) -> String {
+    let s = redact(s);
     let mut t: String = s.chars().take(40).collect();
     if t.len() < s.len() {
         t.push('…');
     }
     format!("{t:?}")
+}
+
+/// A number for a detail, redacted when its digits look like a card number.
+fn show_int(v: i64) -> String {
+    redact(itoa::Buffer::new().format(v))
 }
 
 fn str_field<'r>(row: &'r RawRow<'_>, f: FieldId) -> Result<Option<&'r str>, Invalid> {
@@ -233,8 +251,9 @@ fn check_amount(v: i64, f: FieldId) -> Result<i64, Invalid> {
         Err((
             RejectReason::OutOfRange,
             format!(
-                "`{}` = {v} is outside 0..=10^15 (the sign comes from event_type)",
-                f.name()
+                "`{}` = {} is outside 0..=10^15 (the sign comes from event_type)",
+                f.name(),
+                show_int(v)
             ),
         ))
     }
@@ -253,12 +272,29 @@ const LAZY_CARD_CHECK: [FieldId; 6] = [
     FieldId::Status,
 ];
 
-/// Whether the JSON parser may skip the card-number check of field `f` (see
-/// [`LAZY_CARD_CHECK`]; `event_time` has its own rule, [`event_time_may_hide_card`]).
+/// Fields whose type and meaning are known — the event time and the amounts — are never
+/// screened for card numbers: a value is a valid time or amount or it is rejected for its type
+/// or range (`bad_timestamp`, `wrong_type`, `out_of_range`), with the same reason in every
+/// format (an epoch-millisecond time whose 13 digits happen to pass the Luhn check is a time).
+/// Details never echo a value that looks like a card number ([`show`]), and a rejected
+/// record's raw text is redacted whatever the field.
+pub(super) const fn is_typed(f: FieldId) -> bool {
+    matches!(
+        f,
+        FieldId::EventTime | FieldId::AmountMinor | FieldId::FeeMinor
+    )
+}
+
+/// Whether every parser checks the string value of field `f` for card numbers as it parses it:
+/// the id and free-text fields. Codes are checked by [`validate`] when invalid
+/// ([`checks_card_lazily`]); times and amounts never ([`is_typed`]).
+pub(super) const fn screened_eagerly(f: FieldId) -> bool {
+    !is_typed(f) && !checks_card_lazily(f)
+}
+
+/// Whether field `f` is a code checked for card numbers only when the row is invalid (see
+/// [`LAZY_CARD_CHECK`]).
 pub(super) const fn checks_card_lazily(f: FieldId) -> bool {
-    if f as usize == FieldId::EventTime as usize {
-        return true;
-    }
     let mut i = 0;
     while i < LAZY_CARD_CHECK.len() {
         if LAZY_CARD_CHECK[i] as usize == f as usize {
@@ -272,13 +308,24 @@ pub(super) const fn checks_card_lazily(f: FieldId) -> bool {
 /// Validates a raw row against the event format.
 pub fn validate<'r>(row: &'r RawRow<'_>) -> Result<ValidRow<'r>, Invalid> {
     validate_fields(row).map_err(|e| {
-        let lazy_card = LAZY_CARD_CHECK
-            .iter()
-            .find(|f| match &row.values[**f as usize] {
-                Some(RawValue::Str(s)) => contains_card_number(s.as_bytes()),
-                Some(RawValue::Text(s)) => contains_card_number(s.as_bytes()),
-                _ => false,
-            });
+        // Only an invalid row can hold a card number in a code, or an integer in a string
+        // field (a card number sent as a JSON number, or from an integer Parquet column, is
+        // as much a card number as the same digits in a CSV cell or a string).
+        let lazy_card = FieldId::ALL.iter().find(|f| {
+            !is_typed(**f)
+                && match &row.values[**f as usize] {
+                    Some(RawValue::Str(s)) if checks_card_lazily(**f) => {
+                        contains_card_number(s.as_bytes())
+                    }
+                    Some(RawValue::Text(s)) if checks_card_lazily(**f) => {
+                        contains_card_number(s.as_bytes())
+                    }
+                    Some(RawValue::Int(v)) => {
+                        contains_card_number(itoa::Buffer::new().format(*v).as_bytes())
+                    }
+                    _ => false,
+                }
+        });
         match lazy_card {
             Some(f) => card_number_error(f.name()),
             None => e,
@@ -296,13 +343,10 @@ fn card_number_error(field: &str) -> Invalid {
 }
 
 fn validate_fields<'r>(row: &'r RawRow<'_>) -> Result<ValidRow<'r>, Invalid> {
-    let event_time = parse_event_time(row);
-    let card_in = row.card_number_in.as_deref().or_else(|| {
-        event_time_may_hide_card(row, &event_time).then_some(FieldId::EventTime.name())
-    });
-    if let Some(field) = card_in {
+    if let Some(field) = row.card_number_in.as_deref() {
         return Err(card_number_error(field));
     }
+    let event_time = parse_event_time(row);
     let mut strs: [Option<&'r str>; NUM_FIELDS] = [None; NUM_FIELDS];
     for f in FieldId::ALL {
         if matches!(
@@ -416,25 +460,6 @@ fn validate_fields<'r>(row: &'r RawRow<'_>) -> Result<ValidRow<'r>, Invalid> {
     })
 }
 
-/// Whether a string `event_time` must be checked for a card number. The JSON parser skips the
-/// check for `event_time` (it is the longest digit-heavy field of every event): a value that
-/// parses as a timestamp and is at most 32 bytes long cannot hold one, because its first 20 bytes
-/// are `YYYY-MM-DDThh:mm:ss.` (no digit run over 10, counting a space separator) and at most 11
-/// more digits can follow.
-/// Anything else is checked, so the card number still wins over a bad-timestamp reason, whose
-/// detail would otherwise echo the value.
-fn event_time_may_hide_card(row: &RawRow<'_>, parsed: &Result<i64, Invalid>) -> bool {
-    match &row.values[FieldId::EventTime as usize] {
-        Some(RawValue::Str(s)) if parsed.is_err() || s.len() > 32 => {
-            contains_card_number(s.as_bytes())
-        }
-        Some(RawValue::Text(s)) if parsed.is_err() || s.len() > 32 => {
-            contains_card_number(s.as_bytes())
-        }
-        _ => false,
-    }
-}
-
 /// Latest accepted event time (year 9999), so arithmetic on windows never overflows.
 pub(super) const MAX_EVENT_TIME: i64 = 253_402_300_799_999;
 
@@ -468,7 +493,7 @@ fn parse_event_time(row: &RawRow<'_>) -> Result<i64, Invalid> {
         Some(other) => return Err(bad(format!("is {}", other.type_name()))),
     };
     if !(0..=MAX_EVENT_TIME).contains(&ms) {
-        return Err(bad(format!("{ms} is outside 1970..9999")));
+        return Err(bad(format!("{} is outside 1970..9999", show_int(ms))));
     }
     Ok(ms)
 }

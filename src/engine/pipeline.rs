@@ -28,7 +28,7 @@ use super::{Progress, Summary};
 use crate::decode::{Origin, Reject};
 use crate::error::{Error, Result};
 use crate::operators::{EventBatch, Operator, OperatorOutput, WatermarkState, build_operator};
-use crate::sink::{Sink, dead_letter_json, event_json, late_json};
+use crate::sink::{Sink, dead_letter_json, late_json};
 use crate::sql::StreamPlan;
 
 /// One query of a run and where its results go.
@@ -653,7 +653,7 @@ impl RouterLoop<'_> {
         for b in &d.batches {
             let a = self
                 .router
-                .accept(p, b, |i| event_json(&b.batch, i), &mut router_rejects)?;
+                .accept(p, b, |i| b.raw_record(i), &mut router_rejects)?;
             // The watermark after this batch, not after the chunk: a window must not fire
             // before the later batches of the chunk reach it.
             routed.push((a, self.router.watermark.current()));

@@ -17,7 +17,8 @@ use std::thread::JoinHandle;
 use datafusion::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 
 use crate::decode::{
-    CsvHeader, Decoded, Format, decode_csv, decode_json_lines_sized, decode_parquet,
+    BOM, ChunkBytes, CsvHeader, Decoded, Format, ParquetColumns, RawSource, decode_csv,
+    decode_json_lines_sized, decode_parquet,
 };
 use crate::error::{Error, Result};
 
@@ -113,7 +114,7 @@ pub(super) fn spawn_reader(
             &path,
             file,
             format,
-            start.line,
+            start,
             &job_tx,
             &recycle_rx,
             &header,
@@ -159,8 +160,8 @@ pub(super) fn spawn_decoders(
                         lines,
                         tag,
                     } => {
-                        let d = decode_json_lines_sized(&bytes, first_line, batch_size, lines);
-                        let _ = recycle.try_send(bytes);
+                        let mut d = decode_json_lines_sized(&bytes, first_line, batch_size, lines);
+                        keep_chunk(&mut d, bytes, &recycle);
                         (seq, d, tag)
                     }
                     Job::Csv {
@@ -173,8 +174,8 @@ pub(super) fn spawn_decoders(
                             .expect("header")
                             .clone()
                             .expect("header read first");
-                        let d = decode_csv(&bytes, first_line, &h, batch_size);
-                        let _ = recycle.try_send(bytes);
+                        let mut d = decode_csv(&bytes, first_line, &h, batch_size);
+                        keep_chunk(&mut d, bytes, &recycle);
                         (seq, d, ChunkTag::default())
                     }
                 };
@@ -185,6 +186,16 @@ pub(super) fn spawn_decoders(
         }));
     }
     (job_tx, recycle_rx, handles)
+}
+
+/// Keeps a decoded chunk's bytes with its batches, so the records the router rejects are
+/// dead-lettered as received ([`crate::decode::DecodedBatch::raw_record`]); the buffer goes
+/// back to the reader once the last batch is dropped (at once when the chunk has none).
+fn keep_chunk(d: &mut Decoded, bytes: Vec<u8>, recycle: &SyncSender<Vec<u8>>) {
+    let chunk = ChunkBytes::new(bytes, Some(recycle.clone()));
+    if !d.batches.is_empty() {
+        d.keep_source(RawSource::Text(Arc::new(chunk)));
+    }
 }
 
 /// Index just past the last complete record in `buf` (0 if none).
@@ -211,7 +222,7 @@ fn read_text(
     path: &Path,
     mut file: File,
     format: Format,
-    first_line: u64,
+    start: super::SourcePosition,
     jobs: &SyncSender<Job>,
     recycled: &Receiver<Vec<u8>>,
     header: &Mutex<Option<Arc<CsvHeader>>>,
@@ -219,10 +230,12 @@ fn read_text(
     stop: &AtomicBool,
 ) -> Result<()> {
     let mut buf: Vec<u8> = Vec::with_capacity(CHUNK * 2);
-    let mut line = first_line;
+    let mut line = start.line;
     let mut seq = 0u64;
     let mut eof = false;
     let mut need_header = format == Format::Csv;
+    // A byte-order mark can only start the file (not a resumed position).
+    let mut at_file_start = start.offset == 0;
     while !eof {
         if stop.load(Ordering::Relaxed) {
             return Ok(());
@@ -234,6 +247,14 @@ fn read_text(
             .map_err(|e| input_err(path, e))?;
         bytes_read.fetch_add(n as u64, Ordering::Relaxed);
         eof = n == 0;
+        if at_file_start && (buf.len() >= BOM.len() || eof) {
+            // Skipped once, before anything is decoded: the header of a CSV file some tool
+            // wrote with a BOM names `event_id`, and its first JSON event is an event.
+            at_file_start = false;
+            if buf.starts_with(BOM.as_bytes()) {
+                buf.drain(..BOM.len());
+            }
+        }
         if need_header {
             let Some(end) =
                 memchr::memchr(b'\n', &buf).or(if eof { Some(buf.len()) } else { None })
@@ -298,8 +319,10 @@ fn read_parquet(
     stop: &AtomicBool,
 ) -> Result<()> {
     let size = file.metadata().map(|m| m.len()).unwrap_or(0);
-    let reader = ParquetRecordBatchReaderBuilder::try_new(file)
-        .map_err(|e| input_err(path, format!("not a readable Parquet file: {e}")))?
+    let builder = ParquetRecordBatchReaderBuilder::try_new(file)
+        .map_err(|e| input_err(path, format!("not a readable Parquet file: {e}")))?;
+    ParquetColumns::check_schema(builder.schema()).map_err(|e| input_err(path, e))?;
+    let reader = builder
         .with_batch_size(batch_size.clamp(1, 65_536))
         .build()
         .map_err(|e| input_err(path, e))?;

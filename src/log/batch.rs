@@ -11,8 +11,15 @@
 
 /// Bytes before the records: len, crc, base offset, count, first and max timestamps.
 pub(super) const BATCH_HEADER: usize = 4 + 4 + 8 + 4 + 8 + 8;
-/// Largest batch accepted (guards against a garbage length when reading).
+/// Largest batch accepted (guards against a garbage length when reading): the `len` field of a
+/// batch is at most this. Writers refuse to seal anything larger, since readers would take it
+/// for damage.
 pub const MAX_BATCH_BYTES: usize = 64 << 20;
+/// Bytes a record adds besides its key and value: key length, value length, timestamp.
+pub(super) const RECORD_FRAMING: usize = 4 + 4 + 8;
+/// The largest record (key plus value) a batch can hold: what is left of [`MAX_BATCH_BYTES`]
+/// after the batch header and one record's framing. Topics may set a lower limit.
+pub const MAX_RECORD_BYTES: usize = MAX_BATCH_BYTES - (BATCH_HEADER - 4) - RECORD_FRAMING;
 
 /// One record, borrowed from the batch that holds it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -84,6 +91,11 @@ impl BatchBuilder {
     /// Whether the batch has no records.
     pub fn is_empty(&self) -> bool {
         self.count == 0
+    }
+
+    /// Whether the sealed batch would be readable: its `len` within [`MAX_BATCH_BYTES`].
+    pub fn within_limit(&self) -> bool {
+        self.buf.len() - 4 <= MAX_BATCH_BYTES
     }
 
     /// Bytes the sealed batch will take.

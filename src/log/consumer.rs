@@ -70,6 +70,14 @@ impl TopicConsumer {
         })
     }
 
+    /// Step over damaged batches, reporting them, instead of failing
+    /// (see [`PartitionReader::skip_corrupt`]).
+    pub fn skip_corrupt(&mut self, skip: bool) {
+        for r in &mut self.readers {
+            r.skip_corrupt(skip);
+        }
+    }
+
     /// Number of partitions.
     pub fn partitions(&self) -> u32 {
         self.readers.len() as u32

@@ -15,6 +15,7 @@ mod batch;
 mod consumer;
 mod partition;
 mod producer;
+mod screen;
 mod segment;
 mod tail;
 mod topic;
@@ -23,10 +24,10 @@ mod txn;
 use std::path::PathBuf;
 use std::time::Duration;
 
-pub use self::batch::{BatchBuilder, MAX_BATCH_BYTES, RecordRef};
+pub use self::batch::{BatchBuilder, MAX_BATCH_BYTES, MAX_RECORD_BYTES, RecordRef};
 pub use self::consumer::{StartAt, TopicConsumer};
-pub use self::partition::{PartitionReader, PartitionWriter, Retention};
-pub use self::producer::{Producer, now_ms as producer_now_ms};
+pub use self::partition::{PartitionReader, PartitionWriter, Retention, Skipped};
+pub use self::producer::{Producer, Sent, now_ms as producer_now_ms};
 pub use self::tail::TailWaiter;
 pub use self::topic::{
     DEFAULT_SEGMENT_BYTES, GroupOffsets, Log, PartitionStats, TopicConfig, TopicWriter,
@@ -106,6 +107,21 @@ pub enum LogError {
     /// A name or setting is not acceptable.
     #[error("{0}")]
     Invalid(String),
+    /// A record is larger than the topic accepts; nothing of it was written.
+    #[error(
+        "{record} is {bytes} bytes, over topic `{topic}`'s limit of {limit} bytes per record (key and value); it was not written. Split the record, or create the topic with a larger `--max-record-bytes` (at most {max})",
+        max = MAX_RECORD_BYTES
+    )]
+    RecordTooLarge {
+        /// The topic.
+        topic: String,
+        /// Which record (`line N` of the input, or `record N` of the producer).
+        record: String,
+        /// Its key plus value, in bytes.
+        bytes: u64,
+        /// The topic's `max_record_bytes`.
+        limit: u64,
+    },
     /// Another process writes the topic.
     #[error(
         "topic `{0}` is being written by another paystream process (one writer per topic); stop it or write another topic"

@@ -71,7 +71,19 @@ impl PartitionWriter {
         if bases.is_empty() {
             bases.push(0);
         }
-        let last = *bases.last().expect("non-empty");
+        let mut last = *bases.last().expect("non-empty");
+        if let Some(end) = valid_end_past_damage(dir, last)? {
+            // Damage inside the active segment with valid batches after it: truncating at the
+            // damage would destroy acknowledged records. Seal the segment as it is (readers
+            // report the damage, or skip it with --skip-corrupt) and append to a new one.
+            tracing::warn!(
+                segment = %segment_path(dir, last, "log").display(),
+                next_segment = end,
+                "the active segment is damaged but valid batches follow the damage; sealing it as it is and appending to a new segment (readers stop at the damage unless told to skip it with --skip-corrupt)"
+            );
+            bases.push(end);
+            last = end;
+        }
         let active = SegmentWriter::open(dir, last)?;
         let mut sealed = Vec::with_capacity(bases.len());
         for pair in bases.windows(2) {
@@ -120,6 +132,15 @@ impl PartitionWriter {
     pub fn append(&mut self, batch: &mut BatchBuilder) -> Result<u64, LogError> {
         if batch.is_empty() {
             return Ok(self.next_offset());
+        }
+        if !batch.within_limit() {
+            // Written, it would read as damage (a garbage length) and lose what follows it.
+            return Err(LogError::Invalid(format!(
+                "refusing to append a batch of {} bytes to {}: batches are limited to {} bytes; send fewer or smaller records per batch",
+                batch.byte_len(),
+                self.dir.display(),
+                super::MAX_BATCH_BYTES
+            )));
         }
         if self.active.size() >= self.segment_bytes {
             self.roll()?;
@@ -282,10 +303,20 @@ fn sync_dir(dir: &Path) -> Result<(), LogError> {
         .map_err(io_err(dir))
 }
 
+/// Sealed segments must follow each other. One that ends short of the next (damage, or a lost
+/// file) is reported and left for readers to refuse or skip (`--skip-corrupt`): appending to the
+/// active segment makes nothing worse. Segments that overlap cannot be told apart: an error.
 fn check_contiguous(dir: &Path, bases: &[u64]) -> Result<(), LogError> {
     for pair in bases.windows(2) {
         let end = sealed_end(dir, pair[0])?;
-        if end != pair[1] {
+        if end < pair[1] {
+            tracing::warn!(
+                partition = %dir.display(),
+                segment = %format!("{:020}.log", pair[0]),
+                lost_offsets = %format!("{end}..{}", pair[1]),
+                "a sealed segment is damaged or missing records; readers stop there unless told to skip the damage (--skip-corrupt)"
+            );
+        } else if end != pair[1] {
             return Err(LogError::Gap {
                 path: dir.to_path_buf(),
                 segment: format!("{:020}.log", pair[1]),
@@ -295,6 +326,40 @@ fn check_contiguous(dir: &Path, bases: &[u64]) -> Result<(), LogError> {
         }
     }
     Ok(())
+}
+
+/// For a segment with damage that valid batches follow: the offset after its last valid batch.
+/// `None` when the segment is intact or its damage is a tail (nothing valid after it).
+fn valid_end_past_damage(dir: &Path, base: u64) -> Result<Option<u64>, LogError> {
+    let path = segment_path(dir, base, "log");
+    if !path.exists() {
+        return Ok(None);
+    }
+    let mut c = SegmentCursor::open(path, 0)?;
+    let mut next = base;
+    let mut past_damage = false;
+    loop {
+        let (valid, end) = match c.next_batch()? {
+            Next::Batch(v) if v.base_offset == next => (Some(v.next_offset()), false),
+            Next::End => (None, true),
+            _ => (None, false),
+        };
+        if let Some(n) = valid {
+            next = n;
+            continue;
+        }
+        if end && c.remaining()? == 0 {
+            break;
+        }
+        match c.resync(next)? {
+            Some((_, at)) => {
+                past_damage = true;
+                next = at;
+            }
+            None => break,
+        }
+    }
+    Ok(past_damage.then_some(next))
 }
 
 /// The offset after the last valid batch of the segment at `base` (scans from its last index
@@ -312,6 +377,46 @@ fn sealed_end(dir: &Path, base: u64) -> Result<u64, LogError> {
     Ok(next)
 }
 
+/// Damaged data a reader in skip mode stepped over (see [`PartitionReader::skip_corrupt`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Skipped {
+    /// The segment file.
+    pub path: PathBuf,
+    /// Byte position of the damage in it.
+    pub position: u64,
+    /// Bytes stepped over.
+    pub bytes: u64,
+    /// The offsets lost: `from..to` (`to` is `None` for a damaged tail of the active segment,
+    /// whose extent is unknown until a writer truncates it).
+    pub from: u64,
+    /// See `from`.
+    pub to: Option<u64>,
+}
+
+impl std::fmt::Display for Skipped {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.to {
+            Some(to) => write!(
+                f,
+                "skipped offsets {}..{} ({} damaged bytes at byte {} of {})",
+                self.from,
+                to,
+                self.bytes,
+                self.position,
+                self.path.display()
+            ),
+            None => write!(
+                f,
+                "skipped a damaged tail from offset {} ({} bytes at byte {} of {}; a writer truncates it when it opens the partition)",
+                self.from,
+                self.bytes,
+                self.position,
+                self.path.display()
+            ),
+        }
+    }
+}
+
 /// A reader of one partition: reads forward from an offset and sees new batches as they land.
 pub struct PartitionReader {
     dir: PathBuf,
@@ -322,6 +427,12 @@ pub struct PartitionReader {
     isolation: Isolation,
     /// The committed offset last read (read_committed): records at or after it are not returned.
     limit: Option<u64>,
+    /// Step over damaged batches (reporting them) instead of failing.
+    skip_corrupt: bool,
+    /// Damage stepped over and not yet taken by [`PartitionReader::take_skipped`].
+    skipped: Vec<Skipped>,
+    /// The position of a damaged tail already reported (reported once).
+    tail_reported: Option<(u64, u64)>,
 }
 
 impl PartitionReader {
@@ -339,9 +450,30 @@ impl PartitionReader {
             next_offset: offset,
             isolation,
             limit: None,
+            skip_corrupt: false,
+            skipped: Vec::new(),
+            tail_reported: None,
         };
         r.seek(offset)?;
         Ok(r)
+    }
+
+    /// By default a batch that is complete but fails its checksum is an error
+    /// ([`LogError::Corrupt`], naming the file, position and offsets), never silently skipped.
+    /// With `skip`, the reader steps over the damage to the next valid batch (or segment) and
+    /// reports what it skipped through [`PartitionReader::take_skipped`] and a warning.
+    pub fn skip_corrupt(&mut self, skip: bool) {
+        self.skip_corrupt = skip;
+    }
+
+    /// Damage stepped over since the last call (skip mode only).
+    pub fn take_skipped(&mut self) -> Vec<Skipped> {
+        std::mem::take(&mut self.skipped)
+    }
+
+    fn note_skipped(&mut self, s: Skipped) {
+        tracing::warn!(partition = %self.dir.display(), "{s}");
+        self.skipped.push(s);
     }
 
     /// Whether a record at the reader's position may be returned yet (read_committed stops at
@@ -486,8 +618,22 @@ impl PartitionReader {
                     }
                     return Ok(n);
                 }
-                end @ (Next::End | Next::Corrupt) => {
-                    let corrupt = matches!(end, Next::Corrupt);
+                Next::Corrupt => {
+                    // Bytes buffered before a concurrent truncation may be stale: judge the
+                    // file as it is now before calling it damaged.
+                    let at = cursor.pos;
+                    cursor.reset();
+                    let fresh = matches!(cursor.next_batch()?, Next::Batch(_));
+                    cursor.pos = at;
+                    cursor.reset();
+                    if fresh {
+                        continue;
+                    }
+                    if !self.step_over_damage(base)? {
+                        return Ok(0);
+                    }
+                }
+                Next::End => {
                     // A later segment means this one is complete: move on to it.
                     self.bases = segment_bases(&self.dir)?;
                     match self.bases.iter().find(|b| **b > base) {
@@ -497,20 +643,12 @@ impl PartitionReader {
                                 SegmentCursor::open(segment_path(&self.dir, next, "log"), 0)?,
                             ));
                         }
-                        Some(&next) => {
-                            let path = cursor.path.clone();
-                            return Err(LogError::Corrupt {
-                                path,
-                                message: format!(
-                                    "the segment ends at offset {} but the next one starts at {next}{}",
-                                    self.next_offset,
-                                    if corrupt {
-                                        " (a batch fails its checksum)"
-                                    } else {
-                                        ""
-                                    }
-                                ),
-                            });
+                        Some(_) => {
+                            // A sealed segment that ends short of the next one (a torn batch,
+                            // or a lost segment): damage all the same.
+                            if !self.step_over_damage(base)? {
+                                return Ok(0);
+                            }
                         }
                         None => {
                             if !self.bases.contains(&base) {
@@ -519,11 +657,88 @@ impl PartitionReader {
                                 self.seek(at)?;
                                 continue;
                             }
+                            // Bytes that do not make a batch yet: one being written, or a
+                            // damaged length with valid batches after it.
+                            if cursor.remaining()? > 0
+                                && cursor.valid_batch_follows(self.next_offset)?
+                            {
+                                if !self.step_over_damage(base)? {
+                                    return Ok(0);
+                                }
+                                continue;
+                            }
                             cursor.reset();
                             return Ok(0);
                         }
                     }
                 }
+            }
+        }
+    }
+
+    /// Damage at the cursor (in segment `base`): an error, or in skip mode a step to the next
+    /// valid batch. Returns whether reading can go on now (false: wait at a damaged tail).
+    fn step_over_damage(&mut self, base: u64) -> Result<bool, LogError> {
+        let Some((_, cursor)) = self.cursor.as_mut() else {
+            return Ok(false);
+        };
+        let path = cursor.path.clone();
+        let position = cursor.pos;
+        let from = self.next_offset;
+        self.bases = segment_bases(&self.dir)?;
+        let next_segment = self.bases.iter().copied().find(|b| *b > base);
+        if !self.skip_corrupt {
+            let extent = match next_segment {
+                Some(next) => format!("offsets {from}..{next} cannot be read"),
+                None => format!("records from offset {from} on cannot be read"),
+            };
+            return Err(LogError::Corrupt {
+                path,
+                message: format!(
+                    "the batch at byte {position} (offset {from}) is damaged: it fails its checksum or framing, so {extent}. Read past the damage with `--skip-corrupt`, which names what it skips"
+                ),
+            });
+        }
+        if let Some((bytes, at)) = cursor.resync(from)? {
+            self.next_offset = at;
+            self.note_skipped(Skipped {
+                path,
+                position,
+                bytes,
+                from,
+                to: Some(at),
+            });
+            return Ok(true);
+        }
+        let bytes = cursor.remaining()?;
+        match next_segment {
+            Some(next) => {
+                self.cursor = Some((
+                    next,
+                    SegmentCursor::open(segment_path(&self.dir, next, "log"), 0)?,
+                ));
+                self.next_offset = next;
+                self.note_skipped(Skipped {
+                    path,
+                    position,
+                    bytes,
+                    from,
+                    to: Some(next),
+                });
+                Ok(true)
+            }
+            None => {
+                if self.tail_reported != Some((base, position)) {
+                    self.tail_reported = Some((base, position));
+                    self.note_skipped(Skipped {
+                        path,
+                        position,
+                        bytes,
+                        from,
+                        to: None,
+                    });
+                }
+                Ok(false)
             }
         }
     }

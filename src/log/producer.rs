@@ -4,11 +4,16 @@
 //! The producer does not validate events — like a Kafka producer, it stores what it is given;
 //! the query reading the topic dead-letters invalid records with their partition and offset. It
 //! only needs the key and the timestamp, which it finds with a SIMD substring search instead of
-//! parsing each line.
+//! parsing each line. Two things it does refuse, before anything is written: a record holding a
+//! card number (see [`super::screen`]; counted as screened, not stored) and a record larger than
+//! the topic's `max_record_bytes` (an error naming the record and the limit; the records before
+//! it are still appended by [`Producer::finish`]).
 
 use memchr::memmem::Finder;
 
-use super::{BatchBuilder, LogError, TopicWriter};
+use super::batch::RECORD_FRAMING;
+use super::screen::holds_card_number;
+use super::{BatchBuilder, LogError, MAX_BATCH_BYTES, TopicWriter};
 use crate::time::parse_rfc3339_millis;
 
 /// Bytes a partition's batch collects before it is appended.
@@ -21,7 +26,18 @@ pub struct Producer {
     key: Option<Finder<'static>>,
     time: Finder<'static>,
     produced: u64,
+    screened: u64,
+    max_record_bytes: usize,
     now_ms: i64,
+}
+
+/// What became of a JSON record offered to [`Producer::send_json`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Sent {
+    /// Batched for its partition.
+    Stored,
+    /// Refused: it holds a card number (nothing of it was written).
+    Screened,
 }
 
 impl Producer {
@@ -32,11 +48,13 @@ impl Producer {
             .map(|_| BatchBuilder::with_capacity(BATCH_BYTES + (64 << 10)))
             .collect();
         Producer {
+            max_record_bytes: writer.max_record_bytes(),
             writer,
             batches,
             key: key_field.map(|k| Finder::new(format!("\"{k}\"").as_bytes()).into_owned()),
             time: Finder::new(b"\"event_time\"").into_owned(),
             produced: 0,
+            screened: 0,
             now_ms: now_ms(),
         }
     }
@@ -46,15 +64,35 @@ impl Producer {
         self.produced
     }
 
-    /// Sends one record.
+    /// JSON records refused so far because they hold a card number.
+    pub fn screened(&self) -> u64 {
+        self.screened
+    }
+
+    /// Sends one record. A record (key and value) over the topic's `max_record_bytes` is refused
+    /// with [`LogError::RecordTooLarge`] before anything of it is written.
     pub fn send(
         &mut self,
         key: Option<&[u8]>,
         value: &[u8],
         timestamp: i64,
     ) -> Result<(), LogError> {
+        let bytes = value.len() + key.map_or(0, <[u8]>::len);
+        if bytes > self.max_record_bytes {
+            return Err(LogError::RecordTooLarge {
+                topic: self.writer.topic().to_string(),
+                record: format!("record {}", self.produced + self.screened + 1),
+                bytes: bytes as u64,
+                limit: self.max_record_bytes as u64,
+            });
+        }
         let p = self.writer.route(key);
         let b = &mut self.batches[p as usize];
+        // A batch never passes the format's limit: append what is batched before a record
+        // that would take it over.
+        if !b.is_empty() && b.byte_len() + bytes + RECORD_FRAMING > MAX_BATCH_BYTES {
+            self.writer.append(p, b)?;
+        }
         b.push(key, value, timestamp);
         self.produced += 1;
         if b.byte_len() >= BATCH_BYTES {
@@ -63,37 +101,69 @@ impl Producer {
         Ok(())
     }
 
-    /// Sends one JSON record, keyed and timestamped from its fields.
-    pub fn send_json(&mut self, line: &[u8]) -> Result<(), LogError> {
+    /// Sends one JSON record, keyed and timestamped from its fields, unless it holds a card
+    /// number.
+    pub fn send_json(&mut self, line: &[u8]) -> Result<Sent, LogError> {
+        if holds_card_number(line) {
+            self.screened += 1;
+            return Ok(Sent::Screened);
+        }
         let key = self.key.as_ref().and_then(|f| json_field(line, f));
         let ts = json_field(line, &self.time)
             .and_then(|t| std::str::from_utf8(t).ok())
             .and_then(parse_rfc3339_millis)
             .unwrap_or(self.now_ms);
-        self.send(key, line, ts)
+        self.send(key, line, ts)?;
+        Ok(Sent::Stored)
     }
 
-    /// Sends every non-blank line of `chunk` (which should end at a line boundary); a trailing
-    /// `\r` is dropped.
-    pub fn send_json_lines(&mut self, chunk: &[u8]) -> Result<u64, LogError> {
+    /// Sends every non-blank line of `chunk` (which should end at a line boundary), whose first
+    /// line is line `first_line` (1-based) of the input; a trailing `\r` is dropped. Returns the
+    /// number of lines in the chunk (blank ones included) and calls `screened(line)` for each
+    /// record refused for holding a card number. An oversized record's error names its line.
+    pub fn send_json_lines(
+        &mut self,
+        chunk: &[u8],
+        first_line: u64,
+        screened: &mut dyn FnMut(u64),
+    ) -> Result<u64, LogError> {
         let mut start = 0;
-        let mut n = 0;
-        let mut line_at = |line: &[u8], p: &mut Self| -> Result<(), LogError> {
+        let mut line_no = first_line;
+        let mut line_at = |line: &[u8], p: &mut Self, no: u64| -> Result<(), LogError> {
             let line = line.strip_suffix(b"\r").unwrap_or(line);
             if line.iter().all(u8::is_ascii_whitespace) {
                 return Ok(());
             }
-            n += 1;
-            p.send_json(line)
+            match p.send_json(line) {
+                Ok(Sent::Stored) => Ok(()),
+                Ok(Sent::Screened) => {
+                    screened(no);
+                    Ok(())
+                }
+                Err(LogError::RecordTooLarge {
+                    topic,
+                    bytes,
+                    limit,
+                    ..
+                }) => Err(LogError::RecordTooLarge {
+                    topic,
+                    record: format!("line {no}"),
+                    bytes,
+                    limit,
+                }),
+                Err(e) => Err(e),
+            }
         };
         for end in memchr::memchr_iter(b'\n', chunk) {
-            line_at(&chunk[start..end], self)?;
+            line_at(&chunk[start..end], self, line_no)?;
+            line_no += 1;
             start = end + 1;
         }
         if start < chunk.len() {
-            line_at(&chunk[start..], self)?;
+            line_at(&chunk[start..], self, line_no)?;
+            line_no += 1;
         }
-        Ok(n)
+        Ok(line_no - first_line)
     }
 
     /// Appends every pending batch and hands index entries to the OS.

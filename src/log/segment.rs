@@ -16,7 +16,7 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
 use super::LogError;
-use super::batch::{BatchView, Parsed, parse_batch, view_checked};
+use super::batch::{BATCH_HEADER, BatchView, Parsed, parse_batch, view_checked};
 
 /// Bytes a reader asks for at a time.
 const READ: usize = 1 << 20;
@@ -85,15 +85,20 @@ impl SegmentWriter {
             pos += v.framed_len;
         }
         if pos < bytes.len() {
+            let damage = describe_damage(&bytes[pos..], w.next_offset);
             tracing::warn!(
                 segment = %path.display(),
+                kept_offsets = %format!("{base}..{}", w.next_offset),
                 valid_bytes = pos,
                 dropped_bytes = bytes.len() - pos,
-                "truncating a torn or corrupt segment tail"
+                dropped = %damage,
+                "the active segment ends in a torn or damaged tail; truncating it at the last valid batch and appending after it"
             );
             w.log.set_len(pos as u64).map_err(io_err(&path))?;
             w.log.sync_data().map_err(io_err(&path))?;
         }
+        // Appends are positional (`write_at`), so where the file cursor happens to be (after the
+        // read above it is at the old end) can never leave a hole before the next batch.
         Ok(w)
     }
 
@@ -123,8 +128,10 @@ impl SegmentWriter {
     /// before this returns; [`SegmentWriter::sync`] makes it durable.
     pub(super) fn append(&mut self, bytes: &[u8], v: &BatchView<'_>) -> Result<(), LogError> {
         debug_assert_eq!(v.base_offset, self.next_offset);
-        self.log.write_all(bytes).map_err(io_err(&self.path))?;
         let pos = self.size;
+        self.log
+            .write_all_at(bytes, pos)
+            .map_err(io_err(&self.path))?;
         self.index_batch(v, pos)
     }
 
@@ -148,6 +155,31 @@ impl SegmentWriter {
     }
     pub(super) fn size(&self) -> u64 {
         self.size
+    }
+}
+
+/// What a dropped tail held, as far as can be told: a torn batch (fewer bytes than its length
+/// says), or a complete batch that fails its checksum, with the offsets its header claims.
+fn describe_damage(tail: &[u8], next_offset: u64) -> String {
+    match parse_batch(tail) {
+        Parsed::Incomplete => format!(
+            "a torn batch ({} bytes, shorter than its length) after offset {next_offset}",
+            tail.len()
+        ),
+        _ if tail.len() >= BATCH_HEADER => {
+            let claimed = u64::from_le_bytes(tail[8..16].try_into().expect("8"));
+            let count = u32::from_le_bytes(tail[16..20].try_into().expect("4"));
+            if claimed == next_offset {
+                format!(
+                    "a damaged batch claiming offsets {claimed}..{} ({} bytes dropped)",
+                    claimed + u64::from(count),
+                    tail.len()
+                )
+            } else {
+                format!("{} damaged bytes after offset {next_offset}", tail.len())
+            }
+        }
+        _ => format!("{} damaged bytes after offset {next_offset}", tail.len()),
     }
 }
 
@@ -283,6 +315,55 @@ impl SegmentCursor {
             .map_err(io_err(&self.path))?;
         self.end += n;
         Ok(n > 0)
+    }
+
+    /// Finds the next valid batch after damage at the cursor: the first position past it where a
+    /// batch with a base offset of at least `min_offset` passes its checksum. Returns the bytes
+    /// skipped and that batch's base offset, and leaves the cursor there; `None` (cursor
+    /// unmoved) when nothing valid follows in this file.
+    pub(super) fn resync(&mut self, min_offset: u64) -> Result<Option<(u64, u64)>, LogError> {
+        let len = self.file.metadata().map_err(io_err(&self.path))?.len();
+        let mut rest = vec![0u8; len.saturating_sub(self.pos) as usize];
+        self.file
+            .read_exact_at(&mut rest, self.pos)
+            .map_err(io_err(&self.path))?;
+        for i in 1..rest.len().saturating_sub(BATCH_HEADER) {
+            // Cheap header checks first: a plausible length and base offset, then the CRC.
+            let h = &rest[i..i + BATCH_HEADER];
+            let blen = u32::from_le_bytes(h[..4].try_into().expect("4")) as usize;
+            let base = u64::from_le_bytes(h[8..16].try_into().expect("8"));
+            if blen < BATCH_HEADER - 4
+                || i + 4 + blen > rest.len()
+                || base < min_offset
+                || base - min_offset > u64::from(u32::MAX)
+            {
+                continue;
+            }
+            if let Parsed::Batch(v) = parse_batch(&rest[i..]) {
+                let at = v.base_offset;
+                self.pos += i as u64;
+                self.reset();
+                return Ok(Some((i as u64, at)));
+            }
+        }
+        Ok(None)
+    }
+
+    /// Whether a valid batch (base offset at least `min_offset`) lies past the cursor, which
+    /// does not move: tells damage that looks like a torn tail (a garbage length claiming more
+    /// bytes than the file has) from a batch still being written.
+    pub(super) fn valid_batch_follows(&mut self, min_offset: u64) -> Result<bool, LogError> {
+        let at = self.pos;
+        let found = self.resync(min_offset)?.is_some();
+        self.pos = at;
+        self.reset();
+        Ok(found)
+    }
+
+    /// Bytes of the file from the cursor to its current end.
+    pub(super) fn remaining(&self) -> Result<u64, LogError> {
+        let len = self.file.metadata().map_err(io_err(&self.path))?.len();
+        Ok(len.saturating_sub(self.pos))
     }
 
     /// Forgets buffered bytes (after the end was reached, to re-read fresh data).

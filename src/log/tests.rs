@@ -119,10 +119,37 @@ fn seeks_by_timestamp_to_the_first_record_reaching_it() {
     }
 }
 
+/// Reads until the end or an error; returns what was read and the error, if any.
+fn read_until_error(r: &mut PartitionReader) -> (Vec<(u64, Owned)>, Option<LogError>) {
+    let mut out = Vec::new();
+    loop {
+        let got = r.poll(|rec| {
+            out.push((
+                rec.offset,
+                (
+                    rec.key.map(<[u8]>::to_vec),
+                    rec.value.to_vec(),
+                    rec.timestamp,
+                ),
+            ))
+        });
+        match got {
+            Ok(0) => return (out, None),
+            Ok(_) => {}
+            Err(e) => return (out, Some(e)),
+        }
+    }
+}
+
+/// Damage anywhere in the active segment: readers return nothing past it (a torn tail is the
+/// end, damage with valid batches after it an error naming `--skip-corrupt`, which reads all
+/// but the damaged batch); a writer reopening it keeps every valid batch — truncating a damaged
+/// tail, or sealing the segment when valid batches follow the damage — and what it appends next
+/// reads back.
 #[test]
-fn torn_or_corrupt_tails_keep_every_full_batch_and_return_nothing_corrupt() {
+fn damage_in_the_active_segment_loses_no_valid_batch_and_appends_after_it_read_back() {
     let mut rng = StdRng::seed_from_u64(11);
-    for trial in 0..150 {
+    for trial in 0..200 {
         let dir = tempfile::tempdir().unwrap();
         let mut ends = vec![(0u64, 0u64)]; // (file size, next offset) after each batch
         let mut all = Vec::new();
@@ -147,30 +174,226 @@ fn torn_or_corrupt_tails_keep_every_full_batch_and_return_nothing_corrupt() {
             bytes[cut] ^= 1 << rng.random_range(0..8);
         }
         std::fs::write(&path, &bytes).unwrap();
-        // Readers never return anything past the damage...
-        let mut r = PartitionReader::open(dir.path(), 0).unwrap();
-        let before = read_all(&mut r);
-        // ...and reopening the writer truncates it, keeping every batch written before it.
-        let w = PartitionWriter::open(dir.path(), u64::MAX, FsyncPolicy::Never).unwrap();
-        let survivors = ends
+        // The damaged batch k: ends[k] is where it starts, ends[k + 1] where it ends.
+        let k = ends
             .iter()
-            .rev()
-            .find(|(size, _)| *size <= cut as u64)
+            .rposition(|(size, _)| *size <= cut as u64)
             .unwrap();
-        assert_eq!(
-            w.next_offset(),
-            survivors.1,
-            "trial {trial}, damage at {cut}"
+        let (before_damage, lost) = (ends[k].1, ends[k].1..ends[k + 1].1);
+        let tail = truncate || k + 2 == ends.len();
+        let total = ends.last().unwrap().1;
+        let ctx = format!(
+            "trial {trial}, damage at byte {cut} in batch {k} of {}",
+            ends.len() - 1
         );
-        assert_eq!(w.size(), survivors.0);
+
+        let (got, err) = read_until_error(&mut PartitionReader::open(dir.path(), 0).unwrap());
+        assert_eq!(got.len() as u64, before_damage, "{ctx}");
+        if truncate {
+            assert!(err.is_none(), "{ctx}: {err:?}");
+        }
+        if !tail {
+            let e = err
+                .as_ref()
+                .expect("damage before valid batches is an error");
+            assert!(matches!(e, LogError::Corrupt { .. }), "{ctx}: {e}");
+            assert!(e.to_string().contains("--skip-corrupt"), "{ctx}: {e}");
+        }
+        let mut skipping = PartitionReader::open(dir.path(), 0).unwrap();
+        skipping.skip_corrupt(true);
+        let (got, err) = read_until_error(&mut skipping);
+        assert!(err.is_none(), "{ctx}: {err:?}");
+        let want: Vec<u64> = if tail {
+            (0..before_damage).collect()
+        } else {
+            (0..total).filter(|o| !lost.contains(o)).collect()
+        };
+        assert_eq!(
+            got.iter().map(|(o, _)| *o).collect::<Vec<_>>(),
+            want,
+            "{ctx}"
+        );
+
+        // The writer keeps every valid batch and appends after them.
+        let mut w = PartitionWriter::open(dir.path(), u64::MAX, FsyncPolicy::Never).unwrap();
+        let end = if tail { before_damage } else { total };
+        assert_eq!(w.next_offset(), end, "{ctx}");
+        if tail {
+            assert_eq!(w.size(), ends[k].0, "{ctx}");
+        }
+        let more = random_records(&mut rng, 5, &mut t);
+        assert_eq!(append_all(&mut w, &more), end);
         drop(w);
-        let after = read_all(&mut PartitionReader::open(dir.path(), 0).unwrap());
-        assert_eq!(after.len() as u64, survivors.1);
-        assert_eq!(before, after);
-        for (o, rec) in &after {
-            assert_eq!(rec, &all[*o as usize]);
+        let mut want: Vec<(u64, Owned)> = want
+            .iter()
+            .map(|o| (*o, all[*o as usize].clone()))
+            .collect();
+        want.extend((end..).zip(more));
+        for _reopen in 0..2 {
+            let mut r = PartitionReader::open(dir.path(), 0).unwrap();
+            r.skip_corrupt(true);
+            let (after, err) = read_until_error(&mut r);
+            assert!(err.is_none(), "{ctx}: {err:?}");
+            assert_eq!(after, want, "{ctx}");
+            let w = PartitionWriter::open(dir.path(), u64::MAX, FsyncPolicy::Never).unwrap();
+            assert_eq!(w.next_offset(), end + 5, "{ctx}");
+        }
+        if tail {
+            // Nothing damaged is left: a plain reader reads everything.
+            let plain = read_all(&mut PartitionReader::open(dir.path(), 0).unwrap());
+            assert_eq!(plain, want, "{ctx}");
         }
     }
+}
+
+/// A complete batch that fails its checksum is an error, never silence; with skip mode the
+/// reader steps over it, reporting the offsets it lost — in the active segment and in a
+/// sealed one, whose damage no longer stops a writer.
+#[test]
+fn damaged_batches_are_errors_or_reported_skips() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut rng = StdRng::seed_from_u64(3);
+    let mut t = 0;
+    let mut all = Vec::new();
+    {
+        let mut w = PartitionWriter::open(dir.path(), 3_000, FsyncPolicy::Never).unwrap();
+        for _ in 0..12 {
+            let recs = random_records(&mut rng, 8, &mut t);
+            append_all(&mut w, &recs);
+            all.extend(recs);
+        }
+    }
+    let bases = super::partition::segment_bases(dir.path()).unwrap();
+    assert!(bases.len() >= 3, "{bases:?}");
+    // Damage the second batch of the first (sealed) segment and the last batch of the active one.
+    let flip = |base: u64, nth_batch: usize| -> (u64, u64) {
+        let path = dir.path().join(format!("{base:020}.log"));
+        let mut bytes = std::fs::read(&path).unwrap();
+        let mut pos = 0usize;
+        let mut offset = base;
+        let mut starts = Vec::new();
+        while pos < bytes.len() {
+            let len = u32::from_le_bytes(bytes[pos..pos + 4].try_into().unwrap()) as usize;
+            let count = u32::from_le_bytes(bytes[pos + 16..pos + 20].try_into().unwrap());
+            starts.push((pos, offset, offset + u64::from(count)));
+            offset += u64::from(count);
+            pos += 4 + len;
+        }
+        let (at, from, to) = starts[nth_batch.min(starts.len() - 1)];
+        bytes[at + 40] ^= 0x10; // inside the records: the CRC catches it
+        std::fs::write(&path, &bytes).unwrap();
+        (from, to)
+    };
+    let (lost_from, lost_to) = flip(bases[0], 1);
+    let last = *bases.last().unwrap();
+    let (tail_from, _) = flip(last, usize::MAX);
+
+    // Default: an error naming the file and the offsets, after the records before the damage.
+    let (got, err) = read_until_error(&mut PartitionReader::open(dir.path(), 0).unwrap());
+    assert_eq!(got.len() as u64, lost_from);
+    let msg = err.expect("an error, not silence").to_string();
+    assert!(
+        msg.contains(&format!("{:020}.log", bases[0])) && msg.contains("--skip-corrupt"),
+        "{msg}"
+    );
+
+    // Skip mode: everything but the damaged batches, and a report of each.
+    let mut r = PartitionReader::open(dir.path(), 0).unwrap();
+    r.skip_corrupt(true);
+    let (got, err) = read_until_error(&mut r);
+    assert!(err.is_none(), "{err:?}");
+    let skipped = r.take_skipped();
+    assert_eq!(skipped.len(), 2, "{skipped:?}");
+    assert_eq!((skipped[0].from, skipped[0].to), (lost_from, Some(lost_to)));
+    assert_eq!((skipped[1].from, skipped[1].to), (tail_from, None));
+    let expect: Vec<u64> = (0..tail_from)
+        .filter(|o| !(lost_from..lost_to).contains(o))
+        .collect();
+    assert_eq!(got.iter().map(|(o, _)| *o).collect::<Vec<_>>(), expect);
+    for (o, rec) in &got {
+        assert_eq!(rec, &all[*o as usize]);
+    }
+    // Reported once, not on every poll.
+    assert_eq!(r.poll(|_| {}).unwrap(), 0);
+    assert!(r.take_skipped().is_empty());
+
+    // A writer opens despite the sealed damage, drops the damaged tail and appends after it;
+    // the skipping reader, waiting at the tail, then reads the new records.
+    let mut w = PartitionWriter::open(dir.path(), 3_000, FsyncPolicy::Never).unwrap();
+    assert_eq!(w.next_offset(), tail_from);
+    let more = random_records(&mut rng, 4, &mut t);
+    append_all(&mut w, &more);
+    let (got, err) = read_until_error(&mut r);
+    assert!(err.is_none(), "{err:?}");
+    assert_eq!(
+        got.iter().map(|(o, _)| *o).collect::<Vec<_>>(),
+        (tail_from..tail_from + 4).collect::<Vec<_>>()
+    );
+}
+
+/// No batch the format cannot read back is ever written: a record over the topic's limit is
+/// refused before anything of it is written (the records before it still land), and records
+/// up to the format's limit read back even after a full batch.
+#[test]
+fn oversized_records_are_refused_and_large_ones_read_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = Log::new(dir.path());
+    let config = TopicConfig {
+        max_record_bytes: Some(1_000),
+        ..TopicConfig::default()
+    };
+    log.create_topic("small", &config).unwrap();
+    let mut p = Producer::new(log.writer("small", FsyncPolicy::Never).unwrap(), None);
+    let lines = format!(
+        "{{\"a\":1}}\n{{\"b\":\"{}\"}}\n{{\"c\":3}}\n",
+        "x".repeat(1_200)
+    );
+    let err = p
+        .send_json_lines(lines.as_bytes(), 1, &mut |_| {})
+        .unwrap_err();
+    let msg = err.to_string();
+    assert!(matches!(err, LogError::RecordTooLarge { .. }), "{msg}");
+    assert!(
+        msg.contains("line 2") && msg.contains("1000") && msg.contains("1208"),
+        "{msg}"
+    );
+    p.finish().unwrap();
+    let got = read_all(&mut log.reader("small", 0, 0).unwrap());
+    assert_eq!(got.len(), 1, "the record before the oversized one is kept");
+    let zero = TopicConfig {
+        max_record_bytes: Some(0),
+        ..TopicConfig::default()
+    };
+    assert!(log.create_topic("zero", &zero).is_err());
+
+    // The format's own limit: one record of exactly MAX_RECORD_BYTES after a batch's worth
+    // of small ones is appended in a batch of its own and reads back; one byte more is refused.
+    log.create_topic("big", &TopicConfig::default()).unwrap();
+    let mut p = Producer::new(log.writer("big", FsyncPolicy::Never).unwrap(), None);
+    for _ in 0..2_000 {
+        p.send(None, &[b'v'; 500], 1).unwrap();
+    }
+    let huge = vec![b'h'; MAX_RECORD_BYTES];
+    p.send(None, &huge, 2).unwrap();
+    let over = vec![b'o'; MAX_RECORD_BYTES + 1];
+    assert!(matches!(
+        p.send(None, &over, 3),
+        Err(LogError::RecordTooLarge { .. })
+    ));
+    p.send(None, b"after", 4).unwrap();
+    p.finish().unwrap();
+    let got = read_all(&mut log.reader("big", 0, 0).unwrap());
+    assert_eq!(got.len(), 2_002);
+    assert_eq!(got[2_000].1.1.len(), MAX_RECORD_BYTES);
+    assert_eq!(got[2_001].1.1, b"after");
+    // A batch over the format's limit is refused by the partition writer itself.
+    let mut w =
+        PartitionWriter::open(&dir.path().join("raw"), u64::MAX, FsyncPolicy::Never).unwrap();
+    let mut b = BatchBuilder::default();
+    b.push(None, &huge, 1);
+    b.push(None, b"x", 1);
+    assert!(w.append(&mut b).is_err());
+    assert_eq!(w.next_offset(), 0);
 }
 
 #[test]

@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 
 use super::partition::{PartitionReader, PartitionWriter, Retention, segment_bases};
 use super::segment::io_err;
-use super::{BatchBuilder, FsyncPolicy, LogError};
+use super::{BatchBuilder, FsyncPolicy, LogError, MAX_RECORD_BYTES};
 
 /// Default segment size: segments roll after 64 MiB.
 pub const DEFAULT_SEGMENT_BYTES: u64 = 64 << 20;
@@ -26,6 +26,19 @@ pub struct TopicConfig {
     pub segment_bytes: u64,
     /// Retention by age and size.
     pub retention: Retention,
+    /// Largest record (key plus value) accepted, bytes; `None`: the format's limit,
+    /// [`MAX_RECORD_BYTES`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_record_bytes: Option<u64>,
+}
+
+impl TopicConfig {
+    /// The largest record (key plus value) a writer accepts.
+    pub fn record_limit(&self) -> usize {
+        self.max_record_bytes.map_or(MAX_RECORD_BYTES, |b| {
+            b.min(MAX_RECORD_BYTES as u64) as usize
+        })
+    }
 }
 
 impl Default for TopicConfig {
@@ -37,6 +50,7 @@ impl Default for TopicConfig {
                 max_age_ms: Some(7 * 24 * 3_600_000),
                 max_bytes: None,
             },
+            max_record_bytes: None,
         }
     }
 }
@@ -111,6 +125,13 @@ impl Log {
             return Err(LogError::Invalid(format!(
                 "a topic needs 1 to 4096 partitions, not {}",
                 config.partitions
+            )));
+        }
+        if let Some(b) = config.max_record_bytes
+            && !(1..=MAX_RECORD_BYTES as u64).contains(&b)
+        {
+            return Err(LogError::Invalid(format!(
+                "a topic's max_record_bytes must be 1 to {MAX_RECORD_BYTES} (the batch format's limit), not {b}"
             )));
         }
         let dir = self.topic_dir(topic);
@@ -344,6 +365,11 @@ impl TopicWriter {
     /// Number of partitions.
     pub fn partitions(&self) -> u32 {
         self.config.partitions
+    }
+
+    /// The largest record (key plus value) the topic accepts.
+    pub fn max_record_bytes(&self) -> usize {
+        self.config.record_limit()
     }
 
     /// The partition for a record with this key (round-robin when `None`).

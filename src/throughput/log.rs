@@ -82,7 +82,7 @@ pub fn run(input: &Path, workers: &[usize], repeat: usize) -> Result<Vec<Measure
             let mut p = Producer::new(w, Some("card_id"));
             let mut err = None;
             super::for_each_chunk(input, |chunk, _| {
-                if let Err(e) = p.send_json_lines(chunk) {
+                if let Err(e) = p.send_json_lines(chunk, 1, &mut |_| {}) {
                     err = Some(e);
                 }
             })?;
