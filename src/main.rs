@@ -227,10 +227,11 @@ fn main() {
         .with_writer(std::io::stderr)
         .init();
     let cli = Cli::parse();
+    quiet_on_closed_stdout(&cli.command);
     let r = match cli.command {
         Command::Replay(a) => replay(a, &cli.data),
         Command::Gen(a) => gen_cmd(a),
-        Command::Demo(a) => cli::demo::demo(a),
+        Command::Demo(a) => cli::demo::demo(&cli.data, a),
         Command::Bench(a) => bench(a),
         Command::Topic { command } => cli::log_cmds::topic(&cli.data, command),
         Command::Produce { args } => cli::log_cmds::produce(&cli.data, args),
@@ -239,9 +240,39 @@ fn main() {
         Command::Savepoint { args } => cli::run_cmd::savepoint(&cli.data, args),
     };
     if let Err(e) = r {
+        if is_broken_pipe(&e) {
+            // The reader of our output went away (`| head`): nothing more to say.
+            std::process::exit(EXIT_BROKEN_PIPE);
+        }
         eprintln!("error: {e:#}");
         std::process::exit(1);
     }
+}
+
+/// What a shell reports for a process ended by SIGPIPE (128 + 13), as for `seq 1e9 | head -1`.
+const EXIT_BROKEN_PIPE: i32 = 141;
+
+/// A closed standard output ends a command quietly, as coreutils do: SIGPIPE takes its default
+/// action (Rust ignores it, so `println!` would panic). `consume` and `run` keep it ignored and
+/// handle the write error themselves: `consume` commits its group's offsets for what it
+/// printed, and a continuous job must stop through its checkpoint path, never mid-write.
+fn quiet_on_closed_stdout(command: &Command) {
+    if matches!(command, Command::Consume { .. } | Command::Run { .. }) {
+        return;
+    }
+    // SAFETY: restores the default disposition of one signal before any thread is started.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
+}
+
+/// Whether an error comes from writing to a closed pipe.
+fn is_broken_pipe(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        c.downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+            || c.to_string().contains("Broken pipe")
+    })
 }
 
 /// Runs `listen` on a small runtime of its own thread: the binary's signal handling.

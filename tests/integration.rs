@@ -2,6 +2,7 @@
 
 mod cli;
 mod exactly_once;
+mod first_hour;
 mod golden;
 mod log_cli;
 mod log_hardening;

@@ -4,12 +4,14 @@
 //! like a live stream, faster), runs the shipped queries continuously over the topic — one
 //! shared read, results into one topic per query — and prints results as their windows close.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use anyhow::Context;
+use anyhow::{Context, bail};
+
+use super::log_cmds::DataDir;
 use paystream::engine::{ContinuousOptions, Outputs, QueryRun, run_continuous};
 use paystream::generate::{GenConfig, generate};
 use paystream::log::{FsyncPolicy, Log, Producer, StartAt, TopicConfig, TopicConsumer};
@@ -28,16 +30,50 @@ pub(crate) struct DemoArgs {
     /// Result rows to print per query (then only counts).
     #[arg(long, default_value_t = 5)]
     show: usize,
-    /// Directory for the demo's log (recreated on every run).
-    #[arg(long, default_value = "paystream-data/demo")]
-    dir: PathBuf,
+    /// Directory for the demo's log, recreated on every run (default: `demo` under the
+    /// `--data-dir`). A non-empty directory the demo did not create is refused, never emptied.
+    #[arg(long)]
+    dir: Option<PathBuf>,
 }
 
-pub(crate) fn demo(a: DemoArgs) -> anyhow::Result<()> {
-    let _ = std::fs::remove_dir_all(&a.dir);
-    std::fs::create_dir_all(&a.dir)
-        .with_context(|| format!("cannot create {}", a.dir.display()))?;
-    let log = Log::new(&a.dir);
+/// The file that marks a directory as the demo's own, so a re-run may empty it.
+const MARKER: &str = ".paystream-demo";
+
+/// Empties and recreates `dir` for the demo — only if it is new, empty, or the demo's own.
+fn prepare_dir(dir: &Path) -> anyhow::Result<()> {
+    let mut entries = match std::fs::read_dir(dir) {
+        Ok(rd) => rd,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return create_marked(dir);
+        }
+        Err(e) => return Err(e).with_context(|| format!("cannot read {}", dir.display())),
+    };
+    if entries.next().is_some() {
+        if !dir.join(MARKER).is_file() {
+            bail!(
+                "refusing to use {} for the demo: it is not empty and the demo did not create it (no {MARKER} file), and the demo deletes its directory's contents on every run; pass a new or empty directory with --dir",
+                dir.display()
+            );
+        }
+        std::fs::remove_dir_all(dir)
+            .with_context(|| format!("cannot empty the demo directory {}", dir.display()))?;
+    }
+    create_marked(dir)
+}
+
+fn create_marked(dir: &Path) -> anyhow::Result<()> {
+    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    std::fs::write(
+        dir.join(MARKER),
+        "created by `paystream demo`, which empties this directory on every run\n",
+    )
+    .with_context(|| format!("cannot write {}", dir.join(MARKER).display()))
+}
+
+pub(crate) fn demo(data: &DataDir, a: DemoArgs) -> anyhow::Result<()> {
+    let dir = a.dir.clone().unwrap_or_else(|| data.data_dir.join("demo"));
+    prepare_dir(&dir)?;
+    let log = Log::new(&dir);
     log.create_topic(
         "payments",
         &TopicConfig {
@@ -58,14 +94,16 @@ pub(crate) fn demo(a: DemoArgs) -> anyhow::Result<()> {
         stats.lines,
         stats.duplicates,
         stats.malformed,
-        a.dir.display(),
+        dir.display(),
         a.seconds
     );
 
     let stop = crate::stop_on_signal();
     let produced = Arc::new(AtomicU64::new(0));
+    let screened = Arc::new(AtomicU64::new(0));
     let producer = {
         let (log, stop, produced) = (log.clone(), Arc::clone(&stop), Arc::clone(&produced));
+        let screened = Arc::clone(&screened);
         let seconds = a.seconds.max(1);
         std::thread::spawn(move || -> anyhow::Result<()> {
             let mut p = Producer::new(log.writer("payments", FsyncPolicy::Never)?, Some("card_id"));
@@ -88,11 +126,13 @@ pub(crate) fn demo(a: DemoArgs) -> anyhow::Result<()> {
                     continue;
                 }
                 let end = if end == 0 { rest.len() } else { end };
-                let n = p.send_json_lines(&rest[..end])?;
+                let line = produced.load(Ordering::Relaxed) + 1;
+                let n = p.send_json_lines(&rest[..end], line, &mut |_| {})?;
                 p.flush()?;
                 produced.fetch_add(n, Ordering::Relaxed);
                 rest = &rest[end..];
             }
+            screened.store(p.screened(), Ordering::Relaxed);
             p.finish()?;
             Ok(())
         })
@@ -105,7 +145,7 @@ pub(crate) fn demo(a: DemoArgs) -> anyhow::Result<()> {
         .collect::<anyhow::Result<Vec<_>>>()?;
     let runner = {
         let (log, stop) = (log.clone(), Arc::clone(&stop));
-        let dir = a.dir.clone();
+        let dir = dir.clone();
         std::thread::spawn(
             move || -> anyhow::Result<paystream::engine::ContinuousOutcome> {
                 let mut queries = Vec::new();
@@ -195,9 +235,15 @@ pub(crate) fn demo(a: DemoArgs) -> anyhow::Result<()> {
         .join()
         .map_err(|_| anyhow::anyhow!("the query thread panicked"))??;
     println!("{}", out.summary.line());
+    let screened = screened.load(Ordering::Relaxed);
+    if screened > 0 {
+        println!(
+            "{screened} generated events held a card number: `produce` refused them at the log's door (no topic holds a card number)"
+        );
+    }
     println!(
         "stopped cleanly (windows still open when the stream stopped were not emitted). Look around:\n  paystream --data-dir {d} topic describe payments\n  paystream --data-dir {d} consume card_velocity --until-end",
-        d = a.dir.display()
+        d = dir.display()
     );
     Ok(())
 }
