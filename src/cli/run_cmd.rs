@@ -57,6 +57,33 @@ fn pid_file(data: &Path, job: &str) -> PathBuf {
 }
 
 /// SIGUSR1 asks a running job for a savepoint.
+/// Takes the job's lock (`<data-dir>/_queries/<job>/job.lock`), held until the returned file is
+/// dropped; a job already running elsewhere is an error naming its pid.
+fn lock_job(data: &Path, job: &str) -> anyhow::Result<std::fs::File> {
+    let dir = state_dir(data, job);
+    std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    let path = dir.join("job.lock");
+    let lock = std::fs::File::create(&path)
+        .with_context(|| format!("cannot create {}", path.display()))?;
+    match lock.try_lock() {
+        Ok(()) => Ok(lock),
+        Err(std::fs::TryLockError::WouldBlock) => {
+            let pid = std::fs::read_to_string(pid_file(data, job)).unwrap_or_default();
+            bail!(
+                "job {job} is already running{} in {}; stop it first (Ctrl-C or `kill -TERM`), or run the query file under another name",
+                match pid.trim() {
+                    "" => String::new(),
+                    p => format!(" (pid {p})"),
+                },
+                data.display()
+            )
+        }
+        Err(std::fs::TryLockError::Error(e)) => {
+            Err(e).with_context(|| format!("cannot lock {}", path.display()))
+        }
+    }
+}
+
 fn savepoint_on_signal() -> Arc<AtomicBool> {
     let flag = Arc::new(AtomicBool::new(false));
     let f = Arc::clone(&flag);
@@ -95,9 +122,9 @@ pub(crate) fn run(data: &DataDir, a: RunArgs) -> anyhow::Result<()> {
     opts.savepoint_request = Some(savepoint_on_signal());
     let job = job_name(&a.query_file);
     let pid = pid_file(&data.data_dir, &job);
-    if let Some(dir) = pid.parent() {
-        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
-    }
+    // One process per job: the lock is held for the whole run, and only its holder writes
+    // (and later removes) the pid file, so a refused second run leaves the first one's alone.
+    let _job_lock = lock_job(&data.data_dir, &job)?;
     std::fs::write(&pid, std::process::id().to_string())
         .with_context(|| format!("cannot write {}", pid.display()))?;
     if !a.until_end {
