@@ -1,6 +1,7 @@
 //! The integration-test binary (one binary, so it links once).
 
 mod cli;
+mod decode_hardening;
 mod exactly_once;
 mod first_hour;
 mod golden;
