@@ -224,8 +224,12 @@ mod tests {
         let (k, aggs, rows) = t.emit().unwrap();
         assert_eq!(rows, 3);
         let m = k[0].as_any().downcast_ref::<StringArray>().unwrap();
-        let s = aggs[0].as_any().downcast_ref::<Int64Array>().unwrap();
-        let got: std::collections::BTreeMap<&str, i64> =
+        // Sums of integers are exact decimals.
+        let s = aggs[0]
+            .as_any()
+            .downcast_ref::<datafusion::arrow::array::Decimal128Array>()
+            .unwrap();
+        let got: std::collections::BTreeMap<&str, i128> =
             (0..3).map(|i| (m.value(i), s.value(i))).collect();
         assert_eq!(got, [("a", 7), ("b", 3), ("c", 2)].into_iter().collect());
     }

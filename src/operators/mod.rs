@@ -24,6 +24,7 @@ mod id_table;
 mod key_ids;
 mod map;
 mod session_window;
+mod sum;
 mod tumbling_window;
 mod watermark;
 
@@ -34,8 +35,9 @@ pub use self::group_table::FrozenGroups;
 pub use self::hopping_window::HoppingWindow;
 pub use self::map::MapOperator;
 pub use self::session_window::SessionWindow;
+pub use self::sum::{ExactSum, exact_sum_udaf};
 pub use self::tumbling_window::TumblingWindow;
-pub use self::watermark::{Watermark, WatermarkState};
+pub use self::watermark::{Watermark, WatermarkState, check_max_skew, millis_text};
 
 use crate::error::Result;
 use crate::sql::{PlanKind, StreamPlan, WindowKind};
@@ -162,6 +164,13 @@ pub trait Operator: Send {
 
 /// Builds the operator for a planned query.
 pub fn build_operator(plan: &StreamPlan) -> Result<Box<dyn Operator>> {
+    Ok(Box::new(Named {
+        query: plan.name.clone(),
+        inner: build_unnamed(plan)?,
+    }))
+}
+
+fn build_unnamed(plan: &StreamPlan) -> Result<Box<dyn Operator>> {
     Ok(match &plan.kind {
         PlanKind::Map { window, stages } => Box::new(MapOperator::new(
             stages.clone(),
@@ -175,6 +184,61 @@ pub fn build_operator(plan: &StreamPlan) -> Result<Box<dyn Operator>> {
             WindowKind::Session { gap } => Box::new(SessionWindow::new(aggregate.clone(), gap)?),
         },
     })
+}
+
+/// An operator whose evaluation errors (an integer overflow, a division by zero) name the query.
+struct Named {
+    query: String,
+    inner: Box<dyn Operator>,
+}
+
+impl Named {
+    fn name<T>(&self, r: Result<T>) -> Result<T> {
+        r.map_err(|e| match e {
+            crate::error::Error::DataFusion(e) => crate::error::Error::DataFusion(
+                datafusion::error::DataFusionError::Execution(evaluation_message(&self.query, &e)),
+            ),
+            e => e,
+        })
+    }
+}
+
+/// What went wrong evaluating `query`, in one line, with what to do for an overflow.
+fn evaluation_message(query: &str, e: &datafusion::error::DataFusionError) -> String {
+    use datafusion::arrow::error::ArrowError;
+    use datafusion::error::DataFusionError;
+    match e.find_root() {
+        DataFusionError::ArrowError(a, _) if matches!(**a, ArrowError::ArithmeticOverflow(_)) => {
+            let ArrowError::ArithmeticOverflow(what) = &**a else {
+                unreachable!()
+            };
+            format!(
+                "{query} stopped: integer overflow: {what} does not fit in a 64-bit integer; results are never wrapped around. Compute in decimals instead, e.g. CAST(amount_minor AS DECIMAL(38, 0)) * 1000000"
+            )
+        }
+        root => format!("{query} stopped: {}", root.strip_backtrace()),
+    }
+}
+
+impl Operator for Named {
+    fn process(&mut self, input: &EventBatch, out: &mut OperatorOutput) -> Result<()> {
+        let r = self.inner.process(input, out);
+        self.name(r)
+    }
+    fn advance_watermark(&mut self, watermark: i64, out: &mut OperatorOutput) -> Result<()> {
+        let r = self.inner.advance_watermark(watermark, out);
+        self.name(r)
+    }
+    fn finish(&mut self, out: &mut OperatorOutput) -> Result<()> {
+        let r = self.inner.finish(out);
+        self.name(r)
+    }
+    fn snapshot(&mut self) -> Result<Vec<u8>> {
+        self.inner.snapshot()
+    }
+    fn restore(&mut self, bytes: &[u8]) -> Result<()> {
+        self.inner.restore(bytes)
+    }
 }
 
 /// The end of the earliest window an event at `ts` belongs to: once the watermark reaches it, that

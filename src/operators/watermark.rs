@@ -41,6 +41,44 @@ pub struct WatermarkState {
     pub current: i64,
 }
 
+/// Refuses a far-future bound (`max_skew`) at or below the watermark delay: the newest event is
+/// always `delay` ahead of the watermark, so nearly every event would be dead-lettered as
+/// `future_timestamp`. `delay_name` and `skew_name` say where each value came from (`--max-skew`,
+/// `SET max_skew at line 3`, …).
+pub fn check_max_skew(
+    delay: i64,
+    max_skew: i64,
+    delay_name: &str,
+    skew_name: &str,
+) -> crate::error::Result<()> {
+    if max_skew > delay {
+        return Ok(());
+    }
+    Err(crate::error::Error::Config {
+        what: format!("{skew_name} and {delay_name}"),
+        message: format!(
+            "{skew_name} ({}) must be larger than {delay_name} ({}): an event more than max_skew ahead of the watermark is dead-lettered, and the newest event is always watermark_delay ahead of it, so nearly every event would be dead-lettered; raise max_skew well above watermark_delay (defaults: 5m and 5s)",
+            millis_text(max_skew),
+            millis_text(delay)
+        ),
+    })
+}
+
+/// A duration in the largest unit that writes it exactly (`5s`, `1500ms`, `2h`).
+pub fn millis_text(ms: i64) -> String {
+    for (unit, size) in [
+        ("d", 86_400_000),
+        ("h", 3_600_000),
+        ("m", 60_000),
+        ("s", 1_000),
+    ] {
+        if ms != 0 && ms % size == 0 {
+            return format!("{}{unit}", ms / size);
+        }
+    }
+    format!("{ms}ms")
+}
+
 impl Watermark {
     /// A tracker of one partition with the given out-of-orderness bound and future skew (ms).
     pub fn new(delay: i64, max_skew: i64) -> Self {
@@ -163,6 +201,23 @@ impl Watermark {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_max_skew_at_or_below_the_delay_is_refused_naming_both() {
+        assert!(check_max_skew(5_000, 300_000, "--watermark-delay", "--max-skew").is_ok());
+        for (delay, skew) in [(5_000, 5_000), (10_000, 5_000), (60_000, 0)] {
+            let e = check_max_skew(delay, skew, "--watermark-delay", "--max-skew")
+                .unwrap_err()
+                .to_string();
+            assert!(
+                e.contains("--max-skew (") && e.contains("must be larger than --watermark-delay ("),
+                "{e}"
+            );
+        }
+        assert_eq!(millis_text(5_000), "5s");
+        assert_eq!(millis_text(1_500), "1500ms");
+        assert_eq!(millis_text(0), "0ms");
+    }
 
     #[test]
     fn tracks_max_minus_delay_and_guards_the_future() {

@@ -1,13 +1,14 @@
 //! Result rows → JSON Lines.
 //!
-//! One object per row with the SELECT's output names as keys, integers as JSON numbers, timestamps
+//! One object per row with the SELECT's output names as keys, integers and decimals as exact JSON
+//! numbers (a sum beyond 64 bits too: `10000000000000000000`, never quoted or rounded), timestamps
 //! as RFC 3339 UTC strings with milliseconds (`"2026-11-01T00:01:00.000Z"`), nulls as `null`.
 
 use datafusion::arrow::array::{Array, AsArray, RecordBatch, downcast_dictionary_array};
 use datafusion::arrow::datatypes::{
-    DataType, Float32Type, Float64Type, Int8Type, Int16Type, Int32Type, Int64Type, TimeUnit,
-    TimestampMicrosecondType, TimestampMillisecondType, TimestampNanosecondType,
-    TimestampSecondType, UInt8Type, UInt16Type, UInt32Type, UInt64Type,
+    DataType, Decimal128Type, Decimal256Type, Float32Type, Float64Type, Int8Type, Int16Type,
+    Int32Type, Int64Type, TimeUnit, TimestampMicrosecondType, TimestampMillisecondType,
+    TimestampNanosecondType, TimestampSecondType, UInt8Type, UInt16Type, UInt32Type, UInt64Type,
 };
 use datafusion::arrow::util::display::array_value_to_string;
 
@@ -61,6 +62,25 @@ pub fn write_value(out: &mut Vec<u8>, col: &dyn Array, row: usize) {
         DataType::UInt32 => write_int(out, col.as_primitive::<UInt32Type>().value(row)),
         DataType::UInt16 => write_int(out, col.as_primitive::<UInt16Type>().value(row)),
         DataType::UInt8 => write_int(out, col.as_primitive::<UInt8Type>().value(row)),
+        DataType::Decimal128(_, scale) => {
+            let v = col.as_primitive::<Decimal128Type>().value(row);
+            if *scale == 0 {
+                write_int(out, v);
+            } else {
+                write_decimal(out, &v.to_string(), *scale);
+            }
+        }
+        DataType::Decimal256(_, scale) => {
+            let v = col.as_primitive::<Decimal256Type>().value(row);
+            write_decimal(out, &v.to_string(), *scale);
+        }
+        DataType::Decimal32(_, _) | DataType::Decimal64(_, _) => {
+            // Arrow's text for a decimal is a plain JSON number ("-12.50"), never an exponent.
+            match array_value_to_string(col, row) {
+                Ok(s) => out.extend_from_slice(s.as_bytes()),
+                Err(_) => out.extend_from_slice(b"null"),
+            }
+        }
         DataType::Boolean => out.extend_from_slice(if col.as_boolean().value(row) {
             b"true"
         } else {
@@ -111,6 +131,29 @@ pub fn write_value(out: &mut Vec<u8>, col: &dyn Array, row: usize) {
             Err(_) => out.extend_from_slice(b"null"),
         },
     }
+}
+
+/// Appends the decimal whose unscaled digits are `digits` (an integer, maybe negative) at
+/// `scale` as a JSON number: exact, with no exponent (`-1250`, scale 2 → `-12.50`).
+fn write_decimal(out: &mut Vec<u8>, digits: &str, scale: i8) {
+    let (sign, digits) = match digits.strip_prefix('-') {
+        Some(d) => ("-", d),
+        None => ("", digits),
+    };
+    out.extend_from_slice(sign.as_bytes());
+    if scale <= 0 {
+        out.extend_from_slice(digits.as_bytes());
+        if digits != "0" {
+            out.extend(std::iter::repeat_n(b'0', scale.unsigned_abs() as usize));
+        }
+        return;
+    }
+    let scale = scale as usize;
+    let padded = format!("{digits:0>width$}", width = scale + 1);
+    let (int, frac) = padded.split_at(padded.len() - scale);
+    out.extend_from_slice(int.as_bytes());
+    out.push(b'.');
+    out.extend_from_slice(frac.as_bytes());
 }
 
 /// Shortest round-trip decimal for a float (serde_json's formatting).
@@ -200,5 +243,32 @@ mod tests {
             String::from_utf8(out).unwrap(),
             "{\"m\":\"a\\\"b\",\"n\":1,\"window_start\":\"2025-11-01T12:26:40.000Z\",\"avg\":2.5}\n{\"m\":null,\"n\":-2,\"window_start\":\"1970-01-01T00:01:00.000Z\",\"avg\":null}\n"
         );
+    }
+
+    #[test]
+    fn decimals_are_exact_json_numbers() {
+        use datafusion::arrow::array::Decimal128Array;
+        let cases: [(i128, i8, &str); 7] = [
+            (10_000_000_000_000_000_000, 0, "10000000000000000000"),
+            (-8_446_744_073_709_551_616, 0, "-8446744073709551616"),
+            (i128::MAX, 0, "170141183460469231731687303715884105727"),
+            (-1250, 2, "-12.50"),
+            (5, 3, "0.005"),
+            (0, 2, "0.00"),
+            (12, -2, "1200"),
+        ];
+        for (v, scale, text) in cases {
+            let a = Decimal128Array::from(vec![v])
+                .with_precision_and_scale(38, scale)
+                .unwrap();
+            let mut out = Vec::new();
+            write_value(&mut out, &a, 0);
+            assert_eq!(String::from_utf8(out).unwrap(), text);
+            assert!(
+                serde_json::from_str::<serde_json::Value>(text)
+                    .unwrap()
+                    .is_number()
+            );
+        }
     }
 }

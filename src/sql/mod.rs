@@ -4,6 +4,7 @@
 //! planning are DataFusion's; this module adds window table functions and refuses what cannot be
 //! computed incrementally.
 
+mod checked;
 mod codes;
 mod plan;
 mod planner;
@@ -13,5 +14,5 @@ mod window_tvf;
 pub use self::plan::{
     AggregateSpec, KeySlot, PlanKind, Stage, StreamPlan, apply_stages, apply_stages_selected,
 };
-pub use self::planner::{STREAM, plan_query, plan_query_on};
-pub use self::window_tvf::{WindowKind, WindowSpec, to_risingwave_spelling};
+pub use self::planner::{MAX_EXPR_DEPTH, STREAM, plan_query, plan_query_on, plan_query_with};
+pub use self::window_tvf::{WindowKind, WindowLimits, WindowSpec, to_risingwave_spelling};

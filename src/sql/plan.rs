@@ -154,6 +154,9 @@ pub enum PlanKind {
 pub struct StreamPlan {
     /// The query text.
     pub sql: String,
+    /// How errors while the query runs name it (`the query` unless the caller names it: the
+    /// query file, the sink an INSERT writes).
+    pub name: String,
     /// The dataflow.
     pub kind: PlanKind,
     /// The schema of result rows.
@@ -161,6 +164,12 @@ pub struct StreamPlan {
 }
 
 impl StreamPlan {
+    /// The plan, named `name` in errors while it runs.
+    pub fn named(mut self, name: impl Into<String>) -> Self {
+        self.name = name.into();
+        self
+    }
+
     /// The window, if the query has one.
     pub fn window(&self) -> Option<&WindowSpec> {
         match &self.kind {

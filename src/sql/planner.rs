@@ -12,6 +12,7 @@
 //! else (ORDER BY, LIMIT, joins, OVER, UNION, an unwindowed GROUP BY) is rejected with the
 //! construct's position in the query, never run with batch semantics.
 
+use std::ops::ControlFlow;
 use std::sync::Arc;
 
 use datafusion::catalog::empty::EmptyTable;
@@ -25,14 +26,19 @@ use datafusion::physical_plan::filter::FilterExec;
 use datafusion::physical_plan::projection::ProjectionExec;
 use datafusion::physical_plan::{ExecutionPlan, PhysicalExpr};
 use datafusion::prelude::{SessionConfig, SessionContext};
-use datafusion::sql::sqlparser::ast::{SetExpr, Spanned, Statement, TableFactor};
+use datafusion::sql::sqlparser::ast::{
+    Expr, SetExpr, Spanned, Statement, TableFactor, Visit, Visitor,
+};
 use datafusion::sql::sqlparser::dialect::GenericDialect;
 use datafusion::sql::sqlparser::keywords::Keyword;
 use datafusion::sql::sqlparser::parser::Parser;
 use datafusion::sql::sqlparser::tokenizer::{Span, Token, TokenWithSpan, Tokenizer};
 
+use super::checked::checked;
 use super::plan::{AggregateSpec, KeySlot, PlanKind, Stage, StreamPlan};
-use super::window_tvf::{WindowKind, extract_window, plan_error, point, rewrite_flink_windows};
+use super::window_tvf::{
+    WindowKind, WindowLimits, extract_window, plan_error, point, rewrite_flink_windows,
+};
 use crate::error::{Error, Result};
 use crate::schema::{WINDOW_END, WINDOW_START, event_schema, windowed_schema};
 
@@ -50,17 +56,46 @@ pub fn plan_query(sql: &str) -> Result<StreamPlan> {
 
 /// Plans a stream query reading the stream called `stream` (a source declared in a query file).
 pub fn plan_query_on(sql: &str, stream: &str) -> Result<StreamPlan> {
-    use futures::FutureExt;
-    plan_query_async(sql, stream)
-        .now_or_never()
-        .unwrap_or_else(|| {
-            Err(Error::Internal(
-                "query planning tried to wait on I/O".into(),
-            ))
-        })
+    plan_query_with(sql, stream, &WindowLimits::default())
 }
 
-fn parse_error(e: impl std::fmt::Display) -> Error {
+/// Plans a stream query reading `stream`, with windows bounded by `limits`.
+///
+/// Parsing, DataFusion's analysis and simplification, and dropping a syntax tree all recurse
+/// over the query's expressions, so planning runs on a thread of its own with a large stack: a
+/// query too deep to run is then refused ([`MAX_EXPR_DEPTH`]) instead of overflowing the stack.
+pub fn plan_query_with(sql: &str, stream: &str, limits: &WindowLimits) -> Result<StreamPlan> {
+    use futures::FutureExt;
+    std::thread::scope(|s| {
+        let planner = std::thread::Builder::new()
+            .name("planner".into())
+            .stack_size(PLANNING_STACK)
+            .spawn_scoped(s, || {
+                plan_query_async(sql, stream, limits)
+                    .now_or_never()
+                    .unwrap_or_else(|| {
+                        Err(Error::Internal(
+                            "query planning tried to wait on I/O".into(),
+                        ))
+                    })
+            })
+            .map_err(|e| Error::Internal(format!("cannot start the planning thread: {e}")))?;
+        planner
+            .join()
+            .map_err(|_| Error::Internal("query planning panicked".into()))?
+    })
+}
+
+/// Stack of the planning thread. Only touched pages are committed, so a deep stack costs
+/// nothing for ordinary queries; it lets the syntax tree of a hostile query (tens of thousands
+/// of terms) be parsed, measured and dropped.
+const PLANNING_STACK: usize = 512 << 20;
+
+/// Deepest expression nesting a query may have. Evaluation recurses over expressions on the
+/// worker threads, whose stacks are small; a chain `a + b + c + …` nests one level per operator.
+pub const MAX_EXPR_DEPTH: usize = 128;
+
+fn parse_error(e: impl std::fmt::Display, at_token: Span) -> Error {
     // sqlparser reports "... at Line: 3, Column: 10"; keep its words, which already say where.
     let msg = e.to_string();
     let position = msg
@@ -70,10 +105,67 @@ fn parse_error(e: impl std::fmt::Display) -> Error {
                 .replace("Line: ", "line ")
                 .replace("Column: ", "column ")
         })
-        .unwrap_or_else(|| "the query".into());
+        .unwrap_or_else(|| super::window_tvf::at(at_token));
+    if msg.contains("recursion limit exceeded") {
+        return Error::Plan {
+            position,
+            message: format!(
+                "the query nests parentheses, function calls, NOT or unary minus more than {PARSER_DEPTH} levels deep; flatten it (e.g. write a chain of ANDs or ORs without nesting each one in parentheses)"
+            ),
+        };
+    }
     Error::Plan {
         position,
         message: format!("cannot parse the query: {msg}"),
+    }
+}
+
+/// The parser's recursion limit (sqlparser's default).
+const PARSER_DEPTH: usize = 50;
+
+/// Where a query starts (its first token), for errors about the query as a whole.
+fn start_of(tokens: &[TokenWithSpan]) -> Span {
+    tokens
+        .iter()
+        .find(|t| !matches!(t.token, Token::Whitespace(_)))
+        .map_or_else(|| point(1, 1), |t| t.span)
+}
+
+/// Measures expression nesting, stopping at the first expression deeper than
+/// [`MAX_EXPR_DEPTH`]; refuses subqueries, which the streaming engine cannot run.
+#[derive(Default)]
+struct Shape {
+    depth: usize,
+}
+
+impl Visitor for Shape {
+    type Break = Error;
+
+    fn pre_visit_expr(&mut self, e: &Expr) -> ControlFlow<Error> {
+        self.depth += 1;
+        if self.depth > MAX_EXPR_DEPTH {
+            return ControlFlow::Break(plan_error(
+                e.span(),
+                format!(
+                    "the expression nests more than {MAX_EXPR_DEPTH} levels deep (a chain like a + b + c + … nests one level per operator); group its terms in balanced parentheses, e.g. (a + b) + (c + d), or compute parts in separate columns"
+                ),
+            ));
+        }
+        if matches!(
+            e,
+            Expr::Subquery(_) | Expr::InSubquery { .. } | Expr::Exists { .. }
+        ) {
+            return ControlFlow::Break(plan_error(
+                e.span(),
+                "subqueries are not supported in stream queries; filter and compute on the stream's own columns",
+            ));
+        }
+        ControlFlow::Continue(())
+    }
+
+    fn post_visit_expr(&mut self, _e: &Expr) -> ControlFlow<Error> {
+        self.depth -= 1;
+        ControlFlow::Continue(())
     }
 }
 
@@ -86,16 +178,32 @@ fn locate(tokens: &[TokenWithSpan], kw: Keyword) -> Span {
         .unwrap_or_else(|| point(0, 0))
 }
 
-async fn plan_query_async(sql: &str, stream: &str) -> Result<StreamPlan> {
+async fn plan_query_async(sql: &str, stream: &str, limits: &WindowLimits) -> Result<StreamPlan> {
     let dialect = GenericDialect {};
     let tokens = Tokenizer::new(&dialect, sql)
         .tokenize_with_location()
-        .map_err(parse_error)?;
+        .map_err(|e| parse_error(e, point(0, 0)))?;
     let tokens = rewrite_flink_windows(tokens);
-    let mut statements = Parser::new(&dialect)
-        .with_tokens_with_locations(tokens.clone())
-        .parse_statements()
-        .map_err(parse_error)?;
+    let mut parser = Parser::new(&dialect)
+        .with_recursion_limit(PARSER_DEPTH)
+        .with_tokens_with_locations(tokens.clone());
+    let mut statements = match parser.parse_statements() {
+        Ok(s) => s,
+        Err(e) => {
+            // Where the parser stopped; at the end of the text, just after the last token.
+            let at = Some(parser.peek_token().span)
+                .filter(|s| s.start.line > 0)
+                .or_else(|| {
+                    tokens
+                        .iter()
+                        .rev()
+                        .find(|t| !matches!(t.token, Token::Whitespace(_) | Token::EOF))
+                        .map(|t| Span::new(t.span.end, t.span.end))
+                })
+                .unwrap_or_else(|| point(0, 0));
+            return Err(parse_error(e, at));
+        }
+    };
     if statements.len() != 1 {
         return Err(plan_error(
             statements.get(1).map_or(point(1, 1), |s| s.span()),
@@ -106,6 +214,9 @@ async fn plan_query_async(sql: &str, stream: &str) -> Result<StreamPlan> {
         ));
     }
     let mut stmt = statements.remove(0);
+    if let ControlFlow::Break(e) = stmt.visit(&mut Shape::default()) {
+        return Err(e);
+    }
     let Statement::Query(query) = &mut stmt else {
         return Err(plan_error(stmt.span(), "a stream query must be a SELECT"));
     };
@@ -141,6 +252,12 @@ async fn plan_query_async(sql: &str, stream: &str) -> Result<StreamPlan> {
             ),
         ));
     }
+    if select.distinct.is_some() {
+        return Err(plan_error(
+            locate(&tokens, Keyword::DISTINCT),
+            "SELECT DISTINCT is not supported in stream queries yet; to get each distinct row once per window, GROUP BY its columns over a window, e.g. SELECT merchant_id, window_start, window_end FROM TUMBLE(payments, event_time, INTERVAL '1' MINUTE) GROUP BY merchant_id, window_start, window_end",
+        ));
+    }
     let from = &mut select.from[0];
     if let Some(join) = from.joins.first() {
         return Err(plan_error(
@@ -148,7 +265,7 @@ async fn plan_query_async(sql: &str, stream: &str) -> Result<StreamPlan> {
             "JOIN is not supported by the streaming engine yet (joins with reference tables are planned); remove the join",
         ));
     }
-    let window = extract_window(&mut from.relation)?;
+    let window = extract_window(&mut from.relation, limits)?;
     match &from.relation {
         TableFactor::Table { name, .. } if name.to_string() == stream => {}
         TableFactor::Table { name, .. } => {
@@ -166,26 +283,17 @@ async fn plan_query_async(sql: &str, stream: &str) -> Result<StreamPlan> {
             ));
         }
     }
-    if let Some(w) = &window
-        && w.time_column != "event_time"
-    {
-        return Err(plan_error(
-            from.relation.span(),
-            format!(
-                "`{}` is not an event-time column; windows are computed over `event_time`",
-                w.time_column
-            ),
-        ));
-    }
 
     let schema = if window.is_some() {
         windowed_schema()
     } else {
         event_schema()
     };
-    let config = SessionConfig::new()
+    let mut config = SessionConfig::new()
         .with_target_partitions(1)
         .with_information_schema(false);
+    // Positions of unknown columns and functions in DataFusion's errors.
+    config.options_mut().sql_parser.collect_spans = true;
     let state = SessionStateBuilder::new()
         .with_config(config)
         .with_default_features()
@@ -193,38 +301,193 @@ async fn plan_query_async(sql: &str, stream: &str) -> Result<StreamPlan> {
         .with_physical_optimizer_rules(vec![])
         .build();
     let ctx = SessionContext::new_with_state(state);
+    // Sums of integers are exact (128 bits), not DataFusion's wrapping 64-bit sum.
+    ctx.register_udaf(crate::operators::exact_sum_udaf());
     ctx.register_table(stream, Arc::new(EmptyTable::new(Arc::clone(&schema))))?;
     let state = ctx.state();
-    let logical = state
-        .statement_to_plan(datafusion::sql::parser::Statement::Statement(Box::new(
-            stmt,
-        )))
-        .await
-        .map_err(|e| df_plan_error(&e))?;
-    let physical = state
-        .create_physical_plan(&logical)
-        .await
-        .map_err(|e| df_plan_error(&e))?;
+    let physical = match physical_plan(&state, stmt.clone()).await {
+        Ok(p) => p,
+        Err(e) => return Err(df_plan_error(&e, &tokens, &state, &stmt).await),
+    };
     let output_schema = physical.schema();
     let kind = lift(&physical, window, &tokens)?;
     Ok(StreamPlan {
         sql: sql.to_string(),
+        name: "the query".into(),
         kind,
         output_schema,
     })
 }
 
-fn df_plan_error(e: &datafusion::error::DataFusionError) -> Error {
-    let span = e
-        .diagnostic()
-        .and_then(|d| d.span)
-        .map_or_else(|| point(0, 0), |s| point(s.start.line, s.start.column));
-    let msg = e.to_string();
-    let msg = msg
-        .strip_prefix("Error during planning: ")
-        .or_else(|| msg.strip_prefix("Schema error: "))
-        .unwrap_or(&msg);
-    plan_error(span, msg.to_string())
+/// DataFusion's physical plan of a statement (never executed: only its expressions are used).
+async fn physical_plan(
+    state: &datafusion::execution::SessionState,
+    stmt: Statement,
+) -> datafusion::error::Result<Arc<dyn ExecutionPlan>> {
+    let logical = state
+        .statement_to_plan(datafusion::sql::parser::Statement::Statement(Box::new(
+            stmt,
+        )))
+        .await?;
+    state.create_physical_plan(&logical).await
+}
+
+/// A DataFusion planning error as a query error with a line and column: DataFusion's own
+/// position when it has one (unknown columns and functions), else the first clause that fails
+/// on its own (a type mismatch in a WHERE, a select item), else the query's start. An internal
+/// DataFusion error is never shown raw: it says it is a bug.
+async fn df_plan_error(
+    e: &datafusion::error::DataFusionError,
+    tokens: &[TokenWithSpan],
+    state: &datafusion::execution::SessionState,
+    stmt: &Statement,
+) -> Error {
+    use datafusion::error::DataFusionError;
+    let span = match e.diagnostic().and_then(|d| d.span) {
+        Some(s) => point(s.start.line, s.start.column),
+        None => match failing_clause(state, stmt).await {
+            Some(s) => s,
+            None => start_of(tokens),
+        },
+    };
+    match e.find_root() {
+        DataFusionError::Internal(_) => plan_error(span, INTERNAL),
+        DataFusionError::NotImplemented(m) => plan_error(
+            span,
+            format!("not supported in stream queries: {}", first_line(m)),
+        ),
+        root => {
+            let msg = root.strip_backtrace();
+            let msg = first_line(&msg);
+            let msg = ["Error during planning: ", "Schema error: ", "Arrow error: "]
+                .iter()
+                .fold(msg, |m, p| m.strip_prefix(p).unwrap_or(m));
+            if let Some(m) = signature_mismatch(msg) {
+                return plan_error(span, m);
+            }
+            if msg.contains("Internal error") || msg.contains("DataFusion") {
+                return plan_error(span, INTERNAL);
+            }
+            if msg.starts_with("No field named") {
+                let columns: Vec<String> = windowed_schema()
+                    .fields()
+                    .iter()
+                    .map(|f| f.name().to_string())
+                    .collect();
+                return plan_error(
+                    span,
+                    format!(
+                        "{} The stream's columns are {} (window_start and window_end with a window in FROM)",
+                        msg,
+                        columns.join(", ")
+                    ),
+                );
+            }
+            plan_error(span, msg.to_string())
+        }
+    }
+}
+
+/// What an internal planner error says instead of DataFusion's text.
+const INTERNAL: &str = "the query could not be planned (an internal planner error: this is a bug in paystream, please report it with the query); rewriting the construct at this position may avoid it";
+
+/// DataFusion's "Function 'f' failed to match any signature" (a list of every signature's
+/// complaint) as one sentence.
+fn signature_mismatch(msg: &str) -> Option<String> {
+    if !msg.contains("failed to match any signature") {
+        return None;
+    }
+    let name = msg.split('\'').nth(1).unwrap_or("the function");
+    let received = msg
+        .split("but received ")
+        .nth(1)
+        .and_then(|r| r.split(" (DataType").next())
+        .map(|r| format!(", not {r}"))
+        .unwrap_or_default();
+    let wanted: Vec<&str> = msg
+        .split("requires ")
+        .skip(1)
+        .filter_map(|r| r.split(", but").next())
+        .collect();
+    Some(format!(
+        "`{name}` does not accept these arguments: it takes {}{received}",
+        if wanted.is_empty() {
+            "other types".to_string()
+        } else {
+            wanted.join(", ")
+        }
+    ))
+}
+
+/// The first line of a message, without hints about DataFusion's build (DataFusion appends
+/// plans and hints on further lines).
+fn first_line(m: &str) -> &str {
+    let line = m.lines().next().unwrap_or(m);
+    let line = match line.find(" Hint:") {
+        Some(i) if line[i..].contains("DataFusion") => &line[..i],
+        _ => line,
+    };
+    line.trim_end()
+}
+
+/// The first clause of a failed SELECT that fails to plan on its own — its WHERE, a select
+/// item, a GROUP BY key or its HAVING — as where to point the error.
+async fn failing_clause(
+    state: &datafusion::execution::SessionState,
+    stmt: &Statement,
+) -> Option<Span> {
+    use datafusion::sql::sqlparser::ast::{GroupByExpr, SelectItem, Value};
+    let Statement::Query(query) = stmt else {
+        return None;
+    };
+    let SetExpr::Select(select) = query.body.as_ref() else {
+        return None;
+    };
+    let one = || SelectItem::UnnamedExpr(Expr::value(Value::Number("1".into(), false)));
+    let no_group = GroupByExpr::Expressions(vec![], vec![]);
+    let mut candidates = Vec::new();
+    if let Some(w) = &select.selection {
+        let mut c = select.as_ref().clone();
+        c.projection = vec![one()];
+        c.group_by = no_group.clone();
+        c.having = None;
+        candidates.push((w.span(), c));
+    }
+    for item in &select.projection {
+        let mut c = select.as_ref().clone();
+        c.projection = vec![item.clone()];
+        c.selection = None;
+        c.having = None;
+        candidates.push((item.span(), c));
+    }
+    if let GroupByExpr::Expressions(keys, _) = &select.group_by {
+        for k in keys {
+            let mut c = select.as_ref().clone();
+            c.projection = vec![one()];
+            c.selection = None;
+            c.group_by = GroupByExpr::Expressions(vec![k.clone()], vec![]);
+            c.having = None;
+            candidates.push((k.span(), c));
+        }
+    }
+    if let Some(h) = &select.having {
+        let mut c = select.as_ref().clone();
+        c.projection = vec![one()];
+        c.selection = None;
+        candidates.push((h.span(), c));
+    }
+    for (span, c) in candidates {
+        let mut q = query.as_ref().clone();
+        q.body = Box::new(SetExpr::Select(Box::new(c)));
+        if span.start.line > 0
+            && physical_plan(state, Statement::Query(Box::new(q)))
+                .await
+                .is_err()
+        {
+            return Some(span);
+        }
+    }
+    None
 }
 
 fn references(expr: &Arc<dyn PhysicalExpr>, idx: &[usize]) -> bool {
@@ -248,8 +511,13 @@ fn lift(
     loop {
         let any = node.as_ref();
         if let Some(p) = any.downcast_ref::<ProjectionExec>() {
+            let input = p.input().schema();
             stages.push(Stage::Project {
-                exprs: p.expr().iter().map(|e| Arc::clone(&e.expr)).collect(),
+                exprs: p
+                    .expr()
+                    .iter()
+                    .map(|e| checked(Arc::clone(&e.expr), &input))
+                    .collect::<datafusion::error::Result<_>>()?,
                 schema: p.schema(),
             });
             node = Arc::clone(p.input());
@@ -259,7 +527,10 @@ fn lift(
                     "unexpected projection inside a filter".into(),
                 ));
             }
-            stages.push(Stage::Filter(Arc::clone(f.predicate())));
+            stages.push(Stage::Filter(checked(
+                Arc::clone(f.predicate()),
+                &f.input().schema(),
+            )?));
             node = Arc::clone(f.input());
         } else if let Some(agg) = any.downcast_ref::<AggregateExec>() {
             if above_aggregate.is_some() {
@@ -315,7 +586,7 @@ fn lift(
                             expr.data_type(&input_schema)?,
                             expr.nullable(&input_schema)?,
                         ));
-                        keys.push(Arc::clone(expr));
+                        keys.push(checked(Arc::clone(expr), &input_schema)?);
                     }
                 }
             }
@@ -340,13 +611,31 @@ fn lift(
                     return Err(window_use_error(tokens));
                 }
             }
+            let mut aggregates = Vec::with_capacity(partial.aggr_expr().len());
+            for a in partial.aggr_expr() {
+                let args = a
+                    .expressions()
+                    .into_iter()
+                    .map(|e| checked(e, &input_schema))
+                    .collect::<datafusion::error::Result<_>>()?;
+                let order = a.order_bys().iter().map(|o| Arc::clone(&o.expr)).collect();
+                aggregates.push(match a.with_new_expressions(args, order) {
+                    Some(c) => Arc::new(c),
+                    None => Arc::clone(a),
+                });
+            }
+            let filters = partial
+                .filter_expr()
+                .iter()
+                .map(|f| f.clone().map(|f| checked(f, &input_schema)).transpose())
+                .collect::<datafusion::error::Result<_>>()?;
             aggregate = Some(AggregateSpec {
                 input_stages: vec![],
                 keys,
                 key_schema: Arc::new(datafusion::arrow::datatypes::Schema::new(key_fields)),
                 key_layout,
-                aggregates: partial.aggr_expr().to_vec(),
-                filters: partial.filter_expr().to_vec(),
+                aggregates,
+                filters,
                 output_schema: agg.schema(),
                 output_stages: vec![],
             });
@@ -517,6 +806,64 @@ mod tests {
         for (sql, needle, pos) in cases {
             let e = plan_query(sql).unwrap_err().to_string();
             assert!(e.contains(needle) && e.contains(pos), "{sql}: {e}");
+        }
+    }
+
+    #[test]
+    fn no_internal_error_or_plan_dump_reaches_the_user_and_every_error_has_a_position() {
+        let tumble = "FROM TUMBLE(payments, event_time, INTERVAL '1' MINUTE)";
+        let queries = [
+            "SELECT DISTINCT merchant_id FROM payments".to_string(),
+            format!("SELECT DISTINCT merchant_id, window_start {tumble}"),
+            "SELECT DISTINCT ON (merchant_id) merchant_id FROM payments".into(),
+            "SELECT event_id FROM payments WHERE amount_minor IN (SELECT 1)".into(),
+            "SELECT event_id FROM payments WHERE EXISTS (SELECT 1)".into(),
+            "SELECT (SELECT 1) AS one FROM payments".into(),
+            "SELECT event_id FROM payments WHERE amount_minor > ALL (SELECT 1)".into(),
+            "SELECT unnest([1, 2]) FROM payments".into(),
+            "SELECT * FROM payments QUALIFY row_number() OVER () = 1".into(),
+            "SELECT lag(amount_minor) OVER () FROM payments".into(),
+            "SELECT nope FROM payments".into(),
+            "SELECT nope(amount_minor) FROM payments".into(),
+            "SELECT amount_minor + event_time FROM payments".into(),
+            "SELECT event_id FROM payments WHERE amount_minor = 'abc'".into(),
+            "SELECT event_id FROM payments WHERE currency".into(),
+            format!("SELECT sum(currency) {tumble} GROUP BY window_start"),
+            format!("SELECT count(*) {tumble} GROUP BY window_start HAVING nope > 1"),
+            format!("SELECT merchant_id, count(*) {tumble} GROUP BY window_start"),
+            format!(
+                "SELECT array_agg(event_id ORDER BY event_time) AS ids {tumble} GROUP BY window_start"
+            ),
+            format!("SELECT grouping(merchant_id) {tumble} GROUP BY merchant_id, window_start"),
+            "SELECT * FROM payments, payments".into(),
+            "SELECT * FROM payments CROSS JOIN payments".into(),
+            "SELECT event_id FROM payments GROUP BY GROUPING SETS ((event_id))".into(),
+            "SELECT event_id FROM payments EXCEPT SELECT event_id FROM payments".into(),
+            "SELECT event_id FROM payments LIMIT 1 OFFSET 2".into(),
+            "WITH x AS (SELECT 1) SELECT * FROM x".into(),
+            "VALUES (1)".into(),
+            "SELECT 1".into(),
+            "SELECT * FROM unnest([1])".into(),
+            "SELECT * FROM generate_series(1, 3)".into(),
+            "INSERT INTO x SELECT 1".into(),
+            "SELECT event_id FROM payments; SELECT 1".into(),
+            "".into(),
+            ";".into(),
+            "SELECT".into(),
+            "SELECT event_id FROM payments WHERE".into(),
+        ];
+        for sql in &queries {
+            if let Err(e) = plan_query(sql) {
+                let m = e.to_string();
+                eprintln!("{sql}\n    {m}");
+                assert!(
+                    !m.contains("Internal error")
+                        && !m.contains("DataFusion")
+                        && !m.contains('\n')
+                        && m.contains("line "),
+                    "{sql}: {m}"
+                );
+            }
         }
     }
 

@@ -53,8 +53,124 @@ pub struct WindowSpec {
     pub time_column: String,
 }
 
-/// Largest accepted window size, slide or gap: 100 years in milliseconds.
+/// Largest interval accepted at all: 100 years in milliseconds (window bounds are event time ±
+/// these sizes, which keeps that arithmetic far from overflowing).
 const MAX_WINDOW_MS: i64 = 100 * 366 * 86_400_000;
+
+/// Bounds on windows, so that no query holds state that grows without bound or fires windows
+/// faster than it can merge them. Query files raise them with `SET max_window_size = '…'`,
+/// `SET max_session_gap = '…'` and `SET max_hop_ratio = '…'`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WindowLimits {
+    /// Longest TUMBLE or HOP window, ms: its groups stay in memory until it closes.
+    pub max_size: i64,
+    /// Longest SESSION gap, ms: a key's session (and its state) lasts at least this long after
+    /// its last event, so a gap of years never closes and never frees.
+    pub max_gap: i64,
+    /// Most panes per HOP window: size / slide (size / gcd(slide, size) when the slide does not
+    /// divide the size). Each event is in size / slide windows, and each window fired merges
+    /// this many panes.
+    pub max_hop_ratio: i64,
+}
+
+impl Default for WindowLimits {
+    fn default() -> Self {
+        WindowLimits {
+            max_size: 31 * 86_400_000,
+            max_gap: 86_400_000,
+            max_hop_ratio: 10_000,
+        }
+    }
+}
+
+fn gcd(a: i64, b: i64) -> i64 {
+    if b == 0 { a } else { gcd(b, a % b) }
+}
+
+/// The divisor of `size` closest to `slide` that keeps size / slide within `max_ratio`.
+fn suggest_slide(slide: i64, size: i64, max_ratio: i64) -> i64 {
+    let min = (size + max_ratio - 1) / max_ratio;
+    let mut best = size;
+    let mut d = 1;
+    while d * d <= size {
+        if size % d == 0 {
+            for c in [d, size / d] {
+                if c >= min && (c - slide).abs() < (best - slide).abs() {
+                    best = c;
+                }
+            }
+        }
+        d += 1;
+    }
+    best
+}
+
+/// Refuses a window beyond `limits`, pointing at the interval and saying what to write instead.
+fn check_limits(
+    kind: WindowKind,
+    args: &[FunctionArg],
+    limits: &WindowLimits,
+) -> Result<(), Error> {
+    use crate::operators::millis_text as ms;
+    let too_long = |arg: &FunctionArg, what: &str, size: i64| {
+        plan_error(
+            arg.span(),
+            format!(
+                "the {what} ({}) is longer than the {} bound: its groups stay in memory until the window closes, and the first result comes only after that; use a shorter window, or raise the bound with SET max_window_size = '{}' in a query file",
+                ms(size),
+                ms(limits.max_size),
+                ms(size)
+            ),
+        )
+    };
+    match kind {
+        WindowKind::Tumble { size } if size > limits.max_size => {
+            Err(too_long(&args[2], "TUMBLE size", size))
+        }
+        WindowKind::Hop { size, .. } if size > limits.max_size => {
+            Err(too_long(&args[3], "HOP size", size))
+        }
+        WindowKind::Hop { slide, size } => {
+            let pane = gcd(slide, size);
+            let ratio = size / pane;
+            if ratio <= limits.max_hop_ratio {
+                return Ok(());
+            }
+            let suggested = suggest_slide(slide, size, limits.max_hop_ratio);
+            let why = if size % slide == 0 {
+                format!(
+                    "every event would be in {ratio} windows, and a window of {ratio} panes would fire every {}",
+                    ms(slide)
+                )
+            } else {
+                format!(
+                    "the slide does not divide the size, so windows are merged from panes of gcd(slide, size) = {} — {ratio} per window",
+                    ms(pane)
+                )
+            };
+            Err(plan_error(
+                args[2].span(),
+                format!(
+                    "HOP with a slide of {} over a size of {}: {why}, more than the bound of {} (size / slide); use a slide that divides the size, e.g. INTERVAL '{}' MILLISECOND, or TUMBLE, or raise the bound with SET max_hop_ratio = '{ratio}' in a query file",
+                    ms(slide),
+                    ms(size),
+                    limits.max_hop_ratio,
+                    suggested
+                ),
+            ))
+        }
+        WindowKind::Session { gap } if gap > limits.max_gap => Err(plan_error(
+            args[2].span(),
+            format!(
+                "the SESSION gap ({}) is longer than the {} bound: a key's session stays open (and in memory) until a whole gap passes without its events, so sessions would hardly ever close; use a shorter gap, or raise the bound with SET max_session_gap = '{}' in a query file",
+                ms(gap),
+                ms(limits.max_gap),
+                ms(gap)
+            ),
+        )),
+        _ => Ok(()),
+    }
+}
 
 /// Formats a span's start as `line L, column C`.
 pub(super) fn at(span: Span) -> String {
@@ -225,7 +341,10 @@ fn interval_arg(arg: &FunctionArg, what: &str) -> Result<i64, Error> {
 
 /// If `factor` is a window table function, replaces it by the bare stream name and returns its
 /// description.
-pub(super) fn extract_window(factor: &mut TableFactor) -> Result<Option<WindowSpec>, Error> {
+pub(super) fn extract_window(
+    factor: &mut TableFactor,
+    limits: &WindowLimits,
+) -> Result<Option<WindowSpec>, Error> {
     let TableFactor::Table {
         name, args, alias, ..
     } = factor
@@ -282,8 +401,19 @@ pub(super) fn extract_window(factor: &mut TableFactor) -> Result<Option<WindowSp
             ));
         }
     };
+    check_limits(kind, a, limits)?;
     let stream = ident_arg(&a[0], "the stream", span)?;
     let time_column = ident_arg(&a[1], "the time column", span)?;
+    if time_column != "event_time" {
+        return Err(plan_error(
+            Some(a[1].span())
+                .filter(|s| s.start.line > 0)
+                .unwrap_or(span),
+            format!(
+                "`{time_column}` is not an event-time column; windows are computed over `event_time`, e.g. {fname}({stream}, event_time, …)"
+            ),
+        ));
+    }
     let spec = WindowSpec {
         kind,
         stream: stream.clone(),
