@@ -328,11 +328,19 @@ fn replay(a: ReplayArgs, data: &cli::log_cmds::DataDir) -> anyhow::Result<()> {
     };
     let sql = std::fs::read_to_string(query)
         .with_context(|| format!("cannot read the query file {}", query.display()))?;
-    let plan = plan_query(&sql).with_context(|| format!("in {}", query.display()))?;
     let mut opts = ReplayOptions::new(&a.file);
     opts.watermark_delay = duration("--watermark-delay", &a.watermark_delay)?;
     opts.dedup_ttl = duration("--dedup-ttl", &a.dedup_ttl)?;
     opts.max_skew = duration("--max-skew", &a.max_skew)?;
+    paystream::operators::check_max_skew(
+        opts.watermark_delay,
+        opts.max_skew,
+        "--watermark-delay",
+        "--max-skew",
+    )?;
+    let plan = plan_query(&sql)
+        .with_context(|| format!("in {}", query.display()))?
+        .named(format!("the query in {}", query.display()));
     if let Some(w) = a.workers {
         if w == 0 {
             bail!("--workers must be at least 1");

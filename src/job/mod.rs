@@ -36,9 +36,9 @@ use crate::sink::{
     PartFileSink, PartFiles, SharedPartFiles, SharedProducer, Sink, TopicSink, WriterSink,
 };
 use crate::sql::query_file::{
-    DEAD_LETTERS, LATE_EVENTS, QueryFile, SinkConnector, SourceConnector, parse_query_file,
+    DEAD_LETTERS, LATE_EVENTS, SinkConnector, SourceConnector, parse_query_file,
 };
-use crate::sql::{StreamPlan, plan_query_on};
+use crate::sql::{StreamPlan, plan_query_with};
 use crate::time::parse_duration_millis;
 
 /// How to run a job.
@@ -105,17 +105,6 @@ fn config_err(what: &str, message: impl Into<String>) -> Error {
     }
 }
 
-/// A setting from the source's WITH, else `SET`, else the default.
-fn setting(file: &QueryFile, own: Option<i64>, key: &str, default: i64) -> Result<i64> {
-    if let Some(v) = own {
-        return Ok(v);
-    }
-    match file.settings.get(key) {
-        Some(v) => parse_duration_millis(v).map_err(|e| config_err(&format!("SET {key}"), e)),
-        None => Ok(default),
-    }
-}
-
 /// A job's name: its query file's stem, with anything but letters, digits and `-` made `_`. It
 /// names the job's state directory and its consumer group.
 pub fn job_name(query_file: &Path) -> String {
@@ -174,6 +163,15 @@ pub fn run_query_file(
             }));
         }
     };
+    // Settings are checked before anything is opened or created.
+    let times = file.event_time_settings(&source).map_err(in_file)?;
+    let (watermark_delay, dedup_ttl, max_skew, idle_timeout) = (
+        times.watermark_delay,
+        times.dedup_ttl,
+        times.max_skew,
+        times.idle_timeout,
+    );
+    let limits = file.window_limits();
     let mut plans: Vec<(String, StreamPlan)> = Vec::new();
     for ins in &file.inserts {
         if ins.sink == DEAD_LETTERS || ins.sink == LATE_EVENTS {
@@ -194,7 +192,14 @@ pub fn run_query_file(
                 ),
             }));
         }
-        let plan = plan_query_on(&ins.select, &source.name).map_err(in_file)?;
+        let plan = plan_query_with(&ins.select, &source.name, &limits)
+            .map_err(in_file)?
+            .named(format!(
+                "the query at line {} of {} (INSERT INTO {})",
+                ins.line,
+                path.display(),
+                ins.sink
+            ));
         plans.push((ins.sink.clone(), plan));
     }
 
@@ -273,10 +278,6 @@ pub fn run_query_file(
         });
     }
 
-    let watermark_delay = setting(&file, source.watermark_delay, "watermark_delay", 5_000)?;
-    let dedup_ttl = setting(&file, source.dedup_ttl, "dedup_ttl", 3_600_000)?;
-    let max_skew = setting(&file, source.max_skew, "max_skew", 300_000)?;
-    let idle_timeout = setting(&file, source.idle_timeout, "idle_timeout", 30_000)?;
     let mut workers =
         match (opts.workers, file.settings.get("workers")) {
             (Some(w), _) => w,

@@ -105,8 +105,10 @@ pub struct QueryFile {
     pub sources: Vec<SourceDecl>,
     /// Sinks, in file order.
     pub sinks: Vec<SinkDecl>,
-    /// `SET name = 'value'` settings.
+    /// `SET name = 'value'` settings (each value checked when the file is parsed).
     pub settings: BTreeMap<String, String>,
+    /// Line of each setting's `SET`.
+    pub setting_lines: BTreeMap<String, usize>,
     /// Queries, in file order.
     pub inserts: Vec<InsertDecl>,
 }
@@ -119,7 +121,125 @@ pub const SETTINGS: &[&str] = &[
     "max_skew",
     "workers",
     "checkpoint_interval",
+    "max_window_size",
+    "max_session_gap",
+    "max_hop_ratio",
 ];
+
+/// A source's event-time settings, resolved and checked together
+/// ([`QueryFile::event_time_settings`]), in milliseconds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EventTimeSettings {
+    /// Bounded out-of-orderness.
+    pub watermark_delay: i64,
+    /// Far-future bound.
+    pub max_skew: i64,
+    /// Dedup TTL in event time.
+    pub dedup_ttl: i64,
+    /// Idle partitions stop holding the watermark after this long.
+    pub idle_timeout: i64,
+}
+
+impl QueryFile {
+    /// The bounds on windows, raised or lowered by `SET max_window_size`, `max_session_gap`
+    /// and `max_hop_ratio`.
+    pub fn window_limits(&self) -> super::WindowLimits {
+        let mut limits = super::WindowLimits::default();
+        let ms = |k: &str| {
+            self.settings
+                .get(k)
+                .and_then(|v| parse_duration_millis(v).ok())
+        };
+        if let Some(v) = ms("max_window_size") {
+            limits.max_size = v;
+        }
+        if let Some(v) = ms("max_session_gap") {
+            limits.max_gap = v;
+        }
+        if let Some(v) = self
+            .settings
+            .get("max_hop_ratio")
+            .and_then(|v| v.parse().ok())
+        {
+            limits.max_hop_ratio = v;
+        }
+        limits
+    }
+
+    /// `source`'s settings: its own WITH option, else the file's `SET`, else the default. The
+    /// far-future bound must exceed the watermark delay, whichever statements set them.
+    pub fn event_time_settings(&self, source: &SourceDecl) -> Result<EventTimeSettings> {
+        let pick = |own: Option<i64>, key: &str, default: i64| -> Result<(i64, String)> {
+            if let Some(v) = own {
+                return Ok((
+                    v,
+                    format!(
+                        "{key} of CREATE SOURCE {} (line {})",
+                        source.name, source.line
+                    ),
+                ));
+            }
+            match self.settings.get(key) {
+                Some(v) => {
+                    let line = self.setting_lines.get(key).copied().unwrap_or(0);
+                    let ms = parse_duration_millis(v)
+                        .map_err(|e| err(line, format!("SET {key} = '{v}': {e}")))?;
+                    Ok((ms, format!("SET {key} (line {line})")))
+                }
+                None => Ok((default, format!("{key} (default)"))),
+            }
+        };
+        let (watermark_delay, delay_from) = pick(source.watermark_delay, "watermark_delay", 5_000)?;
+        let (max_skew, skew_from) = pick(source.max_skew, "max_skew", 300_000)?;
+        crate::operators::check_max_skew(watermark_delay, max_skew, &delay_from, &skew_from)?;
+        Ok(EventTimeSettings {
+            watermark_delay,
+            max_skew,
+            dedup_ttl: pick(source.dedup_ttl, "dedup_ttl", 3_600_000)?.0,
+            idle_timeout: pick(source.idle_timeout, "idle_timeout", 30_000)?.0,
+        })
+    }
+}
+
+/// Checks a `SET` value (whether or not a source's own option overrides it later).
+fn check_setting(key: &str, v: &str) -> std::result::Result<(), String> {
+    match key {
+        "max_hop_ratio" => match v.parse::<i64>() {
+            Ok(r) if r > 0 => Ok(()),
+            _ => Err(format!(
+                "SET max_hop_ratio = '{v}': the bound must be a whole number of at least 1, e.g. SET max_hop_ratio = '100000'"
+            )),
+        },
+        "workers" => match v.parse::<usize>() {
+            Ok(w) if w > 0 => Ok(()),
+            _ => Err(format!(
+                "SET workers = '{v}': workers must be a whole number of at least 1, e.g. SET workers = '2'"
+            )),
+        },
+        _ => match parse_duration_millis(v) {
+            Ok(0)
+                if matches!(
+                    key,
+                    "checkpoint_interval" | "max_window_size" | "max_session_gap"
+                ) =>
+            {
+                Err(format!(
+                    "SET {key} = '{v}': it must be positive, e.g. '10s'"
+                ))
+            }
+            Ok(_) => Ok(()),
+            Err(e) => Err(format!("SET {key} = '{v}': {e}")),
+        },
+    }
+}
+
+/// `line L, column C` of byte `at` of `text`.
+fn position(text: &str, at: usize) -> String {
+    let before = &text[..at.min(text.len())];
+    let line = before.matches('\n').count() + 1;
+    let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+    format!("line {line}, column {column}")
+}
 
 fn err(line: usize, message: impl Into<String>) -> Error {
     Error::Plan {
@@ -520,8 +640,22 @@ pub fn parse_query_file(text: &str) -> Result<QueryFile> {
                     .or_else(|| v.strip_prefix("to "))
                     .unwrap_or(v)
                     .trim();
-                let v = v.trim_matches('\'').to_string();
-                file.settings.insert(key, v);
+                let v = v.trim_matches('\'');
+                // `v` is a slice of `code`: its offset is its position in the file.
+                let at = v.as_ptr() as usize - code.as_ptr() as usize;
+                check_setting(&key, v).map_err(|message| Error::Plan {
+                    position: position(&code, at),
+                    message,
+                })?;
+                if let Some(first) = file.setting_lines.insert(key.clone(), line) {
+                    return Err(Error::Plan {
+                        position: position(&code, at),
+                        message: format!(
+                            "`{key}` is SET twice (lines {first} and {line}); keep one"
+                        ),
+                    });
+                }
+                file.settings.insert(key, v.to_string());
             }
             "INSERT" => {
                 let (into, rest) = word(rest);
@@ -604,6 +738,76 @@ mod tests {
             lines[6],
             "  SELECT card_id FROM payments WHERE note = 'a;b'"
         );
+    }
+
+    #[test]
+    fn every_set_value_is_checked_with_its_position() {
+        // Checked even when CREATE SOURCE sets the option too (its value would win).
+        let e = parse_query_file(
+            "CREATE SOURCE p WITH (connector = 'log', topic = 't', watermark_delay = '5s');\nSET watermark_delay = 'soon';\nINSERT INTO x SELECT 1;",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("line 2, column 24") && e.contains("'soon'"),
+            "{e}"
+        );
+        for (set, needle) in [
+            ("SET workers = 0;", "line 1, column 15"),
+            ("\n  SET workers = 'many';", "line 2, column 18"),
+            ("SET checkpoint_interval = '0s';", "must be positive"),
+            ("SET max_hop_ratio = '-1';", "at least 1"),
+            (
+                "SET max_skew = '1m';\nSET max_skew = '2m';",
+                "SET twice (lines 1 and 2)",
+            ),
+        ] {
+            let e = parse_query_file(&format!("{set}\nINSERT INTO x SELECT 1;"))
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains(needle), "{set}: {e}");
+        }
+    }
+
+    #[test]
+    fn max_skew_must_exceed_the_watermark_delay_wherever_they_are_set() {
+        let src = |opts: &str| {
+            format!(
+                "CREATE SOURCE p WITH (connector = 'log', topic = 't'{opts});\nINSERT INTO x SELECT 1;"
+            )
+        };
+        let settings = |text: &str| {
+            let f = parse_query_file(text).unwrap();
+            f.event_time_settings(&f.sources[0])
+        };
+        let ok = settings(&src("")).unwrap();
+        assert_eq!((ok.watermark_delay, ok.max_skew), (5_000, 300_000));
+        for (text, names) in [
+            (
+                src(", watermark_delay = '10s', max_skew = '10s'"),
+                [
+                    "max_skew of CREATE SOURCE p (line 1) (10s)",
+                    "watermark_delay of CREATE SOURCE p (line 1) (10s)",
+                ],
+            ),
+            (
+                format!("SET max_skew = '3s';\n{}", src("")),
+                [
+                    "SET max_skew (line 1) (3s)",
+                    "watermark_delay (default) (5s)",
+                ],
+            ),
+            (
+                format!("SET watermark_delay = '10m';\n{}", src("")),
+                [
+                    "max_skew (default) (5m)",
+                    "SET watermark_delay (line 1) (10m)",
+                ],
+            ),
+        ] {
+            let e = settings(&text).unwrap_err().to_string();
+            assert!(e.contains(names[0]) && e.contains(names[1]), "{text}: {e}");
+        }
     }
 
     #[test]
