@@ -9,5 +9,6 @@ mod log_cli;
 mod log_hardening;
 mod oracle;
 mod slt;
+mod sql_hardening;
 mod state;
 mod util;

@@ -17,7 +17,7 @@ use std::path::Path;
 use paystream::time::parse_duration_millis;
 use sqllogictest::{DBOutput, DefaultColumnType};
 
-use crate::util::{Run, replay};
+use crate::util::Run;
 
 #[derive(Default)]
 struct SltDb {
@@ -129,7 +129,7 @@ impl sqllogictest::DB for SltDb {
         std::fs::write(&input, &self.events).map_err(|e| SltError(e.to_string()))?;
         let settings = self.settings.clone();
         let mut bad = None;
-        let run = replay(trimmed, &input, |o| {
+        let run = try_replay(trimmed, &input, |o| {
             for (k, v) in &settings {
                 let ms = || parse_duration_millis(v);
                 let r: Result<(), String> = match k.as_str() {
@@ -151,6 +151,8 @@ impl sqllogictest::DB for SltDb {
         if let Some(e) = bad {
             return Err(SltError(e));
         }
+        // An error while the query runs (an integer overflow) is the statement's error.
+        let run = run.map_err(|e| SltError(e.to_string()))?;
         let mut out: Vec<Vec<String>> = Vec::new();
         for b in &run.batches {
             for r in 0..b.num_rows() {
@@ -160,7 +162,13 @@ impl sqllogictest::DB for SltDb {
                         .map(|c| {
                             let mut buf = Vec::new();
                             paystream::sink::write_value(&mut buf, c.as_ref(), r);
-                            text(&serde_json::from_slice(&buf).expect("JSON value"))
+                            match serde_json::from_slice(&buf).expect("JSON value") {
+                                // Numbers as written: serde_json would round one beyond 64 bits.
+                                serde_json::Value::Number(_) => {
+                                    String::from_utf8(buf).expect("JSON is UTF-8")
+                                }
+                                v => text(&v),
+                            }
                         })
                         .collect(),
                 );
@@ -169,6 +177,47 @@ impl sqllogictest::DB for SltDb {
         self.last = Some(run);
         Ok(rows(out))
     }
+}
+
+/// Like `util::replay`, with the run's error returned rather than a panic.
+fn try_replay(
+    sql: &str,
+    input: &Path,
+    configure: impl FnOnce(&mut paystream::ReplayOptions),
+) -> paystream::Result<Run> {
+    use paystream::sink::MemorySink;
+    let plan = paystream::plan_query(sql)?;
+    let mut opts = paystream::ReplayOptions::new(input);
+    opts.workers = 1;
+    configure(&mut opts);
+    let (results, dl, late) = (
+        MemorySink::default(),
+        MemorySink::default(),
+        MemorySink::default(),
+    );
+    let sinks = paystream::Sinks {
+        results: Box::new(results.clone()),
+        dead_letter: Box::new(dl.clone()),
+        late: Box::new(late.clone()),
+    };
+    let summary =
+        paystream::run_replay(&plan, &opts, sinks, Default::default(), Default::default())?;
+    let parse = |s: &MemorySink| -> Vec<serde_json::Value> {
+        s.0.lock()
+            .unwrap()
+            .records
+            .iter()
+            .map(|r| serde_json::from_str(r).expect("records are JSON"))
+            .collect()
+    };
+    let batches = results.0.lock().unwrap().batches.clone();
+    Ok(Run {
+        summary,
+        lines: crate::util::lines_of(&batches),
+        dead_letters: parse(&dl),
+        late: parse(&late),
+        batches,
+    })
 }
 
 fn run_slt(path: &Path) {
