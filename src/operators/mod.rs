@@ -216,6 +216,12 @@ fn evaluation_message(query: &str, e: &datafusion::error::DataFusionError) -> St
                 "{query} stopped: integer overflow: {what} does not fit in a 64-bit integer; results are never wrapped around. Compute in decimals instead, e.g. CAST(amount_minor AS DECIMAL(38, 0)) * 1000000"
             )
         }
+        DataFusionError::ArrowError(a, _) if matches!(**a, ArrowError::DivideByZero) => format!(
+            "{query} stopped: division by zero; write the divisor as NULLIF(divisor, 0) to get NULL instead"
+        ),
+        DataFusionError::Internal(_) => format!(
+            "{query} stopped: an internal error while evaluating it (this is a bug in paystream, please report it with the query)"
+        ),
         root => format!("{query} stopped: {}", root.strip_backtrace()),
     }
 }

@@ -9,10 +9,17 @@
 
 use std::sync::Arc;
 
+use datafusion::arrow::array::{RecordBatch, RecordBatchOptions};
 use datafusion::arrow::datatypes::Schema;
-use datafusion::common::ScalarValue;
-use datafusion::common::tree_node::{Transformed, TreeNode};
-use datafusion::logical_expr::Operator;
+use datafusion::arrow::error::ArrowError;
+use datafusion::common::tree_node::{Transformed, TreeNode, TreeNodeRecursion};
+use datafusion::common::{DFSchema, ScalarValue};
+use datafusion::error::DataFusionError;
+use datafusion::execution::context::ExecutionProps;
+use datafusion::logical_expr::physical_planning_context::PhysicalPlanningContext;
+use datafusion::logical_expr::{Expr, LogicalPlan, Operator};
+use datafusion::optimizer::{OptimizerConfig, OptimizerRule};
+use datafusion::physical_expr::create_physical_expr;
 use datafusion::physical_expr::expressions::{BinaryExpr, Literal, NegativeExpr};
 use datafusion::physical_plan::PhysicalExpr;
 
@@ -50,6 +57,80 @@ pub(super) fn checked(
             Ok(Transformed::no(e))
         })?
         .data)
+}
+
+/// Refuses a constant integer expression that overflows (`9223372036854775807 + 1`), which
+/// DataFusion's simplifier would otherwise fold, with wrapping kernels, into a wrong literal. It
+/// runs before the simplifier, on the analysed (typed) plan.
+#[derive(Debug)]
+pub(super) struct CheckedConstants;
+
+impl OptimizerRule for CheckedConstants {
+    fn name(&self) -> &str {
+        "checked_constants"
+    }
+
+    fn rewrite(
+        &self,
+        plan: LogicalPlan,
+        _config: &dyn OptimizerConfig,
+    ) -> datafusion::error::Result<Transformed<LogicalPlan>> {
+        plan.apply(|node| {
+            node.apply_expressions(|e| {
+                e.apply(|x| {
+                    check_constant(x)?;
+                    Ok(TreeNodeRecursion::Continue)
+                })
+            })
+        })?;
+        Ok(Transformed::no(plan))
+    }
+}
+
+/// An error if `e` is integer arithmetic over constants that overflows.
+fn check_constant(e: &Expr) -> datafusion::error::Result<()> {
+    let arithmetic = match e {
+        Expr::BinaryExpr(b) => {
+            matches!(b.op, Operator::Plus | Operator::Minus | Operator::Multiply)
+        }
+        Expr::Negative(_) => true,
+        _ => false,
+    };
+    if !arithmetic || e.any_column_refs() || e.is_volatile() {
+        return Ok(());
+    }
+    let schema = DFSchema::empty();
+    let Ok(physical) = create_physical_expr(
+        e,
+        &schema,
+        &ExecutionProps::new(),
+        &PhysicalPlanningContext::default(),
+    ) else {
+        return Ok(());
+    };
+    let empty = Schema::empty();
+    let batch = RecordBatch::try_new_with_options(
+        Arc::new(empty.clone()),
+        vec![],
+        &RecordBatchOptions::new().with_row_count(Some(1)),
+    )?;
+    match checked(physical, &empty)?.evaluate(&batch) {
+        Err(err) => match err.find_root() {
+            DataFusionError::ArrowError(a, _)
+                if matches!(**a, ArrowError::ArithmeticOverflow(_)) =>
+            {
+                let ArrowError::ArithmeticOverflow(a) = &**a else {
+                    unreachable!()
+                };
+                Err(DataFusionError::Plan(format!(
+                    "integer overflow: {a} does not fit in a 64-bit integer; results are never wrapped around. Compute in decimals instead, e.g. CAST(9223372036854775807 AS DECIMAL(38, 0)) + 1"
+                )))
+            }
+            // Anything else is the simplifier's (and the query's) business.
+            _ => Ok(()),
+        },
+        Ok(_) => Ok(()),
+    }
 }
 
 #[cfg(test)]
@@ -94,5 +175,30 @@ mod tests {
             let err = c.evaluate(&batch).unwrap_err().to_string();
             assert!(err.contains("Overflow") && err.contains(values), "{err}");
         }
+    }
+
+    #[test]
+    fn constant_overflow_is_refused_at_planning_not_folded_into_a_wrapped_literal() {
+        for (sql, values) in [
+            (
+                "SELECT event_id, 9223372036854775807 + 1 AS x FROM payments",
+                "9223372036854775807 + 1",
+            ),
+            (
+                "SELECT event_id FROM payments\nWHERE amount_minor > 3037000500 * 3037000500",
+                "3037000500 * 3037000500",
+            ),
+        ] {
+            let e = crate::sql::plan_query(sql).unwrap_err().to_string();
+            assert!(
+                e.contains("integer overflow") && e.contains(values),
+                "{sql}: {e}"
+            );
+            assert!(e.contains("line "), "{sql}: {e}");
+        }
+        assert!(
+            crate::sql::plan_query("SELECT event_id, 9223372036854775806 + 1 AS x FROM payments")
+                .is_ok()
+        );
     }
 }

@@ -297,7 +297,10 @@ async fn plan_query_async(sql: &str, stream: &str, limits: &WindowLimits) -> Res
     let state = SessionStateBuilder::new()
         .with_config(config)
         .with_default_features()
-        .with_optimizer_rules(vec![Arc::new(SimplifyExpressions::new())])
+        .with_optimizer_rules(vec![
+            Arc::new(super::checked::CheckedConstants),
+            Arc::new(SimplifyExpressions::new()),
+        ])
         .with_physical_optimizer_rules(vec![])
         .build();
     let ctx = SessionContext::new_with_state(state);
