@@ -257,6 +257,7 @@ fn deep_expressions_end_in_an_error_or_a_result_never_an_abort() {
             "line 1, column 18",
             "nests more than 128 levels",
         ),
+        (chain(500_000), "line 1, column", "the query is too long"),
         (
             nested("(", 5_000),
             "line 1, column",

@@ -120,6 +120,9 @@ fn parse_error(e: impl std::fmt::Display, at_token: Span) -> Error {
     }
 }
 
+/// Most tokens (besides whitespace and comments) in a query.
+pub const MAX_TOKENS: usize = 250_000;
+
 /// The parser's recursion limit (sqlparser's default).
 const PARSER_DEPTH: usize = 50;
 
@@ -183,6 +186,20 @@ async fn plan_query_async(sql: &str, stream: &str, limits: &WindowLimits) -> Res
     let tokens = Tokenizer::new(&dialect, sql)
         .tokenize_with_location()
         .map_err(|e| parse_error(e, point(0, 0)))?;
+    // A syntax tree is dropped recursively, so even the planning thread's stack has a limit:
+    // refuse a text too long to be a query before it is parsed.
+    if let Some(t) = tokens
+        .iter()
+        .filter(|t| !matches!(t.token, Token::Whitespace(_)))
+        .nth(MAX_TOKENS)
+    {
+        return Err(plan_error(
+            t.span,
+            format!(
+                "the query is too long: more than {MAX_TOKENS} words, numbers and symbols; split it into several queries"
+            ),
+        ));
+    }
     let tokens = rewrite_flink_windows(tokens);
     let mut parser = Parser::new(&dialect)
         .with_recursion_limit(PARSER_DEPTH)
