@@ -14,5 +14,7 @@ mod window_tvf;
 pub use self::plan::{
     AggregateSpec, KeySlot, PlanKind, Stage, StreamPlan, apply_stages, apply_stages_selected,
 };
-pub use self::planner::{MAX_EXPR_DEPTH, STREAM, plan_query, plan_query_on, plan_query_with};
+pub use self::planner::{
+    MAX_EXPR_DEPTH, MAX_TOKENS, STREAM, plan_query, plan_query_on, plan_query_with,
+};
 pub use self::window_tvf::{WindowKind, WindowLimits, WindowSpec, to_risingwave_spelling};
