@@ -1,5 +1,5 @@
 //! One event between parsing and Arrow: the raw field values a format parser found, their
-//! validation against `EVENTS.md`, and the builder that appends valid rows to a batch.
+//! validation against the event format (`docs/EVENTS.md`), and the builder that appends valid rows to a batch.
 //!
 //! Parsers (JSON, CSV, Parquet) fill a [`RawRow`] without judging values; [`validate`] is the one
 //! place that decides what is a valid event, so every format rejects the same things for the same
@@ -426,7 +426,7 @@ fn validate_fields<'r>(row: &'r RawRow<'_>) -> Result<ValidRow<'r>, Invalid> {
     }
     let status_code = match strs[FieldId::Status as usize] {
         None if event_type == "authorization" => {
-            // EVENTS.md: an absent status means approved.
+            // docs/EVENTS.md: an absent status means approved.
             strs[FieldId::Status as usize] = Some(STATUSES[0]);
             Some(0)
         }
