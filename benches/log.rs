@@ -22,7 +22,7 @@ fn produce(log: &Log, bytes: &[u8]) {
         log.writer("payments", FsyncPolicy::Never).unwrap(),
         Some("card_id"),
     );
-    p.send_json_lines(bytes).unwrap();
+    p.send_json_lines(bytes, 1, &mut |_| {}).unwrap();
     p.finish().unwrap();
 }
 

@@ -240,6 +240,9 @@ fn main() {
         Command::Savepoint { args } => cli::run_cmd::savepoint(&cli.data, args),
     };
     if let Err(e) = r {
+        if e.downcast_ref::<Interrupted>().is_some() {
+            std::process::exit(130);
+        }
         if is_broken_pipe(&e) {
             // The reader of our output went away (`| head`): nothing more to say.
             std::process::exit(EXIT_BROKEN_PIPE);
@@ -381,10 +384,27 @@ fn replay(a: ReplayArgs, data: &cli::log_cmds::DataDir) -> anyhow::Result<()> {
         late: output_sink("--late", a.late.as_deref())?,
     };
     let total = std::fs::metadata(&a.file).map(|m| m.len()).unwrap_or(0);
+    let stop = stop_on_signal();
     let summary = with_progress(total, |progress| {
-        run_replay(&plan, &opts, sinks, progress, stop_on_signal())
+        run_replay(&plan, &opts, sinks, progress, Arc::clone(&stop))
     })?;
-    eprintln!("{}", summary.line());
+    finish_summary(summary.line(), &stop)
+}
+
+/// A command stopped by Ctrl-C or SIGTERM before its input ended: its summary says
+/// `interrupted=true` and it exits 130, so a script can tell it from a complete run.
+#[derive(Debug, thiserror::Error)]
+#[error("interrupted")]
+struct Interrupted;
+
+/// Prints a summary line, marked `interrupted=true` (and an [`Interrupted`] error, exit 130)
+/// when a signal stopped the command early.
+fn finish_summary(line: String, stop: &AtomicBool) -> anyhow::Result<()> {
+    if stop.load(Ordering::Relaxed) {
+        eprintln!("{line} interrupted=true");
+        return Err(Interrupted.into());
+    }
+    eprintln!("{line}");
     Ok(())
 }
 

@@ -128,3 +128,70 @@ fn produce_reads_dash_as_stdin_and_refuses_csv() {
         "{err}"
     );
 }
+
+/// Issue 13.6: Ctrl-C during `replay` or `produce` marks the summary `interrupted=true` (a new
+/// field, at the end) and exits 130, so a script can tell it from a complete run.
+#[test]
+fn an_interrupted_replay_or_produce_says_so_and_exits_130() {
+    use std::io::Write;
+    use std::time::Duration;
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let events = dir.path().join("events.jsonl");
+    ok(Command::new(env!("CARGO_BIN_EXE_paystream"))
+        .args(["gen", "--events", "5000", "--rate", "10", "-o"])
+        .arg(&events));
+    let sigint = |child: &std::process::Child| {
+        std::thread::sleep(Duration::from_millis(1500));
+        // SAFETY: plain kill(2) on our own child's pid.
+        assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGINT) }, 0);
+    };
+    // Replayed at event-time speed, 5,000 events take minutes.
+    let child = paystream(&data)
+        .arg("replay")
+        .arg(&events)
+        .arg("--query")
+        .arg(crate::util::repo("queries/settlement_per_minute.sql"))
+        .args([
+            "--speed",
+            "1",
+            "--batch-size",
+            "16",
+            "--output",
+            "/dev/null",
+        ])
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    sigint(&child);
+    let o = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(130), "{err}");
+    let summary = err.lines().find(|l| l.starts_with("read=")).unwrap();
+    assert!(summary.ends_with(" interrupted=true"), "{summary}");
+
+    let mut child = paystream(&data)
+        .args(["produce", "payments"])
+        .stdin(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let text = std::fs::read(&events).unwrap();
+    let feeder = std::thread::spawn(move || {
+        // Keep input coming until the producer goes away.
+        while stdin.write_all(&text).is_ok() {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    });
+    sigint(&child);
+    let o = child.wait_with_output().unwrap();
+    feeder.join().unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(130), "{err}");
+    assert!(
+        err.lines()
+            .any(|l| l.starts_with("produced records=") && l.ends_with(" interrupted=true")),
+        "{err}"
+    );
+}

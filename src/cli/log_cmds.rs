@@ -288,13 +288,16 @@ pub(crate) fn produce(data: &DataDir, a: ProduceArgs) -> anyhow::Result<()> {
     producer.finish()?;
     pumped?;
     let secs = started.elapsed().as_secs_f64();
-    eprintln!(
-        "produced records={stored} topic={} partitions={partitions} wall={secs:.3}s records_per_sec={:.0} screened={}",
-        a.topic,
-        stored as f64 / secs.max(1e-9),
-        screened.count
-    );
-    screened.report(a.strict)
+    screened.report(a.strict)?;
+    crate::finish_summary(
+        format!(
+            "produced records={stored} topic={} partitions={partitions} wall={secs:.3}s records_per_sec={:.0} screened={}",
+            a.topic,
+            stored as f64 / secs.max(1e-9),
+            screened.count
+        ),
+        &stop,
+    )
 }
 
 /// Input lines refused at the log's door for holding a card number.
@@ -529,12 +532,15 @@ pub(crate) fn load_file(
         let stored = producer.produced();
         producer.finish()?;
         pumped?;
-        eprintln!(
-            "produced records={stored} topic={topic} wall={:.3}s screened={}",
-            started.elapsed().as_secs_f64(),
-            screened.count
+        screened.report(false)?;
+        return crate::finish_summary(
+            format!(
+                "produced records={stored} topic={topic} wall={:.3}s screened={}",
+                started.elapsed().as_secs_f64(),
+                screened.count
+            ),
+            &stop,
         );
-        return screened.report(false);
     }
     let plan = plan_query("SELECT * FROM payments").context("planning the load")?;
     let shared = std::sync::Arc::new(std::sync::Mutex::new(producer));
@@ -548,18 +554,18 @@ pub(crate) fn load_file(
         dead_letter: crate::output_sink("--dead-letter", dead_letter)?,
         late: Box::new(paystream::sink::NullSink),
     };
+    let stop = crate::stop_on_signal();
     let summary = run_replay(
         &plan,
         &opts,
         sinks,
         Default::default(),
-        crate::stop_on_signal(),
+        std::sync::Arc::clone(&stop),
     )?;
     let producer = std::sync::Arc::try_unwrap(shared)
         .map_err(|_| anyhow::anyhow!("the topic writer is still in use"))?
         .into_inner()
         .expect("producer lock");
     producer.finish()?;
-    eprintln!("{} topic={topic}", summary.line());
-    Ok(())
+    crate::finish_summary(format!("{} topic={topic}", summary.line()), &stop)
 }

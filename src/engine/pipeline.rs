@@ -243,6 +243,7 @@ pub(super) fn run(
             origins: &router_origins,
             speed,
             pace: None,
+            paced_stop: Arc::clone(&router_stop),
             last_sent: i64::MIN,
             positions: start_positions,
             meta: meta_tx,
@@ -537,6 +538,9 @@ struct RouterLoop<'a> {
     origins: &'a [Origin],
     speed: Option<f64>,
     pace: Option<(i64, Instant)>,
+    /// Set by a stop request: pacing (`--speed`) ends at once, so what was already read drains
+    /// without sleeping and Ctrl-C stops a paced replay promptly.
+    paced_stop: Arc<AtomicBool>,
     /// The watermark last sent to the workers.
     last_sent: i64,
     positions: BTreeMap<u32, u64>,
@@ -675,7 +679,7 @@ impl RouterLoop<'_> {
         }
         for (accepted, watermark) in routed {
             if let (Some(speed), Some(ev)) = (self.speed, &accepted) {
-                throttle(&mut self.pace, ev, speed);
+                throttle(&mut self.pace, ev, speed, &self.paced_stop);
             }
             self.step(accepted.as_ref(), watermark, c.tag.partition)?;
         }
@@ -714,7 +718,10 @@ impl RouterLoop<'_> {
 }
 
 /// Sleeps so event time advances `speed`× faster than wall time.
-fn throttle(pace: &mut Option<(i64, Instant)>, ev: &EventBatch, speed: f64) {
+fn throttle(pace: &mut Option<(i64, Instant)>, ev: &EventBatch, speed: f64, stop: &AtomicBool) {
+    if stop.load(Ordering::Relaxed) {
+        return;
+    }
     use datafusion::arrow::array::AsArray;
     use datafusion::arrow::datatypes::TimestampMillisecondType;
     let times = ev
@@ -732,6 +739,14 @@ fn throttle(pace: &mut Option<(i64, Instant)>, ev: &EventBatch, speed: f64) {
     let due = Duration::from_secs_f64(((max - t0).max(0) as f64 / 1000.0) / speed);
     let elapsed = w0.elapsed();
     if due > elapsed {
-        std::thread::sleep((due - elapsed).min(Duration::from_secs(5)));
+        // In short naps, so a stop request is seen within 50 ms.
+        let until = Instant::now() + (due - elapsed).min(Duration::from_secs(5));
+        while !stop.load(Ordering::Relaxed) {
+            let left = until.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                break;
+            }
+            std::thread::sleep(left.min(Duration::from_millis(50)));
+        }
     }
 }

@@ -15,10 +15,12 @@
 //! Cost: one pass of [`contains_card_number`] over the line; only a line that may hold a card
 //! number or has an escape is parsed.
 
-use crate::decode::contains_card_number;
+use crate::decode::{contains_card_number, record_contains_card_number};
 
 /// Largest money value the event format accepts (`amount_minor`, `fee_minor`).
 const MAX_MONEY: u64 = 1_000_000_000_000_000;
+/// Latest event time the format accepts, epoch milliseconds (9999-12-31T23:59:59.999Z).
+const MAX_EVENT_TIME: u64 = 253_402_300_799_999;
 
 /// Whether the JSON record `line` holds a card number (see the module documentation).
 pub(crate) fn holds_card_number(line: &[u8]) -> bool {
@@ -30,7 +32,8 @@ pub(crate) fn holds_card_number(line: &[u8]) -> bool {
             .iter()
             .any(|(name, v)| !known_in_range(name, v) && value_holds_card(v)),
         Ok(v) => value_holds_card(&v),
-        Err(_) => contains_card_number(line),
+        // Not JSON: screened as a record, its bytes and any escaped strings in it decoded.
+        Err(_) => record_contains_card_number(line),
     }
 }
 
@@ -41,8 +44,8 @@ fn known_in_range(name: &str, v: &serde_json::Value) -> bool {
     };
     match name {
         "amount_minor" | "fee_minor" => n <= MAX_MONEY,
-        // Epoch milliseconds up to the year 2286 (13 digits).
-        "event_time" => n < 10_000_000_000_000,
+        // Epoch milliseconds the validator accepts (up to the year 9999).
+        "event_time" => n <= MAX_EVENT_TIME,
         _ => false,
     }
 }
