@@ -6,7 +6,7 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
@@ -24,7 +24,8 @@ pub(crate) struct DemoArgs {
     /// Events to generate.
     #[arg(long, default_value_t = 200_000)]
     events: u64,
-    /// Seconds to produce them over (the stream runs this long, then stops cleanly).
+    /// Seconds to produce them over; the stream then stops cleanly once the queries have read
+    /// every event.
     #[arg(long, default_value_t = 10)]
     seconds: u64,
     /// Result rows to print per query (then only counts).
@@ -101,9 +102,14 @@ pub(crate) fn demo(data: &DataDir, a: DemoArgs) -> anyhow::Result<()> {
     let stop = crate::stop_on_signal();
     let produced = Arc::new(AtomicU64::new(0));
     let screened = Arc::new(AtomicU64::new(0));
+    // Set when every event is stored: the bytes the queries must read to have seen them all.
+    let target = Arc::new(AtomicU64::new(u64::MAX));
+    let done = Arc::new(AtomicBool::new(false));
+    let progress = Arc::new(paystream::engine::Progress::default());
     let producer = {
         let (log, stop, produced) = (log.clone(), Arc::clone(&stop), Arc::clone(&produced));
         let screened = Arc::clone(&screened);
+        let (target, done) = (Arc::clone(&target), Arc::clone(&done));
         let seconds = a.seconds.max(1);
         std::thread::spawn(move || -> anyhow::Result<()> {
             let mut p = Producer::new(log.writer("payments", FsyncPolicy::Never)?, Some("card_id"));
@@ -133,6 +139,9 @@ pub(crate) fn demo(data: &DataDir, a: DemoArgs) -> anyhow::Result<()> {
                 rest = &rest[end..];
             }
             screened.store(p.screened(), Ordering::Relaxed);
+            // What the queries' source reads for the stored records: each value and a newline.
+            target.store(p.stored_bytes() + p.produced(), Ordering::Relaxed);
+            done.store(true, Ordering::Relaxed);
             p.finish()?;
             Ok(())
         })
@@ -143,6 +152,7 @@ pub(crate) fn demo(data: &DataDir, a: DemoArgs) -> anyhow::Result<()> {
         .iter()
         .map(|(name, sql)| plan_query(sql).with_context(|| format!("shipped query {name}")))
         .collect::<anyhow::Result<Vec<_>>>()?;
+    let progress_seen = Arc::clone(&progress);
     let runner = {
         let (log, stop) = (log.clone(), Arc::clone(&stop));
         let dir = dir.clone();
@@ -176,7 +186,7 @@ pub(crate) fn demo(data: &DataDir, a: DemoArgs) -> anyhow::Result<()> {
                     &opts,
                     None,
                     None,
-                    Arc::default(),
+                    progress,
                     stop,
                 )?)
             },
@@ -184,11 +194,26 @@ pub(crate) fn demo(data: &DataDir, a: DemoArgs) -> anyhow::Result<()> {
     };
 
     // Tail the result topics and print as windows close.
-    let deadline = Instant::now() + Duration::from_secs(a.seconds.max(1) + 3);
+    // The stream runs until every event is produced and the queries have read them all (then a
+    // second more, for the last results to reach their topics), however slow the machine; a
+    // cap keeps a stuck run from going on forever.
+    let cap = Instant::now() + Duration::from_secs(a.seconds.max(1) + 120);
+    let mut caught_up: Option<Instant> = None;
+    let deadline_passed = |caught_up: &mut Option<Instant>| {
+        if Instant::now() >= cap {
+            return true;
+        }
+        let read = progress_seen.bytes_read.load(Ordering::Relaxed);
+        if done.load(Ordering::Relaxed) && read >= target.load(Ordering::Relaxed) {
+            let at = *caught_up.get_or_insert_with(Instant::now);
+            return at.elapsed() >= Duration::from_secs(1);
+        }
+        false
+    };
     let mut consumers = Vec::new();
     let mut counts = vec![0u64; SHIPPED.len()];
     let mut last_status = Instant::now();
-    while Instant::now() < deadline && !stop.load(Ordering::Relaxed) {
+    while !deadline_passed(&mut caught_up) && !stop.load(Ordering::Relaxed) {
         if consumers.len() < SHIPPED.len() {
             consumers = SHIPPED
                 .iter()

@@ -15,8 +15,8 @@ use std::time::{Duration, Instant, SystemTime};
 
 use super::batch::{BatchBuilder, Parsed, RecordRef, parse_batch, view_checked};
 use super::segment::{
-    Next, SegmentCursor, SegmentWriter, io_err, position_hint, read_offset_index, read_time_index,
-    segment_path,
+    Fresh, Next, SegmentCursor, SegmentWriter, io_err, position_hint, read_offset_index,
+    read_time_index, segment_path,
 };
 use super::txn::{Isolation, committed_offset};
 use super::{FsyncPolicy, LogError};
@@ -352,8 +352,8 @@ fn valid_end_past_damage(dir: &Path, base: u64) -> Result<Option<u64>, LogError>
             break;
         }
         match c.resync(next)? {
-            Some((_, at)) => {
-                past_damage = true;
+            Some((skip, at)) => {
+                past_damage |= skip > 0;
                 next = at;
             }
             None => break,
@@ -621,16 +621,15 @@ impl PartitionReader {
                 Next::Corrupt => {
                     // Bytes buffered before a concurrent truncation may be stale: judge the
                     // file as it is now before calling it damaged.
-                    let at = cursor.pos;
-                    cursor.reset();
-                    let fresh = matches!(cursor.next_batch()?, Next::Batch(_));
-                    cursor.pos = at;
-                    cursor.reset();
-                    if fresh {
-                        continue;
-                    }
-                    if !self.step_over_damage(base)? {
-                        return Ok(0);
+                    match cursor.peek_fresh()? {
+                        Fresh::Batch => continue,
+                        // Being rewritten after a truncation: wait for the rest.
+                        Fresh::Incomplete => return Ok(0),
+                        Fresh::Corrupt => {
+                            if !self.step_over_damage(base)? {
+                                return Ok(0);
+                            }
+                        }
                     }
                 }
                 Next::End => {
@@ -644,6 +643,17 @@ impl PartitionReader {
                             ));
                         }
                         Some(_) => {
+                            if !self.bases.contains(&base) {
+                                // Deleted by retention while we read it.
+                                let at = self.next_offset;
+                                self.seek(at)?;
+                                continue;
+                            }
+                            // The writer may have appended this segment's last batch and rolled
+                            // since we read: look again before calling it damage.
+                            if cursor.peek_fresh()? == Fresh::Batch {
+                                continue;
+                            }
                             // A sealed segment that ends short of the next one (a torn batch,
                             // or a lost segment): damage all the same.
                             if !self.step_over_damage(base)? {
@@ -659,8 +669,8 @@ impl PartitionReader {
                             }
                             // Bytes that do not make a batch yet: one being written, or a
                             // damaged length with valid batches after it.
-                            if cursor.remaining()? > 0
-                                && cursor.valid_batch_follows(self.next_offset)?
+                            if cursor.has_partial()
+                                && cursor.damaged_before_valid(self.next_offset)?
                             {
                                 if !self.step_over_damage(base)? {
                                     return Ok(0);
@@ -700,6 +710,10 @@ impl PartitionReader {
             });
         }
         if let Some((bytes, at)) = cursor.resync(from)? {
+            if bytes == 0 {
+                // Whole on a fresh read: it was being written, not damaged.
+                return Ok(true);
+            }
             self.next_offset = at;
             self.note_skipped(Skipped {
                 path,

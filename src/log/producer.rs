@@ -26,6 +26,7 @@ pub struct Producer {
     key: Option<Finder<'static>>,
     time: Finder<'static>,
     produced: u64,
+    stored_bytes: u64,
     screened: u64,
     max_record_bytes: usize,
     now_ms: i64,
@@ -54,6 +55,7 @@ impl Producer {
             key: key_field.map(|k| Finder::new(format!("\"{k}\"").as_bytes()).into_owned()),
             time: Finder::new(b"\"event_time\"").into_owned(),
             produced: 0,
+            stored_bytes: 0,
             screened: 0,
             now_ms: now_ms(),
         }
@@ -62,6 +64,11 @@ impl Producer {
     /// Records sent so far.
     pub fn produced(&self) -> u64 {
         self.produced
+    }
+
+    /// Bytes of the values sent so far.
+    pub fn stored_bytes(&self) -> u64 {
+        self.stored_bytes
     }
 
     /// JSON records refused so far because they hold a card number.
@@ -95,6 +102,7 @@ impl Producer {
         }
         b.push(key, value, timestamp);
         self.produced += 1;
+        self.stored_bytes += value.len() as u64;
         if b.byte_len() >= BATCH_BYTES {
             self.writer.append(p, b)?;
         }

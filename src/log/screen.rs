@@ -6,66 +6,82 @@
 //! a redacted copy in the topic would later decode as a valid event with a bogus card, where a
 //! replay of the same file dead-letters it as `card_number`.
 //!
-//! What counts is the same as the decoder's rule, applied to the *decoded* text: a 13–19 digit,
-//! Luhn-valid run in any string value (escapes such as `\u0034` resolved first) or in a number,
-//! except the fields whose meaning is known and whose value is in range — `event_time` as epoch
-//! milliseconds and the money fields `amount_minor` and `fee_minor` (0 ≤ n ≤ 10^15) — which are
-//! timestamps and amounts, not card numbers. A line that is not JSON is screened on its bytes.
+//! What counts is the decoder's rule, applied to the record's bytes and to its JSON strings
+//! decoded (escapes such as `\u0034` resolved): a 13–19 digit, Luhn-valid run anywhere — in a
+//! value, a key, a number however written, a field given twice — except the values of the
+//! fields whose meaning is known and whose value is in range: `event_time` as epoch
+//! milliseconds and the money fields `amount_minor` and `fee_minor` (0 ≤ n ≤ 10^15), which are
+//! timestamps and amounts, not card numbers. Those values are masked out before the check; the
+//! decision is never made on a parsed copy of the record, whose duplicate keys, keys and
+//! re-printed numbers could differ from the bytes stored.
 //!
-//! Cost: one pass of [`contains_card_number`] over the line; only a line that may hold a card
-//! number or has an escape is parsed.
+//! Cost: one pass of [`record_contains_card_number`] over the line; only a line with a hit is
+//! looked at again with its known fields masked.
 
-use crate::decode::{contains_card_number, record_contains_card_number};
+use crate::decode::record_contains_card_number;
 
 /// Largest money value the event format accepts (`amount_minor`, `fee_minor`).
 const MAX_MONEY: u64 = 1_000_000_000_000_000;
 /// Latest event time the format accepts, epoch milliseconds (9999-12-31T23:59:59.999Z).
 const MAX_EVENT_TIME: u64 = 253_402_300_799_999;
+/// The fields exempt when they hold an integer in range, with that range's top.
+const KNOWN: [(&[u8], u64); 3] = [
+    (b"\"event_time\"", MAX_EVENT_TIME),
+    (b"\"amount_minor\"", MAX_MONEY),
+    (b"\"fee_minor\"", MAX_MONEY),
+];
 
 /// Whether the JSON record `line` holds a card number (see the module documentation).
 pub(crate) fn holds_card_number(line: &[u8]) -> bool {
-    if !contains_card_number(line) && memchr::memchr(b'\\', line).is_none() {
+    if !record_contains_card_number(line) {
         return false;
     }
-    match serde_json::from_slice::<serde_json::Value>(line) {
-        Ok(serde_json::Value::Object(fields)) => fields
-            .iter()
-            .any(|(name, v)| !known_in_range(name, v) && value_holds_card(v)),
-        Ok(v) => value_holds_card(&v),
-        // Not JSON: screened as a record, its bytes and any escaped strings in it decoded.
-        Err(_) => record_contains_card_number(line),
+    let mut masked = None;
+    for (name, max) in KNOWN {
+        if let Some((s, e)) = int_value_span(line, name)
+            && std::str::from_utf8(&line[s..e])
+                .ok()
+                .and_then(|t| t.parse::<u64>().ok())
+                .is_some_and(|v| v <= max)
+        {
+            // Not a digit and not a separator: nothing can join across the mask.
+            masked.get_or_insert_with(|| line.to_vec())[s..e].fill(b'x');
+        }
     }
+    masked.is_none_or(|m| record_contains_card_number(&m))
 }
 
-/// A top-level field whose value is a timestamp or an amount within the format's range.
-fn known_in_range(name: &str, v: &serde_json::Value) -> bool {
-    let Some(n) = v.as_u64() else {
-        return false;
+/// The byte range of the first `"name": <integer>` value in `line` (digits only, followed by a
+/// delimiter), or `None`.
+fn int_value_span(line: &[u8], name: &[u8]) -> Option<(usize, usize)> {
+    let at = memchr::memmem::find(line, name)?;
+    let mut p = at + name.len();
+    let skip_ws = |p: &mut usize| {
+        while line.get(*p).is_some_and(u8::is_ascii_whitespace) {
+            *p += 1;
+        }
     };
-    match name {
-        "amount_minor" | "fee_minor" => n <= MAX_MONEY,
-        // Epoch milliseconds the validator accepts (up to the year 9999).
-        "event_time" => n <= MAX_EVENT_TIME,
-        _ => false,
+    skip_ws(&mut p);
+    if line.get(p) != Some(&b':') {
+        return None;
     }
-}
-
-fn value_holds_card(v: &serde_json::Value) -> bool {
-    use serde_json::Value;
-    match v {
-        Value::String(s) => contains_card_number(s.as_bytes()),
-        Value::Number(n) => contains_card_number(n.to_string().as_bytes()),
-        Value::Array(a) => a.iter().any(value_holds_card),
-        Value::Object(o) => o
-            .iter()
-            .any(|(k, v)| contains_card_number(k.as_bytes()) || value_holds_card(v)),
-        Value::Null | Value::Bool(_) => false,
+    p += 1;
+    skip_ws(&mut p);
+    let start = p;
+    while line.get(p).is_some_and(u8::is_ascii_digit) {
+        p += 1;
     }
+    let delimited = matches!(
+        line.get(p),
+        None | Some(b',' | b'}' | b' ' | b'\t' | b'\r' | b'\n')
+    );
+    (p > start && delimited).then_some((start, p))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::decode::contains_card_number;
 
     #[test]
     fn refuses_card_numbers_in_every_spelling_and_keeps_timestamps_and_amounts() {
@@ -78,6 +94,12 @@ mod tests {
             r#"{"extra":{"pan":[4539148803436467]}}"#,
             r#"{"event_time":4539148803436467}"#,
             r#"not json 4539148803436467"#,
+            // A field given twice, a key, a number written as a float, a masked field's twin.
+            r#"{"card_id":"4539148803436467","card_id":"c1"}"#,
+            r#"{"4539148803436467":1}"#,
+            r#"{"x":4539148803436467.0}"#,
+            r#"{"amount_minor":5,"amount_minor":4539148803436467}"#,
+            r#"{"amount_minor":4539148803436467.0}"#,
         ];
         for line in held {
             assert!(holds_card_number(line.as_bytes()), "{line}");

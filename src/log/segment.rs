@@ -234,6 +234,17 @@ pub(super) struct SegmentCursor {
     read_size: usize,
 }
 
+/// What a fresh read finds at a cursor ([`SegmentCursor::peek_fresh`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Fresh {
+    /// A valid batch.
+    Batch,
+    /// Nothing, or a batch shorter than its length.
+    Incomplete,
+    /// Bytes that are not a valid batch.
+    Corrupt,
+}
+
 /// What the cursor found next.
 pub(super) enum Next<'a> {
     Batch(BatchView<'a>),
@@ -322,11 +333,14 @@ impl SegmentCursor {
     /// skipped and that batch's base offset, and leaves the cursor there; `None` (cursor
     /// unmoved) when nothing valid follows in this file.
     pub(super) fn resync(&mut self, min_offset: u64) -> Result<Option<(u64, u64)>, LogError> {
-        let len = self.file.metadata().map_err(io_err(&self.path))?.len();
-        let mut rest = vec![0u8; len.saturating_sub(self.pos) as usize];
-        self.file
-            .read_exact_at(&mut rest, self.pos)
-            .map_err(io_err(&self.path))?;
+        let rest = self.read_rest()?;
+        if let Parsed::Batch(v) = parse_batch(&rest)
+            && v.base_offset == min_offset
+        {
+            // Whole now (it was being written): no damage here.
+            self.reset();
+            return Ok(Some((0, min_offset)));
+        }
         for i in 1..rest.len().saturating_sub(BATCH_HEADER) {
             // Cheap header checks first: a plausible length and base offset, then the CRC.
             let h = &rest[i..i + BATCH_HEADER];
@@ -349,15 +363,57 @@ impl SegmentCursor {
         Ok(None)
     }
 
-    /// Whether a valid batch (base offset at least `min_offset`) lies past the cursor, which
-    /// does not move: tells damage that looks like a torn tail (a garbage length claiming more
-    /// bytes than the file has) from a batch still being written.
-    pub(super) fn valid_batch_follows(&mut self, min_offset: u64) -> Result<bool, LogError> {
+    /// The file from the cursor to its end, as one read sees it: a prefix of what the writer
+    /// wrote (a concurrent truncation only makes it shorter).
+    fn read_rest(&self) -> Result<Vec<u8>, LogError> {
+        let len = self.file.metadata().map_err(io_err(&self.path))?.len();
+        let mut rest = vec![0u8; len.saturating_sub(self.pos) as usize];
+        let mut got = 0;
+        while got < rest.len() {
+            let n = self
+                .file
+                .read_at(&mut rest[got..], self.pos + got as u64)
+                .map_err(io_err(&self.path))?;
+            if n == 0 {
+                break;
+            }
+            got += n;
+        }
+        rest.truncate(got);
+        Ok(rest)
+    }
+
+    /// Whether the bytes at the cursor are damage: in one fresh read, they are not a batch yet a
+    /// valid batch (base offset at least `min_offset`) lies past them — a garbage length that
+    /// looks like a torn tail. A batch still being written is never damage: the read sees a
+    /// prefix of the file, so a later batch in it means this one is whole. The cursor does not
+    /// move.
+    pub(super) fn damaged_before_valid(&mut self, min_offset: u64) -> Result<bool, LogError> {
         let at = self.pos;
-        let found = self.resync(min_offset)?.is_some();
+        let found = self.resync(min_offset)?.is_some_and(|(skip, _)| skip > 0);
         self.pos = at;
         self.reset();
         Ok(found)
+    }
+
+    /// What a fresh read finds at the cursor (buffered bytes may be stale after a concurrent
+    /// truncation or be a batch caught mid-write). The cursor does not move.
+    pub(super) fn peek_fresh(&mut self) -> Result<Fresh, LogError> {
+        let at = self.pos;
+        self.reset();
+        let fresh = match self.next_batch()? {
+            Next::Batch(_) => Fresh::Batch,
+            Next::End => Fresh::Incomplete,
+            Next::Corrupt => Fresh::Corrupt,
+        };
+        self.pos = at;
+        self.reset();
+        Ok(fresh)
+    }
+
+    /// Whether the last read left bytes at the cursor that do not make a batch (yet).
+    pub(super) fn has_partial(&self) -> bool {
+        self.end > self.start
     }
 
     /// Bytes of the file from the cursor to its current end.
