@@ -183,6 +183,32 @@ fn a_damaged_batch_is_an_error_or_a_reported_skip() {
     assert_eq!(got[1_000..], all[lost_to..]);
 }
 
+/// Issue 12.3, the reported case: a complete but damaged *last* batch of the active segment,
+/// read with `--until-end` before any writer reopened the partition, is an error — not an
+/// exit 0 with its records missing.
+#[test]
+fn a_damaged_last_batch_is_not_skipped_silently() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let all = events(2_000, 6);
+    for part in all.chunks(1_000) {
+        assert!(produce(&data, "p", part, &["--key", "none"]).0);
+    }
+    let seg = active_segment(&data, "p");
+    let mut bytes = std::fs::read(&seg).unwrap();
+    let n = bytes.len();
+    bytes[n - 50] ^= 0x04;
+    std::fs::write(&seg, &bytes).unwrap();
+    let out = consume(&data, "p", &[]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "exit 0 with records missing");
+    assert!(err.contains("--skip-corrupt"), "{err}");
+    let out = consume(&data, "p", &["--skip-corrupt"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(err.contains("skipped a damaged tail"), "{err}");
+}
+
 /// Issue 12.7: no topic ever holds a card number, in any spelling; `produce` counts the
 /// records it refused and exits 0 (non-zero with `--strict`).
 #[test]

@@ -488,6 +488,15 @@ pub(crate) fn consume(data: &DataDir, a: ConsumeArgs) -> anyhow::Result<()> {
         let _ = out.flush();
     }
     commit(&done)?;
+    if ends.is_some()
+        && !broken_pipe
+        && !stop.load(Ordering::Relaxed)
+        && printed < a.max_records.unwrap_or(u64::MAX)
+    {
+        // The end was computed where each partition's valid batches end: damage right after it
+        // is an error (or a reported skip), not a quiet stop.
+        consumer.probe()?;
+    }
     Ok(())
 }
 

@@ -99,6 +99,16 @@ impl TopicConsumer {
         Ok(0)
     }
 
+    /// Reads one batch from every partition and drops it: surfaces damage right after the
+    /// positions (an error, or a reported skip in skip mode). A reader that stops at an end it
+    /// computed would otherwise stop just short of a damaged batch and never say so.
+    pub fn probe(&mut self) -> Result<(), LogError> {
+        for r in &mut self.readers {
+            r.poll(|_| {})?;
+        }
+        Ok(())
+    }
+
     /// Sleeps until a partition may have new data, or `timeout`.
     pub fn wait(&mut self, timeout: Duration) {
         self.waiter.wait(timeout);
