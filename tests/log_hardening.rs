@@ -207,6 +207,24 @@ fn a_damaged_last_batch_is_not_skipped_silently() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{err}");
     assert!(err.contains("skipped a damaged tail"), "{err}");
+    // A query run to the end of the topic says so too.
+    let query = dir.path().join("q.sql");
+    std::fs::write(
+        &query,
+        "CREATE SOURCE payments WITH (connector = 'log', topic = 'p');\n\
+         CREATE SINK out WITH (connector = 'log', topic = 'out');\n\
+         INSERT INTO out SELECT event_id FROM payments;\n",
+    )
+    .unwrap();
+    let run = paystream(&data)
+        .arg("run")
+        .arg(&query)
+        .arg("--until-end")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&run.stderr);
+    assert!(!run.status.success(), "run --until-end: exit 0 past damage\n{err}");
+    assert!(err.contains("--skip-corrupt"), "{err}");
 }
 
 /// Issue 12.7: no topic ever holds a card number, in any spelling; `produce` counts the

@@ -299,7 +299,12 @@ impl LogReader {
                 }
             }
             if done == n {
-                return Ok(()); // --until-end: every partition reached its end
+                // --until-end: every partition reached its end. Those ends are where the valid
+                // batches end; damage right after one is an error, never a quiet stop.
+                for r in &mut self.readers {
+                    r.poll(|_| {})?;
+                }
+                return Ok(());
             }
             if any {
                 self.waiter.reset();

@@ -705,7 +705,7 @@ impl PartitionReader {
             return Err(LogError::Corrupt {
                 path,
                 message: format!(
-                    "the batch at byte {position} (offset {from}) is damaged: it fails its checksum or framing, so {extent}. Read past the damage with `--skip-corrupt`, which names what it skips"
+                    "the batch at byte {position} (offset {from}) is damaged: it fails its checksum or framing, so {extent}. `paystream consume TOPIC --skip-corrupt` reads past the damage and names what it skips"
                 ),
             });
         }
