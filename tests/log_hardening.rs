@@ -223,7 +223,10 @@ fn a_damaged_last_batch_is_not_skipped_silently() {
         .output()
         .unwrap();
     let err = String::from_utf8_lossy(&run.stderr);
-    assert!(!run.status.success(), "run --until-end: exit 0 past damage\n{err}");
+    assert!(
+        !run.status.success(),
+        "run --until-end: exit 0 past damage\n{err}"
+    );
     assert!(err.contains("--skip-corrupt"), "{err}");
 }
 
