@@ -5,23 +5,11 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::util::{consume_all, ok, paystream, repo};
+use crate::util::{consume_all, ok, paystream, produce_stdin, repo};
 
 fn produce(data: &Path, topic: &str, lines: &[&str]) {
-    let mut child = paystream(data)
-        .args(["produce", topic])
-        .stdin(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    {
-        let mut stdin = child.stdin.take().unwrap();
-        for l in lines {
-            writeln!(stdin, "{l}").unwrap();
-        }
-    }
-    let o = child.wait_with_output().unwrap();
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let (good, err) = produce_stdin(data, topic, lines, &[]);
+    assert!(good, "{err}");
 }
 
 fn replay_sorted(events: &Path, query: &str) -> Vec<String> {

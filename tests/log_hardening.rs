@@ -3,12 +3,11 @@
 //! errors or reported skips, card numbers never enter a topic, and a refused second `run` of a
 //! job leaves the first one's pid file alone.
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::util::{ok, paystream};
+use crate::util::{ok, paystream, produce_stdin};
 
 /// Generated events, one per line.
 fn events(n: usize, seed: u64) -> Vec<String> {
@@ -24,24 +23,7 @@ fn events(n: usize, seed: u64) -> Vec<String> {
 
 /// Runs `produce TOPIC` with `lines` on standard input; returns (success, stderr).
 fn produce(data: &Path, topic: &str, lines: &[String], extra: &[&str]) -> (bool, String) {
-    let mut child = paystream(data)
-        .args(["produce", topic])
-        .args(extra)
-        .stdin(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    {
-        let mut stdin = child.stdin.take().unwrap();
-        for l in lines {
-            writeln!(stdin, "{l}").unwrap();
-        }
-    }
-    let o = child.wait_with_output().unwrap();
-    (
-        o.status.success(),
-        String::from_utf8_lossy(&o.stderr).into_owned(),
-    )
+    produce_stdin(data, topic, lines, extra)
 }
 
 fn consume(data: &Path, topic: &str, extra: &[&str]) -> std::process::Output {

@@ -109,3 +109,32 @@ pub fn consume_all(data: &Path, topic: &str) -> Vec<String> {
     let out = ok(paystream(data).args(["consume", topic, "--until-end"]));
     sorted(out.lines().map(str::to_string).collect())
 }
+
+/// Runs `produce TOPIC` with `lines` on standard input and `extra` flags; returns whether it
+/// succeeded and its standard error.
+pub fn produce_stdin(
+    data: &Path,
+    topic: &str,
+    lines: &[impl AsRef<str>],
+    extra: &[&str],
+) -> (bool, String) {
+    use std::io::Write;
+    let mut child = paystream(data)
+        .args(["produce", topic])
+        .args(extra)
+        .stdin(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    {
+        let mut stdin = child.stdin.take().unwrap();
+        for l in lines {
+            writeln!(stdin, "{}", l.as_ref()).unwrap();
+        }
+    }
+    let o = child.wait_with_output().unwrap();
+    (
+        o.status.success(),
+        String::from_utf8_lossy(&o.stderr).into_owned(),
+    )
+}
