@@ -103,7 +103,7 @@ struct BenchArgs {
 
 #[derive(clap::Args)]
 struct ReplayArgs {
-    /// The event file.
+    /// The event file; `-` reads standard input (JSON Lines unless `--format csv`).
     file: PathBuf,
     /// The SQL file holding the stream query (reads the stream `payments`).
     #[arg(long, short, required_unless_present = "into", conflicts_with = "into")]
@@ -318,7 +318,21 @@ fn output_sink(option: &str, path: Option<&Path>) -> anyhow::Result<Box<dyn Sink
     })
 }
 
-fn replay(a: ReplayArgs, data: &cli::log_cmds::DataDir) -> anyhow::Result<()> {
+/// Where `-` (standard input) is read from: the process's own stdin as a file, so the reader
+/// needs no second code path.
+const STDIN_PATH: &str = "/dev/stdin";
+
+fn replay(mut a: ReplayArgs, data: &cli::log_cmds::DataDir) -> anyhow::Result<()> {
+    if a.file.as_os_str() == "-" {
+        match a.format.as_deref() {
+            Some("parquet") => bail!(
+                "Parquet cannot be read from standard input (its footer is at the end): pass the file's path"
+            ),
+            None => a.format = Some("json".into()),
+            Some(_) => {}
+        }
+        a.file = PathBuf::from(STDIN_PATH);
+    }
     let Some(query) = &a.query else {
         let topic = a.into.as_deref().expect("clap requires --query or --into");
         return cli::log_cmds::load_file(
@@ -372,7 +386,10 @@ fn replay(a: ReplayArgs, data: &cli::log_cmds::DataDir) -> anyhow::Result<()> {
         );
     }
     if !a.file.exists() {
-        bail!("the event file {} does not exist", a.file.display());
+        bail!(
+            "the event file {} does not exist (use `-` for standard input)",
+            a.file.display()
+        );
     }
     let results: Box<dyn Sink> = match &a.output {
         Some(p) => Box::new(WriterSink::create("--output", p)?),

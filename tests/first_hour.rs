@@ -195,3 +195,30 @@ fn an_interrupted_replay_or_produce_says_so_and_exits_130() {
         "{err}"
     );
 }
+
+/// Issue 13.7: `replay -` reads standard input (JSON Lines unless `--format` says otherwise).
+#[test]
+fn replay_reads_dash_as_stdin() {
+    use std::io::Write;
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let lines = ok(Command::new(env!("CARGO_BIN_EXE_paystream")).args(["gen", "--events", "300"]));
+    let mut child = paystream(&data)
+        .args(["replay", "-", "--query"])
+        .arg(crate::util::repo("queries/settlement_per_minute.sql"))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(lines.as_bytes())
+        .unwrap();
+    let o = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{err}");
+    assert!(err.contains("read=300 "), "{err}");
+}
