@@ -225,6 +225,8 @@ fn main() {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
         )
         .with_writer(std::io::stderr)
+        // Colour codes only for a person at a terminal, never into a file or a pipe.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let cli = Cli::parse();
     quiet_on_closed_stdout(&cli.command);
@@ -522,11 +524,24 @@ fn bench(a: BenchArgs) -> anyhow::Result<()> {
         .map(|w| w.trim().parse::<usize>().ok().filter(|n| *n > 0))
         .collect::<Option<_>>()
         .with_context(|| format!("invalid --workers {:?}: use e.g. 1,2", a.workers))?;
-    let dir = tempfile_dir()?;
+    // Check every argument before the minute of generating input.
+    match a.suite.as_str() {
+        "all" | "queries" | "log" => {}
+        other => bail!("unknown --suite {other:?}: use all, queries or log"),
+    }
+    // A generated input is removed when the bench ends, however it ends.
+    let mut generated = None;
     let input = match a.input {
         Some(p) => p,
         None => {
-            let p = dir.join(format!("bench-{}.jsonl", a.events));
+            let p =
+                tempfile_dir()?.join(format!("bench-{}-{}.jsonl", a.events, std::process::id()));
+            eprintln!(
+                "generating {} events into {} (removed afterwards; pass --input FILE to reuse one) ...",
+                a.events,
+                p.display()
+            );
+            let file = RemoveOnDrop(p.clone());
             let cfg = GenConfig {
                 events: a.events,
                 ..GenConfig::default()
@@ -534,15 +549,12 @@ fn bench(a: BenchArgs) -> anyhow::Result<()> {
             let mut w = std::io::BufWriter::new(std::fs::File::create(&p)?);
             generate(&cfg, &mut w)?;
             std::io::Write::flush(&mut w)?;
+            generated = Some(file);
             p
         }
     };
     eprintln!("measuring over {} ...", input.display());
     let mut ms = Vec::new();
-    match a.suite.as_str() {
-        "all" | "queries" | "log" => {}
-        other => bail!("unknown --suite {other:?}: use all, queries or log"),
-    }
     if a.suite != "log" {
         let opts = paystream::throughput::BenchOptions {
             workers: workers.clone(),
@@ -565,7 +577,17 @@ fn bench(a: BenchArgs) -> anyhow::Result<()> {
         );
     }
     print!("{}", paystream::throughput::report(&ms));
+    drop(generated);
     Ok(())
+}
+
+/// Removes a file the command created when dropped (on success and on error alike).
+struct RemoveOnDrop(PathBuf);
+
+impl Drop for RemoveOnDrop {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
 }
 
 fn tempfile_dir() -> anyhow::Result<PathBuf> {

@@ -222,3 +222,18 @@ fn replay_reads_dash_as_stdin() {
     assert!(o.status.success(), "{err}");
     assert!(err.contains("read=300 "), "{err}");
 }
+
+/// Issue 13.14: `bench` checks its arguments before generating its input.
+#[test]
+fn bench_refuses_an_unknown_suite_before_generating_anything() {
+    let o = Command::new(env!("CARGO_BIN_EXE_paystream"))
+        .args(["bench", "--suite", "nope", "--events", "1000000"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success());
+    assert!(
+        err.contains("unknown --suite") && !err.contains("generating"),
+        "{err}"
+    );
+}
