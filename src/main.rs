@@ -75,6 +75,11 @@ enum Command {
         #[command(flatten)]
         args: cli::log_cmds::ConsumeArgs,
     },
+    /// Consumer groups of a topic: list them with their lag, or reset their offsets.
+    Group {
+        #[command(subcommand)]
+        command: cli::log_cmds::GroupCommand,
+    },
 }
 
 #[derive(clap::Args)]
@@ -238,6 +243,7 @@ fn main() {
         Command::Topic { command } => cli::log_cmds::topic(&cli.data, command),
         Command::Produce { args } => cli::log_cmds::produce(&cli.data, args),
         Command::Consume { args } => cli::log_cmds::consume(&cli.data, args),
+        Command::Group { command } => cli::log_cmds::group(&cli.data, command),
         Command::Run { args } => cli::run_cmd::run(&cli.data, args),
         Command::Savepoint { args } => cli::run_cmd::savepoint(&cli.data, args),
     };

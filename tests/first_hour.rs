@@ -237,3 +237,35 @@ fn bench_refuses_an_unknown_suite_before_generating_anything() {
         "{err}"
     );
 }
+
+/// Issue 13.13: the Kafka habits — `group list`, `group reset --to`, `topic delete`.
+#[test]
+fn groups_list_and_reset_and_topics_delete() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let lines = ok(Command::new(env!("CARGO_BIN_EXE_paystream")).args(["gen", "--events", "100"]));
+    let lines: Vec<&str> = lines.lines().collect();
+    let (good, err) = crate::util::produce_stdin(&data, "payments", &lines, &["--key", "none"]);
+    assert!(good, "{err}");
+    ok(paystream(&data).args(["consume", "payments", "--group", "g", "--until-end"]));
+    let list = ok(paystream(&data).args(["group", "list", "payments"]));
+    assert!(list.starts_with("g\tlag=0\t"), "{list}");
+    for (to, lag) in [("earliest", 100), ("latest", 0), ("40", 60)] {
+        let out = ok(paystream(&data).args(["group", "reset", "payments", "g", "--to", to]));
+        assert!(out.contains(&format!("(lag {lag})")), "{to}: {out}");
+    }
+    let again = ok(paystream(&data).args(["consume", "payments", "--group", "g", "--until-end"]));
+    assert_eq!(again.lines().count(), 60);
+    let o = paystream(&data)
+        .args(["group", "reset", "payments", "g", "--to", "soon"])
+        .output()
+        .unwrap();
+    assert!(!o.status.success());
+    ok(paystream(&data).args(["topic", "delete", "payments"]));
+    assert_eq!(ok(paystream(&data).args(["topic", "list"])), "");
+    let o = paystream(&data)
+        .args(["topic", "delete", "payments"])
+        .output()
+        .unwrap();
+    assert!(!o.status.success() && String::from_utf8_lossy(&o.stderr).contains("does not exist"));
+}

@@ -28,6 +28,31 @@ pub(crate) enum TopicCommand {
     },
     /// List the topics.
     List,
+    /// Delete a topic: its records, segments and consumer groups (refused while it is written).
+    Delete {
+        /// The topic.
+        topic: String,
+    },
+}
+
+#[derive(clap::Subcommand)]
+pub(crate) enum GroupCommand {
+    /// List the consumer groups of a topic with their lag.
+    List {
+        /// The topic.
+        topic: String,
+    },
+    /// Move a group's committed offsets (the group's consumers should be stopped).
+    Reset {
+        /// The topic.
+        topic: String,
+        /// The consumer group (a job's group is the job's name).
+        group: String,
+        /// `earliest`, `latest`, an offset (every partition), or an RFC 3339 time (the first
+        /// record at or after it).
+        #[arg(long)]
+        to: String,
+    },
 }
 
 #[derive(clap::Args)]
@@ -233,6 +258,10 @@ pub(crate) fn topic(data: &DataDir, cmd: TopicCommand) -> anyhow::Result<()> {
                 );
             }
         }
+        TopicCommand::Delete { topic } => {
+            log.delete_topic(&topic)?;
+            println!("deleted topic {topic} in {}", data.data_dir.display());
+        }
         TopicCommand::List => {
             for t in log.topics()? {
                 let c = log.topic_config(&t)?;
@@ -387,12 +416,7 @@ pub(crate) fn consume(data: &DataDir, a: ConsumeArgs) -> anyhow::Result<()> {
     let log = Log::new(&data.data_dir);
     log.topic_config(&a.topic)?;
     let start = match a.from.as_deref() {
-        Some("earliest") => StartAt::Earliest,
-        Some("latest") => StartAt::Latest,
-        Some(s) if s.bytes().all(|b| b.is_ascii_digit()) => StartAt::Offset(s.parse()?),
-        Some(s) => StartAt::Timestamp(parse_rfc3339_millis(s).with_context(|| {
-            format!("invalid --from {s:?}: use earliest, latest, an offset or an RFC 3339 time")
-        })?),
+        Some(s) => start_at("--from", s)?,
         None => match &a.group {
             Some(g) => StartAt::Committed(log.group_offsets(&a.topic, g)?),
             None => StartAt::Earliest,
@@ -577,4 +601,65 @@ pub(crate) fn load_file(
         .expect("producer lock");
     producer.finish()?;
     crate::finish_summary(format!("{} topic={topic}", summary.line()), &stop)
+}
+
+/// Where `--from`/`--to` points: earliest, latest, an offset or an RFC 3339 time.
+fn start_at(flag: &str, s: &str) -> anyhow::Result<StartAt> {
+    Ok(match s {
+        "earliest" => StartAt::Earliest,
+        "latest" => StartAt::Latest,
+        s if s.bytes().all(|b| b.is_ascii_digit()) => StartAt::Offset(s.parse()?),
+        s => StartAt::Timestamp(parse_rfc3339_millis(s).with_context(|| {
+            format!("invalid {flag} {s:?}: use earliest, latest, an offset or an RFC 3339 time")
+        })?),
+    })
+}
+
+/// Per partition: the group's committed offset (or the first stored) and its lag.
+fn group_lag(log: &Log, topic: &str, group: &str) -> anyhow::Result<Vec<(u32, u64, u64)>> {
+    let o = log.group_offsets(topic, group)?;
+    Ok(log
+        .partition_stats(topic)?
+        .iter()
+        .map(|s| {
+            let at = o
+                .offsets
+                .get(&s.partition)
+                .copied()
+                .unwrap_or(s.start_offset)
+                .max(s.start_offset);
+            (s.partition, at, s.end_offset.saturating_sub(at))
+        })
+        .collect())
+}
+
+pub(crate) fn group(data: &DataDir, cmd: GroupCommand) -> anyhow::Result<()> {
+    let log = Log::new(&data.data_dir);
+    match cmd {
+        GroupCommand::List { topic } => {
+            log.topic_config(&topic)?;
+            for g in log.groups(&topic) {
+                let lag = group_lag(&log, &topic, &g)?;
+                let parts: Vec<String> = lag
+                    .iter()
+                    .map(|(p, at, l)| format!("p{p}={at} (lag {l})"))
+                    .collect();
+                let total: u64 = lag.iter().map(|(_, _, l)| l).sum();
+                println!("{g}\tlag={total}\t{}", parts.join(" "));
+            }
+        }
+        GroupCommand::Reset { topic, group, to } => {
+            let start = start_at("--to", &to)?;
+            let consumer = TopicConsumer::open(&log, &topic, &start)?;
+            log.commit_offsets(&topic, &group, &consumer.positions())?;
+            let lag = group_lag(&log, &topic, &group)?;
+            let parts: Vec<String> = lag.iter().map(|(p, at, _)| format!("p{p}={at}")).collect();
+            println!(
+                "group {group} on {topic} reset to {to}: {} (lag {})",
+                parts.join(" "),
+                lag.iter().map(|(_, _, l)| l).sum::<u64>()
+            );
+        }
+    }
+    Ok(())
 }

@@ -185,6 +185,24 @@ impl Log {
         }
     }
 
+    /// Deletes a topic and everything in it (segments, consumer groups). Refused while a
+    /// process writes it (its writer lock is held).
+    pub fn delete_topic(&self, topic: &str) -> Result<(), LogError> {
+        self.topic_config(topic)?;
+        let dir = self.topic_dir(topic);
+        let lock_path = dir.join("writer.lock");
+        let lock = File::create(&lock_path).map_err(io_err(&lock_path))?;
+        match lock.try_lock() {
+            Ok(()) => {}
+            Err(std::fs::TryLockError::WouldBlock) => return Err(LogError::Locked(topic.into())),
+            Err(std::fs::TryLockError::Error(e)) => return Err(io_err(&lock_path)(e)),
+        }
+        // The configuration goes first: a crash midway leaves no half topic that looks whole.
+        let config = dir.join("topic.json");
+        std::fs::remove_file(&config).map_err(io_err(&config))?;
+        std::fs::remove_dir_all(&dir).map_err(io_err(&dir))
+    }
+
     /// Topics in the data directory, sorted.
     pub fn topics(&self) -> Result<Vec<String>, LogError> {
         let mut out = Vec::new();
