@@ -287,6 +287,9 @@ fn a_refused_second_run_leaves_the_running_jobs_pid_file() {
     );
     let sp = ok(paystream(&data).args(["savepoint", "job"]));
     assert!(sp.contains("job-"), "{sp}");
+    // Issue 13.12: savepoints are listed by name.
+    let listed = ok(paystream(&data).args(["savepoint", "--list", "job"]));
+    assert_eq!(listed.trim(), sp.trim());
     // SAFETY: plain kill(2) on our own child's pid.
     assert_eq!(unsafe { libc::kill(first.id() as i32, libc::SIGTERM) }, 0);
     assert!(first.wait().unwrap().success());

@@ -253,6 +253,22 @@ impl CheckpointStore {
         self.write_at(&["savepoints", name], epoch, bytes)
     }
 
+    /// The names of the savepoints stored, sorted.
+    pub fn savepoints(&self) -> Result<Vec<String>> {
+        let dir = self.path(&["savepoints"]);
+        let listed = self
+            .rt
+            .block_on(self.store.list_with_delimiter(Some(&dir)))
+            .map_err(|e| store_err("listing savepoints", e))?;
+        let mut names: Vec<String> = listed
+            .common_prefixes
+            .iter()
+            .filter_map(|p| Some(p.filename()?.to_string()))
+            .collect();
+        names.sort();
+        Ok(names)
+    }
+
     /// Reads a named savepoint.
     pub fn savepoint(&self, name: &str) -> Result<Option<(u64, Vec<u8>)>> {
         self.read_at(&["savepoints", name])
@@ -286,6 +302,7 @@ mod tests {
             (3, vec![1, 2, 3])
         );
         assert!(s.savepoint("nope").unwrap().is_none());
+        assert_eq!(s.savepoints().unwrap(), vec!["before-upgrade".to_string()]);
         assert!(CheckpointStore::open("gopher://x", 3).is_err());
     }
 }

@@ -50,6 +50,9 @@ pub(crate) struct SavepointArgs {
     /// Where the job keeps checkpoints, if not the default.
     #[arg(long)]
     checkpoint_dir: Option<String>,
+    /// List the job's savepoints (names for `run --from-savepoint`) instead of taking one.
+    #[arg(long)]
+    list: bool,
 }
 
 fn pid_file(data: &Path, job: &str) -> PathBuf {
@@ -175,6 +178,16 @@ pub(crate) fn savepoint(data: &DataDir, a: SavepointArgs) -> anyhow::Result<()> 
             .to_string()
     });
     let store = CheckpointStore::open(&location, 3)?;
+    if a.list {
+        let names = store.savepoints()?;
+        if names.is_empty() {
+            eprintln!("job {} has no savepoints in {location}", a.job);
+        }
+        for n in names {
+            println!("{n}");
+        }
+        return Ok(());
+    }
     match running_pid(&data.data_dir, &a.job) {
         Some(pid) => {
             let before = store.latest()?.map_or(0, |(e, _)| e);

@@ -410,7 +410,7 @@ fn restore(
         Some(sp) => Some(store.savepoint(sp)?.ok_or_else(|| Error::State {
             operator: "savepoint".into(),
             message: format!(
-                "there is no savepoint `{sp}`; `paystream savepoint JOB` lists and takes them"
+                "there is no savepoint `{sp}`; `paystream savepoint --list JOB` lists them and `paystream savepoint JOB` takes one"
             ),
         })?),
         None if opts.reset_state => None,
