@@ -41,9 +41,17 @@ struct Complete {
 }
 
 fn store_err(what: &str, e: impl std::fmt::Display) -> Error {
+    let e = e.to_string();
+    // With no credentials in the environment, the S3 client falls back to the cloud instance
+    // metadata endpoint; off a cloud instance that answers with an opaque 403 or a timeout.
+    let hint = if e.contains("169.254.169.254") || e.contains("instance metadata") {
+        ". No S3 credentials were found: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (and AWS_REGION; AWS_ENDPOINT=http://host:port for MinIO or another S3-compatible server, AWS_ALLOW_HTTP=true for plain http)"
+    } else {
+        ""
+    };
     Error::State {
         operator: "checkpoint store".into(),
-        message: format!("{what}: {e}"),
+        message: format!("{what}: {e}{hint}"),
     }
 }
 
@@ -304,5 +312,21 @@ mod tests {
         assert!(s.savepoint("nope").unwrap().is_none());
         assert_eq!(s.savepoints().unwrap(), vec!["before-upgrade".to_string()]);
         assert!(CheckpointStore::open("gopher://x", 3).is_err());
+    }
+
+    /// Issue 13.12: no credentials is said in words, with the variables to set.
+    #[test]
+    fn missing_s3_credentials_are_named_not_a_bare_403() {
+        let e = store_err(
+            "listing checkpoints",
+            "Generic S3 error: Error performing PUT http://169.254.169.254/latest/api/token: 403 Forbidden",
+        )
+        .to_string();
+        assert!(
+            e.contains("No S3 credentials were found") && e.contains("AWS_ACCESS_KEY_ID"),
+            "{e}"
+        );
+        let other = store_err("listing checkpoints", "bucket does not exist").to_string();
+        assert!(!other.contains("credentials"), "{other}");
     }
 }
