@@ -2,6 +2,7 @@
 //! directory it did not create, and a closed pipe ends any command quietly.
 
 use std::io::Read;
+use std::path::Path;
 use std::process::{Command, Stdio};
 
 use crate::util::{ok, paystream};
@@ -268,4 +269,40 @@ fn groups_list_and_reset_and_topics_delete() {
         .output()
         .unwrap();
     assert!(!o.status.success() && String::from_utf8_lossy(&o.stderr).contains("does not exist"));
+}
+
+/// Issue 13.11: a file sink whose path is a pipe (`/dev/stdout` of a piped process) streams
+/// rows into it instead of creating part files beside it.
+#[test]
+fn a_file_sink_on_a_pipe_streams_into_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let lines = ok(Command::new(env!("CARGO_BIN_EXE_paystream")).args(["gen", "--events", "200"]));
+    let lines: Vec<&str> = lines.lines().collect();
+    let (good, err) = crate::util::produce_stdin(&data, "payments", &lines, &[]);
+    assert!(good, "{err}");
+    let query = dir.path().join("q.sql");
+    std::fs::write(
+        &query,
+        "CREATE SOURCE payments WITH (connector = 'log', topic = 'payments');\n\
+         CREATE SINK out WITH (connector = 'file', path = '/dev/stdout');\n\
+         INSERT INTO out SELECT event_id FROM payments;\n",
+    )
+    .unwrap();
+    let o = paystream(&data)
+        .arg("run")
+        .arg(&query)
+        .arg("--until-end")
+        .stdout(Stdio::piped())
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{err}");
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert_eq!(
+        out.lines().filter(|l| l.contains("event_id")).count(),
+        200,
+        "{out}"
+    );
+    assert!(!Path::new("/dev/stdout.part-0000000001.jsonl").exists());
 }

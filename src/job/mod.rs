@@ -444,9 +444,23 @@ struct SinkFactory<'a> {
     files: Vec<SharedPartFiles>,
 }
 
+/// Whether `path` is a character device, a FIFO or a socket (`/dev/stdout`, a named pipe).
+fn is_stream(path: &Path) -> bool {
+    use std::os::unix::fs::FileTypeExt;
+    std::fs::metadata(path).is_ok_and(|m| {
+        let t = m.file_type();
+        t.is_char_device() || t.is_fifo() || t.is_socket()
+    })
+}
+
 impl SinkFactory<'_> {
     fn open(&mut self, c: &SinkConnector) -> Result<Box<dyn Sink>> {
         Ok(match c {
+            // A terminal, a pipe or another device is a stream, not a directory of part files:
+            // rows go straight to it as they come (at-least-once, as for a file source).
+            SinkConnector::File { path } if is_stream(path) => {
+                Box::new(WriterSink::append("sink", path)?)
+            }
             SinkConnector::File { path } if self.align.is_some() => {
                 let mut files = PartFiles::open(path)?;
                 files.recover(self.restored_epoch)?;
