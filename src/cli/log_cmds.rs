@@ -402,6 +402,16 @@ pub(crate) fn pump_lines(
             n += producer.send_json_lines(&buf[..end + 1], n + 1, &mut on_screened)?;
             buf.copy_within(end + 1..filled, 0);
             filled -= end + 1;
+        } else if filled > producer.max_record_bytes() + 2 {
+            // One line longer than any record the topic takes (plus `\r\n`): refuse it now
+            // rather than buffer it whole.
+            return Err(paystream::log::LogError::RecordTooLarge {
+                topic: producer.topic().to_string(),
+                record: format!("line {}", n + 1),
+                bytes: filled as u64,
+                limit: producer.max_record_bytes() as u64,
+            }
+            .into());
         }
         // A slow producer (a pipe) still makes its records visible promptly.
         if last_flush.elapsed() >= Duration::from_millis(200) {

@@ -66,6 +66,11 @@ impl Producer {
         self.produced
     }
 
+    /// The largest record (key plus value) the topic accepts.
+    pub fn max_record_bytes(&self) -> usize {
+        self.max_record_bytes
+    }
+
     /// Bytes of the values sent so far.
     pub fn stored_bytes(&self) -> u64 {
         self.stored_bytes
