@@ -233,27 +233,11 @@ pub(crate) fn topic(data: &DataDir, cmd: TopicCommand) -> anyhow::Result<()> {
                 println!("groups: none");
             }
             for g in groups {
-                let o = log.group_offsets(&topic, &g)?;
-                let lags: Vec<u64> = stats
-                    .iter()
-                    .map(|s| {
-                        let at = o
-                            .offsets
-                            .get(&s.partition)
-                            .copied()
-                            .unwrap_or(s.start_offset)
-                            .max(s.start_offset);
-                        s.end_offset.saturating_sub(at)
-                    })
-                    .collect();
-                let parts: Vec<String> = lags
-                    .iter()
-                    .enumerate()
-                    .map(|(p, l)| format!("p{p}={l}"))
-                    .collect();
+                let lags = group_lag(&log, &topic, &g)?;
+                let parts: Vec<String> = lags.iter().map(|(p, _, l)| format!("p{p}={l}")).collect();
                 println!(
                     "group {g}: lag {} ({})",
-                    lags.iter().sum::<u64>(),
+                    lags.iter().map(|(_, _, l)| l).sum::<u64>(),
                     parts.join(" ")
                 );
             }
