@@ -57,7 +57,9 @@ enum Command {
     /// Checkpoints every 10 s (--checkpoint-interval); results reach read_committed consumers
     /// when their checkpoint completes, exactly once. Runs until Ctrl-C or SIGTERM, then stops
     /// with a final checkpoint; the next run of the same file resumes from the latest one, also
-    /// after a crash.
+    /// after a crash. Prints a status line every 5 s on stderr (--quiet: none); `paystream
+    /// status` shows it from another shell. Result records in sink topics are stamped with the
+    /// event time they stand for (a window's end), so `consume --from TIME` finds them by it.
     Run {
         #[command(flatten)]
         args: cli::run_cmd::RunArgs,
@@ -69,6 +71,12 @@ enum Command {
     Savepoint {
         #[command(flatten)]
         args: cli::run_cmd::SavepointArgs,
+    },
+    /// Show the jobs of the data directory: running or stopped, events/s, watermark, lag,
+    /// results, dead letters, late events and the last checkpoint.
+    Status {
+        #[command(flatten)]
+        args: cli::run_cmd::StatusArgs,
     },
     /// Print a topic's records, one value a line; tails new records until Ctrl-C.
     Consume {
@@ -147,6 +155,10 @@ struct ReplayArgs {
     /// Event times further than this ahead of the watermark are dead-lettered.
     #[arg(long, default_value = "5m")]
     max_skew: String,
+    /// Fail (exit 1) when more than 1% of the records were dead-lettered or late, instead of
+    /// only warning.
+    #[arg(long)]
+    strict: bool,
 }
 
 #[derive(clap::Args)]
@@ -246,6 +258,7 @@ fn main() {
         Command::Group { command } => cli::log_cmds::group(&cli.data, command),
         Command::Run { args } => cli::run_cmd::run(&cli.data, args),
         Command::Savepoint { args } => cli::run_cmd::savepoint(&cli.data, args),
+        Command::Status { args } => cli::run_cmd::status(&cli.data, args),
     };
     if let Err(e) = r {
         if e.downcast_ref::<Interrupted>().is_some() {
@@ -349,6 +362,7 @@ fn replay(mut a: ReplayArgs, data: &cli::log_cmds::DataDir) -> anyhow::Result<()
             a.format.as_deref(),
             topic,
             a.dead_letter.as_deref(),
+            a.strict,
         );
     };
     let sql = std::fs::read_to_string(query)
@@ -413,7 +427,23 @@ fn replay(mut a: ReplayArgs, data: &cli::log_cmds::DataDir) -> anyhow::Result<()
     let summary = with_progress(total, |progress| {
         run_replay(&plan, &opts, sinks, progress, Arc::clone(&stop))
     })?;
-    finish_summary(summary.line(), &stop)
+    let hints = cli::surprises::Hints {
+        dead_letters: match &a.dead_letter {
+            Some(p) => format!("They are in {} with reason and line.", p.display()),
+            None => "Re-run with --dead-letter FILE to see each one with its reason and line."
+                .into(),
+        },
+        late: format!(
+            "Their event times were behind the watermark (the latest event time seen minus --watermark-delay, {}): if the file is far out of order, raise --watermark-delay; {}",
+            a.watermark_delay,
+            match &a.late {
+                Some(p) => format!("they are in {}.", p.display()),
+                None => "--late FILE lists them.".into(),
+            }
+        ),
+    };
+    finish_summary(summary.line(), &stop)?;
+    cli::surprises::report(&summary, &hints, a.strict)
 }
 
 /// A command stopped by Ctrl-C or SIGTERM before its input ended: its summary says

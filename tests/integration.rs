@@ -8,6 +8,7 @@ mod golden;
 mod log_cli;
 mod log_hardening;
 mod oracle;
+mod run_cli;
 mod slt;
 mod sql_hardening;
 mod state;

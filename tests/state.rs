@@ -50,7 +50,52 @@ fn run(sql: &str, batches: &[(EventBatch, i64)], snapshot_at: Option<usize>) -> 
     }
     op.finish(&mut out).unwrap();
     assert!(out.late.is_empty());
-    sorted(lines_of(&out.results))
+    check_result_times(sql, &out);
+    let batches: Vec<_> = out.results.into_iter().map(|r| r.batch).collect();
+    sorted(lines_of(&batches))
+}
+
+/// Every result row carries the event time it stands for: its window's end for an aggregate,
+/// its event's time for a per-event result (checked where the query projects that column).
+fn check_result_times(sql: &str, out: &OperatorOutput) {
+    use datafusion::arrow::array::AsArray;
+    use datafusion::arrow::datatypes::TimestampMillisecondType;
+    for r in &out.results {
+        let schema = r.batch.schema();
+        let name = if sql.contains("GROUP BY") {
+            "window_end"
+        } else {
+            "event_time"
+        };
+        let Ok(col) = schema.index_of(name) else {
+            continue;
+        };
+        let want = r
+            .batch
+            .column(col)
+            .as_primitive::<TimestampMillisecondType>();
+        for i in 0..r.batch.num_rows() {
+            assert_eq!(
+                r.times.get(i),
+                want.value(i),
+                "row {i} of a result of\n{sql}"
+            );
+        }
+    }
+}
+
+#[test]
+fn results_carry_their_window_end_or_event_time() {
+    let batches = event_batches(97);
+    for sql in [
+        "SELECT window_end, card_id, count(*) AS n FROM SESSION(payments, event_time, INTERVAL '200' MILLISECOND) GROUP BY window_end, card_id HAVING count(*) > 1",
+        "SELECT window_end, merchant_id, count(*) FROM TUMBLE(payments, event_time, INTERVAL '10' SECOND) GROUP BY window_end, merchant_id HAVING count(*) > 2",
+        "SELECT window_end, count(*) FROM HOP(payments, event_time, INTERVAL '1' SECOND, INTERVAL '3' SECOND) GROUP BY window_end",
+        "SELECT event_id, event_time, amount_minor FROM payments WHERE amount_minor > 5000",
+        "SELECT event_time, window_end FROM TUMBLE(payments, event_time, INTERVAL '10' SECOND) WHERE amount_minor > 100",
+    ] {
+        assert!(!run(sql, &batches, None).is_empty(), "{sql}");
+    }
 }
 
 #[test]

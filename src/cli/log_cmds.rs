@@ -527,6 +527,7 @@ pub(crate) fn load_file(
     format: Option<&str>,
     topic: &str,
     dead_letter: Option<&std::path::Path>,
+    strict: bool,
 ) -> anyhow::Result<()> {
     use paystream::{Format, ReplayOptions, Sinks, plan_query, run_replay};
     let format = match format {
@@ -594,7 +595,17 @@ pub(crate) fn load_file(
         .into_inner()
         .expect("producer lock");
     producer.finish()?;
-    crate::finish_summary(format!("{} topic={topic}", summary.line()), &stop)
+    crate::finish_summary(format!("{} topic={topic}", summary.line()), &stop)?;
+    let hints = super::surprises::Hints {
+        dead_letters: match dead_letter {
+            Some(p) => format!("They are in {} with reason and row.", p.display()),
+            None => {
+                "Re-run with --dead-letter FILE to see each one with its reason and row.".into()
+            }
+        },
+        late: String::new(),
+    };
+    super::surprises::report(&summary, &hints, strict)
 }
 
 /// Where `--from`/`--to` points: earliest, latest, an offset or an RFC 3339 time.

@@ -4,3 +4,4 @@
 pub(crate) mod demo;
 pub(crate) mod log_cmds;
 pub(crate) mod run_cmd;
+pub(crate) mod surprises;

@@ -1,5 +1,6 @@
 //! `paystream run QUERYFILE`: a query file's INSERTs, continuously, until Ctrl-C or SIGTERM;
-//! `paystream savepoint JOB`: a named snapshot of a running (or stopped) job.
+//! `paystream savepoint JOB`: a named snapshot of a running (or stopped) job;
+//! `paystream status [JOB]`: what the jobs of a data directory are doing.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -7,8 +8,14 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
+use paystream::Progress;
 use paystream::checkpoint::CheckpointStore;
-use paystream::job::{JobOptions, job_name, run_query_file, state_dir};
+use paystream::job::status::{JobStatus, StatusProbe, jobs};
+use paystream::job::{JobOptions, SinkReset, job_name, run_query_file, source_topic, state_dir};
+use paystream::log::Log;
+use paystream::sql::query_file::SinkConnector;
+
+use super::surprises::{Hints, report};
 use paystream::time::parse_duration_millis;
 
 use super::log_cmds::{DataDir, fsync_policy};
@@ -25,8 +32,27 @@ pub(crate) struct RunArgs {
     #[arg(long)]
     until_end: bool,
     /// Ignore checkpoints of previous runs of this query file; start from the earliest offsets.
+    /// When the job already committed results to its sinks, say what to do with them:
+    /// --truncate-sinks or --keep-sinks.
     #[arg(long)]
     reset_state: bool,
+    /// With --reset-state: empty the job's sinks first (its result topics and part files; a
+    /// topic another job also writes is kept).
+    #[arg(long, requires = "reset_state", conflicts_with = "keep_sinks")]
+    truncate_sinks: bool,
+    /// With --reset-state: keep what the sinks hold and append the recomputed results.
+    #[arg(long, requires = "reset_state")]
+    keep_sinks: bool,
+    /// No status line on stderr while the job runs.
+    #[arg(long, short)]
+    quiet: bool,
+    /// How often the status line is printed (and `paystream status` updated).
+    #[arg(long, default_value = "5s")]
+    status_every: String,
+    /// Fail (exit 1) when more than 1% of the records were dead-lettered or late, instead of
+    /// only warning.
+    #[arg(long)]
+    strict: bool,
     /// Durability of the sink topics between checkpoints: always, interval or never.
     #[arg(long, default_value = "interval")]
     fsync: String,
@@ -111,6 +137,16 @@ pub(crate) fn run(data: &DataDir, a: RunArgs) -> anyhow::Result<()> {
     opts.workers = a.workers;
     opts.until_end = a.until_end;
     opts.reset_state = a.reset_state;
+    opts.sink_reset = match (a.truncate_sinks, a.keep_sinks) {
+        (true, _) => Some(SinkReset::Truncate),
+        (_, true) => Some(SinkReset::Keep),
+        _ => None,
+    };
+    let status_every = Duration::from_millis(
+        parse_duration_millis(&a.status_every)
+            .map_err(|e| anyhow::anyhow!("invalid --status-every: {e}"))?
+            .max(100) as u64,
+    );
     opts.fsync = fsync_policy(&a.fsync)?;
     opts.checkpoint_location = a.checkpoint_dir.clone();
     opts.from_savepoint = a.from_savepoint.clone();
@@ -137,12 +173,25 @@ pub(crate) fn run(data: &DataDir, a: RunArgs) -> anyhow::Result<()> {
             data.data_dir.display()
         );
     }
-    let out = run_query_file(
-        &a.query_file,
-        &opts,
-        Arc::default(),
-        crate::stop_on_signal(),
+    let progress = Arc::new(Progress::default());
+    let topic = source_topic(&a.query_file).ok().flatten();
+    let probe = StatusProbe::new(
+        &job,
+        Arc::clone(&progress),
+        Log::new(&data.data_dir),
+        topic.clone(),
     );
+    let done = Arc::new(AtomicBool::new(false));
+    let reporter = report_status(
+        probe,
+        data.data_dir.clone(),
+        status_every,
+        !a.quiet,
+        Arc::clone(&done),
+    );
+    let out = run_query_file(&a.query_file, &opts, progress, crate::stop_on_signal());
+    done.store(true, Ordering::Relaxed);
+    let _ = reporter.join();
     let _ = std::fs::remove_file(&pid);
     let out = out.with_context(|| format!("running {}", a.query_file.display()))?;
     let (n, ms, bytes) = out
@@ -157,6 +206,100 @@ pub(crate) fn run(data: &DataDir, a: RunArgs) -> anyhow::Result<()> {
         out.name,
         out.resumed
     );
+    let hints = Hints {
+        dead_letters: match &out.dead_letters {
+            SinkConnector::Log { topic, .. } => format!(
+                "`paystream consume {topic}` shows each one with its reason and source offset."
+            ),
+            SinkConnector::File { path } => {
+                format!(
+                    "They are in {} with reason and source offset.",
+                    path.display()
+                )
+            }
+        },
+        late: format!(
+            "Their event times were behind the watermark: loading an older file into a topic that already holds later events makes it late. Load it into a new topic (and point the query file's source at it), or start over with `paystream run {} --reset-state`.",
+            a.query_file.display()
+        ),
+    };
+    report(&out.summary, &hints, a.strict)
+}
+
+/// Samples the job's progress every `every` into its status file (and, unless `quiet`, a
+/// `status …` line on stderr) until `done`, then once more as it stopped.
+fn report_status(
+    mut probe: StatusProbe,
+    data_dir: PathBuf,
+    every: Duration,
+    print: bool,
+    done: Arc<AtomicBool>,
+) -> std::thread::JoinHandle<()> {
+    std::thread::spawn(move || {
+        let mut next = Instant::now() + every;
+        while !done.load(Ordering::Relaxed) {
+            std::thread::sleep(Duration::from_millis(50).min(every));
+            if Instant::now() < next {
+                continue;
+            }
+            next += every;
+            let s = probe.sample(false);
+            if let Err(e) = s.write(&data_dir) {
+                tracing::debug!(error = %e, "cannot write the job status");
+            }
+            if print {
+                eprintln!("status {}", s.line(s.updated_ms));
+            }
+        }
+        let _ = probe.sample(true).write(&data_dir);
+    })
+}
+
+#[derive(clap::Args)]
+pub(crate) struct StatusArgs {
+    /// A job's name (the query file's name without `.sql`); all jobs when absent.
+    job: Option<String>,
+}
+
+/// `paystream status [JOB]`: jobs of the data directory, running or stopped, with their last
+/// status sample.
+pub(crate) fn status(data: &DataDir, a: StatusArgs) -> anyhow::Result<()> {
+    let all = jobs(&data.data_dir);
+    let names = match a.job {
+        Some(j) if all.contains(&j) => vec![j],
+        Some(j) => bail!(
+            "no job {j} in {}{}",
+            data.data_dir.display(),
+            if all.is_empty() {
+                String::new()
+            } else {
+                format!(" (jobs: {})", all.join(", "))
+            }
+        ),
+        None if all.is_empty() => {
+            eprintln!(
+                "no jobs in {}; start one with `paystream run QUERYFILE`",
+                data.data_dir.display()
+            );
+            return Ok(());
+        }
+        None => all,
+    };
+    let now = paystream::log::producer_now_ms();
+    for job in names {
+        let state = match running_pid(&data.data_dir, &job) {
+            Some(pid) => format!("running pid={pid}"),
+            None => "stopped".into(),
+        };
+        match JobStatus::read(&data.data_dir, &job)? {
+            Some(s) => println!(
+                "{job}\t{state}\tupdated={}s_ago\t{}",
+                (now - s.updated_ms).max(0) / 1000,
+                s.line(now)
+            ),
+            None => println!("{job}\t{state}\tno status yet"),
+        }
+    }
     Ok(())
 }
 

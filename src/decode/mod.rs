@@ -27,7 +27,7 @@ pub use self::card::{
 };
 pub use self::csv::{BOM, CsvHeader, CsvHeaderError, record_end};
 pub use self::parquet::ParquetColumns;
-pub use self::reject::{Origin, PositionKind, Reject, RejectReason};
+pub use self::reject::{Origin, PositionKind, ReasonCounts, Reject, RejectReason};
 use self::row::ValidRow;
 pub use self::row::{EventBatchBuilder, MAX_AMOUNT, RawRow, validate};
 

@@ -10,6 +10,7 @@ use super::card::{redact, redact_bytes};
 
 /// Why a record was dead-lettered. The code (`as_str`) is part of the dead-letter format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[repr(u8)]
 pub enum RejectReason {
     /// The bytes are not valid UTF-8.
     InvalidUtf8,
@@ -57,6 +58,47 @@ impl RejectReason {
             RejectReason::CardNumber => "card_number",
             RejectReason::DuplicateConflict => "duplicate_conflict",
         }
+    }
+}
+
+impl RejectReason {
+    /// Every reason, in declaration order (the index of [`ReasonCounts`]).
+    pub const ALL: [RejectReason; 13] = [
+        RejectReason::InvalidUtf8,
+        RejectReason::Malformed,
+        RejectReason::MissingField,
+        RejectReason::NullField,
+        RejectReason::WrongType,
+        RejectReason::OutOfRange,
+        RejectReason::UnknownEventType,
+        RejectReason::UnknownCurrency,
+        RejectReason::InvalidValue,
+        RejectReason::BadTimestamp,
+        RejectReason::FutureTimestamp,
+        RejectReason::CardNumber,
+        RejectReason::DuplicateConflict,
+    ];
+}
+
+/// Dead letters counted by reason: what a run's end reports when many records were rejected.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ReasonCounts([u64; RejectReason::ALL.len()]);
+
+impl ReasonCounts {
+    /// Counts one record rejected for `reason`.
+    pub fn add(&mut self, reason: RejectReason) {
+        self.0[reason as usize] += 1;
+    }
+
+    /// Reasons with their counts, most frequent first (ties in declaration order); zeros left out.
+    pub fn top(&self) -> Vec<(RejectReason, u64)> {
+        let mut v: Vec<_> = RejectReason::ALL
+            .iter()
+            .map(|r| (*r, self.0[*r as usize]))
+            .filter(|(_, n)| *n > 0)
+            .collect();
+        v.sort_by_key(|(_, n)| std::cmp::Reverse(*n));
+        v
     }
 }
 
@@ -161,5 +203,32 @@ impl Reject {
             position,
             raw: redact_bytes(raw),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reason_counts_rank_the_most_frequent_first() {
+        for (i, r) in RejectReason::ALL.iter().enumerate() {
+            assert_eq!(*r as usize, i, "ALL is in declaration order");
+        }
+        let mut c = ReasonCounts::default();
+        assert!(c.top().is_empty());
+        c.add(RejectReason::Malformed);
+        for _ in 0..3 {
+            c.add(RejectReason::CardNumber);
+        }
+        c.add(RejectReason::InvalidUtf8);
+        assert_eq!(
+            c.top(),
+            vec![
+                (RejectReason::CardNumber, 3),
+                (RejectReason::InvalidUtf8, 1),
+                (RejectReason::Malformed, 1)
+            ]
+        );
     }
 }

@@ -264,6 +264,7 @@ impl LogReader {
                 let mut first = None;
                 let mut end = 0;
                 let mut records = 0;
+                let mut times = Vec::new();
                 while buf.len() < CHUNK && self.readers[p].position() < limit {
                     let got = self.readers[p].poll(|r| {
                         if r.offset >= limit {
@@ -272,6 +273,7 @@ impl LogReader {
                         first.get_or_insert(r.offset);
                         end = r.offset + 1;
                         records += 1;
+                        times.push(r.timestamp);
                         append_line(&mut buf, r.value);
                     })?;
                     if got == 0 {
@@ -292,6 +294,7 @@ impl LogReader {
                         partition: p as u32,
                         end: Some(end),
                     },
+                    times,
                 };
                 seq += 1;
                 if self.jobs.send(job).is_err() {
@@ -315,6 +318,7 @@ impl LogReader {
                     seq,
                     decoded: Decoded::default(),
                     tag: ChunkTag::default(),
+                    record_times: None,
                 };
                 seq += 1;
                 if self.ticks.send(Ok(tick)).is_err() {

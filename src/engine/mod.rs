@@ -20,7 +20,7 @@ mod router;
 
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64};
 use std::time::Duration;
 
 pub use self::log_source::{ContinuousOptions, ContinuousOutcome, Outputs, run_continuous};
@@ -28,7 +28,7 @@ pub use self::pipeline::{Checkpoints, PipelineState, QueryRun};
 pub(crate) use self::reader::CHUNK as READ_CHUNK;
 pub use self::router::{Partitioner, Partitioning, Router, RouterCounts};
 
-use crate::decode::{Format, Origin, PositionKind};
+use crate::decode::{Format, Origin, PositionKind, ReasonCounts};
 use crate::error::{Error, Result};
 use crate::operators::{Dedup, Watermark};
 use crate::sink::Sink;
@@ -119,6 +119,8 @@ pub struct Summary {
     pub unknown_fields: u64,
     /// Wall time.
     pub wall: Duration,
+    /// Dead letters by reason.
+    pub reasons: ReasonCounts,
 }
 
 impl Summary {
@@ -143,11 +145,44 @@ impl Summary {
     }
 }
 
-/// Progress of a run, readable while it goes.
-#[derive(Debug, Default)]
+/// Progress of a run, readable while it goes (a progress bar, `run`'s status line).
+#[derive(Debug)]
 pub struct Progress {
     /// Bytes of input read so far.
     pub bytes_read: AtomicU64,
+    /// Records read so far.
+    pub read: AtomicU64,
+    /// Records dead-lettered so far.
+    pub dead_lettered: AtomicU64,
+    /// Late events so far.
+    pub late: AtomicU64,
+    /// Result rows written so far.
+    pub results: AtomicU64,
+    /// The watermark (epoch ms; `i64::MIN` before the first event).
+    pub watermark: AtomicI64,
+    /// Sum over the source's partitions of the next offset to read (a log source): the topic's
+    /// end offsets minus this is the consumer lag.
+    pub offsets: AtomicU64,
+    /// Checkpoints completed (a job).
+    pub checkpoints: AtomicU64,
+    /// When the last checkpoint completed (epoch ms; `i64::MIN`: none yet).
+    pub last_checkpoint_ms: AtomicI64,
+}
+
+impl Default for Progress {
+    fn default() -> Self {
+        Progress {
+            bytes_read: AtomicU64::new(0),
+            read: AtomicU64::new(0),
+            dead_lettered: AtomicU64::new(0),
+            late: AtomicU64::new(0),
+            results: AtomicU64::new(0),
+            watermark: AtomicI64::new(i64::MIN),
+            offsets: AtomicU64::new(0),
+            checkpoints: AtomicU64::new(0),
+            last_checkpoint_ms: AtomicI64::new(i64::MIN),
+        }
+    }
 }
 
 /// Replays an event file through a planned query.

@@ -25,9 +25,11 @@ use std::time::{Duration, Instant};
 use super::reader::SeqDecoded;
 use super::router::{Partitioner, Router, RouterCounts};
 use super::{Progress, Summary};
-use crate::decode::{Origin, Reject};
+use crate::decode::{Origin, ReasonCounts, Reject};
 use crate::error::{Error, Result};
-use crate::operators::{EventBatch, Operator, OperatorOutput, WatermarkState, build_operator};
+use crate::operators::{
+    EventBatch, LateEvents, Operator, OperatorOutput, WatermarkState, build_operator,
+};
 use crate::sink::{Sink, dead_letter_json, late_json};
 use crate::sql::StreamPlan;
 
@@ -109,7 +111,8 @@ pub struct Checkpoints<'a> {
 /// ahead of the workers' snapshots. One channel keeps them ordered, so a checkpoint covers
 /// exactly the dead letters of the events before its barrier.
 enum RouterMsg {
-    DeadLetters(Vec<Vec<u8>>),
+    /// Dead-letter records, each with its source record's timestamp where the source has one.
+    DeadLetters(Vec<(Vec<u8>, Option<i64>)>),
     Barrier(BarrierMeta),
 }
 
@@ -235,6 +238,10 @@ pub(super) fn run(
         None => (None, None),
     };
     let mut on_checkpoint = spec.checkpoint.map(|c| c.on_checkpoint);
+    let router_progress = Arc::clone(&progress);
+    progress
+        .offsets
+        .store(start_positions.values().sum(), Ordering::Relaxed);
     let router_thread = super::spawn("router", move || {
         let mut r = RouterLoop {
             router,
@@ -250,6 +257,8 @@ pub(super) fn run(
             interval,
             request,
             last_barrier: Instant::now(),
+            progress: router_progress,
+            reasons: ReasonCounts::default(),
         };
         r.run(chunks, end, &router_stop)
     });
@@ -277,17 +286,24 @@ pub(super) fn run(
                         if first_error.is_some() {
                             continue;
                         }
-                        for b in &out.results {
-                            summary.results += b.num_rows() as u64;
-                            if let Err(e) = results[*q].write_batch(b) {
+                        for r in &out.results {
+                            summary.results += r.batch.num_rows() as u64;
+                            progress
+                                .results
+                                .fetch_add(r.batch.num_rows() as u64, Ordering::Relaxed);
+                            if let Err(e) = results[*q].write_results(&r.batch, &r.times) {
                                 fail(&mut first_error, e);
                             }
                         }
                         let query = spec.name_late_queries.then(|| names[*q].as_str());
                         for l in &out.late {
                             summary.late += l.batch.num_rows() as u64;
-                            for rec in late_json(&origins[origin as usize], query, l) {
-                                if let Err(e) = late_sink.write_record(&rec) {
+                            progress
+                                .late
+                                .fetch_add(l.batch.num_rows() as u64, Ordering::Relaxed);
+                            let recs = late_json(&origins[origin as usize], query, l);
+                            for (rec, time) in recs.iter().zip(late_event_times(l)) {
+                                if let Err(e) = late_sink.write_record_at(rec, time) {
                                     fail(&mut first_error, e);
                                 }
                             }
@@ -352,8 +368,8 @@ pub(super) fn run(
     if first_error.is_none() {
         for msg in meta_rx.iter() {
             if let RouterMsg::DeadLetters(recs) = msg {
-                for r in recs {
-                    dead_letter.write_record(&r)?;
+                for (r, time) in recs {
+                    write_dead_letter(&mut *dead_letter, &r, time)?;
                 }
             }
         }
@@ -374,7 +390,7 @@ pub(super) fn run(
     if let Some(e) = first_error {
         return Err(e);
     }
-    let (counts, read, unknown) = res?;
+    let (counts, read, unknown, reasons) = res?;
     progress
         .bytes_read
         .store(source.bytes.load(Ordering::Relaxed), Ordering::Relaxed);
@@ -383,6 +399,7 @@ pub(super) fn run(
     summary.duplicates = counts.duplicates;
     summary.dead_lettered = counts.dead_lettered;
     summary.unknown_fields = unknown;
+    summary.reasons = reasons;
     summary.wall = started.elapsed();
     let state = final_state;
     Ok(Outcome { summary, state })
@@ -433,8 +450,8 @@ fn drain_router(
         };
         match msg {
             RouterMsg::DeadLetters(recs) => {
-                for r in recs {
-                    dead_letter.write_record(&r)?;
+                for (r, time) in recs {
+                    write_dead_letter(dead_letter, &r, time)?;
                 }
                 dead_letter.flush_if_due()?;
             }
@@ -444,6 +461,34 @@ fn drain_router(
             }
         }
     }
+}
+
+/// The timestamp of the source record at `position`, for a source that keeps one (a log).
+fn record_time(times: &Option<(u64, Vec<i64>)>, position: u64) -> Option<i64> {
+    let (first, times) = times.as_ref()?;
+    times
+        .get(usize::try_from(position.checked_sub(*first)?).ok()?)
+        .copied()
+}
+
+/// Writes a dead letter stamped with its source record's time, or the wall time without one.
+fn write_dead_letter(sink: &mut dyn Sink, rec: &[u8], time: Option<i64>) -> Result<()> {
+    match time {
+        Some(t) => sink.write_record_at(rec, t),
+        None => sink.write_record(rec),
+    }
+}
+
+/// The event time of each late event, to stamp its record with.
+fn late_event_times(late: &LateEvents) -> impl Iterator<Item = i64> + '_ {
+    use datafusion::arrow::array::AsArray;
+    use datafusion::arrow::datatypes::TimestampMillisecondType;
+    late.batch
+        .column(crate::schema::FieldId::EventTime as usize)
+        .as_primitive::<TimestampMillisecondType>()
+        .values()
+        .iter()
+        .copied()
 }
 
 /// Per-worker operator metrics, logged when the worker ends.
@@ -491,7 +536,11 @@ fn worker_loop(
             ToWorker::Snapshot => op.snapshot().map(|s| snapshot = Some(s)),
         };
         m.busy += t0.elapsed();
-        m.rows_out += out.results.iter().map(|b| b.num_rows() as u64).sum::<u64>();
+        m.rows_out += out
+            .results
+            .iter()
+            .map(|r| r.batch.num_rows() as u64)
+            .sum::<u64>();
         m.late += out
             .late
             .iter()
@@ -529,7 +578,8 @@ fn worker_loop(
     );
 }
 
-type Routed = Result<(RouterCounts, u64, u64)>;
+/// What the router counted: its counters, records read, unknown fields, dead letters by reason.
+type Routed = Result<(RouterCounts, u64, u64, ReasonCounts)>;
 
 struct RouterLoop<'a> {
     router: Router,
@@ -548,6 +598,10 @@ struct RouterLoop<'a> {
     interval: Option<Duration>,
     request: Option<Arc<AtomicBool>>,
     last_barrier: Instant,
+    /// Live counters for a status line.
+    progress: Arc<Progress>,
+    /// Dead letters by reason, decoder's and router's.
+    reasons: ReasonCounts,
 }
 
 impl RouterLoop<'_> {
@@ -575,6 +629,9 @@ impl RouterLoop<'_> {
             while let Some(c) = pending.remove(&next) {
                 next += 1;
                 read += c.decoded.records;
+                self.progress
+                    .read
+                    .fetch_add(c.decoded.records, Ordering::Relaxed);
                 unknown += c.decoded.unknown_fields;
                 decode_dead += c.decoded.rejects.len() as u64;
                 if let Err(e) = self.chunk(c).and_then(|_| self.maybe_barrier()) {
@@ -602,7 +659,7 @@ impl RouterLoop<'_> {
         result?;
         let mut counts = self.router.counts;
         counts.dead_lettered += decode_dead;
-        Ok((counts, read, unknown))
+        Ok((counts, read, unknown, self.reasons))
     }
 
     /// Sends the router's part of a checkpoint to the sink loop, behind the dead letters of the
@@ -652,6 +709,7 @@ impl RouterLoop<'_> {
         }
         self.router.watermark.refresh(now);
         let d = c.decoded;
+        let times = c.record_times;
         let mut router_rejects = Vec::new();
         let mut routed = Vec::with_capacity(d.batches.len());
         for b in &d.batches {
@@ -665,12 +723,18 @@ impl RouterLoop<'_> {
         // Dead letters in input order: merge the decoder's and the router's by position.
         let mut all: Vec<&Reject> = d.rejects.iter().chain(&router_rejects).collect();
         all.sort_by_key(|r| r.position);
+        for r in &all {
+            self.reasons.add(r.reason);
+        }
+        self.progress
+            .dead_lettered
+            .fetch_add(all.len() as u64, Ordering::Relaxed);
         if !all.is_empty() {
             let recs = all
                 .iter()
                 .map(|r| {
                     tracing::debug!(reason = %r.reason, position = r.position, "dead-lettered");
-                    dead_letter_json(origin, r)
+                    (dead_letter_json(origin, r), record_time(&times, r.position))
                 })
                 .collect();
             self.meta
@@ -690,7 +754,11 @@ impl RouterLoop<'_> {
         }
         if let Some(end) = c.tag.end {
             self.positions.insert(c.tag.partition, end);
+            self.progress
+                .offsets
+                .store(self.positions.values().sum(), Ordering::Relaxed);
         }
+        self.progress.watermark.store(wm, Ordering::Relaxed);
         Ok(())
     }
 

@@ -36,6 +36,9 @@ pub(super) struct SeqDecoded {
     pub decoded: Decoded,
     /// Where the chunk came from.
     pub tag: ChunkTag,
+    /// For a log source: the first record's position and every record's timestamp, so a dead
+    /// letter carries its source record's time.
+    pub record_times: Option<(u64, Vec<i64>)>,
 }
 
 /// Which source partition a chunk came from (0 for a file) and, for a log, the offset after its
@@ -54,6 +57,8 @@ pub(super) enum Job {
         /// Lines (records) in `bytes`, about: sizes the decoded columns.
         lines: usize,
         tag: ChunkTag,
+        /// Each record's timestamp (a log source; empty for a file).
+        times: Vec<i64>,
     },
     Csv {
         seq: u64,
@@ -152,17 +157,19 @@ pub(super) fn spawn_decoders(
                     Ok(j) => j,
                     Err(_) => return,
                 };
-                let (seq, decoded, tag) = match job {
+                let (seq, decoded, tag, record_times) = match job {
                     Job::Json {
                         seq,
                         bytes,
                         first_line,
                         lines,
                         tag,
+                        times,
                     } => {
                         let mut d = decode_json_lines_sized(&bytes, first_line, batch_size, lines);
                         keep_chunk(&mut d, bytes, &recycle);
-                        (seq, d, tag)
+                        let times = (!times.is_empty()).then_some((first_line, times));
+                        (seq, d, tag, times)
                     }
                     Job::Csv {
                         seq,
@@ -176,10 +183,16 @@ pub(super) fn spawn_decoders(
                             .expect("header read first");
                         let mut d = decode_csv(&bytes, first_line, &h, batch_size);
                         keep_chunk(&mut d, bytes, &recycle);
-                        (seq, d, ChunkTag::default())
+                        (seq, d, ChunkTag::default(), None)
                     }
                 };
-                if tx.send(Ok(SeqDecoded { seq, decoded, tag })).is_err() {
+                let out = SeqDecoded {
+                    seq,
+                    decoded,
+                    tag,
+                    record_times,
+                };
+                if tx.send(Ok(out)).is_err() {
                     return;
                 }
             }
@@ -299,6 +312,7 @@ fn read_text(
                 first_line: line,
                 lines: newlines as usize + 1,
                 tag: ChunkTag::default(),
+                times: Vec::new(),
             },
         };
         line += newlines;
@@ -343,6 +357,7 @@ fn read_parquet(
                 seq: seq as u64,
                 decoded,
                 tag: ChunkTag::default(),
+                record_times: None,
             }))
             .is_err()
         {

@@ -16,13 +16,17 @@
 //! checkpoints.
 
 pub mod saved_state;
+mod sink_reset;
+pub mod status;
 pub mod transactions;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::AtomicBool;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
+
+pub use self::sink_reset::SinkReset;
 
 use self::saved_state::SavedState;
 use crate::checkpoint::CheckpointStore;
@@ -52,6 +56,9 @@ pub struct JobOptions {
     pub until_end: bool,
     /// Ignore saved state and start from the earliest offsets.
     pub reset_state: bool,
+    /// With `reset_state`: what to do with results the job already committed to its sinks
+    /// (required when there are any).
+    pub sink_reset: Option<SinkReset>,
     /// Durability of sink topics.
     pub fsync: FsyncPolicy,
     /// Rows per decoded batch.
@@ -75,6 +82,7 @@ impl JobOptions {
             workers: None,
             until_end: false,
             reset_state: false,
+            sink_reset: None,
             fsync: FsyncPolicy::Interval(Duration::from_secs(1)),
             batch_size: 8192,
             checkpoint_interval: None,
@@ -96,6 +104,8 @@ pub struct JobOutcome {
     pub resumed: bool,
     /// Checkpoints taken: (duration, bytes) each, the final one last.
     pub checkpoints: Vec<(Duration, usize)>,
+    /// Where the job's dead letters go.
+    pub dead_letters: SinkConnector,
 }
 
 fn config_err(what: &str, message: impl Into<String>) -> Error {
@@ -121,6 +131,20 @@ pub fn job_name(query_file: &Path) -> String {
             }
         })
         .collect()
+}
+
+/// The topic a query file's source reads (`None` for a file source), for a caller that watches
+/// the job's lag.
+pub fn source_topic(query_file: &Path) -> Result<Option<String>> {
+    let text = std::fs::read_to_string(query_file).map_err(|e| Error::Input {
+        path: query_file.to_path_buf(),
+        message: format!("cannot read the query file: {e}"),
+    })?;
+    let file = parse_query_file(&text)?;
+    Ok(file.sources.first().and_then(|s| match &s.connector {
+        SourceConnector::Log { topic } => Some(topic.clone()),
+        SourceConnector::File { .. } => None,
+    }))
 }
 
 /// The directory where a job keeps its saved state.
@@ -230,17 +254,30 @@ pub fn run_query_file(
         (Some(store), Some(topic)) => restore(store, opts, &sqls, topic)?,
         _ => None,
     };
+    // A reset starts from nothing but must not forget what its sinks already hold.
+    let reset = match &store {
+        Some(store) if opts.reset_state && opts.from_savepoint.is_none() => {
+            sink_reset::plan_reset(&log, &file, &name, store.latest()?, opts.sink_reset)?
+        }
+        _ => sink_reset::ResetPlan::default(),
+    };
+    if store.is_some() {
+        sink_reset::report_changed_sinks(&opts.data_dir, &name, &file, restored.is_some())?;
+    }
     let mut sinks = SinkFactory {
         log: &log,
         fsync: opts.fsync,
         producers: BTreeMap::new(),
-        align: store.is_some().then(|| {
-            restored
-                .as_ref()
-                .map(|s| s.sinks.clone())
-                .unwrap_or_default()
+        align: store.is_some().then(|| match &restored {
+            Some(s) => s.sinks.clone(),
+            // Emptied topics are aligned to offset 0.
+            None => reset
+                .truncate
+                .iter()
+                .map(|(t, n)| (t.clone(), vec![0; *n as usize]))
+                .collect(),
         }),
-        restored_epoch: restored.as_ref().map_or(0, |s| s.epoch),
+        restored_epoch: restored.as_ref().map_or(reset.files_epoch, |s| s.epoch),
         files: Vec::new(),
     };
     let base = source_topic.clone().unwrap_or_else(|| source.name.clone());
@@ -267,6 +304,15 @@ pub fn run_query_file(
         }
         sinks.open(&connector)
     };
+    let dead_letters = file
+        .sinks
+        .iter()
+        .find(|s| s.name == DEAD_LETTERS)
+        .map(|s| s.connector.clone())
+        .unwrap_or(SinkConnector::Log {
+            topic: format!("{base}.dlq"),
+            partitions: None,
+        });
     let dead_letter = open_sink(DEAD_LETTERS, format!("{base}.dlq"))?;
     let late = open_sink(LATE_EVENTS, format!("{base}.late"))?;
     let mut queries = Vec::with_capacity(plans.len());
@@ -352,19 +398,27 @@ pub fn run_query_file(
                 topic: topic.clone(),
                 queries: sqls.clone(),
                 workers,
-                epoch: restored.as_ref().map_or(0, |s| s.epoch),
+                // After a reset, numbering continues past the old checkpoints.
+                epoch: restored.as_ref().map_or(reset.epoch_base, |s| s.epoch),
                 taken: Vec::new(),
                 inflight: None,
             };
             let epoch0 = committer.epoch;
             let restore = restored.map(|s| s.pipeline);
             let request = opts.savepoint_request.clone().unwrap_or_default();
+            let counters = Arc::clone(&progress);
             let out = {
                 let c = &mut committer;
                 let job = name.as_str();
+                let counters = Arc::clone(&counters);
                 let hook = move |state: PipelineState, requested: bool| {
                     let sp = requested.then(|| format!("{job}-{}", c.epoch + 1));
-                    c.commit(state, sp, false)
+                    c.commit(state, sp, false)?;
+                    counters.checkpoints.fetch_add(1, Ordering::Relaxed);
+                    counters
+                        .last_checkpoint_ms
+                        .store(crate::log::producer_now_ms(), Ordering::Relaxed);
+                    Ok(())
                 };
                 run_continuous(
                     Outputs {
@@ -385,6 +439,10 @@ pub fn run_query_file(
             };
             // The stop is a checkpoint too: a restart continues exactly here.
             committer.commit(out.state, None, true)?;
+            counters.checkpoints.fetch_add(1, Ordering::Relaxed);
+            counters
+                .last_checkpoint_ms
+                .store(crate::log::producer_now_ms(), Ordering::Relaxed);
             tracing::info!(job = %name, checkpoints = committer.epoch - epoch0, "stopped");
             checkpoints = std::mem::take(&mut committer.taken);
             summary = out.summary;
@@ -396,6 +454,7 @@ pub fn run_query_file(
         summary,
         resumed,
         checkpoints,
+        dead_letters,
     })
 }
 
@@ -445,7 +504,7 @@ struct SinkFactory<'a> {
 }
 
 /// Whether `path` is a character device, a FIFO or a socket (`/dev/stdout`, a named pipe).
-fn is_stream(path: &Path) -> bool {
+pub(crate) fn is_stream(path: &Path) -> bool {
     use std::os::unix::fs::FileTypeExt;
     std::fs::metadata(path).is_ok_and(|m| {
         let t = m.file_type();

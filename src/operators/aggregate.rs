@@ -16,7 +16,7 @@ use datafusion::physical_plan::PhysicalExpr;
 use super::{EventBatch, LateEvents};
 use crate::error::{Error, Result};
 use crate::schema::{FieldId, windowed_schema};
-use crate::sql::{AggregateSpec, KeySlot, Stage, apply_stages};
+use crate::sql::{AggregateSpec, KeySlot, Stage, apply_stages, apply_stages_timed};
 
 fn as_mask(a: ArrayRef, what: &str) -> Result<BooleanArray> {
     a.as_boolean_opt()
@@ -384,7 +384,8 @@ impl AggregateCore {
         aggs: Vec<ArrayRef>,
         rows: usize,
     ) -> Result<RecordBatch> {
-        self.output_rows(&vec![start; rows], &vec![end; rows], keys, aggs, rows)
+        let batch = self.aggregated(&vec![start; rows], &vec![end; rows], keys, aggs, rows)?;
+        apply_stages(&self.spec.output_stages, &batch)
     }
 
     /// Which of a window's groups pass HAVING, decided from their aggregates alone (`None`: the
@@ -419,8 +420,22 @@ impl AggregateCore {
         Ok(Some(nulls_as_false(mask)))
     }
 
-    /// Like [`Self::output`], with each row's own window bounds (session windows differ per key).
+    /// Like [`Self::output`], with each row's own window bounds (session windows differ per key);
+    /// also returns the window end of each row that passed HAVING.
     pub(super) fn output_rows(
+        &self,
+        starts: &[i64],
+        ends: &[i64],
+        keys: Vec<ArrayRef>,
+        aggs: Vec<ArrayRef>,
+        rows: usize,
+    ) -> Result<(RecordBatch, Vec<i64>)> {
+        let batch = self.aggregated(starts, ends, keys, aggs, rows)?;
+        apply_stages_timed(&self.spec.output_stages, &batch, None, ends)
+    }
+
+    /// The aggregate's output rows before HAVING and the SELECT list.
+    fn aggregated(
         &self,
         starts: &[i64],
         ends: &[i64],
@@ -442,7 +457,7 @@ impl AggregateCore {
             cols,
             &RecordBatchOptions::new().with_row_count(Some(rows)),
         )?;
-        apply_stages(&self.spec.output_stages, &batch)
+        Ok(batch)
     }
 }
 

@@ -26,7 +26,7 @@ use super::aggregate::{AggregateCore, Buckets, bucket_rows};
 use super::group_table::FrozenGroups;
 use super::id_groups::{FrozenIds, IdGroups};
 use super::key_ids::KeyIds;
-use super::{EventBatch, Operator, OperatorOutput, first_window_end};
+use super::{Emitted, EventBatch, Operator, OperatorOutput, RowTimes, first_window_end};
 use crate::error::Result;
 use crate::sql::{AggregateSpec, WindowKind};
 use crate::state::{WindowStates, decode_windows, encode_windows};
@@ -167,7 +167,10 @@ impl HoppingWindow {
             let keys = self.key_ids.keys(&ids)?;
             let batch = self.core.output(start, end, keys, aggs, ids.len())?;
             if batch.num_rows() > 0 {
-                out.results.push(batch);
+                out.results.push(Emitted {
+                    batch,
+                    times: RowTimes::All(end),
+                });
             }
             self.next_start = start + self.slide;
             // Panes before the next window's start are no longer needed.

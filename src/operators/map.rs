@@ -8,10 +8,10 @@ use std::sync::Arc;
 use datafusion::arrow::array::{AsArray, RecordBatch, TimestampMillisecondArray};
 use datafusion::arrow::datatypes::TimestampMillisecondType;
 
-use super::{EventBatch, Operator, OperatorOutput};
+use super::{Emitted, EventBatch, Operator, OperatorOutput, RowTimes};
 use crate::error::Result;
 use crate::schema::{FieldId, windowed_schema};
-use crate::sql::{Stage, WindowKind, apply_stages_selected};
+use crate::sql::{Stage, WindowKind, apply_stages_timed};
 use crate::state::Snapshot;
 
 /// The stateless operator.
@@ -44,9 +44,18 @@ impl Operator for MapOperator {
             }
             _ => input.batch.clone(),
         };
-        let result = apply_stages_selected(&self.stages, &batch, input.selection.as_ref())?;
+        // A per-event result stands for its event's time.
+        let times = batch
+            .column(FieldId::EventTime as usize)
+            .as_primitive::<TimestampMillisecondType>()
+            .values();
+        let (result, times) =
+            apply_stages_timed(&self.stages, &batch, input.selection.as_ref(), times)?;
         if result.num_rows() > 0 {
-            out.results.push(result);
+            out.results.push(Emitted {
+                batch: result,
+                times: RowTimes::Each(times),
+            });
         }
         Ok(())
     }

@@ -130,11 +130,42 @@ pub struct LateEvents {
     pub watermarks: Vec<i64>,
 }
 
+/// The event time each result row stands for: its window's end for a window aggregate, the
+/// event's own time for a per-event result. A sink that keeps a timestamp per record (a log
+/// topic) stamps it, so `consume --from <time>` finds results by the time they describe, not by
+/// when a run happened to write them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RowTimes {
+    /// Every row has this time (one window's results).
+    All(i64),
+    /// One time per row.
+    Each(Vec<i64>),
+}
+
+impl RowTimes {
+    /// The time of row `i`.
+    pub fn get(&self, i: usize) -> i64 {
+        match self {
+            RowTimes::All(t) => *t,
+            RowTimes::Each(v) => v[i],
+        }
+    }
+}
+
+/// Result rows with their event times.
+#[derive(Debug, Clone)]
+pub struct Emitted {
+    /// Rows in the query's output schema.
+    pub batch: RecordBatch,
+    /// Each row's event time.
+    pub times: RowTimes,
+}
+
 /// What an operator produced in one call.
 #[derive(Debug, Default)]
 pub struct OperatorOutput {
     /// Result rows, in the query's output schema.
-    pub results: Vec<RecordBatch>,
+    pub results: Vec<Emitted>,
     /// Late events to route to the late output.
     pub late: Vec<LateEvents>,
 }

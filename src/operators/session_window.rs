@@ -24,7 +24,7 @@ use datafusion::scalar::ScalarValue;
 
 use super::aggregate::{AggregateCore, late_events};
 use super::distinct_count::row_accumulator;
-use super::{EventBatch, Operator, OperatorOutput};
+use super::{Emitted, EventBatch, Operator, OperatorOutput, RowTimes};
 use crate::error::{Error, Result};
 use crate::sql::AggregateSpec;
 use crate::state::Snapshot;
@@ -229,9 +229,12 @@ impl SessionWindow {
                 .collect::<datafusion::error::Result<Vec<_>>>()?;
             aggs.push(ScalarValue::iter_to_array(values)?);
         }
-        let batch = self.core.output_rows(&starts, &ends, keys, aggs, rows)?;
+        let (batch, ends) = self.core.output_rows(&starts, &ends, keys, aggs, rows)?;
         if batch.num_rows() > 0 {
-            out.results.push(batch);
+            out.results.push(Emitted {
+                batch,
+                times: RowTimes::Each(ends),
+            });
         }
         Ok(())
     }

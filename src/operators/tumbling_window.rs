@@ -10,7 +10,7 @@ use datafusion::arrow::array::UInt32Array;
 
 use super::aggregate::{AggregateCore, Buckets, bucket_rows};
 use super::group_table::GroupTable;
-use super::{EventBatch, Operator, OperatorOutput};
+use super::{Emitted, EventBatch, Operator, OperatorOutput, RowTimes};
 use crate::error::Result;
 use crate::sql::AggregateSpec;
 use crate::state::{WindowStates, decode_windows, encode_windows};
@@ -50,7 +50,10 @@ impl TumblingWindow {
                 .core
                 .output(start, start + self.size, keys, aggs, rows)?;
             if batch.num_rows() > 0 {
-                out.results.push(batch);
+                out.results.push(Emitted {
+                    batch,
+                    times: RowTimes::All(start + self.size),
+                });
             }
         }
         Ok(())

@@ -20,7 +20,7 @@ pub use self::topic::{FLUSH_EVERY, SharedProducer, TopicSink};
 
 use crate::decode::{Origin, Reject};
 use crate::error::{Error, Result};
-use crate::operators::LateEvents;
+use crate::operators::{LateEvents, RowTimes};
 use crate::time::format_rfc3339_millis;
 
 /// A destination for result rows and JSON records.
@@ -29,6 +29,19 @@ pub trait Sink: Send {
     fn write_batch(&mut self, batch: &RecordBatch) -> Result<()>;
     /// Writes one JSON record (no trailing newline).
     fn write_record(&mut self, json: &[u8]) -> Result<()>;
+    /// Writes result rows, each standing for the event time in `times` (a window's end, an
+    /// event's time). A sink that keeps a timestamp per record stamps it; others write the rows
+    /// as [`Self::write_batch`] does.
+    fn write_results(&mut self, batch: &RecordBatch, times: &RowTimes) -> Result<()> {
+        let _ = times;
+        self.write_batch(batch)
+    }
+    /// Writes one JSON record standing for event time `time` (epoch ms): a late event's time, a
+    /// dead letter's source record time. As [`Self::write_record`] where no timestamp is kept.
+    fn write_record_at(&mut self, json: &[u8], time: i64) -> Result<()> {
+        let _ = time;
+        self.write_record(json)
+    }
     /// Flushes buffered output.
     fn flush(&mut self) -> Result<()>;
     /// Called between steps of a run: flush if output has waited long enough that a reader

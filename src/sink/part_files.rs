@@ -114,6 +114,24 @@ impl PartFiles {
         Ok(())
     }
 
+    /// Checkpoint numbers of the committed part files, ascending.
+    pub fn committed_parts(&self) -> Result<Vec<u64>> {
+        let prefix = format!("{}.part-", self.name);
+        let mut v: Vec<u64> = std::fs::read_dir(&self.dir)
+            .map_err(|e| Self::err(&self.dir, e))?
+            .flatten()
+            .filter_map(|e| {
+                let n = e.file_name().to_string_lossy().into_owned();
+                n.strip_prefix(&prefix)?
+                    .strip_suffix(".jsonl")?
+                    .parse()
+                    .ok()
+            })
+            .collect();
+        v.sort_unstable();
+        Ok(v)
+    }
+
     /// Recovery to checkpoint `restored` (0: none): see the module documentation.
     pub fn recover(&mut self, restored: u64) -> Result<()> {
         self.file = None;
@@ -218,8 +236,10 @@ mod tests {
             .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
             .collect();
         assert_eq!(names.len(), 2, "{names:?}");
+        assert_eq!(f.committed_parts().unwrap(), vec![1, 2]);
         // Rolling back to a savepoint before 2 removes its committed part.
         f.recover(1).unwrap();
         assert_eq!(read(2), None);
+        assert_eq!(f.committed_parts().unwrap(), vec![1]);
     }
 }

@@ -2,8 +2,10 @@
 //!
 //! Several sinks of one run may write the same topic (two INSERTs into one sink, dead letters of
 //! several queries); they share one [`Producer`], since a topic has one writer. Records have no
-//! key (round-robin over the topic's partitions) and are stamped with the wall time they were
-//! written. Output is flushed to the log at most [`FLUSH_EVERY`] after it was produced, so a
+//! key (round-robin over the topic's partitions) and are stamped with the event time they stand
+//! for: a result with its window's end (a per-event result with its event's time), a late event
+//! with its event time, a dead letter with its source record's timestamp; a record without one
+//! (a run over a file rejecting an unparseable line) with the wall time it was written. Output is flushed to the log at most [`FLUSH_EVERY`] after it was produced, so a
 //! tailing consumer sees results as windows close.
 
 use std::sync::{Arc, Mutex};
@@ -14,6 +16,7 @@ use datafusion::arrow::array::RecordBatch;
 use super::{Sink, write_batch};
 use crate::error::{Error, Result};
 use crate::log::Producer;
+use crate::operators::RowTimes;
 
 /// How long output may wait in memory before it is appended to the log.
 pub const FLUSH_EVERY: Duration = Duration::from_millis(100);
@@ -65,13 +68,15 @@ impl TopicSink {
     }
 }
 
-impl Sink for TopicSink {
-    fn write_batch(&mut self, batch: &RecordBatch) -> Result<()> {
+impl TopicSink {
+    /// Appends the rows of `batch`, row `i` stamped `time(i)` (unless keyed: a keyed record's
+    /// timestamp is its `event_time`).
+    fn append_rows(&mut self, batch: &RecordBatch, time: impl Fn(usize) -> i64) -> Result<()> {
         self.buf.clear();
         write_batch(&mut self.buf, batch);
-        let now = Self::now_ms();
         let mut p = self.producer.lock().expect("producer lock");
-        for line in self.buf.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
+        let lines = self.buf.split(|b| *b == b'\n').filter(|l| !l.is_empty());
+        for (i, line) in lines.enumerate() {
             let r = if self.keyed {
                 // Rows here passed validation, which refuses card numbers as the screen does;
                 // one the screen still refuses must not vanish silently.
@@ -84,21 +89,36 @@ impl Sink for TopicSink {
                     Err(e) => Err(e),
                 }
             } else {
-                p.send(None, line, now)
+                p.send(None, line, time(i))
             };
             r.map_err(|e| self.err(e))?;
         }
         self.dirty = true;
         Ok(())
     }
+}
+
+impl Sink for TopicSink {
+    fn write_batch(&mut self, batch: &RecordBatch) -> Result<()> {
+        let now = Self::now_ms();
+        self.append_rows(batch, |_| now)
+    }
+
+    fn write_results(&mut self, batch: &RecordBatch, times: &RowTimes) -> Result<()> {
+        self.append_rows(batch, |i| times.get(i))
+    }
 
     fn write_record(&mut self, json: &[u8]) -> Result<()> {
         let now = Self::now_ms();
+        self.write_record_at(json, now)
+    }
+
+    fn write_record_at(&mut self, json: &[u8], time: i64) -> Result<()> {
         let r = self
             .producer
             .lock()
             .expect("producer lock")
-            .send(None, json, now);
+            .send(None, json, time);
         r.map_err(|e| self.err(e))?;
         self.dirty = true;
         Ok(())

@@ -86,6 +86,51 @@ pub fn apply_stages_selected(
     }
 }
 
+/// [`apply_stages_selected`], carrying each row's event time `times` (one per row of `batch`)
+/// through the filters: returns the result rows and the times of the rows that survived.
+pub fn apply_stages_timed(
+    stages: &[Stage],
+    batch: &RecordBatch,
+    selection: Option<&BooleanArray>,
+    times: &[i64],
+) -> Result<(RecordBatch, Vec<i64>)> {
+    use datafusion::arrow::array::Int64Array;
+    use datafusion::arrow::compute::{and, filter};
+    let mut times = Int64Array::from(times.to_vec());
+    let mut b = batch.clone();
+    let mut rest = stages;
+    if let Some(selection) = selection {
+        let mask = match stages.split_first() {
+            Some((Stage::Filter(pred), r)) => {
+                rest = r;
+                and(selection, &filter_mask(pred, batch)?)?
+            }
+            _ => selection.clone(),
+        };
+        b = filter_record_batch(&b, &mask)?;
+        times = filter(&times, &mask)?.as_primitive().clone();
+    }
+    for s in rest {
+        if b.num_rows() == 0 {
+            break;
+        }
+        match s {
+            // Both filters drop a row whose predicate is null.
+            Stage::Filter(pred) => {
+                let mask = filter_mask(pred, &b)?;
+                if mask.true_count() != b.num_rows() {
+                    b = filter_record_batch(&b, &mask)?;
+                    times = filter(&times, &mask)?.as_primitive().clone();
+                }
+            }
+            Stage::Project { .. } => b = s.apply(&b)?,
+        }
+    }
+    let times = times.values().to_vec();
+    debug_assert_eq!(times.len(), b.num_rows());
+    Ok((b, times))
+}
+
 /// Applies stages in order.
 pub fn apply_stages(stages: &[Stage], batch: &RecordBatch) -> Result<RecordBatch> {
     let mut b = batch.clone();

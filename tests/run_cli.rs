@@ -1,0 +1,329 @@
+//! `run` and `replay` as a user meets them (issue 13, items 5, 8, 9, 10): the end-of-run
+//! warning, the status line and `paystream status`, sink records stamped with event time, and
+//! `--reset-state` with results already committed. Every test drives the real binary.
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::util::{consume_all, ok, paystream, produce_stdin};
+
+fn gen_lines(args: &[&str]) -> Vec<String> {
+    ok(Command::new(env!("CARGO_BIN_EXE_paystream"))
+        .arg("gen")
+        .args(args))
+    .lines()
+    .map(str::to_string)
+    .collect()
+}
+
+fn produce(data: &Path, lines: &[String]) {
+    let (good, err) = produce_stdin(data, "payments", lines, &[]);
+    assert!(good, "{err}");
+}
+
+const COUNTS: &str = "CREATE SOURCE payments WITH (connector = 'log', topic = 'payments');\n\
+     CREATE SINK counts WITH (connector = 'log', topic = 'counts');\n\
+     INSERT INTO counts SELECT window_end, count(*) AS n FROM TUMBLE(payments, event_time, INTERVAL '1' MINUTE) GROUP BY window_end;\n";
+
+fn run_until_end(data: &Path, query: &Path, extra: &[&str]) -> std::process::Output {
+    paystream(data)
+        .arg("run")
+        .arg(query)
+        .args(["--until-end", "--workers", "1"])
+        .args(extra)
+        .output()
+        .unwrap()
+}
+
+/// Item 9: results are stamped with their window's end and dead letters with their source
+/// record's time, so `consume --from TIME` selects by the time a record describes.
+#[test]
+fn sink_records_carry_event_time_not_wall_time() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    // 1,000 events over ~200 s of event time from 2026-11-01T00:00:00Z: four minute windows.
+    let mut lines = gen_lines(&["--events", "1000", "--rate", "2", "--spike-at", "none"]);
+    // Valid JSON with a valid event time, but an amount of the wrong type: a dead letter whose
+    // source record is stamped with that event time by `produce`.
+    lines.push(
+        r#"{"event_id":"bad-1","event_type":"authorization","event_time":"2026-11-01T00:01:00Z","card_id":"c1","merchant_id":"m1","amount_minor":"ten","currency":"EUR"}"#
+            .into(),
+    );
+    produce(&data, &lines);
+    let query = dir.path().join("counts.sql");
+    std::fs::write(&query, COUNTS).unwrap();
+    let o = run_until_end(&data, &query, &[]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+
+    let all = consume_all(&data, "counts");
+    assert!(all.len() >= 3, "{all:?}");
+    let from = ok(paystream(&data).args([
+        "consume",
+        "counts",
+        "--until-end",
+        "--from",
+        "2026-11-01T00:02:00Z",
+    ]));
+    let selected: Vec<&str> = from.lines().collect();
+    let expected: Vec<&String> = all
+        .iter()
+        .filter(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).unwrap();
+            v["window_end"].as_str().unwrap() >= "2026-11-01T00:02:00"
+        })
+        .collect();
+    assert!(!expected.is_empty() && expected.len() < all.len());
+    assert_eq!(
+        selected.len(),
+        expected.len(),
+        "{selected:?} vs {expected:?}"
+    );
+
+    // The dead letter is found at its source record's time, and not a day later.
+    let dlq_at = |t: &str| {
+        ok(paystream(&data).args(["consume", "payments.dlq", "--until-end", "--from", t]))
+    };
+    assert!(dlq_at("2026-11-01T00:00:30Z").contains("bad-1"));
+    assert_eq!(dlq_at("2026-11-02T00:00:00Z"), "");
+}
+
+/// Item 5: a replay that dead-letters nearly everything says so, with the top reasons and what
+/// to do; `--strict` makes it fail.
+#[test]
+fn a_replay_that_dead_letters_most_records_warns_and_strict_fails() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("events.jsonl");
+    let mut lines = gen_lines(&["--events", "200"]);
+    for (i, l) in lines.iter_mut().enumerate() {
+        if i % 2 == 0 {
+            *l = l.replace("\"currency\":\"", "\"currency\":\"X");
+        }
+    }
+    std::fs::write(&file, lines.join("\n") + "\n").unwrap();
+    let query = crate::util::repo("queries/settlement_per_minute.sql");
+    let replay = |extra: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_paystream"))
+            .arg("replay")
+            .arg(&file)
+            .arg("--query")
+            .arg(&query)
+            .args(["--output", "/dev/null"])
+            .args(extra)
+            .output()
+            .unwrap()
+    };
+    let o = replay(&[]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{err}");
+    assert!(
+        err.contains("were dead-lettered; top reasons: ") && err.contains("--dead-letter FILE"),
+        "{err}"
+    );
+    let o = replay(&["--strict"]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success() && err.contains("--strict"), "{err}");
+    // A clean file says nothing.
+    let clean = dir.path().join("clean.jsonl");
+    std::fs::write(
+        &clean,
+        gen_lines(&["--events", "200", "--duplicates", "0"]).join("\n") + "\n",
+    )
+    .unwrap();
+    let o = Command::new(env!("CARGO_BIN_EXE_paystream"))
+        .arg("replay")
+        .arg(&clean)
+        .arg("--query")
+        .arg(&query)
+        .args(["--output", "/dev/null", "--strict"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success() && !err.contains("warning"), "{err}");
+}
+
+/// Item 5: loading an older file into a topic that holds later events makes it late; the run
+/// says so and names --reset-state.
+#[test]
+fn a_run_over_an_older_second_file_warns_about_late_events() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    produce(
+        &data,
+        &gen_lines(&["--events", "500", "--start", "2026-11-01T01:00:00Z"]),
+    );
+    produce(&data, &gen_lines(&["--events", "500", "--seed", "2"]));
+    let query = dir.path().join("counts.sql");
+    std::fs::write(&query, COUNTS).unwrap();
+    let o = run_until_end(&data, &query, &[]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{err}");
+    assert!(
+        err.contains("accepted events")
+            && err.contains("were late")
+            && err.contains("--reset-state"),
+        "{err}"
+    );
+    let o = run_until_end(
+        &data,
+        &query,
+        &["--reset-state", "--keep-sinks", "--strict"],
+    );
+    assert!(
+        !o.status.success(),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+}
+
+/// Item 8: a running job prints a status line every few seconds (not with --quiet), and
+/// `paystream status` shows it from another process, running and then stopped.
+#[test]
+fn a_running_job_reports_its_status() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    produce(&data, &gen_lines(&["--events", "300"]));
+    for (job, quiet) in [("counts", false), ("quiet", true)] {
+        // Each its own job (a second run of one job would resume, reading nothing).
+        let query = dir.path().join(format!("{job}.sql"));
+        std::fs::write(&query, COUNTS).unwrap();
+        let mut child = paystream(&data)
+            .arg("run")
+            .arg(&query)
+            .args(["--status-every", "200ms", "--workers", "1"])
+            .args(if quiet { &["--quiet"][..] } else { &[][..] })
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stderr = child.stderr.take().unwrap();
+        let reader = std::thread::spawn(move || {
+            BufReader::new(stderr)
+                .lines()
+                .map_while(Result::ok)
+                .collect::<Vec<_>>()
+        });
+        // Wait until the job has read everything and said so in its status file.
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let status = loop {
+            // (An error until the job has created its state directory.)
+            let o = paystream(&data).args(["status", job]).output().unwrap();
+            let s = String::from_utf8_lossy(&o.stdout).into_owned();
+            if s.contains("running pid=") && s.contains(" read=300 ") {
+                break s;
+            }
+            assert!(Instant::now() < deadline, "no status: {s}");
+            std::thread::sleep(Duration::from_millis(100));
+        };
+        assert!(
+            status.contains("watermark=2026-1") && status.contains("lag=0 "),
+            "{status}"
+        );
+        // SAFETY: plain kill(2) of the child we started.
+        unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+        assert!(child.wait().unwrap().success());
+        let lines = reader.join().unwrap();
+        let printed = lines
+            .iter()
+            .filter(|l| l.starts_with(&format!("status job={job} ")))
+            .count();
+        if quiet {
+            assert_eq!(printed, 0, "{lines:?}");
+        } else {
+            assert!(printed >= 1, "{lines:?}");
+        }
+        let after = ok(paystream(&data).args(["status", job]));
+        assert!(after.starts_with(&format!("{job}\tstopped\t")), "{after}");
+    }
+    let o = paystream(&data)
+        .args(["status", "nosuchjob"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        !o.status.success() && err.contains("jobs: counts, quiet"),
+        "{err}"
+    );
+}
+
+/// Item 10: a reset of a job with committed results asks what to do with them; both answers
+/// do what they say, and checkpoint numbers continue past the old ones.
+#[test]
+fn a_reset_with_committed_results_asks_for_truncate_or_keep() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    produce(&data, &gen_lines(&["--events", "500", "--rate", "5"]));
+    let query = dir.path().join("counts.sql");
+    std::fs::write(&query, COUNTS).unwrap();
+    let first = run_until_end(&data, &query, &[]);
+    assert!(first.status.success());
+    let once = consume_all(&data, "counts");
+    assert!(!once.is_empty());
+
+    let o = run_until_end(&data, &query, &["--reset-state"]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        !o.status.success()
+            && err.contains("topic counts")
+            && err.contains("--truncate-sinks")
+            && err.contains("--keep-sinks"),
+        "{err}"
+    );
+    assert_eq!(
+        consume_all(&data, "counts"),
+        once,
+        "a refused reset changes nothing"
+    );
+
+    let chk = data.join("_queries/counts/checkpoints");
+    let epochs = || -> Vec<u64> {
+        let mut v: Vec<u64> = std::fs::read_dir(&chk)
+            .unwrap()
+            .filter_map(|e| {
+                e.unwrap()
+                    .file_name()
+                    .to_str()?
+                    .strip_prefix("chk-")?
+                    .parse()
+                    .ok()
+            })
+            .collect();
+        v.sort();
+        v
+    };
+    let before = *epochs().last().unwrap();
+    ok(paystream(&data).arg("run").arg(&query).args([
+        "--until-end",
+        "--reset-state",
+        "--truncate-sinks",
+    ]));
+    assert_eq!(
+        consume_all(&data, "counts"),
+        once,
+        "emptied, then recomputed"
+    );
+    assert!(*epochs().last().unwrap() > before, "{:?}", epochs());
+
+    ok(paystream(&data).arg("run").arg(&query).args([
+        "--until-end",
+        "--reset-state",
+        "--keep-sinks",
+    ]));
+    let mut twice: Vec<String> = once.iter().chain(&once).cloned().collect();
+    twice.sort();
+    assert_eq!(consume_all(&data, "counts"), twice, "kept, then appended");
+
+    // A resumed job whose sink moved says so.
+    std::fs::write(
+        &query,
+        COUNTS.replace("topic = 'counts'", "topic = 'counts2'"),
+    )
+    .unwrap();
+    let o = run_until_end(&data, &query, &[]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{err}");
+    assert!(
+        err.contains("sink `counts` changed") && err.contains("topic counts2"),
+        "{err}"
+    );
+}
