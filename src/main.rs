@@ -32,7 +32,13 @@ enum Command {
     /// Results are written as JSON Lines, one object per row, when each window closes (the
     /// watermark passes its end) and for all open windows at the end of the file.
     Replay(ReplayArgs),
-    /// Write deterministic synthetic payment events as JSON Lines.
+    /// Write deterministic synthetic payment events as JSON Lines, CSV or Parquet.
+    ///
+    /// The same seed gives the same events in every format: replaying the CSV or Parquet gives
+    /// the results and counts of replaying the JSON Lines. Malformed records (--malformed) are
+    /// written in each format as records `replay` dead-letters; Parquet's typed columns cannot
+    /// hold every JSON mistake, so some of its rows are rejected for another reason (a null
+    /// instead of a string amount, for one).
     Gen(GenArgs),
     /// Produce generated events into a topic and run the shipped queries live over it (no setup).
     Demo(cli::demo::DemoArgs),
@@ -163,7 +169,7 @@ struct ReplayArgs {
 
 #[derive(clap::Args)]
 struct GenArgs {
-    /// Number of lines to write.
+    /// Number of records to write (lines; rows of Parquet), duplicates and malformed included.
     #[arg(long, default_value_t = 10_000)]
     events: u64,
     /// Random seed: the same seed and options give the same bytes.
@@ -172,6 +178,11 @@ struct GenArgs {
     /// Output file; standard output when absent.
     #[arg(long, short)]
     output: Option<PathBuf>,
+    /// Output format: json (JSON Lines), csv (with a header row) or parquet. Default: from the
+    /// --output extension (.jsonl, .json, .csv, .parquet), else json. Parquet needs --output or
+    /// a redirected standard output: it is binary and its footer is written last.
+    #[arg(long)]
+    format: Option<String>,
     /// Event time of the first event (RFC 3339).
     #[arg(long, default_value = "2026-11-01T00:00:00Z")]
     start: String,
@@ -190,7 +201,7 @@ struct GenArgs {
     /// Fraction of events delivered twice (delayed duplicates).
     #[arg(long, default_value_t = 0.005)]
     duplicates: f64,
-    /// Fraction of lines that are malformed or invalid.
+    /// Fraction of records that are malformed or invalid.
     #[arg(long, default_value_t = 0.0)]
     malformed: f64,
     /// When (after --start) a merchant's volume spikes for a minute; `none` to disable.
@@ -528,20 +539,51 @@ fn gen_config(a: &GenArgs) -> anyhow::Result<GenConfig> {
 }
 
 fn gen_cmd(a: GenArgs) -> anyhow::Result<()> {
+    // What `replay` would read the output as: an explicit --format that contradicts the
+    // extension would give a file replay then misreads, so it is refused.
+    let by_extension = a.output.as_deref().and_then(Format::from_path);
+    let format = match a.format.as_deref() {
+        Some(f) => {
+            let format = Format::from_name(f)
+                .with_context(|| format!("unknown --format {f:?}: use json, csv or parquet"))?;
+            if let (Some(p), Some(ext)) = (&a.output, by_extension)
+                && ext != format
+            {
+                let name = match ext {
+                    Format::JsonLines => "json",
+                    Format::Csv => "csv",
+                    Format::Parquet => "parquet",
+                };
+                bail!(
+                    "--format {f} contradicts the extension of {}, which replay reads as {name}: \
+                     change one of them",
+                    p.display()
+                );
+            }
+            format
+        }
+        None => by_extension.unwrap_or(Format::JsonLines),
+    };
+    if format == Format::Parquet && a.output.is_none() && std::io::stdout().is_terminal() {
+        bail!(
+            "Parquet is binary and cannot be written to a terminal: pass --output FILE.parquet \
+             (or redirect standard output to a file)"
+        );
+    }
     let cfg = gen_config(&a)?;
     let stats = match &a.output {
         Some(p) => {
             let f = std::fs::File::create(p)
                 .with_context(|| format!("cannot create {}", p.display()))?;
             let mut w = std::io::BufWriter::new(f);
-            let s = generate(&cfg, &mut w)?;
+            let s = paystream::generate::generate_as(&cfg, format, &mut w)?;
             std::io::Write::flush(&mut w)?;
             s
         }
         None => {
-            let out = std::io::stdout();
-            let mut w = std::io::BufWriter::new(out.lock());
-            let s = generate(&cfg, &mut w)?;
+            // `Stdout`, not its lock: the Parquet writer needs a `Send` destination.
+            let mut w = std::io::BufWriter::with_capacity(1 << 16, std::io::stdout());
+            let s = paystream::generate::generate_as(&cfg, format, &mut w)?;
             std::io::Write::flush(&mut w)?;
             s
         }
