@@ -441,8 +441,9 @@ fn replay(mut a: ReplayArgs, data: &cli::log_cmds::DataDir) -> anyhow::Result<()
     let hints = cli::surprises::Hints {
         dead_letters: match &a.dead_letter {
             Some(p) => format!("They are in {} with reason and line.", p.display()),
-            None => "Re-run with --dead-letter FILE to see each one with its reason and line."
-                .into(),
+            None => {
+                "Re-run with --dead-letter FILE to see each one with its reason and line.".into()
+            }
         },
         late: format!(
             "Their event times were behind the watermark (the latest event time seen minus --watermark-delay, {}): if the file is far out of order, raise --watermark-delay; {}",

@@ -292,11 +292,17 @@ fn a_reset_with_committed_results_asks_for_truncate_or_keep() {
         v
     };
     let before = *epochs().last().unwrap();
+    // A consumer group that read the old results...
+    let read = ok(paystream(&data).args(["consume", "counts", "--group", "g", "--until-end"]));
+    assert_eq!(read.lines().count(), once.len());
     ok(paystream(&data).arg("run").arg(&query).args([
         "--until-end",
         "--reset-state",
         "--truncate-sinks",
     ]));
+    // ...reads the recomputed ones (the emptied offsets are reused).
+    let read = ok(paystream(&data).args(["consume", "counts", "--group", "g", "--until-end"]));
+    assert_eq!(read.lines().count(), once.len(), "{read}");
     assert_eq!(
         consume_all(&data, "counts"),
         once,
@@ -326,4 +332,69 @@ fn a_reset_with_committed_results_asks_for_truncate_or_keep() {
         err.contains("sink `counts` changed") && err.contains("topic counts2"),
         "{err}"
     );
+}
+
+/// Item 10: a truncating reset killed before its first checkpoint is carried on by the next
+/// start, never undone by restoring the state from before it (whose results it had emptied).
+#[test]
+fn a_reset_killed_before_its_first_checkpoint_is_carried_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    produce(&data, &gen_lines(&["--events", "500", "--rate", "5"]));
+    let query = dir.path().join("counts.sql");
+    std::fs::write(&query, COUNTS).unwrap();
+    assert!(run_until_end(&data, &query, &[]).status.success());
+    let once = consume_all(&data, "counts");
+    assert!(!once.is_empty());
+
+    let mut child = paystream(&data)
+        .arg("run")
+        .arg(&query)
+        .args([
+            "--reset-state",
+            "--truncate-sinks",
+            "--checkpoint-interval",
+            "1h",
+        ])
+        .args(["--quiet", "--workers", "1", "--status-every", "100ms"])
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    // Killed once it has emptied the sink and read every event, before any checkpoint.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let s = String::from_utf8_lossy(
+            &paystream(&data)
+                .args(["status", "counts"])
+                .output()
+                .unwrap()
+                .stdout,
+        )
+        .into_owned();
+        if s.contains("running") && s.contains(" read=500 ") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{s}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(
+        consume_all(&data, "counts").is_empty(),
+        "emptied, nothing committed yet"
+    );
+    child.kill().unwrap();
+    child.wait().unwrap();
+
+    let o = run_until_end(&data, &query, &[]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{err}");
+    assert!(err.contains("continuing the --reset-state"), "{err}");
+    assert_eq!(consume_all(&data, "counts"), once);
+    // Done: the next start resumes normally and adds nothing.
+    let o = run_until_end(&data, &query, &[]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("resumed=true") && !err.contains("continuing"),
+        "{err}"
+    );
+    assert_eq!(consume_all(&data, "counts"), once);
 }

@@ -207,6 +207,12 @@ impl CheckpointStore {
         Ok(epochs)
     }
 
+    /// The highest checkpoint number in the store, complete or not (0: none). A run numbers its
+    /// checkpoints after it, whatever it restored, so an older state is never taken for newer.
+    pub fn newest_epoch(&self) -> Result<u64> {
+        Ok(self.epochs()?.last().copied().unwrap_or(0))
+    }
+
     /// Stores checkpoint `epoch`, then prunes old ones.
     pub fn write(&self, epoch: u64, bytes: Vec<u8>) -> Result<()> {
         let name = format!("chk-{epoch:010}");

@@ -38,10 +38,10 @@ pub(crate) struct RunArgs {
     reset_state: bool,
     /// With --reset-state: empty the job's sinks first (its result topics and part files; a
     /// topic another job also writes is kept).
-    #[arg(long, requires = "reset_state", conflicts_with = "keep_sinks")]
+    #[arg(long, requires = "reset_state", conflicts_with_all = ["keep_sinks", "from_savepoint"])]
     truncate_sinks: bool,
     /// With --reset-state: keep what the sinks hold and append the recomputed results.
-    #[arg(long, requires = "reset_state")]
+    #[arg(long, requires = "reset_state", conflicts_with = "from_savepoint")]
     keep_sinks: bool,
     /// No status line on stderr while the job runs.
     #[arg(long, short)]
@@ -219,7 +219,7 @@ pub(crate) fn run(data: &DataDir, a: RunArgs) -> anyhow::Result<()> {
             }
         },
         late: format!(
-            "Their event times were behind the watermark: loading an older file into a topic that already holds later events makes it late. Load it into a new topic (and point the query file's source at it), or start over with `paystream run {} --reset-state`.",
+            "Their event times were behind the watermark: loading an older file into a topic that already holds later events makes it late. Load it into a new topic (and point the query file's source at it), or start over with `paystream run {} --reset-state --truncate-sinks`.",
             a.query_file.display()
         ),
     };
@@ -242,7 +242,7 @@ fn report_status(
             if Instant::now() < next {
                 continue;
             }
-            next += every;
+            next = Instant::now() + every;
             let s = probe.sample(false);
             if let Err(e) = s.write(&data_dir) {
                 tracing::debug!(error = %e, "cannot write the job status");
@@ -287,11 +287,17 @@ pub(crate) fn status(data: &DataDir, a: StatusArgs) -> anyhow::Result<()> {
     };
     let now = paystream::log::producer_now_ms();
     for job in names {
-        let state = match running_pid(&data.data_dir, &job) {
+        let pid = running_pid(&data.data_dir, &job);
+        let state = match pid {
             Some(pid) => format!("running pid={pid}"),
             None => "stopped".into(),
         };
-        match JobStatus::read(&data.data_dir, &job)? {
+        let sample = JobStatus::read(&data.data_dir, &job).unwrap_or_else(|e| {
+            eprintln!("warning: {e}");
+            None
+        });
+        // A running job's own samples only: until its first, the file holds the last run's.
+        match sample.filter(|s| pid.is_none_or(|p| s.pid as i32 == p)) {
             Some(s) => println!(
                 "{job}\t{state}\tupdated={}s_ago\t{}",
                 (now - s.updated_ms).max(0) / 1000,

@@ -43,12 +43,17 @@ pub(crate) fn warnings(summary: &Summary, hints: &Hints) -> Vec<String> {
             hints.dead_letters
         ));
     }
-    if summary.accepted > 0 && summary.late as f64 > THRESHOLD * summary.accepted as f64 {
+    // Each query finds an event late or not: `late` counts per query.
+    let arrivals = summary.accepted * summary.queries.max(1);
+    if arrivals > 0 && summary.late as f64 > THRESHOLD * arrivals as f64 {
+        let of = match summary.queries {
+            0 | 1 => format!("{} accepted events", summary.accepted),
+            q => format!("{} accepted events × {q} queries", summary.accepted),
+        };
         out.push(format!(
-            "warning: {} of {} accepted events ({}) were late: their windows had already closed when they arrived, so no result counts them. {}",
+            "warning: {} of {of} ({}) were late: their windows had already closed when they arrived, so no result counts them. {}",
             summary.late,
-            summary.accepted,
-            percent(summary.late, summary.accepted),
+            percent(summary.late, arrivals),
             hints.late
         ));
     }
@@ -118,6 +123,15 @@ mod tests {
         s.late = 300;
         let w = warnings(&s, &hints());
         assert_eq!(w.len(), 2, "{w:?}");
+        // Two queries: 300 late arrivals of 800.
+        s.queries = 2;
+        let two = warnings(&s, &hints());
+        assert!(
+            two[1].contains("300 of 400 accepted events × 2 queries (37.5%)"),
+            "{}",
+            two[1]
+        );
+        s.queries = 1;
         assert!(
             w[1].contains("300 of 400 accepted events (75.0%)") && w[1].ends_with("LATE-HINT"),
             "{}",

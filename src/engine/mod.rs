@@ -9,7 +9,9 @@
 //! [`run_replay`] reads a file once through one query; [`run_continuous`] tails a topic through
 //! one or more queries until stopped. Both use the same [`pipeline`].
 //!
-//! Every channel is bounded, so a slow sink slows the reader instead of filling memory. There is
+//! Every data channel is bounded, so a slow sink slows the reader instead of filling memory; the
+//! router's channel of dead letters and checkpoint metadata to the sink loop is not yet (a run
+//! that dead-letters everything buffers those records until the sink loop takes them). There is
 //! one shutdown path: the reader stops (end of file, or the `stop` flag), every stage drains what
 //! it holds and closes its output, and the sink loop returns the [`Summary`].
 
@@ -121,6 +123,8 @@ pub struct Summary {
     pub wall: Duration,
     /// Dead letters by reason.
     pub reasons: ReasonCounts,
+    /// Queries the events went through (each may find an event late: `late` counts per query).
+    pub queries: u64,
 }
 
 impl Summary {

@@ -400,6 +400,7 @@ pub(super) fn run(
     summary.dead_lettered = counts.dead_lettered;
     summary.unknown_fields = unknown;
     summary.reasons = reasons;
+    summary.queries = nq as u64;
     summary.wall = started.elapsed();
     let state = final_state;
     Ok(Outcome { summary, state })

@@ -5,15 +5,15 @@
 //!                                                                     every query) ─▶ sink topics
 //! ```
 //! A `log` source runs continuously until stopped (or, with `until_end`, to the topic's current
-//! end). On a clean stop the sinks are made durable first, then the operator, dedup and watermark
-//! state and the source offsets are saved together (see [`saved_state`]), and the offsets are
-//! committed to the consumer group named after the job, for `topic describe`. A restart restores
-//! that state and continues exactly where the stop left off.
+//! end), taking checkpoints (see [`transactions`]): at each barrier the sinks are made durable,
+//! then the operator, dedup and watermark state, the source offsets and the sink topics' end
+//! offsets are written together as one checkpoint (see [`saved_state`]), and only then are the
+//! sink records committed to `read_committed` readers and the offsets to the consumer group named
+//! after the job. A restart restores the latest checkpoint and rolls the sinks back to it.
 //!
-//! **Delivery guarantee: at-least-once.** After a crash (no clean stop), a restart resumes from
-//! the last clean stop's state and offsets, so results emitted since then are emitted again —
-//! with the same values, since the state and offsets are consistent. Exactly-once sinks come with
-//! checkpoints.
+//! **Delivery guarantee: exactly-once** for log topics and file sinks of a job over a log
+//! source, after a clean stop or a crash. A job over a `file` source appends to its sinks and is
+//! at-least-once. What `--reset-state` does with results already committed is [`SinkReset`].
 
 pub mod saved_state;
 mod sink_reset;
@@ -250,17 +250,36 @@ pub fn run_query_file(
         }
         None => None,
     };
-    let restored = match (&store, &source_topic) {
-        (Some(store), Some(topic)) => restore(store, opts, &sqls, topic)?,
+    let mut workers =
+        match (opts.workers, file.settings.get("workers")) {
+            (Some(w), _) => w,
+            (None, Some(w)) => w.parse().ok().filter(|w| *w > 0).ok_or_else(|| {
+                config_err("SET workers", format!("'{w}' is not a positive number"))
+            })?,
+            (None, None) => std::thread::available_parallelism().map_or(2, |n| n.get()),
+        };
+    // A reset (new, or one an earlier start began) starts from nothing but must not forget what
+    // its sinks already hold; a savepoint, chosen explicitly, supersedes a pending reset.
+    let reset = match &store {
+        Some(store) if opts.from_savepoint.is_none() => sink_reset::reset_in_force(
+            &log,
+            store,
+            &file,
+            &name,
+            opts.reset_state,
+            opts.sink_reset,
+        )?,
+        Some(_) => {
+            sink_reset::drop_pending_reset(&opts.data_dir, &name);
+            None
+        }
+        None => None,
+    };
+    let restored = match (&store, &source_topic, &reset) {
+        (Some(store), Some(topic), None) => restore(store, opts, &sqls, topic)?,
         _ => None,
     };
-    // A reset starts from nothing but must not forget what its sinks already hold.
-    let reset = match &store {
-        Some(store) if opts.reset_state && opts.from_savepoint.is_none() => {
-            sink_reset::plan_reset(&log, &file, &name, store.latest()?, opts.sink_reset)?
-        }
-        _ => sink_reset::ResetPlan::default(),
-    };
+    let reset = reset.unwrap_or_default();
     if store.is_some() {
         sink_reset::report_changed_sinks(&opts.data_dir, &name, &file, restored.is_some())?;
     }
@@ -270,12 +289,8 @@ pub fn run_query_file(
         producers: BTreeMap::new(),
         align: store.is_some().then(|| match &restored {
             Some(s) => s.sinks.clone(),
-            // Emptied topics are aligned to offset 0.
-            None => reset
-                .truncate
-                .iter()
-                .map(|(t, n)| (t.clone(), vec![0; *n as usize]))
-                .collect(),
+            // Emptied topics are aligned to where they start.
+            None => reset.truncate.clone(),
         }),
         restored_epoch: restored.as_ref().map_or(reset.files_epoch, |s| s.epoch),
         files: Vec::new(),
@@ -323,15 +338,7 @@ pub fn run_query_file(
             results: open_sink(sink, sink.clone())?,
         });
     }
-
-    let mut workers =
-        match (opts.workers, file.settings.get("workers")) {
-            (Some(w), _) => w,
-            (None, Some(w)) => w.parse().ok().filter(|w| *w > 0).ok_or_else(|| {
-                config_err("SET workers", format!("'{w}' is not a positive number"))
-            })?,
-            (None, None) => std::thread::available_parallelism().map_or(2, |n| n.get()),
-        };
+    sink_reset::rewind_groups(&log, &reset)?;
 
     let summary;
     let mut checkpoints = Vec::new();
@@ -398,8 +405,12 @@ pub fn run_query_file(
                 topic: topic.clone(),
                 queries: sqls.clone(),
                 workers,
-                // After a reset, numbering continues past the old checkpoints.
-                epoch: restored.as_ref().map_or(reset.epoch_base, |s| s.epoch),
+                // Numbering continues past every checkpoint in the store (after a reset, or a
+                // savepoint older than the latest checkpoint), so pruning keeps the new ones.
+                epoch: restored
+                    .as_ref()
+                    .map_or(reset.epoch_base, |s| s.epoch)
+                    .max(store.newest_epoch()?),
                 taken: Vec::new(),
                 inflight: None,
             };

@@ -29,6 +29,7 @@ pub use self::consumer::{StartAt, TopicConsumer};
 pub use self::partition::{PartitionReader, PartitionWriter, Retention, Skipped};
 pub use self::producer::{Producer, Sent, now_ms as producer_now_ms};
 pub use self::tail::TailWaiter;
+pub(crate) use self::topic::write_atomic;
 pub use self::topic::{
     DEFAULT_SEGMENT_BYTES, GroupOffsets, Log, PartitionStats, TopicConfig, TopicWriter,
     partition_for_key,

@@ -133,9 +133,10 @@ fn class_mask(block: &[u8; 64]) -> u64 {
 
 #[cfg(not(target_arch = "x86_64"))]
 fn class_mask(block: &[u8; 64]) -> u64 {
-    block.iter().enumerate().fold(0, |m, (k, b)| {
-        m | (u64::from(in_class(*b)) << k)
-    })
+    block
+        .iter()
+        .enumerate()
+        .fold(0, |m, (k, b)| m | (u64::from(in_class(*b)) << k))
 }
 
 /// The card-number byte class, one byte at a time.
@@ -190,7 +191,9 @@ mod tests {
             })
         };
         let mut rng = rand::rngs::StdRng::seed_from_u64(7);
-        let bytes = [b'1', b'9', b' ', b'-', b'/', 0x00, 0xc2, 0xff, b'x', b'"', b':', b'a'];
+        let bytes = [
+            b'1', b'9', b' ', b'-', b'/', 0x00, 0xc2, 0xff, b'x', b'"', b':', b'a',
+        ];
         let (mut yes, mut no) = (0, 0);
         for _ in 0..50_000 {
             let n = rng.random_range(0..300);
@@ -207,7 +210,12 @@ mod tests {
         }
         assert!(yes > 1000 && no > 1000, "{yes} {no}");
         // A run of exactly 13 ending a block, and one of 12: the carry decides.
-        for (at, len, want) in [(51, 13, true), (52, 12, false), (60, 13, true), (0, 64, true)] {
+        for (at, len, want) in [
+            (51, 13, true),
+            (52, 12, false),
+            (60, 13, true),
+            (0, 64, true),
+        ] {
             let mut line = vec![b'x'; 140];
             line[at..at + len].fill(b'7');
             assert_eq!(may_hold_card_run(&line), want, "{at} {len}");
