@@ -5,20 +5,21 @@
 //! The modules follow the data's path:
 //!
 //! ```text
-//!  event file ─▶ engine::reader ─▶ decode ─▶ engine::router ─▶ operators ─▶ sink
-//!  (source)       chunks, order     Arrow +    dedup, watermark,   windows      JSON Lines,
-//!                                   rejects    partition by key    per worker   dead letters, late
+//!  source ─────────▶ decode ─▶ engine::router ─▶ operators ─▶ sink
+//!  (file, log topic)  Arrow +    dedup, watermark,   windows      JSON Lines, topics,
+//!   chunks, positions rejects    partition by key    per worker   dead letters, late
 //!                        ▲
 //!            sql: query text ─▶ DataFusion plan ─▶ StreamPlan (what the operators run)
 //! ```
 //!
 //! * [`schema`] — the payment event columns, in Arrow.
+//! * [`source`] — the [`Source`] trait: a file or a log topic as positioned, decoded chunks.
 //! * [`decode`] — JSON Lines, CSV and Parquet into Arrow batches; bad records become [`Reject`]s.
 //! * [`sql`] — window table functions (`TUMBLE`, `HOP`, `SESSION`), planning via DataFusion.
 //! * [`operators`] — dedup, watermark, tumbling/hopping/session windows, stateless map.
 //! * [`state`] — checksummed operator snapshots.
 //! * [`sink`] — result, dead-letter and late outputs.
-//! * [`engine`] — wires the stages with bounded channels; one shutdown path.
+//! * [`engine`] — [`engine::run`] wires a [`RunSpec`]'s stages; one shutdown path.
 //! * [`log`] — the embedded partitioned log (its segment store, so far).
 //! * [`generate`] — deterministic synthetic payment events.
 //! * [`throughput`] — the benchmark harness behind `paystream bench`.
@@ -38,12 +39,14 @@ pub mod log;
 pub mod operators;
 pub mod schema;
 pub mod sink;
+pub mod source;
 pub mod sql;
 pub mod state;
 pub mod throughput;
 pub mod time;
 
 pub use crate::decode::{Format, Reject, RejectReason};
-pub use crate::engine::{Progress, ReplayOptions, Sinks, SourcePosition, Summary, run_replay};
+pub use crate::engine::{OnStop, Progress, RunOptions, RunOutcome, RunSpec, Summary};
 pub use crate::error::{Error, Result};
+pub use crate::source::{FileSource, LogSource, Source, SourcePosition};
 pub use crate::sql::{StreamPlan, plan_query};

@@ -10,10 +10,11 @@ mod cli;
 
 use anyhow::{Context, bail};
 use clap::{Parser, Subcommand};
+use paystream::engine::defaults;
 use paystream::generate::{GenConfig, Lifecycle, generate};
 use paystream::sink::{NullSink, Sink, WriterSink};
 use paystream::time::{parse_duration_millis, parse_rfc3339_millis};
-use paystream::{Format, Progress, ReplayOptions, Sinks, plan_query, run_replay};
+use paystream::{FileSource, Format, Progress, RunOptions, RunSpec, plan_query};
 
 /// paystream: event-time windowed stream SQL over payment events.
 #[derive(Parser)]
@@ -141,7 +142,7 @@ struct ReplayArgs {
     #[arg(long)]
     late: Option<PathBuf>,
     /// Bounded out-of-orderness: watermark = max event time seen - delay.
-    #[arg(long, default_value = "5s")]
+    #[arg(long, default_value = defaults::WATERMARK_DELAY_TEXT)]
     watermark_delay: String,
     /// Worker threads (default: all cores).
     #[arg(long)]
@@ -153,13 +154,13 @@ struct ReplayArgs {
     #[arg(long)]
     format: Option<String>,
     /// Rows per batch.
-    #[arg(long, default_value_t = 8192)]
+    #[arg(long, default_value_t = defaults::BATCH_SIZE)]
     batch_size: usize,
     /// How long (in event time) event ids are remembered for deduplication.
-    #[arg(long, default_value = "1h")]
+    #[arg(long, default_value = defaults::DEDUP_TTL_TEXT)]
     dedup_ttl: String,
     /// Event times further than this ahead of the watermark are dead-lettered.
-    #[arg(long, default_value = "5m")]
+    #[arg(long, default_value = defaults::MAX_SKEW_TEXT)]
     max_skew: String,
     /// Fail (exit 1) when more than 1% of the records were dead-lettered or late, instead of
     /// only warning.
@@ -378,7 +379,8 @@ fn replay(mut a: ReplayArgs, data: &cli::log_cmds::DataDir) -> anyhow::Result<()
     };
     let sql = std::fs::read_to_string(query)
         .with_context(|| format!("cannot read the query file {}", query.display()))?;
-    let mut opts = ReplayOptions::new(&a.file);
+    let mut opts = RunOptions::default();
+    let mut format = None;
     opts.watermark_delay = duration("--watermark-delay", &a.watermark_delay)?;
     opts.dedup_ttl = duration("--dedup-ttl", &a.dedup_ttl)?;
     opts.max_skew = duration("--max-skew", &a.max_skew)?;
@@ -413,7 +415,7 @@ fn replay(mut a: ReplayArgs, data: &cli::log_cmds::DataDir) -> anyhow::Result<()
         ),
     };
     if let Some(f) = &a.format {
-        opts.format = Some(
+        format = Some(
             Format::from_name(f)
                 .with_context(|| format!("unknown --format {f:?}: use json, csv or parquet"))?,
         );
@@ -428,15 +430,15 @@ fn replay(mut a: ReplayArgs, data: &cli::log_cmds::DataDir) -> anyhow::Result<()
         Some(p) => Box::new(WriterSink::create("--output", p)?),
         None => Box::new(WriterSink::stdout()),
     };
-    let sinks = Sinks {
-        results,
-        dead_letter: output_sink("--dead-letter", a.dead_letter.as_deref())?,
-        late: output_sink("--late", a.late.as_deref())?,
-    };
+    let source = FileSource::new(&a.file).format(format);
+    let mut spec = RunSpec::single(Arc::new(source), &plan, results);
+    spec.dead_letter = output_sink("--dead-letter", a.dead_letter.as_deref())?;
+    spec.late = output_sink("--late", a.late.as_deref())?;
+    spec.options = opts;
     let total = std::fs::metadata(&a.file).map(|m| m.len()).unwrap_or(0);
     let stop = stop_on_signal();
     let summary = with_progress(total, |progress| {
-        run_replay(&plan, &opts, sinks, progress, Arc::clone(&stop))
+        paystream::engine::run(spec, progress, Arc::clone(&stop)).map(|o| o.summary)
     })?;
     let hints = cli::surprises::Hints {
         dead_letters: match &a.dead_letter {

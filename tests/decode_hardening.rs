@@ -288,17 +288,8 @@ fn a_column_named_twice_is_refused() {
     let csv = "event_id,event_type,event_time,payment_id,merchant_id,card_id,amount_minor,currency,card_id\n\
                e1,capture,2026-11-01T00:00:00Z,p,m,c,5,EUR,4539148803436467\n";
     let path = write(dir.path(), "dup.csv", csv);
-    let mut opts = paystream::engine::ReplayOptions::new(&path);
-    opts.workers = 1;
-    let sinks = paystream::engine::Sinks {
-        results: Box::new(paystream::sink::NullSink),
-        dead_letter: Box::new(paystream::sink::NullSink),
-        late: Box::new(paystream::sink::NullSink),
-    };
     let plan = paystream::plan_query(SELECT).unwrap();
-    let Err(err) =
-        paystream::engine::run_replay(&plan, &opts, sinks, Arc::default(), Arc::default())
-    else {
+    let Err(err) = crate::util::try_replay_with(&plan, &path, |_| {}) else {
         panic!("a header naming card_id twice was accepted");
     };
     let msg = err.to_string();

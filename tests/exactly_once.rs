@@ -170,9 +170,8 @@ fn a_mid_stream_checkpoint_restores_to_the_uninterrupted_output() {
     use std::sync::atomic::AtomicBool;
     use std::sync::{Arc, Mutex};
 
-    use paystream::engine::{
-        Checkpoints, ContinuousOptions, Outputs, PipelineState, QueryRun, run_continuous,
-    };
+    use paystream::LogSource;
+    use paystream::engine::{Checkpoints, OnStop, PipelineState, QueryRun, RunSpec};
     use paystream::log::{FsyncPolicy, Log, Producer, TopicConfig};
     use paystream::sink::{MemorySink, Sink};
 
@@ -221,10 +220,7 @@ fn a_mid_stream_checkpoint_restores_to_the_uninterrupted_output() {
         .iter()
         .map(|s| paystream::plan_query(s).unwrap())
         .collect();
-    let mut opts = ContinuousOptions::new(log.clone(), "payments");
-    opts.workers = 2;
-    opts.batch_size = 1000;
-    opts.until_end = true;
+    let source = Arc::new(LogSource::new(log.clone(), "payments").until_end(true));
     let lines = |s: &MemorySink| -> Vec<String> {
         let c = s.0.lock().unwrap();
         let mut v = crate::util::lines_of(&c.batches);
@@ -254,19 +250,17 @@ fn a_mid_stream_checkpoint_restores_to_the_uninterrupted_output() {
                 taken.lock().unwrap().push((state, counts));
                 Ok(())
             };
-            run_continuous(
-                Outputs::results_only(queries),
-                &opts,
-                restore,
-                Some(Checkpoints {
-                    interval: every,
-                    request: Arc::new(AtomicBool::new(false)),
-                    on_checkpoint: Box::new(hook),
-                }),
-                Arc::default(),
-                Arc::new(AtomicBool::new(false)),
-            )
-            .unwrap();
+            let mut spec = RunSpec::new(source.clone(), queries);
+            spec.options.workers = 2;
+            spec.options.batch_size = 1000;
+            spec.restore = restore;
+            spec.checkpoints = Some(Checkpoints {
+                interval: every,
+                request: Arc::new(AtomicBool::new(false)),
+                on_checkpoint: Box::new(hook),
+            });
+            spec.on_stop = OnStop::Snapshot;
+            paystream::engine::run(spec, Arc::default(), Arc::new(AtomicBool::new(false))).unwrap();
             sinks
         };
     let taken: Arc<Mutex<Taken>> = Arc::default();
@@ -503,9 +497,8 @@ fn a_checkpoint_right_after_a_restore_keeps_every_position() {
     use std::sync::atomic::{AtomicBool, Ordering};
     use std::sync::{Arc, Mutex};
 
-    use paystream::engine::{
-        Checkpoints, ContinuousOptions, Outputs, PipelineState, QueryRun, run_continuous,
-    };
+    use paystream::LogSource;
+    use paystream::engine::{Checkpoints, OnStop, PipelineState, QueryRun, RunSpec};
     use paystream::log::{BatchBuilder, FsyncPolicy, Log, TopicConfig};
     use paystream::sink::NullSink;
 
@@ -532,9 +525,7 @@ fn a_checkpoint_right_after_a_restore_keeps_every_position() {
     )
     .unwrap();
     let run = |restore: Option<PipelineState>, until_end: bool, request: bool| {
-        let mut opts = ContinuousOptions::new(log.clone(), "payments");
-        opts.until_end = until_end;
-        opts.workers = 1;
+        let source = LogSource::new(log.clone(), "payments").until_end(until_end);
         let taken: Arc<Mutex<Vec<PipelineState>>> = Arc::default();
         let stop = Arc::new(AtomicBool::new(false));
         let (t, s) = (Arc::clone(&taken), Arc::clone(&stop));
@@ -543,25 +534,25 @@ fn a_checkpoint_right_after_a_restore_keeps_every_position() {
             s.store(true, Ordering::Relaxed);
             Ok(())
         };
-        let out = run_continuous(
-            Outputs::results_only(vec![QueryRun {
+        let mut spec = RunSpec::new(
+            Arc::new(source),
+            vec![QueryRun {
                 name: "q".into(),
                 plan: &plan,
                 results: Box::new(NullSink),
-            }]),
-            &opts,
-            restore,
-            Some(Checkpoints {
-                interval: None,
-                request: Arc::new(AtomicBool::new(request)),
-                on_checkpoint: Box::new(hook),
-            }),
-            Arc::default(),
-            stop,
-        )
-        .unwrap();
+            }],
+        );
+        spec.options.workers = 1;
+        spec.restore = restore;
+        spec.checkpoints = Some(Checkpoints {
+            interval: None,
+            request: Arc::new(AtomicBool::new(request)),
+            on_checkpoint: Box::new(hook),
+        });
+        spec.on_stop = OnStop::Snapshot;
+        let out = paystream::engine::run(spec, Arc::default(), stop).unwrap();
         let taken = taken.lock().unwrap().clone();
-        (out.state, taken)
+        (out.state.expect("a snapshot at the stop"), taken)
     };
     let (end, _) = run(None, true, false);
     assert_eq!(end.positions, [(0, 1500), (1, 1500)].into_iter().collect());

@@ -283,7 +283,8 @@ fn an_idle_partition_stops_holding_the_watermark_back() {
     use std::sync::Arc;
     use std::sync::atomic::{AtomicBool, Ordering};
 
-    use paystream::engine::{ContinuousOptions, Outputs, QueryRun, run_continuous};
+    use paystream::LogSource;
+    use paystream::engine::{OnStop, QueryRun, RunSpec};
     use paystream::log::{BatchBuilder, FsyncPolicy, Log, TopicConfig};
     use paystream::sink::MemorySink;
 
@@ -311,9 +312,7 @@ fn an_idle_partition_stops_holding_the_watermark_back() {
     .unwrap();
     let results = MemorySink::default();
     let stop = Arc::new(AtomicBool::new(false));
-    let mut opts = ContinuousOptions::new(log.clone(), "payments");
-    opts.idle_timeout = Duration::from_millis(300);
-    opts.workers = 1;
+    let source = LogSource::new(log.clone(), "payments");
     let (r, s) = (results.clone(), Arc::clone(&stop));
     let run = std::thread::spawn(move || {
         let q = QueryRun {
@@ -321,15 +320,11 @@ fn an_idle_partition_stops_holding_the_watermark_back() {
             plan: &plan,
             results: Box::new(r),
         };
-        run_continuous(
-            Outputs::results_only(vec![q]),
-            &opts,
-            None,
-            None,
-            Arc::default(),
-            s,
-        )
-        .unwrap()
+        let mut spec = RunSpec::new(Arc::new(source), vec![q]);
+        spec.options.idle_timeout = Some(Duration::from_millis(300));
+        spec.options.workers = 1;
+        spec.on_stop = OnStop::Snapshot;
+        paystream::engine::run(spec, Arc::default(), s).unwrap()
     });
     let deadline = Instant::now() + Duration::from_secs(30);
     while results.0.lock().unwrap().batches.is_empty() && Instant::now() < deadline {
@@ -342,8 +337,9 @@ fn an_idle_partition_stops_holding_the_watermark_back() {
         "no window closed while partition 1 was idle"
     );
     assert_eq!(out.summary.read, 3000);
-    assert_eq!(out.state.positions.get(&0), Some(&3000));
-    assert_eq!(out.state.positions.get(&1), Some(&0));
+    let state = out.state.expect("a snapshot at the stop");
+    assert_eq!(state.positions.get(&0), Some(&3000));
+    assert_eq!(state.positions.get(&1), Some(&0));
 }
 
 /// A CSV file loaded with `replay --into`, and the same CSV read by a `file` source, give what

@@ -183,41 +183,10 @@ impl sqllogictest::DB for SltDb {
 fn try_replay(
     sql: &str,
     input: &Path,
-    configure: impl FnOnce(&mut paystream::ReplayOptions),
+    configure: impl FnOnce(&mut crate::util::ReplayConfig),
 ) -> paystream::Result<Run> {
-    use paystream::sink::MemorySink;
     let plan = paystream::plan_query(sql)?;
-    let mut opts = paystream::ReplayOptions::new(input);
-    opts.workers = 1;
-    configure(&mut opts);
-    let (results, dl, late) = (
-        MemorySink::default(),
-        MemorySink::default(),
-        MemorySink::default(),
-    );
-    let sinks = paystream::Sinks {
-        results: Box::new(results.clone()),
-        dead_letter: Box::new(dl.clone()),
-        late: Box::new(late.clone()),
-    };
-    let summary =
-        paystream::run_replay(&plan, &opts, sinks, Default::default(), Default::default())?;
-    let parse = |s: &MemorySink| -> Vec<serde_json::Value> {
-        s.0.lock()
-            .unwrap()
-            .records
-            .iter()
-            .map(|r| serde_json::from_str(r).expect("records are JSON"))
-            .collect()
-    };
-    let batches = results.0.lock().unwrap().batches.clone();
-    Ok(Run {
-        summary,
-        lines: crate::util::lines_of(&batches),
-        dead_letters: parse(&dl),
-        late: parse(&late),
-        batches,
-    })
+    crate::util::try_replay_with(&plan, input, configure)
 }
 
 fn run_slt(path: &Path) {

@@ -4,9 +4,72 @@ use std::path::Path;
 use std::sync::Arc;
 
 use datafusion::arrow::array::RecordBatch;
-use paystream::engine::{ReplayOptions, Sinks, Summary, run_replay};
+use paystream::engine::{RunOptions, RunSpec, Summary};
 use paystream::sink::{MemorySink, write_batch};
-use paystream::{StreamPlan, plan_query};
+use paystream::{FileSource, SourcePosition, StreamPlan, plan_query};
+
+/// How a test replays a file: the engine's options (one worker unless set), and where in the
+/// file to start.
+pub struct ReplayConfig {
+    pub options: RunOptions,
+    pub start: SourcePosition,
+}
+
+impl std::ops::Deref for ReplayConfig {
+    type Target = RunOptions;
+    fn deref(&self) -> &RunOptions {
+        &self.options
+    }
+}
+
+impl std::ops::DerefMut for ReplayConfig {
+    fn deref_mut(&mut self) -> &mut RunOptions {
+        &mut self.options
+    }
+}
+
+/// Replays `input` through `plan` into memory sinks, configured by `configure`.
+pub fn try_replay_with(
+    plan: &StreamPlan,
+    input: &Path,
+    configure: impl FnOnce(&mut ReplayConfig),
+) -> paystream::Result<Run> {
+    let mut config = ReplayConfig {
+        options: RunOptions {
+            workers: 1,
+            ..RunOptions::default()
+        },
+        start: SourcePosition::default(),
+    };
+    configure(&mut config);
+    let (results, dl, late) = (
+        MemorySink::default(),
+        MemorySink::default(),
+        MemorySink::default(),
+    );
+    let source = FileSource::new(input).starting_at(config.start);
+    let mut spec = RunSpec::single(Arc::new(source), plan, Box::new(results.clone()));
+    spec.dead_letter = Box::new(dl.clone());
+    spec.late = Box::new(late.clone());
+    spec.options = config.options;
+    let summary = paystream::engine::run(spec, Arc::default(), Arc::default())?.summary;
+    let parse = |s: &MemorySink| -> Vec<serde_json::Value> {
+        s.0.lock()
+            .unwrap()
+            .records
+            .iter()
+            .map(|r| serde_json::from_str(r).expect("records are JSON"))
+            .collect()
+    };
+    let batches = results.0.lock().unwrap().batches.clone();
+    Ok(Run {
+        summary,
+        lines: lines_of(&batches),
+        dead_letters: parse(&dl),
+        late: parse(&late),
+        batches,
+    })
+}
 
 /// What one replay produced.
 pub struct Run {
@@ -33,41 +96,12 @@ pub fn lines_of(batches: &[RecordBatch]) -> Vec<String> {
 pub fn replay_with(
     plan: &StreamPlan,
     input: &Path,
-    configure: impl FnOnce(&mut ReplayOptions),
+    configure: impl FnOnce(&mut ReplayConfig),
 ) -> Run {
-    let mut opts = ReplayOptions::new(input);
-    opts.workers = 1;
-    configure(&mut opts);
-    let (results, dl, late) = (
-        MemorySink::default(),
-        MemorySink::default(),
-        MemorySink::default(),
-    );
-    let sinks = Sinks {
-        results: Box::new(results.clone()),
-        dead_letter: Box::new(dl.clone()),
-        late: Box::new(late.clone()),
-    };
-    let summary = run_replay(plan, &opts, sinks, Arc::default(), Arc::default()).expect("replay");
-    let parse = |s: &MemorySink| -> Vec<serde_json::Value> {
-        s.0.lock()
-            .unwrap()
-            .records
-            .iter()
-            .map(|r| serde_json::from_str(r).expect("records are JSON"))
-            .collect()
-    };
-    let batches = results.0.lock().unwrap().batches.clone();
-    Run {
-        summary,
-        lines: lines_of(&batches),
-        dead_letters: parse(&dl),
-        late: parse(&late),
-        batches,
-    }
+    try_replay_with(plan, input, configure).expect("replay")
 }
 
-pub fn replay(sql: &str, input: &Path, configure: impl FnOnce(&mut ReplayOptions)) -> Run {
+pub fn replay(sql: &str, input: &Path, configure: impl FnOnce(&mut ReplayConfig)) -> Run {
     let plan = plan_query(sql).unwrap_or_else(|e| panic!("{sql}: {e}"));
     replay_with(&plan, input, configure)
 }

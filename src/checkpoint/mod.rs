@@ -1,5 +1,5 @@
 //! Checkpoint storage: versioned, checksummed snapshots of a running query, kept in an
-//! [`object_store`](datafusion::object_store): the local filesystem by default, or an
+//! `object_store`: the local filesystem by default, or an
 //! S3-compatible bucket (`s3://bucket/prefix`).
 //!
 //! ```text

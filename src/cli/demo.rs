@@ -12,7 +12,8 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 
 use super::log_cmds::DataDir;
-use paystream::engine::{ContinuousOptions, Outputs, QueryRun, run_continuous};
+use paystream::LogSource;
+use paystream::engine::{OnStop, QueryRun, RunOutcome, RunSpec};
 use paystream::generate::{GenConfig, generate};
 use paystream::log::{FsyncPolicy, Log, Producer, StartAt, TopicConfig, TopicConsumer};
 use paystream::plan_query;
@@ -156,41 +157,31 @@ pub(crate) fn demo(data: &DataDir, a: DemoArgs) -> anyhow::Result<()> {
     let runner = {
         let (log, stop) = (log.clone(), Arc::clone(&stop));
         let dir = dir.clone();
-        std::thread::spawn(
-            move || -> anyhow::Result<paystream::engine::ContinuousOutcome> {
-                let mut queries = Vec::new();
-                for ((name, _), plan) in SHIPPED.iter().zip(&plans) {
-                    log.ensure_topic(name, &TopicConfig::default())?;
-                    let w = log.writer(name, FsyncPolicy::Never)?;
-                    let p = Arc::new(std::sync::Mutex::new(Producer::new(w, None)));
-                    queries.push(QueryRun {
-                        name: name.to_string(),
-                        plan,
-                        results: Box::new(TopicSink::new(*name, p)),
-                    });
-                }
-                let mut opts = ContinuousOptions::new(log, "payments");
-                opts.idle_timeout = Duration::from_secs(2);
-                Ok(run_continuous(
-                    Outputs {
-                        queries,
-                        dead_letter: Box::new(WriterSink::create(
-                            "dead letters",
-                            &dir.join("dead_letters.jsonl"),
-                        )?),
-                        late: Box::new(WriterSink::create(
-                            "late events",
-                            &dir.join("late_events.jsonl"),
-                        )?),
-                    },
-                    &opts,
-                    None,
-                    None,
-                    progress,
-                    stop,
-                )?)
-            },
-        )
+        std::thread::spawn(move || -> anyhow::Result<RunOutcome> {
+            let mut queries = Vec::new();
+            for ((name, _), plan) in SHIPPED.iter().zip(&plans) {
+                log.ensure_topic(name, &TopicConfig::default())?;
+                let w = log.writer(name, FsyncPolicy::Never)?;
+                let p = Arc::new(std::sync::Mutex::new(Producer::new(w, None)));
+                queries.push(QueryRun {
+                    name: name.to_string(),
+                    plan,
+                    results: Box::new(TopicSink::new(*name, p)),
+                });
+            }
+            let mut spec = RunSpec::new(Arc::new(LogSource::new(log, "payments")), queries);
+            spec.options.idle_timeout = Some(Duration::from_secs(2));
+            spec.dead_letter = Box::new(WriterSink::create(
+                "dead letters",
+                &dir.join("dead_letters.jsonl"),
+            )?);
+            spec.late = Box::new(WriterSink::create(
+                "late events",
+                &dir.join("late_events.jsonl"),
+            )?);
+            spec.on_stop = OnStop::Snapshot;
+            Ok(paystream::engine::run(spec, progress, stop)?)
+        })
     };
 
     // Tail the result topics and print as windows close.

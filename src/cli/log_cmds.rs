@@ -529,7 +529,7 @@ pub(crate) fn load_file(
     dead_letter: Option<&std::path::Path>,
     strict: bool,
 ) -> anyhow::Result<()> {
-    use paystream::{Format, ReplayOptions, Sinks, plan_query, run_replay};
+    use paystream::{FileSource, Format, RunSpec, plan_query};
     let format = match format {
         Some(f) => Format::from_name(f)
             .with_context(|| format!("unknown --format {f:?}: use json, csv or parquet"))?,
@@ -572,24 +572,19 @@ pub(crate) fn load_file(
     }
     let plan = plan_query("SELECT * FROM payments").context("planning the load")?;
     let shared = std::sync::Arc::new(std::sync::Mutex::new(producer));
-    let mut opts = ReplayOptions::new(file);
-    opts.format = Some(format);
-    let sinks = Sinks {
-        results: Box::new(paystream::sink::TopicSink::keyed(
+    let source = FileSource::new(file).format(Some(format));
+    let mut spec = RunSpec::single(
+        std::sync::Arc::new(source),
+        &plan,
+        Box::new(paystream::sink::TopicSink::keyed(
             topic,
             std::sync::Arc::clone(&shared),
         )),
-        dead_letter: crate::output_sink("--dead-letter", dead_letter)?,
-        late: Box::new(paystream::sink::NullSink),
-    };
+    );
+    spec.dead_letter = crate::output_sink("--dead-letter", dead_letter)?;
     let stop = crate::stop_on_signal();
-    let summary = run_replay(
-        &plan,
-        &opts,
-        sinks,
-        Default::default(),
-        std::sync::Arc::clone(&stop),
-    )?;
+    let summary =
+        paystream::engine::run(spec, Default::default(), std::sync::Arc::clone(&stop))?.summary;
     let producer = std::sync::Arc::try_unwrap(shared)
         .map_err(|_| anyhow::anyhow!("the topic writer is still in use"))?
         .into_inner()

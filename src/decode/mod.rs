@@ -71,7 +71,7 @@ pub struct DecodedBatch {
     pub batch: RecordBatch,
     /// Position of each row in its origin (line, row or offset).
     pub positions: Vec<u64>,
-    /// [`row::ValidRow::payload_hash`] of each row, for duplicate-conflict detection.
+    /// `ValidRow::payload_hash` of each row, for duplicate-conflict detection.
     pub payload_hashes: Vec<u64>,
     /// Where each row's record is in its chunk: the byte range of its line (text formats) or
     /// `(row, row + 1)` of its Parquet batch; for [`DecodedBatch::raw_record`].

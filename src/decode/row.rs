@@ -66,9 +66,9 @@ pub struct RawRow<'a> {
     /// Name of a field (known or not) whose string value looks like a card number.
     pub card_number_in: Option<String>,
     /// Set by the JSON parser when the line has the syntax of canonical JSON
-    /// ([`ValidRow::canonical_json`]): known keys only, in schema order, no escapes, no
+    /// (`ValidRow::canonical_json`): known keys only, in schema order, no escapes, no
     /// whitespace, no `null` or other literal, no minus sign. Only values can then differ from
-    /// the canonical form; [`ValidRow::is_canonical_line`] checks the two that can.
+    /// the canonical form; `ValidRow::is_canonical_line` checks the two that can.
     pub canonical_syntax: bool,
 }
 

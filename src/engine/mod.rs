@@ -1,105 +1,143 @@
-//! The engine: wires source → decode → router → workers → sinks with bounded channels.
+//! The engine: wires source → decode → router → workers → sinks.
 //!
 //! ```text
-//!   file reader ─┐
-//!                ├─▶ decoders (N) ─▶ router ──part i──▶ worker i (Operator) ─┐
-//!   log reader ──┘                     │                                      ├─▶ sink loop: results,
-//!                                      └─▶ dead-letter sink                   ┘   late (watermark order)
+//!   Source::open ─▶ decoders (N) ─▶ router ──part i──▶ worker i (Operator) ─┐
+//!   (file, log)                      │                                      ├─▶ sink loop: results,
+//!                                    └─▶ dead-letter sink                   ┘   late (watermark order)
 //! ```
-//! [`run_replay`] reads a file once through one query; [`run_continuous`] tails a topic through
-//! one or more queries until stopped. Both use the same [`pipeline`].
+//! [`run`] runs a [`RunSpec`] — a [`Source`], the queries with their result sinks, the dead-letter
+//! and late sinks, and the [`RunOptions`] — through the pipeline (`engine/pipeline.rs`): a file replayed once, a
+//! topic tailed until stopped, or a topic read to its end, all the same way.
 //!
-//! Every data channel is bounded, so a slow sink slows the reader instead of filling memory; the
-//! router's channel of dead letters and checkpoint metadata to the sink loop is not yet (a run
-//! that dead-letters everything buffers those records until the sink loop takes them). There is
-//! one shutdown path: the reader stops (end of file, or the `stop` flag), every stage drains what
-//! it holds and closes its output, and the sink loop returns the [`Summary`].
+//! The channels from the source to the workers and from the workers to the sink loop are
+//! bounded, so a slow sink slows the reader instead of filling memory; the router's channel of
+//! dead letters and checkpoint metadata to the sink loop is not yet (a run that dead-letters
+//! everything buffers those records until the sink loop takes them). There is one shutdown
+//! path: the source stops (its end, or the `stop` flag), every stage drains what it holds and
+//! closes its output, and the sink loop returns the [`Summary`].
 
-mod log_source;
+pub mod defaults;
 mod pipeline;
-mod reader;
 mod router;
 
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64};
 use std::time::Duration;
 
-pub use self::log_source::{ContinuousOptions, ContinuousOutcome, Outputs, run_continuous};
 pub use self::pipeline::{Checkpoints, PipelineState, QueryRun};
-pub(crate) use self::reader::CHUNK as READ_CHUNK;
 pub use self::router::{Partitioner, Partitioning, Router, RouterCounts};
 
-use crate::decode::{Format, Origin, PositionKind, ReasonCounts};
-use crate::error::{Error, Result};
-use crate::operators::{Dedup, Watermark};
-use crate::sink::Sink;
-use crate::sql::StreamPlan;
+use crate::decode::ReasonCounts;
+use crate::error::Result;
+use crate::sink::{NullSink, Sink};
+use crate::source::Source;
 
-/// Options of a replay run.
+/// How a run treats time, duplicates and parallelism. [`RunOptions::default`] holds the
+/// engine's defaults ([`defaults`]), which the CLI flags and a query file's `SET`s override.
 #[derive(Debug, Clone)]
-pub struct ReplayOptions {
-    /// The event file.
-    pub input: PathBuf,
-    /// Its format (guessed from the extension when `None`).
-    pub format: Option<Format>,
-    /// Bounded out-of-orderness, ms.
+pub struct RunOptions {
+    /// Bounded out-of-orderness, ms: watermark = max event time seen − delay.
     pub watermark_delay: i64,
     /// How far ahead of the watermark an event time may be, ms.
     pub max_skew: i64,
     /// Dedup TTL in event time, ms.
     pub dedup_ttl: i64,
-    /// Worker threads (and decode threads).
+    /// A source partition without records for this long stops holding the watermark back
+    /// (`None`: never; a file has one partition).
+    pub idle_timeout: Option<Duration>,
+    /// Worker threads per query (and decode threads).
     pub workers: usize,
     /// Rows per decoded batch.
     pub batch_size: usize,
     /// Replay N× faster than event time; `None` for as fast as possible.
     pub speed: Option<f64>,
-    /// Where to start reading (text formats): resume a replay from a recorded position.
-    pub start: SourcePosition,
 }
 
-/// A position in a text event file: a byte offset at a record boundary and the line number of the
-/// record that starts there. `SourcePosition::default()` is the beginning of the file.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct SourcePosition {
-    /// Byte offset of the first record to read.
-    pub offset: u64,
-    /// 1-based line number of that record.
-    pub line: u64,
-}
-
-impl Default for SourcePosition {
+impl Default for RunOptions {
     fn default() -> Self {
-        SourcePosition { offset: 0, line: 1 }
-    }
-}
-
-impl ReplayOptions {
-    /// Defaults for `input`: 5 s watermark delay, 5 min skew, 1 h dedup TTL, all cores.
-    pub fn new(input: impl Into<PathBuf>) -> Self {
-        ReplayOptions {
-            input: input.into(),
-            format: None,
-            watermark_delay: 5_000,
-            max_skew: 300_000,
-            dedup_ttl: 3_600_000,
-            workers: std::thread::available_parallelism().map_or(2, |n| n.get()),
-            batch_size: 8192,
+        RunOptions {
+            watermark_delay: defaults::WATERMARK_DELAY_MS,
+            max_skew: defaults::MAX_SKEW_MS,
+            dedup_ttl: defaults::DEDUP_TTL_MS,
+            idle_timeout: Some(Duration::from_millis(defaults::IDLE_TIMEOUT_MS as u64)),
+            workers: defaults::workers(),
+            batch_size: defaults::BATCH_SIZE,
             speed: None,
-            start: SourcePosition::default(),
         }
     }
 }
 
-/// Where a run's outputs go.
-pub struct Sinks {
-    /// Result rows.
-    pub results: Box<dyn Sink>,
-    /// Dead-lettered records.
+/// What the run does when it is stopped (the `stop` flag) before its source ends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OnStop {
+    /// Emit every open window, as at the end of input (a replay stopped by Ctrl-C).
+    Finish,
+    /// Snapshot instead of finishing, so a restart continues exactly here (a job); at the end
+    /// of a bounded source, finish and snapshot the (then empty) operators.
+    Snapshot,
+}
+
+/// Everything a run needs.
+pub struct RunSpec<'a> {
+    /// Where the events come from.
+    pub source: Arc<dyn Source>,
+    /// The queries, each with its result sink; they share one read of the source.
+    pub queries: Vec<QueryRun<'a>>,
+    /// Rejected records.
     pub dead_letter: Box<dyn Sink>,
     /// Late events.
     pub late: Box<dyn Sink>,
+    /// Time, dedup and parallelism.
+    pub options: RunOptions,
+    /// State to continue from (a checkpoint); its positions are where the source opens.
+    pub restore: Option<PipelineState>,
+    /// Periodic checkpoints, if any.
+    pub checkpoints: Option<Checkpoints<'a>>,
+    /// What a stop does.
+    pub on_stop: OnStop,
+}
+
+impl<'a> RunSpec<'a> {
+    /// `queries` over `source` with the default options, dead letters and late events
+    /// discarded, no checkpoints, finishing when stopped.
+    pub fn new(source: Arc<dyn Source>, queries: Vec<QueryRun<'a>>) -> Self {
+        RunSpec {
+            source,
+            queries,
+            dead_letter: Box::new(NullSink),
+            late: Box::new(NullSink),
+            options: RunOptions::default(),
+            restore: None,
+            checkpoints: None,
+            on_stop: OnStop::Finish,
+        }
+    }
+
+    /// One query over `source`, its results to `results`.
+    pub fn single(
+        source: Arc<dyn Source>,
+        plan: &'a crate::sql::StreamPlan,
+        results: Box<dyn Sink>,
+    ) -> Self {
+        Self::new(
+            source,
+            vec![QueryRun {
+                name: "query".into(),
+                plan,
+                results,
+            }],
+        )
+    }
+}
+
+/// What a run did and, when it snapshotted (stopped with [`OnStop::Snapshot`]), the state to
+/// continue from.
+#[derive(Debug)]
+pub struct RunOutcome {
+    /// Counters of this run.
+    pub summary: Summary,
+    /// Operator, dedup and watermark state, and every source partition's position.
+    pub state: Option<PipelineState>,
 }
 
 /// What a run did. `read = accepted + duplicates + dead_lettered` always holds.
@@ -189,107 +227,13 @@ impl Default for Progress {
     }
 }
 
-/// Replays an event file through a planned query.
-pub fn run_replay(
-    plan: &StreamPlan,
-    opts: &ReplayOptions,
-    sinks: Sinks,
+/// Runs `spec` until its source ends or `stop` is set.
+pub fn run(
+    spec: RunSpec<'_>,
     progress: Arc<Progress>,
     stop: Arc<AtomicBool>,
-) -> Result<Summary> {
-    let query = QueryRun {
-        name: "query".into(),
-        plan,
-        results: sinks.results,
-    };
-    run_file(
-        vec![query],
-        sinks.dead_letter,
-        sinks.late,
-        opts,
-        progress,
-        stop,
-    )
-}
-
-/// Runs several queries over one read of an event file (a query file with a `file` source).
-pub fn run_file(
-    queries: Vec<QueryRun<'_>>,
-    dead_letter: Box<dyn Sink>,
-    late: Box<dyn Sink>,
-    opts: &ReplayOptions,
-    progress: Arc<Progress>,
-    stop: Arc<AtomicBool>,
-) -> Result<Summary> {
-    let format = match opts.format {
-        Some(f) => f,
-        None => Format::from_path(&opts.input).ok_or_else(|| Error::Config {
-            what: "input format".into(),
-            message: format!(
-                "cannot tell the format of {} from its extension; use .jsonl, .csv or .parquet, or pass --format",
-                opts.input.display()
-            ),
-        })?,
-    };
-    for q in &queries {
-        let text = q.plan.sql.split_whitespace().collect::<Vec<_>>().join(" ");
-        tracing::info!(input = %opts.input.display(), ?format, workers = opts.workers, query = %q.name, sql = %text, "replay starting");
-    }
-    let origin = Origin::file(
-        opts.input.display().to_string(),
-        if format == Format::Parquet {
-            PositionKind::Row
-        } else {
-            PositionKind::Line
-        },
-    );
-    let workers = opts.workers.max(1);
-    let bytes = Arc::new(AtomicU64::new(0));
-    let (rx, threads) = reader::spawn_reader(
-        opts.input.clone(),
-        format,
-        opts.start,
-        opts.batch_size,
-        workers,
-        Arc::clone(&bytes),
-        Arc::clone(&stop),
-    )?;
-    let source = pipeline::Source {
-        rx,
-        threads,
-        bytes,
-        origins: vec![origin],
-        positions: Default::default(),
-    };
-    let name_late_queries = queries.len() > 1;
-    let spec = pipeline::Spec {
-        queries,
-        dead_letter,
-        late,
-        router: Router::new(
-            Dedup::new(opts.dedup_ttl),
-            Watermark::new(opts.watermark_delay, opts.max_skew),
-        ),
-        workers,
-        speed: opts.speed,
-        end: pipeline::EndMode::Finish,
-        restore: None,
-        name_late_queries,
-        checkpoint: None,
-    };
-    let summary = pipeline::run(spec, source, progress, stop)?.summary;
-    tracing::info!(
-        read = summary.read,
-        accepted = summary.accepted,
-        duplicates = summary.duplicates,
-        dead_lettered = summary.dead_lettered,
-        late = summary.late,
-        results = summary.results,
-        unknown_fields = summary.unknown_fields,
-        wall_ms = summary.wall.as_millis() as u64,
-        "replay finished"
-    );
-    Ok(summary)
+) -> Result<RunOutcome> {
+    pipeline::run(spec, progress, stop)
 }
 
 /// Spawns a named thread (names show in `perf`, `top -H` and panics).

@@ -17,20 +17,20 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use super::reader::SeqDecoded;
 use super::router::{Partitioner, Router, RouterCounts};
-use super::{Progress, Summary};
+use super::{OnStop, Progress, RunOutcome, RunSpec, Summary};
 use crate::decode::{Origin, ReasonCounts, Reject};
 use crate::error::{Error, Result};
 use crate::operators::{
-    EventBatch, LateEvents, Operator, OperatorOutput, WatermarkState, build_operator,
+    Dedup, EventBatch, LateEvents, Operator, OperatorOutput, Watermark, WatermarkState,
+    build_operator,
 };
 use crate::sink::{Sink, dead_letter_json, late_json};
+use crate::source::{Chunk, Positions, ReadOptions};
 use crate::sql::StreamPlan;
 
 /// One query of a run and where its results go.
@@ -56,45 +56,6 @@ pub struct PipelineState {
     pub positions: BTreeMap<u32, u64>,
 }
 
-/// What happens when the source ends.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum EndMode {
-    /// Emit every open window (end of a file, or Ctrl-C on a replay).
-    Finish,
-    /// Stopped by a signal: snapshot instead of finishing; at the end of input, finish and
-    /// snapshot the (then empty) operators.
-    SnapshotOnStop,
-}
-
-/// The decoded chunks of a source and the threads producing them.
-pub(super) struct Source {
-    pub rx: Receiver<Result<SeqDecoded>>,
-    pub threads: Vec<JoinHandle<()>>,
-    pub bytes: Arc<AtomicU64>,
-    /// Origin of each source partition (index = `ChunkTag::partition`).
-    pub origins: Vec<Origin>,
-    /// Where each source partition starts: every checkpoint records a position for every
-    /// partition, also one that has delivered nothing since the start (else a recovery from it
-    /// would re-read that partition from offset 0).
-    pub positions: BTreeMap<u32, u64>,
-}
-
-/// How a run is wired.
-pub(super) struct Spec<'a> {
-    pub queries: Vec<QueryRun<'a>>,
-    pub dead_letter: Box<dyn Sink>,
-    pub late: Box<dyn Sink>,
-    pub router: Router,
-    pub workers: usize,
-    pub speed: Option<f64>,
-    pub end: EndMode,
-    pub restore: Option<PipelineState>,
-    /// Name the query in late records (runs with several queries).
-    pub name_late_queries: bool,
-    /// Periodic checkpoints, if any.
-    pub checkpoint: Option<Checkpoints<'a>>,
-}
-
 /// When to take checkpoints and what to do with each.
 pub struct Checkpoints<'a> {
     /// Take one this often (wall time), if set.
@@ -104,7 +65,7 @@ pub struct Checkpoints<'a> {
     /// Called with each checkpoint's state, and whether it was requested (a savepoint), once
     /// every result before its barrier has been written to (and flushed by) the sinks. Runs on
     /// the calling thread.
-    pub on_checkpoint: Box<dyn FnMut(PipelineState, bool) -> Result<()> + 'a>,
+    pub on_checkpoint: Box<dyn FnMut(PipelineState, bool) -> Result<()> + Send + 'a>,
 }
 
 /// What the router sends the sink loop, in order: dead letters, and its part of each checkpoint
@@ -123,12 +84,6 @@ struct BarrierMeta {
     positions: BTreeMap<u32, u64>,
     last: bool,
     requested: bool,
-}
-
-/// A run's summary and, when it snapshotted, its state.
-pub(super) struct Outcome {
-    pub summary: Summary,
-    pub state: Option<PipelineState>,
 }
 
 enum ToWorker {
@@ -153,14 +108,28 @@ enum FromWorker {
 
 /// Runs the dataflow until the source ends; returns the summary (and state, when snapshotted).
 pub(super) fn run(
-    spec: Spec<'_>,
-    source: Source,
+    spec: RunSpec<'_>,
     progress: Arc<Progress>,
     stop: Arc<AtomicBool>,
-) -> Result<Outcome> {
+) -> Result<RunOutcome> {
     let started = Instant::now();
-    let workers = spec.workers.max(1);
+    let opts = &spec.options;
+    let workers = opts.workers.max(1);
     let nq = spec.queries.len();
+    let origins = spec.source.origins()?;
+    for q in &spec.queries {
+        let text = q.plan.sql.split_whitespace().collect::<Vec<_>>().join(" ");
+        tracing::info!(query = %q.name, workers, bounded = spec.source.bounded(), sql = %text, "run starting");
+    }
+    let mut router = Router::new(
+        Dedup::new(opts.dedup_ttl),
+        Watermark::partitioned(
+            opts.watermark_delay,
+            opts.max_skew,
+            origins.len(),
+            opts.idle_timeout,
+        ),
+    );
     let mut restore = spec.restore;
     if let Some(r) = &restore
         && (r.operators.len() != nq || r.operators.iter().any(|o| o.len() != workers))
@@ -174,7 +143,6 @@ pub(super) fn run(
             ),
         });
     }
-    let mut router = spec.router;
     if let Some(r) = &mut restore {
         if let Some(w) = &r.watermark {
             router.watermark.restore(w);
@@ -224,20 +192,29 @@ pub(super) fn run(
             "operator state restored"
         );
     }
-    let origins = Arc::new(source.origins);
-    let start_positions = source.positions;
+    let source = spec.source.open(
+        restore.as_ref().map_or(&Positions::new(), |r| &r.positions),
+        &ReadOptions {
+            decoders: workers,
+            batch_size: opts.batch_size,
+            stop: Arc::clone(&stop),
+        },
+    )?;
+    let origins = Arc::new(origins);
+    let start_positions = source.positions.clone();
     let router_origins = Arc::clone(&origins);
     let mut dead_letter = spec.dead_letter;
-    let speed = spec.speed;
-    let end = spec.end;
+    let speed = opts.speed;
+    let end = spec.on_stop;
     let router_stop = Arc::clone(&stop);
-    let chunks = source.rx;
+    let chunks = source.chunks;
     let (meta_tx, meta_rx) = std::sync::mpsc::channel::<RouterMsg>();
-    let (interval, request) = match &spec.checkpoint {
+    let (interval, request) = match &spec.checkpoints {
         Some(c) => (c.interval, Some(Arc::clone(&c.request))),
         None => (None, None),
     };
-    let mut on_checkpoint = spec.checkpoint.map(|c| c.on_checkpoint);
+    let mut on_checkpoint = spec.checkpoints.map(|c| c.on_checkpoint);
+    let name_late_queries = nq > 1;
     let router_progress = Arc::clone(&progress);
     progress
         .offsets
@@ -295,7 +272,7 @@ pub(super) fn run(
                                 fail(&mut first_error, e);
                             }
                         }
-                        let query = spec.name_late_queries.then(|| names[*q].as_str());
+                        let query = name_late_queries.then(|| names[*q].as_str());
                         for l in &out.late {
                             summary.late += l.batch.num_rows() as u64;
                             progress
@@ -403,7 +380,7 @@ pub(super) fn run(
     summary.queries = nq as u64;
     summary.wall = started.elapsed();
     let state = final_state;
-    Ok(Outcome { summary, state })
+    Ok(RunOutcome { summary, state })
 }
 
 /// Assembles a checkpoint from one pass of worker snapshots and the router's part; returns it
@@ -606,12 +583,7 @@ struct RouterLoop<'a> {
 }
 
 impl RouterLoop<'_> {
-    fn run(
-        &mut self,
-        chunks: Receiver<Result<SeqDecoded>>,
-        end: EndMode,
-        stop: &AtomicBool,
-    ) -> Routed {
+    fn run(&mut self, chunks: Receiver<Result<Chunk>>, end: OnStop, stop: &AtomicBool) -> Routed {
         let mut pending = BTreeMap::new();
         let mut next = 0u64;
         let mut read = 0u64;
@@ -645,11 +617,11 @@ impl RouterLoop<'_> {
         if result.is_ok() {
             let stopped = stop.load(Ordering::Relaxed);
             let msg = || match end {
-                EndMode::Finish => ToWorker::Finish { snapshot: false },
-                EndMode::SnapshotOnStop if stopped => ToWorker::Snapshot,
-                EndMode::SnapshotOnStop => ToWorker::Finish { snapshot: true },
+                OnStop::Finish => ToWorker::Finish { snapshot: false },
+                OnStop::Snapshot if stopped => ToWorker::Snapshot,
+                OnStop::Snapshot => ToWorker::Finish { snapshot: true },
             };
-            if end == EndMode::SnapshotOnStop {
+            if end == OnStop::Snapshot {
                 result = self.send_meta(true, false);
             }
             for tx in self.workers.iter().flatten() {
@@ -701,7 +673,7 @@ impl RouterLoop<'_> {
         Ok(())
     }
 
-    fn chunk(&mut self, c: SeqDecoded) -> Result<()> {
+    fn chunk(&mut self, c: Chunk) -> Result<()> {
         let p = c.tag.partition as usize;
         let origin = &self.origins[p];
         let now = Instant::now();

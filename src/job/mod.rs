@@ -31,14 +31,14 @@ pub use self::sink_reset::SinkReset;
 use self::saved_state::SavedState;
 use crate::checkpoint::CheckpointStore;
 use crate::engine::{
-    Checkpoints, ContinuousOptions, Outputs, PipelineState, Progress, QueryRun, ReplayOptions,
-    Summary, run_continuous, run_file,
+    Checkpoints, OnStop, PipelineState, Progress, QueryRun, RunOptions, RunSpec, Summary,
 };
 use crate::error::{Error, Result};
 use crate::log::{FsyncPolicy, Log, Producer, TopicConfig};
 use crate::sink::{
     PartFileSink, PartFiles, SharedPartFiles, SharedProducer, Sink, TopicSink, WriterSink,
 };
+use crate::source::{FileSource, LogSource, Source};
 use crate::sql::query_file::{
     DEAD_LETTERS, LATE_EVENTS, SinkConnector, SourceConnector, parse_query_file,
 };
@@ -84,7 +84,7 @@ impl JobOptions {
             reset_state: false,
             sink_reset: None,
             fsync: FsyncPolicy::Interval(Duration::from_secs(1)),
-            batch_size: 8192,
+            batch_size: crate::engine::defaults::BATCH_SIZE,
             checkpoint_interval: None,
             checkpoint_location: None,
             from_savepoint: None,
@@ -189,12 +189,6 @@ pub fn run_query_file(
     };
     // Settings are checked before anything is opened or created.
     let times = file.event_time_settings(&source).map_err(in_file)?;
-    let (watermark_delay, dedup_ttl, max_skew, idle_timeout) = (
-        times.watermark_delay,
-        times.dedup_ttl,
-        times.max_skew,
-        times.idle_timeout,
-    );
     let limits = file.window_limits();
     let mut plans: Vec<(String, StreamPlan)> = Vec::new();
     for ins in &file.inserts {
@@ -256,7 +250,7 @@ pub fn run_query_file(
             (None, Some(w)) => w.parse().ok().filter(|w| *w > 0).ok_or_else(|| {
                 config_err("SET workers", format!("'{w}' is not a positive number"))
             })?,
-            (None, None) => std::thread::available_parallelism().map_or(2, |n| n.get()),
+            (None, None) => crate::engine::defaults::workers(),
         };
     // A reset (new, or one an earlier start began) starts from nothing but must not forget what
     // its sinks already hold; a savepoint, chosen explicitly, supersedes a pending reset.
@@ -340,6 +334,15 @@ pub fn run_query_file(
     }
     sink_reset::rewind_groups(&log, &reset)?;
 
+    let run_options = RunOptions {
+        watermark_delay: times.watermark_delay,
+        max_skew: times.max_skew,
+        dedup_ttl: times.dedup_ttl,
+        idle_timeout: Some(Duration::from_millis(times.idle_timeout.max(0) as u64)),
+        workers,
+        batch_size: opts.batch_size,
+        speed: None,
+    };
     let summary;
     let mut checkpoints = Vec::new();
     let mut resumed = false;
@@ -348,14 +351,11 @@ pub fn run_query_file(
             path: input,
             format,
         } => {
-            let mut o = ReplayOptions::new(input);
-            o.format = *format;
-            o.watermark_delay = watermark_delay;
-            o.dedup_ttl = dedup_ttl;
-            o.max_skew = max_skew;
-            o.workers = workers;
-            o.batch_size = opts.batch_size;
-            summary = run_file(queries, dead_letter, late, &o, progress, stop)?;
+            let mut spec = RunSpec::new(Arc::new(FileSource::new(input).format(*format)), queries);
+            spec.dead_letter = dead_letter;
+            spec.late = late;
+            spec.options = run_options;
+            summary = crate::engine::run(spec, progress, stop)?.summary;
         }
         SourceConnector::Log { topic } => {
             if let Some(s) = &restored {
@@ -383,26 +383,19 @@ pub fn run_query_file(
                 ),
                 (None, None) => Duration::from_secs(10),
             };
-            let copts = ContinuousOptions {
-                log: log.clone(),
-                topic: topic.clone(),
-                start: BTreeMap::new(),
-                watermark_delay,
-                max_skew,
-                dedup_ttl,
-                idle_timeout: Duration::from_millis(idle_timeout.max(0) as u64),
-                workers,
-                batch_size: opts.batch_size,
-                until_end: opts.until_end,
-            };
+            let source: Arc<dyn Source> = Arc::new(
+                LogSource::new(log.clone(), topic.clone())
+                    .until_end(opts.until_end)
+                    .group(name.clone()),
+            );
             let store = store.as_ref().expect("a log source has a checkpoint store");
             let mut committer = transactions::Committer {
                 log: log.clone(),
                 store: Arc::clone(store),
                 producers: &sinks.producers,
                 files: sinks.files.clone(),
-                name: name.clone(),
                 topic: topic.clone(),
+                source: Arc::clone(&source),
                 queries: sqls.clone(),
                 workers,
                 // Numbering continues past every checkpoint in the store (after a reset, or a
@@ -431,32 +424,35 @@ pub fn run_query_file(
                         .store(crate::log::producer_now_ms(), Ordering::Relaxed);
                     Ok(())
                 };
-                run_continuous(
-                    Outputs {
-                        queries,
-                        dead_letter,
-                        late,
-                    },
-                    &copts,
-                    restore,
-                    Some(Checkpoints {
-                        interval: Some(interval),
-                        request,
-                        on_checkpoint: Box::new(hook),
-                    }),
-                    progress,
-                    stop,
-                )?
+                let mut spec = RunSpec::new(source, queries);
+                spec.dead_letter = dead_letter;
+                spec.late = late;
+                spec.options = RunOptions {
+                    workers,
+                    ..run_options
+                };
+                spec.restore = restore;
+                spec.checkpoints = Some(Checkpoints {
+                    interval: Some(interval),
+                    request,
+                    on_checkpoint: Box::new(hook),
+                });
+                spec.on_stop = OnStop::Snapshot;
+                let out = crate::engine::run(spec, progress, stop)?;
+                let state = out.state.ok_or_else(|| {
+                    Error::Internal("a job over a log ended without its state".into())
+                })?;
+                (out.summary, state)
             };
             // The stop is a checkpoint too: a restart continues exactly here.
-            committer.commit(out.state, None, true)?;
+            committer.commit(out.1, None, true)?;
             counters.checkpoints.fetch_add(1, Ordering::Relaxed);
             counters
                 .last_checkpoint_ms
                 .store(crate::log::producer_now_ms(), Ordering::Relaxed);
             tracing::info!(job = %name, checkpoints = committer.epoch - epoch0, "stopped");
             checkpoints = std::mem::take(&mut committer.taken);
-            summary = out.summary;
+            summary = out.0;
         }
     }
     sinks.sync()?;

@@ -5,7 +5,7 @@
 //! ```text
 //! barrier ─▶ sinks flushed + fsynced ─▶ checkpoint (state + sink end offsets) durable  ← the commit point
 //!         ─▶ sink partitions' committed markers moved to those offsets (read_committed sees them)
-//!         ─▶ source group offsets committed (for `topic describe` lag)
+//!         ─▶ Source::commit: the source's group offsets (for `topic describe` lag)
 //! ```
 //! File sinks follow the same two phases with part files (`sink::PartFiles`): flushed and
 //! renamed to pending before the checkpoint, renamed to committed after it.
@@ -24,8 +24,9 @@ use super::saved_state::SavedState;
 use crate::checkpoint::CheckpointStore;
 use crate::engine::PipelineState;
 use crate::error::{Error, Result};
-use crate::log::{GroupOffsets, Log, Producer, commit_offset, committed_offset};
+use crate::log::{Log, Producer, commit_offset, committed_offset};
 use crate::sink::{SharedPartFiles, SharedProducer};
+use crate::source::Source;
 
 /// Makes a sink topic's partitions agree with a restored checkpoint: everything after the
 /// checkpoint's offsets (or, without one, after the last committed marker) is aborted; a topic
@@ -62,8 +63,9 @@ pub struct Committer<'a> {
     pub(super) store: Arc<CheckpointStore>,
     pub(super) producers: &'a BTreeMap<String, SharedProducer>,
     pub(super) files: Vec<SharedPartFiles>,
-    pub(super) name: String,
     pub(super) topic: String,
+    /// The job's source: told the positions of each durable checkpoint (its consumer group).
+    pub(super) source: Arc<dyn Source>,
     pub(super) queries: Vec<String>,
     pub(super) workers: usize,
     /// The last checkpoint's number.
@@ -120,7 +122,7 @@ impl Committer<'_> {
             self.log.clone(),
             self.files.clone(),
         );
-        let (name, topic) = (self.name.clone(), self.topic.clone());
+        let source = Arc::clone(&self.source);
         let write = move || -> Result<(Duration, usize)> {
             let positions = saved.pipeline.positions.clone();
             let bytes = saved.encode();
@@ -138,7 +140,7 @@ impl Committer<'_> {
             for f in &files {
                 f.lock().expect("part files lock").commit(epoch)?;
             }
-            log.commit_offsets(&topic, &name, &GroupOffsets { offsets: positions })?;
+            source.commit(&positions)?;
             let took = t0.elapsed();
             tracing::info!(
                 epoch,

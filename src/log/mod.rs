@@ -7,9 +7,9 @@
 //! <data-dir>/<topic>/groups/<group>.json             committed offsets of a consumer group
 //! <data-dir>/<topic>/writer.lock                     one writer process per topic
 //! ```
-//! [`batch`] is the on-disk format, [`segment`] a file with its sparse indexes, [`partition`]
-//! the writer and the tailing reader of one partition, [`topic`] partitioning, configuration and
-//! consumer groups, [`tail`] the wait for new data.
+//! `batch` is the on-disk format, `segment` a file with its sparse indexes, `partition` the
+//! writer and the tailing reader of one partition, `topic` partitioning, configuration and
+//! consumer groups, `tail` the wait for new data.
 
 mod batch;
 mod consumer;

@@ -15,6 +15,7 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
+use crate::engine::defaults;
 use crate::error::{Error, Result};
 use crate::time::parse_duration_millis;
 
@@ -189,14 +190,23 @@ impl QueryFile {
                 None => Ok((default, format!("{key} (default)"))),
             }
         };
-        let (watermark_delay, delay_from) = pick(source.watermark_delay, "watermark_delay", 5_000)?;
-        let (max_skew, skew_from) = pick(source.max_skew, "max_skew", 300_000)?;
+        let (watermark_delay, delay_from) = pick(
+            source.watermark_delay,
+            "watermark_delay",
+            defaults::WATERMARK_DELAY_MS,
+        )?;
+        let (max_skew, skew_from) = pick(source.max_skew, "max_skew", defaults::MAX_SKEW_MS)?;
         crate::operators::check_max_skew(watermark_delay, max_skew, &delay_from, &skew_from)?;
         Ok(EventTimeSettings {
             watermark_delay,
             max_skew,
-            dedup_ttl: pick(source.dedup_ttl, "dedup_ttl", 3_600_000)?.0,
-            idle_timeout: pick(source.idle_timeout, "idle_timeout", 30_000)?.0,
+            dedup_ttl: pick(source.dedup_ttl, "dedup_ttl", defaults::DEDUP_TTL_MS)?.0,
+            idle_timeout: pick(
+                source.idle_timeout,
+                "idle_timeout",
+                defaults::IDLE_TIMEOUT_MS,
+            )?
+            .0,
         })
     }
 }

@@ -8,13 +8,12 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
-use super::{Measurement, measure, measure_best, null_sinks};
-use crate::engine::{
-    ContinuousOptions, Outputs, QueryRun, ReplayOptions, run_continuous, run_replay,
-};
+use super::{Measurement, measure, measure_best};
+use crate::engine::{OnStop, QueryRun, RunSpec};
 use crate::error::{Error, Result};
 use crate::log::{FsyncPolicy, Log, Producer, StartAt, TopicConfig, TopicConsumer};
 use crate::sink::NullSink;
+use crate::source::LogSource;
 use crate::sql::plan_query;
 
 /// Partitions of the benchmark topic.
@@ -135,34 +134,23 @@ pub fn run(input: &Path, workers: &[usize], repeat: usize) -> Result<Vec<Measure
             &format!("replay from file: {name}"),
             w,
             repeat,
-            || {
-                let mut o = ReplayOptions::new(input);
-                o.workers = w;
-                let s = run_replay(&plan, &o, null_sinks(), Arc::default(), Arc::default())?;
-                Ok((s.read, ()))
-            },
+            || Ok((super::replay_counting(input, &plan, w)?.read, ())),
         )?);
         out.push(measure_best(
             &format!("run from topic: {name}"),
             w,
             repeat,
             || {
-                let mut opts = ContinuousOptions::new(log.clone(), "payments");
-                opts.workers = w;
-                opts.until_end = true;
+                let source = LogSource::new(log.clone(), "payments").until_end(true);
                 let q = QueryRun {
                     name: name.into(),
                     plan: &plan,
                     results: Box::new(NullSink),
                 };
-                let o = run_continuous(
-                    Outputs::results_only(vec![q]),
-                    &opts,
-                    None,
-                    None,
-                    Arc::default(),
-                    Arc::new(AtomicBool::new(false)),
-                )?;
+                let mut spec = RunSpec::new(Arc::new(source), vec![q]);
+                spec.options.workers = w;
+                spec.on_stop = OnStop::Snapshot;
+                let o = crate::engine::run(spec, Arc::default(), Arc::new(AtomicBool::new(false)))?;
                 Ok((o.summary.read, ()))
             },
         )?);

@@ -10,10 +10,11 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use crate::decode::decode_json_lines;
-use crate::engine::{ReplayOptions, Router, Sinks, run_replay};
+use crate::engine::{Router, RunSpec};
 use crate::error::Result;
 use crate::operators::{Dedup, EventBatch, OperatorOutput, Watermark, build_operator};
 use crate::sink::NullSink;
+use crate::source::FileSource;
 use crate::sql::plan_query;
 
 pub mod log;
@@ -145,7 +146,7 @@ pub fn run(input: &Path, opts: &BenchOptions) -> Result<Vec<Measurement>> {
     };
     let read_label = format!(
         "baseline: read file ({} MiB chunks)",
-        crate::engine::READ_CHUNK >> 20
+        crate::source::READ_CHUNK >> 20
     );
     out.measure(&read_label, 1, || {
         let mut lines = 0u64;
@@ -189,18 +190,12 @@ pub fn run(input: &Path, opts: &BenchOptions) -> Result<Vec<Measurement>> {
     for &w in &opts.workers {
         out.measure("baseline: replay `SELECT event_id WHERE false`", w, || {
             let plan = plan_query("SELECT event_id FROM payments WHERE amount_minor < 0")?;
-            let mut o = ReplayOptions::new(input);
-            o.workers = w;
-            let s = run_replay(&plan, &o, null_sinks(), Arc::default(), Arc::default())?;
-            Ok(s.read)
+            Ok(replay_counting(input, &plan, w)?.read)
         })?;
         for (name, sql) in SHIPPED_QUERIES {
             out.measure(name, w, || {
                 let plan = plan_query(sql)?;
-                let mut o = ReplayOptions::new(input);
-                o.workers = w;
-                let s = run_replay(&plan, &o, null_sinks(), Arc::default(), Arc::default())?;
-                Ok(s.read)
+                Ok(replay_counting(input, &plan, w)?.read)
             })?;
         }
     }
@@ -257,7 +252,7 @@ fn for_each_chunk(path: &Path, mut f: impl FnMut(&[u8], u64)) -> Result<()> {
         message: e.to_string(),
     };
     let mut file = std::fs::File::open(path).map_err(err)?;
-    let chunk = crate::engine::READ_CHUNK;
+    let chunk = crate::source::READ_CHUNK;
     let mut buf = Vec::with_capacity(2 * chunk);
     let mut line = 1u64;
     loop {
@@ -280,12 +275,15 @@ fn for_each_chunk(path: &Path, mut f: impl FnMut(&[u8], u64)) -> Result<()> {
     }
 }
 
-pub(crate) fn null_sinks() -> Sinks {
-    Sinks {
-        results: Box::new(NullSink),
-        dead_letter: Box::new(NullSink),
-        late: Box::new(NullSink),
-    }
+/// Replays `input` through `plan` on `workers` workers, every output discarded.
+pub(crate) fn replay_counting(
+    input: &std::path::Path,
+    plan: &crate::sql::StreamPlan,
+    workers: usize,
+) -> Result<crate::engine::Summary> {
+    let mut spec = RunSpec::single(Arc::new(FileSource::new(input)), plan, Box::new(NullSink));
+    spec.options.workers = workers;
+    Ok(crate::engine::run(spec, Arc::default(), Arc::default())?.summary)
 }
 
 /// Formats the report as a table, with each query's ratio to the decode baseline.

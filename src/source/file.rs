@@ -1,10 +1,11 @@
-//! Reading an event file into decoded chunks, in order, with decoding spread over threads.
+//! A file of events as a source: JSON Lines, CSV (with a header row) or Parquet.
 //!
 //! ```text
-//!  file ──read 1 MiB chunks at record boundaries──▶ decode threads (N) ──seq-numbered──▶ router
+//!  file ──read 2 MiB chunks at record boundaries──▶ decode threads (N) ──seq-numbered──▶ engine
 //! ```
-//! Each chunk carries its sequence number; the router puts them back in file order, so results do
-//! not depend on how many threads decoded.
+//! Each chunk carries its sequence number; the engine puts them back in file order, so results
+//! do not depend on how many threads decoded. A file is one partition and bounded; it starts at
+//! its beginning or at a [`SourcePosition`] (a replay resumed), never at checkpoint positions.
 
 use std::fs::File;
 use std::io::Read;
@@ -12,14 +13,12 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
 use std::sync::{Arc, Mutex};
-use std::thread::JoinHandle;
 
 use datafusion::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 
-use crate::decode::{
-    BOM, ChunkBytes, CsvHeader, Decoded, Format, ParquetColumns, RawSource, decode_csv,
-    decode_json_lines_sized, decode_parquet,
-};
+use super::decoders::{Job, spawn_decoders};
+use super::{Chunk, ChunkTag, Positions, ReadOptions, Reading, Source};
+use crate::decode::{BOM, CsvHeader, Format, Origin, ParquetColumns, PositionKind, decode_parquet};
 use crate::error::{Error, Result};
 
 /// Bytes read per chunk; each chunk decodes to one batch (up to `batch_size` rows). 2 MiB is
@@ -28,43 +27,112 @@ use crate::error::{Error, Result};
 /// 4 MiB gained nothing further.
 pub(crate) const CHUNK: usize = 1 << 21;
 
-/// A decoded chunk with its place in the file.
-pub(super) struct SeqDecoded {
-    /// 0-based chunk number.
-    pub seq: u64,
-    /// The chunk's contents.
-    pub decoded: Decoded,
-    /// Where the chunk came from.
-    pub tag: ChunkTag,
-    /// For a log source: the first record's position and every record's timestamp, so a dead
-    /// letter carries its source record's time.
-    pub record_times: Option<(u64, Vec<i64>)>,
+/// A position in a text event file: a byte offset at a record boundary and the line number of the
+/// record that starts there. `SourcePosition::default()` is the beginning of the file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct SourcePosition {
+    /// Byte offset of the first record to read.
+    pub offset: u64,
+    /// 1-based line number of that record.
+    pub line: u64,
 }
 
-/// Which source partition a chunk came from (0 for a file) and, for a log, the offset after its
-/// last record: the position to commit once the chunk is processed.
-#[derive(Debug, Clone, Copy, Default)]
-pub(super) struct ChunkTag {
-    pub partition: u32,
-    pub end: Option<u64>,
+impl Default for SourcePosition {
+    fn default() -> Self {
+        SourcePosition { offset: 0, line: 1 }
+    }
 }
 
-pub(super) enum Job {
-    Json {
-        seq: u64,
-        bytes: Vec<u8>,
-        first_line: u64,
-        /// Lines (records) in `bytes`, about: sizes the decoded columns.
-        lines: usize,
-        tag: ChunkTag,
-        /// Each record's timestamp (a log source; empty for a file).
-        times: Vec<i64>,
-    },
-    Csv {
-        seq: u64,
-        bytes: Vec<u8>,
-        first_line: u64,
-    },
+/// An event file.
+#[derive(Debug, Clone)]
+pub struct FileSource {
+    path: PathBuf,
+    format: Option<Format>,
+    start: SourcePosition,
+}
+
+impl FileSource {
+    /// The file at `path`, its format told by its extension.
+    pub fn new(path: impl Into<PathBuf>) -> Self {
+        FileSource {
+            path: path.into(),
+            format: None,
+            start: SourcePosition::default(),
+        }
+    }
+
+    /// Reads it as `format` (`None`: by extension).
+    pub fn format(mut self, format: Option<Format>) -> Self {
+        self.format = format;
+        self
+    }
+
+    /// Starts at `start` (text formats): a replay resumed from a recorded position.
+    pub fn starting_at(mut self, start: SourcePosition) -> Self {
+        self.start = start;
+        self
+    }
+
+    /// The file's path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The format it is read in: the one given, else told by the extension.
+    pub fn resolved_format(&self) -> Result<Format> {
+        match self.format {
+            Some(f) => Ok(f),
+            None => Format::from_path(&self.path).ok_or_else(|| Error::Config {
+                what: "input format".into(),
+                message: format!(
+                    "cannot tell the format of {} from its extension; use .jsonl, .csv or .parquet, or pass --format",
+                    self.path.display()
+                ),
+            }),
+        }
+    }
+}
+
+impl Source for FileSource {
+    fn origins(&self) -> Result<Vec<Origin>> {
+        let kind = if self.resolved_format()? == Format::Parquet {
+            PositionKind::Row
+        } else {
+            PositionKind::Line
+        };
+        Ok(vec![Origin::file(self.path.display().to_string(), kind)])
+    }
+
+    fn bounded(&self) -> bool {
+        true
+    }
+
+    fn open(&self, start: &Positions, opts: &ReadOptions) -> Result<Reading> {
+        if !start.is_empty() {
+            return Err(Error::Config {
+                what: "file source".into(),
+                message: format!(
+                    "{} cannot resume from checkpoint positions; a query over a file reads it whole",
+                    self.path.display()
+                ),
+            });
+        }
+        let format = self.resolved_format()?;
+        let bytes = Arc::new(AtomicU64::new(0));
+        let (chunks, threads) = spawn_reader(
+            self.path.clone(),
+            format,
+            self.start,
+            opts,
+            Arc::clone(&bytes),
+        )?;
+        Ok(Reading {
+            chunks,
+            threads,
+            bytes,
+            positions: Positions::new(),
+        })
+    }
 }
 
 fn input_err(path: &Path, e: impl std::fmt::Display) -> Error {
@@ -75,18 +143,21 @@ fn input_err(path: &Path, e: impl std::fmt::Display) -> Error {
 }
 
 /// The decoded-chunk channel and the threads feeding it.
-pub(super) type Spawned = (Receiver<Result<SeqDecoded>>, Vec<JoinHandle<()>>);
+type Spawned = (Receiver<Result<Chunk>>, Vec<std::thread::JoinHandle<()>>);
 
 /// Spawns the reader and decoders; returns the channel of decoded chunks and the threads.
-pub(super) fn spawn_reader(
+fn spawn_reader(
     path: PathBuf,
     format: Format,
-    start: super::SourcePosition,
-    batch_size: usize,
-    decoders: usize,
+    start: SourcePosition,
+    opts: &ReadOptions,
     bytes_read: Arc<AtomicU64>,
-    stop: Arc<AtomicBool>,
 ) -> Result<Spawned> {
+    let (batch_size, decoders, stop) = (
+        opts.batch_size,
+        opts.decoders.max(1),
+        Arc::clone(&opts.stop),
+    );
     let mut file = File::open(&path).map_err(|e| input_err(&path, e))?;
     if start.offset > 0 {
         if format != Format::JsonLines {
@@ -99,11 +170,11 @@ pub(super) fn spawn_reader(
         file.seek(std::io::SeekFrom::Start(start.offset))
             .map_err(|e| input_err(&path, e))?;
     }
-    let (out_tx, out_rx) = sync_channel::<Result<SeqDecoded>>(decoders * 2 + 2);
+    let (out_tx, out_rx) = sync_channel::<Result<Chunk>>(decoders * 2 + 2);
     let mut handles = Vec::new();
     if format == Format::Parquet {
         let tx = out_tx;
-        handles.push(super::spawn("parquet-reader", move || {
+        handles.push(crate::engine::spawn("parquet-reader", move || {
             if let Err(e) = read_parquet(&path, file, batch_size, &tx, &bytes_read, &stop) {
                 let _ = tx.send(Err(e));
             }
@@ -114,7 +185,7 @@ pub(super) fn spawn_reader(
     let (job_tx, recycle_rx, decoder_threads) =
         spawn_decoders(decoders, batch_size, Arc::clone(&header), out_tx.clone());
     handles.extend(decoder_threads);
-    handles.push(super::spawn("file-reader", move || {
+    handles.push(crate::engine::spawn("file-reader", move || {
         if let Err(e) = read_text(
             &path,
             file,
@@ -130,85 +201,6 @@ pub(super) fn spawn_reader(
         }
     }));
     Ok((out_rx, handles))
-}
-
-/// The decoder pool: jobs in, sequence-numbered decoded chunks out; chunk buffers come back on
-/// the recycle channel.
-pub(super) fn spawn_decoders(
-    decoders: usize,
-    batch_size: usize,
-    header: Arc<Mutex<Option<Arc<CsvHeader>>>>,
-    out_tx: SyncSender<Result<SeqDecoded>>,
-) -> (SyncSender<Job>, Receiver<Vec<u8>>, Vec<JoinHandle<()>>) {
-    let mut handles = Vec::new();
-    let (job_tx, job_rx) = sync_channel::<Job>(decoders * 2);
-    // Decoders hand chunk buffers back, so the reader reuses warm memory instead of faulting in
-    // (and having the kernel zero) fresh pages for every chunk.
-    let (recycle_tx, recycle_rx) = sync_channel::<Vec<u8>>(decoders * 2 + 2);
-    let job_rx = Arc::new(Mutex::new(job_rx));
-    for _ in 0..decoders.max(1) {
-        let rx = Arc::clone(&job_rx);
-        let tx = out_tx.clone();
-        let recycle = recycle_tx.clone();
-        let header = Arc::clone(&header);
-        handles.push(super::spawn("decoder", move || {
-            loop {
-                let job = match rx.lock().expect("decoder queue").recv() {
-                    Ok(j) => j,
-                    Err(_) => return,
-                };
-                let (seq, decoded, tag, record_times) = match job {
-                    Job::Json {
-                        seq,
-                        bytes,
-                        first_line,
-                        lines,
-                        tag,
-                        times,
-                    } => {
-                        let mut d = decode_json_lines_sized(&bytes, first_line, batch_size, lines);
-                        keep_chunk(&mut d, bytes, &recycle);
-                        let times = (!times.is_empty()).then_some((first_line, times));
-                        (seq, d, tag, times)
-                    }
-                    Job::Csv {
-                        seq,
-                        bytes,
-                        first_line,
-                    } => {
-                        let h = header
-                            .lock()
-                            .expect("header")
-                            .clone()
-                            .expect("header read first");
-                        let mut d = decode_csv(&bytes, first_line, &h, batch_size);
-                        keep_chunk(&mut d, bytes, &recycle);
-                        (seq, d, ChunkTag::default(), None)
-                    }
-                };
-                let out = SeqDecoded {
-                    seq,
-                    decoded,
-                    tag,
-                    record_times,
-                };
-                if tx.send(Ok(out)).is_err() {
-                    return;
-                }
-            }
-        }));
-    }
-    (job_tx, recycle_rx, handles)
-}
-
-/// Keeps a decoded chunk's bytes with its batches, so the records the router rejects are
-/// dead-lettered as received ([`crate::decode::DecodedBatch::raw_record`]); the buffer goes
-/// back to the reader once the last batch is dropped (at once when the chunk has none).
-fn keep_chunk(d: &mut Decoded, bytes: Vec<u8>, recycle: &SyncSender<Vec<u8>>) {
-    let chunk = ChunkBytes::new(bytes, Some(recycle.clone()));
-    if !d.batches.is_empty() {
-        d.keep_source(RawSource::Text(Arc::new(chunk)));
-    }
 }
 
 /// Index just past the last complete record in `buf` (0 if none).
@@ -235,7 +227,7 @@ fn read_text(
     path: &Path,
     mut file: File,
     format: Format,
-    start: super::SourcePosition,
+    start: SourcePosition,
     jobs: &SyncSender<Job>,
     recycled: &Receiver<Vec<u8>>,
     header: &Mutex<Option<Arc<CsvHeader>>>,
@@ -328,7 +320,7 @@ fn read_parquet(
     path: &Path,
     file: File,
     batch_size: usize,
-    tx: &SyncSender<Result<SeqDecoded>>,
+    tx: &SyncSender<Result<Chunk>>,
     bytes_read: &AtomicU64,
     stop: &AtomicBool,
 ) -> Result<()> {
@@ -353,7 +345,7 @@ fn read_parquet(
         // Parquet is read in row groups; report progress proportionally.
         bytes_read.store(size.min(total_rows * 200), Ordering::Relaxed);
         if tx
-            .send(Ok(SeqDecoded {
+            .send(Ok(Chunk {
                 seq: seq as u64,
                 decoded,
                 tag: ChunkTag::default(),

@@ -1,0 +1,114 @@
+//! Sources: where events come from, as decoded chunks tagged with their positions.
+//!
+//! ```text
+//!  Source::open(start) ─▶ reader thread ─▶ decoders (N) ─▶ chunks (seq, partition, end position)
+//!                                                              │
+//!  engine: router puts chunks back in `seq` order ◀────────────┘
+//!  checkpoint owner: Source::commit(positions) once a checkpoint covering them is durable
+//! ```
+//! A source is a set of partitions (a file is one; a log topic has its own), each with an
+//! [`Origin`] that names positions in dead-letter and late records. It is opened at a position
+//! per partition — the positions a checkpoint recorded — and every chunk it produces says which
+//! partition it came from and the position after its last record, so the engine knows, at each
+//! barrier, exactly where a restart must read from. Two implementations: [`FileSource`] (a JSON
+//! Lines, CSV or Parquet file: bounded, not resumable from checkpoint positions) and
+//! [`LogSource`] (a topic of the embedded log: unbounded unless `until_end`, resumable, its
+//! consumer group committed after each checkpoint). A broker's source is a third.
+
+mod decoders;
+mod file;
+mod log;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64};
+use std::sync::mpsc::Receiver;
+use std::thread::JoinHandle;
+
+pub(crate) use self::file::CHUNK as READ_CHUNK;
+pub use self::file::{FileSource, SourcePosition};
+pub use self::log::LogSource;
+
+use crate::decode::{Decoded, Origin};
+use crate::error::Result;
+
+/// Per source partition, a position: the next log offset to read (a log), or nothing yet (a file,
+/// whose chunks carry no position).
+pub type Positions = BTreeMap<u32, u64>;
+
+/// A source of events. Implementations are cheap handles (a path, a log and a topic): `open`
+/// starts the threads that read and decode, and may be called once per run.
+///
+/// The contract the engine relies on:
+/// * chunks are numbered `seq = 0, 1, 2, …` with no gap (a tick, an empty chunk, has a number
+///   too); the engine processes them in that order, whatever order the decoders finish in;
+/// * within a partition, chunks come in position order, and a chunk's `end` is the position
+///   after its last record, so a checkpoint taken after the chunk resumes right behind it;
+/// * the reader stops promptly when `stop` is set, and an error ends the stream as its last item;
+/// * `commit` is only called with positions the engine reported in a checkpoint that is
+///   durable, so a source may forget (acknowledge, commit to a group) everything before them.
+pub trait Source: Send + Sync {
+    /// Each partition's origin (index = partition), naming positions in dead letters.
+    fn origins(&self) -> Result<Vec<Origin>>;
+
+    /// Whether the source ends by itself (a file; a log read to its current end), rather than
+    /// running until stopped.
+    fn bounded(&self) -> bool;
+
+    /// Starts reading at `start` (a partition absent from it starts where the source was
+    /// configured to), with `opts.decoders` decode threads.
+    fn open(&self, start: &Positions, opts: &ReadOptions) -> Result<Reading>;
+
+    /// Called once a checkpoint covering `positions` is durable. The default does nothing.
+    fn commit(&self, positions: &Positions) -> Result<()> {
+        let _ = positions;
+        Ok(())
+    }
+}
+
+/// How to read: decode threads, batch size, and the stop flag.
+#[derive(Debug, Clone)]
+pub struct ReadOptions {
+    /// Decode threads.
+    pub decoders: usize,
+    /// Rows per decoded batch.
+    pub batch_size: usize,
+    /// Set to stop reading (Ctrl-C, a failure downstream).
+    pub stop: Arc<AtomicBool>,
+}
+
+/// An opened source: its chunks and the threads producing them.
+pub struct Reading {
+    /// Decoded chunks in `seq` numbering (not necessarily in order), or the error that ended it.
+    pub chunks: Receiver<Result<Chunk>>,
+    /// The reader and decoder threads (joined at the end of a run).
+    pub threads: Vec<JoinHandle<()>>,
+    /// Bytes read so far (progress).
+    pub bytes: Arc<AtomicU64>,
+    /// Where every partition starts: a checkpoint records a position for every partition, also
+    /// one that delivered nothing since the start (else a recovery would re-read it from 0).
+    pub positions: Positions,
+}
+
+/// A decoded chunk with its place in the source.
+pub struct Chunk {
+    /// 0-based chunk number (see [`Source`]'s contract).
+    pub seq: u64,
+    /// The chunk's contents.
+    pub decoded: Decoded,
+    /// Where the chunk came from.
+    pub tag: ChunkTag,
+    /// For a source whose records have timestamps (a log): the first record's position and
+    /// every record's timestamp, so a dead letter carries its source record's time.
+    pub record_times: Option<(u64, Vec<i64>)>,
+}
+
+/// Which source partition a chunk came from (0 for a file) and, for a resumable source, the
+/// position after its last record: where to read from once the chunk is processed.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ChunkTag {
+    /// The source partition.
+    pub partition: u32,
+    /// The position after the chunk's last record, if the source has positions.
+    pub end: Option<u64>,
+}
