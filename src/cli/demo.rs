@@ -100,7 +100,7 @@ pub(crate) fn demo(data: &DataDir, a: DemoArgs) -> anyhow::Result<()> {
         a.seconds
     );
 
-    let stop = crate::stop_on_signal();
+    let stop = super::signals::stop_on_signal();
     let produced = Arc::new(AtomicU64::new(0));
     let screened = Arc::new(AtomicU64::new(0));
     // Set when every event is stored: the bytes the queries must read to have seen them all.

@@ -293,7 +293,7 @@ pub(crate) fn produce(data: &DataDir, a: ProduceArgs) -> anyhow::Result<()> {
     let key = (a.key != "none").then_some(a.key.as_str());
     let mut producer = Producer::new(writer, key);
     let started = Instant::now();
-    let stop = crate::stop_on_signal();
+    let stop = super::signals::stop_on_signal();
     let mut screened = ScreenedLines::default();
     let pumped = pump_lines(&mut input, &mut producer, &stop, &mut screened);
     // What came before an oversized record (or a read error) is still appended.
@@ -302,7 +302,7 @@ pub(crate) fn produce(data: &DataDir, a: ProduceArgs) -> anyhow::Result<()> {
     pumped?;
     let secs = started.elapsed().as_secs_f64();
     screened.report(a.strict)?;
-    crate::finish_summary(
+    super::common::finish_summary(
         format!(
             "produced records={stored} topic={} partitions={partitions} wall={secs:.3}s records_per_sec={:.0} screened={}",
             a.topic,
@@ -428,7 +428,7 @@ pub(crate) fn consume(data: &DataDir, a: ConsumeArgs) -> anyhow::Result<()> {
     } else {
         None
     };
-    let stop = crate::stop_on_signal();
+    let stop = super::signals::stop_on_signal();
     let stdout = std::io::stdout();
     let mut out = std::io::BufWriter::with_capacity(1 << 16, stdout.lock());
     let mut printed = 0u64;
@@ -554,14 +554,14 @@ pub(crate) fn load_file(
     if format == Format::JsonLines {
         let mut f =
             std::fs::File::open(file).with_context(|| format!("cannot open {}", file.display()))?;
-        let stop = crate::stop_on_signal();
+        let stop = super::signals::stop_on_signal();
         let mut screened = ScreenedLines::default();
         let pumped = pump_lines(&mut f, &mut producer, &stop, &mut screened);
         let stored = producer.produced();
         producer.finish()?;
         pumped?;
         screened.report(false)?;
-        return crate::finish_summary(
+        return super::common::finish_summary(
             format!(
                 "produced records={stored} topic={topic} wall={:.3}s screened={}",
                 started.elapsed().as_secs_f64(),
@@ -581,8 +581,8 @@ pub(crate) fn load_file(
             std::sync::Arc::clone(&shared),
         )),
     );
-    spec.dead_letter = crate::output_sink("--dead-letter", dead_letter)?;
-    let stop = crate::stop_on_signal();
+    spec.dead_letter = super::common::output_sink("--dead-letter", dead_letter)?;
+    let stop = super::signals::stop_on_signal();
     let summary =
         paystream::engine::run(spec, Default::default(), std::sync::Arc::clone(&stop))?.summary;
     let producer = std::sync::Arc::try_unwrap(shared)
@@ -590,7 +590,7 @@ pub(crate) fn load_file(
         .into_inner()
         .expect("producer lock");
     producer.finish()?;
-    crate::finish_summary(format!("{} topic={topic}", summary.line()), &stop)?;
+    super::common::finish_summary(format!("{} topic={topic}", summary.line()), &stop)?;
     let hints = super::surprises::Hints {
         dead_letters: match dead_letter {
             Some(p) => format!("They are in {} with reason and row.", p.display()),

@@ -116,7 +116,7 @@ fn lock_job(data: &Path, job: &str) -> anyhow::Result<std::fs::File> {
 fn savepoint_on_signal() -> Arc<AtomicBool> {
     let flag = Arc::new(AtomicBool::new(false));
     let f = Arc::clone(&flag);
-    crate::on_signals(move || async move {
+    super::signals::on_signals(move || async move {
         let Ok(mut s) =
             tokio::signal::unix::signal(tokio::signal::unix::SignalKind::user_defined1())
         else {
@@ -189,7 +189,12 @@ pub(crate) fn run(data: &DataDir, a: RunArgs) -> anyhow::Result<()> {
         !a.quiet,
         Arc::clone(&done),
     );
-    let out = run_query_file(&a.query_file, &opts, progress, crate::stop_on_signal());
+    let out = run_query_file(
+        &a.query_file,
+        &opts,
+        progress,
+        super::signals::stop_on_signal(),
+    );
     done.store(true, Ordering::Relaxed);
     let _ = reporter.join();
     let _ = std::fs::remove_file(&pid);

@@ -1,0 +1,207 @@
+//! `paystream replay`: an event file through one query, or loaded into a topic (`--into`).
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use paystream::engine::defaults;
+use paystream::sink::{Sink, WriterSink};
+use paystream::{FileSource, Format, Progress, RunOptions, RunSpec, plan_query};
+
+use super::common::{duration, finish_summary, output_sink};
+use super::signals::stop_on_signal;
+
+#[derive(clap::Args)]
+pub(crate) struct ReplayArgs {
+    /// The event file; `-` reads standard input (JSON Lines unless `--format csv`).
+    file: PathBuf,
+    /// The SQL file holding the stream query (reads the stream `payments`).
+    #[arg(long, short, required_unless_present = "into", conflicts_with = "into")]
+    query: Option<PathBuf>,
+    /// Instead of running a query, load the file into this topic of the embedded log (JSON
+    /// Lines as they are; CSV and Parquet rows as JSON events, invalid rows to --dead-letter).
+    #[arg(long, value_name = "TOPIC")]
+    into: Option<String>,
+    /// Result file (JSON Lines); standard output when absent.
+    #[arg(long, short)]
+    output: Option<PathBuf>,
+    /// File for rejected records: reason, detail, file and line, redacted raw record.
+    #[arg(long)]
+    dead_letter: Option<PathBuf>,
+    /// File for late events (arrived after their window fired).
+    #[arg(long)]
+    late: Option<PathBuf>,
+    /// Bounded out-of-orderness: watermark = max event time seen - delay.
+    #[arg(long, default_value = defaults::WATERMARK_DELAY_TEXT)]
+    watermark_delay: String,
+    /// Worker threads (default: all cores).
+    #[arg(long)]
+    workers: Option<usize>,
+    /// `max`, or N to replay N times faster than event time (for demos).
+    #[arg(long, default_value = "max")]
+    speed: String,
+    /// Input format when the extension does not tell: json, csv or parquet.
+    #[arg(long)]
+    format: Option<String>,
+    /// Rows per batch.
+    #[arg(long, default_value_t = defaults::BATCH_SIZE)]
+    batch_size: usize,
+    /// How long (in event time) event ids are remembered for deduplication.
+    #[arg(long, default_value = defaults::DEDUP_TTL_TEXT)]
+    dedup_ttl: String,
+    /// Event times further than this ahead of the watermark are dead-lettered.
+    #[arg(long, default_value = defaults::MAX_SKEW_TEXT)]
+    max_skew: String,
+    /// Fail (exit 1) when more than 1% of the records were dead-lettered or late, instead of
+    /// only warning.
+    #[arg(long)]
+    strict: bool,
+}
+
+/// Where `-` (standard input) is read from: the process's own stdin as a file, so the reader
+/// needs no second code path.
+const STDIN_PATH: &str = "/dev/stdin";
+
+pub(crate) fn replay(mut a: ReplayArgs, data: &super::log_cmds::DataDir) -> anyhow::Result<()> {
+    if a.file.as_os_str() == "-" {
+        match a.format.as_deref() {
+            Some("parquet") => bail!(
+                "Parquet cannot be read from standard input (its footer is at the end): pass the file's path"
+            ),
+            None => a.format = Some("json".into()),
+            Some(_) => {}
+        }
+        a.file = PathBuf::from(STDIN_PATH);
+    }
+    let Some(query) = &a.query else {
+        let topic = a.into.as_deref().expect("clap requires --query or --into");
+        return super::log_cmds::load_file(
+            data,
+            &a.file,
+            a.format.as_deref(),
+            topic,
+            a.dead_letter.as_deref(),
+            a.strict,
+        );
+    };
+    let sql = std::fs::read_to_string(query)
+        .with_context(|| format!("cannot read the query file {}", query.display()))?;
+    let mut opts = RunOptions::default();
+    let mut format = None;
+    opts.watermark_delay = duration("--watermark-delay", &a.watermark_delay)?;
+    opts.dedup_ttl = duration("--dedup-ttl", &a.dedup_ttl)?;
+    opts.max_skew = duration("--max-skew", &a.max_skew)?;
+    paystream::operators::check_max_skew(
+        opts.watermark_delay,
+        opts.max_skew,
+        "--watermark-delay",
+        "--max-skew",
+    )?;
+    let plan = plan_query(&sql)
+        .with_context(|| format!("in {}", query.display()))?
+        .named(format!("the query in {}", query.display()));
+    if let Some(w) = a.workers {
+        if w == 0 {
+            bail!("--workers must be at least 1");
+        }
+        opts.workers = w;
+    }
+    if a.batch_size == 0 {
+        bail!("--batch-size must be at least 1");
+    }
+    opts.batch_size = a.batch_size;
+    opts.speed = match a.speed.as_str() {
+        "max" => None,
+        n => Some(
+            n.parse::<f64>()
+                .ok()
+                .filter(|v| *v > 0.0)
+                .with_context(|| {
+                    format!("invalid --speed {n:?}: use `max` or a positive number")
+                })?,
+        ),
+    };
+    if let Some(f) = &a.format {
+        format = Some(
+            Format::from_name(f)
+                .with_context(|| format!("unknown --format {f:?}: use json, csv or parquet"))?,
+        );
+    }
+    if !a.file.exists() {
+        bail!(
+            "the event file {} does not exist (use `-` for standard input)",
+            a.file.display()
+        );
+    }
+    let results: Box<dyn Sink> = match &a.output {
+        Some(p) => Box::new(WriterSink::create("--output", p)?),
+        None => Box::new(WriterSink::stdout()),
+    };
+    let source = FileSource::new(&a.file).format(format);
+    let mut spec = RunSpec::single(Arc::new(source), &plan, results);
+    spec.dead_letter = output_sink("--dead-letter", a.dead_letter.as_deref())?;
+    spec.late = output_sink("--late", a.late.as_deref())?;
+    spec.options = opts;
+    let total = std::fs::metadata(&a.file).map(|m| m.len()).unwrap_or(0);
+    let stop = stop_on_signal();
+    let summary = with_progress(total, |progress| {
+        paystream::engine::run(spec, progress, Arc::clone(&stop)).map(|o| o.summary)
+    })?;
+    let hints = super::surprises::Hints {
+        dead_letters: match &a.dead_letter {
+            Some(p) => format!("They are in {} with reason and line.", p.display()),
+            None => {
+                "Re-run with --dead-letter FILE to see each one with its reason and line.".into()
+            }
+        },
+        late: format!(
+            "Their event times were behind the watermark (the latest event time seen minus --watermark-delay, {}): if the file is far out of order, raise --watermark-delay; {}",
+            a.watermark_delay,
+            match &a.late {
+                Some(p) => format!("they are in {}.", p.display()),
+                None => "--late FILE lists them.".into(),
+            }
+        ),
+    };
+    finish_summary(summary.line(), &stop)?;
+    super::surprises::report(&summary, &hints, a.strict)
+}
+
+/// Runs `f` with a progress bar on stderr when it is a terminal.
+fn with_progress<T>(
+    total: u64,
+    f: impl FnOnce(Arc<Progress>) -> paystream::Result<T> + Send,
+) -> anyhow::Result<T>
+where
+    T: Send,
+{
+    let progress = Arc::new(Progress::default());
+    if !std::io::stderr().is_terminal() {
+        return Ok(f(progress)?);
+    }
+    let bar = indicatif::ProgressBar::new(total);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(
+            "{bar:40} {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
+        )
+        .expect("valid template"),
+    );
+    let done = Arc::new(AtomicBool::new(false));
+    let r = std::thread::scope(|s| {
+        let (p, d, b) = (Arc::clone(&progress), Arc::clone(&done), bar.clone());
+        s.spawn(move || {
+            while !d.load(Ordering::Relaxed) {
+                b.set_position(p.bytes_read.load(Ordering::Relaxed));
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        });
+        let r = f(Arc::clone(&progress));
+        done.store(true, Ordering::Relaxed);
+        r
+    });
+    bar.finish_and_clear();
+    Ok(r?)
+}
