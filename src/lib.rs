@@ -30,6 +30,7 @@
 #![warn(missing_docs, unreachable_pub)]
 
 pub mod checkpoint;
+pub mod connector;
 pub mod decode;
 pub mod engine;
 pub mod error;

@@ -38,10 +38,8 @@ use crate::log::{FsyncPolicy, Log, Producer, TopicConfig};
 use crate::sink::{
     PartFileSink, PartFiles, SharedPartFiles, SharedProducer, Sink, TopicSink, WriterSink,
 };
-use crate::source::{FileSource, LogSource, Source};
-use crate::sql::query_file::{
-    DEAD_LETTERS, LATE_EVENTS, SinkConnector, SourceConnector, parse_query_file,
-};
+use crate::source::SourceContext;
+use crate::sql::query_file::{DEAD_LETTERS, LATE_EVENTS, SinkConnector, parse_query_file};
 use crate::sql::{StreamPlan, plan_query_with};
 use crate::time::parse_duration_millis;
 
@@ -141,10 +139,10 @@ pub fn source_topic(query_file: &Path) -> Result<Option<String>> {
         message: format!("cannot read the query file: {e}"),
     })?;
     let file = parse_query_file(&text)?;
-    Ok(file.sources.first().and_then(|s| match &s.connector {
-        SourceConnector::Log { topic } => Some(topic.clone()),
-        SourceConnector::File { .. } => None,
-    }))
+    Ok(file
+        .sources
+        .first()
+        .and_then(|s| s.connector.log_topic().map(str::to_string)))
 }
 
 /// The directory where a job keeps its saved state.
@@ -222,18 +220,17 @@ pub fn run_query_file(
     }
 
     let log = Log::new(&opts.data_dir);
-    let source_topic = match &source.connector {
-        SourceConnector::Log { topic } => Some(topic.clone()),
-        SourceConnector::File { .. } => None,
-    };
+    let source_topic = source.connector.log_topic().map(str::to_string);
+    // What a checkpoint records as its source, checked when it is restored.
+    let source_id = source_topic.clone().unwrap_or_else(|| source.name.clone());
     let sqls: Vec<String> = plans
         .iter()
         .map(|(_, p)| p.sql.trim().to_string())
         .collect();
     // A log source runs with checkpoints: restore the latest (or a savepoint) first, since the
     // sink topics are aligned with it as they are opened.
-    let store = match &source_topic {
-        Some(_) => {
+    let store = match source.connector.resumable() {
+        true => {
             let location = opts.checkpoint_location.clone().unwrap_or_else(|| {
                 state_dir(&opts.data_dir, &name)
                     .join("checkpoints")
@@ -242,7 +239,7 @@ pub fn run_query_file(
             });
             Some(Arc::new(CheckpointStore::open(&location, 3)?))
         }
-        None => None,
+        false => None,
     };
     let mut workers =
         match (opts.workers, file.settings.get("workers")) {
@@ -269,8 +266,8 @@ pub fn run_query_file(
         }
         None => None,
     };
-    let restored = match (&store, &source_topic, &reset) {
-        (Some(store), Some(topic), None) => restore(store, opts, &sqls, topic)?,
+    let restored = match (&store, &reset) {
+        (Some(store), None) => restore(store, opts, &sqls, &source_id)?,
         _ => None,
     };
     let reset = reset.unwrap_or_default();
@@ -346,18 +343,20 @@ pub fn run_query_file(
     let summary;
     let mut checkpoints = Vec::new();
     let mut resumed = false;
-    match &source.connector {
-        SourceConnector::File {
-            path: input,
-            format,
-        } => {
-            let mut spec = RunSpec::new(Arc::new(FileSource::new(input).format(*format)), queries);
+    let reader = source.connector.source(&SourceContext {
+        log: &log,
+        job: &name,
+        until_end: opts.until_end,
+    })?;
+    match &store {
+        None => {
+            let mut spec = RunSpec::new(reader, queries);
             spec.dead_letter = dead_letter;
             spec.late = late;
             spec.options = run_options;
             summary = crate::engine::run(spec, progress, stop)?.summary;
         }
-        SourceConnector::Log { topic } => {
+        Some(store) => {
             if let Some(s) = &restored {
                 if opts.workers.is_some_and(|w| w != s.workers) {
                     tracing::warn!(
@@ -383,18 +382,13 @@ pub fn run_query_file(
                 ),
                 (None, None) => Duration::from_secs(10),
             };
-            let source: Arc<dyn Source> = Arc::new(
-                LogSource::new(log.clone(), topic.clone())
-                    .until_end(opts.until_end)
-                    .group(name.clone()),
-            );
-            let store = store.as_ref().expect("a log source has a checkpoint store");
+            let source = reader;
             let mut committer = transactions::Committer {
                 log: log.clone(),
                 store: Arc::clone(store),
                 producers: &sinks.producers,
                 files: sinks.files.clone(),
-                topic: topic.clone(),
+                topic: source_id.clone(),
                 source: Arc::clone(&source),
                 queries: sqls.clone(),
                 workers,

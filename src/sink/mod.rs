@@ -4,6 +4,7 @@
 //! result batches and pre-formatted JSON records; [`WriterSink`] writes JSON Lines to a file or
 //! stdout, [`MemorySink`] keeps everything in memory for tests and embedding.
 
+pub(crate) mod connectors;
 mod json;
 mod part_files;
 mod topic;
@@ -14,6 +15,7 @@ use std::sync::{Arc, Mutex};
 
 use datafusion::arrow::array::RecordBatch;
 
+pub use self::connectors::{FileSinkOptions, LogSinkOptions};
 pub use self::json::{event_json, write_batch, write_json_str, write_row, write_value};
 pub use self::part_files::{PartFileSink, PartFiles, SharedPartFiles};
 pub use self::topic::{FLUSH_EVERY, SharedProducer, TopicSink};

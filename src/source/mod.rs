@@ -16,8 +16,8 @@
 //! consumer group committed after each checkpoint). A broker's source is a third.
 
 mod decoders;
-mod file;
-mod log;
+pub(crate) mod file;
+pub(crate) mod log;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -26,11 +26,44 @@ use std::sync::mpsc::Receiver;
 use std::thread::JoinHandle;
 
 pub(crate) use self::file::CHUNK as READ_CHUNK;
+pub use self::file::connector::FileSourceOptions;
 pub use self::file::{FileSource, SourcePosition};
 pub use self::log::LogSource;
+pub use self::log::connector::LogSourceOptions;
 
 use crate::decode::{Decoded, Origin};
 use crate::error::Result;
+
+/// A source as `CREATE SOURCE` declared it: options checked, nothing opened yet. Registered in
+/// [`crate::connector::SOURCES`]; a job turns it into a [`Source`] when it runs.
+pub trait SourceConnector: std::fmt::Debug + Send + Sync {
+    /// The connector's name, as `connector = '…'` spells it.
+    fn name(&self) -> &'static str;
+
+    /// The topic of the embedded log it reads, if it reads one: a job shows that topic's lag
+    /// and refuses a sink that would write it.
+    fn log_topic(&self) -> Option<&str> {
+        None
+    }
+
+    /// Whether a job over it is checkpointed and resumes from the checkpoint's positions
+    /// (exactly-once), rather than reading its input whole each run (at-least-once).
+    fn resumable(&self) -> bool;
+
+    /// The source a run reads.
+    fn source(&self, ctx: &SourceContext<'_>) -> Result<Arc<dyn Source>>;
+}
+
+/// What a declared source is opened with.
+#[derive(Debug, Clone, Copy)]
+pub struct SourceContext<'a> {
+    /// The embedded log of the data directory.
+    pub log: &'a crate::log::Log,
+    /// The job's name (a log source's consumer group).
+    pub job: &'a str,
+    /// Read to the current end and stop, rather than tail until stopped.
+    pub until_end: bool,
+}
 
 /// Per source partition, a position: the next log offset to read (a log), or nothing yet (a file,
 /// whose chunks carry no position).

@@ -14,9 +14,12 @@
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
+use std::sync::Arc;
 
+use crate::connector;
 use crate::engine::defaults;
 use crate::error::{Error, Result};
+use crate::source::SourceConnector;
 use crate::time::parse_duration_millis;
 
 /// Sinks with a meaning of their own: they receive dead letters and late events, not rows.
@@ -24,30 +27,13 @@ pub const DEAD_LETTERS: &str = "dead_letters";
 /// See [`DEAD_LETTERS`].
 pub const LATE_EVENTS: &str = "late_events";
 
-/// Where a source reads.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum SourceConnector {
-    /// A topic of the embedded log.
-    Log {
-        /// The topic.
-        topic: String,
-    },
-    /// An event file (JSON Lines, CSV or Parquet), read once.
-    File {
-        /// The file.
-        path: PathBuf,
-        /// Its format (`None`: from the extension).
-        format: Option<crate::decode::Format>,
-    },
-}
-
 /// A `CREATE SOURCE`.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct SourceDecl {
     /// The stream name queries read.
     pub name: String,
-    /// Where it reads.
-    pub connector: SourceConnector,
+    /// Where it reads: the connector, its options checked.
+    pub connector: Arc<dyn SourceConnector>,
     /// Bounded out-of-orderness, ms (default 5 s).
     pub watermark_delay: Option<i64>,
     /// Idle partitions stop holding the watermark after this long, ms (default 30 s).
@@ -100,7 +86,7 @@ pub struct InsertDecl {
 }
 
 /// A parsed query file.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default)]
 pub struct QueryFile {
     /// Sources, in file order.
     pub sources: Vec<SourceDecl>,
@@ -442,33 +428,44 @@ impl Options {
             )
         })
     }
-    fn finish(self, allowed: &[&str]) -> Result<()> {
-        match self.map.keys().next() {
-            None => Ok(()),
-            Some(k) => Err(err(
-                self.line,
-                format!(
-                    "unknown option `{k}` in {}; the options are: {}",
-                    self.what,
-                    allowed.join(", ")
-                ),
-            )),
-        }
-    }
 }
 
-const SOURCE_OPTIONS: &[&str] = &[
+/// Options every source has, whatever its connector: read here, the rest go to the connector.
+const SHARED_SOURCE_OPTIONS: &[&str] = &[
     "connector",
-    "topic",
-    "path",
-    "format",
     "event_time",
     "watermark_delay",
     "idle_timeout",
     "dedup_ttl",
     "max_skew",
 ];
-const SINK_OPTIONS: &[&str] = &["connector", "topic", "path", "format", "partitions"];
+
+/// A connector's options error, said of `what` (`source `p``) at `line`.
+fn option_err(
+    line: usize,
+    what: &str,
+    connector: &str,
+    example: &str,
+    shared: &[&str],
+    e: connector::OptionError,
+) -> Error {
+    let message = match e {
+        connector::OptionError::Unknown { option, expected } => format!(
+            "unknown option `{option}` in {what}; the options of connector '{connector}' are: {}",
+            shared
+                .iter()
+                .chain(expected)
+                .copied()
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+        connector::OptionError::Missing(o) => {
+            format!("{what} needs option `{o}` (e.g. WITH ({example}))")
+        }
+        connector::OptionError::Invalid(m) => format!("{what}: {m}"),
+    };
+    err(line, message)
+}
 
 fn source(line: usize, name: String, map: BTreeMap<String, String>) -> Result<SourceDecl> {
     let mut o = Options {
@@ -477,40 +474,6 @@ fn source(line: usize, name: String, map: BTreeMap<String, String>) -> Result<So
         map,
     };
     let connector = o.required("connector", "log")?;
-    let format = o.take("format");
-    let connector = match connector.as_str() {
-        "log" => {
-            if let Some(f) = format.as_deref().filter(|f| *f != "json") {
-                return Err(err(
-                    line,
-                    format!(
-                        "source `{name}`: format '{f}' is not supported for a log topic; use format = 'json'"
-                    ),
-                ));
-            }
-            SourceConnector::Log {
-                topic: o.required("topic", "payments")?,
-            }
-        }
-        "file" => SourceConnector::File {
-            path: o.required("path", "data/events.jsonl")?.into(),
-            format: match format.as_deref() {
-                None => None,
-                Some(f) => Some(crate::decode::Format::from_name(f).ok_or_else(|| {
-                    err(
-                        line,
-                        format!("source `{name}`: unknown format '{f}'; use json, csv or parquet"),
-                    )
-                })?),
-            },
-        },
-        other => {
-            return Err(err(
-                line,
-                format!("source `{name}`: unknown connector '{other}'; use 'log' or 'file'"),
-            ));
-        }
-    };
     if let Some(t) = o.take("event_time").filter(|t| t != "event_time") {
         return Err(err(
             line,
@@ -519,17 +482,38 @@ fn source(line: usize, name: String, map: BTreeMap<String, String>) -> Result<So
             ),
         ));
     }
-    let decl = SourceDecl {
-        watermark_delay: o.duration("watermark_delay")?,
-        idle_timeout: o.duration("idle_timeout")?,
-        dedup_ttl: o.duration("dedup_ttl")?,
-        max_skew: o.duration("max_skew")?,
+    let watermark_delay = o.duration("watermark_delay")?;
+    let idle_timeout = o.duration("idle_timeout")?;
+    let dedup_ttl = o.duration("dedup_ttl")?;
+    let max_skew = o.duration("max_skew")?;
+    let entry = connector::source(&connector).ok_or_else(|| {
+        err(
+            line,
+            format!(
+                "source `{name}`: unknown connector '{connector}'; use {}",
+                connector::names(connector::SOURCES.iter().map(|c| c.name))
+            ),
+        )
+    })?;
+    let declared = (entry.declare)(&o.map).map_err(|e| {
+        option_err(
+            line,
+            &o.what,
+            entry.name,
+            entry.example,
+            SHARED_SOURCE_OPTIONS,
+            e,
+        )
+    })?;
+    Ok(SourceDecl {
+        watermark_delay,
+        idle_timeout,
+        dedup_ttl,
+        max_skew,
         name,
-        connector,
+        connector: declared,
         line,
-    };
-    o.finish(SOURCE_OPTIONS)?;
-    Ok(decl)
+    })
 }
 
 fn sink(line: usize, name: String, map: BTreeMap<String, String>) -> Result<SinkDecl> {
@@ -547,37 +531,28 @@ fn sink(line: usize, name: String, map: BTreeMap<String, String>) -> Result<Sink
             ),
         ));
     }
-    let connector = match connector.as_str() {
-        "log" => SinkConnector::Log {
-            topic: o.required("topic", &name)?,
-            partitions: o
-                .take("partitions")
-                .map(|p| {
-                    p.parse::<u32>().ok().filter(|p| *p > 0).ok_or_else(|| {
-                        err(
-                            line,
-                            format!(
-                                "sink `{name}`: partitions must be a positive number, not '{p}'"
-                            ),
-                        )
-                    })
-                })
-                .transpose()?,
-        },
-        "file" => SinkConnector::File {
-            path: o.required("path", "out.jsonl")?.into(),
-        },
-        other => {
-            return Err(err(
-                line,
-                format!("sink `{name}`: unknown connector '{other}'; use 'log' or 'file'"),
-            ));
-        }
-    };
-    o.finish(SINK_OPTIONS)?;
+    let entry = connector::sink(&connector).ok_or_else(|| {
+        err(
+            line,
+            format!(
+                "sink `{name}`: unknown connector '{connector}'; use {}",
+                connector::names(connector::SINKS.iter().map(|c| c.name))
+            ),
+        )
+    })?;
+    let declared = (entry.declare)(&o.map).map_err(|e| {
+        option_err(
+            line,
+            &o.what,
+            entry.name,
+            entry.example,
+            &["connector", "format"],
+            e,
+        )
+    })?;
     Ok(SinkDecl {
         name,
-        connector,
+        connector: declared,
         line,
     })
 }
@@ -723,12 +698,8 @@ mod tests {
     #[test]
     fn parses_sources_sinks_settings_and_inserts() {
         let f = parse_query_file(FILE).unwrap();
-        assert_eq!(
-            f.sources[0].connector,
-            SourceConnector::Log {
-                topic: "payments".into()
-            }
-        );
+        assert_eq!(f.sources[0].connector.name(), "log");
+        assert_eq!(f.sources[0].connector.log_topic(), Some("payments"));
         assert_eq!(f.sources[0].watermark_delay, Some(5_000));
         assert_eq!(f.sources[0].line, 2);
         assert_eq!(

@@ -10,6 +10,10 @@
 //! checkpoint, the positions it covers are committed to the consumer group (for lag and `group
 //! list`; a restart reads the checkpoint's own positions, not the group's).
 
+pub(crate) mod connector;
+
+pub(crate) use self::connector::CONNECTOR;
+
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
 use std::sync::{Arc, Mutex};

@@ -7,6 +7,10 @@
 //! do not depend on how many threads decoded. A file is one partition and bounded; it starts at
 //! its beginning or at a [`SourcePosition`] (a replay resumed), never at checkpoint positions.
 
+pub(crate) mod connector;
+
+pub(crate) use self::connector::CONNECTOR;
+
 use std::fs::File;
 use std::io::Read;
 use std::path::{Path, PathBuf};

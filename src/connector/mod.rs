@@ -1,0 +1,148 @@
+//! The connector registry: what `connector = '…'` in `CREATE SOURCE` and `CREATE SINK` names.
+//!
+//! ```text
+//!  CREATE SOURCE p WITH (connector = 'log', topic = 'payments', watermark_delay = '5s')
+//!                        └─ SOURCES["log"] ─▶ LogSourceOptions (serde, deny_unknown_fields)
+//!                                          ─▶ Arc<dyn SourceConnector> ─▶ (at run) Arc<dyn Source>
+//! ```
+//! A connector is its own directory (`source/<name>/`, with its options struct and its
+//! [`crate::source::SourceConnector`]) plus one line in [`SOURCES`] or [`SINKS`]. The options
+//! every source shares (event time, watermark delay, idle timeout, dedup TTL, skew) are read by
+//! the query file before the rest go to the connector. Sinks declare into
+//! [`crate::sql::query_file::SinkConnector`] until their transport moves behind the `Sink` trait.
+
+pub mod options;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+pub use self::options::{OptionError, from_options};
+
+use crate::source::SourceConnector;
+use crate::sql::query_file::SinkConnector;
+
+/// The `WITH (…)` options of a statement: names lower-cased, values as written.
+pub type WithOptions = BTreeMap<String, String>;
+
+/// A source connector: its name, an example declaration for error messages, and how its
+/// options become a declared source.
+pub struct SourceEntry {
+    /// As `connector = '…'` spells it.
+    pub name: &'static str,
+    /// A complete `WITH (…)` list, shown when an option is missing.
+    pub example: &'static str,
+    /// Checks the options (all but the shared ones) and declares the source.
+    pub declare: fn(&WithOptions) -> Result<Arc<dyn SourceConnector>, OptionError>,
+}
+
+/// A sink connector (see [`SourceEntry`]).
+pub struct SinkEntry {
+    /// As `connector = '…'` spells it.
+    pub name: &'static str,
+    /// A complete `WITH (…)` list, shown when an option is missing.
+    pub example: &'static str,
+    /// Checks the options (all but `connector` and `format`) and declares the sink.
+    pub declare: fn(&WithOptions) -> Result<SinkConnector, OptionError>,
+}
+
+/// Every source connector.
+pub const SOURCES: &[SourceEntry] = &[
+    crate::source::file::CONNECTOR,
+    crate::source::log::CONNECTOR,
+];
+
+/// Every sink connector.
+pub const SINKS: &[SinkEntry] = &[crate::sink::connectors::FILE, crate::sink::connectors::LOG];
+
+/// The source connector named `name`.
+pub fn source(name: &str) -> Option<&'static SourceEntry> {
+    SOURCES.iter().find(|c| c.name == name)
+}
+
+/// The sink connector named `name`.
+pub fn sink(name: &str) -> Option<&'static SinkEntry> {
+    SINKS.iter().find(|c| c.name == name)
+}
+
+/// The names, for an error that lists them: `'file' or 'log'`.
+pub fn names<'a>(names: impl Iterator<Item = &'a str>) -> String {
+    names
+        .map(|n| format!("'{n}'"))
+        .collect::<Vec<_>>()
+        .join(" or ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sql::query_file::parse_query_file;
+
+    /// Each connector's example (shown when an option is missing) is a valid declaration.
+    #[test]
+    fn every_registered_example_declares() {
+        for c in SOURCES {
+            let text = format!(
+                "CREATE SOURCE p WITH ({});\nINSERT INTO x SELECT 1;",
+                c.example
+            );
+            let f = parse_query_file(&text).unwrap_or_else(|e| panic!("{}: {e}", c.name));
+            assert_eq!(f.sources[0].connector.name(), c.name);
+        }
+        for c in SINKS {
+            let text = format!(
+                "CREATE SINK s WITH ({});\nINSERT INTO s SELECT 1;",
+                c.example
+            );
+            parse_query_file(&text).unwrap_or_else(|e| panic!("{}: {e}", c.name));
+        }
+    }
+
+    /// A misspelled option is named with its statement's line and the connector's options; a
+    /// missing one with an example; an unknown connector with the registered names.
+    #[test]
+    fn option_mistakes_name_the_option_and_the_line() {
+        let e = parse_query_file(
+            "\nCREATE SOURCE p WITH (connector = 'file', pth = 'x.jsonl');\nINSERT INTO x SELECT 1;",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("line 2") && e.contains("unknown option `pth`") && e.contains("path"),
+            "{e}"
+        );
+        let e = parse_query_file(
+            "CREATE SINK s WITH (connector = 'log', topic = 't', partitons = '2');\nINSERT INTO s SELECT 1;",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("line 1")
+                && e.contains("unknown option `partitons`")
+                && e.contains("partitions"),
+            "{e}"
+        );
+        let e = parse_query_file("CREATE SINK s WITH (connector = 'file');")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("needs option `path`") && e.contains("path = 'out.jsonl'"),
+            "{e}"
+        );
+        let e = parse_query_file(
+            "CREATE SINK s WITH (connector = 'log', topic = 't', partitions = 'four');",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("partitions must be a positive number, not 'four'"),
+            "{e}"
+        );
+        let e = parse_query_file("CREATE SOURCE p WITH (connector = 'kafka', topic = 't');")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("unknown connector 'kafka'") && e.contains("'file' or 'log'"),
+            "{e}"
+        );
+    }
+}
