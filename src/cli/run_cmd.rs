@@ -113,22 +113,6 @@ fn lock_job(data: &Path, job: &str) -> anyhow::Result<std::fs::File> {
     }
 }
 
-fn savepoint_on_signal() -> Arc<AtomicBool> {
-    let flag = Arc::new(AtomicBool::new(false));
-    let f = Arc::clone(&flag);
-    super::signals::on_signals(move || async move {
-        let Ok(mut s) =
-            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::user_defined1())
-        else {
-            return;
-        };
-        while s.recv().await.is_some() {
-            f.store(true, Ordering::Relaxed);
-        }
-    });
-    flag
-}
-
 pub(crate) fn run(data: &DataDir, a: RunArgs) -> anyhow::Result<()> {
     if a.workers == Some(0) {
         bail!("--workers must be at least 1");
@@ -158,7 +142,9 @@ pub(crate) fn run(data: &DataDir, a: RunArgs) -> anyhow::Result<()> {
         )),
         None => None,
     };
-    opts.savepoint_request = Some(savepoint_on_signal());
+    // The first listener decides: `run` also takes SIGUSR1 (a savepoint request).
+    let signals = super::signals::listen(true);
+    opts.savepoint_request = Some(Arc::clone(&signals.savepoint));
     let job = job_name(&a.query_file);
     let pid = pid_file(&data.data_dir, &job);
     // One process per job: the lock is held for the whole run, and only its holder writes
@@ -189,12 +175,7 @@ pub(crate) fn run(data: &DataDir, a: RunArgs) -> anyhow::Result<()> {
         !a.quiet,
         Arc::clone(&done),
     );
-    let out = run_query_file(
-        &a.query_file,
-        &opts,
-        progress,
-        super::signals::stop_on_signal(),
-    );
+    let out = run_query_file(&a.query_file, &opts, progress, Arc::clone(&signals.stop));
     done.store(true, Ordering::Relaxed);
     let _ = reporter.join();
     let _ = std::fs::remove_file(&pid);

@@ -1,8 +1,8 @@
 //! Signals and a closed standard output: Ctrl-C and SIGTERM stop a command cleanly, SIGPIPE
 //! ends one quietly.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock};
 
 use super::Command;
 
@@ -32,37 +32,66 @@ pub(crate) fn is_broken_pipe(e: &anyhow::Error) -> bool {
     })
 }
 
-/// Runs `listen` on a small runtime of its own thread: the binary's signal handling.
-pub(crate) fn on_signals<F: std::future::Future<Output = ()>>(
-    listen: impl FnOnce() -> F + Send + 'static,
-) {
-    std::thread::spawn(move || {
-        if let Ok(rt) = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-        {
-            rt.block_on(listen());
-        }
-    });
+/// What the signal thread sets.
+pub(crate) struct Flags {
+    /// Ctrl-C or SIGTERM: stop reading and drain cleanly.
+    pub(crate) stop: Arc<AtomicBool>,
+    /// SIGUSR1 (`paystream savepoint JOB`): take a savepoint at the next barrier.
+    pub(crate) savepoint: Arc<AtomicBool>,
 }
 
-/// Sets the returned flag on Ctrl-C or SIGTERM: the run stops reading and drains cleanly.
+static FLAGS: OnceLock<Flags> = OnceLock::new();
+
+/// Starts the binary's one signal thread (on the first call; later calls return the same
+/// flags): Ctrl-C and SIGTERM set `stop`; with `savepoint`, SIGUSR1 sets `savepoint` each time
+/// it arrives (without it, SIGUSR1 keeps its default action).
+pub(crate) fn listen(savepoint: bool) -> &'static Flags {
+    FLAGS.get_or_init(|| {
+        let flags = Flags {
+            stop: Arc::default(),
+            savepoint: Arc::default(),
+        };
+        let (stop, sp) = (Arc::clone(&flags.stop), Arc::clone(&flags.savepoint));
+        std::thread::Builder::new()
+            .name("signals".into())
+            .spawn(move || {
+                let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                else {
+                    return;
+                };
+                rt.block_on(async move {
+                    use tokio::signal::unix::{SignalKind, signal};
+                    let mut term = signal(SignalKind::terminate()).ok();
+                    let mut usr1 = if savepoint {
+                        signal(SignalKind::user_defined1()).ok()
+                    } else {
+                        None
+                    };
+                    loop {
+                        tokio::select! {
+                            _ = tokio::signal::ctrl_c() => stop.store(true, Ordering::Relaxed),
+                            Some(()) = recv(&mut term) => stop.store(true, Ordering::Relaxed),
+                            Some(()) = recv(&mut usr1) => sp.store(true, Ordering::Relaxed),
+                        }
+                    }
+                });
+            })
+            .expect("cannot spawn the signal thread");
+        flags
+    })
+}
+
+/// The next arrival of a signal that is listened for; never, for one that is not.
+async fn recv(s: &mut Option<tokio::signal::unix::Signal>) -> Option<()> {
+    match s.as_mut() {
+        Some(s) => s.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Set on Ctrl-C or SIGTERM: the command stops reading and drains cleanly.
 pub(crate) fn stop_on_signal() -> Arc<AtomicBool> {
-    let stop = Arc::new(AtomicBool::new(false));
-    let flag = Arc::clone(&stop);
-    on_signals(move || async move {
-        #[cfg(unix)]
-        {
-            let mut term =
-                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
-            tokio::select! {
-                _ = tokio::signal::ctrl_c() => {},
-                _ = async { match term.as_mut() { Some(t) => { t.recv().await; } None => std::future::pending::<()>().await } } => {},
-            }
-        }
-        #[cfg(not(unix))]
-        let _ = tokio::signal::ctrl_c().await;
-        flag.store(true, Ordering::Relaxed);
-    });
-    stop
+    Arc::clone(&listen(false).stop)
 }
