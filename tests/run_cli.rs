@@ -398,3 +398,68 @@ fn a_reset_killed_before_its_first_checkpoint_is_carried_on() {
     );
     assert_eq!(consume_all(&data, "counts"), once);
 }
+
+/// Issue 14, item 4: a job prepared without side effects, spawned behind a handle that reports
+/// its counters, takes a savepoint when asked, stops with a final checkpoint, and tells a
+/// stopped job from a failed one.
+#[test]
+fn a_job_handle_reports_savepoints_stops_and_tells_failure_from_stop() {
+    use paystream::job::{Job, JobOptions, JobState};
+
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    ok(paystream(&data).args(["topic", "create", "payments", "--partitions", "2"]));
+    let sample = std::fs::read_to_string(crate::util::repo("data/sample_events.jsonl")).unwrap();
+    let lines: Vec<String> = sample.lines().map(str::to_string).collect();
+    produce(&data, &lines);
+
+    // Preparing checks the text and touches nothing: an error has its line and column, and no
+    // data directory entry is made for the job.
+    let e = Job::prepare("bad", "bad.sql", "CREATE SOURCE payments WITH (connector = 'log', topic = 'payments');\nCREATE SINK counts WITH (connector = 'log', topic = 'counts');\nINSERT INTO counts SELECT nope FROM payments;\n")
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("bad.sql, line 3") && e.contains("nope"), "{e}");
+    assert!(!data.join("_queries").join("bad").exists());
+
+    let job = Job::prepare("counts", "counts.sql", COUNTS).unwrap();
+    assert_eq!(job.source_topic(), Some("payments"));
+    let mut opts = JobOptions::new(&data);
+    opts.workers = Some(1);
+    opts.checkpoint_interval = Some(Duration::from_secs(3600));
+    let handle = job.spawn(opts, None);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while handle.metrics().read < lines.len() as u64 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(handle.metrics().read, lines.len() as u64);
+    assert_eq!(handle.state(), JobState::Running);
+    handle.savepoint();
+    while handle.metrics().checkpoints == 0 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(
+        handle.metrics().checkpoints,
+        1,
+        "the savepoint is a checkpoint"
+    );
+    handle.stop();
+    let out = handle.join().expect("a stopped job has its outcome");
+    assert_eq!(out.summary.read, lines.len() as u64);
+    assert_eq!(
+        out.checkpoints.len(),
+        2,
+        "the savepoint and the final checkpoint"
+    );
+    let listed = ok(paystream(&data).args(["savepoint", "--list", "counts"]));
+    assert!(listed.contains("counts-1"), "{listed}");
+
+    // A job whose source topic does not exist fails at its start: join gives the error.
+    let missing = COUNTS.replace("topic = 'payments'", "topic = 'nowhere'");
+    let failed = Job::prepare("missing", "missing.sql", &missing)
+        .unwrap()
+        .spawn(JobOptions::new(&data), None)
+        .join()
+        .unwrap_err()
+        .to_string();
+    assert!(failed.contains("nowhere"), "{failed}");
+}

@@ -8,10 +8,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
-use paystream::Progress;
 use paystream::checkpoint::CheckpointStore;
 use paystream::job::status::{JobStatus, StatusProbe, jobs};
-use paystream::job::{JobOptions, SinkReset, job_name, run_query_file, source_topic, state_dir};
+use paystream::job::{Job, JobOptions, SinkReset, state_dir};
 use paystream::log::Log;
 use paystream::sql::query_file::SinkConnector;
 
@@ -145,7 +144,10 @@ pub(crate) fn run(data: &DataDir, a: RunArgs) -> anyhow::Result<()> {
     // The first listener decides: `run` also takes SIGUSR1 (a savepoint request).
     let signals = super::signals::listen(true);
     opts.savepoint_request = Some(Arc::clone(&signals.savepoint));
-    let job = job_name(&a.query_file);
+    // Parsed, planned and checked before anything is locked, written or opened.
+    let prepared = Job::from_file(&a.query_file)
+        .with_context(|| format!("running {}", a.query_file.display()))?;
+    let job = prepared.name().to_string();
     let pid = pid_file(&data.data_dir, &job);
     // One process per job: the lock is held for the whole run, and only its holder writes
     // (and later removes) the pid file, so a refused second run leaves the first one's alone.
@@ -159,11 +161,11 @@ pub(crate) fn run(data: &DataDir, a: RunArgs) -> anyhow::Result<()> {
             data.data_dir.display()
         );
     }
-    let progress = Arc::new(Progress::default());
-    let topic = source_topic(&a.query_file).ok().flatten();
+    let topic = prepared.source_topic().map(str::to_string);
+    let handle = prepared.spawn(opts, Some(Arc::clone(&signals.stop)));
     let probe = StatusProbe::new(
         &job,
-        Arc::clone(&progress),
+        handle.progress(),
         Log::new(&data.data_dir),
         topic.clone(),
     );
@@ -175,7 +177,7 @@ pub(crate) fn run(data: &DataDir, a: RunArgs) -> anyhow::Result<()> {
         !a.quiet,
         Arc::clone(&done),
     );
-    let out = run_query_file(&a.query_file, &opts, progress, Arc::clone(&signals.stop));
+    let out = handle.join();
     done.store(true, Ordering::Relaxed);
     let _ = reporter.join();
     let _ = std::fs::remove_file(&pid);

@@ -15,6 +15,7 @@
 //! source, after a clean stop or a crash. A job over a `file` source appends to its sinks and is
 //! at-least-once. What `--reset-state` does with results already committed is [`SinkReset`].
 
+mod handle;
 pub mod saved_state;
 mod sink_reset;
 pub mod status;
@@ -26,6 +27,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+pub use self::handle::{JobHandle, JobMetrics, JobState};
 pub use self::sink_reset::SinkReset;
 
 use self::saved_state::SavedState;
@@ -39,7 +41,10 @@ use crate::sink::{
     PartFileSink, PartFiles, SharedPartFiles, SharedProducer, Sink, TopicSink, WriterSink,
 };
 use crate::source::SourceContext;
-use crate::sql::query_file::{DEAD_LETTERS, LATE_EVENTS, SinkConnector, parse_query_file};
+use crate::sql::query_file::{
+    DEAD_LETTERS, EventTimeSettings, LATE_EVENTS, QueryFile, SinkConnector, SourceDecl,
+    parse_query_file,
+};
 use crate::sql::{StreamPlan, plan_query_with};
 use crate::time::parse_duration_millis;
 
@@ -150,313 +155,373 @@ pub fn state_dir(data_dir: &Path, job: &str) -> PathBuf {
     data_dir.join("_queries").join(job)
 }
 
-/// Runs a query file until it is stopped (log source) or its input ends (file source).
+/// Runs a query file until it is stopped (log source) or its input ends (file source): reads
+/// it, [`Job::prepare`]s it under the file's [`job_name`] and [`Job::run`]s it.
 pub fn run_query_file(
     path: &Path,
     opts: &JobOptions,
     progress: Arc<Progress>,
     stop: Arc<AtomicBool>,
 ) -> Result<JobOutcome> {
-    let text = std::fs::read_to_string(path).map_err(|e| Error::Input {
-        path: path.to_path_buf(),
-        message: format!("cannot read the query file: {e}"),
-    })?;
-    let in_file = |e: Error| match e {
-        Error::Plan { position, message } => Error::Plan {
-            position: format!("{}, {position}", path.display()),
-            message,
-        },
-        e => e,
-    };
-    let file = parse_query_file(&text).map_err(in_file)?;
-    let name = job_name(path);
-    let source = match file.sources.as_slice() {
-        [s] => s.clone(),
-        [] => {
-            return Err(in_file(Error::Plan {
-                position: "line 1".into(),
-                message: "the query file declares no source; add e.g. CREATE SOURCE payments WITH (connector = 'log', topic = 'payments')".into(),
-            }));
-        }
-        [_, second, ..] => {
-            return Err(in_file(Error::Plan {
-                position: format!("line {}", second.line),
-                message: "several sources in one query file are not supported yet; run one file per source".into(),
-            }));
-        }
-    };
-    // Settings are checked before anything is opened or created.
-    let times = file.event_time_settings(&source).map_err(in_file)?;
-    let limits = file.window_limits();
-    let mut plans: Vec<(String, StreamPlan)> = Vec::new();
-    for ins in &file.inserts {
-        if ins.sink == DEAD_LETTERS || ins.sink == LATE_EVENTS {
-            return Err(in_file(Error::Plan {
-                position: format!("line {}", ins.line),
-                message: format!(
-                    "`{}` receives rejected or late events; INSERT INTO another sink",
-                    ins.sink
-                ),
-            }));
-        }
-        if !file.sinks.iter().any(|s| s.name == ins.sink) {
-            return Err(in_file(Error::Plan {
-                position: format!("line {}", ins.line),
-                message: format!(
-                    "sink `{}` is not declared; add CREATE SINK {} WITH (connector = 'log', topic = '{}')",
-                    ins.sink, ins.sink, ins.sink
-                ),
-            }));
-        }
-        let plan = plan_query_with(&ins.select, &source.name, &limits)
-            .map_err(in_file)?
-            .named(format!(
-                "the query at line {} of {} (INSERT INTO {})",
-                ins.line,
-                path.display(),
-                ins.sink
-            ));
-        plans.push((ins.sink.clone(), plan));
+    Job::from_file(path)?.run(opts, progress, stop)
+}
+
+/// A query file parsed, planned and checked: nothing opened, created or read yet but the text.
+/// [`Job::run`] runs it on the calling thread; [`Job::spawn`] on its own, behind a
+/// [`JobHandle`].
+#[derive(Debug, Clone)]
+pub struct Job {
+    name: String,
+    file: QueryFile,
+    source: SourceDecl,
+    times: EventTimeSettings,
+    plans: Vec<(String, StreamPlan)>,
+}
+
+impl Job {
+    /// Reads and prepares the query file at `path`, named after it ([`job_name`]).
+    pub fn from_file(path: &Path) -> Result<Job> {
+        let text = std::fs::read_to_string(path).map_err(|e| Error::Input {
+            path: path.to_path_buf(),
+            message: format!("cannot read the query file: {e}"),
+        })?;
+        Job::prepare(job_name(path), &path.display().to_string(), &text)
     }
 
-    let log = Log::new(&opts.data_dir);
-    let source_topic = source.connector.log_topic().map(str::to_string);
-    // What a checkpoint records as its source, checked when it is restored.
-    let source_id = source_topic.clone().unwrap_or_else(|| source.name.clone());
-    let sqls: Vec<String> = plans
-        .iter()
-        .map(|(_, p)| p.sql.trim().to_string())
-        .collect();
-    // A log source runs with checkpoints: restore the latest (or a savepoint) first, since the
-    // sink topics are aligned with it as they are opened.
-    let store = match source.connector.resumable() {
-        true => {
-            let location = opts.checkpoint_location.clone().unwrap_or_else(|| {
-                state_dir(&opts.data_dir, &name)
-                    .join("checkpoints")
-                    .display()
-                    .to_string()
-            });
-            Some(Arc::new(CheckpointStore::open(&location, 3)?))
+    /// Parses, plans and validates `query_text` (the text of a query file) as job `name`,
+    /// without side effects; errors carry `origin` (a file's path), the line and the column.
+    pub fn prepare(name: impl Into<String>, origin: &str, query_text: &str) -> Result<Job> {
+        let text = query_text;
+        let in_file = |e: Error| match e {
+            Error::Plan { position, message } => Error::Plan {
+                position: format!("{origin}, {position}"),
+                message,
+            },
+            e => e,
+        };
+        let file = parse_query_file(text).map_err(in_file)?;
+        let name = name.into();
+        let source = match file.sources.as_slice() {
+            [s] => s.clone(),
+            [] => {
+                return Err(in_file(Error::Plan {
+                    position: "line 1".into(),
+                    message: "the query file declares no source; add e.g. CREATE SOURCE payments WITH (connector = 'log', topic = 'payments')".into(),
+                }));
+            }
+            [_, second, ..] => {
+                return Err(in_file(Error::Plan {
+                    position: format!("line {}", second.line),
+                    message: "several sources in one query file are not supported yet; run one file per source".into(),
+                }));
+            }
+        };
+        // Settings are checked before anything is opened or created.
+        let times = file.event_time_settings(&source).map_err(in_file)?;
+        let limits = file.window_limits();
+        let mut plans: Vec<(String, StreamPlan)> = Vec::new();
+        for ins in &file.inserts {
+            if ins.sink == DEAD_LETTERS || ins.sink == LATE_EVENTS {
+                return Err(in_file(Error::Plan {
+                    position: format!("line {}", ins.line),
+                    message: format!(
+                        "`{}` receives rejected or late events; INSERT INTO another sink",
+                        ins.sink
+                    ),
+                }));
+            }
+            if !file.sinks.iter().any(|s| s.name == ins.sink) {
+                return Err(in_file(Error::Plan {
+                    position: format!("line {}", ins.line),
+                    message: format!(
+                        "sink `{}` is not declared; add CREATE SINK {} WITH (connector = 'log', topic = '{}')",
+                        ins.sink, ins.sink, ins.sink
+                    ),
+                }));
+            }
+            let plan = plan_query_with(&ins.select, &source.name, &limits)
+                .map_err(in_file)?
+                .named(format!(
+                    "the query at line {} of {} (INSERT INTO {})",
+                    ins.line, origin, ins.sink
+                ));
+            plans.push((ins.sink.clone(), plan));
         }
-        false => None,
-    };
-    let mut workers =
-        match (opts.workers, file.settings.get("workers")) {
+        Ok(Job {
+            name,
+            file,
+            source,
+            times,
+            plans,
+        })
+    }
+
+    /// The job's name (its state directory and its consumer group).
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The log topic its source reads, if it reads one.
+    pub fn source_topic(&self) -> Option<&str> {
+        self.source.connector.log_topic()
+    }
+
+    /// Runs the job on the calling thread until it is stopped (a log source) or its input ends
+    /// (a file source).
+    pub fn run(
+        &self,
+        opts: &JobOptions,
+        progress: Arc<Progress>,
+        stop: Arc<AtomicBool>,
+    ) -> Result<JobOutcome> {
+        let Job {
+            name,
+            file,
+            source,
+            times,
+            plans,
+        } = self;
+        let name = name.clone();
+        let log = Log::new(&opts.data_dir);
+        let source_topic = source.connector.log_topic().map(str::to_string);
+        // What a checkpoint records as its source, checked when it is restored.
+        let source_id = source_topic.clone().unwrap_or_else(|| source.name.clone());
+        let sqls: Vec<String> = plans
+            .iter()
+            .map(|(_, p)| p.sql.trim().to_string())
+            .collect();
+        // A log source runs with checkpoints: restore the latest (or a savepoint) first, since the
+        // sink topics are aligned with it as they are opened.
+        let store = match source.connector.resumable() {
+            true => {
+                let location = opts.checkpoint_location.clone().unwrap_or_else(|| {
+                    state_dir(&opts.data_dir, &name)
+                        .join("checkpoints")
+                        .display()
+                        .to_string()
+                });
+                Some(Arc::new(CheckpointStore::open(&location, 3)?))
+            }
+            false => None,
+        };
+        let mut workers = match (opts.workers, file.settings.get("workers")) {
             (Some(w), _) => w,
             (None, Some(w)) => w.parse().ok().filter(|w| *w > 0).ok_or_else(|| {
                 config_err("SET workers", format!("'{w}' is not a positive number"))
             })?,
             (None, None) => crate::engine::defaults::workers(),
         };
-    // A reset (new, or one an earlier start began) starts from nothing but must not forget what
-    // its sinks already hold; a savepoint, chosen explicitly, supersedes a pending reset.
-    let reset = match &store {
-        Some(store) if opts.from_savepoint.is_none() => sink_reset::reset_in_force(
-            &log,
-            store,
-            &file,
-            &name,
-            opts.reset_state,
-            opts.sink_reset,
-        )?,
-        Some(_) => {
-            sink_reset::drop_pending_reset(&opts.data_dir, &name);
-            None
+        // A reset (new, or one an earlier start began) starts from nothing but must not forget what
+        // its sinks already hold; a savepoint, chosen explicitly, supersedes a pending reset.
+        let reset = match &store {
+            Some(store) if opts.from_savepoint.is_none() => sink_reset::reset_in_force(
+                &log,
+                store,
+                file,
+                &name,
+                opts.reset_state,
+                opts.sink_reset,
+            )?,
+            Some(_) => {
+                sink_reset::drop_pending_reset(&opts.data_dir, &name);
+                None
+            }
+            None => None,
+        };
+        let restored = match (&store, &reset) {
+            (Some(store), None) => restore(store, opts, &sqls, &source_id)?,
+            _ => None,
+        };
+        let reset = reset.unwrap_or_default();
+        if store.is_some() {
+            sink_reset::report_changed_sinks(&opts.data_dir, &name, file, restored.is_some())?;
         }
-        None => None,
-    };
-    let restored = match (&store, &reset) {
-        (Some(store), None) => restore(store, opts, &sqls, &source_id)?,
-        _ => None,
-    };
-    let reset = reset.unwrap_or_default();
-    if store.is_some() {
-        sink_reset::report_changed_sinks(&opts.data_dir, &name, &file, restored.is_some())?;
-    }
-    let mut sinks = SinkFactory {
-        log: &log,
-        fsync: opts.fsync,
-        producers: BTreeMap::new(),
-        align: store.is_some().then(|| match &restored {
-            Some(s) => s.sinks.clone(),
-            // Emptied topics are aligned to where they start.
-            None => reset.truncate.clone(),
-        }),
-        restored_epoch: restored.as_ref().map_or(reset.files_epoch, |s| s.epoch),
-        files: Vec::new(),
-    };
-    let base = source_topic.clone().unwrap_or_else(|| source.name.clone());
-    if let Some(t) = &source_topic {
-        log.topic_config(t)?;
-    }
-    let mut open_sink = |sink_name: &str, default_topic: String| -> Result<Box<dyn Sink>> {
-        let connector = file
+        let mut sinks = SinkFactory {
+            log: &log,
+            fsync: opts.fsync,
+            producers: BTreeMap::new(),
+            align: store.is_some().then(|| match &restored {
+                Some(s) => s.sinks.clone(),
+                // Emptied topics are aligned to where they start.
+                None => reset.truncate.clone(),
+            }),
+            restored_epoch: restored.as_ref().map_or(reset.files_epoch, |s| s.epoch),
+            files: Vec::new(),
+        };
+        let base = source_topic.clone().unwrap_or_else(|| source.name.clone());
+        if let Some(t) = &source_topic {
+            log.topic_config(t)?;
+        }
+        let mut open_sink = |sink_name: &str, default_topic: String| -> Result<Box<dyn Sink>> {
+            let connector = file
+                .sinks
+                .iter()
+                .find(|s| s.name == sink_name)
+                .map(|s| s.connector.clone())
+                .unwrap_or(SinkConnector::Log {
+                    topic: default_topic,
+                    partitions: None,
+                });
+            if let (SinkConnector::Log { topic, .. }, Some(src)) = (&connector, &source_topic)
+                && topic == src
+            {
+                return Err(config_err(
+                    &format!("sink `{sink_name}`"),
+                    format!(
+                        "it writes the source topic `{src}`; the query would read its own output"
+                    ),
+                ));
+            }
+            sinks.open(&connector)
+        };
+        let dead_letters = file
             .sinks
             .iter()
-            .find(|s| s.name == sink_name)
+            .find(|s| s.name == DEAD_LETTERS)
             .map(|s| s.connector.clone())
             .unwrap_or(SinkConnector::Log {
-                topic: default_topic,
+                topic: format!("{base}.dlq"),
                 partitions: None,
             });
-        if let (SinkConnector::Log { topic, .. }, Some(src)) = (&connector, &source_topic)
-            && topic == src
-        {
-            return Err(config_err(
-                &format!("sink `{sink_name}`"),
-                format!("it writes the source topic `{src}`; the query would read its own output"),
-            ));
+        let dead_letter = open_sink(DEAD_LETTERS, format!("{base}.dlq"))?;
+        let late = open_sink(LATE_EVENTS, format!("{base}.late"))?;
+        let mut queries = Vec::with_capacity(plans.len());
+        for (sink, plan) in plans {
+            queries.push(QueryRun {
+                name: sink.clone(),
+                plan,
+                results: open_sink(sink, sink.clone())?,
+            });
         }
-        sinks.open(&connector)
-    };
-    let dead_letters = file
-        .sinks
-        .iter()
-        .find(|s| s.name == DEAD_LETTERS)
-        .map(|s| s.connector.clone())
-        .unwrap_or(SinkConnector::Log {
-            topic: format!("{base}.dlq"),
-            partitions: None,
-        });
-    let dead_letter = open_sink(DEAD_LETTERS, format!("{base}.dlq"))?;
-    let late = open_sink(LATE_EVENTS, format!("{base}.late"))?;
-    let mut queries = Vec::with_capacity(plans.len());
-    for (sink, plan) in &plans {
-        queries.push(QueryRun {
-            name: sink.clone(),
-            plan,
-            results: open_sink(sink, sink.clone())?,
-        });
-    }
-    sink_reset::rewind_groups(&log, &reset)?;
+        sink_reset::rewind_groups(&log, &reset)?;
 
-    let run_options = RunOptions {
-        watermark_delay: times.watermark_delay,
-        max_skew: times.max_skew,
-        dedup_ttl: times.dedup_ttl,
-        idle_timeout: Some(Duration::from_millis(times.idle_timeout.max(0) as u64)),
-        workers,
-        batch_size: opts.batch_size,
-        speed: None,
-    };
-    let summary;
-    let mut checkpoints = Vec::new();
-    let mut resumed = false;
-    let reader = source.connector.source(&SourceContext {
-        log: &log,
-        job: &name,
-        until_end: opts.until_end,
-    })?;
-    match &store {
-        None => {
-            let mut spec = RunSpec::new(reader, queries);
-            spec.dead_letter = dead_letter;
-            spec.late = late;
-            spec.options = run_options;
-            summary = crate::engine::run(spec, progress, stop)?.summary;
-        }
-        Some(store) => {
-            if let Some(s) = &restored {
-                if opts.workers.is_some_and(|w| w != s.workers) {
-                    tracing::warn!(
-                        requested = workers,
-                        saved = s.workers,
-                        "the restored state is partitioned over {} workers; using that",
-                        s.workers
-                    );
-                }
-                workers = s.workers;
-                resumed = true;
-                tracing::info!(job = %name, epoch = s.epoch, positions = ?s.pipeline.positions, "restored checkpoint");
-            }
-            let interval = match (
-                opts.checkpoint_interval,
-                file.settings.get("checkpoint_interval"),
-            ) {
-                (Some(i), _) => i,
-                (None, Some(v)) => Duration::from_millis(
-                    parse_duration_millis(v)
-                        .map_err(|e| config_err("SET checkpoint_interval", e))?
-                        .max(1) as u64,
-                ),
-                (None, None) => Duration::from_secs(10),
-            };
-            let source = reader;
-            let mut committer = transactions::Committer {
-                log: log.clone(),
-                store: Arc::clone(store),
-                producers: &sinks.producers,
-                files: sinks.files.clone(),
-                topic: source_id.clone(),
-                source: Arc::clone(&source),
-                queries: sqls.clone(),
-                workers,
-                // Numbering continues past every checkpoint in the store (after a reset, or a
-                // savepoint older than the latest checkpoint), so pruning keeps the new ones.
-                epoch: restored
-                    .as_ref()
-                    .map_or(reset.epoch_base, |s| s.epoch)
-                    .max(store.newest_epoch()?),
-                taken: Vec::new(),
-                inflight: None,
-            };
-            let epoch0 = committer.epoch;
-            let restore = restored.map(|s| s.pipeline);
-            let request = opts.savepoint_request.clone().unwrap_or_default();
-            let counters = Arc::clone(&progress);
-            let out = {
-                let c = &mut committer;
-                let job = name.as_str();
-                let counters = Arc::clone(&counters);
-                let hook = move |state: PipelineState, requested: bool| {
-                    let sp = requested.then(|| format!("{job}-{}", c.epoch + 1));
-                    c.commit(state, sp, false)?;
-                    counters.checkpoints.fetch_add(1, Ordering::Relaxed);
-                    counters
-                        .last_checkpoint_ms
-                        .store(crate::log::producer_now_ms(), Ordering::Relaxed);
-                    Ok(())
-                };
-                let mut spec = RunSpec::new(source, queries);
+        let run_options = RunOptions {
+            watermark_delay: times.watermark_delay,
+            max_skew: times.max_skew,
+            dedup_ttl: times.dedup_ttl,
+            idle_timeout: Some(Duration::from_millis(times.idle_timeout.max(0) as u64)),
+            workers,
+            batch_size: opts.batch_size,
+            speed: None,
+        };
+        let summary;
+        let mut checkpoints = Vec::new();
+        let mut resumed = false;
+        let reader = source.connector.source(&SourceContext {
+            log: &log,
+            job: &name,
+            until_end: opts.until_end,
+        })?;
+        match &store {
+            None => {
+                let mut spec = RunSpec::new(reader, queries);
                 spec.dead_letter = dead_letter;
                 spec.late = late;
-                spec.options = RunOptions {
-                    workers,
-                    ..run_options
+                spec.options = run_options;
+                summary = crate::engine::run(spec, progress, stop)?.summary;
+            }
+            Some(store) => {
+                if let Some(s) = &restored {
+                    if opts.workers.is_some_and(|w| w != s.workers) {
+                        tracing::warn!(
+                            requested = workers,
+                            saved = s.workers,
+                            "the restored state is partitioned over {} workers; using that",
+                            s.workers
+                        );
+                    }
+                    workers = s.workers;
+                    resumed = true;
+                    tracing::info!(job = %name, epoch = s.epoch, positions = ?s.pipeline.positions, "restored checkpoint");
+                }
+                let interval = match (
+                    opts.checkpoint_interval,
+                    file.settings.get("checkpoint_interval"),
+                ) {
+                    (Some(i), _) => i,
+                    (None, Some(v)) => Duration::from_millis(
+                        parse_duration_millis(v)
+                            .map_err(|e| config_err("SET checkpoint_interval", e))?
+                            .max(1) as u64,
+                    ),
+                    (None, None) => Duration::from_secs(10),
                 };
-                spec.restore = restore;
-                spec.checkpoints = Some(Checkpoints {
-                    interval: Some(interval),
-                    request,
-                    on_checkpoint: Box::new(hook),
-                });
-                spec.on_stop = OnStop::Snapshot;
-                let out = crate::engine::run(spec, progress, stop)?;
-                let state = out.state.ok_or_else(|| {
-                    Error::Internal("a job over a log ended without its state".into())
-                })?;
-                (out.summary, state)
-            };
-            // The stop is a checkpoint too: a restart continues exactly here.
-            committer.commit(out.1, None, true)?;
-            counters.checkpoints.fetch_add(1, Ordering::Relaxed);
-            counters
-                .last_checkpoint_ms
-                .store(crate::log::producer_now_ms(), Ordering::Relaxed);
-            tracing::info!(job = %name, checkpoints = committer.epoch - epoch0, "stopped");
-            checkpoints = std::mem::take(&mut committer.taken);
-            summary = out.0;
+                let source = reader;
+                let mut committer = transactions::Committer {
+                    log: log.clone(),
+                    store: Arc::clone(store),
+                    producers: &sinks.producers,
+                    files: sinks.files.clone(),
+                    topic: source_id.clone(),
+                    source: Arc::clone(&source),
+                    queries: sqls.clone(),
+                    workers,
+                    // Numbering continues past every checkpoint in the store (after a reset, or a
+                    // savepoint older than the latest checkpoint), so pruning keeps the new ones.
+                    epoch: restored
+                        .as_ref()
+                        .map_or(reset.epoch_base, |s| s.epoch)
+                        .max(store.newest_epoch()?),
+                    taken: Vec::new(),
+                    inflight: None,
+                };
+                let epoch0 = committer.epoch;
+                let restore = restored.map(|s| s.pipeline);
+                let request = opts.savepoint_request.clone().unwrap_or_default();
+                let counters = Arc::clone(&progress);
+                let out = {
+                    let c = &mut committer;
+                    let job = name.as_str();
+                    let counters = Arc::clone(&counters);
+                    let hook = move |state: PipelineState, requested: bool| {
+                        let sp = requested.then(|| format!("{job}-{}", c.epoch + 1));
+                        c.commit(state, sp, false)?;
+                        counters.checkpoints.fetch_add(1, Ordering::Relaxed);
+                        counters
+                            .last_checkpoint_ms
+                            .store(crate::log::producer_now_ms(), Ordering::Relaxed);
+                        Ok(())
+                    };
+                    let mut spec = RunSpec::new(source, queries);
+                    spec.dead_letter = dead_letter;
+                    spec.late = late;
+                    spec.options = RunOptions {
+                        workers,
+                        ..run_options
+                    };
+                    spec.restore = restore;
+                    spec.checkpoints = Some(Checkpoints {
+                        interval: Some(interval),
+                        request,
+                        on_checkpoint: Box::new(hook),
+                    });
+                    spec.on_stop = OnStop::Snapshot;
+                    let out = crate::engine::run(spec, progress, stop)?;
+                    let state = out.state.ok_or_else(|| {
+                        Error::Internal("a job over a log ended without its state".into())
+                    })?;
+                    (out.summary, state)
+                };
+                // The stop is a checkpoint too: a restart continues exactly here.
+                committer.commit(out.1, None, true)?;
+                counters.checkpoints.fetch_add(1, Ordering::Relaxed);
+                counters
+                    .last_checkpoint_ms
+                    .store(crate::log::producer_now_ms(), Ordering::Relaxed);
+                tracing::info!(job = %name, checkpoints = committer.epoch - epoch0, "stopped");
+                checkpoints = std::mem::take(&mut committer.taken);
+                summary = out.0;
+            }
         }
+        sinks.sync()?;
+        Ok(JobOutcome {
+            name,
+            summary,
+            resumed,
+            checkpoints,
+            dead_letters,
+        })
     }
-    sinks.sync()?;
-    Ok(JobOutcome {
-        name,
-        summary,
-        resumed,
-        checkpoints,
-        dead_letters,
-    })
 }
 
 /// The state to start from: a named savepoint, else the latest intact checkpoint (unless reset).
