@@ -190,3 +190,28 @@ fn a_replay_resumes_from_a_source_position() {
         .collect();
     assert_eq!(rest.dead_letters.iter().collect::<Vec<_>>(), tail_dead);
 }
+
+/// Saved state cannot be restored over a source with no positions (a file is read whole): the
+/// run is refused rather than reading the whole file again on top of the restored counts.
+#[test]
+fn state_is_not_restored_over_a_file_source() {
+    use std::sync::Arc;
+
+    use paystream::engine::{OnStop, RunSpec};
+    use paystream::sink::NullSink;
+    use paystream::{FileSource, plan_query};
+
+    let input = crate::util::repo("data/sample_events.jsonl");
+    let plan = plan_query("SELECT event_id FROM payments").unwrap();
+    let run = |restore| {
+        let mut spec =
+            RunSpec::single(Arc::new(FileSource::new(&input)), &plan, Box::new(NullSink));
+        spec.options.workers = 1;
+        spec.on_stop = OnStop::Snapshot;
+        spec.restore = restore;
+        paystream::engine::run(spec, Arc::default(), Arc::default())
+    };
+    let state = run(None).unwrap().state.expect("a snapshot at the end");
+    let e = run(Some(state)).unwrap_err().to_string();
+    assert!(e.contains("cannot be restored"), "{e}");
+}

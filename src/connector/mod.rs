@@ -144,5 +144,12 @@ mod tests {
             e.contains("unknown connector 'kafka'") && e.contains("'file' or 'log'"),
             "{e}"
         );
+        // The connector is looked up before the shared options are read.
+        let e = parse_query_file(
+            "CREATE SOURCE p WITH (connector = 'kafka', topic = 't', watermark_delay = 'soon');",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("unknown connector 'kafka'"), "{e}");
     }
 }

@@ -233,7 +233,20 @@ pub fn run(
     progress: Arc<Progress>,
     stop: Arc<AtomicBool>,
 ) -> Result<RunOutcome> {
-    pipeline::run(spec, progress, stop)
+    let out = pipeline::run(spec, progress, stop)?;
+    let s = &out.summary;
+    tracing::info!(
+        read = s.read,
+        accepted = s.accepted,
+        duplicates = s.duplicates,
+        dead_lettered = s.dead_lettered,
+        late = s.late,
+        results = s.results,
+        unknown_fields = s.unknown_fields,
+        wall_ms = s.wall.as_millis() as u64,
+        "run finished"
+    );
+    Ok(out)
 }
 
 /// Spawns a named thread (names show in `perf`, `top -H` and panics).

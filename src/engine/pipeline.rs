@@ -143,6 +143,32 @@ pub(super) fn run(
             ),
         });
     }
+    // The source opens first, as of now (a log read `until_end` takes its end offsets here, not
+    // after a slow restore), at the restored positions.
+    let source = spec.source.open(
+        restore.as_ref().map_or(&Positions::new(), |r| &r.positions),
+        &ReadOptions {
+            decoders: workers,
+            batch_size: opts.batch_size,
+            stop: Arc::clone(&stop),
+        },
+    )?;
+    if restore.is_some() && source.positions.is_empty() {
+        return Err(Error::State {
+            operator: "run".into(),
+            message: "this source has no positions to resume from (a file is read whole), so saved state cannot be restored over it; run without the state".into(),
+        });
+    }
+    if let Some(p) = source
+        .positions
+        .keys()
+        .find(|p| **p as usize >= origins.len())
+    {
+        return Err(Error::Internal(format!(
+            "the source opened partition {p} but declared {} partitions",
+            origins.len()
+        )));
+    }
     if let Some(r) = &mut restore {
         if let Some(w) = &r.watermark {
             router.watermark.restore(w);
@@ -192,14 +218,6 @@ pub(super) fn run(
             "operator state restored"
         );
     }
-    let source = spec.source.open(
-        restore.as_ref().map_or(&Positions::new(), |r| &r.positions),
-        &ReadOptions {
-            decoders: workers,
-            batch_size: opts.batch_size,
-            stop: Arc::clone(&stop),
-        },
-    )?;
     let origins = Arc::new(origins);
     let start_positions = source.positions.clone();
     let router_origins = Arc::clone(&origins);
@@ -675,7 +693,12 @@ impl RouterLoop<'_> {
 
     fn chunk(&mut self, c: Chunk) -> Result<()> {
         let p = c.tag.partition as usize;
-        let origin = &self.origins[p];
+        let origin = self.origins.get(p).ok_or_else(|| {
+            Error::Internal(format!(
+                "a chunk from partition {p}, but the source declared {} partitions",
+                self.origins.len()
+            ))
+        })?;
         let now = Instant::now();
         if c.decoded.records > 0 {
             self.router.watermark.touch(p, now);

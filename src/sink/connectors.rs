@@ -46,13 +46,9 @@ fn declare_log(options: &BTreeMap<String, String>) -> Result<SinkConnector, Opti
     let partitions = o
         .partitions
         .map(|p| {
-            p.trim()
-                .parse::<u32>()
-                .ok()
-                .filter(|p| *p > 0)
-                .ok_or_else(|| {
-                    OptionError::Invalid(format!("partitions must be a positive number, not '{p}'"))
-                })
+            p.parse::<u32>().ok().filter(|p| *p > 0).ok_or_else(|| {
+                OptionError::Invalid(format!("partitions must be a positive number, not '{p}'"))
+            })
         })
         .transpose()?;
     Ok(SinkConnector::Log {

@@ -70,16 +70,32 @@ pub struct SourceContext<'a> {
 pub type Positions = BTreeMap<u32, u64>;
 
 /// A source of events. Implementations are cheap handles (a path, a log and a topic): `open`
-/// starts the threads that read and decode, and may be called once per run.
+/// starts the threads that read and decode. One handle may be opened by several runs, one
+/// after the other (a test, a restarted job); each `open` is a new read.
 ///
-/// The contract the engine relies on:
-/// * chunks are numbered `seq = 0, 1, 2, …` with no gap (a tick, an empty chunk, has a number
-///   too); the engine processes them in that order, whatever order the decoders finish in;
-/// * within a partition, chunks come in position order, and a chunk's `end` is the position
-///   after its last record, so a checkpoint taken after the chunk resumes right behind it;
-/// * the reader stops promptly when `stop` is set, and an error ends the stream as its last item;
-/// * `commit` is only called with positions the engine reported in a checkpoint that is
-///   durable, so a source may forget (acknowledge, commit to a group) everything before them.
+/// The contract the engine and the job rely on:
+/// * **Partitions** are `0..origins().len()`, the same on every call; every chunk's partition
+///   is one of them, and [`Reading::positions`] has an entry for each (a resumable source) or
+///   is empty (a source with no positions, such as a file: saved state cannot be restored over
+///   it, and the engine refuses to).
+/// * **Order**: chunks are numbered `seq = 0, 1, 2, …` with no gap; the engine processes them
+///   in that order, whatever order the decoders finish in. Within a partition, chunks come in
+///   position order, and a resumable source sets [`ChunkTag::end`] on every chunk that holds
+///   records, to the position after its last record, so a checkpoint taken after the chunk
+///   resumes right behind it.
+/// * **Liveness**: an unbounded source sends a tick (an empty chunk, numbered too) at least
+///   every few hundred milliseconds while it has nothing to read. The engine notices idle
+///   partitions, checkpoint requests and stop only between chunks, so a reader that blocks
+///   without ticking never checkpoints.
+/// * **Stop**: the reader stops promptly when `stop` is set or when sending a chunk fails (the
+///   run has ended); an error ends the stream as its last item.
+/// * **Acknowledgement**: the source never commits, acknowledges or deletes on its own (no
+///   broker auto-commit). [`Source::commit`] is called by the checkpoint's owner (a job's
+///   committer, on its checkpoint thread, one call at a time, in checkpoint order) with the
+///   positions of a checkpoint that is already durable — possibly after the run has ended and
+///   its [`Reading`] is gone (the final checkpoint), so whatever commits must outlive the reader
+///   threads. A commit that fails fails the job after the checkpoint is durable: make it
+///   idempotent, since a restart commits the same positions again.
 pub trait Source: Send + Sync {
     /// Each partition's origin (index = partition), naming positions in dead letters.
     fn origins(&self) -> Result<Vec<Origin>>;
@@ -92,7 +108,8 @@ pub trait Source: Send + Sync {
     /// configured to), with `opts.decoders` decode threads.
     fn open(&self, start: &Positions, opts: &ReadOptions) -> Result<Reading>;
 
-    /// Called once a checkpoint covering `positions` is durable. The default does nothing.
+    /// Called once a checkpoint covering `positions` is durable (see the contract above). The
+    /// default does nothing.
     fn commit(&self, positions: &Positions) -> Result<()> {
         let _ = positions;
         Ok(())

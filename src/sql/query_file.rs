@@ -482,10 +482,6 @@ fn source(line: usize, name: String, map: BTreeMap<String, String>) -> Result<So
             ),
         ));
     }
-    let watermark_delay = o.duration("watermark_delay")?;
-    let idle_timeout = o.duration("idle_timeout")?;
-    let dedup_ttl = o.duration("dedup_ttl")?;
-    let max_skew = o.duration("max_skew")?;
     let entry = connector::source(&connector).ok_or_else(|| {
         err(
             line,
@@ -495,6 +491,10 @@ fn source(line: usize, name: String, map: BTreeMap<String, String>) -> Result<So
             ),
         )
     })?;
+    let watermark_delay = o.duration("watermark_delay")?;
+    let idle_timeout = o.duration("idle_timeout")?;
+    let dedup_ttl = o.duration("dedup_ttl")?;
+    let max_skew = o.duration("max_skew")?;
     let declared = (entry.declare)(&o.map).map_err(|e| {
         option_err(
             line,
