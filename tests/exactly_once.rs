@@ -171,7 +171,7 @@ fn a_mid_stream_checkpoint_restores_to_the_uninterrupted_output() {
     use std::sync::{Arc, Mutex};
 
     use paystream::LogSource;
-    use paystream::engine::{Checkpoints, OnStop, PipelineState, QueryRun, RunSpec};
+    use paystream::engine::{Checkpoint, Checkpoints, OnStop, PipelineState, QueryRun, RunSpec};
     use paystream::log::{FsyncPolicy, Log, Producer, TopicConfig};
     use paystream::sink::{MemorySink, Sink};
 
@@ -242,7 +242,8 @@ fn a_mid_stream_checkpoint_restores_to_the_uninterrupted_output() {
                 })
                 .collect();
             let counted = sinks.clone();
-            let hook = move |state: PipelineState, _| {
+            let hook = move |cp: Checkpoint| {
+                let state = cp.state;
                 let counts = counted
                     .iter()
                     .map(|s| crate::util::lines_of(&s.0.lock().unwrap().batches).len())
@@ -256,6 +257,7 @@ fn a_mid_stream_checkpoint_restores_to_the_uninterrupted_output() {
             spec.restore = restore;
             spec.checkpoints = Some(Checkpoints {
                 interval: every,
+                first_epoch: 1,
                 request: Arc::new(AtomicBool::new(false)),
                 on_checkpoint: Box::new(hook),
             });
@@ -498,7 +500,7 @@ fn a_checkpoint_right_after_a_restore_keeps_every_position() {
     use std::sync::{Arc, Mutex};
 
     use paystream::LogSource;
-    use paystream::engine::{Checkpoints, OnStop, PipelineState, QueryRun, RunSpec};
+    use paystream::engine::{Checkpoint, Checkpoints, OnStop, PipelineState, QueryRun, RunSpec};
     use paystream::log::{BatchBuilder, FsyncPolicy, Log, TopicConfig};
     use paystream::sink::NullSink;
 
@@ -529,7 +531,8 @@ fn a_checkpoint_right_after_a_restore_keeps_every_position() {
         let taken: Arc<Mutex<Vec<PipelineState>>> = Arc::default();
         let stop = Arc::new(AtomicBool::new(false));
         let (t, s) = (Arc::clone(&taken), Arc::clone(&stop));
-        let hook = move |state: PipelineState, _| {
+        let hook = move |cp: Checkpoint| {
+            let state = cp.state;
             t.lock().unwrap().push(state);
             s.store(true, Ordering::Relaxed);
             Ok(())
@@ -546,6 +549,7 @@ fn a_checkpoint_right_after_a_restore_keeps_every_position() {
         spec.restore = restore;
         spec.checkpoints = Some(Checkpoints {
             interval: None,
+            first_epoch: 1,
             request: Arc::new(AtomicBool::new(request)),
             on_checkpoint: Box::new(hook),
         });

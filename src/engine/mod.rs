@@ -24,7 +24,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64};
 use std::time::Duration;
 
-pub use self::pipeline::{Checkpoints, PipelineState, QueryRun};
+pub use self::pipeline::{Checkpoint, Checkpoints, PipelineState, QueryRun};
 pub use self::router::{Partitioner, Partitioning, Router, RouterCounts};
 
 use crate::decode::ReasonCounts;
@@ -138,6 +138,9 @@ pub struct RunOutcome {
     pub summary: Summary,
     /// Operator, dedup and watermark state, and every source partition's position.
     pub state: Option<PipelineState>,
+    /// For a run with [`Checkpoints`] that snapshotted at its end: the number its final
+    /// checkpoint gets and what the sinks pre-committed for it, for the caller to commit.
+    pub last: Option<(u64, crate::sink::Prepared)>,
 }
 
 /// What a run did. `read = accepted + duplicates + dead_lettered` always holds.

@@ -29,7 +29,7 @@ use crate::operators::{
     Dedup, EventBatch, LateEvents, Operator, OperatorOutput, Watermark, WatermarkState,
     build_operator,
 };
-use crate::sink::{Sink, dead_letter_json, late_json};
+use crate::sink::{Prepared, Sink, dead_letter_json, late_json};
 use crate::source::{Chunk, Positions, ReadOptions};
 use crate::sql::StreamPlan;
 
@@ -62,10 +62,43 @@ pub struct Checkpoints<'a> {
     pub interval: Option<Duration>,
     /// Set to take one as soon as possible (a savepoint request); cleared when taken.
     pub request: Arc<AtomicBool>,
-    /// Called with each checkpoint's state, and whether it was requested (a savepoint), once
-    /// every result before its barrier has been written to (and flushed by) the sinks. Runs on
-    /// the calling thread.
-    pub on_checkpoint: Box<dyn FnMut(PipelineState, bool) -> Result<()> + Send + 'a>,
+    /// The number the first checkpoint gets; each next one is one more.
+    pub first_epoch: u64,
+    /// Called with each checkpoint once every result before its barrier has been written to
+    /// the sinks and the sinks have pre-committed it ([`crate::sink::Sink::pre_commit`]). Runs on
+    /// the calling thread; the final checkpoint of a run that snapshots at its end is returned
+    /// in [`super::RunOutcome::last`] instead.
+    pub on_checkpoint: Box<dyn FnMut(Checkpoint) -> Result<()> + Send + 'a>,
+}
+
+/// One checkpoint of a run: its state and what its sinks pre-committed.
+#[derive(Debug)]
+pub struct Checkpoint {
+    /// Its number.
+    pub epoch: u64,
+    /// Operator, dedup and watermark state, and every source partition's position.
+    pub state: PipelineState,
+    /// What the sinks pre-committed: offsets to record, and the actions that make the records
+    /// visible once the checkpoint is durable.
+    pub prepared: Prepared,
+    /// Whether it was requested (a savepoint).
+    pub savepoint: bool,
+}
+
+/// Phase one of checkpoint `epoch` on every sink of the run.
+fn pre_commit_all(
+    results: &mut [Box<dyn Sink>],
+    late: &mut dyn Sink,
+    dead_letter: &mut dyn Sink,
+    epoch: u64,
+) -> Result<Prepared> {
+    let mut prepared = Prepared::default();
+    for s in results.iter_mut() {
+        prepared.merge(s.pre_commit(epoch)?);
+    }
+    prepared.merge(late.pre_commit(epoch)?);
+    prepared.merge(dead_letter.pre_commit(epoch)?);
+    Ok(prepared)
 }
 
 /// What the router sends the sink loop, in order: dead letters, and its part of each checkpoint
@@ -231,6 +264,7 @@ pub(super) fn run(
         Some(c) => (c.interval, Some(Arc::clone(&c.request))),
         None => (None, None),
     };
+    let mut next_epoch = spec.checkpoints.as_ref().map_or(0, |c| c.first_epoch);
     let mut on_checkpoint = spec.checkpoints.map(|c| c.on_checkpoint);
     let name_late_queries = nq > 1;
     let router_progress = Arc::clone(&progress);
@@ -331,15 +365,26 @@ pub(super) fn run(
             match take_checkpoint(&mut snapshots, workers, pending_meta.take()) {
                 Ok((state, true, _)) => final_state = Some(state),
                 Ok((state, false, requested)) => {
-                    let flushed = results
-                        .iter_mut()
-                        .try_for_each(|r| r.flush())
-                        .and_then(|_| late_sink.flush())
-                        .and_then(|_| dead_letter.flush());
-                    let r = flushed.and_then(|_| match on_checkpoint.as_mut() {
-                        Some(hook) => hook(state, requested),
-                        None => Ok(()),
-                    });
+                    let r = match on_checkpoint.as_mut() {
+                        Some(hook) => {
+                            let epoch = next_epoch;
+                            next_epoch += 1;
+                            pre_commit_all(&mut results, &mut *late_sink, &mut *dead_letter, epoch)
+                                .and_then(|prepared| {
+                                    hook(Checkpoint {
+                                        epoch,
+                                        state,
+                                        prepared,
+                                        savepoint: requested,
+                                    })
+                                })
+                        }
+                        None => results
+                            .iter_mut()
+                            .try_for_each(|r| r.flush())
+                            .and_then(|_| late_sink.flush())
+                            .and_then(|_| dead_letter.flush()),
+                    };
                     if let Err(e) = r {
                         fail(&mut first_error, e);
                     }
@@ -374,6 +419,18 @@ pub(super) fn run(
     }
     late_sink.flush()?;
     dead_letter.flush()?;
+    // The final state of a checkpointed run is its last checkpoint: pre-committed here, after
+    // every record, and committed by the caller.
+    let last = match (&final_state, &on_checkpoint, &first_error) {
+        (Some(_), Some(_), None) => {
+            let epoch = next_epoch;
+            Some((
+                epoch,
+                pre_commit_all(&mut results, &mut *late_sink, &mut *dead_letter, epoch)?,
+            ))
+        }
+        _ => None,
+    };
     let res = router_thread
         .join()
         .map_err(|_| Error::Internal("router thread panicked".into()))?;
@@ -398,7 +455,11 @@ pub(super) fn run(
     summary.queries = nq as u64;
     summary.wall = started.elapsed();
     let state = final_state;
-    Ok(RunOutcome { summary, state })
+    Ok(RunOutcome {
+        summary,
+        state,
+        last,
+    })
 }
 
 /// Assembles a checkpoint from one pass of worker snapshots and the router's part; returns it

@@ -5,8 +5,8 @@
 //!                                                                     every query) ─▶ sink topics
 //! ```
 //! A `log` source runs continuously until stopped (or, with `until_end`, to the topic's current
-//! end), taking checkpoints (see [`transactions`]): at each barrier the sinks are made durable,
-//! then the operator, dedup and watermark state, the source offsets and the sink topics' end
+//! end), taking checkpoints (see [`transactions`]): at each barrier the sinks pre-commit (their
+//! records durable, not visible), then the operator, dedup and watermark state, the source offsets and the sink topics' end
 //! offsets are written together as one checkpoint (see [`saved_state`]), and only then are the
 //! sink records committed to `read_committed` readers and the offsets to the consumer group named
 //! after the job. A restart restores the latest checkpoint and rolls the sinks back to it.
@@ -33,13 +33,11 @@ pub use self::sink_reset::SinkReset;
 use self::saved_state::SavedState;
 use crate::checkpoint::CheckpointStore;
 use crate::engine::{
-    Checkpoints, OnStop, PipelineState, Progress, QueryRun, RunOptions, RunSpec, Summary,
+    Checkpoint, Checkpoints, OnStop, Progress, QueryRun, RunOptions, RunSpec, Summary,
 };
 use crate::error::{Error, Result};
 use crate::log::{FsyncPolicy, Log, Producer, TopicConfig};
-use crate::sink::{
-    PartFileSink, PartFiles, SharedPartFiles, SharedProducer, Sink, TopicSink, WriterSink,
-};
+use crate::sink::{PartFileSink, PartFiles, SharedProducer, Sink, TopicSink, WriterSink};
 use crate::source::SourceContext;
 use crate::sql::query_file::{
     DEAD_LETTERS, EventTimeSettings, LATE_EVENTS, QueryFile, SinkConnector, SourceDecl,
@@ -346,7 +344,6 @@ impl Job {
                 None => reset.truncate.clone(),
             }),
             restored_epoch: restored.as_ref().map_or(reset.files_epoch, |s| s.epoch),
-            files: Vec::new(),
         };
         let base = source_topic.clone().unwrap_or_else(|| source.name.clone());
         if let Some(t) = &source_topic {
@@ -448,10 +445,7 @@ impl Job {
                 };
                 let source = reader;
                 let mut committer = transactions::Committer {
-                    log: log.clone(),
                     store: Arc::clone(store),
-                    producers: &sinks.producers,
-                    files: sinks.files.clone(),
                     topic: source_id.clone(),
                     source: Arc::clone(&source),
                     queries: sqls.clone(),
@@ -473,9 +467,9 @@ impl Job {
                     let c = &mut committer;
                     let job = name.as_str();
                     let counters = Arc::clone(&counters);
-                    let hook = move |state: PipelineState, requested: bool| {
-                        let sp = requested.then(|| format!("{job}-{}", c.epoch + 1));
-                        c.commit(state, sp, false)?;
+                    let hook = move |cp: Checkpoint| {
+                        let sp = cp.savepoint.then(|| format!("{job}-{}", cp.epoch));
+                        c.commit(cp.epoch, cp.state, cp.prepared, sp, false)?;
                         counters.checkpoints.fetch_add(1, Ordering::Relaxed);
                         counters
                             .last_checkpoint_ms
@@ -493,17 +487,18 @@ impl Job {
                     spec.checkpoints = Some(Checkpoints {
                         interval: Some(interval),
                         request,
+                        first_epoch: epoch0 + 1,
                         on_checkpoint: Box::new(hook),
                     });
                     spec.on_stop = OnStop::Snapshot;
                     let out = crate::engine::run(spec, progress, stop)?;
-                    let state = out.state.ok_or_else(|| {
+                    let (state, (epoch, prepared)) = out.state.zip(out.last).ok_or_else(|| {
                         Error::Internal("a job over a log ended without its state".into())
                     })?;
-                    (out.summary, state)
+                    (out.summary, state, epoch, prepared)
                 };
                 // The stop is a checkpoint too: a restart continues exactly here.
-                committer.commit(out.1, None, true)?;
+                committer.commit(out.2, out.1, out.3, None, true)?;
                 counters.checkpoints.fetch_add(1, Ordering::Relaxed);
                 counters
                     .last_checkpoint_ms
@@ -565,8 +560,6 @@ struct SinkFactory<'a> {
     align: Option<BTreeMap<String, Vec<u64>>>,
     /// The restored checkpoint's number (0: none), for file sinks' recovery.
     restored_epoch: u64,
-    /// File sinks of a checkpointed job, committed per checkpoint.
-    files: Vec<SharedPartFiles>,
 }
 
 /// Whether `path` is a character device, a FIFO or a socket (`/dev/stdout`, a named pipe).
@@ -590,7 +583,6 @@ impl SinkFactory<'_> {
                 let mut files = PartFiles::open(path)?;
                 files.recover(self.restored_epoch)?;
                 let files = Arc::new(Mutex::new(files));
-                self.files.push(Arc::clone(&files));
                 Box::new(PartFileSink::new(files))
             }
             SinkConnector::File { path } => Box::new(WriterSink::append("sink", path)?),
@@ -617,7 +609,15 @@ impl SinkFactory<'_> {
                         p
                     }
                 };
-                Box::new(TopicSink::new(topic.clone(), producer))
+                match self.align {
+                    // A checkpointed job's records become visible when their checkpoint commits.
+                    Some(_) => Box::new(TopicSink::transactional(
+                        topic.clone(),
+                        producer,
+                        self.log.clone(),
+                    )),
+                    None => Box::new(TopicSink::new(topic.clone(), producer)),
+                }
             }
         })
     }

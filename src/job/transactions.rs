@@ -1,21 +1,21 @@
-//! Exactly-once sink topics: aligning them with a restored checkpoint, and committing each
-//! checkpoint as one transaction across the checkpoint store, the sink topics and the source
-//! offsets.
+//! Exactly-once sinks: aligning sink topics with a restored checkpoint, and committing each
+//! checkpoint as one transaction across the checkpoint store, the sinks and the source.
 //!
 //! ```text
-//! barrier ─▶ sinks flushed + fsynced ─▶ checkpoint (state + sink end offsets) durable  ← the commit point
-//!         ─▶ sink partitions' committed markers moved to those offsets (read_committed sees them)
+//! barrier ─▶ Sink::pre_commit (engine): topics flushed + fsynced, part files renamed pending
+//!         ─▶ checkpoint (state + sink end offsets) durable                    ← the commit point
+//!         ─▶ Prepared::commit: topics' committed markers moved (read_committed sees them),
+//!            pending parts renamed committed
 //!         ─▶ Source::commit: the source's group offsets (for `topic describe` lag)
 //! ```
-//! File sinks follow the same two phases with part files (`sink::PartFiles`): flushed and
-//! renamed to pending before the checkpoint, renamed to committed after it.
+//! The protocol is the `Sink` trait's (see `sink::Sink`); this module writes the checkpoint
+//! between its two phases and aligns sink topics on start.
 //!
 //! A crash before the checkpoint is durable: recovery restores the previous checkpoint and
 //! truncates the sinks back to its offsets (the records after it are aborted, never having been
 //! visible). A crash after it: recovery moves the markers forward to the checkpoint's offsets
 //! (committing what it covers). Either way each result is visible exactly once.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -25,7 +25,7 @@ use crate::checkpoint::CheckpointStore;
 use crate::engine::PipelineState;
 use crate::error::{Error, Result};
 use crate::log::{Log, Producer, commit_offset, committed_offset};
-use crate::sink::{SharedPartFiles, SharedProducer};
+use crate::sink::Prepared;
 use crate::source::Source;
 
 /// Makes a sink topic's partitions agree with a restored checkpoint: everything after the
@@ -55,14 +55,12 @@ pub fn align_sink(log: &Log, producer: &mut Producer, restored: Option<&[u64]>) 
     Ok(())
 }
 
-/// Commits checkpoints of one running job. Phase one (sinks durable, part files pending) runs
-/// on the pipeline's thread at the barrier; writing the checkpoint and phase two run in the
-/// background while the pipeline goes on, one checkpoint at a time.
-pub struct Committer<'a> {
-    pub(super) log: Log,
+/// Commits checkpoints of one running job. Phase one (the sinks' `pre_commit`: durable, not
+/// visible) ran on the pipeline's thread at the barrier; writing the checkpoint, then the
+/// sinks' commit actions and the source's commit, run in the background while the pipeline goes
+/// on, one checkpoint at a time.
+pub struct Committer {
     pub(super) store: Arc<CheckpointStore>,
-    pub(super) producers: &'a BTreeMap<String, SharedProducer>,
-    pub(super) files: Vec<SharedPartFiles>,
     pub(super) topic: String,
     /// The job's source: told the positions of each durable checkpoint (its consumer group).
     pub(super) source: Arc<dyn Source>,
@@ -75,7 +73,7 @@ pub struct Committer<'a> {
     pub(super) inflight: Option<JoinHandle<Result<(Duration, usize)>>>,
 }
 
-impl Committer<'_> {
+impl Committer {
     /// Waits for the checkpoint being written, if any.
     pub fn wait(&mut self) -> Result<()> {
         if let Some(h) = self.inflight.take() {
@@ -87,28 +85,30 @@ impl Committer<'_> {
         Ok(())
     }
 
-    /// Commits `state` as the next checkpoint; with `savepoint`, also stores it under that name.
-    /// With `wait`, returns once it is complete (the final checkpoint of a run).
+    /// Commits `state` as checkpoint `epoch` (the next number), with what the sinks
+    /// pre-committed for it; with `savepoint`, also stores it under that name. With `wait`,
+    /// returns once it is complete (the final checkpoint of a run).
     pub fn commit(
         &mut self,
+        epoch: u64,
         state: PipelineState,
+        prepared: Prepared,
         savepoint: Option<String>,
         wait: bool,
     ) -> Result<()> {
         self.wait()?;
+        if epoch != self.epoch + 1 {
+            return Err(Error::Internal(format!(
+                "checkpoint {epoch} after checkpoint {}",
+                self.epoch
+            )));
+        }
         let t0 = Instant::now();
-        let mut sinks = BTreeMap::new();
-        for (topic, p) in self.producers {
-            let mut p = p.lock().expect("producer lock");
-            p.flush()?;
-            p.sync()?;
-            sinks.insert(topic.clone(), p.end_offsets());
-        }
-        self.epoch += 1;
-        let epoch = self.epoch;
-        for f in &self.files {
-            f.lock().expect("part files lock").pre_commit(epoch)?;
-        }
+        self.epoch = epoch;
+        let Prepared {
+            offsets: sinks,
+            commits,
+        } = prepared;
         let saved = SavedState {
             queries: self.queries.clone(),
             workers: self.workers,
@@ -117,11 +117,7 @@ impl Committer<'_> {
             sinks,
             pipeline: state,
         };
-        let (store, log, files) = (
-            Arc::clone(&self.store),
-            self.log.clone(),
-            self.files.clone(),
-        );
+        let store = Arc::clone(&self.store);
         let source = Arc::clone(&self.source);
         let write = move || -> Result<(Duration, usize)> {
             let positions = saved.pipeline.positions.clone();
@@ -132,14 +128,12 @@ impl Committer<'_> {
                 tracing::info!(savepoint = %sp, epoch, "savepoint written");
             }
             store.write(epoch, bytes)?;
-            for (topic, ends) in &saved.sinks {
-                for (p, end) in ends.iter().enumerate() {
-                    commit_offset(&log.partition_dir(topic, p as u32), *end)?;
-                }
+            // The checkpoint is durable: what the sinks pre-committed becomes visible.
+            Prepared {
+                offsets: Default::default(),
+                commits,
             }
-            for f in &files {
-                f.lock().expect("part files lock").commit(epoch)?;
-            }
+            .commit()?;
             source.commit(&positions)?;
             let took = t0.elapsed();
             tracing::info!(

@@ -4,6 +4,7 @@
 //! result batches and pre-formatted JSON records; [`WriterSink`] writes JSON Lines to a file or
 //! stdout, [`MemorySink`] keeps everything in memory for tests and embedding.
 
+mod commit;
 pub(crate) mod connectors;
 mod json;
 mod part_files;
@@ -15,6 +16,7 @@ use std::sync::{Arc, Mutex};
 
 use datafusion::arrow::array::RecordBatch;
 
+pub use self::commit::{CommitAction, Prepared};
 pub use self::connectors::{FileSinkOptions, LogSinkOptions};
 pub use self::json::{event_json, write_batch, write_json_str, write_row, write_value};
 pub use self::part_files::{PartFileSink, PartFiles, SharedPartFiles};
@@ -26,6 +28,18 @@ use crate::operators::{LateEvents, RowTimes};
 use crate::time::format_rfc3339_millis;
 
 /// A destination for result rows and JSON records.
+///
+/// **Exactly-once** is a two-phase commit driven by checkpoint barriers. When a barrier reaches
+/// the sinks, every record before it has been written to them and none after it. The engine
+/// then calls [`Sink::pre_commit`] with the checkpoint's number: the sink makes those records
+/// durable but not yet visible to committed readers, and returns the offsets the checkpoint must
+/// record and the action that makes them visible. The checkpoint — operator state, source
+/// positions and those offsets — is written; only once it is durable are the commit actions run
+/// (on the checkpoint thread, in order, while the sink already receives the next epoch's
+/// records). On start, a job recovers each sink to its restored checkpoint before the first
+/// record: what was pre-committed after it is discarded, what it covers made visible. A sink
+/// that cannot hide records until a commit (a stream such as `/dev/stdout`) is at-least-once:
+/// its `pre_commit` only flushes.
 pub trait Sink: Send {
     /// Writes result rows.
     fn write_batch(&mut self, batch: &RecordBatch) -> Result<()>;
@@ -46,6 +60,13 @@ pub trait Sink: Send {
     }
     /// Flushes buffered output.
     fn flush(&mut self) -> Result<()>;
+    /// Phase one of checkpoint `epoch` (see the trait's documentation). The default flushes:
+    /// at-least-once.
+    fn pre_commit(&mut self, epoch: u64) -> Result<Prepared> {
+        let _ = epoch;
+        self.flush()?;
+        Ok(Prepared::default())
+    }
     /// Called between steps of a run: flush if output has waited long enough that a reader
     /// (a tailing consumer, a dashboard) should see it.
     fn flush_if_due(&mut self) -> Result<()> {

@@ -17,7 +17,7 @@ use std::sync::{Arc, Mutex};
 
 use datafusion::arrow::array::RecordBatch;
 
-use super::{Sink, write_batch};
+use super::{Prepared, Sink, write_batch};
 use crate::error::{Error, Result};
 
 /// Part files of one file sink.
@@ -200,6 +200,22 @@ impl Sink for PartFileSink {
             Some(w) => w.flush().map_err(|e| PartFiles::err(&p, e)),
             None => Ok(()),
         }
+    }
+
+    /// The rows so far become checkpoint `epoch`'s pending part; its commit renames it.
+    fn pre_commit(&mut self, epoch: u64) -> Result<Prepared> {
+        let key = {
+            let mut f = self.files.lock().expect("part files lock");
+            f.pre_commit(epoch)?;
+            format!("file {}", f.inprogress().display())
+        };
+        let files = Arc::clone(&self.files);
+        let mut prepared = Prepared::default();
+        prepared.commits.insert(
+            key,
+            Box::new(move || files.lock().expect("part files lock").commit(epoch)),
+        );
+        Ok(prepared)
     }
 }
 

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use datafusion::arrow::array::RecordBatch;
 
-use super::{Sink, write_batch};
+use super::{Prepared, Sink, write_batch};
 use crate::error::{Error, Result};
 use crate::log::Producer;
 use crate::operators::RowTimes;
@@ -27,6 +27,9 @@ pub type SharedProducer = Arc<Mutex<Producer>>;
 /// Writes JSON rows and records into a topic.
 pub struct TopicSink {
     topic: String,
+    /// Set for a checkpointed job: records become visible to `read_committed` readers only
+    /// when a checkpoint commits them (the partitions' committed markers move).
+    transactional: Option<crate::log::Log>,
     keyed: bool,
     producer: SharedProducer,
     buf: Vec<u8>,
@@ -39,6 +42,7 @@ impl TopicSink {
     pub fn new(topic: impl Into<String>, producer: SharedProducer) -> Self {
         TopicSink {
             topic: topic.into(),
+            transactional: None,
             keyed: false,
             producer,
             buf: Vec::with_capacity(1 << 16),
@@ -52,6 +56,19 @@ impl TopicSink {
     pub fn keyed(topic: impl Into<String>, producer: SharedProducer) -> Self {
         TopicSink {
             keyed: true,
+            ..Self::new(topic, producer)
+        }
+    }
+
+    /// A sink of a checkpointed job: each checkpoint records the topic's end offsets and, once
+    /// durable, moves its partitions' committed markers there (see [`Sink::pre_commit`]).
+    pub fn transactional(
+        topic: impl Into<String>,
+        producer: SharedProducer,
+        log: crate::log::Log,
+    ) -> Self {
+        TopicSink {
+            transactional: Some(log),
             ..Self::new(topic, producer)
         }
     }
@@ -137,5 +154,34 @@ impl Sink for TopicSink {
             self.flush()?;
         }
         Ok(())
+    }
+
+    /// Flushes and fsyncs the topic and records its end offsets; the commit moves the committed
+    /// markers to them. Sinks sharing the topic give the same offsets and one commit.
+    fn pre_commit(&mut self, _epoch: u64) -> Result<Prepared> {
+        let Some(log) = self.transactional.clone() else {
+            self.flush()?;
+            return Ok(Prepared::default());
+        };
+        let ends = {
+            let mut p = self.producer.lock().expect("producer lock");
+            p.flush().and_then(|_| p.sync()).map_err(|e| self.err(e))?;
+            p.end_offsets()
+        };
+        self.dirty = false;
+        self.last_flush = Instant::now();
+        let mut prepared = Prepared::default();
+        prepared.offsets.insert(self.topic.clone(), ends.clone());
+        let topic = self.topic.clone();
+        prepared.commits.insert(
+            format!("topic {topic}"),
+            Box::new(move || {
+                for (p, end) in ends.iter().enumerate() {
+                    crate::log::commit_offset(&log.partition_dir(&topic, p as u32), *end)?;
+                }
+                Ok(())
+            }),
+        );
+        Ok(prepared)
     }
 }
