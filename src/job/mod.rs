@@ -37,7 +37,7 @@ use crate::engine::{
 };
 use crate::error::{Error, Result};
 use crate::log::{FsyncPolicy, Log, Producer, TopicConfig};
-use crate::sink::{PartFileSink, PartFiles, SharedProducer, Sink, TopicSink, WriterSink};
+use crate::sink::{PartFileSink, PartFiles, Recovery, SharedProducer, Sink, TopicSink, WriterSink};
 use crate::source::SourceContext;
 use crate::sql::query_file::{
     DEAD_LETTERS, EventTimeSettings, LATE_EVENTS, QueryFile, SinkConnector, SourceDecl,
@@ -572,7 +572,20 @@ pub(crate) fn is_stream(path: &Path) -> bool {
 }
 
 impl SinkFactory<'_> {
+    /// Opens the sink `c` declares; a checkpointed job's sink is recovered to the restored
+    /// checkpoint ([`Sink::recover`]) before it gets a record.
     fn open(&mut self, c: &SinkConnector) -> Result<Box<dyn Sink>> {
+        let mut sink = self.open_transport(c)?;
+        if let Some(offsets) = &self.align {
+            sink.recover(&Recovery {
+                epoch: self.restored_epoch,
+                offsets,
+            })?;
+        }
+        Ok(sink)
+    }
+
+    fn open_transport(&mut self, c: &SinkConnector) -> Result<Box<dyn Sink>> {
         Ok(match c {
             // A terminal, a pipe or another device is a stream, not a directory of part files:
             // rows go straight to it as they come (at-least-once, as for a file source).
@@ -580,9 +593,7 @@ impl SinkFactory<'_> {
                 Box::new(WriterSink::append("sink", path)?)
             }
             SinkConnector::File { path } if self.align.is_some() => {
-                let mut files = PartFiles::open(path)?;
-                files.recover(self.restored_epoch)?;
-                let files = Arc::new(Mutex::new(files));
+                let files = Arc::new(Mutex::new(PartFiles::open(path)?));
                 Box::new(PartFileSink::new(files))
             }
             SinkConnector::File { path } => Box::new(WriterSink::append("sink", path)?),
@@ -596,15 +607,7 @@ impl SinkFactory<'_> {
                         };
                         self.log.ensure_topic(topic, &config)?;
                         let w = self.log.writer(topic, self.fsync)?;
-                        let mut producer = Producer::new(w, None);
-                        if let Some(align) = &self.align {
-                            transactions::align_sink(
-                                self.log,
-                                &mut producer,
-                                align.get(topic).map(Vec::as_slice),
-                            )?;
-                        }
-                        let p = Arc::new(Mutex::new(producer));
+                        let p = Arc::new(Mutex::new(Producer::new(w, None)));
                         self.producers.insert(topic.clone(), Arc::clone(&p));
                         p
                     }

@@ -24,36 +24,8 @@ use super::saved_state::SavedState;
 use crate::checkpoint::CheckpointStore;
 use crate::engine::PipelineState;
 use crate::error::{Error, Result};
-use crate::log::{Log, Producer, commit_offset, committed_offset};
 use crate::sink::Prepared;
 use crate::source::Source;
-
-/// Makes a sink topic's partitions agree with a restored checkpoint: everything after the
-/// checkpoint's offsets (or, without one, after the last committed marker) is aborted; a topic
-/// never written transactionally starts its first transaction at its current end.
-pub fn align_sink(log: &Log, producer: &mut Producer, restored: Option<&[u64]>) -> Result<()> {
-    let topic = producer.topic().to_string();
-    let ends = producer.end_offsets();
-    for (p, end) in ends.iter().enumerate() {
-        let dir = log.partition_dir(&topic, p as u32);
-        let target = restored
-            .and_then(|r| r.get(p).copied())
-            .or(committed_offset(&dir)?)
-            .unwrap_or(*end)
-            .min(*end);
-        if target < *end {
-            tracing::info!(
-                topic,
-                partition = p,
-                aborted = end - target,
-                "aborting uncommitted sink records"
-            );
-            producer.truncate_to(p as u32, target)?;
-        }
-        commit_offset(&dir, target)?;
-    }
-    Ok(())
-}
 
 /// Commits checkpoints of one running job. Phase one (the sinks' `pre_commit`: durable, not
 /// visible) ran on the pipeline's thread at the barrier; writing the checkpoint, then the

@@ -17,6 +17,17 @@ use crate::error::Result;
 /// durable, possibly on another thread while the run goes on.
 pub type CommitAction = Box<dyn FnOnce() -> Result<()> + Send>;
 
+/// Where a checkpointed job restarts from, for [`super::Sink::recover`].
+#[derive(Debug, Clone, Copy)]
+pub struct Recovery<'a> {
+    /// The restored checkpoint's number (0: none; the part files of an emptied sink start
+    /// over from the reset's number).
+    pub epoch: u64,
+    /// The sink topics' end offsets it recorded (empty without one: a topic is then aligned
+    /// to its last committed marker).
+    pub offsets: &'a BTreeMap<String, Vec<u64>>,
+}
+
 /// What the sinks pre-committed for one checkpoint.
 #[derive(Default)]
 pub struct Prepared {
@@ -93,6 +104,38 @@ mod tests {
 
         prepared.commit().unwrap();
         assert_eq!(committed_offset(&marker).unwrap(), Some(2));
-        assert_eq!(std::fs::read_to_string(committed).unwrap(), "{\"n\":3}\n");
+        assert_eq!(std::fs::read_to_string(&committed).unwrap(), "{\"n\":3}\n");
+
+        // Checkpoint 2 pre-committed but never written: recovery to 1 discards its records.
+        a.write_record(b"{\"n\":4}").unwrap();
+        c.write_record(b"{\"n\":5}").unwrap();
+        let lost = {
+            let mut p = a.pre_commit(2).unwrap();
+            p.merge(c.pre_commit(2).unwrap());
+            p
+        };
+        assert_eq!(lost.offsets["out"], vec![3]);
+        drop((a, b, c, lost));
+        let offsets: std::collections::BTreeMap<String, Vec<u64>> =
+            [("out".to_string(), vec![2])].into();
+        let to = crate::sink::Recovery {
+            epoch: 1,
+            offsets: &offsets,
+        };
+        let producer = Arc::new(Mutex::new(Producer::new(
+            log.writer("out", FsyncPolicy::Never).unwrap(),
+            None,
+        )));
+        let mut a = TopicSink::transactional("out", Arc::clone(&producer), log.clone());
+        a.recover(&to).unwrap();
+        assert_eq!(producer.lock().unwrap().end_offsets(), vec![2]);
+        assert_eq!(committed_offset(&marker).unwrap(), Some(2));
+        let files = Arc::new(Mutex::new(
+            PartFiles::open(&dir.path().join("parts").join("rows")).unwrap(),
+        ));
+        PartFileSink::new(Arc::clone(&files)).recover(&to).unwrap();
+        let f = files.lock().unwrap();
+        assert_eq!(f.committed_parts().unwrap(), vec![1]);
+        assert!(!f.committed(2).exists());
     }
 }

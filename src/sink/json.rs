@@ -1,4 +1,5 @@
-//! Result rows → JSON Lines.
+//! Row formatting, separate from transport: result rows, dead-letter records and late-event
+//! records as JSON (every sink — a file, a topic, a broker — writes these bytes).
 //!
 //! One object per row with the SELECT's output names as keys, integers and decimals as exact JSON
 //! numbers (a sum beyond 64 bits too: `10000000000000000000`, never quoted or rounded), timestamps
@@ -12,6 +13,8 @@ use datafusion::arrow::datatypes::{
 };
 use datafusion::arrow::util::display::array_value_to_string;
 
+use crate::decode::{Origin, Reject};
+use crate::operators::LateEvents;
 use crate::time::format_rfc3339_millis;
 
 /// Appends `s` as a JSON string literal.
@@ -204,6 +207,60 @@ pub fn event_json(batch: &RecordBatch, row: usize) -> String {
     }
     out.push(b'}');
     String::from_utf8(out).expect("JSON is UTF-8")
+}
+
+/// A dead-letter record: `{"reason","detail","file","line","raw"}` (the position key follows the
+/// origin: `line` or `row`; a log source gives `"topic","partition","offset"`).
+pub fn dead_letter_json(origin: &Origin, r: &Reject) -> Vec<u8> {
+    let mut out = Vec::with_capacity(128 + r.raw.len());
+    out.extend_from_slice(b"{\"reason\":");
+    write_json_str(&mut out, r.reason.as_str());
+    out.extend_from_slice(b",\"detail\":");
+    write_json_str(&mut out, &r.detail);
+    out.push(b',');
+    origin.write_json(r.position, &mut out);
+    out.extend_from_slice(b",\"raw\":");
+    write_json_str(&mut out, &r.raw);
+    out.push(b'}');
+    out
+}
+
+/// Late-event records: `{"reason":"late","event_id","event_time","watermark",["query",]"file","line","event"}`
+/// (`"topic","partition","offset"` for a log source; `query` names the query the event was late
+/// for when a run has several).
+pub fn late_json(origin: &Origin, query: Option<&str>, late: &LateEvents) -> Vec<Vec<u8>> {
+    use datafusion::arrow::array::AsArray;
+    use datafusion::arrow::datatypes::TimestampMillisecondType;
+    let ids = late
+        .batch
+        .column(crate::schema::FieldId::EventId as usize)
+        .as_string::<i32>();
+    let times = late
+        .batch
+        .column(crate::schema::FieldId::EventTime as usize)
+        .as_primitive::<TimestampMillisecondType>();
+    (0..late.batch.num_rows())
+        .map(|i| {
+            let mut out = Vec::with_capacity(384);
+            out.extend_from_slice(b"{\"reason\":\"late\",\"event_id\":");
+            write_json_str(&mut out, ids.value(i));
+            out.extend_from_slice(b",\"event_time\":\"");
+            format_rfc3339_millis(times.value(i), &mut out);
+            out.extend_from_slice(b"\",\"watermark\":\"");
+            format_rfc3339_millis(late.watermarks[i], &mut out);
+            out.extend_from_slice(b"\",");
+            if let Some(q) = query {
+                out.extend_from_slice(b"\"query\":");
+                write_json_str(&mut out, q);
+                out.push(b',');
+            }
+            origin.write_json(late.positions[i], &mut out);
+            out.extend_from_slice(b",\"event\":");
+            out.extend_from_slice(event_json(&late.batch, i).as_bytes());
+            out.push(b'}');
+            out
+        })
+        .collect()
 }
 
 #[cfg(test)]

@@ -16,16 +16,16 @@ use std::sync::{Arc, Mutex};
 
 use datafusion::arrow::array::RecordBatch;
 
-pub use self::commit::{CommitAction, Prepared};
+pub use self::commit::{CommitAction, Prepared, Recovery};
 pub use self::connectors::{FileSinkOptions, LogSinkOptions};
-pub use self::json::{event_json, write_batch, write_json_str, write_row, write_value};
+pub use self::json::{
+    dead_letter_json, event_json, late_json, write_batch, write_json_str, write_row, write_value,
+};
 pub use self::part_files::{PartFileSink, PartFiles, SharedPartFiles};
-pub use self::topic::{FLUSH_EVERY, SharedProducer, TopicSink};
+pub use self::topic::{FLUSH_EVERY, SharedProducer, TopicSink, align_sink};
 
-use crate::decode::{Origin, Reject};
 use crate::error::{Error, Result};
-use crate::operators::{LateEvents, RowTimes};
-use crate::time::format_rfc3339_millis;
+use crate::operators::RowTimes;
 
 /// A destination for result rows and JSON records.
 ///
@@ -60,6 +60,13 @@ pub trait Sink: Send {
     }
     /// Flushes buffered output.
     fn flush(&mut self) -> Result<()>;
+    /// On start of a checkpointed job, before the first record: discards what was
+    /// pre-committed after checkpoint `to` and makes visible what it covers. The default does
+    /// nothing (a sink with nothing to hide).
+    fn recover(&mut self, to: &Recovery<'_>) -> Result<()> {
+        let _ = to;
+        Ok(())
+    }
     /// Phase one of checkpoint `epoch` (see the trait's documentation). The default flushes:
     /// at-least-once.
     fn pre_commit(&mut self, epoch: u64) -> Result<Prepared> {
@@ -212,58 +219,4 @@ impl Sink for MemorySink {
     fn flush(&mut self) -> Result<()> {
         Ok(())
     }
-}
-
-/// A dead-letter record: `{"reason","detail","file","line","raw"}` (the position key follows the
-/// origin: `line` or `row`; a log source gives `"topic","partition","offset"`).
-pub fn dead_letter_json(origin: &Origin, r: &Reject) -> Vec<u8> {
-    let mut out = Vec::with_capacity(128 + r.raw.len());
-    out.extend_from_slice(b"{\"reason\":");
-    write_json_str(&mut out, r.reason.as_str());
-    out.extend_from_slice(b",\"detail\":");
-    write_json_str(&mut out, &r.detail);
-    out.push(b',');
-    origin.write_json(r.position, &mut out);
-    out.extend_from_slice(b",\"raw\":");
-    write_json_str(&mut out, &r.raw);
-    out.push(b'}');
-    out
-}
-
-/// Late-event records: `{"reason":"late","event_id","event_time","watermark",["query",]"file","line","event"}`
-/// (`"topic","partition","offset"` for a log source; `query` names the query the event was late
-/// for when a run has several).
-pub fn late_json(origin: &Origin, query: Option<&str>, late: &LateEvents) -> Vec<Vec<u8>> {
-    use datafusion::arrow::array::AsArray;
-    use datafusion::arrow::datatypes::TimestampMillisecondType;
-    let ids = late
-        .batch
-        .column(crate::schema::FieldId::EventId as usize)
-        .as_string::<i32>();
-    let times = late
-        .batch
-        .column(crate::schema::FieldId::EventTime as usize)
-        .as_primitive::<TimestampMillisecondType>();
-    (0..late.batch.num_rows())
-        .map(|i| {
-            let mut out = Vec::with_capacity(384);
-            out.extend_from_slice(b"{\"reason\":\"late\",\"event_id\":");
-            write_json_str(&mut out, ids.value(i));
-            out.extend_from_slice(b",\"event_time\":\"");
-            format_rfc3339_millis(times.value(i), &mut out);
-            out.extend_from_slice(b"\",\"watermark\":\"");
-            format_rfc3339_millis(late.watermarks[i], &mut out);
-            out.extend_from_slice(b"\",");
-            if let Some(q) = query {
-                out.extend_from_slice(b"\"query\":");
-                write_json_str(&mut out, q);
-                out.push(b',');
-            }
-            origin.write_json(late.positions[i], &mut out);
-            out.extend_from_slice(b",\"event\":");
-            out.extend_from_slice(event_json(&late.batch, i).as_bytes());
-            out.push(b'}');
-            out
-        })
-        .collect()
 }

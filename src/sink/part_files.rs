@@ -17,7 +17,7 @@ use std::sync::{Arc, Mutex};
 
 use datafusion::arrow::array::RecordBatch;
 
-use super::{Prepared, Sink, write_batch};
+use super::{Prepared, Recovery, Sink, write_batch};
 use crate::error::{Error, Result};
 
 /// Part files of one file sink.
@@ -200,6 +200,14 @@ impl Sink for PartFileSink {
             Some(w) => w.flush().map_err(|e| PartFiles::err(&p, e)),
             None => Ok(()),
         }
+    }
+
+    /// Commits the pending parts the restored checkpoint covers, deletes the later ones.
+    fn recover(&mut self, to: &Recovery<'_>) -> Result<()> {
+        self.files
+            .lock()
+            .expect("part files lock")
+            .recover(to.epoch)
     }
 
     /// The rows so far become checkpoint `epoch`'s pending part; its commit renames it.

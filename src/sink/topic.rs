@@ -13,9 +13,9 @@ use std::time::{Duration, Instant};
 
 use datafusion::arrow::array::RecordBatch;
 
-use super::{Prepared, Sink, write_batch};
+use super::{Prepared, Recovery, Sink, write_batch};
 use crate::error::{Error, Result};
-use crate::log::Producer;
+use crate::log::{Log, Producer, commit_offset, committed_offset};
 use crate::operators::RowTimes;
 
 /// How long output may wait in memory before it is appended to the log.
@@ -156,6 +156,15 @@ impl Sink for TopicSink {
         Ok(())
     }
 
+    /// Aligns the topic with the restored checkpoint ([`align_sink`]).
+    fn recover(&mut self, to: &Recovery<'_>) -> Result<()> {
+        let Some(log) = self.transactional.clone() else {
+            return Ok(());
+        };
+        let mut p = self.producer.lock().expect("producer lock");
+        align_sink(&log, &mut p, to.offsets.get(&self.topic).map(Vec::as_slice))
+    }
+
     /// Flushes and fsyncs the topic and records its end offsets; the commit moves the committed
     /// markers to them. Sinks sharing the topic give the same offsets and one commit.
     fn pre_commit(&mut self, _epoch: u64) -> Result<Prepared> {
@@ -184,4 +193,31 @@ impl Sink for TopicSink {
         );
         Ok(prepared)
     }
+}
+
+/// Makes a sink topic's partitions agree with a restored checkpoint: everything after the
+/// checkpoint's offsets (or, without one, after the last committed marker) is aborted; a topic
+/// never written transactionally starts its first transaction at its current end.
+pub fn align_sink(log: &Log, producer: &mut Producer, restored: Option<&[u64]>) -> Result<()> {
+    let topic = producer.topic().to_string();
+    let ends = producer.end_offsets();
+    for (p, end) in ends.iter().enumerate() {
+        let dir = log.partition_dir(&topic, p as u32);
+        let target = restored
+            .and_then(|r| r.get(p).copied())
+            .or(committed_offset(&dir)?)
+            .unwrap_or(*end)
+            .min(*end);
+        if target < *end {
+            tracing::info!(
+                topic,
+                partition = p,
+                aborted = end - target,
+                "aborting uncommitted sink records"
+            );
+            producer.truncate_to(p as u32, target)?;
+        }
+        commit_offset(&dir, target)?;
+    }
+    Ok(())
 }
