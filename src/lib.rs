@@ -18,9 +18,13 @@
 //! * [`sql`] — window table functions (`TUMBLE`, `HOP`, `SESSION`), planning via DataFusion.
 //! * [`operators`] — dedup, watermark, tumbling/hopping/session windows, stateless map.
 //! * [`state`] — checksummed operator snapshots.
-//! * [`sink`] — result, dead-letter and late outputs.
+//! * [`sink`] — the [`sink::Sink`] trait and its two-phase commit; result, dead-letter and late
+//!   outputs (rows formatted apart from transport).
+//! * [`connector`] — the registry `connector = '…'` is looked up in; each connector's options.
 //! * [`engine`] — [`engine::run`] wires a [`RunSpec`]'s stages; one shutdown path.
-//! * [`log`] — the embedded partitioned log (its segment store, so far).
+//! * [`job`] — a query file as a whole: [`job::Job::prepare`], [`job::JobHandle`], checkpoints.
+//! * [`checkpoint`] — where checkpoints are stored (a directory or an object store).
+//! * [`log`] — the embedded partitioned log: segments, partitions, topics, consumer groups.
 //! * [`generate`] — deterministic synthetic payment events.
 //! * [`throughput`] — the benchmark harness behind `paystream bench`.
 //! * [`time`] — RFC 3339 and durations.
