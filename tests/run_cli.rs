@@ -437,11 +437,15 @@ fn a_job_handle_reports_savepoints_stops_and_tells_failure_from_stop() {
     while handle.metrics().checkpoints == 0 && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(20));
     }
-    assert_eq!(
-        handle.metrics().checkpoints,
-        1,
-        "the savepoint is a checkpoint"
+    let m = handle.metrics();
+    assert_eq!(m.checkpoints, 1, "the savepoint is a checkpoint");
+    assert_eq!(m.last_checkpoint_id, 1);
+    assert!(
+        m.last_checkpoint_bytes > 0 && m.last_checkpoint_ms > 0,
+        "{m:?}"
     );
+    assert_eq!(m.positions.len(), 2, "{m:?}");
+    assert_eq!(m.positions.values().sum::<u64>(), lines.len() as u64);
     handle.stop();
     let out = handle.join().expect("a stopped job has its outcome");
     assert_eq!(out.summary.read, lines.len() as u64);

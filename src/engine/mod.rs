@@ -208,10 +208,18 @@ pub struct Progress {
     /// Sum over the source's partitions of the next offset to read (a log source): the topic's
     /// end offsets minus this is the consumer lag.
     pub offsets: AtomicU64,
-    /// Checkpoints completed (a job).
+    /// Per source partition, the position after the last chunk processed.
+    pub positions: std::sync::Mutex<crate::source::Positions>,
+    /// Checkpoints completed (durable) by a job.
     pub checkpoints: AtomicU64,
     /// When the last checkpoint completed (epoch ms; `i64::MIN`: none yet).
     pub last_checkpoint_ms: AtomicI64,
+    /// The last completed checkpoint's number (0: none).
+    pub last_checkpoint_id: AtomicU64,
+    /// How long it took, from its barrier reaching the sinks to durable and committed, ms.
+    pub last_checkpoint_duration_ms: AtomicU64,
+    /// Its size in bytes.
+    pub last_checkpoint_bytes: AtomicU64,
 }
 
 impl Default for Progress {
@@ -224,8 +232,12 @@ impl Default for Progress {
             results: AtomicU64::new(0),
             watermark: AtomicI64::new(i64::MIN),
             offsets: AtomicU64::new(0),
+            positions: Default::default(),
             checkpoints: AtomicU64::new(0),
             last_checkpoint_ms: AtomicI64::new(i64::MIN),
+            last_checkpoint_id: AtomicU64::new(0),
+            last_checkpoint_duration_ms: AtomicU64::new(0),
+            last_checkpoint_bytes: AtomicU64::new(0),
         }
     }
 }

@@ -271,6 +271,7 @@ pub(super) fn run(
     progress
         .offsets
         .store(start_positions.values().sum(), Ordering::Relaxed);
+    *progress.positions.lock().expect("progress lock") = start_positions.clone();
     let router_thread = super::spawn("router", move || {
         let mut r = RouterLoop {
             router,
@@ -814,6 +815,11 @@ impl RouterLoop<'_> {
             self.progress
                 .offsets
                 .store(self.positions.values().sum(), Ordering::Relaxed);
+            self.progress
+                .positions
+                .lock()
+                .expect("progress lock")
+                .insert(c.tag.partition, end);
         }
         self.progress.watermark.store(wm, Ordering::Relaxed);
         Ok(())

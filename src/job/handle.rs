@@ -29,7 +29,7 @@ pub enum JobState {
 }
 
 /// A live snapshot of a job's counters.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct JobMetrics {
     /// Records read.
     pub read: u64,
@@ -41,12 +41,18 @@ pub struct JobMetrics {
     pub results: u64,
     /// The watermark (epoch ms; `i64::MIN` before the first event).
     pub watermark: i64,
-    /// Sum over the source partitions of the next position to read.
-    pub offsets: u64,
-    /// Checkpoints completed.
+    /// Per source partition, the next position to read (a topic's end minus it is the lag).
+    pub positions: crate::source::Positions,
+    /// Checkpoints completed (durable and committed).
     pub checkpoints: u64,
     /// When the last checkpoint completed (epoch ms; `i64::MIN`: none yet).
     pub last_checkpoint_ms: i64,
+    /// The last completed checkpoint's number (0: none).
+    pub last_checkpoint_id: u64,
+    /// How long it took, ms.
+    pub last_checkpoint_duration_ms: u64,
+    /// Its size, bytes.
+    pub last_checkpoint_bytes: u64,
 }
 
 impl JobMetrics {
@@ -59,9 +65,12 @@ impl JobMetrics {
             late: p.late.load(r),
             results: p.results.load(r),
             watermark: p.watermark.load(r),
-            offsets: p.offsets.load(r),
+            positions: p.positions.lock().expect("progress lock").clone(),
             checkpoints: p.checkpoints.load(r),
             last_checkpoint_ms: p.last_checkpoint_ms.load(r),
+            last_checkpoint_id: p.last_checkpoint_id.load(r),
+            last_checkpoint_duration_ms: p.last_checkpoint_duration_ms.load(r),
+            last_checkpoint_bytes: p.last_checkpoint_bytes.load(r),
         }
     }
 }

@@ -23,7 +23,7 @@ pub mod transactions;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -448,6 +448,7 @@ impl Job {
                     store: Arc::clone(store),
                     topic: source_id.clone(),
                     source: Arc::clone(&source),
+                    progress: Arc::clone(&progress),
                     queries: sqls.clone(),
                     workers,
                     // Numbering continues past every checkpoint in the store (after a reset, or a
@@ -462,19 +463,12 @@ impl Job {
                 let epoch0 = committer.epoch;
                 let restore = restored.map(|s| s.pipeline);
                 let request = opts.savepoint_request.clone().unwrap_or_default();
-                let counters = Arc::clone(&progress);
                 let out = {
                     let c = &mut committer;
                     let job = name.as_str();
-                    let counters = Arc::clone(&counters);
                     let hook = move |cp: Checkpoint| {
                         let sp = cp.savepoint.then(|| format!("{job}-{}", cp.epoch));
-                        c.commit(cp.epoch, cp.state, cp.prepared, sp, false)?;
-                        counters.checkpoints.fetch_add(1, Ordering::Relaxed);
-                        counters
-                            .last_checkpoint_ms
-                            .store(crate::log::producer_now_ms(), Ordering::Relaxed);
-                        Ok(())
+                        c.commit(cp.epoch, cp.state, cp.prepared, sp, false)
                     };
                     let mut spec = RunSpec::new(source, queries);
                     spec.dead_letter = dead_letter;
@@ -499,10 +493,6 @@ impl Job {
                 };
                 // The stop is a checkpoint too: a restart continues exactly here.
                 committer.commit(out.2, out.1, out.3, None, true)?;
-                counters.checkpoints.fetch_add(1, Ordering::Relaxed);
-                counters
-                    .last_checkpoint_ms
-                    .store(crate::log::producer_now_ms(), Ordering::Relaxed);
                 tracing::info!(job = %name, checkpoints = committer.epoch - epoch0, "stopped");
                 checkpoints = std::mem::take(&mut committer.taken);
                 summary = out.0;

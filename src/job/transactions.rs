@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 
 use super::saved_state::SavedState;
 use crate::checkpoint::CheckpointStore;
-use crate::engine::PipelineState;
+use crate::engine::{PipelineState, Progress};
 use crate::error::{Error, Result};
 use crate::sink::Prepared;
 use crate::source::Source;
@@ -36,6 +36,8 @@ pub struct Committer {
     pub(super) topic: String,
     /// The job's source: told the positions of each durable checkpoint (its consumer group).
     pub(super) source: Arc<dyn Source>,
+    /// Told of each checkpoint once it is complete (status line, `JobHandle::metrics`).
+    pub(super) progress: Arc<Progress>,
     pub(super) queries: Vec<String>,
     pub(super) workers: usize,
     /// The last checkpoint's number.
@@ -91,6 +93,7 @@ impl Committer {
         };
         let store = Arc::clone(&self.store);
         let source = Arc::clone(&self.source);
+        let progress = Arc::clone(&self.progress);
         let write = move || -> Result<(Duration, usize)> {
             let positions = saved.pipeline.positions.clone();
             let bytes = saved.encode();
@@ -108,6 +111,16 @@ impl Committer {
             .commit()?;
             source.commit(&positions)?;
             let took = t0.elapsed();
+            let r = std::sync::atomic::Ordering::Relaxed;
+            progress.last_checkpoint_id.store(epoch, r);
+            progress
+                .last_checkpoint_duration_ms
+                .store(took.as_millis() as u64, r);
+            progress.last_checkpoint_bytes.store(size as u64, r);
+            progress
+                .last_checkpoint_ms
+                .store(crate::log::producer_now_ms(), r);
+            progress.checkpoints.fetch_add(1, r);
             tracing::info!(
                 epoch,
                 bytes = size,
