@@ -446,9 +446,19 @@ fn a_job_handle_reports_savepoints_stops_and_tells_failure_from_stop() {
     );
     assert_eq!(m.positions.len(), 2, "{m:?}");
     assert_eq!(m.positions.values().sum::<u64>(), lines.len() as u64);
+    let progress = handle.progress();
     handle.stop();
     let out = handle.join().expect("a stopped job has its outcome");
     assert_eq!(out.summary.read, lines.len() as u64);
+    let m = paystream::job::JobMetrics::of(&progress);
+    assert_eq!(
+        m.queries,
+        vec![(
+            "counts".to_string(),
+            out.summary.accepted,
+            out.summary.results
+        )]
+    );
     assert_eq!(
         out.checkpoints.len(),
         2,

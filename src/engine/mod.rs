@@ -220,6 +220,19 @@ pub struct Progress {
     pub last_checkpoint_duration_ms: AtomicU64,
     /// Its size in bytes.
     pub last_checkpoint_bytes: AtomicU64,
+    /// Per query of the run, in order: events into its operator and rows out of it.
+    pub queries: std::sync::Mutex<Vec<Arc<QueryProgress>>>,
+}
+
+/// One query's operator counters, summed over its workers.
+#[derive(Debug, Default)]
+pub struct QueryProgress {
+    /// The query's name (its sink's, for a job).
+    pub name: String,
+    /// Events into the operator (after dedup and the router's checks).
+    pub events_in: AtomicU64,
+    /// Result rows out of it.
+    pub rows_out: AtomicU64,
 }
 
 impl Default for Progress {
@@ -238,6 +251,7 @@ impl Default for Progress {
             last_checkpoint_id: AtomicU64::new(0),
             last_checkpoint_duration_ms: AtomicU64::new(0),
             last_checkpoint_bytes: AtomicU64::new(0),
+            queries: Default::default(),
         }
     }
 }

@@ -223,8 +223,14 @@ pub(super) fn run(
     let mut partitioners = Vec::with_capacity(nq);
     let mut results = Vec::with_capacity(nq);
     let mut names = Vec::with_capacity(nq);
+    let mut counters = Vec::with_capacity(nq);
     for (q, query) in spec.queries.into_iter().enumerate() {
         partitioners.push(Partitioner::new(Partitioner::for_plan(query.plan), workers));
+        let counted = Arc::new(super::QueryProgress {
+            name: query.name.clone(),
+            ..Default::default()
+        });
+        counters.push(Arc::clone(&counted));
         let mut txs = Vec::with_capacity(workers);
         for w in 0..workers {
             let (tx, rx) = sync_channel::<ToWorker>(4);
@@ -234,8 +240,9 @@ pub(super) fn run(
                 op.restore(&r.operators[q][w])?;
             }
             let name = query.name.clone();
+            let counted = Arc::clone(&counted);
             threads.push(super::spawn("worker", move || {
-                worker_loop(&name, w, op, rx, otx)
+                worker_loop(&name, w, op, rx, otx, &counted)
             }));
             txs.push(tx);
             from.push((q, orx));
@@ -245,6 +252,7 @@ pub(super) fn run(
         names.push(query.name);
     }
 
+    *progress.queries.lock().expect("progress lock") = counters;
     if restore.is_some() {
         tracing::info!(
             ms = started.elapsed().as_millis() as u64,
@@ -564,6 +572,7 @@ fn worker_loop(
     mut op: Box<dyn Operator>,
     rx: Receiver<ToWorker>,
     tx: SyncSender<FromWorker>,
+    counted: &super::QueryProgress,
 ) {
     let mut failed = false;
     let mut m = WorkerMetrics::default();
@@ -579,7 +588,9 @@ fn worker_loop(
                 origin: o,
             } => {
                 origin = o;
-                m.rows_in += events.as_ref().map_or(0, |e| e.num_events() as u64);
+                let n = events.as_ref().map_or(0, |e| e.num_events() as u64);
+                m.rows_in += n;
+                counted.events_in.fetch_add(n, Ordering::Relaxed);
                 events
                     .as_ref()
                     .map_or(Ok(()), |e| op.process(e, &mut out))
@@ -594,11 +605,13 @@ fn worker_loop(
             ToWorker::Snapshot => op.snapshot().map(|s| snapshot = Some(s)),
         };
         m.busy += t0.elapsed();
-        m.rows_out += out
+        let rows = out
             .results
             .iter()
             .map(|r| r.batch.num_rows() as u64)
             .sum::<u64>();
+        m.rows_out += rows;
+        counted.rows_out.fetch_add(rows, Ordering::Relaxed);
         m.late += out
             .late
             .iter()

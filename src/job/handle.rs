@@ -53,6 +53,8 @@ pub struct JobMetrics {
     pub last_checkpoint_duration_ms: u64,
     /// Its size, bytes.
     pub last_checkpoint_bytes: u64,
+    /// Per query, in the file's order: (its sink's name, events into its operator, rows out).
+    pub queries: Vec<(String, u64, u64)>,
 }
 
 impl JobMetrics {
@@ -71,6 +73,13 @@ impl JobMetrics {
             last_checkpoint_id: p.last_checkpoint_id.load(r),
             last_checkpoint_duration_ms: p.last_checkpoint_duration_ms.load(r),
             last_checkpoint_bytes: p.last_checkpoint_bytes.load(r),
+            queries: p
+                .queries
+                .lock()
+                .expect("progress lock")
+                .iter()
+                .map(|q| (q.name.clone(), q.events_in.load(r), q.rows_out.load(r)))
+                .collect(),
         }
     }
 }
