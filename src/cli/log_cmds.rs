@@ -2,7 +2,6 @@
 
 use std::io::{Read, Write};
 use std::path::PathBuf;
-use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
@@ -356,164 +355,67 @@ impl ScreenedLines {
 
 /// Reads lines from `input` into the producer until the end (or a stop signal); returns the
 /// number of lines read. Records refused for holding a card number are noted in `screened`.
+/// `produce`'s loop ([`paystream::log::pump_lines`]), the screened lines counted for the warning.
 pub(crate) fn pump_lines(
     input: &mut dyn Read,
     producer: &mut Producer,
     stop: &std::sync::atomic::AtomicBool,
     screened: &mut ScreenedLines,
 ) -> anyhow::Result<u64> {
-    let mut buf = vec![0u8; 4 << 20];
-    let mut filled = 0;
-    let mut n = 0;
-    let mut last_flush = Instant::now();
-    let mut on_screened = |line: u64| screened.add(line);
-    loop {
-        if stop.load(Ordering::Relaxed) {
-            break;
-        }
-        if filled == buf.len() {
-            buf.resize(buf.len() * 2, 0);
-        }
-        let got = input
-            .read(&mut buf[filled..])
-            .context("cannot read the input")?;
-        if got == 0 {
-            n += producer.send_json_lines(&buf[..filled], n + 1, &mut on_screened)?;
-            break;
-        }
-        filled += got;
-        if let Some(end) = memchr::memrchr(b'\n', &buf[..filled]) {
-            n += producer.send_json_lines(&buf[..end + 1], n + 1, &mut on_screened)?;
-            buf.copy_within(end + 1..filled, 0);
-            filled -= end + 1;
-        } else if filled > producer.max_record_bytes() + 2 {
-            // One line longer than any record the topic takes (plus `\r\n`): refuse it now
-            // rather than buffer it whole.
-            return Err(paystream::log::LogError::RecordTooLarge {
-                topic: producer.topic().to_string(),
-                record: format!("line {}", n + 1),
-                bytes: filled as u64,
-                limit: producer.max_record_bytes() as u64,
-            }
-            .into());
-        }
-        // A slow producer (a pipe) still makes its records visible promptly.
-        if last_flush.elapsed() >= Duration::from_millis(200) {
-            producer.flush()?;
-            last_flush = Instant::now();
-        }
-    }
-    Ok(n)
+    Ok(paystream::log::pump_lines(
+        input,
+        producer,
+        stop,
+        &mut |line| screened.add(line),
+    )?)
 }
 
 pub(crate) fn consume(data: &DataDir, a: ConsumeArgs) -> anyhow::Result<()> {
     let log = Log::new(&data.data_dir);
-    log.topic_config(&a.topic)?;
-    let start = match a.from.as_deref() {
-        Some(s) => start_at("--from", s)?,
-        None => match &a.group {
-            Some(g) => StartAt::Committed(log.group_offsets(&a.topic, g)?),
-            None => StartAt::Earliest,
+    let opts = paystream::log::ReadTopic {
+        start: a
+            .from
+            .as_deref()
+            .map(|s| start_at("--from", s))
+            .transpose()?,
+        isolation: if a.read_uncommitted {
+            paystream::log::Isolation::ReadUncommitted
+        } else {
+            paystream::log::Isolation::ReadCommitted
         },
-    };
-    let isolation = if a.read_uncommitted {
-        paystream::log::Isolation::ReadUncommitted
-    } else {
-        paystream::log::Isolation::ReadCommitted
-    };
-    let mut consumer = TopicConsumer::open_with(&log, &a.topic, &start, isolation)?;
-    consumer.skip_corrupt(a.skip_corrupt);
-    let ends = if a.until_end {
-        Some(consumer.end_offsets()?)
-    } else {
-        None
+        skip_corrupt: a.skip_corrupt,
+        until_end: a.until_end,
+        max_records: a.max_records,
+        group: a.group.clone(),
     };
     let stop = super::signals::stop_on_signal();
-    let stdout = std::io::stdout();
-    let mut out = std::io::BufWriter::with_capacity(1 << 16, stdout.lock());
-    let mut printed = 0u64;
-    let mut last_commit = Instant::now();
-    // What a group commits: the offset after the last record printed, per partition (a poll
-    // reads whole batches, of which a limit may print only part).
-    let mut done = consumer.positions();
-    let commit = |done: &paystream::log::GroupOffsets| -> anyhow::Result<()> {
-        if let Some(g) = &a.group {
-            log.commit_offsets(&a.topic, g, done)?;
-        }
-        Ok(())
-    };
-    let mut broken_pipe = false;
-    'outer: while !stop.load(Ordering::Relaxed) {
-        if let Some(ends) = &ends {
-            let pos = consumer.positions();
-            if ends
-                .iter()
-                .enumerate()
-                .all(|(p, e)| pos.offsets.get(&(p as u32)).is_some_and(|o| o >= e))
-            {
-                break;
+    let out = std::cell::RefCell::new(std::io::BufWriter::with_capacity(
+        1 << 16,
+        std::io::stdout().lock(),
+    ));
+    let end = paystream::log::read_topic(
+        &log,
+        &a.topic,
+        &opts,
+        &stop,
+        |p, r| {
+            let mut out = out.borrow_mut();
+            if a.with_offsets {
+                write!(out, "{p} {} ", r.offset)?;
             }
+            out.write_all(r.value)?;
+            out.write_all(b"\n")
+        },
+        || out.borrow_mut().flush(),
+    )
+    .map_err(|e| match e {
+        paystream::log::LogError::Output(e) => {
+            anyhow::Error::new(e).context("cannot write to standard output")
         }
-        let mut err = None;
-        let limit = a.max_records.unwrap_or(u64::MAX);
-        let n = consumer.poll(|p, r| {
-            if err.is_some() || printed >= limit {
-                return;
-            }
-            if let Some(ends) = &ends
-                && r.offset >= ends[p as usize]
-            {
-                return;
-            }
-            let res = if a.with_offsets {
-                write!(out, "{p} {} ", r.offset)
-                    .and_then(|_| out.write_all(r.value))
-                    .and_then(|_| out.write_all(b"\n"))
-            } else {
-                out.write_all(r.value).and_then(|_| out.write_all(b"\n"))
-            };
-            match res {
-                Ok(()) => {
-                    printed += 1;
-                    done.offsets.insert(p, r.offset + 1);
-                }
-                Err(e) => err = Some(e),
-            }
-        })?;
-        if let Some(e) = err {
-            if e.kind() == std::io::ErrorKind::BrokenPipe {
-                broken_pipe = true;
-                break 'outer;
-            }
-            return Err(e).context("cannot write to standard output");
-        }
-        if printed >= a.max_records.unwrap_or(u64::MAX) {
-            break;
-        }
-        if n == 0 {
-            if out.flush().is_err() {
-                broken_pipe = true;
-                break;
-            }
-            consumer.wait(Duration::from_millis(200));
-        }
-        if last_commit.elapsed() >= Duration::from_secs(1) {
-            commit(&done)?;
-            last_commit = Instant::now();
-        }
-    }
-    if !broken_pipe {
-        let _ = out.flush();
-    }
-    commit(&done)?;
-    if ends.is_some()
-        && !broken_pipe
-        && !stop.load(Ordering::Relaxed)
-        && printed < a.max_records.unwrap_or(u64::MAX)
-    {
-        // The end was computed where each partition's valid batches end: damage right after it
-        // is an error (or a reported skip), not a quiet stop.
-        consumer.probe()?;
+        e => e.into(),
+    })?;
+    if !end.output_closed {
+        let _ = out.borrow_mut().flush();
     }
     Ok(())
 }

@@ -15,6 +15,8 @@ mod batch;
 mod consumer;
 mod partition;
 mod producer;
+mod pump;
+mod read;
 mod screen;
 mod segment;
 mod tail;
@@ -28,6 +30,8 @@ pub use self::batch::{BatchBuilder, MAX_BATCH_BYTES, MAX_RECORD_BYTES, RecordRef
 pub use self::consumer::{StartAt, TopicConsumer};
 pub use self::partition::{PartitionReader, PartitionWriter, Retention, Skipped};
 pub use self::producer::{Producer, Sent, now_ms as producer_now_ms};
+pub use self::pump::pump_lines;
+pub use self::read::{ReadEnd, ReadTopic, read_topic};
 pub use self::tail::TailWaiter;
 pub(crate) use self::topic::write_atomic;
 pub use self::topic::{
@@ -123,6 +127,13 @@ pub enum LogError {
         /// The topic's `max_record_bytes`.
         limit: u64,
     },
+    /// The input being produced could not be read.
+    #[error("cannot read the input: {0}")]
+    Input(std::io::Error),
+    /// The output records were being written to failed (not a closed pipe: that ends a read
+    /// quietly).
+    #[error("cannot write the records out: {0}")]
+    Output(std::io::Error),
     /// Another process writes the topic.
     #[error(
         "topic `{0}` is being written by another paystream process (one writer per topic); stop it or write another topic"
