@@ -216,7 +216,7 @@ pub struct Progress {
     pub last_checkpoint_ms: AtomicI64,
     /// The last completed checkpoint's number (0: none).
     pub last_checkpoint_id: AtomicU64,
-    /// How long it took, from its barrier reaching the sinks to durable and committed, ms.
+    /// How long it took, from the sinks' pre-commit at its barrier to durable, ms.
     pub last_checkpoint_duration_ms: AtomicU64,
     /// Its size in bytes.
     pub last_checkpoint_bytes: AtomicU64,

@@ -92,6 +92,7 @@ fn pre_commit_all(
     dead_letter: &mut dyn Sink,
     epoch: u64,
 ) -> Result<Prepared> {
+    // A checkpoint's duration counts from here: the sinks' flush and fsync are its first cost.
     let mut prepared = Prepared::default();
     for s in results.iter_mut() {
         prepared.merge(s.pre_commit(epoch)?);
@@ -433,10 +434,14 @@ pub(super) fn run(
     let last = match (&final_state, &on_checkpoint, &first_error) {
         (Some(_), Some(_), None) => {
             let epoch = next_epoch;
-            Some((
-                epoch,
-                pre_commit_all(&mut results, &mut *late_sink, &mut *dead_letter, epoch)?,
-            ))
+            match pre_commit_all(&mut results, &mut *late_sink, &mut *dead_letter, epoch) {
+                Ok(p) => Some((epoch, p)),
+                // Reported once the threads are joined, as any other failure.
+                Err(e) => {
+                    fail(&mut first_error, e);
+                    None
+                }
+            }
         }
         _ => None,
     };

@@ -43,7 +43,7 @@ pub struct JobMetrics {
     pub watermark: i64,
     /// Per source partition, the next position to read (a topic's end minus it is the lag).
     pub positions: crate::source::Positions,
-    /// Checkpoints completed (durable and committed).
+    /// Checkpoints completed (durable).
     pub checkpoints: u64,
     /// When the last checkpoint completed (epoch ms; `i64::MIN`: none yet).
     pub last_checkpoint_ms: i64,
@@ -61,6 +61,8 @@ impl JobMetrics {
     /// The counters of `p` now.
     pub fn of(p: &Progress) -> Self {
         let r = Ordering::Relaxed;
+        // The count is written last (Release): read it first, the rest is then its checkpoint's.
+        let checkpoints = p.checkpoints.load(Ordering::Acquire);
         JobMetrics {
             read: p.read.load(r),
             dead_lettered: p.dead_lettered.load(r),
@@ -68,7 +70,7 @@ impl JobMetrics {
             results: p.results.load(r),
             watermark: p.watermark.load(r),
             positions: p.positions.lock().expect("progress lock").clone(),
-            checkpoints: p.checkpoints.load(r),
+            checkpoints,
             last_checkpoint_ms: p.last_checkpoint_ms.load(r),
             last_checkpoint_id: p.last_checkpoint_id.load(r),
             last_checkpoint_duration_ms: p.last_checkpoint_duration_ms.load(r),

@@ -18,7 +18,7 @@
 
 use std::sync::Arc;
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use super::saved_state::SavedState;
 use crate::checkpoint::CheckpointStore;
@@ -77,9 +77,9 @@ impl Committer {
                 self.epoch
             )));
         }
-        let t0 = Instant::now();
         self.epoch = epoch;
         let Prepared {
+            started: t0,
             offsets: sinks,
             commits,
         } = prepared;
@@ -103,24 +103,28 @@ impl Committer {
                 tracing::info!(savepoint = %sp, epoch, "savepoint written");
             }
             store.write(epoch, bytes)?;
+            // Durable: counted now (a failing commit below still fails the job).
+            let took = t0.elapsed();
+            let r = std::sync::atomic::Ordering::Relaxed;
+            progress.last_checkpoint_bytes.store(size as u64, r);
+            progress
+                .last_checkpoint_duration_ms
+                .store(took.as_millis() as u64, r);
+            progress
+                .last_checkpoint_ms
+                .store(crate::log::producer_now_ms(), r);
+            progress.last_checkpoint_id.store(epoch, r);
+            progress
+                .checkpoints
+                .fetch_add(1, std::sync::atomic::Ordering::Release);
             // The checkpoint is durable: what the sinks pre-committed becomes visible.
             Prepared {
+                started: t0,
                 offsets: Default::default(),
                 commits,
             }
             .commit()?;
             source.commit(&positions)?;
-            let took = t0.elapsed();
-            let r = std::sync::atomic::Ordering::Relaxed;
-            progress.last_checkpoint_id.store(epoch, r);
-            progress
-                .last_checkpoint_duration_ms
-                .store(took.as_millis() as u64, r);
-            progress.last_checkpoint_bytes.store(size as u64, r);
-            progress
-                .last_checkpoint_ms
-                .store(crate::log::producer_now_ms(), r);
-            progress.checkpoints.fetch_add(1, r);
             tracing::info!(
                 epoch,
                 bytes = size,

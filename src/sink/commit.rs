@@ -29,8 +29,9 @@ pub struct Recovery<'a> {
 }
 
 /// What the sinks pre-committed for one checkpoint.
-#[derive(Default)]
 pub struct Prepared {
+    /// When phase one began (the checkpoint's duration counts from it).
+    pub started: std::time::Instant,
     /// Per sink topic, the end offset of each partition: what the checkpoint records, so a
     /// recovery to it truncates the topic back there.
     pub offsets: BTreeMap<String, Vec<u64>>,
@@ -48,9 +49,20 @@ impl std::fmt::Debug for Prepared {
     }
 }
 
+impl Default for Prepared {
+    fn default() -> Self {
+        Prepared {
+            started: std::time::Instant::now(),
+            offsets: BTreeMap::new(),
+            commits: BTreeMap::new(),
+        }
+    }
+}
+
 impl Prepared {
-    /// Adds what another sink pre-committed.
+    /// Adds what another sink pre-committed (this one's start is kept: the earlier).
     pub fn merge(&mut self, other: Prepared) {
+        self.started = self.started.min(other.started);
         self.offsets.extend(other.offsets);
         for (k, c) in other.commits {
             self.commits.entry(k).or_insert(c);
