@@ -205,10 +205,8 @@ pub struct Progress {
     pub results: AtomicU64,
     /// The watermark (epoch ms; `i64::MIN` before the first event).
     pub watermark: AtomicI64,
-    /// Sum over the source's partitions of the next offset to read (a log source): the topic's
-    /// end offsets minus this is the consumer lag.
-    pub offsets: AtomicU64,
-    /// Per source partition, the position after the last chunk processed.
+    /// Per source partition, the position after the last chunk processed (a log source: the
+    /// topic's end offsets minus these are the consumer lag).
     pub positions: std::sync::Mutex<crate::source::Positions>,
     /// Checkpoints completed (durable) by a job.
     pub checkpoints: AtomicU64,
@@ -244,7 +242,6 @@ impl Default for Progress {
             late: AtomicU64::new(0),
             results: AtomicU64::new(0),
             watermark: AtomicI64::new(i64::MIN),
-            offsets: AtomicU64::new(0),
             positions: Default::default(),
             checkpoints: AtomicU64::new(0),
             last_checkpoint_ms: AtomicI64::new(i64::MIN),

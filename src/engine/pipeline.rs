@@ -277,9 +277,6 @@ pub(super) fn run(
     let mut on_checkpoint = spec.checkpoints.map(|c| c.on_checkpoint);
     let name_late_queries = nq > 1;
     let router_progress = Arc::clone(&progress);
-    progress
-        .offsets
-        .store(start_positions.values().sum(), Ordering::Relaxed);
     *progress.positions.lock().expect("progress lock") = start_positions.clone();
     let router_thread = super::spawn("router", move || {
         let mut r = RouterLoop {
@@ -830,9 +827,6 @@ impl RouterLoop<'_> {
         }
         if let Some(end) = c.tag.end {
             self.positions.insert(c.tag.partition, end);
-            self.progress
-                .offsets
-                .store(self.positions.values().sum(), Ordering::Relaxed);
             self.progress
                 .positions
                 .lock()

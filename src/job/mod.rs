@@ -349,16 +349,19 @@ impl Job {
         if let Some(t) = &source_topic {
             log.topic_config(t)?;
         }
-        let mut open_sink = |sink_name: &str, default_topic: String| -> Result<Box<dyn Sink>> {
-            let connector = file
-                .sinks
+        // A sink as declared, or a log topic named after it when the file does not declare it.
+        let declared = |sink_name: &str, default_topic: String| {
+            file.sinks
                 .iter()
                 .find(|s| s.name == sink_name)
                 .map(|s| s.connector.clone())
                 .unwrap_or(SinkConnector::Log {
                     topic: default_topic,
                     partitions: None,
-                });
+                })
+        };
+        let mut open_sink = |sink_name: &str, default_topic: String| -> Result<Box<dyn Sink>> {
+            let connector = declared(sink_name, default_topic);
             if let (SinkConnector::Log { topic, .. }, Some(src)) = (&connector, &source_topic)
                 && topic == src
             {
@@ -371,15 +374,7 @@ impl Job {
             }
             sinks.open(&connector)
         };
-        let dead_letters = file
-            .sinks
-            .iter()
-            .find(|s| s.name == DEAD_LETTERS)
-            .map(|s| s.connector.clone())
-            .unwrap_or(SinkConnector::Log {
-                topic: format!("{base}.dlq"),
-                partitions: None,
-            });
+        let dead_letters = declared(DEAD_LETTERS, format!("{base}.dlq"));
         let dead_letter = open_sink(DEAD_LETTERS, format!("{base}.dlq"))?;
         let late = open_sink(LATE_EVENTS, format!("{base}.late"))?;
         let mut queries = Vec::with_capacity(plans.len());

@@ -168,7 +168,8 @@ impl StatusProbe {
                 .iter()
                 .map(|s| s.end_offset)
                 .sum();
-            Some(end.saturating_sub(p.offsets.load(Ordering::Relaxed)))
+            let read: u64 = p.positions.lock().expect("progress lock").values().sum();
+            Some(end.saturating_sub(read))
         });
         let wm = p.watermark.load(Ordering::Relaxed);
         let last_checkpoint = p.last_checkpoint_ms.load(Ordering::Relaxed);
