@@ -26,10 +26,10 @@ use super::aggregate::{AggregateCore, Buckets, bucket_rows};
 use super::group_table::FrozenGroups;
 use super::id_groups::{FrozenIds, IdGroups};
 use super::key_ids::KeyIds;
+use super::window_state::{WindowStates, decode_windows, encode_windows};
 use super::{Emitted, EventBatch, Operator, OperatorOutput, RowTimes, first_window_end};
 use crate::error::Result;
 use crate::sql::{AggregateSpec, WindowKind};
-use crate::state::{WindowStates, decode_windows, encode_windows};
 
 enum Pane {
     Open(IdGroups),

@@ -27,6 +27,7 @@ mod session_window;
 mod sum;
 mod tumbling_window;
 mod watermark;
+mod window_state;
 
 use datafusion::arrow::array::{AsArray, BooleanArray, RecordBatch};
 

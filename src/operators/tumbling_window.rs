@@ -10,10 +10,10 @@ use datafusion::arrow::array::UInt32Array;
 
 use super::aggregate::{AggregateCore, Buckets, bucket_rows};
 use super::group_table::GroupTable;
+use super::window_state::{WindowStates, decode_windows, encode_windows};
 use super::{Emitted, EventBatch, Operator, OperatorOutput, RowTimes};
 use crate::error::Result;
 use crate::sql::AggregateSpec;
-use crate::state::{WindowStates, decode_windows, encode_windows};
 
 /// The tumbling-window aggregation operator.
 pub struct TumblingWindow {
