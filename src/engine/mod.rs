@@ -2,30 +2,31 @@
 //!
 //! ```text
 //!   Source::open ─▶ decoders (N) ─▶ router ──part i──▶ worker i (Operator) ─┐
-//!   (file, log)                      │                                      ├─▶ sink loop: results,
-//!                                    └─▶ dead-letter sink                   ┘   late (watermark order)
+//!   (file, log)                     (router/)            (worker.rs)        ├─▶ sink loop: results,
+//!                                    dead letters ride with worker 0's part ┘   late, dead letters
 //! ```
 //! [`run`] runs a [`RunSpec`] — a [`Source`], the queries with their result sinks, the dead-letter
 //! and late sinks, and the [`RunOptions`] — through the pipeline (`engine/pipeline.rs`): a file replayed once, a
 //! topic tailed until stopped, or a topic read to its end, all the same way.
 //!
-//! The channels from the source to the workers and from the workers to the sink loop are
-//! bounded, so a slow sink slows the reader instead of filling memory; the router's channel of
-//! dead letters and checkpoint metadata to the sink loop is not yet (a run that dead-letters
-//! everything buffers those records until the sink loop takes them). There is one shutdown
+//! Every channel is bounded, so a slow sink slows the reader instead of filling memory: source →
+//! router, router → each worker, each worker → the sink loop. The router's records for the sink
+//! loop (dead letters, its part of a checkpoint) ride on its messages to the first worker
+//! (`engine/worker.rs`), which keeps them in order with the results. There is one shutdown
 //! path: the source stops (its end, or the `stop` flag), every stage drains what it holds and
 //! closes its output, and the sink loop returns the [`Summary`].
 
 pub mod defaults;
 mod pipeline;
 mod router;
+mod worker;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64};
 use std::time::Duration;
 
 pub use self::pipeline::{Checkpoint, Checkpoints, PipelineState, QueryRun};
-pub use self::router::{Partitioner, Partitioning, Router, RouterCounts};
+pub use self::router::{Partitioner, Router, RouterCounts};
 
 use crate::decode::ReasonCounts;
 use crate::error::Result;

@@ -3,8 +3,10 @@
 //! ```text
 //! "PSRS" | version u16 | header_len u32 | header JSON | blob_count u32 | (len u32 | bytes)* | crc32c u32
 //! ```
-//! The header names the queries (their SQL), the worker count, the source offsets and the
-//! watermark; the blobs are the dedup snapshot and one operator snapshot per query and worker.
+//! The header names the queries (their SQL), the worker count and the source offsets; the blobs
+//! are the router's snapshot (dedup table and watermark) and one operator snapshot per query and
+//! worker. Version 1 kept the watermark in the header and the dedup table alone in the first
+//! blob; it is still read.
 //! It is written atomically (temporary file, fsync, rename) after the sinks are durable, so a
 //! restart either sees the previous state or this one, never a mix.
 
@@ -16,7 +18,7 @@ use crate::error::{Error, Result};
 use crate::operators::WatermarkState;
 
 const MAGIC: &[u8; 4] = b"PSRS";
-const VERSION: u16 = 1;
+const VERSION: u16 = 2;
 
 #[derive(serde::Serialize, serde::Deserialize)]
 struct Header {
@@ -24,6 +26,8 @@ struct Header {
     workers: usize,
     topic: String,
     positions: BTreeMap<u32, u64>,
+    /// Version 1 only (version 2 keeps it in the router's snapshot).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     watermark: Option<WatermarkState>,
     #[serde(default)]
     epoch: u64,
@@ -64,12 +68,12 @@ impl SavedState {
             workers: self.workers,
             topic: self.topic.clone(),
             positions: self.pipeline.positions.clone(),
-            watermark: self.pipeline.watermark.clone(),
+            watermark: None,
             epoch: self.epoch,
             sinks: self.sinks.clone(),
         };
         let h = serde_json::to_vec(&header).expect("header serializes");
-        let blob_bytes: usize = std::iter::once(&self.pipeline.dedup)
+        let blob_bytes: usize = std::iter::once(&self.pipeline.router)
             .chain(self.pipeline.operators.iter().flatten())
             .map(|b| b.len() + 4)
             .sum();
@@ -78,7 +82,7 @@ impl SavedState {
         out.extend_from_slice(&VERSION.to_le_bytes());
         out.extend_from_slice(&(h.len() as u32).to_le_bytes());
         out.extend_from_slice(&h);
-        let blobs: Vec<&Vec<u8>> = std::iter::once(&self.pipeline.dedup)
+        let blobs: Vec<&Vec<u8>> = std::iter::once(&self.pipeline.router)
             .chain(self.pipeline.operators.iter().flatten())
             .collect();
         out.extend_from_slice(&(blobs.len() as u32).to_le_bytes());
@@ -101,7 +105,7 @@ impl SavedState {
             return Err(bad(path, "checksum mismatch: the file is torn or corrupt"));
         }
         let version = u16::from_le_bytes([body[4], body[5]]);
-        if version != VERSION {
+        if version != VERSION && version != 1 {
             return Err(bad(
                 path,
                 format!("version {version} is not supported (expected {VERSION})"),
@@ -130,7 +134,10 @@ impl SavedState {
             ));
         }
         let mut it = blobs.into_iter();
-        let dedup = it.next().expect("counted");
+        let mut router = it.next().expect("counted");
+        if version == 1 && !router.is_empty() {
+            router = crate::engine::Router::state_from_parts(header.watermark.as_ref(), &router)?;
+        }
         let operators = (0..nq)
             .map(|_| it.by_ref().take(header.workers).collect())
             .collect();
@@ -141,8 +148,7 @@ impl SavedState {
             epoch: header.epoch,
             sinks: header.sinks,
             pipeline: PipelineState {
-                watermark: header.watermark,
-                dedup,
+                router,
                 operators,
                 positions: header.positions,
             },
@@ -163,11 +169,7 @@ mod tests {
             epoch: 7,
             sinks: [("alerts".to_string(), vec![3, 4])].into_iter().collect(),
             pipeline: PipelineState {
-                watermark: Some(WatermarkState {
-                    max_seen: vec![Some(5), None],
-                    current: 3,
-                }),
-                dedup: vec![1, 2, 3],
+                router: vec![1, 2, 3],
                 operators: vec![vec![vec![4], vec![5, 6]], vec![vec![], vec![7]]],
                 positions: [(0, 10), (1, 20)].into_iter().collect(),
             },
@@ -178,7 +180,7 @@ mod tests {
         assert_eq!(back.queries, s.queries);
         assert_eq!(back.pipeline.operators, s.pipeline.operators);
         assert_eq!(back.pipeline.positions, s.pipeline.positions);
-        assert_eq!(back.pipeline.watermark, s.pipeline.watermark);
+        assert_eq!(back.pipeline.router, s.pipeline.router);
         assert_eq!((back.epoch, &back.sinks), (7, &s.sinks));
         for cut in [0, 5, bytes.len() / 2, bytes.len() - 1] {
             assert!(SavedState::decode(p, &bytes[..cut]).is_err());

@@ -306,13 +306,17 @@ impl AggregateCore {
         })
     }
 
-    /// Evaluates the WHERE clause, keys, arguments and FILTERs over the rows of `events` that
-    /// `selection` keeps (all when `None`).
-    pub(super) fn prepare(
-        &self,
-        events: &RecordBatch,
-        selection: Option<&BooleanArray>,
-    ) -> Result<Prepared> {
+    /// Evaluates the WHERE clause, keys, arguments and FILTERs over the selected rows of `input`
+    /// (all when its selection is `None`). When the router already applied WHERE and evaluated
+    /// the keys ([`EventBatch::keys`]), they are taken as they are.
+    pub(super) fn prepare(&self, input: &EventBatch) -> Result<Prepared> {
+        let events = &input.batch;
+        let selection = input.selection.as_ref();
+        let routed_keys = input.keys.as_ref();
+        let predicates: &[Arc<dyn PhysicalExpr>] = match routed_keys {
+            Some(_) => &[],
+            None => &self.predicates,
+        };
         let n = events.num_rows();
         let cols = self
             .projection
@@ -326,7 +330,7 @@ impl AggregateCore {
         )?;
         let mut kept = None;
         let mut mask: Option<BooleanArray> = selection.cloned();
-        for p in &self.predicates {
+        for p in predicates {
             let m = as_mask(p.evaluate(&batch)?.into_array(n)?, "WHERE")?;
             mask = Some(match mask {
                 None => m,
@@ -350,7 +354,10 @@ impl AggregateCore {
         let eval = |e: &Arc<dyn PhysicalExpr>| -> Result<ArrayRef> {
             Ok(e.evaluate(&batch)?.into_array(rows)?)
         };
-        let keys = self.keys.iter().map(eval).collect::<Result<_>>()?;
+        let keys = match routed_keys {
+            Some(keys) => keys.clone(),
+            None => self.keys.iter().map(eval).collect::<Result<_>>()?,
+        };
         let args = self
             .args
             .iter()

@@ -175,6 +175,11 @@ impl Dedup {
     /// Serialises the state: four `u64`/`i64` columns (id high and low halves, payload hash,
     /// event time), built at their final size — the table can hold millions of ids.
     pub fn snapshot(&self) -> Result<Vec<u8>> {
+        self.to_snapshot()?.encode("dedup")
+    }
+
+    /// The state as a [`Snapshot`], for a stage that keeps it with its own (the router).
+    pub fn to_snapshot(&self) -> Result<Snapshot> {
         let n = self.seen.len();
         let (mut hi, mut lo) = (Vec::with_capacity(n), Vec::with_capacity(n));
         let (mut payloads, mut times) = (Vec::with_capacity(n), Vec::with_capacity(n));
@@ -198,20 +203,23 @@ impl Dedup {
                 Arc::new(Int64Array::from(times)),
             ],
         )?;
-        Snapshot {
+        Ok(Snapshot {
             header: serde_json::json!({
                 "ttl": self.ttl,
                 "last_sweep": self.last_sweep,
                 "payload_hash": PAYLOAD_HASH_VERSION,
             }),
             batches: vec![(0, batch)],
-        }
-        .encode("dedup")
+        })
     }
 
     /// Restores a snapshot.
     pub fn restore(&mut self, bytes: &[u8]) -> Result<()> {
-        let snap = Snapshot::decode("dedup", bytes)?;
+        self.restore_snapshot(&Snapshot::decode("dedup", bytes)?)
+    }
+
+    /// Restores the state from a [`Snapshot`] written by [`Self::to_snapshot`].
+    pub fn restore_snapshot(&mut self, snap: &Snapshot) -> Result<()> {
         let bad = |m: &str| Error::State {
             operator: "dedup".into(),
             message: m.into(),

@@ -232,7 +232,7 @@ impl HoppingWindow {
 
 impl Operator for HoppingWindow {
     fn process(&mut self, input: &EventBatch, out: &mut OperatorOutput) -> Result<()> {
-        let mut p = self.core.prepare(&input.batch, input.selection.as_ref())?;
+        let mut p = self.core.prepare(input)?;
         let kind = self.kind();
         if let Some(late) = p.split_late(input, |ts, wm| first_window_end(kind, ts) <= wm)? {
             out.late.push(late);

@@ -59,6 +59,10 @@ pub struct EventBatch {
     pub positions: Vec<u64>,
     /// The watermark in force when each row arrived (before it was seen).
     pub arrival_watermarks: Vec<i64>,
+    /// The query's group-key columns over `batch`'s rows, when the router partitioned by key:
+    /// it then also applied the query's WHERE clause, so every row passed it (and `selection`
+    /// is `None`). `None`: the operator evaluates both itself.
+    pub keys: Option<Vec<datafusion::arrow::array::ArrayRef>>,
 }
 
 impl EventBatch {
@@ -69,6 +73,7 @@ impl EventBatch {
             selection: None,
             positions,
             arrival_watermarks,
+            keys: None,
         }
     }
 
@@ -84,7 +89,7 @@ impl EventBatch {
         self.selection.as_ref().is_none_or(|s| s.value(i))
     }
 
-    /// The rows at `idx`, with their positions, arrival watermarks and selection.
+    /// The rows at `idx`, with their positions, arrival watermarks and selection (not keys).
     pub fn take(&self, idx: &datafusion::arrow::array::UInt32Array) -> Result<EventBatch> {
         let rows = idx.values();
         let selection = match &self.selection {
@@ -103,6 +108,7 @@ impl EventBatch {
                 .iter()
                 .map(|i| self.arrival_watermarks[*i as usize])
                 .collect(),
+            keys: None,
         })
     }
 

@@ -242,7 +242,7 @@ impl SessionWindow {
 
 impl Operator for SessionWindow {
     fn process(&mut self, input: &EventBatch, out: &mut OperatorOutput) -> Result<()> {
-        let mut p = self.core.prepare(&input.batch, input.selection.as_ref())?;
+        let mut p = self.core.prepare(input)?;
         p.index_rows();
         if p.len() == 0 {
             return Ok(());

@@ -62,7 +62,7 @@ impl TumblingWindow {
 
 impl Operator for TumblingWindow {
     fn process(&mut self, input: &EventBatch, out: &mut OperatorOutput) -> Result<()> {
-        let mut p = self.core.prepare(&input.batch, input.selection.as_ref())?;
+        let mut p = self.core.prepare(input)?;
         let size = self.size;
         if let Some(late) = p.split_late(input, |ts, wm| ts - ts.rem_euclid(size) + size <= wm)? {
             out.late.push(late);

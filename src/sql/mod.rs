@@ -12,8 +12,8 @@ pub mod query_file;
 mod window_tvf;
 
 pub use self::plan::{
-    AggregateSpec, KeySlot, PlanKind, Stage, StreamPlan, apply_stages, apply_stages_selected,
-    apply_stages_timed,
+    AggregateSpec, KeySlot, Partitioning, PlanKind, Stage, StreamPlan, apply_stages,
+    apply_stages_selected, apply_stages_timed,
 };
 pub use self::planner::{
     MAX_EXPR_DEPTH, MAX_TOKENS, STREAM, plan_query, plan_query_on, plan_query_with,

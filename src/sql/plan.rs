@@ -175,6 +175,25 @@ pub struct AggregateSpec {
     pub output_stages: Vec<Stage>,
 }
 
+/// How a query's events are spread over its workers (what Flink calls the distribution).
+#[derive(Debug, Clone)]
+pub enum Partitioning {
+    /// By hash of the group keys, so each key's events always reach the same worker. The router
+    /// applies `filters` (the WHERE clause) first and evaluates `keys` once, over the rows that
+    /// pass, and hands the key columns to the worker with the rows; both are bound to the event
+    /// schema (no window columns: a window bound is not known until the operator assigns one).
+    ByKeys {
+        /// The WHERE clause, as conjuncts.
+        filters: Vec<Arc<dyn PhysicalExpr>>,
+        /// The non-window group keys, in the aggregate's order.
+        keys: Vec<Arc<dyn PhysicalExpr>>,
+    },
+    /// Everything to worker 0 (an aggregate without keys has one group per window).
+    Single,
+    /// Batch by batch in turn (stateless queries).
+    RoundRobin,
+}
+
 /// What kind of dataflow a query needs.
 #[derive(Debug, Clone)]
 pub enum PlanKind {
@@ -213,6 +232,25 @@ impl StreamPlan {
     pub fn named(mut self, name: impl Into<String>) -> Self {
         self.name = name.into();
         self
+    }
+
+    /// How the query's events must be spread over workers: the plan decides, the router does it.
+    pub fn partitioning(&self) -> Partitioning {
+        match &self.kind {
+            PlanKind::Window { aggregate, .. } if aggregate.keys.is_empty() => Partitioning::Single,
+            PlanKind::Window { aggregate, .. } => Partitioning::ByKeys {
+                filters: aggregate
+                    .input_stages
+                    .iter()
+                    .filter_map(|s| match s {
+                        Stage::Filter(p) => Some(Arc::clone(p)),
+                        Stage::Project { .. } => None,
+                    })
+                    .collect(),
+                keys: aggregate.keys.clone(),
+            },
+            PlanKind::Map { .. } => Partitioning::RoundRobin,
+        }
     }
 
     /// The window, if the query has one.

@@ -1,24 +1,36 @@
-//! The router: the single place where an event is accepted or not, and where time advances.
+//! The router: the stage where an event is accepted or not, where time advances, and where each
+//! query's events are spread over its workers.
 //!
-//! For each decoded batch, in file order: reject far-future timestamps, deduplicate by `event_id`,
-//! advance the watermark, stamp every accepted event with the watermark it arrived under, and
-//! split the batch by group key so each key's events always reach the same worker.
+//! ```text
+//!  decoded batches ─▶ skew guard ─▶ dedup ─▶ watermark ─▶ per query: WHERE, keys ─▶ worker i
+//!   (source order)    (far future)  (event_id) (per partition)   (partition.rs)
+//! ```
+//! For each decoded batch, in source order: reject far-future timestamps, deduplicate by
+//! `event_id`, advance the watermark, and stamp every accepted event with the watermark it
+//! arrived under ([`Router::accept`]); then, per query, split the accepted events as its plan
+//! requires ([`Partitioner`]). The thread that does this in order, with the checkpoint
+//! barriers, is the [`stage`] loop. The router's state (dedup table and watermark) is one
+//! [`Snapshot`] like an operator's ([`Router::snapshot`]).
 
-use std::sync::Arc;
+mod partition;
+pub(super) mod stage;
 
-use datafusion::arrow::array::{
-    ArrayRef, AsArray, BooleanArray, BooleanBufferBuilder, RecordBatch, TimestampMillisecondArray,
-    UInt32Array,
-};
+pub use self::partition::Partitioner;
+
+use datafusion::arrow::array::{AsArray, BooleanArray, BooleanBufferBuilder};
 use datafusion::arrow::datatypes::TimestampMillisecondType;
-use datafusion::common::hash_utils::{RandomState, create_hashes};
-use datafusion::physical_plan::PhysicalExpr;
 
 use crate::decode::{DecodedBatch, Reject, RejectReason};
-use crate::error::Result;
-use crate::operators::{Dedup, DedupOutcome, EventBatch, PREFETCH_DISTANCE, Watermark};
-use crate::schema::{FieldId, windowed_schema};
+use crate::error::{Error, Result};
+use crate::operators::{
+    Dedup, DedupOutcome, EventBatch, PREFETCH_DISTANCE, Watermark, WatermarkState,
+};
+use crate::schema::FieldId;
+use crate::state::Snapshot;
 use crate::time::rfc3339;
+
+/// The name the router's snapshot is written under.
+const STATE_NAME: &str = "router";
 
 /// Counters kept by the router.
 #[derive(Debug, Default, Clone, Copy)]
@@ -31,17 +43,6 @@ pub struct RouterCounts {
     pub dead_lettered: u64,
 }
 
-/// How accepted events are spread over workers.
-#[derive(Debug, Clone)]
-pub enum Partitioning {
-    /// By hash of the group keys: each key's events always reach the same worker.
-    ByKeys(Vec<Arc<dyn PhysicalExpr>>),
-    /// Everything to worker 0 (an aggregate without keys has one group per window).
-    Single,
-    /// Batch by batch in turn (stateless queries).
-    RoundRobin,
-}
-
 /// Dedup and watermark: decides which events the queries see, and when time advances.
 pub struct Router {
     /// Dedup state.
@@ -52,13 +53,6 @@ pub struct Router {
     pub counts: RouterCounts,
 }
 
-/// Spreads one query's events over its workers.
-pub struct Partitioner {
-    partitioning: Partitioning,
-    workers: usize,
-    round_robin: usize,
-}
-
 impl Router {
     /// A router with the given dedup and watermark state.
     pub fn new(dedup: Dedup, watermark: Watermark) -> Self {
@@ -67,6 +61,40 @@ impl Router {
             watermark,
             counts: RouterCounts::default(),
         }
+    }
+
+    /// The router's state as one snapshot: the dedup table as its batches, the watermark in the
+    /// header.
+    pub fn snapshot(&self) -> Result<Vec<u8>> {
+        let mut snap = self.dedup.to_snapshot()?;
+        snap.header["watermark"] = serde_json::to_value(self.watermark.state())
+            .map_err(|e| Error::Internal(format!("cannot write the watermark state: {e}")))?;
+        snap.encode(STATE_NAME)
+    }
+
+    /// Restores a snapshot written by [`Self::snapshot`].
+    pub fn restore(&mut self, bytes: &[u8]) -> Result<()> {
+        let snap = Snapshot::decode(STATE_NAME, bytes)?;
+        if let Some(w) = snap.header.get("watermark").filter(|w| !w.is_null()) {
+            let w: WatermarkState =
+                serde_json::from_value(w.clone()).map_err(|e| Error::State {
+                    operator: STATE_NAME.into(),
+                    message: format!("bad watermark state: {e}"),
+                })?;
+            self.watermark.restore(&w);
+        }
+        self.dedup.restore_snapshot(&snap)
+    }
+
+    /// The router snapshot equivalent to a watermark and a dedup snapshot saved apart (state
+    /// files of version 1).
+    pub fn state_from_parts(watermark: Option<&WatermarkState>, dedup: &[u8]) -> Result<Vec<u8>> {
+        let mut snap = Snapshot::decode("dedup", dedup)?;
+        if let Some(w) = watermark {
+            snap.header["watermark"] = serde_json::to_value(w)
+                .map_err(|e| Error::Internal(format!("cannot write the watermark state: {e}")))?;
+        }
+        snap.encode(STATE_NAME)
     }
 
     /// Accepts what can be accepted from a decoded batch of source partition `partition`. Rejected events are appended to
@@ -152,79 +180,47 @@ impl Router {
             selection,
             positions: d.positions.clone(),
             arrival_watermarks: arrival,
+            keys: None,
         }))
     }
 }
 
-impl Partitioner {
-    /// A partitioner over `workers` workers.
-    pub fn new(partitioning: Partitioning, workers: usize) -> Self {
-        Partitioner {
-            partitioning,
-            workers: workers.max(1),
-            round_robin: 0,
-        }
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn router() -> Router {
+        Router::new(
+            Dedup::new(60_000),
+            Watermark::partitioned(1_000, 60_000, 2, None),
+        )
     }
 
-    /// The partitioning a planned query needs: by group key, everything to one worker for a
-    /// keyless aggregate, or round-robin for a stateless query.
-    pub fn for_plan(plan: &crate::sql::StreamPlan) -> Partitioning {
-        use crate::sql::PlanKind;
-        match &plan.kind {
-            PlanKind::Window { aggregate, .. } if aggregate.keys.is_empty() => Partitioning::Single,
-            PlanKind::Window { aggregate, .. } => Partitioning::ByKeys(aggregate.keys.clone()),
-            PlanKind::Map { .. } => Partitioning::RoundRobin,
-        }
-    }
-
-    /// Splits accepted events into one part per worker (parts may be empty).
-    pub fn partition(&mut self, events: &EventBatch) -> Result<Vec<Option<EventBatch>>> {
-        let n = self.workers;
-        let mut parts: Vec<Option<EventBatch>> = (0..n).map(|_| None).collect();
-        let keys = match &self.partitioning {
-            _ if n == 1 => {
-                parts[0] = Some(events.clone());
-                return Ok(parts);
-            }
-            Partitioning::Single => {
-                parts[0] = Some(events.clone());
-                return Ok(parts);
-            }
-            Partitioning::RoundRobin => {
-                let w = self.round_robin % n;
-                self.round_robin += 1;
-                parts[w] = Some(events.clone());
-                return Ok(parts);
-            }
-            Partitioning::ByKeys(keys) => keys,
-        };
-        let rows = events.batch.num_rows();
-        let zeros: ArrayRef =
-            Arc::new(TimestampMillisecondArray::from(vec![0i64; rows]).with_timezone("UTC"));
-        let mut cols = events.batch.columns().to_vec();
-        cols.push(Arc::clone(&zeros));
-        cols.push(zeros);
-        let eval = RecordBatch::try_new(windowed_schema(), cols)?;
-        let keys = keys
-            .iter()
-            .map(|k| k.evaluate(&eval)?.into_array(rows))
-            .collect::<datafusion::error::Result<Vec<_>>>()?;
-        let mut hashes = vec![0u64; rows];
-        create_hashes(&keys, &RandomState::with_seed(0x9a75_17ea), &mut hashes)?;
-        let mut idx: Vec<Vec<u32>> = vec![Vec::new(); n];
-        for (r, h) in hashes.iter().enumerate() {
-            if events.is_selected(r) {
-                idx[(*h % n as u64) as usize].push(r as u32);
-            }
-        }
-        for (w, rows) in idx.into_iter().enumerate() {
-            if rows.is_empty() {
-                continue;
-            }
-            let mut part = events.take(&UInt32Array::from(rows))?;
-            part.selection = None; // only selected rows were taken
-            parts[w] = Some(part);
-        }
-        Ok(parts)
+    #[test]
+    fn the_router_state_round_trips_as_one_snapshot_and_from_version_1_parts() {
+        let mut r = router();
+        assert_eq!(r.dedup.check("e1", 7, 5_000, i64::MIN), DedupOutcome::New);
+        r.watermark.observe(1, 5_000);
+        let bytes = r.snapshot().unwrap();
+        let mut back = router();
+        back.restore(&bytes).unwrap();
+        assert_eq!(back.watermark.state(), r.watermark.state());
+        assert_eq!(
+            back.dedup.check("e1", 7, 5_000, i64::MIN),
+            DedupOutcome::Duplicate
+        );
+        assert_eq!(
+            back.dedup.check("e1", 8, 5_000, i64::MIN),
+            DedupOutcome::Conflict
+        );
+        // A state file of version 1 kept them apart.
+        let v1 = Router::state_from_parts(Some(&r.watermark.state()), &r.dedup.snapshot().unwrap())
+            .unwrap();
+        let mut old = router();
+        old.restore(&v1).unwrap();
+        assert_eq!(old.watermark.state(), r.watermark.state());
+        assert_eq!(old.dedup.len(), 1);
+        // Another stage's snapshot is refused.
+        assert!(router().restore(&r.dedup.snapshot().unwrap()).is_err());
     }
 }

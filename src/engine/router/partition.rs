@@ -1,0 +1,185 @@
+//! Partitioning: spreads one query's accepted events over its workers as its plan requires
+//! ([`Partitioning`]).
+//!
+//! By key, the router applies the query's WHERE clause and evaluates its group keys here, once:
+//! only the rows that pass are hashed and copied to a worker, and the key columns travel with
+//! them ([`EventBatch::keys`]) so the worker does not evaluate them again.
+
+use std::sync::Arc;
+
+use datafusion::arrow::array::{
+    Array, ArrayRef, AsArray, BooleanArray, RecordBatch, RecordBatchOptions, UInt32Array,
+};
+use datafusion::arrow::compute::{and, filter_record_batch, prep_null_mask_filter, take};
+use datafusion::common::hash_utils::{RandomState, create_hashes};
+use datafusion::physical_expr::utils::{collect_columns, reassign_expr_columns};
+use datafusion::physical_plan::PhysicalExpr;
+
+use crate::error::{Error, Result};
+use crate::operators::EventBatch;
+use crate::schema::event_schema;
+use crate::sql::Partitioning;
+
+/// Spreads one query's events over its workers.
+pub struct Partitioner {
+    how: How,
+    workers: usize,
+    round_robin: usize,
+}
+
+enum How {
+    /// Everything to one worker (one worker, or a keyless aggregate).
+    Single,
+    RoundRobin,
+    ByKeys(KeyEval),
+}
+
+/// The WHERE clause and group keys, bound to the event schema; the keys are rebound to just
+/// the columns they read, so filtering copies those columns and no others.
+struct KeyEval {
+    filters: Vec<Arc<dyn PhysicalExpr>>,
+    /// Event-schema indices of the columns the keys read.
+    key_columns: Vec<usize>,
+    key_schema: datafusion::arrow::datatypes::SchemaRef,
+    keys: Vec<Arc<dyn PhysicalExpr>>,
+}
+
+impl Partitioner {
+    /// A partitioner over `workers` workers.
+    pub fn new(partitioning: Partitioning, workers: usize) -> Result<Self> {
+        let workers = workers.max(1);
+        let how = match partitioning {
+            _ if workers == 1 => How::Single,
+            Partitioning::Single => How::Single,
+            Partitioning::RoundRobin => How::RoundRobin,
+            Partitioning::ByKeys { filters, keys } => {
+                let mut cols = std::collections::BTreeSet::new();
+                for k in &keys {
+                    cols.extend(collect_columns(k).iter().map(|c| c.index()));
+                }
+                let key_columns: Vec<usize> = cols.into_iter().collect();
+                let schema = event_schema();
+                if let Some(c) = key_columns.iter().find(|c| **c >= schema.fields().len()) {
+                    return Err(Error::Internal(format!(
+                        "a group key reads column {c}, which is not an event column"
+                    )));
+                }
+                let key_schema = Arc::new(schema.project(&key_columns)?);
+                let keys = keys
+                    .into_iter()
+                    .map(|k| reassign_expr_columns(k, &key_schema))
+                    .collect::<datafusion::error::Result<_>>()?;
+                How::ByKeys(KeyEval {
+                    filters,
+                    key_columns,
+                    key_schema,
+                    keys,
+                })
+            }
+        };
+        Ok(Partitioner {
+            how,
+            workers,
+            round_robin: 0,
+        })
+    }
+
+    /// Splits accepted events into one part per worker (parts may be empty).
+    pub fn partition(&mut self, events: &EventBatch) -> Result<Vec<Option<EventBatch>>> {
+        let n = self.workers;
+        let mut parts: Vec<Option<EventBatch>> = (0..n).map(|_| None).collect();
+        let eval = match &self.how {
+            How::Single => {
+                parts[0] = Some(events.clone());
+                return Ok(parts);
+            }
+            How::RoundRobin => {
+                let w = self.round_robin % n;
+                self.round_robin += 1;
+                parts[w] = Some(events.clone());
+                return Ok(parts);
+            }
+            How::ByKeys(eval) => eval,
+        };
+        let batch = &events.batch;
+        let rows = batch.num_rows();
+        // WHERE over the whole batch (a predicate on a dictionary column compares a few words),
+        // combined with the router's selection.
+        let mut mask = events.selection.clone();
+        for f in &eval.filters {
+            let m = f.evaluate(batch)?.into_array(rows)?;
+            let m = m
+                .as_boolean_opt()
+                .cloned()
+                .ok_or_else(|| Error::Internal(format!("WHERE produced {}", m.data_type())))?;
+            let m = match m.nulls() {
+                Some(_) => prep_null_mask_filter(&m),
+                None => m,
+            };
+            mask = Some(match mask {
+                None => m,
+                Some(prev) => and(&prev, &m)?,
+            });
+        }
+        let mask = mask.filter(|m| m.true_count() != rows);
+        let kept = match &mask {
+            Some(m) if m.true_count() == 0 => return Ok(parts),
+            Some(m) => Some(UInt32Array::from_iter_values(
+                m.values().set_indices().map(|i| i as u32),
+            )),
+            None => None,
+        };
+        let keys = eval.keys(batch, mask.as_ref())?;
+        let kept_rows = keys.first().map_or(rows, |k| k.len());
+        let mut hashes = vec![0u64; kept_rows];
+        create_hashes(&keys, &RandomState::with_seed(0x9a75_17ea), &mut hashes)?;
+        // Per worker: the rows' indices in the batch, and in the kept rows (the key columns).
+        let mut idx: Vec<(Vec<u32>, Vec<u32>)> = vec![(Vec::new(), Vec::new()); n];
+        for (k, h) in hashes.iter().enumerate() {
+            let w = (*h % n as u64) as usize;
+            let row = kept.as_ref().map_or(k as u32, |kept| kept.value(k));
+            idx[w].0.push(row);
+            idx[w].1.push(k as u32);
+        }
+        for (w, (rows, local)) in idx.into_iter().enumerate() {
+            if rows.is_empty() {
+                continue;
+            }
+            let mut part = events.take(&UInt32Array::from(rows))?;
+            let local = UInt32Array::from(local);
+            part.selection = None; // only rows that passed were taken
+            part.keys = Some(
+                keys.iter()
+                    .map(|k| Ok(take(k.as_ref(), &local, None)?))
+                    .collect::<Result<_>>()?,
+            );
+            parts[w] = Some(part);
+        }
+        Ok(parts)
+    }
+}
+
+impl KeyEval {
+    /// The group keys over the rows `mask` keeps (all when `None`).
+    fn keys(&self, batch: &RecordBatch, mask: Option<&BooleanArray>) -> Result<Vec<ArrayRef>> {
+        let cols = self
+            .key_columns
+            .iter()
+            .map(|i| Arc::clone(batch.column(*i)))
+            .collect();
+        let mut b = RecordBatch::try_new_with_options(
+            Arc::clone(&self.key_schema),
+            cols,
+            &RecordBatchOptions::new().with_row_count(Some(batch.num_rows())),
+        )?;
+        if let Some(m) = mask {
+            b = filter_record_batch(&b, m)?;
+        }
+        let rows = b.num_rows();
+        Ok(self
+            .keys
+            .iter()
+            .map(|k| k.evaluate(&b)?.into_array(rows))
+            .collect::<datafusion::error::Result<_>>()?)
+    }
+}
