@@ -1,8 +1,14 @@
-//! The payment event schema: the columns every source decodes into (see `shared/EVENTS.md`).
+//! Event schemas as values ([`EventSchema`]) and the built-in one, the payment event (see
+//! `docs/EVENTS.md`).
 //!
-//! Decoders produce Arrow batches in exactly this column order; the SQL layer registers the
-//! stream `payments` with this schema, plus `window_start`/`window_end` when a window table
-//! function is used. Money is `Int64` minor units; event time is millisecond UTC.
+//! An [`EventSchema`] is what the rest of the engine knows about a stream's events: the Arrow
+//! schema, and the roles of its columns (the id dedup keys on, the event time the watermark and
+//! windows follow, the dictionary-coded columns and their vocabularies, which fields are
+//! required). The planner registers the stream with it (plus `window_start`/`window_end` when a
+//! window table function is used), and the router, operators and late output find the columns
+//! they need through it. [`EventSchema::payments`] is the built-in instance; its decoders keep a
+//! fast path written for it ([`FieldId`] indexes its columns). Money is `Int64` minor units;
+//! event time is millisecond UTC.
 //!
 //! `event_type` and `status` have fixed vocabularies, so they are dictionary-encoded
 //! ([`code_type`]) over [`EVENT_TYPES`] and [`STATUSES`]: a query's `event_type = 'capture'` then
@@ -178,21 +184,168 @@ pub fn event_schema() -> SchemaRef {
     Arc::clone(&EVENT_SCHEMA)
 }
 
+/// An event stream's schema and the roles of its columns.
+///
+/// Invariants, checked by [`EventSchema::new`]: the id column is `Utf8` and not nullable, the
+/// event-time column is a millisecond UTC timestamp and not nullable, every dictionary-coded
+/// column has an `Int8`-keyed dictionary type, and no column is called `window_start` or
+/// `window_end` (a window adds those).
+#[derive(Debug, Clone)]
+pub struct EventSchema {
+    stream: String,
+    arrow: SchemaRef,
+    windowed: SchemaRef,
+    id: usize,
+    event_time: usize,
+    dictionaries: Vec<(usize, ArrayRef)>,
+}
+
+impl EventSchema {
+    /// A schema for the stream `stream` whose events have the columns of `arrow`, identified by
+    /// the column `id` and timed by `event_time`; `dictionaries` lists the dictionary-coded
+    /// columns with their vocabularies, in key order.
+    pub fn new(
+        stream: impl Into<String>,
+        arrow: SchemaRef,
+        id: &str,
+        event_time: &str,
+        dictionaries: Vec<(&str, ArrayRef)>,
+    ) -> crate::error::Result<Self> {
+        let bad = |m: String| crate::error::Error::Internal(format!("event schema: {m}"));
+        let col = |name: &str| {
+            arrow
+                .index_of(name)
+                .map_err(|_| bad(format!("no column `{name}`")))
+        };
+        let (id, event_time) = (col(id)?, col(event_time)?);
+        let f = arrow.field(id);
+        if f.data_type() != &DataType::Utf8 || f.is_nullable() {
+            return Err(bad(format!(
+                "the id column `{}` must be a non-null string",
+                f.name()
+            )));
+        }
+        let f = arrow.field(event_time);
+        if f.data_type() != &timestamp_type() || f.is_nullable() {
+            return Err(bad(format!(
+                "the event-time column `{}` must be a non-null UTC millisecond timestamp",
+                f.name()
+            )));
+        }
+        let dictionaries = dictionaries
+            .into_iter()
+            .map(|(name, values)| {
+                let i = col(name)?;
+                match arrow.field(i).data_type() {
+                    DataType::Dictionary(k, _) if **k == DataType::Int8 => Ok((i, values)),
+                    t => Err(bad(format!(
+                        "`{name}` is {t}, not a dictionary-coded column"
+                    ))),
+                }
+            })
+            .collect::<crate::error::Result<_>>()?;
+        if let Some(f) = arrow
+            .fields()
+            .iter()
+            .find(|f| f.name() == WINDOW_START || f.name() == WINDOW_END)
+        {
+            return Err(bad(format!("`{}` is reserved for window bounds", f.name())));
+        }
+        let mut fields: Vec<Field> = arrow.fields().iter().map(|f| f.as_ref().clone()).collect();
+        fields.push(Field::new(WINDOW_START, timestamp_type(), false));
+        fields.push(Field::new(WINDOW_END, timestamp_type(), false));
+        Ok(EventSchema {
+            stream: stream.into(),
+            windowed: Arc::new(Schema::new(fields)),
+            arrow,
+            id,
+            event_time,
+            dictionaries,
+        })
+    }
+
+    /// The built-in payment event schema (the stream `payments`).
+    pub fn payments() -> Arc<EventSchema> {
+        Arc::clone(&PAYMENTS)
+    }
+
+    /// The stream's name (what `FROM` reads unless a query file declares a source).
+    pub fn stream(&self) -> &str {
+        &self.stream
+    }
+
+    /// The events' Arrow schema: decoders produce batches in exactly this column order.
+    pub fn arrow(&self) -> &SchemaRef {
+        &self.arrow
+    }
+
+    /// The Arrow schema with `window_start` and `window_end` appended, as a windowed query sees
+    /// the stream.
+    pub fn windowed(&self) -> &SchemaRef {
+        &self.windowed
+    }
+
+    /// Index of the id column, which dedup keys on.
+    pub fn id_column(&self) -> usize {
+        self.id
+    }
+
+    /// Index of the event-time column, which the watermark and the windows follow.
+    pub fn event_time_column(&self) -> usize {
+        self.event_time
+    }
+
+    /// Index of `window_start` in [`Self::windowed`] (`window_end` is the next).
+    pub fn window_start_column(&self) -> usize {
+        self.arrow.fields().len()
+    }
+
+    /// The vocabulary of dictionary-coded column `column`, in key order, if it is one.
+    pub fn dictionary(&self, column: usize) -> Option<&ArrayRef> {
+        self.dictionaries
+            .iter()
+            .find(|(c, _)| *c == column)
+            .map(|(_, v)| v)
+    }
+
+    /// Whether two schemas describe the same events (their stream name aside).
+    pub fn same_events(&self, other: &EventSchema) -> bool {
+        self.arrow == other.arrow
+            && (self.id, self.event_time) == (other.id, other.event_time)
+            && self.dictionaries.len() == other.dictionaries.len()
+            && self
+                .dictionaries
+                .iter()
+                .zip(&other.dictionaries)
+                .all(|((a, x), (b, y))| a == b && x.as_ref() == y.as_ref())
+    }
+}
+
+static PAYMENTS: LazyLock<Arc<EventSchema>> = LazyLock::new(|| {
+    Arc::new(
+        EventSchema::new(
+            "payments",
+            event_schema(),
+            FieldId::EventId.name(),
+            FieldId::EventTime.name(),
+            vec![
+                (FieldId::EventType.name(), event_type_values()),
+                (FieldId::Status.name(), status_values()),
+            ],
+        )
+        .expect("the payment schema is valid"),
+    )
+});
+
 /// Name of the window start column added by window table functions.
 pub const WINDOW_START: &str = "window_start";
 /// Name of the window end column added by window table functions.
 pub const WINDOW_END: &str = "window_end";
 
-/// The event schema extended with `window_start` and `window_end`, as seen by a windowed query.
+/// The payment event schema extended with `window_start` and `window_end`, as seen by a
+/// windowed query ([`EventSchema::windowed`] of [`EventSchema::payments`]).
 pub fn windowed_schema() -> SchemaRef {
-    let mut fields: Vec<Field> = event_schema()
-        .fields()
-        .iter()
-        .map(|f| f.as_ref().clone())
-        .collect();
-    fields.push(Field::new(WINDOW_START, timestamp_type(), false));
-    fields.push(Field::new(WINDOW_END, timestamp_type(), false));
-    Arc::new(Schema::new(fields))
+    Arc::clone(EventSchema::payments().windowed())
 }
 
 #[cfg(test)]
@@ -221,5 +374,35 @@ mod tests {
             );
         }
         assert!(FieldId::Currency.required() && !FieldId::CardCountry.required());
+    }
+
+    #[test]
+    fn the_payment_schema_declares_its_roles() {
+        let p = EventSchema::payments();
+        assert_eq!(p.stream(), "payments");
+        assert_eq!(p.id_column(), FieldId::EventId as usize);
+        assert_eq!(p.event_time_column(), FieldId::EventTime as usize);
+        assert_eq!(p.windowed().as_ref(), windowed_schema().as_ref());
+        assert_eq!(p.window_start_column(), NUM_FIELDS);
+        assert_eq!(p.dictionary(FieldId::Status as usize).unwrap().len(), 2);
+        assert!(p.dictionary(FieldId::Currency as usize).is_none());
+        assert!(p.same_events(&p));
+    }
+
+    #[test]
+    fn a_schema_without_usable_roles_is_refused() {
+        let arrow = Arc::new(Schema::new(vec![
+            Field::new("id", DataType::Utf8, false),
+            Field::new("ts", DataType::Int64, false),
+            Field::new("window_end", timestamp_type(), false),
+        ]));
+        for (id, time) in [
+            ("nope", "ts"),
+            ("ts", "ts"),
+            ("id", "ts"),
+            ("id", "window_end"),
+        ] {
+            assert!(EventSchema::new("s", Arc::clone(&arrow), id, time, vec![]).is_err());
+        }
     }
 }

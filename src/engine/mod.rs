@@ -286,3 +286,45 @@ pub(crate) fn spawn<T: Send + 'static>(
         .spawn(f)
         .expect("cannot spawn a thread")
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::schema::EventSchema;
+    use datafusion::arrow::datatypes::{DataType, Field, Schema};
+
+    /// A query planned for other events than its source decodes is refused before anything
+    /// runs: its columns would be read at the wrong places.
+    #[test]
+    fn a_query_planned_for_other_events_is_refused() {
+        let arrow = Arc::new(Schema::new(vec![
+            Field::new("id", DataType::Utf8, false),
+            Field::new("at", crate::schema::timestamp_type(), false),
+            Field::new("amount", DataType::Int64, true),
+        ]));
+        let events = Arc::new(EventSchema::new("refunds", arrow, "id", "at", vec![]).unwrap());
+        let plan = crate::sql::plan_query_in(
+            "SELECT id, amount FROM refunds WHERE amount > 0",
+            &events,
+            "refunds",
+            &Default::default(),
+        )
+        .unwrap();
+        assert_eq!(plan.events.stream(), "refunds");
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("e.jsonl");
+        std::fs::write(&path, "").unwrap();
+        let spec = RunSpec::single(
+            Arc::new(crate::source::FileSource::new(&path)),
+            &plan,
+            Box::new(NullSink),
+        );
+        let err = run(spec, Default::default(), Default::default())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("planned for events of the stream `refunds`"),
+            "{err}"
+        );
+    }
+}

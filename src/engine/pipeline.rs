@@ -116,7 +116,22 @@ pub(super) fn run(
         let text = q.plan.sql.split_whitespace().collect::<Vec<_>>().join(" ");
         tracing::info!(query = %q.name, workers, bounded = spec.source.bounded(), sql = %text, "run starting");
     }
-    let mut router = Router::new(
+    // The events the source decodes; every query must have been planned for them.
+    let events = spec.source.events();
+    if let Some(q) = spec
+        .queries
+        .iter()
+        .find(|q| !q.plan.events.same_events(&events))
+    {
+        return Err(Error::Internal(format!(
+            "query {} was planned for events of the stream `{}`, but the source decodes those of `{}`",
+            q.name,
+            q.plan.events.stream(),
+            events.stream()
+        )));
+    }
+    let mut router = Router::for_events(
+        Arc::clone(&events),
         Dedup::new(opts.dedup_ttl),
         Watermark::partitioned(
             opts.watermark_delay,
@@ -184,7 +199,11 @@ pub(super) fn run(
     let mut names = Vec::with_capacity(nq);
     let mut counters = Vec::with_capacity(nq);
     for (q, query) in spec.queries.into_iter().enumerate() {
-        partitioners.push(Partitioner::new(query.plan.partitioning(), workers)?);
+        partitioners.push(Partitioner::new(
+            query.plan.partitioning(),
+            &events,
+            workers,
+        )?);
         let counted = Arc::new(super::QueryProgress {
             name: query.name.clone(),
             ..Default::default()
@@ -314,8 +333,9 @@ pub(super) fn run(
                             progress
                                 .late
                                 .fetch_add(l.batch.num_rows() as u64, Ordering::Relaxed);
-                            let recs = late_json(&origins[origin as usize], query, l);
-                            for (rec, time) in recs.iter().zip(late_event_times(l)) {
+                            let recs = late_json(&origins[origin as usize], query, l, &events);
+                            let times = late_event_times(l, events.event_time_column());
+                            for (rec, time) in recs.iter().zip(times) {
                                 if let Err(e) = late_sink.write_record_at(rec, time) {
                                     fail(&mut first_error, e);
                                 }
@@ -460,11 +480,11 @@ fn write_dead_letter(sink: &mut dyn Sink, rec: &[u8], time: Option<i64>) -> Resu
 }
 
 /// The event time of each late event, to stamp its record with.
-fn late_event_times(late: &LateEvents) -> impl Iterator<Item = i64> + '_ {
+fn late_event_times(late: &LateEvents, column: usize) -> impl Iterator<Item = i64> + '_ {
     use datafusion::arrow::array::AsArray;
     use datafusion::arrow::datatypes::TimestampMillisecondType;
     late.batch
-        .column(crate::schema::FieldId::EventTime as usize)
+        .column(column)
         .as_primitive::<TimestampMillisecondType>()
         .values()
         .iter()

@@ -43,7 +43,7 @@ use crate::sql::query_file::{
     DEAD_LETTERS, EventTimeSettings, LATE_EVENTS, QueryFile, SinkConnector, SourceDecl,
     parse_query_file,
 };
-use crate::sql::{StreamPlan, plan_query_with};
+use crate::sql::{StreamPlan, plan_query_in};
 use crate::time::parse_duration_millis;
 
 /// How to run a job.
@@ -237,7 +237,8 @@ impl Job {
                     ),
                 }));
             }
-            let plan = plan_query_with(&ins.select, &source.name, &limits)
+            let events = source.connector.events();
+            let plan = plan_query_in(&ins.select, &events, &source.name, &limits)
                 .map_err(in_file)?
                 .named(format!(
                     "the query at line {} of {} (INSERT INTO {})",

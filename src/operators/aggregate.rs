@@ -15,7 +15,6 @@ use datafusion::physical_plan::PhysicalExpr;
 
 use super::{EventBatch, LateEvents};
 use crate::error::{Error, Result};
-use crate::schema::{FieldId, windowed_schema};
 use crate::sql::{AggregateSpec, KeySlot, Stage, apply_stages, apply_stages_timed};
 
 fn as_mask(a: ArrayRef, what: &str) -> Result<BooleanArray> {
@@ -259,7 +258,8 @@ impl AggregateCore {
         }
         let args: Vec<Vec<Arc<dyn PhysicalExpr>>> =
             spec.aggregates.iter().map(|a| a.expressions()).collect();
-        let mut used = std::collections::BTreeSet::from([FieldId::EventTime as usize]);
+        let time_column = spec.events.event_time_column();
+        let mut used = std::collections::BTreeSet::from([time_column]);
         let all = predicates
             .iter()
             .chain(&spec.keys)
@@ -269,11 +269,14 @@ impl AggregateCore {
             used.extend(collect_columns(e).iter().map(|c| c.index()));
         }
         let projection: Vec<usize> = used.into_iter().collect();
-        let schema = Arc::new(windowed_schema().project(&projection)?);
+        let schema = Arc::new(spec.events.windowed().project(&projection)?);
         let rebind = |e: &Arc<dyn PhysicalExpr>| -> Result<Arc<dyn PhysicalExpr>> {
             Ok(reassign_expr_columns(Arc::clone(e), &schema)?)
         };
-        let time = schema.index_of(FieldId::EventTime.name())?;
+        let time = projection
+            .iter()
+            .position(|c| *c == time_column)
+            .expect("the event time is projected");
         let filter_same_as = spec
             .filters
             .iter()

@@ -10,7 +10,7 @@ use datafusion::arrow::datatypes::TimestampMillisecondType;
 
 use super::{Emitted, EventBatch, Operator, OperatorOutput, RowTimes};
 use crate::error::Result;
-use crate::schema::{FieldId, windowed_schema};
+use crate::schema::EventSchema;
 use crate::sql::{Stage, WindowKind, apply_stages_timed};
 use crate::state::Snapshot;
 
@@ -18,12 +18,17 @@ use crate::state::Snapshot;
 pub struct MapOperator {
     stages: Vec<Stage>,
     window: Option<WindowKind>,
+    events: Arc<EventSchema>,
 }
 
 impl MapOperator {
-    /// A map over `stages`, adding tumbling window bounds when `window` is set.
-    pub fn new(stages: Vec<Stage>, window: Option<WindowKind>) -> Self {
-        MapOperator { stages, window }
+    /// A map over `stages` of `events`, adding tumbling window bounds when `window` is set.
+    pub fn new(stages: Vec<Stage>, window: Option<WindowKind>, events: Arc<EventSchema>) -> Self {
+        MapOperator {
+            stages,
+            window,
+            events,
+        }
     }
 }
 
@@ -33,20 +38,20 @@ impl Operator for MapOperator {
             Some(WindowKind::Tumble { size }) => {
                 let ts = input
                     .batch
-                    .column(FieldId::EventTime as usize)
+                    .column(self.events.event_time_column())
                     .as_primitive::<TimestampMillisecondType>();
                 let starts: TimestampMillisecondArray = ts.unary(|t| t - t.rem_euclid(size));
                 let ends: TimestampMillisecondArray = starts.unary(|s| s + size);
                 let mut cols = input.batch.columns().to_vec();
                 cols.push(Arc::new(starts.with_timezone("UTC")));
                 cols.push(Arc::new(ends.with_timezone("UTC")));
-                RecordBatch::try_new(windowed_schema(), cols)?
+                RecordBatch::try_new(Arc::clone(self.events.windowed()), cols)?
             }
             _ => input.batch.clone(),
         };
         // A per-event result stands for its event's time.
         let times = batch
-            .column(FieldId::EventTime as usize)
+            .column(self.events.event_time_column())
             .as_primitive::<TimestampMillisecondType>()
             .values();
         let (result, times) =

@@ -51,7 +51,7 @@ use crate::sql::{PlanKind, StreamPlan, WindowKind};
 /// reads. `positions` and `arrival_watermarks` have one entry per row of `batch`, selected or not.
 #[derive(Debug, Clone)]
 pub struct EventBatch {
-    /// Rows in [`crate::schema::event_schema`] order.
+    /// Rows in the order of the query's [`crate::schema::EventSchema`].
     pub batch: RecordBatch,
     /// Which rows are events (`None`: all). Never null.
     pub selection: Option<BooleanArray>,
@@ -213,6 +213,7 @@ fn build_unnamed(plan: &StreamPlan) -> Result<Box<dyn Operator>> {
         PlanKind::Map { window, stages } => Box::new(MapOperator::new(
             stages.clone(),
             window.as_ref().map(|w| w.kind),
+            std::sync::Arc::clone(&plan.events),
         )),
         PlanKind::Window { window, aggregate } => match window.kind {
             WindowKind::Tumble { size } => Box::new(TumblingWindow::new(aggregate.clone(), size)?),

@@ -228,16 +228,19 @@ pub fn dead_letter_json(origin: &Origin, r: &Reject) -> Vec<u8> {
 /// Late-event records: `{"reason":"late","event_id","event_time","watermark",["query",]"file","line","event"}`
 /// (`"topic","partition","offset"` for a log source; `query` names the query the event was late
 /// for when a run has several).
-pub fn late_json(origin: &Origin, query: Option<&str>, late: &LateEvents) -> Vec<Vec<u8>> {
+/// `events` says where the id and event time are.
+pub fn late_json(
+    origin: &Origin,
+    query: Option<&str>,
+    late: &LateEvents,
+    events: &crate::schema::EventSchema,
+) -> Vec<Vec<u8>> {
     use datafusion::arrow::array::AsArray;
     use datafusion::arrow::datatypes::TimestampMillisecondType;
-    let ids = late
-        .batch
-        .column(crate::schema::FieldId::EventId as usize)
-        .as_string::<i32>();
+    let ids = late.batch.column(events.id_column()).as_string::<i32>();
     let times = late
         .batch
-        .column(crate::schema::FieldId::EventTime as usize)
+        .column(events.event_time_column())
         .as_primitive::<TimestampMillisecondType>();
     (0..late.batch.num_rows())
         .map(|i| {

@@ -50,6 +50,12 @@ pub trait SourceConnector: std::fmt::Debug + Send + Sync {
     /// (exactly-once), rather than reading its input whole each run (at-least-once).
     fn resumable(&self) -> bool;
 
+    /// The schema of the events it produces, which queries over it are planned for (the same
+    /// as its [`Source::events`]). The built-in decoders produce payment events.
+    fn events(&self) -> Arc<crate::schema::EventSchema> {
+        crate::schema::EventSchema::payments()
+    }
+
     /// The source a run reads.
     fn source(&self, ctx: &SourceContext<'_>) -> Result<Arc<dyn Source>>;
 }
@@ -97,6 +103,12 @@ pub type Positions = BTreeMap<u32, u64>;
 ///   threads. A commit that fails fails the job after the checkpoint is durable: make it
 ///   idempotent, since a restart commits the same positions again.
 pub trait Source: Send + Sync {
+    /// The schema of the events its chunks' batches hold; queries run over it must be planned
+    /// for the same events. The built-in decoders produce payment events.
+    fn events(&self) -> Arc<crate::schema::EventSchema> {
+        crate::schema::EventSchema::payments()
+    }
+
     /// Each partition's origin (index = partition), naming positions in dead letters.
     fn origins(&self) -> Result<Vec<Origin>>;
 

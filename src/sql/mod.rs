@@ -16,6 +16,6 @@ pub use self::plan::{
     apply_stages_selected, apply_stages_timed,
 };
 pub use self::planner::{
-    MAX_EXPR_DEPTH, MAX_TOKENS, STREAM, plan_query, plan_query_on, plan_query_with,
+    MAX_EXPR_DEPTH, MAX_TOKENS, plan_query, plan_query_in, plan_query_on, plan_query_with,
 };
 pub use self::window_tvf::{WindowKind, WindowLimits, WindowSpec, to_risingwave_spelling};

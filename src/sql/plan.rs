@@ -14,6 +14,7 @@ use datafusion::physical_plan::PhysicalExpr;
 
 use super::window_tvf::WindowSpec;
 use crate::error::{Error, Result};
+use crate::schema::EventSchema;
 
 /// A stateless step applied to every batch: a filter or a projection.
 #[derive(Debug, Clone)]
@@ -157,6 +158,8 @@ pub enum KeySlot {
 /// A windowed aggregation as planned by DataFusion.
 #[derive(Debug, Clone)]
 pub struct AggregateSpec {
+    /// The events it reads.
+    pub events: Arc<EventSchema>,
     /// Steps between the stream and the aggregation (the WHERE clause).
     pub input_stages: Vec<Stage>,
     /// Non-window grouping expressions, evaluated against the stream batch.
@@ -225,6 +228,8 @@ pub struct StreamPlan {
     pub kind: PlanKind,
     /// The schema of result rows.
     pub output_schema: SchemaRef,
+    /// The events it reads: the engine runs it only over a source that decodes these.
+    pub events: Arc<EventSchema>,
 }
 
 impl StreamPlan {

@@ -40,18 +40,15 @@ use super::window_tvf::{
     WindowKind, WindowLimits, extract_window, plan_error, point, rewrite_flink_windows,
 };
 use crate::error::{Error, Result};
-use crate::schema::{WINDOW_END, WINDOW_START, event_schema, windowed_schema};
+use crate::schema::{EventSchema, WINDOW_END, WINDOW_START};
 
-/// The name of the event stream a query reads.
-pub const STREAM: &str = "payments";
-
-/// Plans a stream query.
+/// Plans a stream query over the built-in payment stream (`payments`).
 ///
 /// Planning never waits on I/O (the stream is an in-memory table stub), so the async DataFusion
 /// calls complete on their first poll; polling once keeps this callable from any context, inside
 /// an async runtime or not.
 pub fn plan_query(sql: &str) -> Result<StreamPlan> {
-    plan_query_on(sql, STREAM)
+    plan_query_on(sql, EventSchema::payments().stream())
 }
 
 /// Plans a stream query reading the stream called `stream` (a source declared in a query file).
@@ -65,13 +62,25 @@ pub fn plan_query_on(sql: &str, stream: &str) -> Result<StreamPlan> {
 /// over the query's expressions, so planning runs on a thread of its own with a large stack: a
 /// query too deep to run is then refused ([`MAX_EXPR_DEPTH`]) instead of overflowing the stack.
 pub fn plan_query_with(sql: &str, stream: &str, limits: &WindowLimits) -> Result<StreamPlan> {
+    plan_query_in(sql, &EventSchema::payments(), stream, limits)
+}
+
+/// Plans a stream query reading `stream`, whose events have the schema `events`, with windows
+/// bounded by `limits`. The plan carries `events`: the engine runs it only over a source that
+/// decodes the same events.
+pub fn plan_query_in(
+    sql: &str,
+    events: &Arc<EventSchema>,
+    stream: &str,
+    limits: &WindowLimits,
+) -> Result<StreamPlan> {
     use futures::FutureExt;
     std::thread::scope(|s| {
         let planner = std::thread::Builder::new()
             .name("planner".into())
             .stack_size(PLANNING_STACK)
             .spawn_scoped(s, || {
-                plan_query_async(sql, stream, limits)
+                plan_query_async(sql, events, stream, limits)
                     .now_or_never()
                     .unwrap_or_else(|| {
                         Err(Error::Internal(
@@ -181,7 +190,12 @@ fn locate(tokens: &[TokenWithSpan], kw: Keyword) -> Span {
         .unwrap_or_else(|| point(0, 0))
 }
 
-async fn plan_query_async(sql: &str, stream: &str, limits: &WindowLimits) -> Result<StreamPlan> {
+async fn plan_query_async(
+    sql: &str,
+    events: &Arc<EventSchema>,
+    stream: &str,
+    limits: &WindowLimits,
+) -> Result<StreamPlan> {
     let dialect = GenericDialect {};
     let tokens = Tokenizer::new(&dialect, sql)
         .tokenize_with_location()
@@ -302,9 +316,9 @@ async fn plan_query_async(sql: &str, stream: &str, limits: &WindowLimits) -> Res
     }
 
     let schema = if window.is_some() {
-        windowed_schema()
+        Arc::clone(events.windowed())
     } else {
-        event_schema()
+        Arc::clone(events.arrow())
     };
     let mut config = SessionConfig::new()
         .with_target_partitions(1)
@@ -327,15 +341,16 @@ async fn plan_query_async(sql: &str, stream: &str, limits: &WindowLimits) -> Res
     let state = ctx.state();
     let physical = match physical_plan(&state, stmt.clone()).await {
         Ok(p) => p,
-        Err(e) => return Err(df_plan_error(&e, &tokens, &state, &stmt).await),
+        Err(e) => return Err(df_plan_error(&e, &tokens, &state, &stmt, events.windowed()).await),
     };
     let output_schema = physical.schema();
-    let kind = lift(&physical, window, &tokens)?;
+    let kind = lift(&physical, window, &tokens, events)?;
     Ok(StreamPlan {
         sql: sql.to_string(),
         name: "the query".into(),
         kind,
         output_schema,
+        events: Arc::clone(events),
     })
 }
 
@@ -361,6 +376,7 @@ async fn df_plan_error(
     tokens: &[TokenWithSpan],
     state: &datafusion::execution::SessionState,
     stmt: &Statement,
+    columns: &datafusion::arrow::datatypes::SchemaRef,
 ) -> Error {
     use datafusion::error::DataFusionError;
     let span = match e.diagnostic().and_then(|d| d.span) {
@@ -389,7 +405,7 @@ async fn df_plan_error(
                 return plan_error(span, INTERNAL);
             }
             if msg.starts_with("No field named") {
-                let columns: Vec<String> = windowed_schema()
+                let columns: Vec<String> = columns
                     .fields()
                     .iter()
                     .map(|f| f.name().to_string())
@@ -521,8 +537,9 @@ fn lift(
     root: &Arc<dyn ExecutionPlan>,
     window: Option<super::window_tvf::WindowSpec>,
     tokens: &[TokenWithSpan],
+    events: &Arc<EventSchema>,
 ) -> Result<PlanKind> {
-    let ws_idx = event_schema().fields().len();
+    let ws_idx = events.window_start_column();
     let window_cols = [ws_idx, ws_idx + 1];
     let mut stages = Vec::new();
     let mut above_aggregate: Option<Vec<Stage>> = None;
@@ -650,6 +667,7 @@ fn lift(
                 .map(|f| f.clone().map(|f| checked(f, &input_schema)).transpose())
                 .collect::<datafusion::error::Result<_>>()?;
             aggregate = Some(AggregateSpec {
+                events: Arc::clone(events),
                 input_stages: vec![],
                 keys,
                 key_schema: Arc::new(datafusion::arrow::datatypes::Schema::new(key_fields)),

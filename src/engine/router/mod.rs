@@ -12,6 +12,8 @@
 //! barriers, is the [`stage`] loop. The router's state (dedup table and watermark) is one
 //! [`Snapshot`] like an operator's ([`Router::snapshot`]).
 
+use std::sync::Arc;
+
 mod partition;
 pub(super) mod stage;
 
@@ -25,7 +27,7 @@ use crate::error::{Error, Result};
 use crate::operators::{
     Dedup, DedupOutcome, EventBatch, PREFETCH_DISTANCE, Watermark, WatermarkState,
 };
-use crate::schema::FieldId;
+use crate::schema::EventSchema;
 use crate::state::Snapshot;
 use crate::time::rfc3339;
 
@@ -45,6 +47,8 @@ pub struct RouterCounts {
 
 /// Dedup and watermark: decides which events the queries see, and when time advances.
 pub struct Router {
+    /// Where the id and the event time are.
+    events: Arc<EventSchema>,
     /// Dedup state.
     pub dedup: Dedup,
     /// Watermark state.
@@ -54,13 +58,25 @@ pub struct Router {
 }
 
 impl Router {
-    /// A router with the given dedup and watermark state.
+    /// A router over payment events ([`EventSchema::payments`]) with the given dedup and
+    /// watermark state.
     pub fn new(dedup: Dedup, watermark: Watermark) -> Self {
+        Router::for_events(EventSchema::payments(), dedup, watermark)
+    }
+
+    /// A router over events of the schema `events`.
+    pub fn for_events(events: Arc<EventSchema>, dedup: Dedup, watermark: Watermark) -> Self {
         Router {
+            events,
             dedup,
             watermark,
             counts: RouterCounts::default(),
         }
+    }
+
+    /// The events it routes.
+    pub fn events(&self) -> &Arc<EventSchema> {
+        &self.events
     }
 
     /// The router's state as one snapshot: the dedup table as its batches, the watermark in the
@@ -107,9 +123,9 @@ impl Router {
         rejects: &mut Vec<Reject>,
     ) -> Result<Option<EventBatch>> {
         let b = &d.batch;
-        let ids = b.column(FieldId::EventId as usize).as_string::<i32>();
+        let ids = b.column(self.events.id_column()).as_string::<i32>();
         let times = b
-            .column(FieldId::EventTime as usize)
+            .column(self.events.event_time_column())
             .as_primitive::<TimestampMillisecondType>();
         // Which rows are accepted, built as they are checked.
         let mut selected = BooleanBufferBuilder::new(b.num_rows());

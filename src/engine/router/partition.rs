@@ -17,7 +17,6 @@ use datafusion::physical_plan::PhysicalExpr;
 
 use crate::error::{Error, Result};
 use crate::operators::EventBatch;
-use crate::schema::event_schema;
 use crate::sql::Partitioning;
 
 /// Spreads one query's events over its workers.
@@ -45,8 +44,12 @@ struct KeyEval {
 }
 
 impl Partitioner {
-    /// A partitioner over `workers` workers.
-    pub fn new(partitioning: Partitioning, workers: usize) -> Result<Self> {
+    /// A partitioner of events of the schema `events` over `workers` workers.
+    pub fn new(
+        partitioning: Partitioning,
+        events: &crate::schema::EventSchema,
+        workers: usize,
+    ) -> Result<Self> {
         let workers = workers.max(1);
         let how = match partitioning {
             _ if workers == 1 => How::Single,
@@ -58,7 +61,7 @@ impl Partitioner {
                     cols.extend(collect_columns(k).iter().map(|c| c.index()));
                 }
                 let key_columns: Vec<usize> = cols.into_iter().collect();
-                let schema = event_schema();
+                let schema = Arc::clone(events.arrow());
                 if let Some(c) = key_columns.iter().find(|c| **c >= schema.fields().len()) {
                     return Err(Error::Internal(format!(
                         "a group key reads column {c}, which is not an event column"

@@ -231,7 +231,8 @@ impl RouterLoop<'_> {
         }
         for (accepted, watermark) in routed {
             if let (Some(speed), Some(ev)) = (self.speed, &accepted) {
-                throttle(&mut self.pace, ev, speed, &self.paced_stop);
+                let time = self.router.events().event_time_column();
+                throttle(&mut self.pace, ev, time, speed, &self.paced_stop);
             }
             self.step(accepted.as_ref(), watermark, c.tag.partition)?;
         }
@@ -286,7 +287,13 @@ impl RouterLoop<'_> {
 }
 
 /// Sleeps so event time advances `speed`× faster than wall time.
-fn throttle(pace: &mut Option<(i64, Instant)>, ev: &EventBatch, speed: f64, stop: &AtomicBool) {
+fn throttle(
+    pace: &mut Option<(i64, Instant)>,
+    ev: &EventBatch,
+    time_column: usize,
+    speed: f64,
+    stop: &AtomicBool,
+) {
     if stop.load(Ordering::Relaxed) {
         return;
     }
@@ -294,7 +301,7 @@ fn throttle(pace: &mut Option<(i64, Instant)>, ev: &EventBatch, speed: f64, stop
     use datafusion::arrow::datatypes::TimestampMillisecondType;
     let times = ev
         .batch
-        .column(crate::schema::FieldId::EventTime as usize)
+        .column(time_column)
         .as_primitive::<TimestampMillisecondType>();
     let Some(max) = (0..times.len())
         .filter(|i| ev.is_selected(*i))
