@@ -12,7 +12,6 @@ use paystream::checkpoint::CheckpointStore;
 use paystream::job::status::{JobStatus, StatusProbe, jobs};
 use paystream::job::{Job, JobOptions, SinkReset, state_dir};
 use paystream::log::Log;
-use paystream::sql::query_file::SinkConnector;
 
 use super::surprises::{Hints, report};
 use paystream::time::parse_duration_millis;
@@ -195,17 +194,7 @@ pub(crate) fn run(data: &DataDir, a: RunArgs) -> anyhow::Result<()> {
         out.resumed
     );
     let hints = Hints {
-        dead_letters: match &out.dead_letters {
-            SinkConnector::Log { topic, .. } => format!(
-                "`paystream consume {topic}` shows each one with its reason and source offset."
-            ),
-            SinkConnector::File { path } => {
-                format!(
-                    "They are in {} with reason and source offset.",
-                    path.display()
-                )
-            }
-        },
+        dead_letters: out.dead_letters.where_to_look(),
         late: format!(
             "Their event times were behind the watermark: loading an older file into a topic that already holds later events makes it late. Load it into a new topic (and point the query file's source at it), or start over with `paystream run {} --reset-state --truncate-sinks`.",
             a.query_file.display()

@@ -5,11 +5,11 @@
 //!                        └─ SOURCES["log"] ─▶ LogSourceOptions (serde, deny_unknown_fields)
 //!                                          ─▶ Arc<dyn SourceConnector> ─▶ (at run) Arc<dyn Source>
 //! ```
-//! A connector is its own directory (`source/<name>/`, with its options struct and its
-//! [`crate::source::SourceConnector`]) plus one line in [`SOURCES`] or [`SINKS`]. The options
-//! every source shares (event time, watermark delay, idle timeout, dedup TTL, skew) are read by
-//! the query file before the rest go to the connector. Sinks declare into
-//! [`crate::sql::query_file::SinkConnector`] until their transport moves behind the `Sink` trait.
+//! A connector is its own directory (`source/<name>/` with its options struct and its
+//! [`crate::source::SourceConnector`], or `sink/<name>/` with a [`crate::sink::SinkConnector`])
+//! plus one line in [`SOURCES`] or [`SINKS`]. The options every source shares (event time,
+//! watermark delay, idle timeout, dedup TTL, skew) are read by the query file before the rest go
+//! to the connector; a sink's `format` likewise.
 
 pub mod options;
 
@@ -18,8 +18,8 @@ use std::sync::Arc;
 
 pub use self::options::{OptionError, from_options};
 
+use crate::sink::SinkConnector;
 use crate::source::SourceConnector;
-use crate::sql::query_file::SinkConnector;
 
 /// The `WITH (…)` options of a statement: names lower-cased, values as written.
 pub type WithOptions = BTreeMap<String, String>;
@@ -42,7 +42,7 @@ pub struct SinkEntry {
     /// A complete `WITH (…)` list, shown when an option is missing.
     pub example: &'static str,
     /// Checks the options (all but `connector` and `format`) and declares the sink.
-    pub declare: fn(&WithOptions) -> Result<SinkConnector, OptionError>,
+    pub declare: fn(&WithOptions) -> Result<Arc<dyn SinkConnector>, OptionError>,
 }
 
 /// Every source connector.
@@ -52,7 +52,7 @@ pub const SOURCES: &[SourceEntry] = &[
 ];
 
 /// Every sink connector.
-pub const SINKS: &[SinkEntry] = &[crate::sink::connectors::FILE, crate::sink::connectors::LOG];
+pub const SINKS: &[SinkEntry] = &[crate::sink::file::CONNECTOR, crate::sink::log::CONNECTOR];
 
 /// The source connector named `name`.
 pub fn source(name: &str) -> Option<&'static SourceEntry> {

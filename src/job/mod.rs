@@ -23,8 +23,8 @@ pub mod transactions;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 pub use self::handle::{JobHandle, JobMetrics, JobState};
@@ -36,12 +36,11 @@ use crate::engine::{
     Checkpoint, Checkpoints, OnStop, Progress, QueryRun, RunOptions, RunSpec, Summary,
 };
 use crate::error::{Error, Result};
-use crate::log::{FsyncPolicy, Log, Producer, TopicConfig};
-use crate::sink::{PartFileSink, PartFiles, Recovery, SharedProducer, Sink, TopicSink, WriterSink};
+use crate::log::{FsyncPolicy, Log};
+use crate::sink::{Recovery, Sink, SinkConnector, SinkContext};
 use crate::source::SourceContext;
 use crate::sql::query_file::{
-    DEAD_LETTERS, EventTimeSettings, LATE_EVENTS, QueryFile, SinkConnector, SourceDecl,
-    parse_query_file,
+    DEAD_LETTERS, EventTimeSettings, LATE_EVENTS, QueryFile, SourceDecl, parse_query_file,
 };
 use crate::sql::{StreamPlan, plan_query_in};
 use crate::time::parse_duration_millis;
@@ -106,7 +105,7 @@ pub struct JobOutcome {
     /// Checkpoints taken: (duration, bytes) each, the final one last.
     pub checkpoints: Vec<(Duration, usize)>,
     /// Where the job's dead letters go.
-    pub dead_letters: SinkConnector,
+    pub dead_letters: Arc<dyn SinkConnector>,
 }
 
 fn config_err(what: &str, message: impl Into<String>) -> Error {
@@ -336,9 +335,7 @@ impl Job {
             sink_reset::report_changed_sinks(&opts.data_dir, &name, file, restored.is_some())?;
         }
         let mut sinks = SinkFactory {
-            log: &log,
-            fsync: opts.fsync,
-            producers: BTreeMap::new(),
+            ctx: SinkContext::new(&log, opts.fsync, store.is_some()),
             align: store.is_some().then(|| match &restored {
                 Some(s) => s.sinks.clone(),
                 // Emptied topics are aligned to where they start.
@@ -355,15 +352,12 @@ impl Job {
             file.sinks
                 .iter()
                 .find(|s| s.name == sink_name)
-                .map(|s| s.connector.clone())
-                .unwrap_or(SinkConnector::Log {
-                    topic: default_topic,
-                    partitions: None,
-                })
+                .map(|s| Arc::clone(&s.connector))
+                .unwrap_or_else(|| crate::sink::log::declare_topic(default_topic))
         };
         let mut open_sink = |sink_name: &str, default_topic: String| -> Result<Box<dyn Sink>> {
             let connector = declared(sink_name, default_topic);
-            if let (SinkConnector::Log { topic, .. }, Some(src)) = (&connector, &source_topic)
+            if let (Some(topic), Some(src)) = (connector.log_topic(), &source_topic)
                 && topic == src
             {
                 return Err(config_err(
@@ -373,7 +367,7 @@ impl Job {
                     ),
                 ));
             }
-            sinks.open(&connector)
+            sinks.open(connector.as_ref())
         };
         let dead_letters = declared(DEAD_LETTERS, format!("{base}.dlq"));
         let dead_letter = open_sink(DEAD_LETTERS, format!("{base}.dlq"))?;
@@ -536,11 +530,10 @@ fn restore(
     Ok(Some(s))
 }
 
-/// Opens sinks, sharing one producer per topic.
+/// Opens declared sinks and recovers them to the restored checkpoint.
 struct SinkFactory<'a> {
-    log: &'a Log,
-    fsync: FsyncPolicy,
-    producers: BTreeMap<String, SharedProducer>,
+    /// What the connectors open with (shared producers among them).
+    ctx: SinkContext<'a>,
     /// For a checkpointed job: sink offsets of the restored checkpoint (empty when none); each
     /// sink topic is aligned with them when opened.
     align: Option<BTreeMap<String, Vec<u64>>>,
@@ -548,20 +541,11 @@ struct SinkFactory<'a> {
     restored_epoch: u64,
 }
 
-/// Whether `path` is a character device, a FIFO or a socket (`/dev/stdout`, a named pipe).
-pub(crate) fn is_stream(path: &Path) -> bool {
-    use std::os::unix::fs::FileTypeExt;
-    std::fs::metadata(path).is_ok_and(|m| {
-        let t = m.file_type();
-        t.is_char_device() || t.is_fifo() || t.is_socket()
-    })
-}
-
 impl SinkFactory<'_> {
     /// Opens the sink `c` declares; a checkpointed job's sink is recovered to the restored
     /// checkpoint ([`Sink::recover`]) before it gets a record.
-    fn open(&mut self, c: &SinkConnector) -> Result<Box<dyn Sink>> {
-        let mut sink = self.open_transport(c)?;
+    fn open(&mut self, c: &dyn SinkConnector) -> Result<Box<dyn Sink>> {
+        let mut sink = c.open(&mut self.ctx)?;
         if let Some(offsets) = &self.align {
             sink.recover(&Recovery {
                 epoch: self.restored_epoch,
@@ -571,53 +555,8 @@ impl SinkFactory<'_> {
         Ok(sink)
     }
 
-    fn open_transport(&mut self, c: &SinkConnector) -> Result<Box<dyn Sink>> {
-        Ok(match c {
-            // A terminal, a pipe or another device is a stream, not a directory of part files:
-            // rows go straight to it as they come (at-least-once, as for a file source).
-            SinkConnector::File { path } if is_stream(path) => {
-                Box::new(WriterSink::append("sink", path)?)
-            }
-            SinkConnector::File { path } if self.align.is_some() => {
-                let files = Arc::new(Mutex::new(PartFiles::open(path)?));
-                Box::new(PartFileSink::new(files))
-            }
-            SinkConnector::File { path } => Box::new(WriterSink::append("sink", path)?),
-            SinkConnector::Log { topic, partitions } => {
-                let producer = match self.producers.get(topic) {
-                    Some(p) => Arc::clone(p),
-                    None => {
-                        let config = TopicConfig {
-                            partitions: partitions.unwrap_or(1),
-                            ..TopicConfig::default()
-                        };
-                        self.log.ensure_topic(topic, &config)?;
-                        let w = self.log.writer(topic, self.fsync)?;
-                        let p = Arc::new(Mutex::new(Producer::new(w, None)));
-                        self.producers.insert(topic.clone(), Arc::clone(&p));
-                        p
-                    }
-                };
-                match self.align {
-                    // A checkpointed job's records become visible when their checkpoint commits.
-                    Some(_) => Box::new(TopicSink::transactional(
-                        topic.clone(),
-                        producer,
-                        self.log.clone(),
-                    )),
-                    None => Box::new(TopicSink::new(topic.clone(), producer)),
-                }
-            }
-        })
-    }
-
     /// Makes every sink topic durable.
     fn sync(&mut self) -> Result<()> {
-        for p in self.producers.values() {
-            let mut p = p.lock().expect("producer lock");
-            p.flush()?;
-            p.sync()?;
-        }
-        Ok(())
+        self.ctx.sync()
     }
 }

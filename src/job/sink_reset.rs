@@ -26,8 +26,7 @@ use super::{state_dir, status::jobs};
 use crate::checkpoint::CheckpointStore;
 use crate::error::{Error, Result};
 use crate::log::{GroupOffsets, Log};
-use crate::sink::PartFiles;
-use crate::sql::query_file::{QueryFile, SinkConnector};
+use crate::sql::query_file::QueryFile;
 
 /// What `--reset-state` does with results the job already committed to its sinks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -194,24 +193,8 @@ fn committed_results(file: &QueryFile, saved: &SavedState) -> Result<Vec<String>
         .iter()
         .filter(|s| targets.contains(s.name.as_str()))
     {
-        match &sink.connector {
-            SinkConnector::Log { topic, .. } => {
-                let records: u64 = saved.sinks.get(topic).map_or(0, |o| o.iter().sum());
-                if records > 0 {
-                    held.push(format!("topic {topic} ({records} records)"));
-                }
-            }
-            SinkConnector::File { path } if !super::is_stream(path) => {
-                let parts = PartFiles::open(path)?.committed_parts()?;
-                if !parts.is_empty() {
-                    held.push(format!(
-                        "file {} ({} part files)",
-                        path.display(),
-                        parts.len()
-                    ));
-                }
-            }
-            SinkConnector::File { .. } => {}
+        if let Some(h) = sink.connector.committed_results(&saved.sinks)? {
+            held.push(h);
         }
     }
     Ok(held)
@@ -248,13 +231,7 @@ fn other_jobs_topics(log: &Log, job: &str) -> BTreeMap<String, (String, &'static
 fn sink_definitions(file: &QueryFile) -> BTreeMap<String, String> {
     file.sinks
         .iter()
-        .map(|s| {
-            let d = match &s.connector {
-                SinkConnector::Log { topic, .. } => format!("topic {topic}"),
-                SinkConnector::File { path } => format!("file {}", path.display()),
-            };
-            (s.name.clone(), d)
-        })
+        .map(|s| (s.name.clone(), s.connector.describe()))
         .collect()
 }
 

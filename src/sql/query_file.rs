@@ -13,12 +13,12 @@
 //! points at the file's line and column. Unknown `WITH` options are errors naming the option.
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
 use std::sync::Arc;
 
 use crate::connector;
 use crate::engine::defaults;
 use crate::error::{Error, Result};
+use crate::sink::SinkConnector;
 use crate::source::SourceConnector;
 use crate::time::parse_duration_millis;
 
@@ -46,30 +46,13 @@ pub struct SourceDecl {
     pub line: usize,
 }
 
-/// Where a sink writes.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum SinkConnector {
-    /// A topic of the embedded log (created if missing).
-    Log {
-        /// The topic.
-        topic: String,
-        /// Partitions when the topic is created (default 1).
-        partitions: Option<u32>,
-    },
-    /// A JSON Lines file (appended to).
-    File {
-        /// The file.
-        path: PathBuf,
-    },
-}
-
 /// A `CREATE SINK`.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct SinkDecl {
     /// The name `INSERT INTO` uses.
     pub name: String,
-    /// Where it writes.
-    pub connector: SinkConnector,
+    /// Where it writes: the connector, its options checked.
+    pub connector: Arc<dyn SinkConnector>,
     /// Line of the statement.
     pub line: usize,
 }
@@ -702,13 +685,9 @@ mod tests {
         assert_eq!(f.sources[0].connector.log_topic(), Some("payments"));
         assert_eq!(f.sources[0].watermark_delay, Some(5_000));
         assert_eq!(f.sources[0].line, 2);
-        assert_eq!(
-            f.sinks[0].connector,
-            SinkConnector::Log {
-                topic: "risk.alerts".into(),
-                partitions: None
-            }
-        );
+        assert_eq!(f.sinks[0].connector.name(), "log");
+        assert_eq!(f.sinks[0].connector.log_topic(), Some("risk.alerts"));
+        assert_eq!(f.sinks[0].connector.describe(), "topic risk.alerts");
         assert_eq!(f.settings["idle_timeout"], "10s");
         let i = &f.inserts[0];
         assert_eq!(i.sink, "alerts");

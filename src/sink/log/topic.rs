@@ -13,10 +13,10 @@ use std::time::{Duration, Instant};
 
 use datafusion::arrow::array::RecordBatch;
 
-use super::{Prepared, Recovery, Sink, write_batch};
 use crate::error::{Error, Result};
 use crate::log::{Log, Producer, commit_offset, committed_offset};
 use crate::operators::RowTimes;
+use crate::sink::{Prepared, Recovery, Sink, write_batch};
 
 /// How long output may wait in memory before it is appended to the log.
 pub const FLUSH_EVERY: Duration = Duration::from_millis(100);

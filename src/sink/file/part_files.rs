@@ -17,8 +17,8 @@ use std::sync::{Arc, Mutex};
 
 use datafusion::arrow::array::RecordBatch;
 
-use super::{Prepared, Recovery, Sink, write_batch};
 use crate::error::{Error, Result};
+use crate::sink::{Prepared, Recovery, Sink, write_batch};
 
 /// Part files of one file sink.
 pub struct PartFiles {

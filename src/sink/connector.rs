@@ -1,0 +1,97 @@
+//! The declared-sink seam: what `CREATE SINK … WITH (connector = '…')` becomes, and what it is
+//! opened with.
+//!
+//! A sink connector is one directory (`sink/<name>/`) with its options (a serde struct with
+//! `deny_unknown_fields`), a [`SinkConnector`] and a line in [`crate::connector::SINKS`]. The
+//! job opens each declared sink with a [`SinkContext`], then recovers it to the restored
+//! checkpoint ([`Sink::recover`]).
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+
+use super::{SharedProducer, Sink};
+use crate::error::Result;
+use crate::log::{FsyncPolicy, Log, Producer, TopicConfig};
+
+/// A sink as `CREATE SINK` declared it: options checked, nothing opened yet.
+pub trait SinkConnector: std::fmt::Debug + Send + Sync {
+    /// The connector's name, as `connector = '…'` spells it.
+    fn name(&self) -> &'static str;
+
+    /// The topic of the embedded log it writes, if it writes one: a job refuses a sink that
+    /// writes its own source topic.
+    fn log_topic(&self) -> Option<&str> {
+        None
+    }
+
+    /// What it writes, for a user and to notice a sink whose definition changed between runs:
+    /// `topic risk.alerts`, `file out/alerts.jsonl`.
+    fn describe(&self) -> String;
+
+    /// Where a user finds the records it holds (said after a run that dead-lettered many).
+    fn where_to_look(&self) -> String;
+
+    /// The results it holds that a checkpoint committed, described for a user (`topic x (12
+    /// records)`), or `None`. `sink_offsets` are the checkpoint's end offsets per sink topic. A
+    /// reset refuses to recompute results over them unless told to truncate or keep them.
+    fn committed_results(
+        &self,
+        sink_offsets: &BTreeMap<String, Vec<u64>>,
+    ) -> Result<Option<String>>;
+
+    /// Opens the sink for a run.
+    fn open(&self, ctx: &mut SinkContext<'_>) -> Result<Box<dyn Sink>>;
+}
+
+/// What a declared sink is opened with: the data directory's log, and whether the run is
+/// checkpointed (its sinks then hide records until their checkpoint commits).
+pub struct SinkContext<'a> {
+    /// The embedded log.
+    pub log: &'a Log,
+    /// How log sinks sync their appends.
+    pub fsync: FsyncPolicy,
+    /// Whether the run is checkpointed (exactly-once): sinks then take part in the two-phase
+    /// commit rather than writing straight through.
+    pub exactly_once: bool,
+    /// One producer per topic, shared by every sink that writes it.
+    producers: BTreeMap<String, SharedProducer>,
+}
+
+impl<'a> SinkContext<'a> {
+    /// A context over `log`.
+    pub fn new(log: &'a Log, fsync: FsyncPolicy, exactly_once: bool) -> Self {
+        SinkContext {
+            log,
+            fsync,
+            exactly_once,
+            producers: BTreeMap::new(),
+        }
+    }
+
+    /// The producer of `topic`, creating the topic with `partitions` (default 1) if missing;
+    /// every sink of the run writing `topic` shares it.
+    pub fn producer(&mut self, topic: &str, partitions: Option<u32>) -> Result<SharedProducer> {
+        if let Some(p) = self.producers.get(topic) {
+            return Ok(Arc::clone(p));
+        }
+        let config = TopicConfig {
+            partitions: partitions.unwrap_or(1),
+            ..TopicConfig::default()
+        };
+        self.log.ensure_topic(topic, &config)?;
+        let w = self.log.writer(topic, self.fsync)?;
+        let p = Arc::new(Mutex::new(Producer::new(w, None)));
+        self.producers.insert(topic.to_string(), Arc::clone(&p));
+        Ok(p)
+    }
+
+    /// Makes every topic written through this context durable.
+    pub fn sync(&mut self) -> Result<()> {
+        for p in self.producers.values() {
+            let mut p = p.lock().expect("producer lock");
+            p.flush()?;
+            p.sync()?;
+        }
+        Ok(())
+    }
+}
