@@ -237,7 +237,7 @@ fn a_mid_stream_checkpoint_restores_to_the_uninterrupted_output() {
                 .zip(&sinks)
                 .map(|(plan, s)| QueryRun {
                     name: "q".into(),
-                    plan,
+                    plan: plan.clone(),
                     results: Box::new(s.clone()) as Box<dyn Sink>,
                 })
                 .collect();
@@ -541,7 +541,7 @@ fn a_checkpoint_right_after_a_restore_keeps_every_position() {
             Arc::new(source),
             vec![QueryRun {
                 name: "q".into(),
-                plan: &plan,
+                plan: plan.clone(),
                 results: Box::new(NullSink),
             }],
         );

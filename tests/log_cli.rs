@@ -317,7 +317,7 @@ fn an_idle_partition_stops_holding_the_watermark_back() {
     let run = std::thread::spawn(move || {
         let q = QueryRun {
             name: "settlement".into(),
-            plan: &plan,
+            plan: plan.clone(),
             results: Box::new(r),
         };
         let mut spec = RunSpec::new(Arc::new(source), vec![q]);

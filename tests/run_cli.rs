@@ -446,11 +446,15 @@ fn a_job_handle_reports_savepoints_stops_and_tells_failure_from_stop() {
     );
     assert_eq!(m.positions.len(), 2, "{m:?}");
     assert_eq!(m.positions.values().sum::<u64>(), lines.len() as u64);
+    assert_eq!(m.lag.len(), 2, "{m:?}");
+    assert!(m.lag.values().all(|l| *l == 0), "everything read: {m:?}");
     let progress = handle.progress();
     handle.stop();
     let out = handle.join().expect("a stopped job has its outcome");
     assert_eq!(out.summary.read, lines.len() as u64);
     let m = paystream::job::JobMetrics::of(&progress);
+    assert_eq!(m.duplicates, out.summary.duplicates);
+    assert_eq!(m.dead_lettered, out.summary.dead_lettered);
     assert_eq!(
         m.queries,
         vec![(

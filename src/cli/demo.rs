@@ -165,7 +165,7 @@ pub(crate) fn demo(data: &DataDir, a: DemoArgs) -> anyhow::Result<()> {
                 let p = Arc::new(std::sync::Mutex::new(Producer::new(w, None)));
                 queries.push(QueryRun {
                     name: name.to_string(),
-                    plan,
+                    plan: plan.clone(),
                     results: Box::new(TopicSink::new(*name, p)),
                 });
             }

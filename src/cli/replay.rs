@@ -3,13 +3,13 @@
 use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
-use paystream::engine::defaults;
+use paystream::engine::{RunHandle, RunState, defaults};
 use paystream::sink::{Sink, WriterSink};
-use paystream::{FileSource, Format, Progress, RunOptions, RunSpec, plan_query};
+use paystream::{FileSource, Format, RunOptions, RunSpec, plan_query};
 
 use super::common::{duration, finish_summary, output_sink};
 use super::signals::stop_on_signal;
@@ -147,9 +147,8 @@ pub(crate) fn replay(mut a: ReplayArgs, data: &super::log_cmds::DataDir) -> anyh
     spec.options = opts;
     let total = std::fs::metadata(&a.file).map(|m| m.len()).unwrap_or(0);
     let stop = stop_on_signal();
-    let summary = with_progress(total, |progress| {
-        paystream::engine::run(spec, progress, Arc::clone(&stop)).map(|o| o.summary)
-    })?;
+    let handle = paystream::engine::spawn_run("replay", spec, Some(Arc::clone(&stop)));
+    let summary = with_progress(total, handle)?.summary;
     let hints = super::surprises::Hints {
         dead_letters: match &a.dead_letter {
             Some(p) => format!("They are in {} with reason and line.", p.display()),
@@ -170,17 +169,10 @@ pub(crate) fn replay(mut a: ReplayArgs, data: &super::log_cmds::DataDir) -> anyh
     super::surprises::report(&summary, &hints, a.strict)
 }
 
-/// Runs `f` with a progress bar on stderr when it is a terminal.
-fn with_progress<T>(
-    total: u64,
-    f: impl FnOnce(Arc<Progress>) -> paystream::Result<T> + Send,
-) -> anyhow::Result<T>
-where
-    T: Send,
-{
-    let progress = Arc::new(Progress::default());
+/// Waits for the run behind `handle`, with a progress bar on stderr when it is a terminal.
+fn with_progress<T>(total: u64, handle: RunHandle<T>) -> anyhow::Result<T> {
     if !std::io::stderr().is_terminal() {
-        return Ok(f(progress)?);
+        return Ok(handle.join()?);
     }
     let bar = indicatif::ProgressBar::new(total);
     bar.set_style(
@@ -189,19 +181,11 @@ where
         )
         .expect("valid template"),
     );
-    let done = Arc::new(AtomicBool::new(false));
-    let r = std::thread::scope(|s| {
-        let (p, d, b) = (Arc::clone(&progress), Arc::clone(&done), bar.clone());
-        s.spawn(move || {
-            while !d.load(Ordering::Relaxed) {
-                b.set_position(p.bytes_read.load(Ordering::Relaxed));
-                std::thread::sleep(Duration::from_millis(100));
-            }
-        });
-        let r = f(Arc::clone(&progress));
-        done.store(true, Ordering::Relaxed);
-        r
-    });
+    let progress = handle.progress();
+    while handle.state() != RunState::Ended {
+        bar.set_position(progress.bytes_read.load(Ordering::Relaxed));
+        std::thread::sleep(Duration::from_millis(100));
+    }
     bar.finish_and_clear();
-    Ok(r?)
+    Ok(handle.join()?)
 }

@@ -17,6 +17,7 @@
 //! closes its output, and the sink loop returns the [`Summary`].
 
 pub mod defaults;
+mod handle;
 mod pipeline;
 mod router;
 mod worker;
@@ -25,6 +26,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64};
 use std::time::Duration;
 
+pub use self::handle::{LagProbe, RunHandle, RunMetrics, RunState, spawn as spawn_run};
 pub use self::pipeline::{Checkpoint, Checkpoints, PipelineState, QueryRun};
 pub use self::router::{Partitioner, Router, RouterCounts};
 
@@ -83,7 +85,7 @@ pub struct RunSpec<'a> {
     /// Where the events come from.
     pub source: Arc<dyn Source>,
     /// The queries, each with its result sink; they share one read of the source.
-    pub queries: Vec<QueryRun<'a>>,
+    pub queries: Vec<QueryRun>,
     /// Rejected records.
     pub dead_letter: Box<dyn Sink>,
     /// Late events.
@@ -101,7 +103,7 @@ pub struct RunSpec<'a> {
 impl<'a> RunSpec<'a> {
     /// `queries` over `source` with the default options, dead letters and late events
     /// discarded, no checkpoints, finishing when stopped.
-    pub fn new(source: Arc<dyn Source>, queries: Vec<QueryRun<'a>>) -> Self {
+    pub fn new(source: Arc<dyn Source>, queries: Vec<QueryRun>) -> Self {
         RunSpec {
             source,
             queries,
@@ -117,14 +119,14 @@ impl<'a> RunSpec<'a> {
     /// One query over `source`, its results to `results`.
     pub fn single(
         source: Arc<dyn Source>,
-        plan: &'a crate::sql::StreamPlan,
+        plan: &crate::sql::StreamPlan,
         results: Box<dyn Sink>,
     ) -> Self {
         Self::new(
             source,
             vec![QueryRun {
                 name: "query".into(),
-                plan,
+                plan: plan.clone(),
                 results,
             }],
         )
@@ -198,6 +200,8 @@ pub struct Progress {
     pub bytes_read: AtomicU64,
     /// Records read so far.
     pub read: AtomicU64,
+    /// Redeliveries dropped by dedup so far.
+    pub duplicates: AtomicU64,
     /// Records dead-lettered so far.
     pub dead_lettered: AtomicU64,
     /// Late events so far.
@@ -239,6 +243,7 @@ impl Default for Progress {
         Progress {
             bytes_read: AtomicU64::new(0),
             read: AtomicU64::new(0),
+            duplicates: AtomicU64::new(0),
             dead_lettered: AtomicU64::new(0),
             late: AtomicU64::new(0),
             results: AtomicU64::new(0),

@@ -34,11 +34,11 @@ use crate::source::{Positions, ReadOptions};
 use crate::sql::StreamPlan;
 
 /// One query of a run and where its results go.
-pub struct QueryRun<'a> {
+pub struct QueryRun {
     /// Name used in logs and late records (the sink's name for `run`).
     pub name: String,
     /// The planned query.
-    pub plan: &'a StreamPlan,
+    pub plan: StreamPlan,
     /// Its result rows.
     pub results: Box<dyn Sink>,
 }
@@ -213,7 +213,7 @@ pub(super) fn run(
         for w in 0..workers {
             let (tx, rx) = sync_channel::<ToWorker>(4);
             let (otx, orx) = sync_channel::<FromWorker>(4);
-            let mut op = build_operator(query.plan)?;
+            let mut op = build_operator(&query.plan)?;
             if let Some(r) = &restore {
                 op.restore(&r.operators[q][w])?;
             }

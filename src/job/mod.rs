@@ -15,7 +15,6 @@
 //! source, after a clean stop or a crash. A job over a `file` source appends to its sinks and is
 //! at-least-once. What `--reset-state` does with results already committed is [`SinkReset`].
 
-mod handle;
 pub mod saved_state;
 mod sink_reset;
 pub mod status;
@@ -27,7 +26,12 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
-pub use self::handle::{JobHandle, JobMetrics, JobState};
+/// A job running on its own thread ([`Job::spawn`]).
+pub type JobHandle = crate::engine::RunHandle<JobOutcome>;
+/// A live snapshot of a job's counters.
+pub type JobMetrics = crate::engine::RunMetrics;
+/// Where a spawned job is.
+pub type JobState = crate::engine::RunState;
 pub use self::sink_reset::SinkReset;
 
 use self::saved_state::SavedState;
@@ -176,6 +180,39 @@ pub struct Job {
 }
 
 impl Job {
+    /// Starts the job on a thread of its own. `opts.savepoint_request`, when set, is the flag
+    /// [`JobHandle::savepoint`] sets (a signal may set it too); `stop`, when given, is the flag
+    /// [`JobHandle::stop`] sets. A job over a log source reports its lag in the metrics.
+    pub fn spawn(self, mut opts: JobOptions, stop: Option<Arc<AtomicBool>>) -> JobHandle {
+        let savepoint = opts
+            .savepoint_request
+            .get_or_insert_with(Arc::default)
+            .clone();
+        let lag = self.source_topic().map(|t| {
+            let (log, topic) = (Log::new(&opts.data_dir), t.to_string());
+            Box::new(move |positions: &crate::source::Positions| {
+                let stats = log.partition_stats(&topic).ok()?;
+                Some(
+                    stats
+                        .iter()
+                        .map(|s| {
+                            let read = positions.get(&s.partition).copied().unwrap_or(0);
+                            (s.partition, s.end_offset.saturating_sub(read))
+                        })
+                        .collect(),
+                )
+            }) as crate::engine::LagProbe
+        });
+        let name = self.name().to_string();
+        let handle = JobHandle::spawn(name, stop.unwrap_or_default(), savepoint, move |p, s| {
+            self.run(&opts, p, s)
+        });
+        match lag {
+            Some(l) => handle.with_lag(l),
+            None => handle,
+        }
+    }
+
     /// Reads and prepares the query file at `path`, named after it ([`job_name`]).
     pub fn from_file(path: &Path) -> Result<Job> {
         let text = std::fs::read_to_string(path).map_err(|e| Error::Input {
@@ -376,7 +413,7 @@ impl Job {
         for (sink, plan) in plans {
             queries.push(QueryRun {
                 name: sink.clone(),
-                plan,
+                plan: plan.clone(),
                 results: open_sink(sink, sink.clone())?,
             });
         }

@@ -144,7 +144,7 @@ pub fn run(input: &Path, workers: &[usize], repeat: usize) -> Result<Vec<Measure
                 let source = LogSource::new(log.clone(), "payments").until_end(true);
                 let q = QueryRun {
                     name: name.into(),
-                    plan: &plan,
+                    plan: plan.clone(),
                     results: Box::new(NullSink),
                 };
                 let mut spec = RunSpec::new(Arc::new(source), vec![q]);

@@ -251,6 +251,9 @@ impl RouterLoop<'_> {
                 .insert(c.tag.partition, end);
         }
         self.progress.watermark.store(wm, Ordering::Relaxed);
+        self.progress
+            .duplicates
+            .store(self.router.counts.duplicates, Ordering::Relaxed);
         Ok(())
     }
 
