@@ -6,6 +6,11 @@
 
 use paystream::generate::{GenConfig, generate};
 
+/// The harness `paystream bench` runs (the binary's; not part of the library).
+#[path = "../src/cli/bench/harness.rs"]
+#[allow(dead_code)]
+mod harness;
+
 fn main() {
     let events: u64 = std::env::var("PAYSTREAM_BENCH_EVENTS")
         .ok()
@@ -25,7 +30,6 @@ fn main() {
         )
         .expect("generate");
     }
-    let ms = paystream::throughput::run(&path, &paystream::throughput::BenchOptions::new(&[1, 2]))
-        .expect("throughput run");
-    print!("{}", paystream::throughput::report(&ms));
+    let ms = harness::run(&path, &harness::BenchOptions::new(&[1, 2])).expect("throughput run");
+    print!("{}", harness::report(&ms));
 }

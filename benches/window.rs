@@ -7,7 +7,7 @@ use paystream::engine::Router;
 use paystream::generate::{GenConfig, generate};
 use paystream::operators::{Dedup, EventBatch, OperatorOutput, Watermark, build_operator};
 use paystream::plan_query;
-use paystream::throughput::SHIPPED_QUERIES;
+use paystream::sql::SHIPPED_QUERIES;
 
 fn batches(n: u64) -> Vec<(EventBatch, i64)> {
     let mut bytes = Vec::new();

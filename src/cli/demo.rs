@@ -18,7 +18,7 @@ use paystream::generate::{GenConfig, generate};
 use paystream::log::{FsyncPolicy, Log, Producer, StartAt, TopicConfig, TopicConsumer};
 use paystream::plan_query;
 use paystream::sink::{TopicSink, WriterSink};
-use paystream::throughput::SHIPPED_QUERIES as SHIPPED;
+use paystream::sql::SHIPPED_QUERIES as SHIPPED;
 
 #[derive(clap::Args)]
 pub(crate) struct DemoArgs {

@@ -431,7 +431,7 @@ pub(crate) fn load_file(
     dead_letter: Option<&std::path::Path>,
     strict: bool,
 ) -> anyhow::Result<()> {
-    use paystream::{FileSource, Format, RunSpec, plan_query};
+    use paystream::Format;
     let format = match format {
         Some(f) => Format::from_name(f)
             .with_context(|| format!("unknown --format {f:?}: use json, csv or parquet"))?,
@@ -472,25 +472,15 @@ pub(crate) fn load_file(
             &stop,
         );
     }
-    let plan = plan_query("SELECT * FROM payments").context("planning the load")?;
-    let shared = std::sync::Arc::new(std::sync::Mutex::new(producer));
-    let source = FileSource::new(file).format(Some(format));
-    let mut spec = RunSpec::single(
-        std::sync::Arc::new(source),
-        &plan,
-        Box::new(paystream::sink::TopicSink::keyed(
-            topic,
-            std::sync::Arc::clone(&shared),
-        )),
-    );
-    spec.dead_letter = super::common::output_sink("--dead-letter", dead_letter)?;
     let stop = super::signals::stop_on_signal();
-    let summary =
-        paystream::engine::run(spec, Default::default(), std::sync::Arc::clone(&stop))?.summary;
-    let producer = std::sync::Arc::try_unwrap(shared)
-        .map_err(|_| anyhow::anyhow!("the topic writer is still in use"))?
-        .into_inner()
-        .expect("producer lock");
+    let (summary, producer) = paystream::job::load_events(
+        file,
+        format,
+        topic,
+        producer,
+        super::common::output_sink("--dead-letter", dead_letter)?,
+        std::sync::Arc::clone(&stop),
+    )?;
     producer.finish()?;
     super::common::finish_summary(format!("{} topic={topic}", summary.line()), &stop)?;
     let hints = super::surprises::Hints {

@@ -11,61 +11,61 @@
 //! watermark delay, idle timeout, dedup TTL, skew) are read by the query file before the rest go
 //! to the connector; a sink's `format` likewise.
 
-pub mod options;
+pub(crate) mod options;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-pub use self::options::{OptionError, from_options};
+pub(crate) use self::options::{OptionError, from_options};
 
 use crate::sink::SinkConnector;
 use crate::source::SourceConnector;
 
 /// The `WITH (…)` options of a statement: names lower-cased, values as written.
-pub type WithOptions = BTreeMap<String, String>;
+pub(crate) type WithOptions = BTreeMap<String, String>;
 
 /// A source connector: its name, an example declaration for error messages, and how its
 /// options become a declared source.
-pub struct SourceEntry {
+pub(crate) struct SourceEntry {
     /// As `connector = '…'` spells it.
-    pub name: &'static str,
+    pub(crate) name: &'static str,
     /// A complete `WITH (…)` list, shown when an option is missing.
-    pub example: &'static str,
+    pub(crate) example: &'static str,
     /// Checks the options (all but the shared ones) and declares the source.
-    pub declare: fn(&WithOptions) -> Result<Arc<dyn SourceConnector>, OptionError>,
+    pub(crate) declare: fn(&WithOptions) -> Result<Arc<dyn SourceConnector>, OptionError>,
 }
 
 /// A sink connector (see [`SourceEntry`]).
-pub struct SinkEntry {
+pub(crate) struct SinkEntry {
     /// As `connector = '…'` spells it.
-    pub name: &'static str,
+    pub(crate) name: &'static str,
     /// A complete `WITH (…)` list, shown when an option is missing.
-    pub example: &'static str,
+    pub(crate) example: &'static str,
     /// Checks the options (all but `connector` and `format`) and declares the sink.
-    pub declare: fn(&WithOptions) -> Result<Arc<dyn SinkConnector>, OptionError>,
+    pub(crate) declare: fn(&WithOptions) -> Result<Arc<dyn SinkConnector>, OptionError>,
 }
 
 /// Every source connector.
-pub const SOURCES: &[SourceEntry] = &[
+pub(crate) const SOURCES: &[SourceEntry] = &[
     crate::source::file::CONNECTOR,
     crate::source::log::CONNECTOR,
 ];
 
 /// Every sink connector.
-pub const SINKS: &[SinkEntry] = &[crate::sink::file::CONNECTOR, crate::sink::log::CONNECTOR];
+pub(crate) const SINKS: &[SinkEntry] = &[crate::sink::file::CONNECTOR, crate::sink::log::CONNECTOR];
 
 /// The source connector named `name`.
-pub fn source(name: &str) -> Option<&'static SourceEntry> {
+pub(crate) fn source(name: &str) -> Option<&'static SourceEntry> {
     SOURCES.iter().find(|c| c.name == name)
 }
 
 /// The sink connector named `name`.
-pub fn sink(name: &str) -> Option<&'static SinkEntry> {
+pub(crate) fn sink(name: &str) -> Option<&'static SinkEntry> {
     SINKS.iter().find(|c| c.name == name)
 }
 
 /// The names, for an error that lists them: `'file' or 'log'`.
-pub fn names<'a>(names: impl Iterator<Item = &'a str>) -> String {
+pub(crate) fn names<'a>(names: impl Iterator<Item = &'a str>) -> String {
     names
         .map(|n| format!("'{n}'"))
         .collect::<Vec<_>>()

@@ -13,7 +13,7 @@ use serde::de::{DeserializeOwned, IntoDeserializer, Visitor};
 
 /// What was wrong with a connector's options.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum OptionError {
+pub(crate) enum OptionError {
     /// An option the connector does not have.
     Unknown {
         /// The option given.
@@ -63,7 +63,7 @@ impl serde::de::Error for OptionError {
 }
 
 /// Reads `options` (names lower-cased, values as written) into `T`.
-pub fn from_options<T: DeserializeOwned>(
+pub(crate) fn from_options<T: DeserializeOwned>(
     options: &BTreeMap<String, String>,
 ) -> Result<T, OptionError> {
     let pairs = options

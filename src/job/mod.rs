@@ -6,15 +6,20 @@
 //! ```
 //! A `log` source runs continuously until stopped (or, with `until_end`, to the topic's current
 //! end), taking checkpoints (see [`transactions`]): at each barrier the sinks pre-commit (their
-//! records durable, not visible), then the operator, dedup and watermark state, the source offsets and the sink topics' end
-//! offsets are written together as one checkpoint (see [`saved_state`]), and only then are the
+//! records durable, not visible), then the operator and router state, the source offsets and
+//! the sink topics' end offsets are written together as one checkpoint (see [`saved_state`]), and only then are the
 //! sink records committed to `read_committed` readers and the offsets to the consumer group named
 //! after the job. A restart restores the latest checkpoint and rolls the sinks back to it.
 //!
 //! **Delivery guarantee: exactly-once** for log topics and file sinks of a job over a log
 //! source, after a clean stop or a crash. A job over a `file` source appends to its sinks and is
 //! at-least-once. What `--reset-state` does with results already committed is [`SinkReset`].
+//!
+//! [`Job::prepare`] parses, plans and validates a query file without side effects;
+//! [`Job::spawn`] runs it behind a [`JobHandle`] (stop, savepoint, live metrics, join).
+//! [`load_events`] is `replay FILE --into TOPIC` for CSV and Parquet files.
 
+mod load;
 pub mod saved_state;
 mod sink_reset;
 pub mod status;
@@ -25,6 +30,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 use std::time::Duration;
+
+pub use self::load::load_events;
 
 /// A job running on its own thread ([`Job::spawn`]).
 pub type JobHandle = crate::engine::RunHandle<JobOutcome>;

@@ -179,7 +179,7 @@ impl Dedup {
     }
 
     /// The state as a [`Snapshot`], for a stage that keeps it with its own (the router).
-    pub fn to_snapshot(&self) -> Result<Snapshot> {
+    pub(crate) fn to_snapshot(&self) -> Result<Snapshot> {
         let n = self.seen.len();
         let (mut hi, mut lo) = (Vec::with_capacity(n), Vec::with_capacity(n));
         let (mut payloads, mut times) = (Vec::with_capacity(n), Vec::with_capacity(n));
@@ -219,7 +219,7 @@ impl Dedup {
     }
 
     /// Restores the state from a [`Snapshot`] written by [`Self::to_snapshot`].
-    pub fn restore_snapshot(&mut self, snap: &Snapshot) -> Result<()> {
+    pub(crate) fn restore_snapshot(&mut self, snap: &Snapshot) -> Result<()> {
         let bad = |m: &str| Error::State {
             operator: "dedup".into(),
             message: m.into(),

@@ -2,7 +2,7 @@
 //! opened with.
 //!
 //! A sink connector is one directory (`sink/<name>/`) with its options (a serde struct with
-//! `deny_unknown_fields`), a [`SinkConnector`] and a line in [`crate::connector::SINKS`]. The
+//! `deny_unknown_fields`), a [`SinkConnector`] and a line in `connector::SINKS`. The
 //! job opens each declared sink with a [`SinkContext`], then recovers it to the restored
 //! checkpoint ([`Sink::recover`]).
 

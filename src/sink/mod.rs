@@ -3,7 +3,7 @@
 //! Last stage on the data's path (source → decode → operators → **sink**). A [`Sink`] takes
 //! result batches and pre-formatted JSON records and takes part in the checkpoints' two-phase
 //! commit; rows are formatted apart from transport (`json.rs`). Each connector `CREATE SINK`
-//! names is a directory ([`log`]: a topic of the embedded log, [`file`]: part files or a stream)
+//! names is a directory ([`log`](mod@log): a topic of the embedded log, [`file`](mod@file): part files or a stream)
 //! with a [`SinkConnector`]; [`WriterSink`] writes JSON Lines to a file or stdout, [`MemorySink`]
 //! keeps everything in memory for tests and embedding.
 

@@ -25,7 +25,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64};
 use std::sync::mpsc::Receiver;
 use std::thread::JoinHandle;
 
-pub(crate) use self::file::CHUNK as READ_CHUNK;
+pub use self::file::CHUNK as READ_CHUNK;
 pub use self::file::connector::FileSourceOptions;
 pub use self::file::{FileSource, SourcePosition};
 pub use self::log::LogSource;
@@ -35,7 +35,7 @@ use crate::decode::{Decoded, Origin};
 use crate::error::Result;
 
 /// A source as `CREATE SOURCE` declared it: options checked, nothing opened yet. Registered in
-/// [`crate::connector::SOURCES`]; a job turns it into a [`Source`] when it runs.
+/// `connector::SOURCES`; a job turns it into a [`Source`] when it runs.
 pub trait SourceConnector: std::fmt::Debug + Send + Sync {
     /// The connector's name, as `connector = '…'` spells it.
     fn name(&self) -> &'static str;

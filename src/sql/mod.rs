@@ -9,6 +9,7 @@ mod codes;
 mod plan;
 mod planner;
 pub mod query_file;
+mod shipped;
 mod window_tvf;
 
 pub use self::plan::{
@@ -18,4 +19,5 @@ pub use self::plan::{
 pub use self::planner::{
     MAX_EXPR_DEPTH, MAX_TOKENS, plan_query, plan_query_in, plan_query_on, plan_query_with,
 };
+pub use self::shipped::SHIPPED_QUERIES;
 pub use self::window_tvf::{WindowKind, WindowLimits, WindowSpec, to_risingwave_spelling};

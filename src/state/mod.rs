@@ -30,16 +30,16 @@ pub(crate) fn state_err(operator: &str, message: impl Into<String>) -> Error {
 
 /// A snapshot being read or written: a header and tagged batches.
 #[derive(Debug, Clone, Default)]
-pub struct Snapshot {
+pub(crate) struct Snapshot {
     /// Operator-specific scalars (watermarks, sizes, counters).
-    pub header: serde_json::Value,
+    pub(crate) header: serde_json::Value,
     /// Tagged batches (e.g. tag = window start).
-    pub batches: Vec<(i64, RecordBatch)>,
+    pub(crate) batches: Vec<(i64, RecordBatch)>,
 }
 
 impl Snapshot {
     /// Serialises the snapshot for operator `name`.
-    pub fn encode(&self, name: &str) -> Result<Vec<u8>> {
+    pub(crate) fn encode(&self, name: &str) -> Result<Vec<u8>> {
         // Sized up front: state can be hundreds of MB, and growing by doubling copies it again
         // and again into freshly faulted pages.
         let size: usize = self
@@ -72,7 +72,7 @@ impl Snapshot {
     }
 
     /// Parses a snapshot written by operator `name`, verifying its checksum.
-    pub fn decode(name: &str, bytes: &[u8]) -> Result<Snapshot> {
+    pub(crate) fn decode(name: &str, bytes: &[u8]) -> Result<Snapshot> {
         if bytes.len() < 10 || &bytes[..4] != MAGIC {
             return Err(state_err(name, "not a paystream state snapshot"));
         }

@@ -29,7 +29,7 @@ use crate::error::{Error, Result};
 /// ~6,000 events: with 1 MiB chunks the per-batch work downstream (WHERE evaluation, hand-offs
 /// between threads) cost settlement 5 % and card_velocity 2 % more CPU, 256 KiB 15 % more, and
 /// 4 MiB gained nothing further.
-pub(crate) const CHUNK: usize = 1 << 21;
+pub const CHUNK: usize = 1 << 21;
 
 /// A position in a text event file: a byte offset at a record boundary and the line number of the
 /// record that starts there. `SourcePosition::default()` is the beginning of the file.

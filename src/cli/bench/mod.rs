@@ -5,6 +5,9 @@ use std::path::PathBuf;
 use anyhow::{Context, bail};
 use paystream::generate::{GenConfig, generate};
 
+pub(crate) mod harness;
+pub(crate) mod log_harness;
+
 #[derive(clap::Args)]
 pub(crate) struct BenchArgs {
     /// Events in the generated file.
@@ -68,19 +71,15 @@ pub(crate) fn bench(a: BenchArgs) -> anyhow::Result<()> {
     eprintln!("measuring over {} ...", input.display());
     let mut ms = Vec::new();
     if a.suite != "log" {
-        let opts = paystream::throughput::BenchOptions {
+        let opts = harness::BenchOptions {
             workers: workers.clone(),
             repeat: a.repeat.max(1),
             only: a.only.clone(),
         };
-        ms.extend(paystream::throughput::run(&input, &opts)?);
+        ms.extend(harness::run(&input, &opts)?);
     }
     if a.suite != "queries" {
-        ms.extend(paystream::throughput::log::run(
-            &input,
-            &workers,
-            a.repeat.max(1),
-        )?);
+        ms.extend(log_harness::run(&input, &workers, a.repeat.max(1))?);
     }
     if ms.is_empty() {
         bail!(
@@ -88,7 +87,7 @@ pub(crate) fn bench(a: BenchArgs) -> anyhow::Result<()> {
             a.only.unwrap_or_default()
         );
     }
-    print!("{}", paystream::throughput::report(&ms));
+    print!("{}", harness::report(&ms));
     drop(generated);
     Ok(())
 }

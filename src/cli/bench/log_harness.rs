@@ -8,13 +8,13 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
-use super::{Measurement, measure, measure_best};
-use crate::engine::{OnStop, QueryRun, RunSpec};
-use crate::error::{Error, Result};
-use crate::log::{FsyncPolicy, Log, Producer, StartAt, TopicConfig, TopicConsumer};
-use crate::sink::NullSink;
-use crate::source::LogSource;
-use crate::sql::plan_query;
+use super::harness::{Measurement, for_each_chunk, measure, measure_best, replay_counting};
+use paystream::engine::{OnStop, QueryRun, RunSpec};
+use paystream::error::{Error, Result};
+use paystream::log::{FsyncPolicy, Log, Producer, StartAt, TopicConfig, TopicConsumer};
+use paystream::sink::NullSink;
+use paystream::source::LogSource;
+use paystream::sql::plan_query;
 
 /// Partitions of the benchmark topic.
 pub const PARTITIONS: u32 = 8;
@@ -46,7 +46,7 @@ pub fn run(input: &Path, workers: &[usize], repeat: usize) -> Result<Vec<Measure
             let f = std::fs::File::create(&plain).map_err(io_err(&plain))?;
             let mut w = BufWriter::with_capacity(1 << 20, f);
             let (mut lines, mut err) = (0u64, None);
-            super::for_each_chunk(input, |chunk, _| {
+            for_each_chunk(input, |chunk, _| {
                 let mut start = 0;
                 for end in memchr::memchr_iter(b'\n', chunk) {
                     if let Err(e) = w.write_all(&chunk[start..=end]) {
@@ -80,7 +80,7 @@ pub fn run(input: &Path, workers: &[usize], repeat: usize) -> Result<Vec<Measure
             let w = log.writer("payments", FsyncPolicy::Interval(Duration::from_secs(1)))?;
             let mut p = Producer::new(w, Some("card_id"));
             let mut err = None;
-            super::for_each_chunk(input, |chunk, _| {
+            for_each_chunk(input, |chunk, _| {
                 if let Err(e) = p.send_json_lines(chunk, 1, &mut |_| {}) {
                     err = Some(e);
                 }
@@ -125,7 +125,7 @@ pub fn run(input: &Path, workers: &[usize], repeat: usize) -> Result<Vec<Measure
     })?);
 
     // A continuous query from the topic against the same query replayed from the file.
-    let (name, sql) = super::SHIPPED_QUERIES[0];
+    let (name, sql) = paystream::sql::SHIPPED_QUERIES[0];
     let plan = plan_query(sql)?;
     for &w in workers {
         // Best of `repeat` runs each, like the query suite: a first run right after `produce`
@@ -134,7 +134,7 @@ pub fn run(input: &Path, workers: &[usize], repeat: usize) -> Result<Vec<Measure
             &format!("replay from file: {name}"),
             w,
             repeat,
-            || Ok((super::replay_counting(input, &plan, w)?.read, ())),
+            || Ok((replay_counting(input, &plan, w)?.read, ())),
         )?);
         out.push(measure_best(
             &format!("run from topic: {name}"),
@@ -150,7 +150,8 @@ pub fn run(input: &Path, workers: &[usize], repeat: usize) -> Result<Vec<Measure
                 let mut spec = RunSpec::new(Arc::new(source), vec![q]);
                 spec.options.workers = w;
                 spec.on_stop = OnStop::Snapshot;
-                let o = crate::engine::run(spec, Arc::default(), Arc::new(AtomicBool::new(false)))?;
+                let o =
+                    paystream::engine::run(spec, Arc::default(), Arc::new(AtomicBool::new(false)))?;
                 Ok((o.summary.read, ()))
             },
         )?);

@@ -1,4 +1,5 @@
-//! The throughput harness behind `paystream bench` and `cargo bench --bench throughput`.
+//! The throughput harness behind `paystream bench` and `cargo bench --bench throughput` (which
+//! includes this file): it uses only the library's public API, and is not part of it.
 //!
 //! Replays one generated file through each shipped query and reports events per second of wall
 //! time and per CPU-second, beside same-run baselines: reading the file, and reading plus decoding
@@ -9,31 +10,13 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Instant;
 
-use crate::decode::decode_json_lines;
-use crate::engine::{Router, RunSpec};
-use crate::error::Result;
-use crate::operators::{Dedup, EventBatch, OperatorOutput, Watermark, build_operator};
-use crate::sink::NullSink;
-use crate::source::FileSource;
-use crate::sql::plan_query;
-
-pub mod log;
-
-/// The shipped queries, by name.
-pub const SHIPPED_QUERIES: [(&str, &str); 3] = [
-    (
-        "settlement_per_minute",
-        include_str!("../../queries/settlement_per_minute.sql"),
-    ),
-    (
-        "card_velocity",
-        include_str!("../../queries/card_velocity.sql"),
-    ),
-    (
-        "card_sessions",
-        include_str!("../../queries/card_sessions.sql"),
-    ),
-];
+use paystream::decode::decode_json_lines;
+use paystream::engine::{Router, RunSpec};
+use paystream::error::Result;
+use paystream::operators::{Dedup, EventBatch, OperatorOutput, Watermark, build_operator};
+use paystream::sink::NullSink;
+use paystream::source::FileSource;
+use paystream::sql::{SHIPPED_QUERIES, plan_query};
 
 /// Process CPU time (user + system) in seconds, to the microsecond.
 pub fn cpu_seconds() -> Option<f64> {
@@ -73,7 +56,7 @@ impl Measurement {
     }
 }
 
-pub(crate) fn measure<T>(
+pub fn measure<T>(
     name: &str,
     workers: usize,
     f: impl FnOnce() -> Result<(u64, T)>,
@@ -95,7 +78,7 @@ pub(crate) fn measure<T>(
 }
 
 /// Runs `f` `repeat` times and keeps the measurement with the least CPU time.
-pub(crate) fn measure_best<T>(
+pub fn measure_best<T>(
     name: &str,
     workers: usize,
     repeat: usize,
@@ -124,6 +107,7 @@ pub struct BenchOptions {
 
 impl BenchOptions {
     /// Every measurement for these worker counts, best of three runs.
+    #[allow(dead_code)] // `cargo bench --bench throughput` uses it; the binary sets fields.
     pub fn new(workers: &[usize]) -> Self {
         BenchOptions {
             workers: workers.to_vec(),
@@ -146,7 +130,7 @@ pub fn run(input: &Path, opts: &BenchOptions) -> Result<Vec<Measurement>> {
     };
     let read_label = format!(
         "baseline: read file ({} MiB chunks)",
-        crate::source::READ_CHUNK >> 20
+        paystream::source::READ_CHUNK >> 20
     );
     out.measure(&read_label, 1, || {
         let mut lines = 0u64;
@@ -245,14 +229,14 @@ fn accepted_batches(path: &Path) -> Result<Vec<(EventBatch, i64)>> {
 }
 
 /// Reads `path` in chunks cut at line ends, as the engine's reader does.
-fn for_each_chunk(path: &Path, mut f: impl FnMut(&[u8], u64)) -> Result<()> {
+pub fn for_each_chunk(path: &Path, mut f: impl FnMut(&[u8], u64)) -> Result<()> {
     use std::io::Read;
-    let err = |e: std::io::Error| crate::Error::Input {
+    let err = |e: std::io::Error| paystream::Error::Input {
         path: path.to_path_buf(),
         message: e.to_string(),
     };
     let mut file = std::fs::File::open(path).map_err(err)?;
-    let chunk = crate::source::READ_CHUNK;
+    let chunk = paystream::source::READ_CHUNK;
     let mut buf = Vec::with_capacity(2 * chunk);
     let mut line = 1u64;
     loop {
@@ -276,14 +260,14 @@ fn for_each_chunk(path: &Path, mut f: impl FnMut(&[u8], u64)) -> Result<()> {
 }
 
 /// Replays `input` through `plan` on `workers` workers, every output discarded.
-pub(crate) fn replay_counting(
+pub fn replay_counting(
     input: &std::path::Path,
-    plan: &crate::sql::StreamPlan,
+    plan: &paystream::sql::StreamPlan,
     workers: usize,
-) -> Result<crate::engine::Summary> {
+) -> Result<paystream::engine::Summary> {
     let mut spec = RunSpec::single(Arc::new(FileSource::new(input)), plan, Box::new(NullSink));
     spec.options.workers = workers;
-    Ok(crate::engine::run(spec, Arc::default(), Arc::default())?.summary)
+    Ok(paystream::engine::run(spec, Arc::default(), Arc::default())?.summary)
 }
 
 /// Formats the report as a table, with each query's ratio to the decode baseline.
