@@ -23,7 +23,8 @@ use crate::source::Positions;
 pub enum RunState {
     /// Reading and processing.
     Running,
-    /// Asked to stop; taking its final checkpoint.
+    /// Asked to stop (or failing): draining what it read, then taking its final checkpoint (a
+    /// checkpointed run) or emitting its open windows.
     Stopping,
     /// Its thread has ended: [`RunHandle::join`] gives the outcome or the error.
     Ended,
@@ -46,8 +47,9 @@ pub struct RunMetrics {
     pub watermark: i64,
     /// Per source partition, the next position to read.
     pub positions: crate::source::Positions,
-    /// Per source partition of a log source, records appended but not read yet (its end
-    /// offset minus its position); empty for a file source.
+    /// Per source partition, records appended but not read yet (its end offset minus its
+    /// position), for a handle with a lag probe (`Job::spawn` over a log source: each call
+    /// reads the topic's partition stats); empty otherwise.
     pub lag: crate::source::Positions,
     /// Checkpoints completed (durable).
     pub checkpoints: u64,

@@ -232,7 +232,8 @@ pub struct Progress {
 pub struct QueryProgress {
     /// The query's name (its sink's, for a job).
     pub name: String,
-    /// Events into the operator (after dedup and the router's checks).
+    /// Events offered to the query: accepted by the router (after dedup and its checks),
+    /// before the query's WHERE clause.
     pub events_in: AtomicU64,
     /// Result rows out of it.
     pub rows_out: AtomicU64,
@@ -297,6 +298,45 @@ mod tests {
     use super::*;
     use crate::schema::EventSchema;
     use datafusion::arrow::datatypes::{DataType, Field, Schema};
+
+    /// A worker that fails keeps answering the steps still in flight, so the run ends with its
+    /// error instead of the sink loop waiting on it forever (with two workers and many batches
+    /// left, the other worker's answers filled their channel and the router stalled).
+    #[test]
+    fn a_failing_worker_ends_the_run_with_its_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("e.jsonl");
+        let mut f = std::fs::File::create(&path).unwrap();
+        crate::generate::generate(
+            &crate::generate::GenConfig {
+                events: 20_000,
+                ..Default::default()
+            },
+            &mut f,
+        )
+        .unwrap();
+        // Only the worker that owns one card fails; the other keeps answering.
+        let text = std::fs::read_to_string(&path).unwrap();
+        let first: serde_json::Value = serde_json::from_str(text.lines().next().unwrap()).unwrap();
+        let card = first["card_id"].as_str().unwrap();
+        let plan = crate::sql::plan_query(&format!(
+            "SELECT card_id, window_start, \
+             sum(CASE WHEN card_id = '{card}' THEN amount_minor * 9223372036854775807 ELSE 0 END) AS s \
+             FROM TUMBLE(payments, event_time, INTERVAL '1' MINUTE) GROUP BY card_id, window_start"
+        ))
+        .unwrap();
+        let mut spec = RunSpec::single(
+            Arc::new(crate::source::FileSource::new(&path)),
+            &plan,
+            Box::new(NullSink),
+        );
+        spec.options.workers = 2;
+        spec.options.batch_size = 16;
+        let err = run(spec, Default::default(), Default::default())
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("overflow"), "{err}");
+    }
 
     /// A query planned for other events than its source decodes is refused before anything
     /// runs: its columns would be read at the wrong places.

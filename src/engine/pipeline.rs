@@ -111,6 +111,10 @@ pub(super) fn run(
     let opts = &spec.options;
     let workers = opts.workers.max(1);
     let nq = spec.queries.len();
+    if nq == 0 {
+        // The router's records for the sink loop travel with the first query's first worker.
+        return Err(Error::Internal("a run needs at least one query".into()));
+    }
     let origins = spec.source.origins()?;
     for q in &spec.queries {
         let text = q.plan.sql.split_whitespace().collect::<Vec<_>>().join(" ");

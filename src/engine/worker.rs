@@ -111,6 +111,11 @@ pub(super) fn worker_loop(
             .map(|l| l.batch.num_rows() as u64)
             .sum::<u64>();
         if failed {
+            // Still answer every step: the sink loop reads one answer per worker per step, and
+            // a worker that went quiet would block it (and, behind it, the router).
+            if tx.send(FromWorker::EpochDone).is_err() {
+                break;
+            }
             continue;
         }
         let mut msgs = Vec::with_capacity(4);

@@ -108,7 +108,7 @@ impl SavedState {
         if version != VERSION && version != 1 {
             return Err(bad(
                 path,
-                format!("version {version} is not supported (expected {VERSION})"),
+                format!("version {version} is not supported (expected 1 or {VERSION})"),
             ));
         }
         let mut i = 6;
@@ -135,7 +135,7 @@ impl SavedState {
         }
         let mut it = blobs.into_iter();
         let mut router = it.next().expect("counted");
-        if version == 1 && !router.is_empty() {
+        if version == 1 && (!router.is_empty() || header.watermark.is_some()) {
             router = crate::engine::Router::state_from_parts(header.watermark.as_ref(), &router)?;
         }
         let operators = (0..nq)

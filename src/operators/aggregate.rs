@@ -316,6 +316,10 @@ impl AggregateCore {
         let events = &input.batch;
         let selection = input.selection.as_ref();
         let routed_keys = input.keys.as_ref();
+        debug_assert!(
+            routed_keys.is_none() || selection.is_none(),
+            "routed keys cover every row"
+        );
         let predicates: &[Arc<dyn PhysicalExpr>] = match routed_keys {
             Some(_) => &[],
             None => &self.predicates,

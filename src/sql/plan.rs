@@ -181,10 +181,12 @@ pub struct AggregateSpec {
 /// How a query's events are spread over its workers (what Flink calls the distribution).
 #[derive(Debug, Clone)]
 pub enum Partitioning {
-    /// By hash of the group keys, so each key's events always reach the same worker. The router
-    /// applies `filters` (the WHERE clause) first and evaluates `keys` once, over the rows that
-    /// pass, and hands the key columns to the worker with the rows; both are bound to the event
-    /// schema (no window columns: a window bound is not known until the operator assigns one).
+    /// By hash of the group keys, so each key's events always reach the same worker. With more
+    /// than one worker the router applies `filters` (the WHERE clause) first and evaluates
+    /// `keys` once, over the rows that pass, and hands the key columns to the worker with the
+    /// rows (with one worker the operator does both). Both are planned over the windowed schema
+    /// but read only event columns, whose indices are the same in the event schema (a window
+    /// bound is not known until the operator assigns one).
     ByKeys {
         /// The WHERE clause, as conjuncts.
         filters: Vec<Arc<dyn PhysicalExpr>>,
@@ -243,6 +245,16 @@ impl StreamPlan {
     pub fn partitioning(&self) -> Partitioning {
         match &self.kind {
             PlanKind::Window { aggregate, .. } if aggregate.keys.is_empty() => Partitioning::Single,
+            // A projection below the aggregate would move the columns the keys read; one
+            // worker is always right (and the operators refuse such a plan today).
+            PlanKind::Window { aggregate, .. }
+                if aggregate
+                    .input_stages
+                    .iter()
+                    .any(|s| matches!(s, Stage::Project { .. })) =>
+            {
+                Partitioning::Single
+            }
             PlanKind::Window { aggregate, .. } => Partitioning::ByKeys {
                 filters: aggregate
                     .input_stages

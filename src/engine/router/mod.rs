@@ -105,7 +105,11 @@ impl Router {
     /// The router snapshot equivalent to a watermark and a dedup snapshot saved apart (state
     /// files of version 1).
     pub fn state_from_parts(watermark: Option<&WatermarkState>, dedup: &[u8]) -> Result<Vec<u8>> {
-        let mut snap = Snapshot::decode("dedup", dedup)?;
+        let mut snap = match dedup.is_empty() {
+            // No dedup table was saved: an empty one.
+            true => Dedup::new(0).to_snapshot()?,
+            false => Snapshot::decode("dedup", dedup)?,
+        };
         if let Some(w) = watermark {
             snap.header["watermark"] = serde_json::to_value(w)
                 .map_err(|e| Error::Internal(format!("cannot write the watermark state: {e}")))?;
@@ -236,6 +240,12 @@ mod tests {
         old.restore(&v1).unwrap();
         assert_eq!(old.watermark.state(), r.watermark.state());
         assert_eq!(old.dedup.len(), 1);
+        // One with a watermark and no dedup table keeps the watermark.
+        let v1 = Router::state_from_parts(Some(&r.watermark.state()), &[]).unwrap();
+        let mut old = router();
+        old.restore(&v1).unwrap();
+        assert_eq!(old.watermark.state(), r.watermark.state());
+        assert_eq!(old.dedup.len(), 0);
         // Another stage's snapshot is refused.
         assert!(router().restore(&r.dedup.snapshot().unwrap()).is_err());
     }
