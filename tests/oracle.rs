@@ -46,6 +46,13 @@ fn batch_sql(sql: &str) -> String {
     let plan = plan_query(sql).unwrap();
     let kind = plan.window().expect("windowed query").kind;
     let sql = paystream::sql::to_risingwave_spelling(sql).unwrap();
+    // The stream breaks ties in an ordered aggregate by event id; so does the batch side.
+    let sql = sql
+        .replace("ORDER BY event_time)", "ORDER BY event_time, event_id)")
+        .replace(
+            "ORDER BY event_time DESC)",
+            "ORDER BY event_time DESC, event_id)",
+        );
     let mut stmts = Parser::parse_sql(&GenericDialect {}, &sql).unwrap();
     let Statement::Query(q) = &mut stmts[0] else {
         panic!()
@@ -136,7 +143,7 @@ fn oracle(sql: &str, events: &[RecordBatch]) -> Vec<String> {
     })
 }
 
-const QUERIES: [&str; 7] = [
+const QUERIES: [&str; 11] = [
     "SELECT merchant_id, window_start, window_end, count(*) AS n, count(DISTINCT card_id) AS cards, \
        min(amount_minor) AS lo, max(amount_minor) AS hi, sum(fee_minor) AS fees, \
        count(*) FILTER (WHERE status = 'declined') AS declined, \
@@ -166,6 +173,21 @@ const QUERIES: [&str; 7] = [
        count(DISTINCT merchant_id) AS merchants \
      FROM HOP(payments, event_time, INTERVAL '2' SECOND, INTERVAL '6' SECOND) \
      GROUP BY event_id, window_start, window_end HAVING event_id <> 'x' OR count(*) > 1",
+    // Ordered aggregates (issue 15, part 3): events arrive out of order, so the accumulator
+    // compares orderings itself; ties are broken by event_id (the batch side says so).
+    "SELECT merchant_id, window_start, window_end, first_value(amount_minor ORDER BY event_time) AS first_amount, \
+       last_value(card_id ORDER BY event_time) AS last_card, count(*) AS n \
+     FROM TUMBLE(payments, event_time, INTERVAL '10' SECOND) GROUP BY merchant_id, window_start, window_end",
+    "SELECT merchant_id, window_start, window_end, first_value(event_id ORDER BY event_time DESC) AS newest, \
+       last_value(amount_minor ORDER BY event_time) AS last_amount \
+     FROM HOP(payments, event_time, INTERVAL '20' SECOND, INTERVAL '30' SECOND) GROUP BY merchant_id, window_start, window_end",
+    "SELECT card_id, window_start, window_end, first_value(merchant_id ORDER BY event_time) AS first_merchant, \
+       last_value(amount_minor ORDER BY event_time) AS last_amount, count(*) AS n \
+     FROM SESSION(payments, event_time, INTERVAL '3' SECOND) GROUP BY card_id, window_start, window_end",
+    "SELECT merchant_id, window_start, window_end, array_agg(amount_minor ORDER BY event_time) AS amounts, \
+       string_agg(card_id, ',' ORDER BY event_time) AS cards, \
+       percentile_cont(0.5) WITHIN GROUP (ORDER BY amount_minor) AS median_amount \
+     FROM TUMBLE(payments, event_time, INTERVAL '10' SECOND) GROUP BY merchant_id, window_start, window_end",
 ];
 
 fn shipped(name: &str) -> String {

@@ -109,6 +109,10 @@ fn every_windowed_operator_round_trips_its_state() {
         "SELECT window_start, window_end, count(*) FROM SESSION(payments, event_time, INTERVAL '200' MILLISECOND) GROUP BY window_start, window_end".into(),
         // Keys that die quickly: a hop snapshot after its key ids were compacted.
         "SELECT event_id, window_start, window_end, count(*), count(DISTINCT merchant_id) FROM HOP(payments, event_time, INTERVAL '1' SECOND, INTERVAL '3' SECOND) GROUP BY event_id, window_start, window_end".into(),
+        // Ordered aggregates keep their ordering values in their state.
+        "SELECT merchant_id, window_start, first_value(amount_minor ORDER BY event_time), last_value(card_id ORDER BY event_time) FROM TUMBLE(payments, event_time, INTERVAL '10' SECOND) GROUP BY merchant_id, window_start".into(),
+        "SELECT window_start, window_end, first_value(amount_minor ORDER BY event_time) FROM HOP(payments, event_time, INTERVAL '1' SECOND, INTERVAL '3' SECOND) GROUP BY window_start, window_end".into(),
+        "SELECT card_id, window_start, window_end, last_value(amount_minor ORDER BY event_time) FROM SESSION(payments, event_time, INTERVAL '2' SECOND) GROUP BY card_id, window_start, window_end".into(),
     ];
     for sql in &queries {
         let uninterrupted = run(sql, &batches, None);

@@ -256,8 +256,16 @@ impl AggregateCore {
                 }
             }
         }
-        let args: Vec<Vec<Arc<dyn PhysicalExpr>>> =
-            spec.aggregates.iter().map(|a| a.expressions()).collect();
+        // An ordered aggregate's accumulator takes its ORDER BY values after its arguments (as
+        // DataFusion's own aggregate operator passes them).
+        let args: Vec<Vec<Arc<dyn PhysicalExpr>>> = spec
+            .aggregates
+            .iter()
+            .map(|a| {
+                let all = a.all_expressions();
+                all.args.into_iter().chain(all.order_by_exprs).collect()
+            })
+            .collect();
         let time_column = spec.events.event_time_column();
         let mut used = std::collections::BTreeSet::from([time_column]);
         let all = predicates

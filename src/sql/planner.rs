@@ -532,6 +532,51 @@ fn references(expr: &Arc<dyn PhysicalExpr>, idx: &[usize]) -> bool {
         .any(|c| idx.contains(&c.index()))
 }
 
+/// An order-sensitive aggregate (`first_value(x ORDER BY event_time)`, `array_agg(… ORDER BY
+/// …)`) as a stream runs it: events reach it in arrival order, not in its ORDER BY, so it must
+/// compare orderings itself (not trust its input to be sorted), and ties are broken by the
+/// event id, so the result does not depend on arrival order, batch sizes or worker counts. An
+/// order-insensitive aggregate is returned as it is.
+fn ordered_for_streams(
+    a: Arc<datafusion::physical_expr::aggregate::AggregateFunctionExpr>,
+    input_schema: &datafusion::arrow::datatypes::SchemaRef,
+    events: &EventSchema,
+) -> Result<Arc<datafusion::physical_expr::aggregate::AggregateFunctionExpr>> {
+    use datafusion::physical_expr::PhysicalSortExpr;
+    use datafusion::physical_expr::aggregate::AggregateExprBuilder;
+    if a.order_bys().is_empty() {
+        return Ok(a);
+    }
+    let id = events.id_column();
+    let id_name = events.arrow().field(id).name().clone();
+    let mut order = a.order_bys().to_vec();
+    let has_id = order.iter().any(|o| {
+        o.expr
+            .downcast_ref::<Column>()
+            .is_some_and(|c| c.index() == id)
+    });
+    if !has_id {
+        order.push(PhysicalSortExpr::new_default(Arc::new(Column::new(
+            &id_name, id,
+        ))));
+    }
+    let rebuilt = AggregateExprBuilder::new(Arc::new(a.fun().clone()), a.expressions())
+        .order_by(order)
+        .schema(Arc::clone(input_schema))
+        .alias(a.name().to_string())
+        .with_ignore_nulls(a.ignore_nulls())
+        .with_distinct(a.is_distinct())
+        .with_reversed(a.is_reversed())
+        .build()?;
+    let rebuilt = Arc::new(rebuilt);
+    Ok(
+        match Arc::clone(&rebuilt).with_beneficial_ordering(false)? {
+            Some(unsorted) => Arc::new(unsorted),
+            None => rebuilt,
+        },
+    )
+}
+
 /// Walks the physical plan top-down, turning each accepted node into a stage.
 fn lift(
     root: &Arc<dyn ExecutionPlan>,
@@ -656,10 +701,11 @@ fn lift(
                     .map(|e| checked(e, &input_schema))
                     .collect::<datafusion::error::Result<_>>()?;
                 let order = a.order_bys().iter().map(|o| Arc::clone(&o.expr)).collect();
-                aggregates.push(match a.with_new_expressions(args, order) {
+                let a = match a.with_new_expressions(args, order) {
                     Some(c) => Arc::new(c),
                     None => Arc::clone(a),
-                });
+                };
+                aggregates.push(ordered_for_streams(a, &input_schema, events)?);
             }
             let filters = partial
                 .filter_expr()
