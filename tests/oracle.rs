@@ -61,6 +61,13 @@ fn batch_sql(sql: &str) -> String {
         panic!()
     };
     let keys: Vec<String> = match &sel.group_by {
+        // SELECT DISTINCT groups by its columns (session windows are per key).
+        _ if sel.distinct.is_some() => sel
+            .projection
+            .iter()
+            .map(|x| x.to_string())
+            .filter(|k| k != "window_start" && k != "window_end")
+            .collect(),
         GroupByExpr::Expressions(e, _) => e
             .iter()
             .map(|x| x.to_string())
@@ -143,7 +150,7 @@ fn oracle(sql: &str, events: &[RecordBatch]) -> Vec<String> {
     })
 }
 
-const QUERIES: [&str; 11] = [
+const QUERIES: [&str; 13] = [
     "SELECT merchant_id, window_start, window_end, count(*) AS n, count(DISTINCT card_id) AS cards, \
        min(amount_minor) AS lo, max(amount_minor) AS hi, sum(fee_minor) AS fees, \
        count(*) FILTER (WHERE status = 'declined') AS declined, \
@@ -188,6 +195,11 @@ const QUERIES: [&str; 11] = [
        string_agg(card_id, ',' ORDER BY event_time) AS cards, \
        percentile_cont(0.5) WITHIN GROUP (ORDER BY amount_minor) AS median_amount \
      FROM TUMBLE(payments, event_time, INTERVAL '10' SECOND) GROUP BY merchant_id, window_start, window_end",
+    // SELECT DISTINCT over a window: each distinct row once per window.
+    "SELECT DISTINCT merchant_id, currency, window_start, window_end \
+     FROM TUMBLE(payments, event_time, INTERVAL '10' SECOND) WHERE amount_minor > 1000",
+    "SELECT DISTINCT card_id, window_start, window_end \
+     FROM SESSION(payments, event_time, INTERVAL '2' SECOND) WHERE event_type = 'capture'",
 ];
 
 fn shipped(name: &str) -> String {

@@ -283,12 +283,7 @@ async fn plan_query_async(
             ),
         ));
     }
-    if select.distinct.is_some() {
-        return Err(plan_error(
-            locate(&tokens, Keyword::DISTINCT),
-            "SELECT DISTINCT is not supported in stream queries yet; to get each distinct row once per window, GROUP BY its columns over a window, e.g. SELECT merchant_id, window_start, window_end FROM TUMBLE(payments, event_time, INTERVAL '1' MINUTE) GROUP BY merchant_id, window_start, window_end",
-        ));
-    }
+    let distinct = select.distinct.take();
     let from = &mut select.from[0];
     if let Some(join) = from.joins.first() {
         return Err(plan_error(
@@ -313,6 +308,10 @@ async fn plan_query_async(
                 ),
             ));
         }
+    }
+
+    if let Some(d) = distinct {
+        distinct_as_grouping(select, d, window.is_some(), &tokens)?;
     }
 
     let schema = if window.is_some() {
@@ -530,6 +529,65 @@ fn references(expr: &Arc<dyn PhysicalExpr>, idx: &[usize]) -> bool {
     collect_columns(expr)
         .iter()
         .any(|c| idx.contains(&c.index()))
+}
+
+/// `SELECT DISTINCT cols` over a window is `GROUP BY cols, window_start, window_end`: each
+/// distinct row once per window, emitted when the window closes. Over the unwindowed stream it
+/// would need state kept for ever (or a TTL), and `DISTINCT ON` picks rows by an order a stream
+/// does not have: both are refused.
+fn distinct_as_grouping(
+    select: &mut datafusion::sql::sqlparser::ast::Select,
+    distinct: datafusion::sql::sqlparser::ast::Distinct,
+    windowed: bool,
+    tokens: &[TokenWithSpan],
+) -> Result<()> {
+    use datafusion::sql::sqlparser::ast::{Distinct, GroupByExpr, Ident, SelectItem};
+    let at = locate(tokens, Keyword::DISTINCT);
+    if let Distinct::On(_) = distinct {
+        return Err(plan_error(
+            at,
+            "SELECT DISTINCT ON is not supported in stream queries; to keep one row per key and window, GROUP BY the key over a window and pick values with first_value(x ORDER BY event_time)",
+        ));
+    }
+    if !windowed {
+        return Err(plan_error(
+            at,
+            "SELECT DISTINCT is not supported in stream queries yet over the unwindowed stream (it would keep every row ever seen); to get each distinct row once per window, read a window, e.g. SELECT DISTINCT merchant_id, window_start FROM TUMBLE(payments, event_time, INTERVAL '1' MINUTE)",
+        ));
+    }
+    let grouped = match &select.group_by {
+        GroupByExpr::Expressions(e, m) => !e.is_empty() || !m.is_empty(),
+        GroupByExpr::All(_) => true,
+    };
+    if grouped || select.having.is_some() {
+        return Err(plan_error(
+            at,
+            "SELECT DISTINCT with GROUP BY or HAVING is not supported; the GROUP BY already gives each group once per window, so remove DISTINCT",
+        ));
+    }
+    let mut keys = Vec::with_capacity(select.projection.len() + 2);
+    for item in &select.projection {
+        match item {
+            SelectItem::UnnamedExpr(e) | SelectItem::ExprWithAlias { expr: e, .. } => {
+                keys.push(e.clone())
+            }
+            other => {
+                return Err(plan_error(
+                    other.span(),
+                    "SELECT DISTINCT * is not supported in stream queries; list the columns, e.g. SELECT DISTINCT merchant_id, card_id, window_start FROM TUMBLE(...)",
+                ));
+            }
+        }
+    }
+    for bound in [WINDOW_START, WINDOW_END] {
+        let named =
+            |e: &Expr| matches!(e, Expr::Identifier(i) if i.value.eq_ignore_ascii_case(bound));
+        if !keys.iter().any(named) {
+            keys.push(Expr::Identifier(Ident::new(bound)));
+        }
+    }
+    select.group_by = GroupByExpr::Expressions(keys, vec![]);
+    Ok(())
 }
 
 /// An order-sensitive aggregate (`first_value(x ORDER BY event_time)`, `array_agg(… ORDER BY
@@ -898,7 +956,8 @@ mod tests {
         let tumble = "FROM TUMBLE(payments, event_time, INTERVAL '1' MINUTE)";
         let queries = [
             "SELECT DISTINCT merchant_id FROM payments".to_string(),
-            format!("SELECT DISTINCT merchant_id, window_start {tumble}"),
+            format!("SELECT DISTINCT ON (merchant_id) merchant_id, window_start {tumble}"),
+            format!("SELECT DISTINCT * {tumble}"),
             "SELECT DISTINCT ON (merchant_id) merchant_id FROM payments".into(),
             "SELECT event_id FROM payments WHERE amount_minor IN (SELECT 1)".into(),
             "SELECT event_id FROM payments WHERE EXISTS (SELECT 1)".into(),
