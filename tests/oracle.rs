@@ -150,7 +150,7 @@ fn oracle(sql: &str, events: &[RecordBatch]) -> Vec<String> {
     })
 }
 
-const QUERIES: [&str; 13] = [
+const QUERIES: [&str; 14] = [
     "SELECT merchant_id, window_start, window_end, count(*) AS n, count(DISTINCT card_id) AS cards, \
        min(amount_minor) AS lo, max(amount_minor) AS hi, sum(fee_minor) AS fees, \
        count(*) FILTER (WHERE status = 'declined') AS declined, \
@@ -200,6 +200,10 @@ const QUERIES: [&str; 13] = [
      FROM TUMBLE(payments, event_time, INTERVAL '10' SECOND) WHERE amount_minor > 1000",
     "SELECT DISTINCT card_id, window_start, window_end \
      FROM SESSION(payments, event_time, INTERVAL '2' SECOND) WHERE event_type = 'capture'",
+    // Flink's session spelling with PARTITION BY.
+    "SELECT card_id, window_start, window_end, count(*) AS n, sum(amount_minor) AS total \
+     FROM TABLE(SESSION(TABLE payments PARTITION BY card_id, DESCRIPTOR(event_time), INTERVAL '3' SECOND)) \
+     GROUP BY card_id, window_start, window_end",
 ];
 
 fn shipped(name: &str) -> String {

@@ -37,7 +37,8 @@ use datafusion::sql::sqlparser::tokenizer::{Span, Token, TokenWithSpan, Tokenize
 use super::checked::checked;
 use super::plan::{AggregateSpec, KeySlot, PlanKind, Stage, StreamPlan};
 use super::window_tvf::{
-    WindowKind, WindowLimits, extract_window, plan_error, point, rewrite_flink_windows,
+    WindowKind, WindowLimits, extract_window, plan_error, point,
+    rewrite_flink_windows_with_partitions,
 };
 use crate::error::{Error, Result};
 use crate::schema::{EventSchema, WINDOW_END, WINDOW_START};
@@ -214,7 +215,7 @@ async fn plan_query_async(
             ),
         ));
     }
-    let tokens = rewrite_flink_windows(tokens);
+    let (tokens, session_partitions) = rewrite_flink_windows_with_partitions(tokens);
     let mut parser = Parser::new(&dialect)
         .with_recursion_limit(PARSER_DEPTH)
         .with_tokens_with_locations(tokens.clone());
@@ -283,6 +284,7 @@ async fn plan_query_async(
             ),
         ));
     }
+    check_session_partitions(select, &session_partitions)?;
     let distinct = select.distinct.take();
     let from = &mut select.from[0];
     if let Some(join) = from.joins.first() {
@@ -529,6 +531,36 @@ fn references(expr: &Arc<dyn PhysicalExpr>, idx: &[usize]) -> bool {
     collect_columns(expr)
         .iter()
         .any(|c| idx.contains(&c.index()))
+}
+
+/// Flink's `SESSION(TABLE s PARTITION BY k, …)`: sessions here are per GROUP BY key, so each
+/// partition key must be one (a key grouped by but not partitioned by splits sessions further,
+/// as in Flink when the GROUP BY has more keys).
+fn check_session_partitions(
+    select: &datafusion::sql::sqlparser::ast::Select,
+    partitions: &[(String, Span)],
+) -> Result<()> {
+    use datafusion::sql::sqlparser::ast::GroupByExpr;
+    let grouped: Vec<String> = match &select.group_by {
+        GroupByExpr::Expressions(e, _) => e.iter().map(|x| x.to_string()).collect(),
+        GroupByExpr::All(_) => vec![],
+    };
+    let distinct: Vec<String> = match select.distinct {
+        Some(_) => select.projection.iter().map(|x| x.to_string()).collect(),
+        None => vec![],
+    };
+    for (key, span) in partitions {
+        let named = |g: &String| g.eq_ignore_ascii_case(key);
+        if !grouped.iter().any(named) && !distinct.iter().any(named) {
+            return Err(plan_error(
+                *span,
+                format!(
+                    "SESSION … PARTITION BY {key}: sessions are kept per GROUP BY key here, so {key} must also be in the GROUP BY (e.g. GROUP BY {key}, window_start, window_end)"
+                ),
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// `SELECT DISTINCT cols` over a window is `GROUP BY cols, window_start, window_end`: each

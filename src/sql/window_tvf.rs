@@ -227,6 +227,16 @@ fn matching_paren(tokens: &[TokenWithSpan], open: usize) -> Option<usize> {
 /// Rewrites `TABLE(F(TABLE s, DESCRIPTOR(c), ...))` into `F(s, c, ...)` for F in
 /// TUMBLE/HOP/SESSION, keeping every surviving token's original span.
 pub(super) fn rewrite_flink_windows(tokens: Vec<TokenWithSpan>) -> Vec<TokenWithSpan> {
+    rewrite_flink_windows_with_partitions(tokens).0
+}
+
+/// [`rewrite_flink_windows`], also removing Flink's `TABLE s PARTITION BY k1[, k2 …]` (or
+/// `PARTITION BY (k1, k2)`) from a SESSION call and returning those keys with their spans:
+/// sessions here are per GROUP BY key, so the planner checks every one is grouped by.
+pub(super) fn rewrite_flink_windows_with_partitions(
+    tokens: Vec<TokenWithSpan>,
+) -> (Vec<TokenWithSpan>, Vec<(String, Span)>) {
+    let mut partitions = Vec::new();
     let mut toks = tokens;
     let mut i = 0;
     while i < toks.len() {
@@ -262,6 +272,27 @@ pub(super) fn rewrite_flink_windows(tokens: Vec<TokenWithSpan>) -> Vec<TokenWith
         let mut j = open + 1;
         let mut end = close;
         while j < end {
+            if is_kw(&toks[j], Keyword::PARTITION)
+                && let Some(by) = next_non_ws(&toks, j + 1)
+                && is_kw(&toks[by], Keyword::BY)
+            {
+                // Up to DESCRIPTOR: the keys, possibly in parentheses, separated by commas.
+                let mut k = by + 1;
+                while k < end && !is_word(&toks[k], "DESCRIPTOR") {
+                    if let Token::Word(w) = &toks[k].token {
+                        partitions.push((w.value.clone(), toks[k].span));
+                    }
+                    k += 1;
+                }
+                // Keep the comma before DESCRIPTOR: drop from PARTITION to the last key.
+                let last = (j..k)
+                    .rev()
+                    .find(|x| matches!(toks[*x].token, Token::Word(_) | Token::RParen))
+                    .unwrap_or(j);
+                toks.drain(j..=last);
+                end -= last - j + 1;
+                continue;
+            }
             if is_kw(&toks[j], Keyword::TABLE) {
                 toks.remove(j);
                 end -= 1;
@@ -285,7 +316,7 @@ pub(super) fn rewrite_flink_windows(tokens: Vec<TokenWithSpan>) -> Vec<TokenWith
         }
         i = f + 1;
     }
-    toks
+    (toks, partitions)
 }
 
 fn ident_arg(arg: &FunctionArg, what: &str, call_span: Span) -> Result<String, Error> {
