@@ -150,7 +150,7 @@ fn oracle(sql: &str, events: &[RecordBatch]) -> Vec<String> {
     })
 }
 
-const QUERIES: [&str; 14] = [
+const QUERIES: [&str; 16] = [
     "SELECT merchant_id, window_start, window_end, count(*) AS n, count(DISTINCT card_id) AS cards, \
        min(amount_minor) AS lo, max(amount_minor) AS hi, sum(fee_minor) AS fees, \
        count(*) FILTER (WHERE status = 'declined') AS declined, \
@@ -204,6 +204,12 @@ const QUERIES: [&str; 14] = [
     "SELECT card_id, window_start, window_end, count(*) AS n, sum(amount_minor) AS total \
      FROM TABLE(SESSION(TABLE payments PARTITION BY card_id, DESCRIPTOR(event_time), INTERVAL '3' SECOND)) \
      GROUP BY card_id, window_start, window_end",
+    // A time bucket grouped by is a tumble (the batch side computes date_trunc / date_bin).
+    "SELECT merchant_id, date_trunc('second', event_time) AS second, count(*) AS n, sum(amount_minor) AS total \
+     FROM payments WHERE amount_minor > 100 GROUP BY merchant_id, date_trunc('second', event_time) \
+     HAVING count(*) > 1",
+    "SELECT date_bin(INTERVAL '10' SECOND, event_time) AS bucket, currency, count(*) AS n \
+     FROM payments GROUP BY currency, date_bin(INTERVAL '10' SECOND, event_time)",
 ];
 
 fn shipped(name: &str) -> String {

@@ -10,6 +10,7 @@ mod plan;
 mod planner;
 pub mod query_file;
 mod shipped;
+mod time_grouping;
 mod window_tvf;
 
 pub use self::plan::{

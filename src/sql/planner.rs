@@ -285,6 +285,12 @@ async fn plan_query_async(
         ));
     }
     check_session_partitions(select, &session_partitions)?;
+    let time_column = events
+        .arrow()
+        .field(events.event_time_column())
+        .name()
+        .clone();
+    super::time_grouping::bucket_grouping_as_tumble(select, stream, &time_column)?;
     let distinct = select.distinct.take();
     let from = &mut select.from[0];
     if let Some(join) = from.joins.first() {
