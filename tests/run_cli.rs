@@ -481,3 +481,60 @@ fn a_job_handle_reports_savepoints_stops_and_tells_failure_from_stop() {
         .to_string();
     assert!(failed.contains("nowhere"), "{failed}");
 }
+
+/// A first start of a checkpointed job rolls its file sinks back to before any checkpoint. When
+/// the sink already holds committed parts that no checkpoint of the job accounts for (its state
+/// was removed), starting would delete them: it is refused, and the parts stay, until the user
+/// says `--reset-state --truncate-sinks`.
+#[test]
+fn a_first_start_refuses_to_delete_committed_part_files_it_has_no_checkpoint_of() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    produce(&data, &gen_lines(&["--events", "500", "--rate", "5"]));
+    let out = dir.path().join("counts.jsonl");
+    let query = dir.path().join("counts.sql");
+    std::fs::write(
+        &query,
+        format!(
+            "CREATE SOURCE payments WITH (connector = 'log', topic = 'payments');\n\
+             CREATE SINK counts WITH (connector = 'file', path = '{}');\n\
+             INSERT INTO counts SELECT window_end, count(*) AS n FROM TUMBLE(payments, event_time, INTERVAL '1' MINUTE) GROUP BY window_end;\n",
+            out.display()
+        ),
+    )
+    .unwrap();
+    let first = run_until_end(&data, &query, &[]);
+    assert!(
+        first.status.success(),
+        "{}",
+        String::from_utf8_lossy(&first.stderr)
+    );
+    let parts = || -> Vec<String> {
+        let mut v: Vec<String> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .filter_map(|e| e.ok()?.file_name().into_string().ok())
+            .filter(|n| n.starts_with("counts.jsonl.part-"))
+            .collect();
+        v.sort();
+        v
+    };
+    let made = parts();
+    assert!(!made.is_empty());
+
+    // The job's state is removed; its results are not.
+    std::fs::remove_dir_all(data.join("_queries").join("counts")).unwrap();
+    let o = run_until_end(&data, &query, &[]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        !o.status.success()
+            && err.contains("sink `counts`")
+            && err.contains("part files")
+            && err.contains("--truncate-sinks"),
+        "{err}"
+    );
+    assert_eq!(parts(), made, "a refused start deletes nothing");
+
+    let o = run_until_end(&data, &query, &["--reset-state", "--truncate-sinks"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(!parts().is_empty(), "recomputed");
+}

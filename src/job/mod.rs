@@ -399,8 +399,23 @@ impl Job {
                 .map(|s| Arc::clone(&s.connector))
                 .unwrap_or_else(|| crate::sink::log::declare_topic(default_topic))
         };
+        // A first start (no checkpoint to restore) rolls file sinks back to epoch 0, which
+        // deletes every committed part: results an earlier run made (its checkpoints since
+        // removed, or another job's). Refuse instead, unless told to truncate.
+        let first_start = store.is_some()
+            && restored.is_none()
+            && sinks.restored_epoch == 0
+            && opts.sink_reset != Some(SinkReset::Truncate);
         let mut open_sink = |sink_name: &str, default_topic: String| -> Result<Box<dyn Sink>> {
             let connector = declared(sink_name, default_topic);
+            if first_start && let Some(held) = connector.committed_results(&BTreeMap::new())? {
+                return Err(config_err(
+                    &format!("sink `{sink_name}`"),
+                    format!(
+                        "{held} already holds results committed by an earlier run, and job {name} has no checkpoint of them, so starting would delete them; move them away (or point the sink elsewhere), or run with --reset-state --truncate-sinks to delete them and start over"
+                    ),
+                ));
+            }
             if let (Some(topic), Some(src)) = (connector.log_topic(), &source_topic)
                 && topic == src
             {
