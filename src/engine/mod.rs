@@ -338,6 +338,44 @@ mod tests {
         assert!(err.contains("overflow"), "{err}");
     }
 
+    /// With several workers the router evaluates a keyed query's WHERE clause; its errors name
+    /// the query and say what to do, as the operator's do with one worker.
+    #[test]
+    fn an_overflow_in_where_names_the_query_with_any_worker_count() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("e.jsonl");
+        let mut f = std::fs::File::create(&path).unwrap();
+        crate::generate::generate(
+            &crate::generate::GenConfig {
+                events: 200,
+                ..Default::default()
+            },
+            &mut f,
+        )
+        .unwrap();
+        let plan = crate::sql::plan_query(
+            "SELECT card_id, window_start, count(*) AS n FROM TUMBLE(payments, event_time, INTERVAL '1' MINUTE) \
+             WHERE amount_minor * 9223372036854775807 > 0 GROUP BY card_id, window_start",
+        )
+        .unwrap()
+        .named("the risk query");
+        for workers in [1, 2] {
+            let mut spec = RunSpec::single(
+                Arc::new(crate::source::FileSource::new(&path)),
+                &plan,
+                Box::new(NullSink),
+            );
+            spec.options.workers = workers;
+            let err = run(spec, Default::default(), Default::default())
+                .unwrap_err()
+                .to_string();
+            assert!(
+                err.contains("the risk query stopped: integer overflow") && err.contains("DECIMAL"),
+                "{workers} workers: {err}"
+            );
+        }
+    }
+
     /// A query planned for other events than its source decodes is refused before anything
     /// runs: its columns would be read at the wrong places.
     #[test]

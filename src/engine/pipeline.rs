@@ -203,11 +203,7 @@ pub(super) fn run(
     let mut names = Vec::with_capacity(nq);
     let mut counters = Vec::with_capacity(nq);
     for (q, query) in spec.queries.into_iter().enumerate() {
-        partitioners.push(Partitioner::new(
-            query.plan.partitioning(),
-            &events,
-            workers,
-        )?);
+        partitioners.push(Partitioner::new(&query.plan, &events, workers)?);
         let counted = Arc::new(super::QueryProgress {
             name: query.name.clone(),
             ..Default::default()

@@ -31,6 +31,25 @@ fn nulls_as_false(mask: BooleanArray) -> BooleanArray {
     }
 }
 
+/// The rows of `batch` that `selection` (all when `None`) and every WHERE conjunct in
+/// `predicates` keep, with a null predicate read as false; `None` when there is nothing to apply.
+pub(crate) fn where_mask(
+    predicates: &[Arc<dyn PhysicalExpr>],
+    batch: &RecordBatch,
+    selection: Option<&BooleanArray>,
+) -> Result<Option<BooleanArray>> {
+    let n = batch.num_rows();
+    let mut mask: Option<BooleanArray> = selection.cloned();
+    for p in predicates {
+        let m = as_mask(p.evaluate(batch)?.into_array(n)?, "WHERE")?;
+        mask = Some(match mask {
+            None => m,
+            Some(prev) => and(&prev, &m)?,
+        });
+    }
+    Ok(mask.map(nulls_as_false))
+}
+
 /// Key columns, each aggregate's argument columns, and each aggregate's FILTER mask.
 pub(super) type Columns = (Vec<ArrayRef>, Vec<Vec<ArrayRef>>, Vec<Option<BooleanArray>>);
 
@@ -344,18 +363,9 @@ impl AggregateCore {
             &RecordBatchOptions::new().with_row_count(Some(n)),
         )?;
         let mut kept = None;
-        let mut mask: Option<BooleanArray> = selection.cloned();
-        for p in predicates {
-            let m = as_mask(p.evaluate(&batch)?.into_array(n)?, "WHERE")?;
-            mask = Some(match mask {
-                None => m,
-                Some(prev) => and(&prev, &m)?,
-            });
-        }
-        if let Some(mask) = mask
+        if let Some(mask) = where_mask(predicates, &batch, selection)?
             && mask.true_count() != n
         {
-            let mask = nulls_as_false(mask);
             batch = filter_record_batch(&batch, &mask)?;
             // Remember which input rows survive WHERE, to map late rows back to events.
             kept = Some(mask);

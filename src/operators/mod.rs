@@ -15,6 +15,7 @@
 //! ```
 
 mod aggregate;
+pub(crate) use self::aggregate::where_mask;
 mod dedup;
 mod distinct_count;
 mod group_table;
@@ -233,12 +234,19 @@ struct Named {
 
 impl Named {
     fn name<T>(&self, r: Result<T>) -> Result<T> {
-        r.map_err(|e| match e {
-            crate::error::Error::DataFusion(e) => crate::error::Error::DataFusion(
-                datafusion::error::DataFusionError::Execution(evaluation_message(&self.query, &e)),
-            ),
-            e => e,
-        })
+        r.map_err(|e| named_evaluation_error(&self.query, e))
+    }
+}
+
+/// An error evaluating `query`'s expressions (an integer overflow, a division by zero), naming
+/// the query and saying what to do; other errors as they are. The operators' errors pass here,
+/// and so do those of the WHERE clause and keys the router evaluates for them.
+pub(crate) fn named_evaluation_error(query: &str, e: crate::error::Error) -> crate::error::Error {
+    match e {
+        crate::error::Error::DataFusion(e) => crate::error::Error::DataFusion(
+            datafusion::error::DataFusionError::Execution(evaluation_message(query, &e)),
+        ),
+        e => e,
     }
 }
 

@@ -603,6 +603,31 @@ fn distinct_as_grouping(
             "SELECT DISTINCT with GROUP BY or HAVING is not supported; the GROUP BY already gives each group once per window, so remove DISTINCT",
         ));
     }
+    // An aggregate in the list would become a grouping key, which no plan can evaluate.
+    let aggregates: Vec<String> =
+        datafusion::functions_aggregate::all_default_aggregate_functions()
+            .iter()
+            .flat_map(|f| std::iter::once(f.name().to_string()).chain(f.aliases().iter().cloned()))
+            .collect();
+    let mut found = None;
+    let _ = datafusion::sql::sqlparser::ast::visit_expressions(&select.projection, |e| {
+        if let Expr::Function(f) = e
+            && let Some(name) = f.name.0.last().map(|p| p.to_string().to_ascii_lowercase())
+            && aggregates.iter().any(|a| a.eq_ignore_ascii_case(&name))
+        {
+            found = Some((name, e.span()));
+            return ControlFlow::Break(());
+        }
+        ControlFlow::Continue(())
+    });
+    if let Some((name, span)) = found {
+        return Err(plan_error(
+            span,
+            format!(
+                "SELECT DISTINCT with an aggregate ({name}) is not supported; GROUP BY the columns over the window instead, e.g. SELECT merchant_id, window_start, count(*) FROM TUMBLE(...) GROUP BY merchant_id, window_start"
+            ),
+        ));
+    }
     let mut keys = Vec::with_capacity(select.projection.len() + 2);
     for item in &select.projection {
         match item {
@@ -996,6 +1021,7 @@ mod tests {
             "SELECT DISTINCT merchant_id FROM payments".to_string(),
             format!("SELECT DISTINCT ON (merchant_id) merchant_id, window_start {tumble}"),
             format!("SELECT DISTINCT * {tumble}"),
+            format!("SELECT DISTINCT count(*) AS n, window_start {tumble}"),
             "SELECT DISTINCT ON (merchant_id) merchant_id FROM payments".into(),
             "SELECT event_id FROM payments WHERE amount_minor IN (SELECT 1)".into(),
             "SELECT event_id FROM payments WHERE EXISTS (SELECT 1)".into(),

@@ -8,19 +8,21 @@
 use std::sync::Arc;
 
 use datafusion::arrow::array::{
-    Array, ArrayRef, AsArray, BooleanArray, RecordBatch, RecordBatchOptions, UInt32Array,
+    ArrayRef, BooleanArray, RecordBatch, RecordBatchOptions, UInt32Array,
 };
-use datafusion::arrow::compute::{and, filter_record_batch, prep_null_mask_filter, take};
+use datafusion::arrow::compute::{filter_record_batch, take};
 use datafusion::common::hash_utils::{RandomState, create_hashes};
 use datafusion::physical_expr::utils::{collect_columns, reassign_expr_columns};
 use datafusion::physical_plan::PhysicalExpr;
 
 use crate::error::{Error, Result};
-use crate::operators::EventBatch;
-use crate::sql::Partitioning;
+use crate::operators::{EventBatch, named_evaluation_error, where_mask};
+use crate::sql::{Partitioning, StreamPlan};
 
 /// Spreads one query's events over its workers.
 pub struct Partitioner {
+    /// The query's name, for its evaluation errors (as its operator names them).
+    query: String,
     how: How,
     workers: usize,
     round_robin: usize,
@@ -44,14 +46,15 @@ struct KeyEval {
 }
 
 impl Partitioner {
-    /// A partitioner of events of the schema `events` over `workers` workers.
+    /// A partitioner of `plan`'s events (of the schema `events`) over `workers` workers, as the
+    /// plan requires ([`StreamPlan::partitioning`]).
     pub fn new(
-        partitioning: Partitioning,
+        plan: &StreamPlan,
         events: &crate::schema::EventSchema,
         workers: usize,
     ) -> Result<Self> {
         let workers = workers.max(1);
-        let how = match partitioning {
+        let how = match plan.partitioning() {
             _ if workers == 1 => How::Single,
             Partitioning::Single => How::Single,
             Partitioning::RoundRobin => How::RoundRobin,
@@ -81,6 +84,7 @@ impl Partitioner {
             }
         };
         Ok(Partitioner {
+            query: plan.name.clone(),
             how,
             workers,
             round_robin: 0,
@@ -108,23 +112,9 @@ impl Partitioner {
         let rows = batch.num_rows();
         // WHERE over the whole batch (a predicate on a dictionary column compares a few words),
         // combined with the router's selection.
-        let mut mask = events.selection.clone();
-        for f in &eval.filters {
-            let m = f.evaluate(batch)?.into_array(rows)?;
-            let m = m
-                .as_boolean_opt()
-                .cloned()
-                .ok_or_else(|| Error::Internal(format!("WHERE produced {}", m.data_type())))?;
-            let m = match m.nulls() {
-                Some(_) => prep_null_mask_filter(&m),
-                None => m,
-            };
-            mask = Some(match mask {
-                None => m,
-                Some(prev) => and(&prev, &m)?,
-            });
-        }
-        let mask = mask.filter(|m| m.true_count() != rows);
+        let mask = where_mask(&eval.filters, batch, events.selection.as_ref())
+            .map_err(|e| named_evaluation_error(&self.query, e))?
+            .filter(|m| m.true_count() != rows);
         let kept = match &mask {
             Some(m) if m.true_count() == 0 => return Ok(parts),
             Some(m) => Some(UInt32Array::from_iter_values(
@@ -132,7 +122,9 @@ impl Partitioner {
             )),
             None => None,
         };
-        let keys = eval.keys(batch, mask.as_ref())?;
+        let keys = eval
+            .keys(batch, mask.as_ref())
+            .map_err(|e| named_evaluation_error(&self.query, e))?;
         let kept_rows = keys.first().map_or(rows, |k| k.len());
         let mut hashes = vec![0u64; kept_rows];
         create_hashes(&keys, &RandomState::with_seed(0x9a75_17ea), &mut hashes)?;
