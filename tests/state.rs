@@ -93,6 +93,7 @@ fn results_carry_their_window_end_or_event_time() {
         "SELECT window_end, count(*) FROM HOP(payments, event_time, INTERVAL '1' SECOND, INTERVAL '3' SECOND) GROUP BY window_end",
         "SELECT event_id, event_time, amount_minor FROM payments WHERE amount_minor > 5000",
         "SELECT event_time, window_end FROM TUMBLE(payments, event_time, INTERVAL '10' SECOND) WHERE amount_minor > 100",
+        "SELECT event_time, lead(amount_minor) OVER (PARTITION BY card_id ORDER BY event_time) AS next FROM payments",
     ] {
         assert!(!run(sql, &batches, None).is_empty(), "{sql}");
     }
@@ -113,6 +114,18 @@ fn every_windowed_operator_round_trips_its_state() {
         "SELECT merchant_id, window_start, first_value(amount_minor ORDER BY event_time), last_value(card_id ORDER BY event_time) FROM TUMBLE(payments, event_time, INTERVAL '10' SECOND) GROUP BY merchant_id, window_start".into(),
         "SELECT window_start, window_end, first_value(amount_minor ORDER BY event_time) FROM HOP(payments, event_time, INTERVAL '1' SECOND, INTERVAL '3' SECOND) GROUP BY window_start, window_end".into(),
         "SELECT card_id, window_start, window_end, last_value(amount_minor ORDER BY event_time) FROM SESSION(payments, event_time, INTERVAL '2' SECOND) GROUP BY card_id, window_start, window_end".into(),
+        // Window functions (OVER): buffered rows, histories, frames and their accumulators,
+        // rows waiting for lead.
+        "SELECT event_id, event_time, count(*) OVER w AS n, sum(amount_minor) OVER w AS total, count(DISTINCT merchant_id) OVER w AS merchants, \
+           max(amount_minor) OVER w AS hi, lag(amount_minor) OVER (PARTITION BY card_id ORDER BY event_time, event_id) AS prev \
+         FROM payments WINDOW w AS (PARTITION BY card_id ORDER BY event_time RANGE BETWEEN INTERVAL '30' SECOND PRECEDING AND CURRENT ROW)".into(),
+        "SELECT event_id, event_time, lead(amount_minor, 2) OVER (PARTITION BY merchant_id ORDER BY event_time, event_id) AS next2, \
+           row_number() OVER (PARTITION BY merchant_id ORDER BY event_time, event_id) AS rn, \
+           avg(amount_minor) OVER (PARTITION BY merchant_id ORDER BY event_time, event_id ROWS BETWEEN 4 PRECEDING AND 1 PRECEDING) AS prev_avg, \
+           stddev(amount_minor) OVER (PARTITION BY merchant_id ORDER BY event_time, event_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS sd, \
+           min(card_id) OVER (PARTITION BY merchant_id ORDER BY event_time) AS lowest_card \
+         FROM payments".into(),
+        "SELECT * FROM (SELECT event_id, event_time, row_number() OVER (PARTITION BY payment_id, event_type ORDER BY event_time, event_id) AS rn FROM payments) WHERE rn = 1".into(),
     ];
     for sql in &queries {
         let uninterrupted = run(sql, &batches, None);

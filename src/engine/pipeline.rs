@@ -213,7 +213,7 @@ pub(super) fn run(
         for w in 0..workers {
             let (tx, rx) = sync_channel::<ToWorker>(4);
             let (otx, orx) = sync_channel::<FromWorker>(4);
-            let mut op = build_operator(&query.plan)?;
+            let mut op = build_operator(&query.plan.with_default_state_ttl(opts.dedup_ttl))?;
             if let Some(r) = &restore {
                 op.restore(&r.operators[q][w])?;
             }

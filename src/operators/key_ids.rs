@@ -57,6 +57,23 @@ impl KeyIds {
         })
     }
 
+    /// An empty table for keys of `schema` (no columns: every row is id 0).
+    pub(super) fn for_schema(schema: &SchemaRef) -> Result<Self> {
+        let values = if schema.fields().is_empty() {
+            None
+        } else {
+            Some(new_group_values(Arc::clone(schema), &GroupOrdering::None)?)
+        };
+        Ok(KeyIds {
+            values,
+            schema: Arc::clone(schema),
+            chunks: Vec::new(),
+            at: Vec::new(),
+            compact_at: MIN_COMPACT,
+            scratch: Vec::new(),
+        })
+    }
+
     /// Number of ids handed out.
     pub(super) fn len(&self) -> usize {
         match &self.values {

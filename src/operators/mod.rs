@@ -24,6 +24,7 @@ mod id_groups;
 mod id_table;
 mod key_ids;
 mod map;
+mod over;
 mod session_window;
 mod sum;
 mod tumbling_window;
@@ -36,6 +37,7 @@ pub use self::dedup::{Dedup, DedupOutcome, PREFETCH_DISTANCE};
 pub use self::group_table::FrozenGroups;
 pub use self::hopping_window::HoppingWindow;
 pub use self::map::MapOperator;
+pub use self::over::OverWindow;
 pub use self::session_window::SessionWindow;
 pub use self::sum::{ExactSum, exact_sum_udaf};
 pub use self::tumbling_window::TumblingWindow;
@@ -216,6 +218,10 @@ fn build_unnamed(plan: &StreamPlan) -> Result<Box<dyn Operator>> {
             window.as_ref().map(|w| w.kind),
             std::sync::Arc::clone(&plan.events),
         )),
+        PlanKind::Over(spec) => Box::new(over::OverWindow::new(
+            spec.clone(),
+            crate::engine::defaults::DEDUP_TTL_MS,
+        )?),
         PlanKind::Window { window, aggregate } => match window.kind {
             WindowKind::Tumble { size } => Box::new(TumblingWindow::new(aggregate.clone(), size)?),
             WindowKind::Hop { slide, size } => {

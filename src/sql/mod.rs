@@ -6,6 +6,7 @@
 
 mod checked;
 mod codes;
+mod over;
 mod plan;
 mod planner;
 pub mod query_file;
@@ -13,6 +14,7 @@ mod shipped;
 mod time_grouping;
 mod window_tvf;
 
+pub use self::over::{Frame, FunctionKind, OverFunction, OverSpec};
 pub use self::plan::{
     AggregateSpec, KeySlot, Partitioning, PlanKind, Stage, StreamPlan, apply_stages,
     apply_stages_selected, apply_stages_timed,

@@ -209,6 +209,9 @@ pub enum PlanKind {
         /// Steps applied to every batch.
         stages: Vec<Stage>,
     },
+    /// Per-event window functions (`OVER`): one row per event, emitted when the watermark
+    /// passes it.
+    Over(super::over::OverSpec),
     /// A windowed aggregation: rows are emitted once per window when the watermark passes its end.
     Window {
         /// The window.
@@ -241,6 +244,16 @@ impl StreamPlan {
         self
     }
 
+    /// The plan with `ttl` as its state TTL unless the query set one (`SET state_ttl`): the
+    /// source's dedup TTL, so a key's per-event state lives as long as its events' ids do.
+    pub fn with_default_state_ttl(&self, ttl: i64) -> StreamPlan {
+        let mut plan = self.clone();
+        if let PlanKind::Over(o) = &mut plan.kind {
+            o.state_ttl.get_or_insert(ttl);
+        }
+        plan
+    }
+
     /// How the query's events must be spread over workers: the plan decides, the router does it.
     pub fn partitioning(&self) -> Partitioning {
         match &self.kind {
@@ -266,6 +279,18 @@ impl StreamPlan {
                     .collect(),
                 keys: aggregate.keys.clone(),
             },
+            PlanKind::Over(over) if over.keys.is_empty() => Partitioning::Single,
+            PlanKind::Over(over) => Partitioning::ByKeys {
+                filters: over
+                    .input_stages
+                    .iter()
+                    .filter_map(|s| match s {
+                        Stage::Filter(p) => Some(Arc::clone(p)),
+                        Stage::Project { .. } => None,
+                    })
+                    .collect(),
+                keys: over.keys.clone(),
+            },
             PlanKind::Map { .. } => Partitioning::RoundRobin,
         }
     }
@@ -275,6 +300,7 @@ impl StreamPlan {
         match &self.kind {
             PlanKind::Map { window, .. } => window.as_ref(),
             PlanKind::Window { window, .. } => Some(window),
+            PlanKind::Over(_) => None,
         }
     }
 }

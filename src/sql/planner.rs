@@ -308,6 +308,9 @@ async fn plan_query_async(
                 format!("unknown stream `{name}`; the event stream is `{stream}`"),
             ));
         }
+        TableFactor::Derived { subquery, .. } if window.is_none() => {
+            check_inner_query(subquery, stream, &tokens)?;
+        }
         other => {
             return Err(plan_error(
                 other.span(),
@@ -653,6 +656,148 @@ fn distinct_as_grouping(
     Ok(())
 }
 
+/// A subquery in FROM (`SELECT * FROM (SELECT …, count(*) OVER w AS n FROM payments) WHERE
+/// n > 10`): it must read the stream itself, as one SELECT without a window table function (a
+/// query over windowed results is not supported yet). The outer query then filters and
+/// projects its rows.
+fn check_inner_query(
+    query: &datafusion::sql::sqlparser::ast::Query,
+    stream: &str,
+    tokens: &[TokenWithSpan],
+) -> Result<()> {
+    if query.with.is_some() || query.order_by.is_some() || query.limit_clause.is_some() {
+        return Err(plan_error(
+            query.span(),
+            "a subquery in FROM cannot have WITH, ORDER BY or LIMIT on a stream; remove them",
+        ));
+    }
+    let SetExpr::Select(select) = query.body.as_ref() else {
+        return Err(plan_error(
+            query.body.span(),
+            "UNION/INTERSECT/EXCEPT and VALUES are not supported in stream queries; write one SELECT",
+        ));
+    };
+    if select.from.len() != 1 || !select.from[0].joins.is_empty() {
+        return Err(plan_error(
+            select.span(),
+            format!("a subquery in FROM reads exactly one stream (FROM {stream}), without joins"),
+        ));
+    }
+    if select.distinct.is_some() {
+        return Err(plan_error(
+            locate(tokens, Keyword::DISTINCT),
+            "SELECT DISTINCT inside a subquery is not supported; put it in the outer query",
+        ));
+    }
+    match &select.from[0].relation {
+        TableFactor::Table {
+            name, args: None, ..
+        } if name.to_string() == stream => Ok(()),
+        TableFactor::Table {
+            name,
+            args: Some(_),
+            ..
+        } => Err(plan_error(
+            name.span(),
+            "a query over a windowed query (a window table function inside a subquery) is not supported yet; aggregate over the window in one query",
+        )),
+        TableFactor::Table { name, .. } => Err(plan_error(
+            name.span(),
+            format!("unknown stream `{name}`; the event stream is `{stream}`"),
+        )),
+        TableFactor::Derived { subquery, .. } => check_inner_query(subquery, stream, tokens),
+        other => Err(plan_error(
+            other.span(),
+            format!("a subquery in FROM reads `{stream}` or another subquery"),
+        )),
+    }
+}
+
+/// First word `word` (case-insensitive) of the query, for errors found after planning.
+fn locate_word(tokens: &[TokenWithSpan], word: &str) -> Span {
+    tokens
+        .iter()
+        .find(|t| matches!(&t.token, Token::Word(w) if w.value.eq_ignore_ascii_case(word)))
+        .map(|t| t.span)
+        .unwrap_or_else(|| locate(tokens, Keyword::OVER))
+}
+
+/// A stack of window nodes (`OVER`), as one [`OverSpec`]: returns it with the node below the
+/// stack (its input).
+fn lift_over(
+    top: &Arc<dyn ExecutionPlan>,
+    tokens: &[TokenWithSpan],
+    events: &Arc<EventSchema>,
+) -> Result<(super::over::OverSpec, Arc<dyn ExecutionPlan>)> {
+    use datafusion::physical_plan::sorts::sort::SortExec;
+    use datafusion::physical_plan::windows::{BoundedWindowAggExec, WindowAggExec};
+    let mut execs = Vec::new();
+    let mut node = Arc::clone(top);
+    loop {
+        let any = node.as_ref();
+        if let Some(w) = any.downcast_ref::<BoundedWindowAggExec>() {
+            execs.push(w.window_expr().to_vec());
+            node = Arc::clone(w.input());
+        } else if let Some(w) = any.downcast_ref::<WindowAggExec>() {
+            execs.push(w.window_expr().to_vec());
+            node = Arc::clone(w.input());
+        } else if let Some(s) = any.downcast_ref::<SortExec>() {
+            node = Arc::clone(s.input());
+        } else {
+            break;
+        }
+    }
+    execs.reverse();
+    let input_schema = node.schema();
+    if input_schema.fields().len() != events.arrow().fields().len() {
+        return Err(plan_error(
+            locate(tokens, Keyword::OVER),
+            "window functions (OVER) over computed columns are not supported yet; compute the value inside the function's argument",
+        ));
+    }
+    let slices: Vec<&[Arc<dyn datafusion::physical_expr::window::WindowExpr>]> =
+        execs.iter().map(|e| e.as_slice()).collect();
+    let (keys, ties, functions) =
+        super::over::lift_window_functions(&slices, input_schema.fields().len(), events)
+            .map_err(|r| plan_error(locate_word(tokens, &r.word), r.message))?;
+    let keys: Vec<Arc<dyn PhysicalExpr>> = keys
+        .into_iter()
+        .map(|k| checked(k, &input_schema))
+        .collect::<datafusion::error::Result<_>>()?;
+    let key_fields = keys
+        .iter()
+        .enumerate()
+        .map(|(i, k)| {
+            Ok(datafusion::arrow::datatypes::Field::new(
+                format!("key{i}"),
+                k.data_type(&input_schema)?,
+                k.nullable(&input_schema)?,
+            ))
+        })
+        .collect::<datafusion::error::Result<Vec<_>>>()?;
+    let functions = functions
+        .into_iter()
+        .map(|mut f| {
+            f.arg = f.arg.map(|a| checked(a, &input_schema)).transpose()?;
+            Ok(f)
+        })
+        .collect::<datafusion::error::Result<Vec<_>>>()?;
+    Ok((
+        super::over::OverSpec {
+            events: Arc::clone(events),
+            input_stages: vec![],
+            keys,
+            key_schema: Arc::new(datafusion::arrow::datatypes::Schema::new(key_fields)),
+            ties,
+            functions,
+            window_schema: top.schema(),
+            output_stages: vec![],
+            state_ttl: None,
+        },
+        node,
+    ))
+}
+
 /// An order-sensitive aggregate (`first_value(x ORDER BY event_time)`, `array_agg(… ORDER BY
 /// …)`) as a stream runs it: events reach it in arrival order, not in its ORDER BY, so it must
 /// compare orderings itself (not trust its input to be sorted), and ties are broken by the
@@ -710,10 +855,29 @@ fn lift(
     let mut stages = Vec::new();
     let mut above_aggregate: Option<Vec<Stage>> = None;
     let mut aggregate: Option<AggregateSpec> = None;
+    let mut over: Option<super::over::OverSpec> = None;
     let mut node = Arc::clone(root);
     loop {
         let any = node.as_ref();
-        if let Some(p) = any.downcast_ref::<ProjectionExec>() {
+        let name = node.name();
+        if name == "BoundedWindowAggExec" || name == "WindowAggExec" {
+            if aggregate.is_some() {
+                return Err(plan_error(
+                    locate(tokens, Keyword::GROUP).union(&locate(tokens, Keyword::SELECT)),
+                    "an aggregate over window function (OVER) results is not supported yet; filter or project them, or aggregate over a window of the stream",
+                ));
+            }
+            if window.is_some() || over.is_some() {
+                return Err(plan_error(
+                    locate(tokens, Keyword::OVER),
+                    "window functions (OVER) over a window table function are not supported yet; use OVER over the stream itself, or aggregate over a window",
+                ));
+            }
+            let (spec, input) = lift_over(&node, tokens, events)?;
+            over = Some(spec);
+            above_aggregate = Some(std::mem::take(&mut stages));
+            node = input;
+        } else if let Some(p) = any.downcast_ref::<ProjectionExec>() {
             let input = p.input().schema();
             stages.push(Stage::Project {
                 exprs: p
@@ -736,6 +900,12 @@ fn lift(
             )?));
             node = Arc::clone(f.input());
         } else if let Some(agg) = any.downcast_ref::<AggregateExec>() {
+            if over.is_some() {
+                return Err(plan_error(
+                    locate(tokens, Keyword::OVER),
+                    "window functions (OVER) over aggregated rows (such as Top-N per window) are not supported yet; use OVER over the stream's events",
+                ));
+            }
             if above_aggregate.is_some() {
                 return Err(plan_error(
                     locate(tokens, Keyword::SELECT),
@@ -853,6 +1023,19 @@ fn lift(
         }
     }
     stages.reverse();
+    if let Some(mut spec) = over {
+        let mut above = above_aggregate.take().unwrap_or_default();
+        above.reverse();
+        if stages.iter().any(|s| matches!(s, Stage::Project { .. })) {
+            return Err(plan_error(
+                locate(tokens, Keyword::OVER),
+                "window functions (OVER) over computed columns are not supported yet; compute the value inside the function's argument",
+            ));
+        }
+        spec.input_stages = specialize_stages(stages)?;
+        spec.output_stages = specialize_stages(above)?;
+        return Ok(PlanKind::Over(spec));
+    }
     match (aggregate, above_aggregate) {
         (Some(mut agg), Some(mut above)) => {
             above.reverse();
