@@ -154,7 +154,13 @@ fn oracle(sql: &str, events: &[RecordBatch]) -> Vec<String> {
     })
 }
 
-const QUERIES: [&str; 23] = [
+const QUERIES: [&str; 24] = [
+    // FILTER on window aggregates; a subquery of the whole stream under OVER.
+    "SELECT event_id, count(*) FILTER (WHERE status = 'declined') OVER w AS declines, \
+       sum(amount_minor) FILTER (WHERE event_type = 'capture') OVER w AS captured, \
+       count(DISTINCT merchant_id) FILTER (WHERE amount_minor > 1000) OVER w AS big_merchants \
+     FROM (SELECT * FROM payments WHERE currency <> 'JPY') \
+     WINDOW w AS (PARTITION BY card_id ORDER BY event_time RANGE BETWEEN INTERVAL '10' SECOND PRECEDING AND CURRENT ROW)",
     // Per-event window functions (OVER): the issue's feature query. lag breaks ties by event id
     // explicitly, as the stream always does.
     "SELECT event_id, card_id, event_time, amount_minor, \

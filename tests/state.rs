@@ -125,6 +125,8 @@ fn every_windowed_operator_round_trips_its_state() {
            stddev(amount_minor) OVER (PARTITION BY merchant_id ORDER BY event_time, event_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS sd, \
            min(card_id) OVER (PARTITION BY merchant_id ORDER BY event_time) AS lowest_card \
          FROM payments".into(),
+        // No function reads a column: the history keeps times alone.
+        "SELECT event_id, event_time, count(*) OVER (PARTITION BY card_id ORDER BY event_time RANGE BETWEEN INTERVAL '20' SECOND PRECEDING AND CURRENT ROW) AS n FROM payments".into(),
         "SELECT * FROM (SELECT event_id, event_time, row_number() OVER (PARTITION BY payment_id, event_type ORDER BY event_time, event_id) AS rn FROM payments) WHERE rn = 1".into(),
     ];
     for sql in &queries {

@@ -52,6 +52,11 @@ pub(crate) struct ReplayArgs {
     /// How long (in event time) event ids are remembered for deduplication.
     #[arg(long, default_value = defaults::DEDUP_TTL_TEXT)]
     dedup_ttl: String,
+    /// How long (in event time) a window function (OVER) keeps a key's state after its last
+    /// event, for functions whose state never ends by itself (row_number, lag, frames from
+    /// UNBOUNDED PRECEDING); the dedup TTL when absent.
+    #[arg(long)]
+    state_ttl: Option<String>,
     /// Event times further than this ahead of the watermark are dead-lettered.
     #[arg(long, default_value = defaults::MAX_SKEW_TEXT)]
     max_skew: String,
@@ -103,6 +108,10 @@ pub(crate) fn replay(mut a: ReplayArgs, data: &super::log_cmds::DataDir) -> anyh
     let plan = plan_query(&sql)
         .with_context(|| format!("in {}", query.display()))?
         .named(format!("the query in {}", query.display()));
+    let plan = match &a.state_ttl {
+        Some(t) => plan.with_state_ttl(duration("--state-ttl", t)?),
+        None => plan,
+    };
     if let Some(w) = a.workers {
         if w == 0 {
             bail!("--workers must be at least 1");

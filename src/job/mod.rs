@@ -287,6 +287,15 @@ impl Job {
                     "the query at line {} of {} (INSERT INTO {})",
                     ins.line, origin, ins.sink
                 ));
+            // Checked when the file was parsed, like every duration setting.
+            let plan = match file
+                .settings
+                .get("state_ttl")
+                .and_then(|v| crate::time::parse_duration_millis(v).ok())
+            {
+                Some(ttl) => plan.with_state_ttl(ttl),
+                None => plan,
+            };
             plans.push((ins.sink.clone(), plan));
         }
         Ok(Job {

@@ -174,6 +174,7 @@ pub(super) fn lift_window_functions(
     let time = events.event_time_column();
     let mut keys: Option<Vec<Arc<dyn PhysicalExpr>>> = None;
     let mut ties: Vec<PhysicalSortExpr> = Vec::new();
+    let mut order_ties: Option<Vec<PhysicalSortExpr>> = None;
     let mut functions = Vec::new();
     for exprs in execs {
         for w in exprs.iter() {
@@ -233,22 +234,30 @@ pub(super) fn lift_window_functions(
                     "an ORDER BY cannot read a window function's result",
                 ));
             }
-            // One order for every function: the longer tie list must extend the shorter.
-            let (short, long) = if rest.len() <= ties.len() {
-                (rest, ties.as_slice())
-            } else {
-                (ties.as_slice(), rest)
-            };
-            if !short.iter().zip(long).all(|(a, b)| a == b) {
-                return Err(refuse(
-                    "ORDER",
-                    "window functions in one query must break event-time ties the same way (ORDER BY event_time, x in one and ORDER BY event_time, y in another); use one ORDER BY",
-                ));
+            let (kind, arg) = function_kind(w.as_ref(), &name)?;
+            // Rows are computed in one order for every function: (event time, these columns,
+            // event id). A RANGE frame does not depend on it (peers are all in); every other
+            // function must name the same tie-breaking columns, or none.
+            let order_sensitive = !kind.is_aggregate()
+                || matches!(
+                    w.get_window_frame().units,
+                    WindowFrameUnits::Rows | WindowFrameUnits::Groups
+                );
+            if order_sensitive {
+                match &order_ties {
+                    None => order_ties = Some(rest.to_vec()),
+                    Some(t) if t.as_slice() == rest => {}
+                    Some(_) => {
+                        return Err(refuse(
+                            "ORDER",
+                            "window functions in one query must break event-time ties the same way (ORDER BY event_time, x in one and ORDER BY event_time, y in another); use one ORDER BY for all of them",
+                        ));
+                    }
+                }
             }
             if rest.len() > ties.len() {
                 ties = rest.to_vec();
             }
-            let (kind, arg) = function_kind(w.as_ref(), &name)?;
             if let Some(a) = &arg
                 && !reads_events(a)
             {
@@ -353,8 +362,11 @@ fn function_kind(
             return Err(refuse(name, format!("{name} OVER takes one argument")));
         }
         // count(*) is count(1): a constant argument counts every row.
-        let arg = (args[0].downcast_ref::<Literal>().is_none() || kind != FunctionKind::Count)
-            .then(|| Arc::clone(&args[0]));
+        let counts_rows = kind == FunctionKind::Count
+            && args[0]
+                .downcast_ref::<Literal>()
+                .is_some_and(|l| !l.value().is_null());
+        let arg = (!counts_rows).then(|| Arc::clone(&args[0]));
         return Ok((kind, arg));
     }
     let Some(u) = any.downcast_ref::<StandardWindowExpr>().and_then(|s| {

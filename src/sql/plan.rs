@@ -244,6 +244,14 @@ impl StreamPlan {
         self
     }
 
+    /// The plan with `ttl` as its state TTL (`SET state_ttl`, `--state-ttl`).
+    pub fn with_state_ttl(mut self, ttl: i64) -> StreamPlan {
+        if let PlanKind::Over(o) = &mut self.kind {
+            o.state_ttl = Some(ttl);
+        }
+        self
+    }
+
     /// The plan with `ttl` as its state TTL unless the query set one (`SET state_ttl`): the
     /// source's dedup TTL, so a key's per-event state lives as long as its events' ids do.
     pub fn with_default_state_ttl(&self, ttl: i64) -> StreamPlan {

@@ -164,6 +164,15 @@ impl Visitor for Shape {
                 ),
             ));
         }
+        if let Expr::Function(f) = e
+            && f.over.is_some()
+            && f.to_string().to_ascii_uppercase().contains("IGNORE NULLS")
+        {
+            return ControlFlow::Break(plan_error(
+                e.span(),
+                "IGNORE NULLS in a window function (OVER) is not supported; filter the NULLs out in WHERE, or use a FILTER (WHERE x IS NOT NULL) on an aggregate",
+            ));
+        }
         if matches!(
             e,
             Expr::Subquery(_) | Expr::InSubquery { .. } | Expr::Exists { .. }
@@ -249,6 +258,7 @@ async fn plan_query_async(
     if let ControlFlow::Break(e) = stmt.visit(&mut Shape::default()) {
         return Err(e);
     }
+    over_filters_as_cases(&mut stmt)?;
     let Statement::Query(query) = &mut stmt else {
         return Err(plan_error(stmt.span(), "a stream query must be a SELECT"));
     };
@@ -656,6 +666,54 @@ fn distinct_as_grouping(
     Ok(())
 }
 
+/// `agg(x) FILTER (WHERE c) OVER …` as `agg(CASE WHEN c THEN x END) OVER …` (`count(*)` as
+/// `count(CASE WHEN c THEN 1 END)`): the same for every aggregate that ignores NULLs — all the
+/// window aggregates the engine runs — and DataFusion keeps a window aggregate's FILTER where
+/// the engine cannot read it.
+fn over_filters_as_cases(stmt: &mut Statement) -> Result<()> {
+    use datafusion::sql::sqlparser::ast::{FunctionArg, FunctionArgExpr, FunctionArguments};
+    let mut failed = None;
+    let _ = datafusion::sql::sqlparser::ast::visit_expressions_mut(stmt, |e| {
+        let Expr::Function(f) = e else {
+            return ControlFlow::<()>::Continue(());
+        };
+        let (Some(_), Some(cond)) = (&f.over, &f.filter) else {
+            return ControlFlow::Continue(());
+        };
+        let span = cond.span();
+        let cond = cond.to_string();
+        let FunctionArguments::List(list) = &mut f.args else {
+            return ControlFlow::Continue(());
+        };
+        for arg in &mut list.args {
+            let inner = match arg {
+                FunctionArg::Unnamed(FunctionArgExpr::Wildcard) => "1".to_string(),
+                FunctionArg::Unnamed(FunctionArgExpr::Expr(x)) => x.to_string(),
+                _ => {
+                    failed = Some(plan_error(
+                        span,
+                        "FILTER on this window function is not supported; write the condition into its argument, e.g. sum(CASE WHEN status = 'declined' THEN amount_minor END) OVER w",
+                    ));
+                    return ControlFlow::Break(());
+                }
+            };
+            let case = Parser::new(&GenericDialect {})
+                .try_with_sql(&format!("CASE WHEN {cond} THEN {inner} END"))
+                .and_then(|mut p| p.parse_expr());
+            match case {
+                Ok(c) => *arg = FunctionArg::Unnamed(FunctionArgExpr::Expr(c)),
+                Err(e) => {
+                    failed = Some(parse_error(e, span));
+                    return ControlFlow::Break(());
+                }
+            }
+        }
+        f.filter = None;
+        ControlFlow::Continue(())
+    });
+    failed.map_or(Ok(()), Err)
+}
+
 /// A subquery in FROM (`SELECT * FROM (SELECT …, count(*) OVER w AS n FROM payments) WHERE
 /// n > 10`): it must read the stream itself, as one SELECT without a window table function (a
 /// query over windowed results is not supported yet). The outer query then filters and
@@ -748,6 +806,23 @@ fn lift_over(
         }
     }
     execs.reverse();
+    // `FROM (SELECT * FROM payments …)` puts a projection of every column, unchanged, under
+    // the window functions: look through it. Any other projection computes or reorders columns.
+    if let Some(p) = node.downcast_ref::<ProjectionExec>() {
+        let identity = p.expr().len() == events.arrow().fields().len()
+            && p.expr().iter().enumerate().all(|(i, e)| {
+                e.expr
+                    .downcast_ref::<Column>()
+                    .is_some_and(|c| c.index() == i)
+            });
+        if !identity {
+            return Err(plan_error(
+                locate(tokens, Keyword::OVER),
+                "window functions (OVER) over a subquery's computed or selected columns are not supported yet; put the window functions in the query that reads the stream, and filter or project their results outside",
+            ));
+        }
+        node = Arc::clone(p.input());
+    }
     let input_schema = node.schema();
     if input_schema.fields().len() != events.arrow().fields().len() {
         return Err(plan_error(

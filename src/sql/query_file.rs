@@ -94,6 +94,7 @@ pub const SETTINGS: &[&str] = &[
     "max_window_size",
     "max_session_gap",
     "max_hop_ratio",
+    "state_ttl",
 ];
 
 /// A source's event-time settings, resolved and checked together
@@ -199,7 +200,7 @@ fn check_setting(key: &str, v: &str) -> std::result::Result<(), String> {
             Ok(0)
                 if matches!(
                     key,
-                    "checkpoint_interval" | "max_window_size" | "max_session_gap"
+                    "checkpoint_interval" | "max_window_size" | "max_session_gap" | "state_ttl"
                 ) =>
             {
                 Err(format!(

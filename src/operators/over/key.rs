@@ -234,31 +234,26 @@ impl KeyState {
         let base = self.base;
         let slots = layout.slots;
         let vals = &self.vals;
-        let value =
-            |seq: u64, slot: Option<usize>| slot.map(|s| &vals[(seq - base) as usize * slots + s]);
+        let at = |seq: u64, s: usize| &vals[(seq - base) as usize * slots + s];
         let state = &mut self.frames[f];
+        let mut apply = |range: std::ops::Range<u64>, enter: bool| {
+            for seq in range {
+                for (m, (_, slot)) in members.iter().enumerate() {
+                    let v = slot.map(|s| at(seq, s));
+                    if enter {
+                        state.accs[m].add(seq, v);
+                    } else {
+                        state.accs[m].remove(seq, v);
+                    }
+                }
+            }
+        };
         if new_start >= end {
-            for seq in leave {
-                for (m, (_, slot)) in members.iter().enumerate() {
-                    state.accs[m].remove(seq, value(seq, *slot));
-                }
-            }
-            for seq in enter {
-                for (m, (_, slot)) in members.iter().enumerate() {
-                    state.accs[m].add(seq, value(seq, *slot));
-                }
-            }
+            apply(leave, false);
+            apply(enter, true);
         } else {
-            for seq in enter {
-                for (m, (_, slot)) in members.iter().enumerate() {
-                    state.accs[m].add(seq, value(seq, *slot));
-                }
-            }
-            for seq in leave {
-                for (m, (_, slot)) in members.iter().enumerate() {
-                    state.accs[m].remove(seq, value(seq, *slot));
-                }
-            }
+            apply(enter, true);
+            apply(leave, false);
         }
         state.start = new_start;
         state.end = new_end;

@@ -28,6 +28,8 @@ pub(super) enum Val {
     Float(f64),
     /// A string.
     Str(Arc<str>),
+    /// A sum beyond 64 bits (results only: never kept in state).
+    Big(i128),
 }
 
 impl PartialEq for Val {
@@ -51,6 +53,7 @@ impl Ord for Val {
             (Val::Int(a), Val::Int(b)) => a.cmp(b),
             (Val::Float(a), Val::Float(b)) => a.total_cmp(b),
             (Val::Str(a), Val::Str(b)) => a.cmp(b),
+            (Val::Big(a), Val::Big(b)) => a.cmp(b),
             _ => self.rank().cmp(&other.rank()),
         }
     }
@@ -63,6 +66,7 @@ impl Hash for Val {
             Val::Int(v) => v.hash(h),
             Val::Float(v) => v.to_bits().hash(h),
             Val::Str(s) => s.hash(h),
+            Val::Big(v) => v.hash(h),
         }
     }
 }
@@ -74,6 +78,7 @@ impl Val {
             Val::Int(_) => 1,
             Val::Float(_) => 2,
             Val::Str(_) => 3,
+            Val::Big(_) => 4,
         }
     }
 
@@ -127,10 +132,8 @@ impl ValColumn {
     pub(super) fn new(a: &ArrayRef, kind: ValKind) -> Result<ValColumn> {
         Ok(match kind {
             ValKind::Int => {
-                let a = match a.data_type() {
-                    DataType::Int64 => Arc::clone(a),
-                    _ => cast(a, &DataType::Int64)?,
-                };
+                // Strict: an unsigned value beyond 64 signed bits is an error, never NULL.
+                let a = to_type(Arc::clone(a), &DataType::Int64)?;
                 ValColumn::Int(a.as_primitive::<Int64Type>().clone())
             }
             ValKind::Float => ValColumn::Float(
@@ -138,7 +141,11 @@ impl ValColumn {
                     .as_primitive::<Float64Type>()
                     .clone(),
             ),
-            ValKind::Str => ValColumn::Str(cast(a, &DataType::Utf8)?.as_string::<i32>().clone()),
+            ValKind::Str => ValColumn::Str(
+                to_type(Arc::clone(a), &DataType::Utf8)?
+                    .as_string::<i32>()
+                    .clone(),
+            ),
         })
     }
 
@@ -156,6 +163,27 @@ impl ValColumn {
 /// A column of `values` (each of `kind` or NULL) of type `t`; a value that does not fit `t` is
 /// an error, never NULL.
 pub(super) fn column_of(values: &[Val], kind: ValKind, t: &DataType) -> Result<ArrayRef> {
+    // Exact sums are decimals, as the window aggregates' are: 128 bits wide.
+    if let (ValKind::Int, DataType::Decimal128(p, s)) = (kind, t) {
+        let a =
+            datafusion::arrow::array::Decimal128Array::from_iter(values.iter().map(|v| match v {
+                Val::Int(x) => Some(i128::from(*x)),
+                Val::Big(x) => Some(*x),
+                _ => None,
+            }))
+            .with_precision_and_scale(*p, *s)?;
+        return Ok(Arc::new(a));
+    }
+    if let Some(Val::Big(x)) = values.iter().find(|v| matches!(v, Val::Big(_))) {
+        return Err(Error::DataFusion(
+            datafusion::error::DataFusionError::ArrowError(
+                Box::new(datafusion::arrow::error::ArrowError::ArithmeticOverflow(
+                    format!("the sum {x}"),
+                )),
+                None,
+            ),
+        ));
+    }
     let a: ArrayRef = match kind {
         ValKind::Int => Arc::new(Int64Array::from_iter(values.iter().map(|v| match v {
             Val::Int(x) => Some(*x),
@@ -187,6 +215,8 @@ pub(super) fn to_type(a: ArrayRef, t: &DataType) -> Result<ArrayRef> {
 
 /// Values as four columns (a tag and one column per kind), for snapshots.
 pub(super) fn encode_vals(values: &[Val]) -> Vec<ArrayRef> {
+    // Sums beyond 64 bits are results, never state.
+    debug_assert!(!values.iter().any(|v| matches!(v, Val::Big(_))));
     let tag = UInt8Array::from_iter_values(values.iter().map(Val::rank));
     let ints = Int64Array::from_iter(values.iter().map(|v| match v {
         Val::Int(x) => Some(*x),
@@ -231,4 +261,28 @@ pub(super) fn decode_vals(cols: &[ArrayRef]) -> Result<Vec<Val>> {
             })
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sums_past_64_bits_are_decimals_and_never_wrap() {
+        let past = i128::from(i64::MAX) + 1;
+        let vals = [Val::Int(1), Val::Big(past), Val::Null];
+        let dec = column_of(&vals, ValKind::Int, &DataType::Decimal128(38, 0)).unwrap();
+        let dec = dec.as_primitive::<datafusion::arrow::datatypes::Decimal128Type>();
+        assert_eq!(dec.value(1), past);
+        assert!(dec.is_null(2));
+        assert!(column_of(&vals, ValKind::Int, &DataType::Int64).is_err());
+    }
+
+    #[test]
+    fn values_that_do_not_fit_are_errors_not_nulls() {
+        let big: ArrayRef = Arc::new(datafusion::arrow::array::UInt64Array::from(vec![u64::MAX]));
+        assert!(ValColumn::new(&big, ValKind::Int).is_err());
+        let x = ScalarValue::Utf8(Some("x".into()));
+        assert!(Val::of_scalar(&x, ValKind::Int).is_err());
+    }
 }
