@@ -154,7 +154,10 @@ fn oracle(sql: &str, events: &[RecordBatch]) -> Vec<String> {
     })
 }
 
-const QUERIES: [&str; 24] = [
+const QUERIES: [&str; 26] = [
+    // SELECT DISTINCT over the unwindowed stream: each distinct row once, the first time.
+    "SELECT DISTINCT merchant_id, currency FROM payments WHERE amount_minor > 100",
+    "SELECT DISTINCT card_id, event_type AS kind FROM payments WHERE status = 'declined'",
     // FILTER on window aggregates; a subquery of the whole stream under OVER.
     "SELECT event_id, count(*) FILTER (WHERE status = 'declined') OVER w AS declines, \
        sum(amount_minor) FILTER (WHERE event_type = 'capture') OVER w AS captured, \

@@ -332,7 +332,7 @@ async fn plan_query_async(
     }
 
     if let Some(d) = distinct {
-        distinct_as_grouping(select, d, window.is_some(), &tokens)?;
+        distinct_as_grouping(select, d, window.is_some(), &tokens, events)?;
     }
 
     let schema = if window.is_some() {
@@ -584,13 +584,14 @@ fn check_session_partitions(
 
 /// `SELECT DISTINCT cols` over a window is `GROUP BY cols, window_start, window_end`: each
 /// distinct row once per window, emitted when the window closes. Over the unwindowed stream it
-/// would need state kept for ever (or a TTL), and `DISTINCT ON` picks rows by an order a stream
-/// does not have: both are refused.
+/// is each row the first time it is seen ([`distinct_as_first_seen`]). `DISTINCT ON` picks rows
+/// by an order a stream does not have: refused.
 fn distinct_as_grouping(
     select: &mut datafusion::sql::sqlparser::ast::Select,
     distinct: datafusion::sql::sqlparser::ast::Distinct,
     windowed: bool,
     tokens: &[TokenWithSpan],
+    events: &EventSchema,
 ) -> Result<()> {
     use datafusion::sql::sqlparser::ast::{Distinct, GroupByExpr, Ident, SelectItem};
     let at = locate(tokens, Keyword::DISTINCT);
@@ -598,12 +599,6 @@ fn distinct_as_grouping(
         return Err(plan_error(
             at,
             "SELECT DISTINCT ON is not supported in stream queries; to keep one row per key and window, GROUP BY the key over a window and pick values with first_value(x ORDER BY event_time)",
-        ));
-    }
-    if !windowed {
-        return Err(plan_error(
-            at,
-            "SELECT DISTINCT is not supported in stream queries yet over the unwindowed stream (it would keep every row ever seen); to get each distinct row once per window, read a window, e.g. SELECT DISTINCT merchant_id, window_start FROM TUMBLE(payments, event_time, INTERVAL '1' MINUTE)",
         ));
     }
     let grouped = match &select.group_by {
@@ -654,6 +649,9 @@ fn distinct_as_grouping(
                 ));
             }
         }
+    }
+    if !windowed {
+        return distinct_as_first_seen(select, keys, events);
     }
     for bound in [WINDOW_START, WINDOW_END] {
         let named =
@@ -871,6 +869,89 @@ fn lift_over(
         },
         node,
     ))
+}
+
+/// `SELECT DISTINCT a, b FROM payments WHERE …` over the unwindowed stream: each distinct row
+/// the first time it is seen, as
+///
+/// ```sql
+/// SELECT __d0 AS a, __d1 AS b FROM (
+///   SELECT a AS __d0, b AS __d1,
+///          row_number() OVER (PARTITION BY a, b ORDER BY event_time, event_id) AS __rn
+///   FROM payments WHERE …) WHERE __rn = 1
+/// ```
+///
+/// — emitted once the watermark passes that first event, with its state kept for the state TTL
+/// (the dedup TTL by default) after the row was last seen. An unnamed expression is named as
+/// written.
+fn distinct_as_first_seen(
+    select: &mut datafusion::sql::sqlparser::ast::Select,
+    keys: Vec<Expr>,
+    events: &EventSchema,
+) -> Result<()> {
+    use datafusion::sql::sqlparser::ast::{
+        Ident, SelectItem, SetExpr as Body, TableFactor as Factor,
+    };
+    let names: Vec<String> = select
+        .projection
+        .iter()
+        .map(|item| match item {
+            SelectItem::ExprWithAlias { alias, .. } => alias.value.clone(),
+            SelectItem::UnnamedExpr(Expr::Identifier(i)) => i.value.clone(),
+            SelectItem::UnnamedExpr(Expr::CompoundIdentifier(p)) => {
+                p.last().map_or_else(String::new, |i| i.value.clone())
+            }
+            other => other.to_string(),
+        })
+        .collect();
+    let time = events
+        .arrow()
+        .field(events.event_time_column())
+        .name()
+        .clone();
+    let id = events.arrow().field(events.id_column()).name().clone();
+    let partition: Vec<String> = keys.iter().map(|k| k.to_string()).collect();
+    let row_number = Parser::new(&GenericDialect {})
+        .try_with_sql(&format!(
+            "row_number() OVER (PARTITION BY {} ORDER BY {time}, {id})",
+            partition.join(", ")
+        ))
+        .and_then(|mut p| p.parse_expr())
+        .map_err(|e| parse_error(e, select.span()))?;
+    let mut inner = select.clone();
+    inner.projection = keys
+        .into_iter()
+        .enumerate()
+        .map(|(i, expr)| SelectItem::ExprWithAlias {
+            expr,
+            alias: Ident::new(format!("__d{i}")),
+        })
+        .collect();
+    inner.projection.push(SelectItem::ExprWithAlias {
+        expr: row_number,
+        alias: Ident::new("__rn"),
+    });
+    let outer_items: Vec<String> = names
+        .iter()
+        .enumerate()
+        .map(|(i, n)| format!("__d{i} AS \"{}\"", n.replace('"', "\"\"")))
+        .collect();
+    let outer = Parser::new(&GenericDialect {})
+        .try_with_sql(&format!(
+            "SELECT {} FROM (SELECT 1) AS __distinct WHERE __rn = 1",
+            outer_items.join(", ")
+        ))
+        .and_then(|mut p| p.parse_query())
+        .map_err(|e| parse_error(e, select.span()))?;
+    let Body::Select(mut outer) = *outer.body else {
+        return Err(Error::Internal("DISTINCT rewrite".into()));
+    };
+    let Factor::Derived { subquery, .. } = &mut outer.from[0].relation else {
+        return Err(Error::Internal("DISTINCT rewrite".into()));
+    };
+    *subquery.body = Body::Select(Box::new(inner));
+    *select = *outer;
+    Ok(())
 }
 
 /// An order-sensitive aggregate (`first_value(x ORDER BY event_time)`, `array_agg(… ORDER BY

@@ -717,6 +717,8 @@ mod tests {
             ("SET workers = 0;", "line 1, column 15"),
             ("\n  SET workers = 'many';", "line 2, column 18"),
             ("SET checkpoint_interval = '0s';", "must be positive"),
+            ("SET state_ttl = '0s';", "must be positive"),
+            ("SET state_ttl = 'forever';", "'forever'"),
             ("SET max_hop_ratio = '-1';", "at least 1"),
             (
                 "SET max_skew = '1m';\nSET max_skew = '2m';",

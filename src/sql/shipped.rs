@@ -1,7 +1,7 @@
 //! The queries shipped in `queries/`: the demo runs them, the benches measure them.
 
 /// The shipped queries, by name.
-pub const SHIPPED_QUERIES: [(&str, &str); 3] = [
+pub const SHIPPED_QUERIES: [(&str, &str); 4] = [
     (
         "settlement_per_minute",
         include_str!("../../queries/settlement_per_minute.sql"),
@@ -14,4 +14,5 @@ pub const SHIPPED_QUERIES: [(&str, &str); 3] = [
         "card_sessions",
         include_str!("../../queries/card_sessions.sql"),
     ),
+    ("card_alerts", include_str!("../../queries/card_alerts.sql")),
 ];

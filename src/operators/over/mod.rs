@@ -22,12 +22,13 @@ mod value;
 
 use std::sync::Arc;
 
+use datafusion::arrow::array::make_comparator;
 use datafusion::arrow::array::{
     Array, ArrayRef, AsArray, Int64Array, RecordBatch, RecordBatchOptions,
 };
-use datafusion::arrow::compute::{filter_record_batch, interleave};
+use datafusion::arrow::compute::SortOptions;
+use datafusion::arrow::compute::{filter, filter_record_batch, interleave};
 use datafusion::arrow::datatypes::{Schema, SchemaRef, TimestampMillisecondType};
-use datafusion::arrow::row::{RowConverter, Rows, SortField};
 use datafusion::physical_expr::utils::{collect_columns, reassign_expr_columns};
 use datafusion::physical_plan::PhysicalExpr;
 
@@ -47,9 +48,21 @@ const NAME: &str = "over_window";
 struct Chunk {
     batch: RecordBatch,
     args: Vec<ValColumn>,
-    ties: Rows,
+    /// The tie-breaking columns, then the event id (compared only between rows of one key at
+    /// one time, which is rare: no sort keys are built ahead).
+    ties: Vec<ArrayRef>,
     /// Rows still buffered (pending or waiting); the chunk is dropped at zero.
     live: u32,
+}
+
+/// An outer WHERE decided before the other columns are gathered.
+struct EarlyFilter {
+    /// The predicate, over `schema`.
+    predicate: Arc<dyn PhysicalExpr>,
+    /// The output columns it reads (indices into the operator's output schema).
+    columns: Vec<usize>,
+    /// Those columns' schema.
+    schema: SchemaRef,
 }
 
 /// A row whose event time the watermark has not passed yet.
@@ -75,7 +88,8 @@ pub struct OverWindow {
     args: Vec<(Arc<dyn PhysicalExpr>, ValKind)>,
     /// Tie-breaking expressions, then the event id.
     ties: Vec<Arc<dyn PhysicalExpr>>,
-    converter: RowConverter,
+    /// How each tie column orders.
+    tie_options: Vec<SortOptions>,
     /// For each event column of the window schema the output reads: its index in `schema`.
     output_columns: Vec<usize>,
     /// The kept event columns the output reads, then one column per function.
@@ -84,6 +98,8 @@ pub struct OverWindow {
     stages: Vec<Stage>,
     /// Each function's output kind.
     output_kinds: Vec<ValKind>,
+    /// The first output stage, when it is a filter.
+    early: Option<EarlyFilter>,
     key_ids: KeyIds,
     states: Vec<KeyState>,
     chunks: Vec<Option<Chunk>>,
@@ -210,19 +226,8 @@ impl OverWindow {
                 s => s.clone(),
             });
         }
-        let mut sort_fields: Vec<SortField> = spec
-            .ties
-            .iter()
-            .map(|t| {
-                Ok(SortField::new_with_options(
-                    t.expr.data_type(events.arrow())?,
-                    t.options,
-                ))
-            })
-            .collect::<Result<_>>()?;
-        sort_fields.push(SortField::new(
-            events.arrow().field(id_column).data_type().clone(),
-        ));
+        let mut tie_options: Vec<SortOptions> = spec.ties.iter().map(|t| t.options).collect();
+        tie_options.push(SortOptions::default());
         let mut ties = tie_exprs.iter().map(rebind).collect::<Result<Vec<_>>>()?;
         ties.push(Arc::new(
             datafusion::physical_expr::expressions::Column::new(
@@ -231,6 +236,21 @@ impl OverWindow {
             ),
         ));
         let layout = layout_of(&spec, &fn_slots, &slot_kinds)?;
+        let early = match stages.first() {
+            Some(Stage::Filter(p)) => {
+                let mut columns: Vec<usize> =
+                    collect_columns(p).iter().map(|c| c.index()).collect();
+                columns.sort_unstable();
+                columns.dedup();
+                let schema = Arc::new(output_schema.project(&columns)?);
+                Some(EarlyFilter {
+                    predicate: reassign_expr_columns(Arc::clone(p), &schema)?,
+                    columns,
+                    schema,
+                })
+            }
+            _ => None,
+        };
         let output_kinds = spec
             .functions
             .iter()
@@ -261,7 +281,7 @@ impl OverWindow {
                 .zip(&slot_kinds)
                 .map(|(e, k)| Ok((rebind(e)?, *k)))
                 .collect::<Result<_>>()?,
-            converter: RowConverter::new(sort_fields)?,
+            tie_options,
             ties,
             time: at(time_column),
             projection,
@@ -270,6 +290,7 @@ impl OverWindow {
             output_schema,
             stages,
             output_kinds,
+            early,
             layout,
             spec,
             states: Vec::new(),
@@ -363,8 +384,7 @@ impl OverWindow {
             .iter()
             .map(|(e, kind)| ValColumn::new(&eval(e)?, *kind))
             .collect::<Result<_>>()?;
-        let tie_cols = self.ties.iter().map(eval).collect::<Result<Vec<_>>>()?;
-        let ties = self.converter.convert_columns(&tie_cols)?;
+        let ties = self.ties.iter().map(eval).collect::<Result<Vec<_>>>()?;
         self.buffered_rows += rows;
         self.live_rows += live as usize;
         let chunk = Chunk {
@@ -439,13 +459,7 @@ impl OverWindow {
             if split > 0 {
                 let mut ready: Vec<Pending> = self.pending.drain(..split).collect();
                 let chunks = &self.chunks;
-                let tie = |at: RowRef| {
-                    chunks[at.chunk as usize]
-                        .as_ref()
-                        .expect("a live chunk")
-                        .ties
-                        .row(at.row as usize)
-                };
+                let options = &self.tie_options;
                 // In event-time order, one time at a time: every row of a time is appended to
                 // its key before any is computed (they are each other's peers), and rows of one
                 // key at one time go in tie order. Results come out in event-time order.
@@ -458,9 +472,18 @@ impl OverWindow {
                     }
                     let run = &mut ready[i..j];
                     if run.len() > 1 {
+                        let mut failed = None;
                         run.sort_by(|a, b| {
-                            a.key.cmp(&b.key).then_with(|| tie(a.at).cmp(&tie(b.at)))
+                            a.key.cmp(&b.key).then_with(|| {
+                                compare_ties(chunks, options, a.at, b.at).unwrap_or_else(|e| {
+                                    failed = Some(e);
+                                    std::cmp::Ordering::Equal
+                                })
+                            })
                         });
+                        if let Some(e) = failed {
+                            return Err(e);
+                        }
                     }
                     for p in run.iter() {
                         let chunk = chunks[p.at.chunk as usize].as_ref().expect("a live chunk");
@@ -511,36 +534,65 @@ impl OverWindow {
         if emitted.is_empty() {
             return Ok(());
         }
-        // Chunks the rows come from, numbered densely for interleave.
-        let mut dense: hashbrown::HashMap<u32, usize> = hashbrown::HashMap::new();
-        let mut used: Vec<&Chunk> = Vec::new();
-        let index: Vec<(usize, usize)> = emitted
+        let functions: Vec<ArrayRef> = values
             .iter()
-            .map(|(at, _)| {
-                let d = *dense.entry(at.chunk).or_insert_with(|| {
-                    used.push(self.chunk(at.chunk));
-                    used.len() - 1
-                });
-                (d, at.row as usize)
+            .enumerate()
+            .map(|(f, vals)| {
+                column_of(
+                    vals,
+                    self.output_kinds[f],
+                    self.spec.functions[f].field.data_type(),
+                )
             })
-            .collect();
+            .collect::<Result<_>>()?;
+        let mut times: Vec<i64> = emitted.iter().map(|(_, t)| *t).collect();
+        let mut rows: Vec<RowRef> = emitted.iter().map(|(at, _)| *at).collect();
+        let mut functions = functions;
+        let mut stages: &[Stage] = &self.stages;
+        // An outer WHERE over the features (an alert rule) usually keeps few rows: decide it
+        // on the columns it reads, and gather the others for the rows it keeps only.
+        if let Some(early) = &self.early {
+            let n_events = self.output_columns.len();
+            let cols = early
+                .columns
+                .iter()
+                .map(|c| match c.checked_sub(n_events) {
+                    Some(f) => Ok(Arc::clone(&functions[f])),
+                    None => self.gather_column(self.output_columns[*c], &rows),
+                })
+                .collect::<Result<Vec<_>>>()?;
+            let narrow = RecordBatch::try_new_with_options(
+                Arc::clone(&early.schema),
+                cols,
+                &RecordBatchOptions::new().with_row_count(Some(rows.len())),
+            )?;
+            if let Some(mask) = where_mask(std::slice::from_ref(&early.predicate), &narrow, None)?
+                && mask.true_count() < rows.len()
+            {
+                let keep: Vec<usize> = mask.values().set_indices().collect();
+                rows = keep.iter().map(|i| rows[*i]).collect();
+                times = keep.iter().map(|i| times[*i]).collect();
+                functions = functions
+                    .iter()
+                    .map(|f| Ok(filter(f.as_ref(), &mask)?))
+                    .collect::<Result<_>>()?;
+            }
+            stages = &self.stages[1..];
+            if rows.is_empty() {
+                return Ok(());
+            }
+        }
         let mut cols: Vec<ArrayRef> = Vec::with_capacity(self.output_schema.fields().len());
         for c in &self.output_columns {
-            let parts: Vec<&dyn Array> =
-                used.iter().map(|ch| ch.batch.column(*c).as_ref()).collect();
-            cols.push(interleave(&parts, &index)?);
+            cols.push(self.gather_column(*c, &rows)?);
         }
-        for (f, vals) in values.iter().enumerate() {
-            let field = &self.spec.functions[f].field;
-            cols.push(column_of(vals, self.output_kinds[f], field.data_type())?);
-        }
+        cols.extend(functions);
         let batch = RecordBatch::try_new_with_options(
             Arc::clone(&self.output_schema),
             cols,
-            &RecordBatchOptions::new().with_row_count(Some(emitted.len())),
+            &RecordBatchOptions::new().with_row_count(Some(rows.len())),
         )?;
-        let times: Vec<i64> = emitted.iter().map(|(_, t)| *t).collect();
-        let (batch, times) = apply_stages_timed(&self.stages, &batch, None, &times)?;
+        let (batch, times) = apply_stages_timed(stages, &batch, None, &times)?;
         if batch.num_rows() > 0 {
             out.results.push(Emitted {
                 batch,
@@ -548,6 +600,28 @@ impl OverWindow {
             });
         }
         Ok(())
+    }
+
+    /// Column `c` (of the kept columns) of the buffered rows `rows`.
+    fn gather_column(&self, c: usize, rows: &[RowRef]) -> Result<ArrayRef> {
+        let mut dense: hashbrown::HashMap<u32, usize> = hashbrown::HashMap::new();
+        let mut parts: Vec<&dyn Array> = Vec::new();
+        let index: Vec<(usize, usize)> = rows
+            .iter()
+            .map(|at| {
+                let d = *dense.entry(at.chunk).or_insert_with(|| {
+                    parts.push(self.chunk(at.chunk).batch.column(c).as_ref());
+                    parts.len() - 1
+                });
+                (d, at.row as usize)
+            })
+            .collect();
+        if parts.is_empty() {
+            return Ok(datafusion::arrow::array::new_empty_array(
+                self.schema.field(c).data_type(),
+            ));
+        }
+        Ok(interleave(&parts, &index)?)
     }
 
     /// Drops keys whose state can no longer matter, and reclaims their ids.
@@ -586,6 +660,26 @@ impl OverWindow {
         }
         Ok(())
     }
+}
+
+/// The order of two buffered rows of one key at one time: by the tie-breaking columns, then the
+/// event id.
+fn compare_ties(
+    chunks: &[Option<Chunk>],
+    options: &[SortOptions],
+    a: RowRef,
+    b: RowRef,
+) -> Result<std::cmp::Ordering> {
+    let chunk = |at: RowRef| chunks[at.chunk as usize].as_ref().expect("a live chunk");
+    let (ca, cb) = (chunk(a), chunk(b));
+    for ((x, y), o) in ca.ties.iter().zip(&cb.ties).zip(options) {
+        let cmp = make_comparator(x.as_ref(), y.as_ref(), *o)?;
+        let ord = cmp(a.row as usize, b.row as usize);
+        if ord.is_ne() {
+            return Ok(ord);
+        }
+    }
+    Ok(std::cmp::Ordering::Equal)
 }
 
 /// How long after a key's newest event its state is kept. A RANGE frame with a bounded start
