@@ -10,7 +10,9 @@
 //! would join a session that has already fired (or that should have, given the watermark it arrived
 //! under), or if its own window `[t, t + gap)` ended at or before that watermark.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::BTreeSet;
+
+use hashbrown::HashMap;
 use std::sync::Arc;
 
 use datafusion::arrow::array::{
@@ -53,7 +55,9 @@ pub struct SessionWindow {
     key_ids: HashMap<Vec<u8>, u64>,
     keys: HashMap<u64, KeyState>,
     next_key_id: u64,
-    /// (session end, key id) for every open session.
+    /// (session end, key id) for every open session — and for ends a session has since moved
+    /// past or merged away from: a timer whose session is gone is skipped when it comes up,
+    /// which is cheaper than finding and removing it each time an event extends a session.
     timers: BTreeSet<(i64, u64)>,
     /// (fired_until + gap, key id): when a key's fired history can be forgotten.
     forget: BTreeSet<(i64, u64)>,
@@ -143,18 +147,21 @@ impl SessionWindow {
                 .as_ref()
                 .map(|f| take(f, &idx, None).map(|m| m.as_boolean().clone()))
                 .transpose()?;
+            // One buffer for every session's slices (a vector per session and aggregate was
+            // an allocation per event).
+            let mut sliced: Vec<ArrayRef> = Vec::with_capacity(cols.len());
             for &(id, i, start, len) in &spans {
-                let mut sliced: Vec<ArrayRef> = cols.iter().map(|c| c.slice(start, len)).collect();
+                sliced.clear();
+                sliced.extend(cols.iter().map(|c| c.slice(start, len)));
                 if let Some(mask) = &mask {
                     let m = mask.slice(start, len);
                     if m.true_count() == 0 {
                         continue;
                     }
                     if m.true_count() != len {
-                        sliced = sliced
-                            .iter()
-                            .map(|c| datafusion::arrow::compute::filter(c, &m))
-                            .collect::<Result<_, _>>()?;
+                        for c in sliced.iter_mut() {
+                            *c = datafusion::arrow::compute::filter(c, &m)?;
+                        }
                     }
                 }
                 let ks = self.keys.get_mut(&id).expect("touched key");
@@ -165,18 +172,18 @@ impl SessionWindow {
     }
 
     fn emit_until(&mut self, watermark: i64, out: &mut OperatorOutput) -> Result<()> {
-        let mut fired: Vec<(Vec<u8>, Session)> = Vec::new();
+        let mut fired: Vec<(u64, Session)> = Vec::new();
         while let Some(&(end, id)) = self.timers.first() {
             if end > watermark {
                 break;
             }
             self.timers.pop_first();
-            let ks = self.keys.get_mut(&id).expect("timer for a known key");
-            let pos = ks
-                .sessions
-                .iter()
-                .position(|s| s.end == end)
-                .expect("timer for an open session");
+            let Some(ks) = self.keys.get_mut(&id) else {
+                continue;
+            };
+            let Some(pos) = ks.sessions.iter().position(|s| s.end == end) else {
+                continue;
+            };
             let s = ks.sessions.remove(pos);
             if ks.fired_until != i64::MIN {
                 self.forget
@@ -185,7 +192,10 @@ impl SessionWindow {
             ks.fired_until = ks.fired_until.max(end);
             self.forget
                 .insert((ks.fired_until.saturating_add(self.gap), id));
-            fired.push((ks.key.clone(), s));
+            fired.push((id, s));
+        }
+        if !fired.is_empty() {
+            self.emit_sessions(fired, out)?;
         }
         // Forget keys whose fired history can no longer make an on-time event late.
         while let Some(&(at, id)) = self.forget.first() {
@@ -198,15 +208,12 @@ impl SessionWindow {
                 self.key_ids.remove(&ks.key);
             }
         }
-        if !fired.is_empty() {
-            self.emit_sessions(fired, out)?;
-        }
         Ok(())
     }
 
     fn emit_sessions(
         &mut self,
-        fired: Vec<(Vec<u8>, Session)>,
+        fired: Vec<(u64, Session)>,
         out: &mut OperatorOutput,
     ) -> Result<()> {
         // Every session fired by one watermark goes out in one batch, each row with its bounds.
@@ -215,8 +222,12 @@ impl SessionWindow {
             vec![]
         } else {
             let parser = self.converter.parser();
-            self.converter
-                .convert_rows(fired.iter().map(|(k, _)| parser.parse(k)))?
+            let keys = &self.keys;
+            self.converter.convert_rows(
+                fired
+                    .iter()
+                    .map(|(id, _)| parser.parse(&keys.get(id).expect("a fired key").key)),
+            )?
         };
         let starts: Vec<i64> = fired.iter().map(|(_, s)| s.start).collect();
         let ends: Vec<i64> = fired.iter().map(|(_, s)| s.end).collect();
@@ -292,7 +303,6 @@ impl Operator for SessionWindow {
                     let mut merged: Option<Session> = None;
                     for i in overlapping.iter().rev() {
                         let s = ks.sessions.remove(*i);
-                        self.timers.remove(&(s.end, id));
                         merged = Some(match merged {
                             None => s,
                             Some(mut m) => {
@@ -316,6 +326,7 @@ impl Operator for SessionWindow {
                     m.start = m.start.min(t);
                     m.end = m.end.max(t + gap);
                     m.pending.push(r as u32);
+                    // The merged sessions' timers stay: they find no session and are skipped.
                     self.timers.insert((m.end, id));
                     let ks = self.keys.get_mut(&id).expect("present");
                     ks.sessions.push(m);
