@@ -61,8 +61,20 @@ fn batch_sql(sql: &str) -> String {
     let Statement::Query(q) = &mut stmts[0] else {
         panic!()
     };
-    let SetExpr::Select(sel) = q.body.as_mut() else {
+    let SetExpr::Select(top) = q.body.as_mut() else {
         panic!()
+    };
+    // A query over a windowed query (Top-N per window): the window is the inner query's.
+    let sel = if matches!(top.from[0].relation, TableFactor::Derived { .. }) {
+        let TableFactor::Derived { subquery, .. } = &mut top.from[0].relation else {
+            unreachable!()
+        };
+        let SetExpr::Select(inner) = subquery.body.as_mut() else {
+            panic!()
+        };
+        inner
+    } else {
+        top
     };
     let keys: Vec<String> = match &sel.group_by {
         // SELECT DISTINCT groups by its columns (session windows are per key).
@@ -154,7 +166,16 @@ fn oracle(sql: &str, events: &[RecordBatch]) -> Vec<String> {
     })
 }
 
-const QUERIES: [&str; 26] = [
+const QUERIES: [&str; 28] = [
+    // Top-N per window, and a filter over a windowed query's rows.
+    "SELECT * FROM (SELECT merchant_id, window_start, window_end, sum(amount_minor) AS total, \
+         ROW_NUMBER() OVER (PARTITION BY window_start, window_end ORDER BY sum(amount_minor) DESC, merchant_id) AS rn, \
+         RANK() OVER (PARTITION BY window_start, window_end ORDER BY count(*) DESC) AS by_count \
+       FROM TUMBLE(payments, event_time, INTERVAL '10' SECOND) GROUP BY merchant_id, window_start, window_end) \
+     WHERE rn <= 3",
+    "SELECT card_id, window_end, n FROM (SELECT card_id, window_start, window_end, count(*) AS n \
+       FROM HOP(payments, event_time, INTERVAL '5' SECOND, INTERVAL '15' SECOND) GROUP BY card_id, window_start, window_end) \
+     WHERE n >= 2",
     // SELECT DISTINCT over the unwindowed stream: each distinct row once, the first time.
     "SELECT DISTINCT merchant_id, currency FROM payments WHERE amount_minor > 100",
     "SELECT DISTINCT card_id, event_type AS kind FROM payments WHERE status = 'declined'",

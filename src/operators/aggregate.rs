@@ -268,7 +268,7 @@ impl AggregateCore {
         for stage in &spec.input_stages {
             match stage {
                 Stage::Filter(p) => predicates.push(Arc::clone(p)),
-                Stage::Project { .. } => {
+                Stage::Project { .. } | Stage::Rank { .. } => {
                     return Err(Error::Internal(
                         "a projection below a windowed aggregate is not supported".into(),
                     ));

@@ -28,12 +28,43 @@ pub enum Stage {
         /// The schema they produce.
         schema: SchemaRef,
     },
+    /// Number the rows of each partition by an order (`ROW_NUMBER()`, `RANK()`, `DENSE_RANK()
+    /// OVER (PARTITION BY window_start, … ORDER BY total DESC)`), appending one column per
+    /// function. Only over a windowed aggregate's rows, whose every batch holds whole windows:
+    /// a partition that includes a window bound is complete in each batch (Top-N per window).
+    Rank {
+        /// The partition expressions.
+        partition: Vec<Arc<dyn PhysicalExpr>>,
+        /// The order within a partition.
+        order: Vec<datafusion::physical_expr::PhysicalSortExpr>,
+        /// The functions, in column order.
+        functions: Vec<RankKind>,
+        /// The input columns followed by one UInt64 column per function.
+        schema: SchemaRef,
+    },
+}
+
+/// How a [`Stage::Rank`] numbers tied rows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RankKind {
+    /// 1, 2, 3, … (ties in an unspecified but deterministic order).
+    RowNumber,
+    /// Ties share a number; the next number skips them (1, 1, 3).
+    Rank,
+    /// Ties share a number; no gaps (1, 1, 2).
+    DenseRank,
 }
 
 impl Stage {
     /// Applies the stage to a batch.
     pub fn apply(&self, batch: &RecordBatch) -> Result<RecordBatch> {
         match self {
+            Stage::Rank {
+                partition,
+                order,
+                functions,
+                schema,
+            } => rank(batch, partition, order, functions, schema),
             Stage::Filter(pred) => {
                 let mask = filter_mask(pred, batch)?;
                 if mask.true_count() == batch.num_rows() {
@@ -55,6 +86,101 @@ impl Stage {
             }
         }
     }
+}
+
+/// [`Stage::Rank`] over one batch: rows keep their place; each function's number is computed
+/// over the rows sorted by partition, then order (then by every column, so equal rows of a
+/// ROW_NUMBER get their numbers in the same order on every run).
+fn rank(
+    batch: &RecordBatch,
+    partition: &[Arc<dyn PhysicalExpr>],
+    order: &[datafusion::physical_expr::PhysicalSortExpr],
+    functions: &[RankKind],
+    schema: &SchemaRef,
+) -> Result<RecordBatch> {
+    use datafusion::arrow::array::UInt64Array;
+    use datafusion::arrow::compute::{SortColumn, lexsort_to_indices};
+    use datafusion::arrow::row::{RowConverter, SortField};
+    let n = batch.num_rows();
+    let eval = |e: &Arc<dyn PhysicalExpr>| -> Result<datafusion::arrow::array::ArrayRef> {
+        Ok(e.evaluate(batch)?.into_array(n)?)
+    };
+    let parts = partition.iter().map(eval).collect::<Result<Vec<_>>>()?;
+    let keys = order
+        .iter()
+        .map(|o| Ok((eval(&o.expr)?, o.options)))
+        .collect::<Result<Vec<_>>>()?;
+    let mut sort: Vec<SortColumn> = parts
+        .iter()
+        .map(|p| SortColumn {
+            values: Arc::clone(p),
+            options: None,
+        })
+        .collect();
+    sort.extend(keys.iter().map(|(v, o)| SortColumn {
+        values: Arc::clone(v),
+        options: Some(*o),
+    }));
+    sort.extend(
+        batch
+            .columns()
+            .iter()
+            .filter(|c| {
+                c.data_type().is_primitive()
+                    || matches!(c.data_type(), datafusion::arrow::datatypes::DataType::Utf8)
+            })
+            .map(|c| SortColumn {
+                values: Arc::clone(c),
+                options: None,
+            }),
+    );
+    let sorted = if sort.is_empty() || n == 0 {
+        (0..n as u32).collect::<Vec<_>>()
+    } else {
+        lexsort_to_indices(&sort, None)?.values().to_vec()
+    };
+    // Partition and order values as comparable rows, to find where each changes.
+    let fields = |cols: &[datafusion::arrow::array::ArrayRef]| -> Vec<SortField> {
+        cols.iter()
+            .map(|c| SortField::new(c.data_type().clone()))
+            .collect()
+    };
+    let order_cols: Vec<_> = keys.iter().map(|(v, _)| Arc::clone(v)).collect();
+    let part_rows = RowConverter::new(fields(&parts))?.convert_columns(&parts)?;
+    let order_rows = RowConverter::new(fields(&order_cols))?.convert_columns(&order_cols)?;
+    let mut numbers = vec![vec![0u64; n]; functions.len()];
+    let (mut row_number, mut rank, mut dense) = (0u64, 0u64, 0u64);
+    for (i, &r) in sorted.iter().enumerate() {
+        let r = r as usize;
+        let new_partition = i == 0 || part_rows.row(r) != part_rows.row(sorted[i - 1] as usize);
+        if new_partition {
+            (row_number, rank, dense) = (0, 0, 0);
+        }
+        row_number += 1;
+        let tied = !new_partition && order_rows.row(r) == order_rows.row(sorted[i - 1] as usize);
+        if !tied {
+            rank = row_number;
+            dense += 1;
+        }
+        for (f, kind) in functions.iter().enumerate() {
+            numbers[f][r] = match kind {
+                RankKind::RowNumber => row_number,
+                RankKind::Rank => rank,
+                RankKind::DenseRank => dense,
+            };
+        }
+    }
+    let mut cols = batch.columns().to_vec();
+    cols.extend(
+        numbers
+            .into_iter()
+            .map(|v| Arc::new(UInt64Array::from(v)) as datafusion::arrow::array::ArrayRef),
+    );
+    Ok(RecordBatch::try_new_with_options(
+        Arc::clone(schema),
+        cols,
+        &datafusion::arrow::array::RecordBatchOptions::new().with_row_count(Some(n)),
+    )?)
 }
 
 /// The predicate of a filter stage evaluated over `batch`.
@@ -124,7 +250,7 @@ pub fn apply_stages_timed(
                     times = filter(&times, &mask)?.as_primitive().clone();
                 }
             }
-            Stage::Project { .. } => b = s.apply(&b)?,
+            Stage::Project { .. } | Stage::Rank { .. } => b = s.apply(&b)?,
         }
     }
     let times = times.values().to_vec();
@@ -266,6 +392,15 @@ impl StreamPlan {
     pub fn partitioning(&self) -> Partitioning {
         match &self.kind {
             PlanKind::Window { aggregate, .. } if aggregate.keys.is_empty() => Partitioning::Single,
+            // A ranking (Top-N per window) needs each window's groups together.
+            PlanKind::Window { aggregate, .. }
+                if aggregate
+                    .output_stages
+                    .iter()
+                    .any(|s| matches!(s, Stage::Rank { .. })) =>
+            {
+                Partitioning::Single
+            }
             // A projection below the aggregate would move the columns the keys read; one
             // worker is always right (and the operators refuse such a plan today).
             PlanKind::Window { aggregate, .. }
@@ -282,7 +417,7 @@ impl StreamPlan {
                     .iter()
                     .filter_map(|s| match s {
                         Stage::Filter(p) => Some(Arc::clone(p)),
-                        Stage::Project { .. } => None,
+                        Stage::Project { .. } | Stage::Rank { .. } => None,
                     })
                     .collect(),
                 keys: aggregate.keys.clone(),
@@ -294,7 +429,7 @@ impl StreamPlan {
                     .iter()
                     .filter_map(|s| match s {
                         Stage::Filter(p) => Some(Arc::clone(p)),
-                        Stage::Project { .. } => None,
+                        Stage::Project { .. } | Stage::Rank { .. } => None,
                     })
                     .collect(),
                 keys: over.keys.clone(),

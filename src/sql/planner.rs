@@ -309,7 +309,16 @@ async fn plan_query_async(
             "JOIN is not supported by the streaming engine yet (joins with reference tables are planned); remove the join",
         ));
     }
-    let window = extract_window(&mut from.relation, limits)?;
+    let mut window = extract_window(&mut from.relation, limits)?;
+    // `SELECT * FROM (SELECT …, ROW_NUMBER() OVER (PARTITION BY window_start …) AS rn FROM
+    // TUMBLE(…) GROUP BY …) WHERE rn <= 5`: the window is the inner query's.
+    if window.is_none()
+        && let TableFactor::Derived { subquery, .. } = &mut from.relation
+        && let SetExpr::Select(inner) = subquery.body.as_mut()
+        && inner.from.len() == 1
+    {
+        window = extract_window(&mut inner.from[0].relation, limits)?;
+    }
     match &from.relation {
         TableFactor::Table { name, .. } if name.to_string() == stream => {}
         TableFactor::Table { name, .. } => {
@@ -318,7 +327,7 @@ async fn plan_query_async(
                 format!("unknown stream `{name}`; the event stream is `{stream}`"),
             ));
         }
-        TableFactor::Derived { subquery, .. } if window.is_none() => {
+        TableFactor::Derived { subquery, .. } => {
             check_inner_query(subquery, stream, &tokens)?;
         }
         other => {
@@ -778,6 +787,126 @@ fn locate_word(tokens: &[TokenWithSpan], word: &str) -> Span {
         .unwrap_or_else(|| locate(tokens, Keyword::OVER))
 }
 
+/// Window functions over a windowed aggregate's rows (`ROW_NUMBER() OVER (PARTITION BY
+/// window_start, window_end ORDER BY total DESC)`: Top-N per window) as a [`Stage::Rank`]. A
+/// window's rows are emitted together, once, when it closes, so a partition that includes a
+/// window bound is whole in every batch the stage sees; anything else is refused.
+fn lift_rank(
+    top: &Arc<dyn ExecutionPlan>,
+    tokens: &[TokenWithSpan],
+) -> Result<(Vec<Stage>, Arc<dyn ExecutionPlan>)> {
+    use datafusion::physical_plan::sorts::sort::SortExec;
+    use datafusion::physical_plan::windows::{BoundedWindowAggExec, WindowAggExec};
+    // One stage per window node (one per ORDER BY), top first as `lift` collects them.
+    let mut node = Arc::clone(top);
+    let mut windows = Vec::new();
+    loop {
+        let any = node.as_ref();
+        let (exprs, input) = if let Some(w) = any.downcast_ref::<BoundedWindowAggExec>() {
+            (w.window_expr().to_vec(), Arc::clone(w.input()))
+        } else if let Some(w) = any.downcast_ref::<WindowAggExec>() {
+            (w.window_expr().to_vec(), Arc::clone(w.input()))
+        } else if let Some(s) = any.downcast_ref::<SortExec>() {
+            node = Arc::clone(s.input());
+            continue;
+        } else {
+            break;
+        };
+        windows.push((exprs, node.schema(), input.schema()));
+        node = input;
+    }
+    // Only over aggregated rows: a plain row of a TUMBLE has no complete window to rank in.
+    let mut below = Arc::clone(&node);
+    loop {
+        if below.downcast_ref::<AggregateExec>().is_some() {
+            break;
+        }
+        let children = below.children();
+        match children.as_slice() {
+            [child]
+                if below.downcast_ref::<ProjectionExec>().is_some()
+                    || below.downcast_ref::<FilterExec>().is_some() =>
+            {
+                below = Arc::clone(child);
+            }
+            _ => {
+                return Err(plan_error(
+                    locate(tokens, Keyword::OVER),
+                    "window functions (OVER) over a window table function are not supported yet unless they rank a windowed aggregate's rows (Top-N per window); use OVER over the stream itself, or aggregate over a window",
+                ));
+            }
+        }
+    }
+    let ranks = windows
+        .iter()
+        .map(|(exprs, schema, input)| rank_stage(exprs, schema, input, tokens))
+        .collect::<Result<Vec<_>>>()?;
+    Ok((ranks, node))
+}
+
+/// One window node over aggregated rows as a [`Stage::Rank`] producing `schema` from `input`.
+fn rank_stage(
+    exprs: &[Arc<dyn datafusion::physical_expr::window::WindowExpr>],
+    schema: &datafusion::arrow::datatypes::SchemaRef,
+    input: &datafusion::arrow::datatypes::SchemaRef,
+    tokens: &[TokenWithSpan],
+) -> Result<Stage> {
+    use super::plan::RankKind;
+    use datafusion::physical_expr::window::StandardWindowExpr;
+    use datafusion::physical_plan::windows::WindowUDFExpr;
+    let bounds: Vec<usize> = [WINDOW_START, WINDOW_END]
+        .iter()
+        .filter_map(|b| input.index_of(b).ok())
+        .collect();
+    let mut functions = Vec::new();
+    let (partition, order) = (
+        exprs[0].partition_by().to_vec(),
+        exprs[0].order_by().to_vec(),
+    );
+    for w in exprs {
+        let name = w
+            .as_any()
+            .downcast_ref::<StandardWindowExpr>()
+            .and_then(|s| {
+                s.get_standard_func_expr()
+                    .as_any()
+                    .downcast_ref::<WindowUDFExpr>()
+            })
+            .map(|u| u.fun().name().to_string())
+            .unwrap_or_default();
+        functions.push(match name.as_str() {
+            "row_number" => RankKind::RowNumber,
+            "rank" => RankKind::Rank,
+            "dense_rank" => RankKind::DenseRank,
+            _ => {
+                return Err(plan_error(
+                    locate(tokens, Keyword::OVER),
+                    "over a windowed aggregate, only row_number(), rank() and dense_rank() OVER (PARTITION BY window_start, … ORDER BY …) are supported (Top-N per window); compute other values in the aggregate",
+                ));
+            }
+        });
+    }
+    let whole_windows = partition.iter().any(|p| {
+        p.downcast_ref::<Column>()
+            .is_some_and(|c| bounds.contains(&c.index()))
+    });
+    if !whole_windows || order.is_empty() {
+        return Err(plan_error(
+            locate(tokens, Keyword::OVER),
+            "a ranking over a windowed aggregate must PARTITION BY window_start or window_end (each window is ranked when it closes) and ORDER BY what to rank by, e.g. ROW_NUMBER() OVER (PARTITION BY window_start, window_end ORDER BY total DESC)",
+        ));
+    }
+    Ok(Stage::Rank {
+        partition: partition
+            .into_iter()
+            .map(|p| checked(p, input))
+            .collect::<datafusion::error::Result<_>>()?,
+        order,
+        functions,
+        schema: Arc::clone(schema),
+    })
+}
+
 /// A stack of window nodes (`OVER`), as one [`OverSpec`]: returns it with the node below the
 /// stack (its input).
 fn lift_over(
@@ -1016,7 +1145,16 @@ fn lift(
     loop {
         let any = node.as_ref();
         let name = node.name();
-        if name == "BoundedWindowAggExec" || name == "WindowAggExec" {
+        if (name == "BoundedWindowAggExec" || name == "WindowAggExec")
+            && window.is_some()
+            && aggregate.is_none()
+            && over.is_none()
+        {
+            // Over a windowed aggregate's rows: Top-N per window.
+            let (ranks, input) = lift_rank(&node, tokens)?;
+            stages.extend(ranks);
+            node = input;
+        } else if name == "BoundedWindowAggExec" || name == "WindowAggExec" {
             if aggregate.is_some() {
                 return Err(plan_error(
                     locate(tokens, Keyword::GROUP).union(&locate(tokens, Keyword::SELECT)),
@@ -1076,6 +1214,12 @@ fn lift(
                 }
                 _ => agg,
             };
+            if contains_aggregate(partial.input()) {
+                return Err(plan_error(
+                    locate(tokens, Keyword::SELECT),
+                    "an aggregate over a windowed query's results (such as the maximum per hour of per-minute totals) is not supported yet; aggregate the stream over the larger window directly, or filter and rank the windowed rows",
+                ));
+            }
             if window.is_none() {
                 return Err(plan_error(
                     locate(tokens, Keyword::GROUP).union(&locate(tokens, Keyword::SELECT)),
@@ -1227,6 +1371,12 @@ fn lift(
     }
 }
 
+/// Whether an aggregation is anywhere in `plan`.
+fn contains_aggregate(plan: &Arc<dyn ExecutionPlan>) -> bool {
+    plan.downcast_ref::<AggregateExec>().is_some()
+        || plan.children().into_iter().any(contains_aggregate)
+}
+
 /// Stages over event batches, with code-column comparisons specialised ([`super::codes`]).
 fn specialize_stages(stages: Vec<Stage>) -> Result<Vec<Stage>> {
     use super::codes::specialize;
@@ -1239,6 +1389,7 @@ fn specialize_stages(stages: Vec<Stage>) -> Result<Vec<Stage>> {
                 .map(specialize)
                 .collect::<datafusion::error::Result<_>>()
                 .map(|exprs| Stage::Project { exprs, schema }),
+            rank @ Stage::Rank { .. } => Ok(rank),
         })
         .collect::<datafusion::error::Result<_>>()?)
 }
@@ -1247,6 +1398,12 @@ fn stage_references(s: &Stage, idx: &[usize]) -> bool {
     match s {
         Stage::Filter(p) => references(p, idx),
         Stage::Project { exprs, .. } => exprs.iter().any(|e| references(e, idx)),
+        Stage::Rank {
+            partition, order, ..
+        } => partition
+            .iter()
+            .chain(order.iter().map(|o| &o.expr))
+            .any(|e| references(e, idx)),
     }
 }
 

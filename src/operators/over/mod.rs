@@ -133,7 +133,7 @@ impl OverWindow {
             .iter()
             .map(|s| match s {
                 Stage::Filter(p) => Ok(Arc::clone(p)),
-                Stage::Project { .. } => Err(Error::Internal(
+                Stage::Project { .. } | Stage::Rank { .. } => Err(Error::Internal(
                     "a projection below window functions".into(),
                 )),
             })
@@ -172,6 +172,8 @@ impl OverWindow {
                     projected = true;
                     break;
                 }
+                // Never planned over window functions; if it were, it reads every column.
+                Stage::Rank { .. } => break,
             }
         }
         if !projected {
