@@ -9,7 +9,12 @@ use rand::{Rng, SeedableRng};
 
 use crate::util::{consume_all, ok, paystream, repo};
 
-const SINKS: [&str; 3] = ["risk_alerts", "settlement_per_minute", "payments.dlq"];
+const SINKS: [&str; 4] = [
+    "risk_alerts",
+    "settlement_per_minute",
+    "payments.dlq",
+    "card_alerts",
+];
 
 #[test]
 fn twenty_kill_9s_change_nothing_in_the_committed_sinks() {
@@ -36,13 +41,21 @@ fn twenty_kill_9s_change_nothing_in_the_committed_sinks() {
         .filter(|l| !l.starts_with("--"))
         .collect::<Vec<_>>()
         .join("\n");
+    // Per-event window functions too: their buffered rows, histories and frames are state.
+    let alerts: String = std::fs::read_to_string(repo("queries/card_alerts.sql"))
+        .unwrap()
+        .lines()
+        .filter(|l| !l.starts_with("--"))
+        .collect::<Vec<_>>()
+        .join("\n");
     let query_in = |data: &Path| {
         std::fs::create_dir_all(data).unwrap();
         let q = data.join("job.sql");
         std::fs::write(
             &q,
             format!(
-                "{pipeline}\nCREATE SINK settlement_file WITH (connector = 'file', path = '{}');\nINSERT INTO settlement_file {settlement};\n",
+                "{pipeline}\nCREATE SINK settlement_file WITH (connector = 'file', path = '{}');\nINSERT INTO settlement_file {settlement};\n\
+                 CREATE SINK card_alerts WITH (connector = 'log', topic = 'card_alerts', format = 'json');\nINSERT INTO card_alerts {alerts}\n",
                 data.join("files").join("settlement").display()
             ),
         )
