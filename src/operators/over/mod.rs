@@ -94,7 +94,7 @@ pub struct OverWindow {
     output_columns: Vec<usize>,
     /// The kept event columns the output reads, then one column per function.
     output_schema: SchemaRef,
-    /// The output stages over `output_schema`.
+    /// The output stages over `output_schema`, less the one `early` decides.
     stages: Vec<Stage>,
     /// Each function's output kind.
     output_kinds: Vec<ValKind>,
@@ -238,21 +238,54 @@ impl OverWindow {
             ),
         ));
         let layout = layout_of(&spec, &fn_slots, &slot_kinds)?;
-        let early = match stages.first() {
-            Some(Stage::Filter(p)) => {
+        // The outer WHERE, over the operator's output columns: first, or right after a SELECT
+        // list that only picks and renames columns (`SELECT … FROM (SELECT …, count(*) OVER w
+        // AS n …) WHERE n > 10`), whose columns it then reads through.
+        let (early_predicate, rest) = match stages.as_slice() {
+            [Stage::Filter(p), rest @ ..] => (Some(Arc::clone(p)), rest.to_vec()),
+            [
+                project @ Stage::Project { exprs, .. },
+                Stage::Filter(p),
+                rest @ ..,
+            ] if exprs.iter().all(|e| {
+                e.downcast_ref::<datafusion::physical_expr::expressions::Column>()
+                    .is_some()
+            }) =>
+            {
+                use datafusion::common::tree_node::{Transformed, TreeNode};
+                let through = Arc::clone(p)
+                    .transform(|e| {
+                        Ok(
+                            match e.downcast_ref::<datafusion::physical_expr::expressions::Column>()
+                            {
+                                Some(c) => Transformed::yes(Arc::clone(&exprs[c.index()])),
+                                None => Transformed::no(e),
+                            },
+                        )
+                    })?
+                    .data;
+                let mut rest_stages = vec![project.clone()];
+                rest_stages.extend(rest.iter().cloned());
+                (Some(through), rest_stages)
+            }
+            _ => (None, stages.clone()),
+        };
+        let early = match early_predicate {
+            Some(p) => {
                 let mut columns: Vec<usize> =
-                    collect_columns(p).iter().map(|c| c.index()).collect();
+                    collect_columns(&p).iter().map(|c| c.index()).collect();
                 columns.sort_unstable();
                 columns.dedup();
                 let schema = Arc::new(output_schema.project(&columns)?);
                 Some(EarlyFilter {
-                    predicate: reassign_expr_columns(Arc::clone(p), &schema)?,
+                    predicate: reassign_expr_columns(p, &schema)?,
                     columns,
                     schema,
                 })
             }
-            _ => None,
+            None => None,
         };
+        let stages = rest;
         let output_kinds = spec
             .functions
             .iter()
@@ -550,7 +583,7 @@ impl OverWindow {
         let mut times: Vec<i64> = emitted.iter().map(|(_, t)| *t).collect();
         let mut rows: Vec<RowRef> = emitted.iter().map(|(at, _)| *at).collect();
         let mut functions = functions;
-        let mut stages: &[Stage] = &self.stages;
+        let stages: &[Stage] = &self.stages;
         // An outer WHERE over the features (an alert rule) usually keeps few rows: decide it
         // on the columns it reads, and gather the others for the rows it keeps only.
         if let Some(early) = &self.early {
@@ -579,7 +612,6 @@ impl OverWindow {
                     .map(|f| Ok(filter(f.as_ref(), &mask)?))
                     .collect::<Result<_>>()?;
             }
-            stages = &self.stages[1..];
             if rows.is_empty() {
                 return Ok(());
             }
