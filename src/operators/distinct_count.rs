@@ -491,9 +491,19 @@ pub(super) fn distinct_count_type(agg: &AggregateFunctionExpr) -> Result<Option<
 
 /// A row accumulator for `agg`, using [`DistinctCountScalars`] for `count(DISTINCT x)`.
 pub(super) fn row_accumulator(agg: &AggregateFunctionExpr) -> Result<Box<dyn Accumulator>> {
-    Ok(match distinct_count_type(agg)? {
+    row_accumulator_of(agg, distinct_count_type(agg)?.as_ref())
+}
+
+/// [`row_accumulator`] with [`distinct_count_type`] worked out ahead: an operator that creates
+/// accumulators by the thousand (one set per session) asks once, not every time (it builds the
+/// aggregate's state fields).
+pub(super) fn row_accumulator_of(
+    agg: &AggregateFunctionExpr,
+    distinct: Option<&DataType>,
+) -> Result<Box<dyn Accumulator>> {
+    Ok(match distinct {
         Some(data_type) => Box::new(DistinctCountScalars {
-            data_type,
+            data_type: data_type.clone(),
             values: Default::default(),
         }),
         None => agg.create_accumulator()?,

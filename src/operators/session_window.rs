@@ -25,7 +25,7 @@ use datafusion::logical_expr::Accumulator;
 use datafusion::scalar::ScalarValue;
 
 use super::aggregate::{AggregateCore, late_events};
-use super::distinct_count::row_accumulator;
+use super::distinct_count::{distinct_count_type, row_accumulator, row_accumulator_of};
 use super::{Emitted, EventBatch, Operator, OperatorOutput, RowTimes};
 use crate::error::{Error, Result};
 use crate::sql::AggregateSpec;
@@ -61,6 +61,9 @@ pub struct SessionWindow {
     timers: BTreeSet<(i64, u64)>,
     /// (fired_until + gap, key id): when a key's fired history can be forgotten.
     forget: BTreeSet<(i64, u64)>,
+    /// For each aggregate, the value type when it is a `count(DISTINCT x)` (worked out once:
+    /// a session creates its accumulators, and sessions are many).
+    distinct_types: Vec<Option<DataType>>,
 }
 
 impl SessionWindow {
@@ -72,7 +75,13 @@ impl SessionWindow {
             .iter()
             .map(|f| SortField::new(f.data_type().clone()))
             .collect();
+        let distinct_types = spec
+            .aggregates
+            .iter()
+            .map(|a| Ok(distinct_count_type(a)?))
+            .collect::<Result<_>>()?;
         Ok(SessionWindow {
+            distinct_types,
             converter: RowConverter::new(fields)?,
             core: AggregateCore::new(spec)?,
             gap,
@@ -89,7 +98,8 @@ impl SessionWindow {
             .spec
             .aggregates
             .iter()
-            .map(|a| Ok(row_accumulator(a)?))
+            .zip(&self.distinct_types)
+            .map(|(a, d)| Ok(row_accumulator_of(a, d.as_ref())?))
             .collect()
     }
 
