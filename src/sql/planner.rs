@@ -8,9 +8,15 @@
 //! ```
 //!
 //! DataFusion sees the stream as an empty table whose schema carries `window_start` and
-//! `window_end`; its plan is never executed. Only a fixed set of plan shapes is accepted; anything
-//! else (ORDER BY, LIMIT, joins, OVER, UNION, an unwindowed GROUP BY) is rejected with the
-//! construct's position in the query, never run with batch semantics.
+//! `window_end`; its plan is never executed. Only a fixed set of plan shapes is accepted: a
+//! filter/projection, a windowed aggregate (with filters, projections and per-window rankings
+//! above it, also written as an outer query), and window functions over the stream
+//! ([`super::over`]). Anything else (ORDER BY, LIMIT, joins, UNION, an unwindowed GROUP BY) is
+//! rejected with the construct's position in the query, never run with batch semantics.
+//!
+//! Rewrites before DataFusion sees the query: `GROUP BY date_trunc(…)` as a tumble,
+//! `SELECT DISTINCT` as a grouping (windowed) or a first-seen `row_number()` (unwindowed), and
+//! `agg(x) FILTER (WHERE c) OVER …` as `agg(CASE WHEN c THEN x END) OVER …`.
 
 use std::ops::ControlFlow;
 use std::sync::Arc;
