@@ -800,6 +800,7 @@ fn locate_word(tokens: &[TokenWithSpan], word: &str) -> Span {
 fn lift_rank(
     top: &Arc<dyn ExecutionPlan>,
     tokens: &[TokenWithSpan],
+    session: bool,
 ) -> Result<(Vec<Stage>, Arc<dyn ExecutionPlan>)> {
     use datafusion::physical_plan::sorts::sort::SortExec;
     use datafusion::physical_plan::windows::{BoundedWindowAggExec, WindowAggExec};
@@ -845,7 +846,7 @@ fn lift_rank(
     }
     let ranks = windows
         .iter()
-        .map(|(exprs, schema, input)| rank_stage(exprs, schema, input, tokens))
+        .map(|(exprs, schema, input)| rank_stage(exprs, schema, input, tokens, session))
         .collect::<Result<Vec<_>>>()?;
     Ok((ranks, node))
 }
@@ -856,11 +857,19 @@ fn rank_stage(
     schema: &datafusion::arrow::datatypes::SchemaRef,
     input: &datafusion::arrow::datatypes::SchemaRef,
     tokens: &[TokenWithSpan],
+    session: bool,
 ) -> Result<Stage> {
     use super::plan::RankKind;
     use datafusion::physical_expr::window::StandardWindowExpr;
     use datafusion::physical_plan::windows::WindowUDFExpr;
-    let bounds: Vec<usize> = [WINDOW_START, WINDOW_END]
+    // Sessions that share a start may close at different times; sessions that share an end
+    // close together. Tumbling and hopping windows close by start and end alike.
+    let bound_names: &[&str] = if session {
+        &[WINDOW_END]
+    } else {
+        &[WINDOW_START, WINDOW_END]
+    };
+    let bounds: Vec<usize> = bound_names
         .iter()
         .filter_map(|b| input.index_of(b).ok())
         .collect();
@@ -899,7 +908,7 @@ fn rank_stage(
     if !whole_windows || order.is_empty() {
         return Err(plan_error(
             locate(tokens, Keyword::OVER),
-            "a ranking over a windowed aggregate must PARTITION BY window_start or window_end (each window is ranked when it closes) and ORDER BY what to rank by, e.g. ROW_NUMBER() OVER (PARTITION BY window_start, window_end ORDER BY total DESC)",
+            "a ranking over a windowed aggregate must PARTITION BY window_start or window_end (window_end for SESSION windows: each window is ranked when it closes) and ORDER BY what to rank by, e.g. ROW_NUMBER() OVER (PARTITION BY window_start, window_end ORDER BY total DESC)",
         ));
     }
     Ok(Stage::Rank {
@@ -1157,7 +1166,11 @@ fn lift(
             && over.is_none()
         {
             // Over a windowed aggregate's rows: Top-N per window.
-            let (ranks, input) = lift_rank(&node, tokens)?;
+            let session = matches!(
+                window.as_ref().map(|w| w.kind),
+                Some(WindowKind::Session { .. })
+            );
+            let (ranks, input) = lift_rank(&node, tokens, session)?;
             stages.extend(ranks);
             node = input;
         } else if name == "BoundedWindowAggExec" || name == "WindowAggExec" {
