@@ -99,7 +99,6 @@ fn rank(
     schema: &SchemaRef,
 ) -> Result<RecordBatch> {
     use datafusion::arrow::array::UInt64Array;
-    use datafusion::arrow::compute::{SortColumn, lexsort_to_indices};
     use datafusion::arrow::row::{RowConverter, SortField};
     let n = batch.num_rows();
     let eval = |e: &Arc<dyn PhysicalExpr>| -> Result<datafusion::arrow::array::ArrayRef> {
@@ -110,35 +109,29 @@ fn rank(
         .iter()
         .map(|o| Ok((eval(&o.expr)?, o.options)))
         .collect::<Result<Vec<_>>>()?;
-    let mut sort: Vec<SortColumn> = parts
+    // One sort key per row: partition, then order, then every column (so rows equal on the
+    // ORDER BY still get their ROW_NUMBERs in the same order on every run, however the
+    // window's groups arrived).
+    let mut fields: Vec<SortField> = parts
         .iter()
-        .map(|p| SortColumn {
-            values: Arc::clone(p),
-            options: None,
-        })
+        .map(|p| SortField::new(p.data_type().clone()))
         .collect();
-    sort.extend(keys.iter().map(|(v, o)| SortColumn {
-        values: Arc::clone(v),
-        options: Some(*o),
-    }));
-    sort.extend(
-        batch
-            .columns()
-            .iter()
-            .filter(|c| {
-                c.data_type().is_primitive()
-                    || matches!(c.data_type(), datafusion::arrow::datatypes::DataType::Utf8)
-            })
-            .map(|c| SortColumn {
-                values: Arc::clone(c),
-                options: None,
-            }),
+    fields.extend(
+        keys.iter()
+            .map(|(v, o)| SortField::new_with_options(v.data_type().clone(), *o)),
     );
-    let sorted = if sort.is_empty() || n == 0 {
-        (0..n as u32).collect::<Vec<_>>()
-    } else {
-        lexsort_to_indices(&sort, None)?.values().to_vec()
-    };
+    let mut cols: Vec<datafusion::arrow::array::ArrayRef> = parts.clone();
+    cols.extend(keys.iter().map(|(v, _)| Arc::clone(v)));
+    for c in batch.columns() {
+        let field = SortField::new(c.data_type().clone());
+        if RowConverter::supports_fields(std::slice::from_ref(&field)) {
+            fields.push(field);
+            cols.push(Arc::clone(c));
+        }
+    }
+    let sort_rows = RowConverter::new(fields)?.convert_columns(&cols)?;
+    let mut sorted: Vec<u32> = (0..n as u32).collect();
+    sorted.sort_unstable_by(|a, b| sort_rows.row(*a as usize).cmp(&sort_rows.row(*b as usize)));
     // Partition and order values as comparable rows, to find where each changes.
     let fields = |cols: &[datafusion::arrow::array::ArrayRef]| -> Vec<SortField> {
         cols.iter()

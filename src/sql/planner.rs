@@ -801,6 +801,7 @@ fn lift_rank(
     top: &Arc<dyn ExecutionPlan>,
     tokens: &[TokenWithSpan],
     session: bool,
+    ws_idx: usize,
 ) -> Result<(Vec<Stage>, Arc<dyn ExecutionPlan>)> {
     use datafusion::physical_plan::sorts::sort::SortExec;
     use datafusion::physical_plan::windows::{BoundedWindowAggExec, WindowAggExec};
@@ -844,11 +845,55 @@ fn lift_rank(
             }
         }
     }
+    let is_bound = |c: usize| window_bound_of(&node, c, ws_idx, session);
     let ranks = windows
         .iter()
-        .map(|(exprs, schema, input)| rank_stage(exprs, schema, input, tokens, session))
+        .map(|(exprs, schema, input)| rank_stage(exprs, schema, input, tokens, &is_bound))
         .collect::<Result<Vec<_>>>()?;
     Ok((ranks, node))
+}
+
+/// Whether column `c` of `plan`'s output is the window bound a ranking may partition by: traced
+/// through projections that pass columns on unchanged and filters down to the aggregate's
+/// grouping by `window_start` (index `ws_idx` of the windowed events) or `window_end` (only
+/// `window_end` for sessions). A name proves nothing: an inner query may call anything
+/// `window_start`.
+fn window_bound_of(plan: &Arc<dyn ExecutionPlan>, c: usize, ws_idx: usize, session: bool) -> bool {
+    let mut node = Arc::clone(plan);
+    let mut c = c;
+    loop {
+        if let Some(p) = node.downcast_ref::<ProjectionExec>() {
+            match p
+                .expr()
+                .get(c)
+                .and_then(|e| e.expr.downcast_ref::<Column>())
+            {
+                Some(col) => c = col.index(),
+                None => return false,
+            }
+            node = Arc::clone(p.input());
+        } else if let Some(f) = node.downcast_ref::<FilterExec>() {
+            node = Arc::clone(f.input());
+        } else if let Some(agg) = node.downcast_ref::<AggregateExec>() {
+            let partial = match agg.mode() {
+                AggregateMode::Final | AggregateMode::FinalPartitioned => {
+                    match agg.input().downcast_ref::<AggregateExec>() {
+                        Some(p) => p,
+                        None => return false,
+                    }
+                }
+                _ => agg,
+            };
+            let Some((expr, _)) = partial.group_expr().expr().get(c) else {
+                return false;
+            };
+            return expr.downcast_ref::<Column>().is_some_and(|col| {
+                col.index() == ws_idx + 1 || (!session && col.index() == ws_idx)
+            });
+        } else {
+            return false;
+        }
+    }
 }
 
 /// One window node over aggregated rows as a [`Stage::Rank`] producing `schema` from `input`.
@@ -857,22 +902,11 @@ fn rank_stage(
     schema: &datafusion::arrow::datatypes::SchemaRef,
     input: &datafusion::arrow::datatypes::SchemaRef,
     tokens: &[TokenWithSpan],
-    session: bool,
+    is_bound: &dyn Fn(usize) -> bool,
 ) -> Result<Stage> {
     use super::plan::RankKind;
     use datafusion::physical_expr::window::StandardWindowExpr;
     use datafusion::physical_plan::windows::WindowUDFExpr;
-    // Sessions that share a start may close at different times; sessions that share an end
-    // close together. Tumbling and hopping windows close by start and end alike.
-    let bound_names: &[&str] = if session {
-        &[WINDOW_END]
-    } else {
-        &[WINDOW_START, WINDOW_END]
-    };
-    let bounds: Vec<usize> = bound_names
-        .iter()
-        .filter_map(|b| input.index_of(b).ok())
-        .collect();
     let mut functions = Vec::new();
     let (partition, order) = (
         exprs[0].partition_by().to_vec(),
@@ -901,9 +935,11 @@ fn rank_stage(
             }
         });
     }
+    // Sessions that share a start may close at different times; sessions that share an end
+    // close together. Tumbling and hopping windows close by start and end alike.
     let whole_windows = partition.iter().any(|p| {
         p.downcast_ref::<Column>()
-            .is_some_and(|c| bounds.contains(&c.index()))
+            .is_some_and(|c| c.index() < input.fields().len() && is_bound(c.index()))
     });
     if !whole_windows || order.is_empty() {
         return Err(plan_error(
@@ -916,7 +952,15 @@ fn rank_stage(
             .into_iter()
             .map(|p| checked(p, input))
             .collect::<datafusion::error::Result<_>>()?,
-        order,
+        order: order
+            .into_iter()
+            .map(|o| {
+                Ok(datafusion::physical_expr::PhysicalSortExpr {
+                    expr: checked(o.expr, input)?,
+                    options: o.options,
+                })
+            })
+            .collect::<datafusion::error::Result<_>>()?,
         functions,
         schema: Arc::clone(schema),
     })
@@ -1039,13 +1083,20 @@ fn distinct_as_first_seen(
     let names: Vec<String> = select
         .projection
         .iter()
-        .map(|item| match item {
-            SelectItem::ExprWithAlias { alias, .. } => alias.value.clone(),
-            SelectItem::UnnamedExpr(Expr::Identifier(i)) => i.value.clone(),
-            SelectItem::UnnamedExpr(Expr::CompoundIdentifier(p)) => {
-                p.last().map_or_else(String::new, |i| i.value.clone())
+        .map(|item| {
+            // As DataFusion names them: an unquoted name in lower case.
+            let name = |i: &Ident| match i.quote_style {
+                Some(_) => i.value.clone(),
+                None => i.value.to_lowercase(),
+            };
+            match item {
+                SelectItem::ExprWithAlias { alias, .. } => name(alias),
+                SelectItem::UnnamedExpr(Expr::Identifier(i)) => name(i),
+                SelectItem::UnnamedExpr(Expr::CompoundIdentifier(p)) => {
+                    p.last().map_or_else(String::new, name)
+                }
+                other => other.to_string(),
             }
-            other => other.to_string(),
         })
         .collect();
     let time = events
@@ -1057,7 +1108,7 @@ fn distinct_as_first_seen(
     let partition: Vec<String> = keys.iter().map(|k| k.to_string()).collect();
     let row_number = Parser::new(&GenericDialect {})
         .try_with_sql(&format!(
-            "row_number() OVER (PARTITION BY {} ORDER BY {time}, {id})",
+            "row_number() OVER (PARTITION BY {} ORDER BY \"{time}\", \"{id}\")",
             partition.join(", ")
         ))
         .and_then(|mut p| p.parse_expr())
@@ -1170,7 +1221,7 @@ fn lift(
                 window.as_ref().map(|w| w.kind),
                 Some(WindowKind::Session { .. })
             );
-            let (ranks, input) = lift_rank(&node, tokens, session)?;
+            let (ranks, input) = lift_rank(&node, tokens, session, ws_idx)?;
             stages.extend(ranks);
             node = input;
         } else if name == "BoundedWindowAggExec" || name == "WindowAggExec" {
@@ -1587,6 +1638,22 @@ mod tests {
                 );
             }
         }
+    }
+
+    #[test]
+    fn distinct_over_the_stream_names_columns_as_a_plain_select_does() {
+        let plan = plan_query(
+            "SELECT DISTINCT Merchant_Id, currency AS \"Cur\", amount_minor AS Amount FROM payments",
+        )
+        .unwrap();
+        assert!(matches!(plan.kind, PlanKind::Over(_)));
+        let names: Vec<&str> = plan
+            .output_schema
+            .fields()
+            .iter()
+            .map(|f| f.name().as_str())
+            .collect();
+        assert_eq!(names, ["merchant_id", "Cur", "amount"]);
     }
 
     #[test]
