@@ -300,12 +300,33 @@ async fn plan_query_async(
             ),
         ));
     }
-    check_session_partitions(select, &session_partitions)?;
     let time_column = events
         .arrow()
         .field(events.event_time_column())
         .name()
         .clone();
+    // A windowed query may be the FROM of the query (Top-N, filters over its rows): its own
+    // checks and rewrites apply to it, not to the outer query.
+    let inner_windowed = match &mut select.from[0].relation {
+        TableFactor::Derived { subquery, .. } => match subquery.body.as_mut() {
+            SetExpr::Select(inner) if inner.from.len() == 1 => {
+                super::time_grouping::bucket_grouping_as_tumble(inner, stream, &time_column)?;
+                let windowed = matches!(
+                    &inner.from[0].relation,
+                    TableFactor::Table { args: Some(_), .. }
+                );
+                if windowed {
+                    check_session_partitions(inner, &session_partitions)?;
+                }
+                windowed
+            }
+            _ => false,
+        },
+        _ => false,
+    };
+    if !inner_windowed {
+        check_session_partitions(select, &session_partitions)?;
+    }
     super::time_grouping::bucket_grouping_as_tumble(select, stream, &time_column)?;
     let distinct = select.distinct.take();
     let from = &mut select.from[0];
