@@ -50,6 +50,24 @@ pub(crate) fn where_mask(
     Ok(mask.map(nulls_as_false))
 }
 
+/// The columns `projection` of `events` (no copy), as a batch of `schema`: what an operator
+/// evaluates its WHERE clause and expressions over.
+pub(super) fn projected(
+    events: &RecordBatch,
+    projection: &[usize],
+    schema: &SchemaRef,
+) -> Result<RecordBatch> {
+    let cols = projection
+        .iter()
+        .map(|i| Arc::clone(events.column(*i)))
+        .collect();
+    Ok(RecordBatch::try_new_with_options(
+        Arc::clone(schema),
+        cols,
+        &RecordBatchOptions::new().with_row_count(Some(events.num_rows())),
+    )?)
+}
+
 /// Key columns, each aggregate's argument columns, and each aggregate's FILTER mask.
 pub(super) type Columns = (Vec<ArrayRef>, Vec<Vec<ArrayRef>>, Vec<Option<BooleanArray>>);
 
@@ -352,16 +370,7 @@ impl AggregateCore {
             None => &self.predicates,
         };
         let n = events.num_rows();
-        let cols = self
-            .projection
-            .iter()
-            .map(|i| Arc::clone(events.column(*i)))
-            .collect();
-        let mut batch = RecordBatch::try_new_with_options(
-            Arc::clone(&self.schema),
-            cols,
-            &RecordBatchOptions::new().with_row_count(Some(n)),
-        )?;
+        let mut batch = projected(events, &self.projection, &self.schema)?;
         let mut kept = None;
         if let Some(mask) = where_mask(predicates, &batch, selection)?
             && mask.true_count() != n

@@ -318,6 +318,17 @@ pub enum Partitioning {
     RoundRobin,
 }
 
+/// The predicates of the filter stages among `stages` (a WHERE clause, as conjuncts).
+fn filters_of(stages: &[Stage]) -> Vec<Arc<dyn PhysicalExpr>> {
+    stages
+        .iter()
+        .filter_map(|s| match s {
+            Stage::Filter(p) => Some(Arc::clone(p)),
+            Stage::Project { .. } | Stage::Rank { .. } => None,
+        })
+        .collect()
+}
+
 /// What kind of dataflow a query needs.
 #[derive(Debug, Clone)]
 pub enum PlanKind {
@@ -405,26 +416,12 @@ impl StreamPlan {
                 Partitioning::Single
             }
             PlanKind::Window { aggregate, .. } => Partitioning::ByKeys {
-                filters: aggregate
-                    .input_stages
-                    .iter()
-                    .filter_map(|s| match s {
-                        Stage::Filter(p) => Some(Arc::clone(p)),
-                        Stage::Project { .. } | Stage::Rank { .. } => None,
-                    })
-                    .collect(),
+                filters: filters_of(&aggregate.input_stages),
                 keys: aggregate.keys.clone(),
             },
             PlanKind::Over(over) if over.keys.is_empty() => Partitioning::Single,
             PlanKind::Over(over) => Partitioning::ByKeys {
-                filters: over
-                    .input_stages
-                    .iter()
-                    .filter_map(|s| match s {
-                        Stage::Filter(p) => Some(Arc::clone(p)),
-                        Stage::Project { .. } | Stage::Rank { .. } => None,
-                    })
-                    .collect(),
+                filters: filters_of(&over.input_stages),
                 keys: over.keys.clone(),
             },
             PlanKind::Map { .. } => Partitioning::RoundRobin,

@@ -34,7 +34,7 @@ use datafusion::physical_plan::PhysicalExpr;
 
 use self::key::{KeyState, Layout, RowRef};
 use self::value::{Val, ValColumn, ValKind, column_of, decode_vals, encode_vals};
-use super::aggregate::{late_events, where_mask};
+use super::aggregate::{late_events, projected, where_mask};
 use super::key_ids::KeyIds;
 use super::{Emitted, EventBatch, Operator, OperatorOutput, RowTimes};
 use crate::error::{Error, Result};
@@ -792,16 +792,7 @@ impl Operator for OverWindow {
     fn process(&mut self, input: &EventBatch, out: &mut OperatorOutput) -> Result<()> {
         let events = &input.batch;
         let n = events.num_rows();
-        let cols = self
-            .projection
-            .iter()
-            .map(|i| Arc::clone(events.column(*i)))
-            .collect();
-        let mut batch = RecordBatch::try_new_with_options(
-            Arc::clone(&self.schema),
-            cols,
-            &RecordBatchOptions::new().with_row_count(Some(n)),
-        )?;
+        let mut batch = projected(events, &self.projection, &self.schema)?;
         let routed = input.keys.as_ref();
         let predicates: &[Arc<dyn PhysicalExpr>] = match routed {
             Some(_) => &[],
