@@ -127,8 +127,15 @@ impl FieldId {
 
     /// Looks a field up by its name (exact, case-sensitive, as in the JSON format).
     pub fn from_name(name: &[u8]) -> Option<FieldId> {
-        // Dispatch on length and one distinguishing byte, then confirm with one comparison: this
-        // runs for every field of every event.
+        let id = FieldId::candidate(name)?;
+        (FIELD_NAMES[id as usize].as_bytes() == name).then_some(id)
+    }
+
+    /// The only field `name` can be, judged by its length and one or two bytes; the caller
+    /// confirms with one comparison ([`FieldId::from_name`] compares the bytes, the JSON fast
+    /// path a masked 16-byte word). This runs for every field of every event.
+    #[inline]
+    pub fn candidate(name: &[u8]) -> Option<FieldId> {
         let id = match (name.len(), name.first()?) {
             (8, b'e') => FieldId::EventId,
             // `event_type` and `event_time` differ first at byte 7.
@@ -149,7 +156,7 @@ impl FieldId {
             (9, b'f') => FieldId::FeeMinor,
             _ => return None,
         };
-        (FIELD_NAMES[id as usize].as_bytes() == name).then_some(id)
+        Some(id)
     }
 
     /// Whether the event format requires this field.

@@ -1,15 +1,16 @@
-//! The fast path for canonical lines: one pass from a JSON line to a [`ValidRow`].
+//! The fast path: one pass from a JSON line to a [`ValidRow`].
 //!
-//! Most lines a producer writes are already in the canonical form of `canonical.rs`: compact,
-//! fields in schema order, no escapes, `event_time` as `YYYY-MM-DDThh:mm:ss.mmmZ`. For them the
-//! general route — parse every value into a [`RawRow`](super::RawRow), then judge each slot in
-//! [`validate`](super::validate) — read each value twice and built a row of tagged values only
-//! to drop it; decoding was seven eighths of the engine's instructions. [`FastPath::row`] reads
-//! such a line once, checking each value as it meets it, and gives up (`None`) at the first
-//! thing it does not expect. The caller then takes the general route, which also names the
-//! reason a bad line is rejected. So this path only ever accepts, and it accepts exactly the
-//! lines the general route finds valid *and* canonical (`tests` hold it to that over generated
-//! and mutated lines); the payload hash of such a line is the hash of the line itself.
+//! The general route — parse every value into a [`RawRow`](super::RawRow), then judge each
+//! slot in [`validate`](super::validate) — reads each value twice and builds a row of tagged
+//! values only to drop it; it was seven eighths of the engine's instructions. [`FastPath::row`]
+//! reads a line once, checking each value as it meets it, in whatever shape the producer wrote
+//! it: any key order, whitespace, optional fields absent or `null`, fields outside the format
+//! (skipped, screened for card numbers), the time as RFC 3339 or epoch milliseconds. It gives
+//! up (`None`) at the first thing it does not expect — an escape, a value of the wrong type,
+//! anything invalid — and the caller then takes the general route, which also names the reason
+//! a bad line is rejected. So this path only ever accepts, and what it accepts the general
+//! route finds valid with the same values (`tests` hold it to that over generated, reshaped and
+//! mutated lines).
 
 use super::MAX_AMOUNT;
 use super::card::contains_card_number;
@@ -42,14 +43,14 @@ const CARD_CHECKED: [FieldId; 7] = {
     out
 };
 
-/// The fast path's memory between the lines of one chunk: which key followed which (lines
-/// from one producer list their fields alike, so the key after a field is usually the one that
-/// followed it last time), and the minute of the last `event_time` (events arrive roughly in
+/// The fast path's memory between the lines of one chunk: which keys followed which (lines
+/// from one producer list their fields alike, so the key after a field is usually one of the
+/// two that followed it before: optional fields come and go), and the minute of the last `event_time` (events arrive roughly in
 /// time order, so most share the previous event's minute and only seconds and milliseconds
 /// are left to read). Neither changes what is accepted, only how fast.
 pub(super) struct FastPath {
-    /// `after[0]`: the first key; `after[f + 1]`: the key after field `f`.
-    after: [u8; NUM_FIELDS + 1],
+    /// `after[0]`: the first keys; `after[f + 1]`: the keys after field `f`, latest first.
+    after: [[u8; 2]; NUM_FIELDS + 1],
     /// `YYYY-MM-DDThh:mm` of the last event time, as read by [`load16`] (0: none yet).
     minute: u128,
     /// Epoch milliseconds at the start of `minute`.
@@ -58,10 +59,11 @@ pub(super) struct FastPath {
 
 impl Default for FastPath {
     fn default() -> Self {
-        // Until learned, the key after field `f` is guessed to be the next one in the schema.
-        let mut after = [0; NUM_FIELDS + 1];
+        // Until learned, the key after field `f` is guessed to be the next one in the schema,
+        // or the one after it.
+        let mut after = [[0; 2]; NUM_FIELDS + 1];
         for (k, a) in after.iter_mut().enumerate() {
-            *a = k as u8;
+            *a = [k as u8, k as u8 + 1];
         }
         FastPath {
             after,
@@ -71,17 +73,32 @@ impl Default for FastPath {
     }
 }
 
+/// What [`FastPath::row`] took: where the object ends and how many fields outside the event
+/// format it skipped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct Taken {
+    /// Length of the object, from `{` to `}` inclusive.
+    pub len: usize,
+    /// Fields outside the event format, accepted and ignored.
+    pub unknown: u32,
+}
+
 impl FastPath {
-    /// Reads the object that starts `text` into `row` and returns the object's length if it is
-    /// a valid event written in canonical form; `None` otherwise (the line may still be valid:
-    /// the general route decides, and `row` holds nothing of use). The row is the caller's so
-    /// that it is filled in place rather than moved out (two copies of its 300 bytes per line).
-    /// What follows the object is the caller's to check: the reader passes the rest of a chunk,
-    /// so it finds where a line ends without a separate search for the newline. The object
-    /// never spans a newline: every byte up to its closing brace was checked to be part of a
-    /// key, a string without control characters, a digit, `,` or `:`.
+    /// Reads the object that starts `text` into `row` if it is a valid event, in any key order,
+    /// with or without whitespace (newlines aside), optional fields absent or `null`, unknown
+    /// fields of any value, the time as RFC 3339 or epoch milliseconds; `None` otherwise.
+    /// It declines escapes, values of the wrong type and anything invalid: the line may still
+    /// be valid, and the general route decides and names the reason (`row` then holds nothing
+    /// of use). The row is the caller's so that it is filled in place rather than moved out
+    /// (two copies of its 300 bytes per line).
+    ///
+    /// What follows the object is the caller's to check: the reader passes the rest of a
+    /// chunk, so it finds where a line ends without a separate search for the newline. The
+    /// object never spans a newline: every byte up to its closing brace was checked to be part
+    /// of a key, a string without control characters, a number, a literal, punctuation, a
+    /// space, a tab or a carriage return.
     #[inline(always)]
-    pub(super) fn row<'a>(&mut self, text: &'a str, row: &mut ValidRow<'a>) -> Option<usize> {
+    pub(super) fn row<'a>(&mut self, text: &'a str, row: &mut ValidRow<'a>) -> Option<Taken> {
         let (b, line) = (text.as_bytes(), text);
         if b.first() != Some(&b'{') {
             return None;
@@ -89,105 +106,290 @@ impl FastPath {
         row.strs = [None; NUM_FIELDS];
         row.fee_minor = None;
         let mut time: Option<&str> = None;
+        let mut time_ms = None;
         let mut amount = None;
-        // Keys come in schema order, so the next one is `next` or a later field.
-        let mut next = 0;
+        // Fields met so far: a repeated one is declined (the general route rejects it).
+        let mut seen = 0u32;
+        // The last field plus one (0 before the first): where `after` holds the next guess.
+        let mut prev = 0;
+        let mut unknown = 0;
         let mut i = 1;
         loop {
-            if b.get(i) != Some(&b'"') {
+            let at = ws(b, i);
+            if b.get(at) != Some(&b'"') {
                 return None;
             }
-            let (f, skip) = self.key_at(b, i + 1, next)?;
-            i += skip;
-            next = f + 1;
-            let field = FieldId::ALL[f];
-            if matches!(field, FieldId::AmountMinor | FieldId::FeeMinor) {
-                let (v, end) = minor_units(b, i)?;
-                if field == FieldId::AmountMinor {
-                    amount = Some(v);
-                } else {
-                    row.fee_minor = Some(v);
+            let (field, colon) = match self.guess(b, at + 1, prev) {
+                Some((f, skip)) => (Some(f), at + skip),
+                None => {
+                    let end = find_special(b, at + 1);
+                    if b.get(end) != Some(&b'"') {
+                        return None;
+                    }
+                    let key = &b[at + 1..end];
+                    let colon = ws(b, end + 1);
+                    if b.get(colon) != Some(&b':') {
+                        return None;
+                    }
+                    let f = field_named(key, load16(b, at + 1));
+                    match f {
+                        Some(f) if self.after[prev][0] != f as u8 => {
+                            self.after[prev] = [f as u8, self.after[prev][0]];
+                        }
+                        Some(_) => {}
+                        // The general route screens an unknown name like a value.
+                        None if contains_card_number(key) => return None,
+                        None => {}
+                    }
+                    (f, colon)
                 }
-                i = end;
-            } else {
-                if b.get(i) != Some(&b'"') {
-                    return None;
+            };
+            let at = ws(b, colon + 1);
+            i = match field {
+                None => {
+                    unknown += 1;
+                    skip_value(b, at, 0)?
                 }
-                let end = find_special(b, i + 1);
-                if b.get(end) != Some(&b'"') {
-                    return None;
+                Some(f) => {
+                    if seen & (1 << f) != 0 {
+                        return None;
+                    }
+                    seen |= 1 << f;
+                    prev = f + 1;
+                    let field = FieldId::ALL[f];
+                    match b.get(at) {
+                        Some(b'"') => {
+                            let end = find_special(b, at + 1);
+                            if b.get(end) != Some(&b'"') {
+                                return None;
+                            }
+                            // SAFETY: `at` and `end` index ASCII quotes of `line`: char
+                            // boundaries.
+                            let s = unsafe { line.get_unchecked(at + 1..end) };
+                            match field {
+                                FieldId::EventTime => time = Some(s),
+                                FieldId::AmountMinor | FieldId::FeeMinor => return None,
+                                _ => row.strs[f] = Some(s),
+                            }
+                            end + 1
+                        }
+                        Some(b'0'..=b'9') => {
+                            let (v, end) = minor_units(b, at)?;
+                            match field {
+                                FieldId::AmountMinor => amount = Some(v),
+                                FieldId::FeeMinor => row.fee_minor = Some(v),
+                                FieldId::EventTime => time_ms = Some(v),
+                                _ => return None,
+                            }
+                            end
+                        }
+                        // `null` is an absent optional field.
+                        Some(b'n') if !field.required() && b[at..].starts_with(b"null") => at + 4,
+                        _ => return None,
+                    }
                 }
-                // SAFETY: `i` and `end` index ASCII quotes of `line`: char boundaries.
-                let s = unsafe { line.get_unchecked(i + 1..end) };
-                if field == FieldId::EventTime {
-                    time = Some(s);
-                } else {
-                    row.strs[f] = Some(s);
+            };
+            let at = ws(b, i);
+            match b.get(at) {
+                Some(b',') => i = at + 1,
+                Some(b'}') => {
+                    i = at;
+                    break;
                 }
-                i = end + 1;
-            }
-            match b.get(i) {
-                Some(b',') => i += 1,
-                Some(b'}') => break,
                 _ => return None,
             }
         }
         row.amount_minor = amount?;
-        row.event_time = self.event_time(time?)?;
+        row.event_time = match (time, time_ms) {
+            (Some(t), None) => self.event_time(t)?,
+            (None, Some(ms)) if ms <= MAX_EVENT_TIME => ms,
+            _ => return None,
+        };
         check(row)?;
-        Some(i + 1)
+        Some(Taken {
+            len: i + 1,
+            unknown,
+        })
     }
 
-    /// The field whose key (after its opening quote, with closing quote and colon) starts at
-    /// `b[at]`, among fields `from..` (first the one that followed the previous field last
-    /// time), with the number of bytes the key, its closing quote and the colon take.
+    /// One of the fields that followed field `prev - 1` before (the first fields, for `prev`
+    /// 0), if the key at `b[at]` (after its opening quote) is that field directly followed by
+    /// its closing quote and `:`; with the offset of that colon from the opening quote. A
+    /// 16-byte compare or two instead of finding the key's end and looking it up: events from
+    /// one producer list their fields alike.
     #[inline(always)]
-    fn key_at(&mut self, b: &[u8], at: usize, from: usize) -> Option<(usize, usize)> {
+    fn guess(&self, b: &[u8], at: usize, prev: usize) -> Option<(usize, usize)> {
         let word = load16(b, at);
-        // `after[from]` is only ever set to a field at or after `from`.
-        let guess = self.after[from] as usize;
-        if let Some(&(pat, mask, skip)) = KEY_PATTERNS.get(guess)
-            && word & mask == pat
-        {
-            return Some((guess, skip));
-        }
-        let f = (from..NUM_FIELDS).find(|&f| {
-            let (pat, mask, _) = KEY_PATTERNS[f];
-            word & mask == pat
-        })?;
-        self.after[from] = f as u8;
-        Some((f, KEY_PATTERNS[f].2))
+        self.after[prev].into_iter().find_map(|f| {
+            let (pat, mask, skip) = *KEY_PATTERNS.get(f as usize)?;
+            (word & mask == pat).then_some((f as usize, skip - 1))
+        })
     }
 
-    /// A canonical `event_time` (`YYYY-MM-DDThh:mm:ss.mmmZ`) in epoch milliseconds, within
-    /// the accepted range; `None` for any other spelling, which the general route judges.
+    /// `event_time` as RFC 3339 in epoch milliseconds, within the accepted range. A time
+    /// spelled `YYYY-MM-DDThh:mm:ss.mmmZ` in the minute of the previous one is read from its
+    /// seconds and milliseconds alone (events arrive roughly in time order).
     #[inline(always)]
     fn event_time(&mut self, time: &str) -> Option<i64> {
         let t = time.as_bytes();
-        if !(t.len() == 24 && t[10] == b'T' && t[16] == b':' && t[19] == b'.' && t[23] == b'Z') {
-            return None;
-        }
-        let digit = |k: usize| t[k].wrapping_sub(b'0') as i64;
+        let shaped =
+            t.len() == 24 && t[10] == b'T' && t[16] == b':' && t[19] == b'.' && t[23] == b'Z';
         let in_minute = || {
+            if !shaped {
+                return None;
+            }
+            let digit = |k: usize| t[k].wrapping_sub(b'0') as i64;
             let (s1, s0) = (digit(17), digit(18));
             let (m2, m1, m0) = (digit(20), digit(21), digit(22));
             // Each is 0..=9 exactly when its byte is a digit (others wrap to large values).
             (s1 <= 5 && s0 <= 9 && m2 <= 9 && m1 <= 9 && m0 <= 9)
                 .then_some((s1 * 10 + s0) * 1000 + m2 * 100 + m1 * 10 + m0)
         };
-        let minute = load16(t, 0);
-        if minute == self.minute {
-            return Some(self.minute_ms + in_minute()?);
+        let minute = if shaped { load16(t, 0) } else { 0 };
+        if shaped
+            && minute == self.minute
+            && let Some(ms) = in_minute()
+        {
+            return Some(self.minute_ms + ms);
         }
         let ms = parse_rfc3339_millis(time).filter(|ms| (0..=MAX_EVENT_TIME).contains(ms))?;
         // The full parse checked every digit; remember where this minute starts.
-        self.minute = minute;
-        self.minute_ms = ms - in_minute()?;
+        if let Some(in_minute) = in_minute() {
+            self.minute = minute;
+            self.minute_ms = ms - in_minute;
+        }
         Some(ms)
     }
 }
 
-/// The validation of [`validate`](super::validate), for the values of a canonical line.
+/// The field named `key`, whose bytes (with what follows them) are `word`: the candidate its
+/// length and first bytes allow, confirmed by one masked compare of the name and its closing
+/// quote (a `memcmp` call cost more than the rest of the lookup).
+#[inline(always)]
+fn field_named(key: &[u8], word: u128) -> Option<usize> {
+    let f = FieldId::candidate(key)? as usize;
+    let (pat, mask, _) = KEY_PATTERNS[f];
+    // The pattern's mask covers the name, its closing quote and the colon; drop the colon.
+    let name_mask = mask >> 8;
+    (word & name_mask == pat & name_mask).then_some(f)
+}
+
+/// [`skip_ws`] for the fast path's own tokens: one compare when, as in compact JSON, there is
+/// nothing to skip.
+#[inline(always)]
+fn ws(b: &[u8], i: usize) -> usize {
+    match b.get(i) {
+        Some(&c) if c > b' ' => i,
+        _ => skip_ws(b, i),
+    }
+}
+
+/// The index of the first byte at or after `i` that is not a space, tab or carriage return.
+/// A newline is not skipped: it ends the line (the general route judges a line that has one
+/// inside an object).
+#[inline(always)]
+fn skip_ws(b: &[u8], mut i: usize) -> usize {
+    while let Some(b' ' | b'\t' | b'\r') = b.get(i) {
+        i += 1;
+    }
+    i
+}
+
+/// Where the value of an unknown field at `b[i]` ends, validated as the general route
+/// validates it and screened as it screens it (every string and key, and numbers inside an
+/// object or array); `None` for a card number, an escape, a newline or anything invalid,
+/// which the general route then judges.
+fn skip_value(b: &[u8], i: usize, depth: u32) -> Option<usize> {
+    match *b.get(i)? {
+        b'"' => {
+            let end = find_special(b, i + 1);
+            (b.get(end) == Some(&b'"') && !contains_card_number(&b[i + 1..end])).then_some(end + 1)
+        }
+        b'-' | b'0'..=b'9' => {
+            let end = skip_number(b, i)?;
+            (depth == 0 || !contains_card_number(&b[i..end])).then_some(end)
+        }
+        b't' => literal(b, i, b"true"),
+        b'f' => literal(b, i, b"false"),
+        b'n' => literal(b, i, b"null"),
+        open @ (b'{' | b'[') => {
+            if depth > 64 {
+                return None;
+            }
+            let close = if open == b'{' { b'}' } else { b']' };
+            let mut j = skip_ws(b, i + 1);
+            if b.get(j) == Some(&close) {
+                return Some(j + 1);
+            }
+            loop {
+                if open == b'{' {
+                    if b.get(j) != Some(&b'"') {
+                        return None;
+                    }
+                    let end = find_special(b, j + 1);
+                    if b.get(end) != Some(&b'"') || contains_card_number(&b[j + 1..end]) {
+                        return None;
+                    }
+                    j = skip_ws(b, end + 1);
+                    if b.get(j) != Some(&b':') {
+                        return None;
+                    }
+                    j = skip_ws(b, j + 1);
+                }
+                j = skip_ws(b, skip_value(b, j, depth + 1)?);
+                match b.get(j) {
+                    Some(b',') => j = skip_ws(b, j + 1),
+                    Some(&c) if c == close => return Some(j + 1),
+                    _ => return None,
+                }
+            }
+        }
+        _ => None,
+    }
+}
+
+/// Where the JSON number at `b[i]` ends (the JSON grammar: no leading zero, no `+`, digits on
+/// both sides of a point).
+fn skip_number(b: &[u8], mut i: usize) -> Option<usize> {
+    let digits = |mut i: usize| {
+        while b.get(i).is_some_and(u8::is_ascii_digit) {
+            i += 1;
+        }
+        i
+    };
+    if b.get(i) == Some(&b'-') {
+        i += 1;
+    }
+    i = match b.get(i)? {
+        b'0' => i + 1,
+        b'1'..=b'9' => digits(i),
+        _ => return None,
+    };
+    if b.get(i) == Some(&b'.') {
+        if !b.get(i + 1).is_some_and(u8::is_ascii_digit) {
+            return None;
+        }
+        i = digits(i + 1);
+    }
+    if let Some(b'e' | b'E') = b.get(i) {
+        i += 1;
+        if let Some(b'+' | b'-') = b.get(i) {
+            i += 1;
+        }
+        if !b.get(i).is_some_and(u8::is_ascii_digit) {
+            return None;
+        }
+        i = digits(i);
+    }
+    Some(i)
+}
+
+/// Where `word` ends if it is at `b[i]`.
+fn literal(b: &[u8], i: usize, word: &[u8]) -> Option<usize> {
+    b[i..].starts_with(word).then_some(i + word.len())
+}
+
+/// The validation of [`validate`](super::validate), for the values the fast path read.
 #[inline(always)]
 fn check(row: &mut ValidRow<'_>) -> Option<()> {
     let strs = &row.strs;
@@ -221,8 +423,11 @@ fn check(row: &mut ValidRow<'_>) -> Option<()> {
         return None;
     }
     row.status = match strs[FieldId::Status as usize] {
-        // An authorization without a status is approved, but its canonical form spells that out.
-        None if EVENT_TYPES[event_type] == "authorization" => return None,
+        // An authorization without a status is approved (docs/EVENTS.md).
+        None if EVENT_TYPES[event_type] == "authorization" => {
+            row.strs[FieldId::Status as usize] = Some(STATUSES[0]);
+            Some(0)
+        }
         None => None,
         Some(s) => Some(code(s, &STATUSES, &STATUS_WORDS)? as i8),
     };
@@ -338,49 +543,61 @@ fn minor_units(b: &[u8], i: usize) -> Option<(i64, usize)> {
 
 /// [`FastPath::row`] of a whole line: the object must end the line.
 #[cfg(test)]
-fn canonical_line<'a>(fast: &mut FastPath, line: &'a str) -> Option<ValidRow<'a>> {
+fn whole_line<'a>(fast: &mut FastPath, line: &'a str) -> Option<(ValidRow<'a>, Taken)> {
     let mut row = ValidRow::empty();
-    (fast.row(line, &mut row)? == line.len()).then_some(row)
+    let taken = fast.row(line, &mut row)?;
+    (taken.len == line.len()).then_some((row, taken))
 }
 
 #[cfg(test)]
 mod tests {
+    use rand::seq::SliceRandom;
     use rand::{Rng, SeedableRng};
+    use serde_json::Value;
 
     use super::super::json::{KeyOrder, parse_object};
     use super::super::row::{RawRow, validate};
     use super::*;
     use crate::generate::{GenConfig, generated_lines};
 
-    /// The general route's verdict: the valid row (as its debug text: it borrows the parsed
-    /// row), and whether the line is its canonical form.
-    fn general(line: &str) -> Option<(String, bool)> {
+    /// What the general route makes of a valid line: the row (as its debug text: it borrows
+    /// the parsed row), its unknown fields and its payload hash.
+    #[derive(Debug, PartialEq)]
+    struct Verdict {
+        row: String,
+        unknown: u32,
+        hash: u64,
+    }
+
+    fn general(line: &str) -> Option<Verdict> {
         let mut raw = RawRow::default();
         parse_object(line, &mut raw, &mut KeyOrder::default()).ok()?;
         let v = validate(&raw).ok()?;
-        Some((format!("{v:?}"), v.is_canonical_line(&raw)))
+        Some(Verdict {
+            row: format!("{v:?}"),
+            unknown: raw.unknown_fields,
+            hash: v.payload_hash(),
+        })
     }
 
-    /// Asserts that the fast path (`fast`, with what it learned from earlier lines) accepts
-    /// `line` exactly when the general route finds it valid and canonical, with the same row;
-    /// returns whether it accepted.
-    fn agrees(fast: &mut FastPath, line: &str) -> bool {
-        let fast = canonical_line(fast, line);
-        match (fast, general(line)) {
-            (Some(f), Some((g, true))) => {
-                assert_eq!(format!("{f:?}"), g, "rows differ for {line}");
-                true
+    /// Asserts that whatever the fast path (`fast`, with what it learned from earlier lines)
+    /// takes, the general route finds valid, with the same row, unknown field count and
+    /// payload hash; returns whether the fast path took the line and whether the
+    /// general route found it valid.
+    fn agrees(fast: &mut FastPath, line: &str) -> (bool, bool) {
+        let taken = whole_line(fast, line);
+        match (taken, general(line)) {
+            (Some((row, t)), Some(g)) => {
+                let fast = Verdict {
+                    row: format!("{row:?}"),
+                    unknown: t.unknown,
+                    hash: row.payload_hash(),
+                };
+                assert_eq!(fast, g, "{line}");
+                (true, true)
             }
-            (None, Some((_, false)) | None) => false,
-            (f, g) => panic!(
-                "fast path {} but the general route says {}: {line}",
-                if f.is_some() { "accepts" } else { "declines" },
-                match g {
-                    Some((_, true)) => "valid and canonical",
-                    Some((_, false)) => "valid, not canonical",
-                    None => "invalid",
-                }
-            ),
+            (Some(_), None) => panic!("the fast path takes an invalid line: {line}"),
+            (None, g) => (false, g.is_some()),
         }
     }
 
@@ -392,8 +609,81 @@ mod tests {
             ..GenConfig::default()
         });
         let mut fast = FastPath::default();
-        let taken = all.iter().filter(|l| agrees(&mut fast, l)).count();
-        assert_eq!(taken, all.len(), "generated lines are canonical and valid");
+        for l in &all {
+            assert_eq!(agrees(&mut fast, l), (true, true), "{l}");
+        }
+    }
+
+    /// The shapes other producers write: keys in another or varying order, whitespace,
+    /// optional fields absent or `null`, fields outside the format (nested too), the time as
+    /// epoch milliseconds or with an offset.
+    fn reshape(line: &str, rng: &mut impl Rng) -> String {
+        let Ok(Value::Object(o)) = serde_json::from_str::<Value>(line) else {
+            return line.to_string();
+        };
+        let mut fields: Vec<(String, Value)> = o.into_iter().collect();
+        if rng.random_bool(0.3) {
+            fields.retain(|(k, _)| k != "status");
+        }
+        for k in ["fee_minor", "decline_code"] {
+            if rng.random_bool(0.2) && !fields.iter().any(|(f, _)| f == k) {
+                fields.push((k.into(), Value::Null));
+            }
+        }
+        if rng.random_bool(0.2)
+            && let Some((_, t)) = fields.iter_mut().find(|(k, _)| k == "event_time")
+            && let Some(ms) = t.as_str().and_then(crate::time::parse_rfc3339_millis)
+        {
+            *t = if rng.random_bool(0.5) {
+                Value::from(ms)
+            } else {
+                Value::from(t.as_str().unwrap_or_default().replace('Z', "+00:00"))
+            };
+        }
+        for k in 0..rng.random_range(0..4) {
+            let v: Value = match rng.random_range(0..6) {
+                0 => "trace-1".into(),
+                1 => 12.5e3.into(),
+                2 => serde_json::json!({"a": [1, 2, {"b": null}], "c": "d"}),
+                3 => Value::Bool(true),
+                4 => Value::Null,
+                _ => serde_json::json!([]),
+            };
+            fields.push((format!("x_{k}"), v));
+        }
+        match rng.random_range(0..3) {
+            0 => fields.shuffle(rng),
+            1 => fields.reverse(),
+            _ => {}
+        }
+        let (comma, colon) = if rng.random_bool(0.5) {
+            (", ", ": ")
+        } else {
+            (",", ":")
+        };
+        let body: Vec<String> = fields
+            .iter()
+            .map(|(k, v)| format!("{}{colon}{v}", Value::from(k.as_str())))
+            .collect();
+        format!("{{{}}}", body.join(comma))
+    }
+
+    #[test]
+    fn takes_every_common_shape_with_the_general_routes_row_and_hash() {
+        let mut rng = rand::rngs::StdRng::seed_from_u64(21);
+        let all = generated_lines(&GenConfig {
+            events: 5_000,
+            seed: 12,
+            ..GenConfig::default()
+        });
+        let mut fast = FastPath::default();
+        let mut reshaped = 0;
+        for l in &all {
+            let line = reshape(l, &mut rng);
+            reshaped += usize::from(line != *l);
+            assert_eq!(agrees(&mut fast, &line), (true, true), "{line}");
+        }
+        assert!(reshaped > 4_000, "{reshaped} lines reshaped");
     }
 
     /// Characters that change a line's meaning or form when put in the wrong place.
@@ -460,7 +750,7 @@ mod tests {
     }
 
     #[test]
-    fn accepts_exactly_the_valid_canonical_lines_among_mutations() {
+    fn takes_only_valid_lines_among_mutations() {
         let mut rng = rand::rngs::StdRng::seed_from_u64(5);
         let base = generated_lines(&GenConfig {
             events: 3_000,
@@ -472,7 +762,7 @@ mod tests {
         let mut fast = FastPath::default();
         for line in &base {
             for _ in 0..10 {
-                if agrees(&mut fast, &mutate(line, &mut rng)) {
+                if agrees(&mut fast, &mutate(line, &mut rng)).0 {
                     taken += 1;
                 } else {
                     declined += 1;
@@ -513,26 +803,36 @@ mod tests {
     fn declines_what_only_the_general_route_may_judge() {
         let line = r#"{"event_id":"e1","event_type":"capture","event_time":"2026-11-01T00:00:00.000Z","payment_id":"p","merchant_id":"m","card_id":"c","amount_minor":5,"currency":"EUR","fee_minor":0}"#;
         let mut fast = FastPath::default();
-        assert!(canonical_line(&mut fast, line).is_some());
-        for (from, to) in [
-            ("\"capture\"", "\"authorization\""), // defaulted status
-            ("00.000Z", "00Z"),                   // another time shape
-            ("00.000Z", "60.000Z"),               // no leap seconds, in a remembered minute
-            ("00.000Z", "0x.000Z"),               // not a digit, in a remembered minute
-            ("00.000Z", "00.00/Z"),               // not a digit either
-            ("T00:00", "T24:00"),                 // a minute not yet seen, out of range
-            (":5,", ":05,"),                      // leading zero
-            (":5,", ":-5,"),                      // a sign
-            (":5,", ":5.0,"),                     // a fraction
-            (":0}", ":1000000000000001}"),        // above 10^15
-            ("\"EUR\"", "\"EUX\""),               // not ISO 4217
-            ("\"m\"", "\"m\\u0041\""),            // an escape
-            ("\"c\",", "\"c\", "),                // whitespace
-            ("\"p\"", "\"4111 1111 1111 1111\""), // a card number
+        assert!(whole_line(&mut fast, line).is_some());
+        for (from, to, takes) in [
+            ("\"capture\"", "\"authorization\"", true), // defaulted status
+            ("00.000Z", "00Z", true),                   // another time shape
+            ("\"c\",", "\"c\", ", true),                // whitespace
+            ("\"m\"", "\"m\",\"x\":{\"y\":[1,null]}", true), // an unknown field
+            ("00.000Z", "60.000Z", false),              // no leap seconds, in a remembered minute
+            ("00.000Z", "0x.000Z", false),              // not a digit, in a remembered minute
+            ("00.000Z", "00.00/Z", false),              // not a digit either
+            ("T00:00", "T24:00", false),                // out of range
+            (":5,", ":05,", false),                     // leading zero
+            (":5,", ":-5,", false),                     // a sign
+            (":5,", ":5.0,", false),                    // a fraction
+            (":0}", ":1000000000000001}", false),       // above 10^15
+            ("\"EUR\"", "\"EUX\"", false),              // not ISO 4217
+            ("\"m\"", "\"m\\u0041\"", false),           // an escape
+            ("\"p\"", "\"4111 1111 1111 1111\"", false), // a card number
+            ("\"m\"", "\"m\",\"x\":[\"4111111111111111\"]", false), // one in an unknown field
+            ("\"m\"", "\"m\",\"4111111111111111\":1", false), // or name
+            ("\"m\"", "\"m\",\"card_id\":\"c\"", false), // a repeated field
+            ("\"c\",", "\"c\",\n", false),              // a newline
+            ("\"EUR\"", "null", false),                 // a required field null
         ] {
-            assert!(line.contains(from));
+            assert!(line.contains(from), "{from}");
             let changed = line.replacen(from, to, 1);
-            assert!(canonical_line(&mut fast, &changed).is_none(), "{changed}");
+            assert_eq!(
+                whole_line(&mut fast, &changed).is_some(),
+                takes,
+                "{changed}"
+            );
             agrees(&mut fast, &changed);
         }
     }

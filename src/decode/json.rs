@@ -92,10 +92,6 @@ struct Cursor<'a> {
     b: &'a [u8],
     s: &'a str,
     i: usize,
-    /// No whitespace, `null`, `true`, `false`, object, array or minus sign seen so far: the
-    /// tokens the canonical form never has (see [`RawRow::canonical_syntax`]). Cleared only on
-    /// paths canonical lines never take, so keeping it costs the common path nothing.
-    plain: bool,
 }
 
 fn malformed(msg: impl Into<String>) -> Invalid {
@@ -111,7 +107,6 @@ impl<'a> Cursor<'a> {
             if c > b' ' || !matches!(c, b' ' | b'\t' | b'\r' | b'\n') {
                 return;
             }
-            self.plain = false;
             self.i += 1;
         }
     }
@@ -262,7 +257,6 @@ impl<'a> Cursor<'a> {
     fn number(&mut self) -> Result<RawValue<'a>, Invalid> {
         let start = self.i;
         if self.peek() == Some(b'-') {
-            self.plain = false;
             self.i += 1;
         }
         let int_start = self.i;
@@ -315,7 +309,6 @@ impl<'a> Cursor<'a> {
     }
 
     fn literal(&mut self, word: &[u8], v: RawValue<'a>) -> Result<RawValue<'a>, Invalid> {
-        self.plain = false;
         if self.b[self.i..].starts_with(word) {
             self.i += word.len();
             Ok(v)
@@ -355,7 +348,6 @@ impl<'a> Cursor<'a> {
                 if depth > 64 {
                     return Err(malformed("nesting deeper than 64 levels"));
                 }
-                self.plain = false;
                 self.i += 1;
                 let close = if open == b'{' { b'}' } else { b']' };
                 self.ws();
@@ -459,13 +451,11 @@ pub(super) fn parse_object<'a>(
         b: line.as_bytes(),
         s: line,
         i: 0,
-        plain: true,
     };
     // A byte-order mark (the start of a file some tool wrote, or of one concatenated to
-    // another) is skipped; the line is then not in canonical form.
+    // another) is skipped.
     if line.starts_with(super::csv::BOM) {
         c.i = super::csv::BOM.len();
-        c.plain = false;
     }
     c.ws();
     if c.peek() != Some(b'{') {
@@ -475,7 +465,6 @@ pub(super) fn parse_object<'a>(
     c.ws();
     // The field before the next key, as an index into `order.next`.
     let mut prev = 0;
-    row.canonical_syntax = true;
     if c.peek() == Some(b'}') {
         c.i += 1;
     } else {
@@ -491,27 +480,18 @@ pub(super) fn parse_object<'a>(
                 }
                 None => {
                     let key = c.string()?;
-                    if matches!(key, Cow::Owned(_)) {
-                        row.canonical_syntax = false;
-                    }
                     c.expect(b':', "':'")?;
                     (FieldId::from_name(key.as_bytes()), key)
                 }
             };
             match field {
                 Some(f) => {
-                    if (f as usize) < prev {
-                        row.canonical_syntax = false;
-                    }
                     order.next[prev] = f as u8;
                     prev = f as usize + 1;
                     c.ws();
                     let v = match c.peek() {
                         Some(b'"') => {
                             let s = c.string()?;
-                            if matches!(s, Cow::Owned(_)) {
-                                row.canonical_syntax = false;
-                            }
                             // Codes are checked by `validate` only when they are invalid (a
                             // valid one cannot hold a card number), times and amounts never.
                             row.note_field(f, &s);
@@ -553,7 +533,6 @@ pub(super) fn parse_object<'a>(
             c.i + 1
         )));
     }
-    row.canonical_syntax &= c.plain && row.unknown_fields == 0;
     Ok(())
 }
 
@@ -644,7 +623,6 @@ mod tests {
             assert_eq!(ra, rb, "{line}");
             assert_eq!(a.values, b.values, "{line}");
             assert_eq!(a.unknown_fields, b.unknown_fields, "{line}");
-            assert_eq!(a.canonical_syntax, b.canonical_syntax, "{line}");
         }
     }
 

@@ -4,13 +4,13 @@
 //! fails on a bad record: it returns the good rows as a [`DecodedBatch`] and every bad one as a
 //! [`Reject`] with its reason and position, so `read = accepted + rejected` holds per chunk.
 
-mod canonical;
 mod card;
 mod csv;
 mod currency;
 mod fast;
 mod json;
 mod parquet;
+mod payload_hash;
 mod reject;
 mod row;
 mod str_column;
@@ -171,7 +171,6 @@ struct Assembler {
     spans: Vec<(u32, u32)>,
     hashes: Vec<u64>,
     batch_size: usize,
-    scratch: Vec<u8>,
     out: Decoded,
 }
 
@@ -196,20 +195,18 @@ impl Assembler {
             spans: Vec::with_capacity(cap),
             hashes: Vec::with_capacity(cap),
             batch_size,
-            scratch: Vec::with_capacity(512),
             out: Decoded::default(),
         }
     }
 
-    /// Validates and appends one parsed record, `bytes` at `at` in its chunk; `json` when it
-    /// came from JSON.
-    fn row(&mut self, raw: &RawRow<'_>, pos: u64, bytes: &[u8], at: usize, json: bool) {
+    /// Validates and appends one parsed record, `bytes` at `at` in its chunk.
+    fn row(&mut self, raw: &RawRow<'_>, pos: u64, bytes: &[u8], at: usize) {
         self.out.records += 1;
         self.out.unknown_fields += raw.unknown_fields as u64;
         match validate(raw) {
             Ok(v) => {
                 let sp = span(at, at + bytes.len());
-                self.accept(raw, &v, pos, json.then_some(bytes), sp)
+                self.accept(&v, pos, sp)
             }
             Err((reason, detail)) => self.reject(reason, detail, pos, bytes),
         }
@@ -217,24 +214,16 @@ impl Assembler {
 
     /// Appends a record already validated as `v` (counted by the caller); `sp` is where it is
     /// in its chunk.
-    fn accept(
-        &mut self,
-        raw: &RawRow<'_>,
-        v: &ValidRow<'_>,
-        pos: u64,
-        line: Option<&[u8]>,
-        sp: (u32, u32),
-    ) {
-        let hash = v.payload_hash(raw, line, &mut self.scratch);
-        self.push(v, pos, hash, sp);
+    fn accept(&mut self, v: &ValidRow<'_>, pos: u64, sp: (u32, u32)) {
+        self.push(v, pos, v.payload_hash(), sp);
     }
 
-    /// Counts and appends a record the fast path took from `line` (at `at` in its chunk),
-    /// which is the event's canonical JSON, so its hash is the payload hash.
-    fn canonical(&mut self, v: &ValidRow<'_>, pos: u64, line: &[u8], at: usize) {
+    /// Counts and appends a record the fast path took from `line` (at `at` in its chunk).
+    fn taken(&mut self, v: &ValidRow<'_>, taken: fast::Taken, pos: u64, line: &[u8], at: usize) {
         self.out.records += 1;
+        self.out.unknown_fields += u64::from(taken.unknown);
         let sp = span(at, at + line.len());
-        self.push(v, pos, canonical::canonical_hash(line), sp);
+        self.push(v, pos, v.payload_hash(), sp);
     }
 
     /// Appends a valid record with its payload hash and span (counted by the caller).
@@ -323,15 +312,15 @@ pub fn decode_json_lines_sized(
     let mut start = 0;
     let mut pos = first_line;
     while start <= chunk.len() {
-        // Most lines are canonical objects: the fast path reads one and tells where it ends,
+        // Most lines are valid events: the fast path reads one and tells where it ends,
         // so a line it takes costs no separate search for its newline.
         if let Some(text) = chunk_text {
             // SAFETY: `start` is 0 or follows a `\n`: a char boundary.
             let rest = unsafe { text.get_unchecked(start..) };
-            if let Some(len) = fast.row(rest, &mut valid) {
-                let end = start + len;
+            if let Some(taken) = fast.row(rest, &mut valid) {
+                let end = start + taken.len;
                 if matches!(chunk.get(end), None | Some(b'\n')) {
-                    asm.canonical(&valid, pos, &chunk[start..end], start);
+                    asm.taken(&valid, taken, pos, &chunk[start..end], start);
                     pos += 1;
                     start = end + 1;
                     continue;
@@ -365,13 +354,16 @@ pub fn decode_json_lines_sized(
         };
         // The fast path already declined the line, unless the chunk was not text or the line
         // ends in `\r\n`.
-        if (chunk_text.is_none() || crlf) && fast.row(text, &mut valid) == Some(text.len()) {
-            asm.canonical(&valid, pos, line, line_start);
+        if (chunk_text.is_none() || crlf)
+            && let Some(taken) = fast.row(text, &mut valid)
+            && taken.len == text.len()
+        {
+            asm.taken(&valid, taken, pos, line, line_start);
             continue;
         }
         let mut row = RawRow::default();
         match json::parse_object(text, &mut row, &mut order) {
-            Ok(()) => asm.row(&row, pos, line, line_start, true),
+            Ok(()) => asm.row(&row, pos, line, line_start),
             Err((reason, detail)) => {
                 asm.out.records += 1;
                 asm.reject(reason, detail, pos, line);
@@ -432,7 +424,7 @@ pub fn decode_csv(chunk: &[u8], first_line: u64, header: &CsvHeader, batch_size:
         let mut cells = Vec::new();
         let mut row = RawRow::default();
         match csv::parse_record(header, text, &mut cells, &mut row) {
-            Ok(()) => asm.row(&row, pos, rec, rec_start, false),
+            Ok(()) => asm.row(&row, pos, rec, rec_start),
             Err((reason, detail)) => {
                 asm.out.records += 1;
                 asm.reject(reason, detail, pos, rec);
@@ -455,7 +447,7 @@ pub fn decode_parquet(batch: &RecordBatch, first_row: u64, batch_size: usize) ->
         asm.out.unknown_fields += row.unknown_fields as u64;
         // Validated once here: a rejected row's raw record is built from the Parquet columns.
         match validate(&row) {
-            Ok(v) => asm.accept(&row, &v, pos, None, span(i, i + 1)),
+            Ok(v) => asm.accept(&v, pos, span(i, i + 1)),
             Err((reason, detail)) => asm.reject(reason, detail, pos, cols.row_json(i).as_bytes()),
         }
     }

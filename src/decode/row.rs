@@ -65,11 +65,6 @@ pub struct RawRow<'a> {
     pub unknown_fields: u32,
     /// Name of a field (known or not) whose string value looks like a card number.
     pub card_number_in: Option<String>,
-    /// Set by the JSON parser when the line has the syntax of canonical JSON
-    /// (`ValidRow::canonical_json`): known keys only, in schema order, no escapes, no
-    /// whitespace, no `null` or other literal, no minus sign. Only values can then differ from
-    /// the canonical form; `ValidRow::is_canonical_line` checks the two that can.
-    pub canonical_syntax: bool,
 }
 
 impl<'a> RawRow<'a> {
@@ -105,7 +100,7 @@ pub struct ValidRow<'r> {
 }
 
 impl<'r> ValidRow<'r> {
-    /// A row with no values, for the fast path for canonical lines to fill.
+    /// A row with no values, for the fast path to fill.
     pub(super) fn empty() -> Self {
         ValidRow {
             strs: [None; NUM_FIELDS],

@@ -1,4 +1,4 @@
-//! Generated events as JSON Lines, the canonical form (`docs/EVENTS.md`): keys in schema order,
+//! Generated events as JSON Lines (`docs/EVENTS.md`), compact, keys in schema order,
 //! absent optional fields left out, times as RFC 3339 UTC with milliseconds.
 //!
 //! The bytes are exactly what `gen` wrote before it had other formats, malformed lines
@@ -26,7 +26,7 @@ impl<'w> JsonOut<'w> {
     }
 }
 
-/// Appends `row` as one canonical JSON line (with its `\n`). Generated strings need no
+/// Appends `row` as one compact JSON line (with its `\n`). Generated strings need no
 /// escaping: they are ids, codes and words of `[A-Za-z0-9_]`.
 pub(super) fn write_row(out: &mut Vec<u8>, row: &Row) {
     out.push(b'{');

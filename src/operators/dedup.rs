@@ -42,9 +42,10 @@ pub struct Dedup {
 /// How many rows ahead [`Dedup::prefetch`] should run of [`Dedup::check_key`] to hide a miss.
 pub const PREFETCH_DISTANCE: usize = 8;
 
-/// Which payload hash the stored hashes are (see `decode::canonical`): 2 is XXH3 of the
-/// canonical JSON. State holding another kind cannot be compared with new events.
-const PAYLOAD_HASH_VERSION: u64 = 2;
+/// Which payload hash the stored hashes are (see `decode::payload_hash`): 2 was XXH3 of the
+/// canonical JSON, 3 is the hash of the validated values. State holding another kind cannot be
+/// compared with new events.
+const PAYLOAD_HASH_VERSION: u64 = 3;
 
 impl Dedup {
     /// A dedup with the given TTL in milliseconds of event time.
