@@ -1,6 +1,7 @@
 //! Hostile input at the decoder (issue 12, items 4–6 and 9–12): card numbers in every spelling
 //! never reach results or dead letters, reasons do not depend on the file format, byte-order
-//! marks and repeated CSV columns, and dead letters that keep the record as received.
+//! marks and repeated CSV columns, and dead letters that keep the record as received; and
+//! (issue 15, part 4) every shape of the same events decodes to the same results.
 
 use std::path::Path;
 
@@ -343,5 +344,105 @@ fn router_rejects_keep_the_record_as_received() {
             "e1,capture,2026-11-01T01:00:00+01:00,p,m,c,7,EUR,\"y,z\"",
             "e2,capture,2027-11-01T00:00:00Z,p,m,c,5,EUR,"
         ]
+    );
+}
+
+/// The same generated events (redeliveries and invalid lines included) rewritten the ways other
+/// producers write them, each copy of a redelivered event differently: results, counts and
+/// dead-letter reasons equal the original file's. A redelivery respelled is still a duplicate,
+/// not a conflict (the payload hash reads values), and unknown fields are counted.
+#[test]
+fn every_shape_of_the_same_events_gives_the_same_results_and_counts() {
+    use rand::seq::SliceRandom;
+    use rand::{Rng, SeedableRng};
+    use serde_json::Value;
+
+    let dir = tempfile::tempdir().unwrap();
+    let mut bytes = Vec::new();
+    paystream::generate::generate(
+        &paystream::generate::GenConfig {
+            events: 6_000,
+            seed: 31,
+            duplicate_rate: 0.05,
+            malformed_rate: 0.02,
+            ..paystream::generate::GenConfig::default()
+        },
+        &mut bytes,
+    )
+    .unwrap();
+    let original = String::from_utf8(bytes).unwrap();
+    let mut rng = rand::rngs::StdRng::seed_from_u64(32);
+    let (mut reshaped, mut extras) = (String::new(), 0);
+    for line in original.lines() {
+        let Ok(Value::Object(map)) = serde_json::from_str::<Value>(line) else {
+            reshaped.push_str(line);
+            reshaped.push('\n');
+            continue;
+        };
+        let mut fields: Vec<(String, Value)> = map.into_iter().collect();
+        fields.shuffle(&mut rng);
+        if fields
+            .iter()
+            .any(|(k, v)| k == "event_type" && v == "authorization")
+            && rng.random_bool(0.5)
+        {
+            fields.retain(|(k, v)| !(k == "status" && v == "approved"));
+        }
+        if !fields.iter().any(|(k, _)| k == "fee_minor") && rng.random_bool(0.3) {
+            fields.push(("fee_minor".into(), Value::Null));
+        }
+        if rng.random_bool(0.3) {
+            extras += 1;
+            fields.push((
+                "x_trace".into(),
+                serde_json::json!({"span": [1, "a"], "ok": true}),
+            ));
+        }
+        let (comma, colon) = if rng.random_bool(0.5) {
+            (", ", ": ")
+        } else {
+            (",", ":")
+        };
+        let body: Vec<String> = fields
+            .iter()
+            .map(|(k, v)| format!("{}{colon}{v}", Value::from(k.as_str())))
+            .collect();
+        reshaped.push_str(&format!("{{{}}}\n", body.join(comma)));
+    }
+    let a = write(dir.path(), "generated.jsonl", &original);
+    let b = write(dir.path(), "reshaped.jsonl", &reshaped);
+    let sql = "SELECT merchant_id, currency, window_start, count(*) AS n, \
+               sum(amount_minor) AS amount, sum(fee_minor) AS fees, \
+               count(*) FILTER (WHERE status = 'approved') AS approved \
+               FROM TUMBLE(payments, event_time, INTERVAL '1' MINUTE) \
+               GROUP BY merchant_id, currency, window_start, window_end";
+    let (ra, rb) = (replay(sql, &a, |_| {}), replay(sql, &b, |_| {}));
+    assert!(
+        ra.summary.duplicates > 20 && ra.summary.dead_lettered > 50,
+        "{:?}",
+        (ra.summary.duplicates, ra.summary.dead_lettered)
+    );
+    assert_eq!(
+        crate::util::sorted(ra.lines.clone()),
+        crate::util::sorted(rb.lines.clone())
+    );
+    let counts = |r: &crate::util::Run| {
+        let s = &r.summary;
+        (s.read, s.accepted, s.duplicates, s.dead_lettered, s.late)
+    };
+    assert_eq!(counts(&ra), counts(&rb));
+    let reasons = |r: &crate::util::Run| {
+        let mut v: Vec<String> = r
+            .dead_letters
+            .iter()
+            .map(|d| d["reason"].to_string())
+            .collect();
+        v.sort();
+        v
+    };
+    assert_eq!(reasons(&ra), reasons(&rb));
+    assert_eq!(
+        rb.summary.unknown_fields,
+        ra.summary.unknown_fields + extras
     );
 }
