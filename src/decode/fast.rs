@@ -15,7 +15,7 @@
 use super::MAX_AMOUNT;
 use super::card::contains_card_number;
 use super::currency::is_iso4217;
-use super::json::{KEY_PATTERNS, find_special};
+use super::json::{KEY_PATTERNS, find_special, number_end};
 use super::row::{
     MAX_EVENT_TIME, ValidRow, is_country_code, is_event_id, is_mcc, screened_eagerly,
 };
@@ -45,9 +45,9 @@ const CARD_CHECKED: [FieldId; 7] = {
 
 /// The fast path's memory between the lines of one chunk: which keys followed which (lines
 /// from one producer list their fields alike, so the key after a field is usually one of the
-/// two that followed it before: optional fields come and go), and the minute of the last `event_time` (events arrive roughly in
-/// time order, so most share the previous event's minute and only seconds and milliseconds
-/// are left to read). Neither changes what is accepted, only how fast.
+/// two that followed it before: optional fields come and go), and the minute of the last
+/// `event_time` (events arrive roughly in time order, so most share the previous event's minute
+/// and only seconds and milliseconds are left to read). Neither changes what is accepted, only how fast.
 pub(super) struct FastPath {
     /// `after[0]`: the first keys; `after[f + 1]`: the keys after field `f`, latest first.
     after: [[u8; 2]; NUM_FIELDS + 1],
@@ -148,7 +148,7 @@ impl FastPath {
             i = match field {
                 None => {
                     unknown += 1;
-                    skip_value(b, at, 0)?
+                    skip_value(line, at, 0)?
                 }
                 Some(f) => {
                     if seen & (1 << f) != 0 {
@@ -299,14 +299,15 @@ fn skip_ws(b: &[u8], mut i: usize) -> usize {
 /// validates it and screened as it screens it (every string and key, and numbers inside an
 /// object or array); `None` for a card number, an escape, a newline or anything invalid,
 /// which the general route then judges.
-fn skip_value(b: &[u8], i: usize, depth: u32) -> Option<usize> {
+fn skip_value(text: &str, i: usize, depth: u32) -> Option<usize> {
+    let b = text.as_bytes();
     match *b.get(i)? {
         b'"' => {
             let end = find_special(b, i + 1);
             (b.get(end) == Some(&b'"') && !contains_card_number(&b[i + 1..end])).then_some(end + 1)
         }
         b'-' | b'0'..=b'9' => {
-            let end = skip_number(b, i)?;
+            let end = number_end(text, i)?;
             (depth == 0 || !contains_card_number(&b[i..end])).then_some(end)
         }
         b't' => literal(b, i, b"true"),
@@ -336,7 +337,7 @@ fn skip_value(b: &[u8], i: usize, depth: u32) -> Option<usize> {
                     }
                     j = skip_ws(b, j + 1);
                 }
-                j = skip_ws(b, skip_value(b, j, depth + 1)?);
+                j = skip_ws(b, skip_value(text, j, depth + 1)?);
                 match b.get(j) {
                     Some(b',') => j = skip_ws(b, j + 1),
                     Some(&c) if c == close => return Some(j + 1),
@@ -346,42 +347,6 @@ fn skip_value(b: &[u8], i: usize, depth: u32) -> Option<usize> {
         }
         _ => None,
     }
-}
-
-/// Where the JSON number at `b[i]` ends (the JSON grammar: no leading zero, no `+`, digits on
-/// both sides of a point).
-fn skip_number(b: &[u8], mut i: usize) -> Option<usize> {
-    let digits = |mut i: usize| {
-        while b.get(i).is_some_and(u8::is_ascii_digit) {
-            i += 1;
-        }
-        i
-    };
-    if b.get(i) == Some(&b'-') {
-        i += 1;
-    }
-    i = match b.get(i)? {
-        b'0' => i + 1,
-        b'1'..=b'9' => digits(i),
-        _ => return None,
-    };
-    if b.get(i) == Some(&b'.') {
-        if !b.get(i + 1).is_some_and(u8::is_ascii_digit) {
-            return None;
-        }
-        i = digits(i + 1);
-    }
-    if let Some(b'e' | b'E') = b.get(i) {
-        i += 1;
-        if let Some(b'+' | b'-') = b.get(i) {
-            i += 1;
-        }
-        if !b.get(i).is_some_and(u8::is_ascii_digit) {
-            return None;
-        }
-        i = digits(i);
-    }
-    Some(i)
 }
 
 /// Where `word` ends if it is at `b[i]`.
