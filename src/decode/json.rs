@@ -438,18 +438,6 @@ impl KeyOrder {
     }
 }
 
-/// Where the JSON number at `line[i]` ends, by the grammar the general route parses it with;
-/// `None` when none starts there. For the fast path, which skips numbers it does not keep.
-pub(super) fn number_end(line: &str, i: usize) -> Option<usize> {
-    let mut c = Cursor {
-        b: line.as_bytes(),
-        s: line,
-        i,
-    };
-    c.number().ok()?;
-    Some(c.i)
-}
-
 /// Parses one line holding one JSON object into `row`.
 ///
 /// `line` must already be valid UTF-8 (checked by the caller). `order` carries the key order
