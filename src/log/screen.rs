@@ -51,7 +51,54 @@ pub(crate) fn holds_card_number(line: &[u8]) -> bool {
             masked.get_or_insert_with(|| line.to_vec())[s..e].fill(b'x');
         }
     }
+    for (s, e) in epoch_millis_spans(line) {
+        masked.get_or_insert_with(|| line.to_vec())[s..e].fill(b'x');
+    }
     masked.is_none_or(|m| record_contains_card_number(&m))
+}
+
+/// The JSON number tokens (outside strings) of `line` that are epoch-millisecond times: exactly
+/// 13 digits starting with 1, 2 or 3 (2001-09-09 to 2065-01-24). No card scheme issues a
+/// 13-digit number outside Visa's range 4, so such a value is a time in any field — a declared
+/// source's `ts`, which the log cannot know by name — and one in ten of them passes the Luhn
+/// check.
+fn epoch_millis_spans(line: &[u8]) -> Vec<(usize, usize)> {
+    let mut out = Vec::new();
+    let (mut i, mut in_string) = (0, false);
+    while i < line.len() {
+        let c = line[i];
+        if in_string {
+            match c {
+                b'\\' => i += 1,
+                b'"' => in_string = false,
+                _ => {}
+            }
+            i += 1;
+            continue;
+        }
+        match c {
+            b'"' => in_string = true,
+            b'0'..=b'9' => {
+                let start = i;
+                while i < line.len() && line[i].is_ascii_digit() {
+                    i += 1;
+                }
+                let before = start.checked_sub(1).map(|k| line[k]);
+                let after = line.get(i).copied();
+                if i - start == 13
+                    && matches!(line[start], b'1'..=b'3')
+                    && !matches!(before, Some(b'-' | b'.'))
+                    && !matches!(after, Some(b'.' | b'e' | b'E'))
+                {
+                    out.push((start, i));
+                }
+                continue;
+            }
+            _ => {}
+        }
+        i += 1;
+    }
+    out
 }
 
 /// Whether `line` has 13 bytes in a row that could belong to a card number: ASCII digits, the
@@ -260,6 +307,10 @@ mod tests {
             r#"{"x":4539148803436467.0}"#,
             r#"{"amount_minor":5,"amount_minor":4539148803436467}"#,
             r#"{"amount_minor":4539148803436467.0}"#,
+            // 13 digits in a string, a Visa-range 13-digit number, a longer one.
+            r#"{"ts":"1700000000004"}"#,
+            r#"{"ts":4222222222222}"#,
+            r#"{"ts":17000000000043}"#,
         ];
         for line in held {
             assert!(holds_card_number(line.as_bytes()), "{line}");
@@ -267,6 +318,8 @@ mod tests {
         // 1700000000004 and 100000000000009 pass the Luhn check: a timestamp and an amount.
         let clean = [
             r#"{"event_time":1700000000004,"amount_minor":100000000000009}"#,
+            // An epoch-ms time in any field (a declared source's), not a 13-digit Visa.
+            r#"{"ts":1700000000004,"nested":{"at":[1700000000004]}}"#,
             r#"{"fee_minor":100000000000009,"note":"caf\u00e9"}"#,
             r#"{"card_id":"card_4539148"}"#,
         ];
