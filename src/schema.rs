@@ -202,9 +202,10 @@ pub struct EventSchema {
     stream: String,
     arrow: SchemaRef,
     windowed: SchemaRef,
-    id: usize,
+    id: Option<usize>,
     event_time: usize,
     dictionaries: Vec<(usize, ArrayRef)>,
+    declared: bool,
 }
 
 impl EventSchema {
@@ -218,19 +219,44 @@ impl EventSchema {
         event_time: &str,
         dictionaries: Vec<(&str, ArrayRef)>,
     ) -> crate::error::Result<Self> {
+        Self::build(stream, arrow, Some(id), event_time, dictionaries, false)
+    }
+
+    /// The schema of a source declared with its own columns (`CREATE SOURCE orders (…)`):
+    /// decoded by the schema-driven decoder, deduplicated on `id` when the source names one
+    /// (`dedup_key`), timed by `event_time`.
+    pub fn declared(
+        stream: impl Into<String>,
+        arrow: SchemaRef,
+        id: Option<&str>,
+        event_time: &str,
+    ) -> crate::error::Result<Self> {
+        Self::build(stream, arrow, id, event_time, vec![], true)
+    }
+
+    fn build(
+        stream: impl Into<String>,
+        arrow: SchemaRef,
+        id: Option<&str>,
+        event_time: &str,
+        dictionaries: Vec<(&str, ArrayRef)>,
+        declared: bool,
+    ) -> crate::error::Result<Self> {
         let bad = |m: String| crate::error::Error::Internal(format!("event schema: {m}"));
         let col = |name: &str| {
             arrow
                 .index_of(name)
                 .map_err(|_| bad(format!("no column `{name}`")))
         };
-        let (id, event_time) = (col(id)?, col(event_time)?);
-        let f = arrow.field(id);
-        if f.data_type() != &DataType::Utf8 || f.is_nullable() {
-            return Err(bad(format!(
-                "the id column `{}` must be a non-null string",
-                f.name()
-            )));
+        let (id, event_time) = (id.map(col).transpose()?, col(event_time)?);
+        if let Some(id) = id {
+            let f = arrow.field(id);
+            if f.data_type() != &DataType::Utf8 || f.is_nullable() {
+                return Err(bad(format!(
+                    "the id column `{}` must be a non-null string",
+                    f.name()
+                )));
+            }
         }
         let f = arrow.field(event_time);
         if f.data_type() != &timestamp_type() || f.is_nullable() {
@@ -268,6 +294,7 @@ impl EventSchema {
             id,
             event_time,
             dictionaries,
+            declared,
         })
     }
 
@@ -292,9 +319,28 @@ impl EventSchema {
         &self.windowed
     }
 
-    /// Index of the id column, which dedup keys on.
-    pub fn id_column(&self) -> usize {
+    /// Index of the id column, which dedup keys on; `None` for a declared source without a
+    /// `dedup_key` (its events are not deduplicated).
+    pub fn id_column(&self) -> Option<usize> {
         self.id
+    }
+
+    /// The columns that break ties between events of one event time, after the query's own
+    /// ORDER BY: the id when there is one, else every other column in order (two events equal
+    /// in all of them are interchangeable, so any order of them gives the same results).
+    pub fn tie_columns(&self) -> Vec<usize> {
+        match self.id {
+            Some(id) => vec![id],
+            None => (0..self.arrow.fields().len())
+                .filter(|c| *c != self.event_time)
+                .collect(),
+        }
+    }
+
+    /// Whether the events were declared with their own columns (decoded by the schema-driven
+    /// decoder), rather than being the built-in payment events.
+    pub fn is_declared(&self) -> bool {
+        self.declared
     }
 
     /// Index of the event-time column, which the watermark and the windows follow.
@@ -318,7 +364,8 @@ impl EventSchema {
     /// Whether two schemas describe the same events (their stream name aside).
     pub fn same_events(&self, other: &EventSchema) -> bool {
         self.arrow == other.arrow
-            && (self.id, self.event_time) == (other.id, other.event_time)
+            && (self.id, self.event_time, self.declared)
+                == (other.id, other.event_time, other.declared)
             && self.dictionaries.len() == other.dictionaries.len()
             && self
                 .dictionaries
@@ -387,7 +434,9 @@ mod tests {
     fn the_payment_schema_declares_its_roles() {
         let p = EventSchema::payments();
         assert_eq!(p.stream(), "payments");
-        assert_eq!(p.id_column(), FieldId::EventId as usize);
+        assert_eq!(p.id_column(), Some(FieldId::EventId as usize));
+        assert_eq!(p.tie_columns(), vec![FieldId::EventId as usize]);
+        assert!(!p.is_declared());
         assert_eq!(p.event_time_column(), FieldId::EventTime as usize);
         assert_eq!(p.windowed().as_ref(), windowed_schema().as_ref());
         assert_eq!(p.window_start_column(), NUM_FIELDS);

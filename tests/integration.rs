@@ -1,6 +1,7 @@
 //! The integration-test binary (one binary, so it links once).
 
 mod cli;
+mod declared_source;
 mod decode_hardening;
 mod exactly_once;
 mod first_hour;

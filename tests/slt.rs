@@ -7,7 +7,11 @@
 //! * `SET watermark_delay = '2s'` (also `batch_size`, `workers`, `dedup_ttl`, `max_skew`);
 //! * `SHOW SUMMARY` — `read accepted duplicates dead_lettered late results` of the last query;
 //! * `SHOW LATE` — `event_id line` of each late event of the last query;
-//! * `SHOW DEAD_LETTERS` — `reason line` of each dead-lettered record of the last query.
+//! * `SHOW DEAD_LETTERS` — `reason line` of each dead-lettered record of the last query;
+//! * `CREATE SOURCE name (columns…, WATERMARK FOR …)` — later queries read the events as that
+//!   declared source (its watermark delay and dedup key apply; a `SET` still wins), until
+//!   `DROP SOURCE`;
+//! * `SHOW DEAD_LETTERS DETAIL` — `reason line detail` of each dead-lettered record.
 //!
 //! A query replays all events given so far and returns its rows in emission order (use
 //! `rowsort` where only the order within a window is free). Values print as text, nulls as NULL.
@@ -22,6 +26,7 @@ use crate::util::Run;
 #[derive(Default)]
 struct SltDb {
     events: String,
+    source: Option<paystream::sql::query_file::SourceDecl>,
     settings: Vec<(String, String)>,
     last: Option<Run>,
 }
@@ -68,6 +73,16 @@ impl sqllogictest::DB for SltDb {
             }
             return Ok(DBOutput::StatementComplete(0));
         }
+        if upper.starts_with("CREATE SOURCE") {
+            let decl = paystream::sql::query_file::parse_source_declaration(trimmed)
+                .map_err(|e| SltError(e.to_string()))?;
+            self.source = Some(decl);
+            return Ok(DBOutput::StatementComplete(0));
+        }
+        if upper == "DROP SOURCE" {
+            self.source = None;
+            return Ok(DBOutput::StatementComplete(0));
+        }
         if upper == "CLEAR EVENTS" {
             self.events.clear();
             return Ok(DBOutput::StatementComplete(0));
@@ -111,6 +126,15 @@ impl sqllogictest::DB for SltDb {
                         .collect(),
                 ));
             }
+            "SHOW DEAD_LETTERS DETAIL" => {
+                let r = self.last()?;
+                return Ok(rows(
+                    r.dead_letters
+                        .iter()
+                        .map(|l| vec![text(&l["reason"]), text(&l["line"]), text(&l["detail"])])
+                        .collect(),
+                ));
+            }
             "SHOW DEAD_LETTERS" => {
                 let r = self.last()?;
                 return Ok(rows(
@@ -123,13 +147,31 @@ impl sqllogictest::DB for SltDb {
             _ => {}
         }
         // A stream query: replay everything given so far.
-        paystream::plan_query(trimmed).map_err(|e| SltError(e.to_string()))?;
+        let plan = match &self.source {
+            None => paystream::plan_query(trimmed),
+            Some(s) => paystream::sql::plan_query_in(
+                trimmed,
+                &s.events,
+                &s.name,
+                &paystream::sql::WindowLimits::default(),
+            ),
+        }
+        .map_err(|e| SltError(e.to_string()))?;
         let dir = tempfile::tempdir().map_err(|e| SltError(e.to_string()))?;
         let input = dir.path().join("events.jsonl");
         std::fs::write(&input, &self.events).map_err(|e| SltError(e.to_string()))?;
         let settings = self.settings.clone();
+        let declared = self
+            .source
+            .as_ref()
+            .map(|s| (s.watermark_delay, s.dedup_ttl, s.max_skew));
         let mut bad = None;
-        let run = try_replay(trimmed, &input, |o| {
+        let run = crate::util::try_replay_with(&plan, &input, |o| {
+            if let Some((delay, ttl, skew)) = declared {
+                o.watermark_delay = delay.unwrap_or(o.watermark_delay);
+                o.dedup_ttl = ttl.unwrap_or(o.dedup_ttl);
+                o.max_skew = skew.unwrap_or(o.max_skew);
+            }
             for (k, v) in &settings {
                 let ms = || parse_duration_millis(v);
                 let r: Result<(), String> = match k.as_str() {
@@ -177,16 +219,6 @@ impl sqllogictest::DB for SltDb {
         self.last = Some(run);
         Ok(rows(out))
     }
-}
-
-/// Like `util::replay`, with the run's error returned rather than a panic.
-fn try_replay(
-    sql: &str,
-    input: &Path,
-    configure: impl FnOnce(&mut crate::util::ReplayConfig),
-) -> paystream::Result<Run> {
-    let plan = paystream::plan_query(sql)?;
-    crate::util::try_replay_with(&plan, input, configure)
 }
 
 fn run_slt(path: &Path) {

@@ -47,7 +47,9 @@ pub fn try_replay_with(
         MemorySink::default(),
         MemorySink::default(),
     );
-    let source = FileSource::new(input).starting_at(config.start);
+    let source = FileSource::new(input)
+        .starting_at(config.start)
+        .events(Arc::clone(&plan.events));
     let mut spec = RunSpec::single(Arc::new(source), plan, Box::new(results.clone()));
     spec.dead_letter = Box::new(dl.clone());
     spec.late = Box::new(late.clone());

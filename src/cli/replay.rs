@@ -9,7 +9,9 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use paystream::engine::{RunHandle, RunState, defaults};
 use paystream::sink::{Sink, WriterSink};
-use paystream::{FileSource, Format, RunOptions, RunSpec, plan_query};
+use paystream::sql::query_file::parse_replay_query;
+use paystream::sql::{WindowLimits, plan_query_in};
+use paystream::{EventSchema, FileSource, Format, RunOptions, RunSpec};
 
 use super::common::{duration, finish_summary, output_sink};
 use super::signals::stop_on_signal;
@@ -18,7 +20,10 @@ use super::signals::stop_on_signal;
 pub(crate) struct ReplayArgs {
     /// The event file; `-` reads standard input (JSON Lines unless `--format csv`).
     file: PathBuf,
-    /// The SQL file holding the stream query (reads the stream `payments`).
+    /// The SQL file holding the stream query: a SELECT over the stream `payments`, or a
+    /// `CREATE SOURCE name (columns…, WATERMARK FOR ts AS ts - INTERVAL '5' SECOND)` followed by
+    /// a SELECT over `name` (the file is then decoded into those columns; the declaration's
+    /// WITH (…) is optional, its dedup_key, watermark and other time options apply).
     #[arg(long, short, required_unless_present = "into", conflicts_with = "into")]
     query: Option<PathBuf>,
     /// Instead of running a query, load the file into this topic of the embedded log (JSON
@@ -34,9 +39,10 @@ pub(crate) struct ReplayArgs {
     /// File for late events (arrived after their window fired).
     #[arg(long)]
     late: Option<PathBuf>,
-    /// Bounded out-of-orderness: watermark = max event time seen - delay.
-    #[arg(long, default_value = defaults::WATERMARK_DELAY_TEXT)]
-    watermark_delay: String,
+    /// Bounded out-of-orderness: watermark = max event time seen - delay [default: 5s, or the
+    /// query file's WATERMARK FOR].
+    #[arg(long)]
+    watermark_delay: Option<String>,
     /// Worker threads (default: all cores).
     #[arg(long)]
     workers: Option<usize>,
@@ -49,17 +55,19 @@ pub(crate) struct ReplayArgs {
     /// Rows per batch.
     #[arg(long, default_value_t = defaults::BATCH_SIZE)]
     batch_size: usize,
-    /// How long (in event time) event ids are remembered for deduplication.
-    #[arg(long, default_value = defaults::DEDUP_TTL_TEXT)]
-    dedup_ttl: String,
+    /// How long (in event time) event ids are remembered for deduplication [default: 1h, or the
+    /// query file's dedup_ttl].
+    #[arg(long)]
+    dedup_ttl: Option<String>,
     /// How long (in event time) a window function (OVER) keeps a key's state after its last
     /// event, for functions whose state never ends by itself (row_number, lag, frames from
     /// UNBOUNDED PRECEDING); the dedup TTL when absent.
     #[arg(long)]
     state_ttl: Option<String>,
-    /// Event times further than this ahead of the watermark are dead-lettered.
-    #[arg(long, default_value = defaults::MAX_SKEW_TEXT)]
-    max_skew: String,
+    /// Event times further than this ahead of the watermark are dead-lettered [default: 5m, or
+    /// the query file's max_skew].
+    #[arg(long)]
+    max_skew: Option<String>,
     /// Fail (exit 1) when more than 1% of the records were dead-lettered or late, instead of
     /// only warning.
     #[arg(long)]
@@ -96,16 +104,52 @@ pub(crate) fn replay(mut a: ReplayArgs, data: &super::log_cmds::DataDir) -> anyh
         .with_context(|| format!("cannot read the query file {}", query.display()))?;
     let mut opts = RunOptions::default();
     let mut format = None;
-    opts.watermark_delay = duration("--watermark-delay", &a.watermark_delay)?;
-    opts.dedup_ttl = duration("--dedup-ttl", &a.dedup_ttl)?;
-    opts.max_skew = duration("--max-skew", &a.max_skew)?;
+    let parsed = parse_replay_query(&sql).with_context(|| format!("in {}", query.display()))?;
+    let declared = parsed.source.as_ref();
+    // A flag wins over the declaration, which wins over the default.
+    let setting = |flag: &str,
+                   given: &Option<String>,
+                   declared: Option<i64>,
+                   default: &str|
+     -> anyhow::Result<(i64, String)> {
+        match (given, declared) {
+            (Some(v), _) => Ok((duration(flag, v)?, flag.to_string())),
+            (None, Some(ms)) => Ok((ms, format!("the {} of {}", &flag[2..], query.display()))),
+            (None, None) => Ok((duration(flag, default)?, flag.to_string())),
+        }
+    };
+    let (delay, delay_from) = setting(
+        "--watermark-delay",
+        &a.watermark_delay,
+        declared.and_then(|s| s.watermark_delay),
+        defaults::WATERMARK_DELAY_TEXT,
+    )?;
+    let (skew, skew_from) = setting(
+        "--max-skew",
+        &a.max_skew,
+        declared.and_then(|s| s.max_skew),
+        defaults::MAX_SKEW_TEXT,
+    )?;
+    opts.watermark_delay = delay;
+    opts.max_skew = skew;
+    opts.dedup_ttl = setting(
+        "--dedup-ttl",
+        &a.dedup_ttl,
+        declared.and_then(|s| s.dedup_ttl),
+        defaults::DEDUP_TTL_TEXT,
+    )?
+    .0;
     paystream::operators::check_max_skew(
         opts.watermark_delay,
         opts.max_skew,
-        "--watermark-delay",
-        "--max-skew",
+        &delay_from,
+        &skew_from,
     )?;
-    let plan = plan_query(&sql)
+    let (events, stream) = match declared {
+        Some(s) => (Arc::clone(&s.events), s.name.clone()),
+        None => (EventSchema::payments(), "payments".to_string()),
+    };
+    let plan = plan_query_in(&parsed.select, &events, &stream, &WindowLimits::default())
         .with_context(|| format!("in {}", query.display()))?
         .named(format!("the query in {}", query.display()));
     let plan = match &a.state_ttl {
@@ -149,7 +193,7 @@ pub(crate) fn replay(mut a: ReplayArgs, data: &super::log_cmds::DataDir) -> anyh
         Some(p) => Box::new(WriterSink::create("--output", p)?),
         None => Box::new(WriterSink::stdout()),
     };
-    let source = FileSource::new(&a.file).format(format);
+    let source = FileSource::new(&a.file).format(format).events(events);
     let mut spec = RunSpec::single(Arc::new(source), &plan, results);
     spec.dead_letter = output_sink("--dead-letter", a.dead_letter.as_deref())?;
     spec.late = output_sink("--late", a.late.as_deref())?;
@@ -166,8 +210,8 @@ pub(crate) fn replay(mut a: ReplayArgs, data: &super::log_cmds::DataDir) -> anyh
             }
         },
         late: format!(
-            "Their event times were behind the watermark (the latest event time seen minus --watermark-delay, {}): if the file is far out of order, raise --watermark-delay; {}",
-            a.watermark_delay,
+            "Their event times were behind the watermark (the latest event time seen minus {delay_from}, {}): if the file is far out of order, raise --watermark-delay; {}",
+            paystream::operators::millis_text(delay),
             match &a.late {
                 Some(p) => format!("they are in {}.", p.display()),
                 None => "--late FILE lists them.".into(),

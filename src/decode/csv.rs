@@ -38,6 +38,29 @@ pub struct CsvHeader {
 }
 
 impl CsvHeader {
+    /// A header whose cells name the columns of a declared source: split and checked for
+    /// repeated names only (the declared decoder checks which columns it needs).
+    pub fn parse_names(line: &str) -> Result<Self, CsvHeaderError> {
+        let line = line.strip_prefix(BOM).unwrap_or(line);
+        let mut cells = Vec::new();
+        split_record(line, &mut cells).map_err(|e| CsvHeaderError::Malformed(e.1))?;
+        let names: Vec<String> = cells.iter().map(|c| c.trim().to_string()).collect();
+        for (k, name) in names.iter().enumerate() {
+            if let Some(first) = names[..k].iter().position(|n| n == name && !n.is_empty()) {
+                return Err(CsvHeaderError::Duplicate(redact(name), first + 1, k + 1));
+            }
+        }
+        Ok(CsvHeader {
+            columns: vec![None; names.len()],
+            names,
+        })
+    }
+
+    /// The header's cells, trimmed.
+    pub fn names(&self) -> &[String] {
+        &self.names
+    }
+
     /// Parses the header record. A leading byte-order mark is skipped; a name given twice is
     /// refused ([`CsvHeaderError::Duplicate`], as JSON refuses a repeated field).
     pub fn parse(line: &str) -> Result<Self, CsvHeaderError> {
@@ -72,7 +95,7 @@ impl CsvHeader {
 }
 
 /// Splits one CSV record (without its line terminator) into cells, unquoting them.
-fn split_record<'a>(
+pub(super) fn split_record<'a>(
     rec: &'a str,
     cells: &mut Vec<std::borrow::Cow<'a, str>>,
 ) -> Result<(), Invalid> {

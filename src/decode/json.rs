@@ -7,8 +7,9 @@
 
 use std::borrow::Cow;
 
+use super::declared::DeclaredRow;
 use super::reject::RejectReason;
-use super::row::{Invalid, RawRow, RawValue};
+use super::row::{Invalid, RawRow, RawValue, Screen};
 use crate::schema::{FIELD_NAMES, FieldId, NUM_FIELDS};
 
 /// Index of the first byte at or after `i` that is `"`, `\\` or a control character (< 0x20),
@@ -298,7 +299,7 @@ impl<'a> Cursor<'a> {
             // Fractions, exponents and integers beyond i64's safe digits are not money.
             return Ok(match self.s[start..self.i].parse::<i64>() {
                 Ok(v) if integral => RawValue::Int(v),
-                _ => RawValue::Float,
+                _ => RawValue::Float(self.s[start..self.i].parse().unwrap_or(f64::NAN)),
             });
         }
         let mut v: i64 = 0;
@@ -318,9 +319,9 @@ impl<'a> Cursor<'a> {
     }
 
     /// Parses any value; nested objects and arrays are validated and skipped.
-    fn value(
+    fn value<S: Screen>(
         &mut self,
-        row: &mut RawRow<'a>,
+        row: &mut S,
         field: &str,
         depth: u32,
     ) -> Result<RawValue<'a>, Invalid> {
@@ -341,8 +342,8 @@ impl<'a> Cursor<'a> {
                 }
                 Ok(v)
             }
-            Some(b't') => self.literal(b"true", RawValue::Bool),
-            Some(b'f') => self.literal(b"false", RawValue::Bool),
+            Some(b't') => self.literal(b"true", RawValue::Bool(true)),
+            Some(b'f') => self.literal(b"false", RawValue::Bool(false)),
             Some(b'n') => self.literal(b"null", RawValue::Null),
             Some(open @ (b'{' | b'[')) => {
                 if depth > 64 {
@@ -436,6 +437,83 @@ impl KeyOrder {
         let bytes: [u8; 16] = b.get(i + 1..i + 17)?.try_into().ok()?;
         (u128::from_le_bytes(bytes) & mask == pat).then(|| (FieldId::ALL[f], skip))
     }
+}
+
+/// Parses one line holding one JSON object of a declared schema's events into `row`: a member
+/// whose key `column` finds fills that column's slot; any other is skipped, screened and
+/// counted. Values are not judged here (the declared decoder checks them against the column
+/// types), except that a member given twice is refused.
+pub(super) fn parse_declared<'a>(
+    line: &'a str,
+    column: impl Fn(&str) -> Option<usize>,
+    row: &mut DeclaredRow<'a>,
+) -> Result<(), Invalid> {
+    let mut c = Cursor {
+        b: line.as_bytes(),
+        s: line,
+        i: 0,
+    };
+    if line.starts_with(super::csv::BOM) {
+        c.i = super::csv::BOM.len();
+    }
+    c.ws();
+    if c.peek() != Some(b'{') {
+        return Err(malformed(c.unexpected("a JSON object '{'")));
+    }
+    c.i += 1;
+    c.ws();
+    if c.peek() == Some(b'}') {
+        c.i += 1;
+    } else {
+        loop {
+            c.ws();
+            if c.peek() != Some(b'"') {
+                return Err(malformed(c.unexpected("a field name")));
+            }
+            let key = c.string()?;
+            c.expect(b':', "':'")?;
+            c.ws();
+            match column(&key) {
+                Some(k) => {
+                    let v = match c.peek() {
+                        Some(b'"') => RawValue::Str(c.string()?),
+                        Some(b'-' | b'0'..=b'9') => c.number()?,
+                        _ => c.value(row, &key, 0)?,
+                    };
+                    let slot = &mut row.values[k];
+                    if slot.is_some() {
+                        return Err((
+                            RejectReason::InvalidValue,
+                            format!("field `{key}` appears more than once"),
+                        ));
+                    }
+                    *slot = Some(v);
+                }
+                None => {
+                    row.note_string("(field name)", &key);
+                    c.value(row, &key, 0)?;
+                    row.unknown_fields += 1;
+                }
+            }
+            c.ws();
+            match c.peek() {
+                Some(b',') => c.i += 1,
+                Some(b'}') => {
+                    c.i += 1;
+                    break;
+                }
+                _ => return Err(malformed(c.unexpected("',' or '}'"))),
+            }
+        }
+    }
+    c.ws();
+    if c.i != c.b.len() {
+        return Err(malformed(format!(
+            "unexpected bytes after the object at byte {}",
+            c.i + 1
+        )));
+    }
+    Ok(())
 }
 
 /// Parses one line holding one JSON object into `row`.
@@ -564,7 +642,10 @@ mod tests {
             Some(RawValue::Int(-3))
         );
         assert_eq!(r.values[FieldId::Status as usize], Some(RawValue::Null));
-        assert_eq!(r.values[FieldId::Mcc as usize], Some(RawValue::Float));
+        assert_eq!(
+            r.values[FieldId::Mcc as usize],
+            Some(RawValue::Float(1500.0))
+        );
         assert_eq!(r.unknown_fields, 1);
     }
 
@@ -631,7 +712,7 @@ mod tests {
         let r = parse(r#"{"amount_minor":123456789012345678901}"#).unwrap();
         assert_eq!(
             r.values[FieldId::AmountMinor as usize],
-            Some(RawValue::Float)
+            Some(RawValue::Float(123456789012345678901.0))
         );
         let r = parse(r#"{"amount_minor":1000000000000000000}"#).unwrap();
         assert_eq!(

@@ -7,6 +7,8 @@
 mod card;
 mod csv;
 mod currency;
+mod declared;
+mod decoder;
 mod fast;
 mod json;
 mod parquet;
@@ -26,6 +28,8 @@ pub use self::card::{
     redact_value,
 };
 pub use self::csv::{BOM, CsvHeader, CsvHeaderError, record_end};
+pub use self::declared::{ColumnKind, DeclaredDecoder};
+pub use self::decoder::Decoder;
 pub use self::parquet::ParquetColumns;
 pub use self::reject::{Origin, PositionKind, ReasonCounts, Reject, RejectReason};
 use self::row::ValidRow;

@@ -131,12 +131,19 @@ impl ParquetColumns {
                     RawValue::Str(Cow::Borrowed(s))
                 }
                 Column::Int(a) if a.is_valid(i) => RawValue::Int(a.value(i)),
-                Column::Bool(a) if a.is_valid(i) => RawValue::Bool,
+                Column::Bool(a) if a.is_valid(i) => RawValue::Bool(a.value(i)),
                 Column::Float(a) if a.is_valid(i) => {
+                    use datafusion::arrow::datatypes::{Float32Type, Float64Type, UInt64Type};
                     // A UInt64 that fits is still an integer.
-                    match a.as_primitive_opt::<datafusion::arrow::datatypes::UInt64Type>() {
-                        Some(u) => i64::try_from(u.value(i)).map_or(RawValue::Float, RawValue::Int),
-                        None => RawValue::Float,
+                    if let Some(u) = a.as_primitive_opt::<UInt64Type>() {
+                        let v = u.value(i);
+                        i64::try_from(v).map_or(RawValue::Float(v as f64), RawValue::Int)
+                    } else if let Some(f) = a.as_primitive_opt::<Float64Type>() {
+                        RawValue::Float(f.value(i))
+                    } else if let Some(f) = a.as_primitive_opt::<Float32Type>() {
+                        RawValue::Float(f64::from(f.value(i)))
+                    } else {
+                        RawValue::Float(f64::NAN)
                     }
                 }
                 Column::Other(a) if a.is_valid(i) => {

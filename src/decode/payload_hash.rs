@@ -103,6 +103,36 @@ fn tag(f: FieldId, len: usize) -> u64 {
     (len as u64) << 8 | f as u64
 }
 
+/// The payload hash of a declared schema's event, built column by column (in schema order, a
+/// null column adding nothing) with the same digests as the payment event's.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct PayloadHasher(u64);
+
+impl PayloadHasher {
+    pub(super) fn new() -> Self {
+        PayloadHasher(P2)
+    }
+
+    /// Adds string or bytes value `b` of column `column`.
+    #[inline]
+    pub(super) fn bytes(&mut self, column: usize, b: &[u8]) {
+        self.0 = combine(
+            self.0,
+            digest_bytes((b.len() as u64) << 8 | column as u64, b),
+        );
+    }
+
+    /// Adds an integer value (or a float's or a boolean's bits) of column `column`.
+    #[inline]
+    pub(super) fn int(&mut self, column: usize, v: i64) {
+        self.0 = combine(self.0, digest_int(8 << 8 | column as u64, v));
+    }
+
+    pub(super) fn finish(self) -> u64 {
+        fold(self.0 ^ P0, P2)
+    }
+}
+
 impl ValidRow<'_> {
     /// A stable 64-bit hash of the event's values, used by dedup to tell a redelivery (same
     /// hash) from a conflicting reuse of an `event_id` (different hash). Every spelling and

@@ -34,9 +34,9 @@ pub enum RawValue<'a> {
     /// A JSON integer that fits in i64 (or a Parquet integer column).
     Int(i64),
     /// A JSON number with a fraction or exponent, or an integer beyond i64.
-    Float,
+    Float(f64),
     /// `true` or `false`.
-    Bool,
+    Bool(bool),
     /// An explicit `null`.
     Null,
     /// An object or array.
@@ -44,12 +44,12 @@ pub enum RawValue<'a> {
 }
 
 impl RawValue<'_> {
-    fn type_name(&self) -> &'static str {
+    pub(super) fn type_name(&self) -> &'static str {
         match self {
             RawValue::Str(_) | RawValue::Text(_) => "a string",
             RawValue::Int(_) => "an integer",
-            RawValue::Float => "a non-integer number",
-            RawValue::Bool => "a boolean",
+            RawValue::Float(_) => "a non-integer number",
+            RawValue::Bool(_) => "a boolean",
             RawValue::Null => "null",
             RawValue::Compound => "an object or array",
         }
@@ -67,12 +67,31 @@ pub struct RawRow<'a> {
     pub card_number_in: Option<String>,
 }
 
+/// What a parser tells about the strings it passes over: the first field whose string (a
+/// member's value, a key, a string inside an object or array) looks like a card number.
+pub(super) trait Screen {
+    /// Records a string value of `field`, checking it for card numbers.
+    fn note_string(&mut self, field: &str, value: &str);
+}
+
+/// Notes `field` in `slot` when `value` looks like a card number and no field was noted yet.
+#[inline]
+pub(super) fn screen_into(slot: &mut Option<String>, field: &str, value: &str) {
+    if slot.is_none() && contains_card_number(value.as_bytes()) {
+        *slot = Some(field.to_string());
+    }
+}
+
+impl Screen for RawRow<'_> {
+    fn note_string(&mut self, field: &str, value: &str) {
+        screen_into(&mut self.card_number_in, field, value);
+    }
+}
+
 impl<'a> RawRow<'a> {
     /// Records a string value, checking it for card numbers.
     pub fn note_string(&mut self, field: &str, value: &str) {
-        if self.card_number_in.is_none() && contains_card_number(value.as_bytes()) {
-            self.card_number_in = Some(field.to_string());
-        }
+        screen_into(&mut self.card_number_in, field, value);
     }
 
     /// Records the string value of known field `f`, checking it for card numbers when the field
@@ -631,7 +650,7 @@ mod tests {
             ),
             (
                 FieldId::AmountMinor,
-                Some(RawValue::Float),
+                Some(RawValue::Float(0.5)),
                 RejectReason::WrongType,
             ),
             (

@@ -280,7 +280,7 @@ impl Job {
                     ),
                 }));
             }
-            let events = source.connector.events();
+            let events = Arc::clone(&source.events);
             let plan = plan_query_in(&ins.select, &events, &source.name, &limits)
                 .map_err(in_file)?
                 .named(format!(
@@ -337,9 +337,26 @@ impl Job {
         let source_topic = source.connector.log_topic().map(str::to_string);
         // What a checkpoint records as its source, checked when it is restored.
         let source_id = source_topic.clone().unwrap_or_else(|| source.name.clone());
+        // A declared source's columns and roles are part of what the state must fit: the same
+        // SELECT over other columns (or another id or time column) keeps other state.
+        let declared = source.events.is_declared().then(|| {
+            let e = &source.events;
+            let columns: Vec<String> = e
+                .arrow()
+                .fields()
+                .iter()
+                .map(|f| format!("{} {} {}", f.name(), f.data_type(), f.is_nullable()))
+                .collect();
+            format!(
+                "\n-- declared source: {}; id {:?}; time {}",
+                columns.join(", "),
+                e.id_column(),
+                e.event_time_column()
+            )
+        });
         let sqls: Vec<String> = plans
             .iter()
-            .map(|(_, p)| p.sql.trim().to_string())
+            .map(|(_, p)| format!("{}{}", p.sql.trim(), declared.as_deref().unwrap_or("")))
             .collect();
         // A log source runs with checkpoints: restore the latest (or a savepoint) first, since the
         // sink topics are aligned with it as they are opened.
@@ -463,6 +480,7 @@ impl Job {
         let mut checkpoints = Vec::new();
         let mut resumed = false;
         let reader = source.connector.source(&SourceContext {
+            events: Arc::clone(&source.events),
             log: &log,
             job: &name,
             until_end: opts.until_end,

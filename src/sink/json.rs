@@ -284,7 +284,9 @@ pub fn late_json(
 ) -> Vec<Vec<u8>> {
     use datafusion::arrow::array::AsArray;
     use datafusion::arrow::datatypes::TimestampMillisecondType;
-    let ids = late.batch.column(events.id_column()).as_string::<i32>();
+    let ids = events
+        .id_column()
+        .map(|c| late.batch.column(c).as_string::<i32>());
     let times = late
         .batch
         .column(events.event_time_column())
@@ -293,7 +295,10 @@ pub fn late_json(
         .map(|i| {
             let mut out = Vec::with_capacity(384);
             out.extend_from_slice(b"{\"reason\":\"late\",\"event_id\":");
-            write_json_str(&mut out, ids.value(i));
+            match ids {
+                Some(ids) => write_json_str(&mut out, ids.value(i)),
+                None => out.extend_from_slice(b"null"),
+            }
             out.extend_from_slice(b",\"event_time\":\"");
             format_rfc3339_millis(times.value(i), &mut out);
             out.extend_from_slice(b"\",\"watermark\":\"");

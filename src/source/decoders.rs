@@ -11,9 +11,7 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
 use super::{Chunk, ChunkTag};
-use crate::decode::{
-    ChunkBytes, CsvHeader, Decoded, RawSource, decode_csv, decode_json_lines_sized,
-};
+use crate::decode::{ChunkBytes, CsvHeader, Decoded, Decoder, RawSource};
 use crate::error::Result;
 
 /// A chunk of records for a decoder.
@@ -38,6 +36,7 @@ pub(super) enum Job {
 /// The decoder pool: jobs in, sequence-numbered decoded chunks out; chunk buffers come back on
 /// the recycle channel.
 pub(super) fn spawn_decoders(
+    decoder: &Decoder,
     decoders: usize,
     batch_size: usize,
     header: Arc<Mutex<Option<Arc<CsvHeader>>>>,
@@ -54,6 +53,7 @@ pub(super) fn spawn_decoders(
         let tx = out_tx.clone();
         let recycle = recycle_tx.clone();
         let header = Arc::clone(&header);
+        let decoder = decoder.clone();
         handles.push(crate::engine::spawn("decoder", move || {
             loop {
                 let job = match rx.lock().expect("decoder queue").recv() {
@@ -69,7 +69,7 @@ pub(super) fn spawn_decoders(
                         tag,
                         times,
                     } => {
-                        let mut d = decode_json_lines_sized(&bytes, first_line, batch_size, lines);
+                        let mut d = decoder.json_lines(&bytes, first_line, batch_size, lines);
                         keep_chunk(&mut d, bytes, &recycle);
                         let times = (!times.is_empty()).then_some((first_line, times));
                         (seq, d, tag, times)
@@ -84,7 +84,7 @@ pub(super) fn spawn_decoders(
                             .expect("header")
                             .clone()
                             .expect("header read first");
-                        let mut d = decode_csv(&bytes, first_line, &h, batch_size);
+                        let mut d = decoder.csv(&bytes, first_line, &h, batch_size);
                         keep_chunk(&mut d, bytes, &recycle);
                         (seq, d, ChunkTag::default(), None)
                     }

@@ -50,19 +50,16 @@ pub trait SourceConnector: std::fmt::Debug + Send + Sync {
     /// (exactly-once), rather than reading its input whole each run (at-least-once).
     fn resumable(&self) -> bool;
 
-    /// The schema of the events it produces, which queries over it are planned for (the same
-    /// as its [`Source::events`]). The built-in decoders produce payment events.
-    fn events(&self) -> Arc<crate::schema::EventSchema> {
-        crate::schema::EventSchema::payments()
-    }
-
     /// The source a run reads.
     fn source(&self, ctx: &SourceContext<'_>) -> Result<Arc<dyn Source>>;
 }
 
 /// What a declared source is opened with.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct SourceContext<'a> {
+    /// The events its records decode to: the payment event, or the columns `CREATE SOURCE`
+    /// declared. The source's [`Source::events`] must be these.
+    pub events: Arc<crate::schema::EventSchema>,
     /// The embedded log of the data directory.
     pub log: &'a crate::log::Log,
     /// The job's name (a log source's consumer group).

@@ -11,6 +11,7 @@ mod plan;
 mod planner;
 pub mod query_file;
 mod shipped;
+pub mod source_columns;
 mod time_grouping;
 mod window_tvf;
 

@@ -336,7 +336,7 @@ async fn plan_query_async(
             "JOIN is not supported by the streaming engine yet (joins with reference tables are planned); remove the join",
         ));
     }
-    let mut window = extract_window(&mut from.relation, limits)?;
+    let mut window = extract_window(&mut from.relation, limits, stream, &time_column)?;
     // `SELECT * FROM (SELECT …, ROW_NUMBER() OVER (PARTITION BY window_start …) AS rn FROM
     // TUMBLE(…) GROUP BY …) WHERE rn <= 5`: the window is the inner query's.
     if window.is_none()
@@ -344,7 +344,7 @@ async fn plan_query_async(
         && let SetExpr::Select(inner) = subquery.body.as_mut()
         && inner.from.len() == 1
     {
-        window = extract_window(&mut inner.from[0].relation, limits)?;
+        window = extract_window(&mut inner.from[0].relation, limits, stream, &time_column)?;
     }
     match &from.relation {
         TableFactor::Table { name, .. } if name.to_string() == stream => {}
@@ -1125,12 +1125,23 @@ fn distinct_as_first_seen(
         .field(events.event_time_column())
         .name()
         .clone();
-    let id = events.arrow().field(events.id_column()).name().clone();
+    // Which row of a group is first does not matter (only the keys are output), but the
+    // order is total all the same.
+    let order: Vec<String> = std::iter::once(time)
+        .chain(
+            events
+                .tie_columns()
+                .into_iter()
+                .map(|c| events.arrow().field(c).name().clone()),
+        )
+        .map(|c| format!("\"{}\"", c.replace('"', "\"\"")))
+        .collect();
     let partition: Vec<String> = keys.iter().map(|k| k.to_string()).collect();
     let row_number = Parser::new(&GenericDialect {})
         .try_with_sql(&format!(
-            "row_number() OVER (PARTITION BY {} ORDER BY \"{time}\", \"{id}\")",
-            partition.join(", ")
+            "row_number() OVER (PARTITION BY {} ORDER BY {})",
+            partition.join(", "),
+            order.join(", ")
         ))
         .and_then(|mut p| p.parse_expr())
         .map_err(|e| parse_error(e, select.span()))?;
@@ -1185,18 +1196,19 @@ fn ordered_for_streams(
     if a.order_bys().is_empty() {
         return Ok(a);
     }
-    let id = events.id_column();
-    let id_name = events.arrow().field(id).name().clone();
     let mut order = a.order_bys().to_vec();
-    let has_id = order.iter().any(|o| {
-        o.expr
-            .downcast_ref::<Column>()
-            .is_some_and(|c| c.index() == id)
-    });
-    if !has_id {
-        order.push(PhysicalSortExpr::new_default(Arc::new(Column::new(
-            &id_name, id,
-        ))));
+    for tie in events.tie_columns() {
+        let present = order.iter().any(|o| {
+            o.expr
+                .downcast_ref::<Column>()
+                .is_some_and(|c| c.index() == tie)
+        });
+        if !present {
+            let name = events.arrow().field(tie).name();
+            order.push(PhysicalSortExpr::new_default(Arc::new(Column::new(
+                name, tie,
+            ))));
+        }
     }
     let rebuilt = AggregateExprBuilder::new(Arc::new(a.fun().clone()), a.expressions())
         .order_by(order)

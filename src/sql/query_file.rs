@@ -18,6 +18,7 @@ use std::sync::Arc;
 use crate::connector;
 use crate::engine::defaults;
 use crate::error::{Error, Result};
+use crate::schema::EventSchema;
 use crate::sink::SinkConnector;
 use crate::source::SourceConnector;
 use crate::time::parse_duration_millis;
@@ -34,7 +35,9 @@ pub struct SourceDecl {
     pub name: String,
     /// Where it reads: the connector, its options checked.
     pub connector: Arc<dyn SourceConnector>,
-    /// Bounded out-of-orderness, ms (default 5 s).
+    /// The events it gives: the payment event, or the columns its column list declared.
+    pub events: Arc<EventSchema>,
+    /// Bounded out-of-orderness, ms (default 5 s; a `WATERMARK FOR` clause sets it too).
     pub watermark_delay: Option<i64>,
     /// Idle partitions stop holding the watermark after this long, ms (default 30 s).
     pub idle_timeout: Option<i64>,
@@ -322,6 +325,41 @@ fn ident(line: usize, what: &str, w: &str) -> Result<String> {
     }
 }
 
+/// A source's column list, if `s` starts with one: `( col TYPE, …, WATERMARK FOR … )`.
+fn column_list(line: usize, s: &str) -> Result<(Option<super::source_columns::Columns>, &str)> {
+    let t = s.trim_start();
+    let Some(inner) = t.strip_prefix('(') else {
+        return Ok((None, s));
+    };
+    let (mut depth, mut quote, mut end) = (1, None, None);
+    for (i, c) in inner.char_indices() {
+        match (quote, c) {
+            (Some(q), c) if c == q => quote = None,
+            (Some(_), _) => {}
+            (None, '\'' | '"') => quote = Some(c),
+            (None, '(') => depth += 1,
+            (None, ')') => {
+                depth -= 1;
+                if depth == 0 {
+                    end = Some(i);
+                    break;
+                }
+            }
+            _ => {}
+        }
+    }
+    let end = end.ok_or_else(|| err(line, "the column list has no closing `)`"))?;
+    let columns = super::source_columns::parse_columns(&inner[..end]).map_err(|m| {
+        // The line of the item at fault, where the list spans lines.
+        let item_line = inner[..end]
+            .lines()
+            .position(|l| m.contains(l.trim().trim_end_matches(',')) && !l.trim().is_empty())
+            .map_or(line, |k| line + k);
+        err(item_line, m)
+    })?;
+    Ok((Some(columns), &inner[end + 1..]))
+}
+
 /// Parses `( key = 'value', ... )`; returns the options and what follows.
 fn with_options(line: usize, s: &str) -> Result<(BTreeMap<String, String>, &str)> {
     let (kw, rest) = word(s);
@@ -418,6 +456,7 @@ impl Options {
 const SHARED_SOURCE_OPTIONS: &[&str] = &[
     "connector",
     "event_time",
+    "dedup_key",
     "watermark_delay",
     "idle_timeout",
     "dedup_ttl",
@@ -451,21 +490,19 @@ fn option_err(
     err(line, message)
 }
 
-fn source(line: usize, name: String, map: BTreeMap<String, String>) -> Result<SourceDecl> {
+fn source(
+    line: usize,
+    name: String,
+    columns: Option<super::source_columns::Columns>,
+    map: BTreeMap<String, String>,
+) -> Result<SourceDecl> {
     let mut o = Options {
         line,
         what: format!("source `{name}`"),
         map,
     };
     let connector = o.required("connector", "log")?;
-    if let Some(t) = o.take("event_time").filter(|t| t != "event_time") {
-        return Err(err(
-            line,
-            format!(
-                "source `{name}`: event_time = '{t}' is not a timestamp column of the payment event; use 'event_time'"
-            ),
-        ));
-    }
+    // The connector is looked up before the shared options are read.
     let entry = connector::source(&connector).ok_or_else(|| {
         err(
             line,
@@ -475,7 +512,38 @@ fn source(line: usize, name: String, map: BTreeMap<String, String>) -> Result<So
             ),
         )
     })?;
-    let watermark_delay = o.duration("watermark_delay")?;
+    let time_option = o.take("event_time");
+    let dedup_key = o.take("dedup_key");
+    let mut watermark_delay = o.duration("watermark_delay")?;
+    let events = match columns {
+        None => {
+            if let Some(t) = time_option.filter(|t| t != "event_time") {
+                return Err(err(
+                    line,
+                    format!(
+                        "source `{name}`: event_time = '{t}' is not a timestamp column of the payment event; use 'event_time', or declare the source's columns: CREATE SOURCE {name} (…, {t} TIMESTAMP NOT NULL, WATERMARK FOR {t} AS {t} - INTERVAL '5' SECOND) WITH (…)"
+                    ),
+                ));
+            }
+            if let Some(k) = dedup_key.filter(|k| k != "event_id") {
+                return Err(err(
+                    line,
+                    format!(
+                        "source `{name}`: payment events are deduplicated by event_id, not `{k}`; to deduplicate by another column, declare the source's columns"
+                    ),
+                ));
+            }
+            EventSchema::payments()
+        }
+        Some(columns) => declared_events(
+            line,
+            &name,
+            columns,
+            time_option,
+            dedup_key,
+            &mut watermark_delay,
+        )?,
+    };
     let idle_timeout = o.duration("idle_timeout")?;
     let dedup_ttl = o.duration("dedup_ttl")?;
     let max_skew = o.duration("max_skew")?;
@@ -496,8 +564,75 @@ fn source(line: usize, name: String, map: BTreeMap<String, String>) -> Result<So
         max_skew,
         name,
         connector: declared,
+        events,
         line,
     })
+}
+
+/// The schema of a source with a column list: its time column (from `WATERMARK FOR`, else
+/// the `event_time` option), its id (`dedup_key`), both made NOT NULL; the watermark's delay
+/// goes to `watermark_delay`.
+fn declared_events(
+    line: usize,
+    name: &str,
+    columns: super::source_columns::Columns,
+    time_option: Option<String>,
+    dedup_key: Option<String>,
+    watermark_delay: &mut Option<i64>,
+) -> Result<Arc<EventSchema>> {
+    use datafusion::arrow::datatypes::{DataType, Schema};
+    let fail = |m: String| err(line, format!("source `{name}`: {m}"));
+    let time = match (columns.watermark, time_option) {
+        (Some((t, delay)), option) => {
+            if let Some(o) = option.filter(|o| *o != t) {
+                return Err(fail(format!(
+                    "WATERMARK FOR {t} and event_time = '{o}' name different columns; keep one"
+                )));
+            }
+            if watermark_delay.is_some() {
+                return Err(fail(
+                    "WATERMARK FOR and watermark_delay both set the delay; keep one".into(),
+                ));
+            }
+            *watermark_delay = Some(delay);
+            t
+        }
+        (None, Some(t)) => t,
+        (None, None) => {
+            return Err(fail(
+                "a source with a column list needs its event-time column: add e.g. WATERMARK FOR ts AS ts - INTERVAL '5' SECOND to the list".into(),
+            ));
+        }
+    };
+    let mut fields = columns.fields;
+    let Some(tf) = fields.iter_mut().find(|f| f.name() == &time) else {
+        return Err(fail(format!(
+            "event_time = '{time}' names no declared column"
+        )));
+    };
+    if tf.data_type() != &crate::schema::timestamp_type() {
+        return Err(fail(format!(
+            "the event-time column `{time}` is {}; it must be a TIMESTAMP",
+            super::source_columns::sql_name(tf.data_type())
+        )));
+    }
+    *tf = tf.clone().with_nullable(false);
+    if let Some(k) = &dedup_key {
+        let Some(kf) = fields.iter_mut().find(|f| f.name() == k) else {
+            return Err(fail(format!("dedup_key = '{k}' names no declared column")));
+        };
+        if kf.data_type() != &DataType::Utf8 {
+            return Err(fail(format!(
+                "dedup_key `{k}` is {}; events are deduplicated by a VARCHAR column",
+                super::source_columns::sql_name(kf.data_type())
+            )));
+        }
+        *kf = kf.clone().with_nullable(false);
+    }
+    let arrow = Arc::new(Schema::new(fields));
+    EventSchema::declared(name, arrow, dedup_key.as_deref(), &time)
+        .map(Arc::new)
+        .map_err(|e| fail(e.to_string()))
 }
 
 fn sink(line: usize, name: String, map: BTreeMap<String, String>) -> Result<SinkDecl> {
@@ -541,6 +676,112 @@ fn sink(line: usize, name: String, map: BTreeMap<String, String>) -> Result<Sink
     })
 }
 
+/// A query for `replay --query`: an optional `CREATE SOURCE` with the events' columns and
+/// time, then one SELECT.
+#[derive(Debug, Clone)]
+pub struct ReplayQuery {
+    /// The declared source, when the file starts with one. Its `WITH (…)` is optional (a
+    /// replay reads the file on its command line); when present it is checked as `run` checks
+    /// it, so one file serves both.
+    pub source: Option<SourceDecl>,
+    /// The SELECT, preceded by blanks so that positions in it are positions in the file.
+    pub select: String,
+}
+
+/// Parses one `CREATE SOURCE name [(columns…)] [WITH (…)]` statement, as `replay --query` and
+/// the tests take it: without `WITH`, the source is a file given elsewhere.
+pub fn parse_source_declaration(statement: &str) -> Result<SourceDecl> {
+    let code = strip_comments(statement);
+    let lead = code.len() - code.trim_start().len();
+    let line = code[..lead].matches('\n').count() + 1;
+    let (w1, rest) = word(code.trim().trim_end_matches(';'));
+    let (w2, rest) = word(rest);
+    if !(w1.eq_ignore_ascii_case("CREATE") && w2.eq_ignore_ascii_case("SOURCE")) {
+        return Err(err(line, "expected CREATE SOURCE name (columns…) WITH (…)"));
+    }
+    declaration(line, rest)
+}
+
+/// The rest of a `CREATE SOURCE` after its keywords: name, optional column list, optional WITH.
+fn declaration(line: usize, rest: &str) -> Result<SourceDecl> {
+    let (name, rest) = word(rest);
+    let name = ident(line, "a source name", name)?;
+    let (columns, rest) = column_list(line, rest)?;
+    let (opts, rest) = if rest.trim().is_empty() {
+        let mut opts = BTreeMap::new();
+        opts.insert("connector".to_string(), "file".to_string());
+        opts.insert("path".to_string(), "-".to_string());
+        (opts, rest)
+    } else {
+        with_options(line, rest)?
+    };
+    if !rest.trim().is_empty() {
+        return Err(err(
+            line,
+            format!("unexpected `{}` after WITH (…)", rest.trim()),
+        ));
+    }
+    source(line, name, columns, opts)
+}
+
+/// Parses the text of a `replay --query` file: a bare SELECT (over the payment stream), or
+/// `CREATE SOURCE name (columns…) [WITH (…)];` followed by one SELECT over it.
+pub fn parse_replay_query(text: &str) -> Result<ReplayQuery> {
+    let code = strip_comments(text);
+    let stmts: Vec<(usize, &str)> = statements(&code)
+        .into_iter()
+        .filter(|(_, s)| !s.trim().is_empty())
+        .collect();
+    let Some((offset, first)) = stmts.first().copied() else {
+        return Ok(ReplayQuery {
+            source: None,
+            select: text.to_string(),
+        });
+    };
+    let (w1, rest) = word(first.trim_start());
+    let (w2, rest) = word(rest);
+    if !(w1.eq_ignore_ascii_case("CREATE") && w2.eq_ignore_ascii_case("SOURCE")) {
+        return Ok(ReplayQuery {
+            source: None,
+            select: text.to_string(),
+        });
+    }
+    let lead = first.len() - first.trim_start().len();
+    let line = code[..offset + lead].matches('\n').count() + 1;
+    let source = declaration(line, rest)?;
+    let select = match &stmts[1..] {
+        [(at, stmt)] => {
+            let at = at + (stmt.len() - stmt.trim_start().len());
+            let prefix: String = text[..at]
+                .chars()
+                .map(|c| if c == '\n' { '\n' } else { ' ' })
+                .collect();
+            format!("{prefix}{}", text[at..at + stmt.trim().len()].trim_end())
+        }
+        [] => {
+            return Err(err(
+                line,
+                format!(
+                    "the query file declares source `{}` but has no SELECT over it",
+                    source.name
+                ),
+            ));
+        }
+        [_, (at, stmt), ..] => {
+            let at = at + (stmt.len() - stmt.trim_start().len());
+            let line = code[..at].matches('\n').count() + 1;
+            return Err(err(
+                line,
+                "a replay query file holds one CREATE SOURCE and one SELECT; run several queries with `paystream run`",
+            ));
+        }
+    };
+    Ok(ReplayQuery {
+        source: Some(source),
+        select,
+    })
+}
+
 /// Parses a query file.
 pub fn parse_query_file(text: &str) -> Result<QueryFile> {
     let code = strip_comments(text);
@@ -558,6 +799,15 @@ pub fn parse_query_file(text: &str) -> Result<QueryFile> {
                 let (kind, rest) = word(rest);
                 let (name, rest) = word(rest);
                 let name = ident(line, "a name", name)?;
+                let (columns, rest) = column_list(line, rest)?;
+                if columns.is_some() && !kind.eq_ignore_ascii_case("SOURCE") {
+                    return Err(err(
+                        line,
+                        format!(
+                            "CREATE {kind} takes no column list; only a source declares its columns"
+                        ),
+                    ));
+                }
                 let (opts, rest) = with_options(line, rest)?;
                 if !rest.trim().is_empty() {
                     return Err(err(
@@ -570,7 +820,7 @@ pub fn parse_query_file(text: &str) -> Result<QueryFile> {
                         if file.sources.iter().any(|x| x.name == name) {
                             return Err(err(line, format!("source `{name}` is declared twice")));
                         }
-                        file.sources.push(source(line, name, opts)?);
+                        file.sources.push(source(line, name, columns, opts)?);
                     }
                     "SINK" => {
                         if file.sinks.iter().any(|x| x.name == name) {
@@ -771,6 +1021,97 @@ mod tests {
             let e = settings(&text).unwrap_err().to_string();
             assert!(e.contains(names[0]) && e.contains(names[1]), "{text}: {e}");
         }
+    }
+
+    #[test]
+    fn a_source_declares_its_columns_time_and_dedup_key() {
+        let f = parse_query_file(
+            "CREATE SOURCE orders (\n  order_id VARCHAR,\n  ts TIMESTAMP,\n  amount_minor BIGINT,\n  WATERMARK FOR ts AS ts - INTERVAL '2' SECOND\n) WITH (connector = 'log', topic = 'orders', dedup_key = 'order_id');\nINSERT INTO x SELECT 1;",
+        )
+        .unwrap();
+        let s = &f.sources[0];
+        let e = &s.events;
+        assert!(e.is_declared());
+        assert_eq!(e.stream(), "orders");
+        assert_eq!(s.watermark_delay, Some(2_000));
+        assert_eq!(e.id_column(), Some(0));
+        assert_eq!(e.event_time_column(), 1);
+        // The id and the time are NOT NULL whatever the list said.
+        assert!(!e.arrow().field(0).is_nullable() && !e.arrow().field(1).is_nullable());
+        assert!(e.arrow().field(2).is_nullable());
+        // Without a column list: the payment event, as before.
+        assert!(
+            !parse_query_file(FILE).unwrap().sources[0]
+                .events
+                .is_declared()
+        );
+        for (text, needle) in [
+            (
+                "CREATE SOURCE o (ts TIMESTAMP) WITH (connector = 'log', topic = 't')",
+                "needs its event-time column",
+            ),
+            (
+                "CREATE SOURCE o (ts TIMESTAMP) WITH (connector = 'log', topic = 't', event_time = 'at')",
+                "names no declared column",
+            ),
+            (
+                "CREATE SOURCE o (id BIGINT, ts TIMESTAMP, WATERMARK FOR ts AS ts) WITH (connector = 'log', topic = 't', dedup_key = 'id')",
+                "deduplicated by a VARCHAR column",
+            ),
+            (
+                "CREATE SOURCE o (ts TIMESTAMP, WATERMARK FOR ts AS ts) WITH (connector = 'log', topic = 't', watermark_delay = '1s')",
+                "keep one",
+            ),
+            (
+                "CREATE SOURCE o WITH (connector = 'log', topic = 't', dedup_key = 'payment_id')",
+                "declare the source's columns",
+            ),
+            (
+                "CREATE SOURCE o WITH (connector = 'log', topic = 't', event_time = 'ts')",
+                "declare the source's columns",
+            ),
+            (
+                "CREATE SINK s (a INT) WITH (connector = 'log', topic = 't')",
+                "takes no column list",
+            ),
+            (
+                "CREATE SOURCE o (ts TIMESTAMP, WATERMARK FOR ts AS ts WITH (connector = 'log', topic = 't')",
+                "no closing",
+            ),
+        ] {
+            let e = parse_query_file(&format!("{text};\nINSERT INTO x SELECT 1;"))
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains(needle) && e.contains("line 1"), "{text}: {e}");
+        }
+    }
+
+    #[test]
+    fn a_replay_query_may_declare_its_source_first() {
+        let q = parse_replay_query("SELECT 1").unwrap();
+        assert!(q.source.is_none() && q.select == "SELECT 1");
+        let q = parse_replay_query(
+            "-- orders\nCREATE SOURCE orders (id VARCHAR, ts TIMESTAMP,\n  WATERMARK FOR ts AS ts - INTERVAL '1' MINUTE);\n  SELECT id FROM orders;\n",
+        )
+        .unwrap();
+        let s = q.source.unwrap();
+        assert_eq!(
+            (s.name.as_str(), s.watermark_delay),
+            ("orders", Some(60_000))
+        );
+        assert!(s.events.id_column().is_none());
+        // The SELECT keeps its line and column.
+        assert_eq!(q.select.lines().nth(3), Some("  SELECT id FROM orders"));
+        let e = parse_replay_query("CREATE SOURCE o (ts TIMESTAMP, WATERMARK FOR ts AS ts);")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("no SELECT"), "{e}");
+        let e = parse_replay_query(
+            "CREATE SOURCE o (ts TIMESTAMP, WATERMARK FOR ts AS ts);\nSELECT 1;\nSELECT 2;",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("line 3") && e.contains("paystream run"), "{e}");
     }
 
     #[test]

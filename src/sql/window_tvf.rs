@@ -375,6 +375,8 @@ fn interval_arg(arg: &FunctionArg, what: &str) -> Result<i64, Error> {
 pub(super) fn extract_window(
     factor: &mut TableFactor,
     limits: &WindowLimits,
+    events: &str,
+    event_time: &str,
 ) -> Result<Option<WindowSpec>, Error> {
     let TableFactor::Table {
         name, args, alias, ..
@@ -434,14 +436,22 @@ pub(super) fn extract_window(
     };
     check_limits(kind, a, limits)?;
     let stream = ident_arg(&a[0], "the stream", span)?;
+    if stream != events {
+        return Err(plan_error(
+            Some(a[0].span())
+                .filter(|s| s.start.line > 0)
+                .unwrap_or(span),
+            format!("unknown stream `{stream}`; the event stream is `{events}`"),
+        ));
+    }
     let time_column = ident_arg(&a[1], "the time column", span)?;
-    if time_column != "event_time" {
+    if time_column != event_time {
         return Err(plan_error(
             Some(a[1].span())
                 .filter(|s| s.start.line > 0)
                 .unwrap_or(span),
             format!(
-                "`{time_column}` is not an event-time column; windows are computed over `event_time`, e.g. {fname}({stream}, event_time, …)"
+                "`{time_column}` is not the event-time column; windows are computed over `{event_time}`, e.g. {fname}({stream}, {event_time}, …)"
             ),
         ));
     }

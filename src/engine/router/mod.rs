@@ -127,7 +127,11 @@ impl Router {
         rejects: &mut Vec<Reject>,
     ) -> Result<Option<EventBatch>> {
         let b = &d.batch;
-        let ids = b.column(self.events.id_column()).as_string::<i32>();
+        // A declared source without a `dedup_key` has no id: nothing is a duplicate.
+        let ids = self
+            .events
+            .id_column()
+            .map(|c| b.column(c).as_string::<i32>());
         let times = b
             .column(self.events.event_time_column())
             .as_primitive::<TimestampMillisecondType>();
@@ -136,7 +140,10 @@ impl Router {
         let mut accepted = 0usize;
         let mut arrival = Vec::with_capacity(b.num_rows());
         // Keys first, so each row's table slot can be prefetched a few rows before it is checked.
-        let keys: Vec<u128> = ids.iter().map(|id| Dedup::key(id.unwrap_or(""))).collect();
+        let keys: Vec<u128> = match ids {
+            Some(ids) => ids.iter().map(|id| Dedup::key(id.unwrap_or(""))).collect(),
+            None => Vec::new(),
+        };
         for k in keys.iter().take(PREFETCH_DISTANCE) {
             self.dedup.prefetch(*k);
         }
@@ -162,9 +169,13 @@ impl Router {
                 selected.append(false);
                 continue;
             }
-            let outcome =
-                self.dedup
-                    .check_key(keys[i], d.payload_hashes[i], ts, self.watermark.current());
+            let outcome = match keys.get(i) {
+                Some(k) => {
+                    self.dedup
+                        .check_key(*k, d.payload_hashes[i], ts, self.watermark.current())
+                }
+                None => DedupOutcome::New,
+            };
             selected.append(outcome == DedupOutcome::New);
             match outcome {
                 DedupOutcome::New => {
@@ -177,8 +188,11 @@ impl Router {
                     rejects.push(Reject::new(
                         RejectReason::DuplicateConflict,
                         format!(
-                            "event_id {:?} was seen before with a different payload",
-                            ids.value(i)
+                            "{} {:?} was seen before with a different payload",
+                            self.events
+                                .id_column()
+                                .map_or("id", |c| b.schema_ref().field(c).name()),
+                            ids.map_or("", |ids| ids.value(i))
                         ),
                         d.positions[i],
                         raw(i).as_bytes(),

@@ -181,8 +181,9 @@ impl OverWindow {
         }
         let read_events: Vec<usize> = read.iter().copied().filter(|c| *c < event_width).collect();
         let time_column = events.event_time_column();
-        let id_column = events.id_column();
-        let mut used = std::collections::BTreeSet::from([time_column, id_column]);
+        let tie_columns = events.tie_columns();
+        let mut used = std::collections::BTreeSet::from([time_column]);
+        used.extend(tie_columns.iter().copied());
         used.extend(read_events.iter().copied());
         let tie_exprs: Vec<Arc<dyn PhysicalExpr>> =
             spec.ties.iter().map(|t| Arc::clone(&t.expr)).collect();
@@ -229,14 +230,16 @@ impl OverWindow {
             });
         }
         let mut tie_options: Vec<SortOptions> = spec.ties.iter().map(|t| t.options).collect();
-        tie_options.push(SortOptions::default());
         let mut ties = tie_exprs.iter().map(rebind).collect::<Result<Vec<_>>>()?;
-        ties.push(Arc::new(
-            datafusion::physical_expr::expressions::Column::new(
-                events.arrow().field(id_column).name(),
-                at(id_column),
-            ),
-        ));
+        for c in &tie_columns {
+            tie_options.push(SortOptions::default());
+            ties.push(Arc::new(
+                datafusion::physical_expr::expressions::Column::new(
+                    events.arrow().field(*c).name(),
+                    at(*c),
+                ),
+            ));
+        }
         let layout = layout_of(&spec, &fn_slots, &slot_kinds)?;
         // The outer WHERE, over the operator's output columns: first, or right after a SELECT
         // list that only picks and renames columns (`SELECT … FROM (SELECT …, count(*) OVER w

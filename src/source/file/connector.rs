@@ -57,7 +57,11 @@ impl SourceConnector for Declared {
         false
     }
 
-    fn source(&self, _ctx: &SourceContext<'_>) -> Result<Arc<dyn Source>> {
-        Ok(Arc::new(FileSource::new(&self.path).format(self.format)))
+    fn source(&self, ctx: &SourceContext<'_>) -> Result<Arc<dyn Source>> {
+        Ok(Arc::new(
+            FileSource::new(&self.path)
+                .format(self.format)
+                .events(Arc::clone(&ctx.events)),
+        ))
     }
 }

@@ -22,8 +22,9 @@ use datafusion::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 
 use super::decoders::{Job, spawn_decoders};
 use super::{Chunk, ChunkTag, Positions, ReadOptions, Reading, Source};
-use crate::decode::{BOM, CsvHeader, Format, Origin, ParquetColumns, PositionKind, decode_parquet};
+use crate::decode::{BOM, CsvHeader, Decoder, Format, Origin, ParquetColumns, PositionKind};
 use crate::error::{Error, Result};
+use crate::schema::EventSchema;
 
 /// Bytes read per chunk; each chunk decodes to one batch (up to `batch_size` rows). 2 MiB is
 /// ~6,000 events: with 1 MiB chunks the per-batch work downstream (WHERE evaluation, hand-offs
@@ -53,6 +54,7 @@ pub struct FileSource {
     path: PathBuf,
     format: Option<Format>,
     start: SourcePosition,
+    events: Arc<EventSchema>,
 }
 
 impl FileSource {
@@ -62,7 +64,14 @@ impl FileSource {
             path: path.into(),
             format: None,
             start: SourcePosition::default(),
+            events: EventSchema::payments(),
         }
+    }
+
+    /// Decodes its records as `events` (a declared source's schema) instead of payment events.
+    pub fn events(mut self, events: Arc<EventSchema>) -> Self {
+        self.events = events;
+        self
     }
 
     /// Reads it as `format` (`None`: by extension).
@@ -98,6 +107,10 @@ impl FileSource {
 }
 
 impl Source for FileSource {
+    fn events(&self) -> Arc<EventSchema> {
+        Arc::clone(&self.events)
+    }
+
     fn origins(&self) -> Result<Vec<Origin>> {
         let kind = if self.resolved_format()? == Format::Parquet {
             PositionKind::Row
@@ -122,9 +135,14 @@ impl Source for FileSource {
             });
         }
         let format = self.resolved_format()?;
+        let decoder = Decoder::for_events(&self.events)?;
+        if format == Format::Parquet {
+            decoder.check_parquet(&self.path.display().to_string())?;
+        }
         let bytes = Arc::new(AtomicU64::new(0));
         let (chunks, threads) = spawn_reader(
             self.path.clone(),
+            decoder,
             format,
             self.start,
             opts,
@@ -152,6 +170,7 @@ type Spawned = (Receiver<Result<Chunk>>, Vec<std::thread::JoinHandle<()>>);
 /// Spawns the reader and decoders; returns the channel of decoded chunks and the threads.
 fn spawn_reader(
     path: PathBuf,
+    decoder: Decoder,
     format: Format,
     start: SourcePosition,
     opts: &ReadOptions,
@@ -179,19 +198,26 @@ fn spawn_reader(
     if format == Format::Parquet {
         let tx = out_tx;
         handles.push(crate::engine::spawn("parquet-reader", move || {
-            if let Err(e) = read_parquet(&path, file, batch_size, &tx, &bytes_read, &stop) {
+            if let Err(e) = read_parquet(&path, &decoder, file, batch_size, &tx, &bytes_read, &stop)
+            {
                 let _ = tx.send(Err(e));
             }
         }));
         return Ok((out_rx, handles));
     }
     let header: Arc<Mutex<Option<Arc<CsvHeader>>>> = Arc::default();
-    let (job_tx, recycle_rx, decoder_threads) =
-        spawn_decoders(decoders, batch_size, Arc::clone(&header), out_tx.clone());
+    let (job_tx, recycle_rx, decoder_threads) = spawn_decoders(
+        &decoder,
+        decoders,
+        batch_size,
+        Arc::clone(&header),
+        out_tx.clone(),
+    );
     handles.extend(decoder_threads);
     handles.push(crate::engine::spawn("file-reader", move || {
         if let Err(e) = read_text(
             &path,
+            &decoder,
             file,
             format,
             start,
@@ -229,6 +255,7 @@ fn last_record_end(buf: &[u8], format: Format) -> usize {
 #[allow(clippy::too_many_arguments)]
 fn read_text(
     path: &Path,
+    decoder: &Decoder,
     mut file: File,
     format: Format,
     start: SourcePosition,
@@ -272,8 +299,9 @@ fn read_text(
             };
             let text = std::str::from_utf8(&buf[..end])
                 .map_err(|_| input_err(path, "the CSV header is not UTF-8"))?;
-            let h =
-                CsvHeader::parse(text.trim_end_matches('\r')).map_err(|e| input_err(path, e))?;
+            let h = decoder
+                .csv_header(text.trim_end_matches('\r'))
+                .map_err(|e| input_err(path, e))?;
             *header.lock().expect("header") = Some(Arc::new(h));
             buf.drain(..(end + 1).min(buf.len()));
             line += 1;
@@ -322,6 +350,7 @@ fn read_text(
 
 fn read_parquet(
     path: &Path,
+    decoder: &Decoder,
     file: File,
     batch_size: usize,
     tx: &SyncSender<Result<Chunk>>,
@@ -343,7 +372,7 @@ fn read_parquet(
             return Ok(());
         }
         let batch = batch.map_err(|e| input_err(path, e))?;
-        let decoded = decode_parquet(&batch, row, batch_size);
+        let decoded = decoder.parquet(&batch, row, batch_size);
         row += batch.num_rows() as u64;
         total_rows += batch.num_rows() as u64;
         // Parquet is read in row groups; report progress proportionally.

@@ -58,7 +58,8 @@ impl SourceConnector for Declared {
         Ok(Arc::new(
             LogSource::new(ctx.log.clone(), self.topic.clone())
                 .until_end(ctx.until_end)
-                .group(ctx.job),
+                .group(ctx.job)
+                .events(Arc::clone(&ctx.events)),
         ))
     }
 }

@@ -41,6 +41,7 @@ pub struct LogSource {
     start: Positions,
     until_end: bool,
     group: Option<String>,
+    events: Arc<crate::schema::EventSchema>,
 }
 
 impl LogSource {
@@ -52,7 +53,14 @@ impl LogSource {
             start: Positions::new(),
             until_end: false,
             group: None,
+            events: crate::schema::EventSchema::payments(),
         }
+    }
+
+    /// Decodes its records as `events` (a declared source's schema) instead of payment events.
+    pub fn events(mut self, events: Arc<crate::schema::EventSchema>) -> Self {
+        self.events = events;
+        self
     }
 
     /// Starts each partition in `start` there (positions given to `open` take precedence).
@@ -80,6 +88,10 @@ impl LogSource {
 }
 
 impl Source for LogSource {
+    fn events(&self) -> Arc<crate::schema::EventSchema> {
+        Arc::clone(&self.events)
+    }
+
     fn origins(&self) -> Result<Vec<Origin>> {
         let n = self.log.topic_config(&self.topic)?.partitions;
         Ok((0..n)
@@ -125,7 +137,9 @@ impl Source for LogSource {
         let decoders = opts.decoders.max(1);
         let bytes = Arc::new(AtomicU64::new(0));
         let (out_tx, rx) = sync_channel::<Result<Chunk>>(decoders * 2 + 2);
+        let decoder = crate::decode::Decoder::for_events(&self.events)?;
         let (jobs, recycled, mut threads) = spawn_decoders(
+            &decoder,
             decoders,
             opts.batch_size,
             Arc::new(Mutex::new(None)),

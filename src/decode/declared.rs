@@ -1,0 +1,824 @@
+//! The schema-driven decoder: records of a source declared with its own columns
+//! (`CREATE SOURCE orders (order_id VARCHAR NOT NULL, ts TIMESTAMP NOT NULL, …)`) → Arrow
+//! batches of exactly those columns, plus rejects.
+//!
+//! The payment decoders know one schema by heart; this one reads a schema given at run time
+//! ([`EventSchema::is_declared`]). The format parsers are shared (JSON's cursor, CSV's
+//! splitter, Parquet's columns), and so is the rule that decides nothing silently: a value
+//! that does not fit its column's type — a quoted number in a `BIGINT`, `12.5` in an `INT`, an
+//! unparsable time, a `null` or a missing member in a `NOT NULL` column — rejects the whole
+//! record with the column's name and the reason, never coerced and never nulled. Members the
+//! schema does not name are skipped and counted, as the payment event's unknown fields are;
+//! every string (values, keys, strings nested in skipped members) is screened for card numbers.
+//!
+//! Types, as `CREATE SOURCE` spells them ([`ColumnKind`]): `VARCHAR`, `BIGINT`, `INT`,
+//! `DOUBLE`, `BOOLEAN`, `TIMESTAMP` (RFC 3339 with an offset, or epoch milliseconds).
+
+use std::borrow::Cow;
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use datafusion::arrow::array::{
+    ArrayRef, BooleanBuilder, Float64Builder, Int32Builder, Int64Builder, RecordBatch,
+    StringBuilder, TimestampMillisecondBuilder,
+};
+use datafusion::arrow::datatypes::{DataType, TimeUnit};
+
+use super::card::contains_card_number;
+use super::csv::{CsvHeader, split_record};
+use super::payload_hash::PayloadHasher;
+use super::reject::{Reject, RejectReason};
+use super::row::{Invalid, RawValue, Screen, screen_into};
+use super::{Decoded, DecodedBatch, span};
+use crate::schema::EventSchema;
+use crate::time::parse_rfc3339_millis;
+
+/// The value types a declared column can have.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ColumnKind {
+    /// `VARCHAR` (`TEXT`, `STRING`): UTF-8 text.
+    Utf8,
+    /// `BIGINT`: a 64-bit integer (money in minor units).
+    Int64,
+    /// `INT` (`INTEGER`): a 32-bit integer.
+    Int32,
+    /// `DOUBLE` (`FLOAT`, `REAL`): a 64-bit float, for scores and rates, never money.
+    Float64,
+    /// `BOOLEAN`.
+    Bool,
+    /// `TIMESTAMP`: milliseconds since the epoch, UTC.
+    Timestamp,
+}
+
+impl ColumnKind {
+    /// The kind of an Arrow type, if a declared column can have it.
+    pub fn of(t: &DataType) -> Option<ColumnKind> {
+        Some(match t {
+            DataType::Utf8 => ColumnKind::Utf8,
+            DataType::Int64 => ColumnKind::Int64,
+            DataType::Int32 => ColumnKind::Int32,
+            DataType::Float64 => ColumnKind::Float64,
+            DataType::Boolean => ColumnKind::Bool,
+            DataType::Timestamp(TimeUnit::Millisecond, Some(tz)) if tz.as_ref() == "UTC" => {
+                ColumnKind::Timestamp
+            }
+            _ => return None,
+        })
+    }
+
+    /// The SQL spelling, as errors name it.
+    pub fn sql(self) -> &'static str {
+        match self {
+            ColumnKind::Utf8 => "VARCHAR",
+            ColumnKind::Int64 => "BIGINT",
+            ColumnKind::Int32 => "INT",
+            ColumnKind::Float64 => "DOUBLE",
+            ColumnKind::Bool => "BOOLEAN",
+            ColumnKind::Timestamp => "TIMESTAMP",
+        }
+    }
+}
+
+/// One declared column.
+#[derive(Debug, Clone)]
+struct Column {
+    name: String,
+    kind: ColumnKind,
+    nullable: bool,
+}
+
+/// The raw values of one record of a declared schema, indexed by column.
+#[derive(Debug, Default)]
+pub(super) struct DeclaredRow<'a> {
+    /// Each column's value; `None` when absent.
+    pub(super) values: Vec<Option<RawValue<'a>>>,
+    /// Members not in the schema (skipped, counted).
+    pub(super) unknown_fields: u32,
+    /// A member (known or not) whose string looks like a card number.
+    pub(super) card_number_in: Option<String>,
+}
+
+impl Screen for DeclaredRow<'_> {
+    fn note_string(&mut self, field: &str, value: &str) {
+        screen_into(&mut self.card_number_in, field, value);
+    }
+}
+
+/// A checked value, ready to append.
+#[derive(Debug, Clone, PartialEq)]
+enum Cell<'a> {
+    Null,
+    Str(Cow<'a, str>),
+    Int(i64),
+    Float(f64),
+    Bool(bool),
+}
+
+/// Decodes records into batches of a declared schema. Built once per source from its
+/// [`EventSchema`]; shared by its decoder threads.
+#[derive(Debug)]
+pub struct DeclaredDecoder {
+    events: Arc<EventSchema>,
+    columns: Vec<Column>,
+    by_name: HashMap<String, usize>,
+}
+
+impl DeclaredDecoder {
+    /// The decoder of `events`, whose columns must all have a [`ColumnKind`] (the declaration
+    /// checked that).
+    pub fn new(events: Arc<EventSchema>) -> crate::error::Result<Self> {
+        let columns = events
+            .arrow()
+            .fields()
+            .iter()
+            .map(|f| {
+                let kind = ColumnKind::of(f.data_type()).ok_or_else(|| {
+                    crate::error::Error::Internal(format!(
+                        "declared column `{}` has type {}, which no decoder reads",
+                        f.name(),
+                        f.data_type()
+                    ))
+                })?;
+                Ok(Column {
+                    name: f.name().clone(),
+                    kind,
+                    nullable: f.is_nullable(),
+                })
+            })
+            .collect::<crate::error::Result<Vec<_>>>()?;
+        let by_name = columns
+            .iter()
+            .enumerate()
+            .map(|(i, c)| (c.name.clone(), i))
+            .collect();
+        Ok(DeclaredDecoder {
+            events,
+            columns,
+            by_name,
+        })
+    }
+
+    /// The events it decodes.
+    pub fn events(&self) -> &Arc<EventSchema> {
+        &self.events
+    }
+
+    fn empty_row<'a>(&self) -> DeclaredRow<'a> {
+        DeclaredRow {
+            values: vec![None; self.columns.len()],
+            unknown_fields: 0,
+            card_number_in: None,
+        }
+    }
+
+    /// Decodes a chunk of JSON Lines whose first line is number `first_line` (blank lines are
+    /// skipped and not counted); `lines` (about how many the chunk holds) sizes the columns.
+    pub fn json_lines(
+        &self,
+        chunk: &[u8],
+        first_line: u64,
+        batch_size: usize,
+        lines: usize,
+    ) -> Decoded {
+        let mut asm = Assembler::new(self, batch_size, lines);
+        let mut pos = first_line;
+        let mut start = 0;
+        while start <= chunk.len() {
+            let end = memchr::memchr(b'\n', &chunk[start..]).map_or(chunk.len(), |i| start + i);
+            let line = &chunk[start..end];
+            let at = start;
+            let this = pos;
+            pos += 1;
+            start = end + 1;
+            let line = line.strip_suffix(b"\r").unwrap_or(line);
+            if line.iter().all(|b| b.is_ascii_whitespace()) {
+                continue;
+            }
+            asm.out.records += 1;
+            let text = match std::str::from_utf8(line) {
+                Ok(t) => t,
+                Err(e) => {
+                    asm.reject(
+                        (
+                            RejectReason::InvalidUtf8,
+                            format!("invalid UTF-8 at byte {}", e.valid_up_to() + 1),
+                        ),
+                        this,
+                        line,
+                    );
+                    continue;
+                }
+            };
+            let mut row = self.empty_row();
+            let parsed =
+                super::json::parse_declared(text, |k| self.by_name.get(k).copied(), &mut row);
+            match parsed {
+                Ok(()) => asm.row(&row, this, line, at),
+                Err(e) => asm.reject(e, this, line),
+            }
+        }
+        asm.finish()
+    }
+
+    /// The columns of a CSV header: each cell names a declared column or an ignored one.
+    /// Every `NOT NULL` column must be present.
+    pub fn csv_columns(&self, header: &CsvHeader) -> Result<Vec<Option<usize>>, String> {
+        let columns: Vec<Option<usize>> = header
+            .names()
+            .iter()
+            .map(|n| self.by_name.get(n.as_str()).copied())
+            .collect();
+        let missing: Vec<&str> = self
+            .columns
+            .iter()
+            .enumerate()
+            .filter(|(i, c)| !c.nullable && !columns.contains(&Some(*i)))
+            .map(|(_, c)| c.name.as_str())
+            .collect();
+        if missing.is_empty() {
+            Ok(columns)
+        } else {
+            Err(format!(
+                "the CSV header lacks the NOT NULL column(s) {} of the declared source; the first line must name its columns",
+                missing.join(", ")
+            ))
+        }
+    }
+
+    /// Decodes a chunk of CSV records (no header) whose first record starts on line
+    /// `first_line`; `header` names the cells ([`Self::csv_columns`] must accept it). An empty
+    /// cell is absent.
+    pub fn csv(
+        &self,
+        chunk: &[u8],
+        first_line: u64,
+        header: &CsvHeader,
+        batch_size: usize,
+    ) -> Decoded {
+        let map = self.csv_columns(header).unwrap_or_default();
+        let mut asm = Assembler::new(self, batch_size, memchr::memchr_iter(b'\n', chunk).count());
+        let mut line_no = first_line;
+        let mut start = 0;
+        let mut cells = Vec::new();
+        while start < chunk.len() {
+            let end = super::csv::record_end(chunk, start);
+            let rec = &chunk[start..end];
+            let at = start;
+            let pos = line_no;
+            line_no += 1 + rec.iter().filter(|b| **b == b'\n').count() as u64;
+            start = end + 1;
+            let rec = rec.strip_suffix(b"\r").unwrap_or(rec);
+            if rec.is_empty() {
+                continue;
+            }
+            asm.out.records += 1;
+            let text = match std::str::from_utf8(rec) {
+                Ok(t) => t,
+                Err(e) => {
+                    asm.reject(
+                        (
+                            RejectReason::InvalidUtf8,
+                            format!("invalid UTF-8 at byte {}", e.valid_up_to() + 1),
+                        ),
+                        pos,
+                        rec,
+                    );
+                    continue;
+                }
+            };
+            let mut row = self.empty_row();
+            if let Err(e) = split_record(text, &mut cells) {
+                asm.reject(e, pos, rec);
+                continue;
+            }
+            if cells.len() != map.len() {
+                asm.reject(
+                    (
+                        RejectReason::Malformed,
+                        format!(
+                            "CSV record has {} fields, the header has {}",
+                            cells.len(),
+                            map.len()
+                        ),
+                    ),
+                    pos,
+                    rec,
+                );
+                continue;
+            }
+            for (k, cell) in cells.iter().enumerate() {
+                match map[k] {
+                    Some(c) if !cell.is_empty() => {
+                        row.values[c] = Some(RawValue::Text(cell.as_ref()));
+                    }
+                    Some(_) => {}
+                    None => {
+                        row.note_string(&header.names()[k], cell);
+                        row.unknown_fields += 1;
+                    }
+                }
+            }
+            asm.row(&row, pos, rec, at);
+        }
+        asm.finish()
+    }
+
+    /// Checks row `row`'s values against the columns, in column order.
+    fn check<'a>(&self, row: &DeclaredRow<'a>, cells: &mut Vec<Cell<'a>>) -> Result<(), Invalid> {
+        cells.clear();
+        if let Some(f) = &row.card_number_in {
+            return Err((
+                RejectReason::CardNumber,
+                format!("`{f}` holds what looks like a card number; send a token instead"),
+            ));
+        }
+        for (c, v) in self.columns.iter().zip(&row.values) {
+            cells.push(check_value(c, v.as_ref())?);
+        }
+        Ok(())
+    }
+}
+
+/// A value of column `c` as it fits the column's type, or why it does not.
+fn check_value<'a>(c: &Column, v: Option<&RawValue<'a>>) -> Result<Cell<'a>, Invalid> {
+    let name = &c.name;
+    let ty = c.kind.sql();
+    let wrong = |v: &RawValue<'_>, hint: &str| {
+        (
+            RejectReason::WrongType,
+            format!("column `{name}` is {ty}, but holds {}{hint}", v.type_name()),
+        )
+    };
+    let v = match v {
+        None if c.nullable => return Ok(Cell::Null),
+        None => {
+            return Err((
+                RejectReason::MissingField,
+                format!("column `{name}` is NOT NULL, but the record has no `{name}`"),
+            ));
+        }
+        Some(RawValue::Null) if c.nullable => return Ok(Cell::Null),
+        Some(RawValue::Null) => {
+            return Err((
+                RejectReason::NullField,
+                format!("column `{name}` is NOT NULL, but the record's `{name}` is null"),
+            ));
+        }
+        Some(v) => v,
+    };
+    let out_of_range = |what: &str| {
+        (
+            RejectReason::OutOfRange,
+            format!("column `{name}` is {ty}, but {what} is out of its range"),
+        )
+    };
+    match c.kind {
+        ColumnKind::Utf8 => match v {
+            RawValue::Str(s) => {
+                if contains_card_number(s.as_bytes()) {
+                    return Err(card(name));
+                }
+                Ok(Cell::Str(s.clone()))
+            }
+            RawValue::Text(t) => {
+                if contains_card_number(t.as_bytes()) {
+                    return Err(card(name));
+                }
+                Ok(Cell::Str(Cow::Borrowed(t)))
+            }
+            v => Err(wrong(v, "; text is written in quotes")),
+        },
+        ColumnKind::Int64 | ColumnKind::Int32 => {
+            let n = match v {
+                RawValue::Int(n) => *n,
+                RawValue::Text(t) => match strict_int(t) {
+                    Some(Ok(n)) => n,
+                    Some(Err(())) => return Err(out_of_range(&format!("{t:?}"))),
+                    None => {
+                        return Err((
+                            RejectReason::WrongType,
+                            format!("column `{name}` is {ty}, but holds {:?}", redact_cell(t)),
+                        ));
+                    }
+                },
+                RawValue::Float(f) if f.fract() == 0.0 && f.is_finite() => {
+                    return Err(out_of_range(&format!("{f}")));
+                }
+                RawValue::Str(_) => return Err(wrong(v, "; numbers are written without quotes")),
+                v => return Err(wrong(v, "")),
+            };
+            if c.kind == ColumnKind::Int32 && i32::try_from(n).is_err() {
+                return Err(out_of_range(&n.to_string()));
+            }
+            Ok(Cell::Int(n))
+        }
+        ColumnKind::Float64 => {
+            let f = match v {
+                RawValue::Int(n) => *n as f64,
+                RawValue::Float(f) => *f,
+                RawValue::Text(t) => match t.trim().parse::<f64>() {
+                    Ok(f)
+                        if t.bytes()
+                            .all(|b| b.is_ascii_digit() || b"+-.eE".contains(&b)) =>
+                    {
+                        f
+                    }
+                    _ => {
+                        return Err((
+                            RejectReason::WrongType,
+                            format!("column `{name}` is {ty}, but holds {:?}", redact_cell(t)),
+                        ));
+                    }
+                },
+                RawValue::Str(_) => return Err(wrong(v, "; numbers are written without quotes")),
+                v => return Err(wrong(v, "")),
+            };
+            if !f.is_finite() {
+                return Err(out_of_range("the number"));
+            }
+            Ok(Cell::Float(f))
+        }
+        ColumnKind::Bool => match v {
+            RawValue::Bool(b) => Ok(Cell::Bool(*b)),
+            RawValue::Text(t) if t.eq_ignore_ascii_case("true") => Ok(Cell::Bool(true)),
+            RawValue::Text(t) if t.eq_ignore_ascii_case("false") => Ok(Cell::Bool(false)),
+            v => Err(wrong(v, "; write true or false")),
+        },
+        ColumnKind::Timestamp => {
+            let text = match v {
+                RawValue::Int(ms) => return Ok(Cell::Int(*ms)),
+                RawValue::Str(s) => s.as_ref(),
+                RawValue::Text(t) => t,
+                v => return Err(wrong(v, "; write an RFC 3339 time or epoch milliseconds")),
+            };
+            if let Some(Ok(ms)) = strict_int(text) {
+                return Ok(Cell::Int(ms));
+            }
+            parse_rfc3339_millis(text).map(Cell::Int).ok_or_else(|| {
+                (
+                    RejectReason::BadTimestamp,
+                    format!(
+                        "column `{name}` is TIMESTAMP, but {:?} is not an RFC 3339 time with an offset (2026-11-01T12:00:00Z) or epoch milliseconds",
+                        redact_cell(text)
+                    ),
+                )
+            })
+        }
+    }
+}
+
+fn card(name: &str) -> Invalid {
+    (
+        RejectReason::CardNumber,
+        format!("column `{name}` holds what looks like a card number; send a token instead"),
+    )
+}
+
+/// A cell's text for an error message, card numbers masked, long text cut.
+fn redact_cell(t: &str) -> String {
+    let t: String = t.chars().take(40).collect();
+    super::card::redact_value(&t)
+}
+
+/// `t` as an integer written strictly (optional `-`, digits only): `Some(Err)` when it is one
+/// but beyond i64, `None` when it is not one.
+fn strict_int(t: &str) -> Option<Result<i64, ()>> {
+    let d = t.strip_prefix('-').unwrap_or(t);
+    if d.is_empty() || !d.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    Some(t.parse::<i64>().map_err(|_| ()))
+}
+
+/// A column being built.
+enum Builder {
+    Utf8(StringBuilder),
+    Int64(Int64Builder),
+    Int32(Int32Builder),
+    Float64(Float64Builder),
+    Bool(BooleanBuilder),
+    Timestamp(TimestampMillisecondBuilder),
+}
+
+impl Builder {
+    fn new(kind: ColumnKind, rows: usize) -> Self {
+        match kind {
+            ColumnKind::Utf8 => Builder::Utf8(StringBuilder::with_capacity(rows, rows * 16)),
+            ColumnKind::Int64 => Builder::Int64(Int64Builder::with_capacity(rows)),
+            ColumnKind::Int32 => Builder::Int32(Int32Builder::with_capacity(rows)),
+            ColumnKind::Float64 => Builder::Float64(Float64Builder::with_capacity(rows)),
+            ColumnKind::Bool => Builder::Bool(BooleanBuilder::with_capacity(rows)),
+            ColumnKind::Timestamp => Builder::Timestamp(
+                TimestampMillisecondBuilder::with_capacity(rows).with_timezone("UTC"),
+            ),
+        }
+    }
+
+    /// Appends a checked cell (its kind matches the column's).
+    fn append(&mut self, cell: &Cell<'_>) {
+        match (self, cell) {
+            (Builder::Utf8(b), Cell::Str(s)) => b.append_value(s),
+            (Builder::Int64(b), Cell::Int(v)) => b.append_value(*v),
+            (Builder::Int32(b), Cell::Int(v)) => b.append_value(*v as i32),
+            (Builder::Float64(b), Cell::Float(v)) => b.append_value(*v),
+            (Builder::Bool(b), Cell::Bool(v)) => b.append_value(*v),
+            (Builder::Timestamp(b), Cell::Int(v)) => b.append_value(*v),
+            (Builder::Utf8(b), _) => b.append_null(),
+            (Builder::Int64(b), _) => b.append_null(),
+            (Builder::Int32(b), _) => b.append_null(),
+            (Builder::Float64(b), _) => b.append_null(),
+            (Builder::Bool(b), _) => b.append_null(),
+            (Builder::Timestamp(b), _) => b.append_null(),
+        }
+    }
+
+    fn finish(&mut self) -> ArrayRef {
+        match self {
+            Builder::Utf8(b) => Arc::new(b.finish()),
+            Builder::Int64(b) => Arc::new(b.finish()),
+            Builder::Int32(b) => Arc::new(b.finish()),
+            Builder::Float64(b) => Arc::new(b.finish()),
+            Builder::Bool(b) => Arc::new(b.finish()),
+            Builder::Timestamp(b) => Arc::new(b.finish()),
+        }
+    }
+}
+
+/// Collects checked rows into batches of a fixed size.
+struct Assembler<'d> {
+    decoder: &'d DeclaredDecoder,
+    builders: Vec<Builder>,
+    rows: usize,
+    positions: Vec<u64>,
+    spans: Vec<(u32, u32)>,
+    hashes: Vec<u64>,
+    batch_size: usize,
+    out: Decoded,
+}
+
+impl<'d> Assembler<'d> {
+    fn new(decoder: &'d DeclaredDecoder, batch_size: usize, expected_rows: usize) -> Self {
+        let batch_size = batch_size.max(1);
+        let cap = batch_size.min(expected_rows.max(1)).min(8192);
+        Assembler {
+            decoder,
+            builders: decoder
+                .columns
+                .iter()
+                .map(|c| Builder::new(c.kind, cap))
+                .collect(),
+            rows: 0,
+            positions: Vec::with_capacity(cap),
+            spans: Vec::with_capacity(cap),
+            hashes: Vec::with_capacity(cap),
+            batch_size,
+            out: Decoded::default(),
+        }
+    }
+
+    /// Checks and appends one parsed record (counted by the caller), `bytes` at `at` in its
+    /// chunk.
+    fn row(&mut self, row: &DeclaredRow<'_>, pos: u64, bytes: &[u8], at: usize) {
+        self.out.unknown_fields += u64::from(row.unknown_fields);
+        let mut cells = Vec::with_capacity(self.builders.len());
+        if let Err(e) = self.decoder.check(row, &mut cells) {
+            self.reject(e, pos, bytes);
+            return;
+        }
+        let mut h = PayloadHasher::new();
+        for (i, (b, cell)) in self.builders.iter_mut().zip(&cells).enumerate() {
+            b.append(cell);
+            match cell {
+                Cell::Null => {}
+                Cell::Str(s) => h.bytes(i, s.as_bytes()),
+                Cell::Int(v) => h.int(i, *v),
+                Cell::Float(v) => h.int(i, v.to_bits() as i64),
+                Cell::Bool(v) => h.int(i, i64::from(*v)),
+            }
+        }
+        self.rows += 1;
+        self.hashes.push(h.finish());
+        self.positions.push(pos);
+        self.spans.push(span(at, at + bytes.len()));
+        if self.rows >= self.batch_size {
+            self.flush();
+        }
+    }
+
+    fn reject(&mut self, (reason, detail): Invalid, pos: u64, bytes: &[u8]) {
+        self.out
+            .rejects
+            .push(Reject::new(reason, detail, pos, bytes));
+    }
+
+    fn flush(&mut self) {
+        if self.rows == 0 {
+            return;
+        }
+        let columns: Vec<ArrayRef> = self.builders.iter_mut().map(Builder::finish).collect();
+        let batch =
+            RecordBatch::try_new(std::sync::Arc::clone(self.decoder.events.arrow()), columns)
+                .expect("checked cells fit the declared columns");
+        self.rows = 0;
+        self.out.batches.push(DecodedBatch {
+            batch,
+            positions: std::mem::take(&mut self.positions),
+            payload_hashes: std::mem::take(&mut self.hashes),
+            raw_spans: std::mem::take(&mut self.spans),
+            source: None,
+        });
+    }
+
+    fn finish(mut self) -> Decoded {
+        self.flush();
+        self.out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use datafusion::arrow::array::AsArray;
+    use datafusion::arrow::datatypes::{Field, Schema};
+
+    fn decoder() -> DeclaredDecoder {
+        let ts = crate::schema::timestamp_type();
+        let arrow = Arc::new(Schema::new(vec![
+            Field::new("order_id", DataType::Utf8, false),
+            Field::new("ts", ts, false),
+            Field::new("amount_minor", DataType::Int64, true),
+            Field::new("qty", DataType::Int32, true),
+            Field::new("score", DataType::Float64, true),
+            Field::new("gift", DataType::Boolean, true),
+            Field::new("note", DataType::Utf8, true),
+        ]));
+        let events = EventSchema::declared("orders", arrow, Some("order_id"), "ts").unwrap();
+        DeclaredDecoder::new(Arc::new(events)).unwrap()
+    }
+
+    #[test]
+    fn json_values_fill_their_columns_in_any_order_and_spelling() {
+        let d = decoder();
+        let text = concat!(
+            r#"{"order_id":"o1","ts":"2026-11-01T00:00:00Z","amount_minor":1250,"qty":2,"score":0.5,"gift":true,"note":"hi"}"#,
+            "\n",
+            r#"{ "note" : null, "extra": {"a": [1, "x"]}, "ts": 1793491200001, "order_id": "o\u0032" }"#,
+            "\n\n",
+        );
+        let out = d.json_lines(text.as_bytes(), 1, 100, 3);
+        assert!(out.rejects.is_empty(), "{:?}", out.rejects);
+        assert_eq!((out.records, out.unknown_fields), (2, 1));
+        let b = &out.batches[0].batch;
+        assert_eq!(b.num_rows(), 2);
+        let ids = b.column(0).as_string::<i32>();
+        assert_eq!((ids.value(0), ids.value(1)), ("o1", "o2"));
+        let ts = b
+            .column(1)
+            .as_primitive::<datafusion::arrow::datatypes::TimestampMillisecondType>();
+        assert_eq!(ts.value(0), 1_793_491_200_000);
+        assert_eq!(ts.value(1), 1_793_491_200_001);
+        assert!(b.column(2).is_null(1) && b.column(6).is_null(1));
+        assert_eq!(
+            b.column(4)
+                .as_primitive::<datafusion::arrow::datatypes::Float64Type>()
+                .value(0),
+            0.5
+        );
+        assert!(b.column(5).as_boolean().value(0));
+        assert_eq!(out.batches[0].positions, vec![1, 2]);
+    }
+
+    #[test]
+    fn values_that_do_not_fit_are_rejected_naming_the_column() {
+        let d = decoder();
+        let base = r#""order_id":"o1","ts":"2026-11-01T00:00:00Z""#;
+        for (members, reason, needle) in [
+            (
+                r#""amount_minor":"12""#,
+                RejectReason::WrongType,
+                "column `amount_minor` is BIGINT",
+            ),
+            (
+                r#""amount_minor":12.5"#,
+                RejectReason::WrongType,
+                "`amount_minor`",
+            ),
+            (
+                r#""amount_minor":123456789012345678901"#,
+                RejectReason::OutOfRange,
+                "`amount_minor`",
+            ),
+            (
+                r#""qty":3000000000"#,
+                RejectReason::OutOfRange,
+                "column `qty` is INT",
+            ),
+            (
+                r#""gift":"yes""#,
+                RejectReason::WrongType,
+                "column `gift` is BOOLEAN",
+            ),
+            (
+                r#""score":"0.5""#,
+                RejectReason::WrongType,
+                "column `score` is DOUBLE",
+            ),
+            (
+                r#""note":5"#,
+                RejectReason::WrongType,
+                "column `note` is VARCHAR",
+            ),
+            (
+                r#""note":"4111 1111 1111 1111""#,
+                RejectReason::CardNumber,
+                "column `note`",
+            ),
+            (
+                r#""other":"4111111111111111""#,
+                RejectReason::CardNumber,
+                "`other`",
+            ),
+        ] {
+            let line = format!("{{{base},{members}}}");
+            let out = d.json_lines(line.as_bytes(), 7, 100, 1);
+            assert_eq!(out.records, 1);
+            assert!(out.batches.is_empty(), "{line}");
+            let r = &out.rejects[0];
+            assert_eq!((r.reason, r.position), (reason, 7), "{line}: {}", r.detail);
+            assert!(r.detail.contains(needle), "{line}: {}", r.detail);
+            assert!(!r.raw.contains("4111111111111111") && !r.detail.contains("4111"));
+        }
+        for (line, reason) in [
+            (
+                r#"{"ts":"2026-11-01T00:00:00Z"}"#,
+                RejectReason::MissingField,
+            ),
+            (
+                r#"{"order_id":null,"ts":"2026-11-01T00:00:00Z"}"#,
+                RejectReason::NullField,
+            ),
+            (
+                r#"{"order_id":"o","ts":"yesterday"}"#,
+                RejectReason::BadTimestamp,
+            ),
+            (
+                r#"{"order_id":"o","ts":"2026-11-01T00:00:00"}"#,
+                RejectReason::BadTimestamp,
+            ),
+            (
+                r#"{"order_id":"o","order_id":"p","ts":1}"#,
+                RejectReason::InvalidValue,
+            ),
+            (r#"{"order_id":"o""#, RejectReason::Malformed),
+        ] {
+            let out = d.json_lines(line.as_bytes(), 1, 100, 1);
+            assert_eq!(out.rejects.len(), 1, "{line}");
+            assert_eq!(
+                out.rejects[0].reason, reason,
+                "{line}: {}",
+                out.rejects[0].detail
+            );
+        }
+    }
+
+    #[test]
+    fn csv_cells_are_parsed_strictly_by_column_type() {
+        let d = decoder();
+        let header = CsvHeader::parse_names("ts,order_id,amount_minor,colour,gift").unwrap();
+        assert!(d.csv_columns(&header).is_ok());
+        let text = "2026-11-01T00:00:00Z,o1,12,red,TRUE\n1793491200000,o2,,blue,\n2026-11-01T00:00:00Z,o3,1.5,x,\n";
+        let out = d.csv(text.as_bytes(), 2, &header, 100);
+        assert_eq!((out.records, out.unknown_fields), (3, 3));
+        assert_eq!(out.batches[0].batch.num_rows(), 2);
+        assert_eq!(out.rejects[0].reason, RejectReason::WrongType);
+        assert_eq!(out.rejects[0].position, 4);
+        let missing = CsvHeader::parse_names("ts,amount_minor").unwrap();
+        assert!(d.csv_columns(&missing).unwrap_err().contains("order_id"));
+    }
+
+    #[test]
+    fn equal_values_hash_alike_whatever_their_spelling() {
+        let d = decoder();
+        let a = d.json_lines(
+            br#"{"order_id":"o1","ts":"2026-11-01T00:00:00Z","amount_minor":5}"#,
+            1,
+            10,
+            1,
+        );
+        let b = d.json_lines(
+            br#"{"amount_minor":5, "x":1, "ts":1793491200000,"order_id":"o1"}"#,
+            1,
+            10,
+            1,
+        );
+        let c = d.json_lines(
+            br#"{"order_id":"o1","ts":"2026-11-01T00:00:00Z","amount_minor":6}"#,
+            1,
+            10,
+            1,
+        );
+        let h = |d: &Decoded| d.batches[0].payload_hashes[0];
+        assert_eq!(h(&a), h(&b));
+        assert_ne!(h(&a), h(&c));
+    }
+}

@@ -1,0 +1,93 @@
+//! Which decoder a source's records go through: the payment event's own, or a declared
+//! schema's ([`DeclaredDecoder`]), chosen once from the events the source produces.
+
+use std::sync::Arc;
+
+use datafusion::arrow::array::RecordBatch;
+
+use super::{
+    CsvHeader, DeclaredDecoder, Decoded, decode_csv, decode_json_lines_sized, decode_parquet,
+};
+use crate::error::{Error, Result};
+use crate::schema::EventSchema;
+
+/// The decoder of one source's records, shared by its decoder threads.
+#[derive(Debug, Clone)]
+pub enum Decoder {
+    /// The built-in payment event ([`EventSchema::payments`]): its fast path and validation.
+    Payments,
+    /// A source declared with its own columns.
+    Declared(Arc<DeclaredDecoder>),
+}
+
+impl Decoder {
+    /// The decoder producing `events`.
+    pub fn for_events(events: &Arc<EventSchema>) -> Result<Decoder> {
+        if events.is_declared() {
+            Ok(Decoder::Declared(Arc::new(DeclaredDecoder::new(
+                Arc::clone(events),
+            )?)))
+        } else {
+            Ok(Decoder::Payments)
+        }
+    }
+
+    /// Decodes a chunk of JSON Lines (see [`decode_json_lines_sized`]).
+    pub fn json_lines(
+        &self,
+        chunk: &[u8],
+        first_line: u64,
+        batch_size: usize,
+        lines: usize,
+    ) -> Decoded {
+        match self {
+            Decoder::Payments => decode_json_lines_sized(chunk, first_line, batch_size, lines),
+            Decoder::Declared(d) => d.json_lines(chunk, first_line, batch_size, lines),
+        }
+    }
+
+    /// Parses a CSV file's header record, checked against the columns the events need.
+    pub fn csv_header(&self, line: &str) -> std::result::Result<CsvHeader, String> {
+        match self {
+            Decoder::Payments => CsvHeader::parse(line).map_err(|e| e.to_string()),
+            Decoder::Declared(d) => {
+                let h = CsvHeader::parse_names(line).map_err(|e| e.to_string())?;
+                d.csv_columns(&h)?;
+                Ok(h)
+            }
+        }
+    }
+
+    /// Decodes a chunk of CSV records (see [`decode_csv`]).
+    pub fn csv(
+        &self,
+        chunk: &[u8],
+        first_line: u64,
+        header: &CsvHeader,
+        batch_size: usize,
+    ) -> Decoded {
+        match self {
+            Decoder::Payments => decode_csv(chunk, first_line, header, batch_size),
+            Decoder::Declared(d) => d.csv(chunk, first_line, header, batch_size),
+        }
+    }
+
+    /// Whether it reads Parquet: a declared source does not yet.
+    pub fn check_parquet(&self, what: &str) -> Result<()> {
+        match self {
+            Decoder::Payments => Ok(()),
+            Decoder::Declared(d) => Err(Error::Config {
+                what: what.into(),
+                message: format!(
+                    "the source `{}` declares its own columns, which are read from JSON Lines or CSV; Parquet files are read as payment events (a source without a column list)",
+                    d.events().stream()
+                ),
+            }),
+        }
+    }
+
+    /// Decodes a Parquet batch (see [`decode_parquet`]); [`Self::check_parquet`] first.
+    pub fn parquet(&self, batch: &RecordBatch, first_row: u64, batch_size: usize) -> Decoded {
+        decode_parquet(batch, first_row, batch_size)
+    }
+}

@@ -1,0 +1,300 @@
+//! The column list of a declared source:
+//!
+//! ```sql
+//! CREATE SOURCE orders (
+//!     order_id     VARCHAR NOT NULL,
+//!     ts           TIMESTAMP NOT NULL,
+//!     amount_minor BIGINT,
+//!     WATERMARK FOR ts AS ts - INTERVAL '2' SECOND
+//! ) WITH (connector = 'file', path = 'orders.jsonl', dedup_key = 'order_id');
+//! ```
+//! Each column becomes an Arrow field of the stream, named as its JSON member or CSV header
+//! cell is; `WATERMARK FOR` names the event-time column and the bounded out-of-orderness, as
+//! Flink and RisingWave spell it. Types map to the ones the declared decoder reads
+//! ([`crate::decode::ColumnKind`]); money stays integer minor units (`DECIMAL` is refused with
+//! that advice).
+
+use datafusion::arrow::datatypes::{DataType, Field};
+
+use crate::time::parse_duration_millis;
+
+/// A parsed column list.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Columns {
+    /// The columns, in order.
+    pub fields: Vec<Field>,
+    /// `WATERMARK FOR col AS col - INTERVAL …`: the time column and its delay (ms).
+    pub watermark: Option<(String, i64)>,
+}
+
+/// Parses the text between `CREATE SOURCE name (` and its closing `)`. Errors say what was
+/// wrong and what to write; the caller adds the line.
+pub fn parse_columns(list: &str) -> Result<Columns, String> {
+    let mut fields: Vec<Field> = Vec::new();
+    let mut watermark = None;
+    for item in split_top_level(list) {
+        let item = item.trim();
+        if item.is_empty() {
+            return Err("an empty item in the column list (a stray comma?)".into());
+        }
+        let words: Vec<&str> = item.split_whitespace().collect();
+        let upper = |i: usize| words.get(i).map(|w| w.to_ascii_uppercase());
+        if upper(0).as_deref() == Some("WATERMARK") {
+            if watermark.is_some() {
+                return Err(
+                    "WATERMARK FOR is given twice; a source has one event-time column".into(),
+                );
+            }
+            watermark = Some(parse_watermark(item)?);
+            continue;
+        }
+        if matches!(
+            upper(0).as_deref(),
+            Some("PRIMARY" | "CONSTRAINT" | "UNIQUE")
+        ) {
+            return Err(format!(
+                "`{item}`: key constraints are not declared in the column list; name the column events are deduplicated by with WITH (dedup_key = 'column')"
+            ));
+        }
+        let (name, rest) = column_name(item)?;
+        let rest = rest.trim();
+        let upper_rest = rest.to_ascii_uppercase();
+        let (not_null, type_text) = if let Some(t) = upper_rest.strip_suffix("NOT NULL") {
+            (true, &rest[..t.len()])
+        } else if let Some(t) = upper_rest.strip_suffix(" NULL") {
+            (false, &rest[..t.len()])
+        } else {
+            (false, rest)
+        };
+        let data_type = parse_type(&name, type_text.trim())?;
+        if fields.iter().any(|f| f.name() == &name) {
+            return Err(format!("column `{name}` is declared twice"));
+        }
+        if name == crate::schema::WINDOW_START || name == crate::schema::WINDOW_END {
+            return Err(format!(
+                "`{name}` is the name windows give their bounds; rename the column"
+            ));
+        }
+        fields.push(Field::new(name, data_type, !not_null));
+    }
+    if fields.is_empty() {
+        return Err("the column list declares no column".into());
+    }
+    if let Some((t, _)) = &watermark {
+        match fields.iter().find(|f| f.name() == t) {
+            None => {
+                return Err(format!(
+                    "WATERMARK FOR {t}: there is no column `{t}`; declare it, e.g. {t} TIMESTAMP NOT NULL"
+                ));
+            }
+            Some(f) if f.data_type() != &crate::schema::timestamp_type() => {
+                return Err(format!(
+                    "WATERMARK FOR {t}: `{t}` is {}, not a TIMESTAMP; event time must be a TIMESTAMP column",
+                    sql_name(f.data_type())
+                ));
+            }
+            Some(_) => {}
+        }
+    }
+    Ok(Columns { fields, watermark })
+}
+
+/// The SQL name of a declared column type.
+pub fn sql_name(t: &DataType) -> &'static str {
+    crate::decode::ColumnKind::of(t).map_or("an unsupported type", |k| k.sql())
+}
+
+/// Splits at commas outside parentheses and quotes.
+fn split_top_level(s: &str) -> Vec<&str> {
+    let (mut out, mut depth, mut start, mut quote) = (Vec::new(), 0i32, 0, None);
+    for (i, c) in s.char_indices() {
+        match (quote, c) {
+            (Some(q), c) if c == q => quote = None,
+            (Some(_), _) => {}
+            (None, '\'' | '"') => quote = Some(c),
+            (None, '(') => depth += 1,
+            (None, ')') => depth -= 1,
+            (None, ',') if depth == 0 => {
+                out.push(&s[start..i]);
+                start = i + 1;
+            }
+            _ => {}
+        }
+    }
+    out.push(&s[start..]);
+    out
+}
+
+/// The column name at the start of `item` (an identifier, or a double-quoted name) and the rest.
+fn column_name(item: &str) -> Result<(String, &str), String> {
+    if let Some(q) = item.strip_prefix('"') {
+        let end = q
+            .find('"')
+            .ok_or_else(|| format!("`{item}`: unterminated quoted column name"))?;
+        return Ok((q[..end].to_string(), &q[end + 1..]));
+    }
+    let end = item
+        .find(|c: char| !(c.is_alphanumeric() || c == '_'))
+        .unwrap_or(item.len());
+    let name = &item[..end];
+    if name.is_empty() || name.starts_with(|c: char| c.is_ascii_digit()) {
+        return Err(format!(
+            "expected a column name, found `{item}`; write e.g. amount_minor BIGINT"
+        ));
+    }
+    Ok((name.to_string(), &item[end..]))
+}
+
+/// The Arrow type of a declared SQL type.
+fn parse_type(column: &str, t: &str) -> Result<DataType, String> {
+    if t.is_empty() {
+        return Err(format!(
+            "column `{column}` has no type; write e.g. {column} VARCHAR"
+        ));
+    }
+    let norm: String = t.split_whitespace().collect::<Vec<_>>().join(" ");
+    // A length or precision in parentheses does not change the type read (`VARCHAR(64)`,
+    // `TIMESTAMP(3)`), except for decimals, which are refused below.
+    let mut base = String::new();
+    let mut depth = 0;
+    for c in norm.to_ascii_uppercase().chars() {
+        match c {
+            '(' => depth += 1,
+            ')' => depth -= 1,
+            c if depth == 0 => base.push(c),
+            _ => {}
+        }
+    }
+    let base = base.split_whitespace().collect::<Vec<_>>().join(" ");
+    Ok(match base.as_str() {
+        "VARCHAR" | "TEXT" | "STRING" | "CHAR" | "CHARACTER VARYING" => DataType::Utf8,
+        "BIGINT" | "INT8" | "LONG" => DataType::Int64,
+        "INT" | "INTEGER" | "INT4" => DataType::Int32,
+        "DOUBLE" | "DOUBLE PRECISION" | "FLOAT" | "FLOAT8" | "REAL" => DataType::Float64,
+        "BOOLEAN" | "BOOL" => DataType::Boolean,
+        "TIMESTAMP" | "TIMESTAMPTZ" | "TIMESTAMP WITH TIME ZONE" | "TIMESTAMP_LTZ" => {
+            crate::schema::timestamp_type()
+        }
+        "DECIMAL" | "NUMERIC" => {
+            return Err(format!(
+                "column `{column}` is {norm}: money is read as integer minor units with its currency; declare {column} BIGINT (12.50 EUR is 1250)"
+            ));
+        }
+        _ => {
+            return Err(format!(
+                "column `{column}` has type {norm}, which a source cannot declare; the types are VARCHAR, BIGINT, INT, DOUBLE, BOOLEAN and TIMESTAMP"
+            ));
+        }
+    })
+}
+
+/// `WATERMARK FOR ts AS ts - INTERVAL '2' SECOND` (or `INTERVAL '2 seconds'`, or `AS ts` for
+/// no delay) → the column and the delay in ms.
+fn parse_watermark(item: &str) -> Result<(String, i64), String> {
+    let example = "WATERMARK FOR ts AS ts - INTERVAL '5' SECOND";
+    let bad = |what: &str| format!("`{item}`: {what}; write e.g. {example}");
+    let words: Vec<&str> = item.split_whitespace().collect();
+    if words.len() < 4
+        || !words[1].eq_ignore_ascii_case("FOR")
+        || !words[3].eq_ignore_ascii_case("AS")
+    {
+        return Err(bad("expected WATERMARK FOR column AS column - INTERVAL …"));
+    }
+    let column = words[2].trim_matches('"').to_string();
+    let expr = words[4..].join(" ");
+    let rest = expr
+        .strip_prefix(words.get(4).copied().unwrap_or(""))
+        .map(str::trim)
+        .unwrap_or("");
+    if words.get(4).map(|w| w.trim_matches('"')) != Some(column.as_str()) {
+        return Err(bad(&format!(
+            "the watermark must be the event-time column `{column}` minus a delay"
+        )));
+    }
+    if rest.is_empty() {
+        return Ok((column, 0));
+    }
+    let interval = rest
+        .strip_prefix('-')
+        .map(str::trim)
+        .and_then(|r| {
+            r.get(..8)
+                .filter(|k| k.eq_ignore_ascii_case("INTERVAL"))
+                .map(|_| r[8..].trim())
+        })
+        .ok_or_else(|| bad("expected `- INTERVAL '…'` after the column"))?;
+    let q = interval
+        .strip_prefix('\'')
+        .ok_or_else(|| bad("the interval needs a quoted amount"))?;
+    let end = q.find('\'').ok_or_else(|| bad("unterminated interval"))?;
+    let text = format!("{} {}", &q[..end], q[end + 1..].trim());
+    let ms = parse_duration_millis(&text).map_err(|e| bad(&e))?;
+    Ok((column, ms))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn columns_types_and_the_watermark_are_read() {
+        let c = parse_columns(
+            "\n  order_id VARCHAR(64) NOT NULL,\n  ts TIMESTAMP(3) NOT NULL,\n  amount_minor BIGINT,\n  qty integer null, score DOUBLE PRECISION, gift BOOLEAN, \"Note\" text,\n  WATERMARK FOR ts AS ts - INTERVAL '2' SECOND\n",
+        )
+        .unwrap();
+        let names: Vec<&str> = c.fields.iter().map(|f| f.name().as_str()).collect();
+        assert_eq!(
+            names,
+            [
+                "order_id",
+                "ts",
+                "amount_minor",
+                "qty",
+                "score",
+                "gift",
+                "Note"
+            ]
+        );
+        assert!(
+            !c.fields[0].is_nullable() && c.fields[2].is_nullable() && c.fields[3].is_nullable()
+        );
+        assert_eq!(c.fields[1].data_type(), &crate::schema::timestamp_type());
+        assert_eq!(c.fields[3].data_type(), &DataType::Int32);
+        assert_eq!(c.fields[4].data_type(), &DataType::Float64);
+        assert_eq!(c.watermark, Some(("ts".into(), 2_000)));
+        for (w, ms) in [
+            ("WATERMARK FOR ts AS ts - INTERVAL '5 seconds'", 5_000),
+            ("watermark for ts as ts - interval '1' MINUTE", 60_000),
+            ("WATERMARK FOR ts AS ts", 0),
+        ] {
+            let c = parse_columns(&format!("ts TIMESTAMP, {w}")).unwrap();
+            assert_eq!(c.watermark, Some(("ts".into(), ms)), "{w}");
+        }
+    }
+
+    #[test]
+    fn what_cannot_be_declared_is_refused_with_what_to_write() {
+        for (list, needle) in [
+            ("amount DECIMAL(12, 2)", "BIGINT (12.50 EUR is 1250)"),
+            ("x BLOB", "the types are VARCHAR, BIGINT"),
+            ("x", "has no type"),
+            ("a INT, a BIGINT", "declared twice"),
+            ("a INT,, b INT", "stray comma"),
+            ("ts TIMESTAMP, WATERMARK FOR t AS t", "no column `t`"),
+            ("ts BIGINT, WATERMARK FOR ts AS ts", "not a TIMESTAMP"),
+            (
+                "ts TIMESTAMP, WATERMARK FOR ts AS other - INTERVAL '1' SECOND",
+                "minus a delay",
+            ),
+            (
+                "ts TIMESTAMP, WATERMARK FOR ts AS ts - INTERVAL '1' FORTNIGHT",
+                "unknown unit",
+            ),
+            ("ts TIMESTAMP, PRIMARY KEY (ts)", "dedup_key"),
+            ("window_start TIMESTAMP", "rename the column"),
+        ] {
+            let e = parse_columns(list).unwrap_err();
+            assert!(e.contains(needle), "{list}: {e}");
+        }
+    }
+}
