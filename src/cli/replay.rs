@@ -84,8 +84,9 @@ pub(crate) fn replay(mut a: ReplayArgs, data: &super::log_cmds::DataDir) -> anyh
             Some("parquet") => bail!(
                 "Parquet cannot be read from standard input (its footer is at the end): pass the file's path"
             ),
-            None => a.format = Some("json".into()),
-            Some(_) => {}
+            // JSON Lines unless the flag or the query's declared source says otherwise.
+            None if a.into.is_some() => a.format = Some("json".into()),
+            _ => {}
         }
         a.file = PathBuf::from(STDIN_PATH);
     }
@@ -112,10 +113,22 @@ pub(crate) fn replay(mut a: ReplayArgs, data: &super::log_cmds::DataDir) -> anyh
                    declared: Option<i64>,
                    default: &str|
      -> anyhow::Result<(i64, String)> {
+        let key = flag[2..].replace('-', "_");
         match (given, declared) {
             (Some(v), _) => Ok((duration(flag, v)?, flag.to_string())),
-            (None, Some(ms)) => Ok((ms, format!("the {} of {}", &flag[2..], query.display()))),
-            (None, None) => Ok((duration(flag, default)?, flag.to_string())),
+            (None, Some(ms)) => {
+                let what = match parsed.source.as_ref() {
+                    Some(s) if s.watermark_clause && key == "watermark_delay" => {
+                        "the WATERMARK FOR clause".to_string()
+                    }
+                    _ => format!("option {key}"),
+                };
+                Ok((ms, format!("{what} of {} (or {flag})", query.display())))
+            }
+            (None, None) => Ok((
+                duration(flag, default)?,
+                format!("the default {key} ({flag})"),
+            )),
         }
     };
     let (delay, delay_from) = setting(
@@ -182,6 +195,18 @@ pub(crate) fn replay(mut a: ReplayArgs, data: &super::log_cmds::DataDir) -> anyh
             Format::from_name(f)
                 .with_context(|| format!("unknown --format {f:?}: use json, csv or parquet"))?,
         );
+    }
+    // A declared source's `format` applies when the flag does not say.
+    if format.is_none() {
+        format = declared.and_then(|s| s.connector.format());
+    }
+    if a.file.as_os_str() == STDIN_PATH {
+        if format == Some(Format::Parquet) {
+            bail!(
+                "Parquet cannot be read from standard input (its footer is at the end): pass the file's path"
+            );
+        }
+        format.get_or_insert(Format::JsonLines);
     }
     if !a.file.exists() {
         bail!(

@@ -15,7 +15,6 @@
 //! `DOUBLE`, `BOOLEAN`, `TIMESTAMP` (RFC 3339 with an offset, or epoch milliseconds).
 
 use std::borrow::Cow;
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use datafusion::arrow::array::{
@@ -32,6 +31,9 @@ use super::row::{Invalid, RawValue, Screen, screen_into};
 use super::{Decoded, DecodedBatch, span};
 use crate::schema::EventSchema;
 use crate::time::parse_rfc3339_millis;
+
+/// The field metadata key of a `VARCHAR(n)` column's length `n`.
+pub const MAX_CHARS: &str = "paystream.max_chars";
 
 /// The value types a declared column can have.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -85,6 +87,8 @@ struct Column {
     name: String,
     kind: ColumnKind,
     nullable: bool,
+    /// `VARCHAR(n)`: at most `n` characters.
+    max_chars: Option<usize>,
 }
 
 /// The raw values of one record of a declared schema, indexed by column.
@@ -96,6 +100,15 @@ pub(super) struct DeclaredRow<'a> {
     pub(super) unknown_fields: u32,
     /// A member (known or not) whose string looks like a card number.
     pub(super) card_number_in: Option<String>,
+}
+
+impl DeclaredRow<'_> {
+    /// Empties the row for the next record, keeping its memory.
+    fn clear(&mut self) {
+        self.values.fill(None);
+        self.unknown_fields = 0;
+        self.card_number_in = None;
+    }
 }
 
 impl Screen for DeclaredRow<'_> {
@@ -120,7 +133,6 @@ enum Cell<'a> {
 pub struct DeclaredDecoder {
     events: Arc<EventSchema>,
     columns: Vec<Column>,
-    by_name: HashMap<String, usize>,
 }
 
 impl DeclaredDecoder {
@@ -143,19 +155,11 @@ impl DeclaredDecoder {
                     name: f.name().clone(),
                     kind,
                     nullable: f.is_nullable(),
+                    max_chars: f.metadata().get(MAX_CHARS).and_then(|n| n.parse().ok()),
                 })
             })
             .collect::<crate::error::Result<Vec<_>>>()?;
-        let by_name = columns
-            .iter()
-            .enumerate()
-            .map(|(i, c)| (c.name.clone(), i))
-            .collect();
-        Ok(DeclaredDecoder {
-            events,
-            columns,
-            by_name,
-        })
+        Ok(DeclaredDecoder { events, columns })
     }
 
     /// The events it decodes.
@@ -171,6 +175,15 @@ impl DeclaredDecoder {
         }
     }
 
+    /// The column named `key`, if one is. Linear over the columns, length first: a schema has a
+    /// few dozen columns at most, and a hash of the key cost more than comparing lengths.
+    #[inline]
+    fn column(&self, key: &str) -> Option<usize> {
+        self.columns
+            .iter()
+            .position(|c| c.name.len() == key.len() && c.name == key)
+    }
+
     /// Decodes a chunk of JSON Lines whose first line is number `first_line` (blank lines are
     /// skipped and not counted); `lines` (about how many the chunk holds) sizes the columns.
     pub fn json_lines(
@@ -181,6 +194,9 @@ impl DeclaredDecoder {
         lines: usize,
     ) -> Decoded {
         let mut asm = Assembler::new(self, batch_size, lines);
+        let mut row = self.empty_row();
+        let mut cells = Vec::with_capacity(self.columns.len());
+        let mut next = vec![usize::MAX; self.columns.len() + 1];
         let mut pos = first_line;
         let mut start = 0;
         while start <= chunk.len() {
@@ -209,11 +225,28 @@ impl DeclaredDecoder {
                     continue;
                 }
             };
-            let mut row = self.empty_row();
-            let parsed =
-                super::json::parse_declared(text, |k| self.by_name.get(k).copied(), &mut row);
+            row.clear();
+            // Producers write their members in one order: the member after column `prev` is
+            // most likely the one that followed it last time (`next`), confirmed by one compare.
+            let mut prev = self.columns.len();
+            let parsed = super::json::parse_declared(
+                text,
+                |k| {
+                    let guess = next[prev];
+                    let found = match self.columns.get(guess) {
+                        Some(c) if c.name == k => Some(guess),
+                        _ => self.column(k),
+                    };
+                    if let Some(f) = found {
+                        next[prev] = f;
+                        prev = f;
+                    }
+                    found
+                },
+                &mut row,
+            );
             match parsed {
-                Ok(()) => asm.row(&row, this, line, at),
+                Ok(()) => asm.row(&row, &mut cells, this, line, at),
                 Err(e) => asm.reject(e, this, line),
             }
         }
@@ -221,28 +254,40 @@ impl DeclaredDecoder {
     }
 
     /// The columns of a CSV header: each cell names a declared column or an ignored one.
-    /// Every `NOT NULL` column must be present.
+    /// Every declared column must have a cell (an empty cell is a null): a nullable column
+    /// missing from the header would otherwise be null in every row without a word.
     pub fn csv_columns(&self, header: &CsvHeader) -> Result<Vec<Option<usize>>, String> {
-        let columns: Vec<Option<usize>> = header
-            .names()
-            .iter()
-            .map(|n| self.by_name.get(n.as_str()).copied())
-            .collect();
+        let columns: Vec<Option<usize>> = header.names().iter().map(|n| self.column(n)).collect();
         let missing: Vec<&str> = self
             .columns
             .iter()
             .enumerate()
-            .filter(|(i, c)| !c.nullable && !columns.contains(&Some(*i)))
+            .filter(|(i, _)| !columns.contains(&Some(*i)))
             .map(|(_, c)| c.name.as_str())
             .collect();
         if missing.is_empty() {
-            Ok(columns)
-        } else {
-            Err(format!(
-                "the CSV header lacks the NOT NULL column(s) {} of the declared source; the first line must name its columns",
-                missing.join(", ")
-            ))
+            return Ok(columns);
         }
+        // A header cell spelled like a missing column but for case is the likely mistake.
+        let near: Vec<String> = missing
+            .iter()
+            .filter_map(|m| {
+                header
+                    .names()
+                    .iter()
+                    .find(|n| n.eq_ignore_ascii_case(m))
+                    .map(|n| format!("`{}` is not `{m}`", super::card::redact(n)))
+            })
+            .collect();
+        Err(format!(
+            "the CSV header lacks the declared column(s) {}; every declared column needs a header cell (a row's cell may be empty: null){}",
+            missing.join(", "),
+            if near.is_empty() {
+                String::new()
+            } else {
+                format!(" ({}: names are case-sensitive)", near.join(", "))
+            }
+        ))
     }
 
     /// Decodes a chunk of CSV records (no header) whose first record starts on line
@@ -259,7 +304,6 @@ impl DeclaredDecoder {
         let mut asm = Assembler::new(self, batch_size, memchr::memchr_iter(b'\n', chunk).count());
         let mut line_no = first_line;
         let mut start = 0;
-        let mut cells = Vec::new();
         while start < chunk.len() {
             let end = super::csv::record_end(chunk, start);
             let rec = &chunk[start..end];
@@ -286,18 +330,21 @@ impl DeclaredDecoder {
                     continue;
                 }
             };
+            // Cells borrow the record (a quoted one is unescaped into its own string): per record.
+            let mut texts = Vec::new();
             let mut row = self.empty_row();
-            if let Err(e) = split_record(text, &mut cells) {
+            let mut cells = Vec::with_capacity(self.columns.len());
+            if let Err(e) = split_record(text, &mut texts) {
                 asm.reject(e, pos, rec);
                 continue;
             }
-            if cells.len() != map.len() {
+            if texts.len() != map.len() {
                 asm.reject(
                     (
                         RejectReason::Malformed,
                         format!(
                             "CSV record has {} fields, the header has {}",
-                            cells.len(),
+                            texts.len(),
                             map.len()
                         ),
                     ),
@@ -306,7 +353,7 @@ impl DeclaredDecoder {
                 );
                 continue;
             }
-            for (k, cell) in cells.iter().enumerate() {
+            for (k, cell) in texts.iter().enumerate() {
                 match map[k] {
                     Some(c) if !cell.is_empty() => {
                         row.values[c] = Some(RawValue::Text(cell.as_ref()));
@@ -318,7 +365,7 @@ impl DeclaredDecoder {
                     }
                 }
             }
-            asm.row(&row, pos, rec, at);
+            asm.row(&row, &mut cells, pos, rec, at);
         }
         asm.finish()
     }
@@ -372,22 +419,30 @@ fn check_value<'a>(c: &Column, v: Option<&RawValue<'a>>) -> Result<Cell<'a>, Inv
             format!("column `{name}` is {ty}, but {what} is out of its range"),
         )
     };
+    let too_long = |n: usize| {
+        (
+            RejectReason::OutOfRange,
+            format!("column `{name}` is VARCHAR({n}), but holds a longer text"),
+        )
+    };
     match c.kind {
-        ColumnKind::Utf8 => match v {
-            RawValue::Str(s) => {
-                if contains_card_number(s.as_bytes()) {
-                    return Err(card(name));
-                }
-                Ok(Cell::Str(s.clone()))
+        ColumnKind::Utf8 => {
+            let s: Cow<'a, str> = match v {
+                RawValue::Str(s) => s.clone(),
+                RawValue::Text(t) => Cow::Borrowed(t),
+                v => return Err(wrong(v, "; text is written in quotes")),
+            };
+            if contains_card_number(s.as_bytes()) {
+                return Err(card(name));
             }
-            RawValue::Text(t) => {
-                if contains_card_number(t.as_bytes()) {
-                    return Err(card(name));
-                }
-                Ok(Cell::Str(Cow::Borrowed(t)))
+            if let Some(n) = c.max_chars
+                && s.len() > n
+                && s.chars().count() > n
+            {
+                return Err(too_long(n));
             }
-            v => Err(wrong(v, "; text is written in quotes")),
-        },
+            Ok(Cell::Str(s))
+        }
         ColumnKind::Int64 | ColumnKind::Int32 => {
             let n = match v {
                 RawValue::Int(n) => *n,
@@ -401,12 +456,23 @@ fn check_value<'a>(c: &Column, v: Option<&RawValue<'a>>) -> Result<Cell<'a>, Inv
                         ));
                     }
                 },
-                RawValue::Float(f) if f.fract() == 0.0 && f.is_finite() => {
-                    return Err(out_of_range(&format!("{f}")));
+                // Only a whole number beyond 64 bits is out of range; `12.0` or `1e3` is not
+                // an integer as written.
+                RawValue::Float(f) if f.abs() >= 9.223_372_036_854_776e18 => {
+                    return Err(out_of_range("the number"));
+                }
+                RawValue::Float(_) => {
+                    return Err(wrong(
+                        v,
+                        "; write a whole number without a fraction or exponent",
+                    ));
                 }
                 RawValue::Str(_) => return Err(wrong(v, "; numbers are written without quotes")),
                 v => return Err(wrong(v, "")),
             };
+            if card_like(n) {
+                return Err(card(name));
+            }
             if c.kind == ColumnKind::Int32 && i32::try_from(n).is_err() {
                 return Err(out_of_range(&n.to_string()));
             }
@@ -414,13 +480,30 @@ fn check_value<'a>(c: &Column, v: Option<&RawValue<'a>>) -> Result<Cell<'a>, Inv
         }
         ColumnKind::Float64 => {
             let f = match v {
-                RawValue::Int(n) => *n as f64,
-                RawValue::Float(f) => *f,
+                RawValue::Int(n) => {
+                    if card_like(*n) {
+                        return Err(card(name));
+                    }
+                    // Beyond 2^53 an integer may not survive as a DOUBLE: never rounded silently.
+                    if (*n as f64) as i64 != *n || n.unsigned_abs() > 1 << 53 {
+                        return Err(out_of_range(&n.to_string()));
+                    }
+                    *n as f64
+                }
+                RawValue::Float(f) => {
+                    if f.fract() == 0.0 && f.abs() < 1e19 && card_like(*f as i64) {
+                        return Err(card(name));
+                    }
+                    *f
+                }
                 RawValue::Text(t) => match t.trim().parse::<f64>() {
                     Ok(f)
                         if t.bytes()
                             .all(|b| b.is_ascii_digit() || b"+-.eE".contains(&b)) =>
                     {
+                        if f.fract() == 0.0 && f.abs() < 1e19 && card_like(f as i64) {
+                            return Err(card(name));
+                        }
                         f
                     }
                     _ => {
@@ -445,26 +528,58 @@ fn check_value<'a>(c: &Column, v: Option<&RawValue<'a>>) -> Result<Cell<'a>, Inv
             v => Err(wrong(v, "; write true or false")),
         },
         ColumnKind::Timestamp => {
-            let text = match v {
-                RawValue::Int(ms) => return Ok(Cell::Int(*ms)),
-                RawValue::Str(s) => s.as_ref(),
-                RawValue::Text(t) => t,
+            // A JSON time is an RFC 3339 string or an epoch-millisecond number (as the payment
+            // event's); a CSV cell is either, as text.
+            let ms = match v {
+                RawValue::Int(ms) => Some(*ms),
+                RawValue::Str(s) => parse_rfc3339_millis(s),
+                RawValue::Text(t) => match strict_int(t) {
+                    Some(ms) => ms.ok(),
+                    None => parse_rfc3339_millis(t),
+                },
                 v => return Err(wrong(v, "; write an RFC 3339 time or epoch milliseconds")),
             };
-            if let Some(Ok(ms)) = strict_int(text) {
-                return Ok(Cell::Int(ms));
-            }
-            parse_rfc3339_millis(text).map(Cell::Int).ok_or_else(|| {
-                (
+            let Some(ms) = ms else {
+                let text = match v {
+                    RawValue::Str(s) => s.as_ref(),
+                    RawValue::Text(t) => t,
+                    _ => "",
+                };
+                return Err((
                     RejectReason::BadTimestamp,
                     format!(
                         "column `{name}` is TIMESTAMP, but {:?} is not an RFC 3339 time with an offset (2026-11-01T12:00:00Z) or epoch milliseconds",
                         redact_cell(text)
                     ),
-                )
-            })
+                ));
+            };
+            // The payment event's range: windows and watermarks compute on it without overflow.
+            if !(0..=super::row::MAX_EVENT_TIME).contains(&ms) {
+                return Err((
+                    RejectReason::BadTimestamp,
+                    format!(
+                        "column `{name}` is TIMESTAMP, but {ms} is outside 1970-01-01 to 9999-12-31 in epoch milliseconds (microseconds or nanoseconds?)"
+                    ),
+                ));
+            }
+            Ok(Cell::Int(ms))
         }
     }
+}
+
+/// Whether an integer value reads as a card number: 13 to 19 digits that pass the Luhn check,
+/// other than a 13-digit number starting with 1 to 3 (an epoch-millisecond time from 2001 to
+/// 2065: no scheme issues 13 digits outside Visa's 4), the rule `produce` applies too.
+fn card_like(n: i64) -> bool {
+    let v = n.unsigned_abs();
+    if v < 1_000_000_000_000 {
+        return false;
+    }
+    let digits = v.to_string();
+    if digits.len() == 13 && matches!(digits.as_bytes()[0], b'1'..=b'3') {
+        return false;
+    }
+    contains_card_number(digits.as_bytes())
 }
 
 fn card(name: &str) -> Invalid {
@@ -578,15 +693,21 @@ impl<'d> Assembler<'d> {
 
     /// Checks and appends one parsed record (counted by the caller), `bytes` at `at` in its
     /// chunk.
-    fn row(&mut self, row: &DeclaredRow<'_>, pos: u64, bytes: &[u8], at: usize) {
+    fn row<'a>(
+        &mut self,
+        row: &DeclaredRow<'a>,
+        cells: &mut Vec<Cell<'a>>,
+        pos: u64,
+        bytes: &[u8],
+        at: usize,
+    ) {
         self.out.unknown_fields += u64::from(row.unknown_fields);
-        let mut cells = Vec::with_capacity(self.builders.len());
-        if let Err(e) = self.decoder.check(row, &mut cells) {
+        if let Err(e) = self.decoder.check(row, cells) {
             self.reject(e, pos, bytes);
             return;
         }
         let mut h = PayloadHasher::new();
-        for (i, (b, cell)) in self.builders.iter_mut().zip(&cells).enumerate() {
+        for (i, (b, cell)) in self.builders.iter_mut().zip(cells.iter()).enumerate() {
             b.append(cell);
             match cell {
                 Cell::Null => {}
@@ -650,7 +771,11 @@ mod tests {
             Field::new("qty", DataType::Int32, true),
             Field::new("score", DataType::Float64, true),
             Field::new("gift", DataType::Boolean, true),
-            Field::new("note", DataType::Utf8, true),
+            Field::new("note", DataType::Utf8, true).with_metadata(
+                [(MAX_CHARS.to_string(), "24".to_string())]
+                    .into_iter()
+                    .collect(),
+            ),
         ]));
         let events = EventSchema::declared("orders", arrow, Some("order_id"), "ts").unwrap();
         DeclaredDecoder::new(Arc::new(events)).unwrap()
@@ -667,6 +792,9 @@ mod tests {
         );
         let out = d.json_lines(text.as_bytes(), 1, 100, 3);
         assert!(out.rejects.is_empty(), "{:?}", out.rejects);
+        // An epoch-millisecond time in a BIGINT is no card number (one in ten passes Luhn).
+        let t = r#"{"order_id":"o","ts":1,"amount_minor":1700000000004,"note":"ééééééééééééééééééééééé"}"#;
+        assert!(d.json_lines(t.as_bytes(), 1, 10, 1).rejects.is_empty());
         assert_eq!((out.records, out.unknown_fields), (2, 1));
         let b = &out.batches[0].batch;
         assert_eq!(b.num_rows(), 2);
@@ -738,6 +866,31 @@ mod tests {
                 RejectReason::CardNumber,
                 "`other`",
             ),
+            (
+                r#""amount_minor":4111111111111111"#,
+                RejectReason::CardNumber,
+                "column `amount_minor`",
+            ),
+            (
+                r#""score":4111111111111111"#,
+                RejectReason::CardNumber,
+                "column `score`",
+            ),
+            (
+                r#""score":9007199254740993"#,
+                RejectReason::OutOfRange,
+                "column `score`",
+            ),
+            (
+                r#""amount_minor":12.0"#,
+                RejectReason::WrongType,
+                "whole number",
+            ),
+            (
+                r#""note":"ééééééééééééééééééééééééé""#,
+                RejectReason::OutOfRange,
+                "VARCHAR(24)",
+            ),
         ] {
             let line = format!("{{{base},{members}}}");
             let out = d.json_lines(line.as_bytes(), 7, 100, 1);
@@ -766,6 +919,19 @@ mod tests {
                 RejectReason::BadTimestamp,
             ),
             (
+                r#"{"order_id":"o","ts":"1793491200000"}"#,
+                RejectReason::BadTimestamp,
+            ),
+            (r#"{"order_id":"o","ts":-1}"#, RejectReason::BadTimestamp),
+            (
+                r#"{"order_id":"o","ts":1793491200000000}"#,
+                RejectReason::BadTimestamp,
+            ),
+            (
+                r#"{"order_id":"o","ts":-9223372036854775808}"#,
+                RejectReason::BadTimestamp,
+            ),
+            (
                 r#"{"order_id":"o","order_id":"p","ts":1}"#,
                 RejectReason::InvalidValue,
             ),
@@ -784,16 +950,21 @@ mod tests {
     #[test]
     fn csv_cells_are_parsed_strictly_by_column_type() {
         let d = decoder();
-        let header = CsvHeader::parse_names("ts,order_id,amount_minor,colour,gift").unwrap();
+        let header =
+            CsvHeader::parse_names("ts,order_id,amount_minor,colour,gift,qty,score,note").unwrap();
         assert!(d.csv_columns(&header).is_ok());
-        let text = "2026-11-01T00:00:00Z,o1,12,red,TRUE\n1793491200000,o2,,blue,\n2026-11-01T00:00:00Z,o3,1.5,x,\n";
+        let text = "2026-11-01T00:00:00Z,o1,12,red,TRUE,,,\n1793491200000,o2,,blue,,,,\n2026-11-01T00:00:00Z,o3,1.5,x,,,,\n";
         let out = d.csv(text.as_bytes(), 2, &header, 100);
         assert_eq!((out.records, out.unknown_fields), (3, 3));
         assert_eq!(out.batches[0].batch.num_rows(), 2);
         assert_eq!(out.rejects[0].reason, RejectReason::WrongType);
         assert_eq!(out.rejects[0].position, 4);
-        let missing = CsvHeader::parse_names("ts,amount_minor").unwrap();
-        assert!(d.csv_columns(&missing).unwrap_err().contains("order_id"));
+        let missing = CsvHeader::parse_names("ts,Order_Id,amount_minor").unwrap();
+        let e = d.csv_columns(&missing).unwrap_err();
+        assert!(
+            e.contains("order_id") && e.contains("case-sensitive"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -445,7 +445,7 @@ impl KeyOrder {
 /// types), except that a member given twice is refused.
 pub(super) fn parse_declared<'a>(
     line: &'a str,
-    column: impl Fn(&str) -> Option<usize>,
+    mut column: impl FnMut(&str) -> Option<usize>,
     row: &mut DeclaredRow<'a>,
 ) -> Result<(), Invalid> {
     let mut c = Cursor {

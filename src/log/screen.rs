@@ -83,12 +83,19 @@ fn epoch_millis_spans(line: &[u8]) -> Vec<(usize, usize)> {
                 while i < line.len() && line[i].is_ascii_digit() {
                     i += 1;
                 }
-                let before = start.checked_sub(1).map(|k| line[k]);
-                let after = line.get(i).copied();
+                // A whole JSON value: a member's or an element's, nothing glued to it (`411
+                // 1111111111111` is one card number with a space, not a time).
+                let before = line[..start]
+                    .iter()
+                    .rev()
+                    .find(|b| !matches!(b, b' ' | b'\t' | b'\r' | b'\n'));
+                let after = line[i..]
+                    .iter()
+                    .find(|b| !matches!(b, b' ' | b'\t' | b'\r' | b'\n'));
                 if i - start == 13
                     && matches!(line[start], b'1'..=b'3')
-                    && !matches!(before, Some(b'-' | b'.'))
-                    && !matches!(after, Some(b'.' | b'e' | b'E'))
+                    && matches!(before, Some(b':' | b',' | b'['))
+                    && matches!(after, Some(b',' | b'}' | b']'))
                 {
                     out.push((start, i));
                 }
@@ -311,6 +318,8 @@ mod tests {
             r#"{"ts":"1700000000004"}"#,
             r#"{"ts":4222222222222}"#,
             r#"{"ts":17000000000043}"#,
+            r#"{"pan":411 1111111111111}"#,
+            r#"{"pan":"x", "n": 411 1111111111111}"#,
         ];
         for line in held {
             assert!(holds_card_number(line.as_bytes()), "{line}");
@@ -320,6 +329,7 @@ mod tests {
             r#"{"event_time":1700000000004,"amount_minor":100000000000009}"#,
             // An epoch-ms time in any field (a declared source's), not a 13-digit Visa.
             r#"{"ts":1700000000004,"nested":{"at":[1700000000004]}}"#,
+            r#"{"ts" : 1700000000004 , "at": [ 1700000000004 ]}"#,
             r#"{"fee_minor":100000000000009,"note":"caf\u00e9"}"#,
             r#"{"card_id":"card_4539148"}"#,
         ];

@@ -46,6 +46,12 @@ pub trait SourceConnector: std::fmt::Debug + Send + Sync {
         None
     }
 
+    /// The record format it declares (`format = 'csv'`), if it declares one: a replay of
+    /// another file under the same declaration reads it so unless told otherwise.
+    fn format(&self) -> Option<crate::decode::Format> {
+        None
+    }
+
     /// Whether a job over it is checkpointed and resumes from the checkpoint's positions
     /// (exactly-once), rather than reading its input whole each run (at-least-once).
     fn resumable(&self) -> bool;

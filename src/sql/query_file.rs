@@ -45,6 +45,8 @@ pub struct SourceDecl {
     pub dedup_ttl: Option<i64>,
     /// Far-future bound, ms (default 5 min).
     pub max_skew: Option<i64>,
+    /// Whether `watermark_delay` came from a `WATERMARK FOR` clause (errors name the clause).
+    pub watermark_clause: bool,
     /// Line of the statement.
     pub line: usize,
 }
@@ -145,10 +147,14 @@ impl QueryFile {
     pub fn event_time_settings(&self, source: &SourceDecl) -> Result<EventTimeSettings> {
         let pick = |own: Option<i64>, key: &str, default: i64| -> Result<(i64, String)> {
             if let Some(v) = own {
+                let what = match key {
+                    "watermark_delay" if source.watermark_clause => "the WATERMARK FOR clause",
+                    key => key,
+                };
                 return Ok((
                     v,
                     format!(
-                        "{key} of CREATE SOURCE {} (line {})",
+                        "{what} of CREATE SOURCE {} (line {})",
                         source.name, source.line
                     ),
                 ));
@@ -326,7 +332,14 @@ fn ident(line: usize, what: &str, w: &str) -> Result<String> {
 }
 
 /// A source's column list, if `s` starts with one: `( col TYPE, …, WATERMARK FOR … )`.
-fn column_list(line: usize, s: &str) -> Result<(Option<super::source_columns::Columns>, &str)> {
+///
+/// `base` is the statement's text from its first line (`line`): an error's line is counted
+/// from there to the item at fault.
+fn column_list<'s>(
+    line: usize,
+    base: &str,
+    s: &'s str,
+) -> Result<(Option<super::source_columns::Columns>, &'s str)> {
     let t = s.trim_start();
     let Some(inner) = t.strip_prefix('(') else {
         return Ok((None, s));
@@ -349,12 +362,10 @@ fn column_list(line: usize, s: &str) -> Result<(Option<super::source_columns::Co
         }
     }
     let end = end.ok_or_else(|| err(line, "the column list has no closing `)`"))?;
-    let columns = super::source_columns::parse_columns(&inner[..end]).map_err(|m| {
-        // The line of the item at fault, where the list spans lines.
-        let item_line = inner[..end]
-            .lines()
-            .position(|l| m.contains(l.trim().trim_end_matches(',')) && !l.trim().is_empty())
-            .map_or(line, |k| line + k);
+    let columns = super::source_columns::parse_columns(&inner[..end]).map_err(|(at, m)| {
+        // `inner` is a slice of `base`: the item's line is `line` plus the newlines before it.
+        let from = (inner.as_ptr() as usize).saturating_sub(base.as_ptr() as usize) + at;
+        let item_line = line + base.get(..from).map_or(0, |b| b.matches('\n').count());
         err(item_line, m)
     })?;
     Ok((Some(columns), &inner[end + 1..]))
@@ -515,6 +526,7 @@ fn source(
     let time_option = o.take("event_time");
     let dedup_key = o.take("dedup_key");
     let mut watermark_delay = o.duration("watermark_delay")?;
+    let watermark_clause = columns.as_ref().is_some_and(|c| c.watermark.is_some());
     let events = match columns {
         None => {
             if let Some(t) = time_option.filter(|t| t != "event_time") {
@@ -565,6 +577,7 @@ fn source(
         name,
         connector: declared,
         events,
+        watermark_clause,
         line,
     })
 }
@@ -699,14 +712,14 @@ pub fn parse_source_declaration(statement: &str) -> Result<SourceDecl> {
     if !(w1.eq_ignore_ascii_case("CREATE") && w2.eq_ignore_ascii_case("SOURCE")) {
         return Err(err(line, "expected CREATE SOURCE name (columns…) WITH (…)"));
     }
-    declaration(line, rest)
+    declaration(line, code.trim_start(), rest)
 }
 
 /// The rest of a `CREATE SOURCE` after its keywords: name, optional column list, optional WITH.
-fn declaration(line: usize, rest: &str) -> Result<SourceDecl> {
+fn declaration(line: usize, base: &str, rest: &str) -> Result<SourceDecl> {
     let (name, rest) = word(rest);
     let name = ident(line, "a source name", name)?;
-    let (columns, rest) = column_list(line, rest)?;
+    let (columns, rest) = column_list(line, base, rest)?;
     let (opts, rest) = if rest.trim().is_empty() {
         let mut opts = BTreeMap::new();
         opts.insert("connector".to_string(), "file".to_string());
@@ -748,7 +761,7 @@ pub fn parse_replay_query(text: &str) -> Result<ReplayQuery> {
     }
     let lead = first.len() - first.trim_start().len();
     let line = code[..offset + lead].matches('\n').count() + 1;
-    let source = declaration(line, rest)?;
+    let source = declaration(line, first.trim_start(), rest)?;
     let select = match &stmts[1..] {
         [(at, stmt)] => {
             let at = at + (stmt.len() - stmt.trim_start().len());
@@ -799,7 +812,7 @@ pub fn parse_query_file(text: &str) -> Result<QueryFile> {
                 let (kind, rest) = word(rest);
                 let (name, rest) = word(rest);
                 let name = ident(line, "a name", name)?;
-                let (columns, rest) = column_list(line, rest)?;
+                let (columns, rest) = column_list(line, s, rest)?;
                 if columns.is_some() && !kind.eq_ignore_ascii_case("SOURCE") {
                     return Err(err(
                         line,

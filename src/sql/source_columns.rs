@@ -27,26 +27,44 @@ pub struct Columns {
     pub watermark: Option<(String, i64)>,
 }
 
-/// Parses the text between `CREATE SOURCE name (` and its closing `)`. Errors say what was
-/// wrong and what to write; the caller adds the line.
-pub fn parse_columns(list: &str) -> Result<Columns, String> {
+/// A column-list error: the byte offset in the list of the item at fault, and the message
+/// (what was wrong and what to write); the caller turns the offset into a line.
+pub type ColumnsError = (usize, String);
+
+/// Parses the text between `CREATE SOURCE name (` and its closing `)`.
+pub fn parse_columns(list: &str) -> Result<Columns, ColumnsError> {
     let mut fields: Vec<Field> = Vec::new();
     let mut watermark = None;
-    for item in split_top_level(list) {
-        let item = item.trim();
+    let mut last = 0;
+    for (at, item) in split_top_level(list) {
+        let lead = item.len() - item.trim_start().len();
+        last = at + lead;
+        parse_item(item.trim(), &mut fields, &mut watermark).map_err(|m| (at + lead, m))?;
+    }
+    check_columns(&fields, watermark.as_ref()).map_err(|m| (last, m))?;
+    Ok(Columns { fields, watermark })
+}
+
+/// One item of the list: a column or the WATERMARK clause.
+fn parse_item(
+    item: &str,
+    fields: &mut Vec<Field>,
+    watermark: &mut Option<(String, i64)>,
+) -> Result<(), String> {
+    {
         if item.is_empty() {
             return Err("an empty item in the column list (a stray comma?)".into());
         }
         let words: Vec<&str> = item.split_whitespace().collect();
         let upper = |i: usize| words.get(i).map(|w| w.to_ascii_uppercase());
-        if upper(0).as_deref() == Some("WATERMARK") {
+        if upper(0).as_deref() == Some("WATERMARK") && upper(1).as_deref() == Some("FOR") {
             if watermark.is_some() {
                 return Err(
                     "WATERMARK FOR is given twice; a source has one event-time column".into(),
                 );
             }
-            watermark = Some(parse_watermark(item)?);
-            continue;
+            *watermark = Some(parse_watermark(item)?);
+            return Ok(());
         }
         if matches!(
             upper(0).as_deref(),
@@ -57,16 +75,41 @@ pub fn parse_columns(list: &str) -> Result<Columns, String> {
             ));
         }
         let (name, rest) = column_name(item)?;
-        let rest = rest.trim();
-        let upper_rest = rest.to_ascii_uppercase();
-        let (not_null, type_text) = if let Some(t) = upper_rest.strip_suffix("NOT NULL") {
-            (true, &rest[..t.len()])
-        } else if let Some(t) = upper_rest.strip_suffix(" NULL") {
-            (false, &rest[..t.len()])
-        } else {
-            (false, rest)
-        };
-        let data_type = parse_type(&name, type_text.trim())?;
+        // The type, then the constraints, word by word (`NOT  NULL` across spaces or lines).
+        let mut words: Vec<String> = rest.split_whitespace().map(str::to_string).collect();
+        let upper_at = |w: &[String], i: usize| w.get(i).map(|x| x.to_ascii_uppercase());
+        let mut not_null = false;
+        if let Some(i) = (0..words.len()).find(|i| {
+            matches!(
+                upper_at(&words, *i).as_deref(),
+                Some("NOT" | "NULL" | "PRIMARY" | "DEFAULT" | "UNIQUE" | "REFERENCES" | "CHECK")
+            )
+        }) {
+            let constraints: Vec<String> =
+                words[i..].iter().map(|w| w.to_ascii_uppercase()).collect();
+            match constraints
+                .iter()
+                .map(String::as_str)
+                .collect::<Vec<_>>()
+                .as_slice()
+            {
+                ["NOT", "NULL"] => not_null = true,
+                ["NULL"] => {}
+                ["PRIMARY", "KEY", ..] | ["UNIQUE", ..] => {
+                    return Err(format!(
+                        "column `{name}`: key constraints are not declared in the column list; name the column events are deduplicated by with WITH (dedup_key = '{name}')"
+                    ));
+                }
+                other => {
+                    return Err(format!(
+                        "column `{name}`: `{}` is not supported; a column is `name TYPE [NOT NULL]`",
+                        other.join(" ")
+                    ));
+                }
+            }
+            words.truncate(i);
+        }
+        let (data_type, max_chars) = parse_type(&name, &words.join(" "))?;
         if fields.iter().any(|f| f.name() == &name) {
             return Err(format!("column `{name}` is declared twice"));
         }
@@ -75,12 +118,25 @@ pub fn parse_columns(list: &str) -> Result<Columns, String> {
                 "`{name}` is the name windows give their bounds; rename the column"
             ));
         }
-        fields.push(Field::new(name, data_type, !not_null));
+        let mut field = Field::new(name, data_type, !not_null);
+        if let Some(n) = max_chars {
+            field = field.with_metadata(
+                [(crate::decode::MAX_CHARS.to_string(), n.to_string())]
+                    .into_iter()
+                    .collect(),
+            );
+        }
+        fields.push(field);
     }
+    Ok(())
+}
+
+/// Checks the list as a whole: some column, and a watermark on a TIMESTAMP column.
+fn check_columns(fields: &[Field], watermark: Option<&(String, i64)>) -> Result<(), String> {
     if fields.is_empty() {
         return Err("the column list declares no column".into());
     }
-    if let Some((t, _)) = &watermark {
+    if let Some((t, _)) = watermark {
         match fields.iter().find(|f| f.name() == t) {
             None => {
                 return Err(format!(
@@ -96,7 +152,7 @@ pub fn parse_columns(list: &str) -> Result<Columns, String> {
             Some(_) => {}
         }
     }
-    Ok(Columns { fields, watermark })
+    Ok(())
 }
 
 /// The SQL name of a declared column type.
@@ -104,8 +160,8 @@ pub fn sql_name(t: &DataType) -> &'static str {
     crate::decode::ColumnKind::of(t).map_or("an unsupported type", |k| k.sql())
 }
 
-/// Splits at commas outside parentheses and quotes.
-fn split_top_level(s: &str) -> Vec<&str> {
+/// Splits at commas outside parentheses and quotes: (offset, item).
+fn split_top_level(s: &str) -> Vec<(usize, &str)> {
     let (mut out, mut depth, mut start, mut quote) = (Vec::new(), 0i32, 0, None);
     for (i, c) in s.char_indices() {
         match (quote, c) {
@@ -115,13 +171,13 @@ fn split_top_level(s: &str) -> Vec<&str> {
             (None, '(') => depth += 1,
             (None, ')') => depth -= 1,
             (None, ',') if depth == 0 => {
-                out.push(&s[start..i]);
+                out.push((start, &s[start..i]));
                 start = i + 1;
             }
             _ => {}
         }
     }
-    out.push(&s[start..]);
+    out.push((start, &s[start..]));
     out
 }
 
@@ -131,6 +187,9 @@ fn column_name(item: &str) -> Result<(String, &str), String> {
         let end = q
             .find('"')
             .ok_or_else(|| format!("`{item}`: unterminated quoted column name"))?;
+        if end == 0 {
+            return Err("a column name is empty (\"\")".into());
+        }
         return Ok((q[..end].to_string(), &q[end + 1..]));
     }
     let end = item
@@ -145,8 +204,8 @@ fn column_name(item: &str) -> Result<(String, &str), String> {
     Ok((name.to_string(), &item[end..]))
 }
 
-/// The Arrow type of a declared SQL type.
-fn parse_type(column: &str, t: &str) -> Result<DataType, String> {
+/// The Arrow type of a declared SQL type, and a `VARCHAR(n)`'s length.
+fn parse_type(column: &str, t: &str) -> Result<(DataType, Option<usize>), String> {
     if t.is_empty() {
         return Err(format!(
             "column `{column}` has no type; write e.g. {column} VARCHAR"
@@ -166,14 +225,29 @@ fn parse_type(column: &str, t: &str) -> Result<DataType, String> {
         }
     }
     let base = base.split_whitespace().collect::<Vec<_>>().join(" ");
+    let length = || -> Result<Option<usize>, String> {
+        match (norm.find('('), norm.rfind(')')) {
+            (Some(a), Some(b)) if a < b => norm[a + 1..b]
+                .trim()
+                .parse::<usize>()
+                .ok()
+                .filter(|n| *n > 0)
+                .map(Some)
+                .ok_or_else(|| {
+                    format!("column `{column}` is {norm}: the length must be a positive whole number, e.g. VARCHAR(64)")
+                }),
+            _ => Ok(None),
+        }
+    };
     Ok(match base.as_str() {
-        "VARCHAR" | "TEXT" | "STRING" | "CHAR" | "CHARACTER VARYING" => DataType::Utf8,
-        "BIGINT" | "INT8" | "LONG" => DataType::Int64,
-        "INT" | "INTEGER" | "INT4" => DataType::Int32,
-        "DOUBLE" | "DOUBLE PRECISION" | "FLOAT" | "FLOAT8" | "REAL" => DataType::Float64,
-        "BOOLEAN" | "BOOL" => DataType::Boolean,
+        "VARCHAR" | "CHAR" | "CHARACTER VARYING" => (DataType::Utf8, length()?),
+        "TEXT" | "STRING" => (DataType::Utf8, None),
+        "BIGINT" | "INT8" | "LONG" => (DataType::Int64, None),
+        "INT" | "INTEGER" | "INT4" => (DataType::Int32, None),
+        "DOUBLE" | "DOUBLE PRECISION" | "FLOAT" | "FLOAT8" | "REAL" => (DataType::Float64, None),
+        "BOOLEAN" | "BOOL" => (DataType::Boolean, None),
         "TIMESTAMP" | "TIMESTAMPTZ" | "TIMESTAMP WITH TIME ZONE" | "TIMESTAMP_LTZ" => {
-            crate::schema::timestamp_type()
+            (crate::schema::timestamp_type(), None)
         }
         "DECIMAL" | "NUMERIC" => {
             return Err(format!(
@@ -262,6 +336,24 @@ mod tests {
         assert_eq!(c.fields[3].data_type(), &DataType::Int32);
         assert_eq!(c.fields[4].data_type(), &DataType::Float64);
         assert_eq!(c.watermark, Some(("ts".into(), 2_000)));
+        assert_eq!(
+            c.fields[0]
+                .metadata()
+                .get(crate::decode::MAX_CHARS)
+                .map(String::as_str),
+            Some("64")
+        );
+        // Constraints word by word; a column may be called `watermark`.
+        let c = parse_columns(
+            "ts TIMESTAMP NOT  \n NULL, watermark DOUBLE NULL, WATERMARK FOR ts AS ts",
+        )
+        .unwrap();
+        assert!(!c.fields[0].is_nullable() && c.fields[1].is_nullable());
+        assert_eq!(c.fields[1].name(), "watermark");
+        // An error says where its item starts.
+        let list = "a INT,\n  b BLOB";
+        let (at, _) = parse_columns(list).unwrap_err();
+        assert_eq!(&list[at..], "b BLOB");
         for (w, ms) in [
             ("WATERMARK FOR ts AS ts - INTERVAL '5 seconds'", 5_000),
             ("watermark for ts as ts - interval '1' MINUTE", 60_000),
@@ -292,8 +384,12 @@ mod tests {
             ),
             ("ts TIMESTAMP, PRIMARY KEY (ts)", "dedup_key"),
             ("window_start TIMESTAMP", "rename the column"),
+            ("id VARCHAR PRIMARY KEY", "dedup_key = 'id'"),
+            ("id VARCHAR DEFAULT 'x'", "not supported"),
+            ("\"\" VARCHAR", "empty"),
+            ("id VARCHAR(0)", "positive whole number"),
         ] {
-            let e = parse_columns(list).unwrap_err();
+            let e = parse_columns(list).unwrap_err().1;
             assert!(e.contains(needle), "{list}: {e}");
         }
     }

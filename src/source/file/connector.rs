@@ -57,6 +57,10 @@ impl SourceConnector for Declared {
         false
     }
 
+    fn format(&self) -> Option<Format> {
+        self.format
+    }
+
     fn source(&self, ctx: &SourceContext<'_>) -> Result<Arc<dyn Source>> {
         Ok(Arc::new(
             FileSource::new(&self.path)
