@@ -468,7 +468,12 @@ fn a_declared_source_job_killed_with_sigkill_commits_what_one_run_commits() {
                  CREATE SINK totals WITH (connector = 'log', topic = 'totals');\n\
                  CREATE SINK features WITH (connector = 'log', topic = 'features');\n\
                  CREATE SINK dead_letters WITH (connector = 'log', topic = 'orders.dlq');\n\
-                 INSERT INTO totals {sql};\nINSERT INTO features {over};\n"
+                 CREATE SINK busiest WITH (connector = 'log', topic = 'busiest');\n\
+                 INSERT INTO totals {sql};\nINSERT INTO features {over};\n\
+                 INSERT INTO busiest WITH per10 AS (SELECT merchant, window_start, window_end, sum(amount_minor) AS total \
+                   FROM TUMBLE(orders, ts, INTERVAL '10' SECOND) GROUP BY merchant, window_start, window_end) \
+                 SELECT merchant, window_start, window_end, max(total) AS top, count(*) AS windows \
+                 FROM TUMBLE(per10, window_end, INTERVAL '1' MINUTE) GROUP BY merchant, window_start, window_end;\n"
             ),
         )
         .unwrap();
@@ -518,7 +523,7 @@ fn a_declared_source_job_killed_with_sigkill_commits_what_one_run_commits() {
         out.status.success() && err.contains("resumed=true"),
         "{err}"
     );
-    for sink in ["totals", "features", "orders.dlq"] {
+    for sink in ["totals", "features", "busiest", "orders.dlq"] {
         let (want, got) = (
             crate::util::consume_all(&reference, sink),
             crate::util::consume_all(&crashed, sink),

@@ -25,7 +25,7 @@ use rand::{Rng, SeedableRng};
 use crate::util::{lines_of, replay_with, repo, sorted};
 
 /// Decodes a JSON Lines file and keeps the first occurrence of each event_id.
-fn deduplicated(path: &std::path::Path) -> Vec<RecordBatch> {
+pub(crate) fn deduplicated(path: &std::path::Path) -> Vec<RecordBatch> {
     let bytes = std::fs::read(path).unwrap();
     let decoded = decode_json_lines(&bytes, 1, 4096);
     let mut seen = HashSet::new();
@@ -42,7 +42,7 @@ fn deduplicated(path: &std::path::Path) -> Vec<RecordBatch> {
 }
 
 /// The batch equivalent of a streaming query.
-fn batch_sql(sql: &str) -> String {
+pub(crate) fn batch_sql(sql: &str) -> String {
     let plan = plan_query(sql).unwrap();
     // Window functions (OVER) mean the same over a table: the query is its own batch query.
     let Some(window) = plan.window() else {

@@ -98,6 +98,10 @@ pub(super) struct DeclaredRow<'a> {
     pub(super) values: Vec<Option<RawValue<'a>>>,
     /// Members not in the schema (skipped, counted).
     pub(super) unknown_fields: u32,
+    /// The columns' names, for messages.
+    pub(super) names: Arc<[String]>,
+    /// Whether a slot may hold a value (a row not checked to the end since it was emptied).
+    dirty: bool,
     /// A member (known or not) whose string looks like a card number.
     pub(super) card_number_in: Option<String>,
 }
@@ -108,6 +112,7 @@ impl DeclaredRow<'_> {
         self.values.fill(None);
         self.unknown_fields = 0;
         self.card_number_in = None;
+        self.dirty = false;
     }
 }
 
@@ -133,6 +138,10 @@ enum Cell<'a> {
 pub struct DeclaredDecoder {
     events: Arc<EventSchema>,
     columns: Vec<Column>,
+    /// The columns' names (rows share them for messages).
+    names: Arc<[String]>,
+    /// The JSON keys' patterns, and the member order a chunk starts from.
+    keys: super::json::DeclaredKeys,
 }
 
 impl DeclaredDecoder {
@@ -159,7 +168,14 @@ impl DeclaredDecoder {
                 })
             })
             .collect::<crate::error::Result<Vec<_>>>()?;
-        Ok(DeclaredDecoder { events, columns })
+        let names: Arc<[String]> = columns.iter().map(|c| c.name.clone()).collect();
+        let keys = super::json::DeclaredKeys::new(columns.iter().map(|c| c.name.as_str()));
+        Ok(DeclaredDecoder {
+            events,
+            columns,
+            names,
+            keys,
+        })
     }
 
     /// The events it decodes.
@@ -171,7 +187,9 @@ impl DeclaredDecoder {
         DeclaredRow {
             values: vec![None; self.columns.len()],
             unknown_fields: 0,
+            names: Arc::clone(&self.names),
             card_number_in: None,
+            dirty: false,
         }
     }
 
@@ -196,7 +214,7 @@ impl DeclaredDecoder {
         let mut asm = Assembler::new(self, batch_size, lines);
         let mut row = self.empty_row();
         let mut cells = Vec::with_capacity(self.columns.len());
-        let mut next = vec![usize::MAX; self.columns.len() + 1];
+        let mut keys = self.keys.clone();
         let mut pos = first_line;
         let mut start = 0;
         while start <= chunk.len() {
@@ -225,28 +243,14 @@ impl DeclaredDecoder {
                     continue;
                 }
             };
-            row.clear();
-            // Producers write their members in one order: the member after column `prev` is
-            // most likely the one that followed it last time (`next`), confirmed by one compare.
-            let mut prev = self.columns.len();
-            let parsed = super::json::parse_declared(
-                text,
-                |k| {
-                    let guess = next[prev];
-                    let found = match self.columns.get(guess) {
-                        Some(c) if c.name == k => Some(guess),
-                        _ => self.column(k),
-                    };
-                    if let Some(f) = found {
-                        next[prev] = f;
-                        prev = f;
-                    }
-                    found
-                },
-                &mut row,
-            );
+            // A checked row leaves its slots empty; any other is emptied here.
+            if row.dirty {
+                row.clear();
+            }
+            row.dirty = true;
+            let parsed = super::json::parse_declared(text, |k| self.column(k), &mut keys, &mut row);
             match parsed {
-                Ok(()) => asm.row(&row, &mut cells, this, line, at),
+                Ok(()) => asm.row(&mut row, &mut cells, this, line, at),
                 Err(e) => asm.reject(e, this, line),
             }
         }
@@ -365,13 +369,18 @@ impl DeclaredDecoder {
                     }
                 }
             }
-            asm.row(&row, &mut cells, pos, rec, at);
+            asm.row(&mut row, &mut cells, pos, rec, at);
         }
         asm.finish()
     }
 
     /// Checks row `row`'s values against the columns, in column order.
-    fn check<'a>(&self, row: &DeclaredRow<'a>, cells: &mut Vec<Cell<'a>>) -> Result<(), Invalid> {
+    /// Each value is taken out of its slot, so a row checked to the end is empty again.
+    fn check<'a>(
+        &self,
+        row: &mut DeclaredRow<'a>,
+        cells: &mut Vec<Cell<'a>>,
+    ) -> Result<(), Invalid> {
         cells.clear();
         if let Some(f) = &row.card_number_in {
             return Err((
@@ -379,9 +388,11 @@ impl DeclaredDecoder {
                 format!("`{f}` holds what looks like a card number; send a token instead"),
             ));
         }
-        for (c, v) in self.columns.iter().zip(&row.values) {
+        for (c, v) in self.columns.iter().zip(row.values.iter_mut()) {
+            let v = v.take();
             cells.push(check_value(c, v.as_ref())?);
         }
+        row.dirty = false;
         Ok(())
     }
 }
@@ -695,7 +706,7 @@ impl<'d> Assembler<'d> {
     /// chunk.
     fn row<'a>(
         &mut self,
-        row: &DeclaredRow<'a>,
+        row: &mut DeclaredRow<'a>,
         cells: &mut Vec<Cell<'a>>,
         pos: u64,
         bytes: &[u8],

@@ -439,13 +439,59 @@ impl KeyOrder {
     }
 }
 
+/// `name":` as a 16-byte little-endian pattern and mask, and the bytes a match spans from the
+/// key's opening quote; `None` for a name too long for one compare.
+pub(super) fn key_pattern(name: &str) -> Option<(u128, u128, usize)> {
+    let b = name.as_bytes();
+    if b.len() + 2 > 16 {
+        return None;
+    }
+    let (mut pat, mut mask) = (0u128, 0u128);
+    for (k, c) in b.iter().enumerate() {
+        pat |= (*c as u128) << (8 * k);
+        mask |= 0xff << (8 * k);
+    }
+    let k = b.len();
+    pat |= (b'"' as u128) << (8 * k) | (b':' as u128) << (8 * (k + 1));
+    mask |= 0xffff << (8 * k);
+    Some((pat, mask, b.len() + 3))
+}
+
+/// A declared schema's keys for [`parse_declared`]: each column's [`key_pattern`], and the
+/// member order learned from the lines seen so far (as [`KeyOrder`] learns the payment
+/// event's): the key after column `c` is most likely the one that followed it last time, and a
+/// right guess costs one compare instead of reading and looking up the key.
+#[derive(Debug, Clone)]
+pub(super) struct DeclaredKeys {
+    patterns: Vec<Option<(u128, u128, usize)>>,
+    /// `next[c]`: the column after column `c` last time (`next[columns]`: the first).
+    next: Vec<usize>,
+}
+
+impl DeclaredKeys {
+    pub(super) fn new<'n>(names: impl Iterator<Item = &'n str>) -> Self {
+        let patterns: Vec<_> = names.map(key_pattern).collect();
+        let next = vec![usize::MAX; patterns.len() + 1];
+        DeclaredKeys { patterns, next }
+    }
+
+    #[inline(always)]
+    fn confirm(&self, prev: usize, b: &[u8], i: usize) -> Option<(usize, usize)> {
+        let c = *self.next.get(prev)?;
+        let (pat, mask, skip) = (*self.patterns.get(c)?)?;
+        let bytes: [u8; 16] = b.get(i + 1..i + 17)?.try_into().ok()?;
+        (u128::from_le_bytes(bytes) & mask == pat).then_some((c, skip))
+    }
+}
+
 /// Parses one line holding one JSON object of a declared schema's events into `row`: a member
 /// whose key `column` finds fills that column's slot; any other is skipped, screened and
 /// counted. Values are not judged here (the declared decoder checks them against the column
 /// types), except that a member given twice is refused.
 pub(super) fn parse_declared<'a>(
     line: &'a str,
-    mut column: impl FnMut(&str) -> Option<usize>,
+    column: impl Fn(&str) -> Option<usize>,
+    keys: &mut DeclaredKeys,
     row: &mut DeclaredRow<'a>,
 ) -> Result<(), Invalid> {
     let mut c = Cursor {
@@ -462,6 +508,7 @@ pub(super) fn parse_declared<'a>(
     }
     c.i += 1;
     c.ws();
+    let mut prev = keys.next.len() - 1;
     if c.peek() == Some(b'}') {
         c.i += 1;
     } else {
@@ -470,21 +517,35 @@ pub(super) fn parse_declared<'a>(
             if c.peek() != Some(b'"') {
                 return Err(malformed(c.unexpected("a field name")));
             }
-            let key = c.string()?;
-            c.expect(b':', "':'")?;
+            let (found, key) = match keys.confirm(prev, c.b, c.i) {
+                Some((k, skip)) => {
+                    c.i += skip;
+                    (Some(k), Cow::Borrowed(""))
+                }
+                None => {
+                    let key = c.string()?;
+                    c.expect(b':', "':'")?;
+                    (column(&key), key)
+                }
+            };
             c.ws();
-            match column(&key) {
+            match found {
                 Some(k) => {
+                    keys.next[prev] = k;
+                    prev = k;
                     let v = match c.peek() {
                         Some(b'"') => RawValue::Str(c.string()?),
                         Some(b'-' | b'0'..=b'9') => c.number()?,
-                        _ => c.value(row, &key, 0)?,
+                        _ => {
+                            let name = row.names[k].clone();
+                            c.value(row, &name, 0)?
+                        }
                     };
                     let slot = &mut row.values[k];
                     if slot.is_some() {
                         return Err((
                             RejectReason::InvalidValue,
-                            format!("field `{key}` appears more than once"),
+                            format!("field `{}` appears more than once", row.names[k]),
                         ));
                     }
                     *slot = Some(v);

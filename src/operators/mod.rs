@@ -16,6 +16,7 @@
 
 mod aggregate;
 pub(crate) use self::aggregate::where_mask;
+mod chain;
 mod dedup;
 mod distinct_count;
 mod group_table;
@@ -229,6 +230,7 @@ fn build_unnamed(plan: &StreamPlan) -> Result<Box<dyn Operator>> {
             }
             WindowKind::Session { gap } => Box::new(SessionWindow::new(aggregate.clone(), gap)?),
         },
+        PlanKind::Chain(spec) => Box::new(chain::ChainOperator::new(spec)?),
     })
 }
 

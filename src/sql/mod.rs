@@ -14,10 +14,11 @@ mod shipped;
 pub mod source_columns;
 mod time_grouping;
 mod window_tvf;
+mod with_clause;
 
 pub use self::over::{Frame, FunctionKind, OverFunction, OverSpec};
 pub use self::plan::{
-    AggregateSpec, KeySlot, Partitioning, PlanKind, Stage, StreamPlan, apply_stages,
+    AggregateSpec, ChainSpec, KeySlot, Partitioning, PlanKind, Stage, StreamPlan, apply_stages,
     apply_stages_selected, apply_stages_timed,
 };
 pub use self::planner::{

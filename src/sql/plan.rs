@@ -349,6 +349,27 @@ pub enum PlanKind {
         /// The aggregation.
         aggregate: AggregateSpec,
     },
+    /// A query over a windowed query's results (`WITH per_minute AS (… TUMBLE …) SELECT … FROM
+    /// TUMBLE(per_minute, window_start, INTERVAL '1' HOUR) …`): the inner plan's rows are the
+    /// outer plan's events.
+    Chain(Box<ChainSpec>),
+}
+
+/// Two plans in a row: the inner windowed aggregate's result rows, as they are emitted, are the
+/// events of the outer plan, timed by one of the inner window's bounds.
+#[derive(Debug, Clone)]
+pub struct ChainSpec {
+    /// The windowed aggregate over the stream.
+    pub inner: StreamPlan,
+    /// For each column of the outer plan's events, the inner result column it is.
+    pub columns: Vec<usize>,
+    /// How far the outer events' time lags the watermark: after the watermark passed `W`,
+    /// every inner row timed before `W - lag + 1` has been emitted (the inner window's size
+    /// less one for `window_start`; nothing but the bound's own millisecond for `window_end`),
+    /// so the outer plan's watermark is `W - lag`.
+    pub lag: i64,
+    /// The plan over the inner rows.
+    pub outer: StreamPlan,
 }
 
 /// A planned stream query.
@@ -425,6 +446,8 @@ impl StreamPlan {
                 keys: over.keys.clone(),
             },
             PlanKind::Map { .. } => Partitioning::RoundRobin,
+            // The outer plan's groups are made of the inner one's: one worker sees them all.
+            PlanKind::Chain(_) => Partitioning::Single,
         }
     }
 
@@ -434,6 +457,7 @@ impl StreamPlan {
             PlanKind::Map { window, .. } => window.as_ref(),
             PlanKind::Window { window, .. } => Some(window),
             PlanKind::Over(_) => None,
+            PlanKind::Chain(c) => c.outer.window(),
         }
     }
 }

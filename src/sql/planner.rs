@@ -280,11 +280,11 @@ async fn plan_query_async(
             "LIMIT/FETCH over an unbounded stream is not supported",
         ));
     }
-    if query.with.is_some() {
-        return Err(plan_error(
-            locate(&tokens, Keyword::WITH),
-            "WITH (common table expressions) is not supported in stream queries yet",
-        ));
+    match super::with_clause::resolve(sql, query, stream)? {
+        super::with_clause::Resolved::Inlined => {}
+        super::with_clause::Resolved::Chain(texts) => {
+            return Box::pin(plan_chain(sql, texts, events, stream, limits)).await;
+        }
     }
     let SetExpr::Select(select) = query.body.as_mut() else {
         return Err(plan_error(
@@ -406,6 +406,54 @@ async fn plan_query_async(
         name: "the query".into(),
         kind,
         output_schema,
+        events: Arc::clone(events),
+    })
+}
+
+/// A window over a windowed CTE's results: the CTE planned over the stream, the outer query
+/// over the CTE's rows ([`super::with_clause`]).
+async fn plan_chain(
+    sql: &str,
+    texts: super::with_clause::ChainTexts,
+    events: &Arc<EventSchema>,
+    stream: &str,
+    limits: &WindowLimits,
+) -> Result<StreamPlan> {
+    let inner = Box::pin(plan_query_async(&texts.inner_sql, events, stream, limits)).await?;
+    let PlanKind::Window { window, .. } = &inner.kind else {
+        return Err(plan_error(
+            texts.bound_span,
+            format!(
+                "`{}` is not a windowed aggregate; a window over a query's results needs one (GROUP BY …, window_start, window_end over TUMBLE, HOP or SESSION)",
+                texts.cte
+            ),
+        ));
+    };
+    let lag = super::with_clause::lag(window.kind, &texts)?;
+    let (schema, columns) = super::with_clause::outer_events(&inner.output_schema, &texts)?;
+    let outer_events = Arc::new(EventSchema::declared(
+        texts.cte.clone(),
+        Arc::new(schema),
+        None,
+        texts.time_column,
+    )?);
+    let outer = Box::pin(plan_query_async(
+        &texts.outer_sql,
+        &outer_events,
+        &texts.cte,
+        limits,
+    ))
+    .await?;
+    Ok(StreamPlan {
+        sql: sql.to_string(),
+        name: "the query".into(),
+        output_schema: Arc::clone(&outer.output_schema),
+        kind: PlanKind::Chain(Box::new(super::plan::ChainSpec {
+            inner,
+            columns,
+            lag,
+            outer,
+        })),
         events: Arc::clone(events),
     })
 }

@@ -897,10 +897,12 @@ pub fn parse_query_file(text: &str) -> Result<QueryFile> {
                 let (sink, rest) = word(rest);
                 let sink = ident(line, "a sink name", sink)?;
                 let (sel, _) = word(rest);
-                if !sel.eq_ignore_ascii_case("SELECT") {
+                if !sel.eq_ignore_ascii_case("SELECT") && !sel.eq_ignore_ascii_case("WITH") {
                     return Err(err(
                         line,
-                        format!("INSERT INTO {sink} must be followed by a SELECT"),
+                        format!(
+                            "INSERT INTO {sink} must be followed by a SELECT (or WITH … SELECT)"
+                        ),
                     ));
                 }
                 // Keep the SELECT at its place in the file: blank out everything before it.

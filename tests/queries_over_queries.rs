@@ -1,0 +1,191 @@
+//! Windows over a windowed query's results (issue 15, part 2): `WITH per_minute AS (… TUMBLE
+//! …) SELECT … FROM TUMBLE(per_minute, window_start, INTERVAL '1' HOUR) …`, tested against
+//! DataFusion evaluating the same two steps in batch over the deduplicated events (random
+//! disorder within the watermark bound, batch sizes and worker counts).
+
+use std::sync::Arc;
+
+use datafusion::datasource::MemTable;
+use datafusion::prelude::SessionContext;
+use paystream::generate::{GenConfig, generate};
+use paystream::schema::event_schema;
+use paystream::sql::plan_query;
+use rand::{Rng, SeedableRng};
+
+use crate::oracle::{batch_sql, deduplicated};
+use crate::util::{lines_of, replay_with, sorted};
+
+/// A chained query: the CTE (a windowed query over `payments`), the bound the outer window
+/// follows, the outer window's size (ms), the CTE's columns other than its bounds, and the
+/// outer query's SELECT list and the rest of it (after FROM).
+struct Case {
+    inner: &'static str,
+    bound: &'static str,
+    size: i64,
+    columns: &'static str,
+    select: &'static str,
+    rest: &'static str,
+}
+
+const CASES: [Case; 4] = [
+    Case {
+        inner: "SELECT merchant_id, window_start, window_end, sum(amount_minor) AS total, count(*) AS n \
+                FROM TUMBLE(payments, event_time, INTERVAL '10' SECOND) \
+                WHERE event_type = 'capture' GROUP BY merchant_id, window_start, window_end",
+        bound: "window_start",
+        size: 30_000,
+        columns: "merchant_id, total, n",
+        select: "merchant_id, window_start, window_end, max(total) AS busiest, sum(n) AS captures, count(*) AS windows",
+        rest: "GROUP BY merchant_id, window_start, window_end",
+    },
+    Case {
+        inner: "SELECT currency, window_start, window_end, count(*) AS n \
+                FROM HOP(payments, event_time, INTERVAL '5' SECOND, INTERVAL '15' SECOND) \
+                GROUP BY currency, window_start, window_end",
+        bound: "window_end",
+        size: 60_000,
+        columns: "currency, n",
+        select: "currency, window_start, window_end, max(n) AS peak, min(n) AS low",
+        rest: "GROUP BY currency, window_start, window_end HAVING count(*) > 1",
+    },
+    Case {
+        inner: "SELECT card_id, window_start, window_end, count(*) AS n, sum(amount_minor) AS spent \
+                FROM SESSION(payments, event_time, INTERVAL '3' SECOND) GROUP BY card_id, window_start, window_end",
+        bound: "window_end",
+        size: 20_000,
+        columns: "card_id, n, spent",
+        select: "window_start, window_end, count(*) AS sessions, max(n) AS longest, sum(spent) AS spent",
+        rest: "GROUP BY window_start, window_end",
+    },
+    // A filter over the outer window's rows: each inner row once, with the outer bounds.
+    Case {
+        inner: "SELECT merchant_id, window_start, window_end, sum(amount_minor) AS total \
+                FROM TUMBLE(payments, event_time, INTERVAL '10' SECOND) GROUP BY merchant_id, window_start, window_end",
+        bound: "window_start",
+        size: 60_000,
+        columns: "merchant_id, total",
+        select: "merchant_id, window_start, total",
+        rest: "WHERE total > 20000",
+    },
+];
+
+fn streaming(c: &Case) -> String {
+    format!(
+        "WITH per_window AS ({})\nSELECT {} FROM TUMBLE(per_window, {}, INTERVAL '{}' SECOND) {}",
+        c.inner,
+        c.select,
+        c.bound,
+        c.size / 1000,
+        c.rest
+    )
+}
+
+fn batch(c: &Case) -> String {
+    let size = c.size;
+    format!(
+        "WITH per_window AS ({}) SELECT {} FROM (SELECT {}, to_timestamp_millis(ms - ms % {size}) AS window_start, \
+         to_timestamp_millis(ms - ms % {size} + {size}) AS window_end \
+         FROM (SELECT *, CAST({} AS BIGINT) AS ms FROM per_window) x) AS per_window {}",
+        batch_sql(c.inner),
+        c.select,
+        c.columns,
+        c.bound,
+        c.rest
+    )
+}
+
+fn run_batch(sql: &str, events: &[datafusion::arrow::array::RecordBatch]) -> Vec<String> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let ctx = SessionContext::new();
+        let table = MemTable::try_new(event_schema(), vec![events.to_vec()]).unwrap();
+        ctx.register_table("payments", Arc::new(table)).unwrap();
+        let b = ctx
+            .sql(sql)
+            .await
+            .unwrap_or_else(|e| panic!("{sql}: {e}"))
+            .collect()
+            .await
+            .unwrap();
+        sorted(lines_of(&b))
+    })
+}
+
+#[test]
+fn a_window_over_a_windowed_query_equals_the_two_steps_in_batch() {
+    let mut rng = rand::rngs::StdRng::seed_from_u64(1515);
+    let dir = tempfile::tempdir().unwrap();
+    for round in 0..4u64 {
+        let cfg = GenConfig {
+            events: 4_000,
+            seed: rng.random(),
+            rate: rng.random_range(20.0..80.0),
+            merchants: rng.random_range(3..12),
+            cards: rng.random_range(20..200),
+            disorder_ms: rng.random_range(0..4_000),
+            duplicate_rate: 0.02,
+            malformed_rate: 0.01,
+            ..GenConfig::default()
+        };
+        let path = dir.path().join(format!("events-{round}.jsonl"));
+        generate(&cfg, &mut std::fs::File::create(&path).unwrap()).unwrap();
+        let events = deduplicated(&path);
+        for c in &CASES {
+            let sql = streaming(c);
+            let expected = run_batch(&batch(c), &events);
+            assert!(!expected.is_empty(), "{sql}\n{}", batch(c));
+            let plan = plan_query(&sql).unwrap_or_else(|e| panic!("{sql}: {e}"));
+            let batch_size = [1, 7, 64, 8192][rng.random_range(0..4)];
+            let workers = rng.random_range(1..=3);
+            let run = replay_with(&plan, &path, |o| {
+                o.batch_size = batch_size;
+                o.workers = workers;
+            });
+            assert_eq!(run.summary.late, 0);
+            let got = sorted(run.lines);
+            assert!(
+                got == expected,
+                "round {round} (batch {batch_size}, workers {workers}):\n{sql}\nstreaming {} rows, batch {}; first difference: {:?}",
+                got.len(),
+                expected.len(),
+                got.iter().zip(&expected).find(|(a, b)| a != b)
+            );
+        }
+    }
+}
+
+#[test]
+fn what_a_window_over_a_query_cannot_follow_is_refused_where_it_is_written() {
+    for (sql, needle) in [
+        (
+            "WITH s AS (SELECT card_id, window_start, window_end, count(*) AS n FROM SESSION(payments, event_time, INTERVAL '3' SECOND) GROUP BY card_id, window_start, window_end)\nSELECT window_start, count(*) FROM TUMBLE(s, window_start, INTERVAL '1' MINUTE) GROUP BY window_start, window_end",
+            "line 2, column 46: a session's start says nothing of when it closes",
+        ),
+        (
+            "WITH m AS (SELECT merchant_id, window_end, count(*) AS n FROM TUMBLE(payments, event_time, INTERVAL '1' MINUTE) GROUP BY merchant_id, window_start, window_end)\nSELECT window_start, max(n) FROM TUMBLE(m, window_start, INTERVAL '1' HOUR) GROUP BY window_start, window_end",
+            "line 2, column 44: `m` has no column window_start",
+        ),
+        (
+            "WITH m AS (SELECT merchant_id, window_start, count(*) AS n FROM TUMBLE(payments, event_time, INTERVAL '1' MINUTE) GROUP BY merchant_id, window_start, window_end)\nSELECT window_start, max(n) FROM TUMBLE(m, n, INTERVAL '1' HOUR) GROUP BY window_start, window_end",
+            "line 2, column 44: `n` is not a time column of `m`",
+        ),
+        (
+            "WITH f AS (SELECT * FROM payments WHERE amount_minor > 10)\nSELECT window_start, count(*) FROM TUMBLE(f, event_time, INTERVAL '1' HOUR) GROUP BY window_start, window_end",
+            "`event_time` is not a time column of `f`",
+        ),
+        (
+            "WITH m AS (SELECT merchant_id, window_start, count(*) AS n FROM TUMBLE(payments, event_time, INTERVAL '1' MINUTE) GROUP BY merchant_id, window_start, window_end)\nSELECT window_start, max(nope) FROM TUMBLE(m, window_start, INTERVAL '1' HOUR) GROUP BY window_start, window_end",
+            "line 2",
+        ),
+    ] {
+        let e = plan_query(sql).unwrap_err().to_string();
+        assert!(e.contains(needle), "{sql}\n{e}");
+    }
+    // A CTE read as a table is the subquery it names.
+    let plain = plan_query(
+        "WITH big AS (SELECT * FROM payments WHERE amount_minor > 10000)\nSELECT event_id, merchant_id FROM big WHERE currency = 'EUR'",
+    );
+    assert!(plain.is_ok(), "{:?}", plain.err());
+}
