@@ -183,6 +183,28 @@ fn what_a_window_over_a_query_cannot_follow_is_refused_where_it_is_written() {
         let e = plan_query(sql).unwrap_err().to_string();
         assert!(e.contains(needle), "{sql}\n{e}");
     }
+    for (sql, needle) in [
+        (
+            "WITH m AS (SELECT merchant_id, window_start AS window_end, count(*) AS n FROM TUMBLE(payments, event_time, INTERVAL '1' MINUTE) GROUP BY merchant_id, window_start, window_end)\nSELECT window_start, max(n) FROM TUMBLE(m, window_end, INTERVAL '1' HOUR) GROUP BY window_start, window_end",
+            "line 1, column 32: `m`'s window_end must be its window's own window_end",
+        ),
+        (
+            "WITH m AS ((SELECT merchant_id, window_start, count(*) AS n FROM TUMBLE(payments, event_time, INTERVAL '1' MINUTE) GROUP BY merchant_id, window_start, window_end))\nSELECT window_start, max(n) FROM TUMBLE(m, window_start, INTERVAL '1' HOUR) GROUP BY window_start, window_end",
+            "without extra parentheses",
+        ),
+        (
+            "WITH Payments AS (SELECT * FROM payments WHERE amount_minor > 5) SELECT event_id FROM payments",
+            "is defined twice (or is the stream's name)",
+        ),
+    ] {
+        let e = plan_query(sql).unwrap_err().to_string();
+        assert!(e.contains(needle), "{sql}\n{e}");
+    }
+    // Names fold to lower case as SQL folds them; text before the bound may be any script.
+    let folded = plan_query(
+        "WITH Per_Minute AS (SELECT merchant_id, window_start, window_end, count(*) AS n -- Umsätze je Minute, 每分钟的交易额每分钟的交易额每分钟的交易额每分钟的交易额\n  FROM TUMBLE(payments, event_time, INTERVAL '1' MINUTE) WHERE currency <> '€' GROUP BY merchant_id, window_start, window_end)\nSELECT window_start, max(n) FROM TUMBLE(per_minute, WINDOW_START, INTERVAL '1' HOUR) GROUP BY window_start, window_end",
+    );
+    assert!(folded.is_ok(), "{:?}", folded.err());
     // A CTE read as a table is the subquery it names.
     let plain = plan_query(
         "WITH big AS (SELECT * FROM payments WHERE amount_minor > 10000)\nSELECT event_id, merchant_id FROM big WHERE currency = 'EUR'",

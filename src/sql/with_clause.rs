@@ -72,7 +72,7 @@ pub(super) fn resolve(sql: &str, query: &mut Query, stream: &str) -> Result<Reso
     }
     let mut ctes: Vec<(String, Query, Span)> = Vec::new();
     for cte in &with.cte_tables {
-        let name = cte.alias.name.value.clone();
+        let name = normal(&cte.alias.name);
         if !cte.alias.columns.is_empty() {
             return Err(plan_error(
                 cte.alias.span(),
@@ -81,7 +81,7 @@ pub(super) fn resolve(sql: &str, query: &mut Query, stream: &str) -> Result<Reso
                 ),
             ));
         }
-        if name == stream || ctes.iter().any(|(n, _, _)| *n == name) {
+        if name.eq_ignore_ascii_case(stream) || ctes.iter().any(|(n, _, _)| *n == name) {
             return Err(plan_error(
                 cte.alias.name.span,
                 format!("`{name}` is defined twice (or is the stream's name); rename the CTE"),
@@ -104,7 +104,7 @@ pub(super) fn resolve(sql: &str, query: &mut Query, stream: &str) -> Result<Reso
         && let Some(FunctionArg::Unnamed(FunctionArgExpr::Expr(first))) = args.args.first()
         && let Some((cte, body, body_span)) = ctes
             .iter()
-            .find(|(n, _, _)| matches!(first, Expr::Identifier(i) if i.value == *n))
+            .find(|(n, _, _)| matches!(first, Expr::Identifier(i) if normal(i) == *n))
     {
         if with.cte_tables.len() > 1 {
             return Err(plan_error(
@@ -114,8 +114,6 @@ pub(super) fn resolve(sql: &str, query: &mut Query, stream: &str) -> Result<Reso
                 ),
             ));
         }
-        // The CTE reads only the stream (an inlined CTE would not keep its text's positions).
-        let _ = body;
         let Some(FunctionArg::Unnamed(FunctionArgExpr::Expr(Expr::Identifier(bound)))) =
             args.args.get(1)
         else {
@@ -126,37 +124,51 @@ pub(super) fn resolve(sql: &str, query: &mut Query, stream: &str) -> Result<Reso
                 ),
             ));
         };
-        let (bound_name, time_column) = match bound.value.as_str() {
+        let (bound_name, time_column) = match normal(bound).as_str() {
             WINDOW_START => (WINDOW_START, INNER_START),
             WINDOW_END => (WINDOW_END, INNER_END),
             other => {
                 return Err(plan_error(
                     bound.span,
                     format!(
-                        "`{other}` is not a time column of `{cte}`; a window over a windowed query's results follows one of its bounds: window_start or window_end"
+                        "`{other}` is not a time column of `{cte}`: a window over a query's results follows its window's bounds (window_start or window_end); to window the stream itself, read it directly and filter in WHERE: FROM TUMBLE({stream}, …) WHERE …"
                     ),
                 ));
             }
         };
+        check_bound(body, bound_name, cte, bound.span)?;
         let last = with
             .cte_tables
             .last()
             .map_or(with_span.end, |c| c.closing_paren_token.0.span.end);
         let with_range = range(sql, with_span.start, last);
         let body_range = range(sql, body_span.start, body_span.end);
-        let bound_range = range(sql, bound.span.start, bound.span.end);
-        let mut outer: Vec<u8> = blank(sql, |i| !with_range.contains(&i)).into_bytes();
-        let replacement = format!("{time_column:<width$}", width = bound_range.len());
-        if replacement.len() != bound_range.len() {
+        let inner_sql = blank(sql, |i| body_range.contains(&i));
+        if !balanced(&inner_sql) {
             return Err(plan_error(
-                bound.span,
-                format!("write the time column as {bound_name}, without quotes"),
+                *body_span,
+                format!("write `{cte}` AS (SELECT …) without extra parentheses around its SELECT"),
             ));
         }
-        outer[bound_range].copy_from_slice(replacement.as_bytes());
+        // Blanking keeps every line's characters (one space for one character), and parser
+        // positions count characters: the bound's place in the blanked text is found afresh.
+        let outer = blank(sql, |i| !with_range.contains(&i));
+        let bound_range = range(&outer, bound.span.start, bound.span.end);
+        let replacement = format!("{time_column:<width$}", width = bound_range.len());
+        if replacement.len() != bound_range.len() || !outer.is_char_boundary(bound_range.end) {
+            return Err(plan_error(
+                bound.span,
+                format!("write the time column as {bound_name}"),
+            ));
+        }
+        let outer_sql = format!(
+            "{}{replacement}{}",
+            &outer[..bound_range.start],
+            &outer[bound_range.end..]
+        );
         return Ok(Resolved::Chain(ChainTexts {
-            inner_sql: blank(sql, |i| body_range.contains(&i)),
-            outer_sql: String::from_utf8(outer).expect("ASCII replaced ASCII"),
+            inner_sql,
+            outer_sql,
             cte: cte.clone(),
             bound: bound_name,
             time_column,
@@ -192,8 +204,11 @@ fn inline_factor(
             alias,
             ..
         } => {
-            let n = name.to_string();
-            if let Some((cte, body, _)) = ctes.iter().find(|(c, _, _)| *c == n) {
+            let n = match name.0.as_slice() {
+                [part] => part.as_ident().map(normal),
+                _ => None,
+            };
+            if let Some((cte, body, _)) = ctes.iter().find(|(c, _, _)| Some(c) == n.as_ref()) {
                 let alias = alias.take().unwrap_or_else(|| TableAlias {
                     explicit: true,
                     name: datafusion::sql::sqlparser::ast::Ident::new(cte.clone()),
@@ -216,7 +231,7 @@ fn inline_factor(
         } => {
             if let Some(FunctionArg::Unnamed(FunctionArgExpr::Expr(Expr::Identifier(i)))) =
                 args.args.first()
-                && ctes.iter().any(|(c, _, _)| *c == i.value)
+                && ctes.iter().any(|(c, _, _)| *c == normal(i))
             {
                 return Err(plan_error(
                     name.span(),
@@ -232,6 +247,71 @@ fn inline_factor(
         TableFactor::Derived { subquery, .. } => inline_query(subquery, ctes, stream),
         _ => Ok(()),
     }
+}
+
+/// A name as SQL means it: an unquoted identifier folded to lower case (as DataFusion folds
+/// it), a quoted one as written.
+fn normal(i: &datafusion::sql::sqlparser::ast::Ident) -> String {
+    match i.quote_style {
+        None => i.value.to_ascii_lowercase(),
+        Some(_) => i.value.clone(),
+    }
+}
+
+/// Whether the parentheses of `sql` outside quotes balance.
+fn balanced(sql: &str) -> bool {
+    let (mut depth, mut quote) = (0i64, None);
+    for c in sql.chars() {
+        match (quote, c) {
+            (Some(q), c) if c == q => quote = None,
+            (Some(_), _) => {}
+            (None, '\'' | '"') => quote = Some(c),
+            (None, '(') => depth += 1,
+            (None, ')') => {
+                depth -= 1;
+                if depth < 0 {
+                    return false;
+                }
+            }
+            _ => {}
+        }
+    }
+    depth == 0
+}
+
+/// The CTE's `bound` column must be the window's own bound, selected as it is: the outer
+/// watermark's lag is worked out from what the bound is, and another expression named like
+/// it (`window_start AS window_end`, `window_end - INTERVAL …`) would make rows arrive behind
+/// the outer window, or null.
+fn check_bound(body: &Query, bound: &str, cte: &str, at: Span) -> Result<()> {
+    use datafusion::sql::sqlparser::ast::SelectItem;
+    let SetExpr::Select(select) = body.body.as_ref() else {
+        return Ok(());
+    };
+    let is_bound = |e: &Expr, name: &str| match e {
+        Expr::Identifier(i) => normal(i) == name,
+        Expr::CompoundIdentifier(p) => p.last().is_some_and(|i| normal(i) == name),
+        _ => false,
+    };
+    for item in &select.projection {
+        // A column named like a window bound must be that bound (aliased to itself at most).
+        let ok = match item {
+            SelectItem::ExprWithAlias { expr, alias } => {
+                let a = normal(alias);
+                !(a == WINDOW_START || a == WINDOW_END) || is_bound(expr, &a)
+            }
+            _ => true,
+        };
+        if !ok {
+            return Err(plan_error(
+                item.span().union(&at),
+                format!(
+                    "`{cte}`'s {bound} must be its window's own {bound}, selected unchanged (a window over `{cte}`'s results follows it); give other columns other names"
+                ),
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// Byte range of `[from, to)` (parser locations) in `sql`.
