@@ -19,7 +19,7 @@ use std::sync::Arc;
 
 use datafusion::arrow::array::{
     ArrayRef, BooleanBuilder, Float64Builder, Int32Builder, Int64Builder, RecordBatch,
-    StringBuilder, TimestampMillisecondBuilder,
+    TimestampMillisecondBuilder,
 };
 use datafusion::arrow::datatypes::{DataType, TimeUnit};
 
@@ -28,7 +28,8 @@ use super::csv::{CsvHeader, split_record};
 use super::payload_hash::PayloadHasher;
 use super::reject::{Reject, RejectReason};
 use super::row::{Invalid, RawValue, Screen, screen_into};
-use super::{Decoded, DecodedBatch, span};
+use super::str_column::StrColumn;
+use super::{Decoded, DecodedBatch, ParquetColumns, RawSource, span};
 use crate::schema::EventSchema;
 use crate::time::parse_rfc3339_millis;
 
@@ -215,6 +216,7 @@ impl DeclaredDecoder {
         let mut row = self.empty_row();
         let mut cells = Vec::with_capacity(self.columns.len());
         let mut keys = self.keys.clone();
+        let ascii = super::is_ascii(chunk);
         let mut pos = first_line;
         let mut start = 0;
         while start <= chunk.len() {
@@ -229,19 +231,24 @@ impl DeclaredDecoder {
                 continue;
             }
             asm.out.records += 1;
-            let text = match std::str::from_utf8(line) {
-                Ok(t) => t,
-                Err(e) => {
-                    asm.reject(
-                        (
-                            RejectReason::InvalidUtf8,
-                            format!("invalid UTF-8 at byte {}", e.valid_up_to() + 1),
-                        ),
-                        this,
-                        line,
-                    );
-                    continue;
-                }
+            // An ASCII chunk (the common case, told 64 bytes at a time) is UTF-8 throughout.
+            let text = match ascii {
+                // SAFETY: ASCII is UTF-8.
+                true => unsafe { std::str::from_utf8_unchecked(line) },
+                false => match std::str::from_utf8(line) {
+                    Ok(t) => t,
+                    Err(e) => {
+                        asm.reject(
+                            (
+                                RejectReason::InvalidUtf8,
+                                format!("invalid UTF-8 at byte {}", e.valid_up_to() + 1),
+                            ),
+                            this,
+                            line,
+                        );
+                        continue;
+                    }
+                },
             };
             // A checked row leaves its slots empty; any other is emptied here.
             if row.dirty {
@@ -255,6 +262,67 @@ impl DeclaredDecoder {
             }
         }
         asm.finish()
+    }
+
+    /// Decodes one batch read from a Parquet file, its columns matched to the declared ones by
+    /// name (as a CSV header's are: every declared column must be there) and each cell checked
+    /// as a JSON value of the same type is; `first_row` is the 1-based number of its first row.
+    pub fn parquet(&self, batch: &RecordBatch, first_row: u64, batch_size: usize) -> Decoded {
+        let cols = Arc::new(ParquetColumns::new(batch));
+        let names: Vec<&str> = cols.names().collect();
+        let map: Vec<Option<usize>> = names.iter().map(|n| self.column(n)).collect();
+        let mut asm = Assembler::new(self, batch_size, batch.num_rows());
+        let mut cells = Vec::with_capacity(self.columns.len());
+        for i in 0..batch.num_rows() {
+            let mut row = self.empty_row();
+            for (k, target) in map.iter().enumerate() {
+                let (v, text) = cols.cell(k, i);
+                match (&v, text) {
+                    (RawValue::Str(s), _) if target.is_none() => row.note_string(names[k], s),
+                    (RawValue::Compound, Some(t)) => row.note_string(names[k], &t),
+                    _ => {}
+                }
+                match target {
+                    Some(c) => row.values[*c] = Some(v),
+                    None => row.unknown_fields += 1,
+                }
+            }
+            let pos = first_row + i as u64;
+            asm.out.records += 1;
+            if let Err(e) = asm.push(&mut row, &mut cells, pos, span(i, i + 1)) {
+                asm.reject(e, pos, cols.row_json(i).as_bytes());
+            }
+        }
+        let mut d = asm.finish();
+        d.keep_source(RawSource::Parquet(cols));
+        d
+    }
+
+    /// Every declared column must be a column of a Parquet file (a null cell is a null).
+    pub fn parquet_columns(
+        &self,
+        schema: &datafusion::arrow::datatypes::Schema,
+    ) -> Result<(), String> {
+        let missing: Vec<&str> = self
+            .columns
+            .iter()
+            .filter(|c| schema.field_with_name(&c.name).is_err())
+            .map(|c| c.name.as_str())
+            .collect();
+        if missing.is_empty() {
+            Ok(())
+        } else {
+            Err(format!(
+                "the Parquet file lacks the declared column(s) {}; its columns are {}",
+                missing.join(", "),
+                schema
+                    .fields()
+                    .iter()
+                    .map(|f| super::card::redact(f.name()))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ))
+        }
     }
 
     /// The columns of a CSV header: each cell names a declared column or an ignored one.
@@ -618,7 +686,7 @@ fn strict_int(t: &str) -> Option<Result<i64, ()>> {
 
 /// A column being built.
 enum Builder {
-    Utf8(StringBuilder),
+    Utf8(StrColumn),
     Int64(Int64Builder),
     Int32(Int32Builder),
     Float64(Float64Builder),
@@ -629,7 +697,7 @@ enum Builder {
 impl Builder {
     fn new(kind: ColumnKind, rows: usize) -> Self {
         match kind {
-            ColumnKind::Utf8 => Builder::Utf8(StringBuilder::with_capacity(rows, rows * 16)),
+            ColumnKind::Utf8 => Builder::Utf8(StrColumn::with_capacity(rows, rows * 16)),
             ColumnKind::Int64 => Builder::Int64(Int64Builder::with_capacity(rows)),
             ColumnKind::Int32 => Builder::Int32(Int32Builder::with_capacity(rows)),
             ColumnKind::Float64 => Builder::Float64(Float64Builder::with_capacity(rows)),
@@ -643,13 +711,13 @@ impl Builder {
     /// Appends a checked cell (its kind matches the column's).
     fn append(&mut self, cell: &Cell<'_>) {
         match (self, cell) {
-            (Builder::Utf8(b), Cell::Str(s)) => b.append_value(s),
+            (Builder::Utf8(b), Cell::Str(s)) => b.push(Some(s)),
             (Builder::Int64(b), Cell::Int(v)) => b.append_value(*v),
             (Builder::Int32(b), Cell::Int(v)) => b.append_value(*v as i32),
             (Builder::Float64(b), Cell::Float(v)) => b.append_value(*v),
             (Builder::Bool(b), Cell::Bool(v)) => b.append_value(*v),
             (Builder::Timestamp(b), Cell::Int(v)) => b.append_value(*v),
-            (Builder::Utf8(b), _) => b.append_null(),
+            (Builder::Utf8(b), _) => b.push(None),
             (Builder::Int64(b), _) => b.append_null(),
             (Builder::Int32(b), _) => b.append_null(),
             (Builder::Float64(b), _) => b.append_null(),
@@ -712,11 +780,22 @@ impl<'d> Assembler<'d> {
         bytes: &[u8],
         at: usize,
     ) {
-        self.out.unknown_fields += u64::from(row.unknown_fields);
-        if let Err(e) = self.decoder.check(row, cells) {
+        if let Err(e) = self.push(row, cells, pos, span(at, at + bytes.len())) {
             self.reject(e, pos, bytes);
-            return;
         }
+    }
+
+    /// Checks and appends one parsed record (counted by the caller) whose record is at `sp` in
+    /// its chunk; the caller dead-letters it when it does not fit.
+    fn push<'a>(
+        &mut self,
+        row: &mut DeclaredRow<'a>,
+        cells: &mut Vec<Cell<'a>>,
+        pos: u64,
+        sp: (u32, u32),
+    ) -> Result<(), Invalid> {
+        self.out.unknown_fields += u64::from(row.unknown_fields);
+        self.decoder.check(row, cells)?;
         let mut h = PayloadHasher::new();
         for (i, (b, cell)) in self.builders.iter_mut().zip(cells.iter()).enumerate() {
             b.append(cell);
@@ -731,10 +810,11 @@ impl<'d> Assembler<'d> {
         self.rows += 1;
         self.hashes.push(h.finish());
         self.positions.push(pos);
-        self.spans.push(span(at, at + bytes.len()));
+        self.spans.push(sp);
         if self.rows >= self.batch_size {
             self.flush();
         }
+        Ok(())
     }
 
     fn reject(&mut self, (reason, detail): Invalid, pos: u64, bytes: &[u8]) {
@@ -975,6 +1055,81 @@ mod tests {
         assert!(
             e.contains("order_id") && e.contains("case-sensitive"),
             "{e}"
+        );
+    }
+
+    #[test]
+    fn parquet_columns_are_read_by_name_and_checked_like_json_values() {
+        use datafusion::arrow::array::{Int32Array, StringArray, TimestampMicrosecondArray};
+        let d = decoder();
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("extra", DataType::Utf8, true),
+            Field::new("amount_minor", DataType::Int32, true),
+            Field::new("ts", DataType::Timestamp(TimeUnit::Microsecond, None), true),
+            Field::new("order_id", DataType::Utf8, true),
+            Field::new("qty", DataType::Utf8, true),
+            Field::new("score", DataType::Utf8, true),
+            Field::new("gift", DataType::Utf8, true),
+            Field::new("note", DataType::Utf8, true),
+        ]));
+        assert!(d.parquet_columns(&schema).is_ok());
+        let s = |v: Vec<Option<&str>>| Arc::new(StringArray::from(v)) as ArrayRef;
+        let batch = RecordBatch::try_new(
+            Arc::clone(&schema),
+            vec![
+                s(vec![Some("x"), Some("4111111111111111"), None]),
+                Arc::new(Int32Array::from(vec![Some(5), Some(6), Some(7)])),
+                Arc::new(TimestampMicrosecondArray::from(vec![
+                    Some(1_793_491_200_000_000),
+                    Some(1_793_491_200_000_000),
+                    None,
+                ])),
+                s(vec![Some("o1"), Some("o2"), Some("o3")]),
+                s(vec![None, None, None]),
+                s(vec![None, None, None]),
+                s(vec![None, None, None]),
+                s(vec![None, None, None]),
+            ],
+        )
+        .unwrap();
+        let out = d.parquet(&batch, 1, 100);
+        assert_eq!((out.records, out.unknown_fields), (3, 3));
+        assert_eq!(out.batches[0].batch.num_rows(), 1);
+        let reasons: Vec<_> = out.rejects.iter().map(|r| (r.reason, r.position)).collect();
+        assert_eq!(
+            reasons,
+            [(RejectReason::CardNumber, 2), (RejectReason::NullField, 3)]
+        );
+        // A string where a number is declared is refused, naming the column.
+        let e = d.parquet(
+            &RecordBatch::try_new(
+                Arc::new(Schema::new(vec![
+                    Field::new("order_id", DataType::Utf8, false),
+                    Field::new("ts", DataType::Utf8, false),
+                    Field::new("qty", DataType::Utf8, false),
+                ])),
+                vec![
+                    s(vec![Some("o")]),
+                    s(vec![Some("2026-11-01T00:00:00Z")]),
+                    s(vec![Some("2")]),
+                ],
+            )
+            .unwrap(),
+            1,
+            10,
+        );
+        assert_eq!(
+            e.rejects[0].reason,
+            RejectReason::WrongType,
+            "{:?}",
+            e.rejects
+        );
+        assert!(e.rejects[0].detail.contains("column `qty`"));
+        let missing = Schema::new(vec![Field::new("ts", DataType::Utf8, false)]);
+        assert!(
+            d.parquet_columns(&missing)
+                .unwrap_err()
+                .contains("order_id")
         );
     }
 

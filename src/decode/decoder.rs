@@ -8,7 +8,7 @@ use datafusion::arrow::array::RecordBatch;
 use super::{
     CsvHeader, DeclaredDecoder, Decoded, decode_csv, decode_json_lines_sized, decode_parquet,
 };
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::schema::EventSchema;
 
 /// The decoder of one source's records, shared by its decoder threads.
@@ -72,22 +72,23 @@ impl Decoder {
         }
     }
 
-    /// Whether it reads Parquet: a declared source does not yet.
-    pub fn check_parquet(&self, what: &str) -> Result<()> {
+    /// Checks a Parquet file's schema against the columns the events need, before any row is
+    /// read (a declared column missing from the file).
+    pub fn check_parquet(
+        &self,
+        schema: &datafusion::arrow::datatypes::Schema,
+    ) -> std::result::Result<(), String> {
         match self {
             Decoder::Payments => Ok(()),
-            Decoder::Declared(d) => Err(Error::Config {
-                what: what.into(),
-                message: format!(
-                    "the source `{}` declares its own columns, which are read from JSON Lines or CSV; Parquet files are read as payment events (a source without a column list)",
-                    d.events().stream()
-                ),
-            }),
+            Decoder::Declared(d) => d.parquet_columns(schema),
         }
     }
 
-    /// Decodes a Parquet batch (see [`decode_parquet`]); [`Self::check_parquet`] first.
+    /// Decodes a Parquet batch (see [`decode_parquet`]).
     pub fn parquet(&self, batch: &RecordBatch, first_row: u64, batch_size: usize) -> Decoded {
-        decode_parquet(batch, first_row, batch_size)
+        match self {
+            Decoder::Payments => decode_parquet(batch, first_row, batch_size),
+            Decoder::Declared(d) => d.parquet(batch, first_row, batch_size),
+        }
     }
 }

@@ -379,7 +379,7 @@ pub fn decode_json_lines_sized(
 
 /// Whether `b` is all ASCII: 64 bytes per step with SSE2 (the standard library's check went a
 /// word at a time, and UTF-8 validation of the chunk was 4 % of decoding).
-fn is_ascii(b: &[u8]) -> bool {
+pub(super) fn is_ascii(b: &[u8]) -> bool {
     #[cfg(target_arch = "x86_64")]
     {
         use std::arch::x86_64::{__m128i, _mm_loadu_si128, _mm_movemask_epi8, _mm_or_si128};

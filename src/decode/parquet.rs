@@ -118,50 +118,67 @@ impl ParquetColumns {
 
     /// Reads row `i` into `row`.
     pub fn read_row<'a>(&'a self, i: usize, row: &mut RawRow<'a>) {
-        for (id, name, col) in &self.cols {
-            let v = match col {
-                Column::Str(a) if a.is_valid(i) => {
-                    let s = a.value(i);
-                    // Screened as JSON screens a string in the same field: known fields by
-                    // their kind (never a time or an amount), extra ones always.
-                    match id {
-                        Some(f) => row.note_field(*f, s),
-                        None => row.note_string(name, s),
-                    }
-                    RawValue::Str(Cow::Borrowed(s))
-                }
-                Column::Int(a) if a.is_valid(i) => RawValue::Int(a.value(i)),
-                Column::Bool(a) if a.is_valid(i) => RawValue::Bool(a.value(i)),
-                Column::Float(a) if a.is_valid(i) => {
-                    use datafusion::arrow::datatypes::{Float32Type, Float64Type, UInt64Type};
-                    // A UInt64 that fits is still an integer.
-                    if let Some(u) = a.as_primitive_opt::<UInt64Type>() {
-                        let v = u.value(i);
-                        i64::try_from(v).map_or(RawValue::Float(v as f64), RawValue::Int)
-                    } else if let Some(f) = a.as_primitive_opt::<Float64Type>() {
-                        RawValue::Float(f.value(i))
-                    } else if let Some(f) = a.as_primitive_opt::<Float32Type>() {
-                        RawValue::Float(f64::from(f.value(i)))
-                    } else {
-                        RawValue::Float(f64::NAN)
+        for (k, (id, name, _)) in self.cols.iter().enumerate() {
+            let (v, text) = self.cell(k, i);
+            match &v {
+                // Screened as JSON screens a string in the same field: known fields by their
+                // kind (never a time or an amount), extra ones always.
+                RawValue::Str(s) => match id {
+                    Some(f) => row.note_field(*f, s),
+                    None => row.note_string(name, s),
+                },
+                // A list or struct: screened as JSON screens the strings and numbers inside an
+                // array or object, through its text.
+                RawValue::Compound => {
+                    if let Some(text) = &text {
+                        row.note_string(name, text);
                     }
                 }
-                Column::Other(a) if a.is_valid(i) => {
-                    // A list or struct: screened as JSON screens the strings and numbers inside
-                    // an array or object, through its text.
-                    if let Ok(text) = datafusion::arrow::util::display::array_value_to_string(a, i)
-                    {
-                        row.note_string(name, &text);
-                    }
-                    RawValue::Compound
-                }
-                _ => RawValue::Null,
-            };
+                _ => {}
+            }
             match id {
                 Some(f) => row.values[*f as usize] = Some(v),
                 None => row.unknown_fields += 1,
             }
         }
+    }
+
+    /// The columns' names, in order.
+    pub(super) fn names(&self) -> impl Iterator<Item = &str> {
+        self.cols.iter().map(|(_, n, _)| n.as_str())
+    }
+
+    /// Row `i` of column `k` as the value a JSON parser would see; for a list or struct, also
+    /// its text (which is screened for card numbers).
+    pub(super) fn cell(&self, k: usize, i: usize) -> (RawValue<'_>, Option<String>) {
+        let (_, _, col) = &self.cols[k];
+        let v = match col {
+            Column::Str(a) if a.is_valid(i) => RawValue::Str(Cow::Borrowed(a.value(i))),
+            Column::Int(a) if a.is_valid(i) => RawValue::Int(a.value(i)),
+            Column::Bool(a) if a.is_valid(i) => RawValue::Bool(a.value(i)),
+            Column::Float(a) if a.is_valid(i) => {
+                use datafusion::arrow::datatypes::{Float32Type, Float64Type, UInt64Type};
+                // A UInt64 that fits is still an integer.
+                if let Some(u) = a.as_primitive_opt::<UInt64Type>() {
+                    let v = u.value(i);
+                    i64::try_from(v).map_or(RawValue::Float(v as f64), RawValue::Int)
+                } else if let Some(f) = a.as_primitive_opt::<Float64Type>() {
+                    RawValue::Float(f.value(i))
+                } else if let Some(f) = a.as_primitive_opt::<Float32Type>() {
+                    RawValue::Float(f64::from(f.value(i)))
+                } else {
+                    RawValue::Float(f64::NAN)
+                }
+            }
+            Column::Other(a) if a.is_valid(i) => {
+                return (
+                    RawValue::Compound,
+                    datafusion::arrow::util::display::array_value_to_string(a, i).ok(),
+                );
+            }
+            _ => RawValue::Null,
+        };
+        (v, None)
     }
 
     /// Row `i` as a JSON object, for the dead-letter output.

@@ -136,9 +136,6 @@ impl Source for FileSource {
         }
         let format = self.resolved_format()?;
         let decoder = Decoder::for_events(&self.events)?;
-        if format == Format::Parquet {
-            decoder.check_parquet(&self.path.display().to_string())?;
-        }
         let bytes = Arc::new(AtomicU64::new(0));
         let (chunks, threads) = spawn_reader(
             self.path.clone(),
@@ -361,6 +358,9 @@ fn read_parquet(
     let builder = ParquetRecordBatchReaderBuilder::try_new(file)
         .map_err(|e| input_err(path, format!("not a readable Parquet file: {e}")))?;
     ParquetColumns::check_schema(builder.schema()).map_err(|e| input_err(path, e))?;
+    decoder
+        .check_parquet(builder.schema())
+        .map_err(|e| input_err(path, e))?;
     let reader = builder
         .with_batch_size(batch_size.clamp(1, 65_536))
         .build()
