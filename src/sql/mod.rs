@@ -7,6 +7,7 @@
 mod checked;
 mod codes;
 mod over;
+mod over_check;
 mod plan;
 mod planner;
 pub mod query_file;

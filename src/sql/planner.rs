@@ -286,6 +286,11 @@ async fn plan_query_async(
             return Box::pin(plan_chain(sql, texts, events, stream, limits)).await;
         }
     }
+    super::over_check::check_query(
+        query,
+        stream,
+        events.arrow().field(events.event_time_column()).name(),
+    )?;
     let SetExpr::Select(select) = query.body.as_mut() else {
         return Err(plan_error(
             query.body.span(),
@@ -1368,7 +1373,7 @@ fn lift(
             if contains_aggregate(partial.input()) {
                 return Err(plan_error(
                     locate(tokens, Keyword::SELECT),
-                    "an aggregate over a windowed query's results (such as the maximum per hour of per-minute totals) is not supported yet; aggregate the stream over the larger window directly, or filter and rank the windowed rows",
+                    "an aggregate over a windowed query's results needs a window of its own: name the windowed query and window its rows, WITH per_minute AS (SELECT …, window_start, window_end FROM TUMBLE(…) GROUP BY …) SELECT … FROM TUMBLE(per_minute, window_start, INTERVAL '1' HOUR) GROUP BY …, window_start, window_end",
                 ));
             }
             if window.is_none() {
