@@ -22,18 +22,33 @@ struct Case {
     inner: &'static str,
     bound: &'static str,
     size: i64,
+    /// The outer window's slide, when it is a HOP.
+    slide: Option<i64>,
     columns: &'static str,
     select: &'static str,
     rest: &'static str,
 }
 
-const CASES: [Case; 4] = [
+const CASES: [Case; 5] = [
+    // An outer HOP, in Flink's spelling.
+    Case {
+        inner: "SELECT merchant_id, window_start, window_end, sum(amount_minor) AS total \
+                FROM TABLE(TUMBLE(TABLE payments, DESCRIPTOR(event_time), INTERVAL '10' SECOND)) \
+                GROUP BY merchant_id, window_start, window_end",
+        bound: "window_end",
+        size: 30_000,
+        slide: Some(10_000),
+        columns: "merchant_id, total",
+        select: "merchant_id, window_start, window_end, max(total) AS top, count(*) AS windows",
+        rest: "GROUP BY merchant_id, window_start, window_end",
+    },
     Case {
         inner: "SELECT merchant_id, window_start, window_end, sum(amount_minor) AS total, count(*) AS n \
                 FROM TUMBLE(payments, event_time, INTERVAL '10' SECOND) \
                 WHERE event_type = 'capture' GROUP BY merchant_id, window_start, window_end",
         bound: "window_start",
         size: 30_000,
+        slide: None,
         columns: "merchant_id, total, n",
         select: "merchant_id, window_start, window_end, max(total) AS busiest, sum(n) AS captures, count(*) AS windows",
         rest: "GROUP BY merchant_id, window_start, window_end",
@@ -44,6 +59,7 @@ const CASES: [Case; 4] = [
                 GROUP BY currency, window_start, window_end",
         bound: "window_end",
         size: 60_000,
+        slide: None,
         columns: "currency, n",
         select: "currency, window_start, window_end, max(n) AS peak, min(n) AS low",
         rest: "GROUP BY currency, window_start, window_end HAVING count(*) > 1",
@@ -53,6 +69,7 @@ const CASES: [Case; 4] = [
                 FROM SESSION(payments, event_time, INTERVAL '3' SECOND) GROUP BY card_id, window_start, window_end",
         bound: "window_end",
         size: 20_000,
+        slide: None,
         columns: "card_id, n, spent",
         select: "window_start, window_end, count(*) AS sessions, max(n) AS longest, sum(spent) AS spent",
         rest: "GROUP BY window_start, window_end",
@@ -63,6 +80,7 @@ const CASES: [Case; 4] = [
                 FROM TUMBLE(payments, event_time, INTERVAL '10' SECOND) GROUP BY merchant_id, window_start, window_end",
         bound: "window_start",
         size: 60_000,
+        slide: None,
         columns: "merchant_id, total",
         select: "merchant_id, window_start, total",
         rest: "WHERE total > 20000",
@@ -70,18 +88,45 @@ const CASES: [Case; 4] = [
 ];
 
 fn streaming(c: &Case) -> String {
+    let window = match c.slide {
+        None => format!(
+            "TUMBLE(per_window, {}, INTERVAL '{}' SECOND)",
+            c.bound,
+            c.size / 1000
+        ),
+        Some(slide) => format!(
+            "TABLE(HOP(TABLE per_window, DESCRIPTOR({}), INTERVAL '{}' SECOND, INTERVAL '{}' SECOND))",
+            c.bound,
+            slide / 1000,
+            c.size / 1000
+        ),
+    };
     format!(
-        "WITH per_window AS ({})\nSELECT {} FROM TUMBLE(per_window, {}, INTERVAL '{}' SECOND) {}",
-        c.inner,
-        c.select,
-        c.bound,
-        c.size / 1000,
-        c.rest
+        "WITH per_window AS ({})\nSELECT {} FROM {window} {}",
+        c.inner, c.select, c.rest
     )
 }
 
 fn batch(c: &Case) -> String {
     let size = c.size;
+    if let Some(slide) = c.slide {
+        let offsets: Vec<String> = (0..(size + slide - 1) / slide)
+            .map(|i| format!("({i})"))
+            .collect();
+        return format!(
+            "WITH per_window AS ({}) SELECT {} FROM (SELECT {}, to_timestamp_millis(ws) AS window_start, \
+             to_timestamp_millis(ws + {size}) AS window_end FROM \
+             (SELECT x.*, ms - ms % {slide} - k.i * {slide} AS ws FROM \
+              (SELECT *, CAST({} AS BIGINT) AS ms FROM per_window) x CROSS JOIN (VALUES {}) AS k(i)) u \
+             WHERE ws + {size} > ms) AS per_window {}",
+            batch_sql(c.inner),
+            c.select,
+            c.columns,
+            c.bound,
+            offsets.join(", "),
+            c.rest
+        );
+    }
     format!(
         "WITH per_window AS ({}) SELECT {} FROM (SELECT {}, to_timestamp_millis(ms - ms % {size}) AS window_start, \
          to_timestamp_millis(ms - ms % {size} + {size}) AS window_end \
