@@ -473,7 +473,14 @@ fn a_declared_source_job_killed_with_sigkill_commits_what_one_run_commits() {
                  INSERT INTO busiest WITH per10 AS (SELECT merchant, window_start, window_end, sum(amount_minor) AS total \
                    FROM TUMBLE(orders, ts, INTERVAL '10' SECOND) GROUP BY merchant, window_start, window_end) \
                  SELECT merchant, window_start, window_end, max(total) AS top, count(*) AS windows \
-                 FROM TUMBLE(per10, window_end, INTERVAL '1' MINUTE) GROUP BY merchant, window_start, window_end;\n"
+                 FROM TUMBLE(per10, window_end, INTERVAL '1' MINUTE) GROUP BY merchant, window_start, window_end;\n\
+                 CREATE SINK ordered WITH (connector = 'log', topic = 'ordered');\n\
+                 INSERT INTO ordered SELECT merchant, window_start, first_value(amount_minor ORDER BY ts) AS first_amount, \
+                   last_value(order_id ORDER BY ts) AS last_order, count(DISTINCT region) AS regions \
+                 FROM TABLE(SESSION(TABLE orders PARTITION BY merchant, DESCRIPTOR(ts), INTERVAL '2' SECOND)) \
+                 GROUP BY merchant, window_start, window_end;\n\
+                 CREATE SINK firsts WITH (connector = 'log', topic = 'firsts');\n\
+                 INSERT INTO firsts SELECT DISTINCT merchant, region FROM orders;\n"
             ),
         )
         .unwrap();
@@ -523,7 +530,14 @@ fn a_declared_source_job_killed_with_sigkill_commits_what_one_run_commits() {
         out.status.success() && err.contains("resumed=true"),
         "{err}"
     );
-    for sink in ["totals", "features", "busiest", "orders.dlq"] {
+    for sink in [
+        "totals",
+        "features",
+        "busiest",
+        "ordered",
+        "firsts",
+        "orders.dlq",
+    ] {
         let (want, got) = (
             crate::util::consume_all(&reference, sink),
             crate::util::consume_all(&crashed, sink),
