@@ -54,7 +54,9 @@ fn main() {
             // The reader of our output went away (`| head`): nothing more to say.
             std::process::exit(cli::signals::EXIT_BROKEN_PIPE);
         }
-        eprintln!("error: {e:#}");
+        // Whatever built the message — a planner echoing a column name, an option value — no
+        // card number reaches the terminal.
+        eprintln!("error: {}", paystream::decode::redact(&format!("{e:#}")));
         std::process::exit(1);
     }
 }

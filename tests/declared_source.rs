@@ -511,6 +511,16 @@ fn a_declared_source_job_killed_with_sigkill_commits_what_one_run_commits() {
             .spawn()
             .unwrap();
         std::thread::sleep(Duration::from_millis(rng.random_range(100..700)));
+        // On a loaded machine the job may not have checkpointed yet: the first kill waits for
+        // a checkpoint, so the final run has one to resume from.
+        let checkpoints = crashed.join("_queries/orders/checkpoints");
+        let waited = std::time::Instant::now();
+        while kills == 0
+            && std::fs::read_dir(&checkpoints).map_or(true, |mut d| d.next().is_none())
+            && waited.elapsed() < Duration::from_secs(60)
+        {
+            std::thread::sleep(Duration::from_millis(20));
+        }
         assert!(
             child.try_wait().unwrap().is_none(),
             "the job exited on its own"

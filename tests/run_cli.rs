@@ -538,3 +538,69 @@ fn a_first_start_refuses_to_delete_committed_part_files_it_has_no_checkpoint_of(
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     assert!(!parts().is_empty(), "recomputed");
 }
+
+/// A run to the topic's end emits its open windows; a later run over new events for those
+/// windows must not emit them a second time with a partial count: the events are late.
+#[test]
+fn windows_a_run_to_the_end_emitted_are_never_emitted_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let lines = gen_lines(&[
+        "--events",
+        "4000",
+        "--rate",
+        "20",
+        "--merchants",
+        "5",
+        "--seed",
+        "13",
+    ]);
+    let (first, second) = lines.split_at(lines.len() / 2);
+    ok(paystream(&data).args(["topic", "create", "payments", "--partitions", "2"]));
+    let query = dir.path().join("counts.sql");
+    std::fs::write(
+        &query,
+        COUNTS.replace("INTERVAL '1' MINUTE", "INTERVAL '10' SECOND"),
+    )
+    .unwrap();
+    let summary = |o: &std::process::Output, key: &str| -> u64 {
+        let err = String::from_utf8_lossy(&o.stderr);
+        err.split_whitespace()
+            .find_map(|w| w.strip_prefix(&format!("{key}=")))
+            .unwrap_or_else(|| panic!("no {key} in {err}"))
+            .parse()
+            .unwrap()
+    };
+    produce(&data, first);
+    let one = run_until_end(&data, &query, &[]);
+    assert!(
+        one.status.success(),
+        "{}",
+        String::from_utf8_lossy(&one.stderr)
+    );
+    produce(&data, second);
+    let two = run_until_end(&data, &query, &[]);
+    assert!(
+        two.status.success(),
+        "{}",
+        String::from_utf8_lossy(&two.stderr)
+    );
+    let rows: Vec<serde_json::Value> = consume_all(&data, "counts")
+        .iter()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let mut ends: Vec<&str> = rows
+        .iter()
+        .map(|r| r["window_end"].as_str().unwrap())
+        .collect();
+    ends.sort();
+    let before = ends.len();
+    ends.dedup();
+    assert_eq!(ends.len(), before, "a window was emitted twice");
+    // Every accepted event is counted once: in a row, or as late.
+    let counted: u64 = rows.iter().map(|r| r["n"].as_u64().unwrap()).sum();
+    assert_eq!(
+        counted + summary(&two, "late"),
+        summary(&one, "accepted") + summary(&two, "accepted")
+    );
+}

@@ -119,16 +119,13 @@ pub(crate) fn replay(mut a: ReplayArgs, data: &super::log_cmds::DataDir) -> anyh
             (None, Some(ms)) => {
                 let what = match parsed.source.as_ref() {
                     Some(s) if s.watermark_clause && key == "watermark_delay" => {
-                        "the WATERMARK FOR clause".to_string()
+                        "WATERMARK FOR".to_string()
                     }
-                    _ => format!("option {key}"),
+                    _ => key.clone(),
                 };
-                Ok((ms, format!("{what} of {} (or {flag})", query.display())))
+                Ok((ms, format!("{what} in {}", query.display())))
             }
-            (None, None) => Ok((
-                duration(flag, default)?,
-                format!("the default {key} ({flag})"),
-            )),
+            (None, None) => Ok((duration(flag, default)?, flag.to_string())),
         }
     };
     let (delay, delay_from) = setting(

@@ -427,10 +427,9 @@ impl DeclaredDecoder {
             }
             for (k, cell) in texts.iter().enumerate() {
                 match map[k] {
-                    Some(c) if !cell.is_empty() => {
-                        row.values[c] = Some(RawValue::Text(cell.as_ref()));
-                    }
-                    Some(_) => {}
+                    // An empty cell is a null (as JSON's `null` is).
+                    Some(c) if cell.is_empty() => row.values[c] = Some(RawValue::Null),
+                    Some(c) => row.values[c] = Some(RawValue::Text(cell.as_ref())),
                     None => {
                         row.note_string(&header.names()[k], cell);
                         row.unknown_fields += 1;

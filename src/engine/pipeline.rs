@@ -285,6 +285,8 @@ pub(super) fn run(
     let mut final_state: Option<PipelineState> = None;
     let mut pending_meta: Option<BarrierMeta> = None;
     let mut open = vec![true; from.len()];
+    // The latest time a result of the current pass stands for (a window's end, an event's time).
+    let mut pass_max_time = i64::MIN;
     let fail = |first_error: &mut Option<Error>, e: Error| {
         first_error.get_or_insert(e);
         stop.store(true, Ordering::Relaxed);
@@ -319,6 +321,9 @@ pub(super) fn run(
                             continue;
                         }
                         for r in &out.results {
+                            if let Some(t) = (0..r.batch.num_rows()).map(|i| r.times.get(i)).max() {
+                                pass_max_time = pass_max_time.max(t);
+                            }
                             summary.results += r.batch.num_rows() as u64;
                             progress
                                 .results
@@ -355,7 +360,22 @@ pub(super) fn run(
         // A pass in which the workers snapshotted was a barrier: every result and dead letter
         // before it has been handed to the sinks above, and the router's part arrived first.
         if snapshots.iter().any(|s| !s.is_empty()) && first_error.is_none() {
+            let flushed = pending_meta.as_ref().is_some_and(|m| m.flushed);
             match take_checkpoint(&mut snapshots, workers, pending_meta.take()) {
+                // The operators emitted their open windows: whatever those rows stand for is
+                // final, and an event for them that arrives after a restart is late.
+                Ok((mut state, true, _)) if flushed && pass_max_time > i64::MIN => {
+                    match Router::snapshot_with_watermark_at_least(
+                        &state.router,
+                        pass_max_time.saturating_add(1),
+                    ) {
+                        Ok(router) => {
+                            state.router = router;
+                            final_state = Some(state);
+                        }
+                        Err(e) => fail(&mut first_error, e),
+                    }
+                }
                 Ok((state, true, _)) => final_state = Some(state),
                 Ok((state, false, requested)) => {
                     let r = match on_checkpoint.as_mut() {

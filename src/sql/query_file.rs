@@ -720,14 +720,17 @@ fn declaration(line: usize, base: &str, rest: &str) -> Result<SourceDecl> {
     let (name, rest) = word(rest);
     let name = ident(line, "a source name", name)?;
     let (columns, rest) = column_list(line, base, rest)?;
-    let (opts, rest) = if rest.trim().is_empty() {
-        let mut opts = BTreeMap::new();
-        opts.insert("connector".to_string(), "file".to_string());
-        opts.insert("path".to_string(), "-".to_string());
-        (opts, rest)
+    let (mut opts, rest) = if rest.trim().is_empty() {
+        (BTreeMap::new(), rest)
     } else {
         with_options(line, rest)?
     };
+    // The file is the one given elsewhere (the command line): WITH may hold only the source's
+    // own options (`dedup_key`, `watermark_delay`, …).
+    if !opts.contains_key("connector") {
+        opts.insert("connector".to_string(), "file".to_string());
+        opts.insert("path".to_string(), "-".to_string());
+    }
     if !rest.trim().is_empty() {
         return Err(err(
             line,

@@ -113,6 +113,11 @@ fn parse_item(
         if fields.iter().any(|f| f.name() == &name) {
             return Err(format!("column `{name}` is declared twice"));
         }
+        if crate::decode::contains_card_number(name.as_bytes()) {
+            return Err(
+                "a column name looks like a card number; name the column for what it holds".into(),
+            );
+        }
         if name == crate::schema::WINDOW_START || name == crate::schema::WINDOW_END {
             return Err(format!(
                 "`{name}` is the name windows give their bounds; rename the column"
@@ -384,6 +389,7 @@ mod tests {
             ),
             ("ts TIMESTAMP, PRIMARY KEY (ts)", "dedup_key"),
             ("window_start TIMESTAMP", "rename the column"),
+            ("\"4111111111111111\" VARCHAR", "looks like a card number"),
             ("id VARCHAR PRIMARY KEY", "dedup_key = 'id'"),
             ("id VARCHAR DEFAULT 'x'", "not supported"),
             ("\"\" VARCHAR", "empty"),

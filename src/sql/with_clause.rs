@@ -46,16 +46,17 @@ pub(super) struct ChainTexts {
     pub cte: String,
     /// The inner bound the outer window follows (`window_start` or `window_end`).
     pub bound: &'static str,
-    /// The name the outer query's events call that bound (same length, so positions hold).
+    /// The name the outer query's events call that bound (no longer than the bound as written,
+    /// padded to its length, so positions hold).
     pub time_column: &'static str,
     /// Where the time argument is, for errors about it.
     pub bound_span: Span,
 }
 
-/// What the outer query's events call the inner window's start, and its end: as long as the
-/// names they replace, so the text keeps its positions.
-const INNER_START: &str = "_inner_start";
-const INNER_END: &str = "_inner_end";
+/// What the outer query's events call the inner window's start, and its end: no longer than
+/// the names they replace (padded to their length), so the text keeps its positions.
+const INNER_START: &str = "inner_start";
+const INNER_END: &str = "inner_end";
 
 /// Resolves `query`'s WITH clause (taken out of it): inlines what it can, or returns the texts
 /// of a chained plan.

@@ -102,6 +102,26 @@ impl Router {
         self.dedup.restore_snapshot(&snap)
     }
 
+    /// `bytes` (a [`Self::snapshot`]) with its watermark raised to at least `at`.
+    ///
+    /// A run that ends by emitting its open windows (`run --until-end`) saves this: an event
+    /// that arrives later for a window it emitted is then late, instead of opening the window
+    /// again and emitting a second, partial row for it.
+    pub fn snapshot_with_watermark_at_least(bytes: &[u8], at: i64) -> Result<Vec<u8>> {
+        let mut snap = Snapshot::decode(STATE_NAME, bytes)?;
+        if let Some(w) = snap.header.get("watermark").filter(|w| !w.is_null()) {
+            let mut w: WatermarkState =
+                serde_json::from_value(w.clone()).map_err(|e| Error::State {
+                    operator: STATE_NAME.into(),
+                    message: format!("bad watermark state: {e}"),
+                })?;
+            w.current = w.current.max(at);
+            snap.header["watermark"] = serde_json::to_value(w)
+                .map_err(|e| Error::Internal(format!("cannot write the watermark state: {e}")))?;
+        }
+        snap.encode(STATE_NAME)
+    }
+
     /// The router snapshot equivalent to a watermark and a dedup snapshot saved apart (state
     /// files of version 1).
     pub fn state_from_parts(watermark: Option<&WatermarkState>, dedup: &[u8]) -> Result<Vec<u8>> {

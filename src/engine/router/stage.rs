@@ -35,6 +35,10 @@ pub(in crate::engine) struct BarrierMeta {
     pub(in crate::engine) positions: BTreeMap<u32, u64>,
     /// Whether this is the run's end.
     pub(in crate::engine) last: bool,
+    /// Whether the run ends by finishing its operators (every open window emitted), rather
+    /// than by a snapshot of them: the checkpoint must then hold a watermark past what they
+    /// emitted.
+    pub(in crate::engine) flushed: bool,
     /// Whether it was requested (a savepoint).
     pub(in crate::engine) requested: bool,
 }
@@ -130,6 +134,9 @@ impl RouterLoop<'_> {
             };
             if end == OnStop::Snapshot {
                 self.barrier_meta(true, false);
+                if let Some(RouterMsg::Barrier(m)) = self.forward.last_mut() {
+                    m.flushed = !stopped;
+                }
             }
             result = self.send_all(step);
         }
@@ -148,6 +155,7 @@ impl RouterLoop<'_> {
             positions: self.positions.clone(),
             last,
             requested,
+            flushed: false,
         };
         self.forward.push(RouterMsg::Barrier(meta));
     }
