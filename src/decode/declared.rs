@@ -491,6 +491,14 @@ fn check_value<'a>(c: &Column, v: Option<&RawValue<'a>>) -> Result<Cell<'a>, Inv
         }
         Some(v) => v,
     };
+    // A card number is a card number whatever column it was sent in (a quoted one in a number
+    // column is said to be a card, not a wrong type; CSV cells go through the number checks).
+    if c.kind != ColumnKind::Utf8
+        && let RawValue::Str(s) = v
+        && contains_card_number(s.as_bytes())
+    {
+        return Err(card(name));
+    }
     let out_of_range = |what: &str| {
         (
             RejectReason::OutOfRange,
@@ -960,6 +968,11 @@ mod tests {
                 r#""amount_minor":4111111111111111"#,
                 RejectReason::CardNumber,
                 "column `amount_minor`",
+            ),
+            (
+                r#""gift":"4111 1111 1111 1111""#,
+                RejectReason::CardNumber,
+                "column `gift`",
             ),
             (
                 r#""score":4111111111111111"#,

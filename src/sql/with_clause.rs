@@ -108,8 +108,13 @@ pub(super) fn resolve(sql: &str, query: &mut Query, stream: &str) -> Result<Reso
             .find(|(n, _, _)| matches!(first, Expr::Identifier(i) if normal(i) == *n))
     {
         if with.cte_tables.len() > 1 {
+            let other = with
+                .cte_tables
+                .iter()
+                .find(|c| normal(&c.alias.name) != *cte)
+                .map_or(with_span, |c| c.alias.name.span);
             return Err(plan_error(
-                with_span,
+                other,
                 format!(
                     "a window over `{cte}` takes one CTE; write the steps before it inside `{cte}` as subqueries"
                 ),
@@ -237,7 +242,7 @@ fn inline_factor(
                 return Err(plan_error(
                     name.span(),
                     format!(
-                        "a window over `{}` must be the outer query's FROM (a window over a windowed query's results); it cannot be nested in a subquery",
+                        "a window over `{}` must be the outer query's own FROM: one window over a windowed CTE per query (a chain of three windows, or such a window inside a subquery, is not supported yet)",
                         i.value
                     ),
                 ));
@@ -384,7 +389,7 @@ pub(super) fn lag(inner: WindowKind, texts: &ChainTexts) -> Result<i64> {
             return Err(plan_error(
                 texts.bound_span,
                 format!(
-                    "a session's start says nothing of when it closes; window `{}`'s sessions by their end: window_end",
+                    "a session's start says nothing of when it closes; time the outer window by the sessions' end instead: TUMBLE({}, window_end, …)",
                     texts.cte
                 ),
             ));
