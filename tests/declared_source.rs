@@ -515,10 +515,12 @@ fn a_declared_source_job_killed_with_sigkill_commits_what_one_run_commits() {
         // a checkpoint, so the final run has one to resume from.
         let checkpoints = crashed.join("_queries/orders/checkpoints");
         let waited = std::time::Instant::now();
-        while kills == 0
-            && std::fs::read_dir(&checkpoints).map_or(true, |mut d| d.next().is_none())
-            && waited.elapsed() < Duration::from_secs(60)
-        {
+        // A checkpoint counts once its `_COMPLETE` marker is written.
+        let complete = || {
+            std::fs::read_dir(&checkpoints)
+                .is_ok_and(|d| d.flatten().any(|e| e.path().join("_COMPLETE").exists()))
+        };
+        while kills == 0 && !complete() && waited.elapsed() < Duration::from_secs(60) {
             std::thread::sleep(Duration::from_millis(20));
         }
         assert!(
