@@ -427,6 +427,7 @@ pub(crate) fn load_file(
     data: &DataDir,
     file: &std::path::Path,
     format: Option<&str>,
+    events: &std::sync::Arc<paystream::EventSchema>,
     topic: &str,
     dead_letter: Option<&std::path::Path>,
     strict: bool,
@@ -452,7 +453,14 @@ pub(crate) fn load_file(
     }
     let writer = log.writer(topic, FsyncPolicy::Interval(Duration::from_secs(1)))?;
     let started = Instant::now();
-    let mut producer = Producer::new(writer, Some("card_id"));
+    // One key's events share a partition: the card's, or a declared source's id.
+    let key = match events.is_declared() {
+        false => Some("card_id".to_string()),
+        true => events
+            .id_column()
+            .map(|c| events.arrow().field(c).name().clone()),
+    };
+    let mut producer = Producer::new(writer, key.as_deref());
     if format == Format::JsonLines {
         let mut f =
             std::fs::File::open(file).with_context(|| format!("cannot open {}", file.display()))?;
@@ -476,6 +484,7 @@ pub(crate) fn load_file(
     let (summary, producer) = paystream::job::load_events(
         file,
         format,
+        events,
         topic,
         producer,
         super::common::output_sink("--dead-letter", dead_letter)?,

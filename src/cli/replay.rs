@@ -24,10 +24,13 @@ pub(crate) struct ReplayArgs {
     /// `CREATE SOURCE name (columns…, WATERMARK FOR ts AS ts - INTERVAL '5' SECOND)` followed by
     /// a SELECT over `name` (the file is then decoded into those columns; the declaration's
     /// WITH (…) is optional, its dedup_key, watermark and other time options apply).
-    #[arg(long, short, required_unless_present = "into", conflicts_with = "into")]
+    /// With --into, only its CREATE SOURCE is read: the columns CSV and Parquet rows are
+    /// decoded into.
+    #[arg(long, short, required_unless_present = "into")]
     query: Option<PathBuf>,
     /// Instead of running a query, load the file into this topic of the embedded log (JSON
-    /// Lines as they are; CSV and Parquet rows as JSON events, invalid rows to --dead-letter).
+    /// Lines as they are; CSV and Parquet rows as JSON events — payment events, or the columns
+    /// of the --query file's CREATE SOURCE — invalid rows to --dead-letter).
     #[arg(long, value_name = "TOPIC")]
     into: Option<String>,
     /// Result file (JSON Lines); standard output when absent.
@@ -90,17 +93,22 @@ pub(crate) fn replay(mut a: ReplayArgs, data: &super::log_cmds::DataDir) -> anyh
         }
         a.file = PathBuf::from(STDIN_PATH);
     }
-    let Some(query) = &a.query else {
-        let topic = a.into.as_deref().expect("clap requires --query or --into");
+    if let Some(topic) = a.into.as_deref() {
+        let events = match &a.query {
+            None => EventSchema::payments(),
+            Some(q) => declared_events(q)?,
+        };
         return super::log_cmds::load_file(
             data,
             &a.file,
             a.format.as_deref(),
+            &events,
             topic,
             a.dead_letter.as_deref(),
             a.strict,
         );
-    };
+    }
+    let query = a.query.as_ref().expect("clap requires --query or --into");
     let sql = std::fs::read_to_string(query)
         .with_context(|| format!("cannot read the query file {}", query.display()))?;
     let mut opts = RunOptions::default();
@@ -242,6 +250,27 @@ pub(crate) fn replay(mut a: ReplayArgs, data: &super::log_cmds::DataDir) -> anyh
     };
     finish_summary(summary.line(), &stop)?;
     super::surprises::report(&summary, &hints, a.strict)
+}
+
+/// The events of the CREATE SOURCE a query file starts with, for `--into`: a SELECT after it
+/// may be there (the same file serves `replay --query`), and is not run.
+fn declared_events(query: &std::path::Path) -> anyhow::Result<Arc<EventSchema>> {
+    let text = std::fs::read_to_string(query)
+        .with_context(|| format!("cannot read the query file {}", query.display()))?;
+    let declared = match parse_replay_query(&text) {
+        Ok(q) => q.source,
+        Err(_) => Some(
+            paystream::sql::query_file::parse_source_declaration(&text)
+                .with_context(|| format!("in {}", query.display()))?,
+        ),
+    };
+    match declared {
+        Some(d) => Ok(d.events),
+        None => bail!(
+            "{} does not start with CREATE SOURCE: with --into, --query names the declaration whose columns the file is decoded into",
+            query.display()
+        ),
+    }
 }
 
 /// Waits for the run behind `handle`, with a progress bar on stderr when it is a terminal.
