@@ -1,0 +1,184 @@
+//! Checked rows into Arrow batches of the declared columns, with their positions, spans and
+//! payload hashes ([`Assembler`]).
+
+use std::sync::Arc;
+
+use datafusion::arrow::array::{
+    ArrayRef, BooleanBuilder, Float64Builder, Int32Builder, Int64Builder, RecordBatch,
+    TimestampMillisecondBuilder,
+};
+
+use super::super::payload_hash::PayloadHasher;
+use super::super::reject::Reject;
+use super::super::row::Invalid;
+use super::super::str_column::StrColumn;
+use super::super::{Decoded, DecodedBatch, span};
+use super::check::Cell;
+use super::{ColumnKind, DeclaredDecoder, DeclaredRow};
+
+/// A column being built.
+enum Builder {
+    Utf8(StrColumn),
+    Int64(Int64Builder),
+    Int32(Int32Builder),
+    Float64(Float64Builder),
+    Bool(BooleanBuilder),
+    Timestamp(TimestampMillisecondBuilder),
+}
+
+impl Builder {
+    pub(super) fn new(kind: ColumnKind, rows: usize) -> Self {
+        match kind {
+            ColumnKind::Utf8 => Builder::Utf8(StrColumn::with_capacity(rows, rows * 16)),
+            ColumnKind::Int64 => Builder::Int64(Int64Builder::with_capacity(rows)),
+            ColumnKind::Int32 => Builder::Int32(Int32Builder::with_capacity(rows)),
+            ColumnKind::Float64 => Builder::Float64(Float64Builder::with_capacity(rows)),
+            ColumnKind::Bool => Builder::Bool(BooleanBuilder::with_capacity(rows)),
+            ColumnKind::Timestamp => Builder::Timestamp(
+                TimestampMillisecondBuilder::with_capacity(rows).with_timezone("UTC"),
+            ),
+        }
+    }
+
+    /// Appends a checked cell (its kind matches the column's).
+    fn append(&mut self, cell: &Cell<'_>) {
+        match (self, cell) {
+            (Builder::Utf8(b), Cell::Str(s)) => b.push(Some(s)),
+            (Builder::Int64(b), Cell::Int(v)) => b.append_value(*v),
+            (Builder::Int32(b), Cell::Int(v)) => b.append_value(*v as i32),
+            (Builder::Float64(b), Cell::Float(v)) => b.append_value(*v),
+            (Builder::Bool(b), Cell::Bool(v)) => b.append_value(*v),
+            (Builder::Timestamp(b), Cell::Int(v)) => b.append_value(*v),
+            (Builder::Utf8(b), _) => b.push(None),
+            (Builder::Int64(b), _) => b.append_null(),
+            (Builder::Int32(b), _) => b.append_null(),
+            (Builder::Float64(b), _) => b.append_null(),
+            (Builder::Bool(b), _) => b.append_null(),
+            (Builder::Timestamp(b), _) => b.append_null(),
+        }
+    }
+
+    pub(super) fn finish(&mut self) -> ArrayRef {
+        match self {
+            Builder::Utf8(b) => Arc::new(b.finish()),
+            Builder::Int64(b) => Arc::new(b.finish()),
+            Builder::Int32(b) => Arc::new(b.finish()),
+            Builder::Float64(b) => Arc::new(b.finish()),
+            Builder::Bool(b) => Arc::new(b.finish()),
+            Builder::Timestamp(b) => Arc::new(b.finish()),
+        }
+    }
+}
+
+/// Collects checked rows into batches of a fixed size.
+pub(super) struct Assembler<'d> {
+    decoder: &'d DeclaredDecoder,
+    builders: Vec<Builder>,
+    rows: usize,
+    positions: Vec<u64>,
+    spans: Vec<(u32, u32)>,
+    hashes: Vec<u64>,
+    batch_size: usize,
+    pub(super) out: Decoded,
+}
+
+impl<'d> Assembler<'d> {
+    pub(super) fn new(
+        decoder: &'d DeclaredDecoder,
+        batch_size: usize,
+        expected_rows: usize,
+    ) -> Self {
+        let batch_size = batch_size.max(1);
+        let cap = batch_size.min(expected_rows.max(1)).min(8192);
+        Assembler {
+            decoder,
+            builders: decoder
+                .columns
+                .iter()
+                .map(|c| Builder::new(c.kind, cap))
+                .collect(),
+            rows: 0,
+            positions: Vec::with_capacity(cap),
+            spans: Vec::with_capacity(cap),
+            hashes: Vec::with_capacity(cap),
+            batch_size,
+            out: Decoded::default(),
+        }
+    }
+
+    /// Checks and appends one parsed record (counted by the caller), `bytes` at `at` in its
+    /// chunk.
+    pub(super) fn row<'a>(
+        &mut self,
+        row: &mut DeclaredRow<'a>,
+        cells: &mut Vec<Cell<'a>>,
+        pos: u64,
+        bytes: &[u8],
+        at: usize,
+    ) {
+        if let Err(e) = self.push(row, cells, pos, span(at, at + bytes.len())) {
+            self.reject(e, pos, bytes);
+        }
+    }
+
+    /// Checks and appends one parsed record (counted by the caller) whose record is at `sp` in
+    /// its chunk; the caller dead-letters it when it does not fit.
+    pub(super) fn push<'a>(
+        &mut self,
+        row: &mut DeclaredRow<'a>,
+        cells: &mut Vec<Cell<'a>>,
+        pos: u64,
+        sp: (u32, u32),
+    ) -> Result<(), Invalid> {
+        self.out.unknown_fields += u64::from(row.unknown_fields);
+        self.decoder.check(row, cells)?;
+        let mut h = PayloadHasher::new();
+        for (i, (b, cell)) in self.builders.iter_mut().zip(cells.iter()).enumerate() {
+            b.append(cell);
+            match cell {
+                Cell::Null => {}
+                Cell::Str(s) => h.bytes(i, s.as_bytes()),
+                Cell::Int(v) => h.int(i, *v),
+                Cell::Float(v) => h.int(i, v.to_bits() as i64),
+                Cell::Bool(v) => h.int(i, i64::from(*v)),
+            }
+        }
+        self.rows += 1;
+        self.hashes.push(h.finish());
+        self.positions.push(pos);
+        self.spans.push(sp);
+        if self.rows >= self.batch_size {
+            self.flush();
+        }
+        Ok(())
+    }
+
+    pub(super) fn reject(&mut self, (reason, detail): Invalid, pos: u64, bytes: &[u8]) {
+        self.out
+            .rejects
+            .push(Reject::new(reason, detail, pos, bytes));
+    }
+
+    fn flush(&mut self) {
+        if self.rows == 0 {
+            return;
+        }
+        let columns: Vec<ArrayRef> = self.builders.iter_mut().map(Builder::finish).collect();
+        let batch =
+            RecordBatch::try_new(std::sync::Arc::clone(self.decoder.events.arrow()), columns)
+                .expect("checked cells fit the declared columns");
+        self.rows = 0;
+        self.out.batches.push(DecodedBatch {
+            batch,
+            positions: std::mem::take(&mut self.positions),
+            payload_hashes: std::mem::take(&mut self.hashes),
+            raw_spans: std::mem::take(&mut self.spans),
+            source: None,
+        });
+    }
+
+    pub(super) fn finish(mut self) -> Decoded {
+        self.flush();
+        self.out
+    }
+}

@@ -1,0 +1,455 @@
+//! The schema-driven decoder: records of a source declared with its own columns
+//! (`CREATE SOURCE orders (order_id VARCHAR NOT NULL, ts TIMESTAMP NOT NULL, …)`) → Arrow
+//! batches of exactly those columns, plus rejects.
+//!
+//! The payment decoders know one schema by heart; this one reads a schema given at run time
+//! ([`EventSchema::is_declared`]). The format parsers are shared (JSON's cursor, CSV's
+//! splitter, Parquet's columns), and so is the rule that decides nothing silently: a value
+//! that does not fit its column's type — a quoted number in a `BIGINT`, `12.5` in an `INT`, an
+//! unparsable time, a `null` or a missing member in a `NOT NULL` column — rejects the whole
+//! record with the column's name and the reason, never coerced and never nulled. Members the
+//! schema does not name are skipped and counted, as the payment event's unknown fields are;
+//! every string (values, keys, strings nested in skipped members) is screened for card numbers.
+//!
+//! Types, as `CREATE SOURCE` spells them ([`ColumnKind`]): `VARCHAR`, `BIGINT`, `INT`,
+//! `DOUBLE`, `BOOLEAN`, `TIMESTAMP` (RFC 3339 with an offset, or epoch milliseconds).
+
+use std::sync::Arc;
+
+use datafusion::arrow::array::RecordBatch;
+use datafusion::arrow::datatypes::{DataType, TimeUnit};
+
+use super::csv::{CsvHeader, split_record};
+use super::reject::RejectReason;
+use super::row::{Invalid, RawValue, Screen, screen_into};
+use super::{Decoded, ParquetColumns, RawSource, span};
+use crate::schema::EventSchema;
+
+mod assemble;
+mod check;
+#[cfg(test)]
+mod tests;
+
+use self::assemble::Assembler;
+use self::check::{Cell, check_value};
+
+/// The field metadata key of a `VARCHAR(n)` column's length `n`.
+pub const MAX_CHARS: &str = "paystream.max_chars";
+
+/// The value types a declared column can have.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ColumnKind {
+    /// `VARCHAR` (`TEXT`, `STRING`): UTF-8 text.
+    Utf8,
+    /// `BIGINT`: a 64-bit integer (money in minor units).
+    Int64,
+    /// `INT` (`INTEGER`): a 32-bit integer.
+    Int32,
+    /// `DOUBLE` (`FLOAT`, `REAL`): a 64-bit float, for scores and rates, never money.
+    Float64,
+    /// `BOOLEAN`.
+    Bool,
+    /// `TIMESTAMP`: milliseconds since the epoch, UTC.
+    Timestamp,
+}
+
+impl ColumnKind {
+    /// The kind of an Arrow type, if a declared column can have it.
+    pub fn of(t: &DataType) -> Option<ColumnKind> {
+        Some(match t {
+            DataType::Utf8 => ColumnKind::Utf8,
+            DataType::Int64 => ColumnKind::Int64,
+            DataType::Int32 => ColumnKind::Int32,
+            DataType::Float64 => ColumnKind::Float64,
+            DataType::Boolean => ColumnKind::Bool,
+            DataType::Timestamp(TimeUnit::Millisecond, Some(tz)) if tz.as_ref() == "UTC" => {
+                ColumnKind::Timestamp
+            }
+            _ => return None,
+        })
+    }
+
+    /// The SQL spelling, as errors name it.
+    pub fn sql(self) -> &'static str {
+        match self {
+            ColumnKind::Utf8 => "VARCHAR",
+            ColumnKind::Int64 => "BIGINT",
+            ColumnKind::Int32 => "INT",
+            ColumnKind::Float64 => "DOUBLE",
+            ColumnKind::Bool => "BOOLEAN",
+            ColumnKind::Timestamp => "TIMESTAMP",
+        }
+    }
+}
+
+/// One declared column.
+#[derive(Debug, Clone)]
+struct Column {
+    name: String,
+    kind: ColumnKind,
+    nullable: bool,
+    /// `VARCHAR(n)`: at most `n` characters.
+    max_chars: Option<usize>,
+}
+
+/// The raw values of one record of a declared schema, indexed by column.
+#[derive(Debug, Default)]
+pub(super) struct DeclaredRow<'a> {
+    /// Each column's value; `None` when absent.
+    pub(super) values: Vec<Option<RawValue<'a>>>,
+    /// Members not in the schema (skipped, counted).
+    pub(super) unknown_fields: u32,
+    /// The columns' names, for messages.
+    pub(super) names: Arc<[String]>,
+    /// Whether a slot may hold a value (a row not checked to the end since it was emptied).
+    dirty: bool,
+    /// A member (known or not) whose string looks like a card number.
+    pub(super) card_number_in: Option<String>,
+}
+
+impl DeclaredRow<'_> {
+    /// Empties the row for the next record, keeping its memory.
+    fn clear(&mut self) {
+        self.values.fill(None);
+        self.unknown_fields = 0;
+        self.card_number_in = None;
+        self.dirty = false;
+    }
+}
+
+impl Screen for DeclaredRow<'_> {
+    fn note_string(&mut self, field: &str, value: &str) {
+        screen_into(&mut self.card_number_in, field, value);
+    }
+}
+
+/// Decodes records into batches of a declared schema. Built once per source from its
+/// [`EventSchema`]; shared by its decoder threads.
+#[derive(Debug)]
+pub struct DeclaredDecoder {
+    events: Arc<EventSchema>,
+    columns: Vec<Column>,
+    /// The columns' names (rows share them for messages).
+    names: Arc<[String]>,
+    /// The JSON keys' patterns, and the member order a chunk starts from.
+    keys: super::json::DeclaredKeys,
+}
+
+impl DeclaredDecoder {
+    /// The decoder of `events`, whose columns must all have a [`ColumnKind`] (the declaration
+    /// checked that).
+    pub fn new(events: Arc<EventSchema>) -> crate::error::Result<Self> {
+        let columns = events
+            .arrow()
+            .fields()
+            .iter()
+            .map(|f| {
+                let kind = ColumnKind::of(f.data_type()).ok_or_else(|| {
+                    crate::error::Error::Internal(format!(
+                        "declared column `{}` has type {}, which no decoder reads",
+                        f.name(),
+                        f.data_type()
+                    ))
+                })?;
+                Ok(Column {
+                    name: f.name().clone(),
+                    kind,
+                    nullable: f.is_nullable(),
+                    max_chars: f.metadata().get(MAX_CHARS).and_then(|n| n.parse().ok()),
+                })
+            })
+            .collect::<crate::error::Result<Vec<_>>>()?;
+        let names: Arc<[String]> = columns.iter().map(|c| c.name.clone()).collect();
+        let keys = super::json::DeclaredKeys::new(columns.iter().map(|c| c.name.as_str()));
+        Ok(DeclaredDecoder {
+            events,
+            columns,
+            names,
+            keys,
+        })
+    }
+
+    /// The events it decodes.
+    pub fn events(&self) -> &Arc<EventSchema> {
+        &self.events
+    }
+
+    fn empty_row<'a>(&self) -> DeclaredRow<'a> {
+        DeclaredRow {
+            values: vec![None; self.columns.len()],
+            unknown_fields: 0,
+            names: Arc::clone(&self.names),
+            card_number_in: None,
+            dirty: false,
+        }
+    }
+
+    /// The column named `key`, if one is. Linear over the columns, length first: a schema has a
+    /// few dozen columns at most, and a hash of the key cost more than comparing lengths.
+    #[inline]
+    fn column(&self, key: &str) -> Option<usize> {
+        self.columns
+            .iter()
+            .position(|c| c.name.len() == key.len() && c.name == key)
+    }
+
+    /// Decodes a chunk of JSON Lines whose first line is number `first_line` (blank lines are
+    /// skipped and not counted); `lines` (about how many the chunk holds) sizes the columns.
+    pub fn json_lines(
+        &self,
+        chunk: &[u8],
+        first_line: u64,
+        batch_size: usize,
+        lines: usize,
+    ) -> Decoded {
+        let mut asm = Assembler::new(self, batch_size, lines);
+        let mut row = self.empty_row();
+        let mut cells = Vec::with_capacity(self.columns.len());
+        let mut keys = self.keys.clone();
+        let ascii = super::is_ascii(chunk);
+        let mut pos = first_line;
+        let mut start = 0;
+        while start <= chunk.len() {
+            let end = memchr::memchr(b'\n', &chunk[start..]).map_or(chunk.len(), |i| start + i);
+            let line = &chunk[start..end];
+            let at = start;
+            let this = pos;
+            pos += 1;
+            start = end + 1;
+            let line = line.strip_suffix(b"\r").unwrap_or(line);
+            if line.iter().all(|b| b.is_ascii_whitespace()) {
+                continue;
+            }
+            asm.out.records += 1;
+            // An ASCII chunk (the common case, told 64 bytes at a time) is UTF-8 throughout.
+            let text = match ascii {
+                // SAFETY: ASCII is UTF-8.
+                true => unsafe { std::str::from_utf8_unchecked(line) },
+                false => match std::str::from_utf8(line) {
+                    Ok(t) => t,
+                    Err(e) => {
+                        asm.reject(
+                            (
+                                RejectReason::InvalidUtf8,
+                                format!("invalid UTF-8 at byte {}", e.valid_up_to() + 1),
+                            ),
+                            this,
+                            line,
+                        );
+                        continue;
+                    }
+                },
+            };
+            // A checked row leaves its slots empty; any other is emptied here.
+            if row.dirty {
+                row.clear();
+            }
+            row.dirty = true;
+            let parsed = super::json::parse_declared(text, |k| self.column(k), &mut keys, &mut row);
+            match parsed {
+                Ok(()) => asm.row(&mut row, &mut cells, this, line, at),
+                Err(e) => asm.reject(e, this, line),
+            }
+        }
+        asm.finish()
+    }
+
+    /// Decodes one batch read from a Parquet file, its columns matched to the declared ones by
+    /// name (as a CSV header's are: every declared column must be there) and each cell checked
+    /// as a JSON value of the same type is; `first_row` is the 1-based number of its first row.
+    pub fn parquet(&self, batch: &RecordBatch, first_row: u64, batch_size: usize) -> Decoded {
+        let cols = Arc::new(ParquetColumns::new(batch));
+        let names: Vec<&str> = cols.names().collect();
+        let map: Vec<Option<usize>> = names.iter().map(|n| self.column(n)).collect();
+        let mut asm = Assembler::new(self, batch_size, batch.num_rows());
+        let mut cells = Vec::with_capacity(self.columns.len());
+        for i in 0..batch.num_rows() {
+            let mut row = self.empty_row();
+            for (k, target) in map.iter().enumerate() {
+                let (v, text) = cols.cell(k, i);
+                match (&v, text) {
+                    (RawValue::Str(s), _) if target.is_none() => row.note_string(names[k], s),
+                    (RawValue::Compound, Some(t)) => row.note_string(names[k], &t),
+                    _ => {}
+                }
+                match target {
+                    Some(c) => row.values[*c] = Some(v),
+                    None => row.unknown_fields += 1,
+                }
+            }
+            let pos = first_row + i as u64;
+            asm.out.records += 1;
+            if let Err(e) = asm.push(&mut row, &mut cells, pos, span(i, i + 1)) {
+                asm.reject(e, pos, cols.row_json(i).as_bytes());
+            }
+        }
+        let mut d = asm.finish();
+        d.keep_source(RawSource::Parquet(cols));
+        d
+    }
+
+    /// Every declared column must be a column of a Parquet file (a null cell is a null).
+    pub fn parquet_columns(
+        &self,
+        schema: &datafusion::arrow::datatypes::Schema,
+    ) -> Result<(), String> {
+        let missing: Vec<&str> = self
+            .columns
+            .iter()
+            .filter(|c| schema.field_with_name(&c.name).is_err())
+            .map(|c| c.name.as_str())
+            .collect();
+        if missing.is_empty() {
+            Ok(())
+        } else {
+            Err(format!(
+                "the Parquet file lacks the declared column(s) {}; its columns are {}",
+                missing.join(", "),
+                schema
+                    .fields()
+                    .iter()
+                    .map(|f| super::card::redact(f.name()))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ))
+        }
+    }
+
+    /// The columns of a CSV header: each cell names a declared column or an ignored one.
+    /// Every declared column must have a cell (an empty cell is a null): a nullable column
+    /// missing from the header would otherwise be null in every row without a word.
+    pub fn csv_columns(&self, header: &CsvHeader) -> Result<Vec<Option<usize>>, String> {
+        let columns: Vec<Option<usize>> = header.names().iter().map(|n| self.column(n)).collect();
+        let missing: Vec<&str> = self
+            .columns
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| !columns.contains(&Some(*i)))
+            .map(|(_, c)| c.name.as_str())
+            .collect();
+        if missing.is_empty() {
+            return Ok(columns);
+        }
+        // A header cell spelled like a missing column but for case is the likely mistake.
+        let near: Vec<String> = missing
+            .iter()
+            .filter_map(|m| {
+                header
+                    .names()
+                    .iter()
+                    .find(|n| n.eq_ignore_ascii_case(m))
+                    .map(|n| format!("`{}` is not `{m}`", super::card::redact(n)))
+            })
+            .collect();
+        Err(format!(
+            "the CSV header lacks the declared column(s) {}; every declared column needs a header cell (a row's cell may be empty: null){}",
+            missing.join(", "),
+            if near.is_empty() {
+                String::new()
+            } else {
+                format!(" ({}: names are case-sensitive)", near.join(", "))
+            }
+        ))
+    }
+
+    /// Decodes a chunk of CSV records (no header) whose first record starts on line
+    /// `first_line`; `header` names the cells ([`Self::csv_columns`] must accept it). An empty
+    /// cell is absent.
+    pub fn csv(
+        &self,
+        chunk: &[u8],
+        first_line: u64,
+        header: &CsvHeader,
+        batch_size: usize,
+    ) -> Decoded {
+        let map = self.csv_columns(header).unwrap_or_default();
+        let mut asm = Assembler::new(self, batch_size, memchr::memchr_iter(b'\n', chunk).count());
+        let mut line_no = first_line;
+        let mut start = 0;
+        while start < chunk.len() {
+            let end = super::csv::record_end(chunk, start);
+            let rec = &chunk[start..end];
+            let at = start;
+            let pos = line_no;
+            line_no += 1 + rec.iter().filter(|b| **b == b'\n').count() as u64;
+            start = end + 1;
+            let rec = rec.strip_suffix(b"\r").unwrap_or(rec);
+            if rec.is_empty() {
+                continue;
+            }
+            asm.out.records += 1;
+            let text = match std::str::from_utf8(rec) {
+                Ok(t) => t,
+                Err(e) => {
+                    asm.reject(
+                        (
+                            RejectReason::InvalidUtf8,
+                            format!("invalid UTF-8 at byte {}", e.valid_up_to() + 1),
+                        ),
+                        pos,
+                        rec,
+                    );
+                    continue;
+                }
+            };
+            // Cells borrow the record (a quoted one is unescaped into its own string): per record.
+            let mut texts = Vec::new();
+            let mut row = self.empty_row();
+            let mut cells = Vec::with_capacity(self.columns.len());
+            if let Err(e) = split_record(text, &mut texts) {
+                asm.reject(e, pos, rec);
+                continue;
+            }
+            if texts.len() != map.len() {
+                asm.reject(
+                    (
+                        RejectReason::Malformed,
+                        format!(
+                            "CSV record has {} fields, the header has {}",
+                            texts.len(),
+                            map.len()
+                        ),
+                    ),
+                    pos,
+                    rec,
+                );
+                continue;
+            }
+            for (k, cell) in texts.iter().enumerate() {
+                match map[k] {
+                    // An empty cell is a null (as JSON's `null` is).
+                    Some(c) if cell.is_empty() => row.values[c] = Some(RawValue::Null),
+                    Some(c) => row.values[c] = Some(RawValue::Text(cell.as_ref())),
+                    None => {
+                        row.note_string(&header.names()[k], cell);
+                        row.unknown_fields += 1;
+                    }
+                }
+            }
+            asm.row(&mut row, &mut cells, pos, rec, at);
+        }
+        asm.finish()
+    }
+
+    /// Checks row `row`'s values against the columns, in column order.
+    /// Each value is taken out of its slot, so a row checked to the end is empty again.
+    fn check<'a>(
+        &self,
+        row: &mut DeclaredRow<'a>,
+        cells: &mut Vec<Cell<'a>>,
+    ) -> Result<(), Invalid> {
+        cells.clear();
+        if let Some(f) = &row.card_number_in {
+            return Err((
+                RejectReason::CardNumber,
+                format!("`{f}` holds what looks like a card number; send a token instead"),
+            ));
+        }
+        for (c, v) in self.columns.iter().zip(row.values.iter_mut()) {
+            let v = v.take();
+            cells.push(check_value(c, v.as_ref())?);
+        }
+        row.dirty = false;
+        Ok(())
+    }
+}

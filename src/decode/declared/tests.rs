@@ -1,0 +1,315 @@
+use super::*;
+use datafusion::arrow::array::{ArrayRef, AsArray};
+use datafusion::arrow::datatypes::{Field, Schema};
+
+fn decoder() -> DeclaredDecoder {
+    let ts = crate::schema::timestamp_type();
+    let arrow = Arc::new(Schema::new(vec![
+        Field::new("order_id", DataType::Utf8, false),
+        Field::new("ts", ts, false),
+        Field::new("amount_minor", DataType::Int64, true),
+        Field::new("qty", DataType::Int32, true),
+        Field::new("score", DataType::Float64, true),
+        Field::new("gift", DataType::Boolean, true),
+        Field::new("note", DataType::Utf8, true).with_metadata(
+            [(MAX_CHARS.to_string(), "24".to_string())]
+                .into_iter()
+                .collect(),
+        ),
+    ]));
+    let events = EventSchema::declared("orders", arrow, Some("order_id"), "ts").unwrap();
+    DeclaredDecoder::new(Arc::new(events)).unwrap()
+}
+
+#[test]
+fn json_values_fill_their_columns_in_any_order_and_spelling() {
+    let d = decoder();
+    let text = concat!(
+        r#"{"order_id":"o1","ts":"2026-11-01T00:00:00Z","amount_minor":1250,"qty":2,"score":0.5,"gift":true,"note":"hi"}"#,
+        "\n",
+        r#"{ "note" : null, "extra": {"a": [1, "x"]}, "ts": 1793491200001, "order_id": "o\u0032" }"#,
+        "\n\n",
+    );
+    let out = d.json_lines(text.as_bytes(), 1, 100, 3);
+    assert!(out.rejects.is_empty(), "{:?}", out.rejects);
+    // An epoch-millisecond time in a BIGINT is no card number (one in ten passes Luhn).
+    let t =
+        r#"{"order_id":"o","ts":1,"amount_minor":1700000000004,"note":"ééééééééééééééééééééééé"}"#;
+    assert!(d.json_lines(t.as_bytes(), 1, 10, 1).rejects.is_empty());
+    assert_eq!((out.records, out.unknown_fields), (2, 1));
+    let b = &out.batches[0].batch;
+    assert_eq!(b.num_rows(), 2);
+    let ids = b.column(0).as_string::<i32>();
+    assert_eq!((ids.value(0), ids.value(1)), ("o1", "o2"));
+    let ts = b
+        .column(1)
+        .as_primitive::<datafusion::arrow::datatypes::TimestampMillisecondType>();
+    assert_eq!(ts.value(0), 1_793_491_200_000);
+    assert_eq!(ts.value(1), 1_793_491_200_001);
+    assert!(b.column(2).is_null(1) && b.column(6).is_null(1));
+    assert_eq!(
+        b.column(4)
+            .as_primitive::<datafusion::arrow::datatypes::Float64Type>()
+            .value(0),
+        0.5
+    );
+    assert!(b.column(5).as_boolean().value(0));
+    assert_eq!(out.batches[0].positions, vec![1, 2]);
+}
+
+#[test]
+fn values_that_do_not_fit_are_rejected_naming_the_column() {
+    let d = decoder();
+    let base = r#""order_id":"o1","ts":"2026-11-01T00:00:00Z""#;
+    for (members, reason, needle) in [
+        (
+            r#""amount_minor":"12""#,
+            RejectReason::WrongType,
+            "column `amount_minor` is BIGINT",
+        ),
+        (
+            r#""amount_minor":12.5"#,
+            RejectReason::WrongType,
+            "`amount_minor`",
+        ),
+        (
+            r#""amount_minor":123456789012345678901"#,
+            RejectReason::OutOfRange,
+            "`amount_minor`",
+        ),
+        (
+            r#""qty":3000000000"#,
+            RejectReason::OutOfRange,
+            "column `qty` is INT",
+        ),
+        (
+            r#""gift":"yes""#,
+            RejectReason::WrongType,
+            "column `gift` is BOOLEAN",
+        ),
+        (
+            r#""score":"0.5""#,
+            RejectReason::WrongType,
+            "column `score` is DOUBLE",
+        ),
+        (
+            r#""note":5"#,
+            RejectReason::WrongType,
+            "column `note` is VARCHAR",
+        ),
+        (
+            r#""note":"4111 1111 1111 1111""#,
+            RejectReason::CardNumber,
+            "column `note`",
+        ),
+        (
+            r#""other":"4111111111111111""#,
+            RejectReason::CardNumber,
+            "`other`",
+        ),
+        (
+            r#""amount_minor":4111111111111111"#,
+            RejectReason::CardNumber,
+            "column `amount_minor`",
+        ),
+        (
+            r#""gift":"4111 1111 1111 1111""#,
+            RejectReason::CardNumber,
+            "column `gift`",
+        ),
+        (
+            r#""score":4111111111111111"#,
+            RejectReason::CardNumber,
+            "column `score`",
+        ),
+        (
+            r#""score":9007199254740993"#,
+            RejectReason::OutOfRange,
+            "column `score`",
+        ),
+        (
+            r#""amount_minor":12.0"#,
+            RejectReason::WrongType,
+            "whole number",
+        ),
+        (
+            r#""note":"ééééééééééééééééééééééééé""#,
+            RejectReason::OutOfRange,
+            "VARCHAR(24)",
+        ),
+    ] {
+        let line = format!("{{{base},{members}}}");
+        let out = d.json_lines(line.as_bytes(), 7, 100, 1);
+        assert_eq!(out.records, 1);
+        assert!(out.batches.is_empty(), "{line}");
+        let r = &out.rejects[0];
+        assert_eq!((r.reason, r.position), (reason, 7), "{line}: {}", r.detail);
+        assert!(r.detail.contains(needle), "{line}: {}", r.detail);
+        assert!(!r.raw.contains("4111111111111111") && !r.detail.contains("4111"));
+    }
+    for (line, reason) in [
+        (
+            r#"{"ts":"2026-11-01T00:00:00Z"}"#,
+            RejectReason::MissingField,
+        ),
+        (
+            r#"{"order_id":null,"ts":"2026-11-01T00:00:00Z"}"#,
+            RejectReason::NullField,
+        ),
+        (
+            r#"{"order_id":"o","ts":"yesterday"}"#,
+            RejectReason::BadTimestamp,
+        ),
+        (
+            r#"{"order_id":"o","ts":"2026-11-01T00:00:00"}"#,
+            RejectReason::BadTimestamp,
+        ),
+        (
+            r#"{"order_id":"o","ts":"1793491200000"}"#,
+            RejectReason::BadTimestamp,
+        ),
+        (r#"{"order_id":"o","ts":-1}"#, RejectReason::BadTimestamp),
+        (
+            r#"{"order_id":"o","ts":1793491200000000}"#,
+            RejectReason::BadTimestamp,
+        ),
+        (
+            r#"{"order_id":"o","ts":-9223372036854775808}"#,
+            RejectReason::BadTimestamp,
+        ),
+        (
+            r#"{"order_id":"o","order_id":"p","ts":1}"#,
+            RejectReason::InvalidValue,
+        ),
+        (r#"{"order_id":"o""#, RejectReason::Malformed),
+    ] {
+        let out = d.json_lines(line.as_bytes(), 1, 100, 1);
+        assert_eq!(out.rejects.len(), 1, "{line}");
+        assert_eq!(
+            out.rejects[0].reason, reason,
+            "{line}: {}",
+            out.rejects[0].detail
+        );
+    }
+}
+
+#[test]
+fn csv_cells_are_parsed_strictly_by_column_type() {
+    let d = decoder();
+    let header =
+        CsvHeader::parse_names("ts,order_id,amount_minor,colour,gift,qty,score,note").unwrap();
+    assert!(d.csv_columns(&header).is_ok());
+    let text = "2026-11-01T00:00:00Z,o1,12,red,TRUE,,,\n1793491200000,o2,,blue,,,,\n2026-11-01T00:00:00Z,o3,1.5,x,,,,\n";
+    let out = d.csv(text.as_bytes(), 2, &header, 100);
+    assert_eq!((out.records, out.unknown_fields), (3, 3));
+    assert_eq!(out.batches[0].batch.num_rows(), 2);
+    assert_eq!(out.rejects[0].reason, RejectReason::WrongType);
+    assert_eq!(out.rejects[0].position, 4);
+    let missing = CsvHeader::parse_names("ts,Order_Id,amount_minor").unwrap();
+    let e = d.csv_columns(&missing).unwrap_err();
+    assert!(
+        e.contains("order_id") && e.contains("case-sensitive"),
+        "{e}"
+    );
+}
+
+#[test]
+fn parquet_columns_are_read_by_name_and_checked_like_json_values() {
+    use datafusion::arrow::array::{Int32Array, StringArray, TimestampMicrosecondArray};
+    let d = decoder();
+    let schema = Arc::new(Schema::new(vec![
+        Field::new("extra", DataType::Utf8, true),
+        Field::new("amount_minor", DataType::Int32, true),
+        Field::new("ts", DataType::Timestamp(TimeUnit::Microsecond, None), true),
+        Field::new("order_id", DataType::Utf8, true),
+        Field::new("qty", DataType::Utf8, true),
+        Field::new("score", DataType::Utf8, true),
+        Field::new("gift", DataType::Utf8, true),
+        Field::new("note", DataType::Utf8, true),
+    ]));
+    assert!(d.parquet_columns(&schema).is_ok());
+    let s = |v: Vec<Option<&str>>| Arc::new(StringArray::from(v)) as ArrayRef;
+    let batch = RecordBatch::try_new(
+        Arc::clone(&schema),
+        vec![
+            s(vec![Some("x"), Some("4111111111111111"), None]),
+            Arc::new(Int32Array::from(vec![Some(5), Some(6), Some(7)])),
+            Arc::new(TimestampMicrosecondArray::from(vec![
+                Some(1_793_491_200_000_000),
+                Some(1_793_491_200_000_000),
+                None,
+            ])),
+            s(vec![Some("o1"), Some("o2"), Some("o3")]),
+            s(vec![None, None, None]),
+            s(vec![None, None, None]),
+            s(vec![None, None, None]),
+            s(vec![None, None, None]),
+        ],
+    )
+    .unwrap();
+    let out = d.parquet(&batch, 1, 100);
+    assert_eq!((out.records, out.unknown_fields), (3, 3));
+    assert_eq!(out.batches[0].batch.num_rows(), 1);
+    let reasons: Vec<_> = out.rejects.iter().map(|r| (r.reason, r.position)).collect();
+    assert_eq!(
+        reasons,
+        [(RejectReason::CardNumber, 2), (RejectReason::NullField, 3)]
+    );
+    // A string where a number is declared is refused, naming the column.
+    let e = d.parquet(
+        &RecordBatch::try_new(
+            Arc::new(Schema::new(vec![
+                Field::new("order_id", DataType::Utf8, false),
+                Field::new("ts", DataType::Utf8, false),
+                Field::new("qty", DataType::Utf8, false),
+            ])),
+            vec![
+                s(vec![Some("o")]),
+                s(vec![Some("2026-11-01T00:00:00Z")]),
+                s(vec![Some("2")]),
+            ],
+        )
+        .unwrap(),
+        1,
+        10,
+    );
+    assert_eq!(
+        e.rejects[0].reason,
+        RejectReason::WrongType,
+        "{:?}",
+        e.rejects
+    );
+    assert!(e.rejects[0].detail.contains("column `qty`"));
+    let missing = Schema::new(vec![Field::new("ts", DataType::Utf8, false)]);
+    assert!(
+        d.parquet_columns(&missing)
+            .unwrap_err()
+            .contains("order_id")
+    );
+}
+
+#[test]
+fn equal_values_hash_alike_whatever_their_spelling() {
+    let d = decoder();
+    let a = d.json_lines(
+        br#"{"order_id":"o1","ts":"2026-11-01T00:00:00Z","amount_minor":5}"#,
+        1,
+        10,
+        1,
+    );
+    let b = d.json_lines(
+        br#"{"amount_minor":5, "x":1, "ts":1793491200000,"order_id":"o1"}"#,
+        1,
+        10,
+        1,
+    );
+    let c = d.json_lines(
+        br#"{"order_id":"o1","ts":"2026-11-01T00:00:00Z","amount_minor":6}"#,
+        1,
+        10,
+        1,
+    );
+    let h = |d: &Decoded| d.batches[0].payload_hashes[0];
+    assert_eq!(h(&a), h(&b));
+    assert_ne!(h(&a), h(&c));
+}
