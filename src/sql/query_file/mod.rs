@@ -1,0 +1,617 @@
+//! Query files for `paystream run`: sources, sinks, settings and `INSERT INTO … SELECT`s.
+//!
+//! ```sql
+//! CREATE SOURCE payments WITH (connector = 'log', topic = 'payments', format = 'json',
+//!                              event_time = 'event_time', watermark_delay = '5 seconds');
+//! CREATE SINK risk_alerts WITH (connector = 'log', topic = 'risk_alerts', format = 'json');
+//! CREATE SINK dead_letters WITH (connector = 'log', topic = 'payments.dlq');  -- optional
+//! SET idle_timeout = '30 seconds';
+//! INSERT INTO risk_alerts SELECT … FROM HOP(payments, event_time, …) GROUP BY …;
+//! ```
+//! The statements around the SELECTs are parsed here; each SELECT is planned by
+//! [`super::plan_query_on`] with its text kept at its place in the file, so a planning error
+//! points at the file's line and column. Unknown `WITH` options are errors naming the option.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use crate::connector;
+use crate::engine::defaults;
+use crate::error::{Error, Result};
+use crate::sink::SinkConnector;
+use crate::time::parse_duration_millis;
+
+mod source;
+#[cfg(test)]
+mod tests;
+
+pub use self::source::{ReplayQuery, SourceDecl, parse_replay_query, parse_source_declaration};
+use self::source::{column_list, source};
+
+/// Sinks with a meaning of their own: they receive dead letters and late events, not rows.
+pub const DEAD_LETTERS: &str = "dead_letters";
+/// See [`DEAD_LETTERS`].
+pub const LATE_EVENTS: &str = "late_events";
+
+/// A `CREATE SINK`.
+#[derive(Debug, Clone)]
+pub struct SinkDecl {
+    /// The name `INSERT INTO` uses.
+    pub name: String,
+    /// Where it writes: the connector, its options checked.
+    pub connector: Arc<dyn SinkConnector>,
+    /// Line of the statement.
+    pub line: usize,
+}
+
+/// An `INSERT INTO sink SELECT …`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InsertDecl {
+    /// The sink.
+    pub sink: String,
+    /// The SELECT, preceded by blanks so that positions in it are positions in the file.
+    pub select: String,
+    /// Line of the statement.
+    pub line: usize,
+}
+
+/// A parsed query file.
+#[derive(Debug, Clone, Default)]
+pub struct QueryFile {
+    /// Sources, in file order.
+    pub sources: Vec<SourceDecl>,
+    /// Sinks, in file order.
+    pub sinks: Vec<SinkDecl>,
+    /// `SET name = 'value'` settings (each value checked when the file is parsed).
+    pub settings: BTreeMap<String, String>,
+    /// Line of each setting's `SET`.
+    pub setting_lines: BTreeMap<String, usize>,
+    /// Queries, in file order.
+    pub inserts: Vec<InsertDecl>,
+}
+
+/// Settings `SET` accepts.
+pub const SETTINGS: &[&str] = &[
+    "idle_timeout",
+    "watermark_delay",
+    "dedup_ttl",
+    "max_skew",
+    "workers",
+    "checkpoint_interval",
+    "max_window_size",
+    "max_session_gap",
+    "max_hop_ratio",
+    "state_ttl",
+];
+
+/// A source's event-time settings, resolved and checked together
+/// ([`QueryFile::event_time_settings`]), in milliseconds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EventTimeSettings {
+    /// Bounded out-of-orderness.
+    pub watermark_delay: i64,
+    /// Far-future bound.
+    pub max_skew: i64,
+    /// Dedup TTL in event time.
+    pub dedup_ttl: i64,
+    /// Idle partitions stop holding the watermark after this long.
+    pub idle_timeout: i64,
+}
+
+impl QueryFile {
+    /// The bounds on windows, raised or lowered by `SET max_window_size`, `max_session_gap`
+    /// and `max_hop_ratio`.
+    pub fn window_limits(&self) -> super::WindowLimits {
+        let mut limits = super::WindowLimits::default();
+        let ms = |k: &str| {
+            self.settings
+                .get(k)
+                .and_then(|v| parse_duration_millis(v).ok())
+        };
+        if let Some(v) = ms("max_window_size") {
+            limits.max_size = v;
+        }
+        if let Some(v) = ms("max_session_gap") {
+            limits.max_gap = v;
+        }
+        if let Some(v) = self
+            .settings
+            .get("max_hop_ratio")
+            .and_then(|v| v.parse().ok())
+        {
+            limits.max_hop_ratio = v;
+        }
+        limits
+    }
+
+    /// `source`'s settings: its own WITH option, else the file's `SET`, else the default. The
+    /// far-future bound must exceed the watermark delay, whichever statements set them.
+    pub fn event_time_settings(&self, source: &SourceDecl) -> Result<EventTimeSettings> {
+        let pick = |own: Option<i64>, key: &str, default: i64| -> Result<(i64, String)> {
+            if let Some(v) = own {
+                let what = match key {
+                    "watermark_delay" if source.watermark_clause => "the WATERMARK FOR clause",
+                    key => key,
+                };
+                return Ok((
+                    v,
+                    format!(
+                        "{what} of CREATE SOURCE {} (line {})",
+                        source.name, source.line
+                    ),
+                ));
+            }
+            match self.settings.get(key) {
+                Some(v) => {
+                    let line = self.setting_lines.get(key).copied().unwrap_or(0);
+                    let ms = parse_duration_millis(v)
+                        .map_err(|e| err(line, format!("SET {key} = '{v}': {e}")))?;
+                    Ok((ms, format!("SET {key} (line {line})")))
+                }
+                None => Ok((default, format!("{key} (default)"))),
+            }
+        };
+        let (watermark_delay, delay_from) = pick(
+            source.watermark_delay,
+            "watermark_delay",
+            defaults::WATERMARK_DELAY_MS,
+        )?;
+        let (max_skew, skew_from) = pick(source.max_skew, "max_skew", defaults::MAX_SKEW_MS)?;
+        crate::operators::check_max_skew(watermark_delay, max_skew, &delay_from, &skew_from)?;
+        Ok(EventTimeSettings {
+            watermark_delay,
+            max_skew,
+            dedup_ttl: pick(source.dedup_ttl, "dedup_ttl", defaults::DEDUP_TTL_MS)?.0,
+            idle_timeout: pick(
+                source.idle_timeout,
+                "idle_timeout",
+                defaults::IDLE_TIMEOUT_MS,
+            )?
+            .0,
+        })
+    }
+}
+
+/// Checks a `SET` value (whether or not a source's own option overrides it later).
+fn check_setting(key: &str, v: &str) -> std::result::Result<(), String> {
+    match key {
+        "max_hop_ratio" => match v.parse::<i64>() {
+            Ok(r) if r > 0 => Ok(()),
+            _ => Err(format!(
+                "SET max_hop_ratio = '{v}': the bound must be a whole number of at least 1, e.g. SET max_hop_ratio = '100000'"
+            )),
+        },
+        "workers" => match v.parse::<usize>() {
+            Ok(w) if w > 0 => Ok(()),
+            _ => Err(format!(
+                "SET workers = '{v}': workers must be a whole number of at least 1, e.g. SET workers = '2'"
+            )),
+        },
+        _ => match parse_duration_millis(v) {
+            Ok(0)
+                if matches!(
+                    key,
+                    "checkpoint_interval" | "max_window_size" | "max_session_gap" | "state_ttl"
+                ) =>
+            {
+                Err(format!(
+                    "SET {key} = '{v}': it must be positive, e.g. '10s'"
+                ))
+            }
+            Ok(_) => Ok(()),
+            Err(e) => Err(format!("SET {key} = '{v}': {e}")),
+        },
+    }
+}
+
+/// `line L, column C` of byte `at` of `text`.
+fn position(text: &str, at: usize) -> String {
+    let before = &text[..at.min(text.len())];
+    let line = before.matches('\n').count() + 1;
+    let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+    format!("line {line}, column {column}")
+}
+
+fn err(line: usize, message: impl Into<String>) -> Error {
+    Error::Plan {
+        position: format!("line {line}"),
+        message: message.into(),
+    }
+}
+
+/// Splits `text` into statements at top-level `;`, skipping comments and quoted text. Returns
+/// (byte offset of the statement, statement text).
+fn statements(text: &str) -> Vec<(usize, &str)> {
+    let b = text.as_bytes();
+    let mut out = Vec::new();
+    let (mut start, mut i) = (0, 0);
+    while i < b.len() {
+        match b[i] {
+            b'\'' | b'"' => {
+                let q = b[i];
+                i += 1;
+                while i < b.len() && b[i] != q {
+                    i += 1;
+                }
+            }
+            b'-' if b.get(i + 1) == Some(&b'-') => {
+                while i < b.len() && b[i] != b'\n' {
+                    i += 1;
+                }
+            }
+            b'/' if b.get(i + 1) == Some(&b'*') => {
+                i += 2;
+                while i + 1 < b.len() && !(b[i] == b'*' && b[i + 1] == b'/') {
+                    i += 1;
+                }
+                i += 1;
+            }
+            b';' => {
+                out.push((start, &text[start..i]));
+                start = i + 1;
+            }
+            _ => {}
+        }
+        i += 1;
+    }
+    if start < b.len() {
+        out.push((start, &text[start..]));
+    }
+    out
+}
+
+/// Blanks out comments (keeping newlines) so keyword matching sees only code.
+fn strip_comments(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = String::with_capacity(s.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'\'' || b[i] == b'"' {
+            let q = b[i];
+            let j = s[i + 1..]
+                .find(q as char)
+                .map_or(b.len(), |k| i + 1 + k + 1);
+            out.push_str(&s[i..j.min(b.len())]);
+            i = j;
+        } else if s[i..].starts_with("--") {
+            let j = s[i..].find('\n').map_or(b.len(), |k| i + k);
+            out.extend(std::iter::repeat_n(' ', j - i));
+            i = j;
+        } else if s[i..].starts_with("/*") {
+            let j = s[i + 2..].find("*/").map_or(b.len(), |k| i + 2 + k + 2);
+            // Byte for byte, so offsets in the stripped text are offsets in the file.
+            out.extend(s[i..j].bytes().map(|c| if c == b'\n' { '\n' } else { ' ' }));
+            i = j;
+        } else {
+            let c = s[i..].chars().next().expect("in bounds");
+            out.push(c);
+            i += c.len_utf8();
+        }
+    }
+    out
+}
+
+/// Splits off the next word (identifier or keyword) of `s`.
+fn word(s: &str) -> (&str, &str) {
+    let s = s.trim_start();
+    let end = s
+        .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_' || c == '.'))
+        .unwrap_or(s.len());
+    (&s[..end], &s[end..])
+}
+
+fn ident(line: usize, what: &str, w: &str) -> Result<String> {
+    let ok = !w.is_empty()
+        && w.chars()
+            .next()
+            .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        && w.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+    if ok {
+        Ok(w.to_string())
+    } else {
+        Err(err(line, format!("expected {what}, found `{w}`")))
+    }
+}
+
+/// Parses `( key = 'value', ... )`; returns the options and what follows.
+fn with_options(line: usize, s: &str) -> Result<(BTreeMap<String, String>, &str)> {
+    let (kw, rest) = word(s);
+    if !kw.eq_ignore_ascii_case("WITH") {
+        return Err(err(line, "expected WITH (option = 'value', ...)"));
+    }
+    let mut rest = rest.trim_start();
+    rest = rest
+        .strip_prefix('(')
+        .ok_or_else(|| err(line, "expected `(` after WITH"))?;
+    let mut opts = BTreeMap::new();
+    loop {
+        rest = rest.trim_start();
+        if let Some(r) = rest.strip_prefix(')') {
+            return Ok((opts, r));
+        }
+        let (k, r) = word(rest);
+        let key = k.to_ascii_lowercase();
+        if key.is_empty() {
+            return Err(err(
+                line,
+                format!(
+                    "expected an option name in WITH (…), found `{}`",
+                    r.trim_start().chars().take(20).collect::<String>()
+                ),
+            ));
+        }
+        let r = r
+            .trim_start()
+            .strip_prefix('=')
+            .ok_or_else(|| err(line, format!("expected `=` after option `{key}`")))?
+            .trim_start();
+        let (value, r) = if let Some(q) = r.strip_prefix('\'') {
+            let end = q
+                .find('\'')
+                .ok_or_else(|| err(line, format!("unterminated string for option `{key}`")))?;
+            (q[..end].to_string(), &q[end + 1..])
+        } else {
+            let (v, r) = word(r);
+            if v.is_empty() {
+                return Err(err(
+                    line,
+                    format!("option `{key}` needs a value, e.g. {key} = '…'"),
+                ));
+            }
+            (v.to_string(), r)
+        };
+        if opts.insert(key.clone(), value).is_some() {
+            return Err(err(line, format!("option `{key}` is given twice")));
+        }
+        let r = r.trim_start();
+        rest = match r.strip_prefix(',') {
+            Some(r) => r,
+            None if r.starts_with(')') => r,
+            None => {
+                return Err(err(
+                    line,
+                    format!("expected `,` or `)` after option `{key}`"),
+                ));
+            }
+        };
+    }
+}
+
+struct Options {
+    line: usize,
+    what: String,
+    map: BTreeMap<String, String>,
+}
+
+impl Options {
+    fn take(&mut self, k: &str) -> Option<String> {
+        self.map.remove(k)
+    }
+    fn duration(&mut self, k: &str) -> Result<Option<i64>> {
+        self.take(k)
+            .map(|v| {
+                parse_duration_millis(&v)
+                    .map_err(|e| err(self.line, format!("option `{k}` of {}: {e}", self.what)))
+            })
+            .transpose()
+    }
+    fn required(&mut self, k: &str, example: &str) -> Result<String> {
+        self.take(k).ok_or_else(|| {
+            err(
+                self.line,
+                format!("{} needs option `{k}` (e.g. {k} = '{example}')", self.what),
+            )
+        })
+    }
+}
+
+/// A connector's options error, said of `what` (`source `p``) at `line`.
+fn option_err(
+    line: usize,
+    what: &str,
+    connector: &str,
+    example: &str,
+    shared: &[&str],
+    e: connector::OptionError,
+) -> Error {
+    let message = match e {
+        connector::OptionError::Unknown { option, expected } => format!(
+            "unknown option `{option}` in {what}; the options of connector '{connector}' are: {}",
+            shared
+                .iter()
+                .chain(expected)
+                .copied()
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+        connector::OptionError::Missing(o) => {
+            format!("{what} needs option `{o}` (e.g. WITH ({example}))")
+        }
+        connector::OptionError::Invalid(m) => format!("{what}: {m}"),
+    };
+    err(line, message)
+}
+
+fn sink(line: usize, name: String, map: BTreeMap<String, String>) -> Result<SinkDecl> {
+    let mut o = Options {
+        line,
+        what: format!("sink `{name}`"),
+        map,
+    };
+    let connector = o.required("connector", "log")?;
+    if let Some(f) = o.take("format").filter(|f| f != "json") {
+        return Err(err(
+            line,
+            format!(
+                "sink `{name}`: format '{f}' is not supported; sinks write JSON (format = 'json')"
+            ),
+        ));
+    }
+    let entry = connector::sink(&connector).ok_or_else(|| {
+        err(
+            line,
+            format!(
+                "sink `{name}`: unknown connector '{connector}'; use {}",
+                connector::names(connector::SINKS.iter().map(|c| c.name))
+            ),
+        )
+    })?;
+    let declared = (entry.declare)(&o.map).map_err(|e| {
+        option_err(
+            line,
+            &o.what,
+            entry.name,
+            entry.example,
+            &["connector", "format"],
+            e,
+        )
+    })?;
+    Ok(SinkDecl {
+        name,
+        connector: declared,
+        line,
+    })
+}
+
+/// Parses a query file.
+pub fn parse_query_file(text: &str) -> Result<QueryFile> {
+    let code = strip_comments(text);
+    let mut file = QueryFile::default();
+    for (offset, stmt) in statements(&code) {
+        let lead = stmt.len() - stmt.trim_start().len();
+        let line = code[..offset + lead].matches('\n').count() + 1;
+        let s = stmt.trim();
+        if s.is_empty() {
+            continue;
+        }
+        let (w1, rest) = word(s);
+        match w1.to_ascii_uppercase().as_str() {
+            "CREATE" => {
+                let (kind, rest) = word(rest);
+                let (name, rest) = word(rest);
+                let name = ident(line, "a name", name)?;
+                let (columns, rest) = column_list(line, s, rest)?;
+                if columns.is_some() && !kind.eq_ignore_ascii_case("SOURCE") {
+                    return Err(err(
+                        line,
+                        format!(
+                            "CREATE {kind} takes no column list; only a source declares its columns"
+                        ),
+                    ));
+                }
+                let (opts, rest) = with_options(line, rest)?;
+                if !rest.trim().is_empty() {
+                    return Err(err(
+                        line,
+                        format!("unexpected `{}` after WITH (…)", rest.trim()),
+                    ));
+                }
+                match kind.to_ascii_uppercase().as_str() {
+                    "SOURCE" => {
+                        if file.sources.iter().any(|x| x.name == name) {
+                            return Err(err(line, format!("source `{name}` is declared twice")));
+                        }
+                        file.sources.push(source(line, name, columns, opts)?);
+                    }
+                    "SINK" => {
+                        if file.sinks.iter().any(|x| x.name == name) {
+                            return Err(err(line, format!("sink `{name}` is declared twice")));
+                        }
+                        file.sinks.push(sink(line, name, opts)?);
+                    }
+                    other => {
+                        return Err(err(
+                            line,
+                            format!(
+                                "CREATE {other} is not supported; use CREATE SOURCE or CREATE SINK"
+                            ),
+                        ));
+                    }
+                }
+            }
+            "SET" => {
+                let (k, rest) = word(rest);
+                let key = k.to_ascii_lowercase();
+                if !SETTINGS.contains(&key.as_str()) {
+                    return Err(err(
+                        line,
+                        format!(
+                            "unknown setting `{key}`; the settings are: {}",
+                            SETTINGS.join(", ")
+                        ),
+                    ));
+                }
+                let v = rest
+                    .trim()
+                    .trim_start_matches('=')
+                    .trim_start_matches(|c: char| c.is_whitespace());
+                let v = v
+                    .strip_prefix("TO ")
+                    .or_else(|| v.strip_prefix("to "))
+                    .unwrap_or(v)
+                    .trim();
+                let v = v.trim_matches('\'');
+                // `v` is a slice of `code`: its offset is its position in the file.
+                let at = v.as_ptr() as usize - code.as_ptr() as usize;
+                check_setting(&key, v).map_err(|message| Error::Plan {
+                    position: position(&code, at),
+                    message,
+                })?;
+                if let Some(first) = file.setting_lines.insert(key.clone(), line) {
+                    return Err(Error::Plan {
+                        position: position(&code, at),
+                        message: format!(
+                            "`{key}` is SET twice (lines {first} and {line}); keep one"
+                        ),
+                    });
+                }
+                file.settings.insert(key, v.to_string());
+            }
+            "INSERT" => {
+                let (into, rest) = word(rest);
+                if !into.eq_ignore_ascii_case("INTO") {
+                    return Err(err(line, "expected INSERT INTO sink SELECT …"));
+                }
+                let (sink, rest) = word(rest);
+                let sink = ident(line, "a sink name", sink)?;
+                let (sel, _) = word(rest);
+                if !sel.eq_ignore_ascii_case("SELECT") && !sel.eq_ignore_ascii_case("WITH") {
+                    return Err(err(
+                        line,
+                        format!(
+                            "INSERT INTO {sink} must be followed by a SELECT (or WITH … SELECT)"
+                        ),
+                    ));
+                }
+                // Keep the SELECT at its place in the file: blank out everything before it.
+                let at =
+                    offset + (stmt.len() - rest.len()) + (rest.len() - rest.trim_start().len());
+                let end = offset + stmt.trim_end().len();
+                let prefix: String = text[..at]
+                    .chars()
+                    .map(|c| if c == '\n' { '\n' } else { ' ' })
+                    .collect();
+                file.inserts.push(InsertDecl {
+                    sink,
+                    select: format!("{prefix}{}", &text[at..end]),
+                    line,
+                });
+            }
+            other => {
+                return Err(err(
+                    line,
+                    format!(
+                        "unexpected `{other}`: a query file holds CREATE SOURCE, CREATE SINK, SET and INSERT INTO … SELECT statements"
+                    ),
+                ));
+            }
+        }
+    }
+    if file.inserts.is_empty() {
+        return Err(err(
+            1,
+            "the query file has no INSERT INTO … SELECT; nothing would run",
+        ));
+    }
+    Ok(file)
+}
