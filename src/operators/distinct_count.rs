@@ -20,26 +20,67 @@ use datafusion::arrow::buffer::OffsetBuffer;
 use datafusion::arrow::datatypes::{DataType, Field, Int32Type};
 use datafusion::arrow::row::{RowConverter, Rows, SortField};
 use datafusion::error::Result;
-use datafusion::logical_expr::{Accumulator, EmitTo, GroupsAccumulator};
+use datafusion::logical_expr::{EmitTo, GroupsAccumulator};
 use datafusion::physical_expr::aggregate::AggregateFunctionExpr;
-use datafusion::scalar::ScalarValue;
 use hashbrown::{DefaultHashBuilder, HashTable};
 
 /// How values become the bytes they are interned by: a string's own bytes (distinct strings are
-/// distinct bytes), or Arrow's row format for any other type.
-enum Encoding {
+/// distinct bytes), or Arrow's row format for any other type. Shared with the session window's
+/// distinct counts.
+pub(super) enum Encoding {
     Utf8,
     Rows(RowConverter),
 }
 
+impl Encoding {
+    /// The encoding of values of `data_type`.
+    pub(super) fn new(data_type: &DataType) -> Result<Self> {
+        Ok(match data_type {
+            DataType::Utf8 => Encoding::Utf8,
+            _ => Encoding::Rows(RowConverter::new(vec![SortField::new(data_type.clone())])?),
+        })
+    }
+
+    /// The bytes of each value of `col` (of the encoding's type).
+    pub(super) fn keys<'a>(&self, col: &'a ArrayRef) -> Result<Keys<'a>> {
+        Ok(match self {
+            Encoding::Utf8 => Keys::Utf8(col.as_string::<i32>()),
+            Encoding::Rows(c) => Keys::Rows(c.convert_columns(std::slice::from_ref(col))?),
+        })
+    }
+
+    /// The values whose bytes are `keys`, as an array of the encoding's type.
+    pub(super) fn values<'a>(&self, keys: impl Iterator<Item = &'a [u8]>) -> Result<ArrayRef> {
+        Ok(match self {
+            Encoding::Utf8 => {
+                let mut b = StringBuilder::new();
+                for k in keys {
+                    // Encoded from a string array, so always UTF-8.
+                    let s = std::str::from_utf8(k).map_err(|e| {
+                        datafusion::error::DataFusionError::Internal(format!(
+                            "count(DISTINCT) kept a string that is not UTF-8: {e}"
+                        ))
+                    })?;
+                    b.append_value(s);
+                }
+                Arc::new(b.finish())
+            }
+            Encoding::Rows(c) => {
+                let parser = c.parser();
+                Arc::clone(&c.convert_rows(keys.map(|k| parser.parse(k)))?[0])
+            }
+        })
+    }
+}
+
 /// The interning bytes of a column's values.
-enum Keys<'a> {
+pub(super) enum Keys<'a> {
     Utf8(&'a StringArray),
     Rows(Rows),
 }
 
 impl Keys<'_> {
-    fn get(&self, i: usize) -> &[u8] {
+    pub(super) fn get(&self, i: usize) -> &[u8] {
         match self {
             Keys::Utf8(s) => s.value(i).as_bytes(),
             Keys::Rows(r) => r.row(i).data(),
@@ -141,10 +182,7 @@ pub(super) struct DistinctCountGroups {
 impl DistinctCountGroups {
     /// An accumulator for values of `data_type`.
     pub(super) fn new(data_type: DataType) -> Result<Self> {
-        let encoding = match data_type {
-            DataType::Utf8 => Encoding::Utf8,
-            _ => Encoding::Rows(RowConverter::new(vec![SortField::new(data_type.clone())])?),
-        };
+        let encoding = Encoding::new(&data_type)?;
         Ok(DistinctCountGroups {
             data_type,
             encoding,
@@ -161,10 +199,7 @@ impl DistinctCountGroups {
     }
 
     fn keys<'a>(&self, col: &'a ArrayRef) -> Result<Keys<'a>> {
-        Ok(match &self.encoding {
-            Encoding::Utf8 => Keys::Utf8(col.as_string::<i32>()),
-            Encoding::Rows(c) => Keys::Rows(c.convert_columns(std::slice::from_ref(col))?),
-        })
+        self.encoding.keys(col)
     }
 
     fn add(&mut self, group: usize, key: &[u8]) {
@@ -277,25 +312,7 @@ impl DistinctCountGroups {
 
     /// The values of `ids`, as an array of the argument's type.
     fn values_of<'a>(&self, ids: impl Iterator<Item = &'a u32>) -> Result<ArrayRef> {
-        Ok(match &self.encoding {
-            Encoding::Utf8 => {
-                let mut b = StringBuilder::new();
-                for id in ids {
-                    // Interned from a string array, so always UTF-8.
-                    let s = std::str::from_utf8(self.value(*id)).map_err(|e| {
-                        datafusion::error::DataFusionError::Internal(format!(
-                            "count(DISTINCT) interned a string that is not UTF-8: {e}"
-                        ))
-                    })?;
-                    b.append_value(s);
-                }
-                Arc::new(b.finish())
-            }
-            Encoding::Rows(c) => {
-                let parser = c.parser();
-                Arc::clone(&c.convert_rows(ids.map(|id| parser.parse(self.value(*id))))?[0])
-            }
-        })
+        self.encoding.values(ids.map(|id| self.value(*id)))
     }
 }
 
@@ -412,64 +429,10 @@ impl GroupsAccumulator for DistinctCountGroups {
     }
 }
 
-/// `count(DISTINCT x)` as a row [`Accumulator`], for one session window.
-///
-/// Sessions are many and mostly tiny; DataFusion's distinct-count accumulator preallocates a byte
-/// map per instance, which dominated the session operator's profile. This one holds a hash set of
-/// scalars that allocates on first insert. The state is the same list of values.
-#[derive(Debug)]
-pub(super) struct DistinctCountScalars {
-    data_type: DataType,
-    values: hashbrown::HashSet<ScalarValue>,
-}
-
-impl DistinctCountScalars {
-    fn insert_all(&mut self, col: &ArrayRef) -> Result<()> {
-        for i in 0..col.len() {
-            if col.is_valid(i) {
-                self.values.insert(ScalarValue::try_from_array(col, i)?);
-            }
-        }
-        Ok(())
-    }
-}
-
-impl Accumulator for DistinctCountScalars {
-    fn update_batch(&mut self, values: &[ArrayRef]) -> Result<()> {
-        self.insert_all(&in_state_type(&values[0], &self.data_type)?)
-    }
-
-    fn evaluate(&mut self) -> Result<ScalarValue> {
-        Ok(ScalarValue::Int64(Some(self.values.len() as i64)))
-    }
-
-    fn size(&self) -> usize {
-        std::mem::size_of_val(self) + self.values.iter().map(ScalarValue::size).sum::<usize>()
-    }
-
-    fn state(&mut self) -> Result<Vec<ScalarValue>> {
-        let values: Vec<ScalarValue> = self.values.iter().cloned().collect();
-        Ok(vec![ScalarValue::List(ScalarValue::new_list_nullable(
-            &values,
-            &self.data_type,
-        ))])
-    }
-
-    fn merge_batch(&mut self, states: &[ArrayRef]) -> Result<()> {
-        let list = states[0].as_list::<i32>();
-        for i in 0..list.len() {
-            if list.is_valid(i) {
-                self.insert_all(&list.value(i))?;
-            }
-        }
-        Ok(())
-    }
-}
-
 /// The argument type of a `count(DISTINCT x)` aggregate, or `None` for any other aggregate.
 /// `col` as the type the distinct values are kept in: DataFusion keeps a dictionary argument's
 /// values (`count(DISTINCT event_type)` lists strings), so dictionary input is unpacked first.
-fn in_state_type(col: &ArrayRef, data_type: &DataType) -> Result<ArrayRef> {
+pub(super) fn in_state_type(col: &ArrayRef, data_type: &DataType) -> Result<ArrayRef> {
     Ok(if col.data_type() == data_type {
         Arc::clone(col)
     } else {
@@ -487,27 +450,6 @@ pub(super) fn distinct_count_type(agg: &AggregateFunctionExpr) -> Result<Option<
         }
     }
     Ok(None)
-}
-
-/// A row accumulator for `agg`, using [`DistinctCountScalars`] for `count(DISTINCT x)`.
-pub(super) fn row_accumulator(agg: &AggregateFunctionExpr) -> Result<Box<dyn Accumulator>> {
-    row_accumulator_of(agg, distinct_count_type(agg)?.as_ref())
-}
-
-/// [`row_accumulator`] with [`distinct_count_type`] worked out ahead: an operator that creates
-/// accumulators by the thousand (one set per session) asks once, not every time (it builds the
-/// aggregate's state fields).
-pub(super) fn row_accumulator_of(
-    agg: &AggregateFunctionExpr,
-    distinct: Option<&DataType>,
-) -> Result<Box<dyn Accumulator>> {
-    Ok(match distinct {
-        Some(data_type) => Box::new(DistinctCountScalars {
-            data_type: data_type.clone(),
-            values: Default::default(),
-        }),
-        None => agg.create_accumulator()?,
-    })
 }
 
 #[cfg(test)]

@@ -156,7 +156,7 @@ fn overflow(sum: i128, v: i128) -> datafusion::error::DataFusionError {
 }
 
 /// `a + b`, or an overflow error.
-fn add(a: i128, b: i128) -> Result<i128> {
+pub(super) fn add(a: i128, b: i128) -> Result<i128> {
     a.checked_add(b).ok_or_else(|| overflow(a, b))
 }
 
