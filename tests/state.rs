@@ -128,6 +128,10 @@ fn every_windowed_operator_round_trips_its_state() {
         // No function reads a column: the history keeps times alone.
         "SELECT event_id, event_time, count(*) OVER (PARTITION BY card_id ORDER BY event_time RANGE BETWEEN INTERVAL '20' SECOND PRECEDING AND CURRENT ROW) AS n FROM payments".into(),
         "SELECT * FROM (SELECT event_id, event_time, row_number() OVER (PARTITION BY payment_id, event_type ORDER BY event_time, event_id) AS rn FROM payments) WHERE rn = 1".into(),
+        // UNION ALL: every branch's state.
+        "SELECT card_id AS k, window_start, count(*) AS n FROM SESSION(payments, event_time, INTERVAL '2' SECOND) GROUP BY card_id, window_start, window_end \
+         UNION ALL SELECT merchant_id, window_start, count(*) FROM TUMBLE(payments, event_time, INTERVAL '10' SECOND) GROUP BY merchant_id, window_start \
+         UNION ALL SELECT event_id, event_time, amount_minor FROM payments WHERE amount_minor > 9000".into(),
     ];
     for sql in &queries {
         let uninterrupted = run(sql, &batches, None);

@@ -29,6 +29,7 @@ mod over;
 mod session;
 mod sum;
 mod tumbling_window;
+mod union;
 mod watermark;
 mod window_state;
 
@@ -231,6 +232,10 @@ fn build_unnamed(plan: &StreamPlan) -> Result<Box<dyn Operator>> {
             WindowKind::Session { gap } => Box::new(SessionWindow::new(aggregate.clone(), gap)?),
         },
         PlanKind::Chain(spec) => Box::new(chain::ChainOperator::new(spec)?),
+        PlanKind::Union(spec) => Box::new(union::UnionOperator::new(
+            spec,
+            std::sync::Arc::clone(&plan.output_schema),
+        )?),
     })
 }
 

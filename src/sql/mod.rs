@@ -14,13 +14,14 @@ pub mod query_file;
 mod shipped;
 pub mod source_columns;
 mod time_grouping;
+mod union;
 mod window_tvf;
 mod with_clause;
 
 pub use self::over::{Frame, FunctionKind, OverFunction, OverSpec};
 pub use self::plan::{
-    AggregateSpec, ChainSpec, KeySlot, Partitioning, PlanKind, Stage, StreamPlan, apply_stages,
-    apply_stages_selected, apply_stages_timed,
+    AggregateSpec, ChainSpec, KeySlot, Partitioning, PlanKind, Stage, StreamPlan, UnionSpec,
+    apply_stages, apply_stages_selected, apply_stages_timed,
 };
 pub use self::planner::{
     MAX_EXPR_DEPTH, MAX_TOKENS, plan_query, plan_query_in, plan_query_on, plan_query_with,

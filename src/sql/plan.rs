@@ -353,6 +353,18 @@ pub enum PlanKind {
     /// TUMBLE(per_minute, window_start, INTERVAL '1' HOUR) …`): the inner plan's rows are the
     /// outer plan's events.
     Chain(Box<ChainSpec>),
+    /// `UNION ALL` of queries over the same stream.
+    Union(Box<UnionSpec>),
+}
+
+/// `UNION ALL` of queries over the same stream: every branch sees every event and runs as a
+/// query of its own; its rows, cast to the first branch's column types, go to one output.
+#[derive(Debug, Clone)]
+pub struct UnionSpec {
+    /// The branches, in the order written.
+    pub branches: Vec<StreamPlan>,
+    /// Per branch, per column: the type its values are cast to (`None`: as they are).
+    pub casts: Vec<Vec<Option<datafusion::arrow::datatypes::DataType>>>,
 }
 
 /// Two plans in a row: the inner windowed aggregate's result rows, as they are emitted, are the
@@ -397,8 +409,14 @@ impl StreamPlan {
 
     /// The plan with `ttl` as its state TTL (`SET state_ttl`, `--state-ttl`).
     pub fn with_state_ttl(mut self, ttl: i64) -> StreamPlan {
-        if let PlanKind::Over(o) = &mut self.kind {
-            o.state_ttl = Some(ttl);
+        match &mut self.kind {
+            PlanKind::Over(o) => o.state_ttl = Some(ttl),
+            PlanKind::Union(u) => {
+                for b in &mut u.branches {
+                    *b = b.clone().with_state_ttl(ttl);
+                }
+            }
+            _ => {}
         }
         self
     }
@@ -407,8 +425,16 @@ impl StreamPlan {
     /// source's dedup TTL, so a key's per-event state lives as long as its events' ids do.
     pub fn with_default_state_ttl(&self, ttl: i64) -> StreamPlan {
         let mut plan = self.clone();
-        if let PlanKind::Over(o) = &mut plan.kind {
-            o.state_ttl.get_or_insert(ttl);
+        match &mut plan.kind {
+            PlanKind::Over(o) => {
+                o.state_ttl.get_or_insert(ttl);
+            }
+            PlanKind::Union(u) => {
+                for b in &mut u.branches {
+                    *b = b.with_default_state_ttl(ttl);
+                }
+            }
+            _ => {}
         }
         plan
     }
@@ -448,6 +474,16 @@ impl StreamPlan {
             PlanKind::Map { .. } => Partitioning::RoundRobin,
             // The outer plan's groups are made of the inner one's: one worker sees them all.
             PlanKind::Chain(_) => Partitioning::Single,
+            // Branches partitioned apart would need the events twice; stateless branches go
+            // anywhere, and a stateful one runs with its siblings on one worker.
+            PlanKind::Union(u) => match u
+                .branches
+                .iter()
+                .all(|b| matches!(b.kind, PlanKind::Map { .. }))
+            {
+                true => Partitioning::RoundRobin,
+                false => Partitioning::Single,
+            },
         }
     }
 
@@ -458,6 +494,7 @@ impl StreamPlan {
             PlanKind::Window { window, .. } => Some(window),
             PlanKind::Over(_) => None,
             PlanKind::Chain(c) => c.outer.window(),
+            PlanKind::Union(_) => None,
         }
     }
 }

@@ -230,6 +230,8 @@ async fn plan_query_async(
             ),
         ));
     }
+    // The text's own tokens, for cutting a UNION ALL into branches at their positions.
+    let raw_tokens = tokens.clone();
     let (tokens, session_partitions) = rewrite_flink_windows_with_partitions(tokens);
     let mut parser = Parser::new(&dialect)
         .with_recursion_limit(PARSER_DEPTH)
@@ -280,6 +282,9 @@ async fn plan_query_async(
             "LIMIT/FETCH over an unbounded stream is not supported",
         ));
     }
+    if let Some(branches) = super::union::split(sql, &raw_tokens, query)? {
+        return Box::pin(plan_union(sql, branches, events, stream, limits)).await;
+    }
     match super::with_clause::resolve(sql, query, stream)? {
         super::with_clause::Resolved::Inlined => {}
         super::with_clause::Resolved::Chain(texts) => {
@@ -294,7 +299,7 @@ async fn plan_query_async(
     let SetExpr::Select(select) = query.body.as_mut() else {
         return Err(plan_error(
             query.body.span(),
-            "UNION/INTERSECT/EXCEPT and VALUES are not supported in stream queries; write one SELECT",
+            "this query form (VALUES, or a query in parentheses) is not supported in stream queries; write one SELECT over the stream, or SELECT … UNION ALL SELECT …",
         ));
     };
     if select.from.len() != 1 {
@@ -411,6 +416,91 @@ async fn plan_query_async(
         name: "the query".into(),
         kind,
         output_schema,
+        events: Arc::clone(events),
+    })
+}
+
+/// `UNION ALL`: each branch planned over the stream as a query of its own; the result has the
+/// first branch's column names, each column nullable if it is in any branch.
+async fn plan_union(
+    sql: &str,
+    branches: super::union::Branches,
+    events: &Arc<EventSchema>,
+    stream: &str,
+    limits: &WindowLimits,
+) -> Result<StreamPlan> {
+    let mut plans = Vec::with_capacity(branches.texts.len());
+    for text in &branches.texts {
+        plans.push(Box::pin(plan_query_async(text, events, stream, limits)).await?);
+    }
+    let first = Arc::clone(&plans[0].output_schema);
+    let width = first.fields().len();
+    let columns = |n: usize| match n {
+        1 => "1 column".to_string(),
+        n => format!("{n} columns"),
+    };
+    for (plan, start) in plans.iter().zip(&branches.starts) {
+        let n = plan.output_schema.fields().len();
+        if n != width {
+            return Err(plan_error(
+                *start,
+                format!(
+                    "this branch of UNION ALL has {} and the first has {}; every branch must select the same number of columns, in the same order",
+                    columns(n),
+                    columns(width)
+                ),
+            ));
+        }
+    }
+    let types: Vec<Vec<datafusion::arrow::datatypes::DataType>> = plans
+        .iter()
+        .map(|p| {
+            p.output_schema
+                .fields()
+                .iter()
+                .map(|f| f.data_type().clone())
+                .collect()
+        })
+        .collect();
+    let union_types =
+        super::union::column_types(&types.iter().map(Vec::as_slice).collect::<Vec<_>>());
+    let mut nullable = vec![false; width];
+    let mut casts = Vec::with_capacity(plans.len());
+    for (plan, start) in plans.iter().zip(&branches.starts) {
+        let mut branch_casts = Vec::with_capacity(width);
+        for (j, f) in plan.output_schema.fields().iter().enumerate() {
+            let to = &union_types[j];
+            let cast = super::union::cast_to(f.data_type(), to).map_err(|()| {
+                plan_error(
+                    *start,
+                    format!(
+                        "column {} (`{}`) is {} in this branch of UNION ALL and {} in another; CAST it to one type in every branch",
+                        j + 1,
+                        first.field(j).name(),
+                        super::union::type_name(f.data_type()),
+                        super::union::type_name(to)
+                    ),
+                )
+            })?;
+            nullable[j] |= f.is_nullable() || cast.is_some();
+            branch_casts.push(cast);
+        }
+        casts.push(branch_casts);
+    }
+    let fields: Vec<datafusion::arrow::datatypes::Field> = first
+        .fields()
+        .iter()
+        .zip(union_types.iter().zip(&nullable))
+        .map(|(f, (t, n))| datafusion::arrow::datatypes::Field::new(f.name(), t.clone(), *n))
+        .collect();
+    Ok(StreamPlan {
+        sql: sql.to_string(),
+        name: "the query".into(),
+        output_schema: Arc::new(datafusion::arrow::datatypes::Schema::new(fields)),
+        kind: PlanKind::Union(Box::new(super::plan::UnionSpec {
+            branches: plans,
+            casts,
+        })),
         events: Arc::clone(events),
     })
 }
@@ -819,7 +909,7 @@ fn check_inner_query(
     let SetExpr::Select(select) = query.body.as_ref() else {
         return Err(plan_error(
             query.body.span(),
-            "UNION/INTERSECT/EXCEPT and VALUES are not supported in stream queries; write one SELECT",
+            "a subquery in FROM must be one SELECT over the stream (UNION ALL is supported at the top of a query, not inside FROM)",
         ));
     };
     if select.from.len() != 1 || !select.from[0].joins.is_empty() {
