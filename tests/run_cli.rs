@@ -604,3 +604,113 @@ fn windows_a_run_to_the_end_emitted_are_never_emitted_again() {
         summary(&one, "accepted") + summary(&two, "accepted")
     );
 }
+
+/// Issue 15, part 2: a query file of several sources runs as one job per source, each with its
+/// own queries, sinks, checkpoints and dead letters; each job's results are what the same
+/// queries give in a file of their source alone.
+#[test]
+fn a_file_of_several_sources_runs_one_job_per_source() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    produce(
+        &data,
+        &gen_lines(&["--events", "1500", "--rate", "10", "--spike-at", "none"]),
+    );
+    let mut orders: Vec<String> = (0..600)
+        .map(|i| {
+            format!(
+                r#"{{"order_id":"o{i}","ts":"2026-11-01T00:{:02}:{:02}.{:03}Z","amount_minor":{}}}"#,
+                i / 60 % 60,
+                i % 60,
+                (i * 37) % 1000,
+                (i * 7919) % 100_000
+            )
+        })
+        .collect();
+    orders.push(r#"{"order_id":"bad","ts":"2026-11-01T00:03:00Z","amount_minor":"ten"}"#.into());
+    let (good, err) = produce_stdin(&data, "orders", &orders, &[]);
+    assert!(good, "{err}");
+    let payments = "CREATE SOURCE payments WITH (connector = 'log', topic = 'payments');\n";
+    let order_source = "CREATE SOURCE orders (order_id VARCHAR NOT NULL, ts TIMESTAMP NOT NULL, amount_minor BIGINT,\n  WATERMARK FOR ts AS ts - INTERVAL '1' SECOND) WITH (connector = 'log', topic = 'orders', dedup_key = 'order_id');\n";
+    let counts = |sink: &str| {
+        format!(
+            "CREATE SINK {sink} WITH (connector = 'log', topic = '{sink}');\n\
+             INSERT INTO {sink} SELECT window_end, count(*) AS n FROM TUMBLE(payments, event_time, INTERVAL '1' MINUTE) GROUP BY window_end;\n"
+        )
+    };
+    let totals = |sink: &str| {
+        format!(
+            "CREATE SINK {sink} WITH (connector = 'log', topic = '{sink}');\n\
+             INSERT INTO {sink} SELECT window_end, count(*) AS n, sum(amount_minor) AS total FROM TUMBLE(orders, ts, INTERVAL '1' MINUTE) GROUP BY window_end;\n"
+        )
+    };
+    let write = |name: &str, text: String| {
+        let p = dir.path().join(name);
+        std::fs::write(&p, text).unwrap();
+        p
+    };
+    let both = write(
+        "both.sql",
+        format!(
+            "{payments}{order_source}{}{}",
+            counts("counts"),
+            totals("totals")
+        ),
+    );
+    let o = run_until_end(&data, &both, &[]);
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("job=both.payments") && stderr.contains("job=both.orders"),
+        "{stderr}"
+    );
+    for job in ["both.payments", "both.orders"] {
+        assert!(
+            data.join("_queries").join(job).join("checkpoints").is_dir(),
+            "{job}"
+        );
+    }
+    // The bad order is the orders job's dead letter, in the orders source's own topic.
+    assert_eq!(consume_all(&data, "orders.dlq").len(), 1);
+    assert!(consume_all(&data, "payments.dlq").is_empty());
+    // The same queries, each in a file of its source alone.
+    for (name, text) in [
+        ("p.sql", format!("{payments}{}", counts("counts_alone"))),
+        ("o.sql", format!("{order_source}{}", totals("totals_alone"))),
+    ] {
+        let o = run_until_end(&data, &write(name, text), &[]);
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    }
+    let totals_both = consume_all(&data, "totals");
+    assert_eq!(
+        consume_all(&data, "counts"),
+        consume_all(&data, "counts_alone")
+    );
+    assert_eq!(totals_both, consume_all(&data, "totals_alone"));
+    // And they are right: every valid order counted once, its amount summed.
+    let (n, total) = totals_both.iter().fold((0, 0), |(n, t), l| {
+        let v: serde_json::Value = serde_json::from_str(l).unwrap();
+        (
+            n + v["n"].as_i64().unwrap(),
+            t + v["total"].as_i64().unwrap(),
+        )
+    });
+    assert_eq!(n, 600);
+    assert_eq!(total, (0..600).map(|i| (i * 7919) % 100_000).sum::<i64>());
+
+    // A query over both sources is refused, at its line, before anything runs.
+    let join = write(
+        "join.sql",
+        format!(
+            "{payments}{order_source}{}INSERT INTO x SELECT event_id FROM payments WHERE event_id IN (SELECT order_id FROM orders);\n",
+            counts("x")
+        ),
+    );
+    let o = run_until_end(&data, &join, &[]);
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success());
+    assert!(
+        stderr.contains("line 6") && stderr.contains("not supported yet"),
+        "{stderr}"
+    );
+}

@@ -142,45 +142,115 @@ pub(crate) fn run(data: &DataDir, a: RunArgs) -> anyhow::Result<()> {
     };
     // The first listener decides: `run` also takes SIGUSR1 (a savepoint request).
     let signals = super::signals::listen(true);
-    opts.savepoint_request = Some(Arc::clone(&signals.savepoint));
-    // Parsed, planned and checked before anything is locked, written or opened.
-    let prepared = Job::from_file(&a.query_file)
+    // Parsed, planned and checked before anything is locked, written or opened: one job per
+    // source the file declares.
+    let prepared = Job::from_file_per_source(&a.query_file)
         .with_context(|| format!("running {}", a.query_file.display()))?;
-    let job = prepared.name().to_string();
-    let pid = pid_file(&data.data_dir, &job);
-    // One process per job: the lock is held for the whole run, and only its holder writes
-    // (and later removes) the pid file, so a refused second run leaves the first one's alone.
-    let _job_lock = lock_job(&data.data_dir, &job)?;
-    std::fs::write(&pid, std::process::id().to_string())
-        .with_context(|| format!("cannot write {}", pid.display()))?;
-    if !a.until_end {
-        eprintln!(
-            "running {} as job {job} (data dir {}); Ctrl-C or SIGTERM stops it cleanly, `paystream savepoint {job}` snapshots it",
+    let several = prepared.len() > 1;
+    if several && opts.from_savepoint.is_some() {
+        bail!(
+            "--from-savepoint restores one job, and {} runs one job per source ({}); run each source's queries from a file of their own to start one from a savepoint",
             a.query_file.display(),
-            data.data_dir.display()
+            prepared
+                .iter()
+                .map(Job::name)
+                .collect::<Vec<_>>()
+                .join(", ")
         );
     }
-    let topic = prepared.source_topic().map(str::to_string);
-    let handle = prepared.spawn(opts, Some(Arc::clone(&signals.stop)));
-    let probe = StatusProbe::new(
-        &job,
-        handle.progress(),
-        Log::new(&data.data_dir),
-        topic.clone(),
-    );
-    let done = Arc::new(AtomicBool::new(false));
-    let reporter = report_status(
-        probe,
-        data.data_dir.clone(),
-        status_every,
-        !a.quiet,
-        Arc::clone(&done),
-    );
-    let out = handle.join();
-    done.store(true, Ordering::Relaxed);
-    let _ = reporter.join();
-    let _ = std::fs::remove_file(&pid);
-    let out = out.with_context(|| format!("running {}", a.query_file.display()))?;
+    let names: Vec<String> = prepared.iter().map(|j| j.name().to_string()).collect();
+    // One process per job: the lock is held for the whole run, and only its holder writes
+    // (and later removes) the pid file, so a refused second run leaves the first one's alone.
+    let mut locks = Vec::with_capacity(names.len());
+    for job in &names {
+        locks.push(lock_job(&data.data_dir, job)?);
+        let pid = pid_file(&data.data_dir, job);
+        std::fs::write(&pid, std::process::id().to_string())
+            .with_context(|| format!("cannot write {}", pid.display()))?;
+    }
+    if !a.until_end {
+        let jobs = match several {
+            false => format!("job {}", names[0]),
+            true => format!("jobs {} (one per source)", names.join(", ")),
+        };
+        eprintln!(
+            "running {} as {jobs} (data dir {}); Ctrl-C or SIGTERM stops it cleanly, `paystream savepoint {}` snapshots it",
+            a.query_file.display(),
+            data.data_dir.display(),
+            names[0]
+        );
+    }
+    // SIGUSR1 asks every job for a savepoint: each has its own flag, which it clears.
+    let requests: Vec<Arc<AtomicBool>> = names.iter().map(|_| Arc::default()).collect();
+    let forwarding = Arc::new(AtomicBool::new(true));
+    let forwarder = {
+        let (requests, forwarding) = (requests.clone(), Arc::clone(&forwarding));
+        std::thread::spawn(move || {
+            while forwarding.load(Ordering::Relaxed) {
+                if signals.savepoint.swap(false, Ordering::Relaxed) {
+                    for r in &requests {
+                        r.store(true, Ordering::Relaxed);
+                    }
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        })
+    };
+    let mut running = Vec::with_capacity(prepared.len());
+    for (job, request) in prepared.into_iter().zip(requests) {
+        let mut opts = opts.clone();
+        opts.savepoint_request = Some(request);
+        if several && let Some(dir) = &opts.checkpoint_location {
+            // Each job keeps its checkpoints apart.
+            opts.checkpoint_location =
+                Some(format!("{}/{}", dir.trim_end_matches('/'), job.name()));
+        }
+        let name = job.name().to_string();
+        let topic = job.source_topic().map(str::to_string);
+        let handle = job.spawn(opts, Some(Arc::clone(&signals.stop)));
+        let probe = StatusProbe::new(&name, handle.progress(), Log::new(&data.data_dir), topic);
+        let done = Arc::new(AtomicBool::new(false));
+        let reporter = report_status(
+            probe,
+            data.data_dir.clone(),
+            status_every,
+            !a.quiet,
+            Arc::clone(&done),
+        );
+        running.push((name, handle, done, reporter));
+    }
+    let mut outcome = Ok(());
+    for (name, handle, done, reporter) in running {
+        let out = handle.join();
+        done.store(true, Ordering::Relaxed);
+        let _ = reporter.join();
+        let _ = std::fs::remove_file(pid_file(&data.data_dir, &name));
+        let r = out
+            .with_context(|| format!("running {}", a.query_file.display()))
+            .and_then(|out| finished(&a, out));
+        match r {
+            Ok(()) => {}
+            // One job: its error, as it is.
+            Err(e) if !several => outcome = Err(e),
+            Err(e) => {
+                // The other jobs stop too, with their state saved; the first error is the
+                // command's, any other is printed.
+                signals.stop.store(true, Ordering::Relaxed);
+                match outcome {
+                    Ok(()) => outcome = Err(e.context(format!("job {name}"))),
+                    Err(_) => eprintln!("error: job {name}: {e:#}"),
+                }
+            }
+        }
+    }
+    forwarding.store(false, Ordering::Relaxed);
+    let _ = forwarder.join();
+    drop(locks);
+    outcome
+}
+
+/// The summary of a job that ended, and what to do about its dead letters and late events.
+fn finished(a: &RunArgs, out: paystream::job::JobOutcome) -> anyhow::Result<()> {
     let (n, ms, bytes) = out
         .checkpoints
         .iter()

@@ -52,6 +52,7 @@ use crate::sink::{Recovery, Sink, SinkConnector, SinkContext};
 use crate::source::SourceContext;
 use crate::sql::query_file::{
     DEAD_LETTERS, EventTimeSettings, LATE_EVENTS, QueryFile, SourceDecl, parse_query_file,
+    split_by_source,
 };
 use crate::sql::{StreamPlan, plan_query_in};
 use crate::time::parse_duration_millis;
@@ -229,6 +230,33 @@ impl Job {
         Job::prepare(job_name(path), &path.display().to_string(), &text)
     }
 
+    /// Reads and prepares the query file at `path` as one job per source it declares
+    /// ([`split_by_source`]): a single source's job is named after the file ([`job_name`]), a
+    /// job of several sources' `<file>.<source>`.
+    pub fn from_file_per_source(path: &Path) -> Result<Vec<Job>> {
+        let text = std::fs::read_to_string(path).map_err(|e| Error::Input {
+            path: path.to_path_buf(),
+            message: format!("cannot read the query file: {e}"),
+        })?;
+        let origin = path.display().to_string();
+        let in_file = |e: Error| match e {
+            Error::Plan { position, message } => Error::Plan {
+                position: format!("{origin}, {position}"),
+                message,
+            },
+            e => e,
+        };
+        let shares = split_by_source(&text).map_err(in_file)?;
+        let name = job_name(path);
+        match shares.as_slice() {
+            [one] => Ok(vec![Job::prepare(name, &origin, &one.text)?]),
+            _ => shares
+                .iter()
+                .map(|s| Job::prepare(format!("{name}.{}", s.source), &origin, &s.text))
+                .collect(),
+        }
+    }
+
     /// Parses, plans and validates `query_text` (the text of a query file) as job `name`,
     /// without side effects; errors carry `origin` (a file's path), the line and the column.
     pub fn prepare(name: impl Into<String>, origin: &str, query_text: &str) -> Result<Job> {
@@ -253,7 +281,7 @@ impl Job {
             [_, second, ..] => {
                 return Err(in_file(Error::Plan {
                     position: format!("line {}", second.line),
-                    message: "several sources in one query file are not supported yet; run one file per source".into(),
+                    message: "a job reads one source; `paystream run` runs a file of several sources as one job per source".into(),
                 }));
             }
         };

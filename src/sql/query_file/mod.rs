@@ -21,10 +21,12 @@ use crate::error::{Error, Result};
 use crate::sink::SinkConnector;
 use crate::time::parse_duration_millis;
 
+mod per_source;
 mod source;
 #[cfg(test)]
 mod tests;
 
+pub use self::per_source::{SourceShare, split_by_source};
 pub use self::source::{ReplayQuery, SourceDecl, parse_replay_query, parse_source_declaration};
 use self::source::{column_list, source};
 
