@@ -184,12 +184,20 @@ pub fn rfc3339(ms: i64) -> String {
 pub fn parse_duration_millis(s: &str) -> Result<i64, String> {
     let t = s.trim();
     let split = t
-        .find(|c: char| !c.is_ascii_digit())
+        .find(|c: char| !c.is_ascii_digit() && c != '.')
         .ok_or_else(|| format!("`{s}` has no unit; write e.g. `5s`, `500ms`, `2m`, `1h`"))?;
     let (num, unit) = t.split_at(split);
-    let n: i64 = num
+    // A fraction (`1.5 second`) is exact in decimal: whole and fractional digits apart.
+    let (whole, fraction) = num.split_once('.').unwrap_or((num, ""));
+    let digits_only = |d: &str| d.bytes().all(|b| b.is_ascii_digit());
+    if whole.is_empty() || !digits_only(fraction) || fraction.len() > 9 {
+        return Err(format!(
+            "`{s}` does not start with a number such as 5 or 1.5"
+        ));
+    }
+    let n: i64 = whole
         .parse()
-        .map_err(|_| format!("`{s}` does not start with a whole number"))?;
+        .map_err(|_| format!("`{s}` does not start with a number such as 5 or 1.5"))?;
     let unit_ms = match unit.trim().to_ascii_lowercase().as_str() {
         "ms" | "millisecond" | "milliseconds" => 1,
         "s" | "sec" | "second" | "seconds" => 1_000,
@@ -202,8 +210,16 @@ pub fn parse_duration_millis(s: &str) -> Result<i64, String> {
             ));
         }
     };
-    n.checked_mul(unit_ms)
-        .ok_or_else(|| format!("`{s}` is too large"))
+    let scale = 10i128.pow(fraction.len() as u32);
+    let part = fraction.parse::<i128>().unwrap_or(0) * unit_ms as i128;
+    if part % scale != 0 {
+        return Err(format!(
+            "`{s}` is not a whole number of milliseconds; write it in a smaller unit"
+        ));
+    }
+    (n as i128 * unit_ms as i128 + part / scale)
+        .try_into()
+        .map_err(|_| format!("`{s}` is too large"))
 }
 
 #[cfg(test)]
@@ -279,6 +295,15 @@ mod tests {
         assert_eq!(parse_duration_millis("250ms"), Ok(250));
         assert_eq!(parse_duration_millis("1h"), Ok(3_600_000));
         assert!(parse_duration_millis("5").is_err());
+        assert_eq!(parse_duration_millis("1.5 second"), Ok(1500));
+        assert_eq!(parse_duration_millis("0.25m"), Ok(15_000));
+        assert!(
+            parse_duration_millis("1.0005 s")
+                .unwrap_err()
+                .contains("milliseconds")
+        );
+        assert!(parse_duration_millis(".5s").is_err());
+        assert!(parse_duration_millis("1.2.3s").is_err());
         assert!(parse_duration_millis("5 fortnights").is_err());
     }
 }

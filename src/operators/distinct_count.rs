@@ -327,8 +327,12 @@ impl GroupsAccumulator for DistinctCountGroups {
         self.groups.resize_with(total_num_groups, IdSet::default);
         let col = &in_state_type(&values[0], &self.data_type)?;
         let keys = self.keys(col)?;
+        // Logical nulls: `count(DISTINCT NULL)` has an all-NULL argument without a null buffer.
+        let nulls = col.logical_nulls();
         for (i, &g) in group_indices.iter().enumerate() {
-            if col.is_null(i) || opt_filter.is_some_and(|f| !f.is_valid(i) || !f.value(i)) {
+            if nulls.as_ref().is_some_and(|n| n.is_null(i))
+                || opt_filter.is_some_and(|f| !f.is_valid(i) || !f.value(i))
+            {
                 continue;
             }
             self.add(g, keys.get(i));

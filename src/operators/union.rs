@@ -170,9 +170,10 @@ impl Operator for UnionOperator {
                 .and_then(|w| w.try_into().ok())
                 .map(u64::from_le_bytes)
                 .ok_or_else(bad)? as usize;
-            let state = rest.get(8..8 + len).ok_or_else(bad)?;
+            let end = len.checked_add(8).ok_or_else(bad)?;
+            let state = rest.get(8..end).ok_or_else(bad)?;
             branch.operator.restore(state)?;
-            rest = &rest[8 + len..];
+            rest = &rest[end..];
         }
         if !rest.is_empty() {
             return Err(bad());

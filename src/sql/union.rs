@@ -48,24 +48,34 @@ pub(super) fn split(
     // first branch starts (after the WITH list, whose queries are all in parentheses).
     let mut depth = 0usize;
     let mut body_start: Option<usize> = None;
+    // With a WITH: just after a parenthesis closed at depth 0 (a CTE's query, or its column
+    // list), where a `,` or `AS` continues the WITH and anything else starts the body.
+    let mut after_close = false;
     let mut cuts: Vec<(usize, usize)> = Vec::new();
     let mut i = 0;
     while i < tokens.len() {
         let t = &tokens[i];
+        let depth_before = depth;
         match &t.token {
             Token::LParen => depth += 1,
             Token::RParen => depth = depth.saturating_sub(1),
             _ => {}
         }
-        let top = depth == 0 || (depth == 1 && matches!(t.token, Token::LParen));
-        if top && body_start.is_none() && !is_blank(t) {
-            let starts_body = match query.with {
-                None => true,
-                Some(_) => is_keyword(t, Keyword::SELECT),
-            };
-            if starts_body {
-                body_start = Some(i);
+        if body_start.is_none() && depth_before == 0 && !is_blank(t) {
+            match query.with {
+                None => body_start = Some(i),
+                Some(_) if after_close => {
+                    if matches!(t.token, Token::Comma) || is_keyword(t, Keyword::AS) {
+                        after_close = false;
+                    } else {
+                        body_start = Some(i);
+                    }
+                }
+                Some(_) => {}
             }
+        }
+        if body_start.is_none() && depth_before == 1 && depth == 0 {
+            after_close = true;
         }
         if depth == 0 && body_start.is_some() {
             if is_keyword(t, Keyword::INTERSECT) || is_keyword(t, Keyword::EXCEPT) {
@@ -206,7 +216,9 @@ pub(super) fn type_name(t: &DataType) -> String {
         DataType::Null => "NULL".into(),
         DataType::Dictionary(_, v) => type_name(v),
         DataType::Decimal128(p, s) => format!("DECIMAL({p}, {s})"),
-        DataType::Timestamp(_, _) => "TIMESTAMP".into(),
+        DataType::Timestamp(datafusion::arrow::datatypes::TimeUnit::Millisecond, None) => {
+            "TIMESTAMP".into()
+        }
         DataType::Int32 => "INT".into(),
         DataType::Float64 => "DOUBLE".into(),
         t => match crate::decode::ColumnKind::of(t) {
@@ -217,30 +229,39 @@ pub(super) fn type_name(t: &DataType) -> String {
 }
 
 /// The type of each column of the union: the first branch's, or where it is NULL (an untyped
-/// `NULL AS x`), the first other branch's that is not.
+/// `NULL AS x`), the first other branch's that is not; strings encoded differently in different
+/// branches (a dictionary column beside a plain one) are plain strings, since a dictionary's
+/// keys may not hold the other branches' values.
 pub(super) fn column_types(branches: &[&[DataType]]) -> Vec<DataType> {
     (0..branches[0].len())
         .map(|j| {
-            branches
+            let mut typed = branches
                 .iter()
                 .map(|b| &b[j])
-                .find(|t| **t != DataType::Null)
-                .unwrap_or(&DataType::Null)
-                .clone()
+                .filter(|t| **t != DataType::Null);
+            let Some(first) = typed.next() else {
+                return DataType::Null;
+            };
+            match typed.all(|t| t == first) {
+                true => first.clone(),
+                false if stringy(first) => DataType::Utf8,
+                false => first.clone(),
+            }
         })
         .collect()
+}
+
+fn stringy(t: &DataType) -> bool {
+    match t {
+        DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View => true,
+        DataType::Dictionary(_, v) => stringy(v),
+        _ => false,
+    }
 }
 
 /// The type a branch's column of type `from` is cast to so it fits the union's `to`,
 /// `Ok(None)` when it already does, `Err(())` when it does not fit.
 pub(super) fn cast_to(from: &DataType, to: &DataType) -> std::result::Result<Option<DataType>, ()> {
-    fn stringy(t: &DataType) -> bool {
-        match t {
-            DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View => true,
-            DataType::Dictionary(_, v) => stringy(v),
-            _ => false,
-        }
-    }
     if from == to {
         Ok(None)
     } else if *from == DataType::Null || (stringy(from) && stringy(to)) {
@@ -275,6 +296,18 @@ mod tests {
     #[test]
     fn branches_keep_their_positions_and_the_with_clause() {
         let sql = "WITH big AS (SELECT * FROM payments WHERE amount_minor > 10)\nSELECT event_id FROM big\nUNION ALL (SELECT event_id FROM payments WHERE é = 'x')\nUNION ALL SELECT 'y' FROM payments;";
+        // A parenthesised first branch after a WITH (whose CTE has a column list) too.
+        let paren = "WITH big (id) AS (SELECT event_id FROM payments), small AS (SELECT 1)\n(SELECT id FROM big) UNION ALL SELECT event_id FROM payments";
+        let b = branches(paren).unwrap().unwrap();
+        assert_eq!(
+            b.texts[0].lines().nth(1).unwrap().trim(),
+            "SELECT id FROM big"
+        );
+        assert_eq!(
+            b.texts[1].lines().nth(1).unwrap().trim(),
+            "SELECT event_id FROM payments"
+        );
+        assert!(b.texts[1].starts_with("WITH big (id) AS"));
         let b = branches(sql).unwrap().unwrap();
         assert_eq!(b.texts.len(), 3);
         for t in &b.texts {

@@ -43,6 +43,16 @@ pub(super) fn for_aggregate(agg: &AggregateFunctionExpr) -> Result<Option<Box<dy
     })
 }
 
+/// A snapshot's state column of the wrong type for `what` (a snapshot of another version).
+fn bad_state(what: &str) -> Error {
+    crate::state::state_err(
+        "session_window",
+        format!(
+            "the saved {what} state has another type than this version keeps; run with --reset-state"
+        ),
+    )
+}
+
 /// `count(x, …)`: rows whose arguments are all non-null (`count(*)` has a constant argument).
 #[derive(Default)]
 struct CountSlots {
@@ -60,9 +70,10 @@ impl SlotAggregate for CountSlots {
         slots: &[u32],
         filter: Option<&BooleanArray>,
     ) -> Result<()> {
-        let nullable: Vec<&ArrayRef> = args.iter().filter(|a| a.null_count() > 0).collect();
+        // Logical nulls: an all-NULL argument (`count(NULL)`) has no null buffer.
+        let nulls: Vec<_> = args.iter().filter_map(|a| a.logical_nulls()).collect();
         for (i, s) in slots.iter().enumerate() {
-            if *s != NONE && kept(filter, i) && nullable.iter().all(|a| a.is_valid(i)) {
+            if *s != NONE && kept(filter, i) && nulls.iter().all(|n| n.is_valid(i)) {
                 self.counts[*s as usize] += 1;
             }
         }
@@ -89,7 +100,9 @@ impl SlotAggregate for CountSlots {
     }
 
     fn restore(&mut self, slot: u32, states: &[ArrayRef], row: usize) -> Result<()> {
-        let col = states[0].as_primitive::<Int64Type>();
+        let col = states[0]
+            .as_primitive_opt::<Int64Type>()
+            .ok_or_else(|| bad_state("count"))?;
         if col.is_valid(row) {
             self.counts[slot as usize] += col.value(row);
         }
@@ -184,7 +197,9 @@ impl SlotAggregate for SumSlots {
     }
 
     fn restore(&mut self, slot: u32, states: &[ArrayRef], row: usize) -> Result<()> {
-        let col = states[0].as_primitive::<Decimal128Type>();
+        let col = states[0]
+            .as_primitive_opt::<Decimal128Type>()
+            .ok_or_else(|| bad_state("sum"))?;
         if col.is_valid(row) {
             self.add(slot, col.value(row))?;
         }
@@ -303,8 +318,9 @@ impl DistinctSlots {
     ) -> Result<()> {
         let col = in_state_type(col, &self.data_type)?;
         let keys = self.encoding.keys(&col)?;
+        let nulls = col.logical_nulls();
         for i in rows {
-            if col.is_valid(i) {
+            if nulls.as_ref().is_none_or(|n| n.is_valid(i)) {
                 self.sets[slot(i) as usize].insert(keys.get(i));
             }
         }
@@ -369,7 +385,9 @@ impl SlotAggregate for DistinctSlots {
     }
 
     fn restore(&mut self, slot: u32, states: &[ArrayRef], row: usize) -> Result<()> {
-        let list = states[0].as_list::<i32>();
+        let list = states[0]
+            .as_list_opt::<i32>()
+            .ok_or_else(|| bad_state("count(DISTINCT)"))?;
         if list.is_valid(row) {
             let values = list.value(row);
             self.add_values(&values, 0..values.len(), |_| slot)?;
@@ -458,5 +476,19 @@ mod tests {
         c.merge(1, 0).unwrap();
         let out = c.take(&[0, 1]).unwrap();
         assert_eq!(out.as_primitive::<Int64Type>().values(), &[0, 1]);
+        // `count(NULL)`: an all-NULL argument has no null buffer, and counts nothing.
+        let null: ArrayRef = Arc::new(datafusion::arrow::array::NullArray::new(2));
+        c.update(&[Arc::clone(&null)], &[0, 0], None).unwrap();
+        assert_eq!(
+            c.take(&[0]).unwrap().as_primitive::<Int64Type>().value(0),
+            0
+        );
+        let mut d = DistinctSlots::new(DataType::Utf8).unwrap();
+        d.grow(1);
+        d.update(&[null], &[0, 0], None).unwrap();
+        assert_eq!(
+            d.take(&[0]).unwrap().as_primitive::<Int64Type>().value(0),
+            0
+        );
     }
 }
