@@ -261,3 +261,38 @@ fn paced_replay_gives_the_same_results() {
     assert_eq!(o.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&o.stderr).contains("--speed"));
 }
+
+/// A replay under a declaration that names another file says which file it reads.
+#[test]
+fn a_replay_says_when_the_declaration_names_another_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let csv = dir.path().join("orders.csv");
+    std::fs::write(&csv, "id,ts\no1,2026-11-01T00:00:00Z\n").unwrap();
+    let query = dir.path().join("q.sql");
+    let declare = |path: &str| {
+        format!(
+            "CREATE SOURCE orders (id VARCHAR NOT NULL, ts TIMESTAMP NOT NULL) WITH (connector = 'file', path = '{path}', format = 'csv', event_time = 'ts');\nSELECT id FROM orders;\n"
+        )
+    };
+    for (path, noted) in [("elsewhere.csv", true), ("orders.csv", false)] {
+        std::fs::write(&query, declare(path)).unwrap();
+        let o = paystream()
+            .args(["replay"])
+            .arg(&csv)
+            .arg("-q")
+            .arg(&query)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&o.stderr);
+        assert!(o.status.success(), "{stderr}");
+        assert_eq!(String::from_utf8_lossy(&o.stdout).trim(), r#"{"id":"o1"}"#);
+        assert_eq!(
+            stderr.contains("note: replaying"),
+            noted,
+            "{path}: {stderr}"
+        );
+        if noted {
+            assert!(stderr.contains("elsewhere.csv"), "{stderr}");
+        }
+    }
+}

@@ -404,3 +404,21 @@ fn file_sources_and_loaded_files_give_the_replay_results() {
     got.sort();
     assert_eq!(got, want);
 }
+
+/// Records without the key field are spread round-robin, and `produce` says so.
+#[test]
+fn produce_notes_records_without_their_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    ok(paystream(&data).args(["topic", "create", "t", "--partitions", "2"]));
+    let lines = [r#"{"card_id":"c1","v":1}"#, r#"{"v":2}"#, r#"{"v":3}"#];
+    let (good, stderr) = produce_stdin(&data, "t", &lines, &[]);
+    assert!(good, "{stderr}");
+    assert!(
+        stderr.contains("2 of 3 records have no `card_id` field"),
+        "{stderr}"
+    );
+    let (good, stderr) = produce_stdin(&data, "t", &lines, &["--key", "v"]);
+    assert!(good && !stderr.contains("note:"), "{stderr}");
+    assert_eq!(consume_all(&data, "t").len(), 6);
+}

@@ -297,10 +297,17 @@ pub(crate) fn produce(data: &DataDir, a: ProduceArgs) -> anyhow::Result<()> {
     let pumped = pump_lines(&mut input, &mut producer, &stop, &mut screened);
     // What came before an oversized record (or a read error) is still appended.
     let stored = producer.produced();
+    let unkeyed = producer.unkeyed();
     producer.finish()?;
     pumped?;
     let secs = started.elapsed().as_secs_f64();
     screened.report(a.strict)?;
+    if unkeyed > 0 && partitions > 1 {
+        eprintln!(
+            "note: {unkeyed} of {stored} records have no `{}` field; they were spread round-robin over the partitions, so events that belong together may be read from different partitions; choose the key with --key FIELD (or --key none to spread every record)",
+            a.key
+        );
+    }
     super::common::finish_summary(
         format!(
             "produced records={stored} topic={} partitions={partitions} wall={secs:.3}s records_per_sec={:.0} screened={}",

@@ -219,6 +219,25 @@ pub(crate) fn replay(mut a: ReplayArgs, data: &super::log_cmds::DataDir) -> anyh
             a.file.display()
         );
     }
+    // A declaration naming another file: say which one is read (`run` reads the declared one).
+    if let Some(s) = declared
+        && let Some(p) = s.connector.file_path()
+        && !p.as_os_str().is_empty()
+    {
+        let same = |p: &std::path::Path| {
+            std::fs::canonicalize(p).ok() == std::fs::canonicalize(&a.file).ok()
+        };
+        let beside_query = query.parent().map(|d| d.join(p));
+        if !same(p) && !beside_query.as_deref().is_some_and(same) {
+            eprintln!(
+                "note: replaying {}; the declaration of `{}` in {} names {}, which `paystream run` reads and this replay does not",
+                a.file.display(),
+                s.name,
+                query.display(),
+                p.display()
+            );
+        }
+    }
     let results: Box<dyn Sink> = match &a.output {
         Some(p) => Box::new(WriterSink::create("--output", p)?),
         None => Box::new(WriterSink::stdout()),

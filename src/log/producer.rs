@@ -28,6 +28,8 @@ pub struct Producer {
     produced: u64,
     stored_bytes: u64,
     screened: u64,
+    /// JSON records without the key field (spread round-robin).
+    unkeyed: u64,
     max_record_bytes: usize,
     now_ms: i64,
 }
@@ -57,6 +59,7 @@ impl Producer {
             produced: 0,
             stored_bytes: 0,
             screened: 0,
+            unkeyed: 0,
             now_ms: now_ms(),
         }
     }
@@ -74,6 +77,12 @@ impl Producer {
     /// Bytes of the values sent so far.
     pub fn stored_bytes(&self) -> u64 {
         self.stored_bytes
+    }
+
+    /// JSON records sent so far without the key field, so spread round-robin (none when the
+    /// producer has no key field).
+    pub fn unkeyed(&self) -> u64 {
+        self.unkeyed
     }
 
     /// JSON records refused so far because they hold a card number.
@@ -122,6 +131,9 @@ impl Producer {
             return Ok(Sent::Screened);
         }
         let key = self.key.as_ref().and_then(|f| json_field(line, f));
+        if self.key.is_some() && key.is_none() {
+            self.unkeyed += 1;
+        }
         let ts = json_field(line, &self.time)
             .and_then(|t| std::str::from_utf8(t).ok())
             .and_then(parse_rfc3339_millis)

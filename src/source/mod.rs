@@ -52,6 +52,12 @@ pub trait SourceConnector: std::fmt::Debug + Send + Sync {
         None
     }
 
+    /// The file it reads, if it reads one: a replay of another file under the same declaration
+    /// says that this one is not read.
+    fn file_path(&self) -> Option<&std::path::Path> {
+        None
+    }
+
     /// Whether a job over it is checkpointed and resumes from the checkpoint's positions
     /// (exactly-once), rather than reading its input whole each run (at-least-once).
     fn resumable(&self) -> bool;

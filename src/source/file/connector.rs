@@ -61,6 +61,10 @@ impl SourceConnector for Declared {
         self.format
     }
 
+    fn file_path(&self) -> Option<&std::path::Path> {
+        Some(&self.path)
+    }
+
     fn source(&self, ctx: &SourceContext<'_>) -> Result<Arc<dyn Source>> {
         Ok(Arc::new(
             FileSource::new(&self.path)
