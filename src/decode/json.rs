@@ -354,7 +354,7 @@ impl<'a> Cursor<'a> {
                 self.ws();
                 if self.peek() == Some(close) {
                     self.i += 1;
-                    return Ok(RawValue::Compound);
+                    return Ok(RawValue::Compound("an object or array"));
                 }
                 loop {
                     if open == b'{' {
@@ -372,7 +372,7 @@ impl<'a> Cursor<'a> {
                         Some(b',') => self.i += 1,
                         Some(c) if c == close => {
                             self.i += 1;
-                            return Ok(RawValue::Compound);
+                            return Ok(RawValue::Compound("an object or array"));
                         }
                         _ => return Err(malformed(self.unexpected("',' or a closing bracket"))),
                     }

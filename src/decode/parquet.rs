@@ -129,7 +129,7 @@ impl ParquetColumns {
                 },
                 // A list or struct: screened as JSON screens the strings and numbers inside an
                 // array or object, through its text.
-                RawValue::Compound => {
+                RawValue::Compound(_) => {
                     if let Some(text) = &text {
                         row.note_string(name, text);
                     }
@@ -172,7 +172,7 @@ impl ParquetColumns {
             }
             Column::Other(a) if a.is_valid(i) => {
                 return (
-                    RawValue::Compound,
+                    RawValue::Compound(described(a.data_type())),
                     datafusion::arrow::util::display::array_value_to_string(a, i).ok(),
                 );
             }
@@ -200,5 +200,24 @@ impl ParquetColumns {
             m.insert(name.clone(), v);
         }
         serde_json::Value::Object(m).to_string()
+    }
+}
+
+/// What a Parquet value of `t` (one without a JSON counterpart) is, for errors.
+fn described(t: &datafusion::arrow::datatypes::DataType) -> &'static str {
+    use datafusion::arrow::datatypes::DataType as T;
+    match t {
+        T::List(_) | T::LargeList(_) | T::FixedSizeList(_, _) | T::ListView(_) => "a list",
+        T::Struct(_) => "a struct",
+        T::Map(_, _) => "a map",
+        T::Decimal32(_, _) | T::Decimal64(_, _) | T::Decimal128(_, _) | T::Decimal256(_, _) => {
+            "a decimal"
+        }
+        T::Date32 | T::Date64 => "a date",
+        T::Time32(_) | T::Time64(_) => "a time of day",
+        T::Timestamp(_, _) => "a timestamp",
+        T::Duration(_) | T::Interval(_) => "a duration",
+        T::Binary | T::LargeBinary | T::BinaryView | T::FixedSizeBinary(_) => "binary data",
+        _ => "a value of a type JSON has no counterpart for",
     }
 }

@@ -39,8 +39,9 @@ pub enum RawValue<'a> {
     Bool(bool),
     /// An explicit `null`.
     Null,
-    /// An object or array.
-    Compound,
+    /// An object or array (JSON), or a Parquet value of a type without a JSON counterpart; the
+    /// text says which, for errors ("an object or array", "a decimal", "a date").
+    Compound(&'static str),
 }
 
 impl RawValue<'_> {
@@ -51,7 +52,7 @@ impl RawValue<'_> {
             RawValue::Float(_) => "a non-integer number",
             RawValue::Bool(_) => "a boolean",
             RawValue::Null => "null",
-            RawValue::Compound => "an object or array",
+            RawValue::Compound(what) => what,
         }
     }
 }

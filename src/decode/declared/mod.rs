@@ -269,7 +269,7 @@ impl DeclaredDecoder {
                 let (v, text) = cols.cell(k, i);
                 match (&v, text) {
                     (RawValue::Str(s), _) if target.is_none() => row.note_string(names[k], s),
-                    (RawValue::Compound, Some(t)) => row.note_string(names[k], &t),
+                    (RawValue::Compound(_), Some(t)) => row.note_string(names[k], &t),
                     _ => {}
                 }
                 match target {

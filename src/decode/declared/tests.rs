@@ -280,6 +280,33 @@ fn parquet_columns_are_read_by_name_and_checked_like_json_values() {
         e.rejects
     );
     assert!(e.rejects[0].detail.contains("column `qty`"));
+    // A Parquet decimal where an integer is declared is called a decimal.
+    let decimal = datafusion::arrow::array::Decimal128Array::from(vec![Some(250)])
+        .with_precision_and_scale(10, 2)
+        .unwrap();
+    let e = d.parquet(
+        &RecordBatch::try_new(
+            Arc::new(Schema::new(vec![
+                Field::new("order_id", DataType::Utf8, false),
+                Field::new("ts", DataType::Utf8, false),
+                Field::new("qty", DataType::Decimal128(10, 2), false),
+            ])),
+            vec![
+                s(vec![Some("o")]),
+                s(vec![Some("2026-11-01T00:00:00Z")]),
+                Arc::new(decimal),
+            ],
+        )
+        .unwrap(),
+        1,
+        10,
+    );
+    assert_eq!(e.rejects[0].reason, RejectReason::WrongType);
+    assert!(
+        e.rejects[0].detail.contains("a decimal"),
+        "{}",
+        e.rejects[0].detail
+    );
     let missing = Schema::new(vec![Field::new("ts", DataType::Utf8, false)]);
     assert!(
         d.parquet_columns(&missing)
