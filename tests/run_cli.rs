@@ -698,6 +698,42 @@ fn a_file_of_several_sources_runs_one_job_per_source() {
     assert_eq!(n, 600);
     assert_eq!(total, (0..600).map(|i| (i * 7919) % 100_000).sum::<i64>());
 
+    // A job that fails (its topic does not exist) stops the others, whatever their order.
+    let failing = write(
+        "failing.sql",
+        format!(
+            "{payments}{}{}",
+            order_source.replace("topic = 'orders'", "topic = 'nope'"),
+            counts("c3")
+        ) + &totals("t3"),
+    );
+    let mut child = paystream(&data)
+        .arg("run")
+        .arg(&failing)
+        .args(["--workers", "1", "-q"])
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let started = Instant::now();
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        if started.elapsed() > Duration::from_secs(60) {
+            child.kill().unwrap();
+            panic!("a failed job left the other running");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr).unwrap();
+    assert!(!status.success());
+    assert!(
+        stderr.contains("job failing.orders") && stderr.contains("nope"),
+        "{stderr}"
+    );
+    assert!(!data.join("_queries/failing.payments/pid").exists());
+
     // A query over both sources is refused, at its line, before anything runs.
     let join = write(
         "join.sql",

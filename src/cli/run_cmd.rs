@@ -161,9 +161,12 @@ pub(crate) fn run(data: &DataDir, a: RunArgs) -> anyhow::Result<()> {
     let names: Vec<String> = prepared.iter().map(|j| j.name().to_string()).collect();
     // One process per job: the lock is held for the whole run, and only its holder writes
     // (and later removes) the pid file, so a refused second run leaves the first one's alone.
-    let mut locks = Vec::with_capacity(names.len());
+    // Every lock first: a job already running elsewhere leaves no pid file of ours behind.
+    let locks = names
+        .iter()
+        .map(|job| lock_job(&data.data_dir, job))
+        .collect::<anyhow::Result<Vec<_>>>()?;
     for job in &names {
-        locks.push(lock_job(&data.data_dir, job)?);
         let pid = pid_file(&data.data_dir, job);
         std::fs::write(&pid, std::process::id().to_string())
             .with_context(|| format!("cannot write {}", pid.display()))?;
@@ -220,7 +223,16 @@ pub(crate) fn run(data: &DataDir, a: RunArgs) -> anyhow::Result<()> {
         running.push((name, handle, done, reporter));
     }
     let mut outcome = Ok(());
-    for (name, handle, done, reporter) in running {
+    // Jobs are joined as they end, so a job that fails stops the others at once.
+    while !running.is_empty() {
+        let Some(at) = running
+            .iter()
+            .position(|(_, h, _, _)| h.state() == paystream::job::JobState::Ended)
+        else {
+            std::thread::sleep(Duration::from_millis(20));
+            continue;
+        };
+        let (name, handle, done, reporter) = running.swap_remove(at);
         let out = handle.join();
         done.store(true, Ordering::Relaxed);
         let _ = reporter.join();
@@ -367,12 +379,17 @@ fn running_pid(data: &Path, job: &str) -> Option<i32> {
 }
 
 pub(crate) fn savepoint(data: &DataDir, a: SavepointArgs) -> anyhow::Result<()> {
-    let location = a.checkpoint_dir.clone().unwrap_or_else(|| {
-        state_dir(&data.data_dir, &a.job)
+    let location = match &a.checkpoint_dir {
+        // A job of a file of several sources keeps its checkpoints in `D/<job>`.
+        Some(d) if Path::new(d).join(&a.job).is_dir() => {
+            format!("{}/{}", d.trim_end_matches('/'), a.job)
+        }
+        Some(d) => d.clone(),
+        None => state_dir(&data.data_dir, &a.job)
             .join("checkpoints")
             .display()
-            .to_string()
-    });
+            .to_string(),
+    };
     let store = CheckpointStore::open(&location, 3)?;
     if a.list {
         let names = store.savepoints()?;

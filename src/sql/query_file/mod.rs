@@ -315,8 +315,22 @@ fn ident(line: usize, what: &str, w: &str) -> Result<String> {
     }
 }
 
-/// Parses `( key = 'value', ... )`; returns the options and what follows.
-fn with_options(line: usize, s: &str) -> Result<(BTreeMap<String, String>, &str)> {
+/// The line of each option of a `WITH (…)`, so an error about one names its own line.
+type OptionLines = BTreeMap<String, usize>;
+
+/// Parses `( key = 'value', ... )` in `s`, a part of the statement `base` that starts at
+/// `line`; returns the options, the line of each, and what follows.
+fn with_options<'a>(
+    line: usize,
+    base: &str,
+    s: &'a str,
+) -> Result<(BTreeMap<String, String>, OptionLines, &'a str)> {
+    // The line of a position in `s` (a slice of `base`).
+    let line_at = |at: &str| {
+        let off = (at.as_ptr() as usize).saturating_sub(base.as_ptr() as usize);
+        line + base.get(..off).map_or(0, |b| b.matches('\n').count())
+    };
+    let mut lines = OptionLines::new();
     let (kw, rest) = word(s);
     if !kw.eq_ignore_ascii_case("WITH") {
         return Err(err(line, "expected WITH (option = 'value', ...)"));
@@ -329,10 +343,12 @@ fn with_options(line: usize, s: &str) -> Result<(BTreeMap<String, String>, &str)
     loop {
         rest = rest.trim_start();
         if let Some(r) = rest.strip_prefix(')') {
-            return Ok((opts, r));
+            return Ok((opts, lines, r));
         }
+        let line = line_at(rest);
         let (k, r) = word(rest);
         let key = k.to_ascii_lowercase();
+        lines.insert(key.clone(), line);
         if key.is_empty() {
             return Err(err(
                 line,
@@ -383,17 +399,26 @@ struct Options {
     line: usize,
     what: String,
     map: BTreeMap<String, String>,
+    lines: OptionLines,
 }
 
 impl Options {
+    /// The line of option `k` (the statement's when it is not given).
+    fn line_of(&self, k: &str) -> usize {
+        self.lines.get(k).copied().unwrap_or(self.line)
+    }
     fn take(&mut self, k: &str) -> Option<String> {
         self.map.remove(k)
     }
     fn duration(&mut self, k: &str) -> Result<Option<i64>> {
         self.take(k)
             .map(|v| {
-                parse_duration_millis(&v)
-                    .map_err(|e| err(self.line, format!("option `{k}` of {}: {e}", self.what)))
+                parse_duration_millis(&v).map_err(|e| {
+                    err(
+                        self.line_of(k),
+                        format!("option `{k}` of {}: {e}", self.what),
+                    )
+                })
             })
             .transpose()
     }
@@ -407,15 +432,22 @@ impl Options {
     }
 }
 
-/// A connector's options error, said of `what` (`source `p``) at `line`.
+/// A connector's options error, said of `what` (`source `p``) at `line` (or at the line of
+/// the option it is about, from `lines`).
 fn option_err(
     line: usize,
+    lines: &OptionLines,
     what: &str,
     connector: &str,
     example: &str,
     shared: &[&str],
     e: connector::OptionError,
 ) -> Error {
+    let line = match &e {
+        connector::OptionError::Unknown { option, .. } => lines.get(option.as_str()).copied(),
+        _ => None,
+    }
+    .unwrap_or(line);
     let message = match e {
         connector::OptionError::Unknown { option, expected } => format!(
             "unknown option `{option}` in {what}; the options of connector '{connector}' are: {}",
@@ -434,16 +466,22 @@ fn option_err(
     err(line, message)
 }
 
-fn sink(line: usize, name: String, map: BTreeMap<String, String>) -> Result<SinkDecl> {
+fn sink(
+    line: usize,
+    name: String,
+    map: BTreeMap<String, String>,
+    lines: OptionLines,
+) -> Result<SinkDecl> {
     let mut o = Options {
         line,
         what: format!("sink `{name}`"),
         map,
+        lines,
     };
     let connector = o.required("connector", "log")?;
     if let Some(f) = o.take("format").filter(|f| f != "json") {
         return Err(err(
-            line,
+            o.line_of("format"),
             format!(
                 "sink `{name}`: format '{f}' is not supported; sinks write JSON (format = 'json')"
             ),
@@ -451,7 +489,7 @@ fn sink(line: usize, name: String, map: BTreeMap<String, String>) -> Result<Sink
     }
     let entry = connector::sink(&connector).ok_or_else(|| {
         err(
-            line,
+            o.line_of("connector"),
             format!(
                 "sink `{name}`: unknown connector '{connector}'; use {}",
                 connector::names(connector::SINKS.iter().map(|c| c.name))
@@ -461,6 +499,7 @@ fn sink(line: usize, name: String, map: BTreeMap<String, String>) -> Result<Sink
     let declared = (entry.declare)(&o.map).map_err(|e| {
         option_err(
             line,
+            &o.lines,
             &o.what,
             entry.name,
             entry.example,
@@ -501,7 +540,7 @@ pub fn parse_query_file(text: &str) -> Result<QueryFile> {
                         ),
                     ));
                 }
-                let (opts, rest) = with_options(line, rest)?;
+                let (opts, lines, rest) = with_options(line, s, rest)?;
                 if !rest.trim().is_empty() {
                     return Err(err(
                         line,
@@ -513,13 +552,13 @@ pub fn parse_query_file(text: &str) -> Result<QueryFile> {
                         if file.sources.iter().any(|x| x.name == name) {
                             return Err(err(line, format!("source `{name}` is declared twice")));
                         }
-                        file.sources.push(source(line, name, columns, opts)?);
+                        file.sources.push(source(line, name, columns, opts, lines)?);
                     }
                     "SINK" => {
                         if file.sinks.iter().any(|x| x.name == name) {
                             return Err(err(line, format!("sink `{name}` is declared twice")));
                         }
-                        file.sinks.push(sink(line, name, opts)?);
+                        file.sinks.push(sink(line, name, opts, lines)?);
                     }
                     other => {
                         return Err(err(

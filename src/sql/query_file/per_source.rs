@@ -29,21 +29,37 @@ pub struct SourceShare {
     pub text: String,
 }
 
-/// The names of `sources` that `select` mentions (as words, in any case).
+/// The names of `sources` that `select` reads: a name after FROM, JOIN or TABLE, or as the
+/// first argument of a window table function (`TUMBLE(orders, …)`), in any case. A column, an
+/// alias or a CTE spelled like a source is not a read of it.
 fn sources_read(select: &str, sources: &[String]) -> BTreeSet<String> {
     let Ok(tokens) = Tokenizer::new(&GenericDialect {}, select).tokenize() else {
         return BTreeSet::new();
     };
-    tokens
+    let code: Vec<&Token> = tokens
         .iter()
-        .filter_map(|t| match t {
-            Token::Word(w) => sources
-                .iter()
-                .find(|s| s.eq_ignore_ascii_case(&w.value))
-                .cloned(),
-            _ => None,
-        })
-        .collect()
+        .filter(|t| !matches!(t, Token::Whitespace(_)))
+        .collect();
+    let word = |t: Option<&&Token>, any: &[&str]| matches!(t, Some(Token::Word(w)) if any.iter().any(|k| w.value.eq_ignore_ascii_case(k)));
+    let mut read = BTreeSet::new();
+    for (i, t) in code.iter().enumerate() {
+        let Token::Word(w) = t else {
+            continue;
+        };
+        let Some(source) = sources.iter().find(|s| s.eq_ignore_ascii_case(&w.value)) else {
+            continue;
+        };
+        let before = i.checked_sub(1).and_then(|j| code.get(j));
+        let tvf_argument = matches!(before, Some(Token::LParen))
+            && word(
+                i.checked_sub(2).and_then(|j| code.get(j)),
+                &["TUMBLE", "HOP", "SESSION", "CUMULATE"],
+            );
+        if word(before, &["FROM", "JOIN", "TABLE"]) || tvf_argument {
+            read.insert(source.clone());
+        }
+    }
+    read
 }
 
 /// Cuts `text` into one query file per source; a file with one source is returned whole.
@@ -55,6 +71,22 @@ pub fn split_by_source(text: &str) -> Result<Vec<SourceShare>> {
             source: names.first().cloned().unwrap_or_default(),
             text: text.to_string(),
         }]);
+    }
+    // Two sources of one topic would share its dead-letter and late topics, and its group.
+    for (i, s) in file.sources.iter().enumerate() {
+        if let Some(t) = s.connector.log_topic()
+            && let Some(other) = file.sources[..i]
+                .iter()
+                .find(|o| o.connector.log_topic() == Some(t))
+        {
+            return Err(err(
+                s.line,
+                format!(
+                    "sources `{}` and `{}` both read topic `{t}`; declare it once and write every query over that source",
+                    other.name, s.name
+                ),
+            ));
+        }
     }
     for s in &file.sinks {
         if s.name == DEAD_LETTERS || s.name == LATE_EVENTS {
@@ -102,6 +134,39 @@ pub fn split_by_source(text: &str) -> Result<Vec<SourceShare>> {
         }
         reads.push(source);
     }
+    // Sinks of different names may write one topic: one writer per topic, so one source.
+    let sink_topic = |name: &str| {
+        file.sinks
+            .iter()
+            .find(|s| s.name == name)
+            .and_then(|s| s.connector.log_topic().map(|t| (t.to_string(), s.line)))
+    };
+    for (i, (sink, source)) in sink_source.iter().enumerate() {
+        let Some((topic, line)) = sink_topic(sink) else {
+            continue;
+        };
+        for (other, other_source) in &sink_source[..i] {
+            if other_source != source && sink_topic(other).is_some_and(|(t, _)| t == topic) {
+                return Err(err(
+                    line,
+                    format!(
+                        "sinks `{other}` and `{sink}` both write topic `{topic}`, from queries over the sources `{other_source}` and `{source}`; each source runs as a job of its own, and a topic has one writer: give each its own topic"
+                    ),
+                ));
+            }
+        }
+    }
+    for s in &file.sources {
+        if !reads.contains(&s.name) {
+            return Err(err(
+                s.line,
+                format!(
+                    "no query reads source `{}`; remove it, or add an INSERT INTO … SELECT … FROM {}",
+                    s.name, s.name
+                ),
+            ));
+        }
+    }
     // Each statement, in file order, with the source it belongs to (`None`: every source's).
     let code = strip_comments(text);
     let mut owned: Vec<(usize, usize, Option<String>)> = Vec::new();
@@ -138,22 +203,24 @@ pub fn split_by_source(text: &str) -> Result<Vec<SourceShare>> {
         let end = (offset + stmt.len() + 1).min(code.len());
         owned.push((offset, end, owner));
     }
+    // The original text (comments and all: the stripped copy has the same byte offsets, but
+    // a comment's characters became one space per byte), one blank per blanked character.
     Ok(names
         .iter()
         .map(|source| {
-            let mut out: Vec<char> = Vec::with_capacity(code.len());
+            let mut out: Vec<char> = Vec::with_capacity(text.len());
             let mut at = 0;
             for (start, end, owner) in &owned {
-                out.extend(code[at..*start].chars());
+                out.extend(text[at..*start].chars());
                 let keep = owner.as_ref().is_none_or(|o| o == source);
                 out.extend(
-                    code[*start..*end]
+                    text[*start..*end]
                         .chars()
                         .map(|c| if keep || c == '\n' { c } else { ' ' }),
                 );
                 at = *end;
             }
-            out.extend(code[at..].chars());
+            out.extend(text[at..].chars());
             SourceShare {
                 source: source.clone(),
                 text: out.into_iter().collect(),
@@ -216,6 +283,36 @@ INSERT INTO big SELECT event_id FROM payments WHERE amount_minor > 100;
             format!("{FILE}CREATE SINK dead_letters WITH (connector = 'log', topic = 'd');\n");
         let e = split_by_source(&dlq).unwrap_err().to_string();
         assert!(e.contains("line 10") && e.contains("own topics"), "{e}");
+    }
+
+    #[test]
+    fn reads_are_told_from_names_in_other_roles_and_topics_are_not_shared() {
+        // A column and an alias spelled like the other source are not reads of it.
+        let alias = FILE.replace(
+            "SELECT event_id FROM payments",
+            "SELECT event_id AS orders, count(*) FILTER (WHERE amount_minor > 1) AS orders2 FROM payments",
+        );
+        assert_eq!(split_by_source(&alias).unwrap().len(), 2);
+        let same_topic = FILE.replace("topic = 'per_minute'", "topic = 'big'");
+        let e = split_by_source(&same_topic).unwrap_err().to_string();
+        assert!(
+            e.contains("line 4") && e.contains("both write topic `big`"),
+            "{e}"
+        );
+        let unread = FILE.replace("INSERT INTO per_minute", "-- INSERT INTO per_minute");
+        let e = split_by_source(&unread).unwrap_err().to_string();
+        assert!(
+            e.contains("line 2") && e.contains("no query reads source `orders`"),
+            "{e}"
+        );
+        let one_topic = FILE.replace("topic = 'orders'", "topic = 'payments'");
+        let e = split_by_source(&one_topic).unwrap_err().to_string();
+        assert!(e.contains("both read topic `payments`"), "{e}");
+        // Comments stay, and a character of several bytes in one moves no column.
+        let commented = FILE.replace("-- orders first", "/* commandes café */ -- orders first");
+        let shares = split_by_source(&commented).unwrap();
+        assert!(shares[1].text.contains("/* commandes café */"));
+        assert_eq!(shares[1].text.chars().count(), commented.chars().count());
     }
 
     #[test]

@@ -90,17 +90,19 @@ pub(super) fn source(
     name: String,
     columns: Option<crate::sql::source_columns::Columns>,
     map: BTreeMap<String, String>,
+    lines: super::OptionLines,
 ) -> Result<SourceDecl> {
     let mut o = Options {
         line,
         what: format!("source `{name}`"),
         map,
+        lines,
     };
     let connector = o.required("connector", "log")?;
     // The connector is looked up before the shared options are read.
     let entry = connector::source(&connector).ok_or_else(|| {
         err(
-            line,
+            o.line_of("connector"),
             format!(
                 "source `{name}`: unknown connector '{connector}'; use {}",
                 connector::names(connector::SOURCES.iter().map(|c| c.name))
@@ -115,7 +117,7 @@ pub(super) fn source(
         None => {
             if let Some(t) = time_option.filter(|t| t != "event_time") {
                 return Err(err(
-                    line,
+                    o.line_of("event_time"),
                     format!(
                         "source `{name}`: event_time = '{t}' is not a timestamp column of the payment event; use 'event_time', or declare the source's columns: CREATE SOURCE {name} (…, {t} TIMESTAMP NOT NULL, WATERMARK FOR {t} AS {t} - INTERVAL '5' SECOND) WITH (…)"
                     ),
@@ -123,7 +125,7 @@ pub(super) fn source(
             }
             if let Some(k) = dedup_key.filter(|k| k != "event_id") {
                 return Err(err(
-                    line,
+                    o.line_of("dedup_key"),
                     format!(
                         "source `{name}`: payment events are deduplicated by event_id, not `{k}`; to deduplicate by another column, declare the source's columns"
                     ),
@@ -146,6 +148,7 @@ pub(super) fn source(
     let declared = (entry.declare)(&o.map).map_err(|e| {
         option_err(
             line,
+            &o.lines,
             &o.what,
             entry.name,
             entry.example,
@@ -263,10 +266,10 @@ fn declaration(line: usize, base: &str, rest: &str) -> Result<SourceDecl> {
     let (name, rest) = word(rest);
     let name = ident(line, "a source name", name)?;
     let (columns, rest) = column_list(line, base, rest)?;
-    let (mut opts, rest) = if rest.trim().is_empty() {
-        (BTreeMap::new(), rest)
+    let (mut opts, lines, rest) = if rest.trim().is_empty() {
+        (BTreeMap::new(), super::OptionLines::new(), rest)
     } else {
-        with_options(line, rest)?
+        with_options(line, base, rest)?
     };
     // The file is the one given elsewhere (the command line): WITH may hold only the source's
     // own options (`dedup_key`, `watermark_delay`, …).
@@ -280,7 +283,7 @@ fn declaration(line: usize, base: &str, rest: &str) -> Result<SourceDecl> {
             format!("unexpected `{}` after WITH (…)", rest.trim()),
         ));
     }
-    source(line, name, columns, opts)
+    source(line, name, columns, opts, lines)
 }
 
 /// Parses the text of a `replay --query` file: a bare SELECT (over the payment stream), or

@@ -208,3 +208,19 @@ fn unknown_options_and_statements_are_named() {
         .to_string();
     assert!(e.contains("needs option `topic`"), "{e}");
 }
+
+#[test]
+fn an_option_error_names_the_option_s_own_line() {
+    let text = "CREATE SOURCE payments WITH (\n  connector = 'log',\n  topic = 'payments',\n  watermark_delay = 'soon',\n  colour = 'red');\nINSERT INTO x SELECT * FROM payments;";
+    let e = parse_query_file(text).unwrap_err().to_string();
+    assert!(e.contains("line 4") && e.contains("watermark_delay"), "{e}");
+    let text = text.replace("'soon'", "'5s'");
+    let e = parse_query_file(&text).unwrap_err().to_string();
+    assert!(
+        e.contains("line 5") && e.contains("unknown option `colour`"),
+        "{e}"
+    );
+    let sink = "CREATE SOURCE payments WITH (connector = 'log', topic = 'payments');\nCREATE SINK x WITH (connector = 'log',\n  topic = 'x',\n  format = 'csv');\nINSERT INTO x SELECT * FROM payments;";
+    let e = parse_query_file(sink).unwrap_err().to_string();
+    assert!(e.contains("line 4") && e.contains("format 'csv'"), "{e}");
+}
