@@ -625,8 +625,10 @@ pub fn parse_query_file(text: &str) -> Result<QueryFile> {
                     ));
                 }
                 // Keep the SELECT at its place in the file: blank out everything before it.
-                let at =
-                    offset + (stmt.len() - rest.len()) + (rest.len() - rest.trim_start().len());
+                // (`rest` is a slice of `code`: its place is its offset. Counting from the
+                // statement's length was off by the statement's trailing blanks: a last
+                // INSERT without `;` but with a newline lost its SELECT's first letter.)
+                let at = rest.trim_start().as_ptr() as usize - code.as_ptr() as usize;
                 let end = offset + stmt.trim_end().len();
                 let prefix: String = text[..at]
                     .chars()

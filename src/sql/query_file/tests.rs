@@ -224,3 +224,19 @@ fn an_option_error_names_the_option_s_own_line() {
     let e = parse_query_file(sink).unwrap_err().to_string();
     assert!(e.contains("line 4") && e.contains("format 'csv'"), "{e}");
 }
+
+#[test]
+fn a_last_insert_without_semicolon_keeps_its_select_whole() {
+    for end in ["", "\n", "\n\n  \n"] {
+        let text = format!(
+            "CREATE SOURCE payments WITH (connector = 'log', topic = 'payments');\nINSERT INTO x\nSELECT event_id FROM payments{end}"
+        );
+        let f = parse_query_file(&text).unwrap();
+        assert_eq!(
+            f.inserts[0].select.trim(),
+            "SELECT event_id FROM payments",
+            "{end:?}"
+        );
+        assert_eq!(f.inserts[0].select.lines().count(), 3);
+    }
+}
