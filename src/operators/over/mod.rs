@@ -490,12 +490,27 @@ impl OverWindow {
         let mut values: Vec<Vec<Val>> = vec![Vec::new(); self.layout.functions.len()];
         let mut emitted: Vec<(RowRef, i64)> = Vec::new();
         if !self.pending.is_empty() {
-            // Mostly sorted already (arrival order is nearly event-time order): the stable sort
-            // merges runs.
-            self.pending.sort_by_key(|p| p.ts);
-            let split = self.pending.partition_point(|p| p.ts < watermark);
-            if split > 0 {
-                let mut ready: Vec<Pending> = self.pending.drain(..split).collect();
+            // The rows the watermark releases, taken out in arrival order (the rest keep
+            // theirs), then ordered by event time with ties in arrival order: an unstable sort
+            // of (time, arrival index) pairs, where a stable sort of every pending row each
+            // time cost 9 % of a 1-hour OVER query's instructions.
+            let mut arrived: Vec<Pending> = Vec::new();
+            self.pending.retain(|p| {
+                let due = p.ts < watermark;
+                if due {
+                    arrived.push(*p);
+                }
+                !due
+            });
+            if !arrived.is_empty() {
+                let mut order: Vec<(i64, u32)> = arrived
+                    .iter()
+                    .enumerate()
+                    .map(|(i, p)| (p.ts, i as u32))
+                    .collect();
+                order.sort_unstable();
+                let mut ready: Vec<Pending> =
+                    order.iter().map(|(_, i)| arrived[*i as usize]).collect();
                 let chunks = &self.chunks;
                 let options = &self.tie_options;
                 // In event-time order, one time at a time: every row of a time is appended to
