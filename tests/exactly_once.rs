@@ -9,12 +9,20 @@ use rand::{Rng, SeedableRng};
 
 use crate::util::{consume_all, ok, paystream, repo};
 
-const SINKS: [&str; 4] = [
+const SINKS: [&str; 5] = [
     "risk_alerts",
     "settlement_per_minute",
     "payments.dlq",
     "card_alerts",
+    "rules",
 ];
+
+/// A UNION ALL of a session branch (per-slot session state), a tumble and a plain filter.
+const RULES: &str = "SELECT 'session' AS rule, card_id AS k, count(*) AS n \
+    FROM SESSION(payments, event_time, INTERVAL '20' SECOND) GROUP BY card_id, window_start, window_end \
+    UNION ALL SELECT 'merchant_minute', merchant_id, count(*) FROM TUMBLE(payments, event_time, INTERVAL '1' MINUTE) \
+    GROUP BY merchant_id, window_start HAVING count(*) > 3 \
+    UNION ALL SELECT 'big', event_id, amount_minor FROM payments WHERE amount_minor > 200000";
 
 #[test]
 fn twenty_kill_9s_change_nothing_in_the_committed_sinks() {
@@ -55,7 +63,8 @@ fn twenty_kill_9s_change_nothing_in_the_committed_sinks() {
             &q,
             format!(
                 "{pipeline}\nCREATE SINK settlement_file WITH (connector = 'file', path = '{}');\nINSERT INTO settlement_file {settlement};\n\
-                 CREATE SINK card_alerts WITH (connector = 'log', topic = 'card_alerts', format = 'json');\nINSERT INTO card_alerts {alerts}\n",
+                 CREATE SINK card_alerts WITH (connector = 'log', topic = 'card_alerts', format = 'json');\nINSERT INTO card_alerts {alerts}\n\
+                 CREATE SINK rules WITH (connector = 'log', topic = 'rules');\nINSERT INTO rules {RULES};\n",
                 data.join("files").join("settlement").display()
             ),
         )
