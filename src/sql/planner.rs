@@ -430,8 +430,22 @@ async fn plan_union(
     limits: &WindowLimits,
 ) -> Result<StreamPlan> {
     let mut plans = Vec::with_capacity(branches.texts.len());
-    for text in &branches.texts {
-        plans.push(Box::pin(plan_query_async(text, events, stream, limits)).await?);
+    for (i, text) in branches.texts.iter().enumerate() {
+        let plan = match Box::pin(plan_query_async(text, events, stream, limits)).await {
+            // A later branch's names are not the result's, so `SELECT 'x', 0, 0` may repeat
+            // one: DataFusion wants them unique, so its unnamed items are named and it is
+            // planned again (positions are kept by the first attempt's errors).
+            Err(e) if i > 0 && e.to_string().contains("unique expression names") => {
+                match super::union::named_items(text) {
+                    Some(named) => {
+                        Box::pin(plan_query_async(&named, events, stream, limits)).await?
+                    }
+                    None => return Err(e),
+                }
+            }
+            r => r?,
+        };
+        plans.push(plan);
     }
     let first = Arc::clone(&plans[0].output_schema);
     let width = first.fields().len();

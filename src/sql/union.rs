@@ -189,6 +189,31 @@ fn closes(tokens: &[TokenWithSpan], open: usize) -> Option<usize> {
     None
 }
 
+/// `branch` (a query's text) with every unnamed item of its SELECT list named `_column_<n>`:
+/// a later branch's names are not the union's, and DataFusion refuses repeated ones. `None` when
+/// the text does not parse as one SELECT (its errors then stand as they were).
+pub(super) fn named_items(branch: &str) -> Option<String> {
+    use datafusion::sql::sqlparser::ast::{Ident, SelectItem, Statement};
+    use datafusion::sql::sqlparser::dialect::GenericDialect;
+    use datafusion::sql::sqlparser::parser::Parser;
+    let mut stmts = Parser::parse_sql(&GenericDialect {}, branch).ok()?;
+    let Some(Statement::Query(q)) = stmts.first_mut() else {
+        return None;
+    };
+    let SetExpr::Select(select) = q.body.as_mut() else {
+        return None;
+    };
+    for (j, item) in select.projection.iter_mut().enumerate() {
+        if let SelectItem::UnnamedExpr(expr) = item {
+            *item = SelectItem::ExprWithAlias {
+                expr: expr.clone(),
+                alias: Ident::new(format!("_column_{}", j + 1)),
+            };
+        }
+    }
+    Some(stmts[0].to_string())
+}
+
 /// Byte offset of each line's start.
 fn line_starts(sql: &str) -> Vec<usize> {
     std::iter::once(0)
