@@ -20,7 +20,8 @@ pub(super) enum Cell<'a> {
 }
 
 /// A value of column `c` as it fits the column's type, or why it does not.
-pub(super) fn check_value<'a>(c: &Column, v: Option<&RawValue<'a>>) -> Result<Cell<'a>, Invalid> {
+#[inline]
+pub(super) fn check_value<'a>(c: &Column, v: Option<RawValue<'a>>) -> Result<Cell<'a>, Invalid> {
     let name = &c.name;
     let ty = c.kind.sql();
     let wrong = |v: &RawValue<'_>, hint: &str| {
@@ -46,10 +47,34 @@ pub(super) fn check_value<'a>(c: &Column, v: Option<&RawValue<'a>>) -> Result<Ce
         }
         Some(v) => v,
     };
+    let too_long = |n: usize| {
+        (
+            RejectReason::OutOfRange,
+            format!("column `{name}` is VARCHAR({n}), but holds a longer text"),
+        )
+    };
+    // Text moves into its cell (cloning each value's `Cow` was 3 % of a declared replay).
+    if c.kind == ColumnKind::Utf8 {
+        let s: Cow<'a, str> = match v {
+            RawValue::Str(s) => s,
+            RawValue::Text(t) => Cow::Borrowed(t),
+            v => return Err(wrong(&v, "; text is written in quotes")),
+        };
+        if contains_card_number(s.as_bytes()) {
+            return Err(card(name));
+        }
+        if let Some(n) = c.max_chars
+            && s.len() > n
+            && s.chars().count() > n
+        {
+            return Err(too_long(n));
+        }
+        return Ok(Cell::Str(s));
+    }
+    let v = &v;
     // A card number is a card number whatever column it was sent in (a quoted one in a number
     // column is said to be a card, not a wrong type; CSV cells go through the number checks).
-    if c.kind != ColumnKind::Utf8
-        && let RawValue::Str(s) = v
+    if let RawValue::Str(s) = v
         && contains_card_number(s.as_bytes())
     {
         return Err(card(name));
@@ -60,30 +85,9 @@ pub(super) fn check_value<'a>(c: &Column, v: Option<&RawValue<'a>>) -> Result<Ce
             format!("column `{name}` is {ty}, but {what} is out of its range"),
         )
     };
-    let too_long = |n: usize| {
-        (
-            RejectReason::OutOfRange,
-            format!("column `{name}` is VARCHAR({n}), but holds a longer text"),
-        )
-    };
     match c.kind {
-        ColumnKind::Utf8 => {
-            let s: Cow<'a, str> = match v {
-                RawValue::Str(s) => s.clone(),
-                RawValue::Text(t) => Cow::Borrowed(t),
-                v => return Err(wrong(v, "; text is written in quotes")),
-            };
-            if contains_card_number(s.as_bytes()) {
-                return Err(card(name));
-            }
-            if let Some(n) = c.max_chars
-                && s.len() > n
-                && s.chars().count() > n
-            {
-                return Err(too_long(n));
-            }
-            Ok(Cell::Str(s))
-        }
+        // Taken above.
+        ColumnKind::Utf8 => Err(wrong(v, "")),
         ColumnKind::Int64 | ColumnKind::Int32 => {
             let n = match v {
                 RawValue::Int(n) => *n,

@@ -447,7 +447,7 @@ impl DeclaredDecoder {
         }
         for (c, v) in self.columns.iter().zip(row.values.iter_mut()) {
             let v = v.take();
-            cells.push(check_value(c, v.as_ref())?);
+            cells.push(check_value(c, v)?);
         }
         row.dirty = false;
         Ok(())
