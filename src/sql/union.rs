@@ -35,7 +35,7 @@ fn is_blank(t: &TokenWithSpan) -> bool {
 }
 
 /// The branches of `query` (whose tokens are `tokens`) when its body is a `UNION ALL`; `None`
-/// for any other query. `UNION` without `ALL`, `INTERSECT` and `EXCEPT` are refused here.
+/// for any other query. `UNION` without `ALL`, `INTERSECT`, `EXCEPT` and `MINUS` are refused here.
 pub(super) fn split(
     sql: &str,
     tokens: &[TokenWithSpan],
@@ -78,10 +78,13 @@ pub(super) fn split(
             after_close = true;
         }
         if depth == 0 && body_start.is_some() {
-            if is_keyword(t, Keyword::INTERSECT) || is_keyword(t, Keyword::EXCEPT) {
+            if is_keyword(t, Keyword::INTERSECT)
+                || is_keyword(t, Keyword::EXCEPT)
+                || is_keyword(t, Keyword::MINUS)
+            {
                 return Err(plan_error(
                     t.span,
-                    "INTERSECT and EXCEPT are not supported in stream queries (they would keep every row of a stream to compare); UNION ALL is",
+                    "INTERSECT, EXCEPT and MINUS are not supported in stream queries (they would keep every row of a stream to compare); UNION ALL is",
                 ));
             }
             if is_keyword(t, Keyword::UNION) {
@@ -366,6 +369,10 @@ mod tests {
             (
                 "SELECT a FROM payments EXCEPT SELECT a FROM payments",
                 "EXCEPT",
+            ),
+            (
+                "SELECT a FROM payments MINUS SELECT a FROM payments",
+                "MINUS",
             ),
             (
                 "SELECT a FROM payments UNION ALL SELECT a FROM payments INTERSECT SELECT a FROM payments",
