@@ -351,9 +351,10 @@ mod tests {
             .map(|(i, (card, s, merchant, amount))| {
                 format!(
                     "{{\"event_id\":\"e{i}_{s}\",\"event_type\":\"authorization\",\
-                     \"event_time\":\"2026-11-01T00:00:{s:02}Z\",\"payment_id\":\"p{i}_{s}\",\
+                     \"event_time\":\"{}\",\"payment_id\":\"p{i}_{s}\",\
                      \"merchant_id\":\"{merchant}\",\"card_id\":\"{card}\",\"amount_minor\":{amount},\
-                     \"currency\":\"EUR\"}}\n"
+                     \"currency\":\"EUR\"}}\n",
+                    crate::time::rfc3339(BASE + s * 1000)
                 )
             })
             .collect();
@@ -379,6 +380,37 @@ mod tests {
         }
         lines.sort();
         lines
+    }
+
+    /// 2026-11-01T00:00:00Z.
+    const BASE: i64 = 1_793_491_200_000;
+
+    #[test]
+    fn state_is_proportional_to_open_sessions() {
+        // 3,000 cards, one event each, a second apart, with a 10 s gap: about ten sessions are
+        // open at a time. Slots are reused and the keys of fired sessions are compacted away.
+        let mut op = operator();
+        let mut out = OperatorOutput::default();
+        let cards: Vec<String> = (0..3_000).map(|i| format!("c{i}")).collect();
+        for chunk in (0..3_000i64).collect::<Vec<_>>().chunks(100) {
+            let events: Vec<(&str, i64, &str, i64)> = chunk
+                .iter()
+                .map(|i| (cards[*i as usize].as_str(), *i, "m", 1))
+                .collect();
+            op.process(&batch(&events), &mut out).unwrap();
+            op.advance_watermark(BASE + chunk[chunk.len() - 1] * 1000, &mut out)
+                .unwrap();
+            assert!(op.slots.len <= 256, "slots: {}", op.slots.len);
+            assert!(op.keys.len() <= 1_024, "keys: {}", op.keys.len());
+        }
+        op.finish(&mut out).unwrap();
+        assert_eq!(
+            out.results
+                .iter()
+                .map(|r| r.batch.num_rows())
+                .sum::<usize>(),
+            3_000
+        );
     }
 
     const MERGED: [&str; 2] = [

@@ -212,7 +212,7 @@ impl SlotAggregate for RowSlots {
 pub(super) struct Slots {
     aggregates: Vec<Box<dyn SlotAggregate>>,
     /// Slots handed out so far (every aggregate addresses `0..len`).
-    len: u32,
+    pub(super) len: u32,
     pub(super) free: Vec<u32>,
     /// Per slot: the slot it was merged into during this batch, or [`NONE`].
     redirect: Vec<u32>,
