@@ -129,14 +129,64 @@ pub fn parse_rfc3339_millis(s: &str) -> Option<i64> {
     Some(secs * 1000 + millis as i64)
 }
 
+std::thread_local! {
+    /// The last day [`format_rfc3339_millis`] wrote, and its `YYYY-MM-DD` bytes: a sink writes
+    /// row after row of the same day, and the calendar arithmetic is most of the formatting.
+    static LAST_DAY: std::cell::Cell<(i64, [u8; 10])> = const { std::cell::Cell::new((i64::MIN, [0; 10])) };
+}
+
 /// Formats epoch milliseconds as RFC 3339 UTC with milliseconds: `2026-11-01T00:01:00.000Z`.
 pub fn format_rfc3339_millis(ms: i64, out: &mut Vec<u8>) {
     let secs = ms.div_euclid(1000);
     let millis = ms.rem_euclid(1000) as u32;
     let days = secs.div_euclid(86_400);
     let sod = secs.rem_euclid(86_400) as u32;
-    let (y, m, d) = civil_from_days(days);
     let (hh, mm, ss) = (sod / 3600, sod / 60 % 60, sod % 60);
+    // Years 0000 to 9999: the date from the last day written, or computed and kept.
+    if (-719_528..=2_932_896).contains(&days) {
+        let date = LAST_DAY.with(|last| {
+            let (day, date) = last.get();
+            if day == days {
+                return date;
+            }
+            let (y, m, d) = civil_from_days(days);
+            let y = y as u32;
+            let date = [
+                b'0' + (y / 1000) as u8,
+                b'0' + (y / 100 % 10) as u8,
+                b'0' + (y / 10 % 10) as u8,
+                b'0' + (y % 10) as u8,
+                b'-',
+                b'0' + (m / 10) as u8,
+                b'0' + (m % 10) as u8,
+                b'-',
+                b'0' + (d / 10) as u8,
+                b'0' + (d % 10) as u8,
+            ];
+            last.set((days, date));
+            date
+        });
+        let time = [
+            b'T',
+            b'0' + (hh / 10) as u8,
+            b'0' + (hh % 10) as u8,
+            b':',
+            b'0' + (mm / 10) as u8,
+            b'0' + (mm % 10) as u8,
+            b':',
+            b'0' + (ss / 10) as u8,
+            b'0' + (ss % 10) as u8,
+            b'.',
+            b'0' + (millis / 100) as u8,
+            b'0' + (millis / 10 % 10) as u8,
+            b'0' + (millis % 10) as u8,
+            b'Z',
+        ];
+        out.extend_from_slice(&date);
+        out.extend_from_slice(&time);
+        return;
+    }
+    let (y, m, d) = civil_from_days(days);
     if (0..=9999).contains(&y) {
         let y = y as u32;
         let buf = [
@@ -285,6 +335,37 @@ mod tests {
                 "{}",
                 rfc3339(ms)
             );
+        }
+    }
+
+    #[test]
+    fn formatting_reuses_the_day_and_matches_the_calendar() {
+        // Days in any order (the cached day changes back and forth), years 0000 to 9999.
+        let mut ms: Vec<i64> = vec![
+            -62_167_219_200_000,
+            253_402_300_799_999,
+            0,
+            -1,
+            1_793_491_200_000,
+            1_793_491_199_999,
+        ];
+        let mut x: i64 = 12345;
+        for _ in 0..2_000 {
+            x = x.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
+            ms.push(x.rem_euclid(253_402_300_800_000 + 62_167_219_200_000) - 62_167_219_200_000);
+        }
+        for m in ms {
+            let (secs, millis) = (m.div_euclid(1000), m.rem_euclid(1000));
+            let (days, sod) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
+            let (y, mo, d) = civil_from_days(days);
+            let want = format!(
+                "{y:04}-{mo:02}-{d:02}T{:02}:{:02}:{:02}.{millis:03}Z",
+                sod / 3600,
+                sod / 60 % 60,
+                sod % 60
+            );
+            assert_eq!(rfc3339(m), want, "{m}");
+            assert_eq!(rfc3339(m), want, "{m}, the day cached");
         }
     }
 
