@@ -186,41 +186,11 @@ pub fn format_rfc3339_millis(ms: i64, out: &mut Vec<u8>) {
         out.extend_from_slice(&time);
         return;
     }
+    // Years beyond 0000–9999: signed, as RFC 3339 cannot spell them otherwise.
     let (y, m, d) = civil_from_days(days);
-    if (0..=9999).contains(&y) {
-        let y = y as u32;
-        let buf = [
-            b'0' + (y / 1000) as u8,
-            b'0' + (y / 100 % 10) as u8,
-            b'0' + (y / 10 % 10) as u8,
-            b'0' + (y % 10) as u8,
-            b'-',
-            b'0' + (m / 10) as u8,
-            b'0' + (m % 10) as u8,
-            b'-',
-            b'0' + (d / 10) as u8,
-            b'0' + (d % 10) as u8,
-            b'T',
-            b'0' + (hh / 10) as u8,
-            b'0' + (hh % 10) as u8,
-            b':',
-            b'0' + (mm / 10) as u8,
-            b'0' + (mm % 10) as u8,
-            b':',
-            b'0' + (ss / 10) as u8,
-            b'0' + (ss % 10) as u8,
-            b'.',
-            b'0' + (millis / 100) as u8,
-            b'0' + (millis / 10 % 10) as u8,
-            b'0' + (millis % 10) as u8,
-            b'Z',
-        ];
-        out.extend_from_slice(&buf);
-    } else {
-        out.extend_from_slice(
-            format!("{y:+}-{m:02}-{d:02}T{hh:02}:{mm:02}:{ss:02}.{millis:03}Z").as_bytes(),
-        );
-    }
+    out.extend_from_slice(
+        format!("{y:+}-{m:02}-{d:02}T{hh:02}:{mm:02}:{ss:02}.{millis:03}Z").as_bytes(),
+    );
 }
 
 /// [`format_rfc3339_millis`] into a new `String`.

@@ -33,7 +33,7 @@ use datafusion::logical_expr::{
 
 /// The inputs [`ExactSum`] sums itself (after DataFusion's coercion of the argument).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Input {
+pub(super) enum Input {
     /// Signed integers (coerced to `BIGINT`).
     Int64,
     /// Unsigned integers (coerced to `BIGINT UNSIGNED`).
@@ -43,7 +43,7 @@ enum Input {
 }
 
 impl Input {
-    fn of(t: &DataType) -> Option<Input> {
+    pub(super) fn of(t: &DataType) -> Option<Input> {
         match t {
             DataType::Int64 => Some(Input::Int64),
             DataType::UInt64 => Some(Input::UInt64),
@@ -161,7 +161,7 @@ pub(super) fn add(a: i128, b: i128) -> Result<i128> {
 }
 
 /// Each non-null value of an input (or state) column, as `i128`, by row.
-fn for_each_value(
+pub(super) fn for_each_value(
     input: Input,
     values: &ArrayRef,
     mut f: impl FnMut(usize, i128) -> Result<()>,

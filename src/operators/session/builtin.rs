@@ -8,12 +8,13 @@ use datafusion::arrow::array::{
     Array, ArrayRef, AsArray, BooleanArray, Decimal128Array, Int64Array, ListArray,
 };
 use datafusion::arrow::buffer::OffsetBuffer;
-use datafusion::arrow::datatypes::{DataType, Decimal128Type, Field, Int64Type, UInt64Type};
+use datafusion::arrow::datatypes::{DataType, Decimal128Type, Field, Int64Type};
 use datafusion::physical_expr::aggregate::AggregateFunctionExpr;
 
 use super::slots::{NONE, SlotAggregate, kept};
 use crate::error::{Error, Result};
 use crate::operators::distinct_count::{Encoding, distinct_count_type, in_state_type};
+use crate::operators::sum::{Input, add, for_each_value};
 
 /// The built-in slot aggregate for `agg`, if it has one.
 pub(super) fn for_aggregate(agg: &AggregateFunctionExpr) -> Result<Option<Box<dyn SlotAggregate>>> {
@@ -121,7 +122,7 @@ struct SumSlots {
 impl SumSlots {
     fn add(&mut self, slot: u32, v: i128) -> Result<()> {
         let s = slot as usize;
-        self.sums[s] = crate::operators::sum::add(self.sums[s], v)?;
+        self.sums[s] = add(self.sums[s], v)?;
         self.seen[s] = true;
         Ok(())
     }
@@ -144,26 +145,22 @@ impl SlotAggregate for SumSlots {
         slots: &[u32],
         filter: Option<&BooleanArray>,
     ) -> Result<()> {
-        macro_rules! each {
-            ($t:ty) => {{
-                let a = args[0].as_primitive::<$t>();
-                for (i, s) in slots.iter().enumerate() {
-                    if *s != NONE && kept(filter, i) && a.is_valid(i) {
-                        self.add(*s, a.value(i) as i128)?;
-                    }
-                }
-            }};
-        }
-        match args[0].data_type() {
-            DataType::Int64 => each!(Int64Type),
-            DataType::UInt64 => each!(UInt64Type),
-            DataType::Decimal128(_, _) => each!(Decimal128Type),
-            other => {
-                return Err(Error::Internal(format!(
-                    "the session window's sum was given {other} values"
-                )));
+        // The values as the exact sum reads them (`operators::sum`).
+        let input = Input::of(args[0].data_type()).ok_or_else(|| {
+            Error::Internal(format!(
+                "the session window's sum was given {} values",
+                args[0].data_type()
+            ))
+        })?;
+        let (sums, seen) = (&mut self.sums, &mut self.seen);
+        for_each_value(input, &args[0], |i, v| {
+            let s = slots[i];
+            if s != NONE && kept(filter, i) {
+                sums[s as usize] = add(sums[s as usize], v)?;
+                seen[s as usize] = true;
             }
-        }
+            Ok(())
+        })?;
         Ok(())
     }
 
