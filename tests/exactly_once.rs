@@ -587,3 +587,108 @@ fn a_checkpoint_right_after_a_restore_keeps_every_position() {
     assert_eq!(taken.len(), 1);
     assert_eq!(taken[0].positions, end.positions);
 }
+
+/// Issue 15, part 2: a union of two streams killed at random moments leaves in its sinks what
+/// one uninterrupted run leaves: both sources' offsets, the dedup of each, the session state of
+/// one branch and the tumble state of the other are one checkpoint.
+#[test]
+fn a_union_of_two_streams_survives_kill_9s() {
+    let dir = tempfile::tempdir().unwrap();
+    let gen_file = |name: &str, args: &[&str]| {
+        let path = dir.path().join(name);
+        ok(Command::new(env!("CARGO_BIN_EXE_paystream"))
+            .arg("gen")
+            .args(args)
+            .arg("-o")
+            .arg(&path));
+        path
+    };
+    // Two streams over the same hours of event time: cards at ten times the wallets' rate.
+    let cards = gen_file(
+        "cards.jsonl",
+        &["--events", "200000", "--seed", "7", "--malformed", "0.001"],
+    );
+    let wallets = gen_file(
+        "wallets.jsonl",
+        &[
+            "--events",
+            "20000",
+            "--seed",
+            "8",
+            "--rate",
+            "100",
+            "--malformed",
+            "0.001",
+        ],
+    );
+    const QUERY: &str = "CREATE SOURCE cards WITH (connector = 'log', topic = 'cards');
+CREATE SOURCE wallets WITH (connector = 'log', topic = 'wallets');
+CREATE SINK rules WITH (connector = 'log', topic = 'rules');
+CREATE SINK big WITH (connector = 'log', topic = 'big');
+INSERT INTO rules
+SELECT 'session' AS rule, card_id AS k, count(*) AS n FROM SESSION(cards, event_time, INTERVAL '20' SECOND)
+GROUP BY card_id, window_start, window_end
+UNION ALL SELECT 'merchant_minute', merchant_id, count(*) FROM TUMBLE(wallets, event_time, INTERVAL '1' MINUTE)
+GROUP BY merchant_id, window_start;
+INSERT INTO big SELECT event_id, amount_minor FROM cards WHERE amount_minor > 200000
+UNION ALL SELECT event_id, amount_minor FROM wallets WHERE amount_minor > 200000;
+";
+    let (reference, crashed) = (dir.path().join("reference"), dir.path().join("crashed"));
+    for data in [&reference, &crashed] {
+        std::fs::create_dir_all(data).unwrap();
+        std::fs::write(data.join("two.sql"), QUERY).unwrap();
+        ok(paystream(data).args(["topic", "create", "cards", "--partitions", "3"]));
+        ok(paystream(data).args(["produce", "cards"]).arg(&cards));
+        ok(paystream(data).args(["produce", "wallets"]).arg(&wallets));
+    }
+    ok(paystream(&reference)
+        .arg("run")
+        .arg(reference.join("two.sql"))
+        .arg("--until-end"));
+    let seed: u64 = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as u64;
+    eprintln!("kill schedule seed {seed}");
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    for _ in 0..8 {
+        let mut child = paystream(&crashed)
+            .arg("run")
+            .arg(crashed.join("two.sql"))
+            .args(["--checkpoint-interval", "100ms"])
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(rng.random_range(150..900)));
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "the query exited on its own"
+        );
+        child.kill().unwrap();
+        child.wait().unwrap();
+    }
+    let out = paystream(&crashed)
+        .arg("run")
+        .arg(crashed.join("two.sql"))
+        .arg("--until-end")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(err.contains("resumed=true"), "{err}");
+    for sink in ["rules", "big", "cards-wallets.dlq"] {
+        let (want, got) = (consume_all(&reference, sink), consume_all(&crashed, sink));
+        assert!(!want.is_empty(), "{sink} is empty");
+        assert!(
+            got == want,
+            "{sink} (seed {seed}): {} rows vs {} uninterrupted",
+            got.len(),
+            want.len()
+        );
+    }
+    // Both branches of the windowed union produced rows.
+    let rules = consume_all(&reference, "rules");
+    for rule in ["\"session\"", "\"merchant_minute\""] {
+        assert!(rules.iter().any(|l| l.contains(rule)), "no {rule} rows");
+    }
+}

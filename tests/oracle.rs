@@ -161,6 +161,12 @@ pub(crate) fn batch_sql(sql: &str) -> String {
 }
 
 fn oracle(sql: &str, events: &[RecordBatch]) -> Vec<String> {
+    batch_rows(&batch_sql(sql), &[("payments", events)])
+}
+
+/// The rows DataFusion gives for the batch query `bsql` over payment events in the tables
+/// `tables` (name, events), as sorted JSON lines.
+fn batch_rows(bsql: &str, tables: &[(&str, &[RecordBatch])]) -> Vec<String> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .build()
         .unwrap();
@@ -180,22 +186,23 @@ fn oracle(sql: &str, events: &[RecordBatch]) -> Vec<String> {
                 .map(|f| f.as_ref().clone().with_data_type(plain(f.data_type())))
                 .collect::<Vec<_>>(),
         ));
-        let events: Vec<RecordBatch> = events
-            .iter()
-            .map(|b| {
-                let cols = b
-                    .columns()
-                    .iter()
-                    .map(|c| cast(c, &plain(c.data_type())).unwrap())
-                    .collect();
-                RecordBatch::try_new(Arc::clone(&schema), cols).unwrap()
-            })
-            .collect();
-        let table = MemTable::try_new(schema, vec![events]).unwrap();
-        ctx.register_table("payments", Arc::new(table)).unwrap();
-        let bsql = batch_sql(sql);
+        for (name, events) in tables {
+            let events: Vec<RecordBatch> = events
+                .iter()
+                .map(|b| {
+                    let cols = b
+                        .columns()
+                        .iter()
+                        .map(|c| cast(c, &plain(c.data_type())).unwrap())
+                        .collect();
+                    RecordBatch::try_new(Arc::clone(&schema), cols).unwrap()
+                })
+                .collect();
+            let table = MemTable::try_new(Arc::clone(&schema), vec![events]).unwrap();
+            ctx.register_table(*name, Arc::new(table)).unwrap();
+        }
         let batches = ctx
-            .sql(&bsql)
+            .sql(bsql)
             .await
             .unwrap_or_else(|e| panic!("{bsql}: {e}"))
             .collect()
@@ -393,6 +400,89 @@ fn streaming_equals_batch_over_random_inputs_batch_sizes_and_workers() {
                 "round {round} (seed {}, batch {batch_size}, workers {workers}) differs for\n{sql}\n\
                  streaming {} rows, batch {} rows; first difference: {:?}",
                 cfg.seed,
+                got.len(),
+                expected.len(),
+                got.iter().zip(&expected).find(|(a, b)| a != b)
+            );
+        }
+    }
+}
+
+/// Unions of two streams (`cards` and `wallets`, both of payment events, from two files of
+/// different rates and disorder), each branch over its own stream.
+const TWO_STREAM_QUERIES: [&str; 3] = [
+    "SELECT merchant_id, window_start, window_end, count(*) AS n, sum(amount_minor) AS total        FROM TUMBLE(cards, event_time, INTERVAL '10' SECOND) GROUP BY merchant_id, window_start, window_end      UNION ALL      SELECT merchant_id, window_start, window_end, count(*), sum(amount_minor)        FROM HOP(wallets, event_time, INTERVAL '5' SECOND, INTERVAL '20' SECOND) GROUP BY merchant_id, window_start, window_end",
+    "SELECT event_id, amount_minor, 'card' AS kind FROM cards WHERE amount_minor > 50000      UNION ALL SELECT event_id, amount_minor, 'wallet' FROM wallets WHERE event_type = 'refund'      UNION ALL SELECT card_id, count(*), 'sessions' FROM SESSION(cards, event_time, INTERVAL '3' SECOND) GROUP BY card_id, window_start, window_end",
+    "SELECT card_id, count(*) OVER (PARTITION BY card_id ORDER BY event_time          RANGE BETWEEN INTERVAL '10' SECOND PRECEDING AND CURRENT ROW) AS recent FROM wallets      UNION ALL SELECT card_id, count(*) OVER (PARTITION BY card_id ORDER BY event_time          RANGE BETWEEN INTERVAL '10' SECOND PRECEDING AND CURRENT ROW) FROM cards",
+];
+
+/// Issue 15, part 2: a union of different streams equals the batch union of each branch's
+/// batch query over its own events, over random inputs, batch sizes and worker counts.
+#[test]
+fn a_union_of_two_streams_equals_the_batch_union_of_its_branches() {
+    use paystream::source::{MergedSource, Source};
+    let mut rng = rand::rngs::StdRng::seed_from_u64(15);
+    let dir = tempfile::tempdir().unwrap();
+    let streams: Vec<(String, Arc<paystream::schema::EventSchema>)> = ["cards", "wallets"]
+        .iter()
+        .map(|n| (n.to_string(), paystream::schema::EventSchema::payments()))
+        .collect();
+    for round in 0..4u64 {
+        let mut files = Vec::new();
+        for name in ["cards", "wallets"] {
+            let cfg = GenConfig {
+                events: rng.random_range(500..2_500),
+                seed: rng.random(),
+                rate: rng.random_range(50.0..300.0),
+                merchants: rng.random_range(3..20),
+                cards: rng.random_range(20..200),
+                disorder_ms: rng.random_range(0..4_000),
+                duplicate_rate: 0.02,
+                malformed_rate: 0.01,
+                ..GenConfig::default()
+            };
+            let path = dir.path().join(format!("{name}-{round}.jsonl"));
+            generate(&cfg, &mut std::fs::File::create(&path).unwrap()).unwrap();
+            files.push(path);
+        }
+        let (cards, wallets) = (deduplicated(&files[0]), deduplicated(&files[1]));
+        for sql in TWO_STREAM_QUERIES {
+            // Each branch's batch query, written over `payments`, then pointed at its table.
+            let bsql = sql
+                .split("UNION ALL")
+                .map(|branch| {
+                    let table = if branch.contains("cards") {
+                        "cards"
+                    } else {
+                        "wallets"
+                    };
+                    batch_sql(&branch.replace(table, "payments")).replace("payments", table)
+                })
+                .collect::<Vec<_>>()
+                .join(" UNION ALL ");
+            let expected = batch_rows(&bsql, &[("cards", &cards), ("wallets", &wallets)]);
+            let plan = paystream::sql::plan_query_among(sql, &streams, &Default::default())
+                .unwrap_or_else(|e| panic!("{sql}: {e}"));
+            let parts: Vec<Arc<dyn Source>> = files
+                .iter()
+                .map(|f| Arc::new(paystream::FileSource::new(f)) as Arc<dyn Source>)
+                .collect();
+            let batch_size = [1, 7, 64, 8192, rng.random_range(1..3000)][rng.random_range(0..5)];
+            let workers = rng.random_range(1..=3);
+            let run =
+                crate::util::run_source(&plan, Arc::new(MergedSource::new(parts).unwrap()), |o| {
+                    o.batch_size = batch_size;
+                    o.workers = workers;
+                });
+            let s = run.summary;
+            assert_eq!(s.read, s.accepted + s.duplicates + s.dead_lettered);
+            assert_eq!(s.late, 0, "disorder is within the watermark bound");
+            let got = sorted(run.lines);
+            assert!(!expected.is_empty());
+            assert!(
+                got == expected,
+                "round {round} (batch {batch_size}, workers {workers}) differs for\n{sql}\n\
+                 streaming {} rows, batch {} rows; first difference: {:?}",
                 got.len(),
                 expected.len(),
                 got.iter().zip(&expected).find(|(a, b)| a != b)

@@ -42,18 +42,41 @@ pub fn try_replay_with(
         start: SourcePosition::default(),
     };
     configure(&mut config);
+    let source = FileSource::new(input)
+        .starting_at(config.start)
+        .events(Arc::clone(&plan.events));
+    try_run_source(plan, Arc::new(source), |o| *o = config.options)
+}
+
+/// Runs `plan` over `source` into memory sinks, with the options `configure` sets (one worker
+/// unless set).
+pub fn run_source(
+    plan: &StreamPlan,
+    source: Arc<dyn paystream::source::Source>,
+    configure: impl FnOnce(&mut RunOptions),
+) -> Run {
+    try_run_source(plan, source, configure).expect("run")
+}
+
+fn try_run_source(
+    plan: &StreamPlan,
+    source: Arc<dyn paystream::source::Source>,
+    configure: impl FnOnce(&mut RunOptions),
+) -> paystream::Result<Run> {
+    let mut options = RunOptions {
+        workers: 1,
+        ..RunOptions::default()
+    };
+    configure(&mut options);
     let (results, dl, late) = (
         MemorySink::default(),
         MemorySink::default(),
         MemorySink::default(),
     );
-    let source = FileSource::new(input)
-        .starting_at(config.start)
-        .events(Arc::clone(&plan.events));
-    let mut spec = RunSpec::single(Arc::new(source), plan, Box::new(results.clone()));
+    let mut spec = RunSpec::single(source, plan, Box::new(results.clone()));
     spec.dead_letter = Box::new(dl.clone());
     spec.late = Box::new(late.clone());
-    spec.options = config.options;
+    spec.options = options;
     let summary = paystream::engine::run(spec, Arc::default(), Arc::default())?.summary;
     let parse = |s: &MemorySink| -> Vec<serde_json::Value> {
         s.0.lock()

@@ -406,7 +406,7 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(
-            err.contains("planned for events of the stream `refunds`"),
+            err.contains("planned for events of the streams `refunds`, but the source decodes those of `payments`"),
             "{err}"
         );
     }

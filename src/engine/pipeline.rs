@@ -29,6 +29,7 @@ use super::{Progress, RunOutcome, RunSpec, Summary};
 use crate::decode::ReasonCounts;
 use crate::error::{Error, Result};
 use crate::operators::{Dedup, LateEvents, Watermark, build_operator};
+use crate::schema::EventSchema;
 use crate::sink::{Prepared, Sink, late_json};
 use crate::source::{Positions, ReadOptions};
 use crate::sql::StreamPlan;
@@ -120,22 +121,44 @@ pub(super) fn run(
         let text = q.plan.sql.split_whitespace().collect::<Vec<_>>().join(" ");
         tracing::info!(query = %q.name, workers, bounded = spec.source.bounded(), sql = %text, "run starting");
     }
-    // The events the source decodes; every query must have been planned for them.
-    let events = spec.source.events();
-    if let Some(q) = spec
-        .queries
+    // The streams the source decodes; every query must have been planned for them, in order.
+    let streams = spec.source.streams()?;
+    for q in &spec.queries {
+        let wants = q.plan.stream_events();
+        let fits = wants.len() == streams.len()
+            && wants
+                .iter()
+                .zip(&streams)
+                .all(|(w, s)| w.same_events(&s.events));
+        if !fits {
+            let names = |e: &mut dyn Iterator<Item = &EventSchema>| {
+                e.map(|e| format!("`{}`", e.stream()))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            };
+            return Err(Error::Internal(format!(
+                "query {} was planned for events of the streams {}, but the source decodes those of {}",
+                q.name,
+                names(&mut wants.iter().map(|e| e.as_ref())),
+                names(&mut streams.iter().map(|s| s.events.as_ref()))
+            )));
+        }
+    }
+    // The events of each source partition's stream.
+    let partition_events: Vec<Arc<EventSchema>> = streams
         .iter()
-        .find(|q| !q.plan.events.same_events(&events))
-    {
+        .flat_map(|s| std::iter::repeat_n(Arc::clone(&s.events), s.partitions))
+        .collect();
+    if partition_events.len() != origins.len() {
         return Err(Error::Internal(format!(
-            "query {} was planned for events of the stream `{}`, but the source decodes those of `{}`",
-            q.name,
-            q.plan.events.stream(),
-            events.stream()
+            "the source's streams have {} partitions but it declared {}",
+            partition_events.len(),
+            origins.len()
         )));
     }
-    let mut router = Router::for_events(
-        Arc::clone(&events),
+    let events = Arc::clone(&streams[0].events);
+    let mut router = Router::for_streams(
+        &streams,
         Dedup::new(opts.dedup_ttl),
         Watermark::partitioned(
             opts.watermark_delay,
@@ -338,7 +361,8 @@ pub(super) fn run(
                             progress
                                 .late
                                 .fetch_add(l.batch.num_rows() as u64, Ordering::Relaxed);
-                            let recs = late_json(&origins[origin as usize], query, l, &events);
+                            let events = &partition_events[origin as usize];
+                            let recs = late_json(&origins[origin as usize], query, l, events);
                             let times = late_event_times(l, events.event_time_column());
                             for (rec, time) in recs.iter().zip(times) {
                                 if let Err(e) = late_sink.write_record_at(rec, time) {

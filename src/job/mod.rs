@@ -54,7 +54,7 @@ use crate::sql::query_file::{
     DEAD_LETTERS, EventTimeSettings, LATE_EVENTS, QueryFile, SourceDecl, parse_query_file,
     split_by_source,
 };
-use crate::sql::{StreamPlan, plan_query_in};
+use crate::sql::{StreamPlan, plan_query_among};
 use crate::time::parse_duration_millis;
 
 /// How to run a job.
@@ -182,7 +182,9 @@ pub fn run_query_file(
 pub struct Job {
     name: String,
     file: QueryFile,
-    source: SourceDecl,
+    /// The sources it reads, sorted by name (several when its queries read several: a union
+    /// of different streams), which is the order of its source's streams.
+    sources: Vec<SourceDecl>,
     times: EventTimeSettings,
     plans: Vec<(String, StreamPlan)>,
 }
@@ -196,19 +198,32 @@ impl Job {
             .savepoint_request
             .get_or_insert_with(Arc::default)
             .clone();
-        let lag = self.source_topic().map(|t| {
-            let (log, topic) = (Log::new(&opts.data_dir), t.to_string());
+        // Each source's topic, or `None` for one without (a file: one partition); the source's
+        // partitions follow one another in this order.
+        let topics: Vec<Option<String>> = self
+            .sources
+            .iter()
+            .map(|s| s.connector.log_topic().map(str::to_string))
+            .collect();
+        let lag = topics.iter().any(Option::is_some).then(|| {
+            let log = Log::new(&opts.data_dir);
             Box::new(move |positions: &crate::source::Positions| {
-                let stats = log.partition_stats(&topic).ok()?;
-                Some(
-                    stats
-                        .iter()
-                        .map(|s| {
-                            let read = positions.get(&s.partition).copied().unwrap_or(0);
-                            (s.partition, s.end_offset.saturating_sub(read))
-                        })
-                        .collect(),
-                )
+                let mut lags = crate::source::Positions::new();
+                let mut first = 0u32;
+                for topic in &topics {
+                    let Some(topic) = topic else {
+                        first += 1;
+                        continue;
+                    };
+                    let stats = log.partition_stats(topic).ok()?;
+                    for s in &stats {
+                        let p = first + s.partition;
+                        let read = positions.get(&p).copied().unwrap_or(0);
+                        lags.insert(p, s.end_offset.saturating_sub(read));
+                    }
+                    first += stats.len() as u32;
+                }
+                Some(lags)
             }) as crate::engine::LagProbe
         });
         let name = self.name().to_string();
@@ -230,9 +245,10 @@ impl Job {
         Job::prepare(job_name(path), &path.display().to_string(), &text)
     }
 
-    /// Reads and prepares the query file at `path` as one job per source it declares
-    /// ([`split_by_source`]): a single source's job is named after the file ([`job_name`]), a
-    /// job of several sources' `<file>.<source>`.
+    /// Reads and prepares the query file at `path` as one job per set of sources its queries
+    /// read ([`split_by_source`]): a file that is one job is named after the file
+    /// ([`job_name`]), each job of a file of several `<file>.<source>` (`<file>.<a>-<b>` for
+    /// a job over two sources).
     pub fn from_file_per_source(path: &Path) -> Result<Vec<Job>> {
         let text = std::fs::read_to_string(path).map_err(|e| Error::Input {
             path: path.to_path_buf(),
@@ -252,7 +268,7 @@ impl Job {
             [one] => Ok(vec![Job::prepare(name, &origin, &one.text)?]),
             _ => shares
                 .iter()
-                .map(|s| Job::prepare(format!("{name}.{}", s.source), &origin, &s.text))
+                .map(|s| Job::prepare(format!("{name}.{}", s.name()), &origin, &s.text))
                 .collect(),
         }
     }
@@ -270,24 +286,26 @@ impl Job {
         };
         let file = parse_query_file(text).map_err(in_file)?;
         let name = name.into();
-        let source = match file.sources.as_slice() {
-            [s] => s.clone(),
-            [] => {
-                return Err(in_file(Error::Plan {
-                    position: "line 1".into(),
-                    message: "the query file declares no source; add e.g. CREATE SOURCE payments WITH (connector = 'log', topic = 'payments')".into(),
-                }));
-            }
-            [_, second, ..] => {
-                return Err(in_file(Error::Plan {
-                    position: format!("line {}", second.line),
-                    message: "a job reads one source; `paystream run` runs a file of several sources as one job per source".into(),
-                }));
-            }
-        };
+        let mut sources = file.sources.clone();
+        if sources.is_empty() {
+            return Err(in_file(Error::Plan {
+                position: "line 1".into(),
+                message: "the query file declares no source; add e.g. CREATE SOURCE payments WITH (connector = 'log', topic = 'payments')".into(),
+            }));
+        }
+        sources.sort_by(|a, b| a.name.cmp(&b.name));
         // Settings are checked before anything is opened or created.
-        let times = file.event_time_settings(&source).map_err(in_file)?;
+        let times = sources
+            .iter()
+            .map(|s| file.event_time_settings(s))
+            .collect::<Result<Vec<_>>>()
+            .map_err(in_file)?;
+        let times = EventTimeSettings::widest(times);
         let limits = file.window_limits();
+        let catalog: Vec<(String, Arc<crate::schema::EventSchema>)> = sources
+            .iter()
+            .map(|s| (s.name.clone(), Arc::clone(&s.events)))
+            .collect();
         let mut plans: Vec<(String, StreamPlan)> = Vec::new();
         for ins in &file.inserts {
             if ins.sink == DEAD_LETTERS || ins.sink == LATE_EVENTS {
@@ -308,13 +326,19 @@ impl Job {
                     ),
                 }));
             }
-            let events = Arc::clone(&source.events);
-            let plan = plan_query_in(&ins.select, &events, &source.name, &limits)
+            let plan = plan_query_among(&ins.select, &catalog, &limits)
                 .map_err(in_file)?
                 .named(format!(
                     "the query at line {} of {} (INSERT INTO {})",
                     ins.line, origin, ins.sink
                 ));
+            // A job reads all its sources into every query.
+            if sources.len() > 1 && plan.stream_names().len() != sources.len() {
+                return Err(in_file(Error::Plan {
+                    position: format!("line {}", ins.line),
+                    message: "this query does not read every source of the file, and Job::prepare runs a file as one job; `paystream run` runs it as one job per set of sources read".into(),
+                }));
+            }
             // Checked when the file was parsed, like every duration setting.
             let plan = match file
                 .settings
@@ -329,7 +353,7 @@ impl Job {
         Ok(Job {
             name,
             file,
-            source,
+            sources,
             times,
             plans,
         })
@@ -340,9 +364,17 @@ impl Job {
         &self.name
     }
 
-    /// The log topic its source reads, if it reads one.
+    /// The log topic its source reads, if it reads one (of several sources, the first's).
     pub fn source_topic(&self) -> Option<&str> {
-        self.source.connector.log_topic()
+        self.sources.iter().find_map(|s| s.connector.log_topic())
+    }
+
+    /// The log topics its sources read.
+    pub fn source_topics(&self) -> Vec<&str> {
+        self.sources
+            .iter()
+            .filter_map(|s| s.connector.log_topic())
+            .collect()
     }
 
     /// Runs the job on the calling thread until it is stopped (a log source) or its input ends
@@ -356,39 +388,68 @@ impl Job {
         let Job {
             name,
             file,
-            source,
+            sources,
             times,
             plans,
         } = self;
         let name = name.clone();
         let log = Log::new(&opts.data_dir);
-        let source_topic = source.connector.log_topic().map(str::to_string);
-        // What a checkpoint records as its source, checked when it is restored.
-        let source_id = source_topic.clone().unwrap_or_else(|| source.name.clone());
+        let topics: Vec<String> = self
+            .source_topics()
+            .into_iter()
+            .map(str::to_string)
+            .collect();
+        // Each source by its topic, or its name when it has none.
+        let ids: Vec<String> = sources
+            .iter()
+            .map(|s| {
+                s.connector
+                    .log_topic()
+                    .map_or_else(|| s.name.clone(), str::to_string)
+            })
+            .collect();
+        // What a checkpoint records as its source, checked when it is restored; what its dead
+        // letters and late events are named after.
+        let source_id = ids.join("-");
         // A declared source's columns and roles are part of what the state must fit: the same
         // SELECT over other columns (or another id or time column) keeps other state.
-        let declared = source.events.is_declared().then(|| {
-            let e = &source.events;
-            let columns: Vec<String> = e
-                .arrow()
-                .fields()
-                .iter()
-                .map(|f| format!("{} {} {}", f.name(), f.data_type(), f.is_nullable()))
-                .collect();
-            format!(
-                "\n-- declared source: {}; id {:?}; time {}",
-                columns.join(", "),
-                e.id_column(),
-                e.event_time_column()
-            )
-        });
+        let declared: String = sources
+            .iter()
+            .filter(|s| s.events.is_declared())
+            .map(|s| {
+                let e = &s.events;
+                let columns: Vec<String> = e
+                    .arrow()
+                    .fields()
+                    .iter()
+                    .map(|f| format!("{} {} {}", f.name(), f.data_type(), f.is_nullable()))
+                    .collect();
+                let of = match sources.len() {
+                    1 => String::new(),
+                    _ => format!(" {}", s.name),
+                };
+                format!(
+                    "\n-- declared source{of}: {}; id {:?}; time {}",
+                    columns.join(", "),
+                    e.id_column(),
+                    e.event_time_column()
+                )
+            })
+            .collect();
         let sqls: Vec<String> = plans
             .iter()
-            .map(|(_, p)| format!("{}{}", p.sql.trim(), declared.as_deref().unwrap_or("")))
+            .map(|(_, p)| format!("{}{declared}", p.sql.trim()))
             .collect();
+        let resumable = sources.iter().filter(|s| s.connector.resumable()).count();
+        if resumable != 0 && resumable != sources.len() {
+            return Err(config_err(
+                "sources",
+                "a job over several sources reads them all from log topics (checkpointed, resumed) or all from files (read whole each run); it cannot mix the two",
+            ));
+        }
         // A log source runs with checkpoints: restore the latest (or a savepoint) first, since the
         // sink topics are aligned with it as they are opened.
-        let store = match source.connector.resumable() {
+        let store = match resumable != 0 {
             true => {
                 let location = opts.checkpoint_location.clone().unwrap_or_else(|| {
                     state_dir(&opts.data_dir, &name)
@@ -441,8 +502,8 @@ impl Job {
             }),
             restored_epoch: restored.as_ref().map_or(reset.files_epoch, |s| s.epoch),
         };
-        let base = source_topic.clone().unwrap_or_else(|| source.name.clone());
-        if let Some(t) = &source_topic {
+        let base = source_id.clone();
+        for t in &topics {
             log.topic_config(t)?;
         }
         // A sink as declared, or a log topic named after it when the file does not declare it.
@@ -470,8 +531,8 @@ impl Job {
                     ),
                 ));
             }
-            if let (Some(topic), Some(src)) = (connector.log_topic(), &source_topic)
-                && topic == src
+            if let Some(topic) = connector.log_topic()
+                && let Some(src) = topics.iter().find(|t| *t == topic)
             {
                 return Err(config_err(
                     &format!("sink `{sink_name}`"),
@@ -507,12 +568,21 @@ impl Job {
         let summary;
         let mut checkpoints = Vec::new();
         let mut resumed = false;
-        let reader = source.connector.source(&SourceContext {
-            events: Arc::clone(&source.events),
-            log: &log,
-            job: &name,
-            until_end: opts.until_end,
-        })?;
+        let mut readers = sources
+            .iter()
+            .map(|s| {
+                s.connector.source(&SourceContext {
+                    events: Arc::clone(&s.events),
+                    log: &log,
+                    job: &name,
+                    until_end: opts.until_end,
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let reader: Arc<dyn crate::source::Source> = match readers.len() {
+            1 => readers.remove(0),
+            _ => Arc::new(crate::source::MergedSource::new(readers)?),
+        };
         match &store {
             None => {
                 let mut spec = RunSpec::new(reader, queries);

@@ -80,6 +80,19 @@ impl Dedup {
         stored_id(xxh3_128(event_id.as_bytes()))
     }
 
+    /// The key of an id of stream `stream` of a source of several ([`crate::source::Source::streams`]):
+    /// [`Self::key`] for the first, salted for the others, so equal ids of different streams
+    /// are different events (each stream's ids are its own).
+    pub fn key_in(stream: usize, id: &str) -> u128 {
+        match stream {
+            0 => Self::key(id),
+            s => stored_id(
+                xxh3_128(id.as_bytes())
+                    ^ (s as u128).wrapping_mul(0x9e37_79b9_7f4a_7c15_f39c_c060_5ced_c835),
+            ),
+        }
+    }
+
     /// Starts loading the table slot of `key`, to be checked a few rows later.
     #[inline]
     pub fn prefetch(&self, key: u128) {
@@ -259,6 +272,21 @@ impl Dedup {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn equal_ids_of_different_streams_are_different_events() {
+        let mut d = Dedup::new(3_600_000);
+        for stream in 0..3 {
+            assert_eq!(Dedup::key_in(0, "e1"), Dedup::key("e1"));
+            let k = Dedup::key_in(stream, "e1");
+            assert_eq!(
+                d.check_key(k, 7, 0, 0),
+                DedupOutcome::New,
+                "stream {stream}"
+            );
+            assert_eq!(d.check_key(k, 7, 0, 0), DedupOutcome::Duplicate);
+        }
+    }
 
     #[test]
     fn duplicates_conflicts_and_ttl() {

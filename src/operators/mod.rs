@@ -68,6 +68,10 @@ pub struct EventBatch {
     /// it then also applied the query's WHERE clause, so every row passed it (and `selection`
     /// is `None`). `None`: the operator evaluates both itself.
     pub keys: Option<Vec<datafusion::arrow::array::ArrayRef>>,
+    /// Which of the run's streams the rows are events of (0 but for a source of several
+    /// streams, [`crate::source::Source::streams`]): a union of different streams gives each
+    /// branch its own stream's batches.
+    pub stream: usize,
 }
 
 impl EventBatch {
@@ -79,6 +83,7 @@ impl EventBatch {
             positions,
             arrival_watermarks,
             keys: None,
+            stream: 0,
         }
     }
 
@@ -114,6 +119,7 @@ impl EventBatch {
                 .map(|i| self.arrival_watermarks[*i as usize])
                 .collect(),
             keys: None,
+            stream: self.stream,
         })
     }
 

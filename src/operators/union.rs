@@ -1,5 +1,7 @@
-//! `UNION ALL` of queries over the same stream ([`crate::sql::UnionSpec`]): every branch's
-//! operator sees every event, and its rows go to the one output in the union's schema.
+//! `UNION ALL` of queries ([`crate::sql::UnionSpec`]): every branch's operator sees every event
+//! of its stream (all of them, over one stream; over several, the batches of its own), and its
+//! rows go to the one output in the union's schema. Time is the run's: every branch sees every
+//! watermark, which over several streams is the least of theirs.
 //!
 //! An event late for several branches is reported late once (by its position), so the late
 //! output and its count hold each event at most once, as for any query.
@@ -18,10 +20,12 @@ use crate::sql::UnionSpec;
 /// What a snapshot starts with (and its version).
 const MAGIC: &[u8; 8] = b"union001";
 
-/// One branch: its operator, and the casts that bring its rows to the union's types.
+/// One branch: its operator, the casts that bring its rows to the union's types, and the
+/// stream it reads ([`EventBatch::stream`]).
 struct Branch {
     operator: Box<dyn Operator>,
     casts: Vec<Option<DataType>>,
+    stream: usize,
 }
 
 /// The branches of a `UNION ALL`.
@@ -37,10 +41,12 @@ impl UnionOperator {
             .branches
             .iter()
             .zip(&spec.casts)
-            .map(|(plan, casts)| {
+            .enumerate()
+            .map(|(i, (plan, casts))| {
                 Ok(Branch {
                     operator: super::build_unnamed(plan)?,
                     casts: casts.clone(),
+                    stream: spec.branch_streams.get(i).copied().unwrap_or(0),
                 })
             })
             .collect::<Result<_>>()?;
@@ -49,13 +55,18 @@ impl UnionOperator {
 
     /// Runs `step` on every branch, gathering their rows (in the union's schema) and their
     /// late events (each position once) into `out`.
+    /// With `stream`, only on the branches that read it.
     fn each(
         &mut self,
+        stream: Option<usize>,
         out: &mut OperatorOutput,
         mut step: impl FnMut(&mut dyn Operator, &mut OperatorOutput) -> Result<()>,
     ) -> Result<()> {
         let mut late: Vec<LateEvents> = Vec::new();
         for branch in &mut self.branches {
+            if stream.is_some_and(|s| s != branch.stream) {
+                continue;
+            }
             let mut own = OperatorOutput::default();
             step(branch.operator.as_mut(), &mut own)?;
             for mut emitted in own.results {
@@ -127,15 +138,15 @@ fn once_each(late: Vec<LateEvents>) -> Result<Vec<LateEvents>> {
 
 impl Operator for UnionOperator {
     fn process(&mut self, input: &EventBatch, out: &mut OperatorOutput) -> Result<()> {
-        self.each(out, |op, own| op.process(input, own))
+        self.each(Some(input.stream), out, |op, own| op.process(input, own))
     }
 
     fn advance_watermark(&mut self, watermark: i64, out: &mut OperatorOutput) -> Result<()> {
-        self.each(out, |op, own| op.advance_watermark(watermark, own))
+        self.each(None, out, |op, own| op.advance_watermark(watermark, own))
     }
 
     fn finish(&mut self, out: &mut OperatorOutput) -> Result<()> {
-        self.each(out, |op, own| op.finish(own))
+        self.each(None, out, |op, own| op.finish(own))
     }
 
     fn snapshot(&mut self) -> Result<Vec<u8>> {

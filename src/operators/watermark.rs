@@ -150,6 +150,15 @@ impl Watermark {
         }
     }
 
+    /// Partition `p` has ended (a source of several streams read one to its end): it no
+    /// longer holds the watermark back.
+    pub fn end(&mut self, p: usize) {
+        if let Some(part) = self.parts.get_mut(p) {
+            part.idle = true;
+            self.recompute();
+        }
+    }
+
     /// Marks partitions idle whose last records are older than the idle timeout; returns whether
     /// the watermark moved.
     pub fn refresh(&mut self, now: Instant) -> bool {
@@ -201,6 +210,21 @@ impl Watermark {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_ended_partition_no_longer_holds_the_watermark_back() {
+        let mut w = Watermark::partitioned(1_000, 60_000, 2, None);
+        w.observe(0, 10_000);
+        w.observe(1, 50_000);
+        assert_eq!(w.current(), 9_000);
+        w.end(0);
+        assert_eq!(w.current(), 49_000);
+        w.observe(1, 70_000);
+        assert_eq!(w.current(), 69_000);
+        // Ending a partition never moves time back.
+        w.end(1);
+        assert_eq!(w.current(), 69_000);
+    }
 
     #[test]
     fn a_max_skew_at_or_below_the_delay_is_refused_naming_both() {

@@ -18,6 +18,7 @@
 mod decoders;
 pub(crate) mod file;
 pub(crate) mod log;
+mod merge;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -30,6 +31,7 @@ pub use self::file::connector::FileSourceOptions;
 pub use self::file::{FileSource, SourcePosition};
 pub use self::log::LogSource;
 pub use self::log::connector::LogSourceOptions;
+pub use self::merge::MergedSource;
 
 use crate::decode::{Decoded, Origin};
 use crate::error::Result;
@@ -118,6 +120,17 @@ pub trait Source: Send + Sync {
         crate::schema::EventSchema::payments()
     }
 
+    /// Its streams, in partition order: one (its [`Self::events`], over every partition) but
+    /// for a source of several ([`MergedSource`]), whose first stream has the first partitions,
+    /// the next the ones after, and so on. A query over several streams reads them in this
+    /// order.
+    fn streams(&self) -> Result<Vec<SourceStream>> {
+        Ok(vec![SourceStream {
+            events: self.events(),
+            partitions: self.origins()?.len(),
+        }])
+    }
+
     /// Each partition's origin (index = partition), naming positions in dead letters.
     fn origins(&self) -> Result<Vec<Origin>>;
 
@@ -135,6 +148,15 @@ pub trait Source: Send + Sync {
         let _ = positions;
         Ok(())
     }
+}
+
+/// One stream of a source ([`Source::streams`]).
+#[derive(Debug, Clone)]
+pub struct SourceStream {
+    /// Its events.
+    pub events: Arc<crate::schema::EventSchema>,
+    /// How many of the source's partitions are its.
+    pub partitions: usize,
 }
 
 /// How to read: decode threads, batch size, and the stop flag.
@@ -182,4 +204,8 @@ pub struct ChunkTag {
     pub partition: u32,
     /// The position after the chunk's last record, if the source has positions.
     pub end: Option<u64>,
+    /// The partition has ended: no chunk follows from it (a [`MergedSource`] says so of a
+    /// bounded part that finished, so it stops holding the watermark back). Such a chunk
+    /// holds no records.
+    pub last: bool,
 }

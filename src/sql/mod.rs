@@ -13,6 +13,7 @@ mod planner;
 pub mod query_file;
 mod shipped;
 pub mod source_columns;
+pub(crate) mod stream_reads;
 mod time_grouping;
 mod union;
 mod window_tvf;
@@ -24,7 +25,8 @@ pub use self::plan::{
     apply_stages, apply_stages_selected, apply_stages_timed,
 };
 pub use self::planner::{
-    MAX_EXPR_DEPTH, MAX_TOKENS, plan_query, plan_query_in, plan_query_on, plan_query_with,
+    MAX_EXPR_DEPTH, MAX_TOKENS, plan_query, plan_query_among, plan_query_in, plan_query_on,
+    plan_query_with,
 };
 pub use self::shipped::SHIPPED_QUERIES;
 pub use self::window_tvf::{WindowKind, WindowLimits, WindowSpec, to_risingwave_spelling};

@@ -357,14 +357,21 @@ pub enum PlanKind {
     Union(Box<UnionSpec>),
 }
 
-/// `UNION ALL` of queries over the same stream: every branch sees every event and runs as a
-/// query of its own; its rows, cast to the first branch's column types, go to one output.
+/// `UNION ALL` of queries, each over a stream: every branch sees every event of its stream and
+/// runs as a query of its own; its rows, cast to the first branch's column types, go to one
+/// output.
 #[derive(Debug, Clone)]
 pub struct UnionSpec {
     /// The branches, in the order written.
     pub branches: Vec<StreamPlan>,
     /// Per branch, per column: the type its values are cast to (`None`: as they are).
     pub casts: Vec<Vec<Option<datafusion::arrow::datatypes::DataType>>>,
+    /// The streams the branches read, by name, when they read more than one (empty: every
+    /// branch reads the plan's one stream). Sorted by name: a run reads them as its source's
+    /// streams in this order ([`crate::source::Source::streams`]).
+    pub streams: Vec<(String, Arc<EventSchema>)>,
+    /// Per branch, the index of its stream in `streams` (all 0 when there is one).
+    pub branch_streams: Vec<usize>,
 }
 
 /// Two plans in a row: the inner windowed aggregate's result rows, as they are emitted, are the
@@ -437,6 +444,25 @@ impl StreamPlan {
             _ => {}
         }
         plan
+    }
+
+    /// The events of each stream it reads, in the order a run's source must deliver them as
+    /// its streams: one but for a union of different streams ([`UnionSpec::streams`]).
+    pub fn stream_events(&self) -> Vec<Arc<EventSchema>> {
+        match &self.kind {
+            PlanKind::Union(u) if !u.streams.is_empty() => {
+                u.streams.iter().map(|(_, e)| Arc::clone(e)).collect()
+            }
+            _ => vec![Arc::clone(&self.events)],
+        }
+    }
+
+    /// The names of the streams it reads when it reads several ([`UnionSpec::streams`]).
+    pub fn stream_names(&self) -> Vec<String> {
+        match &self.kind {
+            PlanKind::Union(u) => u.streams.iter().map(|(n, _)| n.clone()).collect(),
+            _ => Vec::new(),
+        }
     }
 
     /// How the query's events must be spread over workers: the plan decides, the router does it.

@@ -87,7 +87,45 @@ pub fn plan_query_in(
             .name("planner".into())
             .stack_size(PLANNING_STACK)
             .spawn_scoped(s, || {
-                plan_query_async(sql, events, stream, limits)
+                plan_query_async(sql, events, stream, limits, &[])
+                    .now_or_never()
+                    .unwrap_or_else(|| {
+                        Err(Error::Internal(
+                            "query planning tried to wait on I/O".into(),
+                        ))
+                    })
+            })
+            .map_err(|e| Error::Internal(format!("cannot start the planning thread: {e}")))?;
+        planner
+            .join()
+            .map_err(|_| Error::Internal("query planning panicked".into()))?
+    })
+}
+
+/// Plans a stream query over one of several streams (the sources a query file declares, by
+/// name, with their events): over the stream it reads, or, for a `UNION ALL`, each branch over
+/// its own (a union of different streams reads them all; see [`super::UnionSpec::streams`]).
+/// A query that names none of them is planned over the first, whose errors then say what is
+/// wrong.
+pub fn plan_query_among(
+    sql: &str,
+    streams: &[(String, Arc<EventSchema>)],
+    limits: &WindowLimits,
+) -> Result<StreamPlan> {
+    let names: Vec<String> = streams.iter().map(|(n, _)| n.clone()).collect();
+    let read = super::stream_reads::sources_read(sql, &names);
+    let (name, events) = streams
+        .iter()
+        .find(|(n, _)| read.contains(n))
+        .or(streams.first())
+        .ok_or_else(|| Error::Internal("a query planned over no stream".into()))?;
+    use futures::FutureExt;
+    std::thread::scope(|s| {
+        let planner = std::thread::Builder::new()
+            .name("planner".into())
+            .stack_size(PLANNING_STACK)
+            .spawn_scoped(s, || {
+                plan_query_async(sql, events, name, limits, streams)
                     .now_or_never()
                     .unwrap_or_else(|| {
                         Err(Error::Internal(
@@ -206,11 +244,14 @@ fn locate(tokens: &[TokenWithSpan], kw: Keyword) -> Span {
         .unwrap_or_else(|| point(0, 0))
 }
 
+/// Plans `sql` over `stream` (whose events are `events`); a `UNION ALL`'s branches may read
+/// the other streams of `catalog` (empty: only `stream`).
 async fn plan_query_async(
     sql: &str,
     events: &Arc<EventSchema>,
     stream: &str,
     limits: &WindowLimits,
+    catalog: &[(String, Arc<EventSchema>)],
 ) -> Result<StreamPlan> {
     let dialect = GenericDialect {};
     let tokens = Tokenizer::new(&dialect, sql)
@@ -283,7 +324,7 @@ async fn plan_query_async(
         ));
     }
     if let Some(branches) = super::union::split(sql, &raw_tokens, query)? {
-        return Box::pin(plan_union(sql, branches, events, stream, limits)).await;
+        return Box::pin(plan_union(sql, branches, events, stream, limits, catalog)).await;
     }
     match super::with_clause::resolve(sql, query, stream)? {
         super::with_clause::Resolved::Inlined => {}
@@ -420,25 +461,46 @@ async fn plan_query_async(
     })
 }
 
-/// `UNION ALL`: each branch planned over the stream as a query of its own; the result has the
-/// first branch's column names, each column nullable if it is in any branch.
+/// `UNION ALL`: each branch planned over its stream (the one of `catalog` it reads, else
+/// `stream`) as a query of its own; the result has the first branch's column names, each
+/// column nullable if it is in any branch.
 async fn plan_union(
     sql: &str,
     branches: super::union::Branches,
     events: &Arc<EventSchema>,
     stream: &str,
     limits: &WindowLimits,
+    catalog: &[(String, Arc<EventSchema>)],
 ) -> Result<StreamPlan> {
     let mut plans = Vec::with_capacity(branches.texts.len());
+    // Per branch, the stream it reads, by name.
+    let mut reads: Vec<(String, Arc<EventSchema>)> = Vec::with_capacity(branches.texts.len());
+    let names: Vec<String> = catalog.iter().map(|(n, _)| n.clone()).collect();
     for (i, text) in branches.texts.iter().enumerate() {
-        let plan = match Box::pin(plan_query_async(text, events, stream, limits)).await {
+        let read = super::stream_reads::sources_read(text, &names);
+        if read.len() > 1 {
+            let list: Vec<String> = read.iter().map(|s| format!("`{s}`")).collect();
+            return Err(plan_error(
+                branches.starts[i],
+                format!(
+                    "this branch of UNION ALL reads the streams {}; each branch reads one stream (a join is not supported yet), so write one branch per stream",
+                    list.join(" and ")
+                ),
+            ));
+        }
+        let (stream, events) = match catalog.iter().find(|(n, _)| read.contains(n)) {
+            Some((n, e)) => (n.as_str(), e),
+            None => (stream, events),
+        };
+        reads.push((stream.to_string(), Arc::clone(events)));
+        let plan = match Box::pin(plan_query_async(text, events, stream, limits, &[])).await {
             // A later branch's names are not the result's, so `SELECT 'x', 0, 0` may repeat
             // one: DataFusion wants them unique, so its unnamed items are named and it is
             // planned again (positions are kept by the first attempt's errors).
             Err(e) if i > 0 && e.to_string().contains("unique expression names") => {
                 match super::union::named_items(text) {
                     Some(named) => {
-                        Box::pin(plan_query_async(&named, events, stream, limits)).await?
+                        Box::pin(plan_query_async(&named, events, stream, limits, &[])).await?
                     }
                     None => return Err(e),
                 }
@@ -507,6 +569,22 @@ async fn plan_union(
         .zip(union_types.iter().zip(&nullable))
         .map(|(f, (t, n))| datafusion::arrow::datatypes::Field::new(f.name(), t.clone(), *n))
         .collect();
+    // The streams read, sorted by name (the order a run's source delivers them in).
+    let mut streams: Vec<(String, Arc<EventSchema>)> = Vec::new();
+    for r in &reads {
+        if !streams.iter().any(|(n, _)| *n == r.0) {
+            streams.push(r.clone());
+        }
+    }
+    streams.sort_by(|a, b| a.0.cmp(&b.0));
+    let branch_streams = reads
+        .iter()
+        .map(|(n, _)| streams.iter().position(|(m, _)| m == n).unwrap_or(0))
+        .collect();
+    let events = Arc::clone(&streams[0].1);
+    if streams.len() == 1 {
+        streams.clear();
+    }
     Ok(StreamPlan {
         sql: sql.to_string(),
         name: "the query".into(),
@@ -514,8 +592,10 @@ async fn plan_union(
         kind: PlanKind::Union(Box::new(super::plan::UnionSpec {
             branches: plans,
             casts,
+            streams,
+            branch_streams,
         })),
-        events: Arc::clone(events),
+        events,
     })
 }
 
@@ -528,7 +608,14 @@ async fn plan_chain(
     stream: &str,
     limits: &WindowLimits,
 ) -> Result<StreamPlan> {
-    let inner = Box::pin(plan_query_async(&texts.inner_sql, events, stream, limits)).await?;
+    let inner = Box::pin(plan_query_async(
+        &texts.inner_sql,
+        events,
+        stream,
+        limits,
+        &[],
+    ))
+    .await?;
     let PlanKind::Window { window, .. } = &inner.kind else {
         return Err(plan_error(
             texts.bound_span,
@@ -551,6 +638,7 @@ async fn plan_chain(
         &outer_events,
         &texts.cte,
         limits,
+        &[],
     ))
     .await?;
     Ok(StreamPlan {

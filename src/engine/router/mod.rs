@@ -47,8 +47,11 @@ pub struct RouterCounts {
 
 /// Dedup and watermark: decides which events the queries see, and when time advances.
 pub struct Router {
-    /// Where the id and the event time are.
-    events: Arc<EventSchema>,
+    /// Where the id and the event time are: per stream of the source (one but for a source of
+    /// several, [`crate::source::Source::streams`]).
+    streams: Vec<Arc<EventSchema>>,
+    /// Per source partition, its stream.
+    stream_of: Vec<usize>,
     /// Dedup state.
     pub dedup: Dedup,
     /// Watermark state.
@@ -67,16 +70,41 @@ impl Router {
     /// A router over events of the schema `events`.
     pub fn for_events(events: Arc<EventSchema>, dedup: Dedup, watermark: Watermark) -> Self {
         Router {
-            events,
+            streams: vec![events],
+            stream_of: Vec::new(),
             dedup,
             watermark,
             counts: RouterCounts::default(),
         }
     }
 
-    /// The events it routes.
-    pub fn events(&self) -> &Arc<EventSchema> {
-        &self.events
+    /// A router over the streams of a source of several ([`crate::source::Source::streams`]):
+    /// each stream's events are deduplicated by its own id (ids of different streams never
+    /// match) and timed by its own time column, and the watermark is the least over every
+    /// stream's partitions.
+    pub fn for_streams(
+        streams: &[crate::source::SourceStream],
+        dedup: Dedup,
+        watermark: Watermark,
+    ) -> Self {
+        let mut r = Router::for_events(Arc::clone(&streams[0].events), dedup, watermark);
+        r.streams = streams.iter().map(|s| Arc::clone(&s.events)).collect();
+        r.stream_of = streams
+            .iter()
+            .enumerate()
+            .flat_map(|(i, s)| std::iter::repeat_n(i, s.partitions))
+            .collect();
+        r
+    }
+
+    /// The events of the stream of source partition `partition`.
+    pub fn events_of(&self, partition: usize) -> &Arc<EventSchema> {
+        &self.streams[self.stream(partition)]
+    }
+
+    /// The stream of source partition `partition`.
+    fn stream(&self, partition: usize) -> usize {
+        self.stream_of.get(partition).copied().unwrap_or(0)
     }
 
     /// The router's state as one snapshot: the dedup table as its batches, the watermark in the
@@ -147,13 +175,12 @@ impl Router {
         rejects: &mut Vec<Reject>,
     ) -> Result<Option<EventBatch>> {
         let b = &d.batch;
+        let stream = self.stream(partition);
+        let events = &self.streams[stream];
         // A declared source without a `dedup_key` has no id: nothing is a duplicate.
-        let ids = self
-            .events
-            .id_column()
-            .map(|c| b.column(c).as_string::<i32>());
+        let ids = events.id_column().map(|c| b.column(c).as_string::<i32>());
         let times = b
-            .column(self.events.event_time_column())
+            .column(events.event_time_column())
             .as_primitive::<TimestampMillisecondType>();
         // Which rows are accepted, built as they are checked.
         let mut selected = BooleanBufferBuilder::new(b.num_rows());
@@ -161,7 +188,10 @@ impl Router {
         let mut arrival = Vec::with_capacity(b.num_rows());
         // Keys first, so each row's table slot can be prefetched a few rows before it is checked.
         let keys: Vec<u128> = match ids {
-            Some(ids) => ids.iter().map(|id| Dedup::key(id.unwrap_or(""))).collect(),
+            Some(ids) => ids
+                .iter()
+                .map(|id| Dedup::key_in(stream, id.unwrap_or("")))
+                .collect(),
             None => Vec::new(),
         };
         for k in keys.iter().take(PREFETCH_DISTANCE) {
@@ -209,7 +239,7 @@ impl Router {
                         RejectReason::DuplicateConflict,
                         format!(
                             "{} {:?} was seen before with a different payload",
-                            self.events
+                            events
                                 .id_column()
                                 .map_or("id", |c| b.schema_ref().field(c).name()),
                             ids.map_or("", |ids| ids.value(i))
@@ -235,6 +265,7 @@ impl Router {
             positions: d.positions.clone(),
             arrival_watermarks: arrival,
             keys: None,
+            stream,
         }))
     }
 }

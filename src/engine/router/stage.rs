@@ -205,6 +205,9 @@ impl RouterLoop<'_> {
         if c.decoded.records > 0 {
             self.router.watermark.touch(p, now);
         }
+        if c.tag.last {
+            self.router.watermark.end(p);
+        }
         self.router.watermark.refresh(now);
         let d = c.decoded;
         let times = c.record_times;
@@ -239,7 +242,7 @@ impl RouterLoop<'_> {
         }
         for (accepted, watermark) in routed {
             if let (Some(speed), Some(ev)) = (self.speed, &accepted) {
-                let time = self.router.events().event_time_column();
+                let time = self.router.events_of(p).event_time_column();
                 throttle(&mut self.pace, ev, time, speed, &self.paced_stop);
             }
             self.step(accepted.as_ref(), watermark, c.tag.partition)?;

@@ -252,6 +252,7 @@ impl LogReader {
                     tag: ChunkTag {
                         partition: p as u32,
                         end: Some(end),
+                        last: false,
                     },
                     times,
                 };

@@ -100,6 +100,27 @@ pub struct EventTimeSettings {
     pub idle_timeout: i64,
 }
 
+impl EventTimeSettings {
+    /// The settings of a job over several sources: one watermark over all their partitions,
+    /// so each bound is the widest any of them asks for (no event one source's bounds accept
+    /// is late or too far ahead; ids are kept as long as any source keeps its own).
+    pub fn widest(all: Vec<EventTimeSettings>) -> EventTimeSettings {
+        let mut it = all.into_iter();
+        let first = it.next().unwrap_or(EventTimeSettings {
+            watermark_delay: defaults::WATERMARK_DELAY_MS,
+            max_skew: defaults::MAX_SKEW_MS,
+            dedup_ttl: defaults::DEDUP_TTL_MS,
+            idle_timeout: defaults::IDLE_TIMEOUT_MS,
+        });
+        it.fold(first, |a, b| EventTimeSettings {
+            watermark_delay: a.watermark_delay.max(b.watermark_delay),
+            max_skew: a.max_skew.max(b.max_skew),
+            dedup_ttl: a.dedup_ttl.max(b.dedup_ttl),
+            idle_timeout: a.idle_timeout.max(b.idle_timeout),
+        })
+    }
+}
+
 impl QueryFile {
     /// The bounds on windows, raised or lowered by `SET max_window_size`, `max_session_gap`
     /// and `max_hop_ratio`.

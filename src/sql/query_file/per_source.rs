@@ -1,74 +1,56 @@
-//! A query file with several sources, as one query file per source.
+//! A query file with several sources, as one query file per set of sources its queries read.
 //!
-//! A job reads one source: its checkpoints record that source's offsets, its consumer group
-//! follows that topic, its dead letters and late events go to that source's topics. A file that
-//! declares several sources therefore runs as several jobs, one per source, each with the
-//! queries that read it and the sinks they write. Each job's text is the file with every other
-//! statement blanked (newlines kept), so its errors point at the file's own lines and columns.
+//! A job reads one source, or the several one query reads together (a `UNION ALL` of different
+//! streams): its checkpoints record those sources' offsets, its consumer group follows those
+//! topics, its dead letters and late events go to its own topics. A file whose queries read
+//! different sources therefore runs as several jobs, one per set of sources read (each source
+//! alone, mostly), each with the queries that read that set and the sinks they write. Each job's
+//! text is the file with every other statement blanked (newlines kept), so its errors point at
+//! the file's own lines and columns.
 //!
-//! Refused, at the statement: a query that reads two sources (a join or a union of different
-//! streams is not supported yet), a sink written by queries over two sources, and a declared
-//! `dead_letters` or `late_events` sink (each source has its own).
+//! Refused, at the statement: a sink written by queries over different sources, two sinks of
+//! one topic written from different sources, two sources of one topic, a source no query reads,
+//! and, when the file runs as several jobs, a declared `dead_letters` or `late_events` sink
+//! (each job has its own).
 
 use std::collections::BTreeSet;
-
-use datafusion::sql::sqlparser::dialect::GenericDialect;
-use datafusion::sql::sqlparser::tokenizer::{Token, Tokenizer};
 
 use super::{
     DEAD_LETTERS, LATE_EVENTS, QueryFile, err, parse_query_file, statements, strip_comments, word,
 };
 use crate::error::Result;
+use crate::sql::stream_reads::sources_read;
 
-/// One source's share of a query file.
+/// One job's share of a query file: the sources it reads and its statements.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SourceShare {
-    /// The source.
-    pub source: String,
-    /// The file's text with only this source's statements (and every SET) left.
+    /// The sources its queries read, sorted by name (one, unless a query reads several).
+    pub sources: Vec<String>,
+    /// The file's text with only this share's statements (and every SET) left.
     pub text: String,
 }
 
-/// The names of `sources` that `select` reads: a name after FROM, JOIN or TABLE, or as the
-/// first argument of a window table function (`TUMBLE(orders, …)`), in any case. A column, an
-/// alias or a CTE spelled like a source is not a read of it.
-fn sources_read(select: &str, sources: &[String]) -> BTreeSet<String> {
-    let Ok(tokens) = Tokenizer::new(&GenericDialect {}, select).tokenize() else {
-        return BTreeSet::new();
-    };
-    let code: Vec<&Token> = tokens
-        .iter()
-        .filter(|t| !matches!(t, Token::Whitespace(_)))
-        .collect();
-    let word = |t: Option<&&Token>, any: &[&str]| matches!(t, Some(Token::Word(w)) if any.iter().any(|k| w.value.eq_ignore_ascii_case(k)));
-    let mut read = BTreeSet::new();
-    for (i, t) in code.iter().enumerate() {
-        let Token::Word(w) = t else {
-            continue;
-        };
-        let Some(source) = sources.iter().find(|s| s.eq_ignore_ascii_case(&w.value)) else {
-            continue;
-        };
-        let before = i.checked_sub(1).and_then(|j| code.get(j));
-        let tvf_argument = matches!(before, Some(Token::LParen))
-            && word(
-                i.checked_sub(2).and_then(|j| code.get(j)),
-                &["TUMBLE", "HOP", "SESSION", "CUMULATE"],
-            );
-        if word(before, &["FROM", "JOIN", "TABLE"]) || tvf_argument {
-            read.insert(source.clone());
-        }
+impl SourceShare {
+    /// The share's part of a job name: its source, or its sources joined by `-`.
+    pub fn name(&self) -> String {
+        self.sources.join("-")
     }
-    read
 }
 
-/// Cuts `text` into one query file per source; a file with one source is returned whole.
+/// Words for a set of sources in messages: `` `a` `` or `` `a` and `b` ``.
+fn listed(set: &BTreeSet<String>) -> String {
+    let names: Vec<String> = set.iter().map(|s| format!("`{s}`")).collect();
+    names.join(" and ")
+}
+
+/// Cuts `text` into one query file per set of sources its queries read; a file with one
+/// source, or whose queries all read the same sources, is returned whole.
 pub fn split_by_source(text: &str) -> Result<Vec<SourceShare>> {
     let file: QueryFile = parse_query_file(text)?;
     let names: Vec<String> = file.sources.iter().map(|s| s.name.clone()).collect();
     if names.len() <= 1 {
         return Ok(vec![SourceShare {
-            source: names.first().cloned().unwrap_or_default(),
+            sources: names.first().cloned().into_iter().collect(),
             text: text.to_string(),
         }]);
     }
@@ -88,76 +70,85 @@ pub fn split_by_source(text: &str) -> Result<Vec<SourceShare>> {
             ));
         }
     }
-    for s in &file.sinks {
-        if s.name == DEAD_LETTERS || s.name == LATE_EVENTS {
-            return Err(err(
-                s.line,
-                format!(
-                    "with several sources, each source's rejected and late events go to its own topics (`<topic>.dlq`, `<topic>.late`); remove CREATE SINK {}",
-                    s.name
-                ),
-            ));
-        }
-    }
-    // Which source each INSERT reads, and so each sink.
-    let mut reads: Vec<String> = Vec::with_capacity(file.inserts.len());
-    let mut sink_source: Vec<(String, String)> = Vec::new();
+    // Which sources each INSERT reads, and so each sink.
+    let mut reads: Vec<BTreeSet<String>> = Vec::with_capacity(file.inserts.len());
+    let mut sink_sources: Vec<(String, BTreeSet<String>)> = Vec::new();
     for ins in &file.inserts {
-        let read = sources_read(&ins.select, &names);
-        let source = match read.len() {
+        let mut read = sources_read(&ins.select, &names);
+        if read.is_empty() {
             // Planning says what is wrong with a query that names no source.
-            0 => names[0].clone(),
-            1 => read.into_iter().next().expect("one"),
-            _ => {
-                let list: Vec<String> = read.into_iter().map(|s| format!("`{s}`")).collect();
+            read.insert(names[0].clone());
+        }
+        match sink_sources.iter().find(|(k, _)| *k == ins.sink) {
+            Some((_, other)) if *other != read => {
                 return Err(err(
                     ins.line,
                     format!(
-                        "this query reads the sources {}; a query over several sources (a join, or a union of different streams) is not supported yet: write one query per source",
-                        list.join(" and ")
-                    ),
-                ));
-            }
-        };
-        match sink_source.iter().find(|(k, _)| *k == ins.sink) {
-            Some((_, other)) if *other != source => {
-                return Err(err(
-                    ins.line,
-                    format!(
-                        "sink `{}` is written by queries over the sources `{other}` and `{source}`; each source runs as a job of its own, so give each its own sink",
-                        ins.sink
+                        "sink `{}` is written by queries over {} and over {}; queries over different sources run as jobs of their own, so give each its own sink",
+                        ins.sink,
+                        listed(other),
+                        listed(&read)
                     ),
                 ));
             }
             Some(_) => {}
-            None => sink_source.push((ins.sink.clone(), source.clone())),
+            None => sink_sources.push((ins.sink.clone(), read.clone())),
         }
-        reads.push(source);
+        reads.push(read);
     }
-    // Sinks of different names may write one topic: one writer per topic, so one source.
+    // The jobs: one per set of sources read, in the order their first source is declared.
+    let mut sets: Vec<BTreeSet<String>> = Vec::new();
+    for r in &reads {
+        if !sets.contains(r) {
+            sets.push(r.clone());
+        }
+    }
+    let first_declared = |set: &BTreeSet<String>| {
+        names
+            .iter()
+            .position(|n| set.contains(n))
+            .unwrap_or(usize::MAX)
+    };
+    sets.sort_by_key(|s| (first_declared(s), s.len()));
+    if sets.len() > 1 {
+        for s in &file.sinks {
+            if s.name == DEAD_LETTERS || s.name == LATE_EVENTS {
+                return Err(err(
+                    s.line,
+                    format!(
+                        "this file runs as several jobs (its queries read different sources), and each job's rejected and late events go to its own topics (`<topic>.dlq`, `<topic>.late`); remove CREATE SINK {}",
+                        s.name
+                    ),
+                ));
+            }
+        }
+    }
+    // Sinks of different names may write one topic: one writer per topic, so one job.
     let sink_topic = |name: &str| {
         file.sinks
             .iter()
             .find(|s| s.name == name)
             .and_then(|s| s.connector.log_topic().map(|t| (t.to_string(), s.line)))
     };
-    for (i, (sink, source)) in sink_source.iter().enumerate() {
+    for (i, (sink, set)) in sink_sources.iter().enumerate() {
         let Some((topic, line)) = sink_topic(sink) else {
             continue;
         };
-        for (other, other_source) in &sink_source[..i] {
-            if other_source != source && sink_topic(other).is_some_and(|(t, _)| t == topic) {
+        for (other, other_set) in &sink_sources[..i] {
+            if other_set != set && sink_topic(other).is_some_and(|(t, _)| t == topic) {
                 return Err(err(
                     line,
                     format!(
-                        "sinks `{other}` and `{sink}` both write topic `{topic}`, from queries over the sources `{other_source}` and `{source}`; each source runs as a job of its own, and a topic has one writer: give each its own topic"
+                        "sinks `{other}` and `{sink}` both write topic `{topic}`, from queries over {} and over {}; queries over different sources run as jobs of their own, and a topic has one writer: give each its own topic",
+                        listed(other_set),
+                        listed(set)
                     ),
                 ));
             }
         }
     }
     for s in &file.sources {
-        if !reads.contains(&s.name) {
+        if !reads.iter().any(|r| r.contains(&s.name)) {
             return Err(err(
                 s.line,
                 format!(
@@ -167,9 +158,23 @@ pub fn split_by_source(text: &str) -> Result<Vec<SourceShare>> {
             ));
         }
     }
-    // Each statement, in file order, with the source it belongs to (`None`: every source's).
+    if sets.len() == 1 {
+        return Ok(vec![SourceShare {
+            sources: sets.remove(0).into_iter().collect(),
+            text: text.to_string(),
+        }]);
+    }
+    // Each statement, in file order, with the jobs it belongs to.
+    enum Owner {
+        /// Every job's (a SET).
+        All,
+        /// The jobs that read this source.
+        Source(String),
+        /// The job of exactly these sources.
+        Set(BTreeSet<String>),
+    }
     let code = strip_comments(text);
-    let mut owned: Vec<(usize, usize, Option<String>)> = Vec::new();
+    let mut owned: Vec<(usize, usize, Owner)> = Vec::new();
     let mut insert = 0;
     for (offset, stmt) in statements(&code) {
         let s = stmt.trim_start();
@@ -183,21 +188,24 @@ pub fn split_by_source(text: &str) -> Result<Vec<SourceShare>> {
                 let (name, _) = word(rest);
                 let name = name.trim_matches('"');
                 match kind.to_ascii_uppercase().as_str() {
-                    "SOURCE" => Some(name.to_string()),
-                    // A sink no query writes goes with the first source (it opens nothing).
-                    _ => Some(
-                        sink_source
+                    "SOURCE" => Owner::Source(name.to_string()),
+                    // A sink no query writes goes with the first job (it opens nothing).
+                    _ => Owner::Set(
+                        sink_sources
                             .iter()
                             .find(|(k, _)| k == name)
-                            .map_or_else(|| names[0].clone(), |(_, s)| s.clone()),
+                            .map_or_else(|| sets[0].clone(), |(_, s)| s.clone()),
                     ),
                 }
             }
             "INSERT" => {
                 insert += 1;
-                reads.get(insert - 1).cloned()
+                match reads.get(insert - 1) {
+                    Some(r) => Owner::Set(r.clone()),
+                    None => Owner::All,
+                }
             }
-            _ => None,
+            _ => Owner::All,
         };
         // The statement and its `;`.
         let end = (offset + stmt.len() + 1).min(code.len());
@@ -205,14 +213,18 @@ pub fn split_by_source(text: &str) -> Result<Vec<SourceShare>> {
     }
     // The original text (comments and all: the stripped copy has the same byte offsets, but
     // a comment's characters became one space per byte), one blank per blanked character.
-    Ok(names
+    Ok(sets
         .iter()
-        .map(|source| {
+        .map(|set| {
             let mut out: Vec<char> = Vec::with_capacity(text.len());
             let mut at = 0;
             for (start, end, owner) in &owned {
                 out.extend(text[at..*start].chars());
-                let keep = owner.as_ref().is_none_or(|o| o == source);
+                let keep = match owner {
+                    Owner::All => true,
+                    Owner::Source(s) => set.contains(s),
+                    Owner::Set(s) => s == set,
+                };
                 out.extend(
                     text[*start..*end]
                         .chars()
@@ -222,7 +234,7 @@ pub fn split_by_source(text: &str) -> Result<Vec<SourceShare>> {
             }
             out.extend(text[at..].chars());
             SourceShare {
-                source: source.clone(),
+                sources: set.iter().cloned().collect(),
                 text: out.into_iter().collect(),
             }
         })
@@ -252,7 +264,7 @@ INSERT INTO big SELECT event_id FROM payments WHERE amount_minor > 100;
             assert_eq!(s.text.lines().count(), FILE.lines().count());
             let f = parse_query_file(&s.text).unwrap();
             assert_eq!(f.sources.len(), 1);
-            assert_eq!(f.sources[0].name, s.source);
+            assert_eq!(vec![f.sources[0].name.clone()], s.sources);
             assert_eq!(f.settings.get("workers").map(String::as_str), Some("1"));
             assert_eq!(f.inserts.len(), 1);
         }
@@ -266,16 +278,33 @@ INSERT INTO big SELECT event_id FROM payments WHERE amount_minor > 100;
     }
 
     #[test]
-    fn a_query_over_two_sources_and_a_shared_sink_are_refused() {
+    fn a_query_over_two_sources_is_a_job_of_its_own_and_a_shared_sink_is_refused() {
         let two = FILE.replace(
-            "FROM payments WHERE",
-            "FROM payments WHERE event_id IN (SELECT order_id FROM orders) AND",
+            "INSERT INTO big SELECT event_id FROM payments WHERE amount_minor > 100;",
+            "INSERT INTO big SELECT event_id FROM payments WHERE amount_minor > 100\n  UNION ALL SELECT order_id FROM orders;",
         );
-        let e = split_by_source(&two).unwrap_err().to_string();
-        assert!(
-            e.contains("line 9") && e.contains("`orders` and `payments`"),
-            "{e}"
+        let shares = split_by_source(&two).unwrap();
+        let sets: Vec<String> = shares.iter().map(SourceShare::name).collect();
+        assert_eq!(sets, ["orders-payments", "orders"]);
+        let both = parse_query_file(&shares[0].text).unwrap();
+        assert_eq!(both.sources.len(), 2);
+        assert_eq!(both.inserts.len(), 1);
+        assert_eq!(both.inserts[0].sink, "big");
+        let orders = parse_query_file(&shares[1].text).unwrap();
+        assert_eq!(orders.sources.len(), 1);
+        assert_eq!(orders.inserts[0].sink, "per_minute");
+        // Every query over both: the file is one job, and may name its dead letters.
+        let one = two.replace(
+            "SELECT window_start, count(*) AS n FROM TUMBLE(orders, ts, INTERVAL '1' MINUTE) GROUP BY window_start;",
+            "SELECT order_id FROM orders UNION ALL SELECT event_id FROM payments;",
         );
+        let one = format!("{one}CREATE SINK dead_letters WITH (connector = 'log', topic = 'd');\n");
+        let shares = split_by_source(&one).unwrap();
+        assert_eq!(shares.len(), 1);
+        assert_eq!(shares[0].text, one);
+        let mixed = two.replace("INSERT INTO per_minute", "INSERT INTO big");
+        let e = split_by_source(&mixed).unwrap_err().to_string();
+        assert!(e.contains("line 9") && e.contains("own sink"), "{e}");
         let shared = FILE.replace("INSERT INTO big", "INSERT INTO per_minute");
         let e = split_by_source(&shared).unwrap_err().to_string();
         assert!(e.contains("line 9") && e.contains("own sink"), "{e}");
@@ -322,7 +351,7 @@ INSERT INTO big SELECT event_id FROM payments WHERE amount_minor > 100;
         assert_eq!(
             shares,
             vec![SourceShare {
-                source: "payments".into(),
+                sources: vec!["payments".into()],
                 text: one.into()
             }]
         );
