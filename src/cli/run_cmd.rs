@@ -143,13 +143,13 @@ pub(crate) fn run(data: &DataDir, a: RunArgs) -> anyhow::Result<()> {
     // The first listener decides: `run` also takes SIGUSR1 (a savepoint request).
     let signals = super::signals::listen(true);
     // Parsed, planned and checked before anything is locked, written or opened: one job per
-    // source the file declares.
+    // set of sources the file's queries read.
     let prepared = Job::from_file_per_source(&a.query_file)
         .with_context(|| format!("running {}", a.query_file.display()))?;
     let several = prepared.len() > 1;
     if several && opts.from_savepoint.is_some() {
         bail!(
-            "--from-savepoint restores one job, and {} runs one job per source ({}); run each source's queries from a file of their own to start one from a savepoint",
+            "--from-savepoint restores one job, and {} runs as several ({}: one per set of sources its queries read); run each job's queries from a file of their own to start one from a savepoint",
             a.query_file.display(),
             prepared
                 .iter()
@@ -174,7 +174,10 @@ pub(crate) fn run(data: &DataDir, a: RunArgs) -> anyhow::Result<()> {
     if !a.until_end {
         let jobs = match several {
             false => format!("job {}", names[0]),
-            true => format!("jobs {} (one per source)", names.join(", ")),
+            true => format!(
+                "jobs {} (one per set of sources its queries read)",
+                names.join(", ")
+            ),
         };
         eprintln!(
             "running {} as {jobs} (data dir {}); Ctrl-C or SIGTERM stops it cleanly, `paystream savepoint {}` snapshots it",
@@ -209,9 +212,13 @@ pub(crate) fn run(data: &DataDir, a: RunArgs) -> anyhow::Result<()> {
                 Some(format!("{}/{}", dir.trim_end_matches('/'), job.name()));
         }
         let name = job.name().to_string();
-        let topic = job.source_topic().map(str::to_string);
+        let topics = job
+            .source_topics()
+            .into_iter()
+            .map(str::to_string)
+            .collect();
         let handle = job.spawn(opts, Some(Arc::clone(&signals.stop)));
-        let probe = StatusProbe::new(&name, handle.progress(), Log::new(&data.data_dir), topic);
+        let probe = StatusProbe::new(&name, handle.progress(), Log::new(&data.data_dir), topics);
         let done = Arc::new(AtomicBool::new(false));
         let reporter = report_status(
             probe,

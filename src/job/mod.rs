@@ -336,7 +336,7 @@ impl Job {
             if sources.len() > 1 && plan.stream_names().len() != sources.len() {
                 return Err(in_file(Error::Plan {
                     position: format!("line {}", ins.line),
-                    message: "this query does not read every source of the file, and Job::prepare runs a file as one job; `paystream run` runs it as one job per set of sources read".into(),
+                    message: "this query does not read every source of the file, and the file is run here as one job over all of them; run it with `paystream run`, which runs one job per set of sources its queries read".into(),
                 }));
             }
             // Checked when the file was parsed, like every duration setting.
@@ -408,9 +408,36 @@ impl Job {
                     .map_or_else(|| s.name.clone(), str::to_string)
             })
             .collect();
-        // What a checkpoint records as its source, checked when it is restored; what its dead
-        // letters and late events are named after.
-        let source_id = ids.join("-");
+        // What its dead letters and late events are named after.
+        let base = ids.join("-");
+        let mut readers = sources
+            .iter()
+            .map(|s| {
+                s.connector.source(&SourceContext {
+                    events: Arc::clone(&s.events),
+                    log: &log,
+                    job: &name,
+                    until_end: opts.until_end,
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        // What a checkpoint records as its source, checked when it is restored: of several,
+        // each with its partition count too, since a checkpoint's positions number their
+        // partitions one source after the other.
+        let source_id = match readers.len() {
+            1 => base.clone(),
+            _ => {
+                let mut parts = Vec::with_capacity(readers.len());
+                for (id, r) in ids.iter().zip(&readers) {
+                    parts.push(format!("{id}:{}", r.origins()?.len()));
+                }
+                parts.join("-")
+            }
+        };
+        let reader: Arc<dyn crate::source::Source> = match readers.len() {
+            1 => readers.remove(0),
+            _ => Arc::new(crate::source::MergedSource::new(readers)?),
+        };
         // A declared source's columns and roles are part of what the state must fit: the same
         // SELECT over other columns (or another id or time column) keeps other state.
         let declared: String = sources
@@ -502,7 +529,6 @@ impl Job {
             }),
             restored_epoch: restored.as_ref().map_or(reset.files_epoch, |s| s.epoch),
         };
-        let base = source_id.clone();
         for t in &topics {
             log.topic_config(t)?;
         }
@@ -568,21 +594,7 @@ impl Job {
         let summary;
         let mut checkpoints = Vec::new();
         let mut resumed = false;
-        let mut readers = sources
-            .iter()
-            .map(|s| {
-                s.connector.source(&SourceContext {
-                    events: Arc::clone(&s.events),
-                    log: &log,
-                    job: &name,
-                    until_end: opts.until_end,
-                })
-            })
-            .collect::<Result<Vec<_>>>()?;
-        let reader: Arc<dyn crate::source::Source> = match readers.len() {
-            1 => readers.remove(0),
-            _ => Arc::new(crate::source::MergedSource::new(readers)?),
-        };
+
         match &store {
             None => {
                 let mut spec = RunSpec::new(reader, queries);
@@ -705,6 +717,15 @@ fn restore(
     };
     let path = Path::new("checkpoint");
     let s = SavedState::decode(path, &bytes)?;
+    if s.queries == sqls && s.topic != topic {
+        return Err(Error::State {
+            operator: format!("checkpoint {epoch}"),
+            message: format!(
+                "this state was saved reading `{}` and the job now reads `{topic}` (a source, or the partition count of one of several, changed), so its positions do not fit; run with --reset-state to start over from the earliest offsets",
+                s.topic
+            ),
+        });
+    }
     if s.queries != sqls || s.topic != topic {
         return Err(Error::State {
             operator: format!("checkpoint {epoch}"),

@@ -132,19 +132,20 @@ pub struct StatusProbe {
     job: String,
     progress: Arc<Progress>,
     log: Log,
-    topic: Option<String>,
+    topics: Vec<String>,
     last: (u64, Instant),
 }
 
 impl StatusProbe {
-    /// A probe of `progress`, the counters of job `job` reading `topic` (a log source) of `log`.
-    pub fn new(job: &str, progress: Arc<Progress>, log: Log, topic: Option<String>) -> Self {
+    /// A probe of `progress`, the counters of job `job` reading `topics` (its log sources; none
+    /// for files) of `log`.
+    pub fn new(job: &str, progress: Arc<Progress>, log: Log, topics: Vec<String>) -> Self {
         StatusProbe {
             job: job.into(),
             last: (progress.read.load(Ordering::Relaxed), Instant::now()),
             progress,
             log,
-            topic,
+            topics,
         }
     }
 
@@ -160,17 +161,23 @@ impl StatusProbe {
             0.0
         };
         self.last = (read, now);
-        let lag = self.topic.as_ref().and_then(|t| {
-            let end: u64 = self
-                .log
-                .partition_stats(t)
-                .ok()?
-                .iter()
-                .map(|s| s.end_offset)
-                .sum();
-            let read: u64 = p.positions.lock().expect("progress lock").values().sum();
-            Some(end.saturating_sub(read))
-        });
+        // Every source topic's records, less those read (positions cover all of them).
+        let lag = (!self.topics.is_empty())
+            .then(|| {
+                let mut end = 0u64;
+                for t in &self.topics {
+                    end += self
+                        .log
+                        .partition_stats(t)
+                        .ok()?
+                        .iter()
+                        .map(|s| s.end_offset)
+                        .sum::<u64>();
+                }
+                let read: u64 = p.positions.lock().expect("progress lock").values().sum();
+                Some(end.saturating_sub(read))
+            })
+            .flatten();
         let wm = p.watermark.load(Ordering::Relaxed);
         let last_checkpoint = p.last_checkpoint_ms.load(Ordering::Relaxed);
         JobStatus {
@@ -203,7 +210,8 @@ mod tests {
         let progress = Arc::new(Progress::default());
         progress.read.store(1000, Ordering::Relaxed);
         progress.results.store(7, Ordering::Relaxed);
-        let mut probe = StatusProbe::new("risk", Arc::clone(&progress), Log::new(dir.path()), None);
+        let mut probe =
+            StatusProbe::new("risk", Arc::clone(&progress), Log::new(dir.path()), vec![]);
         let s = probe.sample(false);
         assert_eq!(
             (s.read, s.results, s.watermark, s.lag),

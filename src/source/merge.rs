@@ -2,31 +2,37 @@
 //! different streams).
 //!
 //! ```text
-//!  source 0 ─▶ chunks (its seq) ─▶ forwarder 0 ─┐  in its order, renumbered:
-//!  source 1 ─▶ chunks (its seq) ─▶ forwarder 1 ─┼─▶ one stream of chunks (global seq, global
-//!  …                                             ┘   partitions, `last` when a source ended)
+//!  source 0 ─▶ chunks (its seq) ─┐  merge: one chunk of each   one stream of chunks (global
+//!  source 1 ─▶ chunks (its seq) ─┼─▶ part in turn, in each   ─▶ seq, global partitions, `last`
+//!  …                              ┘   part's own order           when a part ended)
 //! ```
 //! Each part keeps its own partitions, decoders, positions and commits; its partitions follow
 //! those of the parts before it (part 1's partition 0 is partition `n0`), so a checkpoint's
 //! positions name every part's partitions, and each part is its own stream
 //! ([`Source::streams`]): the router deduplicates and times each part's events by that part's
 //! schema, and the watermark is the least over all partitions. Chunks of one part keep their
-//! order; parts interleave as they come. When a bounded part ends, a chunk marked
+//! order, and the parts take turns, one chunk each: the same input always interleaves the same
+//! way, so lateness and results do not depend on which reader was faster. When a bounded part
+//! ends, a chunk marked
 //! [`ChunkTag::last`] for each of its partitions tells the router they no longer hold time back,
 //! so a short file does not stop the watermark of a long one.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
-use std::sync::{Arc, Mutex};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, sync_channel};
+use std::time::Duration;
 
 use super::{Chunk, ChunkTag, Positions, ReadOptions, Reading, Source, SourceStream};
 use crate::decode::{Decoded, Origin};
 use crate::error::{Error, Result};
 use crate::schema::EventSchema;
 
-/// Chunks in flight between the forwarders and the engine.
+/// Chunks in flight between the merge thread and the engine.
 const QUEUE: usize = 8;
+
+/// How long the merge waits on each unbounded part once none had anything.
+const IDLE_WAIT: Duration = Duration::from_millis(5);
 
 /// Several sources read as one, each a stream of its own.
 pub struct MergedSource {
@@ -94,39 +100,36 @@ impl Source for MergedSource {
     fn open(&self, start: &Positions, opts: &ReadOptions) -> Result<Reading> {
         let (first, _) = self.offsets()?;
         let (tx, chunks) = sync_channel::<Result<Chunk>>(QUEUE);
-        // The next global sequence number, taken with the channel so numbers arrive in order.
-        let next = Arc::new(Mutex::new(0u64));
         let bytes = Arc::new(AtomicU64::new(0));
         let mut threads = Vec::new();
         let mut positions = Positions::new();
-        let mut readings = Vec::with_capacity(self.parts.len());
+        let mut parts = Vec::with_capacity(self.parts.len());
         for (i, part) in self.parts.iter().enumerate() {
             let count = part.origins()?.len() as u32;
             let reading = part.open(&Self::local(start, first[i], count), opts)?;
             positions.extend(reading.positions.iter().map(|(p, o)| (p + first[i], *o)));
-            readings.push((reading, count));
-        }
-        let parts_bytes: Vec<Arc<AtomicU64>> =
-            readings.iter().map(|(r, _)| Arc::clone(&r.bytes)).collect();
-        for (i, (reading, count)) in readings.into_iter().enumerate() {
             threads.extend(reading.threads);
-            let forward = Forwarder {
+            parts.push(Part {
                 chunks: reading.chunks,
-                tx: tx.clone(),
-                next: Arc::clone(&next),
+                pending: BTreeMap::new(),
+                next: 0,
                 first: first[i],
                 count,
-                bounded: self.parts[i].bounded(),
-                stop: Arc::clone(&opts.stop),
-                bytes: Arc::clone(&bytes),
-                parts_bytes: parts_bytes.clone(),
-            };
-            let t = std::thread::Builder::new()
-                .name(format!("merge-{i}"))
-                .spawn(move || forward.run())
-                .map_err(|e| Error::Internal(format!("cannot start a reader thread: {e}")))?;
-            threads.push(t);
+                bounded: part.bounded(),
+                bytes: reading.bytes,
+            });
         }
+        let merge = Merge {
+            parts,
+            tx,
+            stop: Arc::clone(&opts.stop),
+            bytes: Arc::clone(&bytes),
+        };
+        let t = std::thread::Builder::new()
+            .name("merge".into())
+            .spawn(move || merge.run())
+            .map_err(|e| Error::Internal(format!("cannot start a reader thread: {e}")))?;
+        threads.push(t);
         Ok(Reading {
             chunks,
             threads,
@@ -145,54 +148,114 @@ impl Source for MergedSource {
     }
 }
 
-/// Moves one part's chunks into the merged stream, in that part's order.
-struct Forwarder {
+/// One part being read: its chunks, put back in its order.
+struct Part {
     chunks: Receiver<Result<Chunk>>,
-    tx: SyncSender<Result<Chunk>>,
-    next: Arc<Mutex<u64>>,
+    pending: BTreeMap<u64, Chunk>,
+    /// The part's own number of its next chunk.
+    next: u64,
     first: u32,
     count: u32,
     bounded: bool,
-    stop: Arc<AtomicBool>,
     bytes: Arc<AtomicU64>,
-    parts_bytes: Vec<Arc<AtomicU64>>,
 }
 
-impl Forwarder {
-    fn run(self) {
-        let mut pending: BTreeMap<u64, Chunk> = BTreeMap::new();
-        let mut own = 0u64;
-        for item in self.chunks.iter() {
-            let chunk = match item {
-                Ok(c) => c,
-                Err(e) => {
-                    self.send(|_| Err(e));
-                    return;
-                }
-            };
-            pending.insert(chunk.seq, chunk);
-            while let Some(mut c) = pending.remove(&own) {
-                own += 1;
-                c.tag.partition += self.first;
-                if !self.send(|seq| {
-                    c.seq = seq;
-                    Ok(c)
-                }) {
-                    return;
-                }
+/// What a part has next.
+enum Next {
+    Chunk(Result<Chunk>),
+    /// Nothing yet (an unbounded part not waited for).
+    Nothing,
+    Ended,
+}
+
+impl Part {
+    /// The part's next chunk in its order. A bounded part is waited for (so a replay always
+    /// interleaves alike); an unbounded one is waited for up to `wait`, since a quiet topic
+    /// must not hold a busy one to its tick rate.
+    fn next_chunk(&mut self, wait: Duration) -> Next {
+        loop {
+            if let Some(c) = self.pending.remove(&self.next) {
+                self.next += 1;
+                return Next::Chunk(Ok(c));
             }
-            let total = self
-                .parts_bytes
-                .iter()
-                .map(|b| b.load(Ordering::Relaxed))
-                .sum();
-            self.bytes.store(total, Ordering::Relaxed);
+            let got = match self.bounded {
+                true => self
+                    .chunks
+                    .recv()
+                    .map_err(|_| RecvTimeoutError::Disconnected),
+                false => self.chunks.recv_timeout(wait),
+            };
+            match got {
+                Ok(Ok(c)) => {
+                    self.pending.insert(c.seq, c);
+                }
+                Ok(Err(e)) => return Next::Chunk(Err(e)),
+                Err(RecvTimeoutError::Timeout) => return Next::Nothing,
+                Err(RecvTimeoutError::Disconnected) => return Next::Ended,
+            }
         }
-        // The part ended by itself (not stopped): its partitions no longer hold time back.
-        if self.bounded && !self.stop.load(Ordering::Relaxed) && pending.is_empty() {
-            for p in self.first..self.first + self.count {
-                let sent = self.send(|seq| {
-                    Ok(Chunk {
+    }
+}
+
+/// Takes the parts' chunks in turn, one each, into the merged stream: over bounded parts (files,
+/// topics read to their end) the interleaving, and so every watermark and every late verdict,
+/// is the same on every run over the same input. Unbounded parts (tailed topics) are taken as
+/// they have something, waiting briefly only when none had anything.
+struct Merge {
+    parts: Vec<Part>,
+    tx: SyncSender<Result<Chunk>>,
+    stop: Arc<AtomicBool>,
+    bytes: Arc<AtomicU64>,
+}
+
+impl Merge {
+    fn run(mut self) {
+        let mut seq = 0u64;
+        let mut live: Vec<usize> = (0..self.parts.len()).collect();
+        let mut idle = false;
+        while !live.is_empty() {
+            let mut ended = Vec::new();
+            // After a round where no part had anything, wait a little on each.
+            let wait = if idle { IDLE_WAIT } else { Duration::ZERO };
+            idle = true;
+            for &i in &live {
+                let part = &mut self.parts[i];
+                let item = match part.next_chunk(wait) {
+                    Next::Chunk(Ok(mut c)) => {
+                        c.tag.partition += part.first;
+                        c.seq = seq;
+                        Ok(c)
+                    }
+                    Next::Chunk(Err(e)) => Err(e),
+                    Next::Nothing => continue,
+                    Next::Ended => {
+                        ended.push(i);
+                        continue;
+                    }
+                };
+                idle = false;
+                let failed = item.is_err();
+                if self.tx.send(item).is_err() || failed {
+                    return;
+                }
+                seq += 1;
+                let total = self
+                    .parts
+                    .iter()
+                    .map(|p| p.bytes.load(Ordering::Relaxed))
+                    .sum();
+                self.bytes.store(total, Ordering::Relaxed);
+            }
+            for i in ended {
+                live.retain(|l| *l != i);
+                // The part ended by itself (not stopped): its partitions no longer hold time
+                // back.
+                let part = &self.parts[i];
+                if !part.bounded || self.stop.load(Ordering::Relaxed) {
+                    continue;
+                }
+                for p in part.first..part.first + part.count {
+                    let last = Chunk {
                         seq,
                         decoded: Decoded::default(),
                         tag: ChunkTag {
@@ -201,25 +264,14 @@ impl Forwarder {
                             last: true,
                         },
                         record_times: None,
-                    })
-                });
-                if !sent {
-                    return;
+                    };
+                    if self.tx.send(Ok(last)).is_err() {
+                        return;
+                    }
+                    seq += 1;
                 }
             }
         }
-    }
-
-    /// Sends the item `make` builds with the next global sequence number; false once the run
-    /// has ended.
-    fn send(&self, make: impl FnOnce(u64) -> Result<Chunk>) -> bool {
-        let mut next = self.next.lock().expect("merge sequence lock");
-        let item = make(*next);
-        if self.tx.send(item).is_err() {
-            return false;
-        }
-        *next += 1;
-        true
     }
 }
 
