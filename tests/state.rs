@@ -132,6 +132,10 @@ fn every_windowed_operator_round_trips_its_state() {
         "SELECT card_id AS k, window_start, count(*) AS n FROM SESSION(payments, event_time, INTERVAL '2' SECOND) GROUP BY card_id, window_start, window_end \
          UNION ALL SELECT merchant_id, window_start, count(*) FROM TUMBLE(payments, event_time, INTERVAL '10' SECOND) GROUP BY merchant_id, window_start \
          UNION ALL SELECT event_id, event_time, amount_minor FROM payments WHERE amount_minor > 9000".into(),
+        // GROUP BY without a window: every key's running state, what it last showed and what
+        // changed since, as a changelog.
+        "SELECT merchant_id, currency, count(*) AS n, sum(amount_minor) AS total, count(DISTINCT card_id) AS cards, \
+           max(amount_minor) AS hi FROM payments GROUP BY merchant_id, currency HAVING min(amount_minor) > 50".into(),
     ];
     for sql in &queries {
         let uninterrupted = run(sql, &batches, None);

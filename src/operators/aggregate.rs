@@ -475,6 +475,17 @@ impl AggregateCore {
         apply_stages_timed(&self.spec.output_stages, &batch, None, ends)
     }
 
+    /// The output rows of groups without window bounds (a GROUP BY over the whole stream),
+    /// before HAVING and the SELECT list.
+    pub(super) fn unwindowed(
+        &self,
+        keys: Vec<ArrayRef>,
+        aggs: Vec<ArrayRef>,
+        rows: usize,
+    ) -> Result<RecordBatch> {
+        self.aggregated(&[], &[], keys, aggs, rows)
+    }
+
     /// The aggregate's output rows before HAVING and the SELECT list.
     fn aggregated(
         &self,

@@ -30,6 +30,7 @@ mod session;
 mod sum;
 mod tumbling_window;
 mod union;
+mod updating;
 mod watermark;
 mod window_state;
 
@@ -239,6 +240,10 @@ fn build_unnamed(plan: &StreamPlan) -> Result<Box<dyn Operator>> {
         },
         PlanKind::Chain(spec) => Box::new(chain::ChainOperator::new(spec)?),
         PlanKind::Union(spec) => Box::new(union::UnionOperator::new(
+            spec,
+            std::sync::Arc::clone(&plan.output_schema),
+        )?),
+        PlanKind::Updating(spec) => Box::new(updating::UpdatingAggregate::new(
             spec,
             std::sync::Arc::clone(&plan.output_schema),
         )?),

@@ -21,8 +21,9 @@ mod with_clause;
 
 pub use self::over::{Frame, FunctionKind, OverFunction, OverSpec};
 pub use self::plan::{
-    AggregateSpec, ChainSpec, KeySlot, Partitioning, PlanKind, Stage, StreamPlan, UnionSpec,
-    apply_stages, apply_stages_selected, apply_stages_timed,
+    AggregateSpec, CHANGELOG_OP, ChainSpec, KeySlot, OP_DELETE, OP_INSERT, OP_UPDATE, Partitioning,
+    PlanKind, Stage, StreamPlan, UnionSpec, UpdatingSpec, apply_stages, apply_stages_selected,
+    apply_stages_timed,
 };
 pub use self::planner::{
     MAX_EXPR_DEPTH, MAX_TOKENS, plan_query, plan_query_among, plan_query_in, plan_query_on,

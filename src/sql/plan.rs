@@ -355,6 +355,31 @@ pub enum PlanKind {
     Chain(Box<ChainSpec>),
     /// `UNION ALL` of queries over the same stream.
     Union(Box<UnionSpec>),
+    /// A GROUP BY without a window: running aggregates per key, emitted as a changelog.
+    Updating(Box<UpdatingSpec>),
+}
+
+/// The name of the column an updating query's rows end with: [`OP_INSERT`], [`OP_UPDATE`] or
+/// [`OP_DELETE`].
+pub const CHANGELOG_OP: &str = "op";
+/// A key's first row.
+pub const OP_INSERT: &str = "insert";
+/// A key's new values.
+pub const OP_UPDATE: &str = "update";
+/// The key is gone (its state expired, or it no longer passes HAVING); its last values.
+pub const OP_DELETE: &str = "delete";
+
+/// A GROUP BY without a window (running totals per key since the start): every key's values
+/// change as its events arrive, so its rows are a changelog ([`CHANGELOG_OP`]), one row per
+/// changed key per watermark step and at the end of input. Applied in order, keeping the
+/// latest row per key and dropping deleted keys, it is the batch GROUP BY over the same events.
+#[derive(Debug, Clone)]
+pub struct UpdatingSpec {
+    /// The aggregation (no window bounds among its keys).
+    pub aggregate: AggregateSpec,
+    /// Keys without an event for this long behind the watermark are dropped, with a
+    /// `delete` (`SET state_ttl`); `None`: kept for ever.
+    pub state_ttl: Option<i64>,
 }
 
 /// `UNION ALL` of queries, each over a stream: every branch sees every event of its stream and
@@ -418,6 +443,7 @@ impl StreamPlan {
     pub fn with_state_ttl(mut self, ttl: i64) -> StreamPlan {
         match &mut self.kind {
             PlanKind::Over(o) => o.state_ttl = Some(ttl),
+            PlanKind::Updating(u) => u.state_ttl = Some(ttl),
             PlanKind::Union(u) => {
                 for b in &mut u.branches {
                     *b = b.clone().with_state_ttl(ttl);
@@ -500,6 +526,11 @@ impl StreamPlan {
             PlanKind::Map { .. } => Partitioning::RoundRobin,
             // The outer plan's groups are made of the inner one's: one worker sees them all.
             PlanKind::Chain(_) => Partitioning::Single,
+            PlanKind::Updating(u) if u.aggregate.keys.is_empty() => Partitioning::Single,
+            PlanKind::Updating(u) => Partitioning::ByKeys {
+                filters: filters_of(&u.aggregate.input_stages),
+                keys: u.aggregate.keys.clone(),
+            },
             // Branches partitioned apart would need the events twice; stateless branches go
             // anywhere, and a stateful one runs with its siblings on one worker.
             PlanKind::Union(u) => match u
@@ -520,7 +551,7 @@ impl StreamPlan {
             PlanKind::Window { window, .. } => Some(window),
             PlanKind::Over(_) => None,
             PlanKind::Chain(c) => c.outer.window(),
-            PlanKind::Union(_) => None,
+            PlanKind::Union(_) | PlanKind::Updating(_) => None,
         }
     }
 }

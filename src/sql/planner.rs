@@ -41,7 +41,7 @@ use datafusion::sql::sqlparser::parser::Parser;
 use datafusion::sql::sqlparser::tokenizer::{Span, Token, TokenWithSpan, Tokenizer};
 
 use super::checked::checked;
-use super::plan::{AggregateSpec, KeySlot, PlanKind, Stage, StreamPlan};
+use super::plan::{AggregateSpec, CHANGELOG_OP, KeySlot, PlanKind, Stage, StreamPlan};
 use super::window_tvf::{
     WindowKind, WindowLimits, extract_window, plan_error, point,
     rewrite_flink_windows_with_partitions,
@@ -450,8 +450,27 @@ async fn plan_query_async(
         Ok(p) => p,
         Err(e) => return Err(df_plan_error(&e, &tokens, &state, &stmt, events.windowed()).await),
     };
-    let output_schema = physical.schema();
+    let mut output_schema = physical.schema();
     let kind = lift(&physical, window, &tokens, events)?;
+    if let PlanKind::Updating(_) = &kind {
+        // A changelog: each row says what it does to its key.
+        if output_schema.fields().find(CHANGELOG_OP).is_some() {
+            return Err(plan_error(
+                locate(&tokens, Keyword::SELECT),
+                format!(
+                    "a GROUP BY without a window emits a changelog whose last column is `{CHANGELOG_OP}` (insert, update or delete); name your column `{CHANGELOG_OP}` otherwise"
+                ),
+            ));
+        }
+        let mut fields: Vec<datafusion::arrow::datatypes::FieldRef> =
+            output_schema.fields().iter().cloned().collect();
+        fields.push(Arc::new(datafusion::arrow::datatypes::Field::new(
+            CHANGELOG_OP,
+            datafusion::arrow::datatypes::DataType::Utf8,
+            false,
+        )));
+        output_schema = Arc::new(datafusion::arrow::datatypes::Schema::new(fields));
+    }
     Ok(StreamPlan {
         sql: sql.to_string(),
         name: "the query".into(),
@@ -1568,12 +1587,6 @@ fn lift(
                     "an aggregate over a windowed query's results needs a window of its own: name the windowed query and window its rows, WITH per_minute AS (SELECT …, window_start, window_end FROM TUMBLE(…) GROUP BY …) SELECT … FROM TUMBLE(per_minute, window_start, INTERVAL '1' HOUR) GROUP BY …, window_start, window_end",
                 ));
             }
-            if window.is_none() {
-                return Err(plan_error(
-                    locate(tokens, Keyword::GROUP).union(&locate(tokens, Keyword::SELECT)),
-                    "an aggregate over the unbounded stream would never be final; aggregate over a window, e.g. FROM TUMBLE(payments, event_time, INTERVAL '1' MINUTE) ... GROUP BY window_start, window_end",
-                ));
-            }
             let group = partial.group_expr();
             if group.has_grouping_set() {
                 return Err(plan_error(
@@ -1611,9 +1624,10 @@ fn lift(
                     }
                 }
             }
-            if !key_layout
-                .iter()
-                .any(|k| matches!(k, KeySlot::WindowStart | KeySlot::WindowEnd))
+            if window.is_some()
+                && !key_layout
+                    .iter()
+                    .any(|k| matches!(k, KeySlot::WindowStart | KeySlot::WindowEnd))
             {
                 return Err(plan_error(
                     locate(tokens, Keyword::GROUP),
@@ -1697,9 +1711,16 @@ fn lift(
                 .map(|f| f.map(super::codes::specialize).transpose())
                 .collect::<datafusion::error::Result<_>>()?;
             agg.output_stages = above;
-            Ok(PlanKind::Window {
-                window: window.expect("checked above"),
-                aggregate: agg,
+            Ok(match window {
+                Some(window) => PlanKind::Window {
+                    window,
+                    aggregate: agg,
+                },
+                // Over the whole stream: running aggregates, a changelog.
+                None => PlanKind::Updating(Box::new(super::plan::UpdatingSpec {
+                    aggregate: agg,
+                    state_ttl: None,
+                })),
             })
         }
         _ => {
@@ -1819,11 +1840,6 @@ mod tests {
                 "SELECT * FROM payments ORDER BY event_time",
                 "ORDER BY",
                 "line 1, column 24",
-            ),
-            (
-                "SELECT count(*) FROM payments",
-                "would never be final",
-                "line 1",
             ),
             (
                 "SELECT * FROM payments p JOIN merchants m ON p.merchant_id = m.id",

@@ -25,8 +25,9 @@ mod timers;
 
 use datafusion::arrow::row::{RowConverter, SortField};
 
-use self::slots::{NONE, Slots};
-use self::timers::Timers;
+use self::slots::NONE;
+pub(super) use self::slots::Slots;
+pub(super) use self::timers::Timers;
 use super::aggregate::{AggregateCore, late_events};
 use super::key_ids::KeyIds;
 use super::{Emitted, EventBatch, Operator, OperatorOutput, RowTimes};

@@ -209,7 +209,7 @@ impl SlotAggregate for RowSlots {
 /// Within a batch, a session merged away keeps its slot until the batch's rows are added
 /// ([`Slots::update`]): rows assigned to it earlier in the batch follow the merge through
 /// `redirect`, and only then is the slot freed for reuse.
-pub(super) struct Slots {
+pub(in crate::operators) struct Slots {
     aggregates: Vec<Box<dyn SlotAggregate>>,
     /// Slots handed out so far (every aggregate addresses `0..len`).
     pub(super) len: u32,
@@ -222,7 +222,7 @@ pub(super) struct Slots {
 
 impl Slots {
     /// Slots for the aggregates `aggs`.
-    pub(super) fn new(aggs: &[Arc<AggregateFunctionExpr>]) -> Result<Self> {
+    pub(in crate::operators) fn new(aggs: &[Arc<AggregateFunctionExpr>]) -> Result<Self> {
         Ok(Slots {
             aggregates: aggs.iter().map(slot_aggregate).collect::<Result<_>>()?,
             len: 0,
@@ -233,7 +233,7 @@ impl Slots {
     }
 
     /// An empty slot.
-    pub(super) fn alloc(&mut self) -> u32 {
+    pub(in crate::operators) fn alloc(&mut self) -> u32 {
         if let Some(s) = self.free.pop() {
             return s;
         }
@@ -251,7 +251,7 @@ impl Slots {
     }
 
     /// Folds `src` into `dst`; `src` is freed once the current batch's rows are added.
-    pub(super) fn merge(&mut self, dst: u32, src: u32) -> Result<()> {
+    pub(in crate::operators) fn merge(&mut self, dst: u32, src: u32) -> Result<()> {
         for a in &mut self.aggregates {
             a.merge(dst, src)?;
         }
@@ -261,7 +261,7 @@ impl Slots {
     }
 
     /// Adds a batch: row `i` goes to slot `slots[i]` (or to the slot it was merged into).
-    pub(super) fn update(
+    pub(in crate::operators) fn update(
         &mut self,
         args: &[Vec<ArrayRef>],
         filters: &[Option<BooleanArray>],
@@ -285,7 +285,7 @@ impl Slots {
     }
 
     /// Each aggregate's final values for `slots`, which are freed.
-    pub(super) fn take(&mut self, slots: &[u32]) -> Result<Vec<ArrayRef>> {
+    pub(in crate::operators) fn take(&mut self, slots: &[u32]) -> Result<Vec<ArrayRef>> {
         let values = self
             .aggregates
             .iter_mut()
@@ -295,13 +295,31 @@ impl Slots {
         Ok(values)
     }
 
+    /// Each aggregate's current values for `slots`, which keep their state (read through
+    /// their state: the value is taken, then the state put back).
+    pub(in crate::operators) fn peek(&mut self, slots: &[u32]) -> Result<Vec<ArrayRef>> {
+        let states = self.state(slots)?;
+        let mut values = Vec::with_capacity(self.aggregates.len());
+        for (a, cols) in self.aggregates.iter_mut().zip(&states) {
+            values.push(a.take(slots)?);
+            for (row, s) in slots.iter().enumerate() {
+                a.restore(*s, cols, row)?;
+            }
+        }
+        Ok(values)
+    }
+
     /// Each aggregate's state columns for `slots`.
-    pub(super) fn state(&mut self, slots: &[u32]) -> Result<Vec<Vec<ArrayRef>>> {
+    pub(in crate::operators) fn state(&mut self, slots: &[u32]) -> Result<Vec<Vec<ArrayRef>>> {
         self.aggregates.iter_mut().map(|a| a.state(slots)).collect()
     }
 
     /// A new slot holding row `row` of each aggregate's state columns.
-    pub(super) fn restore(&mut self, states: &[Vec<ArrayRef>], row: usize) -> Result<u32> {
+    pub(in crate::operators) fn restore(
+        &mut self,
+        states: &[Vec<ArrayRef>],
+        row: usize,
+    ) -> Result<u32> {
         let slot = self.alloc();
         for (a, cols) in self.aggregates.iter_mut().zip(states) {
             a.restore(slot, cols, row)?;
@@ -310,7 +328,10 @@ impl Slots {
     }
 
     /// Drops every slot.
-    pub(super) fn clear(&mut self, aggs: &[Arc<AggregateFunctionExpr>]) -> Result<()> {
+    pub(in crate::operators) fn clear(
+        &mut self,
+        aggs: &[Arc<AggregateFunctionExpr>],
+    ) -> Result<()> {
         *self = Slots::new(aggs)?;
         Ok(())
     }

@@ -11,14 +11,14 @@ use std::collections::BTreeMap;
 
 /// Timers: (time, key id), fired when a watermark reaches their time.
 #[derive(Debug, Clone)]
-pub(super) struct Timers {
+pub(in crate::operators) struct Timers {
     width: i64,
     buckets: BTreeMap<i64, Vec<(i64, u32)>>,
 }
 
 impl Timers {
     /// Timers in buckets of `width` ms (at least 1).
-    pub(super) fn new(width: i64) -> Self {
+    pub(in crate::operators) fn new(width: i64) -> Self {
         Timers {
             width: width.max(1),
             buckets: BTreeMap::new(),
@@ -27,11 +27,11 @@ impl Timers {
 
     /// A bucket width for timers set `horizon` ms ahead: a few dozen buckets cover it, and no
     /// bucket is wider than a second (the watermark sifts the one it is in at each advance).
-    pub(super) fn width_for(horizon: i64) -> i64 {
+    pub(in crate::operators) fn width_for(horizon: i64) -> i64 {
         (horizon / 32).clamp(1, 1_000)
     }
 
-    pub(super) fn push(&mut self, at: i64, id: u32) {
+    pub(in crate::operators) fn push(&mut self, at: i64, id: u32) {
         self.buckets
             .entry(at.div_euclid(self.width))
             .or_default()
@@ -39,7 +39,7 @@ impl Timers {
     }
 
     /// Removes every timer at or before `watermark`, appending its key id to `due`.
-    pub(super) fn pop_due(&mut self, watermark: i64, due: &mut Vec<u32>) {
+    pub(in crate::operators) fn pop_due(&mut self, watermark: i64, due: &mut Vec<u32>) {
         let current = watermark.div_euclid(self.width);
         while let Some(mut entry) = self.buckets.first_entry() {
             let b = *entry.key();
@@ -66,12 +66,12 @@ impl Timers {
         }
     }
 
-    pub(super) fn clear(&mut self) {
+    pub(in crate::operators) fn clear(&mut self) {
         self.buckets.clear();
     }
 
     /// Gives every timer its key's new id (`None`: the key is gone, and so is the timer).
-    pub(super) fn renumber(&mut self, new_id: impl Fn(u32) -> Option<u32>) {
+    pub(in crate::operators) fn renumber(&mut self, new_id: impl Fn(u32) -> Option<u32>) {
         for timers in self.buckets.values_mut() {
             timers.retain_mut(|(_, id)| match new_id(*id) {
                 Some(n) => {
