@@ -938,3 +938,49 @@ INSERT INTO both SELECT event_id FROM payments UNION ALL SELECT event_id FROM wa
     let both = consume_all(&data, "both");
     assert_eq!(both.len(), 2 * amounts(&payments, |_| true).len());
 }
+
+/// Issue 16, part 3: a changelog into a log topic of several partitions is keyed by its group
+/// key, so each key's rows stay in order in one partition.
+#[test]
+fn a_changelog_into_a_topic_is_keyed_by_its_group_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let lines = gen_lines(&["--events", "3000", "--rate", "20", "--spike-at", "none"]);
+    produce(&data, &lines[..1500]);
+    ok(paystream(&data).args(["topic", "create", "totals", "--partitions", "4"]));
+    let query = dir.path().join("totals.sql");
+    std::fs::write(
+        &query,
+        "CREATE SOURCE payments WITH (connector = 'log', topic = 'payments');\n\
+         CREATE SINK totals WITH (connector = 'log', topic = 'totals');\n\
+         SET checkpoint_interval = '10ms';\n\
+         INSERT INTO totals SELECT merchant_id, currency, count(*) AS n FROM payments GROUP BY merchant_id, currency;\n",
+    )
+    .unwrap();
+    // Two runs, the second over more events: keys change, so they have several rows.
+    for half in [&lines[..1500], &lines[1500..]] {
+        if half.as_ptr() != lines.as_ptr() {
+            produce(&data, half);
+        }
+        let o = run_workers(&data, &query, "2");
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    }
+    let out = ok(paystream(&data).args(["consume", "totals", "--until-end", "--with-offsets"]));
+    let mut partitions: std::collections::BTreeMap<String, std::collections::BTreeSet<String>> =
+        Default::default();
+    for l in out.lines() {
+        let mut parts = l.splitn(3, ' ');
+        let (p, _, value) = (parts.next().unwrap(), parts.next(), parts.next().unwrap());
+        let v: serde_json::Value = serde_json::from_str(value).unwrap();
+        partitions
+            .entry(format!("{} {}", v["merchant_id"], v["currency"]))
+            .or_default()
+            .insert(p.to_string());
+    }
+    assert!(partitions.len() > 4, "{partitions:?}");
+    // Keys changed more than once: rows unkeyed would have spread over partitions.
+    assert!(out.lines().count() > partitions.len() + 10, "{out}");
+    assert!(partitions.values().all(|p| p.len() == 1), "{partitions:?}");
+    let used: std::collections::BTreeSet<&String> = partitions.values().flatten().collect();
+    assert!(used.len() > 1, "{used:?}");
+}

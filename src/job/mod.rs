@@ -577,7 +577,13 @@ impl Job {
             queries.push(QueryRun {
                 name: sink.clone(),
                 plan: plan.clone(),
-                results: open_sink(sink, sink.clone())?,
+                results: {
+                    let mut s = open_sink(sink, sink.clone())?;
+                    if let Some(keys) = plan.changelog_keys() {
+                        s.key_rows_by(keys);
+                    }
+                    s
+                },
             });
         }
         sink_reset::rewind_groups(&log, &reset)?;

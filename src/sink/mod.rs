@@ -61,6 +61,12 @@ pub trait Sink: Send {
         let _ = time;
         self.write_record(json)
     }
+    /// Key each result record by the values of these columns (a changelog's group keys), for
+    /// a sink whose records have keys: a key's rows then stay in order in one partition. The
+    /// default ignores it (a file holds the changelog in order anyway).
+    fn key_rows_by(&mut self, columns: &[usize]) {
+        let _ = columns;
+    }
     /// Flushes buffered output.
     fn flush(&mut self) -> Result<()>;
     /// On start of a checkpointed job, before the first record: discards what was

@@ -380,6 +380,38 @@ pub struct UpdatingSpec {
     /// Keys without an event for this long behind the watermark are dropped, with a
     /// `delete` (`SET state_ttl`); `None`: kept for ever.
     pub state_ttl: Option<i64>,
+    /// The result columns that are the group keys, in key order, when the SELECT list shows
+    /// every key as it is (`None` otherwise): a sink that keys its records keys them by these,
+    /// so a key's changes stay in order in one partition.
+    pub output_keys: Option<Vec<usize>>,
+}
+
+impl UpdatingSpec {
+    /// [`Self::output_keys`] of an aggregation: its keys (the first columns of its rows)
+    /// followed through the output stages.
+    pub fn keys_in_output(aggregate: &AggregateSpec) -> Option<Vec<usize>> {
+        if aggregate.keys.is_empty() {
+            return None;
+        }
+        let mut at: Vec<usize> = (0..aggregate.keys.len()).collect();
+        for s in &aggregate.output_stages {
+            match s {
+                Stage::Filter(_) => {}
+                Stage::Project { exprs, .. } => {
+                    let column = |e: &Arc<dyn PhysicalExpr>| {
+                        e.downcast_ref::<datafusion::physical_expr::expressions::Column>()
+                            .map(|c| c.index())
+                    };
+                    at = at
+                        .iter()
+                        .map(|k| exprs.iter().position(|e| column(e) == Some(*k)))
+                        .collect::<Option<_>>()?;
+                }
+                Stage::Rank { .. } => return None,
+            }
+        }
+        Some(at)
+    }
 }
 
 /// `UNION ALL` of queries, each over a stream: every branch sees every event of its stream and
@@ -488,6 +520,15 @@ impl StreamPlan {
         match &self.kind {
             PlanKind::Union(u) => u.streams.iter().map(|(n, _)| n.clone()).collect(),
             _ => Vec::new(),
+        }
+    }
+
+    /// For a changelog (a GROUP BY without a window), the result columns its rows are keyed by
+    /// ([`UpdatingSpec::output_keys`]).
+    pub fn changelog_keys(&self) -> Option<&[usize]> {
+        match &self.kind {
+            PlanKind::Updating(u) => u.output_keys.as_deref(),
+            _ => None,
         }
     }
 

@@ -1718,6 +1718,7 @@ fn lift(
                 },
                 // Over the whole stream: running aggregates, a changelog.
                 None => PlanKind::Updating(Box::new(super::plan::UpdatingSpec {
+                    output_keys: super::plan::UpdatingSpec::keys_in_output(&agg),
                     aggregate: agg,
                     state_ttl: None,
                 })),

@@ -31,8 +31,11 @@ pub struct TopicSink {
     /// when a checkpoint commits them (the partitions' committed markers move).
     transactional: Option<crate::log::Log>,
     keyed: bool,
+    /// Result columns whose values key each result record ([`Sink::key_rows_by`]).
+    key_columns: Option<Vec<usize>>,
     producer: SharedProducer,
     buf: Vec<u8>,
+    key_buf: Vec<u8>,
     last_flush: Instant,
     dirty: bool,
 }
@@ -44,8 +47,10 @@ impl TopicSink {
             topic: topic.into(),
             transactional: None,
             keyed: false,
+            key_columns: None,
             producer,
             buf: Vec::with_capacity(1 << 16),
+            key_buf: Vec::new(),
             last_flush: Instant::now(),
             dirty: false,
         }
@@ -91,9 +96,19 @@ impl TopicSink {
     fn append_rows(&mut self, batch: &RecordBatch, time: impl Fn(usize) -> i64) -> Result<()> {
         self.buf.clear();
         write_batch(&mut self.buf, batch);
+        // Each row's key: its key columns as a JSON object.
+        self.key_buf.clear();
+        if let Some(k) = &self.key_columns {
+            write_batch(&mut self.key_buf, &batch.project(k)?);
+        }
+        let mut keys = self
+            .key_buf
+            .split(|b| *b == b'\n')
+            .filter(|l| !l.is_empty());
         let mut p = self.producer.lock().expect("producer lock");
         let lines = self.buf.split(|b| *b == b'\n').filter(|l| !l.is_empty());
         for (i, line) in lines.enumerate() {
+            let key = keys.next();
             let r = if self.keyed {
                 // Rows here passed validation, which refuses card numbers as the screen does;
                 // one the screen still refuses must not vanish silently.
@@ -106,7 +121,7 @@ impl TopicSink {
                     Err(e) => Err(e),
                 }
             } else {
-                p.send(None, line, time(i))
+                p.send(key, line, time(i))
             };
             r.map_err(|e| self.err(e))?;
         }
@@ -116,6 +131,10 @@ impl TopicSink {
 }
 
 impl Sink for TopicSink {
+    fn key_rows_by(&mut self, columns: &[usize]) {
+        self.key_columns = Some(columns.to_vec());
+    }
+
     fn write_batch(&mut self, batch: &RecordBatch) -> Result<()> {
         let now = Self::now_ms();
         self.append_rows(batch, |_| now)
