@@ -491,6 +491,79 @@ fn a_union_of_two_streams_equals_the_batch_union_of_its_branches() {
     }
 }
 
+/// Interval joins of the stream with itself (issue 16, part 2): the batch query is the same
+/// SQL, which DataFusion runs as a join over the whole table.
+const JOIN_QUERIES: [&str; 4] = [
+    // Reconciliation: authorizations and their captures within a bound, or nulls.
+    "SELECT a.payment_id, a.event_time AS authorized_at, c.event_time AS captured_at, \
+       a.amount_minor AS authorized_minor, c.amount_minor AS captured_minor \
+     FROM payments a LEFT JOIN payments c \
+       ON c.payment_id = a.payment_id AND c.event_type = 'capture' \
+      AND c.event_time BETWEEN a.event_time AND a.event_time + INTERVAL '3' SECOND \
+     WHERE a.event_type = 'authorization'",
+    // Inner, the bound written the other way round and strict, a condition over both sides.
+    "SELECT a.event_id, c.event_id AS later, c.amount_minor - a.amount_minor AS diff \
+     FROM payments a JOIN payments c \
+       ON a.card_id = c.card_id AND a.event_time < c.event_time \
+      AND a.event_time >= c.event_time - INTERVAL '2' SECOND AND c.amount_minor > a.amount_minor \
+     WHERE a.event_type = 'authorization' AND c.event_type = 'authorization'",
+    // A bound that does not start at zero, keys of two columns, rows that join themselves.
+    "SELECT a.event_id, c.event_id AS other, a.merchant_id \
+     FROM payments a JOIN payments c \
+       ON c.merchant_id = a.merchant_id AND c.currency = a.currency \
+      AND c.event_time BETWEEN a.event_time - INTERVAL '200' MILLISECOND AND a.event_time + INTERVAL '100' MILLISECOND \
+     WHERE a.amount_minor > 100000",
+    // Left join whose ON also restricts the left rows (they still come out, with nulls).
+    "SELECT a.event_id, c.event_id AS refund FROM payments a LEFT JOIN payments c \
+       ON c.payment_id = a.payment_id AND a.event_type = 'capture' AND c.event_type = 'refund' \
+      AND c.event_time BETWEEN a.event_time + INTERVAL '1' SECOND AND a.event_time + INTERVAL '20' SECOND \
+     WHERE a.currency = 'EUR'",
+];
+
+/// Issue 16, part 2: an interval join equals the batch join over the same events, over random
+/// inputs, batch sizes and workers.
+#[test]
+fn an_interval_join_equals_the_batch_join() {
+    let mut rng = rand::rngs::StdRng::seed_from_u64(162);
+    let dir = tempfile::tempdir().unwrap();
+    for round in 0..4u64 {
+        let cfg = GenConfig {
+            events: 2_000,
+            seed: rng.random(),
+            rate: rng.random_range(50.0..300.0),
+            merchants: rng.random_range(5..40),
+            cards: rng.random_range(20..300),
+            disorder_ms: rng.random_range(0..4_000),
+            duplicate_rate: 0.02,
+            malformed_rate: 0.01,
+            ..GenConfig::default()
+        };
+        let path = dir.path().join(format!("events-{round}.jsonl"));
+        generate(&cfg, &mut std::fs::File::create(&path).unwrap()).unwrap();
+        let events = deduplicated(&path);
+        for sql in JOIN_QUERIES {
+            let expected = oracle(sql, &events);
+            assert!(!expected.is_empty(), "{sql}");
+            let batch_size = [1, 7, 64, 8192, rng.random_range(1..3000)][rng.random_range(0..5)];
+            let workers = rng.random_range(1..=3);
+            let run = replay_with(&plan_query(sql).unwrap(), &path, |o| {
+                o.batch_size = batch_size;
+                o.workers = workers;
+            });
+            assert_eq!(run.summary.late, 0);
+            let got = sorted(run.lines);
+            assert!(
+                got == expected,
+                "round {round} (batch {batch_size}, workers {workers}) differs for\n{sql}\n\
+                 streaming {} rows, batch {}; first difference: {:?}",
+                got.len(),
+                expected.len(),
+                got.iter().zip(&expected).find(|(a, b)| a != b)
+            );
+        }
+    }
+}
+
 /// GROUP BY without a window (a changelog), each with its key columns.
 const UPDATING_QUERIES: [(&str, &[&str]); 3] = [
     (

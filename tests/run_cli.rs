@@ -746,7 +746,7 @@ fn a_file_of_several_sources_runs_one_job_per_source() {
     let stderr = String::from_utf8_lossy(&o.stderr);
     assert!(!o.status.success());
     assert!(
-        stderr.contains("line 7") && stderr.contains("JOIN is not supported"),
+        stderr.contains("line 7") && stderr.contains("not supported yet"),
         "{stderr}"
     );
 }

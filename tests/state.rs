@@ -136,6 +136,10 @@ fn every_windowed_operator_round_trips_its_state() {
         // changed since, as a changelog.
         "SELECT merchant_id, currency, count(*) AS n, sum(amount_minor) AS total, count(DISTINCT card_id) AS cards, \
            max(amount_minor) AS hi FROM payments GROUP BY merchant_id, currency HAVING min(amount_minor) > 50".into(),
+        // An interval join: both sides' kept rows, and which left rows matched.
+        "SELECT a.event_id, c.event_id AS later FROM payments a LEFT JOIN payments c \
+           ON c.card_id = a.card_id AND c.event_time BETWEEN a.event_time AND a.event_time + INTERVAL '2' SECOND \
+           AND c.event_id <> a.event_id".into(),
     ];
     for sql in &queries {
         let uninterrupted = run(sql, &batches, None);

@@ -23,6 +23,7 @@ mod group_table;
 mod hopping_window;
 mod id_groups;
 mod id_table;
+mod interval_join;
 mod key_ids;
 mod map;
 mod over;
@@ -242,6 +243,11 @@ fn build_unnamed(plan: &StreamPlan) -> Result<Box<dyn Operator>> {
         PlanKind::Union(spec) => Box::new(union::UnionOperator::new(
             spec,
             std::sync::Arc::clone(&plan.output_schema),
+        )?),
+        PlanKind::IntervalJoin(spec) => Box::new(interval_join::IntervalJoin::new(
+            (**spec).clone(),
+            std::sync::Arc::clone(plan.events.arrow()),
+            plan.events.event_time_column(),
         )?),
         PlanKind::Updating(spec) => Box::new(updating::UpdatingAggregate::new(
             spec,

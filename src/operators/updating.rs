@@ -65,6 +65,9 @@ pub(super) struct UpdatingAggregate {
     schema: SchemaRef,
     /// Row-encoded keys, for snapshots.
     converter: RowConverter,
+    /// The watermark of the last step that emitted: the operator is told the watermark after
+    /// every batch, and emits only when it has risen.
+    emitted_at: i64,
     ids: Vec<u32>,
     due: Vec<u32>,
 }
@@ -96,6 +99,7 @@ impl UpdatingAggregate {
             timers: Timers::new(Timers::width_for(spec.state_ttl.unwrap_or(1_000))),
             unfiltered,
             schema,
+            emitted_at: i64::MIN,
             ids: Vec::new(),
             due: Vec::new(),
         })
@@ -145,12 +149,13 @@ impl UpdatingAggregate {
         }
         let mut batches = Vec::new();
         // Changed keys: their current values, through HAVING and the SELECT list.
+        let expiring: std::collections::HashSet<u32> = expired.iter().copied().collect();
         let changed: Vec<u32> = std::mem::take(&mut self.dirty)
             .into_iter()
             .filter(|id| {
                 let k = &mut self.keys[*id as usize];
                 k.dirty = false;
-                k.slot != NONE && !expired.contains(id)
+                k.slot != NONE && !expiring.contains(id)
             })
             .collect();
         if !changed.is_empty() {
@@ -317,17 +322,23 @@ impl Operator for UpdatingAggregate {
     }
 
     fn advance_watermark(&mut self, watermark: i64, out: &mut OperatorOutput) -> Result<()> {
+        if watermark <= self.emitted_at {
+            return Ok(());
+        }
+        self.emitted_at = watermark;
         self.emit(Some(watermark), watermark, out)
     }
 
     fn finish(&mut self, out: &mut OperatorOutput) -> Result<()> {
+        // Stamped no earlier than any step before it.
         let latest = self
             .keys
             .iter()
             .filter(|k| k.dirty)
             .map(|k| k.last)
             .max()
-            .unwrap_or(0);
+            .unwrap_or(0)
+            .max(self.emitted_at);
         self.emit(None, latest, out)
     }
 
@@ -369,7 +380,7 @@ impl Operator for UpdatingAggregate {
         }
         let batch = RecordBatch::try_new(Arc::new(Schema::new(fields)), cols)?;
         Snapshot {
-            header: serde_json::json!({ "ttl": self.ttl }),
+            header: serde_json::json!({ "ttl": self.ttl, "emitted_at": self.emitted_at }),
             batches: vec![(0, batch)],
         }
         .encode(NAME)
@@ -381,6 +392,11 @@ impl Operator for UpdatingAggregate {
         let [(_, batch)] = snap.batches.as_slice() else {
             return Err(bad());
         };
+        self.emitted_at = snap
+            .header
+            .get("emitted_at")
+            .and_then(serde_json::Value::as_i64)
+            .unwrap_or(i64::MIN);
         self.keys.clear();
         self.dirty.clear();
         self.timers.clear();

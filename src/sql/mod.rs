@@ -6,6 +6,7 @@
 
 mod checked;
 mod codes;
+mod join;
 mod over;
 mod over_check;
 mod plan;
@@ -19,6 +20,7 @@ mod union;
 mod window_tvf;
 mod with_clause;
 
+pub use self::join::IntervalJoinSpec;
 pub use self::over::{Frame, FunctionKind, OverFunction, OverSpec};
 pub use self::plan::{
     AggregateSpec, CHANGELOG_OP, ChainSpec, KeySlot, OP_DELETE, OP_INSERT, OP_UPDATE, Partitioning,

@@ -357,6 +357,8 @@ pub enum PlanKind {
     Union(Box<UnionSpec>),
     /// A GROUP BY without a window: running aggregates per key, emitted as a changelog.
     Updating(Box<UpdatingSpec>),
+    /// Two views of the stream joined on a key within a time bound.
+    IntervalJoin(Box<super::join::IntervalJoinSpec>),
 }
 
 /// The name of the column an updating query's rows end with: [`OP_INSERT`], [`OP_UPDATE`] or
@@ -567,6 +569,8 @@ impl StreamPlan {
             PlanKind::Map { .. } => Partitioning::RoundRobin,
             // The outer plan's groups are made of the inner one's: one worker sees them all.
             PlanKind::Chain(_) => Partitioning::Single,
+            // Left and right keys may read different columns: one worker sees both sides.
+            PlanKind::IntervalJoin(_) => Partitioning::Single,
             PlanKind::Updating(u) if u.aggregate.keys.is_empty() => Partitioning::Single,
             PlanKind::Updating(u) => Partitioning::ByKeys {
                 filters: filters_of(&u.aggregate.input_stages),
@@ -592,7 +596,7 @@ impl StreamPlan {
             PlanKind::Window { window, .. } => Some(window),
             PlanKind::Over(_) => None,
             PlanKind::Chain(c) => c.outer.window(),
-            PlanKind::Union(_) | PlanKind::Updating(_) => None,
+            PlanKind::Union(_) | PlanKind::Updating(_) | PlanKind::IntervalJoin(_) => None,
         }
     }
 }

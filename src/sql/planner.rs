@@ -381,11 +381,21 @@ async fn plan_query_async(
     super::time_grouping::bucket_grouping_as_tumble(select, stream, &time_column)?;
     let distinct = select.distinct.take();
     let from = &mut select.from[0];
-    if let Some(join) = from.joins.first() {
-        return Err(plan_error(
-            locate(&tokens, Keyword::JOIN).union(&join.relation.span()),
-            "JOIN is not supported by the streaming engine yet (joins with reference tables are planned); remove the join",
-        ));
+    for join in &from.joins {
+        // A join of the stream with itself is an interval join (sql/join.rs); anything else
+        // is a reference table, not supported yet.
+        let of_stream = |r: &TableFactor| {
+            matches!(r, TableFactor::Table { name, args: None, .. }
+                if name.0.len() == 1 && name.to_string().trim_matches('"').eq_ignore_ascii_case(stream))
+        };
+        if from.joins.len() > 1 || !of_stream(&from.relation) || !of_stream(&join.relation) {
+            return Err(plan_error(
+                locate(&tokens, Keyword::JOIN).union(&join.relation.span()),
+                format!(
+                    "JOIN is supported between two views of the stream (FROM {stream} a JOIN {stream} c ON c.payment_id = a.payment_id AND c.event_time BETWEEN a.event_time AND a.event_time + INTERVAL '10' MINUTE); joins with reference tables, of several joins, or of window table functions are not supported yet"
+                ),
+            ));
+        }
     }
     let mut window = extract_window(&mut from.relation, limits, stream, &time_column)?;
     // `SELECT * FROM (SELECT …, ROW_NUMBER() OVER (PARTITION BY window_start …) AS rn FROM
@@ -526,6 +536,12 @@ async fn plan_union(
             }
             r => r?,
         };
+        if matches!(plan.kind, PlanKind::Updating(_)) {
+            return Err(plan_error(
+                branches.starts[i],
+                "a GROUP BY without a window (a changelog) cannot be a branch of UNION ALL: its rows update keys of their own; write it as a query of its own",
+            ));
+        }
         plans.push(plan);
     }
     let first = Arc::clone(&plans[0].output_schema);
@@ -1678,6 +1694,18 @@ fn lift(
             });
             above_aggregate = Some(std::mem::take(&mut stages));
             node = Arc::clone(partial.input());
+        } else if let Some(j) =
+            any.downcast_ref::<datafusion::physical_plan::joins::NestedLoopJoinExec>()
+        {
+            let at = locate(tokens, Keyword::JOIN);
+            if aggregate.is_some() || over.is_some() || window.is_some() {
+                return Err(plan_error(
+                    at,
+                    "aggregates and window functions over a join are not supported yet; select the joined rows (and aggregate them in a query over its output)",
+                ));
+            }
+            let spec = super::join::lift_join(j, stages, events, super::join::JoinAt(at))?;
+            return Ok(PlanKind::IntervalJoin(Box::new(spec)));
         } else if any.downcast_ref::<EmptyExec>().is_some() {
             break;
         } else {
@@ -1717,11 +1745,30 @@ fn lift(
                     aggregate: agg,
                 },
                 // Over the whole stream: running aggregates, a changelog.
-                None => PlanKind::Updating(Box::new(super::plan::UpdatingSpec {
-                    output_keys: super::plan::UpdatingSpec::keys_in_output(&agg),
-                    aggregate: agg,
-                    state_ttl: None,
-                })),
+                None => {
+                    if agg
+                        .input_stages
+                        .iter()
+                        .any(|s| matches!(s, Stage::Project { .. }))
+                    {
+                        return Err(plan_error(
+                            locate(tokens, Keyword::FROM),
+                            "a GROUP BY without a window reads the stream itself; aggregate FROM the stream (filter in WHERE) instead of over a subquery",
+                        ));
+                    }
+                    let output_keys = super::plan::UpdatingSpec::keys_in_output(&agg);
+                    if output_keys.is_none() && !agg.keys.is_empty() {
+                        return Err(plan_error(
+                            locate(tokens, Keyword::SELECT),
+                            "a GROUP BY without a window emits a changelog, each row keyed by its group: select every GROUP BY column as it is (SELECT merchant_id, currency, … GROUP BY merchant_id, currency)",
+                        ));
+                    }
+                    PlanKind::Updating(Box::new(super::plan::UpdatingSpec {
+                        output_keys,
+                        aggregate: agg,
+                        state_ttl: None,
+                    }))
+                }
             })
         }
         _ => {

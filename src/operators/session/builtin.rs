@@ -94,6 +94,12 @@ impl SlotAggregate for CountSlots {
         )))
     }
 
+    fn value(&mut self, slots: &[u32]) -> Result<ArrayRef> {
+        Ok(Arc::new(Int64Array::from_iter_values(
+            slots.iter().map(|s| self.counts[*s as usize]),
+        )))
+    }
+
     fn state(&mut self, slots: &[u32]) -> Result<Vec<ArrayRef>> {
         Ok(vec![Arc::new(Int64Array::from_iter_values(
             slots.iter().map(|s| self.counts[*s as usize]),
@@ -170,6 +176,14 @@ impl SlotAggregate for SumSlots {
             self.add(dst, v)?;
         }
         Ok(())
+    }
+
+    fn value(&mut self, slots: &[u32]) -> Result<ArrayRef> {
+        let values: Vec<(i128, bool)> = slots
+            .iter()
+            .map(|s| (self.sums[*s as usize], self.seen[*s as usize]))
+            .collect();
+        self.column(values.into_iter())
     }
 
     fn take(&mut self, slots: &[u32]) -> Result<ArrayRef> {
@@ -360,6 +374,12 @@ impl SlotAggregate for DistinctSlots {
                 n
             },
         ))))
+    }
+
+    fn value(&mut self, slots: &[u32]) -> Result<ArrayRef> {
+        Ok(Arc::new(Int64Array::from_iter_values(
+            slots.iter().map(|s| self.sets[*s as usize].len() as i64),
+        )))
     }
 
     fn state(&mut self, slots: &[u32]) -> Result<Vec<ArrayRef>> {

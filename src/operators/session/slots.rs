@@ -44,6 +44,9 @@ pub(super) trait SlotAggregate: Send {
     fn merge(&mut self, dst: u32, src: u32) -> Result<()>;
     /// The final value of each of `slots`, in that order, emptying them.
     fn take(&mut self, slots: &[u32]) -> Result<ArrayRef>;
+    /// The current value of each of `slots`, which keep their state (a running aggregate read
+    /// at each watermark step).
+    fn value(&mut self, slots: &[u32]) -> Result<ArrayRef>;
     /// The state columns (the aggregate's `state_fields`) of `slots`, which keep their state.
     fn state(&mut self, slots: &[u32]) -> Result<Vec<ArrayRef>>;
     /// Merges row `row` of state columns `states` into `slot`.
@@ -154,6 +157,35 @@ impl SlotAggregate for RowSlots {
             .map(|s| match self.accumulators[*s as usize].take() {
                 Some(mut acc) => Ok(acc.evaluate()?),
                 None => Ok(self.fresh()?.evaluate()?),
+            })
+            .collect::<Result<Vec<_>>>()?;
+        if values.is_empty() {
+            return Ok(datafusion::arrow::array::new_empty_array(
+                self.agg.field().data_type(),
+            ));
+        }
+        Ok(ScalarValue::iter_to_array(values)?)
+    }
+
+    fn value(&mut self, slots: &[u32]) -> Result<ArrayRef> {
+        // Evaluated on a copy rebuilt from the state: `evaluate` may consume an accumulator.
+        let values = slots
+            .iter()
+            .map(|s| {
+                let mut copy = self.fresh()?;
+                if let Some(acc) = self.accumulators[*s as usize].as_mut() {
+                    let state = acc
+                        .state()?
+                        .iter()
+                        .map(ScalarValue::to_array)
+                        .collect::<datafusion::error::Result<Vec<_>>>()?;
+                    copy.merge_batch(&state)?;
+                    // `state()` may drain it (count DISTINCT does): rebuild it too.
+                    let mut rebuilt = self.fresh()?;
+                    rebuilt.merge_batch(&state)?;
+                    self.accumulators[*s as usize] = Some(rebuilt);
+                }
+                Ok(copy.evaluate()?)
             })
             .collect::<Result<Vec<_>>>()?;
         if values.is_empty() {
@@ -295,18 +327,9 @@ impl Slots {
         Ok(values)
     }
 
-    /// Each aggregate's current values for `slots`, which keep their state (read through
-    /// their state: the value is taken, then the state put back).
+    /// Each aggregate's current values for `slots`, which keep their state.
     pub(in crate::operators) fn peek(&mut self, slots: &[u32]) -> Result<Vec<ArrayRef>> {
-        let states = self.state(slots)?;
-        let mut values = Vec::with_capacity(self.aggregates.len());
-        for (a, cols) in self.aggregates.iter_mut().zip(&states) {
-            values.push(a.take(slots)?);
-            for (row, s) in slots.iter().enumerate() {
-                a.restore(*s, cols, row)?;
-            }
-        }
-        Ok(values)
+        self.aggregates.iter_mut().map(|a| a.value(slots)).collect()
     }
 
     /// Each aggregate's state columns for `slots`.
