@@ -416,6 +416,19 @@ const TWO_STREAM_QUERIES: [&str; 3] = [
     "SELECT card_id, count(*) OVER (PARTITION BY card_id ORDER BY event_time          RANGE BETWEEN INTERVAL '10' SECOND PRECEDING AND CURRENT ROW) AS recent FROM wallets      UNION ALL SELECT card_id, count(*) OVER (PARTITION BY card_id ORDER BY event_time          RANGE BETWEEN INTERVAL '10' SECOND PRECEDING AND CURRENT ROW) FROM cards",
 ];
 
+/// Interval joins of two streams (issue 16, part 2), each side its own stream; either may be
+/// the FROM one.
+const TWO_STREAM_JOINS: [&str; 2] = [
+    "SELECT c.event_id, w.event_id AS wallet_event, w.amount_minor \
+     FROM cards c JOIN wallets w ON w.merchant_id = c.merchant_id \
+      AND w.event_time BETWEEN c.event_time - INTERVAL '300' MILLISECOND AND c.event_time + INTERVAL '200' MILLISECOND \
+     WHERE c.amount_minor > 50000",
+    "SELECT w.event_id, c.event_id AS card_event FROM wallets w LEFT JOIN cards c \
+       ON c.merchant_id = w.merchant_id AND c.currency = w.currency AND c.event_type = 'refund' \
+      AND c.event_time BETWEEN w.event_time AND w.event_time + INTERVAL '2' SECOND \
+     WHERE w.event_type = 'capture'",
+];
+
 /// Issue 15, part 2: a union of different streams equals the batch union of each branch's
 /// batch query over its own events, over random inputs, batch sizes and worker counts.
 #[test]
@@ -446,20 +459,24 @@ fn a_union_of_two_streams_equals_the_batch_union_of_its_branches() {
             files.push(path);
         }
         let (cards, wallets) = (deduplicated(&files[0]), deduplicated(&files[1]));
-        for sql in TWO_STREAM_QUERIES {
-            // Each branch's batch query, written over `payments`, then pointed at its table.
-            let bsql = sql
-                .split("UNION ALL")
-                .map(|branch| {
-                    let table = if branch.contains("cards") {
-                        "cards"
-                    } else {
-                        "wallets"
-                    };
-                    batch_sql(&branch.replace(table, "payments")).replace("payments", table)
-                })
-                .collect::<Vec<_>>()
-                .join(" UNION ALL ");
+        for sql in TWO_STREAM_QUERIES.iter().chain(&TWO_STREAM_JOINS) {
+            // A join is its own batch query; a union is the union of each branch's batch
+            // query, written over `payments`, then pointed at its table.
+            let bsql = if sql.contains("JOIN") {
+                sql.to_string()
+            } else {
+                sql.split("UNION ALL")
+                    .map(|branch| {
+                        let table = if branch.contains("cards") {
+                            "cards"
+                        } else {
+                            "wallets"
+                        };
+                        batch_sql(&branch.replace(table, "payments")).replace("payments", table)
+                    })
+                    .collect::<Vec<_>>()
+                    .join(" UNION ALL ")
+            };
             let expected = batch_rows(&bsql, &[("cards", &cards), ("wallets", &wallets)]);
             let plan = paystream::sql::plan_query_among(sql, &streams, &Default::default())
                 .unwrap_or_else(|e| panic!("{sql}: {e}"));

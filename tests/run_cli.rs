@@ -734,7 +734,8 @@ fn a_file_of_several_sources_runs_one_job_per_source() {
     );
     assert!(!data.join("_queries/failing.payments/pid").exists());
 
-    // A join of the two sources is refused, at its line, before anything runs.
+    // A join of the two sources without a time bound is refused, at its line, before anything
+    // runs.
     let join = write(
         "join.sql",
         format!(
@@ -746,9 +747,70 @@ fn a_file_of_several_sources_runs_one_job_per_source() {
     let stderr = String::from_utf8_lossy(&o.stderr);
     assert!(!o.status.success());
     assert!(
-        stderr.contains("line 7") && stderr.contains("not supported yet"),
+        stderr.contains("line 7") && stderr.contains("needs its time bounded"),
         "{stderr}"
     );
+}
+
+/// Issue 16, part 2: an interval join of two sources of different columns (a declared source
+/// of orders, timed by `ts`, and the payment stream), run as one job over both.
+#[test]
+fn an_interval_join_of_two_sources_pairs_their_events() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let payments = gen_lines(&["--events", "2000", "--rate", "20", "--spike-at", "none"]);
+    produce(&data, &payments);
+    // An order for every third capture, one second after it; and orders matching nothing.
+    let captures: Vec<serde_json::Value> = payments
+        .iter()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .filter(|v| v["event_type"] == "capture")
+        .collect();
+    let mut orders = Vec::new();
+    let mut expected = std::collections::BTreeSet::new();
+    for (i, c) in captures.iter().enumerate().filter(|(i, _)| i % 3 == 0) {
+        let t = paystream::time::parse_rfc3339_millis(c["event_time"].as_str().unwrap()).unwrap();
+        orders.push(format!(
+            r#"{{"order_id":"o{i}","payment":{},"ts":"{}"}}"#,
+            c["payment_id"],
+            paystream::time::rfc3339(t + 1_000)
+        ));
+        expected.insert(format!("o{i} {}", c["event_id"].as_str().unwrap()));
+    }
+    orders.push(r#"{"order_id":"lonely","payment":"nope","ts":"2026-11-01T00:00:30Z"}"#.into());
+    let (good, err) = produce_stdin(&data, "orders", &orders, &[]);
+    assert!(good, "{err}");
+    let query = dir.path().join("paired.sql");
+    std::fs::write(
+        &query,
+        "CREATE SOURCE payments WITH (connector = 'log', topic = 'payments');
+CREATE SOURCE orders (order_id VARCHAR NOT NULL, payment VARCHAR, ts TIMESTAMP NOT NULL,
+  WATERMARK FOR ts AS ts - INTERVAL '5' SECOND) WITH (connector = 'log', topic = 'orders', dedup_key = 'order_id');
+CREATE SINK paired WITH (connector = 'log', topic = 'paired');
+INSERT INTO paired SELECT o.order_id, p.event_id FROM orders o LEFT JOIN payments p
+  ON p.payment_id = o.payment AND p.event_type = 'capture'
+ AND p.event_time BETWEEN o.ts - INTERVAL '2' SECOND AND o.ts;
+",
+    )
+    .unwrap();
+    let o = run_workers(&data, &query, "2");
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{stderr}");
+    assert!(stderr.contains("job=paired "), "{stderr}");
+    let got: std::collections::BTreeSet<String> = consume_all(&data, "paired")
+        .iter()
+        .map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).unwrap();
+            format!(
+                "{} {}",
+                v["order_id"].as_str().unwrap(),
+                v["event_id"].as_str().unwrap_or("NULL")
+            )
+        })
+        .collect();
+    expected.insert("lonely NULL".into());
+    assert!(expected.len() > 10);
+    assert_eq!(got, expected);
 }
 
 /// `run --until-end` with `workers` workers.

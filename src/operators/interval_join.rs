@@ -1,6 +1,7 @@
-//! The interval join of the stream with itself ([`IntervalJoinSpec`]): each event may be a left
-//! row, a right row, or both; a left row `L` and a right row `R` of the same key join when
-//! `R.time − L.time` is within `[lower, upper]` and the ON condition holds.
+//! The interval join ([`IntervalJoinSpec`]) of the stream with itself — each event may be a
+//! left row, a right row, or both — or of two streams, one per side. A left row `L` and a right
+//! row `R` of the same key join when `R.time − L.time` is within `[lower, upper]` and the ON
+//! condition holds.
 //!
 //! State is both sides' rows per key, kept only as long as a partner can still arrive: a left
 //! row until the watermark passes `L.time + upper` (then, in a left join, it is emitted with
@@ -10,17 +11,18 @@
 //! exactly once, whichever row came first (a row is added to the left side, then matched as a
 //! right row, then matched as a left row, then added to the right side).
 //!
-//! Rows stay in the batches they arrived in (a batch is dropped once none of its rows is
-//! kept); a pair's columns are gathered from them with `interleave`.
+//! Rows stay in the batches they arrived in, one store per side (a batch is dropped once none
+//! of its rows is kept); a pair's columns are gathered from them with `interleave`.
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
 use std::sync::Arc;
 
 use datafusion::arrow::array::{
-    Array, ArrayRef, AsArray, BooleanArray, RecordBatch, RecordBatchOptions, new_null_array,
+    Array, ArrayRef, AsArray, BooleanArray, RecordBatch, RecordBatchOptions, UInt32Array,
+    new_null_array,
 };
-use datafusion::arrow::compute::{cast, interleave};
+use datafusion::arrow::compute::{cast, interleave, take_record_batch};
 use datafusion::arrow::datatypes::{SchemaRef, TimestampMillisecondType};
 use datafusion::arrow::row::{RowConverter, SortField};
 use datafusion::common::JoinSide;
@@ -34,7 +36,7 @@ use crate::state::{Snapshot, state_err};
 
 const NAME: &str = "interval_join";
 
-/// A kept row: where it is, its time, and (a left row) whether it matched.
+/// A kept row: where it is in its side's store, its time, and (a left row) whether it matched.
 #[derive(Debug, Clone, Copy)]
 struct Kept {
     batch: u32,
@@ -60,17 +62,54 @@ struct Pair {
     time: i64,
 }
 
+/// One side's batches: those rows were kept from (only the rows the side takes), and how
+/// many of their rows are still kept; a slot whose rows are all gone is reused.
+#[derive(Default)]
+struct Store {
+    batches: Vec<Option<RecordBatch>>,
+    live: Vec<u32>,
+    free: Vec<u32>,
+}
+
+impl Store {
+    fn push(&mut self, batch: RecordBatch) -> u32 {
+        if let Some(b) = self.free.pop() {
+            self.batches[b as usize] = Some(batch);
+            self.live[b as usize] = 0;
+            return b;
+        }
+        self.batches.push(Some(batch));
+        self.live.push(0);
+        (self.batches.len() - 1) as u32
+    }
+
+    fn release(&mut self, b: u32) {
+        self.live[b as usize] -= 1;
+        self.drop_if_unused(b);
+    }
+
+    /// Drops batch `b` if it keeps no row.
+    fn drop_if_unused(&mut self, b: u32) {
+        if self.live[b as usize] == 0 && self.batches[b as usize].take().is_some() {
+            self.free.push(b);
+        }
+    }
+}
+
+/// Left (0) or right (1).
+const LEFT: usize = 0;
+const RIGHT: usize = 1;
+
 /// The interval join operator.
 pub(super) struct IntervalJoin {
     spec: IntervalJoinSpec,
-    events: SchemaRef,
-    time: usize,
+    /// Each side's events, and their time column.
+    schemas: [SchemaRef; 2],
+    times: [usize; 2],
     converter: RowConverter,
     /// Each right key column's type where it differs from the left key's (cast to it).
     right_casts: Vec<Option<datafusion::arrow::datatypes::DataType>>,
-    /// Batches rows were kept from, and how many of their rows are kept.
-    store: Vec<Option<RecordBatch>>,
-    live: Vec<u32>,
+    stores: [Store; 2],
     ids: HashMap<Box<[u8]>, usize>,
     keys: Vec<Sides>,
     key_bytes: Vec<Box<[u8]>>,
@@ -80,27 +119,34 @@ pub(super) struct IntervalJoin {
 }
 
 impl IntervalJoin {
-    /// The join of `spec` over events of `events`, timed by column `time`.
-    pub(super) fn new(spec: IntervalJoinSpec, events: SchemaRef, time: usize) -> Result<Self> {
+    /// The join of `spec`.
+    pub(super) fn new(spec: IntervalJoinSpec) -> Result<Self> {
+        let schemas = [
+            Arc::clone(spec.left_events.arrow()),
+            Arc::clone(spec.right_events.arrow()),
+        ];
+        let times = [
+            spec.left_events.event_time_column(),
+            spec.right_events.event_time_column(),
+        ];
         let types = spec
             .left_keys
             .iter()
-            .map(|k| k.data_type(&events))
+            .map(|k| k.data_type(&schemas[LEFT]))
             .collect::<datafusion::error::Result<Vec<_>>>()?;
         let right_casts = spec
             .right_keys
             .iter()
             .zip(&types)
-            .map(|(k, t)| Ok((k.data_type(&events)? != *t).then(|| t.clone())))
+            .map(|(k, t)| Ok((k.data_type(&schemas[RIGHT])? != *t).then(|| t.clone())))
             .collect::<Result<_>>()?;
         Ok(IntervalJoin {
             converter: RowConverter::new(types.into_iter().map(SortField::new).collect())?,
             right_casts,
             spec,
-            events,
-            time,
-            store: Vec::new(),
-            live: Vec::new(),
+            schemas,
+            times,
+            stores: [Store::default(), Store::default()],
             ids: HashMap::new(),
             keys: Vec::new(),
             key_bytes: Vec::new(),
@@ -164,23 +210,17 @@ impl IntervalJoin {
         })
     }
 
-    fn release(&mut self, batch: u32) {
-        let b = batch as usize;
-        self.live[b] -= 1;
-        if self.live[b] == 0 {
-            self.store[b] = None;
-        }
-    }
-
-    /// Column `c` of the kept rows at `at` (batch, row).
-    fn gather(&self, c: usize, at: &[(u32, u32)]) -> Result<ArrayRef> {
+    /// Column `c` of side `side`'s kept rows at `at` (batch, row).
+    fn gather(&self, side: usize, c: usize, at: &[(u32, u32)]) -> Result<ArrayRef> {
         // The batches the rows are in, each once.
         let mut index: HashMap<u32, usize> = HashMap::new();
         let mut arrays: Vec<&dyn Array> = Vec::new();
         let mut idx = Vec::with_capacity(at.len());
         for (b, r) in at {
             let i = *index.entry(*b).or_insert_with(|| {
-                let batch = self.store[*b as usize].as_ref().expect("kept rows' batch");
+                let batch = self.stores[side].batches[*b as usize]
+                    .as_ref()
+                    .expect("kept rows' batch");
                 arrays.push(batch.column(c).as_ref());
                 arrays.len() - 1
             });
@@ -188,7 +228,7 @@ impl IntervalJoin {
         }
         if at.is_empty() {
             return Ok(datafusion::arrow::array::new_empty_array(
-                self.events.field(c).data_type(),
+                self.schemas[side].field(c).data_type(),
             ));
         }
         Ok(interleave(&arrays, &idx)?)
@@ -205,15 +245,14 @@ impl IntervalJoin {
         if left.is_empty() {
             return Ok(());
         }
-        let width = self.events.fields().len();
-        let mut cols = Vec::with_capacity(width * 2);
-        for c in 0..width {
-            cols.push(self.gather(c, left)?);
+        let mut cols = Vec::new();
+        for c in 0..self.schemas[LEFT].fields().len() {
+            cols.push(self.gather(LEFT, c, left)?);
         }
-        for c in 0..width {
+        for c in 0..self.schemas[RIGHT].fields().len() {
             cols.push(match right {
-                Some(r) => self.gather(c, r)?,
-                None => new_null_array(self.events.field(c).data_type(), left.len()),
+                Some(r) => self.gather(RIGHT, c, r)?,
+                None => new_null_array(self.schemas[RIGHT].field(c).data_type(), left.len()),
             });
         }
         let batch = RecordBatch::try_new_with_options(
@@ -243,8 +282,8 @@ impl IntervalJoin {
             .column_indices()
             .iter()
             .map(|ci| match ci.side {
-                JoinSide::Left => self.gather(ci.index, &left),
-                _ => self.gather(ci.index, &right),
+                JoinSide::Left => self.gather(LEFT, ci.index, &left),
+                _ => self.gather(RIGHT, ci.index, &right),
             })
             .collect::<Result<Vec<_>>>()?;
         let batch = RecordBatch::try_new_with_options(
@@ -289,7 +328,7 @@ impl IntervalJoin {
         due.sort_unstable();
         due.dedup();
         let (mut unmatched, mut times) = (Vec::new(), Vec::new());
-        let mut released = Vec::new();
+        let mut released: [Vec<u32>; 2] = [Vec::new(), Vec::new()];
         for id in due {
             let sides = &mut self.keys[id];
             sides.left.retain(|k| {
@@ -300,14 +339,14 @@ impl IntervalJoin {
                     unmatched.push((k.batch, k.row));
                     times.push(k.time);
                 }
-                released.push(k.batch);
+                released[LEFT].push(k.batch);
                 false
             });
             sides.right.retain(|k| {
                 if !gone(k.time, lower.saturating_neg()) {
                     return true;
                 }
-                released.push(k.batch);
+                released[RIGHT].push(k.batch);
                 false
             });
             let next = sides
@@ -330,8 +369,10 @@ impl IntervalJoin {
             let t: Vec<i64> = order.iter().map(|i| times[*i]).collect();
             self.joined(&l, None, &t, out)?;
         }
-        for b in released {
-            self.release(b);
+        for (side, batches) in released.into_iter().enumerate() {
+            for b in batches {
+                self.stores[side].release(b);
+            }
         }
         Ok(())
     }
@@ -351,11 +392,12 @@ impl IntervalJoin {
             self.keys[id].right.push(k);
             time.saturating_sub(self.spec.lower)
         };
-        self.live[b as usize] += 1;
+        self.stores[if left { LEFT } else { RIGHT }].live[b as usize] += 1;
         self.expiry.push(Reverse((at, id)));
     }
 
     /// Adds `batch`'s rows that `left` and `right` take (in row order), emitting the pairs.
+    /// For a join of two streams, only one side takes rows of a batch.
     fn add(
         &mut self,
         batch: RecordBatch,
@@ -363,27 +405,52 @@ impl IntervalJoin {
         right: &[bool],
         out: &mut OperatorOutput,
     ) -> Result<()> {
-        let b = self.store.len() as u32;
+        let (any_left, any_right) = (left.contains(&true), right.contains(&true));
+        let side = if any_left { LEFT } else { RIGHT };
         let times: Vec<i64> = batch
-            .column(self.time)
+            .column(self.times[side])
             .as_primitive::<TimestampMillisecondType>()
             .values()
             .to_vec();
-        let lk = self.side_keys(&batch, &self.spec.left_keys, None)?;
+        let lk = match any_left {
+            true => Some(self.side_keys(&batch, &self.spec.left_keys, None)?),
+            false => None,
+        };
         let casts = self.right_casts.clone();
-        let rk = self.side_keys(&batch, &self.spec.right_keys, Some(&casts))?;
-        self.store.push(Some(batch));
-        self.live.push(0);
+        let rk = match any_right {
+            true => Some(self.side_keys(&batch, &self.spec.right_keys, Some(&casts))?),
+            false => None,
+        };
+        // Each side keeps only the rows it takes: row i is at `pos[side][i]` in its batch.
+        let mut pos = [vec![u32::MAX; times.len()], vec![u32::MAX; times.len()]];
+        let mut stored = [None, None];
+        for (side, takes) in [(LEFT, left), (RIGHT, right)] {
+            if !takes.contains(&true) {
+                continue;
+            }
+            let idx: Vec<u32> = (0..takes.len() as u32)
+                .filter(|i| takes[*i as usize])
+                .collect();
+            for (p, i) in idx.iter().enumerate() {
+                pos[side][*i as usize] = p as u32;
+            }
+            let rows = match idx.len() == takes.len() {
+                true => batch.clone(),
+                false => take_record_batch(&batch, &UInt32Array::from(idx))?,
+            };
+            stored[side] = Some(self.stores[side].push(rows));
+        }
+        let (bl, br) = (stored[LEFT], stored[RIGHT]);
         let (lower, upper) = (self.spec.lower, self.spec.upper);
         let mut pairs = Vec::new();
         for i in 0..times.len() {
             let t = times[i];
-            let row = i as u32;
-            if left[i] {
+            let (lrow, rrow) = (pos[LEFT][i], pos[RIGHT][i]);
+            if let (true, Some(lk), Some(bl)) = (left[i], &lk, bl) {
                 let id = self.key_id(lk.row(i).as_ref());
-                self.keep(id, b, row, t, true);
+                self.keep(id, bl, lrow, t, true);
             }
-            if right[i] {
+            if let (true, Some(rk), Some(br)) = (right[i], &rk, br) {
                 let id = self.key_id(rk.row(i).as_ref());
                 for (at, l) in self.keys[id].left.iter().enumerate() {
                     let d = t - l.time;
@@ -392,13 +459,13 @@ impl IntervalJoin {
                             key: id,
                             left_at: at,
                             left: (l.batch, l.row),
-                            right: (b, row),
+                            right: (br, rrow),
                             time: t.max(l.time),
                         });
                     }
                 }
             }
-            if left[i] {
+            if let (true, Some(lk), Some(bl)) = (left[i], &lk, bl) {
                 let id = self.key_id(lk.row(i).as_ref());
                 let left_at = self.keys[id].left.len() - 1;
                 for r in &self.keys[id].right {
@@ -407,35 +474,155 @@ impl IntervalJoin {
                         pairs.push(Pair {
                             key: id,
                             left_at,
-                            left: (b, row),
+                            left: (bl, lrow),
                             right: (r.batch, r.row),
                             time: t.max(r.time),
                         });
                     }
                 }
             }
-            if right[i] {
+            if let (true, Some(rk), Some(br)) = (right[i], &rk, br) {
                 let id = self.key_id(rk.row(i).as_ref());
-                self.keep(id, b, row, t, false);
+                self.keep(id, br, rrow, t, false);
             }
         }
         self.emit_pairs(pairs, out)?;
-        if self.live[b as usize] == 0 {
-            self.store[b as usize] = None;
+        if let Some(bl) = bl {
+            self.stores[LEFT].drop_if_unused(bl);
         }
+        if let Some(br) = br {
+            self.stores[RIGHT].drop_if_unused(br);
+        }
+        Ok(())
+    }
+
+    /// What the kept state depends on: keys, bounds, which rows each side keeps, the join type.
+    fn fingerprint(&self) -> String {
+        let s = &self.spec;
+        let list = |v: &[Arc<dyn PhysicalExpr>]| {
+            v.iter()
+                .map(|e| e.to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        let opt = |e: &Option<Arc<dyn PhysicalExpr>>| e.as_ref().map(|e| e.to_string());
+        format!(
+            "{} [{}] [{}] {}..={} {:?} {:?}",
+            if s.left_outer { "left" } else { "inner" },
+            list(&s.left_keys),
+            list(&s.right_keys),
+            s.lower,
+            s.upper,
+            opt(&s.left_filter),
+            opt(&s.right_filter)
+        )
+    }
+
+    /// Which sides take rows of a batch of stream `stream`: both for a self-join.
+    fn sides_of(&self, stream: usize) -> (bool, bool) {
+        if self.spec.streams.is_empty() {
+            return (true, true);
+        }
+        (
+            stream == self.spec.left_stream,
+            stream == self.spec.right_stream,
+        )
+    }
+
+    /// Side `side`'s kept rows as one batch of its events, with whether each matched.
+    fn kept_rows(&self, side: usize) -> Result<RecordBatch> {
+        let mut rows: Vec<(u32, u32, bool)> = self
+            .keys
+            .iter()
+            .flat_map(|k| if side == LEFT { &k.left } else { &k.right })
+            .map(|k| (k.batch, k.row, k.matched))
+            .collect();
+        rows.sort_unstable();
+        let places: Vec<(u32, u32)> = rows.iter().map(|r| (r.0, r.1)).collect();
+        let schema = &self.schemas[side];
+        let mut cols = (0..schema.fields().len())
+            .map(|c| self.gather(side, c, &places))
+            .collect::<Result<Vec<_>>>()?;
+        cols.push(Arc::new(
+            rows.iter().map(|r| Some(r.2)).collect::<BooleanArray>(),
+        ));
+        let mut fields: Vec<datafusion::arrow::datatypes::FieldRef> =
+            schema.fields().iter().cloned().collect();
+        fields.push(Arc::new(datafusion::arrow::datatypes::Field::new(
+            "_matched",
+            datafusion::arrow::datatypes::DataType::Boolean,
+            false,
+        )));
+        Ok(RecordBatch::try_new_with_options(
+            Arc::new(datafusion::arrow::datatypes::Schema::new(fields)),
+            cols,
+            &RecordBatchOptions::new().with_row_count(Some(rows.len())),
+        )?)
+    }
+
+    /// Keeps the rows of `batch` (a snapshot's, with `_matched` last) on side `side`, without
+    /// matching them: every pair among kept rows was emitted before the snapshot.
+    fn restore_side(&mut self, side: usize, batch: &RecordBatch) -> Result<()> {
+        let bad = || state_err(NAME, "snapshot does not match the query");
+        let schema = &self.schemas[side];
+        let width = schema.fields().len();
+        if batch.num_columns() != width + 1 {
+            return Err(bad());
+        }
+        if batch.num_rows() == 0 {
+            return Ok(());
+        }
+        let matched = batch
+            .column(width)
+            .as_boolean_opt()
+            .ok_or_else(bad)?
+            .clone();
+        let events = RecordBatch::try_new(Arc::clone(schema), batch.columns()[..width].to_vec())
+            .map_err(|_| bad())?;
+        let times: Vec<i64> = events
+            .column(self.times[side])
+            .as_primitive::<TimestampMillisecondType>()
+            .values()
+            .to_vec();
+        let keys = match side {
+            LEFT => self.side_keys(&events, &self.spec.left_keys, None)?,
+            _ => {
+                let casts = self.right_casts.clone();
+                self.side_keys(&events, &self.spec.right_keys, Some(&casts))?
+            }
+        };
+        let b = self.stores[side].push(events);
+        for (i, t) in times.iter().enumerate() {
+            let id = self.key_id(keys.row(i).as_ref());
+            self.keep(id, b, i as u32, *t, side == LEFT);
+            if side == LEFT {
+                let k = self.keys[id].left.last_mut().expect("just kept");
+                k.matched = matched.value(i);
+            }
+        }
+        self.stores[side].drop_if_unused(b);
         Ok(())
     }
 }
 
 impl Operator for IntervalJoin {
     fn process(&mut self, input: &EventBatch, out: &mut OperatorOutput) -> Result<()> {
+        let (takes_left, takes_right) = self.sides_of(input.stream);
         let ev = input.compacted()?;
         let batch = &ev.batch;
-        let mut left = Self::side_mask(&self.spec.left_filter, batch, None)?;
-        let mut right = Self::side_mask(&self.spec.right_filter, batch, None)?;
+        let none = || vec![false; batch.num_rows()];
+        let mut left = match takes_left {
+            true => Self::side_mask(&self.spec.left_filter, batch, None)?,
+            false => none(),
+        };
+        let mut right = match takes_right {
+            true => Self::side_mask(&self.spec.right_filter, batch, None)?,
+            false => none(),
+        };
         // Late: behind the watermark it arrived under (a partner it needs may be gone).
+        let time = self.times[if takes_left { LEFT } else { RIGHT }];
         let times = batch
-            .column(self.time)
+            .column(time)
             .as_primitive::<TimestampMillisecondType>();
         let late: Vec<u32> = (0..batch.num_rows())
             .filter(|i| (left[*i] || right[*i]) && times.value(*i) < ev.arrival_watermarks[*i])
@@ -463,117 +650,32 @@ impl Operator for IntervalJoin {
     }
 
     fn snapshot(&mut self) -> Result<Vec<u8>> {
-        // Every kept row once, with the sides that keep it and whether its left row matched.
-        let mut rows: Vec<(u32, u32, bool, bool, bool)> = Vec::new();
-        let mut at: HashMap<(u32, u32), usize> = HashMap::new();
-        for sides in &self.keys {
-            for (k, is_left) in sides
-                .left
-                .iter()
-                .map(|k| (k, true))
-                .chain(sides.right.iter().map(|k| (k, false)))
-            {
-                let i = *at.entry((k.batch, k.row)).or_insert_with(|| {
-                    rows.push((k.batch, k.row, false, false, false));
-                    rows.len() - 1
-                });
-                if is_left {
-                    rows[i].2 = true;
-                    rows[i].4 = k.matched;
-                } else {
-                    rows[i].3 = true;
-                }
-            }
-        }
-        rows.sort_unstable();
-        let places: Vec<(u32, u32)> = rows.iter().map(|r| (r.0, r.1)).collect();
-        let mut cols = (0..self.events.fields().len())
-            .map(|c| self.gather(c, &places))
-            .collect::<Result<Vec<_>>>()?;
-        let mut fields: Vec<datafusion::arrow::datatypes::FieldRef> =
-            self.events.fields().iter().cloned().collect();
-        for (name, pick) in [("_left", 2usize), ("_right", 3), ("_matched", 4)] {
-            let v: BooleanArray = rows
-                .iter()
-                .map(|r| {
-                    Some(match pick {
-                        2 => r.2,
-                        3 => r.3,
-                        _ => r.4,
-                    })
-                })
-                .collect();
-            cols.push(Arc::new(v));
-            fields.push(Arc::new(datafusion::arrow::datatypes::Field::new(
-                name,
-                datafusion::arrow::datatypes::DataType::Boolean,
-                false,
-            )));
-        }
-        let batch = RecordBatch::try_new_with_options(
-            Arc::new(datafusion::arrow::datatypes::Schema::new(fields)),
-            cols,
-            &RecordBatchOptions::new().with_row_count(Some(rows.len())),
-        )?;
         Snapshot {
-            header: serde_json::json!({ "lower": self.spec.lower, "upper": self.spec.upper }),
-            batches: vec![(0, batch)],
+            header: serde_json::json!({ "join": self.fingerprint() }),
+            batches: vec![(0, self.kept_rows(LEFT)?), (1, self.kept_rows(RIGHT)?)],
         }
         .encode(NAME)
     }
 
     fn restore(&mut self, bytes: &[u8]) -> Result<()> {
         let snap = Snapshot::decode(NAME, bytes)?;
-        let bad = || state_err(NAME, "snapshot does not match the query");
-        let [(_, batch)] = snap.batches.as_slice() else {
-            return Err(bad());
+        let [(_, left), (_, right)] = snap.batches.as_slice() else {
+            return Err(state_err(NAME, "snapshot does not match the query"));
         };
-        let width = self.events.fields().len();
-        if batch.num_columns() != width + 3 {
-            return Err(bad());
+        if snap.header.get("join").and_then(serde_json::Value::as_str) != Some(&self.fingerprint())
+        {
+            return Err(state_err(
+                NAME,
+                "the join's keys, bounds or conditions changed since this state was saved; run with --reset-state",
+            ));
         }
-        self.store.clear();
-        self.live.clear();
+        self.stores = [Store::default(), Store::default()];
         self.ids.clear();
         self.keys.clear();
         self.key_bytes.clear();
         self.free.clear();
         self.expiry.clear();
-        let flag = |c: usize| -> Result<Vec<bool>> {
-            let a = batch.column(c).as_boolean_opt().ok_or_else(bad)?;
-            Ok((0..a.len()).map(|i| a.value(i)).collect())
-        };
-        let (left, right, matched) = (flag(width)?, flag(width + 1)?, flag(width + 2)?);
-        let events =
-            RecordBatch::try_new(Arc::clone(&self.events), batch.columns()[..width].to_vec())
-                .map_err(|_| bad())?;
-        if events.num_rows() == 0 {
-            return Ok(());
-        }
-        // Re-added without matching: every pair among them was emitted before the snapshot.
-        let b = self.store.len() as u32;
-        let times: Vec<i64> = events
-            .column(self.time)
-            .as_primitive::<TimestampMillisecondType>()
-            .values()
-            .to_vec();
-        let lk = self.side_keys(&events, &self.spec.left_keys, None)?;
-        let casts = self.right_casts.clone();
-        let rk = self.side_keys(&events, &self.spec.right_keys, Some(&casts))?;
-        self.store.push(Some(events));
-        self.live.push(0);
-        for i in 0..times.len() {
-            if left[i] {
-                let id = self.key_id(lk.row(i).as_ref());
-                self.keep(id, b, i as u32, times[i], true);
-                let k = self.keys[id].left.last_mut().expect("just kept");
-                k.matched = matched[i];
-            }
-            if right[i] {
-                let id = self.key_id(rk.row(i).as_ref());
-                self.keep(id, b, i as u32, times[i], false);
-            }
-        }
-        Ok(())
+        self.restore_side(LEFT, left)?;
+        self.restore_side(RIGHT, right)
     }
 }

@@ -244,11 +244,9 @@ fn build_unnamed(plan: &StreamPlan) -> Result<Box<dyn Operator>> {
             spec,
             std::sync::Arc::clone(&plan.output_schema),
         )?),
-        PlanKind::IntervalJoin(spec) => Box::new(interval_join::IntervalJoin::new(
-            (**spec).clone(),
-            std::sync::Arc::clone(plan.events.arrow()),
-            plan.events.event_time_column(),
-        )?),
+        PlanKind::IntervalJoin(spec) => {
+            Box::new(interval_join::IntervalJoin::new((**spec).clone())?)
+        }
         PlanKind::Updating(spec) => Box::new(updating::UpdatingAggregate::new(
             spec,
             std::sync::Arc::clone(&plan.output_schema),

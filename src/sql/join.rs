@@ -38,16 +38,28 @@ use super::window_tvf::plan_error;
 use crate::error::{Error, Result};
 use crate::schema::EventSchema;
 
-/// An interval join of the stream with itself.
+/// An interval join of the stream with itself, or of two streams.
 #[derive(Debug, Clone)]
 pub struct IntervalJoinSpec {
+    /// The events of left rows.
+    pub left_events: Arc<EventSchema>,
+    /// The events of right rows (the left's, for a join of the stream with itself).
+    pub right_events: Arc<EventSchema>,
+    /// For a join of two streams: both, by name, sorted (the order a run's source delivers
+    /// them), and which of them is the left and which the right. Empty for a self-join.
+    pub streams: Vec<(String, Arc<EventSchema>)>,
+    /// Index in `streams` of the left rows' stream.
+    pub left_stream: usize,
+    /// Index in `streams` of the right rows' stream.
+    pub right_stream: usize,
     /// Left outer (every left row, with nulls when nothing matched) or inner.
     pub left_outer: bool,
-    /// Which events are left rows, and which right rows (over the event schema).
+    /// Which events are left rows (over the left events), and which right rows (over the
+    /// right events).
     pub left_filter: Option<Arc<dyn PhysicalExpr>>,
     /// See `left_filter`.
     pub right_filter: Option<Arc<dyn PhysicalExpr>>,
-    /// The key of a left row and of a right row (over the event schema), compared in order.
+    /// The key of a left row and of a right row (over their events), compared in order.
     pub left_keys: Vec<Arc<dyn PhysicalExpr>>,
     /// See `left_keys`.
     pub right_keys: Vec<Arc<dyn PhysicalExpr>>,
@@ -95,20 +107,27 @@ fn on_side(
             Ok(datafusion::common::tree_node::Transformed::no(node))
         })?
         .data;
-    Ok(rewritten)
+    // Arithmetic the operator runs stops on overflow, as everywhere (sql/checked.rs).
+    Ok(super::checked::checked(rewritten, events)?)
 }
 
 use datafusion::common::tree_node::TreeNode;
 
-/// A time term: the time column of one side plus a constant (ms).
+/// A time term: the time column of one side plus a constant (ms). `time` is each side's time
+/// column.
 fn time_term(
     e: &Arc<dyn PhysicalExpr>,
     filter: &JoinFilter,
-    time: usize,
+    time: (usize, usize),
 ) -> Option<(JoinSide, i64)> {
     if let Some(c) = e.downcast_ref::<Column>() {
         let ci = &filter.column_indices()[c.index()];
-        return (ci.index == time && ci.side != JoinSide::None).then_some((ci.side, 0));
+        let t = match ci.side {
+            JoinSide::Left => time.0,
+            JoinSide::Right => time.1,
+            JoinSide::None => return None,
+        };
+        return (ci.index == t).then_some((ci.side, 0));
     }
     let b = e.downcast_ref::<BinaryExpr>()?;
     let sign = match b.op() {
@@ -116,9 +135,16 @@ fn time_term(
         BinaryOp::Minus => -1,
         _ => return None,
     };
-    let (side, base) = time_term(b.left(), filter, time)?;
-    let ms = interval_ms(b.right().downcast_ref::<Literal>()?.value())?;
-    Some((side, base + sign * ms))
+    let literal = |e: &Arc<dyn PhysicalExpr>| interval_ms(e.downcast_ref::<Literal>()?.value());
+    match (time_term(b.left(), filter, time), literal(b.right())) {
+        (Some((side, base)), Some(ms)) => Some((side, base + sign * ms)),
+        // `INTERVAL '1' HOUR + a.event_time`.
+        _ if sign == 1 => {
+            let (side, base) = time_term(b.right(), filter, time)?;
+            Some((side, base + literal(b.left())?))
+        }
+        _ => None,
+    }
 }
 
 /// A constant interval or duration in milliseconds (months have no fixed length: none).
@@ -136,22 +162,37 @@ fn interval_ms(v: &ScalarValue) -> Option<i64> {
     }
 }
 
+/// The two sides of a join: their streams' names and events.
+pub(super) struct JoinSides {
+    /// The left (FROM) relation's stream.
+    pub left: (String, Arc<EventSchema>),
+    /// The joined relation's stream (the same for a self-join).
+    pub right: (String, Arc<EventSchema>),
+}
+
 /// Reads the join node `join` (under `above`, the stages over its rows, top first).
 pub(super) fn lift_join(
     join: &NestedLoopJoinExec,
     mut above: Vec<Stage>,
-    events: &Arc<EventSchema>,
+    sides_of: JoinSides,
     at: JoinAt,
 ) -> Result<IntervalJoinSpec> {
+    let left_events = Arc::clone(&sides_of.left.1);
+    let right_events = Arc::clone(&sides_of.right.1);
     let at = at.0;
     let left_outer = match join.join_type() {
         JoinType::Inner => false,
         JoinType::Left => true,
         other => {
+            let name = match other {
+                JoinType::Right => "RIGHT JOIN",
+                JoinType::Full => "FULL JOIN",
+                _ => "this kind of join (semi, anti, mark)",
+            };
             return Err(plan_error(
                 at,
                 format!(
-                    "a {other} join of the stream is not supported; write JOIN (inner) or LEFT JOIN"
+                    "{name} of streams is not supported; write JOIN (inner) or LEFT JOIN, with the stream whose rows must all come out on the left"
                 ),
             ));
         }
@@ -159,7 +200,8 @@ pub(super) fn lift_join(
     if join.projection().is_some() {
         return Err(Error::Internal("a join with its own projection".into()));
     }
-    let arrow = Arc::clone(events.arrow());
+    let arrow = Arc::clone(left_events.arrow());
+    let right_arrow = Arc::clone(right_events.arrow());
     for child in [join.left(), join.right()] {
         if child.name() != "EmptyExec" {
             return Err(plan_error(
@@ -174,7 +216,10 @@ pub(super) fn lift_join(
             "a join of the stream needs an ON condition with an equality key and a time bound (c.event_time BETWEEN a.event_time AND a.event_time + INTERVAL '10' MINUTE)",
         ));
     };
-    let time = events.event_time_column();
+    let time = (
+        left_events.event_time_column(),
+        right_events.event_time_column(),
+    );
     let width = arrow.fields().len();
     let (mut lower, mut upper) = (i64::MIN, i64::MAX);
     let (mut left_keys, mut right_keys) = (Vec::new(), Vec::new());
@@ -184,7 +229,7 @@ pub(super) fn lift_join(
         let all = |s: JoinSide| !cols.is_empty() && cols.iter().all(|(x, _)| *x == s);
         if all(JoinSide::Right) {
             // A condition in ON on the right side alone: which rows may match at all.
-            right_filters.push(on_side(c, &on, &arrow)?);
+            right_filters.push(on_side(c, &on, &right_arrow)?);
             continue;
         }
         if all(JoinSide::Left) && !left_outer {
@@ -194,26 +239,30 @@ pub(super) fn lift_join(
         let Some(b) = c.downcast_ref::<BinaryExpr>() else {
             continue;
         };
-        // An equality of one side's expression and the other's: a key.
-        if *b.op() == BinaryOp::Eq {
+        let times = (
+            time_term(b.left(), &on, time),
+            time_term(b.right(), &on, time),
+        );
+        // An equality of one side's expression and the other's: a key (unless it equates the
+        // two times: a bound).
+        let equal_times = matches!(times, (Some((x, _)), Some((y, _))) if x != y);
+        if *b.op() == BinaryOp::Eq && !equal_times {
             let (l, r) = (sides(b.left(), &on), sides(b.right(), &on));
             let one = |v: &[(JoinSide, usize)], s| !v.is_empty() && v.iter().all(|(x, _)| *x == s);
             if one(&l, JoinSide::Left) && one(&r, JoinSide::Right) {
                 left_keys.push(on_side(b.left(), &on, &arrow)?);
-                right_keys.push(on_side(b.right(), &on, &arrow)?);
+                right_keys.push(on_side(b.right(), &on, &right_arrow)?);
                 continue;
             }
             if one(&l, JoinSide::Right) && one(&r, JoinSide::Left) {
                 left_keys.push(on_side(b.right(), &on, &arrow)?);
-                right_keys.push(on_side(b.left(), &on, &arrow)?);
+                right_keys.push(on_side(b.left(), &on, &right_arrow)?);
                 continue;
             }
         }
         // A comparison of the two time columns: a bound on right time − left time.
-        if let (Some((sa, oa)), Some((sb, ob))) = (
-            time_term(b.left(), &on, time),
-            time_term(b.right(), &on, time),
-        ) && sa != sb
+        if let (Some((sa, oa)), Some((sb, ob))) = times
+            && sa != sb
         {
             // a op b with a = side_a.t + oa, b = side_b.t + ob, as right − left op' c.
             let (op, c) = match sa {
@@ -251,7 +300,7 @@ pub(super) fn lift_join(
     if lower == i64::MIN || upper == i64::MAX {
         return Err(plan_error(
             at,
-            "a join of the stream needs its time bounded on both sides, or it would keep every event for ever: add c.event_time BETWEEN a.event_time AND a.event_time + INTERVAL '10' MINUTE (or >= and <= of the two event times)",
+            "a join of streams needs its time bounded on both sides in ON, or it would keep every event for ever: add c.event_time BETWEEN a.event_time AND a.event_time + INTERVAL '10' MINUTE (or >= and <= of the two event times, plus intervals of days, hours, minutes or seconds: a month has no fixed length)",
         ));
     }
     if lower > upper {
@@ -275,7 +324,7 @@ pub(super) fn lift_join(
                         if let Some(col) = node.downcast_ref::<Column>() {
                             let i = col.index() - width;
                             return Ok(datafusion::common::tree_node::Transformed::yes(Arc::new(
-                                Column::new(arrow.field(i).name(), i),
+                                Column::new(right_arrow.field(i).name(), i),
                             )
                                 as Arc<dyn PhysicalExpr>));
                         }
@@ -300,7 +349,28 @@ pub(super) fn lift_join(
         v.into_iter()
             .reduce(|a, b| Arc::new(BinaryExpr::new(a, BinaryOp::And, b)) as Arc<dyn PhysicalExpr>)
     };
+    // A join of two streams reads both, in name order (a self-join reads one).
+    let (mut streams, mut left_stream, mut right_stream) = (Vec::new(), 0, 0);
+    if sides_of.left.0 != sides_of.right.0 {
+        streams = vec![sides_of.left.clone(), sides_of.right.clone()];
+        streams.sort_by(|a, b| a.0.cmp(&b.0));
+        left_stream = streams
+            .iter()
+            .position(|s| s.0 == sides_of.left.0)
+            .unwrap_or(0);
+        right_stream = 1 - left_stream;
+    }
+    let on = JoinFilter::new(
+        super::checked::checked(Arc::clone(on.expression()), on.schema())?,
+        on.column_indices().to_vec(),
+        Arc::clone(on.schema()),
+    );
     Ok(IntervalJoinSpec {
+        left_events,
+        right_events,
+        streams,
+        left_stream,
+        right_stream,
         left_outer,
         left_filter: and(left_filters),
         right_filter: and(right_filters),

@@ -513,6 +513,9 @@ impl StreamPlan {
             PlanKind::Union(u) if !u.streams.is_empty() => {
                 u.streams.iter().map(|(_, e)| Arc::clone(e)).collect()
             }
+            PlanKind::IntervalJoin(j) if !j.streams.is_empty() => {
+                j.streams.iter().map(|(_, e)| Arc::clone(e)).collect()
+            }
             _ => vec![Arc::clone(&self.events)],
         }
     }
@@ -521,6 +524,7 @@ impl StreamPlan {
     pub fn stream_names(&self) -> Vec<String> {
         match &self.kind {
             PlanKind::Union(u) => u.streams.iter().map(|(n, _)| n.clone()).collect(),
+            PlanKind::IntervalJoin(j) => j.streams.iter().map(|(n, _)| n.clone()).collect(),
             _ => Vec::new(),
         }
     }

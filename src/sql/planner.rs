@@ -113,10 +113,12 @@ pub fn plan_query_among(
     limits: &WindowLimits,
 ) -> Result<StreamPlan> {
     let names: Vec<String> = streams.iter().map(|(n, _)| n.clone()).collect();
-    let read = super::stream_reads::sources_read(sql, &names);
-    let (name, events) = streams
-        .iter()
-        .find(|(n, _)| read.contains(n))
+    // The stream the text names first: the FROM stream of a join, the first branch's of a
+    // union.
+    let read = super::stream_reads::reads_in_order(sql, &names);
+    let (name, events) = read
+        .first()
+        .and_then(|r| streams.iter().find(|(n, _)| n == r))
         .or(streams.first())
         .ok_or_else(|| Error::Internal("a query planned over no stream".into()))?;
     use futures::FutureExt;
@@ -381,14 +383,38 @@ async fn plan_query_async(
     super::time_grouping::bucket_grouping_as_tumble(select, stream, &time_column)?;
     let distinct = select.distinct.take();
     let from = &mut select.from[0];
-    for join in &from.joins {
-        // A join of the stream with itself is an interval join (sql/join.rs); anything else
-        // is a reference table, not supported yet.
-        let of_stream = |r: &TableFactor| {
-            matches!(r, TableFactor::Table { name, args: None, .. }
-                if name.0.len() == 1 && name.to_string().trim_matches('"').eq_ignore_ascii_case(stream))
+    // A join of the stream with itself, or with another stream of the file, is an interval
+    // join (sql/join.rs); anything else is a reference table, not supported yet.
+    let stream_named = |r: &TableFactor| -> Option<(String, Arc<EventSchema>)> {
+        let TableFactor::Table {
+            name, args: None, ..
+        } = r
+        else {
+            return None;
         };
-        if from.joins.len() > 1 || !of_stream(&from.relation) || !of_stream(&join.relation) {
+        let n = name.to_string();
+        let n = n.trim_matches('"');
+        if name.0.len() != 1 {
+            return None;
+        }
+        if n.eq_ignore_ascii_case(stream) {
+            return Some((stream.to_string(), Arc::clone(events)));
+        }
+        catalog
+            .iter()
+            .find(|(c, _)| c.eq_ignore_ascii_case(n))
+            .cloned()
+    };
+    let mut join_sides = None;
+    for join in &from.joins {
+        let sides = match (stream_named(&from.relation), stream_named(&join.relation)) {
+            (Some(l), Some(r)) if from.joins.len() == 1 => {
+                Some(super::join::JoinSides { left: l, right: r })
+            }
+            _ => None,
+        };
+        join_sides = sides;
+        if join_sides.is_none() {
             return Err(plan_error(
                 locate(&tokens, Keyword::JOIN).union(&join.relation.span()),
                 format!(
@@ -455,13 +481,21 @@ async fn plan_query_async(
     // Sums of integers are exact (128 bits), not DataFusion's wrapping 64-bit sum.
     ctx.register_udaf(crate::operators::exact_sum_udaf());
     ctx.register_table(stream, Arc::new(EmptyTable::new(Arc::clone(&schema))))?;
+    if let Some(s) = &join_sides
+        && s.right.0 != stream
+    {
+        ctx.register_table(
+            s.right.0.as_str(),
+            Arc::new(EmptyTable::new(Arc::clone(s.right.1.arrow()))),
+        )?;
+    }
     let state = ctx.state();
     let physical = match physical_plan(&state, stmt.clone()).await {
         Ok(p) => p,
         Err(e) => return Err(df_plan_error(&e, &tokens, &state, &stmt, events.windowed()).await),
     };
     let mut output_schema = physical.schema();
-    let kind = lift(&physical, window, &tokens, events)?;
+    let kind = lift(&physical, window, &tokens, events, join_sides)?;
     if let PlanKind::Updating(_) = &kind {
         // A changelog: each row says what it does to its key.
         if output_schema.fields().find(CHANGELOG_OP).is_some() {
@@ -512,7 +546,7 @@ async fn plan_union(
             return Err(plan_error(
                 branches.starts[i],
                 format!(
-                    "this branch of UNION ALL reads the streams {}; each branch reads one stream (a join is not supported yet), so write one branch per stream",
+                    "this branch of UNION ALL reads the streams {}; each branch reads one stream, so write one branch per stream (a join of two streams is a query of its own)",
                     list.join(" and ")
                 ),
             ));
@@ -1513,7 +1547,9 @@ fn lift(
     window: Option<super::window_tvf::WindowSpec>,
     tokens: &[TokenWithSpan],
     events: &Arc<EventSchema>,
+    join_sides: Option<super::join::JoinSides>,
 ) -> Result<PlanKind> {
+    let mut join_sides = join_sides;
     let ws_idx = events.window_start_column();
     let window_cols = [ws_idx, ws_idx + 1];
     let mut stages = Vec::new();
@@ -1704,7 +1740,10 @@ fn lift(
                     "aggregates and window functions over a join are not supported yet; select the joined rows (and aggregate them in a query over its output)",
                 ));
             }
-            let spec = super::join::lift_join(j, stages, events, super::join::JoinAt(at))?;
+            let sides = join_sides
+                .take()
+                .ok_or_else(|| Error::Internal("a join without its two sides".into()))?;
+            let spec = super::join::lift_join(j, stages, sides, super::join::JoinAt(at))?;
             return Ok(PlanKind::IntervalJoin(Box::new(spec)));
         } else if any.downcast_ref::<EmptyExec>().is_some() {
             break;
@@ -1838,6 +1877,12 @@ fn window_use_error(tokens: &[TokenWithSpan]) -> Error {
 }
 
 fn unsupported_node(name: &str, tokens: &[TokenWithSpan]) -> Error {
+    if name.contains("Join") {
+        return plan_error(
+            locate(tokens, Keyword::JOIN),
+            "a join of streams is written JOIN … ON with an equality key and a time bound (c.payment_id = a.payment_id AND c.event_time BETWEEN a.event_time AND a.event_time + INTERVAL '10' MINUTE); USING, NATURAL and comma joins are not supported",
+        );
+    }
     let (kw, what) = match name {
         n if n.contains("Window") => (Keyword::OVER, "window functions (OVER)"),
         n if n.contains("Join") => (Keyword::JOIN, "joins"),

@@ -13,15 +13,21 @@ use datafusion::sql::sqlparser::tokenizer::{Token, Tokenizer};
 /// first argument of a window table function (`TUMBLE(orders, …)`), in any case. A column, an
 /// alias or a CTE spelled like a source is not a read of it.
 pub(crate) fn sources_read(select: &str, sources: &[String]) -> BTreeSet<String> {
+    reads_in_order(select, sources).into_iter().collect()
+}
+
+/// The names of `sources` that `select` reads ([`sources_read`]), in the order the text
+/// first names them (the FROM stream before a joined one), each once.
+pub(crate) fn reads_in_order(select: &str, sources: &[String]) -> Vec<String> {
     let Ok(tokens) = Tokenizer::new(&GenericDialect {}, select).tokenize() else {
-        return BTreeSet::new();
+        return Vec::new();
     };
     let code: Vec<&Token> = tokens
         .iter()
         .filter(|t| !matches!(t, Token::Whitespace(_)))
         .collect();
     let word = |t: Option<&&Token>, any: &[&str]| matches!(t, Some(Token::Word(w)) if any.iter().any(|k| w.value.eq_ignore_ascii_case(k)));
-    let mut read = BTreeSet::new();
+    let mut read: Vec<String> = Vec::new();
     for (i, t) in code.iter().enumerate() {
         let Token::Word(w) = t else {
             continue;
@@ -35,8 +41,8 @@ pub(crate) fn sources_read(select: &str, sources: &[String]) -> BTreeSet<String>
                 i.checked_sub(2).and_then(|j| code.get(j)),
                 &["TUMBLE", "HOP", "SESSION", "CUMULATE"],
             );
-        if word(before, &["FROM", "JOIN", "TABLE"]) || tvf_argument {
-            read.insert(source.clone());
+        if (word(before, &["FROM", "JOIN", "TABLE"]) || tvf_argument) && !read.contains(source) {
+            read.push(source.clone());
         }
     }
     read
