@@ -590,7 +590,8 @@ fn a_checkpoint_right_after_a_restore_keeps_every_position() {
 
 /// Issue 15, part 2: a union of two streams killed at random moments leaves in its sinks what
 /// one uninterrupted run leaves: both sources' offsets, the dedup of each, the session state of
-/// one branch and the tumble state of the other are one checkpoint. Issue 16, part 3: so does a
+/// one branch and the tumble state of the other are one checkpoint; so does an interval join of
+/// the two (both sides' kept events, which left ones matched). Issue 16, part 3: so does a
 /// changelog (GROUP BY without a window, a job of its own over one source) — its rows between
 /// checkpoints depend on where the watermark steps fall, so what must match is the table it
 /// leaves when applied.
@@ -635,6 +636,9 @@ UNION ALL SELECT 'merchant_minute', merchant_id, count(*) FROM TUMBLE(wallets, e
 GROUP BY merchant_id, window_start;
 INSERT INTO big SELECT event_id, amount_minor FROM cards WHERE amount_minor > 200000
 UNION ALL SELECT event_id, amount_minor FROM wallets WHERE amount_minor > 200000;
+CREATE SINK pairs WITH (connector = 'log', topic = 'pairs');
+INSERT INTO pairs SELECT w.event_id, c.event_id AS card_event FROM wallets w LEFT JOIN cards c
+  ON c.merchant_id = w.merchant_id AND c.event_time BETWEEN w.event_time - INTERVAL '50' MILLISECOND AND w.event_time + INTERVAL '50' MILLISECOND;
 CREATE SINK totals WITH (connector = 'log', topic = 'totals');
 INSERT INTO totals SELECT merchant_id, currency, count(*) AS n, sum(amount_minor) AS total,
   count(DISTINCT card_id) AS cards FROM cards GROUP BY merchant_id, currency HAVING count(*) > 100;
@@ -682,7 +686,7 @@ INSERT INTO totals SELECT merchant_id, currency, count(*) AS n, sum(amount_minor
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{err}");
     assert!(err.contains("resumed=true"), "{err}");
-    for sink in ["rules", "big", "cards-wallets.dlq"] {
+    for sink in ["rules", "big", "pairs", "cards-wallets.dlq"] {
         let (want, got) = (consume_all(&reference, sink), consume_all(&crashed, sink));
         assert!(!want.is_empty(), "{sink} is empty");
         assert!(
@@ -721,6 +725,10 @@ INSERT INTO totals SELECT merchant_id, currency, count(*) AS n, sum(amount_minor
             .iter()
             .any(|l| l.contains("\"op\":\"update\""))
     );
+    // The join paired wallets with cards, and left some alone.
+    let pairs = consume_all(&reference, "pairs");
+    assert!(pairs.iter().any(|l| l.contains("\"card_event\":null")));
+    assert!(pairs.iter().any(|l| l.contains("\"card_event\":\"")));
     // Both branches of the windowed union produced rows.
     let rules = consume_all(&reference, "rules");
     for rule in ["\"session\"", "\"merchant_minute\""] {
