@@ -27,12 +27,13 @@ use datafusion::arrow::datatypes::{SchemaRef, TimestampMillisecondType};
 use datafusion::arrow::row::{RowConverter, SortField};
 use datafusion::common::JoinSide;
 use datafusion::common::hash_utils::RandomState;
+use datafusion::physical_expr::utils::{collect_columns, reassign_expr_columns};
 use datafusion::physical_plan::PhysicalExpr;
 
 use super::aggregate::{late_events, where_mask};
 use super::{Emitted, EventBatch, Operator, OperatorOutput, RowTimes};
 use crate::error::{Error, Result};
-use crate::sql::{IntervalJoinSpec, apply_stages_timed};
+use crate::sql::{IntervalJoinSpec, Stage, apply_stages_timed};
 use crate::state::{Snapshot, state_err};
 
 const NAME: &str = "interval_join";
@@ -107,6 +108,17 @@ pub(super) struct IntervalJoin {
     /// Each side's events, and their time column.
     schemas: [SchemaRef; 2],
     times: [usize; 2],
+    /// What each side stores of its rows: the columns a pair or a result reads (`cols`, in
+    /// event order), each event column's place among them (`at`), their schema, the keys over
+    /// them (a restore recomputes keys) and the time's place. Copying and keeping all sixteen
+    /// columns of a payment was most of the operator's time and memory.
+    cols: [Vec<usize>; 2],
+    at: [Vec<Option<usize>>; 2],
+    narrow: [SchemaRef; 2],
+    narrow_keys: [Vec<Arc<dyn PhysicalExpr>>; 2],
+    narrow_time: [usize; 2],
+    /// The joined rows' schema with every column nullable: columns no result reads are nulls.
+    relaxed: SchemaRef,
     converter: RowConverter,
     /// Each right key column's type where it differs from the left key's (cast to it).
     right_casts: Vec<Option<datafusion::arrow::datatypes::DataType>>,
@@ -142,12 +154,46 @@ impl IntervalJoin {
             .zip(&types)
             .map(|(k, t)| Ok((k.data_type(&schemas[RIGHT])? != *t).then(|| t.clone())))
             .collect::<Result<_>>()?;
+        let cols = needed_columns(&spec, &schemas);
+        let mut at: [Vec<Option<usize>>; 2] = [Vec::new(), Vec::new()];
+        let mut narrow_keys: [Vec<Arc<dyn PhysicalExpr>>; 2] = [Vec::new(), Vec::new()];
+        let mut narrow_time = [0, 0];
+        let narrow =
+            [0, 1].map(|side| Arc::new(schemas[side].project(&cols[side]).expect("kept columns")));
+        for side in [LEFT, RIGHT] {
+            at[side] = (0..schemas[side].fields().len())
+                .map(|c| cols[side].iter().position(|k| *k == c))
+                .collect();
+            narrow_time[side] = at[side][times[side]].expect("the time column is kept");
+            let keys = if side == LEFT {
+                &spec.left_keys
+            } else {
+                &spec.right_keys
+            };
+            narrow_keys[side] = keys
+                .iter()
+                .map(|k| reassign_expr_columns(Arc::clone(k), &narrow[side]))
+                .collect::<datafusion::error::Result<_>>()?;
+        }
+        let relaxed = Arc::new(datafusion::arrow::datatypes::Schema::new(
+            spec.joined_schema
+                .fields()
+                .iter()
+                .map(|f| f.as_ref().clone().with_nullable(true))
+                .collect::<Vec<_>>(),
+        ));
         Ok(IntervalJoin {
             converter: RowConverter::new(types.into_iter().map(SortField::new).collect())?,
             right_casts,
             spec,
             schemas,
             times,
+            cols,
+            at,
+            narrow,
+            narrow_keys,
+            narrow_time,
+            relaxed,
             stores: [Store::default(), Store::default()],
             ids: HashMap::default(),
             keys: Vec::new(),
@@ -212,8 +258,20 @@ impl IntervalJoin {
         })
     }
 
-    /// Column `c` of side `side`'s kept rows at `at` (batch, row).
+    /// Event column `c` of side `side`'s kept rows at `at` (batch, row); nulls for a column the
+    /// side does not store (nothing reads it).
     fn gather(&self, side: usize, c: usize, at: &[(u32, u32)]) -> Result<ArrayRef> {
+        match self.at[side][c] {
+            Some(k) => self.gather_stored(side, k, at),
+            None => Ok(new_null_array(
+                self.schemas[side].field(c).data_type(),
+                at.len(),
+            )),
+        }
+    }
+
+    /// Stored column `c` of side `side`'s kept rows at `at`.
+    fn gather_stored(&self, side: usize, c: usize, at: &[(u32, u32)]) -> Result<ArrayRef> {
         // The batches the rows are in, each once.
         let mut index: HashMap<u32, usize> = HashMap::new();
         let mut arrays: Vec<&dyn Array> = Vec::new();
@@ -230,7 +288,7 @@ impl IntervalJoin {
         }
         if at.is_empty() {
             return Ok(datafusion::arrow::array::new_empty_array(
-                self.schemas[side].field(c).data_type(),
+                self.narrow[side].field(c).data_type(),
             ));
         }
         Ok(interleave(&arrays, &idx)?)
@@ -258,7 +316,7 @@ impl IntervalJoin {
             });
         }
         let batch = RecordBatch::try_new_with_options(
-            Arc::clone(&self.spec.joined_schema),
+            Arc::clone(&self.relaxed),
             cols,
             &RecordBatchOptions::new().with_row_count(Some(left.len())),
         )?;
@@ -436,9 +494,10 @@ impl IntervalJoin {
             for (p, i) in idx.iter().enumerate() {
                 pos[side][*i as usize] = p as u32;
             }
+            let projected = batch.project(&self.cols[side])?;
             let rows = match idx.len() == takes.len() {
-                true => batch.clone(),
-                false => take_record_batch(&batch, &UInt32Array::from(idx))?,
+                true => projected,
+                false => take_record_batch(&projected, &UInt32Array::from(idx))?,
             };
             stored[side] = Some(self.stores[side].push(rows));
         }
@@ -545,9 +604,9 @@ impl IntervalJoin {
             .collect();
         rows.sort_unstable();
         let places: Vec<(u32, u32)> = rows.iter().map(|r| (r.0, r.1)).collect();
-        let schema = &self.schemas[side];
+        let schema = &self.narrow[side];
         let mut cols = (0..schema.fields().len())
-            .map(|c| self.gather(side, c, &places))
+            .map(|c| self.gather_stored(side, c, &places))
             .collect::<Result<Vec<_>>>()?;
         cols.push(Arc::new(
             rows.iter().map(|r| Some(r.2)).collect::<BooleanArray>(),
@@ -570,7 +629,7 @@ impl IntervalJoin {
     /// matching them: every pair among kept rows was emitted before the snapshot.
     fn restore_side(&mut self, side: usize, batch: &RecordBatch) -> Result<()> {
         let bad = || state_err(NAME, "snapshot does not match the query");
-        let schema = &self.schemas[side];
+        let schema = &self.narrow[side];
         let width = schema.fields().len();
         if batch.num_columns() != width + 1 {
             return Err(bad());
@@ -586,15 +645,15 @@ impl IntervalJoin {
         let events = RecordBatch::try_new(Arc::clone(schema), batch.columns()[..width].to_vec())
             .map_err(|_| bad())?;
         let times: Vec<i64> = events
-            .column(self.times[side])
+            .column(self.narrow_time[side])
             .as_primitive::<TimestampMillisecondType>()
             .values()
             .to_vec();
         let keys = match side {
-            LEFT => self.side_keys(&events, &self.spec.left_keys, None)?,
+            LEFT => self.side_keys(&events, &self.narrow_keys[LEFT].clone(), None)?,
             _ => {
                 let casts = self.right_casts.clone();
-                self.side_keys(&events, &self.spec.right_keys, Some(&casts))?
+                self.side_keys(&events, &self.narrow_keys[RIGHT].clone(), Some(&casts))?
             }
         };
         let b = self.stores[side].push(events);
@@ -684,4 +743,53 @@ impl Operator for IntervalJoin {
         self.restore_side(LEFT, left)?;
         self.restore_side(RIGHT, right)
     }
+}
+
+/// The event columns each side must store: its time, what its keys read, what the ON
+/// condition reads of it, and what the result reads of it (the columns of the output stages
+/// up to the SELECT list; all of them when there is none).
+fn needed_columns(spec: &IntervalJoinSpec, schemas: &[SchemaRef; 2]) -> [Vec<usize>; 2] {
+    let width = schemas[LEFT].fields().len();
+    let mut need = [
+        std::collections::BTreeSet::new(),
+        std::collections::BTreeSet::new(),
+    ];
+    need[LEFT].insert(spec.left_events.event_time_column());
+    need[RIGHT].insert(spec.right_events.event_time_column());
+    for (side, keys) in [(LEFT, &spec.left_keys), (RIGHT, &spec.right_keys)] {
+        for k in keys {
+            need[side].extend(collect_columns(k).iter().map(|c| c.index()));
+        }
+    }
+    for ci in spec.on.column_indices() {
+        match ci.side {
+            JoinSide::Left => need[LEFT].insert(ci.index),
+            _ => need[RIGHT].insert(ci.index),
+        };
+    }
+    let mut joined = std::collections::BTreeSet::new();
+    let mut projected = false;
+    for stage in &spec.output_stages {
+        match stage {
+            Stage::Filter(p) => joined.extend(collect_columns(p).iter().map(|c| c.index())),
+            Stage::Project { exprs, .. } => {
+                for e in exprs {
+                    joined.extend(collect_columns(e).iter().map(|c| c.index()));
+                }
+                projected = true;
+                break;
+            }
+            Stage::Rank { .. } => break,
+        }
+    }
+    if !projected {
+        joined.extend(0..width + schemas[RIGHT].fields().len());
+    }
+    for j in joined {
+        match j < width {
+            true => need[LEFT].insert(j),
+            false => need[RIGHT].insert(j - width),
+        };
+    }
+    need.map(|n| n.into_iter().collect())
 }
