@@ -670,6 +670,17 @@ INSERT INTO totals SELECT merchant_id, currency, count(*) AS n, sum(amount_minor
             .spawn()
             .unwrap();
         std::thread::sleep(Duration::from_millis(rng.random_range(150..900)));
+        // A loaded machine may not reach the first checkpoint that soon: the kills must
+        // interrupt a job that has state to restore, so wait for one (at most 20 s).
+        let checkpoints = crashed.join("_queries/two.cards-wallets/checkpoints");
+        let waited = Instant::now();
+        let complete = || {
+            std::fs::read_dir(&checkpoints)
+                .is_ok_and(|mut d| d.any(|e| e.is_ok_and(|e| e.path().join("_COMPLETE").exists())))
+        };
+        while !complete() && waited.elapsed() < Duration::from_secs(20) {
+            std::thread::sleep(Duration::from_millis(50));
+        }
         assert!(
             child.try_wait().unwrap().is_none(),
             "the query exited on its own"
