@@ -573,7 +573,22 @@ impl StreamPlan {
             PlanKind::Map { .. } => Partitioning::RoundRobin,
             // The outer plan's groups are made of the inner one's: one worker sees them all.
             PlanKind::Chain(_) => Partitioning::Single,
-            // Left and right keys may read different columns: one worker sees both sides.
+            // A self-join whose sides have the same key: an event's key is the same whichever
+            // side takes it, so spreading events by it keeps every pair on one worker.
+            PlanKind::IntervalJoin(j)
+                if j.streams.is_empty()
+                    && j.left_keys.len() == j.right_keys.len()
+                    && j.left_keys
+                        .iter()
+                        .zip(&j.right_keys)
+                        .all(|(l, r)| l.to_string() == r.to_string()) =>
+            {
+                Partitioning::ByKeys {
+                    filters: vec![],
+                    keys: j.left_keys.clone(),
+                }
+            }
+            // Keys of different columns (or streams): one worker sees both sides.
             PlanKind::IntervalJoin(_) => Partitioning::Single,
             PlanKind::Updating(u) if u.aggregate.keys.is_empty() => Partitioning::Single,
             PlanKind::Updating(u) => Partitioning::ByKeys {
