@@ -56,7 +56,10 @@ fn main() {
         }
         // Whatever built the message — a planner echoing a column name, an option value — no
         // card number reaches the terminal.
-        eprintln!("error: {}", paystream::decode::redact(&format!("{e:#}")));
+        eprintln!(
+            "error: {}",
+            paystream::decode::redact(&cli::common::error_text(&e))
+        );
         std::process::exit(1);
     }
 }

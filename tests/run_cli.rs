@@ -1046,3 +1046,44 @@ fn a_changelog_into_a_topic_is_keyed_by_its_group_key() {
     let used: std::collections::BTreeSet<&String> = partitions.values().flatten().collect();
     assert!(used.len() > 1, "{used:?}");
 }
+
+/// A file output in a directory that does not exist yet is written there (the directory is
+/// made); an output that cannot be written says why once.
+#[test]
+fn outputs_make_their_directory_and_say_an_error_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let events = dir.path().join("e.jsonl");
+    std::fs::write(&events, gen_lines(&["--events", "50"]).join("\n") + "\n").unwrap();
+    let query = dir.path().join("q.sql");
+    std::fs::write(&query, "SELECT event_id FROM payments").unwrap();
+    let out = dir.path().join("results/today/out.jsonl");
+    let o = paystream(&dir.path().join("data"))
+        .args(["replay"])
+        .arg(&events)
+        .arg("-q")
+        .arg(&query)
+        .arg("-o")
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(std::fs::read_to_string(&out).unwrap().lines().count() > 10);
+    // Under a file, no directory can be made.
+    let blocked = events.join("out.jsonl");
+    let o = paystream(&dir.path().join("data"))
+        .args(["replay"])
+        .arg(&events)
+        .arg("-q")
+        .arg(&query)
+        .arg("-o")
+        .arg(&blocked)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success());
+    let line = stderr.lines().find(|l| l.starts_with("error:")).unwrap();
+    assert!(line.contains("cannot write --output"), "{line}");
+    // The cause, once.
+    let cause = line.rsplit(": ").next().unwrap();
+    assert_eq!(line.matches(cause).count(), 1, "{line}");
+}

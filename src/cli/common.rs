@@ -23,6 +23,24 @@ pub(crate) fn output_sink(option: &str, path: Option<&Path>) -> anyhow::Result<B
 #[error("interrupted")]
 pub(crate) struct Interrupted;
 
+/// An error and its causes, `: `-separated, each cause said once: a message that already ends
+/// with its cause (`cannot write out.jsonl: No such file or directory`) is not followed by that
+/// cause again, as anyhow's `{:#}` would.
+pub(crate) fn error_text(e: &anyhow::Error) -> String {
+    let mut out = String::new();
+    for cause in e.chain() {
+        let text = cause.to_string();
+        if out.ends_with(&text) {
+            continue;
+        }
+        if !out.is_empty() {
+            out.push_str(": ");
+        }
+        out.push_str(&text);
+    }
+    out
+}
+
 /// Prints a summary line, marked `interrupted=true` (and an [`Interrupted`] error, exit 130)
 /// when a signal stopped the command early.
 pub(crate) fn finish_summary(line: String, stop: &AtomicBool) -> anyhow::Result<()> {

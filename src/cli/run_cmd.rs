@@ -257,7 +257,10 @@ pub(crate) fn run(data: &DataDir, a: RunArgs) -> anyhow::Result<()> {
                 signals.stop.store(true, Ordering::Relaxed);
                 match outcome {
                     Ok(()) => outcome = Err(e.context(format!("job {name}"))),
-                    Err(_) => eprintln!("error: job {name}: {e:#}"),
+                    Err(_) => eprintln!(
+                        "error: job {name}: {}",
+                        paystream::decode::redact(&super::common::error_text(&e))
+                    ),
                 }
             }
         }

@@ -109,8 +109,9 @@ impl WriterSink {
         }
     }
 
-    /// A sink appending to the file at `path` (created if missing).
+    /// A sink appending to the file at `path` (created if missing, with its directory).
     pub fn append(option: &str, path: &Path) -> Result<Self> {
+        make_parent(option, path)?;
         let f = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -125,8 +126,9 @@ impl WriterSink {
         ))
     }
 
-    /// A sink creating (truncating) the file at `path`.
+    /// A sink creating (truncating) the file at `path` (and its directory if missing).
     pub fn create(option: &str, path: &Path) -> Result<Self> {
+        make_parent(option, path)?;
         let f = std::fs::File::create(path).map_err(|e| Error::Output {
             target: format!("{option} {}", path.display()),
             source: e,
@@ -147,6 +149,18 @@ impl WriterSink {
             target: self.name.clone(),
             source: e,
         }
+    }
+}
+
+/// Creates the directory `path` is in when it is missing: `path = 'out/settlement.jsonl'`
+/// works on a fresh checkout (the part-file sink does the same).
+fn make_parent(option: &str, path: &Path) -> Result<()> {
+    match path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        Some(dir) if !dir.exists() => std::fs::create_dir_all(dir).map_err(|e| Error::Output {
+            target: format!("{option} {}", path.display()),
+            source: e,
+        }),
+        _ => Ok(()),
     }
 }
 
