@@ -81,13 +81,25 @@ pub fn plan_query_in(
     stream: &str,
     limits: &WindowLimits,
 ) -> Result<StreamPlan> {
+    on_planning_thread(sql, events, stream, limits, &[])
+}
+
+/// Runs [`plan_query_async`] on a thread of its own with the planning stack, polling it once
+/// (planning never waits on I/O).
+fn on_planning_thread(
+    sql: &str,
+    events: &Arc<EventSchema>,
+    stream: &str,
+    limits: &WindowLimits,
+    catalog: &[(String, Arc<EventSchema>)],
+) -> Result<StreamPlan> {
     use futures::FutureExt;
     std::thread::scope(|s| {
         let planner = std::thread::Builder::new()
             .name("planner".into())
             .stack_size(PLANNING_STACK)
             .spawn_scoped(s, || {
-                plan_query_async(sql, events, stream, limits, &[])
+                plan_query_async(sql, events, stream, limits, catalog)
                     .now_or_never()
                     .unwrap_or_else(|| {
                         Err(Error::Internal(
@@ -121,25 +133,7 @@ pub fn plan_query_among(
         .and_then(|r| streams.iter().find(|(n, _)| n == r))
         .or(streams.first())
         .ok_or_else(|| Error::Internal("a query planned over no stream".into()))?;
-    use futures::FutureExt;
-    std::thread::scope(|s| {
-        let planner = std::thread::Builder::new()
-            .name("planner".into())
-            .stack_size(PLANNING_STACK)
-            .spawn_scoped(s, || {
-                plan_query_async(sql, events, name, limits, streams)
-                    .now_or_never()
-                    .unwrap_or_else(|| {
-                        Err(Error::Internal(
-                            "query planning tried to wait on I/O".into(),
-                        ))
-                    })
-            })
-            .map_err(|e| Error::Internal(format!("cannot start the planning thread: {e}")))?;
-        planner
-            .join()
-            .map_err(|_| Error::Internal("query planning panicked".into()))?
-    })
+    on_planning_thread(sql, events, name, limits, streams)
 }
 
 /// Stack of the planning thread. Only touched pages are committed, so a deep stack costs
