@@ -59,6 +59,7 @@ pub mod sink;
 pub mod source;
 pub mod sql;
 pub(crate) mod state;
+pub mod table;
 pub mod time;
 
 pub use crate::decode::{Format, Reject, RejectReason};

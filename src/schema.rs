@@ -298,6 +298,44 @@ impl EventSchema {
         })
     }
 
+    /// These events joined to reference tables: their columns, with the same roles (id, time,
+    /// dictionaries), followed by `extra` (the tables' columns). A window still appends its
+    /// bounds after all of them.
+    pub fn joined(
+        &self,
+        extra: &[datafusion::arrow::datatypes::FieldRef],
+    ) -> crate::error::Result<Self> {
+        if let Some(f) = extra
+            .iter()
+            .find(|f| f.name() == WINDOW_START || f.name() == WINDOW_END)
+        {
+            return Err(crate::error::Error::Plan {
+                position: "the join".into(),
+                message: format!(
+                    "a joined table's column is named `{}`, the name of a window bound; select it under another name",
+                    f.name()
+                ),
+            });
+        }
+        let mut fields: Vec<datafusion::arrow::datatypes::FieldRef> =
+            self.arrow.fields().iter().cloned().collect();
+        fields.extend(extra.iter().cloned());
+        let arrow = Arc::new(Schema::new(fields));
+        let mut windowed: Vec<datafusion::arrow::datatypes::FieldRef> =
+            arrow.fields().iter().cloned().collect();
+        windowed.push(Arc::new(Field::new(WINDOW_START, timestamp_type(), false)));
+        windowed.push(Arc::new(Field::new(WINDOW_END, timestamp_type(), false)));
+        Ok(EventSchema {
+            stream: self.stream.clone(),
+            windowed: Arc::new(Schema::new(windowed)),
+            arrow,
+            id: self.id,
+            event_time: self.event_time,
+            dictionaries: self.dictionaries.clone(),
+            declared: self.declared,
+        })
+    }
+
     /// The built-in payment event schema (the stream `payments`).
     pub fn payments() -> Arc<EventSchema> {
         Arc::clone(&PAYMENTS)

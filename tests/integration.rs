@@ -9,6 +9,7 @@ mod golden;
 mod log_cli;
 mod log_hardening;
 mod oracle;
+mod oracle_tables;
 mod queries_over_queries;
 mod run_cli;
 mod slt;

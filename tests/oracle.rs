@@ -167,6 +167,15 @@ fn oracle(sql: &str, events: &[RecordBatch]) -> Vec<String> {
 /// The rows DataFusion gives for the batch query `bsql` over payment events in the tables
 /// `tables` (name, events), as sorted JSON lines.
 fn batch_rows(bsql: &str, tables: &[(&str, &[RecordBatch])]) -> Vec<String> {
+    batch_rows_with(bsql, tables, &[])
+}
+
+/// [`batch_rows`] with other tables too (name, rows as they are).
+pub(crate) fn batch_rows_with(
+    bsql: &str,
+    tables: &[(&str, &[RecordBatch])],
+    extra: &[(&str, RecordBatch)],
+) -> Vec<String> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .build()
         .unwrap();
@@ -199,6 +208,10 @@ fn batch_rows(bsql: &str, tables: &[(&str, &[RecordBatch])]) -> Vec<String> {
                 })
                 .collect();
             let table = MemTable::try_new(Arc::clone(&schema), vec![events]).unwrap();
+            ctx.register_table(*name, Arc::new(table)).unwrap();
+        }
+        for (name, rows) in extra {
+            let table = MemTable::try_new(rows.schema(), vec![vec![rows.clone()]]).unwrap();
             ctx.register_table(*name, Arc::new(table)).unwrap();
         }
         let batches = ctx
@@ -606,7 +619,7 @@ const UPDATING_QUERIES: [(&str, &[&str]); 3] = [
 /// The table a changelog leaves: per key (the columns `key`), its latest row without
 /// `op`, deleted keys dropped. Also checks the changelog's grammar per key: an insert first
 /// (and after each delete), updates and deletes only of a key shown.
-fn apply_changelog(lines: &[String], key: &[&str]) -> Vec<String> {
+pub(crate) fn apply_changelog(lines: &[String], key: &[&str]) -> Vec<String> {
     let mut table = std::collections::BTreeMap::new();
     for l in lines {
         let mut row: serde_json::Map<String, serde_json::Value> = serde_json::from_str(l).unwrap();

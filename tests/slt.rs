@@ -11,7 +11,11 @@
 //! * `CREATE SOURCE name (columns…, WATERMARK FOR …)` — later queries read the events as that
 //!   declared source (its watermark delay and dedup key apply; a `SET` still wins), until
 //!   `DROP SOURCE`;
-//! * `SHOW DEAD_LETTERS DETAIL` — `reason line detail` of each dead-lettered record.
+//! * `SHOW DEAD_LETTERS DETAIL` — `reason line detail` of each dead-lettered record;
+//! * `FILE name` followed by lines — writes a file (a reference table's CSV or JSON Lines)
+//!   that a later `CREATE TABLE … WITH (connector = 'file', path = 'name')` reads;
+//! * `CREATE TABLE name (columns…) WITH (…)` — later queries may join the table, until
+//!   `DROP TABLES`.
 //!
 //! A query replays all events given so far and returns its rows in emission order (use
 //! `rowsort` where only the order within a window is free). Values print as text, nulls as NULL.
@@ -26,6 +30,9 @@ use crate::util::Run;
 #[derive(Default)]
 struct SltDb {
     events: String,
+    /// Where `FILE` writes.
+    files: Option<tempfile::TempDir>,
+    tables: Vec<paystream::table::TableDecl>,
     source: Option<paystream::sql::query_file::SourceDecl>,
     settings: Vec<(String, String)>,
     last: Option<Run>,
@@ -77,6 +84,37 @@ impl sqllogictest::DB for SltDb {
             let decl = paystream::sql::query_file::parse_source_declaration(trimmed)
                 .map_err(|e| SltError(e.to_string()))?;
             self.source = Some(decl);
+            return Ok(DBOutput::StatementComplete(0));
+        }
+        if let Some(rest) = trimmed.strip_prefix("FILE ") {
+            let (name, body) = rest.split_once('\n').unwrap_or((rest, ""));
+            if self.files.is_none() {
+                self.files = Some(tempfile::tempdir().map_err(|e| SltError(e.to_string()))?);
+            }
+            let dir = self.files.as_ref().expect("made above").path();
+            let text: String = body.lines().map(|l| format!("{}\n", l.trim())).collect();
+            std::fs::write(dir.join(name.trim()), text).map_err(|e| SltError(e.to_string()))?;
+            return Ok(DBOutput::StatementComplete(0));
+        }
+        if upper.starts_with("CREATE TABLE") {
+            let parsed =
+                paystream::sql::query_file::parse_replay_query(&format!("{trimmed};\nSELECT 1"))
+                    .map_err(|e| SltError(e.to_string()))?;
+            for mut t in parsed.tables {
+                // A relative path names a file this harness wrote.
+                let paystream::table::TableSource::File { path, .. } = &mut t.source;
+                if let Some(dir) = &self.files
+                    && path.is_relative()
+                {
+                    *path = dir.path().join(&path);
+                }
+                self.tables.retain(|x| x.name != t.name);
+                self.tables.push(t);
+            }
+            return Ok(DBOutput::StatementComplete(0));
+        }
+        if upper == "DROP TABLES" {
+            self.tables.clear();
             return Ok(DBOutput::StatementComplete(0));
         }
         if upper == "DROP SOURCE" {
@@ -147,16 +185,23 @@ impl sqllogictest::DB for SltDb {
             _ => {}
         }
         // A stream query: replay everything given so far.
-        let plan = match &self.source {
-            None => paystream::plan_query(trimmed),
-            Some(s) => paystream::sql::plan_query_in(
-                trimmed,
-                &s.events,
-                &s.name,
-                &paystream::sql::WindowLimits::default(),
-            ),
-        }
+        let (name, events) = match &self.source {
+            None => ("payments".to_string(), paystream::EventSchema::payments()),
+            Some(s) => (s.name.clone(), std::sync::Arc::clone(&s.events)),
+        };
+        let tables: Vec<_> = self
+            .tables
+            .iter()
+            .map(|t| paystream::table::ReferenceTable::new(t.clone()))
+            .collect();
+        let plan = paystream::sql::plan_query_over(
+            trimmed,
+            &[(name, events)],
+            &tables,
+            &paystream::sql::WindowLimits::default(),
+        )
         .map_err(|e| SltError(e.to_string()))?;
+        paystream::table::load_all(&tables).map_err(|e| SltError(e.to_string()))?;
         let dir = tempfile::tempdir().map_err(|e| SltError(e.to_string()))?;
         let input = dir.path().join("events.jsonl");
         std::fs::write(&input, &self.events).map_err(|e| SltError(e.to_string()))?;

@@ -9,8 +9,8 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use paystream::engine::{RunHandle, RunState, defaults};
 use paystream::sink::{Sink, WriterSink};
+use paystream::sql::WindowLimits;
 use paystream::sql::query_file::parse_replay_query;
-use paystream::sql::{WindowLimits, plan_query_in};
 use paystream::{EventSchema, FileSource, Format, RunOptions, RunSpec};
 
 use super::common::{duration, finish_summary, output_sink};
@@ -167,9 +167,21 @@ pub(crate) fn replay(mut a: ReplayArgs, data: &super::log_cmds::DataDir) -> anyh
         Some(s) => (Arc::clone(&s.events), s.name.clone()),
         None => (EventSchema::payments(), "payments".to_string()),
     };
-    let plan = plan_query_in(&parsed.select, &events, &stream, &WindowLimits::default())
-        .with_context(|| format!("in {}", query.display()))?
-        .named(format!("the query in {}", query.display()));
+    let tables: Vec<Arc<paystream::table::ReferenceTable>> = parsed
+        .tables
+        .iter()
+        .map(|t| paystream::table::ReferenceTable::new(t.clone()))
+        .collect();
+    let plan = paystream::sql::plan_query_over(
+        &parsed.select,
+        &[(stream.clone(), Arc::clone(&events))],
+        &tables,
+        &WindowLimits::default(),
+    )
+    .with_context(|| format!("in {}", query.display()))?
+    .named(format!("the query in {}", query.display()));
+    // A missing or bad table file stops the replay before it reads an event.
+    paystream::table::load_all(&tables)?;
     let plan = match &a.state_ttl {
         Some(t) => plan.with_state_ttl(duration("--state-ttl", t)?),
         None => plan,

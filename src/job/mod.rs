@@ -54,7 +54,7 @@ use crate::sql::query_file::{
     DEAD_LETTERS, EventTimeSettings, LATE_EVENTS, QueryFile, SourceDecl, parse_query_file,
     split_by_source,
 };
-use crate::sql::{StreamPlan, plan_query_among};
+use crate::sql::{StreamPlan, plan_query_over};
 use crate::time::parse_duration_millis;
 
 /// How to run a job.
@@ -187,6 +187,8 @@ pub struct Job {
     sources: Vec<SourceDecl>,
     times: EventTimeSettings,
     plans: Vec<(String, StreamPlan)>,
+    /// The reference tables its queries may join (`CREATE TABLE`), read when it starts.
+    tables: Vec<Arc<crate::table::ReferenceTable>>,
 }
 
 impl Job {
@@ -306,6 +308,11 @@ impl Job {
             .iter()
             .map(|s| (s.name.clone(), Arc::clone(&s.events)))
             .collect();
+        let tables: Vec<Arc<crate::table::ReferenceTable>> = file
+            .tables
+            .iter()
+            .map(|t| crate::table::ReferenceTable::new(t.clone()))
+            .collect();
         let mut plans: Vec<(String, StreamPlan)> = Vec::new();
         for ins in &file.inserts {
             if ins.sink == DEAD_LETTERS || ins.sink == LATE_EVENTS {
@@ -326,7 +333,7 @@ impl Job {
                     ),
                 }));
             }
-            let plan = plan_query_among(&ins.select, &catalog, &limits)
+            let plan = plan_query_over(&ins.select, &catalog, &tables, &limits)
                 .map_err(in_file)?
                 .named(format!(
                     "the query at line {} of {} (INSERT INTO {})",
@@ -356,6 +363,7 @@ impl Job {
             sources,
             times,
             plans,
+            tables,
         })
     }
 
@@ -391,8 +399,11 @@ impl Job {
             sources,
             times,
             plans,
+            tables,
         } = self;
         let name = name.clone();
+        // A missing or bad table file stops the job before it reads anything.
+        crate::table::load_all(tables)?;
         let log = Log::new(&opts.data_dir);
         let topics: Vec<String> = self
             .source_topics()

@@ -286,7 +286,7 @@ impl AggregateCore {
         for stage in &spec.input_stages {
             match stage {
                 Stage::Filter(p) => predicates.push(Arc::clone(p)),
-                Stage::Project { .. } | Stage::Rank { .. } => {
+                Stage::Project { .. } | Stage::Rank { .. } | Stage::Lookup(_) => {
                     return Err(Error::Internal(
                         "a projection below a windowed aggregate is not supported".into(),
                     ));

@@ -779,7 +779,7 @@ fn needed_columns(spec: &IntervalJoinSpec, schemas: &[SchemaRef; 2]) -> [Vec<usi
                 projected = true;
                 break;
             }
-            Stage::Rank { .. } => break,
+            Stage::Rank { .. } | Stage::Lookup(_) => break,
         }
     }
     if !projected {

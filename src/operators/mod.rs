@@ -19,12 +19,14 @@ pub(crate) use self::aggregate::where_mask;
 mod chain;
 mod dedup;
 mod distinct_count;
+mod enrich;
 mod group_table;
 mod hopping_window;
 mod id_groups;
 mod id_table;
 mod interval_join;
 mod key_ids;
+mod lookup_join;
 mod map;
 mod over;
 mod session;
@@ -40,6 +42,7 @@ use datafusion::arrow::array::{AsArray, BooleanArray, RecordBatch};
 pub use self::dedup::{Dedup, DedupOutcome, PREFETCH_DISTANCE};
 pub use self::group_table::FrozenGroups;
 pub use self::hopping_window::HoppingWindow;
+pub use self::lookup_join::{AS_OF_METADATA, AsOf, LookupJoin, LookupKind, TABLE_METADATA};
 pub use self::map::MapOperator;
 pub use self::over::OverWindow;
 pub use self::session::SessionWindow;
@@ -251,6 +254,11 @@ fn build_unnamed(plan: &StreamPlan) -> Result<Box<dyn Operator>> {
             spec,
             std::sync::Arc::clone(&plan.output_schema),
         )?),
+        PlanKind::Enriched(spec) => Box::new(enrich::Enriched::new(
+            spec.stages.clone(),
+            build_unnamed(&spec.inner)?,
+            plan.events.arrow().fields().len(),
+        )),
     })
 }
 

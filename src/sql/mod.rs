@@ -7,6 +7,7 @@
 mod checked;
 mod codes;
 mod join;
+mod lookup;
 mod over;
 mod over_check;
 mod plan;
@@ -23,13 +24,13 @@ mod with_clause;
 pub use self::join::IntervalJoinSpec;
 pub use self::over::{Frame, FunctionKind, OverFunction, OverSpec};
 pub use self::plan::{
-    AggregateSpec, CHANGELOG_OP, ChainSpec, KeySlot, OP_DELETE, OP_INSERT, OP_UPDATE, Partitioning,
-    PlanKind, Stage, StreamPlan, UnionSpec, UpdatingSpec, apply_stages, apply_stages_selected,
-    apply_stages_timed,
+    AggregateSpec, CHANGELOG_OP, ChainSpec, EnrichedSpec, KeySlot, OP_DELETE, OP_INSERT, OP_UPDATE,
+    Partitioning, PlanKind, Stage, StreamPlan, UnionSpec, UpdatingSpec, apply_stages,
+    apply_stages_selected, apply_stages_timed,
 };
 pub use self::planner::{
     MAX_EXPR_DEPTH, MAX_TOKENS, plan_query, plan_query_among, plan_query_in, plan_query_on,
-    plan_query_with,
+    plan_query_over, plan_query_with,
 };
 pub use self::shipped::SHIPPED_QUERIES;
 pub use self::window_tvf::{WindowKind, WindowLimits, WindowSpec, to_risingwave_spelling};

@@ -42,6 +42,11 @@ pub enum Stage {
         /// The input columns followed by one UInt64 column per function.
         schema: SchemaRef,
     },
+    /// Join each event to the rows of a reference table with its key
+    /// (`operators/lookup_join.rs`): inner or left (the event's columns, then the table's), or
+    /// semi / anti (`IN`, `EXISTS`: the events that pass, as they are). A row may match
+    /// several table rows (a table without a primary key) or none.
+    Lookup(Arc<crate::operators::LookupJoin>),
 }
 
 /// How a [`Stage::Rank`] numbers tied rows.
@@ -72,6 +77,7 @@ impl Stage {
                 }
                 Ok(filter_record_batch(batch, &mask)?)
             }
+            Stage::Lookup(join) => Ok(join.apply(batch)?.0),
             Stage::Project { exprs, schema } => {
                 let cols = exprs
                     .iter()
@@ -244,6 +250,17 @@ pub fn apply_stages_timed(
                 }
             }
             Stage::Project { .. } | Stage::Rank { .. } => b = s.apply(&b)?,
+            // A join may repeat or drop events: each row keeps its event's time.
+            Stage::Lookup(join) => {
+                let (joined, from) = join.apply(&b)?;
+                if let Some(from) = from {
+                    let from = datafusion::arrow::array::UInt32Array::from(from);
+                    times = datafusion::arrow::compute::take(&times, &from, None)?
+                        .as_primitive()
+                        .clone();
+                }
+                b = joined;
+            }
         }
     }
     let times = times.values().to_vec();
@@ -324,7 +341,7 @@ fn filters_of(stages: &[Stage]) -> Vec<Arc<dyn PhysicalExpr>> {
         .iter()
         .filter_map(|s| match s {
             Stage::Filter(p) => Some(Arc::clone(p)),
-            Stage::Project { .. } | Stage::Rank { .. } => None,
+            Stage::Project { .. } | Stage::Rank { .. } | Stage::Lookup(_) => None,
         })
         .collect()
 }
@@ -359,6 +376,20 @@ pub enum PlanKind {
     Updating(Box<UpdatingSpec>),
     /// Two views of the stream joined on a key within a time bound.
     IntervalJoin(Box<super::join::IntervalJoinSpec>),
+    /// Events joined to reference tables, then a stateful plan over the joined rows (a
+    /// window, OVER or GROUP BY over `payments JOIN merchants`).
+    Enriched(Box<EnrichedSpec>),
+}
+
+/// A stateful plan over events joined to reference tables: `stages` (filters and
+/// [`Stage::Lookup`]s) turn each event batch into joined rows, which are the events of
+/// `inner` (the stream's columns first, then the tables'; same event time and id).
+#[derive(Debug, Clone)]
+pub struct EnrichedSpec {
+    /// From events to joined rows.
+    pub stages: Vec<Stage>,
+    /// The plan over the joined rows.
+    pub inner: StreamPlan,
 }
 
 /// The name of the column an updating query's rows end with: [`OP_INSERT`], [`OP_UPDATE`] or
@@ -409,7 +440,7 @@ impl UpdatingSpec {
                         .map(|k| exprs.iter().position(|e| column(e) == Some(*k)))
                         .collect::<Option<_>>()?;
                 }
-                Stage::Rank { .. } => return None,
+                Stage::Rank { .. } | Stage::Lookup(_) => return None,
             }
         }
         Some(at)
@@ -483,6 +514,7 @@ impl StreamPlan {
                     *b = b.clone().with_state_ttl(ttl);
                 }
             }
+            PlanKind::Enriched(e) => e.inner = e.inner.clone().with_state_ttl(ttl),
             _ => {}
         }
         self
@@ -501,6 +533,7 @@ impl StreamPlan {
                     *b = b.with_default_state_ttl(ttl);
                 }
             }
+            PlanKind::Enriched(e) => e.inner = e.inner.with_default_state_ttl(ttl),
             _ => {}
         }
         plan
@@ -534,6 +567,7 @@ impl StreamPlan {
     pub fn changelog_keys(&self) -> Option<&[usize]> {
         match &self.kind {
             PlanKind::Updating(u) => u.output_keys.as_deref(),
+            PlanKind::Enriched(e) => e.inner.changelog_keys(),
             _ => None,
         }
     }
@@ -595,6 +629,11 @@ impl StreamPlan {
                 filters: filters_of(&u.aggregate.input_stages),
                 keys: u.aggregate.keys.clone(),
             },
+            // The inner plan's keys read the tables' columns, known only after the join.
+            PlanKind::Enriched(e) => match e.inner.partitioning() {
+                Partitioning::RoundRobin => Partitioning::RoundRobin,
+                _ => Partitioning::Single,
+            },
             // Branches partitioned apart would need the events twice; stateless branches go
             // anywhere, and a stateful one runs with its siblings on one worker.
             PlanKind::Union(u) => match u
@@ -615,6 +654,7 @@ impl StreamPlan {
             PlanKind::Window { window, .. } => Some(window),
             PlanKind::Over(_) => None,
             PlanKind::Chain(c) => c.outer.window(),
+            PlanKind::Enriched(e) => e.inner.window(),
             PlanKind::Union(_) | PlanKind::Updating(_) | PlanKind::IntervalJoin(_) => None,
         }
     }

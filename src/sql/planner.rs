@@ -48,6 +48,7 @@ use super::window_tvf::{
 };
 use crate::error::{Error, Result};
 use crate::schema::{EventSchema, WINDOW_END, WINDOW_START};
+use crate::table::ReferenceTable;
 
 /// Plans a stream query over the built-in payment stream (`payments`).
 ///
@@ -81,7 +82,7 @@ pub fn plan_query_in(
     stream: &str,
     limits: &WindowLimits,
 ) -> Result<StreamPlan> {
-    on_planning_thread(sql, events, stream, limits, &[])
+    on_planning_thread(sql, events, stream, limits, &[], &[])
 }
 
 /// Runs [`plan_query_async`] on a thread of its own with the planning stack, polling it once
@@ -92,6 +93,7 @@ fn on_planning_thread(
     stream: &str,
     limits: &WindowLimits,
     catalog: &[(String, Arc<EventSchema>)],
+    tables: &[Arc<ReferenceTable>],
 ) -> Result<StreamPlan> {
     use futures::FutureExt;
     std::thread::scope(|s| {
@@ -99,7 +101,7 @@ fn on_planning_thread(
             .name("planner".into())
             .stack_size(PLANNING_STACK)
             .spawn_scoped(s, || {
-                plan_query_async(sql, events, stream, limits, catalog)
+                plan_query_async(sql, events, stream, limits, catalog, tables)
                     .now_or_never()
                     .unwrap_or_else(|| {
                         Err(Error::Internal(
@@ -124,6 +126,18 @@ pub fn plan_query_among(
     streams: &[(String, Arc<EventSchema>)],
     limits: &WindowLimits,
 ) -> Result<StreamPlan> {
+    plan_query_over(sql, streams, &[], limits)
+}
+
+/// [`plan_query_among`] with reference tables the query may join (`CREATE TABLE`): a
+/// plan that joins one reads it through the same [`ReferenceTable`], so loading or refreshing
+/// the table is seen by the running query.
+pub fn plan_query_over(
+    sql: &str,
+    streams: &[(String, Arc<EventSchema>)],
+    tables: &[Arc<ReferenceTable>],
+    limits: &WindowLimits,
+) -> Result<StreamPlan> {
     let names: Vec<String> = streams.iter().map(|(n, _)| n.clone()).collect();
     // The stream the text names first: the FROM stream of a join, the first branch's of a
     // union.
@@ -133,7 +147,7 @@ pub fn plan_query_among(
         .and_then(|r| streams.iter().find(|(n, _)| n == r))
         .or(streams.first())
         .ok_or_else(|| Error::Internal("a query planned over no stream".into()))?;
-    on_planning_thread(sql, events, name, limits, streams)
+    on_planning_thread(sql, events, name, limits, streams, tables)
 }
 
 /// Stack of the planning thread. Only touched pages are committed, so a deep stack costs
@@ -213,13 +227,12 @@ impl Visitor for Shape {
                 "IGNORE NULLS in a window function (OVER) is not supported; filter the NULLs out in WHERE, or use a FILTER (WHERE x IS NOT NULL) on an aggregate",
             ));
         }
-        if matches!(
-            e,
-            Expr::Subquery(_) | Expr::InSubquery { .. } | Expr::Exists { .. }
-        ) {
+        // `IN (SELECT …)` and `EXISTS` over tables are joins (sql/lookup.rs); a value from a
+        // subquery is not.
+        if matches!(e, Expr::Subquery(_)) {
             return ControlFlow::Break(plan_error(
                 e.span(),
-                "subqueries are not supported in stream queries; filter and compute on the stream's own columns",
+                "a subquery as a value is not supported in stream queries; join the table instead (FROM payments p JOIN merchants m ON m.merchant_id = p.merchant_id) and select its column",
             ));
         }
         ControlFlow::Continue(())
@@ -232,6 +245,21 @@ impl Visitor for Shape {
 }
 
 /// First token spelling `kw` (a keyword), for errors found after planning.
+/// Whether `inner` lies within `outer`.
+fn within(inner: Span, outer: Span) -> bool {
+    let at = |l: datafusion::sql::sqlparser::tokenizer::Location| (l.line, l.column);
+    at(outer.start) <= at(inner.start) && at(inner.end) <= at(outer.end)
+}
+
+/// The name of the events' time column.
+fn time_column_name(events: &EventSchema) -> String {
+    events
+        .arrow()
+        .field(events.event_time_column())
+        .name()
+        .clone()
+}
+
 fn locate(tokens: &[TokenWithSpan], kw: Keyword) -> Span {
     tokens
         .iter()
@@ -248,6 +276,7 @@ async fn plan_query_async(
     stream: &str,
     limits: &WindowLimits,
     catalog: &[(String, Arc<EventSchema>)],
+    tables: &[Arc<ReferenceTable>],
 ) -> Result<StreamPlan> {
     let dialect = GenericDialect {};
     let tokens = Tokenizer::new(&dialect, sql)
@@ -269,7 +298,8 @@ async fn plan_query_async(
     }
     // The text's own tokens, for cutting a UNION ALL into branches at their positions.
     let raw_tokens = tokens.clone();
-    let (tokens, session_partitions) = rewrite_flink_windows_with_partitions(tokens);
+    let (mut tokens, session_partitions) = rewrite_flink_windows_with_partitions(tokens);
+    let as_of = super::lookup::strip_as_of(&mut tokens)?;
     let mut parser = Parser::new(&dialect)
         .with_recursion_limit(PARSER_DEPTH)
         .with_tokens_with_locations(tokens.clone());
@@ -320,12 +350,15 @@ async fn plan_query_async(
         ));
     }
     if let Some(branches) = super::union::split(sql, &raw_tokens, query)? {
-        return Box::pin(plan_union(sql, branches, events, stream, limits, catalog)).await;
+        return Box::pin(plan_union(
+            sql, branches, events, stream, limits, catalog, tables,
+        ))
+        .await;
     }
     match super::with_clause::resolve(sql, query, stream)? {
         super::with_clause::Resolved::Inlined => {}
         super::with_clause::Resolved::Chain(texts) => {
-            return Box::pin(plan_chain(sql, texts, events, stream, limits)).await;
+            return Box::pin(plan_chain(sql, texts, events, stream, limits, tables)).await;
         }
     }
     super::over_check::check_query(
@@ -400,22 +433,109 @@ async fn plan_query_async(
             .cloned()
     };
     let mut join_sides = None;
-    for join in &from.joins {
-        let sides = match (stream_named(&from.relation), stream_named(&join.relation)) {
-            (Some(l), Some(r)) if from.joins.len() == 1 => {
-                Some(super::join::JoinSides { left: l, right: r })
+    let left_stream = stream_named(&from.relation);
+    let joins = from.joins.len();
+    // References joined FOR SYSTEM_TIME AS OF the event time, by registered name.
+    let mut versioned: Vec<Arc<ReferenceTable>> = Vec::new();
+    let mut clauses_used = vec![false; as_of.len()];
+    for join in &mut from.joins {
+        if let Some(right) = stream_named(&join.relation) {
+            match (&left_stream, joins) {
+                (Some(l), 1) => {
+                    join_sides = Some(super::join::JoinSides {
+                        left: l.clone(),
+                        right,
+                    });
+                }
+                _ => {
+                    return Err(plan_error(
+                        locate(&tokens, Keyword::JOIN).union(&join.relation.span()),
+                        format!(
+                            "JOIN of streams is supported between two of them (FROM {stream} a JOIN {stream} c ON c.payment_id = a.payment_id AND c.event_time BETWEEN a.event_time AND a.event_time + INTERVAL '10' MINUTE); several joins of streams, or a stream joined with window table functions, are not supported yet"
+                        ),
+                    ));
+                }
             }
-            _ => None,
-        };
-        join_sides = sides;
-        if join_sides.is_none() {
-            return Err(plan_error(
-                locate(&tokens, Keyword::JOIN).union(&join.relation.span()),
-                format!(
-                    "JOIN is supported between two views of the stream (FROM {stream} a JOIN {stream} c ON c.payment_id = a.payment_id AND c.event_time BETWEEN a.event_time AND a.event_time + INTERVAL '10' MINUTE); joins with reference tables, of several joins, or of window table functions are not supported yet"
-                ),
-            ));
+            if let Some(c) = as_of.iter().find(|c| within(c.table, join.relation.span())) {
+                return Err(plan_error(
+                    c.at,
+                    "FOR SYSTEM_TIME AS OF joins a reference table's version; a join of streams is bounded by its ON condition's times instead",
+                ));
+            }
+            continue;
         }
+        // A reference table (or a query over tables, or VALUES).
+        if let TableFactor::Table {
+            name,
+            alias,
+            args: None,
+            ..
+        } = &mut join.relation
+        {
+            let written = name.to_string();
+            let written = written.trim_matches('"').to_string();
+            let Some(table) = tables
+                .iter()
+                .find(|t| t.name().eq_ignore_ascii_case(&written))
+            else {
+                let known: Vec<String> = tables.iter().map(|t| format!("`{}`", t.name())).collect();
+                let known = match known.is_empty() {
+                    true => String::new(),
+                    false => format!(" (the declared tables are {})", known.join(", ")),
+                };
+                return Err(plan_error(
+                    name.span(),
+                    format!(
+                        "unknown table `{written}`{known}; a join reads the stream `{stream}` with a reference table: declare it with CREATE TABLE {written} (…) WITH (connector = 'file', path = '…')"
+                    ),
+                ));
+            };
+            let clause = as_of.iter().position(|c| within(c.table, name.span()));
+            if let Some(i) = clause {
+                clauses_used[i] = true;
+                let c = &as_of[i];
+                let time_ok = c
+                    .words
+                    .last()
+                    .is_some_and(|w| w.eq_ignore_ascii_case(&time_column_name(events)));
+                let proctime = c.words == ["PROCTIME"];
+                if !time_ok && !proctime {
+                    return Err(plan_error(
+                        c.at,
+                        format!(
+                            "FOR SYSTEM_TIME AS OF takes the stream's event-time column (FOR SYSTEM_TIME AS OF p.{}), so a replay joins the versions the live run joined",
+                            time_column_name(events)
+                        ),
+                    ));
+                }
+                if time_ok {
+                    // Registered under a name of its own, whose scan reads every version.
+                    if alias.is_none() {
+                        *alias = Some(datafusion::sql::sqlparser::ast::TableAlias {
+                            explicit: true,
+                            at: None,
+                            name: datafusion::sql::sqlparser::ast::Ident::new(table.name()),
+                            columns: vec![],
+                        });
+                    }
+                    *name = datafusion::sql::sqlparser::ast::ObjectName::from(vec![
+                        datafusion::sql::sqlparser::ast::Ident::with_quote(
+                            '"',
+                            super::lookup::as_of_name(table.name()),
+                        ),
+                    ]);
+                    if !versioned.iter().any(|v| Arc::ptr_eq(v, table)) {
+                        versioned.push(Arc::clone(table));
+                    }
+                }
+            }
+        }
+    }
+    if let Some(i) = clauses_used.iter().position(|u| !u) {
+        return Err(plan_error(
+            as_of[i].at,
+            "FOR SYSTEM_TIME AS OF applies to a reference table joined to the stream (JOIN merchants FOR SYSTEM_TIME AS OF p.event_time AS m ON …)",
+        ));
     }
     let mut window = extract_window(&mut from.relation, limits, stream, &time_column)?;
     // `SELECT * FROM (SELECT …, ROW_NUMBER() OVER (PARTITION BY window_start …) AS rn FROM
@@ -466,6 +586,10 @@ async fn plan_query_async(
         .with_config(config)
         .with_default_features()
         .with_optimizer_rules(vec![
+            // `IN (SELECT …)` and `EXISTS` as semi and anti joins (lookups of a table).
+            Arc::new(
+                datafusion::optimizer::decorrelate_predicate_subquery::DecorrelatePredicateSubquery::new(),
+            ),
             Arc::new(super::checked::CheckedConstants),
             Arc::new(SimplifyExpressions::new()),
         ])
@@ -475,6 +599,18 @@ async fn plan_query_async(
     // Sums of integers are exact (128 bits), not DataFusion's wrapping 64-bit sum.
     ctx.register_udaf(crate::operators::exact_sum_udaf());
     ctx.register_table(stream, Arc::new(EmptyTable::new(Arc::clone(&schema))))?;
+    for t in tables {
+        ctx.register_table(
+            t.name(),
+            Arc::new(EmptyTable::new(super::lookup::registered_schema(t, false))),
+        )?;
+    }
+    for t in &versioned {
+        ctx.register_table(
+            super::lookup::as_of_name(t.name()).as_str(),
+            Arc::new(EmptyTable::new(super::lookup::registered_schema(t, true))),
+        )?;
+    }
     if let Some(s) = &join_sides
         && s.right.0 != stream
     {
@@ -484,13 +620,18 @@ async fn plan_query_async(
         )?;
     }
     let state = ctx.state();
-    let physical = match physical_plan(&state, stmt.clone()).await {
+    let (physical, not_in) = match physical_plan(&state, stmt.clone()).await {
         Ok(p) => p,
         Err(e) => return Err(df_plan_error(&e, &tokens, &state, &stmt, events.windowed()).await),
     };
     let mut output_schema = physical.schema();
-    let kind = lift(&physical, window, &tokens, events, join_sides)?;
-    if let PlanKind::Updating(_) = &kind {
+    let lookups = Lookups { tables, not_in };
+    let mut kind = lift(&physical, window, &tokens, events, join_sides, lookups)?;
+    let updating = match &mut kind {
+        PlanKind::Enriched(e) => matches!(e.inner.kind, PlanKind::Updating(_)),
+        k => matches!(k, PlanKind::Updating(_)),
+    };
+    if updating {
         // A changelog: each row says what it does to its key.
         if output_schema.fields().find(CHANGELOG_OP).is_some() {
             return Err(plan_error(
@@ -508,6 +649,10 @@ async fn plan_query_async(
             false,
         )));
         output_schema = Arc::new(datafusion::arrow::datatypes::Schema::new(fields));
+    }
+    if let PlanKind::Enriched(e) = &mut kind {
+        e.inner.sql = sql.to_string();
+        e.inner.output_schema = Arc::clone(&output_schema);
     }
     Ok(StreamPlan {
         sql: sql.to_string(),
@@ -528,6 +673,7 @@ async fn plan_union(
     stream: &str,
     limits: &WindowLimits,
     catalog: &[(String, Arc<EventSchema>)],
+    tables: &[Arc<ReferenceTable>],
 ) -> Result<StreamPlan> {
     let mut plans = Vec::with_capacity(branches.texts.len());
     // Per branch, the stream it reads, by name.
@@ -550,14 +696,23 @@ async fn plan_union(
             None => (stream, events),
         };
         reads.push((stream.to_string(), Arc::clone(events)));
-        let plan = match Box::pin(plan_query_async(text, events, stream, limits, &[])).await {
+        let plan = match Box::pin(plan_query_async(text, events, stream, limits, &[], tables)).await
+        {
             // A later branch's names are not the result's, so `SELECT 'x', 0, 0` may repeat
             // one: DataFusion wants them unique, so its unnamed items are named and it is
             // planned again (positions are kept by the first attempt's errors).
             Err(e) if i > 0 && e.to_string().contains("unique expression names") => {
                 match super::union::named_items(text) {
                     Some(named) => {
-                        Box::pin(plan_query_async(&named, events, stream, limits, &[])).await?
+                        Box::pin(plan_query_async(
+                            &named,
+                            events,
+                            stream,
+                            limits,
+                            &[],
+                            tables,
+                        ))
+                        .await?
                     }
                     None => return Err(e),
                 }
@@ -670,6 +825,7 @@ async fn plan_chain(
     events: &Arc<EventSchema>,
     stream: &str,
     limits: &WindowLimits,
+    tables: &[Arc<ReferenceTable>],
 ) -> Result<StreamPlan> {
     let inner = Box::pin(plan_query_async(
         &texts.inner_sql,
@@ -677,9 +833,14 @@ async fn plan_chain(
         stream,
         limits,
         &[],
+        tables,
     ))
     .await?;
-    let PlanKind::Window { window, .. } = &inner.kind else {
+    let windowed = match &inner.kind {
+        PlanKind::Enriched(e) => &e.inner.kind,
+        k => k,
+    };
+    let PlanKind::Window { window, .. } = windowed else {
         return Err(plan_error(
             texts.bound_span,
             format!(
@@ -702,6 +863,7 @@ async fn plan_chain(
         &texts.cte,
         limits,
         &[],
+        tables,
     ))
     .await?;
     Ok(StreamPlan {
@@ -718,17 +880,44 @@ async fn plan_chain(
     })
 }
 
-/// DataFusion's physical plan of a statement (never executed: only its expressions are used).
+/// DataFusion's physical plan of a statement (never executed: only its expressions are used),
+/// and for each anti join on the plan's spine, top first, whether it is a `NOT IN` (the
+/// physical plan no longer says).
 async fn physical_plan(
     state: &datafusion::execution::SessionState,
     stmt: Statement,
-) -> datafusion::error::Result<Arc<dyn ExecutionPlan>> {
+) -> datafusion::error::Result<(Arc<dyn ExecutionPlan>, Vec<bool>)> {
     let logical = state
         .statement_to_plan(datafusion::sql::parser::Statement::Statement(Box::new(
             stmt,
         )))
         .await?;
-    state.create_physical_plan(&logical).await
+    let logical = state.optimize(&logical)?;
+    let mut not_in = Vec::new();
+    anti_joins(&logical, &mut not_in);
+    let physical = state
+        .query_planner()
+        .create_physical_plan(&logical, state)
+        .await?;
+    Ok((physical, not_in))
+}
+
+/// Whether each anti join down the left spine of `plan` is null-aware (a `NOT IN`).
+fn anti_joins(plan: &datafusion::logical_expr::LogicalPlan, out: &mut Vec<bool>) {
+    use datafusion::logical_expr::LogicalPlan;
+    match plan {
+        LogicalPlan::Join(j) => {
+            if j.join_type == datafusion::common::JoinType::LeftAnti {
+                out.push(j.null_aware);
+            }
+            anti_joins(&j.left, out);
+        }
+        other => {
+            for i in other.inputs() {
+                anti_joins(i, out);
+            }
+        }
+    }
 }
 
 /// A DataFusion planning error as a query error with a line and column: DataFusion's own
@@ -1535,6 +1724,12 @@ fn ordered_for_streams(
     )
 }
 
+/// What joins with reference tables need: the tables, and whether each anti join is a NOT IN.
+struct Lookups<'a> {
+    tables: &'a [Arc<ReferenceTable>],
+    not_in: Vec<bool>,
+}
+
 /// Walks the physical plan top-down, turning each accepted node into a stage.
 fn lift(
     root: &Arc<dyn ExecutionPlan>,
@@ -1542,10 +1737,21 @@ fn lift(
     tokens: &[TokenWithSpan],
     events: &Arc<EventSchema>,
     join_sides: Option<super::join::JoinSides>,
+    lookups: Lookups<'_>,
 ) -> Result<PlanKind> {
     let mut join_sides = join_sides;
+    let Lookups { tables, not_in } = lookups;
+    let mut not_in = std::collections::VecDeque::from(not_in);
+    let stream_events = Arc::clone(events);
     let ws_idx = events.window_start_column();
-    let window_cols = [ws_idx, ws_idx + 1];
+    // Without a window there are no bounds (a joined table's columns follow the stream's).
+    let window_cols = match window {
+        Some(_) => [ws_idx, ws_idx + 1],
+        None => [usize::MAX - 1, usize::MAX],
+    };
+    // Over events joined to tables, a stateful operator's events are the joined rows.
+    let joined = joined_events(root, events, window.is_some())?;
+    let events = joined.as_ref().unwrap_or(events);
     let mut stages = Vec::new();
     let mut above_aggregate: Option<Vec<Stage>> = None;
     let mut aggregate: Option<AggregateSpec> = None;
@@ -1726,7 +1932,38 @@ fn lift(
             node = Arc::clone(partial.input());
         } else if let Some(j) =
             any.downcast_ref::<datafusion::physical_plan::joins::NestedLoopJoinExec>()
+            && super::lookup::reads_tables_only(j.right())
         {
+            // A reference table (or IN / EXISTS over one): a stage before whatever is above.
+            let at = match j.join_type() {
+                datafusion::common::JoinType::LeftSemi
+                | datafusion::common::JoinType::LeftAnti
+                | datafusion::common::JoinType::LeftMark => locate(tokens, Keyword::WHERE),
+                _ => locate(tokens, Keyword::JOIN),
+            };
+            // Before a windowed aggregate, the rows have no window bounds yet.
+            let strip = (window.is_some() && aggregate.is_some())
+                .then_some(super::lookup::NoWindowColumns(ws_idx));
+            let is_anti = *j.join_type() == datafusion::common::JoinType::LeftAnti;
+            let null_aware = is_anti && not_in.pop_front().unwrap_or(false);
+            let join =
+                super::lookup::lift_lookup(j, &stream_events, tables, strip, null_aware, at)?;
+            stages.push(Stage::Lookup(Arc::new(join)));
+            node = Arc::clone(j.left());
+        } else if let Some(j) =
+            any.downcast_ref::<datafusion::physical_plan::joins::NestedLoopJoinExec>()
+        {
+            if matches!(
+                j.join_type(),
+                datafusion::common::JoinType::LeftSemi
+                    | datafusion::common::JoinType::LeftAnti
+                    | datafusion::common::JoinType::LeftMark
+            ) {
+                return Err(plan_error(
+                    locate(tokens, Keyword::WHERE),
+                    "IN (SELECT …) and EXISTS read reference tables (CREATE TABLE) or VALUES; a subquery over the stream is not supported (join the stream with itself within a time bound instead)",
+                ));
+            }
             let at = locate(tokens, Keyword::JOIN);
             if aggregate.is_some() || over.is_some() || window.is_some() {
                 return Err(plan_error(
@@ -1746,6 +1983,94 @@ fn lift(
         }
     }
     stages.reverse();
+    // Joins with tables under a stateful operator run first, as the operator's input.
+    let last_lookup = stages.iter().rposition(|s| matches!(s, Stage::Lookup(_)));
+    let enrich = match last_lookup {
+        Some(k) if over.is_some() || aggregate.is_some() => {
+            let post = stages.split_off(k + 1);
+            Some(std::mem::replace(&mut stages, post))
+        }
+        _ => None,
+    };
+    if enrich.is_some()
+        && window.is_some()
+        && let Some(agg) = aggregate.as_mut()
+    {
+        // DataFusion's rows have the window bounds after the stream's columns; the joined
+        // events have them after the tables'.
+        let (ew, jw) = (ws_idx, events.arrow().fields().len());
+        let at = move |i: usize| match i {
+            i if i < ew => i,
+            i if i < ew + 2 => jw + (i - ew),
+            i => i - 2,
+        };
+        super::lookup::move_columns_of_aggregate(agg, &mut stages, &at)?;
+    }
+    let kind = lift_tail(stages, over, aggregate, above_aggregate, window, tokens)?;
+    Ok(match enrich {
+        Some(pre) => {
+            let inner_events = Arc::clone(events);
+            PlanKind::Enriched(Box::new(super::plan::EnrichedSpec {
+                stages: specialize_stages(pre)?,
+                inner: StreamPlan {
+                    sql: String::new(),
+                    name: "the query".into(),
+                    kind,
+                    output_schema: Arc::clone(&root.schema()),
+                    events: inner_events,
+                },
+            }))
+        }
+        None => kind,
+    })
+}
+
+/// The events a stateful operator sees when tables are joined to the stream below it: the
+/// stream's columns, then the tables' (`None`: no such join).
+fn joined_events(
+    root: &Arc<dyn ExecutionPlan>,
+    events: &Arc<EventSchema>,
+    windowed: bool,
+) -> Result<Option<Arc<EventSchema>>> {
+    let mut node = Arc::clone(root);
+    loop {
+        if let Some(j) = node.downcast_ref::<datafusion::physical_plan::joins::NestedLoopJoinExec>()
+        {
+            if !super::lookup::reads_tables_only(j.right()) {
+                return Ok(None);
+            }
+            let skip = if windowed { 2 } else { 0 };
+            let extra: Vec<datafusion::arrow::datatypes::FieldRef> = j
+                .schema()
+                .fields()
+                .iter()
+                .skip(events.arrow().fields().len() + skip)
+                .cloned()
+                .collect();
+            return Ok(Some(Arc::new(events.joined(&extra)?)));
+        }
+        let children = node.children();
+        if children.len() != 1 {
+            return Ok(None);
+        }
+        node = Arc::clone(children[0]);
+    }
+}
+
+/// The rest of [`lift`]: the plan kind from what the walk found.
+fn lift_tail(
+    stages: Vec<Stage>,
+    over: Option<super::over::OverSpec>,
+    aggregate: Option<AggregateSpec>,
+    mut above_aggregate: Option<Vec<Stage>>,
+    window: Option<super::window_tvf::WindowSpec>,
+    tokens: &[TokenWithSpan],
+) -> Result<PlanKind> {
+    let ws_idx = match (&aggregate, &window) {
+        (Some(a), Some(_)) => a.events.window_start_column(),
+        _ => usize::MAX - 2,
+    };
+    let window_cols = [ws_idx, ws_idx + 1];
     if let Some(mut spec) = over {
         let mut above = above_aggregate.take().unwrap_or_default();
         above.reverse();
@@ -1840,6 +2165,7 @@ fn specialize_stages(stages: Vec<Stage>) -> Result<Vec<Stage>> {
                 .collect::<datafusion::error::Result<_>>()
                 .map(|exprs| Stage::Project { exprs, schema }),
             rank @ Stage::Rank { .. } => Ok(rank),
+            lookup @ Stage::Lookup(_) => Ok(lookup),
         })
         .collect::<datafusion::error::Result<_>>()?)
 }
@@ -1854,6 +2180,7 @@ fn stage_references(s: &Stage, idx: &[usize]) -> bool {
             .iter()
             .chain(order.iter().map(|o| &o.expr))
             .any(|e| references(e, idx)),
+        Stage::Lookup(j) => j.event_keys.iter().any(|e| references(e, idx)),
     }
 }
 
@@ -1930,8 +2257,8 @@ mod tests {
             ),
             (
                 "SELECT * FROM payments p JOIN merchants m ON p.merchant_id = m.id",
-                "JOIN",
-                "line 1, column 26",
+                "unknown table `merchants`",
+                "line 1, column 31",
             ),
             (
                 "SELECT *\nFROM refunds",

@@ -39,10 +39,38 @@ pub fn parse_columns(list: &str) -> Result<Columns, ColumnsError> {
     for (at, item) in split_top_level(list) {
         let lead = item.len() - item.trim_start().len();
         last = at + lead;
-        parse_item(item.trim(), &mut fields, &mut watermark).map_err(|m| (at + lead, m))?;
+        parse_item(item.trim(), &mut fields, &mut watermark, None).map_err(|m| (at + lead, m))?;
     }
     check_columns(&fields, watermark.as_ref()).map_err(|m| (last, m))?;
     Ok(Columns { fields, watermark })
+}
+
+/// Parses the text between `CREATE TABLE name (` and its closing `)`: columns, each may be
+/// `PRIMARY KEY`, or a `PRIMARY KEY (a, b)` item. Returns the columns and the key's names.
+pub fn parse_table_columns(list: &str) -> Result<(Vec<Field>, Vec<String>), ColumnsError> {
+    let mut fields: Vec<Field> = Vec::new();
+    let mut watermark = None;
+    let mut keys = Vec::new();
+    let mut last = 0;
+    for (at, item) in split_top_level(list) {
+        let lead = item.len() - item.trim_start().len();
+        last = at + lead;
+        parse_item(item.trim(), &mut fields, &mut watermark, Some(&mut keys))
+            .map_err(|m| (at + lead, m))?;
+        if watermark.is_some() {
+            return Err((
+                at + lead,
+                "a table has no watermark: its rows are versions valid from their valid_from column, not events".into(),
+            ));
+        }
+    }
+    check_columns(&fields, None).map_err(|m| (last, m))?;
+    for k in &keys {
+        if !fields.iter().any(|f| f.name() == k) {
+            return Err((last, format!("PRIMARY KEY ({k}): there is no column `{k}`")));
+        }
+    }
+    Ok((fields, keys))
 }
 
 /// One item of the list: a column or the WATERMARK clause.
@@ -50,6 +78,7 @@ fn parse_item(
     item: &str,
     fields: &mut Vec<Field>,
     watermark: &mut Option<(String, i64)>,
+    mut keys: Option<&mut Vec<String>>,
 ) -> Result<(), String> {
     {
         if item.is_empty() {
@@ -64,6 +93,24 @@ fn parse_item(
                 );
             }
             *watermark = Some(parse_watermark(item)?);
+            return Ok(());
+        }
+        if let Some(keys) = keys.as_deref_mut()
+            && upper(0).as_deref() == Some("PRIMARY")
+        {
+            // `PRIMARY KEY (a, b)`.
+            let list = item
+                .find('(')
+                .zip(item.rfind(')'))
+                .filter(|(a, b)| a < b && upper(1).as_deref().is_some_and(|k| k.starts_with("KEY")))
+                .map(|(a, b)| &item[a + 1..b])
+                .ok_or_else(|| format!("`{item}`: write PRIMARY KEY (column, …)"))?;
+            if !keys.is_empty() {
+                return Err("the primary key is declared twice; keep one".into());
+            }
+            for k in list.split(',') {
+                keys.push(k.trim().trim_matches('"').to_string());
+            }
             return Ok(());
         }
         if matches!(
@@ -95,6 +142,16 @@ fn parse_item(
             {
                 ["NOT", "NULL"] => not_null = true,
                 ["NULL"] => {}
+                ["PRIMARY", "KEY"] | ["NOT", "NULL", "PRIMARY", "KEY"] if keys.is_some() => {
+                    let keys = keys.as_mut().expect("checked");
+                    if !keys.is_empty() {
+                        return Err(
+                            "the primary key is declared twice; for a key of several columns write PRIMARY KEY (a, b)".into(),
+                        );
+                    }
+                    keys.push(name.clone());
+                    not_null = true;
+                }
                 ["PRIMARY", "KEY", ..] | ["UNIQUE", ..] => {
                     return Err(format!(
                         "column `{name}`: key constraints are not declared in the column list; name the column events are deduplicated by with WITH (dedup_key = '{name}')"

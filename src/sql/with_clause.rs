@@ -74,7 +74,8 @@ pub(super) fn resolve(sql: &str, query: &mut Query, stream: &str) -> Result<Reso
     let mut ctes: Vec<(String, Query, Span)> = Vec::new();
     for cte in &with.cte_tables {
         let name = normal(&cte.alias.name);
-        if !cte.alias.columns.is_empty() {
+        let values = matches!(cte.query.body.as_ref(), SetExpr::Values(_));
+        if !cte.alias.columns.is_empty() && !values {
             return Err(plan_error(
                 cte.alias.span(),
                 format!(
@@ -90,6 +91,10 @@ pub(super) fn resolve(sql: &str, query: &mut Query, stream: &str) -> Result<Reso
         }
         // A CTE may read the stream or an earlier CTE (inlined into it).
         let mut body = (*cte.query).clone();
+        if values && !cte.alias.columns.is_empty() {
+            // `t(a, b) AS (VALUES …)`: the rows under the list's names.
+            body = named_values(&body, &cte.alias)?;
+        }
         inline_query(&mut body, &ctes, stream)?;
         let end = cte.closing_paren_token.0.span.start;
         ctes.push((name, body, Span::new(cte.query.span().start, end)));
@@ -183,6 +188,23 @@ pub(super) fn resolve(sql: &str, query: &mut Query, stream: &str) -> Result<Reso
     }
     inline_query(query, &ctes, stream)?;
     Ok(Resolved::Inlined)
+}
+
+/// `VALUES …` as `SELECT * FROM (VALUES …) AS t(a, b)`: a constant table with named columns.
+fn named_values(
+    values: &Query,
+    alias: &datafusion::sql::sqlparser::ast::TableAlias,
+) -> Result<Query> {
+    use datafusion::sql::sqlparser::dialect::GenericDialect;
+    use datafusion::sql::sqlparser::parser::Parser;
+    let text = format!("SELECT * FROM ({values}) AS {alias}");
+    let mut parser = Parser::new(&GenericDialect {})
+        .try_with_sql(&text)
+        .map_err(|e| plan_error(alias.span(), e.to_string()))?;
+    parser
+        .parse_query()
+        .map(|q| *q)
+        .map_err(|e| plan_error(alias.span(), e.to_string()))
 }
 
 /// Replaces each FROM of `query` (and of its subqueries) that names a CTE by that CTE.

@@ -133,9 +133,9 @@ impl OverWindow {
             .iter()
             .map(|s| match s {
                 Stage::Filter(p) => Ok(Arc::clone(p)),
-                Stage::Project { .. } | Stage::Rank { .. } => Err(Error::Internal(
-                    "a projection below window functions".into(),
-                )),
+                Stage::Project { .. } | Stage::Rank { .. } | Stage::Lookup(_) => Err(
+                    Error::Internal("a projection below window functions".into()),
+                ),
             })
             .collect::<Result<_>>()?;
         // Argument slots: one per distinct argument expression.
@@ -173,7 +173,7 @@ impl OverWindow {
                     break;
                 }
                 // Never planned over window functions; if it were, it reads every column.
-                Stage::Rank { .. } => break,
+                Stage::Rank { .. } | Stage::Lookup(_) => break,
             }
         }
         if !projected {

@@ -23,6 +23,7 @@ use crate::time::parse_duration_millis;
 
 mod per_source;
 mod source;
+mod table;
 #[cfg(test)]
 mod tests;
 
@@ -70,6 +71,8 @@ pub struct QueryFile {
     pub setting_lines: BTreeMap<String, usize>,
     /// Queries, in file order.
     pub inserts: Vec<InsertDecl>,
+    /// Reference tables (`CREATE TABLE`), in file order.
+    pub tables: Vec<crate::table::TableDecl>,
 }
 
 /// Settings `SET` accepts.
@@ -552,6 +555,35 @@ pub fn parse_query_file(text: &str) -> Result<QueryFile> {
                 let (kind, rest) = word(rest);
                 let (name, rest) = word(rest);
                 let name = ident(line, "a name", name)?;
+                if kind.eq_ignore_ascii_case("TABLE") {
+                    let (schema, key, rest) = table::table_columns(line, s, &name, rest)?;
+                    let (opts, lines, rest) = with_options(line, s, rest)?;
+                    if !rest.trim().is_empty() {
+                        return Err(err(
+                            line,
+                            format!("unexpected `{}` after WITH (…)", rest.trim()),
+                        ));
+                    }
+                    if file
+                        .tables
+                        .iter()
+                        .any(|t| t.name.eq_ignore_ascii_case(&name))
+                        || file
+                            .sources
+                            .iter()
+                            .any(|t| t.name.eq_ignore_ascii_case(&name))
+                    {
+                        return Err(err(
+                            line,
+                            format!(
+                                "`{name}` is declared twice (a table and a source share names); name it once"
+                            ),
+                        ));
+                    }
+                    file.tables
+                        .push(table::table(line, name, schema, key, opts, lines)?);
+                    continue;
+                }
                 let (columns, rest) = column_list(line, s, rest)?;
                 if columns.is_some() && !kind.eq_ignore_ascii_case("SOURCE") {
                     return Err(err(
@@ -573,6 +605,18 @@ pub fn parse_query_file(text: &str) -> Result<QueryFile> {
                         if file.sources.iter().any(|x| x.name == name) {
                             return Err(err(line, format!("source `{name}` is declared twice")));
                         }
+                        if file
+                            .tables
+                            .iter()
+                            .any(|t| t.name.eq_ignore_ascii_case(&name))
+                        {
+                            return Err(err(
+                                line,
+                                format!(
+                                    "`{name}` is declared as a table and as a source; name them apart"
+                                ),
+                            ));
+                        }
                         file.sources.push(source(line, name, columns, opts, lines)?);
                     }
                     "SINK" => {
@@ -585,7 +629,7 @@ pub fn parse_query_file(text: &str) -> Result<QueryFile> {
                         return Err(err(
                             line,
                             format!(
-                                "CREATE {other} is not supported; use CREATE SOURCE or CREATE SINK"
+                                "CREATE {other} is not supported; use CREATE SOURCE, CREATE TABLE or CREATE SINK"
                             ),
                         ));
                     }
@@ -665,7 +709,7 @@ pub fn parse_query_file(text: &str) -> Result<QueryFile> {
                 return Err(err(
                     line,
                     format!(
-                        "unexpected `{other}`: a query file holds CREATE SOURCE, CREATE SINK, SET and INSERT INTO … SELECT statements"
+                        "unexpected `{other}`: a query file holds CREATE SOURCE, CREATE TABLE, CREATE SINK, SET and INSERT INTO … SELECT statements"
                     ),
                 ));
             }

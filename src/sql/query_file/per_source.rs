@@ -189,6 +189,8 @@ pub fn split_by_source(text: &str) -> Result<Vec<SourceShare>> {
                 let name = name.trim_matches('"');
                 match kind.to_ascii_uppercase().as_str() {
                     "SOURCE" => Owner::Source(name.to_string()),
+                    // A table is read by any job that joins it.
+                    "TABLE" => Owner::All,
                     // A sink no query writes goes with the first job (it opens nothing).
                     _ => Owner::Set(
                         sink_sources

@@ -43,9 +43,24 @@ pub(super) fn column_list<'s>(
     base: &str,
     s: &'s str,
 ) -> Result<(Option<crate::sql::source_columns::Columns>, &'s str)> {
+    let Some((inner, rest)) = parenthesized(line, s)? else {
+        return Ok((None, s));
+    };
+    let columns = crate::sql::source_columns::parse_columns(inner).map_err(|(at, m)| {
+        // `inner` is a slice of `base`: the item's line is `line` plus the newlines before it.
+        let from = (inner.as_ptr() as usize).saturating_sub(base.as_ptr() as usize) + at;
+        let item_line = line + base.get(..from).map_or(0, |b| b.matches('\n').count());
+        err(item_line, m)
+    })?;
+    Ok((Some(columns), rest))
+}
+
+/// The text inside the parentheses `s` starts with (after blanks), and what follows them;
+/// `None` when `s` does not start with `(`.
+pub(super) fn parenthesized(line: usize, s: &str) -> Result<Option<(&str, &str)>> {
     let t = s.trim_start();
     let Some(inner) = t.strip_prefix('(') else {
-        return Ok((None, s));
+        return Ok(None);
     };
     let (mut depth, mut quote, mut end) = (1, None, None);
     for (i, c) in inner.char_indices() {
@@ -65,13 +80,7 @@ pub(super) fn column_list<'s>(
         }
     }
     let end = end.ok_or_else(|| err(line, "the column list has no closing `)`"))?;
-    let columns = crate::sql::source_columns::parse_columns(&inner[..end]).map_err(|(at, m)| {
-        // `inner` is a slice of `base`: the item's line is `line` plus the newlines before it.
-        let from = (inner.as_ptr() as usize).saturating_sub(base.as_ptr() as usize) + at;
-        let item_line = line + base.get(..from).map_or(0, |b| b.matches('\n').count());
-        err(item_line, m)
-    })?;
-    Ok((Some(columns), &inner[end + 1..]))
+    Ok(Some((&inner[..end], &inner[end + 1..])))
 }
 
 /// Options every source has, whatever its connector: read here, the rest go to the connector.
@@ -245,6 +254,8 @@ pub struct ReplayQuery {
     pub source: Option<SourceDecl>,
     /// The SELECT, preceded by blanks so that positions in it are positions in the file.
     pub select: String,
+    /// Reference tables the SELECT may join (`CREATE TABLE` statements before it).
+    pub tables: Vec<crate::table::TableDecl>,
 }
 
 /// Parses one `CREATE SOURCE name [(columns…)] [WITH (…)]` statement, as `replay --query` and
@@ -287,39 +298,83 @@ fn declaration(line: usize, base: &str, rest: &str) -> Result<SourceDecl> {
 }
 
 /// Parses the text of a `replay --query` file: a bare SELECT (over the payment stream), or
-/// `CREATE SOURCE name (columns…) [WITH (…)];` followed by one SELECT over it.
+/// `CREATE SOURCE name (columns…) [WITH (…)];` followed by one SELECT over it; `CREATE TABLE`
+/// statements may come before the SELECT.
 pub fn parse_replay_query(text: &str) -> Result<ReplayQuery> {
     let code = strip_comments(text);
-    let stmts: Vec<(usize, &str)> = statements(&code)
+    let mut stmts: Vec<(usize, &str)> = statements(&code)
         .into_iter()
         .filter(|(_, s)| !s.trim().is_empty())
         .collect();
+    // The tables, wherever they are before the SELECT.
+    let mut tables: Vec<crate::table::TableDecl> = Vec::new();
+    let mut kept = Vec::with_capacity(stmts.len());
+    for (offset, s) in stmts {
+        let (w1, rest) = word(s.trim_start());
+        let (w2, rest) = word(rest);
+        if !(w1.eq_ignore_ascii_case("CREATE") && w2.eq_ignore_ascii_case("TABLE")) {
+            kept.push((offset, s));
+            continue;
+        }
+        let lead = s.len() - s.trim_start().len();
+        let line = code[..offset + lead].matches('\n').count() + 1;
+        let base = s.trim_start();
+        let (name, rest) = word(rest);
+        let name = ident(line, "a table name", name)?;
+        let (schema, key, rest) = super::table::table_columns(line, base, &name, rest)?;
+        let (opts, lines, rest) = with_options(line, base, rest)?;
+        if !rest.trim().is_empty() {
+            return Err(err(
+                line,
+                format!("unexpected `{}` after WITH (…)", rest.trim()),
+            ));
+        }
+        if tables.iter().any(|t| t.name.eq_ignore_ascii_case(&name)) {
+            return Err(err(line, format!("table `{name}` is declared twice")));
+        }
+        tables.push(super::table::table(line, name, schema, key, opts, lines)?);
+    }
+    stmts = kept;
+    // The SELECT's text: blanks for everything before it (the tables' statements too).
+    let select_only = |at: usize, stmt: &str| {
+        let at = at + (stmt.len() - stmt.trim_start().len());
+        let prefix: String = text[..at]
+            .chars()
+            .map(|c| if c == '\n' { '\n' } else { ' ' })
+            .collect();
+        format!("{prefix}{}", text[at..at + stmt.trim().len()].trim_end())
+    };
     let Some((offset, first)) = stmts.first().copied() else {
         return Ok(ReplayQuery {
             source: None,
             select: text.to_string(),
+            tables,
         });
     };
     let (w1, rest) = word(first.trim_start());
     let (w2, rest) = word(rest);
     if !(w1.eq_ignore_ascii_case("CREATE") && w2.eq_ignore_ascii_case("SOURCE")) {
+        let select = match (tables.is_empty(), stmts.as_slice()) {
+            (true, _) => text.to_string(),
+            (false, [(at, stmt)]) => select_only(*at, stmt),
+            (false, _) => {
+                return Err(err(
+                    1,
+                    "a replay query file holds CREATE TABLE statements and one SELECT",
+                ));
+            }
+        };
         return Ok(ReplayQuery {
             source: None,
-            select: text.to_string(),
+            select,
+            tables,
         });
     }
     let lead = first.len() - first.trim_start().len();
     let line = code[..offset + lead].matches('\n').count() + 1;
     let source = declaration(line, first.trim_start(), rest)?;
     let select = match &stmts[1..] {
-        [(at, stmt)] => {
-            let at = at + (stmt.len() - stmt.trim_start().len());
-            let prefix: String = text[..at]
-                .chars()
-                .map(|c| if c == '\n' { '\n' } else { ' ' })
-                .collect();
-            format!("{prefix}{}", text[at..at + stmt.trim().len()].trim_end())
-        }
+        [(at, stmt)] => select_only(*at, stmt),
         [] => {
             return Err(err(
                 line,
@@ -341,5 +396,6 @@ pub fn parse_replay_query(text: &str) -> Result<ReplayQuery> {
     Ok(ReplayQuery {
         source: Some(source),
         select,
+        tables,
     })
 }
