@@ -17,6 +17,8 @@
 //! * [`source`] — the [`Source`] trait: a file or a log topic as positioned, decoded chunks;
 //!   [`source::SourceConnector`], what `CREATE SOURCE` declares.
 //! * [`decode`] — JSON Lines, CSV and Parquet into Arrow batches; bad records become [`Reject`]s.
+//! * [`table`] — reference tables (`CREATE TABLE`): a file read whole, its versions and
+//!   current rows, joined to the stream by `operators/lookup_join.rs`.
 //! * [`sql`] — window table functions (`TUMBLE`, `HOP`, `SESSION`), planning via DataFusion into
 //!   a [`StreamPlan`] that carries its events and decides its partitioning.
 //! * [`operators`] — dedup, watermark, tumbling/hopping/session windows (with their state

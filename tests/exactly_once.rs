@@ -594,7 +594,8 @@ fn a_checkpoint_right_after_a_restore_keeps_every_position() {
 /// the two (both sides' kept events, which left ones matched). Issue 16, part 3: so does a
 /// changelog (GROUP BY without a window, a job of its own over one source) — its rows between
 /// checkpoints depend on where the watermark steps fall, so what must match is the table it
-/// leaves when applied.
+/// leaves when applied. Issue 16, part 1: so does a windowed aggregate over a temporal join with
+/// a reference table (read again on each restart).
 #[test]
 fn a_union_of_two_streams_survives_kill_9s() {
     let dir = tempfile::tempdir().unwrap();
@@ -625,6 +626,26 @@ fn a_union_of_two_streams_survives_kill_9s() {
             "0.001",
         ],
     );
+    // A versioned reference table: tiers change halfway through the cards' hours.
+    let merchants = dir.path().join("merchants.csv");
+    let mut csv = String::from("merchant_id,risk_tier,valid_from\n");
+    for m in 0..200 {
+        csv.push_str(&format!("m_{m:04},low,2026-01-01T00:00:00Z\n"));
+        if m % 3 == 0 {
+            csv.push_str(&format!("m_{m:04},high,2026-11-01T00:01:30Z\n"));
+        }
+    }
+    std::fs::write(&merchants, csv).unwrap();
+    let table = format!(
+        "CREATE TABLE merchants (merchant_id VARCHAR PRIMARY KEY, risk_tier VARCHAR, valid_from TIMESTAMP) WITH (connector = 'file', path = '{}');
+CREATE SINK tiers WITH (connector = 'log', topic = 'tiers');
+INSERT INTO tiers SELECT m.risk_tier, window_start, count(*) AS n, sum(c.amount_minor) AS total
+FROM TUMBLE(cards, event_time, INTERVAL '1' MINUTE) c
+JOIN merchants FOR SYSTEM_TIME AS OF c.event_time m ON m.merchant_id = c.merchant_id
+GROUP BY m.risk_tier, window_start, window_end;
+",
+        merchants.display()
+    );
     const QUERY: &str = "CREATE SOURCE cards WITH (connector = 'log', topic = 'cards');
 CREATE SOURCE wallets WITH (connector = 'log', topic = 'wallets');
 CREATE SINK rules WITH (connector = 'log', topic = 'rules');
@@ -646,7 +667,7 @@ INSERT INTO totals SELECT merchant_id, currency, count(*) AS n, sum(amount_minor
     let (reference, crashed) = (dir.path().join("reference"), dir.path().join("crashed"));
     for data in [&reference, &crashed] {
         std::fs::create_dir_all(data).unwrap();
-        std::fs::write(data.join("two.sql"), QUERY).unwrap();
+        std::fs::write(data.join("two.sql"), format!("{QUERY}{table}")).unwrap();
         ok(paystream(data).args(["topic", "create", "cards", "--partitions", "3"]));
         ok(paystream(data).args(["produce", "cards"]).arg(&cards));
         ok(paystream(data).args(["produce", "wallets"]).arg(&wallets));
@@ -697,7 +718,7 @@ INSERT INTO totals SELECT merchant_id, currency, count(*) AS n, sum(amount_minor
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{err}");
     assert!(err.contains("resumed=true"), "{err}");
-    for sink in ["rules", "big", "pairs", "cards-wallets.dlq"] {
+    for sink in ["rules", "big", "pairs", "tiers", "cards-wallets.dlq"] {
         let (want, got) = (consume_all(&reference, sink), consume_all(&crashed, sink));
         assert!(!want.is_empty(), "{sink} is empty");
         assert!(
@@ -740,6 +761,11 @@ INSERT INTO totals SELECT merchant_id, currency, count(*) AS n, sum(amount_minor
     let pairs = consume_all(&reference, "pairs");
     assert!(pairs.iter().any(|l| l.contains("\"card_event\":null")));
     assert!(pairs.iter().any(|l| l.contains("\"card_event\":\"")));
+    // Both tiers of the join, before and after the change.
+    let tiers = consume_all(&reference, "tiers");
+    assert!(
+        tiers.iter().any(|l| l.contains("\"high\"")) && tiers.iter().any(|l| l.contains("\"low\""))
+    );
     // Both branches of the windowed union produced rows.
     let rules = consume_all(&reference, "rules");
     for rule in ["\"session\"", "\"merchant_minute\""] {

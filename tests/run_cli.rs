@@ -1087,3 +1087,148 @@ fn outputs_make_their_directory_and_say_an_error_once() {
     let cause = line.rsplit(": ").next().unwrap();
     assert_eq!(line.matches(cause).count(), 1, "{line}");
 }
+
+/// Issue 16, part 1: a query file's reference table is joined as `run` reads the log, and a
+/// change to its file applies to the events read after it; `replay --query` takes the same
+/// `CREATE TABLE` before its SELECT, its path relative to the working directory.
+#[test]
+fn a_table_file_changed_while_a_query_runs_applies_to_later_events() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let table = dir.path().join("merchants.csv");
+    let tiers = |tier: &str| {
+        let mut csv = String::from("merchant_id,risk_tier\n");
+        for m in 0..200 {
+            csv.push_str(&format!("m_{m:04},{tier}\n"));
+        }
+        csv
+    };
+    std::fs::write(&table, tiers("before")).unwrap();
+    let first = gen_lines(&["--events", "200", "--seed", "1"]);
+    produce(&data, &first);
+    let query = dir.path().join("enrich.sql");
+    std::fs::write(
+        &query,
+        format!(
+            "CREATE SOURCE payments WITH (connector = 'log', topic = 'payments');
+CREATE TABLE merchants (merchant_id VARCHAR PRIMARY KEY, risk_tier VARCHAR)
+  WITH (connector = 'file', path = '{}', format = 'csv');
+CREATE SINK enriched WITH (connector = 'log', topic = 'enriched');
+INSERT INTO enriched SELECT p.event_id, m.risk_tier FROM payments p
+  LEFT JOIN merchants m ON m.merchant_id = p.merchant_id;
+",
+            table.display()
+        ),
+    )
+    .unwrap();
+    let mut child = paystream(&data)
+        .arg("run")
+        .arg(&query)
+        .args(["--workers", "1", "--checkpoint-interval", "100ms"])
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let wait_for = |n: usize| {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let o = paystream(&data)
+                .args(["consume", "enriched", "--until-end"])
+                .output()
+                .unwrap();
+            let lines: Vec<String> = String::from_utf8_lossy(&o.stdout)
+                .lines()
+                .map(str::to_string)
+                .collect();
+            if lines.len() >= n {
+                return lines;
+            }
+            assert!(Instant::now() < deadline, "{} of {n} rows", lines.len());
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    };
+    wait_for(200);
+    std::fs::write(&table, tiers("after")).unwrap();
+    // The running query looks at the file once a second.
+    std::thread::sleep(Duration::from_millis(2500));
+    let second = gen_lines(&["--events", "200", "--seed", "2"]);
+    produce(&data, &second);
+    let rows = wait_for(400);
+    // SAFETY: plain kill(2) of the child we started.
+    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    assert!(child.wait().unwrap().success());
+    let tier_of = |id: &str| {
+        rows.iter()
+            .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+            .find(|v| v["event_id"] == id)
+            .map(|v| v["risk_tier"].as_str().unwrap_or("null").to_string())
+            .unwrap_or_else(|| panic!("no row for {id}"))
+    };
+    let id = |l: &String| {
+        serde_json::from_str::<serde_json::Value>(l).unwrap()["event_id"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    assert!(first.iter().all(|l| tier_of(&id(l)) == "before"));
+    assert!(second.iter().all(|l| tier_of(&id(l)) == "after"));
+
+    // The same join replayed from a file, its table path relative to the working directory.
+    let events = dir.path().join("events.jsonl");
+    std::fs::write(&events, first.join("\n")).unwrap();
+    std::fs::write(
+        dir.path().join("q.sql"),
+        "CREATE TABLE merchants (merchant_id VARCHAR PRIMARY KEY, risk_tier VARCHAR)
+  WITH (connector = 'file', path = 'merchants.csv');
+SELECT p.event_id, m.risk_tier FROM payments p JOIN merchants m ON m.merchant_id = p.merchant_id
+WHERE p.card_id IN (SELECT card_id FROM (VALUES ('card_000001')) AS b(card_id)) OR true;
+",
+    )
+    .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_paystream"))
+        .current_dir(dir.path())
+        .args(["replay", "events.jsonl", "--query", "q.sql"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("under OR is not supported"),
+        "{err}"
+    );
+    std::fs::write(
+        dir.path().join("q.sql"),
+        "CREATE TABLE merchants (merchant_id VARCHAR PRIMARY KEY, risk_tier VARCHAR)
+  WITH (connector = 'file', path = 'merchants.csv');
+SELECT p.event_id, m.risk_tier FROM payments p JOIN merchants m ON m.merchant_id = p.merchant_id;
+",
+    )
+    .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_paystream"))
+        .current_dir(dir.path())
+        .args(["replay", "events.jsonl", "--query", "q.sql"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(stdout.lines().count(), 200);
+    assert!(
+        stdout
+            .lines()
+            .all(|l| l.contains("\"risk_tier\":\"after\""))
+    );
+    // A missing table file stops the replay before it reads an event, naming the file.
+    std::fs::remove_file(&table).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_paystream"))
+        .current_dir(dir.path())
+        .args(["replay", "events.jsonl", "--query", "q.sql"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("merchants.csv") && err.contains("table `merchants`"),
+        "{err}"
+    );
+}

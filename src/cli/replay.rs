@@ -24,7 +24,9 @@ pub(crate) struct ReplayArgs {
     /// `CREATE SOURCE name (columns…, WATERMARK FOR ts AS ts - INTERVAL '5' SECOND)` followed by
     /// a SELECT over `name` (the file is then decoded into those columns; the declaration's
     /// WITH (…) is optional, its dedup_key, watermark and other time options apply).
-    /// With --into, only its CREATE SOURCE is read: the columns CSV and Parquet rows are
+    /// `CREATE TABLE name (…) WITH (connector = 'file', path = '…')` statements before the
+    /// SELECT declare reference tables it may join (a relative path is relative to the working
+    /// directory). With --into, only its CREATE SOURCE is read: the columns CSV and Parquet rows are
     /// decoded into.
     #[arg(long, short, required_unless_present = "into")]
     query: Option<PathBuf>,
