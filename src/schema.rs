@@ -206,6 +206,8 @@ pub struct EventSchema {
     event_time: usize,
     dictionaries: Vec<(usize, ArrayRef)>,
     declared: bool,
+    /// For events joined to tables: where the tables' columns start ([`Self::joined`]).
+    joined_at: Option<usize>,
 }
 
 impl EventSchema {
@@ -295,6 +297,7 @@ impl EventSchema {
             event_time,
             dictionaries,
             declared,
+            joined_at: None,
         })
     }
 
@@ -333,6 +336,7 @@ impl EventSchema {
             event_time: self.event_time,
             dictionaries: self.dictionaries.clone(),
             declared: self.declared,
+            joined_at: Some(self.arrow.fields().len()),
         })
     }
 
@@ -367,9 +371,13 @@ impl EventSchema {
     /// ORDER BY: the id when there is one, else every other column in order (two events equal
     /// in all of them are interchangeable, so any order of them gives the same results).
     pub fn tie_columns(&self) -> Vec<usize> {
-        match self.id {
-            Some(id) => vec![id],
-            None => (0..self.arrow.fields().len())
+        match (self.id, self.joined_at) {
+            // One event joined to several table rows: its rows differ in the tables' columns.
+            (Some(id), Some(at)) => std::iter::once(id)
+                .chain(at..self.arrow.fields().len())
+                .collect(),
+            (Some(id), None) => vec![id],
+            (None, _) => (0..self.arrow.fields().len())
                 .filter(|c| *c != self.event_time)
                 .collect(),
         }

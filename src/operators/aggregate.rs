@@ -10,7 +10,7 @@ use datafusion::arrow::array::{
 use datafusion::arrow::compute::kernels::boolean::and;
 use datafusion::arrow::compute::{filter_record_batch, prep_null_mask_filter, take};
 use datafusion::arrow::datatypes::{SchemaRef, TimestampMillisecondType};
-use datafusion::physical_expr::utils::{collect_columns, reassign_expr_columns};
+use datafusion::physical_expr::utils::collect_columns;
 use datafusion::physical_plan::PhysicalExpr;
 
 use super::{EventBatch, LateEvents};
@@ -267,7 +267,7 @@ impl Having {
         }
         let schema = Arc::new(spec.output_schema.project(&columns)?);
         Ok(Some(Having {
-            predicate: reassign_expr_columns(Arc::clone(p), &schema)?,
+            predicate: super::rebind(p, &columns)?,
             schema,
             columns,
         }))
@@ -315,9 +315,7 @@ impl AggregateCore {
         }
         let projection: Vec<usize> = used.into_iter().collect();
         let schema = Arc::new(spec.events.windowed().project(&projection)?);
-        let rebind = |e: &Arc<dyn PhysicalExpr>| -> Result<Arc<dyn PhysicalExpr>> {
-            Ok(reassign_expr_columns(Arc::clone(e), &schema)?)
-        };
+        let rebind = |e: &Arc<dyn PhysicalExpr>| super::rebind(e, &projection);
         let time = projection
             .iter()
             .position(|c| *c == time_column)

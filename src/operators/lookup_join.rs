@@ -131,7 +131,7 @@ impl LookupJoin {
     pub fn apply(&self, batch: &RecordBatch) -> Result<(RecordBatch, Option<Vec<u32>>)> {
         let index = self.index()?;
         let n = batch.num_rows();
-        let keys = self.event_key_rows(batch, &index)?;
+        let (keys, valid) = self.event_key_rows(batch, &index)?;
         // Candidate pairs (event row, table row), in event order.
         let (mut events, mut rows): (Vec<u32>, Vec<u32>) = (Vec::new(), Vec::new());
         let mut null_event = vec![false; n];
@@ -141,12 +141,13 @@ impl LookupJoin {
             )?),
             None => None,
         };
-        for (r, key) in keys.iter().enumerate() {
-            let Some(key) = key else {
+        for r in 0..n {
+            if !valid[r] {
                 null_event[r] = true;
                 continue;
-            };
-            let Some(found) = index.map.get(key.as_slice()) else {
+            }
+            let key = keys.as_ref().map_or(&[][..], |k| k.row(r).data());
+            let Some(found) = index.map.get(key) else {
                 continue;
             };
             match (&event_times, &self.as_of) {
@@ -271,19 +272,27 @@ impl LookupJoin {
         Ok((out, (!same).then_some(events)))
     }
 
-    /// Each event's key, encoded as the index's keys are (`None`: a null in it, which equals
-    /// nothing).
-    fn event_key_rows(&self, batch: &RecordBatch, index: &Index) -> Result<Vec<Option<Vec<u8>>>> {
+    /// Each event's key, encoded as the index's keys are (`None`: no key columns, every key
+    /// is empty), and whether it has no null (a null equals nothing).
+    fn event_key_rows(
+        &self,
+        batch: &RecordBatch,
+        index: &Index,
+    ) -> Result<(Option<datafusion::arrow::row::Rows>, Vec<bool>)> {
         let n = batch.num_rows();
         let mut cols = Vec::with_capacity(self.event_keys.len());
         for (e, t) in self.event_keys.iter().zip(&index.key_types) {
             let c = e.evaluate(batch)?.into_array(n)?;
             cols.push(if c.data_type() == t { c } else { cast(&c, t)? });
         }
-        let rows = converter(&index.key_types)?.convert_columns(&cols)?;
-        Ok((0..n)
-            .map(|r| (!cols.iter().any(|c| c.is_null(r))).then(|| rows.row(r).data().to_vec()))
-            .collect())
+        let valid = (0..n).map(|r| !cols.iter().any(|c| c.is_null(r))).collect();
+        if cols.is_empty() {
+            return Ok((None, valid));
+        }
+        Ok((
+            Some(converter(&index.key_types)?.convert_columns(&cols)?),
+            valid,
+        ))
     }
 
     /// The index over the tables' current snapshots, built again when one has moved on.
@@ -331,7 +340,10 @@ impl LookupJoin {
             cols.push(e.evaluate(&rows)?.into_array(n)?);
         }
         let key_types: Vec<DataType> = cols.iter().map(|c| c.data_type().clone()).collect();
-        let encoded = converter(&key_types)?.convert_columns(&cols)?;
+        let encoded = match cols.is_empty() {
+            true => None,
+            false => Some(converter(&key_types)?.convert_columns(&cols)?),
+        };
         let starts = match self.as_of.and_then(|a| a.valid_from) {
             Some(v) => crate::table::timestamps_ms(rows.column(v).as_ref())?,
             None => vec![i64::MIN; n],
@@ -343,9 +355,8 @@ impl LookupJoin {
                 null_key = true;
                 continue;
             }
-            map.entry(Box::from(encoded.row(r).data()))
-                .or_default()
-                .push(r as u32);
+            let key = encoded.as_ref().map_or(&[][..], |k| k.row(r).data());
+            map.entry(Box::from(key)).or_default().push(r as u32);
         }
         if self.as_of.is_some() {
             // A stable sort: equal starts keep load order, so the later row is the version.
@@ -450,9 +461,19 @@ fn run_table_plan(
         .data;
     let schema = plan.schema();
     let ctx = Arc::new(datafusion::execution::TaskContext::default());
-    let batches = datafusion::physical_plan::collect(plan, ctx)
-        .now_or_never()
-        .ok_or_else(|| Error::Internal("a reference table's query waited on I/O".into()))??;
+    // Each partition in turn, on this thread (a UNION has one per branch; DataFusion's own
+    // `collect` would spawn a task to merge them, and workers have no async runtime).
+    let mut batches = Vec::new();
+    use datafusion::physical_plan::ExecutionPlanProperties;
+    for p in 0..plan.output_partitioning().partition_count() {
+        let stream = plan.execute(p, Arc::clone(&ctx))?;
+        let part: Vec<RecordBatch> = futures::TryStreamExt::try_collect(stream)
+            .now_or_never()
+            .ok_or_else(|| {
+            Error::Internal("a reference table's query waited on I/O".into())
+        })??;
+        batches.extend(part);
+    }
     Ok(datafusion::arrow::compute::concat_batches(
         &schema, &batches,
     )?)

@@ -216,6 +216,39 @@ pub trait Operator: Send {
     fn restore(&mut self, bytes: &[u8]) -> Result<()>;
 }
 
+/// `e` over the columns `columns` of its input (by index, in that order): each column `i` of
+/// `e` becomes the position of `i` in `columns`. By index, not by name: rows joined to a
+/// table may have two columns of one name (`p.merchant_id`, `m.merchant_id`).
+pub(crate) fn rebind(
+    e: &std::sync::Arc<dyn datafusion::physical_plan::PhysicalExpr>,
+    columns: &[usize],
+) -> Result<std::sync::Arc<dyn datafusion::physical_plan::PhysicalExpr>> {
+    use datafusion::common::tree_node::{Transformed, TreeNode};
+    use datafusion::physical_expr::expressions::Column;
+    let mut missing = None;
+    let out = std::sync::Arc::clone(e)
+        .transform(|node| {
+            if let Some(c) = node.downcast_ref::<Column>() {
+                return Ok(match columns.iter().position(|i| *i == c.index()) {
+                    Some(at) => Transformed::yes(std::sync::Arc::new(Column::new(c.name(), at))
+                        as std::sync::Arc<dyn datafusion::physical_plan::PhysicalExpr>),
+                    None => {
+                        missing = Some(c.index());
+                        Transformed::no(node)
+                    }
+                });
+            }
+            Ok(Transformed::no(node))
+        })?
+        .data;
+    match missing {
+        Some(i) => Err(crate::error::Error::Internal(format!(
+            "column {i} is not among the columns an expression is evaluated over"
+        ))),
+        None => Ok(out),
+    }
+}
+
 /// Builds the operator for a planned query.
 pub fn build_operator(plan: &StreamPlan) -> Result<Box<dyn Operator>> {
     Ok(Box::new(Named {

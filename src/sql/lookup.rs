@@ -251,14 +251,39 @@ pub(super) fn lift_lookup(
         None => Arc::clone(&left_schema),
     };
     // A versioned scan: `FOR SYSTEM_TIME AS OF` on a keyed table.
-    let versioned = right
+    let as_of_table = right
         .schema()
         .metadata()
         .contains_key(AS_OF_METADATA)
         .then(|| right_schema.metadata().get(TABLE_METADATA).cloned())
         .flatten()
-        .and_then(|name| tables.iter().find(|t| t.name() == name).cloned())
-        .filter(|t| !t.decl().primary_key.is_empty());
+        .and_then(|name| tables.iter().find(|t| t.name() == name).cloned());
+    if let Some(t) = &as_of_table {
+        if t.decl().primary_key.is_empty() && t.schema().index_of(crate::table::VALID_FROM).is_ok()
+        {
+            return Err(plan_error(
+                at,
+                format!(
+                    "a join FOR SYSTEM_TIME AS OF picks a key's version by valid_from, and table `{}` has no PRIMARY KEY: declare its key (… PRIMARY KEY) or join it without FOR SYSTEM_TIME AS OF",
+                    t.name()
+                ),
+            ));
+        }
+        // The event's time where the stream's is: not over a subquery that moved it.
+        let time = events.event_time_column();
+        let expected = events.arrow().field(time);
+        let moved = left_schema
+            .fields()
+            .get(time)
+            .is_none_or(|f| f.name() != expected.name() || f.data_type() != expected.data_type());
+        if moved {
+            return Err(plan_error(
+                at,
+                "FOR SYSTEM_TIME AS OF joins the stream itself (FROM payments p JOIN t FOR SYSTEM_TIME AS OF p.event_time …), not a subquery of it",
+            ));
+        }
+    }
+    let versioned = as_of_table.filter(|t| !t.decl().primary_key.is_empty());
     let (mut event_keys, mut table_keys) = (Vec::new(), Vec::new());
     let mut rest: Vec<Arc<dyn PhysicalExpr>> = Vec::new();
     let side_of = |e: &Arc<dyn PhysicalExpr>, f: &JoinFilter| -> Option<JoinSide> {
@@ -321,7 +346,7 @@ pub(super) fn lift_lookup(
         }
         None => None,
     };
-    if not_in && !rest.is_empty() {
+    if not_in && (!rest.is_empty() || event_keys.len() != 1) {
         return Err(plan_error(
             at,
             "NOT IN over a subquery that refers to the outer query is not supported; write NOT EXISTS (SELECT 1 FROM … WHERE …)",

@@ -244,7 +244,6 @@ impl Visitor for Shape {
     }
 }
 
-/// First token spelling `kw` (a keyword), for errors found after planning.
 /// Whether `inner` lies within `outer`.
 fn within(inner: Span, outer: Span) -> bool {
     let at = |l: datafusion::sql::sqlparser::tokenizer::Location| (l.line, l.column);
@@ -260,6 +259,7 @@ fn time_column_name(events: &EventSchema) -> String {
         .clone()
 }
 
+/// First token spelling `kw` (a keyword), for errors found after planning.
 fn locate(tokens: &[TokenWithSpan], kw: Keyword) -> Span {
     tokens
         .iter()
@@ -434,6 +434,16 @@ async fn plan_query_async(
     };
     let mut join_sides = None;
     let left_stream = stream_named(&from.relation);
+    // What the stream is called in the query: its alias, and its name.
+    let stream_alias: Vec<String> = match &from.relation {
+        TableFactor::Table { name, alias, .. } => {
+            let mut v = vec![name.to_string().trim_matches('"').to_string()];
+            v.extend(alias.as_ref().map(|a| a.name.value.clone()));
+            v
+        }
+        TableFactor::Derived { alias, .. } => alias.iter().map(|a| a.name.value.clone()).collect(),
+        _ => vec![],
+    };
     let joins = from.joins.len();
     // References joined FOR SYSTEM_TIME AS OF the event time, by registered name.
     let mut versioned: Vec<Arc<ReferenceTable>> = Vec::new();
@@ -494,10 +504,15 @@ async fn plan_query_async(
             if let Some(i) = clause {
                 clauses_used[i] = true;
                 let c = &as_of[i];
-                let time_ok = c
-                    .words
-                    .last()
-                    .is_some_and(|w| w.eq_ignore_ascii_case(&time_column_name(events)));
+                // The stream's time: `event_time`, or qualified by the stream's alias or name.
+                let time_ok = match c.words.as_slice() {
+                    [t] => t.eq_ignore_ascii_case(&time_column_name(events)),
+                    [q, t] => {
+                        t.eq_ignore_ascii_case(&time_column_name(events))
+                            && stream_alias.iter().any(|a| a.eq_ignore_ascii_case(q))
+                    }
+                    _ => false,
+                };
                 let proctime = c.words == ["PROCTIME"];
                 if !time_ok && !proctime {
                     return Err(plan_error(
@@ -600,6 +615,19 @@ async fn plan_query_async(
     ctx.register_udaf(crate::operators::exact_sum_udaf());
     ctx.register_table(stream, Arc::new(EmptyTable::new(Arc::clone(&schema))))?;
     for t in tables {
+        if t.name().eq_ignore_ascii_case(stream)
+            || catalog
+                .iter()
+                .any(|(c, _)| c.eq_ignore_ascii_case(t.name()))
+        {
+            return Err(plan_error(
+                start_of(&tokens),
+                format!(
+                    "table `{}` has the name of a stream; name the table apart",
+                    t.name()
+                ),
+            ));
+        }
         ctx.register_table(
             t.name(),
             Arc::new(EmptyTable::new(super::lookup::registered_schema(t, false))),
@@ -941,6 +969,14 @@ async fn df_plan_error(
     };
     match e.find_root() {
         DataFusionError::Internal(_) => plan_error(span, INTERNAL),
+        DataFusionError::NotImplemented(m)
+            if m.contains("InSubquery") || m.contains("Exists") || m.contains("Subquery") =>
+        {
+            plan_error(
+                span,
+                "IN (SELECT …) and EXISTS are supported as conditions of WHERE (joined with AND); elsewhere (in the SELECT list, ON, CASE or FILTER) join the table instead",
+            )
+        }
         DataFusionError::NotImplemented(m) => plan_error(
             span,
             format!("not supported in stream queries: {}", first_line(m)),
@@ -1935,6 +1971,12 @@ fn lift(
             && super::lookup::reads_tables_only(j.right())
         {
             // A reference table (or IN / EXISTS over one): a stage before whatever is above.
+            if aggregate.is_none() && over.is_none() && contains_stateful(j.left()) {
+                return Err(plan_error(
+                    locate(tokens, Keyword::SELECT),
+                    "a join with a table (or IN / EXISTS over one) over an aggregate's or window function's rows is not supported yet; join the table in the FROM the aggregation reads, or filter with HAVING on the aggregate's own columns",
+                ));
+            }
             let at = match j.join_type() {
                 datafusion::common::JoinType::LeftSemi
                 | datafusion::common::JoinType::LeftAnti
@@ -1971,9 +2013,12 @@ fn lift(
                     "aggregates and window functions over a join are not supported yet; select the joined rows (and aggregate them in a query over its output)",
                 ));
             }
-            let sides = join_sides
-                .take()
-                .ok_or_else(|| Error::Internal("a join without its two sides".into()))?;
+            let sides = join_sides.take().ok_or_else(|| {
+                plan_error(
+                    at,
+                    "a join reads the stream on both sides (FROM payments a JOIN payments c ON …), or a reference table (CREATE TABLE) or VALUES on its right; a subquery of the stream is not supported there",
+                )
+            })?;
             let spec = super::join::lift_join(j, stages, sides, super::join::JoinAt(at))?;
             return Ok(PlanKind::IntervalJoin(Box::new(spec)));
         } else if any.downcast_ref::<EmptyExec>().is_some() {
@@ -1992,6 +2037,14 @@ fn lift(
         }
         _ => None,
     };
+    if let Some(pre) = &enrich
+        && pre.iter().any(|s| matches!(s, Stage::Project { .. }))
+    {
+        return Err(plan_error(
+            locate(tokens, Keyword::JOIN),
+            "a join under an aggregate or window function reads the stream itself (FROM payments p JOIN merchants m ON …), not a subquery of it; filter in WHERE instead",
+        ));
+    }
     if enrich.is_some()
         && window.is_some()
         && let Some(agg) = aggregate.as_mut()
@@ -2033,8 +2086,13 @@ fn joined_events(
     windowed: bool,
 ) -> Result<Option<Arc<EventSchema>>> {
     let mut node = Arc::clone(root);
+    // Only a join under an aggregate or window function gives its events.
+    let mut under = false;
     loop {
+        under |=
+            node.downcast_ref::<AggregateExec>().is_some() || node.name().contains("WindowAggExec");
         if let Some(j) = node.downcast_ref::<datafusion::physical_plan::joins::NestedLoopJoinExec>()
+            && under
         {
             if !super::lookup::reads_tables_only(j.right()) {
                 return Ok(None);
@@ -2144,6 +2202,13 @@ fn lift_tail(
             })
         }
     }
+}
+
+/// Whether an aggregation or window function is anywhere in `plan`.
+fn contains_stateful(plan: &Arc<dyn ExecutionPlan>) -> bool {
+    plan.downcast_ref::<AggregateExec>().is_some()
+        || plan.name().contains("WindowAggExec")
+        || plan.children().into_iter().any(contains_stateful)
 }
 
 /// Whether an aggregation is anywhere in `plan`.

@@ -9,7 +9,7 @@ use std::io::{BufReader, Seek};
 use std::sync::Arc;
 
 use datafusion::arrow::array::{Array, ArrayRef, AsArray, RecordBatch, new_null_array};
-use datafusion::arrow::compute::{cast, concat_batches};
+use datafusion::arrow::compute::{CastOptions, cast_with_options, concat_batches};
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 
 use super::{TableDecl, TableSource};
@@ -19,9 +19,10 @@ use crate::error::{Error, Result};
 /// The rows of `decl`'s file, as a batch of its declared columns.
 pub(super) fn read(decl: &TableDecl) -> Result<RecordBatch> {
     let TableSource::File { path, format } = &decl.source;
+    // Arrow's parse errors quote the row: never a card number in a message.
     let fail = |message: String| Error::Input {
         path: path.clone(),
-        message: format!("table `{}`: {message}", decl.name),
+        message: crate::decode::redact(&format!("table `{}`: {message}", decl.name)),
     };
     let file = File::open(path).map_err(|e| {
         fail(format!(
@@ -67,7 +68,16 @@ fn declared(
             .or_else(|| names.iter().position(|n| n.eq_ignore_ascii_case(f.name())));
         out.push(match at {
             Some(i) if columns[i].data_type() == f.data_type() => Arc::clone(&columns[i]),
-            Some(i) => cast(&columns[i], f.data_type()).map_err(|e| {
+            // A value that does not convert is an error, never a silent null.
+            Some(i) => cast_with_options(
+                &columns[i],
+                f.data_type(),
+                &CastOptions {
+                    safe: false,
+                    ..Default::default()
+                },
+            )
+            .map_err(|e| {
                 format!(
                     "column `{}` cannot be read as {}: {e}",
                     f.name(),

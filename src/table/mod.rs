@@ -147,7 +147,11 @@ impl ReferenceTable {
         if now.is_none() || now == before {
             return Ok(false);
         }
-        self.load()?;
+        if let Err(e) = self.load() {
+            // Not read again until it changes again (a fix made since is a change).
+            *self.stamp.lock().unwrap_or_else(|e| e.into_inner()) = now;
+            return Err(e);
+        }
         Ok(true)
     }
 
@@ -164,10 +168,8 @@ impl ReferenceTable {
             }
         }
         if let Err(e) = self.refresh() {
+            // (Load errors are redacted: no card number in a log.)
             tracing::warn!(table = %self.decl.name, "the table's file changed but cannot be read, so the table is kept as it was: {e}");
-            // Not read again until the file changes again.
-            let TableSource::File { path, .. } = &self.decl.source;
-            *self.stamp.lock().unwrap_or_else(|e| e.into_inner()) = file_stamp(path);
         }
     }
 

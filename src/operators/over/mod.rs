@@ -29,7 +29,7 @@ use datafusion::arrow::array::{
 use datafusion::arrow::compute::SortOptions;
 use datafusion::arrow::compute::{filter, filter_record_batch, interleave};
 use datafusion::arrow::datatypes::{Schema, SchemaRef, TimestampMillisecondType};
-use datafusion::physical_expr::utils::{collect_columns, reassign_expr_columns};
+use datafusion::physical_expr::utils::collect_columns;
 use datafusion::physical_plan::PhysicalExpr;
 
 use self::key::{KeyState, Layout, RowRef};
@@ -197,9 +197,7 @@ impl OverWindow {
         }
         let projection: Vec<usize> = used.into_iter().collect();
         let schema = Arc::new(events.arrow().project(&projection)?);
-        let rebind = |e: &Arc<dyn PhysicalExpr>| -> Result<Arc<dyn PhysicalExpr>> {
-            Ok(reassign_expr_columns(Arc::clone(e), &schema)?)
-        };
+        let rebind = |e: &Arc<dyn PhysicalExpr>| crate::operators::rebind(e, &projection);
         let at = |c: usize| projection.iter().position(|p| *p == c).expect("projected");
         // Output: the read event columns, then the functions' columns.
         let output_columns: Vec<usize> = read_events.iter().map(|c| at(*c)).collect();
@@ -209,19 +207,25 @@ impl OverWindow {
             .collect();
         fields.extend(spec.functions.iter().map(|f| Arc::clone(&f.field)));
         let output_schema = Arc::new(Schema::new(fields));
+        // The output's columns as indices of the window functions' rows (events, functions).
+        let output_of: Vec<usize> = read_events
+            .iter()
+            .copied()
+            .chain((0..spec.functions.len()).map(|f| event_width + f))
+            .collect();
         let mut stages = Vec::new();
         let mut rebound = true;
         for s in &spec.output_stages {
             stages.push(match s {
                 Stage::Filter(p) if rebound => {
-                    Stage::Filter(reassign_expr_columns(Arc::clone(p), &output_schema)?)
+                    Stage::Filter(crate::operators::rebind(p, &output_of)?)
                 }
                 Stage::Project { exprs, schema } if rebound => {
                     rebound = false;
                     Stage::Project {
                         exprs: exprs
                             .iter()
-                            .map(|e| Ok(reassign_expr_columns(Arc::clone(e), &output_schema)?))
+                            .map(|e| crate::operators::rebind(e, &output_of))
                             .collect::<Result<_>>()?,
                         schema: Arc::clone(schema),
                     }
@@ -281,7 +285,7 @@ impl OverWindow {
                 columns.dedup();
                 let schema = Arc::new(output_schema.project(&columns)?);
                 Some(EarlyFilter {
-                    predicate: reassign_expr_columns(p, &schema)?,
+                    predicate: crate::operators::rebind(&p, &columns)?,
                     columns,
                     schema,
                 })
