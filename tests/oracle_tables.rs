@@ -57,6 +57,23 @@ fn queries() -> Vec<(&'static str, String)> {
                  GROUP BY 1, 2, 3"
             ),
         ),
+        // Keyed by the stream's own column: spread over the workers.
+        (
+            "SELECT p.merchant_id, window_start, window_end, count(*) AS n, max(m.review_minor) AS review \
+             FROM HOP(payments, event_time, INTERVAL '5' SECOND, INTERVAL '15' SECOND) p \
+             JOIN merchants FOR SYSTEM_TIME AS OF p.event_time m ON m.merchant_id = p.merchant_id \
+             WHERE m.risk_tier <> 'low' \
+             GROUP BY p.merchant_id, window_start, window_end",
+            format!(
+                "{VERSIONS} SELECT p.merchant_id, to_timestamp_millis(ws) AS window_start, \
+                   to_timestamp_millis(ws + 15000) AS window_end, count(*) AS n, max(v.review_minor) AS review \
+                 FROM (SELECT t.*, ms - ms % 5000 - k.i * 5000 AS ws FROM \
+                   (SELECT *, CAST(event_time AS BIGINT) AS ms FROM payments) t CROSS JOIN (VALUES (0), (1), (2)) AS k(i)) p \
+                 JOIN v ON v.event_id = p.event_id AND v.rn = 1 \
+                 WHERE ws + 15000 > ms AND v.risk_tier <> 'low' \
+                 GROUP BY 1, 2, 3"
+            ),
+        ),
         (
             "SELECT event_id, card_id FROM payments WHERE card_id IN (SELECT card_id FROM blocked_cards WHERE reason <> 'test')",
             "SELECT event_id, card_id FROM payments WHERE card_id IN (SELECT card_id FROM blocked_cards WHERE reason <> 'test')".into(),
@@ -205,6 +222,15 @@ fn joins_with_reference_tables_equal_the_batch_join() {
             paystream::sql::plan_query_over(sql, &streams, &tables, &Default::default())
                 .unwrap_or_else(|e| panic!("{sql}: {e}"))
         };
+        // A key of the stream's columns spreads the events; one of a table's cannot.
+        let spread = |sql: &str| {
+            matches!(
+                plan_of(sql).partitioning(),
+                paystream::sql::Partitioning::ByKeys { .. }
+            )
+        };
+        assert!(spread(&queries()[3].0));
+        assert!(!spread(&queries()[2].0));
         for (sql, bsql) in queries() {
             let expected = batch_rows_with(&bsql, &[("payments", &events)], &extra);
             assert!(!expected.is_empty(), "{sql}");

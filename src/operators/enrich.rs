@@ -32,6 +32,9 @@ impl Enriched {
     /// The joined rows of `input`'s events.
     fn join(&self, input: &EventBatch) -> Result<EventBatch> {
         let mut rows = input.compacted()?;
+        // Keys the router evaluated are of the events, not of the joined rows: the inner
+        // operator evaluates its own.
+        rows.keys = None;
         for stage in &self.stages {
             if rows.batch.num_rows() == 0 {
                 break;

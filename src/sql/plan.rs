@@ -629,9 +629,23 @@ impl StreamPlan {
                 filters: filters_of(&u.aggregate.input_stages),
                 keys: u.aggregate.keys.clone(),
             },
-            // The inner plan's keys read the tables' columns, known only after the join.
+            // Keys of the stream's own columns (the joined rows' first ones) are known before the
+            // join: events are spread by them (the router applies no filter: the WHERE may read
+            // the tables' columns). Keys that read a table's columns are known only after it.
             PlanKind::Enriched(e) => match e.inner.partitioning() {
                 Partitioning::RoundRobin => Partitioning::RoundRobin,
+                Partitioning::ByKeys { keys, .. }
+                    if keys.iter().all(|k| {
+                        datafusion::physical_expr::utils::collect_columns(k)
+                            .iter()
+                            .all(|c| c.index() < self.events.arrow().fields().len())
+                    }) =>
+                {
+                    Partitioning::ByKeys {
+                        filters: vec![],
+                        keys,
+                    }
+                }
                 _ => Partitioning::Single,
             },
             // Branches partitioned apart would need the events twice; stateless branches go

@@ -185,6 +185,19 @@ fn check(decl: &TableDecl, all: &RecordBatch) -> std::result::Result<(), String>
                 }
             ));
         }
+        // A card number stored as a number is one too.
+        if let Some(n) = col.as_primitive_opt::<datafusion::arrow::datatypes::Int64Type>() {
+            for (r, v) in n.iter().enumerate() {
+                if v.is_some_and(|v| crate::decode::contains_card_number(v.to_string().as_bytes()))
+                {
+                    return Err(format!(
+                        "row {}, column `{}` looks like a card number; a table holds card tokens, never card numbers",
+                        r + 1,
+                        f.name()
+                    ));
+                }
+            }
+        }
         if let Some(s) = col.as_string_opt::<i32>() {
             for (r, v) in s.iter().enumerate() {
                 if v.is_some_and(|v| crate::decode::contains_card_number(v.as_bytes())) {
