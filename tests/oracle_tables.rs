@@ -229,8 +229,8 @@ fn joins_with_reference_tables_equal_the_batch_join() {
                 paystream::sql::Partitioning::ByKeys { .. }
             )
         };
-        assert!(spread(&queries()[3].0));
-        assert!(!spread(&queries()[2].0));
+        assert!(spread(queries()[3].0));
+        assert!(!spread(queries()[2].0));
         for (sql, bsql) in queries() {
             let expected = batch_rows_with(&bsql, &[("payments", &events)], &extra);
             assert!(!expected.is_empty(), "{sql}");
