@@ -1990,7 +1990,40 @@ fn lift(
             let null_aware = is_anti && not_in.pop_front().unwrap_or(false);
             let join =
                 super::lookup::lift_lookup(j, &stream_events, tables, strip, null_aware, at)?;
+            // WHERE conditions on the stream's own columns filter the events before the join
+            // (the same rows for every kind of join: they read no table column).
+            let width = stream_events.arrow().fields().len();
+            let mut below = None;
+            if let Some(Stage::Filter(p)) = stages.last().cloned() {
+                let (events_only, rest): (Vec<_>, Vec<_>) =
+                    datafusion::physical_expr::split_conjunction(&p)
+                        .into_iter()
+                        .cloned()
+                        .partition(|c| {
+                            let cols = collect_columns(c);
+                            !cols.is_empty() && cols.iter().all(|x| x.index() < width)
+                        });
+                let and = |v: Vec<Arc<dyn PhysicalExpr>>| {
+                    v.into_iter().reduce(|a, b| {
+                        Arc::new(datafusion::physical_expr::expressions::BinaryExpr::new(
+                            a,
+                            datafusion::logical_expr::Operator::And,
+                            b,
+                        )) as Arc<dyn PhysicalExpr>
+                    })
+                };
+                if !events_only.is_empty() {
+                    stages.pop();
+                    if let Some(r) = and(rest) {
+                        stages.push(Stage::Filter(r));
+                    }
+                    below = and(events_only);
+                }
+            }
             stages.push(Stage::Lookup(Arc::new(join)));
+            if let Some(b) = below {
+                stages.push(Stage::Filter(b));
+            }
             node = Arc::clone(j.left());
         } else if let Some(j) =
             any.downcast_ref::<datafusion::physical_plan::joins::NestedLoopJoinExec>()
