@@ -376,7 +376,7 @@ async fn plan_query_async(
         return Err(plan_error(
             select.span(),
             format!(
-                "a stream query reads exactly one stream in FROM (e.g. FROM {stream} or FROM TUMBLE({stream}, ...))"
+                "a stream query reads exactly one stream in FROM (e.g. FROM {stream} or FROM TUMBLE({stream}, ...)); join a table with JOIN … ON (FROM {stream} p JOIN merchants m ON m.merchant_id = p.merchant_id), not a comma"
             ),
         ));
     }
@@ -473,6 +473,19 @@ async fn plan_query_async(
                 ));
             }
             continue;
+        }
+        if let TableFactor::Table {
+            name,
+            args: Some(_),
+            ..
+        } = &join.relation
+        {
+            return Err(plan_error(
+                name.span(),
+                format!(
+                    "a window table function ({name}) is read in FROM, not joined: FROM {name}({stream}, …) p JOIN <table> m ON …"
+                ),
+            ));
         }
         // A reference table (or a query over tables, or VALUES).
         if let TableFactor::Table {
@@ -2299,7 +2312,7 @@ fn unsupported_node(name: &str, tokens: &[TokenWithSpan]) -> Error {
     if name.contains("Join") {
         return plan_error(
             locate(tokens, Keyword::JOIN),
-            "a join of streams is written JOIN … ON with an equality key and a time bound (c.payment_id = a.payment_id AND c.event_time BETWEEN a.event_time AND a.event_time + INTERVAL '10' MINUTE); USING, NATURAL and comma joins are not supported",
+            "a join is written JOIN … ON with its keys equated (JOIN merchants m ON m.merchant_id = p.merchant_id; a join of streams adds a time bound: c.event_time BETWEEN a.event_time AND a.event_time + INTERVAL '10' MINUTE); USING, NATURAL and comma joins are not supported",
         );
     }
     let (kw, what) = match name {
