@@ -1232,3 +1232,99 @@ SELECT p.event_id, m.risk_tier FROM payments p JOIN merchants m ON m.merchant_id
         "{err}"
     );
 }
+
+/// Issue 16, part 1: a table over a topic of the embedded log is a changelog keyed by its
+/// primary key — later records replace earlier ones, `"op": "delete"` removes the key — and a
+/// temporal join picks the version by the records' times.
+#[test]
+fn a_table_over_a_topic_is_a_changelog_of_its_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let events = gen_lines(&["--events", "300", "--seed", "1"]);
+    produce(&data, &events);
+    let times: Vec<i64> = events
+        .iter()
+        .map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).unwrap();
+            paystream::time::parse_rfc3339_millis(v["event_time"].as_str().unwrap()).unwrap()
+        })
+        .collect();
+    let middle = (times.iter().min().unwrap() + times.iter().max().unwrap()) / 2;
+    let mut tiers: Vec<String> = (0..200)
+        .map(|m| {
+            format!(
+                r#"{{"merchant_id":"m_{m:04}","tier":"a","event_time":"2026-01-01T00:00:00Z"}}"#
+            )
+        })
+        .collect();
+    tiers.push(format!(
+        r#"{{"merchant_id":"m_0001","tier":"b","event_time":"{}"}}"#,
+        paystream::time::rfc3339(middle)
+    ));
+    tiers.push(
+        r#"{"merchant_id":"m_0002","op":"delete","event_time":"2026-01-02T00:00:00Z"}"#.into(),
+    );
+    let (good, err) = produce_stdin(&data, "tiers", &tiers, &["--key", "merchant_id"]);
+    assert!(good, "{err}");
+    let query = dir.path().join("tiers.sql");
+    std::fs::write(
+        &query,
+        "CREATE SOURCE payments WITH (connector = 'log', topic = 'payments');
+CREATE TABLE tiers (merchant_id VARCHAR PRIMARY KEY, tier VARCHAR) WITH (connector = 'log', topic = 'tiers');
+CREATE SINK now WITH (connector = 'log', topic = 'now');
+CREATE SINK asof WITH (connector = 'log', topic = 'asof');
+INSERT INTO now SELECT p.event_id, p.merchant_id, t.tier FROM payments p
+  LEFT JOIN tiers t ON t.merchant_id = p.merchant_id;
+INSERT INTO asof SELECT p.event_id, p.merchant_id, p.event_time, t.tier FROM payments p
+  LEFT JOIN tiers FOR SYSTEM_TIME AS OF p.event_time t ON t.merchant_id = p.merchant_id;
+",
+    )
+    .unwrap();
+    let out = run_until_end(&data, &query, &[]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let rows = |topic: &str| -> Vec<serde_json::Value> {
+        consume_all(&data, topic)
+            .iter()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    };
+    let (now, asof) = (rows("now"), rows("asof"));
+    assert_eq!((now.len(), asof.len()), (300, 300));
+    let expect_now = |m: &str| match m {
+        "m_0001" => serde_json::json!("b"),
+        "m_0002" => serde_json::Value::Null,
+        _ => serde_json::json!("a"),
+    };
+    for r in &now {
+        assert_eq!(
+            r["tier"],
+            expect_now(r["merchant_id"].as_str().unwrap()),
+            "{r}"
+        );
+    }
+    let (mut before, mut after) = (0, 0);
+    for r in &asof {
+        let t = paystream::time::parse_rfc3339_millis(r["event_time"].as_str().unwrap()).unwrap();
+        let want = match r["merchant_id"].as_str().unwrap() {
+            "m_0001" if t >= middle => {
+                after += 1;
+                serde_json::json!("b")
+            }
+            "m_0001" => {
+                before += 1;
+                serde_json::json!("a")
+            }
+            "m_0002" => serde_json::Value::Null,
+            _ => serde_json::json!("a"),
+        };
+        assert_eq!(r["tier"], want, "{r}");
+    }
+    assert!(
+        before > 0 && after > 0,
+        "m_0001 on both sides of its change: {before} / {after}"
+    );
+}

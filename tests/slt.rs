@@ -102,8 +102,8 @@ impl sqllogictest::DB for SltDb {
                     .map_err(|e| SltError(e.to_string()))?;
             for mut t in parsed.tables {
                 // A relative path names a file this harness wrote.
-                let paystream::table::TableSource::File { path, .. } = &mut t.source;
-                if let Some(dir) = &self.files
+                if let paystream::table::TableSource::File { path, .. } = &mut t.source
+                    && let Some(dir) = &self.files
                     && path.is_relative()
                 {
                     *path = dir.path().join(&path);

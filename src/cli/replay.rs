@@ -182,7 +182,10 @@ pub(crate) fn replay(mut a: ReplayArgs, data: &super::log_cmds::DataDir) -> anyh
     )
     .with_context(|| format!("in {}", query.display()))?
     .named(format!("the query in {}", query.display()));
-    // A missing or bad table file stops the replay before it reads an event.
+    // A missing or bad table stops the replay before it reads an event.
+    for t in &tables {
+        t.attach_log(&data.data_dir);
+    }
     paystream::table::load_all(&tables)?;
     let plan = match &a.state_ttl {
         Some(t) => plan.with_state_ttl(duration("--state-ttl", t)?),

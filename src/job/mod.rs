@@ -402,7 +402,10 @@ impl Job {
             tables,
         } = self;
         let name = name.clone();
-        // A missing or bad table file stops the job before it reads anything.
+        // A missing or bad table stops the job before it reads anything.
+        for t in tables {
+            t.attach_log(&opts.data_dir);
+        }
         crate::table::load_all(tables)?;
         let log = Log::new(&opts.data_dir);
         let topics: Vec<String> = self

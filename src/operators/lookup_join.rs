@@ -96,6 +96,8 @@ struct Index {
     map: hashbrown::HashMap<Box<[u8]>, Vec<u32>>,
     /// Per row, its version's start (temporal joins only).
     starts: Vec<i64>,
+    /// Per row, whether the version deletes its key (a topic's table, temporal joins only).
+    deleted: Option<Vec<bool>>,
     /// Whether some row's key has a null (`NOT IN`).
     null_key: bool,
 }
@@ -154,7 +156,8 @@ impl LookupJoin {
                 (Some(t), Some(_)) => {
                     // The latest version starting at or before the event.
                     let at = found.partition_point(|&v| index.starts[v as usize] <= t[r]);
-                    if at > 0 {
+                    let gone = |v: u32| index.deleted.as_ref().is_some_and(|d| d[v as usize]);
+                    if at > 0 && !gone(found[at - 1]) {
                         events.push(r as u32);
                         rows.push(found[at - 1]);
                     }
@@ -344,10 +347,18 @@ impl LookupJoin {
             true => None,
             false => Some(converter(&key_types)?.convert_columns(&cols)?),
         };
-        let starts = match self.as_of.and_then(|a| a.valid_from) {
-            Some(v) => crate::table::timestamps_ms(rows.column(v).as_ref())?,
-            None => vec![i64::MIN; n],
+        // A temporal join over a topic's table: its rows are the topic's records, each
+        // starting at its record's time (unless `valid_from` says), some deleting their key.
+        let changelog = match (&self.as_of, snapshots) {
+            (Some(_), [one]) if one.all.num_rows() == n => one.changelog.as_ref(),
+            _ => None,
         };
+        let starts = match (self.as_of.and_then(|a| a.valid_from), changelog) {
+            (Some(v), _) => crate::table::timestamps_ms(rows.column(v).as_ref())?,
+            (None, Some((times, _))) => times.clone(),
+            (None, None) => vec![i64::MIN; n],
+        };
+        let deleted = changelog.map(|(_, d)| d.clone());
         let mut map: hashbrown::HashMap<Box<[u8]>, Vec<u32>> = hashbrown::HashMap::new();
         let mut null_key = false;
         for r in 0..n {
@@ -370,6 +381,7 @@ impl LookupJoin {
             key_types,
             map,
             starts,
+            deleted,
             null_key,
         })
     }

@@ -18,7 +18,9 @@ use crate::error::{Error, Result};
 
 /// The rows of `decl`'s file, as a batch of its declared columns.
 pub(super) fn read(decl: &TableDecl) -> Result<RecordBatch> {
-    let TableSource::File { path, format } = &decl.source;
+    let TableSource::File { path, format } = &decl.source else {
+        return Err(Error::Internal("a topic table read as a file".into()));
+    };
     // Arrow's parse errors quote the row: never a card number in a message.
     let fail = |message: String| Error::Input {
         path: path.clone(),
@@ -168,7 +170,7 @@ fn read_parquet(file: File, schema: &SchemaRef) -> std::result::Result<Vec<Recor
 
 /// The loaded rows obey the declaration: NOT NULL and key columns have values, and no text
 /// looks like a card number.
-fn check(decl: &TableDecl, all: &RecordBatch) -> std::result::Result<(), String> {
+pub(super) fn check(decl: &TableDecl, all: &RecordBatch) -> std::result::Result<(), String> {
     for (i, f) in decl.schema.fields().iter().enumerate() {
         let col = all.column(i);
         let required = !f.is_nullable() || decl.primary_key.contains(&i);

@@ -15,6 +15,7 @@
 //!   last row: later rows replace earlier ones); without one, every row.
 
 mod file;
+mod log;
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -41,6 +42,11 @@ pub enum TableSource {
         path: PathBuf,
         /// Its format.
         format: Format,
+    },
+    /// A topic of the embedded log: a changelog keyed by the primary key (`table/log.rs`).
+    Log {
+        /// The topic.
+        topic: String,
     },
 }
 
@@ -79,6 +85,9 @@ pub struct Snapshot {
     pub current: RecordBatch,
     /// The table's version this snapshot is.
     pub version: u64,
+    /// For a table over a topic: per row of `all`, its record's time (when its version starts
+    /// unless the table has `valid_from`), and whether it deletes its key.
+    pub changelog: Option<(Vec<i64>, Vec<bool>)>,
 }
 
 /// A declared table and its current snapshot.
@@ -86,8 +95,11 @@ pub struct Snapshot {
 pub struct ReferenceTable {
     decl: TableDecl,
     snapshot: RwLock<Option<Arc<Snapshot>>>,
-    /// What the file was when it was last read (modified time, length): a change reloads it.
-    stamp: Mutex<Option<(SystemTime, u64)>>,
+    /// What the source was when it was last read (a file's modified time and length, a topic's
+    /// end offsets): a change reloads it.
+    stamp: Mutex<Option<Vec<u64>>>,
+    /// The embedded log's directory, for a table over a topic ([`Self::attach_log`]).
+    log_dir: Mutex<Option<PathBuf>>,
     /// When the file was last looked at ([`Self::refresh_due`]).
     checked: Mutex<Option<std::time::Instant>>,
     version: AtomicU64,
@@ -103,6 +115,7 @@ impl ReferenceTable {
             decl,
             snapshot: RwLock::new(None),
             stamp: Mutex::new(None),
+            log_dir: Mutex::new(None),
             checked: Mutex::new(None),
             version: AtomicU64::new(0),
         })
@@ -128,12 +141,54 @@ impl ReferenceTable {
         self.version.load(Ordering::Acquire)
     }
 
+    /// Where the embedded log is, for a table over one of its topics.
+    pub fn attach_log(&self, dir: &std::path::Path) {
+        *self.log_dir.lock().unwrap_or_else(|e| e.into_inner()) = Some(dir.to_path_buf());
+    }
+
+    fn log_dir(&self) -> Result<PathBuf> {
+        self.log_dir
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+            .ok_or_else(|| Error::Config {
+                what: format!("table `{}`", self.decl.name),
+                message: "it reads a topic of the embedded log, and this command has no log: run the query with `paystream run` (or give replay a --data-dir)".into(),
+            })
+    }
+
+    /// What the source is now (see `stamp`).
+    fn stamp_now(&self) -> Option<Vec<u64>> {
+        match &self.decl.source {
+            TableSource::File { path, .. } => file_stamp(path),
+            TableSource::Log { topic } => log::ends(&self.log_dir().ok()?, topic),
+        }
+    }
+
     /// Reads the table from its source now (an error says which table, file and row).
     pub fn load(&self) -> Result<()> {
-        let TableSource::File { path, .. } = &self.decl.source;
-        let stamp = file_stamp(path);
-        let all = file::read(&self.decl)?;
-        self.install(all)?;
+        let stamp = self.stamp_now();
+        match &self.decl.source {
+            TableSource::File { .. } => self.install(file::read(&self.decl)?, None)?,
+            TableSource::Log { .. } => {
+                let dir = self.log_dir()?;
+                let l = log::read(&self.decl, &dir)?;
+                let upserts: Vec<bool> = l.deleted.iter().map(|d| !d).collect();
+                let kept = datafusion::arrow::compute::filter_record_batch(
+                    &l.all,
+                    &datafusion::arrow::array::BooleanArray::from(upserts),
+                )?;
+                file::check(&self.decl, &kept).map_err(|m| Error::Input {
+                    path: dir.join(self.name()),
+                    message: crate::decode::redact(&format!("table `{}`: {m}", self.name())),
+                })?;
+                let all =
+                    RecordBatch::try_new(Arc::clone(&self.decl.schema), l.all.columns().to_vec())?;
+                self.install(all, Some((l.times, l.deleted)))?;
+                *self.stamp.lock().unwrap_or_else(|e| e.into_inner()) = Some(l.ends);
+                return Ok(());
+            }
+        }
         *self.stamp.lock().unwrap_or_else(|e| e.into_inner()) = stamp;
         Ok(())
     }
@@ -141,9 +196,8 @@ impl ReferenceTable {
     /// Reads the table again if its file changed since it was read; whether it did. A file
     /// that cannot be read now (being rewritten) keeps the table as it was.
     pub fn refresh(&self) -> Result<bool> {
-        let TableSource::File { path, .. } = &self.decl.source;
-        let now = file_stamp(path);
-        let before = *self.stamp.lock().unwrap_or_else(|e| e.into_inner());
+        let now = self.stamp_now();
+        let before = self.stamp.lock().unwrap_or_else(|e| e.into_inner()).clone();
         if now.is_none() || now == before {
             return Ok(false);
         }
@@ -192,26 +246,38 @@ impl ReferenceTable {
     }
 
     /// Makes `all` the table's rows.
-    fn install(&self, all: RecordBatch) -> Result<()> {
-        let current = current_rows(&self.decl, &all)?;
+    fn install(&self, all: RecordBatch, changelog: Option<(Vec<i64>, Vec<bool>)>) -> Result<()> {
+        let current = current_rows(&self.decl, &all, changelog.as_ref())?;
         let mut slot = self.snapshot.write().unwrap_or_else(|e| e.into_inner());
         let version = self.version.fetch_add(1, Ordering::AcqRel) + 1;
         *slot = Some(Arc::new(Snapshot {
             all,
             current,
             version,
+            changelog,
         }));
         Ok(())
     }
 }
 
-fn file_stamp(path: &std::path::Path) -> Option<(SystemTime, u64)> {
+fn file_stamp(path: &std::path::Path) -> Option<Vec<u64>> {
     let m = std::fs::metadata(path).ok()?;
-    Some((m.modified().ok()?, m.len()))
+    let modified = m
+        .modified()
+        .ok()?
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .ok()?
+        .as_nanos() as u64;
+    Some(vec![modified, m.len()])
 }
 
-/// The current contents of a table whose rows are `all` (see the module's doc).
-fn current_rows(decl: &TableDecl, all: &RecordBatch) -> Result<RecordBatch> {
+/// The current contents of a table whose rows are `all` (see the module's doc); a topic's
+/// rows come with their records' times and deletes.
+fn current_rows(
+    decl: &TableDecl,
+    all: &RecordBatch,
+    changelog: Option<&(Vec<i64>, Vec<bool>)>,
+) -> Result<RecordBatch> {
     if decl.primary_key.is_empty() || all.num_rows() == 0 {
         return Ok(all.clone());
     }
@@ -226,10 +292,10 @@ fn current_rows(decl: &TableDecl, all: &RecordBatch) -> Result<RecordBatch> {
             .collect(),
     )?
     .convert_columns(&keys)?;
-    let times = decl
-        .valid_from()
-        .map(|i| timestamps_ms(all.column(i).as_ref()))
-        .transpose()?;
+    let times = match decl.valid_from() {
+        Some(i) => Some(timestamps_ms(all.column(i).as_ref())?),
+        None => changelog.map(|(t, _)| t.clone()),
+    };
     // Per key, the row of its latest version: the greatest time, the later row on a tie.
     let mut latest: hashbrown::HashMap<&[u8], u32> = hashbrown::HashMap::new();
     for r in 0..all.num_rows() {
@@ -242,7 +308,11 @@ fn current_rows(decl: &TableDecl, all: &RecordBatch) -> Result<RecordBatch> {
             *slot = r as u32;
         }
     }
-    let mut picked: Vec<u32> = latest.into_values().collect();
+    // A key whose latest version deletes it is gone.
+    let mut picked: Vec<u32> = latest
+        .into_values()
+        .filter(|r| changelog.is_none_or(|(_, d)| !d[*r as usize]))
+        .collect();
     picked.sort_unstable();
     Ok(take_record_batch(all, &UInt32Array::from(picked))?)
 }

@@ -53,6 +53,60 @@ pub(super) fn table_columns<'s>(
     Ok((schema, keys, rest))
 }
 
+/// A table over a topic of the embedded log: a changelog keyed by its primary key.
+fn log_table(
+    mut o: Options,
+    line: usize,
+    name: String,
+    schema: Schema,
+    primary_key: Vec<usize>,
+) -> Result<TableDecl> {
+    let topic = o.take("topic").unwrap_or_else(|| name.clone());
+    if let Some(f) = o.take("format").filter(|f| f != "json") {
+        return Err(err(
+            o.line_of("format"),
+            format!("table `{name}`: a topic's records are JSON; format = '{f}' is not supported"),
+        ));
+    }
+    if let Some(k) = o.map.keys().next() {
+        return Err(err(
+            o.line_of(k),
+            format!(
+                "table `{name}`: unknown option `{k}`; a log table takes connector, topic, format"
+            ),
+        ));
+    }
+    if primary_key.is_empty() {
+        return Err(err(
+            line,
+            format!(
+                "table `{name}` reads topic `{topic}` as a changelog: declare its PRIMARY KEY, which later records replace and deletes remove"
+            ),
+        ));
+    }
+    // A delete carries its key alone: the other columns may be null in the table's rows.
+    let fields: Vec<_> = schema
+        .fields()
+        .iter()
+        .enumerate()
+        .map(|(i, f)| {
+            let f = f.as_ref().clone();
+            if primary_key.contains(&i) {
+                f
+            } else {
+                f.with_nullable(true)
+            }
+        })
+        .collect();
+    Ok(TableDecl {
+        name,
+        schema: Arc::new(Schema::new(fields)),
+        primary_key,
+        source: TableSource::Log { topic },
+        line,
+    })
+}
+
 /// A `CREATE TABLE` with its options checked.
 pub(super) fn table(
     line: usize,
@@ -69,11 +123,14 @@ pub(super) fn table(
         lines,
     };
     let connector = o.required("connector", "file")?;
+    if connector == "log" {
+        return log_table(o, line, name, schema, primary_key);
+    }
     if connector != "file" {
         return Err(err(
             o.line_of("connector"),
             format!(
-                "table `{name}`: connector '{connector}' cannot hold a table; use connector = 'file' (a CSV, JSON Lines or Parquet file)"
+                "table `{name}`: connector '{connector}' cannot hold a table; use connector = 'file' (a CSV, JSON Lines or Parquet file) or 'log' (a topic of the embedded log)"
             ),
         ));
     }

@@ -1,0 +1,210 @@
+//! A table over a topic of the embedded log: a changelog keyed by the table's primary key.
+//!
+//! Each record is a JSON object of the table's columns, an upsert of its key; later records
+//! replace earlier ones. A record deletes its key when its value is `null` (keyed by the
+//! record key: the key's text, for a one-column key) or when it carries `"op": "delete"` (the
+//! changelog rows an updating query writes, so a table can be built from another query's
+//! results). A record's time (the `event_time` member it was produced with, else when it was
+//! appended) is when its version starts, unless the table has a `valid_from` column.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+
+use datafusion::arrow::array::RecordBatch;
+use datafusion::arrow::datatypes::Schema;
+
+use super::{TableDecl, TableSource};
+use crate::error::{Error, Result};
+use crate::log::{Isolation, Log, ReadTopic, StartAt, read_topic};
+
+/// A topic's rows: every version and tombstone in log order (partition by partition).
+pub(super) struct Loaded {
+    /// The rows (a tombstone has its key's columns and nulls).
+    pub all: RecordBatch,
+    /// Per row, the record's time.
+    pub times: Vec<i64>,
+    /// Per row, whether it deletes its key.
+    pub deleted: Vec<bool>,
+    /// What was read: the end offset of each partition.
+    pub ends: Vec<u64>,
+}
+
+/// The end offsets of `topic` (what a change to the table moves).
+pub(super) fn ends(log_dir: &Path, topic: &str) -> Option<Vec<u64>> {
+    let stats = Log::new(log_dir).partition_stats(topic).ok()?;
+    Some(stats.iter().map(|s| s.end_offset).collect())
+}
+
+/// Reads `decl`'s topic from its start to its end.
+pub(super) fn read(decl: &TableDecl, log_dir: &Path) -> Result<Loaded> {
+    let TableSource::Log { topic } = &decl.source else {
+        return Err(Error::Internal("a file table read as a topic".into()));
+    };
+    let fail = |message: String| Error::Input {
+        path: log_dir.join(topic),
+        message: crate::decode::redact(&format!("table `{}`: {message}", decl.name)),
+    };
+    let log = Log::new(log_dir);
+    let ends = ends(log_dir, topic).ok_or_else(|| {
+        fail(format!(
+            "there is no topic `{topic}` in {}; create it (paystream topic create {topic}) or produce the table's rows to it",
+            log_dir.display()
+        ))
+    })?;
+    let key_names: Vec<&str> = decl
+        .primary_key
+        .iter()
+        .map(|&i| decl.schema.field(i).name().as_str())
+        .collect();
+    // Each row as a JSON line of the table's columns, then decoded in one go.
+    let mut lines: Vec<u8> = Vec::new();
+    let (mut times, mut deleted) = (Vec::new(), Vec::new());
+    let mut bad: Option<String> = None;
+    let opts = ReadTopic {
+        start: Some(StartAt::Earliest),
+        isolation: Isolation::ReadCommitted,
+        skip_corrupt: false,
+        until_end: true,
+        max_records: None,
+        group: None,
+    };
+    read_topic(
+        &log,
+        topic,
+        &opts,
+        &AtomicBool::new(false),
+        |partition, r| {
+            let value = std::str::from_utf8(r.value).unwrap_or("");
+            let trimmed = value.trim();
+            let row = if trimmed.is_empty() || trimmed == "null" {
+                // A tombstone: its key is the record key.
+                match (r.key.map(String::from_utf8_lossy), key_names.as_slice()) {
+                    (Some(k), [one]) => Some((serde_json::json!({ *one: k }), true)),
+                    _ => None,
+                }
+            } else {
+                match serde_json::from_str::<serde_json::Value>(trimmed) {
+                    Ok(serde_json::Value::Object(mut o)) => {
+                        let delete = o
+                            .remove(crate::sql::CHANGELOG_OP)
+                            .is_some_and(|op| op == crate::sql::OP_DELETE);
+                        Some((serde_json::Value::Object(o), delete))
+                    }
+                    _ => None,
+                }
+            };
+            match row {
+                Some((v, delete)) => {
+                    lines.extend_from_slice(v.to_string().as_bytes());
+                    lines.push(b'\n');
+                    times.push(r.timestamp);
+                    deleted.push(delete);
+                }
+                None if bad.is_none() => {
+                    bad = Some(format!(
+                        "the record at partition {partition}, offset {} is neither a JSON object of the table's columns nor a delete (a null value with the key as its record key, or \"op\": \"delete\")",
+                        r.offset
+                    ));
+                }
+                None => {}
+            }
+            Ok(())
+        },
+        || Ok(()),
+    )
+    .map_err(|e| fail(e.to_string()))?;
+    if let Some(b) = bad {
+        return Err(fail(b));
+    }
+    let nullable = Arc::new(Schema::new(
+        decl.schema
+            .fields()
+            .iter()
+            .map(|f| f.as_ref().clone().with_nullable(true))
+            .collect::<Vec<_>>(),
+    ));
+    let reader = datafusion::arrow::json::ReaderBuilder::new(Arc::clone(&nullable))
+        .build(std::io::Cursor::new(lines))
+        .map_err(|e| fail(e.to_string()))?;
+    let batches = reader
+        .collect::<std::result::Result<Vec<_>, _>>()
+        .map_err(|e| fail(e.to_string()))?;
+    let all = datafusion::arrow::compute::concat_batches(&nullable, &batches)?;
+    Ok(Loaded {
+        all,
+        times,
+        deleted,
+        ends,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use datafusion::arrow::array::AsArray;
+    use datafusion::arrow::datatypes::{DataType, Field};
+
+    use super::super::ReferenceTable;
+    use super::*;
+    use crate::log::{BatchBuilder, FsyncPolicy, TopicConfig};
+
+    #[test]
+    fn later_records_replace_earlier_ones_and_a_null_value_deletes() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = Log::new(dir.path());
+        log.create_topic("cards", &TopicConfig::default()).unwrap();
+        let mut w = log.writer("cards", FsyncPolicy::Never).unwrap();
+        let mut b = BatchBuilder::with_capacity(1024);
+        b.push(Some(b"c1"), br#"{"card_id":"c1","reason":"lost"}"#, 10);
+        b.push(Some(b"c2"), br#"{"card_id":"c2","reason":"stolen"}"#, 20);
+        b.push(Some(b"c1"), br#"{"card_id":"c1","reason":"fraud"}"#, 30);
+        b.push(Some(b"c2"), b"null", 40);
+        w.append(0, &mut b).unwrap();
+        w.flush().unwrap();
+        drop(w);
+        let decl = TableDecl {
+            name: "blocked".into(),
+            schema: Arc::new(Schema::new(vec![
+                Field::new("card_id", DataType::Utf8, false),
+                Field::new("reason", DataType::Utf8, true),
+            ])),
+            primary_key: vec![0],
+            source: TableSource::Log {
+                topic: "cards".into(),
+            },
+            line: 1,
+        };
+        let t = ReferenceTable::new(decl);
+        // No log attached: the error says how to run it.
+        assert!(t.load().unwrap_err().to_string().contains("paystream run"));
+        t.attach_log(dir.path());
+        let s = t.snapshot().unwrap();
+        let (times, deleted) = s.changelog.clone().unwrap();
+        assert_eq!(
+            (times, deleted),
+            (vec![10, 20, 30, 40], vec![false, false, false, true])
+        );
+        let current: Vec<_> = (0..s.current.num_rows())
+            .map(|r| {
+                (
+                    s.current.column(0).as_string::<i32>().value(r).to_string(),
+                    s.current.column(1).as_string::<i32>().value(r).to_string(),
+                )
+            })
+            .collect();
+        assert_eq!(current, [("c1".to_string(), "fraud".to_string())]);
+        // A new record is a change: the table is read again.
+        let mut w = log.writer("cards", FsyncPolicy::Never).unwrap();
+        let mut b = BatchBuilder::with_capacity(1024);
+        b.push(
+            Some(b"c3"),
+            br#"{"card_id":"c3","reason":"lost","op":"insert"}"#,
+            50,
+        );
+        w.append(0, &mut b).unwrap();
+        w.flush().unwrap();
+        drop(w);
+        assert!(t.refresh().unwrap());
+        assert_eq!(t.snapshot().unwrap().current.num_rows(), 2);
+    }
+}
