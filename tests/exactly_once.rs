@@ -595,7 +595,7 @@ fn a_checkpoint_right_after_a_restore_keeps_every_position() {
 /// changelog (GROUP BY without a window, a job of its own over one source) — its rows between
 /// checkpoints depend on where the watermark steps fall, so what must match is the table it
 /// leaves when applied. Issue 16, part 1: so does a windowed aggregate over a temporal join with
-/// a reference table (read again on each restart).
+/// a reference table (read again on each restart), and a window join (both aggregates' state).
 #[test]
 fn a_union_of_two_streams_survives_kill_9s() {
     let dir = tempfile::tempdir().unwrap();
@@ -643,6 +643,13 @@ INSERT INTO tiers SELECT m.risk_tier, window_start, count(*) AS n, sum(c.amount_
 FROM TUMBLE(cards, event_time, INTERVAL '1' MINUTE) c
 JOIN merchants FOR SYSTEM_TIME AS OF c.event_time m ON m.merchant_id = c.merchant_id
 GROUP BY m.risk_tier, window_start, window_end;
+CREATE SINK side_by_side WITH (connector = 'log', topic = 'side_by_side');
+INSERT INTO side_by_side SELECT a.merchant_id, a.window_start, a.n AS auths, c.n AS captures
+FROM (SELECT merchant_id, window_start, window_end, count(*) AS n FROM TUMBLE(cards, event_time, INTERVAL '1' MINUTE)
+      WHERE event_type = 'authorization' GROUP BY merchant_id, window_start, window_end) a
+LEFT JOIN (SELECT merchant_id, window_start, window_end, count(*) AS n FROM TUMBLE(cards, event_time, INTERVAL '1' MINUTE)
+      WHERE event_type = 'capture' GROUP BY merchant_id, window_start, window_end) c
+  ON c.merchant_id = a.merchant_id AND c.window_start = a.window_start;
 ",
         merchants.display()
     );
@@ -718,7 +725,14 @@ INSERT INTO totals SELECT merchant_id, currency, count(*) AS n, sum(amount_minor
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{err}");
     assert!(err.contains("resumed=true"), "{err}");
-    for sink in ["rules", "big", "pairs", "tiers", "cards-wallets.dlq"] {
+    for sink in [
+        "rules",
+        "big",
+        "pairs",
+        "tiers",
+        "side_by_side",
+        "cards-wallets.dlq",
+    ] {
         let (want, got) = (consume_all(&reference, sink), consume_all(&crashed, sink));
         assert!(!want.is_empty(), "{sink} is empty");
         assert!(

@@ -35,6 +35,7 @@ mod tumbling_window;
 mod union;
 mod updating;
 mod watermark;
+mod window_join;
 mod window_state;
 
 use datafusion::arrow::array::{AsArray, BooleanArray, RecordBatch};
@@ -287,6 +288,11 @@ fn build_unnamed(plan: &StreamPlan) -> Result<Box<dyn Operator>> {
             spec,
             std::sync::Arc::clone(&plan.output_schema),
         )?),
+        PlanKind::WindowJoin(spec) => Box::new(window_join::WindowJoin::new(
+            (**spec).clone(),
+            build_unnamed(&spec.left)?,
+            build_unnamed(&spec.right)?,
+        )),
         PlanKind::Enriched(spec) => Box::new(enrich::Enriched::new(
             spec.stages.clone(),
             build_unnamed(&spec.inner)?,

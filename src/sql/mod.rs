@@ -18,6 +18,7 @@ pub mod source_columns;
 pub(crate) mod stream_reads;
 mod time_grouping;
 mod union;
+mod window_join;
 mod window_tvf;
 mod with_clause;
 
@@ -25,8 +26,8 @@ pub use self::join::IntervalJoinSpec;
 pub use self::over::{Frame, FunctionKind, OverFunction, OverSpec};
 pub use self::plan::{
     AggregateSpec, CHANGELOG_OP, ChainSpec, EnrichedSpec, KeySlot, OP_DELETE, OP_INSERT, OP_UPDATE,
-    Partitioning, PlanKind, Stage, StreamPlan, UnionSpec, UpdatingSpec, apply_stages,
-    apply_stages_selected, apply_stages_timed,
+    Partitioning, PlanKind, Stage, StreamPlan, UnionSpec, UpdatingSpec, WindowJoinSpec,
+    apply_stages, apply_stages_selected, apply_stages_timed,
 };
 pub use self::planner::{
     MAX_EXPR_DEPTH, MAX_TOKENS, plan_query, plan_query_among, plan_query_in, plan_query_on,

@@ -379,6 +379,30 @@ pub enum PlanKind {
     /// Events joined to reference tables, then a stateful plan over the joined rows (a
     /// window, OVER or GROUP BY over `payments JOIN merchants`).
     Enriched(Box<EnrichedSpec>),
+    /// Two windowed aggregates of the stream joined on their keys and window bounds.
+    WindowJoin(Box<WindowJoinSpec>),
+}
+
+/// Two windowed aggregates with the same windows, joined on their keys and a window bound
+/// (`operators/window_join.rs`): the rows each emits for a window are joined when it closes.
+#[derive(Debug, Clone)]
+pub struct WindowJoinSpec {
+    /// The left aggregate (over the stream).
+    pub left: StreamPlan,
+    /// The right aggregate (over the same stream).
+    pub right: StreamPlan,
+    /// Left outer (every left row, with nulls when nothing matched) or inner.
+    pub left_outer: bool,
+    /// The key of a left row and of a right row (over each side's result rows).
+    pub left_keys: Vec<Arc<dyn PhysicalExpr>>,
+    /// See `left_keys`.
+    pub right_keys: Vec<Arc<dyn PhysicalExpr>>,
+    /// The rest of ON, over DataFusion's intermediate batch of a pair.
+    pub residual: Option<datafusion::physical_plan::joins::utils::JoinFilter>,
+    /// The joined rows: the left side's columns, then the right's.
+    pub joined_schema: SchemaRef,
+    /// Steps over joined rows (the rest of WHERE, the SELECT list).
+    pub output_stages: Vec<Stage>,
 }
 
 /// A stateful plan over events joined to reference tables: `stages` (filters and
@@ -648,6 +672,7 @@ impl StreamPlan {
                 }
                 _ => Partitioning::Single,
             },
+            PlanKind::WindowJoin(_) => Partitioning::Single,
             // Branches partitioned apart would need the events twice; stateless branches go
             // anywhere, and a stateful one runs with its siblings on one worker.
             PlanKind::Union(u) => match u
@@ -669,6 +694,7 @@ impl StreamPlan {
             PlanKind::Over(_) => None,
             PlanKind::Chain(c) => c.outer.window(),
             PlanKind::Enriched(e) => e.inner.window(),
+            PlanKind::WindowJoin(_) => None,
             PlanKind::Union(_) | PlanKind::Updating(_) | PlanKind::IntervalJoin(_) => None,
         }
     }

@@ -380,6 +380,14 @@ async fn plan_query_async(
             ),
         ));
     }
+    // Two windowed aggregates joined side by side.
+    if let Some(sides) = super::window_join::sides(sql, select) {
+        let stmt = stmt.clone();
+        return Box::pin(plan_window_join(
+            sql, stmt, sides, &tokens, events, stream, limits, tables,
+        ))
+        .await;
+    }
     let time_column = events
         .arrow()
         .field(events.event_time_column())
@@ -605,27 +613,7 @@ async fn plan_query_async(
     } else {
         Arc::clone(events.arrow())
     };
-    let mut config = SessionConfig::new()
-        .with_target_partitions(1)
-        .with_information_schema(false);
-    // Positions of unknown columns and functions in DataFusion's errors.
-    config.options_mut().sql_parser.collect_spans = true;
-    let state = SessionStateBuilder::new()
-        .with_config(config)
-        .with_default_features()
-        .with_optimizer_rules(vec![
-            // `IN (SELECT …)` and `EXISTS` as semi and anti joins (lookups of a table).
-            Arc::new(
-                datafusion::optimizer::decorrelate_predicate_subquery::DecorrelatePredicateSubquery::new(),
-            ),
-            Arc::new(super::checked::CheckedConstants),
-            Arc::new(SimplifyExpressions::new()),
-        ])
-        .with_physical_optimizer_rules(vec![])
-        .build();
-    let ctx = SessionContext::new_with_state(state);
-    // Sums of integers are exact (128 bits), not DataFusion's wrapping 64-bit sum.
-    ctx.register_udaf(crate::operators::exact_sum_udaf());
+    let ctx = planning_context();
     ctx.register_table(stream, Arc::new(EmptyTable::new(Arc::clone(&schema))))?;
     for t in tables {
         if t.name().eq_ignore_ascii_case(stream)
@@ -699,6 +687,91 @@ async fn plan_query_async(
         sql: sql.to_string(),
         name: "the query".into(),
         kind,
+        output_schema,
+        events: Arc::clone(events),
+    })
+}
+
+/// The DataFusion context a query is planned in: one partition, no physical optimisation
+/// (the plan is read, never run), `IN` / `EXISTS` decorrelated into joins, constants checked
+/// for overflow, and exact integer sums.
+fn planning_context() -> SessionContext {
+    let mut config = SessionConfig::new()
+        .with_target_partitions(1)
+        .with_information_schema(false);
+    // Positions of unknown columns and functions in DataFusion's errors.
+    config.options_mut().sql_parser.collect_spans = true;
+    let state = SessionStateBuilder::new()
+        .with_config(config)
+        .with_default_features()
+        .with_optimizer_rules(vec![
+            // `IN (SELECT …)` and `EXISTS` as semi and anti joins (lookups of a table).
+            Arc::new(
+                datafusion::optimizer::decorrelate_predicate_subquery::DecorrelatePredicateSubquery::new(),
+            ),
+            Arc::new(super::checked::CheckedConstants),
+            Arc::new(SimplifyExpressions::new()),
+        ])
+        .with_physical_optimizer_rules(vec![])
+        .build();
+    let ctx = SessionContext::new_with_state(state);
+    // Sums of integers are exact (128 bits), not DataFusion's wrapping 64-bit sum.
+    ctx.register_udaf(crate::operators::exact_sum_udaf());
+    ctx
+}
+
+/// A window join: each side planned as the query it is, then the outer query over their
+/// results ([`super::window_join`]).
+#[allow(clippy::too_many_arguments)]
+async fn plan_window_join(
+    sql: &str,
+    stmt: Statement,
+    sides: (String, String, Span),
+    tokens: &[TokenWithSpan],
+    events: &Arc<EventSchema>,
+    stream: &str,
+    limits: &WindowLimits,
+    tables: &[Arc<ReferenceTable>],
+) -> Result<StreamPlan> {
+    let (left_sql, right_sql, at) = sides;
+    let left = Box::pin(plan_query_async(
+        &left_sql,
+        events,
+        stream,
+        limits,
+        &[],
+        tables,
+    ))
+    .await?;
+    let right = Box::pin(plan_query_async(
+        &right_sql,
+        events,
+        stream,
+        limits,
+        &[],
+        tables,
+    ))
+    .await?;
+    let ctx = planning_context();
+    ctx.register_table(
+        super::window_join::LEFT,
+        Arc::new(EmptyTable::new(Arc::clone(&left.output_schema))),
+    )?;
+    ctx.register_table(
+        super::window_join::RIGHT,
+        Arc::new(EmptyTable::new(Arc::clone(&right.output_schema))),
+    )?;
+    let state = ctx.state();
+    let (physical, _) = match physical_plan(&state, stmt.clone()).await {
+        Ok(p) => p,
+        Err(e) => return Err(df_plan_error(&e, tokens, &state, &stmt, &left.output_schema).await),
+    };
+    let output_schema = physical.schema();
+    let spec = super::window_join::lift(&physical, left, right, at)?;
+    Ok(StreamPlan {
+        sql: sql.to_string(),
+        name: "the query".into(),
+        kind: PlanKind::WindowJoin(Box::new(spec)),
         output_schema,
         events: Arc::clone(events),
     })

@@ -343,7 +343,7 @@ fn check_bound(body: &Query, bound: &str, cte: &str, at: Span) -> Result<()> {
 }
 
 /// Byte range of `[from, to)` (parser locations) in `sql`.
-fn range(sql: &str, from: Location, to: Location) -> std::ops::Range<usize> {
+pub(super) fn range(sql: &str, from: Location, to: Location) -> std::ops::Range<usize> {
     offset(sql, from)..offset(sql, to)
 }
 
@@ -363,7 +363,7 @@ fn offset(sql: &str, at: Location) -> usize {
 }
 
 /// `sql` with every character whose byte offset `keep` refuses blanked (newlines stay).
-fn blank(sql: &str, keep: impl Fn(usize) -> bool) -> String {
+pub(super) fn blank(sql: &str, keep: impl Fn(usize) -> bool) -> String {
     sql.char_indices()
         .map(|(i, c)| if c == '\n' || keep(i) { c } else { ' ' })
         .collect()

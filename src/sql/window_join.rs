@@ -1,0 +1,250 @@
+//! Window joins: two windowed aggregates (subqueries, or CTEs inlined as subqueries) joined on
+//! their keys and window bounds:
+//!
+//! ```sql
+//! SELECT a.merchant_id, a.window_start, a.n AS authorizations, c.n AS captures
+//! FROM (SELECT merchant_id, window_start, window_end, count(*) AS n
+//!       FROM TUMBLE(payments, event_time, INTERVAL '1' MINUTE)
+//!       WHERE event_type = 'authorization' GROUP BY merchant_id, window_start, window_end) a
+//! LEFT JOIN (SELECT merchant_id, window_start, window_end, count(*) AS n
+//!       FROM TUMBLE(payments, event_time, INTERVAL '1' MINUTE)
+//!       WHERE event_type = 'capture' GROUP BY merchant_id, window_start, window_end) c
+//!   ON c.merchant_id = a.merchant_id AND c.window_start = a.window_start
+//! ```
+//! Each side is planned as the query it is; the outer query is planned by DataFusion over two
+//! tables with the sides' result columns, and its join read here: equalities of a left and a
+//! right expression are the key (one of them must equate the window bounds), the rest is
+//! checked on each pair. The operator is `operators/window_join.rs`.
+
+use std::sync::Arc;
+
+use datafusion::common::tree_node::{Transformed, TreeNode};
+use datafusion::common::{JoinSide, JoinType};
+use datafusion::logical_expr::Operator as BinaryOp;
+use datafusion::physical_expr::expressions::{BinaryExpr, Column};
+use datafusion::physical_expr::split_conjunction;
+use datafusion::physical_expr::utils::collect_columns;
+use datafusion::physical_plan::joins::NestedLoopJoinExec;
+use datafusion::physical_plan::joins::utils::JoinFilter;
+use datafusion::physical_plan::{ExecutionPlan, PhysicalExpr};
+use datafusion::sql::sqlparser::ast::{Ident, ObjectName, Select, SetExpr, Spanned, TableFactor};
+use datafusion::sql::sqlparser::tokenizer::Span;
+
+use super::plan::{Stage, StreamPlan, WindowJoinSpec};
+use super::window_tvf::plan_error;
+use crate::error::{Error, Result};
+use crate::schema::{WINDOW_END, WINDOW_START};
+
+/// What the planner registers each side's results as.
+pub(super) const LEFT: &str = "window join left";
+/// See [`LEFT`].
+pub(super) const RIGHT: &str = "window join right";
+
+/// The two sides of a window join in `select`'s FROM, as texts of their own (everything else
+/// blanked, so positions stay), with the FROM rewritten to read them as tables; `None` when
+/// the FROM is not two windowed subqueries joined.
+pub(super) fn sides(sql: &str, select: &mut Select) -> Option<(String, String, Span)> {
+    let from = select.from.first_mut()?;
+    if from.joins.len() != 1 {
+        return None;
+    }
+    let windowed = |f: &TableFactor| match f {
+        TableFactor::Derived { subquery, .. } => match subquery.body.as_ref() {
+            SetExpr::Select(s) => s
+                .from
+                .first()
+                .is_some_and(|t| matches!(&t.relation, TableFactor::Table { args: Some(_), .. })),
+            _ => false,
+        },
+        _ => false,
+    };
+    if !windowed(&from.relation) || !windowed(&from.joins[0].relation) {
+        return None;
+    }
+    let text = |f: &TableFactor| {
+        let TableFactor::Derived { subquery, .. } = f else {
+            unreachable!("checked above")
+        };
+        let span = subquery.span();
+        let range = super::with_clause::range(sql, span.start, span.end);
+        super::with_clause::blank(sql, |i| range.contains(&i))
+    };
+    let (left, right) = (text(&from.relation), text(&from.joins[0].relation));
+    let at = from.joins[0].relation.span();
+    let as_table = |f: &mut TableFactor, name: &str| {
+        let TableFactor::Derived { alias, .. } = f else {
+            return;
+        };
+        let alias = alias.take();
+        *f = TableFactor::Table {
+            name: ObjectName::from(vec![Ident::with_quote('"', name)]),
+            alias,
+            args: None,
+            with_hints: vec![],
+            version: None,
+            with_ordinality: false,
+            partitions: vec![],
+            json_path: None,
+            sample: None,
+            index_hints: vec![],
+        };
+    };
+    as_table(&mut from.relation, LEFT);
+    as_table(&mut from.joins[0].relation, RIGHT);
+    Some((left, right, at))
+}
+
+/// Reads the outer query's plan (stages over a nested-loop join of the two sides' tables).
+pub(super) fn lift(
+    root: &Arc<dyn ExecutionPlan>,
+    left: StreamPlan,
+    right: StreamPlan,
+    at: Span,
+) -> Result<WindowJoinSpec> {
+    let (Some(lw), Some(rw)) = (left.window(), right.window()) else {
+        return Err(plan_error(
+            at,
+            "both sides of a window join are windowed aggregates (GROUP BY …, window_start, window_end over TUMBLE or HOP)",
+        ));
+    };
+    if lw.kind != rw.kind || matches!(lw.kind, super::WindowKind::Session { .. }) {
+        return Err(plan_error(
+            at,
+            "the two sides of a window join need the same TUMBLE or HOP windows (the same size and slide); session windows differ per key and cannot be joined",
+        ));
+    }
+    let mut stages = Vec::new();
+    let mut node = Arc::clone(root);
+    let join_node = loop {
+        if node.downcast_ref::<NestedLoopJoinExec>().is_some() {
+            break Arc::clone(&node);
+        }
+        if let Some(p) =
+            node.downcast_ref::<datafusion::physical_plan::projection::ProjectionExec>()
+        {
+            let input = p.input().schema();
+            stages.push(Stage::Project {
+                exprs: p
+                    .expr()
+                    .iter()
+                    .map(|e| super::checked::checked(Arc::clone(&e.expr), &input))
+                    .collect::<datafusion::error::Result<_>>()?,
+                schema: p.schema(),
+            });
+            node = Arc::clone(p.input());
+        } else if let Some(f) = node.downcast_ref::<datafusion::physical_plan::filter::FilterExec>()
+        {
+            stages.push(Stage::Filter(super::checked::checked(
+                Arc::clone(f.predicate()),
+                &f.input().schema(),
+            )?));
+            node = Arc::clone(f.input());
+        } else {
+            return Err(plan_error(
+                at,
+                format!(
+                    "over a window join only filters and a SELECT list are supported (not {})",
+                    node.name()
+                ),
+            ));
+        }
+    };
+    stages.reverse();
+    let join = join_node
+        .downcast_ref::<NestedLoopJoinExec>()
+        .ok_or_else(|| Error::Internal("a window join without its join".into()))?;
+    let left_outer = match join.join_type() {
+        JoinType::Inner => false,
+        JoinType::Left => true,
+        _ => {
+            return Err(plan_error(
+                at,
+                "a window join is JOIN (inner) or LEFT JOIN; write the side whose rows must all come out on the left",
+            ));
+        }
+    };
+    let Some(f) = join.filter().cloned() else {
+        return Err(plan_error(
+            at,
+            "a window join needs ON with the keys and window bounds equated (ON c.merchant_id = a.merchant_id AND c.window_start = a.window_start)",
+        ));
+    };
+    let side_of = |e: &Arc<dyn PhysicalExpr>| -> Option<JoinSide> {
+        let cols = collect_columns(e);
+        let mut sides = cols.iter().map(|c| f.column_indices()[c.index()].side);
+        let first = sides.next()?;
+        sides.all(|s| s == first).then_some(first)
+    };
+    let on_side = |e: &Arc<dyn PhysicalExpr>, schema: &datafusion::arrow::datatypes::SchemaRef| {
+        Arc::clone(e)
+            .transform(|n| {
+                if let Some(c) = n.downcast_ref::<Column>() {
+                    let i = f.column_indices()[c.index()].index;
+                    return Ok(Transformed::yes(
+                        Arc::new(Column::new(schema.field(i).name(), i)) as Arc<dyn PhysicalExpr>,
+                    ));
+                }
+                Ok(Transformed::no(n))
+            })
+            .map(|t| t.data)
+    };
+    let bound = |e: &Arc<dyn PhysicalExpr>, schema: &datafusion::arrow::datatypes::SchemaRef| {
+        e.downcast_ref::<Column>().is_some_and(|c| {
+            let n = schema.field(f.column_indices()[c.index()].index).name();
+            n == WINDOW_START || n == WINDOW_END
+        })
+    };
+    let (ls, rs) = (&left.output_schema, &right.output_schema);
+    let (mut left_keys, mut right_keys, mut rest) = (Vec::new(), Vec::new(), Vec::new());
+    let mut on_bounds = false;
+    for c in split_conjunction(f.expression()) {
+        if let Some(b) = c.downcast_ref::<BinaryExpr>()
+            && *b.op() == BinaryOp::Eq
+        {
+            let pair = match (side_of(b.left()), side_of(b.right())) {
+                (Some(JoinSide::Left), Some(JoinSide::Right)) => Some((b.left(), b.right())),
+                (Some(JoinSide::Right), Some(JoinSide::Left)) => Some((b.right(), b.left())),
+                _ => None,
+            };
+            if let Some((l, r)) = pair {
+                on_bounds |= bound(l, ls) && bound(r, rs);
+                left_keys.push(on_side(l, ls)?);
+                right_keys.push(on_side(r, rs)?);
+                continue;
+            }
+        }
+        rest.push(Arc::clone(c));
+    }
+    if !on_bounds {
+        return Err(plan_error(
+            at,
+            "a window join pairs rows of the same window: equate the window bounds in ON (c.window_start = a.window_start), with both sides selecting window_start (or window_end)",
+        ));
+    }
+    let residual = rest
+        .into_iter()
+        .reduce(|a, b| Arc::new(BinaryExpr::new(a, BinaryOp::And, b)) as Arc<dyn PhysicalExpr>)
+        .map(|e| -> Result<JoinFilter> {
+            Ok(JoinFilter::new(
+                super::checked::checked(e, f.schema())?,
+                f.column_indices().to_vec(),
+                Arc::clone(f.schema()),
+            ))
+        })
+        .transpose()?;
+    if join.projection().is_some() {
+        return Err(Error::Internal(
+            "a window join with its own projection".into(),
+        ));
+    }
+    Ok(WindowJoinSpec {
+        left,
+        right,
+        left_outer,
+        left_keys,
+        right_keys,
+        residual,
+        joined_schema: join.schema(),
+        output_stages: stages,
+    })
+}
