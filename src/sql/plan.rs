@@ -654,8 +654,9 @@ impl StreamPlan {
                 keys: u.aggregate.keys.clone(),
             },
             // Keys of the stream's own columns (the joined rows' first ones) are known before the
-            // join: events are spread by them (the router applies no filter: the WHERE may read
-            // the tables' columns). Keys that read a table's columns are known only after it.
+            // join: events are spread by them, after the conditions on the stream's columns (the
+            // rest of the WHERE may read the tables'). Keys that read a table's columns are known
+            // only after it.
             PlanKind::Enriched(e) => match e.inner.partitioning() {
                 Partitioning::RoundRobin => Partitioning::RoundRobin,
                 Partitioning::ByKeys { keys, .. }
@@ -665,10 +666,17 @@ impl StreamPlan {
                             .all(|c| c.index() < self.events.arrow().fields().len())
                     }) =>
                 {
-                    Partitioning::ByKeys {
-                        filters: vec![],
-                        keys,
-                    }
+                    // The conditions before the first join read the stream's columns alone.
+                    let filters = e
+                        .stages
+                        .iter()
+                        .take_while(|s| matches!(s, Stage::Filter(_)))
+                        .filter_map(|s| match s {
+                            Stage::Filter(p) => Some(Arc::clone(p)),
+                            _ => None,
+                        })
+                        .collect();
+                    Partitioning::ByKeys { filters, keys }
                 }
                 _ => Partitioning::Single,
             },

@@ -2078,7 +2078,12 @@ fn lift(
                 super::lookup::lift_lookup(j, &stream_events, tables, strip, null_aware, at)?;
             // WHERE conditions on the stream's own columns filter the events before the join
             // (the same rows for every kind of join: they read no table column).
-            let width = stream_events.arrow().fields().len();
+            // (The join's left input may be narrower than the stream: a subquery of it.)
+            let width = stream_events
+                .arrow()
+                .fields()
+                .len()
+                .min(j.left().schema().fields().len());
             let mut below = None;
             if let Some(Stage::Filter(p)) = stages.last().cloned() {
                 let (events_only, rest): (Vec<_>, Vec<_>) =

@@ -30,10 +30,16 @@ pub(super) struct Loaded {
     pub ends: Vec<u64>,
 }
 
-/// The end offsets of `topic` (what a change to the table moves).
+/// The visible end of each partition of `topic` (what a change to the table moves): a sink's
+/// records count once committed, so a query's results show when its checkpoint commits them.
 pub(super) fn ends(log_dir: &Path, topic: &str) -> Option<Vec<u64>> {
     let stats = Log::new(log_dir).partition_stats(topic).ok()?;
-    Some(stats.iter().map(|s| s.end_offset).collect())
+    Some(
+        stats
+            .iter()
+            .map(|s| s.committed.map_or(s.end_offset, |c| c.min(s.end_offset)))
+            .collect(),
+    )
 }
 
 /// Reads `decl`'s topic from its start to its end.
@@ -60,7 +66,10 @@ pub(super) fn read(decl: &TableDecl, log_dir: &Path) -> Result<Loaded> {
     // Each row as a JSON line of the table's columns, then decoded in one go.
     let mut lines: Vec<u8> = Vec::new();
     let (mut times, mut deleted) = (Vec::new(), Vec::new());
-    let mut bad: Option<String> = None;
+    // Records that are no row of the table: skipped (the topic cannot be rewritten), counted.
+    let mut skipped = 0u64;
+    let mut first_skipped: Option<String> = None;
+    let has_valid_from = decl.valid_from().is_some();
     let opts = ReadTopic {
         start: Some(StartAt::Earliest),
         isolation: Isolation::ReadCommitted,
@@ -89,33 +98,52 @@ pub(super) fn read(decl: &TableDecl, log_dir: &Path) -> Result<Loaded> {
                         let delete = o
                             .remove(crate::sql::CHANGELOG_OP)
                             .is_some_and(|op| op == crate::sql::OP_DELETE);
-                        Some((serde_json::Value::Object(o), delete))
+                        // Every row names its key.
+                        key_names
+                            .iter()
+                            .all(|k| o.get(*k).is_some_and(|v| !v.is_null()))
+                            .then_some((serde_json::Value::Object(o), delete))
                     }
                     _ => None,
                 }
             };
             match row {
-                Some((v, delete)) => {
+                Some((mut v, delete)) => {
+                    // A delete without a start of its own starts when it was recorded.
+                    if delete
+                        && has_valid_from
+                        && let serde_json::Value::Object(o) = &mut v
+                        && o.get(super::VALID_FROM)
+                            .is_none_or(serde_json::Value::is_null)
+                    {
+                        o.insert(
+                            super::VALID_FROM.into(),
+                            crate::time::rfc3339(r.timestamp).into(),
+                        );
+                    }
                     lines.extend_from_slice(v.to_string().as_bytes());
                     lines.push(b'\n');
                     times.push(r.timestamp);
                     deleted.push(delete);
                 }
-                None if bad.is_none() => {
-                    bad = Some(format!(
-                        "the record at partition {partition}, offset {} is neither a JSON object of the table's columns nor a delete (a null value with the key as its record key, or \"op\": \"delete\")",
-                        r.offset
-                    ));
+                None => {
+                    skipped += 1;
+                    first_skipped.get_or_insert_with(|| {
+                        format!("partition {partition}, offset {}", r.offset)
+                    });
                 }
-                None => {}
             }
             Ok(())
         },
         || Ok(()),
     )
     .map_err(|e| fail(e.to_string()))?;
-    if let Some(b) = bad {
-        return Err(fail(b));
+    if let Some(first) = first_skipped {
+        tracing::warn!(
+            table = %decl.name,
+            topic = %topic,
+            "{skipped} records are no row of the table and were skipped (the first at {first}): a row is a JSON object with its key's columns; a delete adds \"op\": \"delete\", or is a null value keyed by the key"
+        );
     }
     let nullable = Arc::new(Schema::new(
         decl.schema
@@ -201,10 +229,24 @@ mod tests {
             br#"{"card_id":"c3","reason":"lost","op":"insert"}"#,
             50,
         );
+        // Later in the log, earlier in time: the current contents follow the log.
+        b.push(Some(b"c1"), br#"{"card_id":"c1","reason":"older"}"#, 5);
+        // No row of the table (no key, not an object): skipped, not a failed load.
+        b.push(None, br#"{"reason":"no key"}"#, 60);
+        b.push(None, b"[1, 2]", 60);
         w.append(0, &mut b).unwrap();
         w.flush().unwrap();
         drop(w);
         assert!(t.refresh().unwrap());
-        assert_eq!(t.snapshot().unwrap().current.num_rows(), 2);
+        let s = t.snapshot().unwrap();
+        let current: Vec<String> = s
+            .current
+            .column(1)
+            .as_string::<i32>()
+            .iter()
+            .map(|v| v.unwrap().to_string())
+            .collect();
+        assert_eq!(current, ["lost", "older"]);
+        assert_eq!(s.all.num_rows(), 6);
     }
 }

@@ -292,9 +292,10 @@ fn current_rows(
             .collect(),
     )?
     .convert_columns(&keys)?;
+    // By `valid_from`; else the later row (a topic's: the later record) replaces the earlier.
     let times = match decl.valid_from() {
         Some(i) => Some(timestamps_ms(all.column(i).as_ref())?),
-        None => changelog.map(|(t, _)| t.clone()),
+        None => None,
     };
     // Per key, the row of its latest version: the greatest time, the later row on a tie.
     let mut latest: hashbrown::HashMap<&[u8], u32> = hashbrown::HashMap::new();
