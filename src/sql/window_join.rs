@@ -65,9 +65,26 @@ pub(super) fn sides(sql: &str, select: &mut Select) -> Option<(String, String, S
         let TableFactor::Derived { subquery, .. } = f else {
             unreachable!("checked above")
         };
-        let span = subquery.span();
-        let range = super::with_clause::range(sql, span.start, span.end);
-        super::with_clause::blank(sql, |i| range.contains(&i))
+        // From the subquery's start to the parenthesis that closes it (its span may stop
+        // short of a trailing `)`, such as a window function's).
+        let start =
+            super::with_clause::range(sql, subquery.span().start, subquery.span().start).start;
+        let (mut depth, mut quote, mut end) = (0i64, None, sql.len());
+        for (i, ch) in sql[start..].char_indices() {
+            match (quote, ch) {
+                (Some(q), ch) if ch == q => quote = None,
+                (Some(_), _) => {}
+                (None, '\'' | '"') => quote = Some(ch),
+                (None, '(') => depth += 1,
+                (None, ')') if depth == 0 => {
+                    end = start + i;
+                    break;
+                }
+                (None, ')') => depth -= 1,
+                _ => {}
+            }
+        }
+        super::with_clause::blank(sql, |i| (start..end).contains(&i))
     };
     let (left, right) = (text(&from.relation), text(&from.joins[0].relation));
     let at = from.joins[0].relation.span();
@@ -101,7 +118,19 @@ pub(super) fn lift(
     right: StreamPlan,
     at: Span,
 ) -> Result<WindowJoinSpec> {
-    let (Some(lw), Some(rw)) = (left.window(), right.window()) else {
+    // A windowed aggregate emits a window's rows once, when it closes (a plain TUMBLE select
+    // emits each event as it comes, which has no window to pair).
+    let aggregate = |p: &StreamPlan| match &p.kind {
+        super::PlanKind::Window { .. } => true,
+        super::PlanKind::Enriched(e) => matches!(e.inner.kind, super::PlanKind::Window { .. }),
+        _ => false,
+    };
+    let (Some(lw), Some(rw), true, true) = (
+        left.window(),
+        right.window(),
+        aggregate(&left),
+        aggregate(&right),
+    ) else {
         return Err(plan_error(
             at,
             "both sides of a window join are windowed aggregates (GROUP BY …, window_start, window_end over TUMBLE or HOP)",
@@ -188,10 +217,11 @@ pub(super) fn lift(
             })
             .map(|t| t.data)
     };
+    // Which window bound a side's expression is, if it is one.
     let bound = |e: &Arc<dyn PhysicalExpr>, schema: &datafusion::arrow::datatypes::SchemaRef| {
-        e.downcast_ref::<Column>().is_some_and(|c| {
+        e.downcast_ref::<Column>().and_then(|c| {
             let n = schema.field(f.column_indices()[c.index()].index).name();
-            n == WINDOW_START || n == WINDOW_END
+            (n == WINDOW_START || n == WINDOW_END).then(|| n.clone())
         })
     };
     let (ls, rs) = (&left.output_schema, &right.output_schema);
@@ -207,7 +237,9 @@ pub(super) fn lift(
                 _ => None,
             };
             if let Some((l, r)) = pair {
-                on_bounds |= bound(l, ls) && bound(r, rs);
+                // The same bound on both sides: rows of one window (a start equal to an end
+                // pairs windows that close apart).
+                on_bounds |= bound(l, ls).is_some() && bound(l, ls) == bound(r, rs);
                 left_keys.push(on_side(l, ls)?);
                 right_keys.push(on_side(r, rs)?);
                 continue;
