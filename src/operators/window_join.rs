@@ -20,6 +20,9 @@ use super::{Emitted, EventBatch, LateEvents, Operator, OperatorOutput, RowTimes}
 use crate::error::{Error, Result};
 use crate::sql::WindowJoinSpec;
 
+/// What a window join's snapshot starts with (its format's name and version).
+const TAG: &[u8] = b"wjoin1";
+
 /// The two aggregates and the join of what they emit.
 pub(super) struct WindowJoin {
     spec: WindowJoinSpec,
@@ -224,7 +227,8 @@ impl Operator for WindowJoin {
 
     fn snapshot(&mut self) -> Result<Vec<u8>> {
         let (l, r) = (self.left.snapshot()?, self.right.snapshot()?);
-        let mut out = Vec::with_capacity(8 + l.len() + r.len());
+        let mut out = Vec::with_capacity(TAG.len() + 8 + l.len() + r.len());
+        out.extend_from_slice(TAG);
         out.extend_from_slice(&(l.len() as u64).to_le_bytes());
         out.extend_from_slice(&l);
         out.extend_from_slice(&r);
@@ -236,12 +240,16 @@ impl Operator for WindowJoin {
             operator: "window join".into(),
             message: "the snapshot does not hold the join's two sides".into(),
         };
+        let bytes = bytes.strip_prefix(TAG).ok_or_else(bad)?;
         let n = bytes
             .get(..8)
-            .map(|b| u64::from_le_bytes(b.try_into().expect("8 bytes")) as usize)
+            .and_then(|b| b.try_into().ok())
+            .map(u64::from_le_bytes)
+            .and_then(|n| usize::try_from(n).ok())
             .ok_or_else(bad)?;
-        let l = bytes.get(8..8 + n).ok_or_else(bad)?;
-        let r = bytes.get(8 + n..).ok_or_else(bad)?;
+        let end = n.checked_add(8).ok_or_else(bad)?;
+        let l = bytes.get(8..end).ok_or_else(bad)?;
+        let r = bytes.get(end..).ok_or_else(bad)?;
         self.left.restore(l)?;
         self.right.restore(r)
     }

@@ -33,7 +33,6 @@ use datafusion::sql::sqlparser::tokenizer::Span;
 use super::plan::{Stage, StreamPlan, WindowJoinSpec};
 use super::window_tvf::plan_error;
 use crate::error::{Error, Result};
-use crate::schema::{WINDOW_END, WINDOW_START};
 
 /// What the planner registers each side's results as.
 pub(super) const LEFT: &str = "window join left";
@@ -111,6 +110,39 @@ pub(super) fn sides(sql: &str, select: &mut Select) -> Option<(String, String, S
     Some((left, right, at))
 }
 
+/// Whether result column `col` of a windowed aggregate `plan` is its window's start (`true`)
+/// or end (`false`), followed back through its SELECT list.
+fn window_bound(plan: &StreamPlan, col: usize) -> Option<bool> {
+    let aggregate = match &plan.kind {
+        super::PlanKind::Window { aggregate, .. } => aggregate,
+        super::PlanKind::Enriched(e) => match &e.inner.kind {
+            super::PlanKind::Window { aggregate, .. } => aggregate,
+            _ => return None,
+        },
+        _ => return None,
+    };
+    let mut col = col;
+    for s in aggregate.output_stages.iter().rev() {
+        match s {
+            Stage::Filter(_) => {}
+            Stage::Project { exprs, .. } => col = exprs.get(col)?.downcast_ref::<Column>()?.index(),
+            Stage::Rank {
+                schema, functions, ..
+            } => {
+                if col >= schema.fields().len() - functions.len() {
+                    return None;
+                }
+            }
+            Stage::Lookup(_) => return None,
+        }
+    }
+    match aggregate.key_layout.get(col)? {
+        super::KeySlot::WindowStart => Some(true),
+        super::KeySlot::WindowEnd => Some(false),
+        super::KeySlot::Key(_) => None,
+    }
+}
+
 /// Reads the outer query's plan (stages over a nested-loop join of the two sides' tables).
 pub(super) fn lift(
     root: &Arc<dyn ExecutionPlan>,
@@ -171,10 +203,7 @@ pub(super) fn lift(
         } else {
             return Err(plan_error(
                 at,
-                format!(
-                    "over a window join only filters and a SELECT list are supported (not {})",
-                    node.name()
-                ),
+                "over a window join only WHERE and a SELECT list are supported (no GROUP BY, DISTINCT, OVER, ORDER BY or USING): aggregate inside the two sides, and join them with ON",
             ));
         }
     };
@@ -217,12 +246,11 @@ pub(super) fn lift(
             })
             .map(|t| t.data)
     };
-    // Which window bound a side's expression is, if it is one.
-    let bound = |e: &Arc<dyn PhysicalExpr>, schema: &datafusion::arrow::datatypes::SchemaRef| {
-        e.downcast_ref::<Column>().and_then(|c| {
-            let n = schema.field(f.column_indices()[c.index()].index).name();
-            (n == WINDOW_START || n == WINDOW_END).then(|| n.clone())
-        })
+    // Which window bound of its aggregate a side's expression is, if it is one: traced back
+    // through the side's SELECT list, not taken from a column's name.
+    let bound = |e: &Arc<dyn PhysicalExpr>, plan: &StreamPlan| {
+        e.downcast_ref::<Column>()
+            .and_then(|c| window_bound(plan, f.column_indices()[c.index()].index))
     };
     let (ls, rs) = (&left.output_schema, &right.output_schema);
     let (mut left_keys, mut right_keys, mut rest) = (Vec::new(), Vec::new(), Vec::new());
@@ -239,9 +267,9 @@ pub(super) fn lift(
             if let Some((l, r)) = pair {
                 // The same bound on both sides: rows of one window (a start equal to an end
                 // pairs windows that close apart).
-                on_bounds |= bound(l, ls).is_some() && bound(l, ls) == bound(r, rs);
-                left_keys.push(on_side(l, ls)?);
-                right_keys.push(on_side(r, rs)?);
+                on_bounds |= bound(l, &left).is_some() && bound(l, &left) == bound(r, &right);
+                left_keys.push(super::checked::checked(on_side(l, ls)?, ls)?);
+                right_keys.push(super::checked::checked(on_side(r, rs)?, rs)?);
                 continue;
             }
         }
