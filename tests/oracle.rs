@@ -493,6 +493,13 @@ fn a_union_of_two_streams_equals_the_batch_union_of_its_branches() {
             let expected = batch_rows(&bsql, &[("cards", &cards), ("wallets", &wallets)]);
             let plan = paystream::sql::plan_query_among(sql, &streams, &Default::default())
                 .unwrap_or_else(|e| panic!("{sql}: {e}"));
+            // A join of the two streams is spread by each stream's own key.
+            if sql.contains("JOIN") {
+                assert!(matches!(
+                    plan.partitioning(),
+                    paystream::sql::Partitioning::ByStreamKeys(_)
+                ));
+            }
             let parts: Vec<Arc<dyn Source>> = files
                 .iter()
                 .map(|f| Arc::new(paystream::FileSource::new(f)) as Arc<dyn Source>)

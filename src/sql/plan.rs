@@ -329,6 +329,10 @@ pub enum Partitioning {
         /// The non-window group keys, in the aggregate's order.
         keys: Vec<Arc<dyn PhysicalExpr>>,
     },
+    /// By hash of keys of its own for each of the streams a join of two streams reads (in
+    /// [`StreamPlan::stream_events`] order): an event goes to the worker of its key, whichever
+    /// stream it is of, so the events of one key meet on one worker. No filter is applied.
+    ByStreamKeys(Vec<Vec<Arc<dyn PhysicalExpr>>>),
     /// Everything to worker 0 (an aggregate without keys has one group per window).
     Single,
     /// Batch by batch in turn (stateless queries).
@@ -646,7 +650,28 @@ impl StreamPlan {
                     keys: j.left_keys.clone(),
                 }
             }
-            // Keys of different columns (or streams): one worker sees both sides.
+            // A join of two streams whose keys have the same types: each stream's events by its
+            // own side's key, hashed alike.
+            PlanKind::IntervalJoin(j)
+                if j.streams.len() == 2 && {
+                    let types = |keys: &[Arc<dyn PhysicalExpr>], e: &EventSchema| {
+                        keys.iter()
+                            .map(|k| k.data_type(e.arrow()).ok())
+                            .collect::<Vec<_>>()
+                    };
+                    let (l, r) = (
+                        types(&j.left_keys, &j.left_events),
+                        types(&j.right_keys, &j.right_events),
+                    );
+                    l == r && l.iter().all(Option::is_some)
+                } =>
+            {
+                let mut per_stream = vec![Vec::new(), Vec::new()];
+                per_stream[j.left_stream] = j.left_keys.clone();
+                per_stream[j.right_stream] = j.right_keys.clone();
+                Partitioning::ByStreamKeys(per_stream)
+            }
+            // Keys of different columns or types: one worker sees both sides.
             PlanKind::IntervalJoin(_) => Partitioning::Single,
             PlanKind::Updating(u) if u.aggregate.keys.is_empty() => Partitioning::Single,
             PlanKind::Updating(u) => Partitioning::ByKeys {

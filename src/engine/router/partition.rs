@@ -12,7 +12,7 @@ use datafusion::arrow::array::{
 };
 use datafusion::arrow::compute::{filter_record_batch, take};
 use datafusion::common::hash_utils::{RandomState, create_hashes};
-use datafusion::physical_expr::utils::{collect_columns, reassign_expr_columns};
+use datafusion::physical_expr::utils::collect_columns;
 use datafusion::physical_plan::PhysicalExpr;
 
 use crate::error::{Error, Result};
@@ -33,6 +33,8 @@ enum How {
     Single,
     RoundRobin,
     ByKeys(KeyEval),
+    /// Per stream of the run (a join of two streams), its own keys.
+    ByStreamKeys(Vec<KeyEval>),
 }
 
 /// The WHERE clause and group keys, bound to the event schema; the keys are rebound to just
@@ -59,29 +61,15 @@ impl Partitioner {
             Partitioning::Single => How::Single,
             Partitioning::RoundRobin => How::RoundRobin,
             Partitioning::ByKeys { filters, keys } => {
-                let mut cols = std::collections::BTreeSet::new();
-                for k in &keys {
-                    cols.extend(collect_columns(k).iter().map(|c| c.index()));
-                }
-                let key_columns: Vec<usize> = cols.into_iter().collect();
-                let schema = Arc::clone(events.arrow());
-                if let Some(c) = key_columns.iter().find(|c| **c >= schema.fields().len()) {
-                    return Err(Error::Internal(format!(
-                        "a group key reads column {c}, which is not an event column"
-                    )));
-                }
-                let key_schema = Arc::new(schema.project(&key_columns)?);
-                let keys = keys
-                    .into_iter()
-                    .map(|k| reassign_expr_columns(k, &key_schema))
-                    .collect::<datafusion::error::Result<_>>()?;
-                How::ByKeys(KeyEval {
-                    filters,
-                    key_columns,
-                    key_schema,
-                    keys,
-                })
+                How::ByKeys(KeyEval::new(filters, keys, events)?)
             }
+            Partitioning::ByStreamKeys(per_stream) => How::ByStreamKeys(
+                per_stream
+                    .into_iter()
+                    .zip(plan.stream_events())
+                    .map(|(keys, e)| KeyEval::new(vec![], keys, &e))
+                    .collect::<Result<_>>()?,
+            ),
         };
         Ok(Partitioner {
             query: plan.name.clone(),
@@ -107,6 +95,9 @@ impl Partitioner {
                 return Ok(parts);
             }
             How::ByKeys(eval) => eval,
+            How::ByStreamKeys(evals) => evals
+                .get(events.stream)
+                .ok_or_else(|| Error::Internal(format!("events of stream {}", events.stream)))?,
         };
         let batch = &events.batch;
         let rows = batch.num_rows();
@@ -155,6 +146,36 @@ impl Partitioner {
 }
 
 impl KeyEval {
+    /// `keys` (and `filters`) bound to the columns of `events` they read.
+    fn new(
+        filters: Vec<Arc<dyn PhysicalExpr>>,
+        keys: Vec<Arc<dyn PhysicalExpr>>,
+        events: &crate::schema::EventSchema,
+    ) -> Result<Self> {
+        let mut cols = std::collections::BTreeSet::new();
+        for k in &keys {
+            cols.extend(collect_columns(k).iter().map(|c| c.index()));
+        }
+        let key_columns: Vec<usize> = cols.into_iter().collect();
+        let schema = Arc::clone(events.arrow());
+        if let Some(c) = key_columns.iter().find(|c| **c >= schema.fields().len()) {
+            return Err(Error::Internal(format!(
+                "a group key reads column {c}, which is not an event column"
+            )));
+        }
+        let key_schema = Arc::new(schema.project(&key_columns)?);
+        let keys = keys
+            .into_iter()
+            .map(|k| crate::operators::rebind(&k, &key_columns))
+            .collect::<Result<_>>()?;
+        Ok(KeyEval {
+            filters,
+            key_columns,
+            key_schema,
+            keys,
+        })
+    }
+
     /// The group keys over the rows `mask` keeps (all when `None`).
     fn keys(&self, batch: &RecordBatch, mask: Option<&BooleanArray>) -> Result<Vec<ArrayRef>> {
         let cols = self
