@@ -25,6 +25,7 @@ use datafusion::physical_expr::utils::collect_columns;
 use datafusion::physical_plan::joins::NestedLoopJoinExec;
 use datafusion::physical_plan::joins::utils::{ColumnIndex, JoinFilter};
 use datafusion::physical_plan::{ExecutionPlan, PhysicalExpr};
+use datafusion::sql::sqlparser::ast::{Spanned, TableFactor};
 use datafusion::sql::sqlparser::tokenizer::{Span, Token, TokenWithSpan, Whitespace};
 
 use super::window_tvf::plan_error;
@@ -502,4 +503,104 @@ pub(super) fn move_columns_of_aggregate(
         }
     }
     Ok(())
+}
+
+/// What the joins of a query with tables need to know of it.
+pub(super) struct JoinContext<'a> {
+    /// The stream's name.
+    pub stream: &'a str,
+    /// The name of its time column.
+    pub time_column: String,
+    /// What the query calls the stream: its name, and its alias.
+    pub stream_alias: &'a [String],
+    /// The declared tables.
+    pub tables: &'a [Arc<ReferenceTable>],
+    /// The `FOR SYSTEM_TIME AS OF` clauses taken out of the text.
+    pub as_of: &'a [AsOfClause],
+}
+
+/// Whether `inner` lies within `outer`.
+pub(super) fn within(inner: Span, outer: Span) -> bool {
+    let at = |l: datafusion::sql::sqlparser::tokenizer::Location| (l.line, l.column);
+    at(outer.start) <= at(inner.start) && at(inner.end) <= at(outer.end)
+}
+
+/// Checks a joined relation that names a table: the table exists, and a `FOR SYSTEM_TIME AS
+/// OF` after it names the stream's time, in which case the reference is renamed to the table's
+/// scan of every version. Returns the index of its clause and the table it joins by version.
+pub(super) fn table_relation(
+    relation: &mut TableFactor,
+    cx: &JoinContext<'_>,
+) -> Result<(Option<usize>, Option<Arc<ReferenceTable>>)> {
+    let (stream, tables, as_of, stream_alias) = (cx.stream, cx.tables, cx.as_of, cx.stream_alias);
+    let mut found = (None, None);
+    if let TableFactor::Table {
+        name,
+        alias,
+        args: None,
+        ..
+    } = relation
+    {
+        let written = name.to_string();
+        let written = written.trim_matches('"').to_string();
+        let Some(table) = tables
+            .iter()
+            .find(|t| t.name().eq_ignore_ascii_case(&written))
+        else {
+            let known: Vec<String> = tables.iter().map(|t| format!("`{}`", t.name())).collect();
+            let known = match known.is_empty() {
+                true => String::new(),
+                false => format!(" (the declared tables are {})", known.join(", ")),
+            };
+            return Err(plan_error(
+                name.span(),
+                format!(
+                    "unknown table `{written}`{known}; a join reads the stream `{stream}` with a reference table: declare it with CREATE TABLE {written} (…) WITH (connector = 'file', path = '…')"
+                ),
+            ));
+        };
+        let clause = as_of.iter().position(|c| within(c.table, name.span()));
+        if let Some(i) = clause {
+            found.0 = Some(i);
+            let c = &as_of[i];
+            // The stream's time: `event_time`, or qualified by the stream's alias or name.
+            let time_ok = match c.words.as_slice() {
+                [t] => t.eq_ignore_ascii_case(&cx.time_column),
+                [q, t] => {
+                    t.eq_ignore_ascii_case(&cx.time_column)
+                        && stream_alias.iter().any(|a| a.eq_ignore_ascii_case(q))
+                }
+                _ => false,
+            };
+            let proctime = c.words == ["PROCTIME"];
+            if !time_ok && !proctime {
+                return Err(plan_error(
+                    c.at,
+                    format!(
+                        "FOR SYSTEM_TIME AS OF takes the stream's event-time column (FOR SYSTEM_TIME AS OF p.{}), so a replay joins the versions the live run joined",
+                        cx.time_column
+                    ),
+                ));
+            }
+            if time_ok {
+                // Registered under a name of its own, whose scan reads every version.
+                if alias.is_none() {
+                    *alias = Some(datafusion::sql::sqlparser::ast::TableAlias {
+                        explicit: true,
+                        at: None,
+                        name: datafusion::sql::sqlparser::ast::Ident::new(table.name()),
+                        columns: vec![],
+                    });
+                }
+                *name = datafusion::sql::sqlparser::ast::ObjectName::from(vec![
+                    datafusion::sql::sqlparser::ast::Ident::with_quote(
+                        '"',
+                        super::lookup::as_of_name(table.name()),
+                    ),
+                ]);
+                found.1 = Some(Arc::clone(table));
+            }
+        }
+    }
+    Ok(found)
 }

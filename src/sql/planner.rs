@@ -244,12 +244,6 @@ impl Visitor for Shape {
     }
 }
 
-/// Whether `inner` lies within `outer`.
-fn within(inner: Span, outer: Span) -> bool {
-    let at = |l: datafusion::sql::sqlparser::tokenizer::Location| (l.line, l.column);
-    at(outer.start) <= at(inner.start) && at(inner.end) <= at(outer.end)
-}
-
 /// The name of the events' time column.
 fn time_column_name(events: &EventSchema) -> String {
     events
@@ -270,7 +264,7 @@ fn locate(tokens: &[TokenWithSpan], kw: Keyword) -> Span {
 
 /// Plans `sql` over `stream` (whose events are `events`); a `UNION ALL`'s branches may read
 /// the other streams of `catalog` (empty: only `stream`).
-async fn plan_query_async(
+pub(super) async fn plan_query_async(
     sql: &str,
     events: &Arc<EventSchema>,
     stream: &str,
@@ -383,7 +377,7 @@ async fn plan_query_async(
     // Two windowed aggregates joined side by side.
     if let Some(sides) = super::window_join::sides(sql, select) {
         let stmt = stmt.clone();
-        return Box::pin(plan_window_join(
+        return Box::pin(super::window_join::plan(
             sql, stmt, sides, &tokens, events, stream, limits, tables,
         ))
         .await;
@@ -474,7 +468,10 @@ async fn plan_query_async(
                     ));
                 }
             }
-            if let Some(c) = as_of.iter().find(|c| within(c.table, join.relation.span())) {
+            if let Some(c) = as_of
+                .iter()
+                .find(|c| super::lookup::within(c.table, join.relation.span()))
+            {
                 return Err(plan_error(
                     c.at,
                     "FOR SYSTEM_TIME AS OF joins a reference table's version; a join of streams is bounded by its ON condition's times instead",
@@ -496,75 +493,21 @@ async fn plan_query_async(
             ));
         }
         // A reference table (or a query over tables, or VALUES).
-        if let TableFactor::Table {
-            name,
-            alias,
-            args: None,
-            ..
-        } = &mut join.relation
+        let cx = super::lookup::JoinContext {
+            stream,
+            time_column: time_column_name(events),
+            stream_alias: &stream_alias,
+            tables,
+            as_of: &as_of,
+        };
+        let (clause, by_version) = super::lookup::table_relation(&mut join.relation, &cx)?;
+        if let Some(i) = clause {
+            clauses_used[i] = true;
+        }
+        if let Some(t) = by_version
+            && !versioned.iter().any(|v| Arc::ptr_eq(v, &t))
         {
-            let written = name.to_string();
-            let written = written.trim_matches('"').to_string();
-            let Some(table) = tables
-                .iter()
-                .find(|t| t.name().eq_ignore_ascii_case(&written))
-            else {
-                let known: Vec<String> = tables.iter().map(|t| format!("`{}`", t.name())).collect();
-                let known = match known.is_empty() {
-                    true => String::new(),
-                    false => format!(" (the declared tables are {})", known.join(", ")),
-                };
-                return Err(plan_error(
-                    name.span(),
-                    format!(
-                        "unknown table `{written}`{known}; a join reads the stream `{stream}` with a reference table: declare it with CREATE TABLE {written} (…) WITH (connector = 'file', path = '…')"
-                    ),
-                ));
-            };
-            let clause = as_of.iter().position(|c| within(c.table, name.span()));
-            if let Some(i) = clause {
-                clauses_used[i] = true;
-                let c = &as_of[i];
-                // The stream's time: `event_time`, or qualified by the stream's alias or name.
-                let time_ok = match c.words.as_slice() {
-                    [t] => t.eq_ignore_ascii_case(&time_column_name(events)),
-                    [q, t] => {
-                        t.eq_ignore_ascii_case(&time_column_name(events))
-                            && stream_alias.iter().any(|a| a.eq_ignore_ascii_case(q))
-                    }
-                    _ => false,
-                };
-                let proctime = c.words == ["PROCTIME"];
-                if !time_ok && !proctime {
-                    return Err(plan_error(
-                        c.at,
-                        format!(
-                            "FOR SYSTEM_TIME AS OF takes the stream's event-time column (FOR SYSTEM_TIME AS OF p.{}), so a replay joins the versions the live run joined",
-                            time_column_name(events)
-                        ),
-                    ));
-                }
-                if time_ok {
-                    // Registered under a name of its own, whose scan reads every version.
-                    if alias.is_none() {
-                        *alias = Some(datafusion::sql::sqlparser::ast::TableAlias {
-                            explicit: true,
-                            at: None,
-                            name: datafusion::sql::sqlparser::ast::Ident::new(table.name()),
-                            columns: vec![],
-                        });
-                    }
-                    *name = datafusion::sql::sqlparser::ast::ObjectName::from(vec![
-                        datafusion::sql::sqlparser::ast::Ident::with_quote(
-                            '"',
-                            super::lookup::as_of_name(table.name()),
-                        ),
-                    ]);
-                    if !versioned.iter().any(|v| Arc::ptr_eq(v, table)) {
-                        versioned.push(Arc::clone(table));
-                    }
-                }
-            }
+            versioned.push(t);
         }
     }
     if let Some(i) = clauses_used.iter().position(|u| !u) {
@@ -695,7 +638,7 @@ async fn plan_query_async(
 /// The DataFusion context a query is planned in: one partition, no physical optimisation
 /// (the plan is read, never run), `IN` / `EXISTS` decorrelated into joins, constants checked
 /// for overflow, and exact integer sums.
-fn planning_context() -> SessionContext {
+pub(super) fn planning_context() -> SessionContext {
     let mut config = SessionConfig::new()
         .with_target_partitions(1)
         .with_information_schema(false);
@@ -718,63 +661,6 @@ fn planning_context() -> SessionContext {
     // Sums of integers are exact (128 bits), not DataFusion's wrapping 64-bit sum.
     ctx.register_udaf(crate::operators::exact_sum_udaf());
     ctx
-}
-
-/// A window join: each side planned as the query it is, then the outer query over their
-/// results ([`super::window_join`]).
-#[allow(clippy::too_many_arguments)]
-async fn plan_window_join(
-    sql: &str,
-    stmt: Statement,
-    sides: (String, String, Span),
-    tokens: &[TokenWithSpan],
-    events: &Arc<EventSchema>,
-    stream: &str,
-    limits: &WindowLimits,
-    tables: &[Arc<ReferenceTable>],
-) -> Result<StreamPlan> {
-    let (left_sql, right_sql, at) = sides;
-    let left = Box::pin(plan_query_async(
-        &left_sql,
-        events,
-        stream,
-        limits,
-        &[],
-        tables,
-    ))
-    .await?;
-    let right = Box::pin(plan_query_async(
-        &right_sql,
-        events,
-        stream,
-        limits,
-        &[],
-        tables,
-    ))
-    .await?;
-    let ctx = planning_context();
-    ctx.register_table(
-        super::window_join::LEFT,
-        Arc::new(EmptyTable::new(Arc::clone(&left.output_schema))),
-    )?;
-    ctx.register_table(
-        super::window_join::RIGHT,
-        Arc::new(EmptyTable::new(Arc::clone(&right.output_schema))),
-    )?;
-    let state = ctx.state();
-    let (physical, _) = match physical_plan(&state, stmt.clone()).await {
-        Ok(p) => p,
-        Err(e) => return Err(df_plan_error(&e, tokens, &state, &stmt, &left.output_schema).await),
-    };
-    let output_schema = physical.schema();
-    let spec = super::window_join::lift(&physical, left, right, at)?;
-    Ok(StreamPlan {
-        sql: sql.to_string(),
-        name: "the query".into(),
-        kind: PlanKind::WindowJoin(Box::new(spec)),
-        output_schema,
-        events: Arc::clone(events),
-    })
 }
 
 /// `UNION ALL`: each branch planned over its stream (the one of `catalog` it reads, else
@@ -997,7 +883,7 @@ async fn plan_chain(
 /// DataFusion's physical plan of a statement (never executed: only its expressions are used),
 /// and for each anti join on the plan's spine, top first, whether it is a `NOT IN` (the
 /// physical plan no longer says).
-async fn physical_plan(
+pub(super) async fn physical_plan(
     state: &datafusion::execution::SessionState,
     stmt: Statement,
 ) -> datafusion::error::Result<(Arc<dyn ExecutionPlan>, Vec<bool>)> {
@@ -1038,7 +924,7 @@ fn anti_joins(plan: &datafusion::logical_expr::LogicalPlan, out: &mut Vec<bool>)
 /// position when it has one (unknown columns and functions), else the first clause that fails
 /// on its own (a type mismatch in a WHERE, a select item), else the query's start. An internal
 /// DataFusion error is never shown raw: it says it is a bug.
-async fn df_plan_error(
+pub(super) async fn df_plan_error(
     e: &datafusion::error::DataFusionError,
     tokens: &[TokenWithSpan],
     state: &datafusion::execution::SessionState,

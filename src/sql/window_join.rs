@@ -18,6 +18,7 @@
 
 use std::sync::Arc;
 
+use datafusion::catalog::empty::EmptyTable;
 use datafusion::common::tree_node::{Transformed, TreeNode};
 use datafusion::common::{JoinSide, JoinType};
 use datafusion::logical_expr::Operator as BinaryOp;
@@ -27,12 +28,17 @@ use datafusion::physical_expr::utils::collect_columns;
 use datafusion::physical_plan::joins::NestedLoopJoinExec;
 use datafusion::physical_plan::joins::utils::JoinFilter;
 use datafusion::physical_plan::{ExecutionPlan, PhysicalExpr};
-use datafusion::sql::sqlparser::ast::{Ident, ObjectName, Select, SetExpr, Spanned, TableFactor};
-use datafusion::sql::sqlparser::tokenizer::Span;
+use datafusion::sql::sqlparser::ast::{
+    Ident, ObjectName, Select, SetExpr, Spanned, Statement, TableFactor,
+};
+use datafusion::sql::sqlparser::tokenizer::{Span, TokenWithSpan};
 
-use super::plan::{Stage, StreamPlan, WindowJoinSpec};
+use super::WindowLimits;
+use super::plan::{PlanKind, Stage, StreamPlan, WindowJoinSpec};
 use super::window_tvf::plan_error;
 use crate::error::{Error, Result};
+use crate::schema::EventSchema;
+use crate::table::ReferenceTable;
 
 /// What the planner registers each side's results as.
 pub(super) const LEFT: &str = "window join left";
@@ -306,5 +312,71 @@ pub(super) fn lift(
         residual,
         joined_schema: join.schema(),
         output_stages: stages,
+    })
+}
+
+/// A window join: each side planned as the query it is, then the outer query over their
+/// results ([`super::window_join`]).
+#[allow(clippy::too_many_arguments)]
+pub(super) async fn plan(
+    sql: &str,
+    stmt: Statement,
+    sides: (String, String, Span),
+    tokens: &[TokenWithSpan],
+    events: &Arc<EventSchema>,
+    stream: &str,
+    limits: &WindowLimits,
+    tables: &[Arc<ReferenceTable>],
+) -> Result<StreamPlan> {
+    let (left_sql, right_sql, at) = sides;
+    let left = Box::pin(super::planner::plan_query_async(
+        &left_sql,
+        events,
+        stream,
+        limits,
+        &[],
+        tables,
+    ))
+    .await?;
+    let right = Box::pin(super::planner::plan_query_async(
+        &right_sql,
+        events,
+        stream,
+        limits,
+        &[],
+        tables,
+    ))
+    .await?;
+    let ctx = super::planner::planning_context();
+    ctx.register_table(
+        LEFT,
+        Arc::new(EmptyTable::new(Arc::clone(&left.output_schema))),
+    )?;
+    ctx.register_table(
+        RIGHT,
+        Arc::new(EmptyTable::new(Arc::clone(&right.output_schema))),
+    )?;
+    let state = ctx.state();
+    let (physical, _) = match super::planner::physical_plan(&state, stmt.clone()).await {
+        Ok(p) => p,
+        Err(e) => {
+            return Err(super::planner::df_plan_error(
+                &e,
+                tokens,
+                &state,
+                &stmt,
+                &left.output_schema,
+            )
+            .await);
+        }
+    };
+    let output_schema = physical.schema();
+    let spec = lift(&physical, left, right, at)?;
+    Ok(StreamPlan {
+        sql: sql.to_string(),
+        name: "the query".into(),
+        kind: PlanKind::WindowJoin(Box::new(spec)),
+        output_schema,
+        events: Arc::clone(events),
     })
 }
