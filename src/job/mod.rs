@@ -481,6 +481,10 @@ impl Job {
             .iter()
             .map(|(_, p)| format!("{}{declared}", p.sql.trim()))
             .collect();
+        let partitioning: Vec<String> = plans
+            .iter()
+            .map(|(_, p)| saved_state::partitioning_of(p))
+            .collect();
         let resumable = sources.iter().filter(|s| s.connector.resumable()).count();
         if resumable != 0 && resumable != sources.len() {
             return Err(config_err(
@@ -527,7 +531,7 @@ impl Job {
             None => None,
         };
         let restored = match (&store, &reset) {
-            (Some(store), None) => restore(store, opts, &sqls, &source_id)?,
+            (Some(store), None) => restore(store, opts, &sqls, &source_id, &partitioning)?,
             _ => None,
         };
         let reset = reset.unwrap_or_default();
@@ -656,6 +660,7 @@ impl Job {
                     source: Arc::clone(&source),
                     progress: Arc::clone(&progress),
                     queries: sqls.clone(),
+                    partitioning: partitioning.clone(),
                     workers,
                     // Numbering continues past every checkpoint in the store (after a reset, or a
                     // savepoint older than the latest checkpoint), so pruning keeps the new ones.
@@ -721,6 +726,7 @@ fn restore(
     opts: &JobOptions,
     sqls: &[String],
     topic: &str,
+    partitioning: &[String],
 ) -> Result<Option<SavedState>> {
     let found = match &opts.from_savepoint {
         Some(sp) => Some(store.savepoint(sp)?.ok_or_else(|| Error::State {
@@ -750,6 +756,17 @@ fn restore(
         return Err(Error::State {
             operator: format!("checkpoint {epoch}"),
             message: "the query file changed since this state was saved, so the state does not fit it (its queries or source differ); run with --reset-state to start over from the earliest offsets".into(),
+        });
+    }
+    // Keyed state lives on the worker of its key: it fits only the same spreading (a newer
+    // version may spread a query it ran on one worker).
+    if s.workers > 1
+        && let Some(saved) = &s.partitioning
+        && saved.as_slice() != partitioning
+    {
+        return Err(Error::State {
+            operator: format!("checkpoint {epoch}"),
+            message: "this state was saved with the queries' events spread over the workers differently (by another key, or on one worker), so its keyed state is on other workers than its keys now go to; run with --reset-state to start over".into(),
         });
     }
     Ok(Some(s))

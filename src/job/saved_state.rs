@@ -33,6 +33,9 @@ struct Header {
     epoch: u64,
     #[serde(default)]
     sinks: BTreeMap<String, Vec<u64>>,
+    /// How each query's events were spread over the workers (absent before it was recorded).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    partitioning: Option<Vec<String>>,
 }
 
 /// A stopped query's state, as saved.
@@ -42,6 +45,9 @@ pub struct SavedState {
     pub queries: Vec<String>,
     /// Workers per query (the state is partitioned by them).
     pub workers: usize,
+    /// How each query's events were spread over the workers ([`partitioning_of`]): keyed state
+    /// fits only the same spreading. `None` in states saved before it was recorded.
+    pub partitioning: Option<Vec<String>>,
     /// The source topic.
     pub topic: String,
     /// The checkpoint's number.
@@ -51,6 +57,26 @@ pub struct SavedState {
     pub sinks: BTreeMap<String, Vec<u64>>,
     /// The pipeline state.
     pub pipeline: PipelineState,
+}
+
+/// How a plan's events are spread over workers, as a checkpoint records it.
+pub fn partitioning_of(plan: &crate::sql::StreamPlan) -> String {
+    use crate::sql::Partitioning;
+    let exprs = |k: &[std::sync::Arc<dyn datafusion::physical_plan::PhysicalExpr>]| {
+        k.iter()
+            .map(|e| e.to_string())
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    match plan.partitioning() {
+        Partitioning::Single => "single".into(),
+        Partitioning::RoundRobin => "round robin".into(),
+        Partitioning::ByKeys { keys, .. } => format!("by keys {}", exprs(&keys)),
+        Partitioning::ByStreamKeys(per) => format!(
+            "by stream keys {}",
+            per.iter().map(|k| exprs(k)).collect::<Vec<_>>().join(" | ")
+        ),
+    }
 }
 
 fn bad(path: &Path, message: impl Into<String>) -> Error {
@@ -71,6 +97,7 @@ impl SavedState {
             watermark: None,
             epoch: self.epoch,
             sinks: self.sinks.clone(),
+            partitioning: self.partitioning.clone(),
         };
         let h = serde_json::to_vec(&header).expect("header serializes");
         let blob_bytes: usize = std::iter::once(&self.pipeline.router)
@@ -144,6 +171,7 @@ impl SavedState {
         Ok(SavedState {
             queries: header.queries,
             workers: header.workers,
+            partitioning: header.partitioning,
             topic: header.topic,
             epoch: header.epoch,
             sinks: header.sinks,
@@ -165,6 +193,7 @@ mod tests {
         let s = SavedState {
             queries: vec!["SELECT 1".into(), "SELECT 2".into()],
             workers: 2,
+            partitioning: Some(vec!["single".into(), "round robin".into()]),
             topic: "payments".into(),
             epoch: 7,
             sinks: [("alerts".to_string(), vec![3, 4])].into_iter().collect(),
@@ -182,6 +211,7 @@ mod tests {
         assert_eq!(back.pipeline.positions, s.pipeline.positions);
         assert_eq!(back.pipeline.router, s.pipeline.router);
         assert_eq!((back.epoch, &back.sinks), (7, &s.sinks));
+        assert_eq!(back.partitioning, s.partitioning);
         for cut in [0, 5, bytes.len() / 2, bytes.len() - 1] {
             assert!(SavedState::decode(p, &bytes[..cut]).is_err());
         }

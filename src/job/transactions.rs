@@ -40,6 +40,8 @@ pub struct Committer {
     pub(super) progress: Arc<Progress>,
     pub(super) queries: Vec<String>,
     pub(super) workers: usize,
+    /// How each query's events are spread over the workers (recorded in each checkpoint).
+    pub(super) partitioning: Vec<String>,
     /// The last checkpoint's number.
     pub(super) epoch: u64,
     /// (duration, bytes) of each checkpoint completed.
@@ -86,6 +88,7 @@ impl Committer {
         let saved = SavedState {
             queries: self.queries.clone(),
             workers: self.workers,
+            partitioning: Some(self.partitioning.clone()),
             topic: self.topic.clone(),
             epoch,
             sinks,
