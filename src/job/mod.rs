@@ -802,3 +802,50 @@ impl SinkFactory<'_> {
         self.ctx.sync()
     }
 }
+
+#[cfg(test)]
+mod restore_tests {
+    use super::*;
+
+    /// A checkpoint whose queries were spread over the workers otherwise than they are now is
+    /// refused: its keyed state would sit on workers its keys no longer go to.
+    #[test]
+    fn a_state_spread_otherwise_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = CheckpointStore::open(&dir.path().display().to_string(), 3).unwrap();
+        let saved = |partitioning: Option<Vec<String>>| SavedState {
+            queries: vec!["SELECT 1".into()],
+            workers: 2,
+            partitioning,
+            topic: "payments".into(),
+            epoch: 1,
+            sinks: BTreeMap::new(),
+            pipeline: crate::engine::PipelineState {
+                router: vec![],
+                operators: vec![vec![vec![], vec![]]],
+                positions: BTreeMap::new(),
+            },
+        };
+        let opts = JobOptions::new(dir.path());
+        let sqls = ["SELECT 1".to_string()];
+        let now = ["by keys merchant_id@4".to_string()];
+        store
+            .write(1, saved(Some(vec!["single".into()])).encode())
+            .unwrap();
+        let e = restore(&store, &opts, &sqls, "payments", &now).unwrap_err();
+        assert!(e.to_string().contains("--reset-state"), "{e}");
+        store.write(2, saved(Some(now.to_vec())).encode()).unwrap();
+        assert!(
+            restore(&store, &opts, &sqls, "payments", &now)
+                .unwrap()
+                .is_some()
+        );
+        // A state from before the spreading was recorded is taken as it is.
+        store.write(3, saved(None).encode()).unwrap();
+        assert!(
+            restore(&store, &opts, &sqls, "payments", &now)
+                .unwrap()
+                .is_some()
+        );
+    }
+}
