@@ -395,7 +395,7 @@ fn converter(types: &[DataType]) -> Result<RowConverter> {
 
 /// Whether each candidate pair passes the rest of the ON condition (DataFusion's join filter
 /// over its intermediate batch: the columns it reads, taken from either side).
-fn residual_mask(
+pub(super) fn residual_mask(
     f: &JoinFilter,
     batch: &RecordBatch,
     table: &RecordBatch,

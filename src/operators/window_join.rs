@@ -9,12 +9,9 @@
 
 use std::sync::Arc;
 
-use datafusion::arrow::array::{
-    Array, ArrayRef, AsArray, RecordBatch, RecordBatchOptions, UInt32Array,
-};
+use datafusion::arrow::array::{Array, ArrayRef, RecordBatch, RecordBatchOptions, UInt32Array};
 use datafusion::arrow::compute::{cast, concat_batches, take};
 use datafusion::arrow::row::{RowConverter, SortField};
-use datafusion::common::JoinSide;
 
 use super::{Emitted, EventBatch, LateEvents, Operator, OperatorOutput, RowTimes};
 use crate::error::{Error, Result};
@@ -113,24 +110,8 @@ impl WindowJoin {
         if let Some(f) = &self.spec.residual
             && !li.is_empty()
         {
-            let (lt, rt) = (UInt32Array::from(li.clone()), UInt32Array::from(ri.clone()));
-            let cols = f
-                .column_indices()
-                .iter()
-                .map(|ci| match ci.side {
-                    JoinSide::Left => take(left.column(ci.index).as_ref(), &lt, None),
-                    _ => take(right.column(ci.index).as_ref(), &rt, None),
-                })
-                .collect::<std::result::Result<Vec<_>, _>>()?;
-            let inter = RecordBatch::try_new_with_options(
-                Arc::clone(f.schema()),
-                cols,
-                &RecordBatchOptions::new().with_row_count(Some(li.len())),
-            )?;
-            let mask = f.expression().evaluate(&inter)?.into_array(li.len())?;
-            let mask = mask.as_boolean_opt().ok_or_else(|| {
-                Error::Internal(format!("a join condition produced {}", mask.data_type()))
-            })?;
+            // The same check as a lookup join's: the pair's columns, DataFusion's filter.
+            let mask = super::lookup_join::residual_mask(f, &left, &right, &li, &ri)?;
             let keep: Vec<usize> = (0..li.len())
                 .filter(|&k| mask.is_valid(k) && mask.value(k))
                 .collect();
