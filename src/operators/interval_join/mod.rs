@@ -14,8 +14,8 @@
 //! Rows stay in the batches they arrived in, one store per side (a batch is dropped once none
 //! of its rows is kept); a pair's columns are gathered from them with `interleave`.
 
-use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap};
+mod keys;
+
 use std::sync::Arc;
 
 use datafusion::arrow::array::{
@@ -26,10 +26,10 @@ use datafusion::arrow::compute::{cast, interleave, take_record_batch};
 use datafusion::arrow::datatypes::{SchemaRef, TimestampMillisecondType};
 use datafusion::arrow::row::{RowConverter, SortField};
 use datafusion::common::JoinSide;
-use datafusion::common::hash_utils::RandomState;
 use datafusion::physical_expr::utils::{collect_columns, reassign_expr_columns};
 use datafusion::physical_plan::PhysicalExpr;
 
+use self::keys::{Kept, Keys};
 use super::aggregate::{late_events, where_mask};
 use super::{Emitted, EventBatch, Operator, OperatorOutput, RowTimes};
 use crate::error::{Error, Result};
@@ -37,22 +37,6 @@ use crate::sql::{IntervalJoinSpec, Stage, apply_stages_timed};
 use crate::state::{Snapshot, state_err};
 
 const NAME: &str = "interval_join";
-
-/// A kept row: where it is in its side's store, its time, and (a left row) whether it matched.
-#[derive(Debug, Clone, Copy)]
-struct Kept {
-    batch: u32,
-    row: u32,
-    time: i64,
-    matched: bool,
-}
-
-/// One key's kept rows.
-#[derive(Debug, Default)]
-struct Sides {
-    left: Vec<Kept>,
-    right: Vec<Kept>,
-}
 
 /// A candidate pair: the left row (its key id and index in that key's left rows) and both
 /// rows' places.
@@ -98,6 +82,13 @@ impl Store {
     }
 }
 
+/// Kept rows of one side as `interleave` takes them: the stored batches they are in, each
+/// once, and per row (index among those batches, row).
+struct Places {
+    batches: Vec<u32>,
+    idx: Vec<(usize, usize)>,
+}
+
 /// Left (0) or right (1).
 const LEFT: usize = 0;
 const RIGHT: usize = 1;
@@ -123,13 +114,8 @@ pub(super) struct IntervalJoin {
     /// Each right key column's type where it differs from the left key's (cast to it).
     right_casts: Vec<Option<datafusion::arrow::datatypes::DataType>>,
     stores: [Store; 2],
-    /// Key bytes → key id (hashed with ahash: SipHash was a fifth of the operator's time).
-    ids: HashMap<Box<[u8]>, usize, RandomState>,
-    keys: Vec<Sides>,
-    key_bytes: Vec<Box<[u8]>>,
-    free: Vec<usize>,
-    /// (when a key's oldest kept row may go, key id).
-    expiry: BinaryHeap<Reverse<(i64, usize)>>,
+    /// Each key's kept rows and deadline.
+    keys: Keys,
 }
 
 impl IntervalJoin {
@@ -195,32 +181,8 @@ impl IntervalJoin {
             narrow_time,
             relaxed,
             stores: [Store::default(), Store::default()],
-            ids: HashMap::default(),
-            keys: Vec::new(),
-            key_bytes: Vec::new(),
-            free: Vec::new(),
-            expiry: BinaryHeap::new(),
+            keys: Keys::default(),
         })
-    }
-
-    /// The key id of `bytes`, interning it.
-    fn key_id(&mut self, bytes: &[u8]) -> usize {
-        if let Some(id) = self.ids.get(bytes) {
-            return *id;
-        }
-        let id = match self.free.pop() {
-            Some(id) => {
-                self.key_bytes[id] = bytes.into();
-                id
-            }
-            None => {
-                self.keys.push(Sides::default());
-                self.key_bytes.push(bytes.into());
-                self.keys.len() - 1
-            }
-        };
-        self.ids.insert(bytes.into(), id);
-        id
     }
 
     /// Each row's key bytes for one side (`None` for rows the side does not take).
@@ -258,40 +220,56 @@ impl IntervalJoin {
         })
     }
 
-    /// Event column `c` of side `side`'s kept rows at `at` (batch, row); nulls for a column the
-    /// side does not store (nothing reads it).
-    fn gather(&self, side: usize, c: usize, at: &[(u32, u32)]) -> Result<ArrayRef> {
+    /// Where side `side`'s kept rows at `at` (batch, row) are, as `interleave` takes them:
+    /// worked out once for all the columns gathered from them.
+    fn places(&self, side: usize, at: &[(u32, u32)]) -> Places {
+        let mut slot = vec![usize::MAX; self.stores[side].batches.len()];
+        let mut batches = Vec::new();
+        let idx = at
+            .iter()
+            .map(|(b, r)| {
+                let s = &mut slot[*b as usize];
+                if *s == usize::MAX {
+                    *s = batches.len();
+                    batches.push(*b);
+                }
+                (*s, *r as usize)
+            })
+            .collect();
+        Places { batches, idx }
+    }
+
+    /// Event column `c` of side `side`'s kept rows at `at`; nulls for a column the side does
+    /// not store (nothing reads it).
+    fn gather(&self, side: usize, c: usize, at: &Places) -> Result<ArrayRef> {
         match self.at[side][c] {
             Some(k) => self.gather_stored(side, k, at),
             None => Ok(new_null_array(
                 self.schemas[side].field(c).data_type(),
-                at.len(),
+                at.idx.len(),
             )),
         }
     }
 
     /// Stored column `c` of side `side`'s kept rows at `at`.
-    fn gather_stored(&self, side: usize, c: usize, at: &[(u32, u32)]) -> Result<ArrayRef> {
-        // The batches the rows are in, each once.
-        let mut index: HashMap<u32, usize> = HashMap::new();
-        let mut arrays: Vec<&dyn Array> = Vec::new();
-        let mut idx = Vec::with_capacity(at.len());
-        for (b, r) in at {
-            let i = *index.entry(*b).or_insert_with(|| {
-                let batch = self.stores[side].batches[*b as usize]
-                    .as_ref()
-                    .expect("kept rows' batch");
-                arrays.push(batch.column(c).as_ref());
-                arrays.len() - 1
-            });
-            idx.push((i, *r as usize));
-        }
-        if at.is_empty() {
+    fn gather_stored(&self, side: usize, c: usize, at: &Places) -> Result<ArrayRef> {
+        if at.idx.is_empty() {
             return Ok(datafusion::arrow::array::new_empty_array(
                 self.narrow[side].field(c).data_type(),
             ));
         }
-        Ok(interleave(&arrays, &idx)?)
+        let arrays: Vec<&dyn Array> = at
+            .batches
+            .iter()
+            .map(|b| {
+                self.stores[side].batches[*b as usize]
+                    .as_ref()
+                    .expect("kept rows' batch")
+                    .column(c)
+                    .as_ref()
+            })
+            .collect();
+        Ok(interleave(&arrays, &at.idx)?)
     }
 
     /// Joined rows of `pairs` of (left place, right place or none), through the output stages.
@@ -305,12 +283,14 @@ impl IntervalJoin {
         if left.is_empty() {
             return Ok(());
         }
+        let left_at = self.places(LEFT, left);
+        let right_at = right.map(|r| self.places(RIGHT, r));
         let mut cols = Vec::new();
         for c in 0..self.schemas[LEFT].fields().len() {
-            cols.push(self.gather(LEFT, c, left)?);
+            cols.push(self.gather(LEFT, c, &left_at)?);
         }
         for c in 0..self.schemas[RIGHT].fields().len() {
-            cols.push(match right {
+            cols.push(match &right_at {
                 Some(r) => self.gather(RIGHT, c, r)?,
                 None => new_null_array(self.schemas[RIGHT].field(c).data_type(), left.len()),
             });
@@ -338,12 +318,13 @@ impl IntervalJoin {
         let on = &self.spec.on;
         let left: Vec<(u32, u32)> = pairs.iter().map(|p| p.left).collect();
         let right: Vec<(u32, u32)> = pairs.iter().map(|p| p.right).collect();
+        let (left_at, right_at) = (self.places(LEFT, &left), self.places(RIGHT, &right));
         let cols = on
             .column_indices()
             .iter()
             .map(|ci| match ci.side {
-                JoinSide::Left => self.gather(LEFT, ci.index, &left),
-                _ => self.gather(RIGHT, ci.index, &right),
+                JoinSide::Left => self.gather(LEFT, ci.index, &left_at),
+                _ => self.gather(RIGHT, ci.index, &right_at),
             })
             .collect::<Result<Vec<_>>>()?;
         let batch = RecordBatch::try_new_with_options(
@@ -358,7 +339,7 @@ impl IntervalJoin {
         let (mut l, mut r, mut t) = (Vec::new(), Vec::new(), Vec::new());
         for (i, p) in pairs.iter().enumerate() {
             if holds.is_valid(i) && holds.value(i) {
-                self.keys[p.key].left[p.left_at].matched = true;
+                self.keys.sides_mut(p.key).left[p.left_at].matched = true;
                 l.push(p.left);
                 r.push(p.right);
                 t.push(p.time);
@@ -372,25 +353,11 @@ impl IntervalJoin {
     fn expire(&mut self, wm: Option<i64>, out: &mut OperatorOutput) -> Result<()> {
         let (lower, upper) = (self.spec.lower, self.spec.upper);
         let gone = |t: i64, bound: i64| wm.is_none_or(|w| t.saturating_add(bound) < w);
-        let mut due: Vec<usize> = Vec::new();
-        match wm {
-            None => due.extend(0..self.keys.len()),
-            Some(w) => {
-                while let Some(Reverse((at, id))) = self.expiry.peek().copied() {
-                    if at >= w {
-                        break;
-                    }
-                    self.expiry.pop();
-                    due.push(id);
-                }
-            }
-        }
-        due.sort_unstable();
-        due.dedup();
+        let due = self.keys.due(wm);
         let (mut unmatched, mut times) = (Vec::new(), Vec::new());
         let mut released: [Vec<u32>; 2] = [Vec::new(), Vec::new()];
         for id in due {
-            let sides = &mut self.keys[id];
+            let sides = self.keys.sides_mut(id);
             sides.left.retain(|k| {
                 if !gone(k.time, upper) {
                     return true;
@@ -416,10 +383,14 @@ impl IntervalJoin {
                 .chain(sides.right.iter().map(|k| k.time.saturating_sub(lower)))
                 .min();
             match next {
-                Some(at) => self.expiry.push(Reverse((at, id))),
-                None if self.ids.remove(&self.key_bytes[id]).is_some() => self.free.push(id),
+                Some(at) => self.keys.schedule(id, at),
+                None if wm.is_some() => self.keys.release_if_empty(id),
                 None => {}
             }
+        }
+        if wm.is_none() {
+            // The end: every key is gone; forgetting them one by one cost a lookup each.
+            self.keys = Keys::default();
         }
         if self.spec.left_outer {
             // In the order the rows arrived.
@@ -446,14 +417,14 @@ impl IntervalJoin {
             matched: false,
         };
         let at = if left {
-            self.keys[id].left.push(k);
+            self.keys.sides_mut(id).left.push(k);
             time.saturating_add(self.spec.upper)
         } else {
-            self.keys[id].right.push(k);
+            self.keys.sides_mut(id).right.push(k);
             time.saturating_sub(self.spec.lower)
         };
         self.stores[if left { LEFT } else { RIGHT }].live[b as usize] += 1;
-        self.expiry.push(Reverse((at, id)));
+        self.keys.schedule(id, at);
     }
 
     /// Adds `batch`'s rows that `left` and `right` take (in row order), emitting the pairs.
@@ -508,18 +479,18 @@ impl IntervalJoin {
             let t = times[i];
             let (lrow, rrow) = (pos[LEFT][i], pos[RIGHT][i]);
             let lid = match (left[i], &lk) {
-                (true, Some(lk)) => Some(self.key_id(lk.row(i).as_ref())),
+                (true, Some(lk)) => Some(self.keys.id(lk.row(i).as_ref())),
                 _ => None,
             };
             let rid = match (right[i], &rk) {
-                (true, Some(rk)) => Some(self.key_id(rk.row(i).as_ref())),
+                (true, Some(rk)) => Some(self.keys.id(rk.row(i).as_ref())),
                 _ => None,
             };
             if let (Some(id), Some(bl)) = (lid, bl) {
                 self.keep(id, bl, lrow, t, true);
             }
             if let (Some(id), Some(br)) = (rid, br) {
-                for (at, l) in self.keys[id].left.iter().enumerate() {
+                for (at, l) in self.keys.sides(id).left.iter().enumerate() {
                     let d = t - l.time;
                     if d >= lower && d <= upper {
                         pairs.push(Pair {
@@ -533,8 +504,8 @@ impl IntervalJoin {
                 }
             }
             if let (Some(id), Some(bl)) = (lid, bl) {
-                let left_at = self.keys[id].left.len() - 1;
-                for r in &self.keys[id].right {
+                let left_at = self.keys.sides(id).left.len() - 1;
+                for r in &self.keys.sides(id).right {
                     let d = r.time - t;
                     if d >= lower && d <= upper {
                         pairs.push(Pair {
@@ -598,15 +569,16 @@ impl IntervalJoin {
     fn kept_rows(&self, side: usize) -> Result<RecordBatch> {
         let mut rows: Vec<(u32, u32, bool)> = self
             .keys
-            .iter()
+            .all()
             .flat_map(|k| if side == LEFT { &k.left } else { &k.right })
             .map(|k| (k.batch, k.row, k.matched))
             .collect();
         rows.sort_unstable();
         let places: Vec<(u32, u32)> = rows.iter().map(|r| (r.0, r.1)).collect();
+        let at = self.places(side, &places);
         let schema = &self.narrow[side];
         let mut cols = (0..schema.fields().len())
-            .map(|c| self.gather_stored(side, c, &places))
+            .map(|c| self.gather_stored(side, c, &at))
             .collect::<Result<Vec<_>>>()?;
         cols.push(Arc::new(
             rows.iter().map(|r| Some(r.2)).collect::<BooleanArray>(),
@@ -658,10 +630,10 @@ impl IntervalJoin {
         };
         let b = self.stores[side].push(events);
         for (i, t) in times.iter().enumerate() {
-            let id = self.key_id(keys.row(i).as_ref());
+            let id = self.keys.id(keys.row(i).as_ref());
             self.keep(id, b, i as u32, *t, side == LEFT);
             if side == LEFT {
-                let k = self.keys[id].left.last_mut().expect("just kept");
+                let k = self.keys.sides_mut(id).left.last_mut().expect("just kept");
                 k.matched = matched.value(i);
             }
         }
@@ -735,11 +707,7 @@ impl Operator for IntervalJoin {
             ));
         }
         self.stores = [Store::default(), Store::default()];
-        self.ids.clear();
-        self.keys.clear();
-        self.key_bytes.clear();
-        self.free.clear();
-        self.expiry.clear();
+        self.keys = Keys::default();
         self.restore_side(LEFT, left)?;
         self.restore_side(RIGHT, right)
     }
