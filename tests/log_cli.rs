@@ -422,3 +422,62 @@ fn produce_notes_records_without_their_key() {
     assert!(good && !stderr.contains("note:"), "{stderr}");
     assert_eq!(consume_all(&data, "t").len(), 6);
 }
+
+/// `topic create --compact`: `describe` says so, each `produce` run's first append rolls the
+/// segment and compacts what is sealed, `topic compact` runs a pass on demand, and a consumer
+/// reads each key's latest record only; flags that contradict compaction are refused.
+#[test]
+fn a_compacted_topic_keeps_the_latest_record_per_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    ok(paystream(&data).args([
+        "topic",
+        "create",
+        "totals",
+        "--compact",
+        "--segment-bytes",
+        "4096",
+        "--delete-retention",
+        "1h",
+    ]));
+    let d = ok(paystream(&data).args(["topic", "describe", "totals"]));
+    assert!(
+        d.contains("cleanup: compact") && d.contains("delete_retention: 1h"),
+        "{d}"
+    );
+    let mut last = Vec::new();
+    for run in 0..3 {
+        let recs: Vec<String> = (0..150)
+            .map(|i| format!(r#"{{"card_id":"c{}","run":{run},"n":{i}}}"#, i % 5))
+            .collect();
+        let refs: Vec<&str> = recs.iter().map(String::as_str).collect();
+        produce(&data, "totals", &refs);
+        last = recs;
+    }
+    let out = ok(paystream(&data).args(["topic", "compact", "totals"]));
+    assert!(out.starts_with("compacted topic totals:"), "{out}");
+    // The third run's records supersede everything before them, which is all sealed.
+    let got = ok(paystream(&data).args(["consume", "totals", "--until-end"]));
+    assert_eq!(got.lines().collect::<Vec<_>>(), last);
+    let d = ok(paystream(&data).args(["topic", "describe", "totals"]));
+    assert!(d.contains("records: at most 450"), "{d}");
+
+    for args in [
+        &["topic", "create", "a", "--compact", "--retention", "1d"][..],
+        &["topic", "create", "b", "--delete-retention", "1h"],
+    ] {
+        let o = paystream(&data).args(args).output().unwrap();
+        assert!(!o.status.success(), "{args:?}");
+    }
+    ok(paystream(&data).args(["topic", "create", "plain"]));
+    let o = paystream(&data)
+        .args(["topic", "compact", "plain"])
+        .output()
+        .unwrap();
+    assert!(!o.status.success());
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("--compact"),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+}

@@ -1,11 +1,13 @@
-//! `paystream topic create|describe|list`, `paystream produce`, `paystream consume`.
+//! `paystream topic create|describe|list|compact`, `paystream produce`, `paystream consume`.
 
 use std::io::{Read, Write};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
-use paystream::log::{FsyncPolicy, Log, Producer, Retention, StartAt, TopicConfig, TopicConsumer};
+use paystream::log::{
+    Cleanup, FsyncPolicy, Log, Producer, Retention, StartAt, TopicConfig, TopicConsumer,
+};
 use paystream::time::{parse_duration_millis, parse_rfc3339_millis};
 
 /// Where the embedded log keeps its topics.
@@ -30,6 +32,12 @@ pub(crate) enum TopicCommand {
     /// Delete a topic: its records, segments and consumer groups (refused while it is written).
     Delete {
         /// The topic.
+        topic: String,
+    },
+    /// Compact a compacted topic now (it also runs by itself as segments fill up); refused
+    /// while another process writes the topic.
+    Compact {
+        /// The topic (created with --compact).
         topic: String,
     },
 }
@@ -74,6 +82,16 @@ pub(crate) struct TopicCreateArgs {
     /// limit (64 MiB less framing). A producer stops at such a record with an error.
     #[arg(long, default_value = "max")]
     max_record_bytes: String,
+    /// Keep the latest record per key instead of deleting old segments: for changelog sinks (a
+    /// running GROUP BY's rows, keyed by the group key) and topics reference tables read.
+    /// Records without a key are all kept; a record whose value is empty or `null` deletes its
+    /// key. Retention does not apply, so no key's latest record expires.
+    #[arg(long, conflicts_with_all = ["retention", "retention_bytes"])]
+    compact: bool,
+    /// With --compact: how long a delete (an empty or `null` value) is kept after its segment's
+    /// last write, e.g. 24h (the default), so consumers that were away for less see it.
+    #[arg(long, requires = "compact")]
+    delete_retention: Option<String>,
 }
 
 #[derive(clap::Args)]
@@ -173,14 +191,31 @@ pub(crate) fn topic(data: &DataDir, cmd: TopicCommand) -> anyhow::Result<()> {
                 "max" => None,
                 s => Some(parse_bytes("--max-record-bytes", s)?),
             };
+            let delete_retention_ms = match &a.delete_retention {
+                None => paystream::log::DEFAULT_DELETE_RETENTION_MS,
+                Some(s) => parse_duration_millis(s)
+                    .map_err(|e| anyhow::anyhow!("invalid --delete-retention: {e}"))?
+                    as u64,
+            };
             let config = TopicConfig {
                 partitions: a.partitions,
                 segment_bytes: parse_bytes("--segment-bytes", &a.segment_bytes)?.max(4096),
-                retention: Retention {
-                    max_age_ms,
-                    max_bytes,
+                // A compacted topic is bounded by its keys, never by age or size.
+                retention: if a.compact {
+                    Retention::default()
+                } else {
+                    Retention {
+                        max_age_ms,
+                        max_bytes,
+                    }
                 },
                 max_record_bytes,
+                cleanup: if a.compact {
+                    Cleanup::Compact
+                } else {
+                    Cleanup::Delete
+                },
+                delete_retention_ms,
             };
             log.create_topic(&a.topic, &config)?;
             println!(
@@ -208,11 +243,25 @@ pub(crate) fn topic(data: &DataDir, cmd: TopicCommand) -> anyhow::Result<()> {
             println!("topic: {topic}");
             println!("partitions: {}", c.partitions);
             println!("segment_bytes: {}", c.segment_bytes);
-            println!("retention: {retention}");
-            println!("max_record_bytes: {}", c.record_limit());
             let total: u64 = stats.iter().map(|s| s.end_offset - s.start_offset).sum();
+            match c.cleanup {
+                Cleanup::Delete => {
+                    println!("cleanup: delete");
+                    println!("retention: {retention}");
+                }
+                Cleanup::Compact => {
+                    println!("cleanup: compact");
+                    println!("delete_retention: {}", fmt_age(c.delete_retention_ms));
+                    println!("retention: not applied (compacted: the latest record per key stays)");
+                }
+            }
+            println!("max_record_bytes: {}", c.record_limit());
             let bytes: u64 = stats.iter().map(|s| s.bytes).sum();
-            println!("records: {total}");
+            match c.cleanup {
+                Cleanup::Delete => println!("records: {total}"),
+                // Offsets and lag count the records compaction removed too, as Kafka's do.
+                Cleanup::Compact => println!("records: at most {total} (compaction removes some)"),
+            }
             println!("bytes: {bytes}");
             println!(
                 "{:>9} {:>14} {:>14} {:>14} {:>14} {:>8}",
@@ -244,6 +293,19 @@ pub(crate) fn topic(data: &DataDir, cmd: TopicCommand) -> anyhow::Result<()> {
         TopicCommand::Delete { topic } => {
             log.delete_topic(&topic)?;
             println!("deleted topic {topic} in {}", data.data_dir.display());
+        }
+        TopicCommand::Compact { topic } => {
+            let s = log.compact_topic(&topic)?;
+            println!(
+                "compacted topic {topic}: rewrote {} of {} sealed segments, kept {} records, removed {} ({} tombstones), {} -> {} bytes",
+                s.segments_rewritten,
+                s.segments,
+                s.records_kept,
+                s.records_removed,
+                s.tombstones_removed,
+                s.bytes_before,
+                s.bytes_after
+            );
         }
         TopicCommand::List => {
             for t in log.topics()? {

@@ -5,9 +5,18 @@
 //! record := key_len u32 (u32::MAX: no key) | key | value_len u32 | value | timestamp i64
 //! ```
 //! All integers are little-endian. `len` counts the bytes after itself; the CRC32C covers
-//! everything after the CRC. Offsets are dense: a batch's records are
+//! everything after the CRC. Offsets are dense within a batch: its records are
 //! `base_offset .. base_offset + count`. Records are read in place ([`RecordRef`] borrows the
 //! batch bytes), so consuming a partition copies nothing per record.
+//!
+//! **Gaps (compacted segments).** Between batches offsets may have gaps: compaction (see
+//! `compact`) rewrites a sealed segment keeping only some records, each run of consecutive
+//! surviving offsets of an original batch as one batch, so a batch may start past where the
+//! previous one ended. A rewritten segment always ends with an *end marker*: an empty batch
+//! (`count` 0, no records, `max_ts` `i64::MIN`) whose `base_offset` is the segment's end
+//! offset, the next segment's base. The end of a segment whose last records were removed thus
+//! stays explicit and is never taken for lost data. Readers step over gaps and end markers:
+//! the record after an offset in a gap is the first one of the next batch.
 
 /// Bytes before the records: len, crc, base offset, count, first and max timestamps.
 pub(super) const BATCH_HEADER: usize = 4 + 4 + 8 + 4 + 8 + 8;
@@ -127,6 +136,12 @@ impl BatchBuilder {
         self.count = 0;
         self.max_ts = i64::MIN;
     }
+}
+
+/// The end marker of a compacted segment ending at offset `end`: an empty batch based there
+/// (see the module documentation).
+pub(super) fn end_marker(end: u64) -> Vec<u8> {
+    BatchBuilder::with_capacity(0).seal(end).to_vec()
 }
 
 /// A checksummed batch, borrowed from the bytes read.
@@ -298,5 +313,16 @@ mod tests {
             parse_batch(&bytes[..bytes.len() - 1]),
             Parsed::Incomplete
         ));
+    }
+
+    #[test]
+    fn an_end_marker_is_an_empty_batch_ending_where_it_says() {
+        let bytes = end_marker(42);
+        let Parsed::Batch(v) = parse_batch(&bytes) else {
+            panic!("valid batch")
+        };
+        assert_eq!((v.base_offset, v.count, v.next_offset()), (42, 0, 42));
+        assert_eq!(v.records().count(), 0);
+        assert_eq!(v.framed_len, BATCH_HEADER);
     }
 }

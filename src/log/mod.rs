@@ -2,16 +2,20 @@
 //! stream and the sink queues, kept the way Kafka keeps them.
 //!
 //! ```text
-//! <data-dir>/<topic>/topic.json                      partitions, segment size, retention
+//! <data-dir>/<topic>/topic.json                      partitions, segment size, retention, cleanup
 //! <data-dir>/<topic>/<partition>/<base>.log|.index|.timeindex
+//! <data-dir>/<topic>/<partition>/committed           committed offset of a sink partition
+//! <data-dir>/<topic>/<partition>/compacted           where the last compaction pass ended
 //! <data-dir>/<topic>/groups/<group>.json             committed offsets of a consumer group
 //! <data-dir>/<topic>/writer.lock                     one writer process per topic
 //! ```
 //! `batch` is the on-disk format, `segment` a file with its sparse indexes, `partition` the
 //! writer and the tailing reader of one partition, `topic` partitioning, configuration and
-//! consumer groups, `tail` the wait for new data.
+//! consumer groups, `tail` the wait for new data, `compact` the latest record per key of a
+//! compacted topic.
 
 mod batch;
+mod compact;
 mod consumer;
 mod partition;
 mod producer;
@@ -27,6 +31,9 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 pub use self::batch::{BatchBuilder, MAX_BATCH_BYTES, MAX_RECORD_BYTES, RecordRef};
+pub use self::compact::{
+    CompactStats, Compaction, DEFAULT_DELETE_RETENTION_MS, MIN_DIRTY_RATIO, is_tombstone,
+};
 pub use self::consumer::{StartAt, TopicConsumer};
 pub use self::partition::{PartitionReader, PartitionWriter, Retention, Skipped};
 pub use self::producer::{Producer, Sent, now_ms as producer_now_ms};
@@ -35,7 +42,7 @@ pub use self::read::{ReadEnd, ReadTopic, read_topic};
 pub use self::tail::TailWaiter;
 pub(crate) use self::topic::write_atomic;
 pub use self::topic::{
-    DEFAULT_SEGMENT_BYTES, GroupOffsets, Log, PartitionStats, TopicConfig, TopicWriter,
+    Cleanup, DEFAULT_SEGMENT_BYTES, GroupOffsets, Log, PartitionStats, TopicConfig, TopicWriter,
     partition_for_key,
 };
 pub use self::txn::{Isolation, commit_offset, committed_offset};
@@ -141,5 +148,7 @@ pub enum LogError {
     Locked(String),
 }
 
+#[cfg(test)]
+mod compact_tests;
 #[cfg(test)]
 mod tests;

@@ -8,12 +8,15 @@
 //! Segments are named by their base offset. Only the active (last) segment can have a torn tail
 //! after a crash, and opening the writer truncates it; a gap between segments means the disk lost
 //! data, and opening fails rather than skipping it. Retention deletes whole sealed segments,
-//! oldest first.
+//! oldest first. A compacted topic's partitions are not subject to retention: compaction (see
+//! `compact`) rewrites sealed segments instead, leaving gaps between batches inside a segment
+//! (never between segments: a compacted segment's end marker says where it ends).
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime};
 
-use super::batch::{BatchBuilder, Parsed, RecordRef, parse_batch, view_checked};
+use super::batch::{BatchBuilder, Parsed, RecordRef, end_marker, parse_batch, view_checked};
+use super::compact::{self, CompactStats, Compaction};
 use super::segment::{
     Fresh, Next, SegmentCursor, SegmentWriter, io_err, position_hint, read_offset_index,
     read_time_index, segment_path,
@@ -45,9 +48,10 @@ pub struct Retention {
     pub max_bytes: Option<u64>,
 }
 
-struct Sealed {
-    base: u64,
-    size: u64,
+/// A sealed segment of the writer: its base offset and size in bytes.
+pub(super) struct Sealed {
+    pub(super) base: u64,
+    pub(super) size: u64,
 }
 
 /// The single writer of a partition.
@@ -60,6 +64,10 @@ pub struct PartitionWriter {
     last_sync: Instant,
     dirty: bool,
     retention: Retention,
+    /// Set for a compacted topic: compaction instead of retention when a segment rolls.
+    compaction: Option<Compaction>,
+    /// Sealed segments ending at or before this offset were compacted by the last pass.
+    cleaned: u64,
 }
 
 impl PartitionWriter {
@@ -67,6 +75,7 @@ impl PartitionWriter {
     /// segment rolls once it holds `segment_bytes`.
     pub fn open(dir: &Path, segment_bytes: u64, fsync: FsyncPolicy) -> Result<Self, LogError> {
         std::fs::create_dir_all(dir).map_err(io_err(dir))?;
+        compact::recover_temps(dir)?;
         let mut bases = segment_bases(dir)?;
         if bases.is_empty() {
             bases.push(0);
@@ -104,6 +113,8 @@ impl PartitionWriter {
             last_sync: Instant::now(),
             dirty: false,
             retention: Retention::default(),
+            compaction: None,
+            cleaned: compact::cleaned_offset(dir)?,
         })
     }
 
@@ -166,6 +177,12 @@ impl PartitionWriter {
         self.retention = r;
     }
 
+    /// Makes the partition compacted (`Some`): when a segment rolls, compaction runs instead of
+    /// retention, which no longer deletes anything.
+    pub fn set_compaction(&mut self, c: Option<Compaction>) {
+        self.compaction = c;
+    }
+
     fn roll(&mut self) -> Result<(), LogError> {
         self.active.sync()?;
         let next = SegmentWriter::open(&self.dir, self.next_offset())?;
@@ -175,9 +192,39 @@ impl PartitionWriter {
             size: old.size(),
         });
         sync_dir(&self.dir)?;
-        let r = self.retention;
-        self.apply_retention(&r)?;
+        self.maintain()
+    }
+
+    /// The periodic upkeep, run when a segment rolls and when a topic's writer opens: retention,
+    /// or for a compacted partition a compaction pass when enough new sealed data is waiting.
+    /// A compaction that fails is reported and retried at the next roll: the records are all
+    /// still there, and appending goes on.
+    pub(super) fn maintain(&mut self) -> Result<(), LogError> {
+        let Some(policy) = self.compaction else {
+            let r = self.retention;
+            self.apply_retention(&r)?;
+            return Ok(());
+        };
+        let due = compact::due(
+            &self.sealed,
+            self.active.base(),
+            super::txn::committed_offset(&self.dir)?,
+            self.cleaned,
+        );
+        if due && let Err(e) = self.compact(&policy) {
+            tracing::warn!(partition = %self.dir.display(), "compaction skipped, to be retried when the next segment rolls (or run `paystream topic compact`): {e}");
+        }
         Ok(())
+    }
+
+    /// Compacts the sealed segments now (see `compact`): each key's latest record stays, and
+    /// segments with nothing to remove are left as they are.
+    pub fn compact(&mut self, policy: &Compaction) -> Result<CompactStats, LogError> {
+        self.active.flush_indexes()?;
+        let (stats, cleaned) =
+            compact::compact_partition(&self.dir, &mut self.sealed, self.active.base(), policy)?;
+        self.cleaned = cleaned;
+        Ok(stats)
     }
 
     /// Makes everything appended so far durable.
@@ -223,6 +270,7 @@ impl PartitionWriter {
             .unwrap_or(0);
         let mut c = SegmentCursor::open(segment_path(&self.dir, keep, "log"), 0)?;
         let mut pos = 0u64;
+        let mut kept_end = keep;
         while let Next::Batch(v) = c.next_batch()? {
             if v.base_offset >= offset {
                 break;
@@ -234,7 +282,10 @@ impl PartitionWriter {
                 )));
             }
             pos += v.framed_len as u64;
+            kept_end = v.next_offset();
         }
+        // `offset` in a compacted segment's gap: an end marker keeps the next offset there.
+        let marker = (kept_end < offset).then(|| end_marker(offset));
         for b in bases.iter().filter(|b| **b > keep) {
             for ext in ["index", "timeindex", "log"] {
                 let p = segment_path(&self.dir, *b, ext);
@@ -245,13 +296,24 @@ impl PartitionWriter {
         std::fs::OpenOptions::new()
             .write(true)
             .open(&path)
-            .and_then(|f| f.set_len(pos).and_then(|_| f.sync_all()))
+            .and_then(|f| {
+                f.set_len(pos)?;
+                if let Some(m) = &marker {
+                    std::os::unix::fs::FileExt::write_all_at(&f, m, pos)?;
+                }
+                f.sync_all()
+            })
             .map_err(io_err(&path))?;
         sync_dir(&self.dir)?;
+        if self.cleaned > offset {
+            // Offsets from `offset` on are written again, uncompacted.
+            compact::set_cleaned_offset(&self.dir, offset)?;
+        }
         tracing::info!(partition = %self.dir.display(), offset, "truncated (aborted uncommitted records)");
-        let retention = self.retention;
+        let (retention, compaction) = (self.retention, self.compaction);
         *self = PartitionWriter::open(&self.dir, self.segment_bytes, self.fsync)?;
         self.retention = retention;
+        self.compaction = compaction;
         Ok(())
     }
 
@@ -340,7 +402,8 @@ fn valid_end_past_damage(dir: &Path, base: u64) -> Result<Option<u64>, LogError>
     let mut past_damage = false;
     loop {
         let (valid, end) = match c.next_batch()? {
-            Next::Batch(v) if v.base_offset == next => (Some(v.next_offset()), false),
+            // A batch past `next` follows a gap compaction left (offsets only grow).
+            Next::Batch(v) if v.base_offset >= next => (Some(v.next_offset()), false),
             Next::End => (None, true),
             _ => (None, false),
         };
@@ -363,14 +426,18 @@ fn valid_end_past_damage(dir: &Path, base: u64) -> Result<Option<u64>, LogError>
 }
 
 /// The offset after the last valid batch of the segment at `base` (scans from its last index
-/// entry).
+/// entry; a compacted segment's end marker is its last batch).
 fn sealed_end(dir: &Path, base: u64) -> Result<u64, LogError> {
     let index = read_offset_index(dir, base);
-    let (mut next, pos) = match index.last() {
-        Some(&(rel, pos)) => (base + u64::from(rel), u64::from(pos)),
-        None => (base, 0),
+    let (rel, pos) = index.last().copied().unwrap_or((0, 0));
+    let mut c =
+        SegmentCursor::open_at_hint(segment_path(dir, base, "log"), u64::from(pos), u64::MAX)?;
+    // Where the scan starts: the indexed batch, or the segment's start when the hint was stale.
+    let mut next = if c.pos == 0 {
+        base
+    } else {
+        base + u64::from(rel)
     };
-    let mut c = SegmentCursor::open(segment_path(dir, base, "log"), pos)?;
     while let Next::Batch(v) = c.next_batch()? {
         next = v.next_offset();
     }
@@ -521,8 +588,9 @@ impl PartitionReader {
         let pos = position_hint(&index, base, offset);
         self.cursor = Some((
             base,
-            SegmentCursor::open(segment_path(&self.dir, base, "log"), pos)?,
+            SegmentCursor::open_at_hint(segment_path(&self.dir, base, "log"), pos, offset)?,
         ));
+        // An offset in a compacted segment's gap: the next record read is the first after it.
         self.next_offset = offset;
         Ok(())
     }
@@ -535,13 +603,17 @@ impl PartitionReader {
             let tindex = read_time_index(&self.dir, base);
             let oindex = read_offset_index(&self.dir, base);
             let k = tindex.partition_point(|(before, _)| *before < ts);
-            let pos = match k.checked_sub(1) {
-                Some(k) => position_hint(&oindex, base, base + u64::from(tindex[k].1)),
-                None => 0,
+            let (pos, at) = match k.checked_sub(1) {
+                Some(k) => {
+                    let at = base + u64::from(tindex[k].1);
+                    (position_hint(&oindex, base, at), at)
+                }
+                None => (0, base),
             };
-            let mut c = SegmentCursor::open(segment_path(&self.dir, base, "log"), pos)?;
+            let mut c = SegmentCursor::open_at_hint(segment_path(&self.dir, base, "log"), pos, at)?;
             while let Next::Batch(v) = c.next_batch()? {
-                if v.max_timestamp >= ts {
+                // An end marker (count 0) holds no record to land on.
+                if v.count > 0 && v.max_timestamp >= ts {
                     let at = v
                         .records()
                         .find(|r| r.timestamp >= ts)
@@ -615,6 +687,11 @@ impl PartitionReader {
                         self.seek(limit)?;
                     } else {
                         self.next_offset = v.next_offset();
+                        if n == 0 {
+                            // A compacted segment's end marker: not the end of the partition
+                            // (0 would say it is), read on.
+                            continue;
+                        }
                     }
                     return Ok(n);
                 }

@@ -216,6 +216,11 @@ impl Producer {
         self.writer.truncate_to(p, offset)
     }
 
+    /// Makes the topic compacted from now on (see [`TopicWriter::enable_compaction`]).
+    pub fn enable_compaction(&mut self) -> Result<(), LogError> {
+        self.writer.enable_compaction()
+    }
+
     /// The topic written.
     pub fn topic(&self) -> &str {
         self.writer.topic()

@@ -9,6 +9,14 @@
 //! wants and scans batches forward from there, checking every CRC. The writer rebuilds both
 //! indexes of the active segment when it opens it, because a crash can leave them behind or ahead
 //! of the log. Opening the active segment truncates a torn or corrupt tail at the last valid batch.
+//!
+//! A compacted segment (see `compact`) has gaps between its batches and ends with an end marker
+//! (see `batch`); index entries name the batches that are there. It is rewritten beside the old
+//! one as `<base>.log.compacting` (and `.index.compacting`, `.timeindex.compacting`), then
+//! renamed over it, log first. A reader that looked up an index before the swap and opens the
+//! log after it gets a position that may not fit the new file, so a position from an index is
+//! checked ([`SegmentCursor::open_at_hint`]): it must hold a valid batch at or before the
+//! offset sought, or the reader scans from the segment's start.
 
 use std::fs::{File, OpenOptions};
 use std::io::{BufWriter, Read, Write};
@@ -28,6 +36,14 @@ pub(super) const INDEX_INTERVAL: u64 = 4096;
 pub(super) fn segment_path(dir: &Path, base: u64, ext: &str) -> PathBuf {
     dir.join(format!("{base:020}.{ext}"))
 }
+
+/// The path of a compacted copy of a segment's file, before it is renamed over the file.
+pub(super) fn temp_path(dir: &Path, base: u64, ext: &str) -> PathBuf {
+    dir.join(format!("{base:020}.{ext}.{TEMP_SUFFIX}"))
+}
+
+/// The suffix of a compacted copy being written (see the module documentation).
+pub(super) const TEMP_SUFFIX: &str = "compacting";
 
 pub(super) fn io_err(path: &Path) -> impl Fn(std::io::Error) -> LogError + '_ {
     move |source| LogError::Io {
@@ -78,7 +94,9 @@ impl SegmentWriter {
         };
         let mut pos = 0usize;
         while let Parsed::Batch(v) = parse_batch(&bytes[pos..]) {
-            if v.base_offset != w.next_offset {
+            // A gap before a batch is compaction's (offsets only grow); a batch going back is
+            // not this segment's continuation.
+            if v.base_offset < w.next_offset {
                 break;
             }
             w.index_batch(&v, pos as u64)?;
@@ -124,10 +142,51 @@ impl SegmentWriter {
         Ok(())
     }
 
+    /// Creates the files of a compacted copy of segment `base` beside it (`<base>.log.compacting`
+    /// and its indexes), empty, to append the surviving batches to.
+    pub(super) fn create_temp(dir: &Path, base: u64) -> Result<Self, LogError> {
+        let path = temp_path(dir, base, "log");
+        let log = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&path)
+            .map_err(io_err(&path))?;
+        Ok(SegmentWriter {
+            path,
+            log,
+            index: create(&temp_path(dir, base, "index"))?,
+            time_index: create(&temp_path(dir, base, "timeindex"))?,
+            base,
+            next_offset: base,
+            size: 0,
+            max_ts: i64::MIN,
+            last_indexed: None,
+        })
+    }
+
+    /// Makes a compacted copy durable, its indexes included (they are renamed into place after
+    /// the log, and a crash between the renames must find them whole), with the log's
+    /// modification time set to `modified`: the old segment's last write, which tombstone
+    /// expiry goes by.
+    pub(super) fn finish_temp(mut self, modified: std::time::SystemTime) -> Result<u64, LogError> {
+        self.flush_indexes()?;
+        let r = self
+            .index
+            .get_ref()
+            .sync_all()
+            .and_then(|_| self.time_index.get_ref().sync_all())
+            .and_then(|_| self.log.set_modified(modified))
+            .and_then(|_| self.log.sync_all());
+        r.map_err(io_err(&self.path))?;
+        Ok(self.size)
+    }
+
     /// Appends one sealed batch (`bytes`, whose parsed form is `v`). The write reaches the OS
     /// before this returns; [`SegmentWriter::sync`] makes it durable.
     pub(super) fn append(&mut self, bytes: &[u8], v: &BatchView<'_>) -> Result<(), LogError> {
-        debug_assert_eq!(v.base_offset, self.next_offset);
+        debug_assert!(v.base_offset >= self.next_offset);
         let pos = self.size;
         self.log
             .write_all_at(bytes, pos)
@@ -266,6 +325,24 @@ impl SegmentCursor {
             end: 0,
             read_size: 64 << 10,
         })
+    }
+
+    /// A cursor at `pos`, a position an index gave for `offset`, checked: a fresh read there
+    /// must find a valid batch based at or before `offset`, else the cursor starts at the
+    /// segment's start (the index belonged to the file before a compaction swapped it, or is
+    /// damaged). The batch read to check stays buffered for the first read.
+    pub(super) fn open_at_hint(path: PathBuf, pos: u64, offset: u64) -> Result<Self, LogError> {
+        let mut c = SegmentCursor::open(path.clone(), pos)?;
+        if pos == 0 {
+            return Ok(c);
+        }
+        if matches!(c.next_batch()?, Next::Batch(v) if v.base_offset <= offset) {
+            // Nothing was consumed before it: the buffer still starts at `pos`.
+            c.start = 0;
+            c.pos = pos;
+            return Ok(c);
+        }
+        SegmentCursor::open(path, 0)
     }
 
     /// The next batch at the cursor; the cursor moves past it.

@@ -5,16 +5,49 @@
 //! `xxh3_64(key, seed 0) mod partitions` — the same partition on every run, machine and version,
 //! so each card's (or merchant's) events stay in order in one partition. Records without a key
 //! are spread round-robin.
+//!
+//! **Cleanup:** a topic's storage is bounded either by retention ([`Cleanup::Delete`], the
+//! default: sealed segments are deleted by age and size) or by compaction
+//! ([`Cleanup::Compact`]: each key's latest record is kept forever and retention is not
+//! applied; see `compact`).
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
 
+use super::compact::{CompactStats, Compaction, DEFAULT_DELETE_RETENTION_MS};
 use super::partition::{PartitionReader, PartitionWriter, Retention, segment_bases};
 use super::segment::io_err;
 use super::{BatchBuilder, FsyncPolicy, LogError, MAX_RECORD_BYTES};
 
 /// Default segment size: segments roll after 64 MiB.
 pub const DEFAULT_SEGMENT_BYTES: u64 = 64 << 20;
+
+/// What bounds a topic's storage (`cleanup` in `topic.json`, like Kafka's `cleanup.policy`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Cleanup {
+    /// Retention deletes sealed segments by age and size.
+    #[default]
+    Delete,
+    /// Compaction keeps each key's latest record (records without a key all stay); retention
+    /// is not applied, so no key's latest record ever expires. For changelog sinks and the
+    /// topics reference tables read.
+    Compact,
+}
+
+impl Cleanup {
+    fn is_delete(&self) -> bool {
+        *self == Cleanup::Delete
+    }
+}
+
+fn default_delete_retention_ms() -> u64 {
+    DEFAULT_DELETE_RETENTION_MS
+}
+
+fn is_default_delete_retention(ms: &u64) -> bool {
+    *ms == DEFAULT_DELETE_RETENTION_MS
+}
 
 /// A topic's stored configuration (`topic.json`).
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -30,6 +63,17 @@ pub struct TopicConfig {
     /// [`MAX_RECORD_BYTES`].
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_record_bytes: Option<u64>,
+    /// Retention or compaction. Absent in a `topic.json` written before compaction existed:
+    /// retention.
+    #[serde(default, skip_serializing_if = "Cleanup::is_delete")]
+    pub cleanup: Cleanup,
+    /// For a compacted topic: how long a tombstone (an empty or `null` value) is kept after its
+    /// segment's last write, ms, so a consumer that was away for less still sees the delete.
+    #[serde(
+        default = "default_delete_retention_ms",
+        skip_serializing_if = "is_default_delete_retention"
+    )]
+    pub delete_retention_ms: u64,
 }
 
 impl TopicConfig {
@@ -37,6 +81,13 @@ impl TopicConfig {
     pub fn record_limit(&self) -> usize {
         self.max_record_bytes.map_or(MAX_RECORD_BYTES, |b| {
             b.min(MAX_RECORD_BYTES as u64) as usize
+        })
+    }
+
+    /// The compaction settings of a compacted topic; `None` under retention.
+    pub fn compaction(&self) -> Option<Compaction> {
+        (self.cleanup == Cleanup::Compact).then_some(Compaction {
+            delete_retention_ms: self.delete_retention_ms,
         })
     }
 }
@@ -51,6 +102,8 @@ impl Default for TopicConfig {
                 max_bytes: None,
             },
             max_record_bytes: None,
+            cleanup: Cleanup::Delete,
+            delete_retention_ms: DEFAULT_DELETE_RETENTION_MS,
         }
     }
 }
@@ -220,8 +273,23 @@ impl Log {
         Ok(out)
     }
 
-    /// Opens the topic for writing (one writer process per topic).
+    /// Opens the topic for writing (one writer process per topic), applying its retention or,
+    /// if compacted and due, compacting it.
     pub fn writer(&self, topic: &str, fsync: FsyncPolicy) -> Result<TopicWriter, LogError> {
+        let mut w = self.open_writer(topic, fsync)?;
+        for p in &mut w.partitions {
+            p.maintain()?;
+        }
+        Ok(w)
+    }
+
+    /// Compacts a compacted topic now (refused while another process writes it); see
+    /// [`TopicWriter::compact`].
+    pub fn compact_topic(&self, topic: &str) -> Result<CompactStats, LogError> {
+        self.open_writer(topic, FsyncPolicy::Always)?.compact()
+    }
+
+    fn open_writer(&self, topic: &str, fsync: FsyncPolicy) -> Result<TopicWriter, LogError> {
         let config = self.topic_config(topic)?;
         let lock_path = self.topic_dir(topic).join("writer.lock");
         let lock = File::create(&lock_path).map_err(io_err(&lock_path))?;
@@ -238,18 +306,18 @@ impl Log {
                     fsync,
                 )?;
                 w.set_retention(config.retention);
+                w.set_compaction(config.compaction());
                 Ok(w)
             })
             .collect::<Result<Vec<_>, LogError>>()?;
-        let mut w = TopicWriter {
+        Ok(TopicWriter {
             topic: topic.into(),
+            dir: self.topic_dir(topic),
             config,
             partitions,
             round_robin: 0,
             _lock: lock,
-        };
-        w.apply_retention()?;
-        Ok(w)
+        })
     }
 
     /// A reader of one partition, positioned at `offset`.
@@ -368,6 +436,7 @@ pub struct GroupOffsets {
 /// The writer of a topic: routes records to partitions and batches them.
 pub struct TopicWriter {
     topic: String,
+    dir: PathBuf,
     config: TopicConfig,
     partitions: Vec<PartitionWriter>,
     round_robin: u32,
@@ -427,8 +496,11 @@ impl TopicWriter {
         Ok(())
     }
 
-    /// Deletes segments beyond the topic's retention.
+    /// Deletes segments beyond the topic's retention (none of a compacted topic).
     pub fn apply_retention(&mut self) -> Result<usize, LogError> {
+        if self.config.cleanup == Cleanup::Compact {
+            return Ok(0);
+        }
         let r = self.config.retention;
         let mut n = 0;
         for p in &mut self.partitions {
@@ -451,5 +523,45 @@ impl TopicWriter {
     /// Next offset per partition.
     pub fn end_offsets(&self) -> Vec<u64> {
         self.partitions.iter().map(|p| p.next_offset()).collect()
+    }
+
+    /// The topic's configuration.
+    pub fn config(&self) -> &TopicConfig {
+        &self.config
+    }
+
+    /// Compacts every partition now (see `compact`), whether or not a pass is due: for tests and
+    /// `paystream topic compact`. Refused for a topic under retention.
+    pub fn compact(&mut self) -> Result<CompactStats, LogError> {
+        let Some(policy) = self.config.compaction() else {
+            return Err(LogError::Invalid(format!(
+                "topic `{}` is not compacted (its cleanup is retention); only a topic created with `paystream topic create {} --compact` keeps the latest record per key",
+                self.topic, self.topic
+            )));
+        };
+        let mut stats = CompactStats::default();
+        for p in &mut self.partitions {
+            stats += p.compact(&policy)?;
+        }
+        Ok(stats)
+    }
+
+    /// Makes the topic compacted from now on (`topic.json` is rewritten): for a sink that just
+    /// created its topic and learns its rows are keyed changelog rows. Retention no longer
+    /// applies.
+    pub fn enable_compaction(&mut self) -> Result<(), LogError> {
+        if self.config.cleanup == Cleanup::Compact {
+            return Ok(());
+        }
+        let mut config = self.config.clone();
+        config.cleanup = Cleanup::Compact;
+        let json = serde_json::to_vec_pretty(&config).expect("config serializes");
+        write_atomic(&self.dir.join("topic.json"), &json)?;
+        for p in &mut self.partitions {
+            p.set_compaction(config.compaction());
+        }
+        self.config = config;
+        tracing::info!(topic = self.topic, "topic is compacted from now on");
+        Ok(())
     }
 }

@@ -6,12 +6,12 @@
 //! job opens each declared sink with a [`SinkContext`], then recovers it to the restored
 //! checkpoint ([`Sink::recover`]).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
 
 use super::{SharedProducer, Sink};
 use crate::error::Result;
-use crate::log::{FsyncPolicy, Log, Producer, TopicConfig};
+use crate::log::{FsyncPolicy, Log, LogError, Producer, TopicConfig};
 
 /// A sink as `CREATE SINK` declared it: options checked, nothing opened yet.
 pub trait SinkConnector: std::fmt::Debug + Send + Sync {
@@ -55,6 +55,8 @@ pub struct SinkContext<'a> {
     pub exactly_once: bool,
     /// One producer per topic, shared by every sink that writes it.
     producers: BTreeMap<String, SharedProducer>,
+    /// Topics this context created (they did not exist).
+    created: BTreeSet<String>,
 }
 
 impl<'a> SinkContext<'a> {
@@ -65,7 +67,14 @@ impl<'a> SinkContext<'a> {
             fsync,
             exactly_once,
             producers: BTreeMap::new(),
+            created: BTreeSet::new(),
         }
+    }
+
+    /// Whether [`Self::producer`] created `topic` (it did not exist): a sink may then still
+    /// choose its cleanup, e.g. compaction for a changelog keyed by group key.
+    pub fn created_topic(&self, topic: &str) -> bool {
+        self.created.contains(topic)
     }
 
     /// The producer of `topic`, creating the topic with `partitions` (default 1) if missing;
@@ -78,7 +87,14 @@ impl<'a> SinkContext<'a> {
             partitions: partitions.unwrap_or(1),
             ..TopicConfig::default()
         };
+        let missing = matches!(
+            self.log.topic_config(topic),
+            Err(LogError::NoSuchTopic { .. })
+        );
         self.log.ensure_topic(topic, &config)?;
+        if missing {
+            self.created.insert(topic.to_string());
+        }
         let w = self.log.writer(topic, self.fsync)?;
         let p = Arc::new(Mutex::new(Producer::new(w, None)));
         self.producers.insert(topic.to_string(), Arc::clone(&p));

@@ -91,15 +91,51 @@ impl SinkConnector for Declared {
 
     fn open(&self, ctx: &mut SinkContext<'_>) -> Result<Box<dyn Sink>> {
         let producer = ctx.producer(&self.topic, self.partitions)?;
-        Ok(if ctx.exactly_once {
+        let sink = if ctx.exactly_once {
             // Records become visible when their checkpoint commits.
-            Box::new(TopicSink::transactional(
-                self.topic.clone(),
-                producer,
-                ctx.log.clone(),
-            ))
+            TopicSink::transactional(self.topic.clone(), producer, ctx.log.clone())
         } else {
-            Box::new(TopicSink::new(self.topic.clone(), producer))
-        })
+            TopicSink::new(self.topic.clone(), producer)
+        };
+        // A topic created just now is made compacted if the sink's rows turn out to be keyed.
+        Ok(Box::new(sink.created_topic(ctx.created_topic(&self.topic))))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::log::{Cleanup, FsyncPolicy, Log, TopicConfig};
+
+    /// A changelog sink (rows keyed by group key) that creates its topic makes it compacted; a
+    /// topic that existed keeps its configuration, and a sink without keys leaves retention.
+    #[test]
+    fn a_changelog_sink_creates_its_topic_compacted() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = Log::new(dir.path());
+        log.create_topic("existing", &TopicConfig::default())
+            .unwrap();
+        let mut ctx = SinkContext::new(&log, FsyncPolicy::Never, true);
+        let declared =
+            |topic: &str| declare(&[("topic".to_string(), topic.to_string())].into()).unwrap();
+        for (topic, keyed, want) in [
+            ("changelog", true, Cleanup::Compact),
+            ("appends", false, Cleanup::Delete),
+            ("existing", true, Cleanup::Delete),
+        ] {
+            let mut sink = declared(topic).open(&mut ctx).unwrap();
+            if keyed {
+                sink.key_rows_by(&[0]);
+            }
+            sink.write_record(b"{\"n\":1}").unwrap();
+            assert_eq!(log.topic_config(topic).unwrap().cleanup, want, "{topic}");
+        }
+        // A second sink of the created topic in the same run shares its producer.
+        let mut again = declared("changelog").open(&mut ctx).unwrap();
+        again.key_rows_by(&[0]);
+        assert_eq!(
+            log.topic_config("changelog").unwrap().compaction(),
+            Some(crate::log::Compaction::default())
+        );
     }
 }

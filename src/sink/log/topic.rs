@@ -7,6 +7,11 @@
 //! with its event time, a dead letter with its source record's timestamp; a record without one
 //! (a run over a file rejecting an unparseable line) with the wall time it was written. Output is flushed to the log at most [`FLUSH_EVERY`] after it was produced, so a
 //! tailing consumer sees results as windows close.
+//!
+//! A changelog's rows (a running GROUP BY) are keyed by their group key
+//! ([`Sink::key_rows_by`]); when the run created the topic, it is made compacted then, so it
+//! keeps the latest row per key rather than expiring old keys (an existing topic keeps its
+//! configuration).
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -33,6 +38,10 @@ pub struct TopicSink {
     keyed: bool,
     /// Result columns whose values key each result record ([`Sink::key_rows_by`]).
     key_columns: Option<Vec<usize>>,
+    /// The run created the topic: keyed rows make it compacted.
+    created_topic: bool,
+    /// Making the topic compacted failed (reported at the next write).
+    failed: Option<crate::log::LogError>,
     producer: SharedProducer,
     buf: Vec<u8>,
     key_buf: Vec<u8>,
@@ -48,6 +57,8 @@ impl TopicSink {
             transactional: None,
             keyed: false,
             key_columns: None,
+            created_topic: false,
+            failed: None,
             producer,
             buf: Vec::with_capacity(1 << 16),
             key_buf: Vec::new(),
@@ -78,6 +89,12 @@ impl TopicSink {
         }
     }
 
+    /// Says whether this run created the topic (see the module documentation).
+    pub fn created_topic(mut self, created: bool) -> Self {
+        self.created_topic = created;
+        self
+    }
+
     fn err(&self, e: crate::log::LogError) -> Error {
         Error::Output {
             target: format!("topic {}", self.topic),
@@ -94,6 +111,9 @@ impl TopicSink {
     /// Appends the rows of `batch`, row `i` stamped `time(i)` (unless keyed: a keyed record's
     /// timestamp is its `event_time`).
     fn append_rows(&mut self, batch: &RecordBatch, time: impl Fn(usize) -> i64) -> Result<()> {
+        if let Some(e) = self.failed.take() {
+            return Err(self.err(e));
+        }
         self.buf.clear();
         write_batch(&mut self.buf, batch);
         // Each row's key: its key columns as a JSON object.
@@ -133,6 +153,15 @@ impl TopicSink {
 impl Sink for TopicSink {
     fn key_rows_by(&mut self, columns: &[usize]) {
         self.key_columns = Some(columns.to_vec());
+        if std::mem::take(&mut self.created_topic) {
+            // Changelog rows keyed by group key: keep the latest per key, forever.
+            let r = self
+                .producer
+                .lock()
+                .expect("producer lock")
+                .enable_compaction();
+            self.failed = r.err();
+        }
     }
 
     fn write_batch(&mut self, batch: &RecordBatch) -> Result<()> {
