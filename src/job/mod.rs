@@ -595,14 +595,14 @@ impl Job {
             queries.push(QueryRun {
                 name: sink.clone(),
                 plan: plan.clone(),
-                results: {
-                    let mut s = open_sink(sink, sink.clone())?;
-                    if let Some(keys) = plan.changelog_keys() {
-                        s.key_rows_by(keys);
-                    }
-                    s
-                },
+                results: open_sink(sink, sink.clone())?,
             });
+        }
+        // Keyed once every sink is open: a sink then knows whether another writes its topic.
+        for q in &mut queries {
+            if let Some(keys) = q.plan.changelog_keys() {
+                q.results.key_rows_by(keys);
+            }
         }
         sink_reset::rewind_groups(&log, &reset)?;
 

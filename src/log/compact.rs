@@ -2,7 +2,8 @@
 //! `cleanup.policy=compact` does.
 //!
 //! **Why.** A changelog (a running GROUP BY's insert/update/delete rows, keyed by the group
-//! key) and a reference table read from a topic only need each key's latest row. Age or size
+//! key) and a reference table read from a topic only need each key's latest row; a
+//! changelog's delete row (`"op": "delete"`) is a tombstone too. Age or size
 //! retention would delete old keys that were never updated; keeping everything grows without
 //! bound. Compaction bounds a topic by its number of live keys instead, so a compacted topic is
 //! not subject to retention.
@@ -10,7 +11,8 @@
 //! **What survives.** A pass over a partition reads every record below the *bound* (below) and
 //! notes each key's latest offset. In the sealed segments it may rewrite (never the active one),
 //! a record is kept iff it has no key, or it is the latest record of its key. A *tombstone* — a
-//! value that is empty or JSON `null`, possibly with whitespace around it — deletes its key:
+//! value that is empty or JSON `null`, possibly with whitespace around it, or a JSON object
+//! whose `op` is `"delete"` — deletes its key:
 //! the records before it go, and it goes too once its segment's last write is older than the
 //! topic's `delete_retention_ms` (a consumer that was away for less than that still sees the
 //! delete). Offsets never change: a rewritten segment has gaps, one batch per run of surviving
@@ -109,10 +111,22 @@ impl std::ops::AddAssign for CompactStats {
     }
 }
 
-/// Whether a record's value deletes its key: empty or JSON `null`, whitespace around allowed.
+/// Whether a record's value deletes its key: empty or JSON `null`, whitespace around allowed,
+/// or a changelog's delete row (a JSON object whose `op` is `"delete"`, what an updating
+/// query writes when a key is gone): without the last, every key a changelog ever had would
+/// stay in its topic forever.
 pub fn is_tombstone(value: &[u8]) -> bool {
     let v = value.trim_ascii();
-    v.is_empty() || v == b"null"
+    if v.is_empty() || v == b"null" {
+        return true;
+    }
+    // Cheap test first; only a candidate is parsed (a string holding the text is escaped).
+    v.first() == Some(&b'{')
+        && memchr::memmem::find(v, b"\"delete\"").is_some()
+        && serde_json::from_slice::<serde_json::Map<String, serde_json::Value>>(v).is_ok_and(|o| {
+            o.get(crate::sql::CHANGELOG_OP).and_then(|op| op.as_str())
+                == Some(crate::sql::OP_DELETE)
+        })
 }
 
 /// Where the last pass over the partition in `dir` ended (0 before the first).
@@ -386,7 +400,9 @@ fn sync_dir(dir: &Path) -> Result<(), LogError> {
 /// Removes the copy of segment `base` being written (after a failed rewrite; best effort, the
 /// next open removes what is left).
 fn remove_temps(dir: &Path, base: u64) {
-    for ext in ["log", "index", "timeindex"] {
+    // Indexes first: leftover index copies without their log would read as a swap that
+    // happened (see `recover_temps`).
+    for ext in ["index", "timeindex", "log"] {
         let _ = std::fs::remove_file(temp_path(dir, base, ext));
     }
 }

@@ -285,6 +285,13 @@ fn tombstones_delete_their_key_and_go_once_older_than_delete_retention() {
     assert!(is_tombstone(b" \t"));
     assert!(!is_tombstone(b"nul") && !is_tombstone(b"\"null\"") && !is_tombstone(b"nullx"));
     assert!(!is_tombstone(b"{}"));
+    assert!(is_tombstone(br#"{"card_id":"c1","n":3,"op":"delete"}"#));
+    assert!(!is_tombstone(br#"{"card_id":"c1","n":3,"op":"update"}"#));
+    assert!(
+        !is_tombstone(br#"{"note":"\"op\":\"delete\"","op":"insert"}"#),
+        "the text inside a string is no delete"
+    );
+    assert!(!is_tombstone(br#"{"op":"delete""#), "not JSON");
     let dir = tempfile::tempdir().unwrap();
     let p = dir.path();
     let mut w = PartitionWriter::open(p, 1, FsyncPolicy::Never).unwrap();

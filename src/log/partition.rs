@@ -221,6 +221,9 @@ impl PartitionWriter {
     /// segments with nothing to remove are left as they are.
     pub fn compact(&mut self, policy: &Compaction) -> Result<CompactStats, LogError> {
         self.active.flush_indexes()?;
+        // The pass drops records superseded by later ones, some of them maybe only in the
+        // active segment: those must be on disk before what they supersede goes.
+        self.active.sync()?;
         let (stats, cleaned) =
             compact::compact_partition(&self.dir, &mut self.sealed, self.active.base(), policy)?;
         self.cleaned = cleaned;
@@ -306,7 +309,11 @@ impl PartitionWriter {
             .map_err(io_err(&path))?;
         sync_dir(&self.dir)?;
         if self.cleaned > offset {
-            // Offsets from `offset` on are written again, uncompacted.
+            // Offsets from `offset` on are written again, uncompacted. Below it, compaction may
+            // already have removed a key's record that a removed later one superseded (an older
+            // savepoint restored into a compacted sink): the replay writes that key again only
+            // if its value changes again.
+            tracing::warn!(partition = %self.dir.display(), offset, compacted_to = self.cleaned, "truncating a compacted partition below where compaction ran: keys whose latest record before this offset was removed stay absent until the replay writes them again");
             compact::set_cleaned_offset(&self.dir, offset)?;
         }
         tracing::info!(partition = %self.dir.display(), offset, "truncated (aborted uncommitted records)");

@@ -6,7 +6,8 @@
 //! job opens each declared sink with a [`SinkContext`], then recovers it to the restored
 //! checkpoint ([`Sink::recover`]).
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use super::{SharedProducer, Sink};
@@ -55,8 +56,9 @@ pub struct SinkContext<'a> {
     pub exactly_once: bool,
     /// One producer per topic, shared by every sink that writes it.
     producers: BTreeMap<String, SharedProducer>,
-    /// Topics this context created (they did not exist).
-    created: BTreeSet<String>,
+    /// Topics this context created (they did not exist), each with whether only one sink
+    /// writes it so far.
+    created: BTreeMap<String, Arc<AtomicBool>>,
 }
 
 impl<'a> SinkContext<'a> {
@@ -67,20 +69,29 @@ impl<'a> SinkContext<'a> {
             fsync,
             exactly_once,
             producers: BTreeMap::new(),
-            created: BTreeSet::new(),
+            created: BTreeMap::new(),
         }
     }
 
-    /// Whether [`Self::producer`] created `topic` (it did not exist): a sink may then still
-    /// choose its cleanup, e.g. compaction for a changelog keyed by group key.
-    pub fn created_topic(&self, topic: &str) -> bool {
-        self.created.contains(topic)
+    /// Whether [`Self::producer`] created `topic` (it did not exist) and one sink alone writes
+    /// it: such a sink may still choose its cleanup, e.g. compaction for a changelog keyed by
+    /// group key. A flag, read when the sink decides: a second sink opened on the topic later
+    /// clears it (two queries' changelogs in one topic can have equal keys, and compaction
+    /// would keep only one of them).
+    pub fn created_topic(&self, topic: &str) -> Arc<AtomicBool> {
+        self.created
+            .get(topic)
+            .cloned()
+            .unwrap_or_else(|| Arc::new(AtomicBool::new(false)))
     }
 
     /// The producer of `topic`, creating the topic with `partitions` (default 1) if missing;
     /// every sink of the run writing `topic` shares it.
     pub fn producer(&mut self, topic: &str, partitions: Option<u32>) -> Result<SharedProducer> {
         if let Some(p) = self.producers.get(topic) {
+            if let Some(sole) = self.created.get(topic) {
+                sole.store(false, Ordering::Release);
+            }
             return Ok(Arc::clone(p));
         }
         let config = TopicConfig {
@@ -93,7 +104,8 @@ impl<'a> SinkContext<'a> {
         );
         self.log.ensure_topic(topic, &config)?;
         if missing {
-            self.created.insert(topic.to_string());
+            self.created
+                .insert(topic.to_string(), Arc::new(AtomicBool::new(true)));
         }
         let w = self.log.writer(topic, self.fsync)?;
         let p = Arc::new(Mutex::new(Producer::new(w, None)));

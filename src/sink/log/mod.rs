@@ -137,5 +137,15 @@ mod tests {
             log.topic_config("changelog").unwrap().compaction(),
             Some(crate::log::Compaction::default())
         );
+        // Two changelogs opened on one created topic before either is keyed: their keys can
+        // be equal, so neither makes it compacted.
+        let (mut a, mut b) = (
+            declared("shared").open(&mut ctx).unwrap(),
+            declared("shared").open(&mut ctx).unwrap(),
+        );
+        a.key_rows_by(&[0]);
+        b.key_rows_by(&[0]);
+        a.write_record(b"{\"n\":1}").unwrap();
+        assert_eq!(log.topic_config("shared").unwrap().cleanup, Cleanup::Delete);
     }
 }

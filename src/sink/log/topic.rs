@@ -39,7 +39,7 @@ pub struct TopicSink {
     /// Result columns whose values key each result record ([`Sink::key_rows_by`]).
     key_columns: Option<Vec<usize>>,
     /// The run created the topic: keyed rows make it compacted.
-    created_topic: bool,
+    created_topic: Arc<std::sync::atomic::AtomicBool>,
     /// Making the topic compacted failed (reported at the next write).
     failed: Option<crate::log::LogError>,
     producer: SharedProducer,
@@ -57,7 +57,7 @@ impl TopicSink {
             transactional: None,
             keyed: false,
             key_columns: None,
-            created_topic: false,
+            created_topic: Arc::default(),
             failed: None,
             producer,
             buf: Vec::with_capacity(1 << 16),
@@ -90,7 +90,7 @@ impl TopicSink {
     }
 
     /// Says whether this run created the topic (see the module documentation).
-    pub fn created_topic(mut self, created: bool) -> Self {
+    pub fn created_topic(mut self, created: Arc<std::sync::atomic::AtomicBool>) -> Self {
         self.created_topic = created;
         self
     }
@@ -153,7 +153,10 @@ impl TopicSink {
 impl Sink for TopicSink {
     fn key_rows_by(&mut self, columns: &[usize]) {
         self.key_columns = Some(columns.to_vec());
-        if std::mem::take(&mut self.created_topic) {
+        if self
+            .created_topic
+            .swap(false, std::sync::atomic::Ordering::AcqRel)
+        {
             // Changelog rows keyed by group key: keep the latest per key, forever.
             let r = self
                 .producer
