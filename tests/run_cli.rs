@@ -1328,3 +1328,136 @@ INSERT INTO asof SELECT p.event_id, p.merchant_id, p.event_time, t.tier FROM pay
         "m_0001 on both sides of its change: {before} / {after}"
     );
 }
+
+/// Table state is in checkpoints: a restarted job joins with the rows its checkpoint saved,
+/// though the table's file is gone and compaction removed the topic version its events need;
+/// what the topic gained since is read on top of them.
+#[test]
+fn a_restart_joins_the_table_rows_its_checkpoint_saved() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let events = gen_lines(&["--events", "300", "--seed", "3"]);
+    let (first, second) = events.split_at(150);
+    produce(&data, first);
+    let merchant = |l: &str| -> String {
+        let v: serde_json::Value = serde_json::from_str(l).unwrap();
+        v["merchant_id"].as_str().unwrap().to_string()
+    };
+    // The last event of the second run is not late: its merchant is the one to watch.
+    let watched = merchant(second.last().unwrap());
+    let tiers = dir.path().join("tiers.csv");
+    let mut csv = String::from("merchant_id,tier\n");
+    for m in 0..1000 {
+        csv.push_str(&format!("m_{m:04},a\n"));
+    }
+    std::fs::write(&tiers, csv).unwrap();
+    let ok_run = |args: &[&str]| {
+        let out = paystream(&data).args(args).output().unwrap();
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    ok_run(&[
+        "topic",
+        "create",
+        "flags",
+        "--compact",
+        "--segment-bytes",
+        "4096",
+    ]);
+    let flag = |m: &str, f: &str, at: &str| {
+        format!(r#"{{"merchant_id":"{m}","flag":"{f}","event_time":"{at}"}}"#)
+    };
+    let (good, err) = produce_stdin(
+        &data,
+        "flags",
+        &[flag(&watched, "x", "2026-01-01T00:00:00Z")],
+        &["--key", "merchant_id"],
+    );
+    assert!(good, "{err}");
+    let query = dir.path().join("flags.sql");
+    std::fs::write(
+        &query,
+        format!(
+            "CREATE SOURCE payments WITH (connector = 'log', topic = 'payments');
+CREATE TABLE tiers (merchant_id VARCHAR PRIMARY KEY, tier VARCHAR)
+  WITH (connector = 'file', path = '{}', format = 'csv');
+CREATE TABLE flags (merchant_id VARCHAR PRIMARY KEY, flag VARCHAR) WITH (connector = 'log', topic = 'flags');
+CREATE SINK joined WITH (connector = 'log', topic = 'joined');
+INSERT INTO joined SELECT p.event_id, p.merchant_id, t.tier, f.flag FROM payments p
+  JOIN tiers t ON t.merchant_id = p.merchant_id
+  LEFT JOIN flags FOR SYSTEM_TIME AS OF p.event_time f ON f.merchant_id = p.merchant_id;
+",
+            tiers.display()
+        ),
+    )
+    .unwrap();
+    let out = run_until_end(&data, &query, &[]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // Between the runs: the file goes, and the watched merchant's flag gets a version from
+    // 2027 on, which supersedes `x` in the compacted topic (filler keys fill the segments).
+    std::fs::remove_file(&tiers).unwrap();
+    let mut later = vec![flag(&watched, "z", "2027-01-01T00:00:00Z")];
+    later.extend((0..200).map(|i| flag(&format!("k_{i:04}"), "f", "2027-01-01T00:00:00Z")));
+    let (good, err) = produce_stdin(&data, "flags", &later, &["--key", "merchant_id"]);
+    assert!(good, "{err}");
+    // One more write rolls the full segment, so `x` and `z` are in a sealed one.
+    let (good, err) = produce_stdin(
+        &data,
+        "flags",
+        &[flag("k_9999", "f", "2027-01-01T00:00:00Z")],
+        &["--key", "merchant_id"],
+    );
+    assert!(good, "{err}");
+    ok_run(&["topic", "compact", "flags"]);
+    let stored = consume_all(&data, "flags");
+    assert!(
+        !stored.iter().any(|l| l.contains(r#""flag":"x""#)),
+        "compaction removed x"
+    );
+
+    produce(&data, second);
+    let out = run_until_end(&data, &query, &[]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let ids: std::collections::HashSet<String> = second
+        .iter()
+        .map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).unwrap();
+            v["event_id"].as_str().unwrap().to_string()
+        })
+        .collect();
+    let rows: Vec<serde_json::Value> = consume_all(&data, "joined")
+        .iter()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .filter(|r| ids.contains(r["event_id"].as_str().unwrap()))
+        .collect();
+    assert!(
+        rows.len() > 100,
+        "the second run's events joined: {}",
+        rows.len()
+    );
+    let mut watched_rows = 0;
+    for r in &rows {
+        assert_eq!(r["tier"], "a", "the saved file rows: {r}");
+        let want = match r["merchant_id"].as_str() == Some(watched.as_str()) {
+            true => {
+                watched_rows += 1;
+                serde_json::json!("x")
+            }
+            false => serde_json::Value::Null,
+        };
+        assert_eq!(r["flag"], want, "the saved version: {r}");
+    }
+    assert!(watched_rows > 0);
+}

@@ -402,11 +402,9 @@ impl Job {
             tables,
         } = self;
         let name = name.clone();
-        // A missing or bad table stops the job before it reads anything.
         for t in tables {
             t.attach_log(&opts.data_dir);
         }
-        crate::table::load_all(tables)?;
         let log = Log::new(&opts.data_dir);
         let topics: Vec<String> = self
             .source_topics()
@@ -534,6 +532,21 @@ impl Job {
             (Some(store), None) => restore(store, opts, &sqls, &source_id, &partitioning)?,
             _ => None,
         };
+        // Tables as the restored checkpoint saw them, else read now: a missing or bad table
+        // stops the job before it reads anything.
+        for t in tables {
+            let saved = restored
+                .as_ref()
+                .and_then(|s| s.tables.iter().find(|(n, _)| n == t.name()));
+            match saved {
+                Some((_, bytes)) if t.restore(bytes)? => {}
+                Some(_) => {
+                    tracing::warn!(table = %t.name(), "the table is declared otherwise than when the checkpoint was taken; reading it from its source");
+                    t.load()?;
+                }
+                None => t.load()?,
+            }
+        }
         let reset = reset.unwrap_or_default();
         if store.is_some() {
             sink_reset::report_changed_sinks(&opts.data_dir, &name, file, restored.is_some())?;
@@ -661,6 +674,7 @@ impl Job {
                     progress: Arc::clone(&progress),
                     queries: sqls.clone(),
                     partitioning: partitioning.clone(),
+                    tables: tables.clone(),
                     workers,
                     // Numbering continues past every checkpoint in the store (after a reset, or a
                     // savepoint older than the latest checkpoint), so pruning keeps the new ones.
@@ -825,6 +839,7 @@ mod restore_tests {
                 operators: vec![vec![vec![], vec![]]],
                 positions: BTreeMap::new(),
             },
+            tables: Vec::new(),
         };
         let opts = JobOptions::new(dir.path());
         let sqls = ["SELECT 1".to_string()];

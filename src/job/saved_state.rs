@@ -36,6 +36,9 @@ struct Header {
     /// How each query's events were spread over the workers (absent before it was recorded).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     partitioning: Option<Vec<String>>,
+    /// The reference tables whose rows follow the operators' blobs, in order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    tables: Vec<String>,
 }
 
 /// A stopped query's state, as saved.
@@ -57,6 +60,8 @@ pub struct SavedState {
     pub sinks: BTreeMap<String, Vec<u64>>,
     /// The pipeline state.
     pub pipeline: PipelineState,
+    /// Each reference table's rows as the queries saw them (`table/saved.rs`), by name.
+    pub tables: Vec<(String, std::sync::Arc<Vec<u8>>)>,
 }
 
 /// How a plan's events are spread over workers, as a checkpoint records it.
@@ -98,20 +103,19 @@ impl SavedState {
             epoch: self.epoch,
             sinks: self.sinks.clone(),
             partitioning: self.partitioning.clone(),
+            tables: self.tables.iter().map(|(n, _)| n.clone()).collect(),
         };
         let h = serde_json::to_vec(&header).expect("header serializes");
-        let blob_bytes: usize = std::iter::once(&self.pipeline.router)
+        let blobs: Vec<&Vec<u8>> = std::iter::once(&self.pipeline.router)
             .chain(self.pipeline.operators.iter().flatten())
-            .map(|b| b.len() + 4)
-            .sum();
+            .chain(self.tables.iter().map(|(_, b)| b.as_ref()))
+            .collect();
+        let blob_bytes: usize = blobs.iter().map(|b| b.len() + 4).sum();
         let mut out = Vec::with_capacity(h.len() + blob_bytes + 64);
         out.extend_from_slice(MAGIC);
         out.extend_from_slice(&VERSION.to_le_bytes());
         out.extend_from_slice(&(h.len() as u32).to_le_bytes());
         out.extend_from_slice(&h);
-        let blobs: Vec<&Vec<u8>> = std::iter::once(&self.pipeline.router)
-            .chain(self.pipeline.operators.iter().flatten())
-            .collect();
         out.extend_from_slice(&(blobs.len() as u32).to_le_bytes());
         for b in blobs {
             out.extend_from_slice(&(b.len() as u32).to_le_bytes());
@@ -154,7 +158,7 @@ impl SavedState {
             blobs.push(take(l)?.to_vec());
         }
         let nq = header.queries.len();
-        if blobs.len() != 1 + nq * header.workers {
+        if blobs.len() != 1 + nq * header.workers + header.tables.len() {
             return Err(bad(
                 path,
                 "the number of operator snapshots does not match the header",
@@ -168,6 +172,11 @@ impl SavedState {
         let operators = (0..nq)
             .map(|_| it.by_ref().take(header.workers).collect())
             .collect();
+        let tables = header
+            .tables
+            .into_iter()
+            .zip(it.map(std::sync::Arc::new))
+            .collect();
         Ok(SavedState {
             queries: header.queries,
             workers: header.workers,
@@ -180,6 +189,7 @@ impl SavedState {
                 operators,
                 positions: header.positions,
             },
+            tables,
         })
     }
 }
@@ -202,6 +212,7 @@ mod tests {
                 operators: vec![vec![vec![4], vec![5, 6]], vec![vec![], vec![7]]],
                 positions: [(0, 10), (1, 20)].into_iter().collect(),
             },
+            tables: vec![("merchants".into(), std::sync::Arc::new(vec![8, 9]))],
         };
         let bytes = s.encode();
         let p = Path::new("state");
@@ -212,6 +223,7 @@ mod tests {
         assert_eq!(back.pipeline.router, s.pipeline.router);
         assert_eq!((back.epoch, &back.sinks), (7, &s.sinks));
         assert_eq!(back.partitioning, s.partitioning);
+        assert_eq!(back.tables, s.tables);
         for cut in [0, 5, bytes.len() / 2, bytes.len() - 1] {
             assert!(SavedState::decode(p, &bytes[..cut]).is_err());
         }

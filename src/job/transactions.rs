@@ -42,6 +42,8 @@ pub struct Committer {
     pub(super) workers: usize,
     /// How each query's events are spread over the workers (recorded in each checkpoint).
     pub(super) partitioning: Vec<String>,
+    /// The reference tables its queries join: their rows go into each checkpoint.
+    pub(super) tables: Vec<Arc<crate::table::ReferenceTable>>,
     /// The last checkpoint's number.
     pub(super) epoch: u64,
     /// (duration, bytes) of each checkpoint completed.
@@ -93,6 +95,15 @@ impl Committer {
             epoch,
             sinks,
             pipeline: state,
+            tables: self
+                .tables
+                .iter()
+                .filter_map(|t| {
+                    t.saved()
+                        .transpose()
+                        .map(|b| b.map(|b| (t.name().to_string(), b)))
+                })
+                .collect::<Result<_>>()?,
         };
         let store = Arc::clone(&self.store);
         let source = Arc::clone(&self.source);

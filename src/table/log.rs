@@ -16,7 +16,7 @@ use datafusion::arrow::datatypes::Schema;
 
 use super::{TableDecl, TableSource};
 use crate::error::{Error, Result};
-use crate::log::{Isolation, Log, ReadTopic, StartAt, read_topic};
+use crate::log::{GroupOffsets, Isolation, Log, ReadTopic, StartAt, read_topic};
 
 /// A topic's rows: every version and tombstone in log order (partition by partition).
 pub(super) struct Loaded {
@@ -42,8 +42,9 @@ pub(super) fn ends(log_dir: &Path, topic: &str) -> Option<Vec<u64>> {
     )
 }
 
-/// Reads `decl`'s topic from its start to its end.
-pub(super) fn read(decl: &TableDecl, log_dir: &Path) -> Result<Loaded> {
+/// Reads `decl`'s topic from its start (or from the offsets `from`, where an earlier read
+/// ended) to its end: records appended while it reads are left for the next read.
+pub(super) fn read(decl: &TableDecl, log_dir: &Path, from: Option<&[u64]>) -> Result<Loaded> {
     let TableSource::Log { topic } = &decl.source else {
         return Err(Error::Internal("a file table read as a topic".into()));
     };
@@ -70,8 +71,14 @@ pub(super) fn read(decl: &TableDecl, log_dir: &Path) -> Result<Loaded> {
     let mut skipped = 0u64;
     let mut first_skipped: Option<String> = None;
     let has_valid_from = decl.valid_from().is_some();
+    let start = match from {
+        None => StartAt::Earliest,
+        Some(from) => StartAt::Committed(GroupOffsets {
+            offsets: (0..).zip(from.iter().copied()).collect(),
+        }),
+    };
     let opts = ReadTopic {
-        start: Some(StartAt::Earliest),
+        start: Some(start),
         isolation: Isolation::ReadCommitted,
         skip_corrupt: false,
         until_end: true,
@@ -84,6 +91,12 @@ pub(super) fn read(decl: &TableDecl, log_dir: &Path) -> Result<Loaded> {
         &opts,
         &AtomicBool::new(false),
         |partition, r| {
+            if ends
+                .get(partition as usize)
+                .is_none_or(|end| r.offset >= *end)
+            {
+                return Ok(());
+            }
             let value = std::str::from_utf8(r.value).unwrap_or("");
             let trimmed = value.trim();
             let row = if trimmed.is_empty() || trimmed == "null" {

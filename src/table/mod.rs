@@ -16,6 +16,7 @@
 
 mod file;
 mod log;
+mod saved;
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -88,6 +89,9 @@ pub struct Snapshot {
     /// For a table over a topic: per row of `all`, its record's time (when its version starts
     /// unless the table has `valid_from`), and whether it deletes its key.
     pub changelog: Option<(Vec<i64>, Vec<bool>)>,
+    /// What the source was when these rows were read (see `ReferenceTable::stamp`): saved
+    /// with them in checkpoints, so a restored table knows whether its source moved on.
+    pub stamp: Option<Vec<u64>>,
 }
 
 /// A declared table and its current snapshot.
@@ -103,6 +107,9 @@ pub struct ReferenceTable {
     /// When the file was last looked at ([`Self::refresh_due`]).
     checked: Mutex<Option<std::time::Instant>>,
     version: AtomicU64,
+    /// The last snapshot encoded for a checkpoint, by version (`table/saved.rs`): a table
+    /// that did not change is not encoded again.
+    saved: Mutex<Option<(u64, Arc<Vec<u8>>)>>,
 }
 
 /// How often a running query looks whether a table's file changed.
@@ -118,6 +125,7 @@ impl ReferenceTable {
             log_dir: Mutex::new(None),
             checked: Mutex::new(None),
             version: AtomicU64::new(0),
+            saved: Mutex::new(None),
         })
     }
 
@@ -167,41 +175,78 @@ impl ReferenceTable {
 
     /// Reads the table from its source now (an error says which table, file and row).
     pub fn load(&self) -> Result<()> {
-        let stamp = self.stamp_now();
         match &self.decl.source {
-            TableSource::File { .. } => self.install(file::read(&self.decl)?, None)?,
+            // The stamp before the read: a change made while reading shows as a change.
+            TableSource::File { .. } => {
+                let stamp = self.stamp_now();
+                self.install(file::read(&self.decl)?, None, stamp)
+            }
             TableSource::Log { .. } => {
                 let dir = self.log_dir()?;
-                let l = log::read(&self.decl, &dir)?;
-                let upserts: Vec<bool> = l.deleted.iter().map(|d| !d).collect();
-                let kept = datafusion::arrow::compute::filter_record_batch(
-                    &l.all,
-                    &datafusion::arrow::array::BooleanArray::from(upserts),
-                )?;
-                file::check(&self.decl, &kept).map_err(|m| Error::Input {
-                    path: dir.join(self.name()),
-                    message: crate::decode::redact(&format!("table `{}`: {m}", self.name())),
-                })?;
-                let all =
-                    RecordBatch::try_new(Arc::clone(&self.decl.schema), l.all.columns().to_vec())?;
-                self.install(all, Some((l.times, l.deleted)))?;
-                *self.stamp.lock().unwrap_or_else(|e| e.into_inner()) = Some(l.ends);
-                return Ok(());
+                let l = log::read(&self.decl, &dir, None)?;
+                let all = self.checked_rows(&dir, &l)?;
+                self.install(all, Some((l.times, l.deleted)), Some(l.ends))
             }
         }
-        *self.stamp.lock().unwrap_or_else(|e| e.into_inner()) = stamp;
-        Ok(())
     }
 
-    /// Reads the table again if its file changed since it was read; whether it did. A file
-    /// that cannot be read now (being rewritten) keeps the table as it was.
+    /// A topic's rows as the table's, after the checks a file's rows get (keys, NOT NULL,
+    /// card numbers; tombstones are only keys).
+    fn checked_rows(&self, dir: &std::path::Path, l: &log::Loaded) -> Result<RecordBatch> {
+        let upserts: Vec<bool> = l.deleted.iter().map(|d| !d).collect();
+        let kept = datafusion::arrow::compute::filter_record_batch(
+            &l.all,
+            &datafusion::arrow::array::BooleanArray::from(upserts),
+        )?;
+        file::check(&self.decl, &kept).map_err(|m| Error::Input {
+            path: dir.join(self.name()),
+            message: crate::decode::redact(&format!("table `{}`: {m}", self.name())),
+        })?;
+        Ok(RecordBatch::try_new(
+            Arc::clone(&self.decl.schema),
+            l.all.columns().to_vec(),
+        )?)
+    }
+
+    /// Appends what a topic gained since `before` (its end offsets when last read) to the
+    /// table: a changelog only grows, and versions that retention or compaction removed from
+    /// the topic since stay in the table (a restored table keeps what its checkpoint saw).
+    fn load_since(&self, before: &[u64]) -> Result<()> {
+        let dir = self.log_dir()?;
+        let l = log::read(&self.decl, &dir, Some(before))?;
+        let old = self.snapshot()?;
+        let (Some((times, deleted)), true) = (&old.changelog, l.all.num_rows() > 0) else {
+            // Nothing that is a row (skipped records): the same table, read further.
+            *self.stamp.lock().unwrap_or_else(|e| e.into_inner()) = Some(l.ends);
+            return Ok(());
+        };
+        let new = self.checked_rows(&dir, &l)?;
+        let all = datafusion::arrow::compute::concat_batches(&self.decl.schema, [&old.all, &new])?;
+        let times = times.iter().chain(&l.times).copied().collect();
+        let deleted = deleted.iter().chain(&l.deleted).copied().collect();
+        self.install(all, Some((times, deleted)), Some(l.ends))
+    }
+
+    /// Reads the table again if its source changed since it was read; whether it did. A file
+    /// that cannot be read now (being rewritten) keeps the table as it was; a topic that only
+    /// grew is read from where it was.
     pub fn refresh(&self) -> Result<bool> {
         let now = self.stamp_now();
         let before = self.stamp.lock().unwrap_or_else(|e| e.into_inner()).clone();
         if now.is_none() || now == before {
             return Ok(false);
         }
-        if let Err(e) = self.load() {
+        let grew = match (&self.decl.source, &before, &now) {
+            (TableSource::Log { .. }, Some(b), Some(n)) => {
+                b.len() == n.len() && b.iter().zip(n).all(|(b, n)| b <= n)
+            }
+            _ => false,
+        };
+        let read = match grew {
+            true => self.load_since(before.as_deref().unwrap_or_default()),
+            false => self.load(),
+        };
+        if let Err(e) = read {
             // Not read again until it changes again (a fix made since is a change).
             *self.stamp.lock().unwrap_or_else(|e| e.into_inner()) = now;
             return Err(e);
@@ -245,16 +290,23 @@ impl ReferenceTable {
             .ok_or_else(|| Error::Internal(format!("table `{}` not loaded", self.decl.name)))
     }
 
-    /// Makes `all` the table's rows.
-    fn install(&self, all: RecordBatch, changelog: Option<(Vec<i64>, Vec<bool>)>) -> Result<()> {
+    /// Makes `all` the table's rows, read when its source was `stamp`.
+    fn install(
+        &self,
+        all: RecordBatch,
+        changelog: Option<(Vec<i64>, Vec<bool>)>,
+        stamp: Option<Vec<u64>>,
+    ) -> Result<()> {
         let current = current_rows(&self.decl, &all, changelog.as_ref())?;
         let mut slot = self.snapshot.write().unwrap_or_else(|e| e.into_inner());
         let version = self.version.fetch_add(1, Ordering::AcqRel) + 1;
+        *self.stamp.lock().unwrap_or_else(|e| e.into_inner()) = stamp.clone();
         *slot = Some(Arc::new(Snapshot {
             all,
             current,
             version,
             changelog,
+            stamp,
         }));
         Ok(())
     }
