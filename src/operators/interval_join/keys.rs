@@ -151,6 +151,14 @@ impl Keys {
         }
     }
 
+    /// Key `id` has a row to drop once the watermark passes `at`, which may as well wait for
+    /// the key's deadline if it has one.
+    pub(super) fn schedule_eventually(&mut self, id: usize, at: i64) {
+        if self.keys[id].scheduled == NEVER {
+            self.schedule(id, at);
+        }
+    }
+
     /// The keys with a deadline before `watermark` (every live key for `None`: the end), each
     /// once, unscheduled: the caller drops their passed rows and schedules what is left.
     pub(super) fn due(&mut self, watermark: Option<i64>) -> Vec<usize> {

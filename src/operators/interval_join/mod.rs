@@ -5,7 +5,9 @@
 //!
 //! State is both sides' rows per key, kept only as long as a partner can still arrive: a left
 //! row until the watermark passes `L.time + upper` (then, in a left join, it is emitted with
-//! nulls if nothing matched), a right row until it passes `R.time − lower`. An event behind
+//! nulls if nothing matched), a right row until it passes `R.time − lower` — or, for rows
+//! that need not go on time (all but an outer join's left rows), until the key's next
+//! deadline after that (see `keep`). An event behind
 //! the watermark it arrived under is late (a partner it needs may be gone). A pair is emitted
 //! as soon as its second row arrives, so results do not wait for the watermark; each pair
 //! exactly once, whichever row came first (a row is added to the left side, then matched as a
@@ -110,6 +112,8 @@ pub(super) struct IntervalJoin {
     narrow_time: [usize; 2],
     /// The joined rows' schema with every column nullable: columns no result reads are nulls.
     relaxed: SchemaRef,
+    /// A self-join whose sides' keys are the same expressions: one key per row serves both.
+    same_keys: bool,
     converter: RowConverter,
     /// Each right key column's type where it differs from the left key's (cast to it).
     right_casts: Vec<Option<datafusion::arrow::datatypes::DataType>>,
@@ -134,7 +138,7 @@ impl IntervalJoin {
             .iter()
             .map(|k| k.data_type(&schemas[LEFT]))
             .collect::<datafusion::error::Result<Vec<_>>>()?;
-        let right_casts = spec
+        let right_casts: Vec<Option<datafusion::arrow::datatypes::DataType>> = spec
             .right_keys
             .iter()
             .zip(&types)
@@ -168,6 +172,14 @@ impl IntervalJoin {
                 .map(|f| f.as_ref().clone().with_nullable(true))
                 .collect::<Vec<_>>(),
         ));
+        let same_keys = spec.streams.is_empty()
+            && right_casts.iter().all(Option::is_none)
+            && spec.left_keys.len() == spec.right_keys.len()
+            && spec
+                .left_keys
+                .iter()
+                .zip(&spec.right_keys)
+                .all(|(l, r)| l.to_string() == r.to_string());
         Ok(IntervalJoin {
             converter: RowConverter::new(types.into_iter().map(SortField::new).collect())?,
             right_casts,
@@ -180,6 +192,7 @@ impl IntervalJoin {
             narrow_keys,
             narrow_time,
             relaxed,
+            same_keys,
             stores: [Store::default(), Store::default()],
             keys: Keys::default(),
         })
@@ -424,7 +437,15 @@ impl IntervalJoin {
             time.saturating_sub(self.spec.lower)
         };
         self.stores[if left { LEFT } else { RIGHT }].live[b as usize] += 1;
-        self.keys.schedule(id, at);
+        // Only an outer join's left row must go on time (it is emitted with nulls then). A row
+        // the watermark has passed can match no row that is not late — a new left row has
+        // `L.time ≥ watermark > R.time − lower`, a new right row `R.time ≥ watermark > L.time +
+        // upper` — so any other row may wait for its key's next deadline: a capture arriving
+        // for a waiting authorization costs no deadline of its own.
+        match left && self.spec.left_outer {
+            true => self.keys.schedule(id, at),
+            false => self.keys.schedule_eventually(id, at),
+        }
     }
 
     /// Adds `batch`'s rows that `left` and `right` take (in row order), emitting the pairs.
@@ -448,10 +469,11 @@ impl IntervalJoin {
             false => None,
         };
         let casts = self.right_casts.clone();
-        let rk = match any_right {
+        let rk = match any_right && !(self.same_keys && any_left) {
             true => Some(self.side_keys(&batch, &self.spec.right_keys, Some(&casts))?),
             false => None,
         };
+        let rk = rk.as_ref().or(lk.as_ref().filter(|_| self.same_keys));
         // Each side keeps only the rows it takes: row i is at `pos[side][i]` in its batch.
         let mut pos = [vec![u32::MAX; times.len()], vec![u32::MAX; times.len()]];
         let mut stored = [None, None];
@@ -482,7 +504,7 @@ impl IntervalJoin {
                 (true, Some(lk)) => Some(self.keys.id(lk.row(i).as_ref())),
                 _ => None,
             };
-            let rid = match (right[i], &rk) {
+            let rid = match (right[i], rk) {
                 (true, Some(rk)) => Some(self.keys.id(rk.row(i).as_ref())),
                 _ => None,
             };
