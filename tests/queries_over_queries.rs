@@ -29,7 +29,36 @@ struct Case {
     rest: &'static str,
 }
 
-const CASES: [Case; 5] = [
+const CASES: [Case; 7] = [
+    // Issue 16: a window over an interval join's pairs, timed by the capture.
+    Case {
+        inner: "SELECT a.merchant_id, c.event_time AS captured_at, c.amount_minor AS captured_minor \
+                FROM payments a JOIN payments c \
+                  ON c.payment_id = a.payment_id AND c.event_type = 'capture' \
+                 AND c.event_time BETWEEN a.event_time AND a.event_time + INTERVAL '1' MINUTE \
+                WHERE a.event_type = 'authorization'",
+        bound: "captured_at",
+        size: 20_000,
+        slide: None,
+        columns: "merchant_id, captured_minor",
+        select: "merchant_id, window_start, window_end, count(*) AS captured, sum(captured_minor) AS total",
+        rest: "GROUP BY merchant_id, window_start, window_end",
+    },
+    // A left join's rows, unmatched ones with nulls, timed by the left side: authorizations
+    // per window and how many were captured within 5 s.
+    Case {
+        inner: "SELECT a.currency, a.event_time AS authorized_at, c.event_id AS capture \
+                FROM payments a LEFT JOIN payments c \
+                  ON c.payment_id = a.payment_id AND c.event_type = 'capture' \
+                 AND c.event_time BETWEEN a.event_time AND a.event_time + INTERVAL '5' SECOND \
+                WHERE a.event_type = 'authorization'",
+        bound: "authorized_at",
+        size: 30_000,
+        slide: Some(10_000),
+        columns: "currency, capture",
+        select: "currency, window_start, window_end, count(*) AS auths, count(capture) AS captured",
+        rest: "GROUP BY currency, window_start, window_end",
+    },
     // An outer HOP, in Flink's spelling.
     Case {
         inner: "SELECT merchant_id, window_start, window_end, sum(amount_minor) AS total \
@@ -240,6 +269,15 @@ fn what_a_window_over_a_query_cannot_follow_is_refused_where_it_is_written() {
         (
             "WITH Payments AS (SELECT * FROM payments WHERE amount_minor > 5) SELECT event_id FROM payments",
             "is defined twice (or is the stream's name)",
+        ),
+        // A window over a LEFT JOIN timed by the right side, which is null when unmatched.
+        (
+            "WITH j AS (SELECT a.merchant_id, c.event_time AS captured_at FROM payments a LEFT JOIN payments c ON c.payment_id = a.payment_id AND c.event_time BETWEEN a.event_time AND a.event_time + INTERVAL '1' MINUTE)\nSELECT window_start, count(*) FROM TUMBLE(j, captured_at, INTERVAL '1' HOUR) GROUP BY window_start, window_end",
+            "line 2, column 46: `captured_at` can be null in `j`",
+        ),
+        (
+            "WITH j AS (SELECT a.merchant_id, c.event_time AS captured_at FROM payments a JOIN payments c ON c.payment_id = a.payment_id AND c.event_time BETWEEN a.event_time AND a.event_time + INTERVAL '1' MINUTE)\nSELECT window_start, count(*) FROM TUMBLE(j, merchant_id, INTERVAL '1' HOUR) GROUP BY window_start, window_end",
+            "`j` has no TIMESTAMP column merchant_id",
         ),
     ] {
         let e = plan_query(sql).unwrap_err().to_string();

@@ -840,22 +840,34 @@ async fn plan_chain(
         PlanKind::Enriched(e) => &e.inner.kind,
         k => k,
     };
-    let PlanKind::Window { window, .. } = windowed else {
-        return Err(plan_error(
-            texts.bound_span,
-            format!(
-                "`{}` is not a windowed aggregate; a window over a query's results needs one (GROUP BY …, window_start, window_end over TUMBLE, HOP or SESSION)",
-                texts.cte
-            ),
-        ));
+    let lag = match windowed {
+        PlanKind::IntervalJoin(j) if texts.joins => interval_join_lag(j, &inner, &texts)?,
+        _ if texts.joins => {
+            return Err(plan_error(
+                texts.bound_span,
+                format!(
+                    "a window over `{}` needs it to join two streams with a time bound (an interval join); to window the stream joined with a table, write the window in one query: FROM TUMBLE({stream}, event_time, …) p JOIN … GROUP BY …, window_start, window_end",
+                    texts.cte
+                ),
+            ));
+        }
+        PlanKind::Window { window, .. } => super::with_clause::lag(window.kind, &texts)?,
+        _ => {
+            return Err(plan_error(
+                texts.bound_span,
+                format!(
+                    "`{}` is not a windowed aggregate; a window over a query's results needs one (GROUP BY …, window_start, window_end over TUMBLE, HOP or SESSION)",
+                    texts.cte
+                ),
+            ));
+        }
     };
-    let lag = super::with_clause::lag(window.kind, &texts)?;
     let (schema, columns) = super::with_clause::outer_events(&inner.output_schema, &texts)?;
     let outer_events = Arc::new(EventSchema::declared(
         texts.cte.clone(),
         Arc::new(schema),
         None,
-        texts.time_column,
+        &texts.time_column,
     )?);
     let outer = Box::pin(plan_query_async(
         &texts.outer_sql,
@@ -878,6 +890,41 @@ async fn plan_chain(
         })),
         events: Arc::clone(events),
     })
+}
+
+/// How far the rows of an interval join, timed by their column `texts.bound`, trail the
+/// watermark ([`super::plan::ChainSpec::lag`]). A pair comes out when its second row arrives,
+/// not behind the watermark `W`: then `L.time ≥ W − upper` (the right row came second, and
+/// `R.time − L.time ≤ upper`) and `R.time ≥ W + lower`; an unmatched left row of a left join
+/// comes out once `W` passes `L.time + upper`. So the outer watermark trails by the larger of
+/// `upper` and `−lower`, and no row is ever late for the outer window.
+fn interval_join_lag(
+    j: &super::join::IntervalJoinSpec,
+    inner: &StreamPlan,
+    texts: &super::with_clause::ChainTexts,
+) -> Result<i64> {
+    if !j.streams.is_empty() {
+        return Err(plan_error(
+            texts.bound_span,
+            format!(
+                "a window over `{}` joins one stream with itself here; a join of two sources cannot be windowed again yet: window each source and join the windows (a window join)",
+                texts.cte
+            ),
+        ));
+    }
+    if j.left_outer
+        && let Ok(f) = inner.output_schema.field_with_name(&texts.bound)
+        && f.is_nullable()
+    {
+        return Err(plan_error(
+            texts.bound_span,
+            format!(
+                "`{}` can be null in `{}` (a LEFT JOIN's unmatched rows have no right side); time the window by the left side's event time",
+                texts.bound, texts.cte
+            ),
+        ));
+    }
+    Ok(j.upper.max(j.lower.saturating_neg()).max(0))
 }
 
 /// DataFusion's physical plan of a statement (never executed: only its expressions are used),
@@ -2020,7 +2067,7 @@ fn lift(
             if aggregate.is_some() || over.is_some() || window.is_some() {
                 return Err(plan_error(
                     at,
-                    "aggregates and window functions over a join are not supported yet; select the joined rows (and aggregate them in a query over its output)",
+                    "aggregates and window functions over a join are not supported yet in one SELECT; name the join's rows in a WITH and window them by one of their times: WITH j AS (SELECT a.merchant_id, c.event_time AS captured_at FROM … JOIN …) SELECT merchant_id, window_start, count(*) FROM TUMBLE(j, captured_at, INTERVAL '1' MINUTE) GROUP BY merchant_id, window_start, window_end",
                 ));
             }
             let sides = join_sides.take().ok_or_else(|| {

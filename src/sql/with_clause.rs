@@ -44,11 +44,15 @@ pub(super) struct ChainTexts {
     pub outer_sql: String,
     /// The CTE's name: the stream the outer query reads.
     pub cte: String,
-    /// The inner bound the outer window follows (`window_start` or `window_end`).
-    pub bound: &'static str,
+    /// The inner bound the outer window follows (`window_start` or `window_end`), or for a CTE
+    /// that joins two streams, the time column of its results the outer window names.
+    pub bound: String,
     /// The name the outer query's events call that bound (no longer than the bound as written,
     /// padded to its length, so positions hold).
-    pub time_column: &'static str,
+    pub time_column: String,
+    /// Whether the CTE joins (its results are pairs, timed by a column of theirs, not a
+    /// window's rows).
+    pub joins: bool,
     /// Where the time argument is, for errors about it.
     pub bound_span: Span,
 }
@@ -135,9 +139,13 @@ pub(super) fn resolve(sql: &str, query: &mut Query, stream: &str) -> Result<Reso
                 ),
             ));
         };
-        let (bound_name, time_column) = match normal(bound).as_str() {
-            WINDOW_START => (WINDOW_START, INNER_START),
-            WINDOW_END => (WINDOW_END, INNER_END),
+        let joins = matches!(body.body.as_ref(), SetExpr::Select(s) if s.from.iter().any(|f| !f.joins.is_empty()));
+        let named = normal(bound);
+        let (bound_name, time_column) = match named.as_str() {
+            // A join's results are timed by one of their own columns, kept under its name.
+            _ if joins => (named.clone(), named.clone()),
+            WINDOW_START => (WINDOW_START.to_string(), INNER_START.to_string()),
+            WINDOW_END => (WINDOW_END.to_string(), INNER_END.to_string()),
             other => {
                 return Err(plan_error(
                     bound.span,
@@ -147,7 +155,9 @@ pub(super) fn resolve(sql: &str, query: &mut Query, stream: &str) -> Result<Reso
                 ));
             }
         };
-        check_bound(body, bound_name, cte, bound.span)?;
+        if !joins {
+            check_bound(body, &bound_name, cte, bound.span)?;
+        }
         let last = with
             .cte_tables
             .last()
@@ -183,6 +193,7 @@ pub(super) fn resolve(sql: &str, query: &mut Query, stream: &str) -> Result<Reso
             cte: cte.clone(),
             bound: bound_name,
             time_column,
+            joins,
             bound_span: bound.span,
         }));
     }
@@ -383,12 +394,21 @@ pub(super) fn outer_events(inner: &Schema, texts: &ChainTexts) -> Result<(Schema
                 break;
             }
             time = Some(fields.len());
-            fields.push(Field::new(texts.time_column, f.data_type().clone(), false));
+            fields.push(Field::new(&texts.time_column, f.data_type().clone(), false));
             columns.push(i);
-        } else if name != WINDOW_START && name != WINDOW_END {
+        } else if texts.joins || (name != WINDOW_START && name != WINDOW_END) {
             fields.push(f.as_ref().clone());
             columns.push(i);
         }
+    }
+    if time.is_none() && texts.joins {
+        return Err(plan_error(
+            texts.bound_span,
+            format!(
+                "`{}` has no TIMESTAMP column {}; select the event time of one side of its join under that name (c.event_time AS {})",
+                texts.cte, texts.bound, texts.bound
+            ),
+        ));
     }
     if time.is_none() {
         return Err(plan_error(
@@ -404,7 +424,7 @@ pub(super) fn outer_events(inner: &Schema, texts: &ChainTexts) -> Result<(Schema
 
 /// How far the outer events' time lags the watermark ([`crate::sql::ChainSpec::lag`]).
 pub(super) fn lag(inner: WindowKind, texts: &ChainTexts) -> Result<i64> {
-    Ok(match (inner, texts.bound) {
+    Ok(match (inner, texts.bound.as_str()) {
         (_, WINDOW_END) => -1,
         (WindowKind::Tumble { size } | WindowKind::Hop { size, .. }, _) => size - 1,
         (WindowKind::Session { .. }, _) => {
