@@ -650,6 +650,13 @@ FROM (SELECT merchant_id, window_start, window_end, count(*) AS n FROM TUMBLE(ca
 LEFT JOIN (SELECT merchant_id, window_start, window_end, count(*) AS n FROM TUMBLE(cards, event_time, INTERVAL '1' MINUTE)
       WHERE event_type = 'capture' GROUP BY merchant_id, window_start, window_end) c
   ON c.merchant_id = a.merchant_id AND c.window_start = a.window_start;
+CREATE SINK captured WITH (connector = 'log', topic = 'captured');
+INSERT INTO captured WITH j AS (SELECT a.merchant_id, c.event_time AS captured_at, c.amount_minor AS captured_minor
+  FROM cards a JOIN cards c ON c.payment_id = a.payment_id AND c.event_type = 'capture'
+   AND c.event_time BETWEEN a.event_time AND a.event_time + INTERVAL '1' MINUTE
+  WHERE a.event_type = 'authorization')
+SELECT merchant_id, window_start, count(*) AS n, sum(captured_minor) AS total
+FROM TUMBLE(j, captured_at, INTERVAL '1' MINUTE) GROUP BY merchant_id, window_start, window_end;
 ",
         merchants.display()
     );
@@ -731,6 +738,7 @@ INSERT INTO totals SELECT merchant_id, currency, count(*) AS n, sum(amount_minor
         "pairs",
         "tiers",
         "side_by_side",
+        "captured",
         "cards-wallets.dlq",
     ] {
         let (want, got) = (consume_all(&reference, sink), consume_all(&crashed, sink));
