@@ -94,9 +94,10 @@ impl SegmentWriter {
         };
         let mut pos = 0usize;
         while let Parsed::Batch(v) = parse_batch(&bytes[pos..]) {
-            // A gap before a batch is compaction's (offsets only grow); a batch going back is
-            // not this segment's continuation.
-            if v.base_offset < w.next_offset {
+            // A gap before a batch is compaction's (offsets only grow); a batch going back, or
+            // past what a segment's u32 index offsets can name, is not this segment's
+            // continuation.
+            if v.base_offset < w.next_offset || v.base_offset - base > u64::from(u32::MAX) {
                 break;
             }
             w.index_batch(&v, pos as u64)?;
