@@ -4,7 +4,8 @@
 //! Joins like reconciliation keep one or two rows per key (an authorization waiting for its
 //! capture) for hundreds of thousands of keys, so the per-key overhead is the state: a key is
 //! one [`Key`] with its rows and (short) bytes inline, no allocation for the first row of a
-//! side, and its id in a [`HashTable`] that compares those bytes (no second copy as a map key).
+//! side, and its id in [`Slots`] under a tag of its hash (the bytes are compared on a match:
+//! no second copy as a map key).
 //!
 //! Deadlines are kept in buckets of [`BUCKET_MS`] of event time, appended to as rows come and
 //! drained as the watermark passes them: a binary heap of every key's deadline spent a fifth of
@@ -14,8 +15,9 @@
 
 use std::collections::{BTreeMap, VecDeque};
 
-use hashbrown::HashTable;
 use smallvec::SmallVec;
+
+use super::slots::{Slots, tag};
 
 /// A kept row: where it is in its side's store, its time, and (a left row) whether it matched.
 #[derive(Debug, Clone, Copy)]
@@ -90,7 +92,7 @@ impl std::ops::IndexMut<usize> for Chunked {
 /// Every key's state.
 #[derive(Default)]
 pub(super) struct Keys {
-    ids: HashTable<u32>,
+    ids: Slots,
     keys: Chunked,
     free: Vec<u32>,
     /// Bucket (deadline / [`BUCKET_MS`]) → (deadline, key id); an entry whose deadline is not
@@ -99,15 +101,30 @@ pub(super) struct Keys {
 }
 
 impl Keys {
+    /// The hash [`Self::id_hashed`] takes.
+    pub(super) fn hash(bytes: &[u8]) -> u64 {
+        xxhash_rust::xxh3::xxh3_64(bytes)
+    }
+
+    /// Hints the CPU to load what a lookup of a key of hash `hash` reads first.
+    pub(super) fn prefetch(&self, hash: u64) {
+        self.ids.prefetch(tag(hash));
+    }
+
     /// The id of the key `bytes`, interning it.
+    #[cfg(test)]
     pub(super) fn id(&mut self, bytes: &[u8]) -> usize {
-        let hash = xxhash_rust::xxh3::xxh3_64(bytes);
+        self.id_hashed(bytes, Self::hash(bytes))
+    }
+
+    /// The id of the key `bytes` of hash `hash` ([`Self::hash`]), interning it.
+    pub(super) fn id_hashed(&mut self, bytes: &[u8], hash: u64) -> usize {
         let keys = &self.keys;
         if let Some(id) = self
             .ids
-            .find(hash, |i| keys[*i as usize].bytes.as_slice() == bytes)
+            .find(tag(hash), |i| keys[i as usize].bytes.as_slice() == bytes)
         {
-            return *id as usize;
+            return id as usize;
         }
         let key = Key {
             bytes: KeyBytes::from_slice(bytes),
@@ -126,8 +143,7 @@ impl Keys {
                 (self.keys.len - 1) as u32
             }
         };
-        let keys = &self.keys;
-        self.ids.insert_unique(hash, id, |i| keys[*i as usize].hash);
+        self.ids.insert(tag(hash), id);
         id as usize
     }
 
@@ -165,9 +181,9 @@ impl Keys {
         let Some(w) = watermark else {
             self.expiry.clear();
             let mut due = Vec::with_capacity(self.ids.len());
-            for id in self.ids.iter() {
-                self.keys[*id as usize].scheduled = NEVER;
-                due.push(*id as usize);
+            for id in self.ids.ids() {
+                self.keys[id as usize].scheduled = NEVER;
+                due.push(id as usize);
             }
             due.sort_unstable();
             return due;
@@ -216,8 +232,7 @@ impl Keys {
         if !key.sides.left.is_empty() || !key.sides.right.is_empty() || !key.live {
             return;
         }
-        if let Ok(entry) = self.ids.find_entry(key.hash, |i| *i as usize == id) {
-            entry.remove();
+        if self.ids.remove(tag(key.hash), id as u32) {
             let key = &mut self.keys[id];
             key.live = false;
             key.bytes = KeyBytes::new();
@@ -228,7 +243,7 @@ impl Keys {
 
     /// Every live key's rows.
     pub(super) fn all(&self) -> impl Iterator<Item = &Sides> {
-        self.ids.iter().map(|id| &self.keys[*id as usize].sides)
+        self.ids.ids().map(|id| &self.keys[id as usize].sides)
     }
 
     /// Number of live keys.
