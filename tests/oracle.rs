@@ -530,7 +530,7 @@ fn a_union_of_two_streams_equals_the_batch_union_of_its_branches() {
 
 /// Interval joins of the stream with itself (issue 16, part 2): the batch query is the same
 /// SQL, which DataFusion runs as a join over the whole table.
-const JOIN_QUERIES: [&str; 4] = [
+const JOIN_QUERIES: [&str; 6] = [
     // Reconciliation: authorizations and their captures within a bound, or nulls.
     "SELECT a.payment_id, a.event_time AS authorized_at, c.event_time AS captured_at, \
        a.amount_minor AS authorized_minor, c.amount_minor AS captured_minor \
@@ -555,6 +555,22 @@ const JOIN_QUERIES: [&str; 4] = [
        ON c.payment_id = a.payment_id AND a.event_type = 'capture' AND c.event_type = 'refund' \
       AND c.event_time BETWEEN a.event_time + INTERVAL '1' SECOND AND a.event_time + INTERVAL '20' SECOND \
      WHERE a.currency = 'EUR'",
+    // Sides named by CTEs over the stream (columns unqualified, and qualified by the stream's
+    // alias inside the CTE).
+    "WITH auths AS (SELECT * FROM payments WHERE event_type = 'authorization'), \
+          caps AS (SELECT p.* FROM payments p WHERE p.event_type = 'capture' AND amount_minor > 500) \
+     SELECT a.payment_id, a.event_id, c.event_id AS capture, c.event_time AS captured_at \
+     FROM auths a JOIN caps c \
+       ON c.payment_id = a.payment_id \
+      AND c.event_time BETWEEN a.event_time AND a.event_time + INTERVAL '3' SECOND",
+    // Subquery sides of a LEFT JOIN: the left one's WHERE decides which left rows come out at
+    // all (a capture not in EUR must not come out with nulls), the right one's (an OR, kept
+    // whole) which rows can match.
+    "SELECT a.event_id, a.currency, c.event_id AS later, c.event_type AS later_type \
+     FROM (SELECT * FROM payments WHERE event_type = 'capture' AND currency = 'EUR') a \
+     LEFT JOIN (SELECT * FROM payments WHERE event_type = 'refund' OR amount_minor < 1000) c \
+       ON c.payment_id = a.payment_id \
+      AND c.event_time BETWEEN a.event_time + INTERVAL '1' SECOND AND a.event_time + INTERVAL '20' SECOND",
 ];
 
 /// Issue 16, part 2: an interval join equals the batch join over the same events, over random

@@ -7,6 +7,7 @@
 mod checked;
 mod codes;
 mod join;
+mod join_sides;
 mod lookup;
 mod over;
 mod over_check;

@@ -355,6 +355,12 @@ pub(super) async fn plan_query_async(
             return Box::pin(plan_chain(sql, texts, events, stream, limits, tables)).await;
         }
     }
+    // A join of streams whose sides are subqueries (or CTEs) filtering them: a join of the
+    // streams themselves, which is what the interval join reads.
+    let streams: Vec<&str> = std::iter::once(stream)
+        .chain(catalog.iter().map(|(c, _)| c.as_str()))
+        .collect();
+    super::join_sides::inline_stream_sides(query, &streams)?;
     super::over_check::check_query(
         query,
         stream,
