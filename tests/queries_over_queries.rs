@@ -279,6 +279,11 @@ fn what_a_window_over_a_query_cannot_follow_is_refused_where_it_is_written() {
             "WITH j AS (SELECT a.merchant_id, c.event_time AS captured_at FROM payments a JOIN payments c ON c.payment_id = a.payment_id AND c.event_time BETWEEN a.event_time AND a.event_time + INTERVAL '1' MINUTE)\nSELECT window_start, count(*) FROM TUMBLE(j, merchant_id, INTERVAL '1' HOUR) GROUP BY window_start, window_end",
             "`j` has no TIMESTAMP column merchant_id",
         ),
+        // A query over a join's rows orders them by one of their event times: none selected.
+        (
+            "WITH j AS (SELECT a.merchant_id, c.amount_minor FROM payments a JOIN payments c ON c.payment_id = a.payment_id AND c.event_time BETWEEN a.event_time AND a.event_time + INTERVAL '1' MINUTE)\nSELECT merchant_id, count(*) FROM j GROUP BY merchant_id",
+            "line 2, column 35: a query over `j` orders its rows by an event time of theirs",
+        ),
     ] {
         let e = plan_query(sql).unwrap_err().to_string();
         assert!(e.contains(needle), "{sql}\n{e}");

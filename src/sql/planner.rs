@@ -827,7 +827,7 @@ async fn plan_union(
 /// over the CTE's rows ([`super::with_clause`]).
 async fn plan_chain(
     sql: &str,
-    texts: super::with_clause::ChainTexts,
+    mut texts: super::with_clause::ChainTexts,
     events: &Arc<EventSchema>,
     stream: &str,
     limits: &WindowLimits,
@@ -846,6 +846,26 @@ async fn plan_chain(
         PlanKind::Enriched(e) => &e.inner.kind,
         k => k,
     };
+    if texts.joins && texts.bound.is_empty() {
+        // `FROM j` names no time: the join's rows are timed by the first of their columns
+        // that is an event time never null (a LEFT JOIN's right side can be).
+        let time = inner
+            .output_schema
+            .fields()
+            .iter()
+            .find(|f| f.data_type() == &crate::schema::timestamp_type() && !f.is_nullable());
+        let Some(time) = time else {
+            return Err(plan_error(
+                texts.bound_span,
+                format!(
+                    "a query over `{}` orders its rows by an event time of theirs, and `{}` selects none that is never null; select one side's event time (a.event_time AS authorized_at)",
+                    texts.cte, texts.cte
+                ),
+            ));
+        };
+        texts.bound = time.name().clone();
+        texts.time_column = time.name().clone();
+    }
     let lag = match windowed {
         PlanKind::IntervalJoin(j) if texts.joins => interval_join_lag(j, &inner, &texts)?,
         _ if texts.joins => {

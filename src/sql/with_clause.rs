@@ -116,7 +116,8 @@ pub(super) fn resolve(sql: &str, query: &mut Query, stream: &str) -> Result<Reso
             .iter()
             .find(|(n, _, _)| matches!(first, Expr::Identifier(i) if normal(i) == *n))
     {
-        if with.cte_tables.len() > 1 {
+        let joins = joins_streams(body);
+        if with.cte_tables.len() > 1 && !joins {
             let other = with
                 .cte_tables
                 .iter()
@@ -139,7 +140,6 @@ pub(super) fn resolve(sql: &str, query: &mut Query, stream: &str) -> Result<Reso
                 ),
             ));
         };
-        let joins = matches!(body.body.as_ref(), SetExpr::Select(s) if s.from.iter().any(|f| !f.joins.is_empty()));
         let named = normal(bound);
         let (bound_name, time_column) = match named.as_str() {
             // A join's results are timed by one of their own columns, kept under its name.
@@ -163,8 +163,7 @@ pub(super) fn resolve(sql: &str, query: &mut Query, stream: &str) -> Result<Reso
             .last()
             .map_or(with_span.end, |c| c.closing_paren_token.0.span.end);
         let with_range = range(sql, with_span.start, last);
-        let body_range = range(sql, body_span.start, body_span.end);
-        let inner_sql = blank(sql, |i| body_range.contains(&i));
+        let inner_sql = inner_text(sql, &with, with_span, cte, *body_span);
         if !balanced(&inner_sql) {
             return Err(plan_error(
                 *body_span,
@@ -197,8 +196,74 @@ pub(super) fn resolve(sql: &str, query: &mut Query, stream: &str) -> Result<Reso
             bound_span: bound.span,
         }));
     }
+    // A query reading a CTE that joins streams (`FROM j`): chained too, its rows the outer
+    // query's events, timed by a time column of theirs chosen once the join is planned.
+    if let SetExpr::Select(select) = query.body.as_ref()
+        && let [from] = select.from.as_slice()
+        && from.joins.is_empty()
+        && let TableFactor::Table {
+            name, args: None, ..
+        } = &from.relation
+        && let [part] = name.0.as_slice()
+        && let Some(ident) = part.as_ident()
+        && let Some((cte, body, body_span)) = ctes.iter().find(|(n, _, _)| normal(ident) == *n)
+        && joins_streams(body)
+    {
+        let last = with
+            .cte_tables
+            .last()
+            .map_or(with_span.end, |c| c.closing_paren_token.0.span.end);
+        let with_range = range(sql, with_span.start, last);
+        let inner_sql = inner_text(sql, &with, with_span, cte, *body_span);
+        if !balanced(&inner_sql) {
+            return Err(plan_error(
+                *body_span,
+                format!("write `{cte}` AS (SELECT …) without extra parentheses around its SELECT"),
+            ));
+        }
+        return Ok(Resolved::Chain(ChainTexts {
+            inner_sql,
+            outer_sql: blank(sql, |i| !with_range.contains(&i)),
+            cte: cte.clone(),
+            bound: String::new(),
+            time_column: String::new(),
+            joins: true,
+            bound_span: name.span(),
+        }));
+    }
     inline_query(query, &ctes, stream)?;
     Ok(Resolved::Inlined)
+}
+
+/// Whether a CTE's (inlined) body joins: its rows are pairs of a join, not of one stream.
+fn joins_streams(body: &Query) -> bool {
+    matches!(body.body.as_ref(), SetExpr::Select(s) if s.from.iter().any(|f| !f.joins.is_empty()))
+}
+
+/// The text of CTE `cte`'s query planned on its own: its body, after the CTEs defined before
+/// it (which it may read), everything else blanked so positions stay the user's.
+fn inner_text(
+    sql: &str,
+    with: &datafusion::sql::sqlparser::ast::With,
+    with_span: Span,
+    cte: &str,
+    body_span: Span,
+) -> String {
+    let body_range = range(sql, body_span.start, body_span.end);
+    let at = with
+        .cte_tables
+        .iter()
+        .position(|c| normal(&c.alias.name) == cte)
+        .unwrap_or(0);
+    let before = match at {
+        0 => 0..0,
+        k => range(
+            sql,
+            with_span.start,
+            with.cte_tables[k - 1].closing_paren_token.0.span.end,
+        ),
+    };
+    blank(sql, |i| body_range.contains(&i) || before.contains(&i))
 }
 
 /// `VALUES …` as `SELECT * FROM (VALUES …) AS t(a, b)`: a constant table with named columns.
