@@ -692,15 +692,19 @@ impl IntervalJoin {
 impl Operator for IntervalJoin {
     fn process(&mut self, input: &EventBatch, out: &mut OperatorOutput) -> Result<()> {
         let (takes_left, takes_right) = self.sides_of(input.stream);
-        let ev = input.compacted()?;
+        // Not compacted: rows the router did not select (duplicates) are simply not taken, and
+        // each side copies only its own columns of the rows it takes (compacting copied every
+        // column of every selected row first).
+        let ev = input;
         let batch = &ev.batch;
+        let selection = ev.selection.as_ref();
         let none = || vec![false; batch.num_rows()];
         let mut left = match takes_left {
-            true => Self::side_mask(&self.spec.left_filter, batch, None)?,
+            true => Self::side_mask(&self.spec.left_filter, batch, selection)?,
             false => none(),
         };
         let mut right = match takes_right {
-            true => Self::side_mask(&self.spec.right_filter, batch, None)?,
+            true => Self::side_mask(&self.spec.right_filter, batch, selection)?,
             false => none(),
         };
         // Late: behind the watermark it arrived under (a partner it needs may be gone).
@@ -717,7 +721,7 @@ impl Operator for IntervalJoin {
                 left[*i as usize] = false;
                 right[*i as usize] = false;
             }
-            out.late.push(late_events(&ev, &late)?);
+            out.late.push(late_events(ev, &late)?);
         }
         if left.iter().chain(&right).any(|x| *x) {
             self.add(batch.clone(), &left, &right, out)?;
