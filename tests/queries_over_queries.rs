@@ -277,7 +277,12 @@ fn what_a_window_over_a_query_cannot_follow_is_refused_where_it_is_written() {
         ),
         (
             "WITH j AS (SELECT a.merchant_id, c.event_time AS captured_at FROM payments a JOIN payments c ON c.payment_id = a.payment_id AND c.event_time BETWEEN a.event_time AND a.event_time + INTERVAL '1' MINUTE)\nSELECT window_start, count(*) FROM TUMBLE(j, merchant_id, INTERVAL '1' HOUR) GROUP BY window_start, window_end",
-            "`j` has no TIMESTAMP column merchant_id",
+            "`merchant_id` is not an event time of a side of `j`'s join",
+        ),
+        // A computed time could trail the watermark by more than the join's bound.
+        (
+            "WITH j AS (SELECT a.merchant_id, a.event_time - INTERVAL '5' MINUTE AS t FROM payments a JOIN payments c ON c.payment_id = a.payment_id AND c.event_time BETWEEN a.event_time AND a.event_time + INTERVAL '1' MINUTE)\nSELECT window_start, count(*) FROM TUMBLE(j, t, INTERVAL '1' HOUR) GROUP BY window_start, window_end",
+            "`t` is not an event time of a side of `j`'s join",
         ),
         // A query over a join's rows orders them by one of their event times: none selected.
         (

@@ -349,10 +349,18 @@ pub(super) async fn plan_query_async(
         ))
         .await;
     }
-    match super::with_clause::resolve(sql, query, stream)? {
+    let written = query.clone();
+    match super::with_clause::resolve(sql, query, stream, true)? {
         super::with_clause::Resolved::Inlined => {}
         super::with_clause::Resolved::Chain(texts) => {
-            return Box::pin(plan_chain(sql, texts, events, stream, limits, tables)).await;
+            if let Some(plan) =
+                Box::pin(plan_chain(sql, texts, events, stream, limits, tables)).await?
+            {
+                return Ok(plan);
+            }
+            // A CTE that joins, read as a table, that is no join of streams: inlined.
+            *query = written;
+            super::with_clause::resolve(sql, query, stream, false)?;
         }
     }
     // A join of streams whose sides are subqueries (or CTEs) filtering them: a join of the
@@ -832,7 +840,7 @@ async fn plan_chain(
     stream: &str,
     limits: &WindowLimits,
     tables: &[Arc<ReferenceTable>],
-) -> Result<StreamPlan> {
+) -> Result<Option<StreamPlan>> {
     let inner = Box::pin(plan_query_async(
         &texts.inner_sql,
         events,
@@ -847,13 +855,18 @@ async fn plan_chain(
         k => k,
     };
     if texts.joins && texts.bound.is_empty() {
+        // `FROM j` over anything but a join of streams (a table join, say) is the subquery
+        // it names, as any CTE read as a table.
+        let PlanKind::IntervalJoin(j) = windowed else {
+            return Ok(None);
+        };
         // `FROM j` names no time: the join's rows are timed by the first of their columns
-        // that is an event time never null (a LEFT JOIN's right side can be).
+        // that is a side's event time, never null (a LEFT JOIN's right side can be).
         let time = inner
             .output_schema
             .fields()
             .iter()
-            .find(|f| f.data_type() == &crate::schema::timestamp_type() && !f.is_nullable());
+            .find(|f| !f.is_nullable() && join_event_time(j, &inner, f.name()).is_some());
         let Some(time) = time else {
             return Err(plan_error(
                 texts.bound_span,
@@ -904,7 +917,7 @@ async fn plan_chain(
         tables,
     ))
     .await?;
-    Ok(StreamPlan {
+    Ok(Some(StreamPlan {
         sql: sql.to_string(),
         name: "the query".into(),
         output_schema: Arc::clone(&outer.output_schema),
@@ -915,7 +928,36 @@ async fn plan_chain(
             outer,
         })),
         events: Arc::clone(events),
-    })
+    }))
+}
+
+/// Which side's event time (left: true) the join's result column `name` is, selected as it
+/// is: the chain's lag holds only for such a column (a computed time, `a.event_time -
+/// INTERVAL …` or `date_trunc(…)`, could trail the watermark by more).
+fn join_event_time(
+    j: &super::join::IntervalJoinSpec,
+    inner: &StreamPlan,
+    name: &str,
+) -> Option<bool> {
+    let at = inner.output_schema.index_of(name).ok()?;
+    let mut projections = j.output_stages.iter().filter_map(|s| match s {
+        Stage::Project { exprs, .. } => Some(exprs),
+        _ => None,
+    });
+    let (Some(exprs), None) = (projections.next(), projections.next()) else {
+        return None;
+    };
+    let col = exprs
+        .get(at)?
+        .downcast_ref::<datafusion::physical_expr::expressions::Column>()?;
+    let width = j.left_events.arrow().fields().len();
+    if col.index() == j.left_events.event_time_column() {
+        Some(true)
+    } else if col.index() == width + j.right_events.event_time_column() {
+        Some(false)
+    } else {
+        None
+    }
 }
 
 /// How far the rows of an interval join, timed by their column `texts.bound`, trail the
@@ -938,8 +980,16 @@ fn interval_join_lag(
             ),
         ));
     }
-    if j.left_outer
-        && let Ok(f) = inner.output_schema.field_with_name(&texts.bound)
+    if join_event_time(j, inner, &texts.bound).is_none() {
+        return Err(plan_error(
+            texts.bound_span,
+            format!(
+                "`{}` is not an event time of a side of `{}`'s join, selected as it is; window the join's rows by `a.event_time` or `c.event_time` (under any name), and compute other times in the outer query",
+                texts.bound, texts.cte
+            ),
+        ));
+    }
+    if let Ok(f) = inner.output_schema.field_with_name(&texts.bound)
         && f.is_nullable()
     {
         return Err(plan_error(

@@ -64,7 +64,14 @@ const INNER_END: &str = "inner_end";
 
 /// Resolves `query`'s WITH clause (taken out of it): inlines what it can, or returns the texts
 /// of a chained plan.
-pub(super) fn resolve(sql: &str, query: &mut Query, stream: &str) -> Result<Resolved> {
+/// With `chain_reads`, a query reading a CTE that joins (`FROM j`) is chained too; the planner
+/// asks again without it when the CTE turns out to be no join of streams.
+pub(super) fn resolve(
+    sql: &str,
+    query: &mut Query,
+    stream: &str,
+    chain_reads: bool,
+) -> Result<Resolved> {
     let Some(with) = query.with.take() else {
         return Ok(Resolved::Inlined);
     };
@@ -198,7 +205,8 @@ pub(super) fn resolve(sql: &str, query: &mut Query, stream: &str) -> Result<Reso
     }
     // A query reading a CTE that joins streams (`FROM j`): chained too, its rows the outer
     // query's events, timed by a time column of theirs chosen once the join is planned.
-    if let SetExpr::Select(select) = query.body.as_ref()
+    if chain_reads
+        && let SetExpr::Select(select) = query.body.as_ref()
         && let [from] = select.from.as_slice()
         && from.joins.is_empty()
         && let TableFactor::Table {
