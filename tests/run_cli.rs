@@ -209,16 +209,14 @@ fn a_running_job_reports_its_status() {
             // (An error until the job has created its state directory.)
             let o = paystream(&data).args(["status", job]).output().unwrap();
             let s = String::from_utf8_lossy(&o.stdout).into_owned();
-            if s.contains("running pid=") && s.contains(" read=300 ") {
+            // Read counts and lag are sampled apart: the lag may trail the count by a status.
+            if s.contains("running pid=") && s.contains(" read=300 ") && s.contains("lag=0 ") {
                 break s;
             }
             assert!(Instant::now() < deadline, "no status: {s}");
             std::thread::sleep(Duration::from_millis(100));
         };
-        assert!(
-            status.contains("watermark=2026-1") && status.contains("lag=0 "),
-            "{status}"
-        );
+        assert!(status.contains("watermark=2026-1"), "{status}");
         // SAFETY: plain kill(2) of the child we started.
         unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
         assert!(child.wait().unwrap().success());

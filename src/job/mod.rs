@@ -538,10 +538,14 @@ impl Job {
             let saved = restored
                 .as_ref()
                 .and_then(|s| s.tables.iter().find(|(n, _)| n == t.name()));
-            match saved {
-                Some((_, bytes)) if t.restore(bytes)? => {}
-                Some(_) => {
+            match saved.map(|(_, bytes)| t.restore(bytes)) {
+                Some(Ok(true)) => {}
+                Some(Ok(false)) => {
                     tracing::warn!(table = %t.name(), "the table is declared otherwise than when the checkpoint was taken; reading it from its source");
+                    t.load()?;
+                }
+                Some(Err(e)) => {
+                    tracing::warn!(table = %t.name(), "the table's rows in the checkpoint cannot be read ({e}); reading it from its source");
                     t.load()?;
                 }
                 None => t.load()?,

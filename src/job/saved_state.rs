@@ -5,8 +5,10 @@
 //! ```
 //! The header names the queries (their SQL), the worker count and the source offsets; the blobs
 //! are the router's snapshot (dedup table and watermark) and one operator snapshot per query and
-//! worker. Version 1 kept the watermark in the header and the dedup table alone in the first
-//! blob; it is still read.
+//! worker, then (version 3) each reference table's rows, named in the header. Version 1 kept
+//! the watermark in the header and the dedup table alone in the first blob; version 2 had no
+//! tables; both are still read (an older binary refuses version 3 by its number, not by a
+//! blob count it cannot explain).
 //! It is written atomically (temporary file, fsync, rename) after the sinks are durable, so a
 //! restart either sees the previous state or this one, never a mix.
 
@@ -18,7 +20,7 @@ use crate::error::{Error, Result};
 use crate::operators::WatermarkState;
 
 const MAGIC: &[u8; 4] = b"PSRS";
-const VERSION: u16 = 2;
+const VERSION: u16 = 3;
 
 #[derive(serde::Serialize, serde::Deserialize)]
 struct Header {
@@ -136,10 +138,12 @@ impl SavedState {
             return Err(bad(path, "checksum mismatch: the file is torn or corrupt"));
         }
         let version = u16::from_le_bytes([body[4], body[5]]);
-        if version != VERSION && version != 1 {
+        if !(1..=VERSION).contains(&version) {
             return Err(bad(
                 path,
-                format!("version {version} is not supported (expected 1 or {VERSION})"),
+                format!(
+                    "version {version} is not supported (expected 1 to {VERSION}): it was written by a newer paystream"
+                ),
             ));
         }
         let mut i = 6;

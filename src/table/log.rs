@@ -26,18 +26,32 @@ pub(super) struct Loaded {
     pub times: Vec<i64>,
     /// Per row, whether it deletes its key.
     pub deleted: Vec<bool>,
-    /// What was read: the end offset of each partition.
+    /// What was read: the topic's identity, then the end offset of each partition ([`ends`]).
     pub ends: Vec<u64>,
 }
 
-/// The visible end of each partition of `topic` (what a change to the table moves): a sink's
-/// records count once committed, so a query's results show when its checkpoint commits them.
+/// The topic's identity, then the visible end of each partition of `topic` (what a change to
+/// the table moves): a sink's records count once committed, so a query's results show when
+/// its checkpoint commits them. The identity (when its `topic.json` was written, to the
+/// nanosecond, and its inode, which a new file may reuse) tells a topic deleted and created
+/// again, whose offsets start over, from the same topic grown; a rewritten `topic.json` (a
+/// topic made compacted) reads the table whole once more, which is only slower.
 pub(super) fn ends(log_dir: &Path, topic: &str) -> Option<Vec<u64>> {
+    use std::os::unix::fs::MetadataExt;
     let stats = Log::new(log_dir).partition_stats(topic).ok()?;
+    let m = std::fs::metadata(log_dir.join(topic).join("topic.json")).ok()?;
+    let id = xxhash_rust::xxh3::xxh3_64(
+        &[m.ino(), m.ctime() as u64, m.ctime_nsec() as u64]
+            .map(u64::to_le_bytes)
+            .concat(),
+    );
     Some(
-        stats
-            .iter()
-            .map(|s| s.committed.map_or(s.end_offset, |c| c.min(s.end_offset)))
+        std::iter::once(id)
+            .chain(
+                stats
+                    .iter()
+                    .map(|s| s.committed.map_or(s.end_offset, |c| c.min(s.end_offset))),
+            )
             .collect(),
     )
 }
@@ -92,7 +106,7 @@ pub(super) fn read(decl: &TableDecl, log_dir: &Path, from: Option<&[u64]>) -> Re
         &AtomicBool::new(false),
         |partition, r| {
             if ends
-                .get(partition as usize)
+                .get(partition as usize + 1)
                 .is_none_or(|end| r.offset >= *end)
             {
                 return Ok(());
@@ -261,5 +275,42 @@ mod tests {
             .collect();
         assert_eq!(current, ["lost", "older"]);
         assert_eq!(s.all.num_rows(), 6);
+
+        // Read on from where it was: a card number in one record skips that record only.
+        let mut w = log.writer("cards", FsyncPolicy::Never).unwrap();
+        let mut b = BatchBuilder::with_capacity(1024);
+        b.push(
+            Some(b"c4"),
+            br#"{"card_id":"c4","reason":"4111111111111111"}"#,
+            70,
+        );
+        b.push(Some(b"c5"), br#"{"card_id":"c5","reason":"lost"}"#, 80);
+        w.append(0, &mut b).unwrap();
+        w.flush().unwrap();
+        drop(w);
+        assert!(t.refresh().unwrap());
+        let s = t.snapshot().unwrap();
+        assert_eq!(s.all.num_rows(), 7, "c5 appended, c4 skipped");
+        assert_eq!(
+            s.all.column(0).as_string::<i32>().value(6),
+            "c5",
+            "the good record of the window"
+        );
+
+        // The topic deleted and created again: its offsets start over, so it is read whole.
+        log.delete_topic("cards").unwrap();
+        log.create_topic("cards", &TopicConfig::default()).unwrap();
+        let mut w = log.writer("cards", FsyncPolicy::Never).unwrap();
+        let mut b = BatchBuilder::with_capacity(1024);
+        for i in 0..12 {
+            let v = format!(r#"{{"card_id":"n{i}","reason":"new"}}"#);
+            b.push(Some(format!("n{i}").as_bytes()), v.as_bytes(), 100 + i);
+        }
+        w.append(0, &mut b).unwrap();
+        w.flush().unwrap();
+        drop(w);
+        assert!(t.refresh().unwrap());
+        let s = t.snapshot().unwrap();
+        assert_eq!(s.all.num_rows(), 12, "only the new topic's rows");
     }
 }

@@ -106,6 +106,8 @@ pub struct ReferenceTable {
     log_dir: Mutex<Option<PathBuf>>,
     /// When the file was last looked at ([`Self::refresh_due`]).
     checked: Mutex<Option<std::time::Instant>>,
+    /// Held while the table is read again ([`Self::refresh`]).
+    refreshing: Mutex<()>,
     version: AtomicU64,
     /// The last snapshot encoded for a checkpoint, by version (`table/saved.rs`): a table
     /// that did not change is not encoded again.
@@ -124,6 +126,7 @@ impl ReferenceTable {
             stamp: Mutex::new(None),
             log_dir: Mutex::new(None),
             checked: Mutex::new(None),
+            refreshing: Mutex::new(()),
             version: AtomicU64::new(0),
             saved: Mutex::new(None),
         })
@@ -220,6 +223,7 @@ impl ReferenceTable {
             *self.stamp.lock().unwrap_or_else(|e| e.into_inner()) = Some(l.ends);
             return Ok(());
         };
+        let l = self.without_bad_rows(l)?;
         let new = self.checked_rows(&dir, &l)?;
         let all = datafusion::arrow::compute::concat_batches(&self.decl.schema, [&old.all, &new])?;
         let times = times.iter().chain(&l.times).copied().collect();
@@ -227,23 +231,63 @@ impl ReferenceTable {
         self.install(all, Some((times, deleted)), Some(l.ends))
     }
 
+    /// `l` without the upserts that fail the table's checks (a missing key or NOT NULL value,
+    /// a card number), skipped with a warning as records that are no row are: a running table
+    /// takes the good records of a window even when one is bad (read whole, at the start, a bad
+    /// row stops the run instead).
+    fn without_bad_rows(&self, l: log::Loaded) -> Result<log::Loaded> {
+        let keep: Vec<bool> = (0..l.all.num_rows())
+            .map(|i| l.deleted[i] || file::check(&self.decl, &l.all.slice(i, 1)).is_ok())
+            .collect();
+        let bad = keep.iter().filter(|k| !**k).count();
+        if bad == 0 {
+            return Ok(l);
+        }
+        tracing::warn!(table = %self.decl.name, skipped = bad, "records that fail the table's checks (a missing key or NOT NULL value, or a card number) were skipped");
+        let mask = datafusion::arrow::array::BooleanArray::from(keep.clone());
+        let pick = |v: &[i64]| {
+            v.iter()
+                .zip(&keep)
+                .filter(|(_, k)| **k)
+                .map(|(x, _)| *x)
+                .collect()
+        };
+        Ok(log::Loaded {
+            all: datafusion::arrow::compute::filter_record_batch(&l.all, &mask)?,
+            times: pick(&l.times),
+            deleted: l
+                .deleted
+                .iter()
+                .zip(&keep)
+                .filter(|(_, k)| **k)
+                .map(|(d, _)| *d)
+                .collect(),
+            ends: l.ends,
+        })
+    }
+
     /// Reads the table again if its source changed since it was read; whether it did. A file
     /// that cannot be read now (being rewritten) keeps the table as it was; a topic that only
     /// grew is read from where it was.
     pub fn refresh(&self) -> Result<bool> {
+        // One refresh at a time: two reading from the same stamp would append twice.
+        let _one = self.refreshing.lock().unwrap_or_else(|e| e.into_inner());
         let now = self.stamp_now();
         let before = self.stamp.lock().unwrap_or_else(|e| e.into_inner()).clone();
         if now.is_none() || now == before {
             return Ok(false);
         }
+        // The same topic (identity first), every partition at or past where it was read.
         let grew = match (&self.decl.source, &before, &now) {
             (TableSource::Log { .. }, Some(b), Some(n)) => {
-                b.len() == n.len() && b.iter().zip(n).all(|(b, n)| b <= n)
+                b.len() == n.len()
+                    && b.first() == n.first()
+                    && b.iter().zip(n).skip(1).all(|(b, n)| b <= n)
             }
             _ => false,
         };
         let read = match grew {
-            true => self.load_since(before.as_deref().unwrap_or_default()),
+            true => self.load_since(&before.as_deref().unwrap_or_default()[1..]),
             false => self.load(),
         };
         if let Err(e) = read {

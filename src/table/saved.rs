@@ -32,7 +32,7 @@ impl ReferenceTable {
             .schema
             .fields()
             .iter()
-            .map(|f| format!("{} {}", f.name(), f.data_type()))
+            .map(|f| format!("{} {} {}", f.name(), f.data_type(), f.is_nullable()))
             .collect();
         let source = match &d.source {
             TableSource::File { path, format } => format!("file {} {format:?}", path.display()),
