@@ -461,6 +461,26 @@ fn a_compacted_topic_keeps_the_latest_record_per_key() {
     assert_eq!(got.lines().collect::<Vec<_>>(), last);
     let d = ok(paystream(&data).args(["topic", "describe", "totals"]));
     assert!(d.contains("records: at most 450"), "{d}");
+    // Tombstones by key, without reading standard input; a card number as a key is refused.
+    ok(paystream(&data).args([
+        "produce",
+        "totals",
+        "--key",
+        "card_id",
+        "--delete",
+        "c0",
+        "--delete",
+        "c1",
+        "--delete",
+        "4111111111111111",
+    ]));
+    let got = ok(paystream(&data).args(["consume", "totals", "--until-end", "--with-offsets"]));
+    let tail: Vec<&str> = got.lines().rev().take(3).collect();
+    assert!(
+        tail[0].ends_with(" null") && tail[1].ends_with(" null") && !tail[2].ends_with(" null"),
+        "{got}"
+    );
+    assert!(!got.contains("4111111111111111"));
 
     for args in [
         &["topic", "create", "a", "--compact", "--retention", "1d"][..],

@@ -142,6 +142,18 @@ impl Producer {
         Ok(Sent::Stored)
     }
 
+    /// Sends a tombstone of `key`: a `null` value under that record key, which deletes the key
+    /// from a table read from the topic and, in a compacted topic, the key's earlier records.
+    /// A key that holds a card number is refused like a record that does.
+    pub fn send_tombstone(&mut self, key: &[u8]) -> Result<Sent, LogError> {
+        if holds_card_number(key) {
+            self.screened += 1;
+            return Ok(Sent::Screened);
+        }
+        self.send(Some(key), b"null", self.now_ms)?;
+        Ok(Sent::Stored)
+    }
+
     /// Sends every non-blank line of `chunk` (which should end at a line boundary), whose first
     /// line is line `first_line` (1-based) of the input; a trailing `\r` is dropped. Returns the
     /// number of lines in the chunk (blank ones included) and calls `screened(line)` for each
