@@ -24,7 +24,7 @@ use paystream::schema::event_schema;
 use paystream::sql::{WindowKind, plan_query};
 use rand::{Rng, SeedableRng};
 
-use crate::util::{lines_of, replay_with, repo, sorted};
+use crate::util::{lines_of, replay_randomly, replay_with, repo, sorted};
 
 /// Decodes a JSON Lines file and keeps the first occurrence of each event_id.
 pub(crate) fn deduplicated(path: &std::path::Path) -> Vec<RecordBatch> {
@@ -573,6 +573,32 @@ const JOIN_QUERIES: [&str; 6] = [
       AND c.event_time BETWEEN a.event_time + INTERVAL '1' SECOND AND a.event_time + INTERVAL '20' SECOND",
 ];
 
+/// A generated file of `events` events for round `round` in `dir` (random rate, merchants and
+/// cards; disorder within the watermark bound; duplicates and malformed lines), and its
+/// deduplicated events for the batch side.
+pub(crate) fn random_file(
+    rng: &mut rand::rngs::StdRng,
+    dir: &std::path::Path,
+    round: u64,
+    events: u64,
+) -> (std::path::PathBuf, Vec<RecordBatch>) {
+    let cfg = GenConfig {
+        events,
+        seed: rng.random(),
+        rate: rng.random_range(50.0..300.0),
+        merchants: rng.random_range(5..40),
+        cards: rng.random_range(20..300),
+        disorder_ms: rng.random_range(0..4_000),
+        duplicate_rate: 0.02,
+        malformed_rate: 0.01,
+        ..GenConfig::default()
+    };
+    let path = dir.join(format!("events-{round}.jsonl"));
+    generate(&cfg, &mut std::fs::File::create(&path).unwrap()).unwrap();
+    let events = deduplicated(&path);
+    (path, events)
+}
+
 /// Issue 16, part 2: an interval join equals the batch join over the same events, over random
 /// inputs, batch sizes and workers.
 #[test]
@@ -580,34 +606,15 @@ fn an_interval_join_equals_the_batch_join() {
     let mut rng = rand::rngs::StdRng::seed_from_u64(162);
     let dir = tempfile::tempdir().unwrap();
     for round in 0..4u64 {
-        let cfg = GenConfig {
-            events: 2_000,
-            seed: rng.random(),
-            rate: rng.random_range(50.0..300.0),
-            merchants: rng.random_range(5..40),
-            cards: rng.random_range(20..300),
-            disorder_ms: rng.random_range(0..4_000),
-            duplicate_rate: 0.02,
-            malformed_rate: 0.01,
-            ..GenConfig::default()
-        };
-        let path = dir.path().join(format!("events-{round}.jsonl"));
-        generate(&cfg, &mut std::fs::File::create(&path).unwrap()).unwrap();
-        let events = deduplicated(&path);
+        let (path, events) = random_file(&mut rng, dir.path(), round, 2_000);
         for sql in JOIN_QUERIES {
             let expected = oracle(sql, &events);
             assert!(!expected.is_empty(), "{sql}");
-            let batch_size = [1, 7, 64, 8192, rng.random_range(1..3000)][rng.random_range(0..5)];
-            let workers = rng.random_range(1..=3);
-            let run = replay_with(&plan_query(sql).unwrap(), &path, |o| {
-                o.batch_size = batch_size;
-                o.workers = workers;
-            });
-            assert_eq!(run.summary.late, 0);
+            let (run, how) = replay_randomly(&plan_query(sql).unwrap(), &path, &mut rng);
             let got = sorted(run.lines);
             assert!(
                 got == expected,
-                "round {round} (batch {batch_size}, workers {workers}) differs for\n{sql}\n\
+                "round {round} ({how}) differs for\n{sql}\n\
                  streaming {} rows, batch {}; first difference: {:?}",
                 got.len(),
                 expected.len(),
@@ -646,20 +653,7 @@ fn a_query_over_a_join_cte_equals_the_batch_query() {
     let mut rng = rand::rngs::StdRng::seed_from_u64(1617);
     let dir = tempfile::tempdir().unwrap();
     for round in 0..3u64 {
-        let cfg = GenConfig {
-            events: 2_000,
-            seed: rng.random(),
-            rate: rng.random_range(50.0..300.0),
-            merchants: rng.random_range(5..40),
-            cards: rng.random_range(20..300),
-            disorder_ms: rng.random_range(0..4_000),
-            duplicate_rate: 0.02,
-            malformed_rate: 0.01,
-            ..GenConfig::default()
-        };
-        let path = dir.path().join(format!("events-{round}.jsonl"));
-        generate(&cfg, &mut std::fs::File::create(&path).unwrap()).unwrap();
-        let events = deduplicated(&path);
+        let (path, events) = random_file(&mut rng, dir.path(), round, 2_000);
         for (sql, key) in OVER_JOIN_QUERIES {
             let canonical = |rows: Vec<String>| -> Vec<String> {
                 sorted(
@@ -674,20 +668,14 @@ fn a_query_over_a_join_cte_equals_the_batch_query() {
             };
             let expected = canonical(oracle(sql, &events));
             assert!(!expected.is_empty(), "{sql}");
-            let batch_size = [1, 7, 64, 8192][rng.random_range(0..4)];
-            let workers = rng.random_range(1..=3);
-            let run = replay_with(&plan_query(sql).unwrap(), &path, |o| {
-                o.batch_size = batch_size;
-                o.workers = workers;
-            });
-            assert_eq!(run.summary.late, 0);
+            let (run, how) = replay_randomly(&plan_query(sql).unwrap(), &path, &mut rng);
             let got = match key {
                 Some(key) => apply_changelog(&run.lines, key),
                 None => canonical(run.lines),
             };
             assert!(
                 got == expected,
-                "round {round} (batch {batch_size}, workers {workers}) differs for\n{sql}\n\
+                "round {round} ({how}) differs for\n{sql}\n\
                  streaming {} rows, batch {}; first difference: {:?}",
                 got.len(),
                 expected.len(),

@@ -12,7 +12,7 @@ use paystream::table::{ReferenceTable, TableDecl, TableSource};
 use rand::{Rng, SeedableRng};
 
 use crate::oracle::{apply_changelog, batch_rows_with, deduplicated};
-use crate::util::{replay_with, sorted};
+use crate::util::{replay_randomly, replay_with, sorted};
 
 /// The version of `merchants` valid at each event's time, for the batch side.
 const VERSIONS: &str = "WITH v AS (SELECT p.event_id, m.risk_tier, m.review_minor, \
@@ -234,17 +234,11 @@ fn joins_with_reference_tables_equal_the_batch_join() {
         for (sql, bsql) in queries() {
             let expected = batch_rows_with(&bsql, &[("payments", &events)], &extra);
             assert!(!expected.is_empty(), "{sql}");
-            let batch_size = [1, 7, 64, 8192, rng.random_range(1..3000)][rng.random_range(0..5)];
-            let workers = rng.random_range(1..=3);
-            let run = replay_with(&plan_of(sql), &path, |o| {
-                o.batch_size = batch_size;
-                o.workers = workers;
-            });
-            assert_eq!(run.summary.late, 0);
+            let (run, how) = replay_randomly(&plan_of(sql), &path, &mut rng);
             let got = sorted(run.lines);
             assert!(
                 got == expected,
-                "round {round} (batch {batch_size}, workers {workers}) differs for\n{sql}\n\
+                "round {round} ({how}) differs for\n{sql}\n\
                  streaming {} rows, batch {}; first difference: {:?}",
                 got.len(),
                 expected.len(),
@@ -330,17 +324,11 @@ fn window_joins_equal_the_batch_join_of_their_sides() {
             let expected = batch_rows_with(&bsql, &[("payments", &events)], &[]);
             assert!(!expected.is_empty(), "{sql}");
             let plan = paystream::plan_query(&sql).unwrap_or_else(|e| panic!("{sql}: {e}"));
-            let batch_size = [1, 7, 64, 8192, rng.random_range(1..3000)][rng.random_range(0..5)];
-            let workers = rng.random_range(1..=3);
-            let run = replay_with(&plan, &path, |o| {
-                o.batch_size = batch_size;
-                o.workers = workers;
-            });
-            assert_eq!(run.summary.late, 0);
+            let (run, how) = replay_randomly(&plan, &path, &mut rng);
             let got = sorted(run.lines);
             assert!(
                 got == expected,
-                "round {round} (batch {batch_size}, workers {workers}) differs for\n{sql}\n\
+                "round {round} ({how}) differs for\n{sql}\n\
                  streaming {} rows, batch {}; first difference: {:?}",
                 got.len(),
                 expected.len(),

@@ -13,7 +13,7 @@ use paystream::sql::plan_query;
 use rand::{Rng, SeedableRng};
 
 use crate::oracle::{batch_sql, deduplicated};
-use crate::util::{lines_of, replay_with, sorted};
+use crate::util::{lines_of, replay_randomly, sorted};
 
 /// A chained query: the CTE (a windowed query over `payments`), the bound the outer window
 /// follows, the outer window's size (ms), the CTE's columns other than its bounds, and the
@@ -211,17 +211,11 @@ fn a_window_over_a_windowed_query_equals_the_two_steps_in_batch() {
             let expected = run_batch(&batch(c), &events);
             assert!(!expected.is_empty(), "{sql}\n{}", batch(c));
             let plan = plan_query(&sql).unwrap_or_else(|e| panic!("{sql}: {e}"));
-            let batch_size = [1, 7, 64, 8192][rng.random_range(0..4)];
-            let workers = rng.random_range(1..=3);
-            let run = replay_with(&plan, &path, |o| {
-                o.batch_size = batch_size;
-                o.workers = workers;
-            });
-            assert_eq!(run.summary.late, 0);
+            let (run, how) = replay_randomly(&plan, &path, &mut rng);
             let got = sorted(run.lines);
             assert!(
                 got == expected,
-                "round {round} (batch {batch_size}, workers {workers}):\n{sql}\nstreaming {} rows, batch {}; first difference: {:?}",
+                "round {round} ({how}):\n{sql}\nstreaming {} rows, batch {}; first difference: {:?}",
                 got.len(),
                 expected.len(),
                 got.iter().zip(&expected).find(|(a, b)| a != b)

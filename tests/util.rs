@@ -126,6 +126,25 @@ pub fn replay_with(
     try_replay_with(plan, input, configure).expect("replay")
 }
 
+/// Replays `plan` over `input` as the oracle tests do: a random batch size (one event, a few,
+/// more than the file) and 1–3 workers; asserts that no event was late (the tests' files keep
+/// their disorder within the bound). The run, and the choice made, for failure messages.
+pub fn replay_randomly(
+    plan: &paystream::sql::StreamPlan,
+    input: &Path,
+    rng: &mut impl rand::Rng,
+) -> (Run, String) {
+    let batch_size = [1, 7, 64, 8192, rng.random_range(1..3000)][rng.random_range(0..5)];
+    let workers = rng.random_range(1..=3);
+    let run = replay_with(plan, input, |o| {
+        o.batch_size = batch_size;
+        o.workers = workers;
+    });
+    let how = format!("batch {batch_size}, workers {workers}");
+    assert_eq!(run.summary.late, 0, "{how}");
+    (run, how)
+}
+
 pub fn replay(sql: &str, input: &Path, configure: impl FnOnce(&mut ReplayConfig)) -> Run {
     let plan = plan_query(sql).unwrap_or_else(|e| panic!("{sql}: {e}"));
     replay_with(&plan, input, configure)

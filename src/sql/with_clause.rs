@@ -165,18 +165,7 @@ pub(super) fn resolve(
         if !joins {
             check_bound(body, &bound_name, cte, bound.span)?;
         }
-        let last = with
-            .cte_tables
-            .last()
-            .map_or(with_span.end, |c| c.closing_paren_token.0.span.end);
-        let with_range = range(sql, with_span.start, last);
-        let inner_sql = inner_text(sql, &with, with_span, cte, *body_span);
-        if !balanced(&inner_sql) {
-            return Err(plan_error(
-                *body_span,
-                format!("write `{cte}` AS (SELECT …) without extra parentheses around its SELECT"),
-            ));
-        }
+        let (with_range, inner_sql) = split_texts(sql, &with, with_span, cte, *body_span)?;
         // Blanking keeps every line's characters (one space for one character), and parser
         // positions count characters: the bound's place in the blanked text is found afresh.
         let outer = blank(sql, |i| !with_range.contains(&i));
@@ -217,18 +206,7 @@ pub(super) fn resolve(
         && let Some((cte, body, body_span)) = ctes.iter().find(|(n, _, _)| normal(ident) == *n)
         && joins_streams(body)
     {
-        let last = with
-            .cte_tables
-            .last()
-            .map_or(with_span.end, |c| c.closing_paren_token.0.span.end);
-        let with_range = range(sql, with_span.start, last);
-        let inner_sql = inner_text(sql, &with, with_span, cte, *body_span);
-        if !balanced(&inner_sql) {
-            return Err(plan_error(
-                *body_span,
-                format!("write `{cte}` AS (SELECT …) without extra parentheses around its SELECT"),
-            ));
-        }
+        let (with_range, inner_sql) = split_texts(sql, &with, with_span, cte, *body_span)?;
         return Ok(Resolved::Chain(ChainTexts {
             inner_sql,
             outer_sql: blank(sql, |i| !with_range.contains(&i)),
@@ -246,6 +224,29 @@ pub(super) fn resolve(
 /// Whether a CTE's (inlined) body joins: its rows are pairs of a join, not of one stream.
 fn joins_streams(body: &Query) -> bool {
     matches!(body.body.as_ref(), SetExpr::Select(s) if s.from.iter().any(|f| !f.joins.is_empty()))
+}
+
+/// The byte range of the WITH clause, and the text of CTE `cte`'s query planned on its own
+/// ([`inner_text`]), checked to parse as a query.
+fn split_texts(
+    sql: &str,
+    with: &datafusion::sql::sqlparser::ast::With,
+    with_span: Span,
+    cte: &str,
+    body_span: Span,
+) -> Result<(std::ops::Range<usize>, String)> {
+    let last = with
+        .cte_tables
+        .last()
+        .map_or(with_span.end, |c| c.closing_paren_token.0.span.end);
+    let inner_sql = inner_text(sql, with, with_span, cte, body_span);
+    if !balanced(&inner_sql) {
+        return Err(plan_error(
+            body_span,
+            format!("write `{cte}` AS (SELECT …) without extra parentheses around its SELECT"),
+        ));
+    }
+    Ok((range(sql, with_span.start, last), inner_sql))
 }
 
 /// The text of CTE `cte`'s query planned on its own: its body, after the CTEs defined before
