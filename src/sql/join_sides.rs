@@ -268,18 +268,7 @@ fn as_stream(f: &mut TableFactor, streams: &[&str]) -> Result<Option<Expr>> {
         }
         None => None,
     };
-    *f = TableFactor::Table {
-        name: stream,
-        alias: Some(alias),
-        args: None,
-        with_hints: vec![],
-        version: None,
-        with_ordinality: false,
-        partitions: vec![],
-        json_path: None,
-        sample: None,
-        index_hints: vec![],
-    };
+    *f = super::window_tvf::plain_table(stream, Some(alias));
     Ok(predicate)
 }
 

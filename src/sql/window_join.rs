@@ -98,18 +98,10 @@ pub(super) fn sides(sql: &str, select: &mut Select) -> Option<(String, String, S
             return;
         };
         let alias = alias.take();
-        *f = TableFactor::Table {
-            name: ObjectName::from(vec![Ident::with_quote('"', name)]),
+        *f = super::window_tvf::plain_table(
+            ObjectName::from(vec![Ident::with_quote('"', name)]),
             alias,
-            args: None,
-            with_hints: vec![],
-            version: None,
-            with_ordinality: false,
-            partitions: vec![],
-            json_path: None,
-            sample: None,
-            index_hints: vec![],
-        };
+        );
     };
     as_table(&mut from.relation, LEFT);
     as_table(&mut from.joins[0].relation, RIGHT);

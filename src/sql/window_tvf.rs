@@ -460,18 +460,10 @@ pub(super) fn extract_window(
         stream: stream.clone(),
         time_column,
     };
-    *factor = TableFactor::Table {
-        name: ObjectName::from(vec![datafusion::sql::sqlparser::ast::Ident::new(stream)]),
-        alias: alias.take(),
-        args: None,
-        with_hints: vec![],
-        version: None,
-        with_ordinality: false,
-        partitions: vec![],
-        json_path: None,
-        sample: None,
-        index_hints: vec![],
-    };
+    *factor = plain_table(
+        ObjectName::from(vec![datafusion::sql::sqlparser::ast::Ident::new(stream)]),
+        alias.take(),
+    );
     Ok(Some(spec))
 }
 
@@ -491,6 +483,26 @@ pub fn to_risingwave_spelling(sql: &str) -> Result<String, Error> {
 /// A span covering a single token position (for constructs that have no AST span).
 pub(super) fn point(line: u64, column: u64) -> Span {
     Span::new(Location::new(line, column), Location::new(line, column))
+}
+
+/// `name [AS alias]` as a FROM item: what a window function, a join side or a window join's
+/// subquery is rewritten to once it names a stream.
+pub(super) fn plain_table(
+    name: ObjectName,
+    alias: Option<datafusion::sql::sqlparser::ast::TableAlias>,
+) -> TableFactor {
+    TableFactor::Table {
+        name,
+        alias,
+        args: None,
+        with_hints: vec![],
+        version: None,
+        with_ordinality: false,
+        partitions: vec![],
+        json_path: None,
+        sample: None,
+        index_hints: vec![],
+    }
 }
 
 #[cfg(test)]

@@ -244,24 +244,18 @@ impl ReferenceTable {
             return Ok(l);
         }
         tracing::warn!(table = %self.decl.name, skipped = bad, "records that fail the table's checks (a missing key or NOT NULL value, or a card number) were skipped");
-        let mask = datafusion::arrow::array::BooleanArray::from(keep.clone());
-        let pick = |v: &[i64]| {
+        fn pick<T: Copy>(v: &[T], keep: &[bool]) -> Vec<T> {
             v.iter()
-                .zip(&keep)
+                .zip(keep)
                 .filter(|(_, k)| **k)
                 .map(|(x, _)| *x)
                 .collect()
-        };
+        }
+        let mask = datafusion::arrow::array::BooleanArray::from(keep.clone());
         Ok(log::Loaded {
             all: datafusion::arrow::compute::filter_record_batch(&l.all, &mask)?,
-            times: pick(&l.times),
-            deleted: l
-                .deleted
-                .iter()
-                .zip(&keep)
-                .filter(|(_, k)| **k)
-                .map(|(d, _)| *d)
-                .collect(),
+            times: pick(&l.times, &keep),
+            deleted: pick(&l.deleted, &keep),
             ends: l.ends,
         })
     }

@@ -499,18 +499,24 @@ impl IntervalJoin {
         let (lower, upper) = (self.spec.lower, self.spec.upper);
         // Each taken row's key hash up front, so the key table's slots can be loaded a few
         // rows ahead of their lookup (most lookups miss every cache).
-        let hash_of = |takes: &[bool], keys: Option<&datafusion::arrow::row::Rows>| -> Vec<u64> {
+        // A self-join on one key hashes a row both sides take once.
+        let hash_of = |takes: &[bool],
+                       keys: Option<&datafusion::arrow::row::Rows>,
+                       known: &[u64]|
+         -> Vec<u64> {
             match keys {
                 Some(k) => (0..takes.len())
-                    .map(|i| match takes[i] {
-                        true => Keys::hash(k.row(i).as_ref()),
-                        false => 0,
+                    .map(|i| match (takes[i], known.get(i)) {
+                        (false, _) => 0,
+                        (true, Some(h)) if self.same_keys && left[i] => *h,
+                        (true, _) => Keys::hash(k.row(i).as_ref()),
                     })
                     .collect(),
                 None => Vec::new(),
             }
         };
-        let (lh, rh) = (hash_of(left, lk.as_ref()), hash_of(right, rk));
+        let lh = hash_of(left, lk.as_ref(), &[]);
+        let rh = hash_of(right, rk, &lh);
         const AHEAD: usize = 8;
         let mut pairs = Vec::new();
         for i in 0..times.len() {
