@@ -30,6 +30,8 @@
 //! * [`engine`] — [`engine::run`] wires a [`RunSpec`]: the router stage (`engine/router/`), the
 //!   workers, the sink loop; [`engine::RunHandle`] runs one on its own thread.
 //! * [`job`] — a query file as a whole: [`job::Job::prepare`], [`job::Job::spawn`], checkpoints.
+//! * [`server`] — `paystream serve`: queries submitted at run time, an HTTP API, live result
+//!   tables over SSE and the Postgres wire protocol, metrics, the dashboard.
 //! * [`checkpoint`] — where checkpoints are stored (a directory or an object store).
 //! * [`log`] — the embedded partitioned log: segments, partitions, topics, consumer groups.
 //! * [`generate`] — deterministic synthetic payment events.
@@ -57,6 +59,7 @@ pub mod job;
 pub mod log;
 pub mod operators;
 pub mod schema;
+pub mod server;
 pub mod sink;
 pub mod source;
 pub mod sql;

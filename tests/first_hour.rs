@@ -16,7 +16,7 @@ fn demo_never_deletes_what_it_did_not_create() {
     std::fs::create_dir_all(&precious).unwrap();
     std::fs::write(precious.join("notes.txt"), "keep me").unwrap();
     let o = Command::new(env!("CARGO_BIN_EXE_paystream"))
-        .args(["demo", "--events", "2000", "--seconds", "1", "--dir"])
+        .args(["demo", "--for", "1s", "--dir"])
         .arg(&precious)
         .output()
         .unwrap();
@@ -30,8 +30,16 @@ fn demo_never_deletes_what_it_did_not_create() {
     // The global --data-dir decides where the demo's own directory goes; a re-run reuses it.
     let data = dir.path().join("data");
     for _ in 0..2 {
-        let out = ok(paystream(&data).args(["demo", "--events", "2000", "--seconds", "1"]));
-        assert!(out.contains("read="), "{out}");
+        let out = ok(paystream(&data).args([
+            "demo",
+            "--for",
+            "2s",
+            "--http",
+            "127.0.0.1:0",
+            "--pg",
+            "off",
+        ]));
+        assert!(out.contains("stopped: produced"), "{out}");
         assert!(data.join("demo").join(".paystream-demo").is_file());
         assert!(data.join("demo").join("payments").is_dir());
     }

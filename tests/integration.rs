@@ -1,6 +1,7 @@
 //! The integration-test binary (one binary, so it links once).
 
 mod cli;
+mod dashboard;
 mod declared_source;
 mod decode_hardening;
 mod exactly_once;
@@ -12,6 +13,7 @@ mod oracle;
 mod oracle_tables;
 mod queries_over_queries;
 mod run_cli;
+mod serve;
 mod slt;
 mod sql_hardening;
 mod state;

@@ -1,8 +1,12 @@
-//! `paystream demo`: the embedded log end to end, with nothing to set up.
+//! `paystream demo`: `serve` on a fresh embedded log, with generated traffic and the shipped
+//! queries, nothing to set up.
 //!
-//! Generates payment events, produces them into a `payments` topic at a pace (so time moves
-//! like a live stream, faster), runs the shipped queries continuously over the topic — one
-//! shared read, results into one topic per query — and prints results as their windows close.
+//! ```text
+//!  generator (chunks of a minute, wall-clock event times, attacks and a spike each)
+//!    ─paced─▶ topic `payments` ─▶ the shipped queries (one job each) ─▶ result tables
+//!                                                   dashboard, SSE, psql ◀──┘   └─▶ printed here
+//! ```
+//! Runs until Ctrl-C, or for `--for`; stops every query with a final checkpoint.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -12,26 +16,28 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 
 use super::log_cmds::DataDir;
-use paystream::LogSource;
-use paystream::engine::{OnStop, QueryRun, RunOutcome, RunSpec};
 use paystream::generate::{GenConfig, generate};
-use paystream::log::{FsyncPolicy, Log, Producer, StartAt, TopicConfig, TopicConsumer};
-use paystream::plan_query;
-use paystream::sink::{TopicSink, WriterSink};
+use paystream::log::{FsyncPolicy, Log, Producer, TopicConfig};
+use paystream::server::{ServeConfig, Server};
 use paystream::sql::SHIPPED_QUERIES as SHIPPED;
 
 #[derive(clap::Args)]
 pub(crate) struct DemoArgs {
-    /// Events to generate.
-    #[arg(long, default_value_t = 200_000)]
-    events: u64,
-    /// Seconds to produce them over; the stream then stops cleanly once the queries have read
-    /// every event.
-    #[arg(long, default_value_t = 10)]
-    seconds: u64,
-    /// Result rows to print per query (then only counts).
-    #[arg(long, default_value_t = 5)]
+    /// Stop after this long (e.g. 30s, 5m); default: run until Ctrl-C.
+    #[arg(long = "for")]
+    run_for: Option<String>,
+    /// Events per second produced into `payments`.
+    #[arg(long, default_value_t = 2_000)]
+    rate: u64,
+    /// Result rows printed per query per 10 s (then only counts).
+    #[arg(long, default_value_t = 3)]
     show: usize,
+    /// Address of the dashboard and the HTTP API (a busy default port falls back to a free one).
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    http: std::net::SocketAddr,
+    /// Address of the Postgres wire protocol, or `off`.
+    #[arg(long, default_value = "127.0.0.1:4566")]
+    pg: String,
     /// Directory for the demo's log, recreated on every run (default: `demo` under the
     /// `--data-dir`). A non-empty directory the demo did not create is refused, never emptied.
     #[arg(long)]
@@ -72,7 +78,79 @@ fn create_marked(dir: &Path) -> anyhow::Result<()> {
     .with_context(|| format!("cannot write {}", dir.join(MARKER).display()))
 }
 
+/// Seconds of event time per generated chunk.
+const CHUNK_SECS: u64 = 60;
+
+/// Produces generated events into `payments` at `rate` per second until `stop`: a minute of
+/// traffic at a time (its own seed, so event ids never repeat), each record sent when the wall
+/// clock reaches its event time.
+fn traffic(
+    log: Log,
+    rate: u64,
+    stop: Arc<AtomicBool>,
+    produced: Arc<AtomicU64>,
+    screened: Arc<AtomicU64>,
+) -> anyhow::Result<()> {
+    let mut p = Producer::new(log.writer("payments", FsyncPolicy::Never)?, Some("card_id"));
+    let finder = memchr::memmem::Finder::new(b"\"event_time\":\"");
+    for chunk in 0u64.. {
+        let start = paystream::log::producer_now_ms();
+        let cfg = GenConfig {
+            events: rate * CHUNK_SECS,
+            seed: 1_000 + chunk,
+            start,
+            // New authorizations; captures, refunds and the rest follow them.
+            rate: rate as f64 / 2.0,
+            malformed_rate: 0.001,
+            spike_at_ms: Some(30_000),
+            ..GenConfig::default()
+        };
+        let mut events = Vec::new();
+        generate(&cfg, &mut events)?;
+        let started = Instant::now();
+        let mut line_no = 0;
+        for line in events.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
+            if stop.load(Ordering::Relaxed) {
+                p.finish()?;
+                return Ok(());
+            }
+            let at = finder
+                .find(line)
+                .and_then(|i| {
+                    let rest = &line[i + finder.needle().len()..];
+                    let end = memchr::memchr(b'"', rest)?;
+                    paystream::time::parse_rfc3339_millis(std::str::from_utf8(&rest[..end]).ok()?)
+                })
+                .unwrap_or(start);
+            let due = Duration::from_millis((at - start).max(0) as u64);
+            if let Some(wait) = due.checked_sub(started.elapsed()) {
+                p.flush()?;
+                std::thread::sleep(wait.min(Duration::from_millis(200)));
+            }
+            line_no += 1;
+            p.send_json_lines(line, line_no, &mut |_| {
+                screened.fetch_add(1, Ordering::Relaxed);
+            })?;
+            produced.fetch_add(1, Ordering::Relaxed);
+        }
+        p.flush()?;
+    }
+    Ok(())
+}
+
 pub(crate) fn demo(data: &DataDir, a: DemoArgs) -> anyhow::Result<()> {
+    if a.rate == 0 {
+        bail!("--rate must be at least 1 event per second");
+    }
+    let run_for = a
+        .run_for
+        .as_deref()
+        .map(|s| {
+            paystream::time::parse_duration_millis(s)
+                .map(|ms| Duration::from_millis(ms.max(1) as u64))
+                .map_err(|e| anyhow::anyhow!("invalid --for: {e}"))
+        })
+        .transpose()?;
     let dir = a.dir.clone().unwrap_or_else(|| data.data_dir.join("demo"));
     prepare_dir(&dir)?;
     let log = Log::new(&dir);
@@ -83,183 +161,120 @@ pub(crate) fn demo(data: &DataDir, a: DemoArgs) -> anyhow::Result<()> {
             ..TopicConfig::default()
         },
     )?;
-    let cfg = GenConfig {
-        events: a.events,
-        malformed_rate: 0.001,
-        spike_at_ms: Some(60_000),
-        ..GenConfig::default()
-    };
-    let mut events = Vec::new();
-    let stats = generate(&cfg, &mut events)?;
-    println!(
-        "generated {} events ({} duplicates, {} malformed); producing them into topic `payments` (4 partitions) in {} over {}s",
-        stats.lines,
-        stats.duplicates,
-        stats.malformed,
-        dir.display(),
-        a.seconds
-    );
-
     let stop = super::signals::stop_on_signal();
+    let rt = super::serve_cmd::runtime()?;
+    let pg = super::serve_cmd::parse_pg(&a.pg)?;
+    let server = rt.block_on(async {
+        let mut config = ServeConfig::new(&dir);
+        config.http = a.http;
+        config.pg = pg;
+        config.checkpoint_interval = Some(Duration::from_secs(5));
+        match Server::bind(config.clone()).await {
+            Ok(s) => Ok(s),
+            // A busy default port: any free one, so the first command always runs.
+            Err(e) => {
+                eprintln!("note: {e}; using free ports instead");
+                config.http.set_port(0);
+                if let Some(p) = config.pg.as_mut() {
+                    p.set_port(0);
+                }
+                Server::bind(config).await
+            }
+        }
+    })?;
+    for (name, sql) in SHIPPED.iter() {
+        server
+            .submit(name, sql)
+            .map_err(|e| anyhow::anyhow!("shipped query {name}: {e}"))?;
+    }
+    super::serve_cmd::announce(&server, None);
+    println!(
+        "producing about {} events/s into topic `payments` (4 partitions) in {}; {}",
+        a.rate,
+        dir.display(),
+        match run_for {
+            Some(d) => format!("stopping after {}s", d.as_secs_f64()),
+            None => "Ctrl-C stops".to_string(),
+        }
+    );
     let produced = Arc::new(AtomicU64::new(0));
     let screened = Arc::new(AtomicU64::new(0));
-    // Set when every event is stored: the bytes the queries must read to have seen them all.
-    let target = Arc::new(AtomicU64::new(u64::MAX));
-    let done = Arc::new(AtomicBool::new(false));
-    let progress = Arc::new(paystream::engine::Progress::default());
     let producer = {
-        let (log, stop, produced) = (log.clone(), Arc::clone(&stop), Arc::clone(&produced));
-        let screened = Arc::clone(&screened);
-        let (target, done) = (Arc::clone(&target), Arc::clone(&done));
-        let seconds = a.seconds.max(1);
-        std::thread::spawn(move || -> anyhow::Result<()> {
-            let mut p = Producer::new(log.writer("payments", FsyncPolicy::Never)?, Some("card_id"));
-            let started = Instant::now();
-            let total = events.len().max(1);
-            let mut rest: &[u8] = &events;
-            while !rest.is_empty() && !stop.load(Ordering::Relaxed) {
-                // Pace: the share of the bytes due by now.
-                let due =
-                    (started.elapsed().as_secs_f64() / seconds as f64 * total as f64) as usize;
-                let sent = total - rest.len();
-                if due <= sent {
-                    std::thread::sleep(Duration::from_millis(20));
-                    continue;
-                }
-                let cut = (due - sent).min(rest.len());
-                let end = memchr::memrchr(b'\n', &rest[..cut]).map_or(0, |i| i + 1);
-                if end == 0 && cut < rest.len() {
-                    std::thread::sleep(Duration::from_millis(5));
-                    continue;
-                }
-                let end = if end == 0 { rest.len() } else { end };
-                let line = produced.load(Ordering::Relaxed) + 1;
-                let n = p.send_json_lines(&rest[..end], line, &mut |_| {})?;
-                p.flush()?;
-                produced.fetch_add(n, Ordering::Relaxed);
-                rest = &rest[end..];
-            }
-            screened.store(p.screened(), Ordering::Relaxed);
-            // What the queries' source reads for the stored records: each value and a newline.
-            target.store(p.stored_bytes() + p.produced(), Ordering::Relaxed);
-            done.store(true, Ordering::Relaxed);
-            p.finish()?;
-            Ok(())
-        })
-    };
-
-    // The shipped queries, continuously, one topic each.
-    let plans = SHIPPED
-        .iter()
-        .map(|(name, sql)| plan_query(sql).with_context(|| format!("shipped query {name}")))
-        .collect::<anyhow::Result<Vec<_>>>()?;
-    let progress_seen = Arc::clone(&progress);
-    let runner = {
         let (log, stop) = (log.clone(), Arc::clone(&stop));
-        let dir = dir.clone();
-        std::thread::spawn(move || -> anyhow::Result<RunOutcome> {
-            let mut queries = Vec::new();
-            for ((name, _), plan) in SHIPPED.iter().zip(&plans) {
-                log.ensure_topic(name, &TopicConfig::default())?;
-                let w = log.writer(name, FsyncPolicy::Never)?;
-                let p = Arc::new(std::sync::Mutex::new(Producer::new(w, None)));
-                queries.push(QueryRun {
-                    name: name.to_string(),
-                    plan: plan.clone(),
-                    results: Box::new(TopicSink::new(*name, p)),
-                });
-            }
-            let mut spec = RunSpec::new(Arc::new(LogSource::new(log, "payments")), queries);
-            spec.options.idle_timeout = Some(Duration::from_secs(2));
-            spec.dead_letter = Box::new(WriterSink::create(
-                "dead letters",
-                &dir.join("dead_letters.jsonl"),
-            )?);
-            spec.late = Box::new(WriterSink::create(
-                "late events",
-                &dir.join("late_events.jsonl"),
-            )?);
-            spec.on_stop = OnStop::Snapshot;
-            Ok(paystream::engine::run(spec, progress, stop)?)
-        })
+        let (produced, screened) = (Arc::clone(&produced), Arc::clone(&screened));
+        let rate = a.rate;
+        std::thread::spawn(move || traffic(log, rate, stop, produced, screened))
     };
-
-    // Tail the result topics and print as windows close.
-    // The stream runs until every event is produced and the queries have read them all (then a
-    // second more, for the last results to reach their topics), however slow the machine; a
-    // cap keeps a stuck run from going on forever.
-    let cap = Instant::now() + Duration::from_secs(a.seconds.max(1) + 120);
-    let mut caught_up: Option<Instant> = None;
-    let deadline_passed = |caught_up: &mut Option<Instant>| {
-        if Instant::now() >= cap {
-            return true;
-        }
-        let read = progress_seen.bytes_read.load(Ordering::Relaxed);
-        if done.load(Ordering::Relaxed) && read >= target.load(Ordering::Relaxed) {
-            let at = *caught_up.get_or_insert_with(Instant::now);
-            return at.elapsed() >= Duration::from_secs(1);
-        }
-        false
-    };
-    let mut consumers = Vec::new();
-    let mut counts = vec![0u64; SHIPPED.len()];
-    let mut last_status = Instant::now();
-    while !deadline_passed(&mut caught_up) && !stop.load(Ordering::Relaxed) {
-        if consumers.len() < SHIPPED.len() {
-            consumers = SHIPPED
-                .iter()
-                .filter_map(|(name, _)| TopicConsumer::open(&log, name, &StartAt::Earliest).ok())
-                .collect();
-            if consumers.len() < SHIPPED.len() {
-                consumers.clear();
-                std::thread::sleep(Duration::from_millis(50));
-                continue;
-            }
-        }
-        let mut any = false;
-        for (i, c) in consumers.iter_mut().enumerate() {
-            c.poll(|_, r| {
-                any = true;
-                counts[i] += 1;
-                if counts[i] as usize <= a.show {
-                    println!("[{}] {}", SHIPPED[i].0, String::from_utf8_lossy(r.value));
+    let results = server.results();
+    let deadline = run_for.map(|d| Instant::now() + d);
+    let printer_stop = Arc::clone(&stop);
+    let show = a.show;
+    rt.block_on(async move {
+        let stopper = {
+            let stop = Arc::clone(&printer_stop);
+            async move {
+                while !stop.load(Ordering::Relaxed) && deadline.is_none_or(|d| Instant::now() < d) {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
                 }
-            })?;
-        }
-        if last_status.elapsed() >= Duration::from_secs(2) {
-            println!(
-                "... produced {} events; results so far: {}",
-                produced.load(Ordering::Relaxed),
-                SHIPPED
-                    .iter()
-                    .zip(&counts)
-                    .map(|((n, _), c)| format!("{n}={c}"))
-                    .collect::<Vec<_>>()
-                    .join(" ")
-            );
-            last_status = Instant::now();
-        }
-        if !any {
-            consumers[0].wait(Duration::from_millis(100));
-        }
-    }
-    stop.store(true, Ordering::Relaxed);
+                stop.store(true, Ordering::Relaxed);
+            }
+        };
+        let printer = tokio::spawn(print_results(results, show, Arc::clone(&printer_stop)));
+        let r = server.run(stopper).await;
+        printer.abort();
+        r
+    })?;
     producer
         .join()
-        .map_err(|_| anyhow::anyhow!("the producer thread panicked"))??;
-    let out = runner
-        .join()
-        .map_err(|_| anyhow::anyhow!("the query thread panicked"))??;
-    println!("{}", out.summary.line());
-    let screened = screened.load(Ordering::Relaxed);
-    if screened > 0 {
-        println!(
-            "{screened} generated events held a card number: `produce` refused them at the log's door (no topic holds a card number)"
-        );
-    }
+        .map_err(|_| anyhow::anyhow!("the traffic thread panicked"))??;
     println!(
-        "stopped cleanly (windows still open when the stream stopped were not emitted). Look around:\n  paystream --data-dir {d} topic describe payments\n  paystream --data-dir {d} consume card_velocity --until-end",
+        "stopped: produced {} events ({} refused for holding a card number); every query took its final checkpoint.\n  look around: paystream --data-dir {d} serve   (resumes the queries)\n               paystream --data-dir {d} topic describe payments",
+        produced.load(Ordering::Relaxed),
+        screened.load(Ordering::Relaxed),
         d = dir.display()
     );
     Ok(())
+}
+
+/// Prints up to `show` rows per result table every 10 s, then how many more there were.
+async fn print_results(
+    results: Arc<paystream::sink::ResultTables>,
+    show: usize,
+    stop: Arc<AtomicBool>,
+) {
+    let mut subs: Vec<(String, tokio::sync::broadcast::Receiver<Arc<str>>)> = Vec::new();
+    let mut counts: Vec<(usize, u64)> = Vec::new();
+    let mut every = tokio::time::interval(Duration::from_secs(10));
+    loop {
+        for t in results.all() {
+            if !subs.iter().any(|(n, _)| n == t.name()) {
+                subs.push((t.name().to_string(), t.subscribe(false).1));
+                counts.push((0, 0));
+            }
+        }
+        for ((name, rx), (shown, total)) in subs.iter_mut().zip(counts.iter_mut()) {
+            while let Ok(row) = rx.try_recv() {
+                *total += 1;
+                if *shown < show {
+                    *shown += 1;
+                    println!("[{name}] {row}");
+                }
+            }
+        }
+        if stop.load(Ordering::Relaxed) {
+            return;
+        }
+        tokio::select! {
+            _ = every.tick() => {
+                let line: Vec<String> = subs.iter().zip(counts.iter_mut()).map(|((n, _), (shown, total))| {
+                    *shown = 0;
+                    format!("{n}={total}")
+                }).collect();
+                if !line.is_empty() {
+                    println!("... result rows so far: {}", line.join(" "));
+                }
+            }
+            _ = tokio::time::sleep(Duration::from_millis(250)) => {}
+        }
+    }
 }

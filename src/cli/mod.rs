@@ -8,6 +8,7 @@ pub(crate) mod gen_cmd;
 pub(crate) mod log_cmds;
 pub(crate) mod replay;
 pub(crate) mod run_cmd;
+pub(crate) mod serve_cmd;
 pub(crate) mod signals;
 pub(crate) mod surprises;
 
@@ -38,8 +39,19 @@ pub(crate) enum Command {
     /// hold every JSON mistake, so some of its rows are rejected for another reason (a null
     /// instead of a string amount, for one).
     Gen(gen_cmd::GenArgs),
-    /// Produce generated events into a topic and run the shipped queries live over it (no setup).
+    /// Start `serve` on a fresh embedded log with generated traffic and the shipped queries.
+    ///
+    /// Events arrive at a steady rate (with the generator's card-testing attacks and volume
+    /// spikes), stamped with the wall clock, so windows close live; the dashboard shows the
+    /// queries' results as they are emitted. Runs until Ctrl-C, or for --for.
     Demo(self::demo::DemoArgs),
+    /// Run the service: submit stream queries over HTTP, ingest events, feed dashboards.
+    ///
+    /// An HTTP API (/api/queries, /api/topics, /api/sql; described at /api/openapi.json), a
+    /// dashboard at /, Prometheus metrics at /metrics and the result tables over the Postgres
+    /// wire protocol (--pg). Submitted queries are kept in the data directory; a restart
+    /// resumes each from its latest checkpoint, exactly-once. Binds loopback by default.
+    Serve(serve_cmd::ServeArgs),
     /// Measure throughput: each shipped query over a generated file, beside same-run baselines.
     Bench(bench::BenchArgs),
     /// Manage topics of the embedded log: create, describe, list.
@@ -101,6 +113,7 @@ pub(crate) fn dispatch(cli: Cli) -> anyhow::Result<()> {
         Command::Replay(a) => replay::replay(a, &cli.data),
         Command::Gen(a) => gen_cmd::gen_cmd(a),
         Command::Demo(a) => demo::demo(&cli.data, a),
+        Command::Serve(a) => serve_cmd::serve(&cli.data, a),
         Command::Bench(a) => bench::bench(a),
         Command::Topic { command } => log_cmds::topic(&cli.data, command),
         Command::Produce { args } => log_cmds::produce(&cli.data, args),

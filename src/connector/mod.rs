@@ -35,14 +35,18 @@ pub(crate) struct SourceEntry {
     pub(crate) declare: fn(&WithOptions) -> Result<Arc<dyn SourceConnector>, OptionError>,
 }
 
+/// How a sink connector checks its options and declares the sink of that name.
+pub(crate) type DeclareSink = fn(&str, &WithOptions) -> Result<Arc<dyn SinkConnector>, OptionError>;
+
 /// A sink connector (see [`SourceEntry`]).
 pub(crate) struct SinkEntry {
     /// As `connector = '…'` spells it.
     pub(crate) name: &'static str,
     /// A complete `WITH (…)` list, shown when an option is missing.
     pub(crate) example: &'static str,
-    /// Checks the options (all but `connector` and `format`) and declares the sink.
-    pub(crate) declare: fn(&WithOptions) -> Result<Arc<dyn SinkConnector>, OptionError>,
+    /// Checks the options (all but `connector` and `format`) and declares the sink of that
+    /// name.
+    pub(crate) declare: DeclareSink,
 }
 
 /// Every source connector.
@@ -52,7 +56,11 @@ pub(crate) const SOURCES: &[SourceEntry] = &[
 ];
 
 /// Every sink connector.
-pub(crate) const SINKS: &[SinkEntry] = &[crate::sink::file::CONNECTOR, crate::sink::log::CONNECTOR];
+pub(crate) const SINKS: &[SinkEntry] = &[
+    crate::sink::file::CONNECTOR,
+    crate::sink::log::CONNECTOR,
+    crate::sink::table::CONNECTOR,
+];
 
 /// The source connector named `name`.
 pub(crate) fn source(name: &str) -> Option<&'static SourceEntry> {

@@ -84,6 +84,8 @@ pub struct JobOptions {
     pub from_savepoint: Option<String>,
     /// Set (e.g. by SIGUSR1) to take a savepoint at the next barrier.
     pub savepoint_request: Option<std::sync::Arc<AtomicBool>>,
+    /// The live result tables `connector = 'table'` sinks fill (a server's).
+    pub results: Option<Arc<crate::sink::ResultTables>>,
 }
 
 impl JobOptions {
@@ -101,6 +103,7 @@ impl JobOptions {
             checkpoint_location: None,
             from_savepoint: None,
             savepoint_request: None,
+            results: None,
         }
     }
 }
@@ -377,6 +380,35 @@ impl Job {
         self.sources.iter().find_map(|s| s.connector.log_topic())
     }
 
+    /// The sinks its queries write, in the order of their INSERTs: each sink's name, its
+    /// connector and the schema of the rows its (first) query writes.
+    pub fn query_sinks(
+        &self,
+    ) -> Vec<(
+        String,
+        Arc<dyn SinkConnector>,
+        datafusion::arrow::datatypes::SchemaRef,
+    )> {
+        let mut out: Vec<(
+            String,
+            Arc<dyn SinkConnector>,
+            datafusion::arrow::datatypes::SchemaRef,
+        )> = Vec::new();
+        for (sink, plan) in &self.plans {
+            if out.iter().any(|(n, _, _)| n == sink) {
+                continue;
+            }
+            if let Some(decl) = self.file.sinks.iter().find(|s| &s.name == sink) {
+                out.push((
+                    sink.clone(),
+                    Arc::clone(&decl.connector),
+                    Arc::clone(&plan.output_schema),
+                ));
+            }
+        }
+        out
+    }
+
     /// The log topics its sources read.
     pub fn source_topics(&self) -> Vec<&str> {
         self.sources
@@ -556,7 +588,8 @@ impl Job {
             sink_reset::report_changed_sinks(&opts.data_dir, &name, file, restored.is_some())?;
         }
         let mut sinks = SinkFactory {
-            ctx: SinkContext::new(&log, opts.fsync, store.is_some()),
+            ctx: SinkContext::new(&log, opts.fsync, store.is_some())
+                .with_results(opts.results.clone()),
             align: store.is_some().then(|| match &restored {
                 Some(s) => s.sinks.clone(),
                 // Emptied topics are aligned to where they start.
@@ -617,6 +650,7 @@ impl Job {
         }
         // Keyed once every sink is open: a sink then knows whether another writes its topic.
         for q in &mut queries {
+            q.results.rows_schema(&q.plan.output_schema);
             if let Some(keys) = q.plan.changelog_keys() {
                 q.results.key_rows_by(keys);
             }

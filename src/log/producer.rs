@@ -32,6 +32,8 @@ pub struct Producer {
     unkeyed: u64,
     max_record_bytes: usize,
     now_ms: i64,
+    /// The partition of the last record sent.
+    last_partition: Option<u32>,
 }
 
 /// What became of a JSON record offered to [`Producer::send_json`].
@@ -61,6 +63,7 @@ impl Producer {
             screened: 0,
             unkeyed: 0,
             now_ms: now_ms(),
+            last_partition: None,
         }
     }
 
@@ -108,6 +111,7 @@ impl Producer {
             });
         }
         let p = self.writer.route(key);
+        self.last_partition = Some(p);
         let b = &mut self.batches[p as usize];
         // A batch never passes the format's limit: append what is batched before a record
         // that would take it over.
@@ -121,6 +125,11 @@ impl Producer {
             self.writer.append(p, b)?;
         }
         Ok(())
+    }
+
+    /// The partition the last record sent went to.
+    pub fn last_partition(&self) -> Option<u32> {
+        self.last_partition
     }
 
     /// Sends one JSON record, keyed and timestamped from its fields, unless it holds a card

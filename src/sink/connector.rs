@@ -25,6 +25,11 @@ pub trait SinkConnector: std::fmt::Debug + Send + Sync {
         None
     }
 
+    /// The result table it fills, if it is one (`connector = 'table'`): its name.
+    fn result_table(&self) -> Option<&str> {
+        None
+    }
+
     /// What it writes, for a user and to notice a sink whose definition changed between runs:
     /// `topic risk.alerts`, `file out/alerts.jsonl`.
     fn describe(&self) -> String;
@@ -59,6 +64,9 @@ pub struct SinkContext<'a> {
     /// Topics this context created (they did not exist), each with whether only one sink
     /// writes it so far.
     created: BTreeMap<String, Arc<AtomicBool>>,
+    /// The live result tables a server reads, which `connector = 'table'` sinks fill (`None`
+    /// outside a server: such a sink then writes its topic only).
+    pub results: Option<Arc<super::ResultTables>>,
 }
 
 impl<'a> SinkContext<'a> {
@@ -70,7 +78,14 @@ impl<'a> SinkContext<'a> {
             exactly_once,
             producers: BTreeMap::new(),
             created: BTreeMap::new(),
+            results: None,
         }
+    }
+
+    /// The context with the result tables `connector = 'table'` sinks fill.
+    pub fn with_results(mut self, results: Option<Arc<super::ResultTables>>) -> Self {
+        self.results = results;
+        self
     }
 
     /// Whether [`Self::producer`] created `topic` (it did not exist) and one sink alone writes

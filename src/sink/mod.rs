@@ -12,6 +12,7 @@ mod connector;
 pub mod file;
 mod json;
 pub mod log;
+pub mod table;
 
 use std::io::Write;
 use std::path::Path;
@@ -26,6 +27,7 @@ pub use self::json::{
     dead_letter_json, event_json, late_json, write_batch, write_json_str, write_row, write_value,
 };
 pub use self::log::{FLUSH_EVERY, LogSinkOptions, SharedProducer, TopicSink, align_sink};
+pub use self::table::{ResultTable, ResultTables};
 
 use crate::error::{Error, Result};
 use crate::operators::RowTimes;
@@ -66,6 +68,11 @@ pub trait Sink: Send {
     /// default ignores it (a file holds the changelog in order anyway).
     fn key_rows_by(&mut self, columns: &[usize]) {
         let _ = columns;
+    }
+    /// The schema of the result rows it will be given (its query's output), told once before
+    /// the first; a sink that serves its rows as a table keeps it. The default ignores it.
+    fn rows_schema(&mut self, schema: &datafusion::arrow::datatypes::SchemaRef) {
+        let _ = schema;
     }
     /// Flushes buffered output.
     fn flush(&mut self) -> Result<()>;

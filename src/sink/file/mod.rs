@@ -35,7 +35,10 @@ struct Declared {
     path: PathBuf,
 }
 
-fn declare(options: &BTreeMap<String, String>) -> Result<Arc<dyn SinkConnector>, OptionError> {
+fn declare(
+    _name: &str,
+    options: &BTreeMap<String, String>,
+) -> Result<Arc<dyn SinkConnector>, OptionError> {
     let o: FileSinkOptions = from_options(options)?;
     Ok(Arc::new(Declared { path: o.path }))
 }

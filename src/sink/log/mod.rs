@@ -45,7 +45,10 @@ pub fn declare_topic(topic: impl Into<String>) -> Arc<dyn SinkConnector> {
     })
 }
 
-fn declare(options: &BTreeMap<String, String>) -> Result<Arc<dyn SinkConnector>, OptionError> {
+fn declare(
+    _name: &str,
+    options: &BTreeMap<String, String>,
+) -> Result<Arc<dyn SinkConnector>, OptionError> {
     let o: LogSinkOptions = from_options(options)?;
     let partitions = o
         .partitions
@@ -117,7 +120,7 @@ mod tests {
             .unwrap();
         let mut ctx = SinkContext::new(&log, FsyncPolicy::Never, true);
         let declared =
-            |topic: &str| declare(&[("topic".to_string(), topic.to_string())].into()).unwrap();
+            |topic: &str| declare("s", &[("topic".to_string(), topic.to_string())].into()).unwrap();
         for (topic, keyed, want) in [
             ("changelog", true, Cleanup::Compact),
             ("appends", false, Cleanup::Delete),

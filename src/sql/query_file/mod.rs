@@ -287,7 +287,7 @@ fn statements(text: &str) -> Vec<(usize, &str)> {
 }
 
 /// Blanks out comments (keeping newlines) so keyword matching sees only code.
-fn strip_comments(s: &str) -> String {
+pub(crate) fn strip_comments(s: &str) -> String {
     let b = s.as_bytes();
     let mut out = String::with_capacity(s.len());
     let mut i = 0;
@@ -520,7 +520,7 @@ fn sink(
             ),
         )
     })?;
-    let declared = (entry.declare)(&o.map).map_err(|e| {
+    let declared = (entry.declare)(&name, &o.map).map_err(|e| {
         option_err(
             line,
             &o.lines,

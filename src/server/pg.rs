@@ -1,0 +1,188 @@
+//! `--pg`: the result tables over the Postgres wire protocol, so `psql`, Grafana's PostgreSQL
+//! data source and BI tools read live results. `datafusion-postgres` serves the server's
+//! DataFusion session (simple and extended query protocols, the `pg_catalog` tables clients
+//! probe); this file adds the password check (the server's token, when it has one) and keeps
+//! the connection read-only.
+
+use std::fmt::Debug;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use datafusion::common::ParamValues;
+use datafusion::logical_expr::LogicalPlan;
+use datafusion::prelude::SessionContext;
+use datafusion::sql::sqlparser::ast::Statement;
+use datafusion_postgres::hooks::HookClient;
+use datafusion_postgres::hooks::cursor::CursorStatementHook;
+use datafusion_postgres::hooks::set_show::SetShowHook;
+use datafusion_postgres::hooks::transactions::TransactionStatementHook;
+use datafusion_postgres::pgwire;
+use datafusion_postgres::{DfSessionService, QueryHook};
+use futures::Sink;
+use pgwire::api::auth::cleartext::CleartextPasswordAuthStartupHandler;
+use pgwire::api::auth::noop::NoopStartupHandler;
+use pgwire::api::auth::{
+    AuthSource, DefaultServerParameterProvider, LoginInfo, Password, StartupHandler,
+};
+use pgwire::api::query::{ExtendedQueryHandler, SimpleQueryHandler};
+use pgwire::api::results::Response;
+use pgwire::api::{ClientInfo, PgWireServerHandlers};
+use pgwire::error::{ErrorInfo, PgWireError, PgWireResult};
+use pgwire::messages::{PgWireBackendMessage, PgWireFrontendMessage};
+use tokio::net::TcpListener;
+
+use super::AppState;
+
+/// Accepts connections on `listener` until the process ends.
+pub(crate) async fn serve(listener: TcpListener, state: Arc<AppState>) {
+    let hooks: Vec<Arc<dyn QueryHook>> = vec![
+        Arc::new(ReadOnly),
+        Arc::new(CursorStatementHook),
+        Arc::new(SetShowHook),
+        Arc::new(TransactionStatementHook),
+    ];
+    let handlers = Arc::new(Handlers {
+        service: Arc::new(DfSessionService::new_with_hooks(
+            Arc::new(state.sql.clone()),
+            hooks,
+        )),
+        startup: Arc::new(match &state.token {
+            Some(t) => Startup::Token(Box::new(CleartextPasswordAuthStartupHandler::new(
+                Token(t.clone()),
+                DefaultServerParameterProvider::default(),
+            ))),
+            None => Startup::Open(Open),
+        }),
+    });
+    loop {
+        match listener.accept().await {
+            Ok((socket, addr)) => {
+                let h = Arc::clone(&handlers);
+                tokio::spawn(async move {
+                    if let Err(e) = pgwire::tokio::process_socket(socket, None, h).await {
+                        tracing::debug!(%addr, "pgwire connection ended: {e}");
+                    }
+                });
+            }
+            Err(e) => {
+                tracing::warn!("pgwire accept failed: {e}");
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            }
+        }
+    }
+}
+
+struct Handlers {
+    service: Arc<DfSessionService>,
+    startup: Arc<Startup>,
+}
+
+impl PgWireServerHandlers for Handlers {
+    fn simple_query_handler(&self) -> Arc<impl SimpleQueryHandler> {
+        Arc::clone(&self.service)
+    }
+
+    fn extended_query_handler(&self) -> Arc<impl ExtendedQueryHandler> {
+        Arc::clone(&self.service)
+    }
+
+    fn startup_handler(&self) -> Arc<impl StartupHandler> {
+        Arc::clone(&self.startup)
+    }
+}
+
+/// The token is the password of any user.
+#[derive(Debug)]
+struct Token(String);
+
+#[async_trait]
+impl AuthSource for Token {
+    async fn get_password(&self, _login: &LoginInfo) -> PgWireResult<Password> {
+        Ok(Password::new(None, self.0.as_bytes().to_vec()))
+    }
+}
+
+/// No password asked (a server without a token).
+struct Open;
+
+impl NoopStartupHandler for Open {}
+
+enum Startup {
+    Open(Open),
+    Token(Box<CleartextPasswordAuthStartupHandler<Token, DefaultServerParameterProvider>>),
+}
+
+#[async_trait]
+impl StartupHandler for Startup {
+    async fn on_startup<C>(
+        &self,
+        client: &mut C,
+        message: PgWireFrontendMessage,
+    ) -> PgWireResult<()>
+    where
+        C: ClientInfo + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        match self {
+            Startup::Open(h) => h.on_startup(client, message).await,
+            Startup::Token(h) => h.on_startup(client, message).await,
+        }
+    }
+}
+
+/// Refuses every statement that would change something (the result tables are filled by
+/// stream queries) or write files (`COPY … TO`).
+struct ReadOnly;
+
+fn refused(statement: &Statement) -> Option<PgWireError> {
+    let text = statement.to_string();
+    let first = text
+        .split_whitespace()
+        .next()
+        .unwrap_or("")
+        .to_ascii_uppercase();
+    const WRITES: [&str; 11] = [
+        "INSERT", "UPDATE", "DELETE", "COPY", "CREATE", "DROP", "ALTER", "TRUNCATE", "MERGE",
+        "GRANT", "REVOKE",
+    ];
+    WRITES.contains(&first.as_str()).then(|| {
+        PgWireError::UserError(Box::new(ErrorInfo::new(
+            "ERROR".into(),
+            "25006".into(),
+            format!("{first} is not allowed: paystream's result tables are read-only (they are filled by stream queries; submit one with POST /api/queries)"),
+        )))
+    })
+}
+
+#[async_trait]
+impl QueryHook for ReadOnly {
+    async fn handle_simple_query(
+        &self,
+        statement: &Statement,
+        _ctx: &SessionContext,
+        _client: &mut dyn HookClient,
+    ) -> Option<PgWireResult<Response>> {
+        refused(statement).map(Err)
+    }
+
+    async fn handle_extended_parse_query(
+        &self,
+        statement: &Statement,
+        _ctx: &SessionContext,
+        _client: &(dyn ClientInfo + Send + Sync),
+    ) -> Option<PgWireResult<LogicalPlan>> {
+        refused(statement).map(Err)
+    }
+
+    async fn handle_extended_query(
+        &self,
+        statement: &Statement,
+        _plan: &LogicalPlan,
+        _params: &ParamValues,
+        _ctx: &SessionContext,
+        _client: &mut dyn HookClient,
+    ) -> Option<PgWireResult<Response>> {
+        refused(statement).map(Err)
+    }
+}

@@ -1,0 +1,185 @@
+//! What `POST /api/queries` accepts, turned into a query file: the text of a query file as it
+//! is, or a bare SELECT over topics, which becomes a file declaring those topics as sources and
+//! a result table named after the query as its sink.
+//!
+//! ```text
+//!  {"name": "settlement", "sql": "SELECT … FROM TUMBLE(payments, …)"}
+//!   ─▶ CREATE SOURCE payments WITH (connector = 'log', topic = 'payments', …);
+//!      CREATE SINK dead_letters …, late_events … (topics `settlement.dlq`, `settlement.late`);
+//!      CREATE SINK settlement WITH (connector = 'table');
+//!      INSERT INTO settlement
+//!      SELECT … FROM TUMBLE(payments, …)            ← the user's text, from column 1
+//! ```
+//! The declarations take whole lines before the user's text, so an error's line is moved back
+//! by their count and its column is the user's.
+
+use crate::error::Error;
+use crate::log::Log;
+
+/// A submitted query's text as a query file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct QueryText {
+    /// The query file's text.
+    pub(crate) text: String,
+    /// Lines added before the user's text.
+    pub(crate) lines_added: usize,
+}
+
+/// Why a submitted query was refused: what is wrong and, when known, where in the user's text.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Refusal {
+    pub(crate) error: String,
+    pub(crate) line: Option<usize>,
+    pub(crate) column: Option<usize>,
+}
+
+/// Whether `sql` is a bare query (its first word SELECT, WITH or VALUES) rather than a query
+/// file.
+pub(crate) fn is_bare_select(sql: &str) -> bool {
+    let code = crate::sql::query_file::strip_comments(sql);
+    let first = code
+        .trim_start()
+        .split(|c: char| !c.is_ascii_alphabetic())
+        .next()
+        .unwrap_or("");
+    ["SELECT", "WITH", "VALUES"]
+        .iter()
+        .any(|w| first.eq_ignore_ascii_case(w))
+}
+
+/// Whether `name` can name a query, its job and its result table: a SQL identifier.
+pub(crate) fn valid_name(name: &str) -> bool {
+    let mut chars = name.chars();
+    matches!(chars.next(), Some(c) if c.is_ascii_alphabetic() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+        && name.len() <= 100
+}
+
+/// The query file for query `name` with text `sql` over the topics of `log`.
+pub(crate) fn query_text(name: &str, sql: &str, log: &Log) -> Result<QueryText, Refusal> {
+    if !is_bare_select(sql) {
+        return Ok(QueryText {
+            text: sql.to_string(),
+            lines_added: 0,
+        });
+    }
+    let topics: Vec<String> = log
+        .topics()
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|t| valid_name(t))
+        .collect();
+    let read = crate::sql::stream_reads::sources_read(sql, &topics);
+    if read.is_empty() {
+        return Err(Refusal {
+            error: format!(
+                "the query reads no topic of this server (topics: {}); name one in FROM, e.g. FROM TUMBLE(payments, event_time, INTERVAL '1' MINUTE), after creating it with POST /api/topics",
+                if topics.is_empty() {
+                    "none yet".to_string()
+                } else {
+                    topics.join(", ")
+                }
+            ),
+            line: None,
+            column: None,
+        });
+    }
+    let mut text = String::new();
+    for t in &read {
+        text.push_str(&format!(
+            "CREATE SOURCE {t} WITH (connector = 'log', topic = '{t}', format = 'json', event_time = 'event_time');\n"
+        ));
+    }
+    // Each query its own dead-letter and late topics: several queries read one topic, and a
+    // topic has one writer.
+    text.push_str(&format!(
+        "CREATE SINK dead_letters WITH (connector = 'log', topic = '{name}.dlq');\nCREATE SINK late_events WITH (connector = 'log', topic = '{name}.late');\nCREATE SINK {name} WITH (connector = 'table');\nINSERT INTO {name}\n"
+    ));
+    let lines_added = text.matches('\n').count();
+    text.push_str(sql.trim_end().trim_end_matches(';'));
+    text.push_str(";\n");
+    Ok(QueryText { text, lines_added })
+}
+
+/// A refusal for `e`, an error preparing the query file of `q`, with the position moved back
+/// into the user's text.
+pub(crate) fn refusal(e: &Error, q: &QueryText) -> Refusal {
+    let (line, column) = match e {
+        Error::Plan { position, .. } => parse_position(position),
+        _ => (None, None),
+    };
+    let line = line.map(|l| l.saturating_sub(q.lines_added).max(1));
+    let error = match e {
+        Error::Plan { message, .. } => match (line, column) {
+            (Some(l), Some(c)) => format!("line {l}, column {c}: {message}"),
+            (Some(l), None) => format!("line {l}: {message}"),
+            _ => message.clone(),
+        },
+        e => e.to_string(),
+    };
+    Refusal {
+        error,
+        line,
+        column,
+    }
+}
+
+/// `line 3, column 10` (possibly after an origin: `query, line 3`) as numbers.
+fn parse_position(position: &str) -> (Option<usize>, Option<usize>) {
+    let number_after = |word: &str| {
+        let at = position.rfind(word)? + word.len();
+        position[at..]
+            .trim_start()
+            .split(|c: char| !c.is_ascii_digit())
+            .next()?
+            .parse::<usize>()
+            .ok()
+    };
+    (number_after("line "), number_after("column "))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::log::TopicConfig;
+
+    /// A bare SELECT becomes a file over the topics it reads with a table sink named after
+    /// the query; positions in it are moved back to the user's text.
+    #[test]
+    fn a_bare_select_reads_its_topics_into_a_table() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = Log::new(dir.path());
+        for t in ["payments", "refunds", "x.y"] {
+            log.create_topic(t, &TopicConfig::default()).unwrap();
+        }
+        let sql = "-- per minute\nSELECT count(*) AS n, window_end\nFROM TUMBLE(payments, event_time, INTERVAL '1' MINUTE)\nGROUP BY window_start, window_end;";
+        let q = query_text("per_minute", sql, &log).unwrap();
+        assert!(q.text.contains("topic = 'payments'"), "{}", q.text);
+        assert!(!q.text.contains("refunds"), "{}", q.text);
+        assert!(
+            q.text
+                .contains("CREATE SINK per_minute WITH (connector = 'table');\nINSERT INTO per_minute\n-- per minute\nSELECT")
+        );
+        let job = crate::job::Job::prepare("per_minute", "query", &q.text);
+        assert!(job.is_ok(), "{job:?}");
+        let bad = query_text("bad", "SELECT\n  nope(amount_minor) FROM payments", &log).unwrap();
+        let e = crate::job::Job::prepare("bad", "query", &bad.text).unwrap_err();
+        let r = refusal(&e, &bad);
+        assert_eq!(r.line, Some(2), "{r:?} from {e}");
+        let none = query_text("n", "SELECT 1 FROM nowhere", &log).unwrap_err();
+        assert!(none.error.contains("payments, refunds"), "{none:?}");
+        // A query file is taken as it is.
+        let file = "CREATE SOURCE p WITH (connector = 'log', topic = 'payments');";
+        assert_eq!(query_text("f", file, &log).unwrap().lines_added, 0);
+    }
+
+    #[test]
+    fn positions_parse() {
+        assert_eq!(
+            parse_position("query, line 3, column 10"),
+            (Some(3), Some(10))
+        );
+        assert_eq!(parse_position("line 7"), (Some(7), None));
+        assert!(valid_name("settlement_1") && !valid_name("1x") && !valid_name("a-b"));
+    }
+}

@@ -1,0 +1,320 @@
+//! The dashboard in real headless Chromium, driven over the DevTools protocol: it loads
+//! without console errors, shows a running query's rows within seconds of events being posted,
+//! and shows a bad query's error; a screenshot is left in `target/tmp/dashboard.png`.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::serve::{Served, request};
+
+/// Installs Debian package `package` when `command` is missing (the test set-up's one-time
+/// install; cached by the machine afterwards).
+pub(crate) fn ensure_tool(command: &str, package: &str) {
+    let found = Command::new("sh")
+        .args(["-c", &format!("command -v {command}")])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if found {
+        return;
+    }
+    let root = unsafe { libc::geteuid() } == 0;
+    let apt = |args: &[&str]| {
+        let mut c = if root {
+            Command::new("apt-get")
+        } else {
+            Command::new("sudo")
+        };
+        if !root {
+            c.arg("apt-get");
+        }
+        let s = c
+            .args(args)
+            .env("DEBIAN_FRONTEND", "noninteractive")
+            .status();
+        assert!(
+            s.is_ok_and(|s| s.success()),
+            "apt-get {args:?} failed: install {package}"
+        );
+    };
+    apt(&["update", "-qq"]);
+    apt(&["install", "-y", "-qq", package]);
+}
+
+/// A headless Chromium and one page of it, spoken to over a WebSocket.
+struct Browser {
+    child: Child,
+    ws: TcpStream,
+    next_id: u64,
+    /// Events received while waiting for answers.
+    events: Vec<serde_json::Value>,
+    _profile: tempfile::TempDir,
+}
+
+impl Drop for Browser {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Browser {
+    fn start() -> Browser {
+        ensure_tool("chromium", "chromium");
+        let profile = tempfile::tempdir().unwrap();
+        let mut child = Command::new("chromium")
+            .args([
+                "--headless",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-background-networking",
+            ])
+            .args(["--remote-debugging-port=0", "--window-size=1400,1000"])
+            .arg(format!("--user-data-dir={}", profile.path().display()))
+            .arg("about:blank")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+        let devtools = loop {
+            let line = lines
+                .next()
+                .expect("chromium printed its DevTools address")
+                .unwrap();
+            if let Some(url) = line.split("DevTools listening on ws://").nth(1) {
+                break url
+                    .split('/')
+                    .next()
+                    .unwrap()
+                    .parse::<std::net::SocketAddr>()
+                    .unwrap();
+            }
+        };
+        std::thread::spawn(move || for _ in lines {});
+        let targets: serde_json::Value =
+            serde_json::from_str(&request(devtools, "GET", "/json", None, None).1).unwrap();
+        let page = targets
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|t| t["type"] == "page")
+            .expect("a page target");
+        let path = page["webSocketDebuggerUrl"]
+            .as_str()
+            .unwrap()
+            .split(&devtools.to_string())
+            .nth(1)
+            .unwrap()
+            .to_string();
+        let mut ws = TcpStream::connect(devtools).unwrap();
+        ws.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+        write!(
+            ws,
+            "GET {path} HTTP/1.1\r\nHost: {devtools}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+        )
+        .unwrap();
+        let mut head = Vec::new();
+        let mut byte = [0u8];
+        while !head.ends_with(b"\r\n\r\n") {
+            ws.read_exact(&mut byte).unwrap();
+            head.push(byte[0]);
+        }
+        assert!(
+            head.starts_with(b"HTTP/1.1 101"),
+            "{}",
+            String::from_utf8_lossy(&head)
+        );
+        let mut b = Browser {
+            child,
+            ws,
+            next_id: 0,
+            events: Vec::new(),
+            _profile: profile,
+        };
+        for m in ["Runtime.enable", "Log.enable", "Page.enable"] {
+            b.call(m, serde_json::json!({}));
+        }
+        b
+    }
+
+    /// Sends one text frame (masked, as a client must).
+    fn send(&mut self, text: &str) {
+        let data = text.as_bytes();
+        let mut frame = vec![0x81u8];
+        match data.len() {
+            n if n < 126 => frame.push(0x80 | n as u8),
+            n if n < 65_536 => {
+                frame.push(0x80 | 126);
+                frame.extend_from_slice(&(n as u16).to_be_bytes());
+            }
+            n => {
+                frame.push(0x80 | 127);
+                frame.extend_from_slice(&(n as u64).to_be_bytes());
+            }
+        }
+        // A zero mask: masking is required, its key may be anything.
+        frame.extend_from_slice(&[0, 0, 0, 0]);
+        frame.extend_from_slice(data);
+        self.ws.write_all(&frame).unwrap();
+    }
+
+    /// Reads one message (joining continuation frames).
+    fn receive(&mut self) -> String {
+        let mut message = Vec::new();
+        loop {
+            let mut h = [0u8; 2];
+            self.ws.read_exact(&mut h).unwrap();
+            let len = match h[1] & 0x7f {
+                126 => {
+                    let mut l = [0u8; 2];
+                    self.ws.read_exact(&mut l).unwrap();
+                    u16::from_be_bytes(l) as usize
+                }
+                127 => {
+                    let mut l = [0u8; 8];
+                    self.ws.read_exact(&mut l).unwrap();
+                    u64::from_be_bytes(l) as usize
+                }
+                n => n as usize,
+            };
+            let mut payload = vec![0u8; len];
+            self.ws.read_exact(&mut payload).unwrap();
+            message.extend_from_slice(&payload);
+            if h[0] & 0x80 != 0 {
+                return String::from_utf8(message).unwrap();
+            }
+        }
+    }
+
+    /// Calls DevTools method `method`; its result.
+    fn call(&mut self, method: &str, params: serde_json::Value) -> serde_json::Value {
+        self.next_id += 1;
+        let id = self.next_id;
+        self.send(&serde_json::json!({"id": id, "method": method, "params": params}).to_string());
+        loop {
+            let m: serde_json::Value = serde_json::from_str(&self.receive()).unwrap();
+            if m["id"] == id {
+                assert!(m["error"].is_null(), "{method}: {m}");
+                return m["result"].clone();
+            }
+            self.events.push(m);
+        }
+    }
+
+    /// Evaluates `js` in the page (awaiting a promise); its value.
+    fn eval(&mut self, js: &str) -> serde_json::Value {
+        let r = self.call(
+            "Runtime.evaluate",
+            serde_json::json!({"expression": js, "awaitPromise": true, "returnByValue": true}),
+        );
+        r["result"]["value"].clone()
+    }
+
+    /// Waits until `js` evaluates to true, up to 30 s.
+    fn until(&mut self, what: &str, js: &str) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while self.eval(js) != serde_json::Value::Bool(true) {
+            assert!(Instant::now() < deadline, "the page never showed {what}");
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
+    /// Console errors and uncaught exceptions so far (a failed request's own network log line
+    /// is the browser's, not the page's).
+    fn errors(&self) -> Vec<String> {
+        self.events
+            .iter()
+            .filter(|e| {
+                e["method"] == "Runtime.exceptionThrown"
+                    || (e["method"] == "Runtime.consoleAPICalled" && e["params"]["type"] == "error")
+                    || (e["method"] == "Log.entryAdded"
+                        && e["params"]["entry"]["level"] == "error"
+                        && e["params"]["entry"]["source"] != "network")
+            })
+            .map(|e| e.to_string())
+            .collect()
+    }
+}
+
+/// Standard base64, for the screenshot.
+fn base64_decode(s: &str) -> Vec<u8> {
+    let value = |c: u8| match c {
+        b'A'..=b'Z' => c - b'A',
+        b'a'..=b'z' => c - b'a' + 26,
+        b'0'..=b'9' => c - b'0' + 52,
+        b'+' => 62,
+        _ => 63,
+    };
+    let bytes: Vec<u8> = s
+        .bytes()
+        .filter(|c| *c != b'=' && !c.is_ascii_whitespace())
+        .collect();
+    let mut out = Vec::with_capacity(bytes.len() * 3 / 4);
+    for chunk in bytes.chunks(4) {
+        let n = chunk
+            .iter()
+            .enumerate()
+            .fold(0u32, |n, (i, c)| n | (value(*c) as u32) << (18 - 6 * i));
+        out.extend_from_slice(&n.to_be_bytes()[1..chunk.len()]);
+    }
+    out
+}
+
+#[test]
+fn the_dashboard_shows_live_rows_and_a_bad_querys_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let t = "page-token";
+    let s = Served::start(&dir.path().join("data"), &["--token", t]);
+    assert_eq!(
+        s.post(
+            "/api/topics",
+            Some(t),
+            r#"{"name": "payments", "partitions": 2}"#
+        )
+        .0,
+        201
+    );
+    let q = serde_json::json!({"name": "settlement", "sql": "SELECT merchant_id, currency, window_start, window_end, count(*) AS captures, sum(amount_minor) AS captured_minor FROM TUMBLE(payments, event_time, INTERVAL '10' SECOND) WHERE event_type = 'capture' GROUP BY merchant_id, currency, window_start, window_end"});
+    assert_eq!(s.post("/api/queries", Some(t), &q.to_string()).0, 201);
+
+    let mut b = Browser::start();
+    b.call(
+        "Page.navigate",
+        serde_json::json!({"url": format!("http://{}/?token={t}", s.http)}),
+    );
+    b.until("the running query", "document.querySelector('#queries')?.textContent.includes('settlement') && document.querySelector('#queries').textContent.includes('running')");
+    b.eval("document.querySelector('#queries button') && [...document.querySelectorAll('#queries button')].find(x => /results/i.test(x.textContent))?.click(), true");
+    let events = std::fs::read_to_string(crate::util::repo("data/sample_events.jsonl")).unwrap();
+    let (code, body) = s.post("/api/topics/payments/events", Some(t), &events);
+    assert_eq!(code, 200, "{body}");
+    b.until(
+        "result rows",
+        "document.querySelectorAll('#results tbody tr').length > 0",
+    );
+    let shown = b.eval("document.querySelector('#results').textContent");
+    assert!(
+        shown.as_str().unwrap().contains("UTC") || shown.as_str().unwrap().contains(':'),
+        "{shown}"
+    );
+
+    b.eval("document.querySelector('#q-name').value = 'broken'; document.querySelector('#q-sql').value = 'SELECT merchant_id,\\n  nosuch(amount_minor)\\nFROM payments'; document.querySelector('#submit-btn').click(); true");
+    b.until(
+        "the bad query's error",
+        "document.querySelector('#submit-msg').textContent.includes('nosuch')",
+    );
+    let msg = b.eval("document.querySelector('#submit-msg').textContent");
+    assert!(msg.as_str().unwrap().contains("line 2"), "{msg}");
+
+    let shot = b.call(
+        "Page.captureScreenshot",
+        serde_json::json!({"format": "png"}),
+    );
+    let png = base64_decode(shot["data"].as_str().unwrap());
+    assert!(png.starts_with(b"\x89PNG"), "not a PNG");
+    let out = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("dashboard.png");
+    std::fs::write(&out, png).unwrap();
+    let errors = b.errors();
+    assert!(errors.is_empty(), "console errors: {errors:?}");
+}
