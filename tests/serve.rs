@@ -398,6 +398,35 @@ fn a_served_query_equals_its_replay_across_a_restart() {
         .unwrap();
     assert!(!refused.status.success());
 
+    for write in [
+        "COPY (SELECT 1) TO '/tmp/paystream-copy.csv'",
+        "EXPLAIN ANALYZE SELECT 1",
+        "DROP TABLE per_second",
+    ] {
+        let out = Command::new("psql")
+            .args([
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &s.pg.unwrap().to_string(),
+                "-U",
+                "paystream",
+                "-d",
+                "paystream",
+                "-c",
+            ])
+            .arg(write)
+            .env("PGPASSWORD", t)
+            .output()
+            .unwrap();
+        assert!(!out.status.success(), "{write} ran");
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains("not allowed"),
+            "{write}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
     let metrics = s.get("/metrics", None).1;
     assert!(
         metrics.contains("paystream_events_in_total{query=\"per_second\"}"),
@@ -407,6 +436,22 @@ fn a_served_query_equals_its_replay_across_a_restart() {
         metrics.contains("paystream_http_requests_total{"),
         "{metrics}"
     );
+
+    // A stopped query's table is still there after a restart.
+    let (code, body) = s.request("DELETE", "/api/queries/per_second", Some(t), None);
+    assert_eq!(
+        (code, json(&body)["state"].clone()),
+        (200, "stopped".into()),
+        "{body}"
+    );
+    s.stop();
+    let s = Served::start(&data, &["--token", t]);
+    assert_eq!(
+        json(&s.get("/api/queries/per_second", Some(t)).1)["state"],
+        "stopped"
+    );
+    let table = sql(&s, "SELECT * FROM per_second");
+    assert_eq!(rows(table.as_array().unwrap().clone(), &closing), expected);
     s.stop();
 }
 
@@ -432,11 +477,7 @@ fn serve_refuses_what_it_should_and_serves_clients_at_once() {
     assert_eq!(s.post("/api/topics/payments/events", Some(t), &big).0, 413);
     // Headers announcing 100 MB and no body: answered at once, not after reading it.
     let mut c = TcpStream::connect(s.http).unwrap();
-    write!(
-        c,
-        "POST /api/topics/payments/events HTTP/1.1\r\nHost: x\r\nContent-Length: 100000000\r\n\r\n"
-    )
-    .unwrap();
+    write!(c, "POST /api/topics/payments/events HTTP/1.1\r\nHost: {}\r\nContent-Length: 100000000\r\n\r\n", s.http).unwrap();
     c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
     let mut head = [0u8; 12];
     c.read_exact(&mut head).unwrap();
@@ -454,9 +495,23 @@ fn serve_refuses_what_it_should_and_serves_clients_at_once() {
     );
     assert_eq!(s.post("/api/queries/nope/savepoint", Some(t), "").0, 404);
     assert_eq!(s.post("/api/topics/nope/events", Some(t), "{}").0, 404);
+    // A page elsewhere cannot drive the API, token or not.
+    let mut c = TcpStream::connect(s.http).unwrap();
+    write!(c, "GET /api/queries HTTP/1.1\r\nHost: {}\r\nOrigin: https://evil.example\r\nAuthorization: Bearer {t}\r\nConnection: close\r\n\r\n", s.http).unwrap();
+    let mut answer = String::new();
+    c.read_to_string(&mut answer).unwrap();
+    assert!(answer.starts_with("HTTP/1.1 403"), "{answer}");
 
     let sql = serde_json::json!({"name": "per_card", "sql": "SELECT card_id, window_end, count(*) AS n FROM TUMBLE(payments, event_time, INTERVAL '1' MINUTE) GROUP BY card_id, window_start, window_end"});
     assert_eq!(s.post("/api/queries", Some(t), &sql.to_string()).0, 201);
+    // A table sink's retention, in event time: only the last minute's windows stay.
+    let file = "CREATE SOURCE payments WITH (connector = 'log', topic = 'payments', format = 'json', event_time = 'event_time');\nCREATE SINK dead_letters WITH (connector = 'log', topic = 'recent.dlq');\nCREATE SINK recent WITH (connector = 'table', retain = '1 minute');\nINSERT INTO recent SELECT merchant_id, window_end, count(*) AS n FROM TUMBLE(payments, event_time, INTERVAL '10' SECOND) GROUP BY merchant_id, window_start, window_end;";
+    let (code, body) = s.post(
+        "/api/queries",
+        Some(t),
+        &serde_json::json!({"name": "recent", "sql": file}).to_string(),
+    );
+    assert_eq!(code, 201, "{body}");
     let events: Vec<String> = std::fs::read_to_string(repo("data/sample_events.jsonl"))
         .unwrap()
         .lines()
@@ -495,6 +550,26 @@ fn serve_refuses_what_it_should_and_serves_clients_at_once() {
         json(&s.get("/api/queries/per_card", Some(t)).1)["metrics"]["events_in"].as_u64()
             == Some(stored)
     });
+    let sql = |q: &str| {
+        json(
+            &s.post(
+                "/api/sql",
+                Some(t),
+                &serde_json::json!({ "sql": q }).to_string(),
+            )
+            .1,
+        )
+    };
+    eventually("recent windows", || {
+        sql("SELECT count(*) AS n FROM recent")[0]["n"]
+            .as_u64()
+            .unwrap_or(0)
+            > 0
+    });
+    let span = sql(
+        "SELECT CAST(to_unixtime(max(window_end)) - to_unixtime(min(window_end)) AS BIGINT) AS s, count(*) AS n FROM recent",
+    );
+    assert!(span[0]["s"].as_i64().is_some_and(|s| s <= 60), "{span}");
     let (code, body) = s.post("/api/queries/per_card/savepoint", Some(t), "");
     assert_eq!(code, 200, "{body}");
     assert!(

@@ -120,6 +120,15 @@ pub(crate) fn serve(data: &DataDir, a: ServeArgs) -> anyhow::Result<()> {
         .token
         .or_else(|| std::env::var("PAYSTREAM_TOKEN").ok())
         .filter(|t| !t.is_empty());
+    if let Some(t) = &config.token
+        && !t
+            .chars()
+            .all(|c| c.is_ascii_graphic() && !matches!(c, ';' | ',' | '"' | '\\'))
+    {
+        anyhow::bail!(
+            "the token must be printable ASCII without spaces, ';', ',', '\"' or '\\' (it is also a cookie and a Postgres password); e.g. `openssl rand -hex 24`"
+        );
+    }
     config.max_body = parse_size(&a.max_body)?;
     config.workers = a.workers;
     config.checkpoint_interval = a

@@ -127,6 +127,11 @@ impl Producer {
         Ok(())
     }
 
+    /// Keys the next JSON records by `key_field` (`None`: round-robin).
+    pub fn set_key_field(&mut self, key_field: Option<&str>) {
+        self.key = key_field.map(|k| Finder::new(format!("\"{k}\"").as_bytes()).into_owned());
+    }
+
     /// The partition the last record sent went to.
     pub fn last_partition(&self) -> Option<u32> {
         self.last_partition

@@ -102,9 +102,11 @@ pub(crate) async fn list(State(state): State<Arc<AppState>>) -> Json<Value> {
 
 /// `GET /api/queries/{name}`.
 pub(crate) async fn show(State(state): State<Arc<AppState>>, Path(name): Path<String>) -> Response {
-    match state.queries.view(&name) {
-        Some(v) => Json(query_json(&v)).into_response(),
-        None => QueryError::NotFound(name).into_response(),
+    // Its metrics read the source topics' ends: off the runtime.
+    let (st, n) = (Arc::clone(&state), name.clone());
+    match tokio::task::spawn_blocking(move || st.queries.view(&n)).await {
+        Ok(Some(v)) => Json(query_json(&v)).into_response(),
+        _ => QueryError::NotFound(name).into_response(),
     }
 }
 

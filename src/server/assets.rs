@@ -24,7 +24,9 @@ pub(crate) async fn index(
 ) -> Response {
     if let Some(t) = q.get("token") {
         let cookie = match &state.token {
-            Some(token) if t == token => format!("{COOKIE}={t}; Path=/; HttpOnly; SameSite=Strict"),
+            Some(token) if super::auth::same(t, token) => {
+                format!("{COOKIE}={t}; Path=/; HttpOnly; SameSite=Strict")
+            }
             _ => format!("{COOKIE}=; Path=/; HttpOnly; SameSite=Strict; Max-Age=0"),
         };
         return (

@@ -27,53 +27,29 @@ use crate::log::{FsyncPolicy, LogError, Producer, Sent};
 /// A topic's producer, shared by the requests writing it.
 type SharedProducer = Arc<Mutex<Producer>>;
 
-/// One producer per topic written over HTTP, by (topic, key field).
+/// One producer per topic written over HTTP (a topic has one writer).
 #[derive(Default)]
 pub(crate) struct Writers {
-    producers: Mutex<BTreeMap<(String, String), SharedProducer>>,
+    producers: Mutex<BTreeMap<String, SharedProducer>>,
 }
 
 impl Writers {
-    /// The producer of `topic` keyed by `key` (opened on first use).
-    fn producer(
-        &self,
-        log: &crate::log::Log,
-        topic: &str,
-        key: &str,
-    ) -> Result<Arc<Mutex<Producer>>, LogError> {
+    /// The producer of `topic` (opened on first use).
+    fn producer(&self, log: &crate::log::Log, topic: &str) -> Result<SharedProducer, LogError> {
         let mut producers = self.producers.lock().expect("writers lock");
-        // One writer per topic: a request with another key field reuses the topic's writer.
-        if let Some((k, p)) = producers.iter().find(|((t, _), _)| t == topic) {
-            if k.1 == key {
-                return Ok(Arc::clone(p));
-            }
-            let k = k.clone();
-            let old = producers.remove(&k).expect("producer");
-            let writer = Arc::try_unwrap(old)
-                .map_err(|_| LogError::Locked(topic.to_string()))?
-                .into_inner()
-                .expect("producer lock")
-                .finish()?;
-            let p = Arc::new(Mutex::new(Producer::new(
-                writer,
-                (key != "none").then_some(key),
-            )));
-            producers.insert((topic.to_string(), key.to_string()), Arc::clone(&p));
-            return Ok(p);
+        if let Some(p) = producers.get(topic) {
+            return Ok(Arc::clone(p));
         }
         let writer = log.writer(topic, FsyncPolicy::Never)?;
-        let p = Arc::new(Mutex::new(Producer::new(
-            writer,
-            (key != "none").then_some(key),
-        )));
-        producers.insert((topic.to_string(), key.to_string()), Arc::clone(&p));
+        let p = Arc::new(Mutex::new(Producer::new(writer, None)));
+        producers.insert(topic.to_string(), Arc::clone(&p));
         Ok(p)
     }
 
     /// Flushes and closes every producer (the server is stopping).
     pub(crate) fn close(&self) {
         let producers = std::mem::take(&mut *self.producers.lock().expect("writers lock"));
-        for ((topic, _), p) in producers {
+        for (topic, p) in producers {
             if let Ok(p) = Arc::try_unwrap(p)
                 && let Err(e) = p.into_inner().expect("producer lock").finish()
             {
@@ -129,7 +105,7 @@ fn store(
     key: &str,
     body: &[u8],
 ) -> Result<Appended, (StatusCode, String)> {
-    let p = state.ingest.producer(&state.log, topic, key).map_err(|e| match e {
+    let p = state.ingest.producer(&state.log, topic).map_err(|e| match e {
         LogError::NoSuchTopic { .. } => (
             StatusCode::NOT_FOUND,
             format!("no topic named {topic}; create it first with POST /api/topics {{\"name\": \"{topic}\", \"partitions\": 4}}"),
@@ -141,9 +117,9 @@ fn store(
         e => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
     })?;
     let mut p = p.lock().expect("producer lock");
+    p.set_key_field((key != "none").then_some(key));
     let before = p.end_offsets();
     let mut a = Appended::default();
-    let first_nonblank = body.iter().position(|b| !b.is_ascii_whitespace());
     let on_stored = |p: &Producer, a: &mut Appended| {
         if a.first.is_none()
             && let Some(part) = p.last_partition()
@@ -155,6 +131,37 @@ fn store(
         e @ LogError::RecordTooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, e.to_string()),
         e => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
     };
+    let sent = send_all(&mut p, body, &mut a, &on_stored, &bad);
+    // What was sent before a refused event is stored all the same, and said so: a client
+    // that posts the rest again does not post those twice.
+    p.flush().and_then(|_| p.sync()).map_err(bad)?;
+    let after = p.end_offsets();
+    for (part, (b, e)) in before.iter().zip(&after).enumerate() {
+        if e > b {
+            a.ranges.insert(part as u32, (*b, *e));
+            a.appended += e - b;
+        }
+    }
+    match sent {
+        Ok(()) => Ok(a),
+        Err((status, m)) => Err((
+            status,
+            format!("{m}; the {} events before it were appended", a.appended),
+        )),
+    }
+}
+
+type Refused = (StatusCode, String);
+
+/// Sends every event of `body` (one JSON array, or JSON Lines).
+fn send_all(
+    p: &mut Producer,
+    body: &[u8],
+    a: &mut Appended,
+    on_stored: &dyn Fn(&Producer, &mut Appended),
+    bad: &dyn Fn(LogError) -> Refused,
+) -> Result<(), Refused> {
+    let first_nonblank = body.iter().position(|b| !b.is_ascii_whitespace());
     if first_nonblank.is_some_and(|i| body[i] == b'[') {
         let events: Vec<serde_json::Value> = serde_json::from_slice(body).map_err(|e| {
             (StatusCode::BAD_REQUEST, format!("the body starts with '[' but is not one JSON array: {e}; send one array of events or JSON Lines"))
@@ -162,7 +169,7 @@ fn store(
         for (i, ev) in events.iter().enumerate() {
             let line = serde_json::to_vec(ev).expect("a JSON value serialises");
             match p.send_json(&line).map_err(bad)? {
-                Sent::Stored => on_stored(&p, &mut a),
+                Sent::Stored => on_stored(p, a),
                 Sent::Screened => a.screened.push(i as u64 + 1),
             }
         }
@@ -175,18 +182,10 @@ fn store(
                 continue;
             }
             match p.send_json(line).map_err(bad)? {
-                Sent::Stored => on_stored(&p, &mut a),
+                Sent::Stored => on_stored(p, a),
                 Sent::Screened => a.screened.push(no),
             }
         }
     }
-    p.flush().and_then(|_| p.sync()).map_err(bad)?;
-    let after = p.end_offsets();
-    for (part, (b, e)) in before.iter().zip(&after).enumerate() {
-        if e > b {
-            a.ranges.insert(part as u32, (*b, *e));
-            a.appended += e - b;
-        }
-    }
-    Ok(a)
+    Ok(())
 }

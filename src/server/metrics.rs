@@ -241,14 +241,17 @@ fn render(state: &AppState) -> String {
             );
         }
     }
+    let tables = state.results.all();
     o.family("result_table_rows", "gauge", "Rows a result table retains.");
+    for t in &tables {
+        o.sample("result_table_rows", &[("sink", t.name())], t.len());
+    }
     o.family(
         "sink_uncommitted_rows",
         "gauge",
         "Rows a result table shows that wait for their checkpoint.",
     );
-    for t in state.results.all() {
-        o.sample("result_table_rows", &[("sink", t.name())], t.len());
+    for t in &tables {
         o.sample(
             "sink_uncommitted_rows",
             &[("sink", t.name())],

@@ -82,6 +82,8 @@ impl ServeConfig {
 pub(crate) struct AppState {
     pub(crate) log: Log,
     pub(crate) token: Option<String>,
+    /// Bound to a loopback address: a request must name it by a loopback host.
+    pub(crate) loopback: bool,
     pub(crate) results: Arc<ResultTables>,
     pub(crate) queries: queries::Queries,
     pub(crate) ingest: ingest::Writers,
@@ -153,6 +155,7 @@ impl Server {
         let state = Arc::new(AppState {
             log: Log::new(&config.data_dir),
             token: config.token.filter(|t| !t.is_empty()),
+            loopback: config.http.ip().is_loopback(),
             queries: queries::Queries::new(opts, Arc::clone(&results)),
             ingest: ingest::Writers::default(),
             results,

@@ -136,21 +136,25 @@ impl StartupHandler for Startup {
 struct ReadOnly;
 
 fn refused(statement: &Statement) -> Option<PgWireError> {
-    let text = statement.to_string();
-    let first = text
-        .split_whitespace()
-        .next()
-        .unwrap_or("")
-        .to_ascii_uppercase();
-    const WRITES: [&str; 11] = [
-        "INSERT", "UPDATE", "DELETE", "COPY", "CREATE", "DROP", "ALTER", "TRUNCATE", "MERGE",
-        "GRANT", "REVOKE",
+    let text = statement.to_string().to_ascii_uppercase();
+    let mut words = text.split_whitespace();
+    let first = words.next().unwrap_or("").to_string();
+    // What may run: queries, a plan that is not executed, and the session statements clients
+    // send (SET, SHOW, transactions, cursors). Everything else — writes, DDL, COPY … TO a
+    // file, EXPLAIN ANALYZE (which runs its statement) — is refused.
+    const READS: [&str; 14] = [
+        "SELECT", "WITH", "VALUES", "(", "SHOW", "SET", "BEGIN", "START", "COMMIT", "ROLLBACK",
+        "END", "DECLARE", "FETCH", "CLOSE",
     ];
-    WRITES.contains(&first.as_str()).then(|| {
+    let explain_only = first == "EXPLAIN"
+        && !text.contains("ANALYZE")
+        && words.any(|w| matches!(w, "SELECT" | "WITH" | "VALUES" | "(SELECT"));
+    let allowed = READS.contains(&first.as_str()) || first.starts_with('(') || explain_only;
+    (!allowed).then(|| {
         PgWireError::UserError(Box::new(ErrorInfo::new(
             "ERROR".into(),
             "25006".into(),
-            format!("{first} is not allowed: paystream's result tables are read-only (they are filled by stream queries; submit one with POST /api/queries)"),
+            format!("{first} is not allowed here: paystream's result tables are read-only (queries only; they are filled by stream queries, submitted with POST /api/queries)"),
         )))
     })
 }

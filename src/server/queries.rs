@@ -24,7 +24,6 @@ use super::submit::{self, Refusal};
 use crate::job::{Job, JobHandle, JobMetrics, JobOptions, JobState};
 use crate::log::Log;
 use crate::sink::ResultTables;
-use crate::sink::table::{DEFAULT_MAX_ROWS, DEFAULT_RETAIN};
 
 /// A query as kept in the data directory.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -65,6 +64,8 @@ pub(crate) struct SinkInfo {
     pub(crate) connector: &'static str,
     /// A result table (its name is the sink's).
     pub(crate) table: bool,
+    /// The log topic it writes (a result table's durable copy).
+    pub(crate) topic: Option<String>,
     pub(crate) schema: SchemaRef,
 }
 
@@ -110,6 +111,8 @@ pub(crate) struct Queries {
     results: Arc<ResultTables>,
     opts: JobOptions,
     entries: Mutex<BTreeMap<String, Entry>>,
+    /// Held through a submission: two submissions of one name never both start.
+    submitting: Mutex<()>,
     next_id: AtomicU64,
 }
 
@@ -122,6 +125,7 @@ impl Queries {
             results,
             opts,
             entries: Mutex::new(BTreeMap::new()),
+            submitting: Mutex::new(()),
             next_id: AtomicU64::new(1),
         }
     }
@@ -136,12 +140,11 @@ impl Queries {
 
     fn save(&self, q: &SavedQuery) -> Result<(), QueryError> {
         let dir = self.dir();
-        let write = || -> std::io::Result<()> {
-            std::fs::create_dir_all(&dir)?;
-            let path = dir.join(format!("{}.json", q.name));
-            let tmp = path.with_extension("json.tmp");
-            std::fs::write(&tmp, serde_json::to_vec_pretty(q)?)?;
-            std::fs::rename(&tmp, &path)
+        let write = || -> Result<(), String> {
+            std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+            let bytes = serde_json::to_vec_pretty(q).map_err(|e| e.to_string())?;
+            crate::log::write_atomic(&dir.join(format!("{}.json", q.name)), &bytes)
+                .map_err(|e| e.to_string())
         };
         write().map_err(|e| {
             QueryError::Unavailable(format!(
@@ -182,10 +185,21 @@ impl Queries {
                 self.next_id.fetch_max(n + 1, Ordering::Relaxed);
             }
             if q.stopped {
+                // Not run, but its tables are shown again as they were.
                 let sinks = self
                     .prepare(&q.name, &q.sql)
                     .map(|(_, s)| s)
                     .unwrap_or_default();
+                for s in sinks.iter().filter(|s| s.table) {
+                    let t = self.results.get_or_create(&s.name);
+                    t.set_schema(Arc::clone(&s.schema));
+                    if let Some(topic) = &s.topic
+                        && self.log.topic_config(topic).is_ok()
+                        && let Err(e) = crate::sink::table::rebuild(&self.log, topic, &t)
+                    {
+                        tracing::warn!(query = %q.name, "cannot read result table {} back: {e}", s.name);
+                    }
+                }
                 self.insert(q, sinks, None, QueryState::Stopped);
                 continue;
             }
@@ -234,6 +248,7 @@ impl Queries {
             .into_iter()
             .map(|(sink, connector, schema)| SinkInfo {
                 table: connector.result_table().is_some(),
+                topic: connector.log_topic().map(str::to_string),
                 connector: connector.name(),
                 name: sink,
                 schema,
@@ -243,10 +258,10 @@ impl Queries {
     }
 
     fn spawn(&self, job: Job, sinks: &[SinkInfo]) -> JobHandle {
-        let retain = crate::time::parse_duration_millis(DEFAULT_RETAIN).unwrap_or(7_200_000);
+        // Listed (empty) at once; the sink sets its retention and reads its rows back.
         for s in sinks.iter().filter(|s| s.table) {
             self.results
-                .table(&s.name, retain, DEFAULT_MAX_ROWS)
+                .get_or_create(&s.name)
                 .set_schema(Arc::clone(&s.schema));
         }
         let mut opts = self.opts.clone();
@@ -261,12 +276,13 @@ impl Queries {
         if !submit::valid_name(name) {
             return Err(QueryError::Invalid(Refusal {
                 error: format!(
-                    "invalid query name {name:?}: use letters, digits and '_', starting with a letter (it names the query's result table)"
+                    "invalid query name {name:?}: use lower-case letters, digits and '_', starting with a letter (it names the query's result table, which SQL reads in lower case)"
                 ),
                 line: None,
                 column: None,
             }));
         }
+        let _one_at_a_time = self.submitting.lock().expect("submit lock");
         if let Some(e) = self.lock().get(name)
             && matches!(e.state, QueryState::Running | QueryState::Stopping)
         {
@@ -278,14 +294,13 @@ impl Queries {
         {
             let entries = self.lock();
             for s in sinks.iter().filter(|s| s.table) {
-                if let Some((other, _)) = entries.iter().find(|(n, e)| {
-                    n.as_str() != name
-                        && matches!(e.state, QueryState::Running | QueryState::Stopping)
-                        && e.sinks.iter().any(|o| o.table && o.name == s.name)
+                if let Some((other, e)) = entries.iter().find(|(n, e)| {
+                    n.as_str() != name && e.sinks.iter().any(|o| o.table && o.name == s.name)
                 }) {
                     return Err(QueryError::Conflict(format!(
-                        "result table {} is already filled by query {other}; name the sink otherwise",
-                        s.name
+                        "result table {} belongs to query {other} ({}); name the sink otherwise, or delete {other} first",
+                        s.name,
+                        e.state.label()
                     )));
                 }
             }
@@ -365,10 +380,10 @@ impl Queries {
         }
         loop {
             self.tick();
-            if let Some(e) = self.lock().get(name)
-                && e.handle.is_none()
-            {
-                return Ok(e.state.label());
+            match self.lock().get(name) {
+                None => return Ok("deleted"),
+                Some(e) if e.handle.is_none() => return Ok(e.state.label()),
+                Some(_) => {}
             }
             std::thread::sleep(Duration::from_millis(25));
         }
@@ -377,6 +392,11 @@ impl Queries {
     /// Takes a savepoint of query `name` and waits for it: its name. Blocks (the checkpoint
     /// store is synchronous): call it off the runtime.
     pub(crate) fn savepoint(&self, name: &str) -> Result<String, QueryError> {
+        let store_dir = crate::job::state_dir(&self.data_dir, name).join("checkpoints");
+        let store = || {
+            crate::checkpoint::CheckpointStore::open(&store_dir.display().to_string(), 3)
+                .map_err(|e| QueryError::Unavailable(e.to_string()))
+        };
         let before = {
             let entries = self.lock();
             let e = entries
@@ -388,13 +408,13 @@ impl Queries {
                     e.state.label()
                 ))
             })?;
-            let before = h.metrics().last_checkpoint_id;
+            // Epochs go on across restarts: the store's latest, not this run's count.
+            let before = store()?.latest().ok().flatten().map_or(0, |(e, _)| e);
             h.savepoint();
             before
         };
-        let store_dir = crate::job::state_dir(&self.data_dir, name).join("checkpoints");
-        let store = crate::checkpoint::CheckpointStore::open(&store_dir.display().to_string(), 3)
-            .map_err(|e| QueryError::Unavailable(e.to_string()))?;
+        let store = store()?;
+
         let deadline = Instant::now() + Duration::from_secs(120);
         let mut epoch = before + 1;
         loop {
@@ -446,6 +466,11 @@ impl Queries {
     /// Query `name` now.
     pub(crate) fn view(&self, name: &str) -> Option<QueryView> {
         self.lock().get(name).map(Self::view_of)
+    }
+
+    /// The sinks of query `name` (no metrics: nothing is read from disk).
+    pub(crate) fn sinks(&self, name: &str) -> Option<Vec<SinkInfo>> {
+        self.lock().get(name).map(|e| e.sinks.clone())
     }
 
     /// Every query now, by name.

@@ -43,9 +43,8 @@ fn rows(
     name: &str,
     p: &Params,
 ) -> Result<BoxStream<'static, Item>, (StatusCode, Json<serde_json::Value>)> {
-    let view = state.queries.view(name).ok_or_else(|| no_query(name))?;
-    let tables: Vec<String> = view
-        .sinks
+    let sinks = state.queries.sinks(name).ok_or_else(|| no_query(name))?;
+    let tables: Vec<String> = sinks
         .iter()
         .filter(|s| s.table)
         .map(|s| s.name.clone())
@@ -55,7 +54,7 @@ fn rows(
             StatusCode::BAD_REQUEST,
             format!(
                 "query {name} has no result table (its sinks: {}); declare one with CREATE SINK … WITH (connector = 'table')",
-                view.sinks
+                sinks
                     .iter()
                     .map(|s| format!("{} ({})", s.name, s.connector))
                     .collect::<Vec<_>>()

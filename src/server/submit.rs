@@ -47,11 +47,12 @@ pub(crate) fn is_bare_select(sql: &str) -> bool {
         .any(|w| first.eq_ignore_ascii_case(w))
 }
 
-/// Whether `name` can name a query, its job and its result table: a SQL identifier.
+/// Whether `name` can name a query, its job and its result table: a SQL identifier as SQL
+/// reads it unquoted (lower case).
 pub(crate) fn valid_name(name: &str) -> bool {
     let mut chars = name.chars();
-    matches!(chars.next(), Some(c) if c.is_ascii_alphabetic() || c == '_')
-        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+    matches!(chars.next(), Some(c) if c.is_ascii_lowercase() || c == '_')
+        && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
         && name.len() <= 100
 }
 
@@ -181,5 +182,6 @@ mod tests {
         );
         assert_eq!(parse_position("line 7"), (Some(7), None));
         assert!(valid_name("settlement_1") && !valid_name("1x") && !valid_name("a-b"));
+        assert!(!valid_name("perCard"), "SQL reads it as percard");
     }
 }

@@ -334,7 +334,9 @@ const currentQuery = () => queries.find((q) => q.name === res.name);
 // Rows without `_sink` (single-sink queries) are kept under the key ''.
 function sinkNames() {
   const q = currentQuery();
-  const names = q && q.sinks && q.sinks.length > 1 ? q.sinks.map((s) => s.name) : [];
+  // Only result tables stream rows (tagged with _sink when there are several).
+  const tables = q && q.sinks ? q.sinks.filter((s) => s.table) : [];
+  const names = tables.length > 1 ? tables.map((s) => s.name) : [];
   for (const s of res.bySink.keys()) if (!names.includes(s)) names.push(s);
   return names;
 }

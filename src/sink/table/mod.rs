@@ -152,14 +152,24 @@ pub struct ResultTables {
 }
 
 impl ResultTables {
-    /// The table named `name`, created (empty) if there is none.
+    /// The table named `name`, created (empty) if there is none, keeping rows as told.
     pub fn table(&self, name: &str, retain_ms: i64, max_rows: usize) -> Arc<ResultTable> {
         let mut tables = self.tables.lock().expect("result tables lock");
-        Arc::clone(
-            tables
-                .entry(name.to_string())
-                .or_insert_with(|| Arc::new(ResultTable::new(name, retain_ms, max_rows))),
-        )
+        let t = tables
+            .entry(name.to_string())
+            .or_insert_with(|| Arc::new(ResultTable::new(name, retain_ms, max_rows)));
+        t.configure(retain_ms, max_rows);
+        Arc::clone(t)
+    }
+
+    /// The table named `name`, created (empty, with the default retention) if there is none.
+    pub fn get_or_create(&self, name: &str) -> Arc<ResultTable> {
+        let mut tables = self.tables.lock().expect("result tables lock");
+        let t = tables.entry(name.to_string()).or_insert_with(|| {
+            let retain = crate::time::parse_duration_millis(DEFAULT_RETAIN).unwrap_or(7_200_000);
+            Arc::new(ResultTable::new(name, retain, DEFAULT_MAX_ROWS))
+        });
+        Arc::clone(t)
     }
 
     /// The table named `name`, if there is one.
@@ -237,36 +247,31 @@ impl TableSink {
         table.push(rows, !self.transactional);
         Ok(())
     }
+}
 
-    /// Reads the topic's committed rows back into the table.
-    fn rebuild(&self, table: &ResultTable) -> Result<()> {
-        let mut consumer = TopicConsumer::open(&self.log, &self.topic_name, &StartAt::Earliest)
-            .map_err(|e| Error::Output {
-                target: format!("topic {}", self.topic_name),
-                source: std::io::Error::other(e.to_string()),
-            })?;
-        let mut rows: Vec<(i64, Option<Vec<u8>>, Vec<u8>)> = Vec::new();
-        loop {
-            let got = consumer
-                .poll(|_, r| rows.push((r.timestamp, r.key.map(<[u8]>::to_vec), r.value.to_vec())))
-                .map_err(|e| Error::Output {
-                    target: format!("topic {}", self.topic_name),
-                    source: std::io::Error::other(e.to_string()),
-                })?;
-            if got == 0 {
-                break;
-            }
-        }
-        table.restore(rows.iter().map(|(t, k, v)| {
-            let change = match k {
-                None => Change::Append,
-                Some(_) if v.ends_with(b"\"op\":\"delete\"}") || v == b"null" => Change::Delete,
-                Some(_) => Change::Upsert,
-            };
-            (*t, k.as_deref(), change, v.as_slice())
-        }));
-        Ok(())
-    }
+/// Reads the committed rows of `topic` back into `table` (a restart's, or a stopped query's
+/// table shown again).
+pub fn rebuild(log: &crate::log::Log, topic: &str, table: &ResultTable) -> Result<()> {
+    let err = |e: crate::log::LogError| Error::Output {
+        target: format!("topic {topic}"),
+        source: std::io::Error::other(e.to_string()),
+    };
+    let mut consumer = TopicConsumer::open(log, topic, &StartAt::Earliest).map_err(err)?;
+    let mut rows: Vec<(i64, Option<Vec<u8>>, Vec<u8>)> = Vec::new();
+    while consumer
+        .poll(|_, r| rows.push((r.timestamp, r.key.map(<[u8]>::to_vec), r.value.to_vec())))
+        .map_err(err)?
+        > 0
+    {}
+    table.restore(rows.iter().map(|(t, k, v)| {
+        let change = match k {
+            None => Change::Append,
+            Some(_) if v.ends_with(b"\"op\":\"delete\"}") || v == b"null" => Change::Delete,
+            Some(_) => Change::Upsert,
+        };
+        (*t, k.as_deref(), change, v.as_slice())
+    }));
+    Ok(())
 }
 
 impl Sink for TableSink {
@@ -314,7 +319,7 @@ impl Sink for TableSink {
     fn recover(&mut self, to: &Recovery<'_>) -> Result<()> {
         self.topic.recover(to)?;
         match &self.table {
-            Some(t) => self.rebuild(t),
+            Some(t) => rebuild(&self.log, &self.topic_name, t),
             None => Ok(()),
         }
     }

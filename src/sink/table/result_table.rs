@@ -17,6 +17,7 @@
 //! falls behind by more than their capacity is told so ([`Lagged`]) and dropped by its server.
 
 use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use datafusion::arrow::datatypes::SchemaRef;
@@ -53,8 +54,8 @@ pub enum Change {
 #[derive(Debug)]
 pub struct ResultTable {
     name: String,
-    retain_ms: i64,
-    max_rows: usize,
+    retain_ms: AtomicI64,
+    max_rows: AtomicUsize,
     inner: Mutex<Inner>,
     emitted: broadcast::Sender<Arc<str>>,
     committed: broadcast::Sender<Arc<str>>,
@@ -75,6 +76,8 @@ struct Inner {
     committed_seq: u64,
     /// The newest row time seen (the watermark has passed it).
     max_time: i64,
+    /// Rows appended since every row was last checked against the retention.
+    since_sweep: usize,
 }
 
 impl ResultTable {
@@ -83,8 +86,8 @@ impl ResultTable {
     pub fn new(name: impl Into<String>, retain_ms: i64, max_rows: usize) -> Self {
         ResultTable {
             name: name.into(),
-            retain_ms,
-            max_rows: max_rows.max(1),
+            retain_ms: AtomicI64::new(retain_ms),
+            max_rows: AtomicUsize::new(max_rows.max(1)),
             inner: Mutex::new(Inner {
                 max_time: i64::MIN,
                 ..Inner::default()
@@ -92,6 +95,14 @@ impl ResultTable {
             emitted: broadcast::channel(SUBSCRIBER_BACKLOG).0,
             committed: broadcast::channel(SUBSCRIBER_BACKLOG).0,
         }
+    }
+
+    /// Keeps windowed rows `retain_ms` of event time, at most `max_rows` (what the sink that
+    /// fills it declares).
+    pub fn configure(&self, retain_ms: i64, max_rows: usize) {
+        self.retain_ms.store(retain_ms, Ordering::Relaxed);
+        self.max_rows.store(max_rows.max(1), Ordering::Relaxed);
+        self.evict(&mut self.lock());
     }
 
     /// The table's name (its sink's).
@@ -145,6 +156,7 @@ impl ResultTable {
                 json: Arc::clone(&json),
             };
             inner.next_seq += 1;
+            inner.since_sweep += 1;
             inner.max_time = inner.max_time.max(time);
             match (change, key) {
                 (Change::Upsert, Some(k)) => {
@@ -170,13 +182,23 @@ impl ResultTable {
     }
 
     fn evict(&self, inner: &mut Inner) {
-        let cutoff = inner.max_time.saturating_sub(self.retain_ms);
+        let cutoff = inner
+            .max_time
+            .saturating_sub(self.retain_ms.load(Ordering::Relaxed));
+        let max_rows = self.max_rows.load(Ordering::Relaxed);
         while let Some(front) = inner.rows.front() {
-            if front.time < cutoff || inner.rows.len() > self.max_rows {
+            if front.time < cutoff || inner.rows.len() > max_rows {
                 inner.rows.pop_front();
             } else {
                 break;
             }
+        }
+        // Rows come nearly in time order (several workers' windows interleave), so an old row
+        // can sit behind a newer front: every row is checked once as many rows have come as
+        // the table holds, a constant cost per row.
+        if inner.since_sweep >= inner.rows.len().max(64) {
+            inner.rows.retain(|r| r.time >= cutoff);
+            inner.since_sweep = 0;
         }
     }
 
@@ -203,17 +225,15 @@ impl ResultTable {
         &self,
         rows: impl IntoIterator<Item = (i64, Option<&'a [u8]>, Change, &'a [u8])>,
     ) {
-        {
-            let mut inner = self.lock();
-            let schema = inner.schema.take();
-            *inner = Inner {
-                schema,
-                max_time: i64::MIN,
-                ..Inner::default()
-            };
-        }
-        // Restored rows are not news: nobody is sent them (a new subscriber asks for them).
+        // One lock throughout: no reader sees the table half restored. Restored rows are not
+        // news: nobody is sent them (a new subscriber asks for them).
         let mut inner = self.lock();
+        let schema = inner.schema.take();
+        *inner = Inner {
+            schema,
+            max_time: i64::MIN,
+            ..Inner::default()
+        };
         for (time, key, change, json) in rows {
             let row = Row {
                 seq: inner.next_seq,
@@ -221,6 +241,7 @@ impl ResultTable {
                 json: Arc::from(String::from_utf8_lossy(json)),
             };
             inner.next_seq += 1;
+            inner.since_sweep += 1;
             inner.max_time = inner.max_time.max(time);
             match (change, key) {
                 (Change::Upsert, Some(k)) => {
@@ -301,6 +322,13 @@ mod tests {
         let t = ResultTable::new("w", i64::MAX, 2);
         append(&t, &[(1, "a"), (2, "b"), (3, "c")], true);
         assert_eq!(jsons(&t.snapshot().1), ["b", "c"]);
+        // An old row behind a newer one goes too, by the time as many rows came as are held.
+        let t = ResultTable::new("w", 100, 1_000);
+        append(&t, &[(1_000, "new"), (10, "old")], true);
+        for i in 0..64 {
+            append(&t, &[(1_000 + i, "x")], true);
+        }
+        assert!(!jsons(&t.snapshot().1).contains(&"old"));
     }
 
     /// A changelog table keeps the latest row per key, forgets deleted keys, and lists rows
