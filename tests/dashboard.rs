@@ -42,6 +42,27 @@ pub(crate) fn ensure_tool(command: &str, package: &str) {
     apt(&["install", "-y", "-qq", package]);
 }
 
+/// Installs Python module `module` from PyPI when it is missing (a client library a test drives).
+pub(crate) fn ensure_python_module(module: &str) {
+    let found = Command::new("python3")
+        .args(["-c", &format!("import {module}")])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !found {
+        let s = Command::new("python3")
+            .args([
+                "-m",
+                "pip",
+                "install",
+                "--quiet",
+                "--disable-pip-version-check",
+                module,
+            ])
+            .status();
+        assert!(s.is_ok_and(|s| s.success()), "pip install {module} failed");
+    }
+}
+
 /// A headless Chromium and one page of it, spoken to over a WebSocket.
 struct Browser {
     child: Child,

@@ -398,6 +398,26 @@ fn a_served_query_equals_its_replay_across_a_restart() {
         .unwrap();
     assert!(!refused.status.success());
 
+    // The extended query protocol with parameters, as drivers and Grafana use it: pg8000, a
+    // pure-Python driver, binds every parameter.
+    crate::dashboard::ensure_python_module("pg8000");
+    let script = format!(
+        "import pg8000.native as p\nc = p.Connection(user='paystream', password='{t}', host='127.0.0.1', port={}, database='paystream')\nprint(c.run(\"SELECT count(*) FROM per_second WHERE window_end <= CAST(:closing AS TIMESTAMP) AND payments >= :n\", closing='{closing}', n=1)[0][0])\n",
+        s.pg.unwrap()
+    );
+    let out = Command::new("python3")
+        .args(["-c", &script])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        expected.len().to_string()
+    );
     for write in [
         "COPY (SELECT 1) TO '/tmp/paystream-copy.csv'",
         "EXPLAIN ANALYZE SELECT 1",
