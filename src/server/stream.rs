@@ -99,7 +99,7 @@ fn rows(
                         Err(Lagged::Lagged(n)) => {
                             return Some((
                                 Item::Dropped(format!(
-                                    "this subscriber fell {n} rows behind (more than {SUBSCRIBER_BACKLOG}) and was dropped; reconnect, with ?from=earliest for the retained rows"
+                                    "this subscriber fell more than {SUBSCRIBER_BACKLOG} rows behind ({n} rows were passed over) and was dropped; reconnect, with ?from=earliest for the retained rows"
                                 )),
                                 None,
                             ));
