@@ -266,7 +266,7 @@ impl ResultTable {
         } else {
             self.emitted.subscribe()
         };
-        let mut rows = retained(&inner);
+        let mut rows = retained(&inner, self.retain_ms.load(Ordering::Relaxed));
         if committed {
             rows.retain(|r| r.seq < inner.committed_seq);
         }
@@ -276,14 +276,24 @@ impl ResultTable {
     /// The retained rows now, in emission order, with the schema (for a batch query).
     pub fn snapshot(&self) -> (Option<SchemaRef>, Vec<Arc<str>>) {
         let inner = self.lock();
-        let rows = retained(&inner).into_iter().map(|r| r.json).collect();
+        let rows = retained(&inner, self.retain_ms.load(Ordering::Relaxed))
+            .into_iter()
+            .map(|r| r.json)
+            .collect();
         (inner.schema.clone(), rows)
     }
 }
 
-/// An append table's rows, or a changelog table's latest rows, in emission order.
-fn retained(inner: &Inner) -> Vec<Row> {
-    let mut rows: Vec<Row> = inner.rows.iter().cloned().collect();
+/// An append table's rows (those the retention keeps: an old row behind a newer one may not
+/// be swept yet), or a changelog table's latest rows, in emission order.
+fn retained(inner: &Inner, retain_ms: i64) -> Vec<Row> {
+    let cutoff = inner.max_time.saturating_sub(retain_ms);
+    let mut rows: Vec<Row> = inner
+        .rows
+        .iter()
+        .filter(|r| r.time >= cutoff)
+        .cloned()
+        .collect();
     if !inner.latest.is_empty() {
         let start = rows.len();
         rows.extend(inner.latest.values().cloned());
@@ -329,6 +339,11 @@ mod tests {
             append(&t, &[(1_000 + i, "x")], true);
         }
         assert!(!jsons(&t.snapshot().1).contains(&"old"));
+        // Readers never see it, swept or not.
+        let t = ResultTable::new("w", 100, 1_000);
+        append(&t, &[(1_000, "new"), (10, "old")], true);
+        assert_eq!(jsons(&t.snapshot().1), ["new"]);
+        assert_eq!(t.len(), 2, "not swept yet");
     }
 
     /// A changelog table keeps the latest row per key, forgets deleted keys, and lists rows
