@@ -314,6 +314,8 @@ fn the_dashboard_shows_live_rows_and_a_bad_querys_error() {
         "result rows",
         "document.querySelectorAll('#results tbody tr').length > 0",
     );
+    // The chart of the windowed rows (redrawn at most once a second).
+    b.until("the chart", "!!document.querySelector('#chart svg')");
     let shown = b.eval("document.querySelector('#results').textContent");
     assert!(
         shown.as_str().unwrap().contains("UTC") || shown.as_str().unwrap().contains(':'),
