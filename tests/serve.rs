@@ -123,6 +123,16 @@ pub(crate) fn request(
     (status, body)
 }
 
+/// `psql` on `port` as user paystream with `password`, running `sql` (unaligned, tuples only).
+fn psql(port: u16, password: &str, sql: &str) -> std::process::Output {
+    Command::new("psql")
+        .args(["-h", "127.0.0.1", "-p", &port.to_string()])
+        .args(["-U", "paystream", "-d", "paystream", "-At", "-c", sql])
+        .env("PGPASSWORD", password)
+        .output()
+        .unwrap()
+}
+
 fn json(body: &str) -> serde_json::Value {
     serde_json::from_str(body).unwrap_or_else(|e| panic!("not JSON ({e}): {body}"))
 }
@@ -352,25 +362,11 @@ fn a_served_query_equals_its_replay_across_a_restart() {
 
     // psql reads the same table; the token is the password.
     crate::dashboard::ensure_tool("psql", "postgresql-client");
-    let out = Command::new("psql")
-        .args([
-            "-h",
-            "127.0.0.1",
-            "-p",
-            &s.pg.unwrap().to_string(),
-            "-U",
-            "paystream",
-            "-d",
-            "paystream",
-            "-At",
-            "-c",
-        ])
-        .arg(format!(
-            "SELECT count(*) FROM per_second WHERE window_end <= '{closing}'"
-        ))
-        .env("PGPASSWORD", t)
-        .output()
-        .unwrap();
+    let out = psql(
+        s.pg.unwrap(),
+        t,
+        &format!("SELECT count(*) FROM per_second WHERE window_end <= '{closing}'"),
+    );
     assert!(
         out.status.success(),
         "{}",
@@ -380,22 +376,7 @@ fn a_served_query_equals_its_replay_across_a_restart() {
         String::from_utf8_lossy(&out.stdout).trim(),
         expected.len().to_string()
     );
-    let refused = Command::new("psql")
-        .args([
-            "-h",
-            "127.0.0.1",
-            "-p",
-            &s.pg.unwrap().to_string(),
-            "-U",
-            "paystream",
-            "-d",
-            "paystream",
-            "-c",
-        ])
-        .arg("SELECT 1")
-        .env("PGPASSWORD", "wrong")
-        .output()
-        .unwrap();
+    let refused = psql(s.pg.unwrap(), "wrong", "SELECT 1");
     assert!(!refused.status.success());
 
     // The extended query protocol with parameters, as drivers and Grafana use it: pg8000, a
@@ -423,22 +404,7 @@ fn a_served_query_equals_its_replay_across_a_restart() {
         "EXPLAIN ANALYZE SELECT 1",
         "DROP TABLE per_second",
     ] {
-        let out = Command::new("psql")
-            .args([
-                "-h",
-                "127.0.0.1",
-                "-p",
-                &s.pg.unwrap().to_string(),
-                "-U",
-                "paystream",
-                "-d",
-                "paystream",
-                "-c",
-            ])
-            .arg(write)
-            .env("PGPASSWORD", t)
-            .output()
-            .unwrap();
+        let out = psql(s.pg.unwrap(), t, write);
         assert!(!out.status.success(), "{write} ran");
         assert!(
             String::from_utf8_lossy(&out.stderr).contains("not allowed"),

@@ -80,6 +80,32 @@ struct Inner {
     since_sweep: usize,
 }
 
+impl Inner {
+    /// Numbers a row and applies it: appended, or its key's latest, or its key forgotten.
+    /// Returns its JSON, shared with the table.
+    fn apply(&mut self, time: i64, key: Option<&[u8]>, change: Change, json: &[u8]) -> Arc<str> {
+        let json: Arc<str> = Arc::from(String::from_utf8_lossy(json));
+        let row = Row {
+            seq: self.next_seq,
+            time,
+            json: Arc::clone(&json),
+        };
+        self.next_seq += 1;
+        self.since_sweep += 1;
+        self.max_time = self.max_time.max(time);
+        match (change, key) {
+            (Change::Upsert, Some(k)) => {
+                self.latest.insert(k.into(), row);
+            }
+            (Change::Delete, Some(k)) => {
+                self.latest.remove(k);
+            }
+            _ => self.rows.push_back(row),
+        }
+        json
+    }
+}
+
 impl ResultTable {
     /// An empty table named `name` keeping windowed rows `retain_ms` of event time, at most
     /// `max_rows`.
@@ -149,24 +175,7 @@ impl ResultTable {
     ) {
         let mut inner = self.lock();
         for (time, key, change, json) in rows {
-            let json: Arc<str> = Arc::from(String::from_utf8_lossy(json));
-            let row = Row {
-                seq: inner.next_seq,
-                time,
-                json: Arc::clone(&json),
-            };
-            inner.next_seq += 1;
-            inner.since_sweep += 1;
-            inner.max_time = inner.max_time.max(time);
-            match (change, key) {
-                (Change::Upsert, Some(k)) => {
-                    inner.latest.insert(k.into(), row);
-                }
-                (Change::Delete, Some(k)) => {
-                    inner.latest.remove(k);
-                }
-                _ => inner.rows.push_back(row),
-            }
+            let json = inner.apply(time, key, change, json);
             // No receiver is not an error: nobody is watching.
             let _ = self.emitted.send(Arc::clone(&json));
             if committed {
@@ -235,23 +244,7 @@ impl ResultTable {
             ..Inner::default()
         };
         for (time, key, change, json) in rows {
-            let row = Row {
-                seq: inner.next_seq,
-                time,
-                json: Arc::from(String::from_utf8_lossy(json)),
-            };
-            inner.next_seq += 1;
-            inner.since_sweep += 1;
-            inner.max_time = inner.max_time.max(time);
-            match (change, key) {
-                (Change::Upsert, Some(k)) => {
-                    inner.latest.insert(k.into(), row);
-                }
-                (Change::Delete, Some(k)) => {
-                    inner.latest.remove(k);
-                }
-                _ => inner.rows.push_back(row),
-            }
+            inner.apply(time, key, change, json);
         }
         inner.committed_seq = inner.next_seq;
         self.evict(&mut inner);
