@@ -6,7 +6,9 @@ use anyhow::{Context, bail};
 use paystream::generate::{GenConfig, generate};
 
 pub(crate) mod harness;
+mod http;
 pub(crate) mod log_harness;
+mod serve_harness;
 
 #[derive(clap::Args)]
 pub(crate) struct BenchArgs {
@@ -19,7 +21,9 @@ pub(crate) struct BenchArgs {
     /// Use this JSON Lines file instead of generating one.
     #[arg(long)]
     input: Option<PathBuf>,
-    /// What to measure: queries (replay), log (produce, consume, run from a topic), or all.
+    /// What to measure: queries (replay), log (produce, consume, run from a topic), serve (a
+    /// server on loopback: ingest over HTTP with 8 clients, the latency from a post to its
+    /// window's row over SSE at 10,000 events/s, 200 SSE subscribers and a stalled one), or all.
     #[arg(long, default_value = "all")]
     suite: String,
     /// Runs of each query measurement; the report keeps the one with the least CPU time
@@ -41,8 +45,8 @@ pub(crate) fn bench(a: BenchArgs) -> anyhow::Result<()> {
         .with_context(|| format!("invalid --workers {:?}: use e.g. 1,2", a.workers))?;
     // Check every argument before the minute of generating input.
     match a.suite.as_str() {
-        "all" | "queries" | "log" => {}
-        other => bail!("unknown --suite {other:?}: use all, queries or log"),
+        "all" | "queries" | "log" | "serve" => {}
+        other => bail!("unknown --suite {other:?}: use all, queries, log or serve"),
     }
     // A generated input is removed when the bench ends, however it ends.
     let mut generated = None;
@@ -70,7 +74,8 @@ pub(crate) fn bench(a: BenchArgs) -> anyhow::Result<()> {
     };
     eprintln!("measuring over {} ...", input.display());
     let mut ms = Vec::new();
-    if a.suite != "log" {
+    let runs = |suite: &str| a.suite == "all" || a.suite == suite;
+    if runs("queries") {
         let opts = harness::BenchOptions {
             workers: workers.clone(),
             repeat: a.repeat.max(1),
@@ -78,8 +83,14 @@ pub(crate) fn bench(a: BenchArgs) -> anyhow::Result<()> {
         };
         ms.extend(harness::run(&input, &opts)?);
     }
-    if a.suite != "queries" {
+    if runs("log") {
         ms.extend(log_harness::run(&input, &workers, a.repeat.max(1))?);
+    }
+    let mut notes = Vec::new();
+    if runs("serve") {
+        let r = serve_harness::run(&input)?;
+        ms.extend(r.measurements);
+        notes = r.lines;
     }
     if ms.is_empty() {
         bail!(
@@ -88,6 +99,9 @@ pub(crate) fn bench(a: BenchArgs) -> anyhow::Result<()> {
         );
     }
     print!("{}", harness::report(&ms));
+    for n in notes {
+        println!("{n}");
+    }
     drop(generated);
     Ok(())
 }
