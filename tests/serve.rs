@@ -302,9 +302,13 @@ fn a_served_query_equals_its_replay_across_a_restart() {
         let (code, body) = s.post("/api/topics/payments/events?key=none", Some(t), &body);
         assert_eq!(code, 200, "{body}");
         let a = json(&body);
-        a["appended"].as_u64().unwrap() + a["screened"].as_u64().unwrap()
+        (
+            a["appended"].as_u64().unwrap() + a["screened"].as_u64().unwrap(),
+            a["appended"].as_u64().unwrap(),
+        )
     };
-    assert_eq!(post(&s, &lines[..third]), third as u64);
+    let (posted, appended) = post(&s, &lines[..third]);
+    assert_eq!(posted, third as u64);
     eventually("live rows", || !live.lock().unwrap().is_empty());
     let first = json(&live.lock().unwrap()[0]);
     assert!(
@@ -315,12 +319,33 @@ fn a_served_query_equals_its_replay_across_a_restart() {
         let q = json(&s.get("/api/queries/per_second", Some(t)).1);
         q["metrics"]["last_checkpoint"]["id"].as_u64().unwrap_or(0) > 1
     });
+    let count = |s: &Served| {
+        json(
+            &s.post(
+                "/api/sql",
+                Some(t),
+                r#"{"sql": "SELECT count(*) AS n FROM per_second"}"#,
+            )
+            .1,
+        )[0]["n"]
+            .as_u64()
+            .unwrap()
+    };
+    // Every event of the first third read, its rows out: the count no longer moves.
+    eventually("the first third read", || {
+        let q = json(&s.get("/api/queries/per_second", Some(t)).1);
+        q["metrics"]["events_in"].as_u64() == Some(appended)
+    });
+    let before_restart = count(&s);
+    assert!(before_restart > 0);
     s.stop();
 
+    // Ready means the result table is read back: the first request after it sees every row.
     let s = Served::start(&data, &["--token", t]);
+    assert_eq!(count(&s), before_restart);
     let q = json(&s.get("/api/queries/per_second", Some(t)).1);
     assert_eq!(q["state"], "running", "{q}");
-    assert_eq!(post(&s, &lines[third..]), (lines.len() - third) as u64);
+    assert_eq!(post(&s, &lines[third..]).0, (lines.len() - third) as u64);
     let sql = |s: &Served, q: &str| {
         json(
             &s.post(

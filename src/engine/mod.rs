@@ -225,6 +225,10 @@ pub struct Progress {
     pub last_checkpoint_bytes: AtomicU64,
     /// Per query of the run, in order: events into its operator and rows out of it.
     pub queries: std::sync::Mutex<Vec<Arc<QueryProgress>>>,
+    /// Set once the run has recovered (its sinks aligned with the restored checkpoint, their
+    /// result tables read back, its state restored) and processes input: a server is ready
+    /// only when its resumed queries are.
+    pub started: std::sync::atomic::AtomicBool,
 }
 
 /// One query's operator counters, summed over its workers.
@@ -256,6 +260,7 @@ impl Default for Progress {
             last_checkpoint_duration_ms: AtomicU64::new(0),
             last_checkpoint_bytes: AtomicU64::new(0),
             queries: Default::default(),
+            started: Default::default(),
         }
     }
 }

@@ -260,6 +260,7 @@ pub(super) fn run(
             "operator state restored"
         );
     }
+    progress.started.store(true, Ordering::Release);
     let origins = Arc::new(origins);
     let start_positions = source.positions.clone();
     let router_origins = Arc::clone(&origins);

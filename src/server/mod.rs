@@ -212,9 +212,13 @@ impl Server {
         let state = Arc::clone(&self.state);
         let resumed = {
             let s = Arc::clone(&state);
-            tokio::task::spawn_blocking(move || s.queries.resume())
-                .await
-                .map_err(|e| ServeError::Failed(e.to_string()))?
+            tokio::task::spawn_blocking(move || {
+                let resumed = s.queries.resume();
+                s.queries.wait_recovered();
+                resumed
+            })
+            .await
+            .map_err(|e| ServeError::Failed(e.to_string()))?
         };
         if resumed > 0 {
             tracing::info!(queries = resumed, "resumed the saved queries");
