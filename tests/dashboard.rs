@@ -2,12 +2,12 @@
 //! without console errors, shows a running query's rows within seconds of events being posted,
 //! and shows a bad query's error; a screenshot is left in `target/tmp/dashboard.png`.
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::TcpStream;
+use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::serve::{Served, request};
+use crate::websocket::WebSocket;
 
 /// Installs Debian package `package` when `command` is missing (the test set-up's one-time
 /// install; cached by the machine afterwards).
@@ -66,7 +66,7 @@ pub(crate) fn ensure_python_module(module: &str) {
 /// A headless Chromium and one page of it, spoken to over a WebSocket.
 struct Browser {
     child: Child,
-    ws: TcpStream,
+    ws: WebSocket,
     next_id: u64,
     /// Events received while waiting for answers.
     events: Vec<serde_json::Value>,
@@ -129,24 +129,7 @@ impl Browser {
             .nth(1)
             .unwrap()
             .to_string();
-        let mut ws = TcpStream::connect(devtools).unwrap();
-        ws.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
-        write!(
-            ws,
-            "GET {path} HTTP/1.1\r\nHost: {devtools}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
-        )
-        .unwrap();
-        let mut head = Vec::new();
-        let mut byte = [0u8];
-        while !head.ends_with(b"\r\n\r\n") {
-            ws.read_exact(&mut byte).unwrap();
-            head.push(byte[0]);
-        }
-        assert!(
-            head.starts_with(b"HTTP/1.1 101"),
-            "{}",
-            String::from_utf8_lossy(&head)
-        );
+        let ws = WebSocket::connect(devtools, &path, &[]);
         let mut b = Browser {
             child,
             ws,
@@ -160,53 +143,14 @@ impl Browser {
         b
     }
 
-    /// Sends one text frame (masked, as a client must).
     fn send(&mut self, text: &str) {
-        let data = text.as_bytes();
-        let mut frame = vec![0x81u8];
-        match data.len() {
-            n if n < 126 => frame.push(0x80 | n as u8),
-            n if n < 65_536 => {
-                frame.push(0x80 | 126);
-                frame.extend_from_slice(&(n as u16).to_be_bytes());
-            }
-            n => {
-                frame.push(0x80 | 127);
-                frame.extend_from_slice(&(n as u64).to_be_bytes());
-            }
-        }
-        // A zero mask: masking is required, its key may be anything.
-        frame.extend_from_slice(&[0, 0, 0, 0]);
-        frame.extend_from_slice(data);
-        self.ws.write_all(&frame).unwrap();
+        self.ws.send(text);
     }
 
-    /// Reads one message (joining continuation frames).
     fn receive(&mut self) -> String {
-        let mut message = Vec::new();
-        loop {
-            let mut h = [0u8; 2];
-            self.ws.read_exact(&mut h).unwrap();
-            let len = match h[1] & 0x7f {
-                126 => {
-                    let mut l = [0u8; 2];
-                    self.ws.read_exact(&mut l).unwrap();
-                    u16::from_be_bytes(l) as usize
-                }
-                127 => {
-                    let mut l = [0u8; 8];
-                    self.ws.read_exact(&mut l).unwrap();
-                    u64::from_be_bytes(l) as usize
-                }
-                n => n as usize,
-            };
-            let mut payload = vec![0u8; len];
-            self.ws.read_exact(&mut payload).unwrap();
-            message.extend_from_slice(&payload);
-            if h[0] & 0x80 != 0 {
-                return String::from_utf8(message).unwrap();
-            }
-        }
+        self.ws
+            .receive()
+            .expect("chromium closed the DevTools connection")
     }
 
     /// Calls DevTools method `method`; its result.

@@ -18,3 +18,4 @@ mod slt;
 mod sql_hardening;
 mod state;
 mod util;
+mod websocket;

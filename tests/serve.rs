@@ -9,6 +9,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::util::{ok, paystream, repo};
+use crate::websocket::WebSocket;
 
 /// A server process; killed when dropped.
 pub(crate) struct Served {
@@ -345,6 +346,24 @@ fn a_served_query_equals_its_replay_across_a_restart() {
     assert_eq!(count(&s), before_restart);
     let q = json(&s.get("/api/queries/per_second", Some(t)).1);
     assert_eq!(q["state"], "running", "{q}");
+    // Two more readers of the rows from here on: only committed ones, the retained ones first;
+    // and a WebSocket.
+    let committed = subscribe(
+        s.http,
+        "/api/queries/per_second/results?committed=true&from=earliest",
+        t,
+    );
+    let ws_rows = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    {
+        let bearer = format!("Authorization: Bearer {t}");
+        let mut ws = WebSocket::connect(s.http, "/api/queries/per_second/ws", &[&bearer]);
+        let rows = std::sync::Arc::clone(&ws_rows);
+        std::thread::spawn(move || {
+            while let Some(m) = ws.receive() {
+                rows.lock().unwrap().push(m);
+            }
+        });
+    }
     assert_eq!(post(&s, &lines[third..]).0, (lines.len() - third) as u64);
     let sql = |s: &Served, q: &str| {
         json(
@@ -384,6 +403,24 @@ fn a_served_query_equals_its_replay_across_a_restart() {
     }
     let table = sql(&s, "SELECT * FROM per_second");
     assert_eq!(rows(table.as_array().unwrap().clone(), &closing), expected);
+
+    // The WebSocket got every row emitted since it connected; the committed stream, once their
+    // checkpoints committed them, every row of the table (the retained ones first).
+    let total = table.as_array().unwrap().len();
+    eventually("the WebSocket's rows", || {
+        ws_rows.lock().unwrap().len() >= total - before_restart as usize
+    });
+    eventually("the committed rows", || {
+        committed.lock().unwrap().len() >= total
+    });
+    std::thread::sleep(Duration::from_millis(1500));
+    let all = rows(table.as_array().unwrap().clone(), "~");
+    let got =
+        |v: &std::sync::Mutex<Vec<String>>| rows(v.lock().unwrap().iter().map(|r| json(r)), "~");
+    assert_eq!(got(&committed), all);
+    let since = got(&ws_rows);
+    assert_eq!(since.len(), total - before_restart as usize);
+    assert!(since.iter().all(|r| all.contains(r)));
 
     // psql reads the same table; the token is the password.
     crate::dashboard::ensure_tool("psql", "postgresql-client");
