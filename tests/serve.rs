@@ -465,12 +465,26 @@ fn a_served_query_equals_its_replay_across_a_restart() {
         "COPY (SELECT 1) TO '/tmp/paystream-copy.csv'",
         "EXPLAIN ANALYZE SELECT 1",
         "DROP TABLE per_second",
+        "SET datafusion.execution.batch_size = 1",
     ] {
         let out = psql(s.pg.unwrap(), t, write);
         assert!(!out.status.success(), "{write} ran");
         assert!(
             String::from_utf8_lossy(&out.stderr).contains("not allowed"),
             "{write}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    // The settings drivers send are answered (kept per connection, or ignored).
+    for set in [
+        "SET application_name = 'grafana'",
+        "SET standard_conforming_strings = on",
+        "SET TIME ZONE 'UTC'",
+    ] {
+        let out = psql(s.pg.unwrap(), t, set);
+        assert!(
+            out.status.success(),
+            "{set}: {}",
             String::from_utf8_lossy(&out.stderr)
         );
     }

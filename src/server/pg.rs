@@ -11,7 +11,7 @@ use async_trait::async_trait;
 use datafusion::common::ParamValues;
 use datafusion::logical_expr::LogicalPlan;
 use datafusion::prelude::SessionContext;
-use datafusion::sql::sqlparser::ast::Statement;
+use datafusion::sql::sqlparser::ast::{Expr, Set, Statement};
 use datafusion_postgres::hooks::HookClient;
 use datafusion_postgres::hooks::cursor::CursorStatementHook;
 use datafusion_postgres::hooks::set_show::SetShowHook;
@@ -25,7 +25,7 @@ use pgwire::api::auth::{
     AuthSource, DefaultServerParameterProvider, LoginInfo, Password, StartupHandler,
 };
 use pgwire::api::query::{ExtendedQueryHandler, SimpleQueryHandler};
-use pgwire::api::results::Response;
+use pgwire::api::results::{Response, Tag};
 use pgwire::api::{ClientInfo, PgWireServerHandlers};
 use pgwire::error::{ErrorInfo, PgWireError, PgWireResult};
 use pgwire::messages::{PgWireBackendMessage, PgWireFrontendMessage};
@@ -159,6 +159,53 @@ fn refused(statement: &Statement) -> Option<PgWireError> {
     })
 }
 
+/// What a `SET` does here. The variables `SetShowHook` keeps per connection (the ones drivers
+/// send: `extra_float_digits`, `application_name`, `DateStyle`, `TIME ZONE` …) it may handle;
+/// any other would fall through to DataFusion and change the session every client and `POST
+/// /api/sql` share, so: a DataFusion setting is refused, anything else is answered `SET` and
+/// ignored, as a Postgres client expects of a setting the server does not have.
+fn set_answer(statement: &Statement) -> Option<PgWireResult<Response>> {
+    let Statement::Set(set) = statement else {
+        return None;
+    };
+    const PER_CONNECTION: [&str; 6] = [
+        "datestyle",
+        "bytea_output",
+        "intervalstyle",
+        "application_name",
+        "extra_float_digits",
+        "search_path",
+    ];
+    match set {
+        Set::SetTimeZone { local: false, .. } => None,
+        Set::SingleAssignment {
+            scope: None,
+            hivevar: false,
+            variable,
+            values,
+        } => {
+            let var = variable.to_string().to_ascii_lowercase();
+            if var == "statement_timeout"
+                || (PER_CONNECTION.contains(&var.as_str())
+                    && matches!(values.first(), Some(Expr::Value(_))))
+            {
+                None
+            } else if var.starts_with("datafusion.") {
+                Some(Err(PgWireError::UserError(Box::new(ErrorInfo::new(
+                    "ERROR".into(),
+                    "25006".into(),
+                    format!(
+                        "SET {var} is not allowed here: it would change the SQL session every client of this server shares"
+                    ),
+                )))))
+            } else {
+                Some(Ok(Response::Execution(Tag::new("SET"))))
+            }
+        }
+        _ => Some(Ok(Response::Execution(Tag::new("SET")))),
+    }
+}
+
 #[async_trait]
 impl QueryHook for ReadOnly {
     async fn handle_simple_query(
@@ -167,7 +214,9 @@ impl QueryHook for ReadOnly {
         _ctx: &SessionContext,
         _client: &mut dyn HookClient,
     ) -> Option<PgWireResult<Response>> {
-        refused(statement).map(Err)
+        refused(statement)
+            .map(Err)
+            .or_else(|| set_answer(statement))
     }
 
     async fn handle_extended_parse_query(
@@ -187,6 +236,8 @@ impl QueryHook for ReadOnly {
         _ctx: &SessionContext,
         _client: &mut dyn HookClient,
     ) -> Option<PgWireResult<Response>> {
-        refused(statement).map(Err)
+        refused(statement)
+            .map(Err)
+            .or_else(|| set_answer(statement))
     }
 }
