@@ -266,6 +266,61 @@ fn the_dashboard_shows_live_rows_and_a_bad_querys_error() {
         "{shown}"
     );
 
+    // An updating query: the live table shows the latest row of each key, not every change.
+    let q = serde_json::json!({"name": "per_merchant", "sql": "SELECT merchant_id, count(*) AS payments FROM payments GROUP BY merchant_id"});
+    assert_eq!(s.post("/api/queries", Some(t), &q.to_string()).0, 201);
+    b.until(
+        "the updating query",
+        "!!document.querySelector('#queries tr[data-name=per_merchant] button[data-act=results]')",
+    );
+    b.eval("document.querySelector('#queries tr[data-name=per_merchant] button[data-act=results]').click(), true");
+    // The same events again, as new ones just after the last: every merchant's count changes.
+    let valid: Vec<(serde_json::Value, i64)> = events
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|e| e["event_id"].is_string())
+        .filter_map(|e| {
+            let at = paystream::time::parse_rfc3339_millis(e["event_time"].as_str()?)?;
+            Some((e, at))
+        })
+        .collect();
+    let first = valid.iter().map(|(_, at)| *at).min().unwrap();
+    let last = valid.iter().map(|(_, at)| *at).max().unwrap();
+    let later: String = valid
+        .into_iter()
+        .map(|(mut e, at)| {
+            e["event_time"] = paystream::time::rfc3339(at + (last - first) + 10_000).into();
+            e["event_id"] = format!("{}_again", e["event_id"].as_str().unwrap()).into();
+            e.to_string() + "\n"
+        })
+        .collect();
+    let (code, body) = s.post("/api/topics/payments/events", Some(t), &later);
+    assert_eq!(code, 200, "{body}");
+    b.until(
+        "the merchants' changed counts",
+        "(() => { const m = document.querySelector('#res-count').textContent.match(/^([\\d,]+) keys.* ([\\d,]+) changes/); return !!m && +m[2].replace(/,/g, '') > +m[1].replace(/,/g, '') && document.querySelectorAll('#results tbody tr').length > 1; })()",
+    );
+    // Rows received exceed the merchants, yet each merchant shows once.
+    let merchants = b.eval(
+        "[...document.querySelectorAll('#results tbody tr')].map(r => r.cells[0].textContent)",
+    );
+    let merchants: Vec<&str> = merchants
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m.as_str().unwrap())
+        .collect();
+    let distinct: std::collections::BTreeSet<&&str> = merchants.iter().collect();
+    assert_eq!(distinct.len(), merchants.len(), "{merchants:?}");
+    let count = b.eval("document.querySelector('#res-count').textContent");
+    let count = count.as_str().unwrap();
+    let changes: u64 = count
+        .split(" · ")
+        .find_map(|p| p.strip_suffix(" changes received"))
+        .and_then(|n| n.replace(',', "").parse().ok())
+        .unwrap_or_else(|| panic!("{count}"));
+    assert!(changes > merchants.len() as u64, "{count}");
+
     b.eval("document.querySelector('#q-name').value = 'broken'; document.querySelector('#q-sql').value = 'SELECT merchant_id,\\n  nosuch(amount_minor)\\nFROM payments'; document.querySelector('#submit-btn').click(); true");
     b.until(
         "the bad query's error",

@@ -88,7 +88,9 @@ impl Drop for Served {
     }
 }
 
-/// One HTTP/1.1 request on a fresh connection: the status and the body.
+/// One HTTP/1.1 request on a fresh connection: the status and the body (its `Content-Length`
+/// bytes when the answer says, else up to the close: a server may keep the connection open
+/// despite `Connection: close`, as Chromium's DevTools endpoint does).
 pub(crate) fn request(
     addr: SocketAddr,
     method: &str,
@@ -109,8 +111,34 @@ pub(crate) fn request(
     ));
     s.write_all(head.as_bytes()).unwrap();
     let _ = s.write_all(body);
+    let mut r = BufReader::new(s);
     let mut out = Vec::new();
-    let _ = s.read_to_end(&mut out);
+    let mut length = None;
+    loop {
+        let mut line = String::new();
+        if r.read_line(&mut line).unwrap_or(0) == 0 {
+            break;
+        }
+        if let Some((k, v)) = line.split_once(':')
+            && k.trim().eq_ignore_ascii_case("content-length")
+        {
+            length = v.trim().parse::<usize>().ok();
+        }
+        out.extend_from_slice(line.as_bytes());
+        if line == "\r\n" {
+            break;
+        }
+    }
+    match length {
+        Some(n) => {
+            let mut b = vec![0; n];
+            let _ = r.read_exact(&mut b);
+            out.extend_from_slice(&b);
+        }
+        None => {
+            let _ = r.read_to_end(&mut out);
+        }
+    }
     let text = String::from_utf8_lossy(&out).into_owned();
     let status = text
         .split_whitespace()

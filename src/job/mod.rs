@@ -108,6 +108,19 @@ impl JobOptions {
     }
 }
 
+/// A sink a job's queries write.
+pub struct QuerySink {
+    /// Its name.
+    pub name: String,
+    /// What it writes to.
+    pub connector: Arc<dyn SinkConnector>,
+    /// The rows its (first) query writes.
+    pub schema: datafusion::arrow::datatypes::SchemaRef,
+    /// An updating query's key columns (its rows are changes to the row of their key, the
+    /// last column saying which: insert, update or delete); `None` for appended rows.
+    pub keys: Option<Vec<String>>,
+}
+
 /// What a job run did.
 #[derive(Debug, Clone)]
 pub struct JobOutcome {
@@ -380,30 +393,24 @@ impl Job {
         self.sources.iter().find_map(|s| s.connector.log_topic())
     }
 
-    /// The sinks its queries write, in the order of their INSERTs: each sink's name, its
-    /// connector and the schema of the rows its (first) query writes.
-    pub fn query_sinks(
-        &self,
-    ) -> Vec<(
-        String,
-        Arc<dyn SinkConnector>,
-        datafusion::arrow::datatypes::SchemaRef,
-    )> {
-        let mut out: Vec<(
-            String,
-            Arc<dyn SinkConnector>,
-            datafusion::arrow::datatypes::SchemaRef,
-        )> = Vec::new();
+    /// The sinks its queries write, in the order of their INSERTs.
+    pub fn query_sinks(&self) -> Vec<QuerySink> {
+        let mut out: Vec<QuerySink> = Vec::new();
         for (sink, plan) in &self.plans {
-            if out.iter().any(|(n, _, _)| n == sink) {
+            if out.iter().any(|s| &s.name == sink) {
                 continue;
             }
             if let Some(decl) = self.file.sinks.iter().find(|s| &s.name == sink) {
-                out.push((
-                    sink.clone(),
-                    Arc::clone(&decl.connector),
-                    Arc::clone(&plan.output_schema),
-                ));
+                let schema = Arc::clone(&plan.output_schema);
+                let keys = plan
+                    .changelog_keys()
+                    .map(|k| k.iter().map(|i| schema.field(*i).name().clone()).collect());
+                out.push(QuerySink {
+                    name: sink.clone(),
+                    connector: Arc::clone(&decl.connector),
+                    schema,
+                    keys,
+                });
             }
         }
         out

@@ -185,6 +185,7 @@ pub(crate) fn query_json(v: &QueryView) -> Value {
             "name": s.name,
             "connector": s.connector,
             "table": s.table,
+            "key": s.keys,
             "columns": s.schema.fields().iter().map(|f| json!({
                 "name": f.name(),
                 "type": type_name(f.data_type()),

@@ -67,6 +67,8 @@ pub(crate) struct SinkInfo {
     /// The log topic it writes (a result table's durable copy).
     pub(crate) topic: Option<String>,
     pub(crate) schema: SchemaRef,
+    /// An updating query's key columns; `None` when its rows are appended.
+    pub(crate) keys: Option<Vec<String>>,
 }
 
 struct Entry {
@@ -262,12 +264,13 @@ impl Queries {
         let sinks = job
             .query_sinks()
             .into_iter()
-            .map(|(sink, connector, schema)| SinkInfo {
-                table: connector.result_table().is_some(),
-                topic: connector.log_topic().map(str::to_string),
-                connector: connector.name(),
-                name: sink,
-                schema,
+            .map(|s| SinkInfo {
+                table: s.connector.result_table().is_some(),
+                topic: s.connector.log_topic().map(str::to_string),
+                connector: s.connector.name(),
+                name: s.name,
+                schema: s.schema,
+                keys: s.keys,
             })
             .collect();
         Ok((job, sinks))

@@ -326,8 +326,10 @@ async function onSubmit(ev) {
 // ---- Live results of the selected query --------------------------------------------------------
 // Rows are kept per sink (the `_sink` field); a reconnect replays from the earliest result,
 // so the old rows are dropped when the first replayed row arrives (no duplicates, no blank flash).
+// An updating query's rows are changes to the row of their key: `keyed` holds, per such sink,
+// the current row of each key (a delete removes it), most recently changed last.
 const res = { name: null, es: null, retry: null, backoff: 1000, sink: null, bySink: new Map(),
-  totals: new Map(), inferred: new Map(), chart: new Map(), pendingReset: false, colKey: '', dirty: false };
+  keyed: new Map(), totals: new Map(), inferred: new Map(), chart: new Map(), pendingReset: false, colKey: '', dirty: false };
 
 const currentQuery = () => queries.find((q) => q.name === res.name);
 
@@ -339,6 +341,12 @@ function sinkNames() {
   const names = tables.length > 1 ? tables.map((s) => s.name) : [];
   for (const s of res.bySink.keys()) if (!names.includes(s)) names.push(s);
   return names;
+}
+// The key columns of an updating query's sink (null: its rows are appended).
+function keyOf(sink) {
+  const sinks = (currentQuery() || {}).sinks || [];
+  const def = sinks.find((s) => s.name === sink) || (sink === '' ? sinks.find((s) => s.table) : null);
+  return def && Array.isArray(def.key) && def.key.length ? def.key : null;
 }
 function columnsFor(sink) {
   const sinks = (currentQuery() || {}).sinks || [];
@@ -356,7 +364,7 @@ function select(name) {
   if (res.name === name && res.es) return;
   res.name = name;
   history.replaceState(null, '', '#' + enc(name));
-  res.bySink.clear(); res.totals.clear(); res.inferred.clear(); res.chart.clear();
+  res.bySink.clear(); res.keyed.clear(); res.totals.clear(); res.inferred.clear(); res.chart.clear();
   res.sink = null; res.colKey = ''; res.backoff = 1000;
   $('#res-name').textContent = name;
   renderQueries();
@@ -396,16 +404,27 @@ function openResults() {
 }
 function addResultRow(row) {
   if (!row || typeof row !== 'object') return;
-  if (res.pendingReset) { res.pendingReset = false; res.bySink.clear(); res.totals.clear(); res.chart.clear(); }
+  if (res.pendingReset) { res.pendingReset = false; res.bySink.clear(); res.keyed.clear(); res.totals.clear(); res.chart.clear(); }
   const sink = row._sink || '';
   if (!res.bySink.has(sink)) {
     res.bySink.set(sink, []);
     if (!res.inferred.has(sink)) res.inferred.set(sink, Object.keys(row).map((k) => ({ name: k, type: inferType(row[k]) })));
     if (res.sink === null) res.sink = sink;
   }
-  const rows = res.bySink.get(sink);   // oldest first; trimmed in batches to keep push cheap
-  rows.push(row);
-  if (rows.length > MAX_ROWS * 2) rows.splice(0, rows.length - MAX_ROWS);
+  const key = keyOf(sink);
+  if (key) {
+    if (!res.keyed.has(sink)) res.keyed.set(sink, new Map());
+    const current = res.keyed.get(sink);
+    const k = JSON.stringify(key.map((c) => row[c]));
+    current.delete(k);   // re-inserted last: most recently changed
+    if (row.op !== 'delete') current.set(k, row);
+    // Only the most recently changed are shown: the page keeps a bounded number of keys.
+    if (current.size > MAX_ROWS * 10) for (const old of current.keys()) { current.delete(old); if (current.size <= MAX_ROWS * 5) break; }
+  } else {
+    const rows = res.bySink.get(sink);   // oldest first; trimmed in batches to keep push cheap
+    rows.push(row);
+    if (rows.length > MAX_ROWS * 2) rows.splice(0, rows.length - MAX_ROWS);
+  }
   res.totals.set(sink, (res.totals.get(sink) || 0) + 1);
   chartAdd(sink, row);
   res.dirty = true;
@@ -420,7 +439,9 @@ function renderResults() {
   res.dirty = false;
   renderSinkSelect();
   const table = $('#results');
-  const rows = res.name ? (res.bySink.get(res.sink) || []).slice(-MAX_ROWS).reverse() : [];
+  const keyed = res.keyed.get(res.sink);
+  const all = keyed ? Array.from(keyed.values()) : (res.bySink.get(res.sink) || []);
+  const rows = res.name ? all.slice(-MAX_ROWS).reverse() : [];
   const cols = res.name ? columnsFor(res.sink) : [];
   const key = cols.map((c) => c.name + ':' + c.type + ':' + c.money).join('|');
   if (key !== res.colKey) {   // rebuild the header only when the columns change
@@ -435,7 +456,10 @@ function renderResults() {
     const t = esc(fmtCell(c, r));
     return `<td class="${isNumeric(c) ? 'num' : isTime(c) ? 'time' : ''}" title="${t}">${t}</td>`;
   }).join('') + '</tr>').join('');
-  $('#res-count').textContent = res.name ? `${fmtNum(rows.length)} shown of ${fmtNum(res.totals.get(res.sink) || 0)} received` : '';
+  const received = fmtNum(res.totals.get(res.sink) || 0);
+  $('#res-count').textContent = !res.name ? ''
+    : keyed ? `${fmtNum(keyed.size)} keys, latest row of each · ${fmtNum(rows.length)} shown · ${received} changes received`
+    : `${fmtNum(rows.length)} shown of ${received} received`;
   Object.assign($('#results-empty'), { hidden: rows.length > 0,
     innerHTML: res.name ? 'Waiting for result rows…' : 'Select a query with its <b>results</b> button.' });
 }
