@@ -585,6 +585,30 @@ fn serve_refuses_what_it_should_and_serves_clients_at_once() {
     );
     assert_eq!(s.post("/api/queries/nope/savepoint", Some(t), "").0, 404);
     assert_eq!(s.post("/api/topics/nope/events", Some(t), "{}").0, 404);
+    // A submitted query writes files only in the server's files directory.
+    let outside = dir.path().join("outside.jsonl");
+    let file_query = |path: &Path| {
+        serde_json::json!({"name": "to_file", "sql": format!(
+            "CREATE SOURCE p WITH (connector = 'log', topic = 'payments');\nCREATE SINK out WITH (connector = 'file',\n  path = '{}');\nINSERT INTO out SELECT event_id FROM p;",
+            path.display()
+        )})
+        .to_string()
+    };
+    let (code, body) = s.post("/api/queries", Some(t), &file_query(&outside));
+    assert_eq!(code, 400, "{body}");
+    assert_eq!(
+        (json(&body)["line"].as_u64(), json(&body)["column"].as_u64()),
+        (Some(3), Some(10)),
+        "{body}"
+    );
+    assert!(!outside.exists());
+    let inside = data.canonicalize().unwrap().join("files/out.jsonl");
+    let (code, body) = s.post("/api/queries", Some(t), &file_query(&inside));
+    assert_eq!(code, 201, "{body}");
+    assert_eq!(
+        s.request("DELETE", "/api/queries/to_file", Some(t), None).0,
+        200
+    );
     // A page elsewhere cannot drive the API, token or not.
     let mut c = TcpStream::connect(s.http).unwrap();
     write!(c, "GET /api/queries HTTP/1.1\r\nHost: {}\r\nOrigin: https://evil.example\r\nAuthorization: Bearer {t}\r\nConnection: close\r\n\r\n", s.http).unwrap();

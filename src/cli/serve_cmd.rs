@@ -34,6 +34,11 @@ pub(crate) struct ServeArgs {
     /// Checkpoint interval of every query, e.g. 10s (default: a query's SET, else 10 s).
     #[arg(long)]
     checkpoint_interval: Option<String>,
+    /// The directory submitted queries may read and write files in (file sources and sinks,
+    /// reference tables over files), by absolute paths inside it; default: `files` in the data
+    /// directory. A query naming a file elsewhere is refused.
+    #[arg(long)]
+    files: Option<std::path::PathBuf>,
 }
 
 /// `16MiB`, `512KiB`, `1GiB`, `1000`.
@@ -131,6 +136,9 @@ pub(crate) fn serve(data: &DataDir, a: ServeArgs) -> anyhow::Result<()> {
     }
     config.max_body = parse_size(&a.max_body)?;
     config.workers = a.workers;
+    if let Some(f) = a.files {
+        config.files = f;
+    }
     config.checkpoint_interval = a
         .checkpoint_interval
         .map(|s| {

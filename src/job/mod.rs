@@ -393,6 +393,23 @@ impl Job {
         self.sources.iter().find_map(|s| s.connector.log_topic())
     }
 
+    /// Every local file it reads or writes (file sources and sinks, reference tables over
+    /// files), as declared (a relative path is relative to the working directory).
+    pub fn local_files(&self) -> Vec<PathBuf> {
+        let sources = self.sources.iter().filter_map(|s| s.connector.file_path());
+        let sinks = self
+            .file
+            .sinks
+            .iter()
+            .filter_map(|s| s.connector.file_path());
+        let tables = self.tables.iter().filter_map(|t| t.file_path());
+        sources
+            .chain(sinks)
+            .chain(tables)
+            .map(Path::to_path_buf)
+            .collect()
+    }
+
     /// The sinks its queries write, in the order of their INSERTs.
     pub fn query_sinks(&self) -> Vec<QuerySink> {
         let mut out: Vec<QuerySink> = Vec::new();

@@ -61,13 +61,17 @@ pub struct ServeConfig {
     pub workers: Option<usize>,
     /// Checkpoint interval of every query (default: the job's).
     pub checkpoint_interval: Option<Duration>,
+    /// The directory submitted queries may read and write files in (created when absent).
+    pub files: PathBuf,
 }
 
 impl ServeConfig {
     /// Defaults: loopback ports 8080 (HTTP) and 4566 (pgwire), no token, 16 MiB bodies.
     pub fn new(data_dir: impl Into<PathBuf>) -> Self {
+        let data_dir = data_dir.into();
         ServeConfig {
-            data_dir: data_dir.into(),
+            files: data_dir.join("files"),
+            data_dir,
             http: SocketAddr::from(([127, 0, 0, 1], 8080)),
             pg: Some(SocketAddr::from(([127, 0, 0, 1], 4566))),
             token: None,
@@ -152,11 +156,19 @@ impl Server {
         opts.checkpoint_interval = config.checkpoint_interval;
         let sql = tables::session(Arc::clone(&results))
             .map_err(|e| ServeError::Failed(format!("cannot set up SQL: {e}")))?;
+        let files = std::fs::create_dir_all(&config.files)
+            .and_then(|()| config.files.canonicalize())
+            .map_err(|e| {
+                ServeError::Failed(format!(
+                    "cannot use {} as the directory of the queries' files: {e}; choose another with --files",
+                    config.files.display()
+                ))
+            })?;
         let state = Arc::new(AppState {
             log: Log::new(&config.data_dir),
             token: config.token.filter(|t| !t.is_empty()),
             loopback: config.http.ip().is_loopback(),
-            queries: queries::Queries::new(opts, Arc::clone(&results)),
+            queries: queries::Queries::new(opts, Arc::clone(&results), files),
             ingest: ingest::Writers::default(),
             results,
             sql,

@@ -112,6 +112,8 @@ pub(crate) struct Queries {
     log: Log,
     results: Arc<ResultTables>,
     opts: JobOptions,
+    /// The directory submitted queries may read and write files in (canonical).
+    files: PathBuf,
     entries: Mutex<BTreeMap<String, Entry>>,
     /// Held through a submission: two submissions of one name never both start.
     submitting: Mutex<()>,
@@ -120,8 +122,9 @@ pub(crate) struct Queries {
 
 impl Queries {
     /// The queries of `data_dir` (none running yet: [`Self::resume`] starts the saved ones).
-    pub(crate) fn new(opts: JobOptions, results: Arc<ResultTables>) -> Self {
+    pub(crate) fn new(opts: JobOptions, results: Arc<ResultTables>, files: PathBuf) -> Self {
         Queries {
+            files,
             data_dir: opts.data_dir.clone(),
             log: Log::new(&opts.data_dir),
             results,
@@ -261,6 +264,9 @@ impl Queries {
         let text = submit::query_text(name, sql, &self.log)?;
         let job =
             Job::prepare(name, "query", &text.text).map_err(|e| submit::refusal(&e, &text))?;
+        for path in job.local_files() {
+            submit::confined(&path, &self.files, &text)?;
+        }
         let sinks = job
             .query_sinks()
             .into_iter()
@@ -553,7 +559,7 @@ mod tests {
         let mut opts = JobOptions::new(dir.path());
         opts.workers = Some(1);
         let results = Arc::new(ResultTables::default());
-        let q = Queries::new(opts.clone(), Arc::clone(&results));
+        let q = Queries::new(opts.clone(), Arc::clone(&results), dir.path().into());
         q.submit("per_second", sql).unwrap();
         let deadline = Instant::now() + Duration::from_secs(60);
         while q
@@ -570,7 +576,7 @@ mod tests {
         assert!(rows > 100, "{rows}");
 
         let results = Arc::new(ResultTables::default());
-        let q = Queries::new(opts, Arc::clone(&results));
+        let q = Queries::new(opts, Arc::clone(&results), dir.path().into());
         assert_eq!(q.resume(), 1);
         q.wait_recovered();
         assert_eq!(results.get("per_second").unwrap().len(), rows);

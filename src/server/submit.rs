@@ -13,6 +13,8 @@
 //! The declarations take whole lines before the user's text, so an error's line is moved back
 //! by their count and its column is the user's.
 
+use std::path::{Path, PathBuf};
+
 use crate::error::Error;
 use crate::log::Log;
 
@@ -125,6 +127,64 @@ pub(crate) fn refusal(e: &Error, q: &QueryText) -> Refusal {
     }
 }
 
+/// Refuses `path`, a file the query reads or writes, unless it is an absolute path inside
+/// `files` (canonical) once symbolic links and `..` are resolved: a query submitted over HTTP
+/// never reads or writes the server's other files. The refusal points at where the query
+/// names the file.
+pub(crate) fn confined(path: &Path, files: &Path, q: &QueryText) -> Result<(), Refusal> {
+    let inside = path.is_absolute() && resolved(path).is_some_and(|p| p.starts_with(files));
+    if inside {
+        return Ok(());
+    }
+    let written = path.display().to_string();
+    let (line, column) = match q.text.find(&format!("'{written}'")) {
+        Some(at) => {
+            let before = &q.text[..at];
+            let line = before.matches('\n').count() + 1;
+            let column = at - before.rfind('\n').map_or(0, |n| n + 1) + 1;
+            (
+                Some(line.saturating_sub(q.lines_added).max(1)),
+                Some(column),
+            )
+        }
+        None => (None, None),
+    };
+    Err(Refusal {
+        error: format!(
+            "{}file '{written}' is outside {}, the directory submitted queries may read and write files in; name a file there by its absolute path (e.g. '{}'), or start serve with --files DIR",
+            match (line, column) {
+                (Some(l), Some(c)) => format!("line {l}, column {c}: "),
+                _ => String::new(),
+            },
+            files.display(),
+            files
+                .join(path.file_name().unwrap_or_else(|| "out.jsonl".as_ref()))
+                .display()
+        ),
+        line,
+        column,
+    })
+}
+
+/// `path` with symbolic links and `..` resolved: its deepest existing ancestor canonicalized,
+/// then the rest (`None` when the rest climbs with `..`).
+fn resolved(path: &Path) -> Option<PathBuf> {
+    let mut existing = path;
+    let mut rest = Vec::new();
+    while !existing.exists() {
+        rest.push(existing.file_name()?);
+        existing = existing.parent()?;
+    }
+    let mut p = existing.canonicalize().ok()?;
+    for part in rest.into_iter().rev() {
+        if part == ".." {
+            return None;
+        }
+        p.push(part);
+    }
+    Some(p)
+}
+
 /// `line 3, column 10` (possibly after an origin: `query, line 3`) as numbers.
 fn parse_position(position: &str) -> (Option<usize>, Option<usize>) {
     let number_after = |word: &str| {
@@ -183,5 +243,35 @@ mod tests {
         assert_eq!(parse_position("line 7"), (Some(7), None));
         assert!(valid_name("settlement_1") && !valid_name("1x") && !valid_name("a-b"));
         assert!(!valid_name("perCard"), "SQL reads it as percard");
+    }
+
+    /// A submitted query reads and writes files only inside the server's files directory, by
+    /// absolute paths, whatever `..` or a symbolic link would make of them.
+    #[test]
+    fn files_stay_in_their_directory() {
+        let dir = tempfile::tempdir().unwrap();
+        let files = dir.path().join("files");
+        std::fs::create_dir_all(files.join("out")).unwrap();
+        let files = files.canonicalize().unwrap();
+        let outside = tempfile::tempdir().unwrap();
+        std::os::unix::fs::symlink(outside.path(), files.join("escape")).unwrap();
+        let text = QueryText {
+            text: "CREATE SOURCE p WITH (connector = 'log', topic = 'payments');\nCREATE SINK s WITH (connector = 'file',\n  path = '/etc/paystream.jsonl');".into(),
+            lines_added: 0,
+        };
+        let ok = |p: &Path| confined(p, &files, &text).is_ok();
+        assert!(ok(&files.join("a.jsonl")));
+        assert!(ok(&files.join("out/new/dir/a.jsonl")), "not created yet");
+        assert!(!ok(Path::new("/etc/paystream.jsonl")));
+        assert!(!ok(Path::new("a.jsonl")), "relative");
+        assert!(!ok(&files.join("../a.jsonl")));
+        assert!(!ok(&files.join("new/../../a.jsonl")));
+        assert!(
+            !ok(&files.join("escape/a.jsonl")),
+            "through a symbolic link"
+        );
+        let r = confined(Path::new("/etc/paystream.jsonl"), &files, &text).unwrap_err();
+        assert_eq!((r.line, r.column), (Some(3), Some(10)), "{r:?}");
+        assert!(r.error.contains("--files"), "{}", r.error);
     }
 }

@@ -30,6 +30,12 @@ pub trait SinkConnector: std::fmt::Debug + Send + Sync {
         None
     }
 
+    /// The local file it writes, if it writes one: a server confines the files submitted
+    /// queries may write to its own directory.
+    fn file_path(&self) -> Option<&std::path::Path> {
+        None
+    }
+
     /// What it writes, for a user and to notice a sink whose definition changed between runs:
     /// `topic risk.alerts`, `file out/alerts.jsonl`.
     fn describe(&self) -> String;

@@ -142,6 +142,14 @@ impl ReferenceTable {
         &self.decl.name
     }
 
+    /// The file it reads, if it reads one.
+    pub fn file_path(&self) -> Option<&std::path::Path> {
+        match &self.decl.source {
+            TableSource::File { path, .. } => Some(path),
+            TableSource::Log { .. } => None,
+        }
+    }
+
     /// Its declared columns.
     pub fn schema(&self) -> &SchemaRef {
         &self.decl.schema

@@ -61,6 +61,10 @@ impl SinkConnector for Declared {
         format!("file {}", self.path.display())
     }
 
+    fn file_path(&self) -> Option<&Path> {
+        Some(&self.path)
+    }
+
     fn where_to_look(&self) -> String {
         format!(
             "They are in {} with reason and source offset.",
