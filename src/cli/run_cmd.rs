@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use paystream::checkpoint::CheckpointStore;
+use paystream::job::savepoint::{SavepointWait, await_savepoint};
 use paystream::job::status::{JobStatus, StatusProbe, jobs};
 use paystream::job::{Job, JobOptions, SinkReset, state_dir};
 use paystream::log::Log;
@@ -418,27 +419,23 @@ pub(crate) fn savepoint(data: &DataDir, a: SavepointArgs) -> anyhow::Result<()> 
             if unsafe { libc::kill(pid, libc::SIGUSR1) } != 0 {
                 bail!("cannot signal job {} (pid {pid})", a.job);
             }
-            let deadline = Instant::now() + Duration::from_secs(120);
-            let mut epoch = before + 1;
-            loop {
-                let name = format!("{}-{epoch}", a.job);
-                if store.savepoint(&name)?.is_some() {
+            let alive = || running_pid(&data.data_dir, &a.job) == Some(pid);
+            match await_savepoint(&store, &a.job, before, Duration::from_secs(120), alive)? {
+                SavepointWait::Taken(name) => {
                     println!("{name}");
                     eprintln!(
                         "savepoint {name} written; resume with: paystream run <file> --from-savepoint {name}"
                     );
-                    return Ok(());
+                    Ok(())
                 }
-                if let Some((latest, _)) = store.latest()?
-                    && latest > epoch
-                {
-                    epoch += 1;
-                    continue;
+                SavepointWait::Ended => bail!(
+                    "job {} stopped before it took the savepoint; `paystream savepoint {}` now makes its final checkpoint one",
+                    a.job,
+                    a.job
+                ),
+                SavepointWait::TimedOut => {
+                    bail!("job {} did not take a savepoint within 2 minutes", a.job)
                 }
-                if Instant::now() > deadline {
-                    bail!("job {} did not take a savepoint within 2 minutes", a.job);
-                }
-                std::thread::sleep(Duration::from_millis(100));
             }
         }
         None => {

@@ -21,6 +21,7 @@
 
 mod load;
 pub mod saved_state;
+pub mod savepoint;
 mod sink_reset;
 pub mod status;
 pub mod transactions;

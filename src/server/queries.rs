@@ -21,6 +21,7 @@ use datafusion::arrow::datatypes::SchemaRef;
 use serde::{Deserialize, Serialize};
 
 use super::submit::{self, Refusal};
+use crate::job::savepoint::{SavepointWait, await_savepoint};
 use crate::job::{Job, JobHandle, JobMetrics, JobOptions, JobState};
 use crate::log::Log;
 use crate::sink::ResultTables;
@@ -439,31 +440,22 @@ impl Queries {
             before
         };
         let store = store()?;
-
-        let deadline = Instant::now() + Duration::from_secs(120);
-        let mut epoch = before + 1;
-        loop {
-            let sp = format!("{name}-{epoch}");
-            if store.savepoint(&sp).ok().flatten().is_some() {
-                return Ok(sp);
-            }
-            if let Ok(Some((latest, _))) = store.latest()
-                && latest > epoch
-            {
-                epoch += 1;
-                continue;
-            }
-            if self.lock().get(name).is_none_or(|e| e.handle.is_none()) {
-                return Err(QueryError::Conflict(format!(
-                    "query {name} ended before its savepoint"
-                )));
-            }
-            if Instant::now() > deadline {
-                return Err(QueryError::Unavailable(format!(
-                    "query {name} took no savepoint within 2 minutes"
-                )));
-            }
-            std::thread::sleep(Duration::from_millis(50));
+        let alive = || {
+            self.lock().get(name).is_some_and(|e| {
+                e.handle
+                    .as_ref()
+                    .is_some_and(|h| h.state() != JobState::Ended)
+            })
+        };
+        match await_savepoint(&store, name, before, Duration::from_secs(120), alive) {
+            Ok(SavepointWait::Taken(sp)) => Ok(sp),
+            Ok(SavepointWait::Ended) => Err(QueryError::Conflict(format!(
+                "query {name} ended before its savepoint"
+            ))),
+            Ok(SavepointWait::TimedOut) => Err(QueryError::Unavailable(format!(
+                "query {name} took no savepoint within 2 minutes"
+            ))),
+            Err(e) => Err(QueryError::Unavailable(e.to_string())),
         }
     }
 
