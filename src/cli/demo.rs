@@ -93,6 +93,13 @@ fn traffic(
 ) -> anyhow::Result<()> {
     let mut p = Producer::new(log.writer("payments", FsyncPolicy::Never)?, Some("card_id"));
     let finder = memchr::memmem::Finder::new(b"\"event_time\":\"");
+    let time_of = |line: &[u8]| {
+        let i = finder.find(line)?;
+        let rest = &line[i + finder.needle().len()..];
+        let end = memchr::memchr(b'"', rest)?;
+        paystream::time::parse_rfc3339_millis(std::str::from_utf8(&rest[..end]).ok()?)
+    };
+    let authorizations = rate as f64 / events_per_authorization(&time_of)?;
     for chunk in 0u64.. {
         let start = paystream::log::producer_now_ms();
         let cfg = GenConfig {
@@ -100,7 +107,7 @@ fn traffic(
             seed: 1_000 + chunk,
             start,
             // New authorizations; captures, refunds and the rest follow them.
-            rate: rate as f64 / 2.0,
+            rate: authorizations,
             malformed_rate: 0.001,
             spike_at_ms: Some(30_000),
             ..GenConfig::default()
@@ -114,14 +121,7 @@ fn traffic(
                 p.finish()?;
                 return Ok(());
             }
-            let at = finder
-                .find(line)
-                .and_then(|i| {
-                    let rest = &line[i + finder.needle().len()..];
-                    let end = memchr::memchr(b'"', rest)?;
-                    paystream::time::parse_rfc3339_millis(std::str::from_utf8(&rest[..end]).ok()?)
-                })
-                .unwrap_or(start);
+            let at = time_of(line).unwrap_or(start);
             let due = Duration::from_millis((at - start).max(0) as u64);
             if let Some(wait) = due.checked_sub(started.elapsed()) {
                 p.flush()?;
@@ -136,6 +136,35 @@ fn traffic(
         p.flush()?;
     }
     Ok(())
+}
+
+/// Events the generator writes per second of event time for each new authorization a second
+/// (captures, refunds, attacks and spikes come with the authorizations), measured on a sample:
+/// the middle 90 % of its events over the event time they span.
+fn events_per_authorization(time_of: &dyn Fn(&[u8]) -> Option<i64>) -> anyhow::Result<f64> {
+    let cfg = GenConfig {
+        events: 20_000,
+        seed: 999,
+        rate: 100.0,
+        malformed_rate: 0.001,
+        spike_at_ms: Some(30_000),
+        ..GenConfig::default()
+    };
+    let mut events = Vec::new();
+    generate(&cfg, &mut events)?;
+    let mut times: Vec<i64> = events
+        .split(|b| *b == b'\n')
+        .filter_map(time_of)
+        .collect();
+    times.sort_unstable();
+    let (lo, hi) = (times.len() / 20, times.len() * 19 / 20);
+    let span_s =
+        (times.get(hi).copied().unwrap_or(0) - times.get(lo).copied().unwrap_or(0)) as f64 / 1000.0;
+    Ok(if span_s > 0.0 {
+        ((hi - lo) as f64 / span_s / cfg.rate).max(0.1)
+    } else {
+        2.0
+    })
 }
 
 pub(crate) fn demo(data: &DataDir, a: DemoArgs) -> anyhow::Result<()> {
