@@ -152,10 +152,7 @@ fn events_per_authorization(time_of: &dyn Fn(&[u8]) -> Option<i64>) -> anyhow::R
     };
     let mut events = Vec::new();
     generate(&cfg, &mut events)?;
-    let mut times: Vec<i64> = events
-        .split(|b| *b == b'\n')
-        .filter_map(time_of)
-        .collect();
+    let mut times: Vec<i64> = events.split(|b| *b == b'\n').filter_map(time_of).collect();
     times.sort_unstable();
     let (lo, hi) = (times.len() / 20, times.len() * 19 / 20);
     let span_s =
