@@ -54,6 +54,7 @@ pub(crate) mod connector;
 pub mod decode;
 pub mod engine;
 pub mod error;
+pub mod functions;
 pub mod generate;
 pub mod job;
 pub mod log;

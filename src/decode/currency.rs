@@ -42,7 +42,7 @@ fn index(b: &[u8]) -> Option<usize> {
 }
 
 /// Whether `code` is an ISO 4217 alphabetic code.
-pub(super) fn is_iso4217(code: &str) -> bool {
+pub(crate) fn is_iso4217(code: &str) -> bool {
     index(code.as_bytes()).is_some_and(|i| TABLE[i / 64] & (1 << (i % 64)) != 0)
 }
 

@@ -7,6 +7,7 @@
 mod card;
 mod csv;
 mod currency;
+pub(crate) use currency::is_iso4217;
 mod declared;
 mod decoder;
 mod fast;

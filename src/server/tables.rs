@@ -30,6 +30,8 @@ pub(crate) fn session(tables: Arc<ResultTables>) -> Result<SessionContext> {
         .with_information_schema(true)
         .with_default_catalog_and_schema("datafusion", "public");
     let ctx = SessionContext::new_with_config(config);
+    // `to_major`, `business_date` and the rest mean here what they mean in stream queries.
+    crate::functions::register(&ctx);
     let catalog = ctx
         .catalog("datafusion")
         .ok_or_else(|| DataFusionError::Internal("no default catalog".into()))?;

@@ -674,6 +674,7 @@ pub(super) fn planning_context() -> SessionContext {
     let ctx = SessionContext::new_with_state(state);
     // Sums of integers are exact (128 bits), not DataFusion's wrapping 64-bit sum.
     ctx.register_udaf(crate::operators::exact_sum_udaf());
+    crate::functions::register(&ctx);
     ctx
 }
 

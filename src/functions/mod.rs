@@ -1,0 +1,38 @@
+//! The payment functions queries call by name, registered in every SQL session the engine
+//! plans in (stream queries, `POST /api/sql`, pgwire, the tests' batch oracles), so a
+//! function means the same wherever it runs.
+//!
+//! - `to_major(amount_minor, currency)` ([`money`]): minor units → the exact decimal text in
+//!   the currency's major unit, by its ISO 4217 exponent.
+//! - `business_date(event_time, tz, close_time)` ([`business_date`]): the business day an
+//!   instant belongs to in a time zone with a daily close.
+//! - `alert_id(rule, version, event_id)` ([`alert_id`]): a deterministic alert id.
+
+pub mod alert_id;
+pub mod business_date;
+pub mod money;
+
+use datafusion::prelude::SessionContext;
+
+/// Registers every payment function in `ctx`.
+pub fn register(ctx: &SessionContext) {
+    ctx.register_udf(money::to_major_udf());
+    ctx.register_udf(business_date::business_date_udf());
+    ctx.register_udf(alert_id::alert_id_udf());
+}
+
+/// The text of a string-like argument's row `i` (`None`: null).
+pub(crate) fn text_at(a: &datafusion::arrow::array::StringArray, i: usize) -> Option<&str> {
+    use datafusion::arrow::array::Array;
+    a.is_valid(i).then(|| a.value(i))
+}
+
+/// `array` cast to plain UTF-8 strings.
+pub(crate) fn as_strings(
+    array: &datafusion::arrow::array::ArrayRef,
+) -> datafusion::error::Result<datafusion::arrow::array::StringArray> {
+    use datafusion::arrow::array::AsArray;
+    let cast =
+        datafusion::arrow::compute::cast(array, &datafusion::arrow::datatypes::DataType::Utf8)?;
+    Ok(cast.as_string::<i32>().clone())
+}
