@@ -181,6 +181,9 @@ pub(crate) fn batch_rows_with(
         .unwrap();
     rt.block_on(async {
         let ctx = SessionContext::new();
+        // The payment functions mean the same in batch (the anomaly baselines computed there
+        // from each frame's values by their definition, the stream's incrementally).
+        paystream::functions::register(&ctx);
         // Dictionary columns as plain strings: DataFusion's window functions concatenate a
         // dictionary's batches into Int8 keys and fail past 128 values (a bug of the batch
         // side, which only has to compute the same values).
@@ -225,7 +228,17 @@ pub(crate) fn batch_rows_with(
     })
 }
 
-const QUERIES: [&str; 31] = [
+const QUERIES: [&str; 32] = [
+    // Anomaly baselines: an unbounded frame's EWMA kept incrementally, a bounded one's and the
+    // robust z-score computed from the frame's values; nulls (fee_minor) skipped.
+    "SELECT event_id, \
+       round(ewma_zscore(amount_minor, 0.2, 3) OVER (PARTITION BY merchant_id ORDER BY event_time, event_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW), 6) AS z, \
+       round(ewma(amount_minor, 0.3) OVER (PARTITION BY merchant_id ORDER BY event_time, event_id ROWS BETWEEN 5 PRECEDING AND CURRENT ROW), 6) AS m, \
+       round(ewma(fee_minor, 0.5) OVER (PARTITION BY merchant_id ORDER BY event_time, event_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW), 6) AS fee_m, \
+       round(ewma_zscore(amount_minor, 0.1, 2) OVER (PARTITION BY merchant_id ORDER BY event_time, event_id ROWS BETWEEN 8 PRECEDING AND 1 PRECEDING), 6) AS zb, \
+       round(mad_zscore(amount_minor, 4) OVER (PARTITION BY merchant_id ORDER BY event_time, event_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW), 6) AS r, \
+       round(mad_zscore(fee_minor, 3) OVER (PARTITION BY merchant_id ORDER BY event_time, event_id ROWS BETWEEN 6 PRECEDING AND CURRENT ROW), 6) AS r2 \
+     FROM payments",
     // Top-N per window, and a filter over a windowed query's rows.
     "SELECT * FROM (SELECT merchant_id, window_start, window_end, sum(amount_minor) AS total, \
          ROW_NUMBER() OVER (PARTITION BY window_start, window_end ORDER BY sum(amount_minor) DESC, merchant_id) AS rn, \

@@ -125,6 +125,13 @@ fn every_windowed_operator_round_trips_its_state() {
            stddev(amount_minor) OVER (PARTITION BY merchant_id ORDER BY event_time, event_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS sd, \
            min(card_id) OVER (PARTITION BY merchant_id ORDER BY event_time) AS lowest_card \
          FROM payments".into(),
+        // Anomaly baselines: an incremental EWMA (baseline and newest value), a bounded frame's
+        // values, mad_zscore's newest values.
+        "SELECT event_id, event_time, \
+           ewma_zscore(amount_minor, 0.2, 2) OVER (PARTITION BY card_id ORDER BY event_time, event_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS z, \
+           ewma(amount_minor, 0.4) OVER (PARTITION BY card_id ORDER BY event_time, event_id ROWS BETWEEN 3 PRECEDING AND CURRENT ROW) AS m, \
+           mad_zscore(amount_minor, 3) OVER (PARTITION BY card_id ORDER BY event_time, event_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS r \
+         FROM payments".into(),
         // No function reads a column: the history keeps times alone.
         "SELECT event_id, event_time, count(*) OVER (PARTITION BY card_id ORDER BY event_time RANGE BETWEEN INTERVAL '20' SECOND PRECEDING AND CURRENT ROW) AS n FROM payments".into(),
         "SELECT * FROM (SELECT event_id, event_time, row_number() OVER (PARTITION BY payment_id, event_type ORDER BY event_time, event_id) AS rn FROM payments) WHERE rn = 1".into(),

@@ -7,8 +7,11 @@
 //! - `business_date(event_time, tz, close_time)` ([`business_date`]): the business day an
 //!   instant belongs to in a time zone with a daily close.
 //! - `alert_id(rule, version, event_id)` ([`alert_id`]): a deterministic alert id.
+//! - `ewma_zscore`, `ewma`, `mad_zscore` ([`anomaly`]): anomaly baselines over an ordered
+//!   frame, as window functions.
 
 pub mod alert_id;
+pub mod anomaly;
 pub mod business_date;
 pub mod money;
 
@@ -19,6 +22,9 @@ pub fn register(ctx: &SessionContext) {
     ctx.register_udf(money::to_major_udf());
     ctx.register_udf(business_date::business_date_udf());
     ctx.register_udf(alert_id::alert_id_udf());
+    for f in anomaly::udafs() {
+        ctx.register_udaf(f);
+    }
 }
 
 /// The text of a string-like argument's row `i` (`None`: null).

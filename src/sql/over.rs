@@ -108,6 +108,9 @@ pub enum FunctionKind {
     },
     /// `row_number()`: 1 for a key's first event.
     RowNumber,
+    /// `ewma_zscore`, `ewma` or `mad_zscore` (`crate::functions::anomaly`) with its constant
+    /// parameters.
+    Anomaly(crate::functions::anomaly::Anomaly),
 }
 
 impl FunctionKind {
@@ -326,6 +329,15 @@ fn function_kind(
         });
     if let Some(a) = aggregate {
         let args = a.expressions();
+        if matches!(name, "ewma_zscore" | "ewma" | "mad_zscore") {
+            let params: Vec<Option<ScalarValue>> = args[1..]
+                .iter()
+                .map(|e| e.downcast_ref::<Literal>().map(|l| l.value().clone()))
+                .collect();
+            let f = crate::functions::anomaly::Anomaly::parse(name, &params)
+                .map_err(|m| refuse(name, m))?;
+            return Ok((FunctionKind::Anomaly(f), Some(Arc::clone(&args[0]))));
+        }
         if !a.order_bys().is_empty() {
             return Err(refuse(
                 name,
@@ -429,7 +441,7 @@ fn unsupported_function(name: &str) -> Refusal {
     refuse(
         name,
         format!(
-            "{name}() OVER is not supported on a stream; supported are count, count(DISTINCT), sum, avg, min, max, stddev, stddev_pop, var, var_pop over a frame, and lag, lead, row_number"
+            "{name}() OVER is not supported on a stream; supported are count, count(DISTINCT), sum, avg, min, max, stddev, stddev_pop, var, var_pop, ewma_zscore, ewma, mad_zscore over a frame, and lag, lead, row_number"
         ),
     )
 }
@@ -453,6 +465,7 @@ fn check_argument_type(
     let ok = match kind {
         FunctionKind::Sum
         | FunctionKind::Avg
+        | FunctionKind::Anomaly(_)
         | FunctionKind::StddevSamp
         | FunctionKind::StddevPop
         | FunctionKind::VarSamp

@@ -1017,6 +1017,11 @@ pub(super) async fn physical_plan(
         )))
         .await?;
     let logical = state.optimize(&logical)?;
+    if let Some(name) = window_only_aggregate(&logical) {
+        return Err(datafusion::error::DataFusionError::Plan(format!(
+            "{name} is a window function: use it with OVER (PARTITION BY … ORDER BY event_time …), not as an aggregate of a GROUP BY (its result depends on the order of the values)"
+        )));
+    }
     let mut not_in = Vec::new();
     anti_joins(&logical, &mut not_in);
     let physical = state
@@ -1024,6 +1029,35 @@ pub(super) async fn physical_plan(
         .create_physical_plan(&logical, state)
         .await?;
     Ok((physical, not_in))
+}
+
+/// An order-dependent function (`ewma_zscore`, `ewma`, `mad_zscore`) used as a GROUP BY
+/// aggregate anywhere in `plan`: its name.
+fn window_only_aggregate(plan: &datafusion::logical_expr::LogicalPlan) -> Option<String> {
+    use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
+    use datafusion::logical_expr::{Expr, LogicalPlan};
+    let mut found = None;
+    let _ = plan.apply(|node| {
+        if let LogicalPlan::Aggregate(a) = node {
+            for e in &a.aggr_expr {
+                let _ = e.apply(|e| {
+                    if let Expr::AggregateFunction(f) = e
+                        && matches!(f.func.name(), "ewma_zscore" | "ewma" | "mad_zscore")
+                    {
+                        found = Some(f.func.name().to_string());
+                        return Ok(TreeNodeRecursion::Stop);
+                    }
+                    Ok(TreeNodeRecursion::Continue)
+                });
+            }
+        }
+        Ok(if found.is_some() {
+            TreeNodeRecursion::Stop
+        } else {
+            TreeNodeRecursion::Continue
+        })
+    });
+    found
 }
 
 /// Whether each anti join down the left spine of `plan` is null-aware (a `NOT IN`).

@@ -13,6 +13,7 @@ use hashbrown::HashMap;
 
 use super::value::Val;
 use crate::error::{Error, Result};
+use crate::functions::anomaly::{Anomaly, Baseline};
 use crate::sql::FunctionKind;
 
 /// The state of one aggregate over one key's frame.
@@ -35,12 +36,98 @@ pub(super) enum Acc {
     },
     /// Count of each distinct non-null value.
     Distinct(HashMap<Val, u32>),
+    /// `ewma_zscore`, `ewma`, `mad_zscore` (`crate::functions::anomaly`).
+    Anomaly(AnomalyAcc),
+}
+
+/// An anomaly baseline over a frame. A frame from the key's first row never loses a row: its
+/// EWMA is kept incrementally (the baseline of every value but the newest, and the newest), and
+/// `mad_zscore` keeps only the `n + 1` newest values. A bounded frame keeps its values (it
+/// holds at most the frame) and computes from them.
+#[derive(Debug, Clone)]
+pub(super) struct AnomalyAcc {
+    f: Anomaly,
+    bounded: bool,
+    /// A bounded frame's values, or `mad_zscore`'s newest `n + 1`.
+    values: VecDeque<f64>,
+    /// Values in the frame (a bounded `mad_zscore`'s may outnumber `values`).
+    size: u64,
+    /// An unbounded EWMA's baseline of every value but the newest.
+    base: Baseline,
+    /// An unbounded EWMA's newest value.
+    last: Option<f64>,
+}
+
+impl AnomalyAcc {
+    fn keeps_values(&self) -> bool {
+        self.bounded || matches!(self.f, Anomaly::MadZscore { .. })
+    }
+
+    fn add(&mut self, x: f64) {
+        self.size += 1;
+        if self.keeps_values() {
+            self.values.push_back(x);
+            if let Anomaly::MadZscore { n } = self.f
+                && !self.bounded
+                && self.values.len() as u64 > n + 1
+            {
+                self.values.pop_front();
+            }
+            return;
+        }
+        let alpha = match self.f {
+            Anomaly::EwmaZscore { alpha, .. } | Anomaly::Ewma { alpha } => alpha,
+            Anomaly::MadZscore { .. } => return,
+        };
+        if let Some(l) = self.last.replace(x) {
+            self.base.take(l, alpha);
+        }
+    }
+
+    fn remove(&mut self) {
+        self.size = self.size.saturating_sub(1);
+        // Rows leave oldest first; only the frame's newest are kept.
+        while self.values.len() as u64 > self.size {
+            self.values.pop_front();
+        }
+    }
+
+    fn value(&self) -> Option<f64> {
+        if self.keeps_values() {
+            let (a, b) = self.values.as_slices();
+            return if b.is_empty() {
+                self.f.over(a)
+            } else {
+                self.f
+                    .over(&self.values.iter().copied().collect::<Vec<_>>())
+            };
+        }
+        let last = self.last?;
+        match self.f {
+            Anomaly::EwmaZscore { warmup, .. } => self.base.zscore(last, warmup),
+            Anomaly::Ewma { alpha } => {
+                let mut b = self.base;
+                b.take(last, alpha);
+                Some(b.m)
+            }
+            Anomaly::MadZscore { .. } => None,
+        }
+    }
 }
 
 impl Acc {
-    /// Empty state for `kind` over values that are floats or not.
-    pub(super) fn new(kind: &FunctionKind, float: bool) -> Acc {
+    /// Empty state for `kind` over values that are floats or not, in a frame that starts a
+    /// fixed distance back (`bounded`) or at the key's first row.
+    pub(super) fn new(kind: &FunctionKind, float: bool, bounded: bool) -> Acc {
         match kind {
+            FunctionKind::Anomaly(f) => Acc::Anomaly(AnomalyAcc {
+                f: *f,
+                bounded,
+                values: VecDeque::new(),
+                size: 0,
+                base: Baseline::default(),
+                last: None,
+            }),
             FunctionKind::Sum | FunctionKind::Avg if float => Acc::SumFloat { sum: 0.0, n: 0 },
             FunctionKind::Sum | FunctionKind::Avg => Acc::SumInt { sum: 0, n: 0 },
             FunctionKind::StddevSamp
@@ -135,6 +222,11 @@ impl Acc {
                     counts.insert(v.clone(), 1);
                 }
             },
+            Acc::Anomaly(a) => {
+                if let Some(x) = as_f64(v) {
+                    a.add(x);
+                }
+            }
         }
     }
 
@@ -201,6 +293,11 @@ impl Acc {
                     }
                 }
             }
+            Acc::Anomaly(a) => {
+                if as_f64(v).is_some() {
+                    a.remove();
+                }
+            }
         }
     }
 
@@ -244,6 +341,10 @@ impl Acc {
                 variance(kind, n, |den| m2 * n as f64 / den)
             }
             Acc::Extreme { queue, .. } => queue.front().map_or(Val::Null, |(_, v)| v.clone()),
+            Acc::Anomaly(a) => a
+                .value()
+                .filter(|x| x.is_finite())
+                .map_or(Val::Null, Val::Float),
         })
     }
 
@@ -274,6 +375,16 @@ impl Acc {
                 for (v, n) in c {
                     out.extend([v.clone(), Val::Int(i64::from(*n))]);
                 }
+            }
+            Acc::Anomaly(a) => {
+                out.extend([
+                    Val::Int(a.size as i64),
+                    Val::Int(a.base.n as i64),
+                    Val::Float(a.base.m),
+                    Val::Float(a.base.v),
+                    a.last.map_or(Val::Null, Val::Float),
+                ]);
+                out.extend(a.values.iter().map(|x| Val::Float(*x)));
             }
         }
     }
@@ -316,8 +427,31 @@ impl Acc {
                     c.insert(v.clone(), *n as u32);
                 }
             }
+            Acc::Anomaly(a) => {
+                a.size = int(0)? as u64;
+                a.base = Baseline {
+                    n: int(1)? as u64,
+                    m: float(2)?,
+                    v: float(3)?,
+                };
+                a.last = match vals.get(4) {
+                    Some(Val::Float(x)) => Some(*x),
+                    Some(Val::Null) => None,
+                    _ => return Err(bad()),
+                };
+                a.values = (5..vals.len()).map(float).collect::<Result<_>>()?;
+            }
         }
         Ok(())
+    }
+}
+
+/// A numeric value as a float (anomaly functions take their value as one).
+fn as_f64(v: &Val) -> Option<f64> {
+    match v {
+        Val::Float(x) => Some(*x),
+        Val::Int(x) => Some(*x as f64),
+        _ => None,
     }
 }
 
@@ -356,7 +490,7 @@ mod tests {
             } else {
                 FunctionKind::Min
             };
-            let mut acc = Acc::new(&kind, false);
+            let mut acc = Acc::new(&kind, false, true);
             // A sliding frame of 3 rows, checked against a direct computation.
             for (i, v) in vals.iter().enumerate() {
                 acc.add(i as u64, Some(&Val::Int(*v)));
@@ -376,13 +510,13 @@ mod tests {
 
     #[test]
     fn integer_variance_is_exact_and_sums_widen_past_64_bits() {
-        let mut acc = Acc::new(&FunctionKind::VarSamp, false);
+        let mut acc = Acc::new(&FunctionKind::VarSamp, false, true);
         ints(&mut acc, &[2, 4, 4, 4, 5, 5, 7, 9]);
         let Val::Float(v) = acc.value(&FunctionKind::VarSamp).unwrap() else {
             panic!()
         };
         assert!((v - 32.0 / 7.0).abs() < 1e-12);
-        let mut sum = Acc::new(&FunctionKind::Sum, false);
+        let mut sum = Acc::new(&FunctionKind::Sum, false, true);
         ints(&mut sum, &[i64::MAX, 1]);
         assert_eq!(
             sum.value(&FunctionKind::Sum).unwrap(),
@@ -402,11 +536,11 @@ mod tests {
             FunctionKind::CountDistinct,
         ];
         for kind in kinds {
-            let mut acc = Acc::new(&kind, false);
+            let mut acc = Acc::new(&kind, false, true);
             ints(&mut acc, &[3, -7, 3, 12]);
             let mut vals = Vec::new();
             acc.encode(&mut vals);
-            let mut back = Acc::new(&kind, false);
+            let mut back = Acc::new(&kind, false, true);
             back.decode(&vals).unwrap();
             assert_eq!(
                 back.value(&kind).unwrap(),

@@ -57,18 +57,25 @@ impl Layout {
     pub(super) fn new_frames(&self) -> Vec<FrameState> {
         self.frames
             .iter()
-            .map(|(_, members)| FrameState {
-                start: 0,
-                end: 0,
-                accs: members
-                    .iter()
-                    .map(|(f, slot)| {
-                        Acc::new(
-                            &self.functions[*f].0,
-                            slot.is_some_and(|s| self.float_slots[s]),
-                        )
-                    })
-                    .collect(),
+            .map(|(frame, members)| {
+                let bounded = matches!(
+                    frame,
+                    Frame::Rows { start: Some(_), .. } | Frame::Range { start: Some(_), .. }
+                );
+                FrameState {
+                    start: 0,
+                    end: 0,
+                    accs: members
+                        .iter()
+                        .map(|(f, slot)| {
+                            Acc::new(
+                                &self.functions[*f].0,
+                                slot.is_some_and(|s| self.float_slots[s]),
+                                bounded,
+                            )
+                        })
+                        .collect(),
+                }
             })
             .collect()
     }
