@@ -221,7 +221,15 @@ impl EventSchema {
         event_time: &str,
         dictionaries: Vec<(&str, ArrayRef)>,
     ) -> crate::error::Result<Self> {
-        Self::build(stream, arrow, Some(id), event_time, dictionaries, false)
+        Self::build(
+            stream,
+            arrow,
+            Some(id),
+            event_time,
+            dictionaries,
+            false,
+            false,
+        )
     }
 
     /// The schema of a source declared with its own columns (`CREATE SOURCE orders (…)`):
@@ -233,7 +241,19 @@ impl EventSchema {
         id: Option<&str>,
         event_time: &str,
     ) -> crate::error::Result<Self> {
-        Self::build(stream, arrow, id, event_time, vec![], true)
+        Self::build(stream, arrow, id, event_time, vec![], true, false)
+    }
+
+    /// The schema of a windowed query's result rows read as events by window functions
+    /// (`… OVER (PARTITION BY merchant_id ORDER BY window_start)` over a windowed CTE): timed
+    /// by one of their window bounds, both of which keep their names (no window table function
+    /// reads these events, so the names are not taken).
+    pub fn window_rows(
+        stream: impl Into<String>,
+        arrow: SchemaRef,
+        event_time: &str,
+    ) -> crate::error::Result<Self> {
+        Self::build(stream, arrow, None, event_time, vec![], true, true)
     }
 
     fn build(
@@ -243,6 +263,7 @@ impl EventSchema {
         event_time: &str,
         dictionaries: Vec<(&str, ArrayRef)>,
         declared: bool,
+        bounds_are_columns: bool,
     ) -> crate::error::Result<Self> {
         let bad = |m: String| crate::error::Error::Internal(format!("event schema: {m}"));
         let col = |name: &str| {
@@ -279,16 +300,19 @@ impl EventSchema {
                 }
             })
             .collect::<crate::error::Result<_>>()?;
-        if let Some(f) = arrow
-            .fields()
-            .iter()
-            .find(|f| f.name() == WINDOW_START || f.name() == WINDOW_END)
+        if !bounds_are_columns
+            && let Some(f) = arrow
+                .fields()
+                .iter()
+                .find(|f| f.name() == WINDOW_START || f.name() == WINDOW_END)
         {
             return Err(bad(format!("`{}` is reserved for window bounds", f.name())));
         }
         let mut fields: Vec<Field> = arrow.fields().iter().map(|f| f.as_ref().clone()).collect();
-        fields.push(Field::new(WINDOW_START, timestamp_type(), false));
-        fields.push(Field::new(WINDOW_END, timestamp_type(), false));
+        if !bounds_are_columns {
+            fields.push(Field::new(WINDOW_START, timestamp_type(), false));
+            fields.push(Field::new(WINDOW_END, timestamp_type(), false));
+        }
         Ok(EventSchema {
             stream: stream.into(),
             windowed: Arc::new(Schema::new(fields)),

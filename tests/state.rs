@@ -132,6 +132,10 @@ fn every_windowed_operator_round_trips_its_state() {
            ewma(amount_minor, 0.4) OVER (PARTITION BY card_id ORDER BY event_time, event_id ROWS BETWEEN 3 PRECEDING AND CURRENT ROW) AS m, \
            mad_zscore(amount_minor, 3) OVER (PARTITION BY card_id ORDER BY event_time, event_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS r \
          FROM payments".into(),
+        // Window functions over a windowed query's rows: both operators' state.
+        "WITH per_window AS (SELECT merchant_id, window_start, window_end, count(*) AS n FROM TUMBLE(payments, event_time, INTERVAL '2' SECOND) GROUP BY merchant_id, window_start, window_end) \
+         SELECT merchant_id, window_start, n, ewma_zscore(n, 0.3, 2) OVER (PARTITION BY merchant_id ORDER BY window_start ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS z, \
+           lag(n) OVER (PARTITION BY merchant_id ORDER BY window_start) AS previous FROM per_window".into(),
         // No function reads a column: the history keeps times alone.
         "SELECT event_id, event_time, count(*) OVER (PARTITION BY card_id ORDER BY event_time RANGE BETWEEN INTERVAL '20' SECOND PRECEDING AND CURRENT ROW) AS n FROM payments".into(),
         "SELECT * FROM (SELECT event_id, event_time, row_number() OVER (PARTITION BY payment_id, event_type ORDER BY event_time, event_id) AS rn FROM payments) WHERE rn = 1".into(),

@@ -42,7 +42,7 @@ pub(super) fn check_query(query: &Query, stream: &str, time_column: &str) -> Res
 }
 
 /// The window of a function's `OVER`, a named window resolved.
-fn spec_of<'a>(select: &'a Select, over: &'a WindowType) -> Option<&'a WindowSpec> {
+pub(super) fn spec_of<'a>(select: &'a Select, over: &'a WindowType) -> Option<&'a WindowSpec> {
     let mut name = match over {
         WindowType::WindowSpec(s) => return Some(s),
         WindowType::NamedWindow(n) => n,

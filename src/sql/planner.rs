@@ -903,12 +903,16 @@ async fn plan_chain(
         }
     };
     let (schema, columns) = super::with_clause::outer_events(&inner.output_schema, &texts)?;
-    let outer_events = Arc::new(EventSchema::declared(
-        texts.cte.clone(),
-        Arc::new(schema),
-        None,
-        &texts.time_column,
-    )?);
+    let outer_events = Arc::new(if texts.over {
+        EventSchema::window_rows(texts.cte.clone(), Arc::new(schema), &texts.time_column)?
+    } else {
+        EventSchema::declared(
+            texts.cte.clone(),
+            Arc::new(schema),
+            None,
+            &texts.time_column,
+        )?
+    });
     let outer = Box::pin(plan_query_async(
         &texts.outer_sql,
         &outer_events,

@@ -53,6 +53,9 @@ pub(super) struct ChainTexts {
     /// Whether the CTE joins (its results are pairs, timed by a column of theirs, not a
     /// window's rows).
     pub joins: bool,
+    /// Whether the outer query computes window functions (OVER) ordered by the bound: its
+    /// events keep every column of the CTE's rows under their names.
+    pub over: bool,
     /// Where the time argument is, for errors about it.
     pub bound_span: Span,
 }
@@ -189,7 +192,37 @@ pub(super) fn resolve(
             bound: bound_name,
             time_column,
             joins,
+            over: false,
             bound_span: bound.span,
+        }));
+    }
+    // Window functions ordered by a windowed CTE's bound — `ewma_zscore(attempts, 0.2, 5) OVER
+    // (PARTITION BY merchant_id ORDER BY window_start)` FROM per_minute: chained too, the CTE's
+    // rows the outer query's events, timed by that bound, each window's rows final when they
+    // come (Top-N, ordered by a value within each window, stays a stage of the windowed plan).
+    if let SetExpr::Select(select) = query.body.as_ref()
+        && let [from] = select.from.as_slice()
+        && from.joins.is_empty()
+        && let TableFactor::Table {
+            name, args: None, ..
+        } = &from.relation
+        && let [part] = name.0.as_slice()
+        && let Some(ident) = part.as_ident()
+        && let Some((cte, body, body_span)) = ctes.iter().find(|(n, _, _)| normal(ident) == *n)
+        && !joins_streams(body)
+        && let Some((bound, bound_span)) = over_bound(select)
+    {
+        check_bound(body, &bound, cte, bound_span)?;
+        let (with_range, inner_sql) = split_texts(sql, &with, with_span, cte, *body_span)?;
+        return Ok(Resolved::Chain(ChainTexts {
+            inner_sql,
+            outer_sql: blank(sql, |i| !with_range.contains(&i)),
+            cte: cte.clone(),
+            bound: bound.clone(),
+            time_column: bound,
+            joins: false,
+            over: true,
+            bound_span,
         }));
     }
     // A query reading a CTE that joins streams (`FROM j`): chained too, its rows the outer
@@ -214,11 +247,37 @@ pub(super) fn resolve(
             bound: String::new(),
             time_column: String::new(),
             joins: true,
+            over: false,
             bound_span: name.span(),
         }));
     }
     inline_query(query, &ctes, stream)?;
     Ok(Resolved::Inlined)
+}
+
+/// The window bound (`window_start` or `window_end`) the first window function of `select`
+/// orders by first, and where it is written.
+fn over_bound(select: &datafusion::sql::sqlparser::ast::Select) -> Option<(String, Span)> {
+    let mut found = None;
+    for item in &select.projection {
+        let _ = datafusion::sql::sqlparser::ast::visit_expressions(item, |e| {
+            if let Expr::Function(f) = e
+                && let Some(over) = &f.over
+                && let Some(spec) = super::over_check::spec_of(select, over)
+                && let Some(first) = spec.order_by.first()
+                && let Expr::Identifier(i) = &first.expr
+                && matches!(normal(i).as_str(), WINDOW_START | WINDOW_END)
+            {
+                found = Some((normal(i), i.span));
+                return std::ops::ControlFlow::Break(());
+            }
+            std::ops::ControlFlow::Continue(())
+        });
+        if found.is_some() {
+            break;
+        }
+    }
+    found
 }
 
 /// Whether a CTE's (inlined) body joins: its rows are pairs of a join, not of one stream.
@@ -470,7 +529,7 @@ pub(super) fn outer_events(inner: &Schema, texts: &ChainTexts) -> Result<(Schema
             time = Some(fields.len());
             fields.push(Field::new(&texts.time_column, f.data_type().clone(), false));
             columns.push(i);
-        } else if texts.joins || (name != WINDOW_START && name != WINDOW_END) {
+        } else if texts.joins || texts.over || (name != WINDOW_START && name != WINDOW_END) {
             fields.push(f.as_ref().clone());
             columns.push(i);
         }
