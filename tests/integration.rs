@@ -14,6 +14,7 @@ mod oracle_tables;
 mod queries_over_queries;
 mod run_cli;
 mod serve;
+mod sketches;
 mod slt;
 mod sql_hardening;
 mod state;
