@@ -234,18 +234,27 @@ fn window_functions_over_a_windowed_query_equal_the_batch_query() {
         (
             "SELECT merchant_id, window_start, window_end, count(*) AS attempts, sum(amount_minor) AS total \
              FROM TUMBLE(payments, event_time, INTERVAL '10' SECOND) GROUP BY merchant_id, window_start, window_end",
-            "merchant_id, window_start, window_end, attempts, \
+            "SELECT merchant_id, window_start, window_end, attempts, \
              round(ewma_zscore(attempts, 0.3, 3) OVER w, 6) AS z, round(ewma(total, 0.2) OVER w, 6) AS m, \
              round(mad_zscore(attempts, 4) OVER w, 6) AS r, lag(attempts) OVER w AS previous, \
-             avg(attempts) OVER (PARTITION BY merchant_id ORDER BY window_start ROWS BETWEEN 3 PRECEDING AND 1 PRECEDING) AS base",
-            "WINDOW w AS (PARTITION BY merchant_id ORDER BY window_start ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW)",
+             avg(attempts) OVER (PARTITION BY merchant_id ORDER BY window_start ROWS BETWEEN 3 PRECEDING AND 1 PRECEDING) AS base \
+             FROM per_window \
+             WINDOW w AS (PARTITION BY merchant_id ORDER BY window_start ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW)",
         ),
         (
             "SELECT currency, window_start, window_end, count(*) AS n \
              FROM HOP(payments, event_time, INTERVAL '5' SECOND, INTERVAL '15' SECOND) GROUP BY currency, window_start, window_end",
-            "currency, window_end, n, count(*) OVER (PARTITION BY currency ORDER BY window_end RANGE BETWEEN INTERVAL '30' SECOND PRECEDING AND CURRENT ROW) AS windows_30s, \
-             round(ewma_zscore(n, 0.5, 2) OVER (PARTITION BY currency ORDER BY window_end ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW), 6) AS z",
-            "",
+            "SELECT currency, window_end, n, count(*) OVER (PARTITION BY currency ORDER BY window_end RANGE BETWEEN INTERVAL '30' SECOND PRECEDING AND CURRENT ROW) AS windows_30s, \
+             round(ewma_zscore(n, 0.5, 2) OVER (PARTITION BY currency ORDER BY window_end ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW), 6) AS z \
+             FROM per_window",
+        ),
+        // An alert rule: the outer query filters the scores of a subquery.
+        (
+            "SELECT merchant_id, window_start, window_end, count(*) AS attempts \
+             FROM TUMBLE(payments, event_time, INTERVAL '5' SECOND) GROUP BY merchant_id, window_start, window_end",
+            "SELECT * FROM (SELECT merchant_id, window_start, attempts, \
+               round(ewma_zscore(attempts, 0.3, 2) OVER (PARTITION BY merchant_id ORDER BY window_start), 6) AS z \
+             FROM per_window) WHERE z > 0.5 OR z < -0.5",
         ),
     ];
     let mut rng = rand::rngs::StdRng::seed_from_u64(1818);
@@ -265,13 +274,9 @@ fn window_functions_over_a_windowed_query_equal_the_batch_query() {
         let path = dir.path().join(format!("events-{round}.jsonl"));
         generate(&cfg, &mut std::fs::File::create(&path).unwrap()).unwrap();
         let events = deduplicated(&path);
-        for (inner, select, rest) in &cases {
-            let sql =
-                format!("WITH per_window AS ({inner})\nSELECT {select} FROM per_window {rest}");
-            let bsql = format!(
-                "WITH per_window AS ({}) SELECT {select} FROM per_window {rest}",
-                batch_sql(inner)
-            );
+        for (inner, outer) in &cases {
+            let sql = format!("WITH per_window AS ({inner})\n{outer}");
+            let bsql = format!("WITH per_window AS ({}) {outer}", batch_sql(inner));
             let expected = run_batch(&bsql, &events);
             assert!(expected.len() > 10, "{bsql}");
             let plan = plan_query(&sql).unwrap_or_else(|e| panic!("{sql}: {e}"));

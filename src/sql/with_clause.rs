@@ -200,7 +200,9 @@ pub(super) fn resolve(
     // (PARTITION BY merchant_id ORDER BY window_start)` FROM per_minute: chained too, the CTE's
     // rows the outer query's events, timed by that bound, each window's rows final when they
     // come (Top-N, ordered by a value within each window, stays a stage of the windowed plan).
-    if let SetExpr::Select(select) = query.body.as_ref()
+    // The functions may be in a subquery the outer query filters (an alert rule).
+    if let SetExpr::Select(outer) = query.body.as_ref()
+        && let Some(select) = over_reader(outer)
         && let [from] = select.from.as_slice()
         && from.joins.is_empty()
         && let TableFactor::Table {
@@ -253,6 +255,25 @@ pub(super) fn resolve(
     }
     inline_query(query, &ctes, stream)?;
     Ok(Resolved::Inlined)
+}
+
+/// The SELECT that reads the rows window functions run over: `select` itself, or the subquery
+/// it reads (`SELECT * FROM (SELECT …, f(x) OVER (…) AS z FROM per_minute) WHERE z > 4`).
+fn over_reader(
+    select: &datafusion::sql::sqlparser::ast::Select,
+) -> Option<&datafusion::sql::sqlparser::ast::Select> {
+    let [from] = select.from.as_slice() else {
+        return None;
+    };
+    match &from.relation {
+        TableFactor::Derived { subquery, .. } if from.joins.is_empty() => {
+            match subquery.body.as_ref() {
+                SetExpr::Select(inner) if subquery.with.is_none() => Some(inner),
+                _ => None,
+            }
+        }
+        _ => Some(select),
+    }
 }
 
 /// The window bound (`window_start` or `window_end`) the first window function of `select`
