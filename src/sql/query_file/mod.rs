@@ -21,6 +21,7 @@ use crate::error::{Error, Result};
 use crate::sink::SinkConnector;
 use crate::time::parse_duration_millis;
 
+mod params;
 mod per_source;
 mod source;
 mod table;
@@ -541,6 +542,8 @@ fn sink(
 /// Parses a query file.
 pub fn parse_query_file(text: &str) -> Result<QueryFile> {
     let code = strip_comments(text);
+    let (text, code, params) = params::substitute(text, &code)?;
+    let text = text.as_str();
     let mut file = QueryFile::default();
     for (offset, stmt) in statements(&code) {
         let lead = stmt.len() - stmt.trim_start().len();
@@ -638,11 +641,15 @@ pub fn parse_query_file(text: &str) -> Result<QueryFile> {
             "SET" => {
                 let (k, rest) = word(rest);
                 let key = k.to_ascii_lowercase();
+                if params.contains_key(&key) {
+                    // A parameter, already in place wherever `${key}` was.
+                    continue;
+                }
                 if !SETTINGS.contains(&key.as_str()) {
                     return Err(err(
                         line,
                         format!(
-                            "unknown setting `{key}`; the settings are: {}",
+                            "unknown setting `{key}`; the settings are: {} (or a parameter the file refers to as ${{{key}}})",
                             SETTINGS.join(", ")
                         ),
                     ));

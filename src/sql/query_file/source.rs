@@ -301,7 +301,8 @@ fn declaration(line: usize, base: &str, rest: &str) -> Result<SourceDecl> {
 /// `CREATE SOURCE name (columns…) [WITH (…)];` followed by one SELECT over it; `CREATE TABLE`
 /// statements may come before the SELECT.
 pub fn parse_replay_query(text: &str) -> Result<ReplayQuery> {
-    let code = strip_comments(text);
+    let (text, code, _) = super::params::substitute(text, &strip_comments(text))?;
+    let text = text.as_str();
     let mut stmts: Vec<(usize, &str)> = statements(&code)
         .into_iter()
         .filter(|(_, s)| !s.trim().is_empty())
