@@ -15,7 +15,7 @@ use crate::util::{replay, repo, sorted};
 
 const QUERIES: [&str; 3] = ["settlement_per_minute", "card_velocity", "card_sessions"];
 
-fn check_golden(name: &str, lines: &[String]) {
+pub(crate) fn check_golden(name: &str, lines: &[String]) {
     let path = repo(&format!("tests/golden/{name}.jsonl"));
     let text = lines.iter().map(|l| format!("{l}\n")).collect::<String>();
     if std::env::var_os("PAYSTREAM_BLESS").is_some() {

@@ -7,6 +7,7 @@ mod decode_hardening;
 mod exactly_once;
 mod first_hour;
 mod golden;
+mod library;
 mod log_cli;
 mod log_hardening;
 mod oracle;

@@ -51,6 +51,10 @@ pub(crate) struct GenArgs {
     /// When (after --start) a merchant's volume spikes for a minute; `none` to disable.
     #[arg(long, default_value = "10m")]
     spike_at: String,
+    /// Card-testing bursts and enumeration attacks: `on`, or `none` for a clean stream (to
+    /// check that a rule raises nothing without its pattern).
+    #[arg(long, default_value = "on")]
+    attacks: String,
     /// Lifecycle lags: fast (seconds, for tests and demos) or realistic (minutes to days).
     #[arg(long, default_value = "fast")]
     lifecycle: String,
@@ -75,6 +79,11 @@ fn gen_config(a: &GenArgs) -> anyhow::Result<GenConfig> {
         spike_at_ms: match a.spike_at.as_str() {
             "none" => None,
             s => Some(duration("--spike-at", s)?),
+        },
+        attacks: match a.attacks.as_str() {
+            "on" => true,
+            "none" | "off" => false,
+            other => bail!("unknown --attacks {other:?}: use on or none"),
         },
         lifecycle: match a.lifecycle.as_str() {
             "fast" => Lifecycle::Fast,

@@ -67,6 +67,9 @@ pub struct GenConfig {
     pub malformed_rate: f64,
     /// Offset from `start` of the merchant volume spike, ms (`None`: no spike).
     pub spike_at_ms: Option<i64>,
+    /// Whether card-testing bursts and enumeration attacks are in the stream (`false`: a
+    /// clean stream, for checking that a rule raises nothing without its pattern).
+    pub attacks: bool,
     /// Lifecycle lags.
     pub lifecycle: Lifecycle,
 }
@@ -84,6 +87,7 @@ impl Default for GenConfig {
             duplicate_rate: 0.005,
             malformed_rate: 0.0,
             spike_at_ms: Some(600_000),
+            attacks: true,
             lifecycle: Lifecycle::Fast,
         }
     }
@@ -229,7 +233,7 @@ fn run(cfg: &GenConfig, w: &mut dyn RecordWriter) -> io::Result<GenStats> {
         }
         {
             let roll: f64 = g.rng.random();
-            if roll < 0.0005 {
+            if cfg.attacks && roll < 0.0005 {
                 // Card-testing burst: one card, many small authorizations within seconds.
                 let card = g.rng.random_range(0..cfg.cards.max(1));
                 let n = g.rng.random_range(8..20);
@@ -241,7 +245,7 @@ fn run(cfg: &GenConfig, w: &mut dyn RecordWriter) -> io::Result<GenStats> {
                     attacks.push(Reverse((e.time, seq)));
                     attack_events.insert(seq, e);
                 }
-            } else if roll < 0.0008 {
+            } else if cfg.attacks && roll < 0.0008 {
                 // Enumeration attack: one merchant and device, many cards, mostly declined.
                 let m = g.rng.random_range(0..cfg.merchants.max(1));
                 let base = g.rng.random_range(0..cfg.cards.max(1));
