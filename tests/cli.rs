@@ -252,7 +252,12 @@ fn demo_runs_the_shipped_queries() {
             .iter()
             .map(|q| q["name"].as_str().unwrap())
             .collect();
-        for q in ["settlement_per_minute", "card_velocity", "card_sessions"] {
+        for q in [
+            "settlement_per_minute",
+            "card_velocity",
+            "card_sessions",
+            "merchant_volume_spike",
+        ] {
             assert!(names.contains(&q), "{names:?}");
         }
         let reading = queries.as_array().unwrap().iter().all(|q| {

@@ -208,7 +208,12 @@ pub(crate) fn demo(data: &DataDir, a: DemoArgs) -> anyhow::Result<()> {
             }
         }
     })?;
-    for (name, sql) in SHIPPED.iter() {
+    // The library's anomaly rule too: a bare query with its parameters.
+    let library = [(
+        "merchant_volume_spike",
+        include_str!("../../queries/merchant_volume_spike.sql"),
+    )];
+    for (name, sql) in SHIPPED.iter().chain(library.iter()) {
         server
             .submit(name, sql)
             .map_err(|e| anyhow::anyhow!("shipped query {name}: {e}"))?;

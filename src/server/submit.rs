@@ -60,12 +60,18 @@ pub(crate) fn valid_name(name: &str) -> bool {
 
 /// The query file for query `name` with text `sql` over the topics of `log`.
 pub(crate) fn query_text(name: &str, sql: &str, log: &Log) -> Result<QueryText, Refusal> {
-    if !is_bare_select(sql) {
-        return Ok(QueryText {
-            text: sql.to_string(),
-            lines_added: 0,
-        });
+    let as_written = QueryText {
+        text: sql.to_string(),
+        lines_added: 0,
+    };
+    // A bare query may start with its parameters (`SET spike_z = '6';` … `${spike_z}`), as
+    // the shipped library's do; a query file puts its own in place when it is parsed.
+    let substituted =
+        crate::sql::query_file::substitute_parameters(sql).map_err(|e| refusal(&e, &as_written))?;
+    if !is_bare_select(&substituted) {
+        return Ok(as_written);
     }
+    let sql = substituted.as_str();
     let topics: Vec<String> = log
         .topics()
         .unwrap_or_default()
@@ -229,6 +235,19 @@ mod tests {
         assert_eq!(r.line, Some(2), "{r:?} from {e}");
         let none = query_text("n", "SELECT 1 FROM nowhere", &log).unwrap_err();
         assert!(none.error.contains("payments, refunds"), "{none:?}");
+        // A bare query may start with its parameters.
+        let with_params = query_text(
+            "p",
+            "SET minutes = '5';\nSELECT count(*) AS n, window_end\nFROM TUMBLE(payments, event_time, INTERVAL '${minutes}' MINUTE)\nGROUP BY window_start, window_end",
+            &log,
+        )
+        .unwrap();
+        assert!(
+            with_params.text.contains("INTERVAL '5' MINUTE") && !with_params.text.contains("SET"),
+            "{}",
+            with_params.text
+        );
+        assert!(crate::job::Job::prepare("p", "query", &with_params.text).is_ok());
         // A query file is taken as it is.
         let file = "CREATE SOURCE p WITH (connector = 'log', topic = 'payments');";
         assert_eq!(query_text("f", file, &log).unwrap().lines_added, 0);

@@ -539,6 +539,12 @@ fn sink(
     })
 }
 
+/// `text` with its parameters in place (`${name}` replaced by what `SET name = '…'` says) and
+/// their `SET`s blanked: a bare query that starts with its parameters, as a query.
+pub(crate) fn substitute_parameters(text: &str) -> Result<String> {
+    Ok(params::substitute(text, &strip_comments(text))?.0)
+}
+
 /// Parses a query file.
 pub fn parse_query_file(text: &str) -> Result<QueryFile> {
     let code = strip_comments(text);

@@ -2,8 +2,9 @@
 //! thresholds a payments team tunes without touching the query (ksqlDB's `${name}` spelling).
 //! A `SET` of a name that is not an engine setting is a parameter only when the file refers to
 //! it, so a misspelt setting is still refused. The value replaces the reference as written
-//! (`'4'` → `4`; quote it inside for a string: `SET country = '''FR'''`), padded with spaces to
-//! the reference's length so positions in error messages stay the user's. The parameters'
+//! (`'4'` → `4`; quote it inside for a string: `SET country = '''FR'''`, or write the reference
+//! inside the quotes: `'${country}'`). Values hold no line breaks, so lines keep their numbers
+//! (a column after a reference on its line may move by the length difference). The parameters'
 //! `SET`s are blanked out (in `run` files and in `replay --query` files alike).
 
 use std::collections::BTreeMap;
@@ -70,7 +71,14 @@ pub(super) fn substitute(
             });
         };
         params.insert(key, v.replace("''", "'"));
-        blanks.push(offset..offset + stmt.len());
+        // Its `;` too: what is left starts with the query.
+        let end = offset + stmt.len();
+        let end = if code.as_bytes().get(end) == Some(&b';') {
+            end + 1
+        } else {
+            end
+        };
+        blanks.push(offset..end);
     }
     // Byte for byte, so offsets hold.
     let blank = |s: &str| -> String {
@@ -99,11 +107,10 @@ pub(super) fn substitute(
             });
         };
         let len = name.len() + 3;
-        let replacement = format!("{value:<len$}");
         out_text.push_str(&text[last..*at]);
         out_code.push_str(&code[last..*at]);
-        out_text.push_str(&replacement);
-        out_code.push_str(&replacement);
+        out_text.push_str(value);
+        out_code.push_str(value);
         last = at + len;
     }
     out_text.push_str(&text[last..]);
@@ -117,13 +124,20 @@ mod tests {
 
     #[test]
     fn references_take_their_set_values_in_place() {
+        // Inside a string literal too, without padding that would change the string.
+        let inside = "SET c = 'FR';\nSELECT 1 WHERE x = '${c}'";
+        let (t, _, _) = substitute(inside, inside).unwrap();
+        assert!(
+            crate::sql::query_file::substitute_parameters(inside)
+                .unwrap()
+                .ends_with("'FR'")
+        );
+
+        assert!(t.ends_with("WHERE x = 'FR'"), "{t}");
         let text = "SET spike_z = '4';\nSET country = '''FR''';\nINSERT INTO s SELECT * FROM p WHERE z > ${spike_z} AND c = ${country};";
         let (t, c, p) = substitute(text, text).unwrap();
         assert_eq!(t, c);
-        assert!(
-            t.contains("WHERE z > 4          AND c = 'FR'      ;"),
-            "{t}"
-        );
+        assert!(t.contains("WHERE z > 4 AND c = 'FR';"), "{t}");
         assert_eq!(p.get("spike_z").map(String::as_str), Some("4"));
         let e = substitute("SELECT ${nope}", "SELECT ${nope}").unwrap_err();
         assert!(e.to_string().contains("`${nope}` is not set"), "{e}");
