@@ -296,6 +296,15 @@ fn window_functions_over_a_windowed_query_equal_the_batch_query() {
 #[test]
 fn what_a_window_over_a_query_cannot_follow_is_refused_where_it_is_written() {
     for (sql, needle) in [
+        // Window functions over a windowed CTE: one CTE; a session ordered by its end.
+        (
+            "WITH a AS (SELECT merchant_id, window_start, window_end, count(*) AS n FROM TUMBLE(payments, event_time, INTERVAL '1' MINUTE) GROUP BY merchant_id, window_start, window_end),\n b AS (SELECT * FROM a)\nSELECT lag(n) OVER (PARTITION BY merchant_id ORDER BY window_end) AS p FROM a",
+            "line 2, column 2: window functions over `a` take one CTE",
+        ),
+        (
+            "WITH s AS (SELECT card_id, window_start, window_end, count(*) AS n FROM SESSION(payments, event_time, INTERVAL '3' SECOND) GROUP BY card_id, window_start, window_end)\nSELECT lag(n) OVER (PARTITION BY card_id ORDER BY s.window_start) AS p FROM s",
+            "ORDER BY window_end",
+        ),
         (
             "WITH s AS (SELECT card_id, window_start, window_end, count(*) AS n FROM SESSION(payments, event_time, INTERVAL '3' SECOND) GROUP BY card_id, window_start, window_end)\nSELECT window_start, count(*) FROM TUMBLE(s, window_start, INTERVAL '1' MINUTE) GROUP BY window_start, window_end",
             "line 2, column 46: a session's start says nothing of when it closes",

@@ -585,6 +585,14 @@ fn serve_refuses_what_it_should_and_serves_clients_at_once() {
     );
     assert_eq!(s.post("/api/queries/nope/savepoint", Some(t), "").0, 404);
     assert_eq!(s.post("/api/topics/nope/events", Some(t), "{}").0, 404);
+    // An order-dependent function is a window function in batch SQL too.
+    let (code, body) = s.post(
+        "/api/sql",
+        Some(t),
+        r#"{"sql": "SELECT ewma(x, 0.5) AS e FROM (VALUES (1.0), (2.0)) AS v(x)"}"#,
+    );
+    assert_eq!(code, 400, "{body}");
+    assert!(body.contains("window function"), "{body}");
     // A submitted query writes files only in the server's files directory.
     let outside = dir.path().join("outside.jsonl");
     let file_query = |path: &Path| {

@@ -107,6 +107,9 @@ fn median_of(v: &mut [f64]) -> f64 {
     }
 }
 
+/// The most values `mad_zscore` takes a median over (each row sorts them).
+pub const MAX_MAD_N: u64 = 10_000;
+
 /// Which function, with its constant parameters.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Anomaly {
@@ -196,8 +199,10 @@ impl Anomaly {
             "mad_zscore" => {
                 arity(1, "mad_zscore(x, 30)")?;
                 let n = count(0, "n")?;
-                if n == 0 {
-                    return Err(format!("{name}'s n must be at least 1"));
+                if n == 0 || n > MAX_MAD_N {
+                    return Err(format!(
+                        "{name}'s n must be from 1 to {MAX_MAD_N} (a median over more values per row would cost too much)"
+                    ));
                 }
                 Ok(Anomaly::MadZscore { n })
             }
@@ -316,7 +321,10 @@ impl Accumulator for FrameValues {
         // Nulls are skipped, as every aggregate skips them: the frame's values are its
         // non-null ones.
         let values: Vec<f64> = self.values.iter().flatten().copied().collect();
-        Ok(ScalarValue::Float64(self.f.over(&values)))
+        // As the stream writes them: a score that is not a number is NULL.
+        Ok(ScalarValue::Float64(
+            self.f.over(&values).filter(|x| x.is_finite()),
+        ))
     }
 
     fn size(&self) -> usize {
@@ -426,10 +434,12 @@ mod tests {
                 .unwrap_err()
                 .contains("constant")
         );
-        assert!(
-            Anomaly::parse("mad_zscore", &p(&[0.0]))
-                .unwrap_err()
-                .contains("at least 1")
-        );
+        for n in [0.0, 1e6] {
+            assert!(
+                Anomaly::parse("mad_zscore", &p(&[n]))
+                    .unwrap_err()
+                    .contains("from 1 to")
+            );
+        }
     }
 }

@@ -9,7 +9,7 @@ use std::collections::HashMap;
 use std::str::FromStr;
 use std::sync::Arc;
 
-use chrono::{NaiveTime, TimeZone, Timelike};
+use chrono::{NaiveTime, TimeZone};
 use chrono_tz::Tz;
 use datafusion::arrow::array::{Array, AsArray, Date32Builder};
 use datafusion::arrow::datatypes::{DataType, Field, FieldRef, TimeUnit, TimestampMillisecondType};
@@ -21,15 +21,38 @@ use datafusion::logical_expr::{
 };
 
 /// The business date of `ms` (epoch milliseconds) in `tz` with a daily close at `close`, as
-/// days since 1970-01-01.
+/// days since 1970-01-01. The close is an instant — the local date's `close` time, the first
+/// of two when the clocks go back (so a day once closed stays closed), and in the hour the
+/// clocks skip read with the offset before the change (Python's `fold = 0`) — so business
+/// dates never go backwards as time goes forwards.
 pub fn business_day(ms: i64, tz: Tz, close: NaiveTime) -> Option<i32> {
     let local = tz.timestamp_millis_opt(ms).single()?.naive_local();
     let mut date = local.date();
-    if close != NaiveTime::MIN && local.time().with_nanosecond(0)? >= close {
+    if close != NaiveTime::MIN && ms >= close_instant(tz, date.and_time(close))? {
         date = date.succ_opt()?;
     }
     let epoch = chrono::NaiveDate::from_ymd_opt(1970, 1, 1)?;
     i32::try_from(date.signed_duration_since(epoch).num_days()).ok()
+}
+
+/// The instant (epoch ms) of local time `at` in `tz`: the earlier of two, or in a gap the
+/// time read with the offset in force before it.
+fn close_instant(tz: Tz, at: chrono::NaiveDateTime) -> Option<i64> {
+    use chrono::Offset;
+    match tz.from_local_datetime(&at) {
+        chrono::LocalResult::Single(t) => Some(t.timestamp_millis()),
+        chrono::LocalResult::Ambiguous(a, b) => {
+            Some(a.timestamp_millis().min(b.timestamp_millis()))
+        }
+        chrono::LocalResult::None => {
+            let before = tz
+                .from_local_datetime(&(at - chrono::Duration::hours(3)))
+                .earliest()?
+                .offset()
+                .fix();
+            Some((at - before).and_utc().timestamp_millis())
+        }
+    }
 }
 
 /// `'HH:MM'` or `'HH:MM:SS'`.
@@ -178,6 +201,21 @@ mod tests {
             "2026-11-02"
         );
         assert!(parse_close("24:00").is_none() && parse_close("7pm").is_none());
+        // A close in the hour the clocks repeat (New York, 2026-11-01, 01:00–02:00 twice): the
+        // first 01:30 closes the day; 01:10 EST, later in real time, is still the next day's.
+        let at_0130 = close("01:30");
+        assert_eq!(
+            date(business_day(t("2026-11-01T05:40:00Z"), ny, at_0130).unwrap()),
+            "2026-11-02"
+        );
+        assert_eq!(
+            date(business_day(t("2026-11-01T06:10:00Z"), ny, at_0130).unwrap()),
+            "2026-11-02"
+        );
+        assert_eq!(
+            date(business_day(t("2026-11-01T05:20:00Z"), ny, at_0130).unwrap()),
+            "2026-11-01"
+        );
         assert_eq!(parse_close("17:30:15"), NaiveTime::from_hms_opt(17, 30, 15));
     }
 
@@ -198,7 +236,9 @@ mod tests {
             "Asia/Tokyo",
             "America/St_Johns",
         ];
-        let closes = ["00:00", "22:00", "17:30", "03:00", "23:59:59", "02:30"];
+        let closes = [
+            "00:00", "22:00", "17:30", "03:00", "23:59:59", "02:30", "01:30",
+        ];
         let mut rng = rand::rngs::StdRng::seed_from_u64(7);
         let cases: Vec<(i64, &str, &str)> = (0..3000)
             .map(|_| {
@@ -216,7 +256,8 @@ for line in sys.stdin:
     t = datetime.datetime.fromtimestamp(int(ms) // 1000, zoneinfo.ZoneInfo(tz))
     c = datetime.time.fromisoformat(close)
     d = t.date()
-    if c != datetime.time(0) and t.time().replace(tzinfo=None) >= c:
+    closes = datetime.datetime.combine(d, c, tzinfo=zoneinfo.ZoneInfo(tz))
+    if c != datetime.time(0) and int(ms) // 1000 >= closes.timestamp():
         d += datetime.timedelta(days=1)
     print(d.isoformat())
 "#;

@@ -345,6 +345,13 @@ pub(crate) async fn sql(State(state): State<Arc<AppState>>, body: axum::body::By
         Ok(plan) => plan,
         Err(e) => return error(StatusCode::BAD_REQUEST, sql_error(&e)).into_response(),
     };
+    if let Some(name) = crate::sql::window_only_aggregate(&statement) {
+        return error(
+            StatusCode::BAD_REQUEST,
+            format!("{name} is a window function: use it with OVER (PARTITION BY … ORDER BY …), not as an aggregate (its result depends on the order of the values)"),
+        )
+        .into_response();
+    }
     if !matches!(
         statement,
         datafusion::logical_expr::LogicalPlan::Projection(_)

@@ -178,6 +178,11 @@ fn resolved(path: &Path) -> Option<PathBuf> {
     let mut existing = path;
     let mut rest = Vec::new();
     while !existing.exists() {
+        // A link to nothing is not a file yet to be made: writing it would create its target,
+        // wherever that is.
+        if existing.symlink_metadata().is_ok() {
+            return None;
+        }
         rest.push(existing.file_name()?);
         existing = existing.parent()?;
     }
@@ -274,6 +279,7 @@ mod tests {
         let files = files.canonicalize().unwrap();
         let outside = tempfile::tempdir().unwrap();
         std::os::unix::fs::symlink(outside.path(), files.join("escape")).unwrap();
+        std::os::unix::fs::symlink("/nonexistent/cron.job", files.join("dangling")).unwrap();
         let text = QueryText {
             text: "CREATE SOURCE p WITH (connector = 'log', topic = 'payments');\nCREATE SINK s WITH (connector = 'file',\n  path = '/etc/paystream.jsonl');".into(),
             lines_added: 0,
@@ -289,6 +295,8 @@ mod tests {
             !ok(&files.join("escape/a.jsonl")),
             "through a symbolic link"
         );
+        assert!(!ok(&files.join("dangling")), "a link to nothing");
+        assert!(!ok(&files.join("dangling/x")), "under a link to nothing");
         let r = confined(Path::new("/etc/paystream.jsonl"), &files, &text).unwrap_err();
         assert_eq!((r.line, r.column), (Some(3), Some(10)), "{r:?}");
         assert!(r.error.contains("--files"), "{}", r.error);

@@ -30,6 +30,7 @@ pub use self::plan::{
     Partitioning, PlanKind, Stage, StreamPlan, UnionSpec, UpdatingSpec, WindowJoinSpec,
     apply_stages, apply_stages_selected, apply_stages_timed,
 };
+pub(crate) use self::planner::window_only_aggregate;
 pub use self::planner::{
     MAX_EXPR_DEPTH, MAX_TOKENS, plan_query, plan_query_among, plan_query_in, plan_query_on,
     plan_query_over, plan_query_with,

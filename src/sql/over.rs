@@ -329,15 +329,6 @@ fn function_kind(
         });
     if let Some(a) = aggregate {
         let args = a.expressions();
-        if matches!(name, "ewma_zscore" | "ewma" | "mad_zscore") {
-            let params: Vec<Option<ScalarValue>> = args[1..]
-                .iter()
-                .map(|e| e.downcast_ref::<Literal>().map(|l| l.value().clone()))
-                .collect();
-            let f = crate::functions::anomaly::Anomaly::parse(name, &params)
-                .map_err(|m| refuse(name, m))?;
-            return Ok((FunctionKind::Anomaly(f), Some(Arc::clone(&args[0]))));
-        }
         if !a.order_bys().is_empty() {
             return Err(refuse(
                 name,
@@ -348,6 +339,23 @@ fn function_kind(
         }
         if a.ignore_nulls() {
             return Err(refuse(name, "IGNORE NULLS is not supported in OVER"));
+        }
+        if matches!(name, "ewma_zscore" | "ewma" | "mad_zscore") {
+            if a.is_distinct() {
+                return Err(refuse(
+                    name,
+                    format!(
+                        "{name}(DISTINCT …) OVER is not supported; the baseline takes every value in order"
+                    ),
+                ));
+            }
+            let params: Vec<Option<ScalarValue>> = args[1..]
+                .iter()
+                .map(|e| e.downcast_ref::<Literal>().map(|l| l.value().clone()))
+                .collect();
+            let f = crate::functions::anomaly::Anomaly::parse(name, &params)
+                .map_err(|m| refuse(name, m))?;
+            return Ok((FunctionKind::Anomaly(f), Some(Arc::clone(&args[0]))));
         }
         let kind = match (name, a.is_distinct()) {
             ("count", false) => FunctionKind::Count,

@@ -1037,7 +1037,9 @@ pub(super) async fn physical_plan(
 
 /// An order-dependent function (`ewma_zscore`, `ewma`, `mad_zscore`) used as a GROUP BY
 /// aggregate anywhere in `plan`: its name.
-fn window_only_aggregate(plan: &datafusion::logical_expr::LogicalPlan) -> Option<String> {
+pub(crate) fn window_only_aggregate(
+    plan: &datafusion::logical_expr::LogicalPlan,
+) -> Option<String> {
     use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
     use datafusion::logical_expr::{Expr, LogicalPlan};
     let mut found = None;

@@ -212,8 +212,21 @@ pub(super) fn resolve(
         && let Some(ident) = part.as_ident()
         && let Some((cte, body, body_span)) = ctes.iter().find(|(n, _, _)| normal(ident) == *n)
         && !joins_streams(body)
-        && let Some((bound, bound_span)) = over_bound(select)
+        && let Some((bound, bound_span)) = over_bound(select, cte)
     {
+        if with.cte_tables.len() > 1 {
+            let other = with
+                .cte_tables
+                .iter()
+                .find(|c| normal(&c.alias.name) != *cte)
+                .map_or(with_span, |c| c.alias.name.span);
+            return Err(plan_error(
+                other,
+                format!(
+                    "window functions over `{cte}` take one CTE; write the steps before it inside `{cte}` as subqueries"
+                ),
+            ));
+        }
         check_bound(body, &bound, cte, bound_span)?;
         let (with_range, inner_sql) = split_texts(sql, &with, with_span, cte, *body_span)?;
         return Ok(Resolved::Chain(ChainTexts {
@@ -278,7 +291,10 @@ fn over_reader(
 
 /// The window bound (`window_start` or `window_end`) the first window function of `select`
 /// orders by first, and where it is written.
-fn over_bound(select: &datafusion::sql::sqlparser::ast::Select) -> Option<(String, Span)> {
+fn over_bound(
+    select: &datafusion::sql::sqlparser::ast::Select,
+    cte: &str,
+) -> Option<(String, Span)> {
     let mut found = None;
     for item in &select.projection {
         let _ = datafusion::sql::sqlparser::ast::visit_expressions(item, |e| {
@@ -286,7 +302,16 @@ fn over_bound(select: &datafusion::sql::sqlparser::ast::Select) -> Option<(Strin
                 && let Some(over) = &f.over
                 && let Some(spec) = super::over_check::spec_of(select, over)
                 && let Some(first) = spec.order_by.first()
-                && let Expr::Identifier(i) = &first.expr
+                && let Some(i) = match &first.expr {
+                    Expr::Identifier(i) => Some(i),
+                    // `per_minute.window_start`
+                    Expr::CompoundIdentifier(parts)
+                        if parts.len() == 2 && normal(&parts[0]) == cte =>
+                    {
+                        parts.last()
+                    }
+                    _ => None,
+                }
                 && matches!(normal(i).as_str(), WINDOW_START | WINDOW_END)
             {
                 found = Some((normal(i), i.span));
@@ -581,6 +606,12 @@ pub(super) fn lag(inner: WindowKind, texts: &ChainTexts) -> Result<i64> {
     Ok(match (inner, texts.bound.as_str()) {
         (_, WINDOW_END) => -1,
         (WindowKind::Tumble { size } | WindowKind::Hop { size, .. }, _) => size - 1,
+        (WindowKind::Session { .. }, _) if texts.over => {
+            return Err(plan_error(
+                texts.bound_span,
+                "a session's start says nothing of when it closes; order by the sessions' end instead: ORDER BY window_end",
+            ));
+        }
         (WindowKind::Session { .. }, _) => {
             return Err(plan_error(
                 texts.bound_span,

@@ -50,7 +50,7 @@ pub(super) struct AnomalyAcc {
     bounded: bool,
     /// A bounded frame's values, or `mad_zscore`'s newest `n + 1`.
     values: VecDeque<f64>,
-    /// Values in the frame (a bounded `mad_zscore`'s may outnumber `values`).
+    /// Values in the frame (an unbounded `mad_zscore`'s outnumber the `values` it keeps).
     size: u64,
     /// An unbounded EWMA's baseline of every value but the newest.
     base: Baseline,

@@ -35,6 +35,25 @@ fn references(code: &str) -> Vec<(String, usize)> {
     out
 }
 
+/// The text of one SQL string literal that is all of `v` (`''` inside is a quote), on one line.
+fn quoted(v: &str) -> Option<String> {
+    let inner = v.strip_prefix('\'')?;
+    let mut out = String::new();
+    let mut chars = inner.chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            '\'' if chars.peek() == Some(&'\'') => {
+                chars.next();
+                out.push('\'');
+            }
+            '\'' => return chars.next().is_none().then_some(out),
+            '\n' | '\r' => return None,
+            c => out.push(c),
+        }
+    }
+    None
+}
+
 /// The parameters `code` sets and uses, and `text` and `code` with every reference replaced;
 /// a reference to a parameter never set is an error at its place.
 pub(super) fn substitute(
@@ -64,13 +83,16 @@ pub(super) fn substitute(
             .or_else(|| v.strip_prefix("to "))
             .unwrap_or(v)
             .trim();
-        let Some(v) = v.strip_prefix('\'').and_then(|v| v.strip_suffix('\'')) else {
+        let at = position(code, offset + stmt.len() - stmt.trim_start().len());
+        let Some(v) = quoted(v) else {
             return Err(Error::Plan {
-                position: position(code, offset + stmt.len() - stmt.trim_start().len()),
-                message: format!("SET {key} needs its value in quotes: SET {key} = '4'"),
+                position: at,
+                message: format!(
+                    "SET {key} needs one quoted value on its line, ending with `;`: SET {key} = '4';"
+                ),
             });
         };
-        params.insert(key, v.replace("''", "'"));
+        params.insert(key, v);
         // Its `;` too: what is left starts with the query.
         let end = offset + stmt.len();
         let end = if code.as_bytes().get(end) == Some(&b';') {
@@ -98,6 +120,14 @@ pub(super) fn substitute(
     let mut out_code = String::with_capacity(code.len());
     let mut last = 0;
     for (name, at) in &refs {
+        if SETTINGS.contains(&name.as_str()) {
+            return Err(Error::Plan {
+                position: position(&code, *at),
+                message: format!(
+                    "`{name}` is an engine setting, not a parameter; give the parameter another name"
+                ),
+            });
+        }
         let Some(value) = params.get(name) else {
             return Err(Error::Plan {
                 position: position(&code, *at),
@@ -124,6 +154,14 @@ mod tests {
 
     #[test]
     fn references_take_their_set_values_in_place() {
+        // A SET missing its `;` does not swallow the next statement.
+        let open = "SET z = '4'\nINSERT INTO s SELECT * FROM p WHERE v > ${z} AND c = 'FR';";
+        assert!(
+            substitute(open, open)
+                .unwrap_err()
+                .to_string()
+                .contains("one quoted value")
+        );
         // Inside a string literal too, without padding that would change the string.
         let inside = "SET c = 'FR';\nSELECT 1 WHERE x = '${c}'";
         let (t, _, _) = substitute(inside, inside).unwrap();
