@@ -94,3 +94,53 @@ fn merchant_volume_spike_flags_the_spike_and_nothing_else() {
         "the spike among the alerts"
     );
 }
+
+/// Enumeration attacks (one merchant and device, many cards, mostly declined) are decline waves:
+/// every alert is a merchant-minute where one device made an attack's many authorizations, and
+/// a stream without attacks raises none.
+#[test]
+fn decline_rate_spike_flags_enumeration_attacks_and_nothing_else() {
+    let dir = tempfile::tempdir().unwrap();
+    let name = "decline_rate_spike";
+    let attacked = events(dir.path(), "attacked", &traffic(false, true));
+    let rows = replayed(name, &attacked);
+    check_golden(name, &rows);
+    assert!(rows.len() >= 3, "{rows:?}");
+    // Authorizations per (merchant, minute, device) in the generated events.
+    let mut per_device: std::collections::HashMap<(String, String, String), u32> =
+        Default::default();
+    for line in std::fs::read_to_string(&attacked).unwrap().lines() {
+        let Ok(e) = serde_json::from_str::<serde_json::Value>(line) else {
+            continue;
+        };
+        if e["event_type"] != "authorization" {
+            continue;
+        }
+        let (Some(m), Some(t), Some(d)) = (
+            e["merchant_id"].as_str(),
+            e["event_time"].as_str(),
+            e["device_id"].as_str(),
+        ) else {
+            continue;
+        };
+        *per_device
+            .entry((m.to_string(), t[..16].to_string(), d.to_string()))
+            .or_default() += 1;
+    }
+    for r in &rows {
+        let a: serde_json::Value = serde_json::from_str(r).unwrap();
+        let (m, minute) = (
+            a["merchant_id"].as_str().unwrap(),
+            &a["window_start"].as_str().unwrap()[..16],
+        );
+        assert!(
+            per_device
+                .iter()
+                .any(|((pm, pt, _), n)| pm == m && pt == minute && *n >= 15),
+            "no attack behind {r}"
+        );
+    }
+    assert_eq!(from_topic(name, &attacked), rows, "from a topic");
+    let clean = events(dir.path(), "clean", &traffic(false, false));
+    assert_eq!(replayed(name, &clean), Vec::<String>::new());
+}
