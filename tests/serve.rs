@@ -503,6 +503,18 @@ fn a_served_query_equals_its_replay_across_a_restart() {
             String::from_utf8_lossy(&out.stderr)
         );
     }
+    // An order-dependent function is refused as a plain aggregate here too.
+    let out = psql(
+        s.pg.unwrap(),
+        t,
+        "SELECT ewma(x, 0.5) FROM (VALUES (1.0), (2.0)) AS v(x)",
+    );
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("window function"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     // The settings drivers send are answered (kept per connection, or ignored).
     for set in [
         "SET application_name = 'grafana'",

@@ -206,26 +206,60 @@ fn set_answer(statement: &Statement) -> Option<PgWireResult<Response>> {
     }
 }
 
+/// An order-dependent function (`ewma`, `ewma_zscore`, `mad_zscore`) used as a plain
+/// aggregate: refused, as `POST /api/sql` and stream queries refuse it.
+async fn window_only(statement: &Statement, ctx: &SessionContext) -> Option<PgWireError> {
+    if !matches!(statement, Statement::Query(_)) {
+        return None;
+    }
+    let text = statement.to_string().to_ascii_lowercase();
+    if !["ewma", "mad_zscore"].iter().any(|f| text.contains(f)) {
+        return None;
+    }
+    let plan = ctx
+        .state()
+        .statement_to_plan(datafusion::sql::parser::Statement::Statement(Box::new(
+            statement.clone(),
+        )))
+        .await
+        .ok()?;
+    let name = crate::sql::window_only_aggregate(&plan)?;
+    Some(PgWireError::UserError(Box::new(ErrorInfo::new(
+        "ERROR".into(),
+        "42809".into(),
+        format!(
+            "{name} is a window function: use it with OVER (PARTITION BY … ORDER BY …), not as an aggregate (its result depends on the order of the values)"
+        ),
+    ))))
+}
+
 #[async_trait]
 impl QueryHook for ReadOnly {
     async fn handle_simple_query(
         &self,
         statement: &Statement,
-        _ctx: &SessionContext,
+        ctx: &SessionContext,
         _client: &mut dyn HookClient,
     ) -> Option<PgWireResult<Response>> {
-        refused(statement)
-            .map(Err)
-            .or_else(|| set_answer(statement))
+        if let Some(e) = refused(statement) {
+            return Some(Err(e));
+        }
+        if let Some(e) = window_only(statement, ctx).await {
+            return Some(Err(e));
+        }
+        set_answer(statement)
     }
 
     async fn handle_extended_parse_query(
         &self,
         statement: &Statement,
-        _ctx: &SessionContext,
+        ctx: &SessionContext,
         _client: &(dyn ClientInfo + Send + Sync),
     ) -> Option<PgWireResult<LogicalPlan>> {
-        refused(statement).map(Err)
+        if let Some(e) = refused(statement) {
+            return Some(Err(e));
+        }
+        window_only(statement, ctx).await.map(Err)
     }
 
     async fn handle_extended_query(
