@@ -144,3 +144,44 @@ fn decline_rate_spike_flags_enumeration_attacks_and_nothing_else() {
     let clean = events(dir.path(), "clean", &traffic(false, false));
     assert_eq!(replayed(name, &clean), Vec::<String>::new());
 }
+
+/// The devices listed are the enumeration attacks' (one device, dozens of cards), ranked 1, 2, …
+/// within each window; a stream without attacks lists none.
+#[test]
+fn device_card_fanout_lists_the_attacking_devices() {
+    let dir = tempfile::tempdir().unwrap();
+    let name = "device_card_fanout";
+    let attacked = events(dir.path(), "attacked", &traffic(false, true));
+    let rows = replayed(name, &attacked);
+    check_golden(name, &rows);
+    assert!(rows.len() >= 3, "{rows:?}");
+    let mut cards: std::collections::HashMap<String, std::collections::HashSet<String>> =
+        Default::default();
+    for line in std::fs::read_to_string(&attacked).unwrap().lines() {
+        if let Ok(e) = serde_json::from_str::<serde_json::Value>(line)
+            && let (Some(d), Some(c)) = (e["device_id"].as_str(), e["card_id"].as_str())
+        {
+            cards
+                .entry(d.to_string())
+                .or_default()
+                .insert(c.to_string());
+        }
+    }
+    let mut ranks: std::collections::BTreeMap<String, Vec<u64>> = Default::default();
+    for r in &rows {
+        let a: serde_json::Value = serde_json::from_str(r).unwrap();
+        let device = a["device_id"].as_str().unwrap();
+        assert!(cards[device].len() >= 20, "{device} is no attack: {r}");
+        ranks
+            .entry(a["window_start"].as_str().unwrap().to_string())
+            .or_default()
+            .push(a["rank"].as_u64().unwrap());
+    }
+    for (w, mut r) in ranks {
+        r.sort();
+        assert_eq!(r, (1..=r.len() as u64).collect::<Vec<_>>(), "{w}");
+    }
+    assert_eq!(from_topic(name, &attacked), rows, "from a topic");
+    let clean = events(dir.path(), "clean", &traffic(false, false));
+    assert_eq!(replayed(name, &clean), Vec::<String>::new());
+}
