@@ -7,12 +7,15 @@
 //! - `business_date(event_time, tz, close_time)` ([`business_date`]): the business day an
 //!   instant belongs to in a time zone with a daily close.
 //! - `alert_id(rule, version, event_id)` ([`alert_id`]): a deterministic alert id.
+//! - `fx_convert(amount_minor, currency, rate, to_currency)` ([`fx`]): exact conversion into
+//!   minor units of another currency, rounded half to even.
 //! - `ewma_zscore`, `ewma`, `mad_zscore` ([`anomaly`]): anomaly baselines over an ordered
 //!   frame, as window functions.
 
 pub mod alert_id;
 pub mod anomaly;
 pub mod business_date;
+pub mod fx;
 pub mod money;
 
 use datafusion::prelude::SessionContext;
@@ -22,6 +25,7 @@ pub fn register(ctx: &SessionContext) {
     ctx.register_udf(money::to_major_udf());
     ctx.register_udf(business_date::business_date_udf());
     ctx.register_udf(alert_id::alert_id_udf());
+    ctx.register_udf(fx::fx_convert_udf());
     for f in anomaly::udafs() {
         ctx.register_udaf(f);
     }
