@@ -229,26 +229,7 @@ for line in sys.stdin:
             .iter()
             .map(|(a, ef, r, et)| format!("{a} {ef} {r} {et}\n"))
             .collect();
-        let mut child = std::process::Command::new("python3")
-            .args(["-c", script])
-            .stdin(std::process::Stdio::piped())
-            .stdout(std::process::Stdio::piped())
-            .spawn()
-            .expect("python3");
-        use std::io::Write;
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(input.as_bytes())
-            .unwrap();
-        let out = child.wait_with_output().unwrap();
-        assert!(out.status.success());
-        let want: Vec<String> = String::from_utf8(out.stdout)
-            .unwrap()
-            .lines()
-            .map(str::to_string)
-            .collect();
+        let want = crate::functions::python_lines(script, &input);
         assert_eq!(want.len(), cases.len());
         for ((a, ef, r, et), want) in cases.iter().zip(want) {
             let (rate, scale) = parse_decimal(r).unwrap();

@@ -46,3 +46,29 @@ pub(crate) fn as_strings(
         datafusion::arrow::compute::cast(array, &datafusion::arrow::datatypes::DataType::Utf8)?;
     Ok(cast.as_string::<i32>().clone())
 }
+
+/// Runs Python `script` (the tests' independent reference: zoneinfo, decimal) over `input`
+/// on its standard input; its output lines.
+#[cfg(test)]
+pub(crate) fn python_lines(script: &str, input: &str) -> Vec<String> {
+    use std::io::Write;
+    let mut child = std::process::Command::new("python3")
+        .args(["-c", script])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("python3");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(input.as_bytes())
+        .expect("write to python3");
+    let out = child.wait_with_output().expect("python3 output");
+    assert!(out.status.success(), "the reference script failed");
+    String::from_utf8(out.stdout)
+        .expect("UTF-8")
+        .lines()
+        .map(str::to_string)
+        .collect()
+}

@@ -127,18 +127,8 @@ pub(super) fn resolve(
             .find(|(n, _, _)| matches!(first, Expr::Identifier(i) if normal(i) == *n))
     {
         let joins = joins_streams(body);
-        if with.cte_tables.len() > 1 && !joins {
-            let other = with
-                .cte_tables
-                .iter()
-                .find(|c| normal(&c.alias.name) != *cte)
-                .map_or(with_span, |c| c.alias.name.span);
-            return Err(plan_error(
-                other,
-                format!(
-                    "a window over `{cte}` takes one CTE; write the steps before it inside `{cte}` as subqueries"
-                ),
-            ));
+        if !joins {
+            one_cte(&with, with_span, cte, "a window over")?;
         }
         let Some(FunctionArg::Unnamed(FunctionArgExpr::Expr(Expr::Identifier(bound)))) =
             args.args.get(1)
@@ -214,19 +204,7 @@ pub(super) fn resolve(
         && !joins_streams(body)
         && let Some((bound, bound_span)) = over_bound(select, cte)
     {
-        if with.cte_tables.len() > 1 {
-            let other = with
-                .cte_tables
-                .iter()
-                .find(|c| normal(&c.alias.name) != *cte)
-                .map_or(with_span, |c| c.alias.name.span);
-            return Err(plan_error(
-                other,
-                format!(
-                    "window functions over `{cte}` take one CTE; write the steps before it inside `{cte}` as subqueries"
-                ),
-            ));
-        }
+        one_cte(&with, with_span, cte, "window functions over")?;
         check_bound(body, &bound, cte, bound_span)?;
         let (with_range, inner_sql) = split_texts(sql, &with, with_span, cte, *body_span)?;
         return Ok(Resolved::Chain(ChainTexts {
@@ -268,6 +246,35 @@ pub(super) fn resolve(
     }
     inline_query(query, &ctes, stream)?;
     Ok(Resolved::Inlined)
+}
+
+/// Refuses a WITH of more than CTE `cte` for a chained plan (`what` it is, for the message):
+/// the chain plans `cte` alone, so the steps before it belong inside it.
+fn one_cte(
+    with: &datafusion::sql::sqlparser::ast::With,
+    with_span: Span,
+    cte: &str,
+    what: &str,
+) -> Result<()> {
+    if with.cte_tables.len() <= 1 {
+        return Ok(());
+    }
+    let other = with
+        .cte_tables
+        .iter()
+        .find(|c| normal(&c.alias.name) != cte)
+        .map_or(with_span, |c| c.alias.name.span);
+    let takes = if what.starts_with("window functions") {
+        "take"
+    } else {
+        "takes"
+    };
+    Err(plan_error(
+        other,
+        format!(
+            "{what} `{cte}` {takes} one CTE; write the steps before it inside `{cte}` as subqueries"
+        ),
+    ))
 }
 
 /// The SELECT that reads the rows window functions run over: `select` itself, or the subquery
