@@ -208,12 +208,8 @@ pub(crate) fn demo(data: &DataDir, a: DemoArgs) -> anyhow::Result<()> {
             }
         }
     })?;
-    // The library's anomaly rule too: a bare query with its parameters.
-    let library = [(
-        "merchant_volume_spike",
-        include_str!("../../queries/merchant_volume_spike.sql"),
-    )];
-    for (name, sql) in SHIPPED.iter().chain(library.iter()) {
+    // The library's rules too: bare queries with their parameters.
+    for (name, sql) in SHIPPED.iter().chain(paystream::sql::LIBRARY_QUERIES.iter()) {
         server
             .submit(name, sql)
             .map_err(|e| anyhow::anyhow!("shipped query {name}: {e}"))?;

@@ -35,5 +35,5 @@ pub use self::planner::{
     MAX_EXPR_DEPTH, MAX_TOKENS, plan_query, plan_query_among, plan_query_in, plan_query_on,
     plan_query_over, plan_query_with,
 };
-pub use self::shipped::SHIPPED_QUERIES;
+pub use self::shipped::{LIBRARY_QUERIES, SHIPPED_QUERIES};
 pub use self::window_tvf::{WindowKind, WindowLimits, WindowSpec, to_risingwave_spelling};

@@ -16,3 +16,20 @@ pub const SHIPPED_QUERIES: [(&str, &str); 4] = [
     ),
     ("card_alerts", include_str!("../../queries/card_alerts.sql")),
 ];
+
+/// The library's rules that take parameters (`SET name = '…';` before the query, `${name}` in
+/// it): plan the SELECT of `query_file::parse_replay_query`, which puts them in place.
+pub const LIBRARY_QUERIES: [(&str, &str); 3] = [
+    (
+        "merchant_volume_spike",
+        include_str!("../../queries/merchant_volume_spike.sql"),
+    ),
+    (
+        "decline_rate_spike",
+        include_str!("../../queries/decline_rate_spike.sql"),
+    ),
+    (
+        "device_card_fanout",
+        include_str!("../../queries/device_card_fanout.sql"),
+    ),
+];

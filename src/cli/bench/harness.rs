@@ -16,7 +16,8 @@ use paystream::error::Result;
 use paystream::operators::{Dedup, EventBatch, OperatorOutput, Watermark, build_operator};
 use paystream::sink::NullSink;
 use paystream::source::FileSource;
-use paystream::sql::{SHIPPED_QUERIES, plan_query};
+use paystream::sql::query_file::parse_replay_query;
+use paystream::sql::{LIBRARY_QUERIES, SHIPPED_QUERIES, plan_query};
 
 /// Process CPU time (user + system) in seconds, to the microsecond.
 pub fn cpu_seconds() -> Option<f64> {
@@ -179,6 +180,12 @@ pub fn run(input: &Path, opts: &BenchOptions) -> Result<Vec<Measurement>> {
         for (name, sql) in SHIPPED_QUERIES {
             out.measure(name, w, || {
                 let plan = plan_query(sql)?;
+                Ok(replay_counting(input, &plan, w)?.read)
+            })?;
+        }
+        for (name, sql) in LIBRARY_QUERIES {
+            out.measure(name, w, || {
+                let plan = plan_query(&parse_replay_query(sql)?.select)?;
                 Ok(replay_counting(input, &plan, w)?.read)
             })?;
         }
