@@ -188,24 +188,31 @@ fn run_batch(sql: &str, events: &[datafusion::arrow::array::RecordBatch]) -> Vec
     })
 }
 
+/// 4,000 generated events of a random shape (rate, merchants, cards, disorder within the
+/// bound), with duplicates and malformed lines, in `dir`.
+fn random_events(rng: &mut impl Rng, dir: &std::path::Path, round: u64) -> std::path::PathBuf {
+    let cfg = GenConfig {
+        events: 4_000,
+        seed: rng.random(),
+        rate: rng.random_range(20.0..80.0),
+        merchants: rng.random_range(3..12),
+        cards: rng.random_range(20..200),
+        disorder_ms: rng.random_range(0..4_000),
+        duplicate_rate: 0.02,
+        malformed_rate: 0.01,
+        ..GenConfig::default()
+    };
+    let path = dir.join(format!("events-{round}.jsonl"));
+    generate(&cfg, &mut std::fs::File::create(&path).unwrap()).unwrap();
+    path
+}
+
 #[test]
 fn a_window_over_a_windowed_query_equals_the_two_steps_in_batch() {
     let mut rng = rand::rngs::StdRng::seed_from_u64(1515);
     let dir = tempfile::tempdir().unwrap();
     for round in 0..4u64 {
-        let cfg = GenConfig {
-            events: 4_000,
-            seed: rng.random(),
-            rate: rng.random_range(20.0..80.0),
-            merchants: rng.random_range(3..12),
-            cards: rng.random_range(20..200),
-            disorder_ms: rng.random_range(0..4_000),
-            duplicate_rate: 0.02,
-            malformed_rate: 0.01,
-            ..GenConfig::default()
-        };
-        let path = dir.path().join(format!("events-{round}.jsonl"));
-        generate(&cfg, &mut std::fs::File::create(&path).unwrap()).unwrap();
+        let path = random_events(&mut rng, dir.path(), round);
         let events = deduplicated(&path);
         for c in &CASES {
             let sql = streaming(c);
@@ -260,19 +267,7 @@ fn window_functions_over_a_windowed_query_equal_the_batch_query() {
     let mut rng = rand::rngs::StdRng::seed_from_u64(1818);
     let dir = tempfile::tempdir().unwrap();
     for round in 0..3u64 {
-        let cfg = GenConfig {
-            events: 4_000,
-            seed: rng.random(),
-            rate: rng.random_range(20.0..80.0),
-            merchants: rng.random_range(3..12),
-            cards: rng.random_range(20..200),
-            disorder_ms: rng.random_range(0..4_000),
-            duplicate_rate: 0.02,
-            malformed_rate: 0.01,
-            ..GenConfig::default()
-        };
-        let path = dir.path().join(format!("events-{round}.jsonl"));
-        generate(&cfg, &mut std::fs::File::create(&path).unwrap()).unwrap();
+        let path = random_events(&mut rng, dir.path(), round);
         let events = deduplicated(&path);
         for (inner, outer) in &cases {
             let sql = format!("WITH per_window AS ({inner})\n{outer}");

@@ -72,6 +72,17 @@ impl Served {
         self.request("POST", path, token, Some(body.as_bytes()))
     }
 
+    /// `DELETE /api/queries/{name}`, which must succeed: the query's state after it.
+    fn delete_query(&self, name: &str, token: &str) -> String {
+        let (code, body) =
+            self.request("DELETE", &format!("/api/queries/{name}"), Some(token), None);
+        assert_eq!(code, 200, "{body}");
+        json(&body)["state"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string()
+    }
+
     /// SIGTERM, then waits: every query takes its final checkpoint.
     fn stop(mut self) {
         // SAFETY: plain kill(2) of our child.
@@ -540,12 +551,7 @@ fn a_served_query_equals_its_replay_across_a_restart() {
     );
 
     // A stopped query's table is still there after a restart.
-    let (code, body) = s.request("DELETE", "/api/queries/per_second", Some(t), None);
-    assert_eq!(
-        (code, json(&body)["state"].clone()),
-        (200, "stopped".into()),
-        "{body}"
-    );
+    assert_eq!(s.delete_query("per_second", t), "stopped");
     s.stop();
     let s = Served::start(&data, &["--token", t]);
     assert_eq!(
@@ -713,18 +719,8 @@ fn serve_refuses_what_it_should_and_serves_clients_at_once() {
             .starts_with("per_card-"),
         "{body}"
     );
-    let (code, body) = s.request("DELETE", "/api/queries/per_card", Some(t), None);
-    assert_eq!(
-        (code, json(&body)["state"].clone()),
-        (200, "stopped".into()),
-        "{body}"
-    );
-    let (code, body) = s.request("DELETE", "/api/queries/per_card", Some(t), None);
-    assert_eq!(
-        (code, json(&body)["state"].clone()),
-        (200, "deleted".into()),
-        "{body}"
-    );
+    assert_eq!(s.delete_query("per_card", t), "stopped");
+    assert_eq!(s.delete_query("per_card", t), "deleted");
     assert_eq!(s.get("/api/queries/per_card", Some(t)).0, 404);
     let doc = json(&s.get("/api/openapi.json", Some(t)).1);
     assert!(doc["paths"]["/api/queries"].is_object());

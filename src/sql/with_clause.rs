@@ -193,14 +193,7 @@ pub(super) fn resolve(
     // The functions may be in a subquery the outer query filters (an alert rule).
     if let SetExpr::Select(outer) = query.body.as_ref()
         && let Some(select) = over_reader(outer)
-        && let [from] = select.from.as_slice()
-        && from.joins.is_empty()
-        && let TableFactor::Table {
-            name, args: None, ..
-        } = &from.relation
-        && let [part] = name.0.as_slice()
-        && let Some(ident) = part.as_ident()
-        && let Some((cte, body, body_span)) = ctes.iter().find(|(n, _, _)| normal(ident) == *n)
+        && let Some((cte, body, body_span, _)) = cte_read(select, &ctes)
         && !joins_streams(body)
         && let Some((bound, bound_span)) = over_bound(select, cte)
     {
@@ -222,14 +215,7 @@ pub(super) fn resolve(
     // query's events, timed by a time column of theirs chosen once the join is planned.
     if chain_reads
         && let SetExpr::Select(select) = query.body.as_ref()
-        && let [from] = select.from.as_slice()
-        && from.joins.is_empty()
-        && let TableFactor::Table {
-            name, args: None, ..
-        } = &from.relation
-        && let [part] = name.0.as_slice()
-        && let Some(ident) = part.as_ident()
-        && let Some((cte, body, body_span)) = ctes.iter().find(|(n, _, _)| normal(ident) == *n)
+        && let Some((cte, body, body_span, name_span)) = cte_read(select, &ctes)
         && joins_streams(body)
     {
         let (with_range, inner_sql) = split_texts(sql, &with, with_span, cte, *body_span)?;
@@ -241,11 +227,38 @@ pub(super) fn resolve(
             time_column: String::new(),
             joins: true,
             over: false,
-            bound_span: name.span(),
+            bound_span: name_span,
         }));
     }
     inline_query(query, &ctes, stream)?;
     Ok(Resolved::Inlined)
+}
+
+/// The CTE `select` reads as its one plain table (`FROM per_minute`, no join): its name, body,
+/// the body's span, and where the FROM names it.
+fn cte_read<'a>(
+    select: &datafusion::sql::sqlparser::ast::Select,
+    ctes: &'a [(String, Query, Span)],
+) -> Option<(&'a String, &'a Query, &'a Span, Span)> {
+    let [from] = select.from.as_slice() else {
+        return None;
+    };
+    if !from.joins.is_empty() {
+        return None;
+    }
+    let TableFactor::Table {
+        name, args: None, ..
+    } = &from.relation
+    else {
+        return None;
+    };
+    let [part] = name.0.as_slice() else {
+        return None;
+    };
+    let ident = part.as_ident()?;
+    ctes.iter()
+        .find(|(n, _, _)| normal(ident) == *n)
+        .map(|(n, body, span)| (n, body, span, name.span()))
 }
 
 /// Refuses a WITH of more than CTE `cte` for a chained plan (`what` it is, for the message):
