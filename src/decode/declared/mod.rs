@@ -131,7 +131,7 @@ pub struct DeclaredDecoder {
     columns: Vec<Column>,
     /// The columns' names (rows share them for messages).
     names: Arc<[String]>,
-    /// The JSON keys' patterns, and the member order a chunk starts from.
+    /// The JSON keys' patterns, for finding a member's column without reading its key twice.
     keys: super::json::DeclaredKeys,
 }
 
@@ -205,7 +205,6 @@ impl DeclaredDecoder {
         let mut asm = Assembler::new(self, batch_size, lines);
         let mut row = self.empty_row();
         let mut cells = Vec::with_capacity(self.columns.len());
-        let mut keys = self.keys.clone();
         let ascii = super::is_ascii(chunk);
         let mut pos = first_line;
         let mut start = 0;
@@ -245,7 +244,8 @@ impl DeclaredDecoder {
                 row.clear();
             }
             row.dirty = true;
-            let parsed = super::json::parse_declared(text, |k| self.column(k), &mut keys, &mut row);
+            let parsed =
+                super::json::parse_declared(text, |k| self.column(k), &self.keys, &mut row);
             match parsed {
                 Ok(()) => asm.row(&mut row, &mut cells, this, line, at),
                 Err(e) => asm.reject(e, this, line),
@@ -449,6 +449,8 @@ impl DeclaredDecoder {
             let v = v.take();
             cells.push(check_value(c, v)?);
         }
+        // The count was taken; a row left as checked starts the next record from zero.
+        row.unknown_fields = 0;
         row.dirty = false;
         Ok(())
     }

@@ -340,3 +340,86 @@ fn equal_values_hash_alike_whatever_their_spelling() {
     assert_eq!(h(&a), h(&b));
     assert_ne!(h(&a), h(&c));
 }
+
+/// Whatever a declared schema's names look like (short, long past the 16-byte key compare,
+/// one a prefix of another, sharing first bytes) and whatever order, spacing and extra members
+/// a line has, every member lands in its own column and only members outside the schema are
+/// counted as unknown — checked against serde_json's reading of the same lines.
+#[test]
+fn keys_are_found_by_name_in_any_order_spacing_and_length() {
+    use rand::seq::SliceRandom;
+    use rand::{Rng, SeedableRng};
+    let names = [
+        "a",
+        "ab",
+        "abc",
+        "id",
+        "ts",
+        "amount",
+        "amount_minor",
+        "amount_minor_x",
+        "amount_minor_xyz",
+        "a_rather_long_column_name",
+        "b",
+        "ba",
+        "merchant",
+        "merchant_id",
+    ];
+    let mut fields = vec![Field::new("ts", crate::schema::timestamp_type(), false)];
+    fields.extend(
+        names
+            .iter()
+            .filter(|n| **n != "ts")
+            .map(|n| Field::new(*n, DataType::Utf8, true)),
+    );
+    let arrow = Arc::new(Schema::new(fields));
+    let events = EventSchema::declared("t", arrow.clone(), None, "ts").unwrap();
+    let d = DeclaredDecoder::new(Arc::new(events)).unwrap();
+    let others = [
+        "abcd",
+        "amount_min",
+        "amount_minor_xy",
+        "merchant_i",
+        "c",
+        "ts_",
+    ];
+    let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+    let mut lines = Vec::new();
+    for n in 0..2_000 {
+        let mut members: Vec<(String, String)> = vec![("ts".into(), format!("{}", 1_000 + n))];
+        for name in names.iter().filter(|k| **k != "ts") {
+            if rng.random_bool(0.7) {
+                members.push((name.to_string(), format!("\"{name}={n}\"")));
+            }
+        }
+        for name in others {
+            if rng.random_bool(0.2) {
+                members.push((name.to_string(), format!("\"x{n}\"")));
+            }
+        }
+        members.shuffle(&mut rng);
+        let colon = if rng.random_bool(0.2) { " : " } else { ":" };
+        let body: Vec<String> = members
+            .iter()
+            .map(|(k, v)| format!("\"{k}\"{colon}{v}"))
+            .collect();
+        lines.push(format!("{{{}}}", body.join(",")));
+    }
+    let text = lines.join("\n");
+    let out = d.json_lines(text.as_bytes(), 1, 10_000, lines.len());
+    assert!(out.rejects.is_empty(), "{:?}", out.rejects);
+    let batch = &out.batches[0].batch;
+    assert_eq!(batch.num_rows(), lines.len());
+    let mut unknown = 0;
+    for (row, line) in lines.iter().enumerate() {
+        let v: serde_json::Map<String, serde_json::Value> = serde_json::from_str(line).unwrap();
+        unknown += v.keys().filter(|k| !names.contains(&k.as_str())).count();
+        for (c, field) in arrow.fields().iter().enumerate().skip(1) {
+            let col = batch.column(c).as_string::<i32>();
+            let want = v.get(field.name()).and_then(|v| v.as_str());
+            let got = batch.column(c).is_valid(row).then(|| col.value(row));
+            assert_eq!(got, want, "column {} of {line}", field.name());
+        }
+    }
+    assert_eq!(out.unknown_fields as usize, unknown);
+}
