@@ -8,6 +8,7 @@ mod exactly_once;
 mod first_hour;
 mod golden;
 mod library;
+mod library_risk;
 mod log_cli;
 mod log_hardening;
 mod oracle;

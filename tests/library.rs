@@ -13,7 +13,7 @@ use crate::golden::check_golden;
 use crate::util::{ok, repo, run_source, sorted};
 
 /// `paystream replay FILE --query queries/<name>.sql`, as a user runs it: its rows, sorted.
-fn replayed(name: &str, events: &Path) -> Vec<String> {
+pub(crate) fn replayed(name: &str, events: &Path) -> Vec<String> {
     let out = ok(std::process::Command::new(env!("CARGO_BIN_EXE_paystream"))
         .arg("replay")
         .arg(events)
@@ -23,7 +23,7 @@ fn replayed(name: &str, events: &Path) -> Vec<String> {
 }
 
 /// The same query over `events` produced into a topic of the embedded log.
-fn from_topic(name: &str, events: &Path) -> Vec<String> {
+pub(crate) fn from_topic(name: &str, events: &Path) -> Vec<String> {
     let dir = tempfile::tempdir().unwrap();
     let log = Log::new(dir.path());
     log.create_topic(
@@ -48,7 +48,7 @@ fn from_topic(name: &str, events: &Path) -> Vec<String> {
     sorted(run_source(&plan, source, |_| {}).lines)
 }
 
-fn events(dir: &Path, name: &str, cfg: &GenConfig) -> std::path::PathBuf {
+pub(crate) fn events(dir: &Path, name: &str, cfg: &GenConfig) -> std::path::PathBuf {
     let path = dir.join(format!("{name}.jsonl"));
     generate(cfg, &mut std::fs::File::create(&path).unwrap()).unwrap();
     path

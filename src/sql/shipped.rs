@@ -19,7 +19,7 @@ pub const SHIPPED_QUERIES: [(&str, &str); 4] = [
 
 /// The library's rules that take parameters (`SET name = '…';` before the query, `${name}` in
 /// it): plan the SELECT of `query_file::parse_replay_query`, which puts them in place.
-pub const LIBRARY_QUERIES: [(&str, &str); 3] = [
+pub const LIBRARY_QUERIES: [(&str, &str); 6] = [
     (
         "merchant_volume_spike",
         include_str!("../../queries/merchant_volume_spike.sql"),
@@ -31,5 +31,17 @@ pub const LIBRARY_QUERIES: [(&str, &str); 3] = [
     (
         "device_card_fanout",
         include_str!("../../queries/device_card_fanout.sql"),
+    ),
+    (
+        "card_testing_burst",
+        include_str!("../../queries/card_testing_burst.sql"),
+    ),
+    (
+        "merchant_enumeration",
+        include_str!("../../queries/merchant_enumeration.sql"),
+    ),
+    (
+        "card_velocity_per_event",
+        include_str!("../../queries/card_velocity_per_event.sql"),
     ),
 ];
