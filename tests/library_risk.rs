@@ -203,7 +203,8 @@ fn card_velocity_per_event_flags_each_crossing() {
     check_golden(name, &rows);
     let auths = authorizations(&attacked);
     let mut want = BTreeSet::new();
-    let keys: [(&str, fn(&Auth) -> &str); 3] = [
+    type Key = fn(&Auth) -> &str;
+    let keys: [(&str, Key); 3] = [
         ("card", |a| &a.card),
         ("device", |a| &a.device),
         ("customer", |a| &a.customer),
