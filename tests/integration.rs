@@ -9,6 +9,7 @@ mod first_hour;
 mod golden;
 mod library;
 mod library_risk;
+mod library_scenarios;
 mod log_cli;
 mod log_hardening;
 mod oracle;

@@ -23,6 +23,9 @@ mod csv;
 mod json;
 mod model;
 mod parquet;
+mod scenarios;
+
+pub use self::scenarios::{Scenarios, TICKET_SHIFT_AT_MS, ticket_shift_merchant};
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, HashSet};
@@ -70,6 +73,8 @@ pub struct GenConfig {
     /// Whether card-testing bursts and enumeration attacks are in the stream (`false`: a
     /// clean stream, for checking that a rule raises nothing without its pattern).
     pub attacks: bool,
+    /// The library's patterns planted on request ([`Scenarios`]; none by default).
+    pub scenarios: Scenarios,
     /// Lifecycle lags.
     pub lifecycle: Lifecycle,
 }
@@ -88,6 +93,7 @@ impl Default for GenConfig {
             malformed_rate: 0.0,
             spike_at_ms: Some(600_000),
             attacks: true,
+            scenarios: Scenarios::default(),
             lifecycle: Lifecycle::Fast,
         }
     }
@@ -190,6 +196,15 @@ fn run(cfg: &GenConfig, w: &mut dyn RecordWriter) -> io::Result<GenStats> {
                 queued: &mut HashMap<u64, Delivery>,
                 seq: &mut u64,
                 paired: &mut HashSet<u64>| {
+        // A late money event reaches the stream (both deliveries of it) long after it happened.
+        let late = if g.cfg.scenarios.late_money
+            && matches!(e.kind, "capture" | "refund")
+            && g.rng.random_bool(0.01)
+        {
+            scenarios::late_money_delay(g)
+        } else {
+            0
+        };
         let mut d = Delivery {
             event: e.clone(),
             bad: None,
@@ -201,7 +216,7 @@ fn run(cfg: &GenConfig, w: &mut dyn RecordWriter) -> io::Result<GenStats> {
             d.kind = Kind::Malformed;
         } else if g.cfg.duplicate_rate > 0.0 && g.rng.random_bool(g.cfg.duplicate_rate) {
             // A delayed redelivery of the same record, up to 30 s later.
-            let at = e.time + g.rng.random_range(0..30_000);
+            let at = e.time + late + g.rng.random_range(0..30_000);
             paired.insert(e.id);
             *seq += 1;
             deliveries.push(Reverse((at, *seq)));
@@ -213,7 +228,7 @@ fn run(cfg: &GenConfig, w: &mut dyn RecordWriter) -> io::Result<GenStats> {
                 },
             );
         }
-        let at = e.time + g.rng.random_range(0..=g.cfg.disorder_ms.max(0));
+        let at = e.time + late + g.rng.random_range(0..=g.cfg.disorder_ms.max(0));
         *seq += 1;
         deliveries.push(Reverse((at, *seq)));
         queued.insert(*seq, d);
@@ -263,6 +278,12 @@ fn run(cfg: &GenConfig, w: &mut dyn RecordWriter) -> io::Result<GenStats> {
                     attacks.push(Reverse((e.time, seq)));
                     attack_events.insert(seq, e);
                 }
+            } else if cfg.scenarios.small_then_large && roll < 0.0011 {
+                for e in scenarios::small_then_large(&mut g, now) {
+                    seq += 1;
+                    attacks.push(Reverse((e.time, seq)));
+                    attack_events.insert(seq, e);
+                }
             } else {
                 let in_spike = cfg
                     .spike_at_ms
@@ -273,7 +294,9 @@ fn run(cfg: &GenConfig, w: &mut dyn RecordWriter) -> io::Result<GenStats> {
                     g.rng.random_range(0..cfg.merchants.max(1))
                 };
                 let card = g.rng.random_range(0..cfg.cards.max(1));
-                fresh.push(g.authorization(now, m, card, false, 0.08));
+                let mut e = g.authorization(now, m, card, false, 0.08);
+                e.amount = scenarios::ticket(cfg, m, now, e.amount);
+                fresh.push(e);
             }
         }
         for e in fresh {
@@ -312,6 +335,11 @@ fn run(cfg: &GenConfig, w: &mut dyn RecordWriter) -> io::Result<GenStats> {
                 Followup::Capture if g.rng.random_bool(0.06) => Some(Followup::Refund),
                 Followup::Capture if g.rng.random_bool(0.006) => Some(Followup::Chargeback),
                 Followup::Chargeback if g.rng.random_bool(0.2) => Some(Followup::Reversal),
+                Followup::Chargeback
+                    if cfg.scenarios.refund_after_chargeback && g.rng.random_bool(0.5) =>
+                {
+                    Some(Followup::Refund)
+                }
                 _ => None,
             };
             if let Some(n) = next {

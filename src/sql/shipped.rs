@@ -19,7 +19,7 @@ pub const SHIPPED_QUERIES: [(&str, &str); 4] = [
 
 /// The library's rules that take parameters (`SET name = '…';` before the query, `${name}` in
 /// it): plan the SELECT of `query_file::parse_replay_query`, which puts them in place.
-pub const LIBRARY_QUERIES: [(&str, &str); 6] = [
+pub const LIBRARY_QUERIES: [(&str, &str); 9] = [
     (
         "merchant_volume_spike",
         include_str!("../../queries/merchant_volume_spike.sql"),
@@ -43,5 +43,17 @@ pub const LIBRARY_QUERIES: [(&str, &str); 6] = [
     (
         "card_velocity_per_event",
         include_str!("../../queries/card_velocity_per_event.sql"),
+    ),
+    (
+        "small_then_large",
+        include_str!("../../queries/small_then_large.sql"),
+    ),
+    (
+        "refund_after_chargeback",
+        include_str!("../../queries/refund_after_chargeback.sql"),
+    ),
+    (
+        "amount_distribution_shift",
+        include_str!("../../queries/amount_distribution_shift.sql"),
     ),
 ];

@@ -1,0 +1,200 @@
+//! The library's rules for patterns `paystream gen --scenarios` plants (small then large,
+//! refund after chargeback, a merchant's ticket shift): each rule's rows are pinned
+//! (`tests/golden/<query>.jsonl`), are what the test computes independently from the events
+//! (or, for the approximate medians, are the shifted merchant's first minutes), are the same
+//! from a log topic, and a stream without the pattern raises nothing.
+
+use std::collections::{BTreeSet, HashMap, HashSet};
+use std::path::Path;
+
+use paystream::generate::{GenConfig, Scenarios, TICKET_SHIFT_AT_MS};
+use paystream::time::parse_rfc3339_millis;
+use serde_json::Value;
+
+use crate::golden::check_golden;
+use crate::library::{events, from_topic, replayed};
+
+/// About 25 minutes of 20 new authorizations a second over `merchants` merchants and 50,000
+/// cards, no attacks, with `scenarios`.
+fn traffic(merchants: u32, scenarios: Scenarios) -> GenConfig {
+    GenConfig {
+        events: 60_000,
+        seed: 11,
+        rate: 20.0,
+        merchants,
+        cards: 50_000,
+        spike_at_ms: None,
+        attacks: false,
+        scenarios,
+        ..GenConfig::default()
+    }
+}
+
+/// The events of a generated file, each once (a duplicate delivery is dropped).
+fn distinct_events(path: &Path) -> Vec<Value> {
+    let mut seen = HashSet::new();
+    std::fs::read_to_string(path)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+        .filter(|e| seen.insert(e["event_id"].to_string()))
+        .collect()
+}
+
+fn time(e: &Value) -> i64 {
+    parse_rfc3339_millis(e["event_time"].as_str().unwrap()).unwrap()
+}
+
+fn field_set(rows: &[String], key: &str) -> BTreeSet<String> {
+    rows.iter()
+        .map(|r| serde_json::from_str::<Value>(r).unwrap()[key].to_string())
+        .collect()
+}
+
+/// Per card and currency, in (time, event_id) order, the approved authorizations more than
+/// 100 times each of the two before them, both within the minute before.
+#[test]
+fn small_then_large_flags_each_large_authorization_after_small_ones() {
+    let dir = tempfile::tempdir().unwrap();
+    let name = "small_then_large";
+    let planted = Scenarios {
+        small_then_large: true,
+        ..Scenarios::default()
+    };
+    let file = events(dir.path(), "planted", &traffic(12, planted));
+    let rows = replayed(name, &file);
+    check_golden(name, &rows);
+    let mut by_card: HashMap<(String, String), Vec<(i64, String, i64)>> = HashMap::new();
+    for e in distinct_events(&file) {
+        if e["event_type"] == "authorization" && e["status"] == "approved" {
+            by_card
+                .entry((e["card_id"].to_string(), e["currency"].to_string()))
+                .or_default()
+                .push((
+                    time(&e),
+                    e["event_id"].to_string(),
+                    e["amount_minor"].as_i64().unwrap(),
+                ));
+        }
+    }
+    let mut want = BTreeSet::new();
+    for auths in by_card.values_mut() {
+        auths.sort();
+        for w in auths.windows(3) {
+            let [(t0, _, a0), (_, _, a1), (t, id, a)] = w else {
+                unreachable!()
+            };
+            if *t0 >= t - 60_000 && *a > 100 * a0.max(a1) {
+                want.insert(id.clone());
+            }
+        }
+    }
+    assert!(
+        want.len() >= 10,
+        "the scenario planted the pattern: {want:?}"
+    );
+    assert_eq!(field_set(&rows, "event_id"), want);
+    assert_eq!(from_topic(name, &file), rows, "from a topic");
+    let clean = events(dir.path(), "clean", &traffic(12, Scenarios::default()));
+    assert_eq!(replayed(name, &clean), Vec::<String>::new());
+}
+
+/// Each chargeback paired with every refund of its payment at or after it, within 30 days.
+#[test]
+fn refund_after_chargeback_pairs_every_refund_after_a_chargeback() {
+    let dir = tempfile::tempdir().unwrap();
+    let name = "refund_after_chargeback";
+    let planted = Scenarios {
+        refund_after_chargeback: true,
+        ..Scenarios::default()
+    };
+    let file = events(dir.path(), "planted", &traffic(12, planted));
+    let rows = replayed(name, &file);
+    check_golden(name, &rows);
+    let mut by_payment: HashMap<String, Vec<(String, i64, i64)>> = HashMap::new();
+    for e in distinct_events(&file) {
+        by_payment
+            .entry(e["payment_id"].as_str().unwrap().to_string())
+            .or_default()
+            .push((
+                e["event_type"].as_str().unwrap().to_string(),
+                time(&e),
+                e["amount_minor"].as_i64().unwrap(),
+            ));
+    }
+    let mut want = BTreeSet::new();
+    for (payment, events) in &by_payment {
+        for (kc, tc, ac) in events.iter().filter(|(k, ..)| k == "chargeback") {
+            for (_, tr, ar) in events.iter().filter(|(k, ..)| k == "refund") {
+                if tc <= tr && *tr <= tc + 30 * 86_400_000 {
+                    want.insert(format!("{payment} {kc} {tc} {tr} {ac} {ar}"));
+                }
+            }
+        }
+    }
+    assert!(
+        want.len() >= 10,
+        "the scenario planted the pattern: {want:?}"
+    );
+    let got: BTreeSet<String> = rows
+        .iter()
+        .map(|r| {
+            let v: Value = serde_json::from_str(r).unwrap();
+            let t = |k: &str| parse_rfc3339_millis(v[k].as_str().unwrap()).unwrap();
+            format!(
+                "{} chargeback {} {} {} {}",
+                v["payment_id"].as_str().unwrap(),
+                t("charged_back_at"),
+                t("refunded_at"),
+                v["chargeback_minor"],
+                v["refund_minor"]
+            )
+        })
+        .collect();
+    assert_eq!(got, want);
+    assert_eq!(from_topic(name, &file), rows, "from a topic");
+    let clean = events(dir.path(), "clean", &traffic(12, Scenarios::default()));
+    assert_eq!(replayed(name, &clean), Vec::<String>::new());
+}
+
+/// The merchant whose amounts grow eightfold is flagged in the first minutes after the shift
+/// and no other merchant or minute is, from a file and from a topic; the same traffic without
+/// the shift raises nothing. (From a topic the rows are checked alike, not compared: a
+/// t-digest's median depends on the order it merges its input in, and a topic's partitions
+/// interleave otherwise than the file's lines.)
+#[test]
+fn amount_distribution_shift_flags_the_shifted_merchant() {
+    let dir = tempfile::tempdir().unwrap();
+    let name = "amount_distribution_shift";
+    let planted = Scenarios {
+        ticket_shift: true,
+        ..Scenarios::default()
+    };
+    // Four merchants: about 300 authorizations per merchant-minute, a steady median.
+    let file = events(dir.path(), "planted", &traffic(4, planted));
+    let rows = replayed(name, &file);
+    check_golden(name, &rows);
+    flags_the_shift(&rows);
+    flags_the_shift(&from_topic(name, &file));
+    let clean = events(dir.path(), "clean", &traffic(4, Scenarios::default()));
+    assert_eq!(replayed(name, &clean), Vec::<String>::new());
+}
+
+fn flags_the_shift(rows: &[String]) {
+    let shift = GenConfig::default().start + TICKET_SHIFT_AT_MS;
+    for r in rows {
+        let v: Value = serde_json::from_str(r).unwrap();
+        assert_eq!(v["merchant_id"], "m_0003", "{r}");
+        let start = parse_rfc3339_millis(v["window_start"].as_str().unwrap()).unwrap();
+        assert!(
+            (shift..shift + 10 * 60_000).contains(&start),
+            "flagged after the baseline took the shift in: {r}"
+        );
+        assert!(v["score"].as_f64().unwrap() > 6.0, "{r}");
+    }
+    assert!(
+        rows.iter()
+            .any(|r| r.contains("\"2026-11-01T00:15:00.000Z\"")),
+        "the first shifted minute is flagged: {rows:?}"
+    );
+}
