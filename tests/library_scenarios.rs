@@ -64,7 +64,9 @@ fn small_then_large_flags_each_large_authorization_after_small_ones() {
     let file = events(dir.path(), "planted", &traffic(12, planted));
     let rows = replayed(name, &file);
     check_golden(name, &rows);
-    let mut by_card: HashMap<(String, String), Vec<(i64, String, i64)>> = HashMap::new();
+    // (card, currency) → (time, event id, amount) of each approved authorization.
+    type Auths = Vec<(i64, String, i64)>;
+    let mut by_card: HashMap<(String, String), Auths> = HashMap::new();
     for e in distinct_events(&file) {
         if e["event_type"] == "authorization" && e["status"] == "approved" {
             by_card
