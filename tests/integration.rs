@@ -8,6 +8,7 @@ mod exactly_once;
 mod first_hour;
 mod golden;
 mod library;
+mod library_joins;
 mod library_risk;
 mod library_scenarios;
 mod log_cli;

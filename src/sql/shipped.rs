@@ -19,7 +19,7 @@ pub const SHIPPED_QUERIES: [(&str, &str); 4] = [
 
 /// The library's rules that take parameters (`SET name = '…';` before the query, `${name}` in
 /// it): plan the SELECT of `query_file::parse_replay_query`, which puts them in place.
-pub const LIBRARY_QUERIES: [(&str, &str); 9] = [
+pub const LIBRARY_QUERIES: [(&str, &str); 11] = [
     (
         "merchant_volume_spike",
         include_str!("../../queries/merchant_volume_spike.sql"),
@@ -55,5 +55,13 @@ pub const LIBRARY_QUERIES: [(&str, &str); 9] = [
     (
         "amount_distribution_shift",
         include_str!("../../queries/amount_distribution_shift.sql"),
+    ),
+    (
+        "uncaptured_authorizations",
+        include_str!("../../queries/uncaptured_authorizations.sql"),
+    ),
+    (
+        "country_mismatch_high_risk",
+        include_str!("../../queries/country_mismatch_high_risk.sql"),
     ),
 ];

@@ -1,0 +1,136 @@
+//! The library's rules over joins — a constant reference table (`VALUES`) and an interval LEFT
+//! JOIN of the stream with itself: each rule's rows are pinned (`tests/golden/<query>.jsonl`),
+//! equal the rule computed independently in the test, are the same from a log topic, and the
+//! generated stream with the pattern taken out raises nothing.
+
+use std::collections::{BTreeSet, HashMap, HashSet};
+use std::path::Path;
+
+use paystream::generate::GenConfig;
+use paystream::time::parse_rfc3339_millis;
+use serde_json::Value;
+
+use crate::golden::check_golden;
+use crate::library::{events, from_topic, replayed};
+
+fn traffic() -> GenConfig {
+    GenConfig {
+        events: 40_000,
+        seed: 11,
+        rate: 20.0,
+        merchants: 12,
+        cards: 50_000,
+        spike_at_ms: None,
+        attacks: false,
+        ..GenConfig::default()
+    }
+}
+
+/// The events of a generated file, each once (a duplicate delivery is dropped).
+fn distinct_events(path: &Path) -> Vec<Value> {
+    let mut seen = HashSet::new();
+    std::fs::read_to_string(path)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+        .filter(|e| seen.insert(e["event_id"].to_string()))
+        .collect()
+}
+
+fn time(e: &Value) -> i64 {
+    parse_rfc3339_millis(e["event_time"].as_str().unwrap()).unwrap()
+}
+
+fn field_set(rows: &[String], key: &str) -> BTreeSet<String> {
+    rows.iter()
+        .map(|r| serde_json::from_str::<Value>(r).unwrap()[key].to_string())
+        .collect()
+}
+
+/// Writes the lines of `from` that `keep` keeps to `to`.
+fn filtered(from: &Path, to: &Path, keep: impl Fn(&Value) -> bool) {
+    let text: String = std::fs::read_to_string(from)
+        .unwrap()
+        .lines()
+        .filter(|l| keep(&serde_json::from_str(l).unwrap()))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    std::fs::write(to, text).unwrap();
+}
+
+/// The approved authorizations with no capture or void of their payment from their time to 7
+/// days after; without those authorizations, nothing.
+#[test]
+fn uncaptured_authorizations_are_the_approved_ones_never_captured_or_voided() {
+    let dir = tempfile::tempdir().unwrap();
+    let name = "uncaptured_authorizations";
+    let file = events(dir.path(), "traffic", &traffic());
+    let rows = replayed(name, &file);
+    check_golden(name, &rows);
+    let all = distinct_events(&file);
+    let mut closed: HashMap<&str, Vec<i64>> = HashMap::new();
+    for e in &all {
+        if matches!(e["event_type"].as_str(), Some("capture" | "void")) {
+            closed
+                .entry(e["payment_id"].as_str().unwrap())
+                .or_default()
+                .push(time(e));
+        }
+    }
+    let open: BTreeSet<String> = all
+        .iter()
+        .filter(|a| a["event_type"] == "authorization" && a["status"] == "approved")
+        .filter(|a| {
+            let t = time(a);
+            !closed
+                .get(a["payment_id"].as_str().unwrap())
+                .is_some_and(|c| c.iter().any(|u| (t..=t + 7 * 86_400_000).contains(u)))
+        })
+        .map(|a| a["payment_id"].to_string())
+        .collect();
+    assert!(open.len() >= 100, "{}", open.len());
+    assert_eq!(field_set(&rows, "payment_id"), open);
+    assert_eq!(rows.len(), open.len(), "one row per open authorization");
+    assert_eq!(from_topic(name, &file), rows, "from a topic");
+    let settled = dir.path().join("settled.jsonl");
+    filtered(&file, &settled, |e| {
+        !open.contains(&e["payment_id"].to_string()) || e["event_type"] != "authorization"
+    });
+    assert_eq!(replayed(name, &settled), Vec::<String>::new());
+}
+
+/// Authorizations at the four high-risk categories of at least 10.00 (1,000 minor units) whose
+/// card and IP countries differ; with every IP country set to the card's, nothing.
+#[test]
+fn country_mismatch_flags_foreign_ips_at_high_risk_categories() {
+    let dir = tempfile::tempdir().unwrap();
+    let name = "country_mismatch_high_risk";
+    let file = events(dir.path(), "traffic", &traffic());
+    let rows = replayed(name, &file);
+    check_golden(name, &rows);
+    let want: BTreeSet<String> = distinct_events(&file)
+        .iter()
+        .filter(|e| {
+            e["event_type"] == "authorization"
+                && ["5732", "4814", "7011", "5999"].contains(&e["mcc"].as_str().unwrap())
+                && e["card_country"] != e["ip_country"]
+                && e["amount_minor"].as_i64().unwrap() >= 1_000
+        })
+        .map(|e| e["event_id"].to_string())
+        .collect();
+    assert!(want.len() >= 20, "{}", want.len());
+    assert_eq!(field_set(&rows, "event_id"), want);
+    assert_eq!(from_topic(name, &file), rows, "from a topic");
+    let home = dir.path().join("home.jsonl");
+    let text: String = std::fs::read_to_string(&file)
+        .unwrap()
+        .lines()
+        .map(|l| {
+            let mut e: Value = serde_json::from_str(l).unwrap();
+            e["ip_country"] = e["card_country"].clone();
+            format!("{e}\n")
+        })
+        .collect();
+    std::fs::write(&home, text).unwrap();
+    assert_eq!(replayed(name, &home), Vec::<String>::new());
+}
