@@ -43,7 +43,17 @@ pub(crate) fn from_topic(name: &str, events: &Path) -> Vec<String> {
     p.finish().unwrap();
     let text = std::fs::read_to_string(repo(&format!("queries/{name}.sql"))).unwrap();
     let parsed = paystream::sql::query_file::parse_replay_query(&text).unwrap();
-    let plan = paystream::plan_query(&parsed.select).unwrap();
+    // The reference tables the file declares (their relative paths: from the working
+    // directory, the repository's root in tests).
+    let tables: Vec<_> = parsed
+        .tables
+        .into_iter()
+        .map(paystream::table::ReferenceTable::new)
+        .collect();
+    let streams = [("payments".to_string(), paystream::EventSchema::payments())];
+    let plan =
+        paystream::sql::plan_query_over(&parsed.select, &streams, &tables, &Default::default())
+            .unwrap();
     let source = Arc::new(LogSource::new(log, "payments").until_end(true));
     sorted(run_source(&plan, source, |_| {}).lines)
 }

@@ -134,3 +134,63 @@ fn country_mismatch_flags_foreign_ips_at_high_risk_categories() {
     std::fs::write(&home, text).unwrap();
     assert_eq!(replayed(name, &home), Vec::<String>::new());
 }
+
+/// The authorizations from a card or device on the shipped example blocklists, with the
+/// reasons; the stream without those cards and devices raises nothing.
+#[test]
+fn blocklisted_flags_listed_cards_and_devices() {
+    let dir = tempfile::tempdir().unwrap();
+    let name = "blocklisted";
+    let file = events(dir.path(), "traffic", &traffic());
+    let rows = replayed(name, &file);
+    check_golden(name, &rows);
+    let listed = |f: &str| -> HashMap<String, String> {
+        std::fs::read_to_string(crate::util::repo(&format!("queries/data/{f}.csv")))
+            .unwrap()
+            .lines()
+            .skip(1)
+            .map(|l| {
+                let (k, r) = l.split_once(',').unwrap();
+                (k.to_string(), r.to_string())
+            })
+            .collect()
+    };
+    let (cards, devices) = (listed("blocked_cards"), listed("blocked_devices"));
+    let want: BTreeSet<String> = distinct_events(&file)
+        .iter()
+        .filter(|e| e["event_type"] == "authorization")
+        .filter_map(|e| {
+            let card = cards.get(e["card_id"].as_str().unwrap());
+            let device = e["device_id"].as_str().and_then(|d| devices.get(d));
+            (card.is_some() || device.is_some()).then(|| {
+                format!(
+                    "{} {} {}",
+                    e["event_id"],
+                    Value::from(card.cloned()),
+                    Value::from(device.cloned())
+                )
+            })
+        })
+        .collect();
+    assert!(want.len() >= 10, "{}", want.len());
+    let got: BTreeSet<String> = rows
+        .iter()
+        .map(|r| {
+            let v: Value = serde_json::from_str(r).unwrap();
+            format!(
+                "{} {} {}",
+                v["event_id"], v["card_reason"], v["device_reason"]
+            )
+        })
+        .collect();
+    assert_eq!(got, want);
+    assert_eq!(from_topic(name, &file), rows, "from a topic");
+    let unlisted = dir.path().join("unlisted.jsonl");
+    filtered(&file, &unlisted, |e| {
+        !cards.contains_key(e["card_id"].as_str().unwrap())
+            && !e["device_id"]
+                .as_str()
+                .is_some_and(|d| devices.contains_key(d))
+    });
+    assert_eq!(replayed(name, &unlisted), Vec::<String>::new());
+}
