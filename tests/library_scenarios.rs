@@ -200,3 +200,70 @@ fn flags_the_shift(rows: &[String]) {
         "the first shifted minute is flagged: {rows:?}"
     );
 }
+
+/// Per merchant, currency and hour, at least 5 chargebacks and 150 basis points of the
+/// captures — computed here — are the rows: the dispute-wave merchant's hour; none without the
+/// wave.
+#[test]
+fn dispute_ratio_flags_the_merchant_in_a_dispute_wave() {
+    let dir = tempfile::tempdir().unwrap();
+    let name = "dispute_ratio";
+    let planted = Scenarios {
+        dispute_wave: true,
+        ..Scenarios::default()
+    };
+    let file = events(dir.path(), "planted", &traffic(12, planted));
+    let rows = replayed(name, &file);
+    check_golden(name, &rows);
+    let mut hours: HashMap<(String, String, i64), (i64, i64)> = HashMap::new();
+    for e in distinct_events(&file) {
+        let kind = e["event_type"].as_str().unwrap();
+        if kind == "capture" || kind == "chargeback" {
+            let t = time(&e);
+            let h = hours
+                .entry((
+                    e["merchant_id"].as_str().unwrap().to_string(),
+                    e["currency"].as_str().unwrap().to_string(),
+                    t - t % 3_600_000,
+                ))
+                .or_default();
+            if kind == "capture" {
+                h.0 += 1;
+            } else {
+                h.1 += 1;
+            }
+        }
+    }
+    let want: BTreeSet<String> = hours
+        .into_iter()
+        .filter(|(_, (captures, chargebacks))| {
+            *chargebacks >= 5 && *captures > 0 && chargebacks * 10_000 >= 150 * captures
+        })
+        .map(|((m, c, _), (captures, chargebacks))| {
+            format!(
+                "{m} {c} {captures} {chargebacks} {}",
+                chargebacks * 10_000 / captures
+            )
+        })
+        .collect();
+    assert_eq!(want.len(), 1, "{want:?}");
+    assert!(want.iter().all(|w| w.starts_with("m_0005 ")), "{want:?}");
+    let got: BTreeSet<String> = rows
+        .iter()
+        .map(|r| {
+            let v: Value = serde_json::from_str(r).unwrap();
+            format!(
+                "{} {} {} {} {}",
+                v["merchant_id"].as_str().unwrap(),
+                v["currency"].as_str().unwrap(),
+                v["captures"],
+                v["chargebacks"],
+                v["dispute_bps"]
+            )
+        })
+        .collect();
+    assert_eq!(got, want);
+    assert_eq!(from_topic(name, &file), rows, "from a topic");
+    let clean = events(dir.path(), "clean", &traffic(12, Scenarios::default()));
+    assert_eq!(replayed(name, &clean), Vec::<String>::new());
+}

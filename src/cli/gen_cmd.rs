@@ -60,8 +60,9 @@ pub(crate) struct GenArgs {
     /// within a minute), refund-after-chargeback (half of the chargebacks not reversed are
     /// followed by a refund of the same payment), ticket-shift (merchant m_0003's amounts grow
     /// eightfold 15 minutes after --start), late-money (one in a hundred captures and refunds
-    /// arrives 5-15 minutes after it happened with --lifecycle fast, 1-3 days with realistic);
-    /// or all. Without any, a seed gives the bytes it always gave.
+    /// arrives 5-15 minutes after it happened with --lifecycle fast, 1-3 days with realistic),
+    /// dispute-wave (merchant m_0005's captures are charged back one time in ten from 10
+    /// minutes after --start); or all. Without any, a seed gives the bytes it always gave.
     #[arg(long, default_value = "none")]
     scenarios: String,
     /// Lifecycle lags: fast (seconds, for tests and demos) or realistic (minutes to days).

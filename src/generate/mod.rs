@@ -25,7 +25,9 @@ mod model;
 mod parquet;
 mod scenarios;
 
-pub use self::scenarios::{Scenarios, TICKET_SHIFT_AT_MS, ticket_shift_merchant};
+pub use self::scenarios::{
+    DISPUTE_WAVE_AT_MS, Scenarios, TICKET_SHIFT_AT_MS, dispute_wave_merchant, ticket_shift_merchant,
+};
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, HashSet};
@@ -335,6 +337,9 @@ fn run(cfg: &GenConfig, w: &mut dyn RecordWriter) -> io::Result<GenStats> {
                 Followup::Capture if g.rng.random_bool(0.06) => Some(Followup::Refund),
                 Followup::Capture if g.rng.random_bool(0.006) => Some(Followup::Chargeback),
                 Followup::Chargeback if g.rng.random_bool(0.2) => Some(Followup::Reversal),
+                Followup::Capture if scenarios::wave_chargeback(&mut g, &e) => {
+                    Some(Followup::Chargeback)
+                }
                 Followup::Chargeback
                     if cfg.scenarios.refund_after_chargeback && g.rng.random_bool(0.5) =>
                 {

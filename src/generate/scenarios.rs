@@ -24,17 +24,22 @@ pub struct Scenarios {
     /// [`TICKET_SHIFT_AT_MS`] after the start.
     pub ticket_shift: bool,
     /// One in a hundred captures and refunds reaches the stream long after it happened
-    /// ([`late_money_delay`]): money booked on a business day already reported.
+    /// (minutes with fast lifecycles, days with realistic ones): money booked on a business
+    /// day already reported.
     pub late_money: bool,
+    /// One merchant's captures are charged back one time in ten (the others' one in 170)
+    /// from [`DISPUTE_WAVE_AT_MS`] after the start: a merchant in a dispute wave.
+    pub dispute_wave: bool,
 }
 
 impl Scenarios {
     /// The names `--scenarios` takes, each with what it plants.
-    pub const NAMES: [&str; 4] = [
+    pub const NAMES: [&str; 5] = [
         "small-then-large",
         "refund-after-chargeback",
         "ticket-shift",
         "late-money",
+        "dispute-wave",
     ];
 
     /// Every scenario.
@@ -44,6 +49,7 @@ impl Scenarios {
             refund_after_chargeback: true,
             ticket_shift: true,
             late_money: true,
+            dispute_wave: true,
         }
     }
 
@@ -58,6 +64,7 @@ impl Scenarios {
                 "refund-after-chargeback" => s.refund_after_chargeback = true,
                 "ticket-shift" => s.ticket_shift = true,
                 "late-money" => s.late_money = true,
+                "dispute-wave" => s.dispute_wave = true,
                 other => {
                     return Err(format!(
                         "unknown scenario {other:?}: use {}, all or none",
@@ -76,6 +83,23 @@ pub const TICKET_SHIFT_AT_MS: i64 = 15 * 60_000;
 /// The merchant whose ticket size shifts (not the one whose volume spikes).
 pub fn ticket_shift_merchant(cfg: &GenConfig) -> u32 {
     3 % cfg.merchants.max(1)
+}
+
+/// When the dispute-wave merchant's captures start being charged back more, after the start.
+pub const DISPUTE_WAVE_AT_MS: i64 = 10 * 60_000;
+
+/// The merchant in a dispute wave (neither the spiking nor the ticket-shift one).
+pub fn dispute_wave_merchant(cfg: &GenConfig) -> u32 {
+    5 % cfg.merchants.max(1)
+}
+
+/// Whether the capture `e` is charged back because of the dispute wave (drawn only when the
+/// wave is on and `e` is its merchant's, so other streams keep their bytes).
+pub(super) fn wave_chargeback(g: &mut Gen, e: &Event) -> bool {
+    g.cfg.scenarios.dispute_wave
+        && e.merchant == dispute_wave_merchant(&g.cfg)
+        && e.time >= g.cfg.start + DISPUTE_WAVE_AT_MS
+        && g.rng.random_bool(0.1)
 }
 
 /// How long after it happened a late money event is delivered: minutes with fast lifecycles
@@ -225,7 +249,22 @@ mod tests {
                 }
                 latest = latest.max(t);
             }
+            // Dispute wave: m_0005's chargebacks against the busiest other merchant's.
+            let mut chargebacks: HashMap<&str, u32> = HashMap::new();
+            for e in events.iter().filter(|e| e["event_type"] == "chargeback") {
+                *chargebacks
+                    .entry(e["merchant_id"].as_str().unwrap())
+                    .or_default() += 1;
+            }
+            let wave = chargebacks.get("m_0005").copied().unwrap_or(0);
+            let others = chargebacks
+                .iter()
+                .filter(|(m, _)| **m != "m_0005")
+                .map(|(_, n)| *n)
+                .max()
+                .unwrap_or(0);
             if on {
+                assert!(wave > 3 * others, "{wave} {others}");
                 assert!(small_then_large >= 5, "{small_then_large}");
                 assert!(
                     refunded_after_chargeback >= 5,
@@ -244,6 +283,7 @@ mod tests {
                     (0, 0, 0)
                 );
                 assert!(mean(true) < 3 * mean(false));
+                assert!(wave < 3 * others.max(1), "{wave} {others}");
             }
         }
     }
