@@ -194,3 +194,58 @@ fn blocklisted_flags_listed_cards_and_devices() {
     });
     assert_eq!(replayed(name, &unlisted), Vec::<String>::new());
 }
+
+/// The first authorization of each card at each merchant (by time, then event id), where it is
+/// at least 500,000 minor units; with every amount a hundred times smaller, nothing.
+/// (A shorter stream: most authorizations are a card's first at its merchant.)
+#[test]
+fn first_card_use_large_flags_large_first_authorizations() {
+    let dir = tempfile::tempdir().unwrap();
+    let name = "first_card_use_large";
+    let cfg = GenConfig {
+        events: 10_000,
+        ..traffic()
+    };
+    let file = events(dir.path(), "traffic", &cfg);
+    let rows = replayed(name, &file);
+    check_golden(name, &rows);
+    let mut first: HashMap<(String, String), (i64, String, i64)> = HashMap::new();
+    for e in distinct_events(&file) {
+        if e["event_type"] != "authorization" {
+            continue;
+        }
+        let this = (
+            time(&e),
+            e["event_id"].as_str().unwrap().to_string(),
+            e["amount_minor"].as_i64().unwrap(),
+        );
+        first
+            .entry((e["card_id"].to_string(), e["merchant_id"].to_string()))
+            .and_modify(|f| {
+                if (this.0, &this.1) < (f.0, &f.1) {
+                    *f = this.clone();
+                }
+            })
+            .or_insert(this);
+    }
+    let want: BTreeSet<String> = first
+        .values()
+        .filter(|(_, _, amount)| *amount >= 500_000)
+        .map(|(_, id, _)| Value::from(id.as_str()).to_string())
+        .collect();
+    assert!(want.len() >= 50, "{}", want.len());
+    assert_eq!(field_set(&rows, "event_id"), want);
+    assert_eq!(from_topic(name, &file), rows, "from a topic");
+    let small = dir.path().join("small.jsonl");
+    let text: String = std::fs::read_to_string(&file)
+        .unwrap()
+        .lines()
+        .map(|l| {
+            let mut e: Value = serde_json::from_str(l).unwrap();
+            e["amount_minor"] = Value::from(e["amount_minor"].as_i64().unwrap() / 100);
+            format!("{e}\n")
+        })
+        .collect();
+    std::fs::write(&small, text).unwrap();
+    assert_eq!(replayed(name, &small), Vec::<String>::new());
+}

@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 
 use super::log_cmds::DataDir;
-use paystream::generate::{GenConfig, generate};
+use paystream::generate::{GenConfig, Scenarios, generate};
 use paystream::log::{FsyncPolicy, Log, Producer, TopicConfig};
 use paystream::server::{ServeConfig, Server};
 use paystream::sql::SHIPPED_QUERIES as SHIPPED;
@@ -81,6 +81,17 @@ fn create_marked(dir: &Path) -> anyhow::Result<()> {
 /// Seconds of event time per generated chunk.
 const CHUNK_SECS: u64 = 60;
 
+/// The library patterns the demo's traffic holds besides the attacks and the spike: those that
+/// fit in a minute's chunk (small then large; a dispute wave or a ticket shift starts minutes
+/// in, and chargebacks come minutes after their captures).
+const DEMO_SCENARIOS: Scenarios = Scenarios {
+    small_then_large: true,
+    refund_after_chargeback: false,
+    ticket_shift: false,
+    late_money: false,
+    dispute_wave: false,
+};
+
 /// Produces generated events into `payments` at `rate` per second until `stop`: a minute of
 /// traffic at a time (its own seed, so event ids never repeat), each record sent when the wall
 /// clock reaches its event time.
@@ -110,6 +121,7 @@ fn traffic(
             rate: authorizations,
             malformed_rate: 0.001,
             spike_at_ms: Some(30_000),
+            scenarios: DEMO_SCENARIOS,
             ..GenConfig::default()
         };
         let mut events = Vec::new();
@@ -148,6 +160,7 @@ fn events_per_authorization(time_of: &dyn Fn(&[u8]) -> Option<i64>) -> anyhow::R
         rate: 100.0,
         malformed_rate: 0.001,
         spike_at_ms: Some(30_000),
+        scenarios: DEMO_SCENARIOS,
         ..GenConfig::default()
     };
     let mut events = Vec::new();

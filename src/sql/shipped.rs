@@ -21,7 +21,7 @@ pub const SHIPPED_QUERIES: [(&str, &str); 4] = [
 /// it): plan the SELECT of `query_file::parse_replay_query`, which puts them in place. Rules
 /// that read files of their own (`blocklisted.sql`'s reference tables) are not here: the demo
 /// and the bench run these as they are, without the files.
-pub const LIBRARY_QUERIES: [(&str, &str); 12] = [
+pub const LIBRARY_QUERIES: [(&str, &str); 13] = [
     (
         "merchant_volume_spike",
         include_str!("../../queries/merchant_volume_spike.sql"),
@@ -69,5 +69,9 @@ pub const LIBRARY_QUERIES: [(&str, &str); 12] = [
     (
         "dispute_ratio",
         include_str!("../../queries/dispute_ratio.sql"),
+    ),
+    (
+        "first_card_use_large",
+        include_str!("../../queries/first_card_use_large.sql"),
     ),
 ];
