@@ -11,6 +11,7 @@ mod library;
 mod library_joins;
 mod library_risk;
 mod library_scenarios;
+mod library_settlement;
 mod log_cli;
 mod log_hardening;
 mod oracle;

@@ -14,16 +14,26 @@ use crate::util::{ok, repo, run_source, sorted};
 
 /// `paystream replay FILE --query queries/<name>.sql`, as a user runs it: its rows, sorted.
 pub(crate) fn replayed(name: &str, events: &Path) -> Vec<String> {
+    sorted(replayed_in_order(name, events))
+}
+
+/// [`replayed`]'s rows in the order they came (a changelog's order matters).
+pub(crate) fn replayed_in_order(name: &str, events: &Path) -> Vec<String> {
     let out = ok(std::process::Command::new(env!("CARGO_BIN_EXE_paystream"))
         .arg("replay")
         .arg(events)
         .arg("--query")
         .arg(repo(&format!("queries/{name}.sql"))));
-    sorted(out.lines().map(str::to_string).collect())
+    out.lines().map(str::to_string).collect()
 }
 
-/// The same query over `events` produced into a topic of the embedded log.
+/// The same query over `events` produced into a topic of the embedded log: its rows, sorted.
 pub(crate) fn from_topic(name: &str, events: &Path) -> Vec<String> {
+    sorted(from_topic_in_order(name, events))
+}
+
+/// [`from_topic`]'s rows in the order they came.
+pub(crate) fn from_topic_in_order(name: &str, events: &Path) -> Vec<String> {
     let dir = tempfile::tempdir().unwrap();
     let log = Log::new(dir.path());
     log.create_topic(
@@ -55,7 +65,7 @@ pub(crate) fn from_topic(name: &str, events: &Path) -> Vec<String> {
         paystream::sql::plan_query_over(&parsed.select, &streams, &tables, &Default::default())
             .unwrap();
     let source = Arc::new(LogSource::new(log, "payments").until_end(true));
-    sorted(run_source(&plan, source, |_| {}).lines)
+    run_source(&plan, source, |_| {}).lines
 }
 
 pub(crate) fn events(dir: &Path, name: &str, cfg: &GenConfig) -> std::path::PathBuf {
