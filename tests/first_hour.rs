@@ -509,3 +509,44 @@ fn gen_csv_and_parquet_load_into_topics_like_json_lines() {
         assert!(got == want, "{topic}: the loaded events differ");
     }
 }
+
+/// A replay query file takes a `run` file's engine settings: `SET watermark_delay = '0s'` makes
+/// the disordered events late, and the command-line flag overrides it.
+#[test]
+fn a_replay_query_file_honours_its_engine_settings() {
+    let dir = tempfile::tempdir().unwrap();
+    let events = dir.path().join("e.jsonl");
+    ok(paystream(dir.path())
+        .args(["gen", "--events", "5000", "--seed", "3", "-o"])
+        .arg(&events));
+    let query = dir.path().join("q.sql");
+    std::fs::write(
+        &query,
+        "SET watermark_delay = '0s';\nSET workers = '1';\nSELECT merchant_id, window_start, count(*) AS n\nFROM TUMBLE(payments, event_time, INTERVAL '1' SECOND)\nGROUP BY merchant_id, window_start, window_end;\n",
+    )
+    .unwrap();
+    let late = |extra: &[&str]| -> u64 {
+        let o = paystream(dir.path())
+            .arg("replay")
+            .arg(&events)
+            .arg("--query")
+            .arg(&query)
+            .args(extra)
+            .args(["-o", "/dev/null"])
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(o.status.success(), "{err}");
+        summary_counts(&err)
+            .iter()
+            .find_map(|kv| kv.strip_prefix("late="))
+            .unwrap()
+            .parse()
+            .unwrap()
+    };
+    assert!(
+        late(&[]) > 100,
+        "no watermark delay: disordered events are late"
+    );
+    assert_eq!(late(&["--watermark-delay", "10s"]), 0, "the flag wins");
+}

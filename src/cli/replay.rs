@@ -117,7 +117,15 @@ pub(crate) fn replay(mut a: ReplayArgs, data: &super::log_cmds::DataDir) -> anyh
     let mut format = None;
     let parsed = parse_replay_query(&sql).with_context(|| format!("in {}", query.display()))?;
     let declared = parsed.source.as_ref();
-    // A flag wins over the declaration, which wins over the default.
+    // The file's `SET`s, as `run` reads them (already checked).
+    let set = |key: &str| parsed.settings.get(key);
+    let set_ms = |key: &str| -> anyhow::Result<Option<i64>> {
+        set(key)
+            .map(|v| duration(&format!("SET {key}"), v))
+            .transpose()
+    };
+    // A flag wins over the declaration, which wins over the file's SET, which wins over the
+    // default (as in `run`, a source's own option overrides a SET).
     let setting = |flag: &str,
                    given: &Option<String>,
                    declared: Option<i64>,
@@ -135,7 +143,10 @@ pub(crate) fn replay(mut a: ReplayArgs, data: &super::log_cmds::DataDir) -> anyh
                 };
                 Ok((ms, format!("{what} in {}", query.display())))
             }
-            (None, None) => Ok((duration(flag, default)?, flag.to_string())),
+            (None, None) => match set_ms(&key)? {
+                Some(ms) => Ok((ms, format!("SET {key} in {}", query.display()))),
+                None => Ok((duration(flag, default)?, flag.to_string())),
+            },
         }
     };
     let (delay, delay_from) = setting(
@@ -174,11 +185,21 @@ pub(crate) fn replay(mut a: ReplayArgs, data: &super::log_cmds::DataDir) -> anyh
         .iter()
         .map(|t| paystream::table::ReferenceTable::new(t.clone()))
         .collect();
+    let mut limits = WindowLimits::default();
+    if let Some(v) = set_ms("max_window_size")? {
+        limits.max_size = v;
+    }
+    if let Some(v) = set_ms("max_session_gap")? {
+        limits.max_gap = v;
+    }
+    if let Some(v) = set("max_hop_ratio").and_then(|v| v.parse().ok()) {
+        limits.max_hop_ratio = v;
+    }
     let plan = paystream::sql::plan_query_over(
         &parsed.select,
         &[(stream.clone(), Arc::clone(&events))],
         &tables,
-        &WindowLimits::default(),
+        &limits,
     )
     .with_context(|| format!("in {}", query.display()))?
     .named(format!("the query in {}", query.display()));
@@ -187,11 +208,17 @@ pub(crate) fn replay(mut a: ReplayArgs, data: &super::log_cmds::DataDir) -> anyh
         t.attach_log(&data.data_dir);
     }
     paystream::table::load_all(&tables)?;
-    let plan = match &a.state_ttl {
-        Some(t) => plan.with_state_ttl(duration("--state-ttl", t)?),
-        None => plan,
+    let plan = match (&a.state_ttl, set_ms("state_ttl")?) {
+        (Some(t), _) => plan.with_state_ttl(duration("--state-ttl", t)?),
+        (None, Some(ms)) => plan.with_state_ttl(ms),
+        (None, None) => plan,
     };
-    if let Some(w) = a.workers {
+    let workers = match (a.workers, set("workers")) {
+        (Some(w), _) => Some(w),
+        (None, Some(w)) => Some(w.parse().context("SET workers")?),
+        (None, None) => None,
+    };
+    if let Some(w) = workers {
         if w == 0 {
             bail!("--workers must be at least 1");
         }

@@ -231,6 +231,42 @@ fn check_setting(key: &str, v: &str) -> std::result::Result<(), String> {
     }
 }
 
+/// The value of `SET key = 'value'` (`rest`: what follows the key, a slice of `code`),
+/// checked: the key must be one of [`SETTINGS`] (a parameter's `SET` never comes here).
+pub(super) fn engine_setting<'a>(
+    code: &str,
+    line: usize,
+    key: &str,
+    rest: &'a str,
+) -> Result<&'a str> {
+    if !SETTINGS.contains(&key) {
+        return Err(err(
+            line,
+            format!(
+                "unknown setting `{key}`; the settings are: {} (or a parameter the file refers to as ${{{key}}})",
+                SETTINGS.join(", ")
+            ),
+        ));
+    }
+    let v = rest
+        .trim()
+        .trim_start_matches('=')
+        .trim_start_matches(|c: char| c.is_whitespace());
+    let v = v
+        .strip_prefix("TO ")
+        .or_else(|| v.strip_prefix("to "))
+        .unwrap_or(v)
+        .trim();
+    let v = v.trim_matches('\'');
+    // `v` is a slice of `code`: its offset is its position in the file.
+    let at = v.as_ptr() as usize - code.as_ptr() as usize;
+    check_setting(key, v).map_err(|message| Error::Plan {
+        position: position(code, at),
+        message,
+    })?;
+    Ok(v)
+}
+
 /// `line L, column C` of byte `at` of `text`.
 fn position(text: &str, at: usize) -> String {
     let before = &text[..at.min(text.len())];
@@ -651,38 +687,12 @@ pub fn parse_query_file(text: &str) -> Result<QueryFile> {
                     // A parameter, already in place wherever `${key}` was.
                     continue;
                 }
-                if !SETTINGS.contains(&key.as_str()) {
+                let v = engine_setting(&code, line, &key, rest)?;
+                if let Some(first) = file.setting_lines.insert(key.clone(), line) {
                     return Err(err(
                         line,
-                        format!(
-                            "unknown setting `{key}`; the settings are: {} (or a parameter the file refers to as ${{{key}}})",
-                            SETTINGS.join(", ")
-                        ),
+                        format!("`{key}` is SET twice (lines {first} and {line}); keep one"),
                     ));
-                }
-                let v = rest
-                    .trim()
-                    .trim_start_matches('=')
-                    .trim_start_matches(|c: char| c.is_whitespace());
-                let v = v
-                    .strip_prefix("TO ")
-                    .or_else(|| v.strip_prefix("to "))
-                    .unwrap_or(v)
-                    .trim();
-                let v = v.trim_matches('\'');
-                // `v` is a slice of `code`: its offset is its position in the file.
-                let at = v.as_ptr() as usize - code.as_ptr() as usize;
-                check_setting(&key, v).map_err(|message| Error::Plan {
-                    position: position(&code, at),
-                    message,
-                })?;
-                if let Some(first) = file.setting_lines.insert(key.clone(), line) {
-                    return Err(Error::Plan {
-                        position: position(&code, at),
-                        message: format!(
-                            "`{key}` is SET twice (lines {first} and {line}); keep one"
-                        ),
-                    });
                 }
                 file.settings.insert(key, v.to_string());
             }

@@ -256,6 +256,9 @@ pub struct ReplayQuery {
     pub select: String,
     /// Reference tables the SELECT may join (`CREATE TABLE` statements before it).
     pub tables: Vec<crate::table::TableDecl>,
+    /// Engine settings the file `SET`s (checked; `checkpoint_interval` and `idle_timeout`,
+    /// which mean nothing to a replay, are refused). Command-line flags override them.
+    pub settings: BTreeMap<String, String>,
 }
 
 /// Parses one `CREATE SOURCE name [(columns…)] [WITH (…)]` statement, as `replay --query` and
@@ -307,18 +310,35 @@ pub fn parse_replay_query(text: &str) -> Result<ReplayQuery> {
         .into_iter()
         .filter(|(_, s)| !s.trim().is_empty())
         .collect();
-    // The tables, wherever they are before the SELECT.
+    // The tables and the engine settings, wherever they are before the SELECT.
     let mut tables: Vec<crate::table::TableDecl> = Vec::new();
+    let mut settings = BTreeMap::new();
     let mut kept = Vec::with_capacity(stmts.len());
     for (offset, s) in stmts {
         let (w1, rest) = word(s.trim_start());
         let (w2, rest) = word(rest);
+        let lead = s.len() - s.trim_start().len();
+        let line = code[..offset + lead].matches('\n').count() + 1;
+        if w1.eq_ignore_ascii_case("SET") {
+            let key = w2.to_ascii_lowercase();
+            let v = super::engine_setting(&code, line, &key, rest)?;
+            if matches!(key.as_str(), "checkpoint_interval" | "idle_timeout") {
+                return Err(err(
+                    line,
+                    format!(
+                        "SET {key} means nothing to a replay (one file read once, without checkpoints); it belongs in a `paystream run` query file"
+                    ),
+                ));
+            }
+            if settings.insert(key.clone(), v.to_string()).is_some() {
+                return Err(err(line, format!("`{key}` is SET twice; keep one")));
+            }
+            continue;
+        }
         if !(w1.eq_ignore_ascii_case("CREATE") && w2.eq_ignore_ascii_case("TABLE")) {
             kept.push((offset, s));
             continue;
         }
-        let lead = s.len() - s.trim_start().len();
-        let line = code[..offset + lead].matches('\n').count() + 1;
         let base = s.trim_start();
         let (name, rest) = word(rest);
         let name = ident(line, "a table name", name)?;
@@ -350,18 +370,19 @@ pub fn parse_replay_query(text: &str) -> Result<ReplayQuery> {
             source: None,
             select: text.to_string(),
             tables,
+            settings,
         });
     };
     let (w1, rest) = word(first.trim_start());
     let (w2, rest) = word(rest);
     if !(w1.eq_ignore_ascii_case("CREATE") && w2.eq_ignore_ascii_case("SOURCE")) {
-        let select = match (tables.is_empty(), stmts.as_slice()) {
+        let select = match (tables.is_empty() && settings.is_empty(), stmts.as_slice()) {
             (true, _) => text.to_string(),
             (false, [(at, stmt)]) => select_only(*at, stmt),
             (false, _) => {
                 return Err(err(
                     1,
-                    "a replay query file holds CREATE TABLE statements and one SELECT",
+                    "a replay query file holds SET and CREATE TABLE statements and one SELECT",
                 ));
             }
         };
@@ -369,6 +390,7 @@ pub fn parse_replay_query(text: &str) -> Result<ReplayQuery> {
             source: None,
             select,
             tables,
+            settings,
         });
     }
     let lead = first.len() - first.trim_start().len();
@@ -398,5 +420,6 @@ pub fn parse_replay_query(text: &str) -> Result<ReplayQuery> {
         source: Some(source),
         select,
         tables,
+        settings,
     })
 }

@@ -187,6 +187,46 @@ fn a_replay_query_may_declare_its_source_first() {
     assert!(e.contains("line 3") && e.contains("paystream run"), "{e}");
 }
 
+/// A replay query file takes the engine settings a `run` file does (what a replay can use):
+/// they are taken out of the SELECT's text, which keeps its lines; parameters still work
+/// beside them; settings a replay cannot use, unknown ones, bad values and repeats are refused
+/// at their line.
+#[test]
+fn a_replay_query_takes_engine_settings() {
+    let q = parse_replay_query(
+        "SET state_ttl = '1h';\nSET min_n = '3';\nSET workers = '1';\nSELECT count(*) FROM payments HAVING count(*) >= ${min_n};\n",
+    )
+    .unwrap();
+    assert_eq!(q.settings.get("state_ttl").map(String::as_str), Some("1h"));
+    assert_eq!(q.settings.get("workers").map(String::as_str), Some("1"));
+    assert_eq!(q.settings.len(), 2, "{:?}", q.settings);
+    assert_eq!(
+        q.select.lines().nth(3),
+        Some("SELECT count(*) FROM payments HAVING count(*) >= 3")
+    );
+    assert!(q.select.lines().take(3).all(|l| l.trim().is_empty()));
+    for (text, needle) in [
+        (
+            "\nSET checkpoint_interval = '1s';\nSELECT 1",
+            "paystream run",
+        ),
+        ("\nSET idle_timeout = '1s';\nSELECT 1", "paystream run"),
+        (
+            "\nSET colour = 'red';\nSELECT 1",
+            "unknown setting `colour`",
+        ),
+        ("\nSET state_ttl = 'soon';\nSELECT 1", "state_ttl"),
+        ("\nSET workers = '0';\nSELECT 1", "at least 1"),
+    ] {
+        let e = parse_replay_query(text).unwrap_err().to_string();
+        assert!(e.contains(needle) && e.contains("line 2"), "{text}: {e}");
+    }
+    let e = parse_replay_query("SET workers = '2';\nSET workers = '3';\nSELECT 1")
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("SET twice") && e.contains("line 2"), "{e}");
+}
+
 #[test]
 fn unknown_options_and_statements_are_named() {
     let e = parse_query_file("CREATE SOURCE p WITH (connector = 'log', topic = 't', colour = 'red');\nINSERT INTO x SELECT 1;").unwrap_err().to_string();
