@@ -6,9 +6,10 @@
 -- large fraudulent sales, or a pricing error. The median ignores the odd large basket that
 -- an average would chase.
 --
--- How: per merchant and minute, the approximate median amount (approx_median: t-digest,
+-- How: per merchant, currency and minute, the approximate median amount (approx_median: t-digest,
 -- within about 2 % in rank), scored by mad_zscore — 0.6745 · (x − median) / MAD over the
--- merchant's previous `history` minutes — on the logarithm of the median, so that a doubling
+-- merchant's previous `history` minutes in that currency — on the logarithm of the median (of
+-- at least 1: a minute of zero-amount card checks has a median of 0), so that a doubling
 -- counts the same at any ticket size. NULL (no alert) until `history` minutes are known or
 -- when the history does not vary.
 --
@@ -30,7 +31,7 @@ WITH per_minute AS (
   GROUP BY merchant_id, currency, window_start, window_end)
 SELECT * FROM (
   SELECT merchant_id, currency, window_start, window_end, authorizations, median_minor,
-         round(mad_zscore(ln(median_minor), ${history})
-               OVER (PARTITION BY merchant_id ORDER BY window_start), 2) AS score
+         round(mad_zscore(ln(greatest(median_minor, 1)), ${history})
+               OVER (PARTITION BY merchant_id, currency ORDER BY window_start), 2) AS score
   FROM per_minute)
 WHERE abs(score) > ${shift_z};

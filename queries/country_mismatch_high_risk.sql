@@ -9,7 +9,7 @@
 -- How: a stateless filter per authorization: card_country and ip_country both known and
 -- different, and the merchant category code in the high_risk_mcc reference table (a VALUES
 -- list here: edit it, or replace it by a CREATE TABLE over a file or topic of your own).
--- Above min_amount_minor only (in the payment's currency's minor units).
+-- From min_amount_minor up only (in the payment's currency's minor units).
 --
 -- Parameters: min_amount_minor; the high_risk_mcc table (5732 electronics, 4814 telecom,
 -- 7011 lodging, 5999 miscellaneous retail).

@@ -8,8 +8,8 @@
 -- How: ROW_NUMBER() per card and merchant in event-time order (ties by event_id) — the
 -- deduplication pattern: the first row per key, emitted once the watermark passes it — kept
 -- when its amount is at least min_amount_minor (minor units of the payment's currency). The
--- keys seen are kept for the source's dedup_ttl by default (`SET state_ttl` in a run file,
--- `--state-ttl` on replay): a card idle at a merchant longer than that is new again.
+-- keys seen are kept for the source's dedup_ttl by default (`SET state_ttl = '30 days';` in
+-- this file, or `--state-ttl` on replay): a card idle at a merchant longer than that is new again.
 --
 -- Parameters: min_amount_minor.
 --

@@ -1,7 +1,9 @@
 -- Daily settlement per merchant business date, with corrections: captures, refunds,
 -- chargebacks and fees per merchant, currency and business date — the merchant's own day, in
 -- its time zone and up to its daily close — and a money event that arrives after its day was
--- reported corrects that day instead of being dropped.
+-- reported corrects that day instead of being dropped. (Chargeback reversals are not counted
+-- here, as in settlement_per_minute.sql; a merchant missing from the merchants table is left
+-- out — the inner join — so keep the table complete.)
 --
 -- Why: merchants are paid out per business day in their currency, and the payout file must
 -- add up to the cent. Captures and refunds arrive late all the time (batch files from

@@ -295,10 +295,9 @@ const BY_FIRST_BYTE: [[u8; 4]; 26] = {
 
 /// The field whose name, closing quote and colon start `word` (the bytes after a key's
 /// opening quote), with the offset of that colon from the opening quote: the candidates its
-/// first byte allows, each confirmed by one masked compare. This is the lookup for a key the
-/// learned order did not predict — lines whose producer shuffles its keys take it for most
-/// fields — and costs no search for the key's end: a name, its quote and the colon fit in the
-/// 16 bytes already loaded.
+/// first byte allows, each confirmed by one masked compare: the second chance of
+/// [`key_field`] (for `mcc`, whose name ends before the eighth byte), which costs no search for
+/// the key's end either: a name, its quote and the colon fit in the 16 bytes already loaded.
 #[inline(always)]
 fn by_first_byte(word: u128) -> Option<(usize, usize)> {
     let first = (word as u8).wrapping_sub(b'a');
@@ -632,7 +631,7 @@ mod tests {
         })
     }
 
-    /// Asserts that whatever the fast path (`fast`, with what it learned from earlier lines)
+    /// Asserts that whatever the fast path (`fast`, with the time it kept from earlier lines)
     /// takes, the general route finds valid, with the same row, unknown field count and
     /// payload hash; returns whether the fast path took the line and whether the
     /// general route found it valid.

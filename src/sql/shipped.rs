@@ -19,7 +19,8 @@ pub const SHIPPED_QUERIES: [(&str, &str); 4] = [
 
 /// The library's rules that take parameters (`SET name = '…';` before the query, `${name}` in
 /// it): plan the SELECT of `query_file::parse_replay_query`, which puts them in place. Rules
-/// that read files of their own (`blocklisted.sql`'s reference tables) are not here: the demo
+/// that read files of their own (the reference tables of `blocklisted.sql` and
+/// `settlement_daily.sql`) are not here: the demo
 /// and the bench run these as they are, without the files.
 pub const LIBRARY_QUERIES: [(&str, &str); 13] = [
     (
