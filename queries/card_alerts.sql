@@ -1,6 +1,21 @@
--- Card risk alerts, per authorization: the card's authorizations and amount over the last hour
--- (in the payment's currency), computed for every authorization once the watermark passes it.
--- An alert when the card is busier or spends more than usual; the outer WHERE is the rule.
+-- Card risk alerts, per authorization: the card's authorizations and amount over the last
+-- hour (in the payment's currency), and an alert when the card is busier or spends more than
+-- usual.
+--
+-- Why: velocity and spend limits per card are the first rules a risk team runs; scoring each
+-- authorization (not each window) flags the very payment that crossed the line.
+--
+-- How: OVER a RANGE frame of 1 hour per card and currency, computed for every authorization
+-- once the watermark passes it; the outer WHERE is the rule (8 authorizations or 50,000.00 in
+-- minor units of 2-decimal currencies).
+--
+-- Parameters: none (the thresholds are in the outer WHERE: this file is also run as it is by
+-- the exactly-once tests; card_velocity_per_event.sql is the parameterised velocity rule).
+--
+-- Emits: every authorization of a card over either limit, when the watermark passes it.
+--
+-- Late events: an authorization behind the watermark goes to the late output; it is neither
+-- scored nor counted in later authorizations' frames.
 SELECT event_id, card_id, event_time, currency, amount_minor, auths_1h, amount_1h
 FROM (
   SELECT event_id, card_id, event_time, currency, amount_minor,

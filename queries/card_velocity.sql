@@ -1,5 +1,19 @@
--- Card velocity: cards with 5 or more authorizations in any 60-second window (sliding every 10 s).
--- A classic card-testing signal; declines and distinct merchants help triage the alert.
+-- Card velocity: cards with 5 or more authorizations in any 60-second window (sliding every
+-- 10 s), with their declines and distinct merchants.
+--
+-- Why: the classic card-testing signal — a card tried again and again within a minute; the
+-- declines and the number of merchants help triage the alert.
+--
+-- How: HOP windows of 60 s every 10 s per card over authorizations; HAVING count(*) >= 5.
+--
+-- Parameters: none (5 and 60 s are in the SQL: this file is also the engine's golden sample
+-- query, run as it is by the tests and `paystream bench`; card_velocity_per_event.sql is the
+-- parameterised rule).
+--
+-- Emits: one row per card and window over the limit, when the window closes; a burst
+-- appears in each of the overlapping windows that hold five of its authorizations.
+--
+-- Late events: an authorization behind the watermark goes to the late output, uncounted.
 SELECT
   card_id,
   window_start,

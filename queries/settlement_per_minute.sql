@@ -1,5 +1,21 @@
--- Settlement per merchant and currency, per minute of event time.
--- Amounts are integer minor units of `currency`; net = captured - refunded - chargebacks - fees.
+-- Settlement per merchant and currency, per minute of event time: the intraday dashboard feed.
+--
+-- Why: treasury and merchant-support teams watch money move during the day — captured,
+-- refunded, charged back, fees and net — per merchant and currency, to the minor unit, long
+-- before the daily payout file (settlement_daily.sql) is cut.
+--
+-- How: a 1-minute TUMBLE per merchant and currency over captures, refunds and chargebacks.
+-- Amounts are integer minor units of `currency`; net = captured − refunded − chargebacks −
+-- fees. Never summed across currencies.
+--
+-- Parameters: none (the minute is the INTERVAL; this file is also the engine's golden sample
+-- query, run as it is by the tests and `paystream bench`).
+--
+-- Emits: one row per merchant, currency and minute with money events, when the watermark
+-- passes the minute's end (and for the open minutes at the end of input).
+--
+-- Late events: a money event behind the watermark goes to the late output, uncounted here
+-- (settlement_daily.sql corrects its day instead).
 SELECT
   merchant_id,
   currency,
