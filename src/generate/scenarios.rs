@@ -53,10 +53,20 @@ impl Scenarios {
         }
     }
 
-    /// Parses a comma-separated list of [`Scenarios::NAMES`], `all` or `none`.
+    /// Parses a comma-separated list of [`Scenarios::NAMES`], `all`, or `none` alone.
     pub fn parse(list: &str) -> Result<Self, String> {
+        let names: Vec<&str> = list
+            .split(',')
+            .map(str::trim)
+            .filter(|n| !n.is_empty())
+            .collect();
+        if names.len() > 1 && names.contains(&"none") {
+            return Err(format!(
+                "`none` means no scenario; it cannot be listed with others ({list:?})"
+            ));
+        }
         let mut s = Scenarios::default();
-        for name in list.split(',').map(str::trim).filter(|n| !n.is_empty()) {
+        for name in names {
             match name {
                 "none" => {}
                 "all" => s = Scenarios::all(),
@@ -299,5 +309,6 @@ mod tests {
                 .unwrap_err()
                 .contains("small-then-large")
         );
+        assert!(Scenarios::parse("all,none").unwrap_err().contains("none"));
     }
 }
