@@ -2,12 +2,15 @@
 //! it looks for (its rows pinned in `tests/golden/<query>.jsonl`), over the same data as a log
 //! topic (the same rows), and over a clean stream (no alert).
 
+use std::collections::{BTreeSet, HashSet};
 use std::path::Path;
 use std::sync::Arc;
 
 use paystream::generate::{GenConfig, generate};
 use paystream::log::{FsyncPolicy, Log, Producer, TopicConfig};
 use paystream::source::LogSource;
+use paystream::time::parse_rfc3339_millis;
+use serde_json::Value;
 
 use crate::golden::check_golden;
 use crate::util::{ok, repo, run_source, sorted};
@@ -72,6 +75,29 @@ pub(crate) fn events(dir: &Path, name: &str, cfg: &GenConfig) -> std::path::Path
     let path = dir.join(format!("{name}.jsonl"));
     generate(cfg, &mut std::fs::File::create(&path).unwrap()).unwrap();
     path
+}
+
+/// The events of a generated file, each once (a duplicate delivery is dropped).
+pub(crate) fn distinct_events(path: &Path) -> Vec<Value> {
+    let mut seen = HashSet::new();
+    std::fs::read_to_string(path)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+        .filter(|e| seen.insert(e["event_id"].to_string()))
+        .collect()
+}
+
+/// An event's `event_time` in epoch milliseconds.
+pub(crate) fn time(e: &Value) -> i64 {
+    parse_rfc3339_millis(e["event_time"].as_str().unwrap()).unwrap()
+}
+
+/// The values of `key` in `rows` (JSON texts), as a set of their JSON texts.
+pub(crate) fn field_set(rows: &[String], key: &str) -> BTreeSet<String> {
+    rows.iter()
+        .map(|r| serde_json::from_str::<Value>(r).unwrap()[key].to_string())
+        .collect()
 }
 
 /// 40 minutes of 20 authorizations a second over 12 merchants, with merchant m_0007's volume

@@ -3,15 +3,14 @@
 //! equal the rule computed independently in the test, are the same from a log topic, and the
 //! generated stream with the pattern taken out raises nothing.
 
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap};
 use std::path::Path;
 
 use paystream::generate::GenConfig;
-use paystream::time::parse_rfc3339_millis;
 use serde_json::Value;
 
 use crate::golden::check_golden;
-use crate::library::{events, from_topic, replayed};
+use crate::library::{distinct_events, events, field_set, from_topic, replayed, time};
 
 fn traffic() -> GenConfig {
     GenConfig {
@@ -24,27 +23,6 @@ fn traffic() -> GenConfig {
         attacks: false,
         ..GenConfig::default()
     }
-}
-
-/// The events of a generated file, each once (a duplicate delivery is dropped).
-fn distinct_events(path: &Path) -> Vec<Value> {
-    let mut seen = HashSet::new();
-    std::fs::read_to_string(path)
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str::<Value>(l).unwrap())
-        .filter(|e| seen.insert(e["event_id"].to_string()))
-        .collect()
-}
-
-fn time(e: &Value) -> i64 {
-    parse_rfc3339_millis(e["event_time"].as_str().unwrap()).unwrap()
-}
-
-fn field_set(rows: &[String], key: &str) -> BTreeSet<String> {
-    rows.iter()
-        .map(|r| serde_json::from_str::<Value>(r).unwrap()[key].to_string())
-        .collect()
 }
 
 /// Writes the lines of `from` that `keep` keeps to `to`.

@@ -4,15 +4,14 @@
 //! (or, for the approximate medians, are the shifted merchant's first minutes), are the same
 //! from a log topic, and a stream without the pattern raises nothing.
 
-use std::collections::{BTreeSet, HashMap, HashSet};
-use std::path::Path;
+use std::collections::{BTreeSet, HashMap};
 
 use paystream::generate::{GenConfig, Scenarios, TICKET_SHIFT_AT_MS};
 use paystream::time::parse_rfc3339_millis;
 use serde_json::Value;
 
 use crate::golden::check_golden;
-use crate::library::{events, from_topic, replayed};
+use crate::library::{distinct_events, events, field_set, from_topic, replayed, time};
 
 /// About 25 minutes of 20 new authorizations a second over `merchants` merchants and 50,000
 /// cards, no attacks, with `scenarios`.
@@ -28,27 +27,6 @@ fn traffic(merchants: u32, scenarios: Scenarios) -> GenConfig {
         scenarios,
         ..GenConfig::default()
     }
-}
-
-/// The events of a generated file, each once (a duplicate delivery is dropped).
-fn distinct_events(path: &Path) -> Vec<Value> {
-    let mut seen = HashSet::new();
-    std::fs::read_to_string(path)
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str::<Value>(l).unwrap())
-        .filter(|e| seen.insert(e["event_id"].to_string()))
-        .collect()
-}
-
-fn time(e: &Value) -> i64 {
-    parse_rfc3339_millis(e["event_time"].as_str().unwrap()).unwrap()
-}
-
-fn field_set(rows: &[String], key: &str) -> BTreeSet<String> {
-    rows.iter()
-        .map(|r| serde_json::from_str::<Value>(r).unwrap()[key].to_string())
-        .collect()
 }
 
 /// Per card and currency, in (time, event_id) order, the approved authorizations more than

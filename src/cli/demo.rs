@@ -114,15 +114,8 @@ fn traffic(
     for chunk in 0u64.. {
         let start = paystream::log::producer_now_ms();
         let cfg = GenConfig {
-            events: rate * CHUNK_SECS,
-            seed: 1_000 + chunk,
             start,
-            // New authorizations; captures, refunds and the rest follow them.
-            rate: authorizations,
-            malformed_rate: 0.001,
-            spike_at_ms: Some(30_000),
-            scenarios: DEMO_SCENARIOS,
-            ..GenConfig::default()
+            ..demo_traffic(rate * CHUNK_SECS, 1_000 + chunk, authorizations)
         };
         let mut events = Vec::new();
         generate(&cfg, &mut events)?;
@@ -150,19 +143,26 @@ fn traffic(
     Ok(())
 }
 
-/// Events the generator writes per second of event time for each new authorization a second
-/// (captures, refunds, attacks and spikes come with the authorizations), measured on a sample:
-/// the middle 90 % of its events over the event time they span.
-fn events_per_authorization(time_of: &dyn Fn(&[u8]) -> Option<i64>) -> anyhow::Result<f64> {
-    let cfg = GenConfig {
-        events: 20_000,
-        seed: 999,
-        rate: 100.0,
+/// The demo's generated traffic: `events` records from `seed`, `authorizations` new ones a
+/// second (captures, refunds and the rest follow them), a few malformed, a spike 30 s in, and
+/// [`DEMO_SCENARIOS`].
+fn demo_traffic(events: u64, seed: u64, authorizations: f64) -> GenConfig {
+    GenConfig {
+        events,
+        seed,
+        rate: authorizations,
         malformed_rate: 0.001,
         spike_at_ms: Some(30_000),
         scenarios: DEMO_SCENARIOS,
         ..GenConfig::default()
-    };
+    }
+}
+
+/// Events the generator writes per second of event time for each new authorization a second
+/// (captures, refunds, attacks and spikes come with the authorizations), measured on a sample:
+/// the middle 90 % of its events over the event time they span.
+fn events_per_authorization(time_of: &dyn Fn(&[u8]) -> Option<i64>) -> anyhow::Result<f64> {
+    let cfg = demo_traffic(20_000, 999, 100.0);
     let mut events = Vec::new();
     generate(&cfg, &mut events)?;
     let mut times: Vec<i64> = events.split(|b| *b == b'\n').filter_map(time_of).collect();

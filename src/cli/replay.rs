@@ -9,7 +9,6 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use paystream::engine::{RunHandle, RunState, defaults};
 use paystream::sink::{Sink, WriterSink};
-use paystream::sql::WindowLimits;
 use paystream::sql::query_file::parse_replay_query;
 use paystream::{EventSchema, FileSource, Format, RunOptions, RunSpec};
 
@@ -185,21 +184,11 @@ pub(crate) fn replay(mut a: ReplayArgs, data: &super::log_cmds::DataDir) -> anyh
         .iter()
         .map(|t| paystream::table::ReferenceTable::new(t.clone()))
         .collect();
-    let mut limits = WindowLimits::default();
-    if let Some(v) = set_ms("max_window_size")? {
-        limits.max_size = v;
-    }
-    if let Some(v) = set_ms("max_session_gap")? {
-        limits.max_gap = v;
-    }
-    if let Some(v) = set("max_hop_ratio").and_then(|v| v.parse().ok()) {
-        limits.max_hop_ratio = v;
-    }
     let plan = paystream::sql::plan_query_over(
         &parsed.select,
         &[(stream.clone(), Arc::clone(&events))],
         &tables,
-        &limits,
+        &parsed.window_limits(),
     )
     .with_context(|| format!("in {}", query.display()))?
     .named(format!("the query in {}", query.display()));

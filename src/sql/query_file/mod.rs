@@ -129,26 +129,7 @@ impl QueryFile {
     /// The bounds on windows, raised or lowered by `SET max_window_size`, `max_session_gap`
     /// and `max_hop_ratio`.
     pub fn window_limits(&self) -> super::WindowLimits {
-        let mut limits = super::WindowLimits::default();
-        let ms = |k: &str| {
-            self.settings
-                .get(k)
-                .and_then(|v| parse_duration_millis(v).ok())
-        };
-        if let Some(v) = ms("max_window_size") {
-            limits.max_size = v;
-        }
-        if let Some(v) = ms("max_session_gap") {
-            limits.max_gap = v;
-        }
-        if let Some(v) = self
-            .settings
-            .get("max_hop_ratio")
-            .and_then(|v| v.parse().ok())
-        {
-            limits.max_hop_ratio = v;
-        }
-        limits
+        window_limits(&self.settings)
     }
 
     /// `source`'s settings: its own WITH option, else the file's `SET`, else the default. The
@@ -229,6 +210,23 @@ fn check_setting(key: &str, v: &str) -> std::result::Result<(), String> {
             Err(e) => Err(format!("SET {key} = '{v}': {e}")),
         },
     }
+}
+
+/// The bounds on windows `settings` (checked `SET`s of a run or replay query file) raise or
+/// lower: `max_window_size`, `max_session_gap` and `max_hop_ratio`.
+pub(super) fn window_limits(settings: &BTreeMap<String, String>) -> super::WindowLimits {
+    let mut limits = super::WindowLimits::default();
+    let ms = |k: &str| settings.get(k).and_then(|v| parse_duration_millis(v).ok());
+    if let Some(v) = ms("max_window_size") {
+        limits.max_size = v;
+    }
+    if let Some(v) = ms("max_session_gap") {
+        limits.max_gap = v;
+    }
+    if let Some(v) = settings.get("max_hop_ratio").and_then(|v| v.parse().ok()) {
+        limits.max_hop_ratio = v;
+    }
+    limits
 }
 
 /// The value of `SET key = 'value'` (`rest`: what follows the key, a slice of `code`),

@@ -261,6 +261,13 @@ pub struct ReplayQuery {
     pub settings: BTreeMap<String, String>,
 }
 
+impl ReplayQuery {
+    /// The bounds on windows the file's `SET`s raise or lower, as in a `run` file.
+    pub fn window_limits(&self) -> crate::sql::WindowLimits {
+        super::window_limits(&self.settings)
+    }
+}
+
 /// Parses one `CREATE SOURCE name [(columns…)] [WITH (…)]` statement, as `replay --query` and
 /// the tests take it: without `WITH`, the source is a file given elsewhere.
 pub fn parse_source_declaration(statement: &str) -> Result<SourceDecl> {
