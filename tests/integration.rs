@@ -17,6 +17,7 @@ mod log_hardening;
 mod oracle;
 mod oracle_tables;
 mod queries_over_queries;
+mod recognize;
 mod run_cli;
 mod serve;
 mod sketches;

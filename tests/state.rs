@@ -151,6 +151,11 @@ fn every_windowed_operator_round_trips_its_state() {
         "SELECT a.event_id, c.event_id AS later FROM payments a LEFT JOIN payments c \
            ON c.card_id = a.card_id AND c.event_time BETWEEN a.event_time AND a.event_time + INTERVAL '2' SECOND \
            AND c.event_id <> a.event_id".into(),
+        // A row pattern: pending events, each partition's rows from its undecided first one.
+        "SELECT * FROM payments MATCH_RECOGNIZE (PARTITION BY merchant_id ORDER BY event_time \
+           MEASURES FIRST(A.event_id) AS a_id, COUNT(B.*) AS bs, LAST(B.amount_minor) AS last_b \
+           AFTER MATCH SKIP TO NEXT ROW PATTERN (A B+ C?) WITHIN INTERVAL '3' SECOND \
+           DEFINE A AS amount_minor > 5000, B AS B.amount_minor < A.amount_minor, C AS C.amount_minor > 2 * FIRST(A.amount_minor))".into(),
     ];
     for sql in &queries {
         let uninterrupted = run(sql, &batches, None);

@@ -29,6 +29,7 @@ mod key_ids;
 mod lookup_join;
 mod map;
 mod over;
+mod recognize;
 mod session;
 mod sum;
 mod tumbling_window;
@@ -293,6 +294,9 @@ fn build_unnamed(plan: &StreamPlan) -> Result<Box<dyn Operator>> {
             build_unnamed(&spec.left)?,
             build_unnamed(&spec.right)?,
         )),
+        PlanKind::Recognize(spec) => {
+            Box::new(recognize::Recognize::new(spec, plan.events.arrow())?)
+        }
         PlanKind::Enriched(spec) => Box::new(enrich::Enriched::new(
             spec.stages.clone(),
             build_unnamed(&spec.inner)?,

@@ -14,6 +14,7 @@ mod over_check;
 mod plan;
 mod planner;
 pub mod query_file;
+pub mod recognize;
 mod shipped;
 pub mod source_columns;
 pub(crate) mod stream_reads;

@@ -385,6 +385,9 @@ pub enum PlanKind {
     Enriched(Box<EnrichedSpec>),
     /// Two windowed aggregates of the stream joined on their keys and window bounds.
     WindowJoin(Box<WindowJoinSpec>),
+    /// A row pattern over each partition of the stream (`MATCH_RECOGNIZE`): one row per match,
+    /// emitted once the watermark has decided it.
+    Recognize(Box<super::recognize::RecognizeSpec>),
 }
 
 /// Two windowed aggregates with the same windows, joined on their keys and a window bound
@@ -706,6 +709,11 @@ impl StreamPlan {
                 _ => Partitioning::Single,
             },
             PlanKind::WindowJoin(_) => Partitioning::Single,
+            PlanKind::Recognize(r) if r.keys.is_empty() => Partitioning::Single,
+            PlanKind::Recognize(r) => Partitioning::ByKeys {
+                filters: r.filters.clone(),
+                keys: r.keys.clone(),
+            },
             // Branches partitioned apart would need the events twice; stateless branches go
             // anywhere, and a stateful one runs with its siblings on one worker.
             PlanKind::Union(u) => match u
@@ -727,7 +735,7 @@ impl StreamPlan {
             PlanKind::Over(_) => None,
             PlanKind::Chain(c) => c.outer.window(),
             PlanKind::Enriched(e) => e.inner.window(),
-            PlanKind::WindowJoin(_) => None,
+            PlanKind::WindowJoin(_) | PlanKind::Recognize(_) => None,
             PlanKind::Union(_) | PlanKind::Updating(_) | PlanKind::IntervalJoin(_) => None,
         }
     }

@@ -294,6 +294,7 @@ pub(super) async fn plan_query_async(
     let raw_tokens = tokens.clone();
     let (mut tokens, session_partitions) = rewrite_flink_windows_with_partitions(tokens);
     let as_of = super::lookup::strip_as_of(&mut tokens)?;
+    let within = super::recognize::strip_within(&mut tokens)?;
     let mut parser = Parser::new(&dialect)
         .with_recursion_limit(PARSER_DEPTH)
         .with_tokens_with_locations(tokens.clone());
@@ -387,6 +388,13 @@ pub(super) async fn plan_query_async(
                 "a stream query reads exactly one stream in FROM (e.g. FROM {stream} or FROM TUMBLE({stream}, ...)); join a table with JOIN … ON (FROM {stream} p JOIN merchants m ON m.merchant_id = p.merchant_id), not a comma"
             ),
         ));
+    }
+    if super::recognize::is_recognize(&select.from[0].relation) {
+        let stmt = stmt.clone();
+        return Box::pin(super::recognize::plan(
+            sql, stmt, within, &tokens, events, stream,
+        ))
+        .await;
     }
     // Two windowed aggregates joined side by side.
     if let Some(sides) = super::window_join::sides(sql, select) {

@@ -332,7 +332,7 @@ fn ident_arg(arg: &FunctionArg, what: &str, call_span: Span) -> Result<String, E
     }
 }
 
-fn interval_arg(arg: &FunctionArg, what: &str) -> Result<i64, Error> {
+pub(super) fn interval_arg(arg: &FunctionArg, what: &str) -> Result<i64, Error> {
     let span = arg.span();
     let bad = |detail: String| {
         plan_error(

@@ -483,6 +483,8 @@ fn inline_factor(
             Ok(())
         }
         TableFactor::Derived { subquery, .. } => inline_query(subquery, ctes, stream),
+        // The rows a pattern reads.
+        TableFactor::MatchRecognize { table, .. } => inline_factor(table, ctes, stream),
         _ => Ok(()),
     }
 }
