@@ -4,6 +4,7 @@ mod cli;
 mod dashboard;
 mod declared_source;
 mod decode_hardening;
+mod dense_windows;
 mod exactly_once;
 mod first_hour;
 mod golden;

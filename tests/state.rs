@@ -28,7 +28,16 @@ fn event_batches(batch_size: usize) -> Vec<(EventBatch, i64)> {
 }
 
 fn run(sql: &str, batches: &[(EventBatch, i64)], snapshot_at: Option<usize>) -> Vec<String> {
-    let plan = plan_query(sql).unwrap();
+    run_plan(&plan_query(sql).unwrap(), sql, batches, snapshot_at)
+}
+
+fn run_plan(
+    plan: &paystream::sql::StreamPlan,
+    sql: &str,
+    batches: &[(EventBatch, i64)],
+    snapshot_at: Option<usize>,
+) -> Vec<String> {
+    let plan = plan.clone();
     let mut op = build_operator(&plan).unwrap();
     let mut out = OperatorOutput::default();
     for (i, (ev, wm)) in batches.iter().enumerate() {
@@ -96,6 +105,31 @@ fn results_carry_their_window_end_or_event_time() {
         "SELECT event_time, lead(amount_minor) OVER (PARTITION BY card_id ORDER BY event_time) AS next FROM payments",
     ] {
         assert!(!run(sql, &batches, None).is_empty(), "{sql}");
+    }
+}
+
+/// Dense windows keep each live key's latest window with events, and the next window to close.
+#[test]
+fn dense_windows_round_trip_their_live_keys() {
+    let batches = event_batches(97);
+    for sql in [
+        "SELECT card_id, window_start, count(*) AS n, sum(amount_minor) AS total FROM TUMBLE(payments, event_time, INTERVAL '1' SECOND) GROUP BY card_id, window_start, window_end",
+        "SELECT window_start, count(*) AS n FROM TUMBLE(payments, event_time, INTERVAL '200' MILLISECOND) WHERE amount_minor > 9000 GROUP BY window_start, window_end",
+    ] {
+        let plan = plan_query(sql)
+            .unwrap()
+            .with_dense_windows()
+            .unwrap()
+            .with_state_ttl(3_000);
+        let uninterrupted = run_plan(&plan, sql, &batches, None);
+        assert!(uninterrupted.iter().any(|l| l.contains("\"n\":0")), "{sql}");
+        for at in [1, batches.len() / 3, batches.len() / 2, batches.len() - 1] {
+            assert_eq!(
+                run_plan(&plan, sql, &batches, Some(at)),
+                uninterrupted,
+                "{sql} resumed at batch {at}"
+            );
+        }
     }
 }
 

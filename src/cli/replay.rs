@@ -202,6 +202,13 @@ pub(crate) fn replay(mut a: ReplayArgs, data: &super::log_cmds::DataDir) -> anyh
         (None, Some(ms)) => plan.with_state_ttl(ms),
         (None, None) => plan,
     };
+    let plan = match set("dense_windows").and_then(|v| paystream::sql::query_file::dense_windows(v))
+    {
+        Some(true) => plan
+            .with_dense_windows()
+            .map_err(|m| anyhow::anyhow!("in {}: {m}", query.display()))?,
+        _ => plan,
+    };
     let workers = match (a.workers, set("workers")) {
         (Some(w), _) => Some(w),
         (None, Some(w)) => Some(w.parse().context("SET workers")?),

@@ -372,6 +372,19 @@ impl Job {
                 Some(ttl) => plan.with_state_ttl(ttl),
                 None => plan,
             };
+            let plan = match file
+                .settings
+                .get("dense_windows")
+                .and_then(|v| crate::sql::query_file::dense_windows(v))
+            {
+                Some(true) => plan.with_dense_windows().map_err(|message| {
+                    in_file(Error::Plan {
+                        position: format!("line {}", ins.line),
+                        message,
+                    })
+                })?,
+                _ => plan,
+            };
             plans.push((ins.sink.clone(), plan));
         }
         Ok(Job {

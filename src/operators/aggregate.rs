@@ -209,6 +209,9 @@ impl Prepared {
     }
 }
 
+/// Each aggregate's arguments and FILTER, for rows that add nothing ([`AggregateCore::no_rows`]).
+pub(super) type NoRows = (Vec<Vec<ArrayRef>>, Vec<Option<BooleanArray>>);
+
 /// Expression evaluation and output assembly shared by the window operators.
 ///
 /// Only the columns the query reads are kept from an incoming batch: WHERE is evaluated on them
@@ -415,6 +418,32 @@ impl AggregateCore {
     }
 
     /// Assembles result rows for a closed window and applies HAVING and the SELECT list.
+    /// Inputs that add no row to any aggregate: `n` rows of null arguments with every FILTER
+    /// false. Groups interned with them hold the aggregates of no rows (`count(*)` 0, `sum`
+    /// NULL): a dense window's quiet keys.
+    pub(super) fn no_rows(&self, n: usize) -> Result<NoRows> {
+        let args = self
+            .args
+            .iter()
+            .map(|a| {
+                a.iter()
+                    .map(|e| {
+                        Ok(datafusion::arrow::array::new_null_array(
+                            &e.data_type(&self.schema)?,
+                            n,
+                        ))
+                    })
+                    .collect::<Result<Vec<_>>>()
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let filters = self
+            .args
+            .iter()
+            .map(|_| Some(BooleanArray::from(vec![false; n])))
+            .collect();
+        Ok((args, filters))
+    }
+
     pub(super) fn output(
         &self,
         start: i64,

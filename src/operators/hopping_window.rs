@@ -300,6 +300,7 @@ impl Operator for HoppingWindow {
                     "slide": self.slide, "size": self.size,
                     "next_start": self.next_start, "frozen": frozen_flags,
                 }),
+                dense: None,
             },
         )
     }

@@ -18,6 +18,7 @@ mod aggregate;
 pub(crate) use self::aggregate::where_mask;
 mod chain;
 mod dedup;
+mod dense;
 mod distinct_count;
 mod enrich;
 mod group_table;
@@ -271,6 +272,13 @@ fn build_unnamed(plan: &StreamPlan) -> Result<Box<dyn Operator>> {
             crate::engine::defaults::DEDUP_TTL_MS,
         )?),
         PlanKind::Window { window, aggregate } => match window.kind {
+            WindowKind::Tumble { size } if window.dense => Box::new(TumblingWindow::dense(
+                aggregate.clone(),
+                size,
+                window
+                    .state_ttl
+                    .unwrap_or(crate::engine::defaults::DEDUP_TTL_MS),
+            )?),
             WindowKind::Tumble { size } => Box::new(TumblingWindow::new(aggregate.clone(), size)?),
             WindowKind::Hop { slide, size } => {
                 Box::new(HoppingWindow::new(aggregate.clone(), slide, size)?)

@@ -6,9 +6,11 @@
 
 use std::collections::BTreeMap;
 
-use datafusion::arrow::array::UInt32Array;
+use datafusion::arrow::array::{ArrayRef, UInt32Array};
+use datafusion::arrow::compute::concat;
 
 use super::aggregate::{AggregateCore, Buckets, bucket_rows};
+use super::dense::Dense;
 use super::group_table::GroupTable;
 use super::window_state::{WindowStates, decode_windows, encode_windows};
 use super::{Emitted, EventBatch, Operator, OperatorOutput, RowTimes};
@@ -22,6 +24,8 @@ pub struct TumblingWindow {
     size: i64,
     /// Open windows by start.
     windows: BTreeMap<i64, GroupTable>,
+    /// Quiet windows filled per key (`SET dense_windows`).
+    dense: Option<Dense>,
 }
 
 impl TumblingWindow {
@@ -31,7 +35,56 @@ impl TumblingWindow {
             core: AggregateCore::new(spec)?,
             size,
             windows: BTreeMap::new(),
+            dense: None,
         })
+    }
+
+    /// The same, dense: every key seen gets a row for each window until it has been quiet for
+    /// `ttl` ms ([`Dense`]).
+    pub fn dense(spec: AggregateSpec, size: i64, ttl: i64) -> Result<Self> {
+        let dense = Dense::new(&spec, size, ttl)?;
+        let mut w = TumblingWindow::new(spec, size)?;
+        w.dense = Some(dense);
+        Ok(w)
+    }
+
+    /// Emits, in order, every window (quiet ones too) the watermark closes.
+    fn emit_dense(&mut self, watermark: i64, out: &mut OperatorOutput) -> Result<()> {
+        let Some(dense) = &mut self.dense else {
+            return Ok(());
+        };
+        while let Some(start) = dense.due(watermark, &self.windows) {
+            let mut table = match self.windows.remove(&start) {
+                Some(t) => t,
+                None => GroupTable::new(&self.core.spec)?,
+            };
+            let (mut keys, mut aggs, mut rows) = table.emit()?;
+            if let Some((quiet, n)) = dense.fill(start, &keys, rows)? {
+                let (args, filters) = self.core.no_rows(n)?;
+                let mut empty = GroupTable::new(&self.core.spec)?;
+                empty.update(&quiet, &args, &filters, n)?;
+                let (k, a, m) = empty.emit()?;
+                let join = |x: Vec<ArrayRef>, y: Vec<ArrayRef>| {
+                    x.iter()
+                        .zip(&y)
+                        .map(|(x, y)| concat(&[x.as_ref(), y.as_ref()]))
+                        .collect::<std::result::Result<Vec<_>, _>>()
+                };
+                keys = if rows == 0 { k } else { join(keys, k)? };
+                aggs = if rows == 0 { a } else { join(aggs, a)? };
+                rows += m;
+            }
+            let batch = self
+                .core
+                .output(start, start + self.size, keys, aggs, rows)?;
+            if batch.num_rows() > 0 {
+                out.results.push(Emitted {
+                    batch,
+                    times: RowTimes::All(start + self.size),
+                });
+            }
+        }
+        Ok(())
     }
 
     fn start_of(&self, ts: i64) -> i64 {
@@ -39,6 +92,9 @@ impl TumblingWindow {
     }
 
     fn emit_until(&mut self, watermark: i64, out: &mut OperatorOutput) -> Result<()> {
+        if self.dense.is_some() {
+            return self.emit_dense(watermark, out);
+        }
         while let Some(entry) = self.windows.first_entry() {
             let start = *entry.key();
             if start.saturating_add(self.size) > watermark {
@@ -70,7 +126,14 @@ impl Operator for TumblingWindow {
         if p.len() == 0 {
             return Ok(());
         }
-        match bucket_rows(&p.times, |t| self.start_of(t)) {
+        let buckets = bucket_rows(&p.times, |t| self.start_of(t));
+        if let Some(d) = &mut self.dense {
+            match &buckets {
+                Buckets::One(start) => d.saw(*start),
+                Buckets::Many(b) => b.iter().for_each(|(start, _)| d.saw(*start)),
+            }
+        }
+        match buckets {
             Buckets::One(start) => {
                 let table = match self.windows.entry(start) {
                     std::collections::btree_map::Entry::Occupied(e) => e.into_mut(),
@@ -113,17 +176,29 @@ impl Operator for TumblingWindow {
             table.merge(&f)?;
             frozen.push((*start, f));
         }
+        let (dense_header, dense) = match &self.dense {
+            Some(d) => d.snapshot()?,
+            None => (serde_json::Value::Null, None),
+        };
         encode_windows(
             "tumbling_window",
             &WindowStates {
                 windows: frozen,
-                extra: serde_json::json!({"size": self.size}),
+                extra: serde_json::json!({"size": self.size, "dense": dense_header}),
+                dense,
             },
         )
     }
 
     fn restore(&mut self, bytes: &[u8]) -> Result<()> {
         let states = decode_windows("tumbling_window", bytes, &self.core.spec)?;
+        if let Some(d) = &mut self.dense {
+            d.restore(
+                "tumbling_window",
+                &states.extra["dense"],
+                states.dense.as_ref(),
+            )?;
+        }
         self.windows.clear();
         for (start, f) in states.windows {
             let mut t = GroupTable::new(&self.core.spec)?;

@@ -19,7 +19,12 @@ pub(super) struct WindowStates {
     pub(super) windows: Vec<(i64, FrozenGroups)>,
     /// Operator scalars.
     pub(super) extra: serde_json::Value,
+    /// Dense windows' live keys ([`super::dense::Dense::snapshot`]), if any.
+    pub(super) dense: Option<RecordBatch>,
 }
+
+/// The tag of the dense keys' batch (no window starts at it).
+const DENSE_TAG: i64 = i64::MIN;
 
 /// Frozen groups as one batch: a row-count column, the keys, then every aggregate's state.
 pub(super) fn groups_to_batch(f: &FrozenGroups) -> Result<RecordBatch> {
@@ -81,11 +86,14 @@ pub(super) fn batch_to_groups(
 
 /// Encodes window states for operator `name`.
 pub(super) fn encode_windows(name: &str, s: &WindowStates) -> Result<Vec<u8>> {
-    let batches = s
+    let mut batches: Vec<(i64, RecordBatch)> = s
         .windows
         .iter()
         .map(|(start, f)| Ok((*start, groups_to_batch(f)?)))
         .collect::<Result<_>>()?;
+    if let Some(d) = &s.dense {
+        batches.push((DENSE_TAG, d.clone()));
+    }
     Snapshot {
         header: s.extra.clone(),
         batches,
@@ -100,13 +108,20 @@ pub(super) fn decode_windows(
     spec: &AggregateSpec,
 ) -> Result<WindowStates> {
     let snap = Snapshot::decode(name, bytes)?;
+    let dense = snap
+        .batches
+        .iter()
+        .find(|(tag, _)| *tag == DENSE_TAG)
+        .map(|(_, b)| b.clone());
     let windows = snap
         .batches
         .iter()
+        .filter(|(tag, _)| *tag != DENSE_TAG)
         .map(|(start, b)| Ok((*start, batch_to_groups(name, b, spec)?)))
         .collect::<Result<_>>()?;
     Ok(WindowStates {
         windows,
         extra: snap.header,
+        dense,
     })
 }

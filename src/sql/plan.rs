@@ -539,6 +539,11 @@ impl StreamPlan {
     pub fn with_state_ttl(mut self, ttl: i64) -> StreamPlan {
         match &mut self.kind {
             PlanKind::Over(o) => o.state_ttl = Some(ttl),
+            PlanKind::Window { window, .. } => window.state_ttl = Some(ttl),
+            PlanKind::Chain(c) => {
+                c.inner = c.inner.clone().with_state_ttl(ttl);
+                c.outer = c.outer.clone().with_state_ttl(ttl);
+            }
             PlanKind::Updating(u) => u.state_ttl = Some(ttl),
             PlanKind::Union(u) => {
                 for b in &mut u.branches {
@@ -559,6 +564,13 @@ impl StreamPlan {
             PlanKind::Over(o) => {
                 o.state_ttl.get_or_insert(ttl);
             }
+            PlanKind::Window { window, .. } => {
+                window.state_ttl.get_or_insert(ttl);
+            }
+            PlanKind::Chain(c) => {
+                c.inner = c.inner.with_default_state_ttl(ttl);
+                c.outer = c.outer.with_default_state_ttl(ttl);
+            }
             PlanKind::Union(u) => {
                 for b in &mut u.branches {
                     *b = b.with_default_state_ttl(ttl);
@@ -568,6 +580,30 @@ impl StreamPlan {
             _ => {}
         }
         plan
+    }
+
+    /// The plan with `SET dense_windows = 'true'`: its TUMBLE aggregate (or the one a query
+    /// over windowed results reads) emits a row for every key it has seen in each window,
+    /// quiet ones too. Refused, saying why, for a plan without one.
+    pub fn with_dense_windows(mut self) -> std::result::Result<StreamPlan, String> {
+        match &mut self.kind {
+            PlanKind::Window { window, .. } => match window.kind {
+                super::WindowKind::Tumble { .. } => window.dense = true,
+                _ => {
+                    return Err(
+                        "SET dense_windows fills the quiet windows of a TUMBLE aggregate; HOP and SESSION windows are not filled (a session is made of events), so remove the SET or aggregate over TUMBLE".into(),
+                    );
+                }
+            },
+            PlanKind::Chain(c) => c.inner = c.inner.clone().with_dense_windows()?,
+            PlanKind::Enriched(e) => e.inner = e.inner.clone().with_dense_windows()?,
+            _ => {
+                return Err(
+                    "SET dense_windows fills the quiet windows of an aggregate over TUMBLE (GROUP BY …, window_start, window_end), or of the one a query over windowed results reads; this query has none, so remove the SET".into(),
+                );
+            }
+        }
+        Ok(self)
     }
 
     /// The events of each stream it reads, in the order a run's source must deliver them as
@@ -606,6 +642,9 @@ impl StreamPlan {
     /// How the query's events must be spread over workers: the plan decides, the router does it.
     pub fn partitioning(&self) -> Partitioning {
         match &self.kind {
+            // Quiet windows are filled up to the stream's last window with events: one worker
+            // sees them all.
+            PlanKind::Window { window, .. } if window.dense => Partitioning::Single,
             PlanKind::Window { aggregate, .. } if aggregate.keys.is_empty() => Partitioning::Single,
             // A ranking (Top-N per window) needs each window's groups together.
             PlanKind::Window { aggregate, .. }

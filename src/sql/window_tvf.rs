@@ -51,6 +51,12 @@ pub struct WindowSpec {
     pub stream: String,
     /// The event-time column (e.g. `event_time`).
     pub time_column: String,
+    /// `SET dense_windows = 'true'` (TUMBLE only): every key seen emits a row for each window,
+    /// with no events in it too, until it has been quiet for `state_ttl`.
+    pub dense: bool,
+    /// How long a key without events stays dense (`SET state_ttl`; `None`: the source's dedup
+    /// TTL).
+    pub state_ttl: Option<i64>,
 }
 
 /// Largest interval accepted at all: 100 years in milliseconds (window bounds are event time ±
@@ -459,6 +465,8 @@ pub(super) fn extract_window(
         kind,
         stream: stream.clone(),
         time_column,
+        dense: false,
+        state_ttl: None,
     };
     *factor = plain_table(
         ObjectName::from(vec![datafusion::sql::sqlparser::ast::Ident::new(stream)]),

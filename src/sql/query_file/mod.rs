@@ -88,6 +88,7 @@ pub const SETTINGS: &[&str] = &[
     "max_session_gap",
     "max_hop_ratio",
     "state_ttl",
+    "dense_windows",
 ];
 
 /// A source's event-time settings, resolved and checked together
@@ -180,9 +181,24 @@ impl QueryFile {
     }
 }
 
+/// The value of `SET dense_windows` (`None`: neither true nor false).
+pub fn dense_windows(v: &str) -> Option<bool> {
+    match v.to_ascii_lowercase().as_str() {
+        "true" | "on" => Some(true),
+        "false" | "off" => Some(false),
+        _ => None,
+    }
+}
+
 /// Checks a `SET` value (whether or not a source's own option overrides it later).
 fn check_setting(key: &str, v: &str) -> std::result::Result<(), String> {
     match key {
+        "dense_windows" => match dense_windows(v) {
+            Some(_) => Ok(()),
+            None => Err(format!(
+                "SET dense_windows = '{v}': it is 'true' (every key seen gets a row for each window, quiet ones too) or 'false'"
+            )),
+        },
         "max_hop_ratio" => match v.parse::<i64>() {
             Ok(r) if r > 0 => Ok(()),
             _ => Err(format!(
