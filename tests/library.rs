@@ -60,13 +60,17 @@ pub(crate) fn from_topic_in_order(name: &str, events: &Path) -> Vec<String> {
     // directory, the repository's root in tests).
     let tables: Vec<_> = parsed
         .tables
+        .clone()
         .into_iter()
         .map(paystream::table::ReferenceTable::new)
         .collect();
     let streams = [("payments".to_string(), paystream::EventSchema::payments())];
-    let plan =
-        paystream::sql::plan_query_over(&parsed.select, &streams, &tables, &Default::default())
-            .unwrap();
+    let plan = parsed
+        .with_settings(
+            paystream::sql::plan_query_over(&parsed.select, &streams, &tables, &Default::default())
+                .unwrap(),
+        )
+        .unwrap();
     let source = Arc::new(LogSource::new(log, "payments").until_end(true));
     run_source(&plan, source, |_| {}).lines
 }

@@ -6,7 +6,10 @@
 
 use std::collections::{BTreeSet, HashMap};
 
-use paystream::generate::{GenConfig, Scenarios, TICKET_SHIFT_AT_MS};
+use paystream::generate::{
+    DECLINE_WAVE_AT_MS, DECLINE_WAVE_MS, GenConfig, NEW_COUNTRY_AT_MS, Scenarios,
+    TICKET_SHIFT_AT_MS,
+};
 use paystream::time::parse_rfc3339_millis;
 use serde_json::Value;
 
@@ -241,6 +244,115 @@ fn dispute_ratio_flags_the_merchant_in_a_dispute_wave() {
         })
         .collect();
     assert_eq!(got, want);
+    assert_eq!(from_topic(name, &file), rows, "from a topic");
+    let clean = events(dir.path(), "clean", &traffic(12, Scenarios::default()));
+    assert_eq!(replayed(name, &clean), Vec::<String>::new());
+}
+
+/// The decline wave (merchant m_0009's authorizations mostly declined for two minutes) is what
+/// `decline_rate_spike` reports: each of its alerts is m_0009 in the wave's minutes, and there
+/// is one.
+#[test]
+fn decline_rate_spike_flags_the_decline_wave() {
+    let dir = tempfile::tempdir().unwrap();
+    let name = "decline_rate_spike";
+    let planted = Scenarios {
+        decline_wave: true,
+        ..Scenarios::default()
+    };
+    let file = events(dir.path(), "planted", &traffic(12, planted));
+    let rows = replayed(name, &file);
+    let start = GenConfig::default().start + DECLINE_WAVE_AT_MS;
+    assert!(!rows.is_empty(), "the wave is found");
+    for r in &rows {
+        let a: Value = serde_json::from_str(r).unwrap();
+        let minute = parse_rfc3339_millis(a["window_start"].as_str().unwrap()).unwrap();
+        assert_eq!(a["merchant_id"], "m_0009", "{r}");
+        assert!(
+            (start..start + DECLINE_WAVE_MS).contains(&minute),
+            "{r} is outside the wave"
+        );
+    }
+    assert_eq!(from_topic(name, &file), rows, "from a topic");
+}
+
+/// `new_country_mix`: per merchant and minute (every minute from its first, the quiet ones as
+/// zeros), the authorizations from an IP abroad scored by the EWMA z definition,
+/// computed here; the rows are the minutes above 6 with at least 20 from abroad — the burst's
+/// first minute at m_0007 — and a stream without the burst raises none.
+#[test]
+fn new_country_mix_flags_the_burst_by_its_own_baseline() {
+    let dir = tempfile::tempdir().unwrap();
+    let name = "new_country_mix";
+    let planted = Scenarios {
+        new_country: true,
+        ..Scenarios::default()
+    };
+    let file = events(dir.path(), "planted", &traffic(12, planted));
+    let rows = replayed(name, &file);
+    check_golden(name, &rows);
+    // (merchant, minute) → authorizations from abroad.
+    let mut abroad: std::collections::BTreeMap<(String, i64), i64> = Default::default();
+    let mut last_minute = 0;
+    for e in distinct_events(&file) {
+        if e["event_type"] != "authorization" {
+            continue;
+        }
+        let minute = time(&e) - time(&e).rem_euclid(60_000);
+        last_minute = last_minute.max(minute);
+        let away = e["ip_country"].is_string()
+            && e["card_country"].is_string()
+            && e["ip_country"] != e["card_country"];
+        *abroad
+            .entry((e["merchant_id"].as_str().unwrap().to_string(), minute))
+            .or_default() += i64::from(away);
+    }
+    let merchants: BTreeSet<String> = abroad.keys().map(|(m, _)| m.clone()).collect();
+    let mut want = BTreeSet::new();
+    for m in merchants {
+        let first = abroad.keys().find(|(k, _)| *k == m).unwrap().1;
+        let series: Vec<(i64, i64)> = (first..=last_minute)
+            .step_by(60_000)
+            .map(|t| (t, abroad.get(&(m.clone(), t)).copied().unwrap_or(0)))
+            .collect();
+        for n in 1..series.len() {
+            // The ewma_zscore(x, 0.2, 5) over the series up to minute n.
+            if n < 5 {
+                continue;
+            }
+            let (mut mean, mut var) = (series[0].1 as f64, 0.0);
+            for (_, x) in &series[1..n] {
+                let d = *x as f64 - mean;
+                mean += 0.2 * d;
+                var = 0.8 * (var + 0.2 * d * d);
+            }
+            if var == 0.0 {
+                continue;
+            }
+            let z = (series[n].1 as f64 - mean) / var.sqrt();
+            if z > 6.0 && series[n].1 >= 20 {
+                want.insert(format!("{m} {}", series[n].0));
+            }
+        }
+    }
+    let got: BTreeSet<String> = rows
+        .iter()
+        .map(|r| {
+            let a: Value = serde_json::from_str(r).unwrap();
+            format!(
+                "{} {}",
+                a["merchant_id"].as_str().unwrap(),
+                parse_rfc3339_millis(a["window_start"].as_str().unwrap()).unwrap()
+            )
+        })
+        .collect();
+    assert_eq!(got, want);
+    let burst = GenConfig::default().start + NEW_COUNTRY_AT_MS;
+    assert!(
+        want.iter()
+            .any(|w| w.starts_with("m_0007 ") && w.ends_with(&burst.to_string())),
+        "the burst's first minute: {want:?}"
+    );
     assert_eq!(from_topic(name, &file), rows, "from a topic");
     let clean = events(dir.path(), "clean", &traffic(12, Scenarios::default()));
     assert_eq!(replayed(name, &clean), Vec::<String>::new());

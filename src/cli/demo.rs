@@ -90,6 +90,8 @@ const DEMO_SCENARIOS: Scenarios = Scenarios {
     ticket_shift: false,
     late_money: false,
     dispute_wave: false,
+    decline_wave: false,
+    new_country: false,
 };
 
 /// Produces generated events into `payments` at `rate` per second until `stop`: a minute of

@@ -62,7 +62,11 @@ pub(crate) struct GenArgs {
     /// eightfold 15 minutes after --start), late-money (one in a hundred captures and refunds
     /// arrives 5-15 minutes after it happened with --lifecycle fast, 1-3 days with realistic),
     /// dispute-wave (merchant m_0005's captures are charged back one time in ten from 10
-    /// minutes after --start); or all. Without any, a seed gives the bytes it always gave.
+    /// minutes after --start), decline-wave (merchant m_0009's authorizations are declined six
+    /// times in ten for 2 minutes from 8 minutes after --start), new-country (six in ten of
+    /// merchant m_0007's authorizations come from IPs abroad, mostly in countries no card is
+    /// from, for 4 minutes from 12 minutes after --start); or all. Without any, a seed gives
+    /// the bytes it always gave.
     #[arg(long, default_value = "none")]
     scenarios: String,
     /// Lifecycle lags: fast (seconds, for tests and demos) or realistic (minutes to days).

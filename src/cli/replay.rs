@@ -197,17 +197,13 @@ pub(crate) fn replay(mut a: ReplayArgs, data: &super::log_cmds::DataDir) -> anyh
         t.attach_log(&data.data_dir);
     }
     paystream::table::load_all(&tables)?;
-    let plan = match (&a.state_ttl, set_ms("state_ttl")?) {
-        (Some(t), _) => plan.with_state_ttl(duration("--state-ttl", t)?),
-        (None, Some(ms)) => plan.with_state_ttl(ms),
-        (None, None) => plan,
-    };
-    let plan = match set("dense_windows").and_then(|v| paystream::sql::query_file::dense_windows(v))
-    {
-        Some(true) => plan
-            .with_dense_windows()
-            .map_err(|m| anyhow::anyhow!("in {}: {m}", query.display()))?,
-        _ => plan,
+    // The file's state TTL and dense windows, then the flag over its TTL.
+    let plan = parsed
+        .with_settings(plan)
+        .map_err(|m| anyhow::anyhow!("in {}: {m}", query.display()))?;
+    let plan = match &a.state_ttl {
+        Some(t) => plan.with_state_ttl(duration("--state-ttl", t)?),
+        None => plan,
     };
     let workers = match (a.workers, set("workers")) {
         (Some(w), _) => Some(w),

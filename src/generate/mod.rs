@@ -26,7 +26,9 @@ mod parquet;
 mod scenarios;
 
 pub use self::scenarios::{
-    DISPUTE_WAVE_AT_MS, Scenarios, TICKET_SHIFT_AT_MS, dispute_wave_merchant, ticket_shift_merchant,
+    DECLINE_WAVE_AT_MS, DECLINE_WAVE_MS, DISPUTE_WAVE_AT_MS, NEW_COUNTRY_AT_MS, NEW_COUNTRY_MS,
+    Scenarios, TICKET_SHIFT_AT_MS, decline_wave_merchant, dispute_wave_merchant,
+    new_country_merchant, ticket_shift_merchant,
 };
 
 use std::cmp::Reverse;
@@ -296,8 +298,10 @@ fn run(cfg: &GenConfig, w: &mut dyn RecordWriter) -> io::Result<GenStats> {
                     g.rng.random_range(0..cfg.merchants.max(1))
                 };
                 let card = g.rng.random_range(0..cfg.cards.max(1));
-                let mut e = g.authorization(now, m, card, false, 0.08);
+                let decline = scenarios::decline_rate(cfg, m, now, 0.08);
+                let mut e = g.authorization(now, m, card, false, decline);
                 e.amount = scenarios::ticket(cfg, m, now, e.amount);
+                scenarios::new_country(&mut g, &mut e);
                 fresh.push(e);
             }
         }

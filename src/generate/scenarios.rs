@@ -30,16 +30,27 @@ pub struct Scenarios {
     /// One merchant's captures are charged back one time in ten (the others' one in 170)
     /// from [`DISPUTE_WAVE_AT_MS`] after the start: a merchant in a dispute wave.
     pub dispute_wave: bool,
+    /// One merchant's authorizations are declined six times in ten for two minutes from
+    /// [`DECLINE_WAVE_AT_MS`] after the start (the others' one in twelve): its acquirer's or an
+    /// issuer's outage, a broken integration.
+    pub decline_wave: bool,
+    /// Six in ten of one merchant's authorizations come from IPs in countries its cards are
+    /// not from — most in countries the stream has never seen — for four minutes from
+    /// [`NEW_COUNTRY_AT_MS`] after the start: a new-country burst (a bot farm abroad, a
+    /// leaked checkout).
+    pub new_country: bool,
 }
 
 impl Scenarios {
     /// The names `--scenarios` takes, each with what it plants.
-    pub const NAMES: [&str; 5] = [
+    pub const NAMES: [&str; 7] = [
         "small-then-large",
         "refund-after-chargeback",
         "ticket-shift",
         "late-money",
         "dispute-wave",
+        "decline-wave",
+        "new-country",
     ];
 
     /// Every scenario.
@@ -50,6 +61,8 @@ impl Scenarios {
             ticket_shift: true,
             late_money: true,
             dispute_wave: true,
+            decline_wave: true,
+            new_country: true,
         }
     }
 
@@ -75,6 +88,8 @@ impl Scenarios {
                 "ticket-shift" => s.ticket_shift = true,
                 "late-money" => s.late_money = true,
                 "dispute-wave" => s.dispute_wave = true,
+                "decline-wave" => s.decline_wave = true,
+                "new-country" => s.new_country = true,
                 other => {
                     return Err(format!(
                         "unknown scenario {other:?}: use {}, all or none",
@@ -101,6 +116,62 @@ pub const DISPUTE_WAVE_AT_MS: i64 = 10 * 60_000;
 /// The merchant in a dispute wave (neither the spiking nor the ticket-shift one).
 pub fn dispute_wave_merchant(cfg: &GenConfig) -> u32 {
     5 % cfg.merchants.max(1)
+}
+
+/// When the decline-wave merchant's authorizations start being declined, after the start; the
+/// wave lasts [`DECLINE_WAVE_MS`].
+pub const DECLINE_WAVE_AT_MS: i64 = 8 * 60_000;
+
+/// How long the decline wave lasts.
+pub const DECLINE_WAVE_MS: i64 = 2 * 60_000;
+
+/// The merchant in a decline wave (none of the other scenarios' merchants).
+pub fn decline_wave_merchant(cfg: &GenConfig) -> u32 {
+    9 % cfg.merchants.max(1)
+}
+
+/// The decline rate of an ordinary authorization at `merchant` at `time`: `usual`, or the
+/// wave's. The same single draw either way, so other streams keep their bytes.
+pub(super) fn decline_rate(cfg: &GenConfig, merchant: u32, time: i64, usual: f64) -> f64 {
+    let wave = cfg.start + DECLINE_WAVE_AT_MS;
+    if cfg.scenarios.decline_wave
+        && merchant == decline_wave_merchant(cfg)
+        && (wave..wave + DECLINE_WAVE_MS).contains(&time)
+    {
+        0.6
+    } else {
+        usual
+    }
+}
+
+/// When the new-country burst starts, after the start; it lasts [`NEW_COUNTRY_MS`].
+pub const NEW_COUNTRY_AT_MS: i64 = 12 * 60_000;
+
+/// How long the new-country burst lasts.
+pub const NEW_COUNTRY_MS: i64 = 4 * 60_000;
+
+/// The merchant of the new-country burst (none of the other scenarios' merchants).
+pub fn new_country_merchant(cfg: &GenConfig) -> u32 {
+    7 % cfg.merchants.max(1)
+}
+
+/// IP countries of the burst: none a generated card is issued in.
+const NEW_COUNTRIES: [&str; 6] = ["BR", "NG", "VN", "ID", "TR", "RO"];
+
+/// Moves the authorization `e`'s IP abroad when it is in the new-country burst (drawn only
+/// then).
+pub(super) fn new_country(g: &mut Gen, e: &mut Event) {
+    let burst = g.cfg.start + NEW_COUNTRY_AT_MS;
+    if g.cfg.scenarios.new_country
+        && e.merchant == new_country_merchant(&g.cfg)
+        && (burst..burst + NEW_COUNTRY_MS).contains(&e.time)
+        && g.rng.random_bool(0.6)
+    {
+        e.ip_country = match g.rng.random_range(0..4) {
+            0 => super::model::COUNTRIES[g.rng.random_range(0..super::model::COUNTRIES.len())],
+            _ => NEW_COUNTRIES[g.rng.random_range(0..NEW_COUNTRIES.len())],
+        };
+    }
 }
 
 /// Whether the capture `e` is charged back because of the dispute wave (drawn only when the
@@ -267,6 +338,38 @@ mod tests {
                     .or_default() += 1;
             }
             let wave = chargebacks.get("m_0005").copied().unwrap_or(0);
+            // Decline wave: m_0009's declines in its two minutes against the other merchants'
+            // rate then.
+            let at = GenConfig::default().start + DECLINE_WAVE_AT_MS;
+            let (mut wave_auths, mut wave_declines, mut other_auths, mut other_declines) =
+                (0, 0, 0, 0);
+            for e in events.iter().filter(|e| {
+                e["event_type"] == "authorization" && (at..at + DECLINE_WAVE_MS).contains(&time(e))
+            }) {
+                let declined = u32::from(e["status"] == "declined");
+                if e["merchant_id"] == "m_0009" {
+                    wave_auths += 1;
+                    wave_declines += declined;
+                } else {
+                    other_auths += 1;
+                    other_declines += declined;
+                }
+            }
+            let wave_rate = f64::from(wave_declines) / f64::from(wave_auths.max(1));
+            let other_rate = f64::from(other_declines) / f64::from(other_auths.max(1));
+            // New country: m_0007's authorizations from IPs in a country its card is not from,
+            // during the burst.
+            let burst = GenConfig::default().start + NEW_COUNTRY_AT_MS;
+            let (mut burst_auths, mut abroad) = (0u32, 0u32);
+            for e in events.iter().filter(|e| {
+                e["event_type"] == "authorization"
+                    && e["merchant_id"] == "m_0007"
+                    && (burst..burst + NEW_COUNTRY_MS).contains(&time(e))
+            }) {
+                burst_auths += 1;
+                abroad += u32::from(e["ip_country"] != e["card_country"]);
+            }
+            let abroad_share = f64::from(abroad) / f64::from(burst_auths.max(1));
             let others = chargebacks
                 .iter()
                 .filter(|(m, _)| **m != "m_0005")
@@ -274,6 +377,11 @@ mod tests {
                 .max()
                 .unwrap_or(0);
             if on {
+                assert!(
+                    wave_rate > 0.4 && other_rate < 0.15,
+                    "{wave_rate} {other_rate}"
+                );
+                assert!(abroad_share > 0.4, "{abroad_share}");
                 assert!(wave > 3 * others, "{wave} {others}");
                 assert!(small_then_large >= 5, "{small_then_large}");
                 assert!(
@@ -294,6 +402,8 @@ mod tests {
                 );
                 assert!(mean(true) < 3 * mean(false));
                 assert!(wave < 3 * others.max(1), "{wave} {others}");
+                assert!(wave_rate < 0.2, "{wave_rate}");
+                assert!(abroad_share < 0.15, "{abroad_share}");
             }
         }
     }

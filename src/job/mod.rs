@@ -363,28 +363,15 @@ impl Job {
                     message: "this query does not read every source of the file, and the file is run here as one job over all of them; run it with `paystream run`, which runs one job per set of sources its queries read".into(),
                 }));
             }
-            // Checked when the file was parsed, like every duration setting.
-            let plan = match file
-                .settings
-                .get("state_ttl")
-                .and_then(|v| crate::time::parse_duration_millis(v).ok())
-            {
-                Some(ttl) => plan.with_state_ttl(ttl),
-                None => plan,
-            };
-            let plan = match file
-                .settings
-                .get("dense_windows")
-                .and_then(|v| crate::sql::query_file::dense_windows(v))
-            {
-                Some(true) => plan.with_dense_windows().map_err(|message| {
+            // Checked when the file was parsed, like every setting.
+            let plan = crate::sql::query_file::with_plan_settings(&file.settings, plan).map_err(
+                |message| {
                     in_file(Error::Plan {
                         position: format!("line {}", ins.line),
                         message,
                     })
-                })?,
-                _ => plan,
-            };
+                },
+            )?;
             plans.push((ins.sink.clone(), plan));
         }
         Ok(Job {

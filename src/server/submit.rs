@@ -58,6 +58,35 @@ pub(crate) fn valid_name(name: &str) -> bool {
         && name.len() <= 100
 }
 
+/// `sql` cut after the engine settings it starts with (`SET state_ttl = '1h';`, each ending
+/// with its line when nothing else is on it): (the settings, the rest).
+fn leading_settings(sql: &str) -> (&str, &str) {
+    let code = crate::sql::query_file::strip_comments(sql);
+    let mut end = 0;
+    loop {
+        let rest = &code[end..];
+        let t = rest.trim_start();
+        let mut words = t.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'));
+        let (Some(set), Some(key)) = (words.next(), words.find(|w| !w.is_empty())) else {
+            break;
+        };
+        if !set.eq_ignore_ascii_case("SET")
+            || !crate::sql::query_file::SETTINGS.contains(&key.to_ascii_lowercase().as_str())
+        {
+            break;
+        }
+        let Some(semi) = rest.find(';') else { break };
+        end += semi + 1;
+        let line_end = code[end..]
+            .find(|c: char| !c.is_whitespace() || c == '\n')
+            .filter(|&i| code[end + i..].starts_with('\n'));
+        if let Some(i) = line_end {
+            end += i + 1;
+        }
+    }
+    (&sql[..end], &sql[end..])
+}
+
 /// The query file for query `name` with text `sql` over the topics of `log`.
 pub(crate) fn query_text(name: &str, sql: &str, log: &Log) -> Result<QueryText, Refusal> {
     let as_written = QueryText {
@@ -68,10 +97,12 @@ pub(crate) fn query_text(name: &str, sql: &str, log: &Log) -> Result<QueryText, 
     // the shipped library's do; a query file puts its own in place when it is parsed.
     let substituted =
         crate::sql::query_file::substitute_parameters(sql).map_err(|e| refusal(&e, &as_written))?;
-    if !is_bare_select(&substituted) {
+    // Engine settings before the query (`SET dense_windows = 'true';`) stay in the file, ahead
+    // of it: the job applies them.
+    let (settings, sql) = leading_settings(&substituted);
+    if !is_bare_select(sql) {
         return Ok(as_written);
     }
-    let sql = substituted.as_str();
     let topics: Vec<String> = log
         .topics()
         .unwrap_or_default()
@@ -102,9 +133,19 @@ pub(crate) fn query_text(name: &str, sql: &str, log: &Log) -> Result<QueryText, 
     // Each query its own dead-letter and late topics: several queries read one topic, and a
     // topic has one writer.
     text.push_str(&format!(
-        "CREATE SINK dead_letters WITH (connector = 'log', topic = '{name}.dlq');\nCREATE SINK late_events WITH (connector = 'log', topic = '{name}.late');\nCREATE SINK {name} WITH (connector = 'table');\nINSERT INTO {name}\n"
+        "CREATE SINK dead_letters WITH (connector = 'log', topic = '{name}.dlq');\nCREATE SINK late_events WITH (connector = 'log', topic = '{name}.late');\nCREATE SINK {name} WITH (connector = 'table');\n"
     ));
-    let lines_added = text.matches('\n').count();
+    let mut lines_added = text.matches('\n').count();
+    // INSERT INTO on a line of its own, or at the end of the settings' last line: the user's
+    // lines keep their numbers (less the lines added) and columns.
+    match settings.strip_suffix('\n') {
+        None if settings.is_empty() => {
+            text.push_str(&format!("INSERT INTO {name}\n"));
+            lines_added += 1;
+        }
+        None => text.push_str(&format!("{settings} INSERT INTO {name} ")),
+        Some(lines) => text.push_str(&format!("{lines} INSERT INTO {name}\n")),
+    }
     text.push_str(sql.trim_end().trim_end_matches(';'));
     text.push_str(";\n");
     Ok(QueryText { text, lines_added })
@@ -253,6 +294,35 @@ mod tests {
             with_params.text
         );
         assert!(crate::job::Job::prepare("p", "query", &with_params.text).is_ok());
+        // Engine settings stay, ahead of the query; its lines keep their numbers.
+        let with_settings = query_text(
+            "d",
+            "-- dense\nSET dense_windows = 'true';\nSET state_ttl = '1h';\nSELECT card_id,\n  nope(amount_minor) AS n, window_end\nFROM TUMBLE(payments, event_time, INTERVAL '1' MINUTE)\nGROUP BY card_id, window_start, window_end",
+            &log,
+        )
+        .unwrap();
+        assert!(
+            with_settings
+                .text
+                .contains("SET state_ttl = '1h'; INSERT INTO d\nSELECT card_id"),
+            "{}",
+            with_settings.text
+        );
+        let e = crate::job::Job::prepare("d", "query", &with_settings.text).unwrap_err();
+        assert_eq!(refusal(&e, &with_settings).line, Some(5), "{e}");
+        let fixed = query_text(
+            "d",
+            &with_settings.text[with_settings.text.find("-- dense").unwrap()..]
+                .replace(" INSERT INTO d", "")
+                .replace("nope(amount_minor)", "count(*)"),
+            &log,
+        )
+        .unwrap();
+        assert!(
+            crate::job::Job::prepare("d", "query", &fixed.text).is_ok(),
+            "{}",
+            fixed.text
+        );
         // A query file is taken as it is.
         let file = "CREATE SOURCE p WITH (connector = 'log', topic = 'payments');";
         assert_eq!(query_text("f", file, &log).unwrap().lines_added, 0);

@@ -22,7 +22,7 @@ pub const SHIPPED_QUERIES: [(&str, &str); 4] = [
 /// that read files of their own (the reference tables of `blocklisted.sql` and
 /// `settlement_daily.sql`) are not here: the demo
 /// and the bench run these as they are, without the files.
-pub const LIBRARY_QUERIES: [(&str, &str); 13] = [
+pub const LIBRARY_QUERIES: [(&str, &str); 14] = [
     (
         "merchant_volume_spike",
         include_str!("../../queries/merchant_volume_spike.sql"),
@@ -74,5 +74,9 @@ pub const LIBRARY_QUERIES: [(&str, &str); 13] = [
     (
         "first_card_use_large",
         include_str!("../../queries/first_card_use_large.sql"),
+    ),
+    (
+        "new_country_mix",
+        include_str!("../../queries/new_country_mix.sql"),
     ),
 ];

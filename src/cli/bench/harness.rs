@@ -185,7 +185,13 @@ pub fn run(input: &Path, opts: &BenchOptions) -> Result<Vec<Measurement>> {
         }
         for (name, sql) in LIBRARY_QUERIES {
             out.measure(name, w, || {
-                let plan = plan_query(&parse_replay_query(sql)?.select)?;
+                let file = parse_replay_query(sql)?;
+                let plan = file
+                    .with_settings(plan_query(&file.select)?)
+                    .map_err(|message| paystream::Error::Plan {
+                        position: name.to_string(),
+                        message,
+                    })?;
                 Ok(replay_counting(input, &plan, w)?.read)
             })?;
         }

@@ -181,6 +181,25 @@ impl QueryFile {
     }
 }
 
+/// `plan` with what `settings` (checked `SET`s) say of its state: `state_ttl` and
+/// `dense_windows`. Refused, saying why, when the plan cannot take them.
+pub fn with_plan_settings(
+    settings: &std::collections::BTreeMap<String, String>,
+    plan: super::StreamPlan,
+) -> std::result::Result<super::StreamPlan, String> {
+    let plan = match settings
+        .get("state_ttl")
+        .and_then(|v| parse_duration_millis(v).ok())
+    {
+        Some(ttl) => plan.with_state_ttl(ttl),
+        None => plan,
+    };
+    match settings.get("dense_windows").and_then(|v| dense_windows(v)) {
+        Some(true) => plan.with_dense_windows(),
+        _ => Ok(plan),
+    }
+}
+
 /// The value of `SET dense_windows` (`None`: neither true nor false).
 pub fn dense_windows(v: &str) -> Option<bool> {
     match v.to_ascii_lowercase().as_str() {

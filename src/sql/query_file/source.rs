@@ -266,6 +266,14 @@ impl ReplayQuery {
     pub fn window_limits(&self) -> crate::sql::WindowLimits {
         super::window_limits(&self.settings)
     }
+
+    /// `plan` with the file's `SET state_ttl` and `SET dense_windows`, as `run` applies them.
+    pub fn with_settings(
+        &self,
+        plan: crate::sql::StreamPlan,
+    ) -> std::result::Result<crate::sql::StreamPlan, String> {
+        super::with_plan_settings(&self.settings, plan)
+    }
 }
 
 /// Parses one `CREATE SOURCE name [(columns…)] [WITH (…)]` statement, as `replay --query` and
