@@ -15,7 +15,7 @@
 
 mod matcher;
 
-use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
 
 use datafusion::arrow::array::{
@@ -40,9 +40,14 @@ use crate::state::{Snapshot, state_err};
 
 const NAME: &str = "match_recognize";
 
+/// Width of a bucket of [`Recognize::waiting`] deadlines.
+const BUCKET_MS: i64 = 256;
+
 /// One partition's rows from the first whose match is undecided.
 #[derive(Debug, Default)]
 struct Partition {
+    /// Its key (row-encoded PARTITION BY values).
+    key: Box<[u8]>,
     rows: VecDeque<Row>,
     /// When the first row's match stops waiting for rows (its time plus WITHIN), as entered in
     /// [`Recognize::waiting`].
@@ -57,14 +62,23 @@ struct Found {
 
 /// The operator.
 pub(super) struct Recognize {
+    /// The spec over the events' columns it reads ([`projected`]); its filters over all.
     spec: Arc<RecognizeSpec>,
+    /// The event columns kept, in order.
+    projection: Vec<usize>,
     keys: RowConverter,
     order: RowConverter,
     /// Events the watermark has not passed yet.
     pending: Vec<RecordBatch>,
-    partitions: HashMap<Box<[u8]>, Partition>,
-    /// Partitions whose first row's match is undecided, by when it stops waiting.
-    waiting: BTreeSet<(i64, Box<[u8]>)>,
+    /// Partition ids by key.
+    ids: hashbrown::HashMap<Box<[u8]>, u32>,
+    /// Partitions by id (an empty one's id is in `free`).
+    partitions: Vec<Partition>,
+    free: Vec<u32>,
+    /// Partitions whose first row's match is undecided, by when it stops waiting, in buckets of
+    /// [`BUCKET_MS`] (an entry is stale unless it is its partition's deadline): a bucket is
+    /// settled once the watermark passes all of it.
+    waiting: BTreeMap<i64, Vec<(i64, u32)>>,
     watermark: i64,
     /// Events before this are late whatever the watermark they arrived under (after `finish`).
     floor: i64,
@@ -76,8 +90,10 @@ impl Recognize {
     /// The operator for `spec`, over events of `schema`.
     pub(super) fn new(
         spec: &RecognizeSpec,
-        schema: &datafusion::arrow::datatypes::SchemaRef,
+        events: &datafusion::arrow::datatypes::SchemaRef,
     ) -> Result<Self> {
+        let (spec, projection) = projected(spec, events)?;
+        let schema = &Arc::new(events.project(&projection)?);
         let keys = RowConverter::new(
             spec.keys
                 .iter()
@@ -97,12 +113,15 @@ impl Recognize {
             .collect::<Result<Vec<_>>>()?,
         )?;
         Ok(Recognize {
-            spec: Arc::new(spec.clone()),
+            spec: Arc::new(spec),
+            projection,
             keys,
             order,
             pending: Vec::new(),
-            partitions: HashMap::new(),
-            waiting: BTreeSet::new(),
+            ids: hashbrown::HashMap::new(),
+            partitions: Vec::new(),
+            free: Vec::new(),
+            waiting: BTreeMap::new(),
             watermark: i64::MIN,
             floor: i64::MIN,
             newest: i64::MIN,
@@ -155,70 +174,91 @@ impl Recognize {
         Ok(fits)
     }
 
+    /// The id of the partition with `key`, made when it has none.
+    fn partition(&mut self, key: &[u8]) -> u32 {
+        if let Some(id) = self.ids.get(key) {
+            return *id;
+        }
+        let id = match self.free.pop() {
+            Some(id) => id,
+            None => {
+                self.partitions.push(Partition::default());
+                self.partitions.len() as u32 - 1
+            }
+        };
+        self.partitions[id as usize].key = Box::from(key);
+        self.ids.insert(Box::from(key), id);
+        id
+    }
+
     /// Moves `batch`'s rows (sorted, or in partition order already) into their partitions;
-    /// returns the keys touched, in order.
-    fn append(&mut self, batch: RecordBatch, sort: bool) -> Result<Vec<Box<[u8]>>> {
+    /// returns the partitions touched, in order.
+    fn append(&mut self, batch: RecordBatch, sort: bool) -> Result<Vec<u32>> {
         if batch.num_rows() == 0 {
             return Ok(Vec::new());
         }
-        let mut keys = self.key_rows(&batch)?;
-        let mut batch = batch;
-        if sort {
+        let n = batch.num_rows();
+        let keys = self.key_rows(&batch)?;
+        let ids: Vec<u32> = (0..n)
+            .map(|i| self.partition(keys.as_ref().map_or(&[], |k| k.row(i).data())))
+            .collect();
+        let (batch, ids) = if sort {
             let mut order_cols = vec![Arc::clone(batch.column(self.spec.time))];
             for t in &self.spec.ties {
-                order_cols.push(t.expr.evaluate(&batch)?.into_array(batch.num_rows())?);
+                order_cols.push(t.expr.evaluate(&batch)?.into_array(n)?);
             }
             let order = self.order.convert_columns(&order_cols)?;
-            let mut idx: Vec<u32> = (0..batch.num_rows() as u32).collect();
-            let key = |i: u32| keys.as_ref().map(|k| k.row(i as usize));
-            idx.sort_by(|a, b| {
-                key(*a)
-                    .cmp(&key(*b))
+            let mut idx: Vec<u32> = (0..n as u32).collect();
+            idx.sort_unstable_by(|a, b| {
+                ids[*a as usize]
+                    .cmp(&ids[*b as usize])
                     .then_with(|| order.row(*a as usize).cmp(&order.row(*b as usize)))
             });
-            batch = take_record_batch(&batch, &UInt32Array::from(idx))?;
-            keys = self.key_rows(&batch)?;
-        }
+            let sorted_ids = idx.iter().map(|i| ids[*i as usize]).collect();
+            (
+                take_record_batch(&batch, &UInt32Array::from(idx))?,
+                sorted_ids,
+            )
+        } else {
+            (batch, ids)
+        };
         let times = self.times(&batch);
         let fits = self.fits(&batch)?;
         let chunk = Arc::new(Chunk { batch });
-        let mut touched: Vec<Box<[u8]>> = Vec::new();
-        for (i, (time, fits)) in times.into_iter().zip(fits).enumerate() {
-            let key: &[u8] = keys.as_ref().map_or(&[], |k| k.row(i).data());
-            if touched.last().is_none_or(|k| **k != *key) {
-                touched.push(key.into());
+        let mut touched: Vec<u32> = Vec::new();
+        for (i, ((time, fits), id)) in times.into_iter().zip(fits).zip(ids).enumerate() {
+            if touched.last() != Some(&id) {
+                touched.push(id);
             }
-            let key = touched.last().expect("pushed above");
-            self.partitions
-                .entry(key.clone())
-                .or_default()
-                .rows
-                .push_back(Row {
-                    chunk: Arc::clone(&chunk),
-                    row: i as u32,
-                    time,
-                    fits,
-                });
+            self.partitions[id as usize].rows.push_back(Row {
+                chunk: Arc::clone(&chunk),
+                row: i as u32,
+                time,
+                fits,
+            });
         }
         Ok(touched)
     }
 
-    /// Finds every match the partition's known rows decide.
-    fn settle(&mut self, key: &[u8], found: &mut Vec<Found>) -> Result<()> {
-        let Some(mut p) = self.partitions.remove(key) else {
-            return Ok(());
-        };
-        if let Some(d) = p.deadline.take() {
-            self.waiting.remove(&(d, Box::from(key)));
-        }
+    /// Finds every match partition `id`'s known rows decide.
+    fn settle(&mut self, id: u32, found: &mut Vec<Found>) -> Result<()> {
         let (finished, watermark, within) = (self.finished, self.watermark, self.spec.within);
         let more = |first: i64| !finished && first.saturating_add(within) >= watermark;
+        let spec = &self.spec;
+        let p = &mut self.partitions[id as usize];
+        if p.rows.is_empty() {
+            // Freed already.
+            return Ok(());
+        }
         loop {
-            match matcher::find(&self.spec, &p.rows, more)? {
+            if p.rows.is_empty() {
+                break;
+            }
+            match matcher::find(spec, &p.rows, more)? {
                 Outcome::Match(assigned) => {
                     let n = assigned.len();
                     let rows: VecDeque<Row> = p.rows.iter().take(n).cloned().collect();
-                    let skip = if self.spec.skip_to_next_row { 1 } else { n };
+                    let skip = if spec.skip_to_next_row { 1 } else { n };
                     p.rows.drain(..skip);
                     found.push(Found { rows, assigned });
                 }
@@ -227,15 +267,24 @@ impl Recognize {
                 }
                 Outcome::Undecided => break,
             }
-            if p.rows.is_empty() {
-                break;
-            }
         }
-        if let Some(first) = p.rows.front() {
-            let d = first.time.saturating_add(within);
-            self.waiting.insert((d, Box::from(key)));
-            p.deadline = Some(d);
-            self.partitions.insert(Box::from(key), p);
+        match p.rows.front() {
+            Some(first) => {
+                let d = first.time.saturating_add(within);
+                if p.deadline != Some(d) {
+                    p.deadline = Some(d);
+                    self.waiting
+                        .entry(d.div_euclid(BUCKET_MS))
+                        .or_default()
+                        .push((d, id));
+                }
+            }
+            None => {
+                p.deadline = None;
+                let key = std::mem::take(&mut p.key);
+                self.ids.remove(&key);
+                self.free.push(id);
+            }
         }
         Ok(())
     }
@@ -267,20 +316,21 @@ impl Recognize {
         let mut found = Vec::new();
         if !released.is_empty() {
             let batch = concat_batches(&released[0].schema(), &released)?;
-            for key in self.append(batch, true)? {
-                self.settle(&key, &mut found)?;
+            for id in self.append(batch, true)? {
+                self.settle(id, &mut found)?;
             }
         }
         // Partitions whose first match stops waiting: no later row can join it.
-        let closing = |w: &(i64, Box<[u8]>)| self.finished || w.0 < self.watermark;
-        let due: Vec<Box<[u8]>> = self
-            .waiting
-            .iter()
-            .take_while(|w| closing(w))
-            .map(|w| w.1.clone())
-            .collect();
-        for key in due {
-            self.settle(&key, &mut found)?;
+        while let Some(entry) = self.waiting.first_entry() {
+            let end = entry.key().saturating_add(1).saturating_mul(BUCKET_MS);
+            if !(self.finished || end <= self.watermark) {
+                break;
+            }
+            for (d, id) in entry.remove() {
+                if self.partitions[id as usize].deadline == Some(d) {
+                    self.settle(id, &mut found)?;
+                }
+            }
         }
         self.emit(found, out)
     }
@@ -348,12 +398,12 @@ impl Recognize {
 
     /// Every partition's rows, in partition and time order, as one batch.
     fn held_rows(&self) -> Result<Option<RecordBatch>> {
-        let mut keys: Vec<&Box<[u8]>> = self.partitions.keys().collect();
+        let mut keys: Vec<(&Box<[u8]>, u32)> = self.ids.iter().map(|(k, id)| (k, *id)).collect();
         keys.sort();
         let mut chunks: Vec<&Arc<Chunk>> = Vec::new();
         let mut idx = Vec::new();
-        for k in keys {
-            for r in &self.partitions[k].rows {
+        for (_, id) in keys {
+            for r in &self.partitions[id as usize].rows {
                 let c = match chunks.iter().position(|c| Arc::ptr_eq(c, &r.chunk)) {
                     Some(c) => c,
                     None => {
@@ -381,6 +431,68 @@ impl Recognize {
     }
 }
 
+/// `spec` over only the event columns it reads (keys, ties, conditions, what it navigates to),
+/// with those columns; buffered and sorted rows then carry nothing else. The filters stay over
+/// every column: they run before the projection.
+fn projected(
+    spec: &RecognizeSpec,
+    events: &datafusion::arrow::datatypes::SchemaRef,
+) -> Result<(RecognizeSpec, Vec<usize>)> {
+    use datafusion::physical_expr::utils::collect_columns;
+    let n = events.fields().len();
+    let mut used = std::collections::BTreeSet::from([spec.time]);
+    let mut read = |e: &Arc<dyn PhysicalExpr>| {
+        used.extend(
+            collect_columns(e)
+                .iter()
+                .map(Column::index)
+                .filter(|i| *i < n),
+        );
+    };
+    spec.keys.iter().for_each(&mut read);
+    spec.ties.iter().for_each(|t| read(&t.expr));
+    for d in &spec.defines {
+        match d {
+            Define::Always => {}
+            Define::Row(e) | Define::Navigated { expr: e, .. } => read(e),
+        }
+    }
+    let navs = spec.defines.iter().flat_map(|d| match d {
+        Define::Navigated { navs, .. } => navs.as_slice(),
+        _ => &[],
+    });
+    used.extend(navs.chain(&spec.measure_navs).filter_map(|nav| nav.column));
+    let projection: Vec<usize> = used.into_iter().collect();
+    let at = |c: usize| projection.iter().position(|p| *p == c).expect("projected");
+    let rebind = |e: &Arc<dyn PhysicalExpr>| super::rebind(e, &projection);
+    let mut out = spec.clone();
+    out.keys = spec.keys.iter().map(rebind).collect::<Result<_>>()?;
+    for t in &mut out.ties {
+        t.expr = rebind(&t.expr)?;
+    }
+    out.time = at(spec.time);
+    for nav in &mut out.measure_navs {
+        nav.column = nav.column.map(at);
+    }
+    for d in &mut out.defines {
+        match d {
+            Define::Always => {}
+            Define::Row(e) => *e = rebind(e)?,
+            Define::Navigated { expr, navs, schema } => {
+                // The navigations' columns follow the events' in its input.
+                let nav_columns = (n..schema.fields().len()).collect::<Vec<_>>();
+                let columns: Vec<usize> = projection.iter().copied().chain(nav_columns).collect();
+                *expr = super::rebind(expr, &columns)?;
+                *schema = Arc::new(schema.project(&columns)?);
+                for nav in navs.iter_mut() {
+                    nav.column = nav.column.map(at);
+                }
+            }
+        }
+    }
+    Ok((out, projection))
+}
+
 impl Operator for Recognize {
     fn process(&mut self, input: &EventBatch, out: &mut OperatorOutput) -> Result<()> {
         let filters: &[Arc<dyn PhysicalExpr>] = match input.keys {
@@ -399,6 +511,7 @@ impl Operator for Recognize {
         if batch.num_rows() == 0 {
             return Ok(());
         }
+        let mut batch = batch.project(&self.projection)?;
         let times = self.times(&batch);
         let input_row = |r: usize| input_rows.as_ref().map_or(r, |ix| ix[r] as usize);
         let late: Vec<u32> = (0..batch.num_rows())
@@ -467,17 +580,22 @@ impl Operator for Recognize {
         self.floor = field("floor")?;
         self.newest = field("newest")?;
         self.pending.clear();
+        self.ids.clear();
         self.partitions.clear();
+        self.free.clear();
         self.waiting.clear();
         for (tag, batch) in snap.batches {
             match tag {
                 0 => self.pending.push(batch),
                 1 => {
-                    for key in self.append(batch, false)? {
-                        let p = self.partitions.get_mut(&key).expect("appended");
+                    for id in self.append(batch, false)? {
+                        let p = &mut self.partitions[id as usize];
                         let d = p.rows[0].time.saturating_add(self.spec.within);
                         p.deadline = Some(d);
-                        self.waiting.insert((d, key));
+                        self.waiting
+                            .entry(d.div_euclid(BUCKET_MS))
+                            .or_default()
+                            .push((d, id));
                     }
                 }
                 t => return Err(state_err(NAME, format!("unknown batch tag {t}"))),
