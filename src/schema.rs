@@ -364,6 +364,27 @@ impl EventSchema {
         })
     }
 
+    /// These events with [`ARRIVAL_WATERMARK`] after their columns (`booking_time`).
+    pub fn with_arrival_watermark(&self) -> Self {
+        let mut fields: Vec<datafusion::arrow::datatypes::FieldRef> =
+            self.arrow.fields().iter().cloned().collect();
+        fields.push(Arc::new(Field::new(
+            ARRIVAL_WATERMARK,
+            timestamp_type(),
+            true,
+        )));
+        let arrow = Arc::new(Schema::new(fields));
+        let mut windowed: Vec<datafusion::arrow::datatypes::FieldRef> =
+            arrow.fields().iter().cloned().collect();
+        windowed.push(Arc::new(Field::new(WINDOW_START, timestamp_type(), false)));
+        windowed.push(Arc::new(Field::new(WINDOW_END, timestamp_type(), false)));
+        EventSchema {
+            windowed: Arc::new(Schema::new(windowed)),
+            arrow,
+            ..self.clone()
+        }
+    }
+
     /// The built-in payment event schema (the stream `payments`).
     pub fn payments() -> Arc<EventSchema> {
         Arc::clone(&PAYMENTS)
@@ -463,6 +484,10 @@ static PAYMENTS: LazyLock<Arc<EventSchema>> = LazyLock::new(|| {
 
 /// Name of the window start column added by window table functions.
 pub const WINDOW_START: &str = "window_start";
+
+/// The column a query calling `booking_time` reads: the watermark each event arrived under
+/// (NULL before there is one). The operator adds it; no source decodes it.
+pub const ARRIVAL_WATERMARK: &str = "__arrival_watermark";
 /// Name of the window end column added by window table functions.
 pub const WINDOW_END: &str = "window_end";
 

@@ -48,6 +48,8 @@ fn totals(v: &serde_json::Map<String, Value>) -> String {
         "chargeback_minor",
         "fees_minor",
         "net_minor",
+        "adjustments",
+        "adjustment_net_minor",
     ]
     .iter()
     .map(|k| v[*k].to_string())
@@ -68,13 +70,10 @@ fn business_date(ms: i64, tz: &chrono_tz::Tz, close: &str) -> String {
     date.to_string()
 }
 
-#[test]
-fn settlement_daily_changelog_applies_to_the_totals_of_every_event() {
-    let dir = tempfile::tempdir().unwrap();
-    let name = "settlement_daily";
-    // Across London's 22:00 close (merchant m_0002: Europe/London, closing at 22:00), with
-    // money events arriving minutes late and refunds after chargebacks.
-    let cfg = GenConfig {
+/// Across London's 22:00 close (merchant m_0002: Europe/London, closing at 22:00), with money
+/// events arriving minutes late and refunds after chargebacks.
+fn across_a_close() -> GenConfig {
+    GenConfig {
         events: 40_000,
         seed: 11,
         rate: 20.0,
@@ -88,63 +87,101 @@ fn settlement_daily_changelog_applies_to_the_totals_of_every_event() {
             ..Scenarios::default()
         },
         ..GenConfig::default()
-    };
-    let file = events(dir.path(), "days", &cfg);
-    let rows = replayed_in_order(name, &file);
-    // Pinned sorted: workers interleave their rows in no fixed order, each key's in order.
-    check_golden(name, &crate::util::sorted(rows.clone()));
+    }
+}
 
-    let merchants: HashMap<String, (chrono_tz::Tz, String)> =
-        std::fs::read_to_string(repo("queries/data/merchants.csv"))
-            .unwrap()
-            .lines()
-            .skip(1)
-            .map(|l| {
-                let f: Vec<&str> = l.split(',').collect();
-                (f[0].to_string(), (f[1].parse().unwrap(), f[2].to_string()))
-            })
-            .collect();
-    let mut sums: BTreeMap<(String, String, String), [i64; 5]> = BTreeMap::new();
+/// Each merchant's zone and daily close, from the library's merchants table.
+fn merchants() -> HashMap<String, (chrono_tz::Tz, String)> {
+    std::fs::read_to_string(repo("queries/data/merchants.csv"))
+        .unwrap()
+        .lines()
+        .skip(1)
+        .map(|l| {
+            let f: Vec<&str> = l.split(',').collect();
+            (f[0].to_string(), (f[1].parse().unwrap(), f[2].to_string()))
+        })
+        .collect()
+}
+
+/// The settlement of the events of `file` computed here: each money event booked at
+/// `booked(time, arrival watermark)` — the watermark the engine's router had when it arrived,
+/// the latest event time seen so far less the 5 s delay (none before the first event), as a
+/// file of one partition gives it.
+fn settle(file: &std::path::Path, booked: impl Fn(i64, Option<i64>) -> i64) -> Days {
+    let merchants = merchants();
+    let mut sums: BTreeMap<(String, String, String), [i64; 7]> = BTreeMap::new();
     let mut seen = HashSet::new();
-    for line in std::fs::read_to_string(&file).unwrap().lines() {
+    let mut newest: Option<i64> = None;
+    for line in std::fs::read_to_string(file).unwrap().lines() {
         let e: Value = serde_json::from_str(line).unwrap();
+        if !seen.insert(e["event_id"].to_string()) {
+            continue;
+        }
+        let t = parse_rfc3339_millis(e["event_time"].as_str().unwrap()).unwrap();
+        let arrival = newest.map(|n| n - 5_000);
+        newest = Some(newest.map_or(t, |n| n.max(t)));
         let kind = e["event_type"].as_str().unwrap();
-        if !matches!(kind, "capture" | "refund" | "chargeback")
-            || !seen.insert(e["event_id"].to_string())
-        {
+        if !matches!(kind, "capture" | "refund" | "chargeback") {
             continue;
         }
         let m = e["merchant_id"].as_str().unwrap();
         let (tz, close) = &merchants[m];
-        let t = parse_rfc3339_millis(e["event_time"].as_str().unwrap()).unwrap();
+        let at = booked(t, arrival);
         let s = sums
             .entry((
                 m.to_string(),
                 e["currency"].as_str().unwrap().to_string(),
-                business_date(t, tz, close),
+                business_date(at, tz, close),
             ))
             .or_default();
         let amount = e["amount_minor"].as_i64().unwrap();
-        match kind {
+        let fee = e["fee_minor"].as_i64().unwrap_or(0);
+        let signed = match kind {
             "capture" => {
                 s[0] += 1;
                 s[1] += amount;
+                amount
             }
-            "refund" => s[2] += amount,
-            _ => s[3] += amount,
+            "refund" => {
+                s[2] += amount;
+                -amount
+            }
+            _ => {
+                s[3] += amount;
+                -amount
+            }
+        };
+        s[4] += fee;
+        if at > t {
+            s[5] += 1;
+            s[6] += signed - fee;
         }
-        s[4] += e["fee_minor"].as_i64().unwrap_or(0);
     }
-    let want: Days = sums
-        .into_iter()
+    sums.into_iter()
         .map(|(k, s)| {
             let net = s[1] - s[2] - s[3] - s[4];
             (
                 k,
-                format!("{} {} {} {} {} {net}", s[0], s[1], s[2], s[3], s[4]),
+                format!(
+                    "{} {} {} {} {} {net} {} {}",
+                    s[0], s[1], s[2], s[3], s[4], s[5], s[6]
+                ),
             )
         })
-        .collect();
+        .collect()
+}
+
+#[test]
+fn settlement_daily_changelog_applies_to_the_totals_of_every_event() {
+    let dir = tempfile::tempdir().unwrap();
+    let name = "settlement_daily";
+    let file = events(dir.path(), "days", &across_a_close());
+    let rows = replayed_in_order(name, &file);
+    // Pinned sorted: workers interleave their rows in no fixed order, each key's in order.
+    check_golden(name, &crate::util::sorted(rows.clone()));
+
+    // Minutes late is well within the 7 days allowed: every event on its own day.
+    let want = settle(&file, |t, _| t);
     // Some merchant's day ends within the stream (London closes at 22:00), so its rows span
     // two business dates.
     let mut dates: HashMap<&str, HashSet<&str>> = HashMap::new();
@@ -171,4 +208,69 @@ fn settlement_daily_changelog_applies_to_the_totals_of_every_event() {
         want,
         "from a topic"
     );
+}
+
+/// With an allowed lateness of two minutes, money arriving later than that behind the stream is
+/// booked at the watermark it arrived under — across London's close, into the next business
+/// date — counted as an adjustment there; the changelog applied equals that booking computed
+/// here, and every cent of the stream is still in some day.
+#[test]
+fn settlement_daily_books_money_later_than_allowed_into_the_open_day() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = events(dir.path(), "days", &across_a_close());
+    let text = std::fs::read_to_string(repo("queries/settlement_daily.sql"))
+        .unwrap()
+        .replace(
+            "SET allowed_lateness = '7 days';",
+            "SET allowed_lateness = '2 minutes';",
+        );
+    assert!(text.contains("'2 minutes'"));
+    let query = dir.path().join("settlement_daily.sql");
+    std::fs::write(&query, text).unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_paystream"))
+        .current_dir(repo("."))
+        .arg("replay")
+        .arg(&file)
+        .arg("--query")
+        .arg(&query)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let rows: Vec<String> = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(str::to_string)
+        .collect();
+    let want = settle(&file, |t, arrival| match arrival {
+        Some(w) if t < w - 120_000 => w,
+        _ => t,
+    });
+    let got = applied(&rows);
+    assert_eq!(got, want);
+    // Some money moved, some of it across the close into the next business date, and the
+    // money of the whole stream is what the 7-day settlement counts.
+    let adjusted: i64 = want
+        .values()
+        .map(|v| v.split(' ').nth(6).unwrap().parse::<i64>().unwrap())
+        .filter(|n| *n != 0)
+        .count() as i64;
+    assert!(adjusted >= 3, "{want:?}");
+    let total = |d: &Days, column: usize| -> i64 {
+        d.values()
+            .map(|v| v.split(' ').nth(column).unwrap().parse::<i64>().unwrap())
+            .sum()
+    };
+    let on_time = settle(&file, |t, _| t);
+    for column in 0..6 {
+        assert_eq!(
+            total(&got, column),
+            total(&on_time, column),
+            "column {column}"
+        );
+    }
+    assert_ne!(got, on_time, "booking moved money between days");
 }

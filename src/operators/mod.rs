@@ -15,6 +15,7 @@
 //! ```
 
 mod aggregate;
+mod booked;
 pub(crate) use self::aggregate::where_mask;
 mod chain;
 mod dedup;
@@ -301,6 +302,10 @@ fn build_unnamed(plan: &StreamPlan) -> Result<Box<dyn Operator>> {
             (**spec).clone(),
             build_unnamed(&spec.left)?,
             build_unnamed(&spec.right)?,
+        )),
+        PlanKind::Booked(inner) => Box::new(booked::Booked::new(
+            build_unnamed(inner)?,
+            std::sync::Arc::clone(inner.events.arrow()),
         )),
         PlanKind::Recognize(spec) => {
             Box::new(recognize::Recognize::new(spec, plan.events.arrow())?)

@@ -40,7 +40,7 @@ impl TumblingWindow {
     }
 
     /// The same, dense: every key seen gets a row for each window until it has been quiet for
-    /// `ttl` ms ([`Dense`]).
+    /// `ttl` ms (`SET dense_windows`).
     pub fn dense(spec: AggregateSpec, size: i64, ttl: i64) -> Result<Self> {
         let dense = Dense::new(&spec, size, ttl)?;
         let mut w = TumblingWindow::new(spec, size)?;

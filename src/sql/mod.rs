@@ -4,6 +4,7 @@
 //! planning are DataFusion's; this module adds window table functions and refuses what cannot be
 //! computed incrementally.
 
+mod booking;
 mod checked;
 mod codes;
 mod join;

@@ -388,6 +388,9 @@ pub enum PlanKind {
     /// A row pattern over each partition of the stream (`MATCH_RECOGNIZE`): one row per match,
     /// emitted once the watermark has decided it.
     Recognize(Box<super::recognize::RecognizeSpec>),
+    /// A plan over the events plus the watermark each arrived under (`booking_time`): the
+    /// operator adds that column, then runs the inner plan, on one worker.
+    Booked(Box<StreamPlan>),
 }
 
 /// Two windowed aggregates with the same windows, joined on their keys and a window bound
@@ -538,6 +541,7 @@ impl StreamPlan {
     /// The plan with `ttl` as its state TTL (`SET state_ttl`, `--state-ttl`).
     pub fn with_state_ttl(mut self, ttl: i64) -> StreamPlan {
         match &mut self.kind {
+            PlanKind::Booked(b) => **b = b.clone().with_state_ttl(ttl),
             PlanKind::Over(o) => o.state_ttl = Some(ttl),
             PlanKind::Window { window, .. } => window.state_ttl = Some(ttl),
             PlanKind::Chain(c) => {
@@ -561,6 +565,7 @@ impl StreamPlan {
     pub fn with_default_state_ttl(&self, ttl: i64) -> StreamPlan {
         let mut plan = self.clone();
         match &mut plan.kind {
+            PlanKind::Booked(b) => **b = b.with_default_state_ttl(ttl),
             PlanKind::Over(o) => {
                 o.state_ttl.get_or_insert(ttl);
             }
@@ -596,6 +601,7 @@ impl StreamPlan {
                 }
             },
             PlanKind::Chain(c) => c.inner = c.inner.clone().with_dense_windows()?,
+            PlanKind::Booked(b) => **b = b.clone().with_dense_windows()?,
             PlanKind::Enriched(e) => e.inner = e.inner.clone().with_dense_windows()?,
             _ => {
                 return Err(
@@ -635,6 +641,7 @@ impl StreamPlan {
         match &self.kind {
             PlanKind::Updating(u) => u.output_keys.as_deref(),
             PlanKind::Enriched(e) => e.inner.changelog_keys(),
+            PlanKind::Booked(b) => b.changelog_keys(),
             _ => None,
         }
     }
@@ -748,6 +755,8 @@ impl StreamPlan {
                 _ => Partitioning::Single,
             },
             PlanKind::WindowJoin(_) => Partitioning::Single,
+            // The router's events lack the column the inner plan reads.
+            PlanKind::Booked(_) => Partitioning::Single,
             PlanKind::Recognize(r) if r.keys.is_empty() => Partitioning::Single,
             PlanKind::Recognize(r) => Partitioning::ByKeys {
                 filters: r.filters.clone(),
@@ -774,6 +783,7 @@ impl StreamPlan {
             PlanKind::Over(_) => None,
             PlanKind::Chain(c) => c.outer.window(),
             PlanKind::Enriched(e) => e.inner.window(),
+            PlanKind::Booked(b) => b.window(),
             PlanKind::WindowJoin(_) | PlanKind::Recognize(_) => None,
             PlanKind::Union(_) | PlanKind::Updating(_) | PlanKind::IntervalJoin(_) => None,
         }

@@ -290,6 +290,27 @@ pub(super) async fn plan_query_async(
             ),
         ));
     }
+    // `booking_time` reads the watermark each event arrived under: planned over the events
+    // with that column, which the operator adds.
+    if super::booking::called(&tokens)
+        && events
+            .arrow()
+            .index_of(super::booking::ARRIVAL_WATERMARK)
+            .is_err()
+    {
+        let booked = Arc::new(events.with_arrival_watermark());
+        let inner = Box::pin(plan_query_async(
+            sql, &booked, stream, limits, catalog, tables,
+        ))
+        .await?;
+        return Ok(StreamPlan {
+            sql: sql.to_string(),
+            name: "the query".into(),
+            output_schema: Arc::clone(&inner.output_schema),
+            kind: PlanKind::Booked(Box::new(inner)),
+            events: Arc::clone(events),
+        });
+    }
     // The text's own tokens, for cutting a UNION ALL into branches at their positions.
     let raw_tokens = tokens.clone();
     let (mut tokens, session_partitions) = rewrite_flink_windows_with_partitions(tokens);
@@ -325,6 +346,13 @@ pub(super) async fn plan_query_async(
         ));
     }
     let mut stmt = statements.remove(0);
+    if events
+        .arrow()
+        .index_of(super::booking::ARRIVAL_WATERMARK)
+        .is_ok()
+    {
+        super::booking::rewrite(&mut stmt)?;
+    }
     if let ControlFlow::Break(e) = stmt.visit(&mut Shape::default()) {
         return Err(e);
     }
