@@ -42,7 +42,16 @@ impl Operator for Booked {
             keys: None,
             ..input.clone()
         };
-        self.inner.process(&booked, out)
+        let late_from = out.late.len();
+        self.inner.process(&booked, out)?;
+        // Late events go out as they came, without the column added here.
+        let n = input.batch.num_columns();
+        for late in &mut out.late[late_from..] {
+            if late.batch.num_columns() > n {
+                late.batch = late.batch.project(&(0..n).collect::<Vec<_>>())?;
+            }
+        }
+        Ok(())
     }
 
     fn advance_watermark(&mut self, watermark: i64, out: &mut OperatorOutput) -> Result<()> {

@@ -32,6 +32,10 @@ pub(super) struct Dense {
     last: HashMap<Box<[u8]>, i64>,
     /// The first window not emitted yet (`None` before any event).
     next: Option<i64>,
+    /// Whether a window has been emitted: `next` then only moves on. (An event of an emitted
+    /// window that is not late — after `finish`, a resumed run — has its window emitted again
+    /// with its own groups alone: see [`Self::behind`].)
+    started: bool,
     /// The latest window with events.
     newest: i64,
 }
@@ -55,14 +59,46 @@ impl Dense {
             converter,
             last: HashMap::new(),
             next: None,
+            started: false,
             newest: i64::MIN,
         })
     }
 
     /// Events arrived in the window starting at `start`.
     pub(super) fn saw(&mut self, start: i64) {
-        self.next = Some(self.next.map_or(start, |n| n.min(start)));
+        if !self.started {
+            self.next = Some(self.next.map_or(start, |n| n.min(start)));
+        }
         self.newest = self.newest.max(start);
+    }
+
+    /// Window `start`, emitted already, came out again with these groups (`keys`, `rows` of
+    /// them): their keys live on from it (windows already emitted are not filled again).
+    pub(super) fn emitted_again(
+        &mut self,
+        start: i64,
+        keys: &[ArrayRef],
+        rows: usize,
+    ) -> Result<()> {
+        let mut seen = |k: Box<[u8]>| {
+            let last = self.last.entry(k).or_insert(start);
+            *last = (*last).max(start);
+        };
+        match &self.converter {
+            None if rows > 0 => seen(Box::from(&[][..])),
+            None => {}
+            Some(c) => {
+                for r in c.convert_columns(keys)?.iter() {
+                    seen(Box::from(r.data()));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether the window starting at `start` was emitted already.
+    pub(super) fn behind(&self, start: i64) -> bool {
+        self.started && self.next.is_some_and(|n| start < n)
     }
 
     /// The next window to emit once the watermark is `watermark`: windows close in order,
@@ -89,6 +125,7 @@ impl Dense {
         rows: usize,
     ) -> Result<Option<(Vec<ArrayRef>, usize)>> {
         self.next = Some(start + self.size);
+        self.started = true;
         match &self.converter {
             None if rows > 0 => {
                 self.last.insert(Box::from(&[][..]), start);
@@ -112,6 +149,9 @@ impl Dense {
         if quiet.is_empty() {
             return Ok(None);
         }
+        // In key order, so a rerun emits the same rows in the same order.
+        let mut quiet = quiet;
+        quiet.sort_unstable();
         let n = quiet.len();
         let columns = match &self.converter {
             None => Vec::new(),
@@ -125,7 +165,9 @@ impl Dense {
 
     /// The state: a header and, when keys are alive, a batch of them with their last windows.
     pub(super) fn snapshot(&self) -> Result<(serde_json::Value, Option<RecordBatch>)> {
-        let header = serde_json::json!({ "next": self.next, "newest": self.newest });
+        let header = serde_json::json!({
+            "next": self.next, "newest": self.newest, "started": self.started,
+        });
         if self.last.is_empty() {
             return Ok((header, None));
         }
@@ -165,6 +207,7 @@ impl Dense {
         keys: Option<&RecordBatch>,
     ) -> Result<()> {
         self.next = header["next"].as_i64();
+        self.started = header["started"].as_bool().unwrap_or(false);
         self.newest = header["newest"]
             .as_i64()
             .ok_or_else(|| state_err(name, "the snapshot has no dense windows"))?;

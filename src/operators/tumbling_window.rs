@@ -53,6 +53,24 @@ impl TumblingWindow {
         let Some(dense) = &mut self.dense else {
             return Ok(());
         };
+        // A window emitted already that got events again (after `finish`): its own groups.
+        while let Some(entry) = self.windows.first_entry() {
+            let start = *entry.key();
+            if !dense.behind(start) || start.saturating_add(self.size) > watermark {
+                break;
+            }
+            let (keys, aggs, rows) = entry.remove().emit()?;
+            dense.emitted_again(start, &keys, rows)?;
+            let batch = self
+                .core
+                .output(start, start + self.size, keys, aggs, rows)?;
+            if batch.num_rows() > 0 {
+                out.results.push(Emitted {
+                    batch,
+                    times: RowTimes::All(start + self.size),
+                });
+            }
+        }
         while let Some(start) = dense.due(watermark, &self.windows) {
             let mut table = match self.windows.remove(&start) {
                 Some(t) => t,

@@ -59,8 +59,9 @@ pub(crate) fn valid_name(name: &str) -> bool {
 }
 
 /// `sql` cut after the engine settings it starts with (`SET state_ttl = '1h';`, each ending
-/// with its line when nothing else is on it): (the settings, the rest).
-fn leading_settings(sql: &str) -> (&str, &str) {
+/// with its line when nothing else is on it): (the settings with their comments blanked —
+/// so that what follows them on their last line is not commented out —, the rest).
+fn leading_settings(sql: &str) -> (String, &str) {
     let code = crate::sql::query_file::strip_comments(sql);
     let mut end = 0;
     loop {
@@ -84,7 +85,7 @@ fn leading_settings(sql: &str) -> (&str, &str) {
             end += i + 1;
         }
     }
-    (&sql[..end], &sql[end..])
+    (code[..end].to_string(), &sql[end..])
 }
 
 /// The query file for query `name` with text `sql` over the topics of `log`.
@@ -295,16 +296,13 @@ mod tests {
         );
         assert!(crate::job::Job::prepare("p", "query", &with_params.text).is_ok());
         // Engine settings stay, ahead of the query; its lines keep their numbers.
-        let with_settings = query_text(
-            "d",
-            "-- dense\nSET dense_windows = 'true';\nSET state_ttl = '1h';\nSELECT card_id,\n  nope(amount_minor) AS n, window_end\nFROM TUMBLE(payments, event_time, INTERVAL '1' MINUTE)\nGROUP BY card_id, window_start, window_end",
-            &log,
-        )
-        .unwrap();
+        let written = "-- dense\nSET dense_windows = 'true';\nSET state_ttl = '1h'; -- an hour\nSELECT card_id,\n  nope(amount_minor) AS n, window_end\nFROM TUMBLE(payments, event_time, INTERVAL '1' MINUTE)\nGROUP BY card_id, window_start, window_end";
+        let with_settings = query_text("d", written, &log).unwrap();
+        // The settings' comments blanked, so the trailing one does not swallow the INSERT.
         assert!(
             with_settings
                 .text
-                .contains("SET state_ttl = '1h'; INSERT INTO d\nSELECT card_id"),
+                .contains("SET state_ttl = '1h';            INSERT INTO d\nSELECT card_id"),
             "{}",
             with_settings.text
         );
@@ -312,9 +310,7 @@ mod tests {
         assert_eq!(refusal(&e, &with_settings).line, Some(5), "{e}");
         let fixed = query_text(
             "d",
-            &with_settings.text[with_settings.text.find("-- dense").unwrap()..]
-                .replace(" INSERT INTO d", "")
-                .replace("nope(amount_minor)", "count(*)"),
+            &written.replace("nope(amount_minor)", "count(*)"),
             &log,
         )
         .unwrap();

@@ -31,11 +31,52 @@ pub(super) use crate::schema::ARRIVAL_WATERMARK;
 
 const NAME: &str = "booking_time";
 
-/// Whether the query text calls `booking_time`.
+/// Whether the query text calls `booking_time` (the word followed by a parenthesis).
 pub(super) fn called(tokens: &[TokenWithSpan]) -> bool {
-    tokens.iter().any(
-        |t| matches!(&t.token, Token::Word(w) if w.quote_style.is_none() && w.value.eq_ignore_ascii_case(NAME)),
-    )
+    let significant: Vec<&Token> = tokens
+        .iter()
+        .map(|t| &t.token)
+        .filter(|t| !matches!(t, Token::Whitespace(_)))
+        .collect();
+    significant.windows(2).any(|w| {
+        matches!(w[0], Token::Word(x) if x.quote_style.is_none() && x.value.eq_ignore_ascii_case(NAME))
+            && *w[1] == Token::LParen
+    })
+}
+
+/// Refuses what a query calling `booking_time` cannot do yet: `SELECT *` (it would show the
+/// arrival watermark column) and `UNION ALL` (each branch is planned apart).
+pub(super) fn check(tokens: &[TokenWithSpan]) -> Result<()> {
+    let significant: Vec<&TokenWithSpan> = tokens
+        .iter()
+        .filter(|t| !matches!(t.token, Token::Whitespace(_)))
+        .collect();
+    for (i, t) in significant.iter().enumerate() {
+        match &t.token {
+            Token::Word(w) if w.quote_style.is_none() && w.value.eq_ignore_ascii_case("UNION") => {
+                return Err(plan_error(
+                    t.span,
+                    "booking_time in a UNION ALL is not supported yet; run each branch as a query of its own",
+                ));
+            }
+            // `*` right after SELECT, after a comma, or as `alias.*` (not a product).
+            Token::Mul
+                if i > 0
+                    && match &significant[i - 1].token {
+                        Token::Comma | Token::Period => true,
+                        Token::Word(w) => w.value.eq_ignore_ascii_case("SELECT"),
+                        _ => false,
+                    } =>
+            {
+                return Err(plan_error(
+                    t.span,
+                    "SELECT * is not supported in a query calling booking_time; list the columns you want",
+                ));
+            }
+            _ => {}
+        }
+    }
+    Ok(())
 }
 
 /// Rewrites every `booking_time(t, lateness)` in `stmt` over [`ARRIVAL_WATERMARK`].

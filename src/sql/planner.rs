@@ -298,11 +298,18 @@ pub(super) async fn plan_query_async(
             .index_of(super::booking::ARRIVAL_WATERMARK)
             .is_err()
     {
+        super::booking::check(&tokens)?;
         let booked = Arc::new(events.with_arrival_watermark());
         let inner = Box::pin(plan_query_async(
             sql, &booked, stream, limits, catalog, tables,
         ))
         .await?;
+        if !inner.stream_names().is_empty() {
+            return Err(plan_error(
+                start_of(&tokens),
+                "booking_time in a query over two streams is not supported yet; book the events of one stream",
+            ));
+        }
         return Ok(StreamPlan {
             sql: sql.to_string(),
             name: "the query".into(),

@@ -84,8 +84,10 @@ pub(super) fn find(
     loop {
         steps += 1;
         if steps > MAX_STEPS {
-            return Err(Error::Internal(
-                "MATCH_RECOGNIZE's PATTERN tried too many ways to match one row sequence; write it without alternatives that match the same rows (A | A)".into(),
+            return Err(Error::DataFusion(
+                datafusion::error::DataFusionError::Execution(format!(
+                    "MATCH_RECOGNIZE's PATTERN tried over {MAX_STEPS} ways to match the rows from {start_time} ms on; write it so that no two of its paths match the same rows (not (A | A)+ or (A+)+)"
+                )),
             ));
         }
         let ok = match insts[pc as usize] {
@@ -230,6 +232,9 @@ pub(super) fn nav_value(
                 (_, _) if n == 0 => null()?,
                 (NavKind::Avg, _) => ScalarValue::Float64(Some(sum as f64 / n as f64)),
                 (_, datafusion::arrow::datatypes::DataType::Decimal128(p, s)) => {
+                    if sum.unsigned_abs() >= 10u128.pow(u32::from(*p)) {
+                        return Err(overflow());
+                    }
                     ScalarValue::Decimal128(Some(sum), *p, *s)
                 }
                 _ => ScalarValue::Int64(Some(i64::try_from(sum).map_err(|_| overflow())?)),

@@ -40,7 +40,10 @@ use crate::state::{Snapshot, state_err};
 
 const NAME: &str = "match_recognize";
 
-/// Width of a bucket of [`Recognize::waiting`] deadlines.
+/// Width of a bucket of [`Recognize::waiting`] deadlines. A heap of one entry per partition
+/// cost more than the matching itself (every card's first row waits out its WITHIN); buckets
+/// settle together, so a match decided by its deadline alone comes out once the watermark has
+/// passed its whole bucket — at most this much event time later, with the same rows.
 const BUCKET_MS: i64 = 256;
 
 /// One partition's rows from the first whose match is undecided.
@@ -56,6 +59,8 @@ struct Partition {
 
 /// A match found, before its measures are computed.
 struct Found {
+    /// Its partition's key (matches come out ordered by time, then key).
+    key: Box<[u8]>,
     rows: VecDeque<Row>,
     assigned: Vec<u16>,
 }
@@ -260,7 +265,11 @@ impl Recognize {
                     let rows: VecDeque<Row> = p.rows.iter().take(n).cloned().collect();
                     let skip = if spec.skip_to_next_row { 1 } else { n };
                     p.rows.drain(..skip);
-                    found.push(Found { rows, assigned });
+                    found.push(Found {
+                        key: p.key.clone(),
+                        rows,
+                        assigned,
+                    });
                 }
                 Outcome::NoMatch => {
                     p.rows.pop_front();
@@ -336,10 +345,18 @@ impl Recognize {
     }
 
     /// One row per match: its partition's columns, its measures, through the outer query.
-    fn emit(&self, found: Vec<Found>, out: &mut OperatorOutput) -> Result<()> {
+    fn emit(&self, mut found: Vec<Found>, out: &mut OperatorOutput) -> Result<()> {
         if found.is_empty() {
             return Ok(());
         }
+        // The same order whatever the partitions' ids (they depend on arrival and restores).
+        let last = |f: &Found| f.rows[f.assigned.len() - 1].time;
+        found.sort_by(|a, b| {
+            last(a)
+                .cmp(&last(b))
+                .then_with(|| a.key.cmp(&b.key))
+                .then_with(|| a.rows[0].time.cmp(&b.rows[0].time))
+        });
         let spec = &self.spec;
         let n = found.len();
         let mut columns: Vec<ArrayRef> = Vec::new();
@@ -542,11 +559,12 @@ impl Operator for Recognize {
 
     fn finish(&mut self, out: &mut OperatorOutput) -> Result<()> {
         self.finished = true;
-        self.release(i64::MAX, out)?;
+        let released = self.release(i64::MAX, out);
+        self.finished = false;
+        released?;
         if self.newest > i64::MIN {
             self.floor = self.floor.max(self.newest.saturating_add(1));
         }
-        self.finished = false;
         Ok(())
     }
 

@@ -120,13 +120,23 @@ fn clause_word(tokens: &[TokenWithSpan], word: &str) -> Option<Span> {
 /// `tokens` (as blanks, so positions stay), returning it. `None` when the text has no
 /// `MATCH_RECOGNIZE`.
 pub fn strip_within(tokens: &mut [TokenWithSpan]) -> Result<Option<(Within, Span)>> {
+    // Each MATCH_RECOGNIZE's (a UNION ALL may hold several; each branch is planned from its
+    // own text again): the first's is the query's.
+    let mut first = None;
+    let mut from = 0;
+    while let Some(mr) = (from..tokens.len()).find(|&i| {
+        matches!(&tokens[i].token, Token::Word(x) if x.quote_style.is_none() && x.value.eq_ignore_ascii_case("MATCH_RECOGNIZE"))
+    }) {
+        let within = strip_one(tokens, mr)?;
+        first = first.or(within);
+        from = mr + 1;
+    }
+    Ok(first)
+}
+
+/// [`strip_within`] for the `MATCH_RECOGNIZE` at token `mr`.
+fn strip_one(tokens: &mut [TokenWithSpan], mr: usize) -> Result<Option<(Within, Span)>> {
     let word = |t: &Token, w: &str| matches!(t, Token::Word(x) if x.quote_style.is_none() && x.value.eq_ignore_ascii_case(w));
-    let Some(mr) = tokens
-        .iter()
-        .position(|t| word(&t.token, "MATCH_RECOGNIZE"))
-    else {
-        return Ok(None);
-    };
     let significant = |tokens: &[TokenWithSpan], from: usize| {
         (from..tokens.len()).find(|&i| !matches!(tokens[i].token, Token::Whitespace(_)))
     };
@@ -394,7 +404,19 @@ pub(super) async fn plan(
             .chain(navs.iter().enumerate().map(|(k, n)| n.field(k)))
             .collect();
         let schema = Arc::new(Schema::new(fields));
-        let expr = single_expr(&state, d.definition.clone(), &schema, tokens, events).await?;
+        let written: Vec<String> = navs
+            .iter()
+            .map(|n| n.describe(&program.variables, &arrow))
+            .collect();
+        let expr = single_expr(
+            &state,
+            d.definition.clone(),
+            &schema,
+            tokens,
+            events,
+            &written,
+        )
+        .await?;
         defines[v] = if navs.is_empty() {
             Define::Row(expr)
         } else {
@@ -426,7 +448,11 @@ pub(super) async fn plan(
     let mut measure_fields = Vec::new();
     let mut measure_physical = Vec::new();
     for (e, name) in measure_exprs {
-        let p = single_expr(&state, e, &measure_input, tokens, events).await?;
+        let written: Vec<String> = measure_navs
+            .iter()
+            .map(|n| n.describe(&program.variables, &arrow))
+            .collect();
+        let p = single_expr(&state, e, &measure_input, tokens, events, &written).await?;
         let t = p.data_type(&measure_input)?;
         measure_fields.push(Field::new(name, t, true));
         measure_physical.push(p);
@@ -563,7 +589,7 @@ async fn input_filters(
             let Some(cond) = &s.selection else {
                 return Ok(vec![]);
             };
-            let expr = single_expr(state, cond.clone(), events.arrow(), &[], events).await?;
+            let expr = single_expr(state, cond.clone(), events.arrow(), &[], events, &[]).await?;
             Ok(vec![expr])
         }
         other => Err(refused(other.span())),
@@ -577,8 +603,10 @@ async fn single_expr(
     schema: &SchemaRef,
     tokens: &[TokenWithSpan],
     events: &Arc<EventSchema>,
+    navs: &[String],
 ) -> Result<Arc<dyn PhysicalExpr>> {
     const TABLE: &str = "__recognize_rows";
+    let span = expr.span();
     let mut stmt = Parser::new(&GenericDialect {})
         .try_with_sql(&format!("SELECT 1 FROM {TABLE}"))
         .and_then(|mut p| p.parse_statement())
@@ -595,14 +623,25 @@ async fn single_expr(
     let physical = match super::planner::physical_plan(&state, stmt.clone()).await {
         Ok((p, _)) => p,
         Err(e) => {
+            // In the user's words: no internal table, each navigation as written.
             return Err(
-                super::planner::df_plan_error(&e, tokens, &state, &stmt, events.arrow()).await,
+                match super::planner::df_plan_error(&e, tokens, &state, &stmt, events.arrow()).await
+                {
+                    Error::Plan { position, message } => {
+                        let mut message = message.replace(&format!("{TABLE}."), "");
+                        for (k, text) in navs.iter().enumerate().rev() {
+                            message = message.replace(&navigation::nav_name(k), text);
+                        }
+                        Error::Plan { position, message }
+                    }
+                    other => other,
+                },
             );
         }
     };
     let Some(p) = physical.downcast_ref::<ProjectionExec>() else {
         return Err(plan_error(
-            Span::empty(),
+            span,
             "an aggregate or window function is not allowed here; FIRST, LAST, COUNT, SUM, MIN, MAX and AVG read a pattern variable's rows",
         ));
     };

@@ -53,6 +53,27 @@ pub struct Nav {
 }
 
 impl Nav {
+    /// The navigation as a query writes it (`LAST(S.amount_minor)`, `COUNT(*)`), for errors.
+    pub fn describe(&self, variables: &[String], events: &Schema) -> String {
+        let var = self.variable.map(|v| variables[v as usize].as_str());
+        let arg = match (var, self.column) {
+            (Some(v), Some(c)) => format!("{v}.{}", events.field(c).name()),
+            (None, Some(c)) => events.field(c).name().clone(),
+            (Some(v), None) => format!("{v}.*"),
+            (None, None) => "*".into(),
+        };
+        let kind = match self.kind {
+            NavKind::First => "FIRST",
+            NavKind::Last => "LAST",
+            NavKind::Count => "COUNT",
+            NavKind::Sum => "SUM",
+            NavKind::Min => "MIN",
+            NavKind::Max => "MAX",
+            NavKind::Avg => "AVG",
+        };
+        format!("{kind}({arg})")
+    }
+
     /// The column this navigation is in the rewritten expression's input.
     pub fn field(&self, k: usize) -> Field {
         Field::new(

@@ -166,6 +166,12 @@ impl Compiler {
                     self.insts[j as usize] = Inst::Jump(end);
                 }
             }
+            // `S+?` parses as `(S+)?`: a reluctant quantifier, which SQL matches differently.
+            P::Repetition(body, q) if matches!(**body, P::Repetition(..)) => {
+                return Err(format!(
+                    "`{body}{q}` reads as a reluctant quantifier, which is not supported; use a greedy one ({body}), or put the quantified part in parentheses if you mean a repetition of it"
+                ));
+            }
             P::Repetition(body, q) => {
                 let (min, max) = bounds(q);
                 if let Some(max) = max
@@ -282,6 +288,8 @@ mod tests {
             ("^ A", "anchor"),
             ("PERMUTE(A, B)", "PERMUTE"),
             ("B A{0}", "matches no row"),
+            ("S+? L", "reluctant"),
+            ("A{2,3}? B", "reluctant"),
         ] {
             let e = compile(&parse(p)).unwrap_err();
             assert!(e.contains(says), "{p}: {e}");
