@@ -73,8 +73,8 @@ pub(super) struct Recognize {
     projection: Vec<usize>,
     keys: RowConverter,
     order: RowConverter,
-    /// Events the watermark has not passed yet.
-    pending: Vec<RecordBatch>,
+    /// Events the watermark has not passed yet, each batch with its least and greatest time.
+    pending: Vec<(i64, i64, RecordBatch)>,
     /// Partition ids by key.
     ids: hashbrown::HashMap<Box<[u8]>, u32>,
     /// Partitions by id (an empty one's id is in `free`).
@@ -303,7 +303,16 @@ impl Recognize {
     fn release(&mut self, watermark: i64, out: &mut OperatorOutput) -> Result<()> {
         let mut released = Vec::new();
         let mut kept = Vec::new();
-        for b in std::mem::take(&mut self.pending) {
+        for (first, last, b) in std::mem::take(&mut self.pending) {
+            // Most batches are wholly on one side: their rows are not looked at.
+            if first >= watermark {
+                kept.push((first, last, b));
+                continue;
+            }
+            if last < watermark {
+                released.push(b);
+                continue;
+            }
             let times = b
                 .column(self.spec.time)
                 .as_primitive::<TimestampMillisecondType>();
@@ -312,12 +321,14 @@ impl Recognize {
                 .map(|t| Some(t.is_some_and(|t| t < watermark)))
                 .collect();
             match before.true_count() {
-                0 => kept.push(b),
+                0 => kept.push((first, last, b)),
                 n if n == b.num_rows() => released.push(b),
                 _ => {
                     released.push(filter_record_batch(&b, &before)?);
                     let after = datafusion::arrow::compute::not(&before)?;
-                    kept.push(filter_record_batch(&b, &after)?);
+                    let b = filter_record_batch(&b, &after)?;
+                    let (first, last) = time_range(&b, self.spec.time);
+                    kept.push((first, last, b));
                 }
             }
         }
@@ -448,6 +459,17 @@ impl Recognize {
     }
 }
 
+/// The least and greatest event time of `batch`'s rows (its time column is never null).
+fn time_range(batch: &RecordBatch, time: usize) -> (i64, i64) {
+    let times = batch
+        .column(time)
+        .as_primitive::<TimestampMillisecondType>()
+        .values();
+    times
+        .iter()
+        .fold((i64::MAX, i64::MIN), |(lo, hi), t| (lo.min(*t), hi.max(*t)))
+}
+
 /// `spec` over only the event columns it reads (keys, ties, conditions, what it navigates to),
 /// with those columns; buffered and sorted rows then carry nothing else. The filters stay over
 /// every column: they run before the projection.
@@ -542,9 +564,10 @@ impl Operator for Recognize {
                 .collect();
             batch = filter_record_batch(&batch, &keep)?;
         }
-        if let Some(t) = self.times(&batch).into_iter().max() {
-            self.newest = self.newest.max(t);
-            self.pending.push(batch);
+        if batch.num_rows() > 0 {
+            let (first, last) = time_range(&batch, self.spec.time);
+            self.newest = self.newest.max(last);
+            self.pending.push((first, last, batch));
         }
         Ok(())
     }
@@ -577,9 +600,11 @@ impl Operator for Recognize {
             }),
             batches: Vec::new(),
         };
-        if let Some(first) = self.pending.first() {
+        if let Some((_, _, first)) = self.pending.first() {
+            let pending: Vec<RecordBatch> =
+                self.pending.iter().map(|(_, _, b)| b.clone()).collect();
             snap.batches
-                .push((0, concat_batches(&first.schema(), &self.pending)?));
+                .push((0, concat_batches(&first.schema(), &pending)?));
         }
         if let Some(held) = self.held_rows()? {
             snap.batches.push((1, held));
@@ -604,7 +629,10 @@ impl Operator for Recognize {
         self.waiting.clear();
         for (tag, batch) in snap.batches {
             match tag {
-                0 => self.pending.push(batch),
+                0 => {
+                    let (first, last) = time_range(&batch, self.spec.time);
+                    self.pending.push((first, last, batch));
+                }
                 1 => {
                     for id in self.append(batch, false)? {
                         let p = &mut self.partitions[id as usize];
