@@ -256,6 +256,27 @@ fn replay_takes_dense_windows_from_the_query_file() {
         ["c1 00 1", "c1 10 0", "c2 00 1", "c2 10 0", "c2 30 1"]
     );
 
+    // The issue's spelling, unquoted, is the same setting.
+    std::fs::write(&query, sql.replace("'true'", "true")).unwrap();
+    let out = crate::util::paystream(dir.path())
+        .args([
+            "replay",
+            events.to_str().unwrap(),
+            "--query",
+            query.to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).lines().count(),
+        rows.len()
+    );
+
     std::fs::write(&query, sql.replace("'true'", "'yes'")).unwrap();
     let out = crate::util::paystream(dir.path())
         .args([
@@ -345,5 +366,27 @@ fn a_window_emitted_at_finish_gets_its_own_groups_again_after_a_resume() {
             "a 30 0", "a 40 0", "b 30 0", "b 40 1", "c 10 1", "c 30 0", "c 40 0"
         ],
         "[10, 20) again with c alone; the later windows filled, c's too"
+    );
+}
+
+/// In a `run` file, `SET dense_windows` fills the queries that can take it and leaves the
+/// others as they are; a file none of whose queries can is refused, saying why.
+#[test]
+fn a_run_file_fills_the_queries_that_can_be_filled() {
+    let head = "CREATE SOURCE payments WITH (connector = 'log', topic = 'payments', format = 'json', event_time = 'event_time');\n\
+                CREATE SINK a WITH (connector = 'log', topic = 'a');\n\
+                CREATE SINK b WITH (connector = 'log', topic = 'b');\n\
+                SET dense_windows = 'true';\n";
+    let windowed = "INSERT INTO a SELECT card_id, window_start, count(*) AS n FROM TUMBLE(payments, event_time, INTERVAL '1' MINUTE) GROUP BY card_id, window_start, window_end;\n";
+    let plain = "INSERT INTO b SELECT event_id FROM payments WHERE amount_minor > 100;\n";
+    let both = format!("{head}{windowed}{plain}");
+    let job = paystream::job::Job::prepare("both", "both.sql", &both);
+    assert!(job.is_ok(), "{job:?}");
+    let only_plain = format!("{head}{plain}");
+    let e = paystream::job::Job::prepare("plain", "plain.sql", &only_plain).unwrap_err();
+    assert!(
+        e.to_string()
+            .contains("SET dense_windows fills the quiet windows"),
+        "{e}"
     );
 }

@@ -331,6 +331,7 @@ impl Job {
             .map(|t| crate::table::ReferenceTable::new(t.clone()))
             .collect();
         let mut plans: Vec<(String, StreamPlan)> = Vec::new();
+        let (mut dense_taken, mut dense_refused) = (false, None);
         for ins in &file.inserts {
             if ins.sink == DEAD_LETTERS || ins.sink == LATE_EVENTS {
                 return Err(in_file(Error::Plan {
@@ -363,16 +364,29 @@ impl Job {
                     message: "this query does not read every source of the file, and the file is run here as one job over all of them; run it with `paystream run`, which runs one job per set of sources its queries read".into(),
                 }));
             }
-            // Checked when the file was parsed, like every setting.
-            let plan = crate::sql::query_file::with_plan_settings(&file.settings, plan).map_err(
-                |message| {
-                    in_file(Error::Plan {
-                        position: format!("line {}", ins.line),
-                        message,
-                    })
-                },
-            )?;
+            // Checked when the file was parsed, like every setting. `SET dense_windows` fills
+            // the queries that can take it; it is refused only when none of the file's can.
+            let plan =
+                match crate::sql::query_file::with_plan_settings(&file.settings, plan.clone()) {
+                    Ok(plan) => {
+                        dense_taken = true;
+                        plan
+                    }
+                    Err(message) => {
+                        dense_refused.get_or_insert(in_file(Error::Plan {
+                            position: format!("line {}", ins.line),
+                            message,
+                        }));
+                        let mut others = file.settings.clone();
+                        others.remove("dense_windows");
+                        crate::sql::query_file::with_plan_settings(&others, plan)
+                            .map_err(Error::Internal)?
+                    }
+                };
             plans.push((ins.sink.clone(), plan));
+        }
+        if let (false, Some(e)) = (dense_taken, dense_refused) {
+            return Err(e);
         }
         Ok(Job {
             name,
