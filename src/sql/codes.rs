@@ -138,9 +138,11 @@ impl PhysicalExpr for CodeMatch {
 /// `expr` with every comparison of an `Int8`-keyed dictionary column to string literals turned
 /// into a [`CodeMatch`].
 pub(super) fn specialize(expr: Arc<dyn PhysicalExpr>) -> Result<Arc<dyn PhysicalExpr>> {
-    Ok(expr
+    let expr = expr
         .transform_up(|e| Ok(rewrite(&e).map_or(Transformed::no(e), Transformed::yes)))?
-        .data)
+        .data;
+    // And timestamps shifted by whole milliseconds, on the integers.
+    super::time_shift::specialize(expr)
 }
 
 fn rewrite(e: &Arc<dyn PhysicalExpr>) -> Option<Arc<dyn PhysicalExpr>> {

@@ -378,7 +378,12 @@ pub(super) fn lift_join(
         right_keys,
         lower,
         upper,
-        on,
+        // Evaluated over every candidate pair: its time bounds on the integers.
+        on: datafusion::physical_plan::joins::utils::JoinFilter::new(
+            super::time_shift::specialize(Arc::clone(on.expression()))?,
+            on.column_indices().to_vec(),
+            Arc::clone(on.schema()),
+        ),
         joined_schema,
         output_stages: above,
     })

@@ -20,6 +20,7 @@ mod shipped;
 pub mod source_columns;
 pub(crate) mod stream_reads;
 mod time_grouping;
+mod time_shift;
 mod union;
 mod window_join;
 mod window_tvf;
