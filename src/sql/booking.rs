@@ -59,12 +59,21 @@ pub(super) fn check(tokens: &[TokenWithSpan]) -> Result<()> {
                     "booking_time in a UNION ALL is not supported yet; run each branch as a query of its own",
                 ));
             }
-            // `*` right after SELECT, after a comma, or as `alias.*` (not a product).
+            // `*` right after SELECT or a comma, or `alias.*` there (not a product, not
+            // MATCH_RECOGNIZE's `COUNT(S.*)`).
             Token::Mul
                 if i > 0
                     && match &significant[i - 1].token {
-                        Token::Comma | Token::Period => true,
+                        Token::Comma => true,
                         Token::Word(w) => w.value.eq_ignore_ascii_case("SELECT"),
+                        Token::Period => {
+                            i >= 3
+                                && match &significant[i - 3].token {
+                                    Token::Comma => true,
+                                    Token::Word(w) => w.value.eq_ignore_ascii_case("SELECT"),
+                                    _ => false,
+                                }
+                        }
                         _ => false,
                     } =>
             {
@@ -105,9 +114,15 @@ pub(super) fn rewrite(stmt: &mut Statement) -> Result<()> {
             return ControlFlow::Break(());
         };
         let (time, lateness) = (time.clone(), lateness.clone());
-        let template = format!(
-            "CASE WHEN __t < {ARRIVAL_WATERMARK} - __i THEN {ARRIVAL_WATERMARK} ELSE __t END"
-        );
+        // The arrival watermark of the time's own row: `a.event_time` reads `a`'s (a join of
+        // the stream with itself has two).
+        let arrival = match &time {
+            Expr::CompoundIdentifier(ids) if ids.len() == 2 => {
+                format!("{}.{ARRIVAL_WATERMARK}", ids[0])
+            }
+            _ => ARRIVAL_WATERMARK.to_string(),
+        };
+        let template = format!("CASE WHEN __t < {arrival} - __i THEN {arrival} ELSE __t END");
         let mut case = match Parser::new(&GenericDialect {})
             .try_with_sql(&template)
             .and_then(|mut p| p.parse_expr())
