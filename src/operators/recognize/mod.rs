@@ -429,16 +429,15 @@ impl Recognize {
         let mut keys: Vec<(&Box<[u8]>, u32)> = self.ids.iter().map(|(k, id)| (k, *id)).collect();
         keys.sort();
         let mut chunks: Vec<&Arc<Chunk>> = Vec::new();
+        // Each chunk's place in `chunks`, by address.
+        let mut places: hashbrown::HashMap<*const Chunk, usize> = hashbrown::HashMap::new();
         let mut idx = Vec::new();
         for (_, id) in keys {
             for r in &self.partitions[id as usize].rows {
-                let c = match chunks.iter().position(|c| Arc::ptr_eq(c, &r.chunk)) {
-                    Some(c) => c,
-                    None => {
-                        chunks.push(&r.chunk);
-                        chunks.len() - 1
-                    }
-                };
+                let c = *places.entry(Arc::as_ptr(&r.chunk)).or_insert_with(|| {
+                    chunks.push(&r.chunk);
+                    chunks.len() - 1
+                });
                 idx.push((c, r.row as usize));
             }
         }
