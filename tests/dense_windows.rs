@@ -223,21 +223,26 @@ fn replay_takes_dense_windows_from_the_query_file() {
                SELECT card_id, window_start, count(*) AS n FROM TUMBLE(payments, event_time, INTERVAL '10' SECOND) \
                GROUP BY card_id, window_start, window_end;";
     std::fs::write(&query, sql).unwrap();
-    let out = crate::util::paystream(dir.path())
-        .args([
-            "replay",
-            events.to_str().unwrap(),
-            "--query",
-            query.to_str().unwrap(),
-        ])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let mut rows: Vec<String> = String::from_utf8_lossy(&out.stdout)
+    let replay = || {
+        crate::util::paystream(dir.path())
+            .args([
+                "replay",
+                events.to_str().unwrap(),
+                "--query",
+                query.to_str().unwrap(),
+            ])
+            .output()
+            .unwrap()
+    };
+    let ok = |out: std::process::Output| {
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let mut rows: Vec<String> = ok(replay())
         .lines()
         .map(|l| {
             let v: Value = serde_json::from_str(l).unwrap();
@@ -258,35 +263,10 @@ fn replay_takes_dense_windows_from_the_query_file() {
 
     // The issue's spelling, unquoted, is the same setting.
     std::fs::write(&query, sql.replace("'true'", "true")).unwrap();
-    let out = crate::util::paystream(dir.path())
-        .args([
-            "replay",
-            events.to_str().unwrap(),
-            "--query",
-            query.to_str().unwrap(),
-        ])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert_eq!(
-        String::from_utf8_lossy(&out.stdout).lines().count(),
-        rows.len()
-    );
+    assert_eq!(ok(replay()).lines().count(), rows.len());
 
     std::fs::write(&query, sql.replace("'true'", "'yes'")).unwrap();
-    let out = crate::util::paystream(dir.path())
-        .args([
-            "replay",
-            events.to_str().unwrap(),
-            "--query",
-            query.to_str().unwrap(),
-        ])
-        .output()
-        .unwrap();
+    let out = replay();
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());
     assert!(

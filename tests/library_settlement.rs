@@ -227,24 +227,17 @@ fn settlement_daily_books_money_later_than_allowed_into_the_open_day() {
     assert!(text.contains("'2 minutes'"));
     let query = dir.path().join("settlement_daily.sql");
     std::fs::write(&query, text).unwrap();
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_paystream"))
-        .current_dir(repo("."))
-        .arg("replay")
-        .arg(&file)
-        .arg("--query")
-        .arg(&query)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let rows: Vec<String> = String::from_utf8(out.stdout)
-        .unwrap()
-        .lines()
-        .map(str::to_string)
-        .collect();
+    let rows: Vec<String> = crate::util::ok(
+        std::process::Command::new(env!("CARGO_BIN_EXE_paystream"))
+            .current_dir(repo("."))
+            .arg("replay")
+            .arg(&file)
+            .arg("--query")
+            .arg(&query),
+    )
+    .lines()
+    .map(str::to_string)
+    .collect();
     let want = settle(&file, |t, arrival| match arrival {
         Some(w) if t < w - 120_000 => w,
         _ => t,

@@ -61,15 +61,7 @@ impl TumblingWindow {
             }
             let (keys, aggs, rows) = entry.remove().emit()?;
             dense.emitted_again(start, &keys, rows)?;
-            let batch = self
-                .core
-                .output(start, start + self.size, keys, aggs, rows)?;
-            if batch.num_rows() > 0 {
-                out.results.push(Emitted {
-                    batch,
-                    times: RowTimes::All(start + self.size),
-                });
-            }
+            window_output(&self.core, start, self.size, (keys, aggs, rows), out)?;
         }
         while let Some(start) = dense.due(watermark, &self.windows) {
             let mut table = match self.windows.remove(&start) {
@@ -92,15 +84,7 @@ impl TumblingWindow {
                 aggs = if rows == 0 { a } else { join(aggs, a)? };
                 rows += m;
             }
-            let batch = self
-                .core
-                .output(start, start + self.size, keys, aggs, rows)?;
-            if batch.num_rows() > 0 {
-                out.results.push(Emitted {
-                    batch,
-                    times: RowTimes::All(start + self.size),
-                });
-            }
+            window_output(&self.core, start, self.size, (keys, aggs, rows), out)?;
         }
         Ok(())
     }
@@ -120,18 +104,29 @@ impl TumblingWindow {
             }
             let mut table = entry.remove();
             let (keys, aggs, rows) = table.emit()?;
-            let batch = self
-                .core
-                .output(start, start + self.size, keys, aggs, rows)?;
-            if batch.num_rows() > 0 {
-                out.results.push(Emitted {
-                    batch,
-                    times: RowTimes::All(start + self.size),
-                });
-            }
+            window_output(&self.core, start, self.size, (keys, aggs, rows), out)?;
         }
         Ok(())
     }
+}
+
+/// The rows of the window `[start, start + size)` from its groups' keys and aggregates, through
+/// HAVING and the SELECT list, stamped with the window's end.
+fn window_output(
+    core: &AggregateCore,
+    start: i64,
+    size: i64,
+    (keys, aggs, rows): (Vec<ArrayRef>, Vec<ArrayRef>, usize),
+    out: &mut OperatorOutput,
+) -> Result<()> {
+    let batch = core.output(start, start + size, keys, aggs, rows)?;
+    if batch.num_rows() > 0 {
+        out.results.push(Emitted {
+            batch,
+            times: RowTimes::All(start + size),
+        });
+    }
+    Ok(())
 }
 
 impl Operator for TumblingWindow {

@@ -31,6 +31,11 @@ pub(super) use crate::schema::ARRIVAL_WATERMARK;
 
 const NAME: &str = "booking_time";
 
+/// Whether `events` carry [`ARRIVAL_WATERMARK`]: the query is planned over the booked events.
+pub(super) fn booked(events: &crate::schema::EventSchema) -> bool {
+    events.arrow().index_of(ARRIVAL_WATERMARK).is_ok()
+}
+
 /// Whether the query text calls `booking_time` (the word followed by a parenthesis).
 pub(super) fn called(tokens: &[TokenWithSpan]) -> bool {
     let significant: Vec<&Token> = tokens

@@ -292,12 +292,7 @@ pub(super) async fn plan_query_async(
     }
     // `booking_time` reads the watermark each event arrived under: planned over the events
     // with that column, which the operator adds.
-    if super::booking::called(&tokens)
-        && events
-            .arrow()
-            .index_of(super::booking::ARRIVAL_WATERMARK)
-            .is_err()
-    {
+    if super::booking::called(&tokens) && !super::booking::booked(events) {
         super::booking::check(&tokens)?;
         let booked = Arc::new(events.with_arrival_watermark());
         let inner = Box::pin(plan_query_async(
@@ -353,11 +348,7 @@ pub(super) async fn plan_query_async(
         ));
     }
     let mut stmt = statements.remove(0);
-    if events
-        .arrow()
-        .index_of(super::booking::ARRIVAL_WATERMARK)
-        .is_ok()
-    {
+    if super::booking::booked(events) {
         super::booking::rewrite(&mut stmt)?;
     }
     if let ControlFlow::Break(e) = stmt.visit(&mut Shape::default()) {

@@ -296,19 +296,12 @@ pub(super) async fn plan(
                 ));
             }
         };
-        arrow
-            .fields()
-            .iter()
-            .position(|f| match name.quote_style {
-                Some(_) => *f.name() == name.value,
-                None => f.name().eq_ignore_ascii_case(&name.value),
-            })
-            .ok_or_else(|| {
-                plan_error(
-                    name.span,
-                    format!("`{}` is not a column of `{stream}`", name.value),
-                )
-            })
+        navigation::column(&arrow, name).ok_or_else(|| {
+            plan_error(
+                name.span,
+                format!("`{}` is not a column of `{stream}`", name.value),
+            )
+        })
     };
     let mut key_columns = Vec::new();
     for e in partition_by.iter() {
@@ -478,18 +471,10 @@ pub(super) async fn plan(
 
     // The outer query, over the match rows as a table.
     let table_name = alias_name.unwrap_or_else(|| stream.to_string());
-    from.relation = TableFactor::Table {
-        name: ObjectName::from(vec![Ident::new(table_name.clone())]),
-        alias: None,
-        args: None,
-        with_hints: vec![],
-        version: None,
-        with_ordinality: false,
-        partitions: vec![],
-        json_path: None,
-        sample: None,
-        index_hints: vec![],
-    };
+    from.relation = super::window_tvf::plain_table(
+        ObjectName::from(vec![Ident::new(table_name.clone())]),
+        None,
+    );
     let outer_ctx = super::planner::planning_context();
     outer_ctx.register_table(
         table_name.as_str(),

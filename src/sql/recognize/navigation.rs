@@ -89,6 +89,21 @@ pub fn nav_name(k: usize) -> String {
     format!("__nav{k}")
 }
 
+/// The column of `events` that `ident` names: as written when quoted, else the exact name or
+/// one equal to it ignoring case (SQL folds unquoted names).
+pub fn column(events: &Schema, ident: &Ident) -> Option<usize> {
+    let exact = events.index_of(&ident.value).ok();
+    match ident.quote_style {
+        Some(_) => exact,
+        None => exact.or_else(|| {
+            events
+                .fields()
+                .iter()
+                .position(|f| f.name().eq_ignore_ascii_case(&ident.value))
+        }),
+    }
+}
+
 /// Where an expression is.
 #[derive(Debug, Clone, Copy)]
 pub enum Place {
@@ -143,16 +158,7 @@ impl Rewriter<'_> {
     }
 
     fn column(&self, ident: &Ident) -> Option<usize> {
-        let exact = self.events.index_of(&ident.value).ok();
-        match ident.quote_style {
-            Some(_) => exact,
-            None => exact.or_else(|| {
-                self.events
-                    .fields()
-                    .iter()
-                    .position(|f| f.name().eq_ignore_ascii_case(&ident.value))
-            }),
-        }
+        column(self.events, ident)
     }
 
     /// `X.col` or `col` (a column of the events): its variable and column, or an error naming
