@@ -17,6 +17,7 @@ mod log_cli;
 mod log_hardening;
 mod oracle;
 mod oracle_tables;
+mod postgres_sink;
 mod queries_over_queries;
 mod recognize;
 mod run_cli;

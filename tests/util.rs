@@ -216,3 +216,56 @@ pub fn produce_stdin(
         String::from_utf8_lossy(&o.stderr).into_owned(),
     )
 }
+
+/// The servers the connector tests talk to (`scripts/services.sh`): each is started by the
+/// script when nothing answers at its address, and a test that needs one fails — never skips —
+/// when it cannot be started, with the script's own account of why.
+pub mod services {
+    use std::net::TcpStream;
+    use std::sync::Mutex;
+    use std::time::Duration;
+
+    /// One start at a time (tests run in parallel).
+    static STARTING: Mutex<()> = Mutex::new(());
+
+    fn listening(port: u16) -> bool {
+        TcpStream::connect_timeout(&([127, 0, 0, 1], port).into(), Duration::from_millis(500))
+            .is_ok()
+    }
+
+    /// Makes sure `service` answers on 127.0.0.1:`port`.
+    pub fn require(service: &str, port: u16) {
+        let _one = STARTING.lock().unwrap_or_else(|e| e.into_inner());
+        if listening(port) {
+            return;
+        }
+        let out = std::process::Command::new(super::repo("scripts/services.sh"))
+            .args(["start", service])
+            .output()
+            .expect("run scripts/services.sh");
+        assert!(
+            out.status.success() && listening(port),
+            "{service} is needed on 127.0.0.1:{port} and `scripts/services.sh start {service}` could not start it:\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    /// The test PostgreSQL server's URL for database `db`, which is made afresh (dropped if it
+    /// exists).
+    pub fn postgres_database(db: &str) -> String {
+        require("postgres", 5432);
+        let base = "postgres://postgres@127.0.0.1:5432";
+        let mut admin = postgres::Client::connect(&format!("{base}/postgres"), postgres::NoTls)
+            .expect("connect to the test PostgreSQL");
+        // Two statements: neither runs inside a transaction block.
+        for statement in [
+            format!("DROP DATABASE IF EXISTS {db} WITH (FORCE)"),
+            format!("CREATE DATABASE {db}"),
+        ] {
+            admin
+                .batch_execute(&statement)
+                .expect("create a test database");
+        }
+        format!("{base}/{db}")
+    }
+}

@@ -12,6 +12,7 @@
 //! to the connector; a sink's `format` likewise.
 
 pub(crate) mod options;
+pub(crate) mod secret;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -59,6 +60,7 @@ pub(crate) const SOURCES: &[SourceEntry] = &[
 pub(crate) const SINKS: &[SinkEntry] = &[
     crate::sink::file::CONNECTOR,
     crate::sink::log::CONNECTOR,
+    crate::sink::postgres::CONNECTOR,
     crate::sink::table::CONNECTOR,
 ];
 

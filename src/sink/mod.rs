@@ -12,6 +12,7 @@ mod connector;
 pub mod file;
 mod json;
 pub mod log;
+pub mod postgres;
 pub mod table;
 
 use std::io::Write;

@@ -1,0 +1,128 @@
+#!/usr/bin/env bash
+# The servers the connector tests talk to, on loopback, with throw-away data directories.
+#
+#   scripts/services.sh start [postgres ...]   # default: every service
+#   scripts/services.sh stop  [postgres ...]
+#   scripts/services.sh status
+#
+# A server already listening at its usual address is used as it is (and never stopped by this
+# script). A missing server is installed first: Debian's package by name via apt-get; what is
+# built from crates is cached under ~/.cache/paystream-services. Data directories live under
+# $PAYSTREAM_SERVICES_RUN (default /tmp/paystream-services-UID: servers that refuse to run as
+# root must reach them) and are made afresh by every start: nothing a test wrote survives a
+# restart of the services.
+#
+# Addresses, as a developer expects them by default:
+#   postgres  postgres://postgres@127.0.0.1:5432/postgres   (trust on loopback: a test cluster)
+#
+# `.ci/run` calls `start`; the tests call it for the service they need when nothing answers
+# there, so `cargo test` works by hand too.
+set -euo pipefail
+
+ROOT="$HOME/.cache/paystream-services"
+RUN="${PAYSTREAM_SERVICES_RUN:-/tmp/paystream-services-$(id -u)}"
+ALL=(postgres)
+
+say() { echo "services: $*" >&2; }
+die() {
+  say "$*"
+  exit 1
+}
+
+# Whether something accepts TCP connections on 127.0.0.1:$1.
+listening() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+
+# Waits up to $2 seconds (default 60) for port $1; the log file $3 is shown if it never opens.
+wait_port() {
+  local port=$1 secs=${2:-60} log=${3:-}
+  for _ in $(seq $((secs * 10))); do
+    listening "$port" && return 0
+    sleep 0.1
+  done
+  [ -n "$log" ] && [ -f "$log" ] && tail -n 30 "$log" >&2
+  die "nothing listens on 127.0.0.1:$port after ${secs}s"
+}
+
+# Installs Debian packages by name (the package index is refreshed once if a name is unknown).
+apt_install() {
+  command -v apt-get >/dev/null || die "apt-get not found: install $* by hand"
+  local sudo=()
+  [ "$(id -u)" -eq 0 ] || sudo=(sudo -n)
+  say "installing $* (Debian packages)"
+  DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y -q --no-install-recommends "$@" >&2 ||
+    { DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get update -q >&2 &&
+      DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y -q --no-install-recommends "$@" >&2; } ||
+    die "could not install $*"
+}
+
+# Runs a command as the unprivileged `$1` when this script runs as root (servers that refuse
+# root: PostgreSQL), as this user otherwise.
+as_user() {
+  local user=$1
+  shift
+  if [ "$(id -u)" -eq 0 ]; then
+    runuser -u "$user" -- "$@"
+  else
+    "$@"
+  fi
+}
+
+pg_bin() { ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1; }
+
+start_postgres() {
+  if listening 5432; then
+    say "postgres: something already listens on 127.0.0.1:5432; used as it is"
+    return
+  fi
+  [ -n "$(pg_bin)" ] || apt_install postgresql
+  local bin dir
+  bin=$(pg_bin)
+  dir="$RUN/postgres"
+  rm -rf "$dir"
+  mkdir -p "$dir"
+  [ "$(id -u)" -ne 0 ] || chown postgres "$dir"
+  as_user postgres "$bin/initdb" -D "$dir/data" -U postgres --auth=trust -E UTF8 >"$dir/initdb.log" 2>&1 ||
+    { cat "$dir/initdb.log" >&2; die "postgres: initdb failed"; }
+  # fsync off: a throw-away test cluster (the sink's exactly-once rests on transactions, which
+  # this does not change while the server stays up).
+  as_user postgres "$bin/pg_ctl" -D "$dir/data" -l "$dir/server.log" -w -t 60 \
+    -o "-c listen_addresses=127.0.0.1 -p 5432 -k $dir -c fsync=off -c max_connections=200" \
+    start >/dev/null || { tail -n 30 "$dir/server.log" >&2; die "postgres: the server did not start"; }
+  wait_port 5432 30 "$dir/server.log"
+  say "postgres: postgres://postgres@127.0.0.1:5432/postgres"
+}
+
+stop_postgres() {
+  local dir="$RUN/postgres"
+  [ -f "$dir/data/postmaster.pid" ] || return 0
+  as_user postgres "$(pg_bin)/pg_ctl" -D "$dir/data" -m fast -w stop >/dev/null || true
+  say "postgres: stopped"
+}
+
+status() {
+  local svc port
+  for svc in "${ALL[@]}"; do
+    case $svc in
+      postgres) port=5432 ;;
+    esac
+    if listening "$port"; then echo "$svc: listening on 127.0.0.1:$port"; else echo "$svc: down"; fi
+  done
+}
+
+cmd=${1:-}
+shift || true
+services=("$@")
+[ ${#services[@]} -gt 0 ] || services=("${ALL[@]}")
+mkdir -p "$RUN"
+case $cmd in
+  start | stop)
+    for svc in "${services[@]}"; do
+      case " ${ALL[*]} " in
+        *" $svc "*) "${cmd}_$svc" ;;
+        *) die "unknown service '$svc' (known: ${ALL[*]})" ;;
+      esac
+    done
+    ;;
+  status) status ;;
+  *) die "usage: scripts/services.sh start|stop|status [${ALL[*]}]" ;;
+esac
