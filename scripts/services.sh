@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # The servers the connector tests talk to, on loopback, with throw-away data directories.
 #
-#   scripts/services.sh start [postgres ...]   # default: every service
-#   scripts/services.sh stop  [postgres ...]
+#   scripts/services.sh start [postgres kafka ...]   # default: every service
+#   scripts/services.sh stop  [postgres kafka ...]
 #   scripts/services.sh status
 #
 # A server already listening at its usual address is used as it is (and never stopped by this
@@ -14,6 +14,8 @@
 #
 # Addresses, as a developer expects them by default:
 #   postgres  postgres://postgres@127.0.0.1:5432/postgres   (trust on loopback: a test cluster)
+#   kafka     127.0.0.1:9092   (nisshi, a Kafka-protocol broker built from crates.io once per
+#             machine — about 30 minutes on 2 cores — and cached; its data in SQLite)
 #
 # `.ci/run` calls `start`; the tests call it for the service they need when nothing answers
 # there, so `cargo test` works by hand too.
@@ -21,7 +23,8 @@ set -euo pipefail
 
 ROOT="$HOME/.cache/paystream-services"
 RUN="${PAYSTREAM_SERVICES_RUN:-/tmp/paystream-services-$(id -u)}"
-ALL=(postgres)
+ALL=(postgres kafka)
+NISSHI_VERSION=0.8.1
 
 say() { echo "services: $*" >&2; }
 die() {
@@ -32,11 +35,16 @@ die() {
 # Whether something accepts TCP connections on 127.0.0.1:$1.
 listening() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 
-# Waits up to $2 seconds (default 60) for port $1; the log file $3 is shown if it never opens.
+# Waits up to $2 seconds (default 60) for port $1; the log file $3 is shown if it never opens,
+# or as soon as the server's process $4 (when given) has exited.
 wait_port() {
-  local port=$1 secs=${2:-60} log=${3:-}
+  local port=$1 secs=${2:-60} log=${3:-} pid=${4:-}
   for _ in $(seq $((secs * 10))); do
     listening "$port" && return 0
+    if [ -n "$pid" ] && ! kill -0 "$pid" 2>/dev/null; then
+      [ -n "$log" ] && [ -f "$log" ] && tail -n 30 "$log" >&2
+      die "the server on port $port exited"
+    fi
     sleep 0.1
   done
   [ -n "$log" ] && [ -f "$log" ] && tail -n 30 "$log" >&2
@@ -99,11 +107,54 @@ stop_postgres() {
   say "postgres: stopped"
 }
 
+# The Kafka-protocol broker: nisshi from crates.io, built once into the cache (its build
+# directory is removed after the install; a failed build keeps it, so the next try resumes).
+nisshi_bin() { echo "$ROOT/nisshi-$NISSHI_VERSION/bin/nisshi"; }
+
+build_nisshi() {
+  local root="$ROOT/nisshi-$NISSHI_VERSION"
+  say "kafka: building the nisshi $NISSHI_VERSION broker from crates.io (once per machine, ~30 min on 2 cores)"
+  CARGO_TARGET_DIR="$ROOT/nisshi-build" cargo install "nisshi@$NISSHI_VERSION" --locked \
+    --ignore-rust-version --no-default-features --features libsql,dynostore \
+    --root "$root" >"$ROOT/nisshi-build.log" 2>&1 ||
+    { tail -n 30 "$ROOT/nisshi-build.log" >&2; die "kafka: building nisshi failed (log: $ROOT/nisshi-build.log)"; }
+  rm -rf "$ROOT/nisshi-build"
+}
+
+start_kafka() {
+  if listening 9092; then
+    say "kafka: something already listens on 127.0.0.1:9092; used as it is"
+    return
+  fi
+  [ -x "$(nisshi_bin)" ] || build_nisshi
+  local dir="$RUN/kafka"
+  rm -rf "$dir"
+  mkdir -p "$dir"
+  # Groups rebalance at once (tests start consumers one at a time). The SQLite file is named
+  # relative to the broker's directory.
+  (cd "$dir" && exec nohup "$(nisshi_bin)" broker \
+    --listener-url tcp://127.0.0.1:9092 --advertised-listener-url tcp://127.0.0.1:9092 \
+    --storage-engine "sqlite://nisshi.db" --group-initial-rebalance-delay 0s \
+    >"$dir/server.log" 2>&1 </dev/null) &
+  echo $! >"$dir/pid"
+  wait_port 9092 60 "$dir/server.log" "$(cat "$dir/pid")"
+  say "kafka: 127.0.0.1:9092"
+}
+
+stop_kafka() {
+  local pid="$RUN/kafka/pid"
+  [ -f "$pid" ] || return 0
+  kill "$(cat "$pid")" 2>/dev/null || true
+  rm -f "$pid"
+  say "kafka: stopped"
+}
+
 status() {
   local svc port
   for svc in "${ALL[@]}"; do
     case $svc in
       postgres) port=5432 ;;
+      kafka) port=9092 ;;
     esac
     if listening "$port"; then echo "$svc: listening on 127.0.0.1:$port"; else echo "$svc: down"; fi
   done

@@ -8,6 +8,7 @@ mod dense_windows;
 mod exactly_once;
 mod first_hour;
 mod golden;
+mod kafka;
 mod library;
 mod library_joins;
 mod library_risk;

@@ -11,6 +11,7 @@
 //! watermark delay, idle timeout, dedup TTL, skew) are read by the query file before the rest go
 //! to the connector; a sink's `format` likewise.
 
+pub(crate) mod kafka;
 pub(crate) mod options;
 pub(crate) mod secret;
 
@@ -54,12 +55,14 @@ pub(crate) struct SinkEntry {
 pub(crate) const SOURCES: &[SourceEntry] = &[
     crate::source::file::CONNECTOR,
     crate::source::log::CONNECTOR,
+    crate::source::kafka::CONNECTOR,
 ];
 
 /// Every sink connector.
 pub(crate) const SINKS: &[SinkEntry] = &[
     crate::sink::file::CONNECTOR,
     crate::sink::log::CONNECTOR,
+    crate::sink::kafka::CONNECTOR,
     crate::sink::postgres::CONNECTOR,
     crate::sink::table::CONNECTOR,
 ];
@@ -147,19 +150,19 @@ mod tests {
             e.contains("partitions must be a positive number, not 'four'"),
             "{e}"
         );
-        let e = parse_query_file("CREATE SOURCE p WITH (connector = 'kafka', topic = 't');")
+        let e = parse_query_file("CREATE SOURCE p WITH (connector = 'kinesis', topic = 't');")
             .unwrap_err()
             .to_string();
         assert!(
-            e.contains("unknown connector 'kafka'") && e.contains("'file' or 'log'"),
+            e.contains("unknown connector 'kinesis'") && e.contains("'file' or 'log' or 'kafka'"),
             "{e}"
         );
         // The connector is looked up before the shared options are read.
         let e = parse_query_file(
-            "CREATE SOURCE p WITH (connector = 'kafka', topic = 't', watermark_delay = 'soon');",
+            "CREATE SOURCE p WITH (connector = 'kinesis', topic = 't', watermark_delay = 'soon');",
         )
         .unwrap_err()
         .to_string();
-        assert!(e.contains("unknown connector 'kafka'"), "{e}");
+        assert!(e.contains("unknown connector 'kinesis'"), "{e}");
     }
 }

@@ -11,6 +11,7 @@ mod commit;
 mod connector;
 pub mod file;
 mod json;
+pub mod kafka;
 pub mod log;
 pub mod postgres;
 pub mod table;

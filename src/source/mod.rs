@@ -17,6 +17,7 @@
 
 mod decoders;
 pub(crate) mod file;
+pub(crate) mod kafka;
 pub(crate) mod log;
 mod merge;
 

@@ -29,9 +29,9 @@ use crate::log::{GroupOffsets, Log, PartitionReader, TailWaiter};
 /// chunks from the log measured no faster in user time and paid more system time for the larger
 /// buffers in flight (5 interleaved `run --until-end` pairs over 1 M events: wall 0.31–0.45 s
 /// with 1 MiB, 0.33–0.90 s with 2 MiB).
-const CHUNK: usize = 1 << 20;
+pub(super) const CHUNK: usize = 1 << 20;
 /// How often an idle source sends a tick so idleness and time are re-evaluated.
-const TICK: Duration = Duration::from_millis(200);
+pub(super) const TICK: Duration = Duration::from_millis(200);
 
 /// A topic of the embedded log.
 #[derive(Debug, Clone)]
@@ -294,7 +294,7 @@ impl LogReader {
 /// Appends a record value as one line: a newline inside it would split it in two (it becomes a
 /// space, as JSON allows between tokens), and an empty value would vanish (it becomes `null`,
 /// which is then dead-lettered as not an object).
-fn append_line(buf: &mut Vec<u8>, value: &[u8]) {
+pub(super) fn append_line(buf: &mut Vec<u8>, value: &[u8]) {
     let at = buf.len();
     if value.iter().all(u8::is_ascii_whitespace) {
         buf.extend_from_slice(b"null");

@@ -231,10 +231,14 @@ fn a_replay_query_takes_engine_settings() {
 fn unknown_options_and_statements_are_named() {
     let e = parse_query_file("CREATE SOURCE p WITH (connector = 'log', topic = 't', colour = 'red');\nINSERT INTO x SELECT 1;").unwrap_err().to_string();
     assert!(e.contains("unknown option `colour`"), "{e}");
+    let e = parse_query_file("CREATE SINK s WITH (connector = 'kinesis');")
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("unknown connector 'kinesis'"), "{e}");
     let e = parse_query_file("CREATE SINK s WITH (connector = 'kafka');")
         .unwrap_err()
         .to_string();
-    assert!(e.contains("unknown connector 'kafka'"), "{e}");
+    assert!(e.contains("needs option `topic`"), "{e}");
     let e = parse_query_file("\n\nDROP TABLE x;")
         .unwrap_err()
         .to_string();

@@ -1,0 +1,168 @@
+//! The Kafka source's reader thread: polls the consumer, gathers each partition's records into
+//! chunks of about [`CHUNK`] bytes (one JSON value a line), hands them to the decoders, and
+//! sends ticks while nothing arrives.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::mpsc::{Receiver, SyncSender};
+use std::time::{Duration, Instant};
+
+use rdkafka::Message;
+use rdkafka::consumer::BaseConsumer;
+
+use super::super::decoders::Job;
+use super::super::log::{CHUNK, TICK, append_line};
+use super::super::{Chunk, ChunkTag};
+use crate::connector::kafka::Brokers;
+use crate::decode::Decoded;
+use crate::error::Result;
+
+/// How long records wait in a partly filled chunk before it is sent anyway.
+const LINGER: Duration = Duration::from_millis(50);
+
+/// One partition's records not yet sent.
+#[derive(Default)]
+struct Pending {
+    bytes: Vec<u8>,
+    first: Option<u64>,
+    end: u64,
+    records: usize,
+    times: Vec<i64>,
+}
+
+pub(super) struct KafkaReader {
+    pub(super) consumer: BaseConsumer,
+    pub(super) brokers: Brokers,
+    /// Per partition, the offset of the next record to read.
+    pub(super) position: Vec<u64>,
+    /// `--until-end`: each partition's end offset as of the start.
+    pub(super) until: Option<Vec<u64>>,
+    pub(super) jobs: SyncSender<Job>,
+    pub(super) recycled: Receiver<Vec<u8>>,
+    pub(super) ticks: SyncSender<Result<Chunk>>,
+    pub(super) bytes: Arc<AtomicU64>,
+    pub(super) stop: Arc<AtomicBool>,
+}
+
+impl KafkaReader {
+    pub(super) fn run(mut self) {
+        if let Err(e) = self.read() {
+            let _ = self.ticks.send(Err(e));
+        }
+    }
+
+    fn done(&self) -> bool {
+        self.until
+            .as_ref()
+            .is_some_and(|u| self.position.iter().zip(u).all(|(p, u)| p >= u))
+    }
+
+    fn read(&mut self) -> Result<()> {
+        let n = self.position.len();
+        let mut pending: Vec<Pending> = (0..n).map(|_| Pending::default()).collect();
+        let mut seq = 0u64;
+        let mut last_sent = Instant::now();
+        let mut last_flush = Instant::now();
+        let mut warned = None::<Instant>;
+        loop {
+            if self.stop.load(Ordering::Relaxed) {
+                return Ok(());
+            }
+            if self.done() {
+                for (p, q) in pending.iter_mut().enumerate() {
+                    if !self.send(q, p, &mut seq) {
+                        return Ok(());
+                    }
+                }
+                return Ok(());
+            }
+            let mut idle = false;
+            match self.consumer.poll(Duration::from_millis(20)) {
+                Some(Ok(m)) => {
+                    let (p, offset) = (m.partition() as usize, m.offset().max(0) as u64);
+                    let limit = self.until.as_ref().map_or(u64::MAX, |u| u[p]);
+                    if p < n && offset >= self.position[p] && offset < limit {
+                        let q = &mut pending[p];
+                        if q.bytes.capacity() == 0 {
+                            q.bytes = self
+                                .recycled
+                                .try_recv()
+                                .unwrap_or_else(|_| Vec::with_capacity(2 * CHUNK + (64 << 10)));
+                            q.bytes.clear();
+                        }
+                        q.first.get_or_insert(offset);
+                        q.end = offset + 1;
+                        q.records += 1;
+                        q.times.push(m.timestamp().to_millis().unwrap_or(0));
+                        append_line(&mut q.bytes, m.payload().unwrap_or_default());
+                        self.position[p] = offset + 1;
+                        if q.bytes.len() >= CHUNK {
+                            if !self.send(q, p, &mut seq) {
+                                return Ok(());
+                            }
+                            last_sent = Instant::now();
+                        }
+                    }
+                }
+                Some(Err(e)) => {
+                    // librdkafka reconnects by itself; the job waits meanwhile.
+                    if warned.is_none_or(|w| w.elapsed() > Duration::from_secs(60)) {
+                        tracing::warn!(brokers = %self.brokers.bootstrap, "kafka source: {e}; waiting for the broker");
+                        warned = Some(Instant::now());
+                    }
+                    idle = true;
+                }
+                None => idle = true,
+            }
+            if idle || last_flush.elapsed() >= LINGER {
+                last_flush = Instant::now();
+                for (p, q) in pending.iter_mut().enumerate() {
+                    if q.first.is_some() {
+                        if !self.send(q, p, &mut seq) {
+                            return Ok(());
+                        }
+                        last_sent = Instant::now();
+                    }
+                }
+            }
+            if idle && last_sent.elapsed() >= TICK {
+                let tick = Chunk {
+                    seq,
+                    decoded: Decoded::default(),
+                    tag: ChunkTag::default(),
+                    record_times: None,
+                };
+                seq += 1;
+                if self.ticks.send(Ok(tick)).is_err() {
+                    return Ok(());
+                }
+                last_sent = Instant::now();
+            }
+        }
+    }
+
+    /// Sends partition `p`'s pending records as one chunk (nothing if there are none); false
+    /// once the run has ended.
+    fn send(&self, q: &mut Pending, p: usize, seq: &mut u64) -> bool {
+        let Some(first) = q.first.take() else {
+            return true;
+        };
+        let q = std::mem::take(q);
+        self.bytes
+            .fetch_add(q.bytes.len() as u64, Ordering::Relaxed);
+        let job = Job::Json {
+            seq: *seq,
+            bytes: q.bytes,
+            first_line: first,
+            lines: q.records,
+            tag: ChunkTag {
+                partition: p as u32,
+                end: Some(q.end),
+                last: false,
+            },
+            times: q.times,
+        };
+        *seq += 1;
+        self.jobs.send(job).is_ok()
+    }
+}
