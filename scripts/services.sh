@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # The servers the connector tests talk to, on loopback, with throw-away data directories.
 #
-#   scripts/services.sh start [postgres kafka ...]   # default: every service
-#   scripts/services.sh stop  [postgres kafka ...]
+#   scripts/services.sh start [postgres kafka rabbitmq nats redis]   # default: every service
+#   scripts/services.sh stop  [postgres kafka rabbitmq nats redis]
 #   scripts/services.sh status
 #
 # A server already listening at its usual address is used as it is (and never stopped by this
@@ -16,6 +16,9 @@
 #   postgres  postgres://postgres@127.0.0.1:5432/postgres   (trust on loopback: a test cluster)
 #   kafka     127.0.0.1:9092   (nisshi, a Kafka-protocol broker built from crates.io once per
 #             machine — about 30 minutes on 2 cores — and cached; its data in SQLite)
+#   rabbitmq  amqp://guest:guest@127.0.0.1:5672/%2f
+#   nats      nats://127.0.0.1:4222   (with JetStream)
+#   redis     redis://127.0.0.1:6379
 #
 # `.ci/run` calls `start`; the tests call it for the service they need when nothing answers
 # there, so `cargo test` works by hand too.
@@ -23,7 +26,7 @@ set -euo pipefail
 
 ROOT="$HOME/.cache/paystream-services"
 RUN="${PAYSTREAM_SERVICES_RUN:-/tmp/paystream-services-$(id -u)}"
-ALL=(postgres kafka)
+ALL=(postgres kafka rabbitmq nats redis)
 NISSHI_VERSION=0.8.1
 
 say() { echo "services: $*" >&2; }
@@ -149,12 +152,93 @@ stop_kafka() {
   say "kafka: stopped"
 }
 
+# A server run in the background with its output in $dir/server.log and its pid in $dir/pid.
+spawn() {
+  local dir=$1
+  shift
+  (cd "$dir" && exec nohup "$@" >"$dir/server.log" 2>&1 </dev/null) &
+  echo $! >"$dir/pid"
+}
+
+stop_pid() {
+  local svc=$1 pid="$RUN/$1/pid"
+  [ -f "$pid" ] || return 0
+  kill "$(cat "$pid")" 2>/dev/null || true
+  rm -f "$pid"
+  say "$svc: stopped"
+}
+
+start_rabbitmq() {
+  if listening 5672; then
+    say "rabbitmq: something already listens on 127.0.0.1:5672; used as it is"
+    return
+  fi
+  [ -x /usr/lib/rabbitmq/bin/rabbitmq-server ] || apt_install rabbitmq-server
+  local dir="$RUN/rabbitmq" as=()
+  rm -rf "$dir"
+  mkdir -p "$dir"
+  if [ "$(id -u)" -eq 0 ]; then
+    chown rabbitmq "$dir"
+    as=(runuser -u rabbitmq --)
+  fi
+  # Its own node name, directories and cookie (HOME): independent of a system RabbitMQ.
+  (cd "$dir" && exec nohup env HOME="$dir" RABBITMQ_NODENAME=paystream@localhost \
+    RABBITMQ_NODE_IP_ADDRESS=127.0.0.1 RABBITMQ_NODE_PORT=5672 RABBITMQ_DIST_PORT=25673 \
+    RABBITMQ_MNESIA_BASE="$dir/mnesia" RABBITMQ_LOG_BASE="$dir/log" \
+    RABBITMQ_ENABLED_PLUGINS_FILE="$dir/enabled_plugins" RABBITMQ_PID_FILE="$dir/rabbit.pid" \
+    "${as[@]}" /usr/lib/rabbitmq/bin/rabbitmq-server >"$dir/server.log" 2>&1 </dev/null) &
+  echo $! >"$dir/pid"
+  wait_port 5672 120 "$dir/server.log" "$(cat "$dir/pid")"
+  say "rabbitmq: amqp://guest:guest@127.0.0.1:5672/%2f"
+}
+
+stop_rabbitmq() {
+  local dir="$RUN/rabbitmq"
+  [ -f "$dir/rabbit.pid" ] && kill "$(cat "$dir/rabbit.pid")" 2>/dev/null || true
+  stop_pid rabbitmq
+}
+
+start_nats() {
+  if listening 4222; then
+    say "nats: something already listens on 127.0.0.1:4222; used as it is"
+    return
+  fi
+  command -v nats-server >/dev/null || apt_install nats-server
+  local dir="$RUN/nats"
+  rm -rf "$dir"
+  mkdir -p "$dir"
+  spawn "$dir" nats-server -a 127.0.0.1 -p 4222 -js -sd "$dir/jetstream"
+  wait_port 4222 30 "$dir/server.log" "$(cat "$dir/pid")"
+  say "nats: nats://127.0.0.1:4222 (JetStream)"
+}
+
+stop_nats() { stop_pid nats; }
+
+start_redis() {
+  if listening 6379; then
+    say "redis: something already listens on 127.0.0.1:6379; used as it is"
+    return
+  fi
+  command -v redis-server >/dev/null || apt_install redis-server
+  local dir="$RUN/redis"
+  rm -rf "$dir"
+  mkdir -p "$dir"
+  spawn "$dir" redis-server --bind 127.0.0.1 --port 6379 --dir "$dir" --save "" --appendonly no
+  wait_port 6379 30 "$dir/server.log" "$(cat "$dir/pid")"
+  say "redis: redis://127.0.0.1:6379"
+}
+
+stop_redis() { stop_pid redis; }
+
 status() {
   local svc port
   for svc in "${ALL[@]}"; do
     case $svc in
       postgres) port=5432 ;;
       kafka) port=9092 ;;
+      rabbitmq) port=5672 ;;
+      nats) port=4222 ;;
+      redis) port=6379 ;;
     esac
     if listening "$port"; then echo "$svc: listening on 127.0.0.1:$port"; else echo "$svc: down"; fi
   done

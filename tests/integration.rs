@@ -20,6 +20,7 @@ mod oracle;
 mod oracle_tables;
 mod postgres_sink;
 mod queries_over_queries;
+mod rabbitmq;
 mod recognize;
 mod run_cli;
 mod serve;

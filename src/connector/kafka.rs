@@ -62,17 +62,22 @@ impl Brokers {
         format!("kafka {}", self.bootstrap)
     }
 
-    /// An error of `what` against these brokers (secrets in the text masked).
-    pub(crate) fn error(&self, what: &str, e: &dyn std::fmt::Display) -> Error {
-        let mut text = mask_in(&e.to_string(), &self.bootstrap);
+    /// `text` with the secrets among the properties (passwords, secrets) masked.
+    pub(crate) fn mask(&self, text: &str) -> String {
+        let mut text = mask_in(text, &self.bootstrap);
         for (k, v) in &self.properties {
-            if k.contains("password") || k.contains("secret") {
+            if (k.contains("password") || k.contains("secret")) && !v.is_empty() {
                 text = text.replace(v.as_str(), "***");
             }
         }
+        text
+    }
+
+    /// An error of `what` against these brokers (secrets in the text masked).
+    pub(crate) fn error(&self, what: &str, e: &dyn std::fmt::Display) -> Error {
         Error::Output {
             target: self.describe(),
-            source: std::io::Error::other(format!("{what}: {text}")),
+            source: std::io::Error::other(format!("{what}: {}", self.mask(&e.to_string()))),
         }
     }
 
@@ -96,7 +101,7 @@ impl Brokers {
                 return Err(self.error(what, &e));
             }
             if warned.is_none_or(|w| w.elapsed() > Duration::from_secs(60)) {
-                tracing::warn!(brokers = %self.bootstrap, "{what}: the broker is unreachable, retrying: {e}");
+                tracing::warn!(brokers = %self.bootstrap, "{what}: the broker is unreachable, retrying: {}", self.mask(&e.to_string()));
                 warned = Some(Instant::now());
             }
             std::thread::sleep(backoff);
@@ -106,7 +111,7 @@ impl Brokers {
 }
 
 /// Whether `e` may pass when the broker is back (rather than being wrong in itself).
-fn transient(e: &KafkaError) -> bool {
+pub(crate) fn transient(e: &KafkaError) -> bool {
     use rdkafka::types::RDKafkaErrorCode as C;
     match e.rdkafka_error_code() {
         Some(

@@ -11,6 +11,7 @@
 //! watermark delay, idle timeout, dedup TTL, skew) are read by the query file before the rest go
 //! to the connector; a sink's `format` likewise.
 
+pub(crate) mod amqp;
 pub(crate) mod kafka;
 pub(crate) mod options;
 pub(crate) mod secret;
@@ -56,6 +57,7 @@ pub(crate) const SOURCES: &[SourceEntry] = &[
     crate::source::file::CONNECTOR,
     crate::source::log::CONNECTOR,
     crate::source::kafka::CONNECTOR,
+    crate::source::rabbitmq::CONNECTOR,
 ];
 
 /// Every sink connector.
@@ -64,6 +66,7 @@ pub(crate) const SINKS: &[SinkEntry] = &[
     crate::sink::log::CONNECTOR,
     crate::sink::kafka::CONNECTOR,
     crate::sink::postgres::CONNECTOR,
+    crate::sink::rabbitmq::CONNECTOR,
     crate::sink::table::CONNECTOR,
 ];
 

@@ -5,8 +5,10 @@
 //! log, an error or the dead-letter output.
 
 /// `url` with the password of its user info replaced by `***`
-/// (`postgres://app:***@db:5432/payments`); a URL without one is returned as it is.
+/// (`postgres://app:***@db:5432/payments`), and any `password=…` setting (a query parameter, a
+/// `key=value` connection string) too; a URL without one is returned as it is.
 pub(crate) fn mask_url(url: &str) -> String {
+    let url = &mask_settings(url);
     let Some(scheme_end) = url.find("://").map(|i| i + 3) else {
         return url.to_string();
     };
@@ -25,6 +27,25 @@ pub(crate) fn mask_url(url: &str) -> String {
         ),
         None => url.to_string(),
     }
+}
+
+/// `text` with the value of every `password=` setting masked (up to `&`, a space or the end).
+fn mask_settings(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(at) = rest.to_ascii_lowercase().find("password=") {
+        let value = at + "password=".len();
+        out.push_str(&rest[..value]);
+        let end = rest[value..]
+            .find(['&', ' '])
+            .map_or(rest.len(), |i| value + i);
+        if end > value {
+            out.push_str("***");
+        }
+        rest = &rest[end..];
+    }
+    out.push_str(rest);
+    out
 }
 
 /// `text` with every occurrence of `url`'s password masked: for an error a client library
@@ -72,6 +93,14 @@ mod tests {
         ] {
             assert_eq!(mask_url(plain), plain);
         }
+        assert_eq!(
+            mask_url("host=db user=app password=s3cret dbname=p"),
+            "host=db user=app password=*** dbname=p"
+        );
+        assert_eq!(
+            mask_url("postgres://db/p?user=app&password=s3cret&sslmode=disable"),
+            "postgres://db/p?user=app&password=***&sslmode=disable"
+        );
         let url = "postgres://app:s3cret@db/payments";
         let e = mask_in(
             "error connecting to postgres://app:s3cret@db/payments: password s3cret wrong",

@@ -295,6 +295,7 @@ pub(super) fn run(
             interval,
             request,
             last_barrier: Instant::now(),
+            wanted: false,
             progress: router_progress,
             reasons: ReasonCounts::default(),
         };

@@ -628,7 +628,8 @@ impl Job {
         }
         let mut sinks = SinkFactory {
             ctx: SinkContext::new(&log, opts.fsync, store.is_some())
-                .with_results(opts.results.clone()),
+                .with_results(opts.results.clone())
+                .with_job(&name),
             align: store.is_some().then(|| match &restored {
                 Some(s) => s.sinks.clone(),
                 // Emptied topics are aligned to where they start.

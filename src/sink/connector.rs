@@ -73,6 +73,9 @@ pub struct SinkContext<'a> {
     /// The live result tables a server reads, which `connector = 'table'` sinks fill (`None`
     /// outside a server: such a sink then writes its topic only).
     pub results: Option<Arc<super::ResultTables>>,
+    /// The job the sinks are opened for (empty outside a job): a sink that keeps bookkeeping in
+    /// another system records which job owns it.
+    pub job: String,
 }
 
 impl<'a> SinkContext<'a> {
@@ -85,7 +88,14 @@ impl<'a> SinkContext<'a> {
             producers: BTreeMap::new(),
             created: BTreeMap::new(),
             results: None,
+            job: String::new(),
         }
+    }
+
+    /// The context of job `name`'s sinks.
+    pub fn with_job(mut self, name: &str) -> Self {
+        self.job = name.to_string();
+        self
     }
 
     /// The context with the result tables `connector = 'table'` sinks fill.

@@ -14,6 +14,7 @@ mod json;
 pub mod kafka;
 pub mod log;
 pub mod postgres;
+pub mod rabbitmq;
 pub mod table;
 
 use std::io::Write;

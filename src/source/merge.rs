@@ -262,6 +262,7 @@ impl Merge {
                             partition: p,
                             end: None,
                             last: true,
+                            wants_checkpoint: false,
                         },
                         record_times: None,
                     };

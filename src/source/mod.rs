@@ -20,6 +20,7 @@ pub(crate) mod file;
 pub(crate) mod kafka;
 pub(crate) mod log;
 mod merge;
+pub(crate) mod rabbitmq;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -209,4 +210,8 @@ pub struct ChunkTag {
     /// bounded part that finished, so it stops holding the watermark back). Such a chunk
     /// holds no records.
     pub last: bool,
+    /// The source waits for a checkpoint: it delivers nothing more until one covers what it
+    /// delivered (a queue whose unacknowledged messages reached the prefetch limit). A
+    /// checkpointed run then takes one now rather than at its next interval.
+    pub wants_checkpoint: bool,
 }

@@ -81,6 +81,8 @@ pub(in crate::engine) struct RouterLoop<'a> {
     pub(in crate::engine) interval: Option<Duration>,
     pub(in crate::engine) request: Option<Arc<AtomicBool>>,
     pub(in crate::engine) last_barrier: Instant,
+    /// A chunk asked for a checkpoint ([`crate::source::ChunkTag::wants_checkpoint`]).
+    pub(in crate::engine) wanted: bool,
     /// Live counters for a status line.
     pub(in crate::engine) progress: Arc<Progress>,
     /// Dead letters by reason, decoder's and router's.
@@ -182,9 +184,10 @@ impl RouterLoop<'_> {
             .request
             .as_ref()
             .is_some_and(|r| r.swap(false, Ordering::Relaxed));
+        let wanted = std::mem::take(&mut self.wanted);
         let due = self
             .interval
-            .is_some_and(|i| self.last_barrier.elapsed() >= i);
+            .is_some_and(|i| wanted || self.last_barrier.elapsed() >= i);
         if !(requested || due) {
             return Ok(());
         }
@@ -194,6 +197,7 @@ impl RouterLoop<'_> {
     }
 
     fn chunk(&mut self, c: Chunk) -> Result<()> {
+        self.wanted |= c.tag.wants_checkpoint;
         let p = c.tag.partition as usize;
         let origin = self.origins.get(p).ok_or_else(|| {
             Error::Internal(format!(

@@ -156,7 +156,7 @@ impl KafkaSink {
             match self.producer.flush(REQUEST) {
                 Ok(()) => break,
                 Err(e) if started.elapsed() < GIVE_UP_AFTER => {
-                    tracing::warn!(brokers = %self.brokers.bootstrap, topic = %self.topic, "waiting for the broker to acknowledge records: {e}");
+                    tracing::warn!(brokers = %self.brokers.bootstrap, topic = %self.topic, "waiting for the broker to acknowledge records: {}", self.brokers.mask(&e.to_string()));
                 }
                 Err(e) => {
                     return Err(self.brokers.error(&format!("flush {}", self.topic), &e));
@@ -204,7 +204,8 @@ fn ensure_topic(
         .config()
         .create()
         .map_err(|e| brokers.error("create an admin client", &e))?;
-    let new = NewTopic::new(topic, partitions, TopicReplication::Fixed(1));
+    // The broker's default replication factor (-1).
+    let new = NewTopic::new(topic, partitions, TopicReplication::Fixed(-1));
     let results = brokers.retry(&format!("create topic {topic}"), || {
         futures::executor::block_on(admin.create_topics(
             [&new],

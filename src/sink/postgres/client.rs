@@ -33,9 +33,22 @@ impl Connection {
         }
     }
 
-    /// The URL for messages: password masked.
+    /// The server for messages, without its password: rebuilt from the parsed settings, so a
+    /// password written in any form the client accepts (a URL's user info or `?password=`, a
+    /// `key=value` string) stays out.
     pub(super) fn describe(&self) -> String {
-        mask_url(&self.url)
+        describe(&self.url)
+    }
+
+    /// `text` with this server's password masked.
+    fn mask(&self, text: &str) -> String {
+        let mut out = mask_in(text, &self.url);
+        if let Ok(c) = self.url.parse::<postgres::Config>()
+            && let Some(p) = c.get_password().filter(|p| p.len() >= 3)
+        {
+            out = out.replace(&*String::from_utf8_lossy(p), "***");
+        }
+        out
     }
 
     fn connect(&self) -> std::result::Result<Client, postgres::Error> {
@@ -75,12 +88,9 @@ impl Connection {
                 Ok(v) => return Ok(v),
                 Err(e) => e,
             };
-            let lost = e.is_closed()
-                || e.as_db_error().is_none()
-                || self.client.as_ref().is_none_or(|c| c.is_closed());
-            if !lost {
-                // The server answered: the statement itself failed (left in no transaction:
-                // a transaction dropped unfinished rolls back).
+            if !transient(&e) {
+                // The server answered: the statement (or the login) itself failed, left in no
+                // transaction: a transaction dropped unfinished rolls back.
                 return Err(self.error(what, &explain(&e)));
             }
             self.client = None;
@@ -94,7 +104,7 @@ impl Connection {
                 ));
             }
             if warned.is_none_or(|w| w.elapsed() > Duration::from_secs(60)) {
-                tracing::warn!(server = %self.describe(), "{}: the server is unreachable, retrying: {}", what, mask_in(&e.to_string(), &self.url));
+                tracing::warn!(server = %self.describe(), "{}: the server is unreachable, retrying: {}", what, self.mask(&e.to_string()));
                 warned = Some(Instant::now());
             }
             std::thread::sleep(backoff);
@@ -110,9 +120,43 @@ impl Connection {
         };
         Error::Output {
             target: format!("postgres {}", self.describe()),
-            source: std::io::Error::other(format!("{what}: {}", mask_in(&detail, &self.url))),
+            source: std::io::Error::other(format!("{what}: {}", self.mask(&detail))),
         }
     }
+}
+
+/// `url`'s server for messages: `postgres://user@host:port/database`, never its password.
+pub(super) fn describe(url: &str) -> String {
+    let Ok(c) = url.parse::<postgres::Config>() else {
+        return mask_url(url);
+    };
+    let host = match c.get_hosts().first() {
+        Some(postgres::config::Host::Tcp(h)) => h.clone(),
+        Some(postgres::config::Host::Unix(p)) => p.display().to_string(),
+        None => "localhost".into(),
+    };
+    let port = c.get_ports().first().copied().unwrap_or(5432);
+    format!(
+        "postgres://{}@{host}:{port}/{}",
+        c.get_user().unwrap_or("?"),
+        c.get_dbname().unwrap_or("")
+    )
+}
+
+/// Whether `e` may pass on another try: the connection failed or was lost (no answer, SQLSTATE
+/// class 08), the server is shutting down or starting (57P01–57P03), is out of connections
+/// (53300), or the transaction lost a serialization race or a deadlock (class 40). A refused
+/// login, a missing database or a statement the server rejects is not.
+fn transient(e: &postgres::Error) -> bool {
+    let Some(db) = e.as_db_error() else {
+        return e.is_closed()
+            || std::error::Error::source(e).is_some_and(|s| s.is::<std::io::Error>())
+            || e.to_string().contains("connect");
+    };
+    let code = db.code().code();
+    code.starts_with("08")
+        || code.starts_with("40")
+        || matches!(code, "57P01" | "57P02" | "57P03" | "53300")
 }
 
 /// The text of a PostgreSQL error with the server's detail and hint, which the plain

@@ -21,6 +21,7 @@ use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use self::client::Connection;
+use self::client::describe;
 use self::sink::{PostgresSink, Target, applied_epoch};
 use super::{Sink, SinkConnector, SinkContext};
 use crate::connector::secret::{mask_in, mask_url};
@@ -103,18 +104,14 @@ impl SinkConnector for Declared {
     }
 
     fn describe(&self) -> String {
-        format!(
-            "postgres {} table {}",
-            mask_url(&self.url),
-            self.target.table
-        )
+        format!("{} table {}", describe(&self.url), self.target.table)
     }
 
     fn where_to_look(&self) -> String {
         format!(
             "They are rows of table {} in {} (a `record` column of JSON).",
             self.target.table,
-            mask_url(&self.url)
+            describe(&self.url)
         )
     }
 
@@ -128,7 +125,7 @@ impl SinkConnector for Declared {
             format!(
                 "table {} in {} (results of checkpoints up to {epoch})",
                 self.target.table,
-                mask_url(&self.url)
+                describe(&self.url)
             )
         }))
     }
@@ -140,6 +137,7 @@ impl SinkConnector for Declared {
             Arc::new(Mutex::new(Connection::new(&self.url))),
             ctx.exactly_once,
             writer,
+            ctx.job.clone(),
         )))
     }
 }

@@ -50,6 +50,8 @@ pub(super) struct PostgresSink {
     exactly_once: bool,
     /// This sink's number among the writers of its declared sink (two queries can write one).
     writer: i64,
+    /// The job that owns the sink's bookkeeping row.
+    job: String,
     schema: Option<SchemaRef>,
     changelog_keys: Vec<String>,
     /// The table as the server has it, once created or checked.
@@ -65,12 +67,14 @@ impl PostgresSink {
         conn: Arc<Mutex<Connection>>,
         exactly_once: bool,
         writer: i64,
+        job: String,
     ) -> Self {
         PostgresSink {
             target,
             conn,
             exactly_once,
             writer,
+            job,
             schema: None,
             changelog_keys: Vec::new(),
             shape: None,
@@ -105,16 +109,39 @@ impl PostgresSink {
             false => self.target.key.clone(),
         };
         let t = Arc::clone(&self.target);
+        let mut conn = self.conn.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(long) = columns.iter().find(|f| f.name().len() > sql::MAX_NAME) {
+            return Err(conn.error(
+                &format!("write table {}", t.table),
+                &format!(
+                    "column `{}` is longer than PostgreSQL's {} bytes; name it shorter with AS in the query",
+                    long.name(),
+                    sql::MAX_NAME
+                ),
+            ));
+        }
         let mut create = sql::create_table(&t.table, &columns, &key);
         if self.schema.is_none() {
             create = create.replacen(" text NOT NULL", " jsonb NOT NULL", 1);
         }
-        let mut conn = self.conn.lock().unwrap_or_else(|e| e.into_inner());
+        let job = self.job.clone();
         let shape = conn.run("create the table", |c| {
             c.batch_execute(&sql::create_bookkeeping(&t.schema))?;
             c.batch_execute(&create)?;
+            claim(c, &t, &job)?;
             shape_of(c, &t.table)
         })?;
+        let owner = conn.run("read the sink's owner", |c| owner_of(c, &t))?;
+        if owner.as_deref().is_some_and(|o| o != self.job) {
+            return Err(conn.error(
+                &format!("write table {}", t.table),
+                &format!(
+                    "sink `{}` of job `{}` already writes this table; two jobs cannot share a sink's table (rename one sink or point it at another table)",
+                    t.id,
+                    owner.unwrap_or_default()
+                ),
+            ));
+        }
         if let Some(missing) = columns.iter().find(|f| !shape.columns.contains(f.name())) {
             return Err(conn.error(
                 &format!("write table {}", t.table),
@@ -124,13 +151,14 @@ impl PostgresSink {
                 ),
             ));
         }
-        if !self.target.key.is_empty() && shape.key != self.target.key {
+        if !key.is_empty() && shape.key != key {
             return Err(conn.error(
                 &format!("write table {}", t.table),
                 &format!(
-                    "the table exists with primary key ({}), not primary_key = '{}'; make them agree or point the sink at another table",
+                    "the table exists with primary key ({}), but the sink writes rows keyed by ({}){}; make them agree or point the sink at another table",
                     shape.key.join(","),
-                    self.target.key.join(",")
+                    key.join(","),
+                    if self.target.key.is_empty() { " (the query's group key)" } else { "" }
                 ),
             ));
         }
@@ -159,6 +187,43 @@ impl PostgresSink {
     }
 }
 
+/// Records `job` as the owner of `target`'s bookkeeping row unless it has one.
+fn claim(
+    c: &mut postgres::Client,
+    target: &Target,
+    job: &str,
+) -> std::result::Result<(), postgres::Error> {
+    c.execute(
+        &format!(
+            "INSERT INTO {}{EPOCHS} (sink, job, epoch) VALUES ($1, $2, 0) ON CONFLICT (sink) DO NOTHING",
+            target.schema
+        ),
+        &[&target.id, &job],
+    )
+    .map(|_| ())
+}
+
+/// The job that owns `target`'s bookkeeping row, if it has one.
+fn owner_of(
+    c: &mut postgres::Client,
+    target: &Target,
+) -> std::result::Result<Option<String>, postgres::Error> {
+    let exists: bool = c
+        .query_one(
+            "SELECT to_regclass($1) IS NOT NULL",
+            &[&format!("{}{EPOCHS}", target.schema)],
+        )?
+        .get(0);
+    if !exists {
+        return Ok(None);
+    }
+    Ok(c.query_opt(
+        &format!("SELECT job FROM {}{EPOCHS} WHERE sink = $1", target.schema),
+        &[&target.id],
+    )?
+    .map(|r| r.get(0)))
+}
+
 /// The table's columns and primary key as the server has them.
 fn shape_of(
     c: &mut postgres::Client,
@@ -180,32 +245,60 @@ fn apply_staged(conn: &Mutex<Connection>, target: &Target, upto: u64) -> Result<
     let upto = upto as i64;
     let mut conn = conn.lock().unwrap_or_else(|e| e.into_inner());
     let (s, id) = (&target.schema, &target.id);
-    conn.run(&format!("commit checkpoint {upto} to {}", target.table), |c| {
-        let kept: bool = c
-            .query_one("SELECT to_regclass($1) IS NOT NULL", &[&format!("{s}{EPOCHS}")])?
-            .get(0);
-        if !kept {
-            // Nothing was ever staged here.
-            return Ok(());
-        }
-        let shape = shape_of(c, &target.table)?;
-        let mut tx = c.transaction()?;
-        tx.execute(
-            &format!("INSERT INTO {s}{EPOCHS} (sink, epoch) VALUES ($1, 0) ON CONFLICT (sink) DO NOTHING"),
-            &[id],
-        )?;
-        let done: i64 = tx
-            .query_one(&format!("SELECT epoch FROM {s}{EPOCHS} WHERE sink = $1 FOR UPDATE"), &[id])?
-            .get(0);
-        if done < upto && !shape.columns.is_empty() {
-            for statement in sql::apply(&target.table, s, &shape, &Rows::Staged) {
-                tx.execute(statement.as_str(), &[id, &done, &upto])?;
+    let mut missing = false;
+    conn.run(
+        &format!("commit checkpoint {upto} to {}", target.table),
+        |c| {
+            let kept: bool = c
+                .query_one(
+                    "SELECT to_regclass($1) IS NOT NULL",
+                    &[&format!("{s}{EPOCHS}")],
+                )?
+                .get(0);
+            if !kept {
+                // Nothing was ever staged here.
+                return Ok(());
             }
-            tx.execute(&format!("UPDATE {s}{EPOCHS} SET epoch = $2 WHERE sink = $1"), &[id, &upto])?;
-        }
-        tx.execute(&format!("DELETE FROM {s}{STAGING} WHERE sink = $1 AND epoch <= $2"), &[id, &upto])?;
-        tx.commit()
-    })
+            let shape = shape_of(c, &target.table)?;
+            let mut tx = c.transaction()?;
+            let done: Option<i64> = tx
+                .query_opt(
+                    &format!("SELECT epoch FROM {s}{EPOCHS} WHERE sink = $1 FOR UPDATE"),
+                    &[id],
+                )?
+                .map(|r| r.get(0));
+            let Some(done) = done else {
+                // Nothing was ever staged for this sink.
+                return tx.commit();
+            };
+            if done < upto && shape.columns.is_empty() {
+                missing = true;
+                return tx.commit();
+            }
+            if done < upto {
+                for statement in sql::apply(&target.table, s, &shape, &Rows::Staged) {
+                    tx.execute(statement.as_str(), &[id, &done, &upto])?;
+                }
+                tx.execute(
+                    &format!("UPDATE {s}{EPOCHS} SET epoch = $2 WHERE sink = $1"),
+                    &[id, &upto],
+                )?;
+            }
+            tx.execute(
+                &format!("DELETE FROM {s}{STAGING} WHERE sink = $1 AND epoch <= $2"),
+                &[id, &upto],
+            )?;
+            tx.commit()
+        },
+    )?;
+    if missing {
+        // The rows stay staged: recreating the table lets a restart apply them.
+        return Err(conn.error(
+            &format!("commit checkpoint {upto} to {}", target.table),
+            &"the table no longer exists, so the checkpoint's rows stay staged; recreate it (or drop it from the query file) and restart",
+        ));
+    }
+    Ok(())
 }
 
 /// The last checkpoint applied to `target`'s table (0: none), if the bookkeeping exists.
@@ -322,28 +415,51 @@ impl Sink for PostgresSink {
         let (s, id, epoch) = (&t.schema, &t.id, to.epoch as i64);
         {
             let mut conn = self.conn.lock().unwrap_or_else(|e| e.into_inner());
-            conn.run(&format!("recover {} to checkpoint {epoch}", t.table), |c| {
+            let owner = conn.run("read the sink's owner", |c| owner_of(c, &t))?;
+            if let Some(o) = owner.filter(|o| *o != self.job) {
+                return Err(conn.error(
+                    &format!("recover table {}", t.table),
+                    &format!(
+                        "sink `{}` of job `{o}` already writes this table; two jobs cannot share a sink's table (rename one sink or point it at another table)",
+                        t.id
+                    ),
+                ));
+            }
+            let ahead = conn.run(&format!("recover {} to checkpoint {epoch}", t.table), |c| {
                 let exists: bool = c
                     .query_one("SELECT to_regclass($1) IS NOT NULL", &[&format!("{s}{STAGING}")])?
                     .get(0);
                 if !exists {
-                    return Ok(());
+                    return Ok(None);
                 }
+                let shape = shape_of(c, &t.table)?;
                 let mut tx = c.transaction()?;
                 // Rows staged after the checkpoint are recomputed by this run.
                 tx.execute(&format!("DELETE FROM {s}{STAGING} WHERE sink = $1 AND epoch > $2"), &[id, &epoch])?;
-                // The table has rows of later checkpoints only if the checkpoint store was
-                // reset: they stay (nothing a run made is deleted), and the sink's count
-                // starts again from the restored checkpoint so its epochs apply.
-                let later = tx.execute(
-                    &format!("UPDATE {s}{EPOCHS} SET epoch = $2 WHERE sink = $1 AND epoch > $2"),
-                    &[id, &epoch],
-                )?;
-                if later > 0 {
-                    tracing::warn!(table = %t.table, "the table holds results of checkpoints after the restored one ({epoch}); they are kept, and keys written again are replaced");
+                let done: Option<i64> = tx
+                    .query_opt(&format!("SELECT epoch FROM {s}{EPOCHS} WHERE sink = $1 FOR UPDATE"), &[id])?
+                    .map(|r| r.get(0));
+                if let Some(done) = done.filter(|d| *d > epoch) {
+                    // The table has results of checkpoints after the restored one (an older
+                    // savepoint, a reset): a keyed table takes them again as upserts; appending
+                    // them again would repeat rows.
+                    if shape.key.is_empty() && !shape.columns.is_empty() {
+                        return Ok(Some(done));
+                    }
+                    tx.execute(&format!("UPDATE {s}{EPOCHS} SET epoch = $2 WHERE sink = $1"), &[id, &epoch])?;
+                    tracing::warn!(table = %t.table, "the table holds results of checkpoints up to {done}, after the restored one ({epoch}); they are kept, and keys written again are replaced");
                 }
-                tx.commit()
+                tx.commit()?;
+                Ok(None)
             })?;
+            if let Some(done) = ahead {
+                return Err(conn.error(
+                    &format!("recover table {} to checkpoint {epoch}", t.table),
+                    &format!(
+                        "the table (no primary key: rows are appended) holds results of checkpoints up to {done}, after the restored checkpoint {epoch}, so recomputing them would append them twice; delete those rows and set the sink's epoch in {EPOCHS} to {epoch} (or drop the table), or point the sink at another table"
+                    ),
+                ));
+            }
         }
         // What the checkpoint covers but was not applied before the stop (a crash between
         // the checkpoint and its commit action).

@@ -19,6 +19,14 @@ pub(super) fn ident(name: &str) -> String {
     format!("\"{}\"", name.replace('"', "\"\""))
 }
 
+/// `text` as a string literal whose meaning does not depend on `standard_conforming_strings`.
+fn literal(text: &str) -> String {
+    format!("E'{}'", text.replace('\\', "\\\\").replace('\'', "\\'"))
+}
+
+/// PostgreSQL's identifier limit: a longer name is cut, and would no longer match the JSON.
+pub(super) const MAX_NAME: usize = 63;
+
 /// A `table` option (`settlement` or `reporting.settlement`) as a quoted, maybe qualified name,
 /// and its schema part (quoted, with the dot) for the bookkeeping tables beside it.
 pub(super) fn table_name(table: &str) -> Result<(String, String), String> {
@@ -86,7 +94,7 @@ pub(super) fn create_table(table: &str, columns: &[Field], key: &[String]) -> St
 /// The bookkeeping tables in `schema` (with its dot, or empty).
 pub(super) fn create_bookkeeping(schema: &str) -> String {
     format!(
-        "CREATE TABLE IF NOT EXISTS {schema}{EPOCHS} (sink text PRIMARY KEY, epoch bigint NOT NULL);
+        "CREATE TABLE IF NOT EXISTS {schema}{EPOCHS} (sink text PRIMARY KEY, job text NOT NULL, epoch bigint NOT NULL);
          CREATE TABLE IF NOT EXISTS {schema}{STAGING} (sink text NOT NULL, epoch bigint NOT NULL,
            writer bigint NOT NULL, seq bigint NOT NULL, row jsonb NOT NULL,
            PRIMARY KEY (sink, epoch, writer, seq))"
@@ -135,8 +143,9 @@ impl Rows {
 }
 
 /// The statements that apply `rows` to `table` of `shape`: with a key, the latest row of each
-/// key wins — a row whose `op` is `delete` (a changelog's) deletes it, any other replaces it
-/// (`INSERT … ON CONFLICT DO UPDATE`); without one, every row is appended in order.
+/// key wins and replaces it (`INSERT … ON CONFLICT DO UPDATE`) — or, for a changelog (a table
+/// that stores no `op` column while rows carry one), deletes it when its `op` is `delete`;
+/// without a key, every row is appended in order.
 pub(super) fn apply(table: &str, schema: &str, shape: &TableShape, rows: &Rows) -> Vec<String> {
     let source = rows.subquery(schema);
     let cols: Vec<String> = shape.columns.iter().map(|c| ident(c)).collect();
@@ -151,7 +160,7 @@ pub(super) fn apply(table: &str, schema: &str, shape: &TableShape, rows: &Rows) 
     let key_json: Vec<String> = shape
         .key
         .iter()
-        .map(|k| format!("s.row -> '{}'", k.replace('\'', "''")))
+        .map(|k| format!("s.row -> {}", literal(k)))
         .collect();
     let latest = format!(
         "SELECT DISTINCT ON ({k}) s.row FROM ({source}) s ORDER BY {k}, s.epoch DESC, s.writer DESC, s.seq DESC",
@@ -173,19 +182,28 @@ pub(super) fn apply(table: &str, schema: &str, shape: &TableShape, rows: &Rows) 
         false => format!("DO UPDATE SET {}", updates.join(", ")),
     };
     let keys: Vec<String> = shape.key.iter().map(|k| ident(k)).collect();
+    let upsert = |filter: &str| {
+        format!(
+            "INSERT INTO {table} ({}) SELECT {} FROM ({latest}) l, jsonb_populate_record(NULL::{table}, l.row) t \
+             {filter} ON CONFLICT ({}) {on_conflict}",
+            cols.join(", "),
+            typed.join(", "),
+            keys.join(", ")
+        )
+    };
+    if shape.columns.iter().any(|c| c == CHANGELOG_OP) {
+        // `op` is a value here, not a changelog's instruction.
+        return vec![upsert("")];
+    }
     vec![
         format!(
             "DELETE FROM {table} d USING ({latest}) l, jsonb_populate_record(NULL::{table}, l.row) t \
              WHERE l.row ->> '{CHANGELOG_OP}' = '{OP_DELETE}' AND {}",
             key_match.join(" AND ")
         ),
-        format!(
-            "INSERT INTO {table} ({}) SELECT {} FROM ({latest}) l, jsonb_populate_record(NULL::{table}, l.row) t \
-             WHERE l.row ->> '{CHANGELOG_OP}' IS DISTINCT FROM '{OP_DELETE}' ON CONFLICT ({}) {on_conflict}",
-            cols.join(", "),
-            typed.join(", "),
-            keys.join(", ")
-        ),
+        upsert(&format!(
+            "WHERE l.row ->> '{CHANGELOG_OP}' IS DISTINCT FROM '{OP_DELETE}'"
+        )),
     ]
 }
 
@@ -210,6 +228,22 @@ mod tests {
             assert!(table_name(bad).is_err(), "{bad}");
         }
         assert_eq!(ident("we\"ird"), "\"we\"\"ird\"");
+    }
+
+    #[test]
+    fn key_paths_are_literal_and_op_deletes_only_in_a_changelog() {
+        assert_eq!(literal("a'b\\c"), "E'a\\'b\\\\c'");
+        let shape = |columns: &[&str]| TableShape {
+            columns: columns.iter().map(|c| c.to_string()).collect(),
+            key: vec!["k".into()],
+        };
+        let changelog = apply("\"t\"", "", &shape(&["k", "n"]), &Rows::Given);
+        assert_eq!(changelog.len(), 2);
+        assert!(changelog[0].starts_with("DELETE") && changelog[0].contains("'delete'"));
+        // A query whose rows have an `op` column stores it: no row deletes.
+        let valued = apply("\"t\"", "", &shape(&["k", "op"]), &Rows::Given);
+        assert_eq!(valued.len(), 1);
+        assert!(valued[0].starts_with("INSERT") && !valued[0].contains("'delete'"));
     }
 
     #[test]

@@ -64,7 +64,9 @@ impl KafkaSource {
             .set("group.id", &self.group)
             .set("enable.auto.commit", "false")
             .set("enable.auto.offset.store", "false")
-            .set("enable.partition.eof", "false")
+            // The end of a partition is reported: `--until-end` stops there even when no
+            // record sits at the end offset (a transaction marker, a compacted tail).
+            .set("enable.partition.eof", "true")
             .set("auto.offset.reset", "earliest")
             .create()
             .map_err(|e| self.brokers.error("create a consumer", &e))
@@ -146,12 +148,21 @@ impl KafkaSource {
                         StartFrom::Group => committed[p].unwrap_or(low[p]),
                     },
                 };
+                if want > high[p] && start.contains_key(&(p as u32)) {
+                    return Err(self.brokers.error(
+                        &format!("resume topic {} partition {p}", self.topic),
+                        &format!(
+                            "the checkpoint's offset {want} is past the partition's end {} (was the topic deleted and created again?); run with --reset-state to start over",
+                            high[p]
+                        ),
+                    ));
+                }
                 if want < low[p] {
                     tracing::warn!(topic = %self.topic, partition = p, from = want, earliest = low[p], "records before the earliest retained offset were deleted by the broker's retention: they are not read");
                 }
-                want.max(low[p])
+                Ok(want.max(low[p]))
             })
-            .collect();
+            .collect::<Result<Vec<u64>>>()?;
         Ok((from, high))
     }
 }

@@ -9,11 +9,12 @@ use std::time::{Duration, Instant};
 
 use rdkafka::Message;
 use rdkafka::consumer::BaseConsumer;
+use rdkafka::error::KafkaError;
 
 use super::super::decoders::Job;
 use super::super::log::{CHUNK, TICK, append_line};
 use super::super::{Chunk, ChunkTag};
-use crate::connector::kafka::Brokers;
+use crate::connector::kafka::{Brokers, transient};
 use crate::decode::Decoded;
 use crate::error::Result;
 
@@ -51,10 +52,12 @@ impl KafkaReader {
         }
     }
 
-    fn done(&self) -> bool {
+    /// `--until-end`: whether every partition reached its end as of the start, or the end
+    /// the broker reported (`eof`).
+    fn done(&self, eof: &[bool]) -> bool {
         self.until
             .as_ref()
-            .is_some_and(|u| self.position.iter().zip(u).all(|(p, u)| p >= u))
+            .is_some_and(|u| (0..self.position.len()).all(|p| self.position[p] >= u[p] || eof[p]))
     }
 
     fn read(&mut self) -> Result<()> {
@@ -64,11 +67,12 @@ impl KafkaReader {
         let mut last_sent = Instant::now();
         let mut last_flush = Instant::now();
         let mut warned = None::<Instant>;
+        let mut eof = vec![false; n];
         loop {
             if self.stop.load(Ordering::Relaxed) {
                 return Ok(());
             }
-            if self.done() {
+            if self.done(&eof) {
                 for (p, q) in pending.iter_mut().enumerate() {
                     if !self.send(q, p, &mut seq) {
                         return Ok(());
@@ -82,6 +86,14 @@ impl KafkaReader {
                     let (p, offset) = (m.partition() as usize, m.offset().max(0) as u64);
                     let limit = self.until.as_ref().map_or(u64::MAX, |u| u[p]);
                     if p < n && offset >= self.position[p] && offset < limit {
+                        // Positions of records are counted from a chunk's first offset: a gap
+                        // (compaction, transaction markers) starts a new chunk.
+                        if pending[p].first.is_some() && offset != pending[p].end {
+                            if !self.send(&mut pending[p], p, &mut seq) {
+                                return Ok(());
+                            }
+                            last_sent = Instant::now();
+                        }
                         let q = &mut pending[p];
                         if q.bytes.capacity() == 0 {
                             q.bytes = self
@@ -104,14 +116,21 @@ impl KafkaReader {
                         }
                     }
                 }
-                Some(Err(e)) => {
+                Some(Err(KafkaError::PartitionEOF(p))) => {
+                    if let Some(e) = eof.get_mut(p as usize) {
+                        *e = true;
+                    }
+                    idle = true;
+                }
+                Some(Err(e)) if transient(&e) => {
                     // librdkafka reconnects by itself; the job waits meanwhile.
                     if warned.is_none_or(|w| w.elapsed() > Duration::from_secs(60)) {
-                        tracing::warn!(brokers = %self.brokers.bootstrap, "kafka source: {e}; waiting for the broker");
+                        tracing::warn!(brokers = %self.brokers.bootstrap, "kafka source: {}; waiting for the broker", self.brokers.mask(&e.to_string()));
                         warned = Some(Instant::now());
                     }
                     idle = true;
                 }
+                Some(Err(e)) => return Err(self.brokers.error("consume", &e)),
                 None => idle = true,
             }
             if idle || last_flush.elapsed() >= LINGER {
@@ -125,7 +144,8 @@ impl KafkaReader {
                     }
                 }
             }
-            if idle && last_sent.elapsed() >= TICK {
+            // Ticks also while only records outside the read arrive (a finished partition).
+            if last_sent.elapsed() >= TICK {
                 let tick = Chunk {
                     seq,
                     decoded: Decoded::default(),
@@ -159,6 +179,7 @@ impl KafkaReader {
                 partition: p as u32,
                 end: Some(q.end),
                 last: false,
+                wants_checkpoint: false,
             },
             times: q.times,
         };

@@ -253,6 +253,7 @@ impl LogReader {
                         partition: p as u32,
                         end: Some(end),
                         last: false,
+                        wants_checkpoint: false,
                     },
                     times,
                 };

@@ -1,0 +1,162 @@
+//! `connector = 'rabbitmq'`: result rows published as persistent JSON messages with publisher
+//! confirms.
+//!
+//! ```sql
+//! CREATE SINK alerts WITH (connector = 'rabbitmq', url = 'amqp://guest:guest@127.0.0.1:5672/%2f',
+//!   queue = 'risk_alerts');                                   -- declared durable when absent
+//! CREATE SINK fanout WITH (connector = 'rabbitmq', exchange = 'risk', routing_key = 'alerts');
+//! ```
+//! At-least-once: a checkpoint waits until the server confirmed every message before it, and
+//! a recovery publishes again what followed the restored checkpoint — with the same
+//! `message_id` (a hash of the sink, routing key and body), so a consumer can drop repeats.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use lapin::options::{ConfirmSelectOptions, QueueBindOptions, QueueDeclareOptions};
+use lapin::types::FieldTable;
+
+use super::{Sink, SinkConnector, SinkContext};
+use crate::connector::amqp::{DEFAULT_URL, Server, block_on};
+use crate::connector::{OptionError, SinkEntry, from_options};
+use crate::error::Result;
+
+mod sink;
+
+/// The registry's line for this connector.
+pub(crate) const CONNECTOR: SinkEntry = SinkEntry {
+    name: "rabbitmq",
+    example: "connector = 'rabbitmq', url = 'amqp://guest:guest@127.0.0.1:5672/%2f', queue = 'risk_alerts'",
+    declare,
+};
+
+/// `WITH (…)` options of a RabbitMQ sink.
+#[derive(Debug, Clone, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RabbitSinkOptions {
+    /// `amqp://user:password@host:port/vhost` (default the local server's guest account).
+    pub url: Option<String>,
+    /// A queue, declared durable when absent (and bound to `exchange` when one is given).
+    pub queue: Option<String>,
+    /// The exchange (default the default exchange, which routes by queue name).
+    pub exchange: Option<String>,
+    /// The routing key (default the queue).
+    pub routing_key: Option<String>,
+}
+
+#[derive(Debug, Clone)]
+struct Declared {
+    name: String,
+    server: Server,
+    queue: Option<String>,
+    exchange: String,
+    routing_key: String,
+}
+
+fn declare(
+    name: &str,
+    options: &BTreeMap<String, String>,
+) -> Result<Arc<dyn SinkConnector>, OptionError> {
+    let o: RabbitSinkOptions = from_options(options)?;
+    let exchange = o.exchange.unwrap_or_default();
+    let routing_key = match (o.routing_key, &o.queue) {
+        (Some(k), _) => k,
+        (None, Some(q)) => q.clone(),
+        (None, None) => {
+            return Err(OptionError::Invalid(
+                "needs option `queue` (or `exchange` and `routing_key`): where the messages go"
+                    .into(),
+            ));
+        }
+    };
+    if exchange.is_empty() && o.queue.as_ref().is_some_and(|q| *q != routing_key) {
+        return Err(OptionError::Invalid(format!(
+            "routing_key = '{routing_key}' with the default exchange would not reach queue `{}`; give an `exchange` or drop `routing_key`",
+            o.queue.unwrap_or_default()
+        )));
+    }
+    Ok(Arc::new(Declared {
+        name: name.to_string(),
+        server: Server {
+            url: o.url.unwrap_or_else(|| DEFAULT_URL.into()),
+        },
+        queue: o.queue,
+        exchange,
+        routing_key,
+    }))
+}
+
+impl SinkConnector for Declared {
+    fn name(&self) -> &'static str {
+        CONNECTOR.name
+    }
+
+    fn describe(&self) -> String {
+        match &self.queue {
+            Some(q) => format!("{} queue {q}", self.server.describe()),
+            None => format!(
+                "{} exchange {} key {}",
+                self.server.describe(),
+                self.exchange,
+                self.routing_key
+            ),
+        }
+    }
+
+    fn where_to_look(&self) -> String {
+        format!("They are messages at {}.", self.describe())
+    }
+
+    fn committed_results(
+        &self,
+        _sink_offsets: &BTreeMap<String, Vec<u64>>,
+    ) -> Result<Option<String>> {
+        // At-least-once: a reset publishes recomputed results again.
+        Ok(None)
+    }
+
+    fn open(&self, _ctx: &mut SinkContext<'_>) -> Result<Box<dyn Sink>> {
+        let connection = self
+            .server
+            .connect(&format!("paystream-sink-{}", self.name))?;
+        let channel = block_on(async {
+            let channel = connection.create_channel().await?;
+            channel
+                .confirm_select(ConfirmSelectOptions::default())
+                .await?;
+            if let Some(q) = &self.queue {
+                channel
+                    .queue_declare(
+                        q.as_str().into(),
+                        QueueDeclareOptions {
+                            durable: true,
+                            ..QueueDeclareOptions::default()
+                        },
+                        FieldTable::default(),
+                    )
+                    .await?;
+                if !self.exchange.is_empty() {
+                    channel
+                        .queue_bind(
+                            q.as_str().into(),
+                            self.exchange.as_str().into(),
+                            self.routing_key.as_str().into(),
+                            QueueBindOptions::default(),
+                            FieldTable::default(),
+                        )
+                        .await?;
+                }
+            }
+            Ok::<_, lapin::Error>(channel)
+        })
+        .map_err(|e| self.server.error(&format!("open sink `{}`", self.name), &e))?;
+        Ok(Box::new(sink::RabbitSink::new(
+            self.name.clone(),
+            self.server.clone(),
+            connection,
+            channel,
+            self.exchange.clone(),
+            self.routing_key.clone(),
+        )))
+    }
+}

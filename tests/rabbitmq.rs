@@ -1,0 +1,216 @@
+//! The RabbitMQ connector against a real server on loopback (started by
+//! `scripts/services.sh`): events published to a queue, a job consuming it and publishing its
+//! results to another queue, killed with `kill -9` at random moments and restarted — nothing
+//! is acknowledged before its checkpoint, so the results equal those of the embedded log over
+//! the same events; the sink queue holds every result (repeats carry the same message id); the
+//! source queue ends empty.
+
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use futures::StreamExt;
+use lapin::options::{
+    BasicGetOptions, BasicPublishOptions, ConfirmSelectOptions, QueueDeclareOptions,
+};
+use lapin::types::FieldTable;
+use lapin::{BasicProperties, Connection, ConnectionProperties};
+use rand::{Rng, SeedableRng};
+
+use crate::util::services::require;
+use crate::util::{consume_all, ok, paystream, repo};
+
+const URL: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
+
+/// The shipped settlement query without its comments and final semicolon.
+fn settlement() -> String {
+    std::fs::read_to_string(repo("queries/settlement_per_minute.sql"))
+        .unwrap()
+        .lines()
+        .filter(|l| !l.starts_with("--"))
+        .collect::<Vec<_>>()
+        .join("\n")
+        .trim_end()
+        .trim_end_matches(';')
+        .to_string()
+}
+
+#[test]
+fn rabbitmq_source_and_sink_through_kill_9() {
+    require("rabbitmq", 5672);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let tag = format!(
+        "{}_{}",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis()
+    );
+    let (source_queue, sink_queue) = (format!("payments_{tag}"), format!("settlement_{tag}"));
+    let dir = tempfile::tempdir().unwrap();
+    let events = dir.path().join("events.jsonl");
+    ok(Command::new(env!("CARGO_BIN_EXE_paystream"))
+        .args(["gen", "--events", "100000", "--seed", "43", "-o"])
+        .arg(&events));
+    let text = std::fs::read_to_string(&events).unwrap();
+
+    // The events, published persistent with confirms.
+    let conn = rt
+        .block_on(Connection::connect(URL, ConnectionProperties::default()))
+        .unwrap();
+    let channel = rt.block_on(conn.create_channel()).unwrap();
+    rt.block_on(async {
+        channel
+            .confirm_select(ConfirmSelectOptions::default())
+            .await
+            .unwrap();
+        channel
+            .queue_declare(
+                source_queue.as_str().into(),
+                QueueDeclareOptions {
+                    durable: true,
+                    ..QueueDeclareOptions::default()
+                },
+                FieldTable::default(),
+            )
+            .await
+            .unwrap();
+        let mut confirms = Vec::new();
+        for line in text.lines() {
+            confirms.push(
+                channel
+                    .basic_publish(
+                        "".into(),
+                        source_queue.as_str().into(),
+                        BasicPublishOptions::default(),
+                        line.as_bytes(),
+                        BasicProperties::default().with_delivery_mode(2),
+                    )
+                    .await
+                    .unwrap(),
+            );
+        }
+        for c in futures::stream::iter(confirms)
+            .then(|c| c)
+            .collect::<Vec<_>>()
+            .await
+        {
+            c.unwrap();
+        }
+    });
+
+    // The reference: the same events in one embedded log partition, in the same order.
+    let reference = dir.path().join("reference");
+    ok(paystream(&reference).args(["topic", "create", "payments", "--partitions", "1"]));
+    ok(paystream(&reference)
+        .args(["produce", "payments"])
+        .arg(&events));
+    let settlement = settlement();
+    let q = reference.join("job.sql");
+    std::fs::write(
+        &q,
+        format!(
+            "CREATE SOURCE payments WITH (connector = 'log', topic = 'payments', format = 'json');\n\
+             CREATE SINK settlement WITH (connector = 'log', topic = 'settlement');\n\
+             INSERT INTO settlement {settlement};\n"
+        ),
+    )
+    .unwrap();
+    ok(paystream(&reference).arg("run").arg(&q).arg("--until-end"));
+    let want = consume_all(&reference, "settlement");
+    assert!(!want.is_empty());
+
+    let crashed = dir.path().join("crashed");
+    std::fs::create_dir_all(&crashed).unwrap();
+    let q = crashed.join("job.sql");
+    std::fs::write(
+        &q,
+        format!(
+            "CREATE SOURCE payments WITH (connector = 'rabbitmq', url = '{URL}', queue = '{source_queue}', prefetch = '5000');\n\
+             CREATE SINK out WITH (connector = 'rabbitmq', url = '{URL}', queue = '{sink_queue}');\n\
+             CREATE SINK settlement WITH (connector = 'log', topic = 'settlement');\n\
+             INSERT INTO out {settlement};\n\
+             INSERT INTO settlement {settlement};\n"
+        ),
+    )
+    .unwrap();
+    let seed: u64 = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as u64;
+    eprintln!("kill schedule seed {seed}");
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    for _ in 0..4 {
+        let mut child = paystream(&crashed)
+            .arg("run")
+            .arg(&q)
+            .args(["--checkpoint-interval", "200ms"])
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(rng.random_range(300..1500)));
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "the job exited on its own"
+        );
+        child.kill().unwrap(); // SIGKILL
+        child.wait().unwrap();
+    }
+    let out = paystream(&crashed)
+        .arg("run")
+        .arg(&q)
+        .arg("--until-end")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+
+    let got = consume_all(&crashed, "settlement");
+    assert_eq!(got.len(), want.len(), "rows through kill -9s (seed {seed})");
+    assert!(got == want, "rows differ through kill -9s (seed {seed})");
+
+    // The sink queue: every result, nothing else; a repeat has its first's message id.
+    let (bodies, ids) = rt.block_on(async {
+        let (mut bodies, mut ids) = (Vec::new(), Vec::new());
+        while let Some(m) = channel
+            .basic_get(sink_queue.as_str().into(), BasicGetOptions { no_ack: true })
+            .await
+            .unwrap()
+        {
+            bodies.push(String::from_utf8(m.delivery.data.clone()).unwrap());
+            ids.push(
+                m.delivery
+                    .properties
+                    .message_id()
+                    .as_ref()
+                    .map(|s| s.to_string())
+                    .unwrap(),
+            );
+        }
+        (bodies, ids)
+    });
+    let mut pairs: Vec<(String, String)> = bodies.into_iter().zip(ids).collect();
+    pairs.sort();
+    pairs.dedup();
+    let distinct: Vec<String> = pairs.iter().map(|(b, _)| b.clone()).collect();
+    assert_eq!(
+        distinct, want,
+        "the sink queue's distinct messages (seed {seed})"
+    );
+    // Every message of the source queue was acknowledged.
+    let left = rt.block_on(async {
+        channel
+            .queue_declare(
+                source_queue.as_str().into(),
+                QueueDeclareOptions {
+                    passive: true,
+                    ..QueueDeclareOptions::default()
+                },
+                FieldTable::default(),
+            )
+            .await
+            .unwrap()
+            .message_count()
+    });
+    assert_eq!(left, 0, "messages left unacknowledged in the source queue");
+}
