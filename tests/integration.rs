@@ -22,6 +22,7 @@ mod postgres_sink;
 mod queries_over_queries;
 mod rabbitmq;
 mod recognize;
+mod redis_sink;
 mod run_cli;
 mod serve;
 mod sketches;

@@ -67,6 +67,7 @@ pub(crate) const SINKS: &[SinkEntry] = &[
     crate::sink::kafka::CONNECTOR,
     crate::sink::postgres::CONNECTOR,
     crate::sink::rabbitmq::CONNECTOR,
+    crate::sink::redis::CONNECTOR,
     crate::sink::table::CONNECTOR,
 ];
 

@@ -191,6 +191,23 @@ fn ryu_like(v: f64) -> String {
     serde_json::Number::from_f64(v).map_or_else(|| "null".into(), |n| n.to_string())
 }
 
+/// The value at `row` of `col` as plain text, for a broker's key or a field: a string (or a
+/// time, a date: whatever JSON writes as a string) without quotes or escapes, anything else as
+/// its JSON (`1250`, `true`, `null`).
+pub fn text_value(col: &dyn Array, row: usize) -> Vec<u8> {
+    if col.is_valid(row) && col.data_type() == &DataType::Utf8 {
+        return col.as_string::<i32>().value(row).as_bytes().to_vec();
+    }
+    let mut out = Vec::new();
+    write_value(&mut out, col, row);
+    if out.first() == Some(&b'"')
+        && let Ok(s) = serde_json::from_slice::<String>(&out)
+    {
+        return s.into_bytes();
+    }
+    out
+}
+
 /// Appends row `row` of `batch` as one JSON object (no newline).
 pub fn write_row(out: &mut Vec<u8>, batch: &RecordBatch, row: usize) {
     out.push(b'{');

@@ -15,6 +15,7 @@ pub mod kafka;
 pub mod log;
 pub mod postgres;
 pub mod rabbitmq;
+pub mod redis;
 pub mod table;
 
 use std::io::Write;
@@ -27,7 +28,8 @@ pub use self::commit::{CommitAction, Prepared, Recovery};
 pub use self::connector::{SinkConnector, SinkContext};
 pub use self::file::{FileSinkOptions, PartFileSink, PartFiles, SharedPartFiles};
 pub use self::json::{
-    dead_letter_json, event_json, late_json, write_batch, write_json_str, write_row, write_value,
+    dead_letter_json, event_json, late_json, text_value, write_batch, write_json_str, write_row,
+    write_value,
 };
 pub use self::log::{FLUSH_EVERY, LogSinkOptions, SharedProducer, TopicSink, align_sink};
 pub use self::table::{ResultTable, ResultTables};

@@ -4,8 +4,8 @@
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use datafusion::arrow::array::{Array, AsArray, RecordBatch};
-use datafusion::arrow::datatypes::{DataType, SchemaRef};
+use datafusion::arrow::array::RecordBatch;
+use datafusion::arrow::datatypes::SchemaRef;
 use rdkafka::ClientContext;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
@@ -132,7 +132,7 @@ impl KafkaSink {
                     ),
                 ));
             };
-            return Ok(Some(text_of(batch.column(i).as_ref(), row)));
+            return Ok(Some(crate::sink::text_value(batch.column(i).as_ref(), row)));
         }
         if self.changelog_keys.is_empty() {
             return Ok(None);
@@ -170,20 +170,6 @@ impl KafkaSink {
             ));
         }
         Ok(())
-    }
-}
-
-/// A value as key text: a string as it is, anything else as its JSON.
-fn text_of(col: &dyn Array, row: usize) -> Vec<u8> {
-    match col.data_type() {
-        DataType::Utf8 if col.is_valid(row) => {
-            col.as_string::<i32>().value(row).as_bytes().to_vec()
-        }
-        _ => {
-            let mut out = Vec::new();
-            crate::sink::write_value(&mut out, col, row);
-            out
-        }
     }
 }
 
