@@ -3,6 +3,8 @@
 #
 #   scripts/services.sh start [postgres kafka rabbitmq nats redis]   # default: every service
 #   scripts/services.sh stop  [postgres kafka rabbitmq nats redis]
+#   scripts/services.sh restart postgres|kafka|rabbitmq|nats|redis   # data kept (a broker
+#                                                                    # going away mid-run)
 #   scripts/services.sh status
 #
 # A server already listening at its usual address is used as it is (and never stopped by this
@@ -89,11 +91,13 @@ start_postgres() {
   local bin dir
   bin=$(pg_bin)
   dir="$RUN/postgres"
-  rm -rf "$dir"
-  mkdir -p "$dir"
-  [ "$(id -u)" -ne 0 ] || chown postgres "$dir"
-  as_user postgres "$bin/initdb" -D "$dir/data" -U postgres --auth=trust -E UTF8 >"$dir/initdb.log" 2>&1 ||
-    { cat "$dir/initdb.log" >&2; die "postgres: initdb failed"; }
+  if [ -z "${KEEP:-}" ] || [ ! -d "$dir/data" ]; then
+    rm -rf "$dir"
+    mkdir -p "$dir"
+    [ "$(id -u)" -ne 0 ] || chown postgres "$dir"
+    as_user postgres "$bin/initdb" -D "$dir/data" -U postgres --auth=trust -E UTF8 >"$dir/initdb.log" 2>&1 ||
+      { cat "$dir/initdb.log" >&2; die "postgres: initdb failed"; }
+  fi
   # fsync off: a throw-away test cluster (the sink's exactly-once rests on transactions, which
   # this does not change while the server stays up).
   as_user postgres "$bin/pg_ctl" -D "$dir/data" -l "$dir/server.log" -w -t 60 \
@@ -131,7 +135,7 @@ start_kafka() {
   fi
   [ -x "$(nisshi_bin)" ] || build_nisshi
   local dir="$RUN/kafka"
-  rm -rf "$dir"
+  [ -n "${KEEP:-}" ] || rm -rf "$dir"
   mkdir -p "$dir"
   # Groups rebalance at once (tests start consumers one at a time). The SQLite file is named
   # relative to the broker's directory.
@@ -175,7 +179,7 @@ start_rabbitmq() {
   fi
   [ -x /usr/lib/rabbitmq/bin/rabbitmq-server ] || apt_install rabbitmq-server
   local dir="$RUN/rabbitmq" as=()
-  rm -rf "$dir"
+  [ -n "${KEEP:-}" ] || rm -rf "$dir"
   mkdir -p "$dir"
   if [ "$(id -u)" -eq 0 ]; then
     chown rabbitmq "$dir"
@@ -205,7 +209,7 @@ start_nats() {
   fi
   command -v nats-server >/dev/null || apt_install nats-server
   local dir="$RUN/nats"
-  rm -rf "$dir"
+  [ -n "${KEEP:-}" ] || rm -rf "$dir"
   mkdir -p "$dir"
   spawn "$dir" nats-server -a 127.0.0.1 -p 4222 -js -sd "$dir/jetstream"
   wait_port 4222 30 "$dir/server.log" "$(cat "$dir/pid")"
@@ -221,7 +225,7 @@ start_redis() {
   fi
   command -v redis-server >/dev/null || apt_install redis-server
   local dir="$RUN/redis"
-  rm -rf "$dir"
+  [ -n "${KEEP:-}" ] || rm -rf "$dir"
   mkdir -p "$dir"
   spawn "$dir" redis-server --bind 127.0.0.1 --port 6379 --dir "$dir" --save "" --appendonly no
   wait_port 6379 30 "$dir/server.log" "$(cat "$dir/pid")"
@@ -258,6 +262,22 @@ case $cmd in
       esac
     done
     ;;
+  restart)
+    # Only a server this script started (its data directory is kept).
+    for svc in "${services[@]}"; do
+      [ -f "$RUN/$svc/pid" ] || [ -f "$RUN/$svc/data/postmaster.pid" ] ||
+        die "$svc: not started by this script, so not restarted"
+      "stop_$svc"
+      for _ in $(seq 100); do
+        case $svc in
+          postgres) port=5432 ;; kafka) port=9092 ;; rabbitmq) port=5672 ;; nats) port=4222 ;; redis) port=6379 ;;
+        esac
+        listening "$port" || break
+        sleep 0.1
+      done
+      KEEP=1 "start_$svc"
+    done
+    ;;
   status) status ;;
-  *) die "usage: scripts/services.sh start|stop|status [${ALL[*]}]" ;;
+  *) die "usage: scripts/services.sh start|stop|restart|status [${ALL[*]}]" ;;
 esac

@@ -2,7 +2,8 @@
 //! `scripts/services.sh`): events produced into a topic, a job reading it with a Kafka source
 //! and writing a Kafka sink, killed with `kill -9` at random moments and restarted — the source
 //! is exactly-once (its offsets live in the checkpoints), the sink at-least-once with nothing
-//! lost or wrong, and the group's committed offsets reach the topic's end.
+//! lost or wrong, and the group's committed offsets reach the topic's end; the broker restarting
+//! under the running job loses nothing either.
 
 use std::process::{Command, Stdio};
 use std::time::Duration;
@@ -14,7 +15,7 @@ use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
 
-use crate::util::services::require;
+use crate::util::services::{require, restart};
 use crate::util::{consume_all, ok, paystream, repo};
 
 const BROKER: &str = "127.0.0.1:9092";
@@ -174,7 +175,7 @@ fn kafka_source_is_exactly_once_and_the_sink_loses_nothing_through_kill_9() {
         .as_nanos() as u64;
     eprintln!("kill schedule seed {seed}");
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
-    for _ in 0..4 {
+    for round in 0..4 {
         let mut child = paystream(&crashed)
             .arg("run")
             .arg(&q)
@@ -182,6 +183,16 @@ fn kafka_source_is_exactly_once_and_the_sink_loses_nothing_through_kill_9() {
             .stderr(Stdio::null())
             .spawn()
             .unwrap();
+        if round == 0 {
+            // The server goes away mid-run and comes back: the job waits and goes on.
+            std::thread::sleep(Duration::from_millis(700));
+            restart("kafka");
+            std::thread::sleep(Duration::from_millis(1500));
+            assert!(
+                child.try_wait().unwrap().is_none(),
+                "the job ended when kafka restarted"
+            );
+        }
         std::thread::sleep(Duration::from_millis(rng.random_range(500..2500)));
         assert!(
             child.try_wait().unwrap().is_none(),

@@ -1,7 +1,7 @@
 //! The PostgreSQL sink against a real server (started by `scripts/services.sh`): its tables
 //! hold what the query computed, and a job killed with `kill -9` at random moments and
 //! restarted leaves them exactly as one uninterrupted run does — upserted, appended and
-//! changelog tables alike.
+//! changelog tables alike — and so does the server restarting under a running job.
 
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use rand::{Rng, SeedableRng};
 
-use crate::util::services::postgres_database;
+use crate::util::services::{postgres_database, restart};
 use crate::util::{consume_all, ok, paystream, repo};
 
 /// The shipped settlement query without its comments and final semicolon.
@@ -154,7 +154,7 @@ fn postgres_tables_hold_each_checkpoint_once_through_kill_9() {
         .as_nanos() as u64;
     eprintln!("kill schedule seed {seed}");
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
-    for _ in 0..6 {
+    for round in 0..6 {
         let mut child = paystream(&crashed)
             .arg("run")
             .arg(&query)
@@ -162,6 +162,16 @@ fn postgres_tables_hold_each_checkpoint_once_through_kill_9() {
             .stderr(Stdio::null())
             .spawn()
             .unwrap();
+        if round == 0 {
+            // The server goes away mid-run and comes back: the job waits and goes on.
+            std::thread::sleep(Duration::from_millis(700));
+            restart("postgres");
+            std::thread::sleep(Duration::from_millis(1500));
+            assert!(
+                child.try_wait().unwrap().is_none(),
+                "the job ended when postgres restarted"
+            );
+        }
         std::thread::sleep(Duration::from_millis(rng.random_range(300..1500)));
         assert!(
             child.try_wait().unwrap().is_none(),

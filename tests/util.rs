@@ -250,6 +250,20 @@ pub mod services {
         );
     }
 
+    /// Restarts `service` (its data kept), as a broker that goes away mid-run and comes back.
+    pub fn restart(service: &str) {
+        let _one = STARTING.lock().unwrap_or_else(|e| e.into_inner());
+        let out = std::process::Command::new(super::repo("scripts/services.sh"))
+            .args(["restart", service])
+            .output()
+            .expect("run scripts/services.sh");
+        assert!(
+            out.status.success(),
+            "`scripts/services.sh restart {service}` failed:\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
     /// The test PostgreSQL server's URL for database `db`, which is made afresh (dropped if it
     /// exists).
     pub fn postgres_database(db: &str) -> String {
