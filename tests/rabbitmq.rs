@@ -16,7 +16,7 @@ use lapin::types::FieldTable;
 use lapin::{BasicProperties, Connection, ConnectionProperties};
 use rand::{Rng, SeedableRng};
 
-use crate::util::services::require;
+use crate::util::services::{require, restart};
 use crate::util::{consume_all, ok, paystream, repo};
 
 const URL: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
@@ -140,7 +140,7 @@ fn rabbitmq_source_and_sink_through_kill_9() {
         .as_nanos() as u64;
     eprintln!("kill schedule seed {seed}");
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
-    for _ in 0..4 {
+    for round in 0..4 {
         let mut child = paystream(&crashed)
             .arg("run")
             .arg(&q)
@@ -148,6 +148,16 @@ fn rabbitmq_source_and_sink_through_kill_9() {
             .stderr(Stdio::null())
             .spawn()
             .unwrap();
+        if round == 0 {
+            // The server goes away mid-run and comes back: the job waits and goes on.
+            std::thread::sleep(Duration::from_millis(700));
+            restart("rabbitmq");
+            std::thread::sleep(Duration::from_millis(1500));
+            assert!(
+                child.try_wait().unwrap().is_none(),
+                "the job ended when rabbitmq restarted"
+            );
+        }
         std::thread::sleep(Duration::from_millis(rng.random_range(300..1500)));
         assert!(
             child.try_wait().unwrap().is_none(),
@@ -169,7 +179,12 @@ fn rabbitmq_source_and_sink_through_kill_9() {
     assert_eq!(got.len(), want.len(), "rows through kill -9s (seed {seed})");
     assert!(got == want, "rows differ through kill -9s (seed {seed})");
 
-    // The sink queue: every result, nothing else; a repeat has its first's message id.
+    // The sink queue: every result, nothing else; a repeat has its first's message id. (A new
+    // connection: the server restarted since the first.)
+    let conn = rt
+        .block_on(Connection::connect(URL, ConnectionProperties::default()))
+        .unwrap();
+    let channel = rt.block_on(conn.create_channel()).unwrap();
     let (bodies, ids) = rt.block_on(async {
         let (mut bodies, mut ids) = (Vec::new(), Vec::new());
         while let Some(m) = channel

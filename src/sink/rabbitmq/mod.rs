@@ -15,6 +15,7 @@ use std::sync::Arc;
 
 use lapin::options::{ConfirmSelectOptions, QueueBindOptions, QueueDeclareOptions};
 use lapin::types::FieldTable;
+use lapin::{Channel, Connection};
 
 use super::{Sink, SinkConnector, SinkContext};
 use crate::connector::amqp::{DEFAULT_URL, Server, block_on};
@@ -45,12 +46,54 @@ pub struct RabbitSinkOptions {
 }
 
 #[derive(Debug, Clone)]
-struct Declared {
-    name: String,
-    server: Server,
-    queue: Option<String>,
-    exchange: String,
-    routing_key: String,
+pub(super) struct Declared {
+    pub(super) name: String,
+    pub(super) server: Server,
+    pub(super) queue: Option<String>,
+    pub(super) exchange: String,
+    pub(super) routing_key: String,
+}
+
+impl Declared {
+    /// A connection and a channel with publisher confirms; the queue declared (and bound).
+    /// Waits for a server that is down.
+    pub(super) fn channel(&self) -> Result<(Connection, Channel)> {
+        let connection = self
+            .server
+            .connect(&format!("paystream-sink-{}", self.name))?;
+        let channel = block_on(async {
+            let channel = connection.create_channel().await?;
+            channel
+                .confirm_select(ConfirmSelectOptions::default())
+                .await?;
+            if let Some(q) = &self.queue {
+                channel
+                    .queue_declare(
+                        q.as_str().into(),
+                        QueueDeclareOptions {
+                            durable: true,
+                            ..QueueDeclareOptions::default()
+                        },
+                        FieldTable::default(),
+                    )
+                    .await?;
+                if !self.exchange.is_empty() {
+                    channel
+                        .queue_bind(
+                            q.as_str().into(),
+                            self.exchange.as_str().into(),
+                            self.routing_key.as_str().into(),
+                            QueueBindOptions::default(),
+                            FieldTable::default(),
+                        )
+                        .await?;
+                }
+            }
+            Ok::<_, lapin::Error>(channel)
+        })
+        .map_err(|e| self.server.error(&format!("open sink `{}`", self.name), &e))?;
+        Ok((connection, channel))
+    }
 }
 
 fn declare(
@@ -116,47 +159,6 @@ impl SinkConnector for Declared {
     }
 
     fn open(&self, _ctx: &mut SinkContext<'_>) -> Result<Box<dyn Sink>> {
-        let connection = self
-            .server
-            .connect(&format!("paystream-sink-{}", self.name))?;
-        let channel = block_on(async {
-            let channel = connection.create_channel().await?;
-            channel
-                .confirm_select(ConfirmSelectOptions::default())
-                .await?;
-            if let Some(q) = &self.queue {
-                channel
-                    .queue_declare(
-                        q.as_str().into(),
-                        QueueDeclareOptions {
-                            durable: true,
-                            ..QueueDeclareOptions::default()
-                        },
-                        FieldTable::default(),
-                    )
-                    .await?;
-                if !self.exchange.is_empty() {
-                    channel
-                        .queue_bind(
-                            q.as_str().into(),
-                            self.exchange.as_str().into(),
-                            self.routing_key.as_str().into(),
-                            QueueBindOptions::default(),
-                            FieldTable::default(),
-                        )
-                        .await?;
-                }
-            }
-            Ok::<_, lapin::Error>(channel)
-        })
-        .map_err(|e| self.server.error(&format!("open sink `{}`", self.name), &e))?;
-        Ok(Box::new(sink::RabbitSink::new(
-            self.name.clone(),
-            self.server.clone(),
-            connection,
-            channel,
-            self.exchange.clone(),
-            self.routing_key.clone(),
-        )))
+        Ok(Box::new(sink::RabbitSink::open(Arc::new(self.clone()))?))
     }
 }

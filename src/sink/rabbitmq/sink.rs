@@ -1,11 +1,17 @@
 //! [`RabbitSink`]: publishes each row as a persistent JSON message and waits for the server's
-//! confirms before a checkpoint (and when too many are outstanding: backpressure).
+//! confirms before a checkpoint (and when too many are outstanding: backpressure). A message
+//! whose confirm never came because the connection was lost (the server restarted) is
+//! published again on a new connection, with the same `message_id`.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use datafusion::arrow::array::RecordBatch;
 use lapin::options::BasicPublishOptions;
 use lapin::{BasicProperties, Channel, Confirmation, Connection, PublisherConfirm};
 
-use crate::connector::amqp::{Server, block_on};
+use super::Declared;
+use crate::connector::amqp::{GIVE_UP_AFTER, block_on};
 use crate::error::Result;
 use crate::operators::RowTimes;
 use crate::sink::{Prepared, Sink};
@@ -13,121 +19,154 @@ use crate::sink::{Prepared, Sink};
 /// Messages published and not yet confirmed, at most, before the sink waits.
 const IN_FLIGHT: usize = 10_000;
 
+/// A message published and not confirmed yet: kept to publish it again.
+struct Unconfirmed {
+    body: Vec<u8>,
+    props: BasicProperties,
+    /// The server's confirm, or `None` when publishing itself failed.
+    confirm: Option<PublisherConfirm>,
+}
+
 pub(super) struct RabbitSink {
-    name: String,
-    server: Server,
+    declared: Arc<Declared>,
     channel: Channel,
-    exchange: String,
-    routing_key: String,
-    confirms: Vec<PublisherConfirm>,
-    value: Vec<u8>,
+    unconfirmed: Vec<Unconfirmed>,
     _connection: Connection,
 }
 
 impl RabbitSink {
-    pub(super) fn new(
-        name: String,
-        server: Server,
-        connection: Connection,
-        channel: Channel,
-        exchange: String,
-        routing_key: String,
-    ) -> Self {
-        RabbitSink {
-            name,
-            server,
+    pub(super) fn open(declared: Arc<Declared>) -> Result<Self> {
+        let (connection, channel) = declared.channel()?;
+        Ok(RabbitSink {
+            declared,
             channel,
-            exchange,
-            routing_key,
-            confirms: Vec::new(),
-            value: Vec::with_capacity(512),
+            unconfirmed: Vec::new(),
             _connection: connection,
-        }
+        })
     }
 
     /// The message id of a body: the same row published again after a recovery has the same.
     fn message_id(&self, body: &[u8]) -> String {
         let mut h = xxhash_rust::xxh3::Xxh3::new();
-        h.update(self.name.as_bytes());
+        h.update(self.declared.name.as_bytes());
         h.update(&[0]);
-        h.update(self.routing_key.as_bytes());
+        h.update(self.declared.routing_key.as_bytes());
         h.update(&[0]);
         h.update(body);
         format!("{:032x}", h.digest128())
     }
 
+    /// Publishes `messages` on the current channel; each is kept until confirmed.
+    fn send(&mut self, messages: Vec<(Vec<u8>, BasicProperties)>) {
+        let d = &self.declared;
+        let channel = &self.channel;
+        let sent = block_on(async {
+            let mut out = Vec::with_capacity(messages.len());
+            for (body, props) in messages {
+                let confirm = channel
+                    .basic_publish(
+                        d.exchange.as_str().into(),
+                        d.routing_key.as_str().into(),
+                        BasicPublishOptions::default(),
+                        &body,
+                        props.clone(),
+                    )
+                    .await
+                    .ok();
+                out.push(Unconfirmed {
+                    body,
+                    props,
+                    confirm,
+                });
+            }
+            out
+        });
+        self.unconfirmed.extend(sent);
+    }
+
     /// Publishes the JSON bodies (each with its event time, epoch ms).
     fn publish(&mut self, bodies: Vec<(Vec<u8>, Option<i64>)>) -> Result<()> {
-        let mut pending = Vec::with_capacity(bodies.len());
-        for (body, time) in &bodies {
-            let mut props = BasicProperties::default()
-                .with_delivery_mode(2)
-                .with_content_type("application/json".into())
-                .with_message_id(self.message_id(body).as_str().into());
-            if let Some(t) = time {
-                props = props.with_timestamp(t.div_euclid(1000).max(0) as u64);
-            }
-            pending.push(props);
-        }
-        let (channel, exchange, key) = (&self.channel, &self.exchange, &self.routing_key);
-        let confirms = block_on(async {
-            let mut out = Vec::with_capacity(bodies.len());
-            for ((body, _), props) in bodies.iter().zip(pending) {
-                out.push(
-                    channel
-                        .basic_publish(
-                            exchange.as_str().into(),
-                            key.as_str().into(),
-                            BasicPublishOptions::default(),
-                            body,
-                            props,
-                        )
-                        .await?,
-                );
-            }
-            Ok::<_, lapin::Error>(out)
-        })
-        .map_err(|e| {
-            self.server
-                .error(&format!("publish for sink `{}`", self.name), &e)
-        })?;
-        self.confirms.extend(confirms);
-        if self.confirms.len() >= IN_FLIGHT {
+        let messages = bodies
+            .into_iter()
+            .map(|(body, time)| {
+                let mut props = BasicProperties::default()
+                    .with_delivery_mode(2)
+                    .with_content_type("application/json".into())
+                    .with_message_id(self.message_id(&body).as_str().into());
+                if let Some(t) = time {
+                    props = props.with_timestamp(t.div_euclid(1000).max(0) as u64);
+                }
+                (body, props)
+            })
+            .collect();
+        self.send(messages);
+        if self.unconfirmed.len() >= IN_FLIGHT {
             self.wait_confirms()?;
         }
         Ok(())
     }
 
-    /// Waits for the server to confirm every message published so far; a refused one fails.
+    /// Waits for the server to confirm every message published so far. A message refused
+    /// (nack) or returned unroutable fails; one whose confirm was lost with the connection is
+    /// published again on a new one (waiting for the server for up to five minutes).
     fn wait_confirms(&mut self) -> Result<()> {
-        let confirms = std::mem::take(&mut self.confirms);
-        let results = block_on(futures::future::join_all(confirms));
-        for r in results {
-            match r {
-                Ok(Confirmation::Ack(None) | Confirmation::NotRequested) => {}
-                Ok(Confirmation::Ack(Some(_))) => {
-                    return Err(self.server.error(
-                        &format!("publish for sink `{}`", self.name),
-                        &format!(
-                            "a message was returned unroutable (exchange `{}`, routing key `{}`)",
-                            self.exchange, self.routing_key
-                        ),
-                    ));
-                }
-                Ok(Confirmation::Nack(_)) => {
-                    return Err(self.server.error(
-                        &format!("publish for sink `{}`", self.name),
-                        &"the server refused a message (nack)",
-                    ));
-                }
-                Err(e) => {
-                    return Err(self
-                        .server
-                        .error(&format!("publish for sink `{}`", self.name), &e));
+        let started = Instant::now();
+        let what = format!("publish for sink `{}`", self.declared.name);
+        loop {
+            let pending = std::mem::take(&mut self.unconfirmed);
+            let (confirms, kept): (Vec<_>, Vec<_>) = pending
+                .into_iter()
+                .map(|u| (u.confirm, (u.body, u.props)))
+                .unzip();
+            let results = block_on(futures::future::join_all(confirms.into_iter().map(
+                |c| async move {
+                    match c {
+                        Some(c) => Some(c.await),
+                        None => None,
+                    }
+                },
+            )));
+            let mut again = Vec::new();
+            for (r, message) in results.into_iter().zip(kept) {
+                match r {
+                    Some(Ok(Confirmation::Ack(None) | Confirmation::NotRequested)) => {}
+                    Some(Ok(Confirmation::Ack(Some(_)))) => {
+                        return Err(self.declared.server.error(
+                            &what,
+                            &format!(
+                                "a message was returned unroutable (exchange `{}`, routing key `{}`)",
+                                self.declared.exchange, self.declared.routing_key
+                            ),
+                        ));
+                    }
+                    Some(Ok(Confirmation::Nack(_))) => {
+                        return Err(self
+                            .declared
+                            .server
+                            .error(&what, &"the server refused a message (nack)"));
+                    }
+                    Some(Err(_)) | None => again.push(message),
                 }
             }
+            if again.is_empty() {
+                return Ok(());
+            }
+            if started.elapsed() > GIVE_UP_AFTER {
+                return Err(self.declared.server.error(
+                    &what,
+                    &format!(
+                        "{} messages were not confirmed after {}s of retrying",
+                        again.len(),
+                        GIVE_UP_AFTER.as_secs()
+                    ),
+                ));
+            }
+            tracing::warn!(server = %self.declared.server.describe(), unconfirmed = again.len(), "the connection was lost before the server confirmed messages; publishing them again");
+            std::thread::sleep(Duration::from_millis(200));
+            let (connection, channel) = self.declared.channel()?;
+            (self._connection, self.channel) = (connection, channel);
+            self.send(again);
         }
-        Ok(())
     }
 
     fn rows(batch: &RecordBatch, times: Option<&RowTimes>) -> Vec<(Vec<u8>, Option<i64>)> {
@@ -151,10 +190,7 @@ impl Sink for RabbitSink {
     }
 
     fn write_record(&mut self, json: &[u8]) -> Result<()> {
-        self.value.clear();
-        self.value.extend_from_slice(json);
-        let body = std::mem::take(&mut self.value);
-        self.publish(vec![(body, None)])
+        self.publish(vec![(json.to_vec(), None)])
     }
 
     fn write_record_at(&mut self, json: &[u8], time: i64) -> Result<()> {

@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use super::RabbitSource;
+use super::{Queue, RabbitSource};
 use crate::connector::amqp::{DEFAULT_URL, Server};
 use crate::connector::{OptionError, SourceEntry, from_options};
 use crate::error::Result;
@@ -76,10 +76,12 @@ impl SourceConnector for Declared {
 
     fn source(&self, ctx: &SourceContext<'_>) -> Result<Arc<dyn Source>> {
         Ok(Arc::new(RabbitSource {
-            server: self.server.clone(),
-            queue: self.queue.clone(),
-            prefetch: self.prefetch,
-            consumer: format!("paystream-{}", ctx.job),
+            queue: Queue {
+                server: self.server.clone(),
+                name: self.queue.clone(),
+                prefetch: self.prefetch,
+                consumer: format!("paystream-{}", ctx.job),
+            },
             until_end: ctx.until_end,
             events: Arc::clone(&ctx.events),
             live: Default::default(),

@@ -24,7 +24,7 @@ use std::sync::{Arc, Mutex};
 
 use lapin::options::{BasicAckOptions, BasicConsumeOptions, BasicQosOptions, QueueDeclareOptions};
 use lapin::types::FieldTable;
-use lapin::{Channel, Connection};
+use lapin::{Channel, Connection, Consumer};
 
 use super::decoders::spawn_decoders;
 use super::{Chunk, Positions, ReadOptions, Reading, Source};
@@ -34,16 +34,22 @@ use crate::error::Result;
 
 /// A queue read by a job.
 pub(crate) struct RabbitSource {
-    pub(super) server: Server,
-    pub(super) queue: String,
-    pub(super) prefetch: u16,
-    /// The consumer tag's stem (the job's name).
-    pub(super) consumer: String,
+    pub(super) queue: Queue,
     pub(super) until_end: bool,
     pub(super) events: Arc<crate::schema::EventSchema>,
     /// The channel of the current read, which acknowledges (and outlives the reader: the final
-    /// checkpoint acknowledges after the run ended).
-    pub(super) live: Mutex<Option<Arc<Live>>>,
+    /// checkpoint acknowledges after the run ended); the reader replaces it when it reconnects.
+    pub(super) live: Arc<Mutex<Option<Arc<Live>>>>,
+}
+
+/// The queue and how to consume it.
+#[derive(Debug, Clone)]
+pub(super) struct Queue {
+    pub(super) server: Server,
+    pub(super) name: String,
+    pub(super) prefetch: u16,
+    /// The consumer tag's stem (the job's name).
+    pub(super) consumer: String,
 }
 
 /// A read's connection and channel.
@@ -61,23 +67,12 @@ pub(super) fn position(generation: u64, tag: u64) -> u64 {
     generation << 32 | (tag & 0xffff_ffff)
 }
 
-impl Source for RabbitSource {
-    fn events(&self) -> Arc<crate::schema::EventSchema> {
-        Arc::clone(&self.events)
-    }
-
-    fn origins(&self) -> Result<Vec<Origin>> {
-        Ok(vec![Origin::partition(self.queue.as_str(), 0)])
-    }
-
-    fn bounded(&self) -> bool {
-        self.until_end
-    }
-
-    fn open(&self, _start: &Positions, opts: &ReadOptions) -> Result<Reading> {
+impl Queue {
+    /// A new connection and channel consuming the queue (waiting for the server while it is
+    /// down), and the messages waiting in it.
+    pub(super) fn consume(&self) -> Result<(Arc<Live>, Consumer, u32)> {
         let connection = self.server.connect(&self.consumer)?;
         let generation = u64::from(rand::random::<u32>() >> 1);
-        let what = |w: &str| format!("{w} queue {}", self.queue);
         let (channel, consumer, waiting) = block_on(async {
             let channel = connection.create_channel().await?;
             channel
@@ -85,7 +80,7 @@ impl Source for RabbitSource {
                 .await?;
             let q = channel
                 .queue_declare(
-                    self.queue.as_str().into(),
+                    self.name.as_str().into(),
                     QueueDeclareOptions {
                         passive: true,
                         ..QueueDeclareOptions::default()
@@ -95,7 +90,7 @@ impl Source for RabbitSource {
                 .await?;
             let consumer = channel
                 .basic_consume(
-                    self.queue.as_str().into(),
+                    self.name.as_str().into(),
                     format!("{}-{generation}", self.consumer).as_str().into(),
                     BasicConsumeOptions::default(),
                     FieldTable::default(),
@@ -109,7 +104,8 @@ impl Source for RabbitSource {
             } else {
                 ""
             };
-            self.server.error(&what("read"), &format!("{e}{hint}"))
+            self.server
+                .error(&format!("read queue {}", self.name), &format!("{e}{hint}"))
         })?;
         let live = Arc::new(Live {
             generation,
@@ -117,9 +113,29 @@ impl Source for RabbitSource {
             acked: AtomicU64::new(0),
             _connection: connection,
         });
+        Ok((live, consumer, waiting))
+    }
+}
+
+impl Source for RabbitSource {
+    fn events(&self) -> Arc<crate::schema::EventSchema> {
+        Arc::clone(&self.events)
+    }
+
+    fn origins(&self) -> Result<Vec<Origin>> {
+        Ok(vec![Origin::partition(self.queue.name.as_str(), 0)])
+    }
+
+    fn bounded(&self) -> bool {
+        self.until_end
+    }
+
+    fn open(&self, _start: &Positions, opts: &ReadOptions) -> Result<Reading> {
+        let (live, consumer, waiting) = self.queue.consume()?;
+        let generation = live.generation;
         *self.live.lock().unwrap_or_else(|e| e.into_inner()) = Some(Arc::clone(&live));
         let positions: Positions = [(0, position(generation, 0))].into();
-        tracing::info!(queue = %self.queue, waiting, until_end = self.until_end, "rabbitmq source opened");
+        tracing::info!(queue = %self.queue.name, waiting, until_end = self.until_end, "rabbitmq source opened");
 
         let decoders = opts.decoders.max(1);
         let bytes = Arc::new(AtomicU64::new(0));
@@ -134,9 +150,9 @@ impl Source for RabbitSource {
         );
         let reader = reader::RabbitReader {
             consumer,
-            server: self.server.clone(),
-            live: Arc::clone(&live),
-            prefetch: u64::from(self.prefetch),
+            queue: self.queue.clone(),
+            live,
+            slot: Arc::clone(&self.live),
             until: self.until_end.then_some(u64::from(waiting)),
             jobs,
             recycled,
@@ -172,8 +188,10 @@ impl Source for RabbitSource {
                 .basic_ack(tag, BasicAckOptions { multiple: true }),
         )
         .map_err(|e| {
-            self.server
-                .error(&format!("acknowledge messages of queue {}", self.queue), &e)
+            self.queue.server.error(
+                &format!("acknowledge messages of queue {}", self.queue.name),
+                &e,
+            )
         })?;
         live.acked.store(tag, Ordering::Release);
         Ok(())

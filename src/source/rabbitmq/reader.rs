@@ -2,16 +2,16 @@
 //! chunks of about [`CHUNK`] bytes (one JSON value a line), hands them to the decoders, and
 //! sends ticks while nothing arrives.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, SyncSender};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use lapin::Consumer;
 
-use super::{Live, position};
-use crate::connector::amqp::{Server, block_on};
+use super::{Live, Queue, position};
+use crate::connector::amqp::block_on;
 use crate::decode::Decoded;
 use crate::error::Result;
 use crate::source::decoders::Job;
@@ -23,11 +23,11 @@ const LINGER: Duration = Duration::from_millis(50);
 
 pub(super) struct RabbitReader {
     pub(super) consumer: Consumer,
-    pub(super) server: Server,
+    pub(super) queue: Queue,
     /// The channel (its number, and what the checkpoints acknowledged so far).
     pub(super) live: Arc<Live>,
-    /// Unacknowledged deliveries at most: the server sends no more until some are acknowledged.
-    pub(super) prefetch: u64,
+    /// The source's handle on the channel, replaced when the reader reconnects.
+    pub(super) slot: Arc<Mutex<Option<Arc<Live>>>>,
     /// `--until-end`: the messages waiting in the queue at the start.
     pub(super) until: Option<u64>,
     pub(super) jobs: SyncSender<Job>,
@@ -98,14 +98,26 @@ impl RabbitReader {
                     }
                     false
                 }
-                Ok(Some(Err(e))) => {
-                    return Err(self.server.error("consume", &e));
-                }
-                Ok(None) => {
-                    return Err(self.server.error(
-                        "consume",
-                        &"the server cancelled the consumer (the queue was deleted?)",
-                    ));
+                Ok(next) => {
+                    // The connection or channel was lost (the server restarted), or the server
+                    // cancelled the consumer: consume again on a new channel (a deleted queue is
+                    // an error then). What was delivered and not acknowledged comes again; the
+                    // deduplication drops what was counted.
+                    let why = match next {
+                        Some(Err(e)) => e.to_string(),
+                        _ => "the server cancelled the consumer".into(),
+                    };
+                    tracing::warn!(server = %self.queue.server.describe(), queue = %self.queue.name, "consuming failed, reconnecting: {}", crate::connector::secret::mask_in(&why, &self.queue.server.url));
+                    if !self.send(&mut pending, &mut seq) {
+                        return Ok(());
+                    }
+                    let (live, consumer, waiting) = self.queue.consume()?;
+                    *self.slot.lock().unwrap_or_else(|e| e.into_inner()) = Some(Arc::clone(&live));
+                    (self.live, self.consumer, last_tag) = (live, consumer, 0);
+                    if let Some(u) = &mut self.until {
+                        *u = delivered + u64::from(waiting);
+                    }
+                    true
                 }
                 Err(_) => true,
             };
@@ -119,7 +131,7 @@ impl RabbitReader {
             // Every delivery the server allows is unacknowledged: only a checkpoint frees more.
             let blocked = idle
                 && last_tag.saturating_sub(self.live.acked.load(Ordering::Acquire))
-                    >= self.prefetch
+                    >= u64::from(self.queue.prefetch)
                 && last_ask.elapsed() >= Duration::from_millis(50);
             if blocked || (idle && last_sent.elapsed() >= TICK) {
                 if blocked {
