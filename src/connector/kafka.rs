@@ -5,7 +5,9 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
+use rdkafka::ClientContext;
 use rdkafka::config::ClientConfig;
+use rdkafka::consumer::ConsumerContext;
 use rdkafka::error::KafkaError;
 
 use super::secret::mask_in;
@@ -109,6 +111,22 @@ impl Brokers {
         }
     }
 }
+
+/// The context of the connectors' consumers: librdkafka's global errors are logged as
+/// warnings (secrets masked by the caller's messages; these name brokers, not credentials) —
+/// except the end of a partition, which the source asks to be told of (`--until-end`) and which
+/// is no error.
+pub(crate) struct Quiet;
+
+impl ClientContext for Quiet {
+    fn error(&self, error: KafkaError, reason: &str) {
+        if !matches!(error, KafkaError::PartitionEOF(_)) {
+            tracing::warn!("librdkafka: {error}: {reason}");
+        }
+    }
+}
+
+impl ConsumerContext for Quiet {}
 
 /// Whether `e` may pass when the broker is back (rather than being wrong in itself).
 pub(crate) fn transient(e: &KafkaError) -> bool {

@@ -25,7 +25,7 @@ use rdkafka::{Offset, TopicPartitionList};
 
 use super::decoders::spawn_decoders;
 use super::{Chunk, Positions, ReadOptions, Reading, Source};
-use crate::connector::kafka::Brokers;
+use crate::connector::kafka::{Brokers, Quiet};
 use crate::decode::Origin;
 use crate::error::{Error, Result};
 
@@ -53,12 +53,12 @@ pub(crate) struct KafkaSource {
     pub(super) events: Arc<crate::schema::EventSchema>,
     /// The consumer that commits offsets to the group (outlives the readers: the final
     /// checkpoint commits after the run ended).
-    pub(super) committer: Mutex<Option<BaseConsumer>>,
+    pub(super) committer: Mutex<Option<BaseConsumer<Quiet>>>,
 }
 
 impl KafkaSource {
     /// A consumer of the job's group that never commits on its own.
-    fn consumer(&self) -> Result<BaseConsumer> {
+    fn consumer(&self) -> Result<BaseConsumer<Quiet>> {
         self.brokers
             .config()
             .set("group.id", &self.group)
@@ -68,13 +68,13 @@ impl KafkaSource {
             // record sits at the end offset (a transaction marker, a compacted tail).
             .set("enable.partition.eof", "true")
             .set("auto.offset.reset", "earliest")
-            .create()
+            .create_with_context(Quiet)
             .map_err(|e| self.brokers.error("create a consumer", &e))
     }
 
     /// The topic's partition count, waiting for the broker; a topic that does not exist is an
     /// error saying so.
-    fn partitions(&self, c: &BaseConsumer) -> Result<u32> {
+    fn partitions(&self, c: &BaseConsumer<Quiet>) -> Result<u32> {
         let md = self
             .brokers
             .retry(&format!("read topic {}", self.topic), || {
@@ -99,7 +99,7 @@ impl KafkaSource {
     /// `start_from` says; never before the earliest retained record.
     fn start_offsets(
         &self,
-        c: &BaseConsumer,
+        c: &BaseConsumer<Quiet>,
         n: u32,
         start: &Positions,
     ) -> Result<(Vec<u64>, Vec<u64>)> {

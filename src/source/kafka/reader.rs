@@ -14,7 +14,7 @@ use rdkafka::error::KafkaError;
 use super::super::decoders::Job;
 use super::super::log::{CHUNK, TICK, append_line};
 use super::super::{Chunk, ChunkTag};
-use crate::connector::kafka::{Brokers, transient};
+use crate::connector::kafka::{Brokers, Quiet, transient};
 use crate::decode::Decoded;
 use crate::error::Result;
 
@@ -32,7 +32,7 @@ struct Pending {
 }
 
 pub(super) struct KafkaReader {
-    pub(super) consumer: BaseConsumer,
+    pub(super) consumer: BaseConsumer<Quiet>,
     pub(super) brokers: Brokers,
     /// Per partition, the offset of the next record to read.
     pub(super) position: Vec<u64>,
