@@ -6,11 +6,12 @@
 //!     └──── chunk buffers recycled ──┘
 //! ```
 
+use std::sync::atomic::AtomicU64;
 use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
-use super::{Chunk, ChunkTag};
+use super::{Chunk, ChunkTag, Positions, ReadOptions, Reading};
 use crate::decode::{ChunkBytes, CsvHeader, Decoded, Decoder, RawSource};
 use crate::error::Result;
 
@@ -31,6 +32,50 @@ pub(super) enum Job {
         bytes: Vec<u8>,
         first_line: u64,
     },
+}
+
+/// What a reader thread feeds: the decoders' job queue, the chunk buffers they hand back, the
+/// channel for ticks and the error that ends a read, and the count of bytes read.
+pub(super) struct Feed {
+    pub(super) jobs: SyncSender<Job>,
+    pub(super) recycled: Receiver<Vec<u8>>,
+    pub(super) ticks: SyncSender<Result<Chunk>>,
+    pub(super) bytes: Arc<AtomicU64>,
+}
+
+/// Starts `opts.decoders` decoders for `events` and the reader thread `name`, which runs
+/// `read` with the [`Feed`] of those decoders: a record source opened at `positions`.
+pub(super) fn start_reading(
+    events: &Arc<crate::schema::EventSchema>,
+    opts: &ReadOptions,
+    positions: Positions,
+    name: &'static str,
+    read: impl FnOnce(Feed) + Send + 'static,
+) -> Result<Reading> {
+    let decoders = opts.decoders.max(1);
+    let bytes = Arc::new(AtomicU64::new(0));
+    let (ticks, chunks) = sync_channel::<Result<Chunk>>(decoders * 2 + 2);
+    let decoder = Decoder::for_events(events)?;
+    let (jobs, recycled, mut threads) = spawn_decoders(
+        &decoder,
+        decoders,
+        opts.batch_size,
+        Arc::new(Mutex::new(None)),
+        ticks.clone(),
+    );
+    let feed = Feed {
+        jobs,
+        recycled,
+        ticks,
+        bytes: Arc::clone(&bytes),
+    };
+    threads.push(crate::engine::spawn(name, move || read(feed)));
+    Ok(Reading {
+        chunks,
+        threads,
+        bytes,
+        positions,
+    })
 }
 
 /// The decoder pool: jobs in, sequence-numbered decoded chunks out; chunk buffers come back on

@@ -15,16 +15,14 @@ mod reader;
 
 pub(crate) use self::connector::CONNECTOR;
 
-use std::sync::atomic::AtomicU64;
-use std::sync::mpsc::sync_channel;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use rdkafka::{Offset, TopicPartitionList};
 
-use super::decoders::spawn_decoders;
-use super::{Chunk, Positions, ReadOptions, Reading, Source};
+use super::decoders::start_reading;
+use super::{Positions, ReadOptions, Reading, Source};
 use crate::connector::kafka::{Brokers, Quiet};
 use crate::decode::Origin;
 use crate::error::{Error, Result};
@@ -203,34 +201,18 @@ impl Source for KafkaSource {
             .collect();
         tracing::info!(topic = %self.topic, partitions = n, ?positions, until_end = self.until_end, "kafka source opened");
 
-        let decoders = opts.decoders.max(1);
-        let bytes = Arc::new(AtomicU64::new(0));
-        let (out_tx, rx) = sync_channel::<Result<Chunk>>(decoders * 2 + 2);
-        let decoder = crate::decode::Decoder::for_events(&self.events)?;
-        let (jobs, recycled, mut threads) = spawn_decoders(
-            &decoder,
-            decoders,
-            opts.batch_size,
-            Arc::new(Mutex::new(None)),
-            out_tx.clone(),
-        );
-        let reader = reader::KafkaReader {
-            consumer,
-            brokers: self.brokers.clone(),
-            position: from,
-            until: self.until_end.then_some(high),
-            jobs,
-            recycled,
-            ticks: out_tx,
-            bytes: Arc::clone(&bytes),
-            stop: Arc::clone(&opts.stop),
-        };
-        threads.push(crate::engine::spawn("kafka-reader", move || reader.run()));
-        Ok(Reading {
-            chunks: rx,
-            threads,
-            bytes,
-            positions,
+        let (brokers, until) = (self.brokers.clone(), self.until_end.then_some(high));
+        let stop = Arc::clone(&opts.stop);
+        start_reading(&self.events, opts, positions, "kafka-reader", move |feed| {
+            reader::KafkaReader {
+                consumer,
+                brokers,
+                position: from,
+                until,
+                feed,
+                stop,
+            }
+            .run()
         })
     }
 

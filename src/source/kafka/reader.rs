@@ -3,15 +3,14 @@
 //! sends ticks while nothing arrives.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::mpsc::{Receiver, SyncSender};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use rdkafka::Message;
 use rdkafka::consumer::BaseConsumer;
 use rdkafka::error::KafkaError;
 
-use super::super::decoders::Job;
+use super::super::decoders::{Feed, Job};
 use super::super::log::{CHUNK, TICK, append_line};
 use super::super::{Chunk, ChunkTag};
 use crate::connector::kafka::{Brokers, Quiet, transient};
@@ -38,17 +37,14 @@ pub(super) struct KafkaReader {
     pub(super) position: Vec<u64>,
     /// `--until-end`: each partition's end offset as of the start.
     pub(super) until: Option<Vec<u64>>,
-    pub(super) jobs: SyncSender<Job>,
-    pub(super) recycled: Receiver<Vec<u8>>,
-    pub(super) ticks: SyncSender<Result<Chunk>>,
-    pub(super) bytes: Arc<AtomicU64>,
+    pub(super) feed: Feed,
     pub(super) stop: Arc<AtomicBool>,
 }
 
 impl KafkaReader {
     pub(super) fn run(mut self) {
         if let Err(e) = self.read() {
-            let _ = self.ticks.send(Err(e));
+            let _ = self.feed.ticks.send(Err(e));
         }
     }
 
@@ -97,6 +93,7 @@ impl KafkaReader {
                         let q = &mut pending[p];
                         if q.bytes.capacity() == 0 {
                             q.bytes = self
+                                .feed
                                 .recycled
                                 .try_recv()
                                 .unwrap_or_else(|_| Vec::with_capacity(2 * CHUNK + (64 << 10)));
@@ -153,7 +150,7 @@ impl KafkaReader {
                     record_times: None,
                 };
                 seq += 1;
-                if self.ticks.send(Ok(tick)).is_err() {
+                if self.feed.ticks.send(Ok(tick)).is_err() {
                     return Ok(());
                 }
                 last_sent = Instant::now();
@@ -168,7 +165,8 @@ impl KafkaReader {
             return true;
         };
         let q = std::mem::take(q);
-        self.bytes
+        self.feed
+            .bytes
             .fetch_add(q.bytes.len() as u64, Ordering::Relaxed);
         let job = Job::Json {
             seq: *seq,
@@ -184,6 +182,6 @@ impl KafkaReader {
             times: q.times,
         };
         *seq += 1;
-        self.jobs.send(job).is_ok()
+        self.feed.jobs.send(job).is_ok()
     }
 }

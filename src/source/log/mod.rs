@@ -14,12 +14,11 @@ pub(crate) mod connector;
 
 pub(crate) use self::connector::CONNECTOR;
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use super::decoders::{Job, spawn_decoders};
+use super::decoders::{Feed, Job, start_reading};
 use super::{Chunk, ChunkTag, Positions, ReadOptions, Reading, Source};
 use crate::decode::{Decoded, Origin};
 use crate::error::Result;
@@ -134,33 +133,16 @@ impl Source for LogSource {
         let waiter = TailWaiter::new(dirs.iter().map(|d| d.as_path()));
         tracing::info!(topic = %self.topic, partitions = n, ?positions, until_end = self.until_end, "log source opened");
 
-        let decoders = opts.decoders.max(1);
-        let bytes = Arc::new(AtomicU64::new(0));
-        let (out_tx, rx) = sync_channel::<Result<Chunk>>(decoders * 2 + 2);
-        let decoder = crate::decode::Decoder::for_events(&self.events)?;
-        let (jobs, recycled, mut threads) = spawn_decoders(
-            &decoder,
-            decoders,
-            opts.batch_size,
-            Arc::new(Mutex::new(None)),
-            out_tx.clone(),
-        );
-        let reader = LogReader {
-            readers,
-            until,
-            jobs,
-            recycled,
-            ticks: out_tx,
-            bytes: Arc::clone(&bytes),
-            stop: Arc::clone(&opts.stop),
-            waiter,
-        };
-        threads.push(crate::engine::spawn("log-reader", move || reader.run()));
-        Ok(Reading {
-            chunks: rx,
-            threads,
-            bytes,
-            positions,
+        let stop = Arc::clone(&opts.stop);
+        start_reading(&self.events, opts, positions, "log-reader", move |feed| {
+            LogReader {
+                readers,
+                until,
+                feed,
+                stop,
+                waiter,
+            }
+            .run()
         })
     }
 
@@ -181,10 +163,7 @@ impl Source for LogSource {
 struct LogReader {
     readers: Vec<PartitionReader>,
     until: Option<Vec<u64>>,
-    jobs: SyncSender<Job>,
-    recycled: Receiver<Vec<u8>>,
-    ticks: SyncSender<Result<Chunk>>,
-    bytes: Arc<AtomicU64>,
+    feed: Feed,
     stop: Arc<AtomicBool>,
     waiter: TailWaiter,
 }
@@ -192,7 +171,7 @@ struct LogReader {
 impl LogReader {
     fn run(mut self) {
         if let Err(e) = self.read() {
-            let _ = self.ticks.send(Err(e));
+            let _ = self.feed.ticks.send(Err(e));
         }
     }
 
@@ -213,6 +192,7 @@ impl LogReader {
                     continue;
                 }
                 let mut buf = self
+                    .feed
                     .recycled
                     .try_recv()
                     // Room for a chunk plus one more batch (up to 1 MiB, and a newline per
@@ -243,7 +223,9 @@ impl LogReader {
                     continue;
                 };
                 any = true;
-                self.bytes.fetch_add(buf.len() as u64, Ordering::Relaxed);
+                self.feed
+                    .bytes
+                    .fetch_add(buf.len() as u64, Ordering::Relaxed);
                 let job = Job::Json {
                     seq,
                     bytes: buf,
@@ -258,7 +240,7 @@ impl LogReader {
                     times,
                 };
                 seq += 1;
-                if self.jobs.send(job).is_err() {
+                if self.feed.jobs.send(job).is_err() {
                     return Ok(());
                 }
             }
@@ -282,7 +264,7 @@ impl LogReader {
                     record_times: None,
                 };
                 seq += 1;
-                if self.ticks.send(Ok(tick)).is_err() {
+                if self.feed.ticks.send(Ok(tick)).is_err() {
                     return Ok(());
                 }
                 last_tick = Instant::now();

@@ -19,15 +19,14 @@ mod reader;
 pub(crate) use self::connector::CONNECTOR;
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc::sync_channel;
 use std::sync::{Arc, Mutex};
 
 use lapin::options::{BasicAckOptions, BasicConsumeOptions, BasicQosOptions, QueueDeclareOptions};
 use lapin::types::FieldTable;
 use lapin::{Channel, Connection, Consumer};
 
-use super::decoders::spawn_decoders;
-use super::{Chunk, Positions, ReadOptions, Reading, Source};
+use super::decoders::start_reading;
+use super::{Positions, ReadOptions, Reading, Source};
 use crate::connector::amqp::{Server, block_on};
 use crate::decode::Origin;
 use crate::error::Result;
@@ -137,38 +136,27 @@ impl Source for RabbitSource {
         let positions: Positions = [(0, position(generation, 0))].into();
         tracing::info!(queue = %self.queue.name, waiting, until_end = self.until_end, "rabbitmq source opened");
 
-        let decoders = opts.decoders.max(1);
-        let bytes = Arc::new(AtomicU64::new(0));
-        let (out_tx, rx) = sync_channel::<Result<Chunk>>(decoders * 2 + 2);
-        let decoder = crate::decode::Decoder::for_events(&self.events)?;
-        let (jobs, recycled, mut threads) = spawn_decoders(
-            &decoder,
-            decoders,
-            opts.batch_size,
-            Arc::new(Mutex::new(None)),
-            out_tx.clone(),
-        );
-        let reader = reader::RabbitReader {
-            consumer,
-            queue: self.queue.clone(),
-            live,
-            slot: Arc::clone(&self.live),
-            until: self.until_end.then_some(u64::from(waiting)),
-            jobs,
-            recycled,
-            ticks: out_tx,
-            bytes: Arc::clone(&bytes),
-            stop: Arc::clone(&opts.stop),
-        };
-        threads.push(crate::engine::spawn("rabbitmq-reader", move || {
-            reader.run()
-        }));
-        Ok(Reading {
-            chunks: rx,
-            threads,
-            bytes,
+        let (queue, slot) = (self.queue.clone(), Arc::clone(&self.live));
+        let until = self.until_end.then_some(u64::from(waiting));
+        let stop = Arc::clone(&opts.stop);
+        start_reading(
+            &self.events,
+            opts,
             positions,
-        })
+            "rabbitmq-reader",
+            move |feed| {
+                reader::RabbitReader {
+                    consumer,
+                    queue,
+                    live,
+                    slot,
+                    until,
+                    feed,
+                    stop,
+                }
+                .run()
+            },
+        )
     }
 
     fn commit(&self, positions: &Positions) -> Result<()> {

@@ -2,8 +2,7 @@
 //! chunks of about [`CHUNK`] bytes (one JSON value a line), hands them to the decoders, and
 //! sends ticks while nothing arrives.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::mpsc::{Receiver, SyncSender};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -14,7 +13,7 @@ use super::{Live, Queue, position};
 use crate::connector::amqp::block_on;
 use crate::decode::Decoded;
 use crate::error::Result;
-use crate::source::decoders::Job;
+use crate::source::decoders::{Feed, Job};
 use crate::source::log::{CHUNK, TICK, append_line};
 use crate::source::{Chunk, ChunkTag};
 
@@ -30,10 +29,7 @@ pub(super) struct RabbitReader {
     pub(super) slot: Arc<Mutex<Option<Arc<Live>>>>,
     /// `--until-end`: the messages waiting in the queue at the start.
     pub(super) until: Option<u64>,
-    pub(super) jobs: SyncSender<Job>,
-    pub(super) recycled: Receiver<Vec<u8>>,
-    pub(super) ticks: SyncSender<Result<Chunk>>,
-    pub(super) bytes: Arc<AtomicU64>,
+    pub(super) feed: Feed,
     pub(super) stop: Arc<AtomicBool>,
 }
 
@@ -52,7 +48,7 @@ struct Pending {
 impl RabbitReader {
     pub(super) fn run(mut self) {
         if let Err(e) = self.read() {
-            let _ = self.ticks.send(Err(e));
+            let _ = self.feed.ticks.send(Err(e));
         }
     }
 
@@ -77,6 +73,7 @@ impl RabbitReader {
                 Ok(Some(Ok(d))) => {
                     if pending.bytes.capacity() == 0 {
                         pending.bytes = self
+                            .feed
                             .recycled
                             .try_recv()
                             .unwrap_or_else(|_| Vec::with_capacity(2 * CHUNK + (64 << 10)));
@@ -147,7 +144,7 @@ impl RabbitReader {
                     record_times: None,
                 };
                 seq += 1;
-                if self.ticks.send(Ok(tick)).is_err() {
+                if self.feed.ticks.send(Ok(tick)).is_err() {
                     return Ok(());
                 }
                 last_sent = Instant::now();
@@ -162,7 +159,8 @@ impl RabbitReader {
             return true;
         };
         let q = std::mem::take(q);
-        self.bytes
+        self.feed
+            .bytes
             .fetch_add(q.bytes.len() as u64, Ordering::Relaxed);
         let job = Job::Json {
             seq: *seq,
@@ -178,6 +176,6 @@ impl RabbitReader {
             times: q.times,
         };
         *seq += 1;
-        self.jobs.send(job).is_ok()
+        self.feed.jobs.send(job).is_ok()
     }
 }
