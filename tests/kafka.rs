@@ -5,18 +5,17 @@
 //! lost or wrong, and the group's committed offsets reach the topic's end; the broker restarting
 //! under the running job loses nothing either.
 
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
-use rand::{Rng, SeedableRng};
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
 
-use crate::util::services::{require, restart};
-use crate::util::{consume_all, ok, paystream, repo};
+use crate::util::services::require;
+use crate::util::{consume_all, kill_rounds, ok, paystream, settlement_select};
 
 const BROKER: &str = "127.0.0.1:9092";
 const TIMEOUT: Duration = Duration::from_secs(30);
@@ -93,19 +92,6 @@ fn read_topic(topic: &str) -> Vec<(Option<String>, String)> {
     out
 }
 
-/// The shipped settlement query without its comments and final semicolon.
-fn settlement() -> String {
-    std::fs::read_to_string(repo("queries/settlement_per_minute.sql"))
-        .unwrap()
-        .lines()
-        .filter(|l| !l.starts_with("--"))
-        .collect::<Vec<_>>()
-        .join("\n")
-        .trim_end()
-        .trim_end_matches(';')
-        .to_string()
-}
-
 #[test]
 fn kafka_source_is_exactly_once_and_the_sink_loses_nothing_through_kill_9() {
     require("kafka", 9092);
@@ -137,7 +123,7 @@ fn kafka_source_is_exactly_once_and_the_sink_loses_nothing_through_kill_9() {
     ok(paystream(&reference)
         .args(["produce", "payments", "--key", "none"])
         .arg(&events));
-    let settlement = settlement();
+    let settlement = settlement_select();
     let q = reference.join("job.sql");
     std::fs::write(
         &q,
@@ -169,38 +155,7 @@ fn kafka_source_is_exactly_once_and_the_sink_loses_nothing_through_kill_9() {
         ),
     )
     .unwrap();
-    let seed: u64 = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos() as u64;
-    eprintln!("kill schedule seed {seed}");
-    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
-    for round in 0..4 {
-        let mut child = paystream(&crashed)
-            .arg("run")
-            .arg(&q)
-            .args(["--checkpoint-interval", "200ms"])
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        if round == 0 {
-            // The server goes away mid-run and comes back: the job waits and goes on.
-            std::thread::sleep(Duration::from_millis(700));
-            restart("kafka");
-            std::thread::sleep(Duration::from_millis(1500));
-            assert!(
-                child.try_wait().unwrap().is_none(),
-                "the job ended when kafka restarted"
-            );
-        }
-        std::thread::sleep(Duration::from_millis(rng.random_range(500..2500)));
-        assert!(
-            child.try_wait().unwrap().is_none(),
-            "the job exited on its own"
-        );
-        child.kill().unwrap(); // SIGKILL
-        child.wait().unwrap();
-    }
+    let seed = kill_rounds(&crashed, &q, 4, 500..2500, Some("kafka"));
     let out = paystream(&crashed)
         .arg("run")
         .arg(&q)

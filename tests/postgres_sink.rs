@@ -4,32 +4,16 @@
 //! changelog tables alike — and so does the server restarting under a running job.
 
 use std::path::Path;
-use std::process::{Command, Stdio};
-use std::time::Duration;
+use std::process::Command;
 
-use rand::{Rng, SeedableRng};
-
-use crate::util::services::{postgres_database, restart};
-use crate::util::{consume_all, ok, paystream, repo};
-
-/// The shipped settlement query without its comments and final semicolon.
-fn settlement() -> String {
-    std::fs::read_to_string(repo("queries/settlement_per_minute.sql"))
-        .unwrap()
-        .lines()
-        .filter(|l| !l.starts_with("--"))
-        .collect::<Vec<_>>()
-        .join("\n")
-        .trim_end()
-        .trim_end_matches(';')
-        .to_string()
-}
+use crate::util::services::postgres_database;
+use crate::util::{consume_all, kill_rounds, ok, paystream, settlement_select};
 
 /// A job writing three tables of `url`: settlement upserted by its key, large payments
 /// appended, running totals from a changelog (keyed by its group key); settlement also to a
 /// log topic, the reference for the table's values.
 fn job(data: &Path, url: &str) -> std::path::PathBuf {
-    let settlement = settlement();
+    let settlement = settlement_select();
     let text = format!(
         "CREATE SOURCE payments WITH (connector = 'log', topic = 'payments', format = 'json', \
            event_time = 'event_time', watermark_delay = '5 seconds');\n\
@@ -148,38 +132,7 @@ fn postgres_tables_hold_each_checkpoint_once_through_kill_9() {
 
     // The same job killed at random moments (checkpoints every 200 ms), then run to the end.
     let query = job(&crashed, &crashed_url);
-    let seed: u64 = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos() as u64;
-    eprintln!("kill schedule seed {seed}");
-    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
-    for round in 0..6 {
-        let mut child = paystream(&crashed)
-            .arg("run")
-            .arg(&query)
-            .args(["--checkpoint-interval", "200ms"])
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        if round == 0 {
-            // The server goes away mid-run and comes back: the job waits and goes on.
-            std::thread::sleep(Duration::from_millis(700));
-            restart("postgres");
-            std::thread::sleep(Duration::from_millis(1500));
-            assert!(
-                child.try_wait().unwrap().is_none(),
-                "the job ended when postgres restarted"
-            );
-        }
-        std::thread::sleep(Duration::from_millis(rng.random_range(300..1500)));
-        assert!(
-            child.try_wait().unwrap().is_none(),
-            "the job exited on its own"
-        );
-        child.kill().unwrap(); // SIGKILL
-        child.wait().unwrap();
-    }
+    let seed = kill_rounds(&crashed, &query, 6, 300..1500, Some("postgres"));
     let out = paystream(&crashed)
         .arg("run")
         .arg(&query)

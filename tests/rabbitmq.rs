@@ -5,8 +5,7 @@
 //! the same events; the sink queue holds every result (repeats carry the same message id); the
 //! source queue ends empty.
 
-use std::process::{Command, Stdio};
-use std::time::Duration;
+use std::process::Command;
 
 use futures::StreamExt;
 use lapin::options::{
@@ -14,25 +13,11 @@ use lapin::options::{
 };
 use lapin::types::FieldTable;
 use lapin::{BasicProperties, Connection, ConnectionProperties};
-use rand::{Rng, SeedableRng};
 
-use crate::util::services::{require, restart};
-use crate::util::{consume_all, ok, paystream, repo};
+use crate::util::services::require;
+use crate::util::{consume_all, kill_rounds, ok, paystream, settlement_select};
 
 const URL: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
-
-/// The shipped settlement query without its comments and final semicolon.
-fn settlement() -> String {
-    std::fs::read_to_string(repo("queries/settlement_per_minute.sql"))
-        .unwrap()
-        .lines()
-        .filter(|l| !l.starts_with("--"))
-        .collect::<Vec<_>>()
-        .join("\n")
-        .trim_end()
-        .trim_end_matches(';')
-        .to_string()
-}
 
 #[test]
 fn rabbitmq_source_and_sink_through_kill_9() {
@@ -105,7 +90,7 @@ fn rabbitmq_source_and_sink_through_kill_9() {
     ok(paystream(&reference)
         .args(["produce", "payments"])
         .arg(&events));
-    let settlement = settlement();
+    let settlement = settlement_select();
     let q = reference.join("job.sql");
     std::fs::write(
         &q,
@@ -134,38 +119,7 @@ fn rabbitmq_source_and_sink_through_kill_9() {
         ),
     )
     .unwrap();
-    let seed: u64 = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos() as u64;
-    eprintln!("kill schedule seed {seed}");
-    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
-    for round in 0..4 {
-        let mut child = paystream(&crashed)
-            .arg("run")
-            .arg(&q)
-            .args(["--checkpoint-interval", "200ms"])
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        if round == 0 {
-            // The server goes away mid-run and comes back: the job waits and goes on.
-            std::thread::sleep(Duration::from_millis(700));
-            restart("rabbitmq");
-            std::thread::sleep(Duration::from_millis(1500));
-            assert!(
-                child.try_wait().unwrap().is_none(),
-                "the job ended when rabbitmq restarted"
-            );
-        }
-        std::thread::sleep(Duration::from_millis(rng.random_range(300..1500)));
-        assert!(
-            child.try_wait().unwrap().is_none(),
-            "the job exited on its own"
-        );
-        child.kill().unwrap(); // SIGKILL
-        child.wait().unwrap();
-    }
+    let seed = kill_rounds(&crashed, &q, 4, 300..1500, Some("rabbitmq"));
     let out = paystream(&crashed)
         .arg("run")
         .arg(&q)

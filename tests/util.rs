@@ -217,6 +217,76 @@ pub fn produce_stdin(
     )
 }
 
+/// The shipped settlement query without its comments and final semicolon, to embed in an
+/// `INSERT INTO … SELECT`.
+pub fn settlement_select() -> String {
+    std::fs::read_to_string(repo("queries/settlement_per_minute.sql"))
+        .unwrap()
+        .lines()
+        .filter(|l| !l.starts_with("--"))
+        .collect::<Vec<_>>()
+        .join("\n")
+        .trim_end()
+        .trim_end_matches(';')
+        .to_string()
+}
+
+/// Runs `paystream run QUERY --checkpoint-interval 200ms` in `data` `rounds` times, killing each
+/// with SIGKILL after a random pause in `pause_ms` (seeded from the clock; the seed is printed
+/// and returned for the assertions' messages). In the first round `service` is restarted
+/// 700 ms in (a broker going away mid-run and coming back). A job that ends on its own fails
+/// the test with the end of its standard error, which is kept in `data/round-N.stderr`.
+pub fn kill_rounds(
+    data: &Path,
+    query: &Path,
+    rounds: usize,
+    pause_ms: std::ops::Range<u64>,
+    service: Option<&str>,
+) -> u64 {
+    use rand::{Rng, SeedableRng};
+    use std::time::Duration;
+    let seed = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as u64;
+    eprintln!("kill schedule seed {seed}");
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    for round in 0..rounds {
+        let log = data.join(format!("round-{round}.stderr"));
+        let mut child = paystream(data)
+            .arg("run")
+            .arg(query)
+            .args(["--checkpoint-interval", "200ms"])
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap();
+        let mut alive = |when: &str| {
+            if let Some(status) = child.try_wait().unwrap() {
+                let err = std::fs::read_to_string(&log).unwrap_or_default();
+                let tail: Vec<&str> = err.lines().rev().take(30).collect();
+                let tail: Vec<&str> = tail.into_iter().rev().collect();
+                panic!(
+                    "round {round} (seed {seed}): the job ended {when} ({status}); its stderr ends:\n{}",
+                    tail.join("\n")
+                );
+            }
+        };
+        if round == 0
+            && let Some(service) = service
+        {
+            std::thread::sleep(Duration::from_millis(700));
+            services::restart(service);
+            std::thread::sleep(Duration::from_millis(1500));
+            alive(&format!("when {service} restarted"));
+        }
+        std::thread::sleep(Duration::from_millis(rng.random_range(pause_ms.clone())));
+        alive("on its own");
+        child.kill().unwrap(); // SIGKILL
+        child.wait().unwrap();
+    }
+    seed
+}
+
 /// The servers the connector tests talk to (`scripts/services.sh`): each is started by the
 /// script when nothing answers at its address, and a test that needs one fails — never skips —
 /// when it cannot be started, with the script's own account of why.

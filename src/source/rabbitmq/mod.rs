@@ -171,17 +171,29 @@ impl Source for RabbitSource {
         if p >> 32 != live.generation || tag <= live.acked.load(Ordering::Acquire) {
             return Ok(());
         }
-        block_on(
+        let acked = block_on(
             live.channel
                 .basic_ack(tag, BasicAckOptions { multiple: true }),
-        )
-        .map_err(|e| {
-            self.queue.server.error(
+        );
+        match acked {
+            Ok(()) => {
+                live.acked.store(tag, Ordering::Release);
+                Ok(())
+            }
+            // The channel went away between the delivery and this checkpoint (the server
+            // restarted, the connection dropped): the server delivers its unacknowledged
+            // messages again — to the reader once it has reconnected — and the deduplication
+            // drops those this checkpoint counted. Nothing to acknowledge, nothing lost.
+            Err(e) if !live.channel.status().connected() => {
+                tracing::warn!(server = %self.queue.server.describe(), queue = %self.queue.name,
+                    "the channel closed before its messages were acknowledged; the server delivers them again: {}",
+                    crate::connector::secret::mask_in(&e.to_string(), &self.queue.server.url));
+                Ok(())
+            }
+            Err(e) => Err(self.queue.server.error(
                 &format!("acknowledge messages of queue {}", self.queue.name),
                 &e,
-            )
-        })?;
-        live.acked.store(tag, Ordering::Release);
-        Ok(())
+            )),
+        }
     }
 }
