@@ -16,6 +16,7 @@ mod library_scenarios;
 mod library_settlement;
 mod log_cli;
 mod log_hardening;
+mod nats;
 mod oracle;
 mod oracle_tables;
 mod postgres_sink;

@@ -233,8 +233,9 @@ pub fn settlement_select() -> String {
 
 /// Runs `paystream run QUERY --checkpoint-interval 200ms` in `data` `rounds` times, killing each
 /// with SIGKILL after a random pause in `pause_ms` (seeded from the clock; the seed is printed
-/// and returned for the assertions' messages). In the first round `service` is restarted
-/// 700 ms in (a broker going away mid-run and coming back). A job that ends on its own fails
+/// and returned for the assertions' messages). In the middle round `service` is restarted
+/// 700 ms in (a broker going away mid-run and coming back; the rounds before it are short, so
+/// it still has data to read). A job that ends on its own fails
 /// the test with the end of its standard error, which is kept in `data/round-N.stderr`.
 pub fn kill_rounds(
     data: &Path,
@@ -257,6 +258,7 @@ pub fn kill_rounds(
             .arg("run")
             .arg(query)
             .args(["--checkpoint-interval", "200ms"])
+            .env("PAYSTREAM_LOG", "warn,paystream=info")
             .stderr(std::fs::File::create(&log).unwrap())
             .spawn()
             .unwrap();
@@ -271,7 +273,7 @@ pub fn kill_rounds(
                 );
             }
         };
-        if round == 0
+        if round == rounds / 2
             && let Some(service) = service
         {
             std::thread::sleep(Duration::from_millis(700));
@@ -283,6 +285,9 @@ pub fn kill_rounds(
         alive("on its own");
         child.kill().unwrap(); // SIGKILL
         child.wait().unwrap();
+        // Shown when the test fails (or runs with --nocapture): what each round went through.
+        let err = std::fs::read_to_string(&log).unwrap_or_default();
+        eprintln!("round {round}:\n{err}");
     }
     seed
 }

@@ -120,7 +120,10 @@ pub(crate) struct Quiet;
 
 impl ClientContext for Quiet {
     fn error(&self, error: KafkaError, reason: &str) {
-        if !matches!(error, KafkaError::PartitionEOF(_)) {
+        // A partition's end arrives as `PartitionEOF` or as a global error of that code.
+        let end = matches!(error, KafkaError::PartitionEOF(_))
+            || error.rdkafka_error_code() == Some(rdkafka::types::RDKafkaErrorCode::PartitionEOF);
+        if !end {
             tracing::warn!("librdkafka: {error}: {reason}");
         }
     }

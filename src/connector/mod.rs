@@ -13,6 +13,7 @@
 
 pub(crate) mod amqp;
 pub(crate) mod kafka;
+pub(crate) mod nats;
 pub(crate) mod options;
 pub(crate) mod secret;
 
@@ -58,6 +59,7 @@ pub(crate) const SOURCES: &[SourceEntry] = &[
     crate::source::log::CONNECTOR,
     crate::source::kafka::CONNECTOR,
     crate::source::rabbitmq::CONNECTOR,
+    crate::source::nats::CONNECTOR,
 ];
 
 /// Every sink connector.
@@ -65,6 +67,7 @@ pub(crate) const SINKS: &[SinkEntry] = &[
     crate::sink::file::CONNECTOR,
     crate::sink::log::CONNECTOR,
     crate::sink::kafka::CONNECTOR,
+    crate::sink::nats::CONNECTOR,
     crate::sink::postgres::CONNECTOR,
     crate::sink::rabbitmq::CONNECTOR,
     crate::sink::redis::CONNECTOR,

@@ -13,6 +13,7 @@ pub mod file;
 mod json;
 pub mod kafka;
 pub mod log;
+pub mod nats;
 pub mod postgres;
 pub mod rabbitmq;
 pub mod redis;

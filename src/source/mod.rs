@@ -20,6 +20,7 @@ pub(crate) mod file;
 pub(crate) mod kafka;
 pub(crate) mod log;
 mod merge;
+pub(crate) mod nats;
 pub(crate) mod rabbitmq;
 
 use std::collections::BTreeMap;
