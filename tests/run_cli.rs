@@ -1459,3 +1459,23 @@ INSERT INTO joined SELECT p.event_id, p.merchant_id, t.tier, f.flag FROM payment
     }
     assert!(watched_rows > 0);
 }
+
+/// Every job file shipped in `queries/` (the broker variants among them) parses, plans and
+/// validates as `run` prepares it — without a server: preparing touches nothing. (The bare
+/// queries of the library are replayed by the library's own tests.)
+#[test]
+fn every_shipped_query_file_prepares() {
+    let mut files: Vec<_> = std::fs::read_dir(crate::util::repo("queries"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "sql"))
+        .collect();
+    files.sort();
+    files.retain(|f| std::fs::read_to_string(f).unwrap().contains("INSERT INTO"));
+    assert!(files.len() >= 3, "{files:?}");
+    for f in &files {
+        if let Err(e) = paystream::job::Job::from_file_per_source(f) {
+            panic!("{}: {e}", f.display());
+        }
+    }
+}
