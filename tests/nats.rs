@@ -30,6 +30,9 @@ fn nats_source_and_sink_through_kill_9() {
     );
     let (stream, subject) = (format!("PAY_{tag}"), format!("pay.{tag}"));
     let (out_stream, out_subject) = (format!("OUT_{tag}"), format!("out.{tag}"));
+    // A second sink of one row per event: far more rows between checkpoints than JetStream
+    // lets a client have unacknowledged.
+    let (raw_stream, raw_subject) = (format!("RAW_{tag}"), format!("raw.{tag}"));
     let dir = tempfile::tempdir().unwrap();
     let events = dir.path().join("events.jsonl");
     ok(Command::new(env!("CARGO_BIN_EXE_paystream"))
@@ -78,12 +81,15 @@ fn nats_source_and_sink_through_kill_9() {
         format!(
             "CREATE SOURCE payments WITH (connector = 'log', topic = 'payments', format = 'json');\n\
              CREATE SINK settlement WITH (connector = 'log', topic = 'settlement');\n\
-             INSERT INTO settlement {settlement};\n"
+             CREATE SINK raw WITH (connector = 'log', topic = 'raw');\n\
+             INSERT INTO settlement {settlement};\n\
+             INSERT INTO raw SELECT event_id, amount_minor FROM payments;\n"
         ),
     )
     .unwrap();
     ok(paystream(&reference).arg("run").arg(&q).arg("--until-end"));
     let want = consume_all(&reference, "settlement");
+    let raw_rows = consume_all(&reference, "raw").len() as u64;
     assert!(!want.is_empty());
 
     let crashed = dir.path().join("crashed");
@@ -94,8 +100,10 @@ fn nats_source_and_sink_through_kill_9() {
         format!(
             "CREATE SOURCE payments WITH (connector = 'nats', url = '{URL}', stream = '{stream}', subject = '{subject}', max_ack_pending = '500');\n\
              CREATE SINK out WITH (connector = 'nats', url = '{URL}', subject = '{out_subject}', stream = '{out_stream}');\n\
+             CREATE SINK raw WITH (connector = 'nats', url = '{URL}', subject = '{raw_subject}', stream = '{raw_stream}');\n\
              CREATE SINK settlement WITH (connector = 'log', topic = 'settlement');\n\
              INSERT INTO out {settlement};\n\
+             INSERT INTO raw SELECT event_id, amount_minor FROM payments;\n\
              INSERT INTO settlement {settlement};\n"
         ),
     )
@@ -118,7 +126,10 @@ fn nats_source_and_sink_through_kill_9() {
     let mut bodies: Vec<String> = rt.block_on(async {
         let s = js.get_stream(&out_stream).await.unwrap();
         let consumer = s
-            .create_consumer(jetstream::consumer::pull::Config::default())
+            .create_consumer(jetstream::consumer::pull::Config {
+                ack_policy: jetstream::consumer::AckPolicy::None,
+                ..Default::default()
+            })
             .await
             .unwrap();
         let total = want.len();
@@ -143,4 +154,42 @@ fn nats_source_and_sink_through_kill_9() {
     });
     bodies.sort();
     assert_eq!(bodies, want, "the sink stream (seed {seed})");
+
+    // One message per row of the per-event query, through every kill and the restart.
+    let raw = rt.block_on(async {
+        let mut s = js.get_stream(&raw_stream).await.unwrap();
+        s.info().await.unwrap().state.messages
+    });
+    assert_eq!(
+        raw, raw_rows,
+        "messages of the per-event sink (seed {seed})"
+    );
+
+    // The same rows from the file in one go (no checkpoint until the end): 20 times the
+    // client's limit of unacknowledged publishes between two waits.
+    let (file_stream, file_subject) = (format!("FILE_{tag}"), format!("file.{tag}"));
+    let once = dir.path().join("once");
+    std::fs::create_dir_all(&once).unwrap();
+    let q = once.join("job.sql");
+    std::fs::write(
+        &q,
+        format!(
+            "CREATE SOURCE payments WITH (connector = 'file', path = '{}', format = 'json');\n\
+             CREATE SINK raw WITH (connector = 'nats', url = '{URL}', subject = '{file_subject}', stream = '{file_stream}');\n\
+             INSERT INTO raw SELECT event_id, amount_minor FROM payments;\n",
+            events.display()
+        ),
+    )
+    .unwrap();
+    ok(paystream(&once).arg("run").arg(&q).arg("--until-end"));
+    let published = rt.block_on(async {
+        let mut s = js.get_stream(&file_stream).await.unwrap();
+        s.info().await.unwrap().state.messages
+    });
+    assert_eq!(published, raw_rows, "messages published from the file");
+    rt.block_on(async {
+        for s in [&stream, &out_stream, &raw_stream, &file_stream] {
+            let _ = js.delete_stream(s).await;
+        }
+    });
 }

@@ -183,3 +183,112 @@ fn rabbitmq_source_and_sink_through_kill_9() {
     });
     assert_eq!(left, 0, "messages left unacknowledged in the source queue");
 }
+
+/// Issue 19: a routing key from the row's columns (`settlement.{currency}`) through a topic
+/// exchange: a queue bound to one currency's key gets that currency's rows, one bound to the
+/// pattern gets every row — the rows of the same query into the embedded log.
+#[test]
+fn a_routing_key_from_columns_routes_each_row_by_its_values() {
+    require("rabbitmq", 5672);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let tag = format!("{}_{}", std::process::id(), rand::random::<u32>());
+    let dir = tempfile::tempdir().unwrap();
+    let events = dir.path().join("events.jsonl");
+    ok(Command::new(env!("CARGO_BIN_EXE_paystream"))
+        .args(["gen", "--events", "20000", "--seed", "47", "-o"])
+        .arg(&events));
+    let (usd, all) = (format!("usd_{tag}"), format!("all_{tag}"));
+    let conn = rt
+        .block_on(Connection::connect(URL, ConnectionProperties::default()))
+        .unwrap();
+    let channel = rt.block_on(conn.create_channel()).unwrap();
+    rt.block_on(async {
+        for (queue, key) in [
+            (&usd, format!("set.{tag}.USD")),
+            (&all, format!("set.{tag}.*")),
+        ] {
+            channel
+                .queue_declare(
+                    queue.as_str().into(),
+                    QueueDeclareOptions::default(),
+                    FieldTable::default(),
+                )
+                .await
+                .unwrap();
+            channel
+                .queue_bind(
+                    queue.as_str().into(),
+                    "amq.topic".into(),
+                    key.as_str().into(),
+                    lapin::options::QueueBindOptions::default(),
+                    FieldTable::default(),
+                )
+                .await
+                .unwrap();
+        }
+    });
+    let data = dir.path().join("data");
+    let q = dir.path().join("job.sql");
+    let settlement = settlement_select();
+    std::fs::write(
+        &q,
+        format!(
+            "CREATE SOURCE payments WITH (connector = 'file', path = '{}', format = 'json');\n\
+             CREATE SINK by_currency WITH (connector = 'rabbitmq', exchange = 'amq.topic', routing_key = 'set.{tag}.{{currency}}');\n\
+             CREATE SINK settlement WITH (connector = 'log', topic = 'settlement');\n\
+             INSERT INTO by_currency {settlement};\n\
+             INSERT INTO settlement {settlement};\n",
+            events.display()
+        ),
+    )
+    .unwrap();
+    ok(paystream(&data).arg("run").arg(&q).arg("--until-end"));
+    let want = consume_all(&data, "settlement");
+    let want_usd: Vec<String> = want
+        .iter()
+        .filter(|l| l.contains("\"currency\":\"USD\""))
+        .cloned()
+        .collect();
+    assert!(!want_usd.is_empty() && want_usd.len() < want.len());
+    let read = |queue: &str| -> Vec<String> {
+        let mut out = Vec::new();
+        rt.block_on(async {
+            while let Some(m) = channel
+                .basic_get(queue.into(), BasicGetOptions { no_ack: true })
+                .await
+                .unwrap()
+            {
+                out.push(String::from_utf8(m.delivery.data.clone()).unwrap());
+            }
+        });
+        out.sort();
+        out
+    };
+    assert_eq!(read(&usd), want_usd, "the USD queue");
+    assert_eq!(read(&all), want, "the queue bound to every currency");
+
+    // A column the query does not return is refused, naming the columns it does.
+    let bad = dir.path().join("bad.sql");
+    std::fs::write(
+        &bad,
+        format!(
+            "CREATE SOURCE payments WITH (connector = 'file', path = '{}', format = 'json');\n\
+             CREATE SINK by_currency WITH (connector = 'rabbitmq', exchange = 'amq.topic', routing_key = 'set.{tag}.{{curency}}');\n\
+             INSERT INTO by_currency {settlement};\n",
+            events.display()
+        ),
+    )
+    .unwrap();
+    let out = paystream(&data)
+        .arg("run")
+        .arg(&bad)
+        .arg("--until-end")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        err.contains("names column `curency`") && err.contains("currency"),
+        "{err}"
+    );
+}

@@ -1479,3 +1479,52 @@ fn every_shipped_query_file_prepares() {
         }
     }
 }
+
+/// Issue 19: a server that is down at start is waited for and reported on the job's status
+/// (`paystream status`, the status line) with its password masked; a stop ends the wait.
+#[test]
+fn a_job_waiting_for_its_server_says_so_and_stops_when_asked() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let q = dir.path().join("waits.sql");
+    // Nothing listens on port 1.
+    std::fs::write(
+        &q,
+        "CREATE SOURCE payments WITH (connector = 'rabbitmq', url = 'amqp://guest:sekret@127.0.0.1:1/%2f', queue = 'payments');\n\
+         CREATE SINK counts WITH (connector = 'log', topic = 'counts');\n\
+         INSERT INTO counts SELECT event_id FROM payments;\n",
+    )
+    .unwrap();
+    let child = paystream(&data)
+        .arg("run")
+        .arg(&q)
+        .args(["--status-every", "200ms"])
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let status = loop {
+        let out = paystream(&data).arg("status").output().unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        if text.contains("waiting_for") || Instant::now() > deadline {
+            break text;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert!(
+        status.contains("waiting_for=\"rabbitmq amqp://guest:***@127.0.0.1:1/%2f"),
+        "{status}"
+    );
+    assert!(!status.contains("sekret"), "{status}");
+    // SIGTERM: the job gives up waiting and ends, saying why.
+    let pid = child.id().to_string();
+    ok(std::process::Command::new("kill").args(["-TERM", &pid]));
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(
+        err.contains("stopped while the server was unreachable"),
+        "{err}"
+    );
+    assert!(!err.contains("sekret"), "{err}");
+}

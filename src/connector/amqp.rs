@@ -1,13 +1,12 @@
-//! What the RabbitMQ source and sink share: the AMQP connection (lapin on a small tokio
-//! runtime of its own, which keeps heartbeats going while the engine's threads block), waiting
+//! What the RabbitMQ source and sink share: the AMQP connection (lapin on the connectors'
+//! runtime, [`super::runtime`], which keeps heartbeats going while the engine's threads block), waiting
 //! for a server that is down, and errors that name the server with its password masked.
 
-use std::future::Future;
-use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use lapin::{Connection, ConnectionProperties};
 
+use super::runtime::block_on;
 use super::secret::{mask_in, mask_url};
 use crate::error::{Error, Result};
 
@@ -16,25 +15,6 @@ pub(crate) const DEFAULT_URL: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
 
 /// How long a connector waits for its server before the job fails.
 pub(crate) const GIVE_UP_AFTER: Duration = Duration::from_secs(300);
-
-/// The runtime every AMQP connection of the process lives on: one worker thread runs their
-/// I/O and heartbeats; connector threads wait on it with [`block_on`].
-fn runtime() -> &'static tokio::runtime::Runtime {
-    static RT: OnceLock<tokio::runtime::Runtime> = OnceLock::new();
-    RT.get_or_init(|| {
-        tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .thread_name("amqp")
-            .enable_all()
-            .build()
-            .expect("the AMQP runtime starts")
-    })
-}
-
-/// Runs `f` on the AMQP runtime, waiting for it.
-pub(crate) fn block_on<F: Future>(f: F) -> F::Output {
-    runtime().block_on(f)
-}
 
 /// A server, by URL.
 #[derive(Debug, Clone)]
@@ -66,7 +46,7 @@ impl Server {
     pub(crate) fn connect(&self, name: &str) -> Result<Connection> {
         let started = Instant::now();
         let mut backoff = Duration::from_millis(200);
-        let mut warned = None::<Instant>;
+        let (mut warned, mut wait) = (None::<Instant>, None);
         loop {
             let props = ConnectionProperties::default().with_connection_name(name.into());
             let e = match block_on(Connection::connect(&self.url, props)) {
@@ -80,8 +60,16 @@ impl Server {
             if !refused || started.elapsed() > GIVE_UP_AFTER {
                 return Err(self.error("connect", &e));
             }
+            let reason = mask_in(&e.to_string(), &self.url);
+            super::waiting::note(&mut wait, &self.describe(), &reason);
+            if crate::connector::waiting::give_up(&wait) {
+                return Err(self.error(
+                    "connect",
+                    &format!("the job was stopped while the server was unreachable ({reason})"),
+                ));
+            }
             if warned.is_none_or(|w| w.elapsed() > Duration::from_secs(60)) {
-                tracing::warn!(server = %self.describe(), "the server is unreachable, retrying: {}", mask_in(&e.to_string(), &self.url));
+                tracing::warn!(server = %self.describe(), "the server is unreachable, retrying: {reason}");
                 warned = Some(Instant::now());
             }
             std::thread::sleep(backoff);

@@ -93,7 +93,7 @@ impl Brokers {
     ) -> Result<T> {
         let started = Instant::now();
         let mut backoff = Duration::from_millis(200);
-        let mut warned = None::<Instant>;
+        let (mut warned, mut wait) = (None::<Instant>, None);
         loop {
             let e = match op() {
                 Ok(v) => return Ok(v),
@@ -102,8 +102,16 @@ impl Brokers {
             if !transient(&e) || started.elapsed() > GIVE_UP_AFTER {
                 return Err(self.error(what, &e));
             }
+            let reason = self.mask(&e.to_string());
+            super::waiting::note(&mut wait, &self.describe(), &reason);
+            if crate::connector::waiting::give_up(&wait) {
+                return Err(self.error(
+                    what,
+                    &format!("the job was stopped while the broker was unreachable ({reason})"),
+                ));
+            }
             if warned.is_none_or(|w| w.elapsed() > Duration::from_secs(60)) {
-                tracing::warn!(brokers = %self.bootstrap, "{what}: the broker is unreachable, retrying: {}", self.mask(&e.to_string()));
+                tracing::warn!(brokers = %self.bootstrap, "{what}: the broker is unreachable, retrying: {reason}");
                 warned = Some(Instant::now());
             }
             std::thread::sleep(backoff);

@@ -15,7 +15,9 @@ pub(crate) mod amqp;
 pub(crate) mod kafka;
 pub(crate) mod nats;
 pub(crate) mod options;
+pub(crate) mod runtime;
 pub(crate) mod secret;
+pub(crate) mod waiting;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;

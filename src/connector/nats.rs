@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 use async_nats::jetstream;
 
-use super::amqp::block_on;
+use super::runtime::block_on;
 use super::secret::{mask_in, mask_url};
 use crate::error::{Error, Result};
 
@@ -15,6 +15,33 @@ pub(crate) const DEFAULT_URL: &str = "nats://127.0.0.1:4222";
 /// How long a connector waits for its server before the job fails.
 pub(crate) const GIVE_UP_AFTER: Duration = Duration::from_secs(300);
 
+/// What a URL's user info carries: `user:password`, or a token (`nats://TOKEN@host`).
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum Credentials {
+    User(String, String),
+    Token(String),
+}
+
+/// `url` without its user info (async-nats does not take credentials from the URL), and the
+/// credentials it carried.
+pub(crate) fn split_credentials(url: &str) -> (String, Option<Credentials>) {
+    let Some(scheme_end) = url.find("://").map(|i| i + 3) else {
+        return (url.to_string(), None);
+    };
+    let rest = &url[scheme_end..];
+    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let Some(at) = rest[..authority_end].rfind('@') else {
+        return (url.to_string(), None);
+    };
+    let address = format!("{}{}", &url[..scheme_end], &rest[at + 1..]);
+    let info = &rest[..at];
+    let credentials = match info.split_once(':') {
+        Some((user, password)) => Credentials::User(user.to_string(), password.to_string()),
+        None => Credentials::Token(info.to_string()),
+    };
+    (address, Some(credentials))
+}
+
 /// A NATS server, by URL.
 #[derive(Debug, Clone)]
 pub(crate) struct Server {
@@ -23,19 +50,34 @@ pub(crate) struct Server {
 }
 
 impl Server {
-    /// The URL for messages: password masked.
+    /// The URL for messages: password (or token) masked.
     pub(crate) fn describe(&self) -> String {
-        format!("nats {}", mask_url(&self.url))
+        let (address, credentials) = split_credentials(&self.url);
+        match credentials {
+            None => format!("nats {address}"),
+            Some(Credentials::Token(_)) => {
+                format!("nats {}", address.replacen("://", "://***@", 1))
+            }
+            Some(Credentials::User(..)) => format!("nats {}", mask_url(&self.url)),
+        }
+    }
+
+    /// `text` with the URL's password or token masked.
+    pub(crate) fn mask(&self, text: &str) -> String {
+        let mut out = mask_in(text, &self.url);
+        if let (_, Some(Credentials::Token(t))) = split_credentials(&self.url)
+            && t.len() >= 3
+        {
+            out = out.replace(&t, "***");
+        }
+        out
     }
 
     /// An error of `what` against this server (password masked).
     pub(crate) fn error(&self, what: &str, e: &dyn std::fmt::Display) -> Error {
         Error::Output {
             target: self.describe(),
-            source: std::io::Error::other(format!(
-                "{what}: {}",
-                mask_in(&e.to_string(), &self.url)
-            )),
+            source: std::io::Error::other(format!("{what}: {}", self.mask(&e.to_string()))),
         }
     }
 
@@ -44,14 +86,22 @@ impl Server {
     pub(crate) fn jetstream(&self) -> Result<jetstream::Context> {
         let started = Instant::now();
         let mut backoff = Duration::from_millis(200);
-        let mut warned = None::<Instant>;
+        let (mut warned, mut wait) = (None::<Instant>, None);
         loop {
-            let connect = async_nats::ConnectOptions::new()
+            let (address, credentials) = split_credentials(&self.url);
+            let mut connect = async_nats::ConnectOptions::new()
                 .connection_timeout(Duration::from_secs(5))
                 .max_reconnects(None);
+            connect = match credentials {
+                Some(Credentials::User(user, password)) => {
+                    connect.user_and_password(user, password)
+                }
+                Some(Credentials::Token(token)) => connect.token(token),
+                None => connect,
+            };
             // The context spawns onto the runtime: made inside it.
             let e = match block_on(async {
-                tokio::time::timeout(Duration::from_secs(10), connect.connect(self.url.as_str()))
+                tokio::time::timeout(Duration::from_secs(10), connect.connect(address.as_str()))
                     .await
                     .map(|c| c.map(jetstream::new))
             }) {
@@ -59,15 +109,50 @@ impl Server {
                 Ok(Err(e)) => e.to_string(),
                 Err(_) => "timed out".to_string(),
             };
-            if started.elapsed() > GIVE_UP_AFTER {
+            // Refused credentials do not get better by waiting.
+            if started.elapsed() > GIVE_UP_AFTER || e.to_lowercase().contains("authorization") {
                 return Err(self.error("connect", &e));
             }
+            let reason = self.mask(&e);
+            super::waiting::note(&mut wait, &self.describe(), &reason);
+            if crate::connector::waiting::give_up(&wait) {
+                return Err(self.error(
+                    "connect",
+                    &format!("the job was stopped while the server was unreachable ({reason})"),
+                ));
+            }
             if warned.is_none_or(|w| w.elapsed() > Duration::from_secs(60)) {
-                tracing::warn!(server = %self.describe(), "the server is unreachable, retrying: {}", mask_in(&e, &self.url));
+                tracing::warn!(server = %self.describe(), "the server is unreachable, retrying: {reason}");
                 warned = Some(Instant::now());
             }
             std::thread::sleep(backoff);
             backoff = (backoff * 2).min(Duration::from_secs(2));
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn credentials_leave_the_url_and_every_message() {
+        let (address, c) = split_credentials("nats://app:s3cret@127.0.0.1:4222");
+        assert_eq!(address, "nats://127.0.0.1:4222");
+        assert_eq!(c, Some(Credentials::User("app".into(), "s3cret".into())));
+        let token = Server {
+            url: "nats://T0KEN42@127.0.0.1:4222".into(),
+        };
+        assert_eq!(token.describe(), "nats nats://***@127.0.0.1:4222");
+        assert!(!token.mask("refused T0KEN42").contains("T0KEN42"));
+        let user = Server {
+            url: "nats://app:s3cret@127.0.0.1:4222".into(),
+        };
+        assert_eq!(user.describe(), "nats nats://app:***@127.0.0.1:4222");
+        assert!(!format!("{}", user.error("connect", &"app:s3cret bad")).contains("s3cret"));
+        assert_eq!(
+            split_credentials("nats://127.0.0.1:4222"),
+            ("nats://127.0.0.1:4222".into(), None)
+        );
     }
 }

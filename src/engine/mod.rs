@@ -292,9 +292,14 @@ pub(crate) fn spawn<T: Send + 'static>(
     name: &str,
     f: impl FnOnce() -> T + Send + 'static,
 ) -> std::thread::JoinHandle<T> {
+    // A job's threads end their waits for a server when the job stops.
+    let stop = crate::connector::waiting::stop_flag();
     std::thread::Builder::new()
         .name(name.into())
-        .spawn(f)
+        .spawn(move || {
+            crate::connector::waiting::set_stop(stop);
+            f()
+        })
         .expect("cannot spawn a thread")
 }
 

@@ -472,6 +472,8 @@ impl Job {
             plans,
             tables,
         } = self;
+        // A source or sink waiting for its server gives up when the job is stopped.
+        let _stop_scope = crate::connector::waiting::StopScope::new(&stop);
         let name = name.clone();
         for t in tables {
             t.attach_log(&opts.data_dir);

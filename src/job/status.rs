@@ -17,6 +17,8 @@ use crate::engine::Progress;
 use crate::error::{Error, Result};
 use crate::log::Log;
 
+pub use crate::connector::waiting::WaitingFor;
+
 /// One sample of a job's progress.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct JobStatus {
@@ -46,6 +48,9 @@ pub struct JobStatus {
     pub last_checkpoint_ms: Option<i64>,
     /// Whether the job had stopped when this sample was taken.
     pub stopped: bool,
+    /// Servers the process is waiting for (down at start, gone mid-run), while it retries.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub waiting_for: Vec<WaitingFor>,
 }
 
 impl JobStatus {
@@ -64,7 +69,7 @@ impl JobStatus {
             Some(t) => format!("{}s_ago", (now_ms - t).max(0) / 1000),
             None => "none".into(),
         };
-        format!(
+        let mut line = format!(
             "job={} events_per_sec={:.0} read={} watermark={watermark} lag={lag} results={} dead_lettered={} late={} checkpoints={} last_checkpoint={checkpoint}",
             self.job,
             self.events_per_sec,
@@ -73,7 +78,16 @@ impl JobStatus {
             self.dead_lettered,
             self.late,
             self.checkpoints
-        )
+        );
+        for w in &self.waiting_for {
+            line.push_str(&format!(
+                " waiting_for=\"{} ({}s: {})\"",
+                w.server,
+                (now_ms - w.since_ms).max(0) / 1000,
+                w.reason.replace('"', "'")
+            ));
+        }
+        line
     }
 
     /// Replaces the job's status file with this sample.
@@ -194,6 +208,7 @@ impl StatusProbe {
             checkpoints: p.checkpoints.load(Ordering::Relaxed),
             last_checkpoint_ms: (last_checkpoint != i64::MIN).then_some(last_checkpoint),
             stopped,
+            waiting_for: crate::connector::waiting::now(),
         }
     }
 }

@@ -152,11 +152,22 @@ impl KafkaSink {
     /// Waits until the broker acknowledged every record sent; fails if it refused one.
     fn drain(&mut self) -> Result<()> {
         let started = Instant::now();
+        let mut wait = None;
         loop {
             match self.producer.flush(REQUEST) {
                 Ok(()) => break,
                 Err(e) if started.elapsed() < GIVE_UP_AFTER => {
-                    tracing::warn!(brokers = %self.brokers.bootstrap, topic = %self.topic, "waiting for the broker to acknowledge records: {}", self.brokers.mask(&e.to_string()));
+                    let reason = self.brokers.mask(&e.to_string());
+                    crate::connector::waiting::note(&mut wait, &self.brokers.describe(), &reason);
+                    if crate::connector::waiting::give_up(&wait) {
+                        return Err(self.brokers.error(
+                            &format!("flush {}", self.topic),
+                            &format!(
+                                "the job was stopped while the broker was unreachable ({reason})"
+                            ),
+                        ));
+                    }
+                    tracing::warn!(brokers = %self.brokers.bootstrap, topic = %self.topic, "waiting for the broker to acknowledge records: {reason}");
                 }
                 Err(e) => {
                     return Err(self.brokers.error(&format!("flush {}", self.topic), &e));

@@ -15,8 +15,8 @@ use async_nats::jetstream;
 use async_nats::jetstream::context::PublishAckFuture;
 
 use super::{Prepared, Sink, SinkConnector, SinkContext};
-use crate::connector::amqp::block_on;
 use crate::connector::nats::{DEFAULT_URL, GIVE_UP_AFTER, Server};
+use crate::connector::runtime::block_on;
 use crate::connector::{OptionError, SinkEntry, from_options};
 use crate::error::Result;
 use crate::operators::RowTimes;
@@ -28,8 +28,14 @@ pub(crate) const CONNECTOR: SinkEntry = SinkEntry {
     declare,
 };
 
-/// Messages published and not yet acknowledged by JetStream, at most, before the sink waits.
-const IN_FLIGHT: usize = 10_000;
+/// Messages published and not yet acknowledged by JetStream, at most, before the sink waits
+/// (below the client's own limit of 5000, at which a publish would wait for a permit that only
+/// awaiting the earlier acknowledgements frees).
+const IN_FLIGHT: usize = 4096;
+
+/// The duplicate window of a stream the sink creates: longer than a recovery takes (the
+/// default two minutes is shorter than a server restart's retries can last).
+const DUPLICATE_WINDOW: Duration = Duration::from_secs(600);
 
 /// `WITH (…)` options of a NATS sink.
 #[derive(Debug, Clone, serde::Deserialize)]
@@ -93,6 +99,7 @@ impl SinkConnector for Declared {
             block_on(js.get_or_create_stream(jetstream::stream::Config {
                 name: stream.clone(),
                 subjects: vec![self.subject.clone()],
+                duplicate_window: DUPLICATE_WINDOW,
                 ..Default::default()
             }))
             .map_err(|e| self.server.error(&format!("create stream {stream}"), &e))?;
@@ -117,9 +124,12 @@ struct NatsSink {
     ids: MessageIds,
 }
 
-/// How long a body's count is kept: longer than JetStream's default duplicate window (two
-/// minutes), so the same columns published again within it get a new number.
-const REMEMBER: Duration = Duration::from_secs(300);
+/// How long a body's count is kept: as long as the duplicate window of the streams the sink
+/// creates, so the same columns published again within it get a new number.
+const REMEMBER: Duration = DUPLICATE_WINDOW;
+
+/// Bodies remembered at most (about 50 MB); beyond, only the last minute's are kept.
+const REMEMBER_AT_MOST: usize = 1 << 20;
 
 /// A result row's message: its body and deterministic id.
 struct Message {
@@ -129,18 +139,24 @@ struct Message {
 
 impl NatsSink {
     fn publish(&mut self, bodies: Vec<Vec<u8>>) -> Result<()> {
-        let mut messages = Vec::with_capacity(bodies.len());
+        let mut messages = Vec::with_capacity(bodies.len().min(IN_FLIGHT));
         for body in bodies {
             messages.push(Message {
                 id: self.ids.next(&body),
                 body,
             });
+            if self.acks.len() + messages.len() >= IN_FLIGHT {
+                let sent = send(
+                    &self.js,
+                    &self.declared.subject,
+                    std::mem::take(&mut messages),
+                );
+                self.acks.extend(sent);
+                self.wait_acks()?;
+            }
         }
         let sent = send(&self.js, &self.declared.subject, messages);
         self.acks.extend(sent);
-        if self.acks.len() >= IN_FLIGHT {
-            self.wait_acks()?;
-        }
         Ok(())
     }
 
@@ -150,7 +166,7 @@ impl NatsSink {
     fn wait_acks(&mut self) -> Result<()> {
         let started = Instant::now();
         let mut backoff = Duration::from_millis(100);
-        let mut warned = None::<Instant>;
+        let (mut warned, mut wait) = (None::<Instant>, None);
         loop {
             let in_flight = std::mem::take(&mut self.acks);
             let mut failed = Vec::new();
@@ -179,10 +195,17 @@ impl NatsSink {
                     &last_error,
                 ));
             }
+            let reason = self.declared.server.mask(&last_error);
+            crate::connector::waiting::note(&mut wait, &self.declared.server.describe(), &reason);
+            if crate::connector::waiting::give_up(&wait) {
+                return Err(self.declared.server.error(
+                    &format!("publish to {}", self.declared.subject),
+                    &format!("the job was stopped while messages were not acknowledged ({reason})"),
+                ));
+            }
             if warned.is_none_or(|w| w.elapsed() > Duration::from_secs(60)) {
                 tracing::warn!(server = %self.declared.server.describe(), subject = %self.declared.subject,
-                    "{} messages not acknowledged, publishing them again: {}", failed.len(),
-                    crate::connector::secret::mask_in(&last_error, &self.declared.server.url));
+                    "{} messages not acknowledged, publishing them again: {reason}", failed.len());
                 warned = Some(Instant::now());
             }
             std::thread::sleep(backoff);
@@ -231,6 +254,11 @@ impl MessageIds {
                 .retain(|_, (_, at)| now.duration_since(*at) <= REMEMBER);
             self.pruned = now;
         }
+        if self.seen.len() >= REMEMBER_AT_MOST {
+            let recent = Duration::from_secs(60);
+            self.seen
+                .retain(|_, (_, at)| now.duration_since(*at) <= recent);
+        }
         let mut h = self.stem.clone();
         h.update(body);
         let hash = h.digest128();
@@ -254,7 +282,8 @@ impl MessageIds {
 }
 
 /// Publishes `messages` to `subject`, each with its acknowledgement to wait for (none where
-/// the publish failed at once).
+/// the publish failed at once: then the rest are not tried, to be published again after a
+/// pause rather than each waiting out the client's timeout).
 fn send(
     js: &jetstream::Context,
     subject: &str,
@@ -262,11 +291,17 @@ fn send(
 ) -> Vec<(Message, Option<PublishAckFuture>)> {
     block_on(async {
         let mut out = Vec::with_capacity(messages.len());
+        let mut failed = false;
         for m in messages {
             let message = jetstream::message::PublishMessage::build()
                 .payload(m.body.clone().into())
                 .message_id(m.id.as_str());
-            let ack = js.send_publish(subject.to_string(), message).await.ok();
+            let ack = if failed {
+                None
+            } else {
+                js.send_publish(subject.to_string(), message).await.ok()
+            };
+            failed = ack.is_none();
             out.push((m, ack));
         }
         out

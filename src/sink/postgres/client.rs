@@ -74,7 +74,7 @@ impl Connection {
     ) -> Result<T> {
         let started = Instant::now();
         let mut backoff = Duration::from_millis(100);
-        let mut warned = None::<Instant>;
+        let (mut warned, mut wait) = (None::<Instant>, None);
         loop {
             let attempt = match &mut self.client {
                 Some(c) => op(c),
@@ -103,8 +103,16 @@ impl Connection {
                     ),
                 ));
             }
+            let reason = self.mask(&e.to_string());
+            crate::connector::waiting::note(&mut wait, &self.describe(), &reason);
+            if crate::connector::waiting::give_up(&wait) {
+                return Err(self.error(
+                    what,
+                    &format!("the job was stopped while the server was unreachable ({reason})"),
+                ));
+            }
             if warned.is_none_or(|w| w.elapsed() > Duration::from_secs(60)) {
-                tracing::warn!(server = %self.describe(), "{}: the server is unreachable, retrying: {}", what, self.mask(&e.to_string()));
+                tracing::warn!(server = %self.describe(), "{what}: the server is unreachable, retrying: {reason}");
                 warned = Some(Instant::now());
             }
             std::thread::sleep(backoff);

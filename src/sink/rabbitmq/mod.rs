@@ -5,6 +5,8 @@
 //! CREATE SINK alerts WITH (connector = 'rabbitmq', url = 'amqp://guest:guest@127.0.0.1:5672/%2f',
 //!   queue = 'risk_alerts');                                   -- declared durable when absent
 //! CREATE SINK fanout WITH (connector = 'rabbitmq', exchange = 'risk', routing_key = 'alerts');
+//! CREATE SINK by_currency WITH (connector = 'rabbitmq', exchange = 'amq.topic',
+//!   routing_key = 'settlement.{currency}');                 -- each row's key from its columns
 //! ```
 //! At-least-once: a checkpoint waits until the server confirmed every message before it, and
 //! a recovery publishes again what followed the restored checkpoint — with the same
@@ -18,7 +20,8 @@ use lapin::types::FieldTable;
 use lapin::{Channel, Connection};
 
 use super::{Sink, SinkConnector, SinkContext};
-use crate::connector::amqp::{DEFAULT_URL, Server, block_on};
+use crate::connector::amqp::{DEFAULT_URL, Server};
+use crate::connector::runtime::block_on;
 use crate::connector::{OptionError, SinkEntry, from_options};
 use crate::error::Result;
 
@@ -41,8 +44,49 @@ pub struct RabbitSinkOptions {
     pub queue: Option<String>,
     /// The exchange (default the default exchange, which routes by queue name).
     pub exchange: Option<String>,
-    /// The routing key (default the queue).
+    /// The routing key (default the queue); `{column}` in it is replaced by each row's value
+    /// of that column (`settlement.{currency}`), for topic and direct exchanges.
     pub routing_key: Option<String>,
+}
+
+/// A piece of a routing key: text, or a column whose value goes there.
+#[derive(Debug, Clone, PartialEq)]
+pub(super) enum KeyPart {
+    Text(String),
+    Column(String),
+}
+
+/// The pieces of `template` (`a.{col}.b`), or what is wrong with it.
+pub(super) fn key_parts(template: &str) -> Result<Vec<KeyPart>, OptionError> {
+    let mut parts = Vec::new();
+    let mut rest = template;
+    while let Some(open) = rest.find('{') {
+        if open > 0 {
+            parts.push(KeyPart::Text(rest[..open].to_string()));
+        }
+        let Some(close) = rest[open..].find('}') else {
+            return Err(OptionError::Invalid(format!(
+                "routing_key = '{template}' opens a column with `{{` it never closes; write `{{column}}`"
+            )));
+        };
+        let column = rest[open + 1..open + close].trim();
+        if column.is_empty() || column.contains('{') {
+            return Err(OptionError::Invalid(format!(
+                "routing_key = '{template}' has an empty or nested `{{…}}`; write `{{column}}`"
+            )));
+        }
+        parts.push(KeyPart::Column(column.to_string()));
+        rest = &rest[open + close + 1..];
+    }
+    if rest.contains('}') {
+        return Err(OptionError::Invalid(format!(
+            "routing_key = '{template}' closes a `}}` it never opened; write `{{column}}`"
+        )));
+    }
+    if !rest.is_empty() {
+        parts.push(KeyPart::Text(rest.to_string()));
+    }
+    Ok(parts)
 }
 
 #[derive(Debug, Clone)]
@@ -52,6 +96,8 @@ pub(super) struct Declared {
     pub(super) queue: Option<String>,
     pub(super) exchange: String,
     pub(super) routing_key: String,
+    /// The routing key's pieces when it names columns (`None`: the same key for every row).
+    pub(super) key_columns: Option<Vec<KeyPart>>,
 }
 
 impl Declared {
@@ -112,6 +158,21 @@ fn declare(
             ));
         }
     };
+    let parts = key_parts(&routing_key)?;
+    let key_columns = parts
+        .iter()
+        .any(|p| matches!(p, KeyPart::Column(_)))
+        .then_some(parts);
+    if key_columns.is_some() && o.queue.is_some() {
+        return Err(OptionError::Invalid(format!(
+            "routing_key = '{routing_key}' takes each row's key from its columns, so it cannot be bound to one `queue`; drop `queue` and bind your queues to exchange `{}` with the keys (or patterns) they want",
+            if exchange.is_empty() {
+                "<name>"
+            } else {
+                exchange.as_str()
+            }
+        )));
+    }
     if exchange.is_empty() && o.queue.as_ref().is_some_and(|q| *q != routing_key) {
         return Err(OptionError::Invalid(format!(
             "routing_key = '{routing_key}' with the default exchange would not reach queue `{}`; give an `exchange` or drop `routing_key`",
@@ -126,6 +187,7 @@ fn declare(
         queue: o.queue,
         exchange,
         routing_key,
+        key_columns,
     }))
 }
 
@@ -160,5 +222,30 @@ impl SinkConnector for Declared {
 
     fn open(&self, _ctx: &mut SinkContext<'_>) -> Result<Box<dyn Sink>> {
         Ok(Box::new(sink::RabbitSink::open(Arc::new(self.clone()))?))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{KeyPart, key_parts};
+
+    #[test]
+    fn routing_keys_name_columns_in_braces() {
+        assert_eq!(
+            key_parts("settlement.{currency}.{ merchant_id }").unwrap(),
+            vec![
+                KeyPart::Text("settlement.".into()),
+                KeyPart::Column("currency".into()),
+                KeyPart::Text(".".into()),
+                KeyPart::Column("merchant_id".into()),
+            ]
+        );
+        assert_eq!(
+            key_parts("alerts").unwrap(),
+            vec![KeyPart::Text("alerts".into())]
+        );
+        for bad in ["a.{currency", "a.{}", "a}.b", "{a{b}}"] {
+            assert!(key_parts(bad).is_err(), "{bad}");
+        }
     }
 }

@@ -10,8 +10,9 @@ use datafusion::arrow::array::RecordBatch;
 use lapin::options::BasicPublishOptions;
 use lapin::{BasicProperties, Channel, Confirmation, Connection, PublisherConfirm};
 
-use super::Declared;
-use crate::connector::amqp::{GIVE_UP_AFTER, block_on};
+use super::{Declared, KeyPart};
+use crate::connector::amqp::GIVE_UP_AFTER;
+use crate::connector::runtime::block_on;
 use crate::error::Result;
 use crate::operators::RowTimes;
 use crate::sink::{Prepared, Sink};
@@ -23,6 +24,7 @@ const IN_FLIGHT: usize = 10_000;
 struct Unconfirmed {
     body: Vec<u8>,
     props: BasicProperties,
+    routing_key: String,
     /// The server's confirm, or `None` when publishing itself failed.
     confirm: Option<PublisherConfirm>,
 }
@@ -46,27 +48,27 @@ impl RabbitSink {
     }
 
     /// The message id of a body: the same row published again after a recovery has the same.
-    fn message_id(&self, body: &[u8]) -> String {
+    fn message_id(&self, body: &[u8], routing_key: &str) -> String {
         let mut h = xxhash_rust::xxh3::Xxh3::new();
         h.update(self.declared.name.as_bytes());
         h.update(&[0]);
-        h.update(self.declared.routing_key.as_bytes());
+        h.update(routing_key.as_bytes());
         h.update(&[0]);
         h.update(body);
         format!("{:032x}", h.digest128())
     }
 
     /// Publishes `messages` on the current channel; each is kept until confirmed.
-    fn send(&mut self, messages: Vec<(Vec<u8>, BasicProperties)>) {
+    fn send(&mut self, messages: Vec<Message>) {
         let d = &self.declared;
         let channel = &self.channel;
         let sent = block_on(async {
             let mut out = Vec::with_capacity(messages.len());
-            for (body, props) in messages {
+            for (body, props, routing_key) in messages {
                 let confirm = channel
                     .basic_publish(
                         d.exchange.as_str().into(),
-                        d.routing_key.as_str().into(),
+                        routing_key.as_str().into(),
                         BasicPublishOptions::default(),
                         &body,
                         props.clone(),
@@ -76,6 +78,7 @@ impl RabbitSink {
                 out.push(Unconfirmed {
                     body,
                     props,
+                    routing_key,
                     confirm,
                 });
             }
@@ -84,19 +87,19 @@ impl RabbitSink {
         self.unconfirmed.extend(sent);
     }
 
-    /// Publishes the JSON bodies (each with its event time, epoch ms).
-    fn publish(&mut self, bodies: Vec<(Vec<u8>, Option<i64>)>) -> Result<()> {
+    /// Publishes the JSON bodies (each with its event time, epoch ms, and routing key).
+    fn publish(&mut self, bodies: Vec<Row>) -> Result<()> {
         let messages = bodies
             .into_iter()
-            .map(|(body, time)| {
+            .map(|(body, time, routing_key)| {
                 let mut props = BasicProperties::default()
                     .with_delivery_mode(2)
                     .with_content_type("application/json".into())
-                    .with_message_id(self.message_id(&body).as_str().into());
+                    .with_message_id(self.message_id(&body, &routing_key).as_str().into());
                 if let Some(t) = time {
                     props = props.with_timestamp(t.div_euclid(1000).max(0) as u64);
                 }
-                (body, props)
+                (body, props, routing_key)
             })
             .collect();
         self.send(messages);
@@ -116,7 +119,7 @@ impl RabbitSink {
             let pending = std::mem::take(&mut self.unconfirmed);
             let (confirms, kept): (Vec<_>, Vec<_>) = pending
                 .into_iter()
-                .map(|u| (u.confirm, (u.body, u.props)))
+                .map(|u| (u.confirm, (u.body, u.props, u.routing_key)))
                 .unzip();
             let results = block_on(futures::future::join_all(confirms.into_iter().map(
                 |c| async move {
@@ -134,8 +137,8 @@ impl RabbitSink {
                         return Err(self.declared.server.error(
                             &what,
                             &format!(
-                                "a message was returned unroutable (exchange `{}`, routing key `{}`)",
-                                self.declared.exchange, self.declared.routing_key
+                                "a message was returned unroutable (exchange `{}`, routing key `{}`): no queue is bound for it",
+                                self.declared.exchange, message.2
                             ),
                         ));
                     }
@@ -169,32 +172,109 @@ impl RabbitSink {
         }
     }
 
-    fn rows(batch: &RecordBatch, times: Option<&RowTimes>) -> Vec<(Vec<u8>, Option<i64>)> {
-        (0..batch.num_rows())
+    /// Each row's JSON body, event time and routing key.
+    fn rows(&self, batch: &RecordBatch, times: Option<&RowTimes>) -> Result<Vec<Row>> {
+        let d = &self.declared;
+        // The columns the routing key names, by index.
+        let parts: Option<Vec<std::result::Result<&str, usize>>> = match &d.key_columns {
+            None => None,
+            Some(parts) => Some(
+                parts
+                    .iter()
+                    .map(|p| match p {
+                        KeyPart::Text(t) => Ok(Ok(t.as_str())),
+                        KeyPart::Column(c) => batch.schema().index_of(c).map(Err).map_err(|_| {
+                            let columns: Vec<String> = batch
+                                .schema()
+                                .fields()
+                                .iter()
+                                .map(|f| f.name().clone())
+                                .collect();
+                            d.server.error(
+                                &format!("publish for sink `{}`", d.name),
+                                &format!(
+                                    "routing_key = '{}' names column `{c}`, which the query does not return; its columns are {}",
+                                    d.routing_key,
+                                    columns.join(", ")
+                                ),
+                            )
+                        }),
+                    })
+                    .collect::<Result<_>>()?,
+            ),
+        };
+        Ok((0..batch.num_rows())
             .map(|row| {
                 let mut body = Vec::with_capacity(256);
                 crate::sink::write_row(&mut body, batch, row);
-                (body, times.map(|t| t.get(row)))
+                let key = match &parts {
+                    None => d.routing_key.clone(),
+                    Some(parts) => {
+                        let mut key = Vec::new();
+                        for p in parts {
+                            match p {
+                                Ok(text) => key.extend_from_slice(text.as_bytes()),
+                                Err(i) => key.extend(crate::sink::text_value(
+                                    batch.column(*i).as_ref(),
+                                    row,
+                                )),
+                            }
+                        }
+                        String::from_utf8_lossy(&key).into_owned()
+                    }
+                };
+                (body, times.map(|t| t.get(row)), key)
+            })
+            .collect())
+    }
+
+    /// The routing key of a record (a dead letter or late event: a JSON object): its fields
+    /// fill the key's columns (empty where absent).
+    fn record_key(&self, json: &[u8]) -> String {
+        let Some(parts) = &self.declared.key_columns else {
+            return self.declared.routing_key.clone();
+        };
+        let object: serde_json::Map<String, serde_json::Value> =
+            serde_json::from_slice(json).unwrap_or_default();
+        parts
+            .iter()
+            .map(|p| match p {
+                KeyPart::Text(t) => t.clone(),
+                KeyPart::Column(c) => match object.get(c) {
+                    Some(serde_json::Value::String(s)) => s.clone(),
+                    Some(v) => v.to_string(),
+                    None => String::new(),
+                },
             })
             .collect()
     }
 }
 
+/// A message to publish: body, properties, routing key.
+type Message = (Vec<u8>, BasicProperties, String);
+
+/// A row to publish: its JSON body, event time (epoch ms) and routing key.
+type Row = (Vec<u8>, Option<i64>, String);
+
 impl Sink for RabbitSink {
     fn write_batch(&mut self, batch: &RecordBatch) -> Result<()> {
-        self.publish(Self::rows(batch, None))
+        let rows = self.rows(batch, None)?;
+        self.publish(rows)
     }
 
     fn write_results(&mut self, batch: &RecordBatch, times: &RowTimes) -> Result<()> {
-        self.publish(Self::rows(batch, Some(times)))
+        let rows = self.rows(batch, Some(times))?;
+        self.publish(rows)
     }
 
     fn write_record(&mut self, json: &[u8]) -> Result<()> {
-        self.publish(vec![(json.to_vec(), None)])
+        let key = self.record_key(json);
+        self.publish(vec![(json.to_vec(), None, key)])
     }
 
     fn write_record_at(&mut self, json: &[u8], time: i64) -> Result<()> {
-        self.publish(vec![(json.to_vec(), Some(time))])
+        let key = self.record_key(json);
+        self.publish(vec![(json.to_vec(), Some(time), key)])
     }
 
     fn flush(&mut self) -> Result<()> {

@@ -42,7 +42,7 @@ impl RedisSink {
     fn run(&mut self, what: &str, pipe: &redis::Pipeline) -> Result<()> {
         let started = Instant::now();
         let mut backoff = Duration::from_millis(100);
-        let mut warned = None::<Instant>;
+        let (mut warned, mut wait) = (None::<Instant>, None);
         loop {
             let attempt = match &mut self.connection {
                 Some(c) => pipe.exec(c),
@@ -67,8 +67,21 @@ impl RedisSink {
                 return Err(error(&self.url, what, &e));
             }
             self.connection = None;
+            let reason = mask_in(&e.to_string(), &self.url);
+            crate::connector::waiting::note(
+                &mut wait,
+                &format!("redis {}", mask_url(&self.url)),
+                &reason,
+            );
+            if crate::connector::waiting::give_up(&wait) {
+                return Err(error(
+                    &self.url,
+                    what,
+                    &format!("the job was stopped while the server was unreachable ({reason})"),
+                ));
+            }
             if warned.is_none_or(|w| w.elapsed() > Duration::from_secs(60)) {
-                tracing::warn!(server = %mask_url(&self.url), "{what}: the server is unreachable, retrying: {}", mask_in(&e.to_string(), &self.url));
+                tracing::warn!(server = %mask_url(&self.url), "{what}: the server is unreachable, retrying: {reason}");
                 warned = Some(Instant::now());
             }
             std::thread::sleep(backoff);

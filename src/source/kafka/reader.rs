@@ -62,7 +62,7 @@ impl KafkaReader {
         let mut seq = 0u64;
         let mut last_sent = Instant::now();
         let mut last_flush = Instant::now();
-        let mut warned = None::<Instant>;
+        let (mut warned, mut wait) = (None::<Instant>, None);
         let mut eof = vec![false; n];
         loop {
             if self.stop.load(Ordering::Relaxed) {
@@ -79,6 +79,7 @@ impl KafkaReader {
             let mut idle = false;
             match self.consumer.poll(Duration::from_millis(20)) {
                 Some(Ok(m)) => {
+                    drop(wait.take()); // the server answers again
                     let (p, offset) = (m.partition() as usize, m.offset().max(0) as u64);
                     let limit = self.until.as_ref().map_or(u64::MAX, |u| u[p]);
                     if p < n && offset >= self.position[p] && offset < limit {
@@ -121,8 +122,10 @@ impl KafkaReader {
                 }
                 Some(Err(e)) if transient(&e) => {
                     // librdkafka reconnects by itself; the job waits meanwhile.
+                    let reason = self.brokers.mask(&e.to_string());
+                    crate::connector::waiting::note(&mut wait, &self.brokers.describe(), &reason);
                     if warned.is_none_or(|w| w.elapsed() > Duration::from_secs(60)) {
-                        tracing::warn!(brokers = %self.brokers.bootstrap, "kafka source: {}; waiting for the broker", self.brokers.mask(&e.to_string()));
+                        tracing::warn!(brokers = %self.brokers.bootstrap, "kafka source: {reason}; waiting for the broker");
                         warned = Some(Instant::now());
                     }
                     idle = true;

@@ -17,12 +17,12 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_nats::jetstream;
-use async_nats::jetstream::consumer::{AckPolicy, DeliverPolicy, pull};
+use async_nats::jetstream::consumer::{AckPolicy, DeliverPolicy, PullConsumer, pull};
 
 use super::decoders::start_reading;
 use super::{Positions, ReadOptions, Reading, Source, SourceConnector, SourceContext};
-use crate::connector::amqp::block_on;
 use crate::connector::nats::{DEFAULT_URL, Server};
+use crate::connector::runtime::block_on;
 use crate::connector::{OptionError, SourceEntry, from_options};
 use crate::decode::Origin;
 use crate::error::Result;
@@ -114,6 +114,7 @@ impl SourceConnector for Declared {
             events: Arc::clone(&ctx.events),
             unacked: Arc::default(),
             acked: Arc::default(),
+            generation: Arc::default(),
         }))
     }
 }
@@ -127,39 +128,60 @@ pub(crate) struct NatsSource {
     max_ack_pending: u32,
     until_end: bool,
     events: Arc<crate::schema::EventSchema>,
-    /// The last message of each chunk sent, by stream sequence, until a checkpoint covering it
-    /// acknowledges it (and, the policy being "ack all", everything before it).
-    unacked: Arc<Mutex<BTreeMap<u64, jetstream::Message>>>,
-    /// The last stream sequence acknowledged.
+    /// The last message of each chunk sent (its payload dropped), by stream sequence, with the
+    /// count of messages delivered up to it, until a checkpoint covering it acknowledges it
+    /// (and, the policy being "ack all", everything before it).
+    unacked: Unacked,
+    /// Messages delivered up to the last one the server confirmed acknowledged.
     acked: Arc<AtomicU64>,
+    /// The consumer's generation: the reader makes a new consumer when deliveries went
+    /// missing; an acknowledgement for an older one is pointless.
+    generation: Arc<AtomicU64>,
 }
 
-impl Source for NatsSource {
-    fn events(&self) -> Arc<crate::schema::EventSchema> {
-        Arc::clone(&self.events)
-    }
+/// See [`NatsSource::unacked`]: by stream sequence, the message, the count of messages
+/// delivered up to it, and its consumer's generation.
+pub(super) type Unacked = Arc<Mutex<BTreeMap<u64, (jetstream::Message, u64, u64)>>>;
 
-    fn origins(&self) -> Result<Vec<Origin>> {
-        Ok(vec![Origin::partition(self.stream.as_str(), 0)])
-    }
+/// How a run makes the job's durable consumer: (re)created to start right after a sequence.
+#[derive(Clone)]
+pub(super) struct Consuming {
+    pub(super) js: jetstream::Context,
+    pub(super) server: Server,
+    pub(super) stream: String,
+    durable: String,
+    subject: Option<String>,
+    max_ack_pending: u32,
+}
 
-    fn bounded(&self) -> bool {
-        self.until_end
-    }
-
-    fn open(&self, start: &Positions, opts: &ReadOptions) -> Result<Reading> {
-        let js = self.server.jetstream()?;
-        let after = start.get(&0).copied().unwrap_or(0);
+impl Consuming {
+    /// The durable consumer afresh, delivering from sequence `after + 1` (the whole stream
+    /// after 0), and the messages pending for it. An old consumer of the name is deleted
+    /// first — never reused: its delivered-but-unacknowledged messages would come back only
+    /// after their acknowledgement wait.
+    pub(super) fn create(&self, after: u64) -> Result<(PullConsumer, u64)> {
         let what = format!("read stream {}", self.stream);
-        let (consumer, pending) = block_on(async {
-            let stream = js.get_stream(&self.stream).await.map_err(|e| {
+        block_on(async {
+            let stream = self.js.get_stream(&self.stream).await.map_err(|e| {
                 format!(
                     "{e}; create the stream first (nats stream add {})",
                     self.stream
                 )
             })?;
-            // The consumer starts right after the checkpoint (or at the stream's start).
-            let _ = stream.delete_consumer(&self.durable).await;
+            let mut tries = 0;
+            loop {
+                match stream.delete_consumer(&self.durable).await {
+                    Ok(_) => break,
+                    Err(e) if e.to_string().contains("not found") => break,
+                    Err(e) if tries >= 20 => {
+                        return Err(format!("delete the old consumer {}: {e}", self.durable));
+                    }
+                    Err(_) => {
+                        tries += 1;
+                        tokio::time::sleep(Duration::from_millis(250)).await;
+                    }
+                }
+            }
             let config = pull::Config {
                 durable_name: Some(self.durable.clone()),
                 ack_policy: AckPolicy::All,
@@ -185,22 +207,52 @@ impl Source for NatsSource {
                 .num_pending;
             Ok::<_, String>((consumer, pending))
         })
-        .map_err(|e| self.server.error(&what, &e))?;
+        .map_err(|e| self.server.error(&what, &e))
+    }
+}
+
+impl Source for NatsSource {
+    fn events(&self) -> Arc<crate::schema::EventSchema> {
+        Arc::clone(&self.events)
+    }
+
+    fn origins(&self) -> Result<Vec<Origin>> {
+        Ok(vec![Origin::partition(self.stream.as_str(), 0)])
+    }
+
+    fn bounded(&self) -> bool {
+        self.until_end
+    }
+
+    fn open(&self, start: &Positions, opts: &ReadOptions) -> Result<Reading> {
+        let consuming = Consuming {
+            js: self.server.jetstream()?,
+            server: self.server.clone(),
+            stream: self.stream.clone(),
+            durable: self.durable.clone(),
+            subject: self.subject.clone(),
+            max_ack_pending: self.max_ack_pending,
+        };
+        let after = start.get(&0).copied().unwrap_or(0);
+        let (consumer, pending) = consuming.create(after)?;
         self.unacked
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .clear();
-        self.acked.store(after, Ordering::Release);
+        self.acked.store(0, Ordering::Release);
+        self.generation.fetch_add(1, Ordering::AcqRel);
         let positions: Positions = [(0, after)].into();
         tracing::info!(stream = %self.stream, after, pending, until_end = self.until_end, "nats source opened");
 
         let reader = reader::NatsReader {
             consumer,
-            server: self.server.clone(),
+            consuming,
+            after,
             unacked: Arc::clone(&self.unacked),
             until: self.until_end.then_some(pending),
             stop: Arc::clone(&opts.stop),
             acked: Arc::clone(&self.acked),
+            generation: Arc::clone(&self.generation),
             max_pending: u64::from(self.max_ack_pending),
         };
         start_reading(&self.events, opts, positions, "nats-reader", move |feed| {
@@ -216,20 +268,36 @@ impl Source for NatsSource {
             let mut unacked = self.unacked.lock().unwrap_or_else(|e| e.into_inner());
             let newer = unacked.split_off(&(p + 1));
             let covered = std::mem::replace(&mut *unacked, newer);
-            covered.into_values().next_back()
+            covered.into_iter().next_back()
         };
-        // The acknowledgement tells the server (and `nats consumer info`) how far the job is;
-        // where it resumes is the checkpoint's sequence. One lost with the connection is
-        // harmless: the next run starts after the checkpoint regardless.
-        if let Some(m) = last {
-            match block_on(m.ack()) {
-                Ok(()) => {
-                    self.acked.fetch_max(p, Ordering::AcqRel);
+        // The acknowledgement tells the server (and `nats consumer info`) how far the job is,
+        // and frees `max_ack_pending` for more; where a run resumes is the checkpoint's
+        // sequence regardless. It waits for the server's confirmation; one that fails is
+        // tried again by the next checkpoint.
+        let current = self.generation.load(Ordering::Acquire);
+        if let Some((sequence, (m, delivered, generation))) = last
+            && generation == current
+        {
+            let acked = block_on(async {
+                tokio::time::timeout(Duration::from_secs(5), m.double_ack()).await
+            });
+            match acked {
+                Ok(Ok(())) => {
+                    self.acked.fetch_max(delivered, Ordering::AcqRel);
                 }
-                Err(e) => {
+                failed => {
+                    let why = match failed {
+                        Ok(Err(e)) => e.to_string(),
+                        _ => "no confirmation within 5 s".into(),
+                    };
                     tracing::warn!(server = %self.server.describe(), stream = %self.stream,
-                        "acknowledging up to sequence {p} failed; the next checkpoint acknowledges it: {}",
-                        crate::connector::secret::mask_in(&e.to_string(), &self.server.url));
+                        "acknowledging up to sequence {sequence} failed; the next checkpoint tries again: {}",
+                        self.server.mask(&why));
+                    self.unacked
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .entry(sequence)
+                        .or_insert((m, delivered, generation));
                 }
             }
         }

@@ -1,18 +1,24 @@
 //! The NATS source's reader thread: pulls messages, gathers them into chunks of about
-//! [`CHUNK`] bytes (one JSON value a line; a gap in the stream sequence starts a new chunk, so
-//! positions stay exact), hands them to the decoders, and sends ticks while nothing arrives.
+//! [`CHUNK`] bytes (one JSON value a line), hands them to the decoders, and sends ticks while
+//! nothing arrives.
+//!
+//! Each delivery's consumer sequence is the previous one's plus one; a jump means deliveries
+//! went missing (a connection dropped with messages in flight), and the server would send them
+//! again only after the acknowledgement wait. So the reader makes the consumer afresh right
+//! after the last stream sequence it took, and drops what it has already taken (a
+//! redelivery). A stream sequence may skip (a subject filter, deleted messages): a chunk's
+//! position is its last sequence; its dead letters are numbered from its first.
 
-use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use async_nats::jetstream;
 use async_nats::jetstream::consumer::PullConsumer;
 use futures::StreamExt;
 
-use crate::connector::amqp::block_on;
-use crate::connector::nats::Server;
+use super::{Consuming, Unacked};
+use crate::connector::runtime::block_on;
 use crate::decode::Decoded;
 use crate::error::Result;
 use crate::source::decoders::{Feed, Job};
@@ -22,15 +28,24 @@ use crate::source::{Chunk, ChunkTag};
 /// How long messages wait in a partly filled chunk before it is sent anyway.
 const LINGER: Duration = Duration::from_millis(50);
 
+/// How long the reader waits, blocked on unacknowledged messages with checkpoints taken, before
+/// it takes the consumer to have lost track (an acknowledgement or deliveries lost) and makes
+/// it afresh.
+const STALLED: Duration = Duration::from_secs(10);
+
 pub(super) struct NatsReader {
     pub(super) consumer: PullConsumer,
-    pub(super) server: Server,
-    pub(super) unacked: Arc<Mutex<BTreeMap<u64, jetstream::Message>>>,
+    pub(super) consuming: Consuming,
+    /// The last stream sequence taken (the checkpoint's, at the start).
+    pub(super) after: u64,
+    pub(super) unacked: Unacked,
     /// `--until-end`: the messages pending for the consumer at the start.
     pub(super) until: Option<u64>,
     pub(super) stop: Arc<AtomicBool>,
-    /// The last sequence a checkpoint acknowledged.
+    /// Messages delivered up to the last acknowledgement the server confirmed.
     pub(super) acked: Arc<AtomicU64>,
+    /// The consumer's generation, advanced when the reader makes it afresh.
+    pub(super) generation: Arc<AtomicU64>,
     /// Unacknowledged messages the server delivers at most.
     pub(super) max_pending: u64,
 }
@@ -40,11 +55,12 @@ pub(super) struct NatsReader {
 struct Pending {
     bytes: Vec<u8>,
     first: Option<u64>,
-    /// The sequence after the last message.
-    end: u64,
+    /// The last message's stream sequence.
+    last_seq: u64,
     records: usize,
     times: Vec<i64>,
-    last: Option<jetstream::Message>,
+    /// The last message (payload dropped), to acknowledge, and the messages delivered up to it.
+    last: Option<(jetstream::Message, u64)>,
 }
 
 impl NatsReader {
@@ -55,13 +71,17 @@ impl NatsReader {
     }
 
     fn read(&mut self, feed: &Feed) -> Result<()> {
+        let server = self.consuming.server.clone();
         let mut messages =
-            block_on(self.consumer.messages()).map_err(|e| self.server.error("consume", &e))?;
+            block_on(self.consumer.messages()).map_err(|e| server.error("consume", &e))?;
         let mut pending = Pending::default();
-        let (mut seq, mut delivered, mut last_seq) = (0u64, 0u64, 0u64);
+        // `delivered`: messages taken this run; `floor`: those taken before the current
+        // consumer was made (none of them is pending for it).
+        let (mut seq, mut delivered, mut floor, mut last_consumer_seq) = (0u64, 0u64, 0u64, 0u64);
         let (mut last_sent, mut last_flush, mut last_ask) =
             (Instant::now(), Instant::now(), Instant::now());
-        let mut warned = None::<Instant>;
+        let mut blocked_since = None::<Instant>;
+        let (mut warned, mut wait) = (None::<Instant>, None);
         loop {
             if self.stop.load(Ordering::Relaxed) {
                 return Ok(());
@@ -73,57 +93,97 @@ impl NatsReader {
             let next = block_on(async {
                 tokio::time::timeout(Duration::from_millis(20), messages.next()).await
             });
+            let mut lost = false;
             let idle = match next {
-                Ok(Some(Ok(m))) => {
-                    let info = m.info().map_err(|e| self.server.error("consume", &e))?;
-                    let (s, time) = (
+                Ok(Some(Ok(mut m))) => {
+                    drop(wait.take()); // the server answers again
+                    let info = m.info().map_err(|e| server.error("consume", &e))?;
+                    let (s, consumer_seq, left, time) = (
                         info.stream_sequence,
+                        info.consumer_sequence,
+                        info.pending,
                         (info.published.unix_timestamp_nanos() / 1_000_000) as i64,
                     );
-                    if pending.first.is_some() && s != pending.end {
-                        if !self.send(feed, &mut pending, &mut seq) {
-                            return Ok(());
+                    lost = last_consumer_seq != 0 && consumer_seq != last_consumer_seq + 1;
+                    last_consumer_seq = consumer_seq;
+                    if !lost && s > self.after {
+                        if pending.bytes.capacity() == 0 {
+                            pending.bytes = feed
+                                .recycled
+                                .try_recv()
+                                .unwrap_or_else(|_| Vec::with_capacity(2 * CHUNK + (64 << 10)));
+                            pending.bytes.clear();
                         }
-                        last_sent = Instant::now();
-                    }
-                    if pending.bytes.capacity() == 0 {
-                        pending.bytes = feed
-                            .recycled
-                            .try_recv()
-                            .unwrap_or_else(|_| Vec::with_capacity(2 * CHUNK + (64 << 10)));
-                        pending.bytes.clear();
-                    }
-                    pending.first.get_or_insert(s);
-                    pending.end = s + 1;
-                    pending.records += 1;
-                    pending.times.push(time);
-                    append_line(&mut pending.bytes, &m.message.payload);
-                    pending.last = Some(m);
-                    delivered += 1;
-                    last_seq = s;
-                    if pending.bytes.len() >= CHUNK {
-                        if !self.send(feed, &mut pending, &mut seq) {
-                            return Ok(());
+                        pending.first.get_or_insert(s);
+                        pending.last_seq = s;
+                        pending.records += 1;
+                        pending.times.push(time);
+                        append_line(&mut pending.bytes, &m.message.payload);
+                        delivered += 1;
+                        self.after = s;
+                        // Kept to acknowledge: the reply subject, not the payload.
+                        m.message.payload = Default::default();
+                        pending.last = Some((m, delivered));
+                        if pending.bytes.len() >= CHUNK {
+                            if !self.send(feed, &mut pending, &mut seq) {
+                                return Ok(());
+                            }
+                            last_sent = Instant::now();
                         }
-                        last_sent = Instant::now();
+                        // `--until-end`: nothing left for the consumer (some were removed by
+                        // the stream's limits before they were read).
+                        if left == 0
+                            && let Some(u) = &mut self.until
+                        {
+                            *u = delivered;
+                        }
                     }
                     false
                 }
                 Ok(Some(Err(e))) => {
                     // The client reconnects by itself; the job waits meanwhile.
+                    let reason = server.mask(&e.to_string());
+                    crate::connector::waiting::note(&mut wait, &server.describe(), &reason);
                     if warned.is_none_or(|w| w.elapsed() > Duration::from_secs(60)) {
-                        tracing::warn!(server = %self.server.describe(), "nats source: {e}; waiting for the server");
+                        tracing::warn!(server = %server.describe(), "nats source: {reason}; waiting for the server");
                         warned = Some(Instant::now());
                     }
                     true
                 }
                 Ok(None) => {
-                    return Err(self
-                        .server
-                        .error("consume", &"the consumer's message stream ended"));
+                    lost = true;
+                    true
                 }
                 Err(_) => true,
             };
+            // Every message the server allows is unacknowledged: only a checkpoint frees more.
+            let outstanding = delivered - floor.max(self.acked.load(Ordering::Acquire));
+            let blocked = idle && outstanding >= self.max_pending;
+            blocked_since = match (blocked, blocked_since) {
+                (false, _) => None,
+                (true, None) => Some(Instant::now()),
+                (true, since) => since,
+            };
+            if lost || blocked_since.is_some_and(|t| t.elapsed() >= STALLED) {
+                // Deliveries went missing (or an acknowledgement did, and the server sends
+                // nothing more): a new consumer right after the last sequence taken.
+                tracing::warn!(server = %server.describe(), stream = %self.consuming.stream, after = self.after,
+                    "nats source: the consumer lost track of its deliveries; consuming again after the last sequence taken");
+                if !self.send(feed, &mut pending, &mut seq) {
+                    return Ok(());
+                }
+                self.unacked
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .clear();
+                self.generation.fetch_add(1, Ordering::AcqRel);
+                let (consumer, _) = self.consuming.create(self.after)?;
+                self.consumer = consumer;
+                messages =
+                    block_on(self.consumer.messages()).map_err(|e| server.error("consume", &e))?;
+                (floor, last_consumer_seq, blocked_since) = (delivered, 0, None);
+                continue;
+            }
             if (idle || last_flush.elapsed() >= LINGER) && pending.first.is_some() {
                 last_flush = Instant::now();
                 if !self.send(feed, &mut pending, &mut seq) {
@@ -131,19 +191,16 @@ impl NatsReader {
                 }
                 last_sent = Instant::now();
             }
-            // Every message the server allows is unacknowledged: only a checkpoint frees more.
-            let blocked = idle
-                && last_seq.saturating_sub(self.acked.load(Ordering::Acquire)) >= self.max_pending
-                && last_ask.elapsed() >= Duration::from_millis(50);
-            if blocked || (idle && last_sent.elapsed() >= TICK) {
-                if blocked {
+            let ask = blocked && last_ask.elapsed() >= Duration::from_millis(50);
+            if ask || (idle && last_sent.elapsed() >= TICK) {
+                if ask {
                     last_ask = Instant::now();
                 }
                 let tick = Chunk {
                     seq,
                     decoded: Decoded::default(),
                     tag: ChunkTag {
-                        wants_checkpoint: blocked,
+                        wants_checkpoint: ask,
                         ..ChunkTag::default()
                     },
                     record_times: None,
@@ -164,11 +221,12 @@ impl NatsReader {
             return true;
         };
         let q = std::mem::take(q);
-        if let Some(m) = q.last {
+        if let Some((m, delivered)) = q.last {
+            let generation = self.generation.load(Ordering::Acquire);
             self.unacked
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
-                .insert(q.end - 1, m);
+                .insert(q.last_seq, (m, delivered, generation));
         }
         feed.bytes
             .fetch_add(q.bytes.len() as u64, Ordering::Relaxed);
@@ -179,7 +237,7 @@ impl NatsReader {
             lines: q.records,
             tag: ChunkTag {
                 partition: 0,
-                end: Some(q.end - 1),
+                end: Some(q.last_seq),
                 last: false,
                 wants_checkpoint: false,
             },

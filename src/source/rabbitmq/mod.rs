@@ -27,7 +27,8 @@ use lapin::{Channel, Connection, Consumer};
 
 use super::decoders::start_reading;
 use super::{Positions, ReadOptions, Reading, Source};
-use crate::connector::amqp::{Server, block_on};
+use crate::connector::amqp::Server;
+use crate::connector::runtime::block_on;
 use crate::decode::Origin;
 use crate::error::Result;
 

@@ -10,7 +10,7 @@ use futures::StreamExt;
 use lapin::Consumer;
 
 use super::{Live, Queue, position};
-use crate::connector::amqp::block_on;
+use crate::connector::runtime::block_on;
 use crate::decode::Decoded;
 use crate::error::Result;
 use crate::source::decoders::{Feed, Job};
