@@ -36,10 +36,37 @@ pub(crate) fn split_credentials(url: &str) -> (String, Option<Credentials>) {
     let address = format!("{}{}", &url[..scheme_end], &rest[at + 1..]);
     let info = &rest[..at];
     let credentials = match info.split_once(':') {
-        Some((user, password)) => Credentials::User(user.to_string(), password.to_string()),
-        None => Credentials::Token(info.to_string()),
+        Some((user, password)) => {
+            Credentials::User(percent_decoded(user), percent_decoded(password))
+        }
+        None => Credentials::Token(percent_decoded(info)),
     };
     (address, Some(credentials))
+}
+
+/// `text` with its `%XX` escapes decoded (a URL's user info: `p%40ss` is `p@ss`).
+fn percent_decoded(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = |b: u8| (b as char).to_digit(16);
+        match (
+            bytes[i],
+            bytes.get(i + 1).copied().and_then(hex),
+            bytes.get(i + 2).copied().and_then(hex),
+        ) {
+            (b'%', Some(h), Some(l)) => {
+                out.push((h * 16 + l) as u8);
+                i += 3;
+            }
+            (b, _, _) => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// A NATS server, by URL.
@@ -140,6 +167,8 @@ mod tests {
         let (address, c) = split_credentials("nats://app:s3cret@127.0.0.1:4222");
         assert_eq!(address, "nats://127.0.0.1:4222");
         assert_eq!(c, Some(Credentials::User("app".into(), "s3cret".into())));
+        let (_, c) = split_credentials("nats://app:p%40ss%2Fw@127.0.0.1:4222");
+        assert_eq!(c, Some(Credentials::User("app".into(), "p@ss/w".into())));
         let token = Server {
             url: "nats://T0KEN42@127.0.0.1:4222".into(),
         };

@@ -34,7 +34,8 @@ static NEXT: AtomicU64 = AtomicU64::new(0);
 #[derive(Debug)]
 pub(crate) struct Wait {
     id: u64,
-    began: std::time::Instant,
+    /// When this wait first saw its job stopped.
+    stop_seen: std::cell::Cell<Option<std::time::Instant>>,
 }
 
 impl Wait {
@@ -51,7 +52,7 @@ impl Wait {
         );
         Wait {
             id,
-            began: std::time::Instant::now(),
+            stop_seen: std::cell::Cell::new(None),
         }
     }
 
@@ -119,10 +120,15 @@ pub(crate) fn stop_flag() -> Option<Arc<AtomicBool>> {
 /// brief hiccup, but a server that stays away does not hold the stop for minutes.
 const GRACE: std::time::Duration = std::time::Duration::from_secs(5);
 
-/// Whether the retry loop of `wait` should give up: its job was stopped and the wait has
-/// lasted [`GRACE`].
+/// Whether the retry loop of `wait` should give up: its job was stopped [`GRACE`] ago (or
+/// more) while it waited.
 pub(crate) fn give_up(wait: &Option<Wait>) -> bool {
-    stopped() && wait.as_ref().is_some_and(|w| w.began.elapsed() >= GRACE)
+    let Some(w) = wait.as_ref().filter(|_| stopped()) else {
+        return false;
+    };
+    let seen = w.stop_seen.get().unwrap_or_else(std::time::Instant::now);
+    w.stop_seen.set(Some(seen));
+    seen.elapsed() >= GRACE
 }
 
 /// Whether the job this thread works for was stopped.

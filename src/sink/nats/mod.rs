@@ -95,20 +95,23 @@ impl SinkConnector for Declared {
 
     fn open(&self, _ctx: &mut SinkContext<'_>) -> Result<Box<dyn Sink>> {
         let js = self.server.jetstream()?;
+        // Equal rows are numbered for as long as the stream remembers ids.
+        let mut remember = DUPLICATE_WINDOW;
         if let Some(stream) = &self.stream {
-            block_on(js.get_or_create_stream(jetstream::stream::Config {
+            let s = block_on(js.get_or_create_stream(jetstream::stream::Config {
                 name: stream.clone(),
                 subjects: vec![self.subject.clone()],
                 duplicate_window: DUPLICATE_WINDOW,
                 ..Default::default()
             }))
             .map_err(|e| self.server.error(&format!("create stream {stream}"), &e))?;
+            remember = remember.max(s.cached_info().config.duplicate_window);
         }
         Ok(Box::new(NatsSink {
             declared: self.clone(),
             js,
             acks: Vec::new(),
-            ids: MessageIds::new(&self.name, &self.subject),
+            ids: MessageIds::new(&self.name, &self.subject, remember),
         }))
     }
 }
@@ -123,13 +126,6 @@ struct NatsSink {
     acks: Vec<(Message, Option<PublishAckFuture>)>,
     ids: MessageIds,
 }
-
-/// How long a body's count is kept: as long as the duplicate window of the streams the sink
-/// creates, so the same columns published again within it get a new number.
-const REMEMBER: Duration = DUPLICATE_WINDOW;
-
-/// Bodies remembered at most (about 50 MB); beyond, only the last minute's are kept.
-const REMEMBER_AT_MOST: usize = 1 << 20;
 
 /// A result row's message: its body and deterministic id.
 struct Message {
@@ -221,13 +217,16 @@ pub(crate) struct MessageIds {
     stem: xxhash_rust::xxh3::Xxh3,
     /// Each body published lately (by hash): how often, and when last. A body published again
     /// within the duplicate window is a different row with the same columns, numbered so its
-    /// id differs; entries older than [`REMEMBER`] are dropped.
+    /// id differs; entries older than the stream's duplicate window are dropped (memory:
+    /// about 50 bytes a distinct row published within it).
     seen: HashMap<u128, (u64, Instant)>,
     pruned: Instant,
+    /// The duplicate window.
+    remember: Duration,
 }
 
 impl MessageIds {
-    pub(crate) fn new(sink: &str, subject: &str) -> Self {
+    pub(crate) fn new(sink: &str, subject: &str, remember: Duration) -> Self {
         let mut stem = xxhash_rust::xxh3::Xxh3::new();
         stem.update(sink.as_bytes());
         stem.update(&[0]);
@@ -237,11 +236,12 @@ impl MessageIds {
             stem,
             seen: HashMap::new(),
             pruned: Instant::now(),
+            remember,
         }
     }
 
     /// The id of a row's message: a hash of the sink, subject and body, and — for the second
-    /// and later rows of the same columns within [`REMEMBER`] — the row's number among them.
+    /// and later rows of the same columns within the duplicate window — the row's number among them.
     /// Rows of equal columns are interchangeable, so a recovery that publishes the rows after
     /// its checkpoint again gives them the ids they had, whatever their order — except that
     /// the counts restart with the process: a row equal to one published shortly before the
@@ -249,15 +249,11 @@ impl MessageIds {
     /// key, `event_id`) never are.
     pub(crate) fn next(&mut self, body: &[u8]) -> String {
         let now = Instant::now();
-        if now.duration_since(self.pruned) > REMEMBER {
+        if now.duration_since(self.pruned) > self.remember / 4 {
+            let remember = self.remember;
             self.seen
-                .retain(|_, (_, at)| now.duration_since(*at) <= REMEMBER);
+                .retain(|_, (_, at)| now.duration_since(*at) <= remember);
             self.pruned = now;
-        }
-        if self.seen.len() >= REMEMBER_AT_MOST {
-            let recent = Duration::from_secs(60);
-            self.seen
-                .retain(|_, (_, at)| now.duration_since(*at) <= recent);
         }
         let mut h = self.stem.clone();
         h.update(body);
@@ -344,11 +340,11 @@ impl Sink for NatsSink {
 
 #[cfg(test)]
 mod tests {
-    use super::MessageIds;
+    use super::{DUPLICATE_WINDOW, MessageIds};
 
     #[test]
     fn equal_rows_get_numbered_ids_and_a_new_process_the_same_ones() {
-        let mut ids = MessageIds::new("alerts", "risk.alerts");
+        let mut ids = MessageIds::new("alerts", "risk.alerts", DUPLICATE_WINDOW);
         let a = [
             ids.next(b"{\"x\":1}"),
             ids.next(b"{\"x\":2}"),
@@ -361,7 +357,7 @@ mod tests {
             "the second equal row is numbered"
         );
         // Another process (a recovery) numbers the same rows, in another order, alike.
-        let mut again = MessageIds::new("alerts", "risk.alerts");
+        let mut again = MessageIds::new("alerts", "risk.alerts", DUPLICATE_WINDOW);
         let mut b = [
             again.next(b"{\"x\":1}"),
             again.next(b"{\"x\":1}"),
@@ -374,11 +370,11 @@ mod tests {
         assert_eq!(a, b);
         // Another sink or subject: other ids.
         assert_ne!(
-            MessageIds::new("other", "risk.alerts").next(b"{\"x\":1}"),
+            MessageIds::new("other", "risk.alerts", DUPLICATE_WINDOW).next(b"{\"x\":1}"),
             first
         );
         assert_ne!(
-            MessageIds::new("alerts", "risk.other").next(b"{\"x\":1}"),
+            MessageIds::new("alerts", "risk.other", DUPLICATE_WINDOW).next(b"{\"x\":1}"),
             first
         );
     }

@@ -203,7 +203,7 @@ impl RabbitSink {
                     .collect::<Result<_>>()?,
             ),
         };
-        Ok((0..batch.num_rows())
+        let rows: Vec<Row> = (0..batch.num_rows())
             .map(|row| {
                 let mut body = Vec::with_capacity(256);
                 crate::sink::write_row(&mut body, batch, row);
@@ -225,12 +225,24 @@ impl RabbitSink {
                 };
                 (body, times.map(|t| t.get(row)), key)
             })
-            .collect())
+            .collect();
+        if let Some((_, _, key)) = rows.iter().find(|r| r.2.len() > MAX_KEY) {
+            return Err(too_long(d, key));
+        }
+        Ok(rows)
     }
 
     /// The routing key of a record (a dead letter or late event: a JSON object): its fields
     /// fill the key's columns (empty where absent).
-    fn record_key(&self, json: &[u8]) -> String {
+    fn record_key(&self, json: &[u8]) -> Result<String> {
+        let key = self.record_key_text(json);
+        if key.len() > MAX_KEY {
+            return Err(too_long(&self.declared, &key));
+        }
+        Ok(key)
+    }
+
+    fn record_key_text(&self, json: &[u8]) -> String {
         let Some(parts) = &self.declared.key_columns else {
             return self.declared.routing_key.clone();
         };
@@ -248,6 +260,22 @@ impl RabbitSink {
             })
             .collect()
     }
+}
+
+/// AMQP's limit on a routing key, in bytes.
+const MAX_KEY: usize = 255;
+
+/// The error of a routing key over [`MAX_KEY`] bytes.
+fn too_long(d: &Declared, key: &str) -> crate::error::Error {
+    let start: String = key.chars().take(40).collect();
+    d.server.error(
+        &format!("publish for sink `{}`", d.name),
+        &format!(
+            "routing_key = '{}' made a key of {} bytes ({start}…); AMQP allows {MAX_KEY}: use shorter columns",
+            d.routing_key,
+            key.len()
+        ),
+    )
 }
 
 /// A message to publish: body, properties, routing key.
@@ -268,12 +296,12 @@ impl Sink for RabbitSink {
     }
 
     fn write_record(&mut self, json: &[u8]) -> Result<()> {
-        let key = self.record_key(json);
+        let key = self.record_key(json)?;
         self.publish(vec![(json.to_vec(), None, key)])
     }
 
     fn write_record_at(&mut self, json: &[u8], time: i64) -> Result<()> {
-        let key = self.record_key(json);
+        let key = self.record_key(json)?;
         self.publish(vec![(json.to_vec(), Some(time), key)])
     }
 

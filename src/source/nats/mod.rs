@@ -12,7 +12,7 @@
 mod reader;
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -155,6 +155,38 @@ pub(super) struct Consuming {
 }
 
 impl Consuming {
+    /// [`Consuming::create`] while the server is away (a restart): retried with backoff for
+    /// up to the connectors' limit; `None` once `stop` is set.
+    pub(super) fn create_waiting(
+        &self,
+        after: u64,
+        stop: &AtomicBool,
+    ) -> Result<Option<PullConsumer>> {
+        let started = std::time::Instant::now();
+        let mut backoff = Duration::from_millis(200);
+        let mut wait = None;
+        loop {
+            if stop.load(Ordering::Relaxed) {
+                return Ok(None);
+            }
+            match self.create(after) {
+                Ok((consumer, _)) => return Ok(Some(consumer)),
+                Err(e) if started.elapsed() > crate::connector::nats::GIVE_UP_AFTER => {
+                    return Err(e);
+                }
+                Err(e) => {
+                    crate::connector::waiting::note(
+                        &mut wait,
+                        &self.server.describe(),
+                        &e.to_string(),
+                    );
+                }
+            }
+            std::thread::sleep(backoff);
+            backoff = (backoff * 2).min(Duration::from_secs(2));
+        }
+    }
+
     /// The durable consumer afresh, delivering from sequence `after + 1` (the whole stream
     /// after 0), and the messages pending for it. An old consumer of the name is deleted
     /// first — never reused: its delivered-but-unacknowledged messages would come back only

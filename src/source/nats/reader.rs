@@ -28,10 +28,9 @@ use crate::source::{Chunk, ChunkTag};
 /// How long messages wait in a partly filled chunk before it is sent anyway.
 const LINGER: Duration = Duration::from_millis(50);
 
-/// How long the reader waits, blocked on unacknowledged messages with checkpoints taken, before
-/// it takes the consumer to have lost track (an acknowledgement or deliveries lost) and makes
-/// it afresh.
-const STALLED: Duration = Duration::from_secs(10);
+/// How often an idle reader asks the server how its consumer stands: deliveries lost at the end
+/// of a burst, or acknowledgements the server never counted, show only there.
+const CHECK_EVERY: Duration = Duration::from_secs(2);
 
 pub(super) struct NatsReader {
     pub(super) consumer: PullConsumer,
@@ -80,8 +79,8 @@ impl NatsReader {
         let (mut seq, mut delivered, mut floor, mut last_consumer_seq) = (0u64, 0u64, 0u64, 0u64);
         let (mut last_sent, mut last_flush, mut last_ask) =
             (Instant::now(), Instant::now(), Instant::now());
-        let mut blocked_since = None::<Instant>;
-        let (mut warned, mut wait) = (None::<Instant>, None);
+        let (mut last_check, mut suspect) = (Instant::now(), None::<u64>);
+        let (mut warned, mut wait, mut last_error) = (None::<Instant>, None, Instant::now());
         loop {
             if self.stop.load(Ordering::Relaxed) {
                 return Ok(());
@@ -104,7 +103,8 @@ impl NatsReader {
                         info.pending,
                         (info.published.unix_timestamp_nanos() / 1_000_000) as i64,
                     );
-                    lost = last_consumer_seq != 0 && consumer_seq != last_consumer_seq + 1;
+                    // A fresh consumer's first delivery is its number 1.
+                    lost = consumer_seq != last_consumer_seq + 1;
                     last_consumer_seq = consumer_seq;
                     if !lost && s > self.after {
                         if pending.bytes.capacity() == 0 {
@@ -144,6 +144,7 @@ impl NatsReader {
                     // The client reconnects by itself; the job waits meanwhile.
                     let reason = server.mask(&e.to_string());
                     crate::connector::waiting::note(&mut wait, &server.describe(), &reason);
+                    last_error = Instant::now();
                     if warned.is_none_or(|w| w.elapsed() > Duration::from_secs(60)) {
                         tracing::warn!(server = %server.describe(), "nats source: {reason}; waiting for the server");
                         warned = Some(Instant::now());
@@ -156,17 +157,32 @@ impl NatsReader {
                 }
                 Err(_) => true,
             };
+            if idle && last_error.elapsed() >= CHECK_EVERY {
+                drop(wait.take()); // no error for a while: the server answers again
+            }
             // Every message the server allows is unacknowledged: only a checkpoint frees more.
             let outstanding = delivered - floor.max(self.acked.load(Ordering::Acquire));
             let blocked = idle && outstanding >= self.max_pending;
-            blocked_since = match (blocked, blocked_since) {
-                (false, _) => None,
-                (true, None) => Some(Instant::now()),
-                (true, since) => since,
-            };
-            if lost || blocked_since.is_some_and(|t| t.elapsed() >= STALLED) {
-                // Deliveries went missing (or an acknowledgement did, and the server sends
-                // nothing more): a new consumer right after the last sequence taken.
+            if idle && !lost && last_check.elapsed() >= CHECK_EVERY {
+                last_check = Instant::now();
+                let info = block_on(async {
+                    tokio::time::timeout(Duration::from_secs(2), self.consumer.info()).await
+                });
+                if let Ok(Ok(info)) = info {
+                    // Deliveries the reader never got (the end of a burst lost with a
+                    // connection), or acknowledgements the server never counted while it
+                    // holds back deliveries for them — seen twice in a row with nothing
+                    // arriving between (not a message still on its way).
+                    let behind = info.delivered.consumer_sequence > last_consumer_seq
+                        || (info.num_ack_pending as u64 >= self.max_pending
+                            && outstanding < self.max_pending);
+                    lost = behind && suspect == Some(last_consumer_seq);
+                    suspect = behind.then_some(last_consumer_seq);
+                }
+            }
+            if lost {
+                // A new consumer right after the last sequence taken: nothing skipped, and
+                // what it delivers again that was taken is dropped above.
                 tracing::warn!(server = %server.describe(), stream = %self.consuming.stream, after = self.after,
                     "nats source: the consumer lost track of its deliveries; consuming again after the last sequence taken");
                 if !self.send(feed, &mut pending, &mut seq) {
@@ -177,11 +193,13 @@ impl NatsReader {
                     .unwrap_or_else(|e| e.into_inner())
                     .clear();
                 self.generation.fetch_add(1, Ordering::AcqRel);
-                let (consumer, _) = self.consuming.create(self.after)?;
+                let Some(consumer) = self.consuming.create_waiting(self.after, &self.stop)? else {
+                    return Ok(()); // stopped meanwhile
+                };
                 self.consumer = consumer;
                 messages =
                     block_on(self.consumer.messages()).map_err(|e| server.error("consume", &e))?;
-                (floor, last_consumer_seq, blocked_since) = (delivered, 0, None);
+                (floor, last_consumer_seq, suspect) = (delivered, 0, None);
                 continue;
             }
             if (idle || last_flush.elapsed() >= LINGER) && pending.first.is_some() {
