@@ -3,10 +3,10 @@
 //! `run` status line, `paystream status`, the status file — says what it is waiting for and
 //! since when, rather than only a warning in the log.
 //!
-//! The registry is the process's: a server several jobs of one process share is one entry.
-//! A wait also ends when its job is stopped (Ctrl-C, SIGTERM, a server's stop): the job's stop
-//! flag is this thread's ([`set_stop`]; the engine's threads inherit it), and a retry loop
-//! asks [`stopped`] before it sleeps again.
+//! Each wait belongs to the job whose thread waits — the job's name and stop flag are the
+//! thread's ([`StopScope`], set by the job; the engine's threads inherit them), so a job's
+//! status shows its own waits ([`now_for`]), and a retry loop asks [`give_up`] whether its job
+//! was stopped before it sleeps again.
 
 use std::cell::RefCell;
 use std::collections::BTreeMap;
@@ -27,7 +27,11 @@ pub struct WaitingFor {
     pub reason: String,
 }
 
-static WAITS: Mutex<BTreeMap<u64, WaitingFor>> = Mutex::new(BTreeMap::new());
+/// A wait in the registry: the job it belongs to (none outside a job), and what it is.
+type Entry = (Option<Arc<str>>, WaitingFor);
+
+/// Every wait in progress, by id.
+static WAITS: Mutex<BTreeMap<u64, Entry>> = Mutex::new(BTreeMap::new());
 static NEXT: AtomicU64 = AtomicU64::new(0);
 
 /// A wait in progress; dropping it (the server answered, or the connector gave up) ends it.
@@ -42,13 +46,17 @@ impl Wait {
     /// Begins waiting for `server` (described with its password masked) because of `reason`.
     pub(crate) fn begin(server: &str, reason: &str) -> Wait {
         let id = NEXT.fetch_add(1, Ordering::Relaxed);
+        let job = JOB.with(|s| s.borrow().as_ref().map(|t| Arc::clone(&t.name)));
         WAITS.lock().unwrap_or_else(|e| e.into_inner()).insert(
             id,
-            WaitingFor {
-                server: server.to_string(),
-                since_ms: crate::log::producer_now_ms(),
-                reason: reason.to_string(),
-            },
+            (
+                job,
+                WaitingFor {
+                    server: server.to_string(),
+                    since_ms: crate::log::producer_now_ms(),
+                    reason: reason.to_string(),
+                },
+            ),
         );
         Wait {
             id,
@@ -63,7 +71,7 @@ impl Wait {
             .unwrap_or_else(|e| e.into_inner())
             .get_mut(&self.id)
         {
-            w.reason = reason.to_string();
+            w.1.reason = reason.to_string();
         }
     }
 }
@@ -85,35 +93,46 @@ pub(crate) fn note(slot: &mut Option<Wait>, server: &str, reason: &str) {
     }
 }
 
+/// The job a thread works for: its name and stop flag.
+#[derive(Clone)]
+pub(crate) struct JobTag {
+    name: Arc<str>,
+    stop: Arc<AtomicBool>,
+}
+
 thread_local! {
-    static STOP: RefCell<Option<Arc<AtomicBool>>> = const { RefCell::new(None) };
+    static JOB: RefCell<Option<JobTag>> = const { RefCell::new(None) };
 }
 
-/// Makes `stop` (a job's stop flag) the one waits on this thread end on.
-pub(crate) fn set_stop(stop: Option<Arc<AtomicBool>>) {
-    STOP.with(|s| *s.borrow_mut() = stop);
+/// Makes `job` the one this thread's waits belong to.
+pub(crate) fn set_job(job: Option<JobTag>) {
+    JOB.with(|s| *s.borrow_mut() = job);
 }
 
-/// [`set_stop`] for as long as the value lives, the previous flag restored after.
-pub(crate) struct StopScope(Option<Arc<AtomicBool>>);
+/// This thread's job, for a thread it starts.
+pub(crate) fn job() -> Option<JobTag> {
+    JOB.with(|s| s.borrow().clone())
+}
+
+/// The thread works for job `name` (stopped by `stop`) for as long as the value lives; the
+/// previous job is restored after.
+pub(crate) struct StopScope(Option<JobTag>);
 
 impl StopScope {
-    pub(crate) fn new(stop: &Arc<AtomicBool>) -> StopScope {
-        let previous = stop_flag();
-        set_stop(Some(Arc::clone(stop)));
+    pub(crate) fn new(name: &str, stop: &Arc<AtomicBool>) -> StopScope {
+        let previous = job();
+        set_job(Some(JobTag {
+            name: name.into(),
+            stop: Arc::clone(stop),
+        }));
         StopScope(previous)
     }
 }
 
 impl Drop for StopScope {
     fn drop(&mut self) {
-        set_stop(self.0.take());
+        set_job(self.0.take());
     }
-}
-
-/// This thread's stop flag, for a thread it starts.
-pub(crate) fn stop_flag() -> Option<Arc<AtomicBool>> {
-    STOP.with(|s| s.borrow().clone())
 }
 
 /// How long a wait goes on after its job was stopped: a stop's final checkpoint rides out a
@@ -133,17 +152,23 @@ pub(crate) fn give_up(wait: &Option<Wait>) -> bool {
 
 /// Whether the job this thread works for was stopped.
 pub(crate) fn stopped() -> bool {
-    STOP.with(|s| {
+    JOB.with(|s| {
         s.borrow()
             .as_ref()
-            .is_some_and(|f| f.load(Ordering::Relaxed))
+            .is_some_and(|t| t.stop.load(Ordering::Relaxed))
     })
 }
 
-/// The servers waited for now, one entry per server (the longest wait), by server.
-pub(crate) fn now() -> Vec<WaitingFor> {
+/// The servers job `job` waits for now (and those waited for outside any job), one entry per
+/// server (the longest wait), by server.
+pub(crate) fn now_for(job: &str) -> Vec<WaitingFor> {
     let mut by_server: BTreeMap<String, WaitingFor> = BTreeMap::new();
-    for w in WAITS.lock().unwrap_or_else(|e| e.into_inner()).values() {
+    let waits = WAITS.lock().unwrap_or_else(|e| e.into_inner());
+    let mine = waits
+        .values()
+        .filter(|(j, _)| j.as_deref().is_none_or(|j| j == job))
+        .map(|(_, w)| w);
+    for w in mine {
         match by_server.get(&w.server) {
             Some(o) if o.since_ms <= w.since_ms => {}
             _ => {
@@ -159,22 +184,35 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_wait_shows_until_it_is_dropped() {
+    fn a_wait_shows_on_its_job_until_it_is_dropped() {
         let server = "rabbitmq amqp://guest:***@127.0.0.1:1/%2f (waiting test)";
-        let mine = || {
-            now()
+        let of = |job: &str| {
+            now_for(job)
                 .into_iter()
                 .filter(|w| w.server == server)
                 .collect::<Vec<_>>()
         };
-        assert!(mine().is_empty());
+        let stop = Arc::new(AtomicBool::new(false));
+        let scope = StopScope::new("waiting-test-a", &stop);
+        assert!(of("waiting-test-a").is_empty());
         let mut slot = None;
         note(&mut slot, server, "Connection refused");
         note(&mut slot, server, "timed out");
-        let w = mine();
+        let w = of("waiting-test-a");
         assert_eq!(w.len(), 1);
         assert_eq!(w[0].reason, "timed out");
+        assert!(of("waiting-test-b").is_empty(), "another job's status");
+        // A thread the job starts works for it too.
+        let inherited = crate::engine::spawn("waiting-test", || job().map(|j| j.name.to_string()))
+            .join()
+            .unwrap();
+        assert_eq!(inherited.as_deref(), Some("waiting-test-a"));
+        assert!(!give_up(&slot));
+        stop.store(true, Ordering::Relaxed);
+        assert!(!give_up(&slot), "a stop has its grace");
         drop(slot);
-        assert!(mine().is_empty());
+        assert!(of("waiting-test-a").is_empty());
+        drop(scope);
+        assert!(job().is_none());
     }
 }

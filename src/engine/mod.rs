@@ -293,11 +293,11 @@ pub(crate) fn spawn<T: Send + 'static>(
     f: impl FnOnce() -> T + Send + 'static,
 ) -> std::thread::JoinHandle<T> {
     // A job's threads end their waits for a server when the job stops.
-    let stop = crate::connector::waiting::stop_flag();
+    let job = crate::connector::waiting::job();
     std::thread::Builder::new()
         .name(name.into())
         .spawn(move || {
-            crate::connector::waiting::set_stop(stop);
+            crate::connector::waiting::set_job(job);
             f()
         })
         .expect("cannot spawn a thread")

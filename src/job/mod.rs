@@ -473,7 +473,7 @@ impl Job {
             tables,
         } = self;
         // A source or sink waiting for its server gives up when the job is stopped.
-        let _stop_scope = crate::connector::waiting::StopScope::new(&stop);
+        let _stop_scope = crate::connector::waiting::StopScope::new(&self.name, &stop);
         let name = name.clone();
         for t in tables {
             t.attach_log(&opts.data_dir);

@@ -208,7 +208,7 @@ impl StatusProbe {
             checkpoints: p.checkpoints.load(Ordering::Relaxed),
             last_checkpoint_ms: (last_checkpoint != i64::MIN).then_some(last_checkpoint),
             stopped,
-            waiting_for: crate::connector::waiting::now(),
+            waiting_for: crate::connector::waiting::now_for(&self.job),
         }
     }
 }
