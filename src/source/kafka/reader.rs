@@ -62,7 +62,7 @@ impl KafkaReader {
         let mut seq = 0u64;
         let mut last_sent = Instant::now();
         let mut last_flush = Instant::now();
-        let (mut warned, mut wait) = (None::<Instant>, None);
+        let (mut warned, mut wait, mut last_error) = (None::<Instant>, None, Instant::now());
         let mut eof = vec![false; n];
         loop {
             if self.stop.load(Ordering::Relaxed) {
@@ -124,6 +124,7 @@ impl KafkaReader {
                     // librdkafka reconnects by itself; the job waits meanwhile.
                     let reason = self.brokers.mask(&e.to_string());
                     crate::connector::waiting::note(&mut wait, &self.brokers.describe(), &reason);
+                    last_error = Instant::now();
                     if warned.is_none_or(|w| w.elapsed() > Duration::from_secs(60)) {
                         tracing::warn!(brokers = %self.brokers.bootstrap, "kafka source: {reason}; waiting for the broker");
                         warned = Some(Instant::now());
@@ -131,7 +132,13 @@ impl KafkaReader {
                     idle = true;
                 }
                 Some(Err(e)) => return Err(self.brokers.error("consume", &e)),
-                None => idle = true,
+                None => {
+                    // No error for a while on an idle topic: the broker answers again.
+                    if last_error.elapsed() >= Duration::from_secs(5) {
+                        drop(wait.take());
+                    }
+                    idle = true;
+                }
             }
             if idle || last_flush.elapsed() >= LINGER {
                 last_flush = Instant::now();
