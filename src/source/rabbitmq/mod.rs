@@ -182,19 +182,17 @@ impl Source for RabbitSource {
                 Ok(())
             }
             // The channel went away between the delivery and this checkpoint (the server
-            // restarted, the connection dropped): the server delivers its unacknowledged
-            // messages again — to the reader once it has reconnected — and the deduplication
-            // drops those this checkpoint counted. Nothing to acknowledge, nothing lost.
-            Err(e) if !live.channel.status().connected() => {
+            // restarted, the connection dropped — lapin may report it as an I/O error while
+            // the channel still reads as connected), or the server refused the
+            // acknowledgement, which closes the channel: either way the server delivers the
+            // unacknowledged messages again — to the reader once it has reconnected — and the
+            // deduplication drops those this checkpoint counted. Nothing is lost by going on.
+            Err(e) => {
                 tracing::warn!(server = %self.queue.server.describe(), queue = %self.queue.name,
-                    "the channel closed before its messages were acknowledged; the server delivers them again: {}",
+                    "acknowledging failed; the server delivers those messages again: {}",
                     crate::connector::secret::mask_in(&e.to_string(), &self.queue.server.url));
                 Ok(())
             }
-            Err(e) => Err(self.queue.server.error(
-                &format!("acknowledge messages of queue {}", self.queue.name),
-                &e,
-            )),
         }
     }
 }
