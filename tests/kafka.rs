@@ -15,7 +15,7 @@ use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
 
 use crate::util::services::require;
-use crate::util::{consume_all, kill_rounds, ok, paystream, settlement_select};
+use crate::util::{consume_all, kill_rounds, ok, paystream, reference_rows, settlement_select};
 
 const BROKER: &str = "127.0.0.1:9092";
 const TIMEOUT: Duration = Duration::from_secs(30);
@@ -118,25 +118,15 @@ fn kafka_source_is_exactly_once_and_the_sink_loses_nothing_through_kill_9() {
     produce(&source_topic, 3, &lines);
 
     // The reference: the same records, spread the same way over an embedded log topic.
-    let reference = dir.path().join("reference");
-    ok(paystream(&reference).args(["topic", "create", "payments", "--partitions", "3"]));
-    ok(paystream(&reference)
-        .args(["produce", "payments", "--key", "none"])
-        .arg(&events));
     let settlement = settlement_select();
-    let q = reference.join("job.sql");
-    std::fs::write(
-        &q,
-        format!(
-            "CREATE SOURCE payments WITH (connector = 'log', topic = 'payments', format = 'json');\n\
-             CREATE SINK settlement WITH (connector = 'log', topic = 'settlement');\n\
-             INSERT INTO settlement {settlement};\n"
-        ),
+    let want = reference_rows(
+        &dir.path().join("reference"),
+        &events,
+        3,
+        &["--key", "none"],
+        &[("settlement", &settlement)],
     )
-    .unwrap();
-    ok(paystream(&reference).arg("run").arg(&q).arg("--until-end"));
-    let want = consume_all(&reference, "settlement");
-    assert!(!want.is_empty());
+    .remove(0);
 
     // The job over Kafka, killed at random moments, then run to the end.
     let crashed = dir.path().join("crashed");

@@ -12,9 +12,46 @@ use async_nats::jetstream;
 use futures::StreamExt;
 
 use crate::util::services::require;
-use crate::util::{consume_all, kill_rounds, ok, paystream, settlement_select};
+use crate::util::{consume_all, kill_rounds, ok, paystream, reference_rows, settlement_select};
 
 const URL: &str = "nats://127.0.0.1:4222";
+
+/// A new stream `name` capturing `subjects`, holding `messages` (subject, body) in order, each
+/// acknowledged by JetStream; the JetStream context, for the test's later reads.
+fn stream_of<'a>(
+    rt: &tokio::runtime::Runtime,
+    name: &str,
+    subjects: &str,
+    messages: impl Iterator<Item = (&'a str, &'a str)>,
+) -> jetstream::Context {
+    rt.block_on(async {
+        let js = jetstream::new(async_nats::connect(URL).await.unwrap());
+        js.create_stream(jetstream::stream::Config {
+            name: name.to_string(),
+            subjects: vec![subjects.to_string()],
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+        let mut acks = Vec::new();
+        for (subject, body) in messages {
+            acks.push(
+                js.publish(subject.to_string(), body.as_bytes().to_vec().into())
+                    .await
+                    .unwrap(),
+            );
+            if acks.len() >= 5000 {
+                for a in acks.drain(..) {
+                    a.await.unwrap();
+                }
+            }
+        }
+        for a in acks {
+            a.await.unwrap();
+        }
+        js
+    })
+}
 
 #[test]
 fn nats_source_and_sink_through_kill_9() {
@@ -40,57 +77,27 @@ fn nats_source_and_sink_through_kill_9() {
         .arg(&events));
     let text = std::fs::read_to_string(&events).unwrap();
 
-    let js = rt.block_on(async {
-        let js = jetstream::new(async_nats::connect(URL).await.unwrap());
-        js.create_stream(jetstream::stream::Config {
-            name: stream.clone(),
-            subjects: vec![subject.clone()],
-            ..Default::default()
-        })
-        .await
-        .unwrap();
-        let mut acks = Vec::new();
-        for line in text.lines() {
-            acks.push(
-                js.publish(subject.clone(), line.as_bytes().to_vec().into())
-                    .await
-                    .unwrap(),
-            );
-            if acks.len() >= 5000 {
-                for a in acks.drain(..) {
-                    a.await.unwrap();
-                }
-            }
-        }
-        for a in acks {
-            a.await.unwrap();
-        }
-        js
-    });
+    let js = stream_of(
+        &rt,
+        &stream,
+        &subject,
+        text.lines().map(|l| (subject.as_str(), l)),
+    );
 
     // The reference: the same events in one embedded log partition, in the same order.
-    let reference = dir.path().join("reference");
-    ok(paystream(&reference).args(["topic", "create", "payments", "--partitions", "1"]));
-    ok(paystream(&reference)
-        .args(["produce", "payments"])
-        .arg(&events));
     let settlement = settlement_select();
-    let q = reference.join("job.sql");
-    std::fs::write(
-        &q,
-        format!(
-            "CREATE SOURCE payments WITH (connector = 'log', topic = 'payments', format = 'json');\n\
-             CREATE SINK settlement WITH (connector = 'log', topic = 'settlement');\n\
-             CREATE SINK raw WITH (connector = 'log', topic = 'raw');\n\
-             INSERT INTO settlement {settlement};\n\
-             INSERT INTO raw SELECT event_id, amount_minor FROM payments;\n"
-        ),
-    )
-    .unwrap();
-    ok(paystream(&reference).arg("run").arg(&q).arg("--until-end"));
-    let want = consume_all(&reference, "settlement");
-    let raw_rows = consume_all(&reference, "raw").len() as u64;
-    assert!(!want.is_empty());
+    let mut reference = reference_rows(
+        &dir.path().join("reference"),
+        &events,
+        1,
+        &[],
+        &[
+            ("settlement", &settlement),
+            ("raw", "SELECT event_id, amount_minor FROM payments"),
+        ],
+    );
+    let raw_rows = reference.remove(1).len() as u64;
+    let want = reference.remove(0);
 
     let crashed = dir.path().join("crashed");
     std::fs::create_dir_all(&crashed).unwrap();
@@ -211,61 +218,39 @@ fn a_subject_filter_resumes_exactly_across_gaps_in_the_sequence() {
         .arg(&events));
     let text = std::fs::read_to_string(&events).unwrap();
     // Every third event to the other subject, the rest to the wanted one.
-    let mut mine = String::new();
-    let js = rt.block_on(async {
-        let js = jetstream::new(async_nats::connect(URL).await.unwrap());
-        js.create_stream(jetstream::stream::Config {
-            name: stream.clone(),
-            subjects: vec![format!("mix.{tag}.*")],
-            ..Default::default()
-        })
-        .await
-        .unwrap();
-        let mut acks = Vec::new();
-        for (i, line) in text.lines().enumerate() {
-            let subject = if i % 3 == 2 { &other } else { &wanted };
-            if subject == &wanted {
-                mine.push_str(line);
-                mine.push('\n');
-            }
-            acks.push(
-                js.publish(subject.clone(), line.as_bytes().to_vec().into())
-                    .await
-                    .unwrap(),
-            );
-            if acks.len() >= 5000 {
-                for a in acks.drain(..) {
-                    a.await.unwrap();
-                }
-            }
-        }
-        for a in acks {
-            a.await.unwrap();
-        }
-        js
-    });
+    let mine: String = text
+        .lines()
+        .enumerate()
+        .filter(|(i, _)| i % 3 != 2)
+        .map(|(_, l)| format!("{l}\n"))
+        .collect();
+    let js = stream_of(
+        &rt,
+        &stream,
+        &format!("mix.{tag}.*"),
+        text.lines().enumerate().map(|(i, l)| {
+            (
+                if i % 3 == 2 {
+                    other.as_str()
+                } else {
+                    wanted.as_str()
+                },
+                l,
+            )
+        }),
+    );
     let mine_file = dir.path().join("mine.jsonl");
     std::fs::write(&mine_file, &mine).unwrap();
 
     let settlement = settlement_select();
-    let reference = dir.path().join("reference");
-    ok(paystream(&reference).args(["topic", "create", "payments", "--partitions", "1"]));
-    ok(paystream(&reference)
-        .args(["produce", "payments"])
-        .arg(&mine_file));
-    let q = reference.join("job.sql");
-    std::fs::write(
-        &q,
-        format!(
-            "CREATE SOURCE payments WITH (connector = 'log', topic = 'payments', format = 'json');\n\
-             CREATE SINK settlement WITH (connector = 'log', topic = 'settlement');\n\
-             INSERT INTO settlement {settlement};\n"
-        ),
+    let want = reference_rows(
+        &dir.path().join("reference"),
+        &mine_file,
+        1,
+        &[],
+        &[("settlement", &settlement)],
     )
-    .unwrap();
-    ok(paystream(&reference).arg("run").arg(&q).arg("--until-end"));
-    let want = consume_all(&reference, "settlement");
-    assert!(!want.is_empty());
+    .remove(0);
 
     let crashed = dir.path().join("crashed");
     std::fs::create_dir_all(&crashed).unwrap();

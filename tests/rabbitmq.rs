@@ -15,7 +15,7 @@ use lapin::types::FieldTable;
 use lapin::{BasicProperties, Connection, ConnectionProperties};
 
 use crate::util::services::require;
-use crate::util::{consume_all, kill_rounds, ok, paystream, settlement_select};
+use crate::util::{consume_all, kill_rounds, ok, paystream, reference_rows, settlement_select};
 
 const URL: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
 
@@ -85,25 +85,15 @@ fn rabbitmq_source_and_sink_through_kill_9() {
     });
 
     // The reference: the same events in one embedded log partition, in the same order.
-    let reference = dir.path().join("reference");
-    ok(paystream(&reference).args(["topic", "create", "payments", "--partitions", "1"]));
-    ok(paystream(&reference)
-        .args(["produce", "payments"])
-        .arg(&events));
     let settlement = settlement_select();
-    let q = reference.join("job.sql");
-    std::fs::write(
-        &q,
-        format!(
-            "CREATE SOURCE payments WITH (connector = 'log', topic = 'payments', format = 'json');\n\
-             CREATE SINK settlement WITH (connector = 'log', topic = 'settlement');\n\
-             INSERT INTO settlement {settlement};\n"
-        ),
+    let want = reference_rows(
+        &dir.path().join("reference"),
+        &events,
+        1,
+        &[],
+        &[("settlement", &settlement)],
     )
-    .unwrap();
-    ok(paystream(&reference).arg("run").arg(&q).arg("--until-end"));
-    let want = consume_all(&reference, "settlement");
-    assert!(!want.is_empty());
+    .remove(0);
 
     let crashed = dir.path().join("crashed");
     std::fs::create_dir_all(&crashed).unwrap();

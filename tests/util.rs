@@ -231,6 +231,52 @@ pub fn settlement_select() -> String {
         .to_string()
 }
 
+/// The reference of a connector test: `events` produced (with `produce_args`) to topic
+/// `payments` of a fresh embedded log in `data` with `partitions` partitions, and each
+/// `(sink topic, SELECT)` of `inserts` run over it to the end; returns each sink topic's rows,
+/// sorted, in the order of `inserts`.
+pub fn reference_rows(
+    data: &Path,
+    events: &Path,
+    partitions: u32,
+    produce_args: &[&str],
+    inserts: &[(&str, &str)],
+) -> Vec<Vec<String>> {
+    ok(paystream(data).args([
+        "topic",
+        "create",
+        "payments",
+        "--partitions",
+        &partitions.to_string(),
+    ]));
+    ok(paystream(data)
+        .args(["produce", "payments"])
+        .args(produce_args)
+        .arg(events));
+    let mut job = String::from(
+        "CREATE SOURCE payments WITH (connector = 'log', topic = 'payments', format = 'json');\n",
+    );
+    for (topic, _) in inserts {
+        job.push_str(&format!(
+            "CREATE SINK {topic} WITH (connector = 'log', topic = '{topic}');\n"
+        ));
+    }
+    for (topic, select) in inserts {
+        job.push_str(&format!("INSERT INTO {topic} {select};\n"));
+    }
+    let q = data.join("job.sql");
+    std::fs::write(&q, job).unwrap();
+    ok(paystream(data).arg("run").arg(&q).arg("--until-end"));
+    inserts
+        .iter()
+        .map(|(topic, _)| {
+            let rows = consume_all(data, topic);
+            assert!(!rows.is_empty(), "the reference's {topic} is empty");
+            rows
+        })
+        .collect()
+}
+
 /// Runs `paystream run QUERY --checkpoint-interval 200ms` in `data` `rounds` times, killing each
 /// with SIGKILL after a random pause in `pause_ms` (seeded from the clock; the seed is printed
 /// and returned for the assertions' messages). In the middle round `service` is restarted
