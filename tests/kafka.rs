@@ -15,7 +15,7 @@ use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
 
 use crate::util::services::require;
-use crate::util::{consume_all, kill_rounds, ok, paystream, reference_rows, settlement_select};
+use crate::util::{finish_equals, kill_rounds, ok, reference_rows, settlement_select};
 
 const BROKER: &str = "127.0.0.1:9092";
 const TIMEOUT: Duration = Duration::from_secs(30);
@@ -146,19 +146,8 @@ fn kafka_source_is_exactly_once_and_the_sink_loses_nothing_through_kill_9() {
     )
     .unwrap();
     let seed = kill_rounds(&crashed, &q, 4, 500..2500, Some("kafka"));
-    let out = paystream(&crashed)
-        .arg("run")
-        .arg(&q)
-        .arg("--until-end")
-        .output()
-        .unwrap();
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "{err}");
-
     // Exactly once from the Kafka source: the log sink holds what the log source gave.
-    let got = consume_all(&crashed, "settlement");
-    assert_eq!(got.len(), want.len(), "rows through kill -9s (seed {seed})");
-    assert!(got == want, "rows differ through kill -9s (seed {seed})");
+    finish_equals(&crashed, &q, "settlement", &want, seed);
 
     // At least once into the Kafka sink: every row, nothing else, keyed by merchant.
     let records = read_topic(&sink_topic);

@@ -12,7 +12,9 @@ use async_nats::jetstream;
 use futures::StreamExt;
 
 use crate::util::services::require;
-use crate::util::{consume_all, kill_rounds, ok, paystream, reference_rows, settlement_select};
+use crate::util::{
+    consume_all, finish_equals, kill_rounds, ok, paystream, reference_rows, settlement_select,
+};
 
 const URL: &str = "nats://127.0.0.1:4222";
 
@@ -116,18 +118,7 @@ fn nats_source_and_sink_through_kill_9() {
     )
     .unwrap();
     let seed = kill_rounds(&crashed, &q, 4, 300..1500, Some("nats"));
-    let out = paystream(&crashed)
-        .arg("run")
-        .arg(&q)
-        .arg("--until-end")
-        .output()
-        .unwrap();
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "{err}");
-
-    let got = consume_all(&crashed, "settlement");
-    assert_eq!(got.len(), want.len(), "rows through kill -9s (seed {seed})");
-    assert!(got == want, "rows differ through kill -9s (seed {seed})");
+    finish_equals(&crashed, &q, "settlement", &want, seed);
 
     // The sink stream: every result once.
     let mut bodies: Vec<String> = rt.block_on(async {

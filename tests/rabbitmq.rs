@@ -15,7 +15,9 @@ use lapin::types::FieldTable;
 use lapin::{BasicProperties, Connection, ConnectionProperties};
 
 use crate::util::services::require;
-use crate::util::{consume_all, kill_rounds, ok, paystream, reference_rows, settlement_select};
+use crate::util::{
+    consume_all, finish_equals, kill_rounds, ok, paystream, reference_rows, settlement_select,
+};
 
 const URL: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
 
@@ -110,18 +112,7 @@ fn rabbitmq_source_and_sink_through_kill_9() {
     )
     .unwrap();
     let seed = kill_rounds(&crashed, &q, 4, 300..1500, Some("rabbitmq"));
-    let out = paystream(&crashed)
-        .arg("run")
-        .arg(&q)
-        .arg("--until-end")
-        .output()
-        .unwrap();
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "{err}");
-
-    let got = consume_all(&crashed, "settlement");
-    assert_eq!(got.len(), want.len(), "rows through kill -9s (seed {seed})");
-    assert!(got == want, "rows differ through kill -9s (seed {seed})");
+    finish_equals(&crashed, &q, "settlement", &want, seed);
 
     // The sink queue: every result, nothing else; a repeat has its first's message id. (A new
     // connection: the server restarted since the first.)

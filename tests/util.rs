@@ -231,6 +231,24 @@ pub fn settlement_select() -> String {
         .to_string()
 }
 
+/// Runs the job `query` of `data` to the end (`--until-end`) after a kill schedule `seed`
+/// ([`kill_rounds`]), asserting it succeeds and that its log topic `topic` holds exactly `want`;
+/// returns its standard error.
+pub fn finish_equals(data: &Path, query: &Path, topic: &str, want: &[String], seed: u64) -> String {
+    let out = paystream(data)
+        .arg("run")
+        .arg(query)
+        .arg("--until-end")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(out.status.success(), "{err}");
+    let got = consume_all(data, topic);
+    assert_eq!(got.len(), want.len(), "rows through kill -9s (seed {seed})");
+    assert!(got == want, "rows differ through kill -9s (seed {seed})");
+    err
+}
+
 /// The reference of a connector test: `events` produced (with `produce_args`) to topic
 /// `payments` of a fresh embedded log in `data` with `partitions` partitions, and each
 /// `(sink topic, SELECT)` of `inserts` run over it to the end; returns each sink topic's rows,
