@@ -62,6 +62,17 @@ impl serde::de::Error for OptionError {
     }
 }
 
+/// Checks a source's `format` option, which only JSON may be: `what` names the source ("a
+/// Kafka topic"), `unit` what one JSON object is (" (one JSON object a record)", or "").
+pub(crate) fn json_only(format: Option<&str>, what: &str, unit: &str) -> Result<(), OptionError> {
+    match format.filter(|f| *f != "json") {
+        Some(f) => Err(OptionError::Invalid(format!(
+            "format '{f}' is not supported for {what}; use format = 'json'{unit}"
+        ))),
+        None => Ok(()),
+    }
+}
+
 /// Reads `options` (names lower-cased, values as written) into `T`.
 pub(crate) fn from_options<T: DeserializeOwned>(
     options: &BTreeMap<String, String>,

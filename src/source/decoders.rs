@@ -43,6 +43,25 @@ pub(super) struct Feed {
     pub(super) bytes: Arc<AtomicU64>,
 }
 
+impl Feed {
+    /// Sends an empty chunk numbered `seq` (advanced): a tick that lets watermarks and
+    /// checkpoints go on while nothing arrives, asking for a checkpoint at once when
+    /// `wants_checkpoint`. False once the run has ended.
+    pub(super) fn tick(&self, seq: &mut u64, wants_checkpoint: bool) -> bool {
+        let tick = Chunk {
+            seq: *seq,
+            decoded: Decoded::default(),
+            tag: ChunkTag {
+                wants_checkpoint,
+                ..ChunkTag::default()
+            },
+            record_times: None,
+        };
+        *seq += 1;
+        self.ticks.send(Ok(tick)).is_ok()
+    }
+}
+
 /// Starts `opts.decoders` decoders for `events` and the reader thread `name`, which runs
 /// `read` with the [`Feed`] of those decoders: a record source opened at `positions`.
 pub(super) fn start_reading(

@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use super::{KafkaSource, StartFrom};
 use crate::connector::kafka::{Brokers, DEFAULT_BOOTSTRAP, split_properties};
+use crate::connector::options::json_only;
 use crate::connector::{OptionError, SourceEntry, from_options};
 use crate::error::Result;
 use crate::source::{Source, SourceConnector, SourceContext};
@@ -46,11 +47,11 @@ struct Declared {
 fn declare(options: &BTreeMap<String, String>) -> Result<Arc<dyn SourceConnector>, OptionError> {
     let (own, properties) = split_properties(options);
     let o: KafkaSourceOptions = from_options(&own)?;
-    if let Some(f) = o.format.as_deref().filter(|f| *f != "json") {
-        return Err(OptionError::Invalid(format!(
-            "format '{f}' is not supported for a Kafka topic; use format = 'json' (one JSON object a record)"
-        )));
-    }
+    json_only(
+        o.format.as_deref(),
+        "a Kafka topic",
+        " (one JSON object a record)",
+    )?;
     let start_from = match o.start_from.as_deref().unwrap_or("earliest") {
         "earliest" => StartFrom::Earliest,
         "latest" => StartFrom::Latest,

@@ -10,11 +10,10 @@ use rdkafka::Message;
 use rdkafka::consumer::BaseConsumer;
 use rdkafka::error::KafkaError;
 
+use super::super::ChunkTag;
 use super::super::decoders::{Feed, Job};
 use super::super::log::{CHUNK, TICK, append_line};
-use super::super::{Chunk, ChunkTag};
 use crate::connector::kafka::{Brokers, Quiet, transient};
-use crate::decode::Decoded;
 use crate::error::Result;
 
 /// How long records wait in a partly filled chunk before it is sent anyway.
@@ -153,14 +152,7 @@ impl KafkaReader {
             }
             // Ticks also while only records outside the read arrive (a finished partition).
             if last_sent.elapsed() >= TICK {
-                let tick = Chunk {
-                    seq,
-                    decoded: Decoded::default(),
-                    tag: ChunkTag::default(),
-                    record_times: None,
-                };
-                seq += 1;
-                if self.feed.ticks.send(Ok(tick)).is_err() {
+                if !self.feed.tick(&mut seq, false) {
                     return Ok(());
                 }
                 last_sent = Instant::now();

@@ -4,6 +4,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use super::LogSource;
+use crate::connector::options::json_only;
 use crate::connector::{OptionError, SourceEntry, from_options};
 use crate::error::Result;
 use crate::source::{Source, SourceConnector, SourceContext};
@@ -33,11 +34,7 @@ struct Declared {
 
 fn declare(options: &BTreeMap<String, String>) -> Result<Arc<dyn SourceConnector>, OptionError> {
     let o: LogSourceOptions = from_options(options)?;
-    if let Some(f) = o.format.as_deref().filter(|f| *f != "json") {
-        return Err(OptionError::Invalid(format!(
-            "format '{f}' is not supported for a log topic; use format = 'json'"
-        )));
-    }
+    json_only(o.format.as_deref(), "a log topic", "")?;
     Ok(Arc::new(Declared { topic: o.topic }))
 }
 

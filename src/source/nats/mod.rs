@@ -22,6 +22,7 @@ use async_nats::jetstream::consumer::{AckPolicy, DeliverPolicy, PullConsumer, pu
 use super::decoders::start_reading;
 use super::{Positions, ReadOptions, Reading, Source, SourceConnector, SourceContext};
 use crate::connector::nats::{DEFAULT_URL, Server};
+use crate::connector::options::json_only;
 use crate::connector::runtime::block_on;
 use crate::connector::{OptionError, SourceEntry, from_options};
 use crate::decode::Origin;
@@ -67,11 +68,11 @@ struct Declared {
 
 fn declare(options: &BTreeMap<String, String>) -> Result<Arc<dyn SourceConnector>, OptionError> {
     let o: NatsSourceOptions = from_options(options)?;
-    if let Some(f) = o.format.as_deref().filter(|f| *f != "json") {
-        return Err(OptionError::Invalid(format!(
-            "format '{f}' is not supported for a NATS stream; use format = 'json' (one JSON object a message)"
-        )));
-    }
+    json_only(
+        o.format.as_deref(),
+        "a NATS stream",
+        " (one JSON object a message)",
+    )?;
     let max_ack_pending = match &o.max_ack_pending {
         None => DEFAULT_MAX_ACK_PENDING,
         Some(p) => p.parse::<u32>().ok().filter(|p| *p > 0).ok_or_else(|| {

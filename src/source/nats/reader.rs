@@ -19,11 +19,10 @@ use futures::StreamExt;
 
 use super::{Consuming, Unacked};
 use crate::connector::runtime::block_on;
-use crate::decode::Decoded;
 use crate::error::Result;
+use crate::source::ChunkTag;
 use crate::source::decoders::{Feed, Job};
 use crate::source::log::{CHUNK, TICK, append_line};
-use crate::source::{Chunk, ChunkTag};
 
 /// How long messages wait in a partly filled chunk before it is sent anyway.
 const LINGER: Duration = Duration::from_millis(50);
@@ -214,17 +213,7 @@ impl NatsReader {
                 if ask {
                     last_ask = Instant::now();
                 }
-                let tick = Chunk {
-                    seq,
-                    decoded: Decoded::default(),
-                    tag: ChunkTag {
-                        wants_checkpoint: ask,
-                        ..ChunkTag::default()
-                    },
-                    record_times: None,
-                };
-                seq += 1;
-                if feed.ticks.send(Ok(tick)).is_err() {
+                if !feed.tick(&mut seq, ask) {
                     return Ok(());
                 }
                 last_sent = Instant::now();

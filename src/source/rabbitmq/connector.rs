@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use super::{Queue, RabbitSource};
 use crate::connector::amqp::{DEFAULT_URL, Server};
+use crate::connector::options::json_only;
 use crate::connector::{OptionError, SourceEntry, from_options};
 use crate::error::Result;
 use crate::source::{Source, SourceConnector, SourceContext};
@@ -43,11 +44,11 @@ struct Declared {
 
 fn declare(options: &BTreeMap<String, String>) -> Result<Arc<dyn SourceConnector>, OptionError> {
     let o: RabbitSourceOptions = from_options(options)?;
-    if let Some(f) = o.format.as_deref().filter(|f| *f != "json") {
-        return Err(OptionError::Invalid(format!(
-            "format '{f}' is not supported for a RabbitMQ queue; use format = 'json' (one JSON object a message)"
-        )));
-    }
+    json_only(
+        o.format.as_deref(),
+        "a RabbitMQ queue",
+        " (one JSON object a message)",
+    )?;
     let prefetch = match &o.prefetch {
         None => DEFAULT_PREFETCH,
         Some(p) => p.parse::<u16>().ok().filter(|p| *p > 0).ok_or_else(|| {

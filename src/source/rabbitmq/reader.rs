@@ -11,11 +11,10 @@ use lapin::Consumer;
 
 use super::{Live, Queue, position};
 use crate::connector::runtime::block_on;
-use crate::decode::Decoded;
 use crate::error::Result;
+use crate::source::ChunkTag;
 use crate::source::decoders::{Feed, Job};
 use crate::source::log::{CHUNK, TICK, append_line};
-use crate::source::{Chunk, ChunkTag};
 
 /// How long deliveries wait in a partly filled chunk before it is sent anyway.
 const LINGER: Duration = Duration::from_millis(50);
@@ -134,17 +133,7 @@ impl RabbitReader {
                 if blocked {
                     last_ask = Instant::now();
                 }
-                let tick = Chunk {
-                    seq,
-                    decoded: Decoded::default(),
-                    tag: ChunkTag {
-                        wants_checkpoint: blocked,
-                        ..ChunkTag::default()
-                    },
-                    record_times: None,
-                };
-                seq += 1;
-                if self.feed.ticks.send(Ok(tick)).is_err() {
+                if !self.feed.tick(&mut seq, blocked) {
                     return Ok(());
                 }
                 last_sent = Instant::now();
