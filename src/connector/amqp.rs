@@ -16,6 +16,20 @@ pub(crate) const DEFAULT_URL: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
 /// How long a connector waits for its server before the job fails.
 pub(crate) const GIVE_UP_AFTER: Duration = Duration::from_secs(300);
 
+/// Checks that the names given as options fit AMQP's short strings (255 bytes), which the
+/// client would otherwise refuse with a panic.
+pub(crate) fn short_names(names: &[(&str, Option<&str>)]) -> Result<(), super::OptionError> {
+    for (option, value) in names {
+        if let Some(v) = value.filter(|v| v.len() > 255) {
+            return Err(super::OptionError::Invalid(format!(
+                "{option} is {} bytes long; AMQP names are at most 255",
+                v.len()
+            )));
+        }
+    }
+    Ok(())
+}
+
 /// A server, by URL.
 #[derive(Debug, Clone)]
 pub(crate) struct Server {

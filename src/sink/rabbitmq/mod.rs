@@ -147,6 +147,10 @@ fn declare(
     options: &BTreeMap<String, String>,
 ) -> Result<Arc<dyn SinkConnector>, OptionError> {
     let o: RabbitSinkOptions = from_options(options)?;
+    crate::connector::amqp::short_names(&[
+        ("queue", o.queue.as_deref()),
+        ("exchange", o.exchange.as_deref()),
+    ])?;
     let exchange = o.exchange.unwrap_or_default();
     let routing_key = match (o.routing_key, &o.queue) {
         (Some(k), _) => k,
@@ -247,5 +251,8 @@ mod tests {
         for bad in ["a.{currency", "a.{}", "a}.b", "{a{b}}"] {
             assert!(key_parts(bad).is_err(), "{bad}");
         }
+        let long = "q".repeat(256);
+        let e = crate::connector::amqp::short_names(&[("queue", Some(long.as_str()))]).unwrap_err();
+        assert!(e.to_string().contains("256 bytes"), "{e}");
     }
 }

@@ -44,6 +44,7 @@ struct Declared {
 
 fn declare(options: &BTreeMap<String, String>) -> Result<Arc<dyn SourceConnector>, OptionError> {
     let o: RabbitSourceOptions = from_options(options)?;
+    crate::connector::amqp::short_names(&[("queue", Some(o.queue.as_str()))])?;
     json_only(
         o.format.as_deref(),
         "a RabbitMQ queue",
