@@ -252,7 +252,8 @@ cmd=${1:-}
 shift || true
 services=("$@")
 [ ${#services[@]} -gt 0 ] || services=("${ALL[@]}")
-mkdir -p "$RUN"
+# A new machine has neither: the cache holds the broker's build and its log.
+mkdir -p "$RUN" "$ROOT"
 case $cmd in
   start | stop)
     for svc in "${services[@]}"; do
