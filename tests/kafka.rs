@@ -179,3 +179,186 @@ fn kafka_source_is_exactly_once_and_the_sink_loses_nothing_through_kill_9() {
         );
     }
 }
+
+/// Metadata columns (`METADATA FROM 'key' | 'partition' | 'offset' | 'timestamp' | 'headers' |
+/// 'header.<name>' | 'topic'`) hold what the broker kept beside each record, whatever the
+/// payload says; a producer's retry (same payload at another offset, with another timestamp)
+/// is still a duplicate, and metadata that is no text is dead-lettered with its reason.
+#[test]
+fn kafka_metadata_columns_hold_each_records_key_partition_offset_time_and_headers() {
+    use rdkafka::message::{Header, OwnedHeaders};
+    require("kafka", 9092);
+    let tag = format!(
+        "{}_{}",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis()
+    );
+    let topic = format!("meta_{tag}");
+    let admin: AdminClient<DefaultClientContext> = config().create().unwrap();
+    let new = NewTopic::new(&topic, 2, TopicReplication::Fixed(1));
+    let created = futures::executor::block_on(admin.create_topics(
+        [&new],
+        &AdminOptions::new().operation_timeout(Some(TIMEOUT)),
+    ))
+    .unwrap();
+    assert!(created.iter().all(|r| r.is_ok()), "{created:?}");
+
+    // (payload, key, headers, partition, timestamp) of each record, in the order sent.
+    type Sent = (
+        String,
+        Option<Vec<u8>>,
+        Vec<(String, Option<String>)>,
+        i32,
+        i64,
+    );
+    let base = 1_790_000_000_000i64;
+    let mut sent: Vec<Sent> = Vec::new();
+    for i in 0..400i64 {
+        // The payload's own `k` and `off` members are not the metadata columns' values.
+        let payload = format!(r#"{{"id":"e{i}","amount_minor":{i},"k":"payload","off":-1}}"#);
+        let key = (i % 3 != 0).then(|| format!("m{}", i % 7).into_bytes());
+        let headers = match i % 4 {
+            0 => vec![],
+            1 => vec![("trace".to_string(), Some(format!("t{i}")))],
+            2 => vec![
+                ("trace".to_string(), Some("first".to_string())),
+                ("x-other".to_string(), Some("o\"q".to_string())),
+                ("trace".to_string(), Some(format!("t{i}"))),
+            ],
+            _ => vec![("trace".to_string(), None)],
+        };
+        sent.push((payload, key, headers, (i % 2) as i32, base + i * 1000));
+    }
+    // A producer's retries: the same payloads again, later, on the same partition (the
+    // original comes first there, so it is the one kept).
+    for i in [10usize, 11, 12] {
+        let (payload, key, _, p, _) = sent[i].clone();
+        sent.push((payload, key, vec![], p, base + 500_000 + i as i64));
+    }
+    // A key that is no text, and a card number in a header: dead letters.
+    sent.push((
+        r#"{"id":"bad-key","amount_minor":1}"#.into(),
+        Some(vec![0xff, 0xfe]),
+        vec![],
+        0,
+        base + 600_000,
+    ));
+    sent.push((
+        r#"{"id":"card","amount_minor":1}"#.into(),
+        None,
+        vec![("trace".into(), Some("4111111111111111".into()))],
+        1,
+        base + 600_001,
+    ));
+    // Idempotent: each partition's records keep the order sent, so their offsets are known.
+    let producer: BaseProducer = config()
+        .set("linger.ms", "5")
+        .set("enable.idempotence", "true")
+        .create()
+        .unwrap();
+    for (payload, key, headers, p, ts) in &sent {
+        let mut h = OwnedHeaders::new();
+        for (k, v) in headers {
+            h = h.insert(Header {
+                key: k.as_str(),
+                value: v.as_deref(),
+            });
+        }
+        let mut record = BaseRecord::<[u8], str>::to(&topic)
+            .payload(payload.as_str())
+            .partition(*p)
+            .timestamp(*ts)
+            .headers(h);
+        if let Some(k) = key {
+            record = record.key(k.as_slice());
+        }
+        producer.send(record).map_err(|(e, _)| e).unwrap();
+        producer.poll(Duration::ZERO);
+    }
+    producer.flush(TIMEOUT).unwrap();
+
+    let dir = tempfile::tempdir().unwrap();
+    let q = dir.path().join("job.sql");
+    std::fs::write(
+        &q,
+        format!(
+            "CREATE SOURCE p (\n  id VARCHAR NOT NULL,\n  amount_minor BIGINT,\n  k VARCHAR METADATA FROM 'key',\n  part INT METADATA FROM 'partition',\n  off BIGINT METADATA FROM 'offset' VIRTUAL,\n  ts TIMESTAMP METADATA FROM 'timestamp',\n  hs VARCHAR METADATA FROM 'headers',\n  trace VARCHAR METADATA FROM 'header.trace',\n  topic VARCHAR METADATA,\n  WATERMARK FOR ts AS ts - INTERVAL '1' SECOND\n) WITH (connector = 'kafka', bootstrap_servers = '{BROKER}', topic = '{topic}', dedup_key = 'id');\n\
+             CREATE SINK out WITH (connector = 'log', topic = 'out');\n\
+             INSERT INTO out SELECT id, amount_minor, k, part, off, ts, hs, trace, topic FROM p;\n"
+        ),
+    )
+    .unwrap();
+    let run = crate::util::paystream(dir.path())
+        .arg("run")
+        .arg(&q)
+        .arg("--until-end")
+        .output()
+        .unwrap();
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&run.stdout),
+        String::from_utf8_lossy(&run.stderr)
+    );
+    assert!(run.status.success(), "{said}");
+    assert!(
+        said.contains(&format!(
+            "read={} accepted=400 duplicates=3 dead_lettered=2",
+            sent.len()
+        )),
+        "{said}"
+    );
+    assert!(!said.contains("4111111111111111"), "{said}");
+
+    // The expected row of each first delivery, from what was sent.
+    let mut offsets = [0i64; 2];
+    let mut want = Vec::new();
+    for (payload, key, headers, p, ts) in &sent {
+        let offset = offsets[*p as usize];
+        offsets[*p as usize] += 1;
+        let v: serde_json::Value = serde_json::from_str(payload).unwrap();
+        let id = v["id"].as_str().unwrap().to_string();
+        if offset >= 200 || id == "bad-key" || id == "card" {
+            continue; // a retry or a dead letter
+        }
+        let mut all = serde_json::Map::new();
+        for (k, v) in headers {
+            all.insert(
+                k.clone(),
+                v.clone().map_or(serde_json::Value::Null, Into::into),
+            );
+        }
+        let trace = headers
+            .iter()
+            .rev()
+            .find(|(k, _)| k == "trace")
+            .and_then(|(_, v)| v.clone());
+        let mut t = Vec::new();
+        paystream::time::format_rfc3339_millis(*ts, &mut t);
+        want.push(serde_json::json!({
+            "id": id,
+            "amount_minor": v["amount_minor"],
+            "k": key.as_ref().map(|k| String::from_utf8(k.clone()).unwrap()),
+            "part": p,
+            "off": offset,
+            "ts": String::from_utf8(t).unwrap(),
+            "hs": serde_json::Value::Object(all).to_string(),
+            "trace": trace,
+            "topic": topic,
+        }));
+    }
+    assert_eq!(want.len(), 400);
+    let mut got: Vec<serde_json::Value> = crate::util::consume_all(dir.path(), "out")
+        .iter()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let id = |v: &serde_json::Value| v["id"].as_str().unwrap().to_string();
+    got.sort_by_key(id);
+    want.sort_by_key(id);
+    assert_eq!(got.len(), want.len());
+    for (g, w) in got.iter().zip(&want) {
+        assert_eq!(g, w);
+    }
+}

@@ -176,7 +176,10 @@ pub(crate) fn replay(mut a: ReplayArgs, data: &super::log_cmds::DataDir) -> anyh
         &skew_from,
     )?;
     let (events, stream) = match declared {
-        Some(s) => (Arc::clone(&s.events), s.name.clone()),
+        Some(s) => {
+            file_has_no_metadata(&s.events)?;
+            (Arc::clone(&s.events), s.name.clone())
+        }
         None => (EventSchema::payments(), "payments".to_string()),
     };
     let tables: Vec<Arc<paystream::table::ReferenceTable>> = parsed
@@ -307,6 +310,17 @@ pub(crate) fn replay(mut a: ReplayArgs, data: &super::log_cmds::DataDir) -> anyh
     super::surprises::report(&summary, &hints, a.strict)
 }
 
+/// Refuses a declared source's `METADATA FROM '…'` columns: a file's records carry none.
+fn file_has_no_metadata(events: &EventSchema) -> anyhow::Result<()> {
+    let meta = paystream::decode::metadata_keys(events.arrow().fields());
+    if let Some((column, key)) = meta.first() {
+        bail!(
+            "column `{column}` reads METADATA FROM '{key}', which a Kafka record has and a file's record does not; replay a copy of the query without the METADATA columns, or run it over the Kafka topic"
+        );
+    }
+    Ok(())
+}
+
 /// The events of the CREATE SOURCE a query file starts with, for `--into`: a SELECT after it
 /// may be there (the same file serves `replay --query`), and is not run.
 fn declared_events(query: &std::path::Path) -> anyhow::Result<Arc<EventSchema>> {
@@ -320,7 +334,10 @@ fn declared_events(query: &std::path::Path) -> anyhow::Result<Arc<EventSchema>> 
         ),
     };
     match declared {
-        Some(d) => Ok(d.events),
+        Some(d) => {
+            file_has_no_metadata(&d.events)?;
+            Ok(d.events)
+        }
         None => bail!(
             "{} does not start with CREATE SOURCE: with --into, --query names the declaration whose columns the file is decoded into",
             query.display()

@@ -6,7 +6,8 @@ use std::sync::Arc;
 use datafusion::arrow::array::RecordBatch;
 
 use super::{
-    CsvHeader, DeclaredDecoder, Decoded, decode_csv, decode_json_lines_sized, decode_parquet,
+    CsvHeader, DeclaredDecoder, Decoded, RecordMeta, decode_csv, decode_json_lines_sized,
+    decode_parquet,
 };
 use crate::error::Result;
 use crate::schema::EventSchema;
@@ -32,17 +33,19 @@ impl Decoder {
         }
     }
 
-    /// Decodes a chunk of JSON Lines (see [`decode_json_lines_sized`]).
+    /// Decodes a chunk of JSON Lines (see [`decode_json_lines_sized`]); `meta` holds the
+    /// records' metadata when the events have metadata columns.
     pub fn json_lines(
         &self,
         chunk: &[u8],
         first_line: u64,
         batch_size: usize,
         lines: usize,
+        meta: Option<&RecordMeta>,
     ) -> Decoded {
         match self {
             Decoder::Payments => decode_json_lines_sized(chunk, first_line, batch_size, lines),
-            Decoder::Declared(d) => d.json_lines(chunk, first_line, batch_size, lines),
+            Decoder::Declared(d) => d.json_lines(chunk, first_line, batch_size, lines, meta),
         }
     }
 

@@ -503,12 +503,13 @@ const NAME_MASKS: [u128; 16] = {
 };
 
 impl DeclaredKeys {
-    pub(super) fn new<'n>(names: impl Iterator<Item = &'n str>) -> Self {
-        let patterns: Vec<_> = names.map(key_pattern).collect();
+    /// The table of the columns `(index, name)`.
+    pub(super) fn new<'n>(names: impl Iterator<Item = (usize, &'n str)>) -> Self {
+        let patterns: Vec<_> = names.map(|(c, n)| (c, key_pattern(n))).collect();
         let mut slots = vec![EMPTY_SLOT; (patterns.len() * 4).next_power_of_two().max(16)];
         let last = slots.len() - 1;
-        for (c, p) in patterns.iter().enumerate() {
-            let Some((pattern, mask, skip)) = *p else {
+        for &(c, p) in &patterns {
+            let Some((pattern, mask, skip)) = p else {
                 continue;
             };
             // The name's bytes alone: the mask without its quote and colon.

@@ -29,7 +29,9 @@ pub use self::card::{
     redact_value,
 };
 pub use self::csv::{BOM, CsvHeader, CsvHeaderError, record_end};
-pub use self::declared::{ColumnKind, DeclaredDecoder, MAX_CHARS};
+pub use self::declared::{
+    ColumnKind, DeclaredDecoder, MAX_CHARS, METADATA, MetaKey, MetaValue, RecordMeta, metadata_keys,
+};
 pub use self::decoder::Decoder;
 pub use self::parquet::ParquetColumns;
 pub use self::reject::{Origin, PositionKind, ReasonCounts, Reject, RejectReason};

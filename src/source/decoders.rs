@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
 use super::{Chunk, ChunkTag, Positions, ReadOptions, Reading};
-use crate::decode::{ChunkBytes, CsvHeader, Decoded, Decoder, RawSource};
+use crate::decode::{ChunkBytes, CsvHeader, Decoded, Decoder, RawSource, RecordMeta};
 use crate::error::Result;
 
 /// A chunk of records for a decoder.
@@ -26,6 +26,8 @@ pub(super) enum Job {
         tag: ChunkTag,
         /// Each record's timestamp (a log source; empty for a file).
         times: Vec<i64>,
+        /// Each record's metadata, when the events have metadata columns (a Kafka source).
+        meta: Option<Box<RecordMeta>>,
     },
     Csv {
         seq: u64,
@@ -132,8 +134,15 @@ pub(super) fn spawn_decoders(
                         lines,
                         tag,
                         times,
+                        meta,
                     } => {
-                        let mut d = decoder.json_lines(&bytes, first_line, batch_size, lines);
+                        let mut d = decoder.json_lines(
+                            &bytes,
+                            first_line,
+                            batch_size,
+                            lines,
+                            meta.as_deref(),
+                        );
                         keep_chunk(&mut d, bytes, &recycle);
                         let times = (!times.is_empty()).then_some((first_line, times));
                         (seq, d, tag, times)

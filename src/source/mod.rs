@@ -67,6 +67,13 @@ pub trait SourceConnector: std::fmt::Debug + Send + Sync {
     /// (exactly-once), rather than reading its input whole each run (at-least-once).
     fn resumable(&self) -> bool;
 
+    /// The record metadata its records carry, by kind ([`crate::decode::MetaKey::kind_name`]):
+    /// what a `METADATA FROM '…'` column of a source declared on it may read. A source that
+    /// lists some renders them for each record ([`crate::decode::RecordMeta`]).
+    fn record_metadata(&self) -> &'static [&'static str] {
+        &[]
+    }
+
     /// The source a run reads.
     fn source(&self, ctx: &SourceContext<'_>) -> Result<Arc<dyn Source>>;
 }

@@ -12,7 +12,8 @@
 //! cell is; `WATERMARK FOR` names the event-time column and the bounded out-of-orderness, as
 //! Flink and RisingWave spell it. Types map to the ones the declared decoder reads
 //! ([`crate::decode::ColumnKind`]); money stays integer minor units (`DECIMAL` is refused with
-//! that advice).
+//! that advice). A Kafka source's column may read the record's metadata instead of a payload
+//! member: `kafka_offset BIGINT METADATA FROM 'offset'` ([`crate::decode::MetaKey`]).
 
 use datafusion::arrow::datatypes::{DataType, Field};
 
@@ -124,6 +125,12 @@ fn parse_item(
         let (name, rest) = column_name(item)?;
         // The type, then the constraints, word by word (`NOT  NULL` across spaces or lines).
         let mut words: Vec<String> = rest.split_whitespace().map(str::to_string).collect();
+        let meta = take_metadata(&name, &mut words)?;
+        if meta.is_some() && keys.is_some() {
+            return Err(format!(
+                "column `{name}`: a table's columns come from its rows; METADATA columns are for a Kafka source's records"
+            ));
+        }
         let upper_at = |w: &[String], i: usize| w.get(i).map(|x| x.to_ascii_uppercase());
         let mut not_null = false;
         if let Some(i) = (0..words.len()).find(|i| {
@@ -159,7 +166,7 @@ fn parse_item(
                 }
                 other => {
                     return Err(format!(
-                        "column `{name}`: `{}` is not supported; a column is `name TYPE [NOT NULL]`",
+                        "column `{name}`: `{}` is not supported; a column is `name TYPE [NOT NULL]` (or, from a Kafka source, `name TYPE METADATA [FROM 'key'] [VIRTUAL]`)",
                         other.join(" ")
                     ));
                 }
@@ -180,17 +187,96 @@ fn parse_item(
                 "`{name}` is the name windows give their bounds; rename the column"
             ));
         }
-        let mut field = Field::new(name, data_type, !not_null);
+        let mut field_meta = std::collections::HashMap::new();
         if let Some(n) = max_chars {
-            field = field.with_metadata(
-                [(crate::decode::MAX_CHARS.to_string(), n.to_string())]
-                    .into_iter()
-                    .collect(),
-            );
+            field_meta.insert(crate::decode::MAX_CHARS.to_string(), n.to_string());
         }
-        fields.push(field);
+        if let Some(key) = meta {
+            let kinds = key.kinds();
+            if !crate::decode::ColumnKind::of(&data_type).is_some_and(|k| kinds.contains(&k)) {
+                return Err(format!(
+                    "column `{name}` is {}, but METADATA FROM '{key}' is read as {}; declare {name} {} METADATA FROM '{key}'",
+                    sql_name(&data_type),
+                    kinds
+                        .iter()
+                        .map(|k| k.sql())
+                        .collect::<Vec<_>>()
+                        .join(" or "),
+                    kinds[0].sql()
+                ));
+            }
+            field_meta.insert(crate::decode::METADATA.to_string(), key.to_string());
+        }
+        fields.push(Field::new(name, data_type, !not_null).with_metadata(field_meta));
     }
     Ok(())
+}
+
+/// Takes `METADATA [FROM 'key'] [VIRTUAL]` (Flink's spelling) out of a column's words: the
+/// record metadata the column reads instead of a payload member (the column's name when no
+/// key is given). `VIRTUAL` changes nothing: no sink writes a source's columns back.
+fn take_metadata(
+    name: &str,
+    words: &mut Vec<String>,
+) -> Result<Option<crate::decode::MetaKey>, String> {
+    let Some(at) = words
+        .iter()
+        .position(|w| w.eq_ignore_ascii_case("METADATA"))
+    else {
+        return Ok(None);
+    };
+    let mut end = at + 1;
+    let key = if words
+        .get(end)
+        .is_some_and(|w| w.eq_ignore_ascii_case("FROM"))
+    {
+        // A quoted key, which may span words (`'header.trace id'`); `''` is a quote.
+        let quoted = || {
+            format!(
+                "column `{name}`: METADATA FROM takes a quoted key, e.g. {name} BIGINT METADATA FROM 'offset'"
+            )
+        };
+        let first = end + 1;
+        if !words.get(first).is_some_and(|w| w.starts_with('\'')) {
+            return Err(quoted());
+        }
+        let mut text = String::new();
+        let mut last = first;
+        loop {
+            let w = words.get(last).ok_or_else(quoted)?;
+            if !text.is_empty() {
+                text.push(' ');
+            }
+            text.push_str(w);
+            let body = &text[1..];
+            // Closed when the quotes after the opening one are odd in number, the last at the end.
+            if body.ends_with('\'') && body.matches('\'').count() % 2 == 1 {
+                break;
+            }
+            last += 1;
+        }
+        end = last + 1;
+        let key = text[1..text.len() - 1].replace("''", "'");
+        if key.is_empty() {
+            return Err(quoted());
+        }
+        crate::decode::MetaKey::parse(&key).map_err(|e| format!("column `{name}`: {e}"))?
+    } else {
+        // Without FROM the column's name is the key, as Flink reads it.
+        crate::decode::MetaKey::parse(&name.to_ascii_lowercase()).map_err(|_| {
+            format!(
+                "column `{name}`: METADATA without FROM reads the record metadata named like the column, and there is none called '{name}'; name it: {name} VARCHAR METADATA FROM 'key' (or 'topic', 'partition', 'offset', 'timestamp', 'headers', 'header.<name>')"
+            )
+        })?
+    };
+    if words
+        .get(end)
+        .is_some_and(|w| w.eq_ignore_ascii_case("VIRTUAL"))
+    {
+        end += 1;
+    }
+    words.drain(at..end);
+    Ok(Some(key))
 }
 
 /// Checks the list as a whole: some column, and a watermark on a TIMESTAMP column.
@@ -451,9 +537,58 @@ mod tests {
             ("id VARCHAR DEFAULT 'x'", "not supported"),
             ("\"\" VARCHAR", "empty"),
             ("id VARCHAR(0)", "positive whole number"),
+            (
+                "o VARCHAR METADATA FROM 'offset'",
+                "declare o BIGINT METADATA",
+            ),
+            ("p DOUBLE METADATA FROM 'partition'", "INT or BIGINT"),
+            ("k VARCHAR METADATA FROM 'epoch'", "'header.<name>'"),
+            ("k VARCHAR METADATA FROM key", "a quoted key"),
+            ("v VARCHAR METADATA", "there is none called 'v'"),
+            ("k VARCHAR METADATA FROM 'header.a b", "a quoted key"),
         ] {
             let e = parse_columns(list).unwrap_err().1;
             assert!(e.contains(needle), "{list}: {e}");
         }
+        let e = parse_table_columns("k VARCHAR METADATA FROM 'key'")
+            .unwrap_err()
+            .1;
+        assert!(e.contains("Kafka source"), "{e}");
+    }
+
+    #[test]
+    fn metadata_columns_name_what_they_read() {
+        let c = parse_columns(
+            "id VARCHAR NOT NULL, k VARCHAR METADATA FROM 'key', OFFSET BIGINT metadata VIRTUAL,\n ts TIMESTAMP NOT NULL METADATA FROM 'timestamp', tr VARCHAR(36) METADATA FROM 'header.trace-id', sp VARCHAR METADATA FROM 'header.it''s a  b', WATERMARK FOR ts AS ts",
+        )
+        .unwrap();
+        let meta: Vec<Option<&str>> = c
+            .fields
+            .iter()
+            .map(|f| {
+                f.metadata()
+                    .get(crate::decode::METADATA)
+                    .map(String::as_str)
+            })
+            .collect();
+        assert_eq!(
+            meta,
+            [
+                None,
+                Some("key"),
+                Some("offset"),
+                Some("timestamp"),
+                Some("header.trace-id"),
+                Some("header.it's a b"),
+            ]
+        );
+        assert!(!c.fields[3].is_nullable());
+        assert_eq!(
+            c.fields[4]
+                .metadata()
+                .get(crate::decode::MAX_CHARS)
+                .map(String::as_str),
+            Some("36")
+        );
     }
 }

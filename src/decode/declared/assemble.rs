@@ -135,6 +135,11 @@ impl<'d> Assembler<'d> {
         let mut h = PayloadHasher::new();
         for (i, (b, cell)) in self.builders.iter_mut().zip(cells.iter()).enumerate() {
             b.append(cell);
+            // Metadata (offset, timestamp …) differs between a record and its producer's
+            // retry, which is the same event: the hash reads the payload's values alone.
+            if self.decoder.columns[i].meta {
+                continue;
+            }
             match cell {
                 Cell::Null => {}
                 Cell::Str(s) => h.bytes(i, s.as_bytes()),

@@ -27,8 +27,11 @@ use crate::schema::EventSchema;
 
 mod assemble;
 mod check;
+mod meta;
 #[cfg(test)]
 mod tests;
+
+pub use self::meta::{METADATA, MetaKey, MetaValue, RecordMeta, metadata_keys};
 
 use self::assemble::Assembler;
 use self::check::{Cell, check_value};
@@ -90,6 +93,9 @@ struct Column {
     nullable: bool,
     /// `VARCHAR(n)`: at most `n` characters.
     max_chars: Option<usize>,
+    /// A metadata column (`METADATA FROM '…'`): its value comes from the record's
+    /// [`RecordMeta`], never from the payload.
+    meta: bool,
 }
 
 /// The raw values of one record of a declared schema, indexed by column.
@@ -133,6 +139,8 @@ pub struct DeclaredDecoder {
     names: Arc<[String]>,
     /// The JSON keys' patterns, for finding a member's column without reading its key twice.
     keys: super::json::DeclaredKeys,
+    /// The metadata columns' indices and keys, in their order in [`RecordMeta`].
+    meta_columns: Vec<(usize, MetaKey)>,
 }
 
 impl DeclaredDecoder {
@@ -156,16 +164,33 @@ impl DeclaredDecoder {
                     kind,
                     nullable: f.is_nullable(),
                     max_chars: f.metadata().get(MAX_CHARS).and_then(|n| n.parse().ok()),
+                    meta: f.metadata().contains_key(METADATA),
                 })
             })
             .collect::<crate::error::Result<Vec<_>>>()?;
         let names: Arc<[String]> = columns.iter().map(|c| c.name.clone()).collect();
-        let keys = super::json::DeclaredKeys::new(columns.iter().map(|c| c.name.as_str()));
+        // A metadata column is no JSON member's column: a member of its name is unknown.
+        let keys = super::json::DeclaredKeys::new(
+            columns
+                .iter()
+                .enumerate()
+                .filter(|(_, c)| !c.meta)
+                .map(|(i, c)| (i, c.name.as_str())),
+        );
+        // The same list, in the same order, as the source renders ([`metadata_keys`]).
+        let meta_columns = metadata_keys(events.arrow().fields())
+            .into_iter()
+            .map(|(name, key)| {
+                let i = columns.iter().position(|c| c.name == name).unwrap_or(0);
+                (i, key)
+            })
+            .collect();
         Ok(DeclaredDecoder {
             events,
             columns,
             names,
             keys,
+            meta_columns,
         })
     }
 
@@ -184,23 +209,84 @@ impl DeclaredDecoder {
         }
     }
 
-    /// The column named `key`, if one is. Linear over the columns, length first: a schema has a
-    /// few dozen columns at most, and a hash of the key cost more than comparing lengths.
+    /// The column named `key`, if one is (a metadata column is none: its value is not read
+    /// from the payload). Linear over the columns, length first: a schema has a few dozen
+    /// columns at most, and a hash of the key cost more than comparing lengths.
     #[inline]
     fn column(&self, key: &str) -> Option<usize> {
         self.columns
             .iter()
-            .position(|c| c.name.len() == key.len() && c.name == key)
+            .position(|c| c.name.len() == key.len() && c.name == key && !c.meta)
+    }
+
+    /// Fills the metadata columns of the chunk's `i`-th record from `meta`. A card number
+    /// anywhere in the record is the reason it is refused, before any other.
+    fn fill_metadata<'a>(
+        &self,
+        meta: Option<&'a RecordMeta>,
+        i: usize,
+        row: &mut DeclaredRow<'a>,
+    ) -> Result<(), Invalid> {
+        let mut fault = None;
+        let meta = meta.filter(|m| m.columns == self.meta_columns.len());
+        for (j, (c, key)) in self.meta_columns.iter().enumerate() {
+            let column = &self.columns[*c];
+            let name = &column.name;
+            let v = match meta.and_then(|m| m.get(i, j).map(|v| (m, v))) {
+                None => {
+                    fault.get_or_insert((
+                        RejectReason::MissingField,
+                        format!(
+                            "column `{name}` is a METADATA column, but the record came without metadata (only a Kafka source has it)"
+                        ),
+                    ));
+                    continue;
+                }
+                Some((_, MetaValue::Null)) if !column.nullable => {
+                    fault.get_or_insert((
+                        RejectReason::NullField,
+                        format!(
+                            "column `{name}` is NOT NULL, but the record has no {key} (METADATA FROM '{key}')"
+                        ),
+                    ));
+                    continue;
+                }
+                Some((_, MetaValue::Null)) => RawValue::Null,
+                Some((_, MetaValue::Int(v))) => RawValue::Int(v),
+                Some((m, MetaValue::Text(a, b))) => {
+                    let t = m.text(a, b);
+                    row.note_string(name, t);
+                    RawValue::Str(std::borrow::Cow::Borrowed(t))
+                }
+                Some((_, MetaValue::Invalid(why))) => {
+                    fault.get_or_insert((
+                        RejectReason::InvalidValue,
+                        format!("column `{name}`: {why}"),
+                    ));
+                    continue;
+                }
+            };
+            row.values[*c] = Some(v);
+        }
+        match fault {
+            // The check reports the card number first.
+            Some(_) if row.card_number_in.is_some() => Ok(()),
+            Some(f) => Err(f),
+            None => Ok(()),
+        }
     }
 
     /// Decodes a chunk of JSON Lines whose first line is number `first_line` (blank lines are
-    /// skipped and not counted); `lines` (about how many the chunk holds) sizes the columns.
-    pub fn json_lines(
+    /// skipped, their numbers counted); `lines` (about how many the chunk holds) sizes the
+    /// columns. `meta` holds the metadata columns' values, line by line (a broker's records:
+    /// the `i`-th line is the `i`-th record).
+    pub fn json_lines<'a>(
         &self,
-        chunk: &[u8],
+        chunk: &'a [u8],
         first_line: u64,
         batch_size: usize,
         lines: usize,
+        meta: Option<&'a RecordMeta>,
     ) -> Decoded {
         let mut asm = Assembler::new(self, batch_size, lines);
         let mut row = self.empty_row();
@@ -244,8 +330,11 @@ impl DeclaredDecoder {
                 row.clear();
             }
             row.dirty = true;
-            let parsed =
+            let mut parsed =
                 super::json::parse_declared(text, |k| self.column(k), &self.keys, &mut row);
+            if parsed.is_ok() && !self.meta_columns.is_empty() {
+                parsed = self.fill_metadata(meta, (this - first_line) as usize, &mut row);
+            }
             match parsed {
                 Ok(()) => asm.row(&mut row, &mut cells, this, line, at),
                 Err(e) => asm.reject(e, this, line),

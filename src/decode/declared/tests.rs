@@ -30,12 +30,16 @@ fn json_values_fill_their_columns_in_any_order_and_spelling() {
         r#"{ "note" : null, "extra": {"a": [1, "x"]}, "ts": 1793491200001, "order_id": "o\u0032" }"#,
         "\n\n",
     );
-    let out = d.json_lines(text.as_bytes(), 1, 100, 3);
+    let out = d.json_lines(text.as_bytes(), 1, 100, 3, None);
     assert!(out.rejects.is_empty(), "{:?}", out.rejects);
     // An epoch-millisecond time in a BIGINT is no card number (one in ten passes Luhn).
     let t =
         r#"{"order_id":"o","ts":1,"amount_minor":1700000000004,"note":"ééééééééééééééééééééééé"}"#;
-    assert!(d.json_lines(t.as_bytes(), 1, 10, 1).rejects.is_empty());
+    assert!(
+        d.json_lines(t.as_bytes(), 1, 10, 1, None)
+            .rejects
+            .is_empty()
+    );
     assert_eq!((out.records, out.unknown_fields), (2, 1));
     let b = &out.batches[0].batch;
     assert_eq!(b.num_rows(), 2);
@@ -139,7 +143,7 @@ fn values_that_do_not_fit_are_rejected_naming_the_column() {
         ),
     ] {
         let line = format!("{{{base},{members}}}");
-        let out = d.json_lines(line.as_bytes(), 7, 100, 1);
+        let out = d.json_lines(line.as_bytes(), 7, 100, 1, None);
         assert_eq!(out.records, 1);
         assert!(out.batches.is_empty(), "{line}");
         let r = &out.rejects[0];
@@ -183,7 +187,7 @@ fn values_that_do_not_fit_are_rejected_naming_the_column() {
         ),
         (r#"{"order_id":"o""#, RejectReason::Malformed),
     ] {
-        let out = d.json_lines(line.as_bytes(), 1, 100, 1);
+        let out = d.json_lines(line.as_bytes(), 1, 100, 1, None);
         assert_eq!(out.rejects.len(), 1, "{line}");
         assert_eq!(
             out.rejects[0].reason, reason,
@@ -323,18 +327,21 @@ fn equal_values_hash_alike_whatever_their_spelling() {
         1,
         10,
         1,
+        None,
     );
     let b = d.json_lines(
         br#"{"amount_minor":5, "x":1, "ts":1793491200000,"order_id":"o1"}"#,
         1,
         10,
         1,
+        None,
     );
     let c = d.json_lines(
         br#"{"order_id":"o1","ts":"2026-11-01T00:00:00Z","amount_minor":6}"#,
         1,
         10,
         1,
+        None,
     );
     let h = |d: &Decoded| d.batches[0].payload_hashes[0];
     assert_eq!(h(&a), h(&b));
@@ -406,7 +413,7 @@ fn keys_are_found_by_name_in_any_order_spacing_and_length() {
         lines.push(format!("{{{}}}", body.join(",")));
     }
     let text = lines.join("\n");
-    let out = d.json_lines(text.as_bytes(), 1, 10_000, lines.len());
+    let out = d.json_lines(text.as_bytes(), 1, 10_000, lines.len(), None);
     assert!(out.rejects.is_empty(), "{:?}", out.rejects);
     let batch = &out.batches[0].batch;
     assert_eq!(batch.num_rows(), lines.len());
@@ -422,4 +429,83 @@ fn keys_are_found_by_name_in_any_order_spacing_and_length() {
         }
     }
     assert_eq!(out.unknown_fields as usize, unknown);
+}
+
+/// A decoder of `id`, `ts` and three metadata columns: key, offset, a header.
+fn meta_decoder() -> DeclaredDecoder {
+    let meta = |k: &str| {
+        [(METADATA.to_string(), k.to_string())]
+            .into_iter()
+            .collect::<std::collections::HashMap<_, _>>()
+    };
+    let arrow = Arc::new(Schema::new(vec![
+        Field::new("id", DataType::Utf8, false),
+        Field::new("ts", crate::schema::timestamp_type(), false),
+        Field::new("k", DataType::Utf8, true).with_metadata(meta("key")),
+        Field::new("offset", DataType::Int64, false).with_metadata(meta("offset")),
+        Field::new("trace", DataType::Utf8, true).with_metadata(meta("header.trace")),
+    ]));
+    let events = EventSchema::declared("p", arrow, Some("id"), "ts").unwrap();
+    DeclaredDecoder::new(Arc::new(events)).unwrap()
+}
+
+#[test]
+fn metadata_columns_come_from_the_records_metadata_never_the_payload() {
+    let d = meta_decoder();
+    let mut m = RecordMeta::new(3);
+    for (key, offset, trace) in [(Some("a"), 10, None), (None, 11, Some("t2"))] {
+        match key {
+            Some(k) => m.push_text(k),
+            None => m.values.push(MetaValue::Null),
+        }
+        m.values.push(MetaValue::Int(offset));
+        match trace {
+            Some(t) => m.push_text(t),
+            None => m.values.push(MetaValue::Null),
+        }
+    }
+    // The payload's own `offset` member is an unknown member, not the column's value.
+    let text = "{\"id\":\"e1\",\"ts\":1,\"offset\":99}\n{\"id\":\"e1\",\"ts\":1}\n";
+    let out = d.json_lines(text.as_bytes(), 10, 100, 2, Some(&m));
+    assert!(out.rejects.is_empty(), "{:?}", out.rejects);
+    assert_eq!(out.unknown_fields, 1);
+    let b = &out.batches[0];
+    let col = |n: &str| b.batch.column_by_name(n).unwrap().clone();
+    assert_eq!(
+        col("offset")
+            .as_primitive::<datafusion::arrow::datatypes::Int64Type>()
+            .values()
+            .to_vec(),
+        [10, 11]
+    );
+    let k = col("k");
+    assert_eq!((k.as_string::<i32>().value(0), k.is_null(1)), ("a", true));
+    let t = col("trace");
+    assert_eq!((t.is_null(0), t.as_string::<i32>().value(1)), (true, "t2"));
+    // A producer's retry (same payload, other offset and key) hashes as the original.
+    assert_eq!(b.payload_hashes[0], b.payload_hashes[1]);
+
+    // No metadata, metadata that is no text, a card number in a key: the record is refused.
+    let one = "{\"id\":\"e1\",\"ts\":1}";
+    let out = d.json_lines(one.as_bytes(), 1, 10, 1, None);
+    assert!(
+        out.rejects[0].detail.contains("without metadata"),
+        "{:?}",
+        out.rejects
+    );
+    for (key, want) in [
+        (
+            MetaValue::Invalid("the record's key is not UTF-8 text"),
+            "`k`: the record's key",
+        ),
+        (MetaValue::Text(0, 16), "card number"),
+    ] {
+        let mut m = RecordMeta::new(3);
+        m.text.push_str("4111111111111111");
+        m.values.extend([key, MetaValue::Int(1), MetaValue::Null]);
+        let out = d.json_lines(one.as_bytes(), 1, 10, 1, Some(&m));
+        assert_eq!(out.rejects.len(), 1, "{want}");
+        assert!(out.rejects[0].detail.contains(want), "{:?}", out.rejects);
+        assert!(!out.rejects[0].detail.contains("4111111111111111"));
+    }
 }

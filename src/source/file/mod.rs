@@ -334,6 +334,7 @@ fn read_text(
                 lines: newlines as usize + 1,
                 tag: ChunkTag::default(),
                 times: Vec::new(),
+                meta: None,
             },
         };
         line += newlines;

@@ -84,6 +84,18 @@ impl SourceConnector for Declared {
         true
     }
 
+    fn record_metadata(&self) -> &'static [&'static str] {
+        &[
+            "topic",
+            "partition",
+            "offset",
+            "timestamp",
+            "key",
+            "headers",
+            "header.<name>",
+        ]
+    }
+
     fn source(&self, ctx: &SourceContext<'_>) -> Result<Arc<dyn Source>> {
         Ok(Arc::new(KafkaSource {
             brokers: self.brokers.clone(),

@@ -202,11 +202,18 @@ impl Source for KafkaSource {
         tracing::info!(topic = %self.topic, partitions = n, ?positions, until_end = self.until_end, "kafka source opened");
 
         let (brokers, until) = (self.brokers.clone(), self.until_end.then_some(high));
+        let topic = self.topic.clone();
+        let meta_keys = crate::decode::metadata_keys(self.events.arrow().fields())
+            .into_iter()
+            .map(|(_, k)| k)
+            .collect();
         let stop = Arc::clone(&opts.stop);
         start_reading(&self.events, opts, positions, "kafka-reader", move |feed| {
             reader::KafkaReader {
                 consumer,
                 brokers,
+                topic,
+                meta_keys,
                 position: from,
                 until,
                 feed,

@@ -9,11 +9,13 @@ use std::time::{Duration, Instant};
 use rdkafka::Message;
 use rdkafka::consumer::BaseConsumer;
 use rdkafka::error::KafkaError;
+use rdkafka::message::BorrowedMessage;
 
 use super::super::ChunkTag;
 use super::super::decoders::{Feed, Job};
 use super::super::log::{CHUNK, TICK, append_line};
 use crate::connector::kafka::{Brokers, Quiet, transient};
+use crate::decode::{MetaKey, MetaValue, RecordMeta};
 use crate::error::Result;
 
 /// How long records wait in a partly filled chunk before it is sent anyway.
@@ -27,11 +29,16 @@ struct Pending {
     end: u64,
     records: usize,
     times: Vec<i64>,
+    /// The records' metadata columns, when the events have some.
+    meta: Option<RecordMeta>,
 }
 
 pub(super) struct KafkaReader {
     pub(super) consumer: BaseConsumer<Quiet>,
     pub(super) brokers: Brokers,
+    pub(super) topic: String,
+    /// The events' metadata columns (`METADATA FROM '…'`), in column order.
+    pub(super) meta_keys: Vec<MetaKey>,
     /// Per partition, the offset of the next record to read.
     pub(super) position: Vec<u64>,
     /// `--until-end`: each partition's end offset as of the start.
@@ -103,9 +110,17 @@ impl KafkaReader {
                         q.end = offset + 1;
                         q.records += 1;
                         q.times.push(m.timestamp().to_millis().unwrap_or(0));
+                        if !self.meta_keys.is_empty() {
+                            let meta = q
+                                .meta
+                                .get_or_insert_with(|| RecordMeta::new(self.meta_keys.len()));
+                            record_meta(meta, &self.meta_keys, &self.topic, &m);
+                        }
                         append_line(&mut q.bytes, m.payload().unwrap_or_default());
                         self.position[p] = offset + 1;
-                        if q.bytes.len() >= CHUNK {
+                        // Metadata text (headers can be large) counts toward the chunk's size.
+                        let text = q.meta.as_ref().map_or(0, |m| m.text.len());
+                        if q.bytes.len() + text >= CHUNK {
                             if !self.send(q, p, &mut seq) {
                                 return Ok(());
                             }
@@ -182,8 +197,89 @@ impl KafkaReader {
                 wants_checkpoint: false,
             },
             times: q.times,
+            meta: q.meta.map(Box::new),
         };
         *seq += 1;
         self.feed.jobs.send(job).is_ok()
     }
+}
+
+/// Appends record `m`'s values of the metadata columns `keys` to `meta`.
+fn record_meta(meta: &mut RecordMeta, keys: &[MetaKey], topic: &str, m: &BorrowedMessage<'_>) {
+    for k in keys {
+        match k {
+            MetaKey::Topic => meta.push_text(topic),
+            MetaKey::Partition => meta.values.push(MetaValue::Int(i64::from(m.partition()))),
+            MetaKey::Offset => meta.values.push(MetaValue::Int(m.offset())),
+            MetaKey::Timestamp => meta.values.push(
+                m.timestamp()
+                    .to_millis()
+                    .map_or(MetaValue::Null, MetaValue::Int),
+            ),
+            MetaKey::Key => match m.key() {
+                None => meta.values.push(MetaValue::Null),
+                Some(b) => meta.push_bytes(b, "the record's key is not UTF-8 text"),
+            },
+            MetaKey::Headers => {
+                let mut all = serde_json::Map::new();
+                let mut invalid = None;
+                for (name, value) in raw_headers(m) {
+                    let (Ok(name), Ok(value)) = (
+                        std::str::from_utf8(name),
+                        value.map(std::str::from_utf8).transpose(),
+                    ) else {
+                        invalid = Some("a header's name or value is not UTF-8 text");
+                        break;
+                    };
+                    // A repeated header keeps its last value, as `header.<name>` reads it.
+                    all.insert(
+                        name.to_string(),
+                        value.map_or(serde_json::Value::Null, |v| v.to_string().into()),
+                    );
+                }
+                match invalid {
+                    None => meta.push_text(&serde_json::Value::Object(all).to_string()),
+                    Some(why) => meta.values.push(MetaValue::Invalid(why)),
+                }
+            }
+            MetaKey::Header(name) => {
+                let last = raw_headers(m)
+                    .into_iter()
+                    .rfind(|(n, _)| *n == name.as_bytes());
+                match last.and_then(|(_, v)| v) {
+                    None => meta.values.push(MetaValue::Null),
+                    Some(b) => meta.push_bytes(b, "the header's value is not UTF-8 text"),
+                }
+            }
+        }
+    }
+}
+
+/// Record `m`'s headers as bytes, (name, value) in order. rdkafka's own iterator unwraps each
+/// name as UTF-8, so a producer's binary header name would panic the reader; the C API gives
+/// the bytes, which the caller judges.
+fn raw_headers<'m>(m: &'m BorrowedMessage<'_>) -> Vec<(&'m [u8], Option<&'m [u8]>)> {
+    use rdkafka::bindings as rd;
+    const OK: rd::rd_kafka_resp_err_t = rd::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR;
+    let mut out = Vec::new();
+    let mut headers = std::ptr::null_mut();
+    // SAFETY: `m.ptr()` is the live message `m` borrows; the headers belong to it.
+    if unsafe { rd::rd_kafka_message_headers(m.ptr(), &mut headers) } != OK {
+        return out;
+    }
+    for i in 0.. {
+        let (mut name, mut value, mut size) = (std::ptr::null(), std::ptr::null(), 0usize);
+        // SAFETY: `headers` is the message's; the pointers it fills stay valid while `m` is.
+        if unsafe { rd::rd_kafka_header_get_all(headers, i, &mut name, &mut value, &mut size) }
+            != OK
+        {
+            break;
+        }
+        // SAFETY: librdkafka's names are NUL-terminated; a value is `size` bytes or null.
+        let name = unsafe { std::ffi::CStr::from_ptr(name) }.to_bytes();
+        let value = (!value.is_null())
+            .then(|| unsafe { std::slice::from_raw_parts(value.cast::<u8>(), size) });
+        out.push((name, value));
+    }
+    out
 }

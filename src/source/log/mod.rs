@@ -238,6 +238,7 @@ impl LogReader {
                         wants_checkpoint: false,
                     },
                     times,
+                    meta: None,
                 };
                 seq += 1;
                 if self.feed.jobs.send(job).is_err() {

@@ -249,6 +249,7 @@ impl NatsReader {
                 wants_checkpoint: false,
             },
             times: q.times,
+            meta: None,
         };
         *seq += 1;
         feed.jobs.send(job).is_ok()

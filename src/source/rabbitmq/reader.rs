@@ -163,6 +163,7 @@ impl RabbitReader {
                 wants_checkpoint: false,
             },
             times: q.times,
+            meta: None,
         };
         *seq += 1;
         self.feed.jobs.send(job).is_ok()

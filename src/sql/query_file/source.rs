@@ -165,6 +165,7 @@ pub(super) fn source(
             e,
         )
     })?;
+    check_metadata(line, &name, &events, declared.as_ref())?;
     Ok(SourceDecl {
         watermark_delay,
         idle_timeout,
@@ -176,6 +177,32 @@ pub(super) fn source(
         watermark_clause,
         line,
     })
+}
+
+/// Refuses a `METADATA FROM '…'` column that the source's records do not carry.
+fn check_metadata(
+    line: usize,
+    name: &str,
+    events: &EventSchema,
+    connector: &dyn SourceConnector,
+) -> Result<()> {
+    let offered = connector.record_metadata();
+    for (column, key) in crate::decode::metadata_keys(events.arrow().fields()) {
+        if !offered.contains(&key.kind_name()) {
+            let has = match offered {
+                [] => "no record metadata".to_string(),
+                some => format!("only {}", some.join(", ")),
+            };
+            return Err(err(
+                line,
+                format!(
+                    "source `{name}`: column `{column}` reads METADATA FROM '{key}', but a '{}' source's records have {has}; remove the column or read the stream from a Kafka topic",
+                    connector.name()
+                ),
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// The schema of a source with a column list: its time column (from `WATERMARK FOR`, else

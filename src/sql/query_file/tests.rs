@@ -151,6 +151,14 @@ fn a_source_declares_its_columns_time_and_dedup_key() {
             "CREATE SOURCE o (ts TIMESTAMP, WATERMARK FOR ts AS ts WITH (connector = 'log', topic = 't')",
             "no closing",
         ),
+        (
+            "CREATE SOURCE o (ts TIMESTAMP, o BIGINT METADATA FROM 'offset', WATERMARK FOR ts AS ts) WITH (connector = 'log', topic = 't')",
+            "a 'log' source's records have no record metadata",
+        ),
+        (
+            "CREATE SOURCE o (ts TIMESTAMP, k VARCHAR METADATA FROM 'key', WATERMARK FOR ts AS ts) WITH (connector = 'file', path = 'x.jsonl')",
+            "column `k` reads METADATA FROM 'key'",
+        ),
     ] {
         let e = parse_query_file(&format!("{text};\nINSERT INTO x SELECT 1;"))
             .unwrap_err()
