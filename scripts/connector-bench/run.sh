@@ -26,6 +26,9 @@ ALL="SELECT event_id, event_type, event_time, payment_id, merchant_id, card_id, 
 job file_log "$SET $FILE CREATE SINK c WITH (connector = 'log', topic = 'c'); INSERT INTO c $COUNT;"
 job kafka_sink "$SET $FILE CREATE SINK k WITH (connector = 'kafka', topic = 'bench_$T', partitions = '3', key = 'card_id'); INSERT INTO k $ALL;"
 job kafka_source "$SET CREATE SOURCE payments WITH (connector = 'kafka', topic = 'bench_$T', format = 'json'); CREATE SINK c WITH (connector = 'log', topic = 'c'); INSERT INTO c $COUNT;"
+# The shipped settlement query end to end, Kafka to Kafka.
+SETTLE=$(grep -v '^--' "$HERE/../../queries/settlement_per_minute.sql" | tr '\n' ' ' | sed 's/; *$//')
+job kafka_settlement_kafka "$SET CREATE SOURCE payments WITH (connector = 'kafka', topic = 'bench_$T', group_id = 'settle_$T', format = 'json'); CREATE SINK s WITH (connector = 'kafka', topic = 'settle_$T', key = 'merchant_id'); INSERT INTO s $SETTLE;"
 job rabbit_sink "$SET $FILE CREATE SINK r WITH (connector = 'rabbitmq', queue = 'bench_$T'); INSERT INTO r $ALL;"
 job rabbit_source "$SET CREATE SOURCE payments WITH (connector = 'rabbitmq', queue = 'bench_$T', prefetch = '60000'); CREATE SINK c WITH (connector = 'log', topic = 'c'); INSERT INTO c $COUNT;"
 psql -q postgres://postgres@127.0.0.1:5432/postgres -c "DROP TABLE IF EXISTS bench_pg" >/dev/null
