@@ -362,3 +362,35 @@ fn kafka_metadata_columns_hold_each_records_key_partition_offset_time_and_header
         assert_eq!(g, w);
     }
 }
+
+/// A file's records carry no broker metadata: `replay` (and `replay --into`) of a query whose
+/// source declares METADATA columns is refused naming the column, before anything is read.
+#[test]
+fn replay_refuses_metadata_columns_a_file_does_not_have() {
+    let dir = tempfile::tempdir().unwrap();
+    let events = dir.path().join("e.jsonl");
+    std::fs::write(&events, "{\"id\":\"e1\",\"ts\":1}\n").unwrap();
+    let q = dir.path().join("q.sql");
+    std::fs::write(
+        &q,
+        "CREATE SOURCE p (id VARCHAR NOT NULL, ts TIMESTAMP NOT NULL, off BIGINT METADATA FROM 'offset', WATERMARK FOR ts AS ts)\n  WITH (connector = 'kafka', topic = 't', dedup_key = 'id');\nSELECT id, off FROM p;\n",
+    )
+    .unwrap();
+    for extra in [&[][..], &["--into", "t"][..]] {
+        let o = crate::util::paystream(&dir.path().join("data"))
+            .arg("replay")
+            .arg(&events)
+            .arg("--query")
+            .arg(&q)
+            .args(extra)
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(!o.status.success(), "{extra:?}");
+        assert!(
+            err.contains("column `off` reads METADATA FROM 'offset'")
+                && err.contains("a file's record does not"),
+            "{extra:?}: {err}"
+        );
+    }
+}
