@@ -124,7 +124,7 @@ fn parse_item(
         }
         let (name, rest) = column_name(item)?;
         // The type, then the constraints, word by word (`NOT  NULL` across spaces or lines).
-        let mut words: Vec<String> = rest.split_whitespace().map(str::to_string).collect();
+        let mut words = column_words(&name, rest)?;
         let meta = take_metadata(&name, &mut words)?;
         if meta.is_some() && keys.is_some() {
             return Err(format!(
@@ -230,40 +230,28 @@ fn take_metadata(
         .get(end)
         .is_some_and(|w| w.eq_ignore_ascii_case("FROM"))
     {
-        // A quoted key, which may span words (`'header.trace id'`); `''` is a quote.
-        let quoted = || {
-            format!(
-                "column `{name}`: METADATA FROM takes a quoted key, e.g. {name} BIGINT METADATA FROM 'offset'"
-            )
-        };
-        let first = end + 1;
-        if !words.get(first).is_some_and(|w| w.starts_with('\'')) {
-            return Err(quoted());
-        }
-        let mut text = String::new();
-        let mut last = first;
-        loop {
-            let w = words.get(last).ok_or_else(quoted)?;
-            if !text.is_empty() {
-                text.push(' ');
-            }
-            text.push_str(w);
-            let body = &text[1..];
-            // Closed when the quotes after the opening one are odd in number, the last at the end.
-            if body.ends_with('\'') && body.matches('\'').count() % 2 == 1 {
-                break;
-            }
-            last += 1;
-        }
-        end = last + 1;
-        let key = text[1..text.len() - 1].replace("''", "'");
-        if key.is_empty() {
-            return Err(quoted());
-        }
+        // A quoted key: one word of `words` (see [`column_words`]), `''` inside it a quote.
+        let key = words
+            .get(end + 1)
+            .and_then(|w| w.strip_prefix('\''))
+            .and_then(|w| w.strip_suffix('\''))
+            .map(|k| k.replace("''", "'"))
+            .filter(|k| !k.is_empty())
+            .ok_or_else(|| {
+                format!(
+                    "column `{name}`: METADATA FROM takes a quoted key, e.g. {name} BIGINT METADATA FROM 'offset'"
+                )
+            })?;
+        end += 2;
         crate::decode::MetaKey::parse(&key).map_err(|e| format!("column `{name}`: {e}"))?
     } else {
-        // Without FROM the column's name is the key, as Flink reads it.
-        crate::decode::MetaKey::parse(&name.to_ascii_lowercase()).map_err(|_| {
+        // Without FROM the column's name is the key, as Flink reads it: the fixed names in any
+        // case, a header's name as written (header names are case-sensitive).
+        let implicit = match name.get(..7) {
+            Some(p) if p.eq_ignore_ascii_case("header.") => format!("header.{}", &name[7..]),
+            _ => name.to_ascii_lowercase(),
+        };
+        crate::decode::MetaKey::parse(&implicit).map_err(|_| {
             format!(
                 "column `{name}`: METADATA without FROM reads the record metadata named like the column, and there is none called '{name}'; name it: {name} VARCHAR METADATA FROM 'key' (or 'topic', 'partition', 'offset', 'timestamp', 'headers', 'header.<name>')"
             )
@@ -277,6 +265,51 @@ fn take_metadata(
     }
     words.drain(at..end);
     Ok(Some(key))
+}
+
+/// The words of a column's type and constraints: split at whitespace, except that a quoted
+/// text (`'header.trace  id'`, `''` a quote inside) is one word, whitespace and all, from its
+/// opening to its closing quote.
+fn column_words(name: &str, rest: &str) -> Result<Vec<String>, String> {
+    let mut out = Vec::new();
+    let mut chars = rest.char_indices().peekable();
+    while let Some(&(i, c)) = chars.peek() {
+        if c.is_whitespace() {
+            chars.next();
+            continue;
+        }
+        let mut end = rest.len();
+        if c == '\'' {
+            chars.next();
+            let mut closed = false;
+            while let Some((j, c)) = chars.next() {
+                if c == '\'' {
+                    if chars.peek().is_some_and(|(_, n)| *n == '\'') {
+                        chars.next();
+                    } else {
+                        end = j + 1;
+                        closed = true;
+                        break;
+                    }
+                }
+            }
+            if !closed {
+                return Err(format!(
+                    "column `{name}`: a quoted text is not closed; write e.g. METADATA FROM 'offset'"
+                ));
+            }
+        } else {
+            while let Some(&(j, c)) = chars.peek() {
+                if c.is_whitespace() {
+                    end = j;
+                    break;
+                }
+                chars.next();
+            }
+        }
+        out.push(rest[i..end].to_string());
+    }
+    Ok(out)
 }
 
 /// Checks the list as a whole: some column, and a watermark on a TIMESTAMP column.
@@ -545,7 +578,9 @@ mod tests {
             ("k VARCHAR METADATA FROM 'epoch'", "'header.<name>'"),
             ("k VARCHAR METADATA FROM key", "a quoted key"),
             ("v VARCHAR METADATA", "there is none called 'v'"),
-            ("k VARCHAR METADATA FROM 'header.a b", "a quoted key"),
+            ("k VARCHAR METADATA FROM 'header.a b", "not closed"),
+            ("k VARCHAR METADATA FROM header", "a quoted key"),
+            ("k VARCHAR METADATA FROM", "a quoted key"),
         ] {
             let e = parse_columns(list).unwrap_err().1;
             assert!(e.contains(needle), "{list}: {e}");
@@ -559,7 +594,7 @@ mod tests {
     #[test]
     fn metadata_columns_name_what_they_read() {
         let c = parse_columns(
-            "id VARCHAR NOT NULL, k VARCHAR METADATA FROM 'key', OFFSET BIGINT metadata VIRTUAL,\n ts TIMESTAMP NOT NULL METADATA FROM 'timestamp', tr VARCHAR(36) METADATA FROM 'header.trace-id', sp VARCHAR METADATA FROM 'header.it''s a  b', WATERMARK FOR ts AS ts",
+            "id VARCHAR NOT NULL, k VARCHAR METADATA FROM 'key', OFFSET BIGINT metadata VIRTUAL,\n ts TIMESTAMP NOT NULL METADATA FROM 'timestamp', tr VARCHAR(36) METADATA FROM 'header.trace-id', sp VARCHAR METADATA FROM 'header.it''s a  b', \"header.X-Trace\" VARCHAR METADATA, WATERMARK FOR ts AS ts",
         )
         .unwrap();
         let meta: Vec<Option<&str>> = c
@@ -579,7 +614,8 @@ mod tests {
                 Some("offset"),
                 Some("timestamp"),
                 Some("header.trace-id"),
-                Some("header.it's a b"),
+                Some("header.it's a  b"),
+                Some("header.X-Trace"),
             ]
         );
         assert!(!c.fields[3].is_nullable());

@@ -227,7 +227,7 @@ fn card_like(n: i64) -> bool {
     contains_card_number(digits.as_bytes())
 }
 
-fn card(name: &str) -> Invalid {
+pub(super) fn card(name: &str) -> Invalid {
     (
         RejectReason::CardNumber,
         format!("column `{name}` holds what looks like a card number; send a token instead"),

@@ -19,6 +19,7 @@ use std::sync::Arc;
 use datafusion::arrow::array::RecordBatch;
 use datafusion::arrow::datatypes::{DataType, TimeUnit};
 
+use super::card::contains_card_number;
 use super::csv::{CsvHeader, split_record};
 use super::reject::RejectReason;
 use super::row::{Invalid, RawValue, Screen, screen_into};
@@ -269,10 +270,25 @@ impl DeclaredDecoder {
             row.values[*c] = Some(v);
         }
         match fault {
+            None => Ok(()),
             // The check reports the card number first.
             Some(_) if row.card_number_in.is_some() => Ok(()),
-            Some(f) => Err(f),
-            None => Ok(()),
+            // A card number in a payload column is screened by the check, which a metadata
+            // fault would pre-empt: looked for here first.
+            Some(f) => Err(self
+                .columns
+                .iter()
+                .zip(&row.values)
+                .find_map(|(c, v)| match v {
+                    Some(RawValue::Str(s)) if contains_card_number(s.as_bytes()) => {
+                        Some(check::card(&c.name))
+                    }
+                    Some(RawValue::Text(t)) if contains_card_number(t.as_bytes()) => {
+                        Some(check::card(&c.name))
+                    }
+                    _ => None,
+                })
+                .unwrap_or(f)),
         }
     }
 

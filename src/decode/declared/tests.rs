@@ -487,6 +487,21 @@ fn metadata_columns_come_from_the_records_metadata_never_the_payload() {
 
     // No metadata, metadata that is no text, a card number in a key: the record is refused.
     let one = "{\"id\":\"e1\",\"ts\":1}";
+    // A card number in the payload is the reason, before a fault in the metadata.
+    let mut m = RecordMeta::new(3);
+    m.values.extend([
+        MetaValue::Invalid("the record's key is not UTF-8 text"),
+        MetaValue::Int(1),
+        MetaValue::Null,
+    ]);
+    let card = "{\"id\":\"4111111111111111\",\"ts\":1}";
+    let out = d.json_lines(card.as_bytes(), 1, 10, 1, Some(&m));
+    assert_eq!(
+        out.rejects[0].reason,
+        RejectReason::CardNumber,
+        "{:?}",
+        out.rejects
+    );
     let out = d.json_lines(one.as_bytes(), 1, 10, 1, None);
     assert!(
         out.rejects[0].detail.contains("without metadata"),

@@ -223,7 +223,11 @@ fn record_meta(meta: &mut RecordMeta, keys: &[MetaKey], topic: &str, m: &Borrowe
             MetaKey::Headers => {
                 let mut all = serde_json::Map::new();
                 let mut invalid = None;
-                for (name, value) in raw_headers(m) {
+                let headers = raw_headers(m).unwrap_or_else(|| {
+                    invalid = Some("the record's headers cannot be parsed");
+                    Vec::new()
+                });
+                for (name, value) in headers {
                     let (Ok(name), Ok(value)) = (
                         std::str::from_utf8(name),
                         value.map(std::str::from_utf8).transpose(),
@@ -242,30 +246,40 @@ fn record_meta(meta: &mut RecordMeta, keys: &[MetaKey], topic: &str, m: &Borrowe
                     Some(why) => meta.values.push(MetaValue::Invalid(why)),
                 }
             }
-            MetaKey::Header(name) => {
-                let last = raw_headers(m)
-                    .into_iter()
-                    .rfind(|(n, _)| *n == name.as_bytes());
-                match last.and_then(|(_, v)| v) {
-                    None => meta.values.push(MetaValue::Null),
-                    Some(b) => meta.push_bytes(b, "the header's value is not UTF-8 text"),
+            MetaKey::Header(name) => match raw_headers(m) {
+                None => meta
+                    .values
+                    .push(MetaValue::Invalid("the record's headers cannot be parsed")),
+                Some(headers) => {
+                    let last = headers.into_iter().rfind(|(n, _)| *n == name.as_bytes());
+                    match last.and_then(|(_, v)| v) {
+                        None => meta.values.push(MetaValue::Null),
+                        Some(b) => meta.push_bytes(b, "the header's value is not UTF-8 text"),
+                    }
                 }
-            }
+            },
         }
     }
 }
 
-/// Record `m`'s headers as bytes, (name, value) in order. rdkafka's own iterator unwraps each
-/// name as UTF-8, so a producer's binary header name would panic the reader; the C API gives
-/// the bytes, which the caller judges.
-fn raw_headers<'m>(m: &'m BorrowedMessage<'_>) -> Vec<(&'m [u8], Option<&'m [u8]>)> {
+/// A header's name and value (`None`: a null value), as the record holds them.
+type RawHeader<'m> = (&'m [u8], Option<&'m [u8]>);
+
+/// Record `m`'s headers as bytes, (name, value) in order; `None` when librdkafka cannot parse
+/// them. rdkafka's own iterator unwraps each name as UTF-8, so a producer's binary header name
+/// would panic the reader; the C API gives each name up to its first NUL byte (it has no
+/// length for names) and each value whole, which the caller judges.
+fn raw_headers<'m>(m: &'m BorrowedMessage<'_>) -> Option<Vec<RawHeader<'m>>> {
     use rdkafka::bindings as rd;
     const OK: rd::rd_kafka_resp_err_t = rd::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR;
+    const NONE: rd::rd_kafka_resp_err_t = rd::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR__NOENT;
     let mut out = Vec::new();
     let mut headers = std::ptr::null_mut();
     // SAFETY: `m.ptr()` is the live message `m` borrows; the headers belong to it.
-    if unsafe { rd::rd_kafka_message_headers(m.ptr(), &mut headers) } != OK {
-        return out;
+    match unsafe { rd::rd_kafka_message_headers(m.ptr(), &mut headers) } {
+        OK => {}
+        NONE => return Some(out),
+        _ => return None,
     }
     for i in 0.. {
         let (mut name, mut value, mut size) = (std::ptr::null(), std::ptr::null(), 0usize);
@@ -281,5 +295,5 @@ fn raw_headers<'m>(m: &'m BorrowedMessage<'_>) -> Vec<(&'m [u8], Option<&'m [u8]
             .then(|| unsafe { std::slice::from_raw_parts(value.cast::<u8>(), size) });
         out.push((name, value));
     }
-    out
+    Some(out)
 }
