@@ -105,6 +105,7 @@ impl SourceConnector for Declared {
             until_end: ctx.until_end,
             events: Arc::clone(&ctx.events),
             committer: Default::default(),
+            commit_warned: Default::default(),
         }))
     }
 }

@@ -52,6 +52,8 @@ pub(crate) struct KafkaSource {
     /// The consumer that commits offsets to the group (outlives the readers: the final
     /// checkpoint commits after the run ended).
     pub(super) committer: Mutex<Option<BaseConsumer<Quiet>>>,
+    /// When a failed group commit was last warned of.
+    pub(super) commit_warned: Mutex<Option<std::time::Instant>>,
 }
 
 impl KafkaSource {
@@ -236,9 +238,21 @@ impl Source for KafkaSource {
             tpl.add_partition_offset(&self.topic, *p as i32, Offset::Offset(*o as i64))
                 .map_err(|e| self.brokers.error("commit offsets", &e))?;
         }
-        self.brokers
+        let committed = self
+            .brokers
             .retry(&format!("commit group {}'s offsets", self.group), || {
                 c.commit(&tpl, CommitMode::Sync)
-            })
+            });
+        // The group's offsets serve lag tools and `start_from = 'group'`; the job resumes from
+        // its checkpoint's own. A commit the broker refuses (a group ACL, a coordinator that
+        // stays away) is a warning a minute, not the end of the job.
+        if let Err(e) = committed {
+            let mut warned = self.commit_warned.lock().unwrap_or_else(|e| e.into_inner());
+            if warned.is_none_or(|w| w.elapsed() > std::time::Duration::from_secs(60)) {
+                tracing::warn!(topic = %self.topic, group = %self.group, "kafka source: {e}; the job goes on (its positions are in its checkpoints), the group's offsets lag");
+                *warned = Some(std::time::Instant::now());
+            }
+        }
+        Ok(())
     }
 }
