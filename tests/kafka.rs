@@ -188,15 +188,16 @@ fn kafka_source_is_exactly_once_and_the_sink_loses_nothing_through_kill_9() {
 fn kafka_metadata_columns_hold_each_records_key_partition_offset_time_and_headers() {
     use rdkafka::message::{Header, OwnedHeaders};
     require("kafka", 9092);
-    let tag = format!(
-        "{}_{}",
+    // The `topic` column holds the name, which is screened like any text: no 13-digit run (a
+    // millisecond time passes Luhn's check one time in ten, and would be refused as a card).
+    let topic = format!(
+        "meta_{}_{:x}",
         std::process::id(),
         std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .unwrap()
             .as_millis()
     );
-    let topic = format!("meta_{tag}");
     let admin: AdminClient<DefaultClientContext> = config().create().unwrap();
     let new = NewTopic::new(&topic, 2, TopicReplication::Fixed(1));
     let created = futures::executor::block_on(admin.create_topics(
@@ -287,7 +288,10 @@ fn kafka_metadata_columns_hold_each_records_key_partition_offset_time_and_header
         format!(
             "CREATE SOURCE p (\n  id VARCHAR NOT NULL,\n  amount_minor BIGINT,\n  k VARCHAR METADATA FROM 'key',\n  part INT METADATA FROM 'partition',\n  off BIGINT METADATA FROM 'offset' VIRTUAL,\n  ts TIMESTAMP METADATA FROM 'timestamp',\n  hs VARCHAR METADATA FROM 'headers',\n  trace VARCHAR METADATA FROM 'header.trace',\n  topic VARCHAR METADATA,\n  WATERMARK FOR ts AS ts - INTERVAL '1' SECOND\n) WITH (connector = 'kafka', bootstrap_servers = '{BROKER}', topic = '{topic}', dedup_key = 'id');\n\
              CREATE SINK out WITH (connector = 'log', topic = 'out');\n\
-             INSERT INTO out SELECT id, amount_minor, k, part, off, ts, hs, trace, topic FROM p;\n"
+             CREATE SINK per_minute WITH (connector = 'log', topic = 'per_minute');\n\
+             INSERT INTO out SELECT id, amount_minor, k, part, off, ts, hs, trace, topic FROM p;\n\
+             INSERT INTO per_minute SELECT window_start, count(*) AS n, sum(amount_minor) AS total \
+               FROM TUMBLE(p, ts, INTERVAL '1' MINUTE) GROUP BY window_start, window_end;\n"
         ),
     )
     .unwrap();
@@ -361,6 +365,33 @@ fn kafka_metadata_columns_hold_each_records_key_partition_offset_time_and_header
     for (g, w) in got.iter().zip(&want) {
         assert_eq!(g, w);
     }
+
+    // The record timestamp is the event time windows read: per-minute counts and sums of the
+    // accepted records, from the timestamps they were sent with.
+    let mut minutes = std::collections::BTreeMap::<i64, (i64, i64)>::new();
+    for w in &want {
+        let id = w["id"].as_str().unwrap();
+        let i: i64 = id[1..].parse().unwrap();
+        let ts = base + i * 1000;
+        let m = minutes.entry(ts - ts.rem_euclid(60_000)).or_default();
+        m.0 += 1;
+        m.1 += w["amount_minor"].as_i64().unwrap();
+    }
+    let want_minutes: Vec<serde_json::Value> = minutes
+        .iter()
+        .map(|(start, (n, total))| {
+            let mut t = Vec::new();
+            paystream::time::format_rfc3339_millis(*start, &mut t);
+            serde_json::json!({"window_start": String::from_utf8(t).unwrap(), "n": n, "total": total})
+        })
+        .collect();
+    let mut got_minutes: Vec<serde_json::Value> =
+        crate::util::consume_all(dir.path(), "per_minute")
+            .iter()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+    got_minutes.sort_by_key(|v| v["window_start"].as_str().unwrap().to_string());
+    assert_eq!(got_minutes, want_minutes);
 }
 
 /// A file's records carry no broker metadata: `replay` (and `replay --into`) of a query whose
