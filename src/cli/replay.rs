@@ -313,7 +313,7 @@ pub(crate) fn replay(mut a: ReplayArgs, data: &super::log_cmds::DataDir) -> anyh
 /// Refuses a declared source's `METADATA FROM '…'` columns: a file's records carry none.
 fn file_has_no_metadata(events: &EventSchema) -> anyhow::Result<()> {
     let meta = paystream::decode::metadata_keys(events.arrow().fields());
-    if let Some((column, key)) = meta.first() {
+    if let Some((_, column, key)) = meta.first() {
         bail!(
             "column `{column}` reads METADATA FROM '{key}', which a Kafka record has and a file's record does not; replay a copy of the query without the METADATA columns, or run it over the Kafka topic"
         );

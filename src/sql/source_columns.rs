@@ -253,7 +253,8 @@ fn take_metadata(
         };
         crate::decode::MetaKey::parse(&implicit).map_err(|_| {
             format!(
-                "column `{name}`: METADATA without FROM reads the record metadata named like the column, and there is none called '{name}'; name it: {name} VARCHAR METADATA FROM 'key' (or 'topic', 'partition', 'offset', 'timestamp', 'headers', 'header.<name>')"
+                "column `{name}`: METADATA without FROM reads the record metadata named like the column, and there is none called '{name}'; name it: {name} VARCHAR METADATA FROM 'key' (the keys: {})",
+                crate::decode::MetaKey::kinds_listed()
             )
         })?
     };

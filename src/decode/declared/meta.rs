@@ -46,6 +46,27 @@ pub enum MetaKey {
 }
 
 impl MetaKey {
+    /// Every kind of record metadata ([`Self::kind_name`]), as errors list them and a source
+    /// that has them all offers them.
+    pub const KINDS: &'static [&'static str] = &[
+        "topic",
+        "partition",
+        "offset",
+        "timestamp",
+        "key",
+        "headers",
+        "header.<name>",
+    ];
+
+    /// The kinds, quoted, as a message lists them: `'topic', 'partition', …`.
+    pub fn kinds_listed() -> String {
+        Self::KINDS
+            .iter()
+            .map(|k| format!("'{k}'"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+
     /// The key `METADATA FROM 'key'` names, or what to write instead.
     pub fn parse(key: &str) -> Result<MetaKey, String> {
         Ok(match key {
@@ -59,7 +80,8 @@ impl MetaKey {
                 Some(name) if !name.is_empty() => MetaKey::Header(name.to_string()),
                 _ => {
                     return Err(format!(
-                        "METADATA FROM '{key}': there is no such record metadata; use 'topic', 'partition', 'offset', 'timestamp', 'key', 'headers' or 'header.<name>'"
+                        "METADATA FROM '{key}': there is no such record metadata; use one of {}",
+                        Self::kinds_listed()
                     ));
                 }
             },
@@ -166,13 +188,17 @@ impl RecordMeta {
     }
 }
 
-/// The metadata keys of `fields` that are metadata columns, in column order.
-pub fn metadata_keys(fields: &datafusion::arrow::datatypes::Fields) -> Vec<(String, MetaKey)> {
+/// The metadata columns of `fields`, in column order: (index, name, key). The one reading of
+/// the [`METADATA`] field metadata: the source renders, and the decoder fills, these.
+pub fn metadata_keys(
+    fields: &datafusion::arrow::datatypes::Fields,
+) -> Vec<(usize, String, MetaKey)> {
     fields
         .iter()
-        .filter_map(|f| {
+        .enumerate()
+        .filter_map(|(i, f)| {
             let key = f.metadata().get(METADATA)?;
-            Some((f.name().clone(), MetaKey::parse(key).ok()?))
+            Some((i, f.name().clone(), MetaKey::parse(key).ok()?))
         })
         .collect()
 }

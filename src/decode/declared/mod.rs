@@ -148,7 +148,7 @@ impl DeclaredDecoder {
     /// The decoder of `events`, whose columns must all have a [`ColumnKind`] (the declaration
     /// checked that).
     pub fn new(events: Arc<EventSchema>) -> crate::error::Result<Self> {
-        let columns = events
+        let mut columns = events
             .arrow()
             .fields()
             .iter()
@@ -165,10 +165,18 @@ impl DeclaredDecoder {
                     kind,
                     nullable: f.is_nullable(),
                     max_chars: f.metadata().get(MAX_CHARS).and_then(|n| n.parse().ok()),
-                    meta: f.metadata().contains_key(METADATA),
+                    meta: false,
                 })
             })
             .collect::<crate::error::Result<Vec<_>>>()?;
+        // The same list, in the same order, as the source renders.
+        let meta_columns: Vec<(usize, MetaKey)> = metadata_keys(events.arrow().fields())
+            .into_iter()
+            .map(|(i, _, key)| (i, key))
+            .collect();
+        for (i, _) in &meta_columns {
+            columns[*i].meta = true;
+        }
         let names: Arc<[String]> = columns.iter().map(|c| c.name.clone()).collect();
         // A metadata column is no JSON member's column: a member of its name is unknown.
         let keys = super::json::DeclaredKeys::new(
@@ -178,14 +186,6 @@ impl DeclaredDecoder {
                 .filter(|(_, c)| !c.meta)
                 .map(|(i, c)| (i, c.name.as_str())),
         );
-        // The same list, in the same order, as the source renders ([`metadata_keys`]).
-        let meta_columns = metadata_keys(events.arrow().fields())
-            .into_iter()
-            .map(|(name, key)| {
-                let i = columns.iter().position(|c| c.name == name).unwrap_or(0);
-                (i, key)
-            })
-            .collect();
         Ok(DeclaredDecoder {
             events,
             columns,
@@ -279,14 +279,13 @@ impl DeclaredDecoder {
                 .columns
                 .iter()
                 .zip(&row.values)
-                .find_map(|(c, v)| match v {
-                    Some(RawValue::Str(s)) if contains_card_number(s.as_bytes()) => {
-                        Some(check::card(&c.name))
-                    }
-                    Some(RawValue::Text(t)) if contains_card_number(t.as_bytes()) => {
-                        Some(check::card(&c.name))
-                    }
-                    _ => None,
+                .find_map(|(c, v)| {
+                    let text: &str = match v {
+                        Some(RawValue::Str(s)) => s,
+                        Some(RawValue::Text(t)) => t,
+                        _ => return None,
+                    };
+                    contains_card_number(text.as_bytes()).then(|| check::card(&c.name))
                 })
                 .unwrap_or(f)),
         }

@@ -85,15 +85,7 @@ impl SourceConnector for Declared {
     }
 
     fn record_metadata(&self) -> &'static [&'static str] {
-        &[
-            "topic",
-            "partition",
-            "offset",
-            "timestamp",
-            "key",
-            "headers",
-            "header.<name>",
-        ]
+        crate::decode::MetaKey::KINDS
     }
 
     fn source(&self, ctx: &SourceContext<'_>) -> Result<Arc<dyn Source>> {

@@ -207,7 +207,7 @@ impl Source for KafkaSource {
         let topic = self.topic.clone();
         let meta_keys = crate::decode::metadata_keys(self.events.arrow().fields())
             .into_iter()
-            .map(|(_, k)| k)
+            .map(|(_, _, k)| k)
             .collect();
         let stop = Arc::clone(&opts.stop);
         start_reading(&self.events, opts, positions, "kafka-reader", move |feed| {

@@ -206,6 +206,9 @@ impl KafkaReader {
 
 /// Appends record `m`'s values of the metadata columns `keys` to `meta`.
 fn record_meta(meta: &mut RecordMeta, keys: &[MetaKey], topic: &str, m: &BorrowedMessage<'_>) {
+    // Parsed once a record, whichever columns read them.
+    let mut parsed = None;
+    let mut headers = || parsed.get_or_insert_with(|| raw_headers(m)).clone();
     for k in keys {
         match k {
             MetaKey::Topic => meta.push_text(topic),
@@ -223,7 +226,7 @@ fn record_meta(meta: &mut RecordMeta, keys: &[MetaKey], topic: &str, m: &Borrowe
             MetaKey::Headers => {
                 let mut all = serde_json::Map::new();
                 let mut invalid = None;
-                let headers = raw_headers(m).unwrap_or_else(|| {
+                let headers = headers().unwrap_or_else(|| {
                     invalid = Some("the record's headers cannot be parsed");
                     Vec::new()
                 });
@@ -246,7 +249,7 @@ fn record_meta(meta: &mut RecordMeta, keys: &[MetaKey], topic: &str, m: &Borrowe
                     Some(why) => meta.values.push(MetaValue::Invalid(why)),
                 }
             }
-            MetaKey::Header(name) => match raw_headers(m) {
+            MetaKey::Header(name) => match headers() {
                 None => meta
                     .values
                     .push(MetaValue::Invalid("the record's headers cannot be parsed")),

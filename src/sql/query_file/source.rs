@@ -187,7 +187,7 @@ fn check_metadata(
     connector: &dyn SourceConnector,
 ) -> Result<()> {
     let offered = connector.record_metadata();
-    for (column, key) in crate::decode::metadata_keys(events.arrow().fields()) {
+    for (_, column, key) in crate::decode::metadata_keys(events.arrow().fields()) {
         if !offered.contains(&key.kind_name()) {
             let has = match offered {
                 [] => "no record metadata".to_string(),
