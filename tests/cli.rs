@@ -345,3 +345,81 @@ fn a_replay_says_when_the_declaration_names_another_file() {
         }
     }
 }
+
+/// The decoder builds only the columns a query reads; a late event still goes out whole,
+/// every field as the file has it (decoded again from its line).
+#[test]
+fn late_events_go_out_whole_though_the_query_reads_few_columns() {
+    let dir = tempfile::tempdir().unwrap();
+    let events = dir.path().join("events.jsonl");
+    let st = paystream()
+        .args([
+            "gen",
+            "--events",
+            "3000",
+            "--seed",
+            "5",
+            "--disorder",
+            "2s",
+            "-o",
+        ])
+        .arg(&events)
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let query = dir.path().join("q.sql");
+    std::fs::write(
+        &query,
+        "SELECT merchant_id, count(*) AS n \
+         FROM TUMBLE(payments, event_time, INTERVAL '100' MILLISECOND) \
+         GROUP BY merchant_id, window_start, window_end",
+    )
+    .unwrap();
+    let late = dir.path().join("late.jsonl");
+    let o = paystream()
+        .arg("replay")
+        .arg(&events)
+        .arg("--query")
+        .arg(&query)
+        .args([
+            "--watermark-delay",
+            "0s",
+            "--workers",
+            "2",
+            "-o",
+            "/dev/null",
+            "--late",
+        ])
+        .arg(&late)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let lines: std::collections::HashMap<String, serde_json::Value> =
+        std::fs::read_to_string(&events)
+            .unwrap()
+            .lines()
+            .map(|l| {
+                let v: serde_json::Value = serde_json::from_str(l).unwrap();
+                (v["event_id"].as_str().unwrap().to_string(), v)
+            })
+            .collect();
+    let late = std::fs::read_to_string(&late).unwrap();
+    assert!(
+        late.lines().count() > 100,
+        "late events: {}",
+        late.lines().count()
+    );
+    for l in late.lines() {
+        let v: serde_json::Value = serde_json::from_str(l).unwrap();
+        let event = &v["event"];
+        let input = &lines[event["event_id"].as_str().unwrap()];
+        for (k, want) in input.as_object().unwrap() {
+            assert_eq!(&event[k], want, "{k} of {l}");
+        }
+        assert_eq!(
+            event.as_object().unwrap().len(),
+            input.as_object().unwrap().len(),
+            "{l}"
+        );
+    }
+}

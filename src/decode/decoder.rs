@@ -6,8 +6,8 @@ use std::sync::Arc;
 use datafusion::arrow::array::RecordBatch;
 
 use super::{
-    CsvHeader, DeclaredDecoder, Decoded, RecordMeta, decode_csv, decode_json_lines_sized,
-    decode_parquet,
+    CsvHeader, DeclaredDecoder, Decoded, Projection, RecordMeta, decode_csv,
+    decode_json_lines_projected, decode_parquet,
 };
 use crate::error::Result;
 use crate::schema::EventSchema;
@@ -15,8 +15,9 @@ use crate::schema::EventSchema;
 /// The decoder of one source's records, shared by its decoder threads.
 #[derive(Debug, Clone)]
 pub enum Decoder {
-    /// The built-in payment event ([`EventSchema::payments`]): its fast path and validation.
-    Payments,
+    /// The built-in payment event ([`EventSchema::payments`]): its fast path and validation;
+    /// JSON Lines are decoded into the columns of the projection (CSV and Parquet into all).
+    Payments(Projection),
     /// A source declared with its own columns.
     Declared(Arc<DeclaredDecoder>),
 }
@@ -29,7 +30,16 @@ impl Decoder {
                 Arc::clone(events),
             )?)))
         } else {
-            Ok(Decoder::Payments)
+            Ok(Decoder::Payments(Projection::ALL))
+        }
+    }
+
+    /// This decoder building only the columns of `projection` (the payment event's; a declared
+    /// source's decoder builds all its columns).
+    pub fn projected(self, projection: Projection) -> Decoder {
+        match self {
+            Decoder::Payments(_) => Decoder::Payments(projection),
+            d => d,
         }
     }
 
@@ -44,7 +54,9 @@ impl Decoder {
         meta: Option<&RecordMeta>,
     ) -> Decoded {
         match self {
-            Decoder::Payments => decode_json_lines_sized(chunk, first_line, batch_size, lines),
+            Decoder::Payments(p) => {
+                decode_json_lines_projected(chunk, first_line, batch_size, lines, p)
+            }
             Decoder::Declared(d) => d.json_lines(chunk, first_line, batch_size, lines, meta),
         }
     }
@@ -52,7 +64,7 @@ impl Decoder {
     /// Parses a CSV file's header record, checked against the columns the events need.
     pub fn csv_header(&self, line: &str) -> std::result::Result<CsvHeader, String> {
         match self {
-            Decoder::Payments => CsvHeader::parse(line).map_err(|e| e.to_string()),
+            Decoder::Payments(_) => CsvHeader::parse(line).map_err(|e| e.to_string()),
             Decoder::Declared(d) => {
                 let h = CsvHeader::parse_names(line).map_err(|e| e.to_string())?;
                 d.csv_columns(&h)?;
@@ -70,7 +82,7 @@ impl Decoder {
         batch_size: usize,
     ) -> Decoded {
         match self {
-            Decoder::Payments => decode_csv(chunk, first_line, header, batch_size),
+            Decoder::Payments(_) => decode_csv(chunk, first_line, header, batch_size),
             Decoder::Declared(d) => d.csv(chunk, first_line, header, batch_size),
         }
     }
@@ -82,7 +94,7 @@ impl Decoder {
         schema: &datafusion::arrow::datatypes::Schema,
     ) -> std::result::Result<(), String> {
         match self {
-            Decoder::Payments => Ok(()),
+            Decoder::Payments(_) => Ok(()),
             Decoder::Declared(d) => d.parquet_columns(schema),
         }
     }
@@ -90,7 +102,7 @@ impl Decoder {
     /// Decodes a Parquet batch (see [`decode_parquet`]).
     pub fn parquet(&self, batch: &RecordBatch, first_row: u64, batch_size: usize) -> Decoded {
         match self {
-            Decoder::Payments => decode_parquet(batch, first_row, batch_size),
+            Decoder::Payments(_) => decode_parquet(batch, first_row, batch_size),
             Decoder::Declared(d) => d.parquet(batch, first_row, batch_size),
         }
     }

@@ -14,6 +14,7 @@ mod fast;
 mod json;
 mod parquet;
 mod payload_hash;
+mod projection;
 mod reject;
 mod row;
 mod str_column;
@@ -34,6 +35,7 @@ pub use self::declared::{
 };
 pub use self::decoder::Decoder;
 pub use self::parquet::ParquetColumns;
+pub use self::projection::Projection;
 pub use self::reject::{Origin, PositionKind, ReasonCounts, Reject, RejectReason};
 use self::row::ValidRow;
 pub use self::row::{EventBatchBuilder, MAX_AMOUNT, RawRow, validate};
@@ -86,6 +88,9 @@ pub struct DecodedBatch {
     /// What the chunk was decoded from, when the decoder's caller kept it
     /// ([`Decoded::keep_source`]).
     pub source: Option<RawSource>,
+    /// Whether a [`Projection`] left columns out (built as empty strings): whole events are
+    /// then decoded again from `source` when needed (the late output).
+    pub projected: bool,
 }
 
 /// What a chunk was decoded from, kept while its batches are routed so that a record rejected
@@ -174,6 +179,7 @@ pub struct Decoded {
 /// Collects valid rows into batches of a fixed size.
 struct Assembler {
     builder: EventBatchBuilder,
+    projected: bool,
     positions: Vec<u64>,
     spans: Vec<(u32, u32)>,
     hashes: Vec<u64>,
@@ -193,11 +199,12 @@ impl Decoded {
 
 impl Assembler {
     /// An assembler for about `expected_rows` rows in batches of `batch_size`.
-    fn new(batch_size: usize, expected_rows: usize) -> Self {
+    fn new(batch_size: usize, expected_rows: usize, projection: &Projection) -> Self {
         let batch_size = batch_size.max(1);
         let cap = batch_size.min(expected_rows.max(1)).min(8192);
         Assembler {
-            builder: EventBatchBuilder::with_capacity(cap),
+            builder: EventBatchBuilder::projected(cap, projection),
+            projected: !projection.is_all(),
             positions: Vec::with_capacity(cap),
             spans: Vec::with_capacity(cap),
             hashes: Vec::with_capacity(cap),
@@ -277,6 +284,7 @@ impl Assembler {
             payload_hashes: std::mem::take(&mut self.hashes),
             raw_spans: std::mem::take(&mut self.spans),
             source: None,
+            projected: self.projected,
         });
     }
 
@@ -304,7 +312,18 @@ pub fn decode_json_lines_sized(
     batch_size: usize,
     lines: usize,
 ) -> Decoded {
-    let mut asm = Assembler::new(batch_size, lines);
+    decode_json_lines_projected(chunk, first_line, batch_size, lines, &Projection::ALL)
+}
+
+/// [`decode_json_lines_sized`] building only the columns of `projection`.
+pub fn decode_json_lines_projected(
+    chunk: &[u8],
+    first_line: u64,
+    batch_size: usize,
+    lines: usize,
+    projection: &Projection,
+) -> Decoded {
+    let mut asm = Assembler::new(batch_size, lines, projection);
     // UTF-8 is checked once for the whole chunk (the common case), per line only if that fails.
     // All-ASCII text, the commonest, is recognised 64 bytes at a time.
     let chunk_text = if is_ascii(chunk) {
@@ -411,7 +430,11 @@ pub(super) fn is_ascii(b: &[u8]) -> bool {
 
 /// Decodes a chunk of CSV records (no header) whose first record starts on line `first_line`.
 pub fn decode_csv(chunk: &[u8], first_line: u64, header: &CsvHeader, batch_size: usize) -> Decoded {
-    let mut asm = Assembler::new(batch_size, memchr::memchr_iter(b'\n', chunk).count() + 1);
+    let mut asm = Assembler::new(
+        batch_size,
+        memchr::memchr_iter(b'\n', chunk).count() + 1,
+        &Projection::ALL,
+    );
     let mut line_no = first_line;
     let mut start = 0;
     while start < chunk.len() {
@@ -444,7 +467,7 @@ pub fn decode_csv(chunk: &[u8], first_line: u64, header: &CsvHeader, batch_size:
 /// Decodes one batch read from a Parquet file; `first_row` is the 1-based number of its first row.
 /// The batch's columns are kept with the decoded batches ([`RawSource::Parquet`]).
 pub fn decode_parquet(batch: &RecordBatch, first_row: u64, batch_size: usize) -> Decoded {
-    let mut asm = Assembler::new(batch_size, batch.num_rows());
+    let mut asm = Assembler::new(batch_size, batch.num_rows(), &Projection::ALL);
     let cols = Arc::new(ParquetColumns::new(batch));
     for i in 0..batch.num_rows() {
         let mut row = RawRow::default();

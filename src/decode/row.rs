@@ -10,13 +10,15 @@ use std::borrow::Cow;
 use std::sync::Arc;
 
 use datafusion::arrow::array::{
-    ArrayRef, DictionaryArray, Int8Array, Int8Builder, Int64Builder, RecordBatch,
+    ArrayRef, DictionaryArray, Int8Array, Int8Builder, Int64Builder, RecordBatch, StringArray,
     TimestampMillisecondBuilder,
 };
+use datafusion::arrow::buffer::{Buffer, OffsetBuffer};
 use datafusion::arrow::datatypes::Int8Type;
 
 use super::card::{contains_card_number, redact};
 use super::currency::is_iso4217;
+use super::projection::Projection;
 use super::reject::RejectReason;
 use super::str_column::StrColumn;
 use crate::schema::{
@@ -524,6 +526,8 @@ fn codes(keys: Int8Array, values: ArrayRef) -> ArrayRef {
 /// Appends valid rows into Arrow builders and finishes them as a batch of [`event_schema`].
 pub struct EventBatchBuilder {
     strings: Vec<(usize, StrColumn)>,
+    /// String columns left out by the projection, built as empty strings.
+    left_out: Vec<usize>,
     event_type: Vec<i8>,
     status: Int8Builder,
     event_time: TimestampMillisecondBuilder,
@@ -535,7 +539,13 @@ pub struct EventBatchBuilder {
 impl EventBatchBuilder {
     /// A builder sized for `capacity` rows.
     pub fn with_capacity(capacity: usize) -> Self {
-        let strings = FieldId::ALL
+        Self::projected(capacity, &Projection::ALL)
+    }
+
+    /// A builder sized for `capacity` rows that builds the columns of `projection` (the others
+    /// hold empty strings).
+    pub fn projected(capacity: usize, projection: &Projection) -> Self {
+        let (strings, left_out): (Vec<FieldId>, Vec<FieldId>) = FieldId::ALL
             .iter()
             .filter(|f| {
                 !matches!(
@@ -547,6 +557,9 @@ impl EventBatchBuilder {
                         | FieldId::Status
                 )
             })
+            .partition(|f| projection.builds(**f));
+        let strings = strings
+            .iter()
             .map(|f| {
                 (
                     *f as usize,
@@ -556,6 +569,7 @@ impl EventBatchBuilder {
             .collect();
         EventBatchBuilder {
             strings,
+            left_out: left_out.iter().map(|f| *f as usize).collect(),
             event_type: Vec::with_capacity(capacity),
             status: Int8Builder::with_capacity(capacity),
             event_time: TimestampMillisecondBuilder::with_capacity(capacity)
@@ -594,6 +608,16 @@ impl EventBatchBuilder {
         let mut cols: Vec<Option<ArrayRef>> = vec![None; NUM_FIELDS];
         for (idx, b) in &mut self.strings {
             cols[*idx] = Some(Arc::new(b.finish()));
+        }
+        if !self.left_out.is_empty() {
+            let empty: ArrayRef = Arc::new(StringArray::new(
+                OffsetBuffer::new_zeroed(self.len),
+                Buffer::from_vec(Vec::<u8>::new()),
+                None,
+            ));
+            for idx in &self.left_out {
+                cols[*idx] = Some(Arc::clone(&empty));
+            }
         }
         let event_type = Int8Array::from(std::mem::take(&mut self.event_type));
         cols[FieldId::EventType as usize] = Some(codes(event_type, event_type_values()));

@@ -26,7 +26,7 @@ use super::router::stage::{BarrierMeta, RouterLoop, RouterMsg};
 use super::router::{Partitioner, Router};
 use super::worker::{FromWorker, ToWorker, worker_loop};
 use super::{Progress, RunOutcome, RunSpec, Summary};
-use crate::decode::ReasonCounts;
+use crate::decode::{Projection, ReasonCounts};
 use crate::error::{Error, Result};
 use crate::operators::{Dedup, LateEvents, Watermark, build_operator};
 use crate::schema::EventSchema;
@@ -188,6 +188,7 @@ pub(super) fn run(
             decoders: workers,
             batch_size: opts.batch_size,
             stop: Arc::clone(&stop),
+            projection: projection_of(&spec.queries),
         },
     )?;
     if restore.is_some() && source.positions.is_empty() {
@@ -497,6 +498,16 @@ pub(super) fn run(
 
 /// Assembles a checkpoint from one pass of worker snapshots and the router's part; returns it
 /// and whether it is the last one (the run's end).
+/// The payment event's columns the decoders build: those some query may read (its text names
+/// them, or it reads all: [`crate::sql::columns_read`]).
+fn projection_of(queries: &[QueryRun]) -> Projection {
+    Projection::reading(queries.iter().map(|q| match q.plan.sql.trim() {
+        // A plan made without its text: it may read anything.
+        "" => None,
+        sql => crate::sql::columns_read(sql),
+    }))
+}
+
 fn take_checkpoint(
     snapshots: &mut [Vec<Vec<u8>>],
     workers: usize,

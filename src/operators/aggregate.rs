@@ -569,7 +569,11 @@ pub(super) fn bucket_rows(times: &[i64], bucket_of: impl Fn(i64) -> i64) -> Buck
 pub(super) fn late_events(input: &EventBatch, rows: &[u32]) -> Result<LateEvents> {
     let taken = input.take(&UInt32Array::from(rows.to_vec()))?;
     Ok(LateEvents {
-        batch: taken.batch,
+        // Whole, whatever columns the decoder left out.
+        batch: match &taken.raw {
+            Some(raw) => raw.whole(&taken.batch),
+            None => taken.batch,
+        },
         positions: taken.positions,
         watermarks: taken.arrival_watermarks,
     })

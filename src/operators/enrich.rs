@@ -57,11 +57,7 @@ impl Enriched {
                 Stage::Lookup(join) => {
                     let (joined, from) = join.apply(&rows.batch)?;
                     if let Some(from) = from {
-                        rows.positions = from.iter().map(|&i| rows.positions[i as usize]).collect();
-                        rows.arrival_watermarks = from
-                            .iter()
-                            .map(|&i| rows.arrival_watermarks[i as usize])
-                            .collect();
+                        rows.reindex(&from);
                     }
                     rows.batch = joined;
                 }

@@ -31,6 +31,7 @@ mod key_ids;
 mod lookup_join;
 mod map;
 mod over;
+mod raw_events;
 mod recognize;
 mod session;
 mod sum;
@@ -49,6 +50,7 @@ pub use self::hopping_window::HoppingWindow;
 pub use self::lookup_join::{AS_OF_METADATA, AsOf, LookupJoin, LookupKind, TABLE_METADATA};
 pub use self::map::MapOperator;
 pub use self::over::OverWindow;
+pub use self::raw_events::RawEvents;
 pub use self::session::SessionWindow;
 pub use self::sum::{ExactSum, exact_sum_udaf};
 pub use self::tumbling_window::TumblingWindow;
@@ -81,6 +83,9 @@ pub struct EventBatch {
     /// streams, [`crate::source::Source::streams`]): a union of different streams gives each
     /// branch its own stream's batches.
     pub stream: usize,
+    /// Each row's record, when the decoder left columns out: the late output decodes late
+    /// events again from it, whole ([`RawEvents`]).
+    pub raw: Option<RawEvents>,
 }
 
 impl EventBatch {
@@ -93,6 +98,7 @@ impl EventBatch {
             arrival_watermarks,
             keys: None,
             stream: 0,
+            raw: None,
         }
     }
 
@@ -129,7 +135,19 @@ impl EventBatch {
                 .collect(),
             keys: None,
             stream: self.stream,
+            raw: self.raw.as_ref().map(|r| r.take(rows)),
         })
+    }
+
+    /// Re-orders the per-row vectors after a step that made row `i` out of row `from[i]` (a
+    /// lookup join, which may repeat a row or drop it); `batch` is the caller's.
+    pub fn reindex(&mut self, from: &[u32]) {
+        self.positions = from.iter().map(|&i| self.positions[i as usize]).collect();
+        self.arrival_watermarks = from
+            .iter()
+            .map(|&i| self.arrival_watermarks[i as usize])
+            .collect();
+        self.raw = self.raw.as_ref().map(|r| r.take(from));
     }
 
     /// The events alone (a copy only when some rows are not selected).

@@ -308,6 +308,7 @@ mod tests {
                     decoders: 2,
                     batch_size: 64,
                     stop: Arc::default(),
+                    projection: Default::default(),
                 },
             )
             .unwrap();

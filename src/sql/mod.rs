@@ -7,6 +7,7 @@
 mod booking;
 mod checked;
 mod codes;
+mod columns_read;
 mod join;
 mod join_sides;
 mod lookup;
@@ -26,6 +27,7 @@ mod window_join;
 mod window_tvf;
 mod with_clause;
 
+pub use self::columns_read::columns_read;
 pub use self::join::IntervalJoinSpec;
 pub use self::over::{Frame, FunctionKind, OverFunction, OverSpec};
 pub use self::plan::{

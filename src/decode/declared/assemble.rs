@@ -179,6 +179,7 @@ impl<'d> Assembler<'d> {
             payload_hashes: std::mem::take(&mut self.hashes),
             raw_spans: std::mem::take(&mut self.spans),
             source: None,
+            projected: false,
         });
     }
 

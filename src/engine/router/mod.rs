@@ -266,6 +266,7 @@ impl Router {
             arrival_watermarks: arrival,
             keys: None,
             stream,
+            raw: crate::operators::RawEvents::of(d),
         }))
     }
 }
