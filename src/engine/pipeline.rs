@@ -496,8 +496,6 @@ pub(super) fn run(
     })
 }
 
-/// Assembles a checkpoint from one pass of worker snapshots and the router's part; returns it
-/// and whether it is the last one (the run's end).
 /// The payment event's columns the decoders build: those some query may read (its text names
 /// them, or it reads all: [`crate::sql::columns_read`]).
 fn projection_of(queries: &[QueryRun]) -> Projection {
@@ -508,6 +506,8 @@ fn projection_of(queries: &[QueryRun]) -> Projection {
     }))
 }
 
+/// Assembles a checkpoint from one pass of worker snapshots and the router's part; returns it
+/// and whether it is the last one (the run's end).
 fn take_checkpoint(
     snapshots: &mut [Vec<Vec<u8>>],
     workers: usize,

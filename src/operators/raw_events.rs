@@ -50,8 +50,9 @@ impl RawEvents {
     /// to the one row it decoded to before (not expected: decoding is deterministic).
     pub fn whole(&self, batch: &RecordBatch) -> RecordBatch {
         self.try_whole(batch).unwrap_or_else(|| {
-            tracing::warn!(
-                "late events could not be decoded again: written with the columns the queries read"
+            tracing::error!(
+                rows = batch.num_rows(),
+                "late events could not be decoded again from their records: written with only the columns the queries read (a bug: please report it)"
             );
             batch.clone()
         })

@@ -16,29 +16,61 @@ use datafusion::sql::sqlparser::tokenizer::{Token, Tokenizer};
 /// text that does not tokenize.
 pub fn columns_read(sql: &str) -> Option<Vec<String>> {
     let tokens = Tokenizer::new(&GenericDialect {}, sql).tokenize().ok()?;
+    let code: Vec<&Token> = tokens
+        .iter()
+        .filter(|t| !matches!(t, Token::Whitespace(_)))
+        .collect();
     let mut words = Vec::new();
-    let mut prev: Option<&Token> = None;
-    for t in &tokens {
+    for (i, t) in code.iter().enumerate() {
+        let (prev, next) = (i.checked_sub(1).map(|p| code[p]), code.get(i + 1).copied());
         match t {
-            Token::Whitespace(_) => continue,
             Token::Word(w) if w.keyword == Keyword::NATURAL => return None,
             Token::Word(w) => words.push(w.value.to_ascii_lowercase()),
-            // `count(*)` reads no column; `*` anywhere else but as a product is a wildcard.
-            Token::Mul => match prev {
-                Some(Token::LParen) => {}
-                Some(Token::Word(w))
-                    if !matches!(
-                        w.keyword,
-                        Keyword::SELECT | Keyword::DISTINCT | Keyword::ALL
-                    ) => {}
-                Some(Token::Number(..) | Token::RParen | Token::SingleQuotedString(_)) => {}
-                _ => return None,
-            },
+            // `count(*)` reads no column, nor does a product; any other `*` is a wildcard
+            // (`SELECT *`, `t.*`, `, *`, `DISTINCT ON (a) *`, `TOP 5 *`).
+            Token::Mul if matches!(prev, Some(Token::LParen)) => {}
+            Token::Mul if !(ends_operand(prev) && starts_operand(next)) => return None,
             _ => {}
         }
-        prev = Some(t);
     }
     Some(words)
+}
+
+/// Whether `t` can end the left operand of a product.
+fn ends_operand(t: Option<&Token>) -> bool {
+    match t {
+        Some(Token::Word(w)) => !matches!(
+            w.keyword,
+            Keyword::SELECT | Keyword::DISTINCT | Keyword::ALL | Keyword::TOP
+        ),
+        Some(Token::Number(..) | Token::RParen | Token::SingleQuotedString(_)) => true,
+        _ => false,
+    }
+}
+
+/// Whether `t` can start the right operand of a product.
+fn starts_operand(t: Option<&Token>) -> bool {
+    match t {
+        Some(Token::Word(w)) => !matches!(
+            w.keyword,
+            Keyword::FROM
+                | Keyword::EXCLUDE
+                | Keyword::EXCEPT
+                | Keyword::REPLACE
+                | Keyword::RENAME
+                | Keyword::ILIKE
+                | Keyword::AS
+                | Keyword::INTO
+        ),
+        Some(
+            Token::Number(..)
+            | Token::LParen
+            | Token::SingleQuotedString(_)
+            | Token::Minus
+            | Token::Plus,
+        ) => true,
+        _ => false,
+    }
 }
 
 #[cfg(test)]
@@ -74,13 +106,20 @@ mod tests {
             "SELECT p.* FROM payments p",
             "SELECT count(S.*) FROM payments",
             "SELECT * EXCLUDE (card_id) FROM payments",
+            "SELECT DISTINCT ON (card_id) * FROM payments",
+            "SELECT TOP 5 * FROM payments",
+            "SELECT merchant_id, p.*FROM payments p",
+            "SELECT amount_minor * FROM payments",
+            "SELECT fee_minor, *",
             "SELECT a.event_id FROM payments a NATURAL JOIN payments b",
             "SELECT 'unterminated FROM payments",
         ] {
             assert_eq!(reads(all), None, "{all}");
         }
         assert_eq!(
-            reads("SELECT count(*) * 2 AS n, 3 * fee_minor FROM payments"),
+            reads(
+                "SELECT count(*) * 2 AS n, 3 * fee_minor, fee_minor * -1, (1) * (2) FROM payments"
+            ),
             Some(vec!["fee_minor".into()])
         );
     }
