@@ -43,7 +43,7 @@ impl Decoder {
         }
     }
 
-    /// Decodes a chunk of JSON Lines (see [`decode_json_lines_sized`]); `meta` holds the
+    /// Decodes a chunk of JSON Lines (see [`decode_json_lines_projected`]); `meta` holds the
     /// records' metadata when the events have metadata columns.
     pub fn json_lines(
         &self,
