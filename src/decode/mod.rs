@@ -179,7 +179,6 @@ pub struct Decoded {
 /// Collects valid rows into batches of a fixed size.
 struct Assembler {
     builder: EventBatchBuilder,
-    projected: bool,
     positions: Vec<u64>,
     spans: Vec<(u32, u32)>,
     hashes: Vec<u64>,
@@ -204,7 +203,6 @@ impl Assembler {
         let cap = batch_size.min(expected_rows.max(1)).min(8192);
         Assembler {
             builder: EventBatchBuilder::projected(cap, projection),
-            projected: !projection.is_all(),
             positions: Vec::with_capacity(cap),
             spans: Vec::with_capacity(cap),
             hashes: Vec::with_capacity(cap),
@@ -284,7 +282,7 @@ impl Assembler {
             payload_hashes: std::mem::take(&mut self.hashes),
             raw_spans: std::mem::take(&mut self.spans),
             source: None,
-            projected: self.projected,
+            projected: self.builder.leaves_columns_out(),
         });
     }
 

@@ -580,6 +580,11 @@ impl EventBatchBuilder {
         }
     }
 
+    /// Whether the projection left columns out (they hold empty strings).
+    pub fn leaves_columns_out(&self) -> bool {
+        !self.left_out.is_empty()
+    }
+
     /// Rows appended so far.
     pub fn len(&self) -> usize {
         self.len

@@ -207,8 +207,8 @@ impl KafkaReader {
 /// Appends record `m`'s values of the metadata columns `keys` to `meta`.
 fn record_meta(meta: &mut RecordMeta, keys: &[MetaKey], topic: &str, m: &BorrowedMessage<'_>) {
     // Parsed once a record, whichever columns read them.
-    let mut parsed = None;
-    let mut headers = || parsed.get_or_insert_with(|| raw_headers(m)).clone();
+    let parsed = std::cell::OnceCell::new();
+    let headers = || parsed.get_or_init(|| raw_headers(m)).as_deref();
     for k in keys {
         match k {
             MetaKey::Topic => meta.push_text(topic),
@@ -228,9 +228,9 @@ fn record_meta(meta: &mut RecordMeta, keys: &[MetaKey], topic: &str, m: &Borrowe
                 let mut invalid = None;
                 let headers = headers().unwrap_or_else(|| {
                     invalid = Some("the record's headers cannot be parsed");
-                    Vec::new()
+                    &[]
                 });
-                for (name, value) in headers {
+                for &(name, value) in headers {
                     let (Ok(name), Ok(value)) = (
                         std::str::from_utf8(name),
                         value.map(std::str::from_utf8).transpose(),
@@ -254,8 +254,8 @@ fn record_meta(meta: &mut RecordMeta, keys: &[MetaKey], topic: &str, m: &Borrowe
                     .values
                     .push(MetaValue::Invalid("the record's headers cannot be parsed")),
                 Some(headers) => {
-                    let last = headers.into_iter().rfind(|(n, _)| *n == name.as_bytes());
-                    match last.and_then(|(_, v)| v) {
+                    let last = headers.iter().rfind(|(n, _)| *n == name.as_bytes());
+                    match last.and_then(|&(_, v)| v) {
                         None => meta.values.push(MetaValue::Null),
                         Some(b) => meta.push_bytes(b, "the header's value is not UTF-8 text"),
                     }
