@@ -193,7 +193,7 @@ impl FastPath {
     /// spelled `YYYY-MM-DDThh:mm:ss.mmmZ` in the minute of the previous one is read from its
     /// seconds and milliseconds alone (events arrive roughly in time order).
     #[inline(always)]
-    fn event_time(&mut self, time: &str) -> Option<i64> {
+    pub(super) fn event_time(&mut self, time: &str) -> Option<i64> {
         let t = time.as_bytes();
         let shaped =
             t.len() == 24 && t[10] == b'T' && t[16] == b':' && t[19] == b'.' && t[23] == b'Z';
@@ -326,7 +326,7 @@ fn field_named(key: &[u8], word: u128) -> Option<usize> {
 /// [`skip_ws`] for the fast path's own tokens: one compare when, as in compact JSON, there is
 /// nothing to skip.
 #[inline(always)]
-fn ws(b: &[u8], i: usize) -> usize {
+pub(super) fn ws(b: &[u8], i: usize) -> usize {
     match b.get(i) {
         Some(&c) if c > b' ' => i,
         _ => skip_ws(b, i),
@@ -348,7 +348,7 @@ fn skip_ws(b: &[u8], mut i: usize) -> usize {
 /// validates it and screened as it screens it (every string and key, and numbers inside an
 /// object or array); `None` for a card number, an escape, a newline or anything invalid,
 /// which the general route then judges.
-fn skip_value(b: &[u8], i: usize, depth: u32) -> Option<usize> {
+pub(super) fn skip_value(b: &[u8], i: usize, depth: u32) -> Option<usize> {
     match *b.get(i)? {
         b'"' => {
             let end = find_special(b, i + 1);
@@ -401,7 +401,7 @@ fn skip_value(b: &[u8], i: usize, depth: u32) -> Option<usize> {
 /// both sides of a point). The grammar of `json::Cursor::number` without its value: reusing
 /// that parse (which reads a fraction's value through `str::parse`) cost an event with three
 /// unknown fields 360 more instructions (591 → 627 M per 100 k, callgrind).
-fn skip_number(b: &[u8], mut i: usize) -> Option<usize> {
+pub(super) fn skip_number(b: &[u8], mut i: usize) -> Option<usize> {
     let digits = |mut i: usize| {
         while b.get(i).is_some_and(u8::is_ascii_digit) {
             i += 1;
@@ -436,7 +436,7 @@ fn skip_number(b: &[u8], mut i: usize) -> Option<usize> {
 }
 
 /// Where `word` ends if it is at `b[i]`.
-fn literal(b: &[u8], i: usize, word: &[u8]) -> Option<usize> {
+pub(super) fn literal(b: &[u8], i: usize, word: &[u8]) -> Option<usize> {
     b[i..].starts_with(word).then_some(i + word.len())
 }
 

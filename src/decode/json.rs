@@ -530,7 +530,7 @@ impl DeclaredKeys {
     /// The column whose name, closing quote and colon follow the opening quote at `b[i]`,
     /// with the bytes they span from that quote.
     #[inline(always)]
-    fn find(&self, b: &[u8], i: usize) -> Option<(usize, usize)> {
+    pub(super) fn find(&self, b: &[u8], i: usize) -> Option<(usize, usize)> {
         let bytes: [u8; 16] = b.get(i + 1..i + 17)?.try_into().ok()?;
         let word = u128::from_le_bytes(bytes);
         // The first `"` byte: the lowest byte of `word ^ "…"` that is zero (SWAR; bytes

@@ -14,6 +14,7 @@ use super::super::row::Invalid;
 use super::super::str_column::StrColumn;
 use super::super::{Decoded, DecodedBatch, span};
 use super::check::Cell;
+use super::fast::{FastRow, Val};
 use super::{ColumnKind, DeclaredDecoder, DeclaredRow};
 
 /// A column being built.
@@ -55,6 +56,18 @@ impl Builder {
             (Builder::Float64(b), _) => b.append_null(),
             (Builder::Bool(b), _) => b.append_null(),
             (Builder::Timestamp(b), _) => b.append_null(),
+        }
+    }
+
+    /// Appends a null.
+    fn append_null(&mut self) {
+        match self {
+            Builder::Utf8(b) => b.push(None),
+            Builder::Int64(b) => b.append_null(),
+            Builder::Int32(b) => b.append_null(),
+            Builder::Float64(b) => b.append_null(),
+            Builder::Bool(b) => b.append_null(),
+            Builder::Timestamp(b) => b.append_null(),
         }
     }
 
@@ -148,14 +161,61 @@ impl<'d> Assembler<'d> {
                 Cell::Bool(v) => h.int(i, i64::from(*v)),
             }
         }
+        self.appended(h.finish(), pos, sp);
+        Ok(())
+    }
+
+    /// Appends one record the fast path read from `text` (counted by the caller), at `sp` in
+    /// its chunk. Its values were checked as they were read; the payload hash is the one
+    /// [`Self::push`] computes from the same values.
+    pub(super) fn push_fast(&mut self, row: &FastRow, text: &str, pos: u64, sp: (u32, u32)) {
+        self.out.unknown_fields += u64::from(row.unknown);
+        let mut h = PayloadHasher::new();
+        for (i, b) in self.builders.iter_mut().enumerate() {
+            match (b, row.get(i)) {
+                (Builder::Utf8(b), Val::Str(from, to)) => {
+                    let s = &text[from as usize..to as usize];
+                    b.push(Some(s));
+                    h.bytes(i, s.as_bytes());
+                }
+                (Builder::Int64(b), Val::Int(v)) => {
+                    b.append_value(v);
+                    h.int(i, v);
+                }
+                (Builder::Int32(b), Val::Int(v)) => {
+                    b.append_value(v as i32);
+                    h.int(i, v);
+                }
+                (Builder::Timestamp(b), Val::Int(v)) => {
+                    b.append_value(v);
+                    h.int(i, v);
+                }
+                (Builder::Float64(b), Val::Float(v)) => {
+                    b.append_value(v);
+                    h.int(i, v.to_bits() as i64);
+                }
+                (Builder::Bool(b), Val::Bool(v)) => {
+                    b.append_value(v);
+                    h.int(i, i64::from(v));
+                }
+                (b, v) => {
+                    debug_assert_eq!(v, Val::Null, "the fast path reads a column's own kind");
+                    b.append_null();
+                }
+            }
+        }
+        self.appended(h.finish(), pos, sp);
+    }
+
+    /// Records the row just appended to the builders.
+    fn appended(&mut self, hash: u64, pos: u64, sp: (u32, u32)) {
         self.rows += 1;
-        self.hashes.push(h.finish());
+        self.hashes.push(hash);
         self.positions.push(pos);
         self.spans.push(sp);
         if self.rows >= self.batch_size {
             self.flush();
         }
-        Ok(())
     }
 
     pub(super) fn reject(&mut self, (reason, detail): Invalid, pos: u64, bytes: &[u8]) {

@@ -28,6 +28,7 @@ use crate::schema::EventSchema;
 
 mod assemble;
 mod check;
+mod fast;
 mod meta;
 #[cfg(test)]
 mod tests;
@@ -36,6 +37,7 @@ pub use self::meta::{METADATA, MetaKey, MetaValue, RecordMeta, metadata_keys};
 
 use self::assemble::Assembler;
 use self::check::{Cell, check_value};
+use self::fast::{FastDeclared, FastRow, Val};
 
 /// The field metadata key of a `VARCHAR(n)` column's length `n`.
 pub const MAX_CHARS: &str = "paystream.max_chars";
@@ -142,6 +144,11 @@ pub struct DeclaredDecoder {
     keys: super::json::DeclaredKeys,
     /// The metadata columns' indices and keys, in their order in [`RecordMeta`].
     meta_columns: Vec<(usize, MetaKey)>,
+    /// Bit `i` set for each NOT NULL column `i` (the fast path's columns, at most 64).
+    required: u64,
+    /// Whether JSON lines take the fast path first ([`fast`]): no metadata columns, at most 64
+    /// columns.
+    fast: bool,
 }
 
 impl DeclaredDecoder {
@@ -186,13 +193,30 @@ impl DeclaredDecoder {
                 .filter(|(_, c)| !c.meta)
                 .map(|(i, c)| (i, c.name.as_str())),
         );
+        let fast = meta_columns.is_empty() && columns.len() <= 64;
+        let required = columns
+            .iter()
+            .enumerate()
+            .filter(|(_, c)| !c.nullable)
+            .fold(0u64, |m, (i, _)| {
+                m | 1u64.checked_shl(i as u32).unwrap_or(0)
+            });
         Ok(DeclaredDecoder {
             events,
             columns,
             names,
             keys,
             meta_columns,
+            required,
+            fast,
         })
+    }
+
+    /// The same decoder without its fast path, for holding the fast path to the general route.
+    #[cfg(test)]
+    fn general_route_only(mut self) -> Self {
+        self.fast = false;
+        self
     }
 
     /// The events it decodes.
@@ -306,6 +330,11 @@ impl DeclaredDecoder {
         let mut asm = Assembler::new(self, batch_size, lines);
         let mut row = self.empty_row();
         let mut cells = Vec::with_capacity(self.columns.len());
+        let mut fast = FastDeclared::default();
+        let mut fast_row = FastRow {
+            vals: vec![Val::Null; self.columns.len()],
+            ..FastRow::default()
+        };
         let ascii = super::is_ascii(chunk);
         let mut pos = first_line;
         let mut start = 0;
@@ -340,6 +369,10 @@ impl DeclaredDecoder {
                     }
                 },
             };
+            if self.fast && fast.row(self, text, &mut fast_row).is_some() {
+                asm.push_fast(&fast_row, text, this, span(at, at + line.len()));
+                continue;
+            }
             // A checked row leaves its slots empty; any other is emptied here.
             if row.dirty {
                 row.clear();

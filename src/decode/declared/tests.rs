@@ -524,3 +524,165 @@ fn metadata_columns_come_from_the_records_metadata_never_the_payload() {
         assert!(!out.rejects[0].detail.contains("4111111111111111"));
     }
 }
+
+/// Every JSON line decodes the same with the fast path as by the general route alone: the same
+/// rows, values, payload hashes and spans, the same rejects with the same reasons — over lines
+/// with members in any order and spacing, absent and `null`, values of every kind in every
+/// column, escapes, card numbers, unknown members of any shape, members given twice and
+/// garbage after the object.
+#[test]
+fn the_fast_path_decodes_every_line_as_the_general_route_does() {
+    use rand::seq::{IndexedRandom, SliceRandom};
+    use rand::{Rng, SeedableRng};
+    let fast = decoder();
+    let general = decoder().general_route_only();
+    let mut rng = rand::rngs::StdRng::seed_from_u64(29);
+    let any: &[&str] = &[
+        r#""o1""#,
+        r#""""#,
+        r#""é""#,
+        r#""a\"b""#,
+        r#""4111111111111111""#,
+        r#""4111 1111 1111 1111""#,
+        r#""xxxxxxxxxxxxxxxxxxxxxxxxxxxxx""#,
+        r#""éééééééééééééééééééé""#,
+        r#""2026-11-01T00:00:00Z""#,
+        r#""2026-11-01T00:00:01.500Z""#,
+        r#""2026-11-01T00:00:01.500+02:00""#,
+        r#""not a time""#,
+        r#""12""#,
+        "0",
+        "-0",
+        "12",
+        "-5",
+        "01",
+        "12.5",
+        "1e3",
+        "-0.0",
+        "1.0",
+        "0.1",
+        "1e400",
+        "1700000000004",
+        "4111111111111111",
+        "123456789012345678901",
+        "2147483648",
+        "1793491200001",
+        "9007199254740993",
+        "1000000000000.0",
+        "4111111111111111.0",
+        "-1",
+        "true",
+        "false",
+        "null",
+        "tru",
+        "nul",
+        "{}",
+        r#"[1, "x"]"#,
+        r#"{"a":"4111111111111111"}"#,
+        "[4111111111111111]",
+        r#"{"4111111111111111": 1}"#,
+    ];
+    let names = [
+        "order_id",
+        "ts",
+        "amount_minor",
+        "qty",
+        "score",
+        "gift",
+        "note",
+    ];
+    let good = |rng: &mut rand::rngs::StdRng, k: usize| -> String {
+        match k {
+            0 => format!("\"o{}\"", rng.random_range(0..1000)),
+            1 if rng.random_bool(0.5) => format!(
+                "\"2026-11-01T00:{:02}:{:02}.{:03}Z\"",
+                rng.random_range(0..3),
+                rng.random_range(0..60),
+                rng.random_range(0..1000)
+            ),
+            1 => format!("{}", 1_793_491_200_000i64 + rng.random_range(0..200_000)),
+            2 => format!("{}", rng.random_range(0..1_000_000_000i64)),
+            3 => format!("{}", rng.random_range(-100..100)),
+            4 => format!("{}.{}", rng.random_range(0..100), rng.random_range(0..100)),
+            5 => ["true", "false"].choose(rng).unwrap().to_string(),
+            _ => format!("\"n{}\"", rng.random_range(0..100)),
+        }
+    };
+    let mut lines = Vec::new();
+    for _ in 0..30_000 {
+        let mut members: Vec<(String, String)> = Vec::new();
+        for (k, name) in names.iter().enumerate() {
+            if rng.random_bool(0.9) {
+                let v = if rng.random_bool(0.8) {
+                    good(&mut rng, k)
+                } else {
+                    any.choose(&mut rng).unwrap().to_string()
+                };
+                members.push((name.to_string(), v));
+            }
+        }
+        for _ in 0..rng.random_range(0..3) {
+            let name = ["extra", "x_y", "4111111111111111", "a\\u0062"]
+                .choose(&mut rng)
+                .unwrap();
+            members.push((name.to_string(), any.choose(&mut rng).unwrap().to_string()));
+        }
+        if rng.random_bool(0.02) && !members.is_empty() {
+            let twice = members[0].clone();
+            members.push(twice);
+        }
+        members.shuffle(&mut rng);
+        let sep = [",", ", ", " , "].choose(&mut rng).unwrap();
+        let colon = [":", ": ", " :"].choose(&mut rng).unwrap();
+        let body: Vec<String> = members
+            .iter()
+            .map(|(k, v)| format!("\"{k}\"{colon}{v}"))
+            .collect();
+        let mut line = format!("{{{}}}", body.join(sep));
+        match rng.random_range(0..50) {
+            0 => line.push_str(" x"),
+            1 => line.insert(0, '\u{feff}'),
+            2 => line.insert(0, ' '),
+            3 => line.push_str(" \r"),
+            4 => line.pop().map(|_| ()).unwrap_or(()),
+            _ => {}
+        }
+        lines.push(line);
+    }
+    let mut accepted = 0;
+    for (n, chunk) in lines.chunks(97).enumerate() {
+        let text = chunk.join("\n");
+        let first = 1 + 97 * n as u64;
+        let batch = rng.random_range(1..40);
+        let a = fast.json_lines(text.as_bytes(), first, batch, chunk.len(), None);
+        let b = general.json_lines(text.as_bytes(), first, batch, chunk.len(), None);
+        assert_eq!((a.records, a.unknown_fields), (b.records, b.unknown_fields));
+        assert_eq!(a.rejects, b.rejects, "chunk {n}");
+        assert_eq!(a.batches.len(), b.batches.len());
+        for (x, y) in a.batches.iter().zip(&b.batches) {
+            assert_eq!(x.batch, y.batch, "chunk {n}");
+            assert_eq!(x.positions, y.positions);
+            assert_eq!(x.payload_hashes, y.payload_hashes);
+            assert_eq!(x.raw_spans, y.raw_spans);
+            accepted += x.batch.num_rows();
+        }
+    }
+    // The lines were varied enough that accepting and refusing both happened often, and the
+    // fast path took most of what was accepted (it declines escapes and integers from 10^12,
+    // which the general route may accept).
+    let rejected: usize = lines.len() - accepted;
+    let mut path = fast::FastDeclared::default();
+    let mut row = fast::FastRow {
+        vals: vec![fast::Val::Null; names.len()],
+        ..Default::default()
+    };
+    let taken = lines
+        .iter()
+        .filter(|l| path.row(&general, l, &mut row).is_some())
+        .count();
+    assert!(
+        accepted > 3_000 && rejected > 3_000,
+        "{accepted} {rejected}"
+    );
+    assert!(taken * 2 > accepted, "{taken} of {accepted}");
+}
