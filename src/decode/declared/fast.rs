@@ -100,7 +100,14 @@ impl FastDeclared {
                         }
                         // SAFETY: `i` and `end` index ASCII quotes of `text`: char boundaries.
                         let key = unsafe { text.get_unchecked(i + 1..end) };
-                        let k = d.column(key);
+                        // A name `find` would have found (short enough for a pattern, the
+                        // colon right after its quote) is no column's when it was not found
+                        // (the fast path's schemas have at most 64 columns, all in the table).
+                        let k = if key.len() <= 14 && colon == end + 1 {
+                            None
+                        } else {
+                            d.column(key)
+                        };
                         // The general route screens an unknown name like a value.
                         if k.is_none() && contains_card_number(key.as_bytes()) {
                             return None;
