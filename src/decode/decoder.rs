@@ -34,12 +34,12 @@ impl Decoder {
         }
     }
 
-    /// This decoder building only the columns of `projection` (the payment event's; a declared
-    /// source's decoder builds all its columns).
-    pub fn projected(self, projection: Projection) -> Decoder {
+    /// This decoder building only the columns `projection` may read (of JSON Lines; CSV and
+    /// Parquet build all).
+    pub fn projected(self, projection: &Projection) -> Decoder {
         match self {
-            Decoder::Payments(_) => Decoder::Payments(projection),
-            d => d,
+            Decoder::Payments(_) => Decoder::Payments(projection.clone()),
+            Decoder::Declared(d) => Decoder::Declared(d.projected(projection)),
         }
     }
 

@@ -88,9 +88,18 @@ pub struct DecodedBatch {
     /// What the chunk was decoded from, when the decoder's caller kept it
     /// ([`Decoded::keep_source`]).
     pub source: Option<RawSource>,
-    /// Whether a [`Projection`] left columns out (built as empty strings): whole events are
+    /// When a [`Projection`] left columns out (built as empty strings): how whole events are
     /// then decoded again from `source` when needed (the late output).
-    pub projected: bool,
+    pub projected: Option<Redecode>,
+}
+
+/// How the records of a batch whose decoder left columns out are decoded again, whole.
+#[derive(Debug, Clone)]
+pub enum Redecode {
+    /// The payment event's decoder, every column built.
+    Payments,
+    /// A declared source's decoder, every column built.
+    Declared(Arc<DeclaredDecoder>),
 }
 
 /// What a chunk was decoded from, kept while its batches are routed so that a record rejected
@@ -282,7 +291,10 @@ impl Assembler {
             payload_hashes: std::mem::take(&mut self.hashes),
             raw_spans: std::mem::take(&mut self.spans),
             source: None,
-            projected: self.builder.leaves_columns_out(),
+            projected: self
+                .builder
+                .leaves_columns_out()
+                .then_some(Redecode::Payments),
         });
     }
 

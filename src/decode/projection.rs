@@ -7,13 +7,21 @@
 //! never read: the id and the event time (dedup, watermarks, ties) and the fixed-width columns
 //! (codes and amounts, a few bytes a row) are always built. Late events, which go out whole,
 //! are decoded again from their records ([`crate::operators::RawEvents`]).
+//!
+//! A declared source's decoder applies the same rule to its own string columns
+//! ([`Projection::reads`]), building its id and time columns whatever the queries read.
+
+use std::sync::Arc;
 
 use crate::schema::{FieldId, NUM_FIELDS};
 
 /// The columns a decoder builds.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Projection {
     built: [bool; NUM_FIELDS],
+    /// The words of the queries' texts that may name a column; `None` when a query may read
+    /// every column.
+    words: Option<Arc<[String]>>,
 }
 
 impl Default for Projection {
@@ -26,6 +34,7 @@ impl Projection {
     /// Every column.
     pub const ALL: Projection = Projection {
         built: [true; NUM_FIELDS],
+        words: None,
     };
 
     /// The columns named in `names` (any case; other words are ignored), with those that are
@@ -35,12 +44,17 @@ impl Projection {
         for f in FieldId::ALL {
             built[f as usize] = Self::always(f);
         }
+        let mut words = Vec::new();
         for n in names {
             if let Some(f) = FieldId::from_name(n.to_ascii_lowercase().as_bytes()) {
                 built[f as usize] = true;
             }
+            words.push(n.to_string());
         }
-        Projection { built }
+        Projection {
+            built,
+            words: Some(words.into()),
+        }
     }
 
     /// The columns any of `queries` may read (each the words of a query's text, `None` for one
@@ -82,6 +96,16 @@ impl Projection {
     pub fn is_all(&self) -> bool {
         self.built.iter().all(|b| *b)
     }
+
+    /// Whether a query may read a column named `name` (of a declared source: any name). SQL
+    /// folds unquoted names to lower case and a quoted one keeps its case: a word equal to
+    /// `name` but for case counts, which may build a column no query reads, never the reverse.
+    pub fn reads(&self, name: &str) -> bool {
+        match &self.words {
+            None => true,
+            Some(words) => words.iter().any(|w| w.eq_ignore_ascii_case(name)),
+        }
+    }
 }
 
 #[cfg(test)]
@@ -96,5 +120,7 @@ mod tests {
         assert!(!p.builds(FieldId::CardId) && !p.is_all());
         assert!(Projection::reading([Some(vec![]), None]).is_all());
         assert!(Projection::reading(std::iter::empty()).builds(FieldId::Status));
+        assert!(p.reads("merchant_id") && p.reads("N") && !p.reads("card_id"));
+        assert!(Projection::ALL.reads("anything"));
     }
 }

@@ -1,7 +1,7 @@
 //! The records behind a projected batch, so late events still go out whole.
 //!
-//! When the run's queries read only some of the payment event's columns, the decoder leaves
-//! the others empty ([`crate::decode::Projection`]). Results never show them, but the late
+//! When the run's queries read only some of the events' columns, the decoder leaves the
+//! others empty ([`crate::decode::Projection`]; a declared source's string columns too). Results never show them, but the late
 //! output writes each late event entire; so a batch from such a decoder carries, row by row,
 //! where its record is in the chunk it was decoded from, and the few late rows are decoded
 //! again, whole, from there. The chunk is the one the batch already holds for dead letters
@@ -11,24 +11,27 @@ use std::sync::Arc;
 
 use datafusion::arrow::array::RecordBatch;
 
-use crate::decode::{ChunkBytes, DecodedBatch, RawSource, decode_json_lines};
-use crate::schema::{NUM_FIELDS, event_schema};
+use crate::decode::{ChunkBytes, DecodedBatch, RawSource, Redecode, decode_json_lines};
+use crate::schema::event_schema;
 
 /// Where each row's record is in the chunk it was decoded from.
 #[derive(Debug, Clone)]
 pub struct RawEvents {
     chunk: Arc<ChunkBytes>,
     spans: Vec<(u32, u32)>,
+    /// The decoder that builds every column.
+    decoder: Redecode,
 }
 
 impl RawEvents {
     /// The records of `d`'s rows, when its decoder left columns out; `None` when every column
     /// was built (or nothing was kept to decode again: the columns were then all built).
     pub fn of(d: &DecodedBatch) -> Option<RawEvents> {
-        match (&d.source, d.projected) {
-            (Some(RawSource::Text(chunk)), true) => Some(RawEvents {
+        match (&d.source, &d.projected) {
+            (Some(RawSource::Text(chunk)), Some(decoder)) => Some(RawEvents {
                 chunk: Arc::clone(chunk),
                 spans: d.raw_spans.clone(),
+                decoder: decoder.clone(),
             }),
             _ => None,
         }
@@ -38,6 +41,7 @@ impl RawEvents {
     pub fn take(&self, rows: &[u32]) -> RawEvents {
         RawEvents {
             chunk: Arc::clone(&self.chunk),
+            decoder: self.decoder.clone(),
             spans: rows
                 .iter()
                 .map(|&i| self.spans.get(i as usize).copied().unwrap_or((0, 0)))
@@ -45,8 +49,8 @@ impl RawEvents {
         }
     }
 
-    /// `batch` (whose rows are these records', its first columns the payment event's) with
-    /// the event's columns decoded again, whole. `batch` unchanged if a record does not decode
+    /// `batch` (whose rows are these records', its first columns the events') with the
+    /// events' columns decoded again, whole. `batch` unchanged if a record does not decode
     /// to the one row it decoded to before (not expected: decoding is deterministic).
     pub fn whole(&self, batch: &RecordBatch) -> RecordBatch {
         self.try_whole(batch).unwrap_or_else(|| {
@@ -59,11 +63,15 @@ impl RawEvents {
     }
 
     fn try_whole(&self, batch: &RecordBatch) -> Option<RecordBatch> {
-        let events = event_schema();
+        let events = match &self.decoder {
+            Redecode::Payments => event_schema(),
+            Redecode::Declared(d) => Arc::clone(d.events().arrow()),
+        };
+        let n = events.fields().len();
         let schema = batch.schema();
         if self.spans.len() != batch.num_rows()
-            || schema.fields().len() < NUM_FIELDS
-            || (0..NUM_FIELDS).any(|i| schema.field(i).name() != events.field(i).name())
+            || schema.fields().len() < n
+            || (0..n).any(|i| schema.field(i).name() != events.field(i).name())
         {
             return None;
         }
@@ -80,7 +88,12 @@ impl RawEvents {
             text.extend_from_slice(record);
             text.push(b'\n');
         }
-        let decoded = decode_json_lines(&text, 1, batch.num_rows());
+        let decoded = match &self.decoder {
+            Redecode::Payments => decode_json_lines(&text, 1, batch.num_rows()),
+            Redecode::Declared(d) => {
+                d.json_lines(&text, 1, batch.num_rows(), batch.num_rows(), None)
+            }
+        };
         let rows: usize = decoded.batches.iter().map(|b| b.batch.num_rows()).sum();
         if !decoded.rejects.is_empty() || rows != batch.num_rows() {
             return None;
@@ -91,7 +104,7 @@ impl RawEvents {
         )
         .ok()?;
         let mut columns = whole.columns().to_vec();
-        columns.extend_from_slice(&batch.columns()[NUM_FIELDS..]);
+        columns.extend_from_slice(&batch.columns()[n..]);
         RecordBatch::try_new(schema, columns).ok()
     }
 }
@@ -103,7 +116,7 @@ mod tests {
     use super::*;
     use crate::decode::{Projection, decode_json_lines_projected};
     use crate::operators::EventBatch;
-    use crate::schema::FieldId;
+    use crate::schema::{FieldId, NUM_FIELDS};
 
     /// Decoded with `projection`, the chunk kept, as the router hands it on.
     fn batch(text: &[u8], projection: &Projection) -> EventBatch {
@@ -121,6 +134,58 @@ mod tests {
                 vec![0; b.batch.num_rows()],
             )
         }
+    }
+
+    #[test]
+    fn a_declared_sources_left_out_columns_come_back_whole() {
+        use crate::decode::{DeclaredDecoder, Decoder};
+        use datafusion::arrow::datatypes::{DataType, Field, Schema};
+        let arrow = Arc::new(Schema::new(vec![
+            Field::new("order_id", DataType::Utf8, false),
+            Field::new("ts", crate::schema::timestamp_type(), false),
+            Field::new("shop", DataType::Utf8, false),
+            Field::new("note", DataType::Utf8, true),
+        ]));
+        let events = crate::schema::EventSchema::declared("orders", arrow, Some("order_id"), "ts");
+        let whole = Arc::new(DeclaredDecoder::new(Arc::new(events.unwrap())).unwrap());
+        let text: String = (0..50)
+            .map(|i| {
+                let note = if i % 3 == 0 {
+                    "null".to_string()
+                } else {
+                    format!("\"n{i}\"")
+                };
+                format!(
+                    r#"{{"note":{note},"ts":{},"order_id":"o{i}","shop":"s{}"}}"#,
+                    1000 + i,
+                    i % 4
+                ) + "\n"
+            })
+            .collect();
+        let decode = |d: &DeclaredDecoder| {
+            let mut out = d.json_lines(text.as_bytes(), 1, 1000, 50, None);
+            out.keep_source(RawSource::Text(Arc::new(ChunkBytes::new(
+                text.clone().into_bytes(),
+                None,
+            ))));
+            out.batches.remove(0)
+        };
+        let Decoder::Declared(some) =
+            Decoder::Declared(Arc::clone(&whole)).projected(&Projection::of_names(["shop"]))
+        else {
+            unreachable!()
+        };
+        let (full, part) = (decode(&whole), decode(&some));
+        assert!(RawEvents::of(&full).is_none(), "nothing to decode again");
+        let raw = RawEvents::of(&part).expect("the note was left out");
+        assert_ne!(part.batch.column(3), full.batch.column(3));
+        let rows = UInt32Array::from(vec![7, 0, 7, 49, 3]);
+        let take =
+            |b: &RecordBatch| datafusion::arrow::compute::take_record_batch(b, &rows).unwrap();
+        assert_eq!(
+            raw.take(rows.values()).whole(&take(&part.batch)),
+            take(&full.batch)
+        );
     }
 
     #[test]

@@ -76,7 +76,7 @@ pub(super) fn start_reading(
     let decoders = opts.decoders.max(1);
     let bytes = Arc::new(AtomicU64::new(0));
     let (ticks, chunks) = sync_channel::<Result<Chunk>>(decoders * 2 + 2);
-    let decoder = Decoder::for_events(events)?.projected(opts.projection);
+    let decoder = Decoder::for_events(events)?.projected(&opts.projection);
     let (jobs, recycled, mut threads) = spawn_decoders(
         &decoder,
         decoders,

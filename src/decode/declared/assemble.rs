@@ -4,15 +4,16 @@
 use std::sync::Arc;
 
 use datafusion::arrow::array::{
-    ArrayRef, BooleanBuilder, Float64Builder, Int32Builder, Int64Builder, RecordBatch,
+    ArrayRef, BooleanBuilder, Float64Builder, Int32Builder, Int64Builder, RecordBatch, StringArray,
     TimestampMillisecondBuilder,
 };
+use datafusion::arrow::buffer::{Buffer, OffsetBuffer};
 
 use super::super::payload_hash::PayloadHasher;
 use super::super::reject::Reject;
 use super::super::row::Invalid;
 use super::super::str_column::StrColumn;
-use super::super::{Decoded, DecodedBatch, span};
+use super::super::{Decoded, DecodedBatch, Redecode, span};
 use super::check::Cell;
 use super::fast::{FastRow, Val};
 use super::{ColumnKind, DeclaredDecoder, DeclaredRow};
@@ -20,6 +21,9 @@ use super::{ColumnKind, DeclaredDecoder, DeclaredRow};
 /// A column being built.
 enum Builder {
     Utf8(StrColumn),
+    /// A `VARCHAR` column no query reads: this many empty strings
+    /// ([`DeclaredDecoder::projected`]).
+    LeftOut(usize),
     Int64(Int64Builder),
     Int32(Int32Builder),
     Float64(Float64Builder),
@@ -28,8 +32,9 @@ enum Builder {
 }
 
 impl Builder {
-    pub(super) fn new(kind: ColumnKind, rows: usize) -> Self {
+    pub(super) fn new(kind: ColumnKind, rows: usize, built: bool) -> Self {
         match kind {
+            ColumnKind::Utf8 if !built => Builder::LeftOut(0),
             ColumnKind::Utf8 => Builder::Utf8(StrColumn::with_capacity(rows, rows * 16)),
             ColumnKind::Int64 => Builder::Int64(Int64Builder::with_capacity(rows)),
             ColumnKind::Int32 => Builder::Int32(Int32Builder::with_capacity(rows)),
@@ -44,6 +49,7 @@ impl Builder {
     /// Appends a checked cell (its kind matches the column's).
     fn append(&mut self, cell: &Cell<'_>) {
         match (self, cell) {
+            (Builder::LeftOut(n), _) => *n += 1,
             (Builder::Utf8(b), Cell::Str(s)) => b.push(Some(s)),
             (Builder::Int64(b), Cell::Int(v)) => b.append_value(*v),
             (Builder::Int32(b), Cell::Int(v)) => b.append_value(*v as i32),
@@ -63,6 +69,7 @@ impl Builder {
     fn append_null(&mut self) {
         match self {
             Builder::Utf8(b) => b.push(None),
+            Builder::LeftOut(n) => *n += 1,
             Builder::Int64(b) => b.append_null(),
             Builder::Int32(b) => b.append_null(),
             Builder::Float64(b) => b.append_null(),
@@ -74,6 +81,11 @@ impl Builder {
     pub(super) fn finish(&mut self) -> ArrayRef {
         match self {
             Builder::Utf8(b) => Arc::new(b.finish()),
+            Builder::LeftOut(n) => Arc::new(StringArray::new(
+                OffsetBuffer::new_zeroed(std::mem::take(n)),
+                Buffer::from_vec(Vec::<u8>::new()),
+                None,
+            )),
             Builder::Int64(b) => Arc::new(b.finish()),
             Builder::Int32(b) => Arc::new(b.finish()),
             Builder::Float64(b) => Arc::new(b.finish()),
@@ -92,24 +104,33 @@ pub(super) struct Assembler<'d> {
     spans: Vec<(u32, u32)>,
     hashes: Vec<u64>,
     batch_size: usize,
+    /// Whether the builders leave columns out.
+    projected: bool,
     pub(super) out: Decoded,
 }
 
 impl<'d> Assembler<'d> {
+    /// An assembler of `decoder`'s rows in batches of `batch_size`, building only the columns
+    /// the decoder builds when `project` (JSON Lines, which the late output can decode again),
+    /// all of them otherwise.
     pub(super) fn new(
         decoder: &'d DeclaredDecoder,
         batch_size: usize,
         expected_rows: usize,
+        project: bool,
     ) -> Self {
         let batch_size = batch_size.max(1);
         let cap = batch_size.min(expected_rows.max(1)).min(8192);
+        let project = project && decoder.whole.is_some();
         Assembler {
             decoder,
             builders: decoder
                 .columns
                 .iter()
-                .map(|c| Builder::new(c.kind, cap))
+                .zip(&decoder.built)
+                .map(|(c, built)| Builder::new(c.kind, cap, *built || !project))
                 .collect(),
+            projected: project,
             rows: 0,
             positions: Vec::with_capacity(cap),
             spans: Vec::with_capacity(cap),
@@ -173,6 +194,12 @@ impl<'d> Assembler<'d> {
         let mut h = PayloadHasher::new();
         for (i, b) in self.builders.iter_mut().enumerate() {
             match (b, row.get(i)) {
+                (Builder::LeftOut(n), v) => {
+                    if let Val::Str(from, to) = v {
+                        h.bytes(i, &text.as_bytes()[from as usize..to as usize]);
+                    }
+                    *n += 1;
+                }
                 (Builder::Utf8(b), Val::Str(from, to)) => {
                     let s = &text[from as usize..to as usize];
                     b.push(Some(s));
@@ -239,7 +266,10 @@ impl<'d> Assembler<'d> {
             payload_hashes: std::mem::take(&mut self.hashes),
             raw_spans: std::mem::take(&mut self.spans),
             source: None,
-            projected: false,
+            projected: match (self.projected, &self.decoder.whole) {
+                (true, Some(whole)) => Some(Redecode::Declared(Arc::clone(whole))),
+                _ => None,
+            },
         });
     }
 

@@ -23,7 +23,7 @@ use super::card::contains_card_number;
 use super::csv::{CsvHeader, split_record};
 use super::reject::RejectReason;
 use super::row::{Invalid, RawValue, Screen, screen_into};
-use super::{Decoded, ParquetColumns, RawSource, span};
+use super::{Decoded, ParquetColumns, Projection, RawSource, span};
 use crate::schema::EventSchema;
 
 mod assemble;
@@ -134,7 +134,7 @@ impl Screen for DeclaredRow<'_> {
 
 /// Decodes records into batches of a declared schema. Built once per source from its
 /// [`EventSchema`]; shared by its decoder threads.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct DeclaredDecoder {
     events: Arc<EventSchema>,
     columns: Vec<Column>,
@@ -149,6 +149,12 @@ pub struct DeclaredDecoder {
     /// Whether JSON lines take the fast path first ([`fast`]): no metadata columns, at most 64
     /// columns.
     fast: bool,
+    /// Whether each column is built; a `VARCHAR` column no query reads is left out (empty
+    /// strings), its values still read, checked and hashed ([`Self::projected`]).
+    built: Vec<bool>,
+    /// The decoder building every column, when this one leaves some out: late events are
+    /// decoded again by it, whole.
+    whole: Option<Arc<DeclaredDecoder>>,
 }
 
 impl DeclaredDecoder {
@@ -202,6 +208,7 @@ impl DeclaredDecoder {
                 m | 1u64.checked_shl(i as u32).unwrap_or(0)
             });
         Ok(DeclaredDecoder {
+            built: vec![true; columns.len()],
             events,
             columns,
             names,
@@ -209,6 +216,38 @@ impl DeclaredDecoder {
             meta_columns,
             required,
             fast,
+            whole: None,
+        })
+    }
+
+    /// This decoder building only the columns `projection` may read, with the id and the time
+    /// (dedup, watermarks) and every column that is not `VARCHAR` (a few bytes a row); the
+    /// decoder itself when that is all of them. A schema without an id breaks ties between
+    /// events of one time on all its columns, and metadata columns cannot be read again from a
+    /// record alone: those build every column.
+    pub fn projected(self: &Arc<Self>, projection: &Projection) -> Arc<DeclaredDecoder> {
+        let Some(id) = self.events.id_column() else {
+            return Arc::clone(self);
+        };
+        if !self.meta_columns.is_empty() {
+            return Arc::clone(self);
+        }
+        let time = self.events.event_time_column();
+        let built: Vec<bool> = self
+            .columns
+            .iter()
+            .enumerate()
+            .map(|(i, c)| {
+                c.kind != ColumnKind::Utf8 || i == id || i == time || projection.reads(&c.name)
+            })
+            .collect();
+        if built.iter().all(|b| *b) {
+            return Arc::clone(self);
+        }
+        Arc::new(DeclaredDecoder {
+            built,
+            whole: Some(Arc::clone(self)),
+            ..DeclaredDecoder::clone(self)
         })
     }
 
@@ -327,7 +366,7 @@ impl DeclaredDecoder {
         lines: usize,
         meta: Option<&'a RecordMeta>,
     ) -> Decoded {
-        let mut asm = Assembler::new(self, batch_size, lines);
+        let mut asm = Assembler::new(self, batch_size, lines, true);
         let mut row = self.empty_row();
         let mut cells = Vec::with_capacity(self.columns.len());
         let mut fast = FastDeclared::default();
@@ -398,7 +437,7 @@ impl DeclaredDecoder {
         let cols = Arc::new(ParquetColumns::new(batch));
         let names: Vec<&str> = cols.names().collect();
         let map: Vec<Option<usize>> = names.iter().map(|n| self.column(n)).collect();
-        let mut asm = Assembler::new(self, batch_size, batch.num_rows());
+        let mut asm = Assembler::new(self, batch_size, batch.num_rows(), false);
         let mut cells = Vec::with_capacity(self.columns.len());
         for i in 0..batch.num_rows() {
             let mut row = self.empty_row();
@@ -500,7 +539,12 @@ impl DeclaredDecoder {
         batch_size: usize,
     ) -> Decoded {
         let map = self.csv_columns(header).unwrap_or_default();
-        let mut asm = Assembler::new(self, batch_size, memchr::memchr_iter(b'\n', chunk).count());
+        let mut asm = Assembler::new(
+            self,
+            batch_size,
+            memchr::memchr_iter(b'\n', chunk).count(),
+            false,
+        );
         let mut line_no = first_line;
         let mut start = 0;
         while start < chunk.len() {

@@ -135,7 +135,7 @@ impl Source for FileSource {
             });
         }
         let format = self.resolved_format()?;
-        let decoder = Decoder::for_events(&self.events)?.projected(opts.projection);
+        let decoder = Decoder::for_events(&self.events)?.projected(&opts.projection);
         let bytes = Arc::new(AtomicU64::new(0));
         let (chunks, threads) = spawn_reader(
             self.path.clone(),
