@@ -14,10 +14,12 @@ mod fast;
 mod json;
 mod parquet;
 mod payload_hash;
+mod prim_column;
 mod projection;
 mod reject;
 mod row;
 mod str_column;
+mod validity;
 
 use std::path::Path;
 use std::sync::Arc;

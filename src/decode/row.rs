@@ -9,18 +9,15 @@
 use std::borrow::Cow;
 use std::sync::Arc;
 
-use datafusion::arrow::array::{
-    ArrayRef, DictionaryArray, Int8Array, Int8Builder, Int64Builder, RecordBatch, StringArray,
-    TimestampMillisecondBuilder,
-};
-use datafusion::arrow::buffer::{Buffer, OffsetBuffer};
-use datafusion::arrow::datatypes::Int8Type;
+use datafusion::arrow::array::{ArrayRef, DictionaryArray, Int8Array, RecordBatch};
+use datafusion::arrow::datatypes::{Int8Type, Int64Type, TimestampMillisecondType};
 
 use super::card::{contains_card_number, redact};
 use super::currency::is_iso4217;
+use super::prim_column::PrimColumn;
 use super::projection::Projection;
 use super::reject::RejectReason;
-use super::str_column::StrColumn;
+use super::str_column::{StrColumn, empty_strings};
 use crate::schema::{
     EVENT_TYPES, FieldId, NUM_FIELDS, STATUSES, event_schema, event_type_values, status_values,
 };
@@ -529,10 +526,10 @@ pub struct EventBatchBuilder {
     /// String columns left out by the projection, built as empty strings.
     left_out: Vec<usize>,
     event_type: Vec<i8>,
-    status: Int8Builder,
-    event_time: TimestampMillisecondBuilder,
-    amount_minor: Int64Builder,
-    fee_minor: Int64Builder,
+    status: PrimColumn<i8>,
+    event_time: PrimColumn<i64>,
+    amount_minor: PrimColumn<i64>,
+    fee_minor: PrimColumn<i64>,
     len: usize,
 }
 
@@ -571,11 +568,10 @@ impl EventBatchBuilder {
             strings,
             left_out: left_out.iter().map(|f| *f as usize).collect(),
             event_type: Vec::with_capacity(capacity),
-            status: Int8Builder::with_capacity(capacity),
-            event_time: TimestampMillisecondBuilder::with_capacity(capacity)
-                .with_timezone(Arc::from("UTC")),
-            amount_minor: Int64Builder::with_capacity(capacity),
-            fee_minor: Int64Builder::with_capacity(capacity),
+            status: PrimColumn::with_capacity(capacity),
+            event_time: PrimColumn::with_capacity(capacity),
+            amount_minor: PrimColumn::with_capacity(capacity),
+            fee_minor: PrimColumn::with_capacity(capacity),
             len: 0,
         }
     }
@@ -601,10 +597,10 @@ impl EventBatchBuilder {
             b.push(row.strs[*idx]);
         }
         self.event_type.push(row.event_type);
-        self.status.append_option(row.status);
-        self.event_time.append_value(row.event_time);
-        self.amount_minor.append_value(row.amount_minor);
-        self.fee_minor.append_option(row.fee_minor);
+        self.status.push_option(row.status);
+        self.event_time.push(row.event_time);
+        self.amount_minor.push(row.amount_minor);
+        self.fee_minor.push_option(row.fee_minor);
         self.len += 1;
     }
 
@@ -615,21 +611,23 @@ impl EventBatchBuilder {
             cols[*idx] = Some(Arc::new(b.finish()));
         }
         if !self.left_out.is_empty() {
-            let empty: ArrayRef = Arc::new(StringArray::new(
-                OffsetBuffer::new_zeroed(self.len),
-                Buffer::from_vec(Vec::<u8>::new()),
-                None,
-            ));
+            let empty: ArrayRef = Arc::new(empty_strings(self.len));
             for idx in &self.left_out {
                 cols[*idx] = Some(Arc::clone(&empty));
             }
         }
         let event_type = Int8Array::from(std::mem::take(&mut self.event_type));
         cols[FieldId::EventType as usize] = Some(codes(event_type, event_type_values()));
-        cols[FieldId::Status as usize] = Some(codes(self.status.finish(), status_values()));
-        cols[FieldId::EventTime as usize] = Some(Arc::new(self.event_time.finish()));
-        cols[FieldId::AmountMinor as usize] = Some(Arc::new(self.amount_minor.finish()));
-        cols[FieldId::FeeMinor as usize] = Some(Arc::new(self.fee_minor.finish()));
+        cols[FieldId::Status as usize] =
+            Some(codes(self.status.finish::<Int8Type>(), status_values()));
+        cols[FieldId::EventTime as usize] = Some(Arc::new(
+            self.event_time
+                .finish::<TimestampMillisecondType>()
+                .with_timezone("UTC"),
+        ));
+        cols[FieldId::AmountMinor as usize] =
+            Some(Arc::new(self.amount_minor.finish::<Int64Type>()));
+        cols[FieldId::FeeMinor as usize] = Some(Arc::new(self.fee_minor.finish::<Int64Type>()));
         self.len = 0;
         let cols = cols
             .into_iter()

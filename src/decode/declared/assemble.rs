@@ -3,19 +3,17 @@
 
 use std::sync::Arc;
 
-use datafusion::arrow::array::{
-    ArrayRef, BooleanBuilder, Float64Builder, Int32Builder, Int64Builder, RecordBatch, StringArray,
-    TimestampMillisecondBuilder,
-};
-use datafusion::arrow::buffer::{Buffer, OffsetBuffer};
+use datafusion::arrow::array::{ArrayRef, BooleanBuilder, RecordBatch};
+use datafusion::arrow::datatypes::{Float64Type, Int32Type, Int64Type, TimestampMillisecondType};
 
 use super::super::payload_hash::PayloadHasher;
+use super::super::prim_column::PrimColumn;
 use super::super::reject::Reject;
 use super::super::row::Invalid;
-use super::super::str_column::StrColumn;
+use super::super::str_column::{StrColumn, empty_strings};
 use super::super::{Decoded, DecodedBatch, Redecode, span};
 use super::check::Cell;
-use super::fast::{FastRow, Val};
+use super::fast::FastRow;
 use super::{ColumnKind, DeclaredDecoder, DeclaredRow};
 
 /// A column being built.
@@ -24,11 +22,11 @@ enum Builder {
     /// A `VARCHAR` column no query reads: this many empty strings
     /// ([`DeclaredDecoder::projected`]).
     LeftOut(usize),
-    Int64(Int64Builder),
-    Int32(Int32Builder),
-    Float64(Float64Builder),
+    Int64(PrimColumn<i64>),
+    Int32(PrimColumn<i32>),
+    Float64(PrimColumn<f64>),
     Bool(BooleanBuilder),
-    Timestamp(TimestampMillisecondBuilder),
+    Timestamp(PrimColumn<i64>),
 }
 
 impl Builder {
@@ -36,13 +34,11 @@ impl Builder {
         match kind {
             ColumnKind::Utf8 if !built => Builder::LeftOut(0),
             ColumnKind::Utf8 => Builder::Utf8(StrColumn::with_capacity(rows, rows * 16)),
-            ColumnKind::Int64 => Builder::Int64(Int64Builder::with_capacity(rows)),
-            ColumnKind::Int32 => Builder::Int32(Int32Builder::with_capacity(rows)),
-            ColumnKind::Float64 => Builder::Float64(Float64Builder::with_capacity(rows)),
+            ColumnKind::Int64 => Builder::Int64(PrimColumn::with_capacity(rows)),
+            ColumnKind::Int32 => Builder::Int32(PrimColumn::with_capacity(rows)),
+            ColumnKind::Float64 => Builder::Float64(PrimColumn::with_capacity(rows)),
             ColumnKind::Bool => Builder::Bool(BooleanBuilder::with_capacity(rows)),
-            ColumnKind::Timestamp => Builder::Timestamp(
-                TimestampMillisecondBuilder::with_capacity(rows).with_timezone("UTC"),
-            ),
+            ColumnKind::Timestamp => Builder::Timestamp(PrimColumn::with_capacity(rows)),
         }
     }
 
@@ -51,46 +47,40 @@ impl Builder {
         match (self, cell) {
             (Builder::LeftOut(n), _) => *n += 1,
             (Builder::Utf8(b), Cell::Str(s)) => b.push(Some(s)),
-            (Builder::Int64(b), Cell::Int(v)) => b.append_value(*v),
-            (Builder::Int32(b), Cell::Int(v)) => b.append_value(*v as i32),
-            (Builder::Float64(b), Cell::Float(v)) => b.append_value(*v),
+            (Builder::Int64(b), Cell::Int(v)) => b.push(*v),
+            (Builder::Int32(b), Cell::Int(v)) => b.push(*v as i32),
+            (Builder::Float64(b), Cell::Float(v)) => b.push(*v),
             (Builder::Bool(b), Cell::Bool(v)) => b.append_value(*v),
-            (Builder::Timestamp(b), Cell::Int(v)) => b.append_value(*v),
-            (Builder::Utf8(b), _) => b.push(None),
-            (Builder::Int64(b), _) => b.append_null(),
-            (Builder::Int32(b), _) => b.append_null(),
-            (Builder::Float64(b), _) => b.append_null(),
-            (Builder::Bool(b), _) => b.append_null(),
-            (Builder::Timestamp(b), _) => b.append_null(),
+            (Builder::Timestamp(b), Cell::Int(v)) => b.push(*v),
+            (b, _) => b.append_null(),
         }
     }
 
     /// Appends a null.
+    #[inline(always)]
     fn append_null(&mut self) {
         match self {
             Builder::Utf8(b) => b.push(None),
             Builder::LeftOut(n) => *n += 1,
-            Builder::Int64(b) => b.append_null(),
-            Builder::Int32(b) => b.append_null(),
-            Builder::Float64(b) => b.append_null(),
+            Builder::Int64(b) => b.push_null(),
+            Builder::Int32(b) => b.push_null(),
+            Builder::Float64(b) => b.push_null(),
             Builder::Bool(b) => b.append_null(),
-            Builder::Timestamp(b) => b.append_null(),
+            Builder::Timestamp(b) => b.push_null(),
         }
     }
 
     pub(super) fn finish(&mut self) -> ArrayRef {
         match self {
             Builder::Utf8(b) => Arc::new(b.finish()),
-            Builder::LeftOut(n) => Arc::new(StringArray::new(
-                OffsetBuffer::new_zeroed(std::mem::take(n)),
-                Buffer::from_vec(Vec::<u8>::new()),
-                None,
-            )),
-            Builder::Int64(b) => Arc::new(b.finish()),
-            Builder::Int32(b) => Arc::new(b.finish()),
-            Builder::Float64(b) => Arc::new(b.finish()),
+            Builder::LeftOut(n) => Arc::new(empty_strings(std::mem::take(n))),
+            Builder::Int64(b) => Arc::new(b.finish::<Int64Type>()),
+            Builder::Int32(b) => Arc::new(b.finish::<Int32Type>()),
+            Builder::Float64(b) => Arc::new(b.finish::<Float64Type>()),
             Builder::Bool(b) => Arc::new(b.finish()),
-            Builder::Timestamp(b) => Arc::new(b.finish()),
+            Builder::Timestamp(b) => {
+                Arc::new(b.finish::<TimestampMillisecondType>().with_timezone("UTC"))
+            }
         }
     }
 }
@@ -192,42 +182,41 @@ impl<'d> Assembler<'d> {
     pub(super) fn push_fast(&mut self, row: &FastRow, text: &str, pos: u64, sp: (u32, u32)) {
         self.out.unknown_fields += u64::from(row.unknown);
         let mut h = PayloadHasher::new();
-        for (i, b) in self.builders.iter_mut().enumerate() {
-            match (b, row.get(i)) {
-                (Builder::LeftOut(n), v) => {
-                    if let Val::Str(from, to) = v {
-                        h.bytes(i, &text.as_bytes()[from as usize..to as usize]);
-                    }
+        let text = text.as_bytes();
+        let str_at = |v: u64| &text[(v >> 32) as usize..v as u32 as usize];
+        for (i, (b, &v)) in self.builders.iter_mut().zip(&row.vals).enumerate() {
+            // A null adds nothing to the hash.
+            if row.present & (1 << i) == 0 {
+                b.append_null();
+                continue;
+            }
+            match b {
+                Builder::LeftOut(n) => {
+                    h.bytes(i, str_at(v));
                     *n += 1;
                 }
-                (Builder::Utf8(b), Val::Str(from, to)) => {
-                    let s = &text[from as usize..to as usize];
-                    b.push(Some(s));
-                    h.bytes(i, s.as_bytes());
+                Builder::Utf8(b) => {
+                    let s = str_at(v);
+                    // SAFETY: the fast path's range is a string's contents between two ASCII
+                    // quotes of a `&str`: UTF-8.
+                    b.push(Some(unsafe { std::str::from_utf8_unchecked(s) }));
+                    h.bytes(i, s);
                 }
-                (Builder::Int64(b), Val::Int(v)) => {
-                    b.append_value(v);
-                    h.int(i, v);
+                Builder::Int64(b) | Builder::Timestamp(b) => {
+                    b.push(v as i64);
+                    h.int(i, v as i64);
                 }
-                (Builder::Int32(b), Val::Int(v)) => {
-                    b.append_value(v as i32);
-                    h.int(i, v);
+                Builder::Int32(b) => {
+                    b.push(v as i32);
+                    h.int(i, v as i64);
                 }
-                (Builder::Timestamp(b), Val::Int(v)) => {
-                    b.append_value(v);
-                    h.int(i, v);
+                Builder::Float64(b) => {
+                    b.push(f64::from_bits(v));
+                    h.int(i, v as i64);
                 }
-                (Builder::Float64(b), Val::Float(v)) => {
-                    b.append_value(v);
-                    h.int(i, v.to_bits() as i64);
-                }
-                (Builder::Bool(b), Val::Bool(v)) => {
-                    b.append_value(v);
-                    h.int(i, i64::from(v));
-                }
-                (b, v) => {
-                    debug_assert_eq!(v, Val::Null, "the fast path reads a column's own kind");
-                    b.append_null();
+                Builder::Bool(b) => {
+                    b.append_value(v != 0);
+                    h.int(i, v as i64);
                 }
             }
         }

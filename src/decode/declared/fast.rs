@@ -21,41 +21,19 @@ use super::super::fast::{FastPath, literal, skip_number, skip_value, ws};
 use super::super::json::find_special;
 use super::{ColumnKind, DeclaredDecoder};
 
-/// One column's value as the fast path read it: checked, ready to append.
-#[derive(Debug, Clone, Copy, Default, PartialEq)]
-pub(super) enum Val {
-    /// Absent or `null` (only in a nullable column).
-    #[default]
-    Null,
-    /// Text: the byte range of the string's contents in the line (no escapes in it).
-    Str(u32, u32),
-    /// A `BIGINT`, `INT` or `TIMESTAMP` (epoch milliseconds).
-    Int(i64),
-    /// A `DOUBLE`.
-    Float(f64),
-    /// A `BOOLEAN`.
-    Bool(bool),
-}
-
-/// The values of one line, indexed by column; a column whose bit in `seen` is clear is null.
+/// The values of one line, indexed by column, each checked and ready to append, as its
+/// column's kind reads it: the byte range `from << 32 | to` of a string's contents in the line
+/// (no escapes in it), an integer or epoch milliseconds (`as u64`), a float's bits, a boolean
+/// as 0 or 1. One word per column, so appending a row matches on the column alone.
 #[derive(Debug, Default)]
 pub(super) struct FastRow {
-    pub(super) vals: Vec<Val>,
+    pub(super) vals: Vec<u64>,
+    /// Columns met in the line (`null` or not).
     pub(super) seen: u64,
+    /// Columns with a value; the others are null.
+    pub(super) present: u64,
     /// Members outside the schema, skipped.
     pub(super) unknown: u32,
-}
-
-impl FastRow {
-    /// The value of column `i`.
-    #[inline(always)]
-    pub(super) fn get(&self, i: usize) -> Val {
-        if self.seen & (1 << i) != 0 {
-            self.vals[i]
-        } else {
-            Val::Null
-        }
-    }
 }
 
 /// The fast path's memory between lines: the time parser's minute (events arrive roughly in
@@ -72,6 +50,7 @@ impl FastDeclared {
     pub(super) fn row(&mut self, d: &DeclaredDecoder, text: &str, row: &mut FastRow) -> Option<()> {
         let b = text.as_bytes();
         row.seen = 0;
+        row.present = 0;
         row.unknown = 0;
         let mut i = ws(b, 0);
         if b.get(i) != Some(&b'{') {
@@ -128,7 +107,10 @@ impl FastDeclared {
                         }
                         row.seen |= bit;
                         let (v, end) = self.value(d, k, text, at)?;
-                        row.vals[k] = v;
+                        if let Some(v) = v {
+                            row.vals[k] = v;
+                            row.present |= bit;
+                        }
                         end
                     }
                 };
@@ -148,7 +130,8 @@ impl FastDeclared {
         (ws(b, i) == b.len() && row.seen & d.required == d.required).then_some(())
     }
 
-    /// The value at `b[at]` of column `k`, checked against its type, with where it ends.
+    /// The value at `b[at]` of column `k`, checked against its type (`None` for `null`), with
+    /// where it ends.
     #[inline(always)]
     fn value(
         &mut self,
@@ -156,7 +139,7 @@ impl FastDeclared {
         k: usize,
         text: &str,
         at: usize,
-    ) -> Option<(Val, usize)> {
+    ) -> Option<(Option<u64>, usize)> {
         let b = text.as_bytes();
         let c = &d.columns[k];
         let first = *b.get(at)?;
@@ -165,7 +148,7 @@ impl FastDeclared {
                 .nullable
                 .then(|| literal(b, at, b"null"))
                 .flatten()
-                .map(|end| (Val::Null, end));
+                .map(|end| (None, end));
         }
         match c.kind {
             ColumnKind::Utf8 => {
@@ -179,7 +162,7 @@ impl FastDeclared {
                 {
                     return None;
                 }
-                Some((Val::Str(at as u32 + 1, end as u32 - 1), end))
+                Some((Some(((at as u64 + 1) << 32) | (end as u64 - 1)), end))
             }
             ColumnKind::Int64 | ColumnKind::Int32 => {
                 let (v, end) = integer(b, at)?;
@@ -189,7 +172,7 @@ impl FastDeclared {
                 {
                     return None;
                 }
-                Some((Val::Int(v), end))
+                Some((Some(v as u64), end))
             }
             ColumnKind::Timestamp => {
                 let (ms, end) = if first == b'"' {
@@ -207,7 +190,7 @@ impl FastDeclared {
                         end,
                     )
                 };
-                Some((Val::Int(ms), end))
+                Some((Some(ms as u64), end))
             }
             ColumnKind::Float64 => {
                 if !matches!(first, b'-' | b'0'..=b'9') {
@@ -234,11 +217,11 @@ impl FastDeclared {
                     }
                     f
                 };
-                Some((Val::Float(f), end))
+                Some((Some(f.to_bits()), end))
             }
             ColumnKind::Bool => match first {
-                b't' => literal(b, at, b"true").map(|end| (Val::Bool(true), end)),
-                b'f' => literal(b, at, b"false").map(|end| (Val::Bool(false), end)),
+                b't' => literal(b, at, b"true").map(|end| (Some(1), end)),
+                b'f' => literal(b, at, b"false").map(|end| (Some(0), end)),
                 _ => None,
             },
         }

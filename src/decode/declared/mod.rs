@@ -37,7 +37,7 @@ pub use self::meta::{METADATA, MetaKey, MetaValue, RecordMeta, metadata_keys};
 
 use self::assemble::Assembler;
 use self::check::{Cell, check_value};
-use self::fast::{FastDeclared, FastRow, Val};
+use self::fast::{FastDeclared, FastRow};
 
 /// The field metadata key of a `VARCHAR(n)` column's length `n`.
 pub const MAX_CHARS: &str = "paystream.max_chars";
@@ -371,7 +371,7 @@ impl DeclaredDecoder {
         let mut cells = Vec::with_capacity(self.columns.len());
         let mut fast = FastDeclared::default();
         let mut fast_row = FastRow {
-            vals: vec![Val::Null; self.columns.len()],
+            vals: vec![0; self.columns.len()],
             ..FastRow::default()
         };
         let ascii = super::is_ascii(chunk);
