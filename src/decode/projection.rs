@@ -37,8 +37,8 @@ impl Projection {
         words: None,
     };
 
-    /// The columns named in `names` (any case; other words are ignored), with those that are
-    /// always built.
+    /// The payment event's columns named in `names` (any case), with those that are always
+    /// built; every word is kept for a declared source's columns ([`Self::reads`]).
     pub fn of_names<'a>(names: impl IntoIterator<Item = &'a str>) -> Projection {
         let mut built = [false; NUM_FIELDS];
         for f in FieldId::ALL {

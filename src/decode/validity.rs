@@ -42,7 +42,11 @@ impl Validity {
     /// The bitmap so far, `None` when no value is null; the builder is left empty.
     pub(super) fn finish(&mut self) -> Option<NullBuffer> {
         let (len, nulls) = (self.len, self.nulls);
-        let words = std::mem::replace(&mut self.words, Vec::with_capacity(len.div_ceil(64)));
+        let mut words = std::mem::replace(&mut self.words, Vec::with_capacity(len.div_ceil(64)));
+        // Arrow's bitmaps are little-endian bytes: bit `k` of byte `k / 8`.
+        for w in &mut words {
+            *w = w.to_le();
+        }
         self.len = 0;
         self.nulls = 0;
         if nulls == 0 {

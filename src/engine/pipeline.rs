@@ -496,8 +496,8 @@ pub(super) fn run(
     })
 }
 
-/// The payment event's columns the decoders build: those some query may read (its text names
-/// them, or it reads all: [`crate::sql::columns_read`]).
+/// The columns the decoders build (the payment event's or a declared source's): those some
+/// query may read (its text names them, or it reads all: [`crate::sql::columns_read`]).
 fn projection_of(queries: &[QueryRun]) -> Projection {
     Projection::reading(queries.iter().map(|q| match q.plan.sql.trim() {
         // A plan made without its text: it may read anything.

@@ -1,10 +1,10 @@
 //! The records behind a projected batch, so late events still go out whole.
 //!
 //! When the run's queries read only some of the events' columns, the decoder leaves the
-//! others empty ([`crate::decode::Projection`]; a declared source's string columns too). Results never show them, but the late
-//! output writes each late event entire; so a batch from such a decoder carries, row by row,
-//! where its record is in the chunk it was decoded from, and the few late rows are decoded
-//! again, whole, from there. The chunk is the one the batch already holds for dead letters
+//! others empty ([`crate::decode::Projection`]; a declared source's string columns too).
+//! Results never show them, but the late output writes each late event entire; so a batch
+//! from such a decoder carries, row by row, where its record is in the chunk it was decoded
+//! from, and the few late rows are decoded again, whole, from there. The chunk is the one the batch already holds for dead letters
 //! (`DecodedBatch::source`): carrying it costs a range per row.
 
 use std::sync::Arc;

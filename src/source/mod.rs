@@ -178,7 +178,8 @@ pub struct ReadOptions {
     pub batch_size: usize,
     /// Set to stop reading (Ctrl-C, a failure downstream).
     pub stop: Arc<AtomicBool>,
-    /// The payment event's columns to build (the run's queries read no others).
+    /// The columns to build, of the payment event or a declared source (the run's queries
+    /// read no others).
     pub projection: crate::decode::Projection,
 }
 

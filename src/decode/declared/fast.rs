@@ -162,6 +162,8 @@ impl FastDeclared {
                 {
                     return None;
                 }
+                // Chunks are a few MiB: a line's offsets fit in 32 bits (spans are kept so too).
+                debug_assert!(end <= u32::MAX as usize);
                 Some((Some(((at as u64 + 1) << 32) | (end as u64 - 1)), end))
             }
             ColumnKind::Int64 | ColumnKind::Int32 => {

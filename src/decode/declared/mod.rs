@@ -242,11 +242,12 @@ impl DeclaredDecoder {
             })
             .collect();
         if built.iter().all(|b| *b) {
-            return Arc::clone(self);
+            return self.whole.clone().unwrap_or_else(|| Arc::clone(self));
         }
         Arc::new(DeclaredDecoder {
             built,
-            whole: Some(Arc::clone(self)),
+            // The decoder building every column, even if this one was projected before.
+            whole: Some(self.whole.clone().unwrap_or_else(|| Arc::clone(self))),
             ..DeclaredDecoder::clone(self)
         })
     }

@@ -539,6 +539,11 @@ fn the_fast_path_decodes_every_line_as_the_general_route_does() {
     // `note`, a VARCHAR no query reads, left out: everything else as the whole decoder's.
     let projected = Arc::new(decoder()).projected(&Projection::of_names(["qty", "score"]));
     assert!(projected.whole.is_some() && !projected.built[6]);
+    // Projected again, it starts from the decoder that builds every column.
+    let all = projected.projected(&Projection::ALL);
+    assert!(all.whole.is_none() && all.built.iter().all(|b| *b));
+    let again = projected.projected(&Projection::of_names(["gift"]));
+    assert!(again.whole.as_ref().is_some_and(|w| w.whole.is_none()));
     let mut rng = rand::rngs::StdRng::seed_from_u64(29);
     let any: &[&str] = &[
         r#""o1""#,
@@ -635,8 +640,8 @@ fn the_fast_path_decodes_every_line_as_the_general_route_does() {
             members.push(twice);
         }
         members.shuffle(&mut rng);
-        let sep = [",", ", ", " , "].choose(&mut rng).unwrap();
-        let colon = [":", ": ", " :"].choose(&mut rng).unwrap();
+        let sep = [",", ", ", " , ", ",\t"].choose(&mut rng).unwrap();
+        let colon = [":", ": ", " :", "\t:\t"].choose(&mut rng).unwrap();
         let body: Vec<String> = members
             .iter()
             .map(|(k, v)| format!("\"{k}\"{colon}{v}"))
