@@ -714,3 +714,58 @@ fn the_fast_path_decodes_every_line_as_the_general_route_does() {
     );
     assert!(taken * 2 > accepted, "{taken} of {accepted}");
 }
+
+/// Names over the 14 bytes a key pattern holds take the fast path's general lookup: the same
+/// rows, hashes and rejects as the general route, and the fast path still takes the lines.
+#[test]
+fn long_column_names_decode_alike_on_both_routes() {
+    use rand::seq::{IndexedRandom, SliceRandom};
+    use rand::{Rng, SeedableRng};
+    let arrow = Arc::new(Schema::new(vec![
+        Field::new("merchant_reference_code", DataType::Utf8, false),
+        Field::new("ts", crate::schema::timestamp_type(), false),
+        Field::new("amount_minor_units_total", DataType::Int64, true),
+    ]));
+    let events = EventSchema::declared("long", arrow, Some("merchant_reference_code"), "ts");
+    let fast = DeclaredDecoder::new(Arc::new(events.unwrap())).unwrap();
+    let general = fast.clone().general_route_only();
+    let mut rng = rand::rngs::StdRng::seed_from_u64(41);
+    let mut lines = Vec::new();
+    for i in 0..3_000 {
+        let mut members = vec![
+            format!(r#""merchant_reference_code":"m{i}""#),
+            format!(r#""ts":{}"#, 1_793_491_200_000i64 + i),
+        ];
+        if rng.random_bool(0.8) {
+            let v = ["12", "null", "\"12\"", "1.5", "4111111111111111"]
+                .choose(&mut rng)
+                .unwrap();
+            members.push(format!(r#""amount_minor_units_total" : {v}"#));
+        }
+        if rng.random_bool(0.3) {
+            members.push(r#""merchant_reference_codes":"x""#.to_string());
+        }
+        members.shuffle(&mut rng);
+        lines.push(format!("{{{}}}", members.join(",")));
+    }
+    let text = lines.join("\n");
+    let a = fast.json_lines(text.as_bytes(), 1, 500, lines.len(), None);
+    let b = general.json_lines(text.as_bytes(), 1, 500, lines.len(), None);
+    assert_eq!((a.records, a.unknown_fields), (b.records, b.unknown_fields));
+    assert_eq!(a.rejects, b.rejects);
+    assert_eq!(a.batches.len(), b.batches.len());
+    for (x, y) in a.batches.iter().zip(&b.batches) {
+        assert_eq!(x.batch, y.batch);
+        assert_eq!(x.payload_hashes, y.payload_hashes);
+    }
+    let mut path = fast::FastDeclared::default();
+    let mut row = fast::FastRow {
+        vals: vec![0; 3],
+        ..Default::default()
+    };
+    let taken = lines
+        .iter()
+        .filter(|l| path.row(&fast, l, &mut row).is_some())
+        .count();
+    assert!(taken > 1_000, "{taken}");
+}
