@@ -104,6 +104,24 @@ pub enum Redecode {
     Declared(Arc<DeclaredDecoder>),
 }
 
+impl Redecode {
+    /// The columns of the events it decodes.
+    pub fn events(&self) -> datafusion::arrow::datatypes::SchemaRef {
+        match self {
+            Redecode::Payments => crate::schema::event_schema(),
+            Redecode::Declared(d) => Arc::clone(d.events().arrow()),
+        }
+    }
+
+    /// Decodes JSON Lines of about `rows` records, every column built.
+    pub fn json_lines(&self, text: &[u8], rows: usize) -> Decoded {
+        match self {
+            Redecode::Payments => decode_json_lines(text, 1, rows),
+            Redecode::Declared(d) => d.json_lines(text, 1, rows, rows, None),
+        }
+    }
+}
+
 /// What a chunk was decoded from, kept while its batches are routed so that a record rejected
 /// after decoding (a far-future time, a duplicate conflict) is dead-lettered as it was received
 /// — key order, time zone offset, extra fields and all — rather than re-serialised. Only the

@@ -11,8 +11,7 @@ use std::sync::Arc;
 
 use datafusion::arrow::array::RecordBatch;
 
-use crate::decode::{ChunkBytes, DecodedBatch, RawSource, Redecode, decode_json_lines};
-use crate::schema::event_schema;
+use crate::decode::{ChunkBytes, DecodedBatch, RawSource, Redecode};
 
 /// Where each row's record is in the chunk it was decoded from.
 #[derive(Debug, Clone)]
@@ -63,10 +62,7 @@ impl RawEvents {
     }
 
     fn try_whole(&self, batch: &RecordBatch) -> Option<RecordBatch> {
-        let events = match &self.decoder {
-            Redecode::Payments => event_schema(),
-            Redecode::Declared(d) => Arc::clone(d.events().arrow()),
-        };
+        let events = self.decoder.events();
         let n = events.fields().len();
         let schema = batch.schema();
         if self.spans.len() != batch.num_rows()
@@ -88,12 +84,7 @@ impl RawEvents {
             text.extend_from_slice(record);
             text.push(b'\n');
         }
-        let decoded = match &self.decoder {
-            Redecode::Payments => decode_json_lines(&text, 1, batch.num_rows()),
-            Redecode::Declared(d) => {
-                d.json_lines(&text, 1, batch.num_rows(), batch.num_rows(), None)
-            }
-        };
+        let decoded = self.decoder.json_lines(&text, batch.num_rows());
         let rows: usize = decoded.batches.iter().map(|b| b.batch.num_rows()).sum();
         if !decoded.rejects.is_empty() || rows != batch.num_rows() {
             return None;

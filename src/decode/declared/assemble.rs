@@ -94,8 +94,8 @@ pub(super) struct Assembler<'d> {
     spans: Vec<(u32, u32)>,
     hashes: Vec<u64>,
     batch_size: usize,
-    /// Whether the builders leave columns out.
-    projected: bool,
+    /// How the rows are decoded again whole, when the builders leave columns out.
+    redecode: Option<Redecode>,
     pub(super) out: Decoded,
 }
 
@@ -111,16 +111,19 @@ impl<'d> Assembler<'d> {
     ) -> Self {
         let batch_size = batch_size.max(1);
         let cap = batch_size.min(expected_rows.max(1)).min(8192);
-        let project = project && decoder.whole.is_some();
+        let redecode = match (project, &decoder.whole) {
+            (true, Some(whole)) => Some(Redecode::Declared(Arc::clone(whole))),
+            _ => None,
+        };
         Assembler {
             decoder,
             builders: decoder
                 .columns
                 .iter()
                 .zip(&decoder.built)
-                .map(|(c, built)| Builder::new(c.kind, cap, *built || !project))
+                .map(|(c, built)| Builder::new(c.kind, cap, *built || redecode.is_none()))
                 .collect(),
-            projected: project,
+            redecode,
             rows: 0,
             positions: Vec::with_capacity(cap),
             spans: Vec::with_capacity(cap),
@@ -255,10 +258,7 @@ impl<'d> Assembler<'d> {
             payload_hashes: std::mem::take(&mut self.hashes),
             raw_spans: std::mem::take(&mut self.spans),
             source: None,
-            projected: match (self.projected, &self.decoder.whole) {
-                (true, Some(whole)) => Some(Redecode::Declared(Arc::clone(whole))),
-                _ => None,
-            },
+            projected: self.redecode.clone(),
         });
     }
 

@@ -241,13 +241,14 @@ impl DeclaredDecoder {
                 c.kind != ColumnKind::Utf8 || i == id || i == time || projection.reads(&c.name)
             })
             .collect();
+        // The decoder building every column, even if this one was projected before.
+        let whole = self.whole.clone().unwrap_or_else(|| Arc::clone(self));
         if built.iter().all(|b| *b) {
-            return self.whole.clone().unwrap_or_else(|| Arc::clone(self));
+            return whole;
         }
         Arc::new(DeclaredDecoder {
             built,
-            // The decoder building every column, even if this one was projected before.
-            whole: Some(self.whole.clone().unwrap_or_else(|| Arc::clone(self))),
+            whole: Some(whole),
             ..DeclaredDecoder::clone(self)
         })
     }
