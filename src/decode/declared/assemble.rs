@@ -19,9 +19,9 @@ use super::{ColumnKind, DeclaredDecoder, DeclaredRow};
 /// A column being built.
 enum Builder {
     Utf8(StrColumn),
-    /// A `VARCHAR` column no query reads: this many empty strings
+    /// A `VARCHAR` column no query reads: as many empty strings as the batch has rows
     /// ([`DeclaredDecoder::projected`]).
-    LeftOut(usize),
+    LeftOut,
     Int64(PrimColumn<i64>),
     Int32(PrimColumn<i32>),
     Float64(PrimColumn<f64>),
@@ -32,7 +32,7 @@ enum Builder {
 impl Builder {
     pub(super) fn new(kind: ColumnKind, rows: usize, built: bool) -> Self {
         match kind {
-            ColumnKind::Utf8 if !built => Builder::LeftOut(0),
+            ColumnKind::Utf8 if !built => Builder::LeftOut,
             ColumnKind::Utf8 => Builder::Utf8(StrColumn::with_capacity(rows, rows * 16)),
             ColumnKind::Int64 => Builder::Int64(PrimColumn::with_capacity(rows)),
             ColumnKind::Int32 => Builder::Int32(PrimColumn::with_capacity(rows)),
@@ -45,7 +45,7 @@ impl Builder {
     /// Appends a checked cell (its kind matches the column's).
     fn append(&mut self, cell: &Cell<'_>) {
         match (self, cell) {
-            (Builder::LeftOut(n), _) => *n += 1,
+            (Builder::LeftOut, _) => {}
             (Builder::Utf8(b), Cell::Str(s)) => b.push(Some(s)),
             (Builder::Int64(b), Cell::Int(v)) => b.push(*v),
             (Builder::Int32(b), Cell::Int(v)) => b.push(*v as i32),
@@ -61,7 +61,7 @@ impl Builder {
     fn append_null(&mut self) {
         match self {
             Builder::Utf8(b) => b.push(None),
-            Builder::LeftOut(n) => *n += 1,
+            Builder::LeftOut => {}
             Builder::Int64(b) => b.push_null(),
             Builder::Int32(b) => b.push_null(),
             Builder::Float64(b) => b.push_null(),
@@ -70,10 +70,11 @@ impl Builder {
         }
     }
 
-    pub(super) fn finish(&mut self) -> ArrayRef {
+    /// The column of the batch's `rows` rows.
+    pub(super) fn finish(&mut self, rows: usize) -> ArrayRef {
         match self {
             Builder::Utf8(b) => Arc::new(b.finish()),
-            Builder::LeftOut(n) => Arc::new(empty_strings(std::mem::take(n))),
+            Builder::LeftOut => Arc::new(empty_strings(rows)),
             Builder::Int64(b) => Arc::new(b.finish::<Int64Type>()),
             Builder::Int32(b) => Arc::new(b.finish::<Int32Type>()),
             Builder::Float64(b) => Arc::new(b.finish::<Float64Type>()),
@@ -89,6 +90,10 @@ impl Builder {
 pub(super) struct Assembler<'d> {
     decoder: &'d DeclaredDecoder,
     builders: Vec<Builder>,
+    /// The builders that build, as bits by column: the others are [`Builder::LeftOut`].
+    building: u64,
+    /// The columns whose [`FastRow`] value is a string's byte range, as bits.
+    strings: u64,
     rows: usize,
     positions: Vec<u64>,
     spans: Vec<(u32, u32)>,
@@ -115,14 +120,25 @@ impl<'d> Assembler<'d> {
             (true, Some(whole)) => Some(Redecode::Declared(Arc::clone(whole))),
             _ => None,
         };
+        let builders: Vec<Builder> = decoder
+            .columns
+            .iter()
+            .zip(&decoder.built)
+            .map(|(c, built)| Builder::new(c.kind, cap, *built || redecode.is_none()))
+            .collect();
+        // Only the fast path reads the masks, and it runs with at most 64 columns.
+        let bits = |f: &dyn Fn(usize) -> bool| {
+            (0..builders.len().min(64))
+                .filter(|&i| f(i))
+                .fold(0u64, |m, i| m | 1 << i)
+        };
+        let building = bits(&|i| !matches!(builders[i], Builder::LeftOut));
+        let strings = bits(&|i| decoder.columns[i].kind == ColumnKind::Utf8);
         Assembler {
             decoder,
-            builders: decoder
-                .columns
-                .iter()
-                .zip(&decoder.built)
-                .map(|(c, built)| Builder::new(c.kind, cap, *built || redecode.is_none()))
-                .collect(),
+            builders,
+            building,
+            strings,
             redecode,
             rows: 0,
             positions: Vec::with_capacity(cap),
@@ -182,45 +198,50 @@ impl<'d> Assembler<'d> {
     /// Appends one record the fast path read from `text` (counted by the caller), at `sp` in
     /// its chunk. Its values were checked as they were read; the payload hash is the one
     /// [`Self::push`] computes from the same values.
+    ///
+    /// The hash is taken in a pass of its own over the present columns, before any builder is
+    /// touched: folded among the builders' appends, its state went through memory at every
+    /// column, and the column-by-column chain of multiplies stalled on it. The builders then
+    /// see only the columns they build (a left-out column is its batch's row count).
     pub(super) fn push_fast(&mut self, row: &FastRow, text: &str, pos: u64, sp: (u32, u32)) {
         self.out.unknown_fields += u64::from(row.unknown);
-        let mut h = PayloadHasher::new();
         let text = text.as_bytes();
         let str_at = |v: u64| &text[(v >> 32) as usize..v as u32 as usize];
-        for (i, (b, &v)) in self.builders.iter_mut().zip(&row.vals).enumerate() {
-            // A null adds nothing to the hash.
+        // A null adds nothing to the hash.
+        let mut h = PayloadHasher::new();
+        let mut bits = row.present;
+        while bits != 0 {
+            let i = bits.trailing_zeros() as usize;
+            bits &= bits - 1;
+            let v = row.vals[i];
+            if self.strings & (1 << i) != 0 {
+                h.bytes(i, str_at(v));
+            } else {
+                // Integers, times, a float's bits, a boolean's 0 or 1: as `push` hashes them.
+                h.int(i, v as i64);
+            }
+        }
+        let mut bits = self.building;
+        while bits != 0 {
+            let i = bits.trailing_zeros() as usize;
+            bits &= bits - 1;
+            let b = &mut self.builders[i];
             if row.present & (1 << i) == 0 {
                 b.append_null();
                 continue;
             }
+            let v = row.vals[i];
             match b {
-                Builder::LeftOut(n) => {
-                    h.bytes(i, str_at(v));
-                    *n += 1;
-                }
+                Builder::LeftOut => {}
                 Builder::Utf8(b) => {
-                    let s = str_at(v);
                     // SAFETY: the fast path's range is a string's contents between two ASCII
                     // quotes of a `&str`: UTF-8.
-                    b.push(Some(unsafe { std::str::from_utf8_unchecked(s) }));
-                    h.bytes(i, s);
+                    b.push(Some(unsafe { std::str::from_utf8_unchecked(str_at(v)) }));
                 }
-                Builder::Int64(b) | Builder::Timestamp(b) => {
-                    b.push(v as i64);
-                    h.int(i, v as i64);
-                }
-                Builder::Int32(b) => {
-                    b.push(v as i32);
-                    h.int(i, v as i64);
-                }
-                Builder::Float64(b) => {
-                    b.push(f64::from_bits(v));
-                    h.int(i, v as i64);
-                }
-                Builder::Bool(b) => {
-                    b.append_value(v != 0);
-                    h.int(i, v as i64);
-                }
+                Builder::Int64(b) | Builder::Timestamp(b) => b.push(v as i64),
+                Builder::Int32(b) => b.push(v as i32),
+                Builder::Float64(b) => b.push(f64::from_bits(v)),
+                Builder::Bool(b) => b.append_value(v != 0),
             }
         }
         self.appended(h.finish(), pos, sp);
@@ -247,7 +268,8 @@ impl<'d> Assembler<'d> {
         if self.rows == 0 {
             return;
         }
-        let columns: Vec<ArrayRef> = self.builders.iter_mut().map(Builder::finish).collect();
+        let rows = self.rows;
+        let columns: Vec<ArrayRef> = self.builders.iter_mut().map(|b| b.finish(rows)).collect();
         let batch =
             RecordBatch::try_new(std::sync::Arc::clone(self.decoder.events.arrow()), columns)
                 .expect("checked cells fit the declared columns");
