@@ -591,7 +591,8 @@ fn a_checkpoint_right_after_a_restore_keeps_every_position() {
 /// Issue 15, part 2: a union of two streams killed at random moments leaves in its sinks what
 /// one uninterrupted run leaves: both sources' offsets, the dedup of each, the session state of
 /// one branch and the tumble state of the other are one checkpoint; so does an interval join of
-/// the two (both sides' kept events, which left ones matched). Issue 16, part 3: so does a
+/// the two (both sides' kept events, which left ones matched), and a window over its pairs (the
+/// join's state and the window's in one). Issue 16, part 3: so does a
 /// changelog (GROUP BY without a window, a job of its own over one source) — its rows between
 /// checkpoints depend on where the watermark steps fall, so what must match is the table it
 /// leaves when applied. Issue 16, part 1: so does a windowed aggregate over a temporal join with
@@ -674,6 +675,12 @@ UNION ALL SELECT event_id, amount_minor FROM wallets WHERE amount_minor > 200000
 CREATE SINK pairs WITH (connector = 'log', topic = 'pairs');
 INSERT INTO pairs SELECT w.event_id, c.event_id AS card_event FROM wallets w LEFT JOIN cards c
   ON c.merchant_id = w.merchant_id AND c.event_time BETWEEN w.event_time - INTERVAL '50' MILLISECOND AND w.event_time + INTERVAL '50' MILLISECOND;
+CREATE SINK paired_minutes WITH (connector = 'log', topic = 'paired_minutes');
+INSERT INTO paired_minutes WITH j AS (SELECT w.merchant_id, w.event_time AS paid_at, c.event_id AS card_event
+  FROM wallets w LEFT JOIN cards c ON c.merchant_id = w.merchant_id
+   AND c.event_time BETWEEN w.event_time - INTERVAL '50' MILLISECOND AND w.event_time + INTERVAL '50' MILLISECOND)
+SELECT merchant_id, window_start, count(*) AS n, count(card_event) AS matched
+FROM TUMBLE(j, paid_at, INTERVAL '1' MINUTE) GROUP BY merchant_id, window_start, window_end;
 CREATE SINK totals WITH (connector = 'log', topic = 'totals');
 INSERT INTO totals SELECT merchant_id, currency, count(*) AS n, sum(amount_minor) AS total,
   count(DISTINCT card_id) AS cards FROM cards GROUP BY merchant_id, currency HAVING count(*) > 100;
@@ -736,6 +743,7 @@ INSERT INTO totals SELECT merchant_id, currency, count(*) AS n, sum(amount_minor
         "rules",
         "big",
         "pairs",
+        "paired_minutes",
         "tiers",
         "side_by_side",
         "captured",

@@ -622,6 +622,8 @@ impl StreamPlan {
             PlanKind::IntervalJoin(j) if !j.streams.is_empty() => {
                 j.streams.iter().map(|(_, e)| Arc::clone(e)).collect()
             }
+            // A window over a join of two sources reads what the join reads.
+            PlanKind::Chain(c) => c.inner.stream_events(),
             _ => vec![Arc::clone(&self.events)],
         }
     }
@@ -631,6 +633,7 @@ impl StreamPlan {
         match &self.kind {
             PlanKind::Union(u) => u.streams.iter().map(|(n, _)| n.clone()).collect(),
             PlanKind::IntervalJoin(j) => j.streams.iter().map(|(n, _)| n.clone()).collect(),
+            PlanKind::Chain(c) => c.inner.stream_names(),
             _ => Vec::new(),
         }
     }

@@ -380,8 +380,10 @@ pub(super) async fn plan_query_async(
     match super::with_clause::resolve(sql, query, stream, true)? {
         super::with_clause::Resolved::Inlined => {}
         super::with_clause::Resolved::Chain(texts) => {
-            if let Some(plan) =
-                Box::pin(plan_chain(sql, texts, events, stream, limits, tables)).await?
+            if let Some(plan) = Box::pin(plan_chain(
+                sql, texts, events, stream, limits, catalog, tables,
+            ))
+            .await?
             {
                 return Ok(plan);
             }
@@ -866,14 +868,17 @@ async fn plan_union(
     })
 }
 
-/// A window over a windowed CTE's results: the CTE planned over the stream, the outer query
-/// over the CTE's rows ([`super::with_clause`]).
+/// A window over a windowed CTE's results: the CTE planned over the stream (or, for a CTE
+/// that joins two sources, over both), the outer query over the CTE's rows
+/// ([`super::with_clause`]).
+#[allow(clippy::too_many_arguments)]
 async fn plan_chain(
     sql: &str,
     mut texts: super::with_clause::ChainTexts,
     events: &Arc<EventSchema>,
     stream: &str,
     limits: &WindowLimits,
+    catalog: &[(String, Arc<EventSchema>)],
     tables: &[Arc<ReferenceTable>],
 ) -> Result<Option<StreamPlan>> {
     let inner = Box::pin(plan_query_async(
@@ -881,7 +886,7 @@ async fn plan_chain(
         events,
         stream,
         limits,
-        &[],
+        catalog,
         tables,
     ))
     .await?;
@@ -1010,15 +1015,6 @@ fn interval_join_lag(
     inner: &StreamPlan,
     texts: &super::with_clause::ChainTexts,
 ) -> Result<i64> {
-    if !j.streams.is_empty() {
-        return Err(plan_error(
-            texts.bound_span,
-            format!(
-                "a window over `{}` joins one stream with itself here; a join of two sources cannot be windowed again yet: window each source and join the windows (a window join)",
-                texts.cte
-            ),
-        ));
-    }
     if join_event_time(j, inner, &texts.bound).is_none() {
         return Err(plan_error(
             texts.bound_span,
