@@ -1217,6 +1217,30 @@ SELECT p.event_id, m.risk_tier FROM payments p JOIN merchants m ON m.merchant_id
             .lines()
             .all(|l| l.contains("\"risk_tier\":\"after\""))
     );
+    // A declared column the header lacks (here misspelt) reads as null, with a warning naming
+    // the columns the file has.
+    std::fs::write(
+        dir.path().join("q.sql"),
+        "CREATE TABLE merchants (merchant_id VARCHAR PRIMARY KEY, risk_teir VARCHAR)
+  WITH (connector = 'file', path = 'merchants.csv');
+SELECT p.event_id, m.risk_teir FROM payments p JOIN merchants m ON m.merchant_id = p.merchant_id;
+",
+    )
+    .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_paystream"))
+        .current_dir(dir.path())
+        .args(["replay", "events.jsonl", "--query", "q.sql"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(
+        err.contains("merchants.csv has no column `risk_teir` (it has `merchant_id`, `risk_tier`)"),
+        "{err}"
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(stdout.lines().count(), 200);
+    assert!(stdout.lines().all(|l| l.contains("\"risk_teir\":null")));
     // A missing table file stops the replay before it reads an event, naming the file.
     std::fs::remove_file(&table).unwrap();
     let out = Command::new(env!("CARGO_BIN_EXE_paystream"))

@@ -1,8 +1,10 @@
 //! A table file read whole into one batch of the declared columns: CSV with a header row
 //! (columns matched by name, in any order; extra columns ignored), JSON Lines (members by
 //! name) or Parquet (columns by name, cast to the declared types). A declared column the file
-//! lacks is null, or an error when it is NOT NULL or part of the key; a value that looks like a
-//! card number is refused (tables hold tokens, never card numbers).
+//! lacks is null, or an error when it is NOT NULL or part of the key; a CSV header or Parquet
+//! schema without it gets a warning naming the columns the file has (a typo reads as nulls
+//! otherwise); a value that looks like a card number is refused (tables hold tokens, never
+//! card numbers).
 
 use std::fs::File;
 use std::io::{BufReader, Seek};
@@ -42,17 +44,40 @@ pub(super) fn read(decl: &TableDecl) -> Result<RecordBatch> {
             .map(|f| f.as_ref().clone().with_nullable(true))
             .collect::<Vec<_>>(),
     ));
-    let batches = match format {
+    let (batches, names) = match format {
         Format::Csv => read_csv(file, schema).map_err(fail)?,
-        Format::JsonLines => read_json(file, schema).map_err(fail)?,
+        Format::JsonLines => (read_json(file, schema).map_err(fail)?, None),
         Format::Parquet => read_parquet(file, schema).map_err(fail)?,
     };
+    if let Some(names) = names {
+        warn_missing(decl, path, &names);
+    }
     let all = concat_batches(schema, &batches)?;
     check(decl, &all).map_err(fail)?;
     Ok(RecordBatch::try_new(
         Arc::clone(&decl.schema),
         all.columns().to_vec(),
     )?)
+}
+
+/// Warns of each declared column the file's header (or Parquet schema) `names` lacks: it reads
+/// as null, which is what a misspelt name would give too.
+fn warn_missing(decl: &TableDecl, path: &std::path::Path, names: &[String]) {
+    for f in decl.schema.fields() {
+        if !names.iter().any(|n| n.eq_ignore_ascii_case(f.name())) {
+            tracing::warn!(
+                "table `{}`: {} has no column `{}` (it has {}); its values are null",
+                decl.name,
+                path.display(),
+                f.name(),
+                names
+                    .iter()
+                    .map(|n| format!("`{}`", crate::decode::redact(n)))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            );
+        }
+    }
 }
 
 /// `columns` (by name, as read) as the declared columns, in their order and types.
@@ -92,7 +117,10 @@ fn declared(
     RecordBatch::try_new(Arc::clone(schema), out).map_err(|e| e.to_string())
 }
 
-fn read_csv(mut file: File, schema: &SchemaRef) -> std::result::Result<Vec<RecordBatch>, String> {
+/// The batches, and the header's column names.
+type Read = (Vec<RecordBatch>, Option<Vec<String>>);
+
+fn read_csv(mut file: File, schema: &SchemaRef) -> std::result::Result<Read, String> {
     use datafusion::arrow::csv::ReaderBuilder;
     use datafusion::arrow::csv::reader::Format as CsvFormat;
     let (header, _) = CsvFormat::default()
@@ -125,7 +153,7 @@ fn read_csv(mut file: File, schema: &SchemaRef) -> std::result::Result<Vec<Recor
         line += b.num_rows() as u64;
         out.push(declared(schema, &names, b.columns(), b.num_rows())?);
     }
-    Ok(out)
+    Ok((out, Some(names)))
 }
 
 fn read_json(file: File, schema: &SchemaRef) -> std::result::Result<Vec<RecordBatch>, String> {
@@ -149,23 +177,22 @@ fn read_json(file: File, schema: &SchemaRef) -> std::result::Result<Vec<RecordBa
     Ok(out)
 }
 
-fn read_parquet(file: File, schema: &SchemaRef) -> std::result::Result<Vec<RecordBatch>, String> {
+fn read_parquet(file: File, schema: &SchemaRef) -> std::result::Result<Read, String> {
     use datafusion::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
-    let reader = ParquetRecordBatchReaderBuilder::try_new(file)
-        .and_then(|b| b.build())
-        .map_err(|e| e.to_string())?;
+    let builder = ParquetRecordBatchReaderBuilder::try_new(file).map_err(|e| e.to_string())?;
+    let names: Vec<String> = builder
+        .schema()
+        .fields()
+        .iter()
+        .map(|f| f.name().clone())
+        .collect();
+    let reader = builder.build().map_err(|e| e.to_string())?;
     let mut out = Vec::new();
     for b in reader {
         let b = b.map_err(|e| e.to_string())?;
-        let names: Vec<String> = b
-            .schema()
-            .fields()
-            .iter()
-            .map(|f| f.name().clone())
-            .collect();
         out.push(declared(schema, &names, b.columns(), b.num_rows())?);
     }
-    Ok(out)
+    Ok((out, Some(names)))
 }
 
 /// The loaded rows obey the declaration: NOT NULL and key columns have values, and no text
