@@ -440,9 +440,10 @@ pub(super) fn literal(b: &[u8], i: usize, word: &[u8]) -> Option<usize> {
     b[i..].starts_with(word).then_some(i + word.len())
 }
 
-/// The validation of [`validate`](super::validate), for the values the fast path read.
+/// The validation of [`validate`](super::validate), for the values the fast path read (also
+/// the CSV fast path's, [`super::csv::fast_record`]).
 #[inline(always)]
-fn check(row: &mut ValidRow<'_>) -> Option<()> {
+pub(super) fn check(row: &mut ValidRow<'_>) -> Option<()> {
     let strs = &row.strs;
     for f in CARD_CHECKED {
         if strs[f as usize].is_some_and(|s| contains_card_number(s.as_bytes())) {

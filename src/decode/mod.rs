@@ -31,7 +31,7 @@ pub use self::card::{
     MAX_GAP, contains_card_number, is_separator, record_contains_card_number, redact, redact_bytes,
     redact_value,
 };
-pub use self::csv::{BOM, CsvHeader, CsvHeaderError, record_end};
+pub use self::csv::{BOM, CsvHeader, CsvHeaderError, last_record_end, record_end};
 pub use self::declared::{
     ColumnKind, DeclaredDecoder, MAX_CHARS, METADATA, MetaKey, MetaValue, RecordMeta, metadata_keys,
 };
@@ -460,6 +460,18 @@ pub(super) fn is_ascii(b: &[u8]) -> bool {
 
 /// Decodes a chunk of CSV records (no header) whose first record starts on line `first_line`.
 pub fn decode_csv(chunk: &[u8], first_line: u64, header: &CsvHeader, batch_size: usize) -> Decoded {
+    decode_csv_routed(chunk, first_line, header, batch_size, true)
+}
+
+/// [`decode_csv`], with or without its fast path (the tests hold the two routes to the same
+/// results).
+fn decode_csv_routed(
+    chunk: &[u8],
+    first_line: u64,
+    header: &CsvHeader,
+    batch_size: usize,
+    try_fast: bool,
+) -> Decoded {
     let mut asm = Assembler::new(
         batch_size,
         memchr::memchr_iter(b'\n', chunk).count() + 1,
@@ -467,20 +479,40 @@ pub fn decode_csv(chunk: &[u8], first_line: u64, header: &CsvHeader, batch_size:
     );
     let mut line_no = first_line;
     let mut start = 0;
+    let mut fast = fast::FastPath::default();
+    let mut valid = ValidRow::empty();
+    // An ASCII chunk (the common case, told 64 bytes at a time) is UTF-8 throughout.
+    let ascii = is_ascii(chunk);
     while start < chunk.len() {
-        let end = record_end(chunk, start);
+        let (end, quoted) = record_end(chunk, start);
         let rec = &chunk[start..end];
         let rec_start = start;
         let pos = line_no;
-        line_no += 1 + rec.iter().filter(|b| **b == b'\n').count() as u64;
+        line_no += 1;
+        // Only a quoted field can hold a newline.
+        if quoted {
+            line_no += memchr::memchr_iter(b'\n', rec).count() as u64;
+        }
         start = end + 1;
         let rec = rec.strip_suffix(b"\r").unwrap_or(rec);
         if rec.is_empty() {
             continue;
         }
-        let Some(text) = asm.utf8(rec, pos) else {
-            continue;
+        let text = if ascii {
+            // SAFETY: ASCII is UTF-8.
+            unsafe { std::str::from_utf8_unchecked(rec) }
+        } else {
+            let Some(text) = asm.utf8(rec, pos) else {
+                continue;
+            };
+            text
         };
+        if try_fast && let Some(unknown) = csv::fast_record(header, text, &mut fast, &mut valid) {
+            asm.out.records += 1;
+            asm.out.unknown_fields += u64::from(unknown);
+            asm.accept(&valid, pos, span(rec_start, rec_start + rec.len()));
+            continue;
+        }
         let mut cells = Vec::new();
         let mut row = RawRow::default();
         match csv::parse_record(header, text, &mut cells, &mut row) {
@@ -577,6 +609,132 @@ mod tests {
                 assert_eq!(rejects, if bad_utf8 { vec![5, 6] } else { vec![5] });
             }
         }
+    }
+
+    /// The CSV fast path decides every record as the general route does: the same rows,
+    /// positions, spans, payload hashes, rejects and counts, over gen's events written under
+    /// shuffled headers (optional columns dropped, extra ones added) with mutated cells —
+    /// quotes, signs, leading zeros, fractions, epoch times, card numbers, missing and extra
+    /// cells, other scripts — and it takes most of the records that are accepted.
+    #[test]
+    fn csv_fast_path_decodes_every_record_as_the_general_route_does() {
+        use rand::seq::{IndexedRandom, SliceRandom};
+        let cfg = crate::generate::GenConfig {
+            events: 4_000,
+            seed: 9,
+            duplicate_rate: 0.02,
+            ..Default::default()
+        };
+        let mut out = Vec::new();
+        crate::generate::generate(&cfg, &mut out).unwrap();
+        let events: Vec<serde_json::Map<String, serde_json::Value>> = String::from_utf8(out)
+            .unwrap()
+            .lines()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect();
+        let mut rng = rand::rngs::StdRng::seed_from_u64(4);
+        let (mut accepted, mut rejected, mut taken) = (0, 0, 0);
+        for round in 0..40 {
+            let mut names: Vec<String> = crate::schema::FIELD_NAMES
+                .iter()
+                .filter(|n| {
+                    crate::schema::FieldId::from_name(n.as_bytes()).is_some_and(|f| f.required())
+                        || rng.random_bool(0.8)
+                })
+                .map(|n| n.to_string())
+                .collect();
+            for extra in ["note", "attr_1", "attr_2"] {
+                if rng.random_bool(0.3) {
+                    names.push(extra.into());
+                }
+            }
+            names.shuffle(&mut rng);
+            let header = CsvHeader::parse(&names.join(",")).unwrap();
+            let mut records = Vec::new();
+            for e in events.choose_multiple(&mut rng, 100) {
+                let mut cells: Vec<String> = names
+                    .iter()
+                    .map(|n| match e.get(n) {
+                        Some(serde_json::Value::String(s)) => s.clone(),
+                        Some(serde_json::Value::Null) | None if n.starts_with("attr") => [
+                            "7",
+                            "-3",
+                            "x y",
+                            "4111 1111 1111 1111",
+                            "123412341234123412",
+                        ]
+                        .choose(&mut rng)
+                        .unwrap()
+                        .to_string(),
+                        Some(serde_json::Value::Null) | None => String::new(),
+                        Some(v) => v.to_string(),
+                    })
+                    .collect();
+                if rng.random_bool(0.4) {
+                    let k = rng.random_range(0..cells.len());
+                    let bad = [
+                        "",
+                        "\"quoted\"",
+                        "\"a,b\"",
+                        "-5",
+                        "+5",
+                        "007",
+                        "12.5",
+                        "1730419200005",
+                        "2026-11-01T00:00:00Z",
+                        "2026-11-01T00:00:00.123+01:00",
+                        "2026-13-01T00:00:00Z",
+                        "4111111111111111",
+                        "tok_4111111111111111",
+                        "1000000000000000000",
+                        "EUR",
+                        "eur",
+                        "mé",
+                        "US",
+                        "5411",
+                        "declined",
+                        "capture",
+                        " capture",
+                    ];
+                    cells[k] = bad.choose(&mut rng).unwrap().to_string();
+                }
+                let mut rec = cells.join(",");
+                match rng.random_range(0..30) {
+                    0 => rec.push(','),
+                    1 => {
+                        rec.pop();
+                    }
+                    2 => rec.push('\r'),
+                    // An empty quoted cell run into the next one.
+                    3 => rec = format!("\"\"{rec}"),
+                    _ => {}
+                }
+                records.push(rec);
+            }
+            let chunk = records.join("\n");
+            let batch = rng.random_range(1..50);
+            let a = decode_csv_routed(chunk.as_bytes(), 2, &header, batch, true);
+            let b = decode_csv_routed(chunk.as_bytes(), 2, &header, batch, false);
+            assert_eq!((a.records, a.unknown_fields), (b.records, b.unknown_fields));
+            assert_eq!(a.rejects, b.rejects, "round {round}");
+            assert_eq!(a.batches.len(), b.batches.len());
+            for (x, y) in a.batches.iter().zip(&b.batches) {
+                assert_eq!(x.batch, y.batch, "round {round}");
+                assert_eq!(x.positions, y.positions);
+                assert_eq!(x.payload_hashes, y.payload_hashes);
+                assert_eq!(x.raw_spans, y.raw_spans);
+                accepted += x.batch.num_rows();
+            }
+            rejected += b.rejects.len();
+            let mut fast = fast::FastPath::default();
+            let mut row = ValidRow::empty();
+            taken += records
+                .iter()
+                .filter(|r| csv::fast_record(&header, r, &mut fast, &mut row).is_some())
+                .count();
+        }
+        assert!(accepted > 2_000 && rejected > 300, "{accepted} {rejected}");
+        assert!(taken * 4 > accepted * 3, "{taken} of {accepted}");
     }
 
     #[test]

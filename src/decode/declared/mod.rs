@@ -550,11 +550,15 @@ impl DeclaredDecoder {
         let mut line_no = first_line;
         let mut start = 0;
         while start < chunk.len() {
-            let end = super::csv::record_end(chunk, start);
+            let (end, quoted) = super::csv::record_end(chunk, start);
             let rec = &chunk[start..end];
             let at = start;
             let pos = line_no;
-            line_no += 1 + rec.iter().filter(|b| **b == b'\n').count() as u64;
+            line_no += 1;
+            // Only a quoted field can hold a newline.
+            if quoted {
+                line_no += memchr::memchr_iter(b'\n', rec).count() as u64;
+            }
             start = end + 1;
             let rec = rec.strip_suffix(b"\r").unwrap_or(rec);
             if rec.is_empty() {

@@ -233,18 +233,7 @@ fn spawn_reader(
 /// Index just past the last complete record in `buf` (0 if none).
 fn last_record_end(buf: &[u8], format: Format) -> usize {
     match format {
-        Format::Csv => {
-            let mut in_quotes = false;
-            let mut last = 0;
-            for (i, b) in buf.iter().enumerate() {
-                match b {
-                    b'"' => in_quotes = !in_quotes,
-                    b'\n' if !in_quotes => last = i + 1,
-                    _ => {}
-                }
-            }
-            last
-        }
+        Format::Csv => crate::decode::last_record_end(buf),
         _ => memchr::memrchr(b'\n', buf).map_or(0, |i| i + 1),
     }
 }
