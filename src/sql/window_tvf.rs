@@ -230,99 +230,121 @@ fn matching_paren(tokens: &[TokenWithSpan], open: usize) -> Option<usize> {
     None
 }
 
-/// Rewrites `TABLE(F(TABLE s, DESCRIPTOR(c), ...))` into `F(s, c, ...)` for F in
-/// TUMBLE/HOP/SESSION, keeping every surviving token's original span.
+/// Rewrites `TABLE(F(TABLE s, DESCRIPTOR(c), ...))` (or `F(TABLE s, …)` alone) into
+/// `F(s, c, ...)` for F in TUMBLE/HOP/SESSION, keeping every surviving token's original span.
 pub(super) fn rewrite_flink_windows(tokens: Vec<TokenWithSpan>) -> Vec<TokenWithSpan> {
     rewrite_flink_windows_with_partitions(tokens).0
 }
 
 /// [`rewrite_flink_windows`], also removing Flink's `TABLE s PARTITION BY k1[, k2 …]` (or
 /// `PARTITION BY (k1, k2)`) from a SESSION call and returning those keys with their spans:
-/// sessions here are per GROUP BY key, so the planner checks every one is grouped by.
+/// sessions here are per GROUP BY key, so the planner checks every one is grouped by. The
+/// call may also stand without the outer `TABLE(…)`: `SESSION(TABLE payments PARTITION BY
+/// card_id, DESCRIPTOR(event_time), INTERVAL '30' SECOND)`.
 pub(super) fn rewrite_flink_windows_with_partitions(
     tokens: Vec<TokenWithSpan>,
 ) -> (Vec<TokenWithSpan>, Vec<(String, Span)>) {
     let mut partitions = Vec::new();
     let mut toks = tokens;
     let mut i = 0;
+    let is_window = |t: &TokenWithSpan| ["TUMBLE", "HOP", "SESSION"].iter().any(|n| is_word(t, n));
     while i < toks.len() {
         let is_window_call = is_kw(&toks[i], Keyword::TABLE)
             && next_non_ws(&toks, i + 1).is_some_and(|p| toks[p].token == Token::LParen)
             && {
                 let p = next_non_ws(&toks, i + 1).unwrap();
-                next_non_ws(&toks, p + 1).is_some_and(|f| {
-                    ["TUMBLE", "HOP", "SESSION"]
-                        .iter()
-                        .any(|n| is_word(&toks[f], n))
-                })
+                next_non_ws(&toks, p + 1).is_some_and(|f| is_window(&toks[f]))
             };
-        if !is_window_call {
-            i += 1;
+        if is_window_call {
+            let outer_open = next_non_ws(&toks, i + 1).unwrap();
+            let Some(outer_close) = matching_paren(&toks, outer_open) else {
+                break;
+            };
+            // Drop the outer `TABLE (` ... `)`.
+            toks.remove(outer_close);
+            toks.drain(i..=outer_open);
+            let f = next_non_ws(&toks, i).unwrap();
+            if !unwrap_window_call(&mut toks, f, &mut partitions) {
+                break;
+            }
+            i = f + 1;
             continue;
         }
-        let outer_open = next_non_ws(&toks, i + 1).unwrap();
-        let Some(outer_close) = matching_paren(&toks, outer_open) else {
+        // The call without Flink's outer `TABLE(…)`: `SESSION(TABLE payments PARTITION BY …,
+        // DESCRIPTOR(event_time), …)`.
+        let bare_call = is_window(&toks[i])
+            && next_non_ws(&toks, i + 1).is_some_and(|p| {
+                toks[p].token == Token::LParen
+                    && next_non_ws(&toks, p + 1).is_some_and(|t| is_kw(&toks[t], Keyword::TABLE))
+            });
+        if bare_call && !unwrap_window_call(&mut toks, i, &mut partitions) {
             break;
-        };
-        // Drop the outer `TABLE (` ... `)`.
-        toks.remove(outer_close);
-        toks.drain(i..=outer_open);
-        // Inside F( ... ): drop `TABLE` before the stream, and unwrap DESCRIPTOR(c).
-        let f = next_non_ws(&toks, i).unwrap();
-        let Some(open) = next_non_ws(&toks, f + 1) else {
-            break;
-        };
-        let Some(close) = matching_paren(&toks, open) else {
-            break;
-        };
-        let mut j = open + 1;
-        let mut end = close;
-        while j < end {
-            if is_kw(&toks[j], Keyword::PARTITION)
-                && let Some(by) = next_non_ws(&toks, j + 1)
-                && is_kw(&toks[by], Keyword::BY)
-            {
-                // Up to DESCRIPTOR: the keys, possibly in parentheses, separated by commas.
-                let mut k = by + 1;
-                while k < end && !is_word(&toks[k], "DESCRIPTOR") {
-                    if let Token::Word(w) = &toks[k].token {
-                        partitions.push((w.value.clone(), toks[k].span));
-                    }
-                    k += 1;
-                }
-                // Keep the comma before DESCRIPTOR: drop from PARTITION to the last key.
-                let last = (j..k)
-                    .rev()
-                    .find(|x| matches!(toks[*x].token, Token::Word(_) | Token::RParen))
-                    .unwrap_or(j);
-                toks.drain(j..=last);
-                end -= last - j + 1;
-                continue;
-            }
-            if is_kw(&toks[j], Keyword::TABLE) {
-                toks.remove(j);
-                end -= 1;
-                while j < end && matches!(toks[j].token, Token::Whitespace(_)) {
-                    toks.remove(j);
-                    end -= 1;
-                }
-                continue;
-            }
-            if is_word(&toks[j], "DESCRIPTOR")
-                && let Some(p) = next_non_ws(&toks, j + 1)
-                && toks[p].token == Token::LParen
-                && let Some(q) = matching_paren(&toks, p)
-            {
-                toks.remove(q);
-                toks.drain(j..=p);
-                end -= q - j + 1 - (q - p - 1);
-                continue;
-            }
-            j += 1;
         }
-        i = f + 1;
+        i += 1;
     }
     (toks, partitions)
+}
+
+/// Inside the window call whose name is `toks[f]`: drops `TABLE` before the stream and
+/// `PARTITION BY` keys (noting them in `partitions`), and unwraps `DESCRIPTOR(c)`. `false` when
+/// the call's parentheses do not close (the parser then says where).
+fn unwrap_window_call(
+    toks: &mut Vec<TokenWithSpan>,
+    f: usize,
+    partitions: &mut Vec<(String, Span)>,
+) -> bool {
+    let Some(open) = next_non_ws(toks, f + 1) else {
+        return false;
+    };
+    let Some(close) = matching_paren(toks, open) else {
+        return false;
+    };
+    let mut j = open + 1;
+    let mut end = close;
+    while j < end {
+        if is_kw(&toks[j], Keyword::PARTITION)
+            && let Some(by) = next_non_ws(toks, j + 1)
+            && is_kw(&toks[by], Keyword::BY)
+        {
+            // Up to DESCRIPTOR: the keys, possibly in parentheses, separated by commas.
+            let mut k = by + 1;
+            while k < end && !is_word(&toks[k], "DESCRIPTOR") {
+                if let Token::Word(w) = &toks[k].token {
+                    partitions.push((w.value.clone(), toks[k].span));
+                }
+                k += 1;
+            }
+            // Keep the comma before DESCRIPTOR: drop from PARTITION to the last key.
+            let last = (j..k)
+                .rev()
+                .find(|x| matches!(toks[*x].token, Token::Word(_) | Token::RParen))
+                .unwrap_or(j);
+            toks.drain(j..=last);
+            end -= last - j + 1;
+            continue;
+        }
+        if is_kw(&toks[j], Keyword::TABLE) {
+            toks.remove(j);
+            end -= 1;
+            while j < end && matches!(toks[j].token, Token::Whitespace(_)) {
+                toks.remove(j);
+                end -= 1;
+            }
+            continue;
+        }
+        if is_word(&toks[j], "DESCRIPTOR")
+            && let Some(p) = next_non_ws(toks, j + 1)
+            && toks[p].token == Token::LParen
+            && let Some(q) = matching_paren(toks, p)
+        {
+            toks.remove(q);
+            toks.drain(j..=p);
+            end -= q - j + 1 - (q - p - 1);
+            continue;
+        }
+        j += 1;
+    }
+    true
 }
 
 fn ident_arg(arg: &FunctionArg, what: &str, call_span: Span) -> Result<String, Error> {
