@@ -10,7 +10,11 @@
 //!
 //! State per key: a slot of every aggregate (the session window's [`Slots`]), whether the key
 //! is shown (its last row was an insert or update), whether it changed since the last step, and
-//! its latest event time (for the TTL, checked by lazily re-armed [`Timers`]).
+//! its latest event time (for the TTL, checked by lazily re-armed [`Timers`]). A key's state
+//! ends a TTL after its latest event, whichever comes first: the watermark passing that time,
+//! or an event of the key at or after it (which then starts a new state, after the old one's
+//! delete) — so how events were batched, which decides where the watermark steps fall, never
+//! decides which events are counted together.
 
 use std::sync::Arc;
 
@@ -134,9 +138,12 @@ impl UpdatingAggregate {
         let mut expired = Vec::new();
         if let (Some(wm), Some(ttl)) = (watermark, self.ttl) {
             self.timers.pop_due(wm, &mut self.due);
+            // A key whose state an event ended (`process`) has a timer of its old state and one
+            // of its new: each key is looked at once.
+            let mut looked = std::collections::HashSet::new();
             for id in std::mem::take(&mut self.due) {
                 let k = self.keys[id as usize];
-                if k.slot == NONE {
+                if k.slot == NONE || !looked.insert(id) {
                     continue;
                 }
                 let until = k.last.saturating_add(ttl);
@@ -236,6 +243,37 @@ impl UpdatingAggregate {
         Ok(())
     }
 
+    /// Frees the states that ended before a later event of their key, and emits the delete of
+    /// each that was shown, timed when it ended.
+    fn end_states(
+        &mut self,
+        ended: &[(u32, u32, bool, i64)],
+        out: &mut OperatorOutput,
+    ) -> Result<()> {
+        let slots: Vec<u32> = ended.iter().map(|e| e.1).collect();
+        let aggs = self.slots.take(&slots)?;
+        let ids: Vec<u32> = ended.iter().map(|e| e.0).collect();
+        let rows = self
+            .core
+            .unwindowed(self.key_ids.keys(&ids)?, aggs, ids.len())?;
+        let shown: Vec<u32> = (0..ended.len() as u32)
+            .filter(|r| ended[*r as usize].2)
+            .collect();
+        if shown.is_empty() {
+            return Ok(());
+        }
+        let times = shown.iter().map(|r| ended[*r as usize].3).collect();
+        let rows = take_record_batch(&rows, &UInt32Array::from(shown))?;
+        let deleted = self.deleted(&rows)?;
+        if deleted.num_rows() > 0 {
+            out.results.push(Emitted {
+                batch: deleted,
+                times: RowTimes::Each(times),
+            });
+        }
+        Ok(())
+    }
+
     /// `rows` (aggregated, before HAVING) as delete rows.
     fn deleted(&self, rows: &RecordBatch) -> Result<RecordBatch> {
         let projected = apply_stages(&self.unfiltered, rows)?;
@@ -298,7 +336,7 @@ impl UpdatingAggregate {
 }
 
 impl Operator for UpdatingAggregate {
-    fn process(&mut self, input: &EventBatch, _out: &mut OperatorOutput) -> Result<()> {
+    fn process(&mut self, input: &EventBatch, out: &mut OperatorOutput) -> Result<()> {
         let p = self.core.prepare(input)?;
         if p.len() == 0 {
             return Ok(());
@@ -306,7 +344,20 @@ impl Operator for UpdatingAggregate {
         let mut ids = std::mem::take(&mut self.ids);
         self.key_ids.intern(&p.keys, p.len(), &mut ids)?;
         let mut slots = Vec::with_capacity(ids.len());
+        // States that ended before an event of their key (key id, slot, shown, when it ended).
+        let mut ended: Vec<(u32, u32, bool, i64)> = Vec::new();
         for (id, ts) in ids.iter().zip(&p.times) {
+            if let Some(ttl) = self.ttl
+                && let Some(k) = self.keys.get_mut(*id as usize)
+                && k.slot != NONE
+                && *ts >= k.last.saturating_add(ttl)
+            {
+                // Its rows so far still go to the old slot (updated below, then taken).
+                ended.push((*id, k.slot, k.shown, k.last.saturating_add(ttl)));
+                k.slot = NONE;
+                k.shown = false;
+                k.last = i64::MIN;
+            }
             let slot = self.slot_of(*id, *ts);
             let k = &mut self.keys[*id as usize];
             k.last = k.last.max(*ts);
@@ -318,6 +369,9 @@ impl Operator for UpdatingAggregate {
         }
         self.slots.update(&p.args, &p.filters, &mut slots)?;
         self.ids = ids;
+        if !ended.is_empty() {
+            self.end_states(&ended, out)?;
+        }
         Ok(())
     }
 

@@ -545,7 +545,17 @@ impl OverWindow {
                     for p in run.iter() {
                         let chunk = chunks[p.at.chunk as usize].as_ref().expect("a live chunk");
                         let row = p.at.row as usize;
-                        self.states[p.key as usize].append(
+                        let state = &mut self.states[p.key as usize];
+                        // A key idle for longer than its horizon starts afresh, as a sweep would
+                        // have dropped it: whether a sweep ran in between (where the watermark
+                        // steps fell) never changes a result.
+                        if !state.is_empty()
+                            && state.waiting.is_empty()
+                            && p.ts.saturating_sub(state.last_ts) > self.horizon
+                        {
+                            *state = KeyState::default();
+                        }
+                        state.append(
                             &self.layout,
                             p.ts,
                             chunk.args.iter().map(|a| a.get(row)),
