@@ -22,6 +22,7 @@ pub mod source_columns;
 pub(crate) mod stream_reads;
 mod time_grouping;
 mod time_shift;
+mod top_n;
 mod union;
 mod window_join;
 mod window_tvf;

@@ -409,6 +409,7 @@ pub(super) async fn plan_query_async(
             "this query form (VALUES, or a query in parentheses) is not supported in stream queries; write one SELECT over the stream, or SELECT … UNION ALL SELECT …",
         ));
     };
+    super::top_n::fold_ranking_into_aggregate(select);
     if select.from.len() != 1 {
         return Err(plan_error(
             select.span(),
