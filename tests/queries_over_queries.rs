@@ -313,7 +313,7 @@ fn what_a_window_over_a_query_cannot_follow_is_refused_where_it_is_written() {
             "line 2, column 44: `n` is not a time column of `m`",
         ),
         (
-            "WITH f AS (SELECT * FROM payments WHERE amount_minor > 10)\nSELECT window_start, count(*) FROM TUMBLE(f, event_time, INTERVAL '1' HOUR) GROUP BY window_start, window_end",
+            "WITH f AS (SELECT card_id, event_time FROM payments WHERE amount_minor > 10)\nSELECT window_start, count(*) FROM TUMBLE(f, event_time, INTERVAL '1' HOUR) GROUP BY window_start, window_end",
             "`event_time` is not a time column of `f`",
         ),
         (

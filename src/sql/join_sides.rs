@@ -122,7 +122,7 @@ pub(super) fn inline_stream_sides(query: &mut Query, streams: &[&str]) -> Result
 }
 
 /// `target AND (p)`, in place; both parenthesized so that an OR in either stays whole.
-fn and_into(target: &mut Expr, p: Expr) {
+pub(super) fn and_into(target: &mut Expr, p: Expr) {
     let old = std::mem::replace(
         target,
         Expr::Value(datafusion::sql::sqlparser::ast::Value::Null.into()),

@@ -19,7 +19,8 @@
 
 use datafusion::arrow::datatypes::{Field, Schema};
 use datafusion::sql::sqlparser::ast::{
-    Expr, FunctionArg, FunctionArgExpr, Query, SetExpr, Spanned, TableAlias, TableFactor,
+    Expr, FunctionArg, FunctionArgExpr, GroupByExpr, Query, SelectItem, SetExpr, Spanned,
+    TableAlias, TableFactor,
 };
 use datafusion::sql::sqlparser::tokenizer::{Location, Span};
 
@@ -112,6 +113,29 @@ pub(super) fn resolve(
         inline_query(&mut body, &ctes, stream)?;
         let end = cte.closing_paren_token.0.span.start;
         ctes.push((name, body, Span::new(cte.query.span().start, end)));
+    }
+    // A window table function over a CTE that only filters the stream (`WITH auths AS (SELECT *
+    // FROM payments WHERE event_type = 'authorization') … FROM TUMBLE(auths, event_time, …)`):
+    // the window over the stream, the CTE's condition ANDed into the WHERE.
+    if let SetExpr::Select(select) = query.body.as_mut()
+        && let Some(from) = select.from.first_mut()
+        && let TableFactor::Table {
+            args: Some(args), ..
+        } = &mut from.relation
+        && let Some(FunctionArg::Unnamed(FunctionArgExpr::Expr(first))) = args.args.first_mut()
+        && let Expr::Identifier(read) = first
+        && let Some((_, body, _)) = ctes.iter().find(|(n, _, _)| *n == normal(read))
+        && let Some(condition) = stream_filter(body, stream)
+    {
+        let mut stream_ident = read.clone();
+        stream_ident.value = stream.to_string();
+        *first = Expr::Identifier(stream_ident);
+        if let Some(p) = condition {
+            match &mut select.selection {
+                Some(w) => super::join_sides::and_into(w, p),
+                None => select.selection = Some(p),
+            }
+        }
     }
     // A window table function over a CTE in the outer FROM: a chained plan.
     if let SetExpr::Select(select) = query.body.as_ref()
@@ -344,6 +368,29 @@ fn over_bound(
         }
     }
     found
+}
+
+/// When a CTE's (inlined) body is `SELECT * FROM <stream> [WHERE p]` — the stream's events,
+/// filtered — its condition (`Some(None)` without one).
+fn stream_filter(body: &Query, stream: &str) -> Option<Option<Expr>> {
+    if body.order_by.is_some() || body.limit_clause.is_some() {
+        return None;
+    }
+    let SetExpr::Select(s) = body.body.as_ref() else {
+        return None;
+    };
+    let plain = s.distinct.is_none()
+        && s.having.is_none()
+        && s.qualify.is_none()
+        && s.named_window.is_empty()
+        && matches!(&s.group_by, GroupByExpr::Expressions(e, m) if e.is_empty() && m.is_empty())
+        && matches!(s.projection.as_slice(), [SelectItem::Wildcard(_)]);
+    let reads_stream = matches!(
+        s.from.as_slice(),
+        [f] if f.joins.is_empty() && matches!(&f.relation, TableFactor::Table { name, args: None, alias: None, .. }
+            if name.0.len() == 1 && name.to_string().trim_matches('"').eq_ignore_ascii_case(stream))
+    );
+    (plain && reads_stream).then(|| s.selection.clone())
 }
 
 /// Whether a CTE's (inlined) body joins: its rows are pairs of a join, not of one stream.
