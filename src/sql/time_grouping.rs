@@ -36,12 +36,51 @@ pub(super) fn bucket_grouping_as_tumble(
         &select.from[0].relation,
         TableFactor::Table { name, args: None, .. } if name.to_string() == stream
     );
-    let GroupByExpr::Expressions(keys, _) = &select.group_by else {
-        return Ok(false);
-    };
     if !reads_stream {
         return Ok(false);
     }
+    // A key that names a SELECT item by its alias (`GROUP BY minute`) or position (`GROUP BY
+    // 1`) groups by that item's expression: a bucket there is the same window.
+    let items: Vec<(Option<String>, Expr)> = select
+        .projection
+        .iter()
+        .map(|item| match item {
+            SelectItem::ExprWithAlias { expr, alias } => (Some(alias.value.clone()), expr.clone()),
+            SelectItem::UnnamedExpr(expr) => (None, expr.clone()),
+            _ => (None, Expr::Value(Value::Null.into())),
+        })
+        .collect();
+    if let GroupByExpr::Expressions(keys, _) = &mut select.group_by {
+        for k in keys.iter_mut() {
+            let named = match &*k {
+                Expr::Identifier(id) if !id.value.eq_ignore_ascii_case(time_column) => items
+                    .iter()
+                    .find(|(a, _)| {
+                        a.as_ref()
+                            .is_some_and(|a| a.eq_ignore_ascii_case(&id.value))
+                    })
+                    .map(|(_, e)| e),
+                Expr::Value(v) => match &v.value {
+                    Value::Number(n, _) => n
+                        .parse::<usize>()
+                        .ok()
+                        .and_then(|i| i.checked_sub(1))
+                        .and_then(|i| items.get(i))
+                        .map(|(_, e)| e),
+                    _ => None,
+                },
+                _ => None,
+            };
+            if let Some(e) = named
+                && bucket(e, time_column)?.is_some()
+            {
+                *k = e.clone();
+            }
+        }
+    }
+    let GroupByExpr::Expressions(keys, _) = &select.group_by else {
+        return Ok(false);
+    };
     let mut found = None;
     for k in keys {
         if let Some(size) = bucket(k, time_column)? {
@@ -111,11 +150,27 @@ fn bucket(e: &Expr, time_column: &str) -> Result<Option<String>> {
         return Ok(None);
     }
     if name == "date_bin" {
-        if args.len() > 2 {
-            return Err(plan_error(
-                span_of(e),
-                "date_bin with an origin is not a window aligned to the epoch; drop the origin, or use TUMBLE(payments, event_time, INTERVAL …)",
-            ));
+        // An origin on the epoch's grid of the stride (midnight for 15 minutes) bins as the
+        // epoch does: the same windows.
+        if let Some(origin) = args.get(2) {
+            let stride = super::window_tvf::interval_arg(
+                &FunctionArg::Unnamed(FunctionArgExpr::Expr(args[0].clone())),
+                "date_bin's stride",
+            )?;
+            let aligned = timestamp_literal_ms(origin).map(|o| o.rem_euclid(stride) == 0);
+            if aligned != Some(true) {
+                return Err(plan_error(
+                    span_of(e),
+                    format!(
+                        "date_bin's origin {origin} is {} the epoch's grid of its stride, which stream windows follow; use an origin on it (midnight, for a stride that divides a day), drop the origin, or use TUMBLE(payments, event_time, INTERVAL …)",
+                        if aligned.is_some() {
+                            "off"
+                        } else {
+                            "not a TIMESTAMP '…' literal on"
+                        }
+                    ),
+                ));
+            }
         }
         return Ok(Some(args[0].to_string()));
     }
@@ -141,6 +196,20 @@ fn bucket(e: &Expr, time_column: &str) -> Result<Option<String>> {
         }
     };
     Ok(Some(format!("INTERVAL '{seconds}' SECOND")))
+}
+
+/// Epoch milliseconds of `TIMESTAMP '2026-11-01 00:00:00'` (no offset: UTC, as DataFusion
+/// reads it) or of a string literal in RFC 3339.
+fn timestamp_literal_ms(e: &Expr) -> Option<i64> {
+    let text = match e {
+        Expr::TypedString(t) => t.value.value.clone().into_string()?,
+        Expr::Value(v) => v.value.clone().into_string()?,
+        _ => return None,
+    };
+    let text = text.trim();
+    crate::time::parse_rfc3339_millis(text)
+        .or_else(|| crate::time::parse_rfc3339_millis(&format!("{text}Z")))
+        .or_else(|| crate::time::parse_rfc3339_millis(&format!("{text}:00Z")))
 }
 
 fn span_of(e: &Expr) -> Span {
