@@ -156,11 +156,30 @@ pub fn write_value(out: &mut Vec<u8>, col: &dyn Array, row: usize) {
                 _ => out.extend_from_slice(b"null")
             )
         }
+        // `array_agg`, `string_to_array` …: a JSON array of the elements, each as its own type
+        // (a string quoted, so `"o,9"` stays one element; a null element `null`).
+        DataType::List(_) => write_list(out, col.as_list::<i32>().value(row).as_ref()),
+        DataType::LargeList(_) => write_list(out, col.as_list::<i64>().value(row).as_ref()),
+        DataType::FixedSizeList(_, _) => {
+            write_list(out, col.as_fixed_size_list().value(row).as_ref())
+        }
         _ => match array_value_to_string(col, row) {
             Ok(s) => write_json_str(out, &s),
             Err(_) => out.extend_from_slice(b"null"),
         },
     }
+}
+
+/// Appends the elements of `values` as a JSON array.
+fn write_list(out: &mut Vec<u8>, values: &dyn Array) {
+    out.push(b'[');
+    for i in 0..values.len() {
+        if i > 0 {
+            out.push(b',');
+        }
+        write_value(out, values, i);
+    }
+    out.push(b']');
 }
 
 /// Appends the decimal whose unscaled digits are `digits` (an integer, maybe negative) at
@@ -405,6 +424,36 @@ mod tests {
         assert_eq!(
             String::from_utf8(out).unwrap(),
             "{\"m\":\"a\\\"b\",\"n\":1,\"window_start\":\"2025-11-01T12:26:40.000Z\",\"avg\":2.5}\n{\"m\":null,\"n\":-2,\"window_start\":\"1970-01-01T00:01:00.000Z\",\"avg\":null}\n"
+        );
+    }
+
+    /// A list (`array_agg`) is a JSON array of its elements as their own types: a string with
+    /// a comma stays one element, a null element is `null`, an empty list `[]`.
+    #[test]
+    fn lists_are_json_arrays() {
+        use datafusion::arrow::array::ListArray;
+        use datafusion::arrow::datatypes::Int64Type;
+        let ints = ListArray::from_iter_primitive::<Int64Type, _, _>(vec![
+            Some(vec![Some(1), None, Some(-3)]),
+            Some(vec![]),
+            None,
+        ]);
+        let strings = ListArray::new(
+            Arc::new(Field::new_list_field(DataType::Utf8, true)),
+            datafusion::arrow::buffer::OffsetBuffer::from_lengths([2, 0, 0]),
+            Arc::new(StringArray::from(vec![Some("o,9"), None])),
+            None,
+        );
+        let mut out = Vec::new();
+        for row in 0..3 {
+            write_value(&mut out, &ints, row);
+            out.push(b' ');
+            write_value(&mut out, &strings, row);
+            out.push(b'|');
+        }
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "[1,null,-3] [\"o,9\",null]|[] []|null []|"
         );
     }
 
