@@ -1552,3 +1552,55 @@ fn a_job_waiting_for_its_server_says_so_and_stops_when_asked() {
     );
     assert!(!err.contains("sekret"), "{err}");
 }
+
+/// A job over files reads them whole on every run: run again over a file sink that already
+/// holds its results, it refuses (naming the file and what to do) rather than write every
+/// result a second time; `--reset-state --truncate-sinks` replaces them, `--keep-sinks`
+/// appends.
+#[test]
+fn a_job_over_files_run_again_does_not_write_its_results_twice() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let events = dir.path().join("events.jsonl");
+    std::fs::write(&events, gen_lines(&["--events", "2000", "--seed", "4"]).join("\n")).unwrap();
+    let out = dir.path().join("out.jsonl");
+    let query = dir.path().join("job.sql");
+    std::fs::write(
+        &query,
+        format!(
+            "CREATE SOURCE payments WITH (connector = 'file', path = '{}', format = 'json');
+CREATE SINK out WITH (connector = 'file', path = '{}', format = 'json');
+INSERT INTO out SELECT merchant_id, window_start, count(*) AS n FROM TUMBLE(payments, event_time, INTERVAL '1' MINUTE) GROUP BY merchant_id, window_start, window_end;
+",
+            events.display(),
+            out.display()
+        ),
+    )
+    .unwrap();
+    let lines = || std::fs::read_to_string(&out).unwrap().lines().count();
+    let run = |extra: &[&str]| {
+        paystream(&data)
+            .arg("run")
+            .arg(&query)
+            .args(["--until-end", "-q"])
+            .args(extra)
+            .output()
+            .unwrap()
+    };
+    assert!(run(&[]).status.success());
+    let first = lines();
+    assert!(first > 0);
+    let again = run(&[]);
+    let err = String::from_utf8_lossy(&again.stderr);
+    assert!(!again.status.success(), "{err}");
+    assert!(
+        err.contains("out.jsonl already holds results of an earlier run")
+            && err.contains("--reset-state --truncate-sinks"),
+        "{err}"
+    );
+    assert_eq!(lines(), first, "nothing written by the refused run");
+    assert!(run(&["--reset-state", "--truncate-sinks"]).status.success());
+    assert_eq!(lines(), first);
+    assert!(run(&["--reset-state", "--keep-sinks"]).status.success());
+    assert_eq!(lines(), 2 * first);
+}

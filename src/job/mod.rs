@@ -659,6 +659,34 @@ impl Job {
             && opts.sink_reset != Some(SinkReset::Truncate);
         let mut open_sink = |sink_name: &str, default_topic: String| -> Result<Box<dyn Sink>> {
             let connector = declared(sink_name, default_topic);
+            // A job over files reads them whole on every run and appends to its file sinks:
+            // a second run would add every result again. Say so rather than count twice.
+            if store.is_none()
+                && let Some(path) = connector.file_path()
+                && !crate::sink::file::is_stream(path)
+                && std::fs::metadata(path).is_ok_and(|m| m.len() > 0)
+            {
+                match opts.sink_reset {
+                    Some(SinkReset::Keep) => {}
+                    Some(SinkReset::Truncate) => {
+                        std::fs::File::create(path).map(drop).map_err(|e| {
+                            config_err(
+                                &format!("sink `{sink_name}`"),
+                                format!("cannot empty {}: {e}", path.display()),
+                            )
+                        })?
+                    }
+                    None => {
+                        return Err(config_err(
+                            &format!("sink `{sink_name}`"),
+                            format!(
+                                "{} already holds results of an earlier run, and job {name} reads its files whole on every run, so running again would write every result a second time; move the file away, or run with --reset-state --truncate-sinks to replace what it holds (--reset-state --keep-sinks appends)",
+                                path.display()
+                            ),
+                        ));
+                    }
+                }
+            }
             if first_start && let Some(held) = connector.committed_results(&BTreeMap::new())? {
                 return Err(config_err(
                     &format!("sink `{sink_name}`"),
