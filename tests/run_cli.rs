@@ -1562,7 +1562,11 @@ fn a_job_over_files_run_again_does_not_write_its_results_twice() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     let events = dir.path().join("events.jsonl");
-    std::fs::write(&events, gen_lines(&["--events", "2000", "--seed", "4"]).join("\n")).unwrap();
+    std::fs::write(
+        &events,
+        gen_lines(&["--events", "2000", "--seed", "4"]).join("\n"),
+    )
+    .unwrap();
     let out = dir.path().join("out.jsonl");
     let query = dir.path().join("job.sql");
     std::fs::write(
