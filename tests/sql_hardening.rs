@@ -218,6 +218,46 @@ fn integer_overflow_in_an_expression_is_an_error_naming_the_query_and_the_values
     }
 }
 
+/// A value that does not convert stops the query with the query's name, the value and what to
+/// write instead: TRY_CAST for text that is no number, a decimal for a number too large (never
+/// TRY_CAST there: that would null an overflowing total silently).
+#[test]
+fn a_value_that_does_not_convert_names_the_query_and_what_to_write() {
+    let dir = tempfile::tempdir().unwrap();
+    let json = dir.path().join("big.jsonl");
+    std::fs::write(&json, big_captures()).unwrap();
+    for (name, sql, want, never) in [
+        (
+            "text.sql",
+            "SELECT event_id, CAST(currency AS BIGINT) AS x FROM payments",
+            "a value does not convert: Cannot cast string 'EUR'",
+            "DECIMAL",
+        ),
+        (
+            "sum.sql",
+            "SELECT window_start, CAST(sum(amount_minor) AS BIGINT) AS x FROM TUMBLE(payments, event_time, INTERVAL '1' MINUTE) GROUP BY window_start",
+            "Keep it a DECIMAL(38, 0)",
+            "TRY_CAST",
+        ),
+    ] {
+        let q = dir.path().join(name);
+        std::fs::write(&q, sql).unwrap();
+        let o = paystream()
+            .arg("replay")
+            .arg(&json)
+            .arg("--query")
+            .arg(&q)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&o.stderr);
+        assert!(!o.status.success(), "{name}: {stderr}");
+        assert!(
+            stderr.contains(name) && stderr.contains(want) && !stderr.contains(never),
+            "{name}: {stderr}"
+        );
+    }
+}
+
 /// `a + a + … + a` with `terms` terms, over a column.
 fn chain(terms: usize) -> String {
     let mut s = String::from("SELECT event_id, ");

@@ -376,6 +376,21 @@ fn evaluation_message(query: &str, e: &datafusion::error::DataFusionError) -> St
         DataFusionError::ArrowError(a, _) if matches!(**a, ArrowError::DivideByZero) => format!(
             "{query} stopped: division by zero; write the divisor as NULLIF(divisor, 0) to get NULL instead"
         ),
+        DataFusionError::ArrowError(a, _) if matches!(**a, ArrowError::CastError(_)) => {
+            let ArrowError::CastError(what) = &**a else {
+                unreachable!()
+            };
+            if what.contains("out of range") {
+                // A number too large for the type: never wrapped, never silently nulled.
+                format!(
+                    "{query} stopped: {what}; results are never wrapped around or nulled. Keep it a DECIMAL(38, 0) (a sum of BIGINT is one), or compute in decimals"
+                )
+            } else {
+                format!(
+                    "{query} stopped: a value does not convert: {what}; write TRY_CAST(… AS …) to get NULL for the values that do not, or filter them out first"
+                )
+            }
+        }
         DataFusionError::Internal(_) => format!(
             "{query} stopped: an internal error while evaluating it (this is a bug in paystream, please report it with the query)"
         ),
