@@ -657,25 +657,30 @@ impl Job {
             && restored.is_none()
             && sinks.restored_epoch == 0
             && opts.sink_reset != Some(SinkReset::Truncate);
-        let mut open_sink = |sink_name: &str, default_topic: String| -> Result<Box<dyn Sink>> {
-            let connector = declared(sink_name, default_topic);
-            // A job over files reads them whole on every run and appends to its file sinks:
-            // a second run would add every result again. Say so rather than count twice.
-            if store.is_none()
-                && let Some(path) = connector.file_path()
-                && !crate::sink::file::is_stream(path)
-                && std::fs::metadata(path).is_ok_and(|m| m.len() > 0)
-            {
+        // A job over files reads them whole on every run and appends to its file sinks: a second
+        // run would add every result again. Say so rather than count twice — every sink is
+        // looked at before any is emptied.
+        if store.is_none() {
+            let mut to_empty = Vec::new();
+            let all = [
+                (DEAD_LETTERS.to_string(), format!("{base}.dlq")),
+                (LATE_EVENTS.to_string(), format!("{base}.late")),
+            ]
+            .into_iter()
+            .chain(plans.iter().map(|(sink, _)| (sink.clone(), sink.clone())));
+            for (sink_name, default_topic) in all {
+                let connector = declared(&sink_name, default_topic);
+                let Some(path) = connector.file_path() else {
+                    continue;
+                };
+                if crate::sink::file::is_stream(path)
+                    || !std::fs::metadata(path).is_ok_and(|m| m.len() > 0)
+                {
+                    continue;
+                }
                 match opts.sink_reset {
                     Some(SinkReset::Keep) => {}
-                    Some(SinkReset::Truncate) => {
-                        std::fs::File::create(path).map(drop).map_err(|e| {
-                            config_err(
-                                &format!("sink `{sink_name}`"),
-                                format!("cannot empty {}: {e}", path.display()),
-                            )
-                        })?
-                    }
+                    Some(SinkReset::Truncate) => to_empty.push(path.to_path_buf()),
                     None => {
                         return Err(config_err(
                             &format!("sink `{sink_name}`"),
@@ -687,6 +692,17 @@ impl Job {
                     }
                 }
             }
+            for path in to_empty {
+                std::fs::File::create(&path).map_err(|e| {
+                    config_err(
+                        "--truncate-sinks",
+                        format!("cannot empty {}: {e}", path.display()),
+                    )
+                })?;
+            }
+        }
+        let mut open_sink = |sink_name: &str, default_topic: String| -> Result<Box<dyn Sink>> {
+            let connector = declared(sink_name, default_topic);
             if first_start && let Some(held) = connector.committed_results(&BTreeMap::new())? {
                 return Err(config_err(
                     &format!("sink `{sink_name}`"),

@@ -14,7 +14,8 @@
 //! ends a TTL after its latest event, whichever comes first: the watermark passing that time,
 //! or an event of the key at or after it (which then starts a new state, after the old one's
 //! delete) — so how events were batched, which decides where the watermark steps fall, never
-//! decides which events are counted together.
+//! decides which events are counted together, as long as none is behind the watermark (an
+//! event that is, is late, and where the watermark stood when it came depends on batching).
 
 use std::sync::Arc;
 

@@ -443,7 +443,7 @@ pub(super) async fn plan_query_async(
     let inner_windowed = match &mut select.from[0].relation {
         TableFactor::Derived { subquery, .. } => match subquery.body.as_mut() {
             SetExpr::Select(inner) if inner.from.len() == 1 => {
-                super::time_grouping::bucket_grouping_as_tumble(inner, stream, &time_column)?;
+                super::time_grouping::bucket_grouping_as_tumble(inner, stream, events)?;
                 let windowed = matches!(
                     &inner.from[0].relation,
                     TableFactor::Table { args: Some(_), .. }
@@ -460,7 +460,7 @@ pub(super) async fn plan_query_async(
     if !inner_windowed {
         check_session_partitions(select, &session_partitions)?;
     }
-    super::time_grouping::bucket_grouping_as_tumble(select, stream, &time_column)?;
+    super::time_grouping::bucket_grouping_as_tumble(select, stream, events)?;
     let distinct = select.distinct.take();
     let from = &mut select.from[0];
     // A join of the stream with itself, or with another stream of the file, is an interval

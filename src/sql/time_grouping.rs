@@ -25,13 +25,18 @@ use super::window_tvf::plan_error;
 use crate::error::Result;
 use crate::schema::WINDOW_START;
 
-/// If `select` reads the stream `stream` directly and groups by a time bucket of `time_column`,
-/// rewrites it into a tumbling window (see the module docs) and returns true.
+/// If `select` reads the stream `stream` (of `events`) directly and groups by a time bucket of
+/// its event time, rewrites it into a tumbling window (see the module docs) and returns true.
 pub(super) fn bucket_grouping_as_tumble(
     select: &mut Select,
     stream: &str,
-    time_column: &str,
+    events: &crate::schema::EventSchema,
 ) -> Result<bool> {
+    let time_column = events.arrow().field(events.event_time_column()).name();
+    let time_column = time_column.as_str();
+    // As DataFusion resolves GROUP BY: a name of the stream's columns is that column, never an
+    // alias of the SELECT list.
+    let is_column = |name: &str| events.arrow().fields().iter().any(|f| f.name() == name);
     let reads_stream = matches!(
         &select.from[0].relation,
         TableFactor::Table { name, args: None, .. } if name.to_string() == stream
@@ -45,7 +50,7 @@ pub(super) fn bucket_grouping_as_tumble(
         .projection
         .iter()
         .map(|item| match item {
-            SelectItem::ExprWithAlias { expr, alias } => (Some(alias.value.clone()), expr.clone()),
+            SelectItem::ExprWithAlias { expr, alias } => (Some(normal(alias)), expr.clone()),
             SelectItem::UnnamedExpr(expr) => (None, expr.clone()),
             _ => (None, Expr::Value(Value::Null.into())),
         })
@@ -53,12 +58,9 @@ pub(super) fn bucket_grouping_as_tumble(
     if let GroupByExpr::Expressions(keys, _) = &mut select.group_by {
         for k in keys.iter_mut() {
             let named = match &*k {
-                Expr::Identifier(id) if !id.value.eq_ignore_ascii_case(time_column) => items
+                Expr::Identifier(id) if !is_column(&normal(id)) => items
                     .iter()
-                    .find(|(a, _)| {
-                        a.as_ref()
-                            .is_some_and(|a| a.eq_ignore_ascii_case(&id.value))
-                    })
+                    .find(|(a, _)| a.as_deref() == Some(normal(id).as_str()))
                     .map(|(_, e)| e),
                 Expr::Value(v) => match &v.value {
                     Value::Number(n, _) => n
@@ -198,6 +200,14 @@ fn bucket(e: &Expr, time_column: &str) -> Result<Option<String>> {
     Ok(Some(format!("INTERVAL '{seconds}' SECOND")))
 }
 
+/// An identifier as DataFusion names it: lower case unless quoted.
+fn normal(i: &Ident) -> String {
+    match i.quote_style {
+        Some(_) => i.value.clone(),
+        None => i.value.to_ascii_lowercase(),
+    }
+}
+
 /// Epoch milliseconds of `TIMESTAMP '2026-11-01 00:00:00'` (no offset: UTC, as DataFusion
 /// reads it) or of a string literal in RFC 3339.
 fn timestamp_literal_ms(e: &Expr) -> Option<i64> {
@@ -207,6 +217,16 @@ fn timestamp_literal_ms(e: &Expr) -> Option<i64> {
         _ => return None,
     };
     let text = text.trim();
+    // Digits below the millisecond would be dropped by the parse: an origin with any is refused.
+    if let Some((_, fraction)) = text.split_once('.')
+        && fraction
+            .bytes()
+            .take_while(u8::is_ascii_digit)
+            .skip(3)
+            .any(|d| d != b'0')
+    {
+        return None;
+    }
     crate::time::parse_rfc3339_millis(text)
         .or_else(|| crate::time::parse_rfc3339_millis(&format!("{text}Z")))
         .or_else(|| crate::time::parse_rfc3339_millis(&format!("{text}:00Z")))

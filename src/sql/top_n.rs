@@ -18,7 +18,8 @@
 //! aggregate does not have) is left as written, for the planner to judge.
 
 use datafusion::sql::sqlparser::ast::{
-    Expr, Ident, Select, SelectItem, SetExpr, TableFactor, visit_expressions_mut,
+    Expr, GroupByExpr, Ident, Query, Select, SelectItem, SetExpr, TableFactor, Value,
+    WildcardAdditionalOptions, visit_expressions, visit_expressions_mut,
 };
 
 /// Folds `SELECT … FROM (SELECT <names and rankings> FROM (<windowed aggregate>))` into
@@ -41,13 +42,14 @@ fn folded(top: &Select) -> Option<Select> {
     let TableFactor::Derived { subquery: mid, .. } = &from.relation else {
         return None;
     };
-    if mid.with.is_some() || mid.order_by.is_some() || mid.limit_clause.is_some() {
+    if !bare(mid) {
         return None;
     }
     let SetExpr::Select(mid) = mid.body.as_ref() else {
         return None;
     };
     let plain = mid.selection.is_none()
+        && mid.top.is_none()
         && mid.having.is_none()
         && mid.qualify.is_none()
         && mid.distinct.is_none()
@@ -65,12 +67,15 @@ fn folded(top: &Select) -> Option<Select> {
     else {
         return None;
     };
-    if inner.with.is_some() || inner.order_by.is_some() || inner.limit_clause.is_some() {
+    if !bare(inner) {
         return None;
     }
     let SetExpr::Select(inner) = inner.body.as_ref() else {
         return None;
     };
+    if inner.top.is_some() {
+        return None;
+    }
     // The aggregate over a window table function.
     let windowed = matches!(
         inner.from.as_slice(),
@@ -95,6 +100,21 @@ fn folded(top: &Select) -> Option<Select> {
             // A column named by its expression's text, or `*`: not folded.
             _ => return None,
         }
+    }
+    let aliases: Vec<String> = inner
+        .projection
+        .iter()
+        .filter_map(|item| match item {
+            SelectItem::ExprWithAlias { expr, alias }
+                if !matches!(expr, Expr::Identifier(id) if id.value == alias.value) =>
+            {
+                Some(alias.value.clone())
+            }
+            _ => None,
+        })
+        .collect();
+    if refers_to_items(inner, &aliases) {
+        return None;
     }
     let find = |name: &Ident| {
         columns
@@ -124,7 +144,9 @@ fn folded(top: &Select) -> Option<Select> {
     let mut projection = Vec::new();
     for item in &mid.projection {
         match item {
-            SelectItem::Wildcard(_) => projection.extend(inner.projection.iter().cloned()),
+            SelectItem::Wildcard(o) if plain_wildcard(o) => {
+                projection.extend(inner.projection.iter().cloned())
+            }
             SelectItem::UnnamedExpr(Expr::Identifier(id)) => {
                 projection.push(named(find(id)?, id.clone()));
             }
@@ -144,6 +166,63 @@ fn folded(top: &Select) -> Option<Select> {
     let mut folded = inner.as_ref().clone();
     folded.projection = projection;
     Some(folded)
+}
+
+/// Whether `*` is the plain one (no EXCLUDE, EXCEPT, REPLACE, RENAME, ILIKE or alias), whose
+/// columns are the table's as they are.
+pub(super) fn plain_wildcard(o: &WildcardAdditionalOptions) -> bool {
+    o.opt_ilike.is_none()
+        && o.opt_exclude.is_none()
+        && o.opt_except.is_none()
+        && o.opt_replace.is_none()
+        && o.opt_rename.is_none()
+        && o.opt_alias.is_none()
+}
+
+/// Whether `query` has none of ORDER BY, LIMIT, FETCH or WITH around its body.
+pub(super) fn bare(query: &Query) -> bool {
+    query.with.is_none()
+        && query.order_by.is_none()
+        && query.limit_clause.is_none()
+        && query.fetch.is_none()
+}
+
+/// Whether the aggregate's GROUP BY or HAVING names a SELECT item by position or alias (`GROUP
+/// BY 1`, `HAVING total > 0`): they would name the folded SELECT list's items instead.
+fn refers_to_items(inner: &Select, aliases: &[String]) -> bool {
+    let mut refers = false;
+    let mut look = |e: &Expr| {
+        match e {
+            Expr::Value(v) if matches!(v.value, Value::Number(..)) => refers = true,
+            Expr::Identifier(id) if aliases.iter().any(|a| a.eq_ignore_ascii_case(&id.value)) => {
+                refers = true
+            }
+            _ => {}
+        }
+        std::ops::ControlFlow::<()>::Continue(())
+    };
+    match &inner.group_by {
+        GroupByExpr::Expressions(keys, _) => {
+            // A number is a position only as a whole key; inside an expression it is a value.
+            for k in keys {
+                if matches!(k, Expr::Value(v) if matches!(v.value, Value::Number(..))) {
+                    return true;
+                }
+                let _ = visit_expressions(k, |e| match e {
+                    Expr::Value(_) => std::ops::ControlFlow::Continue(()),
+                    e => look(e),
+                });
+            }
+        }
+        GroupByExpr::All(_) => return true,
+    }
+    if let Some(h) = &inner.having {
+        let _ = visit_expressions(h, |e| match e {
+            Expr::Value(_) => std::ops::ControlFlow::Continue(()),
+            e => look(e),
+        });
+    }
+    refers
 }
 
 /// `expr AS name`, or the column itself when it already has that name.

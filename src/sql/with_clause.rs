@@ -127,9 +127,21 @@ pub(super) fn resolve(
         && let Some((_, body, _)) = ctes.iter().find(|(n, _, _)| *n == normal(read))
         && let Some(condition) = stream_filter(body, stream)
     {
+        let cte_name = read.clone();
         let mut stream_ident = read.clone();
         stream_ident.value = stream.to_string();
         *first = Expr::Identifier(stream_ident);
+        // The query may qualify columns by the CTE's name (`auths.card_id`).
+        if let TableFactor::Table { alias, .. } = &mut from.relation
+            && alias.is_none()
+        {
+            *alias = Some(TableAlias {
+                explicit: true,
+                name: cte_name,
+                columns: vec![],
+                at: None,
+            });
+        }
         if let Some(p) = condition {
             match &mut select.selection {
                 Some(w) => super::join_sides::and_into(w, p),
@@ -373,18 +385,19 @@ fn over_bound(
 /// When a CTE's (inlined) body is `SELECT * FROM <stream> [WHERE p]` — the stream's events,
 /// filtered — its condition (`Some(None)` without one).
 fn stream_filter(body: &Query, stream: &str) -> Option<Option<Expr>> {
-    if body.order_by.is_some() || body.limit_clause.is_some() {
+    if !super::top_n::bare(body) {
         return None;
     }
     let SetExpr::Select(s) = body.body.as_ref() else {
         return None;
     };
     let plain = s.distinct.is_none()
+        && s.top.is_none()
         && s.having.is_none()
         && s.qualify.is_none()
         && s.named_window.is_empty()
         && matches!(&s.group_by, GroupByExpr::Expressions(e, m) if e.is_empty() && m.is_empty())
-        && matches!(s.projection.as_slice(), [SelectItem::Wildcard(_)]);
+        && matches!(s.projection.as_slice(), [SelectItem::Wildcard(o)] if super::top_n::plain_wildcard(o));
     let reads_stream = matches!(
         s.from.as_slice(),
         [f] if f.joins.is_empty() && matches!(&f.relation, TableFactor::Table { name, args: None, alias: None, .. }
