@@ -215,7 +215,7 @@ pub(super) fn check_value<'a>(c: &Column, v: Option<RawValue<'a>>) -> Result<Cel
 /// Whether an integer value reads as a card number: 13 to 19 digits that pass the Luhn check,
 /// other than a 13-digit number starting with 1 to 3 (an epoch-millisecond time from 2001 to
 /// 2065: no scheme issues 13 digits outside Visa's 4), the rule `produce` applies too.
-fn card_like(n: i64) -> bool {
+pub(super) fn card_like(n: i64) -> bool {
     let v = n.unsigned_abs();
     if v < 1_000_000_000_000 {
         return false;

@@ -230,6 +230,127 @@ impl FastDeclared {
     }
 }
 
+impl FastDeclared {
+    /// Reads the CSV record `text` (no quotes in it: the caller checks) into `row` by the header's
+    /// column map `map` (a declared column per header cell, `None` for an extra one), each cell
+    /// checked as [`check_value`](super::check::check_value) checks a CSV cell; `None` when the
+    /// general route must decide (a cell that does not fit, an empty cell in a NOT NULL column, a
+    /// card number, the wrong number of cells).
+    pub(super) fn csv_row(
+        &mut self,
+        d: &DeclaredDecoder,
+        map: &[Option<usize>],
+        text: &str,
+        row: &mut FastRow,
+    ) -> Option<()> {
+        row.seen = 0;
+        row.present = 0;
+        row.unknown = 0;
+        let mut at = 0;
+        let mut cells = text.split(',');
+        for target in map {
+            let cell = cells.next()?;
+            let from = at;
+            at += cell.len() + 1;
+            let Some(k) = *target else {
+                // Screened as the general route screens an extra cell (any text, numbers too).
+                if contains_card_number(cell.as_bytes()) {
+                    return None;
+                }
+                row.unknown += 1;
+                continue;
+            };
+            let bit = 1u64 << k;
+            row.seen |= bit;
+            // An empty cell is a null.
+            if cell.is_empty() {
+                if !d.columns[k].nullable {
+                    return None;
+                }
+                continue;
+            }
+            row.vals[k] = self.csv_value(d, k, cell, from)?;
+            row.present |= bit;
+        }
+        (cells.next().is_none() && row.present & d.required == d.required).then_some(())
+    }
+
+    /// The value of CSV cell `cell` (at byte `from` of its record) in column `k`.
+    #[inline(always)]
+    fn csv_value(&mut self, d: &DeclaredDecoder, k: usize, cell: &str, from: usize) -> Option<u64> {
+        let c = &d.columns[k];
+        let digits = |t: &str| t.bytes().all(|b| b.is_ascii_digit());
+        match c.kind {
+            ColumnKind::Utf8 => {
+                if contains_card_number(cell.as_bytes()) {
+                    return None;
+                }
+                if let Some(n) = c.max_chars
+                    && cell.len() > n
+                    && cell.chars().count() > n
+                {
+                    return None;
+                }
+                let to = from + cell.len();
+                debug_assert!(to <= u32::MAX as usize);
+                Some(((from as u64) << 32) | to as u64)
+            }
+            ColumnKind::Int64 | ColumnKind::Int32 => {
+                let d_ = cell.strip_prefix('-').unwrap_or(cell);
+                if d_.is_empty() || d_.len() > 18 || !digits(d_) {
+                    return None;
+                }
+                let v: i64 = cell.parse().ok()?;
+                // From 10^12 an integer may be a card number: the general route judges it.
+                if v.unsigned_abs() >= 1_000_000_000_000
+                    || (c.kind == ColumnKind::Int32 && i32::try_from(v).is_err())
+                {
+                    return None;
+                }
+                Some(v as u64)
+            }
+            ColumnKind::Timestamp => {
+                let ms = if digits(cell) {
+                    if cell.len() > 18 {
+                        return None;
+                    }
+                    let ms: i64 = cell.parse().ok()?;
+                    (0..=super::super::row::MAX_EVENT_TIME)
+                        .contains(&ms)
+                        .then_some(ms)?
+                } else {
+                    self.time.event_time(cell)?
+                };
+                Some(ms as u64)
+            }
+            ColumnKind::Float64 => {
+                if !cell
+                    .bytes()
+                    .all(|b| b.is_ascii_digit() || b"+-.eE".contains(&b))
+                {
+                    return None;
+                }
+                let f: f64 = cell.parse().ok()?;
+                // A whole value from 10^12 may be a card number; an infinite one is out of
+                // range: both the general route's to say.
+                if !f.is_finite() || (f.fract() == 0.0 && f.abs() >= 1e12) {
+                    return None;
+                }
+                Some(f.to_bits())
+            }
+            ColumnKind::Bool => {
+                if cell.eq_ignore_ascii_case("true") {
+                    Some(1)
+                } else if cell.eq_ignore_ascii_case("false") {
+                    Some(0)
+                } else {
+                    None
+                }
+            }
+        }
+    }
+}
+
 /// The string at `text[at]` (a quote) without escapes, with where it ends (past its closing
 /// quote).
 #[inline(always)]

@@ -549,6 +549,11 @@ impl DeclaredDecoder {
         );
         let mut line_no = first_line;
         let mut start = 0;
+        let mut fast = FastDeclared::default();
+        let mut fast_row = FastRow {
+            vals: vec![0; self.columns.len()],
+            ..FastRow::default()
+        };
         while start < chunk.len() {
             let (end, quoted) = super::csv::record_end(chunk, start);
             let rec = &chunk[start..end];
@@ -579,6 +584,10 @@ impl DeclaredDecoder {
                     continue;
                 }
             };
+            if self.fast && !quoted && fast.csv_row(self, &map, text, &mut fast_row).is_some() {
+                asm.push_fast(&fast_row, text, pos, span(at, at + rec.len()));
+                continue;
+            }
             // Cells borrow the record (a quoted one is unescaped into its own string): per record.
             let mut texts = Vec::new();
             let mut row = self.empty_row();

@@ -769,3 +769,139 @@ fn long_column_names_decode_alike_on_both_routes() {
         .count();
     assert!(taken > 1_000, "{taken}");
 }
+
+/// The CSV fast path decides every record as the general route does — rows, payload hashes,
+/// spans, rejects and counts — over records of every column kind written under shuffled headers
+/// with extra columns, with cells that fit and cells that do not (quotes, signs, fractions,
+/// card numbers, out-of-range numbers, epoch and RFC 3339 times, empty NOT NULL cells, too few
+/// or too many cells), and it takes most of the accepted ones.
+#[test]
+fn the_csv_fast_path_decodes_every_record_as_the_general_route_does() {
+    use rand::seq::{IndexedRandom, SliceRandom};
+    use rand::{Rng, SeedableRng};
+    let fast = decoder();
+    let general = decoder().general_route_only();
+    let mut rng = rand::rngs::StdRng::seed_from_u64(5150);
+    let cell = |rng: &mut rand::rngs::StdRng, name: &str| -> String {
+        let good = match name {
+            "order_id" => format!("o{}", rng.random_range(0..1000)),
+            "ts" if rng.random_bool(0.3) => {
+                format!("17304192{:05}", rng.random_range(0..99_999))
+            }
+            "ts" => format!(
+                "2026-11-01T00:{:02}:{:02}.{:03}Z",
+                rng.random_range(0..3),
+                rng.random_range(0..60),
+                rng.random_range(0..1000)
+            ),
+            "amount_minor" => rng.random_range(-5_000i64..5_000_000).to_string(),
+            "qty" => rng.random_range(0..100).to_string(),
+            "score" => format!("{:.3}", rng.random_range(-10.0..10.0)),
+            "gift" => ["true", "false", "TRUE", "False"]
+                .choose(rng)
+                .unwrap()
+                .to_string(),
+            "note" => ["hi", "a note", "ünïcode", ""]
+                .choose(rng)
+                .unwrap()
+                .to_string(),
+            _ => ["x", "7", "", "4111111111111111", "a b"]
+                .choose(rng)
+                .unwrap()
+                .to_string(),
+        };
+        if rng.random_bool(0.85) {
+            return good;
+        }
+        [
+            "",
+            "\"q\"",
+            "-0",
+            "+5",
+            "007",
+            "1.5",
+            "1e3",
+            "3000000000",
+            "4111111111111111",
+            "tok 4111 1111 1111 1111",
+            "2026-13-01T00:00:00Z",
+            "2026-11-01T00:00:00+01:00",
+            "99999999999999999999",
+            "yes",
+            "nan",
+            "1e400",
+            "a-very-long-note-that-is-over-24-characters",
+        ]
+        .choose(rng)
+        .unwrap()
+        .to_string()
+    };
+    let (mut accepted, mut rejected, mut taken) = (0, 0, 0);
+    for round in 0..60 {
+        let mut names: Vec<&str> = vec![
+            "order_id",
+            "ts",
+            "amount_minor",
+            "qty",
+            "score",
+            "gift",
+            "note",
+        ];
+        for extra in ["colour", "channel"] {
+            if rng.random_bool(0.4) {
+                names.push(extra);
+            }
+        }
+        names.shuffle(&mut rng);
+        let header = CsvHeader::parse_names(&names.join(",")).unwrap();
+        let map = fast.csv_columns(&header).unwrap();
+        let mut records = Vec::new();
+        for _ in 0..80 {
+            let mut cells: Vec<String> = names.iter().map(|n| cell(&mut rng, n)).collect();
+            match rng.random_range(0..25) {
+                0 => cells.push("extra".into()),
+                1 => {
+                    cells.pop();
+                }
+                _ => {}
+            }
+            let mut rec = cells.join(",");
+            if rng.random_bool(0.05) {
+                rec.push('\r');
+            }
+            records.push(rec);
+        }
+        let text = records.join("\n");
+        let batch = rng.random_range(1..30);
+        let a = fast.csv(text.as_bytes(), 2, &header, batch);
+        let b = general.csv(text.as_bytes(), 2, &header, batch);
+        assert_eq!((a.records, a.unknown_fields), (b.records, b.unknown_fields));
+        assert_eq!(a.rejects, b.rejects, "round {round}");
+        assert_eq!(a.batches.len(), b.batches.len());
+        for (x, y) in a.batches.iter().zip(&b.batches) {
+            assert_eq!(x.batch, y.batch, "round {round}");
+            assert_eq!(x.positions, y.positions);
+            assert_eq!(x.payload_hashes, y.payload_hashes);
+            assert_eq!(x.raw_spans, y.raw_spans);
+            accepted += x.batch.num_rows();
+        }
+        rejected += b.rejects.len();
+        let mut path = fast::FastDeclared::default();
+        let mut row = fast::FastRow {
+            vals: vec![0; 7],
+            ..Default::default()
+        };
+        taken += records
+            .iter()
+            .filter(|r| {
+                let r = r.strip_suffix('\r').unwrap_or(r);
+                !r.contains('"') && path.csv_row(&general, &map, r, &mut row).is_some()
+            })
+            .count();
+    }
+    assert!(
+        accepted > 1_000 && rejected > 1_000,
+        "{accepted} {rejected}"
+    );
+    assert!(taken * 10 > accepted * 9, "{taken} of {accepted}");
+}
