@@ -529,9 +529,28 @@ fn decode_csv_routed(
 /// Decodes one batch read from a Parquet file; `first_row` is the 1-based number of its first row.
 /// The batch's columns are kept with the decoded batches ([`RawSource::Parquet`]).
 pub fn decode_parquet(batch: &RecordBatch, first_row: u64, batch_size: usize) -> Decoded {
+    decode_parquet_routed(batch, first_row, batch_size, true)
+}
+
+/// [`decode_parquet`], with or without its fast path (the tests hold the two routes to the same
+/// results).
+fn decode_parquet_routed(
+    batch: &RecordBatch,
+    first_row: u64,
+    batch_size: usize,
+    try_fast: bool,
+) -> Decoded {
     let mut asm = Assembler::new(batch_size, batch.num_rows(), &Projection::ALL);
     let cols = Arc::new(ParquetColumns::new(batch));
+    let mut fast = fast::FastPath::default();
+    let mut valid = ValidRow::empty();
     for i in 0..batch.num_rows() {
+        if try_fast && let Some(unknown) = cols.fast_row(i, &mut fast, &mut valid) {
+            asm.out.records += 1;
+            asm.out.unknown_fields += u64::from(unknown);
+            asm.accept(&valid, first_row + i as u64, span(i, i + 1));
+            continue;
+        }
         let mut row = RawRow::default();
         cols.read_row(i, &mut row);
         let pos = first_row + i as u64;
@@ -735,6 +754,174 @@ mod tests {
         }
         assert!(accepted > 2_000 && rejected > 300, "{accepted} {rejected}");
         assert!(taken * 4 > accepted * 3, "{taken} of {accepted}");
+    }
+
+    /// The Parquet fast path decides every row as the general route does — rows, positions,
+    /// hashes, rejects, counts — over batches whose columns come in the types producers write
+    /// (the time as a timestamp, text or epoch milliseconds; amounts as Int64, Int32, Float64
+    /// or text; codes dictionary-encoded; extra columns of text, numbers and lists) with nulls
+    /// and bad values, and it takes most of the rows that are accepted.
+    #[test]
+    fn parquet_fast_path_decodes_every_row_as_the_general_route_does() {
+        use datafusion::arrow::array::{
+            ArrayRef, DictionaryArray, Float64Array, Int32Array, Int64Array, ListArray,
+            StringArray, TimestampMillisecondArray,
+        };
+        use datafusion::arrow::datatypes::{DataType, Field, Int8Type, Int32Type, Schema};
+        use rand::seq::{IndexedRandom, SliceRandom};
+        let cfg = crate::generate::GenConfig {
+            events: 3_000,
+            seed: 12,
+            ..Default::default()
+        };
+        let mut out = Vec::new();
+        crate::generate::generate(&cfg, &mut out).unwrap();
+        let events: Vec<serde_json::Map<String, serde_json::Value>> = String::from_utf8(out)
+            .unwrap()
+            .lines()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect();
+        let mut rng = rand::rngs::StdRng::seed_from_u64(77);
+        let (mut accepted, mut rejected, mut taken) = (0, 0, 0);
+        for round in 0..30 {
+            let rows: Vec<_> = events.choose_multiple(&mut rng, 100).collect();
+            // A field's text per row, with a few bad values and nulls.
+            let text = |rng: &mut rand::rngs::StdRng, name: &str| -> Vec<Option<String>> {
+                rows.iter()
+                    .map(|e| {
+                        if rng.random_bool(0.03) {
+                            return None;
+                        }
+                        if rng.random_bool(0.03) {
+                            let bad = [
+                                "",
+                                "4111111111111111",
+                                "XXX",
+                                "zz",
+                                "-5",
+                                "2026-13-01T00:00:00Z",
+                            ];
+                            return Some(bad.choose(rng).unwrap().to_string());
+                        }
+                        e.get(name).and_then(|v| match v {
+                            serde_json::Value::String(s) => Some(s.clone()),
+                            serde_json::Value::Null => None,
+                            v => Some(v.to_string()),
+                        })
+                    })
+                    .collect()
+            };
+            let mut fields = Vec::new();
+            let mut cols: Vec<ArrayRef> = Vec::new();
+            for name in crate::schema::FIELD_NAMES {
+                if !crate::schema::FieldId::from_name(name.as_bytes()).is_some_and(|f| f.required())
+                    && rng.random_bool(0.2)
+                {
+                    continue;
+                }
+                let values = text(&mut rng, name);
+                let strings = || StringArray::from(values.clone());
+                let ints = || {
+                    Int64Array::from(
+                        values
+                            .iter()
+                            .map(|v| v.as_ref().and_then(|v| v.parse::<i64>().ok()))
+                            .collect::<Vec<_>>(),
+                    )
+                };
+                let (t, col): (DataType, ArrayRef) = match name {
+                    "event_time" => match rng.random_range(0..3) {
+                        0 => (DataType::Utf8, Arc::new(strings())),
+                        1 => {
+                            let ms: Vec<Option<i64>> = values
+                                .iter()
+                                .map(|v| v.as_deref().and_then(crate::time::parse_rfc3339_millis))
+                                .collect();
+                            (DataType::Int64, Arc::new(Int64Array::from(ms)))
+                        }
+                        _ => {
+                            let ms: Vec<Option<i64>> = values
+                                .iter()
+                                .map(|v| v.as_deref().and_then(crate::time::parse_rfc3339_millis))
+                                .collect();
+                            let a = TimestampMillisecondArray::from(ms).with_timezone("UTC");
+                            (a.data_type().clone(), Arc::new(a))
+                        }
+                    },
+                    "amount_minor" | "fee_minor" => match rng.random_range(0..4) {
+                        0 => (DataType::Utf8, Arc::new(strings())),
+                        1 => {
+                            let a: Int32Array = ints()
+                                .iter()
+                                .map(|v| v.and_then(|v| i32::try_from(v).ok()))
+                                .collect();
+                            (DataType::Int32, Arc::new(a))
+                        }
+                        2 => {
+                            let a: Float64Array =
+                                ints().iter().map(|v| v.map(|v| v as f64)).collect();
+                            (DataType::Float64, Arc::new(a))
+                        }
+                        _ => (DataType::Int64, Arc::new(ints())),
+                    },
+                    "event_type" | "status" | "currency" if rng.random_bool(0.5) => {
+                        let a: DictionaryArray<Int8Type> =
+                            values.iter().map(|v| v.as_deref()).collect();
+                        (a.data_type().clone(), Arc::new(a))
+                    }
+                    _ => (DataType::Utf8, Arc::new(strings())),
+                };
+                fields.push(Field::new(name, t, true));
+                cols.push(col);
+            }
+            if rng.random_bool(0.5) {
+                let notes: Vec<Option<&str>> = (0..rows.len())
+                    .map(|_| *["x", "4111 1111 1111 1111", "ok"].choose(&mut rng).unwrap())
+                    .map(Some)
+                    .collect();
+                fields.push(Field::new("note", DataType::Utf8, true));
+                cols.push(Arc::new(StringArray::from(notes)));
+            }
+            if rng.random_bool(0.3) {
+                let list = ListArray::from_iter_primitive::<Int32Type, _, _>(
+                    (0..rows.len()).map(|i| Some(vec![Some(i as i32)])),
+                );
+                fields.push(Field::new("tags", list.data_type().clone(), true));
+                cols.push(Arc::new(list));
+            }
+            let mut order: Vec<usize> = (0..fields.len()).collect();
+            order.shuffle(&mut rng);
+            let schema = Arc::new(Schema::new(
+                order.iter().map(|i| fields[*i].clone()).collect::<Vec<_>>(),
+            ));
+            let batch = RecordBatch::try_new(
+                schema,
+                order.iter().map(|i| Arc::clone(&cols[*i])).collect(),
+            )
+            .unwrap();
+            let size = rng.random_range(1..40);
+            let a = decode_parquet_routed(&batch, 1, size, true);
+            let b = decode_parquet_routed(&batch, 1, size, false);
+            assert_eq!((a.records, a.unknown_fields), (b.records, b.unknown_fields));
+            assert_eq!(a.rejects, b.rejects, "round {round}");
+            assert_eq!(a.batches.len(), b.batches.len());
+            for (x, y) in a.batches.iter().zip(&b.batches) {
+                assert_eq!(x.batch, y.batch, "round {round}");
+                assert_eq!(x.positions, y.positions);
+                assert_eq!(x.payload_hashes, y.payload_hashes);
+                assert_eq!(x.raw_spans, y.raw_spans);
+                accepted += x.batch.num_rows();
+            }
+            rejected += b.rejects.len();
+            let cols = ParquetColumns::new(&batch);
+            let mut fast = fast::FastPath::default();
+            let mut row = ValidRow::empty();
+            taken += (0..batch.num_rows())
+                .filter(|i| cols.fast_row(*i, &mut fast, &mut row).is_some())
+                .count();
+        }
+        assert!(accepted > 300 && rejected > 300, "{accepted} {rejected}");
+        assert!(taken * 2 > accepted, "{taken} of {accepted}");
     }
 
     #[test]

@@ -12,8 +12,10 @@ use datafusion::arrow::array::{
 use datafusion::arrow::compute::cast;
 use datafusion::arrow::datatypes::{DataType, TimeUnit};
 
-use super::row::{RawRow, RawValue};
-use crate::schema::FieldId;
+use super::card::contains_card_number;
+use super::fast::{FastPath, check};
+use super::row::{MAX_EVENT_TIME, RawRow, RawValue, ValidRow};
+use crate::schema::{FieldId, NUM_FIELDS};
 
 /// A Parquet batch's columns, converted once to the few shapes the row reader understands.
 #[derive(Debug)]
@@ -143,6 +145,73 @@ impl ParquetColumns {
         }
     }
 
+    /// The fast path: row `i` read straight into `row` when every cell is of the type its field
+    /// wants (strings as text, the time as text or an integer timestamp, amounts as integers)
+    /// and valid, with the number of extra columns; `None` for anything else, which
+    /// [`Self::read_row`] and [`validate`](super::validate) then decide and name. What it takes,
+    /// the general route takes with the same values.
+    pub(super) fn fast_row<'a>(
+        &'a self,
+        i: usize,
+        time: &mut FastPath,
+        row: &mut ValidRow<'a>,
+    ) -> Option<u32> {
+        row.strs = [None; NUM_FIELDS];
+        row.fee_minor = None;
+        let mut event_time = None;
+        let mut amount = None;
+        let mut unknown = 0;
+        for (id, _, col) in &self.cols {
+            let Some(f) = id else {
+                unknown += 1;
+                match col {
+                    // Screened as `read_row` screens an extra column's text.
+                    Column::Str(a)
+                        if a.is_valid(i) && contains_card_number(a.value(i).as_bytes()) =>
+                    {
+                        return None;
+                    }
+                    Column::Other(a) if a.is_valid(i) => return None,
+                    _ => {}
+                }
+                continue;
+            };
+            match (f, col) {
+                (FieldId::EventTime, Column::Int(a)) if a.is_valid(i) => {
+                    let ms = a.value(i);
+                    event_time = Some((0..=MAX_EVENT_TIME).contains(&ms).then_some(ms)?);
+                }
+                (FieldId::EventTime, Column::Str(a)) if a.is_valid(i) => {
+                    event_time = Some(time.event_time(a.value(i))?);
+                }
+                (FieldId::AmountMinor | FieldId::FeeMinor, Column::Int(a)) if a.is_valid(i) => {
+                    let v = a.value(i);
+                    if !(0..=super::MAX_AMOUNT).contains(&v) {
+                        return None;
+                    }
+                    match f {
+                        FieldId::AmountMinor => amount = Some(v),
+                        _ => row.fee_minor = Some(v),
+                    }
+                }
+                (FieldId::EventTime | FieldId::AmountMinor | FieldId::FeeMinor, _) => {
+                    // A null fee is absent; anything else the general route judges.
+                    if !(*f == FieldId::FeeMinor && is_null(col, i)) {
+                        return None;
+                    }
+                }
+                (_, Column::Str(a)) if a.is_valid(i) => row.strs[*f as usize] = Some(a.value(i)),
+                // A null optional string is absent (`check` declines a missing required one).
+                (_, c) if is_null(c, i) => {}
+                _ => return None,
+            }
+        }
+        row.amount_minor = amount?;
+        row.event_time = event_time?;
+        check(row)?;
+        Some(unknown)
+    }
+
     /// The columns' names, in order.
     pub(super) fn names(&self) -> impl Iterator<Item = &str> {
         self.cols.iter().map(|(_, n, _)| n.as_str())
@@ -200,6 +269,16 @@ impl ParquetColumns {
             m.insert(name.clone(), v);
         }
         serde_json::Value::Object(m).to_string()
+    }
+}
+
+/// Whether row `i` of `col` is null.
+fn is_null(col: &Column, i: usize) -> bool {
+    match col {
+        Column::Str(a) => a.is_null(i),
+        Column::Int(a) => a.is_null(i),
+        Column::Bool(a) => a.is_null(i),
+        Column::Float(a) | Column::Other(a) => a.is_null(i),
     }
 }
 
