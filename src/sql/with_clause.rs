@@ -132,17 +132,32 @@ pub(super) fn resolve(
         stream_ident.value = stream.to_string();
         *first = Expr::Identifier(stream_ident);
         // The query may qualify columns by the CTE's name (`auths.card_id`).
-        if let TableFactor::Table { alias, .. } = &mut from.relation
-            && alias.is_none()
-        {
-            *alias = Some(TableAlias {
-                explicit: true,
-                name: cte_name,
-                columns: vec![],
-                at: None,
-            });
+        let mut named = cte_name.clone();
+        if let TableFactor::Table { alias, .. } = &mut from.relation {
+            match alias {
+                Some(a) => named = a.name.clone(),
+                None => {
+                    *alias = Some(TableAlias {
+                        explicit: true,
+                        name: cte_name,
+                        columns: vec![],
+                        at: None,
+                    })
+                }
+            }
         }
-        if let Some(p) = condition {
+        if let Some(mut p) = condition {
+            // The CTE's condition may qualify columns by the stream's name: they are now the
+            // window's rows, named as the query names them.
+            let _ = datafusion::sql::sqlparser::ast::visit_expressions_mut(&mut p, |e| {
+                if let Expr::CompoundIdentifier(ids) = e
+                    && ids.len() == 2
+                    && ids[0].value.eq_ignore_ascii_case(stream)
+                {
+                    ids[0] = named.clone();
+                }
+                std::ops::ControlFlow::<()>::Continue(())
+            });
             match &mut select.selection {
                 Some(w) => super::join_sides::and_into(w, p),
                 None => select.selection = Some(p),
