@@ -1160,6 +1160,16 @@ pub(super) async fn df_plan_error(
             if msg.contains("Internal error") || msg.contains("DataFusion") {
                 return plan_error(span, INTERNAL);
             }
+            // A literal that cannot become its comparison's type (`amount_minor > 'abc'`).
+            if let Some(rest) = msg.strip_prefix("Cast error: Cannot cast string ") {
+                return plan_error(
+                    span,
+                    format!(
+                        "the literal {} is compared with or assigned to a column of another type; write a value of the column's type (a number without quotes for an amount), or CAST the column",
+                        rest.split(" to value of ").next().unwrap_or(rest)
+                    ),
+                );
+            }
             if msg.starts_with("No field named") {
                 let columns: Vec<String> = columns
                     .fields()
