@@ -11,7 +11,8 @@
 //! value, a key, a number however written, a field given twice — except the values of the
 //! fields whose meaning is known and whose value is in range: `event_time` as epoch
 //! milliseconds and the money fields `amount_minor` and `fee_minor` (0 ≤ n ≤ 10^15), which are
-//! timestamps and amounts, not card numbers. Those values are masked out before the check; the
+//! timestamps and amounts, not card numbers, and numbers in any field that are epoch times or
+//! have a fraction (`exempt_number_spans`). Those values are masked out before the check; the
 //! decision is never made on a parsed copy of the record, whose duplicate keys, keys and
 //! re-printed numbers could differ from the bytes stored.
 //!
@@ -51,18 +52,20 @@ pub(crate) fn holds_card_number(line: &[u8]) -> bool {
             masked.get_or_insert_with(|| line.to_vec())[s..e].fill(b'x');
         }
     }
-    for (s, e) in epoch_millis_spans(line) {
+    for (s, e) in exempt_number_spans(line) {
         masked.get_or_insert_with(|| line.to_vec())[s..e].fill(b'x');
     }
     masked.is_none_or(|m| record_contains_card_number(&m))
 }
 
-/// The JSON number tokens (outside strings) of `line` that are epoch-millisecond times: exactly
-/// 13 digits starting with 1, 2 or 3 (2001-09-09 to 2065-01-24). No card scheme issues a
-/// 13-digit number outside Visa's range 4, so such a value is a time in any field — a declared
-/// source's `ts`, which the log cannot know by name — and one in ten of them passes the Luhn
-/// check.
-fn epoch_millis_spans(line: &[u8]) -> Vec<(usize, usize)> {
+/// The JSON number tokens (outside strings) of `line` no card number can be: epoch-millisecond
+/// times — exactly 13 digits starting with 1, 2 or 3 (2001-09-09 to 2065-01-24); no card scheme
+/// issues a 13-digit number outside Visa's range 4, so such a value is a time in any field (a
+/// declared source's `ts`, which the log cannot know by name), and one in ten of them passes
+/// the Luhn check — and numbers with a fraction whose value is not a whole one from 10^12 (a
+/// DOUBLE's `0.8474337369372327`, whose 16 digits pass the check one time in ten, which the
+/// declared decoder accepted and the log then refused as a bug).
+fn exempt_number_spans(line: &[u8]) -> Vec<(usize, usize)> {
     let mut out = Vec::new();
     let (mut i, mut in_string) = (0, false);
     while i < line.len() {
@@ -80,24 +83,57 @@ fn epoch_millis_spans(line: &[u8]) -> Vec<(usize, usize)> {
             b'"' => in_string = true,
             b'0'..=b'9' => {
                 let start = i;
-                while i < line.len() && line[i].is_ascii_digit() {
-                    i += 1;
+                let digits = |mut i: usize| {
+                    while i < line.len() && line[i].is_ascii_digit() {
+                        i += 1;
+                    }
+                    i
+                };
+                i = digits(i);
+                let int_end = i;
+                // A fraction or exponent, as JSON writes them.
+                let mut fractional = false;
+                if line.get(i) == Some(&b'.') && line.get(i + 1).is_some_and(u8::is_ascii_digit) {
+                    i = digits(i + 1);
+                    fractional = true;
+                }
+                if matches!(line.get(i), Some(b'e' | b'E')) {
+                    let mut j = i + 1;
+                    if matches!(line.get(j), Some(b'+' | b'-')) {
+                        j += 1;
+                    }
+                    if line.get(j).is_some_and(u8::is_ascii_digit) {
+                        i = digits(j);
+                        fractional = true;
+                    }
                 }
                 // A whole JSON value: a member's or an element's, nothing glued to it (`411
                 // 1111111111111` is one card number with a space, not a time).
-                let before = line[..start]
+                let signed = start > 0 && line[start - 1] == b'-';
+                let from = start - usize::from(signed);
+                let before = line[..from]
                     .iter()
                     .rev()
                     .find(|b| !matches!(b, b' ' | b'\t' | b'\r' | b'\n'));
                 let after = line[i..]
                     .iter()
                     .find(|b| !matches!(b, b' ' | b'\t' | b'\r' | b'\n'));
-                if i - start == 13
-                    && matches!(line[start], b'1'..=b'3')
-                    && matches!(before, Some(b':' | b',' | b'['))
-                    && matches!(after, Some(b',' | b'}' | b']'))
-                {
-                    out.push((start, i));
+                let whole_value = matches!(before, Some(b':' | b',' | b'['))
+                    && matches!(after, Some(b',' | b'}' | b']'));
+                let epoch_millis = !fractional
+                    && !signed
+                    && int_end - start == 13
+                    && matches!(line[start], b'1'..=b'3');
+                // A number with a fraction (a DOUBLE's `0.8474337369372327`) is a card number
+                // only when its value is whole and from 10^12, as the declared decoder judges a
+                // DOUBLE: its digits after the point are no card's.
+                let fraction = fractional
+                    && std::str::from_utf8(&line[from..i])
+                        .ok()
+                        .and_then(|t| t.parse::<f64>().ok())
+                        .is_some_and(|f| f.fract() != 0.0 || f.abs() < 1e12);
+                if whole_value && (epoch_millis || fraction) {
+                    out.push((from, i));
                 }
                 continue;
             }
@@ -320,6 +356,11 @@ mod tests {
             r#"{"ts":17000000000043}"#,
             r#"{"pan":411 1111111111111}"#,
             r#"{"pan":"x", "n": 411 1111111111111}"#,
+            // A fraction's digits in a string are text, screened as text; a whole value with
+            // a point is a number of 16 digits.
+            r#"{"score":"0.4539148803436467"}"#,
+            r#"{"score":4539148803436467.0}"#,
+            r#"{"score":4.539148803436467e15}"#,
         ];
         for line in held {
             assert!(holds_card_number(line.as_bytes()), "{line}");
@@ -332,6 +373,11 @@ mod tests {
             r#"{"ts" : 1700000000004 , "at": [ 1700000000004 ]}"#,
             r#"{"fee_minor":100000000000009,"note":"caf\u00e9"}"#,
             r#"{"card_id":"card_4539148"}"#,
+            // A DOUBLE's fraction digits (Luhn-valid as a run) are no card number, as the
+            // declared decoder judges them.
+            r#"{"order_id":"o0","score":0.4539148803436467,"gift":false}"#,
+            r#"{"score":-0.4539148803436467}"#,
+            r#"{"score":[0.4539148803436467, 1.5e-7]}"#,
         ];
         assert!(contains_card_number(b"1700000000004"));
         assert!(contains_card_number(b"100000000000009"));
