@@ -1182,11 +1182,14 @@ WHERE p.card_id IN (SELECT card_id FROM (VALUES ('card_000001')) AS b(card_id)) 
 ",
     )
     .unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_paystream"))
-        .current_dir(dir.path())
-        .args(["replay", "events.jsonl", "--query", "q.sql"])
-        .output()
-        .unwrap();
+    let replay_q = || {
+        Command::new(env!("CARGO_BIN_EXE_paystream"))
+            .current_dir(dir.path())
+            .args(["replay", "events.jsonl", "--query", "q.sql"])
+            .output()
+            .unwrap()
+    };
+    let out = replay_q();
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
         !out.status.success() && err.contains("under OR is not supported"),
@@ -1200,11 +1203,7 @@ SELECT p.event_id, m.risk_tier FROM payments p JOIN merchants m ON m.merchant_id
 ",
     )
     .unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_paystream"))
-        .current_dir(dir.path())
-        .args(["replay", "events.jsonl", "--query", "q.sql"])
-        .output()
-        .unwrap();
+    let out = replay_q();
     assert!(
         out.status.success(),
         "{}",
@@ -1227,11 +1226,7 @@ SELECT p.event_id, m.risk_teir FROM payments p JOIN merchants m ON m.merchant_id
 ",
     )
     .unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_paystream"))
-        .current_dir(dir.path())
-        .args(["replay", "events.jsonl", "--query", "q.sql"])
-        .output()
-        .unwrap();
+    let out = replay_q();
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{err}");
     assert!(
@@ -1243,11 +1238,7 @@ SELECT p.event_id, m.risk_teir FROM payments p JOIN merchants m ON m.merchant_id
     assert!(stdout.lines().all(|l| l.contains("\"risk_teir\":null")));
     // A missing table file stops the replay before it reads an event, naming the file.
     std::fs::remove_file(&table).unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_paystream"))
-        .current_dir(dir.path())
-        .args(["replay", "events.jsonl", "--query", "q.sql"])
-        .output()
-        .unwrap();
+    let out = replay_q();
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
         !out.status.success() && err.contains("merchants.csv") && err.contains("table `merchants`"),

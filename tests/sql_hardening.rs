@@ -196,17 +196,7 @@ fn integer_overflow_in_an_expression_is_an_error_naming_the_query_and_the_values
         ),
     ];
     for (name, sql, values) in cases {
-        let q = dir.path().join(name);
-        std::fs::write(&q, sql).unwrap();
-        let o = paystream()
-            .arg("replay")
-            .arg(&json)
-            .arg("--query")
-            .arg(&q)
-            .output()
-            .unwrap();
-        let stderr = String::from_utf8_lossy(&o.stderr);
-        assert!(!o.status.success(), "{name}: {stderr}");
+        let stderr = failed_replay(dir.path(), &json, name, sql);
         assert!(
             stderr.contains(name) && stderr.contains(values),
             "{name}: {stderr}"
@@ -240,22 +230,28 @@ fn a_value_that_does_not_convert_names_the_query_and_what_to_write() {
             "TRY_CAST",
         ),
     ] {
-        let q = dir.path().join(name);
-        std::fs::write(&q, sql).unwrap();
-        let o = paystream()
-            .arg("replay")
-            .arg(&json)
-            .arg("--query")
-            .arg(&q)
-            .output()
-            .unwrap();
-        let stderr = String::from_utf8_lossy(&o.stderr);
-        assert!(!o.status.success(), "{name}: {stderr}");
+        let stderr = failed_replay(dir.path(), &json, name, sql);
         assert!(
             stderr.contains(name) && stderr.contains(want) && !stderr.contains(never),
             "{name}: {stderr}"
         );
     }
+}
+
+/// The standard error of replaying `input` with `sql` written to `dir/name`, which must fail.
+fn failed_replay(dir: &std::path::Path, input: &std::path::Path, name: &str, sql: &str) -> String {
+    let q = dir.join(name);
+    std::fs::write(&q, sql).unwrap();
+    let o = paystream()
+        .arg("replay")
+        .arg(input)
+        .arg("--query")
+        .arg(&q)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&o.stderr).into_owned();
+    assert!(!o.status.success(), "{name}: {stderr}");
+    stderr
 }
 
 /// `a + a + … + a` with `terms` terms, over a column.

@@ -31,7 +31,7 @@ use std::ops::ControlFlow;
 use datafusion::sql::sqlparser::ast::{
     BinaryOperator, Distinct, Expr, GroupByExpr, Ident, JoinConstraint, JoinOperator, ObjectName,
     Query, Select, SelectFlavor, SelectItem, SelectItemQualifiedWildcardKind, SetExpr, Spanned,
-    TableFactor, WildcardAdditionalOptions, visit_expressions, visit_expressions_mut,
+    TableFactor, visit_expressions, visit_expressions_mut,
 };
 use datafusion::sql::sqlparser::tokenizer::Span;
 
@@ -373,14 +373,7 @@ fn plain_select(
         Some(a) => Some(a.name.clone()),
         None => None,
     };
-    let plain = |o: &WildcardAdditionalOptions| {
-        o.opt_ilike.is_none()
-            && o.opt_exclude.is_none()
-            && o.opt_except.is_none()
-            && o.opt_replace.is_none()
-            && o.opt_rename.is_none()
-            && o.opt_alias.is_none()
-    };
+    let plain = super::top_n::plain_wildcard;
     let star = match projection.as_slice() {
         [SelectItem::Wildcard(o)] => plain(o),
         [SelectItem::QualifiedWildcard(SelectItemQualifiedWildcardKind::ObjectName(q), o)] => {
