@@ -220,8 +220,23 @@ impl ParquetColumns {
     /// Row `i` of column `k` as the value a JSON parser would see; for a list or struct, also
     /// its text (which is screened for card numbers).
     pub(super) fn cell(&self, k: usize, i: usize) -> (RawValue<'_>, Option<String>) {
+        if let (_, _, Column::Other(a)) = &self.cols[k]
+            && a.is_valid(i)
+        {
+            return (
+                RawValue::Compound(described(a.data_type())),
+                datafusion::arrow::util::display::array_value_to_string(a, i).ok(),
+            );
+        }
+        (self.value(k, i).unwrap_or(RawValue::Null), None)
+    }
+
+    /// Row `i` of column `k` as the value a JSON parser would see; `None` for a list, struct
+    /// or other compound value, whose text [`Self::cell`] renders (for the card screen).
+    #[inline]
+    pub(super) fn value(&self, k: usize, i: usize) -> Option<RawValue<'_>> {
         let (_, _, col) = &self.cols[k];
-        let v = match col {
+        Some(match col {
             Column::Str(a) if a.is_valid(i) => RawValue::Str(Cow::Borrowed(a.value(i))),
             Column::Int(a) if a.is_valid(i) => RawValue::Int(a.value(i)),
             Column::Bool(a) if a.is_valid(i) => RawValue::Bool(a.value(i)),
@@ -239,15 +254,22 @@ impl ParquetColumns {
                     RawValue::Float(f64::NAN)
                 }
             }
-            Column::Other(a) if a.is_valid(i) => {
-                return (
-                    RawValue::Compound(described(a.data_type())),
-                    datafusion::arrow::util::display::array_value_to_string(a, i).ok(),
-                );
-            }
+            Column::Other(a) if a.is_valid(i) => return None,
             _ => RawValue::Null,
-        };
-        (v, None)
+        })
+    }
+
+    /// The string in row `i` of column `k`, a string column ([`Self::value`] read a string
+    /// there); empty for any other column, which no caller asks for.
+    #[inline]
+    pub(super) fn str_at(&self, k: usize, i: usize) -> &str {
+        match &self.cols[k].2 {
+            Column::Str(a) => a.value(i),
+            _ => {
+                debug_assert!(false, "column {k} holds no strings");
+                ""
+            }
+        }
     }
 
     /// Row `i` as a JSON object, for the dead-letter output.

@@ -195,18 +195,24 @@ impl<'d> Assembler<'d> {
         Ok(())
     }
 
-    /// Appends one record the fast path read from `text` (counted by the caller), at `sp` in
-    /// its chunk. Its values were checked as they were read; the payload hash is the one
+    /// Appends one record the fast path read (counted by the caller), at `sp` in its chunk. Its values were checked as they were read; the payload hash is the one
     /// [`Self::push`] computes from the same values.
     ///
     /// The hash is taken in a pass of its own over the present columns, before any builder is
     /// touched: folded among the builders' appends, its state went through memory at every
     /// column, and the column-by-column chain of multiplies stalled on it. The builders then
     /// see only the columns they build (a left-out column is its batch's row count).
-    pub(super) fn push_fast(&mut self, row: &FastRow, text: &str, pos: u64, sp: (u32, u32)) {
+    ///
+    /// `str_at` turns a string column's word into its text (a byte range of a line, a Parquet
+    /// cell).
+    pub(super) fn push_fast<'t>(
+        &mut self,
+        row: &FastRow,
+        str_at: impl Fn(u64) -> &'t str,
+        pos: u64,
+        sp: (u32, u32),
+    ) {
         self.out.unknown_fields += u64::from(row.unknown);
-        let text = text.as_bytes();
-        let str_at = |v: u64| &text[(v >> 32) as usize..v as u32 as usize];
         // A null adds nothing to the hash.
         let mut h = PayloadHasher::new();
         let mut bits = row.present;
@@ -215,7 +221,7 @@ impl<'d> Assembler<'d> {
             bits &= bits - 1;
             let v = row.vals[i];
             if self.strings & (1 << i) != 0 {
-                h.bytes(i, str_at(v));
+                h.bytes(i, str_at(v).as_bytes());
             } else {
                 // Integers, times, a float's bits, a boolean's 0 or 1: as `push` hashes them.
                 h.int(i, v as i64);
@@ -233,11 +239,7 @@ impl<'d> Assembler<'d> {
             let v = row.vals[i];
             match b {
                 Builder::LeftOut => {}
-                Builder::Utf8(b) => {
-                    // SAFETY: the fast path's range is a string's contents between two ASCII
-                    // quotes of a `&str`: UTF-8.
-                    b.push(Some(unsafe { std::str::from_utf8_unchecked(str_at(v)) }));
-                }
+                Builder::Utf8(b) => b.push(Some(str_at(v))),
                 Builder::Int64(b) | Builder::Timestamp(b) => b.push(v as i64),
                 Builder::Int32(b) => b.push(v as i32),
                 Builder::Float64(b) => b.push(f64::from_bits(v)),

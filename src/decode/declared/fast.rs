@@ -19,6 +19,8 @@
 use super::super::card::contains_card_number;
 use super::super::fast::{FastPath, literal, skip_number, skip_value, ws};
 use super::super::json::find_special;
+use super::super::parquet::ParquetColumns;
+use super::super::row::RawValue;
 use super::{ColumnKind, DeclaredDecoder};
 
 /// The values of one line, indexed by column, each checked and ready to append, as its
@@ -348,6 +350,98 @@ impl FastDeclared {
                 }
             }
         }
+    }
+}
+
+impl FastDeclared {
+    /// Reads row `i` of the Parquet columns `cols` into `row` by the column map `map` (a
+    /// declared column per Parquet column, `None` for an extra one), each cell checked as
+    /// [`check_value`](super::check::check_value) checks the value
+    /// [`ParquetColumns::cell`] makes of it; `None` when the general route must decide (a cell of
+    /// another type than its column's, a null in a NOT NULL column, a possible card number, a
+    /// list or struct anywhere). A string column's word is its Parquet column's index.
+    pub(super) fn parquet_row(
+        &mut self,
+        d: &DeclaredDecoder,
+        cols: &ParquetColumns,
+        map: &[Option<usize>],
+        i: usize,
+        row: &mut FastRow,
+    ) -> Option<()> {
+        row.seen = 0;
+        row.present = 0;
+        row.unknown = 0;
+        for (k, target) in map.iter().enumerate() {
+            // A list or struct is screened through its text: the general route's.
+            let v = cols.value(k, i)?;
+            let Some(c) = *target else {
+                // Screened as the general route screens an extra column's string.
+                if let RawValue::Str(s) = &v
+                    && contains_card_number(s.as_bytes())
+                {
+                    return None;
+                }
+                row.unknown += 1;
+                continue;
+            };
+            let bit = 1u64 << c;
+            row.seen |= bit;
+            let col = &d.columns[c];
+            let word = match (col.kind, v) {
+                (_, RawValue::Null) if col.nullable => continue,
+                (ColumnKind::Utf8, RawValue::Str(s)) => {
+                    if contains_card_number(s.as_bytes()) {
+                        return None;
+                    }
+                    if let Some(n) = col.max_chars
+                        && s.len() > n
+                        && s.chars().count() > n
+                    {
+                        return None;
+                    }
+                    k as u64
+                }
+                // From 10^12 an integer may be a card number: the general route judges it.
+                (ColumnKind::Int64 | ColumnKind::Int32, RawValue::Int(n))
+                    if n.unsigned_abs() < 1_000_000_000_000
+                        && (col.kind == ColumnKind::Int64 || i32::try_from(n).is_ok()) =>
+                {
+                    n as u64
+                }
+                (ColumnKind::Timestamp, RawValue::Int(ms))
+                    if (0..=super::super::row::MAX_EVENT_TIME).contains(&ms) =>
+                {
+                    ms as u64
+                }
+                (ColumnKind::Timestamp, RawValue::Str(s)) => self.time.event_time(&s)? as u64,
+                (ColumnKind::Float64, RawValue::Int(n)) if n.unsigned_abs() < 1_000_000_000_000 => {
+                    (n as f64).to_bits()
+                }
+                // A whole value from 10^12 may be a card number; an infinite one is out of
+                // range: both the general route's to say.
+                (ColumnKind::Float64, RawValue::Float(f))
+                    if f.is_finite() && !(f.fract() == 0.0 && f.abs() >= 1e12) =>
+                {
+                    f.to_bits()
+                }
+                (ColumnKind::Bool, RawValue::Bool(b)) => u64::from(b),
+                _ => return None,
+            };
+            row.vals[c] = word;
+            row.present |= bit;
+        }
+        (row.present & d.required == d.required).then_some(())
+    }
+}
+
+/// The strings of a [`FastRow`] read from `text`: a word is the byte range of one.
+#[inline(always)]
+pub(super) fn in_text<'t>(text: &'t str) -> impl Fn(u64) -> &'t str {
+    move |v| {
+        let b = &text.as_bytes()[(v >> 32) as usize..v as u32 as usize];
+        // SAFETY: the fast paths' ranges start and end at ASCII bytes of `text` (quotes, commas,
+        // a record's ends): char boundaries of UTF-8.
+        unsafe { std::str::from_utf8_unchecked(b) }
     }
 }
 

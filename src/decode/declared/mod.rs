@@ -411,7 +411,12 @@ impl DeclaredDecoder {
                 },
             };
             if self.fast && fast.row(self, text, &mut fast_row).is_some() {
-                asm.push_fast(&fast_row, text, this, span(at, at + line.len()));
+                asm.push_fast(
+                    &fast_row,
+                    fast::in_text(text),
+                    this,
+                    span(at, at + line.len()),
+                );
                 continue;
             }
             // A checked row leaves its slots empty; any other is emptied here.
@@ -441,7 +446,27 @@ impl DeclaredDecoder {
         let map: Vec<Option<usize>> = names.iter().map(|n| self.column(n)).collect();
         let mut asm = Assembler::new(self, batch_size, batch.num_rows(), false);
         let mut cells = Vec::with_capacity(self.columns.len());
+        let mut fast = FastDeclared::default();
+        let mut fast_row = FastRow {
+            vals: vec![0; self.columns.len()],
+            ..FastRow::default()
+        };
         for i in 0..batch.num_rows() {
+            let pos = first_row + i as u64;
+            asm.out.records += 1;
+            if self.fast
+                && fast
+                    .parquet_row(self, &cols, &map, i, &mut fast_row)
+                    .is_some()
+            {
+                asm.push_fast(
+                    &fast_row,
+                    |k| cols.str_at(k as usize, i),
+                    pos,
+                    span(i, i + 1),
+                );
+                continue;
+            }
             let mut row = self.empty_row();
             for (k, target) in map.iter().enumerate() {
                 let (v, text) = cols.cell(k, i);
@@ -455,8 +480,6 @@ impl DeclaredDecoder {
                     None => row.unknown_fields += 1,
                 }
             }
-            let pos = first_row + i as u64;
-            asm.out.records += 1;
             if let Err(e) = asm.push(&mut row, &mut cells, pos, span(i, i + 1)) {
                 asm.reject(e, pos, cols.row_json(i).as_bytes());
             }
@@ -585,7 +608,12 @@ impl DeclaredDecoder {
                 }
             };
             if self.fast && !quoted && fast.csv_row(self, &map, text, &mut fast_row).is_some() {
-                asm.push_fast(&fast_row, text, pos, span(at, at + rec.len()));
+                asm.push_fast(
+                    &fast_row,
+                    fast::in_text(text),
+                    pos,
+                    span(at, at + rec.len()),
+                );
                 continue;
             }
             // Cells borrow the record (a quoted one is unescaped into its own string): per record.
