@@ -5,6 +5,7 @@
 //! parser would produce and validated by the same rules. Positions are 1-based row numbers.
 
 use std::borrow::Cow;
+use std::sync::Arc;
 
 use datafusion::arrow::array::{
     Array, ArrayRef, AsArray, BooleanArray, Int64Array, RecordBatch, StringArray,
@@ -257,6 +258,17 @@ impl ParquetColumns {
             Column::Other(a) if a.is_valid(i) => return None,
             _ => RawValue::Null,
         })
+    }
+
+    /// Column `k` as an Arrow array when it is one of the shapes a row's value is read from
+    /// unchanged: text (as `Utf8`) or integers and times (as `Int64`, times in epoch
+    /// milliseconds).
+    pub(super) fn plain(&self, k: usize) -> Option<ArrayRef> {
+        match &self.cols[k].2 {
+            Column::Str(a) => Some(Arc::new(a.clone())),
+            Column::Int(a) => Some(Arc::new(a.clone())),
+            _ => None,
+        }
     }
 
     /// The string in row `i` of column `k`, a string column ([`Self::value`] read a string

@@ -3,7 +3,8 @@
 
 use std::sync::Arc;
 
-use datafusion::arrow::array::{ArrayRef, BooleanBuilder, RecordBatch};
+use datafusion::arrow::array::{ArrayRef, BooleanBuilder, RecordBatch, UInt32Array};
+use datafusion::arrow::compute::take;
 use datafusion::arrow::datatypes::{Float64Type, Int32Type, Int64Type, TimestampMillisecondType};
 
 use super::super::payload_hash::PayloadHasher;
@@ -27,6 +28,11 @@ enum Builder {
     Float64(PrimColumn<f64>),
     Bool(BooleanBuilder),
     Timestamp(PrimColumn<i64>),
+    /// A column whose values every accepted row holds unchanged in a column of its source (a
+    /// Parquet batch's strings, integers, times): nothing is appended row by row; a batch
+    /// takes its rows' values (a slice when they are consecutive, as they are unless a row
+    /// was refused between them). Its rows are the spans' starts ([`Assembler::take_from`]).
+    Taken(ArrayRef),
 }
 
 impl Builder {
@@ -45,7 +51,7 @@ impl Builder {
     /// Appends a checked cell (its kind matches the column's).
     fn append(&mut self, cell: &Cell<'_>) {
         match (self, cell) {
-            (Builder::LeftOut, _) => {}
+            (Builder::LeftOut | Builder::Taken(_), _) => {}
             (Builder::Utf8(b), Cell::Str(s)) => b.push(Some(s)),
             (Builder::Int64(b), Cell::Int(v)) => b.push(*v),
             (Builder::Int32(b), Cell::Int(v)) => b.push(*v as i32),
@@ -61,7 +67,7 @@ impl Builder {
     fn append_null(&mut self) {
         match self {
             Builder::Utf8(b) => b.push(None),
-            Builder::LeftOut => {}
+            Builder::LeftOut | Builder::Taken(_) => {}
             Builder::Int64(b) => b.push_null(),
             Builder::Int32(b) => b.push_null(),
             Builder::Float64(b) => b.push_null(),
@@ -70,9 +76,10 @@ impl Builder {
         }
     }
 
-    /// The column of the batch's `rows` rows.
-    pub(super) fn finish(&mut self, rows: usize) -> ArrayRef {
+    /// The column of the batch's `rows` rows, whose records are at `spans`.
+    pub(super) fn finish(&mut self, rows: usize, spans: &[(u32, u32)]) -> ArrayRef {
         match self {
+            Builder::Taken(a) => taken(a, spans),
             Builder::Utf8(b) => Arc::new(b.finish()),
             Builder::LeftOut => Arc::new(empty_strings(rows)),
             Builder::Int64(b) => Arc::new(b.finish::<Int64Type>()),
@@ -84,6 +91,20 @@ impl Builder {
             }
         }
     }
+}
+
+/// The values of `column` at the rows whose spans are `spans` (row `i`'s span starts at `i`,
+/// rows in increasing order): a slice of it when they are consecutive.
+fn taken(column: &ArrayRef, spans: &[(u32, u32)]) -> ArrayRef {
+    let (Some(first), Some(last)) = (spans.first(), spans.last()) else {
+        return column.slice(0, 0);
+    };
+    let (first, last) = (first.0 as usize, last.0 as usize);
+    if last + 1 - first == spans.len() {
+        return column.slice(first, spans.len());
+    }
+    let rows = UInt32Array::from_iter_values(spans.iter().map(|s| s.0));
+    take(column.as_ref(), &rows, None).expect("the rows are the batch's")
 }
 
 /// Collects checked rows into batches of a fixed size.
@@ -146,6 +167,16 @@ impl<'d> Assembler<'d> {
             hashes: Vec::with_capacity(cap),
             batch_size,
             out: Decoded::default(),
+        }
+    }
+
+    /// Column `c` takes its values from `column` (of the column's Arrow type) at the rows the
+    /// spans start at, instead of row by row: every row appended must hold its value there
+    /// unchanged (or null where it is null).
+    pub(super) fn take_from(&mut self, c: usize, column: ArrayRef) {
+        self.builders[c] = Builder::Taken(column);
+        if c < 64 {
+            self.building &= !(1u64 << c);
         }
     }
 
@@ -238,7 +269,7 @@ impl<'d> Assembler<'d> {
             }
             let v = row.vals[i];
             match b {
-                Builder::LeftOut => {}
+                Builder::LeftOut | Builder::Taken(_) => {}
                 Builder::Utf8(b) => b.push(Some(str_at(v))),
                 Builder::Int64(b) | Builder::Timestamp(b) => b.push(v as i64),
                 Builder::Int32(b) => b.push(v as i32),
@@ -271,7 +302,12 @@ impl<'d> Assembler<'d> {
             return;
         }
         let rows = self.rows;
-        let columns: Vec<ArrayRef> = self.builders.iter_mut().map(|b| b.finish(rows)).collect();
+        let spans = &self.spans;
+        let columns: Vec<ArrayRef> = self
+            .builders
+            .iter_mut()
+            .map(|b| b.finish(rows, spans))
+            .collect();
         let batch =
             RecordBatch::try_new(std::sync::Arc::clone(self.decoder.events.arrow()), columns)
                 .expect("checked cells fit the declared columns");

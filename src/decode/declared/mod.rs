@@ -16,7 +16,7 @@
 
 use std::sync::Arc;
 
-use datafusion::arrow::array::RecordBatch;
+use datafusion::arrow::array::{Array, RecordBatch, make_array};
 use datafusion::arrow::datatypes::{DataType, TimeUnit};
 
 use super::card::contains_card_number;
@@ -146,8 +146,8 @@ pub struct DeclaredDecoder {
     meta_columns: Vec<(usize, MetaKey)>,
     /// Bit `i` set for each NOT NULL column `i` (the fast path's columns, at most 64).
     required: u64,
-    /// Whether JSON lines take the fast path first ([`fast`]): no metadata columns, at most 64
-    /// columns.
+    /// Whether records take the fast path first ([`fast`]), and Parquet columns are sliced
+    /// rather than copied: no metadata columns, at most 64 columns.
     fast: bool,
     /// Whether each column is built; a `VARCHAR` column no query reads is left out (empty
     /// strings), its values still read, checked and hashed ([`Self::projected`]).
@@ -451,6 +451,32 @@ impl DeclaredDecoder {
             vals: vec![0; self.columns.len()],
             ..FastRow::default()
         };
+        // A row accepted holds a text, integer or time cell unchanged: such columns are sliced
+        // out of the file's batch instead of copied row by row (a shortcut as the fast path
+        // is, and held to the general route with it).
+        for (k, target) in map.iter().enumerate().filter(|_| self.fast) {
+            let (Some(c), Some(column)) = (*target, cols.plain(k)) else {
+                continue;
+            };
+            let field = self.events.arrow().field(c).data_type();
+            let same = match (self.columns[c].kind, column.data_type()) {
+                (ColumnKind::Utf8, DataType::Utf8) | (ColumnKind::Int64, DataType::Int64) => {
+                    Some(column)
+                }
+                // Epoch milliseconds, as the declared timestamp holds them.
+                (ColumnKind::Timestamp, DataType::Int64) => column
+                    .to_data()
+                    .into_builder()
+                    .data_type(field.clone())
+                    .build()
+                    .ok()
+                    .map(make_array),
+                _ => None,
+            };
+            if let Some(column) = same.filter(|a| a.data_type() == field) {
+                asm.take_from(c, column);
+            }
+        }
         for i in 0..batch.num_rows() {
             let pos = first_row + i as u64;
             asm.out.records += 1;
