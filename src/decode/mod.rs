@@ -19,6 +19,7 @@ mod projection;
 mod reject;
 mod row;
 mod str_column;
+mod taken;
 mod validity;
 
 use std::path::Path;
@@ -306,7 +307,7 @@ impl Assembler {
             return;
         }
         self.out.batches.push(DecodedBatch {
-            batch: self.builder.finish(),
+            batch: self.builder.finish_rows(&self.spans),
             positions: std::mem::take(&mut self.positions),
             payload_hashes: std::mem::take(&mut self.hashes),
             raw_spans: std::mem::take(&mut self.spans),
@@ -545,6 +546,14 @@ fn decode_parquet_routed(
 ) -> Decoded {
     let mut asm = Assembler::new(batch_size, batch.num_rows(), &Projection::ALL);
     let cols = Arc::new(ParquetColumns::new(batch));
+    // A row accepted holds its text cells unchanged: those columns are sliced out of the
+    // file's batch instead of copied row by row (a shortcut as the fast path is, and held to
+    // the general route with it).
+    if try_fast {
+        for (field, column) in cols.texts() {
+            asm.builder.take_from(field, column);
+        }
+    }
     let mut fast = fast::FastPath::default();
     let mut valid = ValidRow::empty();
     for i in 0..batch.num_rows() {

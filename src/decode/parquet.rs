@@ -271,6 +271,17 @@ impl ParquetColumns {
         }
     }
 
+    /// The text columns of payment event fields (other than the coded `event_type` and
+    /// `status`), as `Utf8` arrays.
+    pub(super) fn texts(&self) -> impl Iterator<Item = (FieldId, ArrayRef)> + '_ {
+        self.cols.iter().filter_map(|(id, _, col)| match (id, col) {
+            (Some(f), Column::Str(a)) if !matches!(f, FieldId::EventType | FieldId::Status) => {
+                Some((*f, Arc::new(a.clone()) as ArrayRef))
+            }
+            _ => None,
+        })
+    }
+
     /// The string in row `i` of column `k`, a string column ([`Self::value`] read a string
     /// there); empty for any other column, which no caller asks for.
     #[inline]

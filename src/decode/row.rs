@@ -525,6 +525,9 @@ pub struct EventBatchBuilder {
     strings: Vec<(usize, StrColumn)>,
     /// String columns left out by the projection, built as empty strings.
     left_out: Vec<usize>,
+    /// String columns taken from a column of the source at each row's span
+    /// ([`Self::take_from`]).
+    taken: Vec<(usize, ArrayRef)>,
     event_type: Vec<i8>,
     status: PrimColumn<i8>,
     event_time: PrimColumn<i64>,
@@ -567,6 +570,7 @@ impl EventBatchBuilder {
         EventBatchBuilder {
             strings,
             left_out: left_out.iter().map(|f| *f as usize).collect(),
+            taken: Vec::new(),
             event_type: Vec::with_capacity(capacity),
             status: PrimColumn::with_capacity(capacity),
             event_time: PrimColumn::with_capacity(capacity),
@@ -604,9 +608,30 @@ impl EventBatchBuilder {
         self.len += 1;
     }
 
+    /// String field `field` (one the builder builds) takes its values from `column`, a `Utf8`
+    /// column of the source, at the row each appended row's span starts at, instead of row by
+    /// row: every row appended must hold its value there unchanged. Batches are then finished
+    /// by [`Self::finish_rows`].
+    pub(super) fn take_from(&mut self, field: FieldId, column: ArrayRef) {
+        let f = field as usize;
+        if let Some(k) = self.strings.iter().position(|(i, _)| *i == f) {
+            self.strings.remove(k);
+            self.taken.push((f, column));
+        }
+    }
+
     /// Finishes the batch, leaving the builder empty for reuse.
     pub fn finish(&mut self) -> RecordBatch {
+        self.finish_rows(&[])
+    }
+
+    /// Finishes the batch whose rows' records are at `spans` (rows of the source the taken
+    /// columns come from), leaving the builder empty for reuse.
+    pub(super) fn finish_rows(&mut self, spans: &[(u32, u32)]) -> RecordBatch {
         let mut cols: Vec<Option<ArrayRef>> = vec![None; NUM_FIELDS];
+        for (idx, column) in &self.taken {
+            cols[*idx] = Some(super::taken::rows_of(column, spans));
+        }
         for (idx, b) in &mut self.strings {
             cols[*idx] = Some(Arc::new(b.finish()));
         }

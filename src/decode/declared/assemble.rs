@@ -3,8 +3,7 @@
 
 use std::sync::Arc;
 
-use datafusion::arrow::array::{ArrayRef, BooleanBuilder, RecordBatch, UInt32Array};
-use datafusion::arrow::compute::take;
+use datafusion::arrow::array::{ArrayRef, BooleanBuilder, RecordBatch};
 use datafusion::arrow::datatypes::{Float64Type, Int32Type, Int64Type, TimestampMillisecondType};
 
 use super::super::payload_hash::PayloadHasher;
@@ -12,6 +11,7 @@ use super::super::prim_column::PrimColumn;
 use super::super::reject::Reject;
 use super::super::row::Invalid;
 use super::super::str_column::{StrColumn, empty_strings};
+use super::super::taken::rows_of;
 use super::super::{Decoded, DecodedBatch, Redecode, span};
 use super::check::Cell;
 use super::fast::FastRow;
@@ -79,7 +79,7 @@ impl Builder {
     /// The column of the batch's `rows` rows, whose records are at `spans`.
     pub(super) fn finish(&mut self, rows: usize, spans: &[(u32, u32)]) -> ArrayRef {
         match self {
-            Builder::Taken(a) => taken(a, spans),
+            Builder::Taken(a) => rows_of(a, spans),
             Builder::Utf8(b) => Arc::new(b.finish()),
             Builder::LeftOut => Arc::new(empty_strings(rows)),
             Builder::Int64(b) => Arc::new(b.finish::<Int64Type>()),
@@ -91,20 +91,6 @@ impl Builder {
             }
         }
     }
-}
-
-/// The values of `column` at the rows whose spans are `spans` (row `i`'s span starts at `i`,
-/// rows in increasing order): a slice of it when they are consecutive.
-fn taken(column: &ArrayRef, spans: &[(u32, u32)]) -> ArrayRef {
-    let (Some(first), Some(last)) = (spans.first(), spans.last()) else {
-        return column.slice(0, 0);
-    };
-    let (first, last) = (first.0 as usize, last.0 as usize);
-    if last + 1 - first == spans.len() {
-        return column.slice(first, spans.len());
-    }
-    let rows = UInt32Array::from_iter_values(spans.iter().map(|s| s.0));
-    take(column.as_ref(), &rows, None).expect("the rows are the batch's")
 }
 
 /// Collects checked rows into batches of a fixed size.
