@@ -1565,7 +1565,9 @@ fn a_job_over_files_run_again_does_not_write_its_results_twice() {
         format!(
             "CREATE SOURCE payments WITH (connector = 'file', path = '{}', format = 'json');
 CREATE SINK out WITH (connector = 'file', path = '{}', format = 'json');
+CREATE SINK totals WITH (connector = 'log', topic = 'totals');
 INSERT INTO out SELECT merchant_id, window_start, count(*) AS n FROM TUMBLE(payments, event_time, INTERVAL '1' MINUTE) GROUP BY merchant_id, window_start, window_end;
+INSERT INTO totals SELECT merchant_id, window_start, sum(amount_minor) AS minor FROM TUMBLE(payments, event_time, INTERVAL '1' MINUTE) GROUP BY merchant_id, window_start, window_end;
 ",
             events.display(),
             out.display()
@@ -1573,6 +1575,15 @@ INSERT INTO out SELECT merchant_id, window_start, count(*) AS n FROM TUMBLE(paym
     )
     .unwrap();
     let lines = || std::fs::read_to_string(&out).unwrap().lines().count();
+    // A log topic sink is appended to as a file is.
+    let log = paystream::log::Log::new(&data);
+    let records = || -> u64 {
+        log.partition_stats("totals")
+            .unwrap()
+            .iter()
+            .map(|s| s.end_offset - s.start_offset)
+            .sum()
+    };
     let run = |extra: &[&str]| {
         paystream(&data)
             .arg("run")
@@ -1583,19 +1594,38 @@ INSERT INTO out SELECT merchant_id, window_start, count(*) AS n FROM TUMBLE(paym
             .unwrap()
     };
     assert!(run(&[]).status.success());
-    let first = lines();
-    assert!(first > 0);
+    let (first, in_topic) = (lines(), records());
+    assert!(first > 0 && in_topic > 0);
+    // A reader of the results has read them all.
+    let read_all = paystream::log::GroupOffsets {
+        offsets: [(0, in_topic)].into_iter().collect(),
+    };
+    log.commit_offsets("totals", "dashboard", &read_all)
+        .unwrap();
     let again = run(&[]);
     let err = String::from_utf8_lossy(&again.stderr);
     assert!(!again.status.success(), "{err}");
     assert!(
-        err.contains("out.jsonl already holds results of an earlier run")
+        err.contains("already holds")
+            && err.contains("earlier run")
             && err.contains("--reset-state --truncate-sinks"),
         "{err}"
     );
     assert_eq!(lines(), first, "nothing written by the refused run");
+    assert_eq!(records(), in_topic, "nothing written by the refused run");
+    // Only the topic holds results: refused as well, naming it.
+    std::fs::remove_file(&out).unwrap();
+    let again = run(&[]);
+    let err = String::from_utf8_lossy(&again.stderr);
+    assert!(
+        !again.status.success() && err.contains("topic totals already holds"),
+        "{err}"
+    );
     assert!(run(&["--reset-state", "--truncate-sinks"]).status.success());
-    assert_eq!(lines(), first);
+    assert_eq!((lines(), records()), (first, in_topic));
+    // The reader starts over with the recomputed results.
+    let rewound = log.group_offsets("totals", "dashboard").unwrap();
+    assert_eq!(rewound.offsets.get(&0), Some(&0), "{rewound:?}");
     assert!(run(&["--reset-state", "--keep-sinks"]).status.success());
-    assert_eq!(lines(), 2 * first);
+    assert_eq!((lines(), records()), (2 * first, 2 * in_topic));
 }

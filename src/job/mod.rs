@@ -624,7 +624,7 @@ impl Job {
                 None => t.load()?,
             }
         }
-        let reset = reset.unwrap_or_default();
+        let mut reset = reset.unwrap_or_default();
         if store.is_some() {
             sink_reset::report_changed_sinks(&opts.data_dir, &name, file, restored.is_some())?;
         }
@@ -662,6 +662,7 @@ impl Job {
         // looked at before any is emptied.
         if store.is_none() {
             let mut to_empty = Vec::new();
+            let mut topics_to_empty = Vec::new();
             let all = [
                 (DEAD_LETTERS.to_string(), format!("{base}.dlq")),
                 (LATE_EVENTS.to_string(), format!("{base}.late")),
@@ -670,6 +671,25 @@ impl Job {
             .chain(plans.iter().map(|(sink, _)| (sink.clone(), sink.clone())));
             for (sink_name, default_topic) in all {
                 let connector = declared(&sink_name, default_topic);
+                // A log topic is appended to as a file is.
+                if let Some(topic) = connector.log_topic() {
+                    let held: u64 = log.partition_stats(topic).map_or(0, |stats| {
+                        stats.iter().map(|s| s.end_offset - s.start_offset).sum()
+                    });
+                    match (held, opts.sink_reset) {
+                        (0, _) | (_, Some(SinkReset::Keep)) => {}
+                        (_, Some(SinkReset::Truncate)) => topics_to_empty.push(topic.to_string()),
+                        (_, None) => {
+                            return Err(config_err(
+                                &format!("sink `{sink_name}`"),
+                                format!(
+                                    "topic {topic} already holds {held} records of an earlier run, and job {name} reads its files whole on every run, so running again would write every result a second time; run with --reset-state --truncate-sinks to replace them (--reset-state --keep-sinks appends)"
+                                ),
+                            ));
+                        }
+                    }
+                    continue;
+                }
                 let Some(path) = connector.file_path() else {
                     continue;
                 };
@@ -692,6 +712,12 @@ impl Job {
                     }
                 }
             }
+            reset.truncate.extend(sink_reset::empty_topics(
+                &log,
+                &name,
+                &topics_to_empty,
+                opts.fsync,
+            )?);
             for path in to_empty {
                 std::fs::File::create(&path).map_err(|e| {
                     config_err(

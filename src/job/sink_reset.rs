@@ -165,6 +165,37 @@ fn plan_reset(
     Ok(plan)
 }
 
+/// Empties `topics`, the log-topic sinks of a job over files run again with `--truncate-sinks`,
+/// after refusing any that another job writes or reads; returns, per topic, the offsets its
+/// partitions start at again, for [`rewind_groups`].
+pub(super) fn empty_topics(
+    log: &Log,
+    job: &str,
+    topics: &[String],
+    fsync: crate::log::FsyncPolicy,
+) -> Result<BTreeMap<String, Vec<u64>>> {
+    let others = other_jobs_topics(log, job);
+    if let Some((topic, (other, how))) = topics.iter().find_map(|t| others.get(t).map(|o| (t, o))) {
+        return Err(err(format!(
+            "--truncate-sinks would empty topic {topic}, which job {other} {how} too; use --keep-sinks, or give this job sinks of its own"
+        )));
+    }
+    let mut emptied = BTreeMap::new();
+    for topic in topics {
+        let starts: Vec<u64> = log
+            .partition_stats(topic)?
+            .iter()
+            .map(|s| s.start_offset)
+            .collect();
+        let mut writer = log.writer(topic, fsync)?;
+        for (p, start) in starts.iter().enumerate() {
+            writer.truncate_to(p as u32, *start)?;
+        }
+        emptied.insert(topic.clone(), starts);
+    }
+    Ok(emptied)
+}
+
 /// Empties the reset's topics' consumer groups back to where the topics now start, so a group
 /// that had read the old results reads the recomputed ones (the emptied offsets are reused).
 pub(super) fn rewind_groups(log: &Log, plan: &ResetPlan) -> Result<()> {
