@@ -135,56 +135,30 @@ pub enum RawSource {
     Parquet(Arc<ParquetColumns>),
 }
 
-/// A chunk's bytes: a buffer handed back to the reader that filled it (`recycle`) once the
-/// last batch decoded from it is dropped, so the reader reuses warm memory; or a range of
-/// bytes shared with others (a mapped file).
+/// A chunk's bytes, handed back to the reader that filled them (`recycle`) once the last
+/// batch decoded from them is dropped, so the reader reuses warm memory.
 #[derive(Debug)]
 pub struct ChunkBytes {
-    held: Held,
+    bytes: Vec<u8>,
     recycle: Option<SyncSender<Vec<u8>>>,
 }
-
-#[derive(Debug)]
-enum Held {
-    Owned(Vec<u8>),
-    Shared(Arc<dyn SharedBytes>, std::ops::Range<usize>),
-}
-
-/// Bytes several chunks are ranges of (a mapped file).
-pub trait SharedBytes: AsRef<[u8]> + Send + Sync + std::fmt::Debug {}
-impl<T: AsRef<[u8]> + Send + Sync + std::fmt::Debug> SharedBytes for T {}
 
 impl ChunkBytes {
     /// Wraps a chunk; `recycle` gets the buffer back when this is dropped (if it has room).
     pub fn new(bytes: Vec<u8>, recycle: Option<SyncSender<Vec<u8>>>) -> Self {
-        ChunkBytes {
-            held: Held::Owned(bytes),
-            recycle,
-        }
-    }
-
-    /// The chunk `range` of `whole` (which must hold it).
-    pub fn shared(whole: Arc<dyn SharedBytes>, range: std::ops::Range<usize>) -> Self {
-        debug_assert!(range.end <= (*whole).as_ref().len());
-        ChunkBytes {
-            held: Held::Shared(whole, range),
-            recycle: None,
-        }
+        ChunkBytes { bytes, recycle }
     }
 
     /// The chunk.
     pub fn bytes(&self) -> &[u8] {
-        match &self.held {
-            Held::Owned(b) => b,
-            Held::Shared(whole, range) => &(**whole).as_ref()[range.clone()],
-        }
+        &self.bytes
     }
 }
 
 impl Drop for ChunkBytes {
     fn drop(&mut self) {
-        if let (Some(tx), Held::Owned(b)) = (self.recycle.take(), &mut self.held) {
-            let _ = tx.try_send(std::mem::take(b));
+        if let Some(tx) = self.recycle.take() {
+            let _ = tx.try_send(std::mem::take(&mut self.bytes));
         }
     }
 }

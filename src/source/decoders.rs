@@ -15,34 +15,11 @@ use super::{Chunk, ChunkTag, Positions, ReadOptions, Reading};
 use crate::decode::{ChunkBytes, CsvHeader, Decoded, Decoder, RawSource, RecordMeta};
 use crate::error::Result;
 
-/// A job's records: a buffer the reader filled (handed back to it after use), or a chunk of
-/// bytes shared with others (a mapped file's).
-pub(super) enum Records {
-    Buffer(Vec<u8>),
-    Shared(ChunkBytes),
-}
-
-impl From<Vec<u8>> for Records {
-    fn from(bytes: Vec<u8>) -> Self {
-        Records::Buffer(bytes)
-    }
-}
-
-impl Records {
-    /// The records as a chunk; a buffer goes back to the reader through `recycle`.
-    fn chunk(self, recycle: &SyncSender<Vec<u8>>) -> ChunkBytes {
-        match self {
-            Records::Buffer(b) => ChunkBytes::new(b, Some(recycle.clone())),
-            Records::Shared(c) => c,
-        }
-    }
-}
-
 /// A chunk of records for a decoder.
 pub(super) enum Job {
     Json {
         seq: u64,
-        bytes: Records,
+        bytes: Vec<u8>,
         first_line: u64,
         /// Lines (records) in `bytes`, about: sizes the decoded columns.
         lines: usize,
@@ -54,7 +31,7 @@ pub(super) enum Job {
     },
     Csv {
         seq: u64,
-        bytes: Records,
+        bytes: Vec<u8>,
         first_line: u64,
     },
 }
@@ -159,15 +136,14 @@ pub(super) fn spawn_decoders(
                         times,
                         meta,
                     } => {
-                        let chunk = bytes.chunk(&recycle);
                         let mut d = decoder.json_lines(
-                            chunk.bytes(),
+                            &bytes,
                             first_line,
                             batch_size,
                             lines,
                             meta.as_deref(),
                         );
-                        keep_chunk(&mut d, chunk);
+                        keep_chunk(&mut d, bytes, &recycle);
                         let times = (!times.is_empty()).then_some((first_line, times));
                         (seq, d, tag, times)
                     }
@@ -181,9 +157,8 @@ pub(super) fn spawn_decoders(
                             .expect("header")
                             .clone()
                             .expect("header read first");
-                        let chunk = bytes.chunk(&recycle);
-                        let mut d = decoder.csv(chunk.bytes(), first_line, &h, batch_size);
-                        keep_chunk(&mut d, chunk);
+                        let mut d = decoder.csv(&bytes, first_line, &h, batch_size);
+                        keep_chunk(&mut d, bytes, &recycle);
                         (seq, d, ChunkTag::default(), None)
                     }
                 };
@@ -205,7 +180,8 @@ pub(super) fn spawn_decoders(
 /// Keeps a decoded chunk's bytes with its batches, so the records the router rejects are
 /// dead-lettered as received ([`crate::decode::DecodedBatch::raw_record`]); the buffer goes
 /// back to the reader once the last batch is dropped (at once when the chunk has none).
-fn keep_chunk(d: &mut Decoded, chunk: ChunkBytes) {
+fn keep_chunk(d: &mut Decoded, bytes: Vec<u8>, recycle: &SyncSender<Vec<u8>>) {
+    let chunk = ChunkBytes::new(bytes, Some(recycle.clone()));
     if !d.batches.is_empty() {
         d.keep_source(RawSource::Text(Arc::new(chunk)));
     }

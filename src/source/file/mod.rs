@@ -1,17 +1,13 @@
 //! A file of events as a source: JSON Lines, CSV (with a header row) or Parquet.
 //!
 //! ```text
-//!  file ──2 MiB chunks at record boundaries──▶ decode threads (N) ──seq-numbered──▶ engine
+//!  file ──read 2 MiB chunks at record boundaries──▶ decode threads (N) ──seq-numbered──▶ engine
 //! ```
-//! A regular file is mapped ([`mapped`]): its chunks are ranges of the page cache, neither
-//! copied nor held in fresh buffers; anything else (a pipe, an empty file) is read into
-//! buffers the decoders hand back. Both cut the same chunks.
 //! Each chunk carries its sequence number; the engine puts them back in file order, so results
 //! do not depend on how many threads decoded. A file is one partition and bounded; it starts at
 //! its beginning or at a [`SourcePosition`] (a replay resumed), never at checkpoint positions.
 
 pub(crate) mod connector;
-mod mapped;
 
 pub(crate) use self::connector::CONNECTOR;
 
@@ -24,12 +20,9 @@ use std::sync::{Arc, Mutex};
 
 use datafusion::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 
-use self::mapped::MappedFile;
-use super::decoders::{Job, Records, spawn_decoders};
+use super::decoders::{Job, spawn_decoders};
 use super::{Chunk, ChunkTag, Positions, ReadOptions, Reading, Source};
-use crate::decode::{
-    BOM, ChunkBytes, CsvHeader, Decoder, Format, Origin, ParquetColumns, PositionKind,
-};
+use crate::decode::{BOM, CsvHeader, Decoder, Format, Origin, ParquetColumns, PositionKind};
 use crate::error::{Error, Result};
 use crate::schema::EventSchema;
 
@@ -249,38 +242,6 @@ fn last_record_end(buf: &[u8], format: Format) -> usize {
 fn read_text(
     path: &Path,
     decoder: &Decoder,
-    file: File,
-    format: Format,
-    start: SourcePosition,
-    jobs: &SyncSender<Job>,
-    recycled: &Receiver<Vec<u8>>,
-    header: &Mutex<Option<Arc<CsvHeader>>>,
-    bytes_read: &AtomicU64,
-    stop: &AtomicBool,
-) -> Result<()> {
-    match MappedFile::open(&file) {
-        Some(map) => read_mapped(
-            path,
-            decoder,
-            &Arc::new(map),
-            format,
-            start,
-            jobs,
-            header,
-            bytes_read,
-            stop,
-        ),
-        None => read_buffered(
-            path, decoder, file, format, start, jobs, recycled, header, bytes_read, stop,
-        ),
-    }
-}
-
-/// [`read_text`] through a buffer (a file that cannot be mapped: a pipe, an empty file).
-#[allow(clippy::too_many_arguments)]
-fn read_buffered(
-    path: &Path,
-    decoder: &Decoder,
     mut file: File,
     format: Format,
     start: SourcePosition,
@@ -349,101 +310,6 @@ fn read_buffered(
         buf.truncate(cut);
         let bytes = std::mem::replace(&mut buf, next);
         let newlines = memchr::memchr_iter(b'\n', &bytes).count() as u64;
-        let job = match format {
-            Format::Csv => Job::Csv {
-                seq,
-                bytes: bytes.into(),
-                first_line: line,
-            },
-            _ => Job::Json {
-                seq,
-                bytes: bytes.into(),
-                first_line: line,
-                lines: newlines as usize + 1,
-                tag: ChunkTag::default(),
-                times: Vec::new(),
-                meta: None,
-            },
-        };
-        line += newlines;
-        seq += 1;
-        if jobs.send(job).is_err() {
-            return Ok(());
-        }
-    }
-    Ok(())
-}
-
-/// [`read_text`] over a mapped file: chunks are ranges of the mapping, cut where the buffered
-/// reader cuts them (it reads `CHUNK` bytes at a time and sends everything up to the last
-/// record end), so a file gives the same chunks — and an updating query the same changelog —
-/// whether it is mapped or read.
-#[allow(clippy::too_many_arguments)]
-fn read_mapped(
-    path: &Path,
-    decoder: &Decoder,
-    map: &Arc<MappedFile>,
-    format: Format,
-    start: SourcePosition,
-    jobs: &SyncSender<Job>,
-    header: &Mutex<Option<Arc<CsvHeader>>>,
-    bytes_read: &AtomicU64,
-    stop: &AtomicBool,
-) -> Result<()> {
-    let data = (**map).as_ref();
-    let len = data.len();
-    // `data[pos..read]` is what the buffered reader's buffer would hold.
-    let mut pos = usize::try_from(start.offset).map_or(len, |o| o.min(len));
-    let mut read = pos;
-    let mut line = start.line;
-    let mut seq = 0u64;
-    let mut eof = false;
-    let mut need_header = format == Format::Csv;
-    let mut at_file_start = start.offset == 0;
-    while !eof {
-        if stop.load(Ordering::Relaxed) {
-            return Ok(());
-        }
-        let n = CHUNK.min(len - read);
-        read += n;
-        bytes_read.fetch_add(n as u64, Ordering::Relaxed);
-        eof = n == 0;
-        if at_file_start && (read - pos >= BOM.len() || eof) {
-            at_file_start = false;
-            if data[pos..read].starts_with(BOM.as_bytes()) {
-                pos += BOM.len();
-            }
-        }
-        if need_header {
-            let Some(end) = memchr::memchr(b'\n', &data[pos..read])
-                .map(|i| pos + i)
-                .or(if eof { Some(read) } else { None })
-            else {
-                continue;
-            };
-            let text = std::str::from_utf8(&data[pos..end])
-                .map_err(|_| input_err(path, "the CSV header is not UTF-8"))?;
-            let h = decoder
-                .csv_header(text.trim_end_matches('\r'))
-                .map_err(|e| input_err(path, e))?;
-            *header.lock().expect("header") = Some(Arc::new(h));
-            pos = (end + 1).min(read);
-            line += 1;
-            need_header = false;
-        }
-        let cut = if eof {
-            read - pos
-        } else {
-            last_record_end(&data[pos..read], format)
-        };
-        if cut == 0 {
-            continue;
-        }
-        let range = pos..pos + cut;
-        pos += cut;
-        let newlines = memchr::memchr_iter(b'\n', &data[range.clone()]).count() as u64;
-        let shared: Arc<dyn crate::decode::SharedBytes> = Arc::clone(map) as _;
-        let bytes = Records::Shared(ChunkBytes::shared(shared, range));
         let job = match format {
             Format::Csv => Job::Csv {
                 seq,

@@ -228,7 +228,7 @@ impl LogReader {
                     .fetch_add(buf.len() as u64, Ordering::Relaxed);
                 let job = Job::Json {
                     seq,
-                    bytes: buf.into(),
+                    bytes: buf,
                     first_line: first,
                     lines: records,
                     tag: ChunkTag {

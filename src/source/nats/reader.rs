@@ -239,7 +239,7 @@ impl NatsReader {
             .fetch_add(q.bytes.len() as u64, Ordering::Relaxed);
         let job = Job::Json {
             seq: *seq,
-            bytes: q.bytes.into(),
+            bytes: q.bytes,
             first_line: first,
             lines: q.records,
             tag: ChunkTag {

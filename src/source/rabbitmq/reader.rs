@@ -153,7 +153,7 @@ impl RabbitReader {
             .fetch_add(q.bytes.len() as u64, Ordering::Relaxed);
         let job = Job::Json {
             seq: *seq,
-            bytes: q.bytes.into(),
+            bytes: q.bytes,
             first_line: first,
             lines: q.records,
             tag: ChunkTag {
