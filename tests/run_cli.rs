@@ -1555,7 +1555,7 @@ fn a_job_over_files_run_again_does_not_write_its_results_twice() {
     let events = dir.path().join("events.jsonl");
     std::fs::write(
         &events,
-        gen_lines(&["--events", "2000", "--seed", "4"]).join("\n"),
+        gen_lines(&["--events", "2000", "--seed", "4", "--malformed", "0.02"]).join("\n"),
     )
     .unwrap();
     let out = dir.path().join("out.jsonl");
@@ -1628,4 +1628,33 @@ INSERT INTO totals SELECT merchant_id, window_start, sum(amount_minor) AS minor 
     assert_eq!(rewound.offsets.get(&0), Some(&0), "{rewound:?}");
     assert!(run(&["--reset-state", "--keep-sinks"]).status.success());
     assert_eq!((lines(), records()), (2 * first, 2 * in_topic));
+    // Another job over the same file, its source named alike, shares the default dead-letter
+    // topic, which holds this one's dead letters: its first run goes ahead.
+    let shared: u64 = log
+        .partition_stats("payments.dlq")
+        .unwrap()
+        .iter()
+        .map(|s| s.end_offset)
+        .sum();
+    assert!(shared > 0);
+    let other = dir.path().join("other.sql");
+    std::fs::write(
+        &other,
+        std::fs::read_to_string(&query)
+            .unwrap()
+            .replace("out.jsonl", "other.jsonl")
+            .replace("'totals'", "'other_totals'"),
+    )
+    .unwrap();
+    let first_run = paystream(&data)
+        .arg("run")
+        .arg(&other)
+        .args(["--until-end", "-q"])
+        .output()
+        .unwrap();
+    assert!(
+        first_run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&first_run.stderr)
+    );
 }

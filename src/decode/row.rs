@@ -622,6 +622,7 @@ impl EventBatchBuilder {
 
     /// Finishes the batch, leaving the builder empty for reuse.
     pub fn finish(&mut self) -> RecordBatch {
+        debug_assert!(self.taken.is_empty(), "taken columns need the rows' spans");
         self.finish_rows(&[])
     }
 

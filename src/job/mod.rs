@@ -624,7 +624,7 @@ impl Job {
                 None => t.load()?,
             }
         }
-        let mut reset = reset.unwrap_or_default();
+        let reset = reset.unwrap_or_default();
         if store.is_some() {
             sink_reset::report_changed_sinks(&opts.data_dir, &name, file, restored.is_some())?;
         }
@@ -657,9 +657,9 @@ impl Job {
             && restored.is_none()
             && sinks.restored_epoch == 0
             && opts.sink_reset != Some(SinkReset::Truncate);
-        // A job over files reads them whole on every run and appends to its file sinks: a second
-        // run would add every result again. Say so rather than count twice — every sink is
-        // looked at before any is emptied.
+        // A job over files reads them whole on every run and appends to its file sinks and
+        // declared sink topics: a second run would add every result again. Say so rather than
+        // count twice — every sink is looked at before any is emptied.
         if store.is_none() {
             let mut to_empty = Vec::new();
             let mut topics_to_empty = Vec::new();
@@ -671,11 +671,16 @@ impl Job {
             .chain(plans.iter().map(|(sink, _)| (sink.clone(), sink.clone())));
             for (sink_name, default_topic) in all {
                 let connector = declared(&sink_name, default_topic);
-                // A log topic is appended to as a file is.
-                if let Some(topic) = connector.log_topic() {
-                    let held: u64 = log.partition_stats(topic).map_or(0, |stats| {
-                        stats.iter().map(|s| s.end_offset - s.start_offset).sum()
-                    });
+                // A declared log topic is appended to as a file is. The default `.dlq` and
+                // `.late` topics are named after the source, so jobs over files that name
+                // their sources alike share them: they are not this job's to refuse or empty.
+                let is_declared = file.sinks.iter().any(|s| s.name == sink_name);
+                if let Some(topic) = connector.log_topic().filter(|_| is_declared) {
+                    let held: u64 = match log.partition_stats(topic) {
+                        Ok(stats) => stats.iter().map(|s| s.end_offset - s.start_offset).sum(),
+                        Err(crate::log::LogError::NoSuchTopic { .. }) => 0,
+                        Err(e) => return Err(e.into()),
+                    };
                     match (held, opts.sink_reset) {
                         (0, _) | (_, Some(SinkReset::Keep)) => {}
                         (_, Some(SinkReset::Truncate)) => topics_to_empty.push(topic.to_string()),
@@ -712,12 +717,7 @@ impl Job {
                     }
                 }
             }
-            reset.truncate.extend(sink_reset::empty_topics(
-                &log,
-                &name,
-                &topics_to_empty,
-                opts.fsync,
-            )?);
+            sink_reset::empty_topics(&log, &name, &topics_to_empty, opts.fsync)?;
             for path in to_empty {
                 std::fs::File::create(&path).map_err(|e| {
                     config_err(

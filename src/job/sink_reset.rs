@@ -165,22 +165,22 @@ fn plan_reset(
     Ok(plan)
 }
 
-/// Empties `topics`, the log-topic sinks of a job over files run again with `--truncate-sinks`,
-/// after refusing any that another job writes or reads; returns, per topic, the offsets its
-/// partitions start at again, for [`rewind_groups`].
+/// Empties `topics`, the declared log-topic sinks of a job over files run again with
+/// `--truncate-sinks`, after refusing any that a checkpointed job of the data directory writes
+/// or reads; each topic's consumer groups are rewound to where it starts again at once, so a
+/// run that fails later leaves no group past the end of an emptied topic.
 pub(super) fn empty_topics(
     log: &Log,
     job: &str,
     topics: &[String],
     fsync: crate::log::FsyncPolicy,
-) -> Result<BTreeMap<String, Vec<u64>>> {
+) -> Result<()> {
     let others = other_jobs_topics(log, job);
     if let Some((topic, (other, how))) = topics.iter().find_map(|t| others.get(t).map(|o| (t, o))) {
         return Err(err(format!(
             "--truncate-sinks would empty topic {topic}, which job {other} {how} too; use --keep-sinks, or give this job sinks of its own"
         )));
     }
-    let mut emptied = BTreeMap::new();
     for topic in topics {
         let starts: Vec<u64> = log
             .partition_stats(topic)?
@@ -191,9 +191,16 @@ pub(super) fn empty_topics(
         for (p, start) in starts.iter().enumerate() {
             writer.truncate_to(p as u32, *start)?;
         }
-        emptied.insert(topic.clone(), starts);
+        drop(writer);
+        rewind_groups(
+            log,
+            &ResetPlan {
+                truncate: [(topic.clone(), starts)].into_iter().collect(),
+                ..ResetPlan::default()
+            },
+        )?;
     }
-    Ok(emptied)
+    Ok(())
 }
 
 /// Empties the reset's topics' consumer groups back to where the topics now start, so a group

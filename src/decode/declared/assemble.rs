@@ -212,7 +212,8 @@ impl<'d> Assembler<'d> {
         Ok(())
     }
 
-    /// Appends one record the fast path read (counted by the caller), at `sp` in its chunk. Its values were checked as they were read; the payload hash is the one
+    /// Appends one record the fast path read (counted by the caller), at `sp` in its chunk (a
+    /// line's byte range; a Parquet row's `(i, i + 1)`). Its values were checked as they were read; the payload hash is the one
     /// [`Self::push`] computes from the same values.
     ///
     /// The hash is taken in a pass of its own over the present columns, before any builder is

@@ -23,10 +23,11 @@ use super::super::parquet::ParquetColumns;
 use super::super::row::RawValue;
 use super::{ColumnKind, DeclaredDecoder};
 
-/// The values of one line, indexed by column, each checked and ready to append, as its
-/// column's kind reads it: the byte range `from << 32 | to` of a string's contents in the line
-/// (no escapes in it), an integer or epoch milliseconds (`as u64`), a float's bits, a boolean
-/// as 0 or 1. One word per column, so appending a row matches on the column alone.
+/// The values of one record, indexed by column, each checked and ready to append, as its
+/// column's kind reads it: a string as a word its reader turns back into text (the byte range
+/// `from << 32 | to` of its contents in a JSON line or CSV record, no escapes in it; the index
+/// of its Parquet column), an integer or epoch milliseconds (`as u64`), a float's bits, a
+/// boolean as 0 or 1. One word per column, so appending a row matches on the column alone.
 #[derive(Debug, Default)]
 pub(super) struct FastRow {
     pub(super) vals: Vec<u64>,
@@ -413,7 +414,12 @@ impl FastDeclared {
                 {
                     ms as u64
                 }
-                (ColumnKind::Timestamp, RawValue::Str(s)) => self.time.event_time(&s)? as u64,
+                // A card number is refused in any column, a time's fraction digits too.
+                (ColumnKind::Timestamp, RawValue::Str(s))
+                    if !contains_card_number(s.as_bytes()) =>
+                {
+                    self.time.event_time(&s)? as u64
+                }
                 (ColumnKind::Float64, RawValue::Int(n)) if n.unsigned_abs() < 1_000_000_000_000 => {
                     (n as f64).to_bits()
                 }

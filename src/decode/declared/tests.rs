@@ -947,6 +947,7 @@ fn the_parquet_fast_path_decodes_every_row_as_the_general_route_does() {
             "tok 4111 1111 1111 1111",
             "2026-13-01T00:00:00Z",
             "2026-11-01T00:00:00+01:00",
+            "2026-11-01T12:00:00.4111111111111111Z",
             "a-very-long-note-that-is-over-24-characters",
             "ünïcödé-ünïcödé-ünïcödé-ü",
             "ünïcödé-ünïcödé-ünïcödé",
