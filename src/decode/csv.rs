@@ -223,7 +223,7 @@ pub(super) fn fast_record<'a>(
     let mut event_time = None;
     let mut amount = None;
     let mut unknown = 0;
-    let mut cells = rec.split(',');
+    let mut cells = cells(rec);
     for column in &header.columns {
         let text = cells.next()?;
         match column {
@@ -250,6 +250,65 @@ pub(super) fn fast_record<'a>(
     row.event_time = time.event_time(event_time?)?;
     check(row)?;
     Some(unknown)
+}
+
+/// The cells of a record without quotes, as `rec.split(',')` gives them, found eight bytes at
+/// a time. A CSV cell is a few bytes long: `split`'s searcher (set up per cell, then a byte
+/// loop) was a fifth of a CSV replay's samples, more than the checks of the cells it found.
+pub(super) struct Cells<'a> {
+    rec: &'a str,
+    at: usize,
+    done: bool,
+}
+
+/// The cells of `rec`, which holds no quote.
+pub(super) fn cells(rec: &str) -> Cells<'_> {
+    Cells {
+        rec,
+        at: 0,
+        done: false,
+    }
+}
+
+impl<'a> Iterator for Cells<'a> {
+    type Item = &'a str;
+
+    #[inline(always)]
+    fn next(&mut self) -> Option<&'a str> {
+        if self.done {
+            return None;
+        }
+        let b = self.rec.as_bytes();
+        let start = self.at;
+        let end = next_comma(b, start).unwrap_or_else(|| {
+            self.done = true;
+            b.len()
+        });
+        self.at = end + 1;
+        // SAFETY: `start` is 0 or just past an ASCII comma, `end` an ASCII comma or the end:
+        // char boundaries of `rec`.
+        Some(unsafe { self.rec.get_unchecked(start..end) })
+    }
+}
+
+/// The index of the first `,` in `b` from `from` on.
+#[inline(always)]
+fn next_comma(b: &[u8], from: usize) -> Option<usize> {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    let mut i = from;
+    while let Some(chunk) = b.get(i..i + 8) {
+        let w =
+            u64::from_le_bytes(chunk.try_into().expect("eight bytes")) ^ (ONES * u64::from(b','));
+        // The lowest set high bit marks the first zero byte of `w`, the first comma (a higher
+        // one may be a borrow's false alarm, never a lower one).
+        let zero = w.wrapping_sub(ONES) & !w & HIGH;
+        if zero != 0 {
+            return Some(i + zero.trailing_zeros() as usize / 8);
+        }
+        i += 8;
+    }
+    b[i..].iter().position(|&c| c == b',').map(|k| i + k)
 }
 
 /// An amount cell the general route reads to the same value and accepts: digits only (a sign
@@ -307,6 +366,21 @@ pub fn last_record_end(b: &[u8]) -> usize {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn cells_are_what_split_gives() {
+        use rand::seq::IndexedRandom;
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand::rngs::StdRng::seed_from_u64(12);
+        let parts = ["", ",", ",", "a", "bc", "ü", "12345678", "-", "\r", " "];
+        for _ in 0..20_000 {
+            let n = rng.random_range(0..30);
+            let rec: String = (0..n).map(|_| *parts.choose(&mut rng).unwrap()).collect();
+            let want: Vec<&str> = rec.split(',').collect();
+            let got: Vec<&str> = super::cells(&rec).collect();
+            assert_eq!(got, want, "{rec:?}");
+        }
+    }
+
     use super::*;
 
     #[test]

@@ -250,7 +250,7 @@ impl FastDeclared {
         row.present = 0;
         row.unknown = 0;
         let mut at = 0;
-        let mut cells = text.split(',');
+        let mut cells = super::super::csv::cells(text);
         for target in map {
             let cell = cells.next()?;
             let from = at;
