@@ -361,6 +361,7 @@ impl FastDeclared {
     /// [`ParquetColumns::cell`] makes of it; `None` when the general route must decide (a cell of
     /// another type than its column's, a null in a NOT NULL column, a possible card number, a
     /// list or struct anywhere). A string column's word is its Parquet column's index.
+    #[inline(always)]
     pub(super) fn parquet_row(
         &mut self,
         d: &DeclaredDecoder,
