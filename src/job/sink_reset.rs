@@ -192,13 +192,7 @@ pub(super) fn empty_topics(
             writer.truncate_to(p as u32, *start)?;
         }
         drop(writer);
-        rewind_groups(
-            log,
-            &ResetPlan {
-                truncate: [(topic.clone(), starts)].into_iter().collect(),
-                ..ResetPlan::default()
-            },
-        )?;
+        rewind_topic_groups(log, topic, &starts)?;
     }
     Ok(())
 }
@@ -207,16 +201,22 @@ pub(super) fn empty_topics(
 /// that had read the old results reads the recomputed ones (the emptied offsets are reused).
 pub(super) fn rewind_groups(log: &Log, plan: &ResetPlan) -> Result<()> {
     for (topic, starts) in &plan.truncate {
-        for group in log.groups(topic) {
-            let offsets = GroupOffsets {
-                offsets: starts
-                    .iter()
-                    .enumerate()
-                    .map(|(p, o)| (p as u32, *o))
-                    .collect(),
-            };
-            log.commit_offsets(topic, &group, &offsets)?;
-        }
+        rewind_topic_groups(log, topic, starts)?;
+    }
+    Ok(())
+}
+
+/// Commits every consumer group of `topic` at `starts` (one offset per partition).
+fn rewind_topic_groups(log: &Log, topic: &str, starts: &[u64]) -> Result<()> {
+    let offsets = GroupOffsets {
+        offsets: starts
+            .iter()
+            .enumerate()
+            .map(|(p, o)| (p as u32, *o))
+            .collect(),
+    };
+    for group in log.groups(topic) {
+        log.commit_offsets(topic, &group, &offsets)?;
     }
     Ok(())
 }

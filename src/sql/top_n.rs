@@ -48,13 +48,7 @@ fn folded(top: &Select) -> Option<Select> {
     let SetExpr::Select(mid) = mid.body.as_ref() else {
         return None;
     };
-    let plain = mid.selection.is_none()
-        && mid.top.is_none()
-        && mid.having.is_none()
-        && mid.qualify.is_none()
-        && mid.distinct.is_none()
-        && mid.named_window.is_empty()
-        && matches!(&mid.group_by, datafusion::sql::sqlparser::ast::GroupByExpr::Expressions(e, m) if e.is_empty() && m.is_empty());
+    let plain = mid.selection.is_none() && unadorned(mid);
     let [inner_from] = mid.from.as_slice() else {
         return None;
     };
@@ -177,6 +171,17 @@ pub(super) fn plain_wildcard(o: &WildcardAdditionalOptions) -> bool {
         && o.opt_replace.is_none()
         && o.opt_rename.is_none()
         && o.opt_alias.is_none()
+}
+
+/// Whether `select` has none of DISTINCT, TOP, GROUP BY, HAVING, QUALIFY or WINDOW: its rows
+/// are its FROM's (filtered by its WHERE), one for one.
+pub(super) fn unadorned(select: &Select) -> bool {
+    select.distinct.is_none()
+        && select.top.is_none()
+        && select.having.is_none()
+        && select.qualify.is_none()
+        && select.named_window.is_empty()
+        && matches!(&select.group_by, GroupByExpr::Expressions(e, m) if e.is_empty() && m.is_empty())
 }
 
 /// Whether `query` has none of ORDER BY, LIMIT, FETCH or WITH around its body.

@@ -19,8 +19,8 @@
 
 use datafusion::arrow::datatypes::{Field, Schema};
 use datafusion::sql::sqlparser::ast::{
-    Expr, FunctionArg, FunctionArgExpr, GroupByExpr, Query, SelectItem, SetExpr, Spanned,
-    TableAlias, TableFactor,
+    Expr, FunctionArg, FunctionArgExpr, Query, SelectItem, SetExpr, Spanned, TableAlias,
+    TableFactor,
 };
 use datafusion::sql::sqlparser::tokenizer::{Location, Span};
 
@@ -406,12 +406,7 @@ fn stream_filter(body: &Query, stream: &str) -> Option<Option<Expr>> {
     let SetExpr::Select(s) = body.body.as_ref() else {
         return None;
     };
-    let plain = s.distinct.is_none()
-        && s.top.is_none()
-        && s.having.is_none()
-        && s.qualify.is_none()
-        && s.named_window.is_empty()
-        && matches!(&s.group_by, GroupByExpr::Expressions(e, m) if e.is_empty() && m.is_empty())
+    let plain = super::top_n::unadorned(s)
         && matches!(s.projection.as_slice(), [SelectItem::Wildcard(o)] if super::top_n::plain_wildcard(o));
     let reads_stream = matches!(
         s.from.as_slice(),
